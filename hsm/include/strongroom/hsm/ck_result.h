@@ -1,0 +1,42 @@
+// The one place where PKCS#11 return values become Strongroom errors.
+#ifndef STRONGROOM_HSM_CK_RESULT_H_
+#define STRONGROOM_HSM_CK_RESULT_H_
+
+#include <string>
+#include <string_view>
+
+#include "strongroom/common/error.h"
+#include "strongroom/hsm/pkcs11.h"
+
+namespace strongroom::hsm {
+
+// "CKR_PIN_INCORRECT", or "CKR_0x..." for codes this table does not name.
+std::string CkrName(CK_RV rv);
+
+// An Error for a failed call: the code follows the CKR class, the message names the call and the
+// CKR, and native_code() keeps the raw value.
+Error CkError(CK_RV rv, std::string_view call);
+
+// CK_RV → Status, for the thin call layer.
+inline Status CkCheck(CK_RV rv, std::string_view call) {
+  if (rv == CKR_OK) return OkStatus();
+  return CkError(rv, call);
+}
+
+// How a failure affects the state the layer holds.
+enum class CkFailure {
+  kNone,           // CKR_OK
+  kOperation,      // the call failed; session, login and handles are still good
+  kSessionDead,    // close and replace the session
+  kLoggedOut,      // the token's login is gone; log in again
+  kHandleInvalid,  // cached object handles are stale; re-resolve by label/id
+  kModuleDead,     // device error or the module was finalized under us: reset the module
+};
+CkFailure ClassifyCkr(CK_RV rv);
+
+// "CKM_AES_GCM", or "CKM_0x..." for mechanisms this table does not name.
+std::string CkmName(CK_MECHANISM_TYPE mechanism);
+
+}  // namespace strongroom::hsm
+
+#endif  // STRONGROOM_HSM_CK_RESULT_H_

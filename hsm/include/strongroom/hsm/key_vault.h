@@ -1,0 +1,74 @@
+// The HSM layer's front door: every configured token, used together.
+//
+// Root keys are never copied between tokens. Instead each token holds its own root keys for an
+// organization (same org and version numbers, different key material), and Wrap encrypts a key
+// under the current root key of every token in one call. Unwrap then works with whichever token is
+// healthy: tokens are tried in configuration order, skipping one that failed recently, and a token
+// that is unavailable passes the request to the next. An integrity failure (a tampered or
+// misbound blob) is never passed on: it is an alarm, not an outage.
+//
+// Thread-safe.
+#ifndef STRONGROOM_HSM_KEY_VAULT_H_
+#define STRONGROOM_HSM_KEY_VAULT_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "strongroom/common/error.h"
+#include "strongroom/common/secret_bytes.h"
+#include "strongroom/hsm/token.h"
+#include "strongroom/hsm/wrapped_key.h"
+
+namespace strongroom::hsm {
+
+struct HsmConfig {
+  std::vector<TokenConfig> tokens;  // the first is the primary
+};
+
+// A key wrapped under one token's root key.
+struct TokenBlob {
+  std::string token;               // TokenConfig::name
+  std::vector<std::uint8_t> blob;  // see wrapped_key.h
+};
+
+struct WrapResult {
+  std::vector<TokenBlob> blobs;  // one per token that wrapped it
+  std::vector<Error> missing;    // why the other tokens did not; the KMS re-wraps them later
+};
+
+struct RootKeySet {
+  std::string token;
+  std::vector<RootKeyInfo> keys;
+};
+
+class KeyVault {
+ public:
+  static Result<std::unique_ptr<KeyVault>> Open(const HsmConfig& config);
+
+  // Creates the org's first root key on every token; fails if any token already has one.
+  Result<std::vector<RootKeyInfo>> InitRoot(const std::string& org);
+  // Creates the next root-key version on every token; it becomes current for new wraps. Old
+  // versions stay for unwrapping.
+  Result<std::vector<RootKeyInfo>> RotateRoot(const std::string& org);
+  Result<std::vector<RootKeySet>> ListRoots(const std::string& org);
+
+  // Wraps under every token; fails only if no token could.
+  Result<WrapResult> Wrap(const KeyBinding& binding, std::span<const std::uint8_t> key);
+  Result<SecretBytes> Unwrap(const KeyBinding& binding, std::span<const TokenBlob> blobs);
+
+  std::vector<TokenHealth> Health() const;
+  const std::vector<std::unique_ptr<Token>>& tokens() const { return tokens_; }
+  Token* FindToken(const std::string& name) const;
+
+ private:
+  explicit KeyVault(std::vector<std::unique_ptr<Token>> tokens) : tokens_(std::move(tokens)) {}
+
+  std::vector<std::unique_ptr<Token>> tokens_;
+};
+
+}  // namespace strongroom::hsm
+
+#endif  // STRONGROOM_HSM_KEY_VAULT_H_

@@ -1,0 +1,111 @@
+// A bounded pool of PKCS#11 sessions on one slot.
+//
+// PKCS#11 allows one operation at a time per session, so a session is exclusive while leased.
+// Sessions are opened lazily up to the bound and handed out first-in first-out (so a network HSM
+// sees its sessions used evenly). A caller that finds every session leased waits until its
+// deadline and then gets UNAVAILABLE rather than hanging. A session whose call reported it dead is
+// dropped on return and replaced by the next Acquire. Sessions from an older module generation
+// (see Module::Reset) are discarded without C_CloseSession: their handles may already name a
+// newer session. Login state belongs to the token, so nothing here logs in or out.
+//
+// Thread-safe.
+#ifndef STRONGROOM_HSM_SESSION_POOL_H_
+#define STRONGROOM_HSM_SESSION_POOL_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+
+#include "strongroom/common/error.h"
+#include "strongroom/hsm/module.h"
+#include "strongroom/hsm/pkcs11.h"
+
+namespace strongroom::hsm {
+
+class SessionPool;
+
+// One leased session. Returns the session to its pool when destroyed.
+class SessionLease {
+ public:
+  SessionLease(SessionLease&& other) noexcept;
+  SessionLease& operator=(SessionLease&&) = delete;
+  SessionLease(const SessionLease&) = delete;
+  ~SessionLease();
+
+  CK_SESSION_HANDLE handle() const { return handle_; }
+  CK_FUNCTION_LIST_PTR fn() const { return fn_; }
+  std::uint64_t generation() const { return generation_; }
+
+  // The session must not be reused: it is closed (if still valid) instead of returned.
+  void MarkBroken() { broken_ = true; }
+
+ private:
+  friend class SessionPool;
+  SessionLease(SessionPool* pool, CK_SESSION_HANDLE handle, std::uint64_t generation,
+               std::shared_lock<std::shared_mutex> guard);
+
+  SessionPool* pool_;
+  CK_FUNCTION_LIST_PTR fn_;
+  CK_SESSION_HANDLE handle_;
+  std::uint64_t generation_;
+  bool broken_ = false;
+  std::shared_lock<std::shared_mutex> guard_;
+};
+
+struct SessionPoolStats {
+  std::size_t capacity = 0;
+  std::size_t open = 0;  // sessions that exist (idle + leased)
+  std::size_t idle = 0;
+  std::uint64_t acquired = 0;
+  std::uint64_t waited = 0;     // acquisitions that had to wait for a session
+  std::uint64_t timed_out = 0;  // acquisitions that gave up at their deadline
+  std::uint64_t replaced = 0;   // sessions dropped as dead or stale
+  std::uint64_t wait_micros = 0;
+};
+
+class SessionPool {
+ public:
+  SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, std::size_t capacity,
+              std::string token_name);
+  ~SessionPool();
+  SessionPool(const SessionPool&) = delete;
+  SessionPool& operator=(const SessionPool&) = delete;
+
+  Result<SessionLease> Acquire(std::chrono::steady_clock::time_point deadline);
+
+  // Forgets every idle session of an older module generation.
+  void DropStale();
+
+  SessionPoolStats stats() const;
+  CK_SLOT_ID slot() const;
+  // After a module reset the token may sit in another slot; new sessions open there.
+  void SetSlot(CK_SLOT_ID slot);
+
+ private:
+  friend class SessionLease;
+  struct Idle {
+    CK_SESSION_HANDLE handle;
+    std::uint64_t generation;
+  };
+  void Release(CK_SESSION_HANDLE handle, std::uint64_t generation, bool broken);
+
+  const std::shared_ptr<Module> module_;
+  CK_SLOT_ID slot_;  // guarded by mutex_
+  const std::size_t capacity_;
+  const std::string token_name_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable available_;
+  std::deque<Idle> idle_;
+  std::size_t open_ = 0;
+  SessionPoolStats counters_;
+};
+
+}  // namespace strongroom::hsm
+
+#endif  // STRONGROOM_HSM_SESSION_POOL_H_

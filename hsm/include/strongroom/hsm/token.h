@@ -1,0 +1,160 @@
+// One configured PKCS#11 token: its slot, session pool, login, root keys and health.
+//
+// The token is logged in once per module generation (CKR_USER_ALREADY_LOGGED_IN counts as
+// success) and never logged out per lease. Every operation runs on a leased session and is retried
+// once after repairing what its failure says is broken: a dead session is replaced, a lost login
+// is redone, stale object handles are re-resolved by CKA_ID, and a device error or
+// CKR_CRYPTOKI_NOT_INITIALIZED resets the module. A wrong or locked PIN is never retried: the
+// token stays refused until it is reopened.
+//
+// Root keys are used through session copies (C_CopyObject with CKA_TOKEN=false, keeping
+// CKA_SENSITIVE and non-extractable) when `session_copies` is on: on SoftHSM2 a token object pays
+// file I/O on every use and a session copy is about three times faster (docs/benchmarks.md). On a
+// network HSM the copy stays inside the HSM.
+//
+// Thread-safe.
+#ifndef STRONGROOM_HSM_TOKEN_H_
+#define STRONGROOM_HSM_TOKEN_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "strongroom/common/error.h"
+#include "strongroom/common/secret_bytes.h"
+#include "strongroom/hsm/module.h"
+#include "strongroom/hsm/root_key.h"
+#include "strongroom/hsm/session_pool.h"
+#include "strongroom/hsm/token_uri.h"
+#include "strongroom/hsm/wrapped_key.h"
+
+namespace strongroom::hsm {
+
+struct TokenConfig {
+  std::string name;  // how operators and logs refer to the token: "primary", "standby", ...
+  std::string uri;   // RFC 7512 PKCS#11 URI with module-path and pin-source
+  std::size_t pool_size = 2;
+  std::chrono::milliseconds acquire_timeout{2000};
+  bool session_copies = true;
+  // Names this process's wrap-usage counter on the token; distinct per KMS node.
+  std::string node_id = "node";
+  // AES-GCM with random IVs allows 2^32 encryptions per key (NIST SP 800-38D §8.3); a root-key
+  // version refuses to wrap past this many, leaving half that space as margin.
+  std::uint64_t wrap_limit = std::uint64_t{1} << 31;
+  // Wraps reserved on the token's counter at a time (one token write per block).
+  std::uint64_t reserve_block = std::uint64_t{1} << 16;
+};
+
+enum class TokenState { kReady, kUnavailable, kLoginRefused };
+std::string_view TokenStateName(TokenState state);
+
+struct TokenHealth {
+  std::string name;
+  TokenState state = TokenState::kReady;
+  std::string detail;  // the last error, for operators
+  std::uint64_t module_resets = 0;
+  std::uint64_t login_attempts = 0;
+  SessionPoolStats pool;
+};
+
+class Token {
+ public:
+  // Loads the module, finds the one token the URI names, checks its mechanisms and logs in.
+  static Result<std::unique_ptr<Token>> Open(const TokenConfig& config);
+  ~Token();
+  Token(const Token&) = delete;
+  Token& operator=(const Token&) = delete;
+
+  const std::string& name() const { return config_.name; }
+  const TokenUri& uri() const { return uri_; }
+  CK_SLOT_ID slot() const { return pool_.slot(); }
+  Module& module() { return *module_; }
+
+  // Root keys.
+  Result<RootKeyInfo> CreateRootKey(const std::string& org);  // the next version (1 if none)
+  Result<std::vector<RootKeyInfo>> ListRootKeys(const std::string& org);  // ascending versions
+  Result<std::vector<std::string>> ListOrgs();
+  Result<std::uint32_t> CurrentVersion(const std::string& org);
+  // Forgets cached current versions, e.g. after another node rotated.
+  void RefreshVersions();
+
+  // Wraps a 256-bit key under the org's current root key.
+  Result<std::vector<std::uint8_t>> Wrap(const KeyBinding& binding,
+                                         std::span<const std::uint8_t> key);
+  // Unwraps a blob made by Wrap on this token for the same binding.
+  Result<SecretBytes> Unwrap(const KeyBinding& binding, std::span<const std::uint8_t> blob);
+
+  TokenHealth Health() const;
+  // Whether the token failed recently; callers with another token prefer that one meanwhile.
+  bool InBackoff() const;
+
+ private:
+  struct RootHandles {
+    CK_OBJECT_HANDLE token_key = CK_INVALID_HANDLE;
+    CK_OBJECT_HANDLE use_key = CK_INVALID_HANDLE;  // the session copy, or token_key
+  };
+  struct Ledger {
+    std::uint64_t remaining = 0;  // wraps left in this node's reserved block
+    unsigned blocks = 0;          // blocks reserved so far by this process
+  };
+
+  Token(TokenConfig config, TokenUri uri, std::shared_ptr<Module> module, CK_SLOT_ID slot);
+
+  Status CheckMechanisms();
+  Status EnsureLoggedIn();
+  Status ResolveSlot(std::uint64_t generation);
+  Status Login();
+
+  // Runs `op` on a leased session, repairing and retrying once as described above.
+  template <typename T, typename Op>
+  Result<T> Run(Op&& op);
+
+  Result<RootHandles> Handles(SessionLease& lease, const RootKeyId& id);
+  void InvalidateHandles();
+  Status ReserveWraps(SessionLease& lease, const RootKeyId& id);
+  // Wraps counted against `id` by all nodes; `own` receives this node's counter objects.
+  Result<std::uint64_t> UsageTotal(SessionLease& lease, const RootKeyId& id,
+                                   std::vector<CK_OBJECT_HANDLE>* own, std::uint64_t* own_value);
+  Result<std::vector<RootKeyInfo>> ListRootKeysOn(SessionLease& lease, const std::string& org);
+
+  void MarkHealthy();
+  void MarkUnavailable(const Error& error);
+
+  const TokenConfig config_;
+  const TokenUri uri_;
+  const std::shared_ptr<Module> module_;
+  SessionPool pool_;
+  std::uint64_t slot_generation_;  // the module generation the slot was found in
+
+  mutable std::mutex login_mutex_;
+  std::atomic<std::uint64_t> logged_in_generation_{0};
+  std::optional<Error> login_refused_;
+  std::atomic<std::uint64_t> login_attempts_{0};
+
+  std::mutex handles_mutex_;
+  std::uint64_t handles_generation_ = 0;
+  CK_SESSION_HANDLE keeper_ = CK_INVALID_HANDLE;  // owns the session copies
+  std::map<RootKeyId, RootHandles> handles_;
+  std::map<std::string, std::uint32_t> current_;
+
+  std::mutex ledger_mutex_;
+  std::map<RootKeyId, Ledger> ledgers_;
+
+  std::atomic<bool> degraded_{false};
+  mutable std::mutex health_mutex_;
+  TokenState state_ = TokenState::kReady;
+  std::string detail_;
+  std::chrono::steady_clock::time_point backoff_until_{};
+  std::chrono::milliseconds backoff_{0};
+};
+
+}  // namespace strongroom::hsm
+
+#endif  // STRONGROOM_HSM_TOKEN_H_

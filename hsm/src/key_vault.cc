@@ -1,0 +1,136 @@
+#include "strongroom/hsm/key_vault.h"
+
+#include <algorithm>
+#include <set>
+
+namespace strongroom::hsm {
+
+Result<std::unique_ptr<KeyVault>> KeyVault::Open(const HsmConfig& config) {
+  if (config.tokens.empty()) {
+    return Error(ErrorCode::kInvalidArgument, "no HSM token configured");
+  }
+  std::set<std::string> names;
+  std::vector<std::unique_ptr<Token>> tokens;
+  for (const TokenConfig& token_config : config.tokens) {
+    if (!names.insert(token_config.name).second) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "token name '" + token_config.name + "' is configured twice");
+    }
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<Token> token, Token::Open(token_config));
+    for (const auto& other : tokens) {
+      if (&other->module() == &token->module() && other->slot() == token->slot()) {
+        return Error(ErrorCode::kInvalidArgument, "tokens '" + other->name() + "' and '" +
+                                                      token->name() + "' are the same token");
+      }
+    }
+    tokens.push_back(std::move(token));
+  }
+  return std::unique_ptr<KeyVault>(new KeyVault(std::move(tokens)));
+}
+
+Token* KeyVault::FindToken(const std::string& name) const {
+  for (const auto& token : tokens_) {
+    if (token->name() == name) return token.get();
+  }
+  return nullptr;
+}
+
+Result<std::vector<RootKeyInfo>> KeyVault::InitRoot(const std::string& org) {
+  SR_RETURN_IF_ERROR(ValidateOrgName(org));
+  for (const auto& token : tokens_) {
+    SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> existing, token->ListRootKeys(org));
+    if (!existing.empty()) {
+      return Error(ErrorCode::kAlreadyExists,
+                   "organization " + org + " already has root keys on token '" + token->name() +
+                       "' (current v" + std::to_string(existing.back().id.version) +
+                       "); rotate-root makes a new version");
+    }
+  }
+  return RotateRoot(org);
+}
+
+Result<std::vector<RootKeyInfo>> KeyVault::RotateRoot(const std::string& org) {
+  SR_RETURN_IF_ERROR(ValidateOrgName(org));
+  // Versions must agree across tokens so a blob's version means the same root on each.
+  std::uint32_t next = 1;
+  for (const auto& token : tokens_) {
+    SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> existing, token->ListRootKeys(org));
+    if (!existing.empty()) next = std::max(next, existing.back().id.version + 1);
+  }
+  std::vector<RootKeyInfo> created;
+  for (const auto& token : tokens_) {
+    // A token behind the others (it was down during a rotation) catches up version by version.
+    for (;;) {
+      SR_ASSIGN_OR_RETURN(RootKeyInfo info, token->CreateRootKey(org));
+      if (info.id.version >= next) {
+        created.push_back(std::move(info));
+        break;
+      }
+    }
+  }
+  return created;
+}
+
+Result<std::vector<RootKeySet>> KeyVault::ListRoots(const std::string& org) {
+  std::vector<RootKeySet> out;
+  for (const auto& token : tokens_) {
+    SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> keys, token->ListRootKeys(org));
+    out.push_back({token->name(), std::move(keys)});
+  }
+  return out;
+}
+
+Result<WrapResult> KeyVault::Wrap(const KeyBinding& binding, std::span<const std::uint8_t> key) {
+  WrapResult result;
+  for (const auto& token : tokens_) {
+    Result<std::vector<std::uint8_t>> blob = token->Wrap(binding, key);
+    if (blob.ok()) {
+      result.blobs.push_back({token->name(), std::move(blob).value()});
+    } else if (blob.error().code() == ErrorCode::kInvalidArgument ||
+               blob.error().code() == ErrorCode::kResourceExhausted) {
+      return blob.error();  // the request is wrong, or the root key needs rotating first
+    } else {
+      result.missing.push_back(blob.error());
+    }
+  }
+  if (result.blobs.empty()) {
+    return Error(result.missing.front().code(),
+                 "no token could wrap the key: " + result.missing.front().message());
+  }
+  return result;
+}
+
+Result<SecretBytes> KeyVault::Unwrap(const KeyBinding& binding, std::span<const TokenBlob> blobs) {
+  std::vector<std::pair<Token*, const TokenBlob*>> order;
+  for (const auto& token : tokens_) {
+    for (const TokenBlob& blob : blobs) {
+      if (blob.token == token->name()) order.emplace_back(token.get(), &blob);
+    }
+  }
+  if (order.empty()) {
+    return Error(ErrorCode::kNotFound, "the key has no blob for any configured token");
+  }
+  // Healthy tokens first, in configuration order; tokens in back-off last.
+  std::stable_partition(order.begin(), order.end(),
+                        [](const auto& entry) { return !entry.first->InBackoff(); });
+  std::optional<Error> last;
+  for (const auto& [token, blob] : order) {
+    Result<SecretBytes> key = token->Unwrap(binding, blob->blob);
+    if (key.ok()) return key;
+    // Only an outage (or a root version this token never got) passes the request on.
+    if (key.error().code() != ErrorCode::kUnavailable &&
+        key.error().code() != ErrorCode::kNotFound) {
+      return key.error();
+    }
+    last = key.error();
+  }
+  return Error(ErrorCode::kUnavailable, "no token could unwrap the key: " + last->message());
+}
+
+std::vector<TokenHealth> KeyVault::Health() const {
+  std::vector<TokenHealth> out;
+  for (const auto& token : tokens_) out.push_back(token->Health());
+  return out;
+}
+
+}  // namespace strongroom::hsm

@@ -1,0 +1,84 @@
+#include "strongroom/hsm/module.h"
+
+#include <dlfcn.h>
+
+#include <map>
+#include <utility>
+
+#include "strongroom/hsm/ck_result.h"
+
+namespace strongroom::hsm {
+
+Result<std::shared_ptr<Module>> Module::Load(const std::string& path) {
+  // Process-wide by nature: C_Initialize may be called once per process and module.
+  static std::mutex registry_mutex;
+  static std::map<std::string, std::weak_ptr<Module>> registry;
+
+  if (path.empty()) {
+    return Error(ErrorCode::kInvalidArgument, "no PKCS#11 module path given");
+  }
+  std::lock_guard lock(registry_mutex);
+  if (auto it = registry.find(path); it != registry.end()) {
+    if (auto existing = it->second.lock()) return existing;
+  }
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* why = dlerror();
+    return Error(ErrorCode::kNotFound, "cannot load PKCS#11 module " + path + ": " +
+                                           (why != nullptr ? why : "unknown dlopen error"));
+  }
+  auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(handle, "C_GetFunctionList"));
+  if (get_list == nullptr) {
+    dlclose(handle);
+    return Error(ErrorCode::kInvalidArgument,
+                 path + " is not a PKCS#11 module (no C_GetFunctionList)");
+  }
+  CK_FUNCTION_LIST_PTR fn = nullptr;
+  if (CK_RV rv = get_list(&fn); rv != CKR_OK || fn == nullptr) {
+    dlclose(handle);
+    return CkError(rv != CKR_OK ? rv : CKR_GENERAL_ERROR, "C_GetFunctionList of " + path);
+  }
+  bool owns_init = false;
+  if (Status s = Initialize(fn, &owns_init); !s.ok()) {
+    dlclose(handle);
+    return s.error();
+  }
+  std::shared_ptr<Module> module(new Module(path, handle, fn, owns_init));
+  registry[path] = module;
+  return module;
+}
+
+Status Module::Initialize(CK_FUNCTION_LIST_PTR fn, bool* owns_init) {
+  CK_C_INITIALIZE_ARGS args{};
+  args.flags = CKF_OS_LOCKING_OK;
+  CK_RV rv = fn->C_Initialize(&args);
+  if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+    // Another component of this process initialized it; it also owns C_Finalize.
+    *owns_init = false;
+    return OkStatus();
+  }
+  *owns_init = true;
+  return CkCheck(rv, "C_Initialize");
+}
+
+Module::Module(std::string path, void* handle, CK_FUNCTION_LIST_PTR fn, bool owns_init)
+    : path_(std::move(path)), handle_(handle), fn_(fn), owns_init_(owns_init) {}
+
+Module::~Module() {
+  if (owns_init_) fn_->C_Finalize(nullptr);
+  dlclose(handle_);
+}
+
+Status Module::Reset(std::uint64_t seen_generation) {
+  std::unique_lock lock(reset_mutex_);
+  if (generation() != seen_generation) return OkStatus();  // someone else reset it already
+  fn_->C_Finalize(nullptr);  // may fail with CKR_CRYPTOKI_NOT_INITIALIZED: that is the point
+  bool owns = false;
+  Status s = Initialize(fn_, &owns);
+  if (!s.ok()) return s;
+  owns_init_ = true;
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  return OkStatus();
+}
+
+}  // namespace strongroom::hsm

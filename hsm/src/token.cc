@@ -1,0 +1,697 @@
+#include "strongroom/hsm/token.h"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "object_ops.h"
+#include "strongroom/hsm/ck_result.h"
+
+namespace strongroom::hsm {
+namespace {
+
+using internal::Attr;
+using internal::FindObjects;
+using internal::GetBool;
+using internal::GetBytes;
+using internal::GetString;
+
+constexpr CK_BBOOL kTrue = CK_TRUE;
+constexpr CK_BBOOL kFalse = CK_FALSE;
+constexpr std::chrono::milliseconds kFirstBackoff{250};
+constexpr std::chrono::milliseconds kMaxBackoff{30000};
+
+CkFailure Classify(const Error& error) {
+  if (error.native_code() == 0) return CkFailure::kOperation;
+  return ClassifyCkr(static_cast<CK_RV>(error.native_code()));
+}
+
+Error Prefixed(const std::string& token, const Error& error) {
+  return Error(error.code(), "token '" + token + "': " + error.message(), error.native_code());
+}
+
+bool ValidNodeId(const std::string& node) {
+  if (node.empty() || node.size() > 64) return false;
+  return std::all_of(node.begin(), node.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+std::uint64_t ReadCounter(const std::vector<std::uint8_t>& bytes) {
+  std::uint64_t v = 0;
+  for (std::uint8_t b : bytes) v = (v << 8) | b;
+  return v;
+}
+
+std::vector<std::uint8_t> WriteCounter(std::uint64_t v) {
+  std::vector<std::uint8_t> out(8);
+  for (int i = 7; i >= 0; --i, v >>= 8)
+    out[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v);
+  return out;
+}
+
+Status ValidateConfig(const TokenConfig& config) {
+  if (config.name.empty()) return Error(ErrorCode::kInvalidArgument, "a token needs a name");
+  if (config.pool_size == 0 || config.pool_size > 1024) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "token '" + config.name + "': pool_size must be 1 to 1024");
+  }
+  if (config.acquire_timeout.count() <= 0) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "token '" + config.name + "': acquire timeout must be positive");
+  }
+  if (!ValidNodeId(config.node_id)) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "token '" + config.name + "': node id must be 1-64 of [A-Za-z0-9._-]");
+  }
+  if (config.wrap_limit == 0 || config.wrap_limit > (std::uint64_t{1} << 32)) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "token '" + config.name + "': wrap limit must be 1 to 2^32");
+  }
+  if (config.reserve_block == 0) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "token '" + config.name + "': reserve block must be positive");
+  }
+  return OkStatus();
+}
+
+Result<CK_SLOT_ID> FindSlot(Module& module, const TokenUri& uri, const std::string& name) {
+  CK_FUNCTION_LIST_PTR fn = module.fn();
+  CK_ULONG count = 0;
+  CK_RV rv = fn->C_GetSlotList(CK_TRUE, nullptr, &count);
+  if (rv != CKR_OK) return Prefixed(name, CkError(rv, "C_GetSlotList"));
+  std::vector<CK_SLOT_ID> slots(count);
+  if (count > 0) {
+    rv = fn->C_GetSlotList(CK_TRUE, slots.data(), &count);
+    if (rv != CKR_OK) return Prefixed(name, CkError(rv, "C_GetSlotList"));
+    slots.resize(count);
+  }
+  std::vector<CK_SLOT_ID> matches;
+  for (CK_SLOT_ID slot : slots) {
+    CK_TOKEN_INFO info{};
+    if (fn->C_GetTokenInfo(slot, &info) != CKR_OK) continue;
+    if (!(info.flags & CKF_TOKEN_INITIALIZED)) continue;
+    if (uri.Matches(slot, info)) matches.push_back(slot);
+  }
+  if (matches.empty()) {
+    return Error(ErrorCode::kNotFound, "token '" + name + "': no initialized token matches " +
+                                           uri.text() + " (kmsctl hsm slots lists the tokens " +
+                                           "the module offers)");
+  }
+  if (matches.size() > 1) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "token '" + name + "': " + std::to_string(matches.size()) + " tokens match " +
+                     uri.text() + "; add serial= or slot-id= to the URI");
+  }
+  return matches.front();
+}
+
+}  // namespace
+
+std::string_view TokenStateName(TokenState state) {
+  switch (state) {
+    case TokenState::kReady:
+      return "ready";
+    case TokenState::kUnavailable:
+      return "unavailable";
+    case TokenState::kLoginRefused:
+      return "login-refused";
+  }
+  return "unknown";
+}
+
+Result<std::unique_ptr<Token>> Token::Open(const TokenConfig& config) {
+  SR_RETURN_IF_ERROR(ValidateConfig(config));
+  Result<TokenUri> uri = TokenUri::Parse(config.uri);
+  if (!uri.ok()) return Prefixed(config.name, uri.error());
+  Result<std::shared_ptr<Module>> module = Module::Load(uri->module_path());
+  if (!module.ok()) return Prefixed(config.name, module.error());
+  SR_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(**module, *uri, config.name));
+  std::unique_ptr<Token> token(new Token(config, std::move(uri).value(), *module, slot));
+  SR_RETURN_IF_ERROR(token->CheckMechanisms());
+  SR_RETURN_IF_ERROR(token->EnsureLoggedIn());
+  return token;
+}
+
+Token::Token(TokenConfig config, TokenUri uri, std::shared_ptr<Module> module, CK_SLOT_ID slot)
+    : config_(std::move(config)),
+      uri_(std::move(uri)),
+      module_(std::move(module)),
+      pool_(module_, slot, config_.pool_size, config_.name),
+      slot_generation_(module_->generation()) {}
+
+Token::~Token() {
+  std::lock_guard lock(handles_mutex_);
+  if (keeper_ != CK_INVALID_HANDLE && handles_generation_ == module_->generation()) {
+    module_->fn()->C_CloseSession(keeper_);  // destroys the session copies with it
+  }
+}
+
+Status Token::CheckMechanisms() {
+  CK_FUNCTION_LIST_PTR fn = module_->fn();
+  CK_ULONG count = 0;
+  CK_RV rv = fn->C_GetMechanismList(slot(), nullptr, &count);
+  if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetMechanismList"));
+  std::vector<CK_MECHANISM_TYPE> list(count);
+  rv = fn->C_GetMechanismList(slot(), list.data(), &count);
+  if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetMechanismList"));
+  list.resize(count);
+
+  struct Need {
+    CK_MECHANISM_TYPE mechanism;
+    CK_FLAGS flags;
+    const char* what;
+    const char* purpose;
+  };
+  const Need needs[] = {
+      {CKM_AES_KEY_GEN, CKF_GENERATE, "generate", "generating AES-256 root keys in the token"},
+      {CKM_AES_GCM, CKF_ENCRYPT | CKF_DECRYPT, "encrypt and decrypt",
+       "wrapping keys under root keys"},
+  };
+  for (const Need& need : needs) {
+    CK_MECHANISM_INFO info{};
+    bool offered = std::find(list.begin(), list.end(), need.mechanism) != list.end() &&
+                   fn->C_GetMechanismInfo(slot(), need.mechanism, &info) == CKR_OK &&
+                   (info.flags & need.flags) == need.flags;
+    // AES key sizes are in bytes per PKCS#11, but some modules report bits.
+    if (offered && need.mechanism == CKM_AES_KEY_GEN) {
+      offered = (info.ulMinKeySize <= 32 && info.ulMaxKeySize >= 32) ||
+                (info.ulMinKeySize <= 256 && info.ulMaxKeySize >= 256);
+    }
+    if (!offered) {
+      return Error(ErrorCode::kUnimplemented,
+                   "token '" + name() + "' does not offer " + CkmName(need.mechanism) + " (" +
+                       need.what + (need.mechanism == CKM_AES_KEY_GEN ? ", 256-bit" : "") +
+                       "), which " + need.purpose + " needs");
+    }
+  }
+  return OkStatus();
+}
+
+Status Token::EnsureLoggedIn() {
+  if (logged_in_generation_.load(std::memory_order_acquire) == module_->generation()) {
+    return OkStatus();
+  }
+  std::lock_guard lock(login_mutex_);
+  for (int attempt = 0;; ++attempt) {
+    if (login_refused_) return *login_refused_;
+    const std::uint64_t generation = module_->generation();
+    if (logged_in_generation_.load() == generation) return OkStatus();
+    Status s = ResolveSlot(generation);
+    if (s.ok()) s = Login();
+    if (s.ok()) {
+      logged_in_generation_.store(generation, std::memory_order_release);
+      return OkStatus();
+    }
+    CkFailure failure = Classify(s.error());
+    if (attempt == 0 && failure == CkFailure::kModuleDead) {
+      if (Status reset = module_->Reset(generation); !reset.ok()) {
+        return Prefixed(name(), reset.error());
+      }
+      pool_.DropStale();
+      continue;
+    }
+    if (attempt == 0 && failure == CkFailure::kSessionDead) continue;
+    return s;
+  }
+}
+
+Status Token::ResolveSlot(std::uint64_t generation) {
+  if (slot_generation_ == generation) return OkStatus();
+  // A re-initialized module may number its slots anew (SoftHSM2 needs C_GetSlotList first).
+  Result<CK_SLOT_ID> slot = FindSlot(*module_, uri_, name());
+  if (!slot.ok()) {
+    // The token was there when we opened it: its absence now is an outage, not a typo.
+    return Error(
+        ErrorCode::kUnavailable,
+        "token '" + name() + "' is not present after a module reset: " + slot.error().message());
+  }
+  pool_.SetSlot(*slot);
+  slot_generation_ = generation;
+  return OkStatus();
+}
+
+Status Token::Login() {
+  CK_TOKEN_INFO info{};
+  CK_RV rv = module_->fn()->C_GetTokenInfo(slot(), &info);
+  if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetTokenInfo"));
+  if (info.flags & CKF_USER_PIN_LOCKED) {
+    login_refused_ = Error(ErrorCode::kFailedPrecondition,
+                           "token '" + name() +
+                               "': the user PIN is locked; a security officer "
+                               "must unlock it before the token can be used",
+                           CKR_PIN_LOCKED);
+    return *login_refused_;
+  }
+  Result<SecretBytes> pin = ReadPin(uri_.pin_source());
+  if (!pin.ok()) {
+    login_refused_ = Prefixed(name(), pin.error());
+    return *login_refused_;
+  }
+  SR_ASSIGN_OR_RETURN(SessionLease lease,
+                      pool_.Acquire(std::chrono::steady_clock::now() + config_.acquire_timeout));
+  login_attempts_.fetch_add(1);
+  rv = lease.fn()->C_Login(lease.handle(), CKU_USER, pin->data(),
+                           static_cast<CK_ULONG>(pin->size()));
+  pin->Clear();
+  if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return OkStatus();
+  if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
+    login_refused_ = Error(ErrorCode::kUnauthenticated,
+                           "token '" + name() + "': wrong PIN (C_Login returned " + CkrName(rv) +
+                               "); not retried, fix the pin-source and restart",
+                           rv);
+    return *login_refused_;
+  }
+  if (rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED) {
+    login_refused_ = Error(ErrorCode::kFailedPrecondition,
+                           "token '" + name() + "': the user PIN is " +
+                               (rv == CKR_PIN_LOCKED ? "locked" : "expired") +
+                               "; a security officer must reset it",
+                           rv);
+    return *login_refused_;
+  }
+  if (ClassifyCkr(rv) == CkFailure::kSessionDead) lease.MarkBroken();
+  return Prefixed(name(), CkError(rv, "C_Login"));
+}
+
+template <typename T, typename Op>
+Result<T> Token::Run(Op&& op) {
+  const auto deadline = std::chrono::steady_clock::now() + config_.acquire_timeout;
+  std::optional<Error> last;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (Status s = EnsureLoggedIn(); !s.ok()) {
+      if (s.error().code() == ErrorCode::kUnavailable) MarkUnavailable(s.error());
+      return s.error();
+    }
+    Result<SessionLease> lease = pool_.Acquire(deadline);
+    if (!lease.ok()) {
+      if (Classify(lease.error()) != CkFailure::kModuleDead) return lease.error();
+      last = lease.error();
+      if (Status reset = module_->Reset(module_->generation()); !reset.ok()) break;
+      pool_.DropStale();
+      continue;
+    }
+    Result<T> result = op(*lease);
+    if (result.ok()) {
+      MarkHealthy();
+      return result;
+    }
+    last = result.error();
+    switch (Classify(result.error())) {
+      case CkFailure::kNone:
+      case CkFailure::kOperation:
+        return result;
+      case CkFailure::kSessionDead:
+        lease->MarkBroken();
+        break;
+      case CkFailure::kLoggedOut:
+        logged_in_generation_.store(0);
+        break;
+      case CkFailure::kHandleInvalid:
+        InvalidateHandles();
+        break;
+      case CkFailure::kModuleDead: {
+        lease->MarkBroken();
+        const std::uint64_t generation = lease->generation();
+        { SessionLease released = std::move(lease).value(); }  // reset waits for every lease
+        if (Status reset = module_->Reset(generation); !reset.ok()) {
+          last = reset.error();
+          attempt = 2;
+        }
+        pool_.DropStale();
+        break;
+      }
+    }
+  }
+  Error failed(ErrorCode::kUnavailable, "token '" + name() + "' is unavailable: " + last->message(),
+               last->native_code());
+  MarkUnavailable(failed);
+  return failed;
+}
+
+Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& id) {
+  std::lock_guard lock(handles_mutex_);
+  if (handles_generation_ != lease.generation()) {
+    handles_.clear();
+    keeper_ = CK_INVALID_HANDLE;  // died with the old module generation
+    handles_generation_ = lease.generation();
+  }
+  if (auto it = handles_.find(id); it != handles_.end()) return it->second;
+
+  CK_FUNCTION_LIST_PTR fn = lease.fn();
+  const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  const std::string object_id = RootKeyObjectId(id);
+  CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue), Attr(CKA_ID, object_id)};
+  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
+                      FindObjects(fn, lease.handle(), match, 2));
+  if (found.empty()) {
+    return Error(ErrorCode::kNotFound, "token '" + name() + "' has no root key " + id.org + " v" +
+                                           std::to_string(id.version));
+  }
+  if (found.size() > 1) {
+    return Error(ErrorCode::kInternal, "token '" + name() + "' holds two objects for root key " +
+                                           id.org + " v" + std::to_string(id.version));
+  }
+  RootHandles handles{found.front(), found.front()};
+  if (config_.session_copies) {
+    if (keeper_ == CK_INVALID_HANDLE) {
+      CK_RV rv = fn->C_OpenSession(slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                                   &keeper_);
+      if (rv != CKR_OK) {
+        keeper_ = CK_INVALID_HANDLE;
+        return CkError(rv, "C_OpenSession (session copies)");
+      }
+    }
+    CK_ATTRIBUTE copy_template[] = {Attr(CKA_TOKEN, kFalse)};
+    CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+    CK_RV rv = fn->C_CopyObject(keeper_, handles.token_key, copy_template, 1, &copy);
+    if (rv == CKR_OK) {
+      handles.use_key = copy;
+    } else if (rv != CKR_ACTION_PROHIBITED && rv != CKR_FUNCTION_NOT_SUPPORTED) {
+      // A key that may not be copied is used in place; anything else is a real failure.
+      if (ClassifyCkr(rv) == CkFailure::kSessionDead) keeper_ = CK_INVALID_HANDLE;
+      return CkError(rv, "C_CopyObject (session copy of root key)");
+    }
+  }
+  handles_[id] = handles;
+  return handles;
+}
+
+void Token::InvalidateHandles() {
+  std::lock_guard lock(handles_mutex_);
+  if (keeper_ != CK_INVALID_HANDLE && handles_generation_ == module_->generation()) {
+    auto guard = module_->UseGuard();
+    module_->fn()->C_CloseSession(keeper_);
+  }
+  keeper_ = CK_INVALID_HANDLE;
+  handles_.clear();
+}
+
+void Token::RefreshVersions() {
+  std::lock_guard lock(handles_mutex_);
+  current_.clear();
+}
+
+Result<std::uint64_t> Token::UsageTotal(SessionLease& lease, const RootKeyId& id,
+                                        std::vector<CK_OBJECT_HANDLE>* own,
+                                        std::uint64_t* own_value) {
+  const CK_OBJECT_CLASS cls = CKO_DATA;
+  const std::string app = kUsageApplication;
+  CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue), Attr(CKA_APPLICATION, app)};
+  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
+                      FindObjects(lease.fn(), lease.handle(), match));
+  const std::string prefix = UsageCounterPrefix(id);
+  const std::string mine = UsageCounterLabel(id, config_.node_id);
+  // A node's counter is replaced, never edited (CKA_VALUE of a data object is read-only), so a
+  // crash between creating the new object and destroying the old leaves two: take the larger.
+  std::map<std::string, std::uint64_t> per_node;
+  if (own != nullptr) own->clear();
+  for (CK_OBJECT_HANDLE h : found) {
+    SR_ASSIGN_OR_RETURN(std::string label, GetString(lease.fn(), lease.handle(), h, CKA_LABEL));
+    if (label.rfind(prefix, 0) != 0) continue;
+    SR_ASSIGN_OR_RETURN(std::vector<std::uint8_t> value,
+                        GetBytes(lease.fn(), lease.handle(), h, CKA_VALUE));
+    std::uint64_t& count = per_node[label];
+    count = std::max(count, ReadCounter(value));
+    if (label == mine && own != nullptr) own->push_back(h);
+  }
+  std::uint64_t total = 0;
+  for (const auto& [label, count] : per_node) total += count;
+  if (own_value != nullptr) *own_value = per_node.count(mine) ? per_node[mine] : 0;
+  return total;
+}
+
+Status Token::ReserveWraps(SessionLease& lease, const RootKeyId& id) {
+  std::lock_guard lock(ledger_mutex_);
+  Ledger& ledger = ledgers_[id];
+  if (ledger.remaining > 0) {
+    --ledger.remaining;
+    return OkStatus();
+  }
+  std::vector<CK_OBJECT_HANDLE> own;
+  std::uint64_t own_value = 0;
+  SR_ASSIGN_OR_RETURN(std::uint64_t total, UsageTotal(lease, id, &own, &own_value));
+  if (total >= config_.wrap_limit) {
+    return Error(ErrorCode::kResourceExhausted,
+                 "token '" + name() + "': root key " + id.org + " v" + std::to_string(id.version) +
+                     " has wrapped " + std::to_string(total) +
+                     " keys, its limit for random GCM IVs; rotate the root key "
+                     "(kmsctl hsm rotate-root --org " +
+                     id.org + ")");
+  }
+  // Blocks grow from 1024 to reserve_block, so a short-lived process (kmsctl) wastes little.
+  const std::uint64_t grown =
+      ledger.blocks >= 6 ? config_.reserve_block : std::uint64_t{1024} << (2 * ledger.blocks);
+  const std::uint64_t block = std::min({config_.reserve_block, grown, config_.wrap_limit - total});
+  const std::vector<std::uint8_t> value = WriteCounter(own_value + block);
+  const CK_OBJECT_CLASS cls = CKO_DATA;
+  const std::string app = kUsageApplication;
+  const std::string label = UsageCounterLabel(id, config_.node_id);
+  CK_ATTRIBUTE object[] = {Attr(CKA_CLASS, cls),     Attr(CKA_TOKEN, kTrue),
+                           Attr(CKA_PRIVATE, kTrue), Attr(CKA_APPLICATION, app),
+                           Attr(CKA_LABEL, label),   Attr(CKA_VALUE, value.data(), value.size())};
+  CK_OBJECT_HANDLE created = CK_INVALID_HANDLE;
+  CK_RV rv = lease.fn()->C_CreateObject(lease.handle(), object, std::size(object), &created);
+  if (rv != CKR_OK) return CkError(rv, "recording root-key usage on the token");
+  for (CK_OBJECT_HANDLE old : own) lease.fn()->C_DestroyObject(lease.handle(), old);
+  ledger.remaining = block - 1;
+  ++ledger.blocks;
+  return OkStatus();
+}
+
+Result<std::vector<RootKeyInfo>> Token::ListRootKeysOn(SessionLease& lease,
+                                                       const std::string& org) {
+  CK_FUNCTION_LIST_PTR fn = lease.fn();
+  const CK_SESSION_HANDLE s = lease.handle();
+  const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue)};
+  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, FindObjects(fn, s, match));
+  std::vector<RootKeyInfo> out;
+  for (CK_OBJECT_HANDLE h : found) {
+    Result<std::string> object_id = GetString(fn, s, h, CKA_ID);
+    if (!object_id.ok()) continue;  // not ours: other applications' keys may lack CKA_ID
+    std::optional<RootKeyId> id = ParseRootKeyObjectId(*object_id);
+    if (!id || (!org.empty() && id->org != org)) continue;
+    RootKeyInfo info;
+    info.id = *id;
+    SR_ASSIGN_OR_RETURN(info.label, GetString(fn, s, h, CKA_LABEL));
+    SR_ASSIGN_OR_RETURN(info.sensitive, GetBool(fn, s, h, CKA_SENSITIVE));
+    SR_ASSIGN_OR_RETURN(info.extractable, GetBool(fn, s, h, CKA_EXTRACTABLE));
+    SR_ASSIGN_OR_RETURN(info.never_extractable, GetBool(fn, s, h, CKA_NEVER_EXTRACTABLE));
+    SR_ASSIGN_OR_RETURN(info.always_sensitive, GetBool(fn, s, h, CKA_ALWAYS_SENSITIVE));
+    SR_ASSIGN_OR_RETURN(info.local, GetBool(fn, s, h, CKA_LOCAL));
+    SR_ASSIGN_OR_RETURN(info.wraps_reserved, UsageTotal(lease, info.id, nullptr, nullptr));
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const RootKeyInfo& a, const RootKeyInfo& b) { return a.id < b.id; });
+  return out;
+}
+
+Result<std::vector<RootKeyInfo>> Token::ListRootKeys(const std::string& org) {
+  SR_RETURN_IF_ERROR(ValidateOrgName(org));
+  return Run<std::vector<RootKeyInfo>>(
+      [&](SessionLease& lease) { return ListRootKeysOn(lease, org); });
+}
+
+Result<std::vector<std::string>> Token::ListOrgs() {
+  SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> all,
+                      Run<std::vector<RootKeyInfo>>(
+                          [&](SessionLease& lease) { return ListRootKeysOn(lease, ""); }));
+  std::set<std::string> orgs;
+  for (const RootKeyInfo& info : all) orgs.insert(info.id.org);
+  return std::vector<std::string>(orgs.begin(), orgs.end());
+}
+
+Result<std::uint32_t> Token::CurrentVersion(const std::string& org) {
+  {
+    std::lock_guard lock(handles_mutex_);
+    if (auto it = current_.find(org); it != current_.end()) return it->second;
+  }
+  SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> keys, ListRootKeys(org));
+  if (keys.empty()) {
+    return Error(ErrorCode::kNotFound, "organization " + org + " has no root key on token '" +
+                                           name() + "' (kmsctl hsm init-root --org " + org +
+                                           " creates one)");
+  }
+  std::lock_guard lock(handles_mutex_);
+  current_[org] = keys.back().id.version;
+  return keys.back().id.version;
+}
+
+Result<RootKeyInfo> Token::CreateRootKey(const std::string& org) {
+  SR_RETURN_IF_ERROR(ValidateOrgName(org));
+  SR_ASSIGN_OR_RETURN(
+      RootKeyInfo created, Run<RootKeyInfo>([&](SessionLease& lease) -> Result<RootKeyInfo> {
+        SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> existing, ListRootKeysOn(lease, org));
+        RootKeyId id{org, existing.empty() ? 1 : existing.back().id.version + 1};
+        const std::string label = RootKeyLabel(id);
+        const std::string object_id = RootKeyObjectId(id);
+        const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        const CK_KEY_TYPE type = CKK_AES;
+        const CK_ULONG length = 32;
+        // PKCS#11 makes CKA_SENSITIVE and CKA_EXTRACTABLE one-way, so they hold whatever
+        // CKA_MODIFIABLE says. SoftHSM2 refuses C_CopyObject of an unmodifiable object, so a
+        // root key meant for session copies stays modifiable.
+        const CK_BBOOL copyable = config_.session_copies ? CK_TRUE : CK_FALSE;
+        CK_ATTRIBUTE key_template[] = {
+            Attr(CKA_CLASS, cls),          Attr(CKA_KEY_TYPE, type),
+            Attr(CKA_VALUE_LEN, length),   Attr(CKA_TOKEN, kTrue),
+            Attr(CKA_PRIVATE, kTrue),      Attr(CKA_SENSITIVE, kTrue),
+            Attr(CKA_EXTRACTABLE, kFalse), Attr(CKA_MODIFIABLE, copyable),
+            Attr(CKA_COPYABLE, copyable),  Attr(CKA_ENCRYPT, kTrue),
+            Attr(CKA_DECRYPT, kTrue),      Attr(CKA_WRAP, kFalse),
+            Attr(CKA_UNWRAP, kFalse),      Attr(CKA_SIGN, kFalse),
+            Attr(CKA_VERIFY, kFalse),      Attr(CKA_DERIVE, kFalse),
+            Attr(CKA_LABEL, label),        Attr(CKA_ID, object_id),
+        };
+        CK_MECHANISM mechanism{CKM_AES_KEY_GEN, nullptr, 0};
+        CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+        CK_RV rv = lease.fn()->C_GenerateKey(lease.handle(), &mechanism, key_template,
+                                             std::size(key_template), &key);
+        if (rv != CKR_OK) return CkError(rv, "C_GenerateKey (root key)");
+        SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> after, ListRootKeysOn(lease, org));
+        auto same = std::count_if(after.begin(), after.end(),
+                                  [&](const RootKeyInfo& k) { return k.id == id; });
+        if (same != 1) {
+          // Another process created the same version at the same moment; keep theirs.
+          lease.fn()->C_DestroyObject(lease.handle(), key);
+          return Error(ErrorCode::kAlreadyExists,
+                       "root key " + org + " v" + std::to_string(id.version) +
+                           " was created concurrently by another process; run the command again");
+        }
+        for (RootKeyInfo& k : after) {
+          if (k.id == id) return std::move(k);
+        }
+        return Error(ErrorCode::kInternal, "created root key not found");
+      }));
+  std::lock_guard lock(handles_mutex_);
+  current_[org] = created.id.version;
+  return created;
+}
+
+Result<std::vector<std::uint8_t>> Token::Wrap(const KeyBinding& binding,
+                                              std::span<const std::uint8_t> key) {
+  SR_RETURN_IF_ERROR(ValidateBinding(binding));
+  if (key.size() != kWrappedKeyPlainSize) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "only 256-bit keys are wrapped, got " + std::to_string(key.size() * 8) + " bits");
+  }
+  SR_ASSIGN_OR_RETURN(std::uint32_t version, CurrentVersion(binding.org));
+  const RootKeyId id{binding.org, version};
+  std::vector<std::uint8_t> aad = WrappedKeyAad(binding, version);
+  return Run<std::vector<std::uint8_t>>(
+      [&](SessionLease& lease) -> Result<std::vector<std::uint8_t>> {
+        SR_ASSIGN_OR_RETURN(RootHandles handles, Handles(lease, id));
+        SR_RETURN_IF_ERROR(ReserveWraps(lease, id));
+        CK_FUNCTION_LIST_PTR fn = lease.fn();
+        std::uint8_t iv[kGcmIvSize];
+        CK_RV rv = fn->C_GenerateRandom(lease.handle(), iv, sizeof iv);
+        if (rv != CKR_OK) return CkError(rv, "C_GenerateRandom");
+        CK_GCM_PARAMS params{iv,
+                             sizeof iv,
+                             sizeof iv * 8,
+                             aad.data(),
+                             static_cast<CK_ULONG>(aad.size()),
+                             kGcmTagSize * 8};
+        CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
+        rv = fn->C_EncryptInit(lease.handle(), &mechanism, handles.use_key);
+        if (rv != CKR_OK) return CkError(rv, "C_EncryptInit");
+        std::uint8_t out[kWrappedKeyPlainSize + kGcmTagSize];
+        CK_ULONG out_len = sizeof out;
+        rv = fn->C_Encrypt(lease.handle(), const_cast<std::uint8_t*>(key.data()),
+                           static_cast<CK_ULONG>(key.size()), out, &out_len);
+        if (rv != CKR_OK) return CkError(rv, "C_Encrypt");
+        if (out_len != sizeof out) {
+          return Error(ErrorCode::kInternal, "C_Encrypt returned " + std::to_string(out_len) +
+                                                 " bytes for a 256-bit key under AES-GCM");
+        }
+        return EncodeWrappedKey(version, iv, out);
+      });
+}
+
+Result<SecretBytes> Token::Unwrap(const KeyBinding& binding, std::span<const std::uint8_t> blob) {
+  SR_RETURN_IF_ERROR(ValidateBinding(binding));
+  SR_ASSIGN_OR_RETURN(WrappedKeyView view, ParseWrappedKey(blob));
+  const RootKeyId id{binding.org, view.root_version};
+  std::vector<std::uint8_t> aad = WrappedKeyAad(binding, view.root_version);
+  return Run<SecretBytes>([&](SessionLease& lease) -> Result<SecretBytes> {
+    SR_ASSIGN_OR_RETURN(RootHandles handles, Handles(lease, id));
+    CK_FUNCTION_LIST_PTR fn = lease.fn();
+    CK_GCM_PARAMS params{
+        const_cast<std::uint8_t*>(view.iv.data()), kGcmIvSize,     kGcmIvSize * 8, aad.data(),
+        static_cast<CK_ULONG>(aad.size()),         kGcmTagSize * 8};
+    CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
+    CK_RV rv = fn->C_DecryptInit(lease.handle(), &mechanism, handles.use_key);
+    if (rv != CKR_OK) return CkError(rv, "C_DecryptInit");
+    SecretBytes key(view.ciphertext_and_tag.size());
+    CK_ULONG key_len = static_cast<CK_ULONG>(key.size());
+    rv = fn->C_Decrypt(lease.handle(), const_cast<std::uint8_t*>(view.ciphertext_and_tag.data()),
+                       static_cast<CK_ULONG>(view.ciphertext_and_tag.size()), key.data(), &key_len);
+    // PKCS#11 reports a failed GCM tag as CKR_ENCRYPTED_DATA_INVALID; SoftHSM2 2.6 says
+    // CKR_GENERAL_ERROR. Tell that apart from a real device failure by asking the session.
+    CK_SESSION_INFO session_info;
+    const bool session_alive = (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED) &&
+                               fn->C_GetSessionInfo(lease.handle(), &session_info) == CKR_OK;
+    if (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE || session_alive) {
+      return Error(ErrorCode::kDataLoss,
+                   "wrapped key failed authentication: it was altered, or it belongs to another "
+                   "key, organization or root-key version");
+    }
+    if (rv != CKR_OK) return CkError(rv, "C_Decrypt");
+    if (key_len != kWrappedKeyPlainSize) {
+      return Error(ErrorCode::kDataLoss, "wrapped key decrypted to the wrong length");
+    }
+    key.Truncate(key_len);
+    return key;
+  });
+}
+
+void Token::MarkHealthy() {
+  if (!degraded_.load(std::memory_order_relaxed)) return;
+  std::lock_guard lock(health_mutex_);
+  state_ = TokenState::kReady;
+  detail_.clear();
+  backoff_ = std::chrono::milliseconds(0);
+  backoff_until_ = {};
+  degraded_.store(false);
+}
+
+void Token::MarkUnavailable(const Error& error) {
+  std::lock_guard lock(health_mutex_);
+  if (state_ != TokenState::kLoginRefused) state_ = TokenState::kUnavailable;
+  detail_ = error.message();
+  backoff_ = std::min(kMaxBackoff, backoff_.count() == 0 ? kFirstBackoff : backoff_ * 2);
+  backoff_until_ = std::chrono::steady_clock::now() + backoff_;
+  degraded_.store(true);
+}
+
+bool Token::InBackoff() const {
+  if (!degraded_.load(std::memory_order_relaxed)) return false;
+  std::lock_guard lock(health_mutex_);
+  return std::chrono::steady_clock::now() < backoff_until_;
+}
+
+TokenHealth Token::Health() const {
+  TokenHealth health;
+  health.name = config_.name;
+  {
+    std::lock_guard lock(health_mutex_);
+    health.state = state_;
+    health.detail = detail_;
+  }
+  {
+    std::lock_guard lock(login_mutex_);
+    if (login_refused_) {
+      health.state = TokenState::kLoginRefused;
+      health.detail = login_refused_->message();
+    }
+  }
+  health.module_resets = module_->resets();
+  health.login_attempts = login_attempts_.load();
+  health.pool = pool_.stats();
+  return health;
+}
+
+}  // namespace strongroom::hsm

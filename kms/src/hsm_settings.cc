@@ -1,0 +1,128 @@
+#include "strongroom/kms/hsm_settings.h"
+
+#include <Poco/AutoPtr.h>
+#include <Poco/Exception.h>
+#include <Poco/NumberParser.h>
+#include <Poco/String.h>
+#include <Poco/StringTokenizer.h>
+#include <Poco/Util/IniFileConfiguration.h>
+#include <unistd.h>
+
+#include <set>
+
+namespace strongroom::kms {
+namespace {
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "node";
+  std::string name(buf);
+  for (char& c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) c = '-';
+  }
+  return name.substr(0, 64);
+}
+
+Status CheckKeys(const Poco::Util::AbstractConfiguration& config, const std::string& section,
+                 const std::set<std::string>& allowed, const std::set<std::string>& subsections) {
+  Poco::Util::AbstractConfiguration::Keys keys;
+  config.keys(section, keys);
+  for (const std::string& key : keys) {
+    if (allowed.count(key) || subsections.count(key)) continue;
+    return Error(ErrorCode::kInvalidArgument, "unknown setting " + section + "." + key);
+  }
+  return OkStatus();
+}
+
+Result<std::uint64_t> UnsignedSetting(const Poco::Util::AbstractConfiguration& config,
+                                      const std::string& key, std::uint64_t fallback,
+                                      std::uint64_t min, std::uint64_t max) {
+  if (!config.hasProperty(key)) return fallback;
+  std::string text = Poco::trim(config.getRawString(key));
+  std::uint64_t value = 0;
+  if (!Poco::NumberParser::tryParseUnsigned64(text, value) || value < min || value > max) {
+    return Error(ErrorCode::kInvalidArgument, key + " must be a whole number from " +
+                                                  std::to_string(min) + " to " +
+                                                  std::to_string(max) + ", got '" + text + "'");
+  }
+  return value;
+}
+
+Result<bool> BoolSetting(const Poco::Util::AbstractConfiguration& config, const std::string& key,
+                         bool fallback) {
+  if (!config.hasProperty(key)) return fallback;
+  std::string text = Poco::toLower(Poco::trim(config.getRawString(key)));
+  if (text == "true" || text == "yes" || text == "on" || text == "1") return true;
+  if (text == "false" || text == "no" || text == "off" || text == "0") return false;
+  return Error(ErrorCode::kInvalidArgument, key + " must be true or false, got '" + text + "'");
+}
+
+}  // namespace
+
+Result<hsm::HsmConfig> ReadHsmSettings(const Poco::Util::AbstractConfiguration& config) {
+  if (!config.hasProperty("hsm.tokens")) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "the configuration names no HSM tokens (set tokens = ... in section [hsm])");
+  }
+  Poco::StringTokenizer names(
+      config.getRawString("hsm.tokens"), ",",
+      Poco::StringTokenizer::TOK_TRIM | Poco::StringTokenizer::TOK_IGNORE_EMPTY);
+  if (names.count() == 0) {
+    return Error(ErrorCode::kInvalidArgument, "hsm.tokens lists no token");
+  }
+  std::set<std::string> token_names(names.begin(), names.end());
+  SR_RETURN_IF_ERROR(CheckKeys(config, "hsm", {"tokens", "node_id"}, token_names));
+  const std::string node_id = config.hasProperty("hsm.node_id")
+                                  ? Poco::trim(config.getRawString("hsm.node_id"))
+                                  : HostName();
+
+  hsm::HsmConfig out;
+  for (const std::string& name : names) {
+    const std::string section = "hsm." + name;
+    SR_RETURN_IF_ERROR(CheckKeys(
+        config, section,
+        {"uri", "pool_size", "acquire_timeout_ms", "session_copies", "wrap_limit", "reserve_block"},
+        {}));
+    if (!config.hasProperty(section + ".uri")) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "token " + name + " has no uri (set uri = pkcs11:... in [" + section + "])");
+    }
+    hsm::TokenConfig token;
+    token.name = name;
+    token.node_id = node_id;
+    token.uri = Poco::trim(config.getRawString(section + ".uri"));
+    SR_ASSIGN_OR_RETURN(std::uint64_t pool,
+                        UnsignedSetting(config, section + ".pool_size", token.pool_size, 1, 1024));
+    token.pool_size = pool;
+    SR_ASSIGN_OR_RETURN(
+        std::uint64_t timeout,
+        UnsignedSetting(config, section + ".acquire_timeout_ms",
+                        static_cast<std::uint64_t>(token.acquire_timeout.count()), 1, 600000));
+    token.acquire_timeout = std::chrono::milliseconds(timeout);
+    SR_ASSIGN_OR_RETURN(token.session_copies,
+                        BoolSetting(config, section + ".session_copies", token.session_copies));
+    SR_ASSIGN_OR_RETURN(token.wrap_limit,
+                        UnsignedSetting(config, section + ".wrap_limit", token.wrap_limit, 1,
+                                        std::uint64_t{1} << 32));
+    SR_ASSIGN_OR_RETURN(token.reserve_block,
+                        UnsignedSetting(config, section + ".reserve_block", token.reserve_block, 1,
+                                        std::uint64_t{1} << 24));
+    out.tokens.push_back(std::move(token));
+  }
+  return out;
+}
+
+Result<hsm::HsmConfig> LoadHsmSettings(const std::string& path) {
+  Poco::AutoPtr<Poco::Util::IniFileConfiguration> config;
+  try {
+    config = new Poco::Util::IniFileConfiguration(path);
+  } catch (const Poco::Exception& e) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "cannot read configuration " + path + ": " + e.displayText());
+  }
+  return ReadHsmSettings(*config);
+}
+
+}  // namespace strongroom::kms

@@ -1,0 +1,219 @@
+#include "hsm_commands.h"
+
+#include <chrono>
+#include <cstdio>
+#include <set>
+
+#include "strongroom/hsm/ck_result.h"
+#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/slot_inventory.h"
+#include "strongroom/hsm/token_uri.h"
+#include "strongroom/kms/hsm_settings.h"
+
+namespace strongroom::kms {
+namespace {
+
+std::string MechanismFlags(CK_FLAGS flags) {
+  std::string out;
+  const std::pair<CK_FLAGS, const char*> names[] = {
+      {CKF_ENCRYPT, "encrypt"}, {CKF_DECRYPT, "decrypt"},   {CKF_SIGN, "sign"},
+      {CKF_VERIFY, "verify"},   {CKF_GENERATE, "generate"}, {CKF_GENERATE_KEY_PAIR, "keypair"},
+      {CKF_WRAP, "wrap"},       {CKF_UNWRAP, "unwrap"},     {CKF_DERIVE, "derive"},
+      {CKF_DIGEST, "digest"}};
+  for (const auto& [flag, name] : names) {
+    if (flags & flag) {
+      if (!out.empty()) out += ' ';
+      out += name;
+    }
+  }
+  return out;
+}
+
+Status Slots(const CtlOptions& options, std::ostream& out) {
+  std::vector<std::string> modules;
+  if (!options.module.empty()) {
+    modules.push_back(options.module);
+  } else {
+    SR_ASSIGN_OR_RETURN(hsm::HsmConfig config, LoadHsmSettings(options.config_path));
+    std::set<std::string> seen;
+    for (const hsm::TokenConfig& token : config.tokens) {
+      SR_ASSIGN_OR_RETURN(hsm::TokenUri uri, hsm::TokenUri::Parse(token.uri));
+      if (seen.insert(uri.module_path()).second) modules.push_back(uri.module_path());
+    }
+  }
+  for (const std::string& path : modules) {
+    SR_ASSIGN_OR_RETURN(std::shared_ptr<hsm::Module> module, hsm::Module::Load(path));
+    SR_ASSIGN_OR_RETURN(std::vector<hsm::SlotDescription> slots, hsm::ListSlots(*module));
+    out << "module " << path << ": " << slots.size() << " slot(s)\n";
+    for (const hsm::SlotDescription& slot : slots) {
+      out << "  slot " << slot.id << " (" << slot.description << ")";
+      if (!slot.token_present) {
+        out << ": no token\n";
+        continue;
+      }
+      if (!slot.token_initialized) {
+        out << ": uninitialized token\n";
+        continue;
+      }
+      out << ": token '" << slot.label << "' " << slot.manufacturer << " / " << slot.model
+          << ", serial " << slot.serial;
+      if (slot.token_flags & CKF_USER_PIN_LOCKED) out << ", USER PIN LOCKED";
+      out << "\n    uri: pkcs11:token=" << slot.label << ";serial=" << slot.serial << "\n";
+      for (const hsm::MechanismDescription& m : slot.mechanisms) {
+        out << "    " << m.name << " [" << MechanismFlags(m.info.flags) << "]";
+        if (m.info.ulMaxKeySize != 0) {
+          out << " key " << m.info.ulMinKeySize << "-" << m.info.ulMaxKeySize;
+        }
+        out << "\n";
+      }
+    }
+  }
+  return OkStatus();
+}
+
+Status InitToken(const CtlOptions& options, std::ostream& out) {
+  if (options.module.empty() || options.label.empty() || options.pin_source.empty() ||
+      options.so_pin_source.empty()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "hsm init-token needs --module, --label, --so-pin-source and --pin-source");
+  }
+  SR_ASSIGN_OR_RETURN(SecretBytes so_pin, hsm::ReadPin(options.so_pin_source));
+  SR_ASSIGN_OR_RETURN(SecretBytes user_pin, hsm::ReadPin(options.pin_source));
+  SR_ASSIGN_OR_RETURN(std::shared_ptr<hsm::Module> module, hsm::Module::Load(options.module));
+  SR_ASSIGN_OR_RETURN(CK_SLOT_ID slot,
+                      hsm::InitializeToken(*module, options.label, so_pin, user_pin));
+  out << "initialized token '" << options.label << "' in slot " << slot << "\n";
+  return OkStatus();
+}
+
+void PrintRoot(const std::string& token, const hsm::RootKeyInfo& key, bool current,
+               std::ostream& out) {
+  out << "  " << token << "  " << key.id.org << " v" << key.id.version
+      << (current ? " (current)" : "") << "  label=" << key.label
+      << "  sensitive=" << (key.sensitive ? "yes" : "NO")
+      << "  extractable=" << (key.extractable ? "YES" : "no")
+      << "  generated-in-token=" << (key.local ? "yes" : "NO")
+      << "  wraps-reserved=" << key.wraps_reserved << "\n";
+}
+
+Result<std::unique_ptr<hsm::KeyVault>> OpenVault(const CtlOptions& options) {
+  SR_ASSIGN_OR_RETURN(hsm::HsmConfig config, LoadHsmSettings(options.config_path));
+  return hsm::KeyVault::Open(config);
+}
+
+Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostream& out) {
+  if (options.org.empty()) {
+    return Error(ErrorCode::kInvalidArgument, "hsm " + verb + " needs --org ORG");
+  }
+  SR_RETURN_IF_ERROR(hsm::ValidateOrgName(options.org));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
+  if (verb == "roots") {
+    SR_ASSIGN_OR_RETURN(std::vector<hsm::RootKeySet> sets, vault->ListRoots(options.org));
+    out << "root keys of " << options.org << ":\n";
+    for (const hsm::RootKeySet& set : sets) {
+      if (set.keys.empty()) out << "  " << set.token << "  (none)\n";
+      for (const hsm::RootKeyInfo& key : set.keys) {
+        PrintRoot(set.token, key, &key == &set.keys.back(), out);
+      }
+    }
+    return OkStatus();
+  }
+  Result<std::vector<hsm::RootKeyInfo>> created =
+      verb == "init-root" ? vault->InitRoot(options.org) : vault->RotateRoot(options.org);
+  if (!created.ok()) return created.error();
+  out << (verb == "init-root" ? "created" : "rotated to") << " root key of " << options.org
+      << ":\n";
+  for (std::size_t i = 0; i < created->size(); ++i) {
+    PrintRoot(vault->tokens()[i]->name(), (*created)[i], true, out);
+  }
+  return OkStatus();
+}
+
+Status Check(const CtlOptions& options, std::ostream& out) {
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
+  int failures = 0;
+  ErrorCode failure_code = ErrorCode::kInternal;
+  for (const auto& token : vault->tokens()) {
+    Result<std::vector<std::string>> orgs = token->ListOrgs();
+    if (!orgs.ok()) {
+      out << "token " << token->name() << ": FAILED " << orgs.error().message() << "\n";
+      failure_code = orgs.error().code();
+      ++failures;
+      continue;
+    }
+    if (orgs->empty()) {
+      out << "token " << token->name() << ": logged in; no root keys yet (hsm init-root)\n";
+      continue;
+    }
+    for (const std::string& org : *orgs) {
+      SecretBytes key = SecretBytes::Random(hsm::kWrappedKeyPlainSize);
+      hsm::KeyBinding binding{org, "kmsctl:hsm-check"};
+      auto start = std::chrono::steady_clock::now();
+      Result<std::vector<std::uint8_t>> blob = token->Wrap(binding, key.view());
+      Result<SecretBytes> back =
+          blob.ok() ? token->Unwrap(binding, *blob) : Result<SecretBytes>(blob.error());
+      double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
+      if (back.ok() && ConstantTimeEquals(back->view(), key.view())) {
+        char line[64];
+        std::snprintf(line, sizeof line, "%.2f ms", ms);
+        out << "token " << token->name() << ": ok, " << org << " wrap/unwrap round trip " << line
+            << "\n";
+      } else {
+        Error e = back.ok() ? Error(ErrorCode::kDataLoss, "round trip returned another key")
+                            : back.error();
+        out << "token " << token->name() << ": FAILED " << org << ": " << e.message() << "\n";
+        failure_code = e.code();
+        ++failures;
+      }
+    }
+  }
+  if (failures > 0) {
+    return Error(failure_code, std::to_string(failures) + " token check(s) failed");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+int ExitCodeFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+      return 64;  // EX_USAGE
+    case ErrorCode::kNotFound:
+    case ErrorCode::kUnavailable:
+      return 69;  // EX_UNAVAILABLE
+    case ErrorCode::kUnauthenticated:
+    case ErrorCode::kPermissionDenied:
+      return 77;  // EX_NOPERM
+    case ErrorCode::kDataLoss:
+      return 65;  // EX_DATAERR
+    case ErrorCode::kUnimplemented:
+    case ErrorCode::kFailedPrecondition:
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kResourceExhausted:
+      return 78;  // EX_CONFIG: the operator must change something first
+    case ErrorCode::kInternal:
+      return 70;  // EX_SOFTWARE
+  }
+  return 70;
+}
+
+Status RunHsmCommand(const std::vector<std::string>& args, const CtlOptions& options,
+                     std::ostream& out) {
+  if (args.empty()) return Error(ErrorCode::kInvalidArgument, "missing hsm subcommand");
+  if (args.size() > 1) {
+    return Error(ErrorCode::kInvalidArgument, "unexpected argument '" + args[1] + "'");
+  }
+  const std::string& verb = args[0];
+  if (verb == "slots") return Slots(options, out);
+  if (verb == "init-token") return InitToken(options, out);
+  if (verb == "init-root" || verb == "roots" || verb == "rotate-root") {
+    return RootCommand(verb, options, out);
+  }
+  if (verb == "check") return Check(options, out);
+  return Error(ErrorCode::kInvalidArgument, "unknown hsm subcommand '" + verb + "'");
+}
+
+}  // namespace strongroom::kms

@@ -1,0 +1,93 @@
+// kmsctl: the KMS operator's command-line tool.
+#include <Poco/Util/Application.h>
+#include <Poco/Util/HelpFormatter.h>
+#include <Poco/Util/Option.h>
+#include <Poco/Util/OptionException.h>
+#include <Poco/Util/OptionSet.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "hsm_commands.h"
+
+namespace strongroom::kms {
+namespace {
+
+class Kmsctl : public Poco::Util::Application {
+ protected:
+  void defineOptions(Poco::Util::OptionSet& options) override {
+    using Poco::Util::Option;
+    options.addOption(Option("help", "h", "show usage").required(false).repeatable(false));
+    options.addOption(Option("config", "c", "KMS configuration file (INI)")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("FILE"));
+    options.addOption(
+        Option("org", "", "organization").required(false).repeatable(false).argument("ORG"));
+    options.addOption(Option("module", "", "PKCS#11 module path")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("PATH"));
+    options.addOption(
+        Option("label", "", "token label").required(false).repeatable(false).argument("LABEL"));
+    options.addOption(Option("pin-source", "", "user PIN source (file:PATH or env:VAR)")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("SRC"));
+    options.addOption(Option("so-pin-source", "", "security officer PIN source")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("SRC"));
+  }
+
+  void handleOption(const std::string& name, const std::string& value) override {
+    Poco::Util::Application::handleOption(name, value);
+    if (name == "help") help_ = true;
+    if (name == "config") options_.config_path = value;
+    if (name == "org") options_.org = value;
+    if (name == "module") options_.module = value;
+    if (name == "label") options_.label = value;
+    if (name == "pin-source") options_.pin_source = value;
+    if (name == "so-pin-source") options_.so_pin_source = value;
+  }
+
+  int main(const std::vector<std::string>& args) override {
+    if (help_ || args.empty()) {
+      std::cout << "usage:\n" << kHsmUsage;
+      return help_ ? EXIT_OK : EXIT_USAGE;
+    }
+    if (options_.config_path.empty()) {
+      const char* env = std::getenv("STRONGROOM_KMS_CONFIG");
+      options_.config_path = env != nullptr ? env : "/etc/strongroom/kms.ini";
+    }
+    if (args[0] != "hsm") {
+      std::cerr << "kmsctl: unknown command '" << args[0] << "' (kmsctl --help lists them)\n";
+      return EXIT_USAGE;
+    }
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    Status status = RunHsmCommand(rest, options_, std::cout);
+    if (!status.ok()) {
+      std::cerr << "kmsctl: " << status.error().message() << "\n";
+      return ExitCodeFor(status.error().code());
+    }
+    return EXIT_OK;
+  }
+
+ private:
+  bool help_ = false;
+  CtlOptions options_;
+};
+
+}  // namespace
+}  // namespace strongroom::kms
+
+int main(int argc, char** argv) {
+  strongroom::kms::Kmsctl app;
+  try {
+    app.init(argc, argv);
+  } catch (const Poco::Util::OptionException& e) {
+    std::cerr << "kmsctl: " << e.displayText() << " (kmsctl --help shows usage)\n";
+    return 64;
+  }
+  return app.run();
+}

@@ -1,0 +1,281 @@
+// Failure handling of the HSM layer: a real SoftHSM2 token behind a module that injects the
+// failures (tests/support/fault_pkcs11.cc).
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "../support/fault_pkcs11.h"
+#include "../support/softhsm_sandbox.h"
+#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/token.h"
+
+namespace strongroom::hsm {
+namespace {
+
+using testing::SoftHsmSandbox;
+
+constexpr char kFaultModule[] = SR_FAULT_MODULE_PATH;
+
+// The shim's control functions, from the copy our Module loaded.
+struct FaultControl {
+  FaultControl() {
+    handle = dlopen(kFaultModule, RTLD_NOW | RTLD_NOLOAD);
+    if (handle == nullptr) handle = dlopen(kFaultModule, RTLD_NOW);
+    fail_token = reinterpret_cast<sr_fault_fail_token_fn>(dlsym(handle, "sr_fault_fail_token"));
+    fail_call = reinterpret_cast<sr_fault_fail_call_fn>(dlsym(handle, "sr_fault_fail_call"));
+    lock_pin = reinterpret_cast<sr_fault_lock_pin_fn>(dlsym(handle, "sr_fault_lock_pin"));
+    hide = reinterpret_cast<sr_fault_hide_mechanism_fn>(dlsym(handle, "sr_fault_hide_mechanism"));
+    clear = reinterpret_cast<sr_fault_clear_fn>(dlsym(handle, "sr_fault_clear"));
+    calls = reinterpret_cast<sr_fault_calls_fn>(dlsym(handle, "sr_fault_calls"));
+  }
+  void* handle;
+  sr_fault_fail_token_fn fail_token;
+  sr_fault_fail_call_fn fail_call;
+  sr_fault_lock_pin_fn lock_pin;
+  sr_fault_hide_mechanism_fn hide;
+  sr_fault_clear_fn clear;
+  sr_fault_calls_fn calls;
+};
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    label_ = SoftHsmSandbox::Get().CreateToken(kFaultModule);
+    ASSERT_NE(fault_.calls, nullptr) << "fault module control functions not found";
+    fault_.clear();
+    config_.name = "primary";
+    config_.uri = SoftHsmSandbox::Get().Uri(kFaultModule, label_);
+  }
+  void TearDown() override { fault_.clear(); }
+
+  std::unique_ptr<Token> OpenWithRoot() {
+    auto token = Token::Open(config_);
+    EXPECT_TRUE(token.ok()) << token.error().ToString();
+    if (!token.ok()) return nullptr;
+    EXPECT_TRUE((*token)->CreateRootKey("acme").ok());
+    return std::move(token).value();
+  }
+
+  FaultControl fault_;
+  std::string label_;
+  TokenConfig config_;
+  const KeyBinding binding_{"acme", "kms://kms.acme.example/keys/f00d"};
+};
+
+TEST_F(FaultTest, WrongPinIsTriedOnceAndNeverAgain) {
+  std::string wrong = SoftHsmSandbox::Get().WriteFile("fault-wrong.pin", "000000\n");
+  config_.uri = SoftHsmSandbox::Get().Uri(kFaultModule, label_, wrong);
+  const unsigned long before = fault_.calls("C_Login");
+  auto token = Token::Open(config_);
+  ASSERT_FALSE(token.ok());
+  EXPECT_EQ(token.error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_EQ(fault_.calls("C_Login") - before, 1u);
+}
+
+TEST_F(FaultTest, LockedPinIsReportedWithoutALoginAttempt) {
+  fault_.lock_pin(1);
+  const unsigned long before = fault_.calls("C_Login");
+  auto token = Token::Open(config_);
+  ASSERT_FALSE(token.ok());
+  EXPECT_EQ(token.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(token.error().message().find("locked"), std::string::npos);
+  EXPECT_EQ(fault_.calls("C_Login") - before, 0u);
+}
+
+TEST_F(FaultTest, MissingMechanismIsNamedAtOpen) {
+  fault_.hide(CKM_AES_GCM);
+  auto token = Token::Open(config_);
+  ASSERT_FALSE(token.ok());
+  EXPECT_EQ(token.error().code(), ErrorCode::kUnimplemented);
+  EXPECT_NE(token.error().message().find("CKM_AES_GCM"), std::string::npos);
+}
+
+TEST_F(FaultTest, DeadSessionIsReplacedAndTheCallSucceeds) {
+  auto token = OpenWithRoot();
+  SecretBytes key = SecretBytes::Random(32);
+  ASSERT_TRUE(token->Wrap(binding_, key.view()).ok());
+  const auto replaced = token->Health().pool.replaced;
+  fault_.fail_call("C_Encrypt", CKR_SESSION_HANDLE_INVALID, 1);
+  auto blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(blob.ok()) << blob.error().ToString();
+  EXPECT_EQ(token->Health().pool.replaced, replaced + 1);
+  EXPECT_EQ(token->Health().module_resets, 0u);
+}
+
+TEST_F(FaultTest, DeviceErrorResetsTheModuleAndLogsInAgain) {
+  auto token = OpenWithRoot();
+  SecretBytes key = SecretBytes::Random(32);
+  auto blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(blob.ok());
+  const auto resets = token->Health().module_resets;
+  const unsigned long logins = fault_.calls("C_Login");
+  fault_.fail_call("C_Decrypt", CKR_DEVICE_ERROR, 1);
+  auto back = token->Unwrap(binding_, *blob);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(back->view(), key.view()));
+  EXPECT_EQ(token->Health().module_resets, resets + 1);
+  EXPECT_EQ(fault_.calls("C_Login") - logins, 1u);  // one new login, handles re-resolved
+}
+
+TEST_F(FaultTest, LostLoginIsRedone) {
+  auto token = OpenWithRoot();
+  SecretBytes key = SecretBytes::Random(32);
+  ASSERT_TRUE(token->Wrap(binding_, key.view()).ok());
+  const unsigned long logins = fault_.calls("C_Login");
+  fault_.fail_call("C_EncryptInit", CKR_USER_NOT_LOGGED_IN, 1);
+  ASSERT_TRUE(token->Wrap(binding_, key.view()).ok());
+  EXPECT_EQ(fault_.calls("C_Login") - logins, 1u);
+}
+
+TEST_F(FaultTest, StaleHandleIsResolvedAgain) {
+  auto token = OpenWithRoot();
+  SecretBytes key = SecretBytes::Random(32);
+  ASSERT_TRUE(token->Wrap(binding_, key.view()).ok());
+  const unsigned long finds = fault_.calls("C_FindObjectsInit");
+  fault_.fail_call("C_EncryptInit", CKR_KEY_HANDLE_INVALID, 1);
+  ASSERT_TRUE(token->Wrap(binding_, key.view()).ok());
+  EXPECT_GT(fault_.calls("C_FindObjectsInit"), finds);
+}
+
+TEST_F(FaultTest, PersistentOutageBecomesUnavailableAndRecovers) {
+  auto token = OpenWithRoot();
+  SecretBytes key = SecretBytes::Random(32);
+  auto blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(blob.ok());
+  fault_.fail_token(label_.c_str(), CKR_DEVICE_REMOVED, -1);
+  auto down = token->Unwrap(binding_, *blob);
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.error().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(token->Health().state, TokenState::kUnavailable);
+  EXPECT_TRUE(token->InBackoff());
+  fault_.clear();
+  auto up = token->Unwrap(binding_, *blob);
+  ASSERT_TRUE(up.ok()) << up.error().ToString();
+  EXPECT_EQ(token->Health().state, TokenState::kReady);
+}
+
+class KeyVaultTest : public FaultTest {
+ protected:
+  void SetUp() override {
+    FaultTest::SetUp();
+    TokenConfig standby = config_;
+    standby.name = "standby";
+    standby_label_ = SoftHsmSandbox::Get().CreateToken(kFaultModule);
+    standby.uri = SoftHsmSandbox::Get().Uri(kFaultModule, standby_label_);
+    auto vault = KeyVault::Open({{config_, standby}});
+    ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+    vault_ = std::move(vault).value();
+    auto roots = vault_->InitRoot("acme");
+    ASSERT_TRUE(roots.ok()) << roots.error().ToString();
+    ASSERT_EQ(roots->size(), 2u);
+  }
+  std::unique_ptr<KeyVault> vault_;
+  std::string standby_label_;
+};
+
+TEST_F(KeyVaultTest, WrapsUnderEveryTokensRootKey) {
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = vault_->Wrap(binding_, key.view());
+  ASSERT_TRUE(wrapped.ok()) << wrapped.error().ToString();
+  ASSERT_EQ(wrapped->blobs.size(), 2u);
+  EXPECT_TRUE(wrapped->missing.empty());
+  EXPECT_EQ(wrapped->blobs[0].token, "primary");
+  EXPECT_EQ(wrapped->blobs[1].token, "standby");
+  EXPECT_NE(wrapped->blobs[0].blob, wrapped->blobs[1].blob);
+  // Each blob opens on its own token alone.
+  for (const TokenBlob& one : wrapped->blobs) {
+    auto back = vault_->Unwrap(binding_, std::span(&one, 1));
+    ASSERT_TRUE(back.ok()) << one.token << ": " << back.error().ToString();
+    EXPECT_TRUE(ConstantTimeEquals(back->view(), key.view()));
+  }
+}
+
+TEST_F(KeyVaultTest, InitRootTwiceIsRefusedAndRotationAdvancesEveryToken) {
+  EXPECT_EQ(vault_->InitRoot("acme").error().code(), ErrorCode::kAlreadyExists);
+  auto rotated = vault_->RotateRoot("acme");
+  ASSERT_TRUE(rotated.ok());
+  for (const RootKeyInfo& info : *rotated) EXPECT_EQ(info.id.version, 2u);
+  auto sets = vault_->ListRoots("acme");
+  ASSERT_TRUE(sets.ok());
+  for (const RootKeySet& set : *sets) EXPECT_EQ(set.keys.size(), 2u) << set.token;
+}
+
+TEST_F(KeyVaultTest, UnwrapFailsOverToTheStandbyUnderLoad) {
+  constexpr int kKeys = 20;
+  std::vector<std::vector<TokenBlob>> blobs;
+  std::vector<SecretBytes> keys;
+  for (int i = 0; i < kKeys; ++i) {
+    keys.push_back(SecretBytes::Random(32));
+    auto wrapped = vault_->Wrap({"acme", "k" + std::to_string(i)}, keys.back().view());
+    ASSERT_TRUE(wrapped.ok());
+    blobs.push_back(wrapped->blobs);
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&, t] {
+      for (int i = t; !stop.load(); i = (i + 1) % kKeys) {
+        auto key = vault_->Unwrap({"acme", "k" + std::to_string(i)}, blobs[i]);
+        (key.ok() && ConstantTimeEquals(key->view(), keys[i].view()) ? ok : failed)++;
+      }
+    });
+  }
+  while (ok.load() < 200) std::this_thread::yield();
+  fault_.fail_token(label_.c_str(), CKR_DEVICE_REMOVED, -1);
+  const int at_failure = ok.load();
+  while (ok.load() < at_failure + 400) std::this_thread::yield();
+  stop = true;
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(failed.load(), 0);
+  auto health = vault_->Health();
+  EXPECT_EQ(health[0].state, TokenState::kUnavailable);
+  EXPECT_EQ(health[1].state, TokenState::kReady);
+
+  // New keys are still wrapped (by the standby), and the gap is reported for a later rewrap.
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = vault_->Wrap(binding_, key.view());
+  ASSERT_TRUE(wrapped.ok());
+  ASSERT_EQ(wrapped->blobs.size(), 1u);
+  EXPECT_EQ(wrapped->blobs[0].token, "standby");
+  ASSERT_EQ(wrapped->missing.size(), 1u);
+  EXPECT_EQ(wrapped->missing[0].code(), ErrorCode::kUnavailable);
+}
+
+TEST_F(KeyVaultTest, TamperedBlobIsNotPassedToTheStandby) {
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = vault_->Wrap(binding_, key.view());
+  ASSERT_TRUE(wrapped.ok());
+  wrapped->blobs[0].blob[30] ^= 0x80;
+  auto back = vault_->Unwrap(binding_, wrapped->blobs);
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.error().code(), ErrorCode::kDataLoss);
+}
+
+TEST_F(KeyVaultTest, NoTokenAvailableIsAClearError) {
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = vault_->Wrap(binding_, key.view());
+  ASSERT_TRUE(wrapped.ok());
+  fault_.fail_token(label_.c_str(), CKR_DEVICE_REMOVED, -1);
+  fault_.fail_token(standby_label_.c_str(), CKR_DEVICE_REMOVED, -1);
+  auto back = vault_->Unwrap(binding_, wrapped->blobs);
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.error().code(), ErrorCode::kUnavailable);
+  auto wrap = vault_->Wrap(binding_, key.view());
+  ASSERT_FALSE(wrap.ok());
+  EXPECT_EQ(wrap.error().code(), ErrorCode::kUnavailable);
+}
+
+TEST_F(KeyVaultTest, DuplicateAndEmptyConfigurationsAreRefused) {
+  EXPECT_EQ(KeyVault::Open({}).error().code(), ErrorCode::kInvalidArgument);
+  TokenConfig twin = config_;
+  EXPECT_EQ(KeyVault::Open({{config_, twin}}).error().code(), ErrorCode::kInvalidArgument);
+  twin.name = "same-token-other-name";
+  EXPECT_EQ(KeyVault::Open({{config_, twin}}).error().code(), ErrorCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace strongroom::hsm
