@@ -1,0 +1,212 @@
+// `kmsctl hsm ...` run as the operator runs it: a separate process against a real SoftHSM2 token.
+#include <Poco/Pipe.h>
+#include <Poco/PipeStream.h>
+#include <Poco/Process.h>
+#include <Poco/StreamCopier.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../support/softhsm_sandbox.h"
+
+namespace strongroom::kms {
+namespace {
+
+using strongroom::testing::kSoftHsmModule;
+using strongroom::testing::kUserPin;
+using strongroom::testing::SoftHsmSandbox;
+
+struct Outcome {
+  int exit_code;
+  std::string out;
+  std::string err;
+};
+
+int CountLines(const std::string& text) {
+  int lines = 0;
+  for (char c : text) lines += c == '\n';
+  return lines;
+}
+
+class KmsctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    label_ = SoftHsmSandbox::Get().CreateToken(kSoftHsmModule);
+    config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
+                          "&pin-source=file:" + SoftHsmSandbox::Get().pin_file());
+  }
+
+  std::string WriteConfig(const std::string& uri, const std::string& extra = "") {
+    static int n = 0;
+    return SoftHsmSandbox::Get().WriteFile(
+        "kms-" + std::to_string(++n) + ".ini",
+        "[hsm]\ntokens = primary\nnode_id = test\n" + extra + "\n[hsm.primary]\nuri = " + uri +
+            "\n");
+  }
+
+  Outcome Kmsctl(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+    Poco::Pipe out_pipe, err_pipe;
+    Poco::Process::Env environment(env.begin(), env.end());
+    environment["SOFTHSM2_CONF"] = SoftHsmSandbox::Get().dir() + "/softhsm2.conf";
+    Poco::ProcessHandle handle = Poco::Process::launch(KMSCTL_PATH, args, ".", nullptr,
+                                                       &out_pipe, &err_pipe, environment);
+    Poco::PipeInputStream out_stream(out_pipe), err_stream(err_pipe);
+    Outcome run;
+    std::thread err_reader([&] { Poco::StreamCopier::copyToString(err_stream, run.err); });
+    Poco::StreamCopier::copyToString(out_stream, run.out);
+    err_reader.join();
+    run.exit_code = handle.wait();
+    return run;
+  }
+
+  Outcome Hsm(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+    args.insert(args.begin(), {"--config", config_, "hsm"});
+    return Kmsctl(args, env);
+  }
+
+  std::string label_;
+  std::string config_;
+};
+
+TEST_F(KmsctlTest, SlotsListsTheTokenAndItsMechanisms) {
+  Outcome run = Kmsctl({"hsm", "slots", "--module", kSoftHsmModule});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("token '" + label_ + "'"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("CKM_AES_GCM [encrypt decrypt]"), std::string::npos);
+  EXPECT_NE(run.out.find("CKM_AES_KEY_GEN [generate]"), std::string::npos);
+}
+
+TEST_F(KmsctlTest, InitRootRotateListAndCheck) {
+  Outcome init = Hsm({"init-root", "--org", "acme"});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  EXPECT_NE(init.out.find("acme v1 (current)"), std::string::npos) << init.out;
+  EXPECT_NE(init.out.find("sensitive=yes  extractable=no  generated-in-token=yes"),
+            std::string::npos);
+
+  Outcome again = Hsm({"init-root", "--org", "acme"});
+  EXPECT_EQ(again.exit_code, 78);
+  EXPECT_EQ(CountLines(again.err), 1) << again.err;
+  EXPECT_NE(again.err.find("already has root keys"), std::string::npos);
+
+  Outcome rotate = Hsm({"rotate-root", "--org", "acme"});
+  ASSERT_EQ(rotate.exit_code, 0) << rotate.err;
+  EXPECT_NE(rotate.out.find("acme v2 (current)"), std::string::npos) << rotate.out;
+
+  Outcome roots = Hsm({"roots", "--org", "acme"});
+  ASSERT_EQ(roots.exit_code, 0) << roots.err;
+  EXPECT_NE(roots.out.find("acme v1  label"), std::string::npos) << roots.out;
+  EXPECT_NE(roots.out.find("acme v2 (current)"), std::string::npos) << roots.out;
+
+  Outcome check = Hsm({"check"});
+  ASSERT_EQ(check.exit_code, 0) << check.err;
+  EXPECT_NE(check.out.find("token primary: ok, acme wrap/unwrap round trip"), std::string::npos)
+      << check.out;
+}
+
+TEST_F(KmsctlTest, CheckWithoutRootKeysSaysSo) {
+  Outcome check = Hsm({"check"});
+  ASSERT_EQ(check.exit_code, 0) << check.err;
+  EXPECT_NE(check.out.find("no root keys yet"), std::string::npos) << check.out;
+}
+
+TEST_F(KmsctlTest, WrongPinIsOneLineAndNeverShowsThePin) {
+  std::string wrong = SoftHsmSandbox::Get().WriteFile("kmsctl-wrong.pin", "31337\n");
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
+                        "&pin-source=file:" + wrong);
+  Outcome run = Hsm({"check"});
+  EXPECT_EQ(run.exit_code, 77);
+  EXPECT_EQ(CountLines(run.err), 1) << run.err;
+  EXPECT_NE(run.err.find("wrong PIN"), std::string::npos) << run.err;
+  EXPECT_EQ(run.err.find("31337"), std::string::npos);
+  EXPECT_EQ(run.out.find("31337"), std::string::npos);
+}
+
+TEST_F(KmsctlTest, PinFromEnvironmentWorks) {
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
+                        "&pin-source=env:SR_TEST_TOKEN_PIN");
+  Outcome run = Hsm({"init-root", "--org", "acme"}, {{"SR_TEST_TOKEN_PIN", kUserPin}});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  Outcome unset = Hsm({"check"});
+  EXPECT_EQ(unset.exit_code, 69);
+  EXPECT_NE(unset.err.find("SR_TEST_TOKEN_PIN is not set"), std::string::npos) << unset.err;
+}
+
+TEST_F(KmsctlTest, MissingModuleIsOneLine) {
+  config_ = WriteConfig("pkcs11:token=" + label_ +
+                        "?module-path=/opt/vendor/libmissing.so&pin-source=file:" +
+                        SoftHsmSandbox::Get().pin_file());
+  Outcome run = Hsm({"check"});
+  EXPECT_EQ(run.exit_code, 69);
+  EXPECT_EQ(CountLines(run.err), 1) << run.err;
+  EXPECT_NE(run.err.find("/opt/vendor/libmissing.so"), std::string::npos) << run.err;
+}
+
+TEST_F(KmsctlTest, MissingTokenIsOneLine) {
+  config_ = WriteConfig(std::string("pkcs11:token=nowhere?module-path=") + kSoftHsmModule +
+                        "&pin-source=file:" + SoftHsmSandbox::Get().pin_file());
+  Outcome run = Hsm({"roots", "--org", "acme"});
+  EXPECT_EQ(run.exit_code, 69);
+  EXPECT_EQ(CountLines(run.err), 1) << run.err;
+  EXPECT_NE(run.err.find("no initialized token matches"), std::string::npos) << run.err;
+}
+
+TEST_F(KmsctlTest, UnsupportedMechanismIsNamed) {
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + SR_FAULT_MODULE_PATH +
+                        "&pin-source=file:" + SoftHsmSandbox::Get().pin_file());
+  Outcome run = Hsm({"check"}, {{"SR_FAULT_HIDE_MECHANISM", "0x1087"}});  // CKM_AES_GCM
+  EXPECT_EQ(run.exit_code, 78);
+  EXPECT_EQ(CountLines(run.err), 1) << run.err;
+  EXPECT_NE(run.err.find("does not offer CKM_AES_GCM"), std::string::npos) << run.err;
+}
+
+TEST_F(KmsctlTest, LockedPinIsOneLine) {
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + SR_FAULT_MODULE_PATH +
+                        "&pin-source=file:" + SoftHsmSandbox::Get().pin_file());
+  Outcome run = Hsm({"check"}, {{"SR_FAULT_PIN_LOCKED", "1"}});
+  EXPECT_EQ(run.exit_code, 78);
+  EXPECT_EQ(CountLines(run.err), 1) << run.err;
+  EXPECT_NE(run.err.find("PIN is locked"), std::string::npos) << run.err;
+}
+
+TEST_F(KmsctlTest, BadConfigurationIsRefusedClearly) {
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
+                        "&pin-source=file:" + SoftHsmSandbox::Get().pin_file(),
+                        "pool_sise = 4");
+  Outcome typo = Hsm({"check"});
+  EXPECT_EQ(typo.exit_code, 64);
+  EXPECT_NE(typo.err.find("unknown setting hsm.pool_sise"), std::string::npos) << typo.err;
+
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
+                        "&pin-value=" + kUserPin);
+  Outcome pin_in_uri = Hsm({"check"});
+  EXPECT_EQ(pin_in_uri.exit_code, 64);
+  EXPECT_NE(pin_in_uri.err.find("pin-value"), std::string::npos);
+  EXPECT_EQ(pin_in_uri.err.find(kUserPin), std::string::npos);
+
+  config_ = SoftHsmSandbox::Get().dir() + "/absent.ini";
+  Outcome absent = Hsm({"check"});
+  EXPECT_EQ(absent.exit_code, 64);
+  EXPECT_NE(absent.err.find("cannot read configuration"), std::string::npos) << absent.err;
+}
+
+TEST_F(KmsctlTest, UsageErrorsAreOneLine) {
+  Outcome no_org = Hsm({"init-root"});
+  EXPECT_EQ(no_org.exit_code, 64);
+  EXPECT_NE(no_org.err.find("needs --org"), std::string::npos);
+  Outcome bad_org = Hsm({"init-root", "--org", "ACME Corp"});
+  EXPECT_EQ(bad_org.exit_code, 64);
+  Outcome unknown = Hsm({"explode"});
+  EXPECT_EQ(unknown.exit_code, 64);
+  EXPECT_NE(unknown.err.find("unknown hsm subcommand"), std::string::npos);
+  // There is no way to give a PIN as an argument.
+  Outcome pin_flag = Kmsctl({"--pin", kUserPin, "hsm", "check"});
+  EXPECT_EQ(pin_flag.exit_code, 64);
+  EXPECT_EQ(CountLines(pin_flag.err), 1) << pin_flag.err;
+  EXPECT_EQ(pin_flag.err.find(kUserPin), std::string::npos);
+}
+
+}  // namespace
+}  // namespace strongroom::kms
