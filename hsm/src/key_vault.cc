@@ -35,9 +35,21 @@ Token* KeyVault::FindToken(const std::string& name) const {
   return nullptr;
 }
 
-Result<std::vector<RootKeyInfo>> KeyVault::InitRoot(const std::string& org) {
+Result<std::vector<Token*>> KeyVault::TokensFor(const std::string& org) const {
   SR_RETURN_IF_ERROR(ValidateOrgName(org));
+  std::vector<Token*> out;
   for (const auto& token : tokens_) {
+    if (token->Serves(org)) out.push_back(token.get());
+  }
+  if (out.empty()) {
+    return Error(ErrorCode::kNotFound, "no configured token serves organization " + org);
+  }
+  return out;
+}
+
+Result<std::vector<RootKeyInfo>> KeyVault::InitRoot(const std::string& org) {
+  SR_ASSIGN_OR_RETURN(std::vector<Token*> tokens, TokensFor(org));
+  for (Token* token : tokens) {
     SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> existing, token->ListRootKeys(org));
     if (!existing.empty()) {
       return Error(ErrorCode::kAlreadyExists,
@@ -50,15 +62,15 @@ Result<std::vector<RootKeyInfo>> KeyVault::InitRoot(const std::string& org) {
 }
 
 Result<std::vector<RootKeyInfo>> KeyVault::RotateRoot(const std::string& org) {
-  SR_RETURN_IF_ERROR(ValidateOrgName(org));
+  SR_ASSIGN_OR_RETURN(std::vector<Token*> tokens, TokensFor(org));
   // Versions must agree across tokens so a blob's version means the same root on each.
   std::uint32_t next = 1;
-  for (const auto& token : tokens_) {
+  for (Token* token : tokens) {
     SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> existing, token->ListRootKeys(org));
     if (!existing.empty()) next = std::max(next, existing.back().id.version + 1);
   }
   std::vector<RootKeyInfo> created;
-  for (const auto& token : tokens_) {
+  for (Token* token : tokens) {
     // A token behind the others (it was down during a rotation) catches up version by version.
     for (;;) {
       SR_ASSIGN_OR_RETURN(RootKeyInfo info, token->CreateRootKey(org));
@@ -72,8 +84,9 @@ Result<std::vector<RootKeyInfo>> KeyVault::RotateRoot(const std::string& org) {
 }
 
 Result<std::vector<RootKeySet>> KeyVault::ListRoots(const std::string& org) {
+  SR_ASSIGN_OR_RETURN(std::vector<Token*> tokens, TokensFor(org));
   std::vector<RootKeySet> out;
-  for (const auto& token : tokens_) {
+  for (Token* token : tokens) {
     SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> keys, token->ListRootKeys(org));
     out.push_back({token->name(), std::move(keys)});
   }
@@ -81,8 +94,10 @@ Result<std::vector<RootKeySet>> KeyVault::ListRoots(const std::string& org) {
 }
 
 Result<WrapResult> KeyVault::Wrap(const KeyBinding& binding, std::span<const std::uint8_t> key) {
+  SR_RETURN_IF_ERROR(ValidateBinding(binding));
+  SR_ASSIGN_OR_RETURN(std::vector<Token*> tokens, TokensFor(binding.org));
   WrapResult result;
-  for (const auto& token : tokens_) {
+  for (Token* token : tokens) {
     Result<std::vector<std::uint8_t>> blob = token->Wrap(binding, key);
     if (blob.ok()) {
       result.blobs.push_back({token->name(), std::move(blob).value()});
@@ -101,10 +116,12 @@ Result<WrapResult> KeyVault::Wrap(const KeyBinding& binding, std::span<const std
 }
 
 Result<SecretBytes> KeyVault::Unwrap(const KeyBinding& binding, std::span<const TokenBlob> blobs) {
+  SR_RETURN_IF_ERROR(ValidateBinding(binding));
+  SR_ASSIGN_OR_RETURN(std::vector<Token*> tokens, TokensFor(binding.org));
   std::vector<std::pair<Token*, const TokenBlob*>> order;
-  for (const auto& token : tokens_) {
+  for (Token* token : tokens) {
     for (const TokenBlob& blob : blobs) {
-      if (blob.token == token->name()) order.emplace_back(token.get(), &blob);
+      if (blob.token == token->name()) order.emplace_back(token, &blob);
     }
   }
   if (order.empty()) {

@@ -69,6 +69,12 @@ Status ValidateConfig(const TokenConfig& config) {
     return Error(ErrorCode::kInvalidArgument,
                  "token '" + config.name + "': wrap limit must be 1 to 2^32");
   }
+  for (const std::string& org : config.orgs) {
+    if (Status s = ValidateOrgName(org); !s.ok()) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "token '" + config.name + "': orgs: " + s.error().message());
+    }
+  }
   if (config.reserve_block == 0) {
     return Error(ErrorCode::kInvalidArgument,
                  "token '" + config.name + "': reserve block must be positive");
@@ -119,6 +125,11 @@ std::string_view TokenStateName(TokenState state) {
       return "login-refused";
   }
   return "unknown";
+}
+
+bool Token::Serves(const std::string& org) const {
+  return config_.orgs.empty() ||
+         std::find(config_.orgs.begin(), config_.orgs.end(), org) != config_.orgs.end();
 }
 
 Result<std::unique_ptr<Token>> Token::Open(const TokenConfig& config) {
@@ -474,6 +485,7 @@ Result<std::vector<RootKeyInfo>> Token::ListRootKeysOn(SessionLease& lease,
     std::optional<RootKeyId> id = ParseRootKeyObjectId(*object_id);
     if (!id || (!org.empty() && id->org != org)) continue;
     RootKeyInfo info;
+    info.token = name();
     info.id = *id;
     SR_ASSIGN_OR_RETURN(info.label, GetString(fn, s, h, CKA_LABEL));
     SR_ASSIGN_OR_RETURN(info.sensitive, GetBool(fn, s, h, CKA_SENSITIVE));

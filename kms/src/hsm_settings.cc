@@ -81,10 +81,10 @@ Result<hsm::HsmConfig> ReadHsmSettings(const Poco::Util::AbstractConfiguration& 
   hsm::HsmConfig out;
   for (const std::string& name : names) {
     const std::string section = "hsm." + name;
-    SR_RETURN_IF_ERROR(CheckKeys(
-        config, section,
-        {"uri", "pool_size", "acquire_timeout_ms", "session_copies", "wrap_limit", "reserve_block"},
-        {}));
+    SR_RETURN_IF_ERROR(CheckKeys(config, section,
+                                 {"uri", "pool_size", "acquire_timeout_ms", "session_copies",
+                                  "wrap_limit", "reserve_block", "orgs"},
+                                 {}));
     if (!config.hasProperty(section + ".uri")) {
       return Error(ErrorCode::kInvalidArgument,
                    "token " + name + " has no uri (set uri = pkcs11:... in [" + section + "])");
@@ -109,6 +109,12 @@ Result<hsm::HsmConfig> ReadHsmSettings(const Poco::Util::AbstractConfiguration& 
     SR_ASSIGN_OR_RETURN(token.reserve_block,
                         UnsignedSetting(config, section + ".reserve_block", token.reserve_block, 1,
                                         std::uint64_t{1} << 24));
+    if (config.hasProperty(section + ".orgs")) {
+      Poco::StringTokenizer orgs(
+          config.getRawString(section + ".orgs"), ",",
+          Poco::StringTokenizer::TOK_TRIM | Poco::StringTokenizer::TOK_IGNORE_EMPTY);
+      token.orgs.assign(orgs.begin(), orgs.end());
+    }
     out.tokens.push_back(std::move(token));
   }
   return out;

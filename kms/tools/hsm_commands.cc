@@ -86,9 +86,8 @@ Status InitToken(const CtlOptions& options, std::ostream& out) {
   return OkStatus();
 }
 
-void PrintRoot(const std::string& token, const hsm::RootKeyInfo& key, bool current,
-               std::ostream& out) {
-  out << "  " << token << "  " << key.id.org << " v" << key.id.version
+void PrintRoot(const hsm::RootKeyInfo& key, bool current, std::ostream& out) {
+  out << "  " << key.token << "  " << key.id.org << " v" << key.id.version
       << (current ? " (current)" : "") << "  label=" << key.label
       << "  sensitive=" << (key.sensitive ? "yes" : "NO")
       << "  extractable=" << (key.extractable ? "YES" : "no")
@@ -113,7 +112,7 @@ Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostr
     for (const hsm::RootKeySet& set : sets) {
       if (set.keys.empty()) out << "  " << set.token << "  (none)\n";
       for (const hsm::RootKeyInfo& key : set.keys) {
-        PrintRoot(set.token, key, &key == &set.keys.back(), out);
+        PrintRoot(key, &key == &set.keys.back(), out);
       }
     }
     return OkStatus();
@@ -123,9 +122,7 @@ Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostr
   if (!created.ok()) return created.error();
   out << (verb == "init-root" ? "created" : "rotated to") << " root key of " << options.org
       << ":\n";
-  for (std::size_t i = 0; i < created->size(); ++i) {
-    PrintRoot(vault->tokens()[i]->name(), (*created)[i], true, out);
-  }
+  for (const hsm::RootKeyInfo& key : *created) PrintRoot(key, true, out);
   return OkStatus();
 }
 

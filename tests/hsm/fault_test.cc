@@ -269,6 +269,32 @@ TEST_F(KeyVaultTest, NoTokenAvailableIsAClearError) {
   EXPECT_EQ(wrap.error().code(), ErrorCode::kUnavailable);
 }
 
+TEST_F(KeyVaultTest, TokensServeOnlyTheirOrganizations) {
+  TokenConfig acme_only = config_;
+  acme_only.orgs = {"acme"};
+  TokenConfig everyone = config_;
+  everyone.name = "standby";
+  everyone.uri = SoftHsmSandbox::Get().Uri(kFaultModule, standby_label_);
+  vault_.reset();
+  auto vault = KeyVault::Open({{acme_only, everyone}});
+  ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+  auto roots = (*vault)->InitRoot("globex");
+  ASSERT_TRUE(roots.ok()) << roots.error().ToString();
+  ASSERT_EQ(roots->size(), 1u);
+  EXPECT_EQ((*roots)[0].token, "standby");
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = (*vault)->Wrap({"globex", "k"}, key.view());
+  ASSERT_TRUE(wrapped.ok()) << wrapped.error().ToString();
+  ASSERT_EQ(wrapped->blobs.size(), 1u);
+  EXPECT_TRUE(wrapped->missing.empty());
+
+  TokenConfig initech_only = config_;
+  initech_only.orgs = {"initech"};
+  auto narrow = KeyVault::Open({{initech_only}});
+  ASSERT_TRUE(narrow.ok());
+  EXPECT_EQ((*narrow)->Wrap({"acme", "k"}, key.view()).error().code(), ErrorCode::kNotFound);
+}
+
 TEST_F(KeyVaultTest, DuplicateAndEmptyConfigurationsAreRefused) {
   EXPECT_EQ(KeyVault::Open({}).error().code(), ErrorCode::kInvalidArgument);
   TokenConfig twin = config_;

@@ -41,18 +41,17 @@ class KmsctlTest : public ::testing::Test {
 
   std::string WriteConfig(const std::string& uri, const std::string& extra = "") {
     static int n = 0;
-    return SoftHsmSandbox::Get().WriteFile(
-        "kms-" + std::to_string(++n) + ".ini",
-        "[hsm]\ntokens = primary\nnode_id = test\n" + extra + "\n[hsm.primary]\nuri = " + uri +
-            "\n");
+    return SoftHsmSandbox::Get().WriteFile("kms-" + std::to_string(++n) + ".ini",
+                                           "[hsm]\ntokens = primary\nnode_id = test\n" + extra +
+                                               "\n[hsm.primary]\nuri = " + uri + "\n");
   }
 
   Outcome Kmsctl(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
     Poco::Pipe out_pipe, err_pipe;
     Poco::Process::Env environment(env.begin(), env.end());
     environment["SOFTHSM2_CONF"] = SoftHsmSandbox::Get().dir() + "/softhsm2.conf";
-    Poco::ProcessHandle handle = Poco::Process::launch(KMSCTL_PATH, args, ".", nullptr,
-                                                       &out_pipe, &err_pipe, environment);
+    Poco::ProcessHandle handle =
+        Poco::Process::launch(KMSCTL_PATH, args, ".", nullptr, &out_pipe, &err_pipe, environment);
     Poco::PipeInputStream out_stream(out_pipe), err_stream(err_pipe);
     Outcome run;
     std::thread err_reader([&] { Poco::StreamCopier::copyToString(err_stream, run.err); });
@@ -135,9 +134,9 @@ TEST_F(KmsctlTest, PinFromEnvironmentWorks) {
 }
 
 TEST_F(KmsctlTest, MissingModuleIsOneLine) {
-  config_ = WriteConfig("pkcs11:token=" + label_ +
-                        "?module-path=/opt/vendor/libmissing.so&pin-source=file:" +
-                        SoftHsmSandbox::Get().pin_file());
+  config_ = WriteConfig(
+      "pkcs11:token=" + label_ +
+      "?module-path=/opt/vendor/libmissing.so&pin-source=file:" + SoftHsmSandbox::Get().pin_file());
   Outcome run = Hsm({"check"});
   EXPECT_EQ(run.exit_code, 69);
   EXPECT_EQ(CountLines(run.err), 1) << run.err;
@@ -173,7 +172,7 @@ TEST_F(KmsctlTest, LockedPinIsOneLine) {
 
 TEST_F(KmsctlTest, BadConfigurationIsRefusedClearly) {
   config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
-                        "&pin-source=file:" + SoftHsmSandbox::Get().pin_file(),
+                            "&pin-source=file:" + SoftHsmSandbox::Get().pin_file(),
                         "pool_sise = 4");
   Outcome typo = Hsm({"check"});
   EXPECT_EQ(typo.exit_code, 64);

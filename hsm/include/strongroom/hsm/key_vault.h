@@ -1,5 +1,8 @@
 // The HSM layer's front door: every configured token, used together.
 //
+// A token may be limited to some organizations (TokenConfig::orgs); every operation for an
+// organization uses only the tokens that serve it.
+//
 // Root keys are never copied between tokens. Instead each token holds its own root keys for an
 // organization (same org and version numbers, different key material), and Wrap encrypts a key
 // under the current root key of every token in one call. Unwrap then works with whichever token is
@@ -65,6 +68,8 @@ class KeyVault {
 
  private:
   explicit KeyVault(std::vector<std::unique_ptr<Token>> tokens) : tokens_(std::move(tokens)) {}
+  // The tokens that serve `org`, in preference order; NOT_FOUND if none does.
+  Result<std::vector<Token*>> TokensFor(const std::string& org) const;
 
   std::vector<std::unique_ptr<Token>> tokens_;
 };

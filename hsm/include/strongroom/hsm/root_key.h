@@ -24,6 +24,7 @@ struct RootKeyId {
 
 // What a root key's attributes, read back from the token, say about it.
 struct RootKeyInfo {
+  std::string token;  // TokenConfig::name of the token holding it
   RootKeyId id;
   std::string label;
   bool sensitive = false;

@@ -50,6 +50,8 @@ struct TokenConfig {
   std::uint64_t wrap_limit = std::uint64_t{1} << 31;
   // Wraps reserved on the token's counter at a time (one token write per block).
   std::uint64_t reserve_block = std::uint64_t{1} << 16;
+  // Organizations this token serves; empty means all (e.g. one token per organization).
+  std::vector<std::string> orgs;
 };
 
 enum class TokenState { kReady, kUnavailable, kLoginRefused };
@@ -73,6 +75,7 @@ class Token {
   Token& operator=(const Token&) = delete;
 
   const std::string& name() const { return config_.name; }
+  bool Serves(const std::string& org) const;
   const TokenUri& uri() const { return uri_; }
   CK_SLOT_ID slot() const { return pool_.slot(); }
   Module& module() { return *module_; }

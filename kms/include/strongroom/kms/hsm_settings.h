@@ -12,6 +12,7 @@
 //   session_copies = true            ; optional: use session copies of root keys
 //   wrap_limit = 2147483648          ; optional: GCM encryptions per root-key version
 //   reserve_block = 65536            ; optional: wraps reserved on the token at a time
+//   orgs = acme, globex              ; optional: organizations this token serves (default all)
 //
 // Unknown keys in [hsm] and [hsm.<token>] sections are refused, so a typo never silently falls
 // back to a default.
