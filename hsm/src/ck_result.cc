@@ -96,9 +96,11 @@ CkFailure ClassifyCkr(CK_RV rv) {
     case CKR_KEY_HANDLE_INVALID:
     case CKR_OBJECT_HANDLE_INVALID:
       return CkFailure::kHandleInvalid;
-    case CKR_DEVICE_ERROR:
     case CKR_DEVICE_REMOVED:
     case CKR_TOKEN_NOT_PRESENT:
+    case CKR_SLOT_ID_INVALID:
+      return CkFailure::kTokenGone;
+    case CKR_DEVICE_ERROR:
     case CKR_CRYPTOKI_NOT_INITIALIZED:
       return CkFailure::kModuleDead;
     default:
@@ -126,6 +128,7 @@ Error CkError(CK_RV rv, std::string_view call) {
     case CKR_DEVICE_MEMORY:
     case CKR_TOKEN_NOT_PRESENT:
     case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_SLOT_ID_INVALID:
     case CKR_CRYPTOKI_NOT_INITIALIZED:
     case CKR_SESSION_HANDLE_INVALID:
     case CKR_SESSION_CLOSED:
@@ -154,7 +157,6 @@ Error CkError(CK_RV rv, std::string_view call) {
     case CKR_ACTION_PROHIBITED:
       code = ErrorCode::kPermissionDenied;
       break;
-    case CKR_SLOT_ID_INVALID:
     case CKR_ARGUMENTS_BAD:
     case CKR_DATA_LEN_RANGE:
     case CKR_TEMPLATE_INCONSISTENT:

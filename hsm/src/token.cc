@@ -224,22 +224,28 @@ Status Token::EnsureLoggedIn() {
       continue;
     }
     if (attempt == 0 && failure == CkFailure::kSessionDead) continue;
+    if (failure == CkFailure::kTokenGone) {
+      token_gone_.store(true);
+      return Error(ErrorCode::kUnavailable, s.error().message(), s.error().native_code());
+    }
     return s;
   }
 }
 
 Status Token::ResolveSlot(std::uint64_t generation) {
-  if (slot_generation_ == generation) return OkStatus();
-  // A re-initialized module may number its slots anew (SoftHSM2 needs C_GetSlotList first).
+  const bool gone = token_gone_.load(std::memory_order_acquire);
+  if (slot_generation_ == generation && !gone) return OkStatus();
+  // A re-initialized module may number its slots anew (SoftHSM2 needs C_GetSlotList first), and
+  // a token that was removed may come back in another slot.
   Result<CK_SLOT_ID> slot = FindSlot(*module_, uri_, name());
   if (!slot.ok()) {
     // The token was there when we opened it: its absence now is an outage, not a typo.
-    return Error(
-        ErrorCode::kUnavailable,
-        "token '" + name() + "' is not present after a module reset: " + slot.error().message());
+    return Error(ErrorCode::kUnavailable,
+                 "token '" + name() + "' is not present: " + slot.error().message());
   }
   pool_.SetSlot(*slot);
   slot_generation_ = generation;
+  token_gone_.store(false, std::memory_order_release);
   return OkStatus();
 }
 
@@ -290,25 +296,39 @@ template <typename T, typename Op>
 Result<T> Token::Run(Op&& op) {
   const auto deadline = std::chrono::steady_clock::now() + config_.acquire_timeout;
   std::optional<Error> last;
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  int repairs = 0;
+  // One repair and retry per call; a module reset by another thread between logging in and
+  // leasing costs a round but no repair.
+  for (int round = 0; round < 4 && repairs < 2; ++round) {
     if (Status s = EnsureLoggedIn(); !s.ok()) {
       if (s.error().code() == ErrorCode::kUnavailable) MarkUnavailable(s.error());
       return s.error();
     }
     Result<SessionLease> lease = pool_.Acquire(deadline);
     if (!lease.ok()) {
-      if (Classify(lease.error()) != CkFailure::kModuleDead) return lease.error();
+      const CkFailure failure = Classify(lease.error());
+      if (failure != CkFailure::kModuleDead && failure != CkFailure::kTokenGone) {
+        return lease.error();
+      }
       last = lease.error();
-      if (Status reset = module_->Reset(module_->generation()); !reset.ok()) break;
+      ++repairs;
+      if (failure == CkFailure::kTokenGone) {
+        MarkTokenGone();
+      } else if (Status reset = module_->Reset(module_->generation()); !reset.ok()) {
+        last = reset.error();
+        break;
+      }
       pool_.DropStale();
       continue;
     }
+    if (lease->generation() != logged_in_generation_.load(std::memory_order_acquire)) continue;
     Result<T> result = op(*lease);
     if (result.ok()) {
       MarkHealthy();
       return result;
     }
     last = result.error();
+    ++repairs;
     switch (Classify(result.error())) {
       case CkFailure::kNone:
       case CkFailure::kOperation:
@@ -322,13 +342,17 @@ Result<T> Token::Run(Op&& op) {
       case CkFailure::kHandleInvalid:
         InvalidateHandles();
         break;
+      case CkFailure::kTokenGone:
+        lease->MarkBroken();
+        MarkTokenGone();
+        break;
       case CkFailure::kModuleDead: {
         lease->MarkBroken();
         const std::uint64_t generation = lease->generation();
         { SessionLease released = std::move(lease).value(); }  // reset waits for every lease
         if (Status reset = module_->Reset(generation); !reset.ok()) {
           last = reset.error();
-          attempt = 2;
+          repairs = 2;
         }
         pool_.DropStale();
         break;
@@ -339,6 +363,14 @@ Result<T> Token::Run(Op&& op) {
                last->native_code());
   MarkUnavailable(failed);
   return failed;
+}
+
+void Token::MarkTokenGone() {
+  // The token left its slot (or the slot was renumbered): find it again and log in again before
+  // the next call. Cached handles are checked by use (a stale one reports itself). Other tokens
+  // of the same module are not disturbed.
+  token_gone_.store(true, std::memory_order_release);
+  logged_in_generation_.store(0, std::memory_order_release);
 }
 
 Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& id) {
@@ -391,12 +423,15 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
 
 void Token::InvalidateHandles() {
   std::lock_guard lock(handles_mutex_);
-  if (keeper_ != CK_INVALID_HANDLE && handles_generation_ == module_->generation()) {
-    auto guard = module_->UseGuard();
-    module_->fn()->C_CloseSession(keeper_);
-  }
-  keeper_ = CK_INVALID_HANDLE;
   handles_.clear();
+  // The keeper session stays open: destroying session objects while other threads use objects of
+  // another slot makes SoftHSM2 2.6.1 resolve handles to the wrong object (its handle manager is
+  // keyed by object address). Copies made before are released when the keeper closes, at
+  // shutdown or with a module reset; if the keeper itself died, a new one is opened.
+  if (keeper_ != CK_INVALID_HANDLE) {
+    CK_SESSION_INFO info;
+    if (module_->fn()->C_GetSessionInfo(keeper_, &info) != CKR_OK) keeper_ = CK_INVALID_HANDLE;
+  }
 }
 
 void Token::RefreshVersions() {

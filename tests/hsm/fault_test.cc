@@ -220,7 +220,12 @@ TEST_F(KeyVaultTest, UnwrapFailsOverToTheStandbyUnderLoad) {
     readers.emplace_back([&, t] {
       for (int i = t; !stop.load(); i = (i + 1) % kKeys) {
         auto key = vault_->Unwrap({"acme", "k" + std::to_string(i)}, blobs[i]);
-        (key.ok() && ConstantTimeEquals(key->view(), keys[i].view()) ? ok : failed)++;
+        if (key.ok() && ConstantTimeEquals(key->view(), keys[i].view())) {
+          ++ok;
+        } else {
+          if (!key.ok()) ADD_FAILURE() << key.error().ToString();
+          ++failed;
+        }
       }
     });
   }

@@ -30,6 +30,7 @@ enum class CkFailure {
   kSessionDead,    // close and replace the session
   kLoggedOut,      // the token's login is gone; log in again
   kHandleInvalid,  // cached object handles are stale; re-resolve by label/id
+  kTokenGone,      // this token left its slot: find it again and log in; the module is fine
   kModuleDead,     // device error or the module was finalized under us: reset the module
 };
 CkFailure ClassifyCkr(CK_RV rv);

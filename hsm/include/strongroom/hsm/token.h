@@ -127,6 +127,7 @@ class Token {
                                    std::vector<CK_OBJECT_HANDLE>* own, std::uint64_t* own_value);
   Result<std::vector<RootKeyInfo>> ListRootKeysOn(SessionLease& lease, const std::string& org);
 
+  void MarkTokenGone();
   void MarkHealthy();
   void MarkUnavailable(const Error& error);
 
@@ -134,7 +135,8 @@ class Token {
   const TokenUri uri_;
   const std::shared_ptr<Module> module_;
   SessionPool pool_;
-  std::uint64_t slot_generation_;  // the module generation the slot was found in
+  std::uint64_t slot_generation_;        // the module generation the slot was found in
+  std::atomic<bool> token_gone_{false};  // the slot must be found again before the next call
 
   mutable std::mutex login_mutex_;
   std::atomic<std::uint64_t> logged_in_generation_{0};
