@@ -160,6 +160,25 @@ Token::~Token() {
 }
 
 Status Token::CheckMechanisms() {
+  const MechanismNeed needs[] = {
+      {CKM_AES_KEY_GEN, CKF_GENERATE, "generate, 256-bit", "generating AES-256 root keys"},
+      {CKM_AES_GCM, CKF_ENCRYPT | CKF_DECRYPT, "encrypt and decrypt",
+       "wrapping keys under root keys"},
+  };
+  return RequireMechanisms(needs);
+}
+
+Status Token::CheckIdentityMechanisms() {
+  const MechanismNeed needs[] = {
+      {CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR, "generate key pair",
+       "generating the KMS's RSA identity key"},
+      {CKM_RSA_PKCS_OAEP, CKF_DECRYPT, "decrypt", "opening RSA-OAEP messages to the KMS"},
+      {CKM_SHA256_RSA_PKCS_PSS, CKF_SIGN, "sign", "signing PS256 answers of the KMS"},
+  };
+  return RequireMechanisms(needs);
+}
+
+Status Token::RequireMechanisms(std::span<const MechanismNeed> needs) {
   CK_FUNCTION_LIST_PTR fn = module_->fn();
   CK_ULONG count = 0;
   CK_RV rv = fn->C_GetMechanismList(slot(), nullptr, &count);
@@ -168,19 +187,7 @@ Status Token::CheckMechanisms() {
   rv = fn->C_GetMechanismList(slot(), list.data(), &count);
   if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetMechanismList"));
   list.resize(count);
-
-  struct Need {
-    CK_MECHANISM_TYPE mechanism;
-    CK_FLAGS flags;
-    const char* what;
-    const char* purpose;
-  };
-  const Need needs[] = {
-      {CKM_AES_KEY_GEN, CKF_GENERATE, "generate", "generating AES-256 root keys in the token"},
-      {CKM_AES_GCM, CKF_ENCRYPT | CKF_DECRYPT, "encrypt and decrypt",
-       "wrapping keys under root keys"},
-  };
-  for (const Need& need : needs) {
+  for (const MechanismNeed& need : needs) {
     CK_MECHANISM_INFO info{};
     bool offered = std::find(list.begin(), list.end(), need.mechanism) != list.end() &&
                    fn->C_GetMechanismInfo(slot(), need.mechanism, &info) == CKR_OK &&
@@ -191,10 +198,9 @@ Status Token::CheckMechanisms() {
                 (info.ulMinKeySize <= 256 && info.ulMaxKeySize >= 256);
     }
     if (!offered) {
-      return Error(ErrorCode::kUnimplemented,
-                   "token '" + name() + "' does not offer " + CkmName(need.mechanism) + " (" +
-                       need.what + (need.mechanism == CKM_AES_KEY_GEN ? ", 256-bit" : "") +
-                       "), which " + need.purpose + " needs");
+      return Error(ErrorCode::kUnimplemented, "token '" + name() + "' does not offer " +
+                                                  CkmName(need.mechanism) + " (" + need.what +
+                                                  "), which " + need.purpose + " needs");
     }
   }
   return OkStatus();
@@ -377,6 +383,7 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
   std::lock_guard lock(handles_mutex_);
   if (handles_generation_ != lease.generation()) {
     handles_.clear();
+    identity_handles_.clear();
     keeper_ = CK_INVALID_HANDLE;  // died with the old module generation
     handles_generation_ = lease.generation();
   }
@@ -424,6 +431,7 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
 void Token::InvalidateHandles() {
   std::lock_guard lock(handles_mutex_);
   handles_.clear();
+  identity_handles_.clear();
   // The keeper session stays open: destroying session objects while other threads use objects of
   // another slot makes SoftHSM2 2.6.1 resolve handles to the wrong object (its handle manager is
   // keyed by object address). Copies made before are released when the keeper closes, at
@@ -693,6 +701,166 @@ Result<SecretBytes> Token::Unwrap(const KeyBinding& binding, std::span<const std
     key.Truncate(key_len);
     return key;
   });
+}
+
+namespace {
+
+std::string IdentityObjectId(const std::string& name) { return "sridentity:" + name; }
+std::string IdentityLabel(const std::string& name) { return "strongroom/identity/" + name; }
+
+}  // namespace
+
+Result<CK_OBJECT_HANDLE> Token::IdentityHandle(SessionLease& lease, const std::string& key_name,
+                                               CK_OBJECT_CLASS half) {
+  std::lock_guard lock(handles_mutex_);
+  if (handles_generation_ != lease.generation()) {
+    handles_.clear();
+    identity_handles_.clear();
+    keeper_ = CK_INVALID_HANDLE;
+    handles_generation_ = lease.generation();
+  }
+  const auto cache_key = std::make_pair(key_name, half);
+  if (auto it = identity_handles_.find(cache_key); it != identity_handles_.end()) {
+    return it->second;
+  }
+  const std::string object_id = IdentityObjectId(key_name);
+  CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, half), Attr(CKA_TOKEN, kTrue), Attr(CKA_ID, object_id)};
+  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
+                      FindObjects(lease.fn(), lease.handle(), match, 2));
+  if (found.size() != 1) {
+    return Error(found.empty() ? ErrorCode::kNotFound : ErrorCode::kInternal,
+                 "token '" + name() + "' holds " + std::to_string(found.size()) +
+                     " objects for identity key " + key_name +
+                     (found.empty() ? " (kmsctl creates it)" : ""));
+  }
+  identity_handles_[cache_key] = found.front();
+  return found.front();
+}
+
+Result<RsaPublicKey> Token::CreateIdentityKey(const std::string& key_name, unsigned modulus_bits) {
+  SR_RETURN_IF_ERROR(ValidateOrgName(key_name));
+  if (modulus_bits < 2048 || modulus_bits > 8192 || modulus_bits % 1024 != 0) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "RSA identity keys are 2048 to 8192 bits, "
+                 "in steps of 1024");
+  }
+  SR_RETURN_IF_ERROR(CheckIdentityMechanisms());
+  Result<CK_OBJECT_HANDLE> created =
+      Run<CK_OBJECT_HANDLE>([&](SessionLease& lease) -> Result<CK_OBJECT_HANDLE> {
+        Result<CK_OBJECT_HANDLE> existing = IdentityHandle(lease, key_name, CKO_PRIVATE_KEY);
+        if (existing.ok()) {
+          return Error(ErrorCode::kAlreadyExists,
+                       "token '" + name() + "' already holds identity key " + key_name);
+        }
+        if (existing.error().code() != ErrorCode::kNotFound) return existing.error();
+        const std::string object_id = IdentityObjectId(key_name);
+        const std::string label = IdentityLabel(key_name);
+        const CK_ULONG bits = modulus_bits;
+        const std::uint8_t exponent[] = {0x01, 0x00, 0x01};
+        CK_ATTRIBUTE public_template[] = {
+            Attr(CKA_TOKEN, kTrue),
+            Attr(CKA_PRIVATE, kFalse),
+            Attr(CKA_ENCRYPT, kTrue),
+            Attr(CKA_VERIFY, kTrue),
+            Attr(CKA_WRAP, kFalse),
+            Attr(CKA_MODULUS_BITS, bits),
+            Attr(CKA_PUBLIC_EXPONENT, exponent, sizeof exponent),
+            Attr(CKA_LABEL, label),
+            Attr(CKA_ID, object_id),
+        };
+        CK_ATTRIBUTE private_template[] = {
+            Attr(CKA_TOKEN, kTrue),        Attr(CKA_PRIVATE, kTrue), Attr(CKA_SENSITIVE, kTrue),
+            Attr(CKA_EXTRACTABLE, kFalse), Attr(CKA_DECRYPT, kTrue), Attr(CKA_SIGN, kTrue),
+            Attr(CKA_UNWRAP, kFalse),      Attr(CKA_DERIVE, kFalse), Attr(CKA_LABEL, label),
+            Attr(CKA_ID, object_id),
+        };
+        CK_MECHANISM mechanism{CKM_RSA_PKCS_KEY_PAIR_GEN, nullptr, 0};
+        CK_OBJECT_HANDLE public_key = CK_INVALID_HANDLE, private_key = CK_INVALID_HANDLE;
+        CK_RV rv = lease.fn()->C_GenerateKeyPair(
+            lease.handle(), &mechanism, public_template, std::size(public_template),
+            private_template, std::size(private_template), &public_key, &private_key);
+        if (rv != CKR_OK) return CkError(rv, "C_GenerateKeyPair (identity key)");
+        return private_key;
+      });
+  if (!created.ok()) return created.error();
+  return IdentityPublicKey(key_name);
+}
+
+Result<RsaPublicKey> Token::IdentityPublicKey(const std::string& key_name) {
+  SR_RETURN_IF_ERROR(ValidateOrgName(key_name));
+  return Run<RsaPublicKey>([&](SessionLease& lease) -> Result<RsaPublicKey> {
+    SR_ASSIGN_OR_RETURN(CK_OBJECT_HANDLE handle, IdentityHandle(lease, key_name, CKO_PUBLIC_KEY));
+    RsaPublicKey key;
+    SR_ASSIGN_OR_RETURN(key.modulus, GetBytes(lease.fn(), lease.handle(), handle, CKA_MODULUS));
+    SR_ASSIGN_OR_RETURN(key.public_exponent,
+                        GetBytes(lease.fn(), lease.handle(), handle, CKA_PUBLIC_EXPONENT));
+    while (key.modulus.size() > 1 && key.modulus.front() == 0)
+      key.modulus.erase(key.modulus.begin());
+    return key;
+  });
+}
+
+Result<SecretBytes> Token::DecryptRsaOaep(const std::string& key_name,
+                                          std::span<const std::uint8_t> ciphertext) {
+  SR_RETURN_IF_ERROR(ValidateOrgName(key_name));
+  if (ciphertext.empty() || ciphertext.size() > 1024) {
+    return Error(ErrorCode::kInvalidArgument, "RSA-OAEP ciphertext has an impossible length");
+  }
+  return Run<SecretBytes>([&](SessionLease& lease) -> Result<SecretBytes> {
+    SR_ASSIGN_OR_RETURN(CK_OBJECT_HANDLE handle, IdentityHandle(lease, key_name, CKO_PRIVATE_KEY));
+    // An OAEP ciphertext is exactly as long as the modulus. Check before the token sees it:
+    // SoftHSM2 2.6.1 loses the private key object, for the rest of the process, after a decrypt
+    // of the wrong length.
+    SR_ASSIGN_OR_RETURN(std::vector<std::uint8_t> modulus,
+                        GetBytes(lease.fn(), lease.handle(), handle, CKA_MODULUS));
+    if (ciphertext.size() != modulus.size()) {
+      return Error(ErrorCode::kInvalidArgument, "the message could not be decrypted");
+    }
+    CK_RSA_PKCS_OAEP_PARAMS params{CKM_SHA_1, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED, nullptr, 0};
+    CK_MECHANISM mechanism{CKM_RSA_PKCS_OAEP, &params, sizeof params};
+    CK_FUNCTION_LIST_PTR fn = lease.fn();
+    CK_RV rv = fn->C_DecryptInit(lease.handle(), &mechanism, handle);
+    if (rv != CKR_OK) return CkError(rv, "C_DecryptInit (RSA-OAEP)");
+    SecretBytes plain(ciphertext.size());
+    CK_ULONG plain_len = static_cast<CK_ULONG>(plain.size());
+    rv = fn->C_Decrypt(lease.handle(), const_cast<std::uint8_t*>(ciphertext.data()),
+                       static_cast<CK_ULONG>(ciphertext.size()), plain.data(), &plain_len);
+    if (rv != CKR_OK) {
+      // A dead session or token is the layer's to repair; anything else is the message's fault,
+      // reported without saying why (no padding oracle).
+      CkFailure failure = ClassifyCkr(rv);
+      CK_SESSION_INFO info;
+      if ((failure == CkFailure::kOperation || rv == CKR_GENERAL_ERROR) &&
+          fn->C_GetSessionInfo(lease.handle(), &info) == CKR_OK) {
+        return Error(ErrorCode::kInvalidArgument, "the message could not be decrypted");
+      }
+      return CkError(rv, "C_Decrypt (RSA-OAEP)");
+    }
+    plain.Truncate(plain_len);
+    return plain;
+  });
+}
+
+Result<std::vector<std::uint8_t>> Token::SignPs256(const std::string& key_name,
+                                                   std::span<const std::uint8_t> message) {
+  SR_RETURN_IF_ERROR(ValidateOrgName(key_name));
+  return Run<std::vector<std::uint8_t>>(
+      [&](SessionLease& lease) -> Result<std::vector<std::uint8_t>> {
+        SR_ASSIGN_OR_RETURN(CK_OBJECT_HANDLE handle,
+                            IdentityHandle(lease, key_name, CKO_PRIVATE_KEY));
+        CK_RSA_PKCS_PSS_PARAMS params{CKM_SHA256, CKG_MGF1_SHA256, 32};
+        CK_MECHANISM mechanism{CKM_SHA256_RSA_PKCS_PSS, &params, sizeof params};
+        CK_FUNCTION_LIST_PTR fn = lease.fn();
+        CK_RV rv = fn->C_SignInit(lease.handle(), &mechanism, handle);
+        if (rv != CKR_OK) return CkError(rv, "C_SignInit (PS256)");
+        std::vector<std::uint8_t> signature(1024);
+        CK_ULONG len = static_cast<CK_ULONG>(signature.size());
+        rv = fn->C_Sign(lease.handle(), const_cast<std::uint8_t*>(message.data()),
+                        static_cast<CK_ULONG>(message.size()), signature.data(), &len);
+        if (rv != CKR_OK) return CkError(rv, "C_Sign (PS256)");
+        signature.resize(len);
+        return signature;
+      });
 }
 
 void Token::MarkHealthy() {

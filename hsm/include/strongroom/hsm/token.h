@@ -54,6 +54,11 @@ struct TokenConfig {
   std::vector<std::string> orgs;
 };
 
+struct RsaPublicKey {
+  std::vector<std::uint8_t> modulus;          // big-endian, no leading zero
+  std::vector<std::uint8_t> public_exponent;  // big-endian
+};
+
 enum class TokenState { kReady, kUnavailable, kLoginRefused };
 std::string_view TokenStateName(TokenState state);
 
@@ -94,6 +99,21 @@ class Token {
   // Unwraps a blob made by Wrap on this token for the same binding.
   Result<SecretBytes> Unwrap(const KeyBinding& binding, std::span<const std::uint8_t> blob);
 
+  // The KMS's static RSA key pair, named `name` (same rules as organization names): generated in
+  // the token, the private half CKA_SENSITIVE and never extractable. Label
+  // "strongroom/identity/<name>", CKA_ID "sridentity:<name>".
+  Result<RsaPublicKey> CreateIdentityKey(const std::string& name, unsigned modulus_bits = 3072);
+  Result<RsaPublicKey> IdentityPublicKey(const std::string& name);
+  // JOSE "RSA-OAEP": OAEP with SHA-1 and MGF1-SHA-1, done by the token. Any failure to decrypt
+  // is one INVALID_ARGUMENT error, whatever the cause, so the answer is no padding oracle.
+  Result<SecretBytes> DecryptRsaOaep(const std::string& name,
+                                     std::span<const std::uint8_t> ciphertext);
+  // JOSE "PS256": RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt, done by the token.
+  Result<std::vector<std::uint8_t>> SignPs256(const std::string& name,
+                                              std::span<const std::uint8_t> message);
+  // Refuses, naming the mechanism, a token that cannot do the identity operations above.
+  Status CheckIdentityMechanisms();
+
   TokenHealth Health() const;
   // Whether the token failed recently; callers with another token prefer that one meanwhile.
   bool InBackoff() const;
@@ -111,6 +131,13 @@ class Token {
   Token(TokenConfig config, TokenUri uri, std::shared_ptr<Module> module, CK_SLOT_ID slot);
 
   Status CheckMechanisms();
+  struct MechanismNeed {
+    CK_MECHANISM_TYPE mechanism;
+    CK_FLAGS flags;
+    const char* what;
+    const char* purpose;
+  };
+  Status RequireMechanisms(std::span<const MechanismNeed> needs);
   Status EnsureLoggedIn();
   Status ResolveSlot(std::uint64_t generation);
   Status Login();
@@ -120,6 +147,9 @@ class Token {
   Result<T> Run(Op&& op);
 
   Result<RootHandles> Handles(SessionLease& lease, const RootKeyId& id);
+  // The private (CKO_PRIVATE_KEY) or public half of an identity key.
+  Result<CK_OBJECT_HANDLE> IdentityHandle(SessionLease& lease, const std::string& name,
+                                          CK_OBJECT_CLASS half);
   void InvalidateHandles();
   Status ReserveWraps(SessionLease& lease, const RootKeyId& id);
   // Wraps counted against `id` by all nodes; `own` receives this node's counter objects.
@@ -148,6 +178,7 @@ class Token {
   CK_SESSION_HANDLE keeper_ = CK_INVALID_HANDLE;  // owns the session copies
   std::map<RootKeyId, RootHandles> handles_;
   std::map<std::string, std::uint32_t> current_;
+  std::map<std::pair<std::string, CK_OBJECT_CLASS>, CK_OBJECT_HANDLE> identity_handles_;
 
   std::mutex ledger_mutex_;
   std::map<RootKeyId, Ledger> ledgers_;
