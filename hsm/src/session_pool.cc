@@ -1,5 +1,6 @@
 #include "strongroom/hsm/session_pool.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "strongroom/hsm/ck_result.h"
@@ -47,67 +48,93 @@ SessionPool::~SessionPool() {
 }
 
 Result<SessionLease> SessionPool::Acquire(std::chrono::steady_clock::time_point deadline) {
-  std::unique_lock lock(mutex_);
-  bool waited = false;
-  auto wait_start = std::chrono::steady_clock::now();
   for (;;) {
-    while (!idle_.empty()) {
-      const std::uint64_t generation = module_->generation();
-      Idle s = idle_.front();
-      idle_.pop_front();
-      if (s.generation != generation) {
-        --open_;  // a session of a finalized module generation: its handle means nothing now
-        ++counters_.replaced;
-        continue;
+    std::optional<Idle> session;
+    {
+      std::unique_lock lock(mutex_);
+      bool open_new = false;
+      // First come, first served: an idle session goes to a newcomer only when nobody waits.
+      if (waiters_.empty()) {
+        while (!idle_.empty() && idle_.front().generation != module_->generation()) {
+          idle_.pop_front();  // of a finalized module generation: the handle means nothing now
+          ++counters_.replaced;
+          HandOver(std::nullopt);
+        }
+        if (!idle_.empty()) {
+          session = idle_.front();
+          idle_.pop_front();
+        } else if (open_ < capacity_) {
+          ++open_;
+          open_new = true;
+        }
       }
-      ++counters_.acquired;
-      if (waited) {
+      if (!session && !open_new) {
+        ++counters_.waited;
+        const auto wait_start = std::chrono::steady_clock::now();
+        Waiter me;
+        waiters_.push_back(&me);
+        if (!me.cv.wait_until(lock, deadline, [&] { return me.session || me.may_open; })) {
+          waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &me));
+          ++counters_.timed_out;
+          return Error(ErrorCode::kUnavailable, "no PKCS#11 session free on token " + token_name_ +
+                                                    " before the deadline (" +
+                                                    std::to_string(capacity_) +
+                                                    " sessions, all busy)");
+        }
         counters_.wait_micros +=
             static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                            std::chrono::steady_clock::now() - wait_start)
                                            .count());
+        session = me.session;
+        open_new = !session;
       }
-      lock.unlock();
-      auto guard = module_->UseGuard();
-      if (module_->generation() == s.generation) {
-        return SessionLease(this, s.handle, s.generation, std::move(guard));
-      }
-      guard.unlock();  // the module was reset between the check and the guard
-      lock.lock();
-      --open_;
-      ++counters_.replaced;
-      continue;
-    }
-    if (open_ < capacity_) {
-      ++open_;
       ++counters_.acquired;
-      const CK_SLOT_ID slot = slot_;
-      lock.unlock();
-      auto guard = module_->UseGuard();
-      const std::uint64_t open_generation = module_->generation();
-      CK_SESSION_HANDLE handle = CK_INVALID_HANDLE;
-      CK_RV rv = module_->fn()->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr,
-                                              nullptr, &handle);
-      if (rv != CKR_OK) {
-        guard.unlock();
-        std::lock_guard relock(mutex_);
-        --open_;
-        available_.notify_one();
-        return CkError(rv, "C_OpenSession on token " + token_name_);
+      if (open_new) {
+        const CK_SLOT_ID slot = slot_;
+        lock.unlock();
+        return Open(slot);
       }
-      return SessionLease(this, handle, open_generation, std::move(guard));
     }
-    if (!waited) {
-      waited = true;
-      ++counters_.waited;
+    auto guard = module_->UseGuard();
+    if (module_->generation() == session->generation) {
+      return SessionLease(this, session->handle, session->generation, std::move(guard));
     }
-    if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
-        open_ >= capacity_) {
-      ++counters_.timed_out;
-      return Error(ErrorCode::kUnavailable, "no PKCS#11 session free on token " + token_name_ +
-                                                " before the deadline (" +
-                                                std::to_string(capacity_) + " sessions, all busy)");
+    guard.unlock();  // the module was reset since the session was opened: try again
+    std::lock_guard lock(mutex_);
+    ++counters_.replaced;
+    HandOver(std::nullopt);
+  }
+}
+
+Result<SessionLease> SessionPool::Open(CK_SLOT_ID slot) {
+  auto guard = module_->UseGuard();
+  const std::uint64_t generation = module_->generation();
+  CK_SESSION_HANDLE handle = CK_INVALID_HANDLE;
+  CK_RV rv = module_->fn()->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr,
+                                          nullptr, &handle);
+  if (rv != CKR_OK) {
+    guard.unlock();
+    std::lock_guard lock(mutex_);
+    HandOver(std::nullopt);  // the slot this caller reserved goes to the next waiter
+    return CkError(rv, "C_OpenSession on token " + token_name_);
+  }
+  return SessionLease(this, handle, generation, std::move(guard));
+}
+
+void SessionPool::HandOver(std::optional<Idle> session) {
+  if (!waiters_.empty()) {
+    Waiter* next = waiters_.front();
+    waiters_.pop_front();
+    if (session) {
+      next->session = session;
+    } else {
+      next->may_open = true;  // the freed slot passes on: the waiter opens a session in it
     }
+    next->cv.notify_one();
+  } else if (session) {
+    idle_.push_back(*session);
+  } else {
+    --open_;
   }
 }
 
@@ -119,28 +146,26 @@ void SessionPool::Release(CK_SESSION_HANDLE handle, std::uint64_t generation, bo
   }
   std::lock_guard lock(mutex_);
   if (broken || !current) {
-    --open_;
     ++counters_.replaced;
+    HandOver(std::nullopt);
   } else {
-    idle_.push_back({handle, generation});
+    HandOver(Idle{handle, generation});
   }
-  available_.notify_one();
 }
 
 void SessionPool::DropStale() {
   std::lock_guard lock(mutex_);
   const std::uint64_t generation = module_->generation();
-  std::deque<Idle> keep;
-  for (const Idle& s : idle_) {
-    if (s.generation == generation) {
-      keep.push_back(s);
-    } else {
-      --open_;
-      ++counters_.replaced;
-    }
+  std::deque<Idle> stale;
+  std::erase_if(idle_, [&](const Idle& s) {
+    if (s.generation == generation) return false;
+    stale.push_back(s);
+    return true;
+  });
+  for (std::size_t i = 0; i < stale.size(); ++i) {
+    ++counters_.replaced;
+    HandOver(std::nullopt);
   }
-  idle_.swap(keep);
-  available_.notify_all();
 }
 
 CK_SLOT_ID SessionPool::slot() const {

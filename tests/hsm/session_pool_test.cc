@@ -3,9 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "../support/softhsm_sandbox.h"
 #include "strongroom/hsm/token.h"
@@ -74,6 +77,45 @@ TEST_F(SessionPoolTest, WaiterGetsTheSessionWhenItIsReturned) {
   EXPECT_EQ(got->handle(), handle);  // the same session, reused
   EXPECT_EQ(pool.stats().waited, 1u);
   EXPECT_EQ(pool.stats().open, 1u);
+}
+
+TEST_F(SessionPoolTest, AReturnedSessionGoesToTheLongestWaiterNotBackToItsHolder) {
+  std::shared_ptr<Module> module = *Module::Load(kSoftHsmModule);
+  SessionPool pool(module, token_->slot(), 1, "pool-test");
+  std::optional<Result<SessionLease>> held(pool.Acquire(In(1s)));
+  std::atomic<bool> waiter_served{false};
+  std::thread waiter([&] {
+    auto lease = pool.Acquire(In(10s));
+    ASSERT_TRUE(lease.ok());
+    waiter_served = true;
+    std::this_thread::sleep_for(20ms);
+  });
+  while (pool.stats().waited == 0) std::this_thread::yield();
+  held.reset();                        // give it back ...
+  auto again = pool.Acquire(In(10s));  // ... and at once ask again, as a busy caller would
+  EXPECT_TRUE(waiter_served.load());   // the queued caller was served first
+  ASSERT_TRUE(again.ok());
+  waiter.join();
+}
+
+TEST_F(SessionPoolTest, WaitersAreServedInArrivalOrder) {
+  std::shared_ptr<Module> module = *Module::Load(kSoftHsmModule);
+  SessionPool pool(module, token_->slot(), 1, "pool-test");
+  std::optional<Result<SessionLease>> held(pool.Acquire(In(1s)));
+  std::mutex order_mutex;
+  std::vector<int> order;
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 4; ++i) {
+    waiters.emplace_back([&, i] {
+      auto lease = pool.Acquire(In(10s));
+      std::lock_guard lock(order_mutex);
+      order.push_back(i);
+    });
+    while (pool.stats().waited < static_cast<std::uint64_t>(i + 1)) std::this_thread::yield();
+  }
+  held.reset();
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3}));
 }
 
 TEST_F(SessionPoolTest, BrokenSessionIsClosedAndReplaced) {

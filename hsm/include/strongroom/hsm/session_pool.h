@@ -2,8 +2,10 @@
 //
 // PKCS#11 allows one operation at a time per session, so a session is exclusive while leased.
 // Sessions are opened lazily up to the bound and handed out first-in first-out (so a network HSM
-// sees its sessions used evenly). A caller that finds every session leased waits until its
-// deadline and then gets UNAVAILABLE rather than hanging. A session whose call reported it dead is
+// sees its sessions used evenly). A caller that finds every session leased queues; a returned
+// session goes straight to the longest waiter, so a busy caller cannot take it back ahead of
+// others and nobody starves. A waiter gives up at its deadline with UNAVAILABLE rather than
+// hanging. A session whose call reported it dead is
 // dropped on return and replaced by the next Acquire. Sessions from an older module generation
 // (see Module::Reset) are discarded without C_CloseSession: their handles may already name a
 // newer session. Login state belongs to the token, so nothing here logs in or out.
@@ -18,6 +20,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 
@@ -92,7 +95,17 @@ class SessionPool {
     CK_SESSION_HANDLE handle;
     std::uint64_t generation;
   };
+  // A caller queued for a session; lives on its stack while it waits.
+  struct Waiter {
+    std::condition_variable cv;
+    std::optional<Idle> session;  // handed over by the releasing caller
+    bool may_open = false;        // a freed slot was handed over instead
+  };
   void Release(CK_SESSION_HANDLE handle, std::uint64_t generation, bool broken);
+  Result<SessionLease> Open(CK_SLOT_ID slot);
+  // Gives a returned session (or, with nullopt, a freed slot) to the longest waiter, or back to
+  // the pool. Requires mutex_.
+  void HandOver(std::optional<Idle> session);
 
   const std::shared_ptr<Module> module_;
   CK_SLOT_ID slot_;  // guarded by mutex_
@@ -100,8 +113,8 @@ class SessionPool {
   const std::string token_name_;
 
   mutable std::mutex mutex_;
-  std::condition_variable available_;
   std::deque<Idle> idle_;
+  std::deque<Waiter*> waiters_;  // first in, first served
   std::size_t open_ = 0;
   SessionPoolStats counters_;
 };
