@@ -380,6 +380,12 @@ void Token::MarkTokenGone() {
 }
 
 Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& id) {
+  {
+    std::shared_lock lock(handles_mutex_);
+    if (handles_generation_ == lease.generation()) {
+      if (auto it = handles_.find(id); it != handles_.end()) return it->second;
+    }
+  }
   std::lock_guard lock(handles_mutex_);
   if (handles_generation_ != lease.generation()) {
     handles_.clear();
@@ -403,7 +409,13 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
     return Error(ErrorCode::kInternal, "token '" + name() + "' holds two objects for root key " +
                                            id.org + " v" + std::to_string(id.version));
   }
-  RootHandles handles{found.front(), found.front()};
+  RootHandles handles{found.front(), found.front(), nullptr};
+  {
+    std::lock_guard ledger_lock(ledger_mutex_);
+    std::unique_ptr<Ledger>& entry = ledgers_[id];
+    if (!entry) entry = std::make_unique<Ledger>();
+    handles.ledger = entry.get();
+  }
   if (config_.session_copies) {
     if (keeper_ == CK_INVALID_HANDLE) {
       CK_RV rv = fn->C_OpenSession(slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
@@ -476,12 +488,18 @@ Result<std::uint64_t> Token::UsageTotal(SessionLease& lease, const RootKeyId& id
   return total;
 }
 
-Status Token::ReserveWraps(SessionLease& lease, const RootKeyId& id) {
+Status Token::ReserveWraps(SessionLease& lease, const RootKeyId& id, Ledger& ledger) {
+  // Fast path: take one wrap from the reserved block without a lock.
+  for (std::uint64_t left = ledger.remaining.load(std::memory_order_relaxed); left > 0;) {
+    if (ledger.remaining.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+      return OkStatus();
+    }
+  }
   std::lock_guard lock(ledger_mutex_);
-  Ledger& ledger = ledgers_[id];
-  if (ledger.remaining > 0) {
-    --ledger.remaining;
-    return OkStatus();
+  for (std::uint64_t left = ledger.remaining.load(std::memory_order_relaxed); left > 0;) {
+    if (ledger.remaining.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+      return OkStatus();  // another caller reserved a block meanwhile
+    }
   }
   std::vector<CK_OBJECT_HANDLE> own;
   std::uint64_t own_value = 0;
@@ -509,7 +527,7 @@ Status Token::ReserveWraps(SessionLease& lease, const RootKeyId& id) {
   CK_RV rv = lease.fn()->C_CreateObject(lease.handle(), object, std::size(object), &created);
   if (rv != CKR_OK) return CkError(rv, "recording root-key usage on the token");
   for (CK_OBJECT_HANDLE old : own) lease.fn()->C_DestroyObject(lease.handle(), old);
-  ledger.remaining = block - 1;
+  ledger.remaining.store(block - 1, std::memory_order_relaxed);
   ++ledger.blocks;
   return OkStatus();
 }
@@ -561,7 +579,7 @@ Result<std::vector<std::string>> Token::ListOrgs() {
 
 Result<std::uint32_t> Token::CurrentVersion(const std::string& org) {
   {
-    std::lock_guard lock(handles_mutex_);
+    std::shared_lock lock(handles_mutex_);
     if (auto it = current_.find(org); it != current_.end()) return it->second;
   }
   SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> keys, ListRootKeys(org));
@@ -639,7 +657,7 @@ Result<std::vector<std::uint8_t>> Token::Wrap(const KeyBinding& binding,
   return Run<std::vector<std::uint8_t>>(
       [&](SessionLease& lease) -> Result<std::vector<std::uint8_t>> {
         SR_ASSIGN_OR_RETURN(RootHandles handles, Handles(lease, id));
-        SR_RETURN_IF_ERROR(ReserveWraps(lease, id));
+        SR_RETURN_IF_ERROR(ReserveWraps(lease, id, *handles.ledger));
         CK_FUNCTION_LIST_PTR fn = lease.fn();
         std::uint8_t iv[kGcmIvSize];
         CK_RV rv = fn->C_GenerateRandom(lease.handle(), iv, sizeof iv);

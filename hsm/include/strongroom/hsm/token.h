@@ -9,7 +9,7 @@
 //
 // Root keys are used through session copies (C_CopyObject with CKA_TOKEN=false, keeping
 // CKA_SENSITIVE and non-extractable) when `session_copies` is on: on SoftHSM2 a token object pays
-// file I/O on every use and a session copy is about three times faster (docs/benchmarks.md). On a
+// file I/O on every use and a session copy is 2.2-2.6 times faster (docs/benchmarks.md). On a
 // network HSM the copy stays inside the HSM.
 //
 // Thread-safe.
@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,7 +41,7 @@ namespace strongroom::hsm {
 struct TokenConfig {
   std::string name;  // how operators and logs refer to the token: "primary", "standby", ...
   std::string uri;   // RFC 7512 PKCS#11 URI with module-path and pin-source
-  std::size_t pool_size = 2;
+  std::size_t pool_size = 16;
   std::chrono::milliseconds acquire_timeout{2000};
   bool session_copies = true;
   // Names this process's wrap-usage counter on the token; distinct per KMS node.
@@ -119,13 +120,14 @@ class Token {
   bool InBackoff() const;
 
  private:
+  struct Ledger {
+    std::atomic<std::uint64_t> remaining{0};  // wraps left in this node's reserved block
+    unsigned blocks = 0;  // blocks reserved so far by this process; guarded by ledger_mutex_
+  };
   struct RootHandles {
     CK_OBJECT_HANDLE token_key = CK_INVALID_HANDLE;
     CK_OBJECT_HANDLE use_key = CK_INVALID_HANDLE;  // the session copy, or token_key
-  };
-  struct Ledger {
-    std::uint64_t remaining = 0;  // wraps left in this node's reserved block
-    unsigned blocks = 0;          // blocks reserved so far by this process
+    Ledger* ledger = nullptr;                      // wrap budget of this version, never null
   };
 
   Token(TokenConfig config, TokenUri uri, std::shared_ptr<Module> module, CK_SLOT_ID slot);
@@ -151,7 +153,7 @@ class Token {
   Result<CK_OBJECT_HANDLE> IdentityHandle(SessionLease& lease, const std::string& name,
                                           CK_OBJECT_CLASS half);
   void InvalidateHandles();
-  Status ReserveWraps(SessionLease& lease, const RootKeyId& id);
+  Status ReserveWraps(SessionLease& lease, const RootKeyId& id, Ledger& ledger);
   // Wraps counted against `id` by all nodes; `own` receives this node's counter objects.
   Result<std::uint64_t> UsageTotal(SessionLease& lease, const RootKeyId& id,
                                    std::vector<CK_OBJECT_HANDLE>* own, std::uint64_t* own_value);
@@ -173,7 +175,7 @@ class Token {
   std::optional<Error> login_refused_;
   std::atomic<std::uint64_t> login_attempts_{0};
 
-  std::mutex handles_mutex_;
+  std::shared_mutex handles_mutex_;  // shared on the hot path, exclusive to change
   std::uint64_t handles_generation_ = 0;
   CK_SESSION_HANDLE keeper_ = CK_INVALID_HANDLE;  // owns the session copies
   std::map<RootKeyId, RootHandles> handles_;
@@ -181,7 +183,7 @@ class Token {
   std::map<std::pair<std::string, CK_OBJECT_CLASS>, CK_OBJECT_HANDLE> identity_handles_;
 
   std::mutex ledger_mutex_;
-  std::map<RootKeyId, Ledger> ledgers_;
+  std::map<RootKeyId, std::unique_ptr<Ledger>> ledgers_;  // entries live as long as the token
 
   std::atomic<bool> degraded_{false};
   mutable std::mutex health_mutex_;

@@ -7,7 +7,7 @@
 //   [hsm.primary]
 //   uri =
 //   pkcs11:token=strongroom?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/strongroom/pin
-//   pool_size = 2                    ; optional: PKCS#11 sessions (1-1024)
+//   pool_size = 16                   ; optional: PKCS#11 sessions (1-1024, default 16)
 //   acquire_timeout_ms = 2000        ; optional: how long a caller waits for a session
 //   session_copies = true            ; optional: use session copies of root keys
 //   wrap_limit = 2147483648          ; optional: GCM encryptions per root-key version
