@@ -1,0 +1,85 @@
+// The KMS's relational store, reached through Poco::Data: SQLite in WAL mode as the embedded
+// default (PostgreSQL, for several KMS nodes, implements the same interface later).
+//
+// Schema changes are numbered migrations applied in order, each in its own transaction together
+// with the row recording it in `schema_migrations`; a database written by a newer Strongroom (a
+// version this code does not know) is refused rather than touched. Every unit of work runs in one
+// transaction (`InTransaction`), begun IMMEDIATE so concurrent writers wait for each other
+// (busy timeout) instead of failing on a lock upgrade; a failed or throwing unit rolls back and
+// leaves nothing behind.
+//
+// Thread-safe: connections come from a bounded pool of the Database's own, one per unit of work
+// (Poco::Data::SessionPool's janitor timer deadlocks against its destructor in Poco 1.11).
+#ifndef STRONGROOM_KMS_DATABASE_H_
+#define STRONGROOM_KMS_DATABASE_H_
+
+#include <Poco/Data/Session.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strongroom/common/error.h"
+
+namespace strongroom::kms {
+
+struct Migration {
+  int version;                          // 1, 2, 3, ... in order, no gaps
+  std::string description;              // for operators: what the migration does
+  std::vector<std::string> statements;  // executed in order, in one transaction
+};
+
+struct DatabaseOptions {
+  std::size_t max_sessions = 16;
+  std::chrono::milliseconds busy_timeout{5000};
+};
+
+class Database {
+ public:
+  // Opens (creating if absent) the SQLite database at `path` and brings it to the newest
+  // migration.
+  static Result<std::unique_ptr<Database>> OpenSqlite(const std::string& path,
+                                                      std::span<const Migration> migrations,
+                                                      const DatabaseOptions& options = {});
+  ~Database();
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  int schema_version() const { return schema_version_; }
+
+  // Runs `work` in one transaction: committed if it returns OK, rolled back if it returns an
+  // error or throws. Database errors become UNAVAILABLE (busy, I/O) or INTERNAL.
+  Status InTransaction(const std::function<Status(Poco::Data::Session&)>& work);
+
+  // Runs `work` on a session outside any explicit transaction (single read statements).
+  Status WithSession(const std::function<Status(Poco::Data::Session&)>& work);
+
+ private:
+  class Connection;
+  Database(std::string connect_string, std::size_t max_sessions,
+           std::chrono::milliseconds busy_timeout);
+  static Status Migrate(Poco::Data::Session& session, std::span<const Migration> migrations,
+                        int* version);
+  // Runs `work` on a pooled connection, opening one if fewer than max_sessions exist.
+  Status WithConnection(const std::function<Status(Poco::Data::Session&)>& work);
+
+  const std::string connect_string_;
+  const std::size_t max_sessions_;
+  const std::string busy_timeout_pragma_;
+  int schema_version_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<Poco::Data::Session>> idle_;
+  std::size_t open_ = 0;
+};
+
+}  // namespace strongroom::kms
+
+#endif  // STRONGROOM_KMS_DATABASE_H_

@@ -1,0 +1,186 @@
+#include "strongroom/kms/database.h"
+
+#include <Poco/Data/SQLite/Connector.h>
+#include <Poco/Data/SQLite/SQLiteException.h>
+#include <Poco/Exception.h>
+
+#include <mutex>
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::Data::Keywords::into;
+using Poco::Data::Keywords::now;
+using Poco::Data::Keywords::use;
+
+void RegisterSqliteOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { Poco::Data::SQLite::Connector::registerConnector(); });
+}
+
+Error DatabaseError(const Poco::Exception& e, std::string_view what) {
+  // Busy and locked databases are transient; everything else is a fault of ours or of the disk.
+  const bool transient = dynamic_cast<const Poco::Data::SQLite::DBLockedException*>(&e) ||
+                         dynamic_cast<const Poco::Data::SQLite::TableLockedException*>(&e) ||
+                         dynamic_cast<const Poco::Data::SQLite::IOErrorException*>(&e) ||
+                         dynamic_cast<const Poco::Data::SQLite::DatabaseFullException*>(&e);
+  return Error(transient ? ErrorCode::kUnavailable : ErrorCode::kInternal,
+               std::string(what) + ": " + e.displayText());
+}
+
+// One transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure.
+Status RunTransaction(Poco::Data::Session& session,
+                      const std::function<Status(Poco::Data::Session&)>& work) {
+  try {
+    session << "BEGIN IMMEDIATE", now;
+  } catch (const Poco::Exception& e) {
+    return DatabaseError(e, "beginning a transaction");
+  }
+  Status status;
+  try {
+    status = work(session);
+    if (status.ok()) {
+      session << "COMMIT", now;
+      return status;
+    }
+  } catch (const Poco::Exception& e) {
+    status = DatabaseError(e, "database statement failed");
+  } catch (const std::exception& e) {
+    status = Error(ErrorCode::kInternal, std::string("transaction failed: ") + e.what());
+  }
+  try {
+    session << "ROLLBACK", now;
+  } catch (const Poco::Exception&) {
+    // The transaction is gone either way; the error that caused the rollback is the one to report.
+  }
+  return status;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
+                                                       std::span<const Migration> migrations,
+                                                       const DatabaseOptions& options) {
+  RegisterSqliteOnce();
+  if (options.max_sessions == 0) {
+    return Error(ErrorCode::kInvalidArgument, "the database needs at least one session");
+  }
+  std::unique_ptr<Database> db(new Database(path, options.max_sessions, options.busy_timeout));
+  Status opened = db->WithConnection([&](Poco::Data::Session& session) -> Status {
+    // WAL lets readers run beside the one writer; FULL makes a committed transaction survive
+    // power loss, not only a crash of the process.
+    std::string mode;
+    session << "PRAGMA journal_mode=WAL", into(mode), now;
+    if (mode != "wal") {
+      return Error(
+          ErrorCode::kFailedPrecondition,
+          "database " + path + " cannot use write-ahead logging (journal mode " + mode + ")");
+    }
+    session << "PRAGMA synchronous=FULL", now;
+    return Migrate(session, migrations, &db->schema_version_);
+  });
+  if (!opened.ok()) return opened.error();
+  return db;
+}
+
+Database::Database(std::string connect_string, std::size_t max_sessions,
+                   std::chrono::milliseconds busy_timeout)
+    : connect_string_(std::move(connect_string)),
+      max_sessions_(max_sessions),
+      busy_timeout_pragma_("PRAGMA busy_timeout=" + std::to_string(busy_timeout.count())) {}
+
+Database::~Database() = default;
+
+Status Database::WithConnection(const std::function<Status(Poco::Data::Session&)>& work) {
+  std::unique_ptr<Poco::Data::Session> session;
+  {
+    std::unique_lock lock(mutex_);
+    available_.wait(lock, [&] { return !idle_.empty() || open_ < max_sessions_; });
+    if (!idle_.empty()) {
+      session = std::move(idle_.back());
+      idle_.pop_back();
+    } else {
+      ++open_;
+    }
+  }
+  if (!session) {
+    try {
+      session = std::make_unique<Poco::Data::Session>(Poco::Data::SQLite::Connector::KEY,
+                                                      connect_string_);
+      // A writer waits this long for another writer's lock instead of failing at once.
+      *session << busy_timeout_pragma_, now;
+    } catch (const Poco::Exception& e) {
+      std::lock_guard lock(mutex_);
+      --open_;
+      available_.notify_one();
+      return Error(ErrorCode::kUnavailable,
+                   "cannot open database " + connect_string_ + ": " + e.displayText());
+    }
+  }
+  Status status;
+  bool healthy = true;
+  try {
+    status = work(*session);
+  } catch (const Poco::Exception& e) {
+    status = DatabaseError(e, "database statement failed");
+  }
+  try {
+    healthy = session->isConnected();
+  } catch (const Poco::Exception&) {
+    healthy = false;
+  }
+  std::lock_guard lock(mutex_);
+  if (healthy) {
+    idle_.push_back(std::move(session));
+  } else {
+    --open_;
+  }
+  available_.notify_one();
+  return status;
+}
+
+Status Database::Migrate(Poco::Data::Session& session, std::span<const Migration> migrations,
+                         int* version) {
+  for (std::size_t i = 0; i < migrations.size(); ++i) {
+    if (migrations[i].version != static_cast<int>(i) + 1) {
+      return Error(ErrorCode::kInternal, "migrations must be numbered 1, 2, 3, ... in order");
+    }
+  }
+  session << "CREATE TABLE IF NOT EXISTS schema_migrations ("
+             "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+      now;
+  int current = 0;
+  session << "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", into(current), now;
+  if (current > static_cast<int>(migrations.size())) {
+    return Error(ErrorCode::kFailedPrecondition,
+                 "the database is at schema version " + std::to_string(current) +
+                     ", newer than this program knows (" + std::to_string(migrations.size()) +
+                     "); run the newer Strongroom or restore a matching backup");
+  }
+  for (const Migration& m : migrations) {
+    if (m.version <= current) continue;
+    SR_RETURN_IF_ERROR(RunTransaction(session, [&](Poco::Data::Session& s) -> Status {
+      for (const std::string& statement : m.statements) s << statement, now;
+      int v = m.version;
+      std::string description = m.description;
+      s << "INSERT INTO schema_migrations (version, description, applied_at) "
+           "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+          use(v), use(description), now;
+      return OkStatus();
+    }));
+    current = m.version;
+  }
+  *version = current;
+  return OkStatus();
+}
+
+Status Database::InTransaction(const std::function<Status(Poco::Data::Session&)>& work) {
+  return WithConnection(
+      [&](Poco::Data::Session& session) { return RunTransaction(session, work); });
+}
+
+Status Database::WithSession(const std::function<Status(Poco::Data::Session&)>& work) {
+  return WithConnection(work);
+}
+
+}  // namespace strongroom::kms

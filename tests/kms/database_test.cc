@@ -1,0 +1,163 @@
+#include "strongroom/kms/database.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::Data::Keywords::into;
+using Poco::Data::Keywords::now;
+using Poco::Data::Keywords::use;
+
+const std::vector<Migration> kTwo = {
+    {1, "notes", {"CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"}},
+    {2,
+     "counters",
+     {"CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+      "INSERT INTO counters VALUES ('hits', 0)"}},
+};
+
+class DatabaseTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("srdb-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "kms.db").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<Database> Open(std::span<const Migration> migrations = kTwo) {
+    auto db = Database::OpenSqlite(path_, migrations);
+    EXPECT_TRUE(db.ok()) << db.error().ToString();
+    return db.ok() ? std::move(db).value() : nullptr;
+  }
+
+  int Count(Database& db, const std::string& sql) {
+    int n = -1;
+    EXPECT_TRUE(db.WithSession([&](Poco::Data::Session& s) -> Status {
+                    s << sql, into(n), now;
+                    return OkStatus();
+                  }).ok());
+    return n;
+  }
+
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(DatabaseTest, FreshDatabaseIsMigratedToTheNewestVersionInWalMode) {
+  auto db = Open();
+  ASSERT_TRUE(db);
+  EXPECT_EQ(db->schema_version(), 2);
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM schema_migrations"), 2);
+  EXPECT_EQ(Count(*db, "SELECT value FROM counters WHERE name = 'hits'"), 0);
+  std::string mode;
+  ASSERT_TRUE(db->WithSession([&](Poco::Data::Session& s) -> Status {
+                  s << "PRAGMA journal_mode", into(mode), now;
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(mode, "wal");
+}
+
+TEST_F(DatabaseTest, ReopeningAppliesOnlyNewMigrations) {
+  {
+    auto db = Open(std::span(kTwo).first(1));
+    ASSERT_EQ(db->schema_version(), 1);
+  }
+  auto db = Open();
+  EXPECT_EQ(db->schema_version(), 2);
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM schema_migrations"), 2);
+  db.reset();
+  auto again = Open();
+  EXPECT_EQ(Count(*again, "SELECT COUNT(*) FROM counters"), 1);  // migration 2 ran once
+}
+
+TEST_F(DatabaseTest, DatabaseFromANewerProgramIsRefused) {
+  Open().reset();
+  auto older = Database::OpenSqlite(path_, std::span(kTwo).first(1));
+  ASSERT_FALSE(older.ok());
+  EXPECT_EQ(older.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(older.error().message().find("newer"), std::string::npos);
+}
+
+TEST_F(DatabaseTest, FailingMigrationLeavesNothingBehind) {
+  const std::vector<Migration> broken = {
+      kTwo[0],
+      {2, "half", {"CREATE TABLE half (x INTEGER)", "THIS IS NOT SQL"}},
+  };
+  auto db = Database::OpenSqlite(path_, broken);
+  ASSERT_FALSE(db.ok());
+  auto fixed = Open(std::span(kTwo).first(1));
+  EXPECT_EQ(fixed->schema_version(), 1);
+  EXPECT_EQ(Count(*fixed, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'half'"), 0);
+}
+
+TEST_F(DatabaseTest, MisnumberedMigrationsAreABug) {
+  const std::vector<Migration> gap = {kTwo[0], {3, "gap", {"SELECT 1"}}};
+  auto db = Database::OpenSqlite(path_, gap);
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.error().code(), ErrorCode::kInternal);
+}
+
+TEST_F(DatabaseTest, ErrorOrExceptionRollsTheTransactionBack) {
+  auto db = Open();
+  Status refused = db->InTransaction([](Poco::Data::Session& s) -> Status {
+    s << "INSERT INTO notes (text) VALUES ('first')", now;
+    return Error(ErrorCode::kPermissionDenied, "not allowed");
+  });
+  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+  Status thrown = db->InTransaction([](Poco::Data::Session& s) -> Status {
+    s << "INSERT INTO notes (text) VALUES ('second')", now;
+    s << "INSERT INTO notes (text) VALUES (NULL)", now;  // NOT NULL: throws
+    return OkStatus();
+  });
+  EXPECT_FALSE(thrown.ok());
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 0);
+  ASSERT_TRUE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                  s << "INSERT INTO notes (text) VALUES ('kept')", now;
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 1);
+}
+
+TEST_F(DatabaseTest, ConcurrentWritersAllCommit) {
+  auto db = Open();
+  constexpr int kThreads = 4, kEach = 50;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) {
+        Status s = db->InTransaction([](Poco::Data::Session& session) -> Status {
+          int value = 0;
+          session << "SELECT value FROM counters WHERE name = 'hits'", into(value), now;
+          ++value;
+          session << "UPDATE counters SET value = ? WHERE name = 'hits'", use(value), now;
+          return OkStatus();
+        });
+        if (!s.ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  // Read-modify-write in IMMEDIATE transactions loses no update.
+  EXPECT_EQ(Count(*db, "SELECT value FROM counters WHERE name = 'hits'"), kThreads * kEach);
+}
+
+TEST_F(DatabaseTest, UnopenablePathIsUnavailable) {
+  auto db = Database::OpenSqlite((dir_ / "missing-dir" / "kms.db").string(), kTwo);
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.error().code(), ErrorCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace strongroom::kms
