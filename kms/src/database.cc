@@ -4,6 +4,7 @@
 #include <Poco/Data/SQLite/SQLiteException.h>
 #include <Poco/Exception.h>
 
+#include <filesystem>
 #include <mutex>
 
 namespace strongroom::kms {
@@ -12,6 +13,8 @@ namespace {
 using Poco::Data::Keywords::into;
 using Poco::Data::Keywords::now;
 using Poco::Data::Keywords::use;
+
+constexpr std::size_t kOpenTimeoutSeconds = 5;
 
 void RegisterSqliteOnce() {
   static std::once_flag once;
@@ -62,6 +65,12 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
                                                        std::span<const Migration> migrations,
                                                        const DatabaseOptions& options) {
   RegisterSqliteOnce();
+  const std::filesystem::path parent = std::filesystem::absolute(path).parent_path();
+  std::error_code ec;
+  if (!std::filesystem::is_directory(parent, ec)) {
+    return Error(ErrorCode::kUnavailable, "cannot open database " + path + ": directory " +
+                                              parent.string() + " does not exist");
+  }
   if (options.max_sessions == 0) {
     return Error(ErrorCode::kInvalidArgument, "the database needs at least one session");
   }
@@ -105,8 +114,9 @@ Status Database::WithConnection(const std::function<Status(Poco::Data::Session&)
   }
   if (!session) {
     try {
+      // Poco retries a failing open until its login timeout (60 s by default): keep it short.
       session = std::make_unique<Poco::Data::Session>(Poco::Data::SQLite::Connector::KEY,
-                                                      connect_string_);
+                                                      connect_string_, kOpenTimeoutSeconds);
       // A writer waits this long for another writer's lock instead of failing at once.
       *session << busy_timeout_pragma_, now;
     } catch (const Poco::Exception& e) {
