@@ -1,0 +1,132 @@
+// Internal support of the JOSE module: cjose errors, JSON parsing of untrusted input, and the
+// strict split of compact serializations.
+#include "cjose_support.h"
+
+#include <openssl/crypto.h>
+
+#include <utility>
+
+#include "strongroom/common/jose/base64url.h"
+
+namespace strongroom::jose::internal {
+
+void JwkDeleter::operator()(cjose_jwk_t* jwk) const {
+  if (jwk == nullptr) return;
+  if (cjose_jwk_get_kty(jwk, nullptr) == CJOSE_JWK_KTY_OCT) {
+    void* bytes = cjose_jwk_get_keydata(jwk, nullptr);
+    if (bytes != nullptr) OPENSSL_cleanse(bytes, cjose_jwk_get_keysize(jwk, nullptr) / 8);
+  }
+  cjose_jwk_release(jwk);
+}
+
+Error CjoseError(ErrorCode code, std::string_view what, const cjose_err& err) {
+  std::string message(what);
+  if (err.message != nullptr) {
+    message += " (cjose: ";
+    message += err.message;
+    if (err.function != nullptr) {
+      message += " in ";
+      message += err.function;
+    }
+    message += ")";
+  }
+  return Error(code, std::move(message), static_cast<std::uint64_t>(err.code));
+}
+
+Error Invalid(std::string message) {
+  return Error(ErrorCode::kInvalidArgument, std::move(message));
+}
+
+Result<JsonPtr> ParseJsonObject(std::string_view json, std::string_view what) {
+  json_error_t error{};
+  JsonPtr parsed(json_loadb(json.data(), json.size(), JSON_REJECT_DUPLICATES, &error));
+  if (parsed == nullptr) {
+    return Invalid(std::string(what) + " is not valid JSON: " + error.text);
+  }
+  if (!json_is_object(parsed.get())) return Invalid(std::string(what) + " is not a JSON object");
+  return parsed;
+}
+
+namespace {
+
+Result<std::optional<std::string>> OptionalString(const json_t* object, const char* name) {
+  const json_t* value = json_object_get(object, name);
+  if (value == nullptr) return std::optional<std::string>();
+  if (!json_is_string(value)) {
+    return Invalid(std::string("header member \"") + name + "\" is not a string");
+  }
+  return std::optional<std::string>(
+      std::string(json_string_value(value), json_string_length(value)));
+}
+
+}  // namespace
+
+Result<JoseHeader> HeaderFromJson(const json_t* object, int part_count) {
+  JoseHeader header;
+  header.part_count = part_count;
+  SR_ASSIGN_OR_RETURN(std::optional<std::string> alg, OptionalString(object, "alg"));
+  if (!alg.has_value()) return Invalid("protected header has no \"alg\"");
+  header.alg = std::move(*alg);
+  SR_ASSIGN_OR_RETURN(header.enc, OptionalString(object, "enc"));
+  SR_ASSIGN_OR_RETURN(header.kid, OptionalString(object, "kid"));
+  SR_ASSIGN_OR_RETURN(header.typ, OptionalString(object, "typ"));
+  SR_ASSIGN_OR_RETURN(header.zip, OptionalString(object, "zip"));
+  header.has_crit = json_object_get(object, "crit") != nullptr;
+  return header;
+}
+
+Result<CompactParts> ParseCompact(std::string_view compact, int expected_parts,
+                                  const JoseLimits& limits, bool decode_all) {
+  if (compact.size() > limits.max_compact_bytes) {
+    return Invalid("compact serialization is larger than " +
+                   std::to_string(limits.max_compact_bytes) + " bytes");
+  }
+  CompactParts parts;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = compact.find('.', start);
+    if (parts.encoded.size() == 5) return Invalid("compact serialization has more than 5 parts");
+    if (dot == std::string_view::npos) {
+      parts.encoded.push_back(compact.substr(start));
+      break;
+    }
+    parts.encoded.push_back(compact.substr(start, dot - start));
+    start = dot + 1;
+  }
+  const int count = static_cast<int>(parts.encoded.size());
+  if (expected_parts != 0 ? count != expected_parts : (count != 3 && count != 5)) {
+    return Invalid("compact serialization has " + std::to_string(count) + " parts, not " +
+                   (expected_parts != 0 ? std::to_string(expected_parts) : "3 or 5"));
+  }
+  if (parts.encoded[0].size() > (limits.max_header_bytes * 4 + 2) / 3) {
+    return Invalid("protected header is larger than " + std::to_string(limits.max_header_bytes) +
+                   " bytes");
+  }
+  for (std::size_t i = 0; i < (decode_all ? parts.encoded.size() : 1); ++i) {
+    auto decoded = Base64UrlDecode(parts.encoded[i]);
+    if (!decoded.ok())
+      return Invalid("part " + std::to_string(i + 1) + ": " + decoded.error().message());
+    parts.decoded.push_back(std::move(decoded).value());
+  }
+  const std::vector<std::uint8_t>& header_json = parts.decoded[0];
+  SR_ASSIGN_OR_RETURN(
+      JsonPtr header_object,
+      ParseJsonObject(
+          std::string_view(reinterpret_cast<const char*>(header_json.data()), header_json.size()),
+          "protected header"));
+  SR_ASSIGN_OR_RETURN(parts.header, HeaderFromJson(header_object.get(), count));
+  parts.has_b64 = json_object_get(header_object.get(), "b64") != nullptr;
+  return parts;
+}
+
+}  // namespace strongroom::jose::internal
+
+namespace strongroom::jose {
+
+Result<JoseHeader> PeekHeader(std::string_view compact, const JoseLimits& limits) {
+  SR_ASSIGN_OR_RETURN(internal::CompactParts parts,
+                      internal::ParseCompact(compact, 0, limits, /*decode_all=*/false));
+  return std::move(parts.header);
+}
+
+}  // namespace strongroom::jose
