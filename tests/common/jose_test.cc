@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "../../common/src/jose/cjose_support.h"
+
 namespace strongroom::jose {
 namespace {
 
@@ -751,6 +753,14 @@ TEST(JwcryptoInteropTest, JwcryptoAndStrongroomReadEachOthersTokens) {
   // (c) jwcrypto verified our ES256 JWS and refused a tampered one.
   EXPECT_EQ(results["es256_verified"], "true");
   EXPECT_EQ(results["es256_tampered_rejected"], "true");
+}
+
+TEST(CjoseAllocatorTest, CjoseAndJanssonFreeThroughTheZeroizingDeallocator) {
+  // Keys and secrets cjose copies internally are wiped when it frees them.
+  EXPECT_TRUE(internal::ZeroizingAllocatorsInstalled());
+  auto pair = EcKeyPair::Generate("k");  // allocates and frees through cjose and jansson
+  ASSERT_TRUE(pair.ok());
+  EXPECT_TRUE(internal::ZeroizingAllocatorsInstalled());
 }
 
 }  // namespace

@@ -2,13 +2,55 @@
 // strict split of compact serializations.
 #include "cjose_support.h"
 
+#include <cjose/util.h>
+#include <malloc.h>
 #include <openssl/crypto.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "strongroom/common/jose/base64url.h"
 
 namespace strongroom::jose::internal {
+namespace {
+
+// cjose and jansson free their copies of content keys, ECDH secrets and private key members
+// with plain free(). Every block they release goes through here and is wiped first.
+void ZeroizingFree(void* block) {
+  if (block == nullptr) return;
+  OPENSSL_cleanse(block, malloc_usable_size(block));
+  std::free(block);
+}
+
+void* ZeroizingRealloc(void* block, std::size_t size) {
+  if (block == nullptr) return std::malloc(size);
+  if (size == 0) {
+    ZeroizingFree(block);
+    return nullptr;
+  }
+  void* moved = std::malloc(size);
+  if (moved == nullptr) return nullptr;
+  std::memcpy(moved, block, std::min(malloc_usable_size(block), size));
+  ZeroizingFree(block);
+  return moved;
+}
+
+void* PlainAlloc(std::size_t size) { return std::malloc(size); }
+
+// Installed when the JOSE module is linked, before any of its functions can run; cjose passes
+// the same functions on to jansson.
+const bool kZeroizingAllocatorsInstalled = [] {
+  cjose_set_alloc_funcs(PlainAlloc, ZeroizingRealloc, ZeroizingFree);
+  return true;
+}();
+
+}  // namespace
+
+bool ZeroizingAllocatorsInstalled() {
+  return kZeroizingAllocatorsInstalled && cjose_get_dealloc() == &ZeroizingFree;
+}
 
 void JwkDeleter::operator()(cjose_jwk_t* jwk) const {
   if (jwk == nullptr) return;

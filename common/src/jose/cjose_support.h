@@ -22,6 +22,9 @@
 
 namespace strongroom::jose::internal {
 
+// Whether cjose and jansson free through the zeroizing deallocator of this module.
+bool ZeroizingAllocatorsInstalled();
+
 // Releases a JWK; an oct (symmetric) key's bytes are zeroized first, which cjose does not do.
 struct JwkDeleter {
   void operator()(cjose_jwk_t* jwk) const;
