@@ -260,6 +260,15 @@ Result<PublicJwk> EcKeyPair::PublicKey() const {
 
 Result<std::string> EcKeyPair::PublicJwkJson() const { return ExportPublicJson(key_->get(), {}); }
 
+Result<SecretBytes> EcKeyPair::PrivateJwkJson() const {
+  cjose_err err{};
+  internal::CjoseBuffer<char> json(cjose_jwk_to_json(key_->get(), /*priv=*/true, &err));
+  if (json == nullptr) return CjoseError(ErrorCode::kInternal, "exporting a JWK failed", err);
+  // The buffer is wiped by the module's zeroizing deallocator when released.
+  std::string_view text(json.get());
+  return SecretBytes({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+}
+
 Result<SecretBytes> DeriveEphemeralKey(const EcKeyPair& mine, const PublicJwk& theirs) {
   if (theirs.type() != PublicJwk::Type::kEcP256) {
     return Invalid("ECDH peer key is not an EC P-256 key");

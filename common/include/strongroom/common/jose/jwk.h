@@ -77,6 +77,8 @@ class EcKeyPair {
 
   Result<PublicJwk> PublicKey() const;
   Result<std::string> PublicJwkJson() const;
+  // The private JWK (with "d"), e.g. for a development identity provider's key file.
+  Result<SecretBytes> PrivateJwkJson() const;
   const std::optional<std::string>& kid() const { return kid_; }
 
  private:

@@ -1,0 +1,97 @@
+// Bearer tokens: JWTs from an organization's identity provider (RFC 7519), verified against the
+// issuer's published keys. Both realms use this: the KMS accepts only tokens whose audience is
+// "kms", the core only "core", so a token for one is refused by the other.
+//
+// Accepted: compact JWS signed ES256 (EC P-256) or RS256 (RSA) by a key of a configured issuer
+// (chosen by "kid"; an issuer with a single key may omit it). Required claims: iss (a configured
+// issuer), sub (1-256 bytes), aud (a string or array containing the expected audience), exp
+// (after now - skew); nbf, when present, must be before now + skew. The organization is the one
+// configured for the issuer, never a claim.
+#ifndef STRONGROOM_COMMON_JWT_H_
+#define STRONGROOM_COMMON_JWT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strongroom/common/error.h"
+#include "strongroom/common/jose.h"
+
+namespace strongroom {
+
+inline constexpr std::size_t kMaxJwtBytes = 16 * 1024;
+inline constexpr std::chrono::seconds kMaxClockSkew{300};
+
+struct TrustedIssuer {
+  std::string issuer;                 // the exact "iss" value
+  std::string org;                    // the organization its users belong to
+  std::vector<jose::PublicJwk> keys;  // its JWKS
+};
+
+// Parses a JWKS document ({"keys": [...]}); at most 64 keys.
+Result<std::vector<jose::PublicJwk>> ParseJwks(std::string_view json);
+
+// A token whose signature and claims were checked; only JwtVerifier makes one.
+class VerifiedJwt {
+ public:
+  const std::string& subject() const { return subject_; }
+  const std::string& issuer() const { return issuer_; }
+  const std::string& org() const { return org_; }
+  std::int64_t expires_at() const { return expires_at_; }  // seconds since the epoch
+
+ private:
+  friend class JwtVerifier;
+  VerifiedJwt(std::string subject, std::string issuer, std::string org, std::int64_t expires_at)
+      : subject_(std::move(subject)),
+        issuer_(std::move(issuer)),
+        org_(std::move(org)),
+        expires_at_(expires_at) {}
+  std::string subject_, issuer_, org_;
+  std::int64_t expires_at_;
+};
+
+class JwtVerifier {
+ public:
+  using Clock = std::function<std::int64_t()>;  // seconds since the epoch
+
+  // Fails on an empty audience, a skew above kMaxClockSkew, duplicate issuers or an issuer
+  // without keys.
+  static Result<JwtVerifier> New(std::vector<TrustedIssuer> issuers, std::string audience,
+                                 std::chrono::seconds skew, Clock clock = {});
+
+  // Any failure is UNAUTHENTICATED with a message that says which check failed (never the token).
+  Result<VerifiedJwt> Verify(std::string_view token) const;
+
+ private:
+  JwtVerifier(std::map<std::string, TrustedIssuer> issuers, std::string audience, std::int64_t skew,
+              Clock clock)
+      : issuers_(std::move(issuers)),
+        audience_(std::move(audience)),
+        skew_(skew),
+        clock_(std::move(clock)) {}
+
+  std::map<std::string, TrustedIssuer> issuers_;
+  std::string audience_;
+  std::int64_t skew_;
+  Clock clock_;
+};
+
+// What a development identity provider puts into a token it mints.
+struct JwtToMint {
+  std::string issuer;
+  std::string subject;
+  std::string audience;
+  std::int64_t issued_at = 0;  // seconds since the epoch
+  std::int64_t lifetime_seconds = 3600;
+};
+
+// Signs an ES256 JWT with the key's kid in the header, and a random jti.
+Result<std::string> MintJwt(const jose::EcKeyPair& key, const JwtToMint& claims);
+
+}  // namespace strongroom
+
+#endif  // STRONGROOM_COMMON_JWT_H_

@@ -1,0 +1,190 @@
+#include "strongroom/common/jwt.h"
+
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include <memory>
+#include <set>
+
+namespace strongroom {
+namespace {
+
+struct JsonDeleter {
+  void operator()(json_t* json) const { json_decref(json); }
+};
+using Json = std::unique_ptr<json_t, JsonDeleter>;
+
+Error Unauthenticated(std::string why) {
+  return Error(ErrorCode::kUnauthenticated, "bearer token refused: " + std::move(why));
+}
+
+Result<Json> ParseObject(std::string_view text) {
+  json_error_t error{};
+  Json json(json_loadb(text.data(), text.size(), JSON_REJECT_DUPLICATES, &error));
+  if (!json || !json_is_object(json.get())) {
+    return Error(ErrorCode::kInvalidArgument, "not a JSON object");
+  }
+  return json;
+}
+
+// The payload of a compact JWS, decoded but NOT verified: used only to find the issuer's keys.
+Result<std::string> UnverifiedIssuer(std::string_view token) {
+  std::size_t first = token.find('.');
+  std::size_t second = first == std::string_view::npos ? first : token.find('.', first + 1);
+  if (second == std::string_view::npos) return Unauthenticated("not a compact JWS");
+  auto payload = jose::Base64UrlDecode(token.substr(first + 1, second - first - 1));
+  if (!payload.ok()) return Unauthenticated("payload is not base64url");
+  auto claims = ParseObject({reinterpret_cast<const char*>(payload->data()), payload->size()});
+  if (!claims.ok()) return Unauthenticated("payload is not a JSON object");
+  const char* iss = json_string_value(json_object_get(claims->get(), "iss"));
+  if (iss == nullptr) return Unauthenticated("no iss claim");
+  return std::string(iss);
+}
+
+bool IntegerClaim(json_t* claims, const char* name, std::int64_t* out) {
+  json_t* value = json_object_get(claims, name);
+  if (value == nullptr) return false;
+  if (json_is_integer(value)) {
+    *out = json_integer_value(value);
+    return true;
+  }
+  if (json_is_real(value)) {
+    *out = static_cast<std::int64_t>(json_real_value(value));
+    return true;
+  }
+  return false;
+}
+
+bool AudienceContains(json_t* aud, const std::string& audience) {
+  if (json_is_string(aud)) return audience == json_string_value(aud);
+  if (!json_is_array(aud)) return false;
+  for (std::size_t i = 0; i < json_array_size(aud); ++i) {
+    const char* one = json_string_value(json_array_get(aud, i));
+    if (one != nullptr && audience == one) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Result<std::vector<jose::PublicJwk>> ParseJwks(std::string_view text) {
+  if (text.size() > 64 * jose::kMaxJwkJsonBytes) {
+    return Error(ErrorCode::kInvalidArgument, "JWKS document is too large");
+  }
+  SR_ASSIGN_OR_RETURN(Json jwks, ParseObject(text));
+  json_t* keys = json_object_get(jwks.get(), "keys");
+  if (!json_is_array(keys) || json_array_size(keys) == 0 || json_array_size(keys) > 64) {
+    return Error(ErrorCode::kInvalidArgument, "a JWKS needs a \"keys\" array of 1 to 64 keys");
+  }
+  std::vector<jose::PublicJwk> out;
+  for (std::size_t i = 0; i < json_array_size(keys); ++i) {
+    std::unique_ptr<char, decltype(&free)> one(json_dumps(json_array_get(keys, i), JSON_COMPACT),
+                                               &free);
+    if (!one) return Error(ErrorCode::kInvalidArgument, "JWKS key is not JSON");
+    Result<jose::PublicJwk> key = jose::PublicJwk::Parse(one.get());
+    if (!key.ok()) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "JWKS key " + std::to_string(i) + ": " + key.error().message());
+    }
+    out.push_back(std::move(key).value());
+  }
+  return out;
+}
+
+Result<JwtVerifier> JwtVerifier::New(std::vector<TrustedIssuer> issuers, std::string audience,
+                                     std::chrono::seconds skew, Clock clock) {
+  if (audience.empty()) return Error(ErrorCode::kInvalidArgument, "the audience is empty");
+  if (skew < std::chrono::seconds(0) || skew > kMaxClockSkew) {
+    return Error(ErrorCode::kInvalidArgument, "clock skew must be 0 to 300 seconds");
+  }
+  std::map<std::string, TrustedIssuer> by_name;
+  for (TrustedIssuer& issuer : issuers) {
+    if (issuer.issuer.empty() || issuer.org.empty() || issuer.keys.empty()) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "an issuer needs a name, an organization and at least one key");
+    }
+    std::string name = issuer.issuer;
+    if (!by_name.emplace(name, std::move(issuer)).second) {
+      return Error(ErrorCode::kInvalidArgument, "issuer " + name + " is configured twice");
+    }
+  }
+  if (!clock) {
+    clock = [] {
+      return static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+    };
+  }
+  return JwtVerifier(std::move(by_name), std::move(audience), skew.count(), std::move(clock));
+}
+
+Result<VerifiedJwt> JwtVerifier::Verify(std::string_view token) const {
+  if (token.empty() || token.size() > kMaxJwtBytes) return Unauthenticated("size out of range");
+  Result<jose::JoseHeader> header = jose::PeekHeader(token);
+  if (!header.ok() || header->part_count != 3) return Unauthenticated("not a compact JWS");
+  SR_ASSIGN_OR_RETURN(std::string issuer_name, UnverifiedIssuer(token));
+  auto issuer = issuers_.find(issuer_name);
+  if (issuer == issuers_.end()) return Unauthenticated("issuer is not trusted");
+
+  const jose::PublicJwk* key = nullptr;
+  for (const jose::PublicJwk& candidate : issuer->second.keys) {
+    if (header->kid ? candidate.kid() == header->kid : issuer->second.keys.size() == 1) {
+      key = &candidate;
+      break;
+    }
+  }
+  if (key == nullptr) return Unauthenticated("no key of the issuer matches the token's kid");
+  const std::string_view allowed[] = {"ES256", "RS256"};
+  Result<jose::VerifiedJws> jws = jose::VerifyJws(token, *key, allowed);
+  if (!jws.ok()) return Unauthenticated(jws.error().message());
+
+  Result<Json> claims = ParseObject(jws->payload());
+  if (!claims.ok()) return Unauthenticated("claims are not a JSON object");
+  json_t* c = claims->get();
+  const char* iss = json_string_value(json_object_get(c, "iss"));
+  if (iss == nullptr || issuer_name != iss) return Unauthenticated("iss changed");
+  const char* sub = json_string_value(json_object_get(c, "sub"));
+  if (sub == nullptr || *sub == '\0' || std::string_view(sub).size() > 256) {
+    return Unauthenticated("sub missing or longer than 256 bytes");
+  }
+  if (!AudienceContains(json_object_get(c, "aud"), audience_)) {
+    return Unauthenticated("the token is not for audience " + audience_);
+  }
+  const std::int64_t now = clock_();
+  std::int64_t exp = 0, nbf = 0;
+  if (!IntegerClaim(c, "exp", &exp)) return Unauthenticated("no exp claim");
+  if (exp <= now - skew_) return Unauthenticated("the token has expired");
+  if (json_object_get(c, "nbf") != nullptr) {
+    if (!IntegerClaim(c, "nbf", &nbf)) return Unauthenticated("nbf is not a number");
+    if (nbf > now + skew_) return Unauthenticated("the token is not valid yet");
+  }
+  return VerifiedJwt(sub, issuer_name, issuer->second.org, exp);
+}
+
+Result<std::string> MintJwt(const jose::EcKeyPair& key, const JwtToMint& mint) {
+  if (mint.issuer.empty() || mint.subject.empty() || mint.audience.empty() ||
+      mint.lifetime_seconds <= 0) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "a token needs an issuer, a subject, an audience and a positive lifetime");
+  }
+  std::uint8_t id[16];
+  if (RAND_bytes(id, sizeof id) != 1) return Error(ErrorCode::kInternal, "RAND_bytes failed");
+  Json claims(json_object());
+  json_object_set_new(claims.get(), "iss", json_string(mint.issuer.c_str()));
+  json_object_set_new(claims.get(), "sub", json_string(mint.subject.c_str()));
+  json_object_set_new(claims.get(), "aud", json_string(mint.audience.c_str()));
+  json_object_set_new(claims.get(), "iat", json_integer(mint.issued_at));
+  json_object_set_new(claims.get(), "nbf", json_integer(mint.issued_at));
+  json_object_set_new(claims.get(), "exp", json_integer(mint.issued_at + mint.lifetime_seconds));
+  json_object_set_new(claims.get(), "jti", json_string(jose::Base64UrlEncode(id).c_str()));
+  std::unique_ptr<char, decltype(&free)> text(json_dumps(claims.get(), JSON_COMPACT), &free);
+  if (!text) return Error(ErrorCode::kInternal, "cannot serialize claims");
+  std::map<std::string, std::string> header = {{"typ", "JWT"}};
+  if (key.kid()) header["kid"] = *key.kid();
+  std::string_view payload(text.get());
+  return jose::SignJws(key, "ES256",
+                       {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()},
+                       header);
+}
+
+}  // namespace strongroom
