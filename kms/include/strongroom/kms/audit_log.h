@@ -1,0 +1,82 @@
+// The KMS's audit log: one row per key retrieval, denial, authorization change, policy change
+// and root rotation, hash-chained so that an edited, removed or reordered record is detected.
+//
+//   hash(n) = SHA-256(hash(n-1) | u64 seq | i64 at_ms | lp org | lp actor | lp action |
+//                     lp resource | lp key | lp outcome | lp detail)
+//
+// where lp is a 4-byte big-endian length followed by the bytes, and hash(0) is 32 zero bytes.
+// Records are appended inside the transaction of the operation they describe, so the log and the
+// state never disagree; sequence numbers are dense (1, 2, 3, ...), so a removed record breaks the
+// count as well as the chain. The chain alone does not stop someone who can rewrite every later
+// row: keep `Head()` somewhere the database's writers cannot reach (kmsctl prints it).
+//
+// Fields are bounded (kMaxAuditField bytes) and must not hold secrets: key URIs, user ids and
+// outcomes only, never key material, tokens or plaintext.
+#ifndef STRONGROOM_KMS_AUDIT_LOG_H_
+#define STRONGROOM_KMS_AUDIT_LOG_H_
+
+#include <Poco/Data/Session.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "strongroom/common/error.h"
+#include "strongroom/kms/database.h"
+
+namespace strongroom::kms {
+
+inline constexpr std::size_t kMaxAuditField = 2048;
+inline constexpr std::size_t kMaxAuditQuery = 1000;
+
+struct AuditRecord {
+  std::int64_t seq = 0;    // assigned on append
+  std::int64_t at_ms = 0;  // milliseconds since the epoch
+  std::string org;
+  std::string actor;     // the user or service that asked
+  std::string action;    // e.g. "key.retrieve", "authorization.create", "root.rotate"
+  std::string resource;  // a resource URI, or empty
+  std::string key;       // a key URI, or empty
+  std::string outcome;   // "ok", or the refusal
+  std::string detail;    // free text for operators; never secrets
+};
+
+using AuditHash = std::array<std::uint8_t, 32>;
+
+struct AuditVerdict {
+  std::int64_t records = 0;             // records checked
+  std::optional<std::int64_t> bad_seq;  // the first record that fails, if any
+  std::string problem;                  // what is wrong with it
+  AuditHash head{};                     // hash of the last record checked
+  bool ok() const { return !bad_seq.has_value(); }
+};
+
+struct AuditFilter {
+  std::optional<std::string> actor;
+  std::optional<std::string> resource;
+  std::optional<std::int64_t> from_ms;  // inclusive
+  std::optional<std::int64_t> to_ms;    // exclusive
+  std::size_t limit = 100;              // 1 to kMaxAuditQuery
+};
+
+class AuditLog {
+ public:
+  // The migration that creates the audit table; part of the KMS schema.
+  static Migration Schema(int version);
+
+  // Appends inside the caller's transaction; fills in seq.
+  static Status Append(Poco::Data::Session& session, AuditRecord& record);
+
+  // Walks the whole log in order, in batches, recomputing the chain.
+  static Result<AuditVerdict> Verify(Database& db);
+
+  static Result<std::vector<AuditRecord>> Query(Database& db, const AuditFilter& filter);
+
+  static AuditHash Hash(const AuditHash& previous, const AuditRecord& record);
+};
+
+}  // namespace strongroom::kms
+
+#endif  // STRONGROOM_KMS_AUDIT_LOG_H_

@@ -1,0 +1,195 @@
+#include "strongroom/kms/audit_log.h"
+
+#include <Poco/Data/LOB.h>
+#include <Poco/Data/RecordSet.h>
+#include <openssl/evp.h>
+
+#include <cstring>
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::Data::Keywords::into;
+using Poco::Data::Keywords::now;
+using Poco::Data::Keywords::use;
+
+constexpr std::int64_t kVerifyBatch = 1000;
+
+void PutU64(EVP_MD_CTX* ctx, std::uint64_t v) {
+  std::uint8_t b[8];
+  for (int i = 7; i >= 0; --i, v >>= 8) b[i] = static_cast<std::uint8_t>(v);
+  EVP_DigestUpdate(ctx, b, sizeof b);
+}
+
+void PutField(EVP_MD_CTX* ctx, const std::string& field) {
+  const std::uint32_t n = static_cast<std::uint32_t>(field.size());
+  const std::uint8_t b[4] = {static_cast<std::uint8_t>(n >> 24), static_cast<std::uint8_t>(n >> 16),
+                             static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)};
+  EVP_DigestUpdate(ctx, b, sizeof b);
+  EVP_DigestUpdate(ctx, field.data(), field.size());
+}
+
+Status CheckFields(const AuditRecord& r) {
+  for (const std::string* field :
+       {&r.org, &r.actor, &r.action, &r.resource, &r.key, &r.outcome, &r.detail}) {
+    if (field->size() > kMaxAuditField) {
+      return Error(ErrorCode::kInvalidArgument, "audit field longer than 2048 bytes");
+    }
+  }
+  if (r.action.empty() || r.outcome.empty()) {
+    return Error(ErrorCode::kInvalidArgument, "an audit record needs an action and an outcome");
+  }
+  return OkStatus();
+}
+
+AuditHash FromBlob(const Poco::Data::BLOB& blob) {
+  AuditHash h{};
+  if (blob.size() == h.size()) std::memcpy(h.data(), blob.rawContent(), h.size());
+  return h;
+}
+
+}  // namespace
+
+Migration AuditLog::Schema(int version) {
+  return {version,
+          "hash-chained audit log",
+          {"CREATE TABLE audit ("
+           "seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, org TEXT NOT NULL, "
+           "actor TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL, "
+           "key TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, "
+           "prev_hash BLOB NOT NULL, hash BLOB NOT NULL)",
+           "CREATE INDEX audit_by_actor ON audit (actor, at_ms)",
+           "CREATE INDEX audit_by_resource ON audit (resource, at_ms)",
+           "CREATE INDEX audit_by_time ON audit (at_ms)"}};
+}
+
+AuditHash AuditLog::Hash(const AuditHash& previous, const AuditRecord& r) {
+  AuditHash out{};
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  EVP_DigestUpdate(ctx, previous.data(), previous.size());
+  PutU64(ctx, static_cast<std::uint64_t>(r.seq));
+  PutU64(ctx, static_cast<std::uint64_t>(r.at_ms));
+  for (const std::string* field :
+       {&r.org, &r.actor, &r.action, &r.resource, &r.key, &r.outcome, &r.detail}) {
+    PutField(ctx, *field);
+  }
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, out.data(), &len);
+  EVP_MD_CTX_free(ctx);
+  return out;
+}
+
+Status AuditLog::Append(Poco::Data::Session& session, AuditRecord& record) {
+  SR_RETURN_IF_ERROR(CheckFields(record));
+  std::int64_t last_seq = 0;
+  Poco::Data::BLOB last_hash;
+  session << "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", into(last_seq),
+      into(last_hash), now;
+  const AuditHash previous = last_seq == 0 ? AuditHash{} : FromBlob(last_hash);
+  record.seq = last_seq + 1;
+  const AuditHash hash = Hash(previous, record);
+  Poco::Data::BLOB prev_blob(previous.data(), previous.size());
+  Poco::Data::BLOB hash_blob(hash.data(), hash.size());
+  session << "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, "
+             "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      use(record.seq), use(record.at_ms), use(record.org), use(record.actor), use(record.action),
+      use(record.resource), use(record.key), use(record.outcome), use(record.detail),
+      use(prev_blob), use(hash_blob), now;
+  return OkStatus();
+}
+
+Result<AuditVerdict> AuditLog::Verify(Database& db) {
+  AuditVerdict verdict;
+  AuditHash previous{};
+  std::int64_t expected_seq = 1;
+  for (bool more = true; more && verdict.ok();) {
+    Status s = db.WithSession([&](Poco::Data::Session& session) -> Status {
+      Poco::Data::Statement select(session);
+      std::int64_t from = expected_seq;
+      std::int64_t batch = kVerifyBatch;
+      select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail, "
+                "prev_hash, hash FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?",
+          use(from), use(batch);
+      select.execute();
+      Poco::Data::RecordSet rows(select);
+      more = rows.rowCount() == static_cast<std::size_t>(kVerifyBatch);
+      for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+        AuditRecord r;
+        r.seq = rows["seq"].convert<std::int64_t>();
+        r.at_ms = rows["at_ms"].convert<std::int64_t>();
+        r.org = rows["org"].convert<std::string>();
+        r.actor = rows["actor"].convert<std::string>();
+        r.action = rows["action"].convert<std::string>();
+        r.resource = rows["resource"].convert<std::string>();
+        r.key = rows["key"].convert<std::string>();
+        r.outcome = rows["outcome"].convert<std::string>();
+        r.detail = rows["detail"].convert<std::string>();
+        const AuditHash stored_prev = FromBlob(rows["prev_hash"].extract<Poco::Data::BLOB>());
+        const AuditHash stored = FromBlob(rows["hash"].extract<Poco::Data::BLOB>());
+        if (r.seq != expected_seq) {
+          verdict.bad_seq = expected_seq;
+          verdict.problem = "record " + std::to_string(expected_seq) + " is missing";
+          return OkStatus();
+        }
+        if (stored_prev != previous) {
+          verdict.bad_seq = r.seq;
+          verdict.problem = "record does not follow its predecessor (removed or reordered)";
+          return OkStatus();
+        }
+        if (Hash(previous, r) != stored) {
+          verdict.bad_seq = r.seq;
+          verdict.problem = "record was altered";
+          return OkStatus();
+        }
+        previous = stored;
+        verdict.head = stored;
+        ++verdict.records;
+        ++expected_seq;
+      }
+      return OkStatus();
+    });
+    SR_RETURN_IF_ERROR(s);
+  }
+  return verdict;
+}
+
+Result<std::vector<AuditRecord>> AuditLog::Query(Database& db, const AuditFilter& filter) {
+  if (filter.limit == 0 || filter.limit > kMaxAuditQuery) {
+    return Error(ErrorCode::kInvalidArgument, "an audit query returns 1 to 1000 records");
+  }
+  std::vector<AuditRecord> out;
+  SR_RETURN_IF_ERROR(db.WithSession([&](Poco::Data::Session& session) -> Status {
+    std::string actor = filter.actor.value_or("");
+    std::string resource = filter.resource.value_or("");
+    std::int64_t from = filter.from_ms.value_or(INT64_MIN);
+    std::int64_t to = filter.to_ms.value_or(INT64_MAX);
+    int has_actor = filter.actor.has_value(), has_resource = filter.resource.has_value();
+    std::int64_t limit = static_cast<std::int64_t>(filter.limit);
+    Poco::Data::Statement select(session);
+    select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail FROM audit "
+              "WHERE (? = 0 OR actor = ?) AND (? = 0 OR resource = ?) AND at_ms >= ? AND "
+              "at_ms < ? ORDER BY seq LIMIT ?",
+        use(has_actor), use(actor), use(has_resource), use(resource), use(from), use(to),
+        use(limit);
+    select.execute();
+    Poco::Data::RecordSet rows(select);
+    for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+      AuditRecord r;
+      r.seq = rows["seq"].convert<std::int64_t>();
+      r.at_ms = rows["at_ms"].convert<std::int64_t>();
+      r.org = rows["org"].convert<std::string>();
+      r.actor = rows["actor"].convert<std::string>();
+      r.action = rows["action"].convert<std::string>();
+      r.resource = rows["resource"].convert<std::string>();
+      r.key = rows["key"].convert<std::string>();
+      r.outcome = rows["outcome"].convert<std::string>();
+      r.detail = rows["detail"].convert<std::string>();
+      out.push_back(std::move(r));
+    }
+    return OkStatus();
+  }));
+  return out;
+}
+
+}  // namespace strongroom::kms

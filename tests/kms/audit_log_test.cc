@@ -1,0 +1,187 @@
+#include "strongroom/kms/audit_log.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::Data::Keywords::now;
+
+class AuditLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("sraudit-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    const std::vector<Migration> schema = {AuditLog::Schema(1)};
+    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), schema);
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
+  }
+  void TearDown() override {
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void AppendMany(int n, const std::string& actor = "alice", std::int64_t at = 1000) {
+    ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                     for (int i = 0; i < n; ++i) {
+                       AuditRecord r{0,
+                                     at + i,
+                                     "acme",
+                                     actor,
+                                     "key.retrieve",
+                                     "kms://kms.acme.test/resources/r1",
+                                     "kms://kms.acme.test/keys/k" + std::to_string(i),
+                                     "ok",
+                                     ""};
+                       SR_RETURN_IF_ERROR(AuditLog::Append(s, r));
+                     }
+                     return OkStatus();
+                   })
+                    .ok());
+  }
+
+  void Exec(const std::string& sql) {
+    ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                     s << sql, now;
+                     return OkStatus();
+                   })
+                    .ok());
+  }
+
+  AuditVerdict Verify() {
+    auto verdict = AuditLog::Verify(*db_);
+    EXPECT_TRUE(verdict.ok()) << verdict.error().ToString();
+    return verdict.ok() ? *verdict : AuditVerdict{};
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Database> db_;
+};
+
+TEST_F(AuditLogTest, IntactLogVerifiesAndNumbersDensely) {
+  AppendMany(5);
+  AuditVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.records, 5);
+  auto all = AuditLog::Query(*db_, {});
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 5u);
+  EXPECT_EQ((*all)[0].seq, 1);
+  EXPECT_EQ((*all)[4].seq, 5);
+}
+
+TEST_F(AuditLogTest, EditedRecordIsFound) {
+  AppendMany(5);
+  Exec("UPDATE audit SET outcome = 'denied' WHERE seq = 3");
+  AuditVerdict verdict = Verify();
+  ASSERT_FALSE(verdict.ok());
+  EXPECT_EQ(*verdict.bad_seq, 3);
+  EXPECT_EQ(verdict.problem, "record was altered");
+}
+
+TEST_F(AuditLogTest, RemovedRecordIsFound) {
+  AppendMany(5);
+  Exec("DELETE FROM audit WHERE seq = 2");
+  AuditVerdict verdict = Verify();
+  ASSERT_FALSE(verdict.ok());
+  EXPECT_EQ(*verdict.bad_seq, 2);
+  EXPECT_NE(verdict.problem.find("missing"), std::string::npos);
+}
+
+TEST_F(AuditLogTest, RemovedAndRenumberedRecordIsFound) {
+  AppendMany(5);
+  Exec("DELETE FROM audit WHERE seq = 2");
+  Exec("UPDATE audit SET seq = seq - 1 WHERE seq > 2");
+  AuditVerdict verdict = Verify();
+  ASSERT_FALSE(verdict.ok());
+  EXPECT_EQ(*verdict.bad_seq, 2);
+}
+
+TEST_F(AuditLogTest, ReorderedRecordsAreFound) {
+  AppendMany(5);
+  // Swap records 3 and 4 wholesale, hashes included.
+  Exec("UPDATE audit SET seq = -3 WHERE seq = 3");
+  Exec("UPDATE audit SET seq = 3 WHERE seq = 4");
+  Exec("UPDATE audit SET seq = 4 WHERE seq = -3");
+  AuditVerdict verdict = Verify();
+  ASSERT_FALSE(verdict.ok());
+  EXPECT_EQ(*verdict.bad_seq, 3);
+}
+
+TEST_F(AuditLogTest, TruncatedTailChangesTheHead) {
+  AppendMany(5);
+  const AuditHash head = Verify().head;
+  Exec("DELETE FROM audit WHERE seq = 5");
+  AuditVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok());      // the chain alone cannot tell ...
+  EXPECT_NE(verdict.head, head);  // ... which is why the head is kept elsewhere
+}
+
+TEST_F(AuditLogTest, RolledBackRecordLeavesNoGap) {
+  AppendMany(2);
+  Status refused = db_->InTransaction([](Poco::Data::Session& s) -> Status {
+    AuditRecord r{0, 5000, "acme", "bob", "key.retrieve", "", "", "ok", ""};
+    SR_RETURN_IF_ERROR(AuditLog::Append(s, r));
+    return Error(ErrorCode::kPermissionDenied, "the operation failed after auditing");
+  });
+  EXPECT_FALSE(refused.ok());
+  AppendMany(1);
+  AuditVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.records, 3);
+}
+
+TEST_F(AuditLogTest, VerifiesAcrossBatches) {
+  AppendMany(2500);
+  AuditVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.records, 2500);
+  Exec("UPDATE audit SET detail = 'x' WHERE seq = 2001");
+  EXPECT_EQ(*Verify().bad_seq, 2001);
+}
+
+TEST_F(AuditLogTest, QueryFiltersByActorResourceAndTime) {
+  AppendMany(3, "alice", 1000);
+  AppendMany(2, "bob", 2000);
+  AuditFilter by_actor;
+  by_actor.actor = "bob";
+  EXPECT_EQ(AuditLog::Query(*db_, by_actor)->size(), 2u);
+  AuditFilter by_time;
+  by_time.from_ms = 1001;
+  by_time.to_ms = 2001;
+  EXPECT_EQ(AuditLog::Query(*db_, by_time)->size(), 3u);  // alice 1001, 1002; bob 2000
+  AuditFilter by_resource;
+  by_resource.resource = "kms://kms.acme.test/resources/other";
+  EXPECT_TRUE(AuditLog::Query(*db_, by_resource)->empty());
+  AuditFilter limited;
+  limited.limit = 2;
+  EXPECT_EQ(AuditLog::Query(*db_, limited)->size(), 2u);
+  limited.limit = 0;
+  EXPECT_EQ(AuditLog::Query(*db_, limited).error().code(), ErrorCode::kInvalidArgument);
+  limited.limit = kMaxAuditQuery + 1;
+  EXPECT_EQ(AuditLog::Query(*db_, limited).error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(AuditLogTest, OversizeOrIncompleteRecordsAreRefused) {
+  Status s = db_->InTransaction([](Poco::Data::Session& session) -> Status {
+    AuditRecord big{0, 1, "acme", std::string(kMaxAuditField + 1, 'a'), "x", "", "", "ok", ""};
+    return AuditLog::Append(session, big);
+  });
+  EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
+  s = db_->InTransaction([](Poco::Data::Session& session) -> Status {
+    AuditRecord no_action{0, 1, "acme", "alice", "", "", "", "ok", ""};
+    return AuditLog::Append(session, no_action);
+  });
+  EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Verify().records, 0);
+}
+
+}  // namespace
+}  // namespace strongroom::kms
