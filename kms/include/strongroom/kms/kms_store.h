@@ -1,0 +1,104 @@
+// The KMS's objects in the database: resources (KROs), keys with their wrapped blobs, and
+// authorizations, as the KMS protocol defines them. Every function runs on a session inside the
+// caller's transaction (Database::InTransaction), so a protocol request that touches several
+// objects is all-or-nothing. The protocol's rules (who may bind, who may retrieve) live in the
+// KMS service above; this layer keeps the data consistent (a key is bound at most once, one
+// authorization per resource and authId) and answers the authorization question, including
+// authorizations inherited through another resource's URI used as an authId.
+//
+// Key material is stored only as blobs wrapped by the HSM layer (one per token); nothing here
+// sees a plaintext key.
+#ifndef STRONGROOM_KMS_KMS_STORE_H_
+#define STRONGROOM_KMS_KMS_STORE_H_
+
+#include <Poco/Data/Session.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "strongroom/common/error.h"
+#include "strongroom/hsm/key_vault.h"
+#include "strongroom/kms/database.h"
+
+namespace strongroom::kms {
+
+inline constexpr int kMaxInheritanceDepth = 4;  // resource → resource authIds followed at most
+
+struct ResourceRecord {
+  std::string uri;  // kms://<host>/resources/<uuid>
+  std::string org;
+  std::string creator;
+  std::int64_t created_ms = 0;
+  std::optional<std::int64_t> expires_ms;
+};
+
+struct KeyRecord {
+  std::string uri;  // kms://<host>/keys/<uuid>
+  std::string org;
+  std::string creator;
+  std::string client_id;
+  std::int64_t created_ms = 0;
+  std::int64_t bind_deadline_ms = 0;  // an unbound key expires then
+  std::optional<std::string> resource_uri;
+  std::optional<std::int64_t> bound_ms;
+  std::optional<std::int64_t> stop_encrypt_ms;
+  std::vector<hsm::TokenBlob> blobs;  // the key wrapped under each token's root key
+};
+
+struct AuthorizationRecord {
+  std::string uri;  // kms://<host>/authorizations/<uuid>
+  std::string resource_uri;
+  std::string auth_id;  // a user id, or another resource's URI (inherited membership)
+  std::string role;     // "participant", "cloudAgent" or "orgAgent"
+  std::string creator;
+  std::int64_t created_ms = 0;
+};
+
+struct KeyQuery {
+  std::optional<std::int64_t> bound_after_ms;   // exclusive
+  std::optional<std::int64_t> bound_before_ms;  // exclusive
+  std::size_t count = 100;                      // the newest `count` by bind date, 1 to 1000
+};
+
+class KmsStore {
+ public:
+  // The KMS schema, in order (the audit log is migration 1).
+  static std::vector<Migration> Migrations();
+
+  static Status InsertResource(Poco::Data::Session& s, const ResourceRecord& resource);
+  static Result<std::optional<ResourceRecord>> FindResource(Poco::Data::Session& s,
+                                                            const std::string& uri);
+
+  static Status InsertKeys(Poco::Data::Session& s, const std::vector<KeyRecord>& keys);
+  static Result<std::optional<KeyRecord>> FindKey(Poco::Data::Session& s, const std::string& uri);
+  // Binds an unbound key; FAILED_PRECONDITION if it is bound already (never re-bound).
+  static Status BindKey(Poco::Data::Session& s, const std::string& key_uri,
+                        const std::string& resource_uri, std::int64_t bound_ms,
+                        std::int64_t stop_encrypt_ms);
+  static Result<std::vector<KeyRecord>> KeysOfResource(Poco::Data::Session& s,
+                                                       const std::string& resource_uri,
+                                                       const KeyQuery& query);
+  // Replaces the blob a token holds for a key (root-key rotation, backfill after an outage).
+  static Status PutBlob(Poco::Data::Session& s, const std::string& key_uri,
+                        const hsm::TokenBlob& blob);
+
+  // ALREADY_EXISTS if an authId is authorized on the resource already.
+  static Status InsertAuthorizations(Poco::Data::Session& s,
+                                     const std::vector<AuthorizationRecord>& authorizations);
+  static Result<std::vector<AuthorizationRecord>> Authorizations(
+      Poco::Data::Session& s, const std::string& resource_uri,
+      const std::optional<std::string>& auth_id = std::nullopt);
+  // NOT_FOUND if there is no such authorization.
+  static Status DeleteAuthorization(Poco::Data::Session& s, const std::string& uri);
+  // The role under which `user` is authorized on the resource, directly or through resources
+  // named as authIds (followed up to kMaxInheritanceDepth; cycles are harmless), or nullopt.
+  static Result<std::optional<std::string>> RoleOf(Poco::Data::Session& s,
+                                                   const std::string& resource_uri,
+                                                   const std::string& user);
+};
+
+}  // namespace strongroom::kms
+
+#endif  // STRONGROOM_KMS_KMS_STORE_H_

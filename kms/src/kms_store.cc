@@ -1,0 +1,282 @@
+#include "strongroom/kms/kms_store.h"
+
+#include <Poco/Data/LOB.h>
+#include <Poco/Data/RecordSet.h>
+#include <Poco/Nullable.h>
+
+#include "strongroom/kms/audit_log.h"
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::Data::Keywords::into;
+using Poco::Data::Keywords::now;
+using Poco::Data::Keywords::use;
+using NullableInt = Poco::Nullable<Poco::Int64>;
+using NullableString = Poco::Nullable<std::string>;
+
+constexpr char kResourceColumns[] = "uri, org, creator, created_ms, expires_ms";
+constexpr char kKeyColumns[] =
+    "uri, org, creator, client_id, created_ms, bind_deadline_ms, resource_uri, bound_ms, "
+    "stop_encrypt_ms";
+constexpr char kAuthorizationColumns[] = "uri, resource_uri, auth_id, role, creator, created_ms";
+
+NullableInt ToNullable(const std::optional<std::int64_t>& v) {
+  return v ? NullableInt(*v) : NullableInt();
+}
+NullableString ToNullable(const std::optional<std::string>& v) {
+  return v ? NullableString(*v) : NullableString();
+}
+
+std::optional<std::int64_t> OptionalInt(Poco::Data::RecordSet& rows, const char* column) {
+  Poco::Dynamic::Var v = rows[column];
+  if (v.isEmpty()) return std::nullopt;
+  return v.convert<std::int64_t>();
+}
+std::optional<std::string> OptionalString(Poco::Data::RecordSet& rows, const char* column) {
+  Poco::Dynamic::Var v = rows[column];
+  if (v.isEmpty()) return std::nullopt;
+  return v.convert<std::string>();
+}
+
+KeyRecord KeyFromRow(Poco::Data::RecordSet& rows) {
+  KeyRecord k;
+  k.uri = rows["uri"].convert<std::string>();
+  k.org = rows["org"].convert<std::string>();
+  k.creator = rows["creator"].convert<std::string>();
+  k.client_id = rows["client_id"].convert<std::string>();
+  k.created_ms = rows["created_ms"].convert<std::int64_t>();
+  k.bind_deadline_ms = rows["bind_deadline_ms"].convert<std::int64_t>();
+  k.resource_uri = OptionalString(rows, "resource_uri");
+  k.bound_ms = OptionalInt(rows, "bound_ms");
+  k.stop_encrypt_ms = OptionalInt(rows, "stop_encrypt_ms");
+  return k;
+}
+
+Status LoadBlobs(Poco::Data::Session& s, KeyRecord& key) {
+  Poco::Data::Statement select(s);
+  select << "SELECT token, blob FROM key_blobs WHERE key_uri = ? ORDER BY token", use(key.uri);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+    const Poco::Data::BLOB& blob = rows["blob"].extract<Poco::Data::BLOB>();
+    key.blobs.push_back({rows["token"].convert<std::string>(),
+                         std::vector<std::uint8_t>(blob.content().begin(), blob.content().end())});
+  }
+  return OkStatus();
+}
+
+AuthorizationRecord AuthorizationFromRow(Poco::Data::RecordSet& rows) {
+  return {rows["uri"].convert<std::string>(),     rows["resource_uri"].convert<std::string>(),
+          rows["auth_id"].convert<std::string>(), rows["role"].convert<std::string>(),
+          rows["creator"].convert<std::string>(), rows["created_ms"].convert<std::int64_t>()};
+}
+
+}  // namespace
+
+std::vector<Migration> KmsStore::Migrations() {
+  return {
+      AuditLog::Schema(1),
+      {2,
+       "resources, keys, wrapped key blobs, authorizations",
+       {"CREATE TABLE resources (uri TEXT PRIMARY KEY, org TEXT NOT NULL, creator TEXT NOT NULL, "
+        "created_ms INTEGER NOT NULL, expires_ms INTEGER)",
+        "CREATE TABLE keys (uri TEXT PRIMARY KEY, org TEXT NOT NULL, creator TEXT NOT NULL, "
+        "client_id TEXT NOT NULL, created_ms INTEGER NOT NULL, bind_deadline_ms INTEGER NOT NULL, "
+        "resource_uri TEXT REFERENCES resources (uri), bound_ms INTEGER, "
+        "stop_encrypt_ms INTEGER, "
+        "CHECK ((resource_uri IS NULL) = (bound_ms IS NULL)))",
+        "CREATE INDEX keys_by_resource ON keys (resource_uri, bound_ms)",
+        "CREATE TABLE key_blobs (key_uri TEXT NOT NULL REFERENCES keys (uri) ON DELETE CASCADE, "
+        "token TEXT NOT NULL, root_version INTEGER NOT NULL, blob BLOB NOT NULL, "
+        "PRIMARY KEY (key_uri, token))",
+        "CREATE INDEX key_blobs_by_root ON key_blobs (token, root_version)",
+        "CREATE TABLE authorizations (uri TEXT PRIMARY KEY, "
+        "resource_uri TEXT NOT NULL REFERENCES resources (uri) ON DELETE CASCADE, "
+        "auth_id TEXT NOT NULL, role TEXT NOT NULL, creator TEXT NOT NULL, "
+        "created_ms INTEGER NOT NULL, UNIQUE (resource_uri, auth_id))",
+        "CREATE INDEX authorizations_by_auth_id ON authorizations (auth_id)"}},
+  };
+}
+
+Status KmsStore::InsertResource(Poco::Data::Session& s, const ResourceRecord& r) {
+  std::int64_t exists = 0;
+  std::string uri = r.uri;
+  s << "SELECT COUNT(*) FROM resources WHERE uri = ?", use(uri), into(exists), now;
+  if (exists) return Error(ErrorCode::kAlreadyExists, "resource " + r.uri + " exists");
+  std::string org = r.org, creator = r.creator;
+  Poco::Int64 created = r.created_ms;
+  NullableInt expires = ToNullable(r.expires_ms);
+  s << "INSERT INTO resources (" << kResourceColumns << ") VALUES (?, ?, ?, ?, ?)", use(uri),
+      use(org), use(creator), use(created), use(expires), now;
+  return OkStatus();
+}
+
+Result<std::optional<ResourceRecord>> KmsStore::FindResource(Poco::Data::Session& s,
+                                                             const std::string& uri) {
+  std::string key = uri;
+  Poco::Data::Statement select(s);
+  select << "SELECT " << kResourceColumns << " FROM resources WHERE uri = ?", use(key);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::optional<ResourceRecord>();
+  ResourceRecord r{rows["uri"].convert<std::string>(), rows["org"].convert<std::string>(),
+                   rows["creator"].convert<std::string>(),
+                   rows["created_ms"].convert<std::int64_t>(), OptionalInt(rows, "expires_ms")};
+  return std::optional<ResourceRecord>(std::move(r));
+}
+
+Status KmsStore::InsertKeys(Poco::Data::Session& s, const std::vector<KeyRecord>& keys) {
+  for (const KeyRecord& k : keys) {
+    if (k.blobs.empty()) {
+      return Error(ErrorCode::kInternal,
+                   "a key is stored only wrapped, and " + k.uri + " has no wrapped blob");
+    }
+    std::string uri = k.uri, org = k.org, creator = k.creator, client = k.client_id;
+    Poco::Int64 created = k.created_ms, deadline = k.bind_deadline_ms;
+    NullableString resource = ToNullable(k.resource_uri);
+    NullableInt bound = ToNullable(k.bound_ms), stop = ToNullable(k.stop_encrypt_ms);
+    s << "INSERT INTO keys (" << kKeyColumns << ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", use(uri),
+        use(org), use(creator), use(client), use(created), use(deadline), use(resource), use(bound),
+        use(stop), now;
+    for (const hsm::TokenBlob& blob : k.blobs) SR_RETURN_IF_ERROR(PutBlob(s, k.uri, blob));
+  }
+  return OkStatus();
+}
+
+Status KmsStore::PutBlob(Poco::Data::Session& s, const std::string& key_uri,
+                         const hsm::TokenBlob& blob) {
+  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
+  std::string uri = key_uri, token = blob.token;
+  Poco::Int64 version = view.root_version;
+  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
+  s << "INSERT INTO key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
+       "ON CONFLICT (key_uri, token) DO UPDATE SET root_version = excluded.root_version, "
+       "blob = excluded.blob",
+      use(uri), use(token), use(version), use(bytes), now;
+  return OkStatus();
+}
+
+Result<std::optional<KeyRecord>> KmsStore::FindKey(Poco::Data::Session& s, const std::string& uri) {
+  std::string key_uri = uri;
+  Poco::Data::Statement select(s);
+  select << "SELECT " << kKeyColumns << " FROM keys WHERE uri = ?", use(key_uri);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::optional<KeyRecord>();
+  KeyRecord key = KeyFromRow(rows);
+  SR_RETURN_IF_ERROR(LoadBlobs(s, key));
+  return std::optional<KeyRecord>(std::move(key));
+}
+
+Status KmsStore::BindKey(Poco::Data::Session& s, const std::string& key_uri,
+                         const std::string& resource_uri, std::int64_t bound_ms,
+                         std::int64_t stop_encrypt_ms) {
+  std::string key = key_uri, resource = resource_uri;
+  Poco::Int64 bound = bound_ms, stop = stop_encrypt_ms;
+  Poco::Data::Statement update(s);
+  update << "UPDATE keys SET resource_uri = ?, bound_ms = ?, stop_encrypt_ms = ? "
+            "WHERE uri = ? AND resource_uri IS NULL",
+      use(resource), use(bound), use(stop), use(key);
+  if (update.execute() == 1) return OkStatus();
+  SR_ASSIGN_OR_RETURN(std::optional<KeyRecord> existing, FindKey(s, key_uri));
+  if (!existing) return Error(ErrorCode::kNotFound, "no key " + key_uri);
+  return Error(ErrorCode::kFailedPrecondition, "key " + key_uri + " is bound already");
+}
+
+Result<std::vector<KeyRecord>> KmsStore::KeysOfResource(Poco::Data::Session& s,
+                                                        const std::string& resource_uri,
+                                                        const KeyQuery& q) {
+  if (q.count == 0 || q.count > 1000) {
+    return Error(ErrorCode::kInvalidArgument, "count must be 1 to 1000");
+  }
+  std::string resource = resource_uri;
+  Poco::Int64 after = q.bound_after_ms.value_or(INT64_MIN);
+  Poco::Int64 before = q.bound_before_ms.value_or(INT64_MAX);
+  Poco::Int64 count = static_cast<Poco::Int64>(q.count);
+  Poco::Data::Statement select(s);
+  select << "SELECT " << kKeyColumns
+         << " FROM keys WHERE resource_uri = ? AND bound_ms > ? AND bound_ms < ? "
+            "ORDER BY bound_ms DESC, uri LIMIT ?",
+      use(resource), use(after), use(before), use(count);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  std::vector<KeyRecord> out;
+  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) out.push_back(KeyFromRow(rows));
+  for (KeyRecord& key : out) SR_RETURN_IF_ERROR(LoadBlobs(s, key));
+  return out;
+}
+
+Status KmsStore::InsertAuthorizations(Poco::Data::Session& s,
+                                      const std::vector<AuthorizationRecord>& authorizations) {
+  for (const AuthorizationRecord& a : authorizations) {
+    if (a.role != "participant" && a.role != "cloudAgent" && a.role != "orgAgent") {
+      return Error(ErrorCode::kInvalidArgument, "unknown role " + a.role);
+    }
+    std::string resource = a.resource_uri, auth_id = a.auth_id;
+    std::int64_t exists = 0;
+    s << "SELECT COUNT(*) FROM authorizations WHERE resource_uri = ? AND auth_id = ?",
+        use(resource), use(auth_id), into(exists), now;
+    if (exists) {
+      return Error(ErrorCode::kAlreadyExists,
+                   a.auth_id + " is authorized on " + a.resource_uri + " already");
+    }
+    std::string uri = a.uri, role = a.role, creator = a.creator;
+    Poco::Int64 created = a.created_ms;
+    s << "INSERT INTO authorizations (" << kAuthorizationColumns << ") VALUES (?, ?, ?, ?, ?, ?)",
+        use(uri), use(resource), use(auth_id), use(role), use(creator), use(created), now;
+  }
+  return OkStatus();
+}
+
+Result<std::vector<AuthorizationRecord>> KmsStore::Authorizations(
+    Poco::Data::Session& s, const std::string& resource_uri,
+    const std::optional<std::string>& auth_id) {
+  std::string resource = resource_uri, who = auth_id.value_or("");
+  int any = auth_id ? 0 : 1;
+  Poco::Data::Statement select(s);
+  select << "SELECT " << kAuthorizationColumns
+         << " FROM authorizations WHERE resource_uri = ? AND (? = 1 OR auth_id = ?) "
+            "ORDER BY created_ms, uri",
+      use(resource), use(any), use(who);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  std::vector<AuthorizationRecord> out;
+  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+    out.push_back(AuthorizationFromRow(rows));
+  }
+  return out;
+}
+
+Status KmsStore::DeleteAuthorization(Poco::Data::Session& s, const std::string& uri) {
+  std::string key = uri;
+  Poco::Data::Statement del(s);
+  del << "DELETE FROM authorizations WHERE uri = ?", use(key);
+  if (del.execute() == 0) return Error(ErrorCode::kNotFound, "no authorization " + uri);
+  return OkStatus();
+}
+
+Result<std::optional<std::string>> KmsStore::RoleOf(Poco::Data::Session& s,
+                                                    const std::string& resource_uri,
+                                                    const std::string& user) {
+  // The resources whose members count as members of `resource_uri`: itself, and every resource
+  // named as an authId on a resource already reached. UNION drops repeats, so cycles end.
+  std::string resource = resource_uri, who = user;
+  int depth = kMaxInheritanceDepth;
+  Poco::Data::Statement select(s);
+  select << "WITH RECURSIVE reach (uri, depth) AS ("
+            "  SELECT ?, 0"
+            "  UNION"
+            "  SELECT a.auth_id, r.depth + 1 FROM authorizations a JOIN reach r"
+            "    ON a.resource_uri = r.uri"
+            "  WHERE r.depth < ? AND a.auth_id IN (SELECT uri FROM resources))"
+            " SELECT a.role FROM authorizations a JOIN reach r ON a.resource_uri = r.uri"
+            " WHERE a.auth_id = ? ORDER BY r.depth LIMIT 1",
+      use(resource), use(depth), use(who);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::optional<std::string>();
+  return std::optional<std::string>(rows["role"].convert<std::string>());
+}
+
+}  // namespace strongroom::kms

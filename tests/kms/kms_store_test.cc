@@ -1,0 +1,266 @@
+#include "strongroom/kms/kms_store.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace strongroom::kms {
+namespace {
+
+constexpr char kR1[] = "kms://kms.acme.test/resources/r1";
+constexpr char kR2[] = "kms://kms.acme.test/resources/r2";
+
+hsm::TokenBlob Blob(const std::string& token, std::uint32_t version, std::uint8_t fill) {
+  std::vector<std::uint8_t> iv(hsm::kGcmIvSize, fill);
+  std::vector<std::uint8_t> body(hsm::kWrappedKeyPlainSize + hsm::kGcmTagSize, fill);
+  return {token, hsm::EncodeWrappedKey(version, iv, body)};
+}
+
+KeyRecord Key(const std::string& id) {
+  KeyRecord k;
+  k.uri = "kms://kms.acme.test/keys/" + id;
+  k.org = "acme";
+  k.creator = "alice";
+  k.client_id = "cli-1";
+  k.created_ms = 1000;
+  k.bind_deadline_ms = 601000;
+  k.blobs = {Blob("primary", 1, 1), Blob("standby", 1, 2)};
+  return k;
+}
+
+AuthorizationRecord Auth(const std::string& resource, const std::string& who,
+                         const std::string& role = "participant") {
+  static int n = 0;
+  return {"kms://kms.acme.test/authorizations/a" + std::to_string(++n),
+          resource,
+          who,
+          role,
+          "alice",
+          1000 + n};
+}
+
+class KmsStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("srstore-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
+    ASSERT_TRUE(Tx([](Poco::Data::Session& s) -> Status {
+                  SR_RETURN_IF_ERROR(KmsStore::InsertResource(s, {kR1, "acme", "alice", 1000, {}}));
+                  return KmsStore::InsertResource(s, {kR2, "acme", "bob", 1000, {}});
+                }).ok());
+  }
+  void TearDown() override {
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  Status Tx(const std::function<Status(Poco::Data::Session&)>& work) {
+    return db_->InTransaction(work);
+  }
+  template <typename T>
+  T Read(const std::function<Result<T>(Poco::Data::Session&)>& query) {
+    std::optional<T> out;
+    Status s = db_->WithSession([&](Poco::Data::Session& session) -> Status {
+      Result<T> r = query(session);
+      if (!r.ok()) return r.error();
+      out = std::move(r).value();
+      return OkStatus();
+    });
+    EXPECT_TRUE(s.ok()) << s.error().ToString();
+    return out ? std::move(*out) : T{};
+  }
+  std::optional<std::string> RoleOf(const std::string& resource, const std::string& user) {
+    return Read<std::optional<std::string>>(
+        [&](Poco::Data::Session& s) { return KmsStore::RoleOf(s, resource, user); });
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Database> db_;
+};
+
+TEST_F(KmsStoreTest, ResourcesAreStoredOnce) {
+  auto found = Read<std::optional<ResourceRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::FindResource(s, kR1); });
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->creator, "alice");
+  Status again = Tx([](Poco::Data::Session& s) {
+    return KmsStore::InsertResource(s, {kR1, "acme", "mallory", 2000, {}});
+  });
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+}
+
+TEST_F(KmsStoreTest, KeysKeepTheirWrappedBlobsAndBindOnce) {
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {Key("k1")}); }).ok());
+  auto key = Read<std::optional<KeyRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::FindKey(s, Key("k1").uri); });
+  ASSERT_TRUE(key.has_value());
+  EXPECT_FALSE(key->resource_uri.has_value());
+  ASSERT_EQ(key->blobs.size(), 2u);
+  EXPECT_EQ(key->blobs[0].token, "primary");
+  EXPECT_EQ(key->blobs[0].blob, Blob("primary", 1, 1).blob);
+
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
+                return KmsStore::BindKey(s, Key("k1").uri, kR1, 5000, 86405000);
+              }).ok());
+  Status rebind = Tx([](Poco::Data::Session& s) {
+    return KmsStore::BindKey(s, Key("k1").uri, kR2, 6000, 86406000);
+  });
+  EXPECT_EQ(rebind.error().code(), ErrorCode::kFailedPrecondition);
+  key = Read<std::optional<KeyRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::FindKey(s, Key("k1").uri); });
+  EXPECT_EQ(key->resource_uri, std::optional<std::string>(kR1));
+  EXPECT_EQ(key->bound_ms, std::optional<std::int64_t>(5000));
+
+  EXPECT_EQ(Tx([](Poco::Data::Session& s) {
+              return KmsStore::BindKey(s, "kms://kms.acme.test/keys/none", kR1, 1, 2);
+            })
+                .error()
+                .code(),
+            ErrorCode::kNotFound);
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {Key("k2")}); }).ok());
+  EXPECT_FALSE(Tx([](Poco::Data::Session& s) {
+                 return KmsStore::BindKey(s, Key("k2").uri, "kms://kms.acme.test/resources/no", 1,
+                                          2);
+               }).ok());  // the resource must exist
+}
+
+TEST_F(KmsStoreTest, KeysAreNeverStoredUnwrapped) {
+  KeyRecord bare = Key("bare");
+  bare.blobs.clear();
+  EXPECT_FALSE(Tx([&](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {bare}); }).ok());
+  KeyRecord garbage = Key("garbage");
+  garbage.blobs = {{"primary", {1, 2, 3}}};
+  EXPECT_FALSE(Tx([&](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {garbage}); }).ok());
+}
+
+TEST_F(KmsStoreTest, KeysOfAResourceComeNewestFirstWithinBounds) {
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) -> Status {
+                std::vector<KeyRecord> keys;
+                for (int i = 0; i < 5; ++i) keys.push_back(Key("b" + std::to_string(i)));
+                SR_RETURN_IF_ERROR(KmsStore::InsertKeys(s, keys));
+                for (int i = 0; i < 5; ++i) {
+                  SR_RETURN_IF_ERROR(KmsStore::BindKey(s, keys[i].uri, kR1, 1000 * (i + 1), 0));
+                }
+                return OkStatus();
+              }).ok());
+  auto all = Read<std::vector<KeyRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::KeysOfResource(s, kR1, {}); });
+  ASSERT_EQ(all.size(), 5u);
+  EXPECT_EQ(all[0].bound_ms, std::optional<std::int64_t>(5000));
+  EXPECT_EQ(all[0].blobs.size(), 2u);
+  auto window = Read<std::vector<KeyRecord>>([](Poco::Data::Session& s) {
+    return KmsStore::KeysOfResource(s, kR1, {1000, 5000, 100});
+  });
+  ASSERT_EQ(window.size(), 3u);  // bound at 2000, 3000, 4000
+  auto newest = Read<std::vector<KeyRecord>>([](Poco::Data::Session& s) {
+    return KmsStore::KeysOfResource(s, kR1, {{}, {}, 2});
+  });
+  ASSERT_EQ(newest.size(), 2u);
+  EXPECT_EQ(newest[1].bound_ms, std::optional<std::int64_t>(4000));
+  Status bad = db_->WithSession([](Poco::Data::Session& s) -> Status {
+    return KmsStore::KeysOfResource(s, kR1, {{}, {}, 0}).ok()
+               ? Status(Error(ErrorCode::kInternal, "count 0 accepted"))
+               : OkStatus();
+  });
+  EXPECT_TRUE(bad.ok());
+}
+
+TEST_F(KmsStoreTest, RewrappedBlobReplacesTheOld) {
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {Key("k1")}); }).ok());
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
+                return KmsStore::PutBlob(s, Key("k1").uri, Blob("primary", 2, 9));
+              }).ok());
+  auto key = Read<std::optional<KeyRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::FindKey(s, Key("k1").uri); });
+  ASSERT_EQ(key->blobs.size(), 2u);
+  EXPECT_EQ(key->blobs[0].blob, Blob("primary", 2, 9).blob);
+}
+
+TEST_F(KmsStoreTest, AuthorizationsAreUniquePerResourceAndDeletable) {
+  AuthorizationRecord bob = Auth(kR1, "bob");
+  ASSERT_TRUE(Tx([&](Poco::Data::Session& s) {
+                return KmsStore::InsertAuthorizations(s, {Auth(kR1, "alice"), bob});
+              }).ok());
+  EXPECT_EQ(Tx([](Poco::Data::Session& s) {
+              return KmsStore::InsertAuthorizations(s, {Auth(kR1, "bob")});
+            })
+                .error()
+                .code(),
+            ErrorCode::kAlreadyExists);
+  EXPECT_EQ(Tx([](Poco::Data::Session& s) {
+              return KmsStore::InsertAuthorizations(s, {Auth(kR1, "carol", "admin")});
+            })
+                .error()
+                .code(),
+            ErrorCode::kInvalidArgument);
+  auto all = Read<std::vector<AuthorizationRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::Authorizations(s, kR1); });
+  EXPECT_EQ(all.size(), 2u);
+  auto only_bob = Read<std::vector<AuthorizationRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::Authorizations(s, kR1, "bob"); });
+  ASSERT_EQ(only_bob.size(), 1u);
+  EXPECT_EQ(only_bob[0].uri, bob.uri);
+  ASSERT_TRUE(
+      Tx([&](Poco::Data::Session& s) { return KmsStore::DeleteAuthorization(s, bob.uri); }).ok());
+  EXPECT_EQ(Tx([&](Poco::Data::Session& s) { return KmsStore::DeleteAuthorization(s, bob.uri); })
+                .error()
+                .code(),
+            ErrorCode::kNotFound);
+  EXPECT_FALSE(RoleOf(kR1, "bob").has_value());
+}
+
+TEST_F(KmsStoreTest, AllOrNothingAcrossObjects) {
+  const std::string r3 = "kms://kms.acme.test/resources/r3";
+  Status s = Tx([&](Poco::Data::Session& session) -> Status {
+    SR_RETURN_IF_ERROR(KmsStore::InsertResource(session, {r3, "acme", "alice", 1, {}}));
+    return KmsStore::InsertAuthorizations(session, {Auth(r3, "alice"), Auth(r3, "alice")});
+  });
+  EXPECT_EQ(s.error().code(), ErrorCode::kAlreadyExists);
+  auto found = Read<std::optional<ResourceRecord>>(
+      [&](Poco::Data::Session& session) { return KmsStore::FindResource(session, r3); });
+  EXPECT_FALSE(found.has_value());
+}
+
+TEST_F(KmsStoreTest, MembershipIsInheritedThroughResourceAuthIds) {
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
+                return KmsStore::InsertAuthorizations(
+                    s, {Auth(kR1, "alice"), Auth(kR1, kR2), Auth(kR2, "bob", "cloudAgent")});
+              }).ok());
+  EXPECT_EQ(RoleOf(kR1, "alice"), std::optional<std::string>("participant"));
+  EXPECT_EQ(RoleOf(kR1, "bob"), std::optional<std::string>("cloudAgent"));  // via r2
+  EXPECT_FALSE(RoleOf(kR2, "alice").has_value());  // inheritance runs one way
+  EXPECT_FALSE(RoleOf(kR1, "carol").has_value());
+}
+
+TEST_F(KmsStoreTest, InheritanceCyclesEndAndDepthIsBounded) {
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
+                return KmsStore::InsertAuthorizations(s, {Auth(kR1, kR2), Auth(kR2, kR1)});
+              }).ok());
+  EXPECT_FALSE(RoleOf(kR1, "nobody").has_value());  // terminates
+  // A chain longer than kMaxInheritanceDepth is not followed to its end.
+  std::vector<std::string> chain;
+  for (int i = 0; i <= kMaxInheritanceDepth + 1; ++i) {
+    chain.push_back("kms://kms.acme.test/resources/c" + std::to_string(i));
+  }
+  ASSERT_TRUE(Tx([&](Poco::Data::Session& s) -> Status {
+                for (const std::string& r : chain) {
+                  SR_RETURN_IF_ERROR(KmsStore::InsertResource(s, {r, "acme", "alice", 1, {}}));
+                }
+                for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
+                  SR_RETURN_IF_ERROR(
+                      KmsStore::InsertAuthorizations(s, {Auth(chain[i], chain[i + 1])}));
+                }
+                return KmsStore::InsertAuthorizations(s, {Auth(chain.back(), "dave")});
+              }).ok());
+  EXPECT_FALSE(RoleOf(chain[0], "dave").has_value());
+  EXPECT_TRUE(RoleOf(chain[2], "dave").has_value());
+}
+
+}  // namespace
+}  // namespace strongroom::kms
