@@ -59,7 +59,8 @@ Status LoadBlobs(Poco::Data::Session& s, KeyRecord& key) {
   select.execute();
   Poco::Data::RecordSet rows(select);
   for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    const Poco::Data::BLOB& blob = rows["blob"].extract<Poco::Data::BLOB>();
+    const Poco::Data::BLOB blob =
+        rows["blob"].extract<Poco::Data::BLOB>();  // a copy: the Var is a temporary
     key.blobs.push_back({rows["token"].convert<std::string>(),
                          std::vector<std::uint8_t>(blob.content().begin(), blob.content().end())});
   }
@@ -96,6 +97,14 @@ std::vector<Migration> KmsStore::Migrations() {
         "auth_id TEXT NOT NULL, role TEXT NOT NULL, creator TEXT NOT NULL, "
         "created_ms INTEGER NOT NULL, UNIQUE (resource_uri, auth_id))",
         "CREATE INDEX authorizations_by_auth_id ON authorizations (auth_id)"}},
+      {3,
+       "ephemeral (ECDHE) channel keys",
+       {"CREATE TABLE ephemeral_keys (uri TEXT PRIMARY KEY, org TEXT NOT NULL, "
+        "user_id TEXT NOT NULL, client_id TEXT NOT NULL, created_ms INTEGER NOT NULL, "
+        "expires_ms INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX ephemeral_keys_by_expiry ON ephemeral_keys (expires_ms)",
+        "CREATE TABLE ephemeral_blobs (uri TEXT NOT NULL REFERENCES ephemeral_keys (uri) "
+        "ON DELETE CASCADE, token TEXT NOT NULL, blob BLOB NOT NULL, PRIMARY KEY (uri, token))"}},
   };
 }
 
@@ -205,6 +214,64 @@ Result<std::vector<KeyRecord>> KmsStore::KeysOfResource(Poco::Data::Session& s,
   for (bool row = rows.moveFirst(); row; row = rows.moveNext()) out.push_back(KeyFromRow(rows));
   for (KeyRecord& key : out) SR_RETURN_IF_ERROR(LoadBlobs(s, key));
   return out;
+}
+
+Status KmsStore::InsertEphemeralKey(Poco::Data::Session& s, const EphemeralKeyRecord& k) {
+  if (k.blobs.empty()) return Error(ErrorCode::kInternal, "an ephemeral key without a blob");
+  std::string uri = k.uri, org = k.org, user = k.user_id, client = k.client_id;
+  Poco::Int64 created = k.created_ms, expires = k.expires_ms;
+  s << "INSERT INTO ephemeral_keys (uri, org, user_id, client_id, created_ms, expires_ms) "
+       "VALUES (?, ?, ?, ?, ?, ?)",
+      use(uri), use(org), use(user), use(client), use(created), use(expires), now;
+  for (const hsm::TokenBlob& blob : k.blobs) {
+    SR_RETURN_IF_ERROR(hsm::ParseWrappedKey(blob.blob).ok()
+                           ? OkStatus()
+                           : Status(Error(ErrorCode::kInternal, "malformed ephemeral blob")));
+    std::string token = blob.token;
+    Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
+    s << "INSERT INTO ephemeral_blobs (uri, token, blob) VALUES (?, ?, ?)", use(uri), use(token),
+        use(bytes), now;
+  }
+  return OkStatus();
+}
+
+Result<std::optional<EphemeralKeyRecord>> KmsStore::FindEphemeralKey(Poco::Data::Session& s,
+                                                                     const std::string& uri) {
+  std::string key = uri;
+  Poco::Data::Statement select(s);
+  select << "SELECT uri, org, user_id, client_id, created_ms, expires_ms, deleted "
+            "FROM ephemeral_keys WHERE uri = ?",
+      use(key);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::optional<EphemeralKeyRecord>();
+  EphemeralKeyRecord k;
+  k.uri = rows["uri"].convert<std::string>();
+  k.org = rows["org"].convert<std::string>();
+  k.user_id = rows["user_id"].convert<std::string>();
+  k.client_id = rows["client_id"].convert<std::string>();
+  k.created_ms = rows["created_ms"].convert<std::int64_t>();
+  k.expires_ms = rows["expires_ms"].convert<std::int64_t>();
+  k.deleted = rows["deleted"].convert<int>() != 0;
+  Poco::Data::Statement blobs(s);
+  blobs << "SELECT token, blob FROM ephemeral_blobs WHERE uri = ? ORDER BY token", use(key);
+  blobs.execute();
+  Poco::Data::RecordSet blob_rows(blobs);
+  for (bool row = blob_rows.moveFirst(); row; row = blob_rows.moveNext()) {
+    const Poco::Data::BLOB blob =
+        blob_rows["blob"].extract<Poco::Data::BLOB>();  // a copy: the Var is a temporary
+    k.blobs.push_back({blob_rows["token"].convert<std::string>(),
+                       std::vector<std::uint8_t>(blob.content().begin(), blob.content().end())});
+  }
+  return std::optional<EphemeralKeyRecord>(std::move(k));
+}
+
+Status KmsStore::DeleteEphemeralKey(Poco::Data::Session& s, const std::string& uri) {
+  std::string key = uri;
+  Poco::Data::Statement update(s);
+  update << "UPDATE ephemeral_keys SET deleted = 1 WHERE uri = ? AND deleted = 0", use(key);
+  if (update.execute() == 0) return Error(ErrorCode::kNotFound, "no ephemeral key " + uri);
+  return OkStatus();
 }
 
 Status KmsStore::InsertAuthorizations(Poco::Data::Session& s,

@@ -56,6 +56,17 @@ struct AuthorizationRecord {
   std::int64_t created_ms = 0;
 };
 
+struct EphemeralKeyRecord {
+  std::string uri;  // kms://<host>/ecdhe/<uuid>
+  std::string org;
+  std::string user_id;
+  std::string client_id;
+  std::int64_t created_ms = 0;
+  std::int64_t expires_ms = 0;
+  bool deleted = false;
+  std::vector<hsm::TokenBlob> blobs;  // the derived channel key, wrapped
+};
+
 struct KeyQuery {
   std::optional<std::int64_t> bound_after_ms;   // exclusive
   std::optional<std::int64_t> bound_before_ms;  // exclusive
@@ -83,6 +94,12 @@ class KmsStore {
   // Replaces the blob a token holds for a key (root-key rotation, backfill after an outage).
   static Status PutBlob(Poco::Data::Session& s, const std::string& key_uri,
                         const hsm::TokenBlob& blob);
+
+  static Status InsertEphemeralKey(Poco::Data::Session& s, const EphemeralKeyRecord& key);
+  static Result<std::optional<EphemeralKeyRecord>> FindEphemeralKey(Poco::Data::Session& s,
+                                                                    const std::string& uri);
+  // Marks the key deleted; it is kept so a message under it is refused as "deleted".
+  static Status DeleteEphemeralKey(Poco::Data::Session& s, const std::string& uri);
 
   // ALREADY_EXISTS if an authId is authorized on the resource already.
   static Status InsertAuthorizations(Poco::Data::Session& s,

@@ -1,0 +1,311 @@
+#include "strongroom/kms/kms_service.h"
+
+#include <Poco/DateTimeFormat.h>
+#include <Poco/DateTimeFormatter.h>
+#include <Poco/Exception.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Timestamp.h>
+#include <Poco/UUIDGenerator.h>
+
+#include <sstream>
+
+#include "strongroom/kms/kms_store.h"
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::JSON::Object;
+
+constexpr char kJose[] = "application/jose";
+
+std::int64_t SystemMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Rfc3339(std::int64_t ms) {
+  return Poco::DateTimeFormatter::format(Poco::Timestamp(ms * 1000),
+                                         Poco::DateTimeFormat::ISO8601_FRAC_FORMAT);
+}
+
+std::string ToJson(const Object& object) {
+  std::ostringstream out;
+  object.stringify(out);
+  return out.str();
+}
+
+KmsReply PlainError(int status, const std::string& code, const std::string& message) {
+  Object error;
+  error.set("code", code);
+  error.set("message", message);
+  return {status, "application/json", ToJson(error)};
+}
+
+int StatusFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+      return 400;
+    case ErrorCode::kUnauthenticated:
+      return 401;
+    case ErrorCode::kPermissionDenied:
+      return 403;
+    case ErrorCode::kNotFound:
+      return 404;
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kFailedPrecondition:
+      return 409;
+    case ErrorCode::kResourceExhausted:
+      return 429;
+    case ErrorCode::kUnavailable:
+      return 503;
+    case ErrorCode::kUnimplemented:
+      return 501;
+    case ErrorCode::kDataLoss:
+    case ErrorCode::kInternal:
+      return 500;
+  }
+  return 500;
+}
+
+// The parts of a request every operation needs, from the decrypted JSON.
+struct Request {
+  Poco::JSON::Object::Ptr json;
+  std::string method;
+  std::string uri;  // made absolute: kms://<host>/...
+  std::string request_id;
+  std::string client_id;
+  std::string bearer;
+};
+
+Result<Request> ParseRequest(const SecretBytes& plaintext, const std::string& cluster) {
+  Request r;
+  try {
+    Poco::JSON::Parser parser;
+    Poco::Dynamic::Var parsed = parser.parse(std::string(plaintext.as_string_view()));
+    r.json = parsed.extract<Object::Ptr>();
+  } catch (const Poco::Exception&) {
+    return Error(ErrorCode::kInvalidArgument, "the request is not a JSON object");
+  } catch (const std::exception&) {
+    return Error(ErrorCode::kInvalidArgument, "the request is not a JSON object");
+  }
+  auto text = [&](Object::Ptr object, const char* name) -> std::string {
+    if (!object || !object->has(name) || !object->get(name).isString()) return "";
+    return object->getValue<std::string>(name);
+  };
+  r.method = text(r.json, "method");
+  r.uri = text(r.json, "uri");
+  r.request_id = text(r.json, "requestId");
+  Object::Ptr client = r.json->getObject("client");
+  r.client_id = text(client, "clientId");
+  Object::Ptr credential = client ? client->getObject("credential") : nullptr;
+  r.bearer = text(credential, "bearer");
+  if (r.method.empty() || r.uri.empty() || r.request_id.empty() || r.client_id.empty() ||
+      r.bearer.empty()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "a request needs method, uri, requestId, client.clientId and "
+                 "client.credential.bearer");
+  }
+  if (r.request_id.size() > 256 || r.client_id.size() > 256 || r.uri.size() > 1024) {
+    return Error(ErrorCode::kInvalidArgument, "requestId, clientId or uri is too long");
+  }
+  if (r.uri.front() == '/') r.uri = cluster + r.uri;
+  return r;
+}
+
+Object Answer(int status, const std::string& request_id, const std::string& reason = {}) {
+  Object answer;
+  answer.set("status", status);
+  answer.set("requestId", request_id);
+  if (!reason.empty()) answer.set("reason", reason);
+  return answer;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm::KeyVault& vault,
+                                                    Database& db, JwtVerifier verifier,
+                                                    Clock clock) {
+  if (config.host.empty() || config.host.find_first_of("/?# ") != std::string::npos) {
+    return Error(ErrorCode::kInvalidArgument, "the KMS host name is empty or malformed");
+  }
+  if (vault.tokens().empty()) return Error(ErrorCode::kInvalidArgument, "no HSM token");
+  hsm::Token& identity = *vault.tokens().front();
+  SR_RETURN_IF_ERROR(identity.CheckIdentityMechanisms());
+  SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey rsa, identity.IdentityPublicKey(config.identity_key));
+  const std::string cluster = "kms://" + config.host;
+  SR_ASSIGN_OR_RETURN(jose::PublicJwk jwk,
+                      jose::PublicJwk::FromRsa(rsa.modulus, rsa.public_exponent, cluster));
+  if (!clock) clock = SystemMillis;
+  return std::unique_ptr<KmsService>(new KmsService(std::move(config), vault, identity, db,
+                                                    std::move(verifier), std::move(clock),
+                                                    std::move(jwk)));
+}
+
+KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token& identity,
+                       Database& db, JwtVerifier verifier, Clock clock, jose::PublicJwk public_key)
+    : config_(std::move(config)),
+      cluster_("kms://" + config_.host),
+      vault_(vault),
+      identity_(identity),
+      db_(db),
+      verifier_(std::move(verifier)),
+      clock_(std::move(clock)),
+      public_key_(std::move(public_key)) {
+  Object info;
+  info.set("kmsCluster", cluster_);
+  Result<std::string> jwk = public_key_.ToJson();
+  if (jwk.ok()) {
+    Poco::JSON::Parser parser;
+    info.set("rsaPublicKey", parser.parse(*jwk).extract<Object::Ptr>());
+  }
+  info_json_ = ToJson(info);
+}
+
+KmsReply KmsService::Handle(std::string_view message) {
+  try {
+    if (message.empty() || message.size() > kMaxKmsMessageBytes) {
+      return PlainError(413, "message_size", "a KMS message is 1 byte to 256 KiB");
+    }
+    Result<jose::JoseHeader> header = jose::PeekHeader(message);
+    if (!header.ok() || header->part_count != 5) {
+      return PlainError(400, "not_jwe", "a KMS message is a compact JWE");
+    }
+    if (header->alg == "RSA-OAEP") return HandleEcdheCreate(message);
+    if (header->alg == "dir" && header->kid) return HandleSealed(message, *header->kid);
+    return PlainError(400, "algorithm", "a KMS message is RSA-OAEP (create /ecdhe) or dir");
+  } catch (const std::exception&) {
+    return PlainError(500, "internal", "the KMS failed to process the message");
+  }
+}
+
+KmsReply KmsService::HandleEcdheCreate(std::string_view message) {
+  Result<jose::DecryptedJwe> opened =
+      jose::DecryptRsaOaepJwe(message, [&](std::span<const std::uint8_t> encrypted_key) {
+        return identity_.DecryptRsaOaep(config_.identity_key, encrypted_key);
+      });
+  if (!opened.ok()) {
+    if (opened.error().code() == ErrorCode::kUnavailable) {
+      return PlainError(503, "hsm_unavailable", "the KMS's HSM is unavailable; retry later");
+    }
+    return PlainError(400, "undecryptable", "the message could not be decrypted");
+  }
+  // From here on the answer is signed, so the client can trust even a refusal.
+  auto sign = [&](const Object& answer, int http_status) -> KmsReply {
+    Object header;
+    header.set("alg", "PS256");
+    header.set("kid", cluster_);
+    std::string payload = ToJson(answer);
+    Result<std::string> jws = jose::SignJwsWith(
+        ToJson(header), {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()},
+        [&](std::span<const std::uint8_t> input) {
+          return identity_.SignPs256(config_.identity_key, input);
+        });
+    if (!jws.ok()) return PlainError(503, "hsm_unavailable", "the KMS could not sign its answer");
+    return {http_status, kJose, *jws};
+  };
+  Result<Request> request = ParseRequest(opened->plaintext, cluster_);
+  if (!request.ok()) return sign(Answer(400, "", request.error().message()), 200);
+  const Request& r = *request;
+  if (r.method != "create" || r.uri != cluster_ + "/ecdhe") {
+    return sign(Answer(400, r.request_id, "an RSA-OAEP message must be create /ecdhe"), 200);
+  }
+  Result<VerifiedJwt> user = verifier_.Verify(r.bearer);
+  if (!user.ok()) return sign(Answer(401, r.request_id, "user authentication failed"), 200);
+  Object::Ptr jwk_json = r.json->getObject("jwk");
+  if (!jwk_json) return sign(Answer(400, r.request_id, "missing jwk"), 200);
+  Result<jose::PublicJwk> theirs = jose::PublicJwk::Parse(ToJson(*jwk_json));
+  if (!theirs.ok() || theirs->type() != jose::PublicJwk::Type::kEcP256) {
+    return sign(Answer(400, r.request_id, "jwk must be an EC P-256 public key"), 200);
+  }
+  Result<jose::EcKeyPair> mine = jose::EcKeyPair::Generate();
+  if (!mine.ok()) return sign(Answer(500, r.request_id, "internal error"), 200);
+  Result<SecretBytes> shared = jose::DeriveEphemeralKey(*mine, *theirs);
+  if (!shared.ok()) return sign(Answer(400, r.request_id, "ECDH with the jwk failed"), 200);
+
+  EphemeralKeyRecord record;
+  record.uri =
+      cluster_ + "/ecdhe/" + Poco::UUIDGenerator::defaultGenerator().createRandom().toString();
+  record.org = user->org();
+  record.user_id = user->subject();
+  record.client_id = r.client_id;
+  record.created_ms = clock_();
+  record.expires_ms = record.created_ms + config_.ephemeral_lifetime.count() * 1000;
+  Result<hsm::WrapResult> wrapped = vault_.Wrap({record.org, record.uri}, shared->view());
+  if (!wrapped.ok()) {
+    return sign(Answer(StatusFor(wrapped.error().code()), r.request_id,
+                       "the KMS could not protect the ephemeral key"),
+                200);
+  }
+  record.blobs = wrapped->blobs;
+  Status stored = db_.InTransaction(
+      [&](Poco::Data::Session& s) { return KmsStore::InsertEphemeralKey(s, record); });
+  if (!stored.ok()) return sign(Answer(503, r.request_id, "the KMS database is unavailable"), 200);
+
+  Object key;
+  key.set("uri", record.uri);
+  Result<std::string> my_jwk = mine->PublicJwkJson();
+  Poco::JSON::Parser parser;
+  key.set("jwk", parser.parse(*my_jwk).extract<Object::Ptr>());
+  key.set("userId", record.user_id);
+  key.set("clientId", record.client_id);
+  key.set("createDate", Rfc3339(record.created_ms));
+  key.set("expirationDate", Rfc3339(record.expires_ms));
+  Object answer = Answer(201, r.request_id);
+  answer.set("key", key);
+  return sign(answer, 200);
+}
+
+KmsReply KmsService::HandleSealed(std::string_view message, const std::string& kid) {
+  Result<std::optional<EphemeralKeyRecord>> found = std::optional<EphemeralKeyRecord>();
+  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    found = KmsStore::FindEphemeralKey(s, kid);
+    return found.ok() ? OkStatus() : found.error();
+  });
+  if (!read.ok()) return PlainError(503, "database_unavailable", "retry later");
+  if (!found->has_value()) return PlainError(401, "unknown_kid", "unknown ephemeral key");
+  const EphemeralKeyRecord& ephemeral = **found;
+  if (ephemeral.deleted) return PlainError(401, "deleted_kid", "the ephemeral key was deleted");
+  if (clock_() >= ephemeral.expires_ms) {
+    return PlainError(401, "expired_kid", "the ephemeral key has expired");
+  }
+  Result<SecretBytes> channel_key = vault_.Unwrap({ephemeral.org, ephemeral.uri}, ephemeral.blobs);
+  if (!channel_key.ok()) {
+    return PlainError(StatusFor(channel_key.error().code()), "hsm",
+                      "the KMS could not open the ephemeral key");
+  }
+  Result<jose::DecryptedJwe> opened = jose::DecryptDir(
+      message, [&](const jose::JoseHeader&) { return SecretBytes(channel_key->view()); });
+  if (!opened.ok()) return PlainError(400, "undecryptable", "the message could not be decrypted");
+
+  auto seal = [&](const Object& answer) -> KmsReply {
+    std::string payload = ToJson(answer);
+    Result<std::string> jwe =
+        jose::EncryptDir(channel_key->view(), ephemeral.uri,
+                         {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()});
+    if (!jwe.ok()) return PlainError(500, "internal", "the KMS could not seal its answer");
+    return {200, kJose, *jwe};
+  };
+  Result<Request> request = ParseRequest(opened->plaintext, cluster_);
+  if (!request.ok()) return seal(Answer(400, "", request.error().message()));
+  const Request& r = *request;
+  Result<VerifiedJwt> user = verifier_.Verify(r.bearer);
+  if (!user.ok()) return seal(Answer(401, r.request_id, "user authentication failed"));
+  if (user->subject() != ephemeral.user_id || user->org() != ephemeral.org) {
+    return seal(Answer(403, r.request_id, "the ephemeral key belongs to another user"));
+  }
+  if (r.method == "update" && r.uri == cluster_ + "/ping") return seal(Answer(200, r.request_id));
+  if (r.method == "delete" && r.uri.rfind(cluster_ + "/ecdhe/", 0) == 0) {
+    if (r.uri != ephemeral.uri) {
+      return seal(Answer(403, r.request_id, "only the channel's own ephemeral key can be deleted"));
+    }
+    Status deleted = db_.InTransaction(
+        [&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, ephemeral.uri); });
+    if (!deleted.ok()) return seal(Answer(StatusFor(deleted.error().code()), r.request_id));
+    return seal(Answer(204, r.request_id));
+  }
+  return seal(Answer(404, r.request_id, "unknown method or uri"));
+}
+
+}  // namespace strongroom::kms

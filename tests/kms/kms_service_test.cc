@@ -1,0 +1,241 @@
+// The KMS protocol endpoint against a real SoftHSM2 token: the client side is written here with
+// the JOSE module, as a client of the protocol would.
+#include "strongroom/kms/kms_service.h"
+
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <sstream>
+
+#include "../support/softhsm_sandbox.h"
+#include "strongroom/kms/kms_store.h"
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::JSON::Object;
+using testing::kSoftHsmModule;
+using testing::SoftHsmSandbox;
+
+constexpr char kIssuer[] = "https://idp.acme.test";
+constexpr std::int64_t kStartMs = 1'800'000'000'000;
+
+std::span<const std::uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+Object::Ptr Parse(std::string_view text) {
+  Poco::JSON::Parser parser;
+  return parser.parse(std::string(text)).extract<Object::Ptr>();
+}
+
+std::string Json(const Object& o) {
+  std::ostringstream out;
+  o.stringify(out);
+  return out.str();
+}
+
+struct Channel {
+  std::string uri;
+  SecretBytes key;
+};
+
+class KmsServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string label = SoftHsmSandbox::Get().CreateToken(kSoftHsmModule);
+    hsm::TokenConfig token;
+    token.name = "primary";
+    token.uri = SoftHsmSandbox::Get().Uri(kSoftHsmModule, label);
+    auto vault = hsm::KeyVault::Open({{token}});
+    ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+    vault_ = std::move(vault).value();
+    ASSERT_TRUE(vault_->InitRoot("acme").ok());
+    ASSERT_TRUE(vault_->tokens()[0]->CreateIdentityKey("kms", 2048).ok());
+
+    dir_ = std::filesystem::temp_directory_path() /
+           ("srkms-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
+
+    issuer_key_ =
+        std::make_unique<jose::EcKeyPair>(std::move(jose::EcKeyPair::Generate("idp-1")).value());
+    service_ = NewService();
+    ASSERT_TRUE(service_);
+  }
+  void TearDown() override {
+    service_.reset();
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::unique_ptr<KmsService> NewService() {
+    TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}};
+    auto verifier = JwtVerifier::New({issuer}, "kms", std::chrono::seconds(30),
+                                     [this] { return now_ms_.load() / 1000; });
+    auto service = KmsService::New({"kms.acme.test"}, *vault_, *db_, std::move(*verifier),
+                                   [this] { return now_ms_.load(); });
+    EXPECT_TRUE(service.ok()) << service.error().ToString();
+    return service.ok() ? std::move(service).value() : nullptr;
+  }
+
+  std::string Token(const std::string& user, const std::string& audience = "kms") {
+    return *MintJwt(*issuer_key_, {kIssuer, user, audience, now_ms_.load() / 1000 - 5, 7200});
+  }
+
+  Object Request(const std::string& method, const std::string& uri, const std::string& bearer) {
+    Object request;
+    Object client, credential;
+    credential.set("bearer", bearer);
+    client.set("clientId", "test-client");
+    client.set("credential", credential);
+    request.set("client", client);
+    request.set("method", method);
+    request.set("uri", uri);
+    request.set("requestId", "req-" + std::to_string(++request_counter_));
+    return request;
+  }
+
+  // create /ecdhe; returns the verified answer.
+  Object::Ptr CreateEcdhe(const std::string& bearer, jose::EcKeyPair& mine) {
+    Object request = Request("create", "/ecdhe", bearer);
+    request.set("jwk", Parse(*mine.PublicJwkJson()));
+    auto jwe =
+        jose::EncryptRsaOaepJwe(service_->PublicKey(), "kms://kms.acme.test", Bytes(Json(request)));
+    EXPECT_TRUE(jwe.ok());
+    KmsReply reply = service_->Handle(*jwe);
+    EXPECT_EQ(reply.content_type, "application/jose") << reply.body;
+    const std::string_view ps256[] = {"PS256"};
+    auto verified = jose::VerifyJws(reply.body, service_->PublicKey(), ps256);
+    EXPECT_TRUE(verified.ok()) << (verified.ok() ? "" : verified.error().ToString());
+    return verified.ok() ? Parse(verified->payload()) : nullptr;
+  }
+
+  Channel Open(const std::string& user) {
+    auto mine = jose::EcKeyPair::Generate();
+    Object::Ptr answer = CreateEcdhe(Token(user), *mine);
+    EXPECT_EQ(answer->getValue<int>("status"), 201) << Json(*answer);
+    Object::Ptr key = answer->getObject("key");
+    auto theirs = jose::PublicJwk::Parse(Json(*key->getObject("jwk")));
+    auto shared = jose::DeriveEphemeralKey(*mine, *theirs);
+    return {key->getValue<std::string>("uri"), std::move(*shared)};
+  }
+
+  // Sends a sealed request; returns the opened answer, or nullptr with the plain reply.
+  Object::Ptr Send(const Channel& channel, const Object& request, KmsReply* raw = nullptr) {
+    auto jwe = jose::EncryptDir(channel.key.view(), channel.uri, Bytes(Json(request)));
+    KmsReply reply = service_->Handle(*jwe);
+    if (raw) *raw = reply;
+    if (reply.content_type != "application/jose") return nullptr;
+    auto opened =
+        jose::DecryptDir(reply.body, [&](const jose::JoseHeader& h) -> Result<SecretBytes> {
+          if (h.kid != channel.uri) return Error(ErrorCode::kInvalidArgument, "kid");
+          return SecretBytes(channel.key.view());
+        });
+    EXPECT_TRUE(opened.ok());
+    return opened.ok() ? Parse(opened->plaintext.as_string_view()) : nullptr;
+  }
+
+  std::unique_ptr<hsm::KeyVault> vault_;
+  std::filesystem::path dir_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<jose::EcKeyPair> issuer_key_;
+  std::unique_ptr<KmsService> service_;
+  std::atomic<std::int64_t> now_ms_{kStartMs};
+  int request_counter_ = 0;
+};
+
+TEST_F(KmsServiceTest, InfoPublishesTheClusterAndItsRsaKey) {
+  Object::Ptr info = Parse(service_->InfoJson());
+  EXPECT_EQ(info->getValue<std::string>("kmsCluster"), "kms://kms.acme.test");
+  Object::Ptr key = info->getObject("rsaPublicKey");
+  ASSERT_TRUE(key);
+  EXPECT_EQ(key->getValue<std::string>("kty"), "RSA");
+  EXPECT_EQ(key->getValue<std::string>("kid"), "kms://kms.acme.test");
+}
+
+TEST_F(KmsServiceTest, EcdheChannelCarriesAPing) {
+  Channel channel = Open("alice@acme.test");
+  EXPECT_EQ(channel.uri.rfind("kms://kms.acme.test/ecdhe/", 0), 0u);
+  Object ping = Request("update", "/ping", Token("alice@acme.test"));
+  Object::Ptr answer = Send(channel, ping);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->getValue<int>("status"), 200);
+  EXPECT_EQ(answer->getValue<std::string>("requestId"), ping.getValue<std::string>("requestId"));
+}
+
+TEST_F(KmsServiceTest, DeletedEphemeralKeyIsNeverAcceptedAgain) {
+  Channel channel = Open("alice@acme.test");
+  Object::Ptr deleted = Send(channel, Request("delete", channel.uri, Token("alice@acme.test")));
+  ASSERT_TRUE(deleted);
+  EXPECT_EQ(deleted->getValue<int>("status"), 204);
+  KmsReply raw;
+  EXPECT_EQ(Send(channel, Request("update", "/ping", Token("alice@acme.test")), &raw), nullptr);
+  EXPECT_EQ(raw.http_status, 401);
+  EXPECT_NE(raw.body.find("deleted_kid"), std::string::npos);
+}
+
+TEST_F(KmsServiceTest, ExpiredEphemeralKeyIsRefused) {
+  Channel channel = Open("alice@acme.test");
+  now_ms_ += 3600 * 1000;
+  KmsReply raw;
+  EXPECT_EQ(Send(channel, Request("update", "/ping", Token("alice@acme.test")), &raw), nullptr);
+  EXPECT_EQ(raw.http_status, 401);
+  EXPECT_NE(raw.body.find("expired_kid"), std::string::npos);
+}
+
+TEST_F(KmsServiceTest, CoreTokenAndOtherUsersAreRefused) {
+  auto mine = jose::EcKeyPair::Generate();
+  Object::Ptr answer = CreateEcdhe(Token("alice@acme.test", "core"), *mine);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->getValue<int>("status"), 401);
+  Channel channel = Open("alice@acme.test");
+  Object::Ptr foreign = Send(channel, Request("update", "/ping", Token("bob@acme.test")));
+  ASSERT_TRUE(foreign);
+  EXPECT_EQ(foreign->getValue<int>("status"), 403);
+}
+
+TEST_F(KmsServiceTest, MalformedMessagesGetClearErrorsAndChangeNothing) {
+  EXPECT_EQ(service_->Handle("").http_status, 413);
+  EXPECT_EQ(service_->Handle("not.a.jwe").http_status, 400);
+  EXPECT_EQ(service_->Handle(std::string(kMaxKmsMessageBytes + 1, 'a')).http_status, 413);
+  std::string none_header = jose::Base64UrlEncode(std::string(R"({"alg":"none"})"));
+  EXPECT_EQ(service_->Handle(none_header + "....").http_status, 400);
+  auto stranger =
+      jose::EncryptDir(SecretBytes::Random(32).view(), "kms://kms.acme.test/ecdhe/x", Bytes("{}"));
+  KmsReply unknown = service_->Handle(*stranger);
+  EXPECT_EQ(unknown.http_status, 401);
+  EXPECT_NE(unknown.body.find("unknown_kid"), std::string::npos);
+  auto to_kms = jose::EncryptRsaOaepJwe(service_->PublicKey(), std::nullopt, Bytes("{}"));
+  std::string tampered = *to_kms;
+  tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(service_->Handle(tampered).http_status, 400);
+  // A well-sealed request that is not a request gets a sealed 400, and a good channel still works.
+  Channel channel = Open("alice@acme.test");
+  Object not_request;
+  not_request.set("hello", "world");
+  Object::Ptr refused = Send(channel, not_request);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->getValue<int>("status"), 400);
+  Object::Ptr unknown_op = Send(channel, Request("explode", "/keys", Token("alice@acme.test")));
+  EXPECT_EQ(unknown_op->getValue<int>("status"), 404);
+}
+
+TEST_F(KmsServiceTest, ChannelsSurviveARestart) {
+  Channel channel = Open("alice@acme.test");
+  service_ = NewService();  // a new process would see the same database and token
+  Object::Ptr answer = Send(channel, Request("update", "/ping", Token("alice@acme.test")));
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->getValue<int>("status"), 200);
+}
+
+}  // namespace
+}  // namespace strongroom::kms
