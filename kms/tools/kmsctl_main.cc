@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "audit_commands.h"
 #include "hsm_commands.h"
 
 namespace strongroom::kms {
@@ -38,6 +39,10 @@ class Kmsctl : public Poco::Util::Application {
                           .required(false)
                           .repeatable(false)
                           .argument("SRC"));
+    for (const char* name : {"user", "resource", "from", "to", "limit"}) {
+      options.addOption(
+          Option(name, "", "audit query filter").required(false).repeatable(false).argument("V"));
+    }
   }
 
   void handleOption(const std::string& name, const std::string& value) override {
@@ -49,23 +54,29 @@ class Kmsctl : public Poco::Util::Application {
     if (name == "label") options_.label = value;
     if (name == "pin-source") options_.pin_source = value;
     if (name == "so-pin-source") options_.so_pin_source = value;
+    if (name == "user") audit_.user = value;
+    if (name == "resource") audit_.resource = value;
+    if (name == "from") audit_.from = value;
+    if (name == "to") audit_.to = value;
+    if (name == "limit") audit_.limit = value;
   }
 
   int main(const std::vector<std::string>& args) override {
     if (help_ || args.empty()) {
-      std::cout << "usage:\n" << kHsmUsage;
+      std::cout << "usage:\n" << kHsmUsage << kAuditUsage;
       return help_ ? EXIT_OK : EXIT_USAGE;
     }
     if (options_.config_path.empty()) {
       const char* env = std::getenv("STRONGROOM_KMS_CONFIG");
       options_.config_path = env != nullptr ? env : "/etc/strongroom/kms.ini";
     }
-    if (args[0] != "hsm") {
+    if (args[0] != "hsm" && args[0] != "audit") {
       std::cerr << "kmsctl: unknown command '" << args[0] << "' (kmsctl --help lists them)\n";
       return EXIT_USAGE;
     }
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    Status status = RunHsmCommand(rest, options_, std::cout);
+    Status status = args[0] == "hsm" ? RunHsmCommand(rest, options_, std::cout)
+                                     : RunAuditCommand(rest, options_, audit_, std::cout);
     if (!status.ok()) {
       std::cerr << "kmsctl: " << status.error().message() << "\n";
       return ExitCodeFor(status.error().code());
@@ -76,6 +87,7 @@ class Kmsctl : public Poco::Util::Application {
  private:
   bool help_ = false;
   CtlOptions options_;
+  AuditOptions audit_;
 };
 
 }  // namespace

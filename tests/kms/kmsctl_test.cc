@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "../support/softhsm_sandbox.h"
+#include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
 namespace {
@@ -205,6 +207,79 @@ TEST_F(KmsctlTest, UsageErrorsAreOneLine) {
   EXPECT_EQ(pin_flag.exit_code, 64);
   EXPECT_EQ(CountLines(pin_flag.err), 1) << pin_flag.err;
   EXPECT_EQ(pin_flag.err.find(kUserPin), std::string::npos);
+}
+
+class KmsctlAuditTest : public KmsctlTest {
+ protected:
+  void SetUp() override {
+    KmsctlTest::SetUp();
+    static int n = 0;
+    db_path_ = SoftHsmSandbox::Get().dir() + "/audit-" + std::to_string(++n) + ".db";
+    auto db = Database::OpenSqlite(db_path_, KmsStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    ASSERT_TRUE((*db)
+                    ->InTransaction([](Poco::Data::Session& s) -> Status {
+                      for (const char* actor : {"alice", "bob", "alice"}) {
+                        AuditRecord r{0,
+                                      1'800'000'000'000,
+                                      "acme",
+                                      actor,
+                                      "key.retrieve",
+                                      "kms://kms.acme.test/resources/r1",
+                                      "",
+                                      "ok",
+                                      ""};
+                        SR_RETURN_IF_ERROR(AuditLog::Append(s, r));
+                      }
+                      return OkStatus();
+                    })
+                    .ok());
+    config_ = SoftHsmSandbox::Get().WriteFile("audit-" + std::to_string(n) + ".ini",
+                                              "[kms]\ndatabase = " + db_path_ + "\n");
+  }
+  void Tamper() {
+    auto db = Database::OpenSqlite(db_path_, KmsStore::Migrations());
+    ASSERT_TRUE((*db)
+                    ->WithSession([](Poco::Data::Session& s) -> Status {
+                      s << "UPDATE audit SET actor = 'mallory' WHERE seq = 2",
+                          Poco::Data::Keywords::now;
+                      return OkStatus();
+                    })
+                    .ok());
+  }
+  Outcome Audit(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--config", config_, "audit"});
+    return Kmsctl(args);
+  }
+  std::string db_path_;
+};
+
+TEST_F(KmsctlAuditTest, VerifyReportsAnIntactLogAndFindsTampering) {
+  Outcome ok = Audit({"verify"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("audit log intact: 3 records, head "), std::string::npos) << ok.out;
+  Tamper();
+  Outcome broken = Audit({"verify"});
+  EXPECT_EQ(broken.exit_code, 65);
+  EXPECT_EQ(CountLines(broken.err), 1) << broken.err;
+  EXPECT_NE(broken.err.find("broken at record 2: record was altered"), std::string::npos);
+}
+
+TEST_F(KmsctlAuditTest, QueryFiltersAndRefusesBadFilters) {
+  Outcome bob = Audit({"query", "--user", "bob"});
+  ASSERT_EQ(bob.exit_code, 0) << bob.err;
+  EXPECT_EQ(CountLines(bob.out), 1) << bob.out;
+  EXPECT_NE(bob.out.find("  bob  key.retrieve  ok"), std::string::npos) << bob.out;
+  Outcome window = Audit({"query", "--from", "2027-01-15T08:00:00Z", "--limit", "2"});
+  ASSERT_EQ(window.exit_code, 0) << window.err;
+  EXPECT_EQ(CountLines(window.out), 2) << window.out;  // 1.8e12 ms is 2027-01-15T08:00Z
+  EXPECT_EQ(Audit({"query", "--from", "yesterday"}).exit_code, 64);
+  EXPECT_EQ(Audit({"query", "--limit", "0"}).exit_code, 64);
+  EXPECT_EQ(Audit({"explode"}).exit_code, 64);
+  config_ = SoftHsmSandbox::Get().WriteFile("no-db.ini", "[kms]\n");
+  Outcome no_db = Audit({"verify"});
+  EXPECT_EQ(no_db.exit_code, 64);
+  EXPECT_NE(no_db.err.find("names no database"), std::string::npos);
 }
 
 }  // namespace
