@@ -1,5 +1,7 @@
 #include "hsm_commands.h"
 
+#include <openssl/evp.h>
+
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -126,6 +128,24 @@ Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostr
   return OkStatus();
 }
 
+Status InitIdentity(const CtlOptions& options, std::ostream& out) {
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
+  hsm::Token& token = *vault->tokens().front();
+  SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey key, token.CreateIdentityKey("kms"));
+  unsigned char digest[32];
+  unsigned int len = 0;
+  EVP_Digest(key.modulus.data(), key.modulus.size(), digest, &len, EVP_sha256(), nullptr);
+  out << "created the KMS identity key (RSA-" << key.modulus.size() * 8 << ") in token '"
+      << token.name() << "'; modulus SHA-256 ";
+  char hex[3];
+  for (unsigned i = 0; i < len; ++i) {
+    std::snprintf(hex, sizeof hex, "%02x", digest[i]);
+    out << hex;
+  }
+  out << "\n";
+  return OkStatus();
+}
+
 Status Check(const CtlOptions& options, std::ostream& out) {
   SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
   int failures = 0;
@@ -210,6 +230,7 @@ Status RunHsmCommand(const std::vector<std::string>& args, const CtlOptions& opt
     return RootCommand(verb, options, out);
   }
   if (verb == "check") return Check(options, out);
+  if (verb == "init-identity") return InitIdentity(options, out);
   return Error(ErrorCode::kInvalidArgument, "unknown hsm subcommand '" + verb + "'");
 }
 

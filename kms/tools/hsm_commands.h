@@ -35,6 +35,7 @@ inline constexpr char kHsmUsage[] =
     "kmsctl [--config FILE] hsm roots --org ORG\n"
     "kmsctl [--config FILE] hsm rotate-root --org ORG\n"
     "kmsctl [--config FILE] hsm check\n"
+    "kmsctl [--config FILE] hsm init-identity   (the KMS's RSA key, in the first token)\n"
     "\n"
     "PIN sources are file:<absolute path> or env:<VARIABLE>; PINs are never taken as arguments.\n"
     "FILE defaults to $STRONGROOM_KMS_CONFIG, then /etc/strongroom/kms.ini.\n";

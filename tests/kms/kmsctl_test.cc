@@ -107,6 +107,16 @@ TEST_F(KmsctlTest, InitRootRotateListAndCheck) {
       << check.out;
 }
 
+TEST_F(KmsctlTest, InitIdentityCreatesTheKmsKeyOnce) {
+  Outcome created = Hsm({"init-identity"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_NE(created.out.find("created the KMS identity key (RSA-3072)"), std::string::npos)
+      << created.out;
+  Outcome again = Hsm({"init-identity"});
+  EXPECT_EQ(again.exit_code, 78);
+  EXPECT_NE(again.err.find("already holds identity key kms"), std::string::npos) << again.err;
+}
+
 TEST_F(KmsctlTest, CheckWithoutRootKeysSaysSo) {
   Outcome check = Hsm({"check"});
   ASSERT_EQ(check.exit_code, 0) << check.err;
