@@ -3,13 +3,16 @@
 #include <Poco/DateTimeFormat.h>
 #include <Poco/DateTimeFormatter.h>
 #include <Poco/Exception.h>
+#include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 #include <Poco/Timestamp.h>
 #include <Poco/UUIDGenerator.h>
 
+#include <set>
 #include <sstream>
 
+#include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
@@ -122,7 +125,56 @@ Object Answer(int status, const std::string& request_id, const std::string& reas
   return answer;
 }
 
+std::string NewUri(const std::string& cluster, const char* kind) {
+  return cluster + "/" + kind + "/" +
+         Poco::UUIDGenerator::defaultGenerator().createRandom().toString();
+}
+
+// The strings of a JSON array member, at most `max`; nullopt when absent or malformed.
+std::optional<std::vector<std::string>> StringArray(const Object& request, const char* name,
+                                                    std::size_t max) {
+  if (!request.has(name)) return std::vector<std::string>();
+  Poco::JSON::Array::Ptr array = request.getArray(name);
+  if (!array || array->size() > max) return std::nullopt;
+  std::vector<std::string> out;
+  for (unsigned i = 0; i < static_cast<unsigned>(array->size()); ++i) {
+    if (!array->get(i).isString()) return std::nullopt;
+    std::string value = array->getElement<std::string>(i);
+    if (value.empty() || value.size() > 1024) return std::nullopt;
+    out.push_back(std::move(value));
+  }
+  return out;
+}
+
+Object KeyJson(const KeyRecord& key, const SecretBytes& material) {
+  Object jwk;
+  jwk.set("kty", "oct");
+  jwk.set("kid", key.uri);
+  jwk.set("k", jose::Base64UrlEncode(material.view()));
+  Object out;
+  out.set("uri", key.uri);
+  out.set("jwk", jwk);
+  out.set("userId", key.creator);
+  out.set("clientId", key.client_id);
+  out.set("createDate", Rfc3339(key.created_ms));
+  if (key.resource_uri) {
+    out.set("resourceUri", *key.resource_uri);
+    out.set("bindDate", Rfc3339(*key.bound_ms));
+    out.set("expirationDate", Rfc3339(*key.stop_encrypt_ms));
+  } else {
+    out.set("expirationDate", Rfc3339(key.bind_deadline_ms));
+  }
+  return out;
+}
+
 }  // namespace
+
+struct KmsService::Caller {
+  std::string user;
+  std::string org;
+  std::string client_id;
+  std::string request_id;
+};
 
 Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm::KeyVault& vault,
                                                     Database& db, JwtVerifier verifier,
@@ -296,6 +348,16 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     return seal(Answer(403, r.request_id, "the ephemeral key belongs to another user"));
   }
   if (r.method == "update" && r.uri == cluster_ + "/ping") return seal(Answer(200, r.request_id));
+  const Caller caller{user->subject(), user->org(), r.client_id, r.request_id};
+  if (r.method == "create" && r.uri == cluster_ + "/keys") {
+    return seal(CreateKeys(caller, *r.json));
+  }
+  if (r.method == "retrieve" && r.uri.rfind(cluster_ + "/keys/", 0) == 0) {
+    return seal(RetrieveKey(caller, r.uri));
+  }
+  if (r.method == "create" && r.uri == cluster_ + "/resources") {
+    return seal(CreateResource(caller, *r.json));
+  }
   if (r.method == "delete" && r.uri.rfind(cluster_ + "/ecdhe/", 0) == 0) {
     if (r.uri != ephemeral.uri) {
       return seal(Answer(403, r.request_id, "only the channel's own ephemeral key can be deleted"));
@@ -306,6 +368,164 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     return seal(Answer(204, r.request_id));
   }
   return seal(Answer(404, r.request_id, "unknown method or uri"));
+}
+
+void KmsService::Audit(const Caller& caller, std::string action, std::string resource,
+                       std::string key, std::string outcome) {
+  AuditRecord record{0,
+                     clock_(),
+                     caller.org,
+                     caller.user,
+                     std::move(action),
+                     std::move(resource),
+                     std::move(key),
+                     std::move(outcome),
+                     "client " + caller.client_id};
+  // A refusal changes nothing else, so its record is a transaction of its own.
+  (void)db_.InTransaction([&](Poco::Data::Session& s) { return AuditLog::Append(s, record); });
+}
+
+Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
+  if (!request.has("count") || !request.get("count").isInteger()) {
+    return Answer(400, caller.request_id, "count must be a whole number");
+  }
+  const long long count = request.getValue<long long>("count");
+  if (count < 1 || count > static_cast<long long>(kMaxKeysPerRequest)) {
+    return Answer(400, caller.request_id, "count must be 1 to 100");
+  }
+  const std::int64_t now_ms = clock_();
+  std::vector<KeyRecord> keys;
+  std::vector<SecretBytes> material;
+  for (long long i = 0; i < count; ++i) {
+    KeyRecord key;
+    key.uri = NewUri(cluster_, "keys");
+    key.org = caller.org;
+    key.creator = caller.user;
+    key.client_id = caller.client_id;
+    key.created_ms = now_ms;
+    key.bind_deadline_ms = now_ms + config_.bind_deadline.count() * 1000;
+    material.push_back(SecretBytes::Random(hsm::kWrappedKeyPlainSize));
+    Result<hsm::WrapResult> wrapped = vault_.Wrap({key.org, key.uri}, material.back().view());
+    if (!wrapped.ok()) {
+      return Answer(StatusFor(wrapped.error().code()), caller.request_id,
+                    "the KMS could not protect new keys");
+    }
+    key.blobs = std::move(wrapped->blobs);
+    keys.push_back(std::move(key));
+  }
+  Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    SR_RETURN_IF_ERROR(KmsStore::InsertKeys(s, keys));
+    AuditRecord record{
+        0,           now_ms,       caller.org,
+        caller.user, "key.create", "",
+        "",          "ok",         std::to_string(count) + " keys, client " + caller.client_id};
+    return AuditLog::Append(s, record);
+  });
+  if (!stored.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
+  Poco::JSON::Array out;
+  for (std::size_t i = 0; i < keys.size(); ++i) out.add(KeyJson(keys[i], material[i]));
+  Object answer = Answer(201, caller.request_id);
+  answer.set("keys", out);
+  return answer;
+}
+
+Object KmsService::RetrieveKey(const Caller& caller, const std::string& uri) {
+  std::optional<KeyRecord> key;
+  std::optional<std::string> role;
+  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(key, KmsStore::FindKey(s, uri));
+    if (key && key->resource_uri) {
+      SR_ASSIGN_OR_RETURN(role, KmsStore::RoleOf(s, *key->resource_uri, caller.user));
+    }
+    return OkStatus();
+  });
+  if (!read.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
+  const bool allowed = key && key->org == caller.org &&
+                       (key->resource_uri ? role.has_value() : key->creator == caller.user);
+  if (!allowed) {
+    // Unknown and forbidden look the same to the caller; the audit log tells them apart.
+    Audit(caller, "key.retrieve", key && key->resource_uri ? *key->resource_uri : "", uri,
+          key ? "denied" : "not found");
+    return Answer(403, caller.request_id, "not authorized for this key");
+  }
+  Result<SecretBytes> material = vault_.Unwrap({key->org, key->uri}, key->blobs);
+  if (!material.ok()) {
+    Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri,
+          "failed: " + std::string(ErrorCodeName(material.error().code())));
+    return Answer(StatusFor(material.error().code()), caller.request_id,
+                  "the KMS could not open the key");
+  }
+  Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri, "ok");
+  Object answer = Answer(200, caller.request_id);
+  answer.set("key", KeyJson(*key, *material));
+  return answer;
+}
+
+Object KmsService::CreateResource(const Caller& caller, const Object& request) {
+  std::optional<std::vector<std::string>> auth_ids =
+      StringArray(request, "authIds", kMaxIdsPerRequest);
+  std::optional<std::vector<std::string>> key_uris =
+      StringArray(request, "keyUris", kMaxIdsPerRequest);
+  if (!auth_ids || !key_uris) {
+    return Answer(400, caller.request_id,
+                  "authIds and keyUris must be arrays of at most 1000 non-empty strings");
+  }
+  const std::int64_t now_ms = clock_();
+  ResourceRecord resource{NewUri(cluster_, "resources"), caller.org, caller.user, now_ms, {}};
+  std::vector<AuthorizationRecord> authorizations;
+  std::set<std::string> seen;
+  seen.insert(caller.user);
+  authorizations.push_back({NewUri(cluster_, "authorizations"), resource.uri, caller.user,
+                            "participant", caller.user, now_ms});
+  for (const std::string& who : *auth_ids) {
+    if (!seen.insert(who).second) continue;
+    authorizations.push_back({NewUri(cluster_, "authorizations"), resource.uri, who, "participant",
+                              caller.user, now_ms});
+  }
+  Status created = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    SR_RETURN_IF_ERROR(KmsStore::InsertResource(s, resource));
+    SR_RETURN_IF_ERROR(KmsStore::InsertAuthorizations(s, authorizations));
+    for (const std::string& key_uri : *key_uris) {
+      SR_ASSIGN_OR_RETURN(std::optional<KeyRecord> key, KmsStore::FindKey(s, key_uri));
+      if (!key || key->org != caller.org || key->creator != caller.user) {
+        return Error(ErrorCode::kPermissionDenied, "key " + key_uri + " is not the caller's");
+      }
+      if (key->resource_uri) {
+        return Error(ErrorCode::kFailedPrecondition, "key " + key_uri + " is bound already");
+      }
+      if (now_ms >= key->bind_deadline_ms) {
+        return Error(ErrorCode::kFailedPrecondition,
+                     "key " + key_uri + " passed its bind deadline");
+      }
+      SR_RETURN_IF_ERROR(KmsStore::BindKey(s, key_uri, resource.uri, now_ms,
+                                           now_ms + config_.encrypt_lifetime.count() * 1000));
+    }
+    AuditRecord record{0,
+                       now_ms,
+                       caller.org,
+                       caller.user,
+                       "resource.create",
+                       resource.uri,
+                       "",
+                       "ok",
+                       std::to_string(authorizations.size()) + " authorizations, " +
+                           std::to_string(key_uris->size()) + " keys bound"};
+    return AuditLog::Append(s, record);
+  });
+  if (!created.ok()) {
+    Audit(caller, "resource.create", "", "", "refused: " + created.error().message());
+    return Answer(StatusFor(created.error().code()), caller.request_id, created.error().message());
+  }
+  Poco::JSON::Array authorization_uris, bound;
+  for (const AuthorizationRecord& a : authorizations) authorization_uris.add(a.uri);
+  for (const std::string& key_uri : *key_uris) bound.add(key_uri);
+  Object out;
+  out.set("uri", resource.uri);
+  out.set("authorizationUris", authorization_uris);
+  out.set("keyUris", bound);
+  Object answer = Answer(201, caller.request_id);
+  answer.set("resource", out);
+  return answer;
 }
 
 }  // namespace strongroom::kms

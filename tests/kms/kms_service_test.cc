@@ -9,9 +9,11 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <sstream>
 
 #include "../support/softhsm_sandbox.h"
+#include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
@@ -235,6 +237,132 @@ TEST_F(KmsServiceTest, ChannelsSurviveARestart) {
   Object::Ptr answer = Send(channel, Request("update", "/ping", Token("alice@acme.test")));
   ASSERT_TRUE(answer);
   EXPECT_EQ(answer->getValue<int>("status"), 200);
+}
+
+class KmsKeysTest : public KmsServiceTest {
+ protected:
+  Object::Ptr Call(const Channel& channel, Object request) { return Send(channel, request); }
+
+  std::vector<Object::Ptr> CreateKeys(const Channel& channel, const std::string& user, int n) {
+    Object request = Request("create", "/keys", Token(user));
+    request.set("count", n);
+    Object::Ptr answer = Send(channel, request);
+    EXPECT_EQ(answer->getValue<int>("status"), 201) << Json(*answer);
+    std::vector<Object::Ptr> keys;
+    Poco::JSON::Array::Ptr array = answer->getArray("keys");
+    for (unsigned i = 0; array && i < array->size(); ++i) keys.push_back(array->getObject(i));
+    return keys;
+  }
+
+  Object::Ptr Retrieve(const Channel& channel, const std::string& user, const std::string& uri) {
+    return Send(channel, Request("retrieve", uri, Token(user)));
+  }
+};
+
+TEST_F(KmsKeysTest, CreatedKeysAreRandom256BitAndReadableByTheirCreatorOnly) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  auto keys = CreateKeys(alice, "alice@acme.test", 3);
+  ASSERT_EQ(keys.size(), 3u);
+  std::set<std::string> material;
+  for (const Object::Ptr& key : keys) {
+    Object::Ptr jwk = key->getObject("jwk");
+    EXPECT_EQ(jwk->getValue<std::string>("kty"), "oct");
+    EXPECT_EQ(jwk->getValue<std::string>("kid"), key->getValue<std::string>("uri"));
+    auto k = jose::Base64UrlDecode(jwk->getValue<std::string>("k"));
+    ASSERT_TRUE(k.ok());
+    EXPECT_EQ(k->size(), 32u);
+    material.insert(jwk->getValue<std::string>("k"));
+  }
+  EXPECT_EQ(material.size(), 3u);
+  const std::string uri = keys[0]->getValue<std::string>("uri");
+  Object::Ptr mine = Retrieve(alice, "alice@acme.test", uri);
+  ASSERT_EQ(mine->getValue<int>("status"), 200) << Json(*mine);
+  EXPECT_EQ(mine->getObject("key")->getObject("jwk")->getValue<std::string>("k"),
+            keys[0]->getObject("jwk")->getValue<std::string>("k"));
+  EXPECT_EQ(Retrieve(bob, "bob@acme.test", uri)->getValue<int>("status"), 403);
+}
+
+TEST_F(KmsKeysTest, ResourceBindsKeysAndAuthorizesItsMembers) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  Channel carol = Open("carol@acme.test");
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+  Object create = Request("create", "/resources", Token("alice@acme.test"));
+  Poco::JSON::Array members, key_uris;
+  members.add("bob@acme.test");
+  key_uris.add(key_uri);
+  create.set("authIds", members);
+  create.set("keyUris", key_uris);
+  Object::Ptr created = Send(alice, create);
+  ASSERT_EQ(created->getValue<int>("status"), 201) << Json(*created);
+  const std::string resource = created->getObject("resource")->getValue<std::string>("uri");
+  EXPECT_EQ(created->getObject("resource")->getArray("authorizationUris")->size(), 2u);
+
+  Object::Ptr for_bob = Retrieve(bob, "bob@acme.test", key_uri);
+  ASSERT_EQ(for_bob->getValue<int>("status"), 200) << Json(*for_bob);
+  EXPECT_EQ(for_bob->getObject("key")->getValue<std::string>("resourceUri"), resource);
+  EXPECT_EQ(for_bob->getObject("key")->getObject("jwk")->getValue<std::string>("k"),
+            keys[0]->getObject("jwk")->getValue<std::string>("k"));
+  EXPECT_EQ(Retrieve(carol, "carol@acme.test", key_uri)->getValue<int>("status"), 403);
+
+  // A bound key is never bound again, and the failed request leaves nothing behind.
+  Object again = Request("create", "/resources", Token("alice@acme.test"));
+  Poco::JSON::Array carol_only;
+  carol_only.add("carol@acme.test");
+  again.set("authIds", carol_only);
+  again.set("keyUris", key_uris);
+  EXPECT_EQ(Send(alice, again)->getValue<int>("status"), 409);
+  EXPECT_EQ(Retrieve(carol, "carol@acme.test", key_uri)->getValue<int>("status"), 403);
+
+  // Another user cannot bind alice's keys.
+  auto more = CreateKeys(alice, "alice@acme.test", 1);
+  Object stolen = Request("create", "/resources", Token("bob@acme.test"));
+  Poco::JSON::Array stolen_keys;
+  stolen_keys.add(more[0]->getValue<std::string>("uri"));
+  stolen.set("keyUris", stolen_keys);
+  EXPECT_EQ(Send(bob, stolen)->getValue<int>("status"), 403);
+}
+
+TEST_F(KmsKeysTest, KeyRetrievalsAndDenialsAreAudited) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string uri = keys[0]->getValue<std::string>("uri");
+  Retrieve(alice, "alice@acme.test", uri);
+  Retrieve(bob, "bob@acme.test", uri);
+  AuditFilter by_bob;
+  by_bob.actor = "bob@acme.test";
+  auto bob_records = AuditLog::Query(*db_, by_bob);
+  ASSERT_TRUE(bob_records.ok());
+  ASSERT_EQ(bob_records->size(), 1u);
+  EXPECT_EQ((*bob_records)[0].action, "key.retrieve");
+  EXPECT_EQ((*bob_records)[0].outcome, "denied");
+  EXPECT_EQ((*bob_records)[0].key, uri);
+  auto verdict = AuditLog::Verify(*db_);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_TRUE(verdict->ok());
+  EXPECT_EQ(verdict->records, 3);  // key.create, alice's retrieval, bob's denial
+}
+
+TEST_F(KmsKeysTest, AbsurdCountsAndMalformedListsAreRefused) {
+  Channel alice = Open("alice@acme.test");
+  for (int count : {0, -1, static_cast<int>(kMaxKeysPerRequest) + 1}) {
+    Object request = Request("create", "/keys", Token("alice@acme.test"));
+    request.set("count", count);
+    EXPECT_EQ(Send(alice, request)->getValue<int>("status"), 400) << count;
+  }
+  Object text_count = Request("create", "/keys", Token("alice@acme.test"));
+  text_count.set("count", "3");
+  EXPECT_EQ(Send(alice, text_count)->getValue<int>("status"), 400);
+  Object bad_ids = Request("create", "/resources", Token("alice@acme.test"));
+  Poco::JSON::Array mixed;
+  mixed.add("bob@acme.test");
+  mixed.add(7);
+  bad_ids.set("authIds", mixed);
+  EXPECT_EQ(Send(alice, bad_ids)->getValue<int>("status"), 400);
+  EXPECT_EQ(Retrieve(alice, "alice@acme.test", "/keys/no-such-key")->getValue<int>("status"), 403);
 }
 
 }  // namespace

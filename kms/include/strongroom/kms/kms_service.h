@@ -8,12 +8,17 @@
 //   - every later message: JWE dir/A256GCM with kid = the ephemeral key's URI; refused when that
 //     key is unknown, expired or deleted, or was made for another user.
 //   - delete /ecdhe/<id> (204) and update /ping (200).
-// Resources, keys and authorizations follow (issue: kmsd).
+//   - create /keys (count unbound keys), retrieve /keys/<id> (an unbound key by its creator, a
+//     bound one by users authorized on its resource), create /resources (with authIds and
+//     keyUris, all-or-nothing: the creator is authorized, the keys are bound).
+// The rest of the protocol follows (issue: kmsd). Every key operation is audited.
 //
 // Ephemeral keys are stored wrapped under every token's root key (the HSM layer's KeyVault), so
 // any KMS node sharing the database can open a channel another node set up.
 #ifndef STRONGROOM_KMS_KMS_SERVICE_H_
 #define STRONGROOM_KMS_KMS_SERVICE_H_
+
+#include <Poco/JSON/Object.h>
 
 #include <chrono>
 #include <functional>
@@ -32,10 +37,15 @@ namespace strongroom::kms {
 inline constexpr std::size_t kMaxKmsMessageBytes = 256 * 1024;
 
 struct KmsServiceConfig {
-  std::string host;                    // the KMS is kms://<host>
-  std::string identity_key = "kms";    // name of the RSA identity key in the first token
+  std::string host;                  // the KMS is kms://<host>
+  std::string identity_key = "kms";  // name of the RSA identity key in the first token
   std::chrono::seconds ephemeral_lifetime{3600};
+  std::chrono::seconds bind_deadline{600};       // an unbound key must be bound by then
+  std::chrono::seconds encrypt_lifetime{86400};  // a bound key encrypts until then
 };
+
+inline constexpr std::size_t kMaxKeysPerRequest = 100;
+inline constexpr std::size_t kMaxIdsPerRequest = 1000;  // authIds, keyUris
 
 // What goes back to the transport: a sealed reply (application/jose), or, when the message could
 // not be opened at all, a plain JSON error ({"code","message"}) with an HTTP status.
@@ -66,6 +76,13 @@ class KmsService {
 
   KmsReply HandleEcdheCreate(std::string_view message);
   KmsReply HandleSealed(std::string_view message, const std::string& kid);
+
+  struct Caller;  // the verified user of a sealed request
+  Poco::JSON::Object CreateKeys(const Caller& caller, const Poco::JSON::Object& request);
+  Poco::JSON::Object RetrieveKey(const Caller& caller, const std::string& uri);
+  Poco::JSON::Object CreateResource(const Caller& caller, const Poco::JSON::Object& request);
+  void Audit(const Caller& caller, std::string action, std::string resource, std::string key,
+             std::string outcome);
 
   const KmsServiceConfig config_;
   const std::string cluster_;  // kms://<host>
