@@ -358,6 +358,16 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   if (r.method == "create" && r.uri == cluster_ + "/resources") {
     return seal(CreateResource(caller, *r.json));
   }
+  if (r.method == "create" && r.uri == cluster_ + "/authorizations") {
+    return seal(CreateAuthorizations(caller, *r.json));
+  }
+  if (r.method == "retrieve" && r.uri.rfind(cluster_ + "/resources/", 0) == 0 &&
+      r.uri.find("/authorizations") != std::string::npos) {
+    return seal(ListAuthorizations(caller, r.uri));
+  }
+  if (r.method == "delete" && r.uri.rfind(cluster_ + "/authorizations/", 0) == 0) {
+    return seal(DeleteAuthorization(caller, r.uri));
+  }
   if (r.method == "delete" && r.uri.rfind(cluster_ + "/ecdhe/", 0) == 0) {
     if (r.uri != ephemeral.uri) {
       return seal(Answer(403, r.request_id, "only the channel's own ephemeral key can be deleted"));
@@ -525,6 +535,126 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
   out.set("keyUris", bound);
   Object answer = Answer(201, caller.request_id);
   answer.set("resource", out);
+  return answer;
+}
+
+namespace {
+
+Object AuthorizationJson(const AuthorizationRecord& a) {
+  Object out;
+  out.set("uri", a.uri);
+  out.set("resourceUri", a.resource_uri);
+  out.set("authId", a.auth_id);
+  out.set("roleUri", a.role);
+  out.set("createDate", Rfc3339(a.created_ms));
+  return out;
+}
+
+}  // namespace
+
+Object KmsService::CreateAuthorizations(const Caller& caller, const Object& request) {
+  std::optional<std::vector<std::string>> auth_ids =
+      StringArray(request, "authIds", kMaxIdsPerRequest);
+  if (!request.has("resourceUri") || !request.get("resourceUri").isString() || !auth_ids ||
+      auth_ids->empty()) {
+    return Answer(400, caller.request_id, "resourceUri and 1 to 1000 authIds are required");
+  }
+  std::string resource = request.getValue<std::string>("resourceUri");
+  if (resource.front() == '/') resource = cluster_ + resource;
+  const std::int64_t now_ms = clock_();
+  std::vector<AuthorizationRecord> created;
+  Status done = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> found, KmsStore::FindResource(s, resource));
+    SR_ASSIGN_OR_RETURN(std::optional<std::string> role,
+                        KmsStore::RoleOf(s, resource, caller.user));
+    if (!found || found->org != caller.org || !role) {
+      return Error(ErrorCode::kPermissionDenied, "not authorized on this resource");
+    }
+    for (const std::string& who : *auth_ids) {
+      created.push_back(
+          {NewUri(cluster_, "authorizations"), resource, who, "participant", caller.user, now_ms});
+    }
+    SR_RETURN_IF_ERROR(KmsStore::InsertAuthorizations(s, created));
+    AuditRecord record{0,
+                       now_ms,
+                       caller.org,
+                       caller.user,
+                       "authorization.create",
+                       resource,
+                       "",
+                       "ok",
+                       std::to_string(created.size()) + " authorizations"};
+    return AuditLog::Append(s, record);
+  });
+  if (!done.ok()) {
+    Audit(caller, "authorization.create", resource, "", "refused: " + done.error().message());
+    return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
+  }
+  Poco::JSON::Array out;
+  for (const AuthorizationRecord& a : created) out.add(AuthorizationJson(a));
+  Object answer = Answer(201, caller.request_id);
+  answer.set("authorizations", out);
+  return answer;
+}
+
+Object KmsService::ListAuthorizations(const Caller& caller, const std::string& uri) {
+  // kms://<host>/resources/<id>/authorizations[?authId=<x>]
+  const std::size_t path_end = uri.find("/authorizations");
+  const std::string resource = uri.substr(0, path_end);
+  const std::string rest = uri.substr(path_end + std::string("/authorizations").size());
+  std::optional<std::string> auth_id;
+  if (rest.rfind("?authId=", 0) == 0 && rest.size() > 8) {
+    auth_id = rest.substr(8);
+  } else if (!rest.empty()) {
+    return Answer(404, caller.request_id, "unknown uri");
+  }
+  std::vector<AuthorizationRecord> found;
+  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(std::optional<std::string> role,
+                        KmsStore::RoleOf(s, resource, caller.user));
+    if (!role) return Error(ErrorCode::kPermissionDenied, "not authorized on this resource");
+    SR_ASSIGN_OR_RETURN(found, KmsStore::Authorizations(s, resource, auth_id));
+    return OkStatus();
+  });
+  if (!read.ok())
+    return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
+  Poco::JSON::Array out;
+  for (const AuthorizationRecord& a : found) out.add(AuthorizationJson(a));
+  Object answer = Answer(200, caller.request_id);
+  answer.set("authorizations", out);
+  return answer;
+}
+
+Object KmsService::DeleteAuthorization(const Caller& caller, const std::string& uri) {
+  std::optional<AuthorizationRecord> deleted;
+  const std::int64_t now_ms = clock_();
+  Status done = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(deleted, KmsStore::FindAuthorization(s, uri));
+    std::optional<std::string> role;
+    if (deleted) {
+      SR_ASSIGN_OR_RETURN(role, KmsStore::RoleOf(s, deleted->resource_uri, caller.user));
+    }
+    if (!deleted || !role) {
+      return Error(ErrorCode::kPermissionDenied, "not authorized for this authorization");
+    }
+    SR_RETURN_IF_ERROR(KmsStore::DeleteAuthorization(s, uri));
+    AuditRecord record{0,
+                       now_ms,
+                       caller.org,
+                       caller.user,
+                       "authorization.delete",
+                       deleted->resource_uri,
+                       "",
+                       "ok",
+                       "authId " + deleted->auth_id};
+    return AuditLog::Append(s, record);
+  });
+  if (!done.ok()) {
+    Audit(caller, "authorization.delete", "", "", "refused: " + done.error().message());
+    return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
+  }
+  Object answer = Answer(200, caller.request_id);
+  answer.set("authorization", AuthorizationJson(*deleted));
   return answer;
 }
 

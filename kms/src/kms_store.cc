@@ -315,6 +315,17 @@ Result<std::vector<AuthorizationRecord>> KmsStore::Authorizations(
   return out;
 }
 
+Result<std::optional<AuthorizationRecord>> KmsStore::FindAuthorization(Poco::Data::Session& s,
+                                                                       const std::string& uri) {
+  std::string key = uri;
+  Poco::Data::Statement select(s);
+  select << "SELECT " << kAuthorizationColumns << " FROM authorizations WHERE uri = ?", use(key);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::optional<AuthorizationRecord>();
+  return std::optional<AuthorizationRecord>(AuthorizationFromRow(rows));
+}
+
 Status KmsStore::DeleteAuthorization(Poco::Data::Session& s, const std::string& uri) {
   std::string key = uri;
   Poco::Data::Statement del(s);

@@ -365,5 +365,56 @@ TEST_F(KmsKeysTest, AbsurdCountsAndMalformedListsAreRefused) {
   EXPECT_EQ(Retrieve(alice, "alice@acme.test", "/keys/no-such-key")->getValue<int>("status"), 403);
 }
 
+TEST_F(KmsKeysTest, MembersAddListAndRemoveAuthorizations) {
+  Channel alice = Open("alice@acme.test");
+  Channel carol = Open("carol@acme.test");
+  Channel mallory = Open("mallory@acme.test");
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+  Object create = Request("create", "/resources", Token("alice@acme.test"));
+  Poco::JSON::Array key_uris;
+  key_uris.add(key_uri);
+  create.set("keyUris", key_uris);
+  const std::string resource =
+      Send(alice, create)->getObject("resource")->getValue<std::string>("uri");
+
+  // A non-member cannot add anyone, not even themselves.
+  Object sneak = Request("create", "/authorizations", Token("mallory@acme.test"));
+  sneak.set("resourceUri", resource);
+  Poco::JSON::Array self;
+  self.add("mallory@acme.test");
+  sneak.set("authIds", self);
+  EXPECT_EQ(Send(mallory, sneak)->getValue<int>("status"), 403);
+
+  Object add = Request("create", "/authorizations", Token("alice@acme.test"));
+  add.set("resourceUri", resource);
+  Poco::JSON::Array carol_id;
+  carol_id.add("carol@acme.test");
+  add.set("authIds", carol_id);
+  Object::Ptr added = Send(alice, add);
+  ASSERT_EQ(added->getValue<int>("status"), 201) << Json(*added);
+  const std::string carol_auth =
+      added->getArray("authorizations")->getObject(0)->getValue<std::string>("uri");
+  EXPECT_EQ(Retrieve(carol, "carol@acme.test", key_uri)->getValue<int>("status"), 200);
+  EXPECT_EQ(Send(alice, add)->getValue<int>("status"), 409);  // already authorized
+
+  Object list = Request("retrieve", resource + "/authorizations", Token("carol@acme.test"));
+  Object::Ptr listed = Send(carol, list);
+  ASSERT_EQ(listed->getValue<int>("status"), 200);
+  EXPECT_EQ(listed->getArray("authorizations")->size(), 2u);
+  Object one = Request("retrieve", resource + "/authorizations?authId=carol@acme.test",
+                       Token("carol@acme.test"));
+  EXPECT_EQ(Send(carol, one)->getArray("authorizations")->size(), 1u);
+  Object peek = Request("retrieve", resource + "/authorizations", Token("mallory@acme.test"));
+  EXPECT_EQ(Send(mallory, peek)->getValue<int>("status"), 403);
+
+  EXPECT_EQ(Send(mallory, Request("delete", carol_auth, Token("mallory@acme.test")))
+                ->getValue<int>("status"),
+            403);
+  Object::Ptr removed = Send(alice, Request("delete", carol_auth, Token("alice@acme.test")));
+  ASSERT_EQ(removed->getValue<int>("status"), 200) << Json(*removed);
+  EXPECT_EQ(Retrieve(carol, "carol@acme.test", key_uri)->getValue<int>("status"), 403);
+}
+
 }  // namespace
 }  // namespace strongroom::kms

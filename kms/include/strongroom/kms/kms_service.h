@@ -11,6 +11,8 @@
 //   - create /keys (count unbound keys), retrieve /keys/<id> (an unbound key by its creator, a
 //     bound one by users authorized on its resource), create /resources (with authIds and
 //     keyUris, all-or-nothing: the creator is authorized, the keys are bound).
+//   - create /authorizations, retrieve /resources/<id>/authorizations[?authId=], delete
+//     /authorizations/<id>: by any user authorized on the resource.
 // The rest of the protocol follows (issue: kmsd). Every key operation is audited.
 //
 // Ephemeral keys are stored wrapped under every token's root key (the HSM layer's KeyVault), so
@@ -81,6 +83,9 @@ class KmsService {
   Poco::JSON::Object CreateKeys(const Caller& caller, const Poco::JSON::Object& request);
   Poco::JSON::Object RetrieveKey(const Caller& caller, const std::string& uri);
   Poco::JSON::Object CreateResource(const Caller& caller, const Poco::JSON::Object& request);
+  Poco::JSON::Object CreateAuthorizations(const Caller& caller, const Poco::JSON::Object& request);
+  Poco::JSON::Object ListAuthorizations(const Caller& caller, const std::string& uri);
+  Poco::JSON::Object DeleteAuthorization(const Caller& caller, const std::string& uri);
   void Audit(const Caller& caller, std::string action, std::string resource, std::string key,
              std::string outcome);
 

@@ -107,6 +107,8 @@ class KmsStore {
   static Result<std::vector<AuthorizationRecord>> Authorizations(
       Poco::Data::Session& s, const std::string& resource_uri,
       const std::optional<std::string>& auth_id = std::nullopt);
+  static Result<std::optional<AuthorizationRecord>> FindAuthorization(Poco::Data::Session& s,
+                                                                      const std::string& uri);
   // NOT_FOUND if there is no such authorization.
   static Status DeleteAuthorization(Poco::Data::Session& s, const std::string& uri);
   // The role under which `user` is authorized on the resource, directly or through resources
