@@ -48,6 +48,20 @@ AuditHash FromBlob(const Poco::Data::BLOB& blob) {
   return h;
 }
 
+AuditRecord FromRow(Poco::Data::RecordSet& rows) {
+  AuditRecord r;
+  r.seq = rows["seq"].convert<std::int64_t>();
+  r.at_ms = rows["at_ms"].convert<std::int64_t>();
+  r.org = rows["org"].convert<std::string>();
+  r.actor = rows["actor"].convert<std::string>();
+  r.action = rows["action"].convert<std::string>();
+  r.resource = rows["resource"].convert<std::string>();
+  r.key = rows["key"].convert<std::string>();
+  r.outcome = rows["outcome"].convert<std::string>();
+  r.detail = rows["detail"].convert<std::string>();
+  return r;
+}
+
 }  // namespace
 
 Migration AuditLog::Schema(int version) {
@@ -115,16 +129,7 @@ Result<AuditVerdict> AuditLog::Verify(Database& db) {
       Poco::Data::RecordSet rows(select);
       more = rows.rowCount() == static_cast<std::size_t>(kVerifyBatch);
       for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-        AuditRecord r;
-        r.seq = rows["seq"].convert<std::int64_t>();
-        r.at_ms = rows["at_ms"].convert<std::int64_t>();
-        r.org = rows["org"].convert<std::string>();
-        r.actor = rows["actor"].convert<std::string>();
-        r.action = rows["action"].convert<std::string>();
-        r.resource = rows["resource"].convert<std::string>();
-        r.key = rows["key"].convert<std::string>();
-        r.outcome = rows["outcome"].convert<std::string>();
-        r.detail = rows["detail"].convert<std::string>();
+        AuditRecord r = FromRow(rows);
         const AuditHash stored_prev = FromBlob(rows["prev_hash"].extract<Poco::Data::BLOB>());
         const AuditHash stored = FromBlob(rows["hash"].extract<Poco::Data::BLOB>());
         if (r.seq != expected_seq) {
@@ -175,17 +180,7 @@ Result<std::vector<AuditRecord>> AuditLog::Query(Database& db, const AuditFilter
     select.execute();
     Poco::Data::RecordSet rows(select);
     for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-      AuditRecord r;
-      r.seq = rows["seq"].convert<std::int64_t>();
-      r.at_ms = rows["at_ms"].convert<std::int64_t>();
-      r.org = rows["org"].convert<std::string>();
-      r.actor = rows["actor"].convert<std::string>();
-      r.action = rows["action"].convert<std::string>();
-      r.resource = rows["resource"].convert<std::string>();
-      r.key = rows["key"].convert<std::string>();
-      r.outcome = rows["outcome"].convert<std::string>();
-      r.detail = rows["detail"].convert<std::string>();
-      out.push_back(std::move(r));
+      out.push_back(FromRow(rows));
     }
     return OkStatus();
   }));
