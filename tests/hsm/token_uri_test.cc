@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../support/test_dir.h"
+
 namespace strongroom::hsm {
 namespace {
 
@@ -50,19 +52,12 @@ TEST(TokenUriTest, RefusesMissingModuleOrToken) {
 
 class PinTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("srpin-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
   std::string Write(const std::string& content) {
     auto path = dir_ / "pin";
     std::ofstream(path) << content;
     return path.string();
   }
-  std::filesystem::path dir_;
+  strongroom::testing::TestDir dir_;
 };
 
 TEST_F(PinTest, ReadsFileWithoutTrailingNewline) {

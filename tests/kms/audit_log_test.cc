@@ -1,9 +1,10 @@
 #include "strongroom/kms/audit_log.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
+
+#include "../support/test_dir.h"
 
 namespace strongroom::kms {
 namespace {
@@ -13,19 +14,10 @@ using Poco::Data::Keywords::now;
 class AuditLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("sraudit-" + std::to_string(getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
     const std::vector<Migration> schema = {AuditLog::Schema(1)};
     auto db = Database::OpenSqlite((dir_ / "kms.db").string(), schema);
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
-  }
-  void TearDown() override {
-    db_.reset();
-    std::filesystem::remove_all(dir_);
   }
 
   void AppendMany(int n, const std::string& actor = "alice", std::int64_t at = 1000) {
@@ -61,7 +53,7 @@ class AuditLogTest : public ::testing::Test {
     return verdict.ok() ? *verdict : AuditVerdict{};
   }
 
-  std::filesystem::path dir_;
+  testing::TestDir dir_;
   std::unique_ptr<Database> db_;
 };
 

@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include "../support/test_dir.h"
+
 namespace strongroom::kms {
 namespace {
 
@@ -24,15 +26,7 @@ const std::vector<Migration> kTwo = {
 
 class DatabaseTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("srdb-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    path_ = (dir_ / "kms.db").string();
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { path_ = (dir_ / "kms.db").string(); }
 
   std::unique_ptr<Database> Open(std::span<const Migration> migrations = kTwo) {
     auto db = Database::OpenSqlite(path_, migrations);
@@ -49,7 +43,7 @@ class DatabaseTest : public ::testing::Test {
     return n;
   }
 
-  std::filesystem::path dir_;
+  testing::TestDir dir_;
   std::string path_;
 };
 

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "../support/test_dir.h"
 #include "strongroom/common/jwt.h"
 
 namespace strongroom::kms {
@@ -41,14 +42,9 @@ std::string Slurp(const std::filesystem::path& path) {
 class IdpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("sridp-" + std::to_string(getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
     Outcome init = Idp({"init", "--dir", dir_.string(), "--issuer", "https://idp.acme.test"});
     ASSERT_EQ(init.exit_code, 0) << init.err;
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   JwtVerifier Verifier(const std::string& audience) {
     auto keys = ParseJwks(Slurp(dir_ / "jwks.json"));
@@ -56,7 +52,7 @@ class IdpTest : public ::testing::Test {
     return *JwtVerifier::New({{"https://idp.acme.test", "acme", *keys}}, audience,
                              std::chrono::seconds(30));
   }
-  std::filesystem::path dir_;
+  testing::TestDir dir_;
 };
 
 TEST_F(IdpTest, MintedTokenVerifiesForItsAudienceOnly) {

@@ -5,7 +5,6 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -13,6 +12,7 @@
 #include <sstream>
 
 #include "../support/softhsm_sandbox.h"
+#include "../support/test_dir.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 
@@ -59,11 +59,6 @@ class KmsServiceTest : public ::testing::Test {
     ASSERT_TRUE(vault_->InitRoot("acme").ok());
     ASSERT_TRUE(vault_->tokens()[0]->CreateIdentityKey("kms", 2048).ok());
 
-    dir_ = std::filesystem::temp_directory_path() /
-           ("srkms-" + std::to_string(getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
     auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
@@ -72,11 +67,6 @@ class KmsServiceTest : public ::testing::Test {
         std::make_unique<jose::EcKeyPair>(std::move(jose::EcKeyPair::Generate("idp-1")).value());
     service_ = NewService();
     ASSERT_TRUE(service_);
-  }
-  void TearDown() override {
-    service_.reset();
-    db_.reset();
-    std::filesystem::remove_all(dir_);
   }
 
   std::unique_ptr<KmsService> NewService() {
@@ -147,7 +137,7 @@ class KmsServiceTest : public ::testing::Test {
   }
 
   std::unique_ptr<hsm::KeyVault> vault_;
-  std::filesystem::path dir_;
+  testing::TestDir dir_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<jose::EcKeyPair> issuer_key_;
   std::unique_ptr<KmsService> service_;

@@ -1,9 +1,10 @@
 #include "strongroom/kms/kms_store.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
+
+#include "../support/test_dir.h"
 
 namespace strongroom::kms {
 namespace {
@@ -43,11 +44,6 @@ AuthorizationRecord Auth(const std::string& resource, const std::string& who,
 class KmsStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("srstore-" + std::to_string(getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
     auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
@@ -55,10 +51,6 @@ class KmsStoreTest : public ::testing::Test {
                   SR_RETURN_IF_ERROR(KmsStore::InsertResource(s, {kR1, "acme", "alice", 1000, {}}));
                   return KmsStore::InsertResource(s, {kR2, "acme", "bob", 1000, {}});
                 }).ok());
-  }
-  void TearDown() override {
-    db_.reset();
-    std::filesystem::remove_all(dir_);
   }
   Status Tx(const std::function<Status(Poco::Data::Session&)>& work) {
     return db_->InTransaction(work);
@@ -80,7 +72,7 @@ class KmsStoreTest : public ::testing::Test {
         [&](Poco::Data::Session& s) { return KmsStore::RoleOf(s, resource, user); });
   }
 
-  std::filesystem::path dir_;
+  testing::TestDir dir_;
   std::unique_ptr<Database> db_;
 };
 
