@@ -66,3 +66,12 @@ bool ConstantTimeEquals(std::span<const std::uint8_t> a, std::span<const std::ui
 }
 
 }  // namespace strongroom
+
+namespace strongroom {
+
+void ZeroizeString(std::string& text) {
+  if (!text.empty()) OPENSSL_cleanse(text.data(), text.size());
+  text.clear();
+}
+
+}  // namespace strongroom

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace strongroom {
@@ -44,6 +45,10 @@ class SecretBytes {
 
 // Constant-time equality for secrets and authenticators; false when the sizes differ.
 bool ConstantTimeEquals(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
+
+// Overwrites a string that held a secret (a serialized request with a bearer token, a PIN read as
+// text) before it is freed; the string is left empty.
+void ZeroizeString(std::string& text);
 
 }  // namespace strongroom
 
