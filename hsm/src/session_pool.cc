@@ -73,7 +73,15 @@ Result<SessionLease> SessionPool::Acquire(std::chrono::steady_clock::time_point 
         const auto wait_start = std::chrono::steady_clock::now();
         Waiter me;
         waiters_.push_back(&me);
-        if (!me.cv.wait_until(lock, deadline, [&] { return me.session || me.may_open; })) {
+        const bool served =
+            me.cv.wait_until(lock, deadline, [&] { return me.session || me.may_open; });
+        // Every wait counts towards wait_micros, the ones that gave up too: wait_micros / waited
+        // is then the mean wait, and time lost to timeouts is not hidden.
+        counters_.wait_micros +=
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                           std::chrono::steady_clock::now() - wait_start)
+                                           .count());
+        if (!served) {
           waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &me));
           ++counters_.timed_out;
           return Error(ErrorCode::kUnavailable, "no PKCS#11 session free on token " + token_name_ +
@@ -81,10 +89,6 @@ Result<SessionLease> SessionPool::Acquire(std::chrono::steady_clock::time_point 
                                                     std::to_string(capacity_) +
                                                     " sessions, all busy)");
         }
-        counters_.wait_micros +=
-            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                           std::chrono::steady_clock::now() - wait_start)
-                                           .count());
         session = me.session;
         open_new = !session;
       }

@@ -58,6 +58,9 @@ TEST_F(SessionPoolTest, ExhaustedPoolGivesUpAtTheDeadline) {
   EXPECT_NE(refused.error().message().find("pool-test"), std::string::npos);
   EXPECT_GE(waited, 100ms);
   EXPECT_EQ(pool.stats().timed_out, 1u);
+  EXPECT_EQ(pool.stats().waited, 1u);
+  // The time lost to the timeout is counted as wait time.
+  EXPECT_GE(pool.stats().wait_micros, 100'000u);
   held.reset();  // the lease goes back
   EXPECT_TRUE(pool.Acquire(In(100ms)).ok());
 }

@@ -65,10 +65,10 @@ struct SessionPoolStats {
   std::size_t open = 0;  // sessions that exist (idle + leased)
   std::size_t idle = 0;
   std::uint64_t acquired = 0;
-  std::uint64_t waited = 0;     // acquisitions that had to wait for a session
-  std::uint64_t timed_out = 0;  // acquisitions that gave up at their deadline
-  std::uint64_t replaced = 0;   // sessions dropped as dead or stale
-  std::uint64_t wait_micros = 0;
+  std::uint64_t waited = 0;       // acquisitions that had to wait for a session
+  std::uint64_t timed_out = 0;    // acquisitions that gave up at their deadline
+  std::uint64_t replaced = 0;     // sessions dropped as dead or stale
+  std::uint64_t wait_micros = 0;  // time spent waiting, by every waiter including timed-out ones
 };
 
 class SessionPool {

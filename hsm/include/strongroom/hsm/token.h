@@ -116,6 +116,9 @@ class Token {
   Status CheckIdentityMechanisms();
 
   TokenHealth Health() const;
+  // The session pool's counters alone (acquisitions, waits, wait time, timeouts): cheaper than
+  // Health(), which also takes the token's health and login locks.
+  SessionPoolStats pool_stats() const { return pool_.stats(); }
   // Whether the token failed recently; callers with another token prefer that one meanwhile.
   bool InBackoff() const;
 
