@@ -1,0 +1,82 @@
+// Reads the kmsd part of a KMS configuration file: the [kms] section (listener, TLS, identity,
+// limits) and the [jwt] sections (the identity providers whose tokens the KMS accepts). The [hsm]
+// sections are read by hsm_settings.h.
+//
+//   [kms]
+//   host = kms.example.com            ; the KMS is kms://<host>
+//   database = /var/lib/strongroom/kms.db
+//   listen = 127.0.0.1:8443           ; host:port, [v6]:port; port 0 = any free port
+//   tls_cert = /etc/strongroom/tls/kms.crt      ; PEM: the HTTPS server certificate (+ chain)
+//   tls_key = /etc/strongroom/tls/kms.key       ; PEM: its private key (unencrypted)
+//   identity_key = kms                ; optional: the RSA identity key's name in the token
+//   identity_chain = /etc/strongroom/identity.pem ; PEM: leaf certifies the identity key, then CAs
+//   max_connections = 64              ; optional: connections served at once (1-4096)
+//   max_in_flight = 32                ; optional: requests processed at once (1-4096)
+//
+//   [jwt]
+//   audience = kms                    ; optional, default kms
+//   skew_s = 60                       ; optional: clock skew allowed (0-300)
+//   issuers = acme, globex
+//
+//   [jwt.acme]
+//   issuer = https://idp.acme.example ; the exact "iss"
+//   org = acme                        ; the organization of its users
+//   jwks = /etc/strongroom/idp/acme.jwks.json
+//
+// Unknown keys in these sections are refused, so a typo never silently falls back to a default.
+// Key lifetimes (ephemeral channels included) are each organization's policy (org_policy.h).
+// Relative paths are taken relative to the working directory.
+#ifndef STRONGROOM_KMS_KMSD_SETTINGS_H_
+#define STRONGROOM_KMS_KMSD_SETTINGS_H_
+
+#include <Poco/Util/AbstractConfiguration.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "strongroom/common/error.h"
+#include "strongroom/common/jwt.h"
+
+namespace strongroom::kms {
+
+inline constexpr std::size_t kMaxJwtIssuers = 64;
+inline constexpr std::size_t kMaxJwksFileBytes = 256 * 1024;
+
+struct JwtIssuerSettings {
+  std::string name;  // the [jwt.<name>] section
+  std::string issuer;
+  std::string org;
+  std::string jwks_path;
+};
+
+struct KmsdSettings {
+  std::string host;
+  std::string database;
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8443;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string identity_key = "kms";
+  std::string identity_chain;
+  std::size_t max_connections = 64;
+  std::size_t max_in_flight = 32;
+
+  std::string jwt_audience = "kms";
+  std::chrono::seconds jwt_skew{60};
+  std::vector<JwtIssuerSettings> issuers;
+};
+
+Result<KmsdSettings> ReadKmsdSettings(const Poco::Util::AbstractConfiguration& config);
+
+// Loads an INI file and reads its kmsd settings.
+Result<KmsdSettings> LoadKmsdSettings(const std::string& path);
+
+// Reads each issuer's JWKS file and builds the verifier for the KMS's bearer tokens.
+Result<JwtVerifier> MakeJwtVerifier(const KmsdSettings& settings);
+
+}  // namespace strongroom::kms
+
+#endif  // STRONGROOM_KMS_KMSD_SETTINGS_H_
