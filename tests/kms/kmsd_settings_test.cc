@@ -151,11 +151,16 @@ TEST_F(KmsdSettingsTest, RefusesOutOfRangeAndMalformedValues) {
            {"jwt.issuers", "acme, acme"},
            {"jwt.issuers", "acme, audience"},
            {"jwt.globex.issuer", "https://idp.acme.test"}}) {
-    std::string saved = config_->getString(key);
+    const bool was_set = config_->hasProperty(key);
+    std::string saved = config_->getString(key, "");
     config_->setString(key, value);
     std::string message = Refusal();
     EXPECT_FALSE(message.empty()) << key << " = " << value;
-    config_->setString(key, saved);
+    if (was_set) {
+      config_->setString(key, saved);
+    } else {
+      config_->remove(key);
+    }
   }
   EXPECT_TRUE(ReadKmsdSettings(*config_).ok());
 }
