@@ -1,9 +1,16 @@
 #include "hsm_commands.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <set>
 
 #include "strongroom/hsm/ck_result.h"
@@ -11,6 +18,7 @@
 #include "strongroom/hsm/slot_inventory.h"
 #include "strongroom/hsm/token_uri.h"
 #include "strongroom/kms/hsm_settings.h"
+#include "strongroom/kms/identity_certificate.h"
 
 namespace strongroom::kms {
 namespace {
@@ -146,6 +154,75 @@ Status InitIdentity(const CtlOptions& options, std::ostream& out) {
   return OkStatus();
 }
 
+// Reads a PEM file of at most kMaxPemFileBytes into zeroized memory.
+Result<SecretBytes> ReadPemFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error(ErrorCode::kNotFound, "cannot read " + path);
+  SecretBytes buffer(kMaxPemFileBytes + 1);
+  std::span<std::uint8_t> bytes = buffer.mutable_view();
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  const auto size = static_cast<std::size_t>(in.gcount());
+  if (size > kMaxPemFileBytes) {
+    return Error(ErrorCode::kInvalidArgument,
+                 path + " is larger than " + std::to_string(kMaxPemFileBytes) + " bytes");
+  }
+  buffer.Truncate(size);
+  return buffer;
+}
+
+// Writes `content` to `path` through a temporary file and a rename, so a reader never sees half.
+Status WriteFileAtomically(const std::string& path, const std::string& content, mode_t mode) {
+  const std::string temporary = path + ".tmp";
+  int fd = open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) {
+    return Error(ErrorCode::kUnavailable,
+                 "cannot write " + temporary + ": " + std::strerror(errno));
+  }
+  bool ok = fchmod(fd, mode) == 0 &&
+            write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+            fsync(fd) == 0;
+  ok = close(fd) == 0 && ok;
+  if (!ok || rename(temporary.c_str(), path.c_str()) != 0) {
+    unlink(temporary.c_str());
+    return Error(ErrorCode::kUnavailable, "cannot write " + path + ": " + std::strerror(errno));
+  }
+  return OkStatus();
+}
+
+Status CertifyIdentity(const CtlOptions& options, std::ostream& out) {
+  if (options.ca_cert.empty() || options.ca_key.empty() || options.host.empty() ||
+      options.out.empty()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "hsm certify-identity needs --ca-cert, --ca-key, --host and --out");
+  }
+  IdentityCertificateRequest request;
+  request.host = options.host;
+  if (!options.days.empty()) {
+    const std::string& text = options.days;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), request.days);
+    if (ec != std::errc() || end != text.data() + text.size() || request.days < 1 ||
+        request.days > kMaxIdentityCertificateDays) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "--days must be 1 to " + std::to_string(kMaxIdentityCertificateDays));
+    }
+  }
+  SR_ASSIGN_OR_RETURN(SecretBytes ca_cert, ReadPemFile(options.ca_cert));
+  SR_ASSIGN_OR_RETURN(SecretBytes ca_key, ReadPemFile(options.ca_key));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
+  hsm::Token& token = *vault->tokens().front();
+  SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey key, token.IdentityPublicKey("kms"));
+  SR_ASSIGN_OR_RETURN(
+      std::string chain,
+      CertifyIdentityKey(key, request, std::string(ca_cert.as_string_view()), ca_key));
+  // The chain must load the way kmsd loads it.
+  Result<IdentityChain> loads = ParseIdentityChain(chain, key);
+  if (!loads.ok()) return loads.error();
+  SR_RETURN_IF_ERROR(WriteFileAtomically(options.out, chain, 0644));
+  out << "certified the KMS identity key of token '" << token.name() << "' for " << request.host
+      << " for " << request.days << " days; chain (leaf, CA) in " << options.out << "\n";
+  return OkStatus();
+}
+
 Status Check(const CtlOptions& options, std::ostream& out) {
   SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
   int failures = 0;
@@ -231,6 +308,7 @@ Status RunHsmCommand(const std::vector<std::string>& args, const CtlOptions& opt
   }
   if (verb == "check") return Check(options, out);
   if (verb == "init-identity") return InitIdentity(options, out);
+  if (verb == "certify-identity") return CertifyIdentity(options, out);
   return Error(ErrorCode::kInvalidArgument, "unknown hsm subcommand '" + verb + "'");
 }
 

@@ -17,6 +17,12 @@ struct CtlOptions {
   std::string label;
   std::string pin_source;
   std::string so_pin_source;
+  // certify-identity
+  std::string ca_cert;
+  std::string ca_key;
+  std::string host;
+  std::string out;
+  std::string days;
 };
 
 // Runs `hsm <args...>`; writes results to `out`. Returns the error for the caller to print as one
@@ -36,6 +42,8 @@ inline constexpr char kHsmUsage[] =
     "kmsctl [--config FILE] hsm rotate-root --org ORG\n"
     "kmsctl [--config FILE] hsm check\n"
     "kmsctl [--config FILE] hsm init-identity   (the KMS's RSA key, in the first token)\n"
+    "kmsctl [--config FILE] hsm certify-identity --ca-cert CA.pem --ca-key CA.key --host HOST "
+    "--out CHAIN.pem [--days N]\n"
     "\n"
     "PIN sources are file:<absolute path> or env:<VARIABLE>; PINs are never taken as arguments.\n"
     "FILE defaults to $STRONGROOM_KMS_CONFIG, then /etc/strongroom/kms.ini.\n";

@@ -10,6 +10,7 @@
 
 #include "audit_commands.h"
 #include "hsm_commands.h"
+#include "ops_commands.h"
 
 namespace strongroom::kms {
 namespace {
@@ -39,6 +40,27 @@ class Kmsctl : public Poco::Util::Application {
                           .required(false)
                           .repeatable(false)
                           .argument("SRC"));
+    options.addOption(Option("ca-cert", "", "CA certificate (PEM)")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("FILE"));
+    options.addOption(Option("ca-key", "", "CA private key (PEM)")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("FILE"));
+    options.addOption(
+        Option("host", "", "the KMS host name").required(false).repeatable(false).argument("HOST"));
+    options.addOption(
+        Option("out", "", "output file").required(false).repeatable(false).argument("FILE"));
+    options.addOption(
+        Option("days", "", "validity in days").required(false).repeatable(false).argument("N"));
+    for (const char* name : {"url", "ca", "token-file", "file", "operator"}) {
+      options.addOption(Option(name, "", "ops: see kmsctl --help")
+                            .required(false)
+                            .repeatable(false)
+                            .argument("V"));
+    }
+    options.addOption(Option("wait", "", "ops rewrap: follow until done").required(false));
     for (const char* name : {"user", "resource", "from", "to", "limit"}) {
       options.addOption(
           Option(name, "", "audit query filter").required(false).repeatable(false).argument("V"));
@@ -54,6 +76,17 @@ class Kmsctl : public Poco::Util::Application {
     if (name == "label") options_.label = value;
     if (name == "pin-source") options_.pin_source = value;
     if (name == "so-pin-source") options_.so_pin_source = value;
+    if (name == "ca-cert") options_.ca_cert = value;
+    if (name == "ca-key") options_.ca_key = value;
+    if (name == "host") options_.host = value;
+    if (name == "out") options_.out = value;
+    if (name == "days") options_.days = value;
+    if (name == "url") ops_.url = value;
+    if (name == "ca") ops_.ca = value;
+    if (name == "token-file") ops_.token_file = value;
+    if (name == "file") ops_.file = value;
+    if (name == "operator") ops_.operator_name = value;
+    if (name == "wait") ops_.wait = true;
     if (name == "user") audit_.user = value;
     if (name == "resource") audit_.resource = value;
     if (name == "from") audit_.from = value;
@@ -63,20 +96,21 @@ class Kmsctl : public Poco::Util::Application {
 
   int main(const std::vector<std::string>& args) override {
     if (help_ || args.empty()) {
-      std::cout << "usage:\n" << kHsmUsage << kAuditUsage;
+      std::cout << "usage:\n" << kHsmUsage << kAuditUsage << kOpsUsage;
       return help_ ? EXIT_OK : EXIT_USAGE;
     }
     if (options_.config_path.empty()) {
       const char* env = std::getenv("STRONGROOM_KMS_CONFIG");
       options_.config_path = env != nullptr ? env : "/etc/strongroom/kms.ini";
     }
-    if (args[0] != "hsm" && args[0] != "audit") {
+    if (args[0] != "hsm" && args[0] != "audit" && args[0] != "ops") {
       std::cerr << "kmsctl: unknown command '" << args[0] << "' (kmsctl --help lists them)\n";
       return EXIT_USAGE;
     }
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    Status status = args[0] == "hsm" ? RunHsmCommand(rest, options_, std::cout)
-                                     : RunAuditCommand(rest, options_, audit_, std::cout);
+    Status status = args[0] == "hsm"     ? RunHsmCommand(rest, options_, std::cout)
+                    : args[0] == "audit" ? RunAuditCommand(rest, options_, audit_, std::cout)
+                                         : RunOpsCommand(rest, options_, ops_, std::cout);
     if (!status.ok()) {
       std::cerr << "kmsctl: " << status.error().message() << "\n";
       return ExitCodeFor(status.error().code());
@@ -88,6 +122,7 @@ class Kmsctl : public Poco::Util::Application {
   bool help_ = false;
   CtlOptions options_;
   AuditOptions audit_;
+  OpsOptions ops_;
 };
 
 }  // namespace
