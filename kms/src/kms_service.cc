@@ -8,12 +8,22 @@
 #include <Poco/JSON/Parser.h>
 #include <Poco/Timestamp.h>
 #include <Poco/UUIDGenerator.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
+#include <algorithm>
 #include <set>
 #include <sstream>
 
+#include "strongroom/common/rfc3339.h"
+#include "strongroom/common/secret_bytes.h"
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/metrics.h"
+#include "strongroom/kms/org_policy.h"
 
 namespace strongroom::kms {
 namespace {
@@ -167,18 +177,139 @@ Object KeyJson(const KeyRecord& key, const SecretBytes& material) {
   return out;
 }
 
+std::vector<std::uint8_t> StripLeadingZeros(std::span<const std::uint8_t> bytes) {
+  std::size_t i = 0;
+  while (i + 1 < bytes.size() && bytes[i] == 0) ++i;
+  return {bytes.begin() + static_cast<std::ptrdiff_t>(i), bytes.end()};
+}
+
+// The x5c leaf must certify the static key the HSM holds, or clients would pin the wrong key.
+Status CheckCertifiesKey(const std::vector<std::uint8_t>& leaf_der, const hsm::RsaPublicKey& rsa) {
+  const unsigned char* p = leaf_der.data();
+  X509* leaf = d2i_X509(nullptr, &p, static_cast<long>(leaf_der.size()));
+  if (!leaf) return Error(ErrorCode::kInvalidArgument, "the identity chain's leaf is not X.509");
+  EVP_PKEY* key = X509_get0_pubkey(leaf);
+  BIGNUM* n = nullptr;
+  BIGNUM* e = nullptr;
+  bool same = false;
+  if (key && EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
+      EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e) == 1) {
+    std::vector<std::uint8_t> n_bytes(static_cast<std::size_t>(BN_num_bytes(n)));
+    std::vector<std::uint8_t> e_bytes(static_cast<std::size_t>(BN_num_bytes(e)));
+    BN_bn2bin(n, n_bytes.data());
+    BN_bn2bin(e, e_bytes.data());
+    same = n_bytes == StripLeadingZeros(rsa.modulus) &&
+           e_bytes == StripLeadingZeros(rsa.public_exponent);
+  }
+  BN_free(n);
+  BN_free(e);
+  X509_free(leaf);
+  if (!same) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "the identity chain's leaf certifies another key than the HSM's identity key");
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
+// The operation a request names, from its method and (absolute) uri.
+struct KmsService::Route {
+  enum class Op {
+    kPing,
+    kCreateKeys,
+    kRetrieveKey,
+    kBindKey,
+    kCreateResource,
+    kRetrieveResource,
+    kRetrieveResourceKeys,
+    kCreateAuthorizations,
+    kListAuthorizations,
+    kDeleteAuthorization,
+    kDeleteAuthorizationByAuthId,
+    kDeleteEcdhe,
+    kUnknown,
+  };
+  Op op = Op::kUnknown;
+  std::string target;                  // the key, resource, authorization or ecdhe URI
+  std::optional<std::string> auth_id;  // ?authId=<x>
+  const char* metric = "other";
+  bool read_only() const {
+    return op == Op::kRetrieveKey || op == Op::kRetrieveResource ||
+           op == Op::kRetrieveResourceKeys || op == Op::kListAuthorizations;
+  }
+};
+
 struct KmsService::Caller {
-  std::string user;
+  std::string user;   // whose rights apply: the authenticated user, or whom an officer acts for
+  std::string actor;  // the authenticated user
   std::string org;
   std::string client_id;
   std::string request_id;
+  bool on_behalf() const { return user != actor; }
+  std::string Detail(const std::string& more = {}) const {
+    std::string detail = "client " + client_id;
+    if (on_behalf()) detail += ", on behalf of " + user;
+    if (!more.empty()) detail += ", " + more;
+    return detail;
+  }
 };
 
+namespace {
+
+bool ValidId(std::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+  });
+}
+
+// kms://<host>/<collection>/<id>[/<sub>][?authId=<x>] → its parts; false if malformed.
+struct UriParts {
+  std::string collection, id, sub;
+  std::optional<std::string> auth_id;
+  bool has_query = false;
+};
+
+std::optional<UriParts> SplitUri(const std::string& uri, const std::string& cluster) {
+  if (uri.rfind(cluster + "/", 0) != 0) return std::nullopt;
+  std::string path = uri.substr(cluster.size() + 1);
+  UriParts parts;
+  if (std::size_t q = path.find('?'); q != std::string::npos) {
+    const std::string query = path.substr(q + 1);
+    path.resize(q);
+    parts.has_query = true;
+    if (query.rfind("authId=", 0) != 0 || query.size() == 7 || query.size() > 1031) {
+      return std::nullopt;
+    }
+    parts.auth_id = query.substr(7);
+  }
+  std::size_t slash = path.find('/');
+  parts.collection = path.substr(0, slash);
+  if (slash != std::string::npos) {
+    std::string rest = path.substr(slash + 1);
+    std::size_t next = rest.find('/');
+    parts.id = rest.substr(0, next);
+    if (next != std::string::npos) parts.sub = rest.substr(next + 1);
+    if (!ValidId(parts.id)) return std::nullopt;
+    if (parts.sub.find('/') != std::string::npos) return std::nullopt;
+  }
+  return parts;
+}
+
+bool IsResourceUri(const std::string& uri, const std::string& cluster) {
+  std::optional<UriParts> parts = SplitUri(uri, cluster);
+  return parts && parts->collection == "resources" && !parts->id.empty() && parts->sub.empty() &&
+         !parts->has_query;
+}
+
+constexpr const char* kRoles[] = {"participant", "cloudAgent", "orgAgent"};
+
+}  // namespace
+
 Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm::KeyVault& vault,
-                                                    Database& db, JwtVerifier verifier,
-                                                    Clock clock) {
+                                                    Database& db, JwtVerifier verifier, Clock clock,
+                                                    KmsServiceHooks hooks) {
   if (config.host.empty() || config.host.find_first_of("/?# ") != std::string::npos) {
     return Error(ErrorCode::kInvalidArgument, "the KMS host name is empty or malformed");
   }
@@ -186,17 +317,22 @@ Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm
   hsm::Token& identity = *vault.tokens().front();
   SR_RETURN_IF_ERROR(identity.CheckIdentityMechanisms());
   SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey rsa, identity.IdentityPublicKey(config.identity_key));
+  if (!config.identity_chain.empty()) {
+    SR_RETURN_IF_ERROR(CheckCertifiesKey(config.identity_chain.front(), rsa));
+  }
   const std::string cluster = "kms://" + config.host;
-  SR_ASSIGN_OR_RETURN(jose::PublicJwk jwk,
-                      jose::PublicJwk::FromRsa(rsa.modulus, rsa.public_exponent, cluster));
+  SR_ASSIGN_OR_RETURN(
+      jose::PublicJwk jwk,
+      jose::PublicJwk::FromRsa(rsa.modulus, rsa.public_exponent, cluster, config.identity_chain));
   if (!clock) clock = SystemMillis;
   return std::unique_ptr<KmsService>(new KmsService(std::move(config), vault, identity, db,
-                                                    std::move(verifier), std::move(clock),
+                                                    std::move(verifier), std::move(clock), hooks,
                                                     std::move(jwk)));
 }
 
 KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token& identity,
-                       Database& db, JwtVerifier verifier, Clock clock, jose::PublicJwk public_key)
+                       Database& db, JwtVerifier verifier, Clock clock, KmsServiceHooks hooks,
+                       jose::PublicJwk public_key)
     : config_(std::move(config)),
       cluster_("kms://" + config_.host),
       vault_(vault),
@@ -204,6 +340,7 @@ KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token
       db_(db),
       verifier_(std::move(verifier)),
       clock_(std::move(clock)),
+      hooks_(hooks),
       public_key_(std::move(public_key)) {
   Object info;
   info.set("kmsCluster", cluster_);
@@ -216,23 +353,34 @@ KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token
 }
 
 KmsReply KmsService::Handle(std::string_view message) {
+  const auto started = std::chrono::steady_clock::now();
+  std::string operation = "unsealed";
+  KmsReply reply;
   try {
     if (message.empty() || message.size() > kMaxKmsMessageBytes) {
-      return PlainError(413, "message_size", "a KMS message is 1 byte to 256 KiB");
+      reply = PlainError(413, "message_size", "a KMS message is 1 byte to 256 KiB");
+    } else if (Result<jose::JoseHeader> header = jose::PeekHeader(message);
+               !header.ok() || header->part_count != 5) {
+      reply = PlainError(400, "not_jwe", "a KMS message is a compact JWE");
+    } else if (header->alg == "RSA-OAEP") {
+      operation = "create_ecdhe";
+      reply = HandleEcdheCreate(message, &operation);
+    } else if (header->alg == "dir" && header->kid) {
+      reply = HandleSealed(message, *header->kid, &operation);
+    } else {
+      reply = PlainError(400, "algorithm", "a KMS message is RSA-OAEP (create /ecdhe) or dir");
     }
-    Result<jose::JoseHeader> header = jose::PeekHeader(message);
-    if (!header.ok() || header->part_count != 5) {
-      return PlainError(400, "not_jwe", "a KMS message is a compact JWE");
-    }
-    if (header->alg == "RSA-OAEP") return HandleEcdheCreate(message);
-    if (header->alg == "dir" && header->kid) return HandleSealed(message, *header->kid);
-    return PlainError(400, "algorithm", "a KMS message is RSA-OAEP (create /ecdhe) or dir");
   } catch (const std::exception&) {
-    return PlainError(500, "internal", "the KMS failed to process the message");
+    reply = PlainError(500, "internal", "the KMS failed to process the message");
   }
+  if (hooks_.metrics) {
+    hooks_.metrics->RecordRequest(operation, reply.http_status,
+                                  std::chrono::steady_clock::now() - started);
+  }
+  return reply;
 }
 
-KmsReply KmsService::HandleEcdheCreate(std::string_view message) {
+KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* operation) {
   Result<jose::DecryptedJwe> opened =
       jose::DecryptRsaOaepJwe(message, [&](std::span<const std::uint8_t> encrypted_key) {
         return identity_.DecryptRsaOaep(config_.identity_key, encrypted_key);
@@ -241,10 +389,14 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message) {
     if (opened.error().code() == ErrorCode::kUnavailable) {
       return PlainError(503, "hsm_unavailable", "the KMS's HSM is unavailable; retry later");
     }
+    *operation = "unsealed";
     return PlainError(400, "undecryptable", "the message could not be decrypted");
   }
-  // From here on the answer is signed, so the client can trust even a refusal.
-  auto sign = [&](const Object& answer, int http_status) -> KmsReply {
+  // From here on the answer is signed, so the client can trust even a refusal. The HTTP status
+  // stays 200: the protocol status is inside.
+  int protocol_status = 0;
+  auto sign = [&](const Object& answer) -> KmsReply {
+    protocol_status = answer.getValue<int>("status");
     Object header;
     header.set("alg", "PS256");
     header.set("kid", cluster_);
@@ -255,45 +407,45 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message) {
           return identity_.SignPs256(config_.identity_key, input);
         });
     if (!jws.ok()) return PlainError(503, "hsm_unavailable", "the KMS could not sign its answer");
-    return {http_status, kJose, *jws};
+    return {200, kJose, *jws};
   };
   Result<Request> request = ParseRequest(opened->plaintext, cluster_);
-  if (!request.ok()) return sign(Answer(400, "", request.error().message()), 200);
+  if (!request.ok()) return sign(Answer(400, "", request.error().message()));
   const Request& r = *request;
   if (r.method != "create" || r.uri != cluster_ + "/ecdhe") {
-    return sign(Answer(400, r.request_id, "an RSA-OAEP message must be create /ecdhe"), 200);
+    return sign(Answer(400, r.request_id, "an RSA-OAEP message must be create /ecdhe"));
   }
   Result<VerifiedJwt> user = verifier_.Verify(r.bearer);
-  if (!user.ok()) return sign(Answer(401, r.request_id, "user authentication failed"), 200);
+  if (!user.ok()) return sign(Answer(401, r.request_id, "user authentication failed"));
   Object::Ptr jwk_json = r.json->getObject("jwk");
-  if (!jwk_json) return sign(Answer(400, r.request_id, "missing jwk"), 200);
+  if (!jwk_json) return sign(Answer(400, r.request_id, "missing jwk"));
   Result<jose::PublicJwk> theirs = jose::PublicJwk::Parse(ToJson(*jwk_json));
   if (!theirs.ok() || theirs->type() != jose::PublicJwk::Type::kEcP256) {
-    return sign(Answer(400, r.request_id, "jwk must be an EC P-256 public key"), 200);
+    return sign(Answer(400, r.request_id, "jwk must be an EC P-256 public key"));
   }
   Result<jose::EcKeyPair> mine = jose::EcKeyPair::Generate();
-  if (!mine.ok()) return sign(Answer(500, r.request_id, "internal error"), 200);
+  if (!mine.ok()) return sign(Answer(500, r.request_id, "internal error"));
   Result<SecretBytes> shared = jose::DeriveEphemeralKey(*mine, *theirs);
-  if (!shared.ok()) return sign(Answer(400, r.request_id, "ECDH with the jwk failed"), 200);
+  if (!shared.ok()) return sign(Answer(400, r.request_id, "ECDH with the jwk failed"));
 
   EphemeralKeyRecord record;
-  record.uri =
-      cluster_ + "/ecdhe/" + Poco::UUIDGenerator::defaultGenerator().createRandom().toString();
+  record.uri = NewUri(cluster_, "ecdhe");
   record.org = user->org();
   record.user_id = user->subject();
   record.client_id = r.client_id;
   record.created_ms = clock_();
-  record.expires_ms = record.created_ms + config_.ephemeral_lifetime.count() * 1000;
   Result<hsm::WrapResult> wrapped = vault_.Wrap({record.org, record.uri}, shared->view());
   if (!wrapped.ok()) {
     return sign(Answer(StatusFor(wrapped.error().code()), r.request_id,
-                       "the KMS could not protect the ephemeral key"),
-                200);
+                       "the KMS could not protect the ephemeral key"));
   }
   record.blobs = wrapped->blobs;
-  Status stored = db_.InTransaction(
-      [&](Poco::Data::Session& s) { return KmsStore::InsertEphemeralKey(s, record); });
-  if (!stored.ok()) return sign(Answer(503, r.request_id, "the KMS database is unavailable"), 200);
+  Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, record.org));
+    record.expires_ms = record.created_ms + policy.ephemeral_lifetime_s * 1000;
+    return KmsStore::InsertEphemeralKey(s, record);
+  });
+  if (!stored.ok()) return sign(Answer(503, r.request_id, "the KMS database is unavailable"));
 
   Object key;
   key.set("uri", record.uri);
@@ -306,10 +458,21 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message) {
   key.set("expirationDate", Rfc3339(record.expires_ms));
   Object answer = Answer(201, r.request_id);
   answer.set("key", key);
-  return sign(answer, 200);
+  return sign(answer);
 }
 
-KmsReply KmsService::HandleSealed(std::string_view message, const std::string& kid) {
+Result<SecretBytes> KmsService::UnwrapCached(const std::string& org, const std::string& uri,
+                                             const std::vector<hsm::TokenBlob>& blobs) {
+  if (hooks_.key_cache) {
+    if (std::optional<SecretBytes> hit = hooks_.key_cache->Get(uri)) return std::move(*hit);
+  }
+  SR_ASSIGN_OR_RETURN(SecretBytes key, vault_.Unwrap({org, uri}, blobs));
+  if (hooks_.key_cache) hooks_.key_cache->Put(uri, key.view());
+  return key;
+}
+
+KmsReply KmsService::HandleSealed(std::string_view message, const std::string& kid,
+                                  std::string* operation) {
   Result<std::optional<EphemeralKeyRecord>> found = std::optional<EphemeralKeyRecord>();
   Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
     found = KmsStore::FindEphemeralKey(s, kid);
@@ -322,7 +485,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   if (clock_() >= ephemeral.expires_ms) {
     return PlainError(401, "expired_kid", "the ephemeral key has expired");
   }
-  Result<SecretBytes> channel_key = vault_.Unwrap({ephemeral.org, ephemeral.uri}, ephemeral.blobs);
+  Result<SecretBytes> channel_key = UnwrapCached(ephemeral.org, ephemeral.uri, ephemeral.blobs);
   if (!channel_key.ok()) {
     return PlainError(StatusFor(channel_key.error().code()), "hsm",
                       "the KMS could not open the ephemeral key");
@@ -331,14 +494,17 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
       message, [&](const jose::JoseHeader&) { return SecretBytes(channel_key->view()); });
   if (!opened.ok()) return PlainError(400, "undecryptable", "the message could not be decrypted");
 
+  // Sealed answers travel with HTTP 200; the protocol status is inside.
   auto seal = [&](const Object& answer) -> KmsReply {
     std::string payload = ToJson(answer);
     Result<std::string> jwe =
         jose::EncryptDir(channel_key->view(), ephemeral.uri,
                          {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()});
+    ZeroizeString(payload);
     if (!jwe.ok()) return PlainError(500, "internal", "the KMS could not seal its answer");
     return {200, kJose, *jwe};
   };
+  *operation = "other";
   Result<Request> request = ParseRequest(opened->plaintext, cluster_);
   if (!request.ok()) return seal(Answer(400, "", request.error().message()));
   const Request& r = *request;
@@ -347,50 +513,140 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   if (user->subject() != ephemeral.user_id || user->org() != ephemeral.org) {
     return seal(Answer(403, r.request_id, "the ephemeral key belongs to another user"));
   }
-  if (r.method == "update" && r.uri == cluster_ + "/ping") return seal(Answer(200, r.request_id));
-  const Caller caller{user->subject(), user->org(), r.client_id, r.request_id};
-  if (r.method == "create" && r.uri == cluster_ + "/keys") {
-    return seal(CreateKeys(caller, *r.json));
+
+  // What the request names.
+  Route route;
+  std::optional<UriParts> parts = SplitUri(r.uri, cluster_);
+  if (parts && !parts->has_query) {
+    const std::string& m = r.method;
+    const std::string& c = parts->collection;
+    const bool item = !parts->id.empty() && parts->sub.empty();
+    const bool top = parts->id.empty();
+    using Op = Route::Op;
+    if (m == "update" && c == "ping" && top) route = {Op::kPing, "", {}, "ping"};
+    if (m == "create" && c == "keys" && top) route = {Op::kCreateKeys, "", {}, "create_keys"};
+    if (m == "retrieve" && c == "keys" && item)
+      route = {Op::kRetrieveKey, r.uri, {}, "retrieve_key"};
+    if (m == "update" && c == "keys" && item) route = {Op::kBindKey, r.uri, {}, "update_key"};
+    if (m == "create" && c == "resources" && top) {
+      route = {Op::kCreateResource, "", {}, "create_resource"};
+    }
+    if (m == "retrieve" && c == "resources" && item) {
+      route = {Op::kRetrieveResource, r.uri, {}, "retrieve_resource"};
+    }
+    const std::string resource = cluster_ + "/resources/" + parts->id;
+    if (m == "retrieve" && c == "resources" && parts->sub == "keys") {
+      route = {Op::kRetrieveResourceKeys, resource, {}, "retrieve_keys"};
+    }
+    if (m == "retrieve" && c == "resources" && parts->sub == "authorizations") {
+      route = {Op::kListAuthorizations, resource, {}, "retrieve_authorizations"};
+    }
+    if (m == "create" && c == "authorizations" && top) {
+      route = {Op::kCreateAuthorizations, "", {}, "create_authorizations"};
+    }
+    if (m == "delete" && c == "authorizations" && item) {
+      route = {Op::kDeleteAuthorization, r.uri, {}, "delete_authorization"};
+    }
+    if (m == "delete" && c == "ecdhe" && item)
+      route = {Op::kDeleteEcdhe, r.uri, {}, "delete_ecdhe"};
+  } else if (parts && parts->collection == "resources" && !parts->id.empty()) {
+    const std::string resource = cluster_ + "/resources/" + parts->id;
+    if (parts->sub == "authorizations" && r.method == "retrieve") {
+      route = {Route::Op::kListAuthorizations, resource, parts->auth_id, "retrieve_authorizations"};
+    }
+    if (parts->sub == "authorizations" && r.method == "delete") {
+      route = {Route::Op::kDeleteAuthorizationByAuthId, resource, parts->auth_id,
+               "delete_authorization"};
+    }
   }
-  if (r.method == "retrieve" && r.uri.rfind(cluster_ + "/keys/", 0) == 0) {
-    return seal(RetrieveKey(caller, r.uri));
+  *operation = route.metric;
+  if (route.op == Route::Op::kUnknown) {
+    return seal(Answer(404, r.request_id, "unknown method or uri"));
   }
-  if (r.method == "create" && r.uri == cluster_ + "/resources") {
-    return seal(CreateResource(caller, *r.json));
+
+  Caller caller{user->subject(), user->subject(), user->org(), r.client_id, r.request_id};
+  // Compliance: {credential: {onBehalfOf: <user>, userId: <user>, bearer: <officer's token>}}.
+  Object::Ptr credential = r.json->getObject("client")->getObject("credential");
+  if (credential && credential->has("onBehalfOf")) {
+    const Poco::Dynamic::Var target = credential->get("onBehalfOf");
+    const std::string target_user = target.isString() ? target.convert<std::string>() : "";
+    if (target_user.empty() || target_user.size() > 256 ||
+        (credential->has("userId") && credential->get("userId").toString() != target_user)) {
+      return seal(Answer(400, r.request_id, "onBehalfOf must name one user (and match userId)"));
+    }
+    Result<OrgPolicy> policy = OrgPolicy{};
+    Status read_policy = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+      policy = PolicyStore::Get(s, caller.org);
+      return policy.ok() ? OkStatus() : policy.error();
+    });
+    if (!read_policy.ok())
+      return seal(Answer(503, r.request_id, "the KMS database is unavailable"));
+    caller.user = target_user;
+    if (!policy->IsComplianceOfficer(caller.actor) || !route.read_only()) {
+      Audit(caller, "compliance.retrieve", route.target, "", "denied",
+            route.read_only() ? "not a compliance officer" : "only retrievals on behalf");
+      return seal(Answer(403, r.request_id,
+                         "onBehalfOf is for the organization's compliance officers, and "
+                         "only for retrievals"));
+    }
   }
-  if (r.method == "create" && r.uri == cluster_ + "/authorizations") {
-    return seal(CreateAuthorizations(caller, *r.json));
-  }
-  if (r.method == "retrieve" && r.uri.rfind(cluster_ + "/resources/", 0) == 0 &&
-      r.uri.find("/authorizations") != std::string::npos) {
-    return seal(ListAuthorizations(caller, r.uri));
-  }
-  if (r.method == "delete" && r.uri.rfind(cluster_ + "/authorizations/", 0) == 0) {
-    return seal(DeleteAuthorization(caller, r.uri));
-  }
-  if (r.method == "delete" && r.uri.rfind(cluster_ + "/ecdhe/", 0) == 0) {
-    if (r.uri != ephemeral.uri) {
+
+  if (route.op == Route::Op::kPing) return seal(Answer(200, r.request_id));
+  if (route.op == Route::Op::kDeleteEcdhe) {
+    if (route.target != ephemeral.uri) {
       return seal(Answer(403, r.request_id, "only the channel's own ephemeral key can be deleted"));
     }
     Status deleted = db_.InTransaction(
         [&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, ephemeral.uri); });
     if (!deleted.ok()) return seal(Answer(StatusFor(deleted.error().code()), r.request_id));
+    if (hooks_.key_cache) hooks_.key_cache->Erase(ephemeral.uri);
     return seal(Answer(204, r.request_id));
   }
-  return seal(Answer(404, r.request_id, "unknown method or uri"));
+  return seal(Dispatch(caller, route, *r.json));
+}
+
+Object KmsService::Dispatch(const Caller& caller, const Route& route, const Object& request) {
+  using Op = Route::Op;
+  switch (route.op) {
+    case Op::kCreateKeys:
+      return CreateKeys(caller, request);
+    case Op::kRetrieveKey:
+      return RetrieveKey(caller, route.target);
+    case Op::kBindKey:
+      return BindKey(caller, route.target, request);
+    case Op::kCreateResource:
+      return CreateResource(caller, request);
+    case Op::kRetrieveResource:
+      return RetrieveResource(caller, route.target);
+    case Op::kRetrieveResourceKeys:
+      return RetrieveResourceKeys(caller, route.target, request);
+    case Op::kCreateAuthorizations:
+      return CreateAuthorizations(caller, request);
+    case Op::kListAuthorizations:
+      return ListAuthorizations(caller, route.target, route.auth_id);
+    case Op::kDeleteAuthorization:
+      return DeleteAuthorization(caller, route.target, std::nullopt);
+    case Op::kDeleteAuthorizationByAuthId:
+      if (!route.auth_id) {
+        return Answer(400, caller.request_id, "delete by resource needs ?authId=<id>");
+      }
+      return DeleteAuthorization(caller, route.target, route.auth_id);
+    default:
+      return Answer(404, caller.request_id, "unknown method or uri");
+  }
 }
 
 void KmsService::Audit(const Caller& caller, std::string action, std::string resource,
-                       std::string key, std::string outcome) {
+                       std::string key, std::string outcome, std::string detail) {
   AuditRecord record{0,
                      clock_(),
                      caller.org,
-                     caller.user,
+                     caller.actor,
                      std::move(action),
                      std::move(resource),
                      std::move(key),
                      std::move(outcome),
-                     "client " + caller.client_id};
+                     caller.Detail(detail)};
   // A refusal changes nothing else, so its record is a transaction of its own.
   (void)db_.InTransaction([&](Poco::Data::Session& s) { return AuditLog::Append(s, record); });
 }
@@ -403,6 +659,12 @@ Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
   if (count < 1 || count > static_cast<long long>(kMaxKeysPerRequest)) {
     return Answer(400, caller.request_id, "count must be 1 to 100");
   }
+  Result<OrgPolicy> policy = OrgPolicy{};
+  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    policy = PolicyStore::Get(s, caller.org);
+    return policy.ok() ? OkStatus() : policy.error();
+  });
+  if (!read.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
   const std::int64_t now_ms = clock_();
   std::vector<KeyRecord> keys;
   std::vector<SecretBytes> material;
@@ -413,7 +675,7 @@ Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
     key.creator = caller.user;
     key.client_id = caller.client_id;
     key.created_ms = now_ms;
-    key.bind_deadline_ms = now_ms + config_.bind_deadline.count() * 1000;
+    key.bind_deadline_ms = now_ms + policy->bind_deadline_s * 1000;
     material.push_back(SecretBytes::Random(hsm::kWrappedKeyPlainSize));
     Result<hsm::WrapResult> wrapped = vault_.Wrap({key.org, key.uri}, material.back().view());
     if (!wrapped.ok()) {
@@ -425,10 +687,9 @@ Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
   }
   Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
     SR_RETURN_IF_ERROR(KmsStore::InsertKeys(s, keys));
-    AuditRecord record{
-        0,           now_ms,       caller.org,
-        caller.user, "key.create", "",
-        "",          "ok",         std::to_string(count) + " keys, client " + caller.client_id};
+    AuditRecord record{0,           now_ms,       caller.org,
+                       caller.user, "key.create", "",
+                       "",          "ok",         caller.Detail(std::to_string(count) + " keys")};
     return AuditLog::Append(s, record);
   });
   if (!stored.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
@@ -444,55 +705,133 @@ Object KmsService::RetrieveKey(const Caller& caller, const std::string& uri) {
   std::optional<std::string> role;
   Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
     SR_ASSIGN_OR_RETURN(key, KmsStore::FindKey(s, uri));
-    if (key && key->resource_uri) {
+    if (key && key->resource_uri && key->org == caller.org) {
       SR_ASSIGN_OR_RETURN(role, KmsStore::RoleOf(s, *key->resource_uri, caller.user));
     }
     return OkStatus();
   });
   if (!read.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
-  const bool allowed = key && key->org == caller.org &&
-                       (key->resource_uri ? role.has_value() : key->creator == caller.user);
+  // An unbound key goes to its creator only, never on behalf of someone.
+  const bool allowed =
+      key && key->org == caller.org &&
+      (key->resource_uri ? role.has_value() : key->creator == caller.user && !caller.on_behalf());
   if (!allowed) {
     // Unknown and forbidden look the same to the caller; the audit log tells them apart.
     Audit(caller, "key.retrieve", key && key->resource_uri ? *key->resource_uri : "", uri,
           key ? "denied" : "not found");
     return Answer(403, caller.request_id, "not authorized for this key");
   }
-  Result<SecretBytes> material = vault_.Unwrap({key->org, key->uri}, key->blobs);
+  Result<SecretBytes> material = UnwrapCached(key->org, key->uri, key->blobs);
   if (!material.ok()) {
     Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri,
           "failed: " + std::string(ErrorCodeName(material.error().code())));
     return Answer(StatusFor(material.error().code()), caller.request_id,
                   "the KMS could not open the key");
   }
-  Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri, "ok");
+  Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri, "ok",
+        role ? "as " + *role : "");
   Object answer = Answer(200, caller.request_id);
   answer.set("key", KeyJson(*key, *material));
+  return answer;
+}
+
+Object KmsService::BindKey(const Caller& caller, const std::string& uri, const Object& request) {
+  if (!request.has("resourceUri") || !request.get("resourceUri").isString()) {
+    return Answer(400, caller.request_id, "binding a key needs resourceUri");
+  }
+  std::string resource = request.getValue<std::string>("resourceUri");
+  if (!resource.empty() && resource.front() == '/') resource = cluster_ + resource;
+  if (!IsResourceUri(resource, cluster_)) {
+    return Answer(400, caller.request_id, "resourceUri is not a resource of this KMS");
+  }
+  const std::int64_t now_ms = clock_();
+  KeyRecord bound;
+  Status done = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(std::optional<KeyRecord> key, KmsStore::FindKey(s, uri));
+    SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> found, KmsStore::FindResource(s, resource));
+    std::optional<std::string> role;
+    if (found && found->org == caller.org) {
+      SR_ASSIGN_OR_RETURN(role, KmsStore::RoleOf(s, resource, caller.user));
+    }
+    if (!key || key->org != caller.org || key->creator != caller.user) {
+      return Error(ErrorCode::kPermissionDenied, "the key is not the caller's");
+    }
+    if (!found || role != "participant") {
+      return Error(ErrorCode::kPermissionDenied, "the caller is not a participant of the resource");
+    }
+    if (key->resource_uri) return Error(ErrorCode::kFailedPrecondition, "the key is bound already");
+    if (now_ms >= key->bind_deadline_ms) {
+      return Error(ErrorCode::kFailedPrecondition, "the key passed its bind deadline");
+    }
+    SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, caller.org));
+    const std::int64_t stop_ms = now_ms + policy.encrypt_lifetime_s * 1000;
+    SR_RETURN_IF_ERROR(KmsStore::BindKey(s, uri, resource, now_ms, stop_ms));
+    bound = std::move(*key);
+    bound.resource_uri = resource;
+    bound.bound_ms = now_ms;
+    bound.stop_encrypt_ms = stop_ms;
+    AuditRecord record{0,        now_ms, caller.org, caller.user,    "key.bind",
+                       resource, uri,    "ok",       caller.Detail()};
+    return AuditLog::Append(s, record);
+  });
+  if (!done.ok()) {
+    Audit(caller, "key.bind", resource, uri, "refused: " + done.error().message());
+    return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
+  }
+  Result<SecretBytes> material = UnwrapCached(bound.org, bound.uri, bound.blobs);
+  if (!material.ok()) {
+    return Answer(StatusFor(material.error().code()), caller.request_id,
+                  "the key is bound, but the KMS could not open it now; retrieve it later");
+  }
+  Object answer = Answer(200, caller.request_id);
+  answer.set("key", KeyJson(bound, *material));
   return answer;
 }
 
 Object KmsService::CreateResource(const Caller& caller, const Object& request) {
   std::optional<std::vector<std::string>> auth_ids =
       StringArray(request, "authIds", kMaxIdsPerRequest);
+  // The Webex SDK sends userIds; the draft says authIds.
+  if (auth_ids && auth_ids->empty() && request.has("userIds")) {
+    auth_ids = StringArray(request, "userIds", kMaxIdsPerRequest);
+  }
   std::optional<std::vector<std::string>> key_uris =
       StringArray(request, "keyUris", kMaxIdsPerRequest);
   if (!auth_ids || !key_uris) {
     return Answer(400, caller.request_id,
                   "authIds and keyUris must be arrays of at most 1000 non-empty strings");
   }
+  for (std::string& key_uri : *key_uris) {
+    if (key_uri.front() == '/') key_uri = cluster_ + key_uri;
+  }
   const std::int64_t now_ms = clock_();
   ResourceRecord resource{NewUri(cluster_, "resources"), caller.org, caller.user, now_ms, {}};
   std::vector<AuthorizationRecord> authorizations;
   std::set<std::string> seen;
-  seen.insert(caller.user);
-  authorizations.push_back({NewUri(cluster_, "authorizations"), resource.uri, caller.user,
-                            "participant", caller.user, now_ms});
-  for (const std::string& who : *auth_ids) {
-    if (!seen.insert(who).second) continue;
-    authorizations.push_back({NewUri(cluster_, "authorizations"), resource.uri, who, "participant",
-                              caller.user, now_ms});
+  auto authorize = [&](const std::string& who, const char* role) {
+    if (!seen.insert(who).second) return;
+    authorizations.push_back(
+        {NewUri(cluster_, "authorizations"), resource.uri, who, role, caller.user, now_ms});
+  };
+  authorize(caller.user, "participant");
+  for (std::string& who : *auth_ids) {
+    if (who.front() == '/') who = cluster_ + who;
+    authorize(who, "participant");
   }
+  std::vector<KeyRecord> bound;
   Status created = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, caller.org));
+    if (policy.indexer && policy.indexer_cloud_agent) authorize(*policy.indexer, "cloudAgent");
+    for (const AuthorizationRecord& a : authorizations) {
+      if (a.auth_id.rfind("kms://", 0) != 0) continue;
+      // A resource as authId: its members become members. It must be a resource of this org.
+      SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> other,
+                          KmsStore::FindResource(s, a.auth_id));
+      if (!other || other->org != caller.org) {
+        return Error(ErrorCode::kInvalidArgument,
+                     "authId " + a.auth_id + " is not a resource of this organization");
+      }
+    }
     SR_RETURN_IF_ERROR(KmsStore::InsertResource(s, resource));
     SR_RETURN_IF_ERROR(KmsStore::InsertAuthorizations(s, authorizations));
     for (const std::string& key_uri : *key_uris) {
@@ -507,8 +846,8 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
         return Error(ErrorCode::kFailedPrecondition,
                      "key " + key_uri + " passed its bind deadline");
       }
-      SR_RETURN_IF_ERROR(KmsStore::BindKey(s, key_uri, resource.uri, now_ms,
-                                           now_ms + config_.encrypt_lifetime.count() * 1000));
+      const std::int64_t stop_ms = now_ms + policy.encrypt_lifetime_s * 1000;
+      SR_RETURN_IF_ERROR(KmsStore::BindKey(s, key_uri, resource.uri, now_ms, stop_ms));
     }
     AuditRecord record{0,
                        now_ms,
@@ -518,21 +857,22 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
                        resource.uri,
                        "",
                        "ok",
-                       std::to_string(authorizations.size()) + " authorizations, " +
-                           std::to_string(key_uris->size()) + " keys bound"};
+                       caller.Detail(std::to_string(authorizations.size()) + " authorizations, " +
+                                     std::to_string(key_uris->size()) + " keys bound")};
     return AuditLog::Append(s, record);
   });
   if (!created.ok()) {
     Audit(caller, "resource.create", "", "", "refused: " + created.error().message());
     return Answer(StatusFor(created.error().code()), caller.request_id, created.error().message());
   }
-  Poco::JSON::Array authorization_uris, bound;
+  Poco::JSON::Array authorization_uris, bound_uris;
   for (const AuthorizationRecord& a : authorizations) authorization_uris.add(a.uri);
-  for (const std::string& key_uri : *key_uris) bound.add(key_uri);
+  for (const std::string& key_uri : *key_uris) bound_uris.add(key_uri);
   Object out;
   out.set("uri", resource.uri);
+  out.set("createDate", Rfc3339(resource.created_ms));
   out.set("authorizationUris", authorization_uris);
-  out.set("keyUris", bound);
+  out.set("keyUris", bound_uris);
   Object answer = Answer(201, caller.request_id);
   answer.set("resource", out);
   return answer;
@@ -550,29 +890,146 @@ Object AuthorizationJson(const AuthorizationRecord& a) {
   return out;
 }
 
+// The caller's role on a resource of its own organization, or nullopt.
+Result<std::optional<std::string>> RoleOn(Poco::Data::Session& s, const std::string& resource,
+                                          const std::string& org, const std::string& user,
+                                          std::optional<ResourceRecord>* found = nullptr) {
+  SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> record, KmsStore::FindResource(s, resource));
+  if (found) *found = record;
+  if (!record || record->org != org) return std::optional<std::string>();
+  return KmsStore::RoleOf(s, resource, user);
+}
+
 }  // namespace
+
+Object KmsService::RetrieveResource(const Caller& caller, const std::string& resource) {
+  std::optional<ResourceRecord> found;
+  std::vector<AuthorizationRecord> authorizations;
+  std::vector<KeyRecord> keys;
+  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(std::optional<std::string> role,
+                        RoleOn(s, resource, caller.org, caller.user, &found));
+    if (!role) return Error(ErrorCode::kPermissionDenied, "not authorized on this resource");
+    SR_ASSIGN_OR_RETURN(authorizations, KmsStore::Authorizations(s, resource));
+    KeyQuery all;
+    all.count = kMaxKeysPerRetrieval;
+    SR_ASSIGN_OR_RETURN(keys, KmsStore::KeysOfResource(s, resource, all));
+    return OkStatus();
+  });
+  if (!read.ok()) {
+    if (read.error().code() == ErrorCode::kPermissionDenied) {
+      Audit(caller, "resource.retrieve", resource, "", "denied");
+    }
+    return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
+  }
+  Poco::JSON::Array authorization_json, key_uris;
+  for (const AuthorizationRecord& a : authorizations) authorization_json.add(AuthorizationJson(a));
+  for (const KeyRecord& k : keys) key_uris.add(k.uri);
+  Object out;
+  out.set("uri", found->uri);
+  out.set("createDate", Rfc3339(found->created_ms));
+  out.set("authorizations", authorization_json);
+  out.set("keyUris", key_uris);
+  Object answer = Answer(200, caller.request_id);
+  answer.set("resource", out);
+  return answer;
+}
+
+Object KmsService::RetrieveResourceKeys(const Caller& caller, const std::string& resource,
+                                        const Object& request) {
+  KeyQuery query;
+  for (const char* name : {"boundAfter", "boundBefore"}) {
+    if (!request.has(name)) continue;
+    std::optional<std::int64_t> ms;
+    if (request.get(name).isString()) ms = ParseRfc3339Ms(request.getValue<std::string>(name));
+    if (!ms) return Answer(400, caller.request_id, std::string(name) + " must be RFC 3339");
+    (std::string_view(name) == "boundAfter" ? query.bound_after_ms : query.bound_before_ms) = ms;
+  }
+  if (request.has("count")) {
+    const long long count =
+        request.get("count").isInteger() ? request.getValue<long long>("count") : 0;
+    if (count < 1 || count > static_cast<long long>(kMaxKeysPerRetrieval)) {
+      return Answer(400, caller.request_id, "count must be 1 to 1000");
+    }
+    query.count = static_cast<std::size_t>(count);
+  }
+  std::vector<KeyRecord> keys;
+  std::optional<std::string> role;
+  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(role, RoleOn(s, resource, caller.org, caller.user));
+    if (!role) return Error(ErrorCode::kPermissionDenied, "not authorized on this resource");
+    SR_ASSIGN_OR_RETURN(keys, KmsStore::KeysOfResource(s, resource, query));
+    return OkStatus();
+  });
+  if (!read.ok()) {
+    if (read.error().code() == ErrorCode::kPermissionDenied) {
+      Audit(caller, "key.retrieve", resource, "", "denied");
+    }
+    return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
+  }
+  Poco::JSON::Array out;
+  for (const KeyRecord& key : keys) {
+    Result<SecretBytes> material = UnwrapCached(key.org, key.uri, key.blobs);
+    if (!material.ok()) {
+      Audit(caller, "key.retrieve", resource, key.uri,
+            "failed: " + std::string(ErrorCodeName(material.error().code())));
+      return Answer(StatusFor(material.error().code()), caller.request_id,
+                    "the KMS could not open a key");
+    }
+    out.add(KeyJson(key, *material));
+  }
+  Audit(caller, "key.retrieve", resource, "", "ok",
+        std::to_string(keys.size()) + " keys as " + *role);
+  Object answer = Answer(200, caller.request_id);
+  answer.set("keys", out);
+  return answer;
+}
 
 Object KmsService::CreateAuthorizations(const Caller& caller, const Object& request) {
   std::optional<std::vector<std::string>> auth_ids =
       StringArray(request, "authIds", kMaxIdsPerRequest);
+  if (auth_ids && auth_ids->empty() && request.has("userIds")) {
+    auth_ids = StringArray(request, "userIds", kMaxIdsPerRequest);
+  }
   if (!request.has("resourceUri") || !request.get("resourceUri").isString() || !auth_ids ||
       auth_ids->empty()) {
     return Answer(400, caller.request_id, "resourceUri and 1 to 1000 authIds are required");
   }
+  std::string role = "participant";
+  if (request.has("roleUri")) {
+    role = request.get("roleUri").isString() ? request.getValue<std::string>("roleUri") : "";
+    if (std::find(std::begin(kRoles), std::end(kRoles), role) == std::end(kRoles)) {
+      return Answer(400, caller.request_id, "roleUri must be participant, cloudAgent or orgAgent");
+    }
+  }
   std::string resource = request.getValue<std::string>("resourceUri");
-  if (resource.front() == '/') resource = cluster_ + resource;
+  if (!resource.empty() && resource.front() == '/') resource = cluster_ + resource;
   const std::int64_t now_ms = clock_();
   std::vector<AuthorizationRecord> created;
   Status done = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-    SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> found, KmsStore::FindResource(s, resource));
-    SR_ASSIGN_OR_RETURN(std::optional<std::string> role,
-                        KmsStore::RoleOf(s, resource, caller.user));
-    if (!found || found->org != caller.org || !role) {
-      return Error(ErrorCode::kPermissionDenied, "not authorized on this resource");
+    SR_ASSIGN_OR_RETURN(std::optional<std::string> mine,
+                        RoleOn(s, resource, caller.org, caller.user));
+    if (mine != "participant") {
+      return Error(ErrorCode::kPermissionDenied, "only participants of the resource authorize");
     }
-    for (const std::string& who : *auth_ids) {
+    SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, caller.org));
+    std::set<std::string> seen;
+    for (std::string who : *auth_ids) {
+      if (who.front() == '/') who = cluster_ + who;
+      if (!seen.insert(who).second) continue;
+      if (role == "orgAgent" && !policy.IsComplianceOfficer(who)) {
+        return Error(ErrorCode::kPermissionDenied,
+                     "orgAgent is only for the organization's compliance officers");
+      }
+      if (who.rfind("kms://", 0) == 0) {
+        SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> other, KmsStore::FindResource(s, who));
+        if (!other || other->org != caller.org) {
+          return Error(ErrorCode::kInvalidArgument,
+                       "authId " + who + " is not a resource of this organization");
+        }
+      }
       created.push_back(
-          {NewUri(cluster_, "authorizations"), resource, who, "participant", caller.user, now_ms});
+          {NewUri(cluster_, "authorizations"), resource, who, role, caller.user, now_ms});
     }
     SR_RETURN_IF_ERROR(KmsStore::InsertAuthorizations(s, created));
     AuditRecord record{0,
@@ -583,7 +1040,7 @@ Object KmsService::CreateAuthorizations(const Caller& caller, const Object& requ
                        resource,
                        "",
                        "ok",
-                       std::to_string(created.size()) + " authorizations"};
+                       caller.Detail(std::to_string(created.size()) + " as " + role)};
     return AuditLog::Append(s, record);
   });
   if (!done.ok()) {
@@ -597,27 +1054,19 @@ Object KmsService::CreateAuthorizations(const Caller& caller, const Object& requ
   return answer;
 }
 
-Object KmsService::ListAuthorizations(const Caller& caller, const std::string& uri) {
-  // kms://<host>/resources/<id>/authorizations[?authId=<x>]
-  const std::size_t path_end = uri.find("/authorizations");
-  const std::string resource = uri.substr(0, path_end);
-  const std::string rest = uri.substr(path_end + std::string("/authorizations").size());
-  std::optional<std::string> auth_id;
-  if (rest.rfind("?authId=", 0) == 0 && rest.size() > 8) {
-    auth_id = rest.substr(8);
-  } else if (!rest.empty()) {
-    return Answer(404, caller.request_id, "unknown uri");
-  }
+Object KmsService::ListAuthorizations(const Caller& caller, const std::string& resource,
+                                      const std::optional<std::string>& auth_id) {
   std::vector<AuthorizationRecord> found;
   Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
     SR_ASSIGN_OR_RETURN(std::optional<std::string> role,
-                        KmsStore::RoleOf(s, resource, caller.user));
+                        RoleOn(s, resource, caller.org, caller.user));
     if (!role) return Error(ErrorCode::kPermissionDenied, "not authorized on this resource");
     SR_ASSIGN_OR_RETURN(found, KmsStore::Authorizations(s, resource, auth_id));
     return OkStatus();
   });
-  if (!read.ok())
+  if (!read.ok()) {
     return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
+  }
   Poco::JSON::Array out;
   for (const AuthorizationRecord& a : found) out.add(AuthorizationJson(a));
   Object answer = Answer(200, caller.request_id);
@@ -625,19 +1074,27 @@ Object KmsService::ListAuthorizations(const Caller& caller, const std::string& u
   return answer;
 }
 
-Object KmsService::DeleteAuthorization(const Caller& caller, const std::string& uri) {
+Object KmsService::DeleteAuthorization(const Caller& caller, const std::string& uri,
+                                       const std::optional<std::string>& auth_id) {
   std::optional<AuthorizationRecord> deleted;
   const std::int64_t now_ms = clock_();
   Status done = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-    SR_ASSIGN_OR_RETURN(deleted, KmsStore::FindAuthorization(s, uri));
+    if (auth_id) {  // uri is the resource
+      SR_ASSIGN_OR_RETURN(std::vector<AuthorizationRecord> matching,
+                          KmsStore::Authorizations(s, uri, auth_id));
+      if (!matching.empty()) deleted = matching.front();
+    } else {
+      SR_ASSIGN_OR_RETURN(deleted, KmsStore::FindAuthorization(s, uri));
+    }
     std::optional<std::string> role;
     if (deleted) {
-      SR_ASSIGN_OR_RETURN(role, KmsStore::RoleOf(s, deleted->resource_uri, caller.user));
+      SR_ASSIGN_OR_RETURN(role, RoleOn(s, deleted->resource_uri, caller.org, caller.user));
     }
-    if (!deleted || !role) {
+    // A participant removes anyone; anyone may remove their own authorization (leave).
+    if (!deleted || !role || (role != "participant" && deleted->auth_id != caller.user)) {
       return Error(ErrorCode::kPermissionDenied, "not authorized for this authorization");
     }
-    SR_RETURN_IF_ERROR(KmsStore::DeleteAuthorization(s, uri));
+    SR_RETURN_IF_ERROR(KmsStore::DeleteAuthorization(s, deleted->uri));
     AuditRecord record{0,
                        now_ms,
                        caller.org,
@@ -646,11 +1103,12 @@ Object KmsService::DeleteAuthorization(const Caller& caller, const std::string& 
                        deleted->resource_uri,
                        "",
                        "ok",
-                       "authId " + deleted->auth_id};
+                       caller.Detail("authId " + deleted->auth_id)};
     return AuditLog::Append(s, record);
   });
   if (!done.ok()) {
-    Audit(caller, "authorization.delete", "", "", "refused: " + done.error().message());
+    Audit(caller, "authorization.delete", auth_id ? uri : "", "",
+          "refused: " + done.error().message());
     return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
   }
   Object answer = Answer(200, caller.request_id);

@@ -5,6 +5,7 @@
 #include <Poco/Nullable.h>
 
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/org_policy.h"
 
 namespace strongroom::kms {
 namespace {
@@ -105,6 +106,7 @@ std::vector<Migration> KmsStore::Migrations() {
         "CREATE INDEX ephemeral_keys_by_expiry ON ephemeral_keys (expires_ms)",
         "CREATE TABLE ephemeral_blobs (uri TEXT NOT NULL REFERENCES ephemeral_keys (uri) "
         "ON DELETE CASCADE, token TEXT NOT NULL, blob BLOB NOT NULL, PRIMARY KEY (uri, token))"}},
+      PolicyStore::Schema(4),
   };
 }
 

@@ -3,14 +3,13 @@
 #include <Poco/AutoPtr.h>
 #include <Poco/DateTimeFormat.h>
 #include <Poco/DateTimeFormatter.h>
-#include <Poco/DateTimeParser.h>
 #include <Poco/Exception.h>
 #include <Poco/NumberParser.h>
 #include <Poco/Util/IniFileConfiguration.h>
 
 #include <cstdio>
-#include <regex>
 
+#include "strongroom/common/rfc3339.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 
@@ -36,21 +35,12 @@ Result<std::unique_ptr<Database>> OpenDatabase(const std::string& config_path) {
 
 Result<std::optional<std::int64_t>> ParseTime(const std::string& text, const char* flag) {
   if (text.empty()) return std::optional<std::int64_t>();
-  // Poco's parser is lenient about what it skips; the shape is checked first.
-  static const std::regex kRfc3339(
-      R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2}))");
-  Poco::DateTime parsed;
-  int tz = 0;
-  const bool parsed_ok =
-      std::regex_match(text, kRfc3339) &&
-      (Poco::DateTimeParser::tryParse(Poco::DateTimeFormat::ISO8601_FORMAT, text, parsed, tz) ||
-       Poco::DateTimeParser::tryParse(Poco::DateTimeFormat::ISO8601_FRAC_FORMAT, text, parsed, tz));
-  if (!parsed_ok) {
+  std::optional<std::int64_t> ms = ParseRfc3339Ms(text);
+  if (!ms) {
     return Error(ErrorCode::kInvalidArgument,
                  std::string("--") + flag + " must be RFC 3339, e.g. 2026-11-25T12:00:00Z");
   }
-  parsed.makeUTC(tz);
-  return std::optional<std::int64_t>(parsed.timestamp().epochMicroseconds() / 1000);
+  return ms;
 }
 
 std::string Hex(const AuditHash& hash) {

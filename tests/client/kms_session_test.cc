@@ -34,9 +34,9 @@ class KmsSessionTest : public ::testing::Test {
         std::make_unique<jose::EcKeyPair>(std::move(jose::EcKeyPair::Generate("idp-1")).value());
     TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}};
     auto verifier = JwtVerifier::New({issuer}, "kms", std::chrono::seconds(30));
-    service_ =
-        std::move(kms::KmsService::New({"kms.acme.test"}, *vault_, *db_, std::move(*verifier)))
-            .value();
+    service_ = std::move(kms::KmsService::New({"kms.acme.test", "kms", {}}, *vault_, *db_,
+                                              std::move(*verifier)))
+                   .value();
     info_ = std::make_unique<KmsInfo>(std::move(ParseKmsInfo(service_->InfoJson())).value());
   }
 

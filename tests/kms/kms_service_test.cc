@@ -2,6 +2,8 @@
 // the JOSE module, as a client of the protocol would.
 #include "strongroom/kms/kms_service.h"
 
+#include <Poco/DateTimeFormat.h>
+#include <Poco/DateTimeFormatter.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
@@ -15,6 +17,7 @@
 #include "../support/test_dir.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/org_policy.h"
 
 namespace strongroom::kms {
 namespace {
@@ -24,6 +27,7 @@ using testing::kSoftHsmModule;
 using testing::SoftHsmSandbox;
 
 constexpr char kIssuer[] = "https://idp.acme.test";
+constexpr char kGlobexIssuer[] = "https://idp.globex.test";
 constexpr std::int64_t kStartMs = 1'800'000'000'000;
 
 std::span<const std::uint8_t> Bytes(const std::string& s) {
@@ -39,6 +43,11 @@ std::string Json(const Object& o) {
   std::ostringstream out;
   o.stringify(out);
   return out.str();
+}
+
+std::string Rfc3339ForTest(std::int64_t ms) {
+  return Poco::DateTimeFormatter::format(Poco::Timestamp(ms * 1000),
+                                         Poco::DateTimeFormat::ISO8601_FRAC_FORMAT);
 }
 
 struct Channel {
@@ -57,6 +66,7 @@ class KmsServiceTest : public ::testing::Test {
     ASSERT_TRUE(vault.ok()) << vault.error().ToString();
     vault_ = std::move(vault).value();
     ASSERT_TRUE(vault_->InitRoot("acme").ok());
+    ASSERT_TRUE(vault_->InitRoot("globex").ok());
     ASSERT_TRUE(vault_->tokens()[0]->CreateIdentityKey("kms", 2048).ok());
 
     auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
@@ -65,22 +75,29 @@ class KmsServiceTest : public ::testing::Test {
 
     issuer_key_ =
         std::make_unique<jose::EcKeyPair>(std::move(jose::EcKeyPair::Generate("idp-1")).value());
+    globex_key_ =
+        std::make_unique<jose::EcKeyPair>(std::move(jose::EcKeyPair::Generate("idp-g")).value());
     service_ = NewService();
     ASSERT_TRUE(service_);
   }
 
   std::unique_ptr<KmsService> NewService() {
     TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}};
-    auto verifier = JwtVerifier::New({issuer}, "kms", std::chrono::seconds(30),
+    TrustedIssuer globex{kGlobexIssuer, "globex", {*globex_key_->PublicKey()}};
+    auto verifier = JwtVerifier::New({issuer, globex}, "kms", std::chrono::seconds(30),
                                      [this] { return now_ms_.load() / 1000; });
-    auto service = KmsService::New({"kms.acme.test"}, *vault_, *db_, std::move(*verifier),
-                                   [this] { return now_ms_.load(); });
+    auto service = KmsService::New({"kms.acme.test", "kms", {}}, *vault_, *db_,
+                                   std::move(*verifier), [this] { return now_ms_.load(); });
     EXPECT_TRUE(service.ok()) << service.error().ToString();
     return service.ok() ? std::move(service).value() : nullptr;
   }
 
+  // Users whose name ends in "@globex.test" come from globex's identity provider.
   std::string Token(const std::string& user, const std::string& audience = "kms") {
-    return *MintJwt(*issuer_key_, {kIssuer, user, audience, now_ms_.load() / 1000 - 5, 7200});
+    const bool globex = user.ends_with("@globex.test");
+    return *MintJwt(
+        globex ? *globex_key_ : *issuer_key_,
+        {globex ? kGlobexIssuer : kIssuer, user, audience, now_ms_.load() / 1000 - 5, 7200});
   }
 
   Object Request(const std::string& method, const std::string& uri, const std::string& bearer) {
@@ -140,6 +157,7 @@ class KmsServiceTest : public ::testing::Test {
   testing::TestDir dir_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<jose::EcKeyPair> issuer_key_;
+  std::unique_ptr<jose::EcKeyPair> globex_key_;
   std::unique_ptr<KmsService> service_;
   std::atomic<std::int64_t> now_ms_{kStartMs};
   int request_counter_ = 0;
@@ -246,6 +264,69 @@ class KmsKeysTest : public KmsServiceTest {
 
   Object::Ptr Retrieve(const Channel& channel, const std::string& user, const std::string& uri) {
     return Send(channel, Request("retrieve", uri, Token(user)));
+  }
+
+  static Poco::JSON::Array Strings(std::initializer_list<std::string> values) {
+    Poco::JSON::Array array;
+    for (const std::string& v : values) array.add(v);
+    return array;
+  }
+
+  // create /resources; returns the resource's URI ("" on failure).
+  std::string CreateResource(const Channel& channel, const std::string& user,
+                             const Poco::JSON::Array& auth_ids,
+                             const Poco::JSON::Array& key_uris = {}) {
+    Object create = Request("create", "/resources", Token(user));
+    create.set("authIds", auth_ids);
+    create.set("keyUris", key_uris);
+    Object::Ptr created = Send(channel, create);
+    EXPECT_EQ(created->getValue<int>("status"), 201) << Json(*created);
+    return created->getValue<int>("status") == 201
+               ? created->getObject("resource")->getValue<std::string>("uri")
+               : "";
+  }
+
+  Object::Ptr Bind(const Channel& channel, const std::string& user, const std::string& key_uri,
+                   const std::string& resource) {
+    Object bind = Request("update", key_uri, Token(user));
+    bind.set("resourceUri", resource);
+    return Send(channel, bind);
+  }
+
+  Object::Ptr Authorize(const Channel& channel, const std::string& user,
+                        const std::string& resource, const Poco::JSON::Array& auth_ids,
+                        const std::string& role = "") {
+    Object add = Request("create", "/authorizations", Token(user));
+    add.set("resourceUri", resource);
+    add.set("authIds", auth_ids);
+    if (!role.empty()) add.set("roleUri", role);
+    return Send(channel, add);
+  }
+
+  // A retrieval by a compliance officer on behalf of `target`.
+  Object::Ptr OnBehalf(const Channel& channel, const std::string& officer,
+                       const std::string& target, const std::string& method,
+                       const std::string& uri) {
+    Object request = Request(method, uri, Token(officer));
+    Object client, credential;
+    credential.set("bearer", Token(officer));
+    credential.set("userId", target);
+    credential.set("onBehalfOf", target);
+    client.set("clientId", "compliance-client");
+    client.set("credential", credential);
+    request.set("client", client);
+    return Send(channel, request);
+  }
+
+  void SetPolicy(const OrgPolicy& policy) {
+    ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) {
+                     return PolicyStore::Put(s, policy, now_ms_.load());
+                   })
+                    .ok());
+  }
+
+  static int StatusOf(const Object::Ptr& answer) {
+    return answer ? answer->getValue<int>("status") : -1;
   }
 };
 
@@ -404,6 +485,246 @@ TEST_F(KmsKeysTest, MembersAddListAndRemoveAuthorizations) {
   Object::Ptr removed = Send(alice, Request("delete", carol_auth, Token("alice@acme.test")));
   ASSERT_EQ(removed->getValue<int>("status"), 200) << Json(*removed);
   EXPECT_EQ(Retrieve(carol, "carol@acme.test", key_uri)->getValue<int>("status"), 403);
+}
+
+TEST_F(KmsKeysTest, KeysAreBoundOnceByTheirCreatorWhoIsAParticipant) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  const std::string resource = CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}));
+  const std::string other = CreateResource(bob, "bob@acme.test", Strings({}));
+  auto keys = CreateKeys(alice, "alice@acme.test", 2);
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+
+  EXPECT_EQ(StatusOf(Bind(bob, "bob@acme.test", key_uri, resource)), 403);   // not bob's key
+  EXPECT_EQ(StatusOf(Bind(alice, "alice@acme.test", key_uri, other)), 403);  // not her resource
+  EXPECT_EQ(StatusOf(Bind(alice, "alice@acme.test", key_uri, "kms://elsewhere/resources/x")), 400);
+  EXPECT_EQ(StatusOf(Retrieve(bob, "bob@acme.test", key_uri)), 403);  // still unbound
+
+  now_ms_ += 1000;
+  Object::Ptr bound = Bind(alice, "alice@acme.test", key_uri, resource);
+  ASSERT_EQ(StatusOf(bound), 200) << Json(*bound);
+  Object::Ptr key = bound->getObject("key");
+  EXPECT_EQ(key->getValue<std::string>("resourceUri"), resource);
+  EXPECT_EQ(key->getValue<std::string>("bindDate"), Rfc3339ForTest(now_ms_.load()));
+  EXPECT_EQ(key->getValue<std::string>("expirationDate"),
+            Rfc3339ForTest(now_ms_.load() + 86400 * 1000));  // default encrypt lifetime
+  EXPECT_EQ(key->getObject("jwk")->getValue<std::string>("k"),
+            keys[0]->getObject("jwk")->getValue<std::string>("k"));
+  EXPECT_EQ(StatusOf(Retrieve(bob, "bob@acme.test", key_uri)), 200);
+  EXPECT_EQ(StatusOf(Bind(alice, "alice@acme.test", key_uri, resource)), 409);  // never re-bound
+
+  // Past the bind deadline (10 minutes by default) the other key can no longer be bound.
+  now_ms_ += 600 * 1000;
+  EXPECT_EQ(
+      StatusOf(Bind(alice, "alice@acme.test", keys[1]->getValue<std::string>("uri"), resource)),
+      409);
+}
+
+TEST_F(KmsKeysTest, ResourceAndItsKeysAreRetrievedNewestFirstWithinBounds) {
+  Channel alice = Open("alice@acme.test");
+  Channel mallory = Open("mallory@acme.test");
+  const std::string resource = CreateResource(alice, "alice@acme.test", Strings({}));
+  auto keys = CreateKeys(alice, "alice@acme.test", 3);
+  std::vector<std::int64_t> bound_at;
+  for (const Object::Ptr& key : keys) {
+    now_ms_ += 10'000;
+    bound_at.push_back(now_ms_.load());
+    ASSERT_EQ(StatusOf(Bind(alice, "alice@acme.test", key->getValue<std::string>("uri"), resource)),
+              200);
+  }
+  Object::Ptr got = Retrieve(alice, "alice@acme.test", resource);
+  ASSERT_EQ(StatusOf(got), 200) << Json(*got);
+  EXPECT_EQ(got->getObject("resource")->getArray("keyUris")->size(), 3u);
+  EXPECT_EQ(got->getObject("resource")->getArray("authorizations")->size(), 1u);
+  EXPECT_EQ(StatusOf(Retrieve(mallory, "mallory@acme.test", resource)), 403);
+
+  auto list = [&](std::optional<std::int64_t> after, std::optional<std::int64_t> before,
+                  std::optional<int> count) {
+    Object request = Request("retrieve", resource + "/keys", Token("alice@acme.test"));
+    if (after) request.set("boundAfter", Rfc3339ForTest(*after));
+    if (before) request.set("boundBefore", Rfc3339ForTest(*before));
+    if (count) request.set("count", *count);
+    return Send(alice, request);
+  };
+  auto uris = [](const Object::Ptr& answer) {
+    std::vector<std::string> out;
+    Poco::JSON::Array::Ptr array = answer->getArray("keys");
+    for (unsigned i = 0; array && i < array->size(); ++i) {
+      out.push_back(array->getObject(i)->getValue<std::string>("uri"));
+    }
+    return out;
+  };
+  const std::string k0 = keys[0]->getValue<std::string>("uri");
+  const std::string k1 = keys[1]->getValue<std::string>("uri");
+  const std::string k2 = keys[2]->getValue<std::string>("uri");
+  EXPECT_EQ(uris(list({}, {}, {})), (std::vector<std::string>{k2, k1, k0}));
+  EXPECT_EQ(uris(list({}, {}, 2)), (std::vector<std::string>{k2, k1}));  // the newest two
+  EXPECT_EQ(uris(list(bound_at[0], {}, {})), (std::vector<std::string>{k2, k1}));
+  EXPECT_EQ(uris(list({}, bound_at[2], {})), (std::vector<std::string>{k1, k0}));
+  EXPECT_EQ(uris(list(bound_at[0], bound_at[2], {})), (std::vector<std::string>{k1}));
+  EXPECT_EQ(StatusOf(list({}, {}, 0)), 400);
+  EXPECT_EQ(StatusOf(list({}, {}, 1001)), 400);
+  Object bad_date = Request("retrieve", resource + "/keys", Token("alice@acme.test"));
+  bad_date.set("boundAfter", "yesterday");
+  EXPECT_EQ(StatusOf(Send(alice, bad_date)), 400);
+  Object stranger = Request("retrieve", resource + "/keys", Token("mallory@acme.test"));
+  EXPECT_EQ(StatusOf(Send(mallory, stranger)), 403);
+}
+
+TEST_F(KmsKeysTest, AgentsReadKeysButNeitherAuthorizeNorBind) {
+  Channel alice = Open("alice@acme.test");
+  Channel robot = Open("svc-robot");
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+  const std::string resource =
+      CreateResource(alice, "alice@acme.test", Strings({}), Strings({key_uri}));
+  Object::Ptr added =
+      Authorize(alice, "alice@acme.test", resource, Strings({"svc-robot"}), "cloudAgent");
+  ASSERT_EQ(StatusOf(added), 201) << Json(*added);
+  EXPECT_EQ(added->getArray("authorizations")->getObject(0)->getValue<std::string>("roleUri"),
+            "cloudAgent");
+  EXPECT_EQ(StatusOf(Retrieve(robot, "svc-robot", key_uri)), 200);
+  EXPECT_EQ(StatusOf(Authorize(robot, "svc-robot", resource, Strings({"mallory@acme.test"}))), 403);
+  auto robot_keys = CreateKeys(robot, "svc-robot", 1);
+  EXPECT_EQ(
+      StatusOf(Bind(robot, "svc-robot", robot_keys[0]->getValue<std::string>("uri"), resource)),
+      403);
+  // Unknown roles are refused; orgAgent only goes to the organization's compliance officers.
+  EXPECT_EQ(StatusOf(Authorize(alice, "alice@acme.test", resource, Strings({"x"}), "admin")), 400);
+  EXPECT_EQ(StatusOf(Authorize(alice, "alice@acme.test", resource, Strings({"dave@acme.test"}),
+                               "orgAgent")),
+            403);
+  OrgPolicy policy;
+  policy.org = "acme";
+  policy.compliance_officers = {"carol@acme.test"};
+  SetPolicy(policy);
+  EXPECT_EQ(StatusOf(Authorize(alice, "alice@acme.test", resource, Strings({"carol@acme.test"}),
+                               "orgAgent")),
+            201);
+}
+
+TEST_F(KmsKeysTest, AResourceAsAuthIdLendsItsMembers) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  Channel gina = Open("gina@globex.test");
+  const std::string team = CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}));
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+  const std::string room =
+      CreateResource(alice, "alice@acme.test", Strings({team}), Strings({key_uri}));
+  EXPECT_EQ(StatusOf(Retrieve(bob, "bob@acme.test", key_uri)), 200);
+
+  // Bob leaves the team (deleting his own authorization by authId) and loses the room too.
+  Object leave =
+      Request("delete", team + "/authorizations?authId=bob@acme.test", Token("bob@acme.test"));
+  ASSERT_EQ(StatusOf(Send(bob, leave)), 200);
+  EXPECT_EQ(StatusOf(Retrieve(bob, "bob@acme.test", key_uri)), 403);
+
+  // Another organization's resource cannot lend its members.
+  const std::string foreign = CreateResource(gina, "gina@globex.test", Strings({}));
+  Object create = Request("create", "/resources", Token("alice@acme.test"));
+  create.set("authIds", Strings({foreign}));
+  EXPECT_EQ(StatusOf(Send(alice, create)), 400);
+  EXPECT_EQ(StatusOf(Retrieve(gina, "gina@globex.test", key_uri)), 403);
+}
+
+TEST_F(KmsKeysTest, ComplianceOfficersRetrieveOnBehalfOfTheirOwnOrganizationOnly) {
+  Channel alice = Open("alice@acme.test");
+  Channel carol = Open("carol@acme.test");  // acme's compliance officer
+  Channel dave = Open("dave@acme.test");    // not an officer
+  Channel gina = Open("gina@globex.test");  // globex's compliance officer
+  OrgPolicy acme;
+  acme.org = "acme";
+  acme.compliance_officers = {"carol@acme.test"};
+  SetPolicy(acme);
+  OrgPolicy globex;
+  globex.org = "globex";
+  globex.compliance_officers = {"gina@globex.test"};
+  SetPolicy(globex);
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+  const std::string resource =
+      CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}), Strings({key_uri}));
+
+  Object::Ptr got = OnBehalf(carol, "carol@acme.test", "bob@acme.test", "retrieve", key_uri);
+  ASSERT_EQ(StatusOf(got), 200) << Json(*got);
+  EXPECT_EQ(got->getObject("key")->getObject("jwk")->getValue<std::string>("k"),
+            keys[0]->getObject("jwk")->getValue<std::string>("k"));
+  EXPECT_EQ(
+      StatusOf(OnBehalf(carol, "carol@acme.test", "bob@acme.test", "retrieve", resource + "/keys")),
+      200);
+  // Only what the user could see, only retrievals, only officers, only the officer's own org.
+  EXPECT_EQ(StatusOf(OnBehalf(carol, "carol@acme.test", "mallory@acme.test", "retrieve", key_uri)),
+            403);
+  EXPECT_EQ(StatusOf(OnBehalf(carol, "carol@acme.test", "bob@acme.test", "delete",
+                              resource + "/authorizations?authId=bob@acme.test")),
+            403);
+  EXPECT_EQ(StatusOf(OnBehalf(dave, "dave@acme.test", "bob@acme.test", "retrieve", key_uri)), 403);
+  EXPECT_EQ(StatusOf(OnBehalf(gina, "gina@globex.test", "bob@acme.test", "retrieve", key_uri)),
+            403);
+
+  AuditFilter by_carol;
+  by_carol.actor = "carol@acme.test";
+  auto records = AuditLog::Query(*db_, by_carol);
+  ASSERT_TRUE(records.ok());
+  ASSERT_GE(records->size(), 3u);
+  bool saw_ok = false, saw_denied = false;
+  for (const AuditRecord& r : *records) {
+    EXPECT_NE(r.detail.find("on behalf of"), std::string::npos) << r.detail;
+    saw_ok |= r.key == key_uri && r.outcome == "ok";
+    saw_denied |= r.outcome == "denied";
+  }
+  EXPECT_TRUE(saw_ok);
+  EXPECT_TRUE(saw_denied);
+  AuditFilter by_gina;
+  by_gina.actor = "gina@globex.test";
+  auto gina_records = AuditLog::Query(*db_, by_gina);
+  ASSERT_TRUE(gina_records.ok());
+  ASSERT_EQ(gina_records->size(), 1u);
+  EXPECT_EQ((*gina_records)[0].outcome, "denied");
+}
+
+TEST_F(KmsKeysTest, PolicyGrantsTheIndexerAndSetsLifetimes) {
+  OrgPolicy policy;
+  policy.org = "acme";
+  policy.indexer = "svc-indexer";
+  policy.indexer_cloud_agent = true;
+  policy.bind_deadline_s = 60;
+  policy.encrypt_lifetime_s = 7200;
+  SetPolicy(policy);
+  Channel alice = Open("alice@acme.test");
+  Channel indexer = Open("svc-indexer");
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  EXPECT_EQ(keys[0]->getValue<std::string>("expirationDate"),
+            Rfc3339ForTest(now_ms_.load() + 60 * 1000));
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+  const std::string resource =
+      CreateResource(alice, "alice@acme.test", Strings({}), Strings({key_uri}));
+  Object::Ptr got = Retrieve(indexer, "svc-indexer", key_uri);
+  ASSERT_EQ(StatusOf(got), 200) << Json(*got);
+  EXPECT_EQ(got->getObject("key")->getValue<std::string>("expirationDate"),
+            Rfc3339ForTest(now_ms_.load() + 7200 * 1000));
+  Object list = Request("retrieve", resource + "/authorizations?authId=svc-indexer",
+                        Token("alice@acme.test"));
+  Object::Ptr listed = Send(alice, list);
+  ASSERT_EQ(listed->getArray("authorizations")->size(), 1u);
+  EXPECT_EQ(listed->getArray("authorizations")->getObject(0)->getValue<std::string>("roleUri"),
+            "cloudAgent");
+}
+
+TEST_F(KmsKeysTest, UnknownUrisAndMethodsAreNotFound) {
+  Channel alice = Open("alice@acme.test");
+  for (const auto& [method, uri] :
+       std::vector<std::pair<std::string, std::string>>{{"retrieve", "/nothing"},
+                                                        {"update", "/resources"},
+                                                        {"retrieve", "/keys/a/b/c"},
+                                                        {"retrieve", "/keys/../../etc"},
+                                                        {"retrieve", "kms://other.host/keys/x"},
+                                                        {"delete", "/keys/x"},
+                                                        {"retrieve", "/resources/x/secrets"}}) {
+    EXPECT_EQ(StatusOf(Send(alice, Request(method, uri, Token("alice@acme.test")))), 404)
+        << method << " " << uri;
+  }
 }
 
 }  // namespace

@@ -1,19 +1,35 @@
 // The KMS protocol endpoint, independent of transport: one sealed message in, one reply out.
 // HTTPS (POST /kms/messages) and the relay through the core are thin layers over Handle().
 //
-// Implemented so far (draft-abiggs-saag-key-management-service-02):
-//   - create /ecdhe: JWE RSA-OAEP/A256GCM to the KMS's static key (whose private half is in the
-//     HSM); answered with a PS256 JWS signed in the HSM carrying the KMS's ephemeral EC P-256 key.
-//     Both sides derive HKDF-SHA256(ECDH secret, empty salt, empty info, 32 bytes).
-//   - every later message: JWE dir/A256GCM with kid = the ephemeral key's URI; refused when that
-//     key is unknown, expired or deleted, or was made for another user.
-//   - delete /ecdhe/<id> (204) and update /ping (200).
-//   - create /keys (count unbound keys), retrieve /keys/<id> (an unbound key by its creator, a
-//     bound one by users authorized on its resource), create /resources (with authIds and
-//     keyUris, all-or-nothing: the creator is authorized, the keys are bound).
-//   - create /authorizations, retrieve /resources/<id>/authorizations[?authId=], delete
-//     /authorizations/<id>: by any user authorized on the resource.
-// The rest of the protocol follows (issue: kmsd). Every key operation is audited.
+// Operations (draft-abiggs-saag-key-management-service-02 and its working copy); URIs may be
+// relative ("/keys/<id>") or absolute ("kms://<host>/keys/<id>"):
+//   create /ecdhe                 JWE RSA-OAEP/A256GCM to the KMS's static key (private half in the
+//                                 HSM); answered with a PS256 JWS signed in the HSM carrying the
+//                                 KMS's ephemeral EC P-256 key. Both sides derive
+//                                 HKDF-SHA256(ECDH secret, empty salt, empty info, 32 bytes).
+//   everything else               JWE dir/A256GCM, kid = the ephemeral key's URI; refused when that
+//                                 key is unknown, expired or deleted, or was made for another user.
+//   delete /ecdhe/<id>            204; the key is never accepted again.
+//   update /ping                  200.
+//   create /keys {count}          1-100 unbound random 256-bit keys; bind deadline from policy.
+//   update /keys/<id> {resourceUri}  bind: by the key's creator, a participant of the resource, of
+//                                 the same organization, before the bind deadline; never re-bound.
+//   retrieve /keys/<id>           an unbound key by its creator; a bound one by any role on its
+//                                 resource (inherited through resource URIs used as authIds).
+//   create /resources {authIds, keyUris}  all-or-nothing; creator, authIds (participant) and the
+//                                 org's indexer (cloudAgent, when its policy says so) authorized.
+//   retrieve /resources/<id>      the resource with its authorizations and key URIs.
+//   retrieve /resources/<id>/keys {boundAfter, boundBefore, count}  the newest `count` bound keys.
+//   create /authorizations {resourceUri, authIds, roleUri}  by a participant; roleUri participant
+//                                 (default), cloudAgent, or orgAgent (only for the org's
+//                                 compliance officers).
+//   retrieve /resources/<id>/authorizations[?authId=]
+//   delete /authorizations/<id>, delete /resources/<id>/authorizations?authId=<x>
+// Roles: a participant reads keys, binds its own keys and manages authorizations; cloudAgent and
+// orgAgent read keys only. Compliance: a compliance officer of an organization (its policy) may
+// send retrieve requests with credential.onBehalfOf = a user; they are answered as that user
+// would be answered, only for resources of the officer's own organization, and audited with both
+// names. Every key retrieval, denial and authorization change is audited.
 //
 // Ephemeral keys are stored wrapped under every token's root key (the HSM layer's KeyVault), so
 // any KMS node sharing the database can open a channel another node set up.
@@ -25,8 +41,10 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "strongroom/common/error.h"
 #include "strongroom/common/jose.h"
@@ -38,16 +56,26 @@ namespace strongroom::kms {
 
 inline constexpr std::size_t kMaxKmsMessageBytes = 256 * 1024;
 
+// Lifetimes of ephemeral and content keys come from each organization's policy (org_policy.h).
 struct KmsServiceConfig {
   std::string host;                  // the KMS is kms://<host>
   std::string identity_key = "kms";  // name of the RSA identity key in the first token
-  std::chrono::seconds ephemeral_lifetime{3600};
-  std::chrono::seconds bind_deadline{600};       // an unbound key must be bound by then
-  std::chrono::seconds encrypt_lifetime{86400};  // a bound key encrypts until then
+  // DER certificates for the static key's x5c, leaf first (the leaf must certify that key).
+  std::vector<std::vector<std::uint8_t>> identity_chain;
+};
+
+class KeyCache;
+class Metrics;
+
+// Optional collaborators, owned by the caller and outliving the service.
+struct KmsServiceHooks {
+  KeyCache* key_cache = nullptr;  // unwrapped content and channel keys
+  Metrics* metrics = nullptr;     // requests by operation and status, latencies
 };
 
 inline constexpr std::size_t kMaxKeysPerRequest = 100;
-inline constexpr std::size_t kMaxIdsPerRequest = 1000;  // authIds, keyUris
+inline constexpr std::size_t kMaxIdsPerRequest = 1000;     // authIds, keyUris
+inline constexpr std::size_t kMaxKeysPerRetrieval = 1000;  // retrieve /resources/<id>/keys
 
 // What goes back to the transport: a sealed reply (application/jose), or, when the message could
 // not be opened at all, a plain JSON error ({"code","message"}) with an HTTP status.
@@ -63,7 +91,7 @@ class KmsService {
 
   static Result<std::unique_ptr<KmsService>> New(KmsServiceConfig config, hsm::KeyVault& vault,
                                                  Database& db, JwtVerifier verifier,
-                                                 Clock clock = {});
+                                                 Clock clock = {}, KmsServiceHooks hooks = {});
 
   // Never throws; every failure becomes a protocol status or a JSON error.
   KmsReply Handle(std::string_view message);
@@ -74,20 +102,32 @@ class KmsService {
 
  private:
   KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token& identity, Database& db,
-             JwtVerifier verifier, Clock clock, jose::PublicJwk public_key);
+             JwtVerifier verifier, Clock clock, KmsServiceHooks hooks, jose::PublicJwk public_key);
 
-  KmsReply HandleEcdheCreate(std::string_view message);
-  KmsReply HandleSealed(std::string_view message, const std::string& kid);
+  KmsReply HandleEcdheCreate(std::string_view message, std::string* operation);
+  KmsReply HandleSealed(std::string_view message, const std::string& kid, std::string* operation);
 
   struct Caller;  // the verified user of a sealed request
+  struct Route;   // what a request's method and uri name
+  Poco::JSON::Object Dispatch(const Caller& caller, const Route& route,
+                              const Poco::JSON::Object& request);
   Poco::JSON::Object CreateKeys(const Caller& caller, const Poco::JSON::Object& request);
   Poco::JSON::Object RetrieveKey(const Caller& caller, const std::string& uri);
+  Poco::JSON::Object BindKey(const Caller& caller, const std::string& uri,
+                             const Poco::JSON::Object& request);
   Poco::JSON::Object CreateResource(const Caller& caller, const Poco::JSON::Object& request);
+  Poco::JSON::Object RetrieveResource(const Caller& caller, const std::string& resource);
+  Poco::JSON::Object RetrieveResourceKeys(const Caller& caller, const std::string& resource,
+                                          const Poco::JSON::Object& request);
   Poco::JSON::Object CreateAuthorizations(const Caller& caller, const Poco::JSON::Object& request);
-  Poco::JSON::Object ListAuthorizations(const Caller& caller, const std::string& uri);
-  Poco::JSON::Object DeleteAuthorization(const Caller& caller, const std::string& uri);
+  Poco::JSON::Object ListAuthorizations(const Caller& caller, const std::string& resource,
+                                        const std::optional<std::string>& auth_id);
+  Poco::JSON::Object DeleteAuthorization(const Caller& caller, const std::string& uri,
+                                         const std::optional<std::string>& resource_and_auth_id);
+  Result<SecretBytes> UnwrapCached(const std::string& org, const std::string& uri,
+                                   const std::vector<hsm::TokenBlob>& blobs);
   void Audit(const Caller& caller, std::string action, std::string resource, std::string key,
-             std::string outcome);
+             std::string outcome, std::string detail = {});
 
   const KmsServiceConfig config_;
   const std::string cluster_;  // kms://<host>
@@ -96,6 +136,7 @@ class KmsService {
   Database& db_;
   const JwtVerifier verifier_;
   const Clock clock_;
+  const KmsServiceHooks hooks_;
   const jose::PublicJwk public_key_;
   std::string info_json_;
 };
