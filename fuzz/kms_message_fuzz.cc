@@ -321,8 +321,9 @@ void Harness::Trace(const char* mode, const kms::KmsReply& reply, long long answ
 
 void Harness::RunRaw(std::string_view message) {
   kms::KmsReply reply = service_->Handle(message);
+  const bool sealed = CheckReply(reply);  // before Trace, which reads the checked JSON
   Trace("raw", reply, 0);
-  if (!CheckReply(reply)) return;
+  if (!sealed) return;
   // Only a message sealed to the KMS could earn a sealed reply; at least its header must parse.
   if (!jose::PeekHeader(reply.body).ok()) Fail("invariant: a sealed reply is not JOSE");
 }
