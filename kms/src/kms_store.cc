@@ -107,6 +107,17 @@ std::vector<Migration> KmsStore::Migrations() {
         "CREATE TABLE ephemeral_blobs (uri TEXT NOT NULL REFERENCES ephemeral_keys (uri) "
         "ON DELETE CASCADE, token TEXT NOT NULL, blob BLOB NOT NULL, PRIMARY KEY (uri, token))"}},
       PolicyStore::Schema(4),
+      {5,
+       "root-key rewrap jobs and the blobs they could not re-wrap",
+       {"CREATE TABLE rewrap_jobs (id INTEGER PRIMARY KEY, org TEXT NOT NULL, "
+        "root_version INTEGER NOT NULL, state TEXT NOT NULL, total INTEGER NOT NULL, "
+        "done INTEGER NOT NULL, failed INTEGER NOT NULL, started_ms INTEGER NOT NULL, "
+        "updated_ms INTEGER NOT NULL, last_error TEXT NOT NULL)",
+        "CREATE INDEX rewrap_jobs_by_org ON rewrap_jobs (org, id)",
+        "CREATE INDEX rewrap_jobs_by_state ON rewrap_jobs (state, id)",
+        "CREATE TABLE rewrap_failures (job_id INTEGER NOT NULL REFERENCES rewrap_jobs (id), "
+        "kind TEXT NOT NULL, uri TEXT NOT NULL, token TEXT NOT NULL, error TEXT NOT NULL, "
+        "PRIMARY KEY (job_id, kind, uri, token))"}},
   };
 }
 

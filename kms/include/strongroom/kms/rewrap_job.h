@@ -1,0 +1,141 @@
+// Root-key rotation and the job that re-wraps an organization's stored keys under the new root
+// key version.
+//
+// Rotate() creates the next root-key version on every token serving the organization (it becomes
+// current for new wraps at once), records a job in `rewrap_jobs` and appends a "root.rotate" audit
+// record, all in one transaction; then it calls the rotation hook (kmsd clears its KeyCache).
+// A later rotation supersedes a running job of the same organization: the new job covers
+// everything still below the new current version.
+//
+// RunOnce() does one batch of the oldest running job: it picks up to `batch` blobs (key blobs,
+// then the blobs of live ephemeral keys) whose root version is below their token's current
+// version, unwraps each with its own token, wraps it again under that token's current version
+// (HSM work outside any database transaction), and writes the batch in one transaction, each blob
+// only if it is still the one that was read, so nothing is counted or written twice, even with a
+// second worker. The job is resumable because it is nothing but its row and that query: after a
+// restart, a new RewrapJobs on the same database carries on where the last committed batch ended.
+//
+// A blob that fails its integrity check (DATA_LOSS), is malformed or names a root version its
+// token no longer has is counted as failed, recorded in `rewrap_failures` with the reason, and not
+// tried again by this job; it is an alarm for an operator, never repaired from another token's
+// blob. An outage (token UNAVAILABLE, wrap budget exhausted) stops the batch and is retried by the
+// next RunOnce. A job ends "done" when nothing of its organization is left below the current
+// version, or "failed" when only blobs that failed are left. Ephemeral keys that expired or were
+// deleted are not re-wrapped: they are refused anyway. Old root versions are never deleted here.
+//
+// Thread-safe; RunOnce calls are serialized within one RewrapJobs.
+#ifndef STRONGROOM_KMS_REWRAP_JOB_H_
+#define STRONGROOM_KMS_REWRAP_JOB_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "strongroom/common/error.h"
+#include "strongroom/hsm/key_vault.h"
+#include "strongroom/kms/database.h"
+
+namespace strongroom::kms {
+
+inline constexpr std::size_t kDefaultRewrapBatch = 256;
+inline constexpr std::size_t kMaxRewrapBatch = 4096;
+inline constexpr std::size_t kMaxActorBytes = 256;
+
+struct RewrapProgress {
+  std::int64_t job_id = 0;
+  std::string org;
+  std::uint32_t root_version = 0;  // the version the job re-wraps to
+  std::string state;               // "running", "done", "failed" or "superseded"
+  std::int64_t total = 0;          // blobs below the current version when the job started
+  std::int64_t done = 0;           // blobs re-wrapped
+  std::int64_t failed = 0;         // blobs that could not be re-wrapped (see rewrap_failures)
+  double rate_per_second = 0;      // done per second between started and updated
+  std::int64_t started_ms = 0;
+  std::int64_t updated_ms = 0;
+  std::string last_error;  // the last failure or outage, for operators; never secrets
+};
+
+struct RewrapFailure {
+  std::string kind;  // "key" or "ephemeral"
+  std::string uri;
+  std::string token;
+  std::string error;
+};
+
+// What one RunOnce did.
+struct RewrapBatch {
+  std::optional<std::int64_t> job_id;  // none: no job is running
+  std::size_t rewrapped = 0;
+  std::size_t failed = 0;
+  bool finished = false;        // the job ended with this batch
+  std::optional<Error> outage;  // the batch stopped early; RunOnce again later
+};
+
+class RewrapJobs {
+ public:
+  using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
+  using RotationHook = std::function<void(const std::string& org)>;
+
+  RewrapJobs(hsm::KeyVault& vault, Database& db, Clock clock = {}, RotationHook on_rotated = {});
+
+  // Rotates the org's root key on every token serving it and starts its rewrap job.
+  Result<RewrapProgress> Rotate(const std::string& org, const std::string& actor);
+
+  // One batch (1 to kMaxRewrapBatch blobs) of the oldest running job.
+  Result<RewrapBatch> RunOnce(std::size_t batch = kDefaultRewrapBatch);
+
+  // The org's latest job; NOT_FOUND if it never rotated.
+  Result<RewrapProgress> Progress(const std::string& org);
+  // The blobs the job could not re-wrap (at most `limit`).
+  Result<std::vector<RewrapFailure>> Failures(std::int64_t job_id, std::size_t limit = 100);
+
+ private:
+  struct Candidate;  // a blob below its token's current version
+  std::int64_t Now() const;
+
+  hsm::KeyVault& vault_;
+  Database& db_;
+  const Clock clock_;
+  const RotationHook on_rotated_;
+  std::mutex run_mutex_;
+};
+
+// Runs RewrapJobs::RunOnce on a thread of its own (kmsd starts one): batch after batch while a
+// job has work, and otherwise every `idle_interval`, or at once after Wake() (a rotation).
+class RewrapWorker {
+ public:
+  RewrapWorker(RewrapJobs& jobs, std::chrono::milliseconds idle_interval,
+               std::size_t batch = kDefaultRewrapBatch);
+  ~RewrapWorker();  // stops and joins
+  RewrapWorker(const RewrapWorker&) = delete;
+  RewrapWorker& operator=(const RewrapWorker&) = delete;
+
+  void Wake();
+  void Stop();
+  // The last error RunOnce returned (a database outage), if the last call failed.
+  std::optional<Error> last_error() const;
+
+ private:
+  void Loop();
+
+  RewrapJobs& jobs_;
+  const std::chrono::milliseconds idle_interval_;
+  const std::size_t batch_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  bool woken_ = false;
+  std::optional<Error> last_error_;
+  std::thread thread_;  // last: started once the members above exist
+};
+
+}  // namespace strongroom::kms
+
+#endif  // STRONGROOM_KMS_REWRAP_JOB_H_

@@ -1,0 +1,371 @@
+// Root rotation and the rewrap job against two real SoftHSM2 tokens (primary and standby).
+#include "strongroom/kms/rewrap_job.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+
+#include "../support/softhsm_sandbox.h"
+#include "../support/test_dir.h"
+#include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/kms_store.h"
+
+namespace strongroom::kms {
+namespace {
+
+using testing::kSoftHsmModule;
+using testing::SoftHsmSandbox;
+
+constexpr std::int64_t kNowMs = 1'800'000'000'000;
+
+std::uint32_t VersionOf(const std::vector<std::uint8_t>& blob) {
+  auto view = hsm::ParseWrappedKey(blob);
+  return view.ok() ? view->root_version : 0;
+}
+
+class RewrapJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::vector<hsm::TokenConfig> tokens;
+    for (const char* name : {"primary", "standby"}) {
+      hsm::TokenConfig token;
+      token.name = name;
+      token.uri = SoftHsmSandbox::Get().Uri(kSoftHsmModule,
+                                            SoftHsmSandbox::Get().CreateToken(kSoftHsmModule));
+      tokens.push_back(token);
+    }
+    auto vault = hsm::KeyVault::Open({tokens});
+    ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+    vault_ = std::move(vault).value();
+    ASSERT_TRUE(vault_->InitRoot("acme").ok());
+    ASSERT_TRUE(vault_->InitRoot("globex").ok());
+    OpenDatabase();
+  }
+
+  void OpenDatabase() {
+    db_.reset();
+    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
+  }
+
+  std::unique_ptr<RewrapJobs> NewJobs(RewrapJobs::RotationHook hook = {}) {
+    return std::make_unique<RewrapJobs>(
+        *vault_, *db_, [] { return kNowMs; }, std::move(hook));
+  }
+
+  // Creates `n` keys of `org`, wrapped under every token; remembers their material.
+  void CreateKeys(const std::string& org, int n) {
+    std::vector<KeyRecord> records;
+    for (int i = 0; i < n; ++i) {
+      KeyRecord k;
+      k.uri = "kms://kms.test/keys/" + org + "-" + std::to_string(material_.size());
+      k.org = org;
+      k.creator = "alice";
+      k.client_id = "test";
+      k.created_ms = kNowMs;
+      k.bind_deadline_ms = kNowMs + 600'000;
+      SecretBytes key = SecretBytes::Random(32);
+      auto wrapped = vault_->Wrap({org, k.uri}, key.view());
+      ASSERT_TRUE(wrapped.ok()) << wrapped.error().ToString();
+      ASSERT_EQ(wrapped->blobs.size(), 2u);
+      k.blobs = wrapped->blobs;
+      material_.emplace(k.uri, std::move(key));
+      records.push_back(std::move(k));
+    }
+    ASSERT_TRUE(
+        db_->InTransaction([&](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, records); })
+            .ok());
+  }
+
+  std::string CreateEphemeral(const std::string& org, std::int64_t expires_ms, bool deleted) {
+    EphemeralKeyRecord e;
+    e.uri = "kms://kms.test/ecdhe/" + std::to_string(material_.size());
+    e.org = org;
+    e.user_id = "alice";
+    e.client_id = "test";
+    e.created_ms = kNowMs - 1000;
+    e.expires_ms = expires_ms;
+    SecretBytes key = SecretBytes::Random(32);
+    auto wrapped = vault_->Wrap({org, e.uri}, key.view());
+    EXPECT_TRUE(wrapped.ok());
+    e.blobs = wrapped->blobs;
+    material_.emplace(e.uri, std::move(key));
+    EXPECT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                     SR_RETURN_IF_ERROR(KmsStore::InsertEphemeralKey(s, e));
+                     return deleted ? KmsStore::DeleteEphemeralKey(s, e.uri) : OkStatus();
+                   })
+                    .ok());
+    return e.uri;
+  }
+
+  std::vector<hsm::TokenBlob> BlobsOf(const std::string& uri) {
+    std::vector<hsm::TokenBlob> out;
+    EXPECT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                     if (uri.find("/ecdhe/") != std::string::npos) {
+                       SR_ASSIGN_OR_RETURN(auto e, KmsStore::FindEphemeralKey(s, uri));
+                       if (e) out = e->blobs;
+                     } else {
+                       SR_ASSIGN_OR_RETURN(auto k, KmsStore::FindKey(s, uri));
+                       if (k) out = k->blobs;
+                     }
+                     return OkStatus();
+                   })
+                    .ok());
+    return out;
+  }
+
+  // Every blob of `org`'s keys is at `version` and opens, on its own token, to the same key.
+  void ExpectKeysAt(const std::string& org, std::uint32_t version) {
+    for (const auto& [uri, key] : material_) {
+      if (uri.find("/keys/" + org + "-") == std::string::npos) continue;
+      const std::vector<hsm::TokenBlob> blobs = BlobsOf(uri);
+      ASSERT_EQ(blobs.size(), 2u) << uri;
+      for (const hsm::TokenBlob& blob : blobs) {
+        EXPECT_EQ(VersionOf(blob.blob), version) << uri << " on " << blob.token;
+        auto opened = vault_->FindToken(blob.token)->Unwrap({org, uri}, blob.blob);
+        ASSERT_TRUE(opened.ok()) << opened.error().ToString();
+        EXPECT_TRUE(ConstantTimeEquals(opened->view(), key.view())) << uri;
+      }
+    }
+  }
+
+  // Runs batches until the job ends; returns the number of blobs re-wrapped.
+  std::size_t RunToEnd(RewrapJobs& jobs, std::size_t batch) {
+    std::size_t rewrapped = 0;
+    for (int i = 0; i < 1000; ++i) {
+      auto result = jobs.RunOnce(batch);
+      EXPECT_TRUE(result.ok()) << result.error().ToString();
+      if (!result.ok()) break;
+      EXPECT_FALSE(result->outage) << result->outage->ToString();
+      rewrapped += result->rewrapped;
+      if (result->finished || !result->job_id) break;
+    }
+    return rewrapped;
+  }
+
+  std::vector<AuditRecord> Audit(const std::string& action) {
+    AuditFilter filter;
+    filter.limit = 1000;
+    auto records = AuditLog::Query(*db_, filter);
+    EXPECT_TRUE(records.ok());
+    std::vector<AuditRecord> out;
+    for (AuditRecord& r : *records) {
+      if (r.action == action) out.push_back(r);
+    }
+    return out;
+  }
+
+  testing::TestDir dir_;
+  std::unique_ptr<hsm::KeyVault> vault_;
+  std::unique_ptr<Database> db_;
+  std::map<std::string, SecretBytes> material_;
+};
+
+TEST_F(RewrapJobTest, RotationRewrapsEveryBlobOnBothTokensAndKeysOpenToTheSameMaterial) {
+  CreateKeys("acme", 30);
+  CreateKeys("globex", 5);
+  const std::string live = CreateEphemeral("acme", kNowMs + 3'600'000, false);
+  const std::string expired = CreateEphemeral("acme", kNowMs - 1, false);
+  const std::string deleted = CreateEphemeral("acme", kNowMs + 3'600'000, true);
+  auto jobs = NewJobs();
+
+  auto rotated = jobs->Rotate("acme", "operator-1");
+  ASSERT_TRUE(rotated.ok()) << rotated.error().ToString();
+  EXPECT_EQ(rotated->root_version, 2u);
+  EXPECT_EQ(rotated->state, "running");
+  EXPECT_EQ(rotated->total, 30 * 2 + 2);  // 30 keys and one live ephemeral key, on two tokens
+
+  EXPECT_EQ(RunToEnd(*jobs, 16), 62u);
+  auto progress = jobs->Progress("acme");
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->state, "done");
+  EXPECT_EQ(progress->done, 62);
+  EXPECT_EQ(progress->total, 62);
+  EXPECT_EQ(progress->failed, 0);
+
+  ExpectKeysAt("acme", 2);
+  ExpectKeysAt("globex", 1);  // another organization is not touched
+  for (const hsm::TokenBlob& blob : BlobsOf(live)) {
+    EXPECT_EQ(VersionOf(blob.blob), 2u);
+    auto opened = vault_->FindToken(blob.token)->Unwrap({"acme", live}, blob.blob);
+    ASSERT_TRUE(opened.ok());
+    EXPECT_TRUE(ConstantTimeEquals(opened->view(), material_.at(live).view()));
+  }
+  for (const std::string& gone : {expired, deleted}) {
+    for (const hsm::TokenBlob& blob : BlobsOf(gone)) EXPECT_EQ(VersionOf(blob.blob), 1u);
+  }
+  // The old version stays on both tokens.
+  auto roots = vault_->ListRoots("acme");
+  ASSERT_TRUE(roots.ok());
+  for (const hsm::RootKeySet& set : *roots) EXPECT_EQ(set.keys.size(), 2u) << set.token;
+
+  auto rotate_audit = Audit("root.rotate");
+  ASSERT_EQ(rotate_audit.size(), 1u);
+  EXPECT_EQ(rotate_audit[0].actor, "operator-1");
+  EXPECT_EQ(rotate_audit[0].outcome, "ok");
+  auto rewrap_audit = Audit("root.rewrap");
+  ASSERT_EQ(rewrap_audit.size(), 1u);
+  EXPECT_EQ(rewrap_audit[0].outcome, "ok");
+  EXPECT_TRUE(AuditLog::Verify(*db_)->ok());
+
+  auto idle = jobs->RunOnce(16);  // nothing left to do
+  ASSERT_TRUE(idle.ok());
+  EXPECT_FALSE(idle->job_id);
+}
+
+TEST_F(RewrapJobTest, AnInterruptedJobResumesInANewInstanceWithoutRepeatingWork) {
+  CreateKeys("acme", 40);
+  std::size_t first_run = 0;
+  {
+    auto jobs = NewJobs();
+    ASSERT_TRUE(jobs->Rotate("acme", "operator-1").ok());
+    auto batch = jobs->RunOnce(16);
+    ASSERT_TRUE(batch.ok()) << batch.error().ToString();
+    first_run = batch->rewrapped;
+    EXPECT_EQ(first_run, 16u);
+    EXPECT_FALSE(batch->finished);
+  }  // the process "stops" here
+  OpenDatabase();
+  auto resumed = NewJobs();
+  auto before = resumed->Progress("acme");
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->state, "running");
+  EXPECT_EQ(before->done, 16);
+
+  const std::size_t second_run = RunToEnd(*resumed, 16);
+  EXPECT_EQ(first_run + second_run, 80u);  // 40 keys on two tokens, each once
+  auto progress = resumed->Progress("acme");
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->state, "done");
+  EXPECT_EQ(progress->done, 80);
+  EXPECT_EQ(progress->total, 80);
+  ExpectKeysAt("acme", 2);
+}
+
+TEST_F(RewrapJobTest, ATamperedBlobIsCountedAsFailedAndNotRetried) {
+  CreateKeys("acme", 5);
+  const std::string victim = material_.begin()->first;
+  std::vector<hsm::TokenBlob> blobs = BlobsOf(victim);
+  hsm::TokenBlob tampered = blobs[0];
+  tampered.blob[30] ^= 0x01;  // inside the ciphertext; the header still says version 1
+  ASSERT_TRUE(db_->InTransaction(
+                     [&](Poco::Data::Session& s) { return KmsStore::PutBlob(s, victim, tampered); })
+                  .ok());
+
+  auto jobs = NewJobs();
+  ASSERT_TRUE(jobs->Rotate("acme", "operator-1").ok());
+  RunToEnd(*jobs, 4);
+  auto progress = jobs->Progress("acme");
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->state, "failed");
+  EXPECT_EQ(progress->failed, 1);
+  EXPECT_EQ(progress->done, 9);
+  EXPECT_NE(progress->last_error.find("DATA_LOSS"), std::string::npos) << progress->last_error;
+  auto failures = jobs->Failures(progress->job_id);
+  ASSERT_TRUE(failures.ok());
+  ASSERT_EQ(failures->size(), 1u);
+  EXPECT_EQ((*failures)[0].uri, victim);
+  EXPECT_EQ((*failures)[0].token, tampered.token);
+
+  // Not repaired from the other token's blob, and not tried again.
+  for (const hsm::TokenBlob& blob : BlobsOf(victim)) {
+    EXPECT_EQ(VersionOf(blob.blob), blob.token == tampered.token ? 1u : 2u);
+  }
+  auto again = jobs->RunOnce(4);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->job_id);
+  EXPECT_EQ(jobs->Progress("acme")->failed, 1);
+  auto rewrap_audit = Audit("root.rewrap");
+  ASSERT_EQ(rewrap_audit.size(), 1u);
+  EXPECT_EQ(rewrap_audit[0].outcome, "failed");
+}
+
+TEST_F(RewrapJobTest, ASecondRotationSupersedesTheRunningJobAndTheHookRuns) {
+  CreateKeys("acme", 10);
+  std::vector<std::string> hooked;
+  auto jobs = NewJobs([&](const std::string& org) { hooked.push_back(org); });
+  auto first = jobs->Rotate("acme", "operator-1");
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(jobs->RunOnce(4).ok());
+  auto second = jobs->Rotate("acme", "operator-2");
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->root_version, 3u);
+  EXPECT_EQ(second->total, 20);  // every blob is below v3, the four already at v2 too
+  EXPECT_EQ(hooked, (std::vector<std::string>{"acme", "acme"}));
+
+  EXPECT_EQ(RunToEnd(*jobs, 8), 20u);
+  auto progress = jobs->Progress("acme");
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->job_id, second->job_id);
+  EXPECT_EQ(progress->state, "done");
+  ExpectKeysAt("acme", 3);
+  // The first job is marked superseded, not done.
+  bool superseded = false;
+  ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                   Poco::Int64 id = first->job_id;
+                   std::string state;
+                   s << "SELECT state FROM rewrap_jobs WHERE id = ?", Poco::Data::Keywords::use(id),
+                       Poco::Data::Keywords::into(state), Poco::Data::Keywords::now;
+                   superseded = state == "superseded";
+                   return OkStatus();
+                 })
+                  .ok());
+  EXPECT_TRUE(superseded);
+}
+
+TEST_F(RewrapJobTest, AnOrganizationWithoutKeysIsDoneAtOnce) {
+  auto jobs = NewJobs();
+  auto rotated = jobs->Rotate("globex", "operator-1");
+  ASSERT_TRUE(rotated.ok());
+  EXPECT_EQ(rotated->total, 0);
+  auto batch = jobs->RunOnce(16);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_TRUE(batch->finished);
+  EXPECT_EQ(jobs->Progress("globex")->state, "done");
+}
+
+TEST_F(RewrapJobTest, BadRequestsAreRefusedAndChangeNothing) {
+  auto jobs = NewJobs();
+  auto bad_org = jobs->Rotate("Not An Org!", "operator-1");
+  ASSERT_FALSE(bad_org.ok());
+  EXPECT_EQ(bad_org.error().code(), ErrorCode::kInvalidArgument);
+  auto no_actor = jobs->Rotate("acme", "");
+  ASSERT_FALSE(no_actor.ok());
+  EXPECT_EQ(no_actor.error().code(), ErrorCode::kInvalidArgument);
+  auto unknown = jobs->Rotate("initech", "operator-1");  // never initialized: not created here
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code(), ErrorCode::kFailedPrecondition);
+  auto none = vault_->ListRoots("initech");
+  ASSERT_TRUE(none.ok());
+  for (const hsm::RootKeySet& set : *none) EXPECT_TRUE(set.keys.empty());
+  EXPECT_EQ(jobs->Progress("initech").error().code(), ErrorCode::kNotFound);
+  auto refused = Audit("root.rotate");  // the refusal is audited
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].outcome, "failed");
+  EXPECT_EQ(jobs->RunOnce(0).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(jobs->RunOnce(kMaxRewrapBatch + 1).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(jobs->Progress("nobody").error().code(), ErrorCode::kNotFound);
+  auto roots = vault_->ListRoots("acme");
+  ASSERT_TRUE(roots.ok());
+  for (const hsm::RootKeySet& set : *roots) EXPECT_EQ(set.keys.size(), 1u);
+}
+
+TEST_F(RewrapJobTest, TheWorkerThreadFinishesAJob) {
+  CreateKeys("acme", 12);
+  auto jobs = NewJobs();
+  RewrapWorker worker(*jobs, std::chrono::milliseconds(20), 5);
+  ASSERT_TRUE(jobs->Rotate("acme", "operator-1").ok());
+  worker.Wake();
+  for (int i = 0; i < 500 && jobs->Progress("acme")->state == "running"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  worker.Stop();
+  EXPECT_EQ(jobs->Progress("acme")->state, "done");
+  EXPECT_EQ(jobs->Progress("acme")->done, 24);
+  ExpectKeysAt("acme", 2);
+}
+
+}  // namespace
+}  // namespace strongroom::kms
