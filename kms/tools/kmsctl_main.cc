@@ -40,6 +40,15 @@ class Kmsctl : public Poco::Util::Application {
                           .required(false)
                           .repeatable(false)
                           .argument("SRC"));
+    // Before --ca-cert and --ca-key: Poco matches option prefixes, and takes an exact match only
+    // if it comes first.
+    for (const char* name : {"url", "ca", "token-file", "file", "operator"}) {
+      options.addOption(Option(name, "", "ops: see kmsctl --help")
+                            .required(false)
+                            .repeatable(false)
+                            .argument("V"));
+    }
+    options.addOption(Option("wait", "", "ops rewrap: follow until done").required(false));
     options.addOption(Option("ca-cert", "", "CA certificate (PEM)")
                           .required(false)
                           .repeatable(false)
@@ -54,13 +63,6 @@ class Kmsctl : public Poco::Util::Application {
         Option("out", "", "output file").required(false).repeatable(false).argument("FILE"));
     options.addOption(
         Option("days", "", "validity in days").required(false).repeatable(false).argument("N"));
-    for (const char* name : {"url", "ca", "token-file", "file", "operator"}) {
-      options.addOption(Option(name, "", "ops: see kmsctl --help")
-                            .required(false)
-                            .repeatable(false)
-                            .argument("V"));
-    }
-    options.addOption(Option("wait", "", "ops rewrap: follow until done").required(false));
     for (const char* name : {"user", "resource", "from", "to", "limit"}) {
       options.addOption(
           Option(name, "", "audit query filter").required(false).repeatable(false).argument("V"));

@@ -1,0 +1,149 @@
+// The KMS's operations listener: a second HTTPS server, apart from the protocol endpoint, for
+// the operators of the security realm (kmsctl ops ...).
+//
+//   GET  /ops/health                  tokens' health and whether the database answers (200/503)
+//   GET  /ops/metrics                 Prometheus text exposition format 0.0.4
+//   GET  /ops/orgs/<org>/policy       the organization's policy (defaults if never set)
+//   PUT  /ops/orgs/<org>/policy       replaces it (audited as "policy.update")
+//   POST /ops/orgs/<org>/rotate-root  rotates the root key and starts the rewrap job (202)
+//   GET  /ops/orgs/<org>/rewrap       the latest rewrap job's progress
+//
+// TLS always (a certificate and key are required). Every request needs
+// `Authorization: Bearer <operator token>`; the token is read once from a file that only its owner
+// may read (mode 0600 or stricter), and only its SHA-256 is kept, compared with the presented
+// token's digest in constant time. Anything else is 401 before the request is looked at. An
+// operator may name themselves in `X-Strongroom-Operator` (1-64 of [A-Za-z0-9._@-]); the audit
+// records it as "operator:<name>" (self-declared: the token is shared by operators).
+//
+// Answers are JSON, errors {"code","message"}; request bodies are at most kMaxOpsBodyBytes.
+//
+// Configuration ([ops] of the kmsd INI; the section absent = no operations listener):
+//   [ops]
+//   listen = 127.0.0.1:9443          ; host:port, [v6]:port; port 0 = any free port
+//   tls_cert = /etc/strongroom/tls/ops.crt
+//   tls_key = /etc/strongroom/tls/ops.key
+//   token_file = /etc/strongroom/ops.token   ; mode 0600, holds the operator token
+//   max_threads = 4                  ; optional: requests served at once (1-64)
+//   rewrap_batch = 256               ; optional: blobs per rewrap transaction (1-4096)
+//   rewrap_idle_ms = 5000            ; optional: how often an idle rewrap worker looks for work
+#ifndef STRONGROOM_KMS_OPS_SERVER_H_
+#define STRONGROOM_KMS_OPS_SERVER_H_
+
+#include <Poco/Util/AbstractConfiguration.h>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "strongroom/common/error.h"
+#include "strongroom/hsm/key_vault.h"
+#include "strongroom/kms/database.h"
+#include "strongroom/kms/key_cache.h"
+#include "strongroom/kms/metrics.h"
+#include "strongroom/kms/rewrap_job.h"
+
+namespace Poco::Net {
+class HTTPServer;
+}
+
+namespace strongroom::kms {
+
+inline constexpr std::size_t kMaxOpsBodyBytes = 64 * 1024;
+inline constexpr std::size_t kMinOpsTokenBytes = 32;
+inline constexpr std::size_t kMaxOpsTokenBytes = 4096;
+
+struct OpsSettings {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 9443;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string token_file;
+  std::size_t max_threads = 4;
+  std::size_t rewrap_batch = kDefaultRewrapBatch;
+  std::chrono::milliseconds rewrap_idle{5000};
+};
+
+// nullopt when the configuration has no [ops] section; unknown keys are refused.
+Result<std::optional<OpsSettings>> ReadOpsSettings(const Poco::Util::AbstractConfiguration& config);
+
+// Reads the operator token from `path`: a regular file of mode 0600 or stricter, holding one token
+// of kMinOpsTokenBytes to kMaxOpsTokenBytes printable characters (a final newline is ignored).
+// Returns its SHA-256; the token itself is zeroized.
+Result<std::array<std::uint8_t, 32>> ReadOpsTokenDigest(const std::string& path);
+
+// One request, as the listener saw it; and its answer.
+struct OpsRequest {
+  std::string method;
+  std::string path;           // without the query string
+  std::string authorization;  // the Authorization header, or empty
+  std::string operator_name;  // X-Strongroom-Operator, or empty
+  std::string body;
+};
+struct OpsReply {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::map<std::string, std::string> headers;
+};
+
+class OpsServer {
+ public:
+  using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
+
+  // Reads the token file and the TLS certificate and key; does not listen yet. `worker`, if
+  // given, is woken after a rotation.
+  static Result<std::unique_ptr<OpsServer>> New(const OpsSettings& settings, hsm::KeyVault& vault,
+                                                Database& db, Metrics& metrics, RewrapJobs& jobs,
+                                                KeyCache& cache, RewrapWorker* worker = nullptr,
+                                                Clock clock = {});
+  ~OpsServer();
+  OpsServer(const OpsServer&) = delete;
+  OpsServer& operator=(const OpsServer&) = delete;
+
+  Status Start();
+  void Stop();
+  // The port listened on (the actual one when configured as 0); 0 before Start.
+  std::uint16_t port() const { return port_; }
+
+  // Answers one request; never throws. The HTTPS listener is a thin layer over this.
+  OpsReply Handle(const OpsRequest& request);
+
+ private:
+  friend class OpsRequestHandler;  // the Poco adapter: checks the token before reading a body
+  struct Tls;                      // the TLS context and the listener's threads
+
+  OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
+            hsm::KeyVault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs, KeyCache& cache,
+            RewrapWorker* worker, Clock clock);
+
+  OpsReply Health();
+  OpsReply GetPolicy(const std::string& org);
+  OpsReply PutPolicy(const std::string& org, const std::string& actor, const std::string& body);
+  OpsReply RotateRoot(const std::string& org, const std::string& actor);
+  OpsReply GetRewrap(const std::string& org);
+  bool Authorized(const std::string& authorization) const;
+  std::int64_t Now() const;
+
+  const OpsSettings settings_;
+  const std::array<std::uint8_t, 32> token_digest_;
+  hsm::KeyVault& vault_;
+  Database& db_;
+  Metrics& metrics_;
+  RewrapJobs& jobs_;
+  KeyCache& cache_;
+  RewrapWorker* const worker_;
+  const Clock clock_;
+
+  std::unique_ptr<Tls> tls_;
+  std::unique_ptr<Poco::Net::HTTPServer> server_;
+  std::uint16_t port_ = 0;
+};
+
+}  // namespace strongroom::kms
+
+#endif  // STRONGROOM_KMS_OPS_SERVER_H_

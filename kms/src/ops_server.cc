@@ -1,0 +1,639 @@
+#include "strongroom/kms/ops_server.h"
+
+#include <Poco/Exception.h>
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPRequestHandler.h>
+#include <Poco/Net/HTTPRequestHandlerFactory.h>
+#include <Poco/Net/HTTPServer.h>
+#include <Poco/Net/HTTPServerParams.h>
+#include <Poco/Net/HTTPServerRequest.h>
+#include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/SSLManager.h>
+#include <Poco/Net/SecureServerSocket.h>
+#include <Poco/Net/SocketAddress.h>
+#include <Poco/ThreadPool.h>
+#include <Poco/URI.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "strongroom/common/secret_bytes.h"
+#include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/org_policy.h"
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::JSON::Object;
+
+constexpr std::size_t kMaxOperatorName = 64;
+constexpr std::size_t kMaxFailuresShown = 20;
+constexpr std::size_t kMaxOpsDrainBytes = 1024 * 1024;  // read and dropped after a too-large body
+
+int HttpStatusFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+      return 400;
+    case ErrorCode::kUnauthenticated:
+      return 401;
+    case ErrorCode::kPermissionDenied:
+      return 403;
+    case ErrorCode::kNotFound:
+      return 404;
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kFailedPrecondition:
+      return 409;
+    case ErrorCode::kResourceExhausted:
+      return 429;
+    case ErrorCode::kUnavailable:
+      return 503;
+    case ErrorCode::kUnimplemented:
+      return 501;
+    case ErrorCode::kDataLoss:
+    case ErrorCode::kInternal:
+      return 500;
+  }
+  return 500;
+}
+
+std::string Json(const Object& o) {
+  std::ostringstream out;
+  o.stringify(out);
+  return out.str();
+}
+
+OpsReply JsonReply(int status, const Object& body) {
+  OpsReply reply;
+  reply.status = status;
+  reply.body = Json(body);
+  return reply;
+}
+
+OpsReply ErrorReply(int status, ErrorCode code, const std::string& message) {
+  Object body;
+  body.set("code", std::string(ErrorCodeName(code)));
+  body.set("message", message);
+  return JsonReply(status, body);
+}
+
+OpsReply ErrorReply(const Error& error) {
+  return ErrorReply(HttpStatusFor(error.code()), error.code(), error.message());
+}
+
+std::string Text(const Poco::Util::AbstractConfiguration& config, const std::string& key) {
+  std::string value = config.getString(key, "");
+  const auto first = value.find_first_not_of(" \t");
+  const auto last = value.find_last_not_of(" \t");
+  return first == std::string::npos ? "" : value.substr(first, last - first + 1);
+}
+
+Result<std::int64_t> Integer(const Poco::Util::AbstractConfiguration& config,
+                             const std::string& key, std::int64_t low, std::int64_t high) {
+  const std::string text = Text(config, key);
+  std::int64_t value = 0;
+  std::size_t used = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (text.empty() || used != text.size() || value < low || value > high) {
+    return Error(ErrorCode::kInvalidArgument, key + " must be an integer from " +
+                                                  std::to_string(low) + " to " +
+                                                  std::to_string(high) + ", got '" + text + "'");
+  }
+  return value;
+}
+
+Status ParseListen(const std::string& text, OpsSettings& out) {
+  const Error bad(ErrorCode::kInvalidArgument,
+                  "ops.listen must be host:port or [address]:port, got '" + text + "'");
+  std::string host, port;
+  if (!text.empty() && text[0] == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return bad;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos || text.find(':') != colon) return bad;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (host.empty() || port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return bad;
+  }
+  const int value = std::stoi(port);
+  if (value > 65535) return bad;
+  out.listen_host = host;
+  out.listen_port = static_cast<std::uint16_t>(value);
+  return OkStatus();
+}
+
+bool ValidOperatorName(const std::string& name) {
+  return !name.empty() && name.size() <= kMaxOperatorName &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '@' || c == '-';
+         });
+}
+
+std::array<std::uint8_t, 32> Sha256(std::span<const std::uint8_t> data) {
+  std::array<std::uint8_t, 32> digest{};
+  unsigned int size = 0;
+  EVP_Digest(data.data(), data.size(), digest.data(), &size, EVP_sha256(), nullptr);
+  return digest;
+}
+
+Object ProgressJson(const RewrapProgress& p) {
+  Object o;
+  o.set("jobId", p.job_id);
+  o.set("org", p.org);
+  o.set("rootVersion", p.root_version);
+  o.set("state", p.state);
+  o.set("total", p.total);
+  o.set("done", p.done);
+  o.set("failed", p.failed);
+  o.set("remaining", std::max<std::int64_t>(0, p.total - p.done - p.failed));
+  o.set("ratePerSecond", p.rate_per_second);
+  o.set("startedMs", p.started_ms);
+  o.set("updatedMs", p.updated_ms);
+  o.set("lastError", p.last_error);
+  return o;
+}
+
+}  // namespace
+
+Result<std::optional<OpsSettings>> ReadOpsSettings(
+    const Poco::Util::AbstractConfiguration& config) {
+  Poco::Util::AbstractConfiguration::Keys keys;
+  config.keys("ops", keys);
+  if (keys.empty()) return std::optional<OpsSettings>();
+  static const std::set<std::string> kKnown = {"listen",        "tls_cert",    "tls_key",
+                                               "token_file",    "max_threads", "rewrap_batch",
+                                               "rewrap_idle_ms"};
+  for (const std::string& key : keys) {
+    if (!kKnown.count(key)) {
+      return Error(ErrorCode::kInvalidArgument, "unknown setting ops." + key);
+    }
+  }
+  OpsSettings out;
+  if (config.hasProperty("ops.listen"))
+    SR_RETURN_IF_ERROR(ParseListen(Text(config, "ops.listen"), out));
+  out.tls_cert = Text(config, "ops.tls_cert");
+  out.tls_key = Text(config, "ops.tls_key");
+  out.token_file = Text(config, "ops.token_file");
+  for (const auto& [key, value] :
+       {std::pair{"ops.tls_cert", &out.tls_cert}, std::pair{"ops.tls_key", &out.tls_key},
+        std::pair{"ops.token_file", &out.token_file}}) {
+    if (value->empty()) {
+      return Error(ErrorCode::kInvalidArgument,
+                   std::string(key) +
+                       " is required: the operations listener always uses TLS "
+                       "and an operator token");
+    }
+  }
+  if (config.hasProperty("ops.max_threads")) {
+    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.max_threads", 1, 64));
+    out.max_threads = static_cast<std::size_t>(n);
+  }
+  if (config.hasProperty("ops.rewrap_batch")) {
+    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.rewrap_batch", 1,
+                                                static_cast<std::int64_t>(kMaxRewrapBatch)));
+    out.rewrap_batch = static_cast<std::size_t>(n);
+  }
+  if (config.hasProperty("ops.rewrap_idle_ms")) {
+    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.rewrap_idle_ms", 10, 3'600'000));
+    out.rewrap_idle = std::chrono::milliseconds(n);
+  }
+  return std::optional<OpsSettings>(std::move(out));
+}
+
+Result<std::array<std::uint8_t, 32>> ReadOpsTokenDigest(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    return Error(ErrorCode::kInvalidArgument, "cannot open the operator token file " + path);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Error(ErrorCode::kInvalidArgument,
+                 "the operator token file " + path + " is not a regular file");
+  }
+  if ((st.st_mode & 077) != 0) {
+    ::close(fd);
+    return Error(ErrorCode::kInvalidArgument,
+                 "the operator token file " + path +
+                     " may be read by others; make it mode 0600 (chmod 600)");
+  }
+  SecretBytes content(kMaxOpsTokenBytes + 3);
+  std::size_t size = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd, content.data() + size, content.size() - size);
+    if (n < 0) {
+      ::close(fd);
+      return Error(ErrorCode::kInvalidArgument, "cannot read the operator token file " + path);
+    }
+    if (n == 0 || size + static_cast<std::size_t>(n) == content.size()) {
+      size += static_cast<std::size_t>(n);
+      break;
+    }
+    size += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  if (size > 0 && content.data()[size - 1] == '\n') --size;
+  if (size > 0 && content.data()[size - 1] == '\r') --size;
+  content.Truncate(size);
+  const bool printable = std::all_of(content.view().begin(), content.view().end(),
+                                     [](std::uint8_t c) { return c > 0x20 && c < 0x7f; });
+  if (size < kMinOpsTokenBytes || size > kMaxOpsTokenBytes || !printable) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "the operator token file " + path + " must hold one token of " +
+                     std::to_string(kMinOpsTokenBytes) + " to " +
+                     std::to_string(kMaxOpsTokenBytes) +
+                     " printable characters without spaces (e.g. openssl rand -hex 32)");
+  }
+  return Sha256(content.view());
+}
+
+// Reads a body of at most kMaxOpsBodyBytes into `body`; false if it is longer (then up to
+// kMaxOpsDrainBytes are read and dropped).
+static bool ReadBody(std::istream& in, std::string& body) {
+  std::vector<char> buffer(kMaxOpsBodyBytes + 1);
+  in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+  std::size_t got = static_cast<std::size_t>(in.gcount());
+  if (got <= kMaxOpsBodyBytes) {
+    body.assign(buffer.data(), got);
+    return true;
+  }
+  while (in && got < kMaxOpsDrainBytes) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    got += static_cast<std::size_t>(in.gcount());
+  }
+  return false;
+}
+
+// The adapter that meets Poco: the one place exceptions are caught.
+class OpsRequestHandler : public Poco::Net::HTTPRequestHandler {
+ public:
+  explicit OpsRequestHandler(OpsServer& server) : server_(server) {}
+
+  void handleRequest(Poco::Net::HTTPServerRequest& request,
+                     Poco::Net::HTTPServerResponse& response) override {
+    OpsReply reply;
+    try {
+      OpsRequest r;
+      r.method = request.getMethod();
+      r.path = Poco::URI(request.getURI()).getPath();
+      r.authorization = request.get("Authorization", "");
+      r.operator_name = request.get("X-Strongroom-Operator", "");
+      // The body is read (bounded) before answering, even a refusal: a server that closes with
+      // unread input makes TCP reset the connection, and the client may lose the answer.
+      bool too_big = request.hasContentLength() &&
+                     request.getContentLength64() > static_cast<Poco::Int64>(kMaxOpsDrainBytes);
+      if (!too_big) too_big = !ReadBody(request.stream(), r.body);
+      if (!server_.Authorized(r.authorization)) {
+        r.body.clear();
+        reply = server_.Handle(r);  // 401
+        response.setKeepAlive(false);
+      } else if (too_big) {
+        reply =
+            ErrorReply(413, ErrorCode::kResourceExhausted,
+                       "the request body exceeds " + std::to_string(kMaxOpsBodyBytes) + " bytes");
+        response.setKeepAlive(false);
+      } else {
+        reply = server_.Handle(r);
+      }
+    } catch (const Poco::Exception& e) {
+      reply = ErrorReply(500, ErrorCode::kInternal, "the request failed: " + e.displayText());
+    } catch (const std::exception& e) {
+      reply = ErrorReply(500, ErrorCode::kInternal, std::string("the request failed: ") + e.what());
+    }
+    try {
+      response.setStatus(static_cast<Poco::Net::HTTPResponse::HTTPStatus>(reply.status));
+      response.setContentType(reply.content_type);
+      response.set("Cache-Control", "no-store");
+      for (const auto& [name, value] : reply.headers) response.set(name, value);
+      response.setContentLength64(static_cast<Poco::Int64>(reply.body.size()));
+      response.send() << reply.body;
+    } catch (const std::exception&) {
+      // The client went away; nothing to tell it.
+    }
+  }
+
+ private:
+  OpsServer& server_;
+};
+
+namespace {
+
+class OpsHandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {
+ public:
+  explicit OpsHandlerFactory(OpsServer& server) : server_(server) {}
+  Poco::Net::HTTPRequestHandler* createRequestHandler(
+      const Poco::Net::HTTPServerRequest&) override {
+    return new OpsRequestHandler(server_);
+  }
+
+ private:
+  OpsServer& server_;
+};
+
+}  // namespace
+
+struct OpsServer::Tls {
+  Poco::Net::Context::Ptr context;
+  std::unique_ptr<Poco::ThreadPool> threads;
+};
+
+Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, hsm::KeyVault& vault,
+                                                  Database& db, Metrics& metrics, RewrapJobs& jobs,
+                                                  KeyCache& cache, RewrapWorker* worker,
+                                                  Clock clock) {
+  if (settings.max_threads == 0 || settings.max_threads > 64) {
+    return Error(ErrorCode::kInvalidArgument, "ops max_threads must be 1 to 64");
+  }
+  SR_ASSIGN_OR_RETURN(auto digest, ReadOpsTokenDigest(settings.token_file));
+  auto tls = std::make_unique<Tls>();
+  Poco::Net::initializeSSL();
+  try {
+    Poco::Net::Context::Params params;
+    params.certificateFile = settings.tls_cert;
+    params.privateKeyFile = settings.tls_key;
+    params.verificationMode = Poco::Net::Context::VERIFY_NONE;  // operators present a token
+    params.loadDefaultCAs = false;
+    params.cipherList = "HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES";
+    tls->context = new Poco::Net::Context(Poco::Net::Context::TLS_SERVER_USE, params);
+    tls->context->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
+  } catch (const Poco::Exception& e) {
+    Poco::Net::uninitializeSSL();
+    return Error(
+        ErrorCode::kInvalidArgument,
+        "the operations listener's TLS certificate or key cannot be used: " + e.displayText());
+  }
+  std::unique_ptr<OpsServer> server(
+      new OpsServer(settings, digest, vault, db, metrics, jobs, cache, worker, std::move(clock)));
+  server->tls_ = std::move(tls);
+  return server;
+}
+
+OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
+                     hsm::KeyVault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs,
+                     KeyCache& cache, RewrapWorker* worker, Clock clock)
+    : settings_(settings),
+      token_digest_(token_digest),
+      vault_(vault),
+      db_(db),
+      metrics_(metrics),
+      jobs_(jobs),
+      cache_(cache),
+      worker_(worker),
+      clock_(std::move(clock)) {}
+
+OpsServer::~OpsServer() {
+  Stop();
+  tls_.reset();
+  Poco::Net::uninitializeSSL();
+}
+
+Status OpsServer::Start() {
+  if (server_) return Error(ErrorCode::kFailedPrecondition, "the operations listener runs already");
+  try {
+    Poco::Net::SecureServerSocket socket(
+        Poco::Net::SocketAddress(settings_.listen_host, settings_.listen_port), 64, tls_->context);
+    auto* params = new Poco::Net::HTTPServerParams;
+    params->setMaxThreads(static_cast<int>(settings_.max_threads));
+    params->setMaxQueued(16);
+    params->setKeepAlive(true);
+    params->setTimeout(Poco::Timespan(10, 0));
+    tls_->threads =
+        std::make_unique<Poco::ThreadPool>(1, static_cast<int>(settings_.max_threads) + 1, 60);
+    port_ = socket.address().port();
+    server_ = std::make_unique<Poco::Net::HTTPServer>(new OpsHandlerFactory(*this), *tls_->threads,
+                                                      socket, params);
+    server_->start();
+  } catch (const Poco::Exception& e) {
+    server_.reset();
+    port_ = 0;
+    return Error(ErrorCode::kUnavailable,
+                 "the operations listener cannot listen on " + settings_.listen_host + ":" +
+                     std::to_string(settings_.listen_port) + ": " + e.displayText());
+  }
+  return OkStatus();
+}
+
+void OpsServer::Stop() {
+  if (!server_) return;
+  server_->stopAll(true);
+  server_.reset();
+  if (tls_ && tls_->threads) {
+    tls_->threads->joinAll();
+    tls_->threads.reset();
+  }
+}
+
+std::int64_t OpsServer::Now() const {
+  if (clock_) return clock_();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool OpsServer::Authorized(const std::string& authorization) const {
+  constexpr std::string_view kBearer = "Bearer ";
+  if (authorization.size() <= kBearer.size() ||
+      authorization.compare(0, kBearer.size(), kBearer) != 0 ||
+      authorization.size() > kBearer.size() + kMaxOpsTokenBytes) {
+    return false;
+  }
+  const std::string_view token = std::string_view(authorization).substr(kBearer.size());
+  const auto digest = Sha256({reinterpret_cast<const std::uint8_t*>(token.data()), token.size()});
+  return ConstantTimeEquals(digest, token_digest_);
+}
+
+OpsReply OpsServer::Handle(const OpsRequest& request) {
+  const auto start = std::chrono::steady_clock::now();
+  OpsReply reply;
+  try {
+    if (!Authorized(request.authorization)) {
+      reply = ErrorReply(401, ErrorCode::kUnauthenticated,
+                         "an operator token is required: Authorization: Bearer <token>");
+      reply.headers["WWW-Authenticate"] = "Bearer realm=\"strongroom-ops\"";
+    } else if (!request.operator_name.empty() && !ValidOperatorName(request.operator_name)) {
+      reply = ErrorReply(400, ErrorCode::kInvalidArgument,
+                         "X-Strongroom-Operator must be 1-64 of [A-Za-z0-9._@-]");
+    } else {
+      const std::string actor = request.operator_name.empty() ? std::string("operator")
+                                                              : "operator:" + request.operator_name;
+      const std::string& path = request.path;
+      const std::string& method = request.method;
+      auto allow = [&](const char* allowed) {
+        OpsReply r =
+            ErrorReply(405, ErrorCode::kInvalidArgument,
+                       method + " is not allowed on " + path + " (allowed: " + allowed + ")");
+        r.headers["Allow"] = allowed;
+        return r;
+      };
+      constexpr std::string_view kOrgs = "/ops/orgs/";
+      if (path == "/ops/health") {
+        reply = method == "GET" ? Health() : allow("GET");
+      } else if (path == "/ops/metrics") {
+        if (method == "GET") {
+          reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
+          reply.body = metrics_.RenderPrometheus({&cache_, &vault_});
+        } else {
+          reply = allow("GET");
+        }
+      } else if (path.compare(0, kOrgs.size(), kOrgs) == 0) {
+        const std::string rest = path.substr(kOrgs.size());
+        const auto slash = rest.find('/');
+        const std::string org = rest.substr(0, slash);
+        const std::string what = slash == std::string::npos ? "" : rest.substr(slash + 1);
+        Status valid = hsm::ValidateOrgName(org);
+        if (!valid.ok()) {
+          reply = ErrorReply(valid.error());
+        } else if (what == "policy") {
+          reply = method == "GET"   ? GetPolicy(org)
+                  : method == "PUT" ? PutPolicy(org, actor, request.body)
+                                    : allow("GET, PUT");
+        } else if (what == "rotate-root") {
+          reply = method == "POST" ? RotateRoot(org, actor) : allow("POST");
+        } else if (what == "rewrap") {
+          reply = method == "GET" ? GetRewrap(org) : allow("GET");
+        } else {
+          reply = ErrorReply(404, ErrorCode::kNotFound, "no operations endpoint " + path);
+        }
+      } else {
+        reply = ErrorReply(404, ErrorCode::kNotFound, "no operations endpoint " + path);
+      }
+    }
+  } catch (const Poco::Exception& e) {
+    reply = ErrorReply(500, ErrorCode::kInternal, "the request failed: " + e.displayText());
+  } catch (const std::exception& e) {
+    reply = ErrorReply(500, ErrorCode::kInternal, std::string("the request failed: ") + e.what());
+  }
+  metrics_.RecordRequest("ops", reply.status, std::chrono::steady_clock::now() - start);
+  return reply;
+}
+
+OpsReply OpsServer::Health() {
+  Object body;
+  Object database;
+  Status reachable = db_.WithSession([](Poco::Data::Session& s) -> Status {
+    int one = 0;
+    s << "SELECT 1", Poco::Data::Keywords::into(one), Poco::Data::Keywords::now;
+    return one == 1 ? OkStatus() : Status(Error(ErrorCode::kInternal, "SELECT 1 failed"));
+  });
+  database.set("reachable", reachable.ok());
+  database.set("schemaVersion", db_.schema_version());
+  if (!reachable.ok()) database.set("error", reachable.error().ToString());
+  body.set("database", database);
+
+  Poco::JSON::Array tokens;
+  std::size_t ready = 0;
+  const std::vector<hsm::TokenHealth> health = vault_.Health();
+  for (const hsm::TokenHealth& h : health) {
+    Object token;
+    token.set("name", h.name);
+    token.set("state", std::string(hsm::TokenStateName(h.state)));
+    if (!h.detail.empty()) token.set("detail", h.detail);
+    token.set("moduleResets", h.module_resets);
+    token.set("loginAttempts", h.login_attempts);
+    Object pool;
+    pool.set("capacity", h.pool.capacity);
+    pool.set("open", h.pool.open);
+    pool.set("idle", h.pool.idle);
+    pool.set("acquired", h.pool.acquired);
+    pool.set("waited", h.pool.waited);
+    pool.set("timedOut", h.pool.timed_out);
+    pool.set("waitSeconds", static_cast<double>(h.pool.wait_micros) / 1e6);
+    token.set("pool", pool);
+    tokens.add(token);
+    if (h.state == hsm::TokenState::kReady) ++ready;
+  }
+  body.set("tokens", tokens);
+  // The KMS serves while the database answers and at least one token is ready.
+  const bool serving = reachable.ok() && ready > 0;
+  body.set("status", !serving ? "unavailable" : ready == health.size() ? "ok" : "degraded");
+  return JsonReply(serving ? 200 : 503, body);
+}
+
+OpsReply OpsServer::GetPolicy(const std::string& org) {
+  std::string json;
+  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, org));
+    json = PolicyStore::ToJson(policy);
+    return OkStatus();
+  });
+  if (!read.ok()) return ErrorReply(read.error());
+  OpsReply reply;
+  reply.body = std::move(json);
+  return reply;
+}
+
+OpsReply OpsServer::PutPolicy(const std::string& org, const std::string& actor,
+                              const std::string& body) {
+  Result<OrgPolicy> policy = PolicyStore::FromJson(body, org);
+  if (!policy.ok()) return ErrorReply(policy.error());
+  const std::int64_t now = Now();
+  Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    SR_RETURN_IF_ERROR(PolicyStore::Put(s, *policy, now));
+    AuditRecord record;
+    record.at_ms = now;
+    record.org = org;
+    record.actor = actor;
+    record.action = "policy.update";
+    record.outcome = "ok";
+    std::string detail = PolicyStore::ToJson(*policy);  // user ids and lifetimes; no secrets
+    if (detail.size() > kMaxAuditField) detail = detail.substr(0, kMaxAuditField - 3) + "...";
+    record.detail = std::move(detail);
+    return AuditLog::Append(s, record);
+  });
+  if (!stored.ok()) return ErrorReply(stored.error());
+  OpsReply reply;
+  reply.body = PolicyStore::ToJson(*policy);
+  return reply;
+}
+
+OpsReply OpsServer::RotateRoot(const std::string& org, const std::string& actor) {
+  Result<kms::RewrapProgress> job = jobs_.Rotate(org, actor);
+  if (!job.ok()) return ErrorReply(job.error());
+  cache_.Clear();  // nothing unwrapped under the old version outlives the rotation
+  if (worker_ != nullptr) worker_->Wake();
+  return JsonReply(202, ProgressJson(*job));
+}
+
+OpsReply OpsServer::GetRewrap(const std::string& org) {
+  Result<kms::RewrapProgress> job = jobs_.Progress(org);
+  if (!job.ok()) return ErrorReply(job.error());
+  Object body = ProgressJson(*job);
+  if (job->failed > 0) {
+    Result<std::vector<RewrapFailure>> failures = jobs_.Failures(job->job_id, kMaxFailuresShown);
+    if (failures.ok()) {
+      Poco::JSON::Array list;
+      for (const RewrapFailure& f : *failures) {
+        Object item;
+        item.set("kind", f.kind);
+        item.set("uri", f.uri);
+        item.set("token", f.token);
+        item.set("error", f.error);
+        list.add(item);
+      }
+      body.set("failures", list);
+    }
+  }
+  return JsonReply(200, body);
+}
+
+}  // namespace strongroom::kms

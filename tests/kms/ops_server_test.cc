@@ -1,0 +1,497 @@
+// The operations listener over real HTTPS on 127.0.0.1 (port 0), with a throwaway CA made by the
+// openssl command, a real SoftHSM2 token and a SQLite database.
+#include "strongroom/kms/ops_server.h"
+
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPClientSession.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/HTTPSClientSession.h>
+#include <Poco/Net/SSLManager.h>
+#include <Poco/Pipe.h>
+#include <Poco/PipeStream.h>
+#include <Poco/Process.h>
+#include <Poco/StreamCopier.h>
+#include <Poco/Util/IniFileConfiguration.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "../support/softhsm_sandbox.h"
+#include "../support/test_dir.h"
+#include "prometheus_text.h"
+#include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/org_policy.h"
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::JSON::Object;
+using testing::kSoftHsmModule;
+using testing::SoftHsmSandbox;
+
+constexpr char kOperatorToken[] =
+    "4f1c2a9e7b3d58e6a0c4f2b19d7e3a5c8b6f0e2d4a1c9b7e5f3d2a0c8e6b4f1a";
+
+Object::Ptr Parse(const std::string& text) {
+  Poco::JSON::Parser parser;
+  return parser.parse(text).extract<Object::Ptr>();
+}
+
+void WriteFile(const std::filesystem::path& path, const std::string& content, mode_t mode) {
+  std::ofstream(path) << content;
+  ::chmod(path.c_str(), mode);
+}
+
+// A CA and a server certificate for localhost / 127.0.0.1, made with the openssl command.
+void MakeCertificates(const std::filesystem::path& dir, const std::string& ca_name) {
+  const std::string d = dir.string();
+  WriteFile(dir / "ext.cnf", "subjectAltName=DNS:localhost,IP:127.0.0.1\n", 0600);
+  const std::string script =
+      "cd '" + d +
+      "' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
+      ca_name + ".key -out " + ca_name + ".pem -days 2 -subj '/CN=" + ca_name +
+      "' 2>/dev/null && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      "-keyout ops.key -out ops.csr -subj '/CN=localhost' 2>/dev/null && openssl x509 -req -in "
+      "ops.csr -CA " +
+      ca_name + ".pem -CAkey " + ca_name +
+      ".key -CAcreateserial -out ops.crt -days 2 -extfile ext.cnf 2>/dev/null";
+  ASSERT_EQ(std::system(script.c_str()), 0) << script;
+}
+
+struct HttpAnswer {
+  int status = 0;
+  std::string content_type;
+  std::string body;
+  std::map<std::string, std::string> headers;
+};
+
+class OpsServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    hsm::TokenConfig token;
+    token.name = "primary";
+    token.uri = SoftHsmSandbox::Get().Uri(kSoftHsmModule,
+                                          SoftHsmSandbox::Get().CreateToken(kSoftHsmModule));
+    auto vault = hsm::KeyVault::Open({{token}});
+    ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+    vault_ = std::move(vault).value();
+    ASSERT_TRUE(vault_->InitRoot("acme").ok());
+    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
+    cache_ = std::make_unique<KeyCache>(100, std::chrono::minutes(5));
+    jobs_ = std::make_unique<RewrapJobs>(*vault_, *db_);
+    worker_ = std::make_unique<RewrapWorker>(*jobs_, std::chrono::milliseconds(50), 8);
+
+    MakeCertificates(dir_.path(), "ca");
+    WriteFile(dir_ / "ops.token", std::string(kOperatorToken) + "\n", 0600);
+    settings_.listen_host = "127.0.0.1";
+    settings_.listen_port = 0;
+    settings_.tls_cert = (dir_ / "ops.crt").string();
+    settings_.tls_key = (dir_ / "ops.key").string();
+    settings_.token_file = (dir_ / "ops.token").string();
+    auto server =
+        OpsServer::New(settings_, *vault_, *db_, metrics_, *jobs_, *cache_, worker_.get());
+    ASSERT_TRUE(server.ok()) << server.error().ToString();
+    server_ = std::move(server).value();
+    ASSERT_TRUE(server_->Start().ok());
+    ASSERT_NE(server_->port(), 0);
+
+    Poco::Net::Context::Params params;
+    params.caLocation = (dir_ / "ca.pem").string();
+    params.verificationMode = Poco::Net::Context::VERIFY_RELAXED;
+    params.loadDefaultCAs = false;
+    client_context_ = new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params);
+  }
+
+  void TearDown() override {
+    if (server_) server_->Stop();
+    server_.reset();
+    worker_.reset();
+  }
+
+  HttpAnswer Call(const std::string& method, const std::string& path,
+                  std::optional<std::string> token = std::string(kOperatorToken),
+                  const std::string& body = "", const std::string& operator_name = "") {
+    Poco::Net::HTTPSClientSession session("127.0.0.1", server_->port(), client_context_);
+    Poco::Net::HTTPRequest request(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
+    if (token) request.set("Authorization", "Bearer " + *token);
+    if (!operator_name.empty()) request.set("X-Strongroom-Operator", operator_name);
+    if (!body.empty() || method == "PUT" || method == "POST") {
+      request.setContentLength64(static_cast<Poco::Int64>(body.size()));
+      request.setContentType("application/json");
+    }
+    session.sendRequest(request) << body;
+    Poco::Net::HTTPResponse response;
+    std::istream& in = session.receiveResponse(response);
+    HttpAnswer answer;
+    answer.status = static_cast<int>(response.getStatus());
+    answer.content_type = response.getContentType();
+    for (const auto& [name, value] : response) answer.headers[name] = value;
+    Poco::StreamCopier::copyToString(in, answer.body);
+    return answer;
+  }
+
+  void CreateKeys(int n) {
+    std::vector<KeyRecord> records;
+    for (int i = 0; i < n; ++i) {
+      KeyRecord k;
+      k.uri = "kms://kms.test/keys/" + std::to_string(i);
+      k.org = "acme";
+      k.creator = "alice";
+      k.client_id = "test";
+      k.bind_deadline_ms = 1;
+      SecretBytes key = SecretBytes::Random(32);
+      k.blobs = vault_->Wrap({"acme", k.uri}, key.view())->blobs;
+      records.push_back(std::move(k));
+    }
+    ASSERT_TRUE(
+        db_->InTransaction([&](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, records); })
+            .ok());
+  }
+
+  std::size_t RootVersions() { return (*vault_->ListRoots("acme"))[0].keys.size(); }
+
+  std::vector<AuditRecord> Audit() {
+    AuditFilter filter;
+    filter.limit = 1000;
+    return *AuditLog::Query(*db_, filter);
+  }
+
+  testing::TestDir dir_;
+  std::unique_ptr<hsm::KeyVault> vault_;
+  std::unique_ptr<Database> db_;
+  Metrics metrics_;
+  std::unique_ptr<KeyCache> cache_;
+  std::unique_ptr<RewrapJobs> jobs_;
+  std::unique_ptr<RewrapWorker> worker_;
+  OpsSettings settings_;
+  std::unique_ptr<OpsServer> server_;
+  Poco::Net::Context::Ptr client_context_;
+};
+
+TEST_F(OpsServerTest, AMissingOrWrongOperatorTokenIs401AndChangesNothing) {
+  const std::string almost = std::string(kOperatorToken).substr(0, 63) + "0";
+  const std::optional<std::string> tokens[] = {std::nullopt, "", almost,
+                                               std::string(kOperatorToken) + "0", "x"};
+  const std::pair<const char*, const char*> calls[] = {{"GET", "/ops/health"},
+                                                       {"GET", "/ops/metrics"},
+                                                       {"POST", "/ops/orgs/acme/rotate-root"},
+                                                       {"PUT", "/ops/orgs/acme/policy"},
+                                                       {"GET", "/ops/orgs/acme/rewrap"},
+                                                       {"GET", "/nowhere"}};
+  for (const auto& token : tokens) {
+    for (const auto& [method, path] : calls) {
+      HttpAnswer answer =
+          Call(method, path, token, std::string(method) == "PUT" ? R"({"indexer":"mallory"})" : "");
+      EXPECT_EQ(answer.status, 401) << method << " " << path;
+      EXPECT_EQ(Parse(answer.body)->getValue<std::string>("code"), "UNAUTHENTICATED");
+      EXPECT_EQ(answer.headers["WWW-Authenticate"], "Bearer realm=\"strongroom-ops\"");
+    }
+  }
+  // Another scheme with the right token is refused too.
+  Poco::Net::HTTPSClientSession session("127.0.0.1", server_->port(), client_context_);
+  Poco::Net::HTTPRequest request("GET", "/ops/health", Poco::Net::HTTPMessage::HTTP_1_1);
+  request.set("Authorization", std::string("Basic ") + kOperatorToken);
+  session.sendRequest(request);
+  Poco::Net::HTTPResponse response;
+  session.receiveResponse(response);
+  EXPECT_EQ(response.getStatus(), Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED);
+
+  EXPECT_EQ(RootVersions(), 1u);
+  EXPECT_EQ(jobs_->Progress("acme").error().code(), ErrorCode::kNotFound);
+  std::string policy;
+  ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                   SR_ASSIGN_OR_RETURN(OrgPolicy p, PolicyStore::Get(s, "acme"));
+                   EXPECT_FALSE(p.indexer);
+                   return OkStatus();
+                 })
+                  .ok());
+  EXPECT_TRUE(Audit().empty());
+}
+
+TEST_F(OpsServerTest, HealthShowsTheTokensAndTheDatabase) {
+  HttpAnswer answer = Call("GET", "/ops/health");
+  ASSERT_EQ(answer.status, 200) << answer.body;
+  EXPECT_EQ(answer.content_type, "application/json");
+  Object::Ptr health = Parse(answer.body);
+  EXPECT_EQ(health->getValue<std::string>("status"), "ok");
+  EXPECT_TRUE(health->getObject("database")->getValue<bool>("reachable"));
+  EXPECT_EQ(health->getObject("database")->getValue<int>("schemaVersion"), db_->schema_version());
+  auto tokens = health->getArray("tokens");
+  ASSERT_EQ(tokens->size(), 1u);
+  EXPECT_EQ(tokens->getObject(0)->getValue<std::string>("name"), "primary");
+  EXPECT_EQ(tokens->getObject(0)->getValue<std::string>("state"), "ready");
+  EXPECT_EQ(tokens->getObject(0)->getObject("pool")->getValue<int>("capacity"), 16);
+}
+
+TEST_F(OpsServerTest, MetricsAreValidPrometheusText) {
+  metrics_.RecordRequest("retrieve_key", 200, std::chrono::milliseconds(3));
+  const std::vector<std::uint8_t> key(32, 9);
+  cache_->Put("kms://kms.test/keys/x", key);
+  (void)cache_->Get("kms://kms.test/keys/x");
+  ASSERT_EQ(Call("GET", "/ops/health").status, 200);
+  HttpAnswer answer = Call("GET", "/ops/metrics");
+  ASSERT_EQ(answer.status, 200);
+  EXPECT_EQ(answer.content_type, "text/plain; version=0.0.4; charset=utf-8");
+  auto samples = testing::ParsePrometheus(answer.body);
+  ASSERT_TRUE(samples.ok()) << samples.error().ToString() << "\n" << answer.body;
+  auto value = [&](const std::string& name, const std::map<std::string, std::string>& labels) {
+    for (const auto& s : *samples) {
+      if (s.name == name && s.labels == labels) return s.value;
+    }
+    return -1.0;
+  };
+  EXPECT_EQ(
+      value("strongroom_kms_requests_total", {{"operation", "retrieve_key"}, {"code", "200"}}), 1);
+  EXPECT_EQ(value("strongroom_kms_requests_total", {{"operation", "ops"}, {"code", "200"}}), 1);
+  EXPECT_EQ(value("strongroom_kms_key_cache_hits_total", {}), 1);
+  EXPECT_EQ(value("strongroom_hsm_token_up", {{"token", "primary"}}), 1);
+}
+
+TEST_F(OpsServerTest, RotateRootStartsTheJobAndProgressReachesDone) {
+  CreateKeys(20);
+  const std::vector<std::uint8_t> key(32, 3);
+  cache_->Put("kms://kms.test/keys/0", key);
+  HttpAnswer answer = Call("POST", "/ops/orgs/acme/rotate-root", kOperatorToken, "", "carol");
+  ASSERT_EQ(answer.status, 202) << answer.body;
+  Object::Ptr job = Parse(answer.body);
+  EXPECT_EQ(job->getValue<int>("rootVersion"), 2);
+  EXPECT_EQ(job->getValue<int>("total"), 20);
+  EXPECT_EQ(cache_->stats().entries, 0u);  // cleared on rotation
+  EXPECT_EQ(RootVersions(), 2u);
+
+  Object::Ptr progress;
+  for (int i = 0; i < 400; ++i) {
+    HttpAnswer poll = Call("GET", "/ops/orgs/acme/rewrap");
+    ASSERT_EQ(poll.status, 200) << poll.body;
+    progress = Parse(poll.body);
+    if (progress->getValue<std::string>("state") != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_EQ(progress->getValue<std::string>("state"), "done");
+  EXPECT_EQ(progress->getValue<int>("done"), 20);
+  EXPECT_EQ(progress->getValue<int>("remaining"), 0);
+  EXPECT_EQ(progress->getValue<std::int64_t>("jobId"), job->getValue<std::int64_t>("jobId"));
+
+  bool audited = false;
+  for (const AuditRecord& r : Audit()) {
+    if (r.action == "root.rotate") audited = r.actor == "operator:carol" && r.outcome == "ok";
+  }
+  EXPECT_TRUE(audited);
+}
+
+TEST_F(OpsServerTest, RotatingAnUnknownOrganizationIsRefused) {
+  HttpAnswer answer = Call("POST", "/ops/orgs/initech/rotate-root");
+  EXPECT_EQ(answer.status, 409) << answer.body;
+  EXPECT_EQ(Parse(answer.body)->getValue<std::string>("code"), "FAILED_PRECONDITION");
+  EXPECT_EQ(Call("GET", "/ops/orgs/initech/rewrap").status, 404);
+}
+
+TEST_F(OpsServerTest, PolicyIsReadAndReplacedWithAnAuditRecord) {
+  HttpAnswer defaults = Call("GET", "/ops/orgs/acme/policy");
+  ASSERT_EQ(defaults.status, 200) << defaults.body;
+  HttpAnswer put = Call("PUT", "/ops/orgs/acme/policy", kOperatorToken,
+                        R"({"complianceOfficers":["carol"],"indexer":"svc-indexer",)"
+                        R"("indexerCloudAgent":true,"bindDeadlineSeconds":900})",
+                        "dave");
+  ASSERT_EQ(put.status, 200) << put.body;
+  Object::Ptr stored = Parse(Call("GET", "/ops/orgs/acme/policy").body);
+  EXPECT_EQ(stored->getValue<std::string>("indexer"), "svc-indexer");
+  EXPECT_EQ(stored->getValue<int>("bindDeadlineSeconds"), 900);
+  std::vector<AuditRecord> audit = Audit();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].action, "policy.update");
+  EXPECT_EQ(audit[0].actor, "operator:dave");
+  EXPECT_EQ(audit[0].org, "acme");
+}
+
+TEST_F(OpsServerTest, BadPolicyBodiesAreRefusedAndChangeNothing) {
+  const std::string before = Call("GET", "/ops/orgs/acme/policy").body;
+  for (const std::string& body : {std::string("{not json"), std::string(R"({"unknown":1})"),
+                                  std::string(R"({"bindDeadlineSeconds":-5})")}) {
+    HttpAnswer answer = Call("PUT", "/ops/orgs/acme/policy", kOperatorToken, body);
+    EXPECT_EQ(answer.status, 400) << body << " -> " << answer.body;
+    EXPECT_EQ(Parse(answer.body)->getValue<std::string>("code"), "INVALID_ARGUMENT");
+  }
+  HttpAnswer big =
+      Call("PUT", "/ops/orgs/acme/policy", kOperatorToken, std::string(kMaxOpsBodyBytes + 1, ' '));
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(Call("GET", "/ops/orgs/acme/policy").body, before);
+  EXPECT_TRUE(Audit().empty());
+}
+
+TEST_F(OpsServerTest, UnknownPathsMethodsAndNamesAreClearErrors) {
+  HttpAnswer missing = Call("GET", "/ops/nothing");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(Parse(missing.body)->getValue<std::string>("code"), "NOT_FOUND");
+  HttpAnswer method = Call("DELETE", "/ops/health");
+  EXPECT_EQ(method.status, 405);
+  EXPECT_EQ(method.headers["Allow"], "GET");
+  EXPECT_EQ(Call("POST", "/ops/orgs/Not%20An%20Org/rotate-root").status, 400);
+  EXPECT_EQ(Call("GET", "/ops/health", kOperatorToken, "", "bad name!").status, 400);
+  EXPECT_EQ(RootVersions(), 1u);
+}
+
+TEST_F(OpsServerTest, TheListenerSpeaksOnlyTls) {
+  // Plain HTTP gets no HTTP answer.
+  Poco::Net::HTTPClientSession plain("127.0.0.1", server_->port());
+  plain.setTimeout(Poco::Timespan(5, 0));
+  Poco::Net::HTTPRequest request("GET", "/ops/health", Poco::Net::HTTPMessage::HTTP_1_1);
+  request.set("Authorization", std::string("Bearer ") + kOperatorToken);
+  bool answered_200 = false;
+  try {
+    plain.sendRequest(request);
+    Poco::Net::HTTPResponse response;
+    plain.receiveResponse(response);
+    answered_200 = response.getStatus() == Poco::Net::HTTPResponse::HTTP_OK;
+  } catch (const Poco::Exception&) {
+  }
+  EXPECT_FALSE(answered_200);
+
+  // A client that trusts another CA refuses the server's certificate.
+  const std::filesystem::path other = dir_ / "other";
+  std::filesystem::create_directories(other);
+  MakeCertificates(other, "other-ca");
+  Poco::Net::Context::Params params;
+  params.caLocation = (other / "other-ca.pem").string();
+  params.verificationMode = Poco::Net::Context::VERIFY_RELAXED;
+  Poco::Net::Context::Ptr strangers =
+      new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params);
+  Poco::Net::HTTPSClientSession session("127.0.0.1", server_->port(), strangers);
+  EXPECT_ANY_THROW({
+    session.sendRequest(request);
+    Poco::Net::HTTPResponse response;
+    session.receiveResponse(response);
+  });
+}
+
+struct CtlRun {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+CtlRun Kmsctl(const std::vector<std::string>& args) {
+  Poco::Pipe out_pipe, err_pipe;
+  Poco::ProcessHandle handle =
+      Poco::Process::launch(KMSCTL_PATH, args, ".", nullptr, &out_pipe, &err_pipe);
+  Poco::PipeInputStream out_stream(out_pipe), err_stream(err_pipe);
+  CtlRun run;
+  std::thread err_reader([&] { Poco::StreamCopier::copyToString(err_stream, run.err); });
+  Poco::StreamCopier::copyToString(out_stream, run.out);
+  err_reader.join();
+  run.exit_code = handle.wait();
+  return run;
+}
+
+TEST_F(OpsServerTest, KmsctlOpsDrivesTheListener) {
+  const std::string url = "https://127.0.0.1:" + std::to_string(server_->port());
+  const std::vector<std::string> flags = {
+      "--url", url, "--ca", (dir_ / "ca.pem").string(), "--token-file", settings_.token_file};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), flags.begin(), flags.end());
+    return Kmsctl(args);
+  };
+  CtlRun health = with({"ops", "health"});
+  ASSERT_EQ(health.exit_code, 0) << health.err;
+  EXPECT_EQ(Parse(health.out)->getValue<std::string>("status"), "ok");
+
+  CtlRun metrics = with({"ops", "metrics"});
+  ASSERT_EQ(metrics.exit_code, 0) << metrics.err;
+  EXPECT_TRUE(testing::ParsePrometheus(metrics.out).ok()) << metrics.out;
+
+  WriteFile(dir_ / "policy.json", R"({"complianceOfficers":["carol"]})", 0600);
+  CtlRun set = with({"ops", "policy", "set", "acme", "--file", (dir_ / "policy.json").string(),
+                     "--operator", "erin"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  CtlRun get = with({"ops", "policy", "get", "acme"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(Parse(get.out)->getArray("complianceOfficers")->getElement<std::string>(0), "carol");
+
+  // A wrong token: refused, and said so.
+  WriteFile(dir_ / "wrong.token", std::string(64, 'a'), 0600);
+  CtlRun refused =
+      Kmsctl({"ops", "rotate-root", "acme", "--url", url, "--ca", (dir_ / "ca.pem").string(),
+              "--token-file", (dir_ / "wrong.token").string()});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("HTTP 401"), std::string::npos) << refused.err;
+  EXPECT_EQ(RootVersions(), 1u);
+}
+
+TEST_F(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection) {
+  CreateKeys(12);
+  // The [ops] section alone says where to go; the server's own certificate is the trust anchor.
+  const std::string config = (dir_ / "kms.ini").string();
+  WriteFile(config,
+            "[ops]\nlisten = 127.0.0.1:" + std::to_string(server_->port()) +
+                "\ntls_cert = " + settings_.tls_cert + "\ntls_key = " + settings_.tls_key +
+                "\ntoken_file = " + settings_.token_file + "\n",
+            0600);
+  CtlRun rotate = Kmsctl({"--config", config, "ops", "rotate-root", "acme"});
+  ASSERT_EQ(rotate.exit_code, 0) << rotate.err;
+  EXPECT_NE(rotate.out.find("kmsctl ops rewrap acme --wait"), std::string::npos) << rotate.out;
+  CtlRun wait = Kmsctl({"--config", config, "ops", "rewrap", "acme", "--wait"});
+  ASSERT_EQ(wait.exit_code, 0) << wait.err;
+  EXPECT_NE(wait.out.find("to root v2: done, 12/12 re-wrapped (100.0%), 0 failed"),
+            std::string::npos)
+      << wait.out;
+  CtlRun unknown = Kmsctl({"--config", config, "ops", "rewrap", "globex"});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("HTTP 404"), std::string::npos) << unknown.err;
+}
+
+TEST(OpsSettingsTest, TheOpsSectionIsReadStrictly) {
+  auto read = [](const std::string& ini) {
+    std::istringstream in(ini);
+    Poco::AutoPtr<Poco::Util::IniFileConfiguration> config(
+        new Poco::Util::IniFileConfiguration(in));
+    return ReadOpsSettings(*config);
+  };
+  auto none = read("[kms]\nhost = k\n");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(*none);
+  auto full = read(
+      "[ops]\nlisten = [::1]:9444\ntls_cert = c.pem\ntls_key = k.pem\ntoken_file = t\n"
+      "rewrap_batch = 64\n");
+  ASSERT_TRUE(full.ok()) << full.error().ToString();
+  EXPECT_EQ((*full)->listen_host, "::1");
+  EXPECT_EQ((*full)->listen_port, 9444);
+  EXPECT_EQ((*full)->rewrap_batch, 64u);
+  EXPECT_FALSE(read("[ops]\nlisten = 127.0.0.1:1\ntls_cert = c\ntls_key = k\ntoken_file = t\n"
+                    "tls_certs = typo\n")
+                   .ok());
+  EXPECT_FALSE(read("[ops]\nlisten = 127.0.0.1:1\ntls_key = k\ntoken_file = t\n").ok());
+  EXPECT_FALSE(read("[ops]\nlisten = 127.0.0.1\ntls_cert = c\ntls_key = k\ntoken_file = t\n").ok());
+  EXPECT_FALSE(
+      read("[ops]\nlisten = 127.0.0.1:70000\ntls_cert = c\ntls_key = k\ntoken_file = t\n").ok());
+  EXPECT_FALSE(read("[ops]\ntls_cert = c\ntls_key = k\ntoken_file = t\nrewrap_batch = 0\n").ok());
+}
+
+TEST(OpsSettingsTest, TheTokenFileMustBePrivateAndHoldALongToken) {
+  testing::TestDir dir;
+  WriteFile(dir / "good", std::string(kOperatorToken) + "\n", 0600);
+  auto digest = ReadOpsTokenDigest((dir / "good").string());
+  ASSERT_TRUE(digest.ok()) << digest.error().ToString();
+  WriteFile(dir / "same", kOperatorToken, 0400);  // no newline: the same token
+  EXPECT_EQ(*ReadOpsTokenDigest((dir / "same").string()), *digest);
+
+  WriteFile(dir / "shared", kOperatorToken, 0640);
+  auto shared = ReadOpsTokenDigest((dir / "shared").string());
+  ASSERT_FALSE(shared.ok());
+  EXPECT_NE(shared.error().message().find("0600"), std::string::npos);
+  WriteFile(dir / "short", "tooshort\n", 0600);
+  EXPECT_FALSE(ReadOpsTokenDigest((dir / "short").string()).ok());
+  WriteFile(dir / "spaces", std::string(kOperatorToken) + " more\n", 0600);
+  EXPECT_FALSE(ReadOpsTokenDigest((dir / "spaces").string()).ok());
+  EXPECT_FALSE(ReadOpsTokenDigest((dir / "absent").string()).ok());
+}
+
+}  // namespace
+}  // namespace strongroom::kms
