@@ -1,0 +1,196 @@
+// kmsd: the Key Management Server. Serves the KMS protocol over HTTPS (kms_server.h) with the
+// keys in the HSM (the [hsm] sections) and the database of [kms] database.
+//
+//   kmsd [--config FILE] [--port-file PATH]
+//
+// FILE defaults to $STRONGROOM_KMS_CONFIG, then /etc/strongroom/kms.ini. --port-file writes the
+// bound port (useful with listen = host:0). SIGTERM or SIGINT stops it gracefully: no new
+// connections, requests in flight finish, then the database and the tokens are closed. One line
+// per start, stop and error goes to stderr; never a key, PIN, token or message body.
+#include <Poco/Util/HelpFormatter.h>
+#include <Poco/Util/Option.h>
+#include <Poco/Util/OptionException.h>
+#include <Poco/Util/OptionSet.h>
+#include <Poco/Util/ServerApplication.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+
+#include "strongroom/kms/database.h"
+#include "strongroom/kms/hsm_settings.h"
+#include "strongroom/kms/identity_certificate.h"
+#include "strongroom/kms/kms_server.h"
+#include "strongroom/kms/kms_service.h"
+#include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/kmsd_settings.h"
+
+namespace strongroom::kms {
+namespace {
+
+void Log(const std::string& line) { std::cerr << "kmsd: " << line << std::endl; }
+
+int ExitStatusFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+    case ErrorCode::kNotFound:
+    case ErrorCode::kFailedPrecondition:
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kUnimplemented:
+      return 78;  // EX_CONFIG
+    case ErrorCode::kUnauthenticated:
+    case ErrorCode::kPermissionDenied:
+      return 77;  // EX_NOPERM
+    case ErrorCode::kUnavailable:
+    case ErrorCode::kResourceExhausted:
+      return 69;  // EX_UNAVAILABLE
+    case ErrorCode::kDataLoss:
+      return 65;  // EX_DATAERR
+    case ErrorCode::kInternal:
+      return 70;  // EX_SOFTWARE
+  }
+  return 70;
+}
+
+Status WritePortFile(const std::string& path, std::uint16_t port) {
+  const std::string temporary = path + ".tmp";
+  const std::string text = std::to_string(port) + "\n";
+  int fd = open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  bool ok = fd >= 0 && write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (fd >= 0) ok = close(fd) == 0 && ok;
+  if (!ok || rename(temporary.c_str(), path.c_str()) != 0) {
+    return Error(ErrorCode::kUnavailable,
+                 "cannot write the port file " + path + ": " + std::strerror(errno));
+  }
+  return OkStatus();
+}
+
+class Kmsd : public Poco::Util::ServerApplication {
+ protected:
+  void defineOptions(Poco::Util::OptionSet& options) override {
+    Poco::Util::ServerApplication::defineOptions(options);
+    using Poco::Util::Option;
+    options.addOption(Option("help", "h", "show usage").required(false).repeatable(false));
+    options.addOption(Option("config", "c", "KMS configuration file (INI)")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("FILE"));
+    options.addOption(Option("port-file", "", "write the bound port to this file")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("PATH"));
+  }
+
+  void handleOption(const std::string& name, const std::string& value) override {
+    Poco::Util::ServerApplication::handleOption(name, value);
+    if (name == "help") {
+      help_ = true;
+      stopOptionsProcessing();
+    }
+    if (name == "config") config_path_ = value;
+    if (name == "port-file") port_file_ = value;
+  }
+
+  int main(const std::vector<std::string>& args) override {
+    if (help_) {
+      Poco::Util::HelpFormatter help(options());
+      help.setCommand(commandName());
+      help.setUsage("[--config FILE] [--port-file PATH]");
+      help.setHeader("The Strongroom Key Management Server.");
+      help.format(std::cout);
+      return EXIT_OK;
+    }
+    if (!args.empty()) {
+      Log("error: unexpected argument '" + args[0] + "' (kmsd --help)");
+      return EXIT_USAGE;
+    }
+    if (config_path_.empty()) {
+      const char* env = std::getenv("STRONGROOM_KMS_CONFIG");
+      config_path_ = env != nullptr && *env != '\0' ? env : "/etc/strongroom/kms.ini";
+    }
+    Status status = Serve();
+    if (!status.ok()) {
+      Log("error: " + status.error().message());
+      return ExitStatusFor(status.error().code());
+    }
+    return EXIT_OK;
+  }
+
+ private:
+  Status Serve() {
+    SR_ASSIGN_OR_RETURN(KmsdSettings settings, LoadKmsdSettings(config_path_));
+    SR_ASSIGN_OR_RETURN(hsm::HsmConfig hsm_config, LoadHsmSettings(config_path_));
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, hsm::KeyVault::Open(hsm_config));
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
+                        Database::OpenSqlite(settings.database, KmsStore::Migrations()));
+    SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey identity,
+                        vault->tokens().front()->IdentityPublicKey(settings.identity_key));
+    SR_ASSIGN_OR_RETURN(IdentityChain chain, LoadIdentityChain(settings.identity_chain, identity));
+    SR_ASSIGN_OR_RETURN(JwtVerifier verifier, MakeJwtVerifier(settings));
+    KmsServiceConfig config;
+    config.host = settings.host;
+    config.identity_key = settings.identity_key;
+    config.identity_chain = chain.der;
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsService> service,
+                        KmsService::New(std::move(config), *vault, *db, std::move(verifier)));
+
+    KmsServerOptions options;
+    options.listen_host = settings.listen_host;
+    options.listen_port = settings.listen_port;
+    options.tls_cert = settings.tls_cert;
+    options.tls_key = settings.tls_key;
+    options.max_connections = settings.max_connections;
+    options.max_in_flight = settings.max_in_flight;
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsServer> server,
+                        KmsServer::Start(options, *service, service->InfoJson()));
+    if (!port_file_.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file_, server->port()));
+    Log("serving kms://" + settings.host + " on https://" + settings.listen_host + ":" +
+        std::to_string(server->port()) + " (" + std::to_string(vault->tokens().size()) +
+        " token(s), max_connections " + std::to_string(settings.max_connections) +
+        ", max_in_flight " + std::to_string(settings.max_in_flight) + ")");
+
+    waitForTerminationRequest();
+    Log("stopping: finishing requests in flight");
+    server->Stop();
+    const KmsServerCounters counters = server->counters();
+    server.reset();
+    service.reset();
+    db.reset();
+    vault.reset();
+    Log("stopped after " + std::to_string(counters.requests) + " request(s), " +
+        std::to_string(counters.overloaded) + " refused as overloaded");
+    return OkStatus();
+  }
+
+  bool help_ = false;
+  std::string config_path_;
+  std::string port_file_;
+};
+
+}  // namespace
+}  // namespace strongroom::kms
+
+int main(int argc, char** argv) {
+  // Block the termination signals before any thread starts, so every thread inherits the mask and
+  // only waitForTerminationRequest() (sigwait) receives them; a write to a closed connection must
+  // not kill the process either.
+  sigset_t termination;
+  sigemptyset(&termination);
+  sigaddset(&termination, SIGINT);
+  sigaddset(&termination, SIGTERM);
+  sigaddset(&termination, SIGQUIT);
+  pthread_sigmask(SIG_BLOCK, &termination, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  strongroom::kms::Kmsd app;
+  try {
+    return app.run(argc, argv);
+  } catch (const Poco::Exception& e) {
+    std::cerr << "kmsd: error: " << e.displayText() << "\n";
+    return 70;
+  }
+}

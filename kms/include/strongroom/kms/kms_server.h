@@ -1,0 +1,91 @@
+// The KMS's HTTPS protocol listener: Poco's HTTPServer on a TLS socket (TLS 1.2 or newer, always).
+//
+//   POST /kms/messages   body: one compact-JOSE KMS message (Content-Type application/jose), at
+//                        most kMaxKmsMessageBytes; the answer is KmsService::Handle's reply as is.
+//   GET  /kms/info       {"kmsCluster": "kms://<host>", "rsaPublicKey": {RSA JWK with x5c}}
+//   anything else        404 (unknown path) or 405 (known path, other method), JSON error body
+//
+// Errors of the listener itself are JSON {"code", "message"}. Bodies are never logged.
+//
+// Threads: Poco serves each connection on one thread for as long as the connection lives
+// (HTTP/1.1 keep-alive), so a thread is held by an idle keep-alive client too. The pool has
+// max_connections threads; further connections wait in the accept queue (up to max_connections
+// more) until a connection closes or idles out (keep-alive timeout, 15 s); beyond that they are
+// closed. With the default of 64, 16 or more keep-alive clients are all served at once.
+//
+// Overload: requests being processed are counted; a request arriving when max_in_flight are in
+// flight gets 503 with Retry-After: 1 and a JSON error at once, never a queue. A 503 from the
+// service (an HSM session pool timeout) carries Retry-After too.
+//
+// Stop() stops accepting, lets requests in flight finish and closes idle connections.
+#ifndef STRONGROOM_KMS_KMS_SERVER_H_
+#define STRONGROOM_KMS_KMS_SERVER_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "strongroom/common/error.h"
+#include "strongroom/kms/kms_service.h"
+
+namespace Poco {
+class ThreadPool;
+namespace Net {
+class HTTPServer;
+}
+}  // namespace Poco
+
+namespace strongroom::kms {
+
+struct KmsServerOptions {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8443;  // 0: any free port (see KmsServer::port())
+  std::string tls_cert;              // PEM: the server certificate, then its chain
+  std::string tls_key;               // PEM: its private key, unencrypted
+  std::size_t max_connections = 64;
+  std::size_t max_in_flight = 32;
+  std::chrono::seconds keep_alive_timeout{15};
+  std::chrono::seconds io_timeout{30};  // reading a request, writing an answer
+};
+
+// What the listener counts, for logs and tests.
+struct KmsServerCounters {
+  std::uint64_t requests = 0;
+  std::uint64_t overloaded = 0;  // answered 503 because max_in_flight requests were in flight
+};
+
+class KmsServer {
+ public:
+  // Binds, loads the TLS certificate and key, and starts serving. `service` and `info_json` (the
+  // body of GET /kms/info) must outlive the server.
+  static Result<std::unique_ptr<KmsServer>> Start(const KmsServerOptions& options,
+                                                  KmsService& service, std::string info_json);
+  ~KmsServer();  // Stop()s
+  KmsServer(const KmsServer&) = delete;
+  KmsServer& operator=(const KmsServer&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  KmsServerCounters counters() const;
+
+  // Stops accepting, waits for requests in flight, closes idle keep-alive connections. Idempotent.
+  void Stop();
+
+  class Handler;  // the one adapter between Poco and the service
+  struct State;   // shared by the handlers
+
+ private:
+  KmsServer(std::shared_ptr<State> state, std::unique_ptr<Poco::ThreadPool> pool,
+            std::unique_ptr<Poco::Net::HTTPServer> server, std::uint16_t port);
+
+  std::shared_ptr<State> state_;
+  std::unique_ptr<Poco::ThreadPool> pool_;
+  std::unique_ptr<Poco::Net::HTTPServer> server_;
+  std::uint16_t port_;
+  bool stopped_ = false;
+};
+
+}  // namespace strongroom::kms
+
+#endif  // STRONGROOM_KMS_KMS_SERVER_H_
