@@ -1,5 +1,6 @@
 #include "strongroom/kms/ops_server.h"
 
+#include <Poco/AutoPtr.h>
 #include <Poco/Exception.h>
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
@@ -15,6 +16,7 @@
 #include <Poco/Net/SocketAddress.h>
 #include <Poco/ThreadPool.h>
 #include <Poco/URI.h>
+#include <Poco/Util/IniFileConfiguration.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -634,6 +636,37 @@ OpsReply OpsServer::GetRewrap(const std::string& org) {
     }
   }
   return JsonReply(200, body);
+}
+
+Operations::Operations(OpsSettings settings, hsm::KeyVault& vault, Database& db, KeyCache& cache)
+    : settings_(std::move(settings)),
+      jobs_(vault, db, {}, [&cache](const std::string&) { cache.Clear(); }),
+      worker_(jobs_, settings_.rewrap_idle, settings_.rewrap_batch) {}
+
+Operations::~Operations() {
+  if (server_) server_->Stop();
+  server_.reset();
+  worker_.Stop();
+}
+
+Result<std::unique_ptr<Operations>> Operations::Start(const std::string& config_path,
+                                                      hsm::KeyVault& vault, Database& db,
+                                                      Metrics& metrics, KeyCache& cache) {
+  std::optional<OpsSettings> settings;
+  try {
+    Poco::AutoPtr<Poco::Util::IniFileConfiguration> config(
+        new Poco::Util::IniFileConfiguration(config_path));
+    SR_ASSIGN_OR_RETURN(settings, ReadOpsSettings(*config));
+  } catch (const Poco::Exception& e) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "cannot read configuration " + config_path + ": " + e.displayText());
+  }
+  if (!settings) return std::unique_ptr<Operations>();
+  std::unique_ptr<Operations> ops(new Operations(*settings, vault, db, cache));
+  SR_ASSIGN_OR_RETURN(ops->server_, OpsServer::New(ops->settings_, vault, db, metrics, ops->jobs_,
+                                                   cache, &ops->worker_));
+  SR_RETURN_IF_ERROR(ops->server_->Start());
+  return ops;
 }
 
 }  // namespace strongroom::kms

@@ -447,6 +447,50 @@ TEST_F(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection)
   EXPECT_NE(unknown.err.find("HTTP 404"), std::string::npos) << unknown.err;
 }
 
+TEST_F(OpsServerTest, OperationsStartsFromTheConfigurationAndRunsRotationsToTheEnd) {
+  const std::string without = (dir_ / "plain.ini").string();
+  WriteFile(without, "[kms]\nhost = kms.test\n", 0600);
+  auto none = Operations::Start(without, *vault_, *db_, metrics_, *cache_);
+  ASSERT_TRUE(none.ok()) << none.error().ToString();
+  EXPECT_EQ(*none, nullptr);
+
+  CreateKeys(6);
+  const std::string config = (dir_ / "ops.ini").string();
+  WriteFile(config,
+            "[kms]\nhost = kms.test\n[ops]\nlisten = 127.0.0.1:0\ntls_cert = " +
+                settings_.tls_cert + "\ntls_key = " + settings_.tls_key +
+                "\ntoken_file = " + settings_.token_file + "\nrewrap_idle_ms = 20\n",
+            0600);
+  auto ops = Operations::Start(config, *vault_, *db_, metrics_, *cache_);
+  ASSERT_TRUE(ops.ok()) << ops.error().ToString();
+  ASSERT_NE(*ops, nullptr);
+  server_->Stop();  // the fixture's listener and worker; from here on, the ones Operations started
+  worker_->Stop();
+  const std::uint16_t port = (*ops)->port();
+  ASSERT_NE(port, 0);
+  auto call = [&](const std::string& method, const std::string& path) {
+    Poco::Net::HTTPSClientSession session("127.0.0.1", port, client_context_);
+    Poco::Net::HTTPRequest request(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
+    request.set("Authorization", std::string("Bearer ") + kOperatorToken);
+    request.setContentLength64(0);
+    session.sendRequest(request);
+    Poco::Net::HTTPResponse response;
+    std::string body;
+    Poco::StreamCopier::copyToString(session.receiveResponse(response), body);
+    return std::make_pair(static_cast<int>(response.getStatus()), body);
+  };
+  ASSERT_EQ(call("POST", "/ops/orgs/acme/rotate-root").first, 202);
+  std::string state = "running";
+  for (int i = 0; i < 400 && state == "running"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    auto [status, body] = call("GET", "/ops/orgs/acme/rewrap");
+    ASSERT_EQ(status, 200) << body;
+    state = Parse(body)->getValue<std::string>("state");
+  }
+  EXPECT_EQ(state, "done");  // Operations' own worker ran the job
+  ops->reset();
+}
+
 TEST(OpsSettingsTest, TheOpsSectionIsReadStrictly) {
   auto read = [](const std::string& ini) {
     std::istringstream in(ini);

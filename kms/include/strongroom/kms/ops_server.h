@@ -144,6 +144,30 @@ class OpsServer {
   std::uint16_t port_ = 0;
 };
 
+// What kmsd runs for its operators, built from the [ops] section of its configuration file: the
+// rewrap jobs, the worker thread that runs them (rotation also clears `cache`) and the listener.
+class Operations {
+ public:
+  // nullptr (and OK) when the file has no [ops] section: no listener and no rewrap worker.
+  static Result<std::unique_ptr<Operations>> Start(const std::string& config_path,
+                                                   hsm::KeyVault& vault, Database& db,
+                                                   Metrics& metrics, KeyCache& cache);
+  ~Operations();  // the listener stops first, then the worker
+  Operations(const Operations&) = delete;
+  Operations& operator=(const Operations&) = delete;
+
+  std::uint16_t port() const { return server_->port(); }
+  const OpsSettings& settings() const { return settings_; }
+
+ private:
+  Operations(OpsSettings settings, hsm::KeyVault& vault, Database& db, KeyCache& cache);
+
+  const OpsSettings settings_;
+  RewrapJobs jobs_;
+  RewrapWorker worker_;
+  std::unique_ptr<OpsServer> server_;
+};
+
 }  // namespace strongroom::kms
 
 #endif  // STRONGROOM_KMS_OPS_SERVER_H_
