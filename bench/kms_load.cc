@@ -1,0 +1,763 @@
+// kms_load: a load generator for a running kmsd, over HTTPS on keep-alive connections, speaking
+// the KMS protocol through strongroom::client::KmsSession (a client: it links no HSM or KMS code).
+//
+//   kms_load --url https://127.0.0.1:PORT --ca CA.pem --token-file JWT [--token-file JWT2 ...]
+//            [--clients 16] [--duration 30] [--warmup 5] [--scenario retrieve] [--keys 100]
+//            [--batch 100] [--rate R] [--max-keys N] [--json-out FILE]
+//
+// Each client is one thread with one keep-alive HTTPS connection and one KmsSession (create
+// /ecdhe). Client i uses token file i % n. Scenarios:
+//   retrieve     setup: create --keys keys and a resource binding them; loop: sealed
+//                retrieve /keys/<id> over them round-robin (expects 200 and the key)
+//   create       loop: create /keys with count --batch (1-100) (expects 201 and --batch keys)
+//   create-bind  loop: create /keys (--batch), then create /resources binding them (201, 201)
+//   mixed        retrieve as above; every 20th request is a create /keys of 10 keys
+// Closed loop by default (a client sends when its answer arrived); --rate R is open loop: R
+// requests/s spread evenly over the clients, latency counted from the intended send time.
+//
+// A 503 with Retry-After is overload, counted apart from errors (and its client retries at once
+// unless --honor-retry-after); anything else unexpected (transport failure, plain error, protocol
+// status other than the expected one) is an error. --max-keys N ends the run once the clients
+// created N keys together (create and create-bind; for preloading a store), and rates are then
+// taken over the time the measured window really lasted. Latencies are exact: every request's is
+// kept (per thread) and sorted at the end. Keys, tokens and answers are never printed.
+#include <Poco/Exception.h>
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/HTTPSClientSession.h>
+#include <Poco/Net/NetSSL.h>
+#include <Poco/StreamCopier.h>
+#include <Poco/URI.h>
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "strongroom/client/kms_session.h"
+#include "strongroom/common/error.h"
+#include "strongroom/common/secret_bytes.h"
+
+namespace strongroom::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using client::KmsInfo;
+using client::KmsResponse;
+using client::KmsSession;
+using Poco::JSON::Object;
+
+constexpr std::size_t kMaxClients = 1024;
+constexpr std::size_t kMaxTokenBytes = 16 * 1024;
+constexpr std::size_t kMaxAnswerBytes = 4 * 1024 * 1024;
+constexpr std::size_t kMaxErrorSamples = 5;
+
+const char kUsage[] =
+    "usage: kms_load --url https://HOST:PORT --ca CA.pem --token-file JWT [--token-file JWT ...]\n"
+    "                [--clients N] [--duration S] [--warmup S] [--keys N] [--batch N]\n"
+    "                [--scenario retrieve|create|create-bind|mixed] [--rate R]\n"
+    "                [--max-keys N] [--honor-retry-after] [--json-out FILE]\n";
+
+struct Options {
+  std::string url;
+  std::string ca;
+  std::vector<std::string> token_files;
+  std::size_t clients = 16;
+  double duration_s = 30;
+  double warmup_s = 5;
+  std::string scenario = "retrieve";
+  std::size_t keys = 100;
+  std::size_t batch = 100;
+  double rate = 0;             // 0: closed loop
+  std::uint64_t max_keys = 0;  // 0: no limit
+  bool honor_retry_after = false;
+  std::string json_out;
+};
+
+Result<std::size_t> ParseCount(const std::string& name, const std::string& text, std::size_t min,
+                               std::size_t max) {
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || value < min || value > max) {
+    return Error(ErrorCode::kInvalidArgument, "--" + name + " must be a whole number from " +
+                                                  std::to_string(min) + " to " +
+                                                  std::to_string(max));
+  }
+  return static_cast<std::size_t>(value);
+}
+
+Result<double> ParseSeconds(const std::string& name, const std::string& text, double max) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(value >= 0) || value > max) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "--" + name + " must be a number from 0 to " + std::to_string(max));
+  }
+  return value;
+}
+
+Result<Options> ParseOptions(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--honor-retry-after") {
+      o.honor_retry_after = true;
+      continue;
+    }
+    if (arg == "--help" || arg == "-h") return Error(ErrorCode::kInvalidArgument, "");
+    if (arg.rfind("--", 0) != 0 || i + 1 >= argc) {
+      return Error(ErrorCode::kInvalidArgument, "unexpected argument '" + arg + "'");
+    }
+    const std::string name = arg.substr(2);
+    const std::string value = argv[++i];
+    if (name == "url") {
+      o.url = value;
+    } else if (name == "ca") {
+      o.ca = value;
+    } else if (name == "token-file" || name == "token-file2") {
+      o.token_files.push_back(value);
+    } else if (name == "clients") {
+      SR_ASSIGN_OR_RETURN(o.clients, ParseCount(name, value, 1, kMaxClients));
+    } else if (name == "duration") {
+      SR_ASSIGN_OR_RETURN(o.duration_s, ParseSeconds(name, value, 86400));
+    } else if (name == "warmup") {
+      SR_ASSIGN_OR_RETURN(o.warmup_s, ParseSeconds(name, value, 3600));
+    } else if (name == "scenario") {
+      o.scenario = value;
+    } else if (name == "keys") {
+      SR_ASSIGN_OR_RETURN(o.keys, ParseCount(name, value, 1, 1000));  // one resource's keyUris
+    } else if (name == "batch") {
+      SR_ASSIGN_OR_RETURN(o.batch, ParseCount(name, value, 1, 100));
+    } else if (name == "rate") {
+      SR_ASSIGN_OR_RETURN(o.rate, ParseSeconds(name, value, 1e7));
+    } else if (name == "max-keys") {
+      SR_ASSIGN_OR_RETURN(std::size_t max_keys, ParseCount(name, value, 1, 1'000'000'000));
+      o.max_keys = max_keys;
+    } else if (name == "json-out") {
+      o.json_out = value;
+    } else {
+      return Error(ErrorCode::kInvalidArgument, "unknown option --" + name);
+    }
+  }
+  if (o.url.empty() || o.ca.empty() || o.token_files.empty()) {
+    return Error(ErrorCode::kInvalidArgument, "--url, --ca and --token-file are required");
+  }
+  if (o.scenario != "retrieve" && o.scenario != "create" && o.scenario != "create-bind" &&
+      o.scenario != "mixed") {
+    return Error(ErrorCode::kInvalidArgument, "unknown --scenario " + o.scenario);
+  }
+  if (o.duration_s <= 0) return Error(ErrorCode::kInvalidArgument, "--duration must be > 0");
+  return o;
+}
+
+Result<std::string> ReadToken(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error(ErrorCode::kInvalidArgument, "cannot read the token file " + path);
+  std::string token(kMaxTokenBytes + 1, '\0');
+  in.read(token.data(), static_cast<std::streamsize>(token.size()));
+  token.resize(static_cast<std::size_t>(in.gcount()));
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+  if (token.empty() || token.size() > kMaxTokenBytes) {
+    ZeroizeString(token);
+    return Error(ErrorCode::kInvalidArgument, "the token file " + path + " holds no usable token");
+  }
+  return token;
+}
+
+// One keep-alive HTTPS connection. Poco reconnects by itself after the server closed it.
+class Connection {
+ public:
+  struct Answer {
+    KmsResponse response;
+    bool retry_after = false;
+  };
+
+  Connection(const std::string& host, std::uint16_t port, Poco::Net::Context::Ptr context)
+      : session_(host, port, std::move(context)) {
+    session_.setKeepAlive(true);
+    session_.setTimeout(Poco::Timespan(30, 0));
+  }
+
+  Result<Answer> Send(const std::string& method, const std::string& path, const std::string& body) {
+    try {
+      Poco::Net::HTTPRequest request(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
+      request.setKeepAlive(true);
+      if (method == Poco::Net::HTTPRequest::HTTP_POST) {
+        request.setContentType("application/jose");
+        request.setContentLength64(static_cast<Poco::Int64>(body.size()));
+      }
+      std::ostream& out = session_.sendRequest(request);
+      out.write(body.data(), static_cast<std::streamsize>(body.size()));
+      Poco::Net::HTTPResponse response;
+      std::istream& in = session_.receiveResponse(response);
+      Answer answer;
+      answer.response.http_status = static_cast<int>(response.getStatus());
+      answer.response.content_type = response.getContentType();
+      answer.retry_after = response.has("Retry-After");
+      char buffer[16 * 1024];
+      while (in) {
+        in.read(buffer, sizeof buffer);
+        answer.response.body.append(buffer, static_cast<std::size_t>(in.gcount()));
+        if (answer.response.body.size() > kMaxAnswerBytes) {
+          session_.reset();
+          return Error(ErrorCode::kInvalidArgument, "an answer is larger than 4 MiB");
+        }
+      }
+      return answer;
+    } catch (const Poco::Exception& e) {
+      session_.reset();
+      return Error(ErrorCode::kUnavailable, "HTTPS: " + e.displayText());
+    } catch (const std::exception& e) {
+      session_.reset();
+      return Error(ErrorCode::kUnavailable, std::string("HTTPS: ") + e.what());
+    }
+  }
+
+ private:
+  Poco::Net::HTTPSClientSession session_;
+};
+
+// What one client thread measured.
+struct ClientStats {
+  std::vector<std::uint32_t> latency_us;   // answered requests, measured window only
+  std::vector<std::uint32_t> overload_us;  // 503 + Retry-After answers, measured window only
+  std::uint64_t requests = 0;              // answered as expected, measured window
+  std::uint64_t keys = 0;                  // keys created or bound, measured window
+  std::uint64_t overloaded = 0;            // 503 with Retry-After, measured window
+  std::uint64_t errors = 0;                // measured window
+  std::uint64_t setup_overloaded = 0;      // outside the measured window (setup, warm-up)
+  std::uint64_t setup_errors = 0;
+  std::vector<std::string> error_samples;
+};
+
+enum class Outcome { kOk, kOverloaded, kError };
+
+class LoadRun {
+ public:
+  LoadRun(Options options, KmsInfo info, std::string host, std::uint16_t port,
+          Poco::Net::Context::Ptr context, std::vector<std::string> tokens)
+      : options_(std::move(options)),
+        info_(std::move(info)),
+        host_(std::move(host)),
+        port_(port),
+        context_(std::move(context)),
+        tokens_(std::move(tokens)),
+        stats_(options_.clients) {}
+
+  ~LoadRun() {
+    for (std::string& token : tokens_) ZeroizeString(token);
+  }
+
+  void Run() {
+    std::vector<std::thread> threads;
+    threads.reserve(options_.clients);
+    for (std::size_t i = 0; i < options_.clients; ++i) {
+      threads.emplace_back([this, i] { Client(i); });
+    }
+    // Everyone set up (or failed to): the clock starts for all at once.
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      ready_cv_.wait(lock, [&] { return ready_ == options_.clients; });
+      start_ = Clock::now();
+      measure_from_ = start_ + Seconds(options_.warmup_s);
+      measure_to_ = measure_from_ + Seconds(options_.duration_s);
+      started_ = true;
+    }
+    start_cv_.notify_all();
+    for (std::thread& t : threads) t.join();
+  }
+
+  int Report() const;
+
+ private:
+  static Clock::duration Seconds(double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  }
+
+  void Note(ClientStats& stats, bool measured, Outcome outcome, const std::string& error) {
+    if (outcome == Outcome::kOverloaded) {
+      (measured ? stats.overloaded : stats.setup_overloaded)++;
+    } else if (outcome == Outcome::kError) {
+      (measured ? stats.errors : stats.setup_errors)++;
+      if (stats.error_samples.size() < kMaxErrorSamples) stats.error_samples.push_back(error);
+    }
+  }
+
+  // Sends one sealed request and checks its protocol status; `answer` gets the opened answer.
+  Outcome Call(Connection& connection, KmsSession& session, const std::string& method,
+               const std::string& uri, const Object& fields, int expected, Object::Ptr* answer,
+               std::string* error) {
+    Result<std::string> sealed = session.Seal(method, uri, fields);
+    if (!sealed.ok()) {
+      *error = "seal: " + sealed.error().ToString();
+      return Outcome::kError;
+    }
+    Result<Connection::Answer> sent = connection.Send("POST", "/kms/messages", *sealed);
+    if (!sent.ok()) {
+      *error = sent.error().ToString();
+      return Outcome::kError;
+    }
+    if (sent->response.http_status == 503) {
+      if (sent->retry_after) return Outcome::kOverloaded;
+      *error = "HTTP 503 without Retry-After";
+      return Outcome::kError;
+    }
+    Result<Object::Ptr> opened = session.OpenAnswer(sent->response);
+    if (!opened.ok()) {
+      *error = method + " " + UriKind(uri) + ": " + opened.error().ToString();
+      return Outcome::kError;
+    }
+    const int status = (*opened)->optValue<int>("status", 0);
+    if (status != expected) {
+      *error = method + " " + UriKind(uri) + " answered " + std::to_string(status) + ": " +
+               (*opened)->optValue<std::string>("reason", "");
+      return Outcome::kError;
+    }
+    *answer = *opened;
+    return Outcome::kOk;
+  }
+
+  static std::string UriKind(const std::string& uri) {
+    const std::size_t keys = uri.find("/keys");
+    if (keys != std::string::npos) return "/keys";
+    const std::size_t resources = uri.find("/resources");
+    return resources != std::string::npos ? "/resources" : uri;
+  }
+
+  // Setup calls retry overload answers for a while (the run must start with its keys).
+  Result<Object::Ptr> SetupCall(Connection& connection, KmsSession& session,
+                                const std::string& method, const std::string& uri,
+                                const Object& fields, int expected, ClientStats& stats) {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      Object::Ptr answer;
+      std::string error;
+      const Outcome outcome =
+          Call(connection, session, method, uri, fields, expected, &answer, &error);
+      if (outcome == Outcome::kOk) return answer;
+      Note(stats, false, outcome, error);
+      if (outcome == Outcome::kError) return Error(ErrorCode::kUnavailable, error);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return Error(ErrorCode::kUnavailable, "setup: the KMS stayed overloaded");
+  }
+
+  static Result<std::vector<std::string>> KeyUris(const Object::Ptr& answer, std::size_t count) {
+    Poco::JSON::Array::Ptr keys = answer->getArray("keys");
+    if (!keys || keys->size() != count) {
+      return Error(ErrorCode::kInvalidArgument, "create /keys answered the wrong number of keys");
+    }
+    std::vector<std::string> uris;
+    for (unsigned i = 0; i < static_cast<unsigned>(keys->size()); ++i) {
+      Object::Ptr key = keys->getObject(i);
+      if (!key || !key->has("uri")) {
+        return Error(ErrorCode::kInvalidArgument, "create /keys answered a key without uri");
+      }
+      uris.push_back(key->getValue<std::string>("uri"));
+    }
+    return uris;
+  }
+
+  // Creates `count` keys (in requests of at most 100) and, when `bind`, a resource binding them.
+  Result<std::vector<std::string>> CreateKeys(Connection& connection, KmsSession& session,
+                                              std::size_t count, ClientStats& stats) {
+    std::vector<std::string> uris;
+    while (uris.size() < count) {
+      const std::size_t n = std::min<std::size_t>(100, count - uris.size());
+      Object fields;
+      fields.set("count", n);
+      SR_ASSIGN_OR_RETURN(Object::Ptr answer,
+                          SetupCall(connection, session, "create", "/keys", fields, 201, stats));
+      SR_ASSIGN_OR_RETURN(std::vector<std::string> more, KeyUris(answer, n));
+      uris.insert(uris.end(), more.begin(), more.end());
+    }
+    return uris;
+  }
+
+  static Object BindFields(const std::vector<std::string>& uris) {
+    Object fields;
+    Poco::JSON::Array auth_ids, key_uris;
+    for (const std::string& uri : uris) key_uris.add(uri);
+    fields.set("authIds", auth_ids);
+    fields.set("keyUris", key_uris);
+    return fields;
+  }
+
+  void Client(std::size_t index) {
+    ClientStats& stats = stats_[index];
+    Connection connection(host_, port_, context_);
+    std::unique_ptr<KmsSession> session;
+    std::vector<std::string> keys;
+    const bool retrieves = options_.scenario == "retrieve" || options_.scenario == "mixed";
+    {
+      client::KmsTransport transport =
+          [&connection](const std::string& message) -> Result<KmsResponse> {
+        SR_ASSIGN_OR_RETURN(Connection::Answer answer,
+                            connection.Send("POST", "/kms/messages", message));
+        return std::move(answer.response);
+      };
+      Result<std::unique_ptr<KmsSession>> opened = Error(ErrorCode::kUnavailable, "not tried");
+      for (int attempt = 0; attempt < 100; ++attempt) {
+        opened = KmsSession::Open(info_, "load-" + std::to_string(index),
+                                  tokens_[index % tokens_.size()], transport);
+        if (opened.ok() || opened.error().code() != ErrorCode::kUnavailable) break;
+        ++stats.setup_overloaded;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      if (opened.ok()) {
+        session = std::move(opened).value();
+        if (retrieves) {
+          Result<std::vector<std::string>> created =
+              CreateKeys(connection, *session, options_.keys, stats);
+          Result<Object::Ptr> bound = created.ok()
+                                          ? SetupCall(connection, *session, "create", "/resources",
+                                                      BindFields(*created), 201, stats)
+                                          : Result<Object::Ptr>(created.error());
+          if (bound.ok()) {
+            keys = std::move(created).value();
+          } else {
+            Note(stats, false, Outcome::kError, "setup: " + bound.error().ToString());
+            session.reset();
+          }
+        }
+      } else {
+        Note(stats, false, Outcome::kError, "create /ecdhe: " + opened.error().ToString());
+      }
+    }
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (++ready_ == options_.clients) ready_cv_.notify_all();
+      start_cv_.wait(lock, [&] { return started_; });
+    }
+    if (!session) return;
+
+    const Clock::duration interval =
+        options_.rate > 0 ? Seconds(static_cast<double>(options_.clients) / options_.rate)
+                          : Clock::duration::zero();
+    // Open loop: clients are staggered across one interval.
+    Clock::time_point next =
+        start_ + interval * static_cast<long>(index) / static_cast<long>(options_.clients);
+    std::size_t round = 0;
+    Object retrieve_fields;
+    Object create_fields;
+    create_fields.set("count", options_.batch);
+    Object mixed_create_fields;
+    mixed_create_fields.set("count", 10);
+    for (std::uint64_t n = 0;; ++n) {
+      if (interval != Clock::duration::zero()) {
+        std::this_thread::sleep_until(next);
+      }
+      const Clock::time_point sent_at = interval != Clock::duration::zero() ? next : Clock::now();
+      if (sent_at >= measure_to_ || stop_.load(std::memory_order_relaxed)) break;
+      next += interval;
+      const bool measured = sent_at >= measure_from_;
+
+      Object::Ptr answer;
+      std::string error;
+      Outcome outcome = Outcome::kOk;
+      std::uint64_t keys_done = 0;
+      if (options_.scenario == "retrieve" || (options_.scenario == "mixed" && n % 20 != 0)) {
+        const std::string& uri = keys[round++ % keys.size()];
+        outcome =
+            Call(connection, *session, "retrieve", uri, retrieve_fields, 200, &answer, &error);
+        if (outcome == Outcome::kOk) {
+          Object::Ptr key = answer->getObject("key");
+          if (!key || key->optValue<std::string>("uri", "") != uri || !key->getObject("jwk")) {
+            outcome = Outcome::kError;
+            error = "retrieve /keys answered without the key";
+          }
+        }
+      } else if (options_.scenario == "mixed") {
+        outcome = Call(connection, *session, "create", "/keys", mixed_create_fields, 201, &answer,
+                       &error);
+        if (outcome == Outcome::kOk) keys_done = 10;
+      } else {
+        outcome =
+            Call(connection, *session, "create", "/keys", create_fields, 201, &answer, &error);
+        if (outcome == Outcome::kOk) {
+          Result<std::vector<std::string>> uris = KeyUris(answer, options_.batch);
+          if (!uris.ok()) {
+            outcome = Outcome::kError;
+            error = uris.error().message();
+          } else if (options_.scenario == "create-bind") {
+            // The create is one request of its own; the bind is the next.
+            Record(stats, measured, sent_at, outcome);
+            const Clock::time_point bind_at = Clock::now();
+            outcome = Call(connection, *session, "create", "/resources", BindFields(*uris), 201,
+                           &answer, &error);
+            if (outcome == Outcome::kOk) keys_done = options_.batch;
+            Note(stats, measured, outcome, error);
+            Record(stats, measured, bind_at, outcome);
+            AddKeys(stats, measured, keys_done);
+            if (outcome == Outcome::kOverloaded) Backoff();
+            continue;
+          } else {
+            keys_done = options_.batch;
+          }
+        }
+      }
+      Note(stats, measured, outcome, error);
+      Record(stats, measured, sent_at, outcome);
+      AddKeys(stats, measured, keys_done);
+      if (outcome == Outcome::kOverloaded) Backoff();
+    }
+  }
+
+  void Record(ClientStats& stats, bool measured, Clock::time_point sent_at, Outcome outcome) {
+    if (!measured || outcome == Outcome::kError) return;
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent_at);
+    const auto clamped = static_cast<std::uint32_t>(
+        std::min<std::int64_t>(us.count(), std::numeric_limits<std::uint32_t>::max()));
+    if (outcome == Outcome::kOk) {
+      stats.latency_us.push_back(clamped);
+      ++stats.requests;
+    } else {
+      stats.overload_us.push_back(clamped);
+    }
+  }
+
+  // Counts keys created (or bound); with --max-keys, the run ends once the clients made enough.
+  void AddKeys(ClientStats& stats, bool measured, std::uint64_t keys) {
+    if (keys == 0) return;
+    if (measured) stats.keys += keys;
+    const std::uint64_t total = keys_total_.fetch_add(keys) + keys;
+    if (options_.max_keys != 0 && total >= options_.max_keys && !stop_.exchange(true)) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopped_at_ = Clock::now();
+    }
+  }
+
+  // The measured window as it really was (shorter when --max-keys ended the run early).
+  double MeasuredSeconds() const {
+    const Clock::time_point end =
+        stop_.load() ? std::max(measure_from_, std::min(stopped_at_, measure_to_)) : measure_to_;
+    const double s = std::chrono::duration<double>(end - measure_from_).count();
+    return s > 0 ? s : options_.duration_s;
+  }
+
+  void Backoff() const {
+    if (options_.honor_retry_after) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+
+  const Options options_;
+  const KmsInfo info_;
+  const std::string host_;
+  const std::uint16_t port_;
+  Poco::Net::Context::Ptr context_;
+  std::vector<std::string> tokens_;
+  std::vector<ClientStats> stats_;
+
+  std::mutex mutex_;
+  std::condition_variable ready_cv_;
+  std::condition_variable start_cv_;
+  std::size_t ready_ = 0;
+  bool started_ = false;
+  Clock::time_point start_;
+  Clock::time_point measure_from_;
+  Clock::time_point measure_to_;
+  std::atomic<std::uint64_t> keys_total_{0};
+  std::atomic<bool> stop_{false};
+  Clock::time_point stopped_at_;
+};
+
+double Percentile(const std::vector<std::uint32_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+  return static_cast<double>(sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)]) /
+         1000.0;
+}
+
+int LoadRun::Report() const {
+  const double seconds = MeasuredSeconds();
+  std::vector<std::uint32_t> latency, overload;
+  std::uint64_t requests = 0, keys = 0, overloaded = 0, errors = 0, setup_overloaded = 0,
+                setup_errors = 0;
+  std::vector<double> per_client;
+  std::vector<std::string> samples;
+  for (const ClientStats& s : stats_) {
+    latency.insert(latency.end(), s.latency_us.begin(), s.latency_us.end());
+    overload.insert(overload.end(), s.overload_us.begin(), s.overload_us.end());
+    requests += s.requests;
+    keys += s.keys;
+    overloaded += s.overloaded;
+    errors += s.errors;
+    setup_overloaded += s.setup_overloaded;
+    setup_errors += s.setup_errors;
+    per_client.push_back(static_cast<double>(s.requests) / seconds);
+    for (const std::string& e : s.error_samples) {
+      if (samples.size() < kMaxErrorSamples) samples.push_back(e);
+    }
+  }
+  std::sort(latency.begin(), latency.end());
+  std::sort(overload.begin(), overload.end());
+  const auto [min_client, max_client] = std::minmax_element(per_client.begin(), per_client.end());
+  const double rate = static_cast<double>(requests) / seconds;
+  const double keys_rate = static_cast<double>(keys) / seconds;
+
+  std::cout << std::fixed << std::setprecision(2);
+  std::cout << "scenario " << options_.scenario << ", " << options_.clients << " clients, "
+            << (options_.rate > 0 ? "open loop at " + std::to_string(options_.rate) + " req/s"
+                                  : std::string("closed loop"))
+            << ", warm-up " << options_.warmup_s << " s, measured " << seconds << " s\n";
+  std::cout << "  answered      " << requests << " requests, " << rate << " req/s";
+  if (keys > 0) std::cout << ", " << keys << " keys, " << keys_rate << " keys/s";
+  std::cout << "\n  latency ms    p50 " << Percentile(latency, 0.50) << "  p90 "
+            << Percentile(latency, 0.90) << "  p99 " << Percentile(latency, 0.99) << "  p99.9 "
+            << Percentile(latency, 0.999) << "  max " << Percentile(latency, 1.0) << "\n";
+  std::cout << "  503+Retry-After " << overloaded << " (" << std::setprecision(1)
+            << (requests + overloaded > 0 ? 100.0 * static_cast<double>(overloaded) /
+                                                static_cast<double>(requests + overloaded)
+                                          : 0.0)
+            << std::setprecision(2) << "% of answers), 503 latency ms p50 "
+            << Percentile(overload, 0.50) << " p99 " << Percentile(overload, 0.99) << " max "
+            << Percentile(overload, 1.0) << "\n";
+  std::cout << "  errors        " << errors << " (setup/warm-up: " << setup_errors << " errors, "
+            << setup_overloaded << " overloaded)\n";
+  std::cout << "  per client    min " << *min_client << " req/s, max " << *max_client << " req/s\n";
+  for (const std::string& sample : samples) std::cout << "  error: " << sample << "\n";
+
+  if (!options_.json_out.empty()) {
+    Object out;
+    out.set("scenario", options_.scenario);
+    out.set("clients", options_.clients);
+    out.set("duration_s", seconds);
+    out.set("keys_created_total", keys_total_.load());
+    out.set("warmup_s", options_.warmup_s);
+    out.set("rate_target", options_.rate);
+    out.set("keys_per_client", options_.keys);
+    out.set("batch", options_.batch);
+    out.set("requests", requests);
+    out.set("requests_per_s", rate);
+    out.set("keys", keys);
+    out.set("keys_per_s", keys_rate);
+    Object ms;
+    ms.set("p50", Percentile(latency, 0.50));
+    ms.set("p90", Percentile(latency, 0.90));
+    ms.set("p99", Percentile(latency, 0.99));
+    ms.set("p999", Percentile(latency, 0.999));
+    ms.set("max", Percentile(latency, 1.0));
+    out.set("latency_ms", ms);
+    Object overload_ms;
+    overload_ms.set("p50", Percentile(overload, 0.50));
+    overload_ms.set("p99", Percentile(overload, 0.99));
+    overload_ms.set("max", Percentile(overload, 1.0));
+    out.set("overloaded_503", overloaded);
+    out.set("overload_latency_ms", overload_ms);
+    out.set("errors", errors);
+    out.set("setup_errors", setup_errors);
+    out.set("setup_overloaded", setup_overloaded);
+    Poco::JSON::Array clients;
+    for (double c : per_client) clients.add(c);
+    out.set("per_client_requests_per_s", clients);
+    out.set("per_client_min", *min_client);
+    out.set("per_client_max", *max_client);
+    Poco::JSON::Array error_samples;
+    for (const std::string& sample : samples) error_samples.add(sample);
+    out.set("error_samples", error_samples);
+    std::ofstream file(options_.json_out);
+    out.stringify(file, 2);
+    file << "\n";
+    if (!file) {
+      std::cerr << "kms_load: cannot write " << options_.json_out << "\n";
+      return 1;
+    }
+  }
+  return errors == 0 && setup_errors == 0 ? 0 : 3;
+}
+
+int Main(int argc, char** argv) {
+  Result<Options> options = ParseOptions(argc, argv);
+  if (!options.ok()) {
+    if (!options.error().message().empty()) {
+      std::cerr << "kms_load: " << options.error().message() << "\n";
+    }
+    std::cerr << kUsage;
+    return 64;
+  }
+  Poco::URI url;
+  try {
+    url = Poco::URI(options->url);
+  } catch (const Poco::Exception& e) {
+    std::cerr << "kms_load: bad --url: " << e.displayText() << "\n";
+    return 64;
+  }
+  if (url.getScheme() != "https" || url.getHost().empty()) {
+    std::cerr << "kms_load: --url must be https://HOST:PORT\n";
+    return 64;
+  }
+  std::vector<std::string> tokens;
+  for (const std::string& path : options->token_files) {
+    Result<std::string> token = ReadToken(path);
+    if (!token.ok()) {
+      std::cerr << "kms_load: " << token.error().message() << "\n";
+      for (std::string& t : tokens) ZeroizeString(t);
+      return 64;
+    }
+    tokens.push_back(std::move(token).value());
+  }
+
+  Poco::Net::initializeSSL();
+  Poco::Net::Context::Ptr context;
+  try {
+    Poco::Net::Context::Params params;
+    params.caLocation = options->ca;
+    params.verificationMode = Poco::Net::Context::VERIFY_RELAXED;
+    params.loadDefaultCAs = false;
+    context = new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params);
+    context->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
+    context->enableSessionCache(true);
+  } catch (const Poco::Exception& e) {
+    std::cerr << "kms_load: cannot use " << options->ca << ": " << e.displayText() << "\n";
+    return 64;
+  }
+
+  Result<KmsInfo> info = Error(ErrorCode::kUnavailable, "");
+  {
+    Connection connection(url.getHost(), url.getPort(), context);
+    Result<Connection::Answer> answer = connection.Send("GET", "/kms/info", "");
+    if (!answer.ok() || answer->response.http_status != 200) {
+      std::cerr << "kms_load: GET /kms/info failed: "
+                << (answer.ok() ? "HTTP " + std::to_string(answer->response.http_status)
+                                : answer.error().ToString())
+                << "\n";
+      return 69;
+    }
+    info = client::ParseKmsInfo(answer->response.body);
+    if (!info.ok()) {
+      std::cerr << "kms_load: " << info.error().ToString() << "\n";
+      return 69;
+    }
+  }
+
+  int exit_code = 0;
+  {
+    LoadRun run(*options, std::move(info).value(), url.getHost(), url.getPort(), context,
+                std::move(tokens));
+    run.Run();
+    exit_code = run.Report();
+  }
+  Poco::Net::uninitializeSSL();
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace strongroom::bench
+
+int main(int argc, char** argv) { return strongroom::bench::Main(argc, argv); }

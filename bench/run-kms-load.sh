@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# The KMS load run: builds Release into build-load, sets up a throwaway KMS (SoftHSM2 token, root
+# keys, identity key and its chain, TLS certificate, a development IdP per organization), starts
+# the real kmsd on 127.0.0.1, runs kms_load scenarios against it while sampling kmsd's RSS every
+# second, and stops kmsd. Results (JSON per scenario, RSS samples, kmsd's log) go to --out.
+#
+#   bench/run-kms-load.sh [--scenarios retrieve,create,create-bind,mixed] [--clients 16]
+#       [--duration 30] [--warmup 5] [--keys 100] [--batch 100] [--rate R] [--orgs 1|2]
+#       [--no-cache] [--max-in-flight N] [--max-connections N] [--pool-size N]
+#       [--preload N] [--honor-retry-after] [--perf] [--out DIR] [--keep]
+#
+#   --no-cache       kmsd's key cache off ([kms] key_cache_entries = 0)
+#   --preload N      before the scenarios, create N keys (kms_load create --max-keys N; timed)
+#   --perf           perf record -g of kmsd during each scenario; top symbols in perf-<s>.txt
+#   --keep           keep the throwaway KMS directory (tokens, database, keys) for inspection
+#
+# Overload demonstration: --max-in-flight 2 --clients 64 --scenarios retrieve (503 + Retry-After).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${repo}/build-load"
+scenarios=retrieve clients=16 duration=30 warmup=5 keys=100 batch=100 rate=0 orgs=1
+cache=on max_in_flight="" max_connections="" pool_size="" preload=0 perf=0 keep=0
+honor="" out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --scenarios) scenarios="$2"; shift 2 ;;
+    --clients) clients="$2"; shift 2 ;;
+    --duration) duration="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --keys) keys="$2"; shift 2 ;;
+    --batch) batch="$2"; shift 2 ;;
+    --rate) rate="$2"; shift 2 ;;
+    --orgs) orgs="$2"; shift 2 ;;
+    --no-cache) cache=off; shift ;;
+    --max-in-flight) max_in_flight="$2"; shift 2 ;;
+    --max-connections) max_connections="$2"; shift 2 ;;
+    --pool-size) pool_size="$2"; shift 2 ;;
+    --preload) preload="$2"; shift 2 ;;
+    --honor-retry-after) honor="--honor-retry-after"; shift ;;
+    --perf) perf=1; shift ;;
+    --keep) keep=1; shift ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "run-kms-load.sh: unknown option $1 (see the comment at the top)" >&2; exit 64 ;;
+  esac
+done
+[ "$orgs" = 1 ] || [ "$orgs" = 2 ] || { echo "--orgs is 1 or 2" >&2; exit 64; }
+out="${out:-${build}/kms-load/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+
+cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRONGROOM_WERROR=ON >/dev/null
+cmake --build "$build" --target kms_load kmsd kmsctl strongroom-idp >/dev/null
+kmsctl="$build/kms/kmsctl"
+idp="$build/kms/tools/strongroom-idp"
+[ -x "$idp" ] || idp="$build/kms/strongroom-idp"
+kmsd="$build/kms/daemon/kmsd"
+load="$build/bench/kms_load"
+module=/usr/lib/softhsm/libsofthsm2.so
+
+work="$(mktemp -d /tmp/sr-kms-load.XXXXXX)"
+kmsd_pid=""
+rss_pid=""
+cleanup() {
+  [ -n "$rss_pid" ] && kill "$rss_pid" 2>/dev/null || true
+  if [ -n "$kmsd_pid" ] && kill -0 "$kmsd_pid" 2>/dev/null; then
+    kill -TERM "$kmsd_pid"
+    wait "$kmsd_pid" 2>/dev/null || true
+  fi
+  if [ "$keep" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# --- a throwaway KMS -------------------------------------------------------------------------
+(
+  umask 077
+  mkdir -p "$work/tokens" "$work/secrets"
+  openssl rand -hex 16 >"$work/secrets/user.pin"
+  openssl rand -hex 16 >"$work/secrets/so.pin"
+)
+cat >"$work/softhsm2.conf" <<CONF
+directories.tokendir = $work/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+CONF
+export SOFTHSM2_CONF="$work/softhsm2.conf"
+"$kmsctl" hsm init-token --module "$module" --label load \
+  --so-pin-source "file:$work/secrets/so.pin" --pin-source "file:$work/secrets/user.pin" >/dev/null
+
+{
+  echo "[hsm]"
+  echo "tokens = primary"
+  echo "node_id = load"
+  echo
+  echo "[hsm.primary]"
+  echo "uri = pkcs11:token=load?module-path=$module&pin-source=file:$work/secrets/user.pin"
+  [ -n "$pool_size" ] && echo "pool_size = $pool_size"
+  echo
+} >"$work/hsm.ini"
+export STRONGROOM_KMS_CONFIG="$work/hsm.ini"
+org_names=(acme globex)
+for ((o = 0; o < orgs; o++)); do
+  "$kmsctl" hsm init-root --org "${org_names[$o]}" >/dev/null
+done
+"$kmsctl" hsm init-identity >/dev/null
+
+# A test CA certifies the identity key (x5c at /kms/info) and the TLS certificate for 127.0.0.1.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=Strongroom load-run CA" -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+"$kmsctl" hsm certify-identity --ca-cert "$work/ca.pem" --ca-key "$work/ca.key" \
+  --host kms.load.test --days 2 --out "$work/identity.pem" >/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+  -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
+openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+  -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n') \
+  -out "$work/tls.pem" 2>/dev/null
+
+tokens=()
+issuers=""
+for ((o = 0; o < orgs; o++)); do
+  org="${org_names[$o]}"
+  "$idp" init --dir "$work/idp-$org" --issuer "https://idp.$org.test" >/dev/null
+  "$idp" token --dir "$work/idp-$org" --subject "load-user@$org.test" --audience kms \
+    --ttl 86400 --out "$work/token-$org.jwt"
+  tokens+=(--token-file "$work/token-$org.jwt")
+  issuers="${issuers:+$issuers, }$org"
+done
+
+{
+  cat "$work/hsm.ini"
+  echo "[kms]"
+  echo "host = kms.load.test"
+  echo "database = $work/kms.db"
+  echo "listen = 127.0.0.1:0"
+  echo "tls_cert = $work/tls.pem"
+  echo "tls_key = $work/tls.key"
+  echo "identity_chain = $work/identity.pem"
+  [ -n "$max_connections" ] && echo "max_connections = $max_connections"
+  [ -n "$max_in_flight" ] && echo "max_in_flight = $max_in_flight"
+  [ "$cache" = off ] && echo "key_cache_entries = 0"
+  echo
+  echo "[jwt]"
+  echo "issuers = $issuers"
+  for ((o = 0; o < orgs; o++)); do
+    org="${org_names[$o]}"
+    echo
+    echo "[jwt.$org]"
+    echo "issuer = https://idp.$org.test"
+    echo "org = $org"
+    echo "jwks = $work/idp-$org/jwks.json"
+  done
+} >"$work/kms.ini"
+cp "$work/kms.ini" "$out/kms.ini"  # paths only: PINs and keys stay in $work
+
+# --- kmsd ------------------------------------------------------------------------------------
+"$kmsd" --config "$work/kms.ini" --port-file "$work/port" 2>"$out/kmsd.log" &
+kmsd_pid=$!
+for _ in $(seq 1 300); do
+  [ -s "$work/port" ] && break
+  kill -0 "$kmsd_pid" 2>/dev/null || { cat "$out/kmsd.log" >&2; exit 69; }
+  sleep 0.1
+done
+[ -s "$work/port" ] || { echo "kmsd did not start" >&2; exit 69; }
+url="https://127.0.0.1:$(cat "$work/port")"
+
+( while kill -0 "$kmsd_pid" 2>/dev/null; do
+    echo "$(date +%s) $(awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status" 2>/dev/null)"
+    sleep 1
+  done ) >"$out/rss.log" &
+rss_pid=$!
+rss_now() { awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status"; }
+
+{
+  echo "date: $(date -Is)"
+  echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -r)"
+  echo "softhsm: $(softhsm2-util --version)"
+  echo "kmsd: pid $kmsd_pid at $url, cache $cache, max_in_flight ${max_in_flight:-default}," \
+    "max_connections ${max_connections:-default}, pool_size ${pool_size:-default}, orgs $orgs"
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "kmsd RSS at start: $(rss_now) kB"
+} | tee "$out/run.txt"
+
+common=(--url "$url" --ca "$work/ca.pem" "${tokens[@]}" --clients "$clients" --batch "$batch")
+[ "$rate" != 0 ] && common+=(--rate "$rate")
+[ -n "$honor" ] && common+=("$honor")
+
+if [ "$preload" != 0 ]; then
+  started=$(date +%s.%N)
+  "$load" "${common[@]}" --scenario create --warmup 0 --duration 86400 --max-keys "$preload" \
+    --json-out "$out/preload.json" | tee -a "$out/run.txt"
+  ended=$(date +%s.%N)
+  echo "preloaded $preload keys in $(echo "$ended - $started" | bc) s; kmsd RSS $(rss_now) kB;" \
+    "database $(du -sh "$work" | cut -f1) on disk" | tee -a "$out/run.txt"
+fi
+
+status=0
+IFS=, read -r -a scenario_list <<<"$scenarios"
+for scenario in "${scenario_list[@]}"; do
+  echo "--- $scenario" | tee -a "$out/run.txt"
+  perf_pid=""
+  if [ "$perf" = 1 ]; then
+    # Starts after the set-up and warm-up, for the measured window only.
+    ( sleep "$(echo "$warmup + 2" | bc)"
+      exec perf record -g -F 499 -p "$kmsd_pid" -o "$out/perf-$scenario.data" -- sleep "$duration"
+    ) >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
+  "$load" "${common[@]}" --scenario "$scenario" --duration "$duration" --warmup "$warmup" \
+    --keys "$keys" --json-out "$out/$scenario.json" | tee -a "$out/run.txt" || status=$?
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    perf report -i "$out/perf-$scenario.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | grep '%' | head -40 >"$out/perf-$scenario.txt" || true
+    echo "top symbols in $out/perf-$scenario.txt" | tee -a "$out/run.txt"
+  fi
+  echo "kmsd RSS after $scenario: $(rss_now) kB" | tee -a "$out/run.txt"
+done
+
+max_rss=$(awk '$2 > m {m = $2} END {print m}' "$out/rss.log")
+echo "kmsd peak RSS (1 s samples): ${max_rss} kB; results in $out" | tee -a "$out/run.txt"
+exit "$status"
