@@ -28,11 +28,15 @@
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/kmsd_settings.h"
+#include "strongroom/kms/ops_server.h"
 
 namespace strongroom::kms {
 namespace {
 
 void Log(const std::string& line) { std::cerr << "kmsd: " << line << std::endl; }
+
+constexpr std::size_t kKeyCacheEntries = 10'000;
+constexpr std::chrono::minutes kKeyCacheMaxAge{5};
 
 int ExitStatusFor(ErrorCode code) {
   switch (code) {
@@ -135,8 +139,12 @@ class Kmsd : public Poco::Util::ServerApplication {
     config.host = settings.host;
     config.identity_key = settings.identity_key;
     config.identity_chain = chain.der;
+    // Unwrapped keys are cached (bounded, zeroized, cleared on root rotation); metrics for /ops.
+    Metrics metrics;
+    KeyCache cache(kKeyCacheEntries, kKeyCacheMaxAge);
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsService> service,
-                        KmsService::New(std::move(config), *vault, *db, std::move(verifier)));
+                        KmsService::New(std::move(config), *vault, *db, std::move(verifier), {},
+                                        KmsServiceHooks{&cache, &metrics}));
 
     KmsServerOptions options;
     options.listen_host = settings.listen_host;
@@ -153,8 +161,17 @@ class Kmsd : public Poco::Util::ServerApplication {
         " token(s), max_connections " + std::to_string(settings.max_connections) +
         ", max_in_flight " + std::to_string(settings.max_in_flight) + ")");
 
+    // The operations listener and the rewrap worker, if [ops] is configured.
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> operations,
+                        Operations::Start(config_path_, *vault, *db, metrics, cache));
+    if (operations) {
+      Log("operations listener on https://" + operations->settings().listen_host + ":" +
+          std::to_string(operations->port()));
+    }
+
     waitForTerminationRequest();
     Log("stopping: finishing requests in flight");
+    operations.reset();
     server->Stop();
     const KmsServerCounters counters = server->counters();
     server.reset();
