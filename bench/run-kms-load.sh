@@ -9,7 +9,9 @@
 #       [--no-cache] [--max-in-flight N] [--max-connections N] [--pool-size N]
 #       [--preload N] [--honor-retry-after] [--perf] [--out DIR] [--keep]
 #
-#   --no-cache       kmsd's key cache off ([kms] key_cache_entries = 0)
+#   --no-cache       every retrieval misses kmsd's key cache: [kms] key_cache_entries = 0 when kmsd
+#                    has that setting, else 1,000 keys per client read cyclically (more than the
+#                    fixed 10,000-entry LRU holds)
 #   --preload N      before the scenarios, create N keys (kms_load create --max-keys N; timed)
 #   --perf           perf record -g of kmsd during each scenario; top symbols in perf-<s>.txt
 #   --keep           keep the throwaway KMS directory (tokens, database, keys) for inspection
@@ -52,117 +54,48 @@ out="$(cd "$out" && pwd)"
 cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRONGROOM_WERROR=ON >/dev/null
 cmake --build "$build" --target kms_load kmsd kmsctl strongroom-idp >/dev/null
 kmsctl="$build/kms/kmsctl"
-idp="$build/kms/tools/strongroom-idp"
-[ -x "$idp" ] || idp="$build/kms/strongroom-idp"
+idp="$build/kms/strongroom-idp"
 kmsd="$build/kms/daemon/kmsd"
 load="$build/bench/kms_load"
-module=/usr/lib/softhsm/libsofthsm2.so
+kms_lines=()
 
 work="$(mktemp -d /tmp/sr-kms-load.XXXXXX)"
-kmsd_pid=""
+KMSCTL="$kmsctl" IDP="$idp" KMSD="$kmsd"
+# shellcheck source=../tests/support/throwaway_kms.sh
+. "$repo/tests/support/throwaway_kms.sh"
 rss_pid=""
 cleanup() {
   [ -n "$rss_pid" ] && kill "$rss_pid" 2>/dev/null || true
-  if [ -n "$kmsd_pid" ] && kill -0 "$kmsd_pid" 2>/dev/null; then
-    kill -TERM "$kmsd_pid"
-    wait "$kmsd_pid" 2>/dev/null || true
-  fi
+  throwaway_kms_stop || true
   if [ "$keep" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-# --- a throwaway KMS -------------------------------------------------------------------------
-(
-  umask 077
-  mkdir -p "$work/tokens" "$work/secrets"
-  openssl rand -hex 16 >"$work/secrets/user.pin"
-  openssl rand -hex 16 >"$work/secrets/so.pin"
-)
-cat >"$work/softhsm2.conf" <<CONF
-directories.tokendir = $work/tokens
-objectstore.backend = file
-log.level = ERROR
-slots.removable = false
-CONF
-export SOFTHSM2_CONF="$work/softhsm2.conf"
-"$kmsctl" hsm init-token --module "$module" --label load \
-  --so-pin-source "file:$work/secrets/so.pin" --pin-source "file:$work/secrets/user.pin" >/dev/null
-
-{
-  echo "[hsm]"
-  echo "tokens = primary"
-  echo "node_id = load"
-  echo
-  echo "[hsm.primary]"
-  echo "uri = pkcs11:token=load?module-path=$module&pin-source=file:$work/secrets/user.pin"
-  [ -n "$pool_size" ] && echo "pool_size = $pool_size"
-  echo
-} >"$work/hsm.ini"
-export STRONGROOM_KMS_CONFIG="$work/hsm.ini"
-org_names=(acme globex)
-for ((o = 0; o < orgs; o++)); do
-  "$kmsctl" hsm init-root --org "${org_names[$o]}" >/dev/null
-done
-"$kmsctl" hsm init-identity >/dev/null
-
-# A test CA certifies the identity key (x5c at /kms/info) and the TLS certificate for 127.0.0.1.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj "/CN=Strongroom load-run CA" -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-"$kmsctl" hsm certify-identity --ca-cert "$work/ca.pem" --ca-key "$work/ca.key" \
-  --host kms.load.test --days 2 --out "$work/identity.pem" >/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
-  -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
-openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-  -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n') \
-  -out "$work/tls.pem" 2>/dev/null
-
+# kmsd's key cache: a setting when kmsd has one; otherwise (a fixed 10,000-entry LRU) the cache is
+# defeated by a working set larger than it, read cyclically: every retrieval misses.
+if [ "$cache" = off ]; then
+  if grep -q '"key_cache_entries"' "$repo/kms/src/kmsd_settings.cc"; then
+    kms_lines+=("key_cache_entries = 0")
+  elif [ $((clients * keys)) -le 10000 ]; then
+    [ "$clients" -ge 11 ] || { echo "--no-cache needs --clients >= 11 here" >&2; exit 64; }
+    keys=1000
+    echo "kmsd has no cache setting: --no-cache reads $((clients * keys)) keys cyclically," \
+      "more than its 10,000-entry LRU holds, so every retrieval misses"
+  fi
+fi
+[ -n "$max_connections" ] && kms_lines+=("max_connections = $max_connections")
+[ -n "$max_in_flight" ] && kms_lines+=("max_in_flight = $max_in_flight")
+[ -n "$pool_size" ] && TK_HSM_LINES="pool_size = $pool_size"
+org_list="acme"
+[ "$orgs" = 2 ] && org_list="acme globex"
+throwaway_kms_setup "$work" "$org_list" "$(printf '%s\n' "${kms_lines[@]}")"
 tokens=()
-issuers=""
-for ((o = 0; o < orgs; o++)); do
-  org="${org_names[$o]}"
-  "$idp" init --dir "$work/idp-$org" --issuer "https://idp.$org.test" >/dev/null
-  "$idp" token --dir "$work/idp-$org" --subject "load-user@$org.test" --audience kms \
-    --ttl 86400 --out "$work/token-$org.jwt"
-  tokens+=(--token-file "$work/token-$org.jwt")
-  issuers="${issuers:+$issuers, }$org"
-done
-
-{
-  cat "$work/hsm.ini"
-  echo "[kms]"
-  echo "host = kms.load.test"
-  echo "database = $work/kms.db"
-  echo "listen = 127.0.0.1:0"
-  echo "tls_cert = $work/tls.pem"
-  echo "tls_key = $work/tls.key"
-  echo "identity_chain = $work/identity.pem"
-  [ -n "$max_connections" ] && echo "max_connections = $max_connections"
-  [ -n "$max_in_flight" ] && echo "max_in_flight = $max_in_flight"
-  [ "$cache" = off ] && echo "key_cache_entries = 0"
-  echo
-  echo "[jwt]"
-  echo "issuers = $issuers"
-  for ((o = 0; o < orgs; o++)); do
-    org="${org_names[$o]}"
-    echo
-    echo "[jwt.$org]"
-    echo "issuer = https://idp.$org.test"
-    echo "org = $org"
-    echo "jwks = $work/idp-$org/jwks.json"
-  done
-} >"$work/kms.ini"
+for org in $org_list; do tokens+=(--token-file "$work/token-$org.jwt"); done
 cp "$work/kms.ini" "$out/kms.ini"  # paths only: PINs and keys stay in $work
 
-# --- kmsd ------------------------------------------------------------------------------------
-"$kmsd" --config "$work/kms.ini" --port-file "$work/port" 2>"$out/kmsd.log" &
-kmsd_pid=$!
-for _ in $(seq 1 300); do
-  [ -s "$work/port" ] && break
-  kill -0 "$kmsd_pid" 2>/dev/null || { cat "$out/kmsd.log" >&2; exit 69; }
-  sleep 0.1
-done
-[ -s "$work/port" ] || { echo "kmsd did not start" >&2; exit 69; }
-url="https://127.0.0.1:$(cat "$work/port")"
+throwaway_kms_start "$out/kmsd.log"
+kmsd_pid="$KMSD_PID"
+url="$KMS_URL"
 
 ( while kill -0 "$kmsd_pid" 2>/dev/null; do
     echo "$(date +%s) $(awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status" 2>/dev/null)"
@@ -175,7 +108,7 @@ rss_now() { awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status"; }
   echo "date: $(date -Is)"
   echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -r)"
   echo "softhsm: $(softhsm2-util --version)"
-  echo "kmsd: pid $kmsd_pid at $url, cache $cache, max_in_flight ${max_in_flight:-default}," \
+  echo "kmsd: pid $kmsd_pid at $url, cache $cache, keys per client $keys, max_in_flight ${max_in_flight:-default}," \
     "max_connections ${max_connections:-default}, pool_size ${pool_size:-default}, orgs $orgs"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "kmsd RSS at start: $(rss_now) kB"
