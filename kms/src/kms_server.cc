@@ -89,8 +89,10 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
       if (in_flight > state_->max_in_flight) {
         state_->overloaded.fetch_add(1, std::memory_order_relaxed);
         response.set("Retry-After", "1");
-        // The body is not read: the connection closes so its bytes are never taken as a request.
-        response.setKeepAlive(false);
+        // The body is read and dropped (bounded) so the connection stays usable; an oversize one
+        // closes it.
+        response.setKeepAlive(response.getKeepAlive() &&
+                              Drain(request.stream(), kMaxKmsMessageBytes));
         SendError(response, 503, "overloaded", "the KMS is busy; retry in a second");
         return;
       }

@@ -1,0 +1,651 @@
+// kmsd as it runs in production: a child process on 127.0.0.1 (port 0), TLS with a throwaway CA
+// made by the openssl tool, the identity chain issued by `kmsctl hsm certify-identity`, a real
+// SoftHSM2 token, and the client library (KmsSession over HttpsTransport) on the other end.
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/HTTPSClientSession.h>
+#include <Poco/Pipe.h>
+#include <Poco/PipeStream.h>
+#include <Poco/Process.h>
+#include <Poco/StreamCopier.h>
+#include <Poco/URI.h>
+#include <gtest/gtest.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "../support/softhsm_sandbox.h"
+#include "strongroom/client/https_transport.h"
+#include "strongroom/client/kms_session.h"
+#include "strongroom/common/jwt.h"
+#include "strongroom/kms/database.h"
+#include "strongroom/kms/kms_service.h"
+#include "strongroom/kms/kms_store.h"
+
+namespace strongroom::kms {
+namespace {
+
+using client::HttpsTransport;
+using client::KmsInfo;
+using client::KmsResponse;
+using client::KmsSession;
+using Poco::JSON::Object;
+using testing::kSoftHsmModule;
+using testing::SoftHsmSandbox;
+namespace fs = std::filesystem;
+
+constexpr char kHost[] = "kms.acme.test";
+
+struct X509Free {
+  void operator()(X509* p) const { X509_free(p); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+
+struct ToolRun {
+  int exit_code;
+  std::string out;
+  std::string err;
+};
+
+// Runs a tool to completion with the sandbox's SoftHSM2 configuration.
+ToolRun Tool(const std::string& path, const std::vector<std::string>& args) {
+  Poco::Pipe out_pipe, err_pipe;
+  Poco::Process::Env env{{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+  Poco::ProcessHandle handle =
+      Poco::Process::launch(path, args, ".", nullptr, &out_pipe, &err_pipe, env);
+  Poco::PipeInputStream out_stream(out_pipe), err_stream(err_pipe);
+  ToolRun run;
+  std::thread err_reader([&] { Poco::StreamCopier::copyToString(err_stream, run.err); });
+  Poco::StreamCopier::copyToString(out_stream, run.out);
+  err_reader.join();
+  run.exit_code = handle.wait();
+  return run;
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::int64_t Now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Json(const Object& object) {
+  std::ostringstream out;
+  object.stringify(out);
+  return out.str();
+}
+
+Object::Ptr ParseObject(const std::string& text) {
+  Poco::JSON::Parser parser;
+  return parser.parse(text).extract<Object::Ptr>();
+}
+
+int StatusOf(const Object::Ptr& answer) { return answer->getValue<int>("status"); }
+
+// What every test shares: one token with root keys for two organizations and the identity key,
+// the CA, the server certificate, the identity chain and an identity provider per organization.
+class KmsdEnvironment {
+ public:
+  static KmsdEnvironment& Get() {
+    static KmsdEnvironment environment;
+    return environment;
+  }
+  ~KmsdEnvironment() {
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+  const fs::path& dir() const { return dir_; }
+  const std::string& hsm_section() const { return hsm_section_; }
+  std::string ca() const { return (dir_ / "ca.pem").string(); }
+  const std::string& error() const { return error_; }
+
+  // A bearer token of `org`'s identity provider.
+  std::string Token(const std::string& org, const std::string& user,
+                    const std::string& audience = "kms", std::int64_t issued_at = 0,
+                    std::int64_t lifetime = 3600) const {
+    const std::string key_text = ReadFile(dir_ / ("idp-" + org) / "signing-key.jwk");
+    SecretBytes jwk({reinterpret_cast<const std::uint8_t*>(key_text.data()), key_text.size()});
+    auto key = jose::EcKeyPair::FromPrivateJwk(jwk);
+    auto token = MintJwt(*key, {"https://idp." + org + ".test", user, audience,
+                                issued_at != 0 ? issued_at : Now(), lifetime});
+    return token.ok() ? *token : "";
+  }
+
+ private:
+  KmsdEnvironment() {
+    dir_ = fs::temp_directory_path() / ("sr-kmsd-" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    const std::string label = SoftHsmSandbox::Get().CreateToken(kSoftHsmModule, "kmsd");
+    hsm_section_ = "[hsm]\ntokens = primary\nnode_id = test\n[hsm.primary]\nuri = " +
+                   SoftHsmSandbox::Get().Uri(kSoftHsmModule, label) + "\n";
+    const std::string hsm_ini = (dir_ / "hsm.ini").string();
+    std::ofstream(hsm_ini) << hsm_section_;
+    Step(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-root", "--org", "acme"});
+    Step(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-root", "--org", "globex"});
+    Step(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-identity"});
+    // A throwaway CA and the HTTPS server's certificate for 127.0.0.1.
+    const std::string d = dir_.string();
+    std::ofstream(dir_ / "server.ext") << "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+                                          "basicConstraints = critical, CA:FALSE\n"
+                                          "keyUsage = critical, digitalSignature\n"
+                                          "extendedKeyUsage = serverAuth\n";
+    Step("/usr/bin/openssl",
+         {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2", "-subj",
+          "/CN=Strongroom kmsd test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+          "keyUsage=critical,keyCertSign"});
+    Step("/usr/bin/openssl",
+         {"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+          d + "/tls.key", "-out", d + "/tls.csr", "-subj", "/CN=127.0.0.1"});
+    Step("/usr/bin/openssl",
+         {"x509", "-req", "-in", d + "/tls.csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key",
+          "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext", "-out", d + "/tls.pem"});
+    Step(KMSCTL_PATH,
+         {"--config", hsm_ini, "hsm", "certify-identity", "--ca-cert", d + "/ca.pem", "--ca-key",
+          d + "/ca.key", "--host", kHost, "--out", d + "/identity.pem", "--days", "2"});
+    for (const std::string org : {"acme", "globex"}) {
+      Step(IDP_PATH,
+           {"init", "--dir", d + "/idp-" + org, "--issuer", "https://idp." + org + ".test"});
+    }
+  }
+
+  void Step(const std::string& tool, const std::vector<std::string>& args) {
+    if (!error_.empty()) return;
+    ToolRun run = Tool(tool, args);
+    if (run.exit_code != 0) error_ = tool + " " + args[0] + " failed: " + run.err;
+  }
+
+  fs::path dir_;
+  std::string hsm_section_;
+  std::string error_;
+};
+
+class KmsdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    signal(SIGPIPE, SIG_IGN);
+    ASSERT_TRUE(env().error().empty()) << env().error();
+    const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = env().dir() / test->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+
+  void TearDown() override {
+    Stop(SIGKILL);
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+
+  static KmsdEnvironment& env() { return KmsdEnvironment::Get(); }
+
+  std::string WriteConfig(std::size_t max_in_flight = 32) {
+    const fs::path ini = dir_ / "kms.ini";
+    const std::string d = env().dir().string();
+    std::ofstream(ini) << env().hsm_section() << "[kms]\nhost = " << kHost
+                       << "\ndatabase = " << (dir_ / "kms.db").string()
+                       << "\nlisten = 127.0.0.1:0\ntls_cert = " << d << "/tls.pem"
+                       << "\ntls_key = " << d << "/tls.key\nidentity_chain = " << d
+                       << "/identity.pem\nmax_connections = 32\nmax_in_flight = " << max_in_flight
+                       << "\n[jwt]\nissuers = acme, globex\nskew_s = 0\n"
+                       << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = " << d
+                       << "/idp-acme/jwks.json\n"
+                       << "[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\njwks = "
+                       << d << "/idp-globex/jwks.json\n";
+    return ini.string();
+  }
+
+  // Starts kmsd and waits until GET /kms/info answers; returns false (with a failure) otherwise.
+  bool Start(std::size_t max_in_flight = 32) {
+    const std::string ini = WriteConfig(max_in_flight);
+    const fs::path port_file = dir_ / "port";
+    fs::remove(port_file);
+    Poco::Process::Env env_vars{{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+    kmsd_ = std::make_unique<Poco::ProcessHandle>(
+        Poco::Process::launch(KMSD_PATH, {"--config", ini, "--port-file", port_file.string()}, ".",
+                              nullptr, nullptr, nullptr, env_vars));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (waitpid(kmsd_->id(), &status, WNOHANG) == kmsd_->id()) {
+        kmsd_.reset();
+        ADD_FAILURE() << "kmsd exited during start-up";
+        return false;
+      }
+      const std::string port = ReadFile(port_file);
+      if (!port.empty() && port.back() == '\n') {
+        base_url_ = "https://127.0.0.1:" + port.substr(0, port.size() - 1);
+        auto https = Transport();
+        if (https && https->GetInfo().ok()) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "kmsd did not answer within 60 s";
+    return false;
+  }
+
+  // Sends `signal` and waits for kmsd to exit; returns its exit status (or -signal).
+  int Stop(int signal_number = SIGTERM) {
+    if (!kmsd_) return 0;
+    const pid_t pid = static_cast<pid_t>(kmsd_->id());
+    kill(pid, signal_number);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    kmsd_.reset();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  }
+
+  std::unique_ptr<HttpsTransport> Transport() {
+    auto https = HttpsTransport::New({base_url_, env().ca()});
+    EXPECT_TRUE(https.ok()) << https.error().ToString();
+    return https.ok() ? std::move(https).value() : nullptr;
+  }
+
+  Result<KmsInfo> Info(HttpsTransport& https) {
+    auto text = https.GetInfo();
+    EXPECT_TRUE(text.ok()) << text.error().ToString();
+    if (!text.ok()) return text.error();
+    auto info = client::ParseKmsInfo(*text);
+    EXPECT_TRUE(info.ok()) << info.error().ToString();
+    return info;
+  }
+
+  // A session whose transport is whatever *https points at (so it survives a restart).
+  std::unique_ptr<KmsSession> Session(std::unique_ptr<HttpsTransport>* https,
+                                      const std::string& org, const std::string& user) {
+    auto info = Info(**https);
+    if (!info.ok()) return nullptr;
+    auto session =
+        KmsSession::Open(*info, "kmsd-test", env().Token(org, user),
+                         [https](const std::string& message) { return (*https)->Post(message); });
+    EXPECT_TRUE(session.ok()) << session.error().ToString();
+    return session.ok() ? std::move(session).value() : nullptr;
+  }
+
+  std::vector<std::string> CreateKeys(KmsSession& session, int count) {
+    Object fields;
+    fields.set("count", count);
+    auto answer = session.Call("create", "/keys", fields);
+    std::vector<std::string> uris;
+    if (!answer.ok() || StatusOf(*answer) != 201) return uris;
+    Poco::JSON::Array::Ptr keys = (*answer)->getArray("keys");
+    for (unsigned i = 0; keys && i < keys->size(); ++i) {
+      uris.push_back(keys->getObject(i)->getValue<std::string>("uri"));
+    }
+    return uris;
+  }
+
+  // A request outside the protocol, for the listener's own answers.
+  Poco::Net::HTTPResponse Raw(const std::string& method, const std::string& path,
+                              std::string* body) {
+    Poco::Net::Context::Params params;
+    params.caLocation = env().ca();
+    params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
+    Poco::Net::Context::Ptr context(
+        new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
+    Poco::URI uri(base_url_);
+    Poco::Net::HTTPSClientSession session(uri.getHost(), uri.getPort(), context);
+    Poco::Net::HTTPRequest request(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
+    session.sendRequest(request);
+    Poco::Net::HTTPResponse response;
+    std::istream& in = session.receiveResponse(response);
+    Poco::StreamCopier::copyToString(in, *body);
+    return response;
+  }
+
+  fs::path dir_;
+  std::string base_url_;
+  std::unique_ptr<Poco::ProcessHandle> kmsd_;
+};
+
+// The modulus or exponent of an RSA key, big-endian.
+std::vector<std::uint8_t> RsaParam(EVP_PKEY* key, const char* name) {
+  BIGNUM* bn = nullptr;
+  EVP_PKEY_get_bn_param(key, name, &bn);
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(BN_num_bytes(bn)));
+  BN_bn2bin(bn, out.data());
+  BN_free(bn);
+  return out;
+}
+
+TEST_F(KmsdTest, InfoPublishesAChainWhoseLeafCertifiesTheRsaKey) {
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto text = https->GetInfo();
+  ASSERT_TRUE(text.ok()) << text.error().ToString();
+  Object::Ptr info = ParseObject(*text);
+  EXPECT_EQ(info->getValue<std::string>("kmsCluster"), std::string("kms://") + kHost);
+  Object::Ptr jwk = info->getObject("rsaPublicKey");
+  EXPECT_EQ(jwk->getValue<std::string>("kid"), std::string("kms://") + kHost);
+  Poco::JSON::Array::Ptr x5c = jwk->getArray("x5c");
+  ASSERT_TRUE(x5c);
+  ASSERT_EQ(x5c->size(), 2u);
+
+  // x5c is standard base64 DER; the leaf's key is the JWK's n and e.
+  auto der = [&](unsigned i) {
+    const std::string b64 = x5c->getElement<std::string>(i);
+    std::vector<std::uint8_t> out(b64.size());
+    int size = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(b64.data()),
+                               static_cast<int>(b64.size()));
+    EXPECT_GT(size, 0);
+    out.resize(static_cast<std::size_t>(size) - std::count(b64.end() - 2, b64.end(), '='));
+    const unsigned char* p = out.data();
+    return X509Ptr(d2i_X509(nullptr, &p, static_cast<long>(out.size())));
+  };
+  X509Ptr leaf = der(0), ca = der(1);
+  ASSERT_TRUE(leaf && ca);
+  EVP_PKEY* leaf_key = X509_get0_pubkey(leaf.get());
+  EXPECT_EQ(jose::Base64UrlEncode(RsaParam(leaf_key, OSSL_PKEY_PARAM_RSA_N)),
+            jwk->getValue<std::string>("n"));
+  EXPECT_EQ(jose::Base64UrlEncode(RsaParam(leaf_key, OSSL_PKEY_PARAM_RSA_E)),
+            jwk->getValue<std::string>("e"));
+  EXPECT_EQ(X509_check_host(leaf.get(), kHost, 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_verify(leaf.get(), X509_get0_pubkey(ca.get())), 1);
+  // The second certificate is the test CA itself.
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(env().ca().c_str(), "r"), BIO_free);
+  X509Ptr ca_file(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  EXPECT_EQ(X509_cmp(ca.get(), ca_file.get()), 0);
+}
+
+TEST_F(KmsdTest, ProtocolOverHttpsWithTheClientLibrary) {
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto alice = Session(&https, "acme", "alice");
+  ASSERT_TRUE(alice);
+  auto ping = alice->Call("update", "/ping");
+  ASSERT_TRUE(ping.ok()) << ping.error().ToString();
+  EXPECT_EQ(StatusOf(*ping), 200) << Json(**ping);
+
+  std::vector<std::string> keys = CreateKeys(*alice, 2);
+  ASSERT_EQ(keys.size(), 2u);
+  Object resource;
+  Poco::JSON::Array auth_ids, key_uris;
+  auth_ids.add("bob");
+  key_uris.add(keys[0]);
+  resource.set("authIds", auth_ids);
+  resource.set("keyUris", key_uris);
+  auto created = alice->Call("create", "/resources", resource);
+  ASSERT_TRUE(created.ok()) << created.error().ToString();
+  ASSERT_EQ(StatusOf(*created), 201) << Json(**created);
+  const std::string resource_uri = (*created)->getObject("resource")->getValue<std::string>("uri");
+
+  auto retrieved = alice->Call("retrieve", keys[0]);
+  ASSERT_TRUE(retrieved.ok()) << retrieved.error().ToString();
+  ASSERT_EQ(StatusOf(*retrieved), 200) << Json(**retrieved);
+  Object::Ptr key = (*retrieved)->getObject("key");
+  EXPECT_EQ(key->getValue<std::string>("resourceUri"), resource_uri);
+  const std::string k = key->getObject("jwk")->getValue<std::string>("k");
+  EXPECT_EQ(jose::Base64UrlDecode(k)->size(), 32u);
+
+  // bob, authorized on the resource, gets the same key over his own channel and connection.
+  auto bobs_https = Transport();
+  auto bob = Session(&bobs_https, "acme", "bob");
+  ASSERT_TRUE(bob);
+  auto for_bob = bob->Call("retrieve", keys[0]);
+  ASSERT_TRUE(for_bob.ok());
+  ASSERT_EQ(StatusOf(*for_bob), 200) << Json(**for_bob);
+  EXPECT_EQ((*for_bob)->getObject("key")->getObject("jwk")->getValue<std::string>("k"), k);
+  // A user of another organization is not.
+  auto globex_https = Transport();
+  auto mallory = Session(&globex_https, "globex", "mallory");
+  ASSERT_TRUE(mallory);
+  auto for_mallory = mallory->Call("retrieve", keys[0]);
+  ASSERT_TRUE(for_mallory.ok());
+  EXPECT_EQ(StatusOf(*for_mallory), 403) << Json(**for_mallory);
+
+  EXPECT_TRUE(alice->Close().ok());
+  EXPECT_EQ(Stop(SIGTERM), 0);
+}
+
+TEST_F(KmsdTest, ListenerAnswersUnknownPathsMethodsAndOversizeBodiesWithJsonErrors) {
+  ASSERT_TRUE(Start());
+  std::string body;
+  Poco::Net::HTTPResponse missing = Raw("GET", "/kms/nothing", &body);
+  EXPECT_EQ(missing.getStatus(), 404);
+  EXPECT_EQ(missing.getContentType(), "application/json");
+  EXPECT_EQ(ParseObject(body)->getValue<std::string>("code"), "not_found");
+
+  body.clear();
+  Poco::Net::HTTPResponse get = Raw("GET", "/kms/messages", &body);
+  EXPECT_EQ(get.getStatus(), 405);
+  EXPECT_EQ(get.get("Allow"), "POST");
+  EXPECT_EQ(ParseObject(body)->getValue<std::string>("code"), "method_not_allowed");
+
+  body.clear();
+  Poco::Net::HTTPResponse post_info = Raw("POST", "/kms/info", &body);
+  EXPECT_EQ(post_info.getStatus(), 405);
+
+  auto https = Transport();
+  auto oversize = https->Post(std::string(kMaxKmsMessageBytes + 1, 'a'));
+  ASSERT_TRUE(oversize.ok()) << oversize.error().ToString();
+  EXPECT_EQ(oversize->http_status, 413);
+  EXPECT_EQ(ParseObject(oversize->body)->getValue<std::string>("code"), "message_size");
+  // The connection stays usable after the refusal.
+  auto garbage = https->Post("not.a.jwe");
+  ASSERT_TRUE(garbage.ok()) << garbage.error().ToString();
+  EXPECT_EQ(garbage->http_status, 400);
+  EXPECT_EQ(garbage->content_type, "application/json");
+}
+
+TEST_F(KmsdTest, AWrongCaOrHostNameIsRefusedByTheClient) {
+  ASSERT_TRUE(Start());
+  // The server certificate is for 127.0.0.1, not for this name.
+  auto by_name = HttpsTransport::New(
+      {"https://kms.acme.test:" + base_url_.substr(base_url_.rfind(':') + 1), env().ca()});
+  ASSERT_TRUE(by_name.ok());
+  EXPECT_FALSE((*by_name)->GetInfo().ok());
+  // A CA that did not issue it.
+  const std::string other_ca = (dir_ / "other-ca.pem").string();
+  ToolRun made = Tool(
+      "/usr/bin/openssl",
+      {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+       (dir_ / "other-ca.key").string(), "-out", other_ca, "-days", "1", "-subj", "/CN=Other CA"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  auto untrusted = HttpsTransport::New({base_url_, other_ca});
+  ASSERT_TRUE(untrusted.ok());
+  auto refused = (*untrusted)->GetInfo();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
+}
+
+TEST_F(KmsdTest, KeysAndChannelsSurviveARestart) {
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto alice = Session(&https, "acme", "alice");
+  ASSERT_TRUE(alice);
+  std::vector<std::string> keys = CreateKeys(*alice, 1);
+  ASSERT_EQ(keys.size(), 1u);
+  auto before = alice->Call("retrieve", keys[0]);
+  ASSERT_TRUE(before.ok());
+  ASSERT_EQ(StatusOf(*before), 200);
+  const std::string k = (*before)->getObject("key")->getObject("jwk")->getValue<std::string>("k");
+
+  EXPECT_EQ(Stop(SIGTERM), 0);
+  ASSERT_TRUE(Start());
+  https = Transport();  // the new process listens on another port
+  auto after = alice->Call("retrieve", keys[0]);
+  ASSERT_TRUE(after.ok()) << after.error().ToString();
+  ASSERT_EQ(StatusOf(*after), 200) << Json(**after);
+  EXPECT_EQ((*after)->getObject("key")->getObject("jwk")->getValue<std::string>("k"), k);
+  auto ping = alice->Call("update", "/ping");
+  ASSERT_TRUE(ping.ok());
+  EXPECT_EQ(StatusOf(*ping), 200);
+}
+
+TEST_F(KmsdTest, SigkillDuringABurstOfCreatesLeavesTheDatabaseConsistent) {
+  ASSERT_TRUE(Start());
+  constexpr int kClients = 4;
+  std::vector<std::unique_ptr<HttpsTransport>> transports(kClients);
+  std::vector<std::unique_ptr<KmsSession>> sessions(kClients);
+  for (int i = 0; i < kClients; ++i) {
+    transports[i] = Transport();
+    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i));
+    ASSERT_TRUE(sessions[i]);
+  }
+  std::atomic<int> acknowledged{0};
+  std::atomic<bool> stop{false};
+  std::mutex mutex;
+  std::vector<std::string> acknowledged_uris;
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      while (!stop.load()) {
+        std::vector<std::string> uris = CreateKeys(*sessions[i], 3);
+        if (uris.empty()) return;  // kmsd is gone
+        std::lock_guard<std::mutex> lock(mutex);
+        acknowledged_uris.insert(acknowledged_uris.end(), uris.begin(), uris.end());
+        acknowledged += 1;
+      }
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (acknowledged.load() < 20 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(Stop(SIGKILL), -SIGKILL);  // creates are in flight on every client
+  stop = true;
+  for (std::thread& t : clients) t.join();
+  ASSERT_GE(acknowledged.load(), 20);
+
+  {
+    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    std::int64_t keys = 0, keys_without_blobs = 0;
+    std::vector<std::string> missing;
+    Status read = (*db)->WithSession([&](Poco::Data::Session& s) {
+      using Poco::Data::Keywords::into;
+      using Poco::Data::Keywords::now;
+      using Poco::Data::Keywords::use;
+      s << "SELECT COUNT(*) FROM keys", into(keys), now;
+      s << "SELECT COUNT(*) FROM keys k WHERE NOT EXISTS "
+           "(SELECT 1 FROM key_blobs b WHERE b.key_uri = k.uri)",
+          into(keys_without_blobs), now;
+      for (std::string uri : acknowledged_uris) {
+        std::int64_t found = 0;
+        s << "SELECT COUNT(*) FROM keys WHERE uri = ?", use(uri), into(found), now;
+        if (found != 1) missing.push_back(uri);
+      }
+      return OkStatus();
+    });
+    ASSERT_TRUE(read.ok()) << read.error().ToString();
+    EXPECT_GE(keys, static_cast<std::int64_t>(acknowledged_uris.size()));
+    EXPECT_EQ(keys_without_blobs, 0);
+    EXPECT_TRUE(missing.empty()) << missing.size() << " acknowledged keys are missing";
+  }
+  ToolRun verify = Tool(KMSCTL_PATH, {"--config", (dir_ / "kms.ini").string(), "audit", "verify"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+
+  // And the KMS starts again on that database and hands out an acknowledged key.
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto session = Session(&https, "acme", "user0");
+  ASSERT_TRUE(session);
+  auto more = CreateKeys(*session, 1);
+  EXPECT_EQ(more.size(), 1u);
+}
+
+TEST_F(KmsdTest, OverloadIsAnsweredAtOnceWith503AndRetryAfter) {
+  ASSERT_TRUE(Start(/*max_in_flight=*/1));
+  constexpr int kClients = 16;
+  // Channels are opened one after the other, so opening them is never refused.
+  std::vector<std::unique_ptr<HttpsTransport>> transports(kClients);
+  std::vector<std::unique_ptr<KmsSession>> sessions(kClients);
+  for (int i = 0; i < kClients; ++i) {
+    transports[i] = Transport();
+    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i));
+    ASSERT_TRUE(sessions[i]);
+  }
+  std::atomic<int> ok{0}, overloaded{0}, other{0};
+  std::atomic<bool> saw_retry_after{false}, saw_json{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      for (int n = 0; n < 200 && overloaded.load() < 5; ++n) {
+        auto sealed = sessions[i]->Seal("update", "/ping");
+        if (!sealed.ok()) return;
+        auto response = transports[i]->Post(*sealed);
+        if (!response.ok()) {
+          other += 1;
+          continue;
+        }
+        if (response->http_status == 503) {
+          overloaded += 1;
+          if (transports[i]->last_retry_after() == 1) saw_retry_after = true;
+          if (response->content_type == "application/json" &&
+              ParseObject(response->body)->getValue<std::string>("code") == "overloaded") {
+            saw_json = true;
+          }
+        } else if (response->http_status == 200) {
+          ok += 1;
+        } else {
+          other += 1;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_GT(overloaded.load(), 0);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_TRUE(saw_retry_after.load());
+  EXPECT_TRUE(saw_json.load());
+}
+
+TEST_F(KmsdTest, ExpiredAndCoreAudienceTokensAreRefused) {
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto alice = Session(&https, "acme", "alice");
+  ASSERT_TRUE(alice);
+
+  alice->set_bearer(env().Token("acme", "alice", "kms", Now() - 7200, 60));
+  auto expired = alice->Call("update", "/ping");
+  ASSERT_TRUE(expired.ok()) << expired.error().ToString();
+  EXPECT_EQ(StatusOf(*expired), 401) << Json(**expired);
+
+  alice->set_bearer(env().Token("acme", "alice", "core"));
+  auto core = alice->Call("update", "/ping");
+  ASSERT_TRUE(core.ok()) << core.error().ToString();
+  EXPECT_EQ(StatusOf(*core), 401) << Json(**core);
+
+  // Nor can a channel be opened with either.
+  for (const std::string& bearer : {env().Token("acme", "alice", "kms", Now() - 7200, 60),
+                                    env().Token("acme", "alice", "core")}) {
+    auto refused =
+        KmsSession::Open(*Info(*https), "kmsd-test", bearer, client::MakeKmsTransport(*https));
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated) << refused.error().ToString();
+  }
+
+  alice->set_bearer(env().Token("acme", "alice"));
+  auto fine = alice->Call("update", "/ping");
+  ASSERT_TRUE(fine.ok());
+  EXPECT_EQ(StatusOf(*fine), 200);
+}
+
+}  // namespace
+}  // namespace strongroom::kms
