@@ -153,6 +153,7 @@ class Kmsd : public Poco::Util::ServerApplication {
     options.tls_key = settings.tls_key;
     options.max_connections = settings.max_connections;
     options.max_in_flight = settings.max_in_flight;
+    options.metrics = &metrics;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsServer> server,
                         KmsServer::Start(options, *service, service->InfoJson()));
     if (!port_file_.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file_, server->port()));

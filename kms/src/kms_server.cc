@@ -19,6 +19,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "strongroom/kms/metrics.h"
+
 namespace strongroom::kms {
 namespace {
 
@@ -68,6 +70,7 @@ struct KmsServer::State {
   KmsService& service;
   const std::string info_json;
   const std::size_t max_in_flight;
+  Metrics* const metrics;
   std::atomic<std::size_t> in_flight{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> overloaded{0};
@@ -88,6 +91,7 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
     try {
       if (in_flight > state_->max_in_flight) {
         state_->overloaded.fetch_add(1, std::memory_order_relaxed);
+        if (state_->metrics != nullptr) state_->metrics->RecordOverload();
         response.set("Retry-After", "1");
         // The body is read and dropped (bounded) so the connection stays usable; an oversize one
         // closes it.
@@ -213,8 +217,8 @@ Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& opti
                                                   ": " + e.displayText());
   }
 
-  auto state =
-      std::shared_ptr<State>(new State{service, std::move(info_json), options.max_in_flight});
+  auto state = std::shared_ptr<State>(
+      new State{service, std::move(info_json), options.max_in_flight, options.metrics});
   const int threads = static_cast<int>(options.max_connections);
   auto pool = std::make_unique<Poco::ThreadPool>("kms-https", 2, std::max(2, threads), 60);
   std::unique_ptr<Poco::Net::HTTPServer> server;

@@ -39,6 +39,8 @@ class HTTPServer;
 
 namespace strongroom::kms {
 
+class Metrics;
+
 struct KmsServerOptions {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8443;  // 0: any free port (see KmsServer::port())
@@ -48,6 +50,7 @@ struct KmsServerOptions {
   std::size_t max_in_flight = 32;
   std::chrono::seconds keep_alive_timeout{15};
   std::chrono::seconds io_timeout{30};  // reading a request, writing an answer
+  Metrics* metrics = nullptr;           // optional: counts overload refusals; outlives the server
 };
 
 // What the listener counts, for logs and tests.
