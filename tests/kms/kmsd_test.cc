@@ -204,12 +204,12 @@ class KmsdTest : public ::testing::Test {
 
   static KmsdEnvironment& env() { return KmsdEnvironment::Get(); }
 
-  std::string WriteConfig(std::size_t max_in_flight = 32) {
+  std::string WriteConfig(std::size_t max_in_flight, std::uint16_t port) {
     const fs::path ini = dir_ / "kms.ini";
     const std::string d = env().dir().string();
     std::ofstream(ini) << env().hsm_section() << "[kms]\nhost = " << kHost
                        << "\ndatabase = " << (dir_ / "kms.db").string()
-                       << "\nlisten = 127.0.0.1:0\ntls_cert = " << d << "/tls.pem"
+                       << "\nlisten = 127.0.0.1:" << port << "\ntls_cert = " << d << "/tls.pem"
                        << "\ntls_key = " << d << "/tls.key\nidentity_chain = " << d
                        << "/identity.pem\nmax_connections = 32\nmax_in_flight = " << max_in_flight
                        << "\n[jwt]\nissuers = acme, globex\nskew_s = 0\n"
@@ -220,9 +220,10 @@ class KmsdTest : public ::testing::Test {
     return ini.string();
   }
 
-  // Starts kmsd and waits until GET /kms/info answers; returns false (with a failure) otherwise.
-  bool Start(std::size_t max_in_flight = 32) {
-    const std::string ini = WriteConfig(max_in_flight);
+  // Starts kmsd (on any free port unless `port` is given) and waits until GET /kms/info answers;
+  // returns false (with a failure) otherwise.
+  bool Start(std::size_t max_in_flight = 32, std::uint16_t port = 0) {
+    const std::string ini = WriteConfig(max_in_flight, port);
     const fs::path port_file = dir_ / "port";
     fs::remove(port_file);
     Poco::Process::Env env_vars{{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
@@ -237,9 +238,9 @@ class KmsdTest : public ::testing::Test {
         ADD_FAILURE() << "kmsd exited during start-up";
         return false;
       }
-      const std::string port = ReadFile(port_file);
-      if (!port.empty() && port.back() == '\n') {
-        base_url_ = "https://127.0.0.1:" + port.substr(0, port.size() - 1);
+      const std::string bound = ReadFile(port_file);
+      if (!bound.empty() && bound.back() == '\n') {
+        base_url_ = "https://127.0.0.1:" + bound.substr(0, bound.size() - 1);
         auto https = Transport();
         if (https && https->GetInfo().ok()) return true;
       }
@@ -473,7 +474,7 @@ TEST_F(KmsdTest, AWrongCaOrHostNameIsRefusedByTheClient) {
   EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable);
 }
 
-TEST_F(KmsdTest, KeysAndChannelsSurviveARestart) {
+TEST_F(KmsdTest, KeysChannelsAndConnectionsSurviveARestart) {
   ASSERT_TRUE(Start());
   auto https = Transport();
   auto alice = Session(&https, "acme", "alice");
@@ -485,9 +486,12 @@ TEST_F(KmsdTest, KeysAndChannelsSurviveARestart) {
   ASSERT_EQ(StatusOf(*before), 200);
   const std::string k = (*before)->getObject("key")->getObject("jwk")->getValue<std::string>("k");
 
+  // Restarted on the same port, the same transport reconnects: its keep-alive connection died
+  // with the old process.
+  const auto port =
+      static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));
   EXPECT_EQ(Stop(SIGTERM), 0);
-  ASSERT_TRUE(Start());
-  https = Transport();  // the new process listens on another port
+  ASSERT_TRUE(Start(32, port));
   auto after = alice->Call("retrieve", keys[0]);
   ASSERT_TRUE(after.ok()) << after.error().ToString();
   ASSERT_EQ(StatusOf(*after), 200) << Json(**after);
