@@ -2,9 +2,16 @@
 
 #include <jansson.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
+#include <algorithm>
+#include <array>
+#include <cstring>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
+#include <unordered_map>
 
 namespace strongroom {
 namespace {
@@ -91,8 +98,59 @@ Result<std::vector<jose::PublicJwk>> ParseJwks(std::string_view text) {
   return out;
 }
 
+// Verified tokens by SHA-256 of their text, in shards so request threads rarely share a lock. A
+// full shard forgets an arbitrary entry; a forgotten token is simply verified again.
+class JwtVerifier::Cache {
+ public:
+  struct Entry {
+    std::string subject, issuer, org;
+    std::int64_t exp = 0, nbf = 0;
+  };
+  using Digest = std::array<std::uint8_t, 32>;
+
+  explicit Cache(std::size_t capacity) : per_shard_(std::max<std::size_t>(1, capacity / kShards)) {}
+
+  static Digest Hash(std::string_view token) {
+    Digest digest{};
+    SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest.data());
+    return digest;
+  }
+  std::optional<Entry> Find(const Digest& digest) {
+    Shard& shard = ShardOf(digest);
+    std::lock_guard lock(shard.mutex);
+    auto it = shard.entries.find(digest);
+    if (it == shard.entries.end()) return std::nullopt;
+    return it->second;
+  }
+  void Put(const Digest& digest, Entry entry) {
+    Shard& shard = ShardOf(digest);
+    std::lock_guard lock(shard.mutex);
+    if (shard.entries.size() >= per_shard_) shard.entries.erase(shard.entries.begin());
+    shard.entries.insert_or_assign(digest, std::move(entry));
+  }
+
+ private:
+  static constexpr std::size_t kShards = 16;
+  struct DigestHash {
+    std::size_t operator()(const Digest& d) const {
+      std::size_t h;
+      std::memcpy(&h, d.data(), sizeof h);
+      return h;
+    }
+  };
+  struct Shard {
+    std::mutex mutex;
+    std::unordered_map<Digest, Entry, DigestHash> entries;
+  };
+  Shard& ShardOf(const Digest& digest) { return shards_[digest[31] % kShards]; }
+
+  const std::size_t per_shard_;
+  std::array<Shard, kShards> shards_;
+};
+
 Result<JwtVerifier> JwtVerifier::New(std::vector<TrustedIssuer> issuers, std::string audience,
-                                     std::chrono::seconds skew, Clock clock) {
+                                     std::chrono::seconds skew, Clock clock,
+                                     std::size_t cache_entries) {
   if (audience.empty()) return Error(ErrorCode::kInvalidArgument, "the audience is empty");
   if (skew < std::chrono::seconds(0) || skew > kMaxClockSkew) {
     return Error(ErrorCode::kInvalidArgument, "clock skew must be 0 to 300 seconds");
@@ -115,10 +173,33 @@ Result<JwtVerifier> JwtVerifier::New(std::vector<TrustedIssuer> issuers, std::st
                                            .count());
     };
   }
-  return JwtVerifier(std::move(by_name), std::move(audience), skew.count(), std::move(clock));
+  return JwtVerifier(std::move(by_name), std::move(audience), skew.count(), std::move(clock),
+                     cache_entries ? std::make_shared<Cache>(cache_entries) : nullptr);
 }
 
 Result<VerifiedJwt> JwtVerifier::Verify(std::string_view token) const {
+  if (token.empty() || token.size() > kMaxJwtBytes) return Unauthenticated("size out of range");
+  if (!cache_) {
+    std::int64_t nbf = 0;
+    return VerifySignatureAndClaims(token, &nbf);
+  }
+  const Cache::Digest digest = Cache::Hash(token);
+  if (std::optional<Cache::Entry> hit = cache_->Find(digest)) {
+    // The signature and the other claims cannot change; time can.
+    const std::int64_t now = clock_();
+    if (hit->exp <= now - skew_) return Unauthenticated("the token has expired");
+    if (hit->nbf > now + skew_) return Unauthenticated("the token is not valid yet");
+    return VerifiedJwt(hit->subject, hit->issuer, hit->org, hit->exp);
+  }
+  std::int64_t nbf = 0;
+  SR_ASSIGN_OR_RETURN(VerifiedJwt verified, VerifySignatureAndClaims(token, &nbf));
+  cache_->Put(digest,
+              {verified.subject(), verified.issuer(), verified.org(), verified.expires_at(), nbf});
+  return verified;
+}
+
+Result<VerifiedJwt> JwtVerifier::VerifySignatureAndClaims(std::string_view token,
+                                                          std::int64_t* nbf_out) const {
   if (token.empty() || token.size() > kMaxJwtBytes) return Unauthenticated("size out of range");
   Result<jose::JoseHeader> header = jose::PeekHeader(token);
   if (!header.ok() || header->part_count != 3) return Unauthenticated("not a compact JWS");
@@ -158,6 +239,7 @@ Result<VerifiedJwt> JwtVerifier::Verify(std::string_view token) const {
     if (!IntegerClaim(c, "nbf", &nbf)) return Unauthenticated("nbf is not a number");
     if (nbf > now + skew_) return Unauthenticated("the token is not valid yet");
   }
+  *nbf_out = nbf;
   return VerifiedJwt(sub, issuer_name, issuer->second.org, exp);
 }
 

@@ -94,6 +94,8 @@ AuditHash AuditLog::Hash(const AuditHash& previous, const AuditRecord& r) {
   return out;
 }
 
+Status AuditLog::Validate(const AuditRecord& record) { return CheckFields(record); }
+
 Status AuditLog::Append(Poco::Data::Session& session, AuditRecord& record) {
   SR_RETURN_IF_ERROR(CheckFields(record));
   std::int64_t last_seq = 0;
@@ -110,6 +112,35 @@ Status AuditLog::Append(Poco::Data::Session& session, AuditRecord& record) {
       use(record.seq), use(record.at_ms), use(record.org), use(record.actor), use(record.action),
       use(record.resource), use(record.key), use(record.outcome), use(record.detail),
       use(prev_blob), use(hash_blob), now;
+  return OkStatus();
+}
+
+Status AuditLog::AppendAll(Poco::Data::Session& session, std::span<AuditRecord> records) {
+  if (records.empty()) return OkStatus();
+  for (const AuditRecord& record : records) SR_RETURN_IF_ERROR(CheckFields(record));
+  std::int64_t last_seq = 0;
+  Poco::Data::BLOB last_hash;
+  session << "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", into(last_seq),
+      into(last_hash), now;
+  AuditHash previous = last_seq == 0 ? AuditHash{} : FromBlob(last_hash);
+  // One statement, re-executed with the bound variables changed in place.
+  AuditRecord row;
+  Poco::Data::BLOB prev_blob, hash_blob;
+  Poco::Data::Statement insert(session);
+  insert << "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, "
+            "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      use(row.seq), use(row.at_ms), use(row.org), use(row.actor), use(row.action),
+      use(row.resource), use(row.key), use(row.outcome), use(row.detail), use(prev_blob),
+      use(hash_blob);
+  for (AuditRecord& record : records) {
+    record.seq = ++last_seq;
+    const AuditHash hash = Hash(previous, record);
+    row = record;
+    prev_blob.assignRaw(previous.data(), previous.size());
+    hash_blob.assignRaw(hash.data(), hash.size());
+    insert.execute();
+    previous = hash;
+  }
   return OkStatus();
 }
 

@@ -186,9 +186,37 @@ Status Database::Migrate(Poco::Data::Session& session, std::span<const Migration
   return OkStatus();
 }
 
-Status Database::InTransaction(const std::function<Status(Poco::Data::Session&)>& work) {
-  return WithConnection(
-      [&](Poco::Data::Session& session) { return RunTransaction(session, work); });
+Status Database::InTransaction(const std::function<Status(Poco::Data::Session&)>& work,
+                               Durability durability) {
+  return WithConnection([&](Poco::Data::Session& session) -> Status {
+    if (durability == Durability::kFull) return RunTransaction(session, work);
+    // The setting belongs to the pooled connection: put it back whatever happens.
+    try {
+      session << "PRAGMA synchronous=NORMAL", now;
+    } catch (const Poco::Exception& e) {
+      return DatabaseError(e, "relaxing synchronous");
+    }
+    Status status = RunTransaction(session, work);
+    try {
+      session << "PRAGMA synchronous=FULL", now;
+    } catch (const Poco::Exception& e) {
+      // A connection left at NORMAL must not go back to the pool: closed, it is dropped.
+      session.close();
+      return status.ok() ? DatabaseError(e, "restoring synchronous") : status;
+    }
+    return status;
+  });
+}
+
+Status Database::SyncToDisk() {
+  return WithConnection([&](Poco::Data::Session& session) -> Status {
+    try {
+      session << "PRAGMA wal_checkpoint(PASSIVE)", now;
+    } catch (const Poco::Exception& e) {
+      return DatabaseError(e, "checkpointing the log");
+    }
+    return OkStatus();
+  });
 }
 
 Status Database::WithSession(const std::function<Status(Poco::Data::Session&)>& work) {

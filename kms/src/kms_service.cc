@@ -20,6 +20,7 @@
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/audit_writer.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/metrics.h"
@@ -341,7 +342,11 @@ KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token
       verifier_(std::move(verifier)),
       clock_(std::move(clock)),
       hooks_(hooks),
-      public_key_(std::move(public_key)) {
+      public_key_(std::move(public_key)),
+      audit_(std::make_unique<AuditWriter>(db)),
+      channels_(config_.metadata_cache_entries, config_.metadata_cache_age),
+      bound_keys_(config_.metadata_cache_entries, config_.metadata_cache_age),
+      roles_(config_.metadata_cache_entries, config_.metadata_cache_age) {
   Object info;
   info.set("kmsCluster", cluster_);
   Result<std::string> jwk = public_key_.ToJson();
@@ -351,6 +356,8 @@ KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token
   }
   info_json_ = ToJson(info);
 }
+
+KmsService::~KmsService() = default;
 
 KmsReply KmsService::Handle(std::string_view message) {
   const auto started = std::chrono::steady_clock::now();
@@ -473,12 +480,16 @@ Result<SecretBytes> KmsService::UnwrapCached(const std::string& org, const std::
 
 KmsReply KmsService::HandleSealed(std::string_view message, const std::string& kid,
                                   std::string* operation) {
-  Result<std::optional<EphemeralKeyRecord>> found = std::optional<EphemeralKeyRecord>();
-  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
-    found = KmsStore::FindEphemeralKey(s, kid);
-    return found.ok() ? OkStatus() : found.error();
-  });
-  if (!read.ok()) return PlainError(503, "database_unavailable", "retry later");
+  Result<std::optional<EphemeralKeyRecord>> found = channels_.Get(kid);
+  if (!found->has_value()) {
+    const std::uint64_t generation = channels_.generation();
+    Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+      found = KmsStore::FindEphemeralKey(s, kid);
+      return found.ok() ? OkStatus() : found.error();
+    });
+    if (!read.ok()) return PlainError(503, "database_unavailable", "retry later");
+    if (found->has_value() && !(*found)->deleted) channels_.Put(kid, **found, generation);
+  }
   if (!found->has_value()) return PlainError(401, "unknown_kid", "unknown ephemeral key");
   const EphemeralKeyRecord& ephemeral = **found;
   if (ephemeral.deleted) return PlainError(401, "deleted_kid", "the ephemeral key was deleted");
@@ -583,8 +594,8 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
       return seal(Answer(503, r.request_id, "the KMS database is unavailable"));
     caller.user = target_user;
     if (!policy->IsComplianceOfficer(caller.actor) || !route.read_only()) {
-      Audit(caller, "compliance.retrieve", route.target, "", "denied",
-            route.read_only() ? "not a compliance officer" : "only retrievals on behalf");
+      (void)Audit(caller, "compliance.retrieve", route.target, "", "denied",
+                  route.read_only() ? "not a compliance officer" : "only retrievals on behalf");
       return seal(Answer(403, r.request_id,
                          "onBehalfOf is for the organization's compliance officers, and "
                          "only for retrievals"));
@@ -599,6 +610,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     Status deleted = db_.InTransaction(
         [&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, ephemeral.uri); });
     if (!deleted.ok()) return seal(Answer(StatusFor(deleted.error().code()), r.request_id));
+    channels_.Invalidate();  // also any copy a concurrent request is about to cache
     if (hooks_.key_cache) hooks_.key_cache->Erase(ephemeral.uri);
     return seal(Answer(204, r.request_id));
   }
@@ -636,8 +648,8 @@ Object KmsService::Dispatch(const Caller& caller, const Route& route, const Obje
   }
 }
 
-void KmsService::Audit(const Caller& caller, std::string action, std::string resource,
-                       std::string key, std::string outcome, std::string detail) {
+Status KmsService::Audit(const Caller& caller, std::string action, std::string resource,
+                         std::string key, std::string outcome, std::string detail) {
   AuditRecord record{0,
                      clock_(),
                      caller.org,
@@ -647,8 +659,8 @@ void KmsService::Audit(const Caller& caller, std::string action, std::string res
                      std::move(key),
                      std::move(outcome),
                      caller.Detail(detail)};
-  // A refusal changes nothing else, so its record is a transaction of its own.
-  (void)db_.InTransaction([&](Poco::Data::Session& s) { return AuditLog::Append(s, record); });
+  // A retrieval or refusal changes nothing else: its record joins the next group commit.
+  return audit_->Append(std::move(record));
 }
 
 Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
@@ -701,35 +713,57 @@ Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
 }
 
 Object KmsService::RetrieveKey(const Caller& caller, const std::string& uri) {
-  std::optional<KeyRecord> key;
+  // The hot path: a bound key's record and the caller's role usually come from memory.
+  std::optional<KeyRecord> key = bound_keys_.Get(uri);
   std::optional<std::string> role;
-  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
-    SR_ASSIGN_OR_RETURN(key, KmsStore::FindKey(s, uri));
-    if (key && key->resource_uri && key->org == caller.org) {
-      SR_ASSIGN_OR_RETURN(role, KmsStore::RoleOf(s, *key->resource_uri, caller.user));
+  bool role_known = false;
+  if (key && key->org == caller.org) {
+    if (auto cached = roles_.Get(*key->resource_uri + "\n" + caller.user)) {
+      role = *cached;
+      role_known = true;
     }
-    return OkStatus();
-  });
-  if (!read.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
+  }
+  if (!key || (key->org == caller.org && !role_known)) {
+    const std::uint64_t key_generation = bound_keys_.generation();
+    const std::uint64_t role_generation = roles_.generation();
+    Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+      SR_ASSIGN_OR_RETURN(key, KmsStore::FindKey(s, uri));
+      if (key && key->resource_uri && key->org == caller.org) {
+        SR_ASSIGN_OR_RETURN(role, KmsStore::RoleOf(s, *key->resource_uri, caller.user));
+      }
+      return OkStatus();
+    });
+    if (!read.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
+    if (key && key->resource_uri) {  // bound keys never change (but for rewrapped blobs)
+      bound_keys_.Put(uri, *key, key_generation);
+      if (key->org == caller.org) {
+        roles_.Put(*key->resource_uri + "\n" + caller.user, role, role_generation);
+      }
+    }
+  }
   // An unbound key goes to its creator only, never on behalf of someone.
   const bool allowed =
       key && key->org == caller.org &&
       (key->resource_uri ? role.has_value() : key->creator == caller.user && !caller.on_behalf());
   if (!allowed) {
     // Unknown and forbidden look the same to the caller; the audit log tells them apart.
-    Audit(caller, "key.retrieve", key && key->resource_uri ? *key->resource_uri : "", uri,
-          key ? "denied" : "not found");
+    (void)Audit(caller, "key.retrieve", key && key->resource_uri ? *key->resource_uri : "", uri,
+                key ? "denied" : "not found");
     return Answer(403, caller.request_id, "not authorized for this key");
   }
   Result<SecretBytes> material = UnwrapCached(key->org, key->uri, key->blobs);
   if (!material.ok()) {
-    Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri,
-          "failed: " + std::string(ErrorCodeName(material.error().code())));
+    (void)Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri,
+                "failed: " + std::string(ErrorCodeName(material.error().code())));
     return Answer(StatusFor(material.error().code()), caller.request_id,
                   "the KMS could not open the key");
   }
-  Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri, "ok",
-        role ? "as " + *role : "");
+  // No key leaves before its retrieval is in the audit log.
+  if (!Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri, "ok",
+             role ? "as " + *role : "")
+           .ok()) {
+    return Answer(503, caller.request_id, "the KMS could not audit the retrieval; retry later");
+  }
   Object answer = Answer(200, caller.request_id);
   answer.set("key", KeyJson(*key, *material));
   return answer;
@@ -775,7 +809,7 @@ Object KmsService::BindKey(const Caller& caller, const std::string& uri, const O
     return AuditLog::Append(s, record);
   });
   if (!done.ok()) {
-    Audit(caller, "key.bind", resource, uri, "refused: " + done.error().message());
+    (void)Audit(caller, "key.bind", resource, uri, "refused: " + done.error().message());
     return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
   }
   Result<SecretBytes> material = UnwrapCached(bound.org, bound.uri, bound.blobs);
@@ -861,8 +895,9 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
                                      std::to_string(key_uris->size()) + " keys bound")};
     return AuditLog::Append(s, record);
   });
+  roles_.Invalidate();  // a resource named as an authId elsewhere may have gained members
   if (!created.ok()) {
-    Audit(caller, "resource.create", "", "", "refused: " + created.error().message());
+    (void)Audit(caller, "resource.create", "", "", "refused: " + created.error().message());
     return Answer(StatusFor(created.error().code()), caller.request_id, created.error().message());
   }
   Poco::JSON::Array authorization_uris, bound_uris;
@@ -918,7 +953,7 @@ Object KmsService::RetrieveResource(const Caller& caller, const std::string& res
   });
   if (!read.ok()) {
     if (read.error().code() == ErrorCode::kPermissionDenied) {
-      Audit(caller, "resource.retrieve", resource, "", "denied");
+      (void)Audit(caller, "resource.retrieve", resource, "", "denied");
     }
     return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
   }
@@ -963,7 +998,7 @@ Object KmsService::RetrieveResourceKeys(const Caller& caller, const std::string&
   });
   if (!read.ok()) {
     if (read.error().code() == ErrorCode::kPermissionDenied) {
-      Audit(caller, "key.retrieve", resource, "", "denied");
+      (void)Audit(caller, "key.retrieve", resource, "", "denied");
     }
     return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
   }
@@ -971,15 +1006,18 @@ Object KmsService::RetrieveResourceKeys(const Caller& caller, const std::string&
   for (const KeyRecord& key : keys) {
     Result<SecretBytes> material = UnwrapCached(key.org, key.uri, key.blobs);
     if (!material.ok()) {
-      Audit(caller, "key.retrieve", resource, key.uri,
-            "failed: " + std::string(ErrorCodeName(material.error().code())));
+      (void)Audit(caller, "key.retrieve", resource, key.uri,
+                  "failed: " + std::string(ErrorCodeName(material.error().code())));
       return Answer(StatusFor(material.error().code()), caller.request_id,
                     "the KMS could not open a key");
     }
     out.add(KeyJson(key, *material));
   }
-  Audit(caller, "key.retrieve", resource, "", "ok",
-        std::to_string(keys.size()) + " keys as " + *role);
+  if (!Audit(caller, "key.retrieve", resource, "", "ok",
+             std::to_string(keys.size()) + " keys as " + *role)
+           .ok()) {
+    return Answer(503, caller.request_id, "the KMS could not audit the retrieval; retry later");
+  }
   Object answer = Answer(200, caller.request_id);
   answer.set("keys", out);
   return answer;
@@ -1043,8 +1081,9 @@ Object KmsService::CreateAuthorizations(const Caller& caller, const Object& requ
                        caller.Detail(std::to_string(created.size()) + " as " + role)};
     return AuditLog::Append(s, record);
   });
+  roles_.Invalidate();
   if (!done.ok()) {
-    Audit(caller, "authorization.create", resource, "", "refused: " + done.error().message());
+    (void)Audit(caller, "authorization.create", resource, "", "refused: " + done.error().message());
     return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
   }
   Poco::JSON::Array out;
@@ -1106,9 +1145,10 @@ Object KmsService::DeleteAuthorization(const Caller& caller, const std::string& 
                        caller.Detail("authId " + deleted->auth_id)};
     return AuditLog::Append(s, record);
   });
+  roles_.Invalidate();
   if (!done.ok()) {
-    Audit(caller, "authorization.delete", auth_id ? uri : "", "",
-          "refused: " + done.error().message());
+    (void)Audit(caller, "authorization.delete", auth_id ? uri : "", "",
+                "refused: " + done.error().message());
     return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
   }
   Object answer = Answer(200, caller.request_id);

@@ -153,5 +153,29 @@ TEST_F(DatabaseTest, UnopenablePathIsUnavailable) {
   EXPECT_EQ(db.error().code(), ErrorCode::kUnavailable);
 }
 
+TEST_F(DatabaseTest, DeferredCommitsRelaxSyncOnlyForThemselves) {
+  auto db = Open();
+  auto level = [](Poco::Data::Session& s) {
+    int value = -1;
+    s << "PRAGMA synchronous", Poco::Data::Keywords::into(value), Poco::Data::Keywords::now;
+    return value;
+  };
+  int inside = -1, after = -1;
+  ASSERT_TRUE(db->InTransaction(
+                    [&](Poco::Data::Session& s) {
+                      inside = level(s);
+                      return OkStatus();
+                    },
+                    Database::Durability::kDeferred)
+                  .ok());
+  ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) {
+                  after = level(s);
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(inside, 1);  // NORMAL
+  EXPECT_EQ(after, 2);   // FULL again on the pooled connection
+  EXPECT_TRUE(db->SyncToDisk().ok());
+}
+
 }  // namespace
 }  // namespace strongroom::kms

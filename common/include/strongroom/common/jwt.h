@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -59,25 +60,35 @@ class JwtVerifier {
   using Clock = std::function<std::int64_t()>;  // seconds since the epoch
 
   // Fails on an empty audience, a skew above kMaxClockSkew, duplicate issuers or an issuer
-  // without keys.
+  // without keys. Up to `cache_entries` verified tokens are remembered (by SHA-256 of the
+  // token) so a client's repeated bearer costs a hash, not a signature check; a remembered
+  // token's exp and nbf are still checked against the clock on every use. 0 disables it.
   static Result<JwtVerifier> New(std::vector<TrustedIssuer> issuers, std::string audience,
-                                 std::chrono::seconds skew, Clock clock = {});
+                                 std::chrono::seconds skew, Clock clock = {},
+                                 std::size_t cache_entries = kDefaultJwtCacheEntries);
 
   // Any failure is UNAUTHENTICATED with a message that says which check failed (never the token).
+  // Thread-safe.
   Result<VerifiedJwt> Verify(std::string_view token) const;
 
+  static constexpr std::size_t kDefaultJwtCacheEntries = 16384;
+
  private:
+  class Cache;
   JwtVerifier(std::map<std::string, TrustedIssuer> issuers, std::string audience, std::int64_t skew,
-              Clock clock)
+              Clock clock, std::shared_ptr<Cache> cache)
       : issuers_(std::move(issuers)),
         audience_(std::move(audience)),
         skew_(skew),
-        clock_(std::move(clock)) {}
+        clock_(std::move(clock)),
+        cache_(std::move(cache)) {}
+  Result<VerifiedJwt> VerifySignatureAndClaims(std::string_view token, std::int64_t* nbf) const;
 
   std::map<std::string, TrustedIssuer> issuers_;
   std::string audience_;
   std::int64_t skew_;
   Clock clock_;
+  std::shared_ptr<Cache> cache_;  // shared by copies; null when disabled
 };
 
 // What a development identity provider puts into a token it mints.

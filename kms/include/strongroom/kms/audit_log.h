@@ -20,6 +20,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -66,8 +67,14 @@ class AuditLog {
   // The migration that creates the audit table; part of the KMS schema.
   static Migration Schema(int version);
 
+  // INVALID_ARGUMENT if a field is too long or not text Append would store.
+  static Status Validate(const AuditRecord& record);
+
   // Appends inside the caller's transaction; fills in seq.
   static Status Append(Poco::Data::Session& session, AuditRecord& record);
+  // Appends several records in order with one read of the chain's head and one prepared insert
+  // (the group commit's path); all or none, as the caller's transaction decides.
+  static Status AppendAll(Poco::Data::Session& session, std::span<AuditRecord> records);
 
   // Walks the whole log in order, in batches, recomputing the chain.
   static Result<AuditVerdict> Verify(Database& db);

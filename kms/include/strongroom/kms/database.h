@@ -53,9 +53,19 @@ class Database {
 
   int schema_version() const { return schema_version_; }
 
+  // How a commit reaches the disk. kFull: the commit is fsynced before InTransaction returns
+  // (survives power loss). kDeferred: the commit is atomic and survives a crash of this process
+  // at once, but reaches the disk with the next full commit or SyncToDisk() (SQLite WAL with
+  // synchronous=NORMAL); for records whose callers must not each wait for a disk flush.
+  enum class Durability { kFull, kDeferred };
+
   // Runs `work` in one transaction: committed if it returns OK, rolled back if it returns an
   // error or throws. Database errors become UNAVAILABLE (busy, I/O) or INTERNAL.
-  Status InTransaction(const std::function<Status(Poco::Data::Session&)>& work);
+  Status InTransaction(const std::function<Status(Poco::Data::Session&)>& work,
+                       Durability durability = Durability::kFull);
+
+  // Flushes deferred commits to the disk (a passive WAL checkpoint, which syncs the log first).
+  Status SyncToDisk();
 
   // Runs `work` on a session outside any explicit transaction (single read statements).
   Status WithSession(const std::function<Status(Poco::Data::Session&)>& work);

@@ -51,6 +51,8 @@
 #include "strongroom/common/jwt.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/database.h"
+#include "strongroom/kms/hot_path_cache.h"
+#include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
 
@@ -62,8 +64,13 @@ struct KmsServiceConfig {
   std::string identity_key = "kms";  // name of the RSA identity key in the first token
   // DER certificates for the static key's x5c, leaf first (the leaf must certify that key).
   std::vector<std::vector<std::uint8_t>> identity_chain;
+  // Channel records, bound-key records and authorization decisions kept in memory (never key
+  // material; see hot_path_cache.h). 0 entries turns it off.
+  std::size_t metadata_cache_entries = 65536;
+  std::chrono::milliseconds metadata_cache_age{30000};
 };
 
+class AuditWriter;
 class KeyCache;
 class Metrics;
 
@@ -92,6 +99,7 @@ class KmsService {
   static Result<std::unique_ptr<KmsService>> New(KmsServiceConfig config, hsm::KeyVault& vault,
                                                  Database& db, JwtVerifier verifier,
                                                  Clock clock = {}, KmsServiceHooks hooks = {});
+  ~KmsService();
 
   // Never throws; every failure becomes a protocol status or a JSON error.
   KmsReply Handle(std::string_view message);
@@ -126,8 +134,9 @@ class KmsService {
                                          const std::optional<std::string>& resource_and_auth_id);
   Result<SecretBytes> UnwrapCached(const std::string& org, const std::string& uri,
                                    const std::vector<hsm::TokenBlob>& blobs);
-  void Audit(const Caller& caller, std::string action, std::string resource, std::string key,
-             std::string outcome, std::string detail = {});
+  // Appends through the group-commit writer; returns once the record is durable.
+  Status Audit(const Caller& caller, std::string action, std::string resource, std::string key,
+               std::string outcome, std::string detail = {});
 
   const KmsServiceConfig config_;
   const std::string cluster_;  // kms://<host>
@@ -139,6 +148,10 @@ class KmsService {
   const KmsServiceHooks hooks_;
   const jose::PublicJwk public_key_;
   std::string info_json_;
+  std::unique_ptr<AuditWriter> audit_;
+  HotPathCache<EphemeralKeyRecord> channels_;
+  HotPathCache<KeyRecord> bound_keys_;
+  HotPathCache<std::optional<std::string>> roles_;  // "<resource>\n<user>" → role
 };
 
 }  // namespace strongroom::kms

@@ -1,0 +1,93 @@
+#include "strongroom/kms/audit_writer.h"
+
+#include <vector>
+
+namespace strongroom::kms {
+
+AuditWriter::AuditWriter(Database& db, Database::Durability durability,
+                         std::chrono::milliseconds sync_interval)
+    : db_(db), durability_(durability), sync_interval_(sync_interval), thread_([this] { Run(); }) {}
+
+AuditWriter::~AuditWriter() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+  thread_.join();
+}
+
+Status AuditWriter::Append(AuditRecord record) {
+  // A record the log would refuse must not fail the batch it shares with others.
+  SR_RETURN_IF_ERROR(AuditLog::Validate(record));
+  std::unique_lock lock(mutex_);
+  if (stopping_) return Error(ErrorCode::kUnavailable, "the audit log is shutting down");
+  if (queue_.size() >= kMaxAuditQueue) {
+    return Error(ErrorCode::kUnavailable, "the audit log is falling behind; retry later");
+  }
+  queue_.push_back(std::move(record));
+  // The writer takes at most kMaxAuditBatch records at a time, so the batch of this record is
+  // the current one plus however many full batches are queued before it.
+  const std::uint64_t batch = next_batch_ + (queue_.size() - 1) / kMaxAuditBatch;
+  work_.notify_one();
+  done_.wait(lock, [&] { return committed_batch_ >= batch; });
+  if (auto failed = failed_.find(batch); failed != failed_.end()) return failed->second;
+  return OkStatus();
+}
+
+AuditWriter::Stats AuditWriter::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void AuditWriter::Run() {
+  std::unique_lock lock(mutex_);
+  bool unsynced = false;  // deferred commits not yet on the disk
+  for (;;) {
+    if (unsynced) {
+      // A deferred batch reaches the disk within sync_interval even if nothing else is written.
+      if (!work_.wait_for(lock, sync_interval_, [&] { return stopping_ || !queue_.empty(); })) {
+        lock.unlock();
+        Status synced = db_.SyncToDisk();
+        lock.lock();
+        if (synced.ok()) unsynced = false;
+        continue;
+      }
+    } else {
+      work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    }
+    if (queue_.empty()) {  // stopping, nothing left
+      if (unsynced) {
+        lock.unlock();
+        (void)db_.SyncToDisk();
+      }
+      return;
+    }
+    std::vector<AuditRecord> batch;
+    const std::size_t n = std::min(queue_.size(), kMaxAuditBatch);
+    batch.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    const std::uint64_t number = next_batch_++;
+    lock.unlock();
+    Status committed = db_.InTransaction(
+        [&](Poco::Data::Session& s) -> Status { return AuditLog::AppendAll(s, batch); },
+        durability_);
+    lock.lock();
+    // Failed batches are remembered briefly so their callers can see why; old ones are dropped.
+    if (!committed.ok()) {
+      failed_.emplace(number, committed);
+      ++stats_.failures;
+    }
+    while (failed_.size() > 64) failed_.erase(failed_.begin());
+    unsynced = unsynced || (committed.ok() && durability_ == Database::Durability::kDeferred);
+    ++stats_.batches;
+    stats_.records += batch.size();
+    committed_batch_ = number;
+    done_.notify_all();
+  }
+}
+
+}  // namespace strongroom::kms
