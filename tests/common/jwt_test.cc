@@ -127,5 +127,41 @@ TEST_F(JwtTest, JwksParsesAndRefusesPrivateOrMalformedKeys) {
   EXPECT_FALSE(ParseJwks("not json").ok());
 }
 
+TEST_F(JwtTest, RememberedTokensStillExpireAndNeverStandForOthers) {
+  std::int64_t now = kNow;
+  TrustedIssuer issuer{kIssuer, "acme", {*key_->PublicKey()}};
+  auto verifier = JwtVerifier::New({issuer}, "kms", std::chrono::seconds(60), [&] { return now; });
+  ASSERT_TRUE(verifier.ok());
+  const std::string alice = Mint(ForKms("alice@acme.example"));
+  const std::string bob = Mint(ForKms("bob@acme.example"));
+  ASSERT_TRUE(verifier->Verify(alice).ok());
+  auto again = verifier->Verify(alice);  // from the cache
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->subject(), "alice@acme.example");
+  EXPECT_EQ(verifier->Verify(bob)->subject(), "bob@acme.example");
+  // A tampered copy of a remembered token is a different token: checked, and refused.
+  std::string tampered = alice;
+  tampered[tampered.size() - 2] = tampered[tampered.size() - 2] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(verifier->Verify(tampered).ok());
+  // Time passes: the remembered token expires like any other.
+  now = kNow - 10 + 3600 + 61;
+  auto expired = verifier->Verify(alice);
+  ASSERT_FALSE(expired.ok());
+  EXPECT_NE(expired.error().message().find("expired"), std::string::npos);
+}
+
+TEST_F(JwtTest, TheCacheCanBeTurnedOffAndCopiesShareIt) {
+  TrustedIssuer issuer{kIssuer, "acme", {*key_->PublicKey()}};
+  auto uncached = JwtVerifier::New(
+      {issuer}, "kms", std::chrono::seconds(60), [] { return kNow; }, 0);
+  ASSERT_TRUE(uncached.ok());
+  const std::string token = Mint(ForKms());
+  EXPECT_TRUE(uncached->Verify(token).ok());
+  EXPECT_TRUE(uncached->Verify(token).ok());
+  JwtVerifier copy = Verifier();
+  EXPECT_TRUE(copy.Verify(token).ok());
+  EXPECT_TRUE(JwtVerifier(copy).Verify(token).ok());
+}
+
 }  // namespace
 }  // namespace strongroom

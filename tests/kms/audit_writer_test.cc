@@ -1,0 +1,125 @@
+#include "strongroom/kms/audit_writer.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "../support/test_dir.h"
+#include "strongroom/kms/hot_path_cache.h"
+#include "strongroom/kms/kms_store.h"
+
+namespace strongroom::kms {
+namespace {
+
+AuditRecord Record(int i) {
+  return {0, 1000 + i, "acme", "user" + std::to_string(i), "key.retrieve", "", "", "ok", ""};
+}
+
+class AuditWriterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ =
+        std::move(Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations())).value();
+  }
+  testing::TestDir dir_;
+  std::unique_ptr<Database> db_;
+};
+
+TEST_F(AuditWriterTest, ConcurrentAppendsAreAllCommittedInOneChain) {
+  AuditWriter writer(*db_);
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        if (!writer.Append(Record(t * 100 + i)).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto verdict = AuditLog::Verify(*db_);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_TRUE(verdict->ok()) << verdict->problem;
+  EXPECT_EQ(verdict->records, 400);
+  const AuditWriter::Stats stats = writer.stats();
+  EXPECT_EQ(stats.records, 400u);
+  EXPECT_LE(stats.batches, 400u);
+}
+
+TEST_F(AuditWriterTest, AppendReturnsOnlyOnceTheRecordIsVisible) {
+  AuditWriter writer(*db_, Database::Durability::kFull);
+  ASSERT_TRUE(writer.Append(Record(1)).ok());
+  AuditFilter all;
+  auto found = AuditLog::Query(*db_, all);
+  ASSERT_TRUE(found.ok());
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ((*found)[0].actor, "user1");
+}
+
+TEST_F(AuditWriterTest, AnInvalidRecordIsRefusedAloneAndOthersGoOn) {
+  AuditWriter writer(*db_);
+  AuditRecord too_long = Record(2);
+  too_long.detail.assign(kMaxAuditField + 1, 'x');
+  EXPECT_EQ(writer.Append(too_long).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(writer.Append(Record(3)).ok());
+  auto verdict = AuditLog::Verify(*db_);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_EQ(verdict->records, 1);
+}
+
+TEST_F(AuditWriterTest, ChainStaysWholeWhenOtherTransactionsAppendToo) {
+  AuditWriter writer(*db_);
+  std::thread direct([&] {
+    for (int i = 0; i < 50; ++i) {
+      AuditRecord r = Record(500 + i);
+      ASSERT_TRUE(
+          db_->InTransaction([&](Poco::Data::Session& s) { return AuditLog::Append(s, r); }).ok());
+    }
+  });
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(writer.Append(Record(i)).ok());
+  direct.join();
+  auto verdict = AuditLog::Verify(*db_);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_TRUE(verdict->ok()) << verdict->problem;
+  EXPECT_EQ(verdict->records, 100);
+}
+
+TEST(HotPathCacheTest, AChangeMakesEveryEarlierReadStale) {
+  HotPathCache<std::string> cache(64, std::chrono::seconds(60));
+  const std::uint64_t before = cache.generation();
+  cache.Put("a", "old", before);
+  EXPECT_EQ(cache.Get("a"), "old");
+  cache.Invalidate();
+  EXPECT_EQ(cache.Get("a"), std::nullopt);
+  // A value read before the change but put after it is never served.
+  cache.Put("b", "read-before-the-change", before);
+  EXPECT_EQ(cache.Get("b"), std::nullopt);
+  cache.Put("b", "fresh", cache.generation());
+  EXPECT_EQ(cache.Get("b"), "fresh");
+  cache.Erase("b");
+  EXPECT_EQ(cache.Get("b"), std::nullopt);
+}
+
+TEST(HotPathCacheTest, EntriesExpireAndTheSizeIsBounded) {
+  HotPathCache<int> expiring(64, std::chrono::milliseconds(1));
+  expiring.Put("a", 1, expiring.generation());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(expiring.Get("a"), std::nullopt);
+
+  HotPathCache<int> small(32, std::chrono::seconds(60));  // 2 per shard
+  for (int i = 0; i < 1000; ++i) small.Put("k" + std::to_string(i), i, small.generation());
+  int kept = 0;
+  for (int i = 0; i < 1000; ++i) kept += small.Get("k" + std::to_string(i)).has_value();
+  EXPECT_LE(kept, 32);
+  EXPECT_GT(kept, 0);
+
+  HotPathCache<int> off(0, std::chrono::seconds(60));
+  off.Put("a", 1, off.generation());
+  EXPECT_EQ(off.Get("a"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace strongroom::kms
