@@ -8,10 +8,6 @@
 #include <Poco/JSON/Parser.h>
 #include <Poco/Timestamp.h>
 #include <Poco/UUIDGenerator.h>
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
-#include <openssl/x509.h>
 
 #include <algorithm>
 #include <set>
@@ -178,40 +174,6 @@ Object KeyJson(const KeyRecord& key, const SecretBytes& material) {
   return out;
 }
 
-std::vector<std::uint8_t> StripLeadingZeros(std::span<const std::uint8_t> bytes) {
-  std::size_t i = 0;
-  while (i + 1 < bytes.size() && bytes[i] == 0) ++i;
-  return {bytes.begin() + static_cast<std::ptrdiff_t>(i), bytes.end()};
-}
-
-// The x5c leaf must certify the static key the HSM holds, or clients would pin the wrong key.
-Status CheckCertifiesKey(const std::vector<std::uint8_t>& leaf_der, const hsm::RsaPublicKey& rsa) {
-  const unsigned char* p = leaf_der.data();
-  X509* leaf = d2i_X509(nullptr, &p, static_cast<long>(leaf_der.size()));
-  if (!leaf) return Error(ErrorCode::kInvalidArgument, "the identity chain's leaf is not X.509");
-  EVP_PKEY* key = X509_get0_pubkey(leaf);
-  BIGNUM* n = nullptr;
-  BIGNUM* e = nullptr;
-  bool same = false;
-  if (key && EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
-      EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e) == 1) {
-    std::vector<std::uint8_t> n_bytes(static_cast<std::size_t>(BN_num_bytes(n)));
-    std::vector<std::uint8_t> e_bytes(static_cast<std::size_t>(BN_num_bytes(e)));
-    BN_bn2bin(n, n_bytes.data());
-    BN_bn2bin(e, e_bytes.data());
-    same = n_bytes == StripLeadingZeros(rsa.modulus) &&
-           e_bytes == StripLeadingZeros(rsa.public_exponent);
-  }
-  BN_free(n);
-  BN_free(e);
-  X509_free(leaf);
-  if (!same) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "the identity chain's leaf certifies another key than the HSM's identity key");
-  }
-  return OkStatus();
-}
-
 }  // namespace
 
 // The operation a request names, from its method and (absolute) uri.
@@ -318,9 +280,6 @@ Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm
   hsm::Token& identity = *vault.tokens().front();
   SR_RETURN_IF_ERROR(identity.CheckIdentityMechanisms());
   SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey rsa, identity.IdentityPublicKey(config.identity_key));
-  if (!config.identity_chain.empty()) {
-    SR_RETURN_IF_ERROR(CheckCertifiesKey(config.identity_chain.front(), rsa));
-  }
   const std::string cluster = "kms://" + config.host;
   SR_ASSIGN_OR_RETURN(
       jose::PublicJwk jwk,

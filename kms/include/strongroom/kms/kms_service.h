@@ -62,7 +62,8 @@ inline constexpr std::size_t kMaxKmsMessageBytes = 256 * 1024;
 struct KmsServiceConfig {
   std::string host;                  // the KMS is kms://<host>
   std::string identity_key = "kms";  // name of the RSA identity key in the first token
-  // DER certificates for the static key's x5c, leaf first (the leaf must certify that key).
+  // DER certificates for the static key's x5c, leaf first, as LoadIdentityChain returns them
+  // after checking that the leaf certifies the key in the HSM (identity_certificate.h).
   std::vector<std::vector<std::uint8_t>> identity_chain;
   // Channel records, bound-key records and authorization decisions kept in memory (never key
   // material; see hot_path_cache.h). 0 entries turns it off.
