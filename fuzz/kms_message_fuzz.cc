@@ -35,6 +35,7 @@
 #include "strongroom/kms/database.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/org_policy.h"
 
 namespace strongroom::fuzz {
 namespace {
@@ -137,6 +138,18 @@ Harness::Harness() {
   Must(vault_->tokens()[0]->CreateIdentityKey("kms", 2048), "create the identity key");
   db_ = Must(kms::Database::OpenSqlite(sandbox.dir() + "/kms.db", kms::KmsStore::Migrations()),
              "open the database");
+  // The organization's policy: bob is its compliance officer (onBehalfOf, orgAgent), carol its
+  // indexer with cloudAgent on new resources.
+  kms::OrgPolicy policy;
+  policy.org = kOrg;
+  policy.compliance_officers = {kFuzzBob};
+  policy.indexer = kFuzzCarol;
+  policy.indexer_cloud_agent = true;
+  if (!db_->InTransaction(
+              [&](Poco::Data::Session& s) { return kms::PolicyStore::Put(s, policy, kNowMs); })
+           .ok()) {
+    Fail("set the organization's policy");
+  }
   issuer_key_ = std::make_unique<jose::EcKeyPair>(
       Must(jose::EcKeyPair::Generate("idp-1"), "generate the issuer key"));
   TrustedIssuer issuer{kIssuer, kOrg, {Must(issuer_key_->PublicKey(), "issuer public key")}};
@@ -187,7 +200,7 @@ Harness::Harness() {
   Object::Ptr resource = created->getObject("resource");
   if (!resource) Fail("create /resources: status " + created->get("status").toString());
   Poco::JSON::Array::Ptr authorizations = resource->getArray("authorizationUris");
-  if (!authorizations || authorizations->size() != 2) Fail("create /resources: authorizations");
+  if (!authorizations || authorizations->size() != 3) Fail("create /resources: authorizations");
 
   placeholders_ = {
       {kTokenAlice, alice_.token},

@@ -48,7 +48,24 @@ std::vector<std::pair<std::string, std::string>> Seeds() {
   const std::string cluster = std::string("kms://") + kFuzzKmsHost;
   const std::string resource = kResource;
 
+  // Compliance: bob is the organization's compliance officer in the harness's policy.
+  auto on_behalf = [&](const std::string& method, const std::string& uri, const char* user) {
+    return R"({"client":{"clientId":"seed","credential":{"bearer":")" + t2 + R"(","userId":")" +
+           user + R"(","onBehalfOf":")" + user + R"("}},"method":")" + method + R"(","uri":")" +
+           uri + R"(","requestId":"r1"})";
+  };
   std::vector<std::pair<std::string, std::string>> seeds = {
+      {"bob-on-behalf-retrieve-key", bob + on_behalf("retrieve", kBoundKey, kFuzzAlice)},
+      {"bob-on-behalf-resource-keys", bob + on_behalf("retrieve", resource + "/keys", kFuzzAlice)},
+      {"bob-on-behalf-delete-refused",
+       bob + on_behalf("delete", resource + "/authorizations?authId=x", kFuzzAlice)},
+      {"alice-on-behalf-not-officer", alice + on_behalf("retrieve", kBoundKey, kFuzzBob)},
+      {"alice-bind-key",
+       alice + Request("update", kKey, t1, std::string(",\"resourceUri\":\"") + resource + "\"")},
+      {"alice-grant-org-agent",
+       alice + Request("create", "/authorizations", t1,
+                       std::string(",\"resourceUri\":\"") + resource +
+                           R"(","authIds":["bob@fuzz.test"],"roleUri":"orgAgent")")},
       // create /ecdhe (RSA-OAEP), and its refusals.
       {"rsa-create-ecdhe", rsa + Request("create", "/ecdhe", t1, jwk)},
       {"rsa-create-ecdhe-absolute", rsa + Request("create", cluster + "/ecdhe", t2, jwk)},
