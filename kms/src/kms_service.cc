@@ -53,32 +53,6 @@ KmsReply PlainError(int status, const std::string& code, const std::string& mess
   return {status, "application/json", ToJson(error)};
 }
 
-int StatusFor(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument:
-      return 400;
-    case ErrorCode::kUnauthenticated:
-      return 401;
-    case ErrorCode::kPermissionDenied:
-      return 403;
-    case ErrorCode::kNotFound:
-      return 404;
-    case ErrorCode::kAlreadyExists:
-    case ErrorCode::kFailedPrecondition:
-      return 409;
-    case ErrorCode::kResourceExhausted:
-      return 429;
-    case ErrorCode::kUnavailable:
-      return 503;
-    case ErrorCode::kUnimplemented:
-      return 501;
-    case ErrorCode::kDataLoss:
-    case ErrorCode::kInternal:
-      return 500;
-  }
-  return 500;
-}
-
 // The parts of a request every operation needs, from the decrypted JSON.
 struct Request {
   Poco::JSON::Object::Ptr json;
@@ -402,7 +376,7 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
   record.created_ms = clock_();
   Result<hsm::WrapResult> wrapped = vault_.Wrap({record.org, record.uri}, shared->view());
   if (!wrapped.ok()) {
-    return sign(Answer(StatusFor(wrapped.error().code()), r.request_id,
+    return sign(Answer(HttpStatusFor(wrapped.error().code()), r.request_id,
                        "the KMS could not protect the ephemeral key"));
   }
   record.blobs = wrapped->blobs;
@@ -457,7 +431,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   }
   Result<SecretBytes> channel_key = UnwrapCached(ephemeral.org, ephemeral.uri, ephemeral.blobs);
   if (!channel_key.ok()) {
-    return PlainError(StatusFor(channel_key.error().code()), "hsm",
+    return PlainError(HttpStatusFor(channel_key.error().code()), "hsm",
                       "the KMS could not open the ephemeral key");
   }
   Result<jose::DecryptedJwe> opened = jose::DecryptDir(
@@ -568,7 +542,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     }
     Status deleted = db_.InTransaction(
         [&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, ephemeral.uri); });
-    if (!deleted.ok()) return seal(Answer(StatusFor(deleted.error().code()), r.request_id));
+    if (!deleted.ok()) return seal(Answer(HttpStatusFor(deleted.error().code()), r.request_id));
     channels_.Invalidate();  // also any copy a concurrent request is about to cache
     if (hooks_.key_cache) hooks_.key_cache->Erase(ephemeral.uri);
     return seal(Answer(204, r.request_id));
@@ -650,7 +624,7 @@ Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
     material.push_back(SecretBytes::Random(hsm::kWrappedKeyPlainSize));
     Result<hsm::WrapResult> wrapped = vault_.Wrap({key.org, key.uri}, material.back().view());
     if (!wrapped.ok()) {
-      return Answer(StatusFor(wrapped.error().code()), caller.request_id,
+      return Answer(HttpStatusFor(wrapped.error().code()), caller.request_id,
                     "the KMS could not protect new keys");
     }
     key.blobs = std::move(wrapped->blobs);
@@ -714,7 +688,7 @@ Object KmsService::RetrieveKey(const Caller& caller, const std::string& uri) {
   if (!material.ok()) {
     (void)Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri,
                 "failed: " + std::string(ErrorCodeName(material.error().code())));
-    return Answer(StatusFor(material.error().code()), caller.request_id,
+    return Answer(HttpStatusFor(material.error().code()), caller.request_id,
                   "the KMS could not open the key");
   }
   // No key leaves before its retrieval is in the audit log.
@@ -769,11 +743,11 @@ Object KmsService::BindKey(const Caller& caller, const std::string& uri, const O
   });
   if (!done.ok()) {
     (void)Audit(caller, "key.bind", resource, uri, "refused: " + done.error().message());
-    return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
+    return Answer(HttpStatusFor(done.error().code()), caller.request_id, done.error().message());
   }
   Result<SecretBytes> material = UnwrapCached(bound.org, bound.uri, bound.blobs);
   if (!material.ok()) {
-    return Answer(StatusFor(material.error().code()), caller.request_id,
+    return Answer(HttpStatusFor(material.error().code()), caller.request_id,
                   "the key is bound, but the KMS could not open it now; retrieve it later");
   }
   Object answer = Answer(200, caller.request_id);
@@ -857,7 +831,8 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
   roles_.Invalidate();  // a resource named as an authId elsewhere may have gained members
   if (!created.ok()) {
     (void)Audit(caller, "resource.create", "", "", "refused: " + created.error().message());
-    return Answer(StatusFor(created.error().code()), caller.request_id, created.error().message());
+    return Answer(HttpStatusFor(created.error().code()), caller.request_id,
+                  created.error().message());
   }
   Poco::JSON::Array authorization_uris, bound_uris;
   for (const AuthorizationRecord& a : authorizations) authorization_uris.add(a.uri);
@@ -914,7 +889,7 @@ Object KmsService::RetrieveResource(const Caller& caller, const std::string& res
     if (read.error().code() == ErrorCode::kPermissionDenied) {
       (void)Audit(caller, "resource.retrieve", resource, "", "denied");
     }
-    return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
+    return Answer(HttpStatusFor(read.error().code()), caller.request_id, read.error().message());
   }
   Poco::JSON::Array authorization_json, key_uris;
   for (const AuthorizationRecord& a : authorizations) authorization_json.add(AuthorizationJson(a));
@@ -959,7 +934,7 @@ Object KmsService::RetrieveResourceKeys(const Caller& caller, const std::string&
     if (read.error().code() == ErrorCode::kPermissionDenied) {
       (void)Audit(caller, "key.retrieve", resource, "", "denied");
     }
-    return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
+    return Answer(HttpStatusFor(read.error().code()), caller.request_id, read.error().message());
   }
   Poco::JSON::Array out;
   for (const KeyRecord& key : keys) {
@@ -967,7 +942,7 @@ Object KmsService::RetrieveResourceKeys(const Caller& caller, const std::string&
     if (!material.ok()) {
       (void)Audit(caller, "key.retrieve", resource, key.uri,
                   "failed: " + std::string(ErrorCodeName(material.error().code())));
-      return Answer(StatusFor(material.error().code()), caller.request_id,
+      return Answer(HttpStatusFor(material.error().code()), caller.request_id,
                     "the KMS could not open a key");
     }
     out.add(KeyJson(key, *material));
@@ -1043,7 +1018,7 @@ Object KmsService::CreateAuthorizations(const Caller& caller, const Object& requ
   roles_.Invalidate();
   if (!done.ok()) {
     (void)Audit(caller, "authorization.create", resource, "", "refused: " + done.error().message());
-    return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
+    return Answer(HttpStatusFor(done.error().code()), caller.request_id, done.error().message());
   }
   Poco::JSON::Array out;
   for (const AuthorizationRecord& a : created) out.add(AuthorizationJson(a));
@@ -1063,7 +1038,7 @@ Object KmsService::ListAuthorizations(const Caller& caller, const std::string& r
     return OkStatus();
   });
   if (!read.ok()) {
-    return Answer(StatusFor(read.error().code()), caller.request_id, read.error().message());
+    return Answer(HttpStatusFor(read.error().code()), caller.request_id, read.error().message());
   }
   Poco::JSON::Array out;
   for (const AuthorizationRecord& a : found) out.add(AuthorizationJson(a));
@@ -1108,7 +1083,7 @@ Object KmsService::DeleteAuthorization(const Caller& caller, const std::string& 
   if (!done.ok()) {
     (void)Audit(caller, "authorization.delete", auth_id ? uri : "", "",
                 "refused: " + done.error().message());
-    return Answer(StatusFor(done.error().code()), caller.request_id, done.error().message());
+    return Answer(HttpStatusFor(done.error().code()), caller.request_id, done.error().message());
   }
   Object answer = Answer(200, caller.request_id);
   answer.set("authorization", AuthorizationJson(*deleted));

@@ -40,32 +40,6 @@ constexpr std::size_t kMaxOperatorName = 64;
 constexpr std::size_t kMaxFailuresShown = 20;
 constexpr std::size_t kMaxOpsDrainBytes = 1024 * 1024;  // read and dropped after a too-large body
 
-int HttpStatusFor(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument:
-      return 400;
-    case ErrorCode::kUnauthenticated:
-      return 401;
-    case ErrorCode::kPermissionDenied:
-      return 403;
-    case ErrorCode::kNotFound:
-      return 404;
-    case ErrorCode::kAlreadyExists:
-    case ErrorCode::kFailedPrecondition:
-      return 409;
-    case ErrorCode::kResourceExhausted:
-      return 429;
-    case ErrorCode::kUnavailable:
-      return 503;
-    case ErrorCode::kUnimplemented:
-      return 501;
-    case ErrorCode::kDataLoss:
-    case ErrorCode::kInternal:
-      return 500;
-  }
-  return 500;
-}
-
 std::string Json(const Object& o) {
   std::ostringstream out;
   o.stringify(out);

@@ -30,6 +30,10 @@ enum class ErrorCode {
 
 std::string_view ErrorCodeName(ErrorCode code);
 
+// The HTTP status that answers an error of this code (400, 401, 403, 404, 409, 429, 500, 501,
+// 503), for every HTTP listener and the KMS protocol's statuses alike.
+int HttpStatusFor(ErrorCode code);
+
 class Error {
  public:
   Error(ErrorCode code, std::string message, std::uint64_t native_code = 0)
