@@ -35,9 +35,6 @@ namespace {
 
 void Log(const std::string& line) { std::cerr << "kmsd: " << line << std::endl; }
 
-constexpr std::size_t kKeyCacheEntries = 10'000;
-constexpr std::chrono::minutes kKeyCacheMaxAge{5};
-
 int ExitStatusFor(ErrorCode code) {
   switch (code) {
     case ErrorCode::kInvalidArgument:
@@ -139,9 +136,10 @@ class Kmsd : public Poco::Util::ServerApplication {
     config.host = settings.host;
     config.identity_key = settings.identity_key;
     config.identity_chain = chain.der;
+    config.metadata_cache_entries = settings.metadata_cache_entries;
     // Unwrapped keys are cached (bounded, zeroized, cleared on root rotation); metrics for /ops.
     Metrics metrics;
-    KeyCache cache(kKeyCacheEntries, kKeyCacheMaxAge);
+    KeyCache cache(settings.key_cache_entries, settings.key_cache_age);
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsService> service,
                         KmsService::New(std::move(config), *vault, *db, std::move(verifier), {},
                                         KmsServiceHooks{&cache, &metrics}));

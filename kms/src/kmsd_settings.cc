@@ -106,7 +106,8 @@ Result<std::string> ReadSmallFile(const std::string& path, std::size_t max) {
 Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
   SR_RETURN_IF_ERROR(CheckKeys(config, "kms",
                                {"host", "database", "listen", "tls_cert", "tls_key", "identity_key",
-                                "identity_chain", "max_connections", "max_in_flight"}));
+                                "identity_chain", "max_connections", "max_in_flight",
+                                "key_cache_entries", "key_cache_age_s", "metadata_cache_entries"}));
   KmsdSettings out;
   SR_ASSIGN_OR_RETURN(out.host, Required(config, "kms.host", "KMS host name"));
   if (out.host.find_first_of("/?#@ \t") != std::string::npos || out.host.size() > 253) {
@@ -129,6 +130,15 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
                       Unsigned(config, "kms.max_connections", out.max_connections, 1, 4096));
   SR_ASSIGN_OR_RETURN(out.max_in_flight,
                       Unsigned(config, "kms.max_in_flight", out.max_in_flight, 1, 4096));
+  SR_ASSIGN_OR_RETURN(out.key_cache_entries, Unsigned(config, "kms.key_cache_entries",
+                                                      out.key_cache_entries, 0, 10'000'000));
+  SR_ASSIGN_OR_RETURN(std::uint64_t key_cache_age_s,
+                      Unsigned(config, "kms.key_cache_age_s",
+                               static_cast<std::size_t>(out.key_cache_age.count()), 1, 86400));
+  out.key_cache_age = std::chrono::seconds(static_cast<std::int64_t>(key_cache_age_s));
+  SR_ASSIGN_OR_RETURN(
+      out.metadata_cache_entries,
+      Unsigned(config, "kms.metadata_cache_entries", out.metadata_cache_entries, 0, 10'000'000));
 
   if (!config.hasProperty("jwt.issuers")) {
     return Error(ErrorCode::kInvalidArgument,

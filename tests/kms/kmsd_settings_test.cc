@@ -53,6 +53,9 @@ TEST_F(KmsdSettingsTest, ReadsSettingsWithDefaults) {
   EXPECT_EQ(settings->identity_chain, "/etc/strongroom/identity.pem");
   EXPECT_EQ(settings->max_connections, 64u);
   EXPECT_EQ(settings->max_in_flight, 32u);
+  EXPECT_EQ(settings->key_cache_entries, 100000u);
+  EXPECT_EQ(settings->key_cache_age, std::chrono::seconds(300));
+  EXPECT_EQ(settings->metadata_cache_entries, 65536u);
   EXPECT_EQ(settings->jwt_audience, "kms");
   EXPECT_EQ(settings->jwt_skew, std::chrono::seconds(60));
   ASSERT_EQ(settings->issuers.size(), 2u);
@@ -69,6 +72,9 @@ TEST_F(KmsdSettingsTest, ReadsEverySetting) {
   config_->setString("kms.identity_key", "kms-2026");
   config_->setString("kms.max_connections", "128");
   config_->setString("kms.max_in_flight", "1");
+  config_->setString("kms.key_cache_entries", "0");
+  config_->setString("kms.key_cache_age_s", "60");
+  config_->setString("kms.metadata_cache_entries", "0");
   config_->setString("jwt.audience", "kms-eu");
   config_->setString("jwt.skew_s", "0");
   auto settings = ReadKmsdSettings(*config_);
@@ -78,6 +84,9 @@ TEST_F(KmsdSettingsTest, ReadsEverySetting) {
   EXPECT_EQ(settings->identity_key, "kms-2026");
   EXPECT_EQ(settings->max_connections, 128u);
   EXPECT_EQ(settings->max_in_flight, 1u);
+  EXPECT_EQ(settings->key_cache_entries, 0u);  // the cache off
+  EXPECT_EQ(settings->key_cache_age, std::chrono::seconds(60));
+  EXPECT_EQ(settings->metadata_cache_entries, 0u);
   EXPECT_EQ(settings->jwt_audience, "kms-eu");
   EXPECT_EQ(settings->jwt_skew, std::chrono::seconds(0));
 }
@@ -143,6 +152,10 @@ TEST_F(KmsdSettingsTest, RefusesOutOfRangeAndMalformedValues) {
            {"kms.max_connections", "4097"},
            {"kms.max_in_flight", "0"},
            {"kms.max_in_flight", "many"},
+           {"kms.key_cache_entries", "-1"},
+           {"kms.key_cache_entries", "10000001"},
+           {"kms.key_cache_age_s", "0"},
+           {"kms.metadata_cache_entries", "lots"},
            {"jwt.skew_s", "301"},
            {"jwt.skew_s", "-1"},
            {"kms.host", "kms.acme.test/path"},
