@@ -342,7 +342,8 @@ class LoadRun {
     return resources != std::string::npos ? "/resources" : uri;
   }
 
-  // Setup calls retry overload answers for a while (the run must start with its keys).
+  // Setup calls retry overload answers (HTTP 503, or a sealed status 503) for a while, counting
+  // them as set-up errors: the run must start with its keys.
   Result<Object::Ptr> SetupCall(Connection& connection, KmsSession& session,
                                 const std::string& method, const std::string& uri,
                                 const Object& fields, int expected, ClientStats& stats) {
@@ -353,7 +354,10 @@ class LoadRun {
           Call(connection, session, method, uri, fields, expected, &answer, &error);
       if (outcome == Outcome::kOk) return answer;
       Note(stats, false, outcome, error);
-      if (outcome == Outcome::kError) return Error(ErrorCode::kUnavailable, error);
+      // A sealed 503 (the KMS's database or HSM busy) says "later" too; anything else is final.
+      if (outcome == Outcome::kError && error.find(" answered 503") == std::string::npos) {
+        return Error(ErrorCode::kUnavailable, error);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     return Error(ErrorCode::kUnavailable, "setup: the KMS stayed overloaded");
@@ -417,7 +421,10 @@ class LoadRun {
       for (int attempt = 0; attempt < 100; ++attempt) {
         opened = KmsSession::Open(info_, "load-" + std::to_string(index),
                                   tokens_[index % tokens_.size()], transport);
-        if (opened.ok() || opened.error().code() != ErrorCode::kUnavailable) break;
+        if (opened.ok() || (opened.error().code() != ErrorCode::kUnavailable &&
+                            opened.error().message().find(" answered 503") == std::string::npos)) {
+          break;
+        }
         ++stats.setup_overloaded;
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }

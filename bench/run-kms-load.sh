@@ -9,9 +9,9 @@
 #       [--no-cache] [--max-in-flight N] [--max-connections N] [--pool-size N]
 #       [--preload N] [--honor-retry-after] [--perf] [--out DIR] [--keep]
 #
-#   --no-cache       every retrieval misses kmsd's key cache: [kms] key_cache_entries = 0 when kmsd
-#                    has that setting, else 1,000 keys per client read cyclically (more than the
-#                    fixed 10,000-entry LRU holds)
+#   --no-cache       kmsd's key cache off: [kms] key_cache_entries = 0 (on a kmsd older than that
+#                    setting: 1,000 keys per client read cyclically, more than its fixed
+#                    10,000-entry LRU holds, so every content key misses)
 #   --preload N      before the scenarios, create N keys (kms_load create --max-keys N; timed)
 #   --perf           perf record -g of kmsd during each scenario; top symbols in perf-<s>.txt
 #   --keep           keep the throwaway KMS directory (tokens, database, keys) for inspection
@@ -98,7 +98,9 @@ kmsd_pid="$KMSD_PID"
 url="$KMS_URL"
 
 ( while kill -0 "$kmsd_pid" 2>/dev/null; do
-    echo "$(date +%s) $(awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status" 2>/dev/null)"
+    # seconds, VmRSS, RssAnon, RssFile, RssShmem (kB)
+    echo "$(date +%s) $(awk '/^(VmRSS|RssAnon|RssFile|RssShmem):/ {printf "%s ", $2}' \
+      "/proc/$kmsd_pid/status" 2>/dev/null)"
     sleep 1
   done ) >"$out/rss.log" &
 rss_pid=$!
@@ -108,6 +110,8 @@ rss_now() { awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status"; }
   echo "date: $(date -Is)"
   echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -r)"
   echo "softhsm: $(softhsm2-util --version)"
+  echo "commit: $(git -C "$repo" rev-parse --short HEAD)," \
+    "$(git -C "$repo" status --short --untracked-files=no | wc -l) files modified in the tree"
   echo "kmsd: pid $kmsd_pid at $url, cache $cache, keys per client $keys, max_in_flight ${max_in_flight:-default}," \
     "max_connections ${max_connections:-default}, pool_size ${pool_size:-default}, orgs $orgs"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -118,16 +122,16 @@ common=(--url "$url" --ca "$work/ca.pem" "${tokens[@]}" --clients "$clients" --b
 [ "$rate" != 0 ] && common+=(--rate "$rate")
 [ -n "$honor" ] && common+=("$honor")
 
+status=0
 if [ "$preload" != 0 ]; then
   started=$(date +%s.%N)
   "$load" "${common[@]}" --scenario create --warmup 0 --duration 86400 --max-keys "$preload" \
-    --json-out "$out/preload.json" | tee -a "$out/run.txt"
+    --json-out "$out/preload.json" | tee -a "$out/run.txt" || status=$?
   ended=$(date +%s.%N)
   echo "preloaded $preload keys in $(echo "$ended - $started" | bc) s; kmsd RSS $(rss_now) kB;" \
     "database $(du -sh "$work" | cut -f1) on disk" | tee -a "$out/run.txt"
 fi
 
-status=0
 IFS=, read -r -a scenario_list <<<"$scenarios"
 for scenario in "${scenario_list[@]}"; do
   echo "--- $scenario" | tee -a "$out/run.txt"
@@ -147,9 +151,14 @@ for scenario in "${scenario_list[@]}"; do
       grep -v '^#' | grep -v '^$' | grep '%' | head -40 >"$out/perf-$scenario.txt" || true
     echo "top symbols in $out/perf-$scenario.txt" | tee -a "$out/run.txt"
   fi
-  echo "kmsd RSS after $scenario: $(rss_now) kB" | tee -a "$out/run.txt"
+  echo "kmsd RSS after $scenario: $(rss_now) kB; load average $(cut -d' ' -f1-3 /proc/loadavg)" |
+    tee -a "$out/run.txt"
 done
 
+echo "kmsd memory now: $(grep -E '^(VmRSS|RssAnon|RssFile|RssShmem):' "/proc/$kmsd_pid/status" |
+  tr -s ' \t' ' ' | tr '\n' ' ')" | tee -a "$out/run.txt"
+echo "database files: $(cd "$work" && ls -l kms.db* | awk '{printf "%s %d MB; ", $9, $5 / 1048576}')" |
+  tee -a "$out/run.txt"
 max_rss=$(awk '$2 > m {m = $2} END {print m}' "$out/rss.log")
 echo "kmsd peak RSS (1 s samples): ${max_rss} kB; results in $out" | tee -a "$out/run.txt"
 exit "$status"
