@@ -13,6 +13,7 @@
 #include <Poco/Util/OptionSet.h>
 #include <Poco/Util/ServerApplication.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -191,6 +192,9 @@ class Kmsd : public Poco::Util::ServerApplication {
 }  // namespace strongroom::kms
 
 int main(int argc, char** argv) {
+  // One malloc arena per connection thread (glibc's default, up to 8 per core) keeps freed memory
+  // in many places; a few arenas keep kmsd's resident size near what it uses.
+  mallopt(M_ARENA_MAX, 4);
   // Block the termination signals before any thread starts, so every thread inherits the mask and
   // only waitForTerminationRequest() (sigwait) receives them; a write to a closed connection must
   // not kill the process either.

@@ -96,7 +96,8 @@ Database::Database(std::string connect_string, std::size_t max_sessions,
                    std::chrono::milliseconds busy_timeout)
     : connect_string_(std::move(connect_string)),
       max_sessions_(max_sessions),
-      busy_timeout_pragma_("PRAGMA busy_timeout=" + std::to_string(busy_timeout.count())) {}
+      busy_timeout_pragma_("PRAGMA busy_timeout=" + std::to_string(busy_timeout.count())),
+      busy_timeout_(busy_timeout) {}
 
 Database::~Database() = default;
 
@@ -188,6 +189,10 @@ Status Database::Migrate(Poco::Data::Session& session, std::span<const Migration
 
 Status Database::InTransaction(const std::function<Status(Poco::Data::Session&)>& work,
                                Durability durability) {
+  std::unique_lock writer(writer_, std::defer_lock);
+  if (!writer.try_lock_for(busy_timeout_)) {
+    return Error(ErrorCode::kUnavailable, "the database is busy with other writers; retry later");
+  }
   return WithConnection([&](Poco::Data::Session& session) -> Status {
     if (durability == Durability::kFull) return RunTransaction(session, work);
     // The setting belongs to the pooled connection: put it back whatever happens.
@@ -205,6 +210,21 @@ Status Database::InTransaction(const std::function<Status(Poco::Data::Session&)>
       return status.ok() ? DatabaseError(e, "restoring synchronous") : status;
     }
     return status;
+  });
+}
+
+Status Database::CompactLog() {
+  std::unique_lock writer(writer_, std::defer_lock);
+  if (!writer.try_lock_for(busy_timeout_)) {
+    return Error(ErrorCode::kUnavailable, "the database is busy with other writers");
+  }
+  return WithConnection([&](Poco::Data::Session& session) -> Status {
+    try {
+      session << "PRAGMA wal_checkpoint(TRUNCATE)", now;
+    } catch (const Poco::Exception& e) {
+      return DatabaseError(e, "compacting the log");
+    }
+    return OkStatus();
   });
 }
 

@@ -177,5 +177,65 @@ TEST_F(DatabaseTest, DeferredCommitsRelaxSyncOnlyForThemselves) {
   EXPECT_TRUE(db->SyncToDisk().ok());
 }
 
+TEST_F(DatabaseTest, ManyWritersTakeTurnsInsteadOfFailingBusy) {
+  DatabaseOptions options;
+  options.busy_timeout = std::chrono::milliseconds(2000);
+  auto db = Database::OpenSqlite(path_, kTwo, options);
+  ASSERT_TRUE(db.ok());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 16; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        Status s = (*db)->InTransaction([&](Poco::Data::Session& session) {
+          int id = t * 100 + i;
+          session << "INSERT INTO notes (id, text) VALUES (?, 'x')", Poco::Data::Keywords::use(id),
+              Poco::Data::Keywords::now;
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));  // a slow transaction
+          return OkStatus();
+        });
+        if (!s.ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& w : writers) w.join();
+  EXPECT_EQ(failures.load(), 0);
+  int rows = 0;
+  ASSERT_TRUE((*db)
+                  ->WithSession([&](Poco::Data::Session& s) -> Status {
+                    s << "SELECT COUNT(*) FROM notes", Poco::Data::Keywords::into(rows),
+                        Poco::Data::Keywords::now;
+                    return OkStatus();
+                  })
+                  .ok());
+  EXPECT_EQ(rows, 160);
+}
+
+TEST_F(DatabaseTest, CompactingEmptiesTheLogWhileReadersComeAndGo) {
+  auto db = Open();
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    while (!stop) {
+      (void)db->WithSession([](Poco::Data::Session& s) -> Status {
+        int n = 0;
+        s << "SELECT COUNT(*) FROM notes", Poco::Data::Keywords::into(n), Poco::Data::Keywords::now;
+        return OkStatus();
+      });
+    }
+  });
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) {
+                    s << "INSERT INTO notes (id, text) VALUES (?, 'x')",
+                        Poco::Data::Keywords::use(i), Poco::Data::Keywords::now;
+                    return OkStatus();
+                  }).ok());
+  }
+  EXPECT_GT(std::filesystem::file_size(path_ + "-wal"), 0u);
+  ASSERT_TRUE(db->CompactLog().ok());
+  stop = true;
+  reader.join();
+  EXPECT_EQ(std::filesystem::file_size(path_ + "-wal"), 0u);
+}
+
 }  // namespace
 }  // namespace strongroom::kms

@@ -53,9 +53,9 @@ TEST_F(KmsdSettingsTest, ReadsSettingsWithDefaults) {
   EXPECT_EQ(settings->identity_chain, "/etc/strongroom/identity.pem");
   EXPECT_EQ(settings->max_connections, 64u);
   EXPECT_EQ(settings->max_in_flight, 32u);
-  EXPECT_EQ(settings->key_cache_entries, 100000u);
+  EXPECT_EQ(settings->key_cache_entries, 50000u);
   EXPECT_EQ(settings->key_cache_age, std::chrono::seconds(300));
-  EXPECT_EQ(settings->metadata_cache_entries, 65536u);
+  EXPECT_EQ(settings->metadata_cache_entries, 16384u);
   EXPECT_EQ(settings->jwt_audience, "kms");
   EXPECT_EQ(settings->jwt_skew, std::chrono::seconds(60));
   ASSERT_EQ(settings->issuers.size(), 2u);

@@ -11,10 +11,11 @@
 // disk within `sync_interval` (or sooner, with any full commit of another operation): a power
 // loss can lose at most that window of retrieval records, never part of a record and never a key.
 // On a disk whose fsync takes 3 ms that is the difference between ~3,000 and ~10,000 audited
-// retrievals a second with 16 clients (docs/benchmarks.md). Records inside other operations'
-// transactions (resource creation, authorization changes) still use AuditLog::Append directly; both
-// share the one hash chain because SQLite serializes the writers (BEGIN IMMEDIATE) and Append reads
-// the chain's head inside the transaction.
+// retrievals a second with 16 clients (docs/benchmarks.md). Being the KMS's one background writer,
+// it also keeps the write-ahead log from growing without end under constant load. Records inside
+// other operations' transactions (resource creation, authorization changes) still use
+// AuditLog::Append directly; both share the one hash chain because SQLite serializes the writers
+// (BEGIN IMMEDIATE) and Append reads the chain's head inside the transaction.
 //
 // Thread-safe. The destructor commits what is queued and stops the thread.
 #ifndef STRONGROOM_KMS_AUDIT_WRITER_H_
@@ -36,6 +37,8 @@ namespace strongroom::kms {
 
 inline constexpr std::size_t kMaxAuditBatch = 1024;
 inline constexpr std::size_t kMaxAuditQueue = 65536;  // beyond this, Append refuses (UNAVAILABLE)
+// The writer also empties the database's write-ahead log this often (Database::CompactLog).
+inline constexpr std::chrono::seconds kCompactInterval{5};
 
 class AuditWriter {
  public:

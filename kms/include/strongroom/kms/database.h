@@ -9,7 +9,9 @@
 // leaves nothing behind.
 //
 // Thread-safe: connections come from a bounded pool of the Database's own, one per unit of work
-// (Poco::Data::SessionPool's janitor timer deadlocks against its destructor in Poco 1.11).
+// (Poco::Data::SessionPool's janitor timer deadlocks against its destructor in Poco 1.11). Write
+// transactions of one process take turns on a mutex (bounded by the busy timeout) before they
+// begin, so SQLite's sleeping busy handler is only met by other processes (kmsctl).
 #ifndef STRONGROOM_KMS_DATABASE_H_
 #define STRONGROOM_KMS_DATABASE_H_
 
@@ -67,6 +69,11 @@ class Database {
   // Flushes deferred commits to the disk (a passive WAL checkpoint, which syncs the log first).
   Status SyncToDisk();
 
+  // Copies the whole write-ahead log into the database and empties it (TRUNCATE checkpoint),
+  // waiting briefly for readers to move off it. Under constant load the log never runs empty on
+  // its own (checkpoint starvation), so a background thread calls this every few seconds.
+  Status CompactLog();
+
   // Runs `work` on a session outside any explicit transaction (single read statements).
   Status WithSession(const std::function<Status(Poco::Data::Session&)>& work);
 
@@ -83,6 +90,11 @@ class Database {
   const std::size_t max_sessions_;
   const std::string busy_timeout_pragma_;
   int schema_version_ = 0;
+
+  // Writers queue here, in this process, instead of in SQLite's busy handler (which sleeps and
+  // retries, so under load a writer can wait seconds while others barge in).
+  std::timed_mutex writer_;
+  const std::chrono::milliseconds busy_timeout_;
 
   std::mutex mutex_;
   std::condition_variable available_;

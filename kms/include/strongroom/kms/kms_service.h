@@ -67,7 +67,7 @@ struct KmsServiceConfig {
   std::vector<std::vector<std::uint8_t>> identity_chain;
   // Channel records, bound-key records and authorization decisions kept in memory (never key
   // material; see hot_path_cache.h). 0 entries turns it off.
-  std::size_t metadata_cache_entries = 65536;
+  std::size_t metadata_cache_entries = 16384;
   std::chrono::milliseconds metadata_cache_age{30000};
 };
 

@@ -12,9 +12,9 @@
 //   identity_chain = /etc/strongroom/identity.pem ; PEM: leaf certifies the identity key, then CAs
 //   max_connections = 64              ; optional: connections served at once (1-4096)
 //   max_in_flight = 32                ; optional: requests processed at once (1-4096)
-//   key_cache_entries = 100000        ; optional: unwrapped keys kept in memory (0 = off)
+//   key_cache_entries = 50000         ; optional: unwrapped keys kept in memory (0 = off)
 //   key_cache_age_s = 300             ; optional: how long a key stays cached (1-86400)
-//   metadata_cache_entries = 65536    ; optional: channel/key records and authorization
+//   metadata_cache_entries = 16384    ; optional: channel/key records and authorization
 //                                     ; decisions kept in memory (0 = off)
 //
 //   [jwt]
@@ -67,9 +67,9 @@ struct KmsdSettings {
   std::string identity_chain;
   std::size_t max_connections = 64;
   std::size_t max_in_flight = 32;
-  std::size_t key_cache_entries = 100000;
+  std::size_t key_cache_entries = 50000;
   std::chrono::seconds key_cache_age{300};
-  std::size_t metadata_cache_entries = 65536;
+  std::size_t metadata_cache_entries = 16384;
 
   std::string jwt_audience = "kms";
   std::chrono::seconds jwt_skew{60};
