@@ -1,5 +1,8 @@
 #include "hsm_commands.h"
 
+#include <Poco/AutoPtr.h>
+#include <Poco/Exception.h>
+#include <Poco/Util/IniFileConfiguration.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -126,6 +129,21 @@ Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostr
       }
     }
     return OkStatus();
+  }
+  if (verb == "rotate-root") {
+    // With a KMS database, keys wrapped under the old version must be re-wrapped and the
+    // rotation audited: that is the operations API's job, not a bare token operation.
+    Poco::AutoPtr<Poco::Util::IniFileConfiguration> config;
+    try {
+      config = new Poco::Util::IniFileConfiguration(options.config_path);
+    } catch (const Poco::Exception&) {
+    }
+    if (config && config->hasProperty("kms.database")) {
+      return Error(ErrorCode::kFailedPrecondition,
+                   "this KMS keeps keys in " + config->getString("kms.database") +
+                       ": rotate with `kmsctl ops rotate-root " + options.org +
+                       "`, which audits the rotation and re-wraps every key");
+    }
   }
   Result<std::vector<hsm::RootKeyInfo>> created =
       verb == "init-root" ? vault->InitRoot(options.org) : vault->RotateRoot(options.org);

@@ -96,6 +96,17 @@ TEST_F(KmsctlTest, InitRootRotateListAndCheck) {
   ASSERT_EQ(rotate.exit_code, 0) << rotate.err;
   EXPECT_NE(rotate.out.find("acme v2 (current)"), std::string::npos) << rotate.out;
 
+  // Once the configuration names a KMS database, a bare token rotation is refused: it would
+  // leave keys under the old version unaudited; `kmsctl ops rotate-root` does it properly.
+  const std::string hsm_only = config_;
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
+                            "&pin-source=file:" + SoftHsmSandbox::Get().pin_file(),
+                        "\n[kms]\ndatabase = /nonexistent/kms.db\n");
+  Outcome refused = Hsm({"rotate-root", "--org", "acme"});
+  config_ = hsm_only;
+  EXPECT_EQ(refused.exit_code, 78) << refused.err;
+  EXPECT_NE(refused.err.find("kmsctl ops rotate-root acme"), std::string::npos) << refused.err;
+
   Outcome roots = Hsm({"roots", "--org", "acme"});
   ASSERT_EQ(roots.exit_code, 0) << roots.err;
   EXPECT_NE(roots.out.find("acme v1  label"), std::string::npos) << roots.out;
