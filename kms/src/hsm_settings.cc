@@ -1,14 +1,12 @@
 #include "strongroom/kms/hsm_settings.h"
 
-#include <Poco/AutoPtr.h>
-#include <Poco/Exception.h>
-#include <Poco/NumberParser.h>
 #include <Poco/String.h>
 #include <Poco/StringTokenizer.h>
-#include <Poco/Util/IniFileConfiguration.h>
 #include <unistd.h>
 
 #include <set>
+
+#include "strongroom/kms/config_file.h"
 
 namespace strongroom::kms {
 namespace {
@@ -23,31 +21,6 @@ std::string HostName() {
     if (!ok) c = '-';
   }
   return name.substr(0, 64);
-}
-
-Status CheckKeys(const Poco::Util::AbstractConfiguration& config, const std::string& section,
-                 const std::set<std::string>& allowed, const std::set<std::string>& subsections) {
-  Poco::Util::AbstractConfiguration::Keys keys;
-  config.keys(section, keys);
-  for (const std::string& key : keys) {
-    if (allowed.count(key) || subsections.count(key)) continue;
-    return Error(ErrorCode::kInvalidArgument, "unknown setting " + section + "." + key);
-  }
-  return OkStatus();
-}
-
-Result<std::uint64_t> UnsignedSetting(const Poco::Util::AbstractConfiguration& config,
-                                      const std::string& key, std::uint64_t fallback,
-                                      std::uint64_t min, std::uint64_t max) {
-  if (!config.hasProperty(key)) return fallback;
-  std::string text = Poco::trim(config.getRawString(key));
-  std::uint64_t value = 0;
-  if (!Poco::NumberParser::tryParseUnsigned64(text, value) || value < min || value > max) {
-    return Error(ErrorCode::kInvalidArgument, key + " must be a whole number from " +
-                                                  std::to_string(min) + " to " +
-                                                  std::to_string(max) + ", got '" + text + "'");
-  }
-  return value;
 }
 
 Result<bool> BoolSetting(const Poco::Util::AbstractConfiguration& config, const std::string& key,
@@ -72,8 +45,10 @@ Result<hsm::HsmConfig> ReadHsmSettings(const Poco::Util::AbstractConfiguration& 
   if (names.count() == 0) {
     return Error(ErrorCode::kInvalidArgument, "hsm.tokens lists no token");
   }
-  std::set<std::string> token_names(names.begin(), names.end());
-  SR_RETURN_IF_ERROR(CheckKeys(config, "hsm", {"tokens", "node_id"}, token_names));
+  // [hsm.<name>] sections show up as keys of [hsm] too.
+  std::set<std::string> allowed(names.begin(), names.end());
+  allowed.insert({"tokens", "node_id"});
+  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "hsm", allowed));
   const std::string node_id = config.hasProperty("hsm.node_id")
                                   ? Poco::trim(config.getRawString("hsm.node_id"))
                                   : HostName();
@@ -81,10 +56,9 @@ Result<hsm::HsmConfig> ReadHsmSettings(const Poco::Util::AbstractConfiguration& 
   hsm::HsmConfig out;
   for (const std::string& name : names) {
     const std::string section = "hsm." + name;
-    SR_RETURN_IF_ERROR(CheckKeys(config, section,
-                                 {"uri", "pool_size", "acquire_timeout_ms", "session_copies",
-                                  "wrap_limit", "reserve_block", "orgs"},
-                                 {}));
+    SR_RETURN_IF_ERROR(CheckSettingKeys(config, section,
+                                        {"uri", "pool_size", "acquire_timeout_ms", "session_copies",
+                                         "wrap_limit", "reserve_block", "orgs"}));
     if (!config.hasProperty(section + ".uri")) {
       return Error(ErrorCode::kInvalidArgument,
                    "token " + name + " has no uri (set uri = pkcs11:... in [" + section + "])");
@@ -121,13 +95,7 @@ Result<hsm::HsmConfig> ReadHsmSettings(const Poco::Util::AbstractConfiguration& 
 }
 
 Result<hsm::HsmConfig> LoadHsmSettings(const std::string& path) {
-  Poco::AutoPtr<Poco::Util::IniFileConfiguration> config;
-  try {
-    config = new Poco::Util::IniFileConfiguration(path);
-  } catch (const Poco::Exception& e) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "cannot read configuration " + path + ": " + e.displayText());
-  }
+  SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(path));
   return ReadHsmSettings(*config);
 }
 

@@ -2,7 +2,6 @@
 
 #include <Poco/AutoPtr.h>
 #include <Poco/Exception.h>
-#include <Poco/NumberParser.h>
 #include <Poco/String.h>
 #include <Poco/StringTokenizer.h>
 #include <Poco/Util/IniFileConfiguration.h>
@@ -11,30 +10,16 @@
 #include <set>
 #include <sstream>
 
+#include "strongroom/kms/config_file.h"
+
 namespace strongroom::kms {
 namespace {
 
 using Poco::Util::AbstractConfiguration;
 
-Status CheckKeys(const AbstractConfiguration& config, const std::string& section,
-                 const std::set<std::string>& allowed) {
-  AbstractConfiguration::Keys keys;
-  config.keys(section, keys);
-  for (const std::string& key : keys) {
-    if (!allowed.count(key)) {
-      return Error(ErrorCode::kInvalidArgument, "unknown setting " + section + "." + key);
-    }
-  }
-  return OkStatus();
-}
-
-std::string Text(const AbstractConfiguration& config, const std::string& key) {
-  return config.hasProperty(key) ? Poco::trim(config.getRawString(key)) : std::string();
-}
-
 Result<std::string> Required(const AbstractConfiguration& config, const std::string& key,
                              const std::string& what) {
-  std::string value = Text(config, key);
+  std::string value = SettingText(config, key);
   if (value.empty()) {
     const std::size_t dot = key.rfind('.');
     return Error(ErrorCode::kInvalidArgument, "the configuration names no " + what + " (set " +
@@ -42,50 +27,6 @@ Result<std::string> Required(const AbstractConfiguration& config, const std::str
                                                   key.substr(0, dot) + "])");
   }
   return value;
-}
-
-Result<std::uint64_t> Unsigned(const AbstractConfiguration& config, const std::string& key,
-                               std::uint64_t fallback, std::uint64_t min, std::uint64_t max) {
-  if (!config.hasProperty(key)) return fallback;
-  std::string text = Text(config, key);
-  std::uint64_t value = 0;
-  if (!Poco::NumberParser::tryParseUnsigned64(text, value) || value < min || value > max) {
-    return Error(ErrorCode::kInvalidArgument, key + " must be a whole number from " +
-                                                  std::to_string(min) + " to " +
-                                                  std::to_string(max) + ", got '" + text + "'");
-  }
-  return value;
-}
-
-// "host:port" or "[v6-address]:port".
-Status ParseListen(const std::string& text, KmsdSettings& out) {
-  auto bad = [&] {
-    return Error(ErrorCode::kInvalidArgument,
-                 "kms.listen must be host:port or [address]:port, got '" + text + "'");
-  };
-  std::string host, port;
-  if (!text.empty() && text.front() == '[') {
-    const std::size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return bad();
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    const std::size_t colon = text.rfind(':');
-    if (colon == std::string::npos || text.find(':') != colon) return bad();
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  unsigned value = 0;
-  if (host.empty() || port.empty() || port.size() > 5 ||
-      port.find_first_not_of("0123456789") != std::string::npos ||
-      !Poco::NumberParser::tryParseUnsigned(port, value) || value > 65535) {
-    return bad();
-  }
-  out.listen_host = host;
-  out.listen_port = static_cast<std::uint16_t>(value);
-  return OkStatus();
 }
 
 Result<std::string> ReadSmallFile(const std::string& path, std::size_t max) {
@@ -104,10 +45,11 @@ Result<std::string> ReadSmallFile(const std::string& path, std::size_t max) {
 }  // namespace
 
 Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
-  SR_RETURN_IF_ERROR(CheckKeys(config, "kms",
-                               {"host", "database", "listen", "tls_cert", "tls_key", "identity_key",
-                                "identity_chain", "max_connections", "max_in_flight",
-                                "key_cache_entries", "key_cache_age_s", "metadata_cache_entries"}));
+  SR_RETURN_IF_ERROR(
+      CheckSettingKeys(config, "kms",
+                       {"host", "database", "listen", "tls_cert", "tls_key", "identity_key",
+                        "identity_chain", "max_connections", "max_in_flight", "key_cache_entries",
+                        "key_cache_age_s", "metadata_cache_entries"}));
   KmsdSettings out;
   SR_ASSIGN_OR_RETURN(out.host, Required(config, "kms.host", "KMS host name"));
   if (out.host.find_first_of("/?#@ \t") != std::string::npos || out.host.size() > 253) {
@@ -116,7 +58,10 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
   }
   SR_ASSIGN_OR_RETURN(out.database, Required(config, "kms.database", "database"));
   if (config.hasProperty("kms.listen")) {
-    SR_RETURN_IF_ERROR(ParseListen(Text(config, "kms.listen"), out));
+    SR_ASSIGN_OR_RETURN(ListenAddress listen,
+                        ParseListenSetting("kms.listen", SettingText(config, "kms.listen")));
+    out.listen_host = listen.host;
+    out.listen_port = listen.port;
   }
   SR_ASSIGN_OR_RETURN(out.tls_cert, Required(config, "kms.tls_cert", "TLS certificate"));
   SR_ASSIGN_OR_RETURN(out.tls_key, Required(config, "kms.tls_key", "TLS private key"));
@@ -127,18 +72,19 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
   SR_ASSIGN_OR_RETURN(out.identity_chain,
                       Required(config, "kms.identity_chain", "identity certificate chain"));
   SR_ASSIGN_OR_RETURN(out.max_connections,
-                      Unsigned(config, "kms.max_connections", out.max_connections, 1, 4096));
+                      UnsignedSetting(config, "kms.max_connections", out.max_connections, 1, 4096));
   SR_ASSIGN_OR_RETURN(out.max_in_flight,
-                      Unsigned(config, "kms.max_in_flight", out.max_in_flight, 1, 4096));
-  SR_ASSIGN_OR_RETURN(out.key_cache_entries, Unsigned(config, "kms.key_cache_entries",
-                                                      out.key_cache_entries, 0, 10'000'000));
-  SR_ASSIGN_OR_RETURN(std::uint64_t key_cache_age_s,
-                      Unsigned(config, "kms.key_cache_age_s",
-                               static_cast<std::size_t>(out.key_cache_age.count()), 1, 86400));
-  out.key_cache_age = std::chrono::seconds(static_cast<std::int64_t>(key_cache_age_s));
+                      UnsignedSetting(config, "kms.max_in_flight", out.max_in_flight, 1, 4096));
+  SR_ASSIGN_OR_RETURN(out.key_cache_entries, UnsignedSetting(config, "kms.key_cache_entries",
+                                                             out.key_cache_entries, 0, 10'000'000));
   SR_ASSIGN_OR_RETURN(
-      out.metadata_cache_entries,
-      Unsigned(config, "kms.metadata_cache_entries", out.metadata_cache_entries, 0, 10'000'000));
+      std::uint64_t key_cache_age_s,
+      UnsignedSetting(config, "kms.key_cache_age_s",
+                      static_cast<std::size_t>(out.key_cache_age.count()), 1, 86400));
+  out.key_cache_age = std::chrono::seconds(static_cast<std::int64_t>(key_cache_age_s));
+  SR_ASSIGN_OR_RETURN(out.metadata_cache_entries,
+                      UnsignedSetting(config, "kms.metadata_cache_entries",
+                                      out.metadata_cache_entries, 0, 10'000'000));
 
   if (!config.hasProperty("jwt.issuers")) {
     return Error(ErrorCode::kInvalidArgument,
@@ -165,20 +111,20 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
     return Error(ErrorCode::kInvalidArgument, "jwt.issuers names an issuer twice");
   }
   allowed.insert(issuer_names.begin(), issuer_names.end());
-  SR_RETURN_IF_ERROR(CheckKeys(config, "jwt", allowed));
+  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "jwt", allowed));
   if (config.hasProperty("jwt.audience")) {
     SR_ASSIGN_OR_RETURN(out.jwt_audience, Required(config, "jwt.audience", "token audience"));
   }
   SR_ASSIGN_OR_RETURN(
       std::uint64_t skew,
-      Unsigned(config, "jwt.skew_s", static_cast<std::uint64_t>(out.jwt_skew.count()), 0,
-               static_cast<std::uint64_t>(kMaxClockSkew.count())));
+      UnsignedSetting(config, "jwt.skew_s", static_cast<std::uint64_t>(out.jwt_skew.count()), 0,
+                      static_cast<std::uint64_t>(kMaxClockSkew.count())));
   out.jwt_skew = std::chrono::seconds(skew);
 
   std::set<std::string> seen_issuers;
   for (const std::string& name : names) {
     const std::string section = "jwt." + name;
-    SR_RETURN_IF_ERROR(CheckKeys(config, section, {"issuer", "org", "jwks"}));
+    SR_RETURN_IF_ERROR(CheckSettingKeys(config, section, {"issuer", "org", "jwks"}));
     JwtIssuerSettings issuer;
     issuer.name = name;
     SR_ASSIGN_OR_RETURN(issuer.issuer, Required(config, section + ".issuer", "issuer URL"));
@@ -194,13 +140,7 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
 }
 
 Result<KmsdSettings> LoadKmsdSettings(const std::string& path) {
-  Poco::AutoPtr<Poco::Util::IniFileConfiguration> config;
-  try {
-    config = new Poco::Util::IniFileConfiguration(path);
-  } catch (const Poco::Exception& e) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "cannot read configuration " + path + ": " + e.displayText());
-  }
+  SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(path));
   return ReadKmsdSettings(*config);
 }
 

@@ -29,6 +29,7 @@
 
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/config_file.h"
 #include "strongroom/kms/org_policy.h"
 
 namespace strongroom::kms {
@@ -89,34 +90,6 @@ Result<std::int64_t> Integer(const Poco::Util::AbstractConfiguration& config,
   return value;
 }
 
-Status ParseListen(const std::string& text, OpsSettings& out) {
-  const Error bad(ErrorCode::kInvalidArgument,
-                  "ops.listen must be host:port or [address]:port, got '" + text + "'");
-  std::string host, port;
-  if (!text.empty() && text[0] == '[') {
-    const auto close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return bad;
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string::npos || text.find(':') != colon) return bad;
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  if (host.empty() || port.empty() || port.size() > 5 ||
-      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    return bad;
-  }
-  const int value = std::stoi(port);
-  if (value > 65535) return bad;
-  out.listen_host = host;
-  out.listen_port = static_cast<std::uint16_t>(value);
-  return OkStatus();
-}
-
 bool ValidOperatorName(const std::string& name) {
   return !name.empty() && name.size() <= kMaxOperatorName &&
          std::all_of(name.begin(), name.end(), [](char c) {
@@ -156,17 +129,16 @@ Result<std::optional<OpsSettings>> ReadOpsSettings(
   Poco::Util::AbstractConfiguration::Keys keys;
   config.keys("ops", keys);
   if (keys.empty()) return std::optional<OpsSettings>();
-  static const std::set<std::string> kKnown = {"listen",        "tls_cert",    "tls_key",
-                                               "token_file",    "max_threads", "rewrap_batch",
-                                               "rewrap_idle_ms"};
-  for (const std::string& key : keys) {
-    if (!kKnown.count(key)) {
-      return Error(ErrorCode::kInvalidArgument, "unknown setting ops." + key);
-    }
-  }
+  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "ops",
+                                      {"listen", "tls_cert", "tls_key", "token_file", "max_threads",
+                                       "rewrap_batch", "rewrap_idle_ms"}));
   OpsSettings out;
-  if (config.hasProperty("ops.listen"))
-    SR_RETURN_IF_ERROR(ParseListen(Text(config, "ops.listen"), out));
+  if (config.hasProperty("ops.listen")) {
+    SR_ASSIGN_OR_RETURN(ListenAddress listen,
+                        ParseListenSetting("ops.listen", Text(config, "ops.listen")));
+    out.listen_host = listen.host;
+    out.listen_port = listen.port;
+  }
   out.tls_cert = Text(config, "ops.tls_cert");
   out.tls_key = Text(config, "ops.tls_key");
   out.token_file = Text(config, "ops.token_file");
@@ -626,15 +598,8 @@ Operations::~Operations() {
 Result<std::unique_ptr<Operations>> Operations::Start(const std::string& config_path,
                                                       hsm::KeyVault& vault, Database& db,
                                                       Metrics& metrics, KeyCache& cache) {
-  std::optional<OpsSettings> settings;
-  try {
-    Poco::AutoPtr<Poco::Util::IniFileConfiguration> config(
-        new Poco::Util::IniFileConfiguration(config_path));
-    SR_ASSIGN_OR_RETURN(settings, ReadOpsSettings(*config));
-  } catch (const Poco::Exception& e) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "cannot read configuration " + config_path + ": " + e.displayText());
-  }
+  SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(config_path));
+  SR_ASSIGN_OR_RETURN(std::optional<OpsSettings> settings, ReadOpsSettings(*config));
   if (!settings) return std::unique_ptr<Operations>();
   std::unique_ptr<Operations> ops(new Operations(*settings, vault, db, cache));
   SR_ASSIGN_OR_RETURN(ops->server_, OpsServer::New(ops->settings_, vault, db, metrics, ops->jobs_,

@@ -11,21 +11,15 @@
 
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/config_file.h"
 #include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
 namespace {
 
 Result<std::unique_ptr<Database>> OpenDatabase(const std::string& config_path) {
-  std::string path;
-  try {
-    Poco::AutoPtr<Poco::Util::IniFileConfiguration> config(
-        new Poco::Util::IniFileConfiguration(config_path));
-    path = config->getString("kms.database", "");
-  } catch (const Poco::Exception& e) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "cannot read configuration " + config_path + ": " + e.displayText());
-  }
+  SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(config_path));
+  const std::string path = SettingText(*config, "kms.database");
   if (path.empty()) {
     return Error(ErrorCode::kInvalidArgument,
                  "the configuration names no database (set database = ... in section [kms])");

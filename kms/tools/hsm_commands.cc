@@ -1,8 +1,5 @@
 #include "hsm_commands.h"
 
-#include <Poco/AutoPtr.h>
-#include <Poco/Exception.h>
-#include <Poco/Util/IniFileConfiguration.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -20,6 +17,7 @@
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/hsm/slot_inventory.h"
 #include "strongroom/hsm/token_uri.h"
+#include "strongroom/kms/config_file.h"
 #include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/identity_certificate.h"
 
@@ -133,14 +131,11 @@ Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostr
   if (verb == "rotate-root") {
     // With a KMS database, keys wrapped under the old version must be re-wrapped and the
     // rotation audited: that is the operations API's job, not a bare token operation.
-    Poco::AutoPtr<Poco::Util::IniFileConfiguration> config;
-    try {
-      config = new Poco::Util::IniFileConfiguration(options.config_path);
-    } catch (const Poco::Exception&) {
-    }
-    if (config && config->hasProperty("kms.database")) {
+    Result<Poco::AutoPtr<Poco::Util::IniFileConfiguration>> config =
+        LoadConfigFile(options.config_path);
+    if (config.ok() && (*config)->hasProperty("kms.database")) {
       return Error(ErrorCode::kFailedPrecondition,
-                   "this KMS keeps keys in " + config->getString("kms.database") +
+                   "this KMS keeps keys in " + SettingText(**config, "kms.database") +
                        ": rotate with `kmsctl ops rotate-root " + options.org +
                        "`, which audits the rotation and re-wraps every key");
     }

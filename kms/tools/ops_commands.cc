@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "strongroom/common/secret_bytes.h"
+#include "strongroom/kms/config_file.h"
 #include "strongroom/kms/ops_server.h"
 
 namespace strongroom::kms {
@@ -60,16 +61,13 @@ Result<Endpoint> Resolve(const CtlOptions& options, const OpsOptions& ops) {
   e.ca = ops.ca;
   e.token_file = ops.token_file;
   if (url.empty() || e.ca.empty() || e.token_file.empty()) {
-    std::optional<OpsSettings> settings;
-    try {
-      Poco::AutoPtr<Poco::Util::IniFileConfiguration> config(
-          new Poco::Util::IniFileConfiguration(options.config_path));
-      SR_ASSIGN_OR_RETURN(settings, ReadOpsSettings(*config));
-    } catch (const Poco::Exception& ex) {
-      return Error(ErrorCode::kInvalidArgument, "cannot read configuration " + options.config_path +
-                                                    ": " + ex.displayText() +
-                                                    " (or give --url, --ca and --token-file)");
+    Result<Poco::AutoPtr<Poco::Util::IniFileConfiguration>> config =
+        LoadConfigFile(options.config_path);
+    if (!config.ok()) {
+      return Error(ErrorCode::kInvalidArgument,
+                   config.error().message() + " (or give --url, --ca and --token-file)");
     }
+    SR_ASSIGN_OR_RETURN(std::optional<OpsSettings> settings, ReadOpsSettings(**config));
     if (!settings) {
       return Error(
           ErrorCode::kInvalidArgument,
