@@ -755,6 +755,22 @@ Object KmsService::BindKey(const Caller& caller, const std::string& uri, const O
   return answer;
 }
 
+namespace {
+
+// A resource used as an authId lends its members; it must be a resource of the same organization.
+// Any other authId is a user id.
+Status CheckAuthId(Poco::Data::Session& s, const std::string& auth_id, const std::string& org) {
+  if (auth_id.rfind("kms://", 0) != 0) return OkStatus();
+  SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> other, KmsStore::FindResource(s, auth_id));
+  if (!other || other->org != org) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "authId " + auth_id + " is not a resource of this organization");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 Object KmsService::CreateResource(const Caller& caller, const Object& request) {
   std::optional<std::vector<std::string>> auth_ids =
       StringArray(request, "authIds", kMaxIdsPerRequest);
@@ -790,14 +806,7 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
     SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, caller.org));
     if (policy.indexer && policy.indexer_cloud_agent) authorize(*policy.indexer, "cloudAgent");
     for (const AuthorizationRecord& a : authorizations) {
-      if (a.auth_id.rfind("kms://", 0) != 0) continue;
-      // A resource as authId: its members become members. It must be a resource of this org.
-      SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> other,
-                          KmsStore::FindResource(s, a.auth_id));
-      if (!other || other->org != caller.org) {
-        return Error(ErrorCode::kInvalidArgument,
-                     "authId " + a.auth_id + " is not a resource of this organization");
-      }
+      SR_RETURN_IF_ERROR(CheckAuthId(s, a.auth_id, caller.org));
     }
     SR_RETURN_IF_ERROR(KmsStore::InsertResource(s, resource));
     SR_RETURN_IF_ERROR(KmsStore::InsertAuthorizations(s, authorizations));
@@ -993,13 +1002,7 @@ Object KmsService::CreateAuthorizations(const Caller& caller, const Object& requ
         return Error(ErrorCode::kPermissionDenied,
                      "orgAgent is only for the organization's compliance officers");
       }
-      if (who.rfind("kms://", 0) == 0) {
-        SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> other, KmsStore::FindResource(s, who));
-        if (!other || other->org != caller.org) {
-          return Error(ErrorCode::kInvalidArgument,
-                       "authId " + who + " is not a resource of this organization");
-        }
-      }
+      SR_RETURN_IF_ERROR(CheckAuthId(s, who, caller.org));
       created.push_back(
           {NewUri(cluster_, "authorizations"), resource, who, role, caller.user, now_ms});
     }

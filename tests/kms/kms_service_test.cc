@@ -625,6 +625,10 @@ TEST_F(KmsKeysTest, AResourceAsAuthIdLendsItsMembers) {
   Object create = Request("create", "/resources", Token("alice@acme.test"));
   create.set("authIds", Strings({foreign}));
   EXPECT_EQ(StatusOf(Send(alice, create)), 400);
+  EXPECT_EQ(StatusOf(Authorize(alice, "alice@acme.test", room, Strings({foreign}))), 400);
+  EXPECT_EQ(StatusOf(Authorize(alice, "alice@acme.test", room,
+                               Strings({"kms://kms.acme.test/resources/no-such"}))),
+            400);
   EXPECT_EQ(StatusOf(Retrieve(gina, "gina@globex.test", key_uri)), 403);
 }
 
