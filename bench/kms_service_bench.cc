@@ -19,9 +19,9 @@
 
 #include "softhsm_token_dir.h"
 #include "strongroom/client/kms_session.h"
+#include "strongroom/common/database.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/hsm/key_vault.h"
-#include "strongroom/kms/database.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
@@ -35,7 +35,7 @@ constexpr int kKeysPerResource = 64;
 struct Fixture {
   std::unique_ptr<SoftHsmTokenDir> dir;
   std::unique_ptr<hsm::KeyVault> vault;
-  std::unique_ptr<kms::Database> db;
+  std::unique_ptr<Database> db;
   std::unique_ptr<jose::EcKeyPair> issuer;
   std::unique_ptr<kms::KeyCache> cache;
   std::unique_ptr<kms::KmsService> cached;    // with the key cache
@@ -84,7 +84,7 @@ void SetUp() {
   Must(fixture->vault->InitRoot("acme"), "root key");
   Must(fixture->vault->tokens()[0]->CreateIdentityKey("kms", 2048), "identity key");
   fixture->db =
-      Must(kms::Database::OpenSqlite(fixture->dir->dir() + "/kms.db", kms::KmsStore::Migrations()),
+      Must(Database::OpenSqlite(fixture->dir->dir() + "/kms.db", kms::KmsStore::Migrations()),
            "database");
   fixture->issuer = std::make_unique<jose::EcKeyPair>(Must(jose::EcKeyPair::Generate("i"), "key"));
   fixture->cache = std::make_unique<kms::KeyCache>(100000, std::chrono::minutes(10));

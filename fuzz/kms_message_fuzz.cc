@@ -28,11 +28,11 @@
 
 #include "../tests/support/softhsm_sandbox.h"
 #include "kms_message_input.h"
+#include "strongroom/common/database.h"
 #include "strongroom/common/jose.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/hsm/key_vault.h"
-#include "strongroom/kms/database.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/org_policy.h"
@@ -116,7 +116,7 @@ class Harness {
   void Trace(const char* mode, const kms::KmsReply& reply, long long answer_status) const;
 
   std::unique_ptr<hsm::KeyVault> vault_;
-  std::unique_ptr<kms::Database> db_;
+  std::unique_ptr<Database> db_;
   std::unique_ptr<jose::EcKeyPair> issuer_key_;
   std::unique_ptr<kms::KmsService> service_;
   std::string cluster_;
@@ -136,7 +136,7 @@ Harness::Harness() {
   vault_ = Must(hsm::KeyVault::Open({{token}}), "open the token");
   Must(vault_->InitRoot(kOrg), "create the org's root key");
   Must(vault_->tokens()[0]->CreateIdentityKey("kms", 2048), "create the identity key");
-  db_ = Must(kms::Database::OpenSqlite(sandbox.dir() + "/kms.db", kms::KmsStore::Migrations()),
+  db_ = Must(Database::OpenSqlite(sandbox.dir() + "/kms.db", kms::KmsStore::Migrations()),
              "open the database");
   // The organization's policy: bob is its compliance officer (onBehalfOf, orgAgent), carol its
   // indexer with cloudAgent on new resources.

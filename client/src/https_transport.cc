@@ -10,6 +10,8 @@
 #include <Poco/URI.h>
 #include <unistd.h>
 
+#include "strongroom/common/tls.h"
+
 namespace strongroom::client {
 namespace {
 
@@ -34,21 +36,8 @@ Result<std::unique_ptr<HttpsTransport>> HttpsTransport::New(const HttpsTransport
   if (options.ca_file.empty() || access(options.ca_file.c_str(), R_OK) != 0) {
     return Error(ErrorCode::kInvalidArgument, "cannot read the CA file '" + options.ca_file + "'");
   }
-  Poco::Net::initializeSSL();
-  Poco::Net::Context::Ptr context;
-  try {
-    Poco::Net::Context::Params params;
-    params.caLocation = options.ca_file;
-    params.verificationMode = Poco::Net::Context::VERIFY_STRICT;  // also checks the host name
-    params.loadDefaultCAs = false;
-    params.cipherList = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL";
-    context = new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params);
-    context->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
-  } catch (const Poco::Exception& e) {
-    Poco::Net::uninitializeSSL();
-    return Error(ErrorCode::kInvalidArgument,
-                 "cannot use the CA file '" + options.ca_file + "': " + e.displayText());
-  }
+  SR_ASSIGN_OR_RETURN(auto context,
+                      MakeTlsClientContext("the KMS's HTTPS server", options.ca_file));
   auto session =
       std::make_unique<Poco::Net::HTTPSClientSession>(uri.getHost(), uri.getPort(), context);
   session->setKeepAlive(true);

@@ -22,7 +22,7 @@
 #include <cstring>
 #include <iostream>
 
-#include "strongroom/kms/database.h"
+#include "strongroom/common/database.h"
 #include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/identity_certificate.h"
 #include "strongroom/kms/kms_server.h"

@@ -6,7 +6,7 @@
 
 #include <set>
 
-#include "strongroom/kms/config_file.h"
+#include "strongroom/common/config_file.h"
 
 namespace strongroom::kms {
 namespace {

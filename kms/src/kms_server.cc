@@ -19,6 +19,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "strongroom/common/tls.h"
 #include "strongroom/kms/metrics.h"
 
 namespace strongroom::kms {
@@ -203,23 +204,8 @@ Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& opti
   if (options.max_connections < 1 || options.max_in_flight < 1) {
     return Error(ErrorCode::kInvalidArgument, "max_connections and max_in_flight must be >= 1");
   }
-  Poco::Net::initializeSSL();
-  Poco::Net::Context::Ptr context;
-  try {
-    Poco::Net::Context::Params params;
-    params.certificateFile = options.tls_cert;
-    params.privateKeyFile = options.tls_key;
-    params.verificationMode = Poco::Net::Context::VERIFY_NONE;  // no client certificates
-    params.loadDefaultCAs = false;
-    params.cipherList = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL";
-    context = new Poco::Net::Context(Poco::Net::Context::TLS_SERVER_USE, params);
-    context->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
-    context->preferServerCiphers();
-  } catch (const Poco::Exception& e) {
-    return Error(ErrorCode::kInvalidArgument, "cannot load the TLS certificate " +
-                                                  options.tls_cert + " and key " + options.tls_key +
-                                                  ": " + e.displayText());
-  }
+  SR_ASSIGN_OR_RETURN(auto context, MakeTlsServerContext("the KMS's HTTPS listener",
+                                                         options.tls_cert, options.tls_key));
 
   auto state = std::shared_ptr<State>(
       new State{service, std::move(info_json), options.max_in_flight, options.metrics});

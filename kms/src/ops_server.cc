@@ -27,9 +27,10 @@
 #include <sstream>
 #include <vector>
 
+#include "strongroom/common/config_file.h"
 #include "strongroom/common/secret_bytes.h"
+#include "strongroom/common/tls.h"
 #include "strongroom/kms/audit_log.h"
-#include "strongroom/kms/config_file.h"
 #include "strongroom/kms/org_policy.h"
 
 namespace strongroom::kms {
@@ -314,22 +315,8 @@ Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, h
   }
   SR_ASSIGN_OR_RETURN(auto digest, ReadOpsTokenDigest(settings.token_file));
   auto tls = std::make_unique<Tls>();
-  Poco::Net::initializeSSL();
-  try {
-    Poco::Net::Context::Params params;
-    params.certificateFile = settings.tls_cert;
-    params.privateKeyFile = settings.tls_key;
-    params.verificationMode = Poco::Net::Context::VERIFY_NONE;  // operators present a token
-    params.loadDefaultCAs = false;
-    params.cipherList = "HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES";
-    tls->context = new Poco::Net::Context(Poco::Net::Context::TLS_SERVER_USE, params);
-    tls->context->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
-  } catch (const Poco::Exception& e) {
-    Poco::Net::uninitializeSSL();
-    return Error(
-        ErrorCode::kInvalidArgument,
-        "the operations listener's TLS certificate or key cannot be used: " + e.displayText());
-  }
+  SR_ASSIGN_OR_RETURN(tls->context, MakeTlsServerContext("the operations listener",
+                                                         settings.tls_cert, settings.tls_key));
   std::unique_ptr<OpsServer> server(
       new OpsServer(settings, digest, vault, db, metrics, jobs, cache, worker, std::move(clock)));
   server->tls_ = std::move(tls);

@@ -9,9 +9,9 @@
 
 #include <cstdio>
 
+#include "strongroom/common/config_file.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/kms/audit_log.h"
-#include "strongroom/kms/config_file.h"
 #include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {

@@ -13,11 +13,11 @@
 #include <fstream>
 #include <set>
 
+#include "strongroom/common/config_file.h"
 #include "strongroom/hsm/ck_result.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/hsm/slot_inventory.h"
 #include "strongroom/hsm/token_uri.h"
-#include "strongroom/kms/config_file.h"
 #include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/identity_certificate.h"
 

@@ -22,8 +22,8 @@
 #include <sstream>
 #include <thread>
 
+#include "strongroom/common/config_file.h"
 #include "strongroom/common/secret_bytes.h"
-#include "strongroom/kms/config_file.h"
 #include "strongroom/kms/ops_server.h"
 
 namespace strongroom::kms {

@@ -28,7 +28,7 @@ class KmsSessionTest : public ::testing::Test {
     ASSERT_TRUE(vault_->InitRoot("acme").ok());
     ASSERT_TRUE(vault_->tokens()[0]->CreateIdentityKey("kms", 2048).ok());
     db_ = std::move(
-              kms::Database::OpenSqlite((dir_ / "kms.db").string(), kms::KmsStore::Migrations()))
+              Database::OpenSqlite((dir_ / "kms.db").string(), kms::KmsStore::Migrations()))
               .value();
     issuer_key_ =
         std::make_unique<jose::EcKeyPair>(std::move(jose::EcKeyPair::Generate("idp-1")).value());
@@ -54,7 +54,7 @@ class KmsSessionTest : public ::testing::Test {
 
   std::unique_ptr<hsm::KeyVault> vault_;
   testing::TestDir dir_;
-  std::unique_ptr<kms::Database> db_;
+  std::unique_ptr<Database> db_;
   std::unique_ptr<jose::EcKeyPair> issuer_key_;
   std::unique_ptr<kms::KmsService> service_;
   std::unique_ptr<KmsInfo> info_;

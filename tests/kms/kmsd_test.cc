@@ -35,8 +35,8 @@
 #include "../support/softhsm_sandbox.h"
 #include "strongroom/client/https_transport.h"
 #include "strongroom/client/kms_session.h"
+#include "strongroom/common/database.h"
 #include "strongroom/common/jwt.h"
-#include "strongroom/kms/database.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
 

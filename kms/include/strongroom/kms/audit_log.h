@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
-#include "strongroom/kms/database.h"
 
 namespace strongroom::kms {
 

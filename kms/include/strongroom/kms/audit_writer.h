@@ -29,9 +29,9 @@
 #include <mutex>
 #include <thread>
 
+#include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/kms/audit_log.h"
-#include "strongroom/kms/database.h"
 
 namespace strongroom::kms {
 

@@ -46,11 +46,11 @@
 #include <string_view>
 #include <vector>
 
+#include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/common/jose.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/hsm/key_vault.h"
-#include "strongroom/kms/database.h"
 #include "strongroom/kms/hot_path_cache.h"
 #include "strongroom/kms/kms_store.h"
 

@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/hsm/key_vault.h"
-#include "strongroom/kms/database.h"
 
 namespace strongroom::kms {
 

@@ -43,18 +43,9 @@
 
 #include "strongroom/common/error.h"
 #include "strongroom/common/jwt.h"
+#include "strongroom/common/jwt_settings.h"
 
 namespace strongroom::kms {
-
-inline constexpr std::size_t kMaxJwtIssuers = 64;
-inline constexpr std::size_t kMaxJwksFileBytes = 256 * 1024;
-
-struct JwtIssuerSettings {
-  std::string name;  // the [jwt.<name>] section
-  std::string issuer;
-  std::string org;
-  std::string jwks_path;
-};
 
 struct KmsdSettings {
   std::string host;

@@ -40,9 +40,9 @@
 #include <optional>
 #include <string>
 
+#include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/hsm/key_vault.h"
-#include "strongroom/kms/database.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/metrics.h"
 #include "strongroom/kms/rewrap_job.h"

@@ -18,8 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
-#include "strongroom/kms/database.h"
 
 namespace strongroom::kms {
 

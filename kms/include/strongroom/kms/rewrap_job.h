@@ -38,9 +38,9 @@
 #include <thread>
 #include <vector>
 
+#include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/hsm/key_vault.h"
-#include "strongroom/kms/database.h"
 
 namespace strongroom::kms {
 

@@ -1,8 +1,9 @@
-// What every reader of the KMS configuration file shares (hsm_settings, kmsd_settings, the
-// operations listener, kmsctl): loading the INI file, refusing unknown keys, whole numbers in a
-// range, and listen addresses. Each error names the setting and what it must be.
-#ifndef STRONGROOM_KMS_CONFIG_FILE_H_
-#define STRONGROOM_KMS_CONFIG_FILE_H_
+// What every reader of a configuration file shares (the KMS's hsm_settings, kmsd_settings,
+// operations listener and kmsctl; the core's cored_settings): loading the INI file, refusing
+// unknown keys, whole numbers in a range, and listen addresses. Each error names the setting and
+// what it must be.
+#ifndef STRONGROOM_COMMON_CONFIG_FILE_H_
+#define STRONGROOM_COMMON_CONFIG_FILE_H_
 
 #include <Poco/AutoPtr.h>
 #include <Poco/Util/AbstractConfiguration.h>
@@ -14,7 +15,7 @@
 
 #include "strongroom/common/error.h"
 
-namespace strongroom::kms {
+namespace strongroom {
 
 // INVALID_ARGUMENT "cannot read configuration <path>: ..." when the file cannot be read or parsed.
 Result<Poco::AutoPtr<Poco::Util::IniFileConfiguration>> LoadConfigFile(const std::string& path);
@@ -26,6 +27,15 @@ Status CheckSettingKeys(const Poco::Util::AbstractConfiguration& config, const s
 
 // The setting's value, trimmed; empty when absent.
 std::string SettingText(const Poco::Util::AbstractConfiguration& config, const std::string& key);
+
+// The setting's value, trimmed; INVALID_ARGUMENT "the configuration names no <what> (set <key> =
+// ... in section [<section>])" when absent or empty.
+Result<std::string> RequiredSetting(const Poco::Util::AbstractConfiguration& config,
+                                    const std::string& key, const std::string& what);
+
+// A small file named by a setting (a JWKS, a token), whole; NOT_FOUND when it cannot be read,
+// INVALID_ARGUMENT when it is larger than `max` bytes.
+Result<std::string> ReadSmallFile(const std::string& path, std::size_t max);
 
 // `fallback` when absent; otherwise a whole number from min to max.
 Result<std::uint64_t> UnsignedSetting(const Poco::Util::AbstractConfiguration& config,
@@ -39,6 +49,6 @@ struct ListenAddress {
 };
 Result<ListenAddress> ParseListenSetting(const std::string& key, const std::string& text);
 
-}  // namespace strongroom::kms
+}  // namespace strongroom
 
-#endif  // STRONGROOM_KMS_CONFIG_FILE_H_
+#endif  // STRONGROOM_COMMON_CONFIG_FILE_H_

@@ -1,5 +1,6 @@
-// The KMS's relational store, reached through Poco::Data: SQLite in WAL mode as the embedded
-// default (PostgreSQL, for several KMS nodes, implements the same interface later).
+// A service's relational store (the KMS's and the core's), reached through Poco::Data: SQLite in
+// WAL mode as the embedded default (PostgreSQL, for several nodes, implements the same interface
+// later).
 //
 // Schema changes are numbered migrations applied in order, each in its own transaction together
 // with the row recording it in `schema_migrations`; a database written by a newer Strongroom (a
@@ -12,8 +13,8 @@
 // (Poco::Data::SessionPool's janitor timer deadlocks against its destructor in Poco 1.11). Write
 // transactions of one process take turns on a mutex (bounded by the busy timeout) before they
 // begin, so SQLite's sleeping busy handler is only met by other processes (kmsctl).
-#ifndef STRONGROOM_KMS_DATABASE_H_
-#define STRONGROOM_KMS_DATABASE_H_
+#ifndef STRONGROOM_COMMON_DATABASE_H_
+#define STRONGROOM_COMMON_DATABASE_H_
 
 #include <Poco/Data/Session.h>
 
@@ -29,7 +30,7 @@
 
 #include "strongroom/common/error.h"
 
-namespace strongroom::kms {
+namespace strongroom {
 
 struct Migration {
   int version;                          // 1, 2, 3, ... in order, no gaps
@@ -102,6 +103,6 @@ class Database {
   std::size_t open_ = 0;
 };
 
-}  // namespace strongroom::kms
+}  // namespace strongroom
 
-#endif  // STRONGROOM_KMS_DATABASE_H_
+#endif  // STRONGROOM_COMMON_DATABASE_H_

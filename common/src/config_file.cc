@@ -1,10 +1,37 @@
-#include "strongroom/kms/config_file.h"
+#include "strongroom/common/config_file.h"
 
 #include <Poco/Exception.h>
 #include <Poco/NumberParser.h>
 #include <Poco/String.h>
 
-namespace strongroom::kms {
+#include <fstream>
+
+namespace strongroom {
+
+Result<std::string> RequiredSetting(const Poco::Util::AbstractConfiguration& config,
+                                    const std::string& key, const std::string& what) {
+  std::string value = SettingText(config, key);
+  if (value.empty()) {
+    const std::size_t dot = key.rfind('.');
+    return Error(ErrorCode::kInvalidArgument, "the configuration names no " + what + " (set " +
+                                                  key.substr(dot + 1) + " = ... in section [" +
+                                                  key.substr(0, dot) + "])");
+  }
+  return value;
+}
+
+Result<std::string> ReadSmallFile(const std::string& path, std::size_t max) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error(ErrorCode::kNotFound, "cannot read " + path);
+  std::string text(max + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > max) {
+    return Error(ErrorCode::kInvalidArgument,
+                 path + " is larger than " + std::to_string(max) + " bytes");
+  }
+  return text;
+}
 
 Result<Poco::AutoPtr<Poco::Util::IniFileConfiguration>> LoadConfigFile(const std::string& path) {
   try {
@@ -72,4 +99,4 @@ Result<ListenAddress> ParseListenSetting(const std::string& key, const std::stri
   return ListenAddress{host, static_cast<std::uint16_t>(value)};
 }
 
-}  // namespace strongroom::kms
+}  // namespace strongroom

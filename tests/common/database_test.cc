@@ -1,4 +1,4 @@
-#include "strongroom/kms/database.h"
+#include "strongroom/common/database.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 
 #include "../support/test_dir.h"
 
-namespace strongroom::kms {
+namespace strongroom {
 namespace {
 
 using Poco::Data::Keywords::into;
@@ -238,4 +238,4 @@ TEST_F(DatabaseTest, CompactingEmptiesTheLogWhileReadersComeAndGo) {
 }
 
 }  // namespace
-}  // namespace strongroom::kms
+}  // namespace strongroom

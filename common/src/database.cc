@@ -1,4 +1,4 @@
-#include "strongroom/kms/database.h"
+#include "strongroom/common/database.h"
 
 #include <Poco/Data/SQLite/Connector.h>
 #include <Poco/Data/SQLite/SQLiteException.h>
@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <mutex>
 
-namespace strongroom::kms {
+namespace strongroom {
 namespace {
 
 using Poco::Data::Keywords::into;
@@ -243,4 +243,4 @@ Status Database::WithSession(const std::function<Status(Poco::Data::Session&)>& 
   return WithConnection(work);
 }
 
-}  // namespace strongroom::kms
+}  // namespace strongroom
