@@ -1,0 +1,236 @@
+// The messaging core's rules: conversations, their participants and declared keys, activities,
+// files and the search index store. It holds ciphertext only: activity content is a compact JWE
+// (`dir`/`A256GCM`, `kid` = a key URL the conversation declared) that the core checks the shape
+// of and never opens; titles are JWE too; index entries are opaque tokens. It never sees a content
+// key, a KMS token, a search key or a word.
+//
+// Callers are users (or the indexer's service identity) whose core token was verified by the
+// transport (audience "core"); the service decides what each may do:
+//   - only participants see a conversation, its history, its files, and change it;
+//   - any participant may add users, remove one, leave (remove themselves), declare a new key;
+//   - only the configured indexer identity writes and matches index tokens.
+//
+// Every change of a conversation is an activity too (verbs below), so history and the realtime
+// stream show who was added, removed or left and when the key changed. Activities carry a global,
+// strictly increasing sequence number: it is the history cursor and the realtime resume cursor.
+//
+// Durability: an activity is committed (fsynced) before PostActivity returns; concurrent posts
+// share one transaction and one fsync (group commit), so acknowledging never waits for a disk
+// flush per post. A post with a client activity id the same sender used before in the same
+// conversation returns the stored activity again (a retried post is not stored twice).
+//
+// Thread-safe.
+#ifndef STRONGROOM_CORE_CORE_SERVICE_H_
+#define STRONGROOM_CORE_CORE_SERVICE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strongroom/common/database.h"
+#include "strongroom/common/error.h"
+
+namespace strongroom::core {
+
+// Limits, explicit. Exceeding one is INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for the file size).
+inline constexpr std::size_t kMaxUserIdBytes = 256;
+inline constexpr std::size_t kMaxUriBytes = 512;        // KMS resource and key URLs
+inline constexpr std::size_t kMaxParticipants = 1000;   // per conversation
+inline constexpr std::size_t kMaxUsersPerChange = 100;  // per create / add request
+inline constexpr std::size_t kMaxContentBytes = 64 * 1024 * 4 / 3 + 1024;  // 64 KiB plaintext
+inline constexpr std::size_t kMaxTitleBytes = 4096;                        // encrypted title (JWE)
+inline constexpr std::size_t kMaxClientActivityIdBytes = 64;
+inline constexpr std::size_t kMaxFileIdsPerActivity = 16;
+inline constexpr std::size_t kMaxPageSize = 200;  // history, conversations, search
+inline constexpr std::size_t kDefaultPageSize = 50;
+inline constexpr std::size_t kMaxIndexTokensPerActivity = 512;
+inline constexpr std::size_t kMaxIndexTokenBytes = 64;  // base64url of an HMAC, padded
+inline constexpr std::size_t kMaxSearchTokens = 32;
+inline constexpr std::size_t kMaxSearchConversations = 1000;
+inline constexpr std::size_t kDeclaredKeysPerConversation = 10000;
+
+// The authenticated caller, from a verified core token: `user_id` is the token's subject and
+// `org` its issuer's organization.
+struct Caller {
+  std::string user_id;
+  std::string org;
+};
+
+struct Conversation {
+  std::string id;                         // UUID
+  std::string kms_resource_uri;           // kms://<host>/resources/<uuid>
+  std::string current_key_uri;            // kms://<host>/keys/<uuid>: the key new content must use
+  std::string encrypted_title;            // compact JWE under a declared key, or empty
+  std::vector<std::string> participants;  // sorted
+  std::string created_by;
+  std::int64_t created_ms = 0;
+  std::int64_t last_seq = 0;  // the newest activity's sequence number
+};
+
+// Verbs: "create" (object_users = initial participants, key_uri = first key), "post" (content),
+// "share" (content = the encrypted file reference, file_ids = the files it refers to), "add",
+// "remove", "leave" (object_users), "rotate" (key_uri = the new current key), "title" (content =
+// the new encrypted title).
+struct Activity {
+  std::int64_t seq = 0;  // global, strictly increasing
+  std::string id;        // UUID
+  std::string conversation_id;
+  std::string actor;
+  std::string verb;
+  std::string content;  // compact JWE, or empty
+  std::string key_uri;  // the JWE's kid, or the declared key of create/rotate
+  std::vector<std::string> object_users;
+  std::vector<std::string> file_ids;
+  std::string client_activity_id;  // the sender's idempotency id, or empty
+  std::int64_t published_ms = 0;
+};
+
+struct NewConversation {
+  std::string kms_resource_uri;
+  std::string key_uri;
+  std::vector<std::string> participants;  // the creator is added if absent
+  std::string encrypted_title;            // optional
+};
+
+struct NewPost {
+  std::string content;                // compact JWE; its kid must be the current key
+  std::vector<std::string> file_ids;  // makes it a "share"; each uploaded to this conversation
+  std::string client_activity_id;     // optional, [A-Za-z0-9_-]{1,64}
+};
+
+// A page of history. `before` and `after` are sequence numbers (exclusive); with neither, the
+// newest page. Items are in ascending sequence order either way.
+struct HistoryQuery {
+  std::optional<std::int64_t> before;
+  std::optional<std::int64_t> after;
+  std::size_t limit = kDefaultPageSize;  // 1..kMaxPageSize
+};
+struct HistoryPage {
+  std::vector<Activity> items;
+  bool more = false;  // more items exist beyond the page in the direction asked
+};
+
+struct FileInfo {
+  std::string id;  // UUID
+  std::string conversation_id;
+  std::string uploader;
+  std::uint64_t size = 0;
+  std::string sha256_hex;  // of the encrypted blob, as stored
+  std::int64_t created_ms = 0;
+};
+
+struct IndexMatch {
+  std::string conversation_id;
+  std::string activity_id;
+  std::int64_t seq = 0;
+};
+struct SearchQuery {
+  std::vector<std::string> conversation_ids;
+  std::vector<std::string> tokens;     // an activity matches when it has every token
+  std::optional<std::int64_t> before;  // seq cursor (exclusive): newest matches first
+  std::size_t limit = kDefaultPageSize;
+};
+struct SearchPage {
+  std::vector<IndexMatch> items;  // newest first
+  std::optional<std::int64_t> next_before;
+};
+
+struct CoreServiceConfig {
+  std::string indexer_user_id;  // the indexer's service identity (token subject); empty: none
+  std::string indexer_org;      // and its organization
+  std::string files_dir;        // where encrypted blobs live (created if absent)
+  std::uint64_t max_file_bytes = 100ull * 1024 * 1024;
+  std::size_t max_conversations_per_user = 100000;
+};
+
+class CoreService {
+ public:
+  using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
+  // Called after an activity is committed, in commit (sequence) order, from the committing
+  // thread; `recipients` are the users who may see it (participants after it, plus the users it
+  // removed). Must not block for long.
+  using ActivityListener =
+      std::function<void(const Activity& activity, const std::vector<std::string>& recipients)>;
+
+  // Opens (migrating) the core's tables in `db`.
+  static Result<std::unique_ptr<CoreService>> New(CoreServiceConfig config, Database& db,
+                                                  Clock clock = {});
+  ~CoreService();
+
+  void SetActivityListener(ActivityListener listener);
+
+  // Conversations. NOT_FOUND for an unknown conversation and for one the caller is not a
+  // participant of (so ids cannot be probed).
+  Result<Conversation> CreateConversation(const Caller& caller, const NewConversation& request);
+  Result<std::vector<Conversation>> ListConversations(const Caller& caller,
+                                                      std::optional<std::int64_t> before_seq,
+                                                      std::size_t limit);
+  Result<Conversation> GetConversation(const Caller& caller, const std::string& id);
+  Result<Activity> AddParticipants(const Caller& caller, const std::string& id,
+                                   const std::vector<std::string>& users);
+  // Removing oneself is leaving ("leave"); removing the last participant is refused.
+  Result<Activity> RemoveParticipant(const Caller& caller, const std::string& id,
+                                     const std::string& user);
+  // Declares a new current key (a kms:// key URL on the conversation's KMS); older keys stay
+  // declared for reading history, but new content under them is refused (FAILED_PRECONDITION
+  // "key rotation required: ...").
+  Result<Activity> RotateKey(const Caller& caller, const std::string& id,
+                             const std::string& key_uri);
+  Result<Activity> SetTitle(const Caller& caller, const std::string& id,
+                            const std::string& encrypted_title);
+
+  // Activities.
+  Result<Activity> PostActivity(const Caller& caller, const std::string& id, const NewPost& post);
+  Result<HistoryPage> History(const Caller& caller, const std::string& id,
+                              const HistoryQuery& query);
+  Result<Activity> GetActivity(const Caller& caller, const std::string& id,
+                               const std::string& activity_id);
+
+  // What the realtime stream replays: activities the user may see with seq > `after`, oldest
+  // first, at most `limit`. A user sees an activity of a conversation from the one that added
+  // them (or created it) through the one that removed them.
+  Result<std::vector<Activity>> EventsSince(const std::string& user_id, std::int64_t after,
+                                            std::size_t limit);
+  std::int64_t LastSeq() const;
+
+  // Files: the blob is streamed by the transport into a file under files_dir (at most
+  // max_file_bytes) and then recorded; downloads open it for participants only.
+  Status CheckCanUpload(const Caller& caller, const std::string& id);
+  class Upload;  // an in-progress upload: a temporary file, its size and SHA-256 so far
+  Result<std::unique_ptr<Upload>> BeginUpload(const Caller& caller, const std::string& id);
+  Result<FileInfo> FinishUpload(std::unique_ptr<Upload> upload);
+  // The path of the stored blob and its description.
+  Result<std::pair<FileInfo, std::string>> OpenFile(const Caller& caller, const std::string& id,
+                                                    const std::string& file_id);
+
+  // The search index store: the indexer's service identity only (PERMISSION_DENIED otherwise).
+  Status PutIndexTokens(const Caller& caller, const std::string& id, const std::string& activity_id,
+                        const std::vector<std::string>& tokens);
+  Result<SearchPage> MatchTokens(const Caller& caller, const SearchQuery& query);
+
+ private:
+  class Impl;
+  explicit CoreService(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class CoreService::Upload {
+ public:
+  virtual ~Upload() = default;
+  // Appends bytes; RESOURCE_EXHAUSTED past max_file_bytes (the temporary file is removed).
+  virtual Status Write(const char* data, std::size_t size) = 0;
+  virtual std::uint64_t size() const = 0;
+};
+
+// Checks that `jwe` is a compact JWE with protected header alg "dir", enc "A256GCM", a kid of at
+// most kMaxUriBytes, an empty encrypted key, a 12-byte IV, a 16-byte tag and a ciphertext, every
+// part canonical base64url; returns the kid. INVALID_ARGUMENT saying what is wrong otherwise.
+Result<std::string> CheckContentJwe(std::string_view jwe);
+
+}  // namespace strongroom::core
+
+#endif  // STRONGROOM_CORE_CORE_SERVICE_H_

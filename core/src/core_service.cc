@@ -1,0 +1,1 @@
+#include "strongroom/core/core_service.h"

@@ -1,0 +1,1 @@
+#include "strongroom/core/kms_relay.h"
