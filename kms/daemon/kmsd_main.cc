@@ -152,6 +152,8 @@ class Kmsd : public Poco::Util::ServerApplication {
     options.tls_key = settings.tls_key;
     options.max_connections = settings.max_connections;
     options.max_in_flight = settings.max_in_flight;
+    options.max_queued = settings.max_queued;
+    options.queue_wait = settings.queue_wait;
     options.metrics = &metrics;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsServer> server,
                         KmsServer::Start(options, *service, service->InfoJson()));
@@ -179,6 +181,7 @@ class Kmsd : public Poco::Util::ServerApplication {
     db.reset();
     vault.reset();
     Log("stopped after " + std::to_string(counters.requests) + " request(s), " +
+        std::to_string(counters.queued) + " admitted after waiting for a slot, " +
         std::to_string(counters.overloaded) + " refused as overloaded");
     return OkStatus();
   }

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "strongroom/common/tls.h"
+#include "strongroom/kms/admission_gate.h"
 #include "strongroom/kms/metrics.h"
 
 namespace strongroom::kms {
@@ -70,11 +71,9 @@ void LogError(const std::string& what) { std::cerr << "kmsd: error: " << what <<
 struct KmsServer::State {
   KmsService& service;
   const std::string info_json;
-  const std::size_t max_in_flight;
   Metrics* const metrics;
-  std::atomic<std::size_t> in_flight{0};
+  AdmissionGate gate;
   std::atomic<std::uint64_t> requests{0};
-  std::atomic<std::uint64_t> overloaded{0};
 };
 
 // Created per request by Poco; holds no state of its own. Every exception ends here.
@@ -84,14 +83,8 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
 
   void handleRequest(HTTPServerRequest& request, HTTPServerResponse& response) override {
     state_->requests.fetch_add(1, std::memory_order_relaxed);
-    const std::size_t in_flight = state_->in_flight.fetch_add(1) + 1;
-    struct Leave {
-      std::atomic<std::size_t>& count;
-      ~Leave() { count.fetch_sub(1); }
-    } leave{state_->in_flight};
     try {
-      if (in_flight > state_->max_in_flight) {
-        state_->overloaded.fetch_add(1, std::memory_order_relaxed);
+      if (!state_->gate.Enter()) {
         if (state_->metrics != nullptr) state_->metrics->RecordOverload();
         response.set("Retry-After", "1");
         // The body is read and dropped (bounded) so the connection stays usable; an oversize one
@@ -101,6 +94,10 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
         SendError(response, 503, "overloaded", "the KMS is busy; retry in a second");
         return;
       }
+      struct Leave {
+        AdmissionGate& gate;
+        ~Leave() { gate.Release(); }
+      } leave{state_->gate};
       Route(request, response);
     } catch (const std::exception& e) {
       LogError(std::string("a request failed: ") + e.what());
@@ -208,7 +205,8 @@ Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& opti
                                                          options.tls_cert, options.tls_key));
 
   auto state = std::shared_ptr<State>(
-      new State{service, std::move(info_json), options.max_in_flight, options.metrics});
+      new State{service, std::move(info_json), options.metrics,
+                AdmissionGate(options.max_in_flight, options.max_queued, options.queue_wait)});
   const int threads = static_cast<int>(options.max_connections);
   auto pool = std::make_unique<Poco::ThreadPool>("kms-https", 2, std::max(2, threads), 60);
   std::unique_ptr<Poco::Net::HTTPServer> server;
@@ -256,7 +254,8 @@ void KmsServer::Stop() {
 }
 
 KmsServerCounters KmsServer::counters() const {
-  return {state_->requests.load(), state_->overloaded.load()};
+  const AdmissionGate::Counters gate = state_->gate.counters();
+  return {state_->requests.load(), gate.refused, gate.waited};
 }
 
 }  // namespace strongroom::kms

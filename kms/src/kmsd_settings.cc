@@ -18,11 +18,11 @@ namespace strongroom::kms {
 using Poco::Util::AbstractConfiguration;
 
 Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
-  SR_RETURN_IF_ERROR(
-      CheckSettingKeys(config, "kms",
-                       {"host", "database", "listen", "tls_cert", "tls_key", "identity_key",
-                        "identity_chain", "max_connections", "max_in_flight", "key_cache_entries",
-                        "key_cache_age_s", "metadata_cache_entries"}));
+  SR_RETURN_IF_ERROR(CheckSettingKeys(
+      config, "kms",
+      {"host", "database", "listen", "tls_cert", "tls_key", "identity_key", "identity_chain",
+       "max_connections", "max_in_flight", "max_queued", "queue_wait_ms", "key_cache_entries",
+       "key_cache_age_s", "metadata_cache_entries"}));
   KmsdSettings out;
   SR_ASSIGN_OR_RETURN(out.host, RequiredSetting(config, "kms.host", "KMS host name"));
   if (out.host.find_first_of("/?#@ \t") != std::string::npos || out.host.size() > 253) {
@@ -48,6 +48,13 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
                       UnsignedSetting(config, "kms.max_connections", out.max_connections, 1, 4096));
   SR_ASSIGN_OR_RETURN(out.max_in_flight,
                       UnsignedSetting(config, "kms.max_in_flight", out.max_in_flight, 1, 4096));
+  SR_ASSIGN_OR_RETURN(out.max_queued,
+                      UnsignedSetting(config, "kms.max_queued", out.max_queued, 0, 65536));
+  SR_ASSIGN_OR_RETURN(
+      std::uint64_t queue_wait_ms,
+      UnsignedSetting(config, "kms.queue_wait_ms",
+                      static_cast<std::uint64_t>(out.queue_wait.count()), 0, 10000));
+  out.queue_wait = std::chrono::milliseconds(static_cast<std::int64_t>(queue_wait_ms));
   SR_ASSIGN_OR_RETURN(out.key_cache_entries, UnsignedSetting(config, "kms.key_cache_entries",
                                                              out.key_cache_entries, 0, 10'000'000));
   SR_ASSIGN_OR_RETURN(

@@ -204,7 +204,8 @@ class KmsdTest : public ::testing::Test {
 
   static KmsdEnvironment& env() { return KmsdEnvironment::Get(); }
 
-  std::string WriteConfig(std::size_t max_in_flight, std::uint16_t port) {
+  std::string WriteConfig(std::size_t max_in_flight, std::uint16_t port,
+                          const std::string& extra_kms_lines) {
     const fs::path ini = dir_ / "kms.ini";
     const std::string d = env().dir().string();
     std::ofstream(ini) << env().hsm_section() << "[kms]\nhost = " << kHost
@@ -212,7 +213,8 @@ class KmsdTest : public ::testing::Test {
                        << "\nlisten = 127.0.0.1:" << port << "\ntls_cert = " << d << "/tls.pem"
                        << "\ntls_key = " << d << "/tls.key\nidentity_chain = " << d
                        << "/identity.pem\nmax_connections = 32\nmax_in_flight = " << max_in_flight
-                       << "\n[jwt]\nissuers = acme, globex\nskew_s = 0\n"
+                       << "\n"
+                       << extra_kms_lines << "[jwt]\nissuers = acme, globex\nskew_s = 0\n"
                        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = " << d
                        << "/idp-acme/jwks.json\n"
                        << "[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\njwks = "
@@ -222,8 +224,9 @@ class KmsdTest : public ::testing::Test {
 
   // Starts kmsd (on any free port unless `port` is given) and waits until GET /kms/info answers;
   // returns false (with a failure) otherwise.
-  bool Start(std::size_t max_in_flight = 32, std::uint16_t port = 0) {
-    const std::string ini = WriteConfig(max_in_flight, port);
+  bool Start(std::size_t max_in_flight = 32, std::uint16_t port = 0,
+             const std::string& extra_kms_lines = "") {
+    const std::string ini = WriteConfig(max_in_flight, port, extra_kms_lines);
     const fs::path port_file = dir_ / "port";
     fs::remove(port_file);
     Poco::Process::Env env_vars{{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
@@ -574,7 +577,8 @@ TEST_F(KmsdTest, SigkillDuringABurstOfCreatesLeavesTheDatabaseConsistent) {
 }
 
 TEST_F(KmsdTest, OverloadIsAnsweredAtOnceWith503AndRetryAfter) {
-  ASSERT_TRUE(Start(/*max_in_flight=*/1));
+  // No line to wait in: whoever finds the one slot busy is refused at once.
+  ASSERT_TRUE(Start(/*max_in_flight=*/1, /*port=*/0, "max_queued = 0\n"));
   constexpr int kClients = 16;
   // Channels are opened one after the other, so opening them is never refused.
   std::vector<std::unique_ptr<HttpsTransport>> transports(kClients);
@@ -618,6 +622,46 @@ TEST_F(KmsdTest, OverloadIsAnsweredAtOnceWith503AndRetryAfter) {
   EXPECT_EQ(other.load(), 0);
   EXPECT_TRUE(saw_retry_after.load());
   EXPECT_TRUE(saw_json.load());
+}
+
+TEST_F(KmsdTest, ClientsBeyondTheSlotsWaitInLineAndEveryOneIsServed) {
+  // One slot, sixteen clients that never pause: each waits its turn (first come, first served)
+  // instead of losing every race for the slot, and the line is short enough to never time out.
+  ASSERT_TRUE(Start(/*max_in_flight=*/1, /*port=*/0, "max_queued = 64\nqueue_wait_ms = 5000\n"));
+  constexpr int kClients = 16;
+  constexpr int kRequests = 40;
+  std::vector<std::unique_ptr<HttpsTransport>> transports(kClients);
+  std::vector<std::unique_ptr<KmsSession>> sessions(kClients);
+  for (int i = 0; i < kClients; ++i) {
+    transports[i] = Transport();
+    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i));
+    ASSERT_TRUE(sessions[i]);
+  }
+  std::vector<int> answered(kClients, 0);
+  std::atomic<int> refused{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      for (int n = 0; n < kRequests; ++n) {
+        auto sealed = sessions[i]->Seal("update", "/ping");
+        if (!sealed.ok()) return;
+        auto response = transports[i]->Post(*sealed);
+        if (!response.ok()) {
+          other += 1;
+        } else if (response->http_status == 503) {
+          refused += 1;
+        } else if (response->http_status == 200) {
+          answered[i] += 1;
+        } else {
+          other += 1;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(refused.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  for (int i = 0; i < kClients; ++i) EXPECT_EQ(answered[i], kRequests) << "client " << i;
 }
 
 TEST_F(KmsdTest, ExpiredAndCoreAudienceTokensAreRefused) {

@@ -13,9 +13,11 @@
 // more) until a connection closes or idles out (keep-alive timeout, 15 s); beyond that they are
 // closed. With the default of 64, 16 or more keep-alive clients are all served at once.
 //
-// Overload: requests being processed are counted; a request arriving when max_in_flight are in
-// flight gets 503 with Retry-After: 1 and a JSON error at once, never a queue. A 503 from the
-// service (an HSM session pool timeout) carries Retry-After too.
+// Overload: at most max_in_flight requests are processed at once (admission_gate.h). A request
+// arriving when all are busy waits in a first-come-first-served line of at most max_queued for at
+// most queue_wait; one that finds the line full or waits that out gets 503 with Retry-After: 1
+// and a JSON error, never an unbounded queue. A 503 from the service (an HSM session pool
+// timeout) carries Retry-After too.
 //
 // Stop() stops accepting, lets requests in flight finish and closes idle connections.
 #ifndef STRONGROOM_KMS_KMS_SERVER_H_
@@ -48,6 +50,8 @@ struct KmsServerOptions {
   std::string tls_key;               // PEM: its private key, unencrypted
   std::size_t max_connections = 64;
   std::size_t max_in_flight = 32;
+  std::size_t max_queued = 64;  // requests waiting for a slot, first come first served
+  std::chrono::milliseconds queue_wait{100};  // longest wait for a slot before a 503
   std::chrono::seconds keep_alive_timeout{15};
   std::chrono::seconds io_timeout{30};  // reading a request, writing an answer
   Metrics* metrics = nullptr;           // optional: counts overload refusals; outlives the server
@@ -56,7 +60,8 @@ struct KmsServerOptions {
 // What the listener counts, for logs and tests.
 struct KmsServerCounters {
   std::uint64_t requests = 0;
-  std::uint64_t overloaded = 0;  // answered 503 because max_in_flight requests were in flight
+  std::uint64_t overloaded = 0;  // answered 503: the line for a slot was full or waited out
+  std::uint64_t queued = 0;      // admitted after waiting in line for a slot
 };
 
 class KmsServer {

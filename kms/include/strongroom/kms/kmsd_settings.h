@@ -12,6 +12,9 @@
 //   identity_chain = /etc/strongroom/identity.pem ; PEM: leaf certifies the identity key, then CAs
 //   max_connections = 64              ; optional: connections served at once (1-4096)
 //   max_in_flight = 32                ; optional: requests processed at once (1-4096)
+//   max_queued = 64                   ; optional: requests waiting for one of those, first come
+//                                     ; first served (0-65536; 0: refuse at once)
+//   queue_wait_ms = 100               ; optional: longest wait in that line before 503 (0-10000)
 //   key_cache_entries = 50000         ; optional: unwrapped keys kept in memory (0 = off)
 //   key_cache_age_s = 300             ; optional: how long a key stays cached (1-86400)
 //   metadata_cache_entries = 16384    ; optional: channel/key records and authorization
@@ -58,6 +61,8 @@ struct KmsdSettings {
   std::string identity_chain;
   std::size_t max_connections = 64;
   std::size_t max_in_flight = 32;
+  std::size_t max_queued = 64;
+  std::chrono::milliseconds queue_wait{100};
   std::size_t key_cache_entries = 50000;
   std::chrono::seconds key_cache_age{300};
   std::size_t metadata_cache_entries = 16384;
