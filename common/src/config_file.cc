@@ -3,6 +3,7 @@
 #include <Poco/Exception.h>
 #include <Poco/NumberParser.h>
 #include <Poco/String.h>
+#include <Poco/StringTokenizer.h>
 
 #include <fstream>
 
@@ -18,6 +19,23 @@ Result<std::string> RequiredSetting(const Poco::Util::AbstractConfiguration& con
                                                   key.substr(0, dot) + "])");
   }
   return value;
+}
+
+Result<std::vector<std::string>> NameListSetting(const Poco::Util::AbstractConfiguration& config,
+                                                 const std::string& key, std::size_t max) {
+  Poco::StringTokenizer tokens(
+      SettingText(config, key), ",",
+      Poco::StringTokenizer::TOK_TRIM | Poco::StringTokenizer::TOK_IGNORE_EMPTY);
+  std::vector<std::string> names(tokens.begin(), tokens.end());
+  if (names.size() > max) {
+    return Error(ErrorCode::kInvalidArgument,
+                 key + " lists more than " + std::to_string(max) + " names");
+  }
+  std::set<std::string> unique(names.begin(), names.end());
+  if (unique.size() != names.size()) {
+    return Error(ErrorCode::kInvalidArgument, key + " names one twice");
+  }
+  return names;
 }
 
 Result<std::string> ReadSmallFile(const std::string& path, std::size_t max) {

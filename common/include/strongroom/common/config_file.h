@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "strongroom/common/error.h"
 
@@ -36,6 +37,11 @@ Result<std::string> RequiredSetting(const Poco::Util::AbstractConfiguration& con
 // A small file named by a setting (a JWKS, a token), whole; NOT_FOUND when it cannot be read,
 // INVALID_ARGUMENT when it is larger than `max` bytes.
 Result<std::string> ReadSmallFile(const std::string& path, std::size_t max);
+
+// A comma-separated list of names (of [<section>.<name>] sections): trimmed, empty entries
+// dropped; INVALID_ARGUMENT when it names one twice or more than `max`.
+Result<std::vector<std::string>> NameListSetting(const Poco::Util::AbstractConfiguration& config,
+                                                 const std::string& key, std::size_t max);
 
 // `fallback` when absent; otherwise a whole number from min to max.
 Result<std::uint64_t> UnsignedSetting(const Poco::Util::AbstractConfiguration& config,
