@@ -141,9 +141,12 @@ class Kmsd : public Poco::Util::ServerApplication {
     // Unwrapped keys are cached (bounded, zeroized, cleared on root rotation); metrics for /ops.
     Metrics metrics;
     KeyCache cache(settings.key_cache_entries, settings.key_cache_age);
+    // Channel keys apart, so key_cache_entries = 0 still leaves one unwrap per retrieval, not two;
+    // as many as the channel records kept in memory.
+    KeyCache channel_keys(settings.metadata_cache_entries, settings.key_cache_age);
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsService> service,
                         KmsService::New(std::move(config), *vault, *db, std::move(verifier), {},
-                                        KmsServiceHooks{&cache, &metrics}));
+                                        KmsServiceHooks{&cache, &metrics, &channel_keys}));
 
     KmsServerOptions options;
     options.listen_host = settings.listen_host;

@@ -402,12 +402,13 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
 }
 
 Result<SecretBytes> KmsService::UnwrapCached(const std::string& org, const std::string& uri,
-                                             const std::vector<hsm::TokenBlob>& blobs) {
-  if (hooks_.key_cache) {
-    if (std::optional<SecretBytes> hit = hooks_.key_cache->Get(uri)) return std::move(*hit);
+                                             const std::vector<hsm::TokenBlob>& blobs,
+                                             KeyCache* cache) {
+  if (cache != nullptr) {
+    if (std::optional<SecretBytes> hit = cache->Get(uri)) return std::move(*hit);
   }
   SR_ASSIGN_OR_RETURN(SecretBytes key, vault_.Unwrap({org, uri}, blobs));
-  if (hooks_.key_cache) hooks_.key_cache->Put(uri, key.view());
+  if (cache != nullptr) cache->Put(uri, key.view());
   return key;
 }
 
@@ -429,7 +430,8 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   if (clock_() >= ephemeral.expires_ms) {
     return PlainError(401, "expired_kid", "the ephemeral key has expired");
   }
-  Result<SecretBytes> channel_key = UnwrapCached(ephemeral.org, ephemeral.uri, ephemeral.blobs);
+  Result<SecretBytes> channel_key =
+      UnwrapCached(ephemeral.org, ephemeral.uri, ephemeral.blobs, channel_key_cache());
   if (!channel_key.ok()) {
     return PlainError(HttpStatusFor(channel_key.error().code()), "hsm",
                       "the KMS could not open the ephemeral key");
@@ -544,7 +546,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
         [&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, ephemeral.uri); });
     if (!deleted.ok()) return seal(Answer(HttpStatusFor(deleted.error().code()), r.request_id));
     channels_.Invalidate();  // also any copy a concurrent request is about to cache
-    if (hooks_.key_cache) hooks_.key_cache->Erase(ephemeral.uri);
+    if (KeyCache* cache = channel_key_cache()) cache->Erase(ephemeral.uri);
     return seal(Answer(204, r.request_id));
   }
   return seal(Dispatch(caller, route, *r.json));
@@ -684,7 +686,7 @@ Object KmsService::RetrieveKey(const Caller& caller, const std::string& uri) {
                 key ? "denied" : "not found");
     return Answer(403, caller.request_id, "not authorized for this key");
   }
-  Result<SecretBytes> material = UnwrapCached(key->org, key->uri, key->blobs);
+  Result<SecretBytes> material = UnwrapCached(key->org, key->uri, key->blobs, hooks_.key_cache);
   if (!material.ok()) {
     (void)Audit(caller, "key.retrieve", key->resource_uri.value_or(""), uri,
                 "failed: " + std::string(ErrorCodeName(material.error().code())));
@@ -745,7 +747,7 @@ Object KmsService::BindKey(const Caller& caller, const std::string& uri, const O
     (void)Audit(caller, "key.bind", resource, uri, "refused: " + done.error().message());
     return Answer(HttpStatusFor(done.error().code()), caller.request_id, done.error().message());
   }
-  Result<SecretBytes> material = UnwrapCached(bound.org, bound.uri, bound.blobs);
+  Result<SecretBytes> material = UnwrapCached(bound.org, bound.uri, bound.blobs, hooks_.key_cache);
   if (!material.ok()) {
     return Answer(HttpStatusFor(material.error().code()), caller.request_id,
                   "the key is bound, but the KMS could not open it now; retrieve it later");
@@ -947,7 +949,7 @@ Object KmsService::RetrieveResourceKeys(const Caller& caller, const std::string&
   }
   Poco::JSON::Array out;
   for (const KeyRecord& key : keys) {
-    Result<SecretBytes> material = UnwrapCached(key.org, key.uri, key.blobs);
+    Result<SecretBytes> material = UnwrapCached(key.org, key.uri, key.blobs, hooks_.key_cache);
     if (!material.ok()) {
       (void)Audit(caller, "key.retrieve", resource, key.uri,
                   "failed: " + std::string(ErrorCodeName(material.error().code())));

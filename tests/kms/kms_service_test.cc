@@ -16,6 +16,7 @@
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/org_policy.h"
 
@@ -81,13 +82,14 @@ class KmsServiceTest : public ::testing::Test {
     ASSERT_TRUE(service_);
   }
 
-  std::unique_ptr<KmsService> NewService() {
+  std::unique_ptr<KmsService> NewService(KmsServiceHooks hooks = {}) {
     TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}};
     TrustedIssuer globex{kGlobexIssuer, "globex", {*globex_key_->PublicKey()}};
     auto verifier = JwtVerifier::New({issuer, globex}, "kms", std::chrono::seconds(30),
                                      [this] { return now_ms_.load() / 1000; });
-    auto service = KmsService::New({"kms.acme.test", "kms", {}}, *vault_, *db_,
-                                   std::move(*verifier), [this] { return now_ms_.load(); });
+    auto service = KmsService::New(
+        {"kms.acme.test", "kms", {}}, *vault_, *db_, std::move(*verifier),
+        [this] { return now_ms_.load(); }, hooks);
     EXPECT_TRUE(service.ok()) << service.error().ToString();
     return service.ok() ? std::move(service).value() : nullptr;
   }
@@ -352,6 +354,24 @@ TEST_F(KmsKeysTest, CreatedKeysAreRandom256BitAndReadableByTheirCreatorOnly) {
   EXPECT_EQ(mine->getObject("key")->getObject("jwk")->getValue<std::string>("k"),
             keys[0]->getObject("jwk")->getValue<std::string>("k"));
   EXPECT_EQ(Retrieve(bob, "bob@acme.test", uri)->getValue<int>("status"), 403);
+}
+
+TEST_F(KmsKeysTest, ChannelKeysAreCachedApartFromContentKeys) {
+  KeyCache content(0, std::chrono::minutes(5));  // the content-key cache turned off
+  KeyCache channels(8, std::chrono::minutes(5));
+  service_ = NewService({&content, nullptr, &channels});
+  Channel alice = Open("alice@acme.test");
+  const std::string uri =
+      CreateKeys(alice, "alice@acme.test", 1).at(0)->getValue<std::string>("uri");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(StatusOf(Retrieve(alice, "alice@acme.test", uri)), 200);
+  // The channel's key was unwrapped once and then found; every content key was unwrapped anew.
+  EXPECT_EQ(channels.stats().entries, 1u);
+  EXPECT_GE(channels.stats().hits, 3u);
+  EXPECT_EQ(content.stats().hits, 0u);
+  EXPECT_EQ(content.stats().entries, 0u);
+  // Deleting the channel drops its key from memory too.
+  EXPECT_EQ(StatusOf(Send(alice, Request("delete", alice.uri, Token("alice@acme.test")))), 204);
+  EXPECT_EQ(channels.stats().entries, 0u);
 }
 
 TEST_F(KmsKeysTest, ResourceBindsKeysAndAuthorizesItsMembers) {

@@ -77,8 +77,13 @@ class Metrics;
 
 // Optional collaborators, owned by the caller and outliving the service.
 struct KmsServiceHooks {
-  KeyCache* key_cache = nullptr;  // unwrapped content and channel keys
+  KeyCache* key_cache = nullptr;  // unwrapped content keys
   Metrics* metrics = nullptr;     // requests by operation and status, latencies
+  // Unwrapped channel keys (the ECDHE secrets of live channels), needed for every sealed message
+  // of a channel; null: they go into key_cache too. kmsd keeps them apart so that turning the
+  // content-key cache off ([kms] key_cache_entries = 0) costs one HSM unwrap per retrieval, not
+  // two.
+  KeyCache* channel_key_cache = nullptr;
 };
 
 inline constexpr std::size_t kMaxKeysPerRequest = 100;
@@ -134,7 +139,10 @@ class KmsService {
   Poco::JSON::Object DeleteAuthorization(const Caller& caller, const std::string& uri,
                                          const std::optional<std::string>& resource_and_auth_id);
   Result<SecretBytes> UnwrapCached(const std::string& org, const std::string& uri,
-                                   const std::vector<hsm::TokenBlob>& blobs);
+                                   const std::vector<hsm::TokenBlob>& blobs, KeyCache* cache);
+  KeyCache* channel_key_cache() const {
+    return hooks_.channel_key_cache != nullptr ? hooks_.channel_key_cache : hooks_.key_cache;
+  }
   // Appends through the group-commit writer; returns once the record is durable.
   Status Audit(const Caller& caller, std::string action, std::string resource, std::string key,
                std::string outcome, std::string detail = {});
