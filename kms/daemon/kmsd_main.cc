@@ -1,5 +1,6 @@
 // kmsd: the Key Management Server. Serves the KMS protocol over HTTPS (kms_server.h) with the
-// keys in the HSM (the [hsm] sections) and the database of [kms] database.
+// keys in the HSM (the [hsm] sections) and the database of [kms] database; with a [relay]
+// section, also through cored over connections it dials out (relay_connector.h).
 //
 //   kmsd [--config FILE] [--port-file PATH]
 //
@@ -30,6 +31,7 @@
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/kmsd_settings.h"
 #include "strongroom/kms/ops_server.h"
+#include "strongroom/kms/relay_connector.h"
 
 namespace strongroom::kms {
 namespace {
@@ -174,8 +176,23 @@ class Kmsd : public Poco::Util::ServerApplication {
           std::to_string(operations->port()));
     }
 
+    // The relay through cored, if [relay] is configured: connections kmsd dials out and keeps up.
+    std::unique_ptr<RelayConnector> relay;
+    if (settings.relay) {
+      RelayConnectorOptions relay_options;
+      relay_options.url = settings.relay->url;
+      relay_options.ca_file = settings.relay->ca_file;
+      relay_options.token_file = settings.relay->token_file;
+      relay_options.cluster = "kms://" + settings.host;
+      relay_options.connections = settings.relay->connections;
+      relay_options.idle_timeout = settings.relay->idle_timeout;
+      SR_ASSIGN_OR_RETURN(relay, RelayConnector::New(std::move(relay_options), *service));
+      relay->Start();
+    }
+
     waitForTerminationRequest();
     Log("stopping: finishing requests in flight");
+    if (relay) relay->Stop();
     operations.reset();
     server->Stop();
     const KmsServerCounters counters = server->counters();

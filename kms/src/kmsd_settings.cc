@@ -4,6 +4,7 @@
 #include <Poco/Exception.h>
 #include <Poco/String.h>
 #include <Poco/StringTokenizer.h>
+#include <Poco/URI.h>
 #include <Poco/Util/IniFileConfiguration.h>
 
 #include <fstream>
@@ -16,6 +17,44 @@
 namespace strongroom::kms {
 
 using Poco::Util::AbstractConfiguration;
+
+namespace {
+
+Result<std::optional<KmsdRelaySettings>> ReadRelaySettings(const AbstractConfiguration& config) {
+  AbstractConfiguration::Keys keys;
+  config.keys("relay", keys);
+  if (keys.empty()) return std::optional<KmsdRelaySettings>();
+  SR_RETURN_IF_ERROR(CheckSettingKeys(
+      config, "relay", {"url", "ca_file", "token_file", "connections", "idle_timeout_s"}));
+  KmsdRelaySettings relay;
+  SR_ASSIGN_OR_RETURN(relay.url, RequiredSetting(config, "relay.url", "core URL for the relay"));
+  bool usable = false;
+  try {
+    const Poco::URI uri(relay.url);
+    usable = uri.getScheme() == "https" && !uri.getHost().empty() && uri.getUserInfo().empty() &&
+             (uri.getPath().empty() || uri.getPath() == "/") && uri.getRawQuery().empty() &&
+             uri.getFragment().empty();
+  } catch (const Poco::Exception&) {
+  }
+  if (!usable) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "relay.url must be https://host[:port] (cored, no path), got '" + relay.url + "'");
+  }
+  SR_ASSIGN_OR_RETURN(relay.ca_file,
+                      RequiredSetting(config, "relay.ca_file", "CA file for cored's certificate"));
+  SR_ASSIGN_OR_RETURN(relay.token_file,
+                      RequiredSetting(config, "relay.token_file", "relay token file"));
+  SR_ASSIGN_OR_RETURN(relay.connections,
+                      UnsignedSetting(config, "relay.connections", relay.connections, 1, 64));
+  SR_ASSIGN_OR_RETURN(
+      std::uint64_t idle_s,
+      UnsignedSetting(config, "relay.idle_timeout_s",
+                      static_cast<std::uint64_t>(relay.idle_timeout.count()), 10, 3600));
+  relay.idle_timeout = std::chrono::seconds(static_cast<std::int64_t>(idle_s));
+  return std::optional<KmsdRelaySettings>(std::move(relay));
+}
+
+}  // namespace
 
 Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
   SR_RETURN_IF_ERROR(CheckSettingKeys(
@@ -70,6 +109,7 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
   out.jwt_audience = std::move(jwt.audience);
   out.jwt_skew = jwt.skew;
   out.issuers = std::move(jwt.issuers);
+  SR_ASSIGN_OR_RETURN(out.relay, ReadRelaySettings(config));
   return out;
 }
 

@@ -30,6 +30,15 @@
 //   org = acme                        ; the organization of its users
 //   jwks = /etc/strongroom/idp/acme.jwks.json
 //
+//   [relay]                           ; optional: serve the protocol through cored too, over
+//                                     ; connections kmsd opens (relay_connector.h)
+//   url = https://core.example.com:8443           ; cored, no path
+//   ca_file = /etc/strongroom/tls/core-ca.pem     ; PEM: the CAs cored's certificate chains to
+//   token_file = /etc/strongroom/relay.token      ; mode 0600; the token of cored's [relay.<n>]
+//   connections = 4                   ; optional: connections kept up = requests at once (1-64)
+//   idle_timeout_s = 45               ; optional: silence that means a dead link (10-3600); more
+//                                     ; than twice cored's ping interval
+//
 // Unknown keys in these sections are refused, so a typo never silently falls back to a default.
 // Key lifetimes (ephemeral channels included) are each organization's policy (org_policy.h).
 // Relative paths are taken relative to the working directory.
@@ -41,6 +50,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +59,14 @@
 #include "strongroom/common/jwt_settings.h"
 
 namespace strongroom::kms {
+
+struct KmsdRelaySettings {
+  std::string url;
+  std::string ca_file;
+  std::string token_file;
+  std::size_t connections = 4;
+  std::chrono::seconds idle_timeout{45};
+};
 
 struct KmsdSettings {
   std::string host;
@@ -70,6 +88,8 @@ struct KmsdSettings {
   std::string jwt_audience = "kms";
   std::chrono::seconds jwt_skew{60};
   std::vector<JwtIssuerSettings> issuers;
+
+  std::optional<KmsdRelaySettings> relay;  // when the file has a [relay] section
 };
 
 Result<KmsdSettings> ReadKmsdSettings(const Poco::Util::AbstractConfiguration& config);
