@@ -13,16 +13,11 @@
 #include <Poco/Util/OptionException.h>
 #include <Poco/Util/OptionSet.h>
 #include <Poco/Util/ServerApplication.h>
-#include <fcntl.h>
-#include <malloc.h>
-#include <signal.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <iostream>
 
+#include "strongroom/common/daemon.h"
 #include "strongroom/common/database.h"
 #include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/identity_certificate.h"
@@ -37,41 +32,6 @@ namespace strongroom::kms {
 namespace {
 
 void Log(const std::string& line) { std::cerr << "kmsd: " << line << std::endl; }
-
-int ExitStatusFor(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument:
-    case ErrorCode::kNotFound:
-    case ErrorCode::kFailedPrecondition:
-    case ErrorCode::kAlreadyExists:
-    case ErrorCode::kUnimplemented:
-      return 78;  // EX_CONFIG
-    case ErrorCode::kUnauthenticated:
-    case ErrorCode::kPermissionDenied:
-      return 77;  // EX_NOPERM
-    case ErrorCode::kUnavailable:
-    case ErrorCode::kResourceExhausted:
-      return 69;  // EX_UNAVAILABLE
-    case ErrorCode::kDataLoss:
-      return 65;  // EX_DATAERR
-    case ErrorCode::kInternal:
-      return 70;  // EX_SOFTWARE
-  }
-  return 70;
-}
-
-Status WritePortFile(const std::string& path, std::uint16_t port) {
-  const std::string temporary = path + ".tmp";
-  const std::string text = std::to_string(port) + "\n";
-  int fd = open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  bool ok = fd >= 0 && write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  if (fd >= 0) ok = close(fd) == 0 && ok;
-  if (!ok || rename(temporary.c_str(), path.c_str()) != 0) {
-    return Error(ErrorCode::kUnavailable,
-                 "cannot write the port file " + path + ": " + std::strerror(errno));
-  }
-  return OkStatus();
-}
 
 class Kmsd : public Poco::Util::ServerApplication {
  protected:
@@ -215,20 +175,7 @@ class Kmsd : public Poco::Util::ServerApplication {
 }  // namespace strongroom::kms
 
 int main(int argc, char** argv) {
-  // One malloc arena per connection thread (glibc's default, up to 8 per core) keeps freed memory
-  // in many places; a few arenas keep kmsd's resident size near what it uses.
-  mallopt(M_ARENA_MAX, 4);
-  // Block the termination signals before any thread starts, so every thread inherits the mask and
-  // only waitForTerminationRequest() (sigwait) receives them; a write to a closed connection must
-  // not kill the process either.
-  sigset_t termination;
-  sigemptyset(&termination);
-  sigaddset(&termination, SIGINT);
-  sigaddset(&termination, SIGTERM);
-  sigaddset(&termination, SIGQUIT);
-  pthread_sigmask(SIG_BLOCK, &termination, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
+  strongroom::PrepareDaemonProcess();
   strongroom::kms::Kmsd app;
   try {
     return app.run(argc, argv);
