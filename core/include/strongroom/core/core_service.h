@@ -47,6 +47,7 @@ inline constexpr std::size_t kMaxClientActivityIdBytes = 64;
 inline constexpr std::size_t kMaxFileIdsPerActivity = 16;
 inline constexpr std::size_t kMaxPageSize = 200;  // history, conversations, search
 inline constexpr std::size_t kDefaultPageSize = 50;
+inline constexpr std::size_t kMaxEventsPage = 1000;  // EventsSince (the realtime replay)
 inline constexpr std::size_t kMaxIndexTokensPerActivity = 512;
 inline constexpr std::size_t kMaxIndexTokenBytes = 64;  // base64url of an HMAC, padded
 inline constexpr std::size_t kMaxSearchTokens = 32;
@@ -71,7 +72,8 @@ struct Conversation {
   std::int64_t last_seq = 0;  // the newest activity's sequence number
 };
 
-// Verbs: "create" (object_users = initial participants, key_uri = first key), "post" (content),
+// Verbs: "create" (object_users = initial participants, key_uri = first key, content = the
+// encrypted title if one was given), "post" (content),
 // "share" (content = the encrypted file reference, file_ids = the files it refers to), "add",
 // "remove", "leave" (object_users), "rotate" (key_uri = the new current key), "title" (content =
 // the new encrypted title).
@@ -152,11 +154,16 @@ class CoreService {
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
   // Called after an activity is committed, in commit (sequence) order, from the committing
   // thread; `recipients` are the users who may see it (participants after it, plus the users it
-  // removed). Must not block for long.
+  // removed). Must not block for long, nor call the service's changing methods (the committing
+  // thread is the one that would run them).
   using ActivityListener =
       std::function<void(const Activity& activity, const std::vector<std::string>& recipients)>;
 
-  // Opens (migrating) the core's tables in `db`.
+  // The core's schema: open the core's database with these (Database::OpenSqlite).
+  static std::vector<Migration> Migrations();
+
+  // Serves from `db`, which must have been opened with Migrations() (FAILED_PRECONDITION
+  // otherwise) and must outlive the service.
   static Result<std::unique_ptr<CoreService>> New(CoreServiceConfig config, Database& db,
                                                   Clock clock = {});
   ~CoreService();
@@ -191,8 +198,8 @@ class CoreService {
                                const std::string& activity_id);
 
   // What the realtime stream replays: activities the user may see with seq > `after`, oldest
-  // first, at most `limit`. A user sees an activity of a conversation from the one that added
-  // them (or created it) through the one that removed them.
+  // first, at most `limit` (1..kMaxEventsPage). A user sees an activity of a conversation from the
+  // one that added them (or created it) through the one that removed them.
   Result<std::vector<Activity>> EventsSince(const std::string& user_id, std::int64_t after,
                                             std::size_t limit);
   std::int64_t LastSeq() const;
@@ -208,6 +215,7 @@ class CoreService {
                                                     const std::string& file_id);
 
   // The search index store: the indexer's service identity only (PERMISSION_DENIED otherwise).
+  // Tokens are added to the activity's set: putting the same tokens again changes nothing.
   Status PutIndexTokens(const Caller& caller, const std::string& id, const std::string& activity_id,
                         const std::vector<std::string>& tokens);
   Result<SearchPage> MatchTokens(const Caller& caller, const SearchQuery& query);

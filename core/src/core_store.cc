@@ -1,0 +1,442 @@
+#include "core_store.h"
+
+#include <Poco/Data/RecordSet.h>
+#include <Poco/Data/Statement.h>
+
+#include <algorithm>
+#include <limits>
+#include <map>
+
+namespace strongroom::core::internal {
+namespace {
+
+using Poco::Data::Keywords::bind;
+using Poco::Data::Keywords::into;
+using Poco::Data::Keywords::now;
+using Poco::Data::Keywords::use;
+using Poco::Data::Keywords::useRef;
+
+constexpr std::int64_t kNoSeq = std::numeric_limits<std::int64_t>::max();
+
+#define SR_ACTIVITY_COLUMNS(t)                                                                  \
+  t "seq, " t "id, " t "conversation_id, " t "actor, " t "verb, " t "content, " t "key_uri, " t \
+    "object_users, " t "file_ids, " t "client_activity_id, " t "published_ms"
+
+constexpr char kActivityColumns[] = SR_ACTIVITY_COLUMNS("");
+
+Poco::Int64 Int(std::int64_t v) { return static_cast<Poco::Int64>(v); }
+Poco::Int64 Int(std::size_t v) { return static_cast<Poco::Int64>(v); }
+
+std::string Text(Poco::Data::RecordSet& rows, std::size_t column) {
+  Poco::Dynamic::Var v = rows[column];
+  return v.isEmpty() ? std::string() : v.convert<std::string>();
+}
+std::int64_t Integer(Poco::Data::RecordSet& rows, std::size_t column) {
+  return static_cast<std::int64_t>(rows[column].convert<Poco::Int64>());
+}
+
+Activity ActivityAt(Poco::Data::RecordSet& rows) {
+  Activity a;
+  a.seq = Integer(rows, 0);
+  a.id = Text(rows, 1);
+  a.conversation_id = Text(rows, 2);
+  a.actor = Text(rows, 3);
+  a.verb = Text(rows, 4);
+  a.content = Text(rows, 5);
+  a.key_uri = Text(rows, 6);
+  a.object_users = DecodeStringArray(Text(rows, 7));
+  a.file_ids = DecodeStringArray(Text(rows, 8));
+  a.client_activity_id = Text(rows, 9);
+  a.published_ms = Integer(rows, 10);
+  return a;
+}
+
+std::vector<Activity> Activities(Poco::Data::Statement& select) {
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  std::vector<Activity> out;
+  out.reserve(rows.rowCount());
+  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) out.push_back(ActivityAt(rows));
+  return out;
+}
+
+// Conversation columns in the order ConversationAt reads them.
+constexpr char kConversationColumns[] =
+    "c.id, c.kms_resource_uri, c.current_key_uri, c.encrypted_title, c.created_by, "
+    "c.created_ms, c.last_seq";
+
+Conversation ConversationAt(Poco::Data::RecordSet& rows) {
+  Conversation c;
+  c.id = Text(rows, 0);
+  c.kms_resource_uri = Text(rows, 1);
+  c.current_key_uri = Text(rows, 2);
+  c.encrypted_title = Text(rows, 3);
+  c.created_by = Text(rows, 4);
+  c.created_ms = Integer(rows, 5);
+  c.last_seq = Integer(rows, 6);
+  return c;
+}
+
+std::vector<std::string> CurrentParticipants(Poco::Data::Session& s, const std::string& id) {
+  std::vector<std::string> users;
+  s << "SELECT user_id FROM memberships WHERE conversation_id = ? AND left_seq IS NULL "
+       "ORDER BY user_id",
+      useRef(id), into(users), now;
+  return users;
+}
+
+std::string Placeholders(std::size_t n) {
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) out += i == 0 ? "?" : ", ?";
+  return out;
+}
+
+}  // namespace
+
+bool ConversationState::IsParticipant(const std::string& user) const {
+  return std::binary_search(participants->begin(), participants->end(), user);
+}
+
+const char* const CoreStore::kHistoryNewestSql =
+    "SELECT " SR_ACTIVITY_COLUMNS("") " FROM activities WHERE conversation_id = ? AND seq < ? "
+    "ORDER BY seq DESC LIMIT ?";
+static const char* const kHistoryForwardSql =
+    "SELECT " SR_ACTIVITY_COLUMNS("") " FROM activities WHERE conversation_id = ? AND seq > ? "
+    "AND seq < ? ORDER BY seq LIMIT ?";
+
+// Per membership interval of the user that ends after the cursor, at most `limit` activities of
+// the conversation inside the interval and after the cursor (an index range on
+// activities_by_conversation whose both ends are known); the first `limit` of those by seq. So a
+// page costs O(memberships × limit) however far back the cursor is.
+const char* const CoreStore::kEventsSinceSql =
+    "SELECT " SR_ACTIVITY_COLUMNS("a.") " FROM memberships m "
+    "JOIN activities a ON a.conversation_id = m.conversation_id "
+    "WHERE m.user_id = ? AND (m.left_seq IS NULL OR m.left_seq > ?) AND a.seq IN ("
+    "SELECT s.seq FROM activities s WHERE s.conversation_id = m.conversation_id "
+    "AND s.seq > CASE WHEN m.joined_seq > ? THEN m.joined_seq - 1 ELSE ? END "
+    "AND s.seq <= COALESCE(m.left_seq, 9223372036854775807) ORDER BY s.seq LIMIT ?) "
+    "ORDER BY a.seq LIMIT ?";
+
+const char* const CoreStore::kListConversationsSql =
+    "SELECT c.id, c.kms_resource_uri, c.current_key_uri, c.encrypted_title, c.created_by, "
+    "c.created_ms, c.last_seq FROM memberships m JOIN conversations c ON c.id = m.conversation_id "
+    "WHERE m.user_id = ? AND m.left_seq IS NULL AND c.last_seq < ? "
+    "ORDER BY c.last_seq DESC LIMIT ?";
+
+std::vector<Migration> CoreStore::Migrations() {
+  return {
+      {1,
+       "conversations, memberships, declared keys, activities, files, search index tokens",
+       {"CREATE TABLE conversations (id TEXT PRIMARY KEY, kms_resource_uri TEXT NOT NULL, "
+        "current_key_uri TEXT NOT NULL, encrypted_title TEXT NOT NULL, created_by TEXT NOT NULL, "
+        "created_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL)",
+        "CREATE TABLE memberships (conversation_id TEXT NOT NULL REFERENCES conversations (id), "
+        "user_id TEXT NOT NULL, joined_seq INTEGER NOT NULL, left_seq INTEGER, "
+        "PRIMARY KEY (conversation_id, user_id, joined_seq), "
+        "CHECK (left_seq IS NULL OR left_seq > joined_seq))",
+        "CREATE INDEX memberships_by_user ON memberships (user_id, left_seq)",
+        "CREATE TABLE conversation_keys ("
+        "conversation_id TEXT NOT NULL REFERENCES conversations (id), key_uri TEXT NOT NULL, "
+        "declared_seq INTEGER NOT NULL, PRIMARY KEY (conversation_id, key_uri))",
+        "CREATE TABLE activities (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+        "conversation_id TEXT NOT NULL REFERENCES conversations (id), actor TEXT NOT NULL, "
+        "verb TEXT NOT NULL, content TEXT NOT NULL, key_uri TEXT NOT NULL, "
+        "object_users TEXT NOT NULL, file_ids TEXT NOT NULL, client_activity_id TEXT NOT NULL, "
+        "published_ms INTEGER NOT NULL)",
+        "CREATE INDEX activities_by_conversation ON activities (conversation_id, seq)",
+        // A retried post is found, and never stored twice.
+        "CREATE UNIQUE INDEX activities_by_client_id "
+        "ON activities (conversation_id, actor, client_activity_id) "
+        "WHERE client_activity_id <> ''",
+        "CREATE TABLE files (id TEXT PRIMARY KEY, "
+        "conversation_id TEXT NOT NULL REFERENCES conversations (id), uploader TEXT NOT NULL, "
+        "size INTEGER NOT NULL, sha256 TEXT NOT NULL, created_ms INTEGER NOT NULL)",
+        // The key is the whole row: matching a token within conversations, newest first, reads
+        // one index range per conversation. The activity's id is joined from activities.
+        "CREATE TABLE index_tokens (token TEXT NOT NULL, conversation_id TEXT NOT NULL, "
+        "seq INTEGER NOT NULL REFERENCES activities (seq), "
+        "PRIMARY KEY (token, conversation_id, seq)) WITHOUT ROWID"}},
+  };
+}
+
+std::int64_t CoreStore::MaxSeq(Session& s) {
+  Poco::Int64 seq = 0;
+  s << "SELECT COALESCE(MAX(seq), 0) FROM activities", into(seq), now;
+  return static_cast<std::int64_t>(seq);
+}
+
+std::optional<ConversationState> CoreStore::LoadState(Session& s, const std::string& id) {
+  Poco::Data::Statement select(s);
+  select << "SELECT kms_resource_uri, current_key_uri FROM conversations WHERE id = ?", useRef(id);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::nullopt;
+  ConversationState state;
+  const std::string resource = Text(rows, 0);
+  state.kms_cluster = resource.substr(0, resource.find('/', 6));
+  state.current_key_uri = Text(rows, 1);
+  state.participants = std::make_shared<const std::vector<std::string>>(CurrentParticipants(s, id));
+  std::vector<std::string> keys;
+  s << "SELECT key_uri FROM conversation_keys WHERE conversation_id = ?", useRef(id), into(keys),
+      now;
+  state.declared_keys =
+      std::make_shared<const std::unordered_set<std::string>>(keys.begin(), keys.end());
+  return state;
+}
+
+void CoreStore::InsertConversation(Session& s, const Conversation& c) {
+  s << "INSERT INTO conversations (id, kms_resource_uri, current_key_uri, encrypted_title, "
+       "created_by, created_ms, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      useRef(c.id), useRef(c.kms_resource_uri), useRef(c.current_key_uri),
+      useRef(c.encrypted_title), useRef(c.created_by), bind(Int(c.created_ms)),
+      bind(Int(c.last_seq)), now;
+}
+
+void CoreStore::InsertActivity(Session& s, const Activity& a) {
+  s << "INSERT INTO activities (" << kActivityColumns
+    << ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      bind(Int(a.seq)), useRef(a.id), useRef(a.conversation_id), useRef(a.actor), useRef(a.verb),
+      useRef(a.content), useRef(a.key_uri), bind(EncodeStringArray(a.object_users)),
+      bind(EncodeStringArray(a.file_ids)), useRef(a.client_activity_id), bind(Int(a.published_ms)),
+      now;
+}
+
+void CoreStore::InsertMembership(Session& s, const std::string& conversation_id,
+                                 const std::string& user, std::int64_t joined_seq) {
+  s << "INSERT INTO memberships (conversation_id, user_id, joined_seq) VALUES (?, ?, ?)",
+      useRef(conversation_id), useRef(user), bind(Int(joined_seq)), now;
+}
+
+void CoreStore::EndMembership(Session& s, const std::string& conversation_id,
+                              const std::string& user, std::int64_t left_seq) {
+  s << "UPDATE memberships SET left_seq = ? "
+       "WHERE conversation_id = ? AND user_id = ? AND left_seq IS NULL",
+      bind(Int(left_seq)), useRef(conversation_id), useRef(user), now;
+}
+
+void CoreStore::DeclareKey(Session& s, const std::string& conversation_id,
+                           const std::string& key_uri, std::int64_t seq) {
+  s << "INSERT INTO conversation_keys (conversation_id, key_uri, declared_seq) VALUES (?, ?, ?)",
+      useRef(conversation_id), useRef(key_uri), bind(Int(seq)), now;
+}
+
+void CoreStore::SetCurrentKey(Session& s, const std::string& conversation_id,
+                              const std::string& key_uri) {
+  s << "UPDATE conversations SET current_key_uri = ? WHERE id = ?", useRef(key_uri),
+      useRef(conversation_id), now;
+}
+
+void CoreStore::SetTitle(Session& s, const std::string& conversation_id, const std::string& title) {
+  s << "UPDATE conversations SET encrypted_title = ? WHERE id = ?", useRef(title),
+      useRef(conversation_id), now;
+}
+
+void CoreStore::SetLastSeq(Session& s, const std::string& conversation_id, std::int64_t seq) {
+  s << "UPDATE conversations SET last_seq = ? WHERE id = ?", bind(Int(seq)),
+      useRef(conversation_id), now;
+}
+
+void CoreStore::InsertFile(Session& s, const FileInfo& f) {
+  s << "INSERT INTO files (id, conversation_id, uploader, size, sha256, created_ms) "
+       "VALUES (?, ?, ?, ?, ?, ?)",
+      useRef(f.id), useRef(f.conversation_id), useRef(f.uploader),
+      bind(static_cast<Poco::Int64>(f.size)), useRef(f.sha256_hex), bind(Int(f.created_ms)), now;
+}
+
+void CoreStore::InsertIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
+                                  const std::vector<std::string>& tokens) {
+  if (tokens.empty()) return;
+  // One statement for the whole list: Poco runs it once per element of the bound vectors.
+  // (Poco binds a vector element by element only when it is not const.)
+  std::vector<std::string> values = tokens;
+  std::vector<std::string> conversations(tokens.size(), conversation_id);
+  std::vector<Poco::Int64> seqs(tokens.size(), Int(seq));
+  s << "INSERT INTO index_tokens (token, conversation_id, seq) VALUES (?, ?, ?) "
+       "ON CONFLICT DO NOTHING",
+      use(values), use(conversations), use(seqs), now;
+}
+
+std::int64_t CoreStore::CountMemberships(Session& s, const std::string& user) {
+  Poco::Int64 count = 0;
+  s << "SELECT COUNT(*) FROM memberships WHERE user_id = ? AND left_seq IS NULL", useRef(user),
+      into(count), now;
+  return static_cast<std::int64_t>(count);
+}
+
+std::size_t CoreStore::CountDeclaredKeys(Session& s, const std::string& conversation_id) {
+  Poco::Int64 count = 0;
+  s << "SELECT COUNT(*) FROM conversation_keys WHERE conversation_id = ?", useRef(conversation_id),
+      into(count), now;
+  return static_cast<std::size_t>(count);
+}
+
+std::optional<Activity> CoreStore::FindByClientId(Session& s, const std::string& conversation_id,
+                                                  const std::string& actor,
+                                                  const std::string& client_activity_id) {
+  Poco::Data::Statement select(s);
+  // The `<> ''` term lets SQLite use the partial index activities_by_client_id.
+  select << "SELECT " SR_ACTIVITY_COLUMNS(
+      "") " FROM activities WHERE conversation_id = ? "
+          "AND actor = ? AND client_activity_id = ? AND client_activity_id <> ''",
+      useRef(conversation_id), useRef(actor), useRef(client_activity_id);
+  std::vector<Activity> found = Activities(select);
+  if (found.empty()) return std::nullopt;
+  return std::move(found.front());
+}
+
+std::optional<Activity> CoreStore::FindActivity(Session& s, const std::string& conversation_id,
+                                                const std::string& activity_id) {
+  Poco::Data::Statement select(s);
+  select << "SELECT " SR_ACTIVITY_COLUMNS(
+      "") " FROM activities WHERE id = ? "
+          "AND conversation_id = ?",
+      useRef(activity_id), useRef(conversation_id);
+  std::vector<Activity> found = Activities(select);
+  if (found.empty()) return std::nullopt;
+  return std::move(found.front());
+}
+
+std::optional<FileInfo> CoreStore::FindFile(Session& s, const std::string& conversation_id,
+                                            const std::string& file_id) {
+  Poco::Data::Statement select(s);
+  select << "SELECT id, conversation_id, uploader, size, sha256, created_ms FROM files "
+            "WHERE id = ? AND conversation_id = ?",
+      useRef(file_id), useRef(conversation_id);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::nullopt;
+  FileInfo f;
+  f.id = Text(rows, 0);
+  f.conversation_id = Text(rows, 1);
+  f.uploader = Text(rows, 2);
+  f.size = static_cast<std::uint64_t>(Integer(rows, 3));
+  f.sha256_hex = Text(rows, 4);
+  f.created_ms = Integer(rows, 5);
+  return f;
+}
+
+std::optional<Conversation> CoreStore::FindConversation(Session& s, const std::string& id) {
+  Poco::Data::Statement select(s);
+  select << "SELECT " << kConversationColumns << " FROM conversations c WHERE c.id = ?", useRef(id);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::nullopt;
+  Conversation c = ConversationAt(rows);
+  c.participants = CurrentParticipants(s, id);
+  return c;
+}
+
+std::vector<Conversation> CoreStore::ListConversations(Session& s, const std::string& user,
+                                                       std::int64_t before, std::size_t limit) {
+  Poco::Data::Statement select(s);
+  select << kListConversationsSql, useRef(user), bind(Int(before)), bind(Int(limit));
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  std::vector<Conversation> out;
+  std::map<std::string, std::size_t> position;
+  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+    out.push_back(ConversationAt(rows));
+    position[out.back().id] = out.size() - 1;
+  }
+  if (out.empty()) return out;
+  Poco::Data::Statement members(s);
+  members << "SELECT conversation_id, user_id FROM memberships WHERE left_seq IS NULL "
+             "AND conversation_id IN ("
+          << Placeholders(out.size()) << ") ORDER BY conversation_id, user_id";
+  for (const Conversation& c : out) members, useRef(c.id);
+  members.execute();
+  Poco::Data::RecordSet users(members);
+  for (bool row = users.moveFirst(); row; row = users.moveNext()) {
+    out[position.at(Text(users, 0))].participants.push_back(Text(users, 1));
+  }
+  return out;
+}
+
+std::vector<Activity> CoreStore::History(Session& s, const std::string& conversation_id,
+                                         const HistoryQuery& query) {
+  const std::int64_t before = query.before.value_or(kNoSeq);
+  const Poco::Int64 limit = Int(query.limit + 1);
+  Poco::Data::Statement select(s);
+  if (query.after.has_value()) {
+    select << kHistoryForwardSql, useRef(conversation_id), bind(Int(*query.after)),
+        bind(Int(before)), bind(limit);
+    return Activities(select);
+  }
+  select << kHistoryNewestSql, useRef(conversation_id), bind(Int(before)), bind(limit);
+  std::vector<Activity> out = Activities(select);
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+std::vector<Activity> CoreStore::EventsSince(Session& s, const std::string& user,
+                                             std::int64_t after, std::size_t limit) {
+  Poco::Data::Statement select(s);
+  select << kEventsSinceSql, useRef(user), bind(Int(after)), bind(Int(after)), bind(Int(after)),
+      bind(Int(limit)), bind(Int(limit));
+  return Activities(select);
+}
+
+std::vector<IndexMatch> CoreStore::MatchTokens(Session& s,
+                                               const std::vector<std::string>& conversation_ids,
+                                               const std::vector<std::string>& tokens,
+                                               std::int64_t before, std::size_t limit) {
+  // t0 walks the first token's entries in the conversations, newest first; every other token
+  // is a lookup on the primary key.
+  std::string sql = "SELECT t0.conversation_id, a.id, t0.seq FROM index_tokens t0";
+  for (std::size_t i = 1; i < tokens.size(); ++i) {
+    const std::string t = "t" + std::to_string(i);
+    sql += " JOIN index_tokens " + t + " ON " + t + ".token = ? AND " + t +
+           ".conversation_id = t0.conversation_id AND " + t + ".seq = t0.seq";
+  }
+  sql += " JOIN activities a ON a.seq = t0.seq WHERE t0.token = ? AND t0.conversation_id IN (" +
+         Placeholders(conversation_ids.size()) + ") AND t0.seq < ? ORDER BY t0.seq DESC LIMIT ?";
+  Poco::Data::Statement select(s);
+  select << sql;
+  for (std::size_t i = 1; i < tokens.size(); ++i) select, useRef(tokens[i]);
+  select, useRef(tokens[0]);
+  for (const std::string& id : conversation_ids) select, useRef(id);
+  select, bind(Int(before)), bind(Int(limit + 1));
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  std::vector<IndexMatch> out;
+  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+    out.push_back({Text(rows, 0), Text(rows, 1), Integer(rows, 2)});
+  }
+  return out;
+}
+
+std::string EncodeStringArray(const std::vector<std::string>& values) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += ']';
+  return out;
+}
+
+std::vector<std::string> DecodeStringArray(const std::string& json) {
+  // Only what EncodeStringArray writes (the values were checked to hold no control characters).
+  std::vector<std::string> out;
+  std::size_t i = json.find('[');
+  if (i == std::string::npos) return out;
+  for (++i; i < json.size(); ++i) {
+    if (json[i] != '"') continue;
+    std::string value;
+    for (++i; i < json.size() && json[i] != '"'; ++i) {
+      if (json[i] == '\\' && i + 1 < json.size()) ++i;
+      value += json[i];
+    }
+    out.push_back(std::move(value));
+  }
+  return out;
+}
+
+#undef SR_ACTIVITY_COLUMNS
+
+}  // namespace strongroom::core::internal

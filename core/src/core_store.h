@@ -1,0 +1,107 @@
+// The core's tables and every SQL statement on them, for CoreService. The functions run on a
+// session the caller holds inside a transaction (or, for single reads, outside one); they throw
+// Poco::Data exceptions on database failures, which Database turns into UNAVAILABLE or INTERNAL.
+//
+// Tables (portable SQL but for index_tokens' WITHOUT ROWID, which PostgreSQL leaves out):
+//   conversations      id, KMS resource, current key, title, creator, last_seq (newest activity)
+//   memberships        (conversation, user, joined_seq, left_seq): one interval per stay; left_seq
+//                      NULL while a member. A user sees the activities whose seq is in one of
+//                      their intervals (EventsSince).
+//   conversation_keys  every key a conversation declared, with the seq of the declaring activity
+//   activities         seq (global, strictly increasing) is the row id; client_activity_id is
+//                      unique per (conversation, actor) when given
+//   files              encrypted blobs' records (the bytes live under files_dir)
+//   index_tokens       (token, conversation, seq): the search index store
+#ifndef STRONGROOM_CORE_SRC_CORE_STORE_H_
+#define STRONGROOM_CORE_SRC_CORE_STORE_H_
+
+#include <Poco/Data/Session.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "strongroom/common/database.h"
+#include "strongroom/common/error.h"
+#include "strongroom/core/core_service.h"
+
+namespace strongroom::core::internal {
+
+// What the service checks requests against: a conversation's members and keys. Immutable once
+// built; the writer replaces it when a change commits.
+struct ConversationState {
+  std::string kms_cluster;  // kms://<host> of the resource; every key is on it
+  std::string current_key_uri;
+  std::shared_ptr<const std::vector<std::string>> participants;  // sorted
+  std::shared_ptr<const std::unordered_set<std::string>> declared_keys;
+
+  bool IsParticipant(const std::string& user) const;
+};
+
+class CoreStore {
+ public:
+  using Session = Poco::Data::Session;
+
+  static std::vector<Migration> Migrations();
+
+  static std::int64_t MaxSeq(Session& s);
+  static std::optional<ConversationState> LoadState(Session& s, const std::string& id);
+
+  // Writes. The caller has checked everything; these only fail on database errors.
+  static void InsertConversation(Session& s, const Conversation& c);
+  static void InsertActivity(Session& s, const Activity& a);
+  static void InsertMembership(Session& s, const std::string& conversation_id,
+                               const std::string& user, std::int64_t joined_seq);
+  static void EndMembership(Session& s, const std::string& conversation_id, const std::string& user,
+                            std::int64_t left_seq);
+  static void DeclareKey(Session& s, const std::string& conversation_id, const std::string& key_uri,
+                         std::int64_t seq);
+  static void SetCurrentKey(Session& s, const std::string& conversation_id,
+                            const std::string& key_uri);
+  static void SetTitle(Session& s, const std::string& conversation_id, const std::string& title);
+  static void SetLastSeq(Session& s, const std::string& conversation_id, std::int64_t seq);
+  static void InsertFile(Session& s, const FileInfo& f);
+  static void InsertIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
+                                const std::vector<std::string>& tokens);
+
+  // Reads.
+  static std::int64_t CountMemberships(Session& s, const std::string& user);
+  static std::size_t CountDeclaredKeys(Session& s, const std::string& conversation_id);
+  static std::optional<Activity> FindByClientId(Session& s, const std::string& conversation_id,
+                                                const std::string& actor,
+                                                const std::string& client_activity_id);
+  static std::optional<Activity> FindActivity(Session& s, const std::string& conversation_id,
+                                              const std::string& activity_id);
+  static std::optional<FileInfo> FindFile(Session& s, const std::string& conversation_id,
+                                          const std::string& file_id);
+  static std::optional<Conversation> FindConversation(Session& s, const std::string& id);
+  // The caller's conversations by newest activity first, last_seq < before.
+  static std::vector<Conversation> ListConversations(Session& s, const std::string& user,
+                                                     std::int64_t before, std::size_t limit);
+  // Up to `limit` + 1 items, so the caller can tell whether there are more.
+  static std::vector<Activity> History(Session& s, const std::string& conversation_id,
+                                       const HistoryQuery& query);
+  static std::vector<Activity> EventsSince(Session& s, const std::string& user, std::int64_t after,
+                                           std::size_t limit);
+  // Up to `limit` + 1 matches, newest first.
+  static std::vector<IndexMatch> MatchTokens(Session& s,
+                                             const std::vector<std::string>& conversation_ids,
+                                             const std::vector<std::string>& tokens,
+                                             std::int64_t before, std::size_t limit);
+
+  // The statements whose plans matter, for tests that check them with EXPLAIN QUERY PLAN.
+  static const char* const kHistoryNewestSql;
+  static const char* const kEventsSinceSql;
+  static const char* const kListConversationsSql;
+};
+
+// JSON arrays of strings as stored in activities.object_users and activities.file_ids.
+std::string EncodeStringArray(const std::vector<std::string>& values);
+std::vector<std::string> DecodeStringArray(const std::string& json);
+
+}  // namespace strongroom::core::internal
+
+#endif  // STRONGROOM_CORE_SRC_CORE_STORE_H_

@@ -1,0 +1,1181 @@
+#include "strongroom/core/core_service.h"
+
+#include <Poco/Data/RecordSet.h>
+#include <Poco/Data/Statement.h>
+#include <gtest/gtest.h>
+#include <openssl/sha.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "../support/test_dir.h"
+#include "core_store.h"
+#include "strongroom/common/jose/base64url.h"
+#include "strongroom/common/jose/dir_jwe.h"
+#include "validation.h"
+
+namespace strongroom::core {
+namespace {
+
+using Poco::Data::Keywords::into;
+using Poco::Data::Keywords::now;
+
+constexpr char kKms[] = "kms://kms.acme.test";
+
+std::string KeyUri() { return std::string(kKms) + "/keys/" + internal::NewUuid(); }
+std::string ResourceUri() { return std::string(kKms) + "/resources/" + internal::NewUuid(); }
+
+// A real dir/A256GCM JWE under a throwaway key; the core never opens it.
+std::string Jwe(const std::string& kid, const std::string& text = "hello") {
+  static const std::vector<std::uint8_t> kKey(32, 7);
+  return jose::EncryptDir(
+             kKey, kid, std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()))
+      .value();
+}
+
+std::string B64(const std::string& text) { return jose::Base64UrlEncode(text); }
+std::string B64(std::size_t n, char fill = 'x') { return B64(std::string(n, fill)); }
+
+// A compact JWE assembled part by part, for shapes EncryptDir would never produce.
+std::string Compact(const std::string& header_json, const std::string& encrypted_key,
+                    const std::string& iv, const std::string& ciphertext, const std::string& tag) {
+  return B64(header_json) + "." + encrypted_key + "." + iv + "." + ciphertext + "." + tag;
+}
+
+std::string Header(const std::string& kid) {
+  return R"({"alg":"dir","enc":"A256GCM","kid":")" + kid + R"("})";
+}
+
+std::vector<std::string> Ids(const std::vector<Activity>& activities) {
+  std::vector<std::string> ids;
+  for (const Activity& a : activities) ids.push_back(a.id);
+  return ids;
+}
+
+class CoreServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open(CoreServiceConfig config = {}) {
+    db_ = std::move(Database::OpenSqlite((dir_ / "core.db").string(), CoreService::Migrations()))
+              .value();
+    if (config.files_dir.empty()) config.files_dir = (dir_ / "files").string();
+    if (config.indexer_user_id.empty()) {
+      config.indexer_user_id = indexer_.user_id;
+      config.indexer_org = indexer_.org;
+    }
+    auto service = CoreService::New(config, *db_, [this] { return ++clock_ms_; });
+    ASSERT_TRUE(service.ok()) << service.error().ToString();
+    service_ = std::move(service).value();
+    service_->SetActivityListener(
+        [this](const Activity& activity, const std::vector<std::string>& recipients) {
+          std::lock_guard lock(heard_mutex_);
+          heard_.push_back({activity, recipients});
+        });
+  }
+
+  void Reopen(CoreServiceConfig config = {}) {
+    service_.reset();
+    db_.reset();
+    Open(std::move(config));
+  }
+
+  Conversation Create(const Caller& creator, const std::vector<std::string>& others,
+                      std::string key = "") {
+    NewConversation request;
+    request.kms_resource_uri = ResourceUri();
+    request.key_uri = key.empty() ? KeyUri() : key;
+    request.participants = others;
+    auto created = service_->CreateConversation(creator, request);
+    EXPECT_TRUE(created.ok()) << created.error().ToString();
+    return created.ok() ? *created : Conversation{};
+  }
+
+  Activity Post(const Caller& sender, const Conversation& c, const std::string& text = "hi") {
+    auto current = service_->GetConversation(sender, c.id);
+    EXPECT_TRUE(current.ok()) << current.error().ToString();
+    NewPost post;
+    post.content = Jwe(current.ok() ? current->current_key_uri : c.current_key_uri, text);
+    auto posted = service_->PostActivity(sender, c.id, post);
+    EXPECT_TRUE(posted.ok()) << posted.error().ToString();
+    return posted.ok() ? *posted : Activity{};
+  }
+
+  std::int64_t Count(const std::string& table) {
+    Poco::Int64 n = -1;
+    Status counted = db_->WithSession([&](Poco::Data::Session& s) -> Status {
+      s << "SELECT COUNT(*) FROM " + table, into(n), now;
+      return OkStatus();
+    });
+    EXPECT_TRUE(counted.ok());
+    return static_cast<std::int64_t>(n);
+  }
+
+  // Every table's row count: what "nothing was stored" compares.
+  std::map<std::string, std::int64_t> Counts() {
+    std::map<std::string, std::int64_t> counts;
+    for (const char* table : {"conversations", "memberships", "conversation_keys", "activities",
+                              "files", "index_tokens"}) {
+      counts[table] = Count(table);
+    }
+    return counts;
+  }
+
+  std::string QueryPlan(const std::string& sql) {
+    std::string plan;
+    Status explained = db_->WithSession([&](Poco::Data::Session& s) -> Status {
+      Poco::Data::Statement select(s);
+      select << "EXPLAIN QUERY PLAN " + sql;
+      // The plan is made when the statement is prepared, whatever the values bound.
+      for (char c : sql) {
+        if (c == '?') select, Poco::Data::Keywords::bind(Poco::Int64{0});
+      }
+      select.execute();
+      Poco::Data::RecordSet rows(select);
+      for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+        plan += rows["detail"].convert<std::string>() + "\n";
+      }
+      return OkStatus();
+    });
+    EXPECT_TRUE(explained.ok()) << explained.error().ToString();
+    return plan;
+  }
+
+  std::vector<std::pair<Activity, std::vector<std::string>>> Heard() {
+    std::lock_guard lock(heard_mutex_);
+    return heard_;
+  }
+
+  testing::TestDir dir_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<CoreService> service_;
+  std::atomic<std::int64_t> clock_ms_{1700000000000};
+  std::mutex heard_mutex_;
+  std::vector<std::pair<Activity, std::vector<std::string>>> heard_;
+
+  const Caller alice_{"alice@acme.test", "acme"};
+  const Caller bob_{"bob@acme.test", "acme"};
+  const Caller carol_{"carol@acme.test", "acme"};
+  const Caller mallory_{"mallory@evil.test", "evil"};
+  const Caller indexer_{"indexer", "acme"};
+};
+
+// --- content checks -------------------------------------------------------------------------
+
+TEST(CheckContentJweTest, AcceptsDirA256GcmAndReturnsTheKid) {
+  const std::string kid = KeyUri();
+  auto checked = CheckContentJwe(Jwe(kid));
+  ASSERT_TRUE(checked.ok()) << checked.error().ToString();
+  EXPECT_EQ(*checked, kid);
+}
+
+TEST(CheckContentJweTest, RefusesEveryOtherShape) {
+  const std::string kid = KeyUri();
+  const std::string iv = B64(12), ct = B64(5), tag = B64(16);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"empty", ""},
+      {"four parts", B64(Header(kid)) + ".." + iv + "." + ct},
+      {"six parts", Compact(Header(kid), "", iv, ct, tag) + "."},
+      {"alg",
+       Compact(R"({"alg":"A256KW","enc":"A256GCM","kid":")" + kid + R"("})", "", iv, ct, tag)},
+      {"enc", Compact(R"({"alg":"dir","enc":"A128GCM","kid":")" + kid + R"("})", "", iv, ct, tag)},
+      {"no kid", Compact(R"({"alg":"dir","enc":"A256GCM"})", "", iv, ct, tag)},
+      {"empty kid", Compact(Header(""), "", iv, ct, tag)},
+      {"kid not a string", Compact(R"({"alg":"dir","enc":"A256GCM","kid":7})", "", iv, ct, tag)},
+      {"long kid", Compact(Header(std::string(kMaxUriBytes + 1, 'k')), "", iv, ct, tag)},
+      {"zip", Compact(R"({"alg":"dir","enc":"A256GCM","zip":"DEF","kid":")" + kid + R"("})", "", iv,
+                      ct, tag)},
+      {"crit", Compact(R"({"alg":"dir","enc":"A256GCM","crit":["x"],"x":1,"kid":")" + kid + R"("})",
+                       "", iv, ct, tag)},
+      {"duplicate member",
+       Compact(R"({"alg":"dir","alg":"dir","enc":"A256GCM","kid":")" + kid + R"("})", "", iv, ct,
+               tag)},
+      {"header not JSON", Compact("{alg:dir}", "", iv, ct, tag)},
+      {"encrypted key", Compact(Header(kid), B64(32), iv, ct, tag)},
+      {"short IV", Compact(Header(kid), "", B64(11), ct, tag)},
+      {"long IV", Compact(Header(kid), "", B64(16), ct, tag)},
+      {"empty ciphertext", Compact(Header(kid), "", iv, "", tag)},
+      {"short tag", Compact(Header(kid), "", iv, ct, B64(15))},
+      // "eHg" is "xx"; "eHh" decodes to the same bytes with non-zero trailing bits.
+      {"non-canonical", Compact(Header(kid), "", iv, "eHh", tag)},
+      {"padding", Compact(Header(kid), "", iv, "eHg=", tag)},
+      {"standard base64", Compact(Header(kid), "", iv, "a+b/", tag)},
+  };
+  for (const auto& [name, jwe] : cases) {
+    auto checked = CheckContentJwe(jwe);
+    ASSERT_FALSE(checked.ok()) << name;
+    EXPECT_EQ(checked.error().code(), ErrorCode::kInvalidArgument) << name;
+  }
+}
+
+TEST(ValidationTest, UserIdsAreBoundedTextWithoutControlCharacters) {
+  EXPECT_TRUE(internal::CheckUserId("alice@acme.test", "user").ok());
+  EXPECT_TRUE(internal::CheckUserId("zoë ünïcode", "user").ok());
+  EXPECT_TRUE(internal::CheckUserId(std::string(kMaxUserIdBytes, 'a'), "user").ok());
+  for (const std::string& bad :
+       {std::string(), std::string(kMaxUserIdBytes + 1, 'a'), std::string("a\nb"),
+        std::string("a\0b", 3), std::string("a\x7f"), std::string("\xc3"), std::string("\xc2\x85"),
+        std::string("\xed\xa0\x80"), std::string("\xc0\xaf")}) {
+    EXPECT_FALSE(internal::CheckUserId(bad, "user").ok()) << bad;
+  }
+}
+
+TEST(ValidationTest, KmsUrlsNameAResourceOrKeyByUuid) {
+  const std::string id = internal::NewUuid();
+  auto ok = internal::CheckKmsUri("kms://kms.acme.test:8443/keys/" + id, "keys", "key");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(*ok, "kms://kms.acme.test:8443");
+  for (const std::string& bad : std::vector<std::string>{
+           "kms://kms.acme.test/resources/" + id, "https://kms.acme.test/keys/" + id,
+           "kms:///keys/" + id, "kms://kms acme/keys/" + id,
+           "kms://kms.acme.test/keys/" + id + "/x", "kms://kms.acme.test/keys/" + id + "?authId=x",
+           "kms://kms.acme.test/keys/not-a-uuid",
+           "kms://kms.acme.test/keys/ABCDEF01-2345-4789-8abc-def012345678",
+           "kms://" + std::string(kMaxUriBytes, 'h') + "/keys/" + id}) {
+    EXPECT_FALSE(internal::CheckKmsUri(bad, "keys", "key").ok()) << bad;
+  }
+}
+
+// --- conversations --------------------------------------------------------------------------
+
+TEST_F(CoreServiceTest, CreateStoresTheConversationAndItsCreateActivity) {
+  NewConversation request;
+  request.kms_resource_uri = ResourceUri();
+  request.key_uri = KeyUri();
+  request.participants = {carol_.user_id, bob_.user_id, bob_.user_id};
+  request.encrypted_title = Jwe(request.key_uri, "Project X");
+  auto created = service_->CreateConversation(alice_, request);
+  ASSERT_TRUE(created.ok()) << created.error().ToString();
+  EXPECT_TRUE(internal::IsUuid(created->id));
+  EXPECT_EQ(created->participants,
+            (std::vector<std::string>{alice_.user_id, bob_.user_id, carol_.user_id}));
+  EXPECT_EQ(created->current_key_uri, request.key_uri);
+  EXPECT_EQ(created->created_by, alice_.user_id);
+  EXPECT_EQ(created->last_seq, 1);
+  EXPECT_EQ(service_->LastSeq(), 1);
+
+  auto got = service_->GetConversation(bob_, created->id);
+  ASSERT_TRUE(got.ok()) << got.error().ToString();
+  EXPECT_EQ(got->kms_resource_uri, request.kms_resource_uri);
+  EXPECT_EQ(got->encrypted_title, request.encrypted_title);
+  EXPECT_EQ(got->participants, created->participants);
+  EXPECT_EQ(got->created_ms, created->created_ms);
+  EXPECT_EQ(got->last_seq, 1);
+
+  auto history = service_->History(carol_, created->id, {});
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->items.size(), 1u);
+  const Activity& a = history->items[0];
+  EXPECT_EQ(a.verb, "create");
+  EXPECT_EQ(a.seq, 1);
+  EXPECT_EQ(a.actor, alice_.user_id);
+  EXPECT_EQ(a.key_uri, request.key_uri);
+  EXPECT_EQ(a.content, request.encrypted_title);
+  EXPECT_EQ(a.object_users, created->participants);
+  ASSERT_EQ(Heard().size(), 1u);
+  EXPECT_EQ(Heard()[0].first.id, a.id);
+  EXPECT_EQ(Heard()[0].second, created->participants);
+}
+
+TEST_F(CoreServiceTest, NonParticipantsAndUnknownIdsGetTheSameNotFound) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  for (const std::string& id :
+       {c.id, internal::NewUuid(), std::string("../../etc/passwd"), std::string(10000, 'a')}) {
+    const Caller& who = id == c.id ? mallory_ : alice_;
+    auto got = service_->GetConversation(who, id);
+    ASSERT_FALSE(got.ok());
+    EXPECT_EQ(got.error().code(), ErrorCode::kNotFound);
+    EXPECT_EQ(got.error().message(), "no such conversation");
+    NewPost post;
+    post.content = Jwe(c.current_key_uri);
+    EXPECT_EQ(service_->PostActivity(who, id, post).error().code(), ErrorCode::kNotFound);
+    EXPECT_EQ(service_->History(who, id, {}).error().code(), ErrorCode::kNotFound);
+    EXPECT_EQ(service_->GetActivity(who, id, internal::NewUuid()).error().code(),
+              ErrorCode::kNotFound);
+    EXPECT_EQ(service_->AddParticipants(who, id, {mallory_.user_id}).error().code(),
+              ErrorCode::kNotFound);
+    EXPECT_EQ(service_->RemoveParticipant(who, id, alice_.user_id).error().code(),
+              ErrorCode::kNotFound);
+    EXPECT_EQ(service_->RotateKey(who, id, KeyUri()).error().code(), ErrorCode::kNotFound);
+    EXPECT_EQ(service_->SetTitle(who, id, "").error().code(), ErrorCode::kNotFound);
+    EXPECT_EQ(service_->CheckCanUpload(who, id).error().code(), ErrorCode::kNotFound);
+    EXPECT_EQ(service_->BeginUpload(who, id).error().code(), ErrorCode::kNotFound);
+    EXPECT_EQ(service_->OpenFile(who, id, internal::NewUuid()).error().code(),
+              ErrorCode::kNotFound);
+  }
+  EXPECT_EQ(Count("activities"), 1);
+}
+
+TEST_F(CoreServiceTest, InvalidCreationsAreRefusedAndStoreNothing) {
+  Create(alice_, {bob_.user_id});
+  const auto before = Counts();
+  const std::string key = KeyUri();
+  auto valid = [&] {
+    NewConversation r;
+    r.kms_resource_uri = ResourceUri();
+    r.key_uri = key;
+    r.participants = {bob_.user_id};
+    return r;
+  };
+  std::vector<std::pair<std::string, NewConversation>> cases;
+  cases.push_back({"resource URL", valid()});
+  cases.back().second.kms_resource_uri = "kms://kms.acme.test/keys/" + internal::NewUuid();
+  cases.push_back({"key URL", valid()});
+  cases.back().second.key_uri = "kms://kms.acme.test/keys/nope";
+  cases.push_back({"key on another KMS", valid()});
+  cases.back().second.key_uri = "kms://other.test/keys/" + internal::NewUuid();
+  cases.push_back({"empty user", valid()});
+  cases.back().second.participants = {""};
+  cases.push_back({"control character", valid()});
+  cases.back().second.participants = {"bob\r\nX-Injected: 1"};
+  cases.push_back({"long user", valid()});
+  cases.back().second.participants = {std::string(kMaxUserIdBytes + 1, 'b')};
+  cases.push_back({"too many users", valid()});
+  cases.back().second.participants.clear();
+  for (std::size_t i = 0; i <= kMaxUsersPerChange; ++i) {
+    cases.back().second.participants.push_back("user" + std::to_string(i));
+  }
+  cases.push_back({"title not a JWE", valid()});
+  cases.back().second.encrypted_title = "Project X";
+  cases.push_back({"title under another key", valid()});
+  cases.back().second.encrypted_title = Jwe(KeyUri());
+  cases.push_back({"title too large", valid()});
+  cases.back().second.encrypted_title = Jwe(key, std::string(kMaxTitleBytes, 't'));
+  for (const auto& [name, request] : cases) {
+    auto created = service_->CreateConversation(alice_, request);
+    ASSERT_FALSE(created.ok()) << name;
+    EXPECT_EQ(created.error().code(), ErrorCode::kInvalidArgument) << name;
+  }
+  EXPECT_EQ(service_->CreateConversation({"", "acme"}, valid()).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Counts(), before);
+  EXPECT_EQ(service_->LastSeq(), 1);
+  EXPECT_EQ(Heard().size(), 1u);
+}
+
+TEST_F(CoreServiceTest, ConversationsPerUserAreLimited) {
+  CoreServiceConfig config;
+  config.max_conversations_per_user = 2;
+  Reopen(config);
+  Create(alice_, {});
+  Create(bob_, {alice_.user_id});
+  const auto before = Counts();
+  NewConversation request;
+  request.kms_resource_uri = ResourceUri();
+  request.key_uri = KeyUri();
+  request.participants = {carol_.user_id};
+  EXPECT_EQ(service_->CreateConversation(alice_, request).error().code(),
+            ErrorCode::kResourceExhausted);
+  const Conversation carols = Create(carol_, {});
+  EXPECT_EQ(service_->AddParticipants(carol_, carols.id, {alice_.user_id}).error().code(),
+            ErrorCode::kResourceExhausted);
+  EXPECT_EQ(Count("activities"), before.at("activities") + 1);
+}
+
+TEST_F(CoreServiceTest, ListConversationsIsNewestActivityFirstAndPaged) {
+  std::vector<Conversation> mine;
+  for (int i = 0; i < 5; ++i) mine.push_back(Create(alice_, {bob_.user_id}));
+  Create(carol_, {});   // not alice's
+  Post(bob_, mine[1]);  // mine[1] is now the newest
+  auto page = service_->ListConversations(alice_, std::nullopt, 3);
+  ASSERT_TRUE(page.ok()) << page.error().ToString();
+  ASSERT_EQ(page->size(), 3u);
+  EXPECT_EQ((*page)[0].id, mine[1].id);
+  EXPECT_EQ((*page)[1].id, mine[4].id);
+  EXPECT_EQ((*page)[2].id, mine[3].id);
+  EXPECT_EQ((*page)[0].participants, (std::vector<std::string>{alice_.user_id, bob_.user_id}));
+  EXPECT_EQ((*page)[0].last_seq, service_->LastSeq());
+  auto next = service_->ListConversations(alice_, page->back().last_seq, 3);
+  ASSERT_TRUE(next.ok());
+  ASSERT_EQ(next->size(), 2u);
+  EXPECT_EQ((*next)[0].id, mine[2].id);
+  EXPECT_EQ((*next)[1].id, mine[0].id);
+
+  ASSERT_TRUE(service_->RemoveParticipant(alice_, mine[0].id, alice_.user_id).ok());
+  auto after_leaving = service_->ListConversations(alice_, std::nullopt, kMaxPageSize);
+  ASSERT_TRUE(after_leaving.ok());
+  EXPECT_EQ(after_leaving->size(), 4u);
+  EXPECT_TRUE(service_->ListConversations(mallory_, std::nullopt, 10)->empty());
+  EXPECT_EQ(service_->ListConversations(alice_, std::nullopt, 0).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->ListConversations(alice_, std::nullopt, kMaxPageSize + 1).error().code(),
+            ErrorCode::kInvalidArgument);
+}
+
+// --- participants ---------------------------------------------------------------------------
+
+TEST_F(CoreServiceTest, ParticipantsAreAddedRemovedAndLeave) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  auto added = service_->AddParticipants(bob_, c.id, {carol_.user_id, alice_.user_id});
+  ASSERT_TRUE(added.ok()) << added.error().ToString();
+  EXPECT_EQ(added->verb, "add");
+  EXPECT_EQ(added->actor, bob_.user_id);
+  EXPECT_EQ(added->object_users, std::vector<std::string>{carol_.user_id});
+  EXPECT_EQ(service_->AddParticipants(bob_, c.id, {carol_.user_id}).error().code(),
+            ErrorCode::kAlreadyExists);
+  EXPECT_TRUE(service_->GetConversation(carol_, c.id).ok());
+
+  auto removed = service_->RemoveParticipant(carol_, c.id, bob_.user_id);
+  ASSERT_TRUE(removed.ok()) << removed.error().ToString();
+  EXPECT_EQ(removed->verb, "remove");
+  EXPECT_EQ(removed->object_users, std::vector<std::string>{bob_.user_id});
+  EXPECT_EQ(service_->GetConversation(bob_, c.id).error().code(), ErrorCode::kNotFound);
+  NewPost post;
+  post.content = Jwe(c.current_key_uri);
+  EXPECT_EQ(service_->PostActivity(bob_, c.id, post).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(service_->RemoveParticipant(alice_, c.id, bob_.user_id).error().code(),
+            ErrorCode::kNotFound);
+
+  auto left = service_->RemoveParticipant(carol_, c.id, carol_.user_id);
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(left->verb, "leave");
+  auto last = service_->RemoveParticipant(alice_, c.id, alice_.user_id);
+  ASSERT_FALSE(last.ok());
+  EXPECT_EQ(last.error().code(), ErrorCode::kFailedPrecondition);
+
+  ASSERT_TRUE(service_->AddParticipants(alice_, c.id, {bob_.user_id}).ok());
+  auto got = service_->GetConversation(bob_, c.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->participants, (std::vector<std::string>{alice_.user_id, bob_.user_id}));
+}
+
+TEST_F(CoreServiceTest, InvalidParticipantChangesStoreNothing) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  const auto before = Counts();
+  std::vector<std::string> too_many;
+  for (std::size_t i = 0; i <= kMaxUsersPerChange; ++i) too_many.push_back("u" + std::to_string(i));
+  EXPECT_EQ(service_->AddParticipants(alice_, c.id, too_many).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->AddParticipants(alice_, c.id, {}).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->AddParticipants(alice_, c.id, {"ok", "bad\x01"}).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->RemoveParticipant(alice_, c.id, "").error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Counts(), before);
+}
+
+TEST_F(CoreServiceTest, AConversationHoldsAtMostMaxParticipants) {
+  const Conversation c = Create(alice_, {});
+  for (std::size_t added = 1; added < kMaxParticipants;) {
+    std::vector<std::string> users;
+    for (std::size_t i = 0; i < kMaxUsersPerChange && added < kMaxParticipants; ++i, ++added) {
+      users.push_back("user" + std::to_string(added));
+    }
+    ASSERT_TRUE(service_->AddParticipants(alice_, c.id, users).ok());
+  }
+  auto full = service_->AddParticipants(alice_, c.id, {"one-too-many"});
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->GetConversation(alice_, c.id)->participants.size(), kMaxParticipants);
+}
+
+// --- activities -----------------------------------------------------------------------------
+
+TEST_F(CoreServiceTest, PostStoresTheActivityAndTellsTheListener) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  NewPost post;
+  post.content = Jwe(c.current_key_uri, "secret words");
+  auto posted = service_->PostActivity(bob_, c.id, post);
+  ASSERT_TRUE(posted.ok()) << posted.error().ToString();
+  EXPECT_EQ(posted->verb, "post");
+  EXPECT_EQ(posted->seq, 2);
+  EXPECT_EQ(posted->actor, bob_.user_id);
+  EXPECT_EQ(posted->content, post.content);
+  EXPECT_EQ(posted->key_uri, c.current_key_uri);
+  EXPECT_GT(posted->published_ms, c.created_ms);
+  auto got = service_->GetActivity(alice_, c.id, posted->id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->seq, posted->seq);
+  EXPECT_EQ(got->content, post.content);
+  EXPECT_EQ(got->published_ms, posted->published_ms);
+  EXPECT_EQ(service_->GetActivity(alice_, c.id, internal::NewUuid()).error().code(),
+            ErrorCode::kNotFound);
+  const Conversation other = Create(alice_, {});
+  EXPECT_EQ(service_->GetActivity(alice_, other.id, posted->id).error().code(),
+            ErrorCode::kNotFound);
+  const auto heard = Heard();
+  ASSERT_EQ(heard.size(), 3u);
+  EXPECT_EQ(heard[1].first.id, posted->id);
+  EXPECT_EQ(heard[1].second, (std::vector<std::string>{alice_.user_id, bob_.user_id}));
+  EXPECT_EQ(service_->GetConversation(alice_, c.id)->last_seq, posted->seq);
+}
+
+TEST_F(CoreServiceTest, InvalidPostsAreRefusedAndStoreNothing) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  const Conversation other = Create(alice_, {});
+  const auto before = Counts();
+  auto refuse = [&](const NewPost& post, ErrorCode code, const std::string& name) {
+    auto posted = service_->PostActivity(alice_, c.id, post);
+    ASSERT_FALSE(posted.ok()) << name;
+    EXPECT_EQ(posted.error().code(), code) << name << ": " << posted.error().ToString();
+  };
+  NewPost post;
+  post.content = "plaintext!";
+  refuse(post, ErrorCode::kInvalidArgument, "not a JWE");
+  post.content = Jwe(KeyUri());
+  refuse(post, ErrorCode::kInvalidArgument, "undeclared kid");
+  post.content = Jwe(other.current_key_uri);
+  refuse(post, ErrorCode::kInvalidArgument, "another conversation's key");
+  post.content = Jwe(c.current_key_uri, std::string(kMaxContentBytes, 'x'));
+  refuse(post, ErrorCode::kInvalidArgument, "too large");
+  post.content = Jwe(c.current_key_uri);
+  post.client_activity_id = "has space";
+  refuse(post, ErrorCode::kInvalidArgument, "client id");
+  post.client_activity_id = std::string(kMaxClientActivityIdBytes + 1, 'a');
+  refuse(post, ErrorCode::kInvalidArgument, "long client id");
+  post.client_activity_id.clear();
+  post.file_ids = {"not-a-uuid"};
+  refuse(post, ErrorCode::kInvalidArgument, "file id");
+  post.file_ids = {internal::NewUuid()};
+  refuse(post, ErrorCode::kInvalidArgument, "unknown file");
+  const std::string twice = internal::NewUuid();
+  post.file_ids = {twice, twice};
+  refuse(post, ErrorCode::kInvalidArgument, "file twice");
+  post.file_ids.assign(kMaxFileIdsPerActivity + 1, internal::NewUuid());
+  refuse(post, ErrorCode::kInvalidArgument, "too many files");
+  EXPECT_EQ(Counts(), before);
+  EXPECT_EQ(Heard().size(), 2u);
+}
+
+TEST_F(CoreServiceTest, AfterRotationTheOldKeyIsRefusedWithKeyRotationRequired) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  const std::string old_key = c.current_key_uri;
+  const std::string new_key = KeyUri();
+  auto rotated = service_->RotateKey(bob_, c.id, new_key);
+  ASSERT_TRUE(rotated.ok()) << rotated.error().ToString();
+  EXPECT_EQ(rotated->verb, "rotate");
+  EXPECT_EQ(rotated->key_uri, new_key);
+  EXPECT_EQ(service_->GetConversation(alice_, c.id)->current_key_uri, new_key);
+  const auto before = Counts();
+
+  NewPost post;
+  post.content = Jwe(old_key);
+  auto refused = service_->PostActivity(alice_, c.id, post);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(refused.error().message().rfind("key rotation required", 0), 0u)
+      << refused.error().message();
+  auto title = service_->SetTitle(alice_, c.id, Jwe(old_key, "title"));
+  ASSERT_FALSE(title.ok());
+  EXPECT_EQ(title.error().message().rfind("key rotation required", 0), 0u);
+  EXPECT_EQ(Counts(), before);
+
+  post.content = Jwe(new_key);
+  EXPECT_TRUE(service_->PostActivity(alice_, c.id, post).ok());
+  EXPECT_EQ(service_->RotateKey(alice_, c.id, old_key).error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(service_->RotateKey(alice_, c.id, new_key).error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(service_->RotateKey(alice_, c.id, "kms://other.test/keys/" + internal::NewUuid())
+                .error()
+                .code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->RotateKey(alice_, c.id, ResourceUri()).error().code(),
+            ErrorCode::kInvalidArgument);
+}
+
+TEST_F(CoreServiceTest, TitlesAreJweUnderTheCurrentKey) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  const std::string title = Jwe(c.current_key_uri, "Launch");
+  auto set = service_->SetTitle(bob_, c.id, title);
+  ASSERT_TRUE(set.ok()) << set.error().ToString();
+  EXPECT_EQ(set->verb, "title");
+  EXPECT_EQ(set->content, title);
+  EXPECT_EQ(service_->GetConversation(alice_, c.id)->encrypted_title, title);
+  EXPECT_EQ(service_->SetTitle(bob_, c.id, "Launch").error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->SetTitle(bob_, c.id, Jwe(KeyUri())).error().code(),
+            ErrorCode::kInvalidArgument);
+  ASSERT_TRUE(service_->SetTitle(bob_, c.id, "").ok());
+  EXPECT_EQ(service_->GetConversation(alice_, c.id)->encrypted_title, "");
+}
+
+TEST_F(CoreServiceTest, ARetriedPostWithTheSameClientIdIsStoredOnce) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  NewPost post;
+  post.content = Jwe(c.current_key_uri);
+  post.client_activity_id = "retry-1";
+  auto first = service_->PostActivity(alice_, c.id, post);
+  ASSERT_TRUE(first.ok());
+  auto second = service_->PostActivity(alice_, c.id, post);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->id, first->id);
+  EXPECT_EQ(second->seq, first->seq);
+  EXPECT_EQ(second->client_activity_id, "retry-1");
+  EXPECT_EQ(Count("activities"), 2);
+  EXPECT_EQ(Heard().size(), 2u);  // the listener heard it once
+
+  // A retry after a rotation still finds what the first attempt stored.
+  ASSERT_TRUE(service_->RotateKey(alice_, c.id, KeyUri()).ok());
+  auto third = service_->PostActivity(alice_, c.id, post);
+  ASSERT_TRUE(third.ok()) << third.error().ToString();
+  EXPECT_EQ(third->id, first->id);
+
+  // The same id with other content is a conflict; another sender's id is their own.
+  NewPost different = post;
+  different.content = Jwe(service_->GetConversation(alice_, c.id)->current_key_uri, "other");
+  EXPECT_EQ(service_->PostActivity(alice_, c.id, different).error().code(),
+            ErrorCode::kAlreadyExists);
+  auto bobs = service_->PostActivity(bob_, c.id, different);
+  ASSERT_TRUE(bobs.ok());
+  EXPECT_NE(bobs->id, first->id);
+}
+
+TEST_F(CoreServiceTest, ConcurrentRetriesOfOnePostStoreItOnce) {
+  const Conversation c = Create(alice_, {});
+  NewPost post;
+  post.content = Jwe(c.current_key_uri);
+  post.client_activity_id = "same";
+  std::vector<std::thread> threads;
+  std::vector<std::string> ids(8);
+  for (std::size_t t = 0; t < ids.size(); ++t) {
+    threads.emplace_back([&, t] {
+      auto posted = service_->PostActivity(alice_, c.id, post);
+      if (posted.ok()) ids[t] = posted->id;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const std::string& id : ids) EXPECT_EQ(id, ids[0]);
+  EXPECT_FALSE(ids[0].empty());
+  EXPECT_EQ(Count("activities"), 2);
+}
+
+TEST_F(CoreServiceTest, HistoryPagesBothWaysWithMore) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  std::vector<Activity> all = {service_->History(alice_, c.id, {})->items[0]};
+  for (int i = 0; i < 9; ++i) all.push_back(Post(i % 2 ? alice_ : bob_, c));
+  Create(alice_, {});  // another conversation's activity in between changes nothing
+  all.push_back(Post(alice_, c));
+  ASSERT_EQ(all.size(), 11u);
+
+  HistoryQuery newest;
+  newest.limit = 4;
+  auto page = service_->History(bob_, c.id, newest);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->more);
+  EXPECT_EQ(Ids(page->items), Ids({all.begin() + 7, all.end()}));
+
+  HistoryQuery older;
+  older.before = page->items.front().seq;
+  older.limit = 4;
+  page = service_->History(bob_, c.id, older);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->more);
+  EXPECT_EQ(Ids(page->items), Ids({all.begin() + 3, all.begin() + 7}));
+  older.before = page->items.front().seq;
+  page = service_->History(bob_, c.id, older);
+  ASSERT_TRUE(page.ok());
+  EXPECT_FALSE(page->more);
+  EXPECT_EQ(Ids(page->items), Ids({all.begin(), all.begin() + 3}));
+
+  HistoryQuery newer;
+  newer.after = all[2].seq;
+  newer.limit = 5;
+  page = service_->History(bob_, c.id, newer);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->more);
+  EXPECT_EQ(Ids(page->items), Ids({all.begin() + 3, all.begin() + 8}));
+  newer.after = page->items.back().seq;
+  page = service_->History(bob_, c.id, newer);
+  ASSERT_TRUE(page.ok());
+  EXPECT_FALSE(page->more);
+  EXPECT_EQ(Ids(page->items), Ids({all.begin() + 8, all.end()}));
+
+  HistoryQuery between;
+  between.after = all[1].seq;
+  between.before = all[5].seq;
+  between.limit = 2;
+  page = service_->History(bob_, c.id, between);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->more);
+  EXPECT_EQ(Ids(page->items), Ids({all.begin() + 2, all.begin() + 4}));
+
+  HistoryQuery exact;
+  exact.limit = 11;
+  page = service_->History(bob_, c.id, exact);
+  EXPECT_FALSE(page->more);
+  EXPECT_EQ(page->items.size(), 11u);
+
+  HistoryQuery bad;
+  bad.limit = 0;
+  EXPECT_EQ(service_->History(bob_, c.id, bad).error().code(), ErrorCode::kInvalidArgument);
+  bad.limit = kMaxPageSize + 1;
+  EXPECT_EQ(service_->History(bob_, c.id, bad).error().code(), ErrorCode::kInvalidArgument);
+}
+
+// --- the realtime stream's replay -----------------------------------------------------------
+
+TEST_F(CoreServiceTest, EventsSinceFollowsMembershipIntervals) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  const Activity p1 = Post(alice_, c, "before carol");
+  const Activity add = *service_->AddParticipants(bob_, c.id, {carol_.user_id});
+  const Activity p2 = Post(carol_, c, "while carol is in");
+  const Activity remove = *service_->RemoveParticipant(alice_, c.id, carol_.user_id);
+  const Activity p3 = Post(bob_, c, "after carol");
+  const Activity readd = *service_->AddParticipants(alice_, c.id, {carol_.user_id});
+  const Activity p4 = Post(bob_, c, "carol is back");
+  const Conversation other = Create(bob_, {});
+
+  auto carols = service_->EventsSince(carol_.user_id, 0, kMaxPageSize);
+  ASSERT_TRUE(carols.ok()) << carols.error().ToString();
+  EXPECT_EQ(Ids(*carols), Ids({add, p2, remove, readd, p4}));
+  auto bobs = service_->EventsSince(bob_.user_id, 0, kMaxPageSize);
+  ASSERT_TRUE(bobs.ok());
+  EXPECT_EQ(bobs->size(), 9u);  // everything, and his own other conversation
+  EXPECT_EQ(bobs->back().conversation_id, other.id);
+  EXPECT_TRUE(service_->EventsSince(mallory_.user_id, 0, kMaxPageSize)->empty());
+
+  // Resuming from a cursor returns what follows it, in pages.
+  auto resumed = service_->EventsSince(carol_.user_id, p2.seq, 2);
+  ASSERT_TRUE(resumed.ok());
+  EXPECT_EQ(Ids(*resumed), Ids({remove, readd}));
+  resumed = service_->EventsSince(carol_.user_id, readd.seq, 2);
+  EXPECT_EQ(Ids(*resumed), Ids({p4}));
+  EXPECT_TRUE(service_->EventsSince(carol_.user_id, p4.seq, 2)->empty());
+
+  EXPECT_EQ(service_->EventsSince("", 0, 10).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->EventsSince(bob_.user_id, 0, 0).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->EventsSince(bob_.user_id, 0, kMaxEventsPage)->size(), 9u);
+  EXPECT_EQ(service_->EventsSince(bob_.user_id, 0, kMaxEventsPage + 1).error().code(),
+            ErrorCode::kInvalidArgument);
+}
+
+TEST_F(CoreServiceTest, ListenerRecipientsAreWhatEventsSinceReturns) {
+  const std::vector<Caller> users = {alice_, bob_, carol_, mallory_};
+  const Conversation a = Create(alice_, {bob_.user_id});
+  const Conversation b = Create(carol_, {alice_.user_id, mallory_.user_id});
+  Post(alice_, a);
+  ASSERT_TRUE(service_->AddParticipants(bob_, a.id, {carol_.user_id}).ok());
+  Post(carol_, b);
+  ASSERT_TRUE(service_->RemoveParticipant(carol_, b.id, mallory_.user_id).ok());
+  Post(carol_, a);
+  ASSERT_TRUE(service_->RemoveParticipant(alice_, a.id, alice_.user_id).ok());
+  Post(bob_, a);
+  ASSERT_TRUE(service_->AddParticipants(carol_, b.id, {mallory_.user_id, bob_.user_id}).ok());
+  ASSERT_TRUE(service_->RotateKey(bob_, b.id, KeyUri()).ok());
+  Post(mallory_, b);
+
+  std::map<std::string, std::vector<std::string>> expected;
+  for (const auto& [activity, recipients] : Heard()) {
+    for (const std::string& user : recipients) expected[user].push_back(activity.id);
+  }
+  for (const Caller& user : users) {
+    auto events = service_->EventsSince(user.user_id, 0, kMaxPageSize);
+    ASSERT_TRUE(events.ok());
+    EXPECT_EQ(Ids(*events), expected[user.user_id]) << user.user_id;
+  }
+}
+
+TEST_F(CoreServiceTest, ConcurrentPostersAreAllStoredAndHeardInSeqOrder) {
+  const Conversation c1 = Create(alice_, {bob_.user_id, carol_.user_id});
+  const Conversation c2 = Create(bob_, {alice_.user_id});
+  constexpr int kThreads = 16, kPosts = 40;
+  std::vector<std::thread> threads;
+  std::mutex mutex;
+  std::vector<Activity> acknowledged;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const Caller& sender = t % 3 == 0 ? alice_ : t % 3 == 1 ? bob_ : carol_;
+      const Conversation& c = t % 3 == 2 ? c1 : (t % 2 ? c1 : c2);
+      for (int i = 0; i < kPosts; ++i) {
+        NewPost post;
+        post.content = Jwe(c.current_key_uri, std::to_string(t) + "/" + std::to_string(i));
+        post.client_activity_id = "t" + std::to_string(t) + "-" + std::to_string(i);
+        auto posted = service_->PostActivity(sender, c.id, post);
+        if (!posted.ok()) {
+          ++failures;
+          continue;
+        }
+        std::lock_guard lock(mutex);
+        acknowledged.push_back(*posted);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  ASSERT_EQ(acknowledged.size(), static_cast<std::size_t>(kThreads * kPosts));
+
+  const auto heard = Heard();
+  ASSERT_EQ(heard.size(), acknowledged.size() + 2);
+  for (std::size_t i = 0; i < heard.size(); ++i) {
+    EXPECT_EQ(heard[i].first.seq, static_cast<std::int64_t>(i + 1));  // gapless, in order
+  }
+  EXPECT_EQ(service_->LastSeq(), static_cast<std::int64_t>(heard.size()));
+  std::set<std::string> heard_ids;
+  for (const auto& [activity, recipients] : heard) heard_ids.insert(activity.id);
+  for (const Activity& a : acknowledged) {
+    EXPECT_EQ(heard_ids.count(a.id), 1u);
+    auto stored = service_->GetActivity(alice_, a.conversation_id, a.id);
+    ASSERT_TRUE(stored.ok());
+    EXPECT_EQ(stored->seq, a.seq);
+    EXPECT_EQ(stored->content, a.content);
+  }
+  EXPECT_EQ(Count("activities"), static_cast<std::int64_t>(heard.size()));
+  // Each conversation's newest activity is its last_seq.
+  for (const Conversation* c : {&c1, &c2}) {
+    auto newest = service_->History(alice_, c->id, {});
+    ASSERT_TRUE(newest.ok());
+    EXPECT_EQ(service_->GetConversation(alice_, c->id)->last_seq, newest->items.back().seq);
+  }
+}
+
+// --- files ----------------------------------------------------------------------------------
+
+TEST_F(CoreServiceTest, UploadedFilesAreStoredHashedAndOnlyParticipantsOpenThem) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  ASSERT_TRUE(service_->CheckCanUpload(bob_, c.id).ok());
+  auto upload = service_->BeginUpload(bob_, c.id);
+  ASSERT_TRUE(upload.ok()) << upload.error().ToString();
+  std::string blob;
+  for (int i = 0; i < 1000; ++i) blob += "encrypted bytes " + std::to_string(i) + "\n";
+  for (std::size_t at = 0; at < blob.size(); at += 1000) {
+    ASSERT_TRUE(
+        (*upload)->Write(blob.data() + at, std::min<std::size_t>(1000, blob.size() - at)).ok());
+  }
+  EXPECT_EQ((*upload)->size(), blob.size());
+  auto info = service_->FinishUpload(std::move(*upload));
+  ASSERT_TRUE(info.ok()) << info.error().ToString();
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(blob.data()), blob.size(), digest);
+  EXPECT_EQ(info->sha256_hex, internal::Hex(digest, sizeof digest));
+  EXPECT_EQ(info->size, blob.size());
+  EXPECT_EQ(info->uploader, bob_.user_id);
+  EXPECT_EQ(info->conversation_id, c.id);
+
+  auto opened = service_->OpenFile(alice_, c.id, info->id);
+  ASSERT_TRUE(opened.ok()) << opened.error().ToString();
+  EXPECT_EQ(opened->first.sha256_hex, info->sha256_hex);
+  EXPECT_EQ(opened->first.created_ms, info->created_ms);
+  std::ifstream in(opened->second, std::ios::binary);
+  std::stringstream read;
+  read << in.rdbuf();
+  EXPECT_EQ(read.str(), blob);
+  struct stat st {};
+  ASSERT_EQ(::stat(opened->second.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  EXPECT_EQ(service_->OpenFile(mallory_, c.id, info->id).error().code(), ErrorCode::kNotFound);
+  const Conversation other = Create(mallory_, {});
+  EXPECT_EQ(service_->OpenFile(mallory_, other.id, info->id).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(service_->OpenFile(alice_, c.id, internal::NewUuid()).error().code(),
+            ErrorCode::kNotFound);
+
+  // A share refers to files of its own conversation only.
+  NewPost share;
+  share.content = Jwe(c.current_key_uri, "{file reference}");
+  share.file_ids = {info->id};
+  auto shared = service_->PostActivity(alice_, c.id, share);
+  ASSERT_TRUE(shared.ok()) << shared.error().ToString();
+  EXPECT_EQ(shared->verb, "share");
+  EXPECT_EQ(service_->GetActivity(bob_, c.id, shared->id)->file_ids, share.file_ids);
+  NewPost elsewhere;
+  elsewhere.content = Jwe(other.current_key_uri);
+  elsewhere.file_ids = {info->id};
+  EXPECT_EQ(service_->PostActivity(mallory_, other.id, elsewhere).error().code(),
+            ErrorCode::kInvalidArgument);
+}
+
+TEST_F(CoreServiceTest, UploadsPastTheLimitAreRefusedAndLeaveNoFile) {
+  CoreServiceConfig config;
+  config.max_file_bytes = 1000;
+  Reopen(config);
+  const Conversation c = Create(alice_, {});
+  auto upload = service_->BeginUpload(alice_, c.id);
+  ASSERT_TRUE(upload.ok());
+  const std::string chunk(600, 'x');
+  ASSERT_TRUE((*upload)->Write(chunk.data(), chunk.size()).ok());
+  Status over = (*upload)->Write(chunk.data(), chunk.size());
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code(), ErrorCode::kResourceExhausted);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "files"));
+  EXPECT_FALSE((*upload)->Write("x", 1).ok());
+  EXPECT_FALSE(service_->FinishUpload(std::move(*upload)).ok());
+  EXPECT_EQ(Count("files"), 0);
+
+  // Exactly the limit is fine; an abandoned upload leaves nothing behind.
+  auto exact = service_->BeginUpload(alice_, c.id);
+  const std::string full(1000, 'y');
+  ASSERT_TRUE((*exact)->Write(full.data(), full.size()).ok());
+  EXPECT_TRUE(service_->FinishUpload(std::move(*exact)).ok());
+  {
+    auto abandoned = service_->BeginUpload(alice_, c.id);
+    ASSERT_TRUE((*abandoned)->Write("z", 1).ok());
+  }
+  std::size_t files = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(dir_ / "files")) {
+    ++files;
+  }
+  EXPECT_EQ(files, 1u);
+  EXPECT_EQ(Count("files"), 1);
+}
+
+TEST_F(CoreServiceTest, AnUploadFinishedAfterTheUploaderLeftIsNotKept) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  auto upload = service_->BeginUpload(bob_, c.id);
+  ASSERT_TRUE(upload.ok());
+  ASSERT_TRUE((*upload)->Write("abc", 3).ok());
+  ASSERT_TRUE(service_->RemoveParticipant(alice_, c.id, bob_.user_id).ok());
+  auto finished = service_->FinishUpload(std::move(*upload));
+  ASSERT_FALSE(finished.ok());
+  EXPECT_EQ(finished.error().code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "files"));
+  EXPECT_EQ(Count("files"), 0);
+}
+
+// --- the search index store -----------------------------------------------------------------
+
+TEST_F(CoreServiceTest, OnlyTheIndexerUsesTheIndex) {
+  const Conversation c = Create(alice_, {});
+  const Activity a = Post(alice_, c);
+  SearchQuery query;
+  query.conversation_ids = {c.id};
+  query.tokens = {"tok"};
+  for (const Caller& caller : {alice_, Caller{indexer_.user_id, "evil"},
+                               Caller{"someone", indexer_.org}, Caller{"", ""}}) {
+    EXPECT_EQ(service_->PutIndexTokens(caller, c.id, a.id, {"tok"}).error().code(),
+              ErrorCode::kPermissionDenied);
+    EXPECT_EQ(service_->MatchTokens(caller, query).error().code(), ErrorCode::kPermissionDenied);
+  }
+  EXPECT_EQ(Count("index_tokens"), 0);
+
+  // Without an indexer configured, nobody is the indexer.
+  CoreServiceConfig config;
+  config.indexer_user_id = "";
+  config.indexer_org = "";
+  service_.reset();
+  config.files_dir = (dir_ / "files").string();
+  auto none = CoreService::New(config, *db_);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ((*none)->PutIndexTokens(Caller{"", ""}, c.id, a.id, {"tok"}).error().code(),
+            ErrorCode::kPermissionDenied);
+}
+
+TEST_F(CoreServiceTest, IndexTokensMatchAllTokensWithinTheConversationsNewestFirst) {
+  const Conversation c1 = Create(alice_, {});
+  const Conversation c2 = Create(alice_, {});
+  const Conversation c3 = Create(bob_, {});
+  std::vector<Activity> hits;
+  for (int i = 0; i < 5; ++i) {
+    const Activity a = Post(alice_, i % 2 ? c1 : c2);
+    ASSERT_TRUE(service_
+                    ->PutIndexTokens(indexer_, a.conversation_id, a.id,
+                                     {"apple", "pear", "decoy" + std::to_string(i)})
+                    .ok());
+    hits.push_back(a);
+  }
+  const Activity only_apple = Post(alice_, c1);
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c1.id, only_apple.id, {"apple"}).ok());
+  const Activity elsewhere = Post(bob_, c3);
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c3.id, elsewhere.id, {"apple", "pear"}).ok());
+  // Putting again changes nothing.
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c3.id, elsewhere.id, {"pear", "apple"}).ok());
+  EXPECT_EQ(Count("index_tokens"), 5 * 3 + 1 + 2);
+
+  SearchQuery query;
+  query.conversation_ids = {c1.id, c2.id};
+  query.tokens = {"pear", "apple", "apple"};
+  query.limit = 2;
+  std::vector<std::string> found;
+  for (int page = 0; page < 5; ++page) {
+    auto matched = service_->MatchTokens(indexer_, query);
+    ASSERT_TRUE(matched.ok()) << matched.error().ToString();
+    for (const IndexMatch& m : matched->items) {
+      found.push_back(m.activity_id);
+      auto it = std::find_if(hits.begin(), hits.end(),
+                             [&](const Activity& a) { return a.id == m.activity_id; });
+      ASSERT_NE(it, hits.end());
+      EXPECT_EQ(m.conversation_id, it->conversation_id);
+      EXPECT_EQ(m.seq, it->seq);
+    }
+    if (!matched->next_before) break;
+    query.before = matched->next_before;
+  }
+  std::vector<std::string> expected;
+  for (auto it = hits.rbegin(); it != hits.rend(); ++it) expected.push_back(it->id);
+  EXPECT_EQ(found, expected);
+
+  query.before.reset();
+  query.tokens = {"decoy3", "apple"};
+  auto one = service_->MatchTokens(indexer_, query);
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->items.size(), 1u);
+  EXPECT_EQ(one->items[0].activity_id, hits[3].id);
+  EXPECT_FALSE(one->next_before.has_value());
+  query.tokens = {"apple"};
+  query.conversation_ids = {c3.id};
+  one = service_->MatchTokens(indexer_, query);
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->items.size(), 1u);
+  EXPECT_EQ(one->items[0].activity_id, elsewhere.id);
+  query.tokens = {"unknown"};
+  EXPECT_TRUE(service_->MatchTokens(indexer_, query)->items.empty());
+}
+
+TEST_F(CoreServiceTest, InvalidIndexRequestsAreRefusedAndStoreNothing) {
+  const Conversation c = Create(alice_, {});
+  const Conversation other = Create(alice_, {});
+  const Activity a = Post(alice_, c);
+  EXPECT_EQ(service_->PutIndexTokens(indexer_, other.id, a.id, {"t"}).error().code(),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(service_->PutIndexTokens(indexer_, internal::NewUuid(), a.id, {"t"}).error().code(),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(service_->PutIndexTokens(indexer_, c.id, internal::NewUuid(), {"t"}).error().code(),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(service_->PutIndexTokens(indexer_, c.id, a.id, {"has space"}).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(
+      service_->PutIndexTokens(indexer_, c.id, a.id, {std::string(kMaxIndexTokenBytes + 1, 'a')})
+          .error()
+          .code(),
+      ErrorCode::kInvalidArgument);
+  std::vector<std::string> too_many;
+  for (std::size_t i = 0; i <= kMaxIndexTokensPerActivity; ++i) {
+    too_many.push_back("t" + std::to_string(i));
+  }
+  EXPECT_EQ(service_->PutIndexTokens(indexer_, c.id, a.id, too_many).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Count("index_tokens"), 0);
+
+  SearchQuery query;
+  query.tokens = {"t"};
+  EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+  query.conversation_ids = {"nope"};
+  EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+  query.conversation_ids = {c.id};
+  query.tokens.assign(kMaxSearchTokens + 1, "t");
+  EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+  query.tokens = {"t"};
+  query.limit = 0;
+  EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+}
+
+// --- durability and storage -----------------------------------------------------------------
+
+TEST_F(CoreServiceTest, EverythingIsThereAfterARestart) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  Post(alice_, c);
+  ASSERT_TRUE(service_->AddParticipants(alice_, c.id, {carol_.user_id}).ok());
+  const std::string old_key = c.current_key_uri;
+  ASSERT_TRUE(service_->RotateKey(bob_, c.id, KeyUri()).ok());
+  NewPost retried;
+  retried.content = Jwe(service_->GetConversation(alice_, c.id)->current_key_uri);
+  retried.client_activity_id = "before-restart";
+  const Activity posted = *service_->PostActivity(carol_, c.id, retried);
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, posted.id, {"word"}).ok());
+  auto upload = service_->BeginUpload(alice_, c.id);
+  ASSERT_TRUE((*upload)->Write("blob", 4).ok());
+  const FileInfo file = *service_->FinishUpload(std::move(*upload));
+  const Conversation before = *service_->GetConversation(alice_, c.id);
+  const HistoryPage history = *service_->History(alice_, c.id, {});
+  const std::int64_t last_seq = service_->LastSeq();
+
+  Reopen();
+
+  EXPECT_EQ(service_->LastSeq(), last_seq);
+  auto after = service_->GetConversation(carol_, c.id);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->participants, before.participants);
+  EXPECT_EQ(after->current_key_uri, before.current_key_uri);
+  EXPECT_EQ(after->last_seq, before.last_seq);
+  auto reread = service_->History(alice_, c.id, {});
+  ASSERT_TRUE(reread.ok());
+  ASSERT_EQ(reread->items.size(), history.items.size());
+  for (std::size_t i = 0; i < history.items.size(); ++i) {
+    EXPECT_EQ(reread->items[i].id, history.items[i].id);
+    EXPECT_EQ(reread->items[i].seq, history.items[i].seq);
+    EXPECT_EQ(reread->items[i].content, history.items[i].content);
+    EXPECT_EQ(reread->items[i].object_users, history.items[i].object_users);
+    EXPECT_EQ(reread->items[i].published_ms, history.items[i].published_ms);
+  }
+  // The retry, the rotation, the file and the index survived too; new seqs continue.
+  EXPECT_EQ(service_->PostActivity(carol_, c.id, retried)->id, posted.id);
+  NewPost stale;
+  stale.content = Jwe(old_key);
+  EXPECT_EQ(service_->PostActivity(alice_, c.id, stale).error().code(),
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(Post(bob_, *after).seq, last_seq + 1);
+  auto opened = service_->OpenFile(bob_, c.id, file.id);
+  ASSERT_TRUE(opened.ok());
+  EXPECT_EQ(opened->first.sha256_hex, file.sha256_hex);
+  SearchQuery query;
+  query.conversation_ids = {c.id};
+  query.tokens = {"word"};
+  auto matched = service_->MatchTokens(indexer_, query);
+  ASSERT_TRUE(matched.ok());
+  ASSERT_EQ(matched->items.size(), 1u);
+  EXPECT_EQ(matched->items[0].activity_id, posted.id);
+}
+
+TEST_F(CoreServiceTest, RestartRemovesUnfinishedUploads) {
+  const Conversation c = Create(alice_, {});
+  auto upload = service_->BeginUpload(alice_, c.id);
+  ASSERT_TRUE((*upload)->Write("partial", 7).ok());
+  // A crash leaves the temporary file: simulate it by copying it aside and back.
+  std::filesystem::path temp;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_ / "files")) {
+    temp = entry.path();
+  }
+  ASSERT_FALSE(temp.empty());
+  std::filesystem::copy_file(temp, dir_ / "saved");
+  upload->reset();
+  std::filesystem::copy_file(dir_ / "saved", temp);
+  Reopen();
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "files"));
+}
+
+TEST_F(CoreServiceTest, NewRefusesADatabaseWithoutTheCoreSchema) {
+  auto other = Database::OpenSqlite((dir_ / "other.db").string(), {});
+  ASSERT_TRUE(other.ok());
+  CoreServiceConfig config;
+  config.files_dir = (dir_ / "files").string();
+  auto service = CoreService::New(config, **other);
+  ASSERT_FALSE(service.ok());
+  EXPECT_EQ(service.error().code(), ErrorCode::kFailedPrecondition);
+  config.files_dir = "";
+  EXPECT_EQ(CoreService::New(config, *db_).error().code(), ErrorCode::kInvalidArgument);
+  config.files_dir = (dir_ / "files").string();
+  config.indexer_user_id = "indexer";
+  EXPECT_EQ(CoreService::New(config, *db_).error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(CoreServiceTest, HotQueriesUseTheirIndexes) {
+  const std::string history = QueryPlan(internal::CoreStore::kHistoryNewestSql);
+  EXPECT_NE(history.find("USING INDEX activities_by_conversation"), std::string::npos) << history;
+  EXPECT_EQ(history.find("TEMP B-TREE"), std::string::npos) << history;
+
+  // Per membership of the user, one index range of the conversation's activities bounded on
+  // both sides (the interval and the cursor), at most `limit` long.
+  const std::string events = QueryPlan(internal::CoreStore::kEventsSinceSql);
+  EXPECT_NE(events.find("SEARCH m USING INDEX memberships_by_user (user_id=?)"), std::string::npos)
+      << events;
+  EXPECT_NE(events.find("SEARCH s USING COVERING INDEX activities_by_conversation "
+                        "(conversation_id=? AND seq>? AND seq<?)"),
+            std::string::npos)
+      << events;
+  EXPECT_EQ(events.find("SCAN"), std::string::npos) << events;
+
+  const std::string list = QueryPlan(internal::CoreStore::kListConversationsSql);
+  EXPECT_NE(list.find("SEARCH m USING INDEX memberships_by_user (user_id=? AND left_seq=?)"),
+            std::string::npos)
+      << list;
+  EXPECT_EQ(list.find("SCAN"), std::string::npos) << list;
+}
+
+TEST(StringArrayTest, RoundTrips) {
+  for (const std::vector<std::string>& values :
+       {std::vector<std::string>{}, std::vector<std::string>{""},
+        std::vector<std::string>{"a", "b\"c", "d\\e", "zoë", "[,]"}}) {
+    EXPECT_EQ(internal::DecodeStringArray(internal::EncodeStringArray(values)), values);
+  }
+}
+
+}  // namespace
+}  // namespace strongroom::core
