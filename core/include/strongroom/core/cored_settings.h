@@ -1,0 +1,69 @@
+// Reads cored's configuration file: the [core] section, the [jwt] sections (the identity
+// providers whose "core" tokens it accepts; common/jwt_settings.h) and the KMS clusters allowed to
+// attach to the relay.
+//
+//   [core]
+//   database = /var/lib/strongroom/core.db
+//   files_dir = /var/lib/strongroom/files      ; encrypted blobs
+//   listen = 127.0.0.1:9443                    ; host:port, [v6]:port; port 0 = any free port
+//   tls_cert = /etc/strongroom/tls/core.crt    ; PEM: the HTTPS server certificate (+ chain)
+//   tls_key = /etc/strongroom/tls/core.key     ; PEM: its private key (unencrypted)
+//   indexer = indexer@acme                     ; optional: the indexer's token subject ...
+//   indexer_org = acme                         ; ... and organization
+//   max_connections = 256       ; optional: connections served at once, WebSockets included
+//   max_file_mb = 100           ; optional: largest encrypted file (1-4096 MiB)
+//   rate_per_s = 200            ; optional: requests per second per user (1-100000) ...
+//   rate_burst = 400            ; ... with bursts of this many
+//   relays = kms1               ; optional: the KMS clusters that may attach to the relay
+//
+//   [relay.kms1]
+//   cluster = kms://kms.acme.example    ; the KMS's kms://<host>
+//   token_file = /etc/strongroom/relay/kms1.token  ; its relay token (mode 0600)
+//
+// Unknown keys are refused, so a typo never silently falls back to a default.
+#ifndef STRONGROOM_CORE_CORED_SETTINGS_H_
+#define STRONGROOM_CORE_CORED_SETTINGS_H_
+
+#include <Poco/Util/AbstractConfiguration.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "strongroom/common/error.h"
+#include "strongroom/common/jwt_settings.h"
+
+namespace strongroom::core {
+
+inline constexpr std::size_t kMaxRelayClusters = 64;
+
+struct RelayClusterSettings {
+  std::string name;  // the [relay.<name>] section
+  std::string cluster;
+  std::string token_file;
+};
+
+struct CoredSettings {
+  std::string database;
+  std::string files_dir;
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 9443;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string indexer;
+  std::string indexer_org;
+  std::size_t max_connections = 256;
+  std::uint64_t max_file_bytes = 100ull * 1024 * 1024;
+  std::uint32_t rate_per_s = 200;
+  std::uint32_t rate_burst = 400;
+  std::vector<RelayClusterSettings> relays;
+  JwtSettings jwt;  // audience "core" unless set
+};
+
+Result<CoredSettings> ReadCoredSettings(const Poco::Util::AbstractConfiguration& config);
+Result<CoredSettings> LoadCoredSettings(const std::string& path);
+
+}  // namespace strongroom::core
+
+#endif  // STRONGROOM_CORE_CORED_SETTINGS_H_

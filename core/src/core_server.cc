@@ -1,0 +1,760 @@
+#include "strongroom/core/core_server.h"
+
+#include <Poco/Exception.h>
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/HTTPRequestHandler.h>
+#include <Poco/Net/HTTPRequestHandlerFactory.h>
+#include <Poco/Net/HTTPServer.h>
+#include <Poco/Net/HTTPServerParams.h>
+#include <Poco/Net/HTTPServerRequest.h>
+#include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/NetException.h>
+#include <Poco/Net/SSLManager.h>
+#include <Poco/Net/SecureServerSocket.h>
+#include <Poco/Net/SocketAddress.h>
+#include <Poco/Net/WebSocket.h>
+#include <Poco/NumberParser.h>
+#include <Poco/String.h>
+#include <Poco/ThreadPool.h>
+#include <Poco/URI.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <iostream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "strongroom/common/rfc3339.h"
+#include "strongroom/common/tls.h"
+
+namespace strongroom::core {
+namespace {
+
+using Poco::JSON::Object;
+using Poco::Net::HTTPResponse;
+using Poco::Net::HTTPServerRequest;
+using Poco::Net::HTTPServerResponse;
+
+// A body larger than the limit but at most this is read and dropped so the client sees the 413
+// on a connection that stays usable; a larger one is answered at once and the connection closed.
+constexpr std::size_t kMaxDrainBytes = 4 * 1024 * 1024;
+constexpr std::size_t kMaxTrackedUsers = 100000;
+
+void LogError(const std::string& what) { std::cerr << "cored: error: " << what << std::endl; }
+
+std::string Stringify(const Object& object) {
+  std::ostringstream out;
+  object.stringify(out);
+  return out.str();
+}
+
+void SendJson(HTTPServerResponse& response, int status, const std::string& body) {
+  response.setStatusAndReason(static_cast<HTTPResponse::HTTPStatus>(status));
+  response.setContentType("application/json");
+  response.set("Cache-Control", "no-store");
+  response.sendBuffer(body.data(), body.size());
+}
+
+// "INVALID_ARGUMENT" -> "invalid_argument"; "key rotation required" gets a code of its own so
+// clients can act on it without parsing the message.
+std::string CodeFor(const Error& error) {
+  if (error.code() == ErrorCode::kFailedPrecondition &&
+      error.message().rfind("key rotation required", 0) == 0) {
+    return "key_rotation_required";
+  }
+  return Poco::toLower(std::string(ErrorCodeName(error.code())));
+}
+
+void SendError(HTTPServerResponse& response, int status, const std::string& code,
+               const std::string& message) {
+  Object error;
+  error.set("code", code);
+  error.set("message", message);
+  SendJson(response, status, Stringify(error));
+}
+
+void SendError(HTTPServerResponse& response, const Error& error) {
+  const int status = HttpStatusFor(error.code());
+  if (status == 503) response.set("Retry-After", "1");
+  SendError(response, status, CodeFor(error), error.message());
+}
+
+// Whether the request has a body to read. Without Content-Length or chunked encoding an HTTP/1.1
+// request has none, but Poco's stream would read until the client closes the connection.
+bool HasBody(HTTPServerRequest& request) {
+  return request.getChunkedTransferEncoding() ||
+         (request.hasContentLength() && request.getContentLength64() > 0);
+}
+
+// Reads and drops up to `limit` bytes; true when the body ended within it.
+bool Drain(HTTPServerRequest& request, std::size_t limit) {
+  if (!HasBody(request)) return true;
+  std::istream& in = request.stream();
+  char buffer[16 * 1024];
+  std::size_t total = 0;
+  while (in && total <= limit) {
+    in.read(buffer, sizeof buffer);
+    total += static_cast<std::size_t>(in.gcount());
+  }
+  return total <= limit && in.eof();
+}
+
+std::string MediaType(const HTTPServerRequest& request) {
+  const std::string& type = request.getContentType();
+  return Poco::toLower(Poco::trim(type.substr(0, type.find(';'))));
+}
+
+// The body if it is at most `max` bytes; nullopt when larger (the caller answers 413).
+std::optional<std::string> ReadBody(HTTPServerRequest& request, std::size_t max) {
+  if (!HasBody(request)) return std::string();
+  if (request.hasContentLength() && request.getContentLength64() > static_cast<Poco::Int64>(max)) {
+    return std::nullopt;
+  }
+  std::string body;
+  if (request.hasContentLength()) {
+    body.reserve(static_cast<std::size_t>(request.getContentLength64()));
+  }
+  std::istream& in = request.stream();
+  char chunk[16 * 1024];
+  while (in && body.size() <= max) {
+    const std::size_t want = std::min(sizeof chunk, max + 1 - body.size());
+    in.read(chunk, static_cast<std::streamsize>(want));
+    body.append(chunk, static_cast<std::size_t>(in.gcount()));
+  }
+  if (body.size() > max) return std::nullopt;
+  return body;
+}
+
+Poco::JSON::Array ToArray(const std::vector<std::string>& items) {
+  Poco::JSON::Array array;
+  for (const std::string& item : items) array.add(item);
+  return array;
+}
+
+Object ConversationObject(const Conversation& conversation) {
+  Object json;
+  json.set("id", conversation.id);
+  json.set("kmsResourceUri", conversation.kms_resource_uri);
+  json.set("currentKeyUri", conversation.current_key_uri);
+  if (!conversation.encrypted_title.empty()) {
+    json.set("encryptedTitle", conversation.encrypted_title);
+  }
+  json.set("participants", ToArray(conversation.participants));
+  json.set("createdBy", conversation.created_by);
+  json.set("created", FormatRfc3339Ms(conversation.created_ms));
+  json.set("lastSeq", conversation.last_seq);
+  return json;
+}
+
+Object FileObject(const FileInfo& file) {
+  Object json;
+  json.set("id", file.id);
+  json.set("conversationId", file.conversation_id);
+  json.set("uploader", file.uploader);
+  json.set("size", file.size);
+  json.set("sha256", file.sha256_hex);
+  json.set("created", FormatRfc3339Ms(file.created_ms));
+  return json;
+}
+
+// "kms://host/resources/<id>" -> "kms://host".
+std::string ClusterOf(const std::string& uri) {
+  const std::size_t slash = uri.find('/', 6);
+  return uri.substr(0, slash);
+}
+
+// Per-user token buckets: rate_per_s a second, up to burst.
+class RateLimiter {
+ public:
+  RateLimiter(double rate, double burst) : rate_(rate), burst_(burst) {}
+
+  // 0 when the request may go on; otherwise the seconds to wait (at least 1).
+  int Take(const std::string& user) {
+    const double now =
+        std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    Shard& shard = shards_[std::hash<std::string>()(user) % shards_.size()];
+    std::lock_guard<std::mutex> lock(shard.mutex);
+    if (shard.buckets.size() > kMaxTrackedUsers / shards_.size()) {
+      // Forget users whose bucket has refilled: they are where a new one starts.
+      for (auto it = shard.buckets.begin(); it != shard.buckets.end();) {
+        it = (now - it->second.at) * rate_ >= burst_ ? shard.buckets.erase(it) : std::next(it);
+      }
+    }
+    auto [it, fresh] = shard.buckets.try_emplace(user, Bucket{burst_, now});
+    Bucket& bucket = it->second;
+    if (!fresh) {
+      bucket.tokens = std::min(burst_, bucket.tokens + (now - bucket.at) * rate_);
+      bucket.at = now;
+    }
+    if (bucket.tokens >= 1.0) {
+      bucket.tokens -= 1.0;
+      return 0;
+    }
+    return std::max(1, static_cast<int>(std::ceil((1.0 - bucket.tokens) / rate_)));
+  }
+
+ private:
+  struct Bucket {
+    double tokens;
+    double at;
+  };
+  struct Shard {
+    std::mutex mutex;
+    std::unordered_map<std::string, Bucket> buckets;
+  };
+  const double rate_;
+  const double burst_;
+  std::array<Shard, 16> shards_;
+};
+
+}  // namespace
+
+struct CoreServer::State {
+  CoreService& service;
+  const JwtVerifier& verifier;
+  RealtimeHub& hub;
+  KmsRelay& relay;
+  const CoreServerOptions options;
+  RateLimiter limiter;
+};
+
+namespace {
+
+// Created per request by Poco; every exception ends here.
+class Handler : public Poco::Net::HTTPRequestHandler {
+ public:
+  explicit Handler(std::shared_ptr<CoreServer::State> state) : state_(std::move(state)) {}
+
+  void handleRequest(HTTPServerRequest& request, HTTPServerResponse& response) override {
+    try {
+      Route(request, response);
+    } catch (const std::exception& e) {
+      LogError(std::string("a request failed: ") + e.what());
+      if (!response.sent()) {
+        response.setKeepAlive(false);
+        try {
+          SendError(response, 500, "internal", "the core failed to process the request");
+        } catch (...) {
+        }
+      }
+    }
+  }
+
+ private:
+  using Segments = std::vector<std::string>;
+
+  void Route(HTTPServerRequest& request, HTTPServerResponse& response) {
+    const Poco::URI uri(request.getURI());
+    Segments path;
+    uri.getPathSegments(path);
+    const std::string query = uri.getRawQuery();
+    const std::string& method = request.getMethod();
+
+    if (path == Segments{"health"}) {
+      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
+      return Health(response);
+    }
+    if (path == Segments{"relay", "kms"}) {
+      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
+      Status attached = HandleRelayUpgrade(state_->relay, request, response);
+      if (!attached.ok() && !response.sent()) SendError(response, attached.error());
+      return;
+    }
+
+    // Everything else is a user's (or the indexer's) request.
+    Result<VerifiedJwt> token = Authenticate(request);
+    if (!token.ok()) {
+      Discard(request, response);
+      response.set("WWW-Authenticate", "Bearer");
+      return SendError(response, token.error());
+    }
+    const Caller caller{token->subject(), token->org()};
+    if (const int wait = state_->limiter.Take(caller.user_id); wait > 0) {
+      Discard(request, response);
+      response.set("Retry-After", std::to_string(wait));
+      return SendError(response, 429, "rate_limited",
+                       "too many requests; retry in " + std::to_string(wait) + " s");
+    }
+
+    if (path == Segments{"kms", "messages"}) {
+      if (method != HTTPServerRequest::HTTP_POST) return NotAllowed(request, response, "POST");
+      return RelayMessage(request, response, query);
+    }
+    if (path.size() >= 2 && path[0] == "v1") {
+      if (path == Segments{"v1", "events"}) {
+        if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
+        return Events(request, response, caller, query);
+      }
+      if (path[1] == "conversations") return Conversations(request, response, caller, path, query);
+      if (path[1] == "index") return Index(request, response, caller, path);
+    }
+    Discard(request, response);
+    SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
+  }
+
+  Result<VerifiedJwt> Authenticate(const HTTPServerRequest& request) {
+    const std::string header = request.get("Authorization", "");
+    constexpr std::string_view kBearer = "Bearer ";
+    if (header.size() <= kBearer.size() || Poco::icompare(header.substr(0, 7), "bearer ") != 0) {
+      return Error(ErrorCode::kUnauthenticated, "an Authorization: Bearer <token> is required");
+    }
+    return state_->verifier.Verify(std::string_view(header).substr(kBearer.size()));
+  }
+
+  // Reads and drops the rest of the body so the connection can serve the next request; closes
+  // it when the body is too large for that.
+  void Discard(HTTPServerRequest& request, HTTPServerResponse& response) {
+    response.setKeepAlive(response.getKeepAlive() && Drain(request, kMaxDrainBytes));
+  }
+
+  void NotAllowed(HTTPServerRequest& request, HTTPServerResponse& response,
+                  const std::string& allow) {
+    Discard(request, response);
+    response.set("Allow", allow);
+    SendError(response, 405, "method_not_allowed", "use " + allow);
+  }
+
+  void Health(HTTPServerResponse& response) {
+    Object json;
+    json.set("status", "ok");
+    json.set("realtimeConnections", state_->hub.connections());
+    Object kms;  // each KMS cluster allowed to attach, and its relay connections now
+    for (const auto& [cluster, connections] : state_->relay.ConnectedClusters()) {
+      kms.set(cluster, connections);
+    }
+    json.set("kms", kms);
+    SendJson(response, 200, Stringify(json));
+  }
+
+  // The body of a JSON request, or nullopt with the error already sent.
+  std::optional<std::string> JsonBody(HTTPServerRequest& request, HTTPServerResponse& response) {
+    if (MediaType(request) != "application/json") {
+      Discard(request, response);
+      SendError(response, 415, "media_type", "send the body as Content-Type: application/json");
+      return std::nullopt;
+    }
+    std::optional<std::string> body = ReadBody(request, kMaxJsonRequestBytes);
+    if (!body) {
+      Discard(request, response);
+      SendError(response, 413, "body_size",
+                "a request body is at most " + std::to_string(kMaxJsonRequestBytes) + " bytes");
+    }
+    return body;
+  }
+
+  // Relays an embedded sealed KMS message to the KMS of `resource_uri` before the core changes
+  // anything. nullopt when there is none; an error when the KMS cannot be reached or could not
+  // even open it (then nothing is changed here).
+  Result<std::optional<KmsRelayAnswer>> RelayEmbedded(const std::string& message,
+                                                      const std::string& resource_uri) {
+    if (message.empty()) return std::optional<KmsRelayAnswer>();
+    SR_ASSIGN_OR_RETURN(KmsRelayAnswer answer,
+                        state_->relay.Forward(ClusterOf(resource_uri), message));
+    if (answer.http_status != 200) {
+      return Error(ErrorCode::kFailedPrecondition, "the KMS refused the embedded message (HTTP " +
+                                                       std::to_string(answer.http_status) +
+                                                       "); nothing was changed");
+    }
+    return std::optional<KmsRelayAnswer>(std::move(answer));
+  }
+
+  static void AddAnswer(Object& json, const std::optional<KmsRelayAnswer>& answer) {
+    if (!answer) return;
+    Object kms;
+    kms.set("status", answer->http_status);
+    kms.set("contentType", answer->content_type);
+    kms.set("body", answer->body);
+    json.set("kmsAnswer", kms);
+  }
+
+  // {"activity": {...}, "kmsAnswer": {...}?}
+  static std::string ActivityAnswer(const Activity& activity,
+                                    const std::optional<KmsRelayAnswer>& answer) {
+    std::string json = "{\"activity\":" + ActivityJson(activity);
+    if (answer) {
+      Object kms;
+      AddAnswer(kms, answer);
+      const std::string rest = Stringify(kms);  // {"kmsAnswer":{...}}
+      json += "," + rest.substr(1, rest.size() - 2);
+    }
+    return json + "}";
+  }
+
+  void RelayMessage(HTTPServerRequest& request, HTTPServerResponse& response,
+                    const std::string& query) {
+    Result<std::string> cluster = ParseRelayQuery(query);
+    if (!cluster.ok()) {
+      Discard(request, response);
+      return SendError(response, cluster.error());
+    }
+    if (MediaType(request) != "application/jose") {
+      Discard(request, response);
+      return SendError(response, 415, "media_type",
+                       "a KMS message is sent as Content-Type: application/jose");
+    }
+    std::optional<std::string> body = ReadBody(request, kMaxRelayMessageBytes);
+    if (!body) {
+      Discard(request, response);
+      return SendError(
+          response, 413, "message_size",
+          "a KMS message is at most " + std::to_string(kMaxRelayMessageBytes) + " bytes");
+    }
+    Result<KmsRelayAnswer> answer = state_->relay.Forward(*cluster, *body);
+    if (!answer.ok()) return SendError(response, answer.error());
+    response.setStatusAndReason(static_cast<HTTPResponse::HTTPStatus>(answer->http_status));
+    response.setContentType(answer->content_type);
+    response.set("Cache-Control", "no-store");
+    if (answer->http_status == 503) response.set("Retry-After", "1");
+    response.sendBuffer(answer->body.data(), answer->body.size());
+  }
+
+  void Events(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
+              const std::string& query) {
+    Result<std::optional<std::int64_t>> cursor = ParseEventsQuery(query);
+    if (!cursor.ok()) return SendError(response, cursor.error());
+    const std::int64_t after = cursor->value_or(state_->service.LastSeq());
+    std::unique_ptr<Poco::Net::WebSocket> socket;
+    try {
+      socket = std::make_unique<Poco::Net::WebSocket>(request, response);
+    } catch (const Poco::Net::WebSocketException& e) {
+      if (!response.sent()) {
+        SendError(response, 400, "invalid_argument",
+                  "GET /v1/events is a WebSocket upgrade: " + e.message());
+      }
+      return;
+    }
+    Status served = state_->hub.Serve(caller.user_id, after, *socket);
+    if (!served.ok() && served.error().code() == ErrorCode::kResourceExhausted) {
+      try {
+        socket->shutdown(Poco::Net::WebSocket::WS_POLICY_VIOLATION, served.error().message());
+      } catch (const Poco::Exception&) {
+      }
+    }
+  }
+
+  // Runs `parse` on the request's JSON body; nullopt with the error sent when that fails.
+  template <typename Parse>
+  auto ParsedBody(HTTPServerRequest& request, HTTPServerResponse& response, Parse parse)
+      -> std::optional<std::decay_t<decltype(parse(std::string_view()).value())>> {
+    std::optional<std::string> body = JsonBody(request, response);
+    if (!body) return std::nullopt;
+    auto parsed = parse(*body);
+    if (!parsed.ok()) {
+      SendError(response, parsed.error());
+      return std::nullopt;
+    }
+    return std::move(parsed).value();
+  }
+
+  void Conversations(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
+                     const Segments& path, const std::string& query) {
+    const std::string& method = request.getMethod();
+    CoreService& service = state_->service;
+    if (path.size() == 2) {  // /v1/conversations
+      if (method == HTTPServerRequest::HTTP_POST) {
+        return CreateConversation(request, response, caller);
+      }
+      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET, POST");
+      Result<ListQuery> list = ParseListQuery(query);
+      if (!list.ok()) return SendError(response, list.error());
+      auto page = service.ListConversations(caller, list->before, list->limit);
+      if (!page.ok()) return SendError(response, page.error());
+      Poco::JSON::Array items;
+      for (const Conversation& conversation : *page) items.add(ConversationObject(conversation));
+      Object json;
+      json.set("items", items);
+      if (page->size() == list->limit) json.set("next", page->back().last_seq);
+      return SendJson(response, 200, Stringify(json));
+    }
+    const std::string& id = path[2];
+    if (path.size() == 3) {  // /v1/conversations/{id}
+      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
+      auto conversation = service.GetConversation(caller, id);
+      if (!conversation.ok()) return SendError(response, conversation.error());
+      return SendJson(response, 200, Stringify(ConversationObject(*conversation)));
+    }
+    const std::string& part = path[3];
+    if (part == "participants" && path.size() == 4) {
+      if (method != HTTPServerRequest::HTTP_POST) return NotAllowed(request, response, "POST");
+      auto add = ParsedBody(request, response, ParseAddParticipants);
+      if (!add) return;
+      return ChangeMembers(response, caller, id, add->kms_message,
+                           [&] { return service.AddParticipants(caller, id, add->user_ids); });
+    }
+    if (part == "participants" && path.size() == 5) {
+      if (method != HTTPServerRequest::HTTP_DELETE) return NotAllowed(request, response, "DELETE");
+      std::string kms_message;
+      const bool has_body = (request.hasContentLength() && request.getContentLength64() > 0) ||
+                            request.getChunkedTransferEncoding();
+      if (has_body) {
+        auto removal = ParsedBody(request, response, ParseRemoveParticipant);
+        if (!removal) return;
+        kms_message = std::move(*removal);
+      }
+      const std::string& user = path[4];
+      return ChangeMembers(response, caller, id, kms_message,
+                           [&] { return service.RemoveParticipant(caller, id, user); });
+    }
+    if (part == "key" && path.size() == 4) {
+      if (method != HTTPServerRequest::HTTP_PUT) return NotAllowed(request, response, "PUT");
+      auto rotate = ParsedBody(request, response, ParseRotateKey);
+      if (!rotate) return;
+      return ChangeMembers(response, caller, id, rotate->kms_message,
+                           [&] { return service.RotateKey(caller, id, rotate->key_uri); });
+    }
+    if (part == "title" && path.size() == 4) {
+      if (method != HTTPServerRequest::HTTP_PUT) return NotAllowed(request, response, "PUT");
+      auto title = ParsedBody(request, response, ParseSetTitle);
+      if (!title) return;
+      auto activity = service.SetTitle(caller, id, *title);
+      if (!activity.ok()) return SendError(response, activity.error());
+      return SendJson(response, 200, ActivityJson(*activity));
+    }
+    if (part == "activities" && path.size() == 4) {
+      if (method == HTTPServerRequest::HTTP_POST) {
+        auto post = ParsedBody(request, response, ParsePost);
+        if (!post) return;
+        auto activity = service.PostActivity(caller, id, *post);
+        if (!activity.ok()) return SendError(response, activity.error());
+        return SendJson(response, 201, ActivityJson(*activity));
+      }
+      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET, POST");
+      return History(response, caller, id, query);
+    }
+    if (part == "activities" && path.size() == 5) {
+      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
+      auto activity = service.GetActivity(caller, id, path[4]);
+      if (!activity.ok()) return SendError(response, activity.error());
+      return SendJson(response, 200, ActivityJson(*activity));
+    }
+    if (part == "files" && path.size() == 4) {
+      if (method != HTTPServerRequest::HTTP_POST) return NotAllowed(request, response, "POST");
+      return Upload(request, response, caller, id);
+    }
+    if (part == "files" && path.size() == 5) {
+      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
+      return Download(response, caller, id, path[4]);
+    }
+    Discard(request, response);
+    SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
+  }
+
+  void CreateConversation(HTTPServerRequest& request, HTTPServerResponse& response,
+                          const Caller& caller) {
+    auto create = ParsedBody(request, response, ParseCreateConversation);
+    if (!create) return;
+    auto answer = RelayEmbedded(create->kms_message, create->conversation.kms_resource_uri);
+    if (!answer.ok()) return SendError(response, answer.error());
+    auto conversation = state_->service.CreateConversation(caller, create->conversation);
+    if (!conversation.ok()) return SendError(response, conversation.error());
+    Object json;
+    json.set("conversation", ConversationObject(*conversation));
+    AddAnswer(json, *answer);
+    SendJson(response, 201, Stringify(json));
+  }
+
+  // A membership or key change: the embedded KMS message (if any) goes to the conversation's KMS
+  // first; only when the KMS took it does `change` run. Answers {activity, kmsAnswer?}.
+  template <typename Change>
+  void ChangeMembers(HTTPServerResponse& response, const Caller& caller, const std::string& id,
+                     const std::string& kms_message, Change change) {
+    auto conversation = state_->service.GetConversation(caller, id);
+    if (!conversation.ok()) return SendError(response, conversation.error());
+    auto answer = RelayEmbedded(kms_message, conversation->kms_resource_uri);
+    if (!answer.ok()) return SendError(response, answer.error());
+    Result<Activity> activity = change();
+    if (!activity.ok()) return SendError(response, activity.error());
+    SendJson(response, 200, ActivityAnswer(*activity, *answer));
+  }
+
+  void History(HTTPServerResponse& response, const Caller& caller, const std::string& id,
+               const std::string& query) {
+    Result<HistoryQuery> parsed = ParseHistoryQuery(query);
+    if (!parsed.ok()) return SendError(response, parsed.error());
+    auto page = state_->service.History(caller, id, *parsed);
+    if (!page.ok()) return SendError(response, page.error());
+    std::string json = "{\"items\":[";
+    for (std::size_t i = 0; i < page->items.size(); ++i) {
+      if (i > 0) json += ',';
+      json += ActivityJson(page->items[i]);
+    }
+    json += "],\"more\":";
+    json += page->more ? "true}" : "false}";
+    SendJson(response, 200, json);
+  }
+
+  void Upload(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
+              const std::string& id) {
+    const std::uint64_t max = state_->options.max_file_bytes;
+    if (MediaType(request) != "application/octet-stream") {
+      Discard(request, response);
+      return SendError(response, 415, "media_type",
+                       "upload the encrypted file as Content-Type: application/octet-stream");
+    }
+    auto too_large = [&] {
+      response.setKeepAlive(false);
+      SendError(response, 413, "file_size",
+                "an encrypted file is at most " + std::to_string(max) + " bytes");
+    };
+    if (request.hasContentLength() &&
+        static_cast<std::uint64_t>(request.getContentLength64()) > max) {
+      return too_large();
+    }
+    auto upload = state_->service.BeginUpload(caller, id);
+    if (!upload.ok()) {
+      Discard(request, response);
+      return SendError(response, upload.error());
+    }
+    std::istream& in = request.stream();
+    std::vector<char> chunk(64 * 1024);
+    while (HasBody(request) && in) {
+      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      const auto n = static_cast<std::size_t>(in.gcount());
+      if (n == 0) break;
+      Status written = (*upload)->Write(chunk.data(), n);
+      if (!written.ok()) {
+        if (written.error().code() == ErrorCode::kResourceExhausted) return too_large();
+        response.setKeepAlive(false);
+        return SendError(response, written.error());
+      }
+    }
+    if (request.hasContentLength() &&
+        (*upload)->size() != static_cast<std::uint64_t>(request.getContentLength64())) {
+      response.setKeepAlive(false);
+      return SendError(response, 400, "invalid_argument",
+                       "the upload ended before Content-Length bytes arrived");
+    }
+    auto file = state_->service.FinishUpload(std::move(upload).value());
+    if (!file.ok()) return SendError(response, file.error());
+    SendJson(response, 201, Stringify(FileObject(*file)));
+  }
+
+  void Download(HTTPServerResponse& response, const Caller& caller, const std::string& id,
+                const std::string& file_id) {
+    auto file = state_->service.OpenFile(caller, id, file_id);
+    if (!file.ok()) return SendError(response, file.error());
+    response.set("Cache-Control", "no-store");
+    response.set("X-Content-SHA256", file->first.sha256_hex);
+    response.sendFile(file->second, "application/octet-stream");
+  }
+
+  void Index(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
+             const Segments& path) {
+    const std::string& method = request.getMethod();
+    if (path.size() == 3 && path[2] == "search") {
+      if (method != HTTPServerRequest::HTTP_POST) return NotAllowed(request, response, "POST");
+      auto query = ParsedBody(request, response, ParseSearch);
+      if (!query) return;
+      auto page = state_->service.MatchTokens(caller, *query);
+      if (!page.ok()) return SendError(response, page.error());
+      Poco::JSON::Array items;
+      for (const IndexMatch& match : page->items) {
+        Object item;
+        item.set("conversationId", match.conversation_id);
+        item.set("activityId", match.activity_id);
+        item.set("seq", match.seq);
+        items.add(item);
+      }
+      Object json;
+      json.set("items", items);
+      if (page->next_before) json.set("next", *page->next_before);
+      return SendJson(response, 200, Stringify(json));
+    }
+    if (path.size() == 4) {  // /v1/index/{conversation}/{activity}
+      if (method != HTTPServerRequest::HTTP_PUT) return NotAllowed(request, response, "PUT");
+      auto tokens = ParsedBody(request, response, ParseIndexTokens);
+      if (!tokens) return;
+      Status put = state_->service.PutIndexTokens(caller, path[2], path[3], *tokens);
+      if (!put.ok()) return SendError(response, put.error());
+      response.setStatusAndReason(HTTPResponse::HTTP_NO_CONTENT);
+      response.setContentLength(0);
+      response.send();
+      return;
+    }
+    Discard(request, response);
+    SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
+  }
+
+  std::shared_ptr<CoreServer::State> state_;
+};
+
+class HandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {
+ public:
+  explicit HandlerFactory(std::shared_ptr<CoreServer::State> state) : state_(std::move(state)) {}
+  Poco::Net::HTTPRequestHandler* createRequestHandler(const HTTPServerRequest&) override {
+    return new Handler(state_);
+  }
+
+ private:
+  std::shared_ptr<CoreServer::State> state_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<CoreServer>> CoreServer::Start(const CoreServerOptions& options,
+                                                      CoreService& service,
+                                                      const JwtVerifier& verifier, RealtimeHub& hub,
+                                                      KmsRelay& relay) {
+  if (options.max_connections < 4 || options.rate_per_s < 1 || options.rate_burst < 1) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "max_connections must be >= 4, rate_per_s and rate_burst >= 1");
+  }
+  SR_ASSIGN_OR_RETURN(auto context, MakeTlsServerContext("the core's HTTPS listener",
+                                                         options.tls_cert, options.tls_key));
+  auto state = std::shared_ptr<State>(new State{
+      service, verifier, hub, relay, options, RateLimiter(options.rate_per_s, options.rate_burst)});
+  const int threads = static_cast<int>(options.max_connections);
+  auto pool = std::make_unique<Poco::ThreadPool>("core-https", 4, threads, 60);
+  std::unique_ptr<Poco::Net::HTTPServer> server;
+  std::uint16_t port = 0;
+  try {
+    Poco::Net::SecureServerSocket socket(
+        Poco::Net::SocketAddress(options.listen_host, options.listen_port), 128, context);
+    port = socket.address().port();
+    Poco::AutoPtr<Poco::Net::HTTPServerParams> params(new Poco::Net::HTTPServerParams);
+    params->setMaxThreads(threads);
+    params->setMaxQueued(threads);
+    params->setKeepAlive(true);
+    params->setMaxKeepAliveRequests(0);
+    params->setKeepAliveTimeout(Poco::Timespan(options.keep_alive_timeout.count(), 0));
+    params->setTimeout(Poco::Timespan(options.io_timeout.count(), 0));
+    params->setServerName("cored");
+    server =
+        std::make_unique<Poco::Net::HTTPServer>(new HandlerFactory(state), *pool, socket, params);
+    server->start();
+  } catch (const Poco::Exception& e) {
+    Poco::Net::uninitializeSSL();
+    return Error(ErrorCode::kUnavailable, "cannot listen on " + options.listen_host + ":" +
+                                              std::to_string(options.listen_port) + ": " +
+                                              e.displayText());
+  }
+  return std::unique_ptr<CoreServer>(
+      new CoreServer(std::move(state), std::move(pool), std::move(server), port));
+}
+
+CoreServer::CoreServer(std::shared_ptr<State> state, std::unique_ptr<Poco::ThreadPool> pool,
+                       std::unique_ptr<Poco::Net::HTTPServer> server, std::uint16_t port)
+    : state_(std::move(state)), pool_(std::move(pool)), server_(std::move(server)), port_(port) {}
+
+CoreServer::~CoreServer() {
+  Stop();
+  server_.reset();
+  pool_.reset();
+  Poco::Net::uninitializeSSL();
+}
+
+void CoreServer::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  server_->stop();          // no new connections
+  state_->hub.Stop();       // realtime loops end and close their sockets
+  server_->stopAll(false);  // waits for each connection's request in flight
+  pool_->joinAll();
+}
+
+}  // namespace strongroom::core

@@ -1,0 +1,84 @@
+#include "strongroom/core/cored_settings.h"
+
+#include <set>
+
+#include "strongroom/common/config_file.h"
+
+namespace strongroom::core {
+
+using Poco::Util::AbstractConfiguration;
+
+Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
+  SR_ASSIGN_OR_RETURN(std::vector<std::string> relays,
+                      NameListSetting(config, "core.relays", kMaxRelayClusters));
+  std::set<std::string> allowed = {"database",   "files_dir",       "listen",      "tls_cert",
+                                   "tls_key",    "indexer",         "indexer_org", "max_file_mb",
+                                   "rate_per_s", "max_connections", "rate_burst",  "relays"};
+  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "core", allowed));
+
+  CoredSettings out;
+  SR_ASSIGN_OR_RETURN(out.database, RequiredSetting(config, "core.database", "database"));
+  SR_ASSIGN_OR_RETURN(out.files_dir,
+                      RequiredSetting(config, "core.files_dir", "directory for files"));
+  if (config.hasProperty("core.listen")) {
+    SR_ASSIGN_OR_RETURN(ListenAddress listen,
+                        ParseListenSetting("core.listen", SettingText(config, "core.listen")));
+    out.listen_host = listen.host;
+    out.listen_port = listen.port;
+  }
+  SR_ASSIGN_OR_RETURN(out.tls_cert, RequiredSetting(config, "core.tls_cert", "TLS certificate"));
+  SR_ASSIGN_OR_RETURN(out.tls_key, RequiredSetting(config, "core.tls_key", "TLS private key"));
+  out.indexer = SettingText(config, "core.indexer");
+  out.indexer_org = SettingText(config, "core.indexer_org");
+  if (out.indexer.empty() != out.indexer_org.empty()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "core.indexer and core.indexer_org are set together or not at all");
+  }
+  SR_ASSIGN_OR_RETURN(out.max_connections, UnsignedSetting(config, "core.max_connections",
+                                                           out.max_connections, 4, 4096));
+  SR_ASSIGN_OR_RETURN(
+      std::uint64_t max_file_mb,
+      UnsignedSetting(config, "core.max_file_mb", out.max_file_bytes >> 20, 1, 4096));
+  out.max_file_bytes = max_file_mb << 20;
+  SR_ASSIGN_OR_RETURN(std::uint64_t rate,
+                      UnsignedSetting(config, "core.rate_per_s", out.rate_per_s, 1, 100000));
+  out.rate_per_s = static_cast<std::uint32_t>(rate);
+  SR_ASSIGN_OR_RETURN(std::uint64_t burst,
+                      UnsignedSetting(config, "core.rate_burst", rate * 2, 1, 1000000));
+  out.rate_burst = static_cast<std::uint32_t>(burst);
+
+  // [relay.<name>] sections show up as keys of [relay] too.
+  std::set<std::string> relay_sections(relays.begin(), relays.end());
+  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "relay", relay_sections));
+  std::set<std::string> clusters;
+  for (const std::string& name : relays) {
+    const std::string section = "relay." + name;
+    SR_RETURN_IF_ERROR(CheckSettingKeys(config, section, {"cluster", "token_file"}));
+    RelayClusterSettings relay;
+    relay.name = name;
+    SR_ASSIGN_OR_RETURN(relay.cluster,
+                        RequiredSetting(config, section + ".cluster", "KMS cluster (kms://host)"));
+    if (relay.cluster.rfind("kms://", 0) != 0 || relay.cluster.size() <= 6 ||
+        relay.cluster.find_first_of("/?#@ \t", 6) != std::string::npos) {
+      return Error(ErrorCode::kInvalidArgument,
+                   section + ".cluster must be kms://<host>, got '" + relay.cluster + "'");
+    }
+    if (!clusters.insert(relay.cluster).second) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "the KMS cluster " + relay.cluster + " is configured twice");
+    }
+    SR_ASSIGN_OR_RETURN(relay.token_file,
+                        RequiredSetting(config, section + ".token_file", "relay token file"));
+    out.relays.push_back(std::move(relay));
+  }
+
+  SR_ASSIGN_OR_RETURN(out.jwt, ReadJwtSettings(config, "core"));
+  return out;
+}
+
+Result<CoredSettings> LoadCoredSettings(const std::string& path) {
+  SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(path));
+  return ReadCoredSettings(*config);
+}
+
+}  // namespace strongroom::core

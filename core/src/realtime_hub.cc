@@ -1,0 +1,225 @@
+#include "strongroom/core/realtime_hub.h"
+
+#include <Poco/Exception.h>
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/Net/NetException.h>
+#include <Poco/Net/WebSocket.h>
+
+#include <condition_variable>
+#include <deque>
+#include <iostream>
+#include <sstream>
+
+#include "strongroom/common/rfc3339.h"
+
+namespace strongroom::core {
+namespace {
+
+using Poco::Net::WebSocket;
+
+constexpr int kPingFrame =
+    static_cast<int>(WebSocket::FRAME_FLAG_FIN) | static_cast<int>(WebSocket::FRAME_OP_PING);
+constexpr int kPongFrame =
+    static_cast<int>(WebSocket::FRAME_FLAG_FIN) | static_cast<int>(WebSocket::FRAME_OP_PONG);
+
+Poco::JSON::Array ToArray(const std::vector<std::string>& items) {
+  Poco::JSON::Array array;
+  for (const std::string& item : items) array.add(item);
+  return array;
+}
+
+// Sends one text frame {"events":[...]} made of already-serialized activities.
+void SendEvents(WebSocket& socket, const std::vector<std::shared_ptr<const std::string>>& events,
+                std::size_t begin, std::size_t end) {
+  std::string frame = "{\"events\":[";
+  for (std::size_t i = begin; i < end; ++i) {
+    if (i != begin) frame += ',';
+    frame += *events[i];
+  }
+  frame += "]}";
+  socket.sendFrame(frame.data(), static_cast<int>(frame.size()), WebSocket::FRAME_TEXT);
+}
+
+}  // namespace
+
+std::string ActivityJson(const Activity& activity) {
+  Poco::JSON::Object json;
+  json.set("seq", activity.seq);
+  json.set("id", activity.id);
+  json.set("conversationId", activity.conversation_id);
+  json.set("actor", activity.actor);
+  json.set("verb", activity.verb);
+  if (!activity.content.empty()) json.set("content", activity.content);
+  if (!activity.key_uri.empty()) json.set("keyUri", activity.key_uri);
+  if (!activity.object_users.empty()) json.set("objectUsers", ToArray(activity.object_users));
+  if (!activity.file_ids.empty()) json.set("fileIds", ToArray(activity.file_ids));
+  if (!activity.client_activity_id.empty()) {
+    json.set("clientActivityId", activity.client_activity_id);
+  }
+  json.set("published", FormatRfc3339Ms(activity.published_ms));
+  std::ostringstream out;
+  json.stringify(out);
+  return out.str();
+}
+
+struct RealtimeHub::Subscriber {
+  struct Item {
+    std::int64_t seq;
+    std::shared_ptr<const std::string> json;
+  };
+  std::mutex mutex;
+  std::condition_variable ready;
+  std::deque<Item> queue;
+  bool overflowed = false;
+};
+
+RealtimeHub::RealtimeHub(CoreService& service, RealtimeOptions options)
+    : service_(service), options_(options) {}
+
+RealtimeHub::~RealtimeHub() { Stop(); }
+
+void RealtimeHub::Publish(const Activity& activity, const std::vector<std::string>& recipients) {
+  std::shared_ptr<const std::string> json;
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const std::string& user : recipients) {
+    auto found = by_user_.find(user);
+    if (found == by_user_.end()) continue;
+    if (!json) json = std::make_shared<const std::string>(ActivityJson(activity));
+    for (Subscriber* subscriber : found->second) {
+      std::lock_guard<std::mutex> sub_lock(subscriber->mutex);
+      if (subscriber->overflowed) continue;
+      if (subscriber->queue.size() >= options_.max_queued) {
+        subscriber->queue.clear();  // it catches up from the store instead
+        subscriber->overflowed = true;
+      } else {
+        subscriber->queue.push_back({activity.seq, json});
+      }
+      subscriber->ready.notify_one();
+    }
+  }
+}
+
+Status RealtimeHub::Serve(const std::string& user_id, std::int64_t cursor, WebSocket& socket) {
+  Subscriber subscriber;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return Error(ErrorCode::kUnavailable, "the core is shutting down");
+    auto& mine = by_user_[user_id];
+    if (mine.size() >= options_.max_connections_per_user) {
+      if (mine.empty()) by_user_.erase(user_id);
+      return Error(ErrorCode::kResourceExhausted,
+                   "at most " + std::to_string(options_.max_connections_per_user) +
+                       " realtime connections per user");
+    }
+    mine.insert(&subscriber);
+    ++connections_;
+  }
+  struct Unregister {
+    RealtimeHub& hub;
+    const std::string& user;
+    Subscriber* subscriber;
+    ~Unregister() {
+      std::lock_guard<std::mutex> lock(hub.mutex_);
+      auto found = hub.by_user_.find(user);
+      found->second.erase(subscriber);
+      if (found->second.empty()) hub.by_user_.erase(found);
+      --hub.connections_;
+    }
+  } unregister{*this, user_id, &subscriber};
+
+  socket.setSendTimeout(Poco::Timespan(options_.send_timeout.count(), 0));
+  std::int64_t last = cursor;
+  // Replays from the store everything after `last` the user may see.
+  auto catch_up = [&]() -> Status {
+    for (;;) {
+      SR_ASSIGN_OR_RETURN(std::vector<Activity> page,
+                          service_.EventsSince(user_id, last, options_.replay_page));
+      if (page.empty()) return OkStatus();
+      std::vector<std::shared_ptr<const std::string>> events;
+      events.reserve(page.size());
+      for (const Activity& activity : page) {
+        events.push_back(std::make_shared<const std::string>(ActivityJson(activity)));
+      }
+      SendEvents(socket, events, 0, events.size());
+      last = page.back().seq;
+      if (page.size() < options_.replay_page) return OkStatus();
+    }
+  };
+
+  try {
+    SR_RETURN_IF_ERROR(catch_up());
+    auto last_traffic = std::chrono::steady_clock::now();
+    char buffer[1024];
+    for (;;) {
+      std::deque<Subscriber::Item> items;
+      bool overflowed = false;
+      {
+        std::unique_lock<std::mutex> lock(subscriber.mutex);
+        subscriber.ready.wait_for(lock, std::chrono::milliseconds(200), [&] {
+          return !subscriber.queue.empty() || subscriber.overflowed || stopping_;
+        });
+        if (stopping_) break;
+        items.swap(subscriber.queue);
+        overflowed = subscriber.overflowed;
+        subscriber.overflowed = false;
+      }
+      if (overflowed) {
+        SR_RETURN_IF_ERROR(catch_up());
+        last_traffic = std::chrono::steady_clock::now();
+      } else if (!items.empty()) {
+        std::vector<std::shared_ptr<const std::string>> events;
+        for (Subscriber::Item& item : items) {
+          if (item.seq <= last) continue;  // already replayed
+          events.push_back(std::move(item.json));
+          last = item.seq;
+        }
+        for (std::size_t at = 0; at < events.size(); at += options_.replay_page) {
+          SendEvents(socket, events, at, std::min(events.size(), at + options_.replay_page));
+        }
+        if (!events.empty()) last_traffic = std::chrono::steady_clock::now();
+      }
+      // The client sends nothing but control frames; read them when they are there.
+      while (socket.available() > 0 ||
+             socket.poll(Poco::Timespan(0), Poco::Net::Socket::SELECT_READ)) {
+        int flags = 0;
+        const int n = socket.receiveFrame(buffer, sizeof buffer, flags);
+        const int opcode = flags & WebSocket::FRAME_OP_BITMASK;
+        if (n <= 0 || opcode == WebSocket::FRAME_OP_CLOSE) {
+          socket.shutdown();
+          return OkStatus();
+        }
+        if (opcode == WebSocket::FRAME_OP_PING) {
+          socket.sendFrame(buffer, n, kPongFrame);
+        }
+      }
+      if (std::chrono::steady_clock::now() - last_traffic > options_.ping_interval) {
+        socket.sendFrame("", 0, kPingFrame);
+        last_traffic = std::chrono::steady_clock::now();
+      }
+    }
+    socket.shutdown(WebSocket::WS_ENDPOINT_GOING_AWAY, "the core is shutting down");
+  } catch (const Poco::Exception& e) {
+    // A client that went away or stopped reading: it reconnects with its cursor.
+    return Error(ErrorCode::kUnavailable, "realtime connection ended: " + e.displayText());
+  }
+  return OkStatus();
+}
+
+void RealtimeHub::Stop() {
+  stopping_ = true;
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [user, subscribers] : by_user_) {
+    for (Subscriber* subscriber : subscribers) {
+      std::lock_guard<std::mutex> sub_lock(subscriber->mutex);
+      subscriber->ready.notify_all();
+    }
+  }
+}
+
+std::size_t RealtimeHub::connections() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return connections_;
+}
+
+}  // namespace strongroom::core
