@@ -1,0 +1,2379 @@
+// cored as it runs in production, driven from outside: the `cored` binary as a child process on
+// 127.0.0.1 (listen port 0, --port-file), its own SQLite files and files directory in a temporary
+// directory, HTTPS with a throwaway CA made by the openssl tool, core tokens minted with keys made
+// by `strongroom-idp`, WebSocket clients for the realtime stream, content encrypted as a client
+// does (dir/A256GCM JWE under keys the test made), and for the relay a real `kmsd` on a SoftHSM2
+// token that dials out to cored.
+//
+// Suites: CoredApiTest (every endpoint and its refusals), CoredRealtimeTest (delivery and resume),
+// CoredRelayTest (the KMS relay with kmsd, labelled softhsm), CoredCrashTest (SIGKILL during a
+// burst), CoredInvariantTest (no plaintext word or content key in anything cored writes),
+// CoredLinkTest (cored links no PKCS#11). No assertion depends on timing: waits are bounded by
+// kPatience and fail with a message.
+#include <Poco/Buffer.h>
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/HTTPSClientSession.h>
+#include <Poco/Net/NetException.h>
+#include <Poco/Net/SSLManager.h>
+#include <Poco/Net/WebSocket.h>
+#include <Poco/Pipe.h>
+#include <Poco/PipeStream.h>
+#include <Poco/Process.h>
+#include <Poco/StreamCopier.h>
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../support/daemon_process.h"
+#include "../support/softhsm_sandbox.h"
+#include "../support/test_dir.h"
+#include "strongroom/client/https_transport.h"
+#include "strongroom/client/kms_session.h"
+#include "strongroom/common/database.h"
+#include "strongroom/common/jose.h"
+#include "strongroom/common/jose/base64url.h"
+#include "strongroom/common/jose/dir_jwe.h"
+#include "strongroom/common/jwt.h"
+#include "strongroom/core/api_requests.h"
+#include "strongroom/core/core_service.h"
+#include "strongroom/core/kms_relay.h"
+
+namespace strongroom::core {
+namespace {
+
+using Poco::JSON::Array;
+using Poco::JSON::Object;
+using strongroom::testing::DaemonProcess;
+using strongroom::testing::kSoftHsmModule;
+using strongroom::testing::SoftHsmSandbox;
+using strongroom::testing::TestDir;
+namespace fs = std::filesystem;
+
+constexpr char kKmsHost[] = "kms.acme.test";
+constexpr char kCluster[] = "kms://kms.acme.test";
+constexpr char kAlice[] = "alice@acme.test";
+constexpr char kBob[] = "bob@acme.test";
+constexpr char kCarol[] = "carol@acme.test";
+constexpr char kDave[] = "dave@acme.test";
+constexpr char kErin[] = "erin@acme.test";
+constexpr char kIndexer[] = "indexer@acme.test";
+constexpr std::uint64_t kMaxFileBytes = 1 << 20;      // max_file_mb = 1
+constexpr auto kPatience = std::chrono::seconds(60);  // for what must happen, not how fast
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::int64_t Now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::vector<std::uint8_t> RandomBytes(std::size_t size) {
+  std::vector<std::uint8_t> bytes(size);
+  RAND_bytes(bytes.data(), static_cast<int>(bytes.size()));
+  return bytes;
+}
+
+std::string Hex(std::span<const std::uint8_t> bytes, bool upper = false) {
+  const char* digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+  std::string out;
+  for (std::uint8_t b : bytes) {
+    out += digits[b >> 4];
+    out += digits[b & 0x0f];
+  }
+  return out;
+}
+
+std::string NewUuid() {
+  std::vector<std::uint8_t> b = RandomBytes(16);
+  b[6] = static_cast<std::uint8_t>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<std::uint8_t>((b[8] & 0x3f) | 0x80);
+  const std::string h = Hex(b);
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20);
+}
+
+std::string ResourceUri(const std::string& host = kKmsHost) {
+  return "kms://" + host + "/resources/" + NewUuid();
+}
+
+std::string Sha256Hex(std::string_view data) {
+  std::uint8_t digest[32];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  return Hex({digest, length});
+}
+
+std::string Base64(std::span<const std::uint8_t> bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), bytes.data(),
+                                static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+std::string Stringify(const Object& object) {
+  std::ostringstream out;
+  object.stringify(out);
+  return out.str();
+}
+
+Object::Ptr ParseJson(const std::string& text) {
+  try {
+    Poco::JSON::Parser parser;
+    Poco::Dynamic::Var parsed = parser.parse(text);
+    if (parsed.type() == typeid(Object::Ptr)) return parsed.extract<Object::Ptr>();
+  } catch (const std::exception&) {
+  }
+  return nullptr;
+}
+
+Array Strings(const std::vector<std::string>& items) {
+  Array array;
+  for (const std::string& item : items) array.add(item);
+  return array;
+}
+
+std::vector<std::string> Strings(const Array::Ptr& array) {
+  std::vector<std::string> out;
+  for (unsigned i = 0; array && i < array->size(); ++i) {
+    out.push_back(array->getElement<std::string>(i));
+  }
+  return out;
+}
+
+std::string Text(const Object::Ptr& object, const std::string& name) {
+  return object && object->has(name) && !object->isNull(name) ? object->getValue<std::string>(name)
+                                                              : "";
+}
+
+std::int64_t Seq(const Object::Ptr& activity) {
+  return activity && activity->has("seq") ? activity->getValue<std::int64_t>("seq") : -1;
+}
+
+std::vector<std::string> Ids(const std::vector<Object::Ptr>& activities) {
+  std::vector<std::string> ids;
+  for (const Object::Ptr& activity : activities) ids.push_back(Text(activity, "id"));
+  return ids;
+}
+
+std::vector<std::string> Verbs(const std::vector<Object::Ptr>& activities) {
+  std::vector<std::string> verbs;
+  for (const Object::Ptr& activity : activities) verbs.push_back(Text(activity, "verb"));
+  return verbs;
+}
+
+struct ToolRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+ToolRun Tool(const std::string& path, const std::vector<std::string>& args,
+             const Poco::Process::Env& env = {}) {
+  Poco::Pipe out_pipe, err_pipe;
+  ToolRun run;
+  try {
+    Poco::ProcessHandle handle =
+        Poco::Process::launch(path, args, ".", nullptr, &out_pipe, &err_pipe, env);
+    Poco::PipeInputStream out_stream(out_pipe), err_stream(err_pipe);
+    std::thread err_reader([&] { Poco::StreamCopier::copyToString(err_stream, run.err); });
+    Poco::StreamCopier::copyToString(out_stream, run.out);
+    err_reader.join();
+    run.exit_code = handle.wait();
+  } catch (const Poco::Exception& e) {
+    run.err = e.displayText();
+  }
+  return run;
+}
+
+// A content key as a client holds it: a key URL on the KMS and its 32 bytes.
+struct ContentKey {
+  std::string uri;
+  std::vector<std::uint8_t> bytes;
+
+  static ContentKey Make(const std::string& host = kKmsHost) {
+    return {"kms://" + host + "/keys/" + NewUuid(), RandomBytes(32)};
+  }
+};
+
+// Content as a client makes it: JWE dir/A256GCM, kid = the key's URL.
+std::string Seal(const ContentKey& key, std::string_view plaintext) {
+  auto jwe =
+      jose::EncryptDir(key.bytes, key.uri,
+                       {reinterpret_cast<const std::uint8_t*>(plaintext.data()), plaintext.size()});
+  EXPECT_TRUE(jwe.ok()) << jwe.error().ToString();
+  return jwe.ok() ? *jwe : std::string();
+}
+
+// The plaintext of content sealed under `key`, or nullopt when it does not open.
+std::optional<std::string> Unseal(const ContentKey& key, const std::string& jwe) {
+  auto opened = jose::DecryptDir(jwe, [&](const jose::JoseHeader& header) -> Result<SecretBytes> {
+    if (header.kid != key.uri) return Error(ErrorCode::kNotFound, "another key");
+    return SecretBytes(std::span<const std::uint8_t>(key.bytes));
+  });
+  if (!opened.ok()) return std::nullopt;
+  return std::string(opened->plaintext.as_string_view());
+}
+
+// ---------------------------------------------------------------------------------------------
+// What every test shares: the CA and cored's TLS certificate, identity providers, and (made on
+// first use, for the relay) a SoftHSM2 token with the KMS's root and identity keys.
+
+class Environment {
+ public:
+  static Environment& Get() {
+    static Environment environment;
+    return environment;
+  }
+  ~Environment() {
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+
+  const fs::path& dir() const { return dir_; }
+  std::string ca() const { return (dir_ / "ca.pem").string(); }
+  std::string tls_cert() const { return (dir_ / "tls.pem").string(); }
+  std::string tls_key() const { return (dir_ / "tls.key").string(); }
+  std::string jwks(const std::string& org) const {
+    return (dir_ / ("idp-" + org) / "jwks.json").string();
+  }
+  const std::string& error() const { return error_; }
+  Poco::Net::Context::Ptr client_context() const { return context_; }
+
+  // A bearer token of `org`'s identity provider (https://idp.<org>.test).
+  std::string Token(const std::string& user, const std::string& audience = "core",
+                    std::int64_t issued_at = 0, std::int64_t lifetime = 3600,
+                    const std::string& org = "acme") const {
+    const std::string key_text = ReadFile(dir_ / ("idp-" + org) / "signing-key.jwk");
+    SecretBytes jwk({reinterpret_cast<const std::uint8_t*>(key_text.data()), key_text.size()});
+    auto key = jose::EcKeyPair::FromPrivateJwk(jwk);
+    if (!key.ok()) {
+      ADD_FAILURE() << "cannot read the " << org << " signing key: " << key.error().ToString();
+      return "";
+    }
+    auto token = MintJwt(*key, {"https://idp." + org + ".test", user, audience,
+                                issued_at != 0 ? issued_at : Now() - 5, lifetime});
+    EXPECT_TRUE(token.ok());
+    return token.ok() ? *token : "";
+  }
+
+  // The KMS's side (slow: a token, RSA keys); false with `error` set when it cannot be made.
+  bool PrepareKms(std::string* error) {
+    std::lock_guard<std::mutex> lock(kms_mutex_);
+    if (!kms_ready_ && kms_error_.empty()) {
+      const std::string label = SoftHsmSandbox::Get().CreateToken(kSoftHsmModule, "cored");
+      hsm_section_ = "[hsm]\ntokens = primary\nnode_id = test\n[hsm.primary]\nuri = " +
+                     SoftHsmSandbox::Get().Uri(kSoftHsmModule, label) + "\n";
+      const std::string hsm_ini = (dir_ / "hsm.ini").string();
+      std::ofstream(hsm_ini) << hsm_section_;
+      const std::string d = dir_.string();
+      const Poco::Process::Env env{
+          {"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+      for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+               {"--config", hsm_ini, "hsm", "init-root", "--org", "acme"},
+               {"--config", hsm_ini, "hsm", "init-identity"},
+               {"--config", hsm_ini, "hsm", "certify-identity", "--ca-cert", d + "/ca.pem",
+                "--ca-key", d + "/ca.key", "--host", kKmsHost, "--out", d + "/identity.pem",
+                "--days", "2"}}) {
+        ToolRun run = Tool(KMSCTL_PATH, args, env);
+        if (run.exit_code != 0) {
+          kms_error_ = "kmsctl " + args[2] + " " + args[3] + " failed: " + run.err;
+          break;
+        }
+      }
+      kms_ready_ = kms_error_.empty();
+    }
+    *error = kms_error_;
+    return kms_ready_;
+  }
+  const std::string& hsm_section() const { return hsm_section_; }
+
+ private:
+  Environment() {
+    Poco::Net::initializeSSL();
+    dir_ = fs::temp_directory_path() / ("sr-cored-" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    const std::string d = dir_.string();
+    std::ofstream(dir_ / "server.ext") << "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+                                          "basicConstraints = critical, CA:FALSE\n"
+                                          "keyUsage = critical, digitalSignature\n"
+                                          "extendedKeyUsage = serverAuth\n";
+    Step("/usr/bin/openssl",
+         {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2", "-subj",
+          "/CN=Strongroom cored test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+          "keyUsage=critical,keyCertSign"});
+    Step("/usr/bin/openssl",
+         {"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+          d + "/tls.key", "-out", d + "/tls.csr", "-subj", "/CN=127.0.0.1"});
+    Step("/usr/bin/openssl",
+         {"x509", "-req", "-in", d + "/tls.csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key",
+          "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext", "-out", d + "/tls.pem"});
+    // acme and globex are trusted by cored; initech is not.
+    for (const std::string org : {"acme", "globex", "initech"}) {
+      Step(IDP_PATH,
+           {"init", "--dir", d + "/idp-" + org, "--issuer", "https://idp." + org + ".test"});
+    }
+    if (error_.empty()) {
+      Poco::Net::Context::Params params;
+      params.caLocation = ca();
+      params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
+      context_ = new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params);
+    }
+  }
+
+  void Step(const std::string& tool, const std::vector<std::string>& args) {
+    if (!error_.empty()) return;
+    ToolRun run = Tool(tool, args);
+    if (run.exit_code != 0) error_ = tool + " " + args[0] + " failed: " + run.err;
+  }
+
+  fs::path dir_;
+  std::string error_;
+  Poco::Net::Context::Ptr context_;
+  std::mutex kms_mutex_;
+  bool kms_ready_ = false;
+  std::string kms_error_;
+  std::string hsm_section_;
+};
+
+Environment& env() { return Environment::Get(); }
+
+// ---------------------------------------------------------------------------------------------
+// An HTTPS client of cored: one keep-alive connection, a bearer token.
+
+struct Reply {
+  int status = 0;     // 0: no answer (see error)
+  std::string error;  // why no answer came
+  std::string content_type;
+  std::map<std::string, std::string> headers;
+  std::string body;
+
+  Object::Ptr json() const { return ParseJson(body); }
+  std::string code() const { return Text(json(), "code"); }
+  std::string header(const std::string& name) const {
+    auto found = headers.find(name);
+    return found == headers.end() ? "" : found->second;
+  }
+};
+
+std::ostream& operator<<(std::ostream& out, const Reply& reply) {
+  if (reply.status == 0) return out << "no answer: " << reply.error;
+  return out << "HTTP " << reply.status << " " << reply.body.substr(0, 600);
+}
+
+struct Request {
+  Request(std::string method_, std::string path_, std::string body_ = "",
+          std::string content_type_ = "")
+      : method(std::move(method_)),
+        path(std::move(path_)),
+        body(std::move(body_)),
+        content_type(std::move(content_type_)) {}
+  // Sends the body in chunks, without a Content-Length.
+  Request& Chunked() {
+    chunked = true;
+    return *this;
+  }
+  // Announces the body's Content-Length but sends none of it.
+  Request& WithoutBody() {
+    send_body = false;
+    return *this;
+  }
+  // Sends neither Content-Length nor chunks: per HTTP/1.1 the body is empty.
+  Request& NoLength() {
+    no_length = true;
+    return *this;
+  }
+  Request& Header(const std::string& name, const std::string& value) {
+    headers.emplace_back(name, value);
+    return *this;
+  }
+
+  std::string method;
+  std::string path;
+  std::string body;
+  std::string content_type;
+  bool chunked = false;
+  bool send_body = true;
+  bool no_length = false;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+class Client {
+ public:
+  Client(std::uint16_t port, std::string token) : port_(port), token_(std::move(token)) {}
+
+  Reply Send(const Request& r) {
+    Reply reply;
+    try {
+      if (!session_) {
+        session_ = std::make_unique<Poco::Net::HTTPSClientSession>("127.0.0.1", port_,
+                                                                   env().client_context());
+        session_->setTimeout(Poco::Timespan(timeout_.count(), 0));
+        session_->setKeepAlive(true);
+      }
+      Poco::Net::HTTPRequest request(r.method, r.path, Poco::Net::HTTPMessage::HTTP_1_1);
+      request.setKeepAlive(true);
+      if (!token_.empty()) request.set("Authorization", "Bearer " + token_);
+      if (!r.content_type.empty()) request.setContentType(r.content_type);
+      for (const auto& [name, value] : r.headers) request.set(name, value);
+      const bool has_body = !r.body.empty() || r.method == Poco::Net::HTTPRequest::HTTP_POST ||
+                            r.method == Poco::Net::HTTPRequest::HTTP_PUT;
+      if (r.chunked) {
+        request.setChunkedTransferEncoding(true);
+      } else if (has_body && !r.no_length) {
+        request.setContentLength64(static_cast<Poco::Int64>(r.body.size()));
+      }
+      std::ostream& out = session_->sendRequest(request);
+      if (r.send_body) {
+        // In pieces, so a chunked body is several chunks.
+        for (std::size_t at = 0; at < r.body.size(); at += 64 * 1024) {
+          out.write(r.body.data() + at, static_cast<std::streamsize>(
+                                            std::min<std::size_t>(64 * 1024, r.body.size() - at)));
+        }
+      }
+      Poco::Net::HTTPResponse response;
+      std::istream& in = session_->receiveResponse(response);
+      Poco::StreamCopier::copyToString(in, reply.body);
+      reply.status = static_cast<int>(response.getStatus());
+      reply.content_type = response.getContentType();
+      for (const auto& [name, value] : response) reply.headers[name] = value;
+      if (!response.getKeepAlive() || !r.send_body) session_.reset();
+    } catch (const Poco::Exception& e) {
+      reply.status = 0;
+      reply.error = e.displayText();
+      session_.reset();
+    } catch (const std::exception& e) {
+      reply.status = 0;
+      reply.error = e.what();
+      session_.reset();
+    }
+    return reply;
+  }
+
+  Reply Get(const std::string& path) { return Send(Request("GET", path)); }
+  Reply Post(const std::string& path, const Object& body) {
+    return Send(Request("POST", path, Stringify(body), "application/json"));
+  }
+  Reply Put(const std::string& path, const Object& body) {
+    return Send(Request("PUT", path, Stringify(body), "application/json"));
+  }
+  Reply Delete(const std::string& path) { return Send(Request("DELETE", path)); }
+
+  const std::string& token() const { return token_; }
+  // How long to wait for an answer (kPatience unless set).
+  void set_timeout(std::chrono::seconds timeout) {
+    timeout_ = timeout;
+    session_.reset();
+  }
+
+ private:
+  std::uint16_t port_;
+  std::string token_;
+  std::chrono::seconds timeout_ = kPatience;
+  std::unique_ptr<Poco::Net::HTTPSClientSession> session_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// A realtime client: GET /v1/events?cursor=N upgraded to a WebSocket over TLS.
+
+class EventStream {
+ public:
+  // Connects; null with `error` set when the upgrade fails.
+  static std::unique_ptr<EventStream> Open(std::uint16_t port, const std::string& token,
+                                           std::optional<std::int64_t> cursor, std::string* error) {
+    auto stream = std::unique_ptr<EventStream>(new EventStream);
+    try {
+      stream->session_ = std::make_unique<Poco::Net::HTTPSClientSession>("127.0.0.1", port,
+                                                                         env().client_context());
+      stream->session_->setTimeout(Poco::Timespan(kPatience.count(), 0));
+      Poco::Net::HTTPRequest request(
+          Poco::Net::HTTPRequest::HTTP_GET,
+          "/v1/events" + (cursor ? "?cursor=" + std::to_string(*cursor) : std::string()),
+          Poco::Net::HTTPMessage::HTTP_1_1);
+      request.set("Authorization", "Bearer " + token);
+      Poco::Net::HTTPResponse response;
+      stream->socket_ =
+          std::make_unique<Poco::Net::WebSocket>(*stream->session_, request, response);
+      stream->socket_->setMaxPayloadSize(64 * 1024 * 1024);
+    } catch (const Poco::Exception& e) {
+      *error = e.displayText();
+      return nullptr;
+    }
+    return stream;
+  }
+
+  ~EventStream() { Close(); }
+
+  // The next event, or null when none came within `patience` or the connection ended (closed()).
+  Object::Ptr Next(std::chrono::milliseconds patience = kPatience) {
+    const auto deadline = std::chrono::steady_clock::now() + patience;
+    while (pending_.empty() && !closed_) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return nullptr;
+      try {
+        socket_->setReceiveTimeout(Poco::Timespan(left.count() * 1000));
+        Poco::Buffer<char> buffer(0);
+        int flags = 0;
+        const int n = socket_->receiveFrame(buffer, flags);
+        const int opcode = flags & Poco::Net::WebSocket::FRAME_OP_BITMASK;
+        if (n <= 0 && opcode != Poco::Net::WebSocket::FRAME_OP_PING) {
+          closed_ = true;
+          break;
+        }
+        if (opcode == Poco::Net::WebSocket::FRAME_OP_CLOSE) {
+          closed_ = true;
+          break;
+        }
+        if (opcode == Poco::Net::WebSocket::FRAME_OP_PING) {
+          socket_->sendFrame(buffer.begin(), n,
+                             static_cast<int>(Poco::Net::WebSocket::FRAME_FLAG_FIN) |
+                                 static_cast<int>(Poco::Net::WebSocket::FRAME_OP_PONG));
+          continue;
+        }
+        if (opcode != Poco::Net::WebSocket::FRAME_OP_TEXT) continue;
+        const std::string text(buffer.begin(), static_cast<std::size_t>(n));
+        ++frames_;
+        Object::Ptr frame = ParseJson(text);
+        Array::Ptr events = frame ? frame->getArray("events") : nullptr;
+        if (!events) {
+          ADD_FAILURE() << "a realtime frame is not {\"events\": [...]}: " << text.substr(0, 300);
+          closed_ = true;
+          break;
+        }
+        for (unsigned i = 0; i < events->size(); ++i) pending_.push_back(events->getObject(i));
+      } catch (const Poco::TimeoutException&) {
+        return nullptr;
+      } catch (const Poco::Exception& e) {
+        closed_ = true;
+        close_reason_ = e.displayText();
+      }
+    }
+    if (pending_.empty()) return nullptr;
+    Object::Ptr event = pending_.front();
+    pending_.pop_front();
+    return event;
+  }
+
+  // Exactly `count` events (fewer, with a failure, when they do not come within kPatience).
+  std::vector<Object::Ptr> Take(std::size_t count, const std::string& who) {
+    std::vector<Object::Ptr> events;
+    while (events.size() < count) {
+      Object::Ptr event = Next();
+      if (!event) {
+        ADD_FAILURE() << who << " received " << events.size() << " of " << count << " events ("
+                      << (closed_ ? "the connection ended " + close_reason_ : "none came") << ")";
+        break;
+      }
+      events.push_back(event);
+    }
+    return events;
+  }
+
+  // Events until (and with) the one whose id is `id`; fails when it does not come.
+  std::vector<Object::Ptr> Until(const std::string& id, const std::string& who) {
+    std::vector<Object::Ptr> events;
+    for (;;) {
+      Object::Ptr event = Next();
+      if (!event) {
+        ADD_FAILURE() << who << " never received activity " << id << " (got " << events.size()
+                      << " other events; "
+                      << (closed_ ? "the connection ended " + close_reason_ : "none came") << ")";
+        return events;
+      }
+      events.push_back(event);
+      if (Text(event, "id") == id) return events;
+    }
+  }
+
+  bool closed() const { return closed_; }
+
+  void Close() {
+    if (!socket_ || closed_) return;
+    try {
+      socket_->shutdown();
+      socket_->close();
+    } catch (const Poco::Exception&) {
+    }
+    closed_ = true;
+  }
+
+ private:
+  EventStream() = default;
+  std::unique_ptr<Poco::Net::HTTPSClientSession> session_;
+  std::unique_ptr<Poco::Net::WebSocket> socket_;
+  std::deque<Object::Ptr> pending_;
+  bool closed_ = false;
+  std::string close_reason_;
+  std::size_t frames_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The fixture: a temporary directory, cored (and kmsd for the relay) as child processes.
+
+class CoredTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    signal(SIGPIPE, SIG_IGN);  // a write to a connection cored closed must not end the test
+    ASSERT_TRUE(env().error().empty()) << env().error();
+    dir_ = std::make_unique<TestDir>();
+    fs::create_directories(files_dir());
+  }
+
+  void TearDown() override {
+    kmsd_.Stop(SIGKILL);
+    cored_.Stop(SIGKILL);
+    // No request ended in an exception cored did not expect (a 500).
+    const std::string log = ReadFile(path("cored.log"));
+    EXPECT_EQ(log.find("a request failed"), std::string::npos) << log;
+    if (HasFailure()) {
+      std::cerr << "--- cored's log ---\n" << cored_.LogTail(4000) << "\n";
+      if (fs::exists(*dir_ / "kmsd.log")) {
+        std::cerr << "--- kmsd's log ---\n" << kmsd_.LogTail(4000) << "\n";
+      }
+    }
+    dir_.reset();
+  }
+
+  fs::path path(const std::string& name) const { return *dir_ / name; }
+  fs::path db_path() const { return path("core.db"); }
+  fs::path files_dir() const { return path("files"); }
+  std::uint16_t port() const { return cored_.port(); }
+
+  // Writes core.ini: the defaults below with `overrides` applied; `relay_token` non-empty adds
+  // the KMS cluster kms://kms.acme.test with that token file.
+  void WriteCoredConfig(const std::map<std::string, std::string>& overrides = {},
+                        const std::string& relay_token_file = "") {
+    std::map<std::string, std::string> core = {
+        {"database", db_path().string()},
+        {"files_dir", files_dir().string()},
+        {"listen", "127.0.0.1:0"},
+        {"tls_cert", env().tls_cert()},
+        {"tls_key", env().tls_key()},
+        {"indexer", kIndexer},
+        {"indexer_org", "acme"},
+        {"max_connections", "64"},
+        {"max_file_mb", std::to_string(kMaxFileBytes >> 20)},
+        {"rate_per_s", "100000"},
+        {"rate_burst", "100000"},
+    };
+    for (const auto& [name, value] : overrides) core[name] = value;
+    if (!relay_token_file.empty()) core["relays"] = "kms1";
+    std::ofstream ini(path("core.ini"));
+    ini << "[core]\n";
+    for (const auto& [name, value] : core) ini << name << " = " << value << "\n";
+    if (!relay_token_file.empty()) {
+      ini << "[relay.kms1]\ncluster = " << kCluster << "\ntoken_file = " << relay_token_file
+          << "\n";
+    }
+    ini << "[jwt]\nissuers = acme, globex\nskew_s = 0\n"
+        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = " << env().jwks("acme")
+        << "\n[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\njwks = "
+        << env().jwks("globex") << "\n";
+  }
+
+  // Starts cored with core.ini (the defaults when none was written) and waits until GET /health
+  // answers 200.
+  bool StartCored() {
+    if (!fs::exists(path("core.ini"))) WriteCoredConfig();
+    const bool started = cored_.Start(
+        {CORED_PATH,
+         {"--config", path("core.ini").string()},
+         {},
+         path("cored.log").string(),
+         path("cored.port").string()},
+        [](std::uint16_t port) { return Client(port, "").Get("/health").status == 200; });
+    EXPECT_TRUE(started) << cored_.error();
+    return started;
+  }
+
+  int StopCored(int signal_number) {
+    const int status = cored_.Stop(signal_number);
+    EXPECT_NE(status, DaemonProcess::kStopTimedOut) << cored_.error();
+    return status;
+  }
+
+  Client As(const std::string& user) { return Client(port(), env().Token(user)); }
+
+  std::unique_ptr<EventStream> Connect(const std::string& user,
+                                       std::optional<std::int64_t> cursor = std::nullopt) {
+    std::string error;
+    auto stream = EventStream::Open(port(), env().Token(user), cursor, &error);
+    EXPECT_TRUE(stream) << user << " cannot open the realtime stream: " << error;
+    return stream;
+  }
+
+  // POST /v1/conversations; the conversation, or null with a failure.
+  static Object::Ptr Create(Client& client, const ContentKey& key,
+                            const std::vector<std::string>& participants) {
+    Object body;
+    body.set("kmsResourceUri", ResourceUri());
+    body.set("keyUri", key.uri);
+    if (!participants.empty()) body.set("participants", Strings(participants));
+    Reply reply = client.Post("/v1/conversations", body);
+    EXPECT_EQ(reply.status, 201) << reply;
+    if (reply.status != 201) return nullptr;
+    Object::Ptr conversation = reply.json()->getObject("conversation");
+    EXPECT_TRUE(conversation) << reply;
+    return conversation;
+  }
+
+  static Reply PostContent(Client& client, const std::string& conversation,
+                           const std::string& content, const std::string& client_id = "") {
+    Object body;
+    body.set("content", content);
+    if (!client_id.empty()) body.set("clientActivityId", client_id);
+    return client.Post("/v1/conversations/" + conversation + "/activities", body);
+  }
+
+  // Posts `text` sealed under `key`; the activity, or null with a failure.
+  static Object::Ptr Post(Client& client, const std::string& conversation, const ContentKey& key,
+                          const std::string& text) {
+    Reply reply = PostContent(client, conversation, Seal(key, text));
+    EXPECT_EQ(reply.status, 201) << reply;
+    return reply.status == 201 ? reply.json() : nullptr;
+  }
+
+  // The activity of a membership or key change ({activity, kmsAnswer?}), or null.
+  static Object::Ptr ChangeActivity(const Reply& reply) {
+    EXPECT_EQ(reply.status, 200) << reply;
+    Object::Ptr json = reply.json();
+    return reply.status == 200 && json ? json->getObject("activity") : nullptr;
+  }
+
+  // The whole history of a conversation, oldest first, read forward in pages.
+  static std::vector<Object::Ptr> History(Client& client, const std::string& conversation,
+                                          std::size_t page = 200) {
+    std::vector<Object::Ptr> all;
+    std::int64_t after = 0;
+    for (int pages = 0; pages < 10000; ++pages) {
+      Reply reply = client.Get("/v1/conversations/" + conversation + "/activities?after=" +
+                               std::to_string(after) + "&limit=" + std::to_string(page));
+      EXPECT_EQ(reply.status, 200) << reply;
+      if (reply.status != 200) break;
+      Object::Ptr json = reply.json();
+      Array::Ptr items = json->getArray("items");
+      for (unsigned i = 0; items && i < items->size(); ++i) all.push_back(items->getObject(i));
+      if (!json->getValue<bool>("more") || !items || items->size() == 0) break;
+      after = Seq(all.back());
+    }
+    return all;
+  }
+
+  std::int64_t LastSeq(Client& client, const std::string& conversation) {
+    Reply reply = client.Get("/v1/conversations/" + conversation);
+    EXPECT_EQ(reply.status, 200) << reply;
+    return reply.status == 200 ? reply.json()->getValue<std::int64_t>("lastSeq") : -1;
+  }
+
+  std::size_t CountFiles(const fs::path& dir) {
+    std::size_t count = 0;
+    for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+      if (entry.is_regular_file()) ++count;
+    }
+    return count;
+  }
+
+  std::unique_ptr<TestDir> dir_;
+  DaemonProcess cored_;
+  DaemonProcess kmsd_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// 1. Every endpoint and its refusals.
+
+class CoredApiTest : public CoredTest {};
+
+TEST_F(CoredApiTest, ConversationsAreCreatedAndShownToTheirParticipantsOnly) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob), carol = As(kCarol);
+  const ContentKey key = ContentKey::Make();
+
+  Object::Ptr with = Create(alice, key, {kBob});
+  ASSERT_TRUE(with);
+  const std::string id = Text(with, "id");
+  EXPECT_EQ(id.size(), 36u);
+  EXPECT_EQ(Strings(with->getArray("participants")), (std::vector<std::string>{kAlice, kBob}));
+  EXPECT_EQ(Text(with, "createdBy"), kAlice);
+  EXPECT_EQ(Text(with, "currentKeyUri"), key.uri);
+  EXPECT_EQ(Text(with, "kmsResourceUri").rfind(std::string(kCluster) + "/resources/", 0), 0u);
+  EXPECT_GT(with->getValue<std::int64_t>("lastSeq"), 0);
+  EXPECT_FALSE(Text(with, "created").empty());
+
+  Object::Ptr alone = Create(alice, ContentKey::Make(), {});
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(Strings(alone->getArray("participants")), (std::vector<std::string>{kAlice}));
+
+  // A participant sees it; anyone else gets the answer an unknown id gets.
+  Reply for_bob = bob.Get("/v1/conversations/" + id);
+  ASSERT_EQ(for_bob.status, 200) << for_bob;
+  EXPECT_EQ(Text(for_bob.json(), "id"), id);
+  Reply for_carol = carol.Get("/v1/conversations/" + id);
+  EXPECT_EQ(for_carol.status, 404) << for_carol;
+  EXPECT_EQ(for_carol.code(), "not_found");
+  EXPECT_EQ(carol.Get("/v1/conversations/" + Text(alone, "id")).status, 404);
+  Reply unknown = alice.Get("/v1/conversations/" + NewUuid());
+  EXPECT_EQ(unknown.status, 404) << unknown;
+  EXPECT_EQ(unknown.code(), "not_found");
+  EXPECT_EQ(alice.Get("/v1/conversations/not-an-id").status, 404);
+
+  // The creation is the first activity: who, which key, whom.
+  std::vector<Object::Ptr> history = History(bob, id);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(Text(history[0], "verb"), "create");
+  EXPECT_EQ(Text(history[0], "actor"), kAlice);
+  EXPECT_EQ(Text(history[0], "keyUri"), key.uri);
+  EXPECT_EQ(Seq(history[0]), with->getValue<std::int64_t>("lastSeq"));
+
+  // Refused creations store nothing.
+  auto refused = [&](Object body, const std::string& why) {
+    Reply reply = alice.Post("/v1/conversations", body);
+    EXPECT_EQ(reply.status, 400) << why << ": " << reply;
+    EXPECT_EQ(reply.code(), "invalid_argument") << why;
+  };
+  Object no_resource;
+  no_resource.set("keyUri", key.uri);
+  refused(no_resource, "no kmsResourceUri");
+  Object bad_key;
+  bad_key.set("kmsResourceUri", ResourceUri());
+  bad_key.set("keyUri", "https://example.test/key");
+  refused(bad_key, "a keyUri that is not a kms:// key URL");
+  Object other_kms;
+  other_kms.set("kmsResourceUri", ResourceUri());
+  other_kms.set("keyUri", ContentKey::Make("kms.globex.test").uri);
+  refused(other_kms, "a key on another KMS than the resource");
+  Object bad_participants;
+  bad_participants.set("kmsResourceUri", ResourceUri());
+  bad_participants.set("keyUri", key.uri);
+  bad_participants.set("participants", "bob");
+  refused(bad_participants, "participants not an array");
+  Object control_char;
+  control_char.set("kmsResourceUri", ResourceUri());
+  control_char.set("keyUri", key.uri);
+  control_char.set("participants", Strings({"bad\nuser"}));
+  refused(control_char, "a user id with a control character");
+  Reply mine = alice.Get("/v1/conversations?limit=200");
+  ASSERT_EQ(mine.status, 200) << mine;
+  EXPECT_EQ(mine.json()->getArray("items")->size(), 2u) << mine;
+}
+
+TEST_F(CoredApiTest, ListingMineIsPagedWithNext) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob), carol = As(kCarol);
+  std::set<std::string> created, with_bob;
+  for (int i = 0; i < 5; ++i) {
+    Object::Ptr conversation =
+        Create(alice, ContentKey::Make(),
+               i % 2 == 0 ? std::vector<std::string>{kBob} : std::vector<std::string>{});
+    ASSERT_TRUE(conversation);
+    created.insert(Text(conversation, "id"));
+    if (i % 2 == 0) with_bob.insert(Text(conversation, "id"));
+  }
+
+  auto list_all = [&](Client& client, int limit, int* pages) {
+    std::vector<std::string> ids;
+    std::vector<std::int64_t> last_seqs;
+    std::string query = "?limit=" + std::to_string(limit);
+    for (*pages = 0; *pages < 20; ++*pages) {
+      Reply reply = client.Get("/v1/conversations" + query);
+      EXPECT_EQ(reply.status, 200) << reply;
+      if (reply.status != 200) break;
+      Object::Ptr json = reply.json();
+      Array::Ptr items = json->getArray("items");
+      EXPECT_LE(items->size(), static_cast<std::size_t>(limit));
+      for (unsigned i = 0; i < items->size(); ++i) {
+        ids.push_back(Text(items->getObject(i), "id"));
+        last_seqs.push_back(items->getObject(i)->getValue<std::int64_t>("lastSeq"));
+      }
+      if (!json->has("next")) break;
+      query = "?limit=" + std::to_string(limit) +
+              "&before=" + std::to_string(json->getValue<std::int64_t>("next"));
+    }
+    // Newest first: the most recently active conversation leads.
+    EXPECT_TRUE(std::is_sorted(last_seqs.rbegin(), last_seqs.rend()));
+    return ids;
+  };
+  int pages = 0;
+  std::vector<std::string> alices = list_all(alice, 2, &pages);
+  EXPECT_GE(pages, 2);
+  EXPECT_EQ(alices.size(), 5u);
+  EXPECT_EQ(std::set<std::string>(alices.begin(), alices.end()), created);
+  std::vector<std::string> bobs = list_all(bob, 2, &pages);
+  EXPECT_EQ(std::set<std::string>(bobs.begin(), bobs.end()), with_bob);
+  EXPECT_EQ(bobs.size(), with_bob.size());
+  std::vector<std::string> carols = list_all(carol, 2, &pages);
+  EXPECT_TRUE(carols.empty());
+
+  for (const std::string query :
+       {"?limit=0", "?limit=201", "?limit=x", "?before=-1", "?colour=1", "?limit=2&limit=3"}) {
+    Reply reply = alice.Get("/v1/conversations" + query);
+    EXPECT_EQ(reply.status, 400) << query << ": " << reply;
+  }
+}
+
+TEST_F(CoredApiTest, AddingRemovingAndLeavingAreActivities) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob), carol = As(kCarol), dave = As(kDave), erin = As(kErin);
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+  const std::string base = "/v1/conversations/" + id + "/participants";
+
+  Object add;
+  add.set("userIds", Strings({kCarol, kDave}));
+  Object::Ptr added = ChangeActivity(alice.Post(base, add));
+  ASSERT_TRUE(added);
+  EXPECT_EQ(Text(added, "verb"), "add");
+  EXPECT_EQ(Text(added, "actor"), kAlice);
+  EXPECT_EQ(Strings(added->getArray("objectUsers")), (std::vector<std::string>{kCarol, kDave}));
+  Reply for_carol = carol.Get("/v1/conversations/" + id);
+  ASSERT_EQ(for_carol.status, 200) << for_carol;
+  EXPECT_EQ(Strings(for_carol.json()->getArray("participants")),
+            (std::vector<std::string>{kAlice, kBob, kCarol, kDave}));
+
+  // Refusals.
+  Object again;
+  again.set("userIds", Strings({kCarol}));
+  Reply twice = alice.Post(base, again);
+  EXPECT_EQ(twice.status, 409) << twice;
+  EXPECT_EQ(twice.code(), "already_exists");
+  Object none;
+  none.set("userIds", Array());
+  EXPECT_EQ(alice.Post(base, none).status, 400);
+  Object by_outsider;
+  by_outsider.set("userIds", Strings({kErin}));
+  EXPECT_EQ(erin.Post(base, by_outsider).status, 404);
+  EXPECT_EQ(erin.Delete(base + "/" + kBob).status, 404);
+
+  // alice removes bob: bob loses access at once.
+  Object::Ptr removed = ChangeActivity(alice.Delete(base + "/" + kBob));
+  ASSERT_TRUE(removed);
+  EXPECT_EQ(Text(removed, "verb"), "remove");
+  EXPECT_EQ(Strings(removed->getArray("objectUsers")), (std::vector<std::string>{kBob}));
+  EXPECT_EQ(bob.Get("/v1/conversations/" + id).status, 404);
+  EXPECT_EQ(bob.Get("/v1/conversations/" + id + "/activities").status, 404);
+  EXPECT_EQ(PostContent(bob, id, Seal(key, "after removal")).status, 404);
+  Reply removed_again = alice.Delete(base + "/" + kBob);
+  EXPECT_EQ(removed_again.status, 404) << removed_again;
+
+  // carol leaves (removes herself); an empty JSON body with no kmsMessage is fine too.
+  Reply leave = carol.Send(Request("DELETE", base + "/" + kCarol, "{}", "application/json"));
+  Object::Ptr left = ChangeActivity(leave);
+  ASSERT_TRUE(left);
+  EXPECT_EQ(Text(left, "verb"), "leave");
+  EXPECT_EQ(Strings(left->getArray("objectUsers")), (std::vector<std::string>{kCarol}));
+  EXPECT_EQ(carol.Get("/v1/conversations/" + id).status, 404);
+
+  std::vector<Object::Ptr> history = History(dave, id);
+  EXPECT_EQ(Verbs(history), (std::vector<std::string>{"create", "add", "remove", "leave"}));
+  EXPECT_EQ(Ids(history), Ids(History(alice, id)));
+  ASSERT_EQ(history.size(), 4u);
+  EXPECT_EQ(Text(history[1], "id"), Text(added, "id"));
+  EXPECT_EQ(Text(history[2], "id"), Text(removed, "id"));
+  EXPECT_EQ(Text(history[3], "id"), Text(left, "id"));
+
+  // The last participant cannot leave.
+  Object::Ptr solo = Create(alice, ContentKey::Make(), {});
+  ASSERT_TRUE(solo);
+  Reply last = alice.Delete("/v1/conversations/" + Text(solo, "id") + "/participants/" + kAlice);
+  EXPECT_EQ(last.status, 409) << last;
+  EXPECT_EQ(History(alice, Text(solo, "id")).size(), 1u);
+}
+
+TEST_F(CoredApiTest, PostingUnderARotatedKeyIsRefusedWithKeyRotationRequired) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob);
+  const ContentKey first = ContentKey::Make(), second = ContentKey::Make(),
+                   undeclared = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, first, {kBob});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+
+  const std::string content = Seal(first, "under the first key");
+  Reply posted = PostContent(bob, id, content);
+  ASSERT_EQ(posted.status, 201) << posted;
+  EXPECT_EQ(Text(posted.json(), "verb"), "post");
+  EXPECT_EQ(Text(posted.json(), "keyUri"), first.uri);
+  EXPECT_EQ(Text(posted.json(), "content"), content);
+  EXPECT_EQ(Text(posted.json(), "actor"), kBob);
+
+  Object rotate;
+  rotate.set("keyUri", second.uri);
+  Object::Ptr rotated = ChangeActivity(alice.Put("/v1/conversations/" + id + "/key", rotate));
+  ASSERT_TRUE(rotated);
+  EXPECT_EQ(Text(rotated, "verb"), "rotate");
+  EXPECT_EQ(Text(rotated, "keyUri"), second.uri);
+  Reply now = bob.Get("/v1/conversations/" + id);
+  EXPECT_EQ(Text(now.json(), "currentKeyUri"), second.uri);
+  const std::int64_t last_seq = LastSeq(alice, id);
+
+  Reply old_key = PostContent(bob, id, Seal(first, "still under the first key"));
+  EXPECT_EQ(old_key.status, 409) << old_key;
+  EXPECT_EQ(old_key.code(), "key_rotation_required") << old_key;
+  Reply unknown_key = PostContent(bob, id, Seal(undeclared, "under a key never declared"));
+  EXPECT_EQ(unknown_key.status, 400) << unknown_key;
+  EXPECT_EQ(unknown_key.code(), "invalid_argument");
+  Object title_old;
+  title_old.set("encryptedTitle", Seal(first, "old title"));
+  Reply old_title = alice.Put("/v1/conversations/" + id + "/title", title_old);
+  EXPECT_EQ(old_title.status, 409) << old_title;
+  EXPECT_EQ(old_title.code(), "key_rotation_required");
+
+  // Rotation refusals: a key on another KMS, a key declared before, not a key URL.
+  for (const std::string& uri : {ContentKey::Make("kms.globex.test").uri, first.uri, second.uri,
+                                 ResourceUri(), std::string("kms://kms.acme.test/keys/1")}) {
+    Object bad;
+    bad.set("keyUri", uri);
+    Reply reply = alice.Put("/v1/conversations/" + id + "/key", bad);
+    EXPECT_TRUE(reply.status == 400 || reply.status == 409) << uri << ": " << reply;
+  }
+  EXPECT_EQ(LastSeq(alice, id), last_seq) << "a refused request stored something";
+
+  Reply fine = PostContent(bob, id, Seal(second, "under the second key"));
+  EXPECT_EQ(fine.status, 201) << fine;
+  Object title;
+  title.set("encryptedTitle", Seal(second, "a title"));
+  Reply titled = alice.Put("/v1/conversations/" + id + "/title", title);
+  ASSERT_EQ(titled.status, 200) << titled;
+  EXPECT_EQ(Text(titled.json(), "verb"), "title");
+  EXPECT_EQ(Text(bob.Get("/v1/conversations/" + id).json(), "encryptedTitle"),
+            Text(titled.json(), "content"));
+  EXPECT_EQ(Verbs(History(alice, id)),
+            (std::vector<std::string>{"create", "post", "rotate", "post", "title"}));
+}
+
+TEST_F(CoredApiTest, MalformedContentIsRefusedAndNothingIsStored) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice);
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+  const std::int64_t last_seq = LastSeq(alice, id);
+
+  const std::string good = Seal(key, "hello");
+  std::vector<std::string> parts;
+  for (std::size_t start = 0;;) {
+    const std::size_t dot = good.find('.', start);
+    parts.push_back(good.substr(start, dot == std::string::npos ? dot : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  ASSERT_EQ(parts.size(), 5u);
+  auto with_header = [&](const std::string& header_json) {
+    return jose::Base64UrlEncode(header_json) + "." + parts[1] + "." + parts[2] + "." + parts[3] +
+           "." + parts[4];
+  };
+  auto join = [](const std::vector<std::string>& p) {
+    std::string out;
+    for (std::size_t i = 0; i < p.size(); ++i) out += (i ? "." : "") + p[i];
+    return out;
+  };
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {"not a JWE", "hello there"},
+      {"empty", ""},
+      {"four parts", parts[0] + "." + parts[1] + "." + parts[2] + "." + parts[3]},
+      {"six parts", good + ".AAAA"},
+      {"alg RSA-OAEP",
+       with_header("{\"alg\":\"RSA-OAEP\",\"enc\":\"A256GCM\",\"kid\":\"" + key.uri + "\"}")},
+      {"enc A128GCM",
+       with_header("{\"alg\":\"dir\",\"enc\":\"A128GCM\",\"kid\":\"" + key.uri + "\"}")},
+      {"no kid", with_header("{\"alg\":\"dir\",\"enc\":\"A256GCM\"}")},
+      {"zip", with_header("{\"alg\":\"dir\",\"enc\":\"A256GCM\",\"zip\":\"DEF\",\"kid\":\"" +
+                          key.uri + "\"}")},
+      {"header not JSON", jose::Base64UrlEncode(std::string("{alg")) + ".." + parts[2] + "." +
+                              parts[3] + "." + parts[4]},
+      {"an encrypted key", join({parts[0], "AAAA", parts[2], parts[3], parts[4]})},
+      {"8-byte IV",
+       join({parts[0], "", jose::Base64UrlEncode(RandomBytes(8)), parts[3], parts[4]})},
+      {"15-byte tag",
+       join({parts[0], "", parts[2], parts[3], jose::Base64UrlEncode(RandomBytes(15))})},
+      {"empty ciphertext", join({parts[0], "", parts[2], "", parts[4]})},
+      {"not base64url", join({parts[0], "", parts[2], "ab+/", parts[4]})},
+      {"oversize", join({parts[0], "", parts[2],
+                         jose::Base64UrlEncode(RandomBytes(kMaxContentBytes)), parts[4]})},
+  };
+  for (const auto& [what, content] : cases) {
+    Reply reply = PostContent(alice, id, content);
+    EXPECT_EQ(reply.status, 400) << what << ": " << reply;
+    EXPECT_EQ(reply.code(), "invalid_argument") << what;
+  }
+  // Not a string, or absent.
+  for (const std::string body :
+       {"{\"content\": 42}", "{\"content\": null}", "{}", "{\"content\": [\"a\"]}"}) {
+    Reply reply = alice.Send(
+        Request("POST", "/v1/conversations/" + id + "/activities", body, "application/json"));
+    EXPECT_EQ(reply.status, 400) << body << ": " << reply;
+  }
+  Reply bad_client_id = PostContent(alice, id, good, "not allowed!");
+  EXPECT_EQ(bad_client_id.status, 400) << bad_client_id;
+  EXPECT_EQ(LastSeq(alice, id), last_seq) << "a refused post stored something";
+  EXPECT_EQ(History(alice, id).size(), 1u);
+  EXPECT_EQ(PostContent(alice, id, good).status, 201);
+}
+
+TEST_F(CoredApiTest, HistoryIsPagedBothWaysWithCursors) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), carol = As(kCarol);
+  const ContentKey key = ContentKey::Make(), other_key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {});
+  Object::Ptr other = Create(alice, other_key, {});
+  ASSERT_TRUE(conversation && other);
+  const std::string id = Text(conversation, "id");
+  const std::string base = "/v1/conversations/" + id + "/activities";
+  std::vector<std::string> expected = Ids(History(alice, id));
+  // Interleaved with another conversation's posts, so the sequence has gaps here.
+  for (int i = 0; i < 10; ++i) {
+    Object::Ptr posted = Post(alice, id, key, "message " + std::to_string(i));
+    ASSERT_TRUE(posted);
+    expected.push_back(Text(posted, "id"));
+    ASSERT_TRUE(Post(alice, Text(other, "id"), other_key, "elsewhere"));
+  }
+  ASSERT_EQ(expected.size(), 11u);
+
+  auto page = [&](const std::string& query, bool* more) {
+    Reply reply = alice.Get(base + query);
+    EXPECT_EQ(reply.status, 200) << query << ": " << reply;
+    std::vector<Object::Ptr> items;
+    if (reply.status != 200) return items;
+    Array::Ptr array = reply.json()->getArray("items");
+    for (unsigned i = 0; i < array->size(); ++i) items.push_back(array->getObject(i));
+    *more = reply.json()->getValue<bool>("more");
+    for (std::size_t i = 1; i < items.size(); ++i) EXPECT_LT(Seq(items[i - 1]), Seq(items[i]));
+    return items;
+  };
+
+  bool more = true;
+  EXPECT_EQ(Ids(page("", &more)), expected);
+  EXPECT_FALSE(more);
+
+  // Backwards from the newest: 4, 4, 3.
+  std::vector<std::string> backwards;
+  std::string query = "?limit=4";
+  std::vector<std::size_t> sizes;
+  for (int pages = 0; pages < 10; ++pages) {
+    std::vector<Object::Ptr> items = page(query, &more);
+    sizes.push_back(items.size());
+    std::vector<std::string> ids = Ids(items);
+    backwards.insert(backwards.begin(), ids.begin(), ids.end());
+    if (!more || items.empty()) break;
+    query = "?limit=4&before=" + std::to_string(Seq(items.front()));
+  }
+  EXPECT_EQ(backwards, expected);
+  EXPECT_EQ(sizes, (std::vector<std::size_t>{4, 4, 3}));
+
+  // Forwards from the start: 4, 4, 3.
+  std::vector<std::string> forwards;
+  sizes.clear();
+  query = "?limit=4&after=0";
+  for (int pages = 0; pages < 10; ++pages) {
+    std::vector<Object::Ptr> items = page(query, &more);
+    sizes.push_back(items.size());
+    std::vector<std::string> ids = Ids(items);
+    forwards.insert(forwards.end(), ids.begin(), ids.end());
+    if (!more || items.empty()) break;
+    query = "?limit=4&after=" + std::to_string(Seq(items.back()));
+  }
+  EXPECT_EQ(forwards, expected);
+  EXPECT_EQ(sizes, (std::vector<std::size_t>{4, 4, 3}));
+
+  // After the newest: nothing, and no more.
+  std::vector<Object::Ptr> newest = page("?limit=1", &more);
+  ASSERT_EQ(newest.size(), 1u);
+  EXPECT_TRUE(more);
+  EXPECT_TRUE(page("?after=" + std::to_string(Seq(newest[0])), &more).empty());
+  EXPECT_FALSE(more);
+
+  for (const std::string bad : {"?before=5&after=1", "?limit=0", "?limit=201", "?limit=-1",
+                                "?after=x", "?before=", "?since=3"}) {
+    Reply reply = alice.Get(base + bad);
+    EXPECT_EQ(reply.status, 400) << bad << ": " << reply;
+  }
+  EXPECT_EQ(carol.Get(base).status, 404);
+  EXPECT_EQ(carol.Get(base + "?after=0").status, 404);
+}
+
+TEST_F(CoredApiTest, OneActivityIsShownToParticipantsOnlyAndRetriesAreNotStoredTwice) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob), carol = As(kCarol);
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr a = Create(alice, key, {kBob});
+  Object::Ptr b = Create(alice, ContentKey::Make(), {});
+  ASSERT_TRUE(a && b);
+  const std::string id = Text(a, "id");
+
+  const std::string content = Seal(key, "one activity");
+  Reply posted = PostContent(bob, id, content, "client-1");
+  ASSERT_EQ(posted.status, 201) << posted;
+  const std::string activity_id = Text(posted.json(), "id");
+  EXPECT_EQ(Text(posted.json(), "clientActivityId"), "client-1");
+
+  Reply one = alice.Get("/v1/conversations/" + id + "/activities/" + activity_id);
+  ASSERT_EQ(one.status, 200) << one;
+  for (const std::string field : {"id", "conversationId", "actor", "verb", "content", "keyUri",
+                                  "clientActivityId", "published"}) {
+    EXPECT_EQ(Text(one.json(), field), Text(posted.json(), field)) << field;
+  }
+  EXPECT_EQ(Seq(one.json()), Seq(posted.json()));
+
+  EXPECT_EQ(alice.Get("/v1/conversations/" + id + "/activities/" + NewUuid()).status, 404);
+  EXPECT_EQ(alice.Get("/v1/conversations/" + id + "/activities/nope").status, 404);
+  // Another conversation's activity is not found through this one.
+  EXPECT_EQ(alice.Get("/v1/conversations/" + Text(b, "id") + "/activities/" + activity_id).status,
+            404);
+  Reply outsider = carol.Get("/v1/conversations/" + id + "/activities/" + activity_id);
+  EXPECT_EQ(outsider.status, 404) << outsider;
+
+  // A retry with the same client id gets the stored activity back; a different content under it
+  // is refused.
+  Reply retried = PostContent(bob, id, content, "client-1");
+  ASSERT_EQ(retried.status, 201) << retried;
+  EXPECT_EQ(Text(retried.json(), "id"), activity_id);
+  EXPECT_EQ(Seq(retried.json()), Seq(posted.json()));
+  Reply clash = PostContent(bob, id, Seal(key, "something else"), "client-1");
+  EXPECT_EQ(clash.status, 409) << clash;
+  EXPECT_EQ(History(alice, id).size(), 2u);
+}
+
+TEST_F(CoredApiTest, FilesAreUploadedAndDownloadedByParticipantsOnly) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob), carol = As(kCarol);
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr a = Create(alice, key, {kBob});
+  Object::Ptr b = Create(alice, ContentKey::Make(), {});
+  ASSERT_TRUE(a && b);
+  const std::string id = Text(a, "id");
+  const std::string base = "/v1/conversations/" + id + "/files";
+
+  std::vector<std::uint8_t> random = RandomBytes(300 * 1024);
+  const std::string blob(random.begin(), random.end());
+  auto upload = [&](Client& client, const std::string& path, const std::string& body,
+                    bool chunked = false, const std::string& type = "application/octet-stream") {
+    Request request("POST", path, body, type);
+    if (chunked) request.Chunked();
+    return client.Send(request);
+  };
+  Reply uploaded = upload(bob, base, blob);
+  ASSERT_EQ(uploaded.status, 201) << uploaded;
+  Object::Ptr file = uploaded.json();
+  const std::string file_id = Text(file, "id");
+  EXPECT_EQ(file->getValue<std::uint64_t>("size"), blob.size());
+  EXPECT_EQ(Text(file, "sha256"), Sha256Hex(blob));
+  EXPECT_EQ(Text(file, "uploader"), kBob);
+  EXPECT_EQ(Text(file, "conversationId"), id);
+
+  Reply downloaded = alice.Get(base + "/" + file_id);
+  ASSERT_EQ(downloaded.status, 200) << downloaded.status;
+  EXPECT_TRUE(downloaded.body == blob) << "the downloaded blob differs";
+  EXPECT_EQ(downloaded.header("X-Content-SHA256"), Sha256Hex(blob));
+  EXPECT_EQ(downloaded.content_type, "application/octet-stream");
+
+  // Streamed without a length.
+  const std::string small = Seal(key, "a small encrypted file");
+  Reply chunked = upload(alice, base, small, true);
+  ASSERT_EQ(chunked.status, 201) << chunked;
+  Reply small_back = bob.Get(base + "/" + Text(chunked.json(), "id"));
+  EXPECT_EQ(small_back.body, small);
+
+  // A share refers to uploaded files of this conversation only.
+  Object share;
+  share.set("content", Seal(key, "the file's key and name"));
+  share.set("fileIds", Strings({file_id}));
+  Reply shared = bob.Post("/v1/conversations/" + id + "/activities", share);
+  ASSERT_EQ(shared.status, 201) << shared;
+  EXPECT_EQ(Text(shared.json(), "verb"), "share");
+  EXPECT_EQ(Strings(shared.json()->getArray("fileIds")), (std::vector<std::string>{file_id}));
+  Object share_unknown;
+  share_unknown.set("content", Seal(key, "nothing"));
+  share_unknown.set("fileIds", Strings({NewUuid()}));
+  EXPECT_EQ(bob.Post("/v1/conversations/" + id + "/activities", share_unknown).status, 400);
+
+  // Refusals, none of which leaves a file behind.
+  const std::size_t files_before = CountFiles(files_dir());
+  Reply by_outsider = upload(carol, base, blob);
+  EXPECT_EQ(by_outsider.status, 404) << by_outsider;
+  EXPECT_EQ(carol.Get(base + "/" + file_id).status, 404);
+  EXPECT_EQ(alice.Get(base + "/" + NewUuid()).status, 404);
+  EXPECT_EQ(alice.Get("/v1/conversations/" + Text(b, "id") + "/files/" + file_id).status, 404);
+  Reply wrong_type = upload(bob, base, blob, false, "application/json");
+  EXPECT_EQ(wrong_type.status, 415) << wrong_type;
+  EXPECT_EQ(wrong_type.code(), "media_type");
+  // Announced too large: refused before the body is read.
+  Reply announced = bob.Send(
+      Request("POST", base, std::string(kMaxFileBytes + 1, 'x'), "application/octet-stream")
+          .WithoutBody());
+  EXPECT_EQ(announced.status, 413) << announced;
+  EXPECT_EQ(announced.code(), "file_size");
+  // Streamed past the limit.
+  Reply streamed = upload(bob, base, std::string(kMaxFileBytes + 1, 'x'), true);
+  EXPECT_EQ(streamed.status, 413) << streamed;
+  EXPECT_EQ(streamed.code(), "file_size");
+  EXPECT_EQ(CountFiles(files_dir()), files_before) << "a refused upload left a file";
+  // Exactly the limit is fine.
+  Reply limit = upload(bob, base, std::string(kMaxFileBytes, 'y'));
+  EXPECT_EQ(limit.status, 201) << limit;
+}
+
+TEST_F(CoredApiTest, OnlyTheIndexerWritesAndSearchesTheIndex) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice);
+  Client indexer = As(kIndexer);
+  // The indexer's name from an organization other than the configured one is not the indexer.
+  Client impostor(port(), env().Token(kIndexer, "core", 0, 3600, "globex"));
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  Object::Ptr other = Create(alice, ContentKey::Make(), {});
+  ASSERT_TRUE(conversation && other);
+  const std::string id = Text(conversation, "id");
+  std::vector<std::string> posts;
+  for (int i = 0; i < 3; ++i) {
+    Object::Ptr posted = Post(alice, id, key, "searchable " + std::to_string(i));
+    ASSERT_TRUE(posted);
+    posts.push_back(Text(posted, "id"));
+  }
+  const std::string ta = jose::Base64UrlEncode(RandomBytes(32));
+  const std::string tb = jose::Base64UrlEncode(RandomBytes(32));
+  auto put = [&](Client& client, const std::string& activity,
+                 const std::vector<std::string>& tokens) {
+    Object body;
+    body.set("tokens", Strings(tokens));
+    return client.Put("/v1/index/" + id + "/" + activity, body);
+  };
+  for (Client* who : {&alice, &impostor}) {
+    Reply refused = put(*who, posts[0], {ta});
+    EXPECT_EQ(refused.status, 403) << refused;
+    EXPECT_EQ(refused.code(), "permission_denied");
+  }
+  Reply put0 = put(indexer, posts[0], {ta, tb});
+  EXPECT_EQ(put0.status, 204) << put0;
+  EXPECT_EQ(put(indexer, posts[1], {ta}).status, 204);
+  EXPECT_EQ(put(indexer, posts[2], {ta, tb}).status, 204);
+  EXPECT_EQ(put(indexer, posts[2], {ta, tb}).status, 204);  // again: no change
+
+  auto search = [&](Client& client, const std::vector<std::string>& conversations,
+                    const std::vector<std::string>& tokens, std::optional<std::int64_t> before,
+                    int limit) {
+    Object body;
+    body.set("conversationIds", Strings(conversations));
+    body.set("tokens", Strings(tokens));
+    if (before) body.set("before", *before);
+    body.set("limit", limit);
+    return client.Post("/v1/index/search", body);
+  };
+  auto match_ids = [&](const Reply& reply) {
+    std::vector<std::string> ids;
+    Array::Ptr items = reply.json() ? reply.json()->getArray("items") : nullptr;
+    for (unsigned i = 0; items && i < items->size(); ++i) {
+      ids.push_back(Text(items->getObject(i), "activityId"));
+      EXPECT_EQ(Text(items->getObject(i), "conversationId"), id);
+      EXPECT_GT(Seq(items->getObject(i)), 0);
+    }
+    return ids;
+  };
+  Reply both = search(indexer, {id}, {ta, tb}, std::nullopt, 50);
+  ASSERT_EQ(both.status, 200) << both;
+  EXPECT_EQ(match_ids(both), (std::vector<std::string>{posts[2], posts[0]}));  // newest first
+
+  Reply first_page = search(indexer, {id, Text(other, "id")}, {ta}, std::nullopt, 2);
+  ASSERT_EQ(first_page.status, 200) << first_page;
+  EXPECT_EQ(match_ids(first_page), (std::vector<std::string>{posts[2], posts[1]}));
+  ASSERT_TRUE(first_page.json()->has("next")) << first_page;
+  Reply second_page =
+      search(indexer, {id}, {ta}, first_page.json()->getValue<std::int64_t>("next"), 2);
+  ASSERT_EQ(second_page.status, 200) << second_page;
+  EXPECT_EQ(match_ids(second_page), (std::vector<std::string>{posts[0]}));
+
+  Reply elsewhere = search(indexer, {Text(other, "id")}, {ta}, std::nullopt, 50);
+  EXPECT_TRUE(match_ids(elsewhere).empty()) << elsewhere;
+  for (Client* who : {&alice, &impostor}) {
+    Reply refused = search(*who, {id}, {ta}, std::nullopt, 50);
+    EXPECT_EQ(refused.status, 403) << refused;
+  }
+
+  Reply bad_token = put(indexer, posts[1], {"not a token"});
+  EXPECT_EQ(bad_token.status, 400) << bad_token;
+  Reply unknown_activity = put(indexer, NewUuid(), {ta});
+  EXPECT_EQ(unknown_activity.status, 404) << unknown_activity;
+  std::vector<std::string> too_many(kMaxIndexTokensPerActivity + 1, ta);
+  EXPECT_EQ(put(indexer, posts[1], too_many).status, 400);
+  EXPECT_EQ(search(indexer, {id}, {}, std::nullopt, 50).status, 400);
+}
+
+TEST_F(CoredApiTest, BadRequestsGetClearJsonErrors) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice);
+  const ContentKey key = ContentKey::Make();
+  auto post_raw = [&](const std::string& body, const std::string& type) {
+    return alice.Send(Request("POST", "/v1/conversations", body, type));
+  };
+  auto expect_error = [](const Reply& reply, int status, const std::string& code,
+                         const std::string& what) {
+    EXPECT_EQ(reply.status, status) << what << ": " << reply;
+    EXPECT_EQ(reply.code(), code) << what << ": " << reply;
+    EXPECT_EQ(reply.content_type, "application/json") << what;
+    EXPECT_FALSE(Text(reply.json(), "message").empty()) << what;
+  };
+  expect_error(post_raw("{", "application/json"), 400, "invalid_argument", "bad JSON");
+  expect_error(post_raw("[]", "application/json"), 400, "invalid_argument", "a JSON array");
+  expect_error(post_raw("", "application/json"), 400, "invalid_argument", "an empty body");
+  Reply unknown_field = post_raw("{\"kmsResourceUri\":\"" + ResourceUri() + "\",\"keyUri\":\"" +
+                                     key.uri + "\",\"colour\":\"red\"}",
+                                 "application/json");
+  expect_error(unknown_field, 400, "invalid_argument", "an unknown field");
+  EXPECT_NE(Text(unknown_field.json(), "message").find("colour"), std::string::npos)
+      << unknown_field;
+  expect_error(post_raw("{}", "text/plain"), 415, "media_type", "text/plain");
+  expect_error(post_raw("{}", ""), 415, "media_type", "no Content-Type");
+  expect_error(post_raw(std::string(core::kMaxJsonRequestBytes + 1, ' '), "application/json"), 413,
+               "body_size", "an oversize body");
+  expect_error(alice.Get("/v1/nothing"), 404, "not_found", "an unknown path");
+  expect_error(alice.Get("/nothing"), 404, "not_found", "an unknown path");
+  expect_error(alice.Get("/v1/conversations/" + NewUuid() + "/whatever"), 404, "not_found",
+               "an unknown path under a conversation");
+
+  Reply wrong_method = alice.Delete("/v1/conversations");
+  expect_error(wrong_method, 405, "method_not_allowed", "DELETE /v1/conversations");
+  EXPECT_EQ(wrong_method.header("Allow"), "GET, POST");
+  Reply patch =
+      alice.Send(Request("PATCH", "/v1/conversations/" + NewUuid()).Header("Content-Length", "0"));
+  expect_error(patch, 405, "method_not_allowed", "PATCH a conversation");
+  EXPECT_EQ(patch.header("Allow"), "GET");
+  Reply get_relay = alice.Get("/kms/messages?cluster=kms://kms.acme.test");
+  expect_error(get_relay, 405, "method_not_allowed", "GET /kms/messages");
+  EXPECT_EQ(get_relay.header("Allow"), "POST");
+  Reply post_health = alice.Send(Request("POST", "/health", "{}", "application/json"));
+  expect_error(post_health, 405, "method_not_allowed", "POST /health");
+  Reply get_search = alice.Get("/v1/index/search");
+  EXPECT_EQ(get_search.status, 405) << get_search;
+  expect_error(alice.Get("/v1/events"), 400, "invalid_argument", "GET /v1/events not upgraded");
+  expect_error(alice.Get("/v1/events?cursor=x"), 400, "invalid_argument", "a bad cursor");
+  Reply relay_without_credential = alice.Get("/relay/kms");
+  EXPECT_EQ(relay_without_credential.status, 401) << relay_without_credential;
+
+  // The connection that carried the refusals still works, and nothing was stored.
+  Reply mine = alice.Get("/v1/conversations");
+  ASSERT_EQ(mine.status, 200) << mine;
+  EXPECT_EQ(mine.json()->getArray("items")->size(), 0u);
+  Reply health = alice.Get("/health");
+  ASSERT_EQ(health.status, 200) << health;
+  EXPECT_EQ(Text(health.json(), "status"), "ok");
+}
+
+// HTTP/1.1 (RFC 9112 section 6.3): a request with neither Content-Length nor Transfer-Encoding
+// has an empty body, so cored must answer it at once, not wait for the client to close.
+TEST_F(CoredApiTest, ARequestWithoutContentLengthIsAnsweredAtOnce) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice);
+  alice.set_timeout(std::chrono::seconds(10));  // cored's own I/O timeout is 30 s
+  Reply patch = alice.Send(Request("PATCH", "/v1/conversations/" + NewUuid()).NoLength());
+  EXPECT_EQ(patch.status, 405)
+      << "FAIL (core_server.cc): PATCH without Content-Length waits for a body until the "
+         "connection closes: "
+      << patch;
+  Reply post = alice.Send(Request("POST", "/v1/conversations", "", "application/json").NoLength());
+  EXPECT_EQ(post.status, 400)
+      << "FAIL (core_server.cc): POST without Content-Length waits for a body until the "
+         "connection closes: "
+      << post;
+  Reply upload = alice.Send(
+      Request("POST", "/v1/conversations/" + NewUuid() + "/files", "", "application/octet-stream")
+          .NoLength());
+  EXPECT_EQ(upload.status, 404)
+      << "FAIL (core_server.cc): an upload without Content-Length waits for a body until the "
+         "connection closes: "
+      << upload;
+}
+
+TEST_F(CoredApiTest, RequestsWithoutAValidCoreTokenAreRefusedWith401) {
+  ASSERT_TRUE(StartCored());
+  Object body;
+  body.set("kmsResourceUri", ResourceUri());
+  body.set("keyUri", ContentKey::Make().uri);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"no token", ""},
+      {"garbage", "not-a-jwt"},
+      {"a KMS token", env().Token(kAlice, "kms")},
+      {"an expired token", env().Token(kAlice, "core", Now() - 7200, 60)},
+      {"an untrusted issuer's token", env().Token(kAlice, "core", 0, 3600, "initech")},
+  };
+  for (const auto& [what, token] : cases) {
+    Client client(port(), token);
+    Reply reply = client.Post("/v1/conversations", body);
+    EXPECT_EQ(reply.status, 401) << what << ": " << reply;
+    EXPECT_EQ(reply.code(), "unauthenticated") << what;
+    EXPECT_EQ(reply.header("WWW-Authenticate"), "Bearer") << what;
+    EXPECT_EQ(client.Get("/v1/conversations").status, 401) << what;
+    EXPECT_EQ(client.Get("/v1/events").status, 401) << what;
+    // The token is never echoed.
+    if (token.size() > 20) {
+      EXPECT_EQ(reply.body.find(token), std::string::npos) << what;
+    }
+  }
+  Reply basic = Client(port(), "")
+                    .Send(Request("GET", "/v1/conversations")
+                              .Header("Authorization", "Basic YWxpY2U6cGFzcw=="));
+  EXPECT_EQ(basic.status, 401) << basic;
+  Reply health = Client(port(), "").Get("/health");
+  EXPECT_EQ(health.status, 200) << health;
+
+  Client alice = As(kAlice);
+  Reply mine = alice.Get("/v1/conversations");
+  ASSERT_EQ(mine.status, 200) << mine;
+  EXPECT_EQ(mine.json()->getArray("items")->size(), 0u) << "a refused request stored something";
+}
+
+TEST_F(CoredApiTest, AFloodFromOneUserIsRateLimitedWith429AndRetryAfter) {
+  WriteCoredConfig({{"rate_per_s", "1"}, {"rate_burst", "3"}});
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob);
+  std::optional<Reply> limited;
+  int served = 0;
+  for (int i = 0; i < 50 && !limited; ++i) {
+    Reply reply = alice.Get("/v1/conversations");
+    if (reply.status == 429) {
+      limited = reply;
+    } else {
+      ASSERT_EQ(reply.status, 200) << reply;
+      ++served;
+    }
+  }
+  ASSERT_TRUE(limited) << "50 requests in a row were never limited at 1/s with bursts of 3";
+  EXPECT_GE(served, 3);
+  EXPECT_EQ(limited->code(), "rate_limited");
+  const std::string retry_after = limited->header("Retry-After");
+  ASSERT_FALSE(retry_after.empty()) << *limited;
+  EXPECT_GE(std::stoi(retry_after), 1);
+  // Another user is not held back by alice's flood.
+  Reply for_bob = bob.Get("/v1/conversations");
+  EXPECT_EQ(for_bob.status, 200) << for_bob;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Realtime delivery and resume.
+
+class CoredRealtimeTest : public CoredTest {};
+
+TEST_F(CoredRealtimeTest, ParticipantsReceiveTheirConversationsInOrderAndOthersNothing) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob), carol = As(kCarol);
+  auto alice_events = Connect(kAlice);
+  auto bob_events = Connect(kBob);
+  auto carol_events = Connect(kCarol);
+  auto dave_events = Connect(kDave);
+  ASSERT_TRUE(alice_events && bob_events && carol_events && dave_events);
+
+  // Everything the test does, in the order cored acknowledged it, and who may see it.
+  std::vector<std::pair<std::string, std::set<std::string>>> done;
+  const ContentKey key_a = ContentKey::Make(), key_a2 = ContentKey::Make(),
+                   key_b = ContentKey::Make();
+  Object::Ptr a = Create(alice, key_a, {kBob, kCarol});
+  ASSERT_TRUE(a);
+  const std::string id_a = Text(a, "id");
+  done.push_back({Ids(History(alice, id_a))[0], {kAlice, kBob, kCarol}});
+  Object::Ptr b = Create(alice, key_b, {kBob});
+  ASSERT_TRUE(b);
+  const std::string id_b = Text(b, "id");
+  done.push_back({Ids(History(alice, id_b))[0], {kAlice, kBob}});
+  for (int round = 0; round < 3; ++round) {
+    Object::Ptr p1 = Post(bob, id_a, key_a, "a from bob " + std::to_string(round));
+    Object::Ptr p2 = Post(carol, id_a, key_a, "a from carol " + std::to_string(round));
+    Object::Ptr p3 = Post(alice, id_b, key_b, "b from alice " + std::to_string(round));
+    ASSERT_TRUE(p1 && p2 && p3);
+    done.push_back({Text(p1, "id"), {kAlice, kBob, kCarol}});
+    done.push_back({Text(p2, "id"), {kAlice, kBob, kCarol}});
+    done.push_back({Text(p3, "id"), {kAlice, kBob}});
+  }
+  Object add;
+  add.set("userIds", Strings({kErin}));
+  Object::Ptr added =
+      ChangeActivity(alice.Post("/v1/conversations/" + id_b + "/participants", add));
+  ASSERT_TRUE(added);
+  done.push_back({Text(added, "id"), {kAlice, kBob}});
+  Object::Ptr removed =
+      ChangeActivity(bob.Delete("/v1/conversations/" + id_b + "/participants/" + kErin));
+  ASSERT_TRUE(removed);
+  done.push_back({Text(removed, "id"), {kAlice, kBob}});
+  Object rotate;
+  rotate.set("keyUri", key_a2.uri);
+  Object::Ptr rotated = ChangeActivity(carol.Put("/v1/conversations/" + id_a + "/key", rotate));
+  ASSERT_TRUE(rotated);
+  done.push_back({Text(rotated, "id"), {kAlice, kBob, kCarol}});
+  // Last, a conversation with everyone: once a user has its creation, everything before it that
+  // they were to receive has arrived (delivery is in sequence order).
+  Object::Ptr sentinel = Create(alice, ContentKey::Make(), {kBob, kCarol, kDave});
+  ASSERT_TRUE(sentinel);
+  const std::string sentinel_id = Ids(History(alice, Text(sentinel, "id")))[0];
+  done.push_back({sentinel_id, {kAlice, kBob, kCarol, kDave}});
+
+  for (auto& [user, stream] :
+       std::vector<std::pair<std::string, EventStream*>>{{kAlice, alice_events.get()},
+                                                         {kBob, bob_events.get()},
+                                                         {kCarol, carol_events.get()},
+                                                         {kDave, dave_events.get()}}) {
+    std::vector<std::string> expected;
+    for (const auto& [id, recipients] : done) {
+      if (recipients.count(user) != 0) expected.push_back(id);
+    }
+    std::vector<Object::Ptr> received = stream->Until(sentinel_id, user);
+    EXPECT_EQ(Ids(received), expected) << user;
+    for (std::size_t i = 1; i < received.size(); ++i) {
+      EXPECT_LT(Seq(received[i - 1]), Seq(received[i])) << user;
+    }
+  }
+  // dave's only event is the one conversation he is in.
+  auto dave_replay = Connect(kDave, 0);
+  ASSERT_TRUE(dave_replay);
+  EXPECT_EQ(Ids(dave_replay->Until(sentinel_id, kDave)), (std::vector<std::string>{sentinel_id}));
+}
+
+TEST_F(CoredRealtimeTest, AReconnectWithTheLastSeqGetsExactlyWhatItMissedOnceAndInOrder) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice);
+  const ContentKey key = ContentKey::Make(), elsewhere_key = ContentKey::Make();
+  auto bob_events = Connect(kBob);
+  ASSERT_TRUE(bob_events);
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  Object::Ptr elsewhere = Create(alice, elsewhere_key, {kCarol});
+  ASSERT_TRUE(conversation && elsewhere);
+  const std::string id = Text(conversation, "id");
+  std::vector<Object::Ptr> first = bob_events->Take(1, "bob");
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(Text(first[0], "verb"), "create");
+  const std::int64_t last_seen = Seq(first[0]);
+  bob_events->Close();
+
+  std::vector<std::string> missed;
+  for (int i = 0; i < 20; ++i) {
+    Object::Ptr posted = Post(alice, id, key, "while bob was away " + std::to_string(i));
+    ASSERT_TRUE(posted);
+    missed.push_back(Text(posted, "id"));
+    ASSERT_TRUE(Post(alice, Text(elsewhere, "id"), elsewhere_key, "not for bob"));
+  }
+
+  auto resumed = Connect(kBob, last_seen);
+  ASSERT_TRUE(resumed);
+  std::vector<Object::Ptr> replayed = resumed->Take(20, "bob after reconnecting");
+  EXPECT_EQ(Ids(replayed), missed);
+  Object::Ptr live = Post(alice, id, key, "live again");
+  ASSERT_TRUE(live);
+  // The next event is the live one: nothing was sent twice, nothing else slipped in.
+  Object::Ptr next = resumed->Next();
+  ASSERT_TRUE(next) << "bob did not receive the live post";
+  EXPECT_EQ(Text(next, "id"), Text(live, "id"));
+
+  // From the very beginning: everything bob may see, once.
+  std::vector<std::string> everything = {Text(first[0], "id")};
+  everything.insert(everything.end(), missed.begin(), missed.end());
+  everything.push_back(Text(live, "id"));
+  auto from_start = Connect(kBob, 0);
+  ASSERT_TRUE(from_start);
+  EXPECT_EQ(Ids(from_start->Take(everything.size(), "bob from the start")), everything);
+}
+
+TEST_F(CoredRealtimeTest, AResumeLongerThanAReplayPageAndOverlappingLivePostsIsExactlyOnce) {
+  ASSERT_TRUE(StartCored());
+  const ContentKey key = ContentKey::Make();
+  Client alice = As(kAlice);
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+  const std::int64_t cursor = conversation->getValue<std::int64_t>("lastSeq");
+
+  std::mutex mutex;
+  std::map<std::int64_t, std::string> posted;  // seq -> id: the order cored gave them
+  auto burst = [&](int threads, int each, const std::string& tag) {
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+      // `each` and `tag` by value: the threads outlive this call.
+      workers.emplace_back([&, t, each, tag] {
+        Client client(port(), env().Token(kAlice));
+        for (int n = 0; n < each; ++n) {
+          Reply reply =
+              PostContent(client, id, Seal(key, tag + std::to_string(t) + "-" + std::to_string(n)));
+          if (reply.status != 201) {
+            ADD_FAILURE() << reply;
+            return;
+          }
+          std::lock_guard<std::mutex> lock(mutex);
+          posted[Seq(reply.json())] = Text(reply.json(), "id");
+        }
+      });
+    }
+    return workers;
+  };
+  // While bob is away: more than two of the hub's replay pages (500), from four posters at once.
+  for (std::thread& worker : burst(4, 300, "away ")) worker.join();
+  // bob comes back while 200 more are being posted: some are replayed from the store, some
+  // queued live, and the hand-over between the two must neither drop nor repeat one.
+  std::vector<std::thread> live = burst(2, 100, "live ");
+  auto bob = Connect(kBob, cursor);
+  std::vector<Object::Ptr> received;
+  if (bob) received = bob->Take(1400, "bob");
+  for (std::thread& worker : live) worker.join();
+  ASSERT_TRUE(bob);
+  ASSERT_EQ(posted.size(), 1400u);
+  std::vector<std::string> expected;
+  for (const auto& [seq, activity_id] : posted) expected.push_back(activity_id);
+  EXPECT_EQ(Ids(received), expected);
+  std::set<std::string> distinct;
+  for (const Object::Ptr& event : received) distinct.insert(Text(event, "id"));
+  EXPECT_EQ(distinct.size(), received.size()) << "an event was delivered twice";
+  Object::Ptr sentinel = Post(alice, id, key, "the end");
+  ASSERT_TRUE(sentinel);
+  Object::Ptr next = bob->Next();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(Text(next, "id"), Text(sentinel, "id"));
+}
+
+TEST_F(CoredRealtimeTest, AGracefulStopClosesRealtimeConnectionsAndExitsCleanly) {
+  ASSERT_TRUE(StartCored());
+  auto alice = Connect(kAlice);
+  auto bob = Connect(kBob);
+  ASSERT_TRUE(alice && bob);
+  // The server registers a connection just after the upgrade: wait (bounded) to see both.
+  Client anonymous(port(), "");
+  Reply health;
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  do {
+    health = anonymous.Get("/health");
+    ASSERT_EQ(health.status, 200) << health;
+  } while (health.json()->getValue<int>("realtimeConnections") != 2 &&
+           std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(health.json()->getValue<int>("realtimeConnections"), 2) << health;
+  EXPECT_EQ(StopCored(SIGTERM), 0);
+  // Both see their connection end (a close frame or the socket closing), nothing else.
+  EXPECT_FALSE(alice->Next());
+  EXPECT_TRUE(alice->closed());
+  EXPECT_FALSE(bob->Next());
+  EXPECT_TRUE(bob->closed());
+}
+
+TEST_F(CoredRealtimeTest, ARemovedUserReceivesItsRemovalAndNothingAfter) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), carol = As(kCarol);
+  const ContentKey key = ContentKey::Make(), next_key = ContentKey::Make();
+  auto carol_events = Connect(kCarol);
+  ASSERT_TRUE(carol_events);
+  Object::Ptr conversation = Create(alice, key, {kBob, kCarol});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+  Object::Ptr before = Post(alice, id, key, "carol still reads this");
+  ASSERT_TRUE(before);
+  Object::Ptr removal =
+      ChangeActivity(alice.Delete("/v1/conversations/" + id + "/participants/" + kCarol));
+  ASSERT_TRUE(removal);
+  ASSERT_TRUE(Post(alice, id, key, "carol must not get this"));
+  Object rotate;
+  rotate.set("keyUri", next_key.uri);
+  ASSERT_TRUE(ChangeActivity(alice.Put("/v1/conversations/" + id + "/key", rotate)));
+  ASSERT_TRUE(Post(alice, id, next_key, "nor this"));
+  Object::Ptr sentinel = Create(alice, ContentKey::Make(), {kCarol});
+  ASSERT_TRUE(sentinel);
+  const std::string sentinel_id = Ids(History(alice, Text(sentinel, "id")))[0];
+
+  const std::vector<std::string> expected = {Ids(History(alice, id))[0], Text(before, "id"),
+                                             Text(removal, "id"), sentinel_id};
+  std::vector<Object::Ptr> received = carol_events->Until(sentinel_id, "carol");
+  EXPECT_EQ(Ids(received), expected);
+  ASSERT_GE(received.size(), 3u);
+  EXPECT_EQ(Text(received[2], "verb"), "remove");
+  EXPECT_EQ(Strings(received[2]->getArray("objectUsers")), (std::vector<std::string>{kCarol}));
+  // The replay from the start agrees: her removal is the last she sees of that conversation.
+  auto replay = Connect(kCarol, 0);
+  ASSERT_TRUE(replay);
+  EXPECT_EQ(Ids(replay->Until(sentinel_id, "carol replaying")), expected);
+  EXPECT_EQ(carol.Get("/v1/conversations/" + id + "/activities").status, 404);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The KMS relay with a real kmsd.
+
+class CoredRelayTest : public CoredTest {
+ protected:
+  void SetUp() override {
+    CoredTest::SetUp();
+    if (HasFatalFailure()) return;
+    std::string error;
+    ASSERT_TRUE(env().PrepareKms(&error)) << error;
+    const std::string token = RandomHexToken();
+    token_file_ = path("relay.token").string();
+    std::ofstream(token_file_) << token << "\n";
+    ::chmod(token_file_.c_str(), 0600);
+    WriteCoredConfig({}, token_file_);
+  }
+
+  static std::string RandomHexToken() { return Hex(RandomBytes(32)); }
+
+  std::string WriteKmsdConfig() {
+    const fs::path ini = path("kms.ini");
+    const std::string d = env().dir().string();
+    std::ofstream(ini) << env().hsm_section() << "[kms]\nhost = " << kKmsHost
+                       << "\ndatabase = " << path("kms.db").string()
+                       << "\nlisten = 127.0.0.1:0\ntls_cert = " << d << "/tls.pem"
+                       << "\ntls_key = " << d << "/tls.key\nidentity_chain = " << d
+                       << "/identity.pem\n"
+                       << "[relay]\nurl = https://127.0.0.1:" << port() << "\nca_file = " << d
+                       << "/ca.pem\ntoken_file = " << token_file_ << "\nconnections = 2\n"
+                       << "[jwt]\nissuers = acme\nskew_s = 0\n"
+                       << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = "
+                       << env().jwks("acme") << "\n";
+    return ini.string();
+  }
+
+  // Starts kmsd (cored must run) and waits until it answers GET /kms/info on its own listener.
+  bool StartKmsd() {
+    const std::string ini = WriteKmsdConfig();
+    const bool started =
+        kmsd_.Start({KMSD_PATH,
+                     {"--config", ini},
+                     {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}},
+                     path("kmsd.log").string(),
+                     path("kmsd.port").string()},
+                    [this](std::uint16_t kms_port) {
+                      auto https = KmsHttps(kms_port);
+                      return https && https->GetInfo().ok();
+                    });
+    EXPECT_TRUE(started) << kmsd_.error();
+    return started;
+  }
+
+  std::unique_ptr<client::HttpsTransport> KmsHttps(std::uint16_t kms_port) {
+    auto https =
+        client::HttpsTransport::New({"https://127.0.0.1:" + std::to_string(kms_port), env().ca()});
+    return https.ok() ? std::move(https).value() : nullptr;
+  }
+
+  // POST /kms/messages?cluster=... through cored.
+  static Reply Relay(Client& client, const std::string& message,
+                     const std::string& cluster = kCluster) {
+    return client.Send(
+        Request("POST", "/kms/messages?cluster=" + cluster, message, "application/jose"));
+  }
+
+  // A KmsTransport that goes through cored with `client`'s core token.
+  static client::KmsTransport Through(Client* client) {
+    return [client](const std::string& message) -> Result<client::KmsResponse> {
+      Reply reply = Relay(*client, message);
+      if (reply.status == 0) return Error(ErrorCode::kUnavailable, reply.error);
+      return client::KmsResponse{reply.status, reply.content_type, reply.body};
+    };
+  }
+
+  // Waits (bounded) until a message relayed through cored reaches the KMS: the KMS answers
+  // something else than cored's 503 "not connected".
+  bool WaitForRelay(Client& client) {
+    const auto deadline = std::chrono::steady_clock::now() + kPatience;
+    Reply reply;
+    while (std::chrono::steady_clock::now() < deadline) {
+      reply = Relay(client, "e30.e30.e30");  // {}.{}.{}: compact JOSE the KMS refuses
+      if (reply.status != 503 && reply.status != 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "kmsd did not attach to cored's relay within " << kPatience.count()
+                  << " s; last answer: " << reply;
+    return false;
+  }
+
+  std::unique_ptr<client::KmsSession> Session(Client* through, const std::string& user) {
+    auto https = KmsHttps(kmsd_.port());
+    if (!https) return nullptr;
+    auto info_text = https->GetInfo();
+    EXPECT_TRUE(info_text.ok()) << info_text.error().ToString();
+    if (!info_text.ok()) return nullptr;
+    auto info = client::ParseKmsInfo(*info_text);
+    EXPECT_TRUE(info.ok());
+    if (!info.ok()) return nullptr;
+    auto session =
+        client::KmsSession::Open(*info, "cored-test", env().Token(user, "kms"), Through(through));
+    EXPECT_TRUE(session.ok()) << session.error().ToString();
+    return session.ok() ? std::move(session).value() : nullptr;
+  }
+
+  static std::vector<std::string> CreateKeys(client::KmsSession& session, int count) {
+    Object fields;
+    fields.set("count", count);
+    auto answer = session.Call("create", "/keys", fields);
+    std::vector<std::string> uris;
+    EXPECT_TRUE(answer.ok()) << answer.error().ToString();
+    if (!answer.ok()) return uris;
+    EXPECT_EQ((*answer)->getValue<int>("status"), 201) << Stringify(**answer);
+    Array::Ptr keys = (*answer)->getArray("keys");
+    for (unsigned i = 0; keys && i < keys->size(); ++i) {
+      uris.push_back(keys->getObject(i)->getValue<std::string>("uri"));
+    }
+    return uris;
+  }
+
+  static Object CreateResourceFields(const std::string& key_uri,
+                                     const std::vector<std::string>& auth_ids) {
+    Object fields;
+    fields.set("keyUris", Strings({key_uri}));
+    fields.set("authIds", Strings(auth_ids));
+    return fields;
+  }
+
+  std::string token_file_;
+};
+
+TEST_F(CoredRelayTest, ASealedKmsExchangeGoesThroughTheCore) {
+  ASSERT_TRUE(StartCored());
+  ASSERT_TRUE(StartKmsd());
+  Client alice = As(kAlice), bob = As(kBob);
+  ASSERT_TRUE(WaitForRelay(alice));
+
+  auto session = Session(&alice, kAlice);  // ECDHE through cored
+  ASSERT_TRUE(session);
+  std::vector<std::string> keys = CreateKeys(*session, 2);
+  ASSERT_EQ(keys.size(), 2u);
+  auto created = session->Call("create", "/resources", CreateResourceFields(keys[0], {kBob}));
+  ASSERT_TRUE(created.ok()) << created.error().ToString();
+  ASSERT_EQ((*created)->getValue<int>("status"), 201) << Stringify(**created);
+  const std::string resource = (*created)->getObject("resource")->getValue<std::string>("uri");
+  auto retrieved = session->Call("retrieve", keys[0]);
+  ASSERT_TRUE(retrieved.ok()) << retrieved.error().ToString();
+  ASSERT_EQ((*retrieved)->getValue<int>("status"), 200) << Stringify(**retrieved);
+  const std::string k =
+      (*retrieved)->getObject("key")->getObject("jwk")->getValue<std::string>("k");
+  EXPECT_EQ(jose::Base64UrlDecode(k)->size(), 32u);
+  EXPECT_EQ((*retrieved)->getObject("key")->getValue<std::string>("resourceUri"), resource);
+
+  // bob, authorized on the resource, over his own channel through the core.
+  auto bobs = Session(&bob, kBob);
+  ASSERT_TRUE(bobs);
+  auto for_bob = bobs->Call("retrieve", keys[0]);
+  ASSERT_TRUE(for_bob.ok()) << for_bob.error().ToString();
+  ASSERT_EQ((*for_bob)->getValue<int>("status"), 200) << Stringify(**for_bob);
+  EXPECT_EQ((*for_bob)->getObject("key")->getObject("jwk")->getValue<std::string>("k"), k);
+
+  // The relay endpoint itself: a core token is needed (the KMS token travels sealed inside),
+  // the body must be application/jose, and an unknown cluster is 503 at once.
+  auto sealed = session->Seal("update", "/ping");
+  ASSERT_TRUE(sealed.ok());
+  Client with_kms_token(port(), env().Token(kAlice, "kms"));
+  EXPECT_EQ(Relay(with_kms_token, *sealed).status, 401);
+  Reply wrong_type = alice.Send(Request("POST", std::string("/kms/messages?cluster=") + kCluster,
+                                        *sealed, "application/json"));
+  EXPECT_EQ(wrong_type.status, 415) << wrong_type;
+  Reply no_cluster = alice.Send(Request("POST", "/kms/messages", *sealed, "application/jose"));
+  EXPECT_EQ(no_cluster.status, 400) << no_cluster;
+  Reply unknown = Relay(alice, *sealed, "kms://kms.globex.test");
+  EXPECT_EQ(unknown.status, 503) << unknown;
+  EXPECT_EQ(unknown.code(), "unavailable");
+  EXPECT_FALSE(unknown.header("Retry-After").empty());
+  Reply oversize = Relay(alice, std::string(core::kMaxRelayMessageBytes + 1, 'a'));
+  EXPECT_EQ(oversize.status, 413) << oversize;
+  EXPECT_EQ(oversize.code(), "message_size");
+  // The unsent ping still works after those refusals.
+  auto ping = session->Call("update", "/ping");
+  ASSERT_TRUE(ping.ok()) << ping.error().ToString();
+  EXPECT_EQ((*ping)->getValue<int>("status"), 200);
+}
+
+TEST_F(CoredRelayTest, ACreateWithAnEmbeddedKmsMessageMakesTheConversationAndTheResource) {
+  ASSERT_TRUE(StartCored());
+  ASSERT_TRUE(StartKmsd());
+  Client alice = As(kAlice), bob = As(kBob);
+  ASSERT_TRUE(WaitForRelay(alice));
+  auto session = Session(&alice, kAlice);
+  ASSERT_TRUE(session);
+  std::vector<std::string> keys = CreateKeys(*session, 1);
+  ASSERT_EQ(keys.size(), 1u);
+
+  auto sealed = session->Seal("create", "/resources", CreateResourceFields(keys[0], {kBob}));
+  ASSERT_TRUE(sealed.ok());
+  Object body;
+  body.set("kmsResourceUri", ResourceUri());
+  body.set("keyUri", keys[0]);
+  body.set("participants", Strings({kBob}));
+  body.set("kmsMessage", *sealed);
+  Reply created = alice.Post("/v1/conversations", body);
+  ASSERT_EQ(created.status, 201) << created;
+  Object::Ptr conversation = created.json()->getObject("conversation");
+  ASSERT_TRUE(conversation);
+  Object::Ptr kms_answer = created.json()->getObject("kmsAnswer");
+  ASSERT_TRUE(kms_answer) << created;
+  EXPECT_EQ(kms_answer->getValue<int>("status"), 200);
+  auto opened = session->OpenAnswer({kms_answer->getValue<int>("status"),
+                                     Text(kms_answer, "contentType"), Text(kms_answer, "body")});
+  ASSERT_TRUE(opened.ok()) << opened.error().ToString();
+  ASSERT_EQ((*opened)->getValue<int>("status"), 201) << Stringify(**opened);
+  const std::string resource = (*opened)->getObject("resource")->getValue<std::string>("uri");
+
+  // Both exist: the conversation for bob, the resource (with the key bound) at the KMS.
+  EXPECT_EQ(bob.Get("/v1/conversations/" + Text(conversation, "id")).status, 200);
+  auto resource_read = session->Call("retrieve", resource);
+  ASSERT_TRUE(resource_read.ok()) << resource_read.error().ToString();
+  EXPECT_EQ((*resource_read)->getValue<int>("status"), 200) << Stringify(**resource_read);
+  auto bobs = Session(&bob, kBob);
+  ASSERT_TRUE(bobs);
+  auto key_for_bob = bobs->Call("retrieve", keys[0]);
+  ASSERT_TRUE(key_for_bob.ok());
+  EXPECT_EQ((*key_for_bob)->getValue<int>("status"), 200) << Stringify(**key_for_bob);
+
+  // When the KMS cannot be reached, or refuses the message outright, nothing is created.
+  auto count_mine = [&] {
+    Reply mine = alice.Get("/v1/conversations?limit=200");
+    EXPECT_EQ(mine.status, 200) << mine;
+    return mine.status == 200 ? mine.json()->getArray("items")->size() : 0;
+  };
+  const std::size_t before = count_mine();
+  Object unreachable;
+  unreachable.set("kmsResourceUri", ResourceUri("kms.globex.test"));
+  unreachable.set("keyUri", ContentKey::Make("kms.globex.test").uri);
+  unreachable.set("kmsMessage", *sealed);
+  Reply not_connected = alice.Post("/v1/conversations", unreachable);
+  EXPECT_EQ(not_connected.status, 503) << not_connected;
+  Object refused;
+  refused.set("kmsResourceUri", ResourceUri());
+  refused.set("keyUri", ContentKey::Make().uri);
+  refused.set("kmsMessage", "e30.e30.e30");
+  Reply kms_refused = alice.Post("/v1/conversations", refused);
+  EXPECT_EQ(kms_refused.status, 409) << kms_refused;
+  EXPECT_EQ(count_mine(), before);
+}
+
+TEST_F(CoredRelayTest, WhenTheKmsGoesAwayTheCoreAnswers503AtOnceAndRecoversWhenItReturns) {
+  ASSERT_TRUE(StartCored());
+  ASSERT_TRUE(StartKmsd());
+  Client alice = As(kAlice);
+  ASSERT_TRUE(WaitForRelay(alice));
+  auto session = Session(&alice, kAlice);
+  ASSERT_TRUE(session);
+  auto ping = session->Call("update", "/ping");
+  ASSERT_TRUE(ping.ok()) << ping.error().ToString();
+  ASSERT_EQ((*ping)->getValue<int>("status"), 200);
+
+  EXPECT_EQ(kmsd_.Stop(SIGKILL), -SIGKILL);
+  // Not a hang: each answer comes well within the relay's lease timeout (2 s), the first one
+  // included (its connection may still look attached until the write fails).
+  for (int i = 0; i < 5; ++i) {
+    auto sealed = session->Seal("update", "/ping");
+    ASSERT_TRUE(sealed.ok());
+    const auto start = std::chrono::steady_clock::now();
+    Reply reply = Relay(alice, *sealed);
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(reply.status, 503) << "attempt " << i << ": " << reply;
+    EXPECT_EQ(reply.code(), "unavailable") << reply;
+    EXPECT_FALSE(reply.header("Retry-After").empty());
+    EXPECT_LT(took, std::chrono::seconds(2))
+        << "attempt " << i << " took "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+  }
+
+  // kmsd comes back (same database, a new process) and dials in again.
+  ASSERT_TRUE(StartKmsd());
+  ASSERT_TRUE(WaitForRelay(alice));
+  auto again = Session(&alice, kAlice);
+  ASSERT_TRUE(again);
+  std::vector<std::string> keys = CreateKeys(*again, 1);
+  EXPECT_EQ(keys.size(), 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Crash durability.
+
+class CoredCrashTest : public CoredTest {};
+
+TEST_F(CoredCrashTest, SigkillDuringABurstKeepsEveryAcknowledgedActivityInOrder) {
+  ASSERT_TRUE(StartCored());
+  constexpr int kThreads = 8;
+  constexpr int kPostsPerThread = 200;
+  std::vector<std::string> users;
+  for (int t = 0; t < kThreads; ++t) users.push_back("poster" + std::to_string(t) + "@acme.test");
+  Client owner = As(users[0]);
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation =
+      Create(owner, key, std::vector<std::string>(users.begin() + 1, users.end()));
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+
+  struct Acked {
+    std::string id;
+    std::int64_t seq;
+  };
+  std::mutex mutex;
+  std::map<std::string, Acked> acknowledged;  // by clientActivityId
+  std::vector<std::string> unexpected;
+  std::atomic<int> acked_count{0};
+  std::atomic<bool> went_wrong{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Client client(port(), env().Token(users[static_cast<std::size_t>(t)]));
+      for (int n = 0; n < kPostsPerThread; ++n) {
+        const std::string client_id = "t" + std::to_string(t) + "-n" + std::to_string(n);
+        Reply reply = PostContent(client, id, Seal(key, "burst " + client_id), client_id);
+        if (reply.status == 0) return;  // cored is gone; this post is in doubt
+        std::lock_guard<std::mutex> lock(mutex);
+        if (reply.status != 201) {
+          unexpected.push_back(client_id + ": HTTP " + std::to_string(reply.status) + " " +
+                               reply.body.substr(0, 200));
+          went_wrong = true;
+          return;
+        }
+        acknowledged[client_id] = {Text(reply.json(), "id"), Seq(reply.json())};
+        ++acked_count;
+      }
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while (acked_count.load() < 400 && std::chrono::steady_clock::now() < deadline &&
+         !went_wrong.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(StopCored(SIGKILL), -SIGKILL);
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_TRUE(unexpected.empty()) << unexpected.front();
+  ASSERT_GE(acknowledged.size(), 400u);
+  EXPECT_LT(acknowledged.size(), static_cast<std::size_t>(kThreads * kPostsPerThread))
+      << "every post was acknowledged before the kill; the test did not crash cored mid-burst";
+
+  // The database is whole, as SQLite sees it.
+  {
+    auto db = Database::OpenSqlite(db_path().string(), CoreService::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    std::string integrity;
+    Status checked = (*db)->WithSession([&](Poco::Data::Session& s) {
+      s << "PRAGMA integrity_check", Poco::Data::Keywords::into(integrity),
+          Poco::Data::Keywords::now;
+      return OkStatus();
+    });
+    ASSERT_TRUE(checked.ok()) << checked.error().ToString();
+    EXPECT_EQ(integrity, "ok");
+  }
+
+  ASSERT_TRUE(StartCored());
+  Client reader = As(users[0]);
+  std::vector<Object::Ptr> history = History(reader, id);
+  std::map<std::string, Object::Ptr> stored;  // posts by clientActivityId
+  std::int64_t previous = 0;
+  std::vector<int> stored_per_thread(kThreads, 0);
+  for (const Object::Ptr& activity : history) {
+    EXPECT_GT(Seq(activity), previous) << "history is not strictly increasing";
+    previous = Seq(activity);
+    if (Text(activity, "verb") != "post") continue;
+    const std::string client_id = Text(activity, "clientActivityId");
+    // Whole: it opens with the key and says what its client id says.
+    std::optional<std::string> plaintext = Unseal(key, Text(activity, "content"));
+    EXPECT_TRUE(plaintext && *plaintext == "burst " + client_id)
+        << "stored activity " << Text(activity, "id") << " (" << client_id << ") is damaged";
+    EXPECT_TRUE(stored.emplace(client_id, activity).second) << client_id << " stored twice";
+    const int t = std::stoi(client_id.substr(1, client_id.find('-') - 1));
+    if (t >= 0 && t < kThreads) ++stored_per_thread[static_cast<std::size_t>(t)];
+  }
+  std::size_t missing = 0;
+  for (const auto& [client_id, acked] : acknowledged) {
+    auto found = stored.find(client_id);
+    if (found == stored.end()) {
+      ++missing;
+      ADD_FAILURE() << "acknowledged activity " << acked.id << " (" << client_id << ", seq "
+                    << acked.seq << ") is gone";
+      continue;
+    }
+    EXPECT_EQ(Text(found->second, "id"), acked.id) << client_id;
+    EXPECT_EQ(Seq(found->second), acked.seq) << client_id;
+  }
+  EXPECT_EQ(missing, 0u);
+  EXPECT_GE(stored.size(), acknowledged.size());
+  // Each thread posted one at a time: it has its acknowledged posts, plus at most the one that
+  // was in flight at the kill.
+  for (int t = 0; t < kThreads; ++t) {
+    int acked = 0;
+    for (const auto& [client_id, unused] : acknowledged) {
+      if (client_id.rfind("t" + std::to_string(t) + "-", 0) == 0) ++acked;
+    }
+    const int kept = stored_per_thread[static_cast<std::size_t>(t)];
+    EXPECT_TRUE(kept == acked || kept == acked + 1)
+        << "thread " << t << ": " << acked << " acknowledged, " << kept << " stored";
+  }
+  // And cored goes on from there.
+  Object::Ptr after = Post(reader, id, key, "after the crash");
+  ASSERT_TRUE(after);
+  EXPECT_GT(Seq(after), previous);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Invariant 1: the core never holds a plaintext word or a content key.
+
+class CoredInvariantTest : public CoredTest {
+ protected:
+  // Every file under `root` (recursively) holding `needle`, with the file names.
+  static std::vector<std::string> FilesHolding(const fs::path& root, const std::string& needle) {
+    std::vector<std::string> found;
+    for (const auto& entry : fs::recursive_directory_iterator(root)) {
+      if (!entry.is_regular_file()) continue;
+      if (ReadFile(entry.path()).find(needle) != std::string::npos) {
+        found.push_back(entry.path().filename().string());
+      }
+    }
+    return found;
+  }
+
+  // Each form a key could be written in.
+  static std::vector<std::pair<std::string, std::string>> KeyForms(const ContentKey& key) {
+    const std::string base64 = Base64(key.bytes);
+    return {{"raw", std::string(key.bytes.begin(), key.bytes.end())},
+            {"hex", Hex(key.bytes)},
+            {"HEX", Hex(key.bytes, true)},
+            {"base64", base64.substr(0, base64.find('='))},
+            {"base64url", jose::Base64UrlEncode(key.bytes)}};
+  }
+};
+
+TEST_F(CoredInvariantTest, DatabaseFilesAndLogHoldNoPlaintextWordAndNoContentKey) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob);
+  const std::vector<std::string> markers = {"Xylophonic-Quasar-4711", "marmalade_zeppelin_0815",
+                                            "QUOKKA-SUNDIAL-PLUTONIC"};
+  const ContentKey first = ContentKey::Make(), second = ContentKey::Make();
+
+  Object body;
+  body.set("kmsResourceUri", ResourceUri());
+  body.set("keyUri", first.uri);
+  body.set("participants", Strings({kBob}));
+  body.set("encryptedTitle", Seal(first, "title: " + markers[0]));
+  Reply created = alice.Post("/v1/conversations", body);
+  ASSERT_EQ(created.status, 201) << created;
+  const std::string id = Text(created.json()->getObject("conversation"), "id");
+  auto events = Connect(kBob);  // the realtime path carries the same ciphertext
+  ASSERT_TRUE(events);
+  std::vector<std::string> contents;
+  for (int i = 0; i < 5; ++i) {
+    Object::Ptr posted = Post(i % 2 ? bob : alice, id, first,
+                              "we talk about " + markers[static_cast<std::size_t>(i) % 3] +
+                                  " and " + markers[(static_cast<std::size_t>(i) + 1) % 3]);
+    ASSERT_TRUE(posted);
+    contents.push_back(Text(posted, "content"));
+  }
+  // A file: its bytes encrypted under the key, its reference in a share.
+  const std::string file_blob = Seal(first, "file body: " + markers[1] + " " + markers[2]);
+  Reply uploaded = bob.Send(
+      Request("POST", "/v1/conversations/" + id + "/files", file_blob, "application/octet-stream"));
+  ASSERT_EQ(uploaded.status, 201) << uploaded;
+  Object share;
+  share.set("content", Seal(first, "the file " + markers[0] + ".txt"));
+  share.set("fileIds", Strings({Text(uploaded.json(), "id")}));
+  ASSERT_EQ(bob.Post("/v1/conversations/" + id + "/activities", share).status, 201);
+  Object rotate;
+  rotate.set("keyUri", second.uri);
+  ASSERT_TRUE(ChangeActivity(alice.Put("/v1/conversations/" + id + "/key", rotate)));
+  Object::Ptr last = Post(alice, id, second, "after rotation " + markers[2]);
+  ASSERT_TRUE(last);
+  contents.push_back(Text(last, "content"));
+  // bob connected after the creation: 5 posts, the share, the rotation, the last post.
+  EXPECT_EQ(events->Until(Text(last, "id"), "bob").size(), 8u);
+  // Refusals are logged at most without their content.
+  EXPECT_EQ(PostContent(alice, id, Seal(first, "refused " + markers[0])).status, 409);
+  EXPECT_EQ(PostContent(alice, id, "not a JWE " + markers[1]).status, 400);
+
+  auto scan = [&](const std::string& when) {
+    SCOPED_TRACE(when);
+    // The scan does see what cored stored: the ciphertext is there.
+    bool ciphertext_found = false;
+    for (const std::string& content : contents) {
+      const std::string iv_and_ciphertext = content.substr(content.find("..") + 2);
+      ciphertext_found = ciphertext_found || !FilesHolding(dir_->path(), iv_and_ciphertext).empty();
+    }
+    EXPECT_TRUE(ciphertext_found)
+        << "no stored ciphertext found: the scan looks at the wrong files";
+    for (const std::string& marker : markers) {
+      std::vector<std::string> holding = FilesHolding(dir_->path(), marker);
+      EXPECT_TRUE(holding.empty()) << "the word " << marker << " is in " << holding.front();
+    }
+    for (const ContentKey* key : {&first, &second}) {
+      for (const auto& [form, text] : KeyForms(*key)) {
+        std::vector<std::string> holding = FilesHolding(dir_->path(), text);
+        EXPECT_TRUE(holding.empty()) << "a content key (" << form << ") is in " << holding.front();
+      }
+    }
+    const std::string log = ReadFile(path("cored.log"));
+    EXPECT_FALSE(log.empty()) << "cored wrote no log at all";
+    for (const std::string* token : {&alice.token(), &bob.token()}) {
+      EXPECT_EQ(log.find(*token), std::string::npos) << "a bearer token is in cored's log";
+      // Its signature alone neither.
+      EXPECT_EQ(log.find(token->substr(token->rfind('.') + 1)), std::string::npos);
+    }
+  };
+  // Crashed: the write-ahead log still holds the latest pages.
+  EXPECT_EQ(StopCored(SIGKILL), -SIGKILL);
+  EXPECT_TRUE(fs::exists(db_path().string() + "-wal"));
+  scan("after SIGKILL");
+  // Restarted and stopped cleanly: whatever the checkpoint moved into the database.
+  ASSERT_TRUE(StartCored());
+  Client again = As(kAlice);
+  EXPECT_EQ(History(again, id).size(), 9u);  // and the creation
+  EXPECT_EQ(StopCored(SIGTERM), 0);
+  scan("after SIGTERM");
+
+  // The scan is able to fail: a planted word is found.
+  std::ofstream(path("planted.txt")) << "xx" << markers[0] << "yy";
+  EXPECT_EQ(FilesHolding(dir_->path(), markers[0]), (std::vector<std::string>{"planted.txt"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The core realm links no PKCS#11.
+
+class CoredLinkTest : public ::testing::Test {};
+
+TEST_F(CoredLinkTest, CoredLinksNoPkcs11) {
+  ToolRun needed = Tool("/usr/bin/readelf", {"-d", CORED_PATH});
+  ASSERT_EQ(needed.exit_code, 0) << needed.err;
+  ASSERT_NE(needed.out.find("(NEEDED)"), std::string::npos) << needed.out;
+  ASSERT_NE(needed.out.find("libPocoNet"), std::string::npos) << needed.out;  // read right
+  ToolRun ldd = Tool("/usr/bin/ldd", {CORED_PATH});
+  ASSERT_EQ(ldd.exit_code, 0) << ldd.err;
+  for (const std::string forbidden : {"p11-kit", "softhsm", "pkcs11", "libp11"}) {
+    EXPECT_EQ(needed.out.find(forbidden), std::string::npos) << "cored needs " << forbidden;
+    EXPECT_EQ(ldd.out.find(forbidden), std::string::npos) << "cored loads " << forbidden;
+  }
+  ToolRun undefined = Tool("/usr/bin/nm", {"-D", "--undefined-only", CORED_PATH});
+  ASSERT_EQ(undefined.exit_code, 0) << undefined.err;
+  for (const std::string symbol : {"C_Initialize", "C_GetFunctionList", "p11_kit_"}) {
+    EXPECT_EQ(undefined.out.find(symbol), std::string::npos) << "cored imports " << symbol;
+  }
+  ToolRun symbols = Tool("/usr/bin/nm", {"-C", CORED_PATH});
+  ASSERT_EQ(symbols.exit_code, 0) << symbols.err;
+  EXPECT_EQ(symbols.out.find("strongroom::hsm::"), std::string::npos)
+      << "cored contains the HSM library";
+  // The check can fail: kmsd, which does use PKCS#11, is caught by it.
+  ToolRun kmsd = Tool("/usr/bin/ldd", {KMSD_PATH});
+  ASSERT_EQ(kmsd.exit_code, 0) << kmsd.err;
+  EXPECT_NE(kmsd.out.find("p11-kit"), std::string::npos) << kmsd.out;
+}
+
+}  // namespace
+}  // namespace strongroom::core
