@@ -143,13 +143,6 @@ bool IsUtf8(std::string_view text) {
   return true;
 }
 
-// SR_FUZZ_ALLOW_NON_UTF8_MESSAGE=1 tolerates an error message that is not valid UTF-8 (it is
-// still bounded) while such a finding is open, so a run can go on to find others.
-const bool allow_non_utf8_message = [] {
-  const char* value = std::getenv("SR_FUZZ_ALLOW_NON_UTF8_MESSAGE");
-  return value != nullptr && std::string_view(value) == "1";
-}();
-
 // What holds for every refusal of a parser: INVALID_ARGUMENT with a short message that the
 // server's JSON error body carries unchanged.
 void CheckRefusal(const Error& error, const char* mode) {
@@ -158,11 +151,9 @@ void CheckRefusal(const Error& error, const char* mode) {
   Check(!message.empty(), mode, "a refusal without a message");
   Check(message.size() <= kMaxErrorMessageBytes, mode,
         "an error message of " + std::to_string(message.size()) + " bytes");
-  if (!IsUtf8(message)) {
-    // Poco's JSON writer escapes such bytes one by one: the client reads other characters.
-    Check(allow_non_utf8_message, mode, "an error message is not valid UTF-8");
-    return;
-  }
+  // Poco's JSON writer would escape stray bytes one by one: the client would read other
+  // characters than the server meant.
+  Check(IsUtf8(message), mode, "an error message is not valid UTF-8");
   Object body;
   body.set("code", "invalid_argument");
   body.set("message", message);

@@ -83,7 +83,10 @@ Result<JsonPtr> ParseJsonObject(std::string_view json, std::string_view what) {
   json_error_t error{};
   JsonPtr parsed(json_loadb(json.data(), json.size(), JSON_REJECT_DUPLICATES, &error));
   if (parsed == nullptr) {
-    return Invalid(std::string(what) + " is not valid JSON: " + error.text);
+    // Only where, never jansson's text: it quotes the input "near" the error (which may be a
+    // secret, and is cut at a byte, not a character).
+    return Invalid(std::string(what) + " is not valid JSON (at byte " +
+                   std::to_string(error.position) + ")");
   }
   if (!json_is_object(parsed.get())) return Invalid(std::string(what) + " is not a JSON object");
   return parsed;
