@@ -111,6 +111,18 @@ std::string NewUri(const std::string& cluster, const char* kind) {
          Poco::UUIDGenerator::defaultGenerator().createRandom().toString();
 }
 
+// Whether `uri` is <cluster>/<kind>/<a UUID in lower-case hex with dashes>, as NewUri makes them.
+bool IsOwnUri(const std::string& uri, const std::string& cluster, const std::string& kind) {
+  const std::string prefix = cluster + "/" + kind + "/";
+  if (uri.size() != prefix.size() + 36 || uri.compare(0, prefix.size(), prefix) != 0) return false;
+  for (std::size_t i = 0; i < 36; ++i) {
+    const char c = uri[prefix.size() + i];
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 // The strings of a JSON array member, at most `max`; nullopt when absent or malformed.
 std::optional<std::vector<std::string>> StringArray(const Object& request, const char* name,
                                                     std::size_t max) {
@@ -789,8 +801,20 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
   for (std::string& key_uri : *key_uris) {
     if (key_uri.front() == '/') key_uri = cluster_ + key_uri;
   }
+  // A client may name the new resource itself (kms://<host>/resources/<random UUID>), so that a
+  // conversation created at the core in the same operation can carry the resource's URI; the KMS
+  // never reuses one.
+  std::string uri = NewUri(cluster_, "resources");
+  if (request.has("resourceUri")) {
+    const Poco::Dynamic::Var& proposed = request.get("resourceUri");
+    if (!proposed.isString() || !IsOwnUri(proposed.extract<std::string>(), cluster_, "resources")) {
+      return Answer(400, caller.request_id,
+                    "resourceUri must be " + cluster_ + "/resources/<UUID in lower-case hex>");
+    }
+    uri = proposed.extract<std::string>();
+  }
   const std::int64_t now_ms = clock_();
-  ResourceRecord resource{NewUri(cluster_, "resources"), caller.org, caller.user, now_ms, {}};
+  ResourceRecord resource{uri, caller.org, caller.user, now_ms, {}};
   std::vector<AuthorizationRecord> authorizations;
   std::set<std::string> seen;
   auto authorize = [&](const std::string& who, const char* role) {
@@ -810,6 +834,9 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
     for (const AuthorizationRecord& a : authorizations) {
       SR_RETURN_IF_ERROR(CheckAuthId(s, a.auth_id, caller.org));
     }
+    SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> existing,
+                        KmsStore::FindResource(s, resource.uri));
+    if (existing) return Error(ErrorCode::kAlreadyExists, "the resource exists already");
     SR_RETURN_IF_ERROR(KmsStore::InsertResource(s, resource));
     SR_RETURN_IF_ERROR(KmsStore::InsertAuthorizations(s, authorizations));
     for (const std::string& key_uri : *key_uris) {

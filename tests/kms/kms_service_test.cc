@@ -374,6 +374,35 @@ TEST_F(KmsKeysTest, ChannelKeysAreCachedApartFromContentKeys) {
   EXPECT_EQ(channels.stats().entries, 0u);
 }
 
+TEST_F(KmsKeysTest, AClientMayNameANewResourceButNeverReuseOrForgeOne) {
+  Channel alice = Open("alice@acme.test");
+  const std::string uri = "kms://kms.acme.test/resources/0f8c3a52-7d1e-4b6a-9c2f-3e5d7a9b1c4d";
+  Object create = Request("create", "/resources", Token("alice@acme.test"));
+  create.set("resourceUri", uri);
+  create.set("authIds", Strings({"bob@acme.test"}));
+  Object::Ptr created = Send(alice, create);
+  ASSERT_EQ(StatusOf(created), 201) << Json(*created);
+  EXPECT_EQ(created->getObject("resource")->getValue<std::string>("uri"), uri);
+  Channel bob = Open("bob@acme.test");
+  EXPECT_EQ(StatusOf(Send(bob, Request("retrieve", uri, Token("bob@acme.test")))), 200);
+
+  // The same URI again, by anyone, is refused and changes nothing.
+  Channel carol = Open("carol@acme.test");
+  Object again = Request("create", "/resources", Token("carol@acme.test"));
+  again.set("resourceUri", uri);
+  EXPECT_EQ(StatusOf(Send(carol, again)), 409);
+  EXPECT_EQ(StatusOf(Send(carol, Request("retrieve", uri, Token("carol@acme.test")))), 403);
+  // Another KMS's URI, another kind of object, or anything but a lower-case UUID is refused.
+  for (const char* bad : {"kms://kms.globex.test/resources/0f8c3a52-7d1e-4b6a-9c2f-3e5d7a9b1c4e",
+                          "kms://kms.acme.test/keys/0f8c3a52-7d1e-4b6a-9c2f-3e5d7a9b1c4e",
+                          "kms://kms.acme.test/resources/0F8C3A52-7D1E-4B6A-9C2F-3E5D7A9B1C4E",
+                          "kms://kms.acme.test/resources/../keys/x"}) {
+    Object forged = Request("create", "/resources", Token("carol@acme.test"));
+    forged.set("resourceUri", bad);
+    EXPECT_EQ(StatusOf(Send(carol, forged)), 400) << bad;
+  }
+}
+
 TEST_F(KmsKeysTest, ResourceBindsKeysAndAuthorizesItsMembers) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
