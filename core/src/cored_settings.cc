@@ -3,6 +3,7 @@
 #include <set>
 
 #include "strongroom/common/config_file.h"
+#include "validation.h"
 
 namespace strongroom::core {
 
@@ -58,8 +59,11 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
     relay.name = name;
     SR_ASSIGN_OR_RETURN(relay.cluster,
                         RequiredSetting(config, section + ".cluster", "KMS cluster (kms://host)"));
-    if (relay.cluster.rfind("kms://", 0) != 0 || relay.cluster.size() <= 6 ||
-        relay.cluster.find_first_of("/?#@ \t", 6) != std::string::npos) {
+    // The same rule as every kms:// URL a conversation names, so a configured cluster is one
+    // that clients can reach.
+    Result<std::string> named = internal::CheckKmsUri(
+        relay.cluster + "/resources/00000000-0000-4000-8000-000000000000", "resources", "cluster");
+    if (!named.ok() || *named != relay.cluster) {
       return Error(ErrorCode::kInvalidArgument,
                    section + ".cluster must be kms://<host>, got '" + relay.cluster + "'");
     }
