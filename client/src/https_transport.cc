@@ -113,6 +113,7 @@ Result<KmsResponse> HttpsTransport::Exchange(const std::string& method, const st
             "the KMS answered with more than " + std::to_string(kMaxKmsResponseBytes) + " bytes");
       }
       result.body.resize(size);
+      result.retry_after_s = last_retry_after_;
       return result;
     } catch (const Poco::Exception& e) {
       session_->reset();

@@ -175,11 +175,15 @@ KmsSession::KmsSession(std::string cluster, std::string client_id, std::string b
       key_(std::move(key)),
       expires_ms_(expires_ms) {}
 
-Object KmsSession::Request(const std::string& method, const std::string& uri,
-                           const Object& fields) {
+Object KmsSession::Request(const std::string& method, const std::string& uri, const Object& fields,
+                           const std::string& on_behalf_of) {
   Object request(fields);
   Object client, credential;
   credential.set("bearer", bearer_);
+  if (!on_behalf_of.empty()) {
+    credential.set("userId", on_behalf_of);
+    credential.set("onBehalfOf", on_behalf_of);
+  }
   client.set("clientId", client_id_);
   client.set("credential", credential);
   request.set("client", client);
@@ -191,9 +195,9 @@ Object KmsSession::Request(const std::string& method, const std::string& uri,
 }
 
 Result<std::string> KmsSession::Seal(const std::string& method, const std::string& uri,
-                                     const Object& fields) {
+                                     const Object& fields, const std::string& on_behalf_of) {
   if (key_.empty()) return Error(ErrorCode::kFailedPrecondition, "the KMS session is closed");
-  std::string plaintext = Json(Request(method, uri, fields));
+  std::string plaintext = Json(Request(method, uri, fields, on_behalf_of));
   Result<std::string> jwe = jose::EncryptDir(key_.view(), ephemeral_uri_, Bytes(plaintext));
   ZeroizeString(plaintext);
   return jwe;

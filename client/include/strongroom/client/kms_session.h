@@ -32,6 +32,7 @@ struct KmsResponse {
   int http_status = 0;
   std::string content_type;
   std::string body;
+  int retry_after_s = 0;  // the Retry-After of a 429/503 answer, when the transport saw one
 };
 
 // Sends one compact-JOSE KMS message and returns what came back.
@@ -57,9 +58,12 @@ class KmsSession {
   Result<Poco::JSON::Object::Ptr> Call(const std::string& method, const std::string& uri,
                                        const Poco::JSON::Object& fields = Poco::JSON::Object());
 
-  // The sealed request, not sent; the next requestId is used up.
+  // The sealed request, not sent; the next requestId is used up (last_request_id() names it).
+  // With `on_behalf_of`, a compliance officer's retrieval for that user: the credential carries
+  // {bearer, userId: on_behalf_of, onBehalfOf: on_behalf_of}.
   Result<std::string> Seal(const std::string& method, const std::string& uri,
-                           const Poco::JSON::Object& fields = Poco::JSON::Object());
+                           const Poco::JSON::Object& fields = Poco::JSON::Object(),
+                           const std::string& on_behalf_of = "");
   // Opens a sealed answer; checks its kid (and, when expected_request_id is set, requestId).
   Result<Poco::JSON::Object::Ptr> OpenAnswer(const KmsResponse& response,
                                              std::string_view expected_request_id = {}) const;
@@ -67,6 +71,8 @@ class KmsSession {
   // delete /ecdhe/<id>: the KMS forgets the channel; the session is unusable afterwards.
   Status Close();
 
+  // The requestId of the last request made (by Seal or Call): what its answer must carry.
+  const std::string& last_request_id() const { return last_request_id_; }
   const std::string& ephemeral_uri() const { return ephemeral_uri_; }
   const std::string& cluster() const { return cluster_; }
   std::int64_t expires_ms() const { return expires_ms_; }  // the KMS's expirationDate
@@ -76,7 +82,7 @@ class KmsSession {
   KmsSession(std::string cluster, std::string client_id, std::string bearer, KmsTransport transport,
              std::string ephemeral_uri, SecretBytes key, std::int64_t expires_ms);
   Poco::JSON::Object Request(const std::string& method, const std::string& uri,
-                             const Poco::JSON::Object& fields);
+                             const Poco::JSON::Object& fields, const std::string& on_behalf_of);
 
   std::string cluster_;
   std::string client_id_;

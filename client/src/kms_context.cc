@@ -1,0 +1,448 @@
+#include "strongroom/client/kms_context.h"
+
+#include <Poco/Exception.h>
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Parser.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "strongroom/common/rfc3339.h"
+
+namespace strongroom::client {
+namespace {
+
+using Poco::JSON::Object;
+
+constexpr char kDefaultClientId[] = "strongroom-sdk";
+
+bool IsJose(const std::string& content_type) {
+  return content_type.rfind("application/jose", 0) == 0;
+}
+
+// The "code" of a plain (unsealed) JSON error, or empty.
+std::string PlainCode(const std::string& body) {
+  try {
+    Poco::JSON::Parser parser;
+    Object::Ptr object = parser.parse(body).extract<Object::Ptr>();
+    if (object && object->has("code") && object->get("code").isString()) {
+      return object->getValue<std::string>("code");
+    }
+  } catch (const Poco::Exception&) {
+  } catch (const std::exception&) {
+  }
+  return "";
+}
+
+bool IsChannelGone(const KmsResponse& response) {
+  if (response.http_status != 401) return false;
+  const std::string code = PlainCode(response.body);
+  return code == "unknown_kid" || code == "expired_kid" || code == "deleted_kid";
+}
+
+Poco::JSON::Array Strings(const std::vector<std::string>& items) {
+  Poco::JSON::Array array;
+  for (const std::string& item : items) array.add(item);
+  return array;
+}
+
+std::int64_t SystemNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// "create /resources" from a method and a URI, for messages (the host is dropped).
+std::string Describe(const std::string& method, const std::string& uri) {
+  std::string path = uri;
+  if (path.rfind("kms://", 0) == 0) {
+    const std::size_t slash = path.find('/', 6);
+    path = slash == std::string::npos ? "/" : path.substr(slash);
+  }
+  return method + " " + path.substr(0, path.find('?'));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KmsContext>> KmsContext::New(KmsContextOptions options, KmsInfo info,
+                                                    KmsTransport transport) {
+  if (!options.kms_token || !transport) {
+    return Error(ErrorCode::kInvalidArgument, "a KMS context needs a KMS token and a transport");
+  }
+  if (options.client_id.empty()) options.client_id = kDefaultClientId;
+  if (options.max_attempts < 1) options.max_attempts = 1;
+  if (!options.now_ms) options.now_ms = SystemNowMs;
+  if (!options.sleep) {
+    options.sleep = [](std::chrono::milliseconds wait) { std::this_thread::sleep_for(wait); };
+  }
+  SR_RETURN_IF_ERROR(VerifyKmsIdentity(info, options.trust, options.now_ms() / 1000));
+  return std::unique_ptr<KmsContext>(
+      new KmsContext(std::move(options), std::move(info), std::move(transport)));
+}
+
+Result<std::unique_ptr<KmsContext>> KmsContext::OverHttps(KmsContextOptions options,
+                                                          const HttpsTransportOptions& https) {
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<HttpsTransport> created, HttpsTransport::New(https));
+  std::shared_ptr<HttpsTransport> transport(std::move(created));
+  Result<std::string> document = transport->GetInfo();
+  for (int attempt = 1; !document.ok() && document.error().code() == ErrorCode::kUnavailable &&
+                        attempt < std::max(1, options.max_attempts);
+       ++attempt) {
+    const auto wait = std::min(options.max_backoff, options.initial_backoff * (1 << attempt));
+    if (options.sleep) {
+      options.sleep(wait);
+    } else {
+      std::this_thread::sleep_for(wait);
+    }
+    document = transport->GetInfo();
+  }
+  if (!document.ok()) return document.error();
+  SR_ASSIGN_OR_RETURN(KmsInfo info, ParseKmsInfo(*document));
+  KmsTransport post = [transport](const std::string& message) { return transport->Post(message); };
+  return New(std::move(options), std::move(info), std::move(post));
+}
+
+Result<std::unique_ptr<KmsContext>> KmsContext::OverRelay(KmsContextOptions options,
+                                                          std::string_view kms_info_json,
+                                                          RelayTransportOptions relay) {
+  SR_ASSIGN_OR_RETURN(KmsInfo info, ParseKmsInfo(kms_info_json));
+  if (relay.cluster.empty()) relay.cluster = info.cluster;
+  if (relay.cluster != options.trust.cluster) {
+    return Error(ErrorCode::kInvalidArgument, "the relay is set up for " + relay.cluster +
+                                                  ", the trust for " + options.trust.cluster);
+  }
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<RelayTransport> transport,
+                      RelayTransport::New(std::move(relay)));
+  return New(std::move(options), std::move(info),
+             MakeKmsTransport(std::shared_ptr<RelayTransport>(std::move(transport))));
+}
+
+KmsContext::KmsContext(KmsContextOptions options, KmsInfo info, KmsTransport transport)
+    : options_(std::move(options)),
+      info_(std::move(info)),
+      transport_(std::move(transport)),
+      jitter_(std::random_device()()) {}
+
+KmsContext::~KmsContext() = default;
+
+KmsContext::Stats KmsContext::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+Status KmsContext::Connect() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int attempt = 1;; ++attempt) {
+    Result<std::shared_ptr<KmsSession>> channel = Channel();
+    if (channel.ok()) return OkStatus();
+    if (channel.error().code() != ErrorCode::kUnavailable || attempt >= options_.max_attempts) {
+      return channel.error();
+    }
+    ++stats_.retries;
+    Backoff(attempt, 0);
+  }
+}
+
+void KmsContext::Renegotiate() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  session_.reset();
+}
+
+Status KmsContext::Close() {
+  std::shared_ptr<KmsSession> session;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    session = std::move(session_);
+  }
+  if (!session) return OkStatus();
+  return session->Close();
+}
+
+Result<std::shared_ptr<KmsSession>> KmsContext::Channel() {
+  if (session_) {
+    const std::int64_t expires = session_->expires_ms();
+    const std::int64_t margin =
+        std::chrono::duration_cast<std::chrono::milliseconds>(options_.renew_before).count();
+    if (expires == 0 || options_.now_ms() < expires - margin) return session_;
+    session_.reset();  // due for renewal; requests sealed on it keep their copy
+  }
+  return OpenChannel();
+}
+
+Result<std::shared_ptr<KmsSession>> KmsContext::OpenChannel() {
+  SR_ASSIGN_OR_RETURN(std::string token, options_.kms_token());
+  Result<std::unique_ptr<KmsSession>> opened =
+      KmsSession::Open(info_, options_.client_id, std::move(token), transport_);
+  if (!opened.ok()) return opened.error();
+  ++stats_.channels_opened;
+  session_ = std::shared_ptr<KmsSession>(std::move(opened).value());
+  return session_;
+}
+
+void KmsContext::Backoff(int attempt, int retry_after_s) {
+  using std::chrono::milliseconds;
+  const int shift = std::min(attempt - 1, 16);
+  milliseconds wait = std::min(options_.max_backoff, options_.initial_backoff * (1 << shift));
+  // Full jitter in [wait/2, wait], so clients that failed together do not retry together.
+  const auto low = wait.count() / 2;
+  std::uniform_int_distribution<std::int64_t> spread(low, std::max(low, wait.count()));
+  wait = milliseconds(spread(jitter_));
+  if (retry_after_s > 0) {
+    const milliseconds asked =
+        std::min<milliseconds>(std::chrono::seconds(retry_after_s),
+                               std::chrono::duration_cast<milliseconds>(options_.max_retry_after));
+    wait = std::max(wait, asked);
+  }
+  options_.sleep(wait);
+}
+
+std::string KmsContext::Absolute(const std::string& uri) const {
+  return uri.rfind('/', 0) == 0 ? info_.cluster + uri : uri;
+}
+
+Result<Object::Ptr> KmsContext::Run(const std::string& method, const std::string& uri,
+                                    const Object& fields, int expected_status,
+                                    const std::string& on_behalf_of) {
+  const std::string what = Describe(method, uri);
+  std::lock_guard<std::mutex> lock(mutex_);
+  bool renegotiated = false;
+  for (int attempt = 1;; ++attempt) {
+    Error last(ErrorCode::kUnavailable, "");
+    int retry_after_s = 0;
+    Result<std::shared_ptr<KmsSession>> channel = Channel();
+    if (!channel.ok()) {
+      if (channel.error().code() != ErrorCode::kUnavailable) return channel.error();
+      last = channel.error();
+    } else {
+      KmsSession& session = **channel;
+      SR_ASSIGN_OR_RETURN(std::string token, options_.kms_token());
+      session.set_bearer(std::move(token));
+      SR_ASSIGN_OR_RETURN(std::string message, session.Seal(method, uri, fields, on_behalf_of));
+      const std::string request_id = session.last_request_id();
+      Result<KmsResponse> response = transport_(message);
+      if (!response.ok()) {
+        if (response.error().code() != ErrorCode::kUnavailable) return response.error();
+        last = response.error();
+      } else if (!IsJose(response->content_type)) {
+        if (IsChannelGone(*response) && !renegotiated) {
+          // The KMS no longer knows the channel (expired early, deleted, a fresh database):
+          // once per operation, negotiate a new one and send again.
+          renegotiated = true;
+          ++stats_.renegotiations;
+          session_.reset();
+          --attempt;
+          continue;
+        }
+        // OpenAnswer turns a plain reply into its Error.
+        Result<Object::Ptr> plain = session.OpenAnswer(*response, request_id);
+        const Error error =
+            plain.ok() ? Error(ErrorCode::kInternal, "unexpected plain answer") : plain.error();
+        if (response->http_status != 429 && response->http_status != 503) return error;
+        last = error;
+        retry_after_s = response->retry_after_s;
+      } else {
+        SR_ASSIGN_OR_RETURN(Object::Ptr answer, session.OpenAnswer(*response, request_id));
+        Status status = CheckAnswerStatus(*answer, expected_status, what);
+        if (status.ok()) return answer;
+        if (AnswerStatus(*answer) != 503) return status.error();
+        last = status.error();  // the KMS's HSM or database is busy: worth another try
+      }
+    }
+    if (attempt >= options_.max_attempts) {
+      return Error(ErrorCode::kUnavailable,
+                   what + " failed " + std::to_string(attempt) + " times; last: " + last.message());
+    }
+    ++stats_.retries;
+    Backoff(attempt, retry_after_s);
+  }
+}
+
+Result<SealedRequest> KmsContext::SealFor(const std::string& method, const std::string& uri,
+                                          const Object& fields, int expected_status) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int attempt = 1;; ++attempt) {
+    Result<std::shared_ptr<KmsSession>> channel = Channel();
+    if (channel.ok()) {
+      KmsSession& session = **channel;
+      SR_ASSIGN_OR_RETURN(std::string token, options_.kms_token());
+      session.set_bearer(std::move(token));
+      SR_ASSIGN_OR_RETURN(std::string message, session.Seal(method, uri, fields));
+      return SealedRequest{std::move(message), session.last_request_id(), Describe(method, uri),
+                           expected_status, *channel};
+    }
+    if (channel.error().code() != ErrorCode::kUnavailable || attempt >= options_.max_attempts) {
+      return channel.error();
+    }
+    ++stats_.retries;
+    Backoff(attempt, 0);
+  }
+}
+
+Result<Object::Ptr> KmsContext::OpenAnswer(const SealedRequest& request,
+                                           const KmsResponse& answer) const {
+  if (!request.session) {
+    return Error(ErrorCode::kInvalidArgument, "the sealed request has no channel");
+  }
+  SR_ASSIGN_OR_RETURN(Object::Ptr opened, request.session->OpenAnswer(answer, request.request_id));
+  SR_RETURN_IF_ERROR(CheckAnswerStatus(*opened, request.expected_status, request.what));
+  return opened;
+}
+
+Status KmsContext::Ping() {
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("update", "/ping", Object(), 200));
+  (void)answer;
+  return OkStatus();
+}
+
+Result<std::vector<KmsKey>> KmsContext::CreateKeys(std::size_t count) {
+  if (count < 1 || count > 100) {
+    return Error(ErrorCode::kInvalidArgument, "create /keys makes 1 to 100 keys at a time");
+  }
+  Object fields;
+  fields.set("count", static_cast<int>(count));
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("create", "/keys", fields, 201));
+  return ParseKmsKeys(*answer);
+}
+
+namespace {
+
+Object BindFields(const std::string& resource_uri) {
+  Object fields;
+  fields.set("resourceUri", resource_uri);
+  return fields;
+}
+
+Object ResourceFields(const std::vector<std::string>& auth_ids,
+                      const std::vector<std::string>& key_uris) {
+  Object fields;
+  fields.set("authIds", Strings(auth_ids));
+  fields.set("keyUris", Strings(key_uris));
+  return fields;
+}
+
+Object AuthorizeFields(const std::string& resource_uri, const std::vector<std::string>& auth_ids,
+                       const std::string& role) {
+  Object fields;
+  fields.set("resourceUri", resource_uri);
+  fields.set("authIds", Strings(auth_ids));
+  if (!role.empty()) fields.set("roleUri", role);
+  return fields;
+}
+
+std::string ByAuthId(const std::string& resource_uri, const std::string& auth_id) {
+  return resource_uri + "/authorizations?authId=" + auth_id;
+}
+
+Result<KmsKey> KeyOf(const Object& answer) {
+  Object::Ptr key = answer.getObject("key");
+  if (!key) return Error(ErrorCode::kInvalidArgument, "the KMS's answer has no \"key\"");
+  return ParseKmsKey(*key);
+}
+
+Result<KmsResource> ResourceOf(const Object& answer) {
+  Object::Ptr resource = answer.getObject("resource");
+  if (!resource) return Error(ErrorCode::kInvalidArgument, "the KMS's answer has no \"resource\"");
+  return ParseKmsResource(*resource);
+}
+
+Status CheckAuthId(const std::string& auth_id) {
+  // It goes into a URI's query: a user id, or a resource URI (kms://...), nothing that would
+  // change what the URI names.
+  const bool resource = auth_id.rfind("kms://", 0) == 0;
+  if (auth_id.empty() || auth_id.size() > 1024 ||
+      auth_id.find_first_of("?&# ") != std::string::npos ||
+      (!resource && auth_id.find('/') != std::string::npos)) {
+    return Error(ErrorCode::kInvalidArgument, "'" + auth_id + "' is not a user id or resource");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<KmsKey> KmsContext::BindKey(const std::string& key_uri, const std::string& resource_uri) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("update", key_uri, BindFields(resource_uri), 200));
+  return KeyOf(*answer);
+}
+
+Result<KmsResource> KmsContext::CreateResource(const std::vector<std::string>& auth_ids,
+                                               const std::vector<std::string>& key_uris) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer,
+                      Run("create", "/resources", ResourceFields(auth_ids, key_uris), 201));
+  return ResourceOf(*answer);
+}
+
+Result<KmsResource> KmsContext::RetrieveResource(const std::string& resource_uri) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("retrieve", resource_uri, Object(), 200));
+  return ResourceOf(*answer);
+}
+
+Result<KmsKey> KmsContext::RetrieveKey(const std::string& key_uri,
+                                       const std::string& on_behalf_of) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer,
+                      Run("retrieve", Absolute(key_uri), Object(), 200, on_behalf_of));
+  SR_ASSIGN_OR_RETURN(KmsKey key, KeyOf(*answer));
+  if (key.uri != Absolute(key_uri)) {
+    return Error(ErrorCode::kInvalidArgument, "the KMS answered with another key");
+  }
+  return key;
+}
+
+Result<std::vector<KmsKey>> KmsContext::RetrieveResourceKeys(const std::string& resource_uri,
+                                                             const KeyQuery& query,
+                                                             const std::string& on_behalf_of) {
+  if (query.count < 1 || query.count > 1000) {
+    return Error(ErrorCode::kInvalidArgument, "retrieve keys takes a count of 1 to 1000");
+  }
+  Object fields;
+  fields.set("count", static_cast<int>(query.count));
+  if (query.bound_after_ms) fields.set("boundAfter", FormatRfc3339Ms(*query.bound_after_ms));
+  if (query.bound_before_ms) fields.set("boundBefore", FormatRfc3339Ms(*query.bound_before_ms));
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer,
+                      Run("retrieve", resource_uri + "/keys", fields, 200, on_behalf_of));
+  return ParseKmsKeys(*answer);
+}
+
+Result<std::vector<KmsAuthorization>> KmsContext::Authorize(
+    const std::string& resource_uri, const std::vector<std::string>& auth_ids,
+    const std::string& role) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("create", "/authorizations",
+                                              AuthorizeFields(resource_uri, auth_ids, role), 201));
+  return ParseKmsAuthorizations(*answer);
+}
+
+Result<KmsAuthorization> KmsContext::DeleteAuthorization(const std::string& resource_uri,
+                                                         const std::string& auth_id) {
+  SR_RETURN_IF_ERROR(CheckAuthId(auth_id));
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer,
+                      Run("delete", ByAuthId(resource_uri, auth_id), Object(), 200));
+  Object::Ptr authorization = answer->getObject("authorization");
+  if (!authorization) {
+    return Error(ErrorCode::kInvalidArgument, "the KMS's answer has no \"authorization\"");
+  }
+  return ParseKmsAuthorization(*authorization);
+}
+
+Result<SealedRequest> KmsContext::SealCreateResource(const std::vector<std::string>& auth_ids,
+                                                     const std::vector<std::string>& key_uris) {
+  return SealFor("create", "/resources", ResourceFields(auth_ids, key_uris), 201);
+}
+
+Result<SealedRequest> KmsContext::SealBindKey(const std::string& key_uri,
+                                              const std::string& resource_uri) {
+  return SealFor("update", key_uri, BindFields(resource_uri), 200);
+}
+
+Result<SealedRequest> KmsContext::SealAuthorize(const std::string& resource_uri,
+                                                const std::vector<std::string>& auth_ids,
+                                                const std::string& role) {
+  return SealFor("create", "/authorizations", AuthorizeFields(resource_uri, auth_ids, role), 201);
+}
+
+Result<SealedRequest> KmsContext::SealDeleteAuthorization(const std::string& resource_uri,
+                                                          const std::string& auth_id) {
+  SR_RETURN_IF_ERROR(CheckAuthId(auth_id));
+  return SealFor("delete", ByAuthId(resource_uri, auth_id), Object(), 200);
+}
+
+}  // namespace strongroom::client
