@@ -3,6 +3,7 @@
 #include <Poco/Exception.h>
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
+#include <Poco/UUIDGenerator.h>
 
 #include <algorithm>
 #include <chrono>
@@ -314,10 +315,11 @@ Object BindFields(const std::string& resource_uri) {
 }
 
 Object ResourceFields(const std::vector<std::string>& auth_ids,
-                      const std::vector<std::string>& key_uris) {
+                      const std::vector<std::string>& key_uris, const std::string& resource_uri) {
   Object fields;
   fields.set("authIds", Strings(auth_ids));
   fields.set("keyUris", Strings(key_uris));
+  if (!resource_uri.empty()) fields.set("resourceUri", resource_uri);
   return fields;
 }
 
@@ -366,10 +368,21 @@ Result<KmsKey> KmsContext::BindKey(const std::string& key_uri, const std::string
 }
 
 Result<KmsResource> KmsContext::CreateResource(const std::vector<std::string>& auth_ids,
-                                               const std::vector<std::string>& key_uris) {
-  SR_ASSIGN_OR_RETURN(Object::Ptr answer,
-                      Run("create", "/resources", ResourceFields(auth_ids, key_uris), 201));
-  return ResourceOf(*answer);
+                                               const std::vector<std::string>& key_uris,
+                                               const std::string& resource_uri) {
+  SR_ASSIGN_OR_RETURN(
+      Object::Ptr answer,
+      Run("create", "/resources", ResourceFields(auth_ids, key_uris, resource_uri), 201));
+  SR_ASSIGN_OR_RETURN(KmsResource resource, ResourceOf(*answer));
+  if (!resource_uri.empty() && resource.uri != resource_uri) {
+    return Error(ErrorCode::kInvalidArgument, "the KMS created another resource than named");
+  }
+  return resource;
+}
+
+std::string KmsContext::NewResourceUri() const {
+  return info_.cluster + "/resources/" +
+         Poco::UUIDGenerator::defaultGenerator().createRandom().toString();
 }
 
 Result<KmsResource> KmsContext::RetrieveResource(const std::string& resource_uri) {
@@ -424,8 +437,9 @@ Result<KmsAuthorization> KmsContext::DeleteAuthorization(const std::string& reso
 }
 
 Result<SealedRequest> KmsContext::SealCreateResource(const std::vector<std::string>& auth_ids,
-                                                     const std::vector<std::string>& key_uris) {
-  return SealFor("create", "/resources", ResourceFields(auth_ids, key_uris), 201);
+                                                     const std::vector<std::string>& key_uris,
+                                                     const std::string& resource_uri) {
+  return SealFor("create", "/resources", ResourceFields(auth_ids, key_uris, resource_uri), 201);
 }
 
 Result<SealedRequest> KmsContext::SealBindKey(const std::string& key_uri,

@@ -35,7 +35,7 @@ namespace strongroom::client {
 struct KeyCacheOptions {
   std::size_t capacity = 1024;  // keys; at least 1
   std::chrono::milliseconds encrypt_margin{std::chrono::seconds(60)};
-  std::function<std::int64_t()> now_ms;  // default: the system clock
+  std::function<std::int64_t()> now_ms = {};  // default: the system clock
 };
 
 class KeyCache {

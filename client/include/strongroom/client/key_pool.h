@@ -32,7 +32,7 @@ struct KeyPoolOptions {
   std::size_t low_water = 2;  // a refill starts when fewer are left
   bool background = true;
   std::chrono::milliseconds min_bind_time{std::chrono::seconds(120)};
-  std::function<std::int64_t()> now_ms;  // default: the system clock
+  std::function<std::int64_t()> now_ms = {};  // default: the system clock
 };
 
 class KeyPool {

@@ -58,8 +58,8 @@ struct KmsContextOptions {
   std::chrono::milliseconds max_backoff{2000};
   std::chrono::seconds max_retry_after{10};  // a longer Retry-After is cut to this
   // Injectable for tests; defaults: the system clock (ms since the epoch), sleep_for.
-  std::function<std::int64_t()> now_ms;
-  std::function<void(std::chrono::milliseconds)> sleep;
+  std::function<std::int64_t()> now_ms = {};
+  std::function<void(std::chrono::milliseconds)> sleep = {};
 };
 
 // A request sealed for embedding in a core request (its `kmsMessage`).
@@ -101,9 +101,14 @@ class KmsContext {
   // update /keys/<id> {resourceUri}: binds one of the caller's unbound keys; the answer carries
   // the key's stop-encrypting date.
   Result<KmsKey> BindKey(const std::string& key_uri, const std::string& resource_uri);
-  // create /resources {authIds, keyUris}: the caller is authorized too; the keys are bound.
+  // create /resources {authIds, keyUris, resourceUri?}: the caller is authorized too; the keys are
+  // bound. `resource_uri` (from NewResourceUri) names the resource; empty: the KMS picks one.
   Result<KmsResource> CreateResource(const std::vector<std::string>& auth_ids,
-                                     const std::vector<std::string>& key_uris);
+                                     const std::vector<std::string>& key_uris,
+                                     const std::string& resource_uri = "");
+  // kms://<host>/resources/<random UUID>: a name for a resource about to be created, so that the
+  // core can be told it in the same request that carries the sealed create (docs/api/core.md).
+  std::string NewResourceUri() const;
   Result<KmsResource> RetrieveResource(const std::string& resource_uri);
   // retrieve /keys/<id>; with `on_behalf_of`, as a compliance officer for that user.
   Result<KmsKey> RetrieveKey(const std::string& key_uri, const std::string& on_behalf_of = "");
@@ -126,7 +131,8 @@ class KmsContext {
 
   // The same operations sealed for embedding, not sent.
   Result<SealedRequest> SealCreateResource(const std::vector<std::string>& auth_ids,
-                                           const std::vector<std::string>& key_uris);
+                                           const std::vector<std::string>& key_uris,
+                                           const std::string& resource_uri = "");
   Result<SealedRequest> SealBindKey(const std::string& key_uri, const std::string& resource_uri);
   Result<SealedRequest> SealAuthorize(const std::string& resource_uri,
                                       const std::vector<std::string>& auth_ids,
