@@ -6,18 +6,13 @@
 #include <Poco/JSON/Parser.h>
 #include <Poco/Net/HTTPRequestHandler.h>
 #include <Poco/Net/HTTPRequestHandlerFactory.h>
-#include <Poco/Net/HTTPServer.h>
-#include <Poco/Net/HTTPServerParams.h>
 #include <Poco/Net/HTTPServerRequest.h>
 #include <Poco/Net/HTTPServerResponse.h>
 #include <Poco/Net/NetException.h>
 #include <Poco/Net/SSLManager.h>
-#include <Poco/Net/SecureServerSocket.h>
-#include <Poco/Net/SocketAddress.h>
 #include <Poco/Net/WebSocket.h>
 #include <Poco/NumberParser.h>
 #include <Poco/String.h>
-#include <Poco/ThreadPool.h>
 #include <Poco/URI.h>
 
 #include <algorithm>
@@ -29,20 +24,23 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "strongroom/common/http_support.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/tls.h"
 
 namespace strongroom::core {
 namespace {
 
+using http::HasBody;
+using http::MediaType;
+using http::ReadBody;
+using http::SendError;
+using http::SendJson;
 using Poco::JSON::Object;
 using Poco::Net::HTTPResponse;
 using Poco::Net::HTTPServerRequest;
 using Poco::Net::HTTPServerResponse;
 
-// A body larger than the limit but at most this is read and dropped so the client sees the 413
-// on a connection that stays usable; a larger one is answered at once and the connection closed.
-constexpr std::size_t kMaxDrainBytes = 4 * 1024 * 1024;
 constexpr std::size_t kMaxTrackedUsers = 100000;
 
 void LogError(const std::string& what) { std::cerr << "cored: error: " << what << std::endl; }
@@ -51,13 +49,6 @@ std::string Stringify(const Object& object) {
   std::ostringstream out;
   object.stringify(out);
   return out.str();
-}
-
-void SendJson(HTTPServerResponse& response, int status, const std::string& body) {
-  response.setStatusAndReason(static_cast<HTTPResponse::HTTPStatus>(status));
-  response.setContentType("application/json");
-  response.set("Cache-Control", "no-store");
-  response.sendBuffer(body.data(), body.size());
 }
 
 // "INVALID_ARGUMENT" -> "invalid_argument"; "key rotation required" gets a code of its own so
@@ -70,64 +61,10 @@ std::string CodeFor(const Error& error) {
   return Poco::toLower(std::string(ErrorCodeName(error.code())));
 }
 
-void SendError(HTTPServerResponse& response, int status, const std::string& code,
-               const std::string& message) {
-  Object error;
-  error.set("code", code);
-  error.set("message", message);
-  SendJson(response, status, Stringify(error));
-}
-
 void SendError(HTTPServerResponse& response, const Error& error) {
   const int status = HttpStatusFor(error.code());
   if (status == 503) response.set("Retry-After", "1");
   SendError(response, status, CodeFor(error), error.message());
-}
-
-// Whether the request has a body to read. Without Content-Length or chunked encoding an HTTP/1.1
-// request has none, but Poco's stream would read until the client closes the connection.
-bool HasBody(HTTPServerRequest& request) {
-  return request.getChunkedTransferEncoding() ||
-         (request.hasContentLength() && request.getContentLength64() > 0);
-}
-
-// Reads and drops up to `limit` bytes; true when the body ended within it.
-bool Drain(HTTPServerRequest& request, std::size_t limit) {
-  if (!HasBody(request)) return true;
-  std::istream& in = request.stream();
-  char buffer[16 * 1024];
-  std::size_t total = 0;
-  while (in && total <= limit) {
-    in.read(buffer, sizeof buffer);
-    total += static_cast<std::size_t>(in.gcount());
-  }
-  return total <= limit && in.eof();
-}
-
-std::string MediaType(const HTTPServerRequest& request) {
-  const std::string& type = request.getContentType();
-  return Poco::toLower(Poco::trim(type.substr(0, type.find(';'))));
-}
-
-// The body if it is at most `max` bytes; nullopt when larger (the caller answers 413).
-std::optional<std::string> ReadBody(HTTPServerRequest& request, std::size_t max) {
-  if (!HasBody(request)) return std::string();
-  if (request.hasContentLength() && request.getContentLength64() > static_cast<Poco::Int64>(max)) {
-    return std::nullopt;
-  }
-  std::string body;
-  if (request.hasContentLength()) {
-    body.reserve(static_cast<std::size_t>(request.getContentLength64()));
-  }
-  std::istream& in = request.stream();
-  char chunk[16 * 1024];
-  while (in && body.size() <= max) {
-    const std::size_t want = std::min(sizeof chunk, max + 1 - body.size());
-    in.read(chunk, static_cast<std::streamsize>(want));
-    body.append(chunk, static_cast<std::size_t>(in.gcount()));
-  }
-  if (body.size() > max) return std::nullopt;
-  return body;
 }
 
 Poco::JSON::Array ToArray(const std::vector<std::string>& items) {
@@ -306,10 +243,8 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     return state_->verifier.Verify(std::string_view(header).substr(kBearer.size()));
   }
 
-  // Reads and drops the rest of the body so the connection can serve the next request; closes
-  // it when the body is too large for that.
   void Discard(HTTPServerRequest& request, HTTPServerResponse& response) {
-    response.setKeepAlive(response.getKeepAlive() && Drain(request, kMaxDrainBytes));
+    http::Discard(request, response);
   }
 
   void NotAllowed(HTTPServerRequest& request, HTTPServerResponse& response,
@@ -708,53 +643,39 @@ Result<std::unique_ptr<CoreServer>> CoreServer::Start(const CoreServerOptions& o
                                                          options.tls_cert, options.tls_key));
   auto state = std::shared_ptr<State>(new State{
       service, verifier, hub, relay, options, RateLimiter(options.rate_per_s, options.rate_burst)});
-  const int threads = static_cast<int>(options.max_connections);
-  auto pool = std::make_unique<Poco::ThreadPool>("core-https", 4, threads, 60);
-  std::unique_ptr<Poco::Net::HTTPServer> server;
-  std::uint16_t port = 0;
-  try {
-    Poco::Net::SecureServerSocket socket(
-        Poco::Net::SocketAddress(options.listen_host, options.listen_port), 128, context);
-    port = socket.address().port();
-    Poco::AutoPtr<Poco::Net::HTTPServerParams> params(new Poco::Net::HTTPServerParams);
-    params->setMaxThreads(threads);
-    params->setMaxQueued(threads);
-    params->setKeepAlive(true);
-    params->setMaxKeepAliveRequests(0);
-    params->setKeepAliveTimeout(Poco::Timespan(options.keep_alive_timeout.count(), 0));
-    params->setTimeout(Poco::Timespan(options.io_timeout.count(), 0));
-    params->setServerName("cored");
-    server =
-        std::make_unique<Poco::Net::HTTPServer>(new HandlerFactory(state), *pool, socket, params);
-    server->start();
-  } catch (const Poco::Exception& e) {
+  http::HttpsServerOptions https;
+  https.listen_host = options.listen_host;
+  https.listen_port = options.listen_port;
+  https.max_threads = options.max_connections;
+  https.keep_alive_timeout = options.keep_alive_timeout;
+  https.io_timeout = options.io_timeout;
+  https.server_name = "cored";
+  Result<std::unique_ptr<http::HttpsServer>> server =
+      http::HttpsServer::Start(https, context, new HandlerFactory(state));
+  if (!server.ok()) {
     Poco::Net::uninitializeSSL();
-    return Error(ErrorCode::kUnavailable, "cannot listen on " + options.listen_host + ":" +
-                                              std::to_string(options.listen_port) + ": " +
-                                              e.displayText());
+    return server.error();
   }
-  return std::unique_ptr<CoreServer>(
-      new CoreServer(std::move(state), std::move(pool), std::move(server), port));
+  return std::unique_ptr<CoreServer>(new CoreServer(std::move(state), std::move(server).value()));
 }
 
-CoreServer::CoreServer(std::shared_ptr<State> state, std::unique_ptr<Poco::ThreadPool> pool,
-                       std::unique_ptr<Poco::Net::HTTPServer> server, std::uint16_t port)
-    : state_(std::move(state)), pool_(std::move(pool)), server_(std::move(server)), port_(port) {}
+CoreServer::CoreServer(std::shared_ptr<State> state, std::unique_ptr<http::HttpsServer> server)
+    : state_(std::move(state)), server_(std::move(server)) {}
 
 CoreServer::~CoreServer() {
   Stop();
   server_.reset();
-  pool_.reset();
   Poco::Net::uninitializeSSL();
 }
+
+std::uint16_t CoreServer::port() const { return server_->port(); }
 
 void CoreServer::Stop() {
   if (stopped_) return;
   stopped_ = true;
-  server_->stop();          // no new connections
-  state_->hub.Stop();       // realtime loops end and close their sockets
-  server_->stopAll(false);  // waits for each connection's request in flight
-  pool_->joinAll();
+  server_->StopAccepting();
+  state_->hub.Stop();  // realtime loops end and close their sockets
+  server_->Stop();     // waits for each connection's request in flight
 }
 
 }  // namespace strongroom::core

@@ -1,24 +1,19 @@
 #include "strongroom/kms/kms_server.h"
 
 #include <Poco/Exception.h>
-#include <Poco/JSON/Object.h>
 #include <Poco/Net/Context.h>
 #include <Poco/Net/HTTPRequestHandler.h>
 #include <Poco/Net/HTTPRequestHandlerFactory.h>
-#include <Poco/Net/HTTPServer.h>
-#include <Poco/Net/HTTPServerParams.h>
 #include <Poco/Net/HTTPServerRequest.h>
 #include <Poco/Net/HTTPServerResponse.h>
 #include <Poco/Net/SSLManager.h>
-#include <Poco/Net/SecureServerSocket.h>
-#include <Poco/Net/SocketAddress.h>
 #include <Poco/String.h>
-#include <Poco/ThreadPool.h>
 
 #include <algorithm>
 #include <iostream>
 #include <sstream>
 
+#include "strongroom/common/http_support.h"
 #include "strongroom/common/tls.h"
 #include "strongroom/kms/admission_gate.h"
 #include "strongroom/kms/metrics.h"
@@ -32,37 +27,10 @@ using Poco::Net::HTTPServerResponse;
 
 constexpr char kMessagesPath[] = "/kms/messages";
 constexpr char kInfoPath[] = "/kms/info";
-// A too-large body up to this size is read and dropped so the client sees the 413 on a connection
-// that stays usable; a larger one is answered at once and the connection is closed.
-constexpr std::size_t kMaxDrainBytes = 4 * 1024 * 1024;
 
-void SendJson(HTTPServerResponse& response, int status, const std::string& body) {
-  response.setStatusAndReason(static_cast<HTTPResponse::HTTPStatus>(status));
-  response.setContentType("application/json");
-  response.set("Cache-Control", "no-store");
-  response.sendBuffer(body.data(), body.size());
-}
-
-void SendError(HTTPServerResponse& response, int status, const std::string& code,
-               const std::string& message) {
-  Poco::JSON::Object error;
-  error.set("code", code);
-  error.set("message", message);
-  std::ostringstream out;
-  error.stringify(out);
-  SendJson(response, status, out.str());
-}
-
-// Reads and drops up to `limit` bytes; true when the stream ended within it.
-bool Drain(std::istream& in, std::size_t limit) {
-  char buffer[16 * 1024];
-  std::size_t total = 0;
-  while (in && total <= limit) {
-    in.read(buffer, sizeof buffer);
-    total += static_cast<std::size_t>(in.gcount());
-  }
-  return total <= limit && in.eof();
-}
+using http::Discard;
+using http::SendError;
+using http::SendJson;
 
 void LogError(const std::string& what) { std::cerr << "kmsd: error: " << what << std::endl; }
 
@@ -89,8 +57,7 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
         response.set("Retry-After", "1");
         // The body is read and dropped (bounded) so the connection stays usable; an oversize one
         // closes it.
-        response.setKeepAlive(response.getKeepAlive() &&
-                              Drain(request.stream(), kMaxKmsMessageBytes));
+        Discard(request, response);
         SendError(response, 503, "overloaded", "the KMS is busy; retry in a second");
         return;
       }
@@ -124,7 +91,7 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
       if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(response, "GET");
       return SendJson(response, 200, state_->info_json);
     }
-    response.setKeepAlive(response.getKeepAlive() && Drain(request.stream(), kMaxDrainBytes));
+    Discard(request, response);
     SendError(response, 404, "not_found", "no such endpoint (POST /kms/messages, GET /kms/info)");
   }
 
@@ -134,43 +101,21 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
   }
 
   void Message(HTTPServerRequest& request, HTTPServerResponse& response) {
-    const std::string media_type = Poco::toLower(
-        Poco::trim(request.getContentType().substr(0, request.getContentType().find(';'))));
-    if (media_type != "application/jose") {
-      response.setKeepAlive(response.getKeepAlive() && Drain(request.stream(), kMaxDrainBytes));
+    if (http::MediaType(request) != "application/jose") {
+      Discard(request, response);
       return SendError(response, 415, "media_type",
                        "a KMS message is sent as Content-Type: application/jose");
     }
-    auto too_large = [&] {
-      response.setKeepAlive(response.getKeepAlive() && Drain(request.stream(), kMaxDrainBytes));
-      SendError(response, 413, "message_size",
-                "a KMS message is at most " + std::to_string(kMaxKmsMessageBytes) + " bytes");
-    };
-    if (request.hasContentLength() &&
-        request.getContentLength64() > static_cast<Poco::Int64>(kMaxKmsMessageBytes)) {
-      if (request.getContentLength64() > static_cast<Poco::Int64>(kMaxDrainBytes)) {
-        response.setKeepAlive(false);
-        return SendError(
-            response, 413, "message_size",
-            "a KMS message is at most " + std::to_string(kMaxKmsMessageBytes) + " bytes");
-      }
-      return too_large();
+    // Read at its size, never more than one byte past the limit: a message is a few KiB, so no
+    // 256 KiB buffer is filled per request.
+    std::optional<std::string> body = http::ReadBody(request, kMaxKmsMessageBytes);
+    if (!body) {
+      Discard(request, response);
+      return SendError(
+          response, 413, "message_size",
+          "a KMS message is at most " + std::to_string(kMaxKmsMessageBytes) + " bytes");
     }
-    // Read what the request says it sends (or, chunked, 16 KiB at a time), never more than one
-    // byte past the limit: a message is a few KiB, so no 256 KiB buffer is filled per request.
-    std::string body;
-    if (request.hasContentLength())
-      body.reserve(static_cast<std::size_t>(request.getContentLength64()));
-    std::istream& in = request.stream();
-    char chunk[16 * 1024];
-    while (in && body.size() <= kMaxKmsMessageBytes) {
-      const std::size_t want = std::min(sizeof chunk, kMaxKmsMessageBytes + 1 - body.size());
-      in.read(chunk, static_cast<std::streamsize>(want));
-      body.append(chunk, static_cast<std::size_t>(in.gcount()));
-    }
-    if (body.size() > kMaxKmsMessageBytes) return too_large();
-
-    KmsReply reply = state_->service.Handle(body);
+    KmsReply reply = state_->service.Handle(*body);
     response.setStatusAndReason(static_cast<HTTPResponse::HTTPStatus>(reply.http_status));
     response.setContentType(reply.content_type);
     response.set("Cache-Control", "no-store");
@@ -207,51 +152,30 @@ Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& opti
   auto state = std::shared_ptr<State>(
       new State{service, std::move(info_json), options.metrics,
                 AdmissionGate(options.max_in_flight, options.max_queued, options.queue_wait)});
-  const int threads = static_cast<int>(options.max_connections);
-  auto pool = std::make_unique<Poco::ThreadPool>("kms-https", 2, std::max(2, threads), 60);
-  std::unique_ptr<Poco::Net::HTTPServer> server;
-  std::uint16_t port = 0;
-  try {
-    Poco::Net::SecureServerSocket socket(
-        Poco::Net::SocketAddress(options.listen_host, options.listen_port), 64, context);
-    port = socket.address().port();
-    Poco::AutoPtr<Poco::Net::HTTPServerParams> params(new Poco::Net::HTTPServerParams);
-    params->setMaxThreads(threads);
-    params->setMaxQueued(threads);
-    params->setKeepAlive(true);
-    params->setMaxKeepAliveRequests(0);  // no limit per connection
-    params->setKeepAliveTimeout(Poco::Timespan(options.keep_alive_timeout.count(), 0));
-    params->setTimeout(Poco::Timespan(options.io_timeout.count(), 0));
-    params->setServerName("kmsd");
-    server =
-        std::make_unique<Poco::Net::HTTPServer>(new HandlerFactory(state), *pool, socket, params);
-    server->start();
-  } catch (const Poco::Exception& e) {
-    return Error(ErrorCode::kUnavailable, "cannot listen on " + options.listen_host + ":" +
-                                              std::to_string(options.listen_port) + ": " +
-                                              e.displayText());
-  }
-  return std::unique_ptr<KmsServer>(
-      new KmsServer(std::move(state), std::move(pool), std::move(server), port));
+  http::HttpsServerOptions https;
+  https.listen_host = options.listen_host;
+  https.listen_port = options.listen_port;
+  https.max_threads = options.max_connections;
+  https.keep_alive_timeout = options.keep_alive_timeout;
+  https.io_timeout = options.io_timeout;
+  https.server_name = "kmsd";
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<http::HttpsServer> server,
+                      http::HttpsServer::Start(https, context, new HandlerFactory(state)));
+  return std::unique_ptr<KmsServer>(new KmsServer(std::move(state), std::move(server)));
 }
 
-KmsServer::KmsServer(std::shared_ptr<State> state, std::unique_ptr<Poco::ThreadPool> pool,
-                     std::unique_ptr<Poco::Net::HTTPServer> server, std::uint16_t port)
-    : state_(std::move(state)), pool_(std::move(pool)), server_(std::move(server)), port_(port) {}
+KmsServer::KmsServer(std::shared_ptr<State> state, std::unique_ptr<http::HttpsServer> server)
+    : state_(std::move(state)), server_(std::move(server)) {}
 
 KmsServer::~KmsServer() {
   Stop();
   server_.reset();
-  pool_.reset();
   Poco::Net::uninitializeSSL();
 }
 
-void KmsServer::Stop() {
-  if (stopped_) return;
-  stopped_ = true;
-  server_->stopAll(false);  // waits for each connection's request in flight
-  pool_->joinAll();
-}
+void KmsServer::Stop() { server_->Stop(); }
+
+std::uint16_t KmsServer::port() const { return server_->port(); }
 
 KmsServerCounters KmsServer::counters() const {
   const AdmissionGate::Counters gate = state_->gate.counters();

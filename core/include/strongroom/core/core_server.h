@@ -29,12 +29,9 @@
 #include "strongroom/core/kms_relay.h"
 #include "strongroom/core/realtime_hub.h"
 
-namespace Poco {
-class ThreadPool;
-namespace Net {
-class HTTPServer;
+namespace strongroom::http {
+class HttpsServer;
 }
-}  // namespace Poco
 
 namespace strongroom::core {
 
@@ -62,7 +59,7 @@ class CoreServer {
   CoreServer(const CoreServer&) = delete;
   CoreServer& operator=(const CoreServer&) = delete;
 
-  std::uint16_t port() const { return port_; }
+  std::uint16_t port() const;
 
   // Stops accepting, ends realtime connections, waits for requests in flight. Idempotent.
   void Stop();
@@ -70,13 +67,10 @@ class CoreServer {
   struct State;
 
  private:
-  CoreServer(std::shared_ptr<State> state, std::unique_ptr<Poco::ThreadPool> pool,
-             std::unique_ptr<Poco::Net::HTTPServer> server, std::uint16_t port);
+  CoreServer(std::shared_ptr<State> state, std::unique_ptr<http::HttpsServer> server);
 
   std::shared_ptr<State> state_;
-  std::unique_ptr<Poco::ThreadPool> pool_;
-  std::unique_ptr<Poco::Net::HTTPServer> server_;
-  std::uint16_t port_;
+  std::unique_ptr<http::HttpsServer> server_;
   bool stopped_ = false;
 };
 

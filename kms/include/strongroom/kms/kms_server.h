@@ -32,12 +32,9 @@
 #include "strongroom/common/error.h"
 #include "strongroom/kms/kms_service.h"
 
-namespace Poco {
-class ThreadPool;
-namespace Net {
-class HTTPServer;
+namespace strongroom::http {
+class HttpsServer;
 }
-}  // namespace Poco
 
 namespace strongroom::kms {
 
@@ -74,7 +71,7 @@ class KmsServer {
   KmsServer(const KmsServer&) = delete;
   KmsServer& operator=(const KmsServer&) = delete;
 
-  std::uint16_t port() const { return port_; }
+  std::uint16_t port() const;
   KmsServerCounters counters() const;
 
   // Stops accepting, waits for requests in flight, closes idle keep-alive connections. Idempotent.
@@ -84,14 +81,10 @@ class KmsServer {
   struct State;   // shared by the handlers
 
  private:
-  KmsServer(std::shared_ptr<State> state, std::unique_ptr<Poco::ThreadPool> pool,
-            std::unique_ptr<Poco::Net::HTTPServer> server, std::uint16_t port);
+  KmsServer(std::shared_ptr<State> state, std::unique_ptr<http::HttpsServer> server);
 
   std::shared_ptr<State> state_;
-  std::unique_ptr<Poco::ThreadPool> pool_;
-  std::unique_ptr<Poco::Net::HTTPServer> server_;
-  std::uint16_t port_;
-  bool stopped_ = false;
+  std::unique_ptr<http::HttpsServer> server_;
 };
 
 }  // namespace strongroom::kms

@@ -1,0 +1,126 @@
+#include "strongroom/common/http_support.h"
+
+#include <Poco/Exception.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/Net/HTTPServer.h>
+#include <Poco/Net/HTTPServerParams.h>
+#include <Poco/Net/SecureServerSocket.h>
+#include <Poco/Net/SocketAddress.h>
+#include <Poco/String.h>
+#include <Poco/ThreadPool.h>
+
+#include <algorithm>
+#include <sstream>
+
+namespace strongroom::http {
+
+using Poco::Net::HTTPResponse;
+using Poco::Net::HTTPServerRequest;
+using Poco::Net::HTTPServerResponse;
+
+void SendJson(HTTPServerResponse& response, int status, const std::string& body) {
+  response.setStatusAndReason(static_cast<HTTPResponse::HTTPStatus>(status));
+  response.setContentType("application/json");
+  response.set("Cache-Control", "no-store");
+  response.sendBuffer(body.data(), body.size());
+}
+
+void SendError(HTTPServerResponse& response, int status, const std::string& code,
+               const std::string& message) {
+  Poco::JSON::Object error;
+  error.set("code", code);
+  error.set("message", message);
+  std::ostringstream out;
+  error.stringify(out);
+  SendJson(response, status, out.str());
+}
+
+bool HasBody(HTTPServerRequest& request) {
+  return request.getChunkedTransferEncoding() ||
+         (request.hasContentLength() && request.getContentLength64() > 0);
+}
+
+void Discard(HTTPServerRequest& request, HTTPServerResponse& response) {
+  if (!HasBody(request)) return;
+  std::istream& in = request.stream();
+  char buffer[16 * 1024];
+  std::size_t total = 0;
+  while (in && total <= kMaxDrainBytes) {
+    in.read(buffer, sizeof buffer);
+    total += static_cast<std::size_t>(in.gcount());
+  }
+  if (total > kMaxDrainBytes || !in.eof()) response.setKeepAlive(false);
+}
+
+std::string MediaType(const HTTPServerRequest& request) {
+  const std::string& type = request.getContentType();
+  return Poco::toLower(Poco::trim(type.substr(0, type.find(';'))));
+}
+
+std::optional<std::string> ReadBody(HTTPServerRequest& request, std::size_t max) {
+  if (!HasBody(request)) return std::string();
+  if (request.hasContentLength() && request.getContentLength64() > static_cast<Poco::Int64>(max)) {
+    return std::nullopt;
+  }
+  std::string body;
+  if (request.hasContentLength()) {
+    body.reserve(static_cast<std::size_t>(request.getContentLength64()));
+  }
+  std::istream& in = request.stream();
+  char chunk[16 * 1024];
+  while (in && body.size() <= max) {
+    const std::size_t want = std::min(sizeof chunk, max + 1 - body.size());
+    in.read(chunk, static_cast<std::streamsize>(want));
+    body.append(chunk, static_cast<std::size_t>(in.gcount()));
+  }
+  if (body.size() > max) return std::nullopt;
+  return body;
+}
+
+Result<std::unique_ptr<HttpsServer>> HttpsServer::Start(
+    const HttpsServerOptions& options, Poco::Net::Context::Ptr context,
+    Poco::Net::HTTPRequestHandlerFactory::Ptr factory) {
+  const int threads = static_cast<int>(std::max<std::size_t>(2, options.max_threads));
+  auto pool = std::make_unique<Poco::ThreadPool>(options.server_name, 2, threads, 60);
+  try {
+    Poco::Net::SecureServerSocket socket(
+        Poco::Net::SocketAddress(options.listen_host, options.listen_port), 128, context);
+    const std::uint16_t port = socket.address().port();
+    Poco::AutoPtr<Poco::Net::HTTPServerParams> params(new Poco::Net::HTTPServerParams);
+    params->setMaxThreads(threads);
+    params->setMaxQueued(threads);
+    params->setKeepAlive(true);
+    params->setMaxKeepAliveRequests(0);  // no limit per connection
+    params->setKeepAliveTimeout(Poco::Timespan(options.keep_alive_timeout.count(), 0));
+    params->setTimeout(Poco::Timespan(options.io_timeout.count(), 0));
+    params->setServerName(options.server_name);
+    auto server = std::make_unique<Poco::Net::HTTPServer>(factory, *pool, socket, params);
+    server->start();
+    return std::unique_ptr<HttpsServer>(new HttpsServer(std::move(pool), std::move(server), port));
+  } catch (const Poco::Exception& e) {
+    return Error(ErrorCode::kUnavailable, "cannot listen on " + options.listen_host + ":" +
+                                              std::to_string(options.listen_port) + ": " +
+                                              e.displayText());
+  }
+}
+
+HttpsServer::HttpsServer(std::unique_ptr<Poco::ThreadPool> pool,
+                         std::unique_ptr<Poco::Net::HTTPServer> server, std::uint16_t port)
+    : pool_(std::move(pool)), server_(std::move(server)), port_(port) {}
+
+HttpsServer::~HttpsServer() {
+  Stop();
+  server_.reset();
+  pool_.reset();
+}
+
+void HttpsServer::StopAccepting() { server_->stop(); }
+
+void HttpsServer::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  server_->stopAll(false);  // waits for each connection's request in flight
+  pool_->joinAll();
+}
+
+}  // namespace strongroom::http
