@@ -9,10 +9,6 @@
 // connections, realtime connections closed (clients resume with their cursor), requests in flight
 // finish, then the database is closed. One line per start, stop and error goes to stderr; never a
 // token, a body or content.
-#include <Poco/Util/HelpFormatter.h>
-#include <Poco/Util/Option.h>
-#include <Poco/Util/OptionSet.h>
-#include <Poco/Util/ServerApplication.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -29,69 +25,22 @@
 namespace strongroom::core {
 namespace {
 
-void Log(const std::string& line) { std::cerr << "cored: " << line << std::endl; }
-
-class Cored : public Poco::Util::ServerApplication {
- protected:
-  void defineOptions(Poco::Util::OptionSet& options) override {
-    Poco::Util::ServerApplication::defineOptions(options);
-    using Poco::Util::Option;
-    options.addOption(Option("help", "h", "show usage").required(false).repeatable(false));
-    options.addOption(Option("config", "c", "core configuration file (INI)")
-                          .required(false)
-                          .repeatable(false)
-                          .argument("FILE"));
-    options.addOption(Option("port-file", "", "write the bound port to this file")
-                          .required(false)
-                          .repeatable(false)
-                          .argument("PATH"));
-  }
-
-  void handleOption(const std::string& name, const std::string& value) override {
-    Poco::Util::ServerApplication::handleOption(name, value);
-    if (name == "help") {
-      help_ = true;
-      stopOptionsProcessing();
-    }
-    if (name == "config") config_path_ = value;
-    if (name == "port-file") port_file_ = value;
-  }
-
-  int main(const std::vector<std::string>& args) override {
-    if (help_) {
-      Poco::Util::HelpFormatter help(options());
-      help.setCommand(commandName());
-      help.setUsage("[--config FILE] [--port-file PATH]");
-      help.setHeader("The Strongroom messaging core.");
-      help.format(std::cout);
-      return EXIT_OK;
-    }
-    if (!args.empty()) {
-      Log("error: unexpected argument '" + args[0] + "' (cored --help)");
-      return EXIT_USAGE;
-    }
-    if (config_path_.empty()) {
-      const char* env = std::getenv("STRONGROOM_CORE_CONFIG");
-      config_path_ = env != nullptr && *env != '\0' ? env : "/etc/strongroom/core.ini";
-    }
-    Status status = Serve();
-    if (!status.ok()) {
-      Log("error: " + status.error().message());
-      return ExitStatusFor(status.error().code());
-    }
-    return EXIT_OK;
-  }
+class Cored : public DaemonApplication {
+ public:
+  Cored()
+      : DaemonApplication({"cored", "The Strongroom messaging core.", "STRONGROOM_CORE_CONFIG",
+                           "/etc/strongroom/core.ini"}) {}
 
  private:
-  Status Serve() {
-    SR_ASSIGN_OR_RETURN(CoredSettings settings, LoadCoredSettings(config_path_));
+  Status Serve(const std::string& config_path, const std::string& port_file) override {
+    SR_ASSIGN_OR_RETURN(CoredSettings settings, LoadCoredSettings(config_path));
     SR_ASSIGN_OR_RETURN(JwtVerifier verifier, MakeJwtVerifier(settings.jwt));
     KmsRelayOptions relay_options;
     for (const RelayClusterSettings& relay : settings.relays) {
       SR_ASSIGN_OR_RETURN(relay_options.clusters[relay.cluster],
                           ReadRelayTokenDigest(relay.token_file));
     }
-    relay_options.log = [](const std::string& line) { Log(line); };
+    relay_options.log = [this](const std::string& line) { Log(line); };
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsRelay> relay, KmsRelay::New(std::move(relay_options)));
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
                         Database::OpenSqlite(settings.database, CoreService::Migrations()));
@@ -119,7 +68,7 @@ class Cored : public Poco::Util::ServerApplication {
     options.rate_burst = settings.rate_burst;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<CoreServer> server,
                         CoreServer::Start(options, *service, verifier, hub, *relay));
-    if (!port_file_.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file_, server->port()));
+    if (!port_file.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file, server->port()));
     Log("serving on https://" + settings.listen_host + ":" + std::to_string(server->port()) + " (" +
         std::to_string(settings.relays.size()) + " KMS cluster(s) may attach, " +
         "max_connections " + std::to_string(settings.max_connections) + ")");
@@ -135,10 +84,6 @@ class Cored : public Poco::Util::ServerApplication {
     Log("stopped");
     return OkStatus();
   }
-
-  bool help_ = false;
-  std::string config_path_;
-  std::string port_file_;
 };
 
 }  // namespace
@@ -147,10 +92,5 @@ class Cored : public Poco::Util::ServerApplication {
 int main(int argc, char** argv) {
   strongroom::PrepareDaemonProcess();
   strongroom::core::Cored app;
-  try {
-    return app.run(argc, argv);
-  } catch (const Poco::Exception& e) {
-    std::cerr << "cored: error: " << e.displayText() << "\n";
-    return 70;
-  }
+  return strongroom::RunDaemon(app, argc, argv);
 }

@@ -8,11 +8,6 @@
 // bound port (useful with listen = host:0). SIGTERM or SIGINT stops it gracefully: no new
 // connections, requests in flight finish, then the database and the tokens are closed. One line
 // per start, stop and error goes to stderr; never a key, PIN, token or message body.
-#include <Poco/Util/HelpFormatter.h>
-#include <Poco/Util/Option.h>
-#include <Poco/Util/OptionException.h>
-#include <Poco/Util/OptionSet.h>
-#include <Poco/Util/ServerApplication.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -31,63 +26,16 @@
 namespace strongroom::kms {
 namespace {
 
-void Log(const std::string& line) { std::cerr << "kmsd: " << line << std::endl; }
-
-class Kmsd : public Poco::Util::ServerApplication {
- protected:
-  void defineOptions(Poco::Util::OptionSet& options) override {
-    Poco::Util::ServerApplication::defineOptions(options);
-    using Poco::Util::Option;
-    options.addOption(Option("help", "h", "show usage").required(false).repeatable(false));
-    options.addOption(Option("config", "c", "KMS configuration file (INI)")
-                          .required(false)
-                          .repeatable(false)
-                          .argument("FILE"));
-    options.addOption(Option("port-file", "", "write the bound port to this file")
-                          .required(false)
-                          .repeatable(false)
-                          .argument("PATH"));
-  }
-
-  void handleOption(const std::string& name, const std::string& value) override {
-    Poco::Util::ServerApplication::handleOption(name, value);
-    if (name == "help") {
-      help_ = true;
-      stopOptionsProcessing();
-    }
-    if (name == "config") config_path_ = value;
-    if (name == "port-file") port_file_ = value;
-  }
-
-  int main(const std::vector<std::string>& args) override {
-    if (help_) {
-      Poco::Util::HelpFormatter help(options());
-      help.setCommand(commandName());
-      help.setUsage("[--config FILE] [--port-file PATH]");
-      help.setHeader("The Strongroom Key Management Server.");
-      help.format(std::cout);
-      return EXIT_OK;
-    }
-    if (!args.empty()) {
-      Log("error: unexpected argument '" + args[0] + "' (kmsd --help)");
-      return EXIT_USAGE;
-    }
-    if (config_path_.empty()) {
-      const char* env = std::getenv("STRONGROOM_KMS_CONFIG");
-      config_path_ = env != nullptr && *env != '\0' ? env : "/etc/strongroom/kms.ini";
-    }
-    Status status = Serve();
-    if (!status.ok()) {
-      Log("error: " + status.error().message());
-      return ExitStatusFor(status.error().code());
-    }
-    return EXIT_OK;
-  }
+class Kmsd : public DaemonApplication {
+ public:
+  Kmsd()
+      : DaemonApplication({"kmsd", "The Strongroom Key Management Server.", "STRONGROOM_KMS_CONFIG",
+                           "/etc/strongroom/kms.ini"}) {}
 
  private:
-  Status Serve() {
-    SR_ASSIGN_OR_RETURN(KmsdSettings settings, LoadKmsdSettings(config_path_));
-    SR_ASSIGN_OR_RETURN(hsm::HsmConfig hsm_config, LoadHsmSettings(config_path_));
+  Status Serve(const std::string& config_path, const std::string& port_file) override {
+    SR_ASSIGN_OR_RETURN(KmsdSettings settings, LoadKmsdSettings(config_path));
+    SR_ASSIGN_OR_RETURN(hsm::HsmConfig hsm_config, LoadHsmSettings(config_path));
     SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, hsm::KeyVault::Open(hsm_config));
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
                         Database::OpenSqlite(settings.database, KmsStore::Migrations()));
@@ -122,7 +70,7 @@ class Kmsd : public Poco::Util::ServerApplication {
     options.metrics = &metrics;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsServer> server,
                         KmsServer::Start(options, *service, service->InfoJson()));
-    if (!port_file_.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file_, server->port()));
+    if (!port_file.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file, server->port()));
     Log("serving kms://" + settings.host + " on https://" + settings.listen_host + ":" +
         std::to_string(server->port()) + " (" + std::to_string(vault->tokens().size()) +
         " token(s), max_connections " + std::to_string(settings.max_connections) +
@@ -130,7 +78,7 @@ class Kmsd : public Poco::Util::ServerApplication {
 
     // The operations listener and the rewrap worker, if [ops] is configured.
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> operations,
-                        Operations::Start(config_path_, *vault, *db, metrics, cache));
+                        Operations::Start(config_path, *vault, *db, metrics, cache));
     if (operations) {
       Log("operations listener on https://" + operations->settings().listen_host + ":" +
           std::to_string(operations->port()));
@@ -165,10 +113,6 @@ class Kmsd : public Poco::Util::ServerApplication {
         std::to_string(counters.overloaded) + " refused as overloaded");
     return OkStatus();
   }
-
-  bool help_ = false;
-  std::string config_path_;
-  std::string port_file_;
 };
 
 }  // namespace
@@ -177,10 +121,5 @@ class Kmsd : public Poco::Util::ServerApplication {
 int main(int argc, char** argv) {
   strongroom::PrepareDaemonProcess();
   strongroom::kms::Kmsd app;
-  try {
-    return app.run(argc, argv);
-  } catch (const Poco::Exception& e) {
-    std::cerr << "kmsd: error: " << e.displayText() << "\n";
-    return 70;
-  }
+  return strongroom::RunDaemon(app, argc, argv);
 }

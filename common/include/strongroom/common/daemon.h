@@ -3,8 +3,11 @@
 #ifndef STRONGROOM_COMMON_DAEMON_H_
 #define STRONGROOM_COMMON_DAEMON_H_
 
+#include <Poco/Util/ServerApplication.h>
+
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "strongroom/common/error.h"
 
@@ -21,6 +24,40 @@ Status WritePortFile(const std::string& path, std::uint16_t port);
 // a closed connection must not kill the process), and limits glibc's malloc arenas to four (one
 // per connection thread keeps freed memory in many places).
 void PrepareDaemonProcess();
+
+// A Strongroom daemon's command line and exit: `<name> [--config FILE] [--port-file PATH]`,
+// --help, FILE from $<config_env> and then `default_config` when not given, one "<name>: error:
+// ..." line and ExitStatusFor() when Serve() fails. Serve() runs the daemon: it starts serving,
+// writes the port file, calls waitForTerminationRequest() and stops.
+class DaemonApplication : public Poco::Util::ServerApplication {
+ public:
+  struct Identity {
+    std::string name;            // "kmsd"
+    std::string description;     // for --help
+    std::string config_env;      // "STRONGROOM_KMS_CONFIG"
+    std::string default_config;  // "/etc/strongroom/kms.ini"
+  };
+  explicit DaemonApplication(Identity identity) : identity_(std::move(identity)) {}
+
+ protected:
+  virtual Status Serve(const std::string& config_path, const std::string& port_file) = 0;
+  // One line on stderr, prefixed with the daemon's name; never a secret.
+  void Log(const std::string& line) const;
+
+  void defineOptions(Poco::Util::OptionSet& options) override;
+  void handleOption(const std::string& name, const std::string& value) override;
+  int main(const std::vector<std::string>& args) override;
+
+ private:
+  const Identity identity_;
+  bool help_ = false;
+  std::string config_path_;
+  std::string port_file_;
+};
+
+// main() of a daemon: PrepareDaemonProcess(), then app.run(); a Poco exception that escapes is
+// one error line and status 70.
+int RunDaemon(DaemonApplication& app, int argc, char** argv);
 
 }  // namespace strongroom
 
