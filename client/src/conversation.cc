@@ -137,6 +137,14 @@ Result<Conversation> Conversations::Create(std::string_view title,
                              ? Status(CheckResource(kms_.OpenAnswer(*sealed, *created->kms_answer),
                                                     request.kms_resource_uri))
                              : Status(Error(ErrorCode::kInvalidArgument, "no KMS answer"));
+  if (!resource_made.ok() && resource_made.error().code() == ErrorCode::kAlreadyExists) {
+    // A create the relay lost the answer to and the core sent again: the resource may be ours.
+    Result<KmsResource> existing = kms_.RetrieveResource(request.kms_resource_uri);
+    if (existing.ok() && std::find(existing->key_uris.begin(), existing->key_uris.end(), key.uri) !=
+                             existing->key_uris.end()) {
+      resource_made = OkStatus();
+    }
+  }
   if (!resource_made.ok() && resource_made.error().code() == ErrorCode::kUnavailable) {
     // The KMS was busy (a sealed 503): nothing was created there, so once more directly.
     Result<KmsResource> direct = kms_.CreateResource(others, {key.uri}, request.kms_resource_uri);
