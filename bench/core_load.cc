@@ -635,6 +635,7 @@ enum class Outcome { kOk, kOverloaded, kRateLimited, kError };
 struct ClientStats {
   std::vector<std::uint32_t> latency_us;  // answered as expected, measured window only
   std::uint64_t requests = 0;             // answered as expected, measured window
+  Clock::time_point last_answer{};        // when the last of those was answered
   std::uint64_t overloaded = 0;           // 503 with Retry-After, measured window
   std::uint64_t rate_limited = 0;         // 429, measured window
   std::uint64_t errors = 0;               // measured window
@@ -1028,6 +1029,7 @@ class LoadRun {
               static_cast<std::int64_t>(took[1]) - static_cast<std::int64_t>(took[0])));
           stats.latency_us.push_back(took[0]);
           ++stats.requests;
+          stats.last_answer = Clock::now();
         }
         Note(stats, measured, outcome, error);
         if (outcome == Outcome::kOverloaded || outcome == Outcome::kRateLimited) Backoff();
@@ -1035,7 +1037,8 @@ class LoadRun {
       }
       Note(stats, measured, outcome, error);
       if (outcome == Outcome::kOk && measured) {
-        stats.latency_us.push_back(MicrosSince(sent_at, Clock::now()));
+        stats.last_answer = Clock::now();
+        stats.latency_us.push_back(MicrosSince(sent_at, stats.last_answer));
         ++stats.requests;
       }
       if (outcome == Outcome::kOverloaded || outcome == Outcome::kRateLimited) Backoff();
@@ -1268,6 +1271,7 @@ int LoadRun::Report() const {
   std::vector<double> per_client;
   std::vector<std::string> samples;
   std::vector<std::vector<std::int64_t>> accepted(conversations_.size());
+  Clock::time_point last_answer = measure_from_;
   for (std::size_t i = 0; i < stats_.size(); ++i) {
     const ClientStats& s = stats_[i];
     latency.insert(latency.end(), s.latency_us.begin(), s.latency_us.end());
@@ -1283,6 +1287,7 @@ int LoadRun::Report() const {
     accepted_total += s.accepted_total;
     seal_ns += s.seal_ns;
     sealed += s.sealed;
+    last_answer = std::max(last_answer, s.last_answer);
     per_client.push_back(static_cast<double>(s.requests) / seconds);
     if (!conversations_.empty()) {
       std::vector<std::int64_t>& into = accepted[i % conversations_.size()];
@@ -1297,6 +1302,11 @@ int LoadRun::Report() const {
   std::sort(difference.begin(), difference.end());
   const auto [min_client, max_client] = std::minmax_element(per_client.begin(), per_client.end());
   const double rate = static_cast<double>(requests) / seconds;
+  // Open loop: what the server really kept up with (requests of the window over the time until
+  // the last of them was answered), when it fell behind the offered rate.
+  const double answered_s = std::chrono::duration<double>(last_answer - measure_from_).count();
+  const double achieved =
+      answered_s > 0 ? static_cast<double>(requests) / std::max(answered_s, seconds) : 0.0;
 
   // Delivery: every accepted activity exactly once at every participant, in seq order.
   std::uint64_t duplicate_accepted = 0, missing = 0, duplicated = 0, unexpected = 0,
@@ -1362,6 +1372,10 @@ int LoadRun::Report() const {
               << " µs per seal)\n";
     std::cout << "  accepted      " << requests << " posts, " << rate << " posts/s ("
               << accepted_total << " in all, warm-up included)\n";
+    if (options_.rate > 0) {
+      std::cout << "  achieved      " << achieved << " posts/s (the window's posts over "
+                << std::max(answered_s, seconds) << " s until the last was answered)\n";
+    }
     std::cout << "  post latency ms    " << LatencyLine(latency) << "\n";
   } else if (options_.scenario == "history") {
     std::cout << "  conversation seqs " << history_first_ << ".." << history_last_ << ", pages of "
@@ -1414,6 +1428,7 @@ int LoadRun::Report() const {
     out.set("content_bytes", options_.content_bytes);
     out.set("requests", requests);
     out.set("requests_per_s", rate);
+    out.set("achieved_per_s", achieved);
     out.set("latency_ms", LatencyObject(latency));
     out.set("overloaded_503", overloaded);
     out.set("rate_limited_429", rate_limited);
