@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# System test of the `strongroom` CLI: every process real on 127.0.0.1 (kmsd on a throwaway
+# SoftHSM2 token, attached to cored through the relay; cored on SQLite in a temp dir; the CLI
+# binary run as five users whose tokens come from development IdPs of two organizations).
+#
+#   strongroom_cli_test.sh KMSD KMSCTL IDP CORED STRONGROOM direct|relay
+#
+# The transport is the route every user's CLI takes to the KMS: direct HTTPS, or the core relay;
+# the whole conversation must work identically through both. Checked:
+#   - alice creates a room with bob, sends text and a file, bob reads both (and gets them live);
+#   - carol, not a member, is refused keys by the KMS and sees nothing at the core;
+#   - bob is removed: the room rotates, bob cannot get the new key nor read what follows;
+#   - acme's compliance officer reads the room on alice's behalf, globex's cannot;
+#   - a post's JWE taken from cored's database decrypts with python3-jwcrypto given the key from
+#     the KMS, and not with any other key.
+# Waits are bounded; nothing is timed. Fails (never skips) when anything is missing.
+set -euo pipefail
+[ $# -eq 6 ] || { echo "usage: $0 KMSD KMSCTL IDP CORED STRONGROOM direct|relay" >&2; exit 64; }
+KMSD="$1" KMSCTL="$2" IDP="$3" CORED="$4" CLI="$5" TRANSPORT="$6"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../support/throwaway_kms.sh
+. "$here/../support/throwaway_kms.sh"
+
+dir="$(mktemp -d /tmp/sr-cli-test.XXXXXX)"
+CORED_PID=""
+cleanup() {
+  throwaway_kms_stop >/dev/null 2>&1 || true
+  [ -n "$CORED_PID" ] && kill -TERM "$CORED_PID" 2>/dev/null && wait "$CORED_PID" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+failures=0
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+pass() { echo "ok: $*"; }
+# expect_exit CODE WHAT -- command...: the command's exit status must be CODE.
+expect_exit() {
+  local want="$1" what="$2" got=0
+  shift 3
+  "$@" >"$dir/out" 2>"$dir/err" || got=$?
+  if [ "$got" -ne "$want" ]; then
+    fail "$what: exit $got, expected $want; stderr: $(head -c 600 "$dir/err")"
+    return 1
+  fi
+  pass "$what"
+}
+json() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+throwaway_kms_setup "$dir" "acme globex"
+cluster="kms://kms.throwaway.test"
+
+# cored, with the relay for the throwaway KMS and both organizations' IdPs.
+(umask 077; openssl rand -hex 32 >"$dir/relay.token")
+mkdir -p "$dir/files"
+cat >"$dir/core.ini" <<INI
+[core]
+database = $dir/core.db
+files_dir = $dir/files
+listen = 127.0.0.1:0
+tls_cert = $dir/tls.pem
+tls_key = $dir/tls.key
+relays = kms1
+
+[relay.kms1]
+cluster = $cluster
+token_file = $dir/relay.token
+
+[jwt]
+issuers = acme, globex
+
+[jwt.acme]
+issuer = https://idp.acme.test
+org = acme
+jwks = $dir/idp-acme/jwks.json
+
+[jwt.globex]
+issuer = https://idp.globex.test
+org = globex
+jwks = $dir/idp-globex/jwks.json
+INI
+"$CORED" --config "$dir/core.ini" --port-file "$dir/cored.port" 2>"$dir/cored.log" &
+CORED_PID=$!
+for _ in $(seq 1 600); do
+  [ -s "$dir/cored.port" ] && break
+  kill -0 "$CORED_PID" 2>/dev/null || { cat "$dir/cored.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -s "$dir/cored.port" ] || { echo "cored did not start" >&2; exit 1; }
+core_url="https://127.0.0.1:$(cat "$dir/cored.port")"
+
+# kmsd: attached to cored's relay, with an operations listener to set the organizations'
+# compliance officers.
+ops_port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+(umask 077; openssl rand -hex 32 >"$dir/ops.token")
+cat >>"$dir/kms.ini" <<INI
+
+[relay]
+url = $core_url
+ca_file = $dir/ca.pem
+token_file = $dir/relay.token
+
+[ops]
+listen = 127.0.0.1:$ops_port
+tls_cert = $dir/tls.pem
+tls_key = $dir/tls.key
+token_file = $dir/ops.token
+INI
+throwaway_kms_start "$dir/kmsd.log"
+for org in acme globex; do
+  echo "{\"complianceOfficers\": [\"officer@$org.test\"]}" >"$dir/policy-$org.json"
+  "$KMSCTL" --config "$dir/kms.ini" ops policy set "$org" --file "$dir/policy-$org.json" >/dev/null
+done
+
+# Until a message relayed through cored reaches the KMS (not 503 "not connected").
+"$IDP" token --dir "$dir/idp-acme" --subject probe@acme.test --audience core --out "$dir/probe.jwt"
+attached=""
+for _ in $(seq 1 600); do
+  code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$dir/ca.pem" \
+    -H "Authorization: Bearer $(cat "$dir/probe.jwt")" -H 'Content-Type: application/jose' \
+    --data 'e30.e30.e30' "$core_url/kms/messages?cluster=$cluster" || true)"
+  if [ "$code" != 503 ] && [ "$code" != 000 ]; then attached=1; break; fi
+  sleep 0.1
+done
+[ -n "$attached" ] || { echo "kmsd never attached to cored" >&2; cat "$dir/kmsd.log" >&2; exit 1; }
+
+# Each user's CLI profile.
+login() {
+  local user="$1" org="${1#*@}"
+  org="${org%%.*}"
+  STRONGROOM_HOME="$dir/home-$user" "$CLI" login --user "$user" --core "$core_url" \
+    --ca "$dir/ca.pem" --kms-cluster "$cluster" --kms-url "$KMS_URL" --transport "$TRANSPORT" \
+    --token-command "$IDP token --dir $dir/idp-$org --subject $user --audience {audience}" \
+    >/dev/null
+}
+as() {
+  local user="$1"
+  shift
+  STRONGROOM_HOME="$dir/home-$user" "$CLI" "$@"
+}
+alice=alice@acme.test bob=bob@acme.test carol=carol@acme.test
+officer=officer@acme.test outsider=officer@globex.test
+for user in "$alice" "$bob" "$carol" "$officer" "$outsider"; do login "$user"; done
+pass "five users logged in ($TRANSPORT)"
+mode="$(stat -c %a "$dir/home-$alice/profile.ini")"
+[ "$mode" = 600 ] || fail "the profile's mode is $mode, not 600"
+grep -q "eyJ" "$dir/home-$alice/profile.ini" && fail "the profile holds a token"
+
+# -- alice and bob: text and a file, live and from history.
+room="$(as "$alice" --json room create "Vault codes" --with "$bob" | json 'd["id"]')"
+[ -n "$room" ] || fail "no room id"
+key1="$(as "$alice" --json room list | json '[r["currentKeyUri"] for r in d["rooms"]][0]')"
+# bob listens from the room's creation on, so the order of start-up and sends does not matter.
+since="$(as "$alice" --json room list | json 'd["rooms"][0]["lastSeq"]')"
+as "$bob" --json listen "$room" --since "$since" --count 2 >"$dir/live.json" 2>"$dir/live.err" &
+listen_pid=$!
+expect_exit 0 "alice sends text" -- as "$alice" send "Vault" "The code changes on Monday."
+head -c 2500 /dev/urandom | base64 >"$dir/plans.txt"
+expect_exit 0 "alice sends a file" -- as "$alice" --json send-file "$room" "$dir/plans.txt"
+file_id="$(json 'd["fileIds"][0]' <"$dir/out")"
+expect_exit 0 "bob reads the room" -- as "$bob" read "Vault"
+grep -q "The code changes on Monday." "$dir/out" || fail "bob does not read the text"
+grep -q "shared plans.txt" "$dir/out" || fail "bob does not see the file"
+expect_exit 0 "bob gets the file" -- as "$bob" get-file "$room" "$file_id" -o "$dir/got.txt"
+cmp -s "$dir/plans.txt" "$dir/got.txt" || fail "bob's file differs from alice's"
+if timeout 120 tail --pid="$listen_pid" -f /dev/null; then
+  wait "$listen_pid" || fail "bob's listener failed: $(cat "$dir/live.err")"
+  grep -q "The code changes on Monday." "$dir/live.json" || fail "bob's listener missed the text"
+  grep -q '"name":"plans.txt"' "$dir/live.json" || fail "bob's listener missed the file"
+  pass "bob got both live"
+else
+  kill "$listen_pid" 2>/dev/null || true
+  fail "bob's listener did not get two activities within 120 s"
+fi
+/usr/bin/python3 - "$dir/core.db" "$room" <<'PY' || fail "the core stores plaintext"
+import sqlite3, sys
+con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+rows = con.execute("SELECT content FROM activities WHERE conversation_id = ?", (sys.argv[2],))
+assert all("Monday" not in c for (c,) in rows)
+title = con.execute("SELECT encrypted_title FROM conversations").fetchone()[0]
+assert "Vault" not in title
+PY
+grep -rq "$(head -c 40 "$dir/plans.txt")" "$dir/files" && fail "the core stores the file in clear"
+
+# -- carol, not a member.
+expect_exit 3 "carol cannot read the room at the core" -- as "$carol" read "$room"
+expect_exit 3 "carol is refused the room's key by the KMS" -- as "$carol" key show "$key1"
+expect_exit 0 "carol lists her rooms" -- as "$carol" --json room list
+[ "$(json 'len(d["rooms"])' <"$dir/out")" = 0 ] || fail "carol sees a room"
+
+# -- python3-jwcrypto: the post's JWE from cored's database, the key from the KMS.
+/usr/bin/python3 - "$dir/core.db" "$room" >"$dir/jwe" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+print(con.execute("SELECT content FROM activities WHERE conversation_id = ? AND verb = 'post' "
+                  "ORDER BY seq LIMIT 1", (sys.argv[2],)).fetchone()[0])
+PY
+expect_exit 0 "alice retrieves the key from the KMS" -- as "$alice" key show "$key1"
+cp "$dir/out" "$dir/key.jwk"
+/usr/bin/python3 - "$dir/jwe" "$dir/key.jwk" <<'PY' && pass "jwcrypto decrypts the stored JWE with the KMS's key, and only with it" || fail "jwcrypto interop"
+import json, sys
+from jwcrypto import jwe, jwk
+token = open(sys.argv[1]).read().strip()
+key = jwk.JWK(**json.load(open(sys.argv[2])))
+opened = jwe.JWE()
+opened.deserialize(token, key=key)
+assert opened.payload.decode() == "The code changes on Monday.", opened.payload
+assert json.loads(opened.objects["protected"])["kid"] == key.get("kid")
+for wrong in (jwk.JWK.generate(kty="oct", size=256), jwk.JWK.generate(kty="oct", size=256)):
+    try:
+        jwe.JWE().deserialize(token, key=wrong)
+    except Exception:
+        continue
+    raise SystemExit("a wrong key decrypted the JWE")
+PY
+
+# -- compliance: acme's officer reads alice's room from an export; globex's cannot.
+as "$alice" export "$room" >"$dir/export.json"
+expect_exit 0 "acme's officer reads on alice's behalf" -- \
+  as "$officer" compliance read --user "$alice" --from "$dir/export.json" "$room"
+grep -q "The code changes on Monday." "$dir/out" || fail "the officer does not read the text"
+expect_exit 3 "globex's officer is refused" -- \
+  as "$outsider" compliance read --user "$alice" --from "$dir/export.json" "$room"
+grep -q "Monday" "$dir/out" && fail "globex's officer reads the text"
+expect_exit 3 "the officer gets no key in their own name" -- as "$officer" key show "$key1"
+expect_exit 3 "the core shows the room only to members" -- \
+  as "$officer" compliance read --user "$alice" "$room"
+
+# -- bob is removed: the room rotates, bob cannot read what follows.
+expect_exit 0 "alice removes bob" -- as "$alice" --json room remove "$room" "$bob"
+key2="$(json 'd["newKeyUri"]' <"$dir/out")"
+[ -n "$key2" ] && [ "$key2" != "$key1" ] || fail "the room did not rotate ($key1 -> $key2)"
+expect_exit 0 "alice sends after the removal" -- as "$alice" --json send "$room" "Bob is gone."
+[ "$(json 'd["keyUri"]' <"$dir/out")" = "$key2" ] || fail "the post is not under the new key"
+expect_exit 3 "bob cannot read the room any more" -- as "$bob" read "$room"
+expect_exit 3 "bob is refused the new key" -- as "$bob" key show "$key2"
+expect_exit 0 "alice reads both keys' messages" -- as "$alice" read "$room"
+grep -q "The code changes on Monday." "$dir/out" && grep -q "Bob is gone." "$dir/out" ||
+  fail "alice does not read across the rotation"
+as "$alice" export "$room" >"$dir/export2.json"
+expect_exit 0 "acme's officer reads across the rotation" -- \
+  as "$officer" compliance read --user "$alice" --from "$dir/export2.json" "$room"
+grep -q "Bob is gone." "$dir/out" || fail "the officer does not read the post after rotation"
+
+# -- usage errors.
+expect_exit 2 "an unknown command is a usage error" -- as "$alice" frobnicate
+expect_exit 3 "an unknown room is not found" -- as "$alice" read "no such room"
+
+if [ "$failures" -ne 0 ]; then
+  echo "--- cored's log" >&2; tail -n 40 "$dir/cored.log" >&2
+  echo "--- kmsd's log" >&2; tail -n 40 "$dir/kmsd.log" >&2
+  echo "$failures check(s) failed ($TRANSPORT)" >&2
+  exit 1
+fi
+echo "all checks passed ($TRANSPORT)"
