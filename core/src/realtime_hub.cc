@@ -1,15 +1,13 @@
 #include "strongroom/core/realtime_hub.h"
 
 #include <Poco/Exception.h>
-#include <Poco/JSON/Array.h>
-#include <Poco/JSON/Object.h>
 #include <Poco/Net/NetException.h>
 #include <Poco/Net/WebSocket.h>
 
 #include <condition_variable>
 #include <deque>
 #include <iostream>
-#include <sstream>
+#include <string_view>
 
 #include "strongroom/common/rfc3339.h"
 
@@ -23,10 +21,52 @@ constexpr int kPingFrame =
 constexpr int kPongFrame =
     static_cast<int>(WebSocket::FRAME_FLAG_FIN) | static_cast<int>(WebSocket::FRAME_OP_PONG);
 
-Poco::JSON::Array ToArray(const std::vector<std::string>& items) {
-  Poco::JSON::Array array;
-  for (const std::string& item : items) array.add(item);
-  return array;
+// Appends `text` as a JSON string. Activities are serialized once per page or per push and make
+// up most of what history and realtime cost, so this writes straight into the string instead of
+// going through Poco's character-at-a-time stream writer.
+void AppendJsonString(std::string& out, std::string_view text) {
+  out += '"';
+  std::size_t run = 0;  // start of the bytes not yet copied
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text.substr(run, i - run));
+    run = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default: {
+        static constexpr char kHex[] = "0123456789abcdef";
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 0xf];
+      }
+    }
+  }
+  out.append(text.substr(run));
+  out += '"';
+}
+
+void AppendJsonStrings(std::string& out, const std::vector<std::string>& items) {
+  out += '[';
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    AppendJsonString(out, items[i]);
+  }
+  out += ']';
 }
 
 // Sends one text frame {"events":[...]} made of already-serialized activities.
@@ -44,23 +84,42 @@ void SendEvents(WebSocket& socket, const std::vector<std::shared_ptr<const std::
 }  // namespace
 
 std::string ActivityJson(const Activity& activity) {
-  Poco::JSON::Object json;
-  json.set("seq", activity.seq);
-  json.set("id", activity.id);
-  json.set("conversationId", activity.conversation_id);
-  json.set("actor", activity.actor);
-  json.set("verb", activity.verb);
-  if (!activity.content.empty()) json.set("content", activity.content);
-  if (!activity.key_uri.empty()) json.set("keyUri", activity.key_uri);
-  if (!activity.object_users.empty()) json.set("objectUsers", ToArray(activity.object_users));
-  if (!activity.file_ids.empty()) json.set("fileIds", ToArray(activity.file_ids));
-  if (!activity.client_activity_id.empty()) {
-    json.set("clientActivityId", activity.client_activity_id);
+  std::string out;
+  out.reserve(256 + activity.content.size());
+  out += "{\"seq\":";
+  out += std::to_string(activity.seq);
+  out += ",\"id\":";
+  AppendJsonString(out, activity.id);
+  out += ",\"conversationId\":";
+  AppendJsonString(out, activity.conversation_id);
+  out += ",\"actor\":";
+  AppendJsonString(out, activity.actor);
+  out += ",\"verb\":";
+  AppendJsonString(out, activity.verb);
+  if (!activity.content.empty()) {
+    out += ",\"content\":";
+    AppendJsonString(out, activity.content);
   }
-  json.set("published", FormatRfc3339Ms(activity.published_ms));
-  std::ostringstream out;
-  json.stringify(out);
-  return out.str();
+  if (!activity.key_uri.empty()) {
+    out += ",\"keyUri\":";
+    AppendJsonString(out, activity.key_uri);
+  }
+  if (!activity.object_users.empty()) {
+    out += ",\"objectUsers\":";
+    AppendJsonStrings(out, activity.object_users);
+  }
+  if (!activity.file_ids.empty()) {
+    out += ",\"fileIds\":";
+    AppendJsonStrings(out, activity.file_ids);
+  }
+  if (!activity.client_activity_id.empty()) {
+    out += ",\"clientActivityId\":";
+    AppendJsonString(out, activity.client_activity_id);
+  }
+  out += ",\"published\":";
+  AppendJsonString(out, FormatRfc3339Ms(activity.published_ms));
+  out += '}';
+  return out;
 }
 
 struct RealtimeHub::Subscriber {
