@@ -69,7 +69,7 @@ out="$(cd "$out" && pwd)"
 
 targets=(core_load core_preload core_service_bench cored strongroom-idp)
 [ "$with_relay" = 1 ] && targets+=(kmsd kmsctl)
-cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRONGROOM_WERROR=ON >/dev/null
 cmake --build "$build" --target "${targets[@]}" -- -j2 >/dev/null
 load="$build/bench/core_load"
 preloader="$build/bench/core_preload"

@@ -384,7 +384,8 @@ std::vector<IndexMatch> CoreStore::MatchTokens(Session& s,
   // is a lookup on the primary key.
   std::string sql = "SELECT t0.conversation_id, a.id, t0.seq FROM index_tokens t0";
   for (std::size_t i = 1; i < tokens.size(); ++i) {
-    const std::string t = "t" + std::to_string(i);
+    std::string t = "t";  // not "t" + ...: GCC 12 at -O3 warns -Wrestrict on that (bug 105329)
+    t += std::to_string(i);
     sql += " JOIN index_tokens " + t + " ON " + t + ".token = ? AND " + t +
            ".conversation_id = t0.conversation_id AND " + t + ".seq = t0.seq";
   }
