@@ -6,7 +6,8 @@
 #
 #   bench/run-kms-load.sh [--scenarios retrieve,create,create-bind,mixed] [--clients 16]
 #       [--duration 30] [--warmup 5] [--keys 100] [--batch 100] [--rate R] [--orgs 1|2]
-#       [--no-cache] [--max-in-flight N] [--max-connections N] [--pool-size N]
+#       [--no-cache] [--max-in-flight N] [--max-queued N] [--queue-wait-ms N]
+#       [--max-connections N] [--pool-size N]
 #       [--preload N] [--honor-retry-after] [--perf] [--out DIR] [--keep]
 #
 #   --no-cache       kmsd's key cache off: [kms] key_cache_entries = 0 (on a kmsd older than that
@@ -16,13 +17,14 @@
 #   --perf           perf record -g of kmsd during each scenario; top symbols in perf-<s>.txt
 #   --keep           keep the throwaway KMS directory (tokens, database, keys) for inspection
 #
-# Overload demonstration: --max-in-flight 2 --clients 64 --scenarios retrieve (503 + Retry-After).
+# Overload demonstration: --max-in-flight 2 --max-queued 8 --clients 64 --scenarios retrieve
+# (503 + Retry-After once the line for a slot is full).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${repo}/build-load"
 scenarios=retrieve clients=16 duration=30 warmup=5 keys=100 batch=100 rate=0 orgs=1
-cache=on max_in_flight="" max_connections="" pool_size="" preload=0 perf=0 keep=0
+cache=on max_in_flight="" max_queued="" queue_wait_ms="" max_connections="" pool_size="" preload=0 perf=0 keep=0
 honor="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,6 +38,8 @@ while [ $# -gt 0 ]; do
     --orgs) orgs="$2"; shift 2 ;;
     --no-cache) cache=off; shift ;;
     --max-in-flight) max_in_flight="$2"; shift 2 ;;
+    --max-queued) max_queued="$2"; shift 2 ;;
+    --queue-wait-ms) queue_wait_ms="$2"; shift 2 ;;
     --max-connections) max_connections="$2"; shift 2 ;;
     --pool-size) pool_size="$2"; shift 2 ;;
     --preload) preload="$2"; shift 2 ;;
@@ -85,6 +89,8 @@ if [ "$cache" = off ]; then
 fi
 [ -n "$max_connections" ] && kms_lines+=("max_connections = $max_connections")
 [ -n "$max_in_flight" ] && kms_lines+=("max_in_flight = $max_in_flight")
+[ -n "$max_queued" ] && kms_lines+=("max_queued = $max_queued")
+[ -n "$queue_wait_ms" ] && kms_lines+=("queue_wait_ms = $queue_wait_ms")
 [ -n "$pool_size" ] && TK_HSM_LINES="pool_size = $pool_size"
 org_list="acme"
 [ "$orgs" = 2 ] && org_list="acme globex"
@@ -113,6 +119,7 @@ rss_now() { awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status"; }
   echo "commit: $(git -C "$repo" rev-parse --short HEAD)," \
     "$(git -C "$repo" status --short --untracked-files=no | wc -l) files modified in the tree"
   echo "kmsd: pid $kmsd_pid at $url, cache $cache, keys per client $keys, max_in_flight ${max_in_flight:-default}," \
+    "max_queued ${max_queued:-default}, queue_wait_ms ${queue_wait_ms:-default}," \
     "max_connections ${max_connections:-default}, pool_size ${pool_size:-default}, orgs $orgs"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "kmsd RSS at start: $(rss_now) kB"
