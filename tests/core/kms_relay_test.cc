@@ -411,8 +411,10 @@ Environment* KmsRelayTest::env_ = nullptr;
 TEST_F(KmsRelayTest, EcdheResourcesAndKeysTravelThroughTheRelay) {
   kms::RelayConnector* connector = Connect(ConnectorOptions(4));
   ASSERT_NE(connector, nullptr);
-  ASSERT_TRUE(WaitUntil([&] { return relay_->Connected(kCluster) == 4; }));
-  EXPECT_EQ(connector->connected(), 4u);
+  // The core counts a connection once the handshake is answered, the connector a moment later,
+  // once its side of the handshake returns: wait for both.
+  ASSERT_TRUE(
+      WaitUntil([&] { return relay_->Connected(kCluster) == 4 && connector->connected() == 4u; }));
   EXPECT_EQ(relay_->ConnectedClusters().at(kCluster), 4u);
   EXPECT_EQ(relay_->ConnectedClusters().at(kRogueCluster), 0u);
 
