@@ -247,7 +247,7 @@ int Run(const Options& o) {
   std::printf(
       "mode %s, %zu-byte messages, %zu warm-up; sent %zu, received decrypted in order %zu of "
       "%zu in %.2f s\n",
-      o.rate > 0 ? ("open loop at " + std::to_string(o.rate) + " msg/s").c_str()
+      o.rate > 0 ? ("open loop at " + std::to_string(static_cast<long>(o.rate)) + " msg/s").c_str()
                  : "one at a time (closed loop)",
       o.bytes, o.warmup, send_ms.size(), latency_ms.size(), o.count, elapsed_s);
   std::printf("send->receive latency ms: p50 %.3f p90 %.3f p99 %.3f max %.3f (n %zu)\n",
