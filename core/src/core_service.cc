@@ -405,7 +405,7 @@ class CoreService::Impl {
       a.object_users = *participants;
       c.created_ms = a.published_ms;
       c.last_seq = a.seq;
-      CoreStore::InsertConversation(*b.s, c);
+      CoreStore::InsertConversation(*b.s, c, caller.org);
       CoreStore::InsertActivity(*b.s, a);
       for (const std::string& user : *participants) {
         CoreStore::InsertMembership(*b.s, c.id, user, a.seq);
@@ -628,6 +628,53 @@ class CoreService::Impl {
     SR_RETURN_IF_ERROR(CheckCaller(caller));
     SR_RETURN_IF_ERROR(CheckPageSize(query.limit));
     SR_RETURN_IF_ERROR(CheckParticipant(caller, id));
+    return ReadHistory(id, query);
+  }
+
+  Result<std::vector<Conversation>> ComplianceConversations(const Caller& officer,
+                                                            const std::string& user,
+                                                            std::optional<std::int64_t> before_seq,
+                                                            std::size_t limit) {
+    SR_RETURN_IF_ERROR(CheckOfficer(officer, user));
+    SR_RETURN_IF_ERROR(CheckPageSize(limit));
+    std::vector<Conversation> out;
+    SR_RETURN_IF_ERROR(ReadTransaction(db_, [&](Session& s) -> Status {
+      out = CoreStore::ComplianceConversations(s, officer.org, user, before_seq.value_or(kNoSeq),
+                                               limit);
+      return OkStatus();
+    }));
+    return out;
+  }
+
+  Result<HistoryPage> ComplianceHistory(const Caller& officer, const std::string& user,
+                                        const std::string& id, const HistoryQuery& query) {
+    SR_RETURN_IF_ERROR(CheckOfficer(officer, user));
+    SR_RETURN_IF_ERROR(CheckPageSize(query.limit));
+    if (!internal::IsUuid(id)) return NoSuchConversation();
+    bool visible = false;
+    SR_RETURN_IF_ERROR(Read(db_, [&](Session& s) -> Status {
+      visible = CoreStore::IsComplianceVisible(s, id, officer.org, user);
+      return OkStatus();
+    }));
+    if (!visible) return NoSuchConversation();
+    return ReadHistory(id, query);
+  }
+
+  // A compliance officer is listed for their token's organization; the user read is named.
+  Status CheckOfficer(const Caller& officer, const std::string& user) const {
+    SR_RETURN_IF_ERROR(CheckCaller(officer));
+    SR_RETURN_IF_ERROR(internal::CheckUserId(user, "the user's id"));
+    auto listed = config_.compliance_officers.find(officer.org);
+    if (officer.org.empty() || listed == config_.compliance_officers.end() ||
+        std::find(listed->second.begin(), listed->second.end(), officer.user_id) ==
+            listed->second.end()) {
+      return Error(ErrorCode::kPermissionDenied,
+                   "the caller is not a compliance officer of their organization");
+    }
+    return OkStatus();
+  }
+
+  Result<HistoryPage> ReadHistory(const std::string& id, const HistoryQuery& query) {
     HistoryPage page;
     SR_RETURN_IF_ERROR(Read(db_, [&](Session& s) -> Status {
       page.items = CoreStore::History(s, id, query);
@@ -1106,6 +1153,16 @@ Result<HistoryPage> CoreService::History(const Caller& caller, const std::string
 Result<Activity> CoreService::GetActivity(const Caller& caller, const std::string& id,
                                           const std::string& activity_id) {
   return impl_->GetActivity(caller, id, activity_id);
+}
+Result<std::vector<Conversation>> CoreService::ComplianceConversations(
+    const Caller& officer, const std::string& user, std::optional<std::int64_t> before_seq,
+    std::size_t limit) {
+  return impl_->ComplianceConversations(officer, user, before_seq, limit);
+}
+Result<HistoryPage> CoreService::ComplianceHistory(const Caller& officer, const std::string& user,
+                                                   const std::string& id,
+                                                   const HistoryQuery& query) {
+  return impl_->ComplianceHistory(officer, user, id, query);
 }
 Result<std::vector<Activity>> CoreService::EventsSince(const std::string& user_id,
                                                        std::int64_t after, std::size_t limit) {

@@ -156,6 +156,11 @@ std::vector<Migration> CoreStore::Migrations() {
         "CREATE TABLE index_tokens (token TEXT NOT NULL, conversation_id TEXT NOT NULL, "
         "seq INTEGER NOT NULL REFERENCES activities (seq), "
         "PRIMARY KEY (token, conversation_id, seq)) WITHOUT ROWID"}},
+      {2,
+       "the creator's organization of each conversation, for compliance reads (empty for older "
+       "conversations: no compliance officer reads them)",
+       {"ALTER TABLE conversations ADD COLUMN created_by_org TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX memberships_by_user_ever ON memberships (user_id, conversation_id)"}},
   };
 }
 
@@ -184,12 +189,13 @@ std::optional<ConversationState> CoreStore::LoadState(Session& s, const std::str
   return state;
 }
 
-void CoreStore::InsertConversation(Session& s, const Conversation& c) {
+void CoreStore::InsertConversation(Session& s, const Conversation& c,
+                                   const std::string& created_by_org) {
   s << "INSERT INTO conversations (id, kms_resource_uri, current_key_uri, encrypted_title, "
-       "created_by, created_ms, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+       "created_by, created_ms, last_seq, created_by_org) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       useRef(c.id), useRef(c.kms_resource_uri), useRef(c.current_key_uri),
       useRef(c.encrypted_title), useRef(c.created_by), bind(Int(c.created_ms)),
-      bind(Int(c.last_seq)), now;
+      bind(Int(c.last_seq)), useRef(created_by_org), now;
 }
 
 void CoreStore::InsertActivity(Session& s, const Activity& a) {
@@ -330,6 +336,32 @@ std::vector<Conversation> CoreStore::ListConversations(Session& s, const std::st
                                                        std::int64_t before, std::size_t limit) {
   Poco::Data::Statement select(s);
   select << kListConversationsSql, useRef(user), bind(Int(before)), bind(Int(limit));
+  return WithParticipants(s, select);
+}
+
+std::vector<Conversation> CoreStore::ComplianceConversations(Session& s, const std::string& org,
+                                                             const std::string& user,
+                                                             std::int64_t before,
+                                                             std::size_t limit) {
+  Poco::Data::Statement select(s);
+  select << "SELECT " << kConversationColumns
+         << " FROM conversations c WHERE c.created_by_org = ? AND c.last_seq < ? AND EXISTS "
+            "(SELECT 1 FROM memberships m WHERE m.user_id = ? AND m.conversation_id = c.id) "
+            "ORDER BY c.last_seq DESC LIMIT ?",
+      useRef(org), bind(Int(before)), useRef(user), bind(Int(limit));
+  return WithParticipants(s, select);
+}
+
+bool CoreStore::IsComplianceVisible(Session& s, const std::string& conversation_id,
+                                    const std::string& org, const std::string& user) {
+  Poco::Int64 count = 0;
+  s << "SELECT COUNT(*) FROM conversations c WHERE c.id = ? AND c.created_by_org = ? AND EXISTS "
+       "(SELECT 1 FROM memberships m WHERE m.user_id = ? AND m.conversation_id = c.id)",
+      useRef(conversation_id), useRef(org), useRef(user), into(count), now;
+  return count > 0;
+}
+
+std::vector<Conversation> CoreStore::WithParticipants(Session& s, Poco::Data::Statement& select) {
   select.execute();
   Poco::Data::RecordSet rows(select);
   std::vector<Conversation> out;

@@ -3,7 +3,8 @@
 // Poco::Data exceptions on database failures, which Database turns into UNAVAILABLE or INTERNAL.
 //
 // Tables (portable SQL but for index_tokens' WITHOUT ROWID, which PostgreSQL leaves out):
-//   conversations      id, KMS resource, current key, title, creator, last_seq (newest activity)
+//   conversations      id, KMS resource, current key, title, creator, last_seq (newest activity),
+//                      the creator's organization (compliance reads; '' before migration 2)
 //   memberships        (conversation, user, joined_seq, left_seq): one interval per stay; left_seq
 //                      NULL while a member. A user sees the activities whose seq is in one of
 //                      their intervals (EventsSince).
@@ -16,6 +17,7 @@
 #define STRONGROOM_CORE_SRC_CORE_STORE_H_
 
 #include <Poco/Data/Session.h>
+#include <Poco/Data/Statement.h>
 
 #include <cstdint>
 #include <memory>
@@ -51,7 +53,9 @@ class CoreStore {
   static std::optional<ConversationState> LoadState(Session& s, const std::string& id);
 
   // Writes. The caller has checked everything; these only fail on database errors.
-  static void InsertConversation(Session& s, const Conversation& c);
+  // `created_by_org`: the creator's organization (from their token), for compliance reads.
+  static void InsertConversation(Session& s, const Conversation& c,
+                                 const std::string& created_by_org);
   static void InsertActivity(Session& s, const Activity& a);
   static void InsertMembership(Session& s, const std::string& conversation_id,
                                const std::string& user, std::int64_t joined_seq);
@@ -79,6 +83,14 @@ class CoreStore {
                                           const std::string& file_id);
   static std::optional<Conversation> FindConversation(Session& s, const std::string& id);
   // The caller's conversations by newest activity first, last_seq < before.
+  // Compliance: the conversations created by a user of `org` that `user` is or was a member of,
+  // newest first (by last_seq < before), with their current participants.
+  static std::vector<Conversation> ComplianceConversations(Session& s, const std::string& org,
+                                                           const std::string& user,
+                                                           std::int64_t before, std::size_t limit);
+  // Whether the conversation was created by a user of `org` and `user` is or was its member.
+  static bool IsComplianceVisible(Session& s, const std::string& conversation_id,
+                                  const std::string& org, const std::string& user);
   static std::vector<Conversation> ListConversations(Session& s, const std::string& user,
                                                      std::int64_t before, std::size_t limit);
   // Up to `limit` + 1 items, so the caller can tell whether there are more.
@@ -96,6 +108,10 @@ class CoreStore {
   static const char* const kHistoryNewestSql;
   static const char* const kEventsSinceSql;
   static const char* const kListConversationsSql;
+
+ private:
+  // Runs `select` (conversation columns) and fills in each conversation's current participants.
+  static std::vector<Conversation> WithParticipants(Session& s, Poco::Data::Statement& select);
 };
 
 // JSON arrays of strings as stored in activities.object_users and activities.file_ids.

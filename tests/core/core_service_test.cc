@@ -1177,5 +1177,77 @@ TEST(StringArrayTest, RoundTrips) {
   }
 }
 
+
+// Compliance: an officer of acme reads, ciphertext only, the conversations created by a user of
+// acme that the named user is or was a member of; nobody else does.
+TEST_F(CoreServiceTest, ComplianceOfficersReadTheirOrganizationsConversationsOfAUser) {
+  const Caller officer{"officer@acme.test", "acme"};
+  const Caller globex_officer{"officer@globex.test", "globex"};
+  const Caller posing{"officer@acme.test", "globex"};  // listed for acme, token of globex
+  CoreServiceConfig config;
+  config.compliance_officers["acme"] = {officer.user_id};
+  config.compliance_officers["globex"] = {globex_officer.user_id};
+  Reopen(config);
+
+  Conversation with_bob = Create(alice_, {bob_.user_id});
+  const Activity hello = Post(alice_, with_bob, "hello bob");
+  Conversation carol_only = Create(carol_, {});
+  Conversation by_mallory = Create(mallory_, {alice_.user_id});  // created by another org
+  Conversation left = Create(bob_, {alice_.user_id});
+  Post(alice_, left, "before leaving");
+  ASSERT_TRUE(service_->RemoveParticipant(alice_, left.id, alice_.user_id).ok());
+
+  auto listed = service_->ComplianceConversations(officer, alice_.user_id, std::nullopt, 50);
+  ASSERT_TRUE(listed.ok()) << listed.error().ToString();
+  std::vector<std::string> ids;
+  for (const Conversation& c : *listed) ids.push_back(c.id);
+  EXPECT_EQ(ids, (std::vector<std::string>{left.id, with_bob.id}));  // newest activity first
+  auto paged =
+      service_->ComplianceConversations(officer, alice_.user_id, listed->front().last_seq, 50);
+  ASSERT_TRUE(paged.ok());
+  ASSERT_EQ(paged->size(), 1u);
+  EXPECT_EQ(paged->front().id, with_bob.id);
+
+  auto history = service_->ComplianceHistory(officer, alice_.user_id, with_bob.id, {});
+  ASSERT_TRUE(history.ok()) << history.error().ToString();
+  auto as_alice = service_->History(alice_, with_bob.id, {});
+  ASSERT_TRUE(as_alice.ok());
+  EXPECT_EQ(Ids(history->items), Ids(as_alice->items));  // exactly what participants read
+  EXPECT_EQ(history->items.back().content, hello.content);
+  // A conversation the user left is still hers to account for.
+  EXPECT_TRUE(service_->ComplianceHistory(officer, alice_.user_id, left.id, {}).ok());
+
+  // Not hers, created by another org, unknown: the same NOT_FOUND.
+  for (const std::string& id : {carol_only.id, by_mallory.id, std::string("nope"),
+                                std::string("00000000-0000-4000-8000-000000000000")}) {
+    auto refused = service_->ComplianceHistory(officer, alice_.user_id, id, {});
+    ASSERT_FALSE(refused.ok()) << id;
+    EXPECT_EQ(refused.error().code(), ErrorCode::kNotFound) << id;
+  }
+  // An officer of another org sees none of acme's conversations.
+  auto other = service_->ComplianceConversations(globex_officer, alice_.user_id, std::nullopt, 50);
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE(other->empty());
+  EXPECT_EQ(
+      service_->ComplianceHistory(globex_officer, alice_.user_id, with_bob.id, {}).error().code(),
+      ErrorCode::kNotFound);
+  // Users who are not officers of their token's org are refused.
+  for (const Caller& who : {alice_, bob_, mallory_, posing}) {
+    EXPECT_EQ(
+        service_->ComplianceConversations(who, alice_.user_id, std::nullopt, 50).error().code(),
+        ErrorCode::kPermissionDenied)
+        << who.user_id;
+    EXPECT_EQ(service_->ComplianceHistory(who, alice_.user_id, with_bob.id, {}).error().code(),
+              ErrorCode::kPermissionDenied)
+        << who.user_id;
+  }
+  // Bad input.
+  EXPECT_EQ(service_->ComplianceConversations(officer, "", std::nullopt, 50).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(
+      service_->ComplianceConversations(officer, alice_.user_id, std::nullopt, 0).error().code(),
+      ErrorCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace strongroom::core

@@ -8,7 +8,11 @@
 // transport (audience "core"); the service decides what each may do:
 //   - only participants see a conversation, its history, its files, and change it;
 //   - any participant may add users, remove one, leave (remove themselves), declare a new key;
-//   - only the configured indexer identity writes and matches index tokens.
+//   - only the configured indexer identity writes and matches index tokens;
+//   - a configured compliance officer of organization O (token org == O) reads, ciphertext only,
+//     the conversations created by a user of O (the creator's token org, recorded at creation)
+//     that a given user is or was a member of: their description and whole history. The core
+//     knows no other user's organization, so this is the rule; see docs/api/core.md.
 //
 // Every change of a conversation is an activity too (verbs below), so history and the realtime
 // stream show who was added, removed or left and when the key changed. Activities carry a global,
@@ -25,6 +29,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -147,6 +152,9 @@ struct CoreServiceConfig {
   std::string files_dir;        // where encrypted blobs live (created if absent)
   std::uint64_t max_file_bytes = 100ull * 1024 * 1024;
   std::size_t max_conversations_per_user = 100000;
+  // Compliance officers: organization -> the user ids (token subjects of that organization) who
+  // may read its users' conversations.
+  std::map<std::string, std::vector<std::string>> compliance_officers;
 };
 
 class CoreService {
@@ -213,6 +221,16 @@ class CoreService {
   // The path of the stored blob and its description.
   Result<std::pair<FileInfo, std::string>> OpenFile(const Caller& caller, const std::string& id,
                                                     const std::string& file_id);
+
+  // Compliance reads (ciphertext only). PERMISSION_DENIED unless the caller is a configured
+  // compliance officer of their token's organization; NOT_FOUND for a conversation that was not
+  // created by a user of that organization or that `user` never was a member of.
+  Result<std::vector<Conversation>> ComplianceConversations(const Caller& officer,
+                                                            const std::string& user,
+                                                            std::optional<std::int64_t> before_seq,
+                                                            std::size_t limit);
+  Result<HistoryPage> ComplianceHistory(const Caller& officer, const std::string& user,
+                                        const std::string& id, const HistoryQuery& query);
 
   // The search index store: the indexer's service identity only (PERMISSION_DENIED otherwise).
   // Tokens are added to the activity's set: putting the same tokens again changes nothing.
