@@ -13,6 +13,7 @@
 #include <openssl/kdf.h>
 #include <openssl/rsa.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -255,6 +256,39 @@ TEST_F(DirJweTest, EmptyAndLargePlaintextsRoundTrip) {
     ASSERT_TRUE(decrypted.ok()) << size << ": " << decrypted.error().ToString();
     EXPECT_EQ(decrypted->plaintext.size(), size);
   }
+}
+
+// EncryptDir encrypts and encodes in pieces of 12,288 bytes with an encoder of its own: every
+// part must be the canonical base64url cjose's codec writes, at every length around the pieces,
+// and what it wrote must open.
+TEST_F(DirJweTest, EncryptDirPartsAreCanonicalBase64UrlAtEveryLengthAroundItsPieces) {
+  for (std::size_t size : {2, 3, 4, 5, 6, 12287, 12288, 12289, 24577, 65536}) {
+    const SecretBytes random = SecretBytes::Random(size);
+    plaintext_.assign(random.view().begin(), random.view().end());
+    const std::string compact = Encrypt();
+    const std::vector<std::string> parts = Split(compact);
+    ASSERT_EQ(parts.size(), 5u);
+    for (const std::string& part : parts) {
+      auto decoded = Base64UrlDecode(part);
+      ASSERT_TRUE(decoded.ok()) << size << ": " << decoded.error().ToString();
+      EXPECT_EQ(Base64UrlEncode(*decoded), part) << size;
+    }
+    EXPECT_EQ(Base64UrlDecode(parts[3])->size(), size);
+    auto decrypted = DecryptDir(compact, Lookup());
+    ASSERT_TRUE(decrypted.ok()) << size << ": " << decrypted.error().ToString();
+    EXPECT_TRUE(std::ranges::equal(decrypted->plaintext.view(), plaintext_)) << size;
+  }
+}
+
+TEST_F(DirJweTest, AKidThatNeedsJsonEscapingRoundTrips) {
+  const std::string kid = "kms://k\"ey\\/\u00e9\n1";
+  const std::string compact = EncryptDir(key_.view(), kid, plaintext_).value();
+  auto decrypted = DecryptDir(compact, [&](const JoseHeader& header) -> Result<SecretBytes> {
+    if (header.kid != kid) return Error(ErrorCode::kNotFound, "unknown kid");
+    return SecretBytes(key_.view());
+  });
+  ASSERT_TRUE(decrypted.ok()) << decrypted.error().ToString();
+  EXPECT_EQ(decrypted->header.kid, kid);
 }
 
 TEST_F(DirJweTest, EncryptDirRefusesBadKeyEmptyKidAndOversizedOutput) {

@@ -2,7 +2,13 @@
 #include "strongroom/common/jose/dir_jwe.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <memory>
 #include <utility>
 
 #include "cjose_support.h"
@@ -60,17 +66,125 @@ Result<HeaderPtr> NewHeader(
 
 }  // namespace internal
 
+namespace {
+
+constexpr char kBase64UrlAlphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::size_t Base64UrlSize(std::size_t bytes) {
+  return bytes / 3 * 4 + (bytes % 3 == 0 ? 0 : bytes % 3 + 1);
+}
+
+// Two base64url characters for every 12-bit value: one lookup per 12 bits instead of one per 6.
+struct PairTable {
+  PairTable() {
+    for (std::size_t v = 0; v < 4096; ++v) {
+      pairs[2 * v] = kBase64UrlAlphabet[v >> 6];
+      pairs[2 * v + 1] = kBase64UrlAlphabet[v & 63];
+    }
+  }
+  char pairs[2 * 4096];
+};
+
+// Appends the unpadded base64url of `bytes` to `out`. Pieces whose sizes are multiples of 3 encode
+// to the same text as their concatenation would.
+void AppendBase64Url(std::span<const std::uint8_t> bytes, std::string& out) {
+  static const PairTable table;
+  const std::size_t start = out.size();
+  out.resize(start + Base64UrlSize(bytes.size()));
+  char* to = out.data() + start;
+  const std::uint8_t* from = bytes.data();
+  const std::size_t whole = bytes.size() / 3 * 3;
+  for (std::size_t i = 0; i < whole; i += 3, to += 4) {
+    const std::uint32_t v = (std::uint32_t{from[i]} << 16) | (std::uint32_t{from[i + 1]} << 8) |
+                            std::uint32_t{from[i + 2]};
+    std::memcpy(to, &table.pairs[2 * (v >> 12)], 2);
+    std::memcpy(to + 2, &table.pairs[2 * (v & 4095)], 2);
+  }
+  if (const std::size_t rest = bytes.size() - whole; rest > 0) {
+    const std::uint32_t v = (std::uint32_t{from[whole]} << 16) |
+                            (rest == 2 ? std::uint32_t{from[whole + 1]} << 8 : std::uint32_t{0});
+    *to++ = kBase64UrlAlphabet[(v >> 18) & 63];
+    *to++ = kBase64UrlAlphabet[(v >> 12) & 63];
+    if (rest == 2) *to++ = kBase64UrlAlphabet[(v >> 6) & 63];
+  }
+}
+
+struct CipherCtxFree {
+  void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
+};
+
+}  // namespace
+
+// Straight on OpenSSL rather than cjose_jwe_encrypt + export: cjose copies the plaintext and the
+// ciphertext several times into zeroized heap buffers and encodes byte by byte, which cost a
+// 64 KiB message ten times the AES-GCM itself (bench/sdk_bench.cc). The header is still cjose's
+// (jansson's JSON escaping of kid); the result is the same compact JWE, which DecryptDir (cjose)
+// and any JOSE library open. No secret is copied: the key stays in the caller's span and the
+// EVP context is cleansed when freed; the ciphertext goes through a stack buffer in pieces.
 Result<std::string> EncryptDir(std::span<const std::uint8_t> key32, std::string_view kid,
                                std::span<const std::uint8_t> plaintext) {
   if (key32.size() != kA256GcmKeyBytes) return Invalid("A256GCM key is not 32 bytes");
   if (kid.empty()) return Invalid("kid is empty");
-  cjose_err err{};
-  internal::JwkPtr jwk(cjose_jwk_create_oct_spec(key32.data(), key32.size(), &err));
-  if (jwk == nullptr) return CjoseError(ErrorCode::kInternal, "key import failed", err);
   SR_ASSIGN_OR_RETURN(internal::HeaderPtr header, internal::NewHeader({{CJOSE_HDR_ALG, "dir"},
                                                                        {CJOSE_HDR_ENC, "A256GCM"},
                                                                        {CJOSE_HDR_KID, kid}}));
-  return internal::EncryptWithCjose(jwk.get(), header.get(), plaintext);
+  internal::CjoseBuffer<char> header_json(json_dumps(reinterpret_cast<const json_t*>(header.get()),
+                                                     JSON_COMPACT | JSON_PRESERVE_ORDER));
+  if (header_json == nullptr) return Error(ErrorCode::kInternal, "JWE header encoding failed");
+  const std::string_view header_text(header_json.get());
+
+  constexpr std::size_t kIvBytes = 12, kTagBytes = 16;
+  const std::size_t size = Base64UrlSize(header_text.size()) + 2 + Base64UrlSize(kIvBytes) + 1 +
+                           Base64UrlSize(plaintext.size()) + 1 + Base64UrlSize(kTagBytes);
+  if (size > JoseLimits{}.max_compact_bytes) {
+    return Invalid("JWE would be larger than " + std::to_string(JoseLimits{}.max_compact_bytes) +
+                   " bytes");
+  }
+  if (plaintext.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    return Invalid("JWE plaintext too large");
+  }
+  std::string out;
+  out.reserve(size);
+  AppendBase64Url({reinterpret_cast<const std::uint8_t*>(header_text.data()), header_text.size()},
+                  out);
+  const std::size_t aad_size = out.size();  // the AAD: the ASCII of the encoded header
+  out += "..";
+  std::uint8_t iv[kIvBytes];
+  if (RAND_bytes(iv, sizeof iv) != 1)
+    return Error(ErrorCode::kInternal, "no randomness for a JWE IV");
+  AppendBase64Url(iv, out);
+  out += '.';
+
+  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
+  int n = 0;
+  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kIvBytes, nullptr) != 1 ||
+      EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, key32.data(), iv) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const std::uint8_t*>(out.data()),
+                        static_cast<int>(aad_size)) != 1) {
+    return Error(ErrorCode::kInternal, "JWE encryption failed");
+  }
+  constexpr std::size_t kPiece = 3 * 4096;  // a multiple of 3: pieces encode as the whole would
+  std::uint8_t sealed[kPiece];
+  for (std::size_t done = 0; done < plaintext.size();) {
+    const std::size_t piece = std::min(kPiece, plaintext.size() - done);
+    if (EVP_EncryptUpdate(ctx.get(), sealed, &n, plaintext.data() + done,
+                          static_cast<int>(piece)) != 1 ||
+        static_cast<std::size_t>(n) != piece) {
+      return Error(ErrorCode::kInternal, "JWE encryption failed");
+    }
+    AppendBase64Url({sealed, piece}, out);
+    done += piece;
+  }
+  std::uint8_t tag[kTagBytes];
+  if (EVP_EncryptFinal_ex(ctx.get(), sealed, &n) != 1 || n != 0 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagBytes, tag) != 1) {
+    return Error(ErrorCode::kInternal, "JWE encryption failed");
+  }
+  out += '.';
+  AppendBase64Url(tag, out);
+  return out;
 }
 
 Result<DecryptedJwe> DecryptDir(std::string_view compact, const KeyLookup& key_lookup,
