@@ -47,6 +47,7 @@ class Cored : public DaemonApplication {
     CoreServiceConfig config;
     config.indexer_user_id = settings.indexer;
     config.indexer_org = settings.indexer_org;
+    config.compliance_officers = settings.compliance_officers;
     config.files_dir = settings.files_dir;
     config.max_file_bytes = settings.max_file_bytes;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<CoreService> service,

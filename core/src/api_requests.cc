@@ -266,9 +266,9 @@ Result<SearchQuery> ParseSearch(std::string_view body) {
   return query;
 }
 
-Result<HistoryQuery> ParseHistoryQuery(std::string_view query) {
-  SR_ASSIGN_OR_RETURN(Poco::URI::QueryParameters params,
-                      ParseQuery(query, {"before", "after", "limit"}));
+namespace {
+
+Result<HistoryQuery> HistoryFrom(const Poco::URI::QueryParameters& params) {
   HistoryQuery out;
   SR_ASSIGN_OR_RETURN(out.before, SeqParam(params, "before"));
   SR_ASSIGN_OR_RETURN(out.after, SeqParam(params, "after"));
@@ -279,11 +279,48 @@ Result<HistoryQuery> ParseHistoryQuery(std::string_view query) {
   return out;
 }
 
-Result<ListQuery> ParseListQuery(std::string_view query) {
-  SR_ASSIGN_OR_RETURN(Poco::URI::QueryParameters params, ParseQuery(query, {"before", "limit"}));
+Result<ListQuery> ListFrom(const Poco::URI::QueryParameters& params) {
   ListQuery out;
   SR_ASSIGN_OR_RETURN(out.before, SeqParam(params, "before"));
   SR_ASSIGN_OR_RETURN(out.limit, LimitParam(params));
+  return out;
+}
+
+Result<std::string> UserFrom(const Poco::URI::QueryParameters& params) {
+  for (const auto& [key, value] : params) {
+    if (key == "user" && !value.empty()) return value;
+  }
+  return Error(ErrorCode::kInvalidArgument, "name the user read with ?user=<user id>");
+}
+
+}  // namespace
+
+Result<HistoryQuery> ParseHistoryQuery(std::string_view query) {
+  SR_ASSIGN_OR_RETURN(Poco::URI::QueryParameters params,
+                      ParseQuery(query, {"before", "after", "limit"}));
+  return HistoryFrom(params);
+}
+
+Result<ListQuery> ParseListQuery(std::string_view query) {
+  SR_ASSIGN_OR_RETURN(Poco::URI::QueryParameters params, ParseQuery(query, {"before", "limit"}));
+  return ListFrom(params);
+}
+
+Result<ComplianceListQuery> ParseComplianceListQuery(std::string_view query) {
+  SR_ASSIGN_OR_RETURN(Poco::URI::QueryParameters params,
+                      ParseQuery(query, {"user", "before", "limit"}));
+  ComplianceListQuery out;
+  SR_ASSIGN_OR_RETURN(out.user, UserFrom(params));
+  SR_ASSIGN_OR_RETURN(out.list, ListFrom(params));
+  return out;
+}
+
+Result<ComplianceHistoryQuery> ParseComplianceHistoryQuery(std::string_view query) {
+  SR_ASSIGN_OR_RETURN(Poco::URI::QueryParameters params,
+                      ParseQuery(query, {"user", "before", "after", "limit"}));
+  ComplianceHistoryQuery out;
+  SR_ASSIGN_OR_RETURN(out.user, UserFrom(params));
+  SR_ASSIGN_OR_RETURN(out.history, HistoryFrom(params));
   return out;
 }
 

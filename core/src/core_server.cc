@@ -229,6 +229,7 @@ class Handler : public Poco::Net::HTTPRequestHandler {
       }
       if (path[1] == "conversations") return Conversations(request, response, caller, path, query);
       if (path[1] == "index") return Index(request, response, caller, path);
+      if (path[1] == "compliance") return Compliance(request, response, caller, path, query);
     }
     Discard(request, response);
     SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
@@ -511,7 +512,64 @@ class Handler : public Poco::Net::HTTPRequestHandler {
                const std::string& query) {
     Result<HistoryQuery> parsed = ParseHistoryQuery(query);
     if (!parsed.ok()) return SendError(response, parsed.error());
-    auto page = state_->service.History(caller, id, *parsed);
+    SendHistory(response, state_->service.History(caller, id, *parsed));
+  }
+
+  // GET /v1/compliance/conversations?user=U and .../{id}/activities?user=U: a compliance
+  // officer's reads (CoreService::ComplianceConversations / ComplianceHistory). Each access is
+  // one log line naming the officer, the user and the conversation; never content.
+  void Compliance(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
+                  const Segments& path, const std::string& query) {
+    const bool list = path.size() == 3 && path[2] == "conversations";
+    const bool history = path.size() == 5 && path[2] == "conversations" && path[4] == "activities";
+    if (!list && !history) {
+      Discard(request, response);
+      return SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
+    }
+    if (request.getMethod() != HTTPServerRequest::HTTP_GET) {
+      return NotAllowed(request, response, "GET");
+    }
+    CoreService& service = state_->service;
+    if (list) {
+      Result<ComplianceListQuery> parsed = ParseComplianceListQuery(query);
+      if (!parsed.ok()) return SendError(response, parsed.error());
+      auto page = service.ComplianceConversations(caller, parsed->user, parsed->list.before,
+                                                  parsed->list.limit);
+      LogCompliance(caller, parsed->user, "(list)", page.ok() ? Status() : page.error());
+      if (!page.ok()) return SendError(response, page.error());
+      Poco::JSON::Array items;
+      for (const Conversation& conversation : *page) items.add(ConversationObject(conversation));
+      Object json;
+      json.set("items", items);
+      if (page->size() == parsed->list.limit) json.set("next", page->back().last_seq);
+      return SendJson(response, 200, Stringify(json));
+    }
+    Result<ComplianceHistoryQuery> parsed = ParseComplianceHistoryQuery(query);
+    if (!parsed.ok()) return SendError(response, parsed.error());
+    auto page = service.ComplianceHistory(caller, parsed->user, path[3], parsed->history);
+    LogCompliance(caller, parsed->user, path[3], page.ok() ? Status() : page.error());
+    SendHistory(response, std::move(page));
+  }
+
+  static void LogCompliance(const Caller& officer, const std::string& user,
+                            const std::string& conversation, const Status& outcome) {
+    // Ids only, quoted, with anything but printable ASCII shown as '?' so that no id can forge
+    // another line or field.
+    auto quoted = [](const std::string& id) {
+      std::string out = "\"";
+      for (const char c : id.substr(0, 2 * kMaxUserIdBytes)) {
+        const auto byte = static_cast<unsigned char>(c);
+        out += (byte < 0x20 || byte > 0x7e || c == '"') ? '?' : c;
+      }
+      return out + "\"";
+    };
+    std::cerr << "cored: compliance: officer " << quoted(officer.user_id) << " (org "
+              << quoted(officer.org) << ") read user " << quoted(user) << " conversation "
+              << quoted(conversation) << ": " << (outcome.ok() ? "ok" : CodeFor(outcome.error()))
+              << std::endl;
+  }
+
+  void SendHistory(HTTPServerResponse& response, Result<HistoryPage> page) {
     if (!page.ok()) return SendError(response, page.error());
     std::string json = "{\"items\":[";
     for (std::size_t i = 0; i < page->items.size(); ++i) {

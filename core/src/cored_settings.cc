@@ -1,5 +1,6 @@
 #include "strongroom/core/cored_settings.h"
 
+#include <algorithm>
 #include <set>
 
 #include "strongroom/common/config_file.h"
@@ -8,6 +9,48 @@
 namespace strongroom::core {
 
 using Poco::Util::AbstractConfiguration;
+
+namespace {
+
+// [compliance] <org> = user, user: each org one of a configured issuer's, each user id valid.
+Status ReadComplianceOfficers(const AbstractConfiguration& config, CoredSettings& out) {
+  std::set<std::string> orgs;
+  for (const JwtIssuerSettings& issuer : out.jwt.issuers) orgs.insert(issuer.org);
+  AbstractConfiguration::Keys keys;
+  config.keys("compliance", keys);
+  for (const std::string& org : keys) {
+    const std::string key = "compliance." + org;
+    if (!orgs.contains(org)) {
+      return Error(ErrorCode::kInvalidArgument,
+                   key + ": '" + org + "' is not the organization of a configured [jwt] issuer");
+    }
+    std::vector<std::string> officers;
+    std::string text = SettingText(config, key);
+    std::size_t start = 0;
+    while (start <= text.size()) {
+      std::size_t comma = text.find(',', start);
+      if (comma == std::string::npos) comma = text.size();
+      std::string user = text.substr(start, comma - start);
+      user.erase(0, user.find_first_not_of(" \t"));
+      user.erase(user.find_last_not_of(" \t") + 1);
+      start = comma + 1;
+      if (user.empty()) continue;
+      SR_RETURN_IF_ERROR(internal::CheckUserId(user, key + ": a user id"));
+      if (std::find(officers.begin(), officers.end(), user) == officers.end()) {
+        officers.push_back(user);
+      }
+    }
+    if (officers.empty() || officers.size() > kMaxComplianceOfficers) {
+      return Error(ErrorCode::kInvalidArgument, key + " must name 1 to " +
+                                                    std::to_string(kMaxComplianceOfficers) +
+                                                    " comma-separated user ids");
+    }
+    out.compliance_officers[org] = std::move(officers);
+  }
+  return OkStatus();
+}
+
+}  // namespace
 
 Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   SR_ASSIGN_OR_RETURN(std::vector<std::string> relays,
@@ -77,6 +120,7 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   }
 
   SR_ASSIGN_OR_RETURN(out.jwt, ReadJwtSettings(config, "core"));
+  SR_RETURN_IF_ERROR(ReadComplianceOfficers(config, out));
   return out;
 }
 

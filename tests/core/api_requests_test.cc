@@ -123,5 +123,27 @@ TEST(ApiRequestsTest, QueryStringsAreStrict) {
   EXPECT_FALSE(ParseRelayQuery("").ok());
 }
 
+TEST(ApiRequestsTest, ComplianceQueriesNameTheUser) {
+  auto list = ParseComplianceListQuery("user=alice%40acme.test&before=9&limit=3");
+  ASSERT_TRUE(list.ok()) << list.error().ToString();
+  EXPECT_EQ(list->user, "alice@acme.test");
+  EXPECT_EQ(list->list.before, 9);
+  EXPECT_EQ(list->list.limit, 3u);
+  auto history = ParseComplianceHistoryQuery("user=bob&after=4");
+  ASSERT_TRUE(history.ok()) << history.error().ToString();
+  EXPECT_EQ(history->user, "bob");
+  EXPECT_EQ(history->history.after, 4);
+  EXPECT_EQ(history->history.limit, kDefaultPageSize);
+  EXPECT_NE(RefusalOf(ParseComplianceListQuery("limit=3")).find("user"), std::string::npos);
+  EXPECT_FALSE(ParseComplianceListQuery("user=").ok());
+  EXPECT_FALSE(ParseComplianceListQuery("user=a&user=b").ok());
+  EXPECT_FALSE(ParseComplianceListQuery("user=a&after=1").ok());  // lists have no after
+  EXPECT_FALSE(ParseComplianceHistoryQuery("user=a&before=1&after=2").ok());
+  EXPECT_FALSE(ParseComplianceHistoryQuery("user=a&cursor=1").ok());
+  // The participants' queries take no user.
+  EXPECT_FALSE(ParseListQuery("user=a").ok());
+  EXPECT_FALSE(ParseHistoryQuery("user=a").ok());
+}
+
 }  // namespace
 }  // namespace strongroom::core

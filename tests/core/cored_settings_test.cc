@@ -129,5 +129,28 @@ TEST_F(CoredSettingsTest, RelayClustersMustBeKmsUrlsNamedOnce) {
   EXPECT_NE(Refusal().find("unknown setting relay.two.colour"), std::string::npos);
 }
 
+TEST_F(CoredSettingsTest, ReadsComplianceOfficersOfConfiguredOrganizations) {
+  auto none = ReadCoredSettings(*config_);
+  ASSERT_TRUE(none.ok()) << none.error().ToString();
+  EXPECT_TRUE(none->compliance_officers.empty());
+
+  config_->setString("compliance.acme", " officer@acme.test, audit@acme.test ,officer@acme.test");
+  auto settings = ReadCoredSettings(*config_);
+  ASSERT_TRUE(settings.ok()) << settings.error().ToString();
+  ASSERT_EQ(settings->compliance_officers.size(), 1u);
+  EXPECT_EQ(settings->compliance_officers.at("acme"),
+            (std::vector<std::string>{"officer@acme.test", "audit@acme.test"}));
+
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"compliance.globex", "officer@globex.test"},  // no issuer of org globex
+           {"compliance.acme", " , "},                    // nobody
+       }) {
+    Config config = Valid();
+    config->setString(key, value);
+    const std::string message = core::Refusal(*config);
+    EXPECT_NE(message.find(key), std::string::npos) << key << " = " << value << ": " << message;
+  }
+}
+
 }  // namespace
 }  // namespace strongroom::core

@@ -674,9 +674,9 @@ class CoredTest : public ::testing::Test {
   std::uint16_t port() const { return cored_.port(); }
 
   // Writes core.ini: the defaults below with `overrides` applied; `relay_token` non-empty adds
-  // the KMS cluster kms://kms.acme.test with that token file.
+  // the KMS cluster kms://kms.acme.test with that token file; `extra` is appended as is.
   void WriteCoredConfig(const std::map<std::string, std::string>& overrides = {},
-                        const std::string& relay_token_file = "") {
+                        const std::string& relay_token_file = "", const std::string& extra = "") {
     std::map<std::string, std::string> core = {
         {"database", db_path().string()},
         {"files_dir", files_dir().string()},
@@ -702,7 +702,8 @@ class CoredTest : public ::testing::Test {
     ini << "[jwt]\nissuers = acme, globex\nskew_s = 0\n"
         << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = " << env().jwks("acme")
         << "\n[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\njwks = "
-        << env().jwks("globex") << "\n";
+        << env().jwks("globex") << "\n"
+        << extra;
   }
 
   // Starts cored with core.ini (the defaults when none was written) and waits until GET /health
@@ -2373,6 +2374,89 @@ TEST_F(CoredLinkTest, CoredLinksNoPkcs11) {
   ToolRun kmsd = Tool("/usr/bin/ldd", {KMSD_PATH});
   ASSERT_EQ(kmsd.exit_code, 0) << kmsd.err;
   EXPECT_NE(kmsd.out.find("p11-kit"), std::string::npos) << kmsd.out;
+}
+
+// Compliance: acme's officer reads, ciphertext only, the acme conversations alice is or was in;
+// globex's officer, a non-officer and an officer asking about another user's room do not.
+TEST_F(CoredApiTest, ComplianceOfficersReadTheirOrganizationsRoomsOfAUser) {
+  constexpr char kOfficer[] = "officer@acme.test";
+  constexpr char kGlobexOfficer[] = "officer@globex.test";
+  WriteCoredConfig(
+      {}, "",
+      std::string("[compliance]\nacme = ") + kOfficer + "\nglobex = " + kGlobexOfficer + "\n");
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob), carol = As(kCarol), officer = As(kOfficer);
+  Client globex_officer(port(), env().Token(kGlobexOfficer, "core", 0, 3600, "globex"));
+  const ContentKey key = ContentKey::Make(), other_key = ContentKey::Make();
+  Object::Ptr room = Create(alice, key, {kBob});
+  Object::Ptr not_hers = Create(bob, other_key, {kCarol});
+  ASSERT_TRUE(room && not_hers);
+  const std::string id = Text(room, "id");
+  ASSERT_TRUE(Post(alice, id, key, "hello bob"));
+  ASSERT_TRUE(Post(bob, id, key, "hello alice"));
+  const std::vector<Object::Ptr> as_alice = History(alice, id);
+
+  const std::string list = "/v1/compliance/conversations?user=" + std::string(kAlice);
+  Reply listed = officer.Get(list);
+  ASSERT_EQ(listed.status, 200) << listed;
+  Array::Ptr items = listed.json()->getArray("items");
+  ASSERT_TRUE(items);
+  ASSERT_EQ(items->size(), 1u) << listed;  // her room only, not bob's with carol
+  EXPECT_EQ(Text(items->getObject(0), "id"), id);
+
+  const std::string history =
+      "/v1/compliance/conversations/" + id + "/activities?user=" + std::string(kAlice);
+  Reply read = officer.Get(history + "&after=0&limit=200");
+  ASSERT_EQ(read.status, 200) << read;
+  Array::Ptr activities = read.json()->getArray("items");
+  ASSERT_TRUE(activities);
+  std::vector<std::string> ids, contents;
+  for (unsigned i = 0; i < activities->size(); ++i) {
+    ids.push_back(Text(activities->getObject(i), "id"));
+    if (activities->getObject(i)->has("content")) {
+      contents.push_back(Text(activities->getObject(i), "content"));
+    }
+  }
+  EXPECT_EQ(ids, Ids(as_alice));  // exactly the history participants read: ciphertext
+  ASSERT_EQ(contents.size(), 2u);
+  EXPECT_EQ(contents[0].rfind("ey", 0), 0u);  // a compact JWE, never plaintext
+  EXPECT_EQ(read.body.find("hello"), std::string::npos);
+
+  // Another org's officer: nothing listed, the room not found.
+  Reply globex_list = globex_officer.Get(list);
+  ASSERT_EQ(globex_list.status, 200) << globex_list;
+  EXPECT_EQ(globex_list.json()->getArray("items")->size(), 0u);
+  EXPECT_EQ(globex_officer.Get(history).status, 404);
+  // Not officers: refused.
+  for (Client* who : {&alice, &bob, &carol}) {
+    EXPECT_EQ(who->Get(list).status, 403);
+    EXPECT_EQ(who->Get(history).status, 403);
+  }
+  // A room alice never was in is not hers to read through her.
+  EXPECT_EQ(officer
+                .Get("/v1/compliance/conversations/" + Text(not_hers, "id") +
+                     "/activities?user=" + std::string(kAlice))
+                .status,
+            404);
+  // No user, an unknown parameter, a write: refused.
+  EXPECT_EQ(officer.Get("/v1/compliance/conversations").status, 400);
+  EXPECT_EQ(officer.Get(list + "&cursor=1").status, 400);
+  EXPECT_EQ(officer.Post(list, Object()).status, 405);
+  EXPECT_EQ(officer.Get("/v1/compliance/other").status, 404);
+
+  // Every access is one log line with the ids, never content.
+  const std::string log = ReadFile(path("cored.log"));
+  EXPECT_NE(log.find("cored: compliance: officer \"officer@acme.test\" (org \"acme\") read user "
+                     "\"alice@acme.test\" conversation \"" +
+                     id + "\": ok"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("officer \"officer@globex.test\" (org \"globex\") read user "
+                     "\"alice@acme.test\" conversation \"" +
+                     id + "\": not_found"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find(Text(as_alice.back(), "content")), std::string::npos);
 }
 
 }  // namespace

@@ -67,6 +67,17 @@ struct ListQuery {
   std::size_t limit = kDefaultPageSize;
 };
 Result<ListQuery> ParseListQuery(std::string_view query);
+// compliance: user=<user id> (required) and the list's or history's parameters
+struct ComplianceListQuery {
+  std::string user;
+  ListQuery list;
+};
+Result<ComplianceListQuery> ParseComplianceListQuery(std::string_view query);
+struct ComplianceHistoryQuery {
+  std::string user;
+  HistoryQuery history;
+};
+Result<ComplianceHistoryQuery> ParseComplianceHistoryQuery(std::string_view query);
 // events: cursor=<seq>
 Result<std::optional<std::int64_t>> ParseEventsQuery(std::string_view query);
 // relay: cluster=kms://<host>

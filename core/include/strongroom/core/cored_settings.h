@@ -20,6 +20,12 @@
 //   cluster = kms://kms.acme.example    ; the KMS's kms://<host>
 //   token_file = /etc/strongroom/relay/kms1.token  ; its relay token (mode 0600)
 //
+//   [compliance]                        ; optional: compliance officers per organization
+//   acme = officer@acme.test, audit@acme.test   ; <org> = token subjects of that org's officers
+//
+// Each [compliance] key is the organization of a configured [jwt.<n>] issuer; its officers read
+// (ciphertext only) the conversations created by a user of that organization (docs/api/core.md).
+//
 // Unknown keys are refused, so a typo never silently falls back to a default.
 #ifndef STRONGROOM_CORE_CORED_SETTINGS_H_
 #define STRONGROOM_CORE_CORED_SETTINGS_H_
@@ -28,6 +34,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +44,7 @@
 namespace strongroom::core {
 
 inline constexpr std::size_t kMaxRelayClusters = 64;
+inline constexpr std::size_t kMaxComplianceOfficers = 100;  // per organization
 
 struct RelayClusterSettings {
   std::string name;  // the [relay.<name>] section
@@ -59,6 +67,8 @@ struct CoredSettings {
   std::uint32_t rate_burst = 400;
   std::vector<RelayClusterSettings> relays;
   JwtSettings jwt;  // audience "core" unless set
+  // organization -> its compliance officers' user ids ([compliance])
+  std::map<std::string, std::vector<std::string>> compliance_officers;
 };
 
 Result<CoredSettings> ReadCoredSettings(const Poco::Util::AbstractConfiguration& config);
