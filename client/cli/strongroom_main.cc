@@ -73,8 +73,10 @@ constexpr char kUsage[] = R"(usage: strongroom [--json] COMMAND [ARGS]
                                   new activity as it arrives, decrypted (Ctrl-C stops)
   rotate ROOM                     move the room to a new key
   export ROOM                     the activities as the core stores them (ciphertext, JSON)
-  compliance read --user USER [--from FILE] [ROOM]
-                                  as a compliance officer, decrypt USER's room on their behalf
+  compliance read --user USER [--from FILE] [ROOM_ID]
+                                  as a compliance officer, decrypt USER's room (all their rooms
+                                  in your organization without ROOM_ID) on their behalf, read
+                                  through the core or from an export FILE
                                   (activities from FILE, an `export`, or from the core)
   key show KEY_URI                the content key as a JWK (interoperability checks only)
 
@@ -1001,23 +1003,47 @@ Status Compliance(Args& args, const std::string& sub) {
   if (sub != "read") throw UsageError("compliance takes read");
   std::optional<std::string> user = args.Option("--user");
   std::optional<std::string> from = args.Option("--from");
-  auto rest = args.Positional(0, 1, "compliance read --user USER [--from FILE] [ROOM]");
+  auto rest = args.Positional(0, 1, "compliance read --user USER [--from FILE] [ROOM_ID]");
   if (!user) throw UsageError("compliance read needs --user USER");
-  if (!from && rest.empty()) throw UsageError("compliance read needs ROOM or --from FILE");
   SR_ASSIGN_OR_RETURN(auto s, Connect());
   std::vector<Activity> activities;
   if (from) {
     SR_ASSIGN_OR_RETURN(activities, ActivitiesFromFile(*from, rest.empty() ? "" : rest[0]));
   } else {
-    Result<Conversation> room = ResolveRoom(*s, rest[0]);
-    if (!room.ok()) {
-      if (room.error().code() != ErrorCode::kNotFound) return room.error();
-      return Error(ErrorCode::kNotFound,
-                   "the core shows a room only to its members: take the activities from an "
-                   "export (`strongroom export ROOM` run by a member, or the core's storage) and "
-                   "pass them with --from FILE");
+    // Through the core's compliance reads: the user's rooms created in the officer's org, named
+    // by id (an officer cannot read room names), or all of them.
+    std::vector<std::string> rooms;
+    if (!rest.empty()) {
+      rooms.push_back(rest[0]);
+    } else {
+      std::optional<std::int64_t> before;
+      for (int page = 0; page < 1000; ++page) {
+        SR_ASSIGN_OR_RETURN(client::ConversationPage listed,
+                            s->core->ComplianceConversations(*user, before, 200));
+        for (const Conversation& c : listed.items) rooms.push_back(c.id);
+        if (!listed.next) break;
+        before = listed.next;
+      }
     }
-    SR_ASSIGN_OR_RETURN(activities, WholeHistory(*s, room->id));
+    for (const std::string& room : rooms) {
+      client::HistoryQuery query;
+      query.limit = 200;
+      query.after = 0;
+      while (true) {
+        Result<client::HistoryPage> page = s->core->ComplianceHistory(*user, room, query);
+        if (!page.ok()) {
+          if (client::CoreErrorCode(page.error()) == "not_found") {
+            return Error(ErrorCode::kNotFound,
+                         *user + " is in no room with the id " + room +
+                             " created in your organization (name the room by its id)");
+          }
+          return page.error();
+        }
+        activities.insert(activities.end(), page->items.begin(), page->items.end());
+        if (!page->more || page->items.empty()) break;
+        query.after = page->items.back().seq;
+      }
+    }
   }
   SR_ASSIGN_OR_RETURN(std::vector<Message> messages, s->sdk->ReadOnBehalfOf(*user, activities));
   return PrintMessages(messages);

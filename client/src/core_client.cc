@@ -11,6 +11,7 @@
 #include <Poco/Net/NetException.h>
 #include <Poco/Net/WebSocket.h>
 #include <Poco/String.h>
+#include <Poco/URI.h>
 
 #include <algorithm>
 #include <sstream>
@@ -174,6 +175,13 @@ std::string Query(const std::vector<std::pair<std::string, std::string>>& parame
   return query;
 }
 
+// A query parameter's value, percent-encoded.
+std::string Encoded(const std::string& value) {
+  std::string out;
+  Poco::URI::encode(value, "!#$&'()*+,/:;=?@[]%", out);
+  return out;
+}
+
 // Path segments we build from ids: refuse anything that would change the path.
 Status CheckSegment(const std::string& segment, const char* what) {
   if (segment.empty() || segment.size() > 512 ||
@@ -185,6 +193,10 @@ Status CheckSegment(const std::string& segment, const char* what) {
 }
 
 }  // namespace
+
+// The pages of conversations and of history the core answers with.
+static Result<ConversationPage> ConversationPageFrom(const std::string& answer);
+static Result<HistoryPage> HistoryPageFrom(const std::string& answer);
 
 std::string CoreErrorCode(const Error& error) {
   const std::uint64_t status = error.native_code();
@@ -262,6 +274,35 @@ Result<ConversationPage> CoreClient::ListConversations(std::optional<std::int64_
   if (before) query.emplace_back("before", std::to_string(*before));
   SR_ASSIGN_OR_RETURN(std::string answer,
                       Call("GET", "/v1/conversations" + Query(query), "", true));
+  return ConversationPageFrom(answer);
+}
+
+Result<ConversationPage> CoreClient::ComplianceConversations(const std::string& user,
+                                                             std::optional<std::int64_t> before,
+                                                             std::size_t limit) {
+  std::vector<std::pair<std::string, std::string>> query = {{"user", Encoded(user)},
+                                                            {"limit", std::to_string(limit)}};
+  if (before) query.emplace_back("before", std::to_string(*before));
+  SR_ASSIGN_OR_RETURN(std::string answer,
+                      Call("GET", "/v1/compliance/conversations" + Query(query), "", true));
+  return ConversationPageFrom(answer);
+}
+
+Result<HistoryPage> CoreClient::ComplianceHistory(const std::string& user, const std::string& id,
+                                                  const HistoryQuery& query) {
+  SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
+  std::vector<std::pair<std::string, std::string>> parameters = {
+      {"user", Encoded(user)}, {"limit", std::to_string(query.limit)}};
+  if (query.before) parameters.emplace_back("before", std::to_string(*query.before));
+  if (query.after) parameters.emplace_back("after", std::to_string(*query.after));
+  SR_ASSIGN_OR_RETURN(
+      std::string answer,
+      Call("GET", "/v1/compliance/conversations/" + id + "/activities" + Query(parameters), "",
+           true));
+  return HistoryPageFrom(answer);
+}
+
+static Result<ConversationPage> ConversationPageFrom(const std::string& answer) {
   SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
   ConversationPage page;
   Array::Ptr items = json->getArray("items");
@@ -352,6 +393,10 @@ Result<HistoryPage> CoreClient::History(const std::string& id, const HistoryQuer
   SR_ASSIGN_OR_RETURN(
       std::string answer,
       Call("GET", "/v1/conversations/" + id + "/activities" + Query(parameters), "", true));
+  return HistoryPageFrom(answer);
+}
+
+static Result<HistoryPage> HistoryPageFrom(const std::string& answer) {
   SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
   HistoryPage page;
   Array::Ptr items = json->getArray("items");

@@ -10,7 +10,8 @@
 #   - alice creates a room with bob, sends text and a file, bob reads both (and gets them live);
 #   - carol, not a member, is refused keys by the KMS and sees nothing at the core;
 #   - bob is removed: the room rotates, bob cannot get the new key nor read what follows;
-#   - acme's compliance officer reads the room on alice's behalf, globex's cannot;
+#   - acme's compliance officer reads the room on alice's behalf (from an export and through the
+#     core's compliance reads), globex's officer and a non-officer cannot;
 #   - a post's JWE taken from cored's database decrypts with python3-jwcrypto given the key from
 #     the KMS, and not with any other key.
 # Waits are bounded; nothing is timed. Fails (never skips) when anything is missing.
@@ -80,6 +81,10 @@ jwks = $dir/idp-acme/jwks.json
 issuer = https://idp.globex.test
 org = globex
 jwks = $dir/idp-globex/jwks.json
+
+[compliance]
+acme = officer@acme.test
+globex = officer@globex.test
 INI
 "$CORED" --config "$dir/core.ini" --port-file "$dir/cored.port" 2>"$dir/cored.log" &
 CORED_PID=$!
@@ -216,7 +221,8 @@ for wrong in (jwk.JWK.generate(kty="oct", size=256), jwk.JWK.generate(kty="oct",
     raise SystemExit("a wrong key decrypted the JWE")
 PY
 
-# -- compliance: acme's officer reads alice's room from an export; globex's cannot.
+# -- compliance: acme's officer reads alice's room from an export and through the core; globex's
+# officer and a non-officer cannot.
 as "$alice" export "$room" >"$dir/export.json"
 expect_exit 0 "acme's officer reads on alice's behalf" -- \
   as "$officer" compliance read --user "$alice" --from "$dir/export.json" "$room"
@@ -225,8 +231,21 @@ expect_exit 3 "globex's officer is refused" -- \
   as "$outsider" compliance read --user "$alice" --from "$dir/export.json" "$room"
 grep -q "Monday" "$dir/out" && fail "globex's officer reads the text"
 expect_exit 3 "the officer gets no key in their own name" -- as "$officer" key show "$key1"
-expect_exit 3 "the core shows the room only to members" -- \
+# ... and through the core's compliance reads, without an export.
+expect_exit 0 "acme's officer reads alice's room through the core" -- \
   as "$officer" compliance read --user "$alice" "$room"
+grep -q "The code changes on Monday." "$dir/out" || fail "the officer does not read via the core"
+expect_exit 0 "acme's officer reads all of alice's rooms through the core" -- \
+  as "$officer" compliance read --user "$alice"
+grep -q "The code changes on Monday." "$dir/out" || fail "the officer does not read all rooms"
+expect_exit 3 "the core shows globex's officer none of acme's rooms" -- \
+  as "$outsider" compliance read --user "$alice" "$room"
+grep -q "Monday" "$dir/out" && fail "globex's officer reads the text through the core"
+expect_exit 3 "the core refuses compliance reads to a non-officer" -- \
+  as "$carol" compliance read --user "$alice" "$room"
+grep -q "Monday" "$dir/out" && fail "a non-officer reads the text through the core"
+grep -q "cored: compliance: officer \"officer@acme.test\" (org \"acme\") read user \"$alice\" conversation \"$room\": ok" \
+  "$dir/cored.log" || fail "cored did not log the officer's read"
 
 # -- bob is removed: the room rotates, bob cannot read what follows.
 expect_exit 0 "alice removes bob" -- as "$alice" --json room remove "$room" "$bob"
@@ -243,6 +262,10 @@ as "$alice" export "$room" >"$dir/export2.json"
 expect_exit 0 "acme's officer reads across the rotation" -- \
   as "$officer" compliance read --user "$alice" --from "$dir/export2.json" "$room"
 grep -q "Bob is gone." "$dir/out" || fail "the officer does not read the post after rotation"
+expect_exit 0 "acme's officer reads across the rotation through the core" -- \
+  as "$officer" compliance read --user "$alice" "$room"
+grep -q "Bob is gone." "$dir/out" && grep -q "Monday" "$dir/out" ||
+  fail "the officer does not read across the rotation through the core"
 
 # -- usage errors.
 expect_exit 2 "an unknown command is a usage error" -- as "$alice" frobnicate

@@ -154,6 +154,15 @@ class CoreClient {
   Result<HistoryPage> History(const std::string& id, const HistoryQuery& query = {});
   Result<Activity> GetActivity(const std::string& id, const std::string& activity_id);
 
+  // Compliance reads (the caller a compliance officer of their organization, configured in
+  // cored): `user`'s conversations created in the officer's organization, and their history,
+  // ciphertext as participants read it (docs/api/core.md).
+  Result<ConversationPage> ComplianceConversations(
+      const std::string& user, std::optional<std::int64_t> before = std::nullopt,
+      std::size_t limit = 50);
+  Result<HistoryPage> ComplianceHistory(const std::string& user, const std::string& id,
+                                        const HistoryQuery& query = {});
+
   // Streams `size` bytes that `write` produces (an encrypted file) as the upload body.
   using BodyWriter = std::function<Status(std::ostream& out)>;
   Result<FileInfo> UploadFile(const std::string& id, std::uint64_t size, const BodyWriter& write);
