@@ -159,8 +159,7 @@ std::vector<Migration> CoreStore::Migrations() {
       {2,
        "the creator's organization of each conversation, for compliance reads (empty for older "
        "conversations: no compliance officer reads them)",
-       {"ALTER TABLE conversations ADD COLUMN created_by_org TEXT NOT NULL DEFAULT ''",
-        "CREATE INDEX memberships_by_user_ever ON memberships (user_id, conversation_id)"}},
+       {"ALTER TABLE conversations ADD COLUMN created_by_org TEXT NOT NULL DEFAULT ''"}},
   };
 }
 
@@ -344,11 +343,14 @@ std::vector<Conversation> CoreStore::ComplianceConversations(Session& s, const s
                                                              std::int64_t before,
                                                              std::size_t limit) {
   Poco::Data::Statement select(s);
-  select << "SELECT " << kConversationColumns
-         << " FROM conversations c WHERE c.created_by_org = ? AND c.last_seq < ? AND EXISTS "
-            "(SELECT 1 FROM memberships m WHERE m.user_id = ? AND m.conversation_id = c.id) "
+  select << "SELECT "
+         << kConversationColumns
+         // From the user's memberships (an index range), so the cost follows the user's
+         // conversations, not every conversation of the organization.
+         << " FROM conversations c WHERE c.id IN (SELECT m.conversation_id FROM memberships m "
+            "WHERE m.user_id = ?) AND c.created_by_org = ? AND c.last_seq < ? "
             "ORDER BY c.last_seq DESC LIMIT ?",
-      useRef(org), bind(Int(before)), useRef(user), bind(Int(limit));
+      useRef(user), useRef(org), bind(Int(before)), bind(Int(limit));
   return WithParticipants(s, select);
 }
 

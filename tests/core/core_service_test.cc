@@ -28,6 +28,7 @@ namespace {
 
 using Poco::Data::Keywords::into;
 using Poco::Data::Keywords::now;
+using Poco::Data::Keywords::useRef;
 
 constexpr char kKms[] = "kms://kms.acme.test";
 
@@ -1177,7 +1178,6 @@ TEST(StringArrayTest, RoundTrips) {
   }
 }
 
-
 // Compliance: an officer of acme reads, ciphertext only, the conversations created by a user of
 // acme that the named user is or was a member of; nobody else does.
 TEST_F(CoreServiceTest, ComplianceOfficersReadTheirOrganizationsConversationsOfAUser) {
@@ -1247,6 +1247,47 @@ TEST_F(CoreServiceTest, ComplianceOfficersReadTheirOrganizationsConversationsOfA
   EXPECT_EQ(
       service_->ComplianceConversations(officer, alice_.user_id, std::nullopt, 0).error().code(),
       ErrorCode::kInvalidArgument);
+}
+
+// A database of schema version 1 (before creators' organizations were recorded) is migrated in
+// place: its conversations stay readable by their participants and are read by no officer.
+TEST_F(CoreServiceTest, ConversationsFromBeforeMigration2AreReadByNoOfficer) {
+  const Caller officer{"officer@acme.test", "acme"};
+  service_.reset();
+  db_.reset();
+  const std::string path = (dir_ / "v1.db").string();
+  const std::string id = "3d6f0c8e-1b2a-4c3d-8e9f-0a1b2c3d4e5f";
+  {
+    std::vector<Migration> v1 = {CoreService::Migrations().front()};
+    auto old = Database::OpenSqlite(path, v1);
+    ASSERT_TRUE(old.ok()) << old.error().ToString();
+    Status written = (*old)->WithSession([&](Poco::Data::Session& s) -> Status {
+      s << "INSERT INTO conversations VALUES (?, 'kms://kms.acme.test/resources/"
+           "00000000-0000-4000-8000-000000000001', 'kms://kms.acme.test/keys/"
+           "00000000-0000-4000-8000-000000000002', '', 'alice@acme.test', 1, 0)",
+          useRef(id), now;
+      s << "INSERT INTO memberships VALUES (?, 'alice@acme.test', 0, NULL)", useRef(id), now;
+      return OkStatus();
+    });
+    ASSERT_TRUE(written.ok()) << written.error().ToString();
+  }
+  auto db = Database::OpenSqlite(path, CoreService::Migrations());
+  ASSERT_TRUE(db.ok()) << db.error().ToString();
+  EXPECT_EQ((*db)->schema_version(), 2);
+  CoreServiceConfig config;
+  config.files_dir = (dir_ / "files").string();
+  config.compliance_officers["acme"] = {officer.user_id};
+  auto service = CoreService::New(config, **db);
+  ASSERT_TRUE(service.ok()) << service.error().ToString();
+  auto mine = (*service)->ListConversations(alice_, std::nullopt, 50);
+  ASSERT_TRUE(mine.ok()) << mine.error().ToString();
+  ASSERT_EQ(mine->size(), 1u);
+  EXPECT_EQ(mine->front().id, id);
+  auto listed = (*service)->ComplianceConversations(officer, alice_.user_id, std::nullopt, 50);
+  ASSERT_TRUE(listed.ok()) << listed.error().ToString();
+  EXPECT_TRUE(listed->empty());
+  EXPECT_EQ((*service)->ComplianceHistory(officer, alice_.user_id, id, {}).error().code(),
+            ErrorCode::kNotFound);
 }
 
 }  // namespace
