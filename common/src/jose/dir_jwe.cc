@@ -5,6 +5,10 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -86,6 +90,41 @@ struct PairTable {
   char pairs[2 * 4096];
 };
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define STRONGROOM_BASE64URL_AVX2 1
+// 24 bytes into 32 base64url characters per step with AVX2 (W. Mula and D. Lemire, "Faster
+// Base64 Encoding and Decoding Using AVX2 Instructions", 2018): each 12-byte half is spread into
+// 32-bit lanes of 3 bytes, the four 6-bit fields moved to bytes by a multiply pair, then mapped to
+// the alphabet by a shuffled offset table. Reads from[0..n) only; returns the bytes consumed (a
+// multiple of 24, leaving at least 4 so the last 16-byte load stays inside).
+__attribute__((target("avx2"))) std::size_t EncodeAvx2(const std::uint8_t* from, std::size_t n,
+                                                       char* to) {
+  const __m256i shuffle = _mm256_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10, 1, 0,
+                                           2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10);
+  // Offsets from a 6-bit value to its character: A-Z, a-z, 0-9, '-', '_'.
+  const __m256i offsets =
+      _mm256_setr_epi8(65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -17, 32, 0, 0, 65, 71, -4,
+                       -4, -4, -4, -4, -4, -4, -4, -4, -4, -17, 32, 0, 0);
+  std::size_t i = 0;
+  for (; i + 28 <= n; i += 24, to += 32) {
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i + 12));
+    __m256i in = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+    in = _mm256_shuffle_epi8(in, shuffle);
+    const __m256i t0 = _mm256_and_si256(in, _mm256_set1_epi32(0x0fc0fc00));
+    const __m256i t1 = _mm256_mulhi_epu16(t0, _mm256_set1_epi32(0x04000040));
+    const __m256i t2 = _mm256_and_si256(in, _mm256_set1_epi32(0x003f03f0));
+    const __m256i t3 = _mm256_mullo_epi16(t2, _mm256_set1_epi32(0x01000010));
+    const __m256i sextets = _mm256_or_si256(t1, t3);
+    __m256i index = _mm256_subs_epu8(sextets, _mm256_set1_epi8(51));
+    index = _mm256_sub_epi8(index, _mm256_cmpgt_epi8(sextets, _mm256_set1_epi8(25)));
+    const __m256i chars = _mm256_add_epi8(sextets, _mm256_shuffle_epi8(offsets, index));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(to), chars);
+  }
+  return i;
+}
+#endif
+
 // Appends the unpadded base64url of `bytes` to `out`. Pieces whose sizes are multiples of 3 encode
 // to the same text as their concatenation would.
 void AppendBase64Url(std::span<const std::uint8_t> bytes, std::string& out) {
@@ -95,7 +134,15 @@ void AppendBase64Url(std::span<const std::uint8_t> bytes, std::string& out) {
   char* to = out.data() + start;
   const std::uint8_t* from = bytes.data();
   const std::size_t whole = bytes.size() / 3 * 3;
-  for (std::size_t i = 0; i < whole; i += 3, to += 4) {
+  std::size_t i = 0;
+#ifdef STRONGROOM_BASE64URL_AVX2
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    i = EncodeAvx2(from, bytes.size(), to);
+    to += i / 3 * 4;
+  }
+#endif
+  for (; i < whole; i += 3, to += 4) {
     const std::uint32_t v = (std::uint32_t{from[i]} << 16) | (std::uint32_t{from[i + 1]} << 8) |
                             std::uint32_t{from[i + 2]};
     std::memcpy(to, &table.pairs[2 * (v >> 12)], 2);
