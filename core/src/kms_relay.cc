@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "strongroom/common/secret_bytes.h"
+#include "strongroom/common/token_file.h"
 
 namespace strongroom::core {
 namespace {
@@ -617,50 +618,9 @@ Status HandleRelayUpgrade(KmsRelay& relay, Poco::Net::HTTPServerRequest& request
 }
 
 Result<std::array<std::uint8_t, 32>> ReadRelayTokenDigest(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    return Error(ErrorCode::kInvalidArgument, "cannot open the relay token file " + path);
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Error(ErrorCode::kInvalidArgument,
-                 "the relay token file " + path + " is not a regular file");
-  }
-  if ((st.st_mode & 077) != 0) {
-    ::close(fd);
-    return Error(
-        ErrorCode::kInvalidArgument,
-        "the relay token file " + path + " may be read by others; make it mode 0600 (chmod 600)");
-  }
-  SecretBytes content(kMaxRelayTokenBytes + 3);
-  std::size_t size = 0;
-  while (size < content.size()) {
-    const ssize_t n = ::read(fd, content.data() + size, content.size() - size);
-    if (n < 0) {
-      ::close(fd);
-      return Error(ErrorCode::kInvalidArgument, "cannot read the relay token file " + path);
-    }
-    if (n == 0) break;
-    size += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  if (size > 0 && content.data()[size - 1] == '\n') --size;
-  if (size > 0 && content.data()[size - 1] == '\r') --size;
-  content.Truncate(size);
-  const bool printable = std::all_of(content.view().begin(), content.view().end(),
-                                     [](std::uint8_t c) { return c > 0x20 && c < 0x7f; });
-  if (size == 0) {
-    return Error(ErrorCode::kInvalidArgument, "the relay token file " + path + " is empty");
-  }
-  if (size < kMinRelayTokenBytes || size > kMaxRelayTokenBytes || !printable) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "the relay token file " + path + " must hold one token of " +
-                     std::to_string(kMinRelayTokenBytes) + " to " +
-                     std::to_string(kMaxRelayTokenBytes) +
-                     " printable characters without spaces (openssl rand -hex 32)");
-  }
-  return Sha256(content.data(), content.size());
+  SR_ASSIGN_OR_RETURN(SecretBytes token, ReadTokenFile(path, "relay token file",
+                                                       kMinRelayTokenBytes, kMaxRelayTokenBytes));
+  return Sha256(token.data(), token.size());
 }
 
 }  // namespace strongroom::core

@@ -30,6 +30,7 @@
 #include "strongroom/common/config_file.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/common/tls.h"
+#include "strongroom/common/token_file.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/org_policy.h"
 
@@ -170,50 +171,9 @@ Result<std::optional<OpsSettings>> ReadOpsSettings(
 }
 
 Result<std::array<std::uint8_t, 32>> ReadOpsTokenDigest(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    return Error(ErrorCode::kInvalidArgument, "cannot open the operator token file " + path);
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Error(ErrorCode::kInvalidArgument,
-                 "the operator token file " + path + " is not a regular file");
-  }
-  if ((st.st_mode & 077) != 0) {
-    ::close(fd);
-    return Error(ErrorCode::kInvalidArgument,
-                 "the operator token file " + path +
-                     " may be read by others; make it mode 0600 (chmod 600)");
-  }
-  SecretBytes content(kMaxOpsTokenBytes + 3);
-  std::size_t size = 0;
-  for (;;) {
-    const ssize_t n = ::read(fd, content.data() + size, content.size() - size);
-    if (n < 0) {
-      ::close(fd);
-      return Error(ErrorCode::kInvalidArgument, "cannot read the operator token file " + path);
-    }
-    if (n == 0 || size + static_cast<std::size_t>(n) == content.size()) {
-      size += static_cast<std::size_t>(n);
-      break;
-    }
-    size += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  if (size > 0 && content.data()[size - 1] == '\n') --size;
-  if (size > 0 && content.data()[size - 1] == '\r') --size;
-  content.Truncate(size);
-  const bool printable = std::all_of(content.view().begin(), content.view().end(),
-                                     [](std::uint8_t c) { return c > 0x20 && c < 0x7f; });
-  if (size < kMinOpsTokenBytes || size > kMaxOpsTokenBytes || !printable) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "the operator token file " + path + " must hold one token of " +
-                     std::to_string(kMinOpsTokenBytes) + " to " +
-                     std::to_string(kMaxOpsTokenBytes) +
-                     " printable characters without spaces (e.g. openssl rand -hex 32)");
-  }
-  return Sha256(content.view());
+  SR_ASSIGN_OR_RETURN(SecretBytes token, ReadTokenFile(path, "operator token file",
+                                                       kMinOpsTokenBytes, kMaxOpsTokenBytes));
+  return Sha256(token.view());
 }
 
 // Reads a body of at most kMaxOpsBodyBytes into `body`; false if it is longer (then up to
