@@ -46,7 +46,7 @@ void KeyPool::DropExpired() {
   stats_.expired += before - keys_.size();
 }
 
-Status KeyPool::Refill(std::size_t want) {
+Status KeyPool::Refill(std::size_t want, std::optional<KmsKey>* claim) {
   if (!create_) return Error(ErrorCode::kFailedPrecondition, "the key pool has no creator");
   Result<std::vector<KmsKey>> created = create_(want);
   std::lock_guard<std::mutex> lock(mutex_);
@@ -62,27 +62,34 @@ Status KeyPool::Refill(std::size_t want) {
     keys_.push_back(std::move(key));
   }
   DropExpired();
+  // The caller that made the batch takes from it under the same lock, so other takers cannot
+  // empty it first and leave that caller with nothing.
+  if (claim != nullptr && !keys_.empty()) {
+    claim->emplace(std::move(keys_.front()));
+    keys_.pop_front();
+    ++stats_.taken;
+  }
   return OkStatus();
 }
 
 Result<KmsKey> KeyPool::Take() {
-  for (int round = 0; round < 2; ++round) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      DropExpired();
-      if (!keys_.empty()) {
-        KmsKey key = std::move(keys_.front());
-        keys_.pop_front();
-        ++stats_.taken;
-        if (options_.background && keys_.size() < options_.low_water) {
-          refill_wanted_ = true;
-          wake_.notify_all();
-        }
-        return key;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    DropExpired();
+    if (!keys_.empty()) {
+      KmsKey key = std::move(keys_.front());
+      keys_.pop_front();
+      ++stats_.taken;
+      if (options_.background && keys_.size() < options_.low_water) {
+        refill_wanted_ = true;
+        wake_.notify_all();
       }
+      return key;
     }
-    if (round == 0) SR_RETURN_IF_ERROR(Refill(options_.target));
   }
+  std::optional<KmsKey> claimed;
+  SR_RETURN_IF_ERROR(Refill(options_.target, &claimed));
+  if (claimed) return std::move(*claimed);
   return Error(ErrorCode::kFailedPrecondition,
                "the KMS made keys that are too close to their bind deadline to use");
 }
@@ -94,7 +101,7 @@ Status KeyPool::Fill() {
     DropExpired();
     want = options_.target > keys_.size() ? options_.target - keys_.size() : 0;
   }
-  return want == 0 ? OkStatus() : Refill(want);
+  return want == 0 ? OkStatus() : Refill(want, nullptr);
 }
 
 void KeyPool::Nudge() {
@@ -116,7 +123,7 @@ void KeyPool::Loop() {
     if (keys_.size() >= options_.low_water) continue;
     const std::size_t want = options_.target - keys_.size();
     lock.unlock();
-    (void)Refill(want);  // a failure is kept in last_error_; the next Take() tries again
+    (void)Refill(want, nullptr);  // a failure is kept in last_error_; the next Take() tries again
     lock.lock();
   }
 }

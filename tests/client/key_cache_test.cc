@@ -273,5 +273,36 @@ TEST_F(KeyPoolTest, ConcurrentTakersEachGetADistinctKey) {
   EXPECT_EQ(uris.size(), 100u);
 }
 
+// With batches of one key, every Take() on the empty pool creates the key it needs; another taker
+// that finds the pool non-empty in between must not take that key from under it.
+TEST_F(KeyPoolTest, ATakerThatCreatesABatchKeepsAKeyFromIt) {
+  for (bool background : {false, true}) {
+    KeyPoolOptions options = Options(background);
+    options.target = 1;
+    options.low_water = 1;
+    KeyPool pool(kms_.Creator(), options);
+    std::mutex mutex;
+    std::set<std::string> uris;
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 200; ++i) {
+          auto key = pool.Take();
+          if (!key.ok()) {
+            ++failures;
+            continue;
+          }
+          std::lock_guard<std::mutex> lock(mutex);
+          uris.insert(key->uri);
+        }
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    EXPECT_EQ(failures, 0) << "background " << background;
+    EXPECT_EQ(uris.size(), 1600u) << "background " << background;
+  }
+}
+
 }  // namespace
 }  // namespace strongroom::client

@@ -64,7 +64,8 @@ class KeyPool {
 
  private:
   void DropExpired();  // mutex_ held
-  Status Refill(std::size_t want);
+  // Creates `want` keys into the pool; with `claim`, moves one of them into it.
+  Status Refill(std::size_t want, std::optional<KmsKey>* claim);
   void Loop();
 
   const Creator create_;
