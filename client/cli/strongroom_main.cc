@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -53,7 +54,7 @@ constexpr int kExitNotFound = 3;
 constexpr int kExitAuth = 4;
 constexpr int kExitUnavailable = 5;
 
-constexpr char kUsage[] = R"(usage: strongroom [--json] COMMAND [ARGS]
+constexpr char kUsage[] = R"(usage: strongroom [--json] [--progress|--no-progress] COMMAND [ARGS]
 
   login --user USER --core URL --ca FILE --kms-cluster kms://HOST
         [--transport direct|relay] [--kms-url URL] [--kms-ca FILE] [--kms-info FILE]
@@ -81,7 +82,9 @@ constexpr char kUsage[] = R"(usage: strongroom [--json] COMMAND [ARGS]
   key show KEY_URI                the content key as a JWK (interoperability checks only)
 
 ROOM is a room id or a unique prefix of its name. The profile is $STRONGROOM_HOME/profile.ini
-(default ~/.config/strongroom/). --json prints JSON on stdout for scripts.
+(default ~/.config/strongroom/). --json prints JSON on stdout for scripts. send-file and get-file
+draw a progress bar on stderr for files of 1 MiB or more when stderr is a terminal; --progress
+draws it always, --no-progress never.
 
 exit status: 0 ok; 1 other failure; 2 usage or bad input; 3 not found, not a member, or the KMS
 refused a key; 4 authentication (a token refused: renew it, or `strongroom login` again);
@@ -136,6 +139,9 @@ std::string HintFor(const Error& error) {
 // Output ------------------------------------------------------------------------------------------
 
 bool g_json = false;
+// Whether to draw progress bars: only on a terminal for large files (the default), always, never.
+enum class ProgressMode { kAuto, kAlways, kNever };
+ProgressMode g_progress = ProgressMode::kAuto;
 
 std::string Json(const Poco::Dynamic::Var& value) {
   std::ostringstream out;
@@ -274,11 +280,15 @@ std::optional<Error> FirstError(const std::vector<Message>& messages) {
   return std::nullopt;
 }
 
-// A progress bar on stderr, drawn only when stderr is a terminal and the transfer is large.
+// A progress bar on stderr, drawn (unless --progress or --no-progress says otherwise) only when
+// stderr is a terminal and the transfer is large.
 class ProgressBar {
  public:
   ProgressBar(std::string label, std::uint64_t total)
-      : label_(std::move(label)), total_(total), on_(isatty(2) && total >= (1u << 20)) {}
+      : label_(std::move(label)),
+        total_(total),
+        on_(g_progress == ProgressMode::kAlways ||
+            (g_progress == ProgressMode::kAuto && isatty(2) && total >= (1u << 20))) {}
   ~ProgressBar() {
     if (drawn_) std::cerr << "\n";
   }
@@ -1063,11 +1073,17 @@ Status Key(Args& args, const std::string& sub) {
 }
 
 int Run(std::vector<std::string> argv) {
-  auto json_flag = std::find(argv.begin(), argv.end(), "--json");
-  if (json_flag != argv.end()) {
-    g_json = true;
-    argv.erase(json_flag);
-  }
+  // Global flags, anywhere on the command line.
+  const std::map<std::string, std::function<void()>> global = {
+      {"--json", [] { g_json = true; }},
+      {"--progress", [] { g_progress = ProgressMode::kAlways; }},
+      {"--no-progress", [] { g_progress = ProgressMode::kNever; }}};
+  std::erase_if(argv, [&](const std::string& arg) {
+    auto flag = global.find(arg);
+    if (flag == global.end()) return false;
+    flag->second();
+    return true;
+  });
   if (argv.empty() || argv[0] == "--help" || argv[0] == "-h" || argv[0] == "help") {
     (argv.empty() ? std::cerr : std::cout) << kUsage;
     return argv.empty() ? kExitUsage : kExitOk;

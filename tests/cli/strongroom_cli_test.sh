@@ -86,14 +86,20 @@ jwks = $dir/idp-globex/jwks.json
 acme = officer@acme.test
 globex = officer@globex.test
 INI
-"$CORED" --config "$dir/core.ini" --port-file "$dir/cored.port" 2>"$dir/cored.log" &
-CORED_PID=$!
-for _ in $(seq 1 600); do
-  [ -s "$dir/cored.port" ] && break
-  kill -0 "$CORED_PID" 2>/dev/null || { cat "$dir/cored.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -s "$dir/cored.port" ] || { echo "cored did not start" >&2; exit 1; }
+# start_cored: cored on core.ini, its log appended to cored.log; waits for its port file.
+start_cored() {
+  rm -f "$dir/cored.port"
+  "$CORED" --config "$dir/core.ini" --port-file "$dir/cored.port" 2>>"$dir/cored.log" &
+  CORED_PID=$!
+  for _ in $(seq 1 600); do
+    [ -s "$dir/cored.port" ] && return 0
+    kill -0 "$CORED_PID" 2>/dev/null || { cat "$dir/cored.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "cored did not start" >&2
+  exit 1
+}
+start_cored
 core_url="https://127.0.0.1:$(cat "$dir/cored.port")"
 
 # kmsd: attached to cored's relay, with an operations listener to set the organizations'
@@ -119,17 +125,22 @@ for org in acme globex; do
   "$KMSCTL" --config "$dir/kms.ini" ops policy set "$org" --file "$dir/policy-$org.json" >/dev/null
 done
 
-# Until a message relayed through cored reaches the KMS (not 503 "not connected").
+# wait_attached: until a message relayed through cored reaches the KMS (not 503 "not connected").
 "$IDP" token --dir "$dir/idp-acme" --subject probe@acme.test --audience core --out "$dir/probe.jwt"
-attached=""
-for _ in $(seq 1 600); do
-  code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$dir/ca.pem" \
-    -H "Authorization: Bearer $(cat "$dir/probe.jwt")" -H 'Content-Type: application/jose' \
-    --data 'e30.e30.e30' "$core_url/kms/messages?cluster=$cluster" || true)"
-  if [ "$code" != 503 ] && [ "$code" != 000 ]; then attached=1; break; fi
-  sleep 0.1
-done
-[ -n "$attached" ] || { echo "kmsd never attached to cored" >&2; cat "$dir/kmsd.log" >&2; exit 1; }
+wait_attached() {
+  local code
+  for _ in $(seq 1 600); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$dir/ca.pem" \
+      -H "Authorization: Bearer $(cat "$dir/probe.jwt")" -H 'Content-Type: application/jose' \
+      --data 'e30.e30.e30' "$core_url/kms/messages?cluster=$cluster" || true)"
+    if [ "$code" != 503 ] && [ "$code" != 000 ]; then return 0; fi
+    sleep 0.1
+  done
+  echo "kmsd never attached to cored" >&2
+  cat "$dir/kmsd.log" >&2
+  exit 1
+}
+wait_attached
 
 # Each user's CLI profile.
 login() {
@@ -170,6 +181,20 @@ grep -q "The code changes on Monday." "$dir/out" || fail "bob does not read the 
 grep -q "shared plans.txt" "$dir/out" || fail "bob does not see the file"
 expect_exit 0 "bob gets the file" -- as "$bob" get-file "$room" "$file_id" -o "$dir/got.txt"
 cmp -s "$dir/plans.txt" "$dir/got.txt" || fail "bob's file differs from alice's"
+# A large file: the progress bar is drawn when asked for (stderr is no terminal here), not otherwise.
+head -c $((3 << 20)) /dev/urandom >"$dir/big.bin"
+expect_exit 0 "alice sends a 3 MiB file with a progress bar" -- \
+  as "$alice" --json --progress send-file "$room" "$dir/big.bin"
+big_id="$(json 'd["fileIds"][0]' <"$dir/out")"
+grep -q "upload \[##############################\] 100% 3/3 MiB" "$dir/err" ||
+  fail "no finished upload progress bar: $(tr '\r' '\n' <"$dir/err" | tail -n 2)"
+expect_exit 0 "bob gets the 3 MiB file with a progress bar" -- \
+  as "$bob" get-file "$room" "$big_id" -o "$dir/big.got" --progress
+grep -q "download \[#*\.*\] 100% 3/3 MiB" "$dir/err" || fail "no finished download progress bar"
+cmp -s "$dir/big.bin" "$dir/big.got" || fail "bob's 3 MiB file differs from alice's"
+expect_exit 0 "no progress bar off a terminal by default" -- \
+  as "$bob" get-file "$room" "$big_id" -o "$dir/big.got2"
+grep -q "download \[" "$dir/err" && fail "a progress bar was drawn on a pipe"
 if timeout 120 tail --pid="$listen_pid" -f /dev/null; then
   wait "$listen_pid" || fail "bob's listener failed: $(cat "$dir/live.err")"
   grep -q "The code changes on Monday." "$dir/live.json" || fail "bob's listener missed the text"
@@ -266,6 +291,30 @@ expect_exit 0 "acme's officer reads across the rotation through the core" -- \
   as "$officer" compliance read --user "$alice" "$room"
 grep -q "Bob is gone." "$dir/out" && grep -q "Monday" "$dir/out" ||
   fail "the officer does not read across the rotation through the core"
+
+# -- a listener outlives a restart of cored: it reconnects and resumes after the last activity it
+# showed, so nothing is missed and nothing is shown twice.
+since="$(as "$alice" --json room list | json '[r["lastSeq"] for r in d["rooms"] if r["id"] == "'"$room"'"][0]')"
+as "$alice" --json listen "$room" --since "$since" --count 2 >"$dir/relive.json" 2>"$dir/relive.err" &
+relisten_pid=$!
+expect_exit 0 "alice posts before cored restarts" -- as "$alice" send "$room" "Before the restart."
+for _ in $(seq 1 600); do grep -q "Before the restart." "$dir/relive.json" && break; sleep 0.1; done
+grep -q "Before the restart." "$dir/relive.json" || fail "the listener missed the first post"
+kill -TERM "$CORED_PID" && wait "$CORED_PID" 2>/dev/null
+sed -i "s/^listen = 127.0.0.1:0\$/listen = 127.0.0.1:${core_url##*:}/" "$dir/core.ini"
+start_cored
+wait_attached
+expect_exit 0 "alice posts after cored restarts" -- as "$alice" send "$room" "After the restart."
+if timeout 120 tail --pid="$relisten_pid" -f /dev/null; then
+  wait "$relisten_pid" || fail "the listener failed across the restart: $(cat "$dir/relive.err")"
+  [ "$(grep -c "Before the restart." "$dir/relive.json")" = 1 ] &&
+    [ "$(grep -c "After the restart." "$dir/relive.json")" = 1 ] ||
+    fail "the listener did not show each post once: $(cat "$dir/relive.json")"
+  pass "the listener reconnected and resumed across a restart of cored"
+else
+  kill "$relisten_pid" 2>/dev/null || true
+  fail "the listener did not get the post after the restart within 120 s"
+fi
 
 # -- usage errors.
 expect_exit 2 "an unknown command is a usage error" -- as "$alice" frobnicate
