@@ -1,7 +1,9 @@
 // The core service alone, in process (no HTTP, TLS or WebSockets; bench/run-core-load.sh adds
 // those): posting activities through CoreService::PostActivity with its group commit (one
 // transaction and one full fsync per batch) at 1, 4 and 16 threads, and reading a history page
-// of 50 at random cursors from a conversation of 1,000,000 activities.
+// of 50 at random cursors from a conversation of 1,000,000 activities; and starting the service
+// over a files directory of 200,000 recorded blobs (New() looks each one up, to move aside blobs a
+// crash left unrecorded).
 //
 // Hermetic: the SQLite database lives in a temporary directory of its own. Post contents are
 // compact JWEs made before the timed loop (sealing is the client's work). The history fixture is
@@ -9,6 +11,7 @@
 // 2-vCPU machine of docs/benchmarks.md); SR_BENCH_HISTORY_ACTIVITIES changes its size.
 //
 //   build-core-load/bench/core_service_bench --benchmark_min_time=2
+#include <Poco/Data/Session.h>
 #include <benchmark/benchmark.h>
 #include <openssl/rand.h>
 
@@ -17,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -192,6 +196,40 @@ void BM_HistoryPage(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(last), benchmark::Counter::kAvgThreads);
 }
 BENCHMARK(BM_HistoryPage)->Threads(1)->Threads(4)->UseRealTime();
+
+// CoreService::New over a files directory of state.range(0) blobs, all recorded (the rows are
+// written directly, in one transaction, before the timed loop; the blobs are empty files).
+void BM_StartWithFiles(benchmark::State& state) {
+  Store store("start");
+  const auto count = static_cast<std::size_t>(state.range(0));
+  std::vector<std::string> ids;
+  for (std::size_t i = 0; i < count; ++i) ids.push_back(Uuid());
+  Status filled = store.db->InTransaction([&](Poco::Data::Session& s) -> Status {
+    using Poco::Data::Keywords::now;
+    using Poco::Data::Keywords::use;
+    std::vector<std::string> conversations(ids.size(), store.conversation);
+    std::vector<std::string> uploaders(ids.size(), store.caller.user_id);
+    std::vector<std::string> hashes(ids.size(), std::string(64, '0'));
+    s << "INSERT INTO files (id, conversation_id, uploader, size, sha256, created_ms) "
+         "VALUES (?, ?, ?, 0, ?, 1)",
+        use(ids), use(conversations), use(uploaders), use(hashes), now;
+    return OkStatus();
+  });
+  if (!filled.ok()) Die(filled.error().ToString());
+  for (const std::string& id : ids) std::ofstream(store.dir / "files" / id);
+  core::CoreServiceConfig config;
+  config.files_dir = (store.dir / "files").string();
+  for (auto _ : state) {
+    store.service.reset();
+    store.service = Must(CoreService::New(config, *store.db), "restart");
+    if (store.service->startup_cleanup().unrecorded_blobs != 0) {
+      state.SkipWithError("a recorded blob was moved aside");
+      break;
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_StartWithFiles)->Arg(200000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace strongroom::bench

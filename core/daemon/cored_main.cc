@@ -52,6 +52,12 @@ class Cored : public DaemonApplication {
     config.max_file_bytes = settings.max_file_bytes;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<CoreService> service,
                         CoreService::New(std::move(config), *db));
+    if (const auto& cleanup = service->startup_cleanup();
+        cleanup.unfinished_uploads + cleanup.unrecorded_blobs > 0) {
+      Log("files: removed " + std::to_string(cleanup.unfinished_uploads) +
+          " unfinished upload(s); moved " + std::to_string(cleanup.unrecorded_blobs) +
+          " stored but unrecorded blob(s) into " + settings.files_dir + "/unrecorded/");
+    }
     RealtimeHub hub(*service);
     service->SetActivityListener(
         [&hub](const Activity& activity, const std::vector<std::string>& recipients) {

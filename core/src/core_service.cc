@@ -155,6 +155,8 @@ Status SyncDirectory(const std::filesystem::path& dir) {
 }
 
 constexpr char kUploadSuffix[] = ".upload";
+// Where New() moves blobs that are in the files directory but not in the database.
+constexpr char kUnrecordedDir[] = "unrecorded";
 
 // Conversation states for the hot paths (is the caller a participant? which key is current?),
 // so a post needs no database read before it is queued. Filled by readers on a miss, replaced by
@@ -1078,26 +1080,63 @@ Result<std::unique_ptr<CoreService>> CoreService::New(CoreServiceConfig config, 
     }
     std::filesystem::permissions(files_dir, std::filesystem::perms::owner_all, ec);
   }
-  // Uploads a previous run did not finish.
-  for (std::filesystem::directory_iterator it(files_dir, ec), end; !ec && it != end;
-       it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.size() > std::strlen(kUploadSuffix) &&
-        name.compare(name.size() - std::strlen(kUploadSuffix), std::string::npos, kUploadSuffix) ==
-            0) {
+  // What a previous run left in the files directory: uploads it did not finish (removed), and
+  // blobs it renamed into place but did not record, a crash between the two (moved aside into
+  // kUnrecordedDir, never deleted: a database restored from an older backup, or the wrong
+  // database, must not cost the blobs). No client was answered 201 for either.
+  std::int64_t last_seq = 0;
+  CoreService::StartupCleanup cleanup;
+  std::vector<std::filesystem::path> unfinished, unrecorded;
+  SR_RETURN_IF_ERROR(db.WithSession([&](Session& s) -> Status {
+    last_seq = CoreStore::MaxSeq(s);
+    const std::size_t suffix = std::strlen(kUploadSuffix);
+    std::vector<std::string> blobs;  // looked up in batches
+    auto check = [&] {
+      const std::set<std::string> recorded = CoreStore::RecordedFiles(s, blobs);
+      for (const std::string& blob : blobs) {
+        if (!recorded.count(blob)) unrecorded.push_back(files_dir / blob);
+      }
+      blobs.clear();
+    };
+    for (std::filesystem::directory_iterator it(files_dir, ec), end; !ec && it != end;
+         it.increment(ec)) {
+      std::string name = it->path().filename().string();
       std::error_code ignored;
-      std::filesystem::remove(it->path(), ignored);
+      if (name.size() > suffix && name.compare(name.size() - suffix, suffix, kUploadSuffix) == 0) {
+        unfinished.push_back(it->path());
+      } else if (internal::IsUuid(name) && it->is_regular_file(ignored)) {
+        blobs.push_back(std::move(name));
+        if (blobs.size() == 4096) check();
+      }
     }
-  }
+    check();
+    return OkStatus();
+  }));
   if (ec) {
     return Error(ErrorCode::kUnavailable,
                  "cannot read the files directory " + config.files_dir + ": " + ec.message());
   }
-  std::int64_t last_seq = 0;
-  SR_RETURN_IF_ERROR(db.WithSession([&](Session& s) -> Status {
-    last_seq = CoreStore::MaxSeq(s);
-    return OkStatus();
-  }));
+  for (const std::filesystem::path& path : unfinished) {
+    std::error_code ignored;
+    if (std::filesystem::remove(path, ignored)) ++cleanup.unfinished_uploads;
+  }
+  if (!unrecorded.empty()) {
+    const std::filesystem::path aside = files_dir / kUnrecordedDir;
+    std::filesystem::create_directory(aside, ec);
+    if (ec) {
+      return Error(ErrorCode::kUnavailable,
+                   "cannot create " + aside.string() + " for unrecorded blobs: " + ec.message());
+    }
+    for (const std::filesystem::path& path : unrecorded) {
+      std::filesystem::rename(path, aside / path.filename(), ec);
+      if (ec) {
+        return Error(ErrorCode::kUnavailable,
+                     "cannot move an unrecorded blob into " + aside.string() + ": " + ec.message());
+      }
+      ++cleanup.unrecorded_blobs;
+    }
+    SR_RETURN_IF_ERROR(SyncDirectory(files_dir));
+  }
   if (!clock) {
     clock = [] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -1105,8 +1144,10 @@ Result<std::unique_ptr<CoreService>> CoreService::New(CoreServiceConfig config, 
           .count();
     };
   }
-  return std::unique_ptr<CoreService>(
+  auto service = std::unique_ptr<CoreService>(
       new CoreService(std::make_unique<Impl>(std::move(config), db, std::move(clock), last_seq)));
+  service->startup_cleanup_ = cleanup;
+  return service;
 }
 
 CoreService::CoreService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <set>
 
 namespace strongroom::core::internal {
 namespace {
@@ -299,6 +300,25 @@ std::optional<Activity> CoreStore::FindActivity(Session& s, const std::string& c
   std::vector<Activity> found = Activities(select);
   if (found.empty()) return std::nullopt;
   return std::move(found.front());
+}
+
+std::set<std::string> CoreStore::RecordedFiles(Session& s, const std::vector<std::string>& ids) {
+  std::set<std::string> recorded;
+  constexpr std::size_t kPerQuery = 256;  // well under SQLite's 32,766 parameters
+  for (std::size_t at = 0; at < ids.size(); at += kPerQuery) {
+    const std::size_t n = std::min(kPerQuery, ids.size() - at);
+    std::string sql = "SELECT id FROM files WHERE id IN (?";
+    for (std::size_t i = 1; i < n; ++i) sql += ",?";
+    sql += ")";
+    Poco::Data::Statement select(s);
+    select << sql;
+    for (std::size_t i = 0; i < n; ++i) select, useRef(ids[at + i]);
+    std::vector<std::string> found;
+    select, into(found);
+    select.execute();
+    recorded.insert(found.begin(), found.end());
+  }
+  return recorded;
 }
 
 std::optional<FileInfo> CoreStore::FindFile(Session& s, const std::string& conversation_id,

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -68,6 +69,8 @@ class CoreStore {
   static void SetTitle(Session& s, const std::string& conversation_id, const std::string& title);
   static void SetLastSeq(Session& s, const std::string& conversation_id, std::int64_t seq);
   static void InsertFile(Session& s, const FileInfo& f);
+  // Which of these file ids are recorded (in any conversation).
+  static std::set<std::string> RecordedFiles(Session& s, const std::vector<std::string>& ids);
   static void InsertIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
                                 const std::vector<std::string>& tokens);
 

@@ -918,6 +918,52 @@ TEST_F(CoreServiceTest, UploadsPastTheLimitAreRefusedAndLeaveNoFile) {
   EXPECT_EQ(Count("files"), 1);
 }
 
+// A crash can leave an upload unfinished, or a blob renamed into place but not recorded: the next
+// start removes the first and moves the second aside (no client was given their ids; a restored or
+// wrong database must not cost blobs), and keeps every recorded blob and any file not the core's.
+TEST_F(CoreServiceTest, StartingAgainRemovesUnfinishedUploadsAndUnrecordedBlobsOnly) {
+  const Conversation c = Create(alice_, {});
+  auto upload = service_->BeginUpload(alice_, c.id);
+  ASSERT_TRUE(upload.ok());
+  ASSERT_TRUE((*upload)->Write("kept", 4).ok());
+  auto kept = service_->FinishUpload(std::move(*upload));
+  ASSERT_TRUE(kept.ok()) << kept.error().ToString();
+  const std::filesystem::path files = dir_ / "files";
+  // 600 more recorded blobs (rows written directly), so the lookups span several batches.
+  std::vector<std::string> recorded;
+  for (int i = 0; i < 600; ++i) recorded.push_back(internal::NewUuid());
+  ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                   for (const std::string& id : recorded) {
+                     FileInfo f{id, c.id, alice_.user_id, 0, std::string(64, '0'), 1};
+                     internal::CoreStore::InsertFile(s, f);
+                   }
+                   return OkStatus();
+                 })
+                  .ok());
+  for (const std::string& id : recorded) std::ofstream(files / id);
+  const std::string unrecorded = internal::NewUuid();
+  std::ofstream(files / unrecorded) << "renamed, then the process died";
+  std::ofstream(files / (internal::NewUuid() + ".upload")) << "half an upload";
+  std::ofstream(files / "NOTES.txt") << "not the core's";
+
+  Reopen();
+  EXPECT_EQ(service_->startup_cleanup().unfinished_uploads, 1u);
+  EXPECT_EQ(service_->startup_cleanup().unrecorded_blobs, 1u);
+  EXPECT_FALSE(std::filesystem::exists(files / unrecorded));
+  EXPECT_TRUE(std::filesystem::exists(files / "unrecorded" / unrecorded));
+  EXPECT_TRUE(std::filesystem::exists(files / "NOTES.txt"));
+  auto opened = service_->OpenFile(alice_, c.id, kept->id);
+  ASSERT_TRUE(opened.ok()) << opened.error().ToString();
+  std::size_t left = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(files)) ++left;
+  EXPECT_EQ(left, 603u);  // the recorded blobs, NOTES.txt and unrecorded/
+
+  Reopen();
+  EXPECT_EQ(service_->startup_cleanup().unfinished_uploads, 0u);
+  EXPECT_EQ(service_->startup_cleanup().unrecorded_blobs, 0u);
+  EXPECT_TRUE(service_->OpenFile(alice_, c.id, kept->id).ok());
+}
+
 TEST_F(CoreServiceTest, AnUploadFinishedAfterTheUploaderLeftIsNotKept) {
   const Conversation c = Create(alice_, {bob_.user_id});
   auto upload = service_->BeginUpload(bob_, c.id);

@@ -238,10 +238,20 @@ class CoreService {
                         const std::vector<std::string>& tokens);
   Result<SearchPage> MatchTokens(const Caller& caller, const SearchQuery& query);
 
+  // What New() found in the files directory: uploads a previous run did not finish (removed), and
+  // blobs it stored but crashed before recording (moved into `<files_dir>/unrecorded/`, never
+  // deleted). No client was ever given an id for either.
+  struct StartupCleanup {
+    std::size_t unfinished_uploads = 0;
+    std::size_t unrecorded_blobs = 0;
+  };
+  const StartupCleanup& startup_cleanup() const { return startup_cleanup_; }
+
  private:
   class Impl;
   explicit CoreService(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+  StartupCleanup startup_cleanup_;
 };
 
 class CoreService::Upload {
