@@ -249,28 +249,38 @@ TEST_F(KeyPoolTest, AFailingKmsIsReportedAndTheNextTakeTriesAgain) {
   EXPECT_FALSE(pool.last_error());
 }
 
-TEST_F(KeyPoolTest, ConcurrentTakersEachGetADistinctKey) {
-  KeyPool pool(kms_.Creator(), Options(/*background=*/true));
-  std::mutex mutex;
+// `threads` threads each Take() `each` keys: the distinct URIs they got, and how many Take()s
+// failed.
+struct Taken {
   std::set<std::string> uris;
-  std::atomic<int> failures{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&] {
-      for (int i = 0; i < 25; ++i) {
+  int failures = 0;
+};
+Taken TakeConcurrently(KeyPool& pool, int threads, int each) {
+  std::mutex mutex;
+  Taken taken;
+  std::vector<std::thread> takers;
+  for (int t = 0; t < threads; ++t) {
+    takers.emplace_back([&] {
+      for (int i = 0; i < each; ++i) {
         auto key = pool.Take();
-        if (!key.ok()) {
-          ++failures;
-          continue;
-        }
         std::lock_guard<std::mutex> lock(mutex);
-        uris.insert(key->uri);
+        if (key.ok()) {
+          taken.uris.insert(key->uri);
+        } else {
+          ++taken.failures;
+        }
       }
     });
   }
-  for (std::thread& thread : threads) thread.join();
-  EXPECT_EQ(failures, 0);
-  EXPECT_EQ(uris.size(), 100u);
+  for (std::thread& taker : takers) taker.join();
+  return taken;
+}
+
+TEST_F(KeyPoolTest, ConcurrentTakersEachGetADistinctKey) {
+  KeyPool pool(kms_.Creator(), Options(/*background=*/true));
+  const Taken taken = TakeConcurrently(pool, 4, 25);
+  EXPECT_EQ(taken.failures, 0);
+  EXPECT_EQ(taken.uris.size(), 100u);
 }
 
 // With batches of one key, every Take() on the empty pool creates the key it needs; another taker
@@ -281,26 +291,9 @@ TEST_F(KeyPoolTest, ATakerThatCreatesABatchKeepsAKeyFromIt) {
     options.target = 1;
     options.low_water = 1;
     KeyPool pool(kms_.Creator(), options);
-    std::mutex mutex;
-    std::set<std::string> uris;
-    std::atomic<int> failures{0};
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 8; ++t) {
-      threads.emplace_back([&] {
-        for (int i = 0; i < 200; ++i) {
-          auto key = pool.Take();
-          if (!key.ok()) {
-            ++failures;
-            continue;
-          }
-          std::lock_guard<std::mutex> lock(mutex);
-          uris.insert(key->uri);
-        }
-      });
-    }
-    for (std::thread& thread : threads) thread.join();
-    EXPECT_EQ(failures, 0) << "background " << background;
-    EXPECT_EQ(uris.size(), 1600u) << "background " << background;
+    const Taken taken = TakeConcurrently(pool, 8, 200);
+    EXPECT_EQ(taken.failures, 0) << "background " << background;
+    EXPECT_EQ(taken.uris.size(), 1600u) << "background " << background;
   }
 }
 
