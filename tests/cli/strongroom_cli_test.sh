@@ -319,6 +319,21 @@ fi
 # -- usage errors.
 expect_exit 2 "an unknown command is a usage error" -- as "$alice" frobnicate
 expect_exit 3 "an unknown room is not found" -- as "$alice" read "no such room"
+# A token the core refuses (minted for another audience): exit 4, and the hint says what to do.
+cp -r "$dir/home-$alice" "$dir/home-stale"
+sed -i 's/--audience {audience}/--audience elsewhere/' "$dir/home-stale/profile.ini"
+expect_exit 4 "a refused token exits 4" -- \
+  env STRONGROOM_HOME="$dir/home-stale" "$CLI" --json room list
+grep -q "strongroom login" "$dir/err" || fail "no hint to log in again: $(cat "$dir/err")"
+[ "$(json 'd["error"]["code"]' <"$dir/out")" = UNAUTHENTICATED ] ||
+  fail "no JSON error for a refused token: $(cat "$dir/out")"
+grep -q "eyJ" "$dir/out" "$dir/err" && fail "a token was echoed"
+# A core nobody listens on: exit 5.
+closed_port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+cp -r "$dir/home-$alice" "$dir/home-away"
+sed -i "s#^core_url = .*#core_url = https://127.0.0.1:$closed_port#" "$dir/home-away/profile.ini"
+expect_exit 5 "an unreachable core exits 5" -- env STRONGROOM_HOME="$dir/home-away" "$CLI" room list
+grep -q "check that they run" "$dir/err" || fail "no hint for an unreachable core: $(cat "$dir/err")"
 
 if [ "$failures" -ne 0 ]; then
   echo "--- cored's log" >&2; tail -n 40 "$dir/cored.log" >&2
