@@ -10,12 +10,17 @@
 //   BM_PairedFile  drift of the machine hits both; counter sdk/raw = raw time / SDK time.
 //
 // Every benchmark reports bytes/s of plaintext. bench/run-sdk-latency.sh is the other half.
+//
+// SR_BENCH_BASE64URL=scalar|avx2|avx512vbmi picks a slower base64url encoder than the CPU's best;
+// with OPENSSL_ia32cap masking AVX-512 and VAES as well, this machine stands in for an AVX2-only
+// one (docs/benchmarks.md).
 #include <benchmark/benchmark.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <istream>
 #include <ostream>
@@ -24,6 +29,7 @@
 #include <vector>
 
 #include "strongroom/client/content.h"
+#include "strongroom/common/jose/dir_jwe.h"
 #include "strongroom/common/secret_bytes.h"
 
 namespace strongroom::client {
@@ -188,4 +194,21 @@ BENCHMARK(BM_PairedFile);
 }  // namespace
 }  // namespace strongroom::client
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  using strongroom::jose::internal::Base64UrlEncoder;
+  if (const char* wanted = std::getenv("SR_BENCH_BASE64URL"); wanted != nullptr && *wanted) {
+    const std::string name = wanted;
+    const Base64UrlEncoder encoder = name == "scalar" ? Base64UrlEncoder::kScalar
+                                     : name == "avx2" ? Base64UrlEncoder::kAvx2
+                                                      : Base64UrlEncoder::kAvx512Vbmi;
+    strongroom::jose::internal::UseBase64UrlEncoder(encoder);
+  }
+  static const char* const kNames[] = {"scalar", "avx2", "avx512vbmi"};
+  benchmark::AddCustomContext(
+      "base64url", kNames[static_cast<int>(strongroom::jose::internal::CurrentBase64UrlEncoder())]);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -258,27 +258,40 @@ TEST_F(DirJweTest, EmptyAndLargePlaintextsRoundTrip) {
   }
 }
 
-// EncryptDir encrypts and encodes in pieces of 12,288 bytes with an encoder of its own (24 bytes
-// per AVX2 step where the CPU has it): every part must be the canonical base64url cjose's codec
-// writes, at every length around the pieces and the steps, and what it wrote must open.
+// EncryptDir encrypts and encodes in pieces of 12,288 bytes with encoders of its own (48 bytes per
+// AVX-512 VBMI step, 24 per AVX2 step, a table for the rest): with each encoder this CPU can run,
+// every part must be the canonical base64url cjose's codec writes, at every length around the
+// pieces and the steps, and what it wrote must open.
 TEST_F(DirJweTest, EncryptDirPartsAreCanonicalBase64UrlAtEveryLengthAroundItsPieces) {
-  for (std::size_t size :
-       {2, 3, 4, 5, 6, 27, 28, 29, 51, 52, 53, 12287, 12288, 12289, 24577, 65536}) {
-    const SecretBytes random = SecretBytes::Random(size);
-    plaintext_.assign(random.view().begin(), random.view().end());
-    const std::string compact = Encrypt();
-    const std::vector<std::string> parts = Split(compact);
-    ASSERT_EQ(parts.size(), 5u);
-    for (const std::string& part : parts) {
-      auto decoded = Base64UrlDecode(part);
-      ASSERT_TRUE(decoded.ok()) << size << ": " << decoded.error().ToString();
-      EXPECT_EQ(Base64UrlEncode(*decoded), part) << size;
+  using internal::Base64UrlEncoder;
+  const Base64UrlEncoder best = internal::CurrentBase64UrlEncoder();
+  struct Restore {
+    ~Restore() { internal::UseBase64UrlEncoder(Base64UrlEncoder::kAvx512Vbmi); }
+  } restore;
+  for (Base64UrlEncoder wanted :
+       {Base64UrlEncoder::kScalar, Base64UrlEncoder::kAvx2, Base64UrlEncoder::kAvx512Vbmi}) {
+    const Base64UrlEncoder used = internal::UseBase64UrlEncoder(wanted);
+    EXPECT_LE(used, wanted);
+    SCOPED_TRACE("encoder " + std::to_string(static_cast<int>(used)));
+    for (std::size_t size : {2,  3,  4,  5,   6,   27,  28,   29,    51,    52,    53,    75,
+                             76, 77, 99, 100, 101, 124, 1000, 12287, 12288, 12289, 24577, 65536}) {
+      const SecretBytes random = SecretBytes::Random(size);
+      plaintext_.assign(random.view().begin(), random.view().end());
+      const std::string compact = Encrypt();
+      const std::vector<std::string> parts = Split(compact);
+      ASSERT_EQ(parts.size(), 5u);
+      for (const std::string& part : parts) {
+        auto decoded = Base64UrlDecode(part);
+        ASSERT_TRUE(decoded.ok()) << size << ": " << decoded.error().ToString();
+        EXPECT_EQ(Base64UrlEncode(*decoded), part) << size;
+      }
+      EXPECT_EQ(Base64UrlDecode(parts[3])->size(), size);
+      auto decrypted = DecryptDir(compact, Lookup());
+      ASSERT_TRUE(decrypted.ok()) << size << ": " << decrypted.error().ToString();
+      EXPECT_TRUE(std::ranges::equal(decrypted->plaintext.view(), plaintext_)) << size;
     }
-    EXPECT_EQ(Base64UrlDecode(parts[3])->size(), size);
-    auto decrypted = DecryptDir(compact, Lookup());
-    ASSERT_TRUE(decrypted.ok()) << size << ": " << decrypted.error().ToString();
-    EXPECT_TRUE(std::ranges::equal(decrypted->plaintext.view(), plaintext_)) << size;
   }
+  EXPECT_EQ(internal::UseBase64UrlEncoder(Base64UrlEncoder::kAvx512Vbmi), best);
 }
 
 TEST_F(DirJweTest, AKidThatNeedsJsonEscapingRoundTrips) {

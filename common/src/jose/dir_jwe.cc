@@ -10,6 +10,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -151,8 +152,26 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) std::size_t EncodeAvx512V
 }
 #endif
 
+// The fastest encoder this CPU has.
+internal::Base64UrlEncoder BestBase64UrlEncoder() {
+#ifdef STRONGROOM_BASE64URL_AVX2
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw")) {
+    return internal::Base64UrlEncoder::kAvx512Vbmi;
+  }
+  if (__builtin_cpu_supports("avx2")) return internal::Base64UrlEncoder::kAvx2;
+#endif
+  return internal::Base64UrlEncoder::kScalar;
+}
+
+std::atomic<internal::Base64UrlEncoder>& SelectedBase64UrlEncoder() {
+  static std::atomic<internal::Base64UrlEncoder> selected{BestBase64UrlEncoder()};
+  return selected;
+}
+
 // Appends the unpadded base64url of `bytes` to `out`. Pieces whose sizes are multiples of 3 encode
-// to the same text as their concatenation would.
+// to the same text as their concatenation would. The vector encoders take what they can in whole
+// steps (AVX-512 VBMI first, AVX2 after it), the scalar table the rest.
 void AppendBase64Url(std::span<const std::uint8_t> bytes, std::string& out) {
   static const PairTable table;
   const std::size_t start = out.size();
@@ -162,14 +181,13 @@ void AppendBase64Url(std::span<const std::uint8_t> bytes, std::string& out) {
   const std::size_t whole = bytes.size() / 3 * 3;
   std::size_t i = 0;
 #ifdef STRONGROOM_BASE64URL_AVX2
-  static const bool vbmi =
-      __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (vbmi) {
+  const internal::Base64UrlEncoder encoder =
+      SelectedBase64UrlEncoder().load(std::memory_order_relaxed);
+  if (encoder == internal::Base64UrlEncoder::kAvx512Vbmi) {
     i = EncodeAvx512Vbmi(from, bytes.size(), to);
     to += i / 3 * 4;
   }
-  if (avx2) {
+  if (encoder >= internal::Base64UrlEncoder::kAvx2) {
     const std::size_t done = EncodeAvx2(from + i, bytes.size() - i, to);
     i += done;
     to += done / 3 * 4;
@@ -201,6 +219,20 @@ struct CipherCtxFree {
 };
 
 }  // namespace
+
+namespace internal {
+
+Base64UrlEncoder CurrentBase64UrlEncoder() {
+  return SelectedBase64UrlEncoder().load(std::memory_order_relaxed);
+}
+
+Base64UrlEncoder UseBase64UrlEncoder(Base64UrlEncoder encoder) {
+  const Base64UrlEncoder chosen = std::min(encoder, BestBase64UrlEncoder());
+  SelectedBase64UrlEncoder().store(chosen, std::memory_order_relaxed);
+  return chosen;
+}
+
+}  // namespace internal
 
 // Straight on OpenSSL rather than cjose_jwe_encrypt + export: cjose copies the plaintext and the
 // ciphertext several times into zeroized heap buffers and encodes byte by byte, which cost a

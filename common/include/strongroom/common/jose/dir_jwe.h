@@ -40,6 +40,18 @@ Result<std::string> EncryptDir(std::span<const std::uint8_t> key32, std::string_
 Result<DecryptedJwe> DecryptDir(std::string_view compact, const KeyLookup& key_lookup,
                                 const JoseLimits& limits = {});
 
+namespace internal {
+
+// How EncryptDir writes base64url: the fastest this CPU has is chosen at start (scalar on CPUs
+// other than x86-64). Slower ones are chosen by tests, so that every encoder the CPU can run is
+// checked, and by benchmarks.
+enum class Base64UrlEncoder { kScalar = 0, kAvx2 = 1, kAvx512Vbmi = 2 };
+Base64UrlEncoder CurrentBase64UrlEncoder();
+// From now on, for every thread: `encoder`, or the fastest this CPU has if it lacks `encoder`.
+// Returns the one in use.
+Base64UrlEncoder UseBase64UrlEncoder(Base64UrlEncoder encoder);
+
+}  // namespace internal
 }  // namespace strongroom::jose
 
 #endif  // STRONGROOM_COMMON_JOSE_DIR_JWE_H_
