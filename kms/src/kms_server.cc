@@ -10,8 +10,11 @@
 #include <Poco/String.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <functional>
 #include <iostream>
 #include <sstream>
+#include <string>
 
 #include "strongroom/common/http_support.h"
 #include "strongroom/common/tls.h"
@@ -34,6 +37,12 @@ using http::SendJson;
 
 void LogError(const std::string& what) { std::cerr << "kmsd: error: " << what << std::endl; }
 
+// Who asks, for the admission gate's fairness: the connection (its peer address and port). Never
+// 0, which the gate reads as nobody in particular.
+std::uint64_t ConnectionKey(const HTTPServerRequest& request) {
+  return std::hash<std::string>{}(request.clientAddress().toString()) | 1;
+}
+
 }  // namespace
 
 struct KmsServer::State {
@@ -52,7 +61,7 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
   void handleRequest(HTTPServerRequest& request, HTTPServerResponse& response) override {
     state_->requests.fetch_add(1, std::memory_order_relaxed);
     try {
-      if (!state_->gate.Enter()) {
+      if (!state_->gate.Enter(ConnectionKey(request))) {
         if (state_->metrics != nullptr) state_->metrics->RecordOverload();
         response.set("Retry-After", "1");
         // The body is read and dropped (bounded) so the connection stays usable; an oversize one
