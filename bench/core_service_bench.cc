@@ -149,14 +149,18 @@ Store* HistoryStore() {
   return store;
 }
 
-// One post per iteration; every thread posts as the same participant into one conversation, so
-// the writer batches whatever is queued when it starts a transaction.
+// One post per iteration, with a clientActivityId of its own; every thread posts as the same
+// participant into one conversation, so the writer batches whatever is queued when it starts a
+// transaction.
 void BM_Post(benchmark::State& state) {
   Store* store = PostStore();
   const std::vector<std::string> contents = store->Contents(kContentsPerThread);
   std::size_t n = 0;
+  // Every SDK post carries a clientActivityId (retries are idempotent by it).
+  const std::string client = "bench-" + std::to_string(state.thread_index()) + "-" + Uuid();
   for (auto _ : state) {
     core::NewPost post;
+    post.client_activity_id = client + "-" + std::to_string(n);
     post.content = contents[n++ % contents.size()];
     Result<core::Activity> posted =
         store->service->PostActivity(store->caller, store->conversation, post);

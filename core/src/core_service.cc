@@ -596,7 +596,8 @@ class CoreService::Impl {
     SR_RETURN_IF_ERROR(CheckParticipant(caller, id));
     return Submit([&](Batch& b) -> Result<Activity> {
       SR_ASSIGN_OR_RETURN(StatePtr state, ParticipantState(b, caller, id));
-      if (!post.client_activity_id.empty()) {
+      if (!post.client_activity_id.empty() &&
+          CoreStore::ClientIdUsed(*b.s, id, caller.user_id, post.client_activity_id)) {
         // A retry returns what the first attempt stored, even after a key rotation.
         // The batch's own earlier inserts are visible: it is one transaction.
         std::optional<Activity> stored =

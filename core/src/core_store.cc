@@ -276,6 +276,15 @@ std::size_t CoreStore::CountDeclaredKeys(Session& s, const std::string& conversa
   return static_cast<std::size_t>(count);
 }
 
+bool CoreStore::ClientIdUsed(Session& s, const std::string& conversation_id,
+                             const std::string& actor, const std::string& client_activity_id) {
+  int count = 0;
+  s << "SELECT COUNT(*) FROM activities WHERE conversation_id = ? AND actor = ? "
+       "AND client_activity_id = ? AND client_activity_id <> ''",
+      useRef(conversation_id), useRef(actor), useRef(client_activity_id), into(count), now;
+  return count > 0;
+}
+
 std::optional<Activity> CoreStore::FindByClientId(Session& s, const std::string& conversation_id,
                                                   const std::string& actor,
                                                   const std::string& client_activity_id) {

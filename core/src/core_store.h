@@ -77,6 +77,10 @@ class CoreStore {
   // Reads.
   static std::int64_t CountMemberships(Session& s, const std::string& user);
   static std::size_t CountDeclaredKeys(Session& s, const std::string& conversation_id);
+  // Whether `actor` already posted with this clientActivityId: an index lookup that reads no row,
+  // for the common case (a first attempt); FindByClientId reads the activity of a retry.
+  static bool ClientIdUsed(Session& s, const std::string& conversation_id, const std::string& actor,
+                           const std::string& client_activity_id);
   static std::optional<Activity> FindByClientId(Session& s, const std::string& conversation_id,
                                                 const std::string& actor,
                                                 const std::string& client_activity_id);
