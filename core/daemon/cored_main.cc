@@ -60,9 +60,7 @@ class Cored : public DaemonApplication {
     }
     RealtimeHub hub(*service);
     service->SetActivityListener(
-        [&hub](const Activity& activity, const std::vector<std::string>& recipients) {
-          hub.Publish(activity, recipients);
-        });
+        [&hub](const std::vector<CoreService::Committed>& committed) { hub.Publish(committed); });
 
     CoreServerOptions options;
     options.listen_host = settings.listen_host;

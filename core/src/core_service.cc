@@ -1016,14 +1016,15 @@ class CoreService::Impl {
       std::lock_guard lock(listener_mutex_);
       listener = listener_;
     }
-    if (listener) {
-      for (const Produced& p : b.produced) {
-        try {
-          listener(p.activity, *p.recipients);
-        } catch (const std::exception&) {
-          // A listener's failure must not stop the writer; the activity is committed and the
-          // realtime stream replays it from the database (EventsSince).
-        }
+    if (listener && !b.produced.empty()) {
+      std::vector<Committed> activities;
+      activities.reserve(b.produced.size());
+      for (const Produced& p : b.produced) activities.push_back({p.activity, *p.recipients});
+      try {
+        listener(activities);
+      } catch (const std::exception&) {
+        // A listener's failure must not stop the writer; the activities are committed and the
+        // realtime stream replays them from the database (EventsSince).
       }
     }
     for (std::size_t i = 0; i < ops.size(); ++i) ops[i]->result = std::move(results[i]);

@@ -4,6 +4,7 @@
 #include <Poco/Net/NetException.h>
 #include <Poco/Net/WebSocket.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <iostream>
@@ -138,25 +139,33 @@ RealtimeHub::RealtimeHub(CoreService& service, RealtimeOptions options)
 
 RealtimeHub::~RealtimeHub() { Stop(); }
 
-void RealtimeHub::Publish(const Activity& activity, const std::vector<std::string>& recipients) {
-  std::shared_ptr<const std::string> json;
+void RealtimeHub::Publish(const std::vector<CoreService::Committed>& committed) {
+  std::vector<Subscriber*> woken;
   std::lock_guard<std::mutex> lock(mutex_);
-  for (const std::string& user : recipients) {
-    auto found = by_user_.find(user);
-    if (found == by_user_.end()) continue;
-    if (!json) json = std::make_shared<const std::string>(ActivityJson(activity));
-    for (Subscriber* subscriber : found->second) {
-      std::lock_guard<std::mutex> sub_lock(subscriber->mutex);
-      if (subscriber->overflowed) continue;
-      if (subscriber->queue.size() >= options_.max_queued) {
-        subscriber->queue.clear();  // it catches up from the store instead
-        subscriber->overflowed = true;
-      } else {
-        subscriber->queue.push_back({activity.seq, json});
+  for (const CoreService::Committed& c : committed) {
+    std::shared_ptr<const std::string> json;
+    for (const std::string& user : c.recipients) {
+      auto found = by_user_.find(user);
+      if (found == by_user_.end()) continue;
+      if (!json) json = std::make_shared<const std::string>(ActivityJson(c.activity));
+      for (Subscriber* subscriber : found->second) {
+        std::lock_guard<std::mutex> sub_lock(subscriber->mutex);
+        if (subscriber->overflowed) continue;
+        if (subscriber->queue.size() >= options_.max_queued) {
+          subscriber->queue.clear();  // it catches up from the store instead
+          subscriber->overflowed = true;
+        } else {
+          subscriber->queue.push_back({c.activity.seq, json});
+        }
+        woken.push_back(subscriber);
       }
-      subscriber->ready.notify_one();
     }
   }
+  // Once each, after the whole commit is queued: registered subscribers stay valid while mutex_
+  // is held (a Serve loop unregisters under it).
+  std::sort(woken.begin(), woken.end());
+  woken.erase(std::unique(woken.begin(), woken.end()), woken.end());
+  for (Subscriber* subscriber : woken) subscriber->ready.notify_one();
 }
 
 Status RealtimeHub::Serve(const std::string& user_id, std::int64_t cursor, WebSocket& socket) {

@@ -77,11 +77,13 @@ class CoreServiceTest : public ::testing::Test {
     auto service = CoreService::New(config, *db_, [this] { return ++clock_ms_; });
     ASSERT_TRUE(service.ok()) << service.error().ToString();
     service_ = std::move(service).value();
-    service_->SetActivityListener(
-        [this](const Activity& activity, const std::vector<std::string>& recipients) {
-          std::lock_guard lock(heard_mutex_);
-          heard_.push_back({activity, recipients});
-        });
+    service_->SetActivityListener([this](const std::vector<CoreService::Committed>& committed) {
+      std::lock_guard lock(heard_mutex_);
+      ++commits_heard_;
+      if (committed.empty()) ++empty_commits_heard_;
+      for (const CoreService::Committed& c : committed)
+        heard_.push_back({c.activity, c.recipients});
+    });
   }
 
   void Reopen(CoreServiceConfig config = {}) {
@@ -162,6 +164,8 @@ class CoreServiceTest : public ::testing::Test {
   std::atomic<std::int64_t> clock_ms_{1700000000000};
   std::mutex heard_mutex_;
   std::vector<std::pair<Activity, std::vector<std::string>>> heard_;
+  std::size_t commits_heard_ = 0;        // listener calls: one per commit
+  std::size_t empty_commits_heard_ = 0;  // calls without an activity (never expected)
 
   const Caller alice_{"alice@acme.test", "acme"};
   const Caller bob_{"bob@acme.test", "acme"};
@@ -810,6 +814,12 @@ TEST_F(CoreServiceTest, ConcurrentPostersAreAllStoredAndHeardInSeqOrder) {
     EXPECT_EQ(heard[i].first.seq, static_cast<std::int64_t>(i + 1));  // gapless, in order
   }
   EXPECT_EQ(service_->LastSeq(), static_cast<std::int64_t>(heard.size()));
+  {
+    std::lock_guard lock(heard_mutex_);
+    EXPECT_EQ(empty_commits_heard_, 0u);
+    EXPECT_GE(commits_heard_, 1u);
+    EXPECT_LE(commits_heard_, heard.size());  // a commit's activities are heard in one call
+  }
   std::set<std::string> heard_ids;
   for (const auto& [activity, recipients] : heard) heard_ids.insert(activity.id);
   for (const Activity& a : acknowledged) {

@@ -160,12 +160,16 @@ struct CoreServiceConfig {
 class CoreService {
  public:
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
-  // Called after an activity is committed, in commit (sequence) order, from the committing
-  // thread; `recipients` are the users who may see it (participants after it, plus the users it
-  // removed). Must not block for long, nor call the service's changing methods (the committing
-  // thread is the one that would run them).
-  using ActivityListener =
-      std::function<void(const Activity& activity, const std::vector<std::string>& recipients)>;
+  // A committed activity and the users who may see it (participants after it, plus the users it
+  // removed).
+  struct Committed {
+    const Activity& activity;
+    const std::vector<std::string>& recipients;
+  };
+  // Called once per commit with its activities in sequence order (a commit takes every change
+  // queued when it starts), from the committing thread. Must not block for long, nor call the
+  // service's changing methods (the committing thread is the one that would run them).
+  using ActivityListener = std::function<void(const std::vector<Committed>& committed)>;
 
   // The core's schema: open the core's database with these (Database::OpenSqlite).
   static std::vector<Migration> Migrations();

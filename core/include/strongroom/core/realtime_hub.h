@@ -55,8 +55,10 @@ class RealtimeHub {
   RealtimeHub(const RealtimeHub&) = delete;
   RealtimeHub& operator=(const RealtimeHub&) = delete;
 
-  // The service's ActivityListener: queues the activity for its recipients' connections.
-  void Publish(const Activity& activity, const std::vector<std::string>& recipients);
+  // The service's ActivityListener: queues a commit's activities for their recipients'
+  // connections, and wakes each connection once for all of them (one frame, not one per
+  // activity).
+  void Publish(const std::vector<CoreService::Committed>& committed);
 
   // Serves one upgraded connection until the client closes it, it fails, or Stop(). Returns
   // RESOURCE_EXHAUSTED at once when the user has max_connections_per_user open.
