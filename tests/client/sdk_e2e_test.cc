@@ -32,6 +32,7 @@
 #include "../support/daemon_process.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "../support/tool_steps.h"
 #include "strongroom/client/conversation.h"
 #include "strongroom/client/core_client.h"
 #include "strongroom/client/https_transport.h"
@@ -45,9 +46,12 @@ namespace strongroom::client {
 namespace {
 
 using strongroom::testing::DaemonProcess;
+using strongroom::testing::InitTestIdps;
 using strongroom::testing::kSoftHsmModule;
+using strongroom::testing::MakeTestTls;
 using strongroom::testing::SoftHsmSandbox;
 using strongroom::testing::TestDir;
+using strongroom::testing::ToolSteps;
 namespace fs = std::filesystem;
 
 constexpr char kKmsHost[] = "kms.acme.test";
@@ -64,30 +68,6 @@ std::string ReadFile(const fs::path& path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-struct ToolRun {
-  int exit_code = -1;
-  std::string err;
-};
-
-ToolRun Tool(const std::string& path, const std::vector<std::string>& args,
-             const Poco::Process::Env& env = {}) {
-  Poco::Pipe out_pipe, err_pipe;
-  ToolRun run;
-  try {
-    Poco::ProcessHandle handle =
-        Poco::Process::launch(path, args, ".", nullptr, &out_pipe, &err_pipe, env);
-    Poco::PipeInputStream out_stream(out_pipe), err_stream(err_pipe);
-    std::string out;
-    std::thread err_reader([&] { Poco::StreamCopier::copyToString(err_stream, run.err); });
-    Poco::StreamCopier::copyToString(out_stream, out);
-    err_reader.join();
-    run.exit_code = handle.wait();
-  } catch (const Poco::Exception& e) {
-    run.err = e.displayText();
-  }
-  return run;
 }
 
 std::string RandomBytes(std::size_t size) {
@@ -115,7 +95,7 @@ class Environment {
     return (dir_ / ("idp-" + org) / "jwks.json").string();
   }
   const std::string& hsm_section() const { return hsm_section_; }
-  const std::string& error() const { return error_; }
+  const std::string& error() const { return steps_.error(); }
 
   std::string Token(const std::string& user, const std::string& audience) const {
     const std::string org = user.substr(user.find('@') + 1, user.find('.') - user.find('@') - 1);
@@ -135,25 +115,8 @@ class Environment {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     const std::string d = dir_.string();
-    std::ofstream(dir_ / "server.ext") << "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-                                          "basicConstraints = critical, CA:FALSE\n"
-                                          "keyUsage = critical, digitalSignature\n"
-                                          "extendedKeyUsage = serverAuth\n";
-    Step("/usr/bin/openssl",
-         {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-          "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2", "-subj",
-          "/CN=Strongroom SDK test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
-          "keyUsage=critical,keyCertSign"});
-    Step("/usr/bin/openssl",
-         {"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-          d + "/tls.key", "-out", d + "/tls.csr", "-subj", "/CN=127.0.0.1"});
-    Step("/usr/bin/openssl",
-         {"x509", "-req", "-in", d + "/tls.csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key",
-          "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext", "-out", d + "/tls.pem"});
-    for (const std::string org : {"acme", "globex"}) {
-      Step(IDP_PATH,
-           {"init", "--dir", d + "/idp-" + org, "--issuer", "https://idp." + org + ".test"});
-    }
+    MakeTestTls(steps_, d, "Strongroom SDK test CA");
+    InitTestIdps(steps_, d, IDP_PATH, {"acme", "globex"});
     const std::string label = SoftHsmSandbox::Get().CreateToken(kSoftHsmModule, "sdk");
     hsm_section_ = "[hsm]\ntokens = primary\nnode_id = test\n[hsm.primary]\nuri = " +
                    SoftHsmSandbox::Get().Uri(kSoftHsmModule, label) + "\n";
@@ -167,20 +130,13 @@ class Environment {
              {"--config", hsm_ini, "hsm", "certify-identity", "--ca-cert", d + "/ca.pem",
               "--ca-key", d + "/ca.key", "--host", kKmsHost, "--out", d + "/identity.pem", "--days",
               "2"}}) {
-      Step(KMSCTL_PATH, args, env);
+      steps_.Run(KMSCTL_PATH, args, env);
     }
-  }
-
-  void Step(const std::string& tool, const std::vector<std::string>& args,
-            const Poco::Process::Env& env = {}) {
-    if (!error_.empty()) return;
-    ToolRun run = Tool(tool, args, env);
-    if (run.exit_code != 0) error_ = tool + " " + args[0] + " failed: " + run.err;
   }
 
   fs::path dir_;
   std::string hsm_section_;
-  std::string error_;
+  ToolSteps steps_;
 };
 
 Environment& env() { return Environment::Get(); }

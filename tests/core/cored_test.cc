@@ -49,6 +49,7 @@
 #include "../support/daemon_process.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "../support/tool_steps.h"
 #include "strongroom/client/https_transport.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/database.h"
@@ -66,9 +67,14 @@ namespace {
 using Poco::JSON::Array;
 using Poco::JSON::Object;
 using strongroom::testing::DaemonProcess;
+using strongroom::testing::InitTestIdps;
 using strongroom::testing::kSoftHsmModule;
+using strongroom::testing::MakeTestTls;
 using strongroom::testing::SoftHsmSandbox;
 using strongroom::testing::TestDir;
+using strongroom::testing::Tool;
+using strongroom::testing::ToolRun;
+using strongroom::testing::ToolSteps;
 namespace fs = std::filesystem;
 
 constexpr char kKmsHost[] = "kms.acme.test";
@@ -193,30 +199,6 @@ std::vector<std::string> Verbs(const std::vector<Object::Ptr>& activities) {
   return verbs;
 }
 
-struct ToolRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-ToolRun Tool(const std::string& path, const std::vector<std::string>& args,
-             const Poco::Process::Env& env = {}) {
-  Poco::Pipe out_pipe, err_pipe;
-  ToolRun run;
-  try {
-    Poco::ProcessHandle handle =
-        Poco::Process::launch(path, args, ".", nullptr, &out_pipe, &err_pipe, env);
-    Poco::PipeInputStream out_stream(out_pipe), err_stream(err_pipe);
-    std::thread err_reader([&] { Poco::StreamCopier::copyToString(err_stream, run.err); });
-    Poco::StreamCopier::copyToString(out_stream, run.out);
-    err_reader.join();
-    run.exit_code = handle.wait();
-  } catch (const Poco::Exception& e) {
-    run.err = e.displayText();
-  }
-  return run;
-}
-
 // A content key as a client holds it: a key URL on the KMS and its 32 bytes.
 struct ContentKey {
   std::string uri;
@@ -268,7 +250,7 @@ class Environment {
   std::string jwks(const std::string& org) const {
     return (dir_ / ("idp-" + org) / "jwks.json").string();
   }
-  const std::string& error() const { return error_; }
+  const std::string& error() const { return steps_.error(); }
   Poco::Net::Context::Ptr client_context() const { return context_; }
 
   // A bearer token of `org`'s identity provider (https://idp.<org>.test).
@@ -326,27 +308,10 @@ class Environment {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     const std::string d = dir_.string();
-    std::ofstream(dir_ / "server.ext") << "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-                                          "basicConstraints = critical, CA:FALSE\n"
-                                          "keyUsage = critical, digitalSignature\n"
-                                          "extendedKeyUsage = serverAuth\n";
-    Step("/usr/bin/openssl",
-         {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-          "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2", "-subj",
-          "/CN=Strongroom cored test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
-          "keyUsage=critical,keyCertSign"});
-    Step("/usr/bin/openssl",
-         {"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-          d + "/tls.key", "-out", d + "/tls.csr", "-subj", "/CN=127.0.0.1"});
-    Step("/usr/bin/openssl",
-         {"x509", "-req", "-in", d + "/tls.csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key",
-          "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext", "-out", d + "/tls.pem"});
+    MakeTestTls(steps_, d, "Strongroom cored test CA");
     // acme and globex are trusted by cored; initech is not.
-    for (const std::string org : {"acme", "globex", "initech"}) {
-      Step(IDP_PATH,
-           {"init", "--dir", d + "/idp-" + org, "--issuer", "https://idp." + org + ".test"});
-    }
-    if (error_.empty()) {
+    InitTestIdps(steps_, d, IDP_PATH, {"acme", "globex", "initech"});
+    if (steps_.error().empty()) {
       Poco::Net::Context::Params params;
       params.caLocation = ca();
       params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
@@ -354,14 +319,8 @@ class Environment {
     }
   }
 
-  void Step(const std::string& tool, const std::vector<std::string>& args) {
-    if (!error_.empty()) return;
-    ToolRun run = Tool(tool, args);
-    if (run.exit_code != 0) error_ = tool + " " + args[0] + " failed: " + run.err;
-  }
-
   fs::path dir_;
-  std::string error_;
+  ToolSteps steps_;
   Poco::Net::Context::Ptr context_;
   std::mutex kms_mutex_;
   bool kms_ready_ = false;

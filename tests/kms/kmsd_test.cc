@@ -33,6 +33,7 @@
 #include <thread>
 
 #include "../support/softhsm_sandbox.h"
+#include "../support/tool_steps.h"
 #include "strongroom/client/https_transport.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/database.h"
@@ -59,25 +60,19 @@ struct X509Free {
 };
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 
-struct ToolRun {
-  int exit_code;
-  std::string out;
-  std::string err;
-};
+using strongroom::testing::InitTestIdps;
+using strongroom::testing::MakeTestTls;
+using strongroom::testing::ToolRun;
+using strongroom::testing::ToolSteps;
+
+// The environment that points a tool at the sandbox's SoftHSM2 configuration.
+Poco::Process::Env SoftHsmEnv() {
+  return {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+}
 
 // Runs a tool to completion with the sandbox's SoftHSM2 configuration.
 ToolRun Tool(const std::string& path, const std::vector<std::string>& args) {
-  Poco::Pipe out_pipe, err_pipe;
-  Poco::Process::Env env{{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
-  Poco::ProcessHandle handle =
-      Poco::Process::launch(path, args, ".", nullptr, &out_pipe, &err_pipe, env);
-  Poco::PipeInputStream out_stream(out_pipe), err_stream(err_pipe);
-  ToolRun run;
-  std::thread err_reader([&] { Poco::StreamCopier::copyToString(err_stream, run.err); });
-  Poco::StreamCopier::copyToString(out_stream, run.out);
-  err_reader.join();
-  run.exit_code = handle.wait();
-  return run;
+  return strongroom::testing::Tool(path, args, SoftHsmEnv());
 }
 
 std::string ReadFile(const fs::path& path) {
@@ -121,7 +116,7 @@ class KmsdEnvironment {
   const fs::path& dir() const { return dir_; }
   const std::string& hsm_section() const { return hsm_section_; }
   std::string ca() const { return (dir_ / "ca.pem").string(); }
-  const std::string& error() const { return error_; }
+  const std::string& error() const { return steps_.error(); }
 
   // A bearer token of `org`'s identity provider.
   std::string Token(const std::string& org, const std::string& user,
@@ -145,44 +140,25 @@ class KmsdEnvironment {
                    SoftHsmSandbox::Get().Uri(kSoftHsmModule, label) + "\n";
     const std::string hsm_ini = (dir_ / "hsm.ini").string();
     std::ofstream(hsm_ini) << hsm_section_;
-    Step(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-root", "--org", "acme"});
-    Step(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-root", "--org", "globex"});
-    Step(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-identity"});
+    steps_.Run(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-root", "--org", "acme"},
+               SoftHsmEnv());
+    steps_.Run(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-root", "--org", "globex"},
+               SoftHsmEnv());
+    steps_.Run(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-identity"}, SoftHsmEnv());
     // A throwaway CA and the HTTPS server's certificate for 127.0.0.1.
     const std::string d = dir_.string();
-    std::ofstream(dir_ / "server.ext") << "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-                                          "basicConstraints = critical, CA:FALSE\n"
-                                          "keyUsage = critical, digitalSignature\n"
-                                          "extendedKeyUsage = serverAuth\n";
-    Step("/usr/bin/openssl",
-         {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-          "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2", "-subj",
-          "/CN=Strongroom kmsd test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
-          "keyUsage=critical,keyCertSign"});
-    Step("/usr/bin/openssl",
-         {"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-          d + "/tls.key", "-out", d + "/tls.csr", "-subj", "/CN=127.0.0.1"});
-    Step("/usr/bin/openssl",
-         {"x509", "-req", "-in", d + "/tls.csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key",
-          "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext", "-out", d + "/tls.pem"});
-    Step(KMSCTL_PATH,
-         {"--config", hsm_ini, "hsm", "certify-identity", "--ca-cert", d + "/ca.pem", "--ca-key",
-          d + "/ca.key", "--host", kHost, "--out", d + "/identity.pem", "--days", "2"});
-    for (const std::string org : {"acme", "globex"}) {
-      Step(IDP_PATH,
-           {"init", "--dir", d + "/idp-" + org, "--issuer", "https://idp." + org + ".test"});
-    }
-  }
-
-  void Step(const std::string& tool, const std::vector<std::string>& args) {
-    if (!error_.empty()) return;
-    ToolRun run = Tool(tool, args);
-    if (run.exit_code != 0) error_ = tool + " " + args[0] + " failed: " + run.err;
+    MakeTestTls(steps_, d, "Strongroom kmsd test CA");
+    steps_.Run(
+        KMSCTL_PATH,
+        {"--config", hsm_ini, "hsm", "certify-identity", "--ca-cert", d + "/ca.pem", "--ca-key",
+         d + "/ca.key", "--host", kHost, "--out", d + "/identity.pem", "--days", "2"},
+        SoftHsmEnv());
+    InitTestIdps(steps_, d, IDP_PATH, {"acme", "globex"});
   }
 
   fs::path dir_;
   std::string hsm_section_;
-  std::string error_;
+  ToolSteps steps_;
 };
 
 class KmsdTest : public ::testing::Test {
