@@ -75,6 +75,7 @@
 #include <thread>
 #include <vector>
 
+#include "load_support.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/error.h"
 #include "strongroom/common/jose.h"
@@ -92,7 +93,6 @@ using Poco::JSON::Object;
 constexpr std::size_t kMaxClients = 1024;
 constexpr std::size_t kMaxParticipants = 256;
 constexpr std::size_t kMaxConversations = 64;
-constexpr std::size_t kMaxTokenBytes = 16 * 1024;
 constexpr std::size_t kMaxAnswerBytes = 8 * 1024 * 1024;
 constexpr int kMaxFrameBytes = 64 * 1024 * 1024;
 constexpr std::size_t kMaxErrorSamples = 5;
@@ -131,28 +131,6 @@ struct Options {
   std::string conversation_out;
   std::string json_out;
 };
-
-Result<std::size_t> ParseCount(const std::string& name, const std::string& text, std::size_t min,
-                               std::size_t max) {
-  char* end = nullptr;
-  const unsigned long long value = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || value < min || value > max) {
-    return Error(ErrorCode::kInvalidArgument, "--" + name + " must be a whole number from " +
-                                                  std::to_string(min) + " to " +
-                                                  std::to_string(max));
-  }
-  return static_cast<std::size_t>(value);
-}
-
-Result<double> ParseSeconds(const std::string& name, const std::string& text, double max) {
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !(value >= 0) || value > max) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "--" + name + " must be a number from 0 to " + std::to_string(max));
-  }
-  return value;
-}
 
 Result<Options> ParseOptions(int argc, char** argv) {
   Options o;
@@ -232,20 +210,6 @@ Result<Options> ParseOptions(int argc, char** argv) {
   }
   if (o.duration_s <= 0) return Error(ErrorCode::kInvalidArgument, "--duration must be > 0");
   return o;
-}
-
-Result<std::string> ReadToken(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Error(ErrorCode::kInvalidArgument, "cannot read the token file " + path);
-  std::string token(kMaxTokenBytes + 1, '\0');
-  in.read(token.data(), static_cast<std::streamsize>(token.size()));
-  token.resize(static_cast<std::size_t>(in.gcount()));
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
-  if (token.empty() || token.size() > kMaxTokenBytes) {
-    ZeroizeString(token);
-    return Error(ErrorCode::kInvalidArgument, "the token file " + path + " holds no usable token");
-  }
-  return token;
 }
 
 // The subject of a JWT (its payload is not secret; the signature is what the core checks).
@@ -595,13 +559,6 @@ Result<Endpoint> ParseHttpsUrl(const std::string& text, const std::string& optio
   } catch (const Poco::Exception& e) {
     return Error(ErrorCode::kInvalidArgument, "bad --" + option + ": " + e.displayText());
   }
-}
-
-double Percentile(const std::vector<std::uint32_t>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
-  return static_cast<double>(sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)]) /
-         1000.0;
 }
 
 Object LatencyObject(const std::vector<std::uint32_t>& sorted) {
