@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <utility>
+#include <vector>
 
 namespace strongroom::kms {
 
@@ -16,15 +19,16 @@ double AdmissionGate::RecentService(std::uint64_t client, Clock::time_point now)
 void AdmissionGate::Served(std::uint64_t client, Clock::time_point now) {
   if (client == 0) return;
   if (service_.size() >= kMaxClients && !service_.count(client)) {
-    // Forget whoever has faded to almost nothing; if nobody has, the least served.
-    std::erase_if(service_,
-                  [&](const auto& entry) { return RecentService(entry.first, now) < 0.01; });
-    if (service_.size() >= kMaxClients) {
-      service_.erase(
-          std::min_element(service_.begin(), service_.end(), [&](const auto& a, const auto& b) {
-            return RecentService(a.first, now) < RecentService(b.first, now);
-          }));
+    // Forget the less served half in one pass: with a new connection per request (no keep-alive)
+    // this runs once per kMaxClients / 2 new clients, not on every one.
+    std::vector<std::pair<double, std::uint64_t>> by_service;
+    by_service.reserve(service_.size());
+    for (const auto& [key, ignored] : service_) {
+      by_service.emplace_back(RecentService(key, now), key);
     }
+    const auto half = by_service.begin() + static_cast<std::ptrdiff_t>(by_service.size() / 2);
+    std::nth_element(by_service.begin(), half, by_service.end());
+    for (auto it = by_service.begin(); it != half; ++it) service_.erase(it->second);
   }
   const double slots = RecentService(client, now) + 1;
   service_[client] = Service{slots, now};
@@ -100,7 +104,9 @@ void AdmissionGate::Release() {
 
 AdmissionGate::Counters AdmissionGate::counters() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return counters_;
+  Counters counters = counters_;
+  counters.remembered = service_.size();
+  return counters;
 }
 
 }  // namespace strongroom::kms

@@ -173,5 +173,25 @@ TEST_F(AdmissionGateFairnessTest, ServiceLongAgoCountsForNothing) {
   gate.Release();
 }
 
+// The clients remembered are bounded; when the bound is reached the less served half goes, so a
+// client served much is still known after a flood of one-request connections.
+TEST_F(AdmissionGateFairnessTest, RememberedClientsAreBoundedAndTheMostServedKept) {
+  AdmissionGate gate(1, 1, milliseconds(60000), [this] { return Now(); });
+  Serve(gate, 7, 10);
+  for (std::uint64_t client = 1000; client < 1000 + 3 * AdmissionGate::kMaxClients; ++client) {
+    Serve(gate, client, 1);
+  }
+  EXPECT_LE(gate.counters().remembered, AdmissionGate::kMaxClients);
+  EXPECT_GE(gate.counters().remembered, AdmissionGate::kMaxClients / 2);
+  ASSERT_TRUE(gate.Enter(1));
+  Attempt served_much(gate, 7);
+  WaitForLine(gate, 1);
+  Attempt fresh(gate, 99);  // served less than client 7, who is still remembered
+  EXPECT_FALSE(served_much.Join());
+  gate.Release();
+  EXPECT_TRUE(fresh.Join());
+  gate.Release();
+}
+
 }  // namespace
 }  // namespace strongroom::kms

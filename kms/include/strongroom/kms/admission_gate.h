@@ -38,7 +38,8 @@ class AdmissionGate {
  public:
   using Clock = std::chrono::steady_clock;
   static constexpr std::chrono::milliseconds kServiceHalfLife{1000};
-  // At most this many clients' service is remembered; the least served are forgotten first.
+  // At most this many clients' service is remembered; when full, the less served half is
+  // forgotten.
   static constexpr std::size_t kMaxClients = 4096;
 
   AdmissionGate(std::size_t slots, std::size_t max_waiting, std::chrono::milliseconds max_wait,
@@ -58,6 +59,7 @@ class AdmissionGate {
     std::uint64_t waited = 0;     // admitted after waiting in line
     std::uint64_t refused = 0;    // queue full, waited out, or displaced
     std::uint64_t displaced = 0;  // refused while waiting, for a client served less
+    std::size_t remembered = 0;   // clients whose recent service is kept (<= kMaxClients)
   };
   Counters counters() const;
 
