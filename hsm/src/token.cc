@@ -328,9 +328,10 @@ Result<T> Token::Run(Op&& op) {
       continue;
     }
     if (lease->generation() != logged_in_generation_.load(std::memory_order_acquire)) continue;
+    const std::uint64_t failures_at_start = failures_.load(std::memory_order_acquire);
     Result<T> result = op(*lease);
     if (result.ok()) {
-      MarkHealthy();
+      MarkHealthy(failures_at_start);
       return result;
     }
     last = result.error();
@@ -881,9 +882,10 @@ Result<std::vector<std::uint8_t>> Token::SignPs256(const std::string& key_name,
       });
 }
 
-void Token::MarkHealthy() {
+void Token::MarkHealthy(std::uint64_t failures_at_start) {
   if (!degraded_.load(std::memory_order_relaxed)) return;
   std::lock_guard lock(health_mutex_);
+  if (failures_.load(std::memory_order_relaxed) != failures_at_start) return;
   state_ = TokenState::kReady;
   detail_.clear();
   backoff_ = std::chrono::milliseconds(0);
@@ -893,6 +895,7 @@ void Token::MarkHealthy() {
 
 void Token::MarkUnavailable(const Error& error) {
   std::lock_guard lock(health_mutex_);
+  failures_.fetch_add(1, std::memory_order_acq_rel);
   if (state_ != TokenState::kLoginRefused) state_ = TokenState::kUnavailable;
   detail_ = error.message();
   backoff_ = std::min(kMaxBackoff, backoff_.count() == 0 ? kFirstBackoff : backoff_ * 2);

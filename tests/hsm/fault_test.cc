@@ -30,6 +30,10 @@ struct FaultControl {
     hide = reinterpret_cast<sr_fault_hide_mechanism_fn>(dlsym(handle, "sr_fault_hide_mechanism"));
     clear = reinterpret_cast<sr_fault_clear_fn>(dlsym(handle, "sr_fault_clear"));
     calls = reinterpret_cast<sr_fault_calls_fn>(dlsym(handle, "sr_fault_calls"));
+    hold_next = reinterpret_cast<sr_fault_hold_next_fn>(dlsym(handle, "sr_fault_hold_next"));
+    held = reinterpret_cast<sr_fault_held_fn>(dlsym(handle, "sr_fault_held"));
+    release_held =
+        reinterpret_cast<sr_fault_release_held_fn>(dlsym(handle, "sr_fault_release_held"));
   }
   void* handle;
   sr_fault_fail_token_fn fail_token;
@@ -38,6 +42,9 @@ struct FaultControl {
   sr_fault_hide_mechanism_fn hide;
   sr_fault_clear_fn clear;
   sr_fault_calls_fn calls;
+  sr_fault_hold_next_fn hold_next;
+  sr_fault_held_fn held;
+  sr_fault_release_held_fn release_held;
 };
 
 class FaultTest : public ::testing::Test {
@@ -248,6 +255,40 @@ TEST_F(KeyVaultTest, UnwrapFailsOverToTheStandbyUnderLoad) {
   EXPECT_EQ(wrapped->blobs[0].token, "standby");
   ASSERT_EQ(wrapped->missing.size(), 1u);
   EXPECT_EQ(wrapped->missing[0].code(), ErrorCode::kUnavailable);
+}
+
+// An unwrap that began before the primary failed, and succeeds after another call saw it fail,
+// must not mark the primary ready again: its success is older news than the failure. (Under load
+// the stress run of UnwrapFailsOverToTheStandbyUnderLoad hit exactly this.)
+TEST_F(KeyVaultTest, ASuccessThatBeganBeforeAFailureDoesNotReviveTheToken) {
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = vault_->Wrap(binding_, key.view());
+  ASSERT_TRUE(wrapped.ok());
+  fault_.hold_next("C_Decrypt");
+  std::thread slow([&] {
+    auto back = vault_->Unwrap(binding_, wrapped->blobs);  // on the primary, held after it worked
+    EXPECT_TRUE(back.ok() && ConstantTimeEquals(back->view(), key.view()));
+  });
+  while (fault_.held() == 0) std::this_thread::yield();
+  fault_.fail_token(label_.c_str(), CKR_DEVICE_REMOVED, -1);
+  auto meanwhile = vault_->Unwrap(binding_, wrapped->blobs);  // the primary fails: the standby
+  ASSERT_TRUE(meanwhile.ok()) << meanwhile.error().ToString();
+  EXPECT_EQ(vault_->Health()[0].state, TokenState::kUnavailable);
+  fault_.release_held();
+  slow.join();
+  EXPECT_EQ(vault_->Health()[0].state, TokenState::kUnavailable);
+  EXPECT_EQ(vault_->Health()[1].state, TokenState::kReady);
+
+  // A call that begins after the failure and succeeds marks it ready again (once its backoff of
+  // 250 ms has passed; the wait is bounded, nothing is timed).
+  fault_.clear();
+  bool revived = false;
+  for (int i = 0; i < 200 && !revived; ++i) {
+    revived = vault_->Unwrap(binding_, std::span(&wrapped->blobs[0], 1)).ok();
+    if (!revived) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(revived);
+  EXPECT_EQ(vault_->Health()[0].state, TokenState::kReady);
 }
 
 TEST_F(KeyVaultTest, TamperedBlobIsNotPassedToTheStandby) {

@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -27,6 +28,10 @@ std::map<std::string, Fault> g_token_faults;
 std::map<std::string, Fault> g_call_faults;
 std::map<std::string, unsigned long> g_calls;
 bool g_pin_locked = false;
+std::string g_hold_next;  // a function whose next completed call waits for a release
+bool g_holding = false;
+bool g_released = false;
+std::condition_variable g_hold_changed;
 CK_MECHANISM_TYPE g_hidden = static_cast<CK_MECHANISM_TYPE>(-1);
 
 bool Take(Fault& f, CK_RV* rv) {
@@ -77,6 +82,18 @@ bool InjectSession(const char* function, CK_SESSION_HANDLE session, CK_RV* rv) {
     CK_RV injected_;                                                \
     if (InjectSession(name, session, &injected_)) return injected_; \
   } while (0)
+
+// After the real call of `function` returned: waits there if a test asked to hold it.
+void HoldIfAsked(const char* function) {
+  std::unique_lock lock(g_mutex);
+  if (g_hold_next != function) return;
+  g_hold_next.clear();
+  g_holding = true;
+  g_released = false;
+  g_hold_changed.notify_all();
+  g_hold_changed.wait(lock, [] { return g_released; });
+  g_holding = false;
+}
 
 CK_RV Initialize(CK_VOID_PTR args) {
   CK_RV rv;
@@ -196,7 +213,9 @@ CK_RV DecryptInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJE
 CK_RV Decrypt(CK_SESSION_HANDLE session, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
               CK_ULONG_PTR out_len) {
   SESSION_GUARD("C_Decrypt", session);
-  return g_real->C_Decrypt(session, in, in_len, out, out_len);
+  const CK_RV rv = g_real->C_Decrypt(session, in, in_len, out, out_len);
+  if (rv == CKR_OK && out != nullptr) HoldIfAsked("C_Decrypt");
+  return rv;
 }
 
 CK_RV FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count) {
@@ -287,6 +306,22 @@ __attribute__((visibility("default"))) void sr_fault_clear(void) {
   g_call_faults.clear();
   g_pin_locked = false;
   g_hidden = static_cast<CK_MECHANISM_TYPE>(-1);
+}
+
+__attribute__((visibility("default"))) void sr_fault_hold_next(const char* function) {
+  std::lock_guard lock(g_mutex);
+  g_hold_next = function;
+}
+
+__attribute__((visibility("default"))) int sr_fault_held(void) {
+  std::lock_guard lock(g_mutex);
+  return g_holding ? 1 : 0;
+}
+
+__attribute__((visibility("default"))) void sr_fault_release_held(void) {
+  std::lock_guard lock(g_mutex);
+  g_released = true;
+  g_hold_changed.notify_all();
 }
 
 __attribute__((visibility("default"))) unsigned long sr_fault_calls(const char* function) {

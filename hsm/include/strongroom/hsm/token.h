@@ -163,7 +163,9 @@ class Token {
   Result<std::vector<RootKeyInfo>> ListRootKeysOn(SessionLease& lease, const std::string& org);
 
   void MarkTokenGone();
-  void MarkHealthy();
+  // A call that began when failures_ was `failures_at_start` succeeded: the token is ready again,
+  // unless a failure was seen after the call began (its success is older news than that failure).
+  void MarkHealthy(std::uint64_t failures_at_start);
   void MarkUnavailable(const Error& error);
 
   const TokenConfig config_;
@@ -189,6 +191,7 @@ class Token {
   std::map<RootKeyId, std::unique_ptr<Ledger>> ledgers_;  // entries live as long as the token
 
   std::atomic<bool> degraded_{false};
+  std::atomic<std::uint64_t> failures_{0};  // MarkUnavailable calls so far
   mutable std::mutex health_mutex_;
   TokenState state_ = TokenState::kReady;
   std::string detail_;
