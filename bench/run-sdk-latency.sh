@@ -50,19 +50,8 @@ cleanup() {
 trap cleanup EXIT
 
 # TLS of cored: a test CA and a certificate for 127.0.0.1 from it.
-(
-  umask 077
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/CN=Strongroom SDK latency CA" -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign" -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-  printf '%s\n' "subjectAltName = IP:127.0.0.1, DNS:localhost" \
-    "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
-    "extendedKeyUsage = serverAuth" >"$work/server.ext"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
-    -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
-  openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-    -CAcreateserial -days 2 -extfile "$work/server.ext" -out "$work/tls.pem" 2>/dev/null
-)
+throwaway_ca "$work" "Strongroom SDK latency CA"
+throwaway_tls_cert "$work"
 
 # One IdP (acme) trusted by both daemons: core and KMS tokens for alice and bob.
 "$idp" init --dir "$work/idp" --issuer "https://idp.acme.test" >/dev/null

@@ -1,12 +1,16 @@
 # A throwaway KMS for scripts (sourced, not run): a SoftHSM2 token in a directory of its own, root
 # keys, the identity key and its chain from a test CA, a TLS certificate for 127.0.0.1 from the
 # same CA, a development IdP and a user token per organization, and kmsd on 127.0.0.1 (port 0).
-# Used by bench/run-kms-load.sh and tests/kms/jwcrypto_client_test.sh.
+# Used by bench/run-kms-load.sh, bench/run-core-load.sh, bench/run-sdk-latency.sh,
+# tests/kms/jwcrypto_client_test.sh and tests/cli/strongroom_cli_test.sh.
 #
 #   KMSCTL=... IDP=... KMSD=...           the built tools
 #   throwaway_kms_setup DIR ORGS [KMS_INI_LINES]   ORGS: "acme" or "acme globex"; extra [kms] lines
 #   throwaway_kms_start LOG               starts kmsd; sets KMSD_PID and KMS_URL
 #   throwaway_kms_stop                    SIGTERM, then waits; returns kmsd's exit status
+#   throwaway_ca DIR NAME                 a test CA: DIR/ca.pem, DIR/ca.key (keys mode 0600)
+#   throwaway_tls_cert DIR                a TLS certificate for 127.0.0.1 from DIR's CA: DIR/tls.pem,
+#                                         DIR/tls.key (also for scripts that start cored alone)
 #
 # Afterwards: $DIR/ca.pem (trust anchor of the TLS certificate and the identity chain),
 # $DIR/token-<org>.jwt (a bearer token of user load-user@<org>.test, mode 0600), $DIR/kms.ini.
@@ -47,20 +51,11 @@ INI
   done
   "$KMSCTL" --config "$dir/hsm.ini" hsm init-identity >/dev/null || return 1
 
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/CN=Strongroom throwaway CA" -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign" \
-    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null || return 1
+  throwaway_ca "$dir" "Strongroom throwaway CA" || return 1
   "$KMSCTL" --config "$dir/hsm.ini" hsm certify-identity --ca-cert "$dir/ca.pem" \
     --ca-key "$dir/ca.key" --host kms.throwaway.test --days 2 --out "$dir/identity.pem" \
     >/dev/null || return 1
-  printf '%s\n' "subjectAltName = IP:127.0.0.1, DNS:localhost" \
-    "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
-    "extendedKeyUsage = serverAuth" >"$dir/server.ext"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
-    -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null || return 1
-  openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
-    -days 2 -extfile "$dir/server.ext" -out "$dir/tls.pem" 2>/dev/null || return 1
+  throwaway_tls_cert "$dir" || return 1
 
   for org in $orgs; do
     "$IDP" init --dir "$dir/idp-$org" --issuer "https://idp.$org.test" >/dev/null || return 1
@@ -111,4 +106,29 @@ throwaway_kms_stop() {
   fi
   KMSD_PID=""
   return "$status"
+}
+
+throwaway_ca() {
+  local dir="$1" name="$2"
+  (
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=$name" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign" \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  )
+}
+
+throwaway_tls_cert() {
+  local dir="$1"
+  (
+    umask 077
+    printf '%s\n' "subjectAltName = IP:127.0.0.1, DNS:localhost" \
+      "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
+      "extendedKeyUsage = serverAuth" >"$dir/server.ext"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null &&
+      openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/tls.pem" 2>/dev/null
+  )
 }
