@@ -49,6 +49,7 @@
 #include <Poco/Net/NetSSL.h>
 #include <Poco/Net/WebSocket.h>
 #include <Poco/URI.h>
+#include <Poco/UUIDGenerator.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -245,13 +246,7 @@ std::string RandomHex(std::size_t bytes) {
   return out;
 }
 
-std::string NewUuid() {
-  std::string hex = RandomHex(16);
-  hex[12] = '4';
-  hex[16] = "89ab"[hex[16] % 4];
-  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
-         hex.substr(16, 4) + "-" + hex.substr(20);
-}
+std::string NewUuid() { return Poco::UUIDGenerator::defaultGenerator().createRandom().toString(); }
 
 // --- a small JSON reader for the answers and frames on the hot path (Poco's parser would cost
 // the generator, which shares the machine with cored, more than the fields it needs) -----------

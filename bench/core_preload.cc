@@ -11,6 +11,7 @@
 // activity is a "post" by USER whose content is a fresh compact JWE (dir/A256GCM, 200 bytes of
 // plaintext by default) under a random key the core never sees, kid = the conversation's key URL.
 // Prints the conversation id, the time taken and the rate.
+#include <Poco/UUIDGenerator.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -43,20 +44,7 @@ const char kUsage[] =
     "                    [--participant USER ...] [--count N] [--threads N] [--content-bytes N]\n"
     "                    [--conversation-out FILE]\n";
 
-std::string NewUuid() {
-  std::array<unsigned char, 16> raw{};
-  RAND_bytes(raw.data(), static_cast<int>(raw.size()));
-  raw[6] = static_cast<unsigned char>((raw[6] & 0x0f) | 0x40);
-  raw[8] = static_cast<unsigned char>((raw[8] & 0x3f) | 0x80);
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
-    out += kHex[raw[i] >> 4];
-    out += kHex[raw[i] & 15];
-  }
-  return out;
-}
+std::string NewUuid() { return Poco::UUIDGenerator::defaultGenerator().createRandom().toString(); }
 
 struct Options {
   std::string database;

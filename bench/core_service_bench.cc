@@ -12,6 +12,7 @@
 //
 //   build-core-load/bench/core_service_bench --benchmark_min_time=2
 #include <Poco/Data/Session.h>
+#include <Poco/UUIDGenerator.h>
 #include <benchmark/benchmark.h>
 #include <openssl/rand.h>
 
@@ -53,20 +54,7 @@ T Must(Result<T> result, const char* what) {
   return std::move(result).value();
 }
 
-std::string Uuid() {
-  std::array<unsigned char, 16> raw{};
-  RAND_bytes(raw.data(), static_cast<int>(raw.size()));
-  raw[6] = static_cast<unsigned char>((raw[6] & 0x0f) | 0x40);
-  raw[8] = static_cast<unsigned char>((raw[8] & 0x3f) | 0x80);
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
-    out += kHex[raw[i] >> 4];
-    out += kHex[raw[i] & 15];
-  }
-  return out;
-}
+std::string Uuid() { return Poco::UUIDGenerator::defaultGenerator().createRandom().toString(); }
 
 // A database, a service and one conversation of kParticipants users.
 struct Store {

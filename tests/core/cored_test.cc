@@ -25,6 +25,7 @@
 #include <Poco/PipeStream.h>
 #include <Poco/Process.h>
 #include <Poco/StreamCopier.h>
+#include <Poco/UUIDGenerator.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -120,14 +121,7 @@ std::string Hex(std::span<const std::uint8_t> bytes, bool upper = false) {
   return out;
 }
 
-std::string NewUuid() {
-  std::vector<std::uint8_t> b = RandomBytes(16);
-  b[6] = static_cast<std::uint8_t>((b[6] & 0x0f) | 0x40);
-  b[8] = static_cast<std::uint8_t>((b[8] & 0x3f) | 0x80);
-  const std::string h = Hex(b);
-  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
-         "-" + h.substr(20);
-}
+std::string NewUuid() { return Poco::UUIDGenerator::defaultGenerator().createRandom().toString(); }
 
 std::string ResourceUri(const std::string& host = kKmsHost) {
   return "kms://" + host + "/resources/" + NewUuid();
