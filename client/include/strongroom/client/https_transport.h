@@ -18,11 +18,10 @@
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/error.h"
 
-namespace Poco::Net {
-class HTTPSClientSession;
-}
-
 namespace strongroom::client {
+namespace internal {
+class HttpsClient;
+}
 
 inline constexpr std::size_t kMaxKmsResponseBytes = 4 * 1024 * 1024;
 
@@ -40,7 +39,8 @@ class HttpsTransport {
   HttpsTransport& operator=(const HttpsTransport&) = delete;
 
   // POST /kms/messages with Content-Type application/jose; any HTTP status is a response, a
-  // network or TLS failure is UNAVAILABLE.
+  // network or TLS failure is UNAVAILABLE. A 2xx body may hold up to kMaxKmsResponseBytes, any
+  // other up to 64 KiB (the KMS's errors are a few hundred bytes); more is RESOURCE_EXHAUSTED.
   Result<KmsResponse> Post(const std::string& message);
   // GET /kms/info; anything but 200 is an error.
   Result<std::string> GetInfo();
@@ -49,11 +49,11 @@ class HttpsTransport {
   int last_retry_after() const { return last_retry_after_; }
 
  private:
-  explicit HttpsTransport(std::unique_ptr<Poco::Net::HTTPSClientSession> session);
+  explicit HttpsTransport(std::unique_ptr<internal::HttpsClient> client);
   Result<KmsResponse> Exchange(const std::string& method, const std::string& path,
                                const std::string& content_type, const std::string& body);
 
-  std::unique_ptr<Poco::Net::HTTPSClientSession> session_;
+  std::unique_ptr<internal::HttpsClient> client_;  // the connection CoreClient uses too
   int last_retry_after_ = 0;
 };
 
