@@ -4,21 +4,14 @@
 
 #include <algorithm>
 
+#include "strongroom/common/rfc3339.h"
+
 namespace strongroom::client {
-namespace {
-
-std::int64_t SystemNowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 KeyCache::KeyCache(KeyCacheOptions options)
     : capacity_(std::max<std::size_t>(1, options.capacity)),
       encrypt_margin_(options.encrypt_margin),
-      now_ms_(options.now_ms ? std::move(options.now_ms) : SystemNowMs),
+      now_ms_(options.now_ms ? std::move(options.now_ms) : UnixNowMs),
       arena_(capacity_ * kContentKeyBytes) {
   free_slots_.reserve(capacity_);
   for (std::size_t slot = capacity_; slot > 0; --slot) free_slots_.push_back(slot - 1);

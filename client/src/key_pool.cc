@@ -2,19 +2,15 @@
 
 #include <algorithm>
 
+#include "strongroom/common/rfc3339.h"
+
 namespace strongroom::client {
 namespace {
-
-std::int64_t SystemNowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 KeyPoolOptions Normalized(KeyPoolOptions options) {
   options.target = std::clamp<std::size_t>(options.target, 1, 100);
   options.low_water = std::min(options.low_water, options.target);
-  if (!options.now_ms) options.now_ms = SystemNowMs;
+  if (!options.now_ms) options.now_ms = UnixNowMs;
   return options;
 }
 

@@ -48,12 +48,6 @@ Poco::JSON::Array Strings(const std::vector<std::string>& items) {
   return array;
 }
 
-std::int64_t SystemNowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // "create /resources" from a method and a URI, for messages (the host is dropped).
 std::string Describe(const std::string& method, const std::string& uri) {
   std::string path = uri;
@@ -73,7 +67,7 @@ Result<std::unique_ptr<KmsContext>> KmsContext::New(KmsContextOptions options, K
   }
   if (options.client_id.empty()) options.client_id = kDefaultClientId;
   if (options.max_attempts < 1) options.max_attempts = 1;
-  if (!options.now_ms) options.now_ms = SystemNowMs;
+  if (!options.now_ms) options.now_ms = UnixNowMs;
   if (!options.sleep) {
     options.sleep = [](std::chrono::milliseconds wait) { std::this_thread::sleep_for(wait); };
   }

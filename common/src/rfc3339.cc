@@ -6,6 +6,7 @@
 #include <Poco/DateTimeParser.h>
 #include <Poco/Timestamp.h>
 
+#include <chrono>
 #include <regex>
 
 namespace strongroom {
@@ -30,6 +31,12 @@ std::optional<std::int64_t> ParseRfc3339Ms(std::string_view text) {
 
 std::string FormatRfc3339Ms(std::int64_t ms) {
   return Poco::DateTimeFormatter::format(Poco::Timestamp(ms * 1000), "%Y-%m-%dT%H:%M:%S.%iZ");
+}
+
+std::int64_t UnixNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace strongroom

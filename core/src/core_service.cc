@@ -29,6 +29,7 @@
 #include <unordered_map>
 
 #include "core_store.h"
+#include "strongroom/common/rfc3339.h"
 #include "validation.h"
 
 namespace strongroom::core {
@@ -1139,13 +1140,7 @@ Result<std::unique_ptr<CoreService>> CoreService::New(CoreServiceConfig config, 
     }
     SR_RETURN_IF_ERROR(SyncDirectory(files_dir));
   }
-  if (!clock) {
-    clock = [] {
-      return std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-          .count();
-    };
-  }
+  if (!clock) clock = UnixNowMs;
   auto service = std::unique_ptr<CoreService>(
       new CoreService(std::make_unique<Impl>(std::move(config), db, std::move(clock), last_seq)));
   service->startup_cleanup_ = cleanup;

@@ -29,12 +29,6 @@ using Poco::JSON::Object;
 
 constexpr char kJose[] = "application/jose";
 
-std::int64_t SystemMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string Rfc3339(std::int64_t ms) {
   return Poco::DateTimeFormatter::format(Poco::Timestamp(ms * 1000),
                                          Poco::DateTimeFormat::ISO8601_FRAC_FORMAT);
@@ -270,7 +264,7 @@ Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm
   SR_ASSIGN_OR_RETURN(
       jose::PublicJwk jwk,
       jose::PublicJwk::FromRsa(rsa.modulus, rsa.public_exponent, cluster, config.identity_chain));
-  if (!clock) clock = SystemMillis;
+  if (!clock) clock = UnixNowMs;
   return std::unique_ptr<KmsService>(new KmsService(std::move(config), vault, identity, db,
                                                     std::move(verifier), std::move(clock), hooks,
                                                     std::move(jwk)));

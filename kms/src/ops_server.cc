@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "strongroom/common/config_file.h"
+#include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/common/tls.h"
 #include "strongroom/common/token_file.h"
@@ -338,12 +339,7 @@ void OpsServer::Stop() {
   }
 }
 
-std::int64_t OpsServer::Now() const {
-  if (clock_) return clock_();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+std::int64_t OpsServer::Now() const { return clock_ ? clock_() : UnixNowMs(); }
 
 bool OpsServer::Authorized(const std::string& authorization) const {
   constexpr std::string_view kBearer = "Bearer ";

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 
+#include "strongroom/common/rfc3339.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 
@@ -98,12 +99,7 @@ struct RewrapJobs::Candidate {
 RewrapJobs::RewrapJobs(hsm::KeyVault& vault, Database& db, Clock clock, RotationHook on_rotated)
     : vault_(vault), db_(db), clock_(std::move(clock)), on_rotated_(std::move(on_rotated)) {}
 
-std::int64_t RewrapJobs::Now() const {
-  if (clock_) return clock_();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+std::int64_t RewrapJobs::Now() const { return clock_ ? clock_() : UnixNowMs(); }
 
 Result<RewrapProgress> RewrapJobs::Rotate(const std::string& org, const std::string& actor) {
   SR_RETURN_IF_ERROR(hsm::ValidateOrgName(org));

@@ -16,6 +16,10 @@ std::optional<std::int64_t> ParseRfc3339Ms(std::string_view text);
 // UTC with milliseconds: "2026-11-25T12:00:00.000Z".
 std::string FormatRfc3339Ms(std::int64_t ms);
 
+// The system clock now, in milliseconds since the epoch: the default clock of everything that
+// keeps times in that unit (and takes another clock in tests).
+std::int64_t UnixNowMs();
+
 }  // namespace strongroom
 
 #endif  // STRONGROOM_COMMON_RFC3339_H_
