@@ -175,6 +175,15 @@ std::string Query(const std::vector<std::pair<std::string, std::string>>& parame
   return query;
 }
 
+// The query of a history page: limit, and before and after when given.
+std::vector<std::pair<std::string, std::string>> HistoryParameters(const HistoryQuery& query) {
+  std::vector<std::pair<std::string, std::string>> parameters = {
+      {"limit", std::to_string(query.limit)}};
+  if (query.before) parameters.emplace_back("before", std::to_string(*query.before));
+  if (query.after) parameters.emplace_back("after", std::to_string(*query.after));
+  return parameters;
+}
+
 // A query parameter's value, percent-encoded.
 std::string Encoded(const std::string& value) {
   std::string out;
@@ -291,10 +300,8 @@ Result<ConversationPage> CoreClient::ComplianceConversations(const std::string& 
 Result<HistoryPage> CoreClient::ComplianceHistory(const std::string& user, const std::string& id,
                                                   const HistoryQuery& query) {
   SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
-  std::vector<std::pair<std::string, std::string>> parameters = {
-      {"user", Encoded(user)}, {"limit", std::to_string(query.limit)}};
-  if (query.before) parameters.emplace_back("before", std::to_string(*query.before));
-  if (query.after) parameters.emplace_back("after", std::to_string(*query.after));
+  std::vector<std::pair<std::string, std::string>> parameters = HistoryParameters(query);
+  parameters.emplace(parameters.begin(), "user", Encoded(user));
   SR_ASSIGN_OR_RETURN(
       std::string answer,
       Call("GET", "/v1/compliance/conversations/" + id + "/activities" + Query(parameters), "",
@@ -386,13 +393,10 @@ Result<Activity> CoreClient::Post(const std::string& id, const std::string& cont
 
 Result<HistoryPage> CoreClient::History(const std::string& id, const HistoryQuery& query) {
   SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
-  std::vector<std::pair<std::string, std::string>> parameters = {
-      {"limit", std::to_string(query.limit)}};
-  if (query.before) parameters.emplace_back("before", std::to_string(*query.before));
-  if (query.after) parameters.emplace_back("after", std::to_string(*query.after));
   SR_ASSIGN_OR_RETURN(
       std::string answer,
-      Call("GET", "/v1/conversations/" + id + "/activities" + Query(parameters), "", true));
+      Call("GET", "/v1/conversations/" + id + "/activities" + Query(HistoryParameters(query)), "",
+           true));
   return HistoryPageFrom(answer);
 }
 
