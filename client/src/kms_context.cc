@@ -22,24 +22,20 @@ bool IsJose(const std::string& content_type) {
   return content_type.rfind("application/jose", 0) == 0;
 }
 
-// The "code" of a plain (unsealed) JSON error, or empty.
-std::string PlainCode(const std::string& body) {
-  try {
-    Poco::JSON::Parser parser;
-    Object::Ptr object = parser.parse(body).extract<Object::Ptr>();
-    if (object && object->has("code") && object->get("code").isString()) {
-      return object->getValue<std::string>("code");
-    }
-  } catch (const Poco::Exception&) {
-  } catch (const std::exception&) {
-  }
-  return "";
+// Reads leave nothing behind, so a read the KMS refused as a replay is simply sealed afresh.
+bool IsRead(const std::string& method, const std::string& uri) {
+  return method == "retrieve" || (method == "update" && uri == "/ping");
 }
 
-bool IsChannelGone(const KmsResponse& response) {
-  if (response.http_status != 401) return false;
-  const std::string code = PlainCode(response.body);
-  return code == "unknown_kid" || code == "expired_kid" || code == "deleted_kid";
+// A write that failed after a send that may have executed, with a KMS that answers again: what it
+// did is worth finding out (a KMS still unreachable after every attempt would not tell).
+bool Unsettled(const Result<Object::Ptr>& answer, bool maybe_executed) {
+  return !answer.ok() && maybe_executed && answer.error().code() != ErrorCode::kUnavailable;
+}
+
+bool IsReplayRefusal(const Object& answer) {
+  return AnswerStatus(answer) == 409 && answer.has("reason") &&
+         answer.get("reason").toString() == kReplayedReason;
 }
 
 Poco::JSON::Array Strings(const std::vector<std::string>& items) {
@@ -198,13 +194,14 @@ std::string KmsContext::Absolute(const std::string& uri) const {
 
 Result<Object::Ptr> KmsContext::Run(const std::string& method, const std::string& uri,
                                     const Object& fields, int expected_status,
-                                    const std::string& on_behalf_of) {
+                                    const std::string& on_behalf_of, bool* maybe_executed) {
   const std::string what = Describe(method, uri);
   std::lock_guard<std::mutex> lock(mutex_);
   bool renegotiated = false;
   for (int attempt = 1;; ++attempt) {
     Error last(ErrorCode::kUnavailable, "");
     int retry_after_s = 0;
+    bool wait = true;
     Result<std::shared_ptr<KmsSession>> channel = Channel();
     if (!channel.ok()) {
       if (channel.error().code() != ErrorCode::kUnavailable) return channel.error();
@@ -218,17 +215,26 @@ Result<Object::Ptr> KmsContext::Run(const std::string& method, const std::string
       Result<KmsResponse> response = transport_(message);
       if (!response.ok()) {
         if (response.error().code() != ErrorCode::kUnavailable) return response.error();
+        // It may have reached the KMS and executed there, with only the answer lost.
+        if (maybe_executed != nullptr) *maybe_executed = true;
         last = response.error();
-      } else if (!IsJose(response->content_type)) {
-        if (IsChannelGone(*response) && !renegotiated) {
-          // The KMS no longer knows the channel (expired early, deleted, a fresh database):
-          // once per operation, negotiate a new one and send again.
-          renegotiated = true;
-          ++stats_.renegotiations;
-          session_.reset();
-          --attempt;
-          continue;
+      } else if (Result<std::optional<KmsRefusal>> refusal =
+                     ReadKmsRefusal(*response, info_.rsa_public_key);
+                 !refusal.ok() || *refusal) {
+        if (!refusal.ok()) return refusal.error();
+        if ((*refusal)->status != 401 || renegotiated) {
+          return Error(ErrorCode::kUnauthenticated,
+                       what + " refused by the KMS: " + std::to_string((*refusal)->status) + " " +
+                           (*refusal)->reason);
         }
+        // The KMS no longer knows the channel (expired early, deleted, used up, a fresh
+        // database): once per operation, negotiate a new one and send again.
+        renegotiated = true;
+        ++stats_.renegotiations;
+        session_.reset();
+        --attempt;
+        continue;
+      } else if (!IsJose(response->content_type)) {
         // OpenAnswer turns a plain reply into its Error.
         Result<Object::Ptr> plain = session.OpenAnswer(*response, request_id);
         const Error error =
@@ -240,7 +246,18 @@ Result<Object::Ptr> KmsContext::Run(const std::string& method, const std::string
         SR_ASSIGN_OR_RETURN(Object::Ptr answer, session.OpenAnswer(*response, request_id));
         Status status = CheckAnswerStatus(*answer, expected_status, what);
         if (status.ok()) return answer;
-        if (AnswerStatus(*answer) != 503) return status.error();
+        if (IsReplayRefusal(*answer)) {
+          // A resend of this very message (by a transport, or a relay) reached the KMS after the
+          // message itself: nothing ran the second time. A read is sealed afresh; whether a write
+          // ran is for the caller to find out (maybe_executed).
+          if (!IsRead(method, uri)) {
+            if (maybe_executed != nullptr) *maybe_executed = true;
+            return status.error();
+          }
+          wait = false;
+        } else if (AnswerStatus(*answer) != 503) {
+          return status.error();
+        }
         last = status.error();  // the KMS's HSM or database is busy: worth another try
       }
     }
@@ -249,7 +266,7 @@ Result<Object::Ptr> KmsContext::Run(const std::string& method, const std::string
                    what + " failed " + std::to_string(attempt) + " times; last: " + last.message());
     }
     ++stats_.retries;
-    Backoff(attempt, retry_after_s);
+    if (wait) Backoff(attempt, retry_after_s);
   }
 }
 
@@ -296,8 +313,12 @@ Result<std::vector<KmsKey>> KmsContext::CreateKeys(std::size_t count) {
   }
   Object fields;
   fields.set("count", static_cast<int>(count));
-  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("create", "/keys", fields, 201));
-  return ParseKmsKeys(*answer);
+  bool maybe_executed = false;
+  Result<Object::Ptr> answer = Run("create", "/keys", fields, 201, "", &maybe_executed);
+  // Keys made for a lost answer reach nobody and expire unbound: make others.
+  if (Unsettled(answer, maybe_executed)) answer = Run("create", "/keys", fields, 201);
+  if (!answer.ok()) return answer.error();
+  return ParseKmsKeys(**answer);
 }
 
 namespace {
@@ -357,18 +378,32 @@ Status CheckAuthId(const std::string& auth_id) {
 }  // namespace
 
 Result<KmsKey> KmsContext::BindKey(const std::string& key_uri, const std::string& resource_uri) {
-  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("update", key_uri, BindFields(resource_uri), 200));
-  return KeyOf(*answer);
+  bool maybe_executed = false;
+  Result<Object::Ptr> answer =
+      Run("update", key_uri, BindFields(resource_uri), 200, "", &maybe_executed);
+  if (Unsettled(answer, maybe_executed)) {
+    Result<KmsKey> now = RetrieveKey(key_uri);
+    if (now.ok() && now->resource_uri == Absolute(resource_uri)) return now;
+    answer = Run("update", key_uri, BindFields(resource_uri), 200);
+  }
+  if (!answer.ok()) return answer.error();
+  return KeyOf(**answer);
 }
 
 Result<KmsResource> KmsContext::CreateResource(const std::vector<std::string>& auth_ids,
                                                const std::vector<std::string>& key_uris,
                                                const std::string& resource_uri) {
-  SR_ASSIGN_OR_RETURN(
-      Object::Ptr answer,
-      Run("create", "/resources", ResourceFields(auth_ids, key_uris, resource_uri), 201));
-  SR_ASSIGN_OR_RETURN(KmsResource resource, ResourceOf(*answer));
-  if (!resource_uri.empty() && resource.uri != resource_uri) {
+  const std::string uri = resource_uri.empty() ? NewResourceUri() : resource_uri;
+  const Object fields = ResourceFields(auth_ids, key_uris, uri);
+  bool maybe_executed = false;
+  Result<Object::Ptr> answer = Run("create", "/resources", fields, 201, "", &maybe_executed);
+  if (Unsettled(answer, maybe_executed)) {
+    if (Result<KmsResource> now = RetrieveResource(uri); now.ok()) return now;
+    answer = Run("create", "/resources", fields, 201);
+  }
+  if (!answer.ok()) return answer.error();
+  SR_ASSIGN_OR_RETURN(KmsResource resource, ResourceOf(**answer));
+  if (resource.uri != uri) {
     return Error(ErrorCode::kInvalidArgument, "the KMS created another resource than named");
   }
   return resource;
@@ -413,17 +448,44 @@ Result<std::vector<KmsKey>> KmsContext::RetrieveResourceKeys(const std::string& 
 Result<std::vector<KmsAuthorization>> KmsContext::Authorize(
     const std::string& resource_uri, const std::vector<std::string>& auth_ids,
     const std::string& role) {
-  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("create", "/authorizations",
-                                              AuthorizeFields(resource_uri, auth_ids, role), 201));
-  return ParseKmsAuthorizations(*answer);
+  const Object fields = AuthorizeFields(resource_uri, auth_ids, role);
+  bool maybe_executed = false;
+  Result<Object::Ptr> answer = Run("create", "/authorizations", fields, 201, "", &maybe_executed);
+  if (Unsettled(answer, maybe_executed)) {
+    if (Result<KmsResource> now = RetrieveResource(resource_uri); now.ok()) {
+      const std::string wanted = role.empty() ? "participant" : role;
+      std::vector<KmsAuthorization> found;
+      for (const std::string& who : auth_ids) {
+        for (const KmsAuthorization& a : now->authorizations) {
+          if (a.auth_id == Absolute(who) && a.role == wanted) found.push_back(a);
+        }
+      }
+      if (found.size() == auth_ids.size()) return found;
+    }
+    answer = Run("create", "/authorizations", fields, 201);
+  }
+  if (!answer.ok()) return answer.error();
+  return ParseKmsAuthorizations(**answer);
 }
 
 Result<KmsAuthorization> KmsContext::DeleteAuthorization(const std::string& resource_uri,
                                                          const std::string& auth_id) {
   SR_RETURN_IF_ERROR(CheckAuthId(auth_id));
-  SR_ASSIGN_OR_RETURN(Object::Ptr answer,
-                      Run("delete", ByAuthId(resource_uri, auth_id), Object(), 200));
-  Object::Ptr authorization = answer->getObject("authorization");
+  bool maybe_executed = false;
+  Result<Object::Ptr> answer =
+      Run("delete", ByAuthId(resource_uri, auth_id), Object(), 200, "", &maybe_executed);
+  if (Unsettled(answer, maybe_executed)) {
+    // Gone is done; so is a resource the caller can no longer see (it removed itself).
+    Result<KmsResource> now = RetrieveResource(resource_uri);
+    const bool gone =
+        now.ok() ? std::none_of(now->authorizations.begin(), now->authorizations.end(),
+                                [&](const KmsAuthorization& a) { return a.auth_id == auth_id; })
+                 : now.error().code() == ErrorCode::kPermissionDenied;
+    if (gone) return KmsAuthorization{"", Absolute(resource_uri), auth_id, ""};
+    answer = Run("delete", ByAuthId(resource_uri, auth_id), Object(), 200);
+  }
+  if (!answer.ok()) return answer.error();
+  Object::Ptr authorization = (*answer)->getObject("authorization");
   if (!authorization) {
     return Error(ErrorCode::kInvalidArgument, "the KMS's answer has no \"authorization\"");
   }

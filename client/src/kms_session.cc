@@ -84,7 +84,28 @@ std::int64_t ParseDateMs(const std::string& text) {
   }
 }
 
+Error RefusalError(const KmsRefusal& refusal, const std::string& what) {
+  return Error(refusal.status == 401 ? ErrorCode::kUnauthenticated : ErrorCode::kFailedPrecondition,
+               what + " refused by the KMS: " + std::to_string(refusal.status) +
+                   (refusal.reason.empty() ? "" : " " + refusal.reason));
+}
+
 }  // namespace
+
+Result<std::optional<KmsRefusal>> ReadKmsRefusal(const KmsResponse& response,
+                                                 const jose::PublicJwk& kms_key) {
+  if (response.content_type.rfind(kJose, 0) != 0) return std::optional<KmsRefusal>();
+  Result<jose::JoseHeader> header = jose::PeekHeader(response.body);
+  if (!header.ok() || header->part_count != 3) return std::optional<KmsRefusal>();
+  const std::string_view ps256[] = {"PS256"};
+  SR_ASSIGN_OR_RETURN(jose::VerifiedJws verified, jose::VerifyJws(response.body, kms_key, ps256));
+  SR_ASSIGN_OR_RETURN(Object::Ptr payload, ParseObject(verified.payload(), "the KMS's refusal"));
+  if (!payload->has("status") || !payload->get("status").isInteger() || payload->has("key")) {
+    return Error(ErrorCode::kInvalidArgument, "the KMS's signed answer is not a refusal");
+  }
+  return std::optional<KmsRefusal>(
+      KmsRefusal{payload->getValue<int>("status"), Text(payload, "reason")});
+}
 
 Result<KmsInfo> ParseKmsInfo(std::string_view json) {
   if (json.size() > 256 * 1024) return Error(ErrorCode::kInvalidArgument, "KMS info is too large");
@@ -142,9 +163,12 @@ Result<std::unique_ptr<KmsSession>> KmsSession::Open(const KmsInfo& kms, std::st
   SR_ASSIGN_OR_RETURN(Object::Ptr answer, ParseObject(verified.payload(), "the ECDHE answer"));
   const int status = answer->has("status") ? answer->getValue<int>("status") : 0;
   if (status != 201) {
-    return Error(status == 401 ? ErrorCode::kUnauthenticated : ErrorCode::kFailedPrecondition,
-                 "create /ecdhe answered " + std::to_string(status) +
-                     (Text(answer, "reason").empty() ? "" : ": " + Text(answer, "reason")));
+    // 409: the KMS saw this very message before (a resend on the way); a fresh one will do.
+    const ErrorCode code = status == 401   ? ErrorCode::kUnauthenticated
+                           : status == 409 ? ErrorCode::kUnavailable
+                                           : ErrorCode::kFailedPrecondition;
+    return Error(code, "create /ecdhe answered " + std::to_string(status) +
+                           (Text(answer, "reason").empty() ? "" : ": " + Text(answer, "reason")));
   }
   if (Text(answer, "requestId") != request_id) {
     return Error(ErrorCode::kInvalidArgument, "the ECDHE answer is for another request");
@@ -159,15 +183,16 @@ Result<std::unique_ptr<KmsSession>> KmsSession::Open(const KmsInfo& kms, std::st
     return Error(ErrorCode::kInvalidArgument, "the KMS's ephemeral key is not EC P-256");
   }
   SR_ASSIGN_OR_RETURN(SecretBytes shared, jose::DeriveEphemeralKey(mine, theirs));
-  return std::unique_ptr<KmsSession>(
-      new KmsSession(kms.cluster, std::move(client_id), std::move(bearer), std::move(transport),
-                     uri, std::move(shared), ParseDateMs(Text(key, "expirationDate"))));
+  return std::unique_ptr<KmsSession>(new KmsSession(
+      kms.cluster, kms.rsa_public_key, std::move(client_id), std::move(bearer),
+      std::move(transport), uri, std::move(shared), ParseDateMs(Text(key, "expirationDate"))));
 }
 
-KmsSession::KmsSession(std::string cluster, std::string client_id, std::string bearer,
-                       KmsTransport transport, std::string ephemeral_uri, SecretBytes key,
-                       std::int64_t expires_ms)
+KmsSession::KmsSession(std::string cluster, jose::PublicJwk kms_key, std::string client_id,
+                       std::string bearer, KmsTransport transport, std::string ephemeral_uri,
+                       SecretBytes key, std::int64_t expires_ms)
     : cluster_(std::move(cluster)),
+      kms_key_(std::move(kms_key)),
       client_id_(std::move(client_id)),
       bearer_(std::move(bearer)),
       transport_(std::move(transport)),
@@ -206,6 +231,8 @@ Result<std::string> KmsSession::Seal(const std::string& method, const std::strin
 Result<Object::Ptr> KmsSession::OpenAnswer(const KmsResponse& response,
                                            std::string_view expected_request_id) const {
   if (response.content_type.rfind(kJose, 0) != 0) return PlainError(response);
+  SR_ASSIGN_OR_RETURN(std::optional<KmsRefusal> refusal, ReadKmsRefusal(response, kms_key_));
+  if (refusal) return RefusalError(*refusal, "the request on channel " + ephemeral_uri_);
   SR_ASSIGN_OR_RETURN(
       jose::DecryptedJwe opened,
       jose::DecryptDir(response.body, [&](const jose::JoseHeader& header) -> Result<SecretBytes> {

@@ -17,15 +17,23 @@ AuditWriter::~AuditWriter() {
   thread_.join();
 }
 
-Status AuditWriter::Append(AuditRecord record) {
+Status AuditWriter::Append(AuditRecord record, std::optional<ExecutedRequest> executed) {
   // A record the log would refuse must not fail the batch it shares with others.
   SR_RETURN_IF_ERROR(AuditLog::Validate(record));
+  return Enqueue({std::move(record), std::move(executed)});
+}
+
+Status AuditWriter::Append(ExecutedRequest executed) {
+  return Enqueue({std::nullopt, std::move(executed)});
+}
+
+Status AuditWriter::Enqueue(Entry entry) {
   std::unique_lock lock(mutex_);
   if (stopping_) return Error(ErrorCode::kUnavailable, "the audit log is shutting down");
   if (queue_.size() >= kMaxAuditQueue) {
     return Error(ErrorCode::kUnavailable, "the audit log is falling behind; retry later");
   }
-  queue_.push_back(std::move(record));
+  queue_.push_back(std::move(entry));
   // The writer takes at most kMaxAuditBatch records at a time, so the batch of this record is
   // the current one plus however many full batches are queued before it.
   const std::uint64_t batch = next_batch_ + (queue_.size() - 1) / kMaxAuditBatch;
@@ -67,16 +75,22 @@ void AuditWriter::Run() {
       return;
     }
     std::vector<AuditRecord> batch;
+    std::vector<ExecutedRequest> executed;
     const std::size_t n = std::min(queue_.size(), kMaxAuditBatch);
     batch.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
-      batch.push_back(std::move(queue_.front()));
+      Entry& entry = queue_.front();
+      if (entry.audit) batch.push_back(std::move(*entry.audit));
+      if (entry.executed) executed.push_back(std::move(*entry.executed));
       queue_.pop_front();
     }
     const std::uint64_t number = next_batch_++;
     lock.unlock();
     Status committed = db_.InTransaction(
-        [&](Poco::Data::Session& s) -> Status { return AuditLog::AppendAll(s, batch); },
+        [&](Poco::Data::Session& s) -> Status {
+          SR_RETURN_IF_ERROR(KmsStore::InsertExecutedRequests(s, executed));
+          return AuditLog::AppendAll(s, batch);
+        },
         durability_);
     lock.lock();
     // Failed batches are remembered briefly so their callers can see why; old ones are dropped.

@@ -8,10 +8,12 @@
 #include <Poco/JSON/Parser.h>
 #include <Poco/Timestamp.h>
 #include <Poco/UUIDGenerator.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
@@ -189,6 +191,9 @@ struct KmsService::Caller {
   std::string org;
   std::string client_id;
   std::string request_id;
+  // The record that the request was executed, until it is committed; the first audit record of
+  // the request carries it.
+  std::optional<ExecutedRequest>* unrecorded = nullptr;
   bool on_behalf() const { return user != actor; }
   std::string Detail(const std::string& more = {}) const {
     std::string detail = "client " + client_id;
@@ -285,7 +290,8 @@ KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token
       audit_(std::make_unique<AuditWriter>(db)),
       channels_(config_.metadata_cache_entries, config_.metadata_cache_age),
       bound_keys_(config_.metadata_cache_entries, config_.metadata_cache_age),
-      roles_(config_.metadata_cache_entries, config_.metadata_cache_age) {
+      roles_(config_.metadata_cache_entries, config_.metadata_cache_age),
+      replay_(db, config_.max_requests_per_channel) {
   Object info;
   info.set("kmsCluster", cluster_);
   Result<std::string> jwk = public_key_.ToJson();
@@ -326,11 +332,102 @@ KmsReply KmsService::Handle(std::string_view message) {
   return reply;
 }
 
+Result<std::string> KmsService::SignAnswer(const Object& answer) {
+  Object header;
+  header.set("alg", "PS256");
+  header.set("kid", cluster_);
+  std::string payload = ToJson(answer);
+  return jose::SignJwsWith(ToJson(header),
+                           {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()},
+                           [&](std::span<const std::uint8_t> input) {
+                             return identity_.SignPs256(config_.identity_key, input);
+                           });
+}
+
+KmsReply KmsService::SignedRefusal(int status, const std::string& reason) {
+  const std::pair<int, std::string> which{status, reason};
+  auto reuse = [&]() -> std::optional<KmsReply> {
+    std::lock_guard lock(refusals_mutex_);
+    auto found = refusals_.find(which);
+    if (found == refusals_.end() || clock_() - found->second.signed_ms >= kSignedRefusalReuseMs) {
+      return std::nullopt;
+    }
+    return KmsReply{status, kJose, found->second.jws};
+  };
+  if (std::optional<KmsReply> reply = reuse()) return *reply;
+  // Concurrent refusals wait for one signature instead of each making their own.
+  std::lock_guard signing(refusal_signing_);
+  if (std::optional<KmsReply> reply = reuse()) return *reply;
+  Object answer;
+  answer.set("status", status);
+  answer.set("reason", reason);
+  Result<std::string> jws = SignAnswer(answer);
+  if (!jws.ok()) return PlainError(503, "hsm_unavailable", "the KMS could not sign its answer");
+  std::lock_guard lock(refusals_mutex_);
+  refusals_[which] = {*jws, clock_()};
+  return {status, kJose, *jws};
+}
+
+namespace {
+
+std::string Sha256(std::span<const std::uint8_t> bytes) {
+  std::string digest(SHA256_DIGEST_LENGTH, '\0');
+  SHA256(bytes.data(), bytes.size(), reinterpret_cast<unsigned char*>(digest.data()));
+  return digest;
+}
+
+}  // namespace
+
+bool KmsService::FirstSightOfEcdhe(std::span<const std::uint8_t> encrypted_key) {
+  std::string digest = Sha256(encrypted_key);
+  std::lock_guard lock(ecdhe_mutex_);
+  if (!ecdhe_seen_.insert(digest).second) return false;
+  ecdhe_order_.push_back(std::move(digest));
+  if (ecdhe_order_.size() > kEcdheReplayMemory) {
+    ecdhe_seen_.erase(ecdhe_order_.front());
+    ecdhe_order_.pop_front();
+  }
+  return true;
+}
+
+void KmsService::ForgetEcdhe(std::span<const std::uint8_t> encrypted_key) {
+  std::lock_guard lock(ecdhe_mutex_);
+  ecdhe_seen_.erase(Sha256(encrypted_key));  // its place in the order ages out harmlessly
+}
+
+void KmsService::SweepExecutedRequests(std::int64_t now_ms) {
+  std::int64_t last = last_sweep_ms_.load();
+  if (now_ms - last < kExecutedSweepIntervalMs ||
+      !last_sweep_ms_.compare_exchange_strong(last, now_ms)) {
+    return;
+  }
+  (void)db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    Result<std::int64_t> removed = KmsStore::DeleteSpentExecutedRequests(s, now_ms);
+    return removed.ok() ? OkStatus() : removed.error();
+  });
+}
+
 KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* operation) {
+  // A repeat of a create /ecdhe (the core may keep and resend one) is known by its RSA-OAEP
+  // encrypted key and refused before the HSM does any RSA work for it.
+  bool replayed = false;
   Result<jose::DecryptedJwe> opened =
       jose::DecryptRsaOaepJwe(message, [&](std::span<const std::uint8_t> encrypted_key) {
-        return identity_.DecryptRsaOaep(config_.identity_key, encrypted_key);
+        if (!FirstSightOfEcdhe(encrypted_key)) {
+          replayed = true;
+          return Result<SecretBytes>(Error(ErrorCode::kAlreadyExists, "replayed request"));
+        }
+        Result<SecretBytes> cek = identity_.DecryptRsaOaep(config_.identity_key, encrypted_key);
+        // The HSM did not answer: the same message may be sent again once it does.
+        if (!cek.ok() && cek.error().code() == ErrorCode::kUnavailable) {
+          ForgetEcdhe(encrypted_key);
+        }
+        return cek;
       });
+  if (replayed) {
+    *operation = "replayed";
+    return SignedRefusal(409, "replayed request");
+  }
   if (!opened.ok()) {
     if (opened.error().code() == ErrorCode::kUnavailable) {
       return PlainError(503, "hsm_unavailable", "the KMS's HSM is unavailable; retry later");
@@ -340,18 +437,8 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
   }
   // From here on the answer is signed, so the client can trust even a refusal. The HTTP status
   // stays 200: the protocol status is inside.
-  int protocol_status = 0;
   auto sign = [&](const Object& answer) -> KmsReply {
-    protocol_status = answer.getValue<int>("status");
-    Object header;
-    header.set("alg", "PS256");
-    header.set("kid", cluster_);
-    std::string payload = ToJson(answer);
-    Result<std::string> jws = jose::SignJwsWith(
-        ToJson(header), {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()},
-        [&](std::span<const std::uint8_t> input) {
-          return identity_.SignPs256(config_.identity_key, input);
-        });
+    Result<std::string> jws = SignAnswer(answer);
     if (!jws.ok()) return PlainError(503, "hsm_unavailable", "the KMS could not sign its answer");
     return {200, kJose, *jws};
   };
@@ -392,6 +479,7 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
     return KmsStore::InsertEphemeralKey(s, record);
   });
   if (!stored.ok()) return sign(Answer(503, r.request_id, "the KMS database is unavailable"));
+  SweepExecutedRequests(record.created_ms);
 
   Object key;
   key.set("uri", record.uri);
@@ -430,11 +518,15 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     if (!read.ok()) return PlainError(503, "database_unavailable", "retry later");
     if (found->has_value() && !(*found)->deleted) channels_.Put(kid, **found, generation);
   }
-  if (!found->has_value()) return PlainError(401, "unknown_kid", "unknown ephemeral key");
+  // draft-02, Error Messages: a message under a key the KMS does not recognize or that has expired
+  // is answered with an unencrypted JWS signed with the static key.
+  *operation = "unsealed";
+  if (!found->has_value()) return SignedRefusal(401, "unknown ephemeral key");
   const EphemeralKeyRecord& ephemeral = **found;
-  if (ephemeral.deleted) return PlainError(401, "deleted_kid", "the ephemeral key was deleted");
+  if (ephemeral.deleted) return SignedRefusal(401, "the ephemeral key was deleted");
   if (clock_() >= ephemeral.expires_ms) {
-    return PlainError(401, "expired_kid", "the ephemeral key has expired");
+    replay_.Forget(ephemeral.uri);
+    return SignedRefusal(401, "the ephemeral key has expired");
   }
   Result<SecretBytes> channel_key =
       UnwrapCached(ephemeral.org, ephemeral.uri, ephemeral.blobs, channel_key_cache());
@@ -457,13 +549,56 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     return {200, kJose, *jwe};
   };
   *operation = "other";
-  Result<Request> request = ParseRequest(opened->plaintext, cluster_);
-  if (!request.ok()) return seal(Answer(400, "", request.error().message()));
+  // At most once (replay_guard.h): a message this channel executed before executes nothing.
+  ReplayGuard::MessageId id;
+  std::copy(opened->iv.begin(), opened->iv.end(), id.begin());
+  std::copy(opened->tag.begin(), opened->tag.end(), id.begin() + opened->iv.size());
+  Result<ReplayGuard::Verdict> verdict = replay_.Claim(ephemeral.uri, id);
+  auto request_id = [&] {
+    Result<Request> r = ParseRequest(opened->plaintext, cluster_);
+    return r.ok() ? r->request_id : std::string();
+  };
+  if (!verdict.ok()) return seal(Answer(503, request_id(), "the KMS database is unavailable"));
+  if (*verdict == ReplayGuard::Verdict::kExhausted) {
+    return SignedRefusal(401, "the ephemeral key has executed its " +
+                                  std::to_string(replay_.max_per_channel()) +
+                                  " requests; negotiate a new one");
+  }
+  if (*verdict == ReplayGuard::Verdict::kReplayed) {
+    *operation = "replayed";
+    Caller owner{ephemeral.user_id, ephemeral.user_id, ephemeral.org, ephemeral.client_id, ""};
+    (void)Audit(owner, "request.replay", ephemeral.uri, "", "refused",
+                "message " + ReplayGuard::Hex(id));
+    return seal(Answer(409, request_id(), "replayed request"));
+  }
+  struct Hold {
+    ReplayGuard& guard;
+    const std::string& channel;
+    ~Hold() { guard.Release(channel); }
+  } hold{replay_, ephemeral.uri};
+  std::optional<ExecutedRequest> unrecorded =
+      ExecutedRequest{ephemeral.uri, ReplayGuard::Hex(id), clock_()};
+  Object answer = Execute(opened->plaintext, ephemeral, &unrecorded, operation);
+  if (unrecorded) {
+    // Not recorded with a write or an audit record: recorded now, before the answer leaves.
+    if (!audit_->Append(std::move(*unrecorded)).ok()) {
+      const std::string rid =
+          answer.has("requestId") ? answer.getValue<std::string>("requestId") : "";
+      answer = Answer(503, rid, "the KMS could not record the request; retry later");
+    }
+  }
+  return seal(answer);
+}
+
+Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
+                           std::optional<ExecutedRequest>* unrecorded, std::string* operation) {
+  Result<Request> request = ParseRequest(plaintext, cluster_);
+  if (!request.ok()) return Answer(400, "", request.error().message());
   const Request& r = *request;
   Result<VerifiedJwt> user = verifier_.Verify(r.bearer);
-  if (!user.ok()) return seal(Answer(401, r.request_id, "user authentication failed"));
+  if (!user.ok()) return Answer(401, r.request_id, "user authentication failed");
   if (user->subject() != ephemeral.user_id || user->org() != ephemeral.org) {
-    return seal(Answer(403, r.request_id, "the ephemeral key belongs to another user"));
+    return Answer(403, r.request_id, "the ephemeral key belongs to another user");
   }
 
   // What the request names.
@@ -513,10 +648,11 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   }
   *operation = route.metric;
   if (route.op == Route::Op::kUnknown) {
-    return seal(Answer(404, r.request_id, "unknown method or uri"));
+    return Answer(404, r.request_id, "unknown method or uri");
   }
 
-  Caller caller{user->subject(), user->subject(), user->org(), r.client_id, r.request_id};
+  Caller caller{user->subject(), user->subject(), user->org(),
+                r.client_id,     r.request_id,    unrecorded};
   // Compliance: {credential: {onBehalfOf: <user>, userId: <user>, bearer: <officer's token>}}.
   Object::Ptr credential = r.json->getObject("client")->getObject("credential");
   if (credential && credential->has("onBehalfOf")) {
@@ -524,38 +660,46 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     const std::string target_user = target.isString() ? target.convert<std::string>() : "";
     if (target_user.empty() || target_user.size() > 256 ||
         (credential->has("userId") && credential->get("userId").toString() != target_user)) {
-      return seal(Answer(400, r.request_id, "onBehalfOf must name one user (and match userId)"));
+      return Answer(400, r.request_id, "onBehalfOf must name one user (and match userId)");
     }
     Result<OrgPolicy> policy = OrgPolicy{};
     Status read_policy = db_.WithSession([&](Poco::Data::Session& s) -> Status {
       policy = PolicyStore::Get(s, caller.org);
       return policy.ok() ? OkStatus() : policy.error();
     });
-    if (!read_policy.ok())
-      return seal(Answer(503, r.request_id, "the KMS database is unavailable"));
+    if (!read_policy.ok()) return Answer(503, r.request_id, "the KMS database is unavailable");
     caller.user = target_user;
     if (!policy->IsComplianceOfficer(caller.actor) || !route.read_only()) {
       (void)Audit(caller, "compliance.retrieve", route.target, "", "denied",
                   route.read_only() ? "not a compliance officer" : "only retrievals on behalf");
-      return seal(Answer(403, r.request_id,
-                         "onBehalfOf is for the organization's compliance officers, and "
-                         "only for retrievals"));
+      return Answer(403, r.request_id,
+                    "onBehalfOf is for the organization's compliance officers, and "
+                    "only for retrievals");
     }
   }
 
-  if (route.op == Route::Op::kPing) return seal(Answer(200, r.request_id));
+  if (route.op == Route::Op::kPing) return Answer(200, r.request_id);
+  if (!route.read_only()) {
+    // A write is recorded before it executes: a crash between the two leaves it refused as a
+    // replay, never done twice.
+    Status recorded = audit_->Append(**unrecorded);
+    if (!recorded.ok()) {
+      return Answer(503, r.request_id, "the KMS could not record the request; retry later");
+    }
+    unrecorded->reset();
+  }
   if (route.op == Route::Op::kDeleteEcdhe) {
     if (route.target != ephemeral.uri) {
-      return seal(Answer(403, r.request_id, "only the channel's own ephemeral key can be deleted"));
+      return Answer(403, r.request_id, "only the channel's own ephemeral key can be deleted");
     }
     Status deleted = db_.InTransaction(
         [&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, ephemeral.uri); });
-    if (!deleted.ok()) return seal(Answer(HttpStatusFor(deleted.error().code()), r.request_id));
+    if (!deleted.ok()) return Answer(HttpStatusFor(deleted.error().code()), r.request_id);
     channels_.Invalidate();  // also any copy a concurrent request is about to cache
     if (KeyCache* cache = channel_key_cache()) cache->Erase(ephemeral.uri);
-    return seal(Answer(204, r.request_id));
+    return Answer(204, r.request_id);
   }
-  return seal(Dispatch(caller, route, *r.json));
+  return Dispatch(caller, route, *r.json);
 }
 
 Object KmsService::Dispatch(const Caller& caller, const Route& route, const Object& request) {
@@ -601,7 +745,11 @@ Status KmsService::Audit(const Caller& caller, std::string action, std::string r
                      std::move(outcome),
                      caller.Detail(detail)};
   // A retrieval or refusal changes nothing else: its record joins the next group commit.
-  return audit_->Append(std::move(record));
+  std::optional<ExecutedRequest> executed;
+  if (caller.unrecorded != nullptr) executed = std::exchange(*caller.unrecorded, std::nullopt);
+  Status appended = audit_->Append(std::move(record), executed);
+  if (!appended.ok() && executed) *caller.unrecorded = std::move(executed);
+  return appended;
 }
 
 Object KmsService::CreateKeys(const Caller& caller, const Object& request) {

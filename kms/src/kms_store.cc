@@ -118,6 +118,10 @@ std::vector<Migration> KmsStore::Migrations() {
         "CREATE TABLE rewrap_failures (job_id INTEGER NOT NULL REFERENCES rewrap_jobs (id), "
         "kind TEXT NOT NULL, uri TEXT NOT NULL, token TEXT NOT NULL, error TEXT NOT NULL, "
         "PRIMARY KEY (job_id, kind, uri, token))"}},
+      {6,
+       "the sealed requests each channel has executed (at most once)",
+       {"CREATE TABLE executed_requests (channel TEXT NOT NULL, message TEXT NOT NULL, "
+        "executed_ms INTEGER NOT NULL, PRIMARY KEY (channel, message))"}},
   };
 }
 
@@ -246,6 +250,40 @@ Status KmsStore::InsertEphemeralKey(Poco::Data::Session& s, const EphemeralKeyRe
         use(bytes), now;
   }
   return OkStatus();
+}
+
+Status KmsStore::InsertExecutedRequests(Poco::Data::Session& s,
+                                        std::span<const ExecutedRequest> requests) {
+  if (requests.empty()) return OkStatus();
+  // One statement, re-executed with the bound variables changed in place.
+  ExecutedRequest row;
+  Poco::Data::Statement insert(s);
+  insert << "INSERT INTO executed_requests (channel, message, executed_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+      use(row.channel), use(row.message), use(row.executed_ms);
+  for (const ExecutedRequest& r : requests) {
+    row = r;
+    insert.execute();
+  }
+  return OkStatus();
+}
+
+Result<std::vector<std::string>> KmsStore::ExecutedRequestsOf(Poco::Data::Session& s,
+                                                              const std::string& channel) {
+  std::string uri = channel;
+  std::vector<std::string> messages;
+  s << "SELECT message FROM executed_requests WHERE channel = ?", use(uri), into(messages), now;
+  return messages;
+}
+
+Result<std::int64_t> KmsStore::DeleteSpentExecutedRequests(Poco::Data::Session& s,
+                                                           std::int64_t now_ms) {
+  Poco::Int64 cutoff = now_ms;
+  Poco::Data::Statement remove(s);
+  remove << "DELETE FROM executed_requests WHERE channel IN "
+            "(SELECT uri FROM ephemeral_keys WHERE expires_ms <= ? OR deleted <> 0)",
+      use(cutoff);
+  return static_cast<std::int64_t>(remove.execute());
 }
 
 Result<std::optional<EphemeralKeyRecord>> KmsStore::FindEphemeralKey(Poco::Data::Session& s,

@@ -11,6 +11,7 @@
 
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/identity_certificate.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
@@ -94,11 +95,28 @@ class KmsContextTest : public ::testing::Test {
         return KmsResponse{503, "application/json", R"({"code":"busy","message":"later"})", 3};
       }
       kms::KmsReply reply = service_->Handle(message);
+      if (lose_answer_next_ > 0) {  // it ran at the KMS; the answer never comes back
+        --lose_answer_next_;
+        return Error(ErrorCode::kUnavailable, "connection reset (injected)");
+      }
+      if (resend_next_ > 0) {  // as a transport that sends the same bytes again on a new connection
+        --resend_next_;
+        reply = service_->Handle(message);
+      }
       KmsResponse response{reply.http_status, reply.content_type, reply.body};
       if (replay_ && last_answer_) return *last_answer_;
       last_answer_ = response;
       return response;
     };
+  }
+
+  int Replays() {
+    kms::AuditFilter filter;
+    auto records = kms::AuditLog::Query(*db_, filter);
+    EXPECT_TRUE(records.ok());
+    int n = 0;
+    for (const auto& r : *records) n += r.action == "request.replay" ? 1 : 0;
+    return n;
   }
 
   KmsContextOptions Options(const std::string& user, const std::string& roots = "") {
@@ -135,7 +153,7 @@ class KmsContextTest : public ::testing::Test {
   std::unique_ptr<kms::KmsService> service_;
   std::unique_ptr<KmsInfo> info_;
   std::atomic<std::int64_t> kms_now_{0}, client_now_{0};
-  int calls_ = 0, fail_next_ = 0, busy_next_ = 0;
+  int calls_ = 0, fail_next_ = 0, busy_next_ = 0, lose_answer_next_ = 0, resend_next_ = 0;
   bool replay_ = false;
   std::optional<KmsResponse> last_answer_;
   std::vector<std::chrono::milliseconds> sleeps_;
@@ -328,6 +346,79 @@ TEST_F(KmsContextTest, AnUntrustedIdentityIsRefusedBeforeAnythingIsSent) {
   wrong_cluster.trust.cluster = "kms://kms.globex.test";
   EXPECT_FALSE(KmsContext::New(wrong_cluster, *info_, Transport()).ok());
   EXPECT_EQ(calls_, 0);
+}
+
+// Writes whose answer was lost on the way back: the SDK sends the write again (sealed afresh) and,
+// when the KMS says it is done already, asks the KMS's state instead of failing or doing it twice.
+TEST_F(KmsContextTest, AWriteWhoseAnswerWasLostEndsAsDoneOnce) {
+  auto alice = Context("alice");
+  ASSERT_TRUE(alice);
+  auto keys = alice->CreateKeys(2);
+  ASSERT_TRUE(keys.ok());
+  const std::string resource = alice->NewResourceUri();
+  lose_answer_next_ = 1;
+  auto created = alice->CreateResource({"bob"}, {(*keys)[0].uri}, resource);
+  ASSERT_TRUE(created.ok()) << created.error().ToString();
+  EXPECT_EQ(created->uri, resource);
+
+  lose_answer_next_ = 1;
+  auto bound = alice->BindKey((*keys)[1].uri, resource);
+  ASSERT_TRUE(bound.ok()) << bound.error().ToString();
+  EXPECT_EQ(bound->resource_uri, resource);
+
+  lose_answer_next_ = 1;
+  auto added = alice->Authorize(resource, {"carol"});
+  ASSERT_TRUE(added.ok()) << added.error().ToString();
+  ASSERT_EQ(added->size(), 1u);
+  EXPECT_EQ((*added)[0].auth_id, "carol");
+
+  lose_answer_next_ = 1;
+  auto removed = alice->DeleteAuthorization(resource, "carol");
+  ASSERT_TRUE(removed.ok()) << removed.error().ToString();
+  auto now = alice->RetrieveResource(resource);
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->authorizations.size(), 2u);  // alice and bob; carol once added, once removed
+}
+
+// A transport that resends the very same bytes (as HttpsClient does once on a dead keep-alive
+// connection) meets the KMS's replay refusal; every operation still ends as the user meant.
+TEST_F(KmsContextTest, AResentMessageIsRefusedAsAReplayAndTheOperationStillSucceeds) {
+  auto alice = Context("alice");
+  ASSERT_TRUE(alice);
+  // A resent create /ecdhe is refused (signed 409) before the HSM decrypts it; the channel the
+  // first copy opened is lost with its answer, and the SDK opens another after a backoff.
+  resend_next_ = 1;
+  ASSERT_TRUE(alice->Connect().ok());
+  EXPECT_EQ(alice->stats().channels_opened, 1);
+  EXPECT_EQ(sleeps_.size(), 1u);
+  sleeps_.clear();
+
+  resend_next_ = 1;
+  auto keys = alice->CreateKeys(2);
+  ASSERT_TRUE(keys.ok()) << keys.error().ToString();
+  EXPECT_EQ(Replays(), 1);
+  const std::string resource = alice->NewResourceUri();
+  resend_next_ = 1;
+  ASSERT_TRUE(alice->CreateResource({"bob"}, {(*keys)[0].uri}, resource).ok());
+  resend_next_ = 1;
+  auto bound = alice->BindKey((*keys)[1].uri, resource);
+  ASSERT_TRUE(bound.ok()) << bound.error().ToString();
+  resend_next_ = 1;
+  ASSERT_TRUE(alice->Authorize(resource, {"carol"}).ok());
+  resend_next_ = 1;
+  ASSERT_TRUE(alice->DeleteAuthorization(resource, "carol").ok());
+  resend_next_ = 1;
+  auto key = alice->RetrieveKey((*keys)[0].uri);  // a read: sealed afresh at once
+  ASSERT_TRUE(key.ok()) << key.error().ToString();
+  resend_next_ = 1;
+  ASSERT_TRUE(alice->Ping().ok());
+  EXPECT_EQ(Replays(), 7);
+  EXPECT_TRUE(sleeps_.empty());  // a replay refusal is no reason to back off
+
+  auto now = alice->RetrieveResource(resource);
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->key_uris.size(), 2u);
+  EXPECT_EQ(now->authorizations.size(), 2u);
 }
 
 }  // namespace

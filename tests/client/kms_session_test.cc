@@ -27,8 +27,7 @@ class KmsSessionTest : public ::testing::Test {
     vault_ = std::move(hsm::KeyVault::Open({{token}})).value();
     ASSERT_TRUE(vault_->InitRoot("acme").ok());
     ASSERT_TRUE(vault_->tokens()[0]->CreateIdentityKey("kms", 2048).ok());
-    db_ = std::move(
-              Database::OpenSqlite((dir_ / "kms.db").string(), kms::KmsStore::Migrations()))
+    db_ = std::move(Database::OpenSqlite((dir_ / "kms.db").string(), kms::KmsStore::Migrations()))
               .value();
     issuer_key_ =
         std::make_unique<jose::EcKeyPair>(std::move(jose::EcKeyPair::Generate("idp-1")).value());
@@ -111,8 +110,36 @@ TEST_F(KmsSessionTest, ClosedChannelIsRefusedByTheKms) {
   ASSERT_TRUE(session->Close().ok());
   EXPECT_FALSE(session->Call("update", "/ping").ok());  // the session knows it is closed
   kms::KmsReply replayed = service_->Handle(*sealed_before_close);
-  EXPECT_EQ(replayed.http_status, 401);
-  EXPECT_NE(replayed.body.find("deleted"), std::string::npos);
+  KmsResponse response{replayed.http_status, replayed.content_type, replayed.body};
+  auto refusal = ReadKmsRefusal(response, info_->rsa_public_key);
+  ASSERT_TRUE(refusal.ok()) << refusal.error().ToString();
+  ASSERT_TRUE(refusal->has_value());
+  EXPECT_EQ((*refusal)->status, 401);
+  EXPECT_NE((*refusal)->reason.find("deleted"), std::string::npos);
+  auto opened = session->OpenAnswer(response);
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.error().code(), ErrorCode::kUnauthenticated);
+}
+
+TEST_F(KmsSessionTest, ARefusalNotSignedByTheKmsIsNotBelieved) {
+  auto session = std::move(KmsSession::Open(*info_, "cli-1", Token("alice"), Direct())).value();
+  auto sealed = session->Seal("update", "/ping");
+  ASSERT_TRUE(sealed.ok());
+  ASSERT_TRUE(session->Close().ok());
+  kms::KmsReply reply = service_->Handle(*sealed);
+  std::string body = reply.body;
+  body[body.size() - 5] = body[body.size() - 5] == 'A' ? 'B' : 'A';  // break the signature
+  auto refusal =
+      ReadKmsRefusal({reply.http_status, reply.content_type, body}, info_->rsa_public_key);
+  EXPECT_FALSE(refusal.ok());
+  // A sealed answer is no refusal.
+  auto other = std::move(KmsSession::Open(*info_, "cli-2", Token("alice"), Direct())).value();
+  kms::KmsReply sealed_answer = service_->Handle(*other->Seal("update", "/ping"));
+  auto none =
+      ReadKmsRefusal({sealed_answer.http_status, sealed_answer.content_type, sealed_answer.body},
+                     info_->rsa_public_key);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
 }
 
 TEST_F(KmsSessionTest, ABadBearerFailsToOpenWithUnauthenticated) {

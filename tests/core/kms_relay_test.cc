@@ -461,6 +461,40 @@ TEST_F(KmsRelayTest, EcdheResourcesAndKeysTravelThroughTheRelay) {
   }
 }
 
+// Issue 10 through the relay: what the core relays it may keep and send again; kmsd refuses the
+// repeat, sealed, and a message under a deleted key comes back as the draft's signed refusal.
+TEST_F(KmsRelayTest, AMessageTheCoreSendsAgainIsRefusedAsAReplay) {
+  kms::RelayConnector* connector = Connect(ConnectorOptions(2));
+  ASSERT_NE(connector, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return relay_->Connected(kCluster) == 2; }));
+  auto alice = OpenSession("alice@acme.test");
+  ASSERT_TRUE(alice);
+  Object count;
+  count.set("count", 1);
+  auto sealed = alice->Seal("create", "/keys", count);
+  ASSERT_TRUE(sealed.ok());
+  const std::string request_id = alice->last_request_id();
+  auto relay = [&](const std::string& message) {
+    auto answer = relay_->Forward(kCluster, message);
+    EXPECT_TRUE(answer.ok()) << answer.error().ToString();
+    return client::KmsResponse{answer->http_status, answer->content_type, answer->body};
+  };
+  auto first = alice->OpenAnswer(relay(*sealed), request_id);
+  ASSERT_TRUE(first.ok()) << first.error().ToString();
+  EXPECT_EQ((*first)->getValue<int>("status"), 201);
+  auto second = alice->OpenAnswer(relay(*sealed), request_id);
+  ASSERT_TRUE(second.ok()) << second.error().ToString();
+  EXPECT_EQ((*second)->getValue<int>("status"), 409);
+  EXPECT_EQ((*second)->getValue<std::string>("reason"), "replayed request");
+
+  auto ping = alice->Seal("update", "/ping");
+  ASSERT_TRUE(alice->Close().ok());
+  auto refusal = client::ReadKmsRefusal(relay(*ping), env_->info->rsa_public_key);
+  ASSERT_TRUE(refusal.ok()) << refusal.error().ToString();
+  ASSERT_TRUE(refusal->has_value());
+  EXPECT_EQ((*refusal)->status, 401);
+}
+
 TEST_F(KmsRelayTest, AConnectorWithTheWrongTokenIsRefusedAndNeverAttached) {
   kms::RelayConnectorOptions options = ConnectorOptions(2);
   options.token_file = (env_->dir / "wrong.token").string();

@@ -176,9 +176,12 @@ class Channel:
 
     def call(self, method, uri, **fields):
         request_id, message = self.seal(method, uri, **fields)
+        return self.deliver(request_id, message, "%s %s" % (method, uri))
+
+    def deliver(self, request_id, message, what):
         status, content_type, body = self.kms.request("POST", "/kms/messages", message)
         check(status == 200 and content_type == "application/jose",
-              "%s %s answered HTTP %d %s" % (method, uri, status, content_type))
+              "%s answered HTTP %d %s" % (what, status, content_type))
         token = jwe.JWE()
         token.allowed_algs = ["dir", "A256GCM"]
         token.deserialize(body.decode(), key=self.key)
@@ -257,17 +260,31 @@ def main():
             check(status in (401, 403), "another user's bearer on our channel is refused")
         print("ok: another organization's user is refused the key")
 
+    # The core may keep a sealed message and send it again: the KMS executes it once.
+    request_id, message = channel.seal("create", "/keys", count=1)
+    check(channel.deliver(request_id, message, "create /keys")["status"] == 201, "first delivery")
+    again = channel.deliver(request_id, message, "create /keys again")
+    check(again["status"] == 409 and again.get("reason") == "replayed request",
+          "a second delivery answered %s" % again)
+    print("ok: the same sealed message delivered twice is refused the second time (409)")
+
     deleted = channel.call("delete", ephemeral_uri)
     check(deleted["status"] == 204, "delete /ecdhe status %s" % deleted["status"])
     print("ok: delete the ephemeral key")
 
     _, message = channel.seal("update", "/ping")
     status, content_type, body = kms.request("POST", "/kms/messages", message)
-    check(status == 401 and content_type == "application/json",
+    check(status == 401 and content_type == "application/jose",
           "the deleted key answered HTTP %d %s" % (status, content_type))
-    error = json.loads(body)
-    check(set(error) >= {"code", "message"}, "the refusal is {code, message}")
-    print("ok: a message under the deleted key is refused (HTTP 401, %s)" % error["code"])
+    # draft-02, Error Messages: an unencrypted JWS signed with the KMS's static key.
+    refusal = jws.JWS()
+    refusal.deserialize(body.decode())
+    refusal.verify(rsa_key, alg="PS256")
+    check(json.loads(refusal.objects["protected"]).get("kid") == cluster,
+          "the refusal is signed by the static key")
+    error = json.loads(refusal.payload)
+    check(error.get("status") == 401 and error.get("reason"), "the refusal is {status, reason}")
+    print("ok: a message under the deleted key is refused (signed JWS, 401 %s)" % error["reason"])
     print("PASS")
 
 

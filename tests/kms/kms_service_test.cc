@@ -82,14 +82,16 @@ class KmsServiceTest : public ::testing::Test {
     ASSERT_TRUE(service_);
   }
 
-  std::unique_ptr<KmsService> NewService(KmsServiceHooks hooks = {}) {
+  std::unique_ptr<KmsService> NewService(KmsServiceHooks hooks = {},
+                                         std::size_t max_requests = kMaxRequestsPerChannel) {
     TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}};
     TrustedIssuer globex{kGlobexIssuer, "globex", {*globex_key_->PublicKey()}};
     auto verifier = JwtVerifier::New({issuer, globex}, "kms", std::chrono::seconds(30),
                                      [this] { return now_ms_.load() / 1000; });
+    KmsServiceConfig config{"kms.acme.test", "kms", {}};
+    config.max_requests_per_channel = max_requests;
     auto service = KmsService::New(
-        {"kms.acme.test", "kms", {}}, *vault_, *db_, std::move(*verifier),
-        [this] { return now_ms_.load(); }, hooks);
+        config, *vault_, *db_, std::move(*verifier), [this] { return now_ms_.load(); }, hooks);
     EXPECT_TRUE(service.ok()) << service.error().ToString();
     return service.ok() ? std::move(service).value() : nullptr;
   }
@@ -140,12 +142,21 @@ class KmsServiceTest : public ::testing::Test {
     return {key->getValue<std::string>("uri"), std::move(*shared)};
   }
 
+  std::string Seal(const Channel& channel, const Object& request) {
+    return *jose::EncryptDir(channel.key.view(), channel.uri, Bytes(Json(request)));
+  }
+
   // Sends a sealed request; returns the opened answer, or nullptr with the plain reply.
   Object::Ptr Send(const Channel& channel, const Object& request, KmsReply* raw = nullptr) {
-    auto jwe = jose::EncryptDir(channel.key.view(), channel.uri, Bytes(Json(request)));
-    KmsReply reply = service_->Handle(*jwe);
+    return Deliver(channel, Seal(channel, request), raw);
+  }
+
+  // Delivers sealed bytes (the same bytes, as often as a relay likes).
+  Object::Ptr Deliver(const Channel& channel, const std::string& sealed, KmsReply* raw = nullptr) {
+    KmsReply reply = service_->Handle(sealed);
     if (raw) *raw = reply;
     if (reply.content_type != "application/jose") return nullptr;
+    if (jose::PeekHeader(reply.body)->part_count == 3) return nullptr;  // a signed refusal
     auto opened =
         jose::DecryptDir(reply.body, [&](const jose::JoseHeader& h) -> Result<SecretBytes> {
           if (h.kid != channel.uri) return Error(ErrorCode::kInvalidArgument, "kid");
@@ -153,6 +164,36 @@ class KmsServiceTest : public ::testing::Test {
         });
     EXPECT_TRUE(opened.ok());
     return opened.ok() ? Parse(opened->plaintext.as_string_view()) : nullptr;
+  }
+
+  // A refusal signed with the static key (draft-02, Error Messages): HTTP `status`, a PS256 JWS
+  // with kid = the cluster over {status, reason}, and no requestId (one signature serves many).
+  void ExpectSignedRefusal(const KmsReply& reply, int status, const std::string& reason_part) {
+    EXPECT_EQ(reply.http_status, status);
+    ASSERT_EQ(reply.content_type, "application/jose") << reply.body;
+    auto header = jose::PeekHeader(reply.body);
+    ASSERT_TRUE(header.ok());
+    EXPECT_EQ(header->part_count, 3);
+    EXPECT_EQ(header->kid, "kms://kms.acme.test");
+    const std::string_view ps256[] = {"PS256"};
+    auto verified = jose::VerifyJws(reply.body, service_->PublicKey(), ps256);
+    ASSERT_TRUE(verified.ok()) << verified.error().ToString();
+    Object::Ptr payload = Parse(verified->payload());
+    EXPECT_EQ(payload->getValue<int>("status"), status);
+    EXPECT_NE(payload->getValue<std::string>("reason").find(reason_part), std::string::npos)
+        << Json(*payload);
+    EXPECT_FALSE(payload->has("requestId"));
+  }
+
+  std::int64_t Count(const std::string& table) {
+    std::int64_t n = -1;
+    EXPECT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                     s << "SELECT COUNT(*) FROM " + table, Poco::Data::Keywords::into(n),
+                         Poco::Data::Keywords::now;
+                     return OkStatus();
+                   })
+                    .ok());
+    return n;
   }
 
   std::unique_ptr<hsm::KeyVault> vault_;
@@ -191,8 +232,7 @@ TEST_F(KmsServiceTest, DeletedEphemeralKeyIsNeverAcceptedAgain) {
   EXPECT_EQ(deleted->getValue<int>("status"), 204);
   KmsReply raw;
   EXPECT_EQ(Send(channel, Request("update", "/ping", Token("alice@acme.test")), &raw), nullptr);
-  EXPECT_EQ(raw.http_status, 401);
-  EXPECT_NE(raw.body.find("deleted_kid"), std::string::npos);
+  ExpectSignedRefusal(raw, 401, "deleted");
 }
 
 TEST_F(KmsServiceTest, ExpiredEphemeralKeyIsRefused) {
@@ -200,8 +240,7 @@ TEST_F(KmsServiceTest, ExpiredEphemeralKeyIsRefused) {
   now_ms_ += 3600 * 1000;
   KmsReply raw;
   EXPECT_EQ(Send(channel, Request("update", "/ping", Token("alice@acme.test")), &raw), nullptr);
-  EXPECT_EQ(raw.http_status, 401);
-  EXPECT_NE(raw.body.find("expired_kid"), std::string::npos);
+  ExpectSignedRefusal(raw, 401, "expired");
 }
 
 TEST_F(KmsServiceTest, CoreTokenAndOtherUsersAreRefused) {
@@ -224,8 +263,7 @@ TEST_F(KmsServiceTest, MalformedMessagesGetClearErrorsAndChangeNothing) {
   auto stranger =
       jose::EncryptDir(SecretBytes::Random(32).view(), "kms://kms.acme.test/ecdhe/x", Bytes("{}"));
   KmsReply unknown = service_->Handle(*stranger);
-  EXPECT_EQ(unknown.http_status, 401);
-  EXPECT_NE(unknown.body.find("unknown_kid"), std::string::npos);
+  ExpectSignedRefusal(unknown, 401, "unknown");
   auto to_kms = jose::EncryptRsaOaepJwe(service_->PublicKey(), std::nullopt, Bytes("{}"));
   std::string tampered = *to_kms;
   tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
@@ -778,6 +816,185 @@ TEST_F(KmsKeysTest, UnknownUrisAndMethodsAreNotFound) {
     EXPECT_EQ(StatusOf(Send(alice, Request(method, uri, Token("alice@acme.test")))), 404)
         << method << " " << uri;
   }
+}
+
+// Issue 10's repro: the core keeps alice's sealed "authorize carol" and, after bob removed carol,
+// sends it again. The repeat is refused, audited with alice's name, and carol stays out.
+TEST_F(KmsKeysTest, AReplayedAuthorizationDoesNotReadmitARemovedMember) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  Channel carol = Open("carol@acme.test");
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+  const std::string resource =
+      CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}), Strings({key_uri}));
+  Object add = Request("create", "/authorizations", Token("alice@acme.test"));
+  add.set("resourceUri", resource);
+  add.set("authIds", Strings({"carol@acme.test"}));
+  const std::string sealed = Seal(alice, add);
+  EXPECT_EQ(StatusOf(Deliver(alice, sealed)), 201);
+  EXPECT_EQ(StatusOf(Retrieve(carol, "carol@acme.test", key_uri)), 200);
+  Object remove = Request("delete", resource + "/authorizations?authId=carol@acme.test",
+                          Token("bob@acme.test"));
+  EXPECT_EQ(StatusOf(Send(bob, remove)), 200);
+  EXPECT_EQ(StatusOf(Retrieve(carol, "carol@acme.test", key_uri)), 403);
+
+  Object::Ptr replayed = Deliver(alice, sealed);
+  ASSERT_TRUE(replayed);
+  EXPECT_EQ(StatusOf(replayed), 409);
+  EXPECT_EQ(replayed->getValue<std::string>("reason"), "replayed request");
+  EXPECT_EQ(replayed->getValue<std::string>("requestId"), add.getValue<std::string>("requestId"));
+  EXPECT_EQ(StatusOf(Retrieve(carol, "carol@acme.test", key_uri)), 403);
+
+  AuditFilter by_alice;
+  by_alice.actor = "alice@acme.test";
+  auto records = AuditLog::Query(*db_, by_alice);
+  ASSERT_TRUE(records.ok());
+  int replays = 0;
+  for (const AuditRecord& r : *records) {
+    if (r.action != "request.replay") continue;
+    ++replays;
+    EXPECT_EQ(r.outcome, "refused");
+    EXPECT_EQ(r.resource, alice.uri);
+  }
+  EXPECT_EQ(replays, 1);
+}
+
+// Every operation, read or write: the second delivery of the same bytes is a sealed 409 and
+// changes nothing; a request sealed afresh still works.
+TEST_F(KmsKeysTest, EverySealedRequestExecutesAtMostOnce) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  auto twice = [&](const Channel& channel, const Object& request, int first) {
+    const std::string sealed = Seal(channel, request);
+    Object::Ptr answer = Deliver(channel, sealed);
+    EXPECT_EQ(StatusOf(answer), first) << (answer ? Json(*answer) : "plain");
+    Object::Ptr again = Deliver(channel, sealed);
+    EXPECT_EQ(StatusOf(again), 409)
+        << request.getValue<std::string>("method") << " " << request.getValue<std::string>("uri");
+    if (again) {
+      EXPECT_EQ(again->getValue<std::string>("reason"), "replayed request");
+    }
+    return answer;
+  };
+  const std::string a = "alice@acme.test", b = "bob@acme.test";
+
+  Object create = Request("create", "/keys", Token(a));
+  create.set("count", 3);
+  Object::Ptr created = twice(alice, create, 201);
+  EXPECT_EQ(Count("keys"), 3);
+  const std::string key1 = created->getArray("keys")->getObject(0)->getValue<std::string>("uri");
+  const std::string key2 = created->getArray("keys")->getObject(1)->getValue<std::string>("uri");
+
+  Object resource = Request("create", "/resources", Token(a));
+  resource.set("authIds", Strings({b}));
+  resource.set("keyUris", Strings({key1}));
+  const std::string uri =
+      twice(alice, resource, 201)->getObject("resource")->getValue<std::string>("uri");
+  EXPECT_EQ(Count("resources"), 1);
+
+  Object bind = Request("update", key2, Token(a));
+  bind.set("resourceUri", uri);
+  twice(alice, bind, 200);
+  twice(bob, Request("retrieve", key1, Token(b)), 200);
+  twice(bob, Request("retrieve", uri, Token(b)), 200);
+  twice(bob, Request("retrieve", uri + "/keys", Token(b)), 200);
+  twice(bob, Request("retrieve", uri + "/authorizations", Token(b)), 200);
+  twice(alice, Request("update", "/ping", Token(a)), 200);
+
+  // The query form names a member, not one authorization: a replay must not remove bob again
+  // after he was added back.
+  twice(alice, Request("delete", uri + "/authorizations?authId=" + b, Token(a)), 200);
+  Object add_back = Request("create", "/authorizations", Token(a));
+  add_back.set("resourceUri", uri);
+  add_back.set("authIds", Strings({b}));
+  twice(alice, add_back, 201);
+  EXPECT_EQ(StatusOf(Retrieve(bob, b, key1)), 200);
+
+  // A fresh seal of the same request is a new request.
+  EXPECT_EQ(StatusOf(Send(alice, Request("update", "/ping", Token(a)))), 200);
+  // Once the channel is deleted, anything under it, a repeat included, meets the signed refusal.
+  const std::string close = Seal(alice, Request("delete", alice.uri, Token(a)));
+  EXPECT_EQ(StatusOf(Deliver(alice, close)), 204);
+  KmsReply raw;
+  EXPECT_EQ(Deliver(alice, close, &raw), nullptr);
+  ExpectSignedRefusal(raw, 401, "deleted");
+}
+
+TEST_F(KmsServiceTest, ARestartDoesNotReopenTheReplayWindow) {
+  Channel channel = Open("alice@acme.test");
+  const std::string read = Seal(channel, Request("update", "/ping", Token("alice@acme.test")));
+  Object create = Request("create", "/keys", Token("alice@acme.test"));
+  create.set("count", 1);
+  const std::string write = Seal(channel, create);
+  EXPECT_EQ(Deliver(channel, read)->getValue<int>("status"), 200);
+  EXPECT_EQ(Deliver(channel, write)->getValue<int>("status"), 201);
+  service_ = NewService();  // a new process: nothing in memory, the same database
+  EXPECT_EQ(Deliver(channel, read)->getValue<int>("status"), 409);
+  EXPECT_EQ(Deliver(channel, write)->getValue<int>("status"), 409);
+  EXPECT_EQ(Count("keys"), 1);
+  EXPECT_EQ(
+      Send(channel, Request("update", "/ping", Token("alice@acme.test")))->getValue<int>("status"),
+      200);
+}
+
+TEST_F(KmsServiceTest, AChannelPastItsRequestLimitMustBeRenegotiated) {
+  service_ = NewService({}, 3);
+  Channel channel = Open("alice@acme.test");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Send(channel, Request("update", "/ping", Token("alice@acme.test")))
+                  ->getValue<int>("status"),
+              200);
+  }
+  KmsReply raw;
+  EXPECT_EQ(Send(channel, Request("update", "/ping", Token("alice@acme.test")), &raw), nullptr);
+  ExpectSignedRefusal(raw, 401, "negotiate a new one");
+  Channel fresh = Open("alice@acme.test");
+  EXPECT_EQ(
+      Send(fresh, Request("update", "/ping", Token("alice@acme.test")))->getValue<int>("status"),
+      200);
+}
+
+// The records of channels that expired or were deleted are swept when a channel is opened (at most
+// once a minute); those of live channels stay.
+TEST_F(KmsServiceTest, ExecutedRequestsOfSpentChannelsAreForgotten) {
+  Channel spent = Open("alice@acme.test");
+  Channel deleted = Open("alice@acme.test");
+  for (int i = 0; i < 3; ++i) Send(spent, Request("update", "/ping", Token("alice@acme.test")));
+  Send(deleted, Request("delete", deleted.uri, Token("alice@acme.test")));
+  EXPECT_EQ(Count("executed_requests"), 4);
+  now_ms_ += 3600 * 1000;  // `spent` expires
+  Channel live = Open("alice@acme.test");
+  Send(live, Request("update", "/ping", Token("alice@acme.test")));
+  EXPECT_EQ(Count("executed_requests"), 1);
+}
+
+TEST_F(KmsServiceTest, OneSignedRefusalServesEveryUnknownKid) {
+  auto first = jose::EncryptDir(SecretBytes::Random(32).view(),
+                                "kms://kms.acme.test/ecdhe/" + std::string(36, 'a'), Bytes("{}"));
+  auto second = jose::EncryptDir(SecretBytes::Random(32).view(), "anything", Bytes("{}"));
+  KmsReply one = service_->Handle(*first);
+  KmsReply two = service_->Handle(*second);
+  ExpectSignedRefusal(one, 401, "unknown");
+  EXPECT_EQ(one.body, two.body);  // PS256 is randomized: equal bodies are one signature
+  now_ms_ += kSignedRefusalReuseMs;
+  KmsReply later = service_->Handle(*first);
+  ExpectSignedRefusal(later, 401, "unknown");
+  EXPECT_NE(later.body, one.body);
+}
+
+TEST_F(KmsServiceTest, ARepeatedCreateEcdheIsRefusedAndOpensNoChannel) {
+  auto mine = jose::EcKeyPair::Generate();
+  Object request = Request("create", "/ecdhe", Token("alice@acme.test"));
+  request.set("jwk", Parse(*mine->PublicJwkJson()));
+  auto jwe =
+      jose::EncryptRsaOaepJwe(service_->PublicKey(), "kms://kms.acme.test", Bytes(Json(request)));
+  EXPECT_EQ(service_->Handle(*jwe).http_status, 200);
+  EXPECT_EQ(Count("ephemeral_keys"), 1);
+  KmsReply again = service_->Handle(*jwe);
+  ExpectSignedRefusal(again, 409, "replayed request");
+  EXPECT_EQ(service_->Handle(*jwe).body, again.body);
+  EXPECT_EQ(Count("ephemeral_keys"), 1);
 }
 
 }  // namespace

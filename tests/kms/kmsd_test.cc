@@ -480,6 +480,52 @@ TEST_F(KmsdTest, KeysChannelsAndConnectionsSurviveARestart) {
   EXPECT_EQ(StatusOf(*ping), 200);
 }
 
+// Issue 10 over HTTPS: the same sealed bytes posted again, before and after a restart of kmsd, are
+// refused and run nothing; a message under a deleted key gets the draft's signed refusal.
+TEST_F(KmsdTest, ASealedRequestPostedTwiceRunsOnceEvenAcrossARestart) {
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto alice = Session(&https, "acme", "alice");
+  ASSERT_TRUE(alice);
+  Object count;
+  count.set("count", 1);
+  auto sealed = alice->Seal("create", "/keys", count);
+  ASSERT_TRUE(sealed.ok());
+  const std::string request_id = alice->last_request_id();
+  auto post = [&]() -> int {
+    auto response = https->Post(*sealed);
+    EXPECT_TRUE(response.ok());
+    if (!response.ok()) return -1;
+    auto answer = alice->OpenAnswer(*response, request_id);
+    EXPECT_TRUE(answer.ok()) << answer.error().ToString();
+    if (!answer.ok()) return -1;
+    if (StatusOf(*answer) == 409) {
+      EXPECT_EQ((*answer)->getValue<std::string>("reason"), "replayed request");
+    }
+    return StatusOf(*answer);
+  };
+  EXPECT_EQ(post(), 201);
+  EXPECT_EQ(post(), 409);
+  const auto port =
+      static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));
+  EXPECT_EQ(Stop(SIGTERM), 0);
+  ASSERT_TRUE(Start(32, port));
+  EXPECT_EQ(post(), 409);
+
+  auto ping = alice->Seal("update", "/ping");
+  ASSERT_TRUE(alice->Close().ok());
+  auto refused = https->Post(*ping);
+  ASSERT_TRUE(refused.ok());
+  EXPECT_EQ(refused->http_status, 401);
+  auto info = Info(*https);
+  ASSERT_TRUE(info.ok());
+  auto refusal = client::ReadKmsRefusal(*refused, info->rsa_public_key);
+  ASSERT_TRUE(refusal.ok()) << refusal.error().ToString();
+  ASSERT_TRUE(refusal->has_value());
+  EXPECT_EQ((*refusal)->status, 401);
+  EXPECT_EQ(Stop(SIGTERM), 0);
+}
+
 TEST_F(KmsdTest, SigkillDuringABurstOfCreatesLeavesTheDatabaseConsistent) {
   ASSERT_TRUE(Start());
   constexpr int kClients = 4;

@@ -353,6 +353,8 @@ Result<DecryptedJwe> DecryptDir(std::string_view compact, const KeyLookup& key_l
   DecryptedJwe out{std::move(parts.header),
                    SecretBytes(std::span<const std::uint8_t>(plaintext.get(), size))};
   OPENSSL_cleanse(plaintext.get(), size);
+  std::copy_n(parts.decoded[2].begin(), out.iv.size(), out.iv.begin());
+  std::copy_n(parts.decoded[4].begin(), out.tag.size(), out.tag.begin());
   return out;
 }
 

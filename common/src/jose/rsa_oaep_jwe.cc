@@ -5,6 +5,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -81,7 +82,10 @@ Result<DecryptedJwe> DecryptRsaOaepJwe(std::string_view compact, const CekUnwrap
   }
   SR_ASSIGN_OR_RETURN(SecretBytes plaintext, AesGcmDecrypt(cek, parts.decoded[2], parts.encoded[0],
                                                            parts.decoded[3], parts.decoded[4]));
-  return DecryptedJwe{std::move(parts.header), std::move(plaintext)};
+  DecryptedJwe out{std::move(parts.header), std::move(plaintext)};
+  std::copy_n(parts.decoded[2].begin(), out.iv.size(), out.iv.begin());
+  std::copy_n(parts.decoded[4].begin(), out.tag.size(), out.tag.begin());
+  return out;
 }
 
 }  // namespace strongroom::jose

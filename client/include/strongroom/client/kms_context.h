@@ -10,11 +10,23 @@
 //   - no answer (network), HTTP 429/503 (plain, from the KMS or the relay), or a sealed 503: sent
 //     again (sealed afresh, with a new requestId) after a jittered exponential backoff, honouring
 //     Retry-After, at most `max_attempts` times; then UNAVAILABLE;
-//   - a plain 401 unknown_kid / expired_kid / deleted_kid (the KMS forgot or expired the channel):
-//     a new channel is negotiated once and the request sent again;
+//   - a refusal signed by the KMS with status 401 (it does not know the channel's key: unknown,
+//     expired, deleted, or past its limit of requests; kms_session.h, ReadKmsRefusal): a new
+//     channel is negotiated once and the request sent again;
+//   - a sealed 409 "replayed request" (a transport or relay resent the very message, and the KMS
+//     refused the repeat): a read is sealed afresh and sent again at once; a write reports it, and
+//     the operation asks the KMS whether the write was done (below);
 //   - any other answer is final: a sealed protocol status other than the operation's success is an
 //     Error (kms_objects.h, CheckAnswerStatus), e.g. PERMISSION_DENIED for a 403.
 // Every answer must open under the channel's key and carry the requestId of its request.
+//
+// Writes whose answer was lost. The KMS executes a sealed message at most once, so a write whose
+// message may have run without its answer arriving (no answer, or a resend refused as a replay)
+// is checked against the KMS's state before it is reported: a bind whose key is bound to the
+// resource, a resource that exists, authorizations that are all there, an authorization that is
+// gone, each count as done (with what the KMS now says); otherwise the write is sealed afresh and
+// sent once more. create /keys is simply sent again (keys nobody received expire unbound), and
+// CreateResource always names the resource so that it can be looked for.
 //
 // Embedded messages (the core relays them before it changes a conversation): Seal* returns the
 // sealed request without sending it; OpenAnswer opens the `kmsAnswer` the core returned, on the
@@ -101,8 +113,8 @@ class KmsContext {
   // update /keys/<id> {resourceUri}: binds one of the caller's unbound keys; the answer carries
   // the key's stop-encrypting date.
   Result<KmsKey> BindKey(const std::string& key_uri, const std::string& resource_uri);
-  // create /resources {authIds, keyUris, resourceUri?}: the caller is authorized too; the keys are
-  // bound. `resource_uri` (from NewResourceUri) names the resource; empty: the KMS picks one.
+  // create /resources {authIds, keyUris, resourceUri}: the caller is authorized too; the keys are
+  // bound. `resource_uri` (from NewResourceUri) names the resource; empty: a new name is made.
   Result<KmsResource> CreateResource(const std::vector<std::string>& auth_ids,
                                      const std::vector<std::string>& key_uris,
                                      const std::string& resource_uri = "");
@@ -161,9 +173,11 @@ class KmsContext {
   Result<std::shared_ptr<KmsSession>> OpenChannel();
   // Seals, sends and opens one request with the retry and renegotiation rules above, and checks
   // the answer's status.
+  // `maybe_executed` is set when a write may have executed without its answer (see above).
   Result<Poco::JSON::Object::Ptr> Run(const std::string& method, const std::string& uri,
                                       const Poco::JSON::Object& fields, int expected_status,
-                                      const std::string& on_behalf_of = "");
+                                      const std::string& on_behalf_of = "",
+                                      bool* maybe_executed = nullptr);
   Result<SealedRequest> SealFor(const std::string& method, const std::string& uri,
                                 const Poco::JSON::Object& fields, int expected_status);
   void Backoff(int attempt, int retry_after_s);

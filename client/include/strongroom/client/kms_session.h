@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,6 +47,21 @@ struct KmsInfo {
 };
 Result<KmsInfo> ParseKmsInfo(std::string_view json);
 
+// A refusal the KMS signed instead of sealing (draft-02, Error Messages): an unencrypted PS256 JWS
+// with its static key over {status, reason}. 401: the KMS does not know the channel's key (unknown,
+// expired, deleted, or past its limit of requests): negotiate a new channel. 409 to a create
+// /ecdhe: the same message was delivered before.
+struct KmsRefusal {
+  int status = 0;
+  std::string reason;
+};
+// nullopt when `response` is not a compact JWS; an error when it is one that `kms_key` does not
+// verify or whose payload is not a refusal.
+Result<std::optional<KmsRefusal>> ReadKmsRefusal(const KmsResponse& response,
+                                                 const jose::PublicJwk& kms_key);
+// What a sealed answer's reason says when the KMS refused a message it had executed before.
+inline constexpr char kReplayedReason[] = "replayed request";
+
 class KmsSession {
  public:
   static Result<std::unique_ptr<KmsSession>> Open(const KmsInfo& kms, std::string client_id,
@@ -64,7 +80,8 @@ class KmsSession {
   Result<std::string> Seal(const std::string& method, const std::string& uri,
                            const Poco::JSON::Object& fields = Poco::JSON::Object(),
                            const std::string& on_behalf_of = "");
-  // Opens a sealed answer; checks its kid (and, when expected_request_id is set, requestId).
+  // Opens a sealed answer; checks its kid (and, when expected_request_id is set, requestId). A
+  // signed refusal (ReadKmsRefusal) is an error: UNAUTHENTICATED for a 401.
   Result<Poco::JSON::Object::Ptr> OpenAnswer(const KmsResponse& response,
                                              std::string_view expected_request_id = {}) const;
 
@@ -79,12 +96,14 @@ class KmsSession {
   void set_bearer(std::string bearer) { bearer_ = std::move(bearer); }
 
  private:
-  KmsSession(std::string cluster, std::string client_id, std::string bearer, KmsTransport transport,
-             std::string ephemeral_uri, SecretBytes key, std::int64_t expires_ms);
+  KmsSession(std::string cluster, jose::PublicJwk kms_key, std::string client_id,
+             std::string bearer, KmsTransport transport, std::string ephemeral_uri, SecretBytes key,
+             std::int64_t expires_ms);
   Poco::JSON::Object Request(const std::string& method, const std::string& uri,
                              const Poco::JSON::Object& fields, const std::string& on_behalf_of);
 
   std::string cluster_;
+  jose::PublicJwk kms_key_;  // the static key, which signs refusals
   std::string client_id_;
   std::string bearer_;
   KmsTransport transport_;

@@ -17,6 +17,9 @@
 // AuditLog::Append directly; both share the one hash chain because SQLite serializes the writers
 // (BEGIN IMMEDIATE) and Append reads the chain's head inside the transaction.
 //
+// The same batches carry the records of executed sealed requests (replay_guard.h): a retrieval's
+// audit record and the record that it was executed commit together, in one wait.
+//
 // Thread-safe. The destructor commits what is queued and stops the thread.
 #ifndef STRONGROOM_KMS_AUDIT_WRITER_H_
 #define STRONGROOM_KMS_AUDIT_WRITER_H_
@@ -27,11 +30,13 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
 
@@ -49,8 +54,11 @@ class AuditWriter {
   AuditWriter(const AuditWriter&) = delete;
   AuditWriter& operator=(const AuditWriter&) = delete;
 
-  // Appends the record and returns once it is committed (or the batch failed).
-  Status Append(AuditRecord record);
+  // Appends the record (and records the executed request, if any) and returns once it is
+  // committed (or the batch failed).
+  Status Append(AuditRecord record, std::optional<ExecutedRequest> executed = std::nullopt);
+  // Records an executed request that has no audit record of its own, in the same way.
+  Status Append(ExecutedRequest executed);
 
   struct Stats {
     std::uint64_t records = 0;
@@ -60,6 +68,11 @@ class AuditWriter {
   Stats stats() const;
 
  private:
+  struct Entry {
+    std::optional<AuditRecord> audit;
+    std::optional<ExecutedRequest> executed;
+  };
+  Status Enqueue(Entry entry);
   void Run();
 
   Database& db_;
@@ -68,7 +81,7 @@ class AuditWriter {
   mutable std::mutex mutex_;
   std::condition_variable work_;
   std::condition_variable done_;
-  std::deque<AuditRecord> queue_;
+  std::deque<Entry> queue_;
   std::uint64_t next_batch_ = 1;            // the batch the queued records will go into
   std::uint64_t committed_batch_ = 0;       // every batch up to this one is finished
   std::map<std::uint64_t, Status> failed_;  // batches that failed, until their callers saw it

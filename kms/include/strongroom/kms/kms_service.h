@@ -9,6 +9,15 @@
 //                                 HKDF-SHA256(ECDH secret, empty salt, empty info, 32 bytes).
 //   everything else               JWE dir/A256GCM, kid = the ephemeral key's URI; refused when that
 //                                 key is unknown, expired or deleted, or was made for another user.
+//   a message under an unknown, expired or deleted ephemeral key, or one past the channel's limit
+//                                 of requests: HTTP 401 with a PS256 JWS signed by the static key,
+//                                 payload {status: 401, reason} (draft-02, Error Messages); one
+//                                 signature per reason serves every such message for
+//                                 kSignedRefusalReuse, so they cost the HSM nothing more.
+//   a sealed message the channel executed before: sealed {status: 409, reason: "replayed
+//                                 request"}; nothing in it executes (replay_guard.h). A repeated
+//                                 create /ecdhe (the same RSA-OAEP key) is refused the same way,
+//                                 signed, before the HSM decrypts it.
 //   delete /ecdhe/<id>            204; the key is never accepted again.
 //   update /ping                  200.
 //   create /keys {count}          1-100 unbound random 256-bit keys; bind deadline from policy.
@@ -38,12 +47,19 @@
 
 #include <Poco/JSON/Object.h>
 
+#include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "strongroom/common/database.h"
@@ -53,10 +69,19 @@
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/hot_path_cache.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/replay_guard.h"
 
 namespace strongroom::kms {
 
 inline constexpr std::size_t kMaxKmsMessageBytes = 256 * 1024;
+// How long one signed refusal (unknown, expired or deleted ephemeral key) answers every message
+// that earns it.
+inline constexpr std::int64_t kSignedRefusalReuseMs = 60'000;
+// Repeated create /ecdhe messages are recognized among this many recent ones (about 100 bytes
+// each); an older repeat costs one RSA decryption and opens a channel only its sender can use.
+inline constexpr std::size_t kEcdheReplayMemory = 65536;
+// Executed-request records of expired and deleted channels are removed at most this often.
+inline constexpr std::int64_t kExecutedSweepIntervalMs = 60'000;
 
 // Lifetimes of ephemeral and content keys come from each organization's policy (org_policy.h).
 struct KmsServiceConfig {
@@ -69,6 +94,8 @@ struct KmsServiceConfig {
   // material; see hot_path_cache.h). 0 entries turns it off.
   std::size_t metadata_cache_entries = 16384;
   std::chrono::milliseconds metadata_cache_age{30000};
+  // Requests one channel may execute before it must be renegotiated (replay_guard.h).
+  std::size_t max_requests_per_channel = kMaxRequestsPerChannel;
 };
 
 class AuditWriter;
@@ -120,6 +147,19 @@ class KmsService {
 
   KmsReply HandleEcdheCreate(std::string_view message, std::string* operation);
   KmsReply HandleSealed(std::string_view message, const std::string& kid, std::string* operation);
+  // The request inside an opened message, executed for the channel's user; `unrecorded` holds the
+  // record that it was executed until it is committed (with a write, or an audit record).
+  Poco::JSON::Object Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
+                             std::optional<ExecutedRequest>* unrecorded, std::string* operation);
+  // A PS256 JWS with the identity key (kid = the cluster) over the answer.
+  Result<std::string> SignAnswer(const Poco::JSON::Object& answer);
+  // An unsealed refusal signed with the identity key: {status, reason}, with no requestId, so one
+  // signature serves every message that earns it for kSignedRefusalReuseMs.
+  KmsReply SignedRefusal(int status, const std::string& reason);
+  // Whether this create /ecdhe's RSA-OAEP encrypted key is new (then it is remembered).
+  bool FirstSightOfEcdhe(std::span<const std::uint8_t> encrypted_key);
+  void ForgetEcdhe(std::span<const std::uint8_t> encrypted_key);
+  void SweepExecutedRequests(std::int64_t now_ms);
 
   struct Caller;  // the verified user of a sealed request
   struct Route;   // what a request's method and uri name
@@ -161,6 +201,20 @@ class KmsService {
   HotPathCache<EphemeralKeyRecord> channels_;
   HotPathCache<KeyRecord> bound_keys_;
   HotPathCache<std::optional<std::string>> roles_;  // "<resource>\n<user>" → role
+  ReplayGuard replay_;
+  std::atomic<std::int64_t> last_sweep_ms_{0};
+
+  struct SignedAnswer {
+    std::string jws;
+    std::int64_t signed_ms = 0;
+  };
+  std::mutex refusals_mutex_;
+  std::mutex refusal_signing_;  // one signature at a time, so a burst costs one
+  std::map<std::pair<int, std::string>, SignedAnswer> refusals_;
+
+  std::mutex ecdhe_mutex_;
+  std::unordered_set<std::string> ecdhe_seen_;  // SHA-256 of recent RSA-OAEP encrypted keys
+  std::deque<std::string> ecdhe_order_;         // the same, oldest first
 };
 
 }  // namespace strongroom::kms

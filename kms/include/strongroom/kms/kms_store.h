@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,14 @@ struct EphemeralKeyRecord {
   std::vector<hsm::TokenBlob> blobs;  // the derived channel key, wrapped
 };
 
+// A sealed request a channel has executed (replay_guard.h): the channel's URI and the message's
+// IV and tag in lower-case hex.
+struct ExecutedRequest {
+  std::string channel;
+  std::string message;
+  std::int64_t executed_ms = 0;
+};
+
 struct KeyQuery {
   std::optional<std::int64_t> bound_after_ms;   // exclusive
   std::optional<std::int64_t> bound_before_ms;  // exclusive
@@ -100,6 +109,17 @@ class KmsStore {
                                                                     const std::string& uri);
   // Marks the key deleted; it is kept so a message under it is refused as "deleted".
   static Status DeleteEphemeralKey(Poco::Data::Session& s, const std::string& uri);
+
+  // Records the requests; one recorded already (by another node) is left as it is.
+  static Status InsertExecutedRequests(Poco::Data::Session& s,
+                                       std::span<const ExecutedRequest> requests);
+  // The messages (hex) a channel has executed.
+  static Result<std::vector<std::string>> ExecutedRequestsOf(Poco::Data::Session& s,
+                                                             const std::string& channel);
+  // Forgets the requests of channels that expired before `now_ms` or were deleted: such channels
+  // are refused before any request is looked up. Returns how many records went.
+  static Result<std::int64_t> DeleteSpentExecutedRequests(Poco::Data::Session& s,
+                                                          std::int64_t now_ms);
 
   // ALREADY_EXISTS if an authId is authorized on the resource already.
   static Status InsertAuthorizations(Poco::Data::Session& s,

@@ -6,6 +6,7 @@
 #ifndef STRONGROOM_COMMON_JOSE_DIR_JWE_H_
 #define STRONGROOM_COMMON_JOSE_DIR_JWE_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -23,6 +24,10 @@ inline constexpr std::size_t kA256GcmKeyBytes = 32;
 struct DecryptedJwe {
   JoseHeader header;  // authenticated: it is the AAD of the decryption that succeeded
   SecretBytes plaintext;
+  // The decoded IV and tag: together they name this message under its key (a sender cannot repeat
+  // them by accident, and another encoding of the same JWE decodes to the same bytes).
+  std::array<std::uint8_t, 12> iv{};
+  std::array<std::uint8_t, 16> tag{};
 };
 
 // Given the (not yet authenticated) protected header, returns the 32-byte key for its kid, or
