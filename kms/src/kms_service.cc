@@ -94,6 +94,22 @@ Result<Request> ParseRequest(const SecretBytes& plaintext, const std::string& cl
   return r;
 }
 
+// The requestId of a request ParseRequest refused, when it is there to be read ("" otherwise), so
+// that even a malformed request's refusal names it.
+std::string RequestIdOf(const SecretBytes& plaintext) {
+  try {
+    Poco::JSON::Parser parser;
+    Object::Ptr json = parser.parse(std::string(plaintext.as_string_view())).extract<Object::Ptr>();
+    if (json && json->has("requestId") && json->get("requestId").isString()) {
+      std::string id = json->getValue<std::string>("requestId");
+      if (id.size() <= 256) return id;
+    }
+  } catch (const Poco::Exception&) {
+  } catch (const std::exception&) {
+  }
+  return "";
+}
+
 Object Answer(int status, const std::string& request_id, const std::string& reason = {}) {
   Object answer;
   answer.set("status", status);
@@ -443,7 +459,9 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
     return {200, kJose, *jws};
   };
   Result<Request> request = ParseRequest(opened->plaintext, cluster_);
-  if (!request.ok()) return sign(Answer(400, "", request.error().message()));
+  if (!request.ok()) {
+    return sign(Answer(400, RequestIdOf(opened->plaintext), request.error().message()));
+  }
   const Request& r = *request;
   if (r.method != "create" || r.uri != cluster_ + "/ecdhe") {
     return sign(Answer(400, r.request_id, "an RSA-OAEP message must be create /ecdhe"));
@@ -554,10 +572,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   std::copy(opened->iv.begin(), opened->iv.end(), id.begin());
   std::copy(opened->tag.begin(), opened->tag.end(), id.begin() + opened->iv.size());
   Result<ReplayGuard::Verdict> verdict = replay_.Claim(ephemeral.uri, id);
-  auto request_id = [&] {
-    Result<Request> r = ParseRequest(opened->plaintext, cluster_);
-    return r.ok() ? r->request_id : std::string();
-  };
+  auto request_id = [&] { return RequestIdOf(opened->plaintext); };
   if (!verdict.ok()) return seal(Answer(503, request_id(), "the KMS database is unavailable"));
   if (*verdict == ReplayGuard::Verdict::kExhausted) {
     return SignedRefusal(401, "the ephemeral key has executed its " +
@@ -593,7 +608,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
 Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
                            std::optional<ExecutedRequest>* unrecorded, std::string* operation) {
   Result<Request> request = ParseRequest(plaintext, cluster_);
-  if (!request.ok()) return Answer(400, "", request.error().message());
+  if (!request.ok()) return Answer(400, RequestIdOf(plaintext), request.error().message());
   const Request& r = *request;
   Result<VerifiedJwt> user = verifier_.Verify(r.bearer);
   if (!user.ok()) return Answer(401, r.request_id, "user authentication failed");

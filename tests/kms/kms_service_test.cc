@@ -126,6 +126,8 @@ class KmsServiceTest : public ::testing::Test {
     EXPECT_TRUE(jwe.ok());
     KmsReply reply = service_->Handle(*jwe);
     EXPECT_EQ(reply.content_type, "application/jose") << reply.body;
+    // draft-02 4.6: the key-agreement answer names the static key by its well-known kid.
+    EXPECT_EQ(jose::PeekHeader(reply.body)->kid, "kms://kms.acme.test");
     const std::string_view ps256[] = {"PS256"};
     auto verified = jose::VerifyJws(reply.body, service_->PublicKey(), ps256);
     EXPECT_TRUE(verified.ok()) << (verified.ok() ? "" : verified.error().ToString());
@@ -223,6 +225,12 @@ TEST_F(KmsServiceTest, EcdheChannelCarriesAPing) {
   ASSERT_TRUE(answer);
   EXPECT_EQ(answer->getValue<int>("status"), 200);
   EXPECT_EQ(answer->getValue<std::string>("requestId"), ping.getValue<std::string>("requestId"));
+  // draft-02 4.7.12: a ping is safe; it leaves no audit record.
+  const std::int64_t audited = Count("audit");
+  EXPECT_EQ(
+      Send(channel, Request("update", "/ping", Token("alice@acme.test")))->getValue<int>("status"),
+      200);
+  EXPECT_EQ(Count("audit"), audited);
 }
 
 TEST_F(KmsServiceTest, DeletedEphemeralKeyIsNeverAcceptedAgain) {
@@ -230,6 +238,7 @@ TEST_F(KmsServiceTest, DeletedEphemeralKeyIsNeverAcceptedAgain) {
   Object::Ptr deleted = Send(channel, Request("delete", channel.uri, Token("alice@acme.test")));
   ASSERT_TRUE(deleted);
   EXPECT_EQ(deleted->getValue<int>("status"), 204);
+  EXPECT_FALSE(deleted->has("key"));  // draft-02 4.7.2
   KmsReply raw;
   EXPECT_EQ(Send(channel, Request("update", "/ping", Token("alice@acme.test")), &raw), nullptr);
   ExpectSignedRefusal(raw, 401, "deleted");
@@ -248,6 +257,8 @@ TEST_F(KmsServiceTest, CoreTokenAndOtherUsersAreRefused) {
   Object::Ptr answer = CreateEcdhe(Token("alice@acme.test", "core"), *mine);
   ASSERT_TRUE(answer);
   EXPECT_EQ(answer->getValue<int>("status"), 401);
+  EXPECT_FALSE(answer->has("key"));  // draft-02 4.7.1: no key agreement after a failed check
+  EXPECT_EQ(Count("ephemeral_keys"), 0);
   Channel channel = Open("alice@acme.test");
   Object::Ptr foreign = Send(channel, Request("update", "/ping", Token("bob@acme.test")));
   ASSERT_TRUE(foreign);
@@ -384,6 +395,9 @@ TEST_F(KmsKeysTest, CreatedKeysAreRandom256BitAndReadableByTheirCreatorOnly) {
     ASSERT_TRUE(k.ok());
     EXPECT_EQ(k->size(), 32u);
     material.insert(jwk->getValue<std::string>("k"));
+    // draft-02 4.7.5: each key names the requesting client and user.
+    EXPECT_EQ(key->getValue<std::string>("clientId"), "test-client");
+    EXPECT_EQ(key->getValue<std::string>("userId"), "alice@acme.test");
   }
   EXPECT_EQ(material.size(), 3u);
   const std::string uri = keys[0]->getValue<std::string>("uri");
@@ -995,6 +1009,66 @@ TEST_F(KmsServiceTest, ARepeatedCreateEcdheIsRefusedAndOpensNoChannel) {
   ExpectSignedRefusal(again, 409, "replayed request");
   EXPECT_EQ(service_->Handle(*jwe).body, again.body);
   EXPECT_EQ(Count("ephemeral_keys"), 1);
+}
+
+// draft-02 4.7.8 and 4.7.3: a request that creates several objects fails whole.
+TEST_F(KmsKeysTest, AuthorizationsAndResourcesAreAllOrNothing) {
+  Channel alice = Open("alice@acme.test");
+  Channel carol = Open("carol@acme.test");
+  Channel globex = Open("gina@globex.test");
+  const std::string foreign = CreateResource(globex, "gina@globex.test", Strings({}));
+  const std::string resource =
+      CreateResource(alice, "alice@acme.test", Strings({"carol@acme.test"}));
+  EXPECT_EQ(
+      StatusOf(Authorize(alice, "alice@acme.test", resource, Strings({"dave@acme.test", foreign}))),
+      400);
+  EXPECT_EQ(StatusOf(Authorize(alice, "alice@acme.test", resource,
+                               Strings({"dave@acme.test", "carol@acme.test"}))),
+            409);
+  // 4.7.10: an authId with no authorization lists as an empty array.
+  Object::Ptr dave =
+      Send(carol, Request("retrieve", resource + "/authorizations?authId=dave@acme.test",
+                          Token("carol@acme.test")));
+  ASSERT_EQ(StatusOf(dave), 200);
+  EXPECT_EQ(dave->getArray("authorizations")->size(), 0u);
+
+  // A named resource whose creation failed (a foreign resource as authId) is not taken.
+  const std::string named = "kms://kms.acme.test/resources/0d5b2f6e-8a4c-4c1e-9b7a-3f2e1d0c9b8a";
+  Object create = Request("create", "/resources", Token("alice@acme.test"));
+  create.set("resourceUri", named);
+  create.set("authIds", Strings({"bob@acme.test", foreign}));
+  EXPECT_EQ(StatusOf(Send(alice, create)), 400);
+  EXPECT_EQ(Count("resources"), 2);
+  // A key past its bind deadline fails the creation, and stays unbound.
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string key = keys[0]->getValue<std::string>("uri");
+  now_ms_ += 601 * 1000;
+  Object late = Request("create", "/resources", Token("alice@acme.test"));
+  late.set("resourceUri", named);
+  late.set("authIds", Strings({"bob@acme.test"}));
+  late.set("keyUris", Strings({key}));
+  EXPECT_EQ(StatusOf(Send(alice, late)), 409);
+  EXPECT_EQ(Count("resources"), 2);
+  Object::Ptr unbound = Retrieve(alice, "alice@acme.test", key);
+  ASSERT_EQ(StatusOf(unbound), 200);
+  EXPECT_FALSE(unbound->getObject("key")->has("resourceUri"));
+  Object fine = Request("create", "/resources", Token("alice@acme.test"));
+  fine.set("resourceUri", named);
+  fine.set("authIds", Strings({"bob@acme.test"}));
+  EXPECT_EQ(StatusOf(Send(alice, fine)), 201);
+}
+
+// A request the KMS cannot parse still names itself in the refusal when its requestId can be read.
+TEST_F(KmsServiceTest, AMalformedRequestIsRefusedWithItsOwnRequestId) {
+  Channel channel = Open("alice@acme.test");
+  Object request;
+  request.set("method", "update");
+  request.set("uri", "/ping");
+  request.set("requestId", "r-77");
+  Object::Ptr refused = Send(channel, request);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->getValue<int>("status"), 400);
+  EXPECT_EQ(refused->getValue<std::string>("requestId"), "r-77");
 }
 
 }  // namespace
