@@ -9,6 +9,7 @@
 #include <chrono>
 #include <thread>
 
+#include "strongroom/common/kms_uri.h"
 #include "strongroom/common/rfc3339.h"
 
 namespace strongroom::client {
@@ -44,14 +45,12 @@ Poco::JSON::Array Strings(const std::vector<std::string>& items) {
   return array;
 }
 
-// "create /resources" from a method and a URI, for messages (the host is dropped).
-std::string Describe(const std::string& method, const std::string& uri) {
-  std::string path = uri;
-  if (path.rfind("kms://", 0) == 0) {
-    const std::size_t slash = path.find('/', 6);
-    path = slash == std::string::npos ? "/" : path.substr(slash);
-  }
-  return method + " " + path.substr(0, path.find('?'));
+// "create /resources" from a method and a URI, for messages (the host and query are dropped).
+std::string Describe(const std::string& method, const std::string& uri,
+                     const std::string& cluster) {
+  Result<KmsUri> parsed = KmsUri::Parse(uri, cluster);
+  if (!parsed.ok()) return method + " " + uri;
+  return method + " " + (parsed->IsCluster() ? "/" : parsed->path());
 }
 
 }  // namespace
@@ -189,13 +188,14 @@ void KmsContext::Backoff(int attempt, int retry_after_s) {
 }
 
 std::string KmsContext::Absolute(const std::string& uri) const {
-  return uri.rfind('/', 0) == 0 ? info_.cluster + uri : uri;
+  Result<KmsUri> parsed = KmsUri::Parse(uri, info_.cluster);
+  return parsed.ok() ? parsed->ToString() : uri;
 }
 
 Result<Object::Ptr> KmsContext::Run(const std::string& method, const std::string& uri,
                                     const Object& fields, int expected_status,
                                     const std::string& on_behalf_of, bool* maybe_executed) {
-  const std::string what = Describe(method, uri);
+  const std::string what = Describe(method, uri, info_.cluster);
   std::lock_guard<std::mutex> lock(mutex_);
   bool renegotiated = false;
   for (int attempt = 1;; ++attempt) {
@@ -280,8 +280,8 @@ Result<SealedRequest> KmsContext::SealFor(const std::string& method, const std::
       SR_ASSIGN_OR_RETURN(std::string token, options_.kms_token());
       session.set_bearer(std::move(token));
       SR_ASSIGN_OR_RETURN(std::string message, session.Seal(method, uri, fields));
-      return SealedRequest{std::move(message), session.last_request_id(), Describe(method, uri),
-                           expected_status, *channel};
+      return SealedRequest{std::move(message), session.last_request_id(),
+                           Describe(method, uri, info_.cluster), expected_status, *channel};
     }
     if (channel.error().code() != ErrorCode::kUnavailable || attempt >= options_.max_attempts) {
       return channel.error();
@@ -347,8 +347,21 @@ Object AuthorizeFields(const std::string& resource_uri, const std::vector<std::s
   return fields;
 }
 
-std::string ByAuthId(const std::string& resource_uri, const std::string& auth_id) {
-  return resource_uri + "/authorizations?authId=" + auth_id;
+// <resource>/authorizations?authId=<auth_id>, the authId percent-encoded (a user id, or a
+// resource's URI), so that nothing in it changes what the URI names.
+Result<std::string> ByAuthId(const std::string& cluster, const std::string& resource_uri,
+                             const std::string& auth_id) {
+  Result<KmsUri> resource = KmsUri::Parse(resource_uri, cluster);
+  if (!resource.ok() || !resource->IsItem("resources")) {
+    return Error(ErrorCode::kInvalidArgument, "'" + resource_uri + "' is not a resource URI");
+  }
+  Result<KmsUri> uri =
+      KmsUri::Make(resource->cluster(), "resources", resource->id(), "authorizations", auth_id);
+  if (!uri.ok()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "'" + auth_id + "' is not a user id or resource: " + uri.error().message());
+  }
+  return uri->ToString();
 }
 
 Result<KmsKey> KeyOf(const Object& answer) {
@@ -361,18 +374,6 @@ Result<KmsResource> ResourceOf(const Object& answer) {
   Object::Ptr resource = answer.getObject("resource");
   if (!resource) return Error(ErrorCode::kInvalidArgument, "the KMS's answer has no \"resource\"");
   return ParseKmsResource(*resource);
-}
-
-Status CheckAuthId(const std::string& auth_id) {
-  // It goes into a URI's query: a user id, or a resource URI (kms://...), nothing that would
-  // change what the URI names.
-  const bool resource = auth_id.rfind("kms://", 0) == 0;
-  if (auth_id.empty() || auth_id.size() > 1024 ||
-      auth_id.find_first_of("?&# ") != std::string::npos ||
-      (!resource && auth_id.find('/') != std::string::npos)) {
-    return Error(ErrorCode::kInvalidArgument, "'" + auth_id + "' is not a user id or resource");
-  }
-  return OkStatus();
 }
 
 }  // namespace
@@ -470,19 +471,19 @@ Result<std::vector<KmsAuthorization>> KmsContext::Authorize(
 
 Result<KmsAuthorization> KmsContext::DeleteAuthorization(const std::string& resource_uri,
                                                          const std::string& auth_id) {
-  SR_RETURN_IF_ERROR(CheckAuthId(auth_id));
+  SR_ASSIGN_OR_RETURN(std::string uri, ByAuthId(info_.cluster, resource_uri, auth_id));
   bool maybe_executed = false;
-  Result<Object::Ptr> answer =
-      Run("delete", ByAuthId(resource_uri, auth_id), Object(), 200, "", &maybe_executed);
+  Result<Object::Ptr> answer = Run("delete", uri, Object(), 200, "", &maybe_executed);
   if (Unsettled(answer, maybe_executed)) {
     // Gone is done; so is a resource the caller can no longer see (it removed itself).
     Result<KmsResource> now = RetrieveResource(resource_uri);
     const bool gone =
-        now.ok() ? std::none_of(now->authorizations.begin(), now->authorizations.end(),
-                                [&](const KmsAuthorization& a) { return a.auth_id == auth_id; })
+        now.ok() ? std::none_of(
+                       now->authorizations.begin(), now->authorizations.end(),
+                       [&](const KmsAuthorization& a) { return a.auth_id == Absolute(auth_id); })
                  : now.error().code() == ErrorCode::kPermissionDenied;
     if (gone) return KmsAuthorization{"", Absolute(resource_uri), auth_id, ""};
-    answer = Run("delete", ByAuthId(resource_uri, auth_id), Object(), 200);
+    answer = Run("delete", uri, Object(), 200);
   }
   if (!answer.ok()) return answer.error();
   Object::Ptr authorization = (*answer)->getObject("authorization");
@@ -511,8 +512,8 @@ Result<SealedRequest> KmsContext::SealAuthorize(const std::string& resource_uri,
 
 Result<SealedRequest> KmsContext::SealDeleteAuthorization(const std::string& resource_uri,
                                                           const std::string& auth_id) {
-  SR_RETURN_IF_ERROR(CheckAuthId(auth_id));
-  return SealFor("delete", ByAuthId(resource_uri, auth_id), Object(), 200);
+  SR_ASSIGN_OR_RETURN(std::string uri, ByAuthId(info_.cluster, resource_uri, auth_id));
+  return SealFor("delete", uri, Object(), 200);
 }
 
 }  // namespace strongroom::client

@@ -16,6 +16,7 @@
 
 #include "strongroom/common/jose/base64url.h"
 #include "strongroom/common/jose/jwk.h"
+#include "strongroom/common/kms_uri.h"
 
 namespace strongroom::client {
 namespace {
@@ -112,21 +113,18 @@ Status SameRsaKey(X509* leaf, const jose::PublicJwk& jwk) {
 }  // namespace
 
 std::string KmsHostOf(const std::string& cluster) {
-  constexpr std::string_view kScheme = "kms://";
-  if (cluster.rfind(kScheme, 0) != 0) return "";
-  std::string host = cluster.substr(kScheme.size());
-  if (const std::size_t slash = host.find('/'); slash != std::string::npos) host.resize(slash);
-  if (const std::size_t colon = host.find(':'); colon != std::string::npos) host.resize(colon);
-  return host;
+  Result<KmsUri> uri = KmsUri::Parse(cluster);
+  return uri.ok() ? uri->host() : "";
 }
 
 Status VerifyKmsIdentity(const KmsInfo& info, const KmsTrust& trust,
                          std::optional<std::int64_t> at_time_s) {
-  const std::string host = KmsHostOf(trust.cluster);
-  if (host.empty()) {
+  Result<KmsUri> expected = KmsUri::ParseCluster(trust.cluster);
+  if (!expected.ok()) {
     return Error(ErrorCode::kInvalidArgument,
                  "the expected KMS cluster must be kms://<host>, got '" + trust.cluster + "'");
   }
+  const std::string& host = expected->host();
   if (info.cluster != trust.cluster) {
     return Untrusted("it names the cluster " + info.cluster + ", not " + trust.cluster);
   }

@@ -8,6 +8,8 @@
 
 #include <sstream>
 
+#include "strongroom/common/kms_uri.h"
+
 namespace strongroom::client {
 namespace {
 
@@ -111,8 +113,10 @@ Result<KmsInfo> ParseKmsInfo(std::string_view json) {
   if (json.size() > 256 * 1024) return Error(ErrorCode::kInvalidArgument, "KMS info is too large");
   SR_ASSIGN_OR_RETURN(Object::Ptr info, ParseObject(json, "KMS info"));
   std::string cluster = Text(info, "kmsCluster");
-  if (cluster.rfind("kms://", 0) != 0 || cluster.size() <= 6) {
-    return Error(ErrorCode::kInvalidArgument, "KMS info has no kms:// kmsCluster");
+  // Every URI the KMS answers with is compared with it as written: the form KmsUri writes.
+  if (Result<KmsUri> named = KmsUri::ParseCluster(cluster);
+      !named.ok() || named->ToString() != cluster) {
+    return Error(ErrorCode::kInvalidArgument, "KMS info has no kms://<host> kmsCluster");
   }
   Object::Ptr rsa = info->getObject("rsaPublicKey");
   if (!rsa) return Error(ErrorCode::kInvalidArgument, "KMS info has no rsaPublicKey");
@@ -175,7 +179,10 @@ Result<std::unique_ptr<KmsSession>> KmsSession::Open(const KmsInfo& kms, std::st
   }
   Object::Ptr key = answer->getObject("key");
   const std::string uri = Text(key, "uri");
-  if (uri.rfind(kms.cluster + "/ecdhe/", 0) != 0 || !key->getObject("jwk")) {
+  // The channel's URI is the kid of every sealed message: it is kept as the KMS wrote it.
+  if (Result<KmsUri> channel = KmsUri::Parse(uri);
+      !channel.ok() || channel->cluster() != kms.cluster || !channel->IsItem("ecdhe") ||
+      channel->ToString() != uri || !key->getObject("jwk")) {
     return Error(ErrorCode::kInvalidArgument, "the ECDHE answer has no key of this KMS");
   }
   SR_ASSIGN_OR_RETURN(jose::PublicJwk theirs, jose::PublicJwk::Parse(Json(*key->getObject("jwk"))));

@@ -2,13 +2,13 @@
 
 #include "https_client.h"
 #include "strongroom/client/https_transport.h"
-#include "strongroom/client/kms_identity.h"
+#include "strongroom/common/kms_uri.h"
 
 namespace strongroom::client {
 
 Result<std::unique_ptr<RelayTransport>> RelayTransport::New(RelayTransportOptions options) {
-  const std::string host = KmsHostOf(options.cluster);
-  if (host.empty() || options.cluster != "kms://" + host) {
+  if (Result<KmsUri> cluster = KmsUri::ParseCluster(options.cluster);
+      !cluster.ok() || cluster->ToString() != options.cluster) {
     return Error(ErrorCode::kInvalidArgument,
                  "the relay's KMS cluster must be kms://<host>, got '" + options.cluster + "'");
   }

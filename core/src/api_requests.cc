@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <limits>
 
+#include "strongroom/common/kms_uri.h"
 #include "strongroom/core/kms_relay.h"
 
 namespace strongroom::core {
@@ -194,7 +195,8 @@ Result<CreateConversationRequest> ParseCreateConversation(std::string_view body)
                       StringArrayField(*object, "participants", false, kMaxUsersPerChange));
   SR_ASSIGN_OR_RETURN(create.encrypted_title, StringField(*object, "encryptedTitle", false));
   SR_ASSIGN_OR_RETURN(out.kms_message, KmsMessageField(*object));
-  if (create.kms_resource_uri.rfind("kms://", 0) != 0 ||
+  if (Result<KmsUri> uri = KmsUri::Parse(create.kms_resource_uri);
+      !uri.ok() || uri->ToString() != create.kms_resource_uri ||
       create.kms_resource_uri.size() > kMaxUriBytes) {
     return BadField("kmsResourceUri", "a kms:// resource URL");
   }
@@ -331,17 +333,11 @@ Result<std::optional<std::int64_t>> ParseEventsQuery(std::string_view query) {
 
 Result<std::string> ParseRelayQuery(std::string_view query) {
   SR_ASSIGN_OR_RETURN(Poco::URI::QueryParameters params, ParseQuery(query, {"cluster"}));
-  // The host as conversations' KMS URLs have it (validation.cc, CheckKmsUri): letters, digits,
-  // '.', '-' and ':' for a port. Anything else (a NUL, a control character, a path) names no KMS.
-  auto host_char = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '-' || c == ':';
-  };
+  // Written as conversations' KMS URLs have it (validation.cc, CheckKmsUri), the host in lower
+  // case, so that it matches the relay's configured cluster.
   for (const auto& [key, value] : params) {
-    if (value.rfind("kms://", 0) == 0 && value.size() > 6 && value.size() <= kMaxUriBytes &&
-        std::all_of(value.begin() + 6, value.end(), host_char)) {
-      return value;
-    }
+    Result<KmsUri> cluster = KmsUri::ParseCluster(value);
+    if (cluster.ok() && value.size() <= kMaxUriBytes) return cluster->ToString();
   }
   return Error(ErrorCode::kInvalidArgument, "name the KMS with ?cluster=kms://<host>");
 }

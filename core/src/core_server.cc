@@ -25,6 +25,7 @@
 #include <unordered_map>
 
 #include "strongroom/common/http_support.h"
+#include "strongroom/common/kms_uri.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/tls.h"
 
@@ -99,10 +100,10 @@ Object FileObject(const FileInfo& file) {
   return json;
 }
 
-// "kms://host/resources/<id>" -> "kms://host".
+// "kms://host/resources/<id>" -> "kms://host"; "" (no KMS) when it is not a KMS URI.
 std::string ClusterOf(const std::string& uri) {
-  const std::size_t slash = uri.find('/', 6);
-  return uri.substr(0, slash);
+  Result<KmsUri> parsed = KmsUri::Parse(uri);
+  return parsed.ok() ? parsed->cluster() : "";
 }
 
 // Per-user token buckets: rate_per_s a second, up to burst.

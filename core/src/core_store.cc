@@ -8,6 +8,8 @@
 #include <map>
 #include <set>
 
+#include "strongroom/common/kms_uri.h"
+
 namespace strongroom::core::internal {
 namespace {
 
@@ -178,7 +180,8 @@ std::optional<ConversationState> CoreStore::LoadState(Session& s, const std::str
   if (!rows.moveFirst()) return std::nullopt;
   ConversationState state;
   const std::string resource = Text(rows, 0);
-  state.kms_cluster = resource.substr(0, resource.find('/', 6));
+  Result<KmsUri> resource_uri = KmsUri::Parse(resource);  // as CheckKmsUri accepted it
+  state.kms_cluster = resource_uri.ok() ? resource_uri->cluster() : "";
   state.current_key_uri = Text(rows, 1);
   state.participants = std::make_shared<const std::vector<std::string>>(CurrentParticipants(s, id));
   std::vector<std::string> keys;

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "strongroom/common/config_file.h"
+#include "strongroom/common/kms_uri.h"
 #include "validation.h"
 
 namespace strongroom::core {
@@ -102,11 +103,10 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
     relay.name = name;
     SR_ASSIGN_OR_RETURN(relay.cluster,
                         RequiredSetting(config, section + ".cluster", "KMS cluster (kms://host)"));
-    // The same rule as every kms:// URL a conversation names, so a configured cluster is one
-    // that clients can reach.
-    Result<std::string> named = internal::CheckKmsUri(
-        relay.cluster + "/resources/00000000-0000-4000-8000-000000000000", "resources", "cluster");
-    if (!named.ok() || *named != relay.cluster) {
+    // The form a conversation's KMS URLs have (validation.cc, CheckKmsUri), so a configured
+    // cluster is one that clients can reach.
+    if (Result<KmsUri> named = KmsUri::ParseCluster(relay.cluster);
+        !named.ok() || named->ToString() != relay.cluster) {
       return Error(ErrorCode::kInvalidArgument,
                    section + ".cluster must be kms://<host>, got '" + relay.cluster + "'");
     }

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "strongroom/common/kms_uri.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/common/token_file.h"
 
@@ -504,8 +505,8 @@ class KmsRelay::Impl {
 
 Result<std::unique_ptr<KmsRelay>> KmsRelay::New(KmsRelayOptions options) {
   for (const auto& [name, digest] : options.clusters) {
-    if (name.rfind("kms://", 0) != 0 || name.size() == 6 ||
-        name.find_first_of("/?#@ \t", 6) != std::string::npos) {
+    if (Result<KmsUri> cluster = KmsUri::ParseCluster(name);
+        !cluster.ok() || cluster->ToString() != name) {
       return Error(ErrorCode::kInvalidArgument,
                    "a KMS cluster is named kms://<host>, got '" + name + "'");
     }

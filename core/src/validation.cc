@@ -8,6 +8,7 @@
 
 #include "strongroom/common/jose/base64url.h"
 #include "strongroom/common/jose/jose_header.h"
+#include "strongroom/common/kms_uri.h"
 #include "strongroom/core/core_service.h"
 
 namespace strongroom::core {
@@ -19,11 +20,6 @@ Error Invalid(std::string message) {
 }
 
 bool IsLowerHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
-
-bool IsHostChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '-' || c == ':';
-}
 
 bool IsBase64UrlChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -108,27 +104,18 @@ Status CheckUserId(std::string_view user_id, std::string_view what) {
 
 Result<std::string> CheckKmsUri(std::string_view uri, std::string_view collection,
                                 std::string_view what) {
-  constexpr std::string_view kScheme = "kms://";
-  const std::string expected =
-      std::string(what) + " must be kms://<host>/" + std::string(collection) + "/<uuid>";
   if (uri.size() > kMaxUriBytes) {
     return Invalid(std::string(what) + " is longer than " + std::to_string(kMaxUriBytes) +
                    " bytes");
   }
-  if (uri.substr(0, kScheme.size()) != kScheme) return Invalid(expected);
-  const std::size_t slash = uri.find('/', kScheme.size());
-  if (slash == std::string_view::npos || slash == kScheme.size()) return Invalid(expected);
-  const std::string_view host = uri.substr(kScheme.size(), slash - kScheme.size());
-  for (char c : host) {
-    if (!IsHostChar(c)) return Invalid(expected);
+  // Conversations keep the URL as it is and compare it as a string, so only one spelling of it
+  // is accepted: the one KmsUri writes.
+  Result<KmsUri> parsed = KmsUri::Parse(uri);
+  if (!parsed.ok() || !parsed->IsUuidItem(collection) || parsed->ToString() != uri) {
+    return Invalid(std::string(what) + " must be kms://<host>/" + std::string(collection) +
+                   "/<uuid>");
   }
-  const std::string_view path = uri.substr(slash + 1);
-  if (path.size() != collection.size() + 1 + 36 ||
-      path.substr(0, collection.size()) != collection || path[collection.size()] != '/' ||
-      !IsUuid(path.substr(collection.size() + 1))) {
-    return Invalid(expected);
-  }
-  return std::string(uri.substr(0, slash));
+  return parsed->cluster();
 }
 
 Status CheckClientActivityId(std::string_view id) {

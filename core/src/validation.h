@@ -20,8 +20,9 @@ bool IsUuid(std::string_view text);
 // 1..kMaxUserIdBytes of UTF-8 without control characters. `what` names the value in the error.
 Status CheckUserId(std::string_view user_id, std::string_view what);
 
-// `uri` is kms://<host>/<collection>/<uuid> with a host name (letters, digits, '.', '-', ':'
-// for a port) and at most kMaxUriBytes in all; returns "kms://<host>", the KMS it names.
+// `uri` is kms://<host>[:<port>]/<collection>/<uuid> as KmsUri writes it (the host in lower
+// case, nothing percent-encoded) and at most kMaxUriBytes; returns "kms://<host>[:<port>]", the
+// KMS it names.
 Result<std::string> CheckKmsUri(std::string_view uri, std::string_view collection,
                                 std::string_view what);
 

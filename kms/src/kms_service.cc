@@ -15,6 +15,7 @@
 #include <sstream>
 #include <utility>
 
+#include "strongroom/common/kms_uri.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/kms/audit_log.h"
@@ -123,16 +124,12 @@ std::string NewUri(const std::string& cluster, const char* kind) {
          Poco::UUIDGenerator::defaultGenerator().createRandom().toString();
 }
 
-// Whether `uri` is <cluster>/<kind>/<a UUID in lower-case hex with dashes>, as NewUri makes them.
+// Whether `uri` is <cluster>/<kind>/<a UUID in lower-case hex with dashes>, in the form NewUri
+// writes (a URI a client proposes is stored as it is).
 bool IsOwnUri(const std::string& uri, const std::string& cluster, const std::string& kind) {
-  const std::string prefix = cluster + "/" + kind + "/";
-  if (uri.size() != prefix.size() + 36 || uri.compare(0, prefix.size(), prefix) != 0) return false;
-  for (std::size_t i = 0; i < 36; ++i) {
-    const char c = uri[prefix.size() + i];
-    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
+  Result<KmsUri> parsed = KmsUri::Parse(uri);
+  return parsed.ok() && parsed->cluster() == cluster && parsed->IsUuidItem(kind) &&
+         parsed->ToString() == uri;
 }
 
 // The strings of a JSON array member, at most `max`; nullopt when absent or malformed.
@@ -221,50 +218,11 @@ struct KmsService::Caller {
 
 namespace {
 
-bool ValidId(std::string_view id) {
-  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_';
-  });
-}
-
-// kms://<host>/<collection>/<id>[/<sub>][?authId=<x>] → its parts; false if malformed.
-struct UriParts {
-  std::string collection, id, sub;
-  std::optional<std::string> auth_id;
-  bool has_query = false;
-};
-
-std::optional<UriParts> SplitUri(const std::string& uri, const std::string& cluster) {
-  if (uri.rfind(cluster + "/", 0) != 0) return std::nullopt;
-  std::string path = uri.substr(cluster.size() + 1);
-  UriParts parts;
-  if (std::size_t q = path.find('?'); q != std::string::npos) {
-    const std::string query = path.substr(q + 1);
-    path.resize(q);
-    parts.has_query = true;
-    if (query.rfind("authId=", 0) != 0 || query.size() == 7 || query.size() > 1031) {
-      return std::nullopt;
-    }
-    parts.auth_id = query.substr(7);
-  }
-  std::size_t slash = path.find('/');
-  parts.collection = path.substr(0, slash);
-  if (slash != std::string::npos) {
-    std::string rest = path.substr(slash + 1);
-    std::size_t next = rest.find('/');
-    parts.id = rest.substr(0, next);
-    if (next != std::string::npos) parts.sub = rest.substr(next + 1);
-    if (!ValidId(parts.id)) return std::nullopt;
-    if (parts.sub.find('/') != std::string::npos) return std::nullopt;
-  }
-  return parts;
-}
-
+// Whether `uri` is <cluster>/resources/<id>, in the form the KMS writes and looks up.
 bool IsResourceUri(const std::string& uri, const std::string& cluster) {
-  std::optional<UriParts> parts = SplitUri(uri, cluster);
-  return parts && parts->collection == "resources" && !parts->id.empty() && parts->sub.empty() &&
-         !parts->has_query;
+  Result<KmsUri> parsed = KmsUri::Parse(uri);
+  return parsed.ok() && parsed->cluster() == cluster && parsed->IsItem("resources") &&
+         parsed->ToString() == uri;
 }
 
 constexpr const char* kRoles[] = {"participant", "cloudAgent", "orgAgent"};
@@ -618,46 +576,54 @@ Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecor
 
   // What the request names.
   Route route;
-  std::optional<UriParts> parts = SplitUri(r.uri, cluster_);
-  if (parts && !parts->has_query) {
+  // A uri that is not a well-formed KMS URI (an invalid percent escape, a query other than one
+  // authId) answers 400; a well-formed one that names nothing here, 404.
+  Result<KmsUri> named = KmsUri::Parse(r.uri, cluster_);
+  if (!named.ok() && named.error().code() != ErrorCode::kNotFound) {
+    return Answer(400, r.request_id, named.error().message());
+  }
+  const KmsUri* parts = named.ok() && named->cluster() == cluster_ ? &*named : nullptr;
+  if (parts && !parts->auth_id()) {
     const std::string& m = r.method;
-    const std::string& c = parts->collection;
-    const bool item = !parts->id.empty() && parts->sub.empty();
-    const bool top = parts->id.empty();
+    const std::string& c = parts->collection();
+    const std::string target = parts->ToString();
+    const bool item = !parts->id().empty() && parts->sub().empty();
+    const bool top = parts->id().empty();
     using Op = Route::Op;
     if (m == "update" && c == "ping" && top) route = {Op::kPing, "", {}, "ping"};
     if (m == "create" && c == "keys" && top) route = {Op::kCreateKeys, "", {}, "create_keys"};
     if (m == "retrieve" && c == "keys" && item)
-      route = {Op::kRetrieveKey, r.uri, {}, "retrieve_key"};
-    if (m == "update" && c == "keys" && item) route = {Op::kBindKey, r.uri, {}, "update_key"};
+      route = {Op::kRetrieveKey, target, {}, "retrieve_key"};
+    if (m == "update" && c == "keys" && item) route = {Op::kBindKey, target, {}, "update_key"};
     if (m == "create" && c == "resources" && top) {
       route = {Op::kCreateResource, "", {}, "create_resource"};
     }
     if (m == "retrieve" && c == "resources" && item) {
-      route = {Op::kRetrieveResource, r.uri, {}, "retrieve_resource"};
+      route = {Op::kRetrieveResource, target, {}, "retrieve_resource"};
     }
-    const std::string resource = cluster_ + "/resources/" + parts->id;
-    if (m == "retrieve" && c == "resources" && parts->sub == "keys") {
+    const std::string resource = cluster_ + "/resources/" + parts->id();
+    if (m == "retrieve" && c == "resources" && parts->sub() == "keys") {
       route = {Op::kRetrieveResourceKeys, resource, {}, "retrieve_keys"};
     }
-    if (m == "retrieve" && c == "resources" && parts->sub == "authorizations") {
+    if (m == "retrieve" && c == "resources" && parts->sub() == "authorizations") {
       route = {Op::kListAuthorizations, resource, {}, "retrieve_authorizations"};
     }
     if (m == "create" && c == "authorizations" && top) {
       route = {Op::kCreateAuthorizations, "", {}, "create_authorizations"};
     }
     if (m == "delete" && c == "authorizations" && item) {
-      route = {Op::kDeleteAuthorization, r.uri, {}, "delete_authorization"};
+      route = {Op::kDeleteAuthorization, target, {}, "delete_authorization"};
     }
     if (m == "delete" && c == "ecdhe" && item)
-      route = {Op::kDeleteEcdhe, r.uri, {}, "delete_ecdhe"};
-  } else if (parts && parts->collection == "resources" && !parts->id.empty()) {
-    const std::string resource = cluster_ + "/resources/" + parts->id;
-    if (parts->sub == "authorizations" && r.method == "retrieve") {
-      route = {Route::Op::kListAuthorizations, resource, parts->auth_id, "retrieve_authorizations"};
+      route = {Op::kDeleteEcdhe, target, {}, "delete_ecdhe"};
+  } else if (parts && parts->collection() == "resources" && !parts->id().empty()) {
+    const std::string resource = cluster_ + "/resources/" + parts->id();
+    if (parts->sub() == "authorizations" && r.method == "retrieve") {
+      route = {Route::Op::kListAuthorizations, resource, parts->auth_id(),
+               "retrieve_authorizations"};
     }
-    if (parts->sub == "authorizations" && r.method == "delete") {
-      route = {Route::Op::kDeleteAuthorizationByAuthId, resource, parts->auth_id,
+    if (parts->sub() == "authorizations" && r.method == "delete") {
+      route = {Route::Op::kDeleteAuthorizationByAuthId, resource, parts->auth_id(),
                "delete_authorization"};
     }
   }

@@ -13,6 +13,7 @@
 
 #include "strongroom/common/config_file.h"
 #include "strongroom/common/jwt_settings.h"
+#include "strongroom/common/kms_uri.h"
 
 namespace strongroom::kms {
 
@@ -64,9 +65,14 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
        "key_cache_age_s", "metadata_cache_entries"}));
   KmsdSettings out;
   SR_ASSIGN_OR_RETURN(out.host, RequiredSetting(config, "kms.host", "KMS host name"));
-  if (out.host.find_first_of("/?#@ \t") != std::string::npos || out.host.size() > 253) {
+  // Every URI the KMS hands out starts with kms://<host>, and requests are read with KmsUri, which
+  // writes hosts in lower case.
+  const std::string cluster = "kms://" + out.host;
+  if (Result<KmsUri> named = KmsUri::ParseCluster(cluster);
+      !named.ok() || named->ToString() != cluster) {
     return Error(ErrorCode::kInvalidArgument,
-                 "kms.host must be a host name (the KMS is kms://<host>), got '" + out.host + "'");
+                 "kms.host must be a lower-case host name (the KMS is kms://<host>), got '" +
+                     out.host + "'");
   }
   SR_ASSIGN_OR_RETURN(out.database, RequiredSetting(config, "kms.database", "database"));
   if (config.hasProperty("kms.listen")) {

@@ -22,6 +22,7 @@
 #include <random>
 #include <sstream>
 
+#include "strongroom/common/kms_uri.h"
 #include "strongroom/common/tls.h"
 #include "strongroom/common/token_file.h"
 
@@ -90,7 +91,8 @@ Result<std::unique_ptr<RelayConnector>> RelayConnector::New(RelayConnectorOption
         ErrorCode::kInvalidArgument,
         "relay.url must be https://host[:port] (cored, no path), got '" + options.url + "'");
   }
-  if (options.cluster.rfind("kms://", 0) != 0 || options.cluster.size() == 6) {
+  if (Result<KmsUri> cluster = KmsUri::ParseCluster(options.cluster);
+      !cluster.ok() || cluster->ToString() != options.cluster) {
     return Error(ErrorCode::kInvalidArgument,
                  "the relay's cluster is kms://<host>, got '" + options.cluster + "'");
   }

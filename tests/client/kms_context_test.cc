@@ -218,6 +218,44 @@ TEST_F(KmsContextTest, KeysResourcesAndAuthorizationsThroughTypedCalls) {
   EXPECT_EQ(alice->stats().retries, 0);
 }
 
+TEST_F(KmsContextTest, AuthIdsAreSentPercentEncoded) {
+  auto alice = Context("alice"), dave = Context("dave");
+  ASSERT_TRUE(alice && dave);
+  auto keys = alice->CreateKeys(1);
+  ASSERT_TRUE(keys.ok()) << keys.error().ToString();
+  auto team = alice->CreateResource({"dave"}, {});
+  ASSERT_TRUE(team.ok()) << team.error().ToString();
+  // Nothing in an authId changes what the URI names, nor is read as anything but itself.
+  const std::vector<std::string> odd = {"a+b@acme.test", "x&authId=alice", "what?#% zoë",
+                                        "carol%40acme.test"};
+  std::vector<std::string> members = odd;
+  members.push_back(team->uri);
+  auto room = alice->CreateResource(members, {(*keys)[0].uri});
+  ASSERT_TRUE(room.ok()) << room.error().ToString();
+  ASSERT_TRUE(dave->RetrieveKey((*keys)[0].uri).ok());
+  for (const std::string& auth_id : odd) {
+    auto removed = alice->DeleteAuthorization(room->uri, auth_id);
+    ASSERT_TRUE(removed.ok()) << auth_id << ": " << removed.error().ToString();
+    EXPECT_EQ(removed->auth_id, auth_id);
+  }
+  auto unlent = alice->DeleteAuthorization(room->uri, team->uri);
+  ASSERT_TRUE(unlent.ok()) << unlent.error().ToString();
+  EXPECT_EQ(unlent->auth_id, team->uri);
+  EXPECT_FALSE(dave->RetrieveKey((*keys)[0].uri).ok());
+
+  auto sealed = alice->SealDeleteAuthorization(room->uri, "alice");
+  ASSERT_TRUE(sealed.ok()) << sealed.error().ToString();
+  EXPECT_EQ(sealed->what,
+            "delete " + room->uri.substr(std::string(kCluster).size()) + "/authorizations");
+  // What cannot be sent is refused before anything is.
+  const int calls = calls_;
+  EXPECT_FALSE(alice->DeleteAuthorization((*keys)[0].uri, "dave").ok());  // not a resource
+  EXPECT_FALSE(alice->DeleteAuthorization(room->uri, "").ok());
+  EXPECT_FALSE(alice->DeleteAuthorization(room->uri, "a\nb").ok());
+  EXPECT_FALSE(alice->DeleteAuthorization(room->uri, std::string(400, '&')).ok());  // too long
+  EXPECT_EQ(calls_, calls);
+}
+
 TEST_F(KmsContextTest, AChannelTheKmsExpiredIsRenegotiatedOnce) {
   auto alice = Context("alice");
   ASSERT_TRUE(alice);

@@ -118,6 +118,8 @@ TEST(ApiRequestsTest, QueryStringsAreStrict) {
   auto cluster = ParseRelayQuery("cluster=kms%3A%2F%2Fkms.acme.test");
   ASSERT_TRUE(cluster.ok());
   EXPECT_EQ(*cluster, "kms://kms.acme.test");
+  EXPECT_EQ(*ParseRelayQuery("cluster=kms://KMS.Acme.test"), "kms://kms.acme.test");
+  EXPECT_FALSE(ParseRelayQuery("cluster=kms://kms.acme.test?authId=x").ok());
   EXPECT_FALSE(ParseRelayQuery("cluster=https://kms.acme.test").ok());
   EXPECT_FALSE(ParseRelayQuery("cluster=kms://kms.acme.test/keys/1").ok());
   EXPECT_FALSE(ParseRelayQuery("").ok());

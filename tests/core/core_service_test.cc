@@ -245,6 +245,11 @@ TEST(ValidationTest, KmsUrlsNameAResourceOrKeyByUuid) {
            "kms://kms.acme.test/keys/" + id + "/x", "kms://kms.acme.test/keys/" + id + "?authId=x",
            "kms://kms.acme.test/keys/not-a-uuid",
            "kms://kms.acme.test/keys/ABCDEF01-2345-4789-8abc-def012345678",
+           // One spelling only: conversations compare these URLs as strings.
+           "kms://KMS.acme.test/keys/" + id, "KMS://kms.acme.test/keys/" + id,
+           "kms://kms.acme.test/keys/%" +
+               internal::Hex(reinterpret_cast<const unsigned char*>(id.data()), 1) + id.substr(1),
+           "kms://kms.acme.test/keys/" + id + "%",
            "kms://" + std::string(kMaxUriBytes, 'h') + "/keys/" + id}) {
     EXPECT_FALSE(internal::CheckKmsUri(bad, "keys", "key").ok()) << bad;
   }

@@ -114,8 +114,9 @@ TEST_F(CoredSettingsTest, RefusesWhatIsMissingMalformedOrUnknown) {
 TEST_F(CoredSettingsTest, RelayClustersMustBeKmsUrlsNamedOnce) {
   config_->setString("core.relays", "one");
   config_->setString("relay.one.token_file", "/etc/strongroom/one.token");
-  for (const char* cluster : {"https://kms.acme.test", "kms://", "kms://kms.acme.test/keys",
-                              "kms://kms_acme.test", "kms://kms.acme.test?x"}) {
+  for (const char* cluster :
+       {"https://kms.acme.test", "kms://", "kms://kms.acme.test/keys", "kms://kms_acme.test",
+        "kms://kms.acme.test?x", "kms://KMS.acme.test"}) {
     config_->setString("relay.one.cluster", cluster);
     EXPECT_NE(Refusal().find("kms://<host>"), std::string::npos) << cluster;
   }

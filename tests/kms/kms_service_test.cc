@@ -6,6 +6,7 @@
 #include <Poco/DateTimeFormatter.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
+#include <Poco/URI.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -731,6 +732,71 @@ TEST_F(KmsKeysTest, AResourceAsAuthIdLendsItsMembers) {
                                Strings({"kms://kms.acme.test/resources/no-such"}))),
             400);
   EXPECT_EQ(StatusOf(Retrieve(gina, "gina@globex.test", key_uri)), 403);
+}
+
+TEST_F(KmsKeysTest, PercentEncodedAuthIdsAreDecodedOnce) {
+  Channel alice = Open("alice@acme.test");
+  Channel carol = Open("carol@acme.test");
+  Channel dave = Open("dave@acme.test");
+  const std::string team = CreateResource(alice, "alice@acme.test", Strings({"dave@acme.test"}));
+  auto keys = CreateKeys(alice, "alice@acme.test", 1);
+  const std::string key_uri = keys[0]->getValue<std::string>("uri");
+  const std::string room = CreateResource(
+      alice, "alice@acme.test",
+      Strings({"carol@acme.test", "a+b@acme.test", "x+y@acme.test", team}), Strings({key_uri}));
+  auto by_auth_id = [&](const std::string& method, const std::string& query) {
+    return Send(
+        alice, Request(method, room + "/authorizations?authId=" + query, Token("alice@acme.test")));
+  };
+  auto members = [&] {
+    Object::Ptr listed =
+        Send(alice, Request("retrieve", room + "/authorizations", Token("alice@acme.test")));
+    return listed->getArray("authorizations")->size();
+  };
+  ASSERT_EQ(members(), 5u);  // alice and the four named
+  ASSERT_EQ(StatusOf(Retrieve(carol, "carol@acme.test", key_uri)), 200);
+  ASSERT_EQ(StatusOf(Retrieve(dave, "dave@acme.test", key_uri)), 200);
+
+  // An invalid percent escape answers 400 and changes nothing.
+  for (const char* bad : {"carol%G1acme.test", "carol%40acme.test%", "carol%4"}) {
+    Object::Ptr refused = by_auth_id("delete", bad);
+    ASSERT_EQ(StatusOf(refused), 400) << bad;
+    EXPECT_NE(refused->getValue<std::string>("reason").find("percent escape"), std::string::npos)
+        << refused->getValue<std::string>("reason");
+  }
+  EXPECT_EQ(StatusOf(by_auth_id("delete", "carol@acme.test&authId=dave@acme.test")), 400);
+  // Double-encoded, the value is decoded once, to "carol%40acme.test": nobody.
+  EXPECT_EQ(StatusOf(by_auth_id("delete", "carol%2540acme.test")), 403);
+  EXPECT_EQ(members(), 5u);
+  EXPECT_EQ(StatusOf(Retrieve(carol, "carol@acme.test", key_uri)), 200);
+
+  // As a standard encoder writes it.
+  Object::Ptr listed = by_auth_id("retrieve", "carol%40acme.test");
+  ASSERT_EQ(StatusOf(listed), 200) << Json(*listed);
+  EXPECT_EQ(listed->getArray("authorizations")->size(), 1u);
+  Object::Ptr removed = by_auth_id("delete", "carol%40acme.test");
+  ASSERT_EQ(StatusOf(removed), 200) << Json(*removed);
+  EXPECT_EQ(removed->getObject("authorization")->getValue<std::string>("authId"),
+            "carol@acme.test");
+  EXPECT_EQ(StatusOf(Retrieve(carol, "carol@acme.test", key_uri)), 403);
+
+  // '+' is a literal plus, and so is %2B.
+  removed = by_auth_id("delete", "a%2Bb%40acme.test");
+  ASSERT_EQ(StatusOf(removed), 200) << Json(*removed);
+  EXPECT_EQ(removed->getObject("authorization")->getValue<std::string>("authId"), "a+b@acme.test");
+  removed = by_auth_id("delete", "x+y@acme.test");
+  ASSERT_EQ(StatusOf(removed), 200) << Json(*removed);
+  EXPECT_EQ(removed->getObject("authorization")->getValue<std::string>("authId"), "x+y@acme.test");
+
+  // A lent resource's URI as authId, percent-encoded, ends the loan.
+  std::string encoded_team;
+  Poco::URI::encode(team, ":/", encoded_team);
+  ASSERT_EQ(encoded_team.find("kms%3A%2F%2Fkms.acme.test%2Fresources%2F"), 0u) << encoded_team;
+  removed = by_auth_id("delete", encoded_team);
+  ASSERT_EQ(StatusOf(removed), 200) << Json(*removed);
+  EXPECT_EQ(removed->getObject("authorization")->getValue<std::string>("authId"), team);
+  EXPECT_EQ(StatusOf(Retrieve(dave, "dave@acme.test", key_uri)), 403);
+  EXPECT_EQ(members(), 1u);  // alice alone
 }
 
 TEST_F(KmsKeysTest, ComplianceOfficersRetrieveOnBehalfOfTheirOwnOrganizationOnly) {

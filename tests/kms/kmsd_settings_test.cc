@@ -160,6 +160,8 @@ TEST_F(KmsdSettingsTest, RefusesOutOfRangeAndMalformedValues) {
            {"jwt.skew_s", "-1"},
            {"kms.host", "kms.acme.test/path"},
            {"kms.host", "user@kms.acme.test"},
+           {"kms.host", "KMS.acme.test"},
+           {"kms.host", "kms_acme.test"},
            {"jwt.issuers", " , "},
            {"jwt.issuers", "acme, acme"},
            {"jwt.issuers", "acme, audience"},

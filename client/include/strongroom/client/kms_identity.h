@@ -31,7 +31,8 @@ struct KmsTrust {
 Status VerifyKmsIdentity(const KmsInfo& info, const KmsTrust& trust,
                          std::optional<std::int64_t> at_time_s = std::nullopt);
 
-// "kms://host" -> "host" (a ":port" suffix, if any, dropped); empty when not a kms:// URI.
+// "kms://host" -> "host" (in lower case, a ":port" suffix, if any, dropped); empty when not a
+// KMS URI.
 std::string KmsHostOf(const std::string& cluster);
 
 }  // namespace strongroom::client
