@@ -192,7 +192,13 @@ std::string KmsUri::EncodeQueryValue(std::string_view value) {
 }
 
 std::string KmsUri::cluster() const {
-  return "kms://" + host_ + (port_ != 0 ? ":" + std::to_string(port_) : "");
+  std::string out = "kms://";
+  out += host_;
+  if (port_ != 0) {
+    out += ':';
+    out += std::to_string(port_);
+  }
+  return out;
 }
 
 bool KmsUri::IsItem(std::string_view collection) const {
