@@ -6,6 +6,7 @@
 #include <Poco/JSON/Parser.h>
 #include <Poco/UUIDGenerator.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "strongroom/common/kms_uri.h"
@@ -96,9 +97,12 @@ Error RefusalError(const KmsRefusal& refusal, const std::string& what) {
 
 Result<std::optional<KmsRefusal>> ReadKmsRefusal(const KmsResponse& response,
                                                  const jose::PublicJwk& kms_key) {
-  if (response.content_type.rfind(kJose, 0) != 0) return std::optional<KmsRefusal>();
-  Result<jose::JoseHeader> header = jose::PeekHeader(response.body);
-  if (!header.ok() || header->part_count != 3) return std::optional<KmsRefusal>();
+  // A compact JWS has three parts (two dots); every sealed answer is a JWE (five), and is passed
+  // over without decoding anything.
+  if (response.content_type.rfind(kJose, 0) != 0 ||
+      std::count(response.body.begin(), response.body.end(), '.') != 2) {
+    return std::optional<KmsRefusal>();
+  }
   const std::string_view ps256[] = {"PS256"};
   SR_ASSIGN_OR_RETURN(jose::VerifiedJws verified, jose::VerifyJws(response.body, kms_key, ps256));
   SR_ASSIGN_OR_RETURN(Object::Ptr payload, ParseObject(verified.payload(), "the KMS's refusal"));

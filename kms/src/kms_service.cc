@@ -550,7 +550,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     ~Hold() { guard.Release(channel); }
   } hold{replay_, ephemeral.uri};
   std::optional<ExecutedRequest> unrecorded =
-      ExecutedRequest{ephemeral.uri, ReplayGuard::Hex(id), clock_()};
+      ExecutedRequest{ephemeral.uri, ReplayGuard::Bytes(id), clock_()};
   Object answer = Execute(opened->plaintext, ephemeral, &unrecorded, operation);
   if (unrecorded) {
     // Not recorded with a write or an audit record: recorded now, before the answer leaves.

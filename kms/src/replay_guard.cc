@@ -11,20 +11,10 @@ namespace {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-std::optional<ReplayGuard::MessageId> FromHex(const std::string& hex) {
+std::optional<ReplayGuard::MessageId> FromBytes(const std::string& bytes) {
   ReplayGuard::MessageId id{};
-  if (hex.size() != 2 * id.size()) return std::nullopt;
-  for (std::size_t i = 0; i < id.size(); ++i) {
-    const int high = HexValue(hex[2 * i]), low = HexValue(hex[2 * i + 1]);
-    if (high < 0 || low < 0) return std::nullopt;
-    id[i] = static_cast<std::uint8_t>(high << 4 | low);
-  }
+  if (bytes.size() != id.size()) return std::nullopt;
+  std::memcpy(id.data(), bytes.data(), id.size());
   return id;
 }
 
@@ -49,6 +39,10 @@ std::string ReplayGuard::Hex(const MessageId& id) {
   return out;
 }
 
+std::string ReplayGuard::Bytes(const MessageId& id) {
+  return std::string(reinterpret_cast<const char*>(id.data()), id.size());
+}
+
 Result<ReplayGuard::Verdict> ReplayGuard::Claim(const std::string& channel, const MessageId& id) {
   std::unique_lock lock(mutex_);
   auto found = channels_.find(channel);
@@ -57,7 +51,7 @@ Result<ReplayGuard::Verdict> ReplayGuard::Claim(const std::string& channel, cons
     lock.unlock();
     std::vector<std::string> stored;
     Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
-      SR_ASSIGN_OR_RETURN(stored, KmsStore::ExecutedRequestsOf(s, channel));
+      SR_ASSIGN_OR_RETURN(stored, KmsStore::ExecutedRequestsOf(s, channel, MessageId().size()));
       return OkStatus();
     });
     if (!read.ok()) return Error(ErrorCode::kUnavailable, "the KMS database is unavailable");
@@ -67,8 +61,8 @@ Result<ReplayGuard::Verdict> ReplayGuard::Claim(const std::string& channel, cons
       lru_.push_front(channel);
       found = channels_.emplace(channel, ChannelSet{{}, 0, lru_.begin()}).first;
     }
-    for (const std::string& hex : stored) {
-      if (std::optional<MessageId> known = FromHex(hex)) {
+    for (const std::string& bytes : stored) {
+      if (std::optional<MessageId> known = FromBytes(bytes)) {
         if (found->second.ids.insert(*known).second) ++resident_;
       }
     }

@@ -34,7 +34,7 @@ class ReplayGuardTest : public ::testing::Test {
     Result<Verdict> verdict = guard.Claim(channel, Id(n));
     EXPECT_TRUE(verdict.ok());
     if (*verdict == Verdict::kFirst) {
-      EXPECT_TRUE(writer.Append(ExecutedRequest{channel, ReplayGuard::Hex(Id(n)), 1}).ok());
+      EXPECT_TRUE(writer.Append(ExecutedRequest{channel, ReplayGuard::Bytes(Id(n)), 1}).ok());
       guard.Release(channel);
     }
     return *verdict;

@@ -69,7 +69,7 @@ struct EphemeralKeyRecord {
 };
 
 // A sealed request a channel has executed (replay_guard.h): the channel's URI and the message's
-// IV and tag in lower-case hex.
+// IV and tag (28 bytes, as ReplayGuard::MessageId).
 struct ExecutedRequest {
   std::string channel;
   std::string message;
@@ -110,12 +110,13 @@ class KmsStore {
   // Marks the key deleted; it is kept so a message under it is refused as "deleted".
   static Status DeleteEphemeralKey(Poco::Data::Session& s, const std::string& uri);
 
-  // Records the requests; one recorded already (by another node) is left as it is.
+  // Records the requests: one row per channel, its messages (all of one size) end to end.
   static Status InsertExecutedRequests(Poco::Data::Session& s,
                                        std::span<const ExecutedRequest> requests);
-  // The messages (hex) a channel has executed.
+  // The messages (`message_bytes` each) a channel has executed.
   static Result<std::vector<std::string>> ExecutedRequestsOf(Poco::Data::Session& s,
-                                                             const std::string& channel);
+                                                             const std::string& channel,
+                                                             std::size_t message_bytes);
   // Forgets the requests of channels that expired before `now_ms` or were deleted: such channels
   // are refused before any request is looked up. Returns how many records went.
   static Result<std::int64_t> DeleteSpentExecutedRequests(Poco::Data::Session& s,

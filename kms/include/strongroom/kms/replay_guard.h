@@ -20,9 +20,9 @@
 // dropped from memory past that, never one with a request in flight (they are held by Claim until
 // Release), and are read again from the database when next used.
 //
-// Thread-safe. Several nodes sharing one database also refuse a replay: the record's primary key
-// keeps one row per message, and a node loads the set of a channel it had not seen from the
-// database (a request that reaches two nodes at the same instant is the gap; docs/threat-model.md).
+// Thread-safe. Several nodes sharing one database also refuse a replay once it has been recorded:
+// a node loads the set of a channel it had not seen from the database; a request that reaches two
+// nodes before either has recorded it is the gap (docs/threat-model.md).
 #ifndef STRONGROOM_KMS_REPLAY_GUARD_H_
 #define STRONGROOM_KMS_REPLAY_GUARD_H_
 
@@ -65,7 +65,8 @@ class ReplayGuard {
   // The channel was deleted or has expired: its set is dropped from memory.
   void Forget(const std::string& channel);
 
-  static std::string Hex(const MessageId& id);
+  static std::string Hex(const MessageId& id);    // for the audit log
+  static std::string Bytes(const MessageId& id);  // as stored (ExecutedRequest::message)
 
   std::size_t resident_ids() const;
   std::size_t max_per_channel() const { return max_per_channel_; }
