@@ -1,6 +1,8 @@
 #include "strongroom/kms/replay_guard.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -27,8 +29,26 @@ std::size_t ReplayGuard::IdHash::operator()(const MessageId& id) const {
   return h;
 }
 
+namespace {
+
+// One shard per 16,384 ids of the budget, at most 64: the default budget gets 64 locks, a small
+// one (tests) a single shard, so the bound stays exact there.
+std::size_t ShardCount(std::size_t max_resident) {
+  return std::clamp<std::size_t>(max_resident / 16384, 1, 64);
+}
+
+}  // namespace
+
 ReplayGuard::ReplayGuard(Database& db, std::size_t max_per_channel, std::size_t max_resident)
-    : db_(db), max_per_channel_(max_per_channel), max_resident_(max_resident) {}
+    : db_(db),
+      max_per_channel_(max_per_channel),
+      shard_count_(ShardCount(max_resident)),
+      max_resident_per_shard_(max_resident / ShardCount(max_resident)),
+      shards_(std::make_unique<Shard[]>(ShardCount(max_resident))) {}
+
+ReplayGuard::Shard& ReplayGuard::ShardOf(const std::string& channel) const {
+  return shards_[std::hash<std::string>()(channel) % shard_count_];
+}
 
 std::string ReplayGuard::Hex(const MessageId& id) {
   std::string out(2 * id.size(), '0');
@@ -44,9 +64,10 @@ std::string ReplayGuard::Bytes(const MessageId& id) {
 }
 
 Result<ReplayGuard::Verdict> ReplayGuard::Claim(const std::string& channel, const MessageId& id) {
-  std::unique_lock lock(mutex_);
-  auto found = channels_.find(channel);
-  if (found == channels_.end()) {
+  Shard& shard = ShardOf(channel);
+  std::unique_lock lock(shard.mutex);
+  auto found = shard.channels.find(channel);
+  if (found == shard.channels.end()) {
     // Not in memory: read what the channel executed before (another node, or before a restart).
     lock.unlock();
     std::vector<std::string> stored;
@@ -56,19 +77,19 @@ Result<ReplayGuard::Verdict> ReplayGuard::Claim(const std::string& channel, cons
     });
     if (!read.ok()) return Error(ErrorCode::kUnavailable, "the KMS database is unavailable");
     lock.lock();
-    found = channels_.find(channel);
-    if (found == channels_.end()) {
-      lru_.push_front(channel);
-      found = channels_.emplace(channel, ChannelSet{{}, 0, lru_.begin()}).first;
+    found = shard.channels.find(channel);
+    if (found == shard.channels.end()) {
+      shard.lru.push_front(channel);
+      found = shard.channels.emplace(channel, ChannelSet{{}, 0, shard.lru.begin()}).first;
     }
     for (const std::string& bytes : stored) {
       if (std::optional<MessageId> known = FromBytes(bytes)) {
-        if (found->second.ids.insert(*known).second) ++resident_;
+        if (found->second.ids.insert(*known).second) ++shard.resident;
       }
     }
   }
   ChannelSet& set = found->second;
-  lru_.splice(lru_.begin(), lru_, set.lru);
+  shard.lru.splice(shard.lru.begin(), shard.lru, set.lru);
   Verdict verdict = Verdict::kFirst;
   if (set.ids.contains(id)) {
     verdict = Verdict::kReplayed;
@@ -76,47 +97,52 @@ Result<ReplayGuard::Verdict> ReplayGuard::Claim(const std::string& channel, cons
     verdict = Verdict::kExhausted;
   } else {
     set.ids.insert(id);
-    ++resident_;
+    ++shard.resident;
     ++set.held;  // kept until Release: the request is in flight
   }
   // Held (by this request, or for this call only) while others are evicted.
   ++set.held;
-  EvictLocked();
+  EvictLocked(shard);
   --set.held;
   return verdict;
 }
 
 void ReplayGuard::Release(const std::string& channel) {
-  std::lock_guard lock(mutex_);
-  if (auto found = channels_.find(channel); found != channels_.end() && found->second.held > 0) {
-    --found->second.held;
-  }
-  EvictLocked();
+  Shard& shard = ShardOf(channel);
+  std::lock_guard lock(shard.mutex);
+  auto found = shard.channels.find(channel);
+  if (found != shard.channels.end() && found->second.held > 0) --found->second.held;
+  EvictLocked(shard);
 }
 
 void ReplayGuard::Forget(const std::string& channel) {
-  std::lock_guard lock(mutex_);
-  auto found = channels_.find(channel);
-  if (found == channels_.end() || found->second.held > 0) return;
-  resident_ -= found->second.ids.size();
-  lru_.erase(found->second.lru);
-  channels_.erase(found);
+  Shard& shard = ShardOf(channel);
+  std::lock_guard lock(shard.mutex);
+  auto found = shard.channels.find(channel);
+  if (found == shard.channels.end() || found->second.held > 0) return;
+  shard.resident -= found->second.ids.size();
+  shard.lru.erase(found->second.lru);
+  shard.channels.erase(found);
 }
 
 std::size_t ReplayGuard::resident_ids() const {
-  std::lock_guard lock(mutex_);
-  return resident_;
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    std::lock_guard lock(shards_[i].mutex);
+    total += shards_[i].resident;
+  }
+  return total;
 }
 
-void ReplayGuard::EvictLocked() {
-  auto it = lru_.end();
-  while (resident_ > max_resident_ && it != lru_.begin()) {
+void ReplayGuard::EvictLocked(Shard& shard) const {
+  auto it = shard.lru.end();
+  while (shard.resident > max_resident_per_shard_ && it != shard.lru.begin()) {
     --it;
-    auto found = channels_.find(*it);
+    auto found = shard.channels.find(*it);
     if (found->second.held > 0) continue;
-    resident_ -= found->second.ids.size();
-    channels_.erase(found);
-    it = lru_.erase(it);
+    shard.resident -= found->second.ids.size();
+    shard.channels.erase(found);
+    it = shard.lru.erase(it);
   }
 }
 

@@ -29,6 +29,7 @@
 #include <array>
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -80,15 +81,22 @@ class ReplayGuard {
     int held = 0;
     std::list<std::string>::iterator lru;
   };
-  void EvictLocked();
+  // Channels are spread over shards, each with its own lock and its share of max_resident, so
+  // that the requests of different channels do not wait for one another.
+  struct Shard {
+    mutable std::mutex mutex;
+    std::unordered_map<std::string, ChannelSet> channels;
+    std::list<std::string> lru;  // most recently used first
+    std::size_t resident = 0;
+  };
+  Shard& ShardOf(const std::string& channel) const;
+  void EvictLocked(Shard& shard) const;
 
   Database& db_;
   const std::size_t max_per_channel_;
-  const std::size_t max_resident_;
-  mutable std::mutex mutex_;
-  std::unordered_map<std::string, ChannelSet> channels_;
-  std::list<std::string> lru_;  // most recently used first
-  std::size_t resident_ = 0;
+  const std::size_t shard_count_;
+  const std::size_t max_resident_per_shard_;
+  std::unique_ptr<Shard[]> shards_;
 };
 
 }  // namespace strongroom::kms
