@@ -3,7 +3,6 @@
 #include <Poco/Exception.h>
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
 #include <Poco/NumberParser.h>
 #include <Poco/URI.h>
 
@@ -12,6 +11,7 @@
 #include <limits>
 
 #include "strongroom/common/kms_uri.h"
+#include "strongroom/common/strict_json.h"
 #include "strongroom/core/kms_relay.h"
 
 namespace strongroom::core {
@@ -45,17 +45,13 @@ Result<Object::Ptr> ParseObject(std::string_view body) {
     return Error(ErrorCode::kInvalidArgument,
                  "a request body is at most " + std::to_string(kMaxJsonRequestBytes) + " bytes");
   }
-  try {
-    Poco::JSON::Parser parser;
-    Poco::Dynamic::Var parsed = parser.parse(std::string(body));
-    if (parsed.type() == typeid(Object::Ptr)) {
-      Object::Ptr object = parsed.extract<Object::Ptr>();
-      if (!object.isNull()) return object;
-    }
-  } catch (const Poco::Exception&) {
-  } catch (const std::exception&) {
+  // A member given twice is refused, not read as the last one.
+  Result<Object::Ptr> object = ParseStrictJsonObject(body);
+  if (!object.ok()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "the body must be a JSON object with each member once");
   }
-  return Error(ErrorCode::kInvalidArgument, "the body must be a JSON object");
+  return object;
 }
 
 Status CheckFields(const Object& object, std::initializer_list<const char*> allowed) {

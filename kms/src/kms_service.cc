@@ -18,6 +18,7 @@
 #include "strongroom/common/kms_uri.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
+#include "strongroom/common/strict_json.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/audit_writer.h"
 #include "strongroom/kms/key_cache.h"
@@ -62,15 +63,14 @@ struct Request {
 
 Result<Request> ParseRequest(const SecretBytes& plaintext, const std::string& cluster) {
   Request r;
-  try {
-    Poco::JSON::Parser parser;
-    Poco::Dynamic::Var parsed = parser.parse(std::string(plaintext.as_string_view()));
-    r.json = parsed.extract<Object::Ptr>();
-  } catch (const Poco::Exception&) {
-    return Error(ErrorCode::kInvalidArgument, "the request is not a JSON object");
-  } catch (const std::exception&) {
-    return Error(ErrorCode::kInvalidArgument, "the request is not a JSON object");
+  // A member given twice ({"count":1,"count":100}) is refused, not read as the last one.
+  Result<Object::Ptr> parsed = ParseStrictJsonObject(plaintext.as_string_view());
+  if (!parsed.ok()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "the request is not a JSON object with each "
+                 "member once");
   }
+  r.json = *parsed;
   auto text = [&](Object::Ptr object, const char* name) -> std::string {
     if (!object || !object->has(name) || !object->get(name).isString()) return "";
     return object->getValue<std::string>(name);
@@ -93,6 +93,13 @@ Result<Request> ParseRequest(const SecretBytes& plaintext, const std::string& cl
   }
   if (r.uri.front() == '/') r.uri = cluster + r.uri;
   return r;
+}
+
+// Poco counts true and false as integers; a count is a JSON number without a fraction.
+bool IsWholeNumber(const Object& object, const char* name) {
+  if (!object.has(name)) return false;
+  const Poco::Dynamic::Var& value = object.get(name);
+  return value.isInteger() && !value.isBoolean();
 }
 
 // The requestId of a request ParseRequest refused, when it is there to be read ("" otherwise), so
@@ -734,7 +741,7 @@ Status KmsService::Audit(const Caller& caller, std::string action, std::string r
 }
 
 Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
-  if (!request.has("count") || !request.get("count").isInteger()) {
+  if (!IsWholeNumber(request, "count")) {
     return Answer(400, caller.request_id, "count must be a whole number");
   }
   const long long count = request.getValue<long long>("count");
@@ -1077,7 +1084,7 @@ Object KmsService::RetrieveResourceKeys(const Caller& caller, const std::string&
   }
   if (request.has("count")) {
     const long long count =
-        request.get("count").isInteger() ? request.getValue<long long>("count") : 0;
+        IsWholeNumber(request, "count") ? request.getValue<long long>("count") : 0;
     if (count < 1 || count > static_cast<long long>(kMaxKeysPerRetrieval)) {
       return Answer(400, caller.request_id, "count must be 1 to 1000");
     }

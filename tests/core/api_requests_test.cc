@@ -50,6 +50,9 @@ TEST(ApiRequestsTest, BodiesThatAreNotTheRightObjectAreRefusedNamingTheProblem) 
             std::string::npos);
   EXPECT_NE(RefusalOf(ParseAddParticipants(R"({"userIds":[]})")).find("non-empty"),
             std::string::npos);
+  // A member given twice is refused, not read as the last one.
+  EXPECT_NE(RefusalOf(ParsePost(R"({"content":"a","content":"b"})")).find("each member once"),
+            std::string::npos);
 }
 
 TEST(ApiRequestsTest, CountsAndSizesAreBounded) {

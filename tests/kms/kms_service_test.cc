@@ -1137,5 +1137,29 @@ TEST_F(KmsServiceTest, AMalformedRequestIsRefusedWithItsOwnRequestId) {
   EXPECT_EQ(refused->getValue<std::string>("requestId"), "r-77");
 }
 
+// Issue 11: a member given twice is refused, not read as the last one, and a count is a number.
+TEST_F(KmsKeysTest, DuplicateMembersAndBooleanCountsAreRefused) {
+  Channel alice = Open("alice@acme.test");
+  const std::string bearer = Token("alice@acme.test");
+  const std::string head = R"({"client":{"clientId":"c","credential":{"bearer":")" + bearer +
+                           R"("}},"method":"create","uri":"/keys","requestId":"r-1",)";
+  for (const std::string& tail :
+       {std::string(R"("count":1,"count":100})"), std::string(R"("count":true})"),
+        std::string(R"("count":1.5})"), std::string(R"("count":"1"})")}) {
+    auto sealed = jose::EncryptDir(alice.key.view(), alice.uri, Bytes(head + tail));
+    Object::Ptr answer = Deliver(alice, *sealed);
+    ASSERT_TRUE(answer) << tail;
+    EXPECT_EQ(StatusOf(answer), 400) << tail;
+  }
+  // Two bearers in one credential: which user would it be? Neither.
+  const std::string two_bearers =
+      R"({"client":{"clientId":"c","credential":{"bearer":")" + Token("bob@acme.test") +
+      R"(","bearer":")" + bearer +
+      R"("}},"method":"create","uri":"/keys","requestId":"r-2","count":1})";
+  auto sealed = jose::EncryptDir(alice.key.view(), alice.uri, Bytes(two_bearers));
+  EXPECT_EQ(StatusOf(Deliver(alice, *sealed)), 400);
+  EXPECT_EQ(Count("keys"), 0);
+}
+
 }  // namespace
 }  // namespace strongroom::kms
