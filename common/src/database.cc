@@ -3,7 +3,11 @@
 #include <Poco/Data/SQLite/Connector.h>
 #include <Poco/Data/SQLite/SQLiteException.h>
 #include <Poco/Exception.h>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 
@@ -73,6 +77,14 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
   }
   if (options.max_sessions == 0) {
     return Error(ErrorCode::kInvalidArgument, "the database needs at least one session");
+  }
+  // A new database is made readable by its owner alone, whatever the umask (SQLite gives its
+  // write-ahead log and shared-memory files the database file's mode).
+  if (const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600); fd >= 0) {
+    ::close(fd);
+  } else if (errno != EEXIST) {
+    return Error(ErrorCode::kUnavailable,
+                 "cannot create database " + path + ": " + std::strerror(errno));
   }
   std::unique_ptr<Database> db(new Database(path, options.max_sessions, options.busy_timeout));
   Status opened = db->WithConnection([&](Poco::Data::Session& session) -> Status {

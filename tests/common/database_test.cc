@@ -1,6 +1,7 @@
 #include "strongroom/common/database.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <filesystem>
@@ -59,6 +60,26 @@ TEST_F(DatabaseTest, FreshDatabaseIsMigratedToTheNewestVersionInWalMode) {
                   return OkStatus();
                 }).ok());
   EXPECT_EQ(mode, "wal");
+}
+
+// Issue 11: a database holds wrapped keys, user ids and the audit log; under umask 022 it used to
+// be made 0644. The file, its write-ahead log and shared memory are the owner's alone.
+TEST_F(DatabaseTest, ANewDatabaseIsTheOwnersAloneWhateverTheUmask) {
+  const mode_t old_umask = ::umask(022);
+  auto db = Open();
+  ::umask(old_umask);
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                  s << "INSERT INTO notes (text) VALUES ('x')", now;
+                  return OkStatus();
+                }).ok());
+  for (const std::string& file : {path_, path_ + "-wal", path_ + "-shm"}) {
+    ASSERT_TRUE(std::filesystem::exists(file)) << file;
+    const auto perms = std::filesystem::status(file).permissions();
+    EXPECT_EQ(perms & (std::filesystem::perms::group_all | std::filesystem::perms::others_all),
+              std::filesystem::perms::none)
+        << file;
+  }
 }
 
 TEST_F(DatabaseTest, ReopeningAppliesOnlyNewMigrations) {
