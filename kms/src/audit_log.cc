@@ -146,6 +146,19 @@ Status AuditLog::AppendAll(Poco::Data::Session& session, std::span<AuditRecord> 
 
 Result<AuditVerdict> AuditLog::Verify(Database& db) {
   AuditVerdict verdict;
+  // The chain starts at 1; a row numbered below (a forged record slipped in at 0 or -7) is read
+  // by `audit query` like any other, so it must fail verification, not be passed over.
+  std::vector<std::int64_t> outside;
+  SR_RETURN_IF_ERROR(db.WithSession([&](Poco::Data::Session& session) -> Status {
+    session << "SELECT seq FROM audit WHERE seq < 1 ORDER BY seq LIMIT 1", into(outside), now;
+    return OkStatus();
+  }));
+  if (!outside.empty()) {
+    verdict.bad_seq = outside.front();
+    verdict.problem = "record " + std::to_string(outside.front()) +
+                      " is outside the chain (its records are numbered from 1)";
+    return verdict;
+  }
   AuditHash previous{};
   std::int64_t expected_seq = 1;
   for (bool more = true; more && verdict.ok();) {

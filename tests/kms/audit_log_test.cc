@@ -96,6 +96,25 @@ TEST_F(AuditLogTest, RemovedAndRenumberedRecordIsFound) {
   EXPECT_EQ(*verdict.bad_seq, 2);
 }
 
+// Issue 11: verify walked seq >= 1 while query lists every row, so a forged "ok" record at seq 0
+// or -7 passed verification with the same head and came first in query's output.
+TEST_F(AuditLogTest, ARecordNumberedOutsideTheChainFailsVerification) {
+  AppendMany(3);
+  const AuditHash head = Verify().head;
+  for (const char* seq : {"0", "-7"}) {
+    Exec(std::string("INSERT INTO audit SELECT ") + seq +
+         ", at_ms, org, 'carol', action, resource, key, 'ok', detail, prev_hash, hash "
+         "FROM audit WHERE seq = 1");
+    AuditVerdict verdict = Verify();
+    ASSERT_FALSE(verdict.ok()) << seq;
+    EXPECT_EQ(*verdict.bad_seq, -7 * (std::string(seq) == "-7"));
+    EXPECT_NE(verdict.problem.find("outside the chain"), std::string::npos);
+  }
+  Exec("DELETE FROM audit WHERE seq < 1");
+  EXPECT_TRUE(Verify().ok());
+  EXPECT_EQ(Verify().head, head);
+}
+
 TEST_F(AuditLogTest, ReorderedRecordsAreFound) {
   AppendMany(5);
   // Swap records 3 and 4 wholesale, hashes included.
