@@ -4,6 +4,7 @@
 #include <Poco/DateTimeFormat.h>
 #include <Poco/DateTimeFormatter.h>
 #include <Poco/Exception.h>
+#include <Poco/JSON/Object.h>
 #include <Poco/NumberParser.h>
 #include <Poco/Util/IniFileConfiguration.h>
 
@@ -47,6 +48,35 @@ std::string Hex(const AuditHash& hash) {
   return out;
 }
 
+// A field as one line of text: a backslash and every control character escaped (\n, \t, \xHH),
+// so that no field, whatever a client put in it, can start a line of its own in the output.
+std::string Escaped(const std::string& field) {
+  std::string out;
+  out.reserve(field.size());
+  for (char c : field) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (byte < 0x20 || byte == 0x7f) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", byte);
+      out += hex;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string Rfc3339(std::int64_t ms) {
+  return Poco::DateTimeFormatter::format(Poco::Timestamp(ms * 1000),
+                                         Poco::DateTimeFormat::ISO8601_FRAC_FORMAT);
+}
+
 }  // namespace
 
 Status RunAuditCommand(const std::vector<std::string>& args, const CtlOptions& options,
@@ -85,14 +115,29 @@ Status RunAuditCommand(const std::vector<std::string>& args, const CtlOptions& o
     return OkStatus();
   }
   SR_ASSIGN_OR_RETURN(std::vector<AuditRecord> records, AuditLog::Query(*db, filter));
+  if (audit.json) {  // one JSON object a line; the JSON writer escapes every field
+    for (const AuditRecord& r : records) {
+      Poco::JSON::Object record;
+      record.set("seq", r.seq);
+      record.set("at", Rfc3339(r.at_ms));
+      record.set("org", r.org);
+      record.set("actor", r.actor);
+      record.set("action", r.action);
+      record.set("outcome", r.outcome);
+      record.set("resource", r.resource);
+      record.set("key", r.key);
+      record.set("detail", r.detail);
+      record.stringify(out);
+      out << "\n";
+    }
+    return OkStatus();
+  }
   for (const AuditRecord& r : records) {
-    out << r.seq << "  "
-        << Poco::DateTimeFormatter::format(Poco::Timestamp(r.at_ms * 1000),
-                                           Poco::DateTimeFormat::ISO8601_FRAC_FORMAT)
-        << "  " << r.org << "  " << r.actor << "  " << r.action << "  " << r.outcome;
-    if (!r.resource.empty()) out << "  resource=" << r.resource;
-    if (!r.key.empty()) out << "  key=" << r.key;
-    if (!r.detail.empty()) out << "  (" << r.detail << ")";
+    out << r.seq << "  " << Rfc3339(r.at_ms) << "  " << Escaped(r.org) << "  " << Escaped(r.actor)
+        << "  " << Escaped(r.action) << "  " << Escaped(r.outcome);
+    if (!r.resource.empty()) out << "  resource=" << Escaped(r.resource);
+    if (!r.key.empty()) out << "  key=" << Escaped(r.key);
+    if (!r.detail.empty()) out << "  (" << Escaped(r.detail) << ")";
     out << "\n";
   }
   return OkStatus();

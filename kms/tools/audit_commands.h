@@ -17,6 +17,7 @@ struct AuditOptions {
   std::string from;  // RFC 3339
   std::string to;    // RFC 3339
   std::string limit;
+  bool json = false;  // --json: one JSON object per record and line
 };
 
 Status RunAuditCommand(const std::vector<std::string>& args, const CtlOptions& options,
@@ -25,8 +26,9 @@ Status RunAuditCommand(const std::vector<std::string>& args, const CtlOptions& o
 inline constexpr char kAuditUsage[] =
     "kmsctl [--config FILE] audit verify\n"
     "kmsctl [--config FILE] audit query [--user U] [--resource URI] [--from T] [--to T] "
-    "[--limit N]\n"
-    "T is RFC 3339 (2026-11-25T12:00:00Z); the database is [kms] database in FILE.\n";
+    "[--limit N] [--json]\n"
+    "T is RFC 3339 (2026-11-25T12:00:00Z); the database is [kms] database in FILE. Text output\n"
+    "escapes control characters in every field (\\n, \\xHH); --json writes one object a line.\n";
 
 }  // namespace strongroom::kms
 

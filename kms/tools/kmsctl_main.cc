@@ -67,6 +67,9 @@ class Kmsctl : public Poco::Util::Application {
       options.addOption(
           Option(name, "", "audit query filter").required(false).repeatable(false).argument("V"));
     }
+    options.addOption(Option("json", "", "audit query: one JSON object per record")
+                          .required(false)
+                          .repeatable(false));
   }
 
   void handleOption(const std::string& name, const std::string& value) override {
@@ -94,6 +97,7 @@ class Kmsctl : public Poco::Util::Application {
     if (name == "from") audit_.from = value;
     if (name == "to") audit_.to = value;
     if (name == "limit") audit_.limit = value;
+    if (name == "json") audit_.json = true;
   }
 
   int main(const std::vector<std::string>& args) override {

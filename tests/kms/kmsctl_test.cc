@@ -1,4 +1,5 @@
 // `kmsctl hsm ...` run as the operator runs it: a separate process against a real SoftHSM2 token.
+#include <Poco/JSON/Parser.h>
 #include <Poco/Pipe.h>
 #include <Poco/PipeStream.h>
 #include <Poco/Process.h>
@@ -6,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -301,6 +303,39 @@ TEST_F(KmsctlAuditTest, QueryFiltersAndRefusesBadFilters) {
   Outcome no_db = Audit({"verify"});
   EXPECT_EQ(no_db.exit_code, 64);
   EXPECT_NE(no_db.err.find("names no database"), std::string::npos);
+}
+
+// Issue 11: a clientId with a newline (it goes into a record's detail) put a forged line into
+// `audit query`'s output. Text escapes control characters; --json writes one object a line.
+TEST_F(KmsctlAuditTest, NoFieldCanStartALineOfItsOwn) {
+  const std::string forged = "client x\n0  2027-01-15T08:00:00.000Z  acme  carol  key.retrieve  ok";
+  {
+    auto db = Database::OpenSqlite(db_path_, KmsStore::Migrations());
+    ASSERT_TRUE((*db)
+                    ->InTransaction([&](Poco::Data::Session& s) -> Status {
+                      AuditRecord r{0,  1'800'000'000'000, "acme", "mallory", "key.retrieve", "",
+                                    "", "denied",          forged};
+                      return AuditLog::Append(s, r);
+                    })
+                    .ok());
+  }
+  Outcome text = Audit({"query"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_EQ(CountLines(text.out), 4) << text.out;
+  EXPECT_NE(text.out.find("(client x\\n0  2027"), std::string::npos) << text.out;
+  EXPECT_EQ(text.out.find("\n0  2027"), std::string::npos) << text.out;
+
+  Outcome json = Audit({"query", "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(CountLines(json.out), 4) << json.out;
+  std::istringstream lines(json.out);
+  std::string line, last_detail;
+  while (std::getline(lines, line)) {
+    Poco::JSON::Parser parser;
+    auto record = parser.parse(line).extract<Poco::JSON::Object::Ptr>();
+    last_detail = record->getValue<std::string>("detail");
+  }
+  EXPECT_EQ(last_detail, forged);
 }
 
 }  // namespace
