@@ -231,14 +231,6 @@ class KmsRelay::Impl {
     return out;
   }
 
- private:
-  struct Cluster {
-    std::array<std::uint8_t, 32> digest{};
-    std::vector<std::shared_ptr<RelayConnection>> all;  // attached, idle or leased
-    std::deque<std::shared_ptr<RelayConnection>> idle;  // oldest use first
-    std::condition_variable available;                  // idle gained one, or all lost one
-  };
-
   void Log(const std::string& line) const {
     if (options_.log) {
       options_.log(line);
@@ -246,6 +238,14 @@ class KmsRelay::Impl {
       std::cerr << "cored: " << line << std::endl;
     }
   }
+
+ private:
+  struct Cluster {
+    std::array<std::uint8_t, 32> digest{};
+    std::vector<std::shared_ptr<RelayConnection>> all;  // attached, idle or leased
+    std::deque<std::shared_ptr<RelayConnection>> idle;  // oldest use first
+    std::condition_variable available;                  // idle gained one, or all lost one
+  };
 
   // One idle connection of the cluster, now used by the caller alone.
   Result<std::shared_ptr<RelayConnection>> Lease(const std::string& name, Cluster& cluster,
@@ -526,6 +526,8 @@ Status KmsRelay::CheckCredential(std::string_view cluster, std::string_view toke
   return impl_->CheckCredential(cluster, token);
 }
 
+void KmsRelay::Log(const std::string& line) const { impl_->Log(line); }
+
 void KmsRelay::Attach(const std::string& cluster, std::unique_ptr<Poco::Net::WebSocket> socket) {
   impl_->Attach(cluster, std::move(socket));
 }
@@ -584,6 +586,13 @@ Status HandleRelayUpgrade(KmsRelay& relay, Poco::Net::HTTPServerRequest& request
       ZeroizeString(authorization);
     }
     if (!credential.ok()) {
+      // Who tried, and for which cluster (as sent: bounded, printable), never what token.
+      std::string named = cluster.substr(0, 128);
+      for (char& c : named) {
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+      }
+      relay.Log("relay login refused from " + request.clientAddress().toString() +
+                " for cluster '" + named + "': no relay token, or not that cluster's");
       response.set("WWW-Authenticate", "Bearer realm=\"strongroom-kms-relay\"");
       return Refuse(response, ErrorCode::kUnauthenticated,
                     "the relay needs the KMS cluster's relay token (Authorization: Bearer) and "

@@ -505,6 +505,12 @@ TEST_F(KmsRelayTest, AConnectorWithTheWrongTokenIsRefusedAndNeverAttached) {
   EXPECT_EQ(relay_->Connected(kCluster), 0u);
   EXPECT_EQ(connector->connected(), 0u);
   EXPECT_TRUE(Logged("refused the relay token"));
+  // The core logs each refused login, with the peer and the cluster, never the token.
+  EXPECT_TRUE(Logged("core: relay login refused from 127.0.0.1:"));
+  EXPECT_TRUE(Logged("for cluster '" + std::string(kCluster) + "'"));
+  for (const std::string& line : Log()) {
+    EXPECT_EQ(line.find(kWrongToken), std::string::npos) << line;
+  }
   // The right token for another cluster is no credential for this one.
   EXPECT_FALSE(relay_->CheckCredential(kCluster, kWrongToken).ok());
   EXPECT_FALSE(relay_->CheckCredential("kms://unknown.test", kToken).ok());

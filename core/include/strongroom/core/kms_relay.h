@@ -82,6 +82,8 @@ class KmsRelay {
 
   // UNAUTHENTICATED unless `token` is the relay token of `cluster`.
   Status CheckCredential(std::string_view cluster, std::string_view token) const;
+  // One line to the relay's log (options.log, or standard error).
+  void Log(const std::string& line) const;
 
   // Takes over an upgraded, authenticated WebSocket of `cluster`; returns at once (the relay
   // owns the socket from now on, until it fails or the relay stops). A socket of a cluster that
@@ -109,7 +111,9 @@ class KmsRelay {
 // Attach()es the socket. Anything else is answered here with a JSON error {"code", "message"}
 // and no upgrade: 401 (with WWW-Authenticate) for a missing or wrong credential, 400 for a
 // request that is not a WebSocket handshake, 405 for another method, 503 (Retry-After) when the
-// cluster has kMaxRelayConnectionsPerCluster attached. Returns what happened, for the caller's log;
+// cluster has kMaxRelayConnectionsPerCluster attached. A refused credential is logged with the
+// peer's address and the cluster it named (never the token). Returns what happened, for the
+// caller's log;
 // the response has always been sent. Never throws.
 Status HandleRelayUpgrade(KmsRelay& relay, Poco::Net::HTTPServerRequest& request,
                           Poco::Net::HTTPServerResponse& response);
