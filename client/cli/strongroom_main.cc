@@ -114,6 +114,7 @@ int ExitFor(const Error& error) {
       return kExitAuth;
     case ErrorCode::kUnavailable:
     case ErrorCode::kResourceExhausted:
+    case ErrorCode::kDataLoss:  // an answer altered or forged on the way: the service path failed
       return kExitUnavailable;
     default:
       return kExitOther;
@@ -131,6 +132,9 @@ std::string HintFor(const Error& error) {
     case ErrorCode::kUnavailable:
     case ErrorCode::kResourceExhausted:
       return "the core or the KMS cannot be reached or is busy: check that they run, then retry";
+    case ErrorCode::kDataLoss:
+      return "an answer did not verify: something between you and the service altered it; "
+             "retry, and tell the operator";
     default:
       return "";
   }

@@ -87,6 +87,13 @@ std::int64_t ParseDateMs(const std::string& text) {
   }
 }
 
+// An answer that does not verify, open or match its request was altered or forged between the
+// KMS and us (a relay, a proxy): DATA_LOSS, not the caller's bad input.
+Error Unverified(const std::string& what, const Error& why) {
+  return Error(ErrorCode::kDataLoss,
+               what + " did not verify (altered or forged on the way): " + why.message());
+}
+
 Error RefusalError(const KmsRefusal& refusal, const std::string& what) {
   return Error(refusal.status == 401 ? ErrorCode::kUnauthenticated : ErrorCode::kFailedPrecondition,
                what + " refused by the KMS: " + std::to_string(refusal.status) +
@@ -104,8 +111,9 @@ Result<std::optional<KmsRefusal>> ReadKmsRefusal(const KmsResponse& response,
     return std::optional<KmsRefusal>();
   }
   const std::string_view ps256[] = {"PS256"};
-  SR_ASSIGN_OR_RETURN(jose::VerifiedJws verified, jose::VerifyJws(response.body, kms_key, ps256));
-  SR_ASSIGN_OR_RETURN(Object::Ptr payload, ParseObject(verified.payload(), "the KMS's refusal"));
+  Result<jose::VerifiedJws> verified = jose::VerifyJws(response.body, kms_key, ps256);
+  if (!verified.ok()) return Unverified("the KMS's signed answer", verified.error());
+  SR_ASSIGN_OR_RETURN(Object::Ptr payload, ParseObject(verified->payload(), "the KMS's refusal"));
   if (!payload->has("status") || !payload->get("status").isInteger() || payload->has("key")) {
     return Error(ErrorCode::kInvalidArgument, "the KMS's signed answer is not a refusal");
   }
@@ -166,9 +174,9 @@ Result<std::unique_ptr<KmsSession>> KmsSession::Open(const KmsInfo& kms, std::st
   SR_ASSIGN_OR_RETURN(KmsResponse response, transport(*jwe));
   if (response.content_type.rfind(kJose, 0) != 0) return PlainError(response);
   const std::string_view ps256[] = {"PS256"};
-  SR_ASSIGN_OR_RETURN(jose::VerifiedJws verified,
-                      jose::VerifyJws(response.body, kms.rsa_public_key, ps256));
-  SR_ASSIGN_OR_RETURN(Object::Ptr answer, ParseObject(verified.payload(), "the ECDHE answer"));
+  Result<jose::VerifiedJws> verified = jose::VerifyJws(response.body, kms.rsa_public_key, ps256);
+  if (!verified.ok()) return Unverified("the ECDHE answer", verified.error());
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer, ParseObject(verified->payload(), "the ECDHE answer"));
   const int status = answer->has("status") ? answer->getValue<int>("status") : 0;
   if (status != 201) {
     // 409: the KMS saw this very message before (a resend on the way); a fresh one will do.
@@ -179,7 +187,7 @@ Result<std::unique_ptr<KmsSession>> KmsSession::Open(const KmsInfo& kms, std::st
                            (Text(answer, "reason").empty() ? "" : ": " + Text(answer, "reason")));
   }
   if (Text(answer, "requestId") != request_id) {
-    return Error(ErrorCode::kInvalidArgument, "the ECDHE answer is for another request");
+    return Error(ErrorCode::kDataLoss, "the ECDHE answer is for another request");
   }
   Object::Ptr key = answer->getObject("key");
   const std::string uri = Text(key, "uri");
@@ -244,18 +252,18 @@ Result<Object::Ptr> KmsSession::OpenAnswer(const KmsResponse& response,
   if (response.content_type.rfind(kJose, 0) != 0) return PlainError(response);
   SR_ASSIGN_OR_RETURN(std::optional<KmsRefusal> refusal, ReadKmsRefusal(response, kms_key_));
   if (refusal) return RefusalError(*refusal, "the request on channel " + ephemeral_uri_);
-  SR_ASSIGN_OR_RETURN(
-      jose::DecryptedJwe opened,
+  Result<jose::DecryptedJwe> opened =
       jose::DecryptDir(response.body, [&](const jose::JoseHeader& header) -> Result<SecretBytes> {
         if (header.kid != ephemeral_uri_) {
           return Error(ErrorCode::kInvalidArgument, "the answer is sealed under another key");
         }
         return SecretBytes(key_.view());
-      }));
+      });
+  if (!opened.ok()) return Unverified("the KMS's answer", opened.error());
   SR_ASSIGN_OR_RETURN(Object::Ptr answer,
-                      ParseObject(opened.plaintext.as_string_view(), "the KMS's answer"));
+                      ParseObject(opened->plaintext.as_string_view(), "the KMS's answer"));
   if (!expected_request_id.empty() && Text(answer, "requestId") != expected_request_id) {
-    return Error(ErrorCode::kInvalidArgument, "the KMS's answer is for another request");
+    return Error(ErrorCode::kDataLoss, "the KMS's answer is for another request");
   }
   return answer;
 }

@@ -321,7 +321,7 @@ TEST_F(KmsContextTest, AnAnswerToAnotherRequestIsRefusedNotRetried) {
   const int calls = calls_;
   auto keys = alice->CreateKeys(1);
   ASSERT_FALSE(keys.ok());
-  EXPECT_EQ(keys.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(keys.error().code(), ErrorCode::kDataLoss);
   EXPECT_NE(keys.error().message().find("another request"), std::string::npos);
   EXPECT_EQ(calls_, calls + 1);
 }

@@ -99,8 +99,11 @@ TEST_F(KmsSessionTest, AnswersForAnotherRequestOrUnderAnotherKeyAreRefused) {
   kms::KmsReply reply = service_->Handle(*sealed);
   KmsResponse response{reply.http_status, reply.content_type, reply.body};
   EXPECT_TRUE(alice->OpenAnswer(response).ok());
-  EXPECT_FALSE(alice->OpenAnswer(response, "some-other-request").ok());
-  EXPECT_FALSE(bob->OpenAnswer(response).ok());  // sealed under alice's channel
+  EXPECT_EQ(alice->OpenAnswer(response, "some-other-request").error().code(), ErrorCode::kDataLoss);
+  EXPECT_EQ(bob->OpenAnswer(response).error().code(), ErrorCode::kDataLoss);  // alice's channel
+  KmsResponse altered = response;
+  altered.body[altered.body.size() - 5] = altered.body[altered.body.size() - 5] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(alice->OpenAnswer(altered).error().code(), ErrorCode::kDataLoss);
 }
 
 TEST_F(KmsSessionTest, ClosedChannelIsRefusedByTheKms) {
@@ -156,7 +159,10 @@ TEST_F(KmsSessionTest, AForgedEcdheAnswerIsRefused) {
     body[body.size() - 5] = body[body.size() - 5] == 'A' ? 'B' : 'A';  // break the signature
     return KmsResponse{reply.http_status, reply.content_type, body};
   };
-  EXPECT_FALSE(KmsSession::Open(*info_, "cli-1", Token("alice"), forged).ok());
+  auto opened = KmsSession::Open(*info_, "cli-1", Token("alice"), forged);
+  ASSERT_FALSE(opened.ok());
+  // Altered on the way: DATA_LOSS (the CLI's exit 5), not the caller's bad input.
+  EXPECT_EQ(opened.error().code(), ErrorCode::kDataLoss);
 }
 
 }  // namespace

@@ -81,7 +81,8 @@ class KmsSession {
                            const Poco::JSON::Object& fields = Poco::JSON::Object(),
                            const std::string& on_behalf_of = "");
   // Opens a sealed answer; checks its kid (and, when expected_request_id is set, requestId). A
-  // signed refusal (ReadKmsRefusal) is an error: UNAUTHENTICATED for a 401.
+  // signed refusal (ReadKmsRefusal) is an error: UNAUTHENTICATED for a 401. An answer that does
+  // not open, or answers another request, is DATA_LOSS: it was altered or forged on the way.
   Result<Poco::JSON::Object::Ptr> OpenAnswer(const KmsResponse& response,
                                              std::string_view expected_request_id = {}) const;
 
