@@ -4,12 +4,14 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/Net/HTTPServer.h>
 #include <Poco/Net/HTTPServerParams.h>
+#include <Poco/Net/HTTPServerRequestImpl.h>
 #include <Poco/Net/SecureServerSocket.h>
 #include <Poco/Net/SocketAddress.h>
 #include <Poco/String.h>
 #include <Poco/ThreadPool.h>
 
 #include <algorithm>
+#include <chrono>
 #include <sstream>
 
 namespace strongroom::http {
@@ -33,6 +35,49 @@ void SendError(HTTPServerResponse& response, int status, const std::string& code
   std::ostringstream out;
   error.stringify(out);
   SendJson(response, status, out.str());
+}
+
+std::optional<std::string> FramingProblem(const HTTPServerRequest& request) {
+  int lengths = 0;
+  bool transfer_encoding = false;
+  for (const auto& [name, value] : request) {
+    if (Poco::icompare(name, "Content-Length") == 0) ++lengths;
+    if (Poco::icompare(name, "Transfer-Encoding") == 0) transfer_encoding = true;
+  }
+  if (lengths > 1) return "the request has more than one Content-Length header";
+  if (lengths == 1 && transfer_encoding) {
+    return "the request has both Content-Length and Transfer-Encoding";
+  }
+  return std::nullopt;
+}
+
+void RefuseFraming(HTTPServerRequest& request, HTTPServerResponse& response,
+                   const std::string& problem) {
+  response.setKeepAlive(false);
+  SendError(response, 400, "bad_framing", problem);
+  // A lingering close: the client may still be sending a body of unknown length. Closing with
+  // unread input would make TCP reset the connection, and the client could lose the answer; so
+  // what arrives within a moment (at most 64 KiB) is read and dropped first.
+  try {
+    auto& impl = dynamic_cast<Poco::Net::HTTPServerRequestImpl&>(request);
+    Poco::Net::StreamSocket& socket = impl.socket();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    char buffer[4096];
+    std::size_t total = 0;
+    while (total < 64 * 1024) {
+      const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 ||
+          !socket.poll(Poco::Timespan(left.count()), Poco::Net::Socket::SELECT_READ)) {
+        break;
+      }
+      const int n = socket.receiveBytes(buffer, sizeof buffer);
+      if (n <= 0) break;
+      total += static_cast<std::size_t>(n);
+    }
+  } catch (const std::exception&) {
+    // the connection is going anyway
+  }
 }
 
 bool HasBody(HTTPServerRequest& request) {

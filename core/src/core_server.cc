@@ -170,6 +170,9 @@ class Handler : public Poco::Net::HTTPRequestHandler {
 
   void handleRequest(HTTPServerRequest& request, HTTPServerResponse& response) override {
     try {
+      if (std::optional<std::string> problem = http::FramingProblem(request)) {
+        return http::RefuseFraming(request, response, *problem);
+      }
       Route(request, response);
     } catch (const std::exception& e) {
       LogError(std::string("a request failed: ") + e.what());

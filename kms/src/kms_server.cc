@@ -61,6 +61,9 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
   void handleRequest(HTTPServerRequest& request, HTTPServerResponse& response) override {
     state_->requests.fetch_add(1, std::memory_order_relaxed);
     try {
+      if (std::optional<std::string> problem = http::FramingProblem(request)) {
+        return http::RefuseFraming(request, response, *problem);
+      }
       if (!state_->gate.Enter(ConnectionKey(request))) {
         if (state_->metrics != nullptr) state_->metrics->RecordOverload();
         response.set("Retry-After", "1");

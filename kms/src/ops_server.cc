@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "strongroom/common/config_file.h"
+#include "strongroom/common/http_support.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/common/tls.h"
@@ -203,6 +204,9 @@ class OpsRequestHandler : public Poco::Net::HTTPRequestHandler {
                      Poco::Net::HTTPServerResponse& response) override {
     OpsReply reply;
     try {
+      if (std::optional<std::string> problem = http::FramingProblem(request)) {
+        return http::RefuseFraming(request, response, *problem);
+      }
       OpsRequest r;
       r.method = request.getMethod();
       r.path = Poco::URI(request.getURI()).getPath();

@@ -844,6 +844,28 @@ TEST_F(CoredApiTest, ConversationsAreCreatedAndShownToTheirParticipantsOnly) {
   EXPECT_EQ(mine.json()->getArray("items")->size(), 2u) << mine;
 }
 
+// Issue 11: two Content-Length headers (or one beside Transfer-Encoding) were accepted, the first
+// winning: where request smuggling behind a proxy starts. Refused whole, the connection closed.
+TEST_F(CoredApiTest, AmbiguousBodyFramingIsRefused) {
+  ASSERT_TRUE(StartCored());
+  for (const bool transfer_encoding : {false, true}) {
+    Poco::Net::HTTPSClientSession session("127.0.0.1", port(), env().client_context());
+    Poco::Net::HTTPRequest request("POST", "/v1/conversations", Poco::Net::HTTPMessage::HTTP_1_1);
+    request.set("Authorization", "Bearer " + env().Token(kAlice));
+    request.setContentType("application/json");
+    request.add("Content-Length", "2");
+    request.add(transfer_encoding ? "Transfer-Encoding" : "Content-Length",
+                transfer_encoding ? "chunked" : "200");
+    session.sendRequest(request) << "{}";
+    Poco::Net::HTTPResponse response;
+    std::string body;
+    Poco::StreamCopier::copyToString(session.receiveResponse(response), body);
+    EXPECT_EQ(response.getStatus(), 400) << body;
+    EXPECT_NE(body.find("bad_framing"), std::string::npos) << body;
+    EXPECT_FALSE(response.getKeepAlive());
+  }
+}
+
 TEST_F(CoredApiTest, ListingMineIsPagedWithNext) {
   ASSERT_TRUE(StartCored());
   Client alice = As(kAlice), bob = As(kBob), carol = As(kCarol);

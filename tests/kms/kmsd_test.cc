@@ -432,6 +432,36 @@ TEST_F(KmsdTest, ListenerAnswersUnknownPathsMethodsAndOversizeBodiesWithJsonErro
   EXPECT_EQ(garbage->content_type, "application/json");
 }
 
+// Issue 11: two Content-Length headers were accepted (the first won); behind a proxy that reads
+// the other, that is where request smuggling starts. Refused whole, the connection closed.
+TEST_F(KmsdTest, AmbiguousBodyFramingIsRefused) {
+  ASSERT_TRUE(Start());
+  auto framed = [&](bool transfer_encoding) {
+    Poco::Net::Context::Params params;
+    params.caLocation = env().ca();
+    params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
+    Poco::Net::Context::Ptr context(
+        new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
+    Poco::URI uri(base_url_);
+    Poco::Net::HTTPSClientSession session(uri.getHost(), uri.getPort(), context);
+    Poco::Net::HTTPRequest request("POST", "/kms/messages", Poco::Net::HTTPMessage::HTTP_1_1);
+    request.setContentType("application/jose");
+    request.add("Content-Length", "2");
+    request.add(transfer_encoding ? "Transfer-Encoding" : "Content-Length",
+                transfer_encoding ? "chunked" : "200");
+    session.sendRequest(request) << "ab";
+    Poco::Net::HTTPResponse response;
+    std::string body;
+    Poco::StreamCopier::copyToString(session.receiveResponse(response), body);
+    EXPECT_EQ(response.getStatus(), 400) << body;
+    EXPECT_NE(body.find("bad_framing"), std::string::npos) << body;
+    EXPECT_FALSE(response.getKeepAlive());
+  };
+  framed(false);
+  framed(true);
+  EXPECT_EQ(Stop(SIGTERM), 0);
+}
+
 TEST_F(KmsdTest, AWrongCaOrHostNameIsRefusedByTheClient) {
   ASSERT_TRUE(Start());
   // The server certificate is for 127.0.0.1, not for this name.

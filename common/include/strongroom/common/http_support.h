@@ -41,6 +41,17 @@ void SendJson(Poco::Net::HTTPServerResponse& response, int status, const std::st
 void SendError(Poco::Net::HTTPServerResponse& response, int status, const std::string& code,
                const std::string& message);
 
+// What is wrong with how the request frames its body, or nullopt: two Content-Length headers, or
+// one beside Transfer-Encoding. Proxies and servers that disagree on which one counts are where
+// request smuggling starts (RFC 9112, section 6.3), so such a request is refused whole.
+std::optional<std::string> FramingProblem(const Poco::Net::HTTPServerRequest& request);
+
+// Answers a request FramingProblem refused: 400 {"code": "bad_framing"}, then reads and drops
+// what the client still sends for a moment (at most 64 KiB, 0.5 s) and closes the connection: its
+// body's length is not known, so nothing after it can be read as the next request.
+void RefuseFraming(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response,
+                   const std::string& problem);
+
 // Whether the request has a body: chunked, or a Content-Length above 0.
 bool HasBody(Poco::Net::HTTPServerRequest& request);
 
