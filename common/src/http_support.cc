@@ -51,20 +51,18 @@ std::optional<std::string> FramingProblem(const HTTPServerRequest& request) {
   return std::nullopt;
 }
 
-void RefuseFraming(HTTPServerRequest& request, HTTPServerResponse& response,
-                   const std::string& problem) {
+void LingerAndClose(HTTPServerRequest& request, HTTPServerResponse& response) {
   response.setKeepAlive(false);
-  SendError(response, 400, "bad_framing", problem);
-  // A lingering close: the client may still be sending a body of unknown length. Closing with
-  // unread input would make TCP reset the connection, and the client could lose the answer; so
-  // what arrives within a moment (at most 64 KiB) is read and dropped first.
+  // The client may still be sending. Closing with unread input would make TCP reset the
+  // connection, and the client could lose the answer; so what arrives within a moment is read and
+  // dropped first, never more than kMaxDrainBytes, never longer than kLingerMs.
   try {
     auto& impl = dynamic_cast<Poco::Net::HTTPServerRequestImpl&>(request);
     Poco::Net::StreamSocket& socket = impl.socket();
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
-    char buffer[4096];
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kLingerMs);
+    char buffer[16 * 1024];
     std::size_t total = 0;
-    while (total < 64 * 1024) {
+    while (total < kMaxDrainBytes) {
       const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0 ||
@@ -78,6 +76,20 @@ void RefuseFraming(HTTPServerRequest& request, HTTPServerResponse& response,
   } catch (const std::exception&) {
     // the connection is going anyway
   }
+}
+
+void RefuseFraming(HTTPServerRequest& request, HTTPServerResponse& response,
+                   const std::string& problem) {
+  response.setKeepAlive(false);
+  SendError(response, 400, "bad_framing", problem);
+  LingerAndClose(request, response);
+}
+
+void RefuseBody(HTTPServerRequest& request, HTTPServerResponse& response, int status,
+                const std::string& code, const std::string& message) {
+  response.setKeepAlive(false);
+  SendError(response, status, code, message);
+  LingerAndClose(request, response);
 }
 
 bool HasBody(HTTPServerRequest& request) {

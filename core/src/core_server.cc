@@ -280,9 +280,9 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     }
     std::optional<std::string> body = ReadBody(request, kMaxJsonRequestBytes);
     if (!body) {
-      Discard(request, response);
-      SendError(response, 413, "body_size",
-                "a request body is at most " + std::to_string(kMaxJsonRequestBytes) + " bytes");
+      http::RefuseBody(
+          request, response, 413, "body_size",
+          "a request body is at most " + std::to_string(kMaxJsonRequestBytes) + " bytes");
     }
     return body;
   }
@@ -339,9 +339,8 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     }
     std::optional<std::string> body = ReadBody(request, kMaxRelayMessageBytes);
     if (!body) {
-      Discard(request, response);
-      return SendError(
-          response, 413, "message_size",
+      return http::RefuseBody(
+          request, response, 413, "message_size",
           "a KMS message is at most " + std::to_string(kMaxRelayMessageBytes) + " bytes");
     }
     Result<KmsRelayAnswer> answer = state_->relay.Forward(*cluster, *body);
@@ -594,9 +593,8 @@ class Handler : public Poco::Net::HTTPRequestHandler {
                        "upload the encrypted file as Content-Type: application/octet-stream");
     }
     auto too_large = [&] {
-      response.setKeepAlive(false);
-      SendError(response, 413, "file_size",
-                "an encrypted file is at most " + std::to_string(max) + " bytes");
+      http::RefuseBody(request, response, 413, "file_size",
+                       "an encrypted file is at most " + std::to_string(max) + " bytes");
     };
     if (request.hasContentLength() &&
         static_cast<std::uint64_t>(request.getContentLength64()) > max) {

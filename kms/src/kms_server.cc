@@ -122,9 +122,8 @@ class KmsServer::Handler : public Poco::Net::HTTPRequestHandler {
     // 256 KiB buffer is filled per request.
     std::optional<std::string> body = http::ReadBody(request, kMaxKmsMessageBytes);
     if (!body) {
-      Discard(request, response);
-      return SendError(
-          response, 413, "message_size",
+      return http::RefuseBody(
+          request, response, 413, "message_size",
           "a KMS message is at most " + std::to_string(kMaxKmsMessageBytes) + " bytes");
     }
     KmsReply reply = state_->service.Handle(*body);

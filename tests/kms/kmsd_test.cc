@@ -462,6 +462,35 @@ TEST_F(KmsdTest, AmbiguousBodyFramingIsRefused) {
   EXPECT_EQ(Stop(SIGTERM), 0);
 }
 
+// Issue 11: a body declared over the limit was answered only after up to 4 MiB were drained, so a
+// slow sender held the answer (and a worker) for as long as it liked. Now the 413 comes at once:
+// this client sends 16 bytes of a declared 1 MiB and waits for the answer (old kmsd: no answer
+// until the client's 10 s timeout).
+TEST_F(KmsdTest, AnOversizeBodyIsAnsweredAtOnceWithoutWaitingForIt) {
+  ASSERT_TRUE(Start());
+  Poco::Net::Context::Params params;
+  params.caLocation = env().ca();
+  params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
+  Poco::Net::Context::Ptr context(
+      new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
+  Poco::URI uri(base_url_);
+  Poco::Net::HTTPSClientSession session(uri.getHost(), uri.getPort(), context);
+  session.setTimeout(Poco::Timespan(10, 0));
+  Poco::Net::HTTPRequest request("POST", "/kms/messages", Poco::Net::HTTPMessage::HTTP_1_1);
+  request.setContentType("application/jose");
+  request.setContentLength64(1024 * 1024);
+  std::ostream& out = session.sendRequest(request);
+  out << std::string(16, 'a');
+  out.flush();
+  Poco::Net::HTTPResponse response;
+  std::string body;
+  Poco::StreamCopier::copyToString(session.receiveResponse(response), body);
+  EXPECT_EQ(response.getStatus(), 413) << body;
+  EXPECT_NE(body.find("message_size"), std::string::npos) << body;
+  EXPECT_FALSE(response.getKeepAlive());
+  EXPECT_EQ(Stop(SIGTERM), 0);
+}
+
 TEST_F(KmsdTest, AWrongCaOrHostNameIsRefusedByTheClient) {
   ASSERT_TRUE(Start());
   // The server certificate is for 127.0.0.1, not for this name.
