@@ -51,11 +51,13 @@ std::optional<std::string> FramingProblem(const HTTPServerRequest& request) {
   return std::nullopt;
 }
 
-void LingerAndClose(HTTPServerRequest& request, HTTPServerResponse& response) {
-  response.setKeepAlive(false);
-  // The client may still be sending. Closing with unread input would make TCP reset the
-  // connection, and the client could lose the answer; so what arrives within a moment is read and
-  // dropped first, never more than kMaxDrainBytes, never longer than kLingerMs.
+namespace {
+
+// After an answer sent with keep-alive off, before the connection closes: the client may still be
+// sending. Closing with unread input would make TCP reset the connection, and the client could
+// lose the answer; so what arrives within a moment is read and dropped first, never more than
+// kMaxDrainBytes, never longer than kLingerMs.
+void LingerBeforeClose(HTTPServerRequest& request) {
   try {
     auto& impl = dynamic_cast<Poco::Net::HTTPServerRequestImpl&>(request);
     Poco::Net::StreamSocket& socket = impl.socket();
@@ -78,18 +80,20 @@ void LingerAndClose(HTTPServerRequest& request, HTTPServerResponse& response) {
   }
 }
 
+}  // namespace
+
 void RefuseFraming(HTTPServerRequest& request, HTTPServerResponse& response,
                    const std::string& problem) {
   response.setKeepAlive(false);
   SendError(response, 400, "bad_framing", problem);
-  LingerAndClose(request, response);
+  LingerBeforeClose(request);
 }
 
 void RefuseBody(HTTPServerRequest& request, HTTPServerResponse& response, int status,
                 const std::string& code, const std::string& message) {
   response.setKeepAlive(false);
   SendError(response, status, code, message);
-  LingerAndClose(request, response);
+  LingerBeforeClose(request);
 }
 
 bool HasBody(HTTPServerRequest& request) {

@@ -280,16 +280,22 @@ class KmsdTest : public ::testing::Test {
     return uris;
   }
 
-  // A request outside the protocol, for the listener's own answers.
-  Poco::Net::HTTPResponse Raw(const std::string& method, const std::string& path,
-                              std::string* body) {
+  // A session of our own to kmsd, for requests no client library would send.
+  std::unique_ptr<Poco::Net::HTTPSClientSession> RawSession() {
     Poco::Net::Context::Params params;
     params.caLocation = env().ca();
     params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
     Poco::Net::Context::Ptr context(
         new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
     Poco::URI uri(base_url_);
-    Poco::Net::HTTPSClientSession session(uri.getHost(), uri.getPort(), context);
+    return std::make_unique<Poco::Net::HTTPSClientSession>(uri.getHost(), uri.getPort(), context);
+  }
+
+  // A request outside the protocol, for the listener's own answers.
+  Poco::Net::HTTPResponse Raw(const std::string& method, const std::string& path,
+                              std::string* body) {
+    auto raw = RawSession();
+    Poco::Net::HTTPSClientSession& session = *raw;
     Poco::Net::HTTPRequest request(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
     session.sendRequest(request);
     Poco::Net::HTTPResponse response;
@@ -437,13 +443,8 @@ TEST_F(KmsdTest, ListenerAnswersUnknownPathsMethodsAndOversizeBodiesWithJsonErro
 TEST_F(KmsdTest, AmbiguousBodyFramingIsRefused) {
   ASSERT_TRUE(Start());
   auto framed = [&](bool transfer_encoding) {
-    Poco::Net::Context::Params params;
-    params.caLocation = env().ca();
-    params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
-    Poco::Net::Context::Ptr context(
-        new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
-    Poco::URI uri(base_url_);
-    Poco::Net::HTTPSClientSession session(uri.getHost(), uri.getPort(), context);
+    auto raw = RawSession();
+    Poco::Net::HTTPSClientSession& session = *raw;
     Poco::Net::HTTPRequest request("POST", "/kms/messages", Poco::Net::HTTPMessage::HTTP_1_1);
     request.setContentType("application/jose");
     request.add("Content-Length", "2");
@@ -468,13 +469,8 @@ TEST_F(KmsdTest, AmbiguousBodyFramingIsRefused) {
 // until the client's 10 s timeout).
 TEST_F(KmsdTest, AnOversizeBodyIsAnsweredAtOnceWithoutWaitingForIt) {
   ASSERT_TRUE(Start());
-  Poco::Net::Context::Params params;
-  params.caLocation = env().ca();
-  params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
-  Poco::Net::Context::Ptr context(
-      new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
-  Poco::URI uri(base_url_);
-  Poco::Net::HTTPSClientSession session(uri.getHost(), uri.getPort(), context);
+  auto raw = RawSession();
+  Poco::Net::HTTPSClientSession& session = *raw;
   session.setTimeout(Poco::Timespan(10, 0));
   Poco::Net::HTTPRequest request("POST", "/kms/messages", Poco::Net::HTTPMessage::HTTP_1_1);
   request.setContentType("application/jose");

@@ -46,20 +46,17 @@ void SendError(Poco::Net::HTTPServerResponse& response, int status, const std::s
 // request smuggling starts (RFC 9112, section 6.3), so such a request is refused whole.
 std::optional<std::string> FramingProblem(const Poco::Net::HTTPServerRequest& request);
 
-// How long a connection that is being closed still reads what its client sends (LingerAndClose).
+// How long a connection closed after a refusal still reads what its client sends (at most
+// kMaxDrainBytes), so that the close does not reset the connection before the answer is read.
 inline constexpr int kLingerMs = 500;
 
-// After an answer that ends the connection: reads and drops what the client still sends, for at
-// most kLingerMs and kMaxDrainBytes, so the close does not reset the connection before the client
-// has read the answer; the connection is then closed.
-void LingerAndClose(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response);
-
-// Answers a request FramingProblem refused: 400 {"code": "bad_framing"}, then LingerAndClose: its
-// body's length is not known, so nothing after it can be read as the next request.
+// Answers a request FramingProblem refused: 400 {"code": "bad_framing"}, then lingers (kLingerMs)
+// and closes the connection: its body's length is not known, so nothing after it can be read as
+// the next request.
 void RefuseFraming(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response,
                    const std::string& problem);
 
-// Answers a body over its limit at once (`status`, {"code", "message"}), then LingerAndClose:
+// Answers a body over its limit at once (`status`, {"code", "message"}), then lingers and closes:
 // never a wait for the rest of a large or slow body before the answer.
 void RefuseBody(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response,
                 int status, const std::string& code, const std::string& message);
