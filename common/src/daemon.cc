@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -61,6 +62,13 @@ void PrepareDaemonProcess() {
   sigaddset(&termination, SIGQUIT);
   pthread_sigmask(SIG_BLOCK, &termination, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Every open connection is a descriptor, idle ones included (the listeners keep thousands open
+  // without a thread each): the soft limit is raised to the hard one.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 }
 
 void DaemonApplication::Log(const std::string& line) const {

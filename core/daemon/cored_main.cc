@@ -68,6 +68,8 @@ class Cored : public DaemonApplication {
     options.tls_cert = settings.tls_cert;
     options.tls_key = settings.tls_key;
     options.max_connections = settings.max_connections;
+    options.max_open_connections = settings.max_open_connections;
+    options.max_connections_per_peer = settings.max_connections_per_peer;
     options.max_file_bytes = settings.max_file_bytes;
     options.rate_per_s = settings.rate_per_s;
     options.rate_burst = settings.rate_burst;

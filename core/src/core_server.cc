@@ -707,6 +707,8 @@ Result<std::unique_ptr<CoreServer>> CoreServer::Start(const CoreServerOptions& o
   https.listen_host = options.listen_host;
   https.listen_port = options.listen_port;
   https.max_threads = options.max_connections;
+  https.max_connections = options.max_open_connections;
+  https.max_connections_per_peer = options.max_connections_per_peer;
   https.keep_alive_timeout = options.keep_alive_timeout;
   https.io_timeout = options.io_timeout;
   https.server_name = "cored";

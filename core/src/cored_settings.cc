@@ -56,9 +56,20 @@ Status ReadComplianceOfficers(const AbstractConfiguration& config, CoredSettings
 Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   SR_ASSIGN_OR_RETURN(std::vector<std::string> relays,
                       NameListSetting(config, "core.relays", kMaxRelayClusters));
-  std::set<std::string> allowed = {"database",   "files_dir",       "listen",      "tls_cert",
-                                   "tls_key",    "indexer",         "indexer_org", "max_file_mb",
-                                   "rate_per_s", "max_connections", "rate_burst",  "relays"};
+  std::set<std::string> allowed = {"database",
+                                   "files_dir",
+                                   "listen",
+                                   "tls_cert",
+                                   "tls_key",
+                                   "indexer",
+                                   "indexer_org",
+                                   "max_file_mb",
+                                   "rate_per_s",
+                                   "max_connections",
+                                   "rate_burst",
+                                   "relays",
+                                   "max_open_connections",
+                                   "max_connections_per_peer"};
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "core", allowed));
 
   CoredSettings out;
@@ -81,6 +92,12 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   }
   SR_ASSIGN_OR_RETURN(out.max_connections, UnsignedSetting(config, "core.max_connections",
                                                            out.max_connections, 4, 4096));
+  SR_ASSIGN_OR_RETURN(
+      out.max_open_connections,
+      UnsignedSetting(config, "core.max_open_connections", out.max_open_connections, 1, 65536));
+  SR_ASSIGN_OR_RETURN(out.max_connections_per_peer,
+                      UnsignedSetting(config, "core.max_connections_per_peer",
+                                      out.max_connections_per_peer, 0, 65536));
   SR_ASSIGN_OR_RETURN(
       std::uint64_t max_file_mb,
       UnsignedSetting(config, "core.max_file_mb", out.max_file_bytes >> 20, 1, 4096));

@@ -64,6 +64,8 @@ class Kmsd : public DaemonApplication {
     options.tls_cert = settings.tls_cert;
     options.tls_key = settings.tls_key;
     options.max_connections = settings.max_connections;
+    options.max_open_connections = settings.max_open_connections;
+    options.max_connections_per_peer = settings.max_connections_per_peer;
     options.max_in_flight = settings.max_in_flight;
     options.max_queued = settings.max_queued;
     options.queue_wait = settings.queue_wait;

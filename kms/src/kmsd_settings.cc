@@ -58,11 +58,12 @@ Result<std::optional<KmsdRelaySettings>> ReadRelaySettings(const AbstractConfigu
 }  // namespace
 
 Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
-  SR_RETURN_IF_ERROR(CheckSettingKeys(
-      config, "kms",
-      {"host", "database", "listen", "tls_cert", "tls_key", "identity_key", "identity_chain",
-       "max_connections", "max_in_flight", "max_queued", "queue_wait_ms", "key_cache_entries",
-       "key_cache_age_s", "metadata_cache_entries"}));
+  SR_RETURN_IF_ERROR(
+      CheckSettingKeys(config, "kms",
+                       {"host", "database", "listen", "tls_cert", "tls_key", "identity_key",
+                        "identity_chain", "max_connections", "max_open_connections",
+                        "max_connections_per_peer", "max_in_flight", "max_queued", "queue_wait_ms",
+                        "key_cache_entries", "key_cache_age_s", "metadata_cache_entries"}));
   KmsdSettings out;
   SR_ASSIGN_OR_RETURN(out.host, RequiredSetting(config, "kms.host", "KMS host name"));
   // Every URI the KMS hands out starts with kms://<host>, and requests are read with KmsUri, which
@@ -91,6 +92,12 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
                       RequiredSetting(config, "kms.identity_chain", "identity certificate chain"));
   SR_ASSIGN_OR_RETURN(out.max_connections,
                       UnsignedSetting(config, "kms.max_connections", out.max_connections, 1, 4096));
+  SR_ASSIGN_OR_RETURN(
+      out.max_open_connections,
+      UnsignedSetting(config, "kms.max_open_connections", out.max_open_connections, 1, 65536));
+  SR_ASSIGN_OR_RETURN(out.max_connections_per_peer,
+                      UnsignedSetting(config, "kms.max_connections_per_peer",
+                                      out.max_connections_per_peer, 0, 65536));
   SR_ASSIGN_OR_RETURN(out.max_in_flight,
                       UnsignedSetting(config, "kms.max_in_flight", out.max_in_flight, 1, 4096));
   SR_ASSIGN_OR_RETURN(out.max_queued,

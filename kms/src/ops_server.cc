@@ -7,14 +7,12 @@
 #include <Poco/Net/Context.h>
 #include <Poco/Net/HTTPRequestHandler.h>
 #include <Poco/Net/HTTPRequestHandlerFactory.h>
-#include <Poco/Net/HTTPServer.h>
 #include <Poco/Net/HTTPServerParams.h>
 #include <Poco/Net/HTTPServerRequest.h>
 #include <Poco/Net/HTTPServerResponse.h>
 #include <Poco/Net/SSLManager.h>
 #include <Poco/Net/SecureServerSocket.h>
 #include <Poco/Net/SocketAddress.h>
-#include <Poco/ThreadPool.h>
 #include <Poco/URI.h>
 #include <Poco/Util/IniFileConfiguration.h>
 #include <fcntl.h>
@@ -133,9 +131,10 @@ Result<std::optional<OpsSettings>> ReadOpsSettings(
   Poco::Util::AbstractConfiguration::Keys keys;
   config.keys("ops", keys);
   if (keys.empty()) return std::optional<OpsSettings>();
-  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "ops",
-                                      {"listen", "tls_cert", "tls_key", "token_file", "max_threads",
-                                       "rewrap_batch", "rewrap_idle_ms"}));
+  SR_RETURN_IF_ERROR(CheckSettingKeys(
+      config, "ops",
+      {"listen", "tls_cert", "tls_key", "token_file", "max_threads", "max_open_connections",
+       "max_connections_per_peer", "rewrap_batch", "rewrap_idle_ms"}));
   OpsSettings out;
   if (config.hasProperty("ops.listen")) {
     SR_ASSIGN_OR_RETURN(ListenAddress listen,
@@ -159,6 +158,14 @@ Result<std::optional<OpsSettings>> ReadOpsSettings(
   if (config.hasProperty("ops.max_threads")) {
     SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.max_threads", 1, 64));
     out.max_threads = static_cast<std::size_t>(n);
+  }
+  if (config.hasProperty("ops.max_open_connections")) {
+    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.max_open_connections", 1, 65536));
+    out.max_open_connections = static_cast<std::size_t>(n);
+  }
+  if (config.hasProperty("ops.max_connections_per_peer")) {
+    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.max_connections_per_peer", 0, 65536));
+    out.max_connections_per_peer = static_cast<std::size_t>(n);
   }
   if (config.hasProperty("ops.rewrap_batch")) {
     SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.rewrap_batch", 1,
@@ -268,7 +275,6 @@ class OpsHandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {
 
 struct OpsServer::Tls {
   Poco::Net::Context::Ptr context;
-  std::unique_ptr<Poco::ThreadPool> threads;
 };
 
 Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, hsm::KeyVault& vault,
@@ -309,38 +315,29 @@ OpsServer::~OpsServer() {
 
 Status OpsServer::Start() {
   if (server_) return Error(ErrorCode::kFailedPrecondition, "the operations listener runs already");
-  try {
-    Poco::Net::SecureServerSocket socket(
-        Poco::Net::SocketAddress(settings_.listen_host, settings_.listen_port), 64, tls_->context);
-    auto* params = new Poco::Net::HTTPServerParams;
-    params->setMaxThreads(static_cast<int>(settings_.max_threads));
-    params->setMaxQueued(16);
-    params->setKeepAlive(true);
-    params->setTimeout(Poco::Timespan(10, 0));
-    tls_->threads =
-        std::make_unique<Poco::ThreadPool>(1, static_cast<int>(settings_.max_threads) + 1, 60);
-    port_ = socket.address().port();
-    server_ = std::make_unique<Poco::Net::HTTPServer>(new OpsHandlerFactory(*this), *tls_->threads,
-                                                      socket, params);
-    server_->start();
-  } catch (const Poco::Exception& e) {
-    server_.reset();
-    port_ = 0;
-    return Error(ErrorCode::kUnavailable,
-                 "the operations listener cannot listen on " + settings_.listen_host + ":" +
-                     std::to_string(settings_.listen_port) + ": " + e.displayText());
+  http::HttpsServerOptions https;
+  https.listen_host = settings_.listen_host;
+  https.listen_port = settings_.listen_port;
+  https.max_threads = settings_.max_threads;
+  https.max_connections = settings_.max_open_connections;
+  https.max_connections_per_peer = settings_.max_connections_per_peer;
+  https.keep_alive_timeout = std::chrono::seconds(10);
+  https.io_timeout = std::chrono::seconds(10);
+  https.server_name = "kmsd-ops";
+  Result<std::unique_ptr<http::HttpsServer>> server =
+      http::HttpsServer::Start(https, tls_->context, new OpsHandlerFactory(*this));
+  if (!server.ok()) {
+    return Error(ErrorCode::kUnavailable, "the operations listener: " + server.error().message());
   }
+  server_ = std::move(server).value();
+  port_ = server_->port();
   return OkStatus();
 }
 
 void OpsServer::Stop() {
   if (!server_) return;
-  server_->stopAll(true);
+  server_->Stop();
   server_.reset();
-  if (tls_ && tls_->threads) {
-    tls_->threads->joinAll();
-    tls_->threads.reset();
-  }
 }
 
 std::int64_t OpsServer::Now() const { return clock_ ? clock_() : UnixNowMs(); }

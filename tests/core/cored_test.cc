@@ -47,6 +47,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/connection_flood.h"
 #include "../support/daemon_process.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
@@ -67,6 +68,7 @@ namespace {
 
 using Poco::JSON::Array;
 using Poco::JSON::Object;
+using strongroom::testing::ConnectionFlood;
 using strongroom::testing::DaemonProcess;
 using strongroom::testing::InitTestIdps;
 using strongroom::testing::kSoftHsmModule;
@@ -2077,6 +2079,31 @@ TEST_F(CoredRelayTest, WhenTheKmsGoesAwayTheCoreAnswers503AtOnceAndRecoversWhenI
   ASSERT_TRUE(again);
   std::vector<std::string> keys = CreateKeys(*again, 1);
   EXPECT_EQ(keys.size(), 1u);
+}
+
+// The attack of issue 11: 1,000 idle connections from 20 addresses and 100 more trickling a
+// request head, all held open while real clients come. cored (a worker per request, 64 here)
+// still answers a REST request, upgrades a WebSocket and lets kmsd attach to the relay and relay
+// a KMS exchange, each in the clients' usual time (a 5 s timeout for REST; a thread-per-connection
+// listener never answered them).
+TEST_F(CoredRelayTest, IdleAndTricklingConnectionsDoNotStarveClientsWebSocketsOrTheRelay) {
+  ASSERT_TRUE(StartCored());
+  ConnectionFlood flood(port());
+  ASSERT_TRUE(flood.OpenIdle(1000, strongroom::testing::LoopbackSources(2, 20))) << flood.error();
+  ASSERT_TRUE(flood.OpenTricklers(100, strongroom::testing::LoopbackSources(30, 2)))
+      << flood.error();
+
+  Client alice = As(kAlice);
+  alice.set_timeout(std::chrono::seconds(5));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(alice.Get("/v1/conversations").status, 200) << i;
+  auto stream = Connect(kAlice);
+  EXPECT_TRUE(stream);
+  ASSERT_TRUE(StartKmsd());  // attaches to the relay through the same listener
+  ASSERT_TRUE(WaitForRelay(alice));
+  auto session = Session(&alice, kAlice);
+  ASSERT_TRUE(session);
+  EXPECT_EQ(CreateKeys(*session, 1).size(), 1u);
+  EXPECT_EQ(flood.IdleStillOpen(), 1000u);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@
 #include <sstream>
 #include <thread>
 
+#include "../support/connection_flood.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/tool_steps.h"
 #include "strongroom/client/https_transport.h"
@@ -739,6 +740,67 @@ TEST_F(KmsdTest, ClientsBeyondTheSlotsWaitInLineAndEveryOneIsServed) {
   EXPECT_EQ(refused.load(), 0);
   EXPECT_EQ(other.load(), 0);
   for (int i = 0; i < kClients; ++i) EXPECT_EQ(answered[i], kRequests) << "client " << i;
+}
+
+// A free TCP port on 127.0.0.1 (for a listener whose port the daemon does not report).
+std::uint16_t FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t size = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// The attack of issue 11 on both of kmsd's listeners: 1,000 idle connections from 20 addresses
+// and 100 trickling a request head, against the protocol listener (32 workers here) and the
+// operations listener (4). A new client still opens a channel and creates keys, /kms/info and
+// /ops/health still answer (each within a 5 s socket timeout; a thread-per-connection listener
+// answered none of them), and the protocol listener keeps the idle connections open.
+TEST_F(KmsdTest, IdleAndTricklingConnectionsDoNotStarveEitherListener) {
+  const std::string d = env().dir().string();
+  const std::string token_file = (dir_ / "ops.token").string();
+  std::ofstream(token_file) << std::string(64, 'f') << "\n";
+  ::chmod(token_file.c_str(), 0600);
+  const std::uint16_t ops_port = FreePort();
+  ASSERT_TRUE(Start(32, 0,
+                    "[ops]\nlisten = 127.0.0.1:" + std::to_string(ops_port) + "\ntls_cert = " + d +
+                        "/tls.pem\ntls_key = " + d + "/tls.key\ntoken_file = " + token_file +
+                        "\n"));
+  const std::uint16_t kms_port =
+      static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));
+  const std::vector<std::string> sources = testing::LoopbackSources(2, 20);  // 50 each
+  const std::vector<std::string> tricklers = testing::LoopbackSources(30, 2);
+  testing::ConnectionFlood kms_flood(kms_port);
+  ASSERT_TRUE(kms_flood.OpenIdle(1000, sources)) << kms_flood.error();
+  ASSERT_TRUE(kms_flood.OpenTricklers(100, tricklers)) << kms_flood.error();
+  testing::ConnectionFlood ops_flood(ops_port);
+  ASSERT_TRUE(ops_flood.OpenIdle(1000, sources)) << ops_flood.error();
+  ASSERT_TRUE(ops_flood.OpenTricklers(100, tricklers)) << ops_flood.error();
+
+  for (int i = 0; i < 5; ++i) {
+    testing::TlsConnection info;
+    ASSERT_TRUE(info.Open(kms_port));
+    ASSERT_TRUE(info.Write("GET /kms/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+    EXPECT_EQ(info.ReadAnswer().rfind("HTTP/1.1 200", 0), 0u) << i;
+    testing::TlsConnection health;
+    ASSERT_TRUE(health.Open(ops_port));
+    ASSERT_TRUE(
+        health.Write("GET /ops/health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                     "Bearer " +
+                     std::string(64, 'f') + "\r\n\r\n"));
+    const std::string answer = health.ReadAnswer();
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << i << ": " << answer.substr(0, 200);
+  }
+  auto https = Transport();
+  ASSERT_TRUE(https);
+  auto session = Session(&https, "acme", "alice@acme.test");
+  ASSERT_TRUE(session);
+  EXPECT_EQ(CreateKeys(*session, 2).size(), 2u);
+  EXPECT_EQ(kms_flood.IdleStillOpen(), 1000u);
 }
 
 TEST_F(KmsdTest, ExpiredAndCoreAudienceTokensAreRefused) {

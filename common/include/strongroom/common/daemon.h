@@ -21,8 +21,9 @@ Status WritePortFile(const std::string& path, std::uint16_t port);
 
 // Blocks SIGINT, SIGTERM and SIGQUIT in the calling thread (so in every thread started after it;
 // Poco's waitForTerminationRequest() then receives them with sigwait), ignores SIGPIPE (a write to
-// a closed connection must not kill the process), and limits glibc's malloc arenas to four (one
-// per connection thread keeps freed memory in many places).
+// a closed connection must not kill the process), raises the soft limit of open files to the hard
+// one (idle connections are descriptors), and limits glibc's malloc arenas to four (one per
+// connection thread keeps freed memory in many places).
 void PrepareDaemonProcess();
 
 // A Strongroom daemon's command line and exit: `<name> [--config FILE] [--port-file PATH]`,

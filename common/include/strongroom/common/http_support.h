@@ -1,6 +1,7 @@
-// What Strongroom's HTTPS listeners (kmsd's protocol listener, cored) share on top of Poco's
-// HTTPServer: JSON answers and errors, bounded reading of request bodies, and starting a server on
-// a TLS socket.
+// What Strongroom's HTTPS listeners (kmsd's protocol and operations listeners, cored) share on top
+// of Poco's request and response classes: JSON answers and errors, bounded reading of request
+// bodies. The listener itself (the edge that accepts, handshakes and reads request heads) is
+// https_server.h.
 //
 // Errors are JSON {"code", "message"} and never carry a body, a token or content. Bodies are read
 // at their size and never past a limit; a request without Content-Length or chunked encoding has
@@ -20,13 +21,7 @@
 #include <string>
 
 #include "strongroom/common/error.h"
-
-namespace Poco {
-class ThreadPool;
-namespace Net {
-class HTTPServer;
-}
-}  // namespace Poco
+#include "strongroom/common/https_server.h"
 
 namespace strongroom::http {
 
@@ -74,40 +69,6 @@ std::string MediaType(const Poco::Net::HTTPServerRequest& request);
 // The body if it is at most `max` bytes (read at its size, never more than one byte past `max`);
 // nullopt when it is larger.
 std::optional<std::string> ReadBody(Poco::Net::HTTPServerRequest& request, std::size_t max);
-
-struct HttpsServerOptions {
-  std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 0;  // 0: any free port
-  std::size_t max_threads = 64;   // connections served at once (one thread each)
-  std::chrono::seconds keep_alive_timeout{15};
-  std::chrono::seconds io_timeout{30};
-  std::string server_name;
-};
-
-// An HTTPServer on a TLS socket with its own thread pool.
-class HttpsServer {
- public:
-  // Binds and starts serving; UNAVAILABLE naming the address when it cannot listen.
-  static Result<std::unique_ptr<HttpsServer>> Start(
-      const HttpsServerOptions& options, Poco::Net::Context::Ptr context,
-      Poco::Net::HTTPRequestHandlerFactory::Ptr factory);
-  ~HttpsServer();  // Stop()s
-
-  std::uint16_t port() const { return port_; }
-  // Stops accepting new connections; connections already open are served on.
-  void StopAccepting();
-  // Stops accepting, waits for every connection's request in flight, joins the threads.
-  // Idempotent.
-  void Stop();
-
- private:
-  HttpsServer(std::unique_ptr<Poco::ThreadPool> pool, std::unique_ptr<Poco::Net::HTTPServer> server,
-              std::uint16_t port);
-  std::unique_ptr<Poco::ThreadPool> pool_;
-  std::unique_ptr<Poco::Net::HTTPServer> server_;
-  std::uint16_t port_;
-  bool stopped_ = false;
-};
 
 }  // namespace strongroom::http
 

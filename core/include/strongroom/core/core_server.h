@@ -40,7 +40,9 @@ struct CoreServerOptions {
   std::uint16_t listen_port = 9443;  // 0: any free port (see CoreServer::port())
   std::string tls_cert;
   std::string tls_key;
-  std::size_t max_connections = 256;
+  std::size_t max_connections = 256;           // requests and WebSockets served at once
+  std::size_t max_open_connections = 4096;     // connections open at once
+  std::size_t max_connections_per_peer = 256;  // from one IP address; 0: no limit
   std::uint64_t max_file_bytes = 100ull * 1024 * 1024;
   std::uint32_t rate_per_s = 200;
   std::uint32_t rate_burst = 400;

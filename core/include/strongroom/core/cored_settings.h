@@ -10,7 +10,9 @@
 //   tls_key = /etc/strongroom/tls/core.key     ; PEM: its private key (unencrypted)
 //   indexer = indexer@acme                     ; optional: the indexer's token subject ...
 //   indexer_org = acme                         ; ... and organization
-//   max_connections = 256       ; optional: connections served at once, WebSockets included
+//   max_connections = 256       ; optional: requests served at once, WebSockets included
+//   max_open_connections = 4096 ; optional: connections open at once, idle ones included
+//   max_connections_per_peer = 256  ; optional: open from one IP address (0 = no limit)
 //   max_file_mb = 100           ; optional: largest encrypted file (1-4096 MiB)
 //   rate_per_s = 200            ; optional: requests per second per user (1-100000) ...
 //   rate_burst = 400            ; ... with bursts of this many
@@ -62,6 +64,8 @@ struct CoredSettings {
   std::string indexer;
   std::string indexer_org;
   std::size_t max_connections = 256;
+  std::size_t max_open_connections = 4096;
+  std::size_t max_connections_per_peer = 256;
   std::uint64_t max_file_bytes = 100ull * 1024 * 1024;
   std::uint32_t rate_per_s = 200;
   std::uint32_t rate_burst = 400;

@@ -42,10 +42,12 @@ class Metrics;
 
 struct KmsServerOptions {
   std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 8443;  // 0: any free port (see KmsServer::port())
-  std::string tls_cert;              // PEM: the server certificate, then its chain
-  std::string tls_key;               // PEM: its private key, unencrypted
-  std::size_t max_connections = 64;
+  std::uint16_t listen_port = 8443;            // 0: any free port (see KmsServer::port())
+  std::string tls_cert;                        // PEM: the server certificate, then its chain
+  std::string tls_key;                         // PEM: its private key, unencrypted
+  std::size_t max_connections = 64;            // requests served at once (worker threads)
+  std::size_t max_open_connections = 4096;     // connections open at once
+  std::size_t max_connections_per_peer = 256;  // from one IP address; 0: no limit
   std::size_t max_in_flight = 32;
   std::size_t max_queued = 64;  // requests waiting for a slot, first come first served
   std::chrono::milliseconds queue_wait{100};  // longest wait for a slot before a 503

@@ -10,7 +10,11 @@
 //   tls_key = /etc/strongroom/tls/kms.key       ; PEM: its private key (unencrypted)
 //   identity_key = kms                ; optional: the RSA identity key's name in the token
 //   identity_chain = /etc/strongroom/identity.pem ; PEM: leaf certifies the identity key, then CAs
-//   max_connections = 64              ; optional: connections served at once (1-4096)
+//   max_connections = 64              ; optional: requests served at once (1-4096)
+//   max_open_connections = 4096       ; optional: connections open at once, idle ones included
+//                                     ; (1-65536)
+//   max_connections_per_peer = 256    ; optional: open from one IP address (0 = no limit; set
+//                                     ; it to 0 or high behind a proxy, which is one peer)
 //   max_in_flight = 32                ; optional: requests processed at once (1-4096)
 //   max_queued = 64                   ; optional: requests waiting for one of those, first come
 //                                     ; first served (0-65536; 0: refuse at once)
@@ -78,6 +82,8 @@ struct KmsdSettings {
   std::string identity_key = "kms";
   std::string identity_chain;
   std::size_t max_connections = 64;
+  std::size_t max_open_connections = 4096;
+  std::size_t max_connections_per_peer = 256;
   std::size_t max_in_flight = 32;
   std::size_t max_queued = 64;
   std::chrono::milliseconds queue_wait{100};

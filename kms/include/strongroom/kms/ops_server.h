@@ -24,6 +24,8 @@
 //   tls_key = /etc/strongroom/tls/ops.key
 //   token_file = /etc/strongroom/ops.token   ; mode 0600, holds the operator token
 //   max_threads = 4                  ; optional: requests served at once (1-64)
+//   max_open_connections = 4096      ; optional: connections open at once (1-65536)
+//   max_connections_per_peer = 64    ; optional: open from one IP address (0 = no limit)
 //   rewrap_batch = 256               ; optional: blobs per rewrap transaction (1-4096)
 //   rewrap_idle_ms = 5000            ; optional: how often an idle rewrap worker looks for work
 #ifndef STRONGROOM_KMS_OPS_SERVER_H_
@@ -47,8 +49,8 @@
 #include "strongroom/kms/metrics.h"
 #include "strongroom/kms/rewrap_job.h"
 
-namespace Poco::Net {
-class HTTPServer;
+namespace strongroom::http {
+class HttpsServer;
 }
 
 namespace strongroom::kms {
@@ -64,6 +66,8 @@ struct OpsSettings {
   std::string tls_key;
   std::string token_file;
   std::size_t max_threads = 4;
+  std::size_t max_open_connections = 4096;
+  std::size_t max_connections_per_peer = 64;
   std::size_t rewrap_batch = kDefaultRewrapBatch;
   std::chrono::milliseconds rewrap_idle{5000};
 };
@@ -140,7 +144,7 @@ class OpsServer {
   const Clock clock_;
 
   std::unique_ptr<Tls> tls_;
-  std::unique_ptr<Poco::Net::HTTPServer> server_;
+  std::unique_ptr<http::HttpsServer> server_;
   std::uint16_t port_ = 0;
 };
 
