@@ -4,6 +4,7 @@
 //   kms_load --url https://127.0.0.1:PORT --ca CA.pem --token-file JWT [--token-file JWT2 ...]
 //            [--clients 16] [--duration 30] [--warmup 5] [--scenario retrieve] [--keys 100]
 //            [--batch 100] [--rate R] [--max-keys N] [--json-out FILE]
+//            [--idle-connections N] [--trickling-connections N]
 //
 // Each client is one thread with one keep-alive HTTPS connection and one KmsSession (create
 // /ecdhe). Client i uses token file i % n. Scenarios:
@@ -21,6 +22,12 @@
 // created N keys together (create and create-bind; for preloading a store), and rates are then
 // taken over the time the measured window really lasted. Latencies are exact: every request's is
 // kept (per thread) and sorted at the end. Keys, tokens and answers are never printed.
+//
+// The slow-client attack (issue 11): --idle-connections N opens N TCP connections that send
+// nothing (50 from each of 127.0.0.2, 127.0.0.3, ...) and --trickling-connections N opens N TLS
+// connections that trickle a request head a byte every 200 ms (from 127.0.0.200, .201, ...),
+// before the clients start and for the whole run, so the latencies are those of real clients
+// under the attack. Loopback only.
 #include <Poco/Exception.h>
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
@@ -52,6 +59,7 @@
 #include <thread>
 #include <vector>
 
+#include "../tests/support/connection_flood.h"
 #include "load_support.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/error.h"
@@ -74,7 +82,8 @@ const char kUsage[] =
     "usage: kms_load --url https://HOST:PORT --ca CA.pem --token-file JWT [--token-file JWT ...]\n"
     "                [--clients N] [--duration S] [--warmup S] [--keys N] [--batch N]\n"
     "                [--scenario retrieve|create|create-bind|mixed] [--rate R]\n"
-    "                [--max-keys N] [--honor-retry-after] [--json-out FILE]\n";
+    "                [--max-keys N] [--honor-retry-after] [--json-out FILE]\n"
+    "                [--idle-connections N] [--trickling-connections N]\n";
 
 struct Options {
   std::string url;
@@ -90,6 +99,8 @@ struct Options {
   std::uint64_t max_keys = 0;  // 0: no limit
   bool honor_retry_after = false;
   std::string json_out;
+  std::size_t idle_connections = 0;
+  std::size_t trickling_connections = 0;
 };
 
 Result<Options> ParseOptions(int argc, char** argv) {
@@ -129,6 +140,10 @@ Result<Options> ParseOptions(int argc, char** argv) {
     } else if (name == "max-keys") {
       SR_ASSIGN_OR_RETURN(std::size_t max_keys, ParseCount(name, value, 1, 1'000'000'000));
       o.max_keys = max_keys;
+    } else if (name == "idle-connections") {
+      SR_ASSIGN_OR_RETURN(o.idle_connections, ParseCount(name, value, 0, 10000));
+    } else if (name == "trickling-connections") {
+      SR_ASSIGN_OR_RETURN(o.trickling_connections, ParseCount(name, value, 0, 1000));
     } else if (name == "json-out") {
       o.json_out = value;
     } else {
@@ -635,6 +650,8 @@ int LoadRun::Report() const {
     Poco::JSON::Array error_samples;
     for (const std::string& sample : samples) error_samples.add(sample);
     out.set("error_samples", error_samples);
+    out.set("idle_connections", options_.idle_connections);
+    out.set("trickling_connections", options_.trickling_connections);
     std::ofstream file(options_.json_out);
     out.stringify(file, 2);
     file << "\n";
@@ -708,6 +725,25 @@ int Main(int argc, char** argv) {
       std::cerr << "kms_load: " << info.error().ToString() << "\n";
       return 69;
     }
+  }
+
+  // The attack, held open for the whole run.
+  std::unique_ptr<testing::ConnectionFlood> flood;
+  if (options->idle_connections > 0 || options->trickling_connections > 0) {
+    flood = std::make_unique<testing::ConnectionFlood>(url.getPort());
+    const int idle_sources = static_cast<int>((options->idle_connections + 49) / 50);
+    const int trickling_sources = static_cast<int>((options->trickling_connections + 49) / 50);
+    if ((options->idle_connections > 0 &&
+         !flood->OpenIdle(options->idle_connections,
+                          testing::LoopbackSources(2, std::max(idle_sources, 1)))) ||
+        (options->trickling_connections > 0 &&
+         !flood->OpenTricklers(options->trickling_connections,
+                               testing::LoopbackSources(200, std::max(trickling_sources, 1))))) {
+      std::cerr << "kms_load: " << flood->error() << "\n";
+      return 69;
+    }
+    std::cout << "holding " << options->idle_connections << " idle and "
+              << options->trickling_connections << " trickling connections open\n";
   }
 
   int exit_code = 0;

@@ -9,6 +9,7 @@
 #       [--no-cache] [--max-in-flight N] [--max-queued N] [--queue-wait-ms N]
 #       [--max-connections N] [--pool-size N]
 #       [--preload N] [--honor-retry-after] [--perf] [--out DIR] [--keep]
+#       [--idle-connections N] [--trickling-connections N]
 #
 #   --no-cache       kmsd's key cache off: [kms] key_cache_entries = 0 (on a kmsd older than that
 #                    setting: 1,000 keys per client read cyclically, more than its fixed
@@ -16,6 +17,8 @@
 #   --preload N      before the scenarios, create N keys (kms_load create --max-keys N; timed)
 #   --perf           perf record -g of kmsd during each scenario; top symbols in perf-<s>.txt
 #   --keep           keep the throwaway KMS directory (tokens, database, keys) for inspection
+#   --idle-connections N, --trickling-connections N
+#                    the slow-client attack held open during each scenario (kms_load --help)
 #
 # Overload demonstration: --max-in-flight 2 --max-queued 8 --clients 64 --scenarios retrieve
 # (503 + Retry-After once the line for a slot is full).
@@ -24,7 +27,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${repo}/build-load"
 scenarios=retrieve clients=16 duration=30 warmup=5 keys=100 batch=100 rate=0 orgs=1
-cache=on max_in_flight="" max_queued="" queue_wait_ms="" max_connections="" pool_size="" preload=0 perf=0 keep=0
+cache=on max_in_flight="" max_queued="" queue_wait_ms="" max_connections="" pool_size="" preload=0 perf=0 keep=0 idle=0 trickling=0
 honor="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,6 +49,8 @@ while [ $# -gt 0 ]; do
     --honor-retry-after) honor="--honor-retry-after"; shift ;;
     --perf) perf=1; shift ;;
     --keep) keep=1; shift ;;
+    --idle-connections) idle="$2"; shift 2 ;;
+    --trickling-connections) trickling="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     *) echo "run-kms-load.sh: unknown option $1 (see the comment at the top)" >&2; exit 64 ;;
   esac
@@ -128,6 +133,8 @@ rss_now() { awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status"; }
 common=(--url "$url" --ca "$work/ca.pem" "${tokens[@]}" --clients "$clients" --batch "$batch")
 [ "$rate" != 0 ] && common+=(--rate "$rate")
 [ -n "$honor" ] && common+=("$honor")
+[ "$idle" != 0 ] && common+=(--idle-connections "$idle")
+[ "$trickling" != 0 ] && common+=(--trickling-connections "$trickling")
 
 status=0
 if [ "$preload" != 0 ]; then

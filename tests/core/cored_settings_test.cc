@@ -46,6 +46,8 @@ TEST_F(CoredSettingsTest, ReadsSettingsWithDefaultsAndTheCoreAudience) {
   EXPECT_EQ(settings->listen_host, "127.0.0.1");
   EXPECT_EQ(settings->listen_port, 9443);
   EXPECT_EQ(settings->max_connections, 256u);
+  EXPECT_EQ(settings->max_open_connections, 4096u);
+  EXPECT_EQ(settings->max_connections_per_peer, 256u);
   EXPECT_EQ(settings->max_file_bytes, 100ull << 20);
   EXPECT_EQ(settings->rate_per_s, 200u);
   EXPECT_EQ(settings->rate_burst, 400u);
@@ -61,6 +63,8 @@ TEST_F(CoredSettingsTest, ReadsEverySettingAndTheRelayClusters) {
   config_->setString("core.indexer", "indexer@acme.test");
   config_->setString("core.indexer_org", "acme");
   config_->setString("core.max_connections", "1024");
+  config_->setString("core.max_open_connections", "100");
+  config_->setString("core.max_connections_per_peer", "10");
   config_->setString("core.max_file_mb", "8");
   config_->setString("core.rate_per_s", "50");
   config_->setString("core.relays", "one, two");
@@ -75,6 +79,8 @@ TEST_F(CoredSettingsTest, ReadsEverySettingAndTheRelayClusters) {
   EXPECT_EQ(settings->indexer, "indexer@acme.test");
   EXPECT_EQ(settings->indexer_org, "acme");
   EXPECT_EQ(settings->max_connections, 1024u);
+  EXPECT_EQ(settings->max_open_connections, 100u);
+  EXPECT_EQ(settings->max_connections_per_peer, 10u);
   EXPECT_EQ(settings->max_file_bytes, 8ull << 20);
   EXPECT_EQ(settings->rate_per_s, 50u);
   EXPECT_EQ(settings->rate_burst, 100u);  // twice the rate unless set
@@ -88,6 +94,8 @@ TEST_F(CoredSettingsTest, RefusesWhatIsMissingMalformedOrUnknown) {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"core.listen", "nowhere"},
       {"core.max_connections", "2"},
+      {"core.max_open_connections", "0"},
+      {"core.max_connections_per_peer", "65537"},
       {"core.max_file_mb", "0"},
       {"core.rate_per_s", "fast"},
       {"core.indexer", "indexer@acme.test"},  // without indexer_org

@@ -52,6 +52,8 @@ TEST_F(KmsdSettingsTest, ReadsSettingsWithDefaults) {
   EXPECT_EQ(settings->identity_key, "kms");
   EXPECT_EQ(settings->identity_chain, "/etc/strongroom/identity.pem");
   EXPECT_EQ(settings->max_connections, 64u);
+  EXPECT_EQ(settings->max_open_connections, 4096u);
+  EXPECT_EQ(settings->max_connections_per_peer, 256u);
   EXPECT_EQ(settings->max_in_flight, 32u);
   EXPECT_EQ(settings->key_cache_entries, 50000u);
   EXPECT_EQ(settings->key_cache_age, std::chrono::seconds(300));
@@ -71,6 +73,8 @@ TEST_F(KmsdSettingsTest, ReadsEverySetting) {
   config_->setString("kms.listen", "0.0.0.0:0");
   config_->setString("kms.identity_key", "kms-2026");
   config_->setString("kms.max_connections", "128");
+  config_->setString("kms.max_open_connections", "20000");
+  config_->setString("kms.max_connections_per_peer", "0");
   config_->setString("kms.max_in_flight", "1");
   config_->setString("kms.key_cache_entries", "0");
   config_->setString("kms.key_cache_age_s", "60");
@@ -83,6 +87,8 @@ TEST_F(KmsdSettingsTest, ReadsEverySetting) {
   EXPECT_EQ(settings->listen_port, 0);
   EXPECT_EQ(settings->identity_key, "kms-2026");
   EXPECT_EQ(settings->max_connections, 128u);
+  EXPECT_EQ(settings->max_open_connections, 20000u);
+  EXPECT_EQ(settings->max_connections_per_peer, 0u);  // no limit
   EXPECT_EQ(settings->max_in_flight, 1u);
   EXPECT_EQ(settings->key_cache_entries, 0u);  // the cache off
   EXPECT_EQ(settings->key_cache_age, std::chrono::seconds(60));
@@ -150,6 +156,10 @@ TEST_F(KmsdSettingsTest, RefusesOutOfRangeAndMalformedValues) {
   for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
            {"kms.max_connections", "0"},
            {"kms.max_connections", "4097"},
+           {"kms.max_open_connections", "0"},
+           {"kms.max_open_connections", "65537"},
+           {"kms.max_connections_per_peer", "-1"},
+           {"kms.max_connections_per_peer", "lots"},
            {"kms.max_in_flight", "0"},
            {"kms.max_in_flight", "many"},
            {"kms.key_cache_entries", "-1"},

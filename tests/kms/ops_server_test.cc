@@ -503,11 +503,13 @@ TEST(OpsSettingsTest, TheOpsSectionIsReadStrictly) {
   EXPECT_FALSE(*none);
   auto full = read(
       "[ops]\nlisten = [::1]:9444\ntls_cert = c.pem\ntls_key = k.pem\ntoken_file = t\n"
-      "rewrap_batch = 64\n");
+      "rewrap_batch = 64\nmax_open_connections = 512\nmax_connections_per_peer = 0\n");
   ASSERT_TRUE(full.ok()) << full.error().ToString();
   EXPECT_EQ((*full)->listen_host, "::1");
   EXPECT_EQ((*full)->listen_port, 9444);
   EXPECT_EQ((*full)->rewrap_batch, 64u);
+  EXPECT_EQ((*full)->max_open_connections, 512u);
+  EXPECT_EQ((*full)->max_connections_per_peer, 0u);
   EXPECT_FALSE(read("[ops]\nlisten = 127.0.0.1:1\ntls_cert = c\ntls_key = k\ntoken_file = t\n"
                     "tls_certs = typo\n")
                    .ok());
@@ -516,6 +518,11 @@ TEST(OpsSettingsTest, TheOpsSectionIsReadStrictly) {
   EXPECT_FALSE(
       read("[ops]\nlisten = 127.0.0.1:70000\ntls_cert = c\ntls_key = k\ntoken_file = t\n").ok());
   EXPECT_FALSE(read("[ops]\ntls_cert = c\ntls_key = k\ntoken_file = t\nrewrap_batch = 0\n").ok());
+  EXPECT_FALSE(
+      read("[ops]\ntls_cert = c\ntls_key = k\ntoken_file = t\nmax_open_connections = 0\n").ok());
+  EXPECT_FALSE(
+      read("[ops]\ntls_cert = c\ntls_key = k\ntoken_file = t\nmax_connections_per_peer = x\n")
+          .ok());
 }
 
 TEST(OpsSettingsTest, TheTokenFileMustBePrivateAndHoldALongToken) {
