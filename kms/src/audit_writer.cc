@@ -5,8 +5,13 @@
 namespace strongroom::kms {
 
 AuditWriter::AuditWriter(Database& db, Database::Durability durability,
-                         std::chrono::milliseconds sync_interval)
-    : db_(db), durability_(durability), sync_interval_(sync_interval), thread_([this] { Run(); }) {}
+                         std::chrono::milliseconds sync_interval,
+                         std::function<void(std::size_t)> committed)
+    : db_(db),
+      durability_(durability),
+      sync_interval_(sync_interval),
+      committed_(std::move(committed)),
+      thread_([this] { Run(); }) {}
 
 AuditWriter::~AuditWriter() {
   {
@@ -92,6 +97,7 @@ void AuditWriter::Run() {
           return AuditLog::AppendAll(s, batch);
         },
         durability_);
+    if (committed.ok() && committed_ && !batch.empty()) committed_(batch.size());
     lock.lock();
     // Failed batches are remembered briefly so their callers can see why; old ones are dropped.
     if (!committed.ok()) {

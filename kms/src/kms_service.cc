@@ -19,6 +19,7 @@
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/common/strict_json.h"
+#include "strongroom/kms/audit_checkpointer.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/audit_writer.h"
 #include "strongroom/kms/key_cache.h"
@@ -251,14 +252,21 @@ Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm
       jose::PublicJwk jwk,
       jose::PublicJwk::FromRsa(rsa.modulus, rsa.public_exponent, cluster, config.identity_chain));
   if (!clock) clock = UnixNowMs;
+  if (config.audit_checkpoint_records < 1 ||
+      config.audit_checkpoint_records > kAuditCheckpointRecords ||
+      config.audit_checkpoint_interval <= std::chrono::milliseconds(0)) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "audit checkpoints are signed every 1 to 1000 records and a positive interval");
+  }
+  const std::string kid = AuditCheckpoints::Thumbprint(rsa);
   return std::unique_ptr<KmsService>(new KmsService(std::move(config), vault, identity, db,
                                                     std::move(verifier), std::move(clock), hooks,
-                                                    std::move(jwk)));
+                                                    std::move(jwk), kid));
 }
 
 KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token& identity,
                        Database& db, JwtVerifier verifier, Clock clock, KmsServiceHooks hooks,
-                       jose::PublicJwk public_key)
+                       jose::PublicJwk public_key, const std::string& identity_kid)
     : config_(std::move(config)),
       cluster_("kms://" + config_.host),
       vault_(vault),
@@ -268,7 +276,19 @@ KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token
       clock_(std::move(clock)),
       hooks_(hooks),
       public_key_(std::move(public_key)),
-      audit_(std::make_unique<AuditWriter>(db)),
+      checkpoints_(std::make_unique<AuditCheckpointer>(
+          db, AuditCheckpointerOptions{cluster_,
+                                       identity_kid,
+                                       [this](std::span<const std::uint8_t> input) {
+                                         return identity_.SignPs256(config_.identity_key, input);
+                                       },
+                                       config_.audit_checkpoint_records,
+                                       config_.audit_checkpoint_interval,
+                                       clock_,
+                                       {}})),
+      audit_(std::make_unique<AuditWriter>(
+          db, Database::Durability::kDeferred, std::chrono::milliseconds(50),
+          [checkpoints = checkpoints_.get()](std::size_t n) { checkpoints->Appended(n); })),
       channels_(config_.metadata_cache_entries, config_.metadata_cache_age),
       bound_keys_(config_.metadata_cache_entries, config_.metadata_cache_age),
       roles_(config_.metadata_cache_entries, config_.metadata_cache_age),

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 
+#include "strongroom/kms/audit_checkpoints.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/org_policy.h"
 
@@ -132,6 +133,7 @@ std::vector<Migration> KmsStore::Migrations() {
        {"CREATE TABLE executed_requests (channel TEXT NOT NULL, messages BLOB NOT NULL, "
         "executed_ms INTEGER NOT NULL)",
         "CREATE INDEX executed_requests_by_channel ON executed_requests (channel)"}},
+      AuditCheckpoints::Schema(7),
   };
 }
 

@@ -12,21 +12,44 @@
 
 #include "strongroom/common/config_file.h"
 #include "strongroom/common/rfc3339.h"
+#include "strongroom/hsm/key_vault.h"
+#include "strongroom/kms/audit_checkpoints.h"
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
 namespace {
 
-Result<std::unique_ptr<Database>> OpenDatabase(const std::string& config_path) {
-  SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(config_path));
-  const std::string path = SettingText(*config, "kms.database");
+Result<std::unique_ptr<Database>> OpenDatabase(const Poco::Util::AbstractConfiguration& config) {
+  const std::string path = SettingText(config, "kms.database");
   if (path.empty()) {
     return Error(ErrorCode::kInvalidArgument,
                  "the configuration names no database (set database = ... in section [kms])");
   }
   return Database::OpenSqlite(path, KmsStore::Migrations());
 }
+
+// The identity key's public half, from the first token of the [hsm] sections, as kmsd signs with
+// it; nullopt when the configuration has no [hsm] section. The database cannot supply it: whoever
+// rewrites the log could rewrite a key stored beside it.
+struct IdentityKey {
+  hsm::RsaPublicKey key;
+  std::string token;
+};
+Result<std::optional<IdentityKey>> LoadIdentityKey(
+    const Poco::Util::AbstractConfiguration& config) {
+  if (!config.hasProperty("hsm.tokens")) return std::optional<IdentityKey>();
+  SR_ASSIGN_OR_RETURN(hsm::HsmConfig hsm_config, ReadHsmSettings(config));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, hsm::KeyVault::Open(hsm_config));
+  const std::string name =
+      config.hasProperty("kms.identity_key") ? SettingText(config, "kms.identity_key") : "kms";
+  hsm::Token& token = *vault->tokens().front();
+  SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey key, token.IdentityPublicKey(name));
+  return std::optional<IdentityKey>(IdentityKey{std::move(key), token.name()});
+}
+
+Status Verify(const Poco::Util::AbstractConfiguration& config, Database& db, std::ostream& out);
 
 Result<std::optional<std::int64_t>> ParseTime(const std::string& text, const char* flag) {
   if (text.empty()) return std::optional<std::int64_t>();
@@ -77,6 +100,42 @@ std::string Rfc3339(std::int64_t ms) {
                                          Poco::DateTimeFormat::ISO8601_FRAC_FORMAT);
 }
 
+Status Verify(const Poco::Util::AbstractConfiguration& config, Database& db, std::ostream& out) {
+  SR_ASSIGN_OR_RETURN(std::optional<IdentityKey> identity, LoadIdentityKey(config));
+  const std::string kms =
+      config.hasProperty("kms.host") ? "kms://" + SettingText(config, "kms.host") : "";
+  SR_ASSIGN_OR_RETURN(CheckpointVerdict verdict,
+                      AuditCheckpoints::Verify(db, identity ? &identity->key : nullptr, kms));
+  if (!verdict.chain.ok()) {
+    return Error(ErrorCode::kDataLoss, "audit log broken at record " +
+                                           std::to_string(*verdict.chain.bad_seq) + ": " +
+                                           verdict.chain.problem);
+  }
+  if (!verdict.problem.empty()) {
+    return Error(ErrorCode::kDataLoss,
+                 "audit log fails its signed checkpoints: " + verdict.problem);
+  }
+  if (verdict.unverifiable > 0) {
+    return Error(ErrorCode::kFailedPrecondition,
+                 "the audit log has " + std::to_string(verdict.unverifiable) +
+                     " signed checkpoints and kmsctl has no identity key to check them: use a "
+                     "configuration with kmsd's [hsm] sections");
+  }
+  out << "audit log intact: " << verdict.chain.records << " records, head "
+      << Hex(verdict.chain.head) << "\n";
+  if (verdict.last) {
+    out << "signed: records 1 to " << verdict.last->seq << " are as the identity key in token '"
+        << identity->token << "' signed them at " << Rfc3339(verdict.last->signed_ms) << " ("
+        << verdict.checkpoints << " checkpoint(s) checked)\n";
+  } else {
+    out << "signed: no checkpoint"
+        << (identity ? "" : " (no [hsm] section: no identity key to check one with)") << "\n";
+  }
+  out << "unsigned: " << verdict.unsigned_records
+      << " records after the last checkpoint; nothing proves they are as written\n";
+  return OkStatus();
+}
+
 }  // namespace
 
 Status RunAuditCommand(const std::vector<std::string>& args, const CtlOptions& options,
@@ -102,18 +161,9 @@ Status RunAuditCommand(const std::vector<std::string>& args, const CtlOptions& o
       filter.limit = limit;
     }
   }
-  SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, OpenDatabase(options.config_path));
-  if (args[0] == "verify") {
-    SR_ASSIGN_OR_RETURN(AuditVerdict verdict, AuditLog::Verify(*db));
-    if (!verdict.ok()) {
-      return Error(ErrorCode::kDataLoss, "audit log broken at record " +
-                                             std::to_string(*verdict.bad_seq) + ": " +
-                                             verdict.problem);
-    }
-    out << "audit log intact: " << verdict.records << " records, head " << Hex(verdict.head)
-        << "\n";
-    return OkStatus();
-  }
+  SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(options.config_path));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, OpenDatabase(*config));
+  if (args[0] == "verify") return Verify(*config, *db, out);
   SR_ASSIGN_OR_RETURN(std::vector<AuditRecord> records, AuditLog::Query(*db, filter));
   if (audit.json) {  // one JSON object a line; the JSON writer escapes every field
     for (const AuditRecord& r : records) {

@@ -288,6 +288,31 @@ TEST_F(KmsctlAuditTest, VerifyReportsAnIntactLogAndFindsTampering) {
   EXPECT_NE(broken.err.find("broken at record 2: record was altered"), std::string::npos);
 }
 
+// Without the HSM, kmsctl cannot check signed checkpoints; it says so rather than calling the log
+// intact.
+TEST_F(KmsctlAuditTest, VerifyRefusesCheckpointsItHasNoKeyFor) {
+  Outcome ok = Audit({"verify"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("signed: no checkpoint (no [hsm] section"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("unsigned: 3 records"), std::string::npos) << ok.out;
+  {
+    auto db = Database::OpenSqlite(db_path_, KmsStore::Migrations());
+    ASSERT_TRUE((*db)
+                    ->WithSession([](Poco::Data::Session& s) -> Status {
+                      s << "INSERT INTO audit_checkpoints VALUES (3, 0, 'e30.e30.AAAA')",
+                          Poco::Data::Keywords::now;
+                      return OkStatus();
+                    })
+                    .ok());
+  }
+  Outcome unchecked = Audit({"verify"});
+  EXPECT_EQ(unchecked.exit_code, 78) << unchecked.out << unchecked.err;
+  EXPECT_EQ(CountLines(unchecked.err), 1) << unchecked.err;
+  EXPECT_NE(unchecked.err.find("no identity key to check them"), std::string::npos)
+      << unchecked.err;
+  EXPECT_EQ(unchecked.out, "");
+}
+
 TEST_F(KmsctlAuditTest, QueryFiltersAndRefusesBadFilters) {
   Outcome bob = Audit({"query", "--user", "bob"});
   ASSERT_EQ(bob.exit_code, 0) << bob.err;

@@ -32,6 +32,7 @@
 #include <sstream>
 #include <thread>
 
+#include "../support/audit_rewrite.h"
 #include "../support/connection_flood.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/tool_steps.h"
@@ -652,6 +653,46 @@ TEST_F(KmsdTest, SigkillDuringABurstOfCreatesLeavesTheDatabaseConsistent) {
   ASSERT_TRUE(session);
   auto more = CreateKeys(*session, 1);
   EXPECT_EQ(more.size(), 1u);
+}
+
+// Issue 11: the audit chain alone cannot tell a table rewritten with recomputed hashes. kmsd signs
+// a checkpoint of the chain's head with its identity key at a clean shutdown, and `kmsctl audit
+// verify`, reading that key from the HSM, fails the rewrite.
+TEST_F(KmsdTest, AuditVerifyChecksTheCheckpointSignedAtShutdown) {
+  ASSERT_TRUE(Start());
+  {
+    auto https = Transport();
+    auto session = Session(&https, "acme", "alice");
+    ASSERT_TRUE(session);
+    for (const std::string& uri : CreateKeys(*session, 3)) {
+      auto key = session->Call("retrieve", uri);
+      ASSERT_TRUE(key.ok());
+      EXPECT_EQ(StatusOf(*key), 200);
+    }
+  }
+  EXPECT_EQ(Stop(SIGTERM), 0);
+  const std::string ini = (dir_ / "kms.ini").string();
+  ToolRun verify = Tool(KMSCTL_PATH, {"--config", ini, "audit", "verify"});
+  ASSERT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  // Every record, the last retrieval's included, is covered by the checkpoint signed at SIGTERM.
+  const std::string intact = "audit log intact: ";
+  ASSERT_EQ(verify.out.rfind(intact, 0), 0u) << verify.out;
+  const std::string records =
+      verify.out.substr(intact.size(), verify.out.find(' ', intact.size()) - intact.size());
+  EXPECT_GE(std::stoi(records), 3);
+  EXPECT_NE(verify.out.find("signed: records 1 to " + records + " are as the identity key"),
+            std::string::npos)
+      << verify.out;
+  EXPECT_NE(verify.out.find("unsigned: 0 records"), std::string::npos) << verify.out;
+
+  {
+    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    ASSERT_TRUE(testing::RewriteAuditChain(**db, 2, "mallory").ok());
+  }
+  ToolRun rewritten = Tool(KMSCTL_PATH, {"--config", ini, "audit", "verify"});
+  EXPECT_EQ(rewritten.exit_code, 65) << rewritten.out << rewritten.err;
+  EXPECT_NE(rewritten.err.find("differs from the signed head"), std::string::npos) << rewritten.err;
 }
 
 TEST_F(KmsdTest, OverloadIsAnsweredAtOnceWith503AndRetryAfter) {

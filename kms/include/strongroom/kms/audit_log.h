@@ -8,7 +8,8 @@
 // Records are appended inside the transaction of the operation they describe, so the log and the
 // state never disagree; sequence numbers are dense (1, 2, 3, ...), so a removed record breaks the
 // count as well as the chain. The chain alone does not stop someone who can rewrite every later
-// row: keep `Head()` somewhere the database's writers cannot reach (kmsctl prints it).
+// row: kmsd signs checkpoints of it in the HSM (audit_checkpoints.h), and the head kmsctl prints
+// is worth keeping somewhere the database's writers cannot reach.
 //
 // Fields are bounded (kMaxAuditField bytes) and must not hold secrets: key URIs, user ids and
 // outcomes only, never key material, tokens or plaintext.

@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -47,9 +48,12 @@ inline constexpr std::chrono::seconds kCompactInterval{5};
 
 class AuditWriter {
  public:
+  // `committed`, if set, is told on the writer's thread how many audit records each committed
+  // batch held (the checkpointer's nudge, audit_checkpointer.h); it must return at once.
   explicit AuditWriter(Database& db,
                        Database::Durability durability = Database::Durability::kDeferred,
-                       std::chrono::milliseconds sync_interval = std::chrono::milliseconds(50));
+                       std::chrono::milliseconds sync_interval = std::chrono::milliseconds(50),
+                       std::function<void(std::size_t records)> committed = {});
   ~AuditWriter();
   AuditWriter(const AuditWriter&) = delete;
   AuditWriter& operator=(const AuditWriter&) = delete;
@@ -78,6 +82,7 @@ class AuditWriter {
   Database& db_;
   const Database::Durability durability_;
   const std::chrono::milliseconds sync_interval_;
+  const std::function<void(std::size_t)> committed_;
   mutable std::mutex mutex_;
   std::condition_variable work_;
   std::condition_variable done_;

@@ -67,6 +67,7 @@
 #include "strongroom/common/jose.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/hsm/key_vault.h"
+#include "strongroom/kms/audit_checkpoints.h"
 #include "strongroom/kms/hot_path_cache.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/replay_guard.h"
@@ -96,8 +97,13 @@ struct KmsServiceConfig {
   std::chrono::milliseconds metadata_cache_age{30000};
   // Requests one channel may execute before it must be renegotiated (replay_guard.h).
   std::size_t max_requests_per_channel = kMaxRequestsPerChannel;
+  // Signed checkpoints of the audit chain (audit_checkpoints.h): after this many records, or
+  // this long after the last checkpoint when records wait; tests shorten them.
+  std::int64_t audit_checkpoint_records = kAuditCheckpointRecords;
+  std::chrono::milliseconds audit_checkpoint_interval = kAuditCheckpointInterval;
 };
 
+class AuditCheckpointer;
 class AuditWriter;
 class KeyCache;
 class Metrics;
@@ -143,7 +149,8 @@ class KmsService {
 
  private:
   KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token& identity, Database& db,
-             JwtVerifier verifier, Clock clock, KmsServiceHooks hooks, jose::PublicJwk public_key);
+             JwtVerifier verifier, Clock clock, KmsServiceHooks hooks, jose::PublicJwk public_key,
+             const std::string& identity_kid);
 
   KmsReply HandleEcdheCreate(std::string_view message, std::string* operation);
   KmsReply HandleSealed(std::string_view message, const std::string& kid, std::string* operation);
@@ -197,6 +204,8 @@ class KmsService {
   const KmsServiceHooks hooks_;
   const jose::PublicJwk public_key_;
   std::string info_json_;
+  // Destroyed after the writer, so the checkpoint signed at shutdown covers its last batch.
+  std::unique_ptr<AuditCheckpointer> checkpoints_;
   std::unique_ptr<AuditWriter> audit_;
   HotPathCache<EphemeralKeyRecord> channels_;
   HotPathCache<KeyRecord> bound_keys_;

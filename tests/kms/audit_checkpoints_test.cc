@@ -1,0 +1,349 @@
+// Signed checkpoints of the audit chain (issue 11): a consistent rewrite of the whole table, which
+// the bare chain cannot see, fails verification because its head no longer matches what the
+// identity key in a real SoftHSM2 token signed.
+#include "strongroom/kms/audit_checkpoints.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "../support/audit_rewrite.h"
+#include "../support/softhsm_sandbox.h"
+#include "../support/test_dir.h"
+#include "strongroom/hsm/key_vault.h"
+#include "strongroom/kms/audit_checkpointer.h"
+#include "strongroom/kms/audit_writer.h"
+#include "strongroom/kms/kms_store.h"
+
+namespace strongroom::kms {
+namespace {
+
+using Poco::Data::Keywords::into;
+using Poco::Data::Keywords::now;
+using Poco::Data::Keywords::use;
+using testing::kSoftHsmModule;
+using testing::SoftHsmSandbox;
+
+constexpr char kKms[] = "kms://kms.acme.test";
+
+// A token with an identity key, shared by the tests (RSA key generation is slow).
+struct IdentityToken {
+  std::unique_ptr<hsm::KeyVault> vault;
+  hsm::RsaPublicKey key;
+  std::unique_ptr<hsm::KeyVault> other_vault;  // another token, another identity key
+  hsm::RsaPublicKey other_key;
+
+  static IdentityToken& Get() {
+    static IdentityToken* token = new IdentityToken();
+    return *token;
+  }
+  jose::JwsSigner Signer(bool other = false) {
+    hsm::Token& token = *(other ? other_vault : vault)->tokens().front();
+    return [&token](std::span<const std::uint8_t> input) { return token.SignPs256("kms", input); };
+  }
+
+ private:
+  IdentityToken() {
+    vault = Open(&key);
+    other_vault = Open(&other_key);
+  }
+  static std::unique_ptr<hsm::KeyVault> Open(hsm::RsaPublicKey* key) {
+    hsm::TokenConfig config;
+    config.name = "primary";
+    config.uri = SoftHsmSandbox::Get().Uri(kSoftHsmModule,
+                                           SoftHsmSandbox::Get().CreateToken(kSoftHsmModule));
+    auto vault = std::move(hsm::KeyVault::Open({{config}})).value();
+    *key = std::move(vault->tokens().front()->CreateIdentityKey("kms", 2048)).value();
+    return vault;
+  }
+};
+
+class AuditCheckpointsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ =
+        std::move(Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations())).value();
+  }
+
+  IdentityToken& identity() { return IdentityToken::Get(); }
+
+  void Append(int n) {
+    ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                     std::vector<AuditRecord> records;
+                     for (int i = 0; i < n; ++i) {
+                       records.push_back({0, 1'800'000'000'000 + i, "acme", "alice", "key.retrieve",
+                                          "kms://kms.acme.test/resources/r1",
+                                          "kms://kms.acme.test/keys/k" + std::to_string(i), "ok",
+                                          ""});
+                     }
+                     return AuditLog::AppendAll(s, records);
+                   })
+                    .ok());
+  }
+
+  std::optional<AuditCheckpoint> Sign(bool other_key = false) {
+    const IdentityToken& id = identity();
+    auto signed_head = AuditCheckpoints::SignHead(
+        *db_, kKms, AuditCheckpoints::Thumbprint(other_key ? id.other_key : id.key),
+        identity().Signer(other_key), 1'800'000'000'000);
+    EXPECT_TRUE(signed_head.ok()) << signed_head.error().ToString();
+    return signed_head.ok() ? *signed_head : std::nullopt;
+  }
+
+  CheckpointVerdict Verify(const hsm::RsaPublicKey* key) {
+    auto verdict = AuditCheckpoints::Verify(*db_, key, kKms);
+    EXPECT_TRUE(verdict.ok()) << verdict.error().ToString();
+    return verdict.ok() ? *verdict : CheckpointVerdict{};
+  }
+  CheckpointVerdict Verify() { return Verify(&identity().key); }
+
+  void Exec(const std::string& sql) {
+    ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                     s << sql, now;
+                     return OkStatus();
+                   })
+                    .ok());
+  }
+
+  testing::TestDir dir_;
+  std::unique_ptr<Database> db_;
+};
+
+TEST_F(AuditCheckpointsTest, AnUntouchedLogPassesAndReportsItsUnsignedTail) {
+  EXPECT_TRUE(Verify().ok());
+  EXPECT_FALSE(Sign().has_value());  // nothing to sign in an empty log
+  Append(1000);
+  auto first = Sign();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->seq, 1000);
+  EXPECT_FALSE(Sign().has_value());  // the head is signed already
+  Append(1500);
+  ASSERT_TRUE(Sign().has_value());
+  Append(7);
+
+  CheckpointVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.chain.records, 2507);
+  EXPECT_EQ(verdict.checkpoints, 2);
+  ASSERT_TRUE(verdict.last.has_value());
+  EXPECT_EQ(verdict.last->seq, 2500);
+  EXPECT_EQ(verdict.last->kms, kKms);
+  EXPECT_EQ(verdict.unsigned_records, 7);
+}
+
+TEST_F(AuditCheckpointsTest, AConsistentRewriteOfTheWholeTableFails) {
+  Append(1200);
+  ASSERT_TRUE(Sign().has_value());
+  Append(30);
+  ASSERT_TRUE(Verify().ok());
+
+  ASSERT_TRUE(testing::RewriteAuditChain(*db_, 5, "mallory").ok());
+  // The bare chain cannot tell: every hash was recomputed.
+  auto chain = AuditLog::Verify(*db_);
+  ASSERT_TRUE(chain.ok());
+  EXPECT_TRUE(chain->ok()) << chain->problem;
+  // The signed head can.
+  CheckpointVerdict verdict = Verify();
+  EXPECT_FALSE(verdict.ok());
+  ASSERT_TRUE(verdict.bad_checkpoint.has_value());
+  EXPECT_EQ(*verdict.bad_checkpoint, 1200);
+  EXPECT_NE(verdict.problem.find("rewritten"), std::string::npos) << verdict.problem;
+}
+
+TEST_F(AuditCheckpointsTest, ATamperedOrForeignCheckpointFails) {
+  Append(10);
+  ASSERT_TRUE(Sign().has_value());
+  ASSERT_TRUE(Verify().ok());
+  // One character of the signature changed.
+  std::string jws;
+  ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                   s << "SELECT jws FROM audit_checkpoints WHERE seq = 10", into(jws), now;
+                   return OkStatus();
+                 })
+                  .ok());
+  std::string tampered = jws;
+  char& c = tampered[tampered.size() - 10];
+  c = c == 'A' ? 'B' : 'A';
+  auto put = [&](const std::string& text) {
+    ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                     std::string t = text;
+                     s << "UPDATE audit_checkpoints SET jws = ? WHERE seq = 10", use(t), now;
+                     return OkStatus();
+                   })
+                    .ok());
+  };
+  put(tampered);
+  CheckpointVerdict verdict = Verify();
+  EXPECT_FALSE(verdict.ok());
+  EXPECT_EQ(verdict.bad_checkpoint, std::optional<std::int64_t>(10));
+  EXPECT_NE(verdict.problem.find("signature does not verify"), std::string::npos)
+      << verdict.problem;
+
+  // A checkpoint of the same head signed by another key in another HSM.
+  Exec("DELETE FROM audit_checkpoints");
+  ASSERT_TRUE(Sign(/*other_key=*/true).has_value());
+  verdict = Verify();
+  EXPECT_FALSE(verdict.ok());
+  EXPECT_NE(verdict.problem.find("signature does not verify"), std::string::npos)
+      << verdict.problem;
+  // Which passes against that other key: the failure is the key, not the checkpoint.
+  EXPECT_TRUE(Verify(&identity().other_key).ok());
+}
+
+TEST_F(AuditCheckpointsTest, ACheckpointOfAnotherKmsFails) {
+  Append(10);
+  ASSERT_TRUE(Sign().has_value());
+  auto verdict = AuditCheckpoints::Verify(*db_, &identity().key, "kms://kms.globex.test");
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_FALSE(verdict->ok());
+  EXPECT_NE(verdict->problem.find("signed for kms://kms.acme.test, not kms://kms.globex.test"),
+            std::string::npos)
+      << verdict->problem;
+}
+
+TEST_F(AuditCheckpointsTest, RemovedCheckpointsAreReportedOnceTheTailIsLong) {
+  for (int i = 0; i < 5; ++i) {
+    Append(1000);
+    ASSERT_TRUE(Sign().has_value());
+  }
+  ASSERT_TRUE(Verify().ok());
+  // The last checkpoint removed: 1000 unsigned records are what kmsd may leave.
+  Exec("DELETE FROM audit_checkpoints WHERE seq = 5000");
+  CheckpointVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.unsigned_records, 1000);
+  // The whole table removed: 5000 unsigned records are not.
+  Exec("DELETE FROM audit_checkpoints");
+  verdict = Verify();
+  EXPECT_FALSE(verdict.ok());
+  EXPECT_EQ(verdict.unsigned_records, 5000);
+  EXPECT_NE(verdict.problem.find("without any signed checkpoint"), std::string::npos)
+      << verdict.problem;
+}
+
+TEST_F(AuditCheckpointsTest, ALogCutBackBehindACheckpointFails) {
+  Append(100);
+  ASSERT_TRUE(Sign().has_value());
+  Exec("DELETE FROM audit WHERE seq > 90");
+  CheckpointVerdict verdict = Verify();
+  EXPECT_FALSE(verdict.ok());
+  EXPECT_EQ(verdict.bad_checkpoint, std::optional<std::int64_t>(100));
+  EXPECT_NE(verdict.problem.find("removed"), std::string::npos) << verdict.problem;
+}
+
+TEST_F(AuditCheckpointsTest, WithoutAKeyCheckpointsAreCountedNotTrusted) {
+  Append(20);
+  ASSERT_TRUE(Sign().has_value());
+  CheckpointVerdict verdict = Verify(nullptr);
+  EXPECT_EQ(verdict.unverifiable, 1);
+  EXPECT_EQ(verdict.checkpoints, 0);
+  EXPECT_FALSE(verdict.last.has_value());
+}
+
+// The checkpointer's cadence: by records (nudged by the group-commit writer), by time, at start
+// for what an earlier run left, and at a clean shutdown.
+class AuditCheckpointerTest : public AuditCheckpointsTest {
+ protected:
+  AuditCheckpointerOptions Options(std::int64_t records, std::chrono::milliseconds every) {
+    AuditCheckpointerOptions options;
+    options.kms = kKms;
+    options.kid = AuditCheckpoints::Thumbprint(identity().key);
+    options.sign = identity().Signer();
+    options.every_records = records;
+    options.every = every;
+    return options;
+  }
+  std::int64_t LastSeq() {
+    auto last = AuditCheckpoints::LastSeq(*db_);
+    EXPECT_TRUE(last.ok());
+    return last.ok() ? *last : -1;
+  }
+  // Waits (up to a minute, for a loaded machine) until a checkpoint covers `seq`.
+  bool WaitForCheckpoint(std::int64_t seq) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (LastSeq() < seq) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+  }
+  static AuditRecord Record(int i) {
+    return {0, 1000 + i, "acme", "user" + std::to_string(i), "key.retrieve", "", "", "ok", ""};
+  }
+};
+
+TEST_F(AuditCheckpointerTest, SignsEveryNRecordsCommittedByTheWriter) {
+  AuditCheckpointer checkpointer(*db_, Options(100, std::chrono::hours(1)));
+  AuditWriter writer(*db_, Database::Durability::kDeferred, std::chrono::milliseconds(50),
+                     [&](std::size_t n) { checkpointer.Appended(n); });
+  for (int i = 0; i < 99; ++i) ASSERT_TRUE(writer.Append(Record(i)).ok());
+  EXPECT_EQ(LastSeq(), 0);  // fewer than 100 records, and an hour has not passed
+  ASSERT_TRUE(writer.Append(Record(99)).ok());
+  ASSERT_TRUE(WaitForCheckpoint(100));
+  for (int i = 100; i < 200; ++i) ASSERT_TRUE(writer.Append(Record(i)).ok());
+  ASSERT_TRUE(WaitForCheckpoint(200));
+  EXPECT_GE(checkpointer.stats().checkpoints, 2u);
+  EXPECT_TRUE(Verify().ok());
+}
+
+TEST_F(AuditCheckpointerTest, SignsAFewRecordsOnceTheIntervalHasPassed) {
+  AuditCheckpointer checkpointer(*db_, Options(1000, std::chrono::milliseconds(200)));
+  Append(3);  // inside another transaction: no nudge, found by the job's poll
+  ASSERT_TRUE(WaitForCheckpoint(3));
+  CheckpointVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.unsigned_records, 0);
+}
+
+TEST_F(AuditCheckpointerTest, SignsWhatAnEarlierRunLeftAndAgainAtShutdown) {
+  Append(5);
+  {
+    AuditCheckpointer checkpointer(*db_, Options(1000, std::chrono::hours(1)));
+    ASSERT_TRUE(WaitForCheckpoint(5));  // at start
+    Append(7);
+    EXPECT_EQ(LastSeq(), 5);  // 7 records, an hour not passed: nothing yet
+  }
+  EXPECT_EQ(LastSeq(), 12);  // the shutdown checkpoint
+  CheckpointVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.checkpoints, 2);
+  EXPECT_EQ(verdict.unsigned_records, 0);
+}
+
+TEST_F(AuditCheckpointerTest, AnHsmThatCannotSignIsLoggedOnceAndRetried) {
+  std::atomic<bool> hsm_down{true};
+  std::mutex log_mutex;
+  std::vector<std::string> lines;
+  AuditCheckpointerOptions options = Options(1000, std::chrono::milliseconds(20));
+  jose::JwsSigner sign = options.sign;
+  options.sign = [&,
+                  sign](std::span<const std::uint8_t> input) -> Result<std::vector<std::uint8_t>> {
+    if (hsm_down) return Error(ErrorCode::kUnavailable, "token unavailable");
+    return sign(input);
+  };
+  options.log = [&](const std::string& line) {
+    std::lock_guard lock(log_mutex);
+    lines.push_back(line);
+  };
+  AuditCheckpointer checkpointer(*db_, options);
+  Append(4);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (checkpointer.stats().failures < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(checkpointer.stats().failures, 3u);
+  EXPECT_EQ(LastSeq(), 0);
+  hsm_down = false;
+  ASSERT_TRUE(WaitForCheckpoint(4));
+  std::lock_guard lock(log_mutex);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[0].find("cannot sign a checkpoint"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("token unavailable"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find("signed again"), std::string::npos) << lines[1];
+}
+
+}  // namespace
+}  // namespace strongroom::kms
