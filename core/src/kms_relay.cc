@@ -1,6 +1,5 @@
 #include "strongroom/core/kms_relay.h"
 
-#include <Poco/Buffer.h>
 #include <Poco/Exception.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
@@ -33,6 +32,7 @@
 #include "strongroom/common/kms_uri.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/common/token_file.h"
+#include "websocket_frame_reader.h"
 
 namespace strongroom::core {
 namespace {
@@ -95,6 +95,11 @@ std::string JsonError(ErrorCode code, const std::string& message) {
 
 struct RelayConnection {
   std::unique_ptr<WebSocket> socket;
+  std::unique_ptr<WebSocketFrameReader> frames;  // what the KMS sends, held to RFC 6455
+  // How the connection is closed when it is dropped: a protocol error unless the frame reader
+  // found something more precise (a frame too long is 1009).
+  std::uint16_t close_status = WebSocket::WS_PROTOCOL_ERROR;
+  std::string close_reason;
   int fd = -1;
   Clock::time_point last_activity;
   std::uint64_t serial = 0;
@@ -155,6 +160,8 @@ class KmsRelay::Impl {
       socket->setSendTimeout(Poco::Timespan(
           std::chrono::duration_cast<std::chrono::microseconds>(options_.answer_timeout).count()));
       connection->fd = static_cast<int>(socket->impl()->sockfd());
+      connection->frames =
+          std::make_unique<WebSocketFrameReader>(*socket, kMaxRelayAnswerFrameBytes);
     } catch (const Poco::Exception& e) {
       Log(cluster_name + ": a relay connection could not be set up: " + e.displayText());
       return;
@@ -295,7 +302,7 @@ class KmsRelay::Impl {
       cluster.available.notify_all();
     }
     // Closed after it left the registry, so no other thread shuts down a reused descriptor.
-    Close(*connection, WebSocket::WS_PROTOCOL_ERROR);
+    Close(*connection, connection->close_status, connection->close_reason);
     Log(name + ": relay connection dropped: " + why + " (" + std::to_string(connected) +
         " connected)");
     std::lock_guard lock(mu_);
@@ -303,19 +310,22 @@ class KmsRelay::Impl {
     all_returned_.notify_all();
   }
 
-  static void Close(RelayConnection& connection, std::uint16_t status) {
+  static void Close(RelayConnection& connection, std::uint16_t status,
+                    const std::string& reason = {}) {
     if (!connection.socket) return;
-    try {
-      connection.socket->setSendTimeout(Poco::Timespan(1, 0));
-      connection.socket->shutdown(status);
-    } catch (...) {
-      // The peer is gone already; closing is all that is left.
-    }
-    try {
-      connection.socket->close();
-    } catch (...) {
-    }
+    CloseWebSocket(*connection.socket, status, reason);
+    connection.frames.reset();
     connection.socket.reset();
+  }
+
+  // A frame the reader refused, as the relay reports it; a broken protocol also decides how the
+  // connection is closed when the caller drops it.
+  static Error FrameError(RelayConnection& connection, const Error& error) {
+    const std::uint16_t status = WebSocketFrameReader::CloseStatusFor(error);
+    if (status == 0) return Error(ErrorCode::kUnavailable, "the KMS closed the relay connection");
+    connection.close_status = status;
+    connection.close_reason = error.message();
+    return Error(ErrorCode::kUnavailable, "the KMS broke the relay protocol: " + error.message());
   }
 
   // Sends one request frame and reads frames until the answer with its id. Any failure leaves
@@ -326,34 +336,29 @@ class KmsRelay::Impl {
     const auto deadline = Clock::now() + options_.answer_timeout;
     try {
       socket.sendFrame(frame.data(), static_cast<int>(frame.size()), WebSocket::FRAME_TEXT);
-      Poco::Buffer<char> buffer(0);
       for (;;) {
         const auto left = deadline - Clock::now();
         if (left <= Clock::duration::zero()) break;
         SetReceiveTimeout(socket, left);
-        buffer.resize(0);
-        int flags = 0;
-        const int n = socket.receiveFrame(buffer, flags);
-        const int opcode = flags & WebSocket::FRAME_OP_BITMASK;
-        if (n <= 0 && flags == 0) {
-          return Error(ErrorCode::kUnavailable, "the KMS closed the relay connection");
-        }
+        Result<ClientFrame> received = connection.frames->Next();
+        if (!received.ok()) return FrameError(connection, received.error());
+        const int opcode = received->opcode();
         if (opcode == WebSocket::FRAME_OP_PING) {
-          socket.sendFrame(buffer.begin(), n, kPongFrame);
+          socket.sendFrame(received->payload.data(), static_cast<int>(received->payload.size()),
+                           kPongFrame);
           continue;
         }
         if (opcode == WebSocket::FRAME_OP_PONG) continue;
         if (opcode == WebSocket::FRAME_OP_CLOSE) {
           return Error(ErrorCode::kUnavailable, "the KMS closed the relay connection");
         }
-        if (opcode != WebSocket::FRAME_OP_TEXT || (flags & WebSocket::FRAME_FLAG_FIN) == 0) {
+        if (opcode != WebSocket::FRAME_OP_TEXT || !received->fin()) {
           return Error(ErrorCode::kUnavailable,
                        "the KMS sent a frame the relay does not use (opcode " +
                            std::to_string(opcode) + ")");
         }
         std::optional<std::int64_t> answer_id;
-        Result<KmsRelayAnswer> answer =
-            ParseAnswer(std::string_view(buffer.begin(), static_cast<std::size_t>(n)), answer_id);
+        Result<KmsRelayAnswer> answer = ParseAnswer(received->payload, answer_id);
         if (answer_id && *answer_id != id) continue;  // not ours (a late answer): skip it
         return answer;
       }
@@ -459,22 +464,25 @@ class KmsRelay::Impl {
     const auto deadline = Clock::now() + options_.answer_timeout;
     try {
       socket.sendFrame(payload.data(), static_cast<int>(payload.size()), kPingFrame);
-      Poco::Buffer<char> buffer(0);
       for (;;) {
         const auto left = deadline - Clock::now();
         if (left <= Clock::duration::zero()) break;
         SetReceiveTimeout(socket, left);
-        buffer.resize(0);
-        int flags = 0;
-        const int n = socket.receiveFrame(buffer, flags);
-        const int opcode = flags & WebSocket::FRAME_OP_BITMASK;
-        if ((n <= 0 && flags == 0) || opcode == WebSocket::FRAME_OP_CLOSE) {
+        Result<ClientFrame> received = connection.frames->Next();
+        if (!received.ok()) {
+          if (WebSocketFrameReader::CloseStatusFor(received.error()) == 0) {
+            return Error(ErrorCode::kUnavailable, "closed by the KMS");
+          }
+          return FrameError(connection, received.error());
+        }
+        const int opcode = received->opcode();
+        if (opcode == WebSocket::FRAME_OP_CLOSE) {
           return Error(ErrorCode::kUnavailable, "closed by the KMS");
         }
         if (opcode == WebSocket::FRAME_OP_PING) {
-          socket.sendFrame(buffer.begin(), n, kPongFrame);
-        } else if (opcode == WebSocket::FRAME_OP_PONG &&
-                   std::string_view(buffer.begin(), static_cast<std::size_t>(n)) == payload) {
+          socket.sendFrame(received->payload.data(), static_cast<int>(received->payload.size()),
+                           kPongFrame);
+        } else if (opcode == WebSocket::FRAME_OP_PONG && received->payload == payload) {
           return OkStatus();
         }
         // Anything else (a late answer, an older pong) is skipped.

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "strongroom/common/rfc3339.h"
+#include "websocket_frame_reader.h"
 
 namespace strongroom::core {
 namespace {
@@ -21,6 +22,8 @@ constexpr int kPingFrame =
     static_cast<int>(WebSocket::FRAME_FLAG_FIN) | static_cast<int>(WebSocket::FRAME_OP_PING);
 constexpr int kPongFrame =
     static_cast<int>(WebSocket::FRAME_FLAG_FIN) | static_cast<int>(WebSocket::FRAME_OP_PONG);
+// A client sends control frames only; anything longer is refused (1009).
+constexpr std::size_t kMaxClientFrameBytes = 1024;
 
 // Appends `text` as a JSON string. Activities are serialized once per page or per push and make
 // up most of what history and realtime cost, so this writes straight into the string instead of
@@ -218,7 +221,7 @@ Status RealtimeHub::Serve(const std::string& user_id, std::int64_t cursor, WebSo
   try {
     SR_RETURN_IF_ERROR(catch_up());
     auto last_traffic = std::chrono::steady_clock::now();
-    char buffer[1024];
+    WebSocketFrameReader frames(socket, kMaxClientFrameBytes);
     for (;;) {
       std::deque<Subscriber::Item> items;
       bool overflowed = false;
@@ -250,15 +253,20 @@ Status RealtimeHub::Serve(const std::string& user_id, std::int64_t cursor, WebSo
       // The client sends nothing but control frames; read them when they are there.
       while (socket.available() > 0 ||
              socket.poll(Poco::Timespan(0), Poco::Net::Socket::SELECT_READ)) {
-        int flags = 0;
-        const int n = socket.receiveFrame(buffer, sizeof buffer, flags);
-        const int opcode = flags & WebSocket::FRAME_OP_BITMASK;
-        if (n <= 0 || opcode == WebSocket::FRAME_OP_CLOSE) {
+        Result<ClientFrame> frame = frames.Next();
+        if (!frame.ok()) {
+          const std::uint16_t status = WebSocketFrameReader::CloseStatusFor(frame.error());
+          if (status == 0) return OkStatus();  // the client went away
+          CloseWebSocket(socket, status, frame.error().message());
+          return Error(ErrorCode::kInvalidArgument, frame.error().message());
+        }
+        if (frame->opcode() == WebSocket::FRAME_OP_CLOSE) {
           socket.shutdown();
           return OkStatus();
         }
-        if (opcode == WebSocket::FRAME_OP_PING) {
-          socket.sendFrame(buffer, n, kPongFrame);
+        if (frame->opcode() == WebSocket::FRAME_OP_PING) {
+          socket.sendFrame(frame->payload.data(), static_cast<int>(frame->payload.size()),
+                           kPongFrame);
         }
       }
       if (std::chrono::steady_clock::now() - last_traffic > options_.ping_interval) {

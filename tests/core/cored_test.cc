@@ -49,6 +49,7 @@
 
 #include "../support/connection_flood.h"
 #include "../support/daemon_process.h"
+#include "../support/raw_websocket.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "../support/tool_steps.h"
@@ -73,6 +74,7 @@ using strongroom::testing::DaemonProcess;
 using strongroom::testing::InitTestIdps;
 using strongroom::testing::kSoftHsmModule;
 using strongroom::testing::MakeTestTls;
+using strongroom::testing::RawWebSocket;
 using strongroom::testing::SoftHsmSandbox;
 using strongroom::testing::TestDir;
 using strongroom::testing::Tool;
@@ -1758,6 +1760,44 @@ TEST_F(CoredRealtimeTest, AGracefulStopClosesRealtimeConnectionsAndExitsCleanly)
   EXPECT_TRUE(alice->closed());
   EXPECT_FALSE(bob->Next());
   EXPECT_TRUE(bob->closed());
+}
+
+// Issue 11: Poco accepted an unmasked client frame and one with a reserved bit set; RFC 6455
+// says the server fails such a connection, with a close frame of status 1002.
+TEST_F(CoredRealtimeTest, AnUnmaskedOrReservedBitFrameIsClosedWithAProtocolError) {
+  ASSERT_TRUE(StartCored());
+  const std::map<std::string, std::string> headers = {
+      {"Authorization", "Bearer " + env().Token(kAlice)}};
+  const struct {
+    const char* what;
+    std::string frame;
+  } violations[] = {
+      {"an unmasked text frame", RawWebSocket::MakeFrame(0x81, "hello", /*masked=*/false)},
+      {"a text frame with RSV1 set", RawWebSocket::MakeFrame(0xc1, "hello", /*masked=*/true)},
+      {"a ping of 126 bytes", RawWebSocket::MakeFrame(0x89, std::string(126, 'p'), true)},
+  };
+  for (const auto& violation : violations) {
+    std::string error;
+    auto raw = RawWebSocket::Open(port(), env().client_context(), "/v1/events", headers, &error);
+    ASSERT_TRUE(raw) << error;
+    raw->Send(violation.frame);
+    std::optional<RawWebSocket::Frame> close = raw->ReadClose(kPatience);
+    ASSERT_TRUE(close) << violation.what << ": no close frame";
+    EXPECT_EQ(close->close_status(), 1002) << violation.what;
+    EXPECT_TRUE(raw->EndsWithin(kPatience)) << violation.what << ": the connection stayed open";
+  }
+  // A proper client's frames keep the connection: a masked text frame is ignored, a masked ping
+  // answered.
+  std::string error;
+  auto raw = RawWebSocket::Open(port(), env().client_context(), "/v1/events", headers, &error);
+  ASSERT_TRUE(raw) << error;
+  raw->Send(RawWebSocket::MakeFrame(0x81, "hello", true) +
+            RawWebSocket::MakeFrame(0x89, "still there?", true));
+  std::optional<RawWebSocket::Frame> pong;
+  while ((pong = raw->Read(kPatience)) && pong->opcode() != 0xa) {
+  }
+  ASSERT_TRUE(pong) << "no pong";
+  EXPECT_EQ(pong->payload, "still there?");
 }
 
 TEST_F(CoredRealtimeTest, ARemovedUserReceivesItsRemovalAndNothingAfter) {

@@ -4,6 +4,7 @@
 // through KmsRelay::Forward.
 #include "strongroom/core/kms_relay.h"
 
+#include <Poco/JSON/Parser.h>
 #include <Poco/Net/HTTPRequest.h>
 #include <Poco/Net/HTTPRequestHandler.h>
 #include <Poco/Net/HTTPRequestHandlerFactory.h>
@@ -30,10 +31,12 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
 
+#include "../support/raw_websocket.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "strongroom/client/kms_session.h"
@@ -51,6 +54,7 @@ namespace {
 using Poco::JSON::Object;
 using Poco::Net::WebSocket;
 using testing::kSoftHsmModule;
+using testing::RawWebSocket;
 using testing::SoftHsmSandbox;
 namespace fs = std::filesystem;
 
@@ -687,6 +691,55 @@ TEST_F(KmsRelayTest, AnOversizeAnswerFrameDropsThatConnection) {
   ASSERT_FALSE(forward.ok());
   EXPECT_EQ(forward.error().code(), ErrorCode::kUnavailable);
   EXPECT_EQ(relay_->Connected(kRogueCluster), 0u);
+}
+
+// Issue 11: Poco accepted an unmasked frame and one with a reserved bit set from the attached KMS
+// (a WebSocket client); RFC 6455 says the core fails such a connection with a close frame of
+// status 1002. The answer in such a frame is not passed on.
+TEST_F(KmsRelayTest, AnUnmaskedOrReservedBitAnswerIsClosedWithAProtocolError) {
+  const std::map<std::string, std::string> headers = {
+      {"Authorization", std::string("Bearer ") + kToken}, {kRelayClusterHeader, kRogueCluster}};
+  struct Case {
+    const char* what;
+    std::uint8_t first_byte;
+    bool masked;
+    bool accepted;
+  };
+  for (const Case& c : {Case{"an unmasked answer", 0x81, false, false},
+                        Case{"an answer with RSV1 set", 0xc1, true, false},
+                        Case{"a proper answer", 0x81, true, true}}) {
+    std::string error;
+    auto rogue = RawWebSocket::Open(core_->port(), ClientContext(), kRelayPath, headers, &error);
+    ASSERT_TRUE(rogue) << error;
+    ASSERT_TRUE(WaitUntil([&] { return relay_->Connected(kRogueCluster) == 1; })) << c.what;
+    std::thread kms([&] {
+      std::optional<RawWebSocket::Frame> request = rogue->Read(kPatience);
+      if (!request) return;
+      Poco::JSON::Parser parser;
+      const auto id = parser.parse(request->payload).extract<Object::Ptr>()->getValue<int>("id");
+      const std::string answer = "{\"id\":" + std::to_string(id) +
+                                 ",\"status\":200,\"contentType\":\"application/jose\","
+                                 "\"body\":\"e30.e30.e30\"}";
+      rogue->Send(RawWebSocket::MakeFrame(c.first_byte, answer, c.masked));
+    });
+    auto forward = relay_->Forward(kRogueCluster, "e30.e30.e30");
+    kms.join();
+    if (c.accepted) {
+      ASSERT_TRUE(forward.ok()) << c.what << ": " << forward.error().ToString();
+      EXPECT_EQ(forward->body, "e30.e30.e30");
+      EXPECT_EQ(relay_->Connected(kRogueCluster), 1u);
+      continue;
+    }
+    ASSERT_FALSE(forward.ok()) << c.what << " was passed on";
+    EXPECT_EQ(forward.error().code(), ErrorCode::kUnavailable);
+    EXPECT_NE(forward.error().message().find("protocol"), std::string::npos)
+        << forward.error().message();
+    std::optional<RawWebSocket::Frame> close = rogue->ReadClose(kPatience);
+    ASSERT_TRUE(close) << c.what << ": no close frame";
+    EXPECT_EQ(close->close_status(), 1002) << c.what;
+    EXPECT_TRUE(rogue->EndsWithin(kPatience)) << c.what << ": the connection stayed open";
+    EXPECT_EQ(relay_->Connected(kRogueCluster), 0u);
+  }
 }
 
 TEST_F(KmsRelayTest, AConnectorAnswersAnAnswerTooLargeForTheRelayWithAnError) {

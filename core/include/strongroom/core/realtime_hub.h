@@ -61,7 +61,9 @@ class RealtimeHub {
   void Publish(const std::vector<CoreService::Committed>& committed);
 
   // Serves one upgraded connection until the client closes it, it fails, or Stop(). Returns
-  // RESOURCE_EXHAUSTED at once when the user has max_connections_per_user open.
+  // RESOURCE_EXHAUSTED at once when the user has max_connections_per_user open, and
+  // INVALID_ARGUMENT once it closed the connection on a frame that breaks RFC 6455 (status 1002;
+  // 1009 for a frame over 1 KiB: the client sends control frames only).
   Status Serve(const std::string& user_id, std::int64_t cursor, Poco::Net::WebSocket& socket);
 
   // Ends every Serve loop promptly (each closes its socket with 1001 "going away").
