@@ -72,7 +72,113 @@ bool AudienceContains(json_t* aud, const std::string& audience) {
   return false;
 }
 
+char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string AsciiLower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = AsciiLower(c);
+  return out;
+}
+
+// Labels of letters, digits and '-' (not at either end, at most 63) joined by '.'.
+bool IsDnsName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxDomainBytes) return false;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    std::size_t dot = name.find('.', start);
+    if (dot == std::string_view::npos) dot = name.size();
+    const std::string_view label = name.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      const bool ok =
+          (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+      if (!ok) return false;
+    }
+    start = dot + 1;
+  }
+  return true;
+}
+
 }  // namespace
+
+std::optional<std::string> SubjectDomain(std::string_view subject) {
+  const std::size_t at = subject.find('@');
+  if (at == std::string_view::npos || at == 0 ||
+      subject.find('@', at + 1) != std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::string_view domain = subject.substr(at + 1);
+  if (domain.empty() || domain.size() > kMaxDomainBytes) return std::nullopt;
+  return AsciiLower(domain);
+}
+
+Result<SubjectOrganizations> SubjectOrganizations::New(const std::vector<Issuer>& issuers) {
+  SubjectOrganizations out;
+  std::set<std::string> orgs;
+  for (const Issuer& issuer : issuers) orgs.insert(issuer.org);
+  std::string without_domains;  // the first issuer that lists none
+  for (const Issuer& issuer : issuers) {
+    const std::string named = "issuer " + issuer.issuer + " (organization " + issuer.org + ")";
+    if (issuer.subject_domains.size() > kMaxSubjectDomains) {
+      return Error(
+          ErrorCode::kInvalidArgument,
+          named + " lists more than " + std::to_string(kMaxSubjectDomains) + " subject domains");
+    }
+    std::set<std::string>& domains = out.domains_of_issuer_[issuer.issuer];
+    for (const std::string& listed : issuer.subject_domains) {
+      if (!IsDnsName(listed)) {
+        return Error(ErrorCode::kInvalidArgument, named + ": '" + listed +
+                                                      "' in its subject_domains is not a DNS name "
+                                                      "(letters, digits, '-' and '.', at most " +
+                                                      std::to_string(kMaxDomainBytes) + " bytes)");
+      }
+      std::string domain = AsciiLower(listed);
+      auto [owner, fresh] = out.org_of_domain_.emplace(domain, issuer.org);
+      if (!fresh && owner->second != issuer.org) {
+        return Error(ErrorCode::kInvalidArgument,
+                     "subject domain " + domain + " is listed by issuers of two organizations (" +
+                         owner->second + " and " + issuer.org +
+                         "): a domain's users belong to one organization");
+      }
+      domains.insert(std::move(domain));
+    }
+    if (domains.empty()) {
+      if (without_domains.empty()) without_domains = named;
+      out.org_of_any_subject_ = issuer.org;
+    }
+  }
+  if (orgs.size() > 1 && !without_domains.empty()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "issuers of " + std::to_string(orgs.size()) +
+                     " organizations are trusted, so each must list the domains of its users' "
+                     "subjects (subject_domains); " +
+                     without_domains + " lists none");
+  }
+  return out;
+}
+
+Status SubjectOrganizations::CheckSubject(const std::string& issuer,
+                                          std::string_view subject) const {
+  auto domains = domains_of_issuer_.find(issuer);
+  if (domains == domains_of_issuer_.end()) return Unauthenticated("issuer is not trusted");
+  if (domains->second.empty()) return OkStatus();
+  std::optional<std::string> domain = SubjectDomain(subject);
+  if (!domain) return Unauthenticated("sub is not user@domain, as this issuer's subjects must be");
+  if (!domains->second.contains(*domain)) {
+    return Unauthenticated("sub is not in a domain of its issuer (subject_domains)");
+  }
+  return OkStatus();
+}
+
+std::optional<std::string> SubjectOrganizations::OrganizationOf(std::string_view subject) const {
+  if (std::optional<std::string> domain = SubjectDomain(subject)) {
+    auto owner = org_of_domain_.find(*domain);
+    if (owner != org_of_domain_.end()) return owner->second;
+  }
+  return org_of_any_subject_;
+}
 
 Result<std::vector<jose::PublicJwk>> ParseJwks(std::string_view text) {
   if (text.size() > 64 * jose::kMaxJwkJsonBytes) {
@@ -155,6 +261,11 @@ Result<JwtVerifier> JwtVerifier::New(std::vector<TrustedIssuer> issuers, std::st
   if (skew < std::chrono::seconds(0) || skew > kMaxClockSkew) {
     return Error(ErrorCode::kInvalidArgument, "clock skew must be 0 to 300 seconds");
   }
+  std::vector<SubjectOrganizations::Issuer> claims;
+  for (const TrustedIssuer& issuer : issuers) {
+    claims.push_back({issuer.issuer, issuer.org, issuer.subject_domains});
+  }
+  SR_ASSIGN_OR_RETURN(SubjectOrganizations subjects, SubjectOrganizations::New(claims));
   std::map<std::string, TrustedIssuer> by_name;
   for (TrustedIssuer& issuer : issuers) {
     if (issuer.issuer.empty() || issuer.org.empty() || issuer.keys.empty()) {
@@ -173,7 +284,8 @@ Result<JwtVerifier> JwtVerifier::New(std::vector<TrustedIssuer> issuers, std::st
                                            .count());
     };
   }
-  return JwtVerifier(std::move(by_name), std::move(audience), skew.count(), std::move(clock),
+  return JwtVerifier(std::move(by_name), std::move(subjects), std::move(audience), skew.count(),
+                     std::move(clock),
                      cache_entries ? std::make_shared<Cache>(cache_entries) : nullptr);
 }
 
@@ -228,6 +340,7 @@ Result<VerifiedJwt> JwtVerifier::VerifySignatureAndClaims(std::string_view token
   if (sub == nullptr || *sub == '\0' || std::string_view(sub).size() > 256) {
     return Unauthenticated("sub missing or longer than 256 bytes");
   }
+  SR_RETURN_IF_ERROR(subjects_.CheckSubject(issuer_name, sub));
   if (!AudienceContains(json_object_get(c, "aud"), audience_)) {
     return Unauthenticated("the token is not for audience " + audience_);
   }

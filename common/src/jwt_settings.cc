@@ -50,19 +50,40 @@ Result<JwtSettings> ReadJwtSettings(const Poco::Util::AbstractConfiguration& con
   std::set<std::string> seen_issuers;
   for (const std::string& name : names) {
     const std::string section = "jwt." + name;
-    SR_RETURN_IF_ERROR(CheckSettingKeys(config, section, {"issuer", "org", "jwks"}));
+    SR_RETURN_IF_ERROR(
+        CheckSettingKeys(config, section, {"issuer", "org", "jwks", "subject_domains"}));
     JwtIssuerSettings issuer;
     issuer.name = name;
     SR_ASSIGN_OR_RETURN(issuer.issuer, RequiredSetting(config, section + ".issuer", "issuer URL"));
     SR_ASSIGN_OR_RETURN(issuer.org, RequiredSetting(config, section + ".org", "organization"));
     SR_ASSIGN_OR_RETURN(issuer.jwks_path, RequiredSetting(config, section + ".jwks", "JWKS file"));
+    if (config.hasProperty(section + ".subject_domains")) {
+      SR_ASSIGN_OR_RETURN(
+          issuer.subject_domains,
+          NameListSetting(config, section + ".subject_domains", kMaxSubjectDomains));
+      if (issuer.subject_domains.empty()) {
+        return Error(ErrorCode::kInvalidArgument, section + ".subject_domains lists none");
+      }
+    }
     if (!seen_issuers.insert(issuer.issuer).second) {
       return Error(ErrorCode::kInvalidArgument,
                    "issuer " + issuer.issuer + " is configured twice (in [" + section + "])");
     }
     out.issuers.push_back(std::move(issuer));
   }
+  Result<SubjectOrganizations> subjects = SubjectOrganizationsOf(out);
+  if (!subjects.ok()) {
+    return Error(ErrorCode::kInvalidArgument, "[jwt]: " + subjects.error().message());
+  }
   return out;
+}
+
+Result<SubjectOrganizations> SubjectOrganizationsOf(const JwtSettings& settings) {
+  std::vector<SubjectOrganizations::Issuer> issuers;
+  for (const JwtIssuerSettings& issuer : settings.issuers) {
+    issuers.push_back({issuer.issuer, issuer.org, issuer.subject_domains});
+  }
+  return SubjectOrganizations::New(issuers);
 }
 
 Result<JwtVerifier> MakeJwtVerifier(const JwtSettings& settings) {
@@ -75,7 +96,7 @@ Result<JwtVerifier> MakeJwtVerifier(const JwtSettings& settings) {
                                                     issuer.jwks_path +
                                                     ") is unusable: " + keys.error().message());
     }
-    issuers.push_back({issuer.issuer, issuer.org, std::move(keys).value()});
+    issuers.push_back({issuer.issuer, issuer.org, std::move(keys).value(), issuer.subject_domains});
   }
   return JwtVerifier::New(std::move(issuers), settings.audience, settings.skew);
 }

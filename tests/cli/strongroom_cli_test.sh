@@ -75,11 +75,13 @@ issuers = acme, globex
 [jwt.acme]
 issuer = https://idp.acme.test
 org = acme
+subject_domains = acme.test
 jwks = $dir/idp-acme/jwks.json
 
 [jwt.globex]
 issuer = https://idp.globex.test
 org = globex
+subject_domains = globex.test
 jwks = $dir/idp-globex/jwks.json
 
 [compliance]

@@ -218,9 +218,10 @@ class SdkEndToEndTest : public ::testing::TestWithParam<Route> {
         << "\nmax_connections = 64\nmax_file_mb = 4\nrate_per_s = 100000\nrate_burst = 100000\n"
         << "relays = kms1\n[relay.kms1]\ncluster = " << kCluster
         << "\ntoken_file = " << relay_token_ << "\n[jwt]\nissuers = acme, globex\nskew_s = 0\n"
-        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = " << env().jwks("acme")
-        << "\n[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\njwks = "
-        << env().jwks("globex") << "\n";
+        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\nsubject_domains = acme.test\n"
+        << "jwks = " << env().jwks("acme")
+        << "\n[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\n"
+        << "subject_domains = globex.test\njwks = " << env().jwks("globex") << "\n";
     ini.close();
     const bool started = cored_.Start({CORED_PATH,
                                        {"--config", path("core.ini").string()},
@@ -261,9 +262,9 @@ class SdkEndToEndTest : public ::testing::TestWithParam<Route> {
         << "[relay]\nurl = https://127.0.0.1:" << cored_.port() << "\nca_file = " << d
         << "/ca.pem\ntoken_file = " << relay_token_ << "\nconnections = 4\n"
         << "[jwt]\nissuers = acme, globex\nskew_s = 0\n"
-        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\n"
+        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\nsubject_domains = acme.test\n"
         << "jwks = " << env().jwks("acme") << "\n[jwt.globex]\nissuer = https://idp.globex.test\n"
-        << "org = globex\njwks = " << env().jwks("globex") << "\n";
+        << "org = globex\nsubject_domains = globex.test\njwks = " << env().jwks("globex") << "\n";
     const bool started =
         kmsd_.Start({KMSD_PATH,
                      {"--config", path("kms.ini").string()},

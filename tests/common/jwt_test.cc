@@ -163,5 +163,128 @@ TEST_F(JwtTest, TheCacheCanBeTurnedOffAndCopiesShareIt) {
   EXPECT_TRUE(JwtVerifier(copy).Verify(token).ok());
 }
 
+// Issue 11: with two organizations' identity providers trusted, each signs only for its own users.
+class JwtSubjectDomainTest : public JwtTest {
+ protected:
+  static constexpr char kGlobex[] = "https://idp.globex.example";
+
+  void SetUp() override {
+    JwtTest::SetUp();
+    auto globex = jose::EcKeyPair::Generate("globex-1");
+    ASSERT_TRUE(globex.ok());
+    globex_ = std::make_unique<jose::EcKeyPair>(std::move(globex).value());
+  }
+
+  std::vector<TrustedIssuer> Issuers(std::vector<std::string> acme_domains = {"acme.example"},
+                                     std::vector<std::string> globex_domains = {"globex.example"}) {
+    return {{kIssuer, "acme", {*key_->PublicKey()}, std::move(acme_domains)},
+            {kGlobex, "globex", {*globex_->PublicKey()}, std::move(globex_domains)}};
+  }
+
+  JwtVerifier TwoOrganizations() {
+    auto verifier =
+        JwtVerifier::New(Issuers(), "kms", std::chrono::seconds(60), [] { return kNow; });
+    EXPECT_TRUE(verifier.ok()) << verifier.error().ToString();
+    return std::move(verifier).value();
+  }
+
+  std::string ByGlobex(const std::string& subject) {
+    return Mint({kGlobex, subject, "kms", kNow - 10, 3600}, globex_.get());
+  }
+
+  std::unique_ptr<jose::EcKeyPair> globex_;
+};
+
+TEST_F(JwtSubjectDomainTest, AnIssuerCannotSignForAnotherOrganizationsUser) {
+  JwtVerifier verifier = TwoOrganizations();
+  const std::string forged = ByGlobex("alice@acme.example");
+  auto refused = verifier.Verify(forged);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_NE(refused.error().message().find("not in a domain of its issuer"), std::string::npos)
+      << refused.error().message();
+  EXPECT_EQ(refused.error().message().find("alice"), std::string::npos);  // never the token's
+  EXPECT_FALSE(verifier.Verify(forged).ok());  // and not remembered as good either
+
+  auto alice = verifier.Verify(Mint(ForKms("alice@acme.example")));
+  ASSERT_TRUE(alice.ok()) << alice.error().ToString();
+  EXPECT_EQ(alice->org(), "acme");
+  auto gina = verifier.Verify(ByGlobex("gina@globex.example"));
+  ASSERT_TRUE(gina.ok()) << gina.error().ToString();
+  EXPECT_EQ(gina->org(), "globex");
+}
+
+TEST_F(JwtSubjectDomainTest, TheDomainIsComparedCaseInsensitivelyAndExactly) {
+  JwtVerifier verifier = TwoOrganizations();
+  auto upper = verifier.Verify(Mint(ForKms("Alice@ACME.Example")));
+  ASSERT_TRUE(upper.ok()) << upper.error().ToString();
+  EXPECT_EQ(upper->subject(), "Alice@ACME.Example");  // the subject itself is kept as signed
+  for (const std::string subject :
+       {"alice@eu.acme.example", "alice@acme.example.", "alice@acme.examplex", "alice",
+        "@acme.example", "alice@", "alice@bob@acme.example", "acme.example"}) {
+    auto refused = verifier.Verify(Mint(ForKms(subject)));
+    ASSERT_FALSE(refused.ok()) << subject;
+    EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated) << subject;
+  }
+  auto no_domain = verifier.Verify(Mint(ForKms("alice")));
+  ASSERT_FALSE(no_domain.ok());
+  EXPECT_NE(no_domain.error().message().find("user@domain"), std::string::npos);
+}
+
+TEST_F(JwtSubjectDomainTest, OneOrganizationMayLeaveSubjectsOpen) {
+  // One organization without domains: any subject, as before.
+  auto open = JwtVerifier::New({{kIssuer, "acme", {*key_->PublicKey()}}}, "kms",
+                               std::chrono::seconds(60), [] { return kNow; });
+  ASSERT_TRUE(open.ok()) << open.error().ToString();
+  EXPECT_TRUE(open->Verify(Mint(ForKms("svc-robot"))).ok());
+  EXPECT_EQ(open->subjects().OrganizationOf("anyone@anywhere.example"), "acme");
+  // With domains, even one organization's issuer signs only for them.
+  auto closed = JwtVerifier::New({{kIssuer, "acme", {*key_->PublicKey()}, {"acme.example"}}}, "kms",
+                                 std::chrono::seconds(60), [] { return kNow; });
+  ASSERT_TRUE(closed.ok()) << closed.error().ToString();
+  EXPECT_FALSE(closed->Verify(Mint(ForKms("svc-robot"))).ok());
+  EXPECT_TRUE(closed->Verify(Mint(ForKms("svc-robot@acme.example"))).ok());
+  EXPECT_EQ(closed->subjects().OrganizationOf("anyone@anywhere.example"), std::nullopt);
+}
+
+TEST_F(JwtSubjectDomainTest, OverlappingOrMissingDomainsOfSeveralOrganizationsAreRefused) {
+  const auto refusal = [](Result<JwtVerifier> verifier) {
+    return verifier.ok() ? std::string("accepted") : verifier.error().message();
+  };
+  // A domain claimed by two organizations, in any case.
+  EXPECT_NE(refusal(JwtVerifier::New(Issuers({"acme.example"}, {"globex.example", "ACME.example"}),
+                                     "kms", std::chrono::seconds(60)))
+                .find("two organizations"),
+            std::string::npos);
+  // Several organizations and an issuer without domains.
+  for (auto issuers : {Issuers({}, {"globex.example"}), Issuers({"acme.example"}, {})}) {
+    EXPECT_NE(
+        refusal(JwtVerifier::New(issuers, "kms", std::chrono::seconds(60))).find("subject_domains"),
+        std::string::npos);
+  }
+  // Not DNS names, or too many.
+  for (const std::string& bad :
+       std::vector<std::string>{"", "acme..example", ".acme.example", "-acme.example",
+                                "acme_example", "acme.example/x", std::string(254, 'a')}) {
+    EXPECT_FALSE(JwtVerifier::New(Issuers({bad}), "kms", std::chrono::seconds(60)).ok()) << bad;
+  }
+  EXPECT_FALSE(
+      JwtVerifier::New(Issuers(std::vector<std::string>(kMaxSubjectDomains + 1, "acme.example")),
+                       "kms", std::chrono::seconds(60))
+          .ok());
+  // Two issuers of one organization may share a domain.
+  std::vector<TrustedIssuer> same_org = Issuers({"acme.example"}, {"acme.example"});
+  same_org[1].org = "acme";
+  EXPECT_TRUE(JwtVerifier::New(same_org, "kms", std::chrono::seconds(60)).ok());
+}
+
+TEST_F(JwtSubjectDomainTest, TheOrganizationOfASubjectIsItsDomains) {
+  JwtVerifier verifier = TwoOrganizations();
+  EXPECT_EQ(verifier.subjects().OrganizationOf("bob@Globex.Example"), "globex");
+  EXPECT_EQ(verifier.subjects().OrganizationOf("bob@acme.example"), "acme");
+  EXPECT_EQ(verifier.subjects().OrganizationOf("bob@initech.example"), std::nullopt);
+  EXPECT_EQ(verifier.subjects().OrganizationOf("bob"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace strongroom

@@ -657,9 +657,10 @@ class CoredTest : public ::testing::Test {
           << "\n";
     }
     ini << "[jwt]\nissuers = acme, globex\nskew_s = 0\n"
-        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = " << env().jwks("acme")
-        << "\n[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\njwks = "
-        << env().jwks("globex") << "\n"
+        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\nsubject_domains = acme.test\n"
+        << "jwks = " << env().jwks("acme")
+        << "\n[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\n"
+        << "subject_domains = globex.test\njwks = " << env().jwks("globex") << "\n"
         << extra;
   }
 
@@ -1332,7 +1333,7 @@ TEST_F(CoredApiTest, OnlyTheIndexerWritesAndSearchesTheIndex) {
   ASSERT_TRUE(StartCored());
   Client alice = As(kAlice);
   Client indexer = As(kIndexer);
-  // The indexer's name from an organization other than the configured one is not the indexer.
+  // The indexer's name signed by another organization's IdP is not the indexer: not even a user.
   Client impostor(port(), env().Token(kIndexer, "core", 0, 3600, "globex"));
   const ContentKey key = ContentKey::Make();
   Object::Ptr conversation = Create(alice, key, {kBob});
@@ -1355,8 +1356,8 @@ TEST_F(CoredApiTest, OnlyTheIndexerWritesAndSearchesTheIndex) {
   };
   for (Client* who : {&alice, &impostor}) {
     Reply refused = put(*who, posts[0], {ta});
-    EXPECT_EQ(refused.status, 403) << refused;
-    EXPECT_EQ(refused.code(), "permission_denied");
+    EXPECT_EQ(refused.status, who == &alice ? 403 : 401) << refused;
+    EXPECT_EQ(refused.code(), who == &alice ? "permission_denied" : "unauthenticated");
   }
   Reply put0 = put(indexer, posts[0], {ta, tb});
   EXPECT_EQ(put0.status, 204) << put0;
@@ -1401,7 +1402,7 @@ TEST_F(CoredApiTest, OnlyTheIndexerWritesAndSearchesTheIndex) {
   EXPECT_TRUE(match_ids(elsewhere).empty()) << elsewhere;
   for (Client* who : {&alice, &impostor}) {
     Reply refused = search(*who, {id}, {ta}, std::nullopt, 50);
-    EXPECT_EQ(refused.status, 403) << refused;
+    EXPECT_EQ(refused.status, who == &alice ? 403 : 401) << refused;
   }
 
   Reply bad_token = put(indexer, posts[1], {"not a token"});
@@ -1534,6 +1535,142 @@ TEST_F(CoredApiTest, RequestsWithoutAValidCoreTokenAreRefusedWith401) {
   Reply mine = alice.Get("/v1/conversations");
   ASSERT_EQ(mine.status, 200) << mine;
   EXPECT_EQ(mine.json()->getArray("items")->size(), 0u) << "a refused request stored something";
+}
+
+// Issue 11: cored trusts acme's and globex's identity providers, and a subject belongs to its
+// issuer's organization. A token globex's IdP signs for alice@acme.test (a domain of acme's) is
+// refused with 401 on every route of core_server.cc that takes a user's token, and the relay
+// attach refuses it too; nothing changes, and the real alice's token does each thing it may.
+TEST_F(CoredApiTest, AnotherOrganizationsIdpCannotActAsOurUserOnAnyEndpoint) {
+  WriteCoredConfig({}, "", std::string("[compliance]\nacme = ") + kAlice + "\n");
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), indexer = As(kIndexer);
+  const std::string forged = env().Token(kAlice, "core", 0, 3600, "globex");
+  ASSERT_FALSE(forged.empty());
+  Client impostor(port(), forged);
+
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr room = Create(alice, key, {kBob});
+  ASSERT_TRUE(room);
+  const std::string id = Text(room, "id");
+  const std::string base = "/v1/conversations/" + id;
+  Object::Ptr posted = Post(alice, id, key, "for acme only");
+  ASSERT_TRUE(posted);
+  const std::string activity = Text(posted, "id");
+  Reply uploaded =
+      alice.Send(Request("POST", base + "/files", "encrypted blob", "application/octet-stream"));
+  ASSERT_EQ(uploaded.status, 201) << uploaded;
+  const std::string file = Text(uploaded.json(), "id");
+  const std::int64_t last_seq = LastSeq(alice, id);
+
+  auto json = [](std::initializer_list<std::pair<const char*, Poco::Dynamic::Var>> members) {
+    Object body;
+    for (const auto& [name, value] : members) body.set(name, value);
+    return Stringify(body);
+  };
+  const std::string user = std::string("?user=") + kBob;
+  struct Route {
+    Request request;
+    int status_for_alice;  // what the real alice's token gets
+  };
+  // Every route Handler::Route serves (core_server.cc), in an order the real alice can follow.
+  std::vector<Route> routes = {
+      {Request("GET", "/v1/conversations"), 200},
+      {Request("POST", "/v1/conversations",
+               json({{"kmsResourceUri", ResourceUri()}, {"keyUri", ContentKey::Make().uri}}),
+               "application/json"),
+       201},
+      {Request("GET", base), 200},
+      {Request("PUT", base + "/title", json({{"encryptedTitle", Seal(key, "title")}}),
+               "application/json"),
+       200},
+      {Request("POST", base + "/activities", json({{"content", Seal(key, "posted")}}),
+               "application/json"),
+       201},
+      {Request("GET", base + "/activities?after=0"), 200},
+      {Request("GET", base + "/activities/" + activity), 200},
+      {Request("POST", base + "/files", "another blob", "application/octet-stream"), 201},
+      {Request("GET", base + "/files/" + file), 200},
+      {Request("POST", base + "/participants", json({{"userIds", Strings({kCarol})}}),
+               "application/json"),
+       200},
+      {Request("PUT", base + "/key", json({{"keyUri", ContentKey::Make().uri}}),
+               "application/json"),
+       200},
+      {Request("GET", std::string("/v1/compliance/conversations") + user), 200},
+      {Request("GET", "/v1/compliance/conversations/" + id + "/activities" + user), 200},
+      {Request("PUT", "/v1/index/" + id + "/" + activity,
+               json({{"tokens", Strings({jose::Base64UrlEncode(RandomBytes(32))})}}),
+               "application/json"),
+       403},  // the indexer's only
+      {Request("POST", "/v1/index/search",
+               json({{"conversationIds", Strings({id})},
+                     {"tokens", Strings({jose::Base64UrlEncode(RandomBytes(32))})}}),
+               "application/json"),
+       403},
+      {Request("POST", std::string("/kms/messages?cluster=") + kCluster, "e30.e30.e30",
+               "application/jose"),
+       503},                                         // no KMS attached: past authentication
+      {Request("GET", "/v1/events?cursor=0"), 400},  // not upgraded: past authentication
+      {Request("GET", kRelayPath)
+           .Header(kRelayClusterHeader, kCluster)
+           .Header("Connection", "Upgrade")
+           .Header("Upgrade", "websocket")
+           .Header("Sec-WebSocket-Version", "13")
+           .Header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+       401},  // a relay token's, never a user's
+      {Request("DELETE", base + "/participants/" + kBob), 200},
+  };
+  for (const Route& route : routes) {
+    const std::string what = route.request.method + " " + route.request.path;
+    Reply refused = impostor.Send(route.request);
+    EXPECT_EQ(refused.status, 401)
+        << "FAIL: globex's token for " << kAlice << " on " << what << ": " << refused;
+    EXPECT_EQ(refused.code(), "unauthenticated") << what;
+    EXPECT_NE(refused.header("WWW-Authenticate"), "") << what;
+    EXPECT_EQ(refused.body.find(forged), std::string::npos) << what;
+  }
+  // The realtime stream: the upgrade itself is refused.
+  {
+    Poco::Net::HTTPSClientSession session("127.0.0.1", port(), env().client_context());
+    session.setTimeout(Poco::Timespan(kPatience.count(), 0));
+    Poco::Net::HTTPRequest request(Poco::Net::HTTPRequest::HTTP_GET, "/v1/events?cursor=0",
+                                   Poco::Net::HTTPMessage::HTTP_1_1);
+    request.set("Authorization", "Bearer " + forged);
+    Poco::Net::HTTPResponse response;
+    try {
+      Poco::Net::WebSocket socket(session, request, response);
+      ADD_FAILURE() << "FAIL: globex's token for " << kAlice << " opened her realtime stream";
+    } catch (const Poco::Net::WebSocketException& e) {
+      EXPECT_EQ(e.code(), Poco::Net::WebSocket::WS_ERR_UNAUTHORIZED) << e.displayText();
+    }
+  }
+
+  // Nothing changed: her room, its members and its history are as they were.
+  Reply mine = alice.Get("/v1/conversations");
+  ASSERT_EQ(mine.status, 200) << mine;
+  ASSERT_EQ(mine.json()->getArray("items")->size(), 1u) << mine;
+  Reply same = alice.Get(base);
+  ASSERT_EQ(same.status, 200) << same;
+  EXPECT_EQ(Strings(same.json()->getArray("participants")),
+            (std::vector<std::string>{kAlice, kBob}));
+  EXPECT_EQ(same.json()->getValue<std::int64_t>("lastSeq"), last_seq);
+  EXPECT_EQ(CountFiles(files_dir()), 1u);
+
+  // The real alice's token does what she may, route by route.
+  for (const Route& route : routes) {
+    Reply reply = alice.Send(route.request);
+    EXPECT_EQ(reply.status, route.status_for_alice)
+        << "alice: " << route.request.method << " " << route.request.path << ": " << reply;
+  }
+  auto stream = Connect(kAlice, 0);
+  ASSERT_TRUE(stream);
+  EXPECT_TRUE(stream->Next());
+  // The indexer too.
+  Object search;
+  search.set("conversationIds", Strings({id}));
+  search.set("tokens", Strings({jose::Base64UrlEncode(RandomBytes(32))}));
+  EXPECT_EQ(indexer.Post("/v1/index/search", search).status, 200);
 }
 
 TEST_F(CoredApiTest, AFloodFromOneUserIsRateLimitedWith429AndRetryAfter) {

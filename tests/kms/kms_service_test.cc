@@ -85,8 +85,8 @@ class KmsServiceTest : public ::testing::Test {
 
   std::unique_ptr<KmsService> NewService(KmsServiceHooks hooks = {},
                                          std::size_t max_requests = kMaxRequestsPerChannel) {
-    TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}};
-    TrustedIssuer globex{kGlobexIssuer, "globex", {*globex_key_->PublicKey()}};
+    TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}, {"acme.test"}};
+    TrustedIssuer globex{kGlobexIssuer, "globex", {*globex_key_->PublicKey()}, {"globex.test"}};
     auto verifier = JwtVerifier::New({issuer, globex}, "kms", std::chrono::seconds(30),
                                      [this] { return now_ms_.load() / 1000; });
     KmsServiceConfig config{"kms.acme.test", "kms", {}};
@@ -675,22 +675,24 @@ TEST_F(KmsKeysTest, ResourceAndItsKeysAreRetrievedNewestFirstWithinBounds) {
 
 TEST_F(KmsKeysTest, AgentsReadKeysButNeitherAuthorizeNorBind) {
   Channel alice = Open("alice@acme.test");
-  Channel robot = Open("svc-robot");
+  Channel robot = Open("svc-robot@acme.test");
   auto keys = CreateKeys(alice, "alice@acme.test", 1);
   const std::string key_uri = keys[0]->getValue<std::string>("uri");
   const std::string resource =
       CreateResource(alice, "alice@acme.test", Strings({}), Strings({key_uri}));
   Object::Ptr added =
-      Authorize(alice, "alice@acme.test", resource, Strings({"svc-robot"}), "cloudAgent");
+      Authorize(alice, "alice@acme.test", resource, Strings({"svc-robot@acme.test"}), "cloudAgent");
   ASSERT_EQ(StatusOf(added), 201) << Json(*added);
   EXPECT_EQ(added->getArray("authorizations")->getObject(0)->getValue<std::string>("roleUri"),
             "cloudAgent");
-  EXPECT_EQ(StatusOf(Retrieve(robot, "svc-robot", key_uri)), 200);
-  EXPECT_EQ(StatusOf(Authorize(robot, "svc-robot", resource, Strings({"mallory@acme.test"}))), 403);
-  auto robot_keys = CreateKeys(robot, "svc-robot", 1);
+  EXPECT_EQ(StatusOf(Retrieve(robot, "svc-robot@acme.test", key_uri)), 200);
   EXPECT_EQ(
-      StatusOf(Bind(robot, "svc-robot", robot_keys[0]->getValue<std::string>("uri"), resource)),
+      StatusOf(Authorize(robot, "svc-robot@acme.test", resource, Strings({"mallory@acme.test"}))),
       403);
+  auto robot_keys = CreateKeys(robot, "svc-robot@acme.test", 1);
+  EXPECT_EQ(StatusOf(Bind(robot, "svc-robot@acme.test", robot_keys[0]->getValue<std::string>("uri"),
+                          resource)),
+            403);
   // Unknown roles are refused; orgAgent only goes to the organization's compliance officers.
   EXPECT_EQ(StatusOf(Authorize(alice, "alice@acme.test", resource, Strings({"x"}), "admin")), 400);
   EXPECT_EQ(StatusOf(Authorize(alice, "alice@acme.test", resource, Strings({"dave@acme.test"}),
@@ -858,24 +860,24 @@ TEST_F(KmsKeysTest, ComplianceOfficersRetrieveOnBehalfOfTheirOwnOrganizationOnly
 TEST_F(KmsKeysTest, PolicyGrantsTheIndexerAndSetsLifetimes) {
   OrgPolicy policy;
   policy.org = "acme";
-  policy.indexer = "svc-indexer";
+  policy.indexer = "svc-indexer@acme.test";
   policy.indexer_cloud_agent = true;
   policy.bind_deadline_s = 60;
   policy.encrypt_lifetime_s = 7200;
   SetPolicy(policy);
   Channel alice = Open("alice@acme.test");
-  Channel indexer = Open("svc-indexer");
+  Channel indexer = Open("svc-indexer@acme.test");
   auto keys = CreateKeys(alice, "alice@acme.test", 1);
   EXPECT_EQ(keys[0]->getValue<std::string>("expirationDate"),
             Rfc3339ForTest(now_ms_.load() + 60 * 1000));
   const std::string key_uri = keys[0]->getValue<std::string>("uri");
   const std::string resource =
       CreateResource(alice, "alice@acme.test", Strings({}), Strings({key_uri}));
-  Object::Ptr got = Retrieve(indexer, "svc-indexer", key_uri);
+  Object::Ptr got = Retrieve(indexer, "svc-indexer@acme.test", key_uri);
   ASSERT_EQ(StatusOf(got), 200) << Json(*got);
   EXPECT_EQ(got->getObject("key")->getValue<std::string>("expirationDate"),
             Rfc3339ForTest(now_ms_.load() + 7200 * 1000));
-  Object list = Request("retrieve", resource + "/authorizations?authId=svc-indexer",
+  Object list = Request("retrieve", resource + "/authorizations?authId=svc-indexer@acme.test",
                         Token("alice@acme.test"));
   Object::Ptr listed = Send(alice, list);
   ASSERT_EQ(listed->getArray("authorizations")->size(), 1u);

@@ -23,9 +23,11 @@ class KmsdSettingsTest : public ::testing::Test {
     config_->setString("jwt.acme.issuer", "https://idp.acme.test");
     config_->setString("jwt.acme.org", "acme");
     config_->setString("jwt.acme.jwks", "/etc/strongroom/acme.jwks");
+    config_->setString("jwt.acme.subject_domains", "acme.test, ACME.example");
     config_->setString("jwt.globex.issuer", "https://idp.globex.test");
     config_->setString("jwt.globex.org", "globex");
     config_->setString("jwt.globex.jwks", "/etc/strongroom/globex.jwks");
+    config_->setString("jwt.globex.subject_domains", "globex.test");
   }
 
   // The error message of a configuration that must be refused.
@@ -65,8 +67,11 @@ TEST_F(KmsdSettingsTest, ReadsSettingsWithDefaults) {
   EXPECT_EQ(settings->issuers[0].issuer, "https://idp.acme.test");
   EXPECT_EQ(settings->issuers[0].org, "acme");
   EXPECT_EQ(settings->issuers[0].jwks_path, "/etc/strongroom/acme.jwks");
+  EXPECT_EQ(settings->issuers[0].subject_domains,
+            (std::vector<std::string>{"acme.test", "ACME.example"}));
   EXPECT_EQ(settings->issuers[1].name, "globex");
   EXPECT_EQ(settings->issuers[1].org, "globex");
+  EXPECT_EQ(settings->issuers[1].subject_domains, std::vector<std::string>{"globex.test"});
 }
 
 TEST_F(KmsdSettingsTest, ReadsEverySetting) {
@@ -190,6 +195,36 @@ TEST_F(KmsdSettingsTest, RefusesOutOfRangeAndMalformedValues) {
   EXPECT_TRUE(ReadKmsdSettings(*config_).ok());
 }
 
+// Issue 11: a subject names one organization, so the KMS keys users by organization safely.
+TEST_F(KmsdSettingsTest, SubjectDomainsAreRequiredOfSeveralOrganizationsAndNeverShared) {
+  config_->remove("jwt.globex.subject_domains");
+  std::string missing = Refusal();
+  EXPECT_NE(missing.find("subject_domains"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("https://idp.globex.test"), std::string::npos) << missing;
+
+  config_->setString("jwt.globex.subject_domains", "globex.test, acme.EXAMPLE");
+  std::string shared = Refusal();
+  EXPECT_NE(shared.find("acme.example"), std::string::npos) << shared;
+  EXPECT_NE(shared.find("two organizations"), std::string::npos) << shared;
+
+  for (const char* bad : {" , ", "globex.test, globex.test", "globex_test", "globex.test.",
+                          "*.globex.test", "user@globex.test"}) {
+    config_->setString("jwt.globex.subject_domains", bad);
+    EXPECT_NE(Refusal().find("subject_domains"), std::string::npos) << bad;
+  }
+  config_->setString("jwt.globex.subject_domains", "globex.test");
+  EXPECT_TRUE(ReadKmsdSettings(*config_).ok());
+
+  // Another issuer of the same organization may list the same domain.
+  config_->setString("jwt.globex.org", "acme");
+  config_->setString("jwt.globex.subject_domains", "acme.test");
+  EXPECT_TRUE(ReadKmsdSettings(*config_).ok());
+  // One organization: the domains are optional.
+  config_->remove("jwt.acme.subject_domains");
+  config_->remove("jwt.globex.subject_domains");
+  EXPECT_TRUE(ReadKmsdSettings(*config_).ok());
+}
+
 TEST_F(KmsdSettingsTest, LoadsAnIniFileAndBuildsTheVerifier) {
   testing::TestDir dir;
   auto key = jose::EcKeyPair::Generate("idp-1");
@@ -218,6 +253,22 @@ TEST_F(KmsdSettingsTest, LoadsAnIniFileAndBuildsTheVerifier) {
   EXPECT_EQ(verified->org(), "acme");
   auto core_token = MintJwt(*key, {"https://idp.acme.test", "alice", "core", now, 600});
   EXPECT_FALSE(verifier->Verify(*core_token).ok());
+
+  // With subject_domains, the issuer signs for those domains only.
+  std::ofstream(ini, std::ios::app) << "[jwt.acme]\nsubject_domains = acme.test\n";
+  settings = LoadKmsdSettings(ini);
+  ASSERT_TRUE(settings.ok()) << settings.error().ToString();
+  verifier = MakeJwtVerifier(*settings);
+  ASSERT_TRUE(verifier.ok()) << verifier.error().ToString();
+  EXPECT_TRUE(
+      verifier
+          ->Verify(*MintJwt(*key, {"https://idp.acme.test", "alice@acme.test", "kms", now, 600}))
+          .ok());
+  for (const char* subject : {"alice", "alice@globex.test"}) {
+    auto refused =
+        verifier->Verify(*MintJwt(*key, {"https://idp.acme.test", subject, "kms", now, 600}));
+    EXPECT_FALSE(refused.ok()) << subject;
+  }
 }
 
 TEST_F(KmsdSettingsTest, VerifierRefusesAMissingOrMalformedJwks) {

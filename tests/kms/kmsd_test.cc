@@ -193,10 +193,11 @@ class KmsdTest : public ::testing::Test {
                        << "/identity.pem\nmax_connections = 32\nmax_in_flight = " << max_in_flight
                        << "\n"
                        << extra_kms_lines << "[jwt]\nissuers = acme, globex\nskew_s = 0\n"
-                       << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = " << d
-                       << "/idp-acme/jwks.json\n"
-                       << "[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\njwks = "
-                       << d << "/idp-globex/jwks.json\n";
+                       << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\n"
+                       << "subject_domains = acme.test\njwks = " << d << "/idp-acme/jwks.json\n"
+                       << "[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\n"
+                       << "subject_domains = globex.test\njwks = " << d
+                       << "/idp-globex/jwks.json\n";
     return ini.string();
   }
 
@@ -363,7 +364,7 @@ TEST_F(KmsdTest, InfoPublishesAChainWhoseLeafCertifiesTheRsaKey) {
 TEST_F(KmsdTest, ProtocolOverHttpsWithTheClientLibrary) {
   ASSERT_TRUE(Start());
   auto https = Transport();
-  auto alice = Session(&https, "acme", "alice");
+  auto alice = Session(&https, "acme", "alice@acme.test");
   ASSERT_TRUE(alice);
   auto ping = alice->Call("update", "/ping");
   ASSERT_TRUE(ping.ok()) << ping.error().ToString();
@@ -373,7 +374,7 @@ TEST_F(KmsdTest, ProtocolOverHttpsWithTheClientLibrary) {
   ASSERT_EQ(keys.size(), 2u);
   Object resource;
   Poco::JSON::Array auth_ids, key_uris;
-  auth_ids.add("bob");
+  auth_ids.add("bob@acme.test");
   key_uris.add(keys[0]);
   resource.set("authIds", auth_ids);
   resource.set("keyUris", key_uris);
@@ -392,7 +393,7 @@ TEST_F(KmsdTest, ProtocolOverHttpsWithTheClientLibrary) {
 
   // bob, authorized on the resource, gets the same key over his own channel and connection.
   auto bobs_https = Transport();
-  auto bob = Session(&bobs_https, "acme", "bob");
+  auto bob = Session(&bobs_https, "acme", "bob@acme.test");
   ASSERT_TRUE(bob);
   auto for_bob = bob->Call("retrieve", keys[0]);
   ASSERT_TRUE(for_bob.ok());
@@ -400,7 +401,7 @@ TEST_F(KmsdTest, ProtocolOverHttpsWithTheClientLibrary) {
   EXPECT_EQ((*for_bob)->getObject("key")->getObject("jwk")->getValue<std::string>("k"), k);
   // A user of another organization is not.
   auto globex_https = Transport();
-  auto mallory = Session(&globex_https, "globex", "mallory");
+  auto mallory = Session(&globex_https, "globex", "mallory@globex.test");
   ASSERT_TRUE(mallory);
   auto for_mallory = mallory->Call("retrieve", keys[0]);
   ASSERT_TRUE(for_mallory.ok());
@@ -513,7 +514,7 @@ TEST_F(KmsdTest, AWrongCaOrHostNameIsRefusedByTheClient) {
 TEST_F(KmsdTest, KeysChannelsAndConnectionsSurviveARestart) {
   ASSERT_TRUE(Start());
   auto https = Transport();
-  auto alice = Session(&https, "acme", "alice");
+  auto alice = Session(&https, "acme", "alice@acme.test");
   ASSERT_TRUE(alice);
   std::vector<std::string> keys = CreateKeys(*alice, 1);
   ASSERT_EQ(keys.size(), 1u);
@@ -542,7 +543,7 @@ TEST_F(KmsdTest, KeysChannelsAndConnectionsSurviveARestart) {
 TEST_F(KmsdTest, ASealedRequestPostedTwiceRunsOnceEvenAcrossARestart) {
   ASSERT_TRUE(Start());
   auto https = Transport();
-  auto alice = Session(&https, "acme", "alice");
+  auto alice = Session(&https, "acme", "alice@acme.test");
   ASSERT_TRUE(alice);
   Object count;
   count.set("count", 1);
@@ -590,7 +591,7 @@ TEST_F(KmsdTest, SigkillDuringABurstOfCreatesLeavesTheDatabaseConsistent) {
   std::vector<std::unique_ptr<KmsSession>> sessions(kClients);
   for (int i = 0; i < kClients; ++i) {
     transports[i] = Transport();
-    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i));
+    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i) + "@acme.test");
     ASSERT_TRUE(sessions[i]);
   }
   std::atomic<int> acknowledged{0};
@@ -649,7 +650,7 @@ TEST_F(KmsdTest, SigkillDuringABurstOfCreatesLeavesTheDatabaseConsistent) {
   // And the KMS starts again on that database and hands out an acknowledged key.
   ASSERT_TRUE(Start());
   auto https = Transport();
-  auto session = Session(&https, "acme", "user0");
+  auto session = Session(&https, "acme", "user0@acme.test");
   ASSERT_TRUE(session);
   auto more = CreateKeys(*session, 1);
   EXPECT_EQ(more.size(), 1u);
@@ -704,7 +705,7 @@ TEST_F(KmsdTest, OverloadIsAnsweredAtOnceWith503AndRetryAfter) {
   std::vector<std::unique_ptr<KmsSession>> sessions(kClients);
   for (int i = 0; i < kClients; ++i) {
     transports[i] = Transport();
-    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i));
+    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i) + "@acme.test");
     ASSERT_TRUE(sessions[i]);
   }
   std::atomic<int> ok{0}, overloaded{0}, other{0};
@@ -753,7 +754,7 @@ TEST_F(KmsdTest, ClientsBeyondTheSlotsWaitInLineAndEveryOneIsServed) {
   std::vector<std::unique_ptr<KmsSession>> sessions(kClients);
   for (int i = 0; i < kClients; ++i) {
     transports[i] = Transport();
-    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i));
+    sessions[i] = Session(&transports[i], "acme", "user" + std::to_string(i) + "@acme.test");
     ASSERT_TRUE(sessions[i]);
   }
   std::vector<int> answered(kClients, 0);
@@ -847,32 +848,63 @@ TEST_F(KmsdTest, IdleAndTricklingConnectionsDoNotStarveEitherListener) {
 TEST_F(KmsdTest, ExpiredAndCoreAudienceTokensAreRefused) {
   ASSERT_TRUE(Start());
   auto https = Transport();
-  auto alice = Session(&https, "acme", "alice");
+  auto alice = Session(&https, "acme", "alice@acme.test");
   ASSERT_TRUE(alice);
 
-  alice->set_bearer(env().Token("acme", "alice", "kms", Now() - 7200, 60));
+  alice->set_bearer(env().Token("acme", "alice@acme.test", "kms", Now() - 7200, 60));
   auto expired = alice->Call("update", "/ping");
   ASSERT_TRUE(expired.ok()) << expired.error().ToString();
   EXPECT_EQ(StatusOf(*expired), 401) << Json(**expired);
 
-  alice->set_bearer(env().Token("acme", "alice", "core"));
+  alice->set_bearer(env().Token("acme", "alice@acme.test", "core"));
   auto core = alice->Call("update", "/ping");
   ASSERT_TRUE(core.ok()) << core.error().ToString();
   EXPECT_EQ(StatusOf(*core), 401) << Json(**core);
 
   // Nor can a channel be opened with either.
-  for (const std::string& bearer : {env().Token("acme", "alice", "kms", Now() - 7200, 60),
-                                    env().Token("acme", "alice", "core")}) {
+  for (const std::string& bearer : {env().Token("acme", "alice@acme.test", "kms", Now() - 7200, 60),
+                                    env().Token("acme", "alice@acme.test", "core")}) {
     auto refused =
         KmsSession::Open(*Info(*https), "kmsd-test", bearer, client::MakeKmsTransport(*https));
     ASSERT_FALSE(refused.ok());
     EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated) << refused.error().ToString();
   }
 
-  alice->set_bearer(env().Token("acme", "alice"));
+  alice->set_bearer(env().Token("acme", "alice@acme.test"));
   auto fine = alice->Call("update", "/ping");
   ASSERT_TRUE(fine.ok());
   EXPECT_EQ(StatusOf(*fine), 200);
+}
+
+// Issue 11: globex's identity provider signs a KMS token for acme's alice. kmsd refuses it as a
+// bearer in a sealed request on alice's channel and when opening a channel, so the token reaches
+// no key and makes no channel; the real alice's token works before and after.
+TEST_F(KmsdTest, AnotherOrganizationsIdpCannotSignForOurUser) {
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto alice = Session(&https, "acme", "alice@acme.test");
+  ASSERT_TRUE(alice);
+  std::vector<std::string> keys = CreateKeys(*alice, 1);
+  ASSERT_EQ(keys.size(), 1u);
+  const std::string forged = env().Token("globex", "alice@acme.test");
+  ASSERT_FALSE(forged.empty());
+
+  alice->set_bearer(forged);
+  for (const auto& [method, uri] : std::vector<std::pair<std::string, std::string>>{
+           {"update", "/ping"}, {"retrieve", keys[0]}, {"create", "/keys"}}) {
+    auto refused = alice->Call(method, uri);
+    ASSERT_TRUE(refused.ok()) << refused.error().ToString();
+    EXPECT_EQ(StatusOf(*refused), 401) << method << " " << uri << ": " << Json(**refused);
+  }
+  auto opened =
+      KmsSession::Open(*Info(*https), "kmsd-test", forged, client::MakeKmsTransport(*https));
+  ASSERT_FALSE(opened.ok()) << "FAIL: globex's token for alice@acme.test opened a KMS channel";
+  EXPECT_EQ(opened.error().code(), ErrorCode::kUnauthenticated) << opened.error().ToString();
+
+  alice->set_bearer(env().Token("acme", "alice@acme.test"));
+  auto retrieved = alice->Call("retrieve", keys[0]);
+  ASSERT_TRUE(retrieved.ok()) << retrieved.error().ToString();
+  EXPECT_EQ(StatusOf(*retrieved), 200) << Json(**retrieved);
 }
 
 }  // namespace

@@ -74,7 +74,8 @@ INI
     echo "issuers = $issuers"
     for org in $orgs; do
       printf '\n%s\n' "[jwt.$org]"
-      printf '%s\n' "issuer = https://idp.$org.test" "org = $org" "jwks = $dir/idp-$org/jwks.json"
+      printf '%s\n' "issuer = https://idp.$org.test" "org = $org" "subject_domains = $org.test" \
+        "jwks = $dir/idp-$org/jwks.json"
     done
   } >"$dir/kms.ini"
 }

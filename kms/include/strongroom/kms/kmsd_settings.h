@@ -33,6 +33,8 @@
 //   issuer = https://idp.acme.example ; the exact "iss"
 //   org = acme                        ; the organization of its users
 //   jwks = /etc/strongroom/idp/acme.jwks.json
+//   subject_domains = acme.example    ; its users' subjects are user@<one of these>; required of
+//                                     ; every issuer when they are of several organizations
 //
 //   [relay]                           ; optional: serve the protocol through cored too, over
 //                                     ; connections kmsd opens (relay_connector.h)
