@@ -48,6 +48,9 @@ class Cored : public DaemonApplication {
     config.indexer_user_id = settings.indexer;
     config.indexer_org = settings.indexer_org;
     config.compliance_officers = settings.compliance_officers;
+    config.organization_of = [subjects = verifier.subjects()](std::string_view user_id) {
+      return subjects.OrganizationOf(user_id);
+    };
     config.files_dir = settings.files_dir;
     config.max_file_bytes = settings.max_file_bytes;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<CoreService> service,

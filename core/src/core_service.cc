@@ -65,15 +65,22 @@ Status CheckPageSize(std::size_t limit) {
   return OkStatus();
 }
 
-// Checks a list of users to add and returns it sorted without duplicates.
-Result<std::vector<std::string>> CheckUsers(const std::vector<std::string>& users,
-                                            std::string_view what) {
+// Checks a list of users to add and returns it sorted without duplicates. With `organization_of`,
+// each must be a user of an organization whose identity provider the core trusts.
+Result<std::vector<std::string>> CheckUsers(
+    const std::vector<std::string>& users, std::string_view what,
+    const std::function<std::optional<std::string>(std::string_view)>& organization_of) {
   if (users.size() > kMaxUsersPerChange) {
     return Invalid("at most " + std::to_string(kMaxUsersPerChange) + " " + std::string(what) +
                    " per request");
   }
   for (const std::string& user : users) {
     SR_RETURN_IF_ERROR(internal::CheckUserId(user, "a participant's user id"));
+    if (organization_of && !organization_of(user)) {
+      return Invalid("'" + user +
+                     "' is not a user of an organization this core trusts (its domain is in no "
+                     "identity provider's subject_domains)");
+    }
   }
   std::vector<std::string> sorted = users;
   std::sort(sorted.begin(), sorted.end());
@@ -382,7 +389,7 @@ class CoreService::Impl {
       return Invalid("the key must be on the conversation's KMS (" + cluster + ")");
     }
     SR_ASSIGN_OR_RETURN(std::vector<std::string> users,
-                        CheckUsers(request.participants, "participants"));
+                        CheckUsers(request.participants, "participants", config_.organization_of));
     if (!std::binary_search(users.begin(), users.end(), caller.user_id)) {
       users.insert(std::upper_bound(users.begin(), users.end(), caller.user_id), caller.user_id);
     }
@@ -460,7 +467,8 @@ class CoreService::Impl {
                                    const std::vector<std::string>& users) {
     SR_RETURN_IF_ERROR(CheckCaller(caller));
     if (users.empty()) return Invalid("no users to add");
-    SR_ASSIGN_OR_RETURN(const std::vector<std::string> sorted, CheckUsers(users, "users"));
+    SR_ASSIGN_OR_RETURN(const std::vector<std::string> sorted,
+                        CheckUsers(users, "users", config_.organization_of));
     SR_RETURN_IF_ERROR(CheckParticipant(caller, id));
     return Submit([&](Batch& b) -> Result<Activity> {
       SR_ASSIGN_OR_RETURN(StatePtr state, ParticipantState(b, caller, id));

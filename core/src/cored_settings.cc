@@ -13,8 +13,20 @@ using Poco::Util::AbstractConfiguration;
 
 namespace {
 
-// [compliance] <org> = user, user: each org one of a configured issuer's, each user id valid.
-Status ReadComplianceOfficers(const AbstractConfiguration& config, CoredSettings& out) {
+// A service identity or officer configured for `org` must be a user of it: one of its issuers
+// signs for `user` (subject_domains), so no other organization's can.
+Status CheckUserOf(const SubjectOrganizations& subjects, const std::string& user,
+                   const std::string& org, const std::string& key) {
+  if (subjects.OrganizationOf(user) == org) return OkStatus();
+  return Error(ErrorCode::kInvalidArgument,
+               key + ": '" + user + "' is not a user of organization '" + org +
+                   "': no [jwt] issuer of it lists the user's domain in subject_domains");
+}
+
+// [compliance] <org> = user, user: each org one of a configured issuer's, each user id valid and a
+// user of that org.
+Status ReadComplianceOfficers(const AbstractConfiguration& config,
+                              const SubjectOrganizations& subjects, CoredSettings& out) {
   std::set<std::string> orgs;
   for (const JwtIssuerSettings& issuer : out.jwt.issuers) orgs.insert(issuer.org);
   AbstractConfiguration::Keys keys;
@@ -37,6 +49,7 @@ Status ReadComplianceOfficers(const AbstractConfiguration& config, CoredSettings
       start = comma + 1;
       if (user.empty()) continue;
       SR_RETURN_IF_ERROR(internal::CheckUserId(user, key + ": a user id"));
+      SR_RETURN_IF_ERROR(CheckUserOf(subjects, user, org, key));
       if (std::find(officers.begin(), officers.end(), user) == officers.end()) {
         officers.push_back(user);
       }
@@ -137,7 +150,11 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   }
 
   SR_ASSIGN_OR_RETURN(out.jwt, ReadJwtSettings(config, "core"));
-  SR_RETURN_IF_ERROR(ReadComplianceOfficers(config, out));
+  SR_ASSIGN_OR_RETURN(const SubjectOrganizations subjects, SubjectOrganizationsOf(out.jwt));
+  if (!out.indexer.empty()) {
+    SR_RETURN_IF_ERROR(CheckUserOf(subjects, out.indexer, out.indexer_org, "core.indexer"));
+  }
+  SR_RETURN_IF_ERROR(ReadComplianceOfficers(config, subjects, out));
   return out;
 }
 

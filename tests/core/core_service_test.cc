@@ -21,6 +21,7 @@
 #include "core_store.h"
 #include "strongroom/common/jose/base64url.h"
 #include "strongroom/common/jose/dir_jwe.h"
+#include "strongroom/common/jwt.h"
 #include "validation.h"
 
 namespace strongroom::core {
@@ -1349,6 +1350,46 @@ TEST_F(CoreServiceTest, ConversationsFromBeforeMigration2AreReadByNoOfficer) {
   EXPECT_TRUE(listed->empty());
   EXPECT_EQ((*service)->ComplianceHistory(officer, alice_.user_id, id, {}).error().code(),
             ErrorCode::kNotFound);
+}
+
+// Issue 11: with acme's and globex's identity providers trusted, a user of either may be added (a
+// room may cross organizations), a user whom no trusted provider signs for may not.
+TEST_F(CoreServiceTest, UsersOfNoTrustedOrganizationAreNotAdded) {
+  // A participant who joined before the rule applied can still be removed.
+  const Conversation old = Create(alice_, {bob_.user_id, "legacy@initech.test"});
+  auto subjects =
+      SubjectOrganizations::New({{"https://idp.acme.test", "acme", {"acme.test"}},
+                                 {"https://idp.globex.test", "globex", {"globex.test"}}});
+  ASSERT_TRUE(subjects.ok()) << subjects.error().ToString();
+  CoreServiceConfig config;
+  config.organization_of = [subjects = *subjects](std::string_view user) {
+    return subjects.OrganizationOf(user);
+  };
+  Reopen(config);
+
+  const Conversation c = Create(alice_, {bob_.user_id, "gina@GLOBEX.test"});
+  EXPECT_EQ(c.participants,
+            (std::vector<std::string>{alice_.user_id, bob_.user_id, "gina@GLOBEX.test"}));
+  const auto before = Counts();
+  for (const std::string stranger : {"eve@initech.test", "eve", "eve@sub.acme.test"}) {
+    NewConversation request;
+    request.kms_resource_uri = ResourceUri();
+    request.key_uri = KeyUri();
+    request.participants = {carol_.user_id, stranger};
+    auto created = service_->CreateConversation(alice_, request);
+    ASSERT_FALSE(created.ok()) << stranger;
+    EXPECT_EQ(created.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(created.error().message().find("'" + stranger + "'"), std::string::npos)
+        << created.error().message();
+    auto added = service_->AddParticipants(alice_, c.id, {carol_.user_id, stranger});
+    ASSERT_FALSE(added.ok()) << stranger;
+    EXPECT_EQ(added.error().code(), ErrorCode::kInvalidArgument);
+  }
+  EXPECT_EQ(Counts(), before) << "a refused change stored something";
+
+  EXPECT_TRUE(service_->AddParticipants(alice_, c.id, {carol_.user_id, "hans@globex.test"}).ok());
+  auto removed = service_->RemoveParticipant(alice_, old.id, "legacy@initech.test");
+  EXPECT_TRUE(removed.ok()) << removed.error().ToString();
 }
 
 }  // namespace

@@ -161,5 +161,40 @@ TEST_F(CoredSettingsTest, ReadsComplianceOfficersOfConfiguredOrganizations) {
   }
 }
 
+// Issue 11: a service identity or officer named for an organization must be one of its users.
+TEST_F(CoredSettingsTest, TheIndexerAndOfficersMustBeUsersOfTheirOrganization) {
+  config_->setString("core.indexer", "indexer@acme.test");
+  config_->setString("core.indexer_org", "acme");
+  config_->setString("compliance.acme", "officer@acme.test");
+  EXPECT_TRUE(ReadCoredSettings(*config_).ok());  // one organization without domains: any subject
+  config_->setString("core.indexer_org", "globex");  // no issuer of globex signs for it
+  EXPECT_NE(Refusal().find("core.indexer"), std::string::npos);
+
+  config_->setString("jwt.issuers", "acme, globex");
+  config_->setString("jwt.acme.subject_domains", "acme.test");
+  config_->setString("jwt.globex.issuer", "https://idp.globex.test");
+  config_->setString("jwt.globex.org", "globex");
+  config_->setString("jwt.globex.jwks", "/etc/strongroom/globex.jwks");
+  config_->setString("jwt.globex.subject_domains", "globex.test");
+  config_->setString("core.indexer_org", "acme");
+  config_->setString("compliance.globex", "officer@globex.test");
+  auto settings = ReadCoredSettings(*config_);
+  ASSERT_TRUE(settings.ok()) << settings.error().ToString();
+
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"core.indexer", "indexer@globex.test"},
+           {"core.indexer", "indexer"},
+           {"compliance.acme", "officer@acme.test, officer@globex.test"},
+           {"compliance.globex", "officer@acme.test"},
+       }) {
+    const std::string saved = config_->getString(key);
+    config_->setString(key, value);
+    const std::string message = Refusal();
+    EXPECT_NE(message.find(key), std::string::npos) << key << " = " << value << ": " << message;
+    EXPECT_NE(message.find("subject_domains"), std::string::npos) << message;
+    config_->setString(key, saved);
+  }
+}
+
 }  // namespace
 }  // namespace strongroom::core

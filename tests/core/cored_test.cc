@@ -1673,6 +1673,45 @@ TEST_F(CoredApiTest, AnotherOrganizationsIdpCannotActAsOurUserOnAnyEndpoint) {
   EXPECT_EQ(indexer.Post("/v1/index/search", search).status, 200);
 }
 
+// A room may cross organizations: a user of a trusted partner is added and reads it with their own
+// IdP's token. A user whom no trusted IdP signs for is refused with 400, and nothing changes.
+TEST_F(CoredApiTest, ParticipantsAreUsersOfTrustedOrganizations) {
+  constexpr char kGina[] = "gina@globex.test";
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice);
+  Client gina(port(), env().Token(kGina, "core", 0, 3600, "globex"));
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr room = Create(alice, key, {kGina});
+  ASSERT_TRUE(room);
+  const std::string id = Text(room, "id");
+  ASSERT_TRUE(Post(alice, id, key, "hello globex"));
+  Reply seen = gina.Get("/v1/conversations/" + id);
+  ASSERT_EQ(seen.status, 200) << seen;
+  EXPECT_EQ(Strings(seen.json()->getArray("participants")),
+            (std::vector<std::string>{kAlice, kGina}));
+
+  const std::int64_t last_seq = LastSeq(alice, id);
+  for (const std::string stranger : {"eve@initech.test", "eve"}) {
+    Object add;
+    add.set("userIds", Strings({kBob, stranger}));
+    Reply refused = alice.Post("/v1/conversations/" + id + "/participants", add);
+    EXPECT_EQ(refused.status, 400) << stranger << ": " << refused;
+    EXPECT_EQ(refused.code(), "invalid_argument") << stranger;
+    EXPECT_NE(Text(refused.json(), "message").find("subject_domains"), std::string::npos)
+        << refused;
+    Object create;
+    create.set("kmsResourceUri", ResourceUri());
+    create.set("keyUri", ContentKey::Make().uri);
+    create.set("participants", Strings({stranger}));
+    Reply not_created = alice.Post("/v1/conversations", create);
+    EXPECT_EQ(not_created.status, 400) << stranger << ": " << not_created;
+  }
+  EXPECT_EQ(LastSeq(alice, id), last_seq);
+  Reply mine = alice.Get("/v1/conversations");
+  ASSERT_EQ(mine.status, 200) << mine;
+  EXPECT_EQ(mine.json()->getArray("items")->size(), 1u) << mine;
+}
+
 TEST_F(CoredApiTest, AFloodFromOneUserIsRateLimitedWith429AndRetryAfter) {
   WriteCoredConfig({{"rate_per_s", "1"}, {"rate_burst", "3"}});
   ASSERT_TRUE(StartCored());

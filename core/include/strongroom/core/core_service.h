@@ -8,6 +8,7 @@
 // transport (audience "core"); the service decides what each may do:
 //   - only participants see a conversation, its history, its files, and change it;
 //   - any participant may add users, remove one, leave (remove themselves), declare a new key;
+//     a user no trusted identity provider signs for (organization_of) is not added;
 //   - only the configured indexer identity writes and matches index tokens;
 //   - a configured compliance officer of organization O (token org == O) reads, ciphertext only,
 //     the conversations created by a user of O (the creator's token org, recorded at creation)
@@ -155,6 +156,10 @@ struct CoreServiceConfig {
   // Compliance officers: organization -> the user ids (token subjects of that organization) who
   // may read its users' conversations.
   std::map<std::string, std::vector<std::string>> compliance_officers;
+  // The organization a user id belongs to (JwtVerifier::subjects()): a user of none, whom no
+  // trusted identity provider may sign for, is not added to a conversation (INVALID_ARGUMENT).
+  // Unset: any user id may be added.
+  std::function<std::optional<std::string>(std::string_view user_id)> organization_of;
 };
 
 class CoreService {

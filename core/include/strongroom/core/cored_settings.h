@@ -27,6 +27,8 @@
 //
 // Each [compliance] key is the organization of a configured [jwt.<n>] issuer; its officers read
 // (ciphertext only) the conversations created by a user of that organization (docs/api/core.md).
+// Each officer, and the indexer, must be a user of their organization: one of its issuers signs
+// for them (their domain is in its subject_domains, or it lists none).
 //
 // Unknown keys are refused, so a typo never silently falls back to a default.
 #ifndef STRONGROOM_CORE_CORED_SETTINGS_H_
