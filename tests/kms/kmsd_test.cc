@@ -663,7 +663,7 @@ TEST_F(KmsdTest, AuditVerifyChecksTheCheckpointSignedAtShutdown) {
   ASSERT_TRUE(Start());
   {
     auto https = Transport();
-    auto session = Session(&https, "acme", "alice");
+    auto session = Session(&https, "acme", "alice@acme.test");
     ASSERT_TRUE(session);
     for (const std::string& uri : CreateKeys(*session, 3)) {
       auto key = session->Call("retrieve", uri);
