@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "../support/connection_flood.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "prometheus_text.h"
@@ -338,6 +339,30 @@ TEST_F(OpsServerTest, UnknownPathsMethodsAndNamesAreClearErrors) {
   EXPECT_EQ(Call("POST", "/ops/orgs/Not%20An%20Org/rotate-root").status, 400);
   EXPECT_EQ(Call("GET", "/ops/health", kOperatorToken, "", "bad name!").status, 400);
   EXPECT_EQ(RootVersions(), 1u);
+}
+
+// Issue 11: two Content-Lengths (or one beside Transfer-Encoding) are where request smuggling
+// behind a proxy starts; the operations listener refuses them whole, before the token is read,
+// and a policy in such a body is never applied.
+TEST_F(OpsServerTest, AmbiguousBodyFramingIsRefusedAndChangesNothing) {
+  const std::string body = R"({"complianceOfficers":["mallory@acme.test"]})";
+  for (const std::string& framing :
+       {"Content-Length: " + std::to_string(body.size()) + "\r\nContent-Length: 2\r\n",
+        "Content-Length: " + std::to_string(body.size()) + "\r\nTransfer-Encoding: chunked\r\n"}) {
+    testing::TlsConnection c;
+    ASSERT_TRUE(c.Open(server_->port()));
+    ASSERT_TRUE(
+        c.Write("PUT /ops/orgs/acme/policy HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Authorization: Bearer " +
+                std::string(kOperatorToken) + "\r\nContent-Type: application/json\r\n" + framing +
+                "\r\n" + body));
+    const std::string answer = c.ReadAnswer();
+    EXPECT_EQ(answer.rfind("HTTP/1.1 400", 0), 0u) << answer;
+    EXPECT_NE(answer.find("\"bad_framing\""), std::string::npos) << answer;
+  }
+  HttpAnswer policy = Call("GET", "/ops/orgs/acme/policy");
+  EXPECT_EQ(policy.status, 200);
+  EXPECT_EQ(policy.body.find("mallory"), std::string::npos) << policy.body;
 }
 
 TEST_F(OpsServerTest, TheListenerSpeaksOnlyTls) {
