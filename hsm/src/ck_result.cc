@@ -78,6 +78,8 @@ std::string CkrName(CK_RV rv) {
     SR_CKR(CKR_CRYPTOKI_NOT_INITIALIZED)
     SR_CKR(CKR_CRYPTOKI_ALREADY_INITIALIZED)
 #undef SR_CKR
+    case kCkrTokenFault:
+      return "STRONGROOM_TOKEN_FAULT";
     default:
       return Hex("CKR_", rv);
   }
@@ -98,14 +100,24 @@ CkFailure ClassifyCkr(CK_RV rv) {
       return CkFailure::kHandleInvalid;
     case CKR_DEVICE_REMOVED:
     case CKR_TOKEN_NOT_PRESENT:
+    case CKR_TOKEN_NOT_RECOGNIZED:
     case CKR_SLOT_ID_INVALID:
       return CkFailure::kTokenGone;
     case CKR_DEVICE_ERROR:
+    case CKR_DEVICE_MEMORY:
     case CKR_CRYPTOKI_NOT_INITIALIZED:
       return CkFailure::kModuleDead;
+    case kCkrTokenFault:
+      return CkFailure::kTokenFault;
     default:
       return CkFailure::kOperation;
   }
+}
+
+bool IsTokenFault(const Error& error) {
+  if (error.native_code() == 0) return false;
+  const CkFailure failure = ClassifyCkr(static_cast<CK_RV>(error.native_code()));
+  return failure != CkFailure::kNone && failure != CkFailure::kOperation;
 }
 
 Error CkError(CK_RV rv, std::string_view call) {
@@ -134,6 +146,7 @@ Error CkError(CK_RV rv, std::string_view call) {
     case CKR_SESSION_CLOSED:
     case CKR_FUNCTION_FAILED:
     case CKR_GENERAL_ERROR:
+    case kCkrTokenFault:
       code = ErrorCode::kUnavailable;
       break;
     case CKR_SESSION_COUNT:

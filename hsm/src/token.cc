@@ -19,7 +19,18 @@ using internal::GetString;
 constexpr CK_BBOOL kTrue = CK_TRUE;
 constexpr CK_BBOOL kFalse = CK_FALSE;
 constexpr std::chrono::milliseconds kFirstBackoff{250};
-constexpr std::chrono::milliseconds kMaxBackoff{30000};
+constexpr std::chrono::milliseconds kMaxBackoff{8000};
+
+constexpr char kIdentityIdPrefix[] = "sridentity:";
+std::string IdentityObjectId(const std::string& name) { return kIdentityIdPrefix + name; }
+std::string IdentityLabel(const std::string& name) { return "strongroom/identity/" + name; }
+
+Error UnavailableError(const std::string& token, const std::string& detail) {
+  return Error(ErrorCode::kUnavailable,
+               "token '" + token + "' is unavailable (" + detail +
+                   "); it is repaired in the background, retry later",
+               kCkrTokenFault);
+}
 
 CkFailure Classify(const Error& error) {
   if (error.native_code() == 0) return CkFailure::kOperation;
@@ -142,6 +153,11 @@ Result<std::unique_ptr<Token>> Token::Open(const TokenConfig& config) {
   std::unique_ptr<Token> token(new Token(config, std::move(uri).value(), *module, slot));
   SR_RETURN_IF_ERROR(token->CheckMechanisms());
   SR_RETURN_IF_ERROR(token->EnsureLoggedIn());
+  Result<bool> remembered = token->RunUnchecked<bool>([&](SessionLease& lease) -> Result<bool> {
+    SR_RETURN_IF_ERROR(token->RememberObjects(lease));
+    return true;
+  });
+  if (!remembered.ok()) return remembered.error();
   return token;
 }
 
@@ -230,11 +246,11 @@ Status Token::EnsureLoggedIn() {
       continue;
     }
     if (attempt == 0 && failure == CkFailure::kSessionDead) continue;
-    if (failure == CkFailure::kTokenGone) {
-      token_gone_.store(true);
-      return Error(ErrorCode::kUnavailable, s.error().message(), s.error().native_code());
-    }
-    return s;
+    if (failure == CkFailure::kTokenGone) token_gone_.store(true);
+    if (login_refused_) return s;
+    // Anything but a refused PIN (a failed C_Login, a token that cannot be found or read) is the
+    // token's fault.
+    return Error(ErrorCode::kUnavailable, s.error().message(), s.error().native_code());
   }
 }
 
@@ -300,6 +316,12 @@ Status Token::Login() {
 
 template <typename T, typename Op>
 Result<T> Token::Run(Op&& op) {
+  SR_RETURN_IF_ERROR(Admit());
+  return RunUnchecked<T>(std::forward<Op>(op));
+}
+
+template <typename T, typename Op>
+Result<T> Token::RunUnchecked(Op&& op) {
   const auto deadline = std::chrono::steady_clock::now() + config_.acquire_timeout;
   std::optional<Error> last;
   int repairs = 0;
@@ -353,7 +375,8 @@ Result<T> Token::Run(Op&& op) {
         lease->MarkBroken();
         MarkTokenGone();
         break;
-      case CkFailure::kModuleDead: {
+      case CkFailure::kModuleDead:
+      case CkFailure::kTokenFault: {
         lease->MarkBroken();
         const std::uint64_t generation = lease->generation();
         { SessionLease released = std::move(lease).value(); }  // reset waits for every lease
@@ -403,6 +426,8 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
   SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
                       FindObjects(fn, lease.handle(), match, 2));
   if (found.empty()) {
+    // Missing only if the token proves itself intact: SoftHSM2 without its directory finds nothing.
+    SR_RETURN_IF_ERROR(CheckIntactOn(lease));
     return Error(ErrorCode::kNotFound, "token '" + name() + "' has no root key " + id.org + " v" +
                                            std::to_string(id.version));
   }
@@ -410,6 +435,7 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
     return Error(ErrorCode::kInternal, "token '" + name() + "' holds two objects for root key " +
                                            id.org + " v" + std::to_string(id.version));
   }
+  RememberRoot(id);
   RootHandles handles{found.front(), found.front(), nullptr};
   {
     std::lock_guard ledger_lock(ledger_mutex_);
@@ -560,6 +586,21 @@ Result<std::vector<RootKeyInfo>> Token::ListRootKeysOn(SessionLease& lease,
   }
   std::sort(out.begin(), out.end(),
             [](const RootKeyInfo& a, const RootKeyInfo& b) { return a.id < b.id; });
+  // A version the token held and no longer lists is gone only if the token proves itself intact.
+  std::map<std::string, std::uint32_t> remembered;
+  {
+    std::lock_guard lock(remembered_mutex_);
+    remembered = remembered_roots_;
+  }
+  for (const auto& [remembered_org, version] : remembered) {
+    if (!org.empty() && remembered_org != org) continue;
+    const RootKeyId id{remembered_org, version};
+    if (std::none_of(out.begin(), out.end(), [&](const RootKeyInfo& k) { return k.id == id; })) {
+      SR_RETURN_IF_ERROR(CheckIntactOn(lease));
+      break;
+    }
+  }
+  for (const RootKeyInfo& info : out) RememberRoot(info.id);
   return out;
 }
 
@@ -722,13 +763,6 @@ Result<SecretBytes> Token::Unwrap(const KeyBinding& binding, std::span<const std
   });
 }
 
-namespace {
-
-std::string IdentityObjectId(const std::string& name) { return "sridentity:" + name; }
-std::string IdentityLabel(const std::string& name) { return "strongroom/identity/" + name; }
-
-}  // namespace
-
 Result<CK_OBJECT_HANDLE> Token::IdentityHandle(SessionLease& lease, const std::string& key_name,
                                                CK_OBJECT_CLASS half) {
   std::lock_guard lock(handles_mutex_);
@@ -746,6 +780,7 @@ Result<CK_OBJECT_HANDLE> Token::IdentityHandle(SessionLease& lease, const std::s
   CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, half), Attr(CKA_TOKEN, kTrue), Attr(CKA_ID, object_id)};
   SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
                       FindObjects(lease.fn(), lease.handle(), match, 2));
+  if (found.empty()) SR_RETURN_IF_ERROR(CheckIntactOn(lease));  // as for root keys
   if (found.size() != 1) {
     return Error(found.empty() ? ErrorCode::kNotFound : ErrorCode::kInternal,
                  "token '" + name() + "' holds " + std::to_string(found.size()) +
@@ -753,6 +788,7 @@ Result<CK_OBJECT_HANDLE> Token::IdentityHandle(SessionLease& lease, const std::s
                      (found.empty() ? " (kmsctl creates it)" : ""));
   }
   identity_handles_[cache_key] = found.front();
+  RememberIdentity(key_name);
   return found.front();
 }
 
@@ -847,13 +883,11 @@ Result<SecretBytes> Token::DecryptRsaOaep(const std::string& key_name,
     if (rv != CKR_OK) {
       // A dead session or token is the layer's to repair; anything else is the message's fault,
       // reported without saying why (no padding oracle).
-      CkFailure failure = ClassifyCkr(rv);
+      if (ClassifyCkr(rv) != CkFailure::kOperation) return CkError(rv, "C_Decrypt (RSA-OAEP)");
       CK_SESSION_INFO info;
-      if ((failure == CkFailure::kOperation || rv == CKR_GENERAL_ERROR) &&
-          fn->C_GetSessionInfo(lease.handle(), &info) == CKR_OK) {
-        return Error(ErrorCode::kInvalidArgument, "the message could not be decrypted");
-      }
-      return CkError(rv, "C_Decrypt (RSA-OAEP)");
+      const CK_RV session = fn->C_GetSessionInfo(lease.handle(), &info);
+      if (session != CKR_OK) return CkError(session, "C_GetSessionInfo after C_Decrypt");
+      return Error(ErrorCode::kInvalidArgument, "the message could not be decrypted");
     }
     plain.Truncate(plain_len);
     return plain;
@@ -888,8 +922,8 @@ void Token::MarkHealthy(std::uint64_t failures_at_start) {
   if (failures_.load(std::memory_order_relaxed) != failures_at_start) return;
   state_ = TokenState::kReady;
   detail_.clear();
-  backoff_ = std::chrono::milliseconds(0);
-  backoff_until_ = {};
+  repair_backoff_ = std::chrono::milliseconds(0);
+  next_repair_ = {};
   degraded_.store(false);
 }
 
@@ -898,15 +932,186 @@ void Token::MarkUnavailable(const Error& error) {
   failures_.fetch_add(1, std::memory_order_acq_rel);
   if (state_ != TokenState::kLoginRefused) state_ = TokenState::kUnavailable;
   detail_ = error.message();
-  backoff_ = std::min(kMaxBackoff, backoff_.count() == 0 ? kFirstBackoff : backoff_ * 2);
-  backoff_until_ = std::chrono::steady_clock::now() + backoff_;
-  degraded_.store(true);
+  if (!degraded_.load()) {
+    // Calls that fail now do not postpone the repair: only a failed repair does.
+    repair_backoff_ = kFirstBackoff;
+    next_repair_ = std::chrono::steady_clock::now() + repair_backoff_;
+    degraded_.store(true);
+  }
 }
 
-bool Token::InBackoff() const {
-  if (!degraded_.load(std::memory_order_relaxed)) return false;
+void Token::MarkRepairFailed(const Error& error) {
   std::lock_guard lock(health_mutex_);
-  return std::chrono::steady_clock::now() < backoff_until_;
+  if (!degraded_.load()) return;
+  detail_ = error.message();
+  repair_backoff_ = std::min(kMaxBackoff, std::max(kFirstBackoff, repair_backoff_ * 2));
+  next_repair_ = std::chrono::steady_clock::now() + repair_backoff_;
+}
+
+bool Token::InBackoff() const { return degraded_.load(std::memory_order_acquire); }
+
+std::optional<std::chrono::steady_clock::time_point> Token::NextRepair() const {
+  if (!degraded_.load(std::memory_order_acquire)) return std::nullopt;
+  std::lock_guard lock(health_mutex_);
+  return next_repair_;
+}
+
+Error Token::Unavailable() const {
+  std::lock_guard lock(health_mutex_);
+  return UnavailableError(name(), detail_);
+}
+
+Status Token::Admit() {
+  if (!degraded_.load(std::memory_order_acquire)) return OkStatus();
+  std::optional<std::chrono::steady_clock::time_point> due = NextRepair();
+  if (!due) return OkStatus();  // repaired meanwhile
+  if (std::chrono::steady_clock::now() < *due) return Unavailable();
+  return Repair(module_->generation());
+}
+
+Status Token::Repair(std::uint64_t module_generation) {
+  std::unique_lock repairing(repair_mutex_, std::try_to_lock);
+  if (!repairing.owns_lock()) return Unavailable();  // another caller repairs it right now
+  std::optional<std::chrono::steady_clock::time_point> due = NextRepair();
+  if (!due) return OkStatus();
+  if (std::chrono::steady_clock::now() < *due) return Unavailable();
+  {
+    std::lock_guard lock(login_mutex_);
+    if (login_refused_) return *login_refused_;
+  }
+  repairs_.fetch_add(1, std::memory_order_relaxed);
+  // The strongest repair there is: initialize the module again, find the token by its URI (its
+  // slot may have changed), log in, and check that it holds what it held.
+  Status repaired = module_->Reset(module_generation);
+  if (repaired.ok()) {
+    pool_.DropStale();
+    MarkTokenGone();
+    Result<bool> checked = RunUnchecked<bool>([&](SessionLease& lease) -> Result<bool> {
+      SR_RETURN_IF_ERROR(CheckIntactOn(lease));
+      return true;
+    });
+    if (checked.ok()) {
+      // Newer news than any failure of a call that began before the repair.
+      std::lock_guard lock(health_mutex_);
+      state_ = TokenState::kReady;
+      detail_.clear();
+      repair_backoff_ = std::chrono::milliseconds(0);
+      next_repair_ = {};
+      degraded_.store(false);
+      return OkStatus();
+    }
+    repaired = checked.error();
+  }
+  MarkRepairFailed(repaired.error());
+  return UnavailableError(name(), repaired.error().message());
+}
+
+void Token::Probe(std::uint64_t module_generation) {
+  if (degraded_.load(std::memory_order_acquire)) {
+    std::optional<std::chrono::steady_clock::time_point> due = NextRepair();
+    if (due && std::chrono::steady_clock::now() >= *due) (void)Repair(module_generation);
+    return;
+  }
+  {
+    std::lock_guard lock(login_mutex_);
+    if (login_refused_) return;
+  }
+  Result<bool> checked = RunUnchecked<bool>([&](SessionLease& lease) -> Result<bool> {
+    SR_RETURN_IF_ERROR(CheckIntactOn(lease));
+    return true;
+  });
+  // A fault that the call's own repair did not cure is marked by RunUnchecked; one it reported
+  // without a mark still is the token's. Busy sessions are not.
+  if (!checked.ok() && IsTokenFault(checked.error()) && !degraded_.load()) {
+    MarkUnavailable(checked.error());
+  }
+}
+
+Status Token::CheckIntact() {
+  Result<bool> checked = Run<bool>([&](SessionLease& lease) -> Result<bool> {
+    SR_RETURN_IF_ERROR(CheckIntactOn(lease));
+    return true;
+  });
+  if (!checked.ok()) return checked.error();
+  return OkStatus();
+}
+
+Status Token::CheckIntactOn(SessionLease& lease) {
+  CK_FUNCTION_LIST_PTR fn = lease.fn();
+  // Every failure here is the token's: the check asks only for what the token must have.
+  auto fault = [&](std::uint64_t native, const std::string& what) {
+    const CK_RV rv = static_cast<CK_RV>(native);
+    const bool classified = rv != CKR_OK && ClassifyCkr(rv) != CkFailure::kOperation;
+    return Error(ErrorCode::kUnavailable, "token '" + name() + "' " + what,
+                 classified ? rv : kCkrTokenFault);
+  };
+  CK_TOKEN_INFO info{};
+  if (CK_RV rv = fn->C_GetTokenInfo(slot(), &info); rv != CKR_OK) {
+    return fault(rv, "does not answer C_GetTokenInfo (" + CkrName(rv) + ")");
+  }
+  std::map<std::string, std::uint32_t> roots;
+  std::set<std::string> identities;
+  {
+    std::lock_guard lock(remembered_mutex_);
+    roots = remembered_roots_;
+    identities = remembered_identities_;
+  }
+  auto present = [&](CK_OBJECT_CLASS cls, const std::string& object_id, CK_KEY_TYPE type,
+                     const std::string& what) -> Status {
+    CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue), Attr(CKA_ID, object_id)};
+    Result<std::vector<CK_OBJECT_HANDLE>> found = FindObjects(fn, lease.handle(), match, 1);
+    if (!found.ok()) {
+      return fault(found.error().native_code(),
+                   "cannot look up " + what + ": " + found.error().message());
+    }
+    if (found->empty()) return fault(CKR_OK, "no longer holds " + what);
+    CK_KEY_TYPE actual = 0;
+    CK_ATTRIBUTE attribute{CKA_KEY_TYPE, &actual, sizeof actual};
+    CK_RV rv = fn->C_GetAttributeValue(lease.handle(), found->front(), &attribute, 1);
+    if (rv != CKR_OK) return fault(rv, "cannot read " + what + " (" + CkrName(rv) + ")");
+    if (actual != type) return fault(CKR_OK, "holds " + what + " as another type of key");
+    return OkStatus();
+  };
+  for (const auto& [org, version] : roots) {
+    SR_RETURN_IF_ERROR(present(CKO_SECRET_KEY, RootKeyObjectId({org, version}), CKK_AES,
+                               "root key " + org + " v" + std::to_string(version)));
+  }
+  for (const std::string& key_name : identities) {
+    SR_RETURN_IF_ERROR(
+        present(CKO_PRIVATE_KEY, IdentityObjectId(key_name), CKK_RSA, "identity key " + key_name));
+  }
+  return OkStatus();
+}
+
+Status Token::RememberObjects(SessionLease& lease) {
+  CK_FUNCTION_LIST_PTR fn = lease.fn();
+  const std::string identity_prefix = kIdentityIdPrefix;
+  for (const CK_OBJECT_CLASS cls : {CKO_SECRET_KEY, CKO_PRIVATE_KEY}) {
+    CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue)};
+    SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
+                        FindObjects(fn, lease.handle(), match));
+    for (CK_OBJECT_HANDLE h : found) {
+      Result<std::string> object_id = GetString(fn, lease.handle(), h, CKA_ID);
+      if (!object_id.ok()) continue;  // not ours: other applications' keys may lack CKA_ID
+      if (cls == CKO_SECRET_KEY) {
+        if (std::optional<RootKeyId> id = ParseRootKeyObjectId(*object_id)) RememberRoot(*id);
+      } else if (object_id->rfind(identity_prefix, 0) == 0) {
+        RememberIdentity(object_id->substr(identity_prefix.size()));
+      }
+    }
+  }
+  return OkStatus();
+}
+
+void Token::RememberRoot(const RootKeyId& id) {
+  std::lock_guard lock(remembered_mutex_);
+  std::uint32_t& newest = remembered_roots_[id.org];
+  newest = std::max(newest, id.version);
+}
+
+void Token::RememberIdentity(const std::string& key_name) {
+  std::lock_guard lock(remembered_mutex_);
+  remembered_identities_.insert(key_name);
 }
 
 TokenHealth Token::Health() const {
@@ -926,6 +1131,7 @@ TokenHealth Token::Health() const {
   }
   health.module_resets = module_->resets();
   health.login_attempts = login_attempts_.load();
+  health.repairs = repairs_.load(std::memory_order_relaxed);
   health.pool = pool_.stats();
   return health;
 }

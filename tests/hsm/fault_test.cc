@@ -4,11 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
 #include "../support/fault_pkcs11.h"
 #include "../support/softhsm_sandbox.h"
+#include "strongroom/hsm/ck_result.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/hsm/token.h"
 
@@ -159,9 +162,180 @@ TEST_F(FaultTest, PersistentOutageBecomesUnavailableAndRecovers) {
   EXPECT_EQ(token->Health().state, TokenState::kUnavailable);
   EXPECT_TRUE(token->InBackoff());
   fault_.clear();
-  auto up = token->Unwrap(binding_, *blob);
+  // Calls fail at once until the repair falls due (250 ms after the failure); the wait for it is
+  // bounded, nothing is timed.
+  Result<SecretBytes> up = Error(ErrorCode::kInternal, "not tried");
+  for (int i = 0; i < 500 && !up.ok(); ++i) {
+    up = token->Unwrap(binding_, *blob);
+    if (!up.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   ASSERT_TRUE(up.ok()) << up.error().ToString();
   EXPECT_EQ(token->Health().state, TokenState::kReady);
+}
+
+TEST_F(FaultTest, CallsToAnUnavailableTokenFailAtOnceUntilItsRepairIsDue) {
+  auto token = OpenWithRoot();
+  SecretBytes key = SecretBytes::Random(32);
+  auto blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(blob.ok());
+  fault_.fail_token(label_.c_str(), CKR_DEVICE_ERROR, -1);
+  ASSERT_EQ(token->Unwrap(binding_, *blob).error().code(), ErrorCode::kUnavailable);
+  ASSERT_EQ(token->Health().state, TokenState::kUnavailable);
+  // Under load every caller would otherwise look for the token again, or reset the module and
+  // with it every other token of the module. Until the repair is due (250 ms) nothing reaches
+  // the token.
+  auto calls = [&] {
+    return fault_.calls("C_Initialize") + fault_.calls("C_GetTokenInfo") +
+           fault_.calls("C_OpenSession") + fault_.calls("C_DecryptInit");
+  };
+  const auto resets = token->Health().module_resets;
+  const unsigned long before = calls();
+  for (int i = 0; i < 20; ++i) {
+    auto down = token->Unwrap(binding_, *blob);
+    ASSERT_FALSE(down.ok());
+    EXPECT_EQ(down.error().code(), ErrorCode::kUnavailable);
+  }
+  EXPECT_EQ(token->Health().module_resets, resets);
+  EXPECT_EQ(calls(), before);
+}
+
+// Removes a token object by its CKA_ID, as an operator's vendor tool would.
+void DestroyObject(Token& token, CK_OBJECT_CLASS cls, const std::string& object_id) {
+  CK_FUNCTION_LIST_PTR fn = token.module().fn();
+  CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
+  ASSERT_EQ(fn->C_OpenSession(token.slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                              &session),
+            CKR_OK);
+  CK_BBOOL yes = CK_TRUE;
+  CK_ATTRIBUTE match[] = {{CKA_CLASS, &cls, sizeof cls},
+                          {CKA_TOKEN, &yes, sizeof yes},
+                          {CKA_ID, const_cast<char*>(object_id.data()), object_id.size()}};
+  CK_OBJECT_HANDLE object = CK_INVALID_HANDLE;
+  CK_ULONG found = 0;
+  ASSERT_EQ(fn->C_FindObjectsInit(session, match, 3), CKR_OK);
+  ASSERT_EQ(fn->C_FindObjects(session, &object, 1, &found), CKR_OK);
+  fn->C_FindObjectsFinal(session);
+  ASSERT_EQ(found, 1u) << object_id;
+  EXPECT_EQ(fn->C_DestroyObject(session, object), CKR_OK);
+  fn->C_CloseSession(session);
+}
+
+// A key the token held is believed gone only while the token proves itself intact (it holds the
+// newest version of every organization's root key): an old version an operator retired is
+// NOT_FOUND and the token stays ready; the newest version gone is a fault of the token.
+TEST_F(FaultTest, ARetiredOldRootVersionIsMissingButTheNewestOneMissingIsAFault) {
+  config_.session_copies = false;  // every use goes to the token object
+  auto token = OpenWithRoot();
+  SecretBytes key = SecretBytes::Random(32);
+  auto old_blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(old_blob.ok());
+  ASSERT_TRUE(token->CreateRootKey("acme").ok());
+  auto new_blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(new_blob.ok());
+  ASSERT_TRUE(token->Unwrap(binding_, *old_blob).ok());
+
+  DestroyObject(*token, CKO_SECRET_KEY, RootKeyObjectId({"acme", 1}));
+  auto retired = token->Unwrap(binding_, *old_blob);
+  ASSERT_FALSE(retired.ok());
+  EXPECT_EQ(retired.error().code(), ErrorCode::kNotFound) << retired.error().ToString();
+  EXPECT_EQ(token->Health().state, TokenState::kReady);
+  ASSERT_TRUE(token->Unwrap(binding_, *new_blob).ok());
+
+  DestroyObject(*token, CKO_SECRET_KEY, RootKeyObjectId({"acme", 2}));
+  auto gone = token->Unwrap(binding_, *new_blob);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code(), ErrorCode::kUnavailable) << gone.error().ToString();
+  EXPECT_EQ(token->Health().state, TokenState::kUnavailable);
+  EXPECT_NE(token->Health().detail.find("no longer holds root key acme v2"), std::string::npos)
+      << token->Health().detail;
+  // Opened anew (kmsd restarted), the token holds what it holds: no key for acme.
+  token.reset();
+  auto reopened = Token::Open(config_);
+  ASSERT_TRUE(reopened.ok()) << reopened.error().ToString();
+  auto roots = (*reopened)->ListRootKeys("acme");
+  ASSERT_TRUE(roots.ok()) << roots.error().ToString();
+  EXPECT_TRUE(roots->empty());
+}
+
+TEST(CkResultTest, EveryFailureOfTheTokenIsATokenFault) {
+  EXPECT_EQ(ClassifyCkr(CKR_DEVICE_MEMORY), CkFailure::kModuleDead);
+  EXPECT_EQ(ClassifyCkr(CKR_TOKEN_NOT_RECOGNIZED), CkFailure::kTokenGone);
+  EXPECT_EQ(ClassifyCkr(kCkrTokenFault), CkFailure::kTokenFault);
+  for (CK_RV rv : {CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_DEVICE_MEMORY, CKR_TOKEN_NOT_PRESENT,
+                   CKR_SESSION_CLOSED, CKR_SESSION_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID,
+                   CKR_KEY_HANDLE_INVALID, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_USER_NOT_LOGGED_IN,
+                   kCkrTokenFault}) {
+    EXPECT_TRUE(IsTokenFault(CkError(rv, "C_Something"))) << CkrName(rv);
+  }
+  for (CK_RV rv :
+       {CKR_ENCRYPTED_DATA_INVALID, CKR_DATA_LEN_RANGE, CKR_PIN_INCORRECT, CKR_MECHANISM_INVALID}) {
+    EXPECT_FALSE(IsTokenFault(CkError(rv, "C_Something"))) << CkrName(rv);
+  }
+  EXPECT_FALSE(IsTokenFault(Error(ErrorCode::kNotFound, "no such key")));
+  EXPECT_EQ(CkError(kCkrTokenFault, "check").code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(CkrName(kCkrTokenFault), "STRONGROOM_TOKEN_FAULT");
+}
+
+// SoftHSM2 whose token directory is taken away (and put back) under a running module: it then
+// finds none of the token's objects, refuses C_GetTokenInfo with CKR_GENERAL_ERROR, and stays so
+// after the directory is back until the module is initialized again. Keys that were there and are
+// no longer found are a token fault, not a missing key nor a message that does not decrypt.
+class TokenDirectoryTest : public FaultTest {
+ protected:
+  void TearDown() override {
+    if (!away_.empty() && std::filesystem::exists(away_)) PutBack();
+    FaultTest::TearDown();
+  }
+  void TakeAway() {
+    home_ = SoftHsmSandbox::Get().TokenDirectory(label_);
+    // Out of the token directory: SoftHSM2 takes any directory in it for a token.
+    away_ = SoftHsmSandbox::Get().dir() + "/away-" + label_;
+    std::filesystem::rename(home_, away_);
+  }
+  void PutBack() { std::filesystem::rename(away_, home_); }
+  std::string home_, away_;
+};
+
+TEST_F(TokenDirectoryTest, KeysThatVanishedAreAnOutageAndComeBackWithTheirToken) {
+  auto token = OpenWithRoot();
+  ASSERT_TRUE(token->CreateIdentityKey("kms", 2048).ok());
+  SecretBytes key = SecretBytes::Random(32);
+  auto blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(blob.ok());
+  const std::vector<std::uint8_t> message = {1, 2, 3};
+  ASSERT_TRUE(token->SignPs256("kms", message).ok());
+  std::vector<std::uint8_t> garbage(256, 0x42);  // as long as the modulus: the message's fault
+  ASSERT_EQ(token->DecryptRsaOaep("kms", garbage).error().code(), ErrorCode::kInvalidArgument);
+
+  TakeAway();
+  auto sign = token->SignPs256("kms", message);
+  ASSERT_FALSE(sign.ok());
+  EXPECT_EQ(sign.error().code(), ErrorCode::kUnavailable) << sign.error().ToString();
+  EXPECT_EQ(token->Health().state, TokenState::kUnavailable);
+  auto decrypt = token->DecryptRsaOaep("kms", garbage);
+  ASSERT_FALSE(decrypt.ok());
+  EXPECT_EQ(decrypt.error().code(), ErrorCode::kUnavailable) << decrypt.error().ToString();
+  auto roots = token->ListRootKeys("acme");
+  ASSERT_FALSE(roots.ok()) << roots->size() << " root keys listed";
+  EXPECT_EQ(roots.error().code(), ErrorCode::kUnavailable);
+  auto unwrapped = token->Unwrap(binding_, *blob);
+  ASSERT_FALSE(unwrapped.ok());
+  EXPECT_EQ(unwrapped.error().code(), ErrorCode::kUnavailable);
+
+  // Back: the token is repaired (the module initialized again) without being opened anew; the
+  // wait is bounded, nothing is timed.
+  PutBack();
+  Result<std::vector<std::uint8_t>> signed_again = Error(ErrorCode::kInternal, "not tried");
+  for (int i = 0; i < 1000 && !signed_again.ok(); ++i) {
+    signed_again = token->SignPs256("kms", message);
+    if (!signed_again.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(signed_again.ok()) << signed_again.error().ToString();
+  EXPECT_EQ(token->Health().state, TokenState::kReady);
+  auto back = token->Unwrap(binding_, *blob);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(back->view(), key.view()));
+  EXPECT_EQ(token->DecryptRsaOaep("kms", garbage).error().code(), ErrorCode::kInvalidArgument);
 }
 
 class KeyVaultTest : public FaultTest {

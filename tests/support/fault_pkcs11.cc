@@ -223,6 +223,29 @@ CK_RV FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULON
   return g_real->C_FindObjectsInit(session, templ, count);
 }
 
+CK_RV FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max,
+                  CK_ULONG_PTR count) {
+  SESSION_GUARD("C_FindObjects", session);
+  return g_real->C_FindObjects(session, objects, max, count);
+}
+
+CK_RV GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count) {
+  SESSION_GUARD("C_GetAttributeValue", session);
+  return g_real->C_GetAttributeValue(session, object, templ, count);
+}
+
+CK_RV SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
+  SESSION_GUARD("C_SignInit", session);
+  return g_real->C_SignInit(session, mechanism, key);
+}
+
+CK_RV Sign(CK_SESSION_HANDLE session, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
+           CK_ULONG_PTR out_len) {
+  SESSION_GUARD("C_Sign", session);
+  return g_real->C_Sign(session, in, in_len, out, out_len);
+}
+
 CK_RV CopyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
                  CK_ULONG count, CK_OBJECT_HANDLE_PTR copy) {
   SESSION_GUARD("C_CopyObject", session);
@@ -258,6 +281,10 @@ bool LoadReal() {
   g_list.C_DecryptInit = DecryptInit;
   g_list.C_Decrypt = Decrypt;
   g_list.C_FindObjectsInit = FindObjectsInit;
+  g_list.C_FindObjects = FindObjects;
+  g_list.C_GetAttributeValue = GetAttributeValue;
+  g_list.C_SignInit = SignInit;
+  g_list.C_Sign = Sign;
   g_list.C_CopyObject = CopyObject;
   g_list.C_GenerateKey = GenerateKey;
   if (const char* hide = std::getenv("SR_FAULT_HIDE_MECHANISM")) {

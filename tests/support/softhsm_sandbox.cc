@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <stdexcept>
 
 #include "strongroom/hsm/module.h"
@@ -60,9 +61,22 @@ std::string SoftHsmSandbox::CreateToken(const std::string& module_path,
   modules_.push_back(*module);
   auto so_pin = hsm::ReadPin("file:" + so_pin_file_);
   auto user_pin = hsm::ReadPin("file:" + pin_file_);
+  std::set<std::string> before;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_ + "/tokens")) {
+    before.insert(entry.path().string());
+  }
   auto slot = hsm::InitializeToken(**module, label, *so_pin, *user_pin);
   if (!slot.ok()) throw std::runtime_error(slot.error().ToString());
+  for (const auto& entry : std::filesystem::directory_iterator(dir_ + "/tokens")) {
+    if (!before.count(entry.path().string())) token_dirs_[label] = entry.path().string();
+  }
   return label;
+}
+
+std::string SoftHsmSandbox::TokenDirectory(const std::string& label) const {
+  auto it = token_dirs_.find(label);
+  if (it == token_dirs_.end()) throw std::runtime_error("no token directory for " + label);
+  return it->second;
 }
 
 std::string SoftHsmSandbox::Uri(const std::string& module, const std::string& label) const {

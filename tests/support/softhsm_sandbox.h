@@ -6,6 +6,7 @@
 #ifndef STRONGROOM_TESTS_SUPPORT_SOFTHSM_SANDBOX_H_
 #define STRONGROOM_TESTS_SUPPORT_SOFTHSM_SANDBOX_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,10 @@ class SoftHsmSandbox {
   // Initializes a new token through `module` and returns its label (unique per call).
   std::string CreateToken(const std::string& module, const std::string& label_prefix = "t");
 
+  // The directory SoftHSM2 keeps the token `label` in (one made by CreateToken), for tests that
+  // take a token away from under a running module by renaming it.
+  std::string TokenDirectory(const std::string& label) const;
+
   // A PKCS#11 URI for the token with the sandbox's user PIN file.
   std::string Uri(const std::string& module, const std::string& label) const;
   std::string Uri(const std::string& module, const std::string& label,
@@ -49,6 +54,7 @@ class SoftHsmSandbox {
   std::string pin_file_;
   std::string so_pin_file_;
   int tokens_ = 0;
+  std::map<std::string, std::string> token_dirs_;  // label -> its directory
   // Modules stay loaded for the whole run: reloading SoftHSM2 per token would rescan the store.
   std::vector<std::shared_ptr<hsm::Module>> modules_;
 };

@@ -23,7 +23,18 @@ inline Status CkCheck(CK_RV rv, std::string_view call) {
   return CkError(rv, call);
 }
 
-// How a failure affects the state the layer holds.
+// Not a PKCS#11 return value: the native code of an error that says the token failed a check of
+// its own state. It no longer holds an object it held (a root key, an identity key), or it does
+// not answer C_GetTokenInfo, or a call the check makes failed. A token that loses its objects is a
+// faulty token, never a request for something that does not exist. (SoftHSM2 whose token
+// directory went away reports exactly this: no objects found, C_GetTokenInfo failing, and so
+// until the module is initialized again.)
+inline constexpr CK_RV kCkrTokenFault = CKR_VENDOR_DEFINED | 0x53520001UL;
+
+// How a failure affects the state the layer holds. This is the one place that decides which
+// failures are the token's (every class but kNone and kOperation): those are never reported as a
+// missing object or a message that does not decrypt, but as UNAVAILABLE once one repair has not
+// helped (token.h).
 enum class CkFailure {
   kNone,           // CKR_OK
   kOperation,      // the call failed; session, login and handles are still good
@@ -32,8 +43,11 @@ enum class CkFailure {
   kHandleInvalid,  // cached object handles are stale; re-resolve by label/id
   kTokenGone,      // this token left its slot: find it again and log in; the module is fine
   kModuleDead,     // device error or the module was finalized under us: reset the module
+  kTokenFault,     // kCkrTokenFault: reset the module, find the token again, check it again
 };
 CkFailure ClassifyCkr(CK_RV rv);
+// Whether an error came from a token fault (any class but kNone and kOperation).
+bool IsTokenFault(const Error& error);
 
 // "CKM_AES_GCM", or "CKM_0x..." for mechanisms this table does not name.
 std::string CkmName(CK_MECHANISM_TYPE mechanism);

@@ -2,10 +2,27 @@
 //
 // The token is logged in once per module generation (CKR_USER_ALREADY_LOGGED_IN counts as
 // success) and never logged out per lease. Every operation runs on a leased session and is retried
-// once after repairing what its failure says is broken: a dead session is replaced, a lost login
-// is redone, stale object handles are re-resolved by CKA_ID, and a device error or
-// CKR_CRYPTOKI_NOT_INITIALIZED resets the module. A wrong or locked PIN is never retried: the
-// token stays refused until it is reopened.
+// once after repairing what its failure says is broken (ck_result.h, ClassifyCkr, decides): a dead
+// session is replaced, a lost login is redone, stale object handles are re-resolved by CKA_ID, and
+// a device error, CKR_CRYPTOKI_NOT_INITIALIZED or a failed check of the token (below) resets the
+// module. A wrong or locked PIN is never retried: the token stays refused until it is reopened.
+//
+// Token faults. The token remembers the objects it holds: the newest root-key version of each
+// organization and the identity keys, found when it is opened and whenever it is used. An object
+// that is not found is believed missing only while the token proves itself intact (CheckIntact:
+// C_GetTokenInfo answers and every remembered object is there and readable); otherwise the miss is
+// a token fault, as is every failure ClassifyCkr puts in a class of its own. A token fault that one
+// repair did not cure makes the call fail with UNAVAILABLE, never NOT_FOUND, and marks the token
+// unavailable. From then on calls fail at once (UNAVAILABLE), without touching the token, until a
+// repair is due: 250 ms after the failure, then twice as long after each failed repair, up to 8 s.
+// A repair initializes the module again (C_Finalize, C_Initialize), finds the token's slot again by
+// its URI, logs in and checks the token; it is made by the first call or Probe() that finds it
+// due. KeyVault probes its tokens in the background, so a token comes back by itself.
+//
+// A decryption that fails on a live session is the message's fault (INVALID_ARGUMENT for RSA-OAEP,
+// DATA_LOSS for a wrapped key), without a further check of the token, so that no answer and no
+// timing tells a padding failure apart from anything else. A token that fails only that way is
+// found by the probe.
 //
 // Root keys are used through session copies (C_CopyObject with CKA_TOKEN=false, keeping
 // CKA_SENSITIVE and non-extractable) when `session_copies` is on: on SoftHSM2 a token object pays
@@ -23,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -69,6 +87,7 @@ struct TokenHealth {
   std::string detail;  // the last error, for operators
   std::uint64_t module_resets = 0;
   std::uint64_t login_attempts = 0;
+  std::uint64_t repairs = 0;  // repairs attempted after the token was marked unavailable
   SessionPoolStats pool;
 };
 
@@ -119,8 +138,20 @@ class Token {
   // The session pool's counters alone (acquisitions, waits, wait time, timeouts): cheaper than
   // Health(), which also takes the token's health and login locks.
   SessionPoolStats pool_stats() const { return pool_.stats(); }
-  // Whether the token failed recently; callers with another token prefer that one meanwhile.
+  // Whether the token is marked unavailable: calls to it fail at once until a repair succeeds, and
+  // callers with another token prefer that one meanwhile.
   bool InBackoff() const;
+
+  // Checks that the token answers and still holds every object it held (see above), and marks it
+  // unavailable if not; repairs it instead when it is marked unavailable and a repair is due. A
+  // repair resets the module only if its generation is still `module_generation` (the caller read
+  // it before probing the tokens of the module, so that one round resets a module once).
+  void Probe(std::uint64_t module_generation);
+  // The check of Probe() as an ordinary call (repaired and marked as any call is), for `kmsctl hsm
+  // check`.
+  Status CheckIntact();
+  // When the next repair is due, if the token is marked unavailable.
+  std::optional<std::chrono::steady_clock::time_point> NextRepair() const;
 
  private:
   struct Ledger {
@@ -147,9 +178,25 @@ class Token {
   Status ResolveSlot(std::uint64_t generation);
   Status Login();
 
-  // Runs `op` on a leased session, repairing and retrying once as described above.
+  // Runs `op` on a leased session, repairing and retrying once as described above; fails at once
+  // while the token is unavailable and no repair is due.
   template <typename T, typename Op>
   Result<T> Run(Op&& op);
+  // Run without the check for an unavailable token (for the repair itself).
+  template <typename T, typename Op>
+  Result<T> RunUnchecked(Op&& op);
+  // OK when calls may go to the token: it is not marked unavailable, or a due repair succeeded.
+  Status Admit();
+  Status Repair(std::uint64_t module_generation);
+  Error Unavailable() const;
+
+  // C_GetTokenInfo answers and every remembered object is found and readable; an error whose
+  // native code ClassifyCkr counts as a token fault otherwise.
+  Status CheckIntactOn(SessionLease& lease);
+  // Remembers what the token holds (from a listing of its objects, or a use of one).
+  Status RememberObjects(SessionLease& lease);
+  void RememberRoot(const RootKeyId& id);
+  void RememberIdentity(const std::string& key_name);
 
   Result<RootHandles> Handles(SessionLease& lease, const RootKeyId& id);
   // The private (CKO_PRIVATE_KEY) or public half of an identity key.
@@ -166,7 +213,10 @@ class Token {
   // A call that began when failures_ was `failures_at_start` succeeded: the token is ready again,
   // unless a failure was seen after the call began (its success is older news than that failure).
   void MarkHealthy(std::uint64_t failures_at_start);
+  // Marks the token unavailable; the first repair is due kFirstBackoff later.
   void MarkUnavailable(const Error& error);
+  // A repair failed: the next one is due twice as long after as the last (at most kMaxBackoff).
+  void MarkRepairFailed(const Error& error);
 
   const TokenConfig config_;
   const TokenUri uri_;
@@ -190,13 +240,19 @@ class Token {
   std::mutex ledger_mutex_;
   std::map<RootKeyId, std::unique_ptr<Ledger>> ledgers_;  // entries live as long as the token
 
+  mutable std::mutex remembered_mutex_;
+  std::map<std::string, std::uint32_t> remembered_roots_;  // org -> newest version seen
+  std::set<std::string> remembered_identities_;
+
   std::atomic<bool> degraded_{false};
   std::atomic<std::uint64_t> failures_{0};  // MarkUnavailable calls so far
   mutable std::mutex health_mutex_;
   TokenState state_ = TokenState::kReady;
   std::string detail_;
-  std::chrono::steady_clock::time_point backoff_until_{};
-  std::chrono::milliseconds backoff_{0};
+  std::chrono::steady_clock::time_point next_repair_{};
+  std::chrono::milliseconds repair_backoff_{0};
+  std::atomic<std::uint64_t> repairs_{0};
+  std::mutex repair_mutex_;  // one repair at a time
 };
 
 }  // namespace strongroom::hsm
