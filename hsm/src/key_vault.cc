@@ -1,6 +1,8 @@
 #include "strongroom/hsm/key_vault.h"
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <set>
 
 namespace strongroom::hsm {
@@ -25,7 +27,53 @@ Result<std::unique_ptr<KeyVault>> KeyVault::Open(const HsmConfig& config) {
     }
     tokens.push_back(std::move(token));
   }
-  return std::unique_ptr<KeyVault>(new KeyVault(std::move(tokens)));
+  if (config.probe_interval.count() < 0) {
+    return Error(ErrorCode::kInvalidArgument, "the probe interval must not be negative");
+  }
+  std::unique_ptr<KeyVault> vault(new KeyVault(std::move(tokens)));
+  if (config.probe_interval.count() > 0) {
+    vault->prober_ = std::thread(
+        [vault = vault.get(), interval = config.probe_interval] { vault->ProbeLoop(interval); });
+  }
+  return vault;
+}
+
+KeyVault::~KeyVault() {
+  {
+    std::lock_guard lock(probe_mutex_);
+    stopping_ = true;
+  }
+  probe_wake_.notify_all();
+  if (prober_.joinable()) prober_.join();
+}
+
+void KeyVault::ProbeLoop(std::chrono::milliseconds interval) {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point next_round = Clock::now() + interval;
+  std::unique_lock lock(probe_mutex_);
+  while (!stopping_) {
+    // Wake for the next round, or earlier for a repair that falls due before it.
+    Clock::time_point wake = next_round;
+    for (const auto& token : tokens_) {
+      if (std::optional<Clock::time_point> due = token->NextRepair()) wake = std::min(wake, *due);
+    }
+    if (probe_wake_.wait_until(lock, wake, [&] { return stopping_; })) break;
+    lock.unlock();
+    const Clock::time_point now = Clock::now();
+    const bool round = now >= next_round;
+    // A module's generation as the round begins, so that one round resets a module at most once
+    // however many of its tokens need a repair.
+    std::map<const Module*, std::uint64_t> generations;
+    for (const auto& token : tokens_) {
+      generations.emplace(&token->module(), token->module().generation());
+    }
+    for (const auto& token : tokens_) {
+      std::optional<Clock::time_point> due = token->NextRepair();
+      if (round || (due && now >= *due)) token->Probe(generations.at(&token->module()));
+    }
+    if (round) next_round = Clock::now() + interval;
+    lock.lock();
+  }
 }
 
 Token* KeyVault::FindToken(const std::string& name) const {

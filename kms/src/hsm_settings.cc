@@ -47,13 +47,22 @@ Result<hsm::HsmConfig> ReadHsmSettings(const Poco::Util::AbstractConfiguration& 
   }
   // [hsm.<name>] sections show up as keys of [hsm] too.
   std::set<std::string> allowed(names.begin(), names.end());
-  allowed.insert({"tokens", "node_id"});
+  allowed.insert({"tokens", "node_id", "probe_interval_ms"});
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "hsm", allowed));
   const std::string node_id = config.hasProperty("hsm.node_id")
                                   ? Poco::trim(config.getRawString("hsm.node_id"))
                                   : HostName();
 
   hsm::HsmConfig out;
+  // The background check of the tokens (key_vault.h): on by default, 0 turns it off.
+  SR_ASSIGN_OR_RETURN(std::uint64_t probe_ms,
+                      UnsignedSetting(config, "hsm.probe_interval_ms", 1000, 0, 60000));
+  if (probe_ms != 0 && probe_ms < 50) {
+    return Error(
+        ErrorCode::kInvalidArgument,
+        "hsm.probe_interval_ms must be 0 (off) or 50 to 60000, got " + std::to_string(probe_ms));
+  }
+  out.probe_interval = std::chrono::milliseconds(probe_ms);
   for (const std::string& name : names) {
     const std::string section = "hsm." + name;
     SR_RETURN_IF_ERROR(CheckSettingKeys(config, section,

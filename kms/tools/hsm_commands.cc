@@ -108,6 +108,7 @@ void PrintRoot(const hsm::RootKeyInfo& key, bool current, std::ostream& out) {
 
 Result<std::unique_ptr<hsm::KeyVault>> OpenVault(const CtlOptions& options) {
   SR_ASSIGN_OR_RETURN(hsm::HsmConfig config, LoadHsmSettings(options.config_path));
+  config.probe_interval = std::chrono::milliseconds(0);  // one command, then exit: no probe
   return hsm::KeyVault::Open(config);
 }
 

@@ -465,6 +465,46 @@ TEST_F(KeyVaultTest, ASuccessThatBeganBeforeAFailureDoesNotReviveTheToken) {
   EXPECT_EQ(vault_->Health()[0].state, TokenState::kReady);
 }
 
+// The vault's background probe finds a faulty token without a request, and repairs it once the
+// fault is gone (every wait bounded, nothing timed).
+TEST_F(KeyVaultTest, TheProbeFindsAFaultAndRepairsItWithoutAnyRequest) {
+  TokenConfig standby = config_;
+  standby.name = "standby";
+  standby.uri = SoftHsmSandbox::Get().Uri(kFaultModule, standby_label_);
+  vault_.reset();
+  HsmConfig config{{config_, standby}};
+  config.probe_interval = std::chrono::milliseconds(50);
+  auto vault = KeyVault::Open(config);
+  ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+  auto primary_becomes = [&](TokenState state) {
+    for (int i = 0; i < 3000; ++i) {
+      if ((*vault)->Health()[0].state == state) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  fault_.fail_token(label_.c_str(), CKR_DEVICE_ERROR, -1);
+  ASSERT_TRUE(primary_becomes(TokenState::kUnavailable));
+  EXPECT_EQ((*vault)->Health()[1].state, TokenState::kReady);
+  EXPECT_NE((*vault)->Health()[0].detail.find("primary"), std::string::npos)
+      << (*vault)->Health()[0].detail;
+  // Repairs are attempted (and fail) with a growing back-off; the standby keeps working.
+  for (int i = 0; i < 3000 && (*vault)->Health()[0].repairs < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE((*vault)->Health()[0].repairs, 2u);
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = (*vault)->Wrap(binding_, key.view());
+  ASSERT_TRUE(wrapped.ok()) << wrapped.error().ToString();
+  EXPECT_EQ(wrapped->blobs.size(), 1u);
+
+  fault_.clear();
+  ASSERT_TRUE(primary_becomes(TokenState::kReady)) << (*vault)->Health()[0].detail;
+  auto both = (*vault)->Wrap(binding_, key.view());
+  ASSERT_TRUE(both.ok()) << both.error().ToString();
+  EXPECT_EQ(both->blobs.size(), 2u);
+}
+
 TEST_F(KeyVaultTest, TamperedBlobIsNotPassedToTheStandby) {
   SecretBytes key = SecretBytes::Random(32);
   auto wrapped = vault_->Wrap(binding_, key.view());

@@ -35,6 +35,20 @@ TEST_F(HsmSettingsTest, ReadsTokensInOrderWithDefaults) {
   EXPECT_EQ(standby.pool_size, 16u);
   EXPECT_FALSE(standby.session_copies);
   EXPECT_EQ(standby.orgs, (std::vector<std::string>{"acme", "globex"}));
+  EXPECT_EQ(settings->probe_interval, std::chrono::milliseconds(1000));  // the probe is on
+}
+
+TEST_F(HsmSettingsTest, TheProbeIntervalIsSetOrTurnedOff) {
+  config_->setString("hsm.probe_interval_ms", "250");
+  EXPECT_EQ(ReadHsmSettings(*config_)->probe_interval, std::chrono::milliseconds(250));
+  config_->setString("hsm.probe_interval_ms", "0");
+  EXPECT_EQ(ReadHsmSettings(*config_)->probe_interval, std::chrono::milliseconds(0));
+  for (const char* bad : {"10", "60001", "often"}) {
+    config_->setString("hsm.probe_interval_ms", bad);
+    auto settings = ReadHsmSettings(*config_);
+    ASSERT_FALSE(settings.ok()) << bad;
+    EXPECT_NE(settings.error().message().find("hsm.probe_interval_ms"), std::string::npos);
+  }
 }
 
 TEST_F(HsmSettingsTest, RefusesUnknownSettingsByName) {

@@ -10,14 +10,23 @@
 // that is unavailable passes the request to the next. An integrity failure (a tampered or
 // misbound blob) is never passed on: it is an alarm, not an outage.
 //
+// With a probe interval, a background thread checks every token that often (Token::Probe: the
+// token answers and holds its root and identity keys) and repairs the ones marked unavailable
+// when their repair falls due, so health tells the truth without a request and a token comes back
+// by itself once its fault is gone.
+//
 // Thread-safe.
 #ifndef STRONGROOM_HSM_KEY_VAULT_H_
 #define STRONGROOM_HSM_KEY_VAULT_H_
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "strongroom/common/error.h"
@@ -29,6 +38,9 @@ namespace strongroom::hsm {
 
 struct HsmConfig {
   std::vector<TokenConfig> tokens;  // the first is the primary
+  // How often the background probe checks the tokens; zero: no probe (kmsctl, which does one
+  // thing and exits).
+  std::chrono::milliseconds probe_interval{0};
 };
 
 // A key wrapped under one token's root key.
@@ -50,6 +62,9 @@ struct RootKeySet {
 class KeyVault {
  public:
   static Result<std::unique_ptr<KeyVault>> Open(const HsmConfig& config);
+  ~KeyVault();
+  KeyVault(const KeyVault&) = delete;
+  KeyVault& operator=(const KeyVault&) = delete;
 
   // Creates the org's first root key on every token; fails if any token already has one.
   Result<std::vector<RootKeyInfo>> InitRoot(const std::string& org);
@@ -70,8 +85,14 @@ class KeyVault {
   explicit KeyVault(std::vector<std::unique_ptr<Token>> tokens) : tokens_(std::move(tokens)) {}
   // The tokens that serve `org`, in preference order; NOT_FOUND if none does.
   Result<std::vector<Token*>> TokensFor(const std::string& org) const;
+  // Probes every token each `interval`, and a token marked unavailable when its repair is due.
+  void ProbeLoop(std::chrono::milliseconds interval);
 
   std::vector<std::unique_ptr<Token>> tokens_;
+  std::mutex probe_mutex_;
+  std::condition_variable probe_wake_;
+  bool stopping_ = false;  // guarded by probe_mutex_
+  std::thread prober_;
 };
 
 }  // namespace strongroom::hsm

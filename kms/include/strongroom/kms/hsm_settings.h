@@ -3,6 +3,8 @@
 //   [hsm]
 //   tokens = primary, standby        ; order = preference; the first is the primary
 //   node_id = kms-1                  ; optional, default: the host name
+//   probe_interval_ms = 1000         ; optional: how often the tokens are checked in the
+//                                    ; background (0 = never; 50-60000, default 1000)
 //
 //   [hsm.primary]
 //   uri =
