@@ -52,6 +52,12 @@ KmsReply PlainError(int status, const std::string& code, const std::string& mess
   return {status, "application/json", ToJson(error)};
 }
 
+// The one answer to a message the HSM could not serve (the static key or a channel's key could not
+// be used): plain 503, which the listeners send with Retry-After.
+KmsReply HsmUnavailable() {
+  return PlainError(503, "hsm_unavailable", "the KMS's HSM is unavailable; retry later");
+}
+
 // The parts of a request every operation needs, from the decrypted JSON.
 struct Request {
   Poco::JSON::Object::Ptr json;
@@ -363,7 +369,7 @@ KmsReply KmsService::SignedRefusal(int status, const std::string& reason) {
   answer.set("status", status);
   answer.set("reason", reason);
   Result<std::string> jws = SignAnswer(answer);
-  if (!jws.ok()) return PlainError(503, "hsm_unavailable", "the KMS could not sign its answer");
+  if (!jws.ok()) return HsmUnavailable();
   std::lock_guard lock(refusals_mutex_);
   refusals_[which] = {*jws, clock_()};
   return {status, kJose, *jws};
@@ -412,6 +418,7 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
   // A repeat of a create /ecdhe (the core may keep and resend one) is known by its RSA-OAEP
   // encrypted key and refused before the HSM does any RSA work for it.
   bool replayed = false;
+  bool hsm_failed = false;
   Result<jose::DecryptedJwe> opened =
       jose::DecryptRsaOaepJwe(message, [&](std::span<const std::uint8_t> encrypted_key) {
         if (!FirstSightOfEcdhe(encrypted_key)) {
@@ -419,8 +426,11 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
           return Result<SecretBytes>(Error(ErrorCode::kAlreadyExists, "replayed request"));
         }
         Result<SecretBytes> cek = identity_.DecryptRsaOaep(config_.identity_key, encrypted_key);
-        // The HSM did not answer: the same message may be sent again once it does.
-        if (!cek.ok() && cek.error().code() == ErrorCode::kUnavailable) {
+        // Only INVALID_ARGUMENT says the message does not decrypt; any other failure is the
+        // token's (it cannot use the static key), and the same message may be sent again once
+        // the token is back.
+        if (!cek.ok() && cek.error().code() != ErrorCode::kInvalidArgument) {
+          hsm_failed = true;
           ForgetEcdhe(encrypted_key);
         }
         return cek;
@@ -429,10 +439,8 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
     *operation = "replayed";
     return SignedRefusal(409, "replayed request");
   }
+  if (hsm_failed) return HsmUnavailable();
   if (!opened.ok()) {
-    if (opened.error().code() == ErrorCode::kUnavailable) {
-      return PlainError(503, "hsm_unavailable", "the KMS's HSM is unavailable; retry later");
-    }
     *operation = "unsealed";
     return PlainError(400, "undecryptable", "the message could not be decrypted");
   }
@@ -440,7 +448,7 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
   // stays 200: the protocol status is inside.
   auto sign = [&](const Object& answer) -> KmsReply {
     Result<std::string> jws = SignAnswer(answer);
-    if (!jws.ok()) return PlainError(503, "hsm_unavailable", "the KMS could not sign its answer");
+    if (!jws.ok()) return HsmUnavailable();
     return {200, kJose, *jws};
   };
   Result<Request> request = ParseRequest(opened->plaintext, cluster_);
@@ -534,8 +542,10 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   Result<SecretBytes> channel_key =
       UnwrapCached(ephemeral.org, ephemeral.uri, ephemeral.blobs, channel_key_cache());
   if (!channel_key.ok()) {
-    return PlainError(HttpStatusFor(channel_key.error().code()), "hsm",
-                      "the KMS could not open the ephemeral key");
+    if (channel_key.error().code() == ErrorCode::kUnavailable) return HsmUnavailable();
+    // A blob that fails its integrity check, or that no configured token can open: not
+    // something a retry cures.
+    return PlainError(500, "internal", "the KMS could not open the ephemeral key");
   }
   Result<jose::DecryptedJwe> opened = jose::DecryptDir(
       message, [&](const jose::JoseHeader&) { return SecretBytes(channel_key->view()); });

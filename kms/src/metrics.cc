@@ -131,10 +131,12 @@ void RenderTokens(const hsm::KeyVault& vault, Writer& w) {
         "Sessions dropped as dead or from an older module generation.",
         [](H h) { return h.pool.replaced; });
   gauge("strongroom_hsm_module_resets_total", "counter",
-        "PKCS#11 module resets (C_Finalize + C_Initialize) after device errors.",
+        "PKCS#11 module resets (C_Finalize + C_Initialize) after token faults.",
         [](H h) { return h.module_resets; });
   gauge("strongroom_hsm_login_attempts_total", "counter", "C_Login calls on the token.",
         [](H h) { return h.login_attempts; });
+  gauge("strongroom_hsm_token_repairs_total", "counter",
+        "Repairs attempted after the token was marked unavailable.", [](H h) { return h.repairs; });
 }
 
 }  // namespace

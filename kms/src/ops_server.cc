@@ -442,6 +442,7 @@ OpsReply OpsServer::Health() {
     if (!h.detail.empty()) token.set("detail", h.detail);
     token.set("moduleResets", h.module_resets);
     token.set("loginAttempts", h.login_attempts);
+    token.set("repairs", h.repairs);
     Object pool;
     pool.set("capacity", h.pool.capacity);
     pool.set("open", h.pool.open);

@@ -1,20 +1,32 @@
 // The KMS keeps handing out keys when its primary HSM token fails mid-load: every key is wrapped
-// under the root keys of both tokens, and retrieval goes on from the standby. The primary fails
+// under the root keys of both tokens, and retrieval goes on from the standby. A fault of a token
+// is answered as the HSM being unavailable (503, hsm_unavailable), and the token comes back by
+// itself once the fault is gone. The primary fails
 // through the fault-injecting PKCS#11 module (tests/support/fault_pkcs11.h) over real SoftHSM2
 // tokens; the key cache is off, so every retrieval unwraps in a token.
+#include <Poco/AutoPtr.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Util/IniFileConfiguration.h>
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <sstream>
 #include <thread>
 #include <vector>
 
 #include "../support/fault_pkcs11.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "prometheus_text.h"
 #include "strongroom/client/kms_session.h"
+#include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/metrics.h"
 
 namespace strongroom::kms {
 namespace {
@@ -119,6 +131,305 @@ TEST(KmsFailoverTest, RetrievalGoesOnFromTheStandbyWhenThePrimaryFailsMidLoad) {
   EXPECT_EQ(failed.load(), 0);
   EXPECT_GE(ok.load(), at_failure + 200);
   EXPECT_EQ(vault->Health()[0].state, hsm::TokenState::kUnavailable);
+}
+
+// The KMS under an HSM fault, as kmsd runs it: the vault from [hsm] settings (so its background
+// probe runs at the default period), metrics over it, no key cache. Clients open channels (create
+// /ecdhe) and create and retrieve keys in a light loop while a token fails, and stop before it is
+// cleared: the token must come back by itself, without a request and without a restart.
+class KmsHsmFaultTest : public ::testing::Test {
+ protected:
+  struct Outcome {
+    std::string what;  // "ecdhe", "keys", "retrieve"
+    int http_status = 0;
+    std::string code;     // of a plain error
+    int sealed = 0;       // the protocol status of a sealed answer
+    bool during = false;  // while the vault reported the faulty token unavailable
+  };
+
+  void SetUp() override {
+    handle_ = dlopen(kFaultModule, RTLD_NOW);
+    ASSERT_NE(handle_, nullptr);
+    fail_token_ = reinterpret_cast<sr_fault_fail_token_fn>(dlsym(handle_, "sr_fault_fail_token"));
+    clear_ = reinterpret_cast<sr_fault_clear_fn>(dlsym(handle_, "sr_fault_clear"));
+    ASSERT_TRUE(fail_token_ && clear_);
+    clear_();
+  }
+  void TearDown() override {
+    Stop();
+    if (clear_) clear_();
+  }
+
+  void Open(int tokens) {
+    std::string ini = "[hsm]\ntokens = primary";
+    if (tokens > 1) ini += ", standby";
+    ini += "\nnode_id = test\n";
+    for (int i = 0; i < tokens; ++i) {
+      labels_.push_back(SoftHsmSandbox::Get().CreateToken(kFaultModule));
+      ini += std::string("[hsm.") + (i == 0 ? "primary" : "standby") +
+             "]\nuri = " + SoftHsmSandbox::Get().Uri(kFaultModule, labels_.back()) + "\n";
+    }
+    std::istringstream in(ini);
+    Poco::AutoPtr<Poco::Util::IniFileConfiguration> settings(
+        new Poco::Util::IniFileConfiguration(in));
+    auto config = ReadHsmSettings(*settings);
+    ASSERT_TRUE(config.ok()) << config.error().ToString();
+    auto vault = hsm::KeyVault::Open(*config);
+    ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+    vault_ = std::move(vault).value();
+    ASSERT_TRUE(vault_->InitRoot("acme").ok());
+    ASSERT_TRUE(vault_->tokens()[0]->CreateIdentityKey("kms", 2048).ok());
+    db_ =
+        std::move(Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations())).value();
+    issuer_key_ =
+        std::make_unique<jose::EcKeyPair>(std::move(jose::EcKeyPair::Generate("idp")).value());
+    TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}};
+    KmsServiceConfig config_kms;
+    config_kms.host = "kms.acme.test";
+    config_kms.metadata_cache_entries = 0;  // every message reads its channel from the database
+    service_ =
+        std::move(
+            KmsService::New(config_kms, *vault_, *db_,
+                            std::move(*JwtVerifier::New({issuer}, "kms", std::chrono::seconds(30))),
+                            {}, KmsServiceHooks{nullptr, &metrics_, nullptr}))
+            .value();
+    info_ = std::make_unique<client::KmsInfo>(
+        std::move(client::ParseKmsInfo(service_->InfoJson())).value());
+  }
+
+  std::string Bearer(const std::string& user) {
+    return *MintJwt(*issuer_key_, {kIssuer, user, "kms", std::time(nullptr) - 5, 3600});
+  }
+
+  // A transport straight into the service that keeps what came back.
+  client::KmsTransport Recording(std::shared_ptr<KmsReply> last) {
+    return [this, last](const std::string& message) {
+      *last = service_->Handle(message);
+      return Result<client::KmsResponse>(
+          client::KmsResponse{last->http_status, last->content_type, last->body});
+    };
+  }
+
+  static std::string CodeOf(const KmsReply& reply) {
+    if (reply.content_type != "application/json") return "";
+    Poco::JSON::Parser parser;
+    return parser.parse(reply.body).extract<Object::Ptr>()->getValue<std::string>("code");
+  }
+
+  // One round of the load: a new channel, and on the long-lived one a new key and a retrieval.
+  void Round(client::KmsSession& session, std::shared_ptr<KmsReply> last,
+             const std::string& key_uri, int n) {
+    const bool during = vault_->Health()[faulty_].state != hsm::TokenState::kReady;
+    auto reply = std::make_shared<KmsReply>();
+    auto opened = client::KmsSession::Open(
+        *info_, "c", Bearer("u" + std::to_string(n) + "@acme.test"), Recording(reply));
+    Record({"ecdhe", reply->http_status, CodeOf(*reply), 0, during});
+    Object count;
+    count.set("count", 1);
+    auto created = session.Call("create", "/keys", count);
+    Record({"keys", last->http_status, CodeOf(*last),
+            created.ok() ? (*created)->getValue<int>("status") : 0, during});
+    auto retrieved = session.Call("retrieve", key_uri);
+    Record({"retrieve", last->http_status, CodeOf(*last),
+            retrieved.ok() ? (*retrieved)->getValue<int>("status") : 0, during});
+    if (opened.ok()) (void)(*opened)->Close();
+  }
+
+  void Record(Outcome outcome) {
+    std::lock_guard lock(mutex_);
+    outcomes_.push_back(std::move(outcome));
+  }
+  std::vector<Outcome> Outcomes() {
+    std::lock_guard lock(mutex_);
+    return outcomes_;
+  }
+  int Count(bool during) {
+    int n = 0;
+    for (const Outcome& o : Outcomes()) n += o.during == during && o.what == "retrieve";
+    return n;
+  }
+
+  // Starts the light load: one channel made while every token is up, then rounds every 20 ms.
+  void StartLoad() {
+    auto last = std::make_shared<KmsReply>();
+    session_ =
+        std::move(client::KmsSession::Open(*info_, "c", Bearer("owner@acme.test"), Recording(last)))
+            .value();
+    Object count;
+    count.set("count", 1);
+    auto created = session_->Call("create", "/keys", count);
+    ASSERT_TRUE(created.ok());
+    ASSERT_EQ((*created)->getValue<int>("status"), 201);
+    key_uri_ = (*created)->getArray("keys")->getObject(0)->getValue<std::string>("uri");
+    loader_ = std::thread([this, last] {
+      for (int n = 0; !stop_.load(); ++n) {
+        Round(*session_, last, key_uri_, n);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    });
+  }
+  void Stop() {
+    stop_ = true;
+    if (loader_.joinable()) loader_.join();
+  }
+
+  bool WaitFor(const std::function<bool()>& condition) {
+    for (int i = 0; i < 3000; ++i) {  // at most a minute; nothing is timed
+      if (condition()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return condition();
+  }
+
+  // strongroom_hsm_token_up of each token, as /ops/metrics renders it.
+  std::map<std::string, double> TokenUp() {
+    auto samples = strongroom::testing::ParsePrometheus(
+        metrics_.RenderPrometheus(MetricSources{nullptr, vault_.get()}));
+    std::map<std::string, double> up;
+    if (!samples.ok()) return up;
+    for (const auto& sample : *samples) {
+      if (sample.name == "strongroom_hsm_token_up") up[sample.labels.at("token")] = sample.value;
+    }
+    return up;
+  }
+
+  void* handle_ = nullptr;
+  sr_fault_fail_token_fn fail_token_ = nullptr;
+  sr_fault_clear_fn clear_ = nullptr;
+  std::vector<std::string> labels_;
+  std::size_t faulty_ = 0;
+  testing::TestDir dir_;
+  std::unique_ptr<hsm::KeyVault> vault_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<jose::EcKeyPair> issuer_key_;
+  Metrics metrics_;
+  std::unique_ptr<KmsService> service_;
+  std::unique_ptr<client::KmsInfo> info_;
+  std::unique_ptr<client::KmsSession> session_;
+  std::string key_uri_;
+  std::thread loader_;
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::vector<Outcome> outcomes_;
+};
+
+TEST_F(KmsHsmFaultTest, AFaultOfTheOnlyTokenIs503HsmUnavailableAndHealsWithoutARestart) {
+  Open(1);
+  StartLoad();
+  ASSERT_TRUE(WaitFor([&] { return Count(false) >= 3; }));
+  fail_token_(labels_[0].c_str(), CKR_DEVICE_ERROR, -1);
+  ASSERT_TRUE(WaitFor([&] { return Count(true) >= 5; })) << "the token was never reported down";
+  EXPECT_EQ(vault_->Health()[0].state, hsm::TokenState::kUnavailable);
+  EXPECT_EQ(TokenUp()["primary"], 0);
+  Stop();
+
+  for (const Outcome& o : Outcomes()) {
+    if (!o.during) continue;
+    SCOPED_TRACE(o.what + ": HTTP " + std::to_string(o.http_status) + " " + o.code + " sealed " +
+                 std::to_string(o.sealed));
+    if (o.what == "ecdhe") {
+      // The static key is in the token: no channel, and a retryable answer, never "undecryptable".
+      EXPECT_EQ(o.http_status, 503);
+      EXPECT_EQ(o.code, "hsm_unavailable");
+    } else if (o.http_status == 200) {
+      EXPECT_EQ(o.sealed, 503);  // a sealed answer: the request was read, the token failed it
+    } else {
+      EXPECT_EQ(o.http_status, 503);  // the channel's own key could not be opened
+      EXPECT_EQ(o.code, "hsm_unavailable");
+    }
+  }
+
+  // Nothing asks the KMS for anything now: the probe alone finds the token back.
+  clear_();
+  ASSERT_TRUE(WaitFor([&] { return vault_->Health()[0].state == hsm::TokenState::kReady; }))
+      << vault_->Health()[0].detail;
+  EXPECT_EQ(TokenUp()["primary"], 1);
+  auto last = std::make_shared<KmsReply>();
+  auto session = client::KmsSession::Open(*info_, "c", Bearer("late@acme.test"), Recording(last));
+  ASSERT_TRUE(session.ok()) << last->http_status << " " << last->body;
+  Object count;
+  count.set("count", 1);
+  auto created = (*session)->Call("create", "/keys", count);
+  ASSERT_TRUE(created.ok());
+  EXPECT_EQ((*created)->getValue<int>("status"), 201);
+  auto retrieved = session_->Call("retrieve", key_uri_);
+  ASSERT_TRUE(retrieved.ok());
+  EXPECT_EQ((*retrieved)->getValue<int>("status"), 200);
+}
+
+TEST_F(KmsHsmFaultTest, TheStandbyServesWhileThePrimaryFaultsAndThePrimaryHealsByItself) {
+  Open(2);
+  StartLoad();
+  ASSERT_TRUE(WaitFor([&] { return Count(false) >= 3; }));
+  fail_token_(labels_[0].c_str(), CKR_DEVICE_ERROR, -1);
+  ASSERT_TRUE(WaitFor([&] { return Count(true) >= 5; })) << "the primary was never reported down";
+  auto health = vault_->Health();
+  EXPECT_EQ(health[0].state, hsm::TokenState::kUnavailable);
+  EXPECT_EQ(health[1].state, hsm::TokenState::kReady);
+  EXPECT_EQ(TokenUp()["primary"], 0);
+  EXPECT_EQ(TokenUp()["standby"], 1);
+  Stop();
+
+  for (const Outcome& o : Outcomes()) {
+    if (!o.during) continue;
+    SCOPED_TRACE(o.what + ": HTTP " + std::to_string(o.http_status) + " " + o.code + " sealed " +
+                 std::to_string(o.sealed));
+    if (o.what == "ecdhe") {
+      EXPECT_EQ(o.http_status, 503);  // the static key is in the primary only
+      EXPECT_EQ(o.code, "hsm_unavailable");
+    } else {
+      EXPECT_EQ(o.http_status, 200);  // the standby opens the channel and wraps the new keys
+      EXPECT_EQ(o.sealed, o.what == "keys" ? 201 : 200);
+    }
+  }
+
+  clear_();
+  ASSERT_TRUE(WaitFor([&] { return vault_->Health()[0].state == hsm::TokenState::kReady; }))
+      << vault_->Health()[0].detail;
+  EXPECT_EQ(TokenUp()["primary"], 1);
+  auto last = std::make_shared<KmsReply>();
+  auto session = client::KmsSession::Open(*info_, "c", Bearer("late@acme.test"), Recording(last));
+  ASSERT_TRUE(session.ok()) << last->http_status << " " << last->body;
+}
+
+// A create /ecdhe the HSM could not serve is not counted as seen: the same message is accepted
+// once the token is back (a repeat of one it did serve is refused).
+TEST_F(KmsHsmFaultTest, ACreateEcdheRefusedForAnHsmFaultMayBeSentAgain) {
+  Open(1);
+  std::string sent;
+  auto reply = std::make_shared<KmsReply>();
+  client::KmsTransport keep = [&](const std::string& message) {
+    sent = message;
+    return Recording(reply)(message);
+  };
+  fail_token_(labels_[0].c_str(), CKR_DEVICE_ERROR, -1);
+  EXPECT_FALSE(client::KmsSession::Open(*info_, "c", Bearer("again@acme.test"), keep).ok());
+  EXPECT_EQ(reply->http_status, 503);
+  EXPECT_EQ(CodeOf(*reply), "hsm_unavailable");
+  clear_();
+  ASSERT_TRUE(WaitFor([&] { return vault_->Health()[0].state == hsm::TokenState::kReady; }));
+  EXPECT_EQ(service_->Handle(sent).http_status, 200);  // a signed 201
+  EXPECT_EQ(service_->Handle(sent).http_status, 409);  // now it was seen
+}
+
+// A channel whose stored key no configured token can open is not an outage: 500, not a 503 that
+// would have the client retry, and never the undocumented code "hsm".
+TEST_F(KmsHsmFaultTest, AChannelKeyNoTokenCanOpenIsAnInternalError) {
+  Open(1);
+  auto last = std::make_shared<KmsReply>();
+  auto session = client::KmsSession::Open(*info_, "c", Bearer("x@acme.test"), Recording(last));
+  ASSERT_TRUE(session.ok());
+  const std::string uri = (*session)->ephemeral_uri();
+  ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                   s << "UPDATE ephemeral_blobs SET token = 'retired' WHERE uri = ?",
+                       Poco::Data::Keywords::use(const_cast<std::string&>(uri)),
+                       Poco::Data::Keywords::now;
+                   return OkStatus();
+                 })
+                  .ok());
+  EXPECT_FALSE((*session)->Call("update", "/ping").ok());
+  EXPECT_EQ(last->http_status, 500);
+  EXPECT_EQ(CodeOf(*last), "internal");
 }
 
 }  // namespace

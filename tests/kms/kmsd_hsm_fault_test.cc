@@ -1,0 +1,490 @@
+// kmsd as a child process while SoftHSM2's token directory is taken away for three seconds and put
+// back, under a light load of clients (a new channel and a new key every 100 ms), with one token
+// and with a primary and a standby. While the token is away kmsd answers that its HSM is
+// unavailable (503, hsm_unavailable, Retry-After), never that a message does not decrypt or a key
+// does not exist, and /ops/health and /ops/metrics say the token is down. Once the directory is
+// back kmsd finds the token again by itself: no restart, and no request needed.
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/HTTPSClientSession.h>
+#include <Poco/Pipe.h>
+#include <Poco/PipeStream.h>
+#include <Poco/Process.h>
+#include <Poco/StreamCopier.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <istream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "../support/softhsm_sandbox.h"
+#include "../support/tool_steps.h"
+#include "prometheus_text.h"
+#include "strongroom/client/https_transport.h"
+#include "strongroom/client/kms_session.h"
+#include "strongroom/common/jwt.h"
+
+namespace strongroom::kms {
+namespace {
+
+using client::HttpsTransport;
+using client::KmsSession;
+using Poco::JSON::Object;
+using testing::kSoftHsmModule;
+using testing::SoftHsmSandbox;
+namespace fs = std::filesystem;
+
+constexpr char kHost[] = "kms.acme.test";
+constexpr char kOperatorToken[] =
+    "9a1c2e4b6d8f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b1d3f5a7c9e1b3d5f7a9c";
+
+Poco::Process::Env SoftHsmEnv() {
+  return {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+Object::Ptr ParseObject(const std::string& text) {
+  Poco::JSON::Parser parser;
+  return parser.parse(text).extract<Object::Ptr>();
+}
+
+// Polls `condition` every 50 ms for at most a minute; nothing is timed.
+bool WaitFor(const std::function<bool()>& condition) {
+  for (int i = 0; i < 1200; ++i) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+// What the tests share: the CA, the TLS certificate (for both listeners), the IdP, the operator
+// token. Each test has tokens of its own, since it takes one away.
+class Environment {
+ public:
+  static Environment& Get() {
+    static Environment environment;
+    return environment;
+  }
+  ~Environment() {
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+  const fs::path& dir() const { return dir_; }
+  const std::string& error() const { return steps_.error(); }
+  std::string Token(const std::string& user) const {
+    const std::string key_text = ReadFile(dir_ / "idp-acme" / "signing-key.jwk");
+    SecretBytes jwk({reinterpret_cast<const std::uint8_t*>(key_text.data()), key_text.size()});
+    auto key = jose::EcKeyPair::FromPrivateJwk(jwk);
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    auto token = MintJwt(*key, {"https://idp.acme.test", user, "kms", now - 5, 3600});
+    return token.ok() ? *token : "";
+  }
+
+ private:
+  Environment() {
+    dir_ = fs::temp_directory_path() / ("sr-kmsd-hsm-" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    const std::string d = dir_.string();
+    testing::MakeTestTls(steps_, d, "Strongroom kmsd HSM fault test CA");
+    testing::InitTestIdps(steps_, d, IDP_PATH, {"acme"});
+    std::ofstream(dir_ / "ops.token") << kOperatorToken << "\n";
+    ::chmod((dir_ / "ops.token").c_str(), 0600);
+  }
+  fs::path dir_;
+  testing::ToolSteps steps_;
+};
+
+// What one request of the load met.
+struct Outcome {
+  std::string what;  // "ecdhe" or "keys"
+  int http_status = 0;
+  std::string code;  // of a plain JSON error
+  int retry_after = 0;
+  int sealed = 0;  // the protocol status of a sealed answer
+  std::chrono::steady_clock::time_point started;
+};
+
+std::string Describe(const std::vector<Outcome>& outcomes) {
+  std::string out;
+  for (const Outcome& o : outcomes) {
+    out += o.what + ":" + std::to_string(o.http_status) + "/" + o.code + "/" +
+           std::to_string(o.sealed) + " ";
+  }
+  return out;
+}
+
+class KmsdHsmFaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    signal(SIGPIPE, SIG_IGN);
+    ASSERT_TRUE(env().error().empty()) << env().error();
+    dir_ = env().dir() / ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+
+  void TearDown() override {
+    StopLoad();
+    if (!away_.empty() && fs::exists(away_)) fs::rename(away_, home_);
+    if (kmsd_) {
+      kill(static_cast<pid_t>(kmsd_->id()), SIGKILL);
+      int status = 0;
+      waitpid(static_cast<pid_t>(kmsd_->id()), &status, 0);
+    }
+    if (stderr_reader_.joinable()) stderr_reader_.join();
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+
+  static Environment& env() { return Environment::Get(); }
+
+  // Makes `tokens` tokens (the first holds the identity key), their root keys for acme and the
+  // identity chain, and starts kmsd with an operations listener.
+  void Start(int tokens) {
+    const std::string d = env().dir().string();
+    std::string hsm = "[hsm]\ntokens = primary";
+    if (tokens > 1) hsm += ", standby";
+    hsm += "\nnode_id = test\n";
+    for (int i = 0; i < tokens; ++i) {
+      labels_.push_back(SoftHsmSandbox::Get().CreateToken(kSoftHsmModule, "fault"));
+      hsm += std::string("[hsm.") + (i == 0 ? "primary" : "standby") +
+             "]\nuri = " + SoftHsmSandbox::Get().Uri(kSoftHsmModule, labels_.back()) + "\n";
+    }
+    const std::string hsm_ini = (dir_ / "hsm.ini").string();
+    std::ofstream(hsm_ini) << hsm;
+    testing::ToolSteps steps;
+    steps.Run(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-root", "--org", "acme"},
+              SoftHsmEnv());
+    steps.Run(KMSCTL_PATH, {"--config", hsm_ini, "hsm", "init-identity"}, SoftHsmEnv());
+    steps.Run(
+        KMSCTL_PATH,
+        {"--config", hsm_ini, "hsm", "certify-identity", "--ca-cert", d + "/ca.pem", "--ca-key",
+         d + "/ca.key", "--host", kHost, "--out", (dir_ / "identity.pem").string(), "--days", "2"},
+        SoftHsmEnv());
+    ASSERT_TRUE(steps.error().empty()) << steps.error();
+
+    const fs::path ini = dir_ / "kms.ini";
+    std::ofstream(ini) << hsm << "[kms]\nhost = " << kHost
+                       << "\ndatabase = " << (dir_ / "kms.db").string()
+                       << "\nlisten = 127.0.0.1:0\ntls_cert = " << d << "/tls.pem\ntls_key = " << d
+                       << "/tls.key\nidentity_chain = " << (dir_ / "identity.pem").string()
+                       << "\n[ops]\nlisten = 127.0.0.1:0\ntls_cert = " << d
+                       << "/tls.pem\ntls_key = " << d << "/tls.key\ntoken_file = " << d
+                       << "/ops.token\n[jwt]\nissuers = acme\nskew_s = 0\n[jwt.acme]\n"
+                       << "issuer = https://idp.acme.test\norg = acme\njwks = " << d
+                       << "/idp-acme/jwks.json\n";
+    const fs::path port_file = dir_ / "port";
+    kmsd_ = std::make_unique<Poco::ProcessHandle>(Poco::Process::launch(
+        KMSD_PATH, {"--config", ini.string(), "--port-file", port_file.string()}, ".", nullptr,
+        nullptr, &stderr_pipe_, SoftHsmEnv()));
+    // kmsd names the operations listener's port on stderr; keep reading so it never blocks.
+    stderr_reader_ = std::thread([this] {
+      Poco::PipeInputStream in(stderr_pipe_);
+      std::string line;
+      while (std::getline(in, line)) {
+        std::lock_guard lock(stderr_mutex_);
+        stderr_ += line + "\n";
+      }
+    });
+    const std::string marker = "operations listener on https://127.0.0.1:";
+    ASSERT_TRUE(WaitFor([&] {
+      std::lock_guard lock(stderr_mutex_);
+      return stderr_.find(marker) != std::string::npos;
+    })) << stderr_;
+    {
+      std::lock_guard lock(stderr_mutex_);
+      ops_port_ = static_cast<std::uint16_t>(
+          std::stoi(stderr_.substr(stderr_.find(marker) + marker.size())));
+    }
+    const std::string bound = ReadFile(port_file);
+    ASSERT_FALSE(bound.empty());
+    base_url_ = "https://127.0.0.1:" + bound.substr(0, bound.find('\n'));
+    auto https = Transport();
+    ASSERT_TRUE(https);
+    auto info_text = https->GetInfo();
+    ASSERT_TRUE(info_text.ok()) << info_text.error().ToString();
+    info_ = std::make_unique<client::KmsInfo>(std::move(client::ParseKmsInfo(*info_text)).value());
+    ASSERT_EQ(Health()->getValue<std::string>("status"), "ok");
+  }
+
+  std::unique_ptr<HttpsTransport> Transport() {
+    auto https = HttpsTransport::New({base_url_, (env().dir() / "ca.pem").string()});
+    return https.ok() ? std::move(https).value() : nullptr;
+  }
+
+  // GET on the operations listener, with the operator token.
+  std::pair<int, std::string> Ops(const std::string& path) {
+    Poco::Net::Context::Params params;
+    params.caLocation = (env().dir() / "ca.pem").string();
+    params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
+    Poco::Net::Context::Ptr context(
+        new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
+    Poco::Net::HTTPSClientSession session("127.0.0.1", ops_port_, context);
+    Poco::Net::HTTPRequest request("GET", path, Poco::Net::HTTPMessage::HTTP_1_1);
+    request.set("Authorization", std::string("Bearer ") + kOperatorToken);
+    session.sendRequest(request);
+    Poco::Net::HTTPResponse response;
+    std::string body;
+    Poco::StreamCopier::copyToString(session.receiveResponse(response), body);
+    return {static_cast<int>(response.getStatus()), body};
+  }
+  Object::Ptr Health() { return ParseObject(Ops("/ops/health").second); }
+  std::string TokenState(const std::string& name) {
+    Poco::JSON::Array::Ptr tokens = Health()->getArray("tokens");
+    for (unsigned i = 0; i < tokens->size(); ++i) {
+      if (tokens->getObject(i)->getValue<std::string>("name") == name) {
+        return tokens->getObject(i)->getValue<std::string>("state");
+      }
+    }
+    return "";
+  }
+  std::int64_t TokenRepairs(const std::string& name) {
+    Poco::JSON::Array::Ptr tokens = Health()->getArray("tokens");
+    for (unsigned i = 0; i < tokens->size(); ++i) {
+      if (tokens->getObject(i)->getValue<std::string>("name") == name) {
+        return tokens->getObject(i)->getValue<std::int64_t>("repairs");
+      }
+    }
+    return -1;
+  }
+  double TokenUp(const std::string& name) {
+    auto samples = testing::ParsePrometheus(Ops("/ops/metrics").second);
+    if (!samples.ok()) return -1;
+    for (const auto& sample : *samples) {
+      if (sample.name == "strongroom_hsm_token_up" && sample.labels.at("token") == name) {
+        return sample.value;
+      }
+    }
+    return -1;
+  }
+
+  // The light load: every 100 ms a new channel, and a new key on a channel opened while all was
+  // well, each over its own HTTPS connection to kmsd.
+  void StartLoad() {
+    load_https_ = Transport();
+    ASSERT_TRUE(load_https_);
+    auto session = KmsSession::Open(*info_, "load", env().Token("owner"),
+                                    client::MakeKmsTransport(*load_https_));
+    ASSERT_TRUE(session.ok()) << session.error().ToString();
+    load_session_ = std::move(session).value();
+    loader_ = std::thread([this] {
+      auto https = Transport();
+      for (int n = 0; !stop_.load(); ++n) {
+        const auto started = std::chrono::steady_clock::now();
+        Outcome ecdhe;
+        ecdhe.what = "ecdhe";
+        ecdhe.started = started;
+        client::KmsTransport recording = [&](const std::string& message) {
+          auto response = https->Post(message);
+          if (response.ok()) {
+            ecdhe.http_status = response->http_status;
+            ecdhe.retry_after = response->retry_after_s;
+            if (response->content_type == "application/json") {
+              ecdhe.code = ParseObject(response->body)->getValue<std::string>("code");
+            }
+          }
+          return response;
+        };
+        auto opened =
+            KmsSession::Open(*info_, "load", env().Token("u" + std::to_string(n)), recording);
+        if (opened.ok()) (void)(*opened)->Close();
+        Record(ecdhe);
+
+        Outcome keys;
+        keys.what = "keys";
+        keys.started = started;
+        Object count;
+        count.set("count", 1);
+        auto sealed = load_session_->Seal("create", "/keys", count);
+        auto response =
+            sealed.ok() ? load_https_->Post(*sealed) : Result<client::KmsResponse>(sealed.error());
+        if (response.ok()) {
+          keys.http_status = response->http_status;
+          keys.retry_after = response->retry_after_s;
+          if (response->content_type == "application/json") {
+            keys.code = ParseObject(response->body)->getValue<std::string>("code");
+          } else if (response->http_status == 200) {
+            auto answer = load_session_->OpenAnswer(*response, load_session_->last_request_id());
+            if (answer.ok()) keys.sealed = (*answer)->getValue<int>("status");
+          }
+        }
+        Record(keys);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  void StopLoad() {
+    stop_ = true;
+    if (loader_.joinable()) loader_.join();
+  }
+  void Record(const Outcome& outcome) {
+    std::lock_guard lock(outcomes_mutex_);
+    outcomes_.push_back(outcome);
+  }
+  // The outcomes of the rounds that began at `since` or later (a round under way when the state
+  // changed may have met either state), and forgets all.
+  std::vector<Outcome> TakeOutcomes(std::chrono::steady_clock::time_point since = {}) {
+    std::lock_guard lock(outcomes_mutex_);
+    std::vector<Outcome> out;
+    for (Outcome& o : outcomes_) {
+      if (o.started >= since) out.push_back(std::move(o));
+    }
+    outcomes_.clear();
+    return out;
+  }
+  std::size_t Rounds(std::chrono::steady_clock::time_point since = {}) {
+    std::lock_guard lock(outcomes_mutex_);
+    std::size_t rounds = 0;
+    for (const Outcome& o : outcomes_) rounds += o.what == "keys" && o.started >= since;
+    return rounds;
+  }
+
+  void TakeAway(const std::string& label) {
+    home_ = SoftHsmSandbox::Get().TokenDirectory(label);
+    // Out of the token directory: SoftHSM2 takes any directory in it for a token.
+    away_ = SoftHsmSandbox::Get().dir() + "/away-" + label;
+    fs::rename(home_, away_);
+  }
+  void PutBack() { fs::rename(away_, home_); }
+
+  fs::path dir_;
+  std::vector<std::string> labels_;
+  std::string home_, away_;
+  std::unique_ptr<Poco::ProcessHandle> kmsd_;
+  Poco::Pipe stderr_pipe_;
+  std::thread stderr_reader_;
+  std::mutex stderr_mutex_;
+  std::string stderr_;
+  std::uint16_t ops_port_ = 0;
+  std::string base_url_;
+  std::unique_ptr<client::KmsInfo> info_;
+  std::unique_ptr<HttpsTransport> load_https_;
+  std::unique_ptr<KmsSession> load_session_;
+  std::thread loader_;
+  std::atomic<bool> stop_{false};
+  std::mutex outcomes_mutex_;
+  std::vector<Outcome> outcomes_;
+};
+
+TEST_F(KmsdHsmFaultTest, TheOnlyTokenTakenAwayIsAnOutageAndKmsdRecoversWhenItIsBack) {
+  Start(1);
+  StartLoad();
+  ASSERT_TRUE(WaitFor([&] { return Rounds() >= 3; }));
+  for (const Outcome& o : TakeOutcomes()) {
+    ASSERT_EQ(o.http_status, 200) << o.code;
+  }
+
+  TakeAway(labels_[0]);
+  // Health tells the truth by itself (the probe), whatever the requests meet meanwhile.
+  ASSERT_TRUE(WaitFor([&] { return TokenState("primary") == "unavailable"; }))
+      << Ops("/ops/health").second;
+  const auto [health_status, health_body] = Ops("/ops/health");
+  EXPECT_EQ(health_status, 503) << health_body;
+  EXPECT_EQ(ParseObject(health_body)->getValue<std::string>("status"), "unavailable");
+  EXPECT_EQ(TokenUp("primary"), 0);
+  const auto known_away = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Rounds(known_away) >= 10; }));
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // away three seconds in all, at least
+  const std::vector<Outcome> during = TakeOutcomes(known_away);
+  ASSERT_FALSE(during.empty());
+  for (const Outcome& o : during) {
+    SCOPED_TRACE(Describe(during));
+    if (o.what == "ecdhe" || o.http_status != 200) {
+      // No channel without the static key; never "undecryptable", never a code outside the table.
+      EXPECT_EQ(o.http_status, 503);
+      EXPECT_EQ(o.code, "hsm_unavailable");
+      EXPECT_GE(o.retry_after, 1);
+    } else {
+      EXPECT_EQ(o.sealed, 503);  // read on a channel whose key kmsd holds, not 404
+    }
+  }
+
+  PutBack();
+  ASSERT_TRUE(WaitFor([&] { return TokenState("primary") == "ready"; }))
+      << Ops("/ops/health").second;
+  EXPECT_EQ(Health()->getValue<std::string>("status"), "ok");
+  EXPECT_EQ(TokenUp("primary"), 1);
+  EXPECT_GE(TokenRepairs("primary"), 1);  // found again by a repair, not by a restart
+  const auto back = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Rounds(back) >= 3; }));
+  const std::vector<Outcome> after = TakeOutcomes(back);
+  for (const Outcome& o : after) {
+    SCOPED_TRACE(Describe(after));
+    EXPECT_EQ(o.http_status, 200);
+    if (o.what == "keys") {
+      EXPECT_EQ(o.sealed, 201);
+    }
+  }
+}
+
+TEST_F(KmsdHsmFaultTest, WithTheStandbyKeysGoOnWhileThePrimaryIsAwayAndItComesBackByItself) {
+  Start(2);
+  StartLoad();
+  ASSERT_TRUE(WaitFor([&] { return Rounds() >= 3; }));
+  TakeOutcomes();
+
+  TakeAway(labels_[0]);
+  ASSERT_TRUE(WaitFor([&] { return TokenState("primary") == "unavailable"; }))
+      << Ops("/ops/health").second;
+  const auto [health_status, health_body] = Ops("/ops/health");
+  EXPECT_EQ(health_status, 200) << health_body;  // the standby serves
+  EXPECT_EQ(ParseObject(health_body)->getValue<std::string>("status"), "degraded");
+  EXPECT_EQ(TokenState("standby"), "ready");
+  EXPECT_EQ(TokenUp("primary"), 0);
+  EXPECT_EQ(TokenUp("standby"), 1);
+  const auto known_away = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Rounds(known_away) >= 10; }));
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const std::vector<Outcome> during = TakeOutcomes(known_away);
+  ASSERT_FALSE(during.empty());
+  for (const Outcome& o : during) {
+    SCOPED_TRACE(Describe(during));
+    if (o.what == "ecdhe") {
+      EXPECT_EQ(o.http_status, 503);  // the static key is in the primary only
+      EXPECT_EQ(o.code, "hsm_unavailable");
+      EXPECT_GE(o.retry_after, 1);
+    } else {
+      EXPECT_EQ(o.http_status, 200);  // the standby opens the channel and wraps the new key
+      EXPECT_EQ(o.sealed, 201);
+    }
+  }
+
+  PutBack();
+  ASSERT_TRUE(WaitFor([&] { return TokenState("primary") == "ready"; }))
+      << Ops("/ops/health").second;
+  EXPECT_EQ(Health()->getValue<std::string>("status"), "ok");
+  EXPECT_EQ(TokenUp("primary"), 1);
+  EXPECT_GE(TokenRepairs("primary"), 1);  // found again by a repair, not by a restart
+  const auto back = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Rounds(back) >= 3; }));
+  const std::vector<Outcome> after = TakeOutcomes(back);
+  for (const Outcome& o : after) {
+    SCOPED_TRACE(Describe(after));
+    EXPECT_EQ(o.http_status, 200);
+  }
+}
+
+}  // namespace
+}  // namespace strongroom::kms
