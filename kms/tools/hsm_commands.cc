@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 
 #include "strongroom/common/config_file.h"
@@ -237,48 +238,78 @@ Status CertifyIdentity(const CtlOptions& options, std::ostream& out) {
   return OkStatus();
 }
 
-Status Check(const CtlOptions& options, std::ostream& out) {
-  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
-  int failures = 0;
-  ErrorCode failure_code = ErrorCode::kInternal;
-  for (const auto& token : vault->tokens()) {
-    Result<std::vector<std::string>> orgs = token->ListOrgs();
-    if (!orgs.ok()) {
-      out << "token " << token->name() << ": FAILED " << orgs.error().message() << "\n";
-      failure_code = orgs.error().code();
-      ++failures;
-      continue;
+// One token's check: it opens, answers and holds what it held (Token::CheckIntact), and wraps and
+// unwraps a key for each organization it has root keys for; the first token also holds the
+// identity key. The report on success; the first failure otherwise.
+Result<std::string> CheckToken(hsm::Token& token, const std::string& identity_key) {
+  SR_RETURN_IF_ERROR(token.CheckIntact());
+  SR_ASSIGN_OR_RETURN(std::vector<std::string> orgs, token.ListOrgs());
+  std::string report;
+  if (orgs.empty()) report = "logged in; no root keys yet (hsm init-root)";
+  for (const std::string& org : orgs) {
+    SecretBytes key = SecretBytes::Random(hsm::kWrappedKeyPlainSize);
+    hsm::KeyBinding binding{org, "kmsctl:hsm-check"};
+    auto start = std::chrono::steady_clock::now();
+    Result<std::vector<std::uint8_t>> blob = token.Wrap(binding, key.view());
+    Result<SecretBytes> back =
+        blob.ok() ? token.Unwrap(binding, *blob) : Result<SecretBytes>(blob.error());
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (!back.ok()) return Error(back.error().code(), org + ": " + back.error().message());
+    if (!ConstantTimeEquals(back->view(), key.view())) {
+      return Error(ErrorCode::kDataLoss, org + ": the round trip returned another key");
     }
-    if (orgs->empty()) {
-      out << "token " << token->name() << ": logged in; no root keys yet (hsm init-root)\n";
-      continue;
-    }
-    for (const std::string& org : *orgs) {
-      SecretBytes key = SecretBytes::Random(hsm::kWrappedKeyPlainSize);
-      hsm::KeyBinding binding{org, "kmsctl:hsm-check"};
-      auto start = std::chrono::steady_clock::now();
-      Result<std::vector<std::uint8_t>> blob = token->Wrap(binding, key.view());
-      Result<SecretBytes> back =
-          blob.ok() ? token->Unwrap(binding, *blob) : Result<SecretBytes>(blob.error());
-      double ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-              .count();
-      if (back.ok() && ConstantTimeEquals(back->view(), key.view())) {
-        char line[64];
-        std::snprintf(line, sizeof line, "%.2f ms", ms);
-        out << "token " << token->name() << ": ok, " << org << " wrap/unwrap round trip " << line
-            << "\n";
-      } else {
-        Error e = back.ok() ? Error(ErrorCode::kDataLoss, "round trip returned another key")
-                            : back.error();
-        out << "token " << token->name() << ": FAILED " << org << ": " << e.message() << "\n";
-        failure_code = e.code();
-        ++failures;
-      }
+    char line[96];
+    std::snprintf(line, sizeof line, "%s%s wrap/unwrap round trip %.2f ms",
+                  report.empty() ? "" : ", ", org.c_str(), ms);
+    report += line;
+  }
+  if (!identity_key.empty()) {
+    Result<hsm::RsaPublicKey> identity = token.IdentityPublicKey(identity_key);
+    if (identity.ok()) {
+      report += "; identity key " + identity_key + " (RSA-" +
+                std::to_string(identity->modulus.size() * 8) + ")";
+    } else if (identity.error().code() == ErrorCode::kNotFound) {
+      report += "; no identity key yet (hsm init-identity)";
+    } else {
+      return identity.error();
     }
   }
-  if (failures > 0) {
-    return Error(failure_code, std::to_string(failures) + " token check(s) failed");
+  return report;
+}
+
+// Every configured token on a line of its own, whether or not the others open.
+Status Check(const CtlOptions& options, std::ostream& out) {
+  SR_ASSIGN_OR_RETURN(hsm::HsmConfig config, LoadHsmSettings(options.config_path));
+  std::string identity_key = "kms";  // kmsd's default ([kms] identity_key)
+  if (Result<Poco::AutoPtr<Poco::Util::IniFileConfiguration>> file =
+          LoadConfigFile(options.config_path);
+      file.ok() && (*file)->hasProperty("kms.identity_key")) {
+    identity_key = SettingText(**file, "kms.identity_key");
+  }
+  std::vector<std::unique_ptr<hsm::Token>> opened;  // kept open: the modules stay loaded
+  std::optional<Error> first_failure;
+  std::vector<std::string> failed;
+  for (std::size_t i = 0; i < config.tokens.size(); ++i) {
+    const hsm::TokenConfig& token_config = config.tokens[i];
+    Result<std::unique_ptr<hsm::Token>> token = hsm::Token::Open(token_config);
+    Result<std::string> report = token.ok() ? CheckToken(**token, i == 0 ? identity_key : "")
+                                            : Result<std::string>(token.error());
+    if (token.ok()) opened.push_back(std::move(token).value());
+    if (report.ok()) {
+      out << "token " << token_config.name << ": ok, " << *report << "\n";
+      continue;
+    }
+    out << "token " << token_config.name << ": FAILED: " << report.error().message() << "\n";
+    failed.push_back(token_config.name);
+    if (!first_failure) first_failure = report.error();
+  }
+  if (first_failure) {
+    std::string names;
+    for (const std::string& name : failed) names += (names.empty() ? "" : ", ") + name;
+    return Error(first_failure->code(),
+                 std::to_string(failed.size()) + " of " + std::to_string(config.tokens.size()) +
+                     " token(s) failed (" + names + "): " + first_failure->message());
   }
   return OkStatus();
 }

@@ -136,6 +136,44 @@ TEST_F(KmsctlTest, CheckWithoutRootKeysSaysSo) {
   EXPECT_NE(check.out.find("no root keys yet"), std::string::npos) << check.out;
 }
 
+// Every configured token gets one line, whether or not the others open; one bad token makes the
+// whole check fail.
+TEST_F(KmsctlTest, CheckReportsEveryTokenOnALineOfItsOwnAndFailsIfAnyIsBad) {
+  const std::string standby = SoftHsmSandbox::Get().CreateToken(kSoftHsmModule);
+  auto uri = [](const std::string& label) {
+    return "pkcs11:token=" + label + "?module-path=" + kSoftHsmModule +
+           "&pin-source=file:" + SoftHsmSandbox::Get().pin_file();
+  };
+  static int n = 0;
+  auto config = [&](const std::string& second) {
+    return SoftHsmSandbox::Get().WriteFile(
+        "kms-two-" + std::to_string(++n) + ".ini",
+        "[hsm]\ntokens = primary, standby\nnode_id = test\n[hsm.primary]\nuri = " + uri(label_) +
+            "\n[hsm.standby]\nuri = " + uri(second) + "\n");
+  };
+  config_ = config(standby);
+  ASSERT_EQ(Hsm({"init-root", "--org", "acme"}).exit_code, 0);
+  ASSERT_EQ(Hsm({"init-identity"}).exit_code, 0);
+  Outcome good = Hsm({"check"});
+  ASSERT_EQ(good.exit_code, 0) << good.err;
+  EXPECT_EQ(CountLines(good.out), 2) << good.out;
+  EXPECT_NE(good.out.find("token primary: ok, acme wrap/unwrap round trip"), std::string::npos)
+      << good.out;
+  EXPECT_NE(good.out.find("identity key kms"), std::string::npos) << good.out;
+  EXPECT_NE(good.out.find("token standby: ok, acme wrap/unwrap round trip"), std::string::npos)
+      << good.out;
+
+  config_ = config("nowhere");
+  Outcome bad = Hsm({"check"});
+  EXPECT_EQ(bad.exit_code, 69);
+  EXPECT_EQ(CountLines(bad.out), 2) << bad.out;
+  EXPECT_NE(bad.out.find("token primary: ok"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("token standby: FAILED"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("no initialized token matches"), std::string::npos) << bad.out;
+  EXPECT_EQ(CountLines(bad.err), 1) << bad.err;
+  EXPECT_NE(bad.err.find("standby"), std::string::npos) << bad.err;
+}
+
 TEST_F(KmsctlTest, WrongPinIsOneLineAndNeverShowsThePin) {
   std::string wrong = SoftHsmSandbox::Get().WriteFile("kmsctl-wrong.pin", "31337\n");
   config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
