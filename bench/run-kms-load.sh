@@ -157,8 +157,18 @@ for scenario in "${scenario_list[@]}"; do
     ) >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  io_before=$(awk '/^(wchar|write_bytes):/ {printf "%s ", $2}' "/proc/$kmsd_pid/io")
   "$load" "${common[@]}" --scenario "$scenario" --duration "$duration" --warmup "$warmup" \
     --keys "$keys" --json-out "$out/$scenario.json" | tee -a "$out/run.txt" || status=$?
+  # What kmsd wrote during the scenario (set-up and warm-up included): wchar counts every
+  # write(2) (sockets and the database's WAL), write_bytes what reached the block layer. Divided
+  # by the measured requests, with --warmup 0 it is a cost per request that CPU noise leaves alone.
+  read -r wchar0 wbytes0 <<<"$io_before"
+  read -r wchar1 wbytes1 <<<"$(awk '/^(wchar|write_bytes):/ {printf "%s ", $2}' "/proc/$kmsd_pid/io")"
+  answered=$(sed -n 's/.*"requests" *: *\([0-9]*\).*/\1/p' "$out/$scenario.json" | head -1)
+  echo "kmsd wrote $((wchar1 - wchar0)) bytes (wchar), $((wbytes1 - wbytes0)) to storage," \
+    "$(( (wchar1 - wchar0) / (answered > 0 ? answered : 1) )) wchar bytes per measured request" |
+    tee -a "$out/run.txt"
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
     perf report -i "$out/perf-$scenario.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
