@@ -2,6 +2,7 @@
 
 #include <Poco/Data/RecordSet.h>
 #include <Poco/Data/Statement.h>
+#include <Poco/Exception.h>
 
 #include <algorithm>
 #include <limits>
@@ -18,8 +19,6 @@ using Poco::Data::Keywords::into;
 using Poco::Data::Keywords::now;
 using Poco::Data::Keywords::use;
 using Poco::Data::Keywords::useRef;
-
-constexpr std::int64_t kNoSeq = std::numeric_limits<std::int64_t>::max();
 
 #define SR_ACTIVITY_COLUMNS(t)                                                                  \
   t "seq, " t "id, " t "conversation_id, " t "actor, " t "verb, " t "content, " t "key_uri, " t \
@@ -95,6 +94,42 @@ std::string Placeholders(std::size_t n) {
 }
 
 }  // namespace
+
+Status ReadTransaction(Database& db, const std::function<Status(Poco::Data::Session&)>& work) {
+  return db.WithSession([&](Poco::Data::Session& s) -> Status {
+    s << "BEGIN", now;
+    Status status;
+    try {
+      status = work(s);
+    } catch (const Poco::Exception&) {
+      try {
+        s << "ROLLBACK", now;
+      } catch (const Poco::Exception&) {
+      }
+      throw;  // Database reports it
+    } catch (const std::exception& e) {
+      try {
+        s << "ROLLBACK", now;
+      } catch (const Poco::Exception&) {
+      }
+      return Error(ErrorCode::kInternal, std::string("reading failed: ") + e.what());
+    }
+    s << "COMMIT", now;
+    return status;
+  });
+}
+
+Status Read(Database& db, const std::function<Status(Poco::Data::Session&)>& work) {
+  return db.WithSession([&](Poco::Data::Session& s) -> Status {
+    try {
+      return work(s);
+    } catch (const Poco::Exception&) {
+      throw;  // Database reports it
+    } catch (const std::exception& e) {
+      return Error(ErrorCode::kInternal, std::string("reading failed: ") + e.what());
+    }
+  });
+}
 
 bool ConversationState::IsParticipant(const std::string& user) const {
   return std::binary_search(participants->begin(), participants->end(), user);

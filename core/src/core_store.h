@@ -1,6 +1,7 @@
-// The core's tables and every SQL statement on them, for CoreService. The functions run on a
-// session the caller holds inside a transaction (or, for single reads, outside one); they throw
-// Poco::Data exceptions on database failures, which Database turns into UNAVAILABLE or INTERNAL.
+// The core's tables and every SQL statement on them, for the core service, its group-commit
+// writer and index store. The functions run on a session the caller holds inside a transaction
+// (or, for single reads, outside one); they throw Poco::Data exceptions on database failures, which
+// Database turns into UNAVAILABLE or INTERNAL.
 //
 // Tables (portable SQL but for index_tokens' WITHOUT ROWID, which PostgreSQL leaves out):
 //   conversations      id, KMS resource, current key, title, creator, last_seq (newest activity),
@@ -20,6 +21,8 @@
 #include <Poco/Data/Statement.h>
 
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -29,9 +32,18 @@
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
-#include "strongroom/core/core_service.h"
+#include "strongroom/core/model.h"
 
 namespace strongroom::core::internal {
+
+// A seq above every stored one: no upper bound, for the reads below that take one.
+inline constexpr std::int64_t kNoSeq = std::numeric_limits<std::int64_t>::max();
+
+// One read snapshot over several statements (a deferred transaction on a pooled connection).
+Status ReadTransaction(Database& db, const std::function<Status(Poco::Data::Session&)>& work);
+
+// A single read statement (SQLite gives it a snapshot of its own).
+Status Read(Database& db, const std::function<Status(Poco::Data::Session&)>& work);
 
 // What the service checks requests against: a conversation's members and keys. Immutable once
 // built; the writer replaces it when a change commits.

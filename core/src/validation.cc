@@ -9,15 +9,11 @@
 #include "strongroom/common/jose/base64url.h"
 #include "strongroom/common/jose/jose_header.h"
 #include "strongroom/common/kms_uri.h"
-#include "strongroom/core/core_service.h"
+#include "strongroom/core/model.h"
 
 namespace strongroom::core {
 namespace internal {
 namespace {
-
-Error Invalid(std::string message) {
-  return Error(ErrorCode::kInvalidArgument, std::move(message));
-}
 
 bool IsLowerHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
@@ -67,6 +63,19 @@ bool IsPrintableUtf8(std::string_view text) {
 }
 
 }  // namespace
+
+Error Invalid(std::string message) {
+  return Error(ErrorCode::kInvalidArgument, std::move(message));
+}
+
+Error NoSuchConversation() { return Error(ErrorCode::kNotFound, "no such conversation"); }
+
+Status CheckPageSize(std::size_t limit) {
+  if (limit == 0 || limit > kMaxPageSize) {
+    return Invalid("the page size must be 1 to " + std::to_string(kMaxPageSize));
+  }
+  return OkStatus();
+}
 
 std::string NewUuid() {
   std::array<unsigned char, 16> b{};

@@ -1,15 +1,26 @@
 // The core's checks of untrusted input that need no stored state: ids, user ids, KMS URLs, client
-// activity ids and index tokens. Each says what is wrong without echoing secrets (none of these
-// values is one).
+// activity ids, index tokens and page sizes. Each says what is wrong without echoing secrets (none
+// of these values is one).
 #ifndef STRONGROOM_CORE_SRC_VALIDATION_H_
 #define STRONGROOM_CORE_SRC_VALIDATION_H_
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 #include "strongroom/common/error.h"
 
 namespace strongroom::core::internal {
+
+// INVALID_ARGUMENT with `message`.
+Error Invalid(std::string message);
+
+// The same answer for an unknown conversation and for one the caller is not in (so ids cannot be
+// probed).
+Error NoSuchConversation();
+
+// 1..kMaxPageSize.
+Status CheckPageSize(std::size_t limit);
 
 // A random (version 4) UUID in its canonical lowercase form.
 std::string NewUuid();

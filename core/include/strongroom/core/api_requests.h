@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "strongroom/common/error.h"
-#include "strongroom/core/core_service.h"
+#include "strongroom/core/model.h"
 
 namespace strongroom::core {
 

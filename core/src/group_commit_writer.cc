@@ -1,0 +1,141 @@
+#include "group_commit_writer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include "core_store.h"
+#include "validation.h"
+
+namespace strongroom::core::internal {
+namespace {
+
+constexpr std::size_t kMaxBatch = 256;    // changes committed together
+constexpr std::size_t kMaxQueue = 65536;  // beyond this, changes are refused (UNAVAILABLE)
+constexpr std::chrono::seconds kCompactInterval{5};
+
+}  // namespace
+
+StatePtr Batch::State(const std::string& id) {
+  if (auto it = changed.find(id); it != changed.end()) return it->second;
+  if (auto it = loaded.find(id); it != loaded.end()) return it->second;
+  if (StatePtr cached = cache->Find(id)) return cached;
+  std::optional<ConversationState> state = CoreStore::LoadState(*s, id);
+  if (!state) return nullptr;
+  auto shared = std::make_shared<const ConversationState>(std::move(*state));
+  loaded.emplace(id, shared);
+  return shared;
+}
+
+Activity Batch::NewActivity(const std::string& conversation_id, const Caller& caller,
+                            std::string verb) {
+  Activity a;
+  a.seq = next_seq++;
+  a.id = NewUuid();
+  a.conversation_id = conversation_id;
+  a.actor = caller.user_id;
+  a.verb = std::move(verb);
+  a.published_ms = now_ms;
+  return a;
+}
+
+Activity Batch::Produce(Activity a, std::shared_ptr<const std::vector<std::string>> recipients) {
+  last_seq[a.conversation_id] = a.seq;
+  produced.push_back({a, std::move(recipients)});
+  return a;
+}
+
+GroupCommitWriter::GroupCommitWriter(Database& db, Clock clock, StateCache& cache,
+                                     std::int64_t last_seq, OnCommit on_commit)
+    : db_(db),
+      clock_(std::move(clock)),
+      cache_(cache),
+      on_commit_(std::move(on_commit)),
+      last_seq_(last_seq),
+      next_seq_(last_seq + 1),
+      writer_([this] { Run(); }) {}
+
+GroupCommitWriter::~GroupCommitWriter() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+  writer_.join();
+}
+
+Result<Activity> GroupCommitWriter::Submit(Change change) {
+  Op op;
+  op.apply = std::move(change);
+  std::unique_lock lock(mutex_);
+  if (stopping_) return Error(ErrorCode::kUnavailable, "the core is shutting down");
+  if (queue_.size() >= kMaxQueue) {
+    return Error(ErrorCode::kUnavailable, "the core is falling behind; retry later");
+  }
+  queue_.push_back(&op);
+  work_.notify_one();
+  done_.wait(lock, [&] { return op.done; });
+  return std::move(*op.result);
+}
+
+void GroupCommitWriter::Run() {
+  std::unique_lock lock(mutex_);
+  auto last_compact = std::chrono::steady_clock::now();
+  for (;;) {
+    work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, nothing left
+    std::vector<Op*> ops;
+    const std::size_t n = std::min(queue_.size(), kMaxBatch);
+    ops.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      ops.push_back(queue_.front());
+      queue_.pop_front();
+    }
+    lock.unlock();
+    CommitBatch(ops);
+    lock.lock();
+    for (Op* op : ops) op->done = true;  // the callers own the ops from here
+    done_.notify_all();
+    // Under constant load the write-ahead log never empties on its own.
+    const auto now_time = std::chrono::steady_clock::now();
+    if (now_time - last_compact >= kCompactInterval) {
+      lock.unlock();
+      (void)db_.CompactLog();  // if busy, the next turn tries again
+      lock.lock();
+      last_compact = now_time;
+    }
+  }
+}
+
+void GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
+  Batch b;
+  std::vector<std::optional<Result<Activity>>> results(ops.size());
+  const Status committed = db_.InTransaction(
+      [&](Poco::Data::Session& s) -> Status {
+        b = Batch();
+        b.s = &s;
+        b.cache = &cache_;
+        b.next_seq = next_seq_;
+        b.now_ms = clock_();
+        for (std::size_t i = 0; i < ops.size(); ++i) results[i] = ops[i]->apply(b);
+        for (const auto& [conversation_id, seq] : b.last_seq) {
+          CoreStore::SetLastSeq(s, conversation_id, seq);
+        }
+        return OkStatus();
+      },
+      Database::Durability::kFull);
+  if (!committed.ok()) {
+    for (Op* op : ops) op->result = committed.error();
+    return;
+  }
+  next_seq_ = b.next_seq;
+  for (auto& [id, state] : b.changed) cache_.Publish(id, state, /*changed=*/true);
+  for (auto& [id, state] : b.loaded) {
+    if (b.changed.count(id) == 0) cache_.Publish(id, state, /*changed=*/false);
+  }
+  if (!b.produced.empty()) last_seq_.store(b.produced.back().activity.seq);
+  if (on_commit_ && !b.produced.empty()) on_commit_(b.produced);
+  for (std::size_t i = 0; i < ops.size(); ++i) ops[i]->result = std::move(results[i]);
+}
+
+}  // namespace strongroom::core::internal

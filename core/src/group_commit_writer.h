@@ -1,0 +1,114 @@
+// The core's one mutator. Every change of the core's database is a Change queued here; one writer
+// thread takes up to 256 queued changes, runs each against the conversations' states as the batch
+// has left them, writes them in ONE transaction with a full fsync, and only then publishes the
+// changed states to the StateCache, reports the batch's activities (in seq order) and wakes the
+// callers: group commit. So an acknowledged change is durable, a refused one left nothing, and
+// concurrent changes share one fsync. Being the only mutator, the writer keeps the state cache
+// exact: it replaces a state after the commit that changed it.
+//
+// Thread-safe: Submit from any thread; the Change runs on the writer thread.
+#ifndef STRONGROOM_CORE_SRC_GROUP_COMMIT_WRITER_H_
+#define STRONGROOM_CORE_SRC_GROUP_COMMIT_WRITER_H_
+
+#include <Poco/Data/Session.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "state_cache.h"
+#include "strongroom/common/database.h"
+#include "strongroom/common/error.h"
+#include "strongroom/core/model.h"
+
+namespace strongroom::core::internal {
+
+// An activity committed in a batch and who may see it.
+struct Produced {
+  Activity activity;
+  std::shared_ptr<const std::vector<std::string>> recipients;
+};
+
+// What a batch's changes see and leave behind, inside the batch's transaction.
+struct Batch {
+  Poco::Data::Session* s = nullptr;
+  const StateCache* cache = nullptr;
+  std::int64_t next_seq = 0;
+  std::int64_t now_ms = 0;
+  std::unordered_map<std::string, StatePtr> changed;  // states this batch changed
+  std::unordered_map<std::string, StatePtr> loaded;   // states read from the database
+  std::map<std::string, std::int64_t> last_seq;       // conversations' newest activities
+  std::vector<Produced> produced;                     // in seq order
+
+  // The state as the batch sees it: changed by an earlier change of the batch, cached, or read
+  // in the batch's transaction; null when there is no such conversation.
+  StatePtr State(const std::string& id);
+  // An activity of this batch: the next seq, a new id, the batch's time.
+  Activity NewActivity(const std::string& conversation_id, const Caller& caller, std::string verb);
+  // Records `a` as this batch's newest activity, seen by `recipients`, and returns it.
+  Activity Produce(Activity a, std::shared_ptr<const std::vector<std::string>> recipients);
+};
+
+class GroupCommitWriter {
+ public:
+  using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
+  // A change: checks itself against the batch's view of the states and then writes; it writes
+  // nothing when it returns an error. It returns the activity it produced (or found, for a
+  // retried post), or an empty one for changes without an activity.
+  using Change = std::function<Result<Activity>(Batch&)>;
+  // Called once per commit that produced activities, with them in seq order, on the writer
+  // thread before the callers are answered. Must not block for long nor Submit.
+  using OnCommit = std::function<void(const std::vector<Produced>& produced)>;
+
+  // `last_seq`: the newest stored activity's seq. Starts the writer thread.
+  GroupCommitWriter(Database& db, Clock clock, StateCache& cache, std::int64_t last_seq,
+                    OnCommit on_commit);
+  // Commits what is queued, then stops the writer thread.
+  ~GroupCommitWriter();
+  GroupCommitWriter(const GroupCommitWriter&) = delete;
+  GroupCommitWriter& operator=(const GroupCommitWriter&) = delete;
+
+  // Queues `change` and waits until its batch committed (or failed). UNAVAILABLE when the queue
+  // is full or the writer is stopping.
+  Result<Activity> Submit(Change change);
+
+  // The seq of the newest committed activity.
+  std::int64_t LastSeq() const { return last_seq_.load(); }
+
+ private:
+  struct Op {
+    Change apply;
+    std::optional<Result<Activity>> result;
+    bool done = false;
+  };
+  void Run();
+  void CommitBatch(const std::vector<Op*>& ops);
+
+  Database& db_;
+  const Clock clock_;
+  StateCache& cache_;
+  const OnCommit on_commit_;
+  std::atomic<std::int64_t> last_seq_;
+
+  std::int64_t next_seq_;  // the writer's alone
+  std::mutex mutex_;
+  std::condition_variable work_;
+  std::condition_variable done_;
+  std::deque<Op*> queue_;
+  bool stopping_ = false;
+  std::thread writer_;  // last: starts once everything above is built
+};
+
+}  // namespace strongroom::core::internal
+
+#endif  // STRONGROOM_CORE_SRC_GROUP_COMMIT_WRITER_H_
