@@ -19,11 +19,11 @@ std::optional<std::int64_t> ParseRfc3339Ms(std::string_view text) {
   const std::string value(text);
   Poco::DateTime parsed;
   int tz = 0;
+  // The fractional format only: it reads seconds without a fraction too, whereas the plain one
+  // stops at a fraction and so drops both it and the offset after it.
   const bool ok =
       std::regex_match(value, kRfc3339) &&
-      (Poco::DateTimeParser::tryParse(Poco::DateTimeFormat::ISO8601_FORMAT, value, parsed, tz) ||
-       Poco::DateTimeParser::tryParse(Poco::DateTimeFormat::ISO8601_FRAC_FORMAT, value, parsed,
-                                      tz));
+      Poco::DateTimeParser::tryParse(Poco::DateTimeFormat::ISO8601_FRAC_FORMAT, value, parsed, tz);
   if (!ok) return std::nullopt;
   parsed.makeUTC(tz);
   return parsed.timestamp().epochMicroseconds() / 1000;
