@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "output.h"
 #include "profile.h"
+#include "strongroom/client/core_json.h"
 #include "strongroom/common/config_file.h"
 
 namespace strongroom::cli {
@@ -26,7 +27,11 @@ Result<std::vector<Activity>> ActivitiesFromFile(const std::string& path, const 
     Poco::JSON::Array::Ptr items = doc->getArray("items");
     if (!items) return Error(ErrorCode::kInvalidArgument, path + " has no \"items\" array");
     for (std::size_t i = 0; i < items->size(); ++i) {
-      SR_ASSIGN_OR_RETURN(Activity a, ActivityFromJson(items->getObject(static_cast<unsigned>(i))));
+      Poco::JSON::Object::Ptr item = items->getObject(static_cast<unsigned>(i));
+      if (!item) {
+        return Error(ErrorCode::kInvalidArgument, path + " is not an export: an item is no object");
+      }
+      SR_ASSIGN_OR_RETURN(Activity a, client::ActivityFromJson(*item));
       if (room.empty() || a.conversation_id == room) out.push_back(std::move(a));
     }
   } catch (const Poco::Exception& e) {

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "strongroom/client/core_json.h"
 #include "strongroom/common/rfc3339.h"
 
 namespace strongroom::cli {
@@ -70,15 +71,6 @@ Poco::JSON::Object::Ptr MessageJson(const Message& m) {
   return o;
 }
 
-std::vector<std::string> StringList(const Poco::JSON::Object::Ptr& o, const std::string& key) {
-  std::vector<std::string> out;
-  Poco::JSON::Array::Ptr array = o->getArray(key);
-  if (!array) return out;
-  for (std::size_t i = 0; i < array->size(); ++i)
-    out.push_back(array->getElement<std::string>(static_cast<unsigned>(i)));
-  return out;
-}
-
 // The first error among messages whose content could not be decrypted.
 std::optional<Error> FirstError(const std::vector<Message>& messages) {
   for (const Message& m : messages) {
@@ -112,45 +104,9 @@ std::string Joined(const std::vector<std::string>& items) {
   return out;
 }
 
-Poco::JSON::Object::Ptr ActivityJson(const Activity& a) {
-  Poco::JSON::Object::Ptr o = new Poco::JSON::Object;
-  o->set("seq", a.seq);
-  o->set("id", a.id);
-  o->set("conversationId", a.conversation_id);
-  o->set("actor", a.actor);
-  o->set("verb", a.verb);
-  if (!a.content.empty()) o->set("content", a.content);
-  if (!a.key_uri.empty()) o->set("keyUri", a.key_uri);
-  if (!a.object_users.empty()) o->set("objectUsers", JsonList(a.object_users));
-  if (!a.file_ids.empty()) o->set("fileIds", JsonList(a.file_ids));
-  if (!a.client_activity_id.empty()) o->set("clientActivityId", a.client_activity_id);
-  o->set("published", FormatRfc3339Ms(a.published_ms));
-  return o;
-}
-
-Result<Activity> ActivityFromJson(const Poco::JSON::Object::Ptr& o) {
-  try {
-    Activity a;
-    a.seq = o->getValue<std::int64_t>("seq");
-    a.id = o->getValue<std::string>("id");
-    a.conversation_id = o->getValue<std::string>("conversationId");
-    a.actor = o->optValue<std::string>("actor", "");
-    a.verb = o->getValue<std::string>("verb");
-    a.content = o->optValue<std::string>("content", "");
-    a.key_uri = o->optValue<std::string>("keyUri", "");
-    a.object_users = StringList(o, "objectUsers");
-    a.file_ids = StringList(o, "fileIds");
-    a.client_activity_id = o->optValue<std::string>("clientActivityId", "");
-    a.published_ms = ParseRfc3339Ms(o->optValue<std::string>("published", "")).value_or(0);
-    return a;
-  } catch (const Poco::Exception& e) {
-    return Error(ErrorCode::kInvalidArgument, "an activity is malformed: " + e.message());
-  }
-}
-
 void PrintActivity(const Activity& a, const std::string& said) {
   if (g_json) {
-    PrintJson(ActivityJson(a));
+    PrintJson(client::ActivityToJson(a));
   } else {
     std::cout << said << std::endl;
   }

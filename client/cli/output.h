@@ -28,8 +28,6 @@ Poco::JSON::Array::Ptr JsonList(const std::vector<std::string>& items);
 // "a, b, c".
 std::string Joined(const std::vector<std::string>& items);
 
-Poco::JSON::Object::Ptr ActivityJson(const client::Activity& a);
-Result<client::Activity> ActivityFromJson(const Poco::JSON::Object::Ptr& o);
 // The activity a command made: its JSON with --json, else `said`.
 void PrintActivity(const client::Activity& a, const std::string& said);
 

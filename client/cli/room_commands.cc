@@ -5,6 +5,7 @@
 #include "output.h"
 #include "profile.h"
 #include "rooms.h"
+#include "strongroom/client/core_json.h"
 
 namespace strongroom::cli {
 namespace {
@@ -71,11 +72,11 @@ Status RoomCommand(Args& args, const std::string& sub) {
     o->set("user", rest[1]);
     if (sub == "add") {
       SR_ASSIGN_OR_RETURN(Activity added, s->sdk->AddMember(room.id, rest[1]));
-      o->set("activity", ActivityJson(added));
+      o->set("activity", client::ActivityToJson(added));
       if (!g_json) std::cout << "Added " << rest[1] << " to " << room.id << "." << std::endl;
     } else {
       SR_ASSIGN_OR_RETURN(client::Removal removal, s->sdk->RemoveMember(room.id, rest[1]));
-      o->set("activity", ActivityJson(removal.removed));
+      o->set("activity", client::ActivityToJson(removal.removed));
       if (removal.rotated) o->set("newKeyUri", removal.rotated->key_uri);
       if (!g_json) {
         std::cout << "Removed " << rest[1] << " from " << room.id
@@ -106,7 +107,7 @@ Status Export(Args& args) {
   auto& [s, room] = opened;
   SR_ASSIGN_OR_RETURN(std::vector<Activity> history, WholeHistory(*s, room.id));
   Poco::JSON::Array::Ptr items = new Poco::JSON::Array;
-  for (const Activity& a : history) items->add(ActivityJson(a));
+  for (const Activity& a : history) items->add(client::ActivityToJson(a));
   Poco::JSON::Object::Ptr o = new Poco::JSON::Object;
   o->set("conversationId", room.id);
   o->set("kmsResourceUri", room.kms_resource_uri);

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "https_client.h"
+#include "strongroom/client/core_json.h"
 #include "strongroom/common/rfc3339.h"
 
 namespace strongroom::client {
@@ -41,32 +42,6 @@ Array Strings(const std::vector<std::string>& items) {
   return array;
 }
 
-std::string Text(const Object& object, const char* name) {
-  return object.has(name) && object.get(name).isString() ? object.getValue<std::string>(name) : "";
-}
-
-std::int64_t Integer(const Object& object, const char* name) {
-  if (!object.has(name)) return 0;
-  try {
-    return object.getValue<Poco::Int64>(name);
-  } catch (const Poco::Exception&) {
-    return 0;
-  }
-}
-
-std::vector<std::string> TextList(const Object& object, const char* name) {
-  std::vector<std::string> out;
-  Array::Ptr array = object.getArray(name);
-  for (unsigned i = 0; array && i < static_cast<unsigned>(array->size()); ++i) {
-    if (array->get(i).isString()) out.push_back(array->getElement<std::string>(i));
-  }
-  return out;
-}
-
-std::int64_t Date(const Object& object, const char* name) {
-  return ParseRfc3339Ms(Text(object, name)).value_or(0);
-}
-
 Result<Object::Ptr> ParseObject(const std::string& text, const char* what) {
   try {
     Poco::JSON::Parser parser;
@@ -78,47 +53,11 @@ Result<Object::Ptr> ParseObject(const std::string& text, const char* what) {
   return Error(ErrorCode::kInvalidArgument, std::string("the core's ") + what + " is not JSON");
 }
 
-Conversation ConversationFrom(const Object& json) {
-  Conversation c;
-  c.id = Text(json, "id");
-  c.kms_resource_uri = Text(json, "kmsResourceUri");
-  c.current_key_uri = Text(json, "currentKeyUri");
-  c.encrypted_title = Text(json, "encryptedTitle");
-  c.participants = TextList(json, "participants");
-  c.created_by = Text(json, "createdBy");
-  c.created_ms = Date(json, "created");
-  c.last_seq = Integer(json, "lastSeq");
-  return c;
-}
-
-Activity ActivityFrom(const Object& json) {
-  Activity a;
-  a.seq = Integer(json, "seq");
-  a.id = Text(json, "id");
-  a.conversation_id = Text(json, "conversationId");
-  a.actor = Text(json, "actor");
-  a.verb = Text(json, "verb");
-  a.content = Text(json, "content");
-  a.key_uri = Text(json, "keyUri");
-  a.object_users = TextList(json, "objectUsers");
-  a.file_ids = TextList(json, "fileIds");
-  a.client_activity_id = Text(json, "clientActivityId");
-  a.published_ms = Date(json, "published");
-  return a;
-}
-
-std::optional<KmsResponse> KmsAnswerFrom(const Object& json) {
-  Object::Ptr answer = json.getObject("kmsAnswer");
-  if (!answer) return std::nullopt;
-  return KmsResponse{static_cast<int>(Integer(*answer, "status")), Text(*answer, "contentType"),
-                     Text(*answer, "body")};
-}
-
-Result<Change> ChangeFrom(const std::string& body) {
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(body, "answer"));
-  Object::Ptr activity = json->getObject("activity");
-  if (!activity) return Error(ErrorCode::kInvalidArgument, "the core's answer has no activity");
-  return Change{ActivityFrom(*activity), KmsAnswerFrom(*json)};
+// An answer of the core: its JSON object read by `read`.
+template <typename Read>
+auto AnswerFrom(const std::string& answer, Read read) -> decltype(read(std::declval<Object&>())) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
+  return read(*json);
 }
 
 ErrorCode CodeFor(const std::string& code, int status) {
@@ -158,9 +97,14 @@ ErrorCode CodeFor(const std::string& code, int status) {
 Error CoreError(int status, const std::string& body) {
   std::string code, message;
   Result<Object::Ptr> json = ParseObject(body, "error");
+  auto text = [&](const char* name) {
+    const Object& object = **json;
+    return object.has(name) && object.get(name).isString() ? object.getValue<std::string>(name)
+                                                           : std::string();
+  };
   if (json.ok()) {
-    code = Text(**json, "code");
-    message = Text(**json, "message");
+    code = text("code");
+    message = text("message");
   }
   if (code.empty()) code = "http_" + std::to_string(status);
   if (message.empty()) message = "the core answered HTTP " + std::to_string(status);
@@ -202,10 +146,6 @@ Status CheckSegment(const std::string& segment, const char* what) {
 }
 
 }  // namespace
-
-// The pages of conversations and of history the core answers with.
-static Result<ConversationPage> ConversationPageFrom(const std::string& answer);
-static Result<HistoryPage> HistoryPageFrom(const std::string& answer);
 
 std::string CoreErrorCode(const Error& error) {
   const std::uint64_t status = error.native_code();
@@ -269,12 +209,7 @@ Result<CreatedConversation> CoreClient::CreateConversation(const NewConversation
   if (!request.kms_message.empty()) body.set("kmsMessage", request.kms_message);
   SR_ASSIGN_OR_RETURN(std::string answer, Call("POST", "/v1/conversations", Stringify(body),
                                                /*idempotent=*/false));
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
-  Object::Ptr conversation = json->getObject("conversation");
-  if (!conversation) {
-    return Error(ErrorCode::kInvalidArgument, "the core's answer has no conversation");
-  }
-  return CreatedConversation{ConversationFrom(*conversation), KmsAnswerFrom(*json)};
+  return AnswerFrom(answer, CreatedConversationFromJson);
 }
 
 Result<ConversationPage> CoreClient::ListConversations(std::optional<std::int64_t> before,
@@ -283,7 +218,7 @@ Result<ConversationPage> CoreClient::ListConversations(std::optional<std::int64_
   if (before) query.emplace_back("before", std::to_string(*before));
   SR_ASSIGN_OR_RETURN(std::string answer,
                       Call("GET", "/v1/conversations" + Query(query), "", true));
-  return ConversationPageFrom(answer);
+  return AnswerFrom(answer, ConversationPageFromJson);
 }
 
 Result<ConversationPage> CoreClient::ComplianceConversations(const std::string& user,
@@ -294,7 +229,7 @@ Result<ConversationPage> CoreClient::ComplianceConversations(const std::string& 
   if (before) query.emplace_back("before", std::to_string(*before));
   SR_ASSIGN_OR_RETURN(std::string answer,
                       Call("GET", "/v1/compliance/conversations" + Query(query), "", true));
-  return ConversationPageFrom(answer);
+  return AnswerFrom(answer, ConversationPageFromJson);
 }
 
 Result<HistoryPage> CoreClient::ComplianceHistory(const std::string& user, const std::string& id,
@@ -306,25 +241,14 @@ Result<HistoryPage> CoreClient::ComplianceHistory(const std::string& user, const
       std::string answer,
       Call("GET", "/v1/compliance/conversations/" + id + "/activities" + Query(parameters), "",
            true));
-  return HistoryPageFrom(answer);
-}
-
-static Result<ConversationPage> ConversationPageFrom(const std::string& answer) {
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
-  ConversationPage page;
-  Array::Ptr items = json->getArray("items");
-  for (unsigned i = 0; items && i < static_cast<unsigned>(items->size()); ++i) {
-    if (Object::Ptr item = items->getObject(i)) page.items.push_back(ConversationFrom(*item));
-  }
-  if (json->has("next")) page.next = Integer(*json, "next");
-  return page;
+  return AnswerFrom(answer, HistoryPageFromJson);
 }
 
 Result<Conversation> CoreClient::GetConversation(const std::string& id) {
   SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
   SR_ASSIGN_OR_RETURN(std::string answer, Call("GET", "/v1/conversations/" + id, "", true));
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
-  return ConversationFrom(*json);
+  return AnswerFrom(
+      answer, [](const Object& json) { return Result<Conversation>(ConversationFromJson(json)); });
 }
 
 Result<Change> CoreClient::AddParticipants(const std::string& id,
@@ -336,7 +260,7 @@ Result<Change> CoreClient::AddParticipants(const std::string& id,
   if (!kms_message.empty()) body.set("kmsMessage", kms_message);
   SR_ASSIGN_OR_RETURN(std::string answer, Call("POST", "/v1/conversations/" + id + "/participants",
                                                Stringify(body), false));
-  return ChangeFrom(answer);
+  return AnswerFrom(answer, ChangeFromJson);
 }
 
 Result<Change> CoreClient::RemoveParticipant(const std::string& id, const std::string& user,
@@ -352,7 +276,7 @@ Result<Change> CoreClient::RemoveParticipant(const std::string& id, const std::s
   SR_ASSIGN_OR_RETURN(
       std::string answer,
       Call("DELETE", "/v1/conversations/" + id + "/participants/" + user, body, false));
-  return ChangeFrom(answer);
+  return AnswerFrom(answer, ChangeFromJson);
 }
 
 Result<Change> CoreClient::RotateKey(const std::string& id, const std::string& key_uri,
@@ -363,7 +287,7 @@ Result<Change> CoreClient::RotateKey(const std::string& id, const std::string& k
   if (!kms_message.empty()) body.set("kmsMessage", kms_message);
   SR_ASSIGN_OR_RETURN(std::string answer,
                       Call("PUT", "/v1/conversations/" + id + "/key", Stringify(body), false));
-  return ChangeFrom(answer);
+  return AnswerFrom(answer, ChangeFromJson);
 }
 
 Result<Activity> CoreClient::SetTitle(const std::string& id, const std::string& encrypted_title) {
@@ -372,8 +296,7 @@ Result<Activity> CoreClient::SetTitle(const std::string& id, const std::string& 
   body.set("encryptedTitle", encrypted_title);
   SR_ASSIGN_OR_RETURN(std::string answer,
                       Call("PUT", "/v1/conversations/" + id + "/title", Stringify(body), false));
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
-  return ActivityFrom(*json);
+  return AnswerFrom(answer, ActivityFromJson);
 }
 
 Result<Activity> CoreClient::Post(const std::string& id, const std::string& content,
@@ -387,8 +310,7 @@ Result<Activity> CoreClient::Post(const std::string& id, const std::string& cont
   SR_ASSIGN_OR_RETURN(std::string answer,
                       Call("POST", "/v1/conversations/" + id + "/activities", Stringify(body),
                            /*idempotent=*/!client_activity_id.empty()));
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
-  return ActivityFrom(*json);
+  return AnswerFrom(answer, ActivityFromJson);
 }
 
 Result<HistoryPage> CoreClient::History(const std::string& id, const HistoryQuery& query) {
@@ -397,18 +319,7 @@ Result<HistoryPage> CoreClient::History(const std::string& id, const HistoryQuer
       std::string answer,
       Call("GET", "/v1/conversations/" + id + "/activities" + Query(HistoryParameters(query)), "",
            true));
-  return HistoryPageFrom(answer);
-}
-
-static Result<HistoryPage> HistoryPageFrom(const std::string& answer) {
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
-  HistoryPage page;
-  Array::Ptr items = json->getArray("items");
-  for (unsigned i = 0; items && i < static_cast<unsigned>(items->size()); ++i) {
-    if (Object::Ptr item = items->getObject(i)) page.items.push_back(ActivityFrom(*item));
-  }
-  page.more = json->has("more") && json->get("more").isBoolean() && json->getValue<bool>("more");
-  return page;
+  return AnswerFrom(answer, HistoryPageFromJson);
 }
 
 Result<Activity> CoreClient::GetActivity(const std::string& id, const std::string& activity_id) {
@@ -417,53 +328,51 @@ Result<Activity> CoreClient::GetActivity(const std::string& id, const std::strin
   SR_ASSIGN_OR_RETURN(
       std::string answer,
       Call("GET", "/v1/conversations/" + id + "/activities/" + activity_id, "", true));
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer, "answer"));
-  return ActivityFrom(*json);
+  return AnswerFrom(answer, ActivityFromJson);
 }
 
-Result<FileInfo> CoreClient::UploadFile(const std::string& id, std::uint64_t size,
-                                        const BodyWriter& write) {
-  SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
+Result<std::string> CoreClient::StreamExchange(const std::string& method, const std::string& target,
+                                               const std::string& content_type, std::uint64_t size,
+                                               const BodyWriter& write, const BodyReader& read,
+                                               int expected_status) {
   SR_ASSIGN_OR_RETURN(std::string token, options_.token());
   std::lock_guard<std::mutex> lock(streams_mutex_);
   if (!streams_) {
     SR_ASSIGN_OR_RETURN(streams_, internal::HttpsClient::New(options_.base_url, options_.ca_file,
                                                              options_.timeout, "the core"));
   }
-  Result<internal::HttpAnswer> answer = streams_->Stream(
-      "POST", "/v1/conversations/" + id + "/files", token, "application/octet-stream", size,
-      [&](std::ostream& out) { return write(out); }, {});
+  internal::HttpsClient::BodyWriter writer;
+  if (write) writer = [&](std::ostream& out) { return write(out); };
+  internal::HttpsClient::BodyReader reader;
+  if (read) {
+    reader = [&](std::istream& in, const internal::HttpAnswer& head) {
+      return read(in, head.sha256);
+    };
+  }
+  Result<internal::HttpAnswer> answer =
+      streams_->Stream(method, target, token, content_type, size, writer, reader);
   ZeroizeString(token);
   if (!answer.ok()) return answer.error();
-  if (answer->status != 201) return CoreError(answer->status, answer->body);
-  SR_ASSIGN_OR_RETURN(Object::Ptr json, ParseObject(answer->body, "answer"));
-  FileInfo file;
-  file.id = Text(*json, "id");
-  file.conversation_id = Text(*json, "conversationId");
-  file.uploader = Text(*json, "uploader");
-  file.size = static_cast<std::uint64_t>(std::max<std::int64_t>(0, Integer(*json, "size")));
-  file.sha256 = Text(*json, "sha256");
-  file.created_ms = Date(*json, "created");
-  if (file.id.empty()) return Error(ErrorCode::kInvalidArgument, "the core's answer has no id");
-  return file;
+  if (answer->status != expected_status) return CoreError(answer->status, answer->body);
+  return std::move(answer->body);
+}
+
+Result<FileInfo> CoreClient::UploadFile(const std::string& id, std::uint64_t size,
+                                        const BodyWriter& write) {
+  SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
+  SR_ASSIGN_OR_RETURN(std::string answer,
+                      StreamExchange("POST", "/v1/conversations/" + id + "/files",
+                                     "application/octet-stream", size, write, {}, 201));
+  return AnswerFrom(answer, FileInfoFromJson);
 }
 
 Status CoreClient::DownloadFile(const std::string& id, const std::string& file_id,
                                 const BodyReader& read) {
   SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
   SR_RETURN_IF_ERROR(CheckSegment(file_id, "file id"));
-  SR_ASSIGN_OR_RETURN(std::string token, options_.token());
-  std::lock_guard<std::mutex> lock(streams_mutex_);
-  if (!streams_) {
-    SR_ASSIGN_OR_RETURN(streams_, internal::HttpsClient::New(options_.base_url, options_.ca_file,
-                                                             options_.timeout, "the core"));
-  }
-  Result<internal::HttpAnswer> answer = streams_->Stream(
-      "GET", "/v1/conversations/" + id + "/files/" + file_id, token, "", 0, {},
-      [&](std::istream& in, const internal::HttpAnswer& head) { return read(in, head.sha256); });
-  ZeroizeString(token);
+  Result<std::string> answer =
+      StreamExchange("GET", "/v1/conversations/" + id + "/files/" + file_id, "", 0, {}, read, 200);
   if (!answer.ok()) return answer.error();
-  if (answer->status != 200) return CoreError(answer->status, answer->body);
   return OkStatus();
 }
 
@@ -591,12 +500,9 @@ Result<std::vector<Activity>> EventStream::Next(std::chrono::milliseconds patien
       if (opcode != Poco::Net::WebSocket::FRAME_OP_TEXT) continue;
       Result<Object::Ptr> frame =
           ParseObject(std::string(buffer.begin(), static_cast<std::size_t>(n)), "event frame");
-      Array::Ptr events = frame.ok() ? (*frame)->getArray("events") : nullptr;
-      if (!events) return Error(ErrorCode::kInvalidArgument, "an event frame is not {events}");
-      for (unsigned i = 0; i < static_cast<unsigned>(events->size()); ++i) {
-        Object::Ptr event = events->getObject(i);
-        if (!event) continue;
-        Activity activity = ActivityFrom(*event);
+      if (!frame.ok()) return Error(ErrorCode::kInvalidArgument, "an event frame is not {events}");
+      SR_ASSIGN_OR_RETURN(std::vector<Activity> events, EventsFromJson(**frame));
+      for (Activity& activity : events) {
         if (cursor_ && activity.seq <= *cursor_) continue;  // seen before a reconnect
         cursor_ = activity.seq;
         out.push_back(std::move(activity));

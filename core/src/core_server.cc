@@ -1,9 +1,7 @@
 #include "strongroom/core/core_server.h"
 
 #include <Poco/Exception.h>
-#include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
 #include <Poco/Net/HTTPRequestHandler.h>
 #include <Poco/Net/HTTPRequestHandlerFactory.h>
 #include <Poco/Net/HTTPServerRequest.h>
@@ -26,8 +24,8 @@
 
 #include "strongroom/common/http_support.h"
 #include "strongroom/common/kms_uri.h"
-#include "strongroom/common/rfc3339.h"
 #include "strongroom/common/tls.h"
+#include "strongroom/core/api_json.h"
 
 namespace strongroom::core {
 namespace {
@@ -66,38 +64,6 @@ void SendError(HTTPServerResponse& response, const Error& error) {
   const int status = HttpStatusFor(error.code());
   if (status == 503) response.set("Retry-After", "1");
   SendError(response, status, CodeFor(error), error.message());
-}
-
-Poco::JSON::Array ToArray(const std::vector<std::string>& items) {
-  Poco::JSON::Array array;
-  for (const std::string& item : items) array.add(item);
-  return array;
-}
-
-Object ConversationObject(const Conversation& conversation) {
-  Object json;
-  json.set("id", conversation.id);
-  json.set("kmsResourceUri", conversation.kms_resource_uri);
-  json.set("currentKeyUri", conversation.current_key_uri);
-  if (!conversation.encrypted_title.empty()) {
-    json.set("encryptedTitle", conversation.encrypted_title);
-  }
-  json.set("participants", ToArray(conversation.participants));
-  json.set("createdBy", conversation.created_by);
-  json.set("created", FormatRfc3339Ms(conversation.created_ms));
-  json.set("lastSeq", conversation.last_seq);
-  return json;
-}
-
-Object FileObject(const FileInfo& file) {
-  Object json;
-  json.set("id", file.id);
-  json.set("conversationId", file.conversation_id);
-  json.set("uploader", file.uploader);
-  json.set("size", file.size);
-  json.set("sha256", file.sha256_hex);
-  json.set("created", FormatRfc3339Ms(file.created_ms));
-  return json;
 }
 
 // "kms://host/resources/<id>" -> "kms://host"; "" (no KMS) when it is not a KMS URI.
@@ -303,28 +269,6 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     return std::optional<KmsRelayAnswer>(std::move(answer));
   }
 
-  static void AddAnswer(Object& json, const std::optional<KmsRelayAnswer>& answer) {
-    if (!answer) return;
-    Object kms;
-    kms.set("status", answer->http_status);
-    kms.set("contentType", answer->content_type);
-    kms.set("body", answer->body);
-    json.set("kmsAnswer", kms);
-  }
-
-  // {"activity": {...}, "kmsAnswer": {...}?}
-  static std::string ActivityAnswer(const Activity& activity,
-                                    const std::optional<KmsRelayAnswer>& answer) {
-    std::string json = "{\"activity\":" + ActivityJson(activity);
-    if (answer) {
-      Object kms;
-      AddAnswer(kms, answer);
-      const std::string rest = Stringify(kms);  // {"kmsAnswer":{...}}
-      json += "," + rest.substr(1, rest.size() - 2);
-    }
-    return json + "}";
-  }
-
   void RelayMessage(HTTPServerRequest& request, HTTPServerResponse& response,
                     const std::string& query) {
     Result<std::string> cluster = ParseRelayQuery(query);
@@ -403,19 +347,14 @@ class Handler : public Poco::Net::HTTPRequestHandler {
       if (!list.ok()) return SendError(response, list.error());
       auto page = service.ListConversations(caller, list->before, list->limit);
       if (!page.ok()) return SendError(response, page.error());
-      Poco::JSON::Array items;
-      for (const Conversation& conversation : *page) items.add(ConversationObject(conversation));
-      Object json;
-      json.set("items", items);
-      if (page->size() == list->limit) json.set("next", page->back().last_seq);
-      return SendJson(response, 200, Stringify(json));
+      return SendJson(response, 200, ConversationPageJson(*page, list->limit));
     }
     const std::string& id = path[2];
     if (path.size() == 3) {  // /v1/conversations/{id}
       if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
       auto conversation = service.GetConversation(caller, id);
       if (!conversation.ok()) return SendError(response, conversation.error());
-      return SendJson(response, 200, Stringify(ConversationObject(*conversation)));
+      return SendJson(response, 200, ConversationJson(*conversation));
     }
     const std::string& part = path[3];
     if (part == "participants" && path.size() == 4) {
@@ -491,10 +430,8 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     if (!answer.ok()) return SendError(response, answer.error());
     auto conversation = state_->service.CreateConversation(caller, create->conversation);
     if (!conversation.ok()) return SendError(response, conversation.error());
-    Object json;
-    json.set("conversation", ConversationObject(*conversation));
-    AddAnswer(json, *answer);
-    SendJson(response, 201, Stringify(json));
+    SendJson(response, 201,
+             WithKmsAnswer("conversation", ConversationJson(*conversation), *answer));
   }
 
   // A membership or key change: the embedded KMS message (if any) goes to the conversation's KMS
@@ -508,7 +445,7 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     if (!answer.ok()) return SendError(response, answer.error());
     Result<Activity> activity = change();
     if (!activity.ok()) return SendError(response, activity.error());
-    SendJson(response, 200, ActivityAnswer(*activity, *answer));
+    SendJson(response, 200, WithKmsAnswer("activity", ActivityJson(*activity), *answer));
   }
 
   void History(HTTPServerResponse& response, const Caller& caller, const std::string& id,
@@ -540,12 +477,7 @@ class Handler : public Poco::Net::HTTPRequestHandler {
                                                   parsed->list.limit);
       LogCompliance(caller, parsed->user, "(list)", page.ok() ? Status() : page.error());
       if (!page.ok()) return SendError(response, page.error());
-      Poco::JSON::Array items;
-      for (const Conversation& conversation : *page) items.add(ConversationObject(conversation));
-      Object json;
-      json.set("items", items);
-      if (page->size() == parsed->list.limit) json.set("next", page->back().last_seq);
-      return SendJson(response, 200, Stringify(json));
+      return SendJson(response, 200, ConversationPageJson(*page, parsed->list.limit));
     }
     Result<ComplianceHistoryQuery> parsed = ParseComplianceHistoryQuery(query);
     if (!parsed.ok()) return SendError(response, parsed.error());
@@ -574,14 +506,7 @@ class Handler : public Poco::Net::HTTPRequestHandler {
 
   void SendHistory(HTTPServerResponse& response, Result<HistoryPage> page) {
     if (!page.ok()) return SendError(response, page.error());
-    std::string json = "{\"items\":[";
-    for (std::size_t i = 0; i < page->items.size(); ++i) {
-      if (i > 0) json += ',';
-      json += ActivityJson(page->items[i]);
-    }
-    json += "],\"more\":";
-    json += page->more ? "true}" : "false}";
-    SendJson(response, 200, json);
+    SendJson(response, 200, HistoryPageJson(*page));
   }
 
   void Upload(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
@@ -626,7 +551,7 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     }
     auto file = state_->service.FinishUpload(std::move(upload).value());
     if (!file.ok()) return SendError(response, file.error());
-    SendJson(response, 201, Stringify(FileObject(*file)));
+    SendJson(response, 201, FileJson(*file));
   }
 
   void Download(HTTPServerResponse& response, const Caller& caller, const std::string& id,
@@ -647,18 +572,7 @@ class Handler : public Poco::Net::HTTPRequestHandler {
       if (!query) return;
       auto page = state_->service.MatchTokens(caller, *query);
       if (!page.ok()) return SendError(response, page.error());
-      Poco::JSON::Array items;
-      for (const IndexMatch& match : page->items) {
-        Object item;
-        item.set("conversationId", match.conversation_id);
-        item.set("activityId", match.activity_id);
-        item.set("seq", match.seq);
-        items.add(item);
-      }
-      Object json;
-      json.set("items", items);
-      if (page->next_before) json.set("next", *page->next_before);
-      return SendJson(response, 200, Stringify(json));
+      return SendJson(response, 200, SearchPageJson(*page));
     }
     if (path.size() == 4) {  // /v1/index/{conversation}/{activity}
       if (method != HTTPServerRequest::HTTP_PUT) return NotAllowed(request, response, "PUT");

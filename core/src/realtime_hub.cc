@@ -10,7 +10,7 @@
 #include <iostream>
 #include <string_view>
 
-#include "strongroom/common/rfc3339.h"
+#include "strongroom/core/api_json.h"
 #include "websocket_frame_reader.h"
 
 namespace strongroom::core {
@@ -25,54 +25,6 @@ constexpr int kPongFrame =
 // A client sends control frames only; anything longer is refused (1009).
 constexpr std::size_t kMaxClientFrameBytes = 1024;
 
-// Appends `text` as a JSON string. Activities are serialized once per page or per push and make
-// up most of what history and realtime cost, so this writes straight into the string instead of
-// going through Poco's character-at-a-time stream writer.
-void AppendJsonString(std::string& out, std::string_view text) {
-  out += '"';
-  std::size_t run = 0;  // start of the bytes not yet copied
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(text.substr(run, i - run));
-    run = i + 1;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default: {
-        static constexpr char kHex[] = "0123456789abcdef";
-        out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 0xf];
-      }
-    }
-  }
-  out.append(text.substr(run));
-  out += '"';
-}
-
-void AppendJsonStrings(std::string& out, const std::vector<std::string>& items) {
-  out += '[';
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ',';
-    AppendJsonString(out, items[i]);
-  }
-  out += ']';
-}
-
 // Sends one text frame {"events":[...]} made of already-serialized activities.
 void SendEvents(WebSocket& socket, const std::vector<std::shared_ptr<const std::string>>& events,
                 std::size_t begin, std::size_t end) {
@@ -86,45 +38,6 @@ void SendEvents(WebSocket& socket, const std::vector<std::shared_ptr<const std::
 }
 
 }  // namespace
-
-std::string ActivityJson(const Activity& activity) {
-  std::string out;
-  out.reserve(256 + activity.content.size());
-  out += "{\"seq\":";
-  out += std::to_string(activity.seq);
-  out += ",\"id\":";
-  AppendJsonString(out, activity.id);
-  out += ",\"conversationId\":";
-  AppendJsonString(out, activity.conversation_id);
-  out += ",\"actor\":";
-  AppendJsonString(out, activity.actor);
-  out += ",\"verb\":";
-  AppendJsonString(out, activity.verb);
-  if (!activity.content.empty()) {
-    out += ",\"content\":";
-    AppendJsonString(out, activity.content);
-  }
-  if (!activity.key_uri.empty()) {
-    out += ",\"keyUri\":";
-    AppendJsonString(out, activity.key_uri);
-  }
-  if (!activity.object_users.empty()) {
-    out += ",\"objectUsers\":";
-    AppendJsonStrings(out, activity.object_users);
-  }
-  if (!activity.file_ids.empty()) {
-    out += ",\"fileIds\":";
-    AppendJsonStrings(out, activity.file_ids);
-  }
-  if (!activity.client_activity_id.empty()) {
-    out += ",\"clientActivityId\":";
-    AppendJsonString(out, activity.client_activity_id);
-  }
-  out += ",\"published\":";
-  AppendJsonString(out, FormatRfc3339Ms(activity.published_ms));
-  out += '}';
-  return out;
-}
 
 struct RealtimeHub::Subscriber {
   struct Item {

@@ -3,7 +3,7 @@
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
-#include "strongroom/core/realtime_hub.h"
+#include "strongroom/core/api_json.h"
 
 namespace strongroom::core {
 namespace {

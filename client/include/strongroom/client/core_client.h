@@ -181,6 +181,13 @@ class CoreClient {
   // One JSON request with the retry rules above; a non-2xx answer is its Error.
   Result<std::string> Call(const std::string& method, const std::string& target,
                            const std::string& body, bool idempotent, int* status = nullptr);
+  // One streamed request (an upload or a download) on the streams' connection, opened on first
+  // use; an answer other than `expected_status` is its Error. Returns the answer's body (what
+  // `read` did not take).
+  Result<std::string> StreamExchange(const std::string& method, const std::string& target,
+                                     const std::string& content_type, std::uint64_t size,
+                                     const BodyWriter& write, const BodyReader& read,
+                                     int expected_status);
 
   const CoreClientOptions options_;
   std::mutex mutex_;

@@ -45,9 +45,6 @@ struct RealtimeOptions {
   std::size_t max_connections_per_user = 32;
 };
 
-// The JSON of an activity as the API shows it (also used by the HTTP handlers).
-std::string ActivityJson(const Activity& activity);
-
 class RealtimeHub {
  public:
   RealtimeHub(CoreService& service, RealtimeOptions options = {});
