@@ -13,6 +13,7 @@
 #include <Poco/Net/SSLManager.h>
 #include <Poco/Net/SecureServerSocket.h>
 #include <Poco/Net/SocketAddress.h>
+#include <Poco/String.h>
 #include <Poco/URI.h>
 #include <Poco/Util/IniFileConfiguration.h>
 #include <fcntl.h>
@@ -242,7 +243,7 @@ class OpsRequestHandler : public Poco::Net::HTTPRequestHandler {
       reply = ErrorReply(500, ErrorCode::kInternal, std::string("the request failed: ") + e.what());
     }
     try {
-      response.setStatus(static_cast<Poco::Net::HTTPResponse::HTTPStatus>(reply.status));
+      response.setStatusAndReason(static_cast<Poco::Net::HTTPResponse::HTTPStatus>(reply.status));
       response.setContentType(reply.content_type);
       response.set("Cache-Control", "no-store");
       for (const auto& [name, value] : reply.headers) response.set(name, value);
@@ -343,9 +344,10 @@ void OpsServer::Stop() {
 std::int64_t OpsServer::Now() const { return clock_ ? clock_() : UnixNowMs(); }
 
 bool OpsServer::Authorized(const std::string& authorization) const {
-  constexpr std::string_view kBearer = "Bearer ";
+  // The scheme is case-insensitive (RFC 9110 11.1); the token is compared as it is.
+  constexpr std::string_view kBearer = "bearer ";
   if (authorization.size() <= kBearer.size() ||
-      authorization.compare(0, kBearer.size(), kBearer) != 0 ||
+      Poco::icompare(authorization, 0, kBearer.size(), kBearer.data()) != 0 ||
       authorization.size() > kBearer.size() + kMaxOpsTokenBytes) {
     return false;
   }

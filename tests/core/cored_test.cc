@@ -1528,6 +1528,11 @@ TEST_F(CoredApiTest, RequestsWithoutAValidCoreTokenAreRefusedWith401) {
                     .Send(Request("GET", "/v1/conversations")
                               .Header("Authorization", "Basic YWxpY2U6cGFzcw=="));
   EXPECT_EQ(basic.status, 401) << basic;
+  // The scheme is case-insensitive (RFC 9110 11.1).
+  Reply lower = Client(port(), "")
+                    .Send(Request("GET", "/v1/conversations")
+                              .Header("Authorization", "bearer " + env().Token(kAlice)));
+  EXPECT_EQ(lower.status, 200) << lower;
   Reply health = Client(port(), "").Get("/health");
   EXPECT_EQ(health.status, 200) << health;
 

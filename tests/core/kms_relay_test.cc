@@ -550,6 +550,11 @@ TEST_F(KmsRelayTest, UpgradeRequestsThatAreNotARelayGetJsonErrors) {
       "GET", {{"Authorization", std::string("Bearer ") + kToken}, {kRelayClusterHeader, kCluster}});
   EXPECT_EQ(plain.status, 400);
   EXPECT_NE(plain.body.find("WebSocket"), std::string::npos) << plain.body;
+  // The scheme is case-insensitive (RFC 9110 11.1): past the credential, to the handshake.
+  EXPECT_EQ(Call("GET", {{"Authorization", std::string("BEARER ") + kToken},
+                         {kRelayClusterHeader, kCluster}})
+                .status,
+            400);
   EXPECT_EQ(Call("POST", {{"Authorization", std::string("Bearer ") + kToken}}).status, 405);
   EXPECT_EQ(relay_->Connected(kCluster), 0u);
   for (const std::string& line : Log()) EXPECT_EQ(line.find(kToken), std::string::npos) << line;

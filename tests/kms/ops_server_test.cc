@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <cctype>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -216,6 +217,47 @@ TEST_F(OpsServerTest, AMissingOrWrongOperatorTokenIs401AndChangesNothing) {
                  })
                   .ok());
   EXPECT_TRUE(Audit().empty());
+}
+
+// Issue 16: every answer said "OK" whatever its status ("HTTP/1.1 401 OK").
+TEST_F(OpsServerTest, EveryAnswerCarriesTheReasonPhraseOfItsStatus) {
+  auto status_line = [&](const std::string& method, const std::string& path,
+                         const std::string& token) {
+    testing::TlsConnection c;
+    EXPECT_TRUE(c.Open(server_->port()));
+    EXPECT_TRUE(c.Write(method + " " + path +
+                        " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+                        "Authorization: Bearer " +
+                        token + "\r\n\r\n"));
+    const std::string answer = c.ReadAnswer();
+    return answer.substr(0, answer.find("\r\n"));
+  };
+  EXPECT_EQ(status_line("GET", "/ops/health", kOperatorToken), "HTTP/1.1 200 OK");
+  EXPECT_EQ(status_line("GET", "/ops/health", "wrong"), "HTTP/1.1 401 Unauthorized");
+  EXPECT_EQ(status_line("GET", "/ops/nothing", kOperatorToken), "HTTP/1.1 404 Not Found");
+  EXPECT_EQ(status_line("DELETE", "/ops/health", kOperatorToken),
+            "HTTP/1.1 405 Method Not Allowed");
+  EXPECT_EQ(status_line("POST", "/ops/orgs/initech/rotate-root", kOperatorToken),
+            "HTTP/1.1 409 Conflict");
+  EXPECT_EQ(status_line("POST", "/ops/orgs/acme/rotate-root", kOperatorToken),
+            "HTTP/1.1 202 Accepted");
+}
+
+// Issue 16: the scheme of `Authorization` is case-insensitive (RFC 9110 11.1), the token is not.
+TEST_F(OpsServerTest, TheBearerSchemeIsCaseInsensitiveAndTheTokenIsNot) {
+  for (const char* scheme : {"bearer", "BEARER", "bEaReR"}) {
+    Poco::Net::HTTPSClientSession session("127.0.0.1", server_->port(), client_context_);
+    Poco::Net::HTTPRequest request("GET", "/ops/health", Poco::Net::HTTPMessage::HTTP_1_1);
+    request.set("Authorization", std::string(scheme) + " " + kOperatorToken);
+    session.sendRequest(request);
+    Poco::Net::HTTPResponse response;
+    session.receiveResponse(response);
+    EXPECT_EQ(response.getStatus(), Poco::Net::HTTPResponse::HTTP_OK) << scheme;
+  }
+  std::string upper = kOperatorToken;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  ASSERT_NE(upper, kOperatorToken);
+  EXPECT_EQ(Call("GET", "/ops/health", upper).status, 401);
 }
 
 TEST_F(OpsServerTest, HealthShowsTheTokensAndTheDatabase) {
