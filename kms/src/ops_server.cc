@@ -108,6 +108,27 @@ std::array<std::uint8_t, 32> Sha256(std::span<const std::uint8_t> data) {
   return digest;
 }
 
+// Whether kmsd serves `org`: a token that serves it holds a root key of it. NOT_FOUND when none
+// does; a token that cannot say is passed over, and its error is the answer if no other token
+// holds a root key of the org (the org may well be served: the operator should retry).
+Status CheckServed(hsm::KeyVault& vault, const std::string& org) {
+  std::optional<Error> outage;
+  for (const auto& token : vault.tokens()) {
+    if (!token->Serves(org)) continue;
+    Result<std::vector<hsm::RootKeyInfo>> keys = token->ListRootKeys(org);
+    if (!keys.ok()) {
+      outage = keys.error();
+    } else if (!keys->empty()) {
+      return OkStatus();
+    }
+  }
+  if (outage) return *outage;
+  return Error(ErrorCode::kNotFound, "this KMS does not serve organization " + org +
+                                         ": no token holds a root key of it (kmsctl hsm "
+                                         "init-root --org " +
+                                         org + ")");
+}
+
 Object ProgressJson(const RewrapProgress& p) {
   Object o;
   o.set("jobId", p.job_id);
@@ -465,6 +486,7 @@ OpsReply OpsServer::Health() {
 }
 
 OpsReply OpsServer::GetPolicy(const std::string& org) {
+  if (Status served = CheckServed(vault_, org); !served.ok()) return ErrorReply(served.error());
   std::string json;
   Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
     SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, org));
@@ -479,6 +501,7 @@ OpsReply OpsServer::GetPolicy(const std::string& org) {
 
 OpsReply OpsServer::PutPolicy(const std::string& org, const std::string& actor,
                               const std::string& body) {
+  if (Status served = CheckServed(vault_, org); !served.ok()) return ErrorReply(served.error());
   Result<OrgPolicy> policy = PolicyStore::FromJson(body, org);
   if (!policy.ok()) return ErrorReply(policy.error());
   const std::int64_t now = Now();

@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include "strongroom/common/strict_json.h"
+
 namespace strongroom::kms {
 namespace {
 
@@ -85,14 +87,14 @@ Result<OrgPolicy> PolicyStore::FromJson(std::string_view json, const std::string
   if (json.size() > kMaxPolicyJsonBytes) {
     return Error(ErrorCode::kInvalidArgument, "a policy is at most 64 KiB");
   }
-  Object::Ptr object;
-  try {
-    Poco::JSON::Parser parser;
-    object = parser.parse(std::string(json)).extract<Object::Ptr>();
-  } catch (const Poco::Exception&) {
-  } catch (const std::exception&) {
+  // Strictly: with a member twice, Poco would keep the last, and a reader of the request (a
+  // review, a proxy) may see the first.
+  Result<Object::Ptr> parsed = ParseStrictJsonObject(json);
+  if (!parsed.ok()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "a policy is a JSON object with each member once: " + parsed.error().message());
   }
-  if (!object) return Error(ErrorCode::kInvalidArgument, "a policy is a JSON object");
+  const Object::Ptr object = *parsed;
   OrgPolicy policy;
   policy.org = org;
   static const std::set<std::string> kKnown = {

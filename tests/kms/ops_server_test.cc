@@ -371,6 +371,38 @@ TEST_F(OpsServerTest, BadPolicyBodiesAreRefusedAndChangeNothing) {
   EXPECT_TRUE(Audit().empty());
 }
 
+// Issue 16: a policy with a member twice was taken with the last one, and a policy for an
+// organization this KMS does not serve (a typo) was stored as if it mattered.
+TEST_F(OpsServerTest, APolicyWithAMemberTwiceOrForAnOrganizationNotServedIsRefused) {
+  const std::string before = Call("GET", "/ops/orgs/acme/policy").body;
+  HttpAnswer twice = Call("PUT", "/ops/orgs/acme/policy", kOperatorToken,
+                          R"({"complianceOfficers":["carol"],"complianceOfficers":["mallory"]})");
+  EXPECT_EQ(twice.status, 400) << twice.body;
+  EXPECT_EQ(Parse(twice.body)->getValue<std::string>("code"), "INVALID_ARGUMENT");
+  EXPECT_EQ(Call("GET", "/ops/orgs/acme/policy").body, before);
+
+  // initech is a valid name, but no token holds a root key of it.
+  HttpAnswer put = Call("PUT", "/ops/orgs/initech/policy", kOperatorToken,
+                        R"({"complianceOfficers":["mallory"]})");
+  EXPECT_EQ(put.status, 404) << put.body;
+  EXPECT_EQ(Parse(put.body)->optValue<std::string>("code", ""), "NOT_FOUND");
+  EXPECT_NE(Parse(put.body)->optValue<std::string>("message", "").find("initech"),
+            std::string::npos);
+  HttpAnswer get = Call("GET", "/ops/orgs/initech/policy");
+  EXPECT_EQ(get.status, 404) << get.body;
+  bool stored = true;
+  ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                   int rows = -1;
+                   s << "SELECT COUNT(*) FROM org_policies", Poco::Data::Keywords::into(rows),
+                       Poco::Data::Keywords::now;
+                   stored = rows != 0;
+                   return OkStatus();
+                 })
+                  .ok());
+  EXPECT_FALSE(stored);
+  EXPECT_TRUE(Audit().empty());
+}
+
 TEST_F(OpsServerTest, UnknownPathsMethodsAndNamesAreClearErrors) {
   HttpAnswer missing = Call("GET", "/ops/nothing");
   EXPECT_EQ(missing.status, 404);

@@ -43,6 +43,9 @@ TEST(OrgPolicyTest, RefusesWhatIsMalformedUnknownOrOutOfRange) {
            R"({"bindDeadlineSeconds":"600"})",
            R"({"encryptLifetimeSeconds":100000000})",
            R"({"ephemeralLifetimeSeconds":0})",
+           // A member twice: Poco's parser kept the last (issue 16).
+           R"({"complianceOfficers":["carol"],"complianceOfficers":["mallory"]})",
+           R"({"indexer":"svc-a","indexer":"svc-b"})",
        }) {
     auto policy = PolicyStore::FromJson(bad, "acme");
     EXPECT_FALSE(policy.ok()) << bad;

@@ -5,6 +5,7 @@
 //   GET  /ops/metrics                 Prometheus text exposition format 0.0.4
 //   GET  /ops/orgs/<org>/policy       the organization's policy (defaults if never set)
 //   PUT  /ops/orgs/<org>/policy       replaces it (audited as "policy.update")
+//                                     (both 404 for an org no token holds a root key of)
 //   POST /ops/orgs/<org>/rotate-root  rotates the root key and starts the rewrap job (202)
 //   GET  /ops/orgs/<org>/rewrap       the latest rewrap job's progress
 //

@@ -47,7 +47,8 @@ class PolicyStore {
   // Validates and stores (replacing the previous one); the caller audits the change.
   static Status Put(Poco::Data::Session& s, const OrgPolicy& policy, std::int64_t now_ms);
 
-  // INVALID_ARGUMENT naming the offending member on anything malformed, unknown or out of range.
+  // INVALID_ARGUMENT naming the offending member on anything malformed, unknown or out of range;
+  // a member given twice is refused too (not named).
   static Result<OrgPolicy> FromJson(std::string_view json, const std::string& org);
   static std::string ToJson(const OrgPolicy& policy);
   static Status Validate(const OrgPolicy& policy);
