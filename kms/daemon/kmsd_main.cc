@@ -58,6 +58,22 @@ class Kmsd : public DaemonApplication {
                         KmsService::New(std::move(config), *vault, *db, std::move(verifier), {},
                                         KmsServiceHooks{&cache, &metrics, &channel_keys}));
 
+    // Every setting and file the listeners and the relay need is read and checked before any
+    // listener opens: a bad one stops kmsd before it says it serves.
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> operations,
+                        Operations::New(config_path, *vault, *db, metrics, cache));
+    std::unique_ptr<RelayConnector> relay;
+    if (settings.relay) {
+      RelayConnectorOptions relay_options;
+      relay_options.url = settings.relay->url;
+      relay_options.ca_file = settings.relay->ca_file;
+      relay_options.token_file = settings.relay->token_file;
+      relay_options.cluster = "kms://" + settings.host;
+      relay_options.connections = settings.relay->connections;
+      relay_options.idle_timeout = settings.relay->idle_timeout;
+      SR_ASSIGN_OR_RETURN(relay, RelayConnector::New(std::move(relay_options), *service));
+    }
+
     KmsServerOptions options;
     options.listen_host = settings.listen_host;
     options.listen_port = settings.listen_port;
@@ -72,6 +88,7 @@ class Kmsd : public DaemonApplication {
     options.metrics = &metrics;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsServer> server,
                         KmsServer::Start(options, *service, service->InfoJson()));
+    if (operations) SR_RETURN_IF_ERROR(operations->Listen());
     if (!port_file.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file, server->port()));
     Log("serving kms://" + settings.host + " on https://" + settings.listen_host + ":" +
         std::to_string(server->port()) + " (" + std::to_string(vault->tokens().size()) +
@@ -79,26 +96,12 @@ class Kmsd : public DaemonApplication {
         ", max_in_flight " + std::to_string(settings.max_in_flight) + ")");
 
     // The operations listener and the rewrap worker, if [ops] is configured.
-    SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> operations,
-                        Operations::Start(config_path, *vault, *db, metrics, cache));
     if (operations) {
       Log("operations listener on https://" + operations->settings().listen_host + ":" +
           std::to_string(operations->port()));
     }
-
     // The relay through cored, if [relay] is configured: connections kmsd dials out and keeps up.
-    std::unique_ptr<RelayConnector> relay;
-    if (settings.relay) {
-      RelayConnectorOptions relay_options;
-      relay_options.url = settings.relay->url;
-      relay_options.ca_file = settings.relay->ca_file;
-      relay_options.token_file = settings.relay->token_file;
-      relay_options.cluster = "kms://" + settings.host;
-      relay_options.connections = settings.relay->connections;
-      relay_options.idle_timeout = settings.relay->idle_timeout;
-      SR_ASSIGN_OR_RETURN(relay, RelayConnector::New(std::move(relay_options), *service));
-      relay->Start();
-    }
+    if (relay) relay->Start();
 
     waitForTerminationRequest();
     Log("stopping: finishing requests in flight");

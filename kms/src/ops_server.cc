@@ -565,16 +565,25 @@ Operations::~Operations() {
   worker_.Stop();
 }
 
-Result<std::unique_ptr<Operations>> Operations::Start(const std::string& config_path,
-                                                      hsm::KeyVault& vault, Database& db,
-                                                      Metrics& metrics, KeyCache& cache) {
+Result<std::unique_ptr<Operations>> Operations::New(const std::string& config_path,
+                                                    hsm::KeyVault& vault, Database& db,
+                                                    Metrics& metrics, KeyCache& cache) {
   SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(config_path));
   SR_ASSIGN_OR_RETURN(std::optional<OpsSettings> settings, ReadOpsSettings(*config));
   if (!settings) return std::unique_ptr<Operations>();
   std::unique_ptr<Operations> ops(new Operations(*settings, vault, db, cache));
   SR_ASSIGN_OR_RETURN(ops->server_, OpsServer::New(ops->settings_, vault, db, metrics, ops->jobs_,
                                                    cache, &ops->worker_));
-  SR_RETURN_IF_ERROR(ops->server_->Start());
+  return ops;
+}
+
+Status Operations::Listen() { return server_->Start(); }
+
+Result<std::unique_ptr<Operations>> Operations::Start(const std::string& config_path,
+                                                      hsm::KeyVault& vault, Database& db,
+                                                      Metrics& metrics, KeyCache& cache) {
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> ops, New(config_path, vault, db, metrics, cache));
+  if (ops) SR_RETURN_IF_ERROR(ops->Listen());
   return ops;
 }
 

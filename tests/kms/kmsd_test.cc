@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -34,6 +35,7 @@
 
 #include "../support/audit_rewrite.h"
 #include "../support/connection_flood.h"
+#include "../support/daemon_process.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/tool_steps.h"
 #include "strongroom/client/https_transport.h"
@@ -905,6 +907,51 @@ TEST_F(KmsdTest, AnotherOrganizationsIdpCannotSignForOurUser) {
   auto retrieved = alice->Call("retrieve", keys[0]);
   ASSERT_TRUE(retrieved.ok()) << retrieved.error().ToString();
   EXPECT_EQ(StatusOf(*retrieved), 200) << Json(**retrieved);
+}
+
+// Issue 16: kmsd logged "serving kms://..." and only then read the [ops] token file and exited 78
+// when it was mode 0644. Every file the listeners and the relay need is now checked first: with a
+// bad one kmsd exits 78 without having logged "serving" or written its port file.
+TEST_F(KmsdTest, ABadOpsOrRelayFileStopsKmsdBeforeItListens) {
+  const std::string d = env().dir().string();
+  auto token = [&](const std::string& name, const std::string& text, mode_t mode) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << text << "\n";
+    ::chmod(path.c_str(), mode);
+    return path;
+  };
+  auto ops = [&](const std::string& token_file, const std::string& key) {
+    return "[ops]\nlisten = 127.0.0.1:0\ntls_cert = " + d + "/tls.pem\ntls_key = " + key +
+           "\ntoken_file = " + token_file + "\n";
+  };
+  const std::string good = token("good.token", std::string(64, 'f'), 0600);
+  const std::pair<const char*, std::string> cases[] = {
+      {"an ops token file others may read",
+       ops(token("shared.token", std::string(64, 'f'), 0644), d + "/tls.key")},
+      {"an ops token too short", ops(token("short.token", "tooshort", 0600), d + "/tls.key")},
+      {"an ops TLS key that is not there", ops(good, d + "/absent.key")},
+      {"a relay token file others may read",
+       "[relay]\nurl = https://127.0.0.1:1\nca_file = " + d +
+           "/ca.pem\ntoken_file = " + token("relay.token", std::string(64, 'r'), 0644) + "\n"},
+  };
+  for (const auto& [what, section] : cases) {
+    const std::string ini = WriteConfig(32, 0, section);
+    testing::DaemonProcess kmsd;
+    testing::DaemonProcess::Options options;
+    options.binary = KMSD_PATH;
+    options.args = {"--config", ini};
+    options.env = {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+    options.log_path = (dir_ / "kmsd.log").string();
+    options.port_file = (dir_ / "port").string();
+    fs::remove(options.log_path);
+    EXPECT_FALSE(kmsd.Start(options)) << what << ": kmsd started";
+    EXPECT_NE(kmsd.error().find("exited during start-up (exit status 78)"), std::string::npos)
+        << what << ": " << kmsd.error();
+    EXPECT_EQ(kmsd.log().find("serving"), std::string::npos) << what << ": " << kmsd.log();
+    EXPECT_FALSE(fs::exists(options.port_file)) << what;
+  }
+  // The same sections with good files: kmsd serves.
+  ASSERT_TRUE(Start(32, 0, ops(good, d + "/tls.key")));
 }
 
 }  // namespace

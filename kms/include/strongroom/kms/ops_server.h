@@ -153,7 +153,15 @@ class OpsServer {
 // rewrap jobs, the worker thread that runs them (rotation also clears `cache`) and the listener.
 class Operations {
  public:
-  // nullptr (and OK) when the file has no [ops] section: no listener and no rewrap worker.
+  // Reads [ops] and everything it names (the token file, the TLS certificate and key) and starts
+  // the rewrap worker, but does not listen yet: kmsd checks every setting before any listener
+  // opens. nullptr (and OK) when the file has no [ops] section: no listener and no rewrap worker.
+  static Result<std::unique_ptr<Operations>> New(const std::string& config_path,
+                                                 hsm::KeyVault& vault, Database& db,
+                                                 Metrics& metrics, KeyCache& cache);
+  // Opens the listener.
+  Status Listen();
+  // New, then Listen.
   static Result<std::unique_ptr<Operations>> Start(const std::string& config_path,
                                                    hsm::KeyVault& vault, Database& db,
                                                    Metrics& metrics, KeyCache& cache);
