@@ -203,6 +203,15 @@ Result<AuditVerdict> AuditLog::Verify(Database& db) {
   return verdict;
 }
 
+std::string AuditLog::OnBehalfOf(const std::string& user) {
+  std::string out = "on behalf of \"";
+  for (char c : user) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c;
+  }
+  return out + '"';
+}
+
 Result<std::vector<AuditRecord>> AuditLog::Query(Database& db, const AuditFilter& filter) {
   if (filter.limit == 0 || filter.limit > kMaxAuditQuery) {
     return Error(ErrorCode::kInvalidArgument, "an audit query returns 1 to 1000 records");
@@ -210,17 +219,20 @@ Result<std::vector<AuditRecord>> AuditLog::Query(Database& db, const AuditFilter
   std::vector<AuditRecord> out;
   SR_RETURN_IF_ERROR(db.WithSession([&](Poco::Data::Session& session) -> Status {
     std::string actor = filter.actor.value_or("");
+    std::string user = filter.user.value_or("");
+    std::string on_behalf = filter.user ? OnBehalfOf(*filter.user) : "";
     std::string resource = filter.resource.value_or("");
     std::int64_t from = filter.from_ms.value_or(INT64_MIN);
     std::int64_t to = filter.to_ms.value_or(INT64_MAX);
     int has_actor = filter.actor.has_value(), has_resource = filter.resource.has_value();
+    int has_user = filter.user.has_value();
     std::int64_t limit = static_cast<std::int64_t>(filter.limit);
     Poco::Data::Statement select(session);
     select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail FROM audit "
-              "WHERE (? = 0 OR actor = ?) AND (? = 0 OR resource = ?) AND at_ms >= ? AND "
-              "at_ms < ? ORDER BY seq LIMIT ?",
-        use(has_actor), use(actor), use(has_resource), use(resource), use(from), use(to),
-        use(limit);
+              "WHERE (? = 0 OR actor = ?) AND (? = 0 OR actor = ? OR instr(detail, ?) = 1) "
+              "AND (? = 0 OR resource = ?) AND at_ms >= ? AND at_ms < ? ORDER BY seq LIMIT ?",
+        use(has_actor), use(actor), use(has_user), use(user), use(on_behalf), use(has_resource),
+        use(resource), use(from), use(to), use(limit);
     select.execute();
     Poco::Data::RecordSet rows(select);
     for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {

@@ -223,8 +223,9 @@ struct KmsService::Caller {
   std::optional<ExecutedRequest>* unrecorded = nullptr;
   bool on_behalf() const { return user != actor; }
   std::string Detail(const std::string& more = {}) const {
-    std::string detail = "client " + client_id;
-    if (on_behalf()) detail += ", on behalf of " + user;
+    // On behalf first, in AuditLog's form: `kmsctl audit query --user` finds it there.
+    std::string detail =
+        on_behalf() ? AuditLog::OnBehalfOf(user) + ", client " + client_id : "client " + client_id;
     if (!more.empty()) detail += ", " + more;
     return detail;
   }

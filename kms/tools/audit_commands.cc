@@ -148,7 +148,7 @@ Status RunAuditCommand(const std::vector<std::string>& args, const CtlOptions& o
   }
   AuditFilter filter;
   if (args[0] == "query") {
-    if (!audit.user.empty()) filter.actor = audit.user;
+    if (!audit.user.empty()) filter.user = audit.user;  // and what officers did on their behalf
     if (!audit.resource.empty()) filter.resource = audit.resource;
     SR_ASSIGN_OR_RETURN(filter.from_ms, ParseTime(audit.from, "from"));
     SR_ASSIGN_OR_RETURN(filter.to_ms, ParseTime(audit.to, "to"));

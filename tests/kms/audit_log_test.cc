@@ -180,6 +180,46 @@ TEST_F(AuditLogTest, QueryFiltersByActorResourceAndTime) {
   EXPECT_EQ(AuditLog::Query(*db_, limited).error().code(), ErrorCode::kInvalidArgument);
 }
 
+// A user's records are theirs and those whose detail starts with AuditLog::OnBehalfOf(user): the
+// user's name quoted and escaped, so neither a name that extends another nor one with a quote
+// in it passes for it.
+TEST_F(AuditLogTest, QueryByUserFindsWhatWasDoneOnTheirBehalf) {
+  EXPECT_EQ(AuditLog::OnBehalfOf("bob"), R"(on behalf of "bob")");
+  EXPECT_EQ(AuditLog::OnBehalfOf(R"(b"o\b)"), R"(on behalf of "b\"o\\b")");
+  const std::pair<const char*, std::string> records[] = {
+      {"bob", "client c"},
+      {"carol", AuditLog::OnBehalfOf("bob") + ", client c"},
+      {"carol", AuditLog::OnBehalfOf("bob2") + ", client c"},
+      {"carol", AuditLog::OnBehalfOf(R"(bob", x)") + ", client c"},
+      {"dave", "client " + AuditLog::OnBehalfOf("bob")},
+      {"carol", "client c"},
+  };
+  ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                   for (const auto& [actor, detail] : records) {
+                     AuditRecord r{0, 1000, "acme", actor, "key.retrieve", "", "", "ok", detail};
+                     SR_RETURN_IF_ERROR(AuditLog::Append(s, r));
+                   }
+                   return OkStatus();
+                 })
+                  .ok());
+  AuditFilter bob;
+  bob.user = "bob";
+  auto found = AuditLog::Query(*db_, bob);
+  ASSERT_TRUE(found.ok()) << found.error().ToString();
+  ASSERT_EQ(found->size(), 2u);
+  EXPECT_EQ((*found)[0].seq, 1);
+  EXPECT_EQ((*found)[1].seq, 2);
+  AuditFilter quoted;
+  quoted.user = R"(bob", x)";
+  found = AuditLog::Query(*db_, quoted);
+  ASSERT_TRUE(found.ok());
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ((*found)[0].seq, 4);
+  AuditFilter carol;
+  carol.user = "carol";
+  EXPECT_EQ(AuditLog::Query(*db_, carol)->size(), 4u);  // her own, never anyone else's
+}
+
 TEST_F(AuditLogTest, OversizeOrIncompleteRecordsAreRefused) {
   Status s = db_->InTransaction([](Poco::Data::Session& session) -> Status {
     AuditRecord big{0, 1, "acme", std::string(kMaxAuditField + 1, 'a'), "x", "", "", "ok", ""};

@@ -9,13 +9,16 @@
 #include <Poco/URI.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "../support/tool_steps.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_store.h"
@@ -855,6 +858,68 @@ TEST_F(KmsKeysTest, ComplianceOfficersRetrieveOnBehalfOfTheirOwnOrganizationOnly
   ASSERT_TRUE(gina_records.ok());
   ASSERT_EQ(gina_records->size(), 1u);
   EXPECT_EQ((*gina_records)[0].outcome, "denied");
+}
+
+// Issue 16: `kmsctl audit query --user bob` listed bob's own requests only, not what a compliance
+// officer retrieved on his behalf; the records name the officer as actor and bob in the detail.
+// A clientId that imitates that detail does not put a record under bob.
+TEST_F(KmsKeysTest, AnAuditQueryForAUserShowsWhatOfficersDidOnTheirBehalf) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  Channel carol = Open("carol@acme.test");  // acme's compliance officer
+  Channel dave = Open("dave@acme.test");
+  OrgPolicy acme;
+  acme.org = "acme";
+  acme.compliance_officers = {"carol@acme.test"};
+  SetPolicy(acme);
+  const std::string key_uri =
+      CreateKeys(alice, "alice@acme.test", 1)[0]->getValue<std::string>("uri");
+  const std::string resource =
+      CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}), Strings({key_uri}));
+  ASSERT_EQ(StatusOf(Retrieve(bob, "bob@acme.test", key_uri)), 200);
+  ASSERT_EQ(StatusOf(OnBehalf(carol, "carol@acme.test", "bob@acme.test", "retrieve", key_uri)),
+            200);
+  ASSERT_EQ(StatusOf(OnBehalf(carol, "carol@acme.test", "bob@acme.test", "delete",
+                              resource + "/authorizations?authId=bob@acme.test")),
+            403);
+  ASSERT_EQ(StatusOf(Retrieve(carol, "carol@acme.test", key_uri)), 403);  // in her own name
+  for (const std::string& client_id : {std::string("x, on behalf of bob@acme.test"),
+                                       std::string(R"(on behalf of "bob@acme.test")"),
+                                       std::string(R"(x", on behalf of "bob@acme.test")")}) {
+    Object request = Request("retrieve", key_uri, Token("dave@acme.test"));
+    Object client, credential;
+    credential.set("bearer", Token("dave@acme.test"));
+    client.set("clientId", client_id);
+    client.set("credential", credential);
+    request.set("client", client);
+    ASSERT_EQ(StatusOf(Send(dave, request)), 403) << client_id;
+  }
+
+  const std::string config = (dir_ / "audit.ini").string();
+  std::ofstream(config) << "[kms]\ndatabase = " << (dir_ / "kms.db").string() << "\n";
+  testing::ToolRun query = testing::Tool(
+      KMSCTL_PATH, {"--config", config, "audit", "query", "--user", "bob@acme.test", "--json"});
+  ASSERT_EQ(query.exit_code, 0) << query.err;
+  std::istringstream lines(query.out);
+  std::string line;
+  std::vector<std::pair<std::string, std::string>> found;  // actor, outcome
+  while (std::getline(lines, line)) {
+    Object::Ptr record = Parse(line);
+    found.emplace_back(record->getValue<std::string>("actor"),
+                       record->getValue<std::string>("outcome"));
+    if (found.back().first != "bob@acme.test") {
+      EXPECT_EQ(record->getValue<std::string>("detail").rfind(R"(on behalf of "bob@acme.test")", 0),
+                0u)
+          << line;
+    }
+  }
+  auto has = [&](const std::string& actor, const std::string& outcome) {
+    return std::count(found.begin(), found.end(), std::make_pair(actor, outcome));
+  };
+  EXPECT_GE(has("bob@acme.test", "ok"), 1) << query.out;
+  EXPECT_EQ(has("carol@acme.test", "ok"), 1) << query.out;      // the retrieval on his behalf
+  EXPECT_EQ(has("carol@acme.test", "denied"), 1) << query.out;  // the refused delete
+  EXPECT_EQ(found.size(), static_cast<std::size_t>(has("bob@acme.test", "ok") + 2)) << query.out;
 }
 
 TEST_F(KmsKeysTest, PolicyGrantsTheIndexerAndSetsLifetimes) {

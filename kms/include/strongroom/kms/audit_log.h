@@ -56,7 +56,10 @@ struct AuditVerdict {
 };
 
 struct AuditFilter {
-  std::optional<std::string> actor;
+  std::optional<std::string> actor;  // records whose actor is this
+  // Records whose actor is this user, or whose detail says an officer acted on the user's behalf
+  // (it starts with AuditLog::OnBehalfOf(user)).
+  std::optional<std::string> user;
   std::optional<std::string> resource;
   std::optional<std::int64_t> from_ms;  // inclusive
   std::optional<std::int64_t> to_ms;    // exclusive
@@ -83,6 +86,11 @@ class AuditLog {
   static Result<std::vector<AuditRecord>> Query(Database& db, const AuditFilter& filter);
 
   static AuditHash Hash(const AuditHash& previous, const AuditRecord& record);
+
+  // How the detail of a record of something done on behalf of `user` (by a compliance officer,
+  // the record's actor) starts: `on behalf of "<user>"`, with `\` and `"` escaped by a `\`, so
+  // that no other text of the detail (a clientId, say) can pass for it.
+  static std::string OnBehalfOf(const std::string& user);
 };
 
 }  // namespace strongroom::kms
