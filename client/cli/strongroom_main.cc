@@ -83,7 +83,17 @@ int ExitFor(const Error& error) {
   }
 }
 
-std::string HintFor(const Error& error) {
+std::string HintFor(const Error& error, const std::string& command) {
+  // An officer is not a member of the rooms they read: adding them is never the answer.
+  if (command == "compliance" && error.code() == ErrorCode::kPermissionDenied) {
+    return "only a compliance officer of USER's organization reads on USER's behalf: the KMS "
+           "policy's complianceOfficers (kmsctl ops policy set) and cored's [compliance] section "
+           "must list you; ask the operators";
+  }
+  if (command == "compliance" && error.code() == ErrorCode::kNotFound) {
+    return "an officer reads the rooms USER is or was in that a user of your organization "
+           "created: name one by its id, or none for all of them";
+  }
   switch (error.code()) {
     case ErrorCode::kNotFound:
       return "check the room with `strongroom room list`, or ask a member to add you";
@@ -141,7 +151,9 @@ int Run(std::vector<std::string> argv) {
     if (status.ok()) return kExitOk;
     const Error& error = status.error();
     std::cerr << "strongroom: " << error.message() << std::endl;
-    if (std::string hint = HintFor(error); !hint.empty()) std::cerr << "  " << hint << std::endl;
+    if (std::string hint = HintFor(error, command); !hint.empty()) {
+      std::cerr << "  " << hint << std::endl;
+    }
     if (g_json) {
       Poco::JSON::Object::Ptr e = new Poco::JSON::Object;
       e->set("code", std::string(ErrorCodeName(error.code())));

@@ -257,6 +257,13 @@ grep -q "The code changes on Monday." "$dir/out" || fail "the officer does not r
 expect_exit 3 "globex's officer is refused" -- \
   as "$outsider" compliance read --user "$alice" --from "$dir/export.json" "$room"
 grep -q "Monday" "$dir/out" && fail "globex's officer reads the text"
+# The hint is an officer's (issue 16): never "ask a member of the room to add you".
+officer_hint() {
+  grep -q "ask a member" "$dir/err" && fail "$1: the hint says to ask a member: $(cat "$dir/err")"
+  grep -q "$2" "$dir/err" || fail "$1: no officer's hint ($2): $(cat "$dir/err")"
+  return 0
+}
+officer_hint "globex's officer from an export" "complianceOfficers (kmsctl ops policy set)"
 expect_exit 3 "the officer gets no key in their own name" -- as "$officer" key show "$key1"
 # ... and through the core's compliance reads, without an export.
 expect_exit 0 "acme's officer reads alice's room through the core" -- \
@@ -268,9 +275,11 @@ grep -q "The code changes on Monday." "$dir/out" || fail "the officer does not r
 expect_exit 3 "the core shows globex's officer none of acme's rooms" -- \
   as "$outsider" compliance read --user "$alice" "$room"
 grep -q "Monday" "$dir/out" && fail "globex's officer reads the text through the core"
+officer_hint "globex's officer through the core" "name one by its id"
 expect_exit 3 "the core refuses compliance reads to a non-officer" -- \
   as "$carol" compliance read --user "$alice" "$room"
 grep -q "Monday" "$dir/out" && fail "a non-officer reads the text through the core"
+officer_hint "a non-officer through the core" "cored's \[compliance\] section must list you"
 grep -q "cored: compliance: officer \"officer@acme.test\" (org \"acme\") read user \"$alice\" conversation \"$room\": ok" \
   "$dir/cored.log" || fail "cored did not log the officer's read"
 
