@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 
 #include "strongroom/kms/audit_checkpoints.h"
@@ -451,6 +452,52 @@ Result<std::optional<std::string>> KmsStore::RoleOf(Poco::Data::Session& s,
   Poco::Data::RecordSet rows(select);
   if (!rows.moveFirst()) return std::optional<std::string>();
   return std::optional<std::string>(rows["role"].convert<std::string>());
+}
+
+Result<std::vector<RootVersionUse>> KmsStore::RootVersionUses(Poco::Data::Session& s,
+                                                              const std::string& org,
+                                                              std::int64_t now_ms) {
+  std::map<std::pair<std::string, std::uint32_t>, RootVersionUse> uses;
+  auto use_of = [&](const std::string& token, std::uint32_t version) -> RootVersionUse& {
+    RootVersionUse& u = uses[{token, version}];
+    u.token = token;
+    u.version = version;
+    return u;
+  };
+  std::string o = org;
+  Poco::Data::Statement keys(s);
+  keys << "SELECT kb.token AS token, kb.root_version AS version, COUNT(*) AS n FROM key_blobs kb "
+          "JOIN keys k ON k.uri = kb.key_uri WHERE k.org = ? GROUP BY kb.token, kb.root_version",
+      use(o);
+  keys.execute();
+  Poco::Data::RecordSet key_rows(keys);
+  for (bool row = key_rows.moveFirst(); row; row = key_rows.moveNext()) {
+    use_of(key_rows["token"].convert<std::string>(), key_rows["version"].convert<std::uint32_t>())
+        .keys = key_rows["n"].convert<std::int64_t>();
+  }
+  // A channel key's version is in its blob (bytes 4-7, big-endian: hsm/wrapped_key.h).
+  Poco::Int64 at = now_ms;
+  Poco::Data::Statement channels(s);
+  channels << "SELECT eb.token AS token, hex(substr(eb.blob, 5, 4)) AS version, COUNT(*) AS n "
+              "FROM ephemeral_blobs eb JOIN ephemeral_keys ek ON ek.uri = eb.uri "
+              "WHERE ek.org = ? AND ek.deleted = 0 AND ek.expires_ms > ? "
+              "GROUP BY eb.token, substr(eb.blob, 5, 4)",
+      use(o), use(at);
+  channels.execute();
+  Poco::Data::RecordSet channel_rows(channels);
+  for (bool row = channel_rows.moveFirst(); row; row = channel_rows.moveNext()) {
+    const std::string hex = channel_rows["version"].convert<std::string>();
+    std::uint32_t version = 0;
+    const auto [end, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), version, 16);
+    if (hex.size() != 8 || ec != std::errc() || end != hex.data() + hex.size()) {
+      return Error(ErrorCode::kDataLoss, "a channel key blob of " + org + " is truncated");
+    }
+    use_of(channel_rows["token"].convert<std::string>(), version).channel_keys =
+        channel_rows["n"].convert<std::int64_t>();
+  }
+  std::vector<RootVersionUse> out;
+  for (auto& [key, u] : uses) out.push_back(std::move(u));
+  return out;
 }
 
 }  // namespace strongroom::kms

@@ -10,17 +10,21 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
 
 #include "strongroom/common/config_file.h"
+#include "strongroom/common/database.h"
+#include "strongroom/common/rfc3339.h"
 #include "strongroom/hsm/ck_result.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/hsm/slot_inventory.h"
 #include "strongroom/hsm/token_uri.h"
 #include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/identity_certificate.h"
+#include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
 namespace {
@@ -98,13 +102,42 @@ Status InitToken(const CtlOptions& options, std::ostream& out) {
   return OkStatus();
 }
 
-void PrintRoot(const hsm::RootKeyInfo& key, bool current, std::ostream& out) {
+void PrintUse(const RootVersionUse& use, std::ostream& out) {
+  out << "  keys=" << use.keys << "  channel-keys=" << use.channel_keys;
+}
+
+// `use`: what the KMS database holds wrapped under this version, when there is a database.
+void PrintRoot(const hsm::RootKeyInfo& key, bool current, std::ostream& out,
+               const RootVersionUse* use = nullptr) {
   out << "  " << key.token << "  " << key.id.org << " v" << key.id.version
       << (current ? " (current)" : "") << "  label=" << key.label
       << "  sensitive=" << (key.sensitive ? "yes" : "NO")
       << "  extractable=" << (key.extractable ? "YES" : "no")
       << "  generated-in-token=" << (key.local ? "yes" : "NO")
-      << "  wraps-reserved=" << key.wraps_reserved << "\n";
+      << "  wraps-reserved=" << key.wraps_reserved;
+  if (use != nullptr) PrintUse(*use, out);
+  out << "\n";
+}
+
+// With [kms] database in the configuration, what the database holds of `org` per token and root
+// version; nullopt without one. A database that is not there yet holds nothing (it is not made).
+Result<std::optional<std::vector<RootVersionUse>>> RootVersionUsesOf(const CtlOptions& options,
+                                                                     const std::string& org) {
+  SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(options.config_path));
+  if (!config->hasProperty("kms.database")) return std::optional<std::vector<RootVersionUse>>();
+  const std::string path = SettingText(*config, "kms.database");
+  std::error_code ignored;
+  if (!std::filesystem::exists(path, ignored)) {
+    return std::optional<std::vector<RootVersionUse>>(std::vector<RootVersionUse>());
+  }
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
+                      Database::OpenSqlite(path, KmsStore::Migrations()));
+  std::vector<RootVersionUse> uses;
+  SR_RETURN_IF_ERROR(db->WithSession([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(uses, KmsStore::RootVersionUses(s, org, UnixNowMs()));
+    return OkStatus();
+  }));
+  return std::optional<std::vector<RootVersionUse>>(std::move(uses));
 }
 
 Result<std::unique_ptr<hsm::KeyVault>> OpenVault(const CtlOptions& options) {
@@ -121,12 +154,36 @@ Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostr
   SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
   if (verb == "roots") {
     SR_ASSIGN_OR_RETURN(std::vector<hsm::RootKeySet> sets, vault->ListRoots(options.org));
+    SR_ASSIGN_OR_RETURN(std::optional<std::vector<RootVersionUse>> uses,
+                        RootVersionUsesOf(options, options.org));
+    auto use_of = [&](const std::string& token, std::uint32_t version) {
+      RootVersionUse found{token, version, 0, 0};
+      for (const RootVersionUse& u : uses.value_or(std::vector<RootVersionUse>())) {
+        if (u.token == token && u.version == version) found = u;
+      }
+      return found;
+    };
     out << "root keys of " << options.org << ":\n";
     for (const hsm::RootKeySet& set : sets) {
       if (set.keys.empty()) out << "  " << set.token << "  (none)\n";
       for (const hsm::RootKeyInfo& key : set.keys) {
-        PrintRoot(key, &key == &set.keys.back(), out);
+        const RootVersionUse use = use_of(key.token, key.id.version);
+        PrintRoot(key, &key == &set.keys.back(), out, uses ? &use : nullptr);
       }
+    }
+    // Blobs under a version its token does not hold (deleted, or another token's name): that
+    // token can never unwrap them.
+    for (const RootVersionUse& u : uses.value_or(std::vector<RootVersionUse>())) {
+      bool held = false;
+      for (const hsm::RootKeySet& set : sets) {
+        for (const hsm::RootKeyInfo& key : set.keys) {
+          held = held || (key.token == u.token && key.id.version == u.version);
+        }
+      }
+      if (held) continue;
+      out << "  " << u.token << "  " << options.org << " v" << u.version << "  NOT IN THE TOKEN";
+      PrintUse(u, out);
+      out << "\n";
     }
     return OkStatus();
   }

@@ -6,6 +6,8 @@
 #include <Poco/StreamCopier.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
@@ -13,6 +15,8 @@
 #include <vector>
 
 #include "../support/softhsm_sandbox.h"
+#include "strongroom/common/rfc3339.h"
+#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 
@@ -118,6 +122,110 @@ TEST_F(KmsctlTest, InitRootRotateListAndCheck) {
   ASSERT_EQ(check.exit_code, 0) << check.err;
   EXPECT_NE(check.out.find("token primary: ok, acme wrap/unwrap round trip"), std::string::npos)
       << check.out;
+}
+
+// Issue 16: nothing said how many stored keys each root version still wraps (whether an old
+// version may go). With [kms] database, `hsm roots` counts them per token and version: the org's
+// key blobs and its live channels' blobs, and blobs under a version the token does not hold.
+TEST_F(KmsctlTest, RootsCountTheKeysWrappedUnderEachVersion) {
+  ASSERT_EQ(Hsm({"init-root", "--org", "acme"}).exit_code, 0);
+  ASSERT_EQ(Hsm({"init-root", "--org", "globex"}).exit_code, 0);
+  static int n = 0;
+  const std::string db_path = SoftHsmSandbox::Get().dir() + "/roots-" + std::to_string(++n) + ".db";
+  auto db = Database::OpenSqlite(db_path, KmsStore::Migrations());
+  ASSERT_TRUE(db.ok()) << db.error().ToString();
+  // Keys wrapped by the token the way kmsd wraps them, under whatever version is current, and a
+  // channel key per letter of `channels`: l live, x expired, d deleted.
+  auto store = [&](const std::string& org, int keys, const std::string& channels) {
+    hsm::TokenConfig token;
+    token.name = "primary";
+    token.uri = SoftHsmSandbox::Get().Uri(kSoftHsmModule, label_);
+    auto vault = hsm::KeyVault::Open({{token}});
+    ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+    const std::vector<std::uint8_t> key(32, 7);
+    const std::int64_t now = UnixNowMs();
+    ASSERT_TRUE(
+        (*db)
+            ->InTransaction([&](Poco::Data::Session& s) -> Status {
+              for (int i = 0; i < keys; ++i) {
+                KeyRecord k;
+                k.uri = "kms://kms.test/keys/" + org + std::to_string(++n);
+                k.org = org;
+                k.creator = "alice";
+                k.client_id = "test";
+                k.bind_deadline_ms = now;
+                SR_ASSIGN_OR_RETURN(hsm::WrapResult wrapped, (*vault)->Wrap({org, k.uri}, key));
+                k.blobs = wrapped.blobs;
+                SR_RETURN_IF_ERROR(KmsStore::InsertKeys(s, {k}));
+              }
+              for (char state : channels) {
+                EphemeralKeyRecord e;
+                e.uri = "kms://kms.test/ecdhe/" + org + std::to_string(++n);
+                e.org = org;
+                e.user_id = "alice";
+                e.client_id = "test";
+                e.created_ms = now;
+                e.expires_ms = state == 'x' ? now - 1 : now + 3'600'000;
+                SR_ASSIGN_OR_RETURN(hsm::WrapResult wrapped, (*vault)->Wrap({org, e.uri}, key));
+                e.blobs = wrapped.blobs;
+                SR_RETURN_IF_ERROR(KmsStore::InsertEphemeralKey(s, e));
+                if (state == 'd') SR_RETURN_IF_ERROR(KmsStore::DeleteEphemeralKey(s, e.uri));
+              }
+              return OkStatus();
+            })
+            .ok());
+  };
+  store("acme", 3, "lxxd");
+  store("globex", 4, "");  // another organization's keys count for it alone
+  ASSERT_EQ(Hsm({"rotate-root", "--org", "acme"}).exit_code, 0);
+  store("acme", 2, "");
+  // A blob under v9, which the token never held.
+  ASSERT_TRUE((*db)
+                  ->InTransaction([&](Poco::Data::Session& s) -> Status {
+                    std::vector<std::uint8_t> blob(hsm::kWrappedKeySize, 0);
+                    std::memcpy(blob.data(), "SRW1", 4);
+                    blob[7] = 9;
+                    KeyRecord k;
+                    k.uri = "kms://kms.test/keys/orphan";
+                    k.org = "acme";
+                    k.creator = "alice";
+                    k.client_id = "test";
+                    k.blobs = {{"primary", blob}};
+                    return KmsStore::InsertKeys(s, {k});
+                  })
+                  .ok());
+
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
+                            "&pin-source=file:" + SoftHsmSandbox::Get().pin_file(),
+                        "\n[kms]\ndatabase = " + db_path + "\n");
+  Outcome roots = Hsm({"roots", "--org", "acme"});
+  ASSERT_EQ(roots.exit_code, 0) << roots.err;
+  auto line = [&](const std::string& start) {
+    const auto at = roots.out.find(start);
+    return at == std::string::npos ? std::string()
+                                   : roots.out.substr(at, roots.out.find('\n', at) - at);
+  };
+  EXPECT_NE(line("primary  acme v1  label").find("  keys=3  channel-keys=1"), std::string::npos)
+      << roots.out;
+  EXPECT_NE(line("primary  acme v2 (current)").find("  keys=2  channel-keys=0"), std::string::npos)
+      << roots.out;
+  EXPECT_EQ(line("primary  acme v9"), "primary  acme v9  NOT IN THE TOKEN  keys=1  channel-keys=0")
+      << roots.out;
+  Outcome globex = Hsm({"roots", "--org", "globex"});
+  ASSERT_EQ(globex.exit_code, 0) << globex.err;
+  EXPECT_NE(globex.out.find("globex v1 (current)"), std::string::npos) << globex.out;
+  EXPECT_NE(globex.out.find("  keys=4  channel-keys=0\n"), std::string::npos) << globex.out;
+
+  // A database that is not there yet holds no key, and is not made by looking.
+  const std::string absent = SoftHsmSandbox::Get().dir() + "/absent-" + std::to_string(n) + ".db";
+  config_ = WriteConfig("pkcs11:token=" + label_ + "?module-path=" + kSoftHsmModule +
+                            "&pin-source=file:" + SoftHsmSandbox::Get().pin_file(),
+                        "\n[kms]\ndatabase = " + absent + "\n");
+  Outcome fresh = Hsm({"roots", "--org", "acme"});
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.err;
+  EXPECT_NE(fresh.out.find("acme v2 (current)"), std::string::npos) << fresh.out;
+  EXPECT_NE(fresh.out.find("keys=0  channel-keys=0"), std::string::npos) << fresh.out;
+  EXPECT_FALSE(std::filesystem::exists(absent));
 }
 
 TEST_F(KmsctlTest, InitIdentityCreatesTheKmsKeyOnce) {

@@ -76,6 +76,14 @@ struct ExecutedRequest {
   std::int64_t executed_ms = 0;
 };
 
+// How many blobs in the database one token's root-key version of an organization wraps.
+struct RootVersionUse {
+  std::string token;
+  std::uint32_t version = 0;
+  std::int64_t keys = 0;          // key_blobs of the org's keys
+  std::int64_t channel_keys = 0;  // ephemeral_blobs of the org's live (unexpired) channels
+};
+
 struct KeyQuery {
   std::optional<std::int64_t> bound_after_ms;   // exclusive
   std::optional<std::int64_t> bound_before_ms;  // exclusive
@@ -137,6 +145,12 @@ class KmsStore {
   static Result<std::optional<std::string>> RoleOf(Poco::Data::Session& s,
                                                    const std::string& resource_uri,
                                                    const std::string& user);
+
+  // Per token and root-key version, the blobs of `org` wrapped under it (channels live at
+  // `now_ms`), ordered by token and version; a version nothing is wrapped under is absent.
+  static Result<std::vector<RootVersionUse>> RootVersionUses(Poco::Data::Session& s,
+                                                             const std::string& org,
+                                                             std::int64_t now_ms);
 };
 
 }  // namespace strongroom::kms
