@@ -23,7 +23,7 @@ std::string NewClientActivityId() {
 }
 
 bool IsRotationRequired(const Error& error) {
-  return CoreErrorCode(error) == "key_rotation_required";
+  return error.reason() == ErrorReason::kKeyRotationRequired;
 }
 
 // The core's 409 when the KMS did not take an embedded message ("nothing was changed").

@@ -69,7 +69,6 @@ ErrorCode CodeFor(const std::string& code, int status) {
   for (ErrorCode candidate : kAll) {
     if (Poco::toLower(std::string(ErrorCodeName(candidate))) == code) return candidate;
   }
-  if (code == "key_rotation_required") return ErrorCode::kFailedPrecondition;
   if (code == "rate_limited") return ErrorCode::kUnavailable;
   if (code == "file_size") return ErrorCode::kResourceExhausted;
   switch (status) {
@@ -93,7 +92,8 @@ ErrorCode CodeFor(const std::string& code, int status) {
   }
 }
 
-// The core's JSON error as an Error: "<code>: <message>", the HTTP status as its native code.
+// The core's JSON error as an Error: "<code>: <message>", the HTTP status as its native code, and
+// the reason a code names ("key_rotation_required").
 Error CoreError(int status, const std::string& body) {
   std::string code, message;
   Result<Object::Ptr> json = ParseObject(body, "error");
@@ -108,7 +108,11 @@ Error CoreError(int status, const std::string& body) {
   }
   if (code.empty()) code = "http_" + std::to_string(status);
   if (message.empty()) message = "the core answered HTTP " + std::to_string(status);
-  return Error(CodeFor(code, status), code + ": " + message, static_cast<std::uint64_t>(status));
+  const std::uint64_t native = static_cast<std::uint64_t>(status);
+  if (ErrorReason reason = ErrorReasonNamed(code); reason != ErrorReason::kNone) {
+    return Error(reason, code + ": " + message, native);
+  }
+  return Error(CodeFor(code, status), code + ": " + message, native);
 }
 
 std::string Query(const std::vector<std::pair<std::string, std::string>>& parameters) {

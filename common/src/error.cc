@@ -56,6 +56,33 @@ std::string_view ErrorCodeName(ErrorCode code) {
   return "INTERNAL";
 }
 
+std::string_view ErrorReasonName(ErrorReason reason) {
+  switch (reason) {
+    case ErrorReason::kNone:
+      return "";
+    case ErrorReason::kKeyRotationRequired:
+      return "key_rotation_required";
+  }
+  return "";
+}
+
+ErrorReason ErrorReasonNamed(std::string_view name) {
+  for (ErrorReason reason : {ErrorReason::kKeyRotationRequired}) {
+    if (name == ErrorReasonName(reason)) return reason;
+  }
+  return ErrorReason::kNone;
+}
+
+ErrorCode ErrorCodeOf(ErrorReason reason) {
+  switch (reason) {
+    case ErrorReason::kKeyRotationRequired:
+      return ErrorCode::kFailedPrecondition;
+    case ErrorReason::kNone:
+      break;
+  }
+  return ErrorCode::kInternal;
+}
+
 std::string Error::ToString() const {
   std::string out(ErrorCodeName(code_));
   out += ": ";

@@ -50,13 +50,10 @@ std::string Stringify(const Object& object) {
   return out.str();
 }
 
-// "INVALID_ARGUMENT" -> "invalid_argument"; "key rotation required" gets a code of its own so
-// clients can act on it without parsing the message.
+// "INVALID_ARGUMENT" -> "invalid_argument"; an error with a reason has the reason's code
+// ("key_rotation_required"), so clients act on it without parsing the message.
 std::string CodeFor(const Error& error) {
-  if (error.code() == ErrorCode::kFailedPrecondition &&
-      error.message().rfind("key rotation required", 0) == 0) {
-    return "key_rotation_required";
-  }
+  if (error.reason() != ErrorReason::kNone) return std::string(ErrorReasonName(error.reason()));
   return Poco::toLower(std::string(ErrorCodeName(error.code())));
 }
 

@@ -82,7 +82,7 @@ Result<std::string> CheckTitle(const std::string& title) {
 Status CheckKid(const ConversationState& state, const std::string& kid) {
   if (kid == state.current_key_uri) return OkStatus();
   if (state.declared_keys->count(kid) != 0) {
-    return Error(ErrorCode::kFailedPrecondition,
+    return Error(ErrorReason::kKeyRotationRequired,
                  "key rotation required: the conversation's current key is " +
                      state.current_key_uri + "; new content under " + kid + " is refused");
   }

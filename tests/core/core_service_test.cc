@@ -574,11 +574,11 @@ TEST_F(CoreServiceTest, AfterRotationTheOldKeyIsRefusedWithKeyRotationRequired) 
   auto refused = service_->PostActivity(alice_, c.id, post);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
-  EXPECT_EQ(refused.error().message().rfind("key rotation required", 0), 0u)
+  EXPECT_EQ(refused.error().reason(), ErrorReason::kKeyRotationRequired)
       << refused.error().message();
   auto title = service_->SetTitle(alice_, c.id, Jwe(old_key, "title"));
   ASSERT_FALSE(title.ok());
-  EXPECT_EQ(title.error().message().rfind("key rotation required", 0), 0u);
+  EXPECT_EQ(title.error().reason(), ErrorReason::kKeyRotationRequired);
   EXPECT_EQ(Counts(), before);
 
   post.content = Jwe(new_key);

@@ -30,6 +30,22 @@ enum class ErrorCode {
 
 std::string_view ErrorCodeName(ErrorCode code);
 
+// A finer reason than the code, for the few failures a client acts on differently from others of
+// the same code. Each implies its code, and its name is the one an API answers with in place of
+// the code's ("key_rotation_required", docs/api/core.md), so a client reads it back without parsing
+// the message.
+enum class ErrorReason {
+  kNone,
+  kKeyRotationRequired,  // FAILED_PRECONDITION: content under a key the conversation replaced
+};
+
+// "key_rotation_required"; empty for kNone.
+std::string_view ErrorReasonName(ErrorReason reason);
+// The reason of that name; kNone for any other.
+ErrorReason ErrorReasonNamed(std::string_view name);
+// The code an error of this reason has (INTERNAL for kNone: no error is of that reason).
+ErrorCode ErrorCodeOf(ErrorReason reason);
+
 // The HTTP status that answers an error of this code (400, 401, 403, 404, 409, 429, 500, 501,
 // 503), for every HTTP listener and the KMS protocol's statuses alike.
 int HttpStatusFor(ErrorCode code);
@@ -38,8 +54,15 @@ class Error {
  public:
   Error(ErrorCode code, std::string message, std::uint64_t native_code = 0)
       : code_(code), message_(std::move(message)), native_code_(native_code) {}
+  // An error of `reason`, with the code it implies.
+  Error(ErrorReason reason, std::string message, std::uint64_t native_code = 0)
+      : code_(ErrorCodeOf(reason)),
+        reason_(reason),
+        message_(std::move(message)),
+        native_code_(native_code) {}
 
   ErrorCode code() const { return code_; }
+  ErrorReason reason() const { return reason_; }
   const std::string& message() const { return message_; }
   // The code of the layer below that caused this error (a CKR_* value for PKCS#11), or 0.
   std::uint64_t native_code() const { return native_code_; }
@@ -49,6 +72,7 @@ class Error {
 
  private:
   ErrorCode code_;
+  ErrorReason reason_ = ErrorReason::kNone;
   std::string message_;
   std::uint64_t native_code_;
 };

@@ -96,8 +96,8 @@ class CoreService {
   Result<Activity> RemoveParticipant(const Caller& caller, const std::string& id,
                                      const std::string& user);
   // Declares a new current key (a kms:// key URL on the conversation's KMS); older keys stay
-  // declared for reading history, but new content under them is refused (FAILED_PRECONDITION
-  // "key rotation required: ...").
+  // declared for reading history, but new content under them is refused (FAILED_PRECONDITION with
+  // ErrorReason::kKeyRotationRequired).
   Result<Activity> RotateKey(const Caller& caller, const std::string& id,
                              const std::string& key_uri);
   Result<Activity> SetTitle(const Caller& caller, const std::string& id,
