@@ -4,7 +4,10 @@
 //   kms_load --url https://127.0.0.1:PORT --ca CA.pem --token-file JWT [--token-file JWT2 ...]
 //            [--clients 16] [--duration 30] [--warmup 5] [--scenario retrieve] [--keys 100]
 //            [--batch 100] [--rate R] [--max-keys N] [--json-out FILE]
-//            [--idle-connections N] [--trickling-connections N]
+//            [--idle-connections N] [--trickling-connections N] [--server-pid PID]
+//
+// --server-pid: the server's CPU time (/proc/PID/stat) over the measured window is reported per
+// answered request, beside the generator's own, so a cost per request excludes the generator.
 //
 // Each client is one thread with one keep-alive HTTPS connection and one KmsSession (create
 // /ecdhe). Client i uses token file i % n. Scenarios:
@@ -83,7 +86,7 @@ const char kUsage[] =
     "                [--clients N] [--duration S] [--warmup S] [--keys N] [--batch N]\n"
     "                [--scenario retrieve|create|create-bind|mixed] [--rate R]\n"
     "                [--max-keys N] [--honor-retry-after] [--json-out FILE]\n"
-    "                [--idle-connections N] [--trickling-connections N]\n";
+    "                [--idle-connections N] [--trickling-connections N] [--server-pid PID]\n";
 
 struct Options {
   std::string url;
@@ -101,6 +104,7 @@ struct Options {
   std::string json_out;
   std::size_t idle_connections = 0;
   std::size_t trickling_connections = 0;
+  std::string server_pid;  // kmsd's, to report its CPU per request over the measured window
 };
 
 Result<Options> ParseOptions(int argc, char** argv) {
@@ -146,6 +150,9 @@ Result<Options> ParseOptions(int argc, char** argv) {
       SR_ASSIGN_OR_RETURN(o.trickling_connections, ParseCount(name, value, 0, 1000));
     } else if (name == "json-out") {
       o.json_out = value;
+    } else if (name == "server-pid") {
+      SR_ASSIGN_OR_RETURN(std::size_t pid, ParseCount(name, value, 1, 1 << 22));
+      o.server_pid = std::to_string(pid);
     } else {
       return Error(ErrorCode::kInvalidArgument, "unknown option --" + name);
     }
@@ -261,6 +268,21 @@ class LoadRun {
       started_ = true;
     }
     start_cv_.notify_all();
+    // The server's CPU and this generator's over the measured window (not set-up or warm-up).
+    std::this_thread::sleep_until(measure_from_);
+    const double server_from =
+        options_.server_pid.empty() ? -1 : ProcessCpuSeconds(options_.server_pid);
+    const double self_from = ProcessCpuSeconds("self");
+    const Clock::time_point until = measure_to_;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      stopped_cv_.wait_until(lock, until, [&] { return stop_.load(); });
+    }
+    if (server_from >= 0) {
+      const double server_to = ProcessCpuSeconds(options_.server_pid);
+      if (server_to >= 0) server_cpu_s_ = server_to - server_from;
+    }
+    if (self_from >= 0) self_cpu_s_ = ProcessCpuSeconds("self") - self_from;
     for (std::thread& t : threads) t.join();
   }
 
@@ -527,6 +549,7 @@ class LoadRun {
     if (options_.max_keys != 0 && total >= options_.max_keys && !stop_.exchange(true)) {
       std::lock_guard<std::mutex> lock(mutex_);
       stopped_at_ = Clock::now();
+      stopped_cv_.notify_all();
     }
   }
 
@@ -553,6 +576,9 @@ class LoadRun {
   std::mutex mutex_;
   std::condition_variable ready_cv_;
   std::condition_variable start_cv_;
+  std::condition_variable stopped_cv_;
+  double server_cpu_s_ = -1;  // over the measured window; -1: not measured
+  double self_cpu_s_ = -1;
   std::size_t ready_ = 0;
   bool started_ = false;
   Clock::time_point start_;
@@ -611,6 +637,18 @@ int LoadRun::Report() const {
             << setup_overloaded << " overloaded)\n";
   std::cout << "  per client    min " << *min_client << " req/s, max " << *max_client << " req/s\n";
   for (const std::string& sample : samples) std::cout << "  error: " << sample << "\n";
+  // CPU per answered request, in microseconds, over the measured window.
+  const auto per_request_us = [&](double cpu_s) {
+    return requests > 0 && cpu_s >= 0 ? 1e6 * cpu_s / static_cast<double>(requests) : -1.0;
+  };
+  if (server_cpu_s_ >= 0) {
+    std::cout << "  server CPU    " << server_cpu_s_ << " s, " << per_request_us(server_cpu_s_)
+              << " us per request (" << 100.0 * server_cpu_s_ / seconds << "% of one core)\n";
+  }
+  if (self_cpu_s_ >= 0) {
+    std::cout << "  generator CPU " << self_cpu_s_ << " s, " << per_request_us(self_cpu_s_)
+              << " us per request (" << 100.0 * self_cpu_s_ / seconds << "% of one core)\n";
+  }
 
   if (!options_.json_out.empty()) {
     Object out;
@@ -640,6 +678,14 @@ int LoadRun::Report() const {
     out.set("overloaded_503", overloaded);
     out.set("overload_latency_ms", overload_ms);
     out.set("errors", errors);
+    if (server_cpu_s_ >= 0) {
+      out.set("server_cpu_s", server_cpu_s_);
+      out.set("server_cpu_us_per_request", per_request_us(server_cpu_s_));
+    }
+    if (self_cpu_s_ >= 0) {
+      out.set("generator_cpu_s", self_cpu_s_);
+      out.set("generator_cpu_us_per_request", per_request_us(self_cpu_s_));
+    }
     out.set("setup_errors", setup_errors);
     out.set("setup_overloaded", setup_overloaded);
     Poco::JSON::Array clients;

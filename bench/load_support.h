@@ -3,11 +3,14 @@
 #ifndef STRONGROOM_BENCH_LOAD_SUPPORT_H_
 #define STRONGROOM_BENCH_LOAD_SUPPORT_H_
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -63,6 +66,28 @@ inline double Percentile(const std::vector<std::uint32_t>& sorted, double p) {
   const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
   return static_cast<double>(sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)]) /
          1000.0;
+}
+
+// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat; "self" for this
+// process. -1 when it cannot be read. The generators sample the server's and their own over the
+// measured window, so a cost per request is the server's alone and the generator's share shows.
+inline double ProcessCpuSeconds(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return -1;
+  // The command name (field 2) is in parentheses and may hold spaces: fields are counted from
+  // the last ')'. utime and stime are fields 14 and 15, in clock ticks.
+  const std::size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(close + 1));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
+    if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
+  }
+  if (!fields) return -1;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace strongroom::bench

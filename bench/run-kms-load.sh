@@ -159,7 +159,8 @@ for scenario in "${scenario_list[@]}"; do
   fi
   io_before=$(awk '/^(wchar|write_bytes):/ {printf "%s ", $2}' "/proc/$kmsd_pid/io")
   "$load" "${common[@]}" --scenario "$scenario" --duration "$duration" --warmup "$warmup" \
-    --keys "$keys" --json-out "$out/$scenario.json" | tee -a "$out/run.txt" || status=$?
+    --keys "$keys" --server-pid "$kmsd_pid" --json-out "$out/$scenario.json" |
+    tee -a "$out/run.txt" || status=$?
   # What kmsd wrote during the scenario (set-up and warm-up included): wchar counts every
   # write(2) (sockets and the database's WAL), write_bytes what reached the block layer. Divided
   # by the measured requests, with --warmup 0 it is a cost per request that CPU noise leaves alone.
