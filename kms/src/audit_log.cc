@@ -31,13 +31,17 @@ void PutField(EVP_MD_CTX* ctx, const std::string& field) {
 
 Status CheckFields(const AuditRecord& r) {
   for (const std::string* field :
-       {&r.org, &r.actor, &r.action, &r.resource, &r.key, &r.outcome, &r.detail}) {
+       {&r.org, &r.actor, &r.action, &r.resource, &r.key, &r.outcome, &r.detail, &r.channel}) {
     if (field->size() > kMaxAuditField) {
       return Error(ErrorCode::kInvalidArgument, "audit field longer than 2048 bytes");
     }
   }
   if (r.action.empty() || r.outcome.empty()) {
     return Error(ErrorCode::kInvalidArgument, "an audit record needs an action and an outcome");
+  }
+  if (r.message.size() > kMaxAuditField || r.channel.empty() != r.message.empty()) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "an audit record names the request it executed by both channel and message");
   }
   return OkStatus();
 }
@@ -59,6 +63,12 @@ AuditRecord FromRow(Poco::Data::RecordSet& rows) {
   r.key = rows["key"].convert<std::string>();
   r.outcome = rows["outcome"].convert<std::string>();
   r.detail = rows["detail"].convert<std::string>();
+  // NULL in the rows written before the columns were (and in those that executed no request).
+  if (!rows.isNull("channel")) r.channel = rows["channel"].convert<std::string>();
+  if (!rows.isNull("message")) {
+    const Poco::Data::BLOB message = rows["message"].extract<Poco::Data::BLOB>();
+    r.message.assign(message.content().begin(), message.content().end());
+  }
   return r;
 }
 
@@ -77,6 +87,15 @@ Migration AuditLog::Schema(int version) {
            "CREATE INDEX audit_by_time ON audit (at_ms)"}};
 }
 
+Migration AuditLog::RequestSchema(int version) {
+  // No index of their own: a channel's requests are found through audit_by_actor (its owner, from
+  // its creation on; ReplayGuard), so carrying them adds nothing to a commit but the bytes.
+  return {
+      version,
+      "the sealed request an audit record executed",
+      {"ALTER TABLE audit ADD COLUMN channel TEXT", "ALTER TABLE audit ADD COLUMN message BLOB"}};
+}
+
 AuditHash AuditLog::Hash(const AuditHash& previous, const AuditRecord& r) {
   AuditHash out{};
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -87,6 +106,10 @@ AuditHash AuditLog::Hash(const AuditHash& previous, const AuditRecord& r) {
   for (const std::string* field :
        {&r.org, &r.actor, &r.action, &r.resource, &r.key, &r.outcome, &r.detail}) {
     PutField(ctx, *field);
+  }
+  if (!r.message.empty()) {
+    PutField(ctx, r.channel);
+    PutField(ctx, r.message);
   }
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx, out.data(), &len);
@@ -107,11 +130,13 @@ Status AuditLog::Append(Poco::Data::Session& session, AuditRecord& record) {
   const AuditHash hash = Hash(previous, record);
   Poco::Data::BLOB prev_blob(previous.data(), previous.size());
   Poco::Data::BLOB hash_blob(hash.data(), hash.size());
+  Poco::Data::BLOB message(reinterpret_cast<const unsigned char*>(record.message.data()),
+                           record.message.size());
   session << "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, "
-             "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             "channel, message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       use(record.seq), use(record.at_ms), use(record.org), use(record.actor), use(record.action),
       use(record.resource), use(record.key), use(record.outcome), use(record.detail),
-      use(prev_blob), use(hash_blob), now;
+      use(record.channel), use(message), use(prev_blob), use(hash_blob), now;
   return OkStatus();
 }
 
@@ -125,17 +150,19 @@ Status AuditLog::AppendAll(Poco::Data::Session& session, std::span<AuditRecord> 
   AuditHash previous = last_seq == 0 ? AuditHash{} : FromBlob(last_hash);
   // One statement, re-executed with the bound variables changed in place.
   AuditRecord row;
-  Poco::Data::BLOB prev_blob, hash_blob;
+  Poco::Data::BLOB message, prev_blob, hash_blob;
   Poco::Data::Statement insert(session);
   insert << "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, "
-            "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "channel, message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       use(row.seq), use(row.at_ms), use(row.org), use(row.actor), use(row.action),
-      use(row.resource), use(row.key), use(row.outcome), use(row.detail), use(prev_blob),
-      use(hash_blob);
+      use(row.resource), use(row.key), use(row.outcome), use(row.detail), use(row.channel),
+      use(message), use(prev_blob), use(hash_blob);
   for (AuditRecord& record : records) {
     record.seq = ++last_seq;
     const AuditHash hash = Hash(previous, record);
     row = record;
+    message.assignRaw(reinterpret_cast<const unsigned char*>(record.message.data()),
+                      record.message.size());
     prev_blob.assignRaw(previous.data(), previous.size());
     hash_blob.assignRaw(hash.data(), hash.size());
     insert.execute();
@@ -166,8 +193,8 @@ Result<AuditVerdict> AuditLog::Verify(Database& db) {
       Poco::Data::Statement select(session);
       std::int64_t from = expected_seq;
       std::int64_t batch = kVerifyBatch;
-      select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail, "
-                "prev_hash, hash FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?",
+      select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail, channel, "
+                "message, prev_hash, hash FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?",
           use(from), use(batch);
       select.execute();
       Poco::Data::RecordSet rows(select);
@@ -228,8 +255,9 @@ Result<std::vector<AuditRecord>> AuditLog::Query(Database& db, const AuditFilter
     int has_user = filter.user.has_value();
     std::int64_t limit = static_cast<std::int64_t>(filter.limit);
     Poco::Data::Statement select(session);
-    select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail FROM audit "
-              "WHERE (? = 0 OR actor = ?) AND (? = 0 OR actor = ? OR instr(detail, ?) = 1) "
+    select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail, channel, "
+              "message FROM audit WHERE (? = 0 OR actor = ?) AND (? = 0 OR actor = ? OR "
+              "instr(detail, ?) = 1) "
               "AND (? = 0 OR resource = ?) AND at_ms >= ? AND at_ms < ? ORDER BY seq LIMIT ?",
         use(has_actor), use(actor), use(has_user), use(user), use(on_behalf), use(has_resource),
         use(resource), use(from), use(to), use(limit);

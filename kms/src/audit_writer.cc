@@ -23,6 +23,15 @@ AuditWriter::~AuditWriter() {
 }
 
 Status AuditWriter::Append(AuditRecord record, std::optional<ExecutedRequest> executed) {
+  // Where KmsStore::ExecutedRequestsOf finds it again: among the owner's records since the
+  // channel's creation. A record of someone else, or one stamped before the channel was made (the
+  // clock stepped back), goes to executed_requests instead.
+  if (executed && record.message.empty() && record.org == executed->org &&
+      record.actor == executed->user && record.at_ms >= executed->channel_created_ms) {
+    record.channel = std::move(executed->channel);
+    record.message = std::move(executed->message);
+    executed.reset();
+  }
   // A record the log would refuse must not fail the batch it shares with others.
   SR_RETURN_IF_ERROR(AuditLog::Validate(record));
   return Enqueue({std::move(record), std::move(executed)});

@@ -567,7 +567,7 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
   ReplayGuard::MessageId id;
   std::copy(opened->iv.begin(), opened->iv.end(), id.begin());
   std::copy(opened->tag.begin(), opened->tag.end(), id.begin() + opened->iv.size());
-  Result<ReplayGuard::Verdict> verdict = replay_.Claim(ephemeral.uri, id);
+  Result<ReplayGuard::Verdict> verdict = replay_.Claim(ephemeral, id);
   auto request_id = [&] { return RequestIdOf(opened->plaintext); };
   if (!verdict.ok()) return seal(Answer(503, request_id(), "the KMS database is unavailable"));
   if (*verdict == ReplayGuard::Verdict::kExhausted) {
@@ -588,7 +588,8 @@ KmsReply KmsService::HandleSealed(std::string_view message, const std::string& k
     ~Hold() { guard.Release(channel); }
   } hold{replay_, ephemeral.uri};
   std::optional<ExecutedRequest> unrecorded =
-      ExecutedRequest{ephemeral.uri, ReplayGuard::Bytes(id), clock_()};
+      ExecutedRequest{ephemeral.uri, ReplayGuard::Bytes(id), clock_(),
+                      ephemeral.org, ephemeral.user_id,      ephemeral.created_ms};
   Object answer = Execute(opened->plaintext, ephemeral, &unrecorded, operation);
   if (unrecorded) {
     // Not recorded with a write or an audit record: recorded now, before the answer leaves.

@@ -135,6 +135,7 @@ std::vector<Migration> KmsStore::Migrations() {
         "executed_ms INTEGER NOT NULL)",
         "CREATE INDEX executed_requests_by_channel ON executed_requests (channel)"}},
       AuditCheckpoints::Schema(7),
+      AuditLog::RequestSchema(8),
   };
 }
 
@@ -304,11 +305,17 @@ Status KmsStore::InsertExecutedRequests(Poco::Data::Session& s,
 }
 
 Result<std::vector<std::string>> KmsStore::ExecutedRequestsOf(Poco::Data::Session& s,
-                                                              const std::string& channel,
+                                                              const EphemeralKeyRecord& channel,
                                                               std::size_t message_bytes) {
-  std::string uri = channel;
+  std::string uri = channel.uri, org = channel.org, user = channel.user_id;
+  Poco::Int64 since = channel.created_ms;
   std::vector<Poco::Data::BLOB> rows;
   s << "SELECT messages FROM executed_requests WHERE channel = ?", use(uri), into(rows), now;
+  // Through audit_by_actor (actor, at_ms): the owner's records since the channel was made.
+  std::vector<Poco::Data::BLOB> audited;
+  s << "SELECT message FROM audit WHERE actor = ? AND at_ms >= ? AND org = ? AND channel = ?",
+      use(user), use(since), use(org), use(uri), into(audited), now;
+  rows.insert(rows.end(), audited.begin(), audited.end());
   std::vector<std::string> messages;
   for (const Poco::Data::BLOB& row : rows) {
     const char* bytes = reinterpret_cast<const char*>(row.rawContent());

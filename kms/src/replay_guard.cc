@@ -63,7 +63,9 @@ std::string ReplayGuard::Bytes(const MessageId& id) {
   return std::string(reinterpret_cast<const char*>(id.data()), id.size());
 }
 
-Result<ReplayGuard::Verdict> ReplayGuard::Claim(const std::string& channel, const MessageId& id) {
+Result<ReplayGuard::Verdict> ReplayGuard::Claim(const EphemeralKeyRecord& record,
+                                                const MessageId& id) {
+  const std::string& channel = record.uri;
   Shard& shard = ShardOf(channel);
   std::unique_lock lock(shard.mutex);
   auto found = shard.channels.find(channel);
@@ -72,7 +74,7 @@ Result<ReplayGuard::Verdict> ReplayGuard::Claim(const std::string& channel, cons
     lock.unlock();
     std::vector<std::string> stored;
     Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
-      SR_ASSIGN_OR_RETURN(stored, KmsStore::ExecutedRequestsOf(s, channel, MessageId().size()));
+      SR_ASSIGN_OR_RETURN(stored, KmsStore::ExecutedRequestsOf(s, record, MessageId().size()));
       return OkStatus();
     });
     if (!read.ok()) return Error(ErrorCode::kUnavailable, "the KMS database is unavailable");

@@ -14,7 +14,7 @@ using Poco::Data::Keywords::now;
 class AuditLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::vector<Migration> schema = {AuditLog::Schema(1)};
+    const std::vector<Migration> schema = {AuditLog::Schema(1), AuditLog::RequestSchema(2)};
     auto db = Database::OpenSqlite((dir_ / "kms.db").string(), schema);
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
@@ -78,6 +78,76 @@ TEST_F(AuditLogTest, EditedRecordIsFound) {
   EXPECT_EQ(verdict.problem, "record was altered");
 }
 
+// The sealed request a record executed is in its hash: changed, removed or added, it is found.
+TEST_F(AuditLogTest, AnAlteredRequestIsFound) {
+  for (const char* edit : {"UPDATE audit SET message = x'00' || substr(message, 2) WHERE seq = 2",
+                           "UPDATE audit SET channel = 'kms://other/ecdhe/1' WHERE seq = 2",
+                           "UPDATE audit SET channel = '', message = x'' WHERE seq = 2",
+                           "UPDATE audit SET channel = 'c', message = x'01' WHERE seq = 3"}) {
+    Exec("DELETE FROM audit");
+    ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                     for (int i = 0; i < 3; ++i) {
+                       AuditRecord r{0,  1000 + i, "acme", "alice", "key.retrieve",
+                                     "", "k",      "ok",   ""};
+                       if (i == 1) {
+                         r.channel = "kms://kms.acme.test/ecdhe/1";
+                         r.message = std::string(28, '\x5a');
+                       }
+                       SR_RETURN_IF_ERROR(AuditLog::Append(s, r));
+                     }
+                     return OkStatus();
+                   })
+                    .ok());
+    ASSERT_TRUE(Verify().ok()) << edit;
+    Exec(edit);
+    AuditVerdict verdict = Verify();
+    ASSERT_FALSE(verdict.ok()) << edit;
+    EXPECT_EQ(verdict.problem, "record was altered") << edit;
+  }
+}
+
+// A log written before audit rows carried requests verifies once the columns are added: a record
+// without a request hashes as it always did.
+TEST(AuditLogMigrationTest, ALogWrittenBeforeTheRequestColumnsStillVerifies) {
+  testing::TestDir dir;
+  const std::string path = (dir / "kms.db").string();
+  {
+    const std::vector<Migration> before = {AuditLog::Schema(1)};
+    auto old = Database::OpenSqlite(path, before);
+    ASSERT_TRUE(old.ok());
+    ASSERT_TRUE(
+        (*old)
+            ->InTransaction([&](Poco::Data::Session& s) -> Status {
+              AuditHash previous{};
+              for (int i = 1; i <= 3; ++i) {
+                AuditRecord r{i, 1000 + i, "acme", "alice", "key.retrieve", "", "k", "ok", ""};
+                const AuditHash hash = AuditLog::Hash(previous, r);
+                Poco::Data::BLOB prev_blob(previous.data(), previous.size());
+                Poco::Data::BLOB hash_blob(hash.data(), hash.size());
+                s << "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, "
+                     "outcome, detail, prev_hash, hash) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    Poco::Data::Keywords::use(r.seq), Poco::Data::Keywords::use(r.at_ms),
+                    Poco::Data::Keywords::use(r.org), Poco::Data::Keywords::use(r.actor),
+                    Poco::Data::Keywords::use(r.action), Poco::Data::Keywords::use(r.resource),
+                    Poco::Data::Keywords::use(r.key), Poco::Data::Keywords::use(r.outcome),
+                    Poco::Data::Keywords::use(r.detail), Poco::Data::Keywords::use(prev_blob),
+                    Poco::Data::Keywords::use(hash_blob), now;
+                previous = hash;
+              }
+              return OkStatus();
+            })
+            .ok());
+  }
+  const std::vector<Migration> after = {AuditLog::Schema(1), AuditLog::RequestSchema(2)};
+  auto migrated = Database::OpenSqlite(path, after);
+  ASSERT_TRUE(migrated.ok()) << migrated.error().ToString();
+  auto verdict = AuditLog::Verify(**migrated);
+  ASSERT_TRUE(verdict.ok()) << verdict.error().ToString();
+  EXPECT_TRUE(verdict->ok()) << verdict->problem;
+  EXPECT_EQ(verdict->records, 3);
+}
+
 TEST_F(AuditLogTest, RemovedRecordIsFound) {
   AppendMany(5);
   Exec("DELETE FROM audit WHERE seq = 2");
@@ -102,7 +172,9 @@ TEST_F(AuditLogTest, ARecordNumberedOutsideTheChainFailsVerification) {
   AppendMany(3);
   const AuditHash head = Verify().head;
   for (const char* seq : {"0", "-7"}) {
-    Exec(std::string("INSERT INTO audit SELECT ") + seq +
+    Exec(std::string("INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, "
+                     "detail, prev_hash, hash) SELECT ") +
+         seq +
          ", at_ms, org, 'carol', action, resource, key, 'ok', detail, prev_hash, hash "
          "FROM audit WHERE seq = 1");
     AuditVerdict verdict = Verify();
@@ -229,6 +301,12 @@ TEST_F(AuditLogTest, OversizeOrIncompleteRecordsAreRefused) {
   s = db_->InTransaction([](Poco::Data::Session& session) -> Status {
     AuditRecord no_action{0, 1, "acme", "alice", "", "", "", "ok", ""};
     return AuditLog::Append(session, no_action);
+  });
+  EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
+  s = db_->InTransaction([](Poco::Data::Session& session) -> Status {
+    AuditRecord half_a_request{0, 1, "acme", "alice", "x", "", "", "ok", ""};
+    half_a_request.channel = "kms://kms.acme.test/ecdhe/1";  // and no message
+    return AuditLog::Append(session, half_a_request);
   });
   EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(Verify().records, 0);

@@ -24,8 +24,8 @@ inline Status RewriteAuditChain(Database& db, std::int64_t seq, const std::strin
     s << "UPDATE audit SET actor = ? WHERE seq = ?", use(a), use(q), now;
     std::vector<kms::AuditRecord> all;
     Poco::Data::Statement select(s);
-    select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail FROM audit "
-              "ORDER BY seq";
+    select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail, channel, "
+              "message FROM audit ORDER BY seq";
     select.execute();
     Poco::Data::RecordSet rows(select);
     for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
@@ -34,6 +34,12 @@ inline Status RewriteAuditChain(Database& db, std::int64_t seq, const std::strin
                      rows["action"].convert<std::string>(), rows["resource"].convert<std::string>(),
                      rows["key"].convert<std::string>(), rows["outcome"].convert<std::string>(),
                      rows["detail"].convert<std::string>()});
+      // The request a record executed is hashed too, when it has one.
+      if (!rows.isNull("message")) {
+        const Poco::Data::BLOB message = rows["message"].extract<Poco::Data::BLOB>();
+        all.back().channel = rows["channel"].convert<std::string>();
+        all.back().message.assign(message.content().begin(), message.content().end());
+      }
     }
     kms::AuditHash previous{};
     for (const kms::AuditRecord& r : all) {

@@ -43,6 +43,11 @@ struct AuditRecord {
   std::string key;       // a key URI, or empty
   std::string outcome;   // "ok", or the refusal
   std::string detail;    // free text for operators; never secrets
+  // The sealed request the record's action executed, when the audit row is also its record of
+  // execution (replay_guard.h): the channel's URI and the message's IV and tag. Empty otherwise.
+  // Hashed into the chain when present, so a record written without them hashes as before.
+  std::string channel = {};
+  std::string message = {};
 };
 
 using AuditHash = std::array<std::uint8_t, 32>;
@@ -70,6 +75,9 @@ class AuditLog {
  public:
   // The migration that creates the audit table; part of the KMS schema.
   static Migration Schema(int version);
+  // The migration that lets an audit row carry the sealed request it executed (channel and
+  // message), so that a retrieval's one row is both its audit and its record of execution.
+  static Migration RequestSchema(int version);
 
   // INVALID_ARGUMENT if a field is too long or not text Append would store.
   static Status Validate(const AuditRecord& record);

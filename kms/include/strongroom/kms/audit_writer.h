@@ -59,7 +59,9 @@ class AuditWriter {
   AuditWriter& operator=(const AuditWriter&) = delete;
 
   // Appends the record (and records the executed request, if any) and returns once it is
-  // committed (or the batch failed).
+  // committed (or the batch failed). The executed request rides in the audit row itself when the
+  // record is its channel owner's, made since the channel's creation (replay_guard.h); otherwise
+  // it is a row of executed_requests in the same commit.
   Status Append(AuditRecord record, std::optional<ExecutedRequest> executed = std::nullopt);
   // Records an executed request that has no audit record of its own, in the same way.
   Status Append(ExecutedRequest executed);

@@ -69,11 +69,16 @@ struct EphemeralKeyRecord {
 };
 
 // A sealed request a channel has executed (replay_guard.h): the channel's URI and the message's
-// IV and tag (28 bytes, as ReplayGuard::MessageId).
+// IV and tag (28 bytes, as ReplayGuard::MessageId), and the channel's owner and creation time.
+// It is stored in the audit row of the request when it has one that the channel's owner made
+// since the channel's creation (where ExecutedRequestsOf looks), else in executed_requests.
 struct ExecutedRequest {
   std::string channel;
   std::string message;
   std::int64_t executed_ms = 0;
+  std::string org;   // the channel's owner
+  std::string user;  //
+  std::int64_t channel_created_ms = 0;
 };
 
 // How many blobs in the database one token's root-key version of an organization wraps.
@@ -121,9 +126,10 @@ class KmsStore {
   // Records the requests: one row per channel, its messages (all of one size) end to end.
   static Status InsertExecutedRequests(Poco::Data::Session& s,
                                        std::span<const ExecutedRequest> requests);
-  // The messages (`message_bytes` each) a channel has executed.
+  // The messages (`message_bytes` each) a channel has executed: those of executed_requests, and
+  // those that audit rows of its owner since its creation carry.
   static Result<std::vector<std::string>> ExecutedRequestsOf(Poco::Data::Session& s,
-                                                             const std::string& channel,
+                                                             const EphemeralKeyRecord& channel,
                                                              std::size_t message_bytes);
   // Forgets the requests of channels that expired before `now_ms` or were deleted: such channels
   // are refused before any request is looked up. Returns how many records went.

@@ -6,11 +6,14 @@
 // decrypts is one the channel's owner sealed. A message seen before under the same channel is
 // refused before anything in it is read or checked.
 //
-// Where the record lives. The database (KmsStore's executed_requests) is what outlives a restart:
-// KmsService records a write before it executes and a read in the same group commit as its audit
-// record, and answers only once the record is committed. Memory holds, for recently used
-// channels, the set of their messages, so the hot path reads nothing; a channel not in memory has
-// its set loaded from the database once.
+// Where the record lives. The database is what outlives a restart: KmsService records a write
+// before it executes (a row of executed_requests) and a read in the same group commit as its
+// audit record, and answers only once the record is committed. A read's record is its audit row
+// itself (AuditRecord's channel and message) when the channel's owner made it since the channel's
+// creation, which is where the load looks (through the audit log's index by actor and time): a
+// retrieval then writes no page that its audit row does not already write. Memory holds, for
+// recently used channels, the set of their messages, so the hot path reads nothing; a channel not
+// in memory has its set loaded from the database once.
 //
 // Bounds. A channel executes at most `max_per_channel` requests (kMaxRequestsPerChannel); past
 // that it is refused like an expired one (the client negotiates a new channel), so neither the
@@ -37,6 +40,7 @@
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
+#include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
 
@@ -60,7 +64,7 @@ class ReplayGuard {
 
   // Notes `id` as executed under `channel` (in memory; the caller records it in the database).
   // UNAVAILABLE when the channel's record could not be read.
-  Result<Verdict> Claim(const std::string& channel, const MessageId& id);
+  Result<Verdict> Claim(const EphemeralKeyRecord& channel, const MessageId& id);
   // Ends the hold a kFirst verdict took on the channel.
   void Release(const std::string& channel);
   // The channel was deleted or has expired: its set is dropped from memory.
