@@ -47,11 +47,24 @@ using Clock = std::chrono::steady_clock;
 
 // TLS on a connected socket whose handshake the edge completed: what Poco's HTTP session and
 // WebSocket read and write through once a worker serves the connection. Bytes the edge read ahead
-// (the request's head) are returned first. The socket is blocking while a worker has it, with
-// SO_RCVTIMEO and SO_SNDTIMEO as its timeouts, and non-blocking while the edge has it.
+// (the request's head) are returned first.
+//
+// The descriptor is non-blocking for good: the edge's epoll needs it so, and switching it for each
+// request (and setting SO_RCVTIMEO and SO_SNDTIMEO again) cost six system calls a request.
+// "Blocking" is this object's mode instead, set while a worker has the connection: a read or write
+// that would block then waits in poll(2) up to the receive or send timeout (none if zero, as with
+// Poco's sockets) and throws Poco::TimeoutException after it. Setting the mode or a timeout makes
+// no system call.
 class TlsSocketImpl : public Poco::Net::StreamSocketImpl {
  public:
   TlsSocketImpl(poco_socket_t fd, SSL* ssl) : Poco::Net::StreamSocketImpl(fd), ssl_(ssl) {}
+
+  void setBlocking(bool flag) override { blocking_ = flag; }
+  bool getBlocking() const override { return blocking_; }
+  void setReceiveTimeout(const Poco::Timespan& timeout) override { receive_timeout_ = timeout; }
+  Poco::Timespan getReceiveTimeout() override { return receive_timeout_; }
+  void setSendTimeout(const Poco::Timespan& timeout) override { send_timeout_ = timeout; }
+  Poco::Timespan getSendTimeout() override { return send_timeout_; }
 
   using Poco::Net::StreamSocketImpl::receiveBytes;
   using Poco::Net::StreamSocketImpl::sendBytes;
@@ -92,8 +105,10 @@ class TlsSocketImpl : public Poco::Net::StreamSocketImpl {
       if (error == SSL_ERROR_ZERO_RETURN) return 0;
       if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-          if (getBlocking()) throw Poco::TimeoutException("reading from the connection");
-          return -1;
+          if (!blocking_) return -1;
+          if (!Wait(error, receive_timeout_)) {
+            throw Poco::TimeoutException("reading from the connection");
+          }
         }
         continue;
       }
@@ -115,8 +130,9 @@ class TlsSocketImpl : public Poco::Net::StreamSocketImpl {
       const int error = SSL_get_error(ssl_, rc);
       if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-          if (getBlocking()) throw Poco::TimeoutException("writing to the connection");
-          return -1;
+          if (!blocking_) return -1;
+          if (!Wait(error, send_timeout_))
+            throw Poco::TimeoutException("writing to the connection");
         }
         continue;
       }
@@ -168,21 +184,46 @@ class TlsSocketImpl : public Poco::Net::StreamSocketImpl {
   }
 
  private:
+  // Waits until TLS can go on (readable for SSL_ERROR_WANT_READ, writable for WANT_WRITE); false
+  // once `timeout` (zero: none) has passed.
+  bool Wait(int ssl_error, const Poco::Timespan& timeout) {
+    pollfd p{sockfd(), static_cast<short>(ssl_error == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), 0};
+    const auto limit =
+        timeout.totalMicroseconds() > 0
+            ? std::optional(Clock::now() + std::chrono::microseconds(timeout.totalMicroseconds()))
+            : std::nullopt;
+    for (;;) {
+      int wait_ms = -1;
+      if (limit) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*limit - Clock::now());
+        if (left.count() <= 0) return false;
+        wait_ms = static_cast<int>(std::min<std::int64_t>(left.count(), INT32_MAX));
+      }
+      const int rc = ::poll(&p, 1, wait_ms);
+      if (rc > 0) return true;  // ready, or an error the next TLS call reports
+      if (rc == 0) return false;
+      if (errno != EINTR) throw Poco::Net::NetException("waiting on the connection");
+    }
+  }
+
   // Best effort, never a wait: the peer may be gone.
   void SendCloseNotify() {
     if (ssl_ == nullptr || sent_close_notify_) return;
     sent_close_notify_ = true;
     if (SSL_is_init_finished(ssl_) == 1) {
       ERR_clear_error();
-      const bool blocking = getBlocking();
-      if (blocking) setBlocking(false);
+      const bool blocking = blocking_;
+      blocking_ = false;
       SSL_shutdown(ssl_);
-      if (blocking) setBlocking(true);
+      blocking_ = blocking;
       ERR_clear_error();
     }
   }
 
   SSL* ssl_;
+  bool blocking_ = false;  // the mode; the descriptor itself never blocks
+  Poco::Timespan receive_timeout_;
+  Poco::Timespan send_timeout_;
   std::string ahead_;
   std::size_t ahead_at_ = 0;
   bool sent_close_notify_ = false;
