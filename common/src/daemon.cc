@@ -18,27 +18,9 @@
 
 namespace strongroom {
 
-int ExitStatusFor(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument:
-    case ErrorCode::kNotFound:
-    case ErrorCode::kFailedPrecondition:
-    case ErrorCode::kAlreadyExists:
-    case ErrorCode::kUnimplemented:
-      return 78;  // EX_CONFIG
-    case ErrorCode::kUnauthenticated:
-    case ErrorCode::kPermissionDenied:
-      return 77;  // EX_NOPERM
-    case ErrorCode::kUnavailable:
-    case ErrorCode::kResourceExhausted:
-      return 69;  // EX_UNAVAILABLE
-    case ErrorCode::kDataLoss:
-      return 65;  // EX_DATAERR
-    case ErrorCode::kInternal:
-      return 70;  // EX_SOFTWARE
-  }
-  return 70;
-}
+// A daemon's own usage error (Poco's EXIT_USAGE) exits as INVALID_ARGUMENT does (exit_status.h).
+static_assert(Poco::Util::Application::EXIT_USAGE == EX_USAGE &&
+              Poco::Util::Application::EXIT_OK == EX_OK);
 
 Status WritePortFile(const std::string& path, std::uint16_t port) {
   const std::string temporary = path + ".tmp";
@@ -130,7 +112,7 @@ int RunDaemon(DaemonApplication& app, int argc, char** argv) {
     return app.run(argc, argv);
   } catch (const Poco::Exception& e) {
     std::cerr << app.commandName() << ": error: " << e.displayText() << "\n";
-    return 70;
+    return EX_SOFTWARE;
   }
 }
 

@@ -2599,6 +2599,30 @@ TEST_F(CoredLinkTest, CoredLinksNoPkcs11) {
   EXPECT_NE(kmsd.out.find("p11-kit"), std::string::npos) << kmsd.out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// 7. A failed start: one line and the exit status of the error (docs/exit-status.md).
+
+TEST_F(CoredApiTest, AFailedStartExitsWithTheStatusOfItsError) {
+  const std::pair<std::map<std::string, std::string>, std::string> cases[] = {
+      {{{"max_connections", "lots"}}, "exit status 64"},  // INVALID_ARGUMENT: EX_USAGE
+      {{{"database", path("absent/core.db").string()}}, "exit status 69"},  // UNAVAILABLE
+  };
+  for (const auto& [overrides, status] : cases) {
+    WriteCoredConfig(overrides);
+    fs::remove(path("cored.log"));
+    EXPECT_FALSE(cored_.Start({CORED_PATH,
+                               {"--config", path("core.ini").string()},
+                               {},
+                               path("cored.log").string(),
+                               path("cored.port").string()}));
+    EXPECT_NE(cored_.error().find("exited during start-up (" + status + ")"), std::string::npos)
+        << cored_.error();
+    const std::string log = ReadFile(path("cored.log"));
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+    EXPECT_EQ(log.find("serving"), std::string::npos) << log;
+  }
+}
+
 // Compliance: acme's officer reads, ciphertext only, the acme conversations alice is or was in;
 // globex's officer, a non-officer and an officer asking about another user's room do not.
 TEST_F(CoredApiTest, ComplianceOfficersReadTheirOrganizationsRoomsOfAUser) {

@@ -909,9 +909,10 @@ TEST_F(KmsdTest, AnotherOrganizationsIdpCannotSignForOurUser) {
   EXPECT_EQ(StatusOf(*retrieved), 200) << Json(**retrieved);
 }
 
-// Issue 16: kmsd logged "serving kms://..." and only then read the [ops] token file and exited 78
+// Issue 16: kmsd logged "serving kms://..." and only then read the [ops] token file and exited
 // when it was mode 0644. Every file the listeners and the relay need is now checked first: with a
-// bad one kmsd exits 78 without having logged "serving" or written its port file.
+// bad one kmsd exits 64 (INVALID_ARGUMENT, docs/exit-status.md) without having logged "serving" or
+// written its port file.
 TEST_F(KmsdTest, ABadOpsOrRelayFileStopsKmsdBeforeItListens) {
   const std::string d = env().dir().string();
   auto token = [&](const std::string& name, const std::string& text, mode_t mode) {
@@ -945,7 +946,7 @@ TEST_F(KmsdTest, ABadOpsOrRelayFileStopsKmsdBeforeItListens) {
     options.port_file = (dir_ / "port").string();
     fs::remove(options.log_path);
     EXPECT_FALSE(kmsd.Start(options)) << what << ": kmsd started";
-    EXPECT_NE(kmsd.error().find("exited during start-up (exit status 78)"), std::string::npos)
+    EXPECT_NE(kmsd.error().find("exited during start-up (exit status 64)"), std::string::npos)
         << what << ": " << kmsd.error();
     EXPECT_EQ(kmsd.log().find("serving"), std::string::npos) << what << ": " << kmsd.log();
     EXPECT_FALSE(fs::exists(options.port_file)) << what;

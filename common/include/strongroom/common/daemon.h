@@ -1,5 +1,6 @@
-// What Strongroom's daemons (kmsd, cored) share around their main(): exit statuses by error kind,
-// the --port-file they write, and the signal set-up done before any thread starts.
+// What Strongroom's daemons (kmsd, cored) share around their main(): the exit status of a failed
+// start (exit_status.h), the --port-file they write, and the signal set-up done before any thread
+// starts.
 #ifndef STRONGROOM_COMMON_DAEMON_H_
 #define STRONGROOM_COMMON_DAEMON_H_
 
@@ -10,11 +11,9 @@
 #include <vector>
 
 #include "strongroom/common/error.h"
+#include "strongroom/common/exit_status.h"  // IWYU pragma: export
 
 namespace strongroom {
-
-// sysexits.h statuses: 78 configuration, 77 permission, 69 unavailable, 65 data, 70 software.
-int ExitStatusFor(ErrorCode code);
 
 // Writes "<port>\n" to `path` atomically (a temporary file renamed over it).
 Status WritePortFile(const std::string& path, std::uint16_t port);
@@ -57,7 +56,7 @@ class DaemonApplication : public Poco::Util::ServerApplication {
 };
 
 // main() of a daemon: PrepareDaemonProcess(), then app.run(); a Poco exception that escapes is
-// one error line and status 70.
+// one error line and EX_SOFTWARE.
 int RunDaemon(DaemonApplication& app, int argc, char** argv);
 
 }  // namespace strongroom
