@@ -373,29 +373,6 @@ Status Check(const CtlOptions& options, std::ostream& out) {
 
 }  // namespace
 
-int ExitCodeFor(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument:
-      return 64;  // EX_USAGE
-    case ErrorCode::kNotFound:
-    case ErrorCode::kUnavailable:
-      return 69;  // EX_UNAVAILABLE
-    case ErrorCode::kUnauthenticated:
-    case ErrorCode::kPermissionDenied:
-      return 77;  // EX_NOPERM
-    case ErrorCode::kDataLoss:
-      return 65;  // EX_DATAERR
-    case ErrorCode::kUnimplemented:
-    case ErrorCode::kFailedPrecondition:
-    case ErrorCode::kAlreadyExists:
-    case ErrorCode::kResourceExhausted:
-      return 78;  // EX_CONFIG: the operator must change something first
-    case ErrorCode::kInternal:
-      return 70;  // EX_SOFTWARE
-  }
-  return 70;
-}
-
 Status RunHsmCommand(const std::vector<std::string>& args, const CtlOptions& options,
                      std::ostream& out) {
   if (args.empty()) return Error(ErrorCode::kInvalidArgument, "missing hsm subcommand");

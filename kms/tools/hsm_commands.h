@@ -30,9 +30,6 @@ struct CtlOptions {
 Status RunHsmCommand(const std::vector<std::string>& args, const CtlOptions& options,
                      std::ostream& out);
 
-// sysexits-style exit status for an error code.
-int ExitCodeFor(ErrorCode code);
-
 inline constexpr char kHsmUsage[] =
     "kmsctl [--config FILE] hsm slots [--module PATH]\n"
     "kmsctl [--config FILE] hsm init-token --module PATH --label LABEL --so-pin-source SRC "

@@ -22,7 +22,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "hsm_commands.h"
+#include "strongroom/common/exit_status.h"
 #include "strongroom/common/jwt.h"
 
 namespace strongroom::kms {
@@ -78,7 +78,7 @@ class Idp : public Poco::Util::Application {
             : Status(Error(ErrorCode::kInvalidArgument, "unknown command '" + args[0] + "'"));
     if (!status.ok()) {
       std::cerr << "strongroom-idp: " << status.error().message() << "\n";
-      return ExitCodeFor(status.error().code());
+      return ExitStatusFor(status.error().code());
     }
     return EXIT_OK;
   }
@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
     app.init(argc, argv);
   } catch (const Poco::Util::OptionException& e) {
     std::cerr << "strongroom-idp: " << e.displayText() << " (strongroom-idp --help)\n";
-    return 64;
+    return EX_USAGE;
   }
   return app.run();
 }

@@ -11,6 +11,7 @@
 #include "audit_commands.h"
 #include "hsm_commands.h"
 #include "ops_commands.h"
+#include "strongroom/common/exit_status.h"
 
 namespace strongroom::kms {
 namespace {
@@ -119,7 +120,7 @@ class Kmsctl : public Poco::Util::Application {
                                          : RunOpsCommand(rest, options_, ops_, std::cout);
     if (!status.ok()) {
       std::cerr << "kmsctl: " << status.error().message() << "\n";
-      return ExitCodeFor(status.error().code());
+      return ExitStatusFor(status.error().code());
     }
     return EXIT_OK;
   }
@@ -140,7 +141,7 @@ int main(int argc, char** argv) {
     app.init(argc, argv);
   } catch (const Poco::Util::OptionException& e) {
     std::cerr << "kmsctl: " << e.displayText() << " (kmsctl --help shows usage)\n";
-    return 64;
+    return EX_USAGE;
   }
   return app.run();
 }

@@ -86,7 +86,7 @@ TEST_F(IdpTest, BadInvocationsAreOneLineErrors) {
   EXPECT_EQ(bad_ttl.exit_code, 64);
   Outcome no_dir =
       Idp({"token", "--dir", (dir_ / "absent").string(), "--subject", "a", "--audience", "kms"});
-  EXPECT_EQ(no_dir.exit_code, 69);
+  EXPECT_EQ(no_dir.exit_code, 66);  // NOT_FOUND: EX_NOINPUT
   Outcome unknown = Idp({"explode"});
   EXPECT_EQ(unknown.exit_code, 64);
 }

@@ -273,7 +273,7 @@ TEST_F(KmsctlTest, CheckReportsEveryTokenOnALineOfItsOwnAndFailsIfAnyIsBad) {
 
   config_ = config("nowhere");
   Outcome bad = Hsm({"check"});
-  EXPECT_EQ(bad.exit_code, 69);
+  EXPECT_EQ(bad.exit_code, 66);  // NOT_FOUND: EX_NOINPUT
   EXPECT_EQ(CountLines(bad.out), 2) << bad.out;
   EXPECT_NE(bad.out.find("token primary: ok"), std::string::npos) << bad.out;
   EXPECT_NE(bad.out.find("token standby: FAILED"), std::string::npos) << bad.out;
@@ -300,7 +300,7 @@ TEST_F(KmsctlTest, PinFromEnvironmentWorks) {
   Outcome run = Hsm({"init-root", "--org", "acme"}, {{"SR_TEST_TOKEN_PIN", kUserPin}});
   EXPECT_EQ(run.exit_code, 0) << run.err;
   Outcome unset = Hsm({"check"});
-  EXPECT_EQ(unset.exit_code, 69);
+  EXPECT_EQ(unset.exit_code, 66);
   EXPECT_NE(unset.err.find("SR_TEST_TOKEN_PIN is not set"), std::string::npos) << unset.err;
 }
 
@@ -309,7 +309,7 @@ TEST_F(KmsctlTest, MissingModuleIsOneLine) {
       "pkcs11:token=" + label_ +
       "?module-path=/opt/vendor/libmissing.so&pin-source=file:" + SoftHsmSandbox::Get().pin_file());
   Outcome run = Hsm({"check"});
-  EXPECT_EQ(run.exit_code, 69);
+  EXPECT_EQ(run.exit_code, 66);
   EXPECT_EQ(CountLines(run.err), 1) << run.err;
   EXPECT_NE(run.err.find("/opt/vendor/libmissing.so"), std::string::npos) << run.err;
 }
@@ -318,7 +318,7 @@ TEST_F(KmsctlTest, MissingTokenIsOneLine) {
   config_ = WriteConfig(std::string("pkcs11:token=nowhere?module-path=") + kSoftHsmModule +
                         "&pin-source=file:" + SoftHsmSandbox::Get().pin_file());
   Outcome run = Hsm({"roots", "--org", "acme"});
-  EXPECT_EQ(run.exit_code, 69);
+  EXPECT_EQ(run.exit_code, 66);
   EXPECT_EQ(CountLines(run.err), 1) << run.err;
   EXPECT_NE(run.err.find("no initialized token matches"), std::string::npos) << run.err;
 }

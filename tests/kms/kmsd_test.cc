@@ -32,6 +32,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "../support/audit_rewrite.h"
 #include "../support/connection_flood.h"
@@ -41,6 +42,7 @@
 #include "strongroom/client/https_transport.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/database.h"
+#include "strongroom/common/exit_status.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
@@ -953,6 +955,46 @@ TEST_F(KmsdTest, ABadOpsOrRelayFileStopsKmsdBeforeItListens) {
   }
   // The same sections with good files: kmsd serves.
   ASSERT_TRUE(Start(32, 0, ops(good, d + "/tls.key")));
+}
+
+// One table of exit statuses (docs/exit-status.md): kmsd and kmsctl read the same kms.ini and exit
+// alike for the same fault in it. They used to disagree: a typo exited 78 from kmsd and 64 from
+// kmsctl, a PKCS#11 module that is not there 78 and 69.
+TEST_F(KmsdTest, KmsdAndKmsctlExitAlikeForTheSameFaultInKmsIni) {
+  const std::string good = ReadFile(WriteConfig(32, 0, ""));
+  auto variant = [&](const std::string& from, const std::string& to) {
+    std::string text = good;
+    const std::size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+    const std::string path = (dir_ / "faulty.ini").string();
+    std::ofstream(path) << text;
+    return path;
+  };
+  const std::tuple<const char*, std::string, std::string, ErrorCode> cases[] = {
+      {"a misspelt setting", "node_id = test\n", "node_id = test\npool_sise = 4\n",
+       ErrorCode::kInvalidArgument},
+      {"a PKCS#11 module that is not there", kSoftHsmModule, "/opt/vendor/libmissing.so",
+       ErrorCode::kNotFound},
+  };
+  for (const auto& [what, from, to, code] : cases) {
+    const std::string ini = variant(from, to);
+    const int expected = ExitStatusFor(code);
+    ToolRun kmsctl = Tool(KMSCTL_PATH, {"--config", ini, "hsm", "check"});
+    EXPECT_EQ(kmsctl.exit_code, expected) << what << ": " << kmsctl.err;
+    testing::DaemonProcess kmsd;
+    testing::DaemonProcess::Options options;
+    options.binary = KMSD_PATH;
+    options.args = {"--config", ini};
+    options.env = {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+    options.log_path = (dir_ / "kmsd.log").string();
+    options.port_file = (dir_ / "port").string();
+    fs::remove(options.log_path);
+    EXPECT_FALSE(kmsd.Start(options)) << what << ": kmsd started";
+    EXPECT_NE(kmsd.error().find("(exit status " + std::to_string(expected) + ")"),
+              std::string::npos)
+        << what << ": " << kmsd.error();
+  }
 }
 
 }  // namespace

@@ -519,7 +519,7 @@ TEST_F(OpsServerTest, KmsctlOpsDrivesTheListener) {
   CtlRun refused =
       Kmsctl({"ops", "rotate-root", "acme", "--url", url, "--ca", (dir_ / "ca.pem").string(),
               "--token-file", (dir_ / "wrong.token").string()});
-  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_EQ(refused.exit_code, 77);  // UNAUTHENTICATED (docs/exit-status.md)
   EXPECT_NE(refused.err.find("HTTP 401"), std::string::npos) << refused.err;
   EXPECT_EQ(RootVersions(), 1u);
 }
@@ -542,7 +542,7 @@ TEST_F(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection)
             std::string::npos)
       << wait.out;
   CtlRun unknown = Kmsctl({"--config", config, "ops", "rewrap", "globex"});
-  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_EQ(unknown.exit_code, 66);  // NOT_FOUND
   EXPECT_NE(unknown.err.find("HTTP 404"), std::string::npos) << unknown.err;
 }
 
