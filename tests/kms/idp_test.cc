@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "../support/test_dir.h"
+#include "../support/tool_steps.h"
 #include "strongroom/common/jwt.h"
 
 namespace strongroom::kms {
@@ -89,6 +90,28 @@ TEST_F(IdpTest, BadInvocationsAreOneLineErrors) {
   EXPECT_EQ(no_dir.exit_code, 66);  // NOT_FOUND: EX_NOINPUT
   Outcome unknown = Idp({"explode"});
   EXPECT_EQ(unknown.exit_code, 64);
+}
+
+// A development tool links what it uses: the common base (JOSE, JWTs) and Poco Util, not the KMS
+// with the HSM layer, the database and the HTTPS stack under it.
+TEST(IdpLinkTest, IdpLinksNeitherTheKmsNorTheHsmLayer) {
+  using strongroom::testing::Tool;
+  using strongroom::testing::ToolRun;
+  ToolRun needed = Tool("/usr/bin/readelf", {"-d", IDP_PATH});
+  ASSERT_EQ(needed.exit_code, 0) << needed.err;
+  ASSERT_NE(needed.out.find("libcjose"), std::string::npos) << needed.out;  // read right
+  for (const std::string forbidden :
+       {"libp11-kit", "libPocoNet", "libPocoData", "libsqlite3", "libssl"}) {
+    EXPECT_EQ(needed.out.find(forbidden), std::string::npos)
+        << "strongroom-idp needs " << forbidden << ":\n"
+        << needed.out;
+  }
+  ToolRun symbols = Tool("/usr/bin/nm", {"-C", IDP_PATH});
+  ASSERT_EQ(symbols.exit_code, 0) << symbols.err;
+  for (const std::string layer : {"strongroom::hsm::", "strongroom::kms::KmsService",
+                                  "strongroom::kms::KmsStore", "strongroom::Database"}) {
+    EXPECT_EQ(symbols.out.find(layer), std::string::npos) << "strongroom-idp contains " << layer;
+  }
 }
 
 }  // namespace
