@@ -1,5 +1,5 @@
 // The command line's arguments, taken out one by one (options, flags, then the positional ones),
-// and the error a command throws when they are wrong (exit status 2).
+// and the error a command throws when they are wrong (exit status 64, EX_USAGE).
 #ifndef STRONGROOM_CLIENT_CLI_ARGS_H_
 #define STRONGROOM_CLIENT_CLI_ARGS_H_
 

@@ -1,6 +1,6 @@
 // The command groups of the strongroom CLI, one file each: what Run() in strongroom_main.cc
 // dispatches to. Each takes the arguments after its command (and sub-command), prints, and returns
-// the error that decides the exit status; a UsageError it throws is exit status 2.
+// the error that decides the exit status; a UsageError it throws is exit status 64 (EX_USAGE).
 #ifndef STRONGROOM_CLIENT_CLI_COMMANDS_H_
 #define STRONGROOM_CLIENT_CLI_COMMANDS_H_
 

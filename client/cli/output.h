@@ -32,7 +32,7 @@ std::string Joined(const std::vector<std::string>& items);
 void PrintActivity(const client::Activity& a, const std::string& said);
 
 void PrintMessage(const client::Message& m, const std::string& room_label = "");
-// Prints the messages, then fails with the first decryption error (exit 3 for a refused key).
+// Prints the messages, then fails with the first decryption error (exit 77 for a refused key).
 Status PrintMessages(const std::vector<client::Message>& messages);
 
 // A progress bar on stderr, drawn (unless --progress or --no-progress says otherwise) only when

@@ -15,17 +15,10 @@
 #include "commands.h"
 #include "output.h"
 #include "strongroom/common/error.h"
+#include "strongroom/common/exit_status.h"
 
 namespace strongroom::cli {
 namespace {
-
-// Exit statuses (docs/cli.md).
-constexpr int kExitOk = 0;
-constexpr int kExitOther = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitNotFound = 3;
-constexpr int kExitAuth = 4;
-constexpr int kExitUnavailable = 5;
 
 constexpr char kUsage[] = R"(usage: strongroom [--json] [--progress|--no-progress] COMMAND [ARGS]
 
@@ -59,29 +52,11 @@ ROOM is a room id or a unique prefix of its name. The profile is $STRONGROOM_HOM
 draw a progress bar on stderr for files of 1 MiB or more when stderr is a terminal; --progress
 draws it always, --no-progress never.
 
-exit status: 0 ok; 1 other failure; 2 usage or bad input; 3 not found, not a member, or the KMS
-refused a key; 4 authentication (a token refused: renew it, or `strongroom login` again);
-5 the core or the KMS is unreachable or busy (retry later).
+exit status (docs/exit-status.md): 0 ok; 64 usage or bad input; 65 an answer did not verify;
+66 not found (a room you are not in is not found); 69 the core or the KMS is unreachable or busy
+(retry later); 70 internal error; 77 refused: a token (renew it, or `strongroom login` again), or
+the KMS refused a key; 78 no profile (`strongroom login`), or something must change first.
 )";
-
-int ExitFor(const Error& error) {
-  switch (error.code()) {
-    case ErrorCode::kInvalidArgument:
-    case ErrorCode::kAlreadyExists:
-      return kExitUsage;
-    case ErrorCode::kNotFound:
-    case ErrorCode::kPermissionDenied:
-      return kExitNotFound;
-    case ErrorCode::kUnauthenticated:
-      return kExitAuth;
-    case ErrorCode::kUnavailable:
-    case ErrorCode::kResourceExhausted:
-    case ErrorCode::kDataLoss:  // an answer altered or forged on the way: the service path failed
-      return kExitUnavailable;
-    default:
-      return kExitOther;
-  }
-}
 
 std::string HintFor(const Error& error, const std::string& command) {
   // An officer is not a member of the rooms they read: adding them is never the answer.
@@ -125,7 +100,7 @@ int Run(std::vector<std::string> argv) {
   });
   if (argv.empty() || argv[0] == "--help" || argv[0] == "-h" || argv[0] == "help") {
     (argv.empty() ? std::cerr : std::cout) << kUsage;
-    return argv.empty() ? kExitUsage : kExitOk;
+    return argv.empty() ? EX_USAGE : EX_OK;
   }
   const std::string command = argv[0];
   const bool has_sub = command == "room" || command == "compliance" || command == "key";
@@ -148,7 +123,7 @@ int Run(std::vector<std::string> argv) {
       if (command == "key") return Key(args, sub);
       throw UsageError("unknown command '" + command + "' (strongroom --help lists them)");
     }();
-    if (status.ok()) return kExitOk;
+    if (status.ok()) return EX_OK;
     const Error& error = status.error();
     std::cerr << "strongroom: " << error.message() << std::endl;
     if (std::string hint = HintFor(error, command); !hint.empty()) {
@@ -162,20 +137,17 @@ int Run(std::vector<std::string> argv) {
       o->set("error", e);
       PrintJson(o);
     }
-    return error.code() == ErrorCode::kFailedPrecondition &&
-                   error.message().find("strongroom login") != std::string::npos
-               ? kExitUsage
-               : ExitFor(error);
+    return ExitStatusFor(error.code());
   } catch (const UsageError& e) {
     std::cerr << "strongroom: " << e.message() << "\n  strongroom --help lists the commands"
               << std::endl;
-    return kExitUsage;
+    return EX_USAGE;
   } catch (const Poco::Exception& e) {
     std::cerr << "strongroom: " << e.displayText() << std::endl;
-    return kExitOther;
+    return EX_SOFTWARE;
   } catch (const std::exception& e) {
     std::cerr << "strongroom: " << e.what() << std::endl;
-    return kExitOther;
+    return EX_SOFTWARE;
   }
 }
 

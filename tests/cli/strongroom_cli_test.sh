@@ -217,8 +217,8 @@ PY
 grep -rq "$(head -c 40 "$dir/plans.txt")" "$dir/files" && fail "the core stores the file in clear"
 
 # -- carol, not a member.
-expect_exit 3 "carol cannot read the room at the core" -- as "$carol" read "$room"
-expect_exit 3 "carol is refused the room's key by the KMS" -- as "$carol" key show "$key1"
+expect_exit 66 "carol cannot read the room at the core" -- as "$carol" read "$room"
+expect_exit 77 "carol is refused the room's key by the KMS" -- as "$carol" key show "$key1"
 expect_exit 0 "carol lists her rooms" -- as "$carol" --json room list
 [ "$(json 'len(d["rooms"])' <"$dir/out")" = 0 ] || fail "carol sees a room"
 
@@ -254,7 +254,7 @@ as "$alice" export "$room" >"$dir/export.json"
 expect_exit 0 "acme's officer reads on alice's behalf" -- \
   as "$officer" compliance read --user "$alice" --from "$dir/export.json" "$room"
 grep -q "The code changes on Monday." "$dir/out" || fail "the officer does not read the text"
-expect_exit 3 "globex's officer is refused" -- \
+expect_exit 77 "globex's officer is refused" -- \
   as "$outsider" compliance read --user "$alice" --from "$dir/export.json" "$room"
 grep -q "Monday" "$dir/out" && fail "globex's officer reads the text"
 # The hint is an officer's (issue 16): never "ask a member of the room to add you".
@@ -264,7 +264,7 @@ officer_hint() {
   return 0
 }
 officer_hint "globex's officer from an export" "complianceOfficers (kmsctl ops policy set)"
-expect_exit 3 "the officer gets no key in their own name" -- as "$officer" key show "$key1"
+expect_exit 77 "the officer gets no key in their own name" -- as "$officer" key show "$key1"
 # ... and through the core's compliance reads, without an export.
 expect_exit 0 "acme's officer reads alice's room through the core" -- \
   as "$officer" compliance read --user "$alice" "$room"
@@ -272,11 +272,11 @@ grep -q "The code changes on Monday." "$dir/out" || fail "the officer does not r
 expect_exit 0 "acme's officer reads all of alice's rooms through the core" -- \
   as "$officer" compliance read --user "$alice"
 grep -q "The code changes on Monday." "$dir/out" || fail "the officer does not read all rooms"
-expect_exit 3 "the core shows globex's officer none of acme's rooms" -- \
+expect_exit 66 "the core shows globex's officer none of acme's rooms" -- \
   as "$outsider" compliance read --user "$alice" "$room"
 grep -q "Monday" "$dir/out" && fail "globex's officer reads the text through the core"
 officer_hint "globex's officer through the core" "name one by its id"
-expect_exit 3 "the core refuses compliance reads to a non-officer" -- \
+expect_exit 77 "the core refuses compliance reads to a non-officer" -- \
   as "$carol" compliance read --user "$alice" "$room"
 grep -q "Monday" "$dir/out" && fail "a non-officer reads the text through the core"
 officer_hint "a non-officer through the core" "cored's \[compliance\] section must list you"
@@ -289,8 +289,8 @@ key2="$(json 'd["newKeyUri"]' <"$dir/out")"
 [ -n "$key2" ] && [ "$key2" != "$key1" ] || fail "the room did not rotate ($key1 -> $key2)"
 expect_exit 0 "alice sends after the removal" -- as "$alice" --json send "$room" "Bob is gone."
 [ "$(json 'd["keyUri"]' <"$dir/out")" = "$key2" ] || fail "the post is not under the new key"
-expect_exit 3 "bob cannot read the room any more" -- as "$bob" read "$room"
-expect_exit 3 "bob is refused the new key" -- as "$bob" key show "$key2"
+expect_exit 66 "bob cannot read the room any more" -- as "$bob" read "$room"
+expect_exit 77 "bob is refused the new key" -- as "$bob" key show "$key2"
 expect_exit 0 "alice reads both keys' messages" -- as "$alice" read "$room"
 grep -q "The code changes on Monday." "$dir/out" && grep -q "Bob is gone." "$dir/out" ||
   fail "alice does not read across the rotation"
@@ -327,23 +327,26 @@ else
   fail "the listener did not get the post after the restart within 120 s"
 fi
 
-# -- usage errors.
-expect_exit 2 "an unknown command is a usage error" -- as "$alice" frobnicate
-expect_exit 3 "an unknown room is not found" -- as "$alice" read "no such room"
-# A token the core refuses (minted for another audience): exit 4, and the hint says what to do.
+# -- usage errors and the other exit statuses (docs/exit-status.md).
+expect_exit 64 "an unknown command is a usage error" -- as "$alice" frobnicate
+expect_exit 66 "an unknown room is not found" -- as "$alice" read "no such room"
+expect_exit 78 "no profile: strongroom login first" -- \
+  env STRONGROOM_HOME="$dir/home-nobody" "$CLI" room list
+grep -q "strongroom login" "$dir/err" || fail "no hint to log in: $(cat "$dir/err")"
+# A token the core refuses (minted for another audience): exit 77, and the hint says what to do.
 cp -r "$dir/home-$alice" "$dir/home-stale"
 sed -i 's/--audience {audience}/--audience elsewhere/' "$dir/home-stale/profile.ini"
-expect_exit 4 "a refused token exits 4" -- \
+expect_exit 77 "a refused token exits 77" -- \
   env STRONGROOM_HOME="$dir/home-stale" "$CLI" --json room list
 grep -q "strongroom login" "$dir/err" || fail "no hint to log in again: $(cat "$dir/err")"
 [ "$(json 'd["error"]["code"]' <"$dir/out")" = UNAUTHENTICATED ] ||
   fail "no JSON error for a refused token: $(cat "$dir/out")"
 grep -q "eyJ" "$dir/out" "$dir/err" && fail "a token was echoed"
-# A core nobody listens on: exit 5.
+# A core nobody listens on: exit 69.
 closed_port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cp -r "$dir/home-$alice" "$dir/home-away"
 sed -i "s#^core_url = .*#core_url = https://127.0.0.1:$closed_port#" "$dir/home-away/profile.ini"
-expect_exit 5 "an unreachable core exits 5" -- env STRONGROOM_HOME="$dir/home-away" "$CLI" room list
+expect_exit 69 "an unreachable core exits 69" -- env STRONGROOM_HOME="$dir/home-away" "$CLI" room list
 grep -q "check that they run" "$dir/err" || fail "no hint for an unreachable core: $(cat "$dir/err")"
 
 if [ "$failures" -ne 0 ]; then
