@@ -33,7 +33,7 @@ void SendError(HTTPServerResponse& response, int status, const std::string& code
   SendJson(response, status, out.str());
 }
 
-std::optional<std::string> FramingProblem(const HTTPServerRequest& request) {
+std::optional<std::string> FramingProblem(const Poco::Net::HTTPRequest& request) {
   int lengths = 0;
   bool transfer_encoding = false;
   for (const auto& [name, value] : request) {
@@ -47,12 +47,8 @@ std::optional<std::string> FramingProblem(const HTTPServerRequest& request) {
   return std::nullopt;
 }
 
-namespace {
-
-// After an answer sent with keep-alive off, before the connection closes: the client may still be
-// sending. Closing with unread input would make TCP reset the connection, and the client could
-// lose the answer; so what arrives within a moment is read and dropped first, never more than
-// kMaxDrainBytes, never longer than kLingerMs.
+// Closing with unread input would make TCP reset the connection, and the client could lose the
+// answer; so what arrives within a moment is read and dropped first.
 void LingerBeforeClose(HTTPServerRequest& request) {
   try {
     auto& impl = dynamic_cast<Poco::Net::HTTPServerRequestImpl&>(request);
@@ -75,8 +71,6 @@ void LingerBeforeClose(HTTPServerRequest& request) {
     // the connection is going anyway
   }
 }
-
-}  // namespace
 
 void RefuseFraming(HTTPServerRequest& request, HTTPServerResponse& response,
                    const std::string& problem) {

@@ -39,11 +39,16 @@ void SendError(Poco::Net::HTTPServerResponse& response, int status, const std::s
 // What is wrong with how the request frames its body, or nullopt: two Content-Length headers, or
 // one beside Transfer-Encoding. Proxies and servers that disagree on which one counts are where
 // request smuggling starts (RFC 9112, section 6.3), so such a request is refused whole.
-std::optional<std::string> FramingProblem(const Poco::Net::HTTPServerRequest& request);
+std::optional<std::string> FramingProblem(const Poco::Net::HTTPRequest& request);
 
 // How long a connection closed after a refusal still reads what its client sends (at most
 // kMaxDrainBytes), so that the close does not reset the connection before the answer is read.
 inline constexpr int kLingerMs = 500;
+
+// After an answer sent with keep-alive off, before the connection closes: what the client still
+// sends within kLingerMs is read and dropped (at most kMaxDrainBytes), so that the close does not
+// make TCP reset the connection before the client reads the answer.
+void LingerBeforeClose(Poco::Net::HTTPServerRequest& request);
 
 // Answers a request FramingProblem refused: 400 {"code": "bad_framing"}, then lingers (kLingerMs)
 // and closes the connection: its body's length is not known, so nothing after it can be read as
