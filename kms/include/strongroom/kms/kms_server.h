@@ -1,11 +1,13 @@
-// The KMS's HTTPS protocol listener: Poco's HTTPServer on a TLS socket (TLS 1.2 or newer, always).
+// The KMS's HTTPS protocol listener: the HTTPS edge of common/ (TLS 1.2 or newer, always) serving
+// KmsRoutes, a route table over KmsService::Handle.
 //
 //   POST /kms/messages   body: one compact-JOSE KMS message (Content-Type application/jose), at
 //                        most kMaxKmsMessageBytes; the answer is KmsService::Handle's reply as is.
 //   GET  /kms/info       {"kmsCluster": "kms://<host>", "rsaPublicKey": {RSA JWK with x5c}}
 //   anything else        404 (unknown path) or 405 (known path, other method), JSON error body
 //
-// Errors of the listener itself are JSON {"code", "message"}. Bodies are never logged.
+// Errors of the listener itself are JSON {"code", "message"} (http_router.h). Bodies are never
+// logged.
 //
 // Threads: Poco serves each connection on one thread for as long as the connection lives
 // (HTTP/1.1 keep-alive), so a thread is held by an idle keep-alive client too. The pool has
@@ -26,10 +28,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "strongroom/common/error.h"
+#include "strongroom/common/http_router.h"
+#include "strongroom/kms/admission_gate.h"
 #include "strongroom/kms/kms_service.h"
 
 namespace strongroom::http {
@@ -63,6 +69,30 @@ struct KmsServerCounters {
   std::uint64_t queued = 0;      // admitted after waiting in line for a slot
 };
 
+// The listener's routes, without a socket: the admission gate, then POST /kms/messages (to
+// `handle`, KmsService::Handle in kmsd) and GET /kms/info. KmsServer serves it over HTTPS; tests
+// call http::Answer on it.
+class KmsRoutes : public http::Endpoint {
+ public:
+  using HandleMessage = std::function<KmsReply(std::string_view message)>;
+
+  // `options` gives the gate (max_in_flight, max_queued, queue_wait) and the metrics.
+  KmsRoutes(HandleMessage handle, std::string info_json, const KmsServerOptions& options);
+
+  http::Response Serve(http::Request& request) override;
+  KmsServerCounters counters() const;
+
+ private:
+  http::Response Message(http::Request& request);
+
+  const HandleMessage handle_;
+  const std::string info_json_;
+  Metrics* const metrics_;
+  AdmissionGate gate_;
+  std::atomic<std::uint64_t> requests_{0};
+  http::Routes<> routes_;
+};
+
 class KmsServer {
  public:
   // Binds, loads the TLS certificate and key, and starts serving. `service` and `info_json` (the
@@ -79,14 +109,11 @@ class KmsServer {
   // Stops accepting, waits for requests in flight, closes idle keep-alive connections. Idempotent.
   void Stop();
 
-  class Handler;  // the one adapter between Poco and the service
-  struct State;   // shared by the handlers
-
  private:
-  KmsServer(std::shared_ptr<State> state, std::unique_ptr<http::HttpsServer> server);
+  KmsServer(std::unique_ptr<KmsRoutes> routes, std::unique_ptr<http::HttpsServer> server);
 
-  std::shared_ptr<State> state_;
-  std::unique_ptr<http::HttpsServer> server_;
+  std::unique_ptr<KmsRoutes> routes_;
+  std::unique_ptr<http::HttpsServer> server_;  // stopped before routes_ goes
 };
 
 }  // namespace strongroom::kms
