@@ -2,27 +2,22 @@
 
 #include <Poco/Exception.h>
 #include <Poco/JSON/Object.h>
-#include <Poco/Net/HTTPRequestHandler.h>
-#include <Poco/Net/HTTPRequestHandlerFactory.h>
 #include <Poco/Net/HTTPServerRequest.h>
 #include <Poco/Net/HTTPServerResponse.h>
 #include <Poco/Net/NetException.h>
 #include <Poco/Net/SSLManager.h>
 #include <Poco/Net/WebSocket.h>
-#include <Poco/NumberParser.h>
 #include <Poco/String.h>
-#include <Poco/URI.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <iostream>
 #include <mutex>
-#include <set>
 #include <sstream>
 #include <unordered_map>
 
-#include "strongroom/common/http_support.h"
+#include "strongroom/common/https_server.h"
 #include "strongroom/common/kms_uri.h"
 #include "strongroom/common/tls.h"
 #include "strongroom/core/api_json.h"
@@ -30,37 +25,19 @@
 namespace strongroom::core {
 namespace {
 
-using http::HasBody;
-using http::MediaType;
-using http::ReadBody;
-using http::SendError;
-using http::SendJson;
+using http::Request;
+using http::Response;
 using Poco::JSON::Object;
-using Poco::Net::HTTPResponse;
 using Poco::Net::HTTPServerRequest;
 using Poco::Net::HTTPServerResponse;
 
 constexpr std::size_t kMaxTrackedUsers = 100000;
-
-void LogError(const std::string& what) { std::cerr << "cored: error: " << what << std::endl; }
+constexpr char kNotFound[] = "no such endpoint (see docs/api/core.md)";
 
 std::string Stringify(const Object& object) {
   std::ostringstream out;
   object.stringify(out);
   return out.str();
-}
-
-// "INVALID_ARGUMENT" -> "invalid_argument"; an error with a reason has the reason's code
-// ("key_rotation_required"), so clients act on it without parsing the message.
-std::string CodeFor(const Error& error) {
-  if (error.reason() != ErrorReason::kNone) return std::string(ErrorReasonName(error.reason()));
-  return Poco::toLower(std::string(ErrorCodeName(error.code())));
-}
-
-void SendError(HTTPServerResponse& response, const Error& error) {
-  const int status = HttpStatusFor(error.code());
-  if (status == 503) response.set("Retry-After", "1");
-  SendError(response, status, CodeFor(error), error.message());
 }
 
 // "kms://host/resources/<id>" -> "kms://host"; "" (no KMS) when it is not a KMS URI.
@@ -115,139 +92,112 @@ class RateLimiter {
 
 }  // namespace
 
-struct CoreServer::State {
-  CoreService& service;
-  const JwtVerifier& verifier;
-  RealtimeHub& hub;
-  KmsRelay& relay;
-  const CoreServerOptions options;
-  RateLimiter limiter;
-};
-
-namespace {
-
-// Created per request by Poco; every exception ends here.
-class Handler : public Poco::Net::HTTPRequestHandler {
+class CoreRoutes::Impl {
  public:
-  explicit Handler(std::shared_ptr<CoreServer::State> state) : state_(std::move(state)) {}
+  Impl(CoreService& service, const JwtVerifier& verifier, RealtimeHub& hub, KmsRelay& relay,
+       const CoreServerOptions& options)
+      : service_(service),
+        verifier_(verifier),
+        hub_(hub),
+        relay_(relay),
+        max_file_bytes_(options.max_file_bytes),
+        limiter_(options.rate_per_s, options.rate_burst) {
+    open_.Add("GET", "/health", [this](Request&) { return Health(); })
+        .Add("GET", "/relay/kms", [this](Request&) { return AttachRelay(); });
+    // Conversations and their parts.
+    users_
+        .Add("GET", "/v1/conversations",
+             [this](Request& r, const Caller& c) { return ListConversations(r, c); })
+        .Add("POST", "/v1/conversations",
+             [this](Request& r, const Caller& c) { return CreateConversation(r, c); })
+        .Add("GET", "/v1/conversations/{id}",
+             [this](Request& r, const Caller& c) { return GetConversation(r, c); })
+        .Add("POST", "/v1/conversations/{id}/participants",
+             [this](Request& r, const Caller& c) { return AddParticipants(r, c); })
+        .Add("DELETE", "/v1/conversations/{id}/participants/{user}",
+             [this](Request& r, const Caller& c) { return RemoveParticipant(r, c); })
+        .Add("PUT", "/v1/conversations/{id}/key",
+             [this](Request& r, const Caller& c) { return RotateKey(r, c); })
+        .Add("PUT", "/v1/conversations/{id}/title",
+             [this](Request& r, const Caller& c) { return SetTitle(r, c); })
+        .Add("GET", "/v1/conversations/{id}/activities",
+             [this](Request& r, const Caller& c) { return History(r, c); })
+        .Add("POST", "/v1/conversations/{id}/activities",
+             [this](Request& r, const Caller& c) { return PostActivity(r, c); })
+        .Add("GET", "/v1/conversations/{id}/activities/{activity}",
+             [this](Request& r, const Caller& c) { return GetActivity(r, c); })
+        .Add("POST", "/v1/conversations/{id}/files",
+             [this](Request& r, const Caller& c) { return Upload(r, c); })
+        .Add("GET", "/v1/conversations/{id}/files/{file}",
+             [this](Request& r, const Caller& c) { return Download(r, c); });
+    // Realtime, the relay of sealed KMS messages, compliance reads, the index.
+    users_.Add("GET", "/v1/events", [this](Request& r, const Caller& c) { return Events(r, c); })
+        .Add("POST", "/kms/messages", [this](Request& r, const Caller&) { return RelayMessage(r); })
+        .Add("GET", "/v1/compliance/conversations",
+             [this](Request& r, const Caller& c) { return ComplianceConversations(r, c); })
+        .Add("GET", "/v1/compliance/conversations/{id}/activities",
+             [this](Request& r, const Caller& c) { return ComplianceHistory(r, c); })
+        .Add("POST", "/v1/index/search",
+             [this](Request& r, const Caller& c) { return Search(r, c); })
+        .Add("PUT", "/v1/index/{conversation}/{activity}",
+             [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); });
+  }
 
-  void handleRequest(HTTPServerRequest& request, HTTPServerResponse& response) override {
-    try {
-      if (std::optional<std::string> problem = http::FramingProblem(request)) {
-        return http::RefuseFraming(request, response, *problem);
-      }
-      Route(request, response);
-    } catch (const std::exception& e) {
-      LogError(std::string("a request failed: ") + e.what());
-      if (!response.sent()) {
-        response.setKeepAlive(false);
-        try {
-          SendError(response, 500, "internal", "the core failed to process the request");
-        } catch (...) {
-        }
-      }
+  // /health and /relay/kms are anyone's; everything else, unknown paths included, is a user's (or
+  // the indexer's): a core token first, then the user's rate.
+  Response Serve(Request& request) {
+    if (open_.HasPath(request)) return open_.Dispatch(request);
+    Result<VerifiedJwt> token = Authenticate(request);
+    if (!token.ok()) return Response(token.error()).With("WWW-Authenticate", "Bearer");
+    const Caller caller{token->subject(), token->org()};
+    if (const int wait = limiter_.Take(caller.user_id); wait > 0) {
+      return Response::Refusal(429, "rate_limited",
+                               "too many requests; retry in " + std::to_string(wait) + " s")
+          .With("Retry-After", std::to_string(wait));
     }
+    return users_.Dispatch(request, caller);
   }
 
  private:
-  using Segments = std::vector<std::string>;
-
-  void Route(HTTPServerRequest& request, HTTPServerResponse& response) {
-    const Poco::URI uri(request.getURI());
-    Segments path;
-    uri.getPathSegments(path);
-    const std::string query = uri.getRawQuery();
-    const std::string& method = request.getMethod();
-
-    if (path == Segments{"health"}) {
-      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
-      return Health(response);
-    }
-    if (path == Segments{"relay", "kms"}) {
-      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
-      Status attached = HandleRelayUpgrade(state_->relay, request, response);
-      if (!attached.ok() && !response.sent()) SendError(response, attached.error());
-      return;
-    }
-
-    // Everything else is a user's (or the indexer's) request.
-    Result<VerifiedJwt> token = Authenticate(request);
-    if (!token.ok()) {
-      Discard(request, response);
-      response.set("WWW-Authenticate", "Bearer");
-      return SendError(response, token.error());
-    }
-    const Caller caller{token->subject(), token->org()};
-    if (const int wait = state_->limiter.Take(caller.user_id); wait > 0) {
-      Discard(request, response);
-      response.set("Retry-After", std::to_string(wait));
-      return SendError(response, 429, "rate_limited",
-                       "too many requests; retry in " + std::to_string(wait) + " s");
-    }
-
-    if (path == Segments{"kms", "messages"}) {
-      if (method != HTTPServerRequest::HTTP_POST) return NotAllowed(request, response, "POST");
-      return RelayMessage(request, response, query);
-    }
-    if (path.size() >= 2 && path[0] == "v1") {
-      if (path == Segments{"v1", "events"}) {
-        if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
-        return Events(request, response, caller, query);
-      }
-      if (path[1] == "conversations") return Conversations(request, response, caller, path, query);
-      if (path[1] == "index") return Index(request, response, caller, path);
-      if (path[1] == "compliance") return Compliance(request, response, caller, path, query);
-    }
-    Discard(request, response);
-    SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
-  }
-
-  Result<VerifiedJwt> Authenticate(const HTTPServerRequest& request) {
-    const std::string header = request.get("Authorization", "");
+  Result<VerifiedJwt> Authenticate(const Request& request) {
+    const std::string header = request.header("Authorization");
     constexpr std::string_view kBearer = "Bearer ";
     if (header.size() <= kBearer.size() || Poco::icompare(header.substr(0, 7), "bearer ") != 0) {
       return Error(ErrorCode::kUnauthenticated, "an Authorization: Bearer <token> is required");
     }
-    return state_->verifier.Verify(std::string_view(header).substr(kBearer.size()));
+    return verifier_.Verify(std::string_view(header).substr(kBearer.size()));
   }
 
-  void Discard(HTTPServerRequest& request, HTTPServerResponse& response) {
-    http::Discard(request, response);
-  }
-
-  void NotAllowed(HTTPServerRequest& request, HTTPServerResponse& response,
-                  const std::string& allow) {
-    Discard(request, response);
-    response.set("Allow", allow);
-    SendError(response, 405, "method_not_allowed", "use " + allow);
-  }
-
-  void Health(HTTPServerResponse& response) {
+  Response Health() {
     Object json;
     json.set("status", "ok");
-    json.set("realtimeConnections", state_->hub.connections());
+    json.set("realtimeConnections", hub_.connections());
     Object kms;  // each KMS cluster allowed to attach, and its relay connections now
-    for (const auto& [cluster, connections] : state_->relay.ConnectedClusters()) {
+    for (const auto& [cluster, connections] : relay_.ConnectedClusters()) {
       kms.set(cluster, connections);
     }
     json.set("kms", kms);
-    SendJson(response, 200, Stringify(json));
+    return Response::Json(200, Stringify(json));
   }
 
-  // The body of a JSON request, or nullopt with the error already sent.
-  std::optional<std::string> JsonBody(HTTPServerRequest& request, HTTPServerResponse& response) {
-    if (MediaType(request) != "application/json") {
-      Discard(request, response);
-      SendError(response, 415, "media_type", "send the body as Content-Type: application/json");
-      return std::nullopt;
-    }
-    std::optional<std::string> body = ReadBody(request, kMaxJsonRequestBytes);
-    if (!body) {
-      http::RefuseBody(
-          request, response, 413, "body_size",
-          "a request body is at most " + std::to_string(kMaxJsonRequestBytes) + " bytes");
-    }
-    return body;
+  // kmsd's relay connection: HandleRelayUpgrade checks its credential and takes it over.
+  Response AttachRelay() {
+    return Response::TakeOver(
+        [this](HTTPServerRequest& request, HTTPServerResponse& response) -> Status {
+          return HandleRelayUpgrade(relay_, request, response);
+        });
+  }
+
+  // The request's JSON body parsed by `parse`, or the refusal.
+  template <typename Parse>
+  static auto ParsedBody(Request& request, Parse parse)
+      -> http::OrAnswer<std::decay_t<decltype(parse(std::string_view()).value())>> {
+    SR_ASSIGN_OR_RETURN(std::string body,
+                        http::ReadBodyAs(request, "application/json", kMaxJsonRequestBytes,
+                                         "a request body", "body_size"));
+    auto parsed = parse(body);
+    if (!parsed.ok()) return parsed.error();
+    return std::move(parsed).value();
   }
 
   // Relays an embedded sealed KMS message to the KMS of `resource_uri` before the core changes
@@ -256,8 +206,7 @@ class Handler : public Poco::Net::HTTPRequestHandler {
   Result<std::optional<KmsRelayAnswer>> RelayEmbedded(const std::string& message,
                                                       const std::string& resource_uri) {
     if (message.empty()) return std::optional<KmsRelayAnswer>();
-    SR_ASSIGN_OR_RETURN(KmsRelayAnswer answer,
-                        state_->relay.Forward(ClusterOf(resource_uri), message));
+    SR_ASSIGN_OR_RETURN(KmsRelayAnswer answer, relay_.Forward(ClusterOf(resource_uri), message));
     if (answer.http_status != 200) {
       return Error(ErrorCode::kFailedPrecondition, "the KMS refused the embedded message (HTTP " +
                                                        std::to_string(answer.http_status) +
@@ -266,221 +215,153 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     return std::optional<KmsRelayAnswer>(std::move(answer));
   }
 
-  void RelayMessage(HTTPServerRequest& request, HTTPServerResponse& response,
-                    const std::string& query) {
-    Result<std::string> cluster = ParseRelayQuery(query);
-    if (!cluster.ok()) {
-      Discard(request, response);
-      return SendError(response, cluster.error());
-    }
-    if (MediaType(request) != "application/jose") {
-      Discard(request, response);
-      return SendError(response, 415, "media_type",
-                       "a KMS message is sent as Content-Type: application/jose");
-    }
-    std::optional<std::string> body = ReadBody(request, kMaxRelayMessageBytes);
-    if (!body) {
-      return http::RefuseBody(
-          request, response, 413, "message_size",
-          "a KMS message is at most " + std::to_string(kMaxRelayMessageBytes) + " bytes");
-    }
-    Result<KmsRelayAnswer> answer = state_->relay.Forward(*cluster, *body);
-    if (!answer.ok()) return SendError(response, answer.error());
-    response.setStatusAndReason(static_cast<HTTPResponse::HTTPStatus>(answer->http_status));
-    response.setContentType(answer->content_type);
-    response.set("Cache-Control", "no-store");
-    if (answer->http_status == 503) response.set("Retry-After", "1");
-    response.sendBuffer(answer->body.data(), answer->body.size());
+  // POST /kms/messages?kms=<cluster>: a client's sealed KMS message, relayed as it is.
+  Response RelayMessage(Request& request) {
+    SR_ASSIGN_OR_RETURN(std::string cluster, ParseRelayQuery(request.query()));
+    SR_ASSIGN_OR_RETURN(std::string message,
+                        http::ReadBodyAs(request, "application/jose", kMaxRelayMessageBytes,
+                                         "a KMS message", "message_size"));
+    SR_ASSIGN_OR_RETURN(KmsRelayAnswer answer, relay_.Forward(cluster, message));
+    Response response;
+    response.status = answer.http_status;
+    response.content_type = std::move(answer.content_type);
+    response.body = std::move(answer.body);
+    if (answer.http_status == 503) response.With("Retry-After", "1");
+    return response;
   }
 
-  void Events(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
-              const std::string& query) {
-    Result<std::optional<std::int64_t>> cursor = ParseEventsQuery(query);
-    if (!cursor.ok()) return SendError(response, cursor.error());
-    const std::int64_t after = cursor->value_or(state_->service.LastSeq());
-    std::unique_ptr<Poco::Net::WebSocket> socket;
-    try {
-      socket = std::make_unique<Poco::Net::WebSocket>(request, response);
-    } catch (const Poco::Net::WebSocketException& e) {
-      if (!response.sent()) {
-        SendError(response, 400, "invalid_argument",
-                  "GET /v1/events is a WebSocket upgrade: " + e.message());
-      }
-      return;
-    }
-    Status served = state_->hub.Serve(caller.user_id, after, *socket);
-    if (!served.ok() && served.error().code() == ErrorCode::kResourceExhausted) {
-      try {
-        socket->shutdown(Poco::Net::WebSocket::WS_POLICY_VIOLATION, served.error().message());
-      } catch (const Poco::Exception&) {
-      }
-    }
+  // GET /v1/events: the caller's realtime WebSocket, from its cursor (the newest seq when none).
+  Response Events(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(std::optional<std::int64_t> cursor, ParseEventsQuery(request.query()));
+    const std::int64_t after = cursor.value_or(service_.LastSeq());
+    return Response::TakeOver(
+        [this, user = caller.user_id, after](HTTPServerRequest& upgrade,
+                                             HTTPServerResponse& response) -> Status {
+          std::unique_ptr<Poco::Net::WebSocket> socket;
+          try {
+            socket = std::make_unique<Poco::Net::WebSocket>(upgrade, response);
+          } catch (const Poco::Net::WebSocketException& e) {
+            return Error(ErrorCode::kInvalidArgument,
+                         "GET /v1/events is a WebSocket upgrade: " + e.message());
+          }
+          Status served = hub_.Serve(user, after, *socket);
+          if (!served.ok() && served.error().code() == ErrorCode::kResourceExhausted) {
+            try {
+              socket->shutdown(Poco::Net::WebSocket::WS_POLICY_VIOLATION, served.error().message());
+            } catch (const Poco::Exception&) {
+              // the peer is gone
+            }
+          }
+          return OkStatus();
+        });
   }
 
-  // Runs `parse` on the request's JSON body; nullopt with the error sent when that fails.
-  template <typename Parse>
-  auto ParsedBody(HTTPServerRequest& request, HTTPServerResponse& response, Parse parse)
-      -> std::optional<std::decay_t<decltype(parse(std::string_view()).value())>> {
-    std::optional<std::string> body = JsonBody(request, response);
-    if (!body) return std::nullopt;
-    auto parsed = parse(*body);
-    if (!parsed.ok()) {
-      SendError(response, parsed.error());
-      return std::nullopt;
-    }
-    return std::move(parsed).value();
+  Response ListConversations(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(ListQuery list, ParseListQuery(request.query()));
+    SR_ASSIGN_OR_RETURN(auto page, service_.ListConversations(caller, list.before, list.limit));
+    return Response::Json(200, ConversationPageJson(page, list.limit));
   }
 
-  void Conversations(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
-                     const Segments& path, const std::string& query) {
-    const std::string& method = request.getMethod();
-    CoreService& service = state_->service;
-    if (path.size() == 2) {  // /v1/conversations
-      if (method == HTTPServerRequest::HTTP_POST) {
-        return CreateConversation(request, response, caller);
-      }
-      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET, POST");
-      Result<ListQuery> list = ParseListQuery(query);
-      if (!list.ok()) return SendError(response, list.error());
-      auto page = service.ListConversations(caller, list->before, list->limit);
-      if (!page.ok()) return SendError(response, page.error());
-      return SendJson(response, 200, ConversationPageJson(*page, list->limit));
-    }
-    const std::string& id = path[2];
-    if (path.size() == 3) {  // /v1/conversations/{id}
-      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
-      auto conversation = service.GetConversation(caller, id);
-      if (!conversation.ok()) return SendError(response, conversation.error());
-      return SendJson(response, 200, ConversationJson(*conversation));
-    }
-    const std::string& part = path[3];
-    if (part == "participants" && path.size() == 4) {
-      if (method != HTTPServerRequest::HTTP_POST) return NotAllowed(request, response, "POST");
-      auto add = ParsedBody(request, response, ParseAddParticipants);
-      if (!add) return;
-      return ChangeMembers(response, caller, id, add->kms_message,
-                           [&] { return service.AddParticipants(caller, id, add->user_ids); });
-    }
-    if (part == "participants" && path.size() == 5) {
-      if (method != HTTPServerRequest::HTTP_DELETE) return NotAllowed(request, response, "DELETE");
-      std::string kms_message;
-      const bool has_body = (request.hasContentLength() && request.getContentLength64() > 0) ||
-                            request.getChunkedTransferEncoding();
-      if (has_body) {
-        auto removal = ParsedBody(request, response, ParseRemoveParticipant);
-        if (!removal) return;
-        kms_message = std::move(*removal);
-      }
-      const std::string& user = path[4];
-      return ChangeMembers(response, caller, id, kms_message,
-                           [&] { return service.RemoveParticipant(caller, id, user); });
-    }
-    if (part == "key" && path.size() == 4) {
-      if (method != HTTPServerRequest::HTTP_PUT) return NotAllowed(request, response, "PUT");
-      auto rotate = ParsedBody(request, response, ParseRotateKey);
-      if (!rotate) return;
-      return ChangeMembers(response, caller, id, rotate->kms_message,
-                           [&] { return service.RotateKey(caller, id, rotate->key_uri); });
-    }
-    if (part == "title" && path.size() == 4) {
-      if (method != HTTPServerRequest::HTTP_PUT) return NotAllowed(request, response, "PUT");
-      auto title = ParsedBody(request, response, ParseSetTitle);
-      if (!title) return;
-      auto activity = service.SetTitle(caller, id, *title);
-      if (!activity.ok()) return SendError(response, activity.error());
-      return SendJson(response, 200, ActivityJson(*activity));
-    }
-    if (part == "activities" && path.size() == 4) {
-      if (method == HTTPServerRequest::HTTP_POST) {
-        auto post = ParsedBody(request, response, ParsePost);
-        if (!post) return;
-        auto activity = service.PostActivity(caller, id, *post);
-        if (!activity.ok()) return SendError(response, activity.error());
-        return SendJson(response, 201, ActivityJson(*activity));
-      }
-      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET, POST");
-      return History(response, caller, id, query);
-    }
-    if (part == "activities" && path.size() == 5) {
-      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
-      auto activity = service.GetActivity(caller, id, path[4]);
-      if (!activity.ok()) return SendError(response, activity.error());
-      return SendJson(response, 200, ActivityJson(*activity));
-    }
-    if (part == "files" && path.size() == 4) {
-      if (method != HTTPServerRequest::HTTP_POST) return NotAllowed(request, response, "POST");
-      return Upload(request, response, caller, id);
-    }
-    if (part == "files" && path.size() == 5) {
-      if (method != HTTPServerRequest::HTTP_GET) return NotAllowed(request, response, "GET");
-      return Download(response, caller, id, path[4]);
-    }
-    Discard(request, response);
-    SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
+  Response CreateConversation(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(auto create, ParsedBody(request, ParseCreateConversation));
+    SR_ASSIGN_OR_RETURN(auto answer,
+                        RelayEmbedded(create.kms_message, create.conversation.kms_resource_uri));
+    SR_ASSIGN_OR_RETURN(Conversation conversation,
+                        service_.CreateConversation(caller, create.conversation));
+    return Response::Json(201,
+                          WithKmsAnswer("conversation", ConversationJson(conversation), answer));
   }
 
-  void CreateConversation(HTTPServerRequest& request, HTTPServerResponse& response,
-                          const Caller& caller) {
-    auto create = ParsedBody(request, response, ParseCreateConversation);
-    if (!create) return;
-    auto answer = RelayEmbedded(create->kms_message, create->conversation.kms_resource_uri);
-    if (!answer.ok()) return SendError(response, answer.error());
-    auto conversation = state_->service.CreateConversation(caller, create->conversation);
-    if (!conversation.ok()) return SendError(response, conversation.error());
-    SendJson(response, 201,
-             WithKmsAnswer("conversation", ConversationJson(*conversation), *answer));
+  Response GetConversation(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(Conversation conversation,
+                        service_.GetConversation(caller, request.param("id")));
+    return Response::Json(200, ConversationJson(conversation));
   }
 
   // A membership or key change: the embedded KMS message (if any) goes to the conversation's KMS
   // first; only when the KMS took it does `change` run. Answers {activity, kmsAnswer?}.
   template <typename Change>
-  void ChangeMembers(HTTPServerResponse& response, const Caller& caller, const std::string& id,
-                     const std::string& kms_message, Change change) {
-    auto conversation = state_->service.GetConversation(caller, id);
-    if (!conversation.ok()) return SendError(response, conversation.error());
-    auto answer = RelayEmbedded(kms_message, conversation->kms_resource_uri);
-    if (!answer.ok()) return SendError(response, answer.error());
-    Result<Activity> activity = change();
-    if (!activity.ok()) return SendError(response, activity.error());
-    SendJson(response, 200, WithKmsAnswer("activity", ActivityJson(*activity), *answer));
+  Response ChangeMembers(const Caller& caller, const std::string& id,
+                         const std::string& kms_message, Change change) {
+    SR_ASSIGN_OR_RETURN(Conversation conversation, service_.GetConversation(caller, id));
+    SR_ASSIGN_OR_RETURN(auto answer, RelayEmbedded(kms_message, conversation.kms_resource_uri));
+    SR_ASSIGN_OR_RETURN(Activity activity, change());
+    return Response::Json(200, WithKmsAnswer("activity", ActivityJson(activity), answer));
   }
 
-  void History(HTTPServerResponse& response, const Caller& caller, const std::string& id,
-               const std::string& query) {
-    Result<HistoryQuery> parsed = ParseHistoryQuery(query);
-    if (!parsed.ok()) return SendError(response, parsed.error());
-    SendHistory(response, state_->service.History(caller, id, *parsed));
+  Response AddParticipants(Request& request, const Caller& caller) {
+    const std::string& id = request.param("id");
+    SR_ASSIGN_OR_RETURN(auto add, ParsedBody(request, ParseAddParticipants));
+    return ChangeMembers(caller, id, add.kms_message,
+                         [&] { return service_.AddParticipants(caller, id, add.user_ids); });
+  }
+
+  // The body, with the removal's KMS message, is optional.
+  Response RemoveParticipant(Request& request, const Caller& caller) {
+    const std::string& id = request.param("id");
+    const std::string& user = request.param("user");
+    std::string kms_message;
+    if (request.has_body()) {
+      SR_ASSIGN_OR_RETURN(kms_message, ParsedBody(request, ParseRemoveParticipant));
+    }
+    return ChangeMembers(caller, id, kms_message,
+                         [&] { return service_.RemoveParticipant(caller, id, user); });
+  }
+
+  Response RotateKey(Request& request, const Caller& caller) {
+    const std::string& id = request.param("id");
+    SR_ASSIGN_OR_RETURN(auto rotate, ParsedBody(request, ParseRotateKey));
+    return ChangeMembers(caller, id, rotate.kms_message,
+                         [&] { return service_.RotateKey(caller, id, rotate.key_uri); });
+  }
+
+  Response SetTitle(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(std::string title, ParsedBody(request, ParseSetTitle));
+    SR_ASSIGN_OR_RETURN(Activity activity, service_.SetTitle(caller, request.param("id"), title));
+    return Response::Json(200, ActivityJson(activity));
+  }
+
+  Response PostActivity(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(NewPost post, ParsedBody(request, ParsePost));
+    SR_ASSIGN_OR_RETURN(Activity activity,
+                        service_.PostActivity(caller, request.param("id"), post));
+    return Response::Json(201, ActivityJson(activity));
+  }
+
+  Response History(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(HistoryQuery query, ParseHistoryQuery(request.query()));
+    return HistoryAnswer(service_.History(caller, request.param("id"), query));
+  }
+
+  Response GetActivity(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(Activity activity, service_.GetActivity(caller, request.param("id"),
+                                                                request.param("activity")));
+    return Response::Json(200, ActivityJson(activity));
+  }
+
+  static Response HistoryAnswer(Result<HistoryPage> page) {
+    if (!page.ok()) return page.error();
+    return Response::Json(200, HistoryPageJson(*page));
   }
 
   // GET /v1/compliance/conversations?user=U and .../{id}/activities?user=U: a compliance
   // officer's reads (CoreService::ComplianceConversations / ComplianceHistory). Each access is
   // one log line naming the officer, the user and the conversation; never content.
-  void Compliance(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
-                  const Segments& path, const std::string& query) {
-    const bool list = path.size() == 3 && path[2] == "conversations";
-    const bool history = path.size() == 5 && path[2] == "conversations" && path[4] == "activities";
-    if (!list && !history) {
-      Discard(request, response);
-      return SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
-    }
-    if (request.getMethod() != HTTPServerRequest::HTTP_GET) {
-      return NotAllowed(request, response, "GET");
-    }
-    CoreService& service = state_->service;
-    if (list) {
-      Result<ComplianceListQuery> parsed = ParseComplianceListQuery(query);
-      if (!parsed.ok()) return SendError(response, parsed.error());
-      auto page = service.ComplianceConversations(caller, parsed->user, parsed->list.before,
-                                                  parsed->list.limit);
-      LogCompliance(caller, parsed->user, "(list)", page.ok() ? Status() : page.error());
-      if (!page.ok()) return SendError(response, page.error());
-      return SendJson(response, 200, ConversationPageJson(*page, parsed->list.limit));
-    }
-    Result<ComplianceHistoryQuery> parsed = ParseComplianceHistoryQuery(query);
-    if (!parsed.ok()) return SendError(response, parsed.error());
-    auto page = service.ComplianceHistory(caller, parsed->user, path[3], parsed->history);
-    LogCompliance(caller, parsed->user, path[3], page.ok() ? Status() : page.error());
-    SendHistory(response, std::move(page));
+  Response ComplianceConversations(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(ComplianceListQuery query, ParseComplianceListQuery(request.query()));
+    auto page =
+        service_.ComplianceConversations(caller, query.user, query.list.before, query.list.limit);
+    LogCompliance(caller, query.user, "(list)", page.ok() ? Status() : page.error());
+    if (!page.ok()) return page.error();
+    return Response::Json(200, ConversationPageJson(*page, query.list.limit));
+  }
+
+  Response ComplianceHistory(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(ComplianceHistoryQuery query, ParseComplianceHistoryQuery(request.query()));
+    const std::string& id = request.param("id");
+    auto page = service_.ComplianceHistory(caller, query.user, id, query.history);
+    LogCompliance(caller, query.user, id, page.ok() ? Status() : page.error());
+    return HistoryAnswer(std::move(page));
   }
 
   static void LogCompliance(const Caller& officer, const std::string& user,
@@ -497,110 +378,93 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     };
     std::cerr << "cored: compliance: officer " << quoted(officer.user_id) << " (org "
               << quoted(officer.org) << ") read user " << quoted(user) << " conversation "
-              << quoted(conversation) << ": " << (outcome.ok() ? "ok" : CodeFor(outcome.error()))
+              << quoted(conversation) << ": "
+              << (outcome.ok() ? "ok"
+                               : http::ErrorCodeText(outcome.error(), http::CodeStyle::kSnakeCase))
               << std::endl;
   }
 
-  void SendHistory(HTTPServerResponse& response, Result<HistoryPage> page) {
-    if (!page.ok()) return SendError(response, page.error());
-    SendJson(response, 200, HistoryPageJson(*page));
-  }
-
-  void Upload(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
-              const std::string& id) {
-    const std::uint64_t max = state_->options.max_file_bytes;
-    if (MediaType(request) != "application/octet-stream") {
-      Discard(request, response);
-      return SendError(response, 415, "media_type",
-                       "upload the encrypted file as Content-Type: application/octet-stream");
+  // The encrypted file, streamed to the files directory as it arrives; never more than
+  // max_file_bytes.
+  Response Upload(Request& request, const Caller& caller) {
+    const std::uint64_t max = max_file_bytes_;
+    if (request.media_type() != "application/octet-stream") {
+      return Response::Refusal(
+          415, "media_type", "upload the encrypted file as Content-Type: application/octet-stream");
     }
     auto too_large = [&] {
-      http::RefuseBody(request, response, 413, "file_size",
-                       "an encrypted file is at most " + std::to_string(max) + " bytes");
+      return Response::Refusal(413, "file_size",
+                               "an encrypted file is at most " + std::to_string(max) + " bytes")
+          .Closing();
     };
-    if (request.hasContentLength() &&
-        static_cast<std::uint64_t>(request.getContentLength64()) > max) {
+    const Poco::Net::HTTPRequest& head = request.head();
+    if (head.hasContentLength() && static_cast<std::uint64_t>(head.getContentLength64()) > max) {
       return too_large();
     }
-    auto upload = state_->service.BeginUpload(caller, id);
-    if (!upload.ok()) {
-      Discard(request, response);
-      return SendError(response, upload.error());
-    }
-    std::istream& in = request.stream();
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<CoreService::Upload> upload,
+                        service_.BeginUpload(caller, request.param("id")));
     std::vector<char> chunk(64 * 1024);
-    while (HasBody(request) && in) {
-      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-      const auto n = static_cast<std::size_t>(in.gcount());
-      if (n == 0) break;
-      Status written = (*upload)->Write(chunk.data(), n);
+    while (const std::size_t n = request.Read(chunk.data(), chunk.size())) {
+      Status written = upload->Write(chunk.data(), n);
       if (!written.ok()) {
         if (written.error().code() == ErrorCode::kResourceExhausted) return too_large();
-        response.setKeepAlive(false);
-        return SendError(response, written.error());
+        return Response(written.error()).Closing();
       }
     }
-    if (request.hasContentLength() &&
-        (*upload)->size() != static_cast<std::uint64_t>(request.getContentLength64())) {
-      response.setKeepAlive(false);
-      return SendError(response, 400, "invalid_argument",
-                       "the upload ended before Content-Length bytes arrived");
+    if (head.hasContentLength() &&
+        upload->size() != static_cast<std::uint64_t>(head.getContentLength64())) {
+      return Response(Error(ErrorCode::kInvalidArgument,
+                            "the upload ended before Content-Length bytes arrived"))
+          .Closing();
     }
-    auto file = state_->service.FinishUpload(std::move(upload).value());
-    if (!file.ok()) return SendError(response, file.error());
-    SendJson(response, 201, FileJson(*file));
+    SR_ASSIGN_OR_RETURN(FileInfo file, service_.FinishUpload(std::move(upload)));
+    return Response::Json(201, FileJson(file));
   }
 
-  void Download(HTTPServerResponse& response, const Caller& caller, const std::string& id,
-                const std::string& file_id) {
-    auto file = state_->service.OpenFile(caller, id, file_id);
-    if (!file.ok()) return SendError(response, file.error());
-    response.set("Cache-Control", "no-store");
-    response.set("X-Content-SHA256", file->first.sha256_hex);
-    response.sendFile(file->second, "application/octet-stream");
+  Response Download(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(auto file,
+                        service_.OpenFile(caller, request.param("id"), request.param("file")));
+    Response response;
+    response.content_type = "application/octet-stream";
+    response.file = std::move(file.second);
+    return response.With("X-Content-SHA256", file.first.sha256_hex);
   }
 
-  void Index(HTTPServerRequest& request, HTTPServerResponse& response, const Caller& caller,
-             const Segments& path) {
-    const std::string& method = request.getMethod();
-    if (path.size() == 3 && path[2] == "search") {
-      if (method != HTTPServerRequest::HTTP_POST) return NotAllowed(request, response, "POST");
-      auto query = ParsedBody(request, response, ParseSearch);
-      if (!query) return;
-      auto page = state_->service.MatchTokens(caller, *query);
-      if (!page.ok()) return SendError(response, page.error());
-      return SendJson(response, 200, SearchPageJson(*page));
-    }
-    if (path.size() == 4) {  // /v1/index/{conversation}/{activity}
-      if (method != HTTPServerRequest::HTTP_PUT) return NotAllowed(request, response, "PUT");
-      auto tokens = ParsedBody(request, response, ParseIndexTokens);
-      if (!tokens) return;
-      Status put = state_->service.PutIndexTokens(caller, path[2], path[3], *tokens);
-      if (!put.ok()) return SendError(response, put.error());
-      response.setStatusAndReason(HTTPResponse::HTTP_NO_CONTENT);
-      response.setContentLength(0);
-      response.send();
-      return;
-    }
-    Discard(request, response);
-    SendError(response, 404, "not_found", "no such endpoint (see docs/api/core.md)");
+  Response Search(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(SearchQuery query, ParsedBody(request, ParseSearch));
+    SR_ASSIGN_OR_RETURN(SearchPage page, service_.MatchTokens(caller, query));
+    return Response::Json(200, SearchPageJson(page));
   }
 
-  std::shared_ptr<CoreServer::State> state_;
+  // PUT /v1/index/{conversation}/{activity}: the indexer's tokens for one activity; 204.
+  Response PutIndexTokens(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(std::vector<std::string> tokens, ParsedBody(request, ParseIndexTokens));
+    SR_RETURN_IF_ERROR(service_.PutIndexTokens(caller, request.param("conversation"),
+                                               request.param("activity"), tokens));
+    Response response;
+    response.status = 204;
+    return response;
+  }
+
+  CoreService& service_;
+  const JwtVerifier& verifier_;
+  RealtimeHub& hub_;
+  KmsRelay& relay_;
+  const std::uint64_t max_file_bytes_;
+  RateLimiter limiter_;
+  http::Routes<> open_{kNotFound};
+  http::Routes<const Caller&> users_{kNotFound};
 };
 
-class HandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {
- public:
-  explicit HandlerFactory(std::shared_ptr<CoreServer::State> state) : state_(std::move(state)) {}
-  Poco::Net::HTTPRequestHandler* createRequestHandler(const HTTPServerRequest&) override {
-    return new Handler(state_);
-  }
+CoreRoutes::CoreRoutes(CoreService& service, const JwtVerifier& verifier, RealtimeHub& hub,
+                       KmsRelay& relay, const CoreServerOptions& options)
+    : http::Endpoint("cored", "the core failed to process the request",
+                     http::CodeStyle::kSnakeCase),
+      impl_(std::make_unique<Impl>(service, verifier, hub, relay, options)) {}
 
- private:
-  std::shared_ptr<CoreServer::State> state_;
-};
+CoreRoutes::~CoreRoutes() = default;
 
-}  // namespace
+http::Response CoreRoutes::Serve(http::Request& request) { return impl_->Serve(request); }
 
 Result<std::unique_ptr<CoreServer>> CoreServer::Start(const CoreServerOptions& options,
                                                       CoreService& service,
@@ -612,8 +476,7 @@ Result<std::unique_ptr<CoreServer>> CoreServer::Start(const CoreServerOptions& o
   }
   SR_ASSIGN_OR_RETURN(auto context, MakeTlsServerContext("the core's HTTPS listener",
                                                          options.tls_cert, options.tls_key));
-  auto state = std::shared_ptr<State>(new State{
-      service, verifier, hub, relay, options, RateLimiter(options.rate_per_s, options.rate_burst)});
+  auto routes = std::make_unique<CoreRoutes>(service, verifier, hub, relay, options);
   http::HttpsServerOptions https;
   https.listen_host = options.listen_host;
   https.listen_port = options.listen_port;
@@ -624,16 +487,18 @@ Result<std::unique_ptr<CoreServer>> CoreServer::Start(const CoreServerOptions& o
   https.io_timeout = options.io_timeout;
   https.server_name = "cored";
   Result<std::unique_ptr<http::HttpsServer>> server =
-      http::HttpsServer::Start(https, context, new HandlerFactory(state));
+      http::HttpsServer::Start(https, context, http::EndpointHandlerFactory(*routes));
   if (!server.ok()) {
     Poco::Net::uninitializeSSL();
     return server.error();
   }
-  return std::unique_ptr<CoreServer>(new CoreServer(std::move(state), std::move(server).value()));
+  return std::unique_ptr<CoreServer>(
+      new CoreServer(std::move(routes), hub, std::move(server).value()));
 }
 
-CoreServer::CoreServer(std::shared_ptr<State> state, std::unique_ptr<http::HttpsServer> server)
-    : state_(std::move(state)), server_(std::move(server)) {}
+CoreServer::CoreServer(std::unique_ptr<CoreRoutes> routes, RealtimeHub& hub,
+                       std::unique_ptr<http::HttpsServer> server)
+    : routes_(std::move(routes)), hub_(hub), server_(std::move(server)) {}
 
 CoreServer::~CoreServer() {
   Stop();
@@ -647,8 +512,8 @@ void CoreServer::Stop() {
   if (stopped_) return;
   stopped_ = true;
   server_->StopAccepting();
-  state_->hub.Stop();  // realtime loops end and close their sockets
-  server_->Stop();     // waits for each connection's request in flight
+  hub_.Stop();      // realtime loops end and close their sockets
+  server_->Stop();  // waits for each connection's request in flight
 }
 
 }  // namespace strongroom::core

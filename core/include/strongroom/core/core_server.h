@@ -23,6 +23,7 @@
 #include <string>
 
 #include "strongroom/common/error.h"
+#include "strongroom/common/http_router.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/core/api_requests.h"
 #include "strongroom/core/core_service.h"
@@ -50,6 +51,25 @@ struct CoreServerOptions {
   std::chrono::seconds io_timeout{30};
 };
 
+// The API as route tables of small handlers, without a socket: GET /health and GET /relay/kms
+// for anyone, every other path (unknown ones too) after the caller's core token and rate limit.
+// CoreServer serves it over HTTPS; tests call http::Answer on it. `service`, `verifier`, `hub`
+// and `relay` must outlive it.
+class CoreRoutes : public http::Endpoint {
+ public:
+  CoreRoutes(CoreService& service, const JwtVerifier& verifier, RealtimeHub& hub, KmsRelay& relay,
+             const CoreServerOptions& options);
+  ~CoreRoutes() override;
+  CoreRoutes(const CoreRoutes&) = delete;
+  CoreRoutes& operator=(const CoreRoutes&) = delete;
+
+  http::Response Serve(http::Request& request) override;
+
+ private:
+  class Impl;  // the handlers, the route tables, the rate limiter
+  std::unique_ptr<Impl> impl_;
+};
+
 class CoreServer {
  public:
   // Binds and starts serving. `service`, `verifier`, `hub` and `relay` must outlive the server.
@@ -66,13 +86,13 @@ class CoreServer {
   // Stops accepting, ends realtime connections, waits for requests in flight. Idempotent.
   void Stop();
 
-  struct State;
-
  private:
-  CoreServer(std::shared_ptr<State> state, std::unique_ptr<http::HttpsServer> server);
+  CoreServer(std::unique_ptr<CoreRoutes> routes, RealtimeHub& hub,
+             std::unique_ptr<http::HttpsServer> server);
 
-  std::shared_ptr<State> state_;
-  std::unique_ptr<http::HttpsServer> server_;
+  std::unique_ptr<CoreRoutes> routes_;
+  RealtimeHub& hub_;
+  std::unique_ptr<http::HttpsServer> server_;  // stopped before routes_ goes
   bool stopped_ = false;
 };
 

@@ -1,0 +1,325 @@
+// cored's routes (CoreRoutes, core_server.h) without a socket: each request is made as a value
+// and answered by http::Answer, over a real CoreService on SQLite, a real JwtVerifier (tokens
+// minted with a key made here), a RealtimeHub and a KmsRelay with no KMS attached. cored_test.cc
+// drives the same routes through the cored binary over HTTPS.
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/UUIDGenerator.h>
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "../support/test_dir.h"
+#include "strongroom/common/jose/dir_jwe.h"
+#include "strongroom/common/jwt.h"
+#include "strongroom/core/core_server.h"
+
+namespace strongroom::core {
+namespace {
+
+using Poco::JSON::Object;
+
+constexpr char kIssuer[] = "https://idp.acme.test";
+constexpr char kAlice[] = "alice@acme.test";
+constexpr char kBob[] = "bob@acme.test";
+constexpr char kIndexer[] = "indexer@acme.test";
+constexpr char kKms[] = "kms://kms.acme.test";
+
+std::string NewUuid() { return Poco::UUIDGenerator::defaultGenerator().createRandom().toString(); }
+
+Object::Ptr Parse(const std::string& text) {
+  return Poco::JSON::Parser().parse(text).extract<Object::Ptr>();
+}
+
+std::string CodeOf(const http::Response& answer) {
+  return Parse(answer.body)->getValue<std::string>("code");
+}
+
+std::string Sha256Hex(const std::string& data) {
+  unsigned char digest[32];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  std::string hex;
+  for (unsigned i = 0; i < length; ++i) {
+    hex += "0123456789abcdef"[digest[i] >> 4];
+    hex += "0123456789abcdef"[digest[i] & 15];
+  }
+  return hex;
+}
+
+class CoreRoutesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = Database::OpenSqlite((dir_ / "core.db").string(), CoreService::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
+    CoreServiceConfig config;
+    config.files_dir = (dir_ / "files").string();
+    config.indexer_user_id = kIndexer;
+    config.indexer_org = "acme";
+    auto service = CoreService::New(config, *db_);
+    ASSERT_TRUE(service.ok()) << service.error().ToString();
+    service_ = std::move(service).value();
+    auto key = jose::EcKeyPair::Generate("acme-1");
+    ASSERT_TRUE(key.ok());
+    key_ = std::make_unique<jose::EcKeyPair>(std::move(key).value());
+    TrustedIssuer issuer{kIssuer, "acme", {*key_->PublicKey()}, {"acme.test"}};
+    auto verifier = JwtVerifier::New({issuer}, "core", std::chrono::seconds(60));
+    ASSERT_TRUE(verifier.ok()) << verifier.error().ToString();
+    verifier_ = std::make_unique<JwtVerifier>(std::move(verifier).value());
+    hub_ = std::make_unique<RealtimeHub>(*service_);
+    auto relay = KmsRelay::New({});
+    ASSERT_TRUE(relay.ok());
+    relay_ = std::move(relay).value();
+    options_.max_file_bytes = 1024;
+    Make();
+  }
+
+  void Make() {
+    routes_ = std::make_unique<CoreRoutes>(*service_, *verifier_, *hub_, *relay_, options_);
+  }
+
+  std::string Bearer(const std::string& user, const std::string& audience = "core") {
+    return *MintJwt(*key_, {kIssuer, user, audience, std::time(nullptr) - 5, 3600});
+  }
+
+  // The answer to `method target` with `body`; `user` empty: no Authorization.
+  http::Response Call(const std::string& method, const std::string& target, const std::string& user,
+                      const std::string& body = "", const std::string& type = "application/json") {
+    Poco::Net::HTTPRequest head(method, target, Poco::Net::HTTPMessage::HTTP_1_1);
+    if (!user.empty()) head.set("Authorization", "Bearer " + Bearer(user));
+    if (!body.empty()) {
+      head.setContentLength64(static_cast<Poco::Int64>(body.size()));
+      head.setContentType(type);
+    }
+    std::istringstream stream(body);
+    http::Request request(head, stream);
+    return http::Answer(*routes_, request);
+  }
+
+  // A conversation of alice's (and bob's, when `with_bob`), with its current key.
+  std::string CreateConversation(bool with_bob = false) {
+    const std::string body = "{\"kmsResourceUri\":\"" + std::string(kKms) + "/resources/" +
+                             NewUuid() + "\",\"keyUri\":\"" + key_uri_ + "\"" +
+                             (with_bob ? ",\"participants\":[\"" + std::string(kBob) + "\"]" : "") +
+                             "}";
+    http::Response created = Call("POST", "/v1/conversations", kAlice, body);
+    EXPECT_EQ(created.status, 201) << created.body;
+    return Parse(created.body)->getObject("conversation")->getValue<std::string>("id");
+  }
+
+  std::string Content(const std::string& text) {
+    static const std::vector<std::uint8_t> kKey(32, 7);
+    return jose::EncryptDir(
+               kKey, key_uri_,
+               std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()))
+        .value();
+  }
+
+  testing::TestDir dir_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<CoreService> service_;
+  std::unique_ptr<jose::EcKeyPair> key_;
+  std::unique_ptr<JwtVerifier> verifier_;
+  std::unique_ptr<RealtimeHub> hub_;
+  std::unique_ptr<KmsRelay> relay_;
+  CoreServerOptions options_;
+  std::unique_ptr<CoreRoutes> routes_;
+  const std::string key_uri_ = std::string(kKms) + "/keys/" + NewUuid();
+};
+
+TEST_F(CoreRoutesTest, EveryPathButHealthAndTheRelayNeedsACoreTokenUnknownOnesToo) {
+  for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/v1/conversations"},
+           {"POST", "/kms/messages?cluster=kms://kms.acme.test"},
+           {"GET", "/v1/events"},
+           {"GET", "/v1/nothing"},
+           {"DELETE", "/v1/index/search"}}) {
+    http::Response answer = Call(method, target, "");
+    EXPECT_EQ(answer.status, 401) << method << " " << target;
+    EXPECT_EQ(CodeOf(answer), "unauthenticated");
+    EXPECT_EQ(answer.header("WWW-Authenticate"), "Bearer");
+  }
+  // A token for the KMS is not one for the core.
+  Poco::Net::HTTPRequest head("GET", "/v1/conversations", Poco::Net::HTTPMessage::HTTP_1_1);
+  head.set("Authorization", "Bearer " + Bearer(kAlice, "kms"));
+  std::istringstream none;
+  http::Request kms_token(head, none);
+  EXPECT_EQ(http::Answer(*routes_, kms_token).status, 401);
+
+  http::Response health = Call("GET", "/health", "");
+  ASSERT_EQ(health.status, 200);
+  EXPECT_EQ(Parse(health.body)->getValue<std::string>("status"), "ok");
+  http::Response post_health = Call("POST", "/health", "");
+  EXPECT_EQ(post_health.status, 405);
+  EXPECT_EQ(post_health.header("Allow"), "GET");
+  // The relay's own credential is checked when it takes the connection over.
+  http::Response relay = Call("GET", "/relay/kms", "");
+  EXPECT_EQ(relay.status, 101);
+  EXPECT_TRUE(relay.takeover);
+}
+
+TEST_F(CoreRoutesTest, AConversationIsCreatedListedAndShownToItsParticipantsOnly) {
+  const std::string id = CreateConversation();
+  http::Response mine = Call("GET", "/v1/conversations/" + id, kAlice);
+  ASSERT_EQ(mine.status, 200) << mine.body;
+  EXPECT_EQ(Parse(mine.body)->getValue<std::string>("id"), id);
+  EXPECT_EQ(mine.content_type, "application/json");
+  http::Response list = Call("GET", "/v1/conversations?limit=10", kAlice);
+  ASSERT_EQ(list.status, 200) << list.body;
+  EXPECT_EQ(Parse(list.body)->getArray("items")->size(), 1u);
+  http::Response not_bobs = Call("GET", "/v1/conversations/" + id, kBob);
+  EXPECT_EQ(not_bobs.status, 404);
+  EXPECT_EQ(CodeOf(not_bobs), "not_found");
+  EXPECT_EQ(Call("GET", "/v1/conversations?limit=x", kAlice).status, 400);
+}
+
+TEST_F(CoreRoutesTest, KnownPathsWithAnotherMethodAre405WithAllowAndOthers404) {
+  const struct {
+    const char* method;
+    const char* target;
+    const char* allow;
+  } refused[] = {
+      {"PATCH", "/v1/conversations", "GET, POST"},
+      {"PUT", "/v1/conversations/c/activities", "GET, POST"},
+      {"POST", "/v1/conversations/c", "GET"},
+      {"GET", "/v1/conversations/c/participants/u", "DELETE"},
+      {"GET", "/v1/index/search", "POST"},
+      {"GET", "/v1/index/c/a", "PUT"},
+      {"POST", "/v1/events", "GET"},
+      {"GET", "/kms/messages", "POST"},
+  };
+  for (const auto& r : refused) {
+    http::Response answer = Call(r.method, r.target, kAlice);
+    EXPECT_EQ(answer.status, 405) << r.method << " " << r.target;
+    EXPECT_EQ(answer.header("Allow"), r.allow) << r.target;
+    EXPECT_EQ(CodeOf(answer), "method_not_allowed");
+  }
+  for (const char* target : {"/v1", "/v1/compliance/other", "/v1/conversations/c/x",
+                             "/v1/conversations/c/files/f/g", "/kms"}) {
+    http::Response answer = Call("GET", target, kAlice);
+    EXPECT_EQ(answer.status, 404) << target;
+    EXPECT_EQ(CodeOf(answer), "not_found");
+  }
+  // A path that is not validly percent-encoded is bad input (it was an exception, and a 500).
+  http::Response bad = Call("GET", "/v1/conversations/%zz", kAlice);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(CodeOf(bad), "invalid_argument");
+}
+
+TEST_F(CoreRoutesTest, ABodyMustBeJsonWithinItsLimitAndWellFormedOrNothingIsMade) {
+  const std::string body = "{\"kmsResourceUri\":\"" + std::string(kKms) + "/resources/" +
+                           NewUuid() + "\",\"keyUri\":\"" + key_uri_ + "\"}";
+  http::Response text = Call("POST", "/v1/conversations", kAlice, body, "text/plain");
+  EXPECT_EQ(text.status, 415);
+  EXPECT_EQ(CodeOf(text), "media_type");
+  http::Response big =
+      Call("POST", "/v1/conversations", kAlice, std::string(kMaxJsonRequestBytes + 1, ' '));
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(CodeOf(big), "body_size");
+  EXPECT_TRUE(big.close);
+  http::Response unknown = Call("POST", "/v1/conversations", kAlice, "{\"kmsResourceUri\":1}");
+  EXPECT_EQ(unknown.status, 400);
+  EXPECT_EQ(CodeOf(unknown), "invalid_argument");
+  EXPECT_EQ(Call("GET", "/v1/conversations", kAlice).body, "{\"items\":[]}");
+}
+
+TEST_F(CoreRoutesTest, AFloodFromOneUserIs429WithRetryAfterAndOthersAreServed) {
+  options_.rate_per_s = 1;
+  options_.rate_burst = 1;
+  Make();
+  std::optional<http::Response> limited;
+  for (int i = 0; i < 10 && !limited; ++i) {
+    http::Response answer = Call("GET", "/v1/conversations", kAlice);
+    if (answer.status == 429) limited = answer;
+  }
+  ASSERT_TRUE(limited) << "ten requests at once within a rate of one a second";
+  EXPECT_EQ(CodeOf(*limited), "rate_limited");
+  EXPECT_GE(std::stoi(limited->header("Retry-After")), 1);
+  EXPECT_EQ(Call("GET", "/v1/conversations", kBob).status, 200);
+}
+
+TEST_F(CoreRoutesTest, EventsTakeTheConnectionOverAndABadCursorIs400) {
+  http::Response events = Call("GET", "/v1/events?cursor=0", kAlice);
+  EXPECT_EQ(events.status, 101);
+  EXPECT_TRUE(events.takeover);
+  http::Response bad = Call("GET", "/v1/events?cursor=x", kAlice);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(CodeOf(bad), "invalid_argument");
+  EXPECT_FALSE(bad.takeover);
+}
+
+TEST_F(CoreRoutesTest, ASealedKmsMessageIsRelayedOr503WhenItsKmsIsNotAttached) {
+  const std::string target = "/kms/messages?cluster=" + std::string(kKms);
+  http::Response json = Call("POST", target, kAlice, "a.b.c.d.e", "application/json");
+  EXPECT_EQ(json.status, 415);
+  EXPECT_EQ(CodeOf(json), "media_type");
+  http::Response unnamed = Call("POST", "/kms/messages", kAlice, "a.b.c.d.e", "application/jose");
+  EXPECT_EQ(unnamed.status, 400);
+  // No KMS of that cluster is attached to this relay: 503 at once, with Retry-After.
+  http::Response absent = Call("POST", target, kAlice, "a.b.c.d.e", "application/jose");
+  EXPECT_EQ(absent.status, 503);
+  EXPECT_EQ(CodeOf(absent), "unavailable");
+  EXPECT_EQ(absent.header("Retry-After"), "1");
+}
+
+TEST_F(CoreRoutesTest, AFileIsStreamedInAndAnsweredAsTheStoredFile) {
+  const std::string id = CreateConversation();
+  const std::string blob = "an encrypted file's bytes";
+  http::Response stored =
+      Call("POST", "/v1/conversations/" + id + "/files", kAlice, blob, "application/octet-stream");
+  ASSERT_EQ(stored.status, 201) << stored.body;
+  const std::string file_id = Parse(stored.body)->getValue<std::string>("id");
+  EXPECT_EQ(Parse(stored.body)->getValue<std::string>("sha256"), Sha256Hex(blob));
+
+  http::Response download = Call("GET", "/v1/conversations/" + id + "/files/" + file_id, kAlice);
+  ASSERT_EQ(download.status, 200) << download.body;
+  EXPECT_EQ(download.content_type, "application/octet-stream");
+  EXPECT_EQ(download.header("X-Content-SHA256"), Sha256Hex(blob));
+  std::ifstream file(download.file, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(file), {}), blob);
+  EXPECT_EQ(Call("GET", "/v1/conversations/" + id + "/files/" + file_id, kBob).status, 404);
+
+  http::Response text =
+      Call("POST", "/v1/conversations/" + id + "/files", kAlice, blob, "text/plain");
+  EXPECT_EQ(text.status, 415);
+  http::Response big =
+      Call("POST", "/v1/conversations/" + id + "/files", kAlice,
+           std::string(options_.max_file_bytes + 1, 'x'), "application/octet-stream");
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(CodeOf(big), "file_size");
+  EXPECT_TRUE(big.close);
+}
+
+TEST_F(CoreRoutesTest, TheIndexerPutsTokensWith204AndFindsThem) {
+  const std::string id = CreateConversation();
+  http::Response posted = Call("POST", "/v1/conversations/" + id + "/activities", kAlice,
+                               "{\"content\":\"" + Content("hello") + "\"}");
+  ASSERT_EQ(posted.status, 201) << posted.body;
+  const std::string activity = Parse(posted.body)->getValue<std::string>("id");
+
+  const std::string tokens = "{\"tokens\":[\"dG9rZW4\"]}";
+  http::Response refused = Call("PUT", "/v1/index/" + id + "/" + activity, kAlice, tokens);
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_EQ(CodeOf(refused), "permission_denied");
+  http::Response put = Call("PUT", "/v1/index/" + id + "/" + activity, kIndexer, tokens);
+  EXPECT_EQ(put.status, 204) << put.body;
+  EXPECT_EQ(put.body, "");
+  EXPECT_EQ(put.content_type, "");
+
+  http::Response found = Call("POST", "/v1/index/search", kIndexer,
+                              "{\"conversationIds\":[\"" + id + "\"],\"tokens\":[\"dG9rZW4\"]}");
+  ASSERT_EQ(found.status, 200) << found.body;
+  auto items = Parse(found.body)->getArray("items");
+  ASSERT_EQ(items->size(), 1u);
+  EXPECT_EQ(items->getObject(0)->getValue<std::string>("activityId"), activity);
+}
+
+}  // namespace
+}  // namespace strongroom::core
