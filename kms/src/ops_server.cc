@@ -5,16 +5,8 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/Net/Context.h>
-#include <Poco/Net/HTTPRequestHandler.h>
-#include <Poco/Net/HTTPRequestHandlerFactory.h>
-#include <Poco/Net/HTTPServerParams.h>
-#include <Poco/Net/HTTPServerRequest.h>
-#include <Poco/Net/HTTPServerResponse.h>
 #include <Poco/Net/SSLManager.h>
-#include <Poco/Net/SecureServerSocket.h>
-#include <Poco/Net/SocketAddress.h>
 #include <Poco/String.h>
-#include <Poco/URI.h>
 #include <Poco/Util/IniFileConfiguration.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -27,7 +19,7 @@
 #include <vector>
 
 #include "strongroom/common/config_file.h"
-#include "strongroom/common/http_support.h"
+#include "strongroom/common/https_server.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/common/tls.h"
@@ -40,32 +32,23 @@ namespace {
 
 using Poco::JSON::Object;
 
+using http::Request;
+using http::Response;
+
 constexpr std::size_t kMaxOperatorName = 64;
 constexpr std::size_t kMaxFailuresShown = 20;
-constexpr std::size_t kMaxOpsDrainBytes = 1024 * 1024;  // read and dropped after a too-large body
 
-std::string Json(const Object& o) {
+Response JsonResponse(int status, const Object& body) {
   std::ostringstream out;
-  o.stringify(out);
-  return out.str();
+  body.stringify(out);
+  return Response::Json(status, out.str());
 }
 
-OpsReply JsonReply(int status, const Object& body) {
-  OpsReply reply;
-  reply.status = status;
-  reply.body = Json(body);
-  return reply;
-}
-
-OpsReply ErrorReply(int status, ErrorCode code, const std::string& message) {
-  Object body;
-  body.set("code", std::string(ErrorCodeName(code)));
-  body.set("message", message);
-  return JsonReply(status, body);
-}
-
-OpsReply ErrorReply(const Error& error) {
-  return ErrorReply(HttpStatusFor(error.code()), error.code(), error.message());
+// The organization the path names, or the refusal of an invalid name.
+http::OrAnswer<std::string> OrgOf(const Request& request) {
+  const std::string& org = request.param("org");
+  SR_RETURN_IF_ERROR(hsm::ValidateOrgName(org));
+  return org;
 }
 
 std::string Text(const Poco::Util::AbstractConfiguration& config, const std::string& key) {
@@ -207,96 +190,13 @@ Result<std::array<std::uint8_t, 32>> ReadOpsTokenDigest(const std::string& path)
   return Sha256(token.view());
 }
 
-// Reads a body of at most kMaxOpsBodyBytes into `body`; false if it is longer (then up to
-// kMaxOpsDrainBytes are read and dropped).
-static bool ReadBody(std::istream& in, std::string& body) {
-  std::vector<char> buffer(kMaxOpsBodyBytes + 1);
-  in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-  std::size_t got = static_cast<std::size_t>(in.gcount());
-  if (got <= kMaxOpsBodyBytes) {
-    body.assign(buffer.data(), got);
-    return true;
-  }
-  while (in && got < kMaxOpsDrainBytes) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    got += static_cast<std::size_t>(in.gcount());
-  }
-  return false;
-}
-
-// The adapter that meets Poco: the one place exceptions are caught.
-class OpsRequestHandler : public Poco::Net::HTTPRequestHandler {
- public:
-  explicit OpsRequestHandler(OpsServer& server) : server_(server) {}
-
-  void handleRequest(Poco::Net::HTTPServerRequest& request,
-                     Poco::Net::HTTPServerResponse& response) override {
-    OpsReply reply;
-    try {
-      if (std::optional<std::string> problem = http::FramingProblem(request)) {
-        return http::RefuseFraming(request, response, *problem);
-      }
-      OpsRequest r;
-      r.method = request.getMethod();
-      r.path = Poco::URI(request.getURI()).getPath();
-      r.authorization = request.get("Authorization", "");
-      r.operator_name = request.get("X-Strongroom-Operator", "");
-      // The body is read (bounded) before answering, even a refusal: a server that closes with
-      // unread input makes TCP reset the connection, and the client may lose the answer.
-      bool too_big = request.hasContentLength() &&
-                     request.getContentLength64() > static_cast<Poco::Int64>(kMaxOpsDrainBytes);
-      if (!too_big) too_big = !ReadBody(request.stream(), r.body);
-      if (!server_.Authorized(r.authorization)) {
-        r.body.clear();
-        reply = server_.Handle(r);  // 401
-        response.setKeepAlive(false);
-      } else if (too_big) {
-        reply =
-            ErrorReply(413, ErrorCode::kResourceExhausted,
-                       "the request body exceeds " + std::to_string(kMaxOpsBodyBytes) + " bytes");
-        response.setKeepAlive(false);
-      } else {
-        reply = server_.Handle(r);
-      }
-    } catch (const Poco::Exception& e) {
-      reply = ErrorReply(500, ErrorCode::kInternal, "the request failed: " + e.displayText());
-    } catch (const std::exception& e) {
-      reply = ErrorReply(500, ErrorCode::kInternal, std::string("the request failed: ") + e.what());
-    }
-    try {
-      response.setStatusAndReason(static_cast<Poco::Net::HTTPResponse::HTTPStatus>(reply.status));
-      response.setContentType(reply.content_type);
-      response.set("Cache-Control", "no-store");
-      for (const auto& [name, value] : reply.headers) response.set(name, value);
-      response.setContentLength64(static_cast<Poco::Int64>(reply.body.size()));
-      response.send() << reply.body;
-    } catch (const std::exception&) {
-      // The client went away; nothing to tell it.
-    }
-  }
-
- private:
-  OpsServer& server_;
-};
-
-namespace {
-
-class OpsHandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {
- public:
-  explicit OpsHandlerFactory(OpsServer& server) : server_(server) {}
-  Poco::Net::HTTPRequestHandler* createRequestHandler(
-      const Poco::Net::HTTPServerRequest&) override {
-    return new OpsRequestHandler(server_);
-  }
-
- private:
-  OpsServer& server_;
-};
-
-}  // namespace
-
 struct OpsServer::Tls {
   Poco::Net::Context::Ptr context;
+};
+
+struct OpsServer::Call {
+  std::string actor;  // "operator", or "operator:<name>"
+  std::string body;
 };
 
 Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, hsm::KeyVault& vault,
@@ -319,7 +219,8 @@ Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, h
 OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
                      hsm::KeyVault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs,
                      KeyCache& cache, RewrapWorker* worker, Clock clock)
-    : settings_(settings),
+    : http::Endpoint("kmsd-ops", "the operations request failed", http::CodeStyle::kUpperCase),
+      settings_(settings),
       token_digest_(token_digest),
       vault_(vault),
       db_(db),
@@ -327,7 +228,36 @@ OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> t
       jobs_(jobs),
       cache_(cache),
       worker_(worker),
-      clock_(std::move(clock)) {}
+      clock_(std::move(clock)),
+      routes_("no such operations endpoint (see docs/operations/ops-api.md)") {
+  routes_.Add("GET", "/ops/health", [this](Request&, const Call&) { return Health(); })
+      .Add("GET", "/ops/metrics",
+           [this](Request&, const Call&) {
+             Response response;
+             response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+             response.body = metrics_.RenderPrometheus({&cache_, &vault_});
+             return response;
+           })
+      .Add("GET", "/ops/orgs/{org}/policy",
+           [this](Request& request, const Call&) -> Response {
+             SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
+             return GetPolicy(org);
+           })
+      .Add("PUT", "/ops/orgs/{org}/policy",
+           [this](Request& request, const Call& call) -> Response {
+             SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
+             return PutPolicy(org, call.actor, call.body);
+           })
+      .Add("POST", "/ops/orgs/{org}/rotate-root",
+           [this](Request& request, const Call& call) -> Response {
+             SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
+             return RotateRoot(org, call.actor);
+           })
+      .Add("GET", "/ops/orgs/{org}/rewrap", [this](Request& request, const Call&) -> Response {
+        SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
+        return GetRewrap(org);
+      });
+}
 
 OpsServer::~OpsServer() {
   Stop();
@@ -347,7 +277,7 @@ Status OpsServer::Start() {
   https.io_timeout = std::chrono::seconds(10);
   https.server_name = "kmsd-ops";
   Result<std::unique_ptr<http::HttpsServer>> server =
-      http::HttpsServer::Start(https, tls_->context, new OpsHandlerFactory(*this));
+      http::HttpsServer::Start(https, tls_->context, http::EndpointHandlerFactory(*this));
   if (!server.ok()) {
     return Error(ErrorCode::kUnavailable, "the operations listener: " + server.error().message());
   }
@@ -377,72 +307,45 @@ bool OpsServer::Authorized(const std::string& authorization) const {
   return ConstantTimeEquals(digest, token_digest_);
 }
 
-OpsReply OpsServer::Handle(const OpsRequest& request) {
-  const auto start = std::chrono::steady_clock::now();
-  OpsReply reply;
-  try {
-    if (!Authorized(request.authorization)) {
-      reply = ErrorReply(401, ErrorCode::kUnauthenticated,
-                         "an operator token is required: Authorization: Bearer <token>");
-      reply.headers["WWW-Authenticate"] = "Bearer realm=\"strongroom-ops\"";
-    } else if (!request.operator_name.empty() && !ValidOperatorName(request.operator_name)) {
-      reply = ErrorReply(400, ErrorCode::kInvalidArgument,
-                         "X-Strongroom-Operator must be 1-64 of [A-Za-z0-9._@-]");
-    } else {
-      const std::string actor = request.operator_name.empty() ? std::string("operator")
-                                                              : "operator:" + request.operator_name;
-      const std::string& path = request.path;
-      const std::string& method = request.method;
-      auto allow = [&](const char* allowed) {
-        OpsReply r =
-            ErrorReply(405, ErrorCode::kInvalidArgument,
-                       method + " is not allowed on " + path + " (allowed: " + allowed + ")");
-        r.headers["Allow"] = allowed;
-        return r;
-      };
-      constexpr std::string_view kOrgs = "/ops/orgs/";
-      if (path == "/ops/health") {
-        reply = method == "GET" ? Health() : allow("GET");
-      } else if (path == "/ops/metrics") {
-        if (method == "GET") {
-          reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
-          reply.body = metrics_.RenderPrometheus({&cache_, &vault_});
-        } else {
-          reply = allow("GET");
-        }
-      } else if (path.compare(0, kOrgs.size(), kOrgs) == 0) {
-        const std::string rest = path.substr(kOrgs.size());
-        const auto slash = rest.find('/');
-        const std::string org = rest.substr(0, slash);
-        const std::string what = slash == std::string::npos ? "" : rest.substr(slash + 1);
-        Status valid = hsm::ValidateOrgName(org);
-        if (!valid.ok()) {
-          reply = ErrorReply(valid.error());
-        } else if (what == "policy") {
-          reply = method == "GET"   ? GetPolicy(org)
-                  : method == "PUT" ? PutPolicy(org, actor, request.body)
-                                    : allow("GET, PUT");
-        } else if (what == "rotate-root") {
-          reply = method == "POST" ? RotateRoot(org, actor) : allow("POST");
-        } else if (what == "rewrap") {
-          reply = method == "GET" ? GetRewrap(org) : allow("GET");
-        } else {
-          reply = ErrorReply(404, ErrorCode::kNotFound, "no operations endpoint " + path);
-        }
-      } else {
-        reply = ErrorReply(404, ErrorCode::kNotFound, "no operations endpoint " + path);
-      }
-    }
-  } catch (const Poco::Exception& e) {
-    reply = ErrorReply(500, ErrorCode::kInternal, "the request failed: " + e.displayText());
-  } catch (const std::exception& e) {
-    reply = ErrorReply(500, ErrorCode::kInternal, std::string("the request failed: ") + e.what());
-  }
-  metrics_.RecordRequest("ops", reply.status, std::chrono::steady_clock::now() - start);
-  return reply;
+Response OpsServer::Serve(Request& request) {
+  // Counted when the answer leaves, whatever it is: an exception is answered 500 by the adapter.
+  struct Count {
+    Metrics& metrics;
+    const std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    int status = 500;
+    ~Count() { metrics.RecordRequest("ops", status, std::chrono::steady_clock::now() - start); }
+  } count{metrics_};
+  Response response = Handle(request);
+  count.status = response.status;
+  return response;
 }
 
-OpsReply OpsServer::Health() {
+Response OpsServer::Handle(Request& request) {
+  if (!Authorized(request.header("Authorization"))) {
+    return Response(Error(ErrorCode::kUnauthenticated,
+                          "an operator token is required: Authorization: Bearer <token>"))
+        .With("WWW-Authenticate", "Bearer realm=\"strongroom-ops\"")
+        .Closing();
+  }
+  std::optional<std::string> body = request.ReadBody(kMaxOpsBodyBytes);
+  if (!body) {
+    Response too_big =
+        Error(ErrorCode::kResourceExhausted,
+              "the request body exceeds " + std::to_string(kMaxOpsBodyBytes) + " bytes");
+    too_big.status = 413;
+    return too_big.Closing();
+  }
+  const std::string operator_name = request.header("X-Strongroom-Operator");
+  if (!operator_name.empty() && !ValidOperatorName(operator_name)) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "X-Strongroom-Operator must be 1-64 of [A-Za-z0-9._@-]");
+  }
+  const Call call{operator_name.empty() ? std::string("operator") : "operator:" + operator_name,
+                  std::move(*body)};
+  return routes_.Dispatch(request, call);
+}
+
+Response OpsServer::Health() {
   Object body;
   Object database;
   Status reachable = db_.WithSession([](Poco::Data::Session& s) -> Status {
@@ -482,28 +385,26 @@ OpsReply OpsServer::Health() {
   // The KMS serves while the database answers and at least one token is ready.
   const bool serving = reachable.ok() && ready > 0;
   body.set("status", !serving ? "unavailable" : ready == health.size() ? "ok" : "degraded");
-  return JsonReply(serving ? 200 : 503, body);
+  return JsonResponse(serving ? 200 : 503, body);
 }
 
-OpsReply OpsServer::GetPolicy(const std::string& org) {
-  if (Status served = CheckServed(vault_, org); !served.ok()) return ErrorReply(served.error());
+Response OpsServer::GetPolicy(const std::string& org) {
+  if (Status served = CheckServed(vault_, org); !served.ok()) return Response(served.error());
   std::string json;
   Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
     SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, org));
     json = PolicyStore::ToJson(policy);
     return OkStatus();
   });
-  if (!read.ok()) return ErrorReply(read.error());
-  OpsReply reply;
-  reply.body = std::move(json);
-  return reply;
+  if (!read.ok()) return Response(read.error());
+  return Response::Json(200, std::move(json));
 }
 
-OpsReply OpsServer::PutPolicy(const std::string& org, const std::string& actor,
+Response OpsServer::PutPolicy(const std::string& org, const std::string& actor,
                               const std::string& body) {
-  if (Status served = CheckServed(vault_, org); !served.ok()) return ErrorReply(served.error());
+  if (Status served = CheckServed(vault_, org); !served.ok()) return Response(served.error());
   Result<OrgPolicy> policy = PolicyStore::FromJson(body, org);
-  if (!policy.ok()) return ErrorReply(policy.error());
+  if (!policy.ok()) return Response(policy.error());
   const std::int64_t now = Now();
   Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
     SR_RETURN_IF_ERROR(PolicyStore::Put(s, *policy, now));
@@ -518,23 +419,21 @@ OpsReply OpsServer::PutPolicy(const std::string& org, const std::string& actor,
     record.detail = std::move(detail);
     return AuditLog::Append(s, record);
   });
-  if (!stored.ok()) return ErrorReply(stored.error());
-  OpsReply reply;
-  reply.body = PolicyStore::ToJson(*policy);
-  return reply;
+  if (!stored.ok()) return Response(stored.error());
+  return Response::Json(200, PolicyStore::ToJson(*policy));
 }
 
-OpsReply OpsServer::RotateRoot(const std::string& org, const std::string& actor) {
+Response OpsServer::RotateRoot(const std::string& org, const std::string& actor) {
   Result<kms::RewrapProgress> job = jobs_.Rotate(org, actor);
-  if (!job.ok()) return ErrorReply(job.error());
+  if (!job.ok()) return Response(job.error());
   cache_.Clear();  // nothing unwrapped under the old version outlives the rotation
   if (worker_ != nullptr) worker_->Wake();
-  return JsonReply(202, ProgressJson(*job));
+  return JsonResponse(202, ProgressJson(*job));
 }
 
-OpsReply OpsServer::GetRewrap(const std::string& org) {
+Response OpsServer::GetRewrap(const std::string& org) {
   Result<kms::RewrapProgress> job = jobs_.Progress(org);
-  if (!job.ok()) return ErrorReply(job.error());
+  if (!job.ok()) return Response(job.error());
   Object body = ProgressJson(*job);
   if (job->failed > 0) {
     Result<std::vector<RewrapFailure>> failures = jobs_.Failures(job->job_id, kMaxFailuresShown);
@@ -551,7 +450,7 @@ OpsReply OpsServer::GetRewrap(const std::string& org) {
       body.set("failures", list);
     }
   }
-  return JsonReply(200, body);
+  return JsonResponse(200, body);
 }
 
 Operations::Operations(OpsSettings settings, hsm::KeyVault& vault, Database& db, KeyCache& cache)

@@ -439,6 +439,49 @@ TEST_F(OpsServerTest, AmbiguousBodyFramingIsRefusedAndChangesNothing) {
   EXPECT_EQ(policy.body.find("mallory"), std::string::npos) << policy.body;
 }
 
+// The routes answer without a socket (http::Answer): the token is checked before the body is
+// read, and the operations API names its codes as ErrorCode does.
+TEST_F(OpsServerTest, TheRoutesAnswerWithoutASocketAndReadNoBodyBeforeTheToken) {
+  auto answer = [&](const std::string& method, const std::string& target, bool token,
+                    std::istringstream& body, std::size_t length = 0) {
+    Poco::Net::HTTPRequest head(method, target, Poco::Net::HTTPMessage::HTTP_1_1);
+    if (token) head.set("Authorization", std::string("Bearer ") + kOperatorToken);
+    if (length > 0) head.setContentLength64(static_cast<Poco::Int64>(length));
+    http::Request request(head, body);
+    return http::Answer(*server_, request);
+  };
+  const std::string policy = R"({"indexer":"mallory"})";
+  std::istringstream unread(policy);
+  http::Response refused = answer("PUT", "/ops/orgs/acme/policy", false, unread, policy.size());
+  EXPECT_EQ(refused.status, 401);
+  EXPECT_EQ(Parse(refused.body)->getValue<std::string>("code"), "UNAUTHENTICATED");
+  EXPECT_EQ(refused.header("WWW-Authenticate"), "Bearer realm=\"strongroom-ops\"");
+  EXPECT_TRUE(refused.close);
+  EXPECT_EQ(unread.tellg(), 0);  // not a byte of it read
+
+  std::istringstream none;
+  http::Response health = answer("GET", "/ops/health", true, none);
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(Parse(health.body)->getValue<std::string>("status"), "ok");
+  http::Response method = answer("DELETE", "/ops/orgs/acme/policy", true, none);
+  EXPECT_EQ(method.status, 405);
+  EXPECT_EQ(method.header("Allow"), "GET, PUT");
+  EXPECT_EQ(Parse(method.body)->getValue<std::string>("code"), "method_not_allowed");
+  http::Response unknown = answer("GET", "/ops/orgs/acme", true, none);
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(Parse(unknown.body)->getValue<std::string>("code"), "NOT_FOUND");
+  http::Response bad_org = answer("GET", "/ops/orgs/Not%20An%20Org/policy", true, none);
+  EXPECT_EQ(bad_org.status, 400);
+  EXPECT_EQ(Parse(bad_org.body)->getValue<std::string>("code"), "INVALID_ARGUMENT");
+
+  std::istringstream stored(policy);
+  http::Response put = answer("PUT", "/ops/orgs/acme/policy", true, stored, policy.size());
+  EXPECT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(Parse(put.body)->getValue<std::string>("indexer"), "mallory");
+  ASSERT_EQ(Audit().size(), 1u);
+  EXPECT_EQ(Audit()[0].actor, "operator");
+}
+
 TEST_F(OpsServerTest, TheListenerSpeaksOnlyTls) {
   // Plain HTTP gets no HTTP answer.
   Poco::Net::HTTPClientSession plain("127.0.0.1", server_->port());

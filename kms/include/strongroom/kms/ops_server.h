@@ -16,7 +16,8 @@
 // operator may name themselves in `X-Strongroom-Operator` (1-64 of [A-Za-z0-9._@-]); the audit
 // records it as "operator:<name>" (self-declared: the token is shared by operators).
 //
-// Answers are JSON, errors {"code","message"}; request bodies are at most kMaxOpsBodyBytes.
+// Answers are JSON, errors {"code","message"} with the codes named as ErrorCode names them
+// ("NOT_FOUND"); request bodies are at most kMaxOpsBodyBytes.
 //
 // Configuration ([ops] of the kmsd INI; the section absent = no operations listener):
 //   [ops]
@@ -38,13 +39,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
+#include "strongroom/common/http_router.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/metrics.h"
@@ -81,22 +82,9 @@ Result<std::optional<OpsSettings>> ReadOpsSettings(const Poco::Util::AbstractCon
 // Returns its SHA-256; the token itself is zeroized.
 Result<std::array<std::uint8_t, 32>> ReadOpsTokenDigest(const std::string& path);
 
-// One request, as the listener saw it; and its answer.
-struct OpsRequest {
-  std::string method;
-  std::string path;           // without the query string
-  std::string authorization;  // the Authorization header, or empty
-  std::string operator_name;  // X-Strongroom-Operator, or empty
-  std::string body;
-};
-struct OpsReply {
-  int status = 200;
-  std::string content_type = "application/json";
-  std::string body;
-  std::map<std::string, std::string> headers;
-};
-
-class OpsServer {
+// The operations listener and its routes: an http::Endpoint, so the routes are answered without a
+// socket too (http::Answer).
+class OpsServer : public http::Endpoint {
  public:
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
 
@@ -115,22 +103,26 @@ class OpsServer {
   // The port listened on (the actual one when configured as 0); 0 before Start.
   std::uint16_t port() const { return port_; }
 
-  // Answers one request; never throws. The HTTPS listener is a thin layer over this.
-  OpsReply Handle(const OpsRequest& request);
+  // The answer to one request: the operator token (401 before anything else, the body unread),
+  // the body (at most kMaxOpsBodyBytes), the operator's name, then the routes. Counted in the
+  // metrics whatever the answer.
+  http::Response Serve(http::Request& request) override;
 
  private:
-  friend class OpsRequestHandler;  // the Poco adapter: checks the token before reading a body
-  struct Tls;                      // the TLS context and the listener's threads
+  struct Tls;   // the TLS context
+  struct Call;  // who asks (the audit's actor) and the body
 
   OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
             hsm::KeyVault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs, KeyCache& cache,
             RewrapWorker* worker, Clock clock);
 
-  OpsReply Health();
-  OpsReply GetPolicy(const std::string& org);
-  OpsReply PutPolicy(const std::string& org, const std::string& actor, const std::string& body);
-  OpsReply RotateRoot(const std::string& org, const std::string& actor);
-  OpsReply GetRewrap(const std::string& org);
+  http::Response Handle(http::Request& request);
+  http::Response Health();
+  http::Response GetPolicy(const std::string& org);
+  http::Response PutPolicy(const std::string& org, const std::string& actor,
+                           const std::string& body);
+  http::Response RotateRoot(const std::string& org, const std::string& actor);
+  http::Response GetRewrap(const std::string& org);
   bool Authorized(const std::string& authorization) const;
   std::int64_t Now() const;
 
@@ -143,6 +135,7 @@ class OpsServer {
   KeyCache& cache_;
   RewrapWorker* const worker_;
   const Clock clock_;
+  http::Routes<const Call&> routes_;
 
   std::unique_ptr<Tls> tls_;
   std::unique_ptr<http::HttpsServer> server_;
