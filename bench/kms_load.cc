@@ -2,15 +2,19 @@
 // the KMS protocol through strongroom::client::KmsSession (a client: it links no HSM or KMS code).
 //
 //   kms_load --url https://127.0.0.1:PORT --ca CA.pem --token-file JWT [--token-file JWT2 ...]
-//            [--clients 16] [--duration 30] [--warmup 5] [--scenario retrieve] [--keys 100]
-//            [--batch 100] [--rate R] [--max-keys N] [--json-out FILE]
+//            [--clients 16] [--threads 1] [--duration 30] [--warmup 5] [--scenario retrieve]
+//            [--keys 100] [--batch 100] [--rate R] [--max-keys N] [--json-out FILE]
 //            [--idle-connections N] [--trickling-connections N] [--server-pid PID]
 //
 // --server-pid: the server's CPU time (/proc/PID/stat) over the measured window is reported per
 // answered request, beside the generator's own, so a cost per request excludes the generator.
 //
-// Each client is one thread with one keep-alive HTTPS connection and one KmsSession (create
-// /ecdhe). Client i uses token file i % n. Scenarios:
+// Each client is one keep-alive HTTPS connection and one KmsSession (create /ecdhe), with one
+// request in flight at a time. Client i uses token file i % n. The clients run
+// on --threads event loops (epoll, non-blocking TLS; client i on loop i % threads), so the
+// generator's CPU is what the protocol and TLS cost a client, not one thread per client's
+// scheduling. The set-up (channels, keys, resources) runs before, blocking, on up to 16 threads,
+// outside the timed window. Scenarios:
 //   retrieve     setup: create --keys keys and a resource binding them; loop: sealed
 //                retrieve /keys/<id> over them round-robin (expects 200 and the key)
 //   create       loop: create /keys with count --batch (1-100) (expects 201 and --batch keys)
@@ -21,10 +25,11 @@
 //
 // A 503 with Retry-After is overload, counted apart from errors (and its client retries at once
 // unless --honor-retry-after); anything else unexpected (transport failure, plain error, protocol
-// status other than the expected one) is an error. --max-keys N ends the run once the clients
-// created N keys together (create and create-bind; for preloading a store), and rates are then
-// taken over the time the measured window really lasted. Latencies are exact: every request's is
-// kept (per thread) and sorted at the end. Keys, tokens and answers are never printed.
+// status other than the expected one, no answer within 30 s) is an error. --max-keys N ends the
+// run once the clients created N keys together (create and create-bind; for preloading a store),
+// and rates are then taken over the time the measured window really lasted. Latencies are exact:
+// every request's is kept (per client) and sorted at the end. Keys, tokens and answers are never
+// printed.
 //
 // The slow-client attack (issue 11): --idle-connections N opens N TCP connections that send
 // nothing (50 from each of 127.0.0.2, 127.0.0.3, ...) and --trickling-connections N opens N TLS
@@ -34,35 +39,36 @@
 #include <Poco/Exception.h>
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
-#include <Poco/Net/Context.h>
-#include <Poco/Net/HTTPRequest.h>
-#include <Poco/Net/HTTPResponse.h>
-#include <Poco/Net/HTTPSClientSession.h>
-#include <Poco/Net/NetSSL.h>
-#include <Poco/StreamCopier.h>
 #include <Poco/URI.h>
-#include <openssl/ssl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <limits>
-#include <map>
 #include <memory>
 #include <mutex>
+#include <queue>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../tests/support/connection_flood.h"
+#include "https_client_connection.h"
 #include "load_support.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/error.h"
@@ -76,15 +82,21 @@ using client::KmsInfo;
 using client::KmsResponse;
 using client::KmsSession;
 using Poco::JSON::Object;
+using Progress = HttpsClientConnection::Progress;
 
 constexpr std::size_t kMaxClients = 1024;
-constexpr std::size_t kMaxAnswerBytes = 4 * 1024 * 1024;
+constexpr std::size_t kMaxThreads = 64;
+constexpr std::size_t kMaxSetupThreads = 16;
 constexpr std::size_t kMaxErrorSamples = 5;
+constexpr auto kRequestTimeout = std::chrono::seconds(30);
+constexpr char kMessagesPath[] = "/kms/messages";
+constexpr char kInfoPath[] = "/kms/info";
+constexpr char kJose[] = "application/jose";
 
 const char kUsage[] =
     "usage: kms_load --url https://HOST:PORT --ca CA.pem --token-file JWT [--token-file JWT ...]\n"
-    "                [--clients N] [--duration S] [--warmup S] [--keys N] [--batch N]\n"
-    "                [--scenario retrieve|create|create-bind|mixed] [--rate R]\n"
+    "                [--clients N] [--threads T] [--duration S] [--warmup S] [--keys N]\n"
+    "                [--batch N] [--scenario retrieve|create|create-bind|mixed] [--rate R]\n"
     "                [--max-keys N] [--honor-retry-after] [--json-out FILE]\n"
     "                [--idle-connections N] [--trickling-connections N] [--server-pid PID]\n";
 
@@ -93,6 +105,7 @@ struct Options {
   std::string ca;
   std::vector<std::string> token_files;
   std::size_t clients = 16;
+  std::size_t threads = 1;  // event loops
   double duration_s = 30;
   double warmup_s = 5;
   std::string scenario = "retrieve";
@@ -129,6 +142,8 @@ Result<Options> ParseOptions(int argc, char** argv) {
       o.token_files.push_back(value);
     } else if (name == "clients") {
       SR_ASSIGN_OR_RETURN(o.clients, ParseCount(name, value, 1, kMaxClients));
+    } else if (name == "threads") {
+      SR_ASSIGN_OR_RETURN(o.threads, ParseCount(name, value, 1, kMaxThreads));
     } else if (name == "duration") {
       SR_ASSIGN_OR_RETURN(o.duration_s, ParseSeconds(name, value, 86400));
     } else if (name == "warmup") {
@@ -165,63 +180,11 @@ Result<Options> ParseOptions(int argc, char** argv) {
     return Error(ErrorCode::kInvalidArgument, "unknown --scenario " + o.scenario);
   }
   if (o.duration_s <= 0) return Error(ErrorCode::kInvalidArgument, "--duration must be > 0");
+  o.threads = std::min(o.threads, o.clients);
   return o;
 }
 
-// One keep-alive HTTPS connection. Poco reconnects by itself after the server closed it.
-class Connection {
- public:
-  struct Answer {
-    KmsResponse response;
-    bool retry_after = false;
-  };
-
-  Connection(const std::string& host, std::uint16_t port, Poco::Net::Context::Ptr context)
-      : session_(host, port, std::move(context)) {
-    session_.setKeepAlive(true);
-    session_.setTimeout(Poco::Timespan(30, 0));
-  }
-
-  Result<Answer> Send(const std::string& method, const std::string& path, const std::string& body) {
-    try {
-      Poco::Net::HTTPRequest request(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
-      request.setKeepAlive(true);
-      if (method == Poco::Net::HTTPRequest::HTTP_POST) {
-        request.setContentType("application/jose");
-        request.setContentLength64(static_cast<Poco::Int64>(body.size()));
-      }
-      std::ostream& out = session_.sendRequest(request);
-      out.write(body.data(), static_cast<std::streamsize>(body.size()));
-      Poco::Net::HTTPResponse response;
-      std::istream& in = session_.receiveResponse(response);
-      Answer answer;
-      answer.response.http_status = static_cast<int>(response.getStatus());
-      answer.response.content_type = response.getContentType();
-      answer.retry_after = response.has("Retry-After");
-      char buffer[16 * 1024];
-      while (in) {
-        in.read(buffer, sizeof buffer);
-        answer.response.body.append(buffer, static_cast<std::size_t>(in.gcount()));
-        if (answer.response.body.size() > kMaxAnswerBytes) {
-          session_.reset();
-          return Error(ErrorCode::kInvalidArgument, "an answer is larger than 4 MiB");
-        }
-      }
-      return answer;
-    } catch (const Poco::Exception& e) {
-      session_.reset();
-      return Error(ErrorCode::kUnavailable, "HTTPS: " + e.displayText());
-    } catch (const std::exception& e) {
-      session_.reset();
-      return Error(ErrorCode::kUnavailable, std::string("HTTPS: ") + e.what());
-    }
-  }
-
- private:
-  Poco::Net::HTTPSClientSession session_;
-};
-
-// What one client thread measured.
+// What one client measured.
 struct ClientStats {
   std::vector<std::uint32_t> latency_us;   // answered requests, measured window only
   std::vector<std::uint32_t> overload_us;  // 503 + Retry-After answers, measured window only
@@ -236,38 +199,95 @@ struct ClientStats {
 
 enum class Outcome { kOk, kOverloaded, kError };
 
+// The request a client has in flight.
+enum class Step { kRetrieve, kCreate, kMixedCreate, kBind };
+
+// One client: its connection, its KMS channel, its keys, and the iteration it is in. Set up by
+// one thread, then driven by one event loop.
+struct Client {
+  std::size_t index = 0;
+  ClientStats* stats = nullptr;
+  std::unique_ptr<HttpsClientConnection> connection;
+  std::unique_ptr<KmsSession> session;
+  bool ready = false;             // set up: it takes part in the run
+  std::vector<std::string> keys;  // retrieve, mixed: the keys it reads round-robin
+  std::size_t round = 0;
+  std::uint64_t iteration = 0;
+  Clock::time_point next;  // open loop: when the next iteration is due
+
+  // The iteration in flight.
+  Step step = Step::kRetrieve;
+  const std::string* uri = nullptr;  // the key retrieved
+  bool measured = false;
+  Clock::time_point request_at;  // latency is counted from here (the intended time, open loop)
+  Clock::time_point deadline;    // no answer by then: an error
+  bool in_flight = false;
+  bool finished = false;
+
+  // The connection's socket as registered with the event loop.
+  std::uint64_t registered_generation = 0;
+  bool registered_write = false;
+};
+
+// What one event loop keeps: its clients, those due to start an iteration now, and the open
+// loop's (and back-off's) timers.
+struct LoopState {
+  using Timer = std::pair<Clock::time_point, Client*>;
+
+  int epoll = -1;
+  std::vector<Client*> clients;
+  std::vector<Client*> due;
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers;
+  std::size_t active = 0;
+  // Built once per loop, so a request's names and fields cost nothing of their own.
+  const std::string retrieve = "retrieve";
+  const std::string create = "create";
+  const std::string keys = "/keys";
+  const std::string resources = "/resources";
+  Object retrieve_fields;
+  Object create_fields;
+  Object mixed_create_fields;
+};
+
 class LoadRun {
  public:
-  LoadRun(Options options, KmsInfo info, std::string host, std::uint16_t port,
-          Poco::Net::Context::Ptr context, std::vector<std::string> tokens)
+  LoadRun(Options options, KmsInfo info, SSL_CTX* context, HttpsEndpoint endpoint,
+          std::vector<std::string> tokens)
       : options_(std::move(options)),
         info_(std::move(info)),
-        host_(std::move(host)),
-        port_(port),
-        context_(std::move(context)),
+        context_(context),
+        endpoint_(std::move(endpoint)),
         tokens_(std::move(tokens)),
-        stats_(options_.clients) {}
+        stats_(options_.clients),
+        clients_(options_.clients),
+        interval_(options_.rate > 0 ? Seconds(static_cast<double>(options_.clients) / options_.rate)
+                                    : Clock::duration::zero()) {}
 
   ~LoadRun() {
     for (std::string& token : tokens_) ZeroizeString(token);
   }
 
   void Run() {
-    std::vector<std::thread> threads;
-    threads.reserve(options_.clients);
-    for (std::size_t i = 0; i < options_.clients; ++i) {
-      threads.emplace_back([this, i] { Client(i); });
+    // Set-up, outside any timed window: channels, keys, resources, one connection each.
+    {
+      std::atomic<std::size_t> next{0};
+      std::vector<std::thread> setup;
+      const std::size_t threads = std::min(options_.clients, kMaxSetupThreads);
+      for (std::size_t t = 0; t < threads; ++t) {
+        setup.emplace_back([&] {
+          for (std::size_t i = next++; i < options_.clients; i = next++) SetUp(i);
+        });
+      }
+      for (std::thread& t : setup) t.join();
     }
     // Everyone set up (or failed to): the clock starts for all at once.
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      ready_cv_.wait(lock, [&] { return ready_ == options_.clients; });
-      start_ = Clock::now();
-      measure_from_ = start_ + Seconds(options_.warmup_s);
-      measure_to_ = measure_from_ + Seconds(options_.duration_s);
-      started_ = true;
+    start_ = Clock::now();
+    measure_from_ = start_ + Seconds(options_.warmup_s);
+    measure_to_ = measure_from_ + Seconds(options_.duration_s);
+    std::vector<std::thread> loops;
+    for (std::size_t t = 0; t < options_.threads; ++t) {
+      loops.emplace_back([this, t] { Loop(t); });
     }
-    start_cv_.notify_all();
     // The server's CPU and this generator's over the measured window (not set-up or warm-up).
     std::this_thread::sleep_until(measure_from_);
     const double server_from =
@@ -283,7 +303,7 @@ class LoadRun {
       if (server_to >= 0) server_cpu_s_ = server_to - server_from;
     }
     if (self_from >= 0) self_cpu_s_ = ProcessCpuSeconds("self") - self_from;
-    for (std::thread& t : threads) t.join();
+    for (std::thread& t : loops) t.join();
   }
 
   int Report() const;
@@ -293,7 +313,9 @@ class LoadRun {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
   }
 
-  void Note(ClientStats& stats, bool measured, Outcome outcome, const std::string& error) {
+  bool Retrieves() const { return options_.scenario == "retrieve" || options_.scenario == "mixed"; }
+
+  static void Note(ClientStats& stats, bool measured, Outcome outcome, const std::string& error) {
     if (outcome == Outcome::kOverloaded) {
       (measured ? stats.overloaded : stats.setup_overloaded)++;
     } else if (outcome == Outcome::kError) {
@@ -302,26 +324,31 @@ class LoadRun {
     }
   }
 
-  // Sends one sealed request and checks its protocol status; `answer` gets the opened answer.
-  Outcome Call(Connection& connection, KmsSession& session, const std::string& method,
-               const std::string& uri, const Object& fields, int expected, Object::Ptr* answer,
-               std::string* error) {
-    Result<std::string> sealed = session.Seal(method, uri, fields);
-    if (!sealed.ok()) {
-      *error = "seal: " + sealed.error().ToString();
+  static std::string UriKind(const std::string& uri) {
+    const std::size_t keys = uri.find("/keys");
+    if (keys != std::string::npos) return "/keys";
+    const std::size_t resources = uri.find("/resources");
+    return resources != std::string::npos ? "/resources" : uri;
+  }
+
+  // What an answer to a sealed request means: overload, an error, or the opened answer with the
+  // expected protocol status. `failed`: the transport failed (the connection says why).
+  static Outcome Judge(const Client& client, bool failed, const std::string& method,
+                       const std::string& uri, int expected, Object::Ptr* answer,
+                       std::string* error) {
+    const HttpsClientConnection& connection = *client.connection;
+    if (failed) {
+      *error = connection.error();
       return Outcome::kError;
     }
-    Result<Connection::Answer> sent = connection.Send("POST", "/kms/messages", *sealed);
-    if (!sent.ok()) {
-      *error = sent.error().ToString();
-      return Outcome::kError;
-    }
-    if (sent->response.http_status == 503) {
-      if (sent->retry_after) return Outcome::kOverloaded;
+    const KmsResponse& response = connection.answer();
+    if (response.http_status == 503) {
+      if (connection.retry_after()) return Outcome::kOverloaded;
       *error = "HTTP 503 without Retry-After";
       return Outcome::kError;
     }
-    Result<Object::Ptr> opened = session.OpenAnswer(sent->response);
+    Result<Object::Ptr> opened =
+        client.session->OpenAnswer(response, client.session->last_request_id());
     if (!opened.ok()) {
       *error = method + " " + UriKind(uri) + ": " + opened.error().ToString();
       return Outcome::kError;
@@ -332,29 +359,34 @@ class LoadRun {
                (*opened)->optValue<std::string>("reason", "");
       return Outcome::kError;
     }
-    *answer = *opened;
+    *answer = std::move(opened).value();
     return Outcome::kOk;
   }
 
-  static std::string UriKind(const std::string& uri) {
-    const std::size_t keys = uri.find("/keys");
-    if (keys != std::string::npos) return "/keys";
-    const std::size_t resources = uri.find("/resources");
-    return resources != std::string::npos ? "/resources" : uri;
+  // A sealed request and its answer, blocking (set-up only).
+  static Outcome CallBlocking(Client& client, const std::string& method, const std::string& uri,
+                              const Object& fields, int expected, Object::Ptr* answer,
+                              std::string* error) {
+    Result<std::string> sealed = client.session->Seal(method, uri, fields);
+    if (!sealed.ok()) {
+      *error = "seal: " + sealed.error().ToString();
+      return Outcome::kError;
+    }
+    const Progress progress =
+        client.connection->Exchange("POST", kMessagesPath, kJose, *sealed, kRequestTimeout);
+    return Judge(client, progress == Progress::kFailed, method, uri, expected, answer, error);
   }
 
   // Setup calls retry overload answers (HTTP 503, or a sealed status 503) for a while, counting
   // them as set-up errors: the run must start with its keys.
-  Result<Object::Ptr> SetupCall(Connection& connection, KmsSession& session,
-                                const std::string& method, const std::string& uri,
-                                const Object& fields, int expected, ClientStats& stats) {
+  static Result<Object::Ptr> SetupCall(Client& client, const std::string& method,
+                                       const std::string& uri, const Object& fields, int expected) {
     for (int attempt = 0; attempt < 100; ++attempt) {
       Object::Ptr answer;
       std::string error;
-      const Outcome outcome =
-          Call(connection, session, method, uri, fields, expected, &answer, &error);
+      const Outcome outcome = CallBlocking(client, method, uri, fields, expected, &answer, &error);
       if (outcome == Outcome::kOk) return answer;
-      Note(stats, false, outcome, error);
+      Note(*client.stats, false, outcome, error);
       // A sealed 503 (the KMS's database or HSM busy) says "later" too; anything else is final.
       if (outcome == Outcome::kError && error.find(" answered 503") == std::string::npos) {
         return Error(ErrorCode::kUnavailable, error);
@@ -370,6 +402,7 @@ class LoadRun {
       return Error(ErrorCode::kInvalidArgument, "create /keys answered the wrong number of keys");
     }
     std::vector<std::string> uris;
+    uris.reserve(count);
     for (unsigned i = 0; i < static_cast<unsigned>(keys->size()); ++i) {
       Object::Ptr key = keys->getObject(i);
       if (!key || !key->has("uri")) {
@@ -380,16 +413,14 @@ class LoadRun {
     return uris;
   }
 
-  // Creates `count` keys (in requests of at most 100) and, when `bind`, a resource binding them.
-  Result<std::vector<std::string>> CreateKeys(Connection& connection, KmsSession& session,
-                                              std::size_t count, ClientStats& stats) {
+  // Creates `count` keys (in requests of at most 100).
+  static Result<std::vector<std::string>> CreateKeys(Client& client, std::size_t count) {
     std::vector<std::string> uris;
     while (uris.size() < count) {
       const std::size_t n = std::min<std::size_t>(100, count - uris.size());
       Object fields;
       fields.set("count", n);
-      SR_ASSIGN_OR_RETURN(Object::Ptr answer,
-                          SetupCall(connection, session, "create", "/keys", fields, 201, stats));
+      SR_ASSIGN_OR_RETURN(Object::Ptr answer, SetupCall(client, "create", "/keys", fields, 201));
       SR_ASSIGN_OR_RETURN(std::vector<std::string> more, KeyUris(answer, n));
       uris.insert(uris.end(), more.begin(), more.end());
     }
@@ -405,128 +436,66 @@ class LoadRun {
     return fields;
   }
 
-  void Client(std::size_t index) {
-    ClientStats& stats = stats_[index];
-    Connection connection(host_, port_, context_);
-    std::unique_ptr<KmsSession> session;
-    std::vector<std::string> keys;
-    const bool retrieves = options_.scenario == "retrieve" || options_.scenario == "mixed";
-    {
-      client::KmsTransport transport =
-          [&connection](const std::string& message) -> Result<KmsResponse> {
-        SR_ASSIGN_OR_RETURN(Connection::Answer answer,
-                            connection.Send("POST", "/kms/messages", message));
-        return std::move(answer.response);
-      };
-      Result<std::unique_ptr<KmsSession>> opened = Error(ErrorCode::kUnavailable, "not tried");
-      for (int attempt = 0; attempt < 100; ++attempt) {
-        opened = KmsSession::Open(info_, "load-" + std::to_string(index),
-                                  tokens_[index % tokens_.size()], transport);
-        if (opened.ok() || (opened.error().code() != ErrorCode::kUnavailable &&
-                            opened.error().message().find(" answered 503") == std::string::npos)) {
-          break;
-        }
-        ++stats.setup_overloaded;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Client i's connection, channel and (retrieve, mixed) keys and resource, blocking.
+  void SetUp(std::size_t index) {
+    Client& client = clients_[index];
+    client.index = index;
+    client.stats = &stats_[index];
+    client.connection = std::make_unique<HttpsClientConnection>(context_, endpoint_);
+    HttpsClientConnection& connection = *client.connection;
+    client::KmsTransport transport =
+        [&connection](const std::string& message) -> Result<KmsResponse> {
+      if (connection.Exchange("POST", kMessagesPath, kJose, message, kRequestTimeout) ==
+          Progress::kFailed) {
+        return Error(ErrorCode::kUnavailable, connection.error());
       }
-      if (opened.ok()) {
-        session = std::move(opened).value();
-        if (retrieves) {
-          Result<std::vector<std::string>> created =
-              CreateKeys(connection, *session, options_.keys, stats);
-          Result<Object::Ptr> bound = created.ok()
-                                          ? SetupCall(connection, *session, "create", "/resources",
-                                                      BindFields(*created), 201, stats)
-                                          : Result<Object::Ptr>(created.error());
-          if (bound.ok()) {
-            keys = std::move(created).value();
-          } else {
-            Note(stats, false, Outcome::kError, "setup: " + bound.error().ToString());
-            session.reset();
-          }
-        }
-      } else {
-        Note(stats, false, Outcome::kError, "create /ecdhe: " + opened.error().ToString());
+      return connection.answer();
+    };
+    Result<std::unique_ptr<KmsSession>> opened = Error(ErrorCode::kUnavailable, "not tried");
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      opened = KmsSession::Open(info_, "load-" + std::to_string(index),
+                                tokens_[index % tokens_.size()], transport);
+      if (opened.ok() || (opened.error().code() != ErrorCode::kUnavailable &&
+                          opened.error().message().find(" answered 503") == std::string::npos)) {
+        break;
       }
+      ++client.stats->setup_overloaded;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (++ready_ == options_.clients) ready_cv_.notify_all();
-      start_cv_.wait(lock, [&] { return started_; });
+    if (!opened.ok()) {
+      Note(*client.stats, false, Outcome::kError, "create /ecdhe: " + opened.error().ToString());
+      return;
     }
-    if (!session) return;
-
-    const Clock::duration interval =
-        options_.rate > 0 ? Seconds(static_cast<double>(options_.clients) / options_.rate)
-                          : Clock::duration::zero();
-    // Open loop: clients are staggered across one interval.
-    Clock::time_point next =
-        start_ + interval * static_cast<long>(index) / static_cast<long>(options_.clients);
-    std::size_t round = 0;
-    Object retrieve_fields;
-    Object create_fields;
-    create_fields.set("count", options_.batch);
-    Object mixed_create_fields;
-    mixed_create_fields.set("count", 10);
-    for (std::uint64_t n = 0;; ++n) {
-      if (interval != Clock::duration::zero()) {
-        std::this_thread::sleep_until(next);
+    client.session = std::move(opened).value();
+    if (Retrieves()) {
+      Result<std::vector<std::string>> created = CreateKeys(client, options_.keys);
+      Result<Object::Ptr> bound =
+          created.ok() ? SetupCall(client, "create", "/resources", BindFields(*created), 201)
+                       : Result<Object::Ptr>(created.error());
+      if (!bound.ok()) {
+        Note(*client.stats, false, Outcome::kError, "setup: " + bound.error().ToString());
+        return;
       }
-      const Clock::time_point sent_at = interval != Clock::duration::zero() ? next : Clock::now();
-      if (sent_at >= measure_to_ || stop_.load(std::memory_order_relaxed)) break;
-      next += interval;
-      const bool measured = sent_at >= measure_from_;
-
-      Object::Ptr answer;
-      std::string error;
-      Outcome outcome = Outcome::kOk;
-      std::uint64_t keys_done = 0;
-      if (options_.scenario == "retrieve" || (options_.scenario == "mixed" && n % 20 != 0)) {
-        const std::string& uri = keys[round++ % keys.size()];
-        outcome =
-            Call(connection, *session, "retrieve", uri, retrieve_fields, 200, &answer, &error);
-        if (outcome == Outcome::kOk) {
-          Object::Ptr key = answer->getObject("key");
-          if (!key || key->optValue<std::string>("uri", "") != uri || !key->getObject("jwk")) {
-            outcome = Outcome::kError;
-            error = "retrieve /keys answered without the key";
-          }
-        }
-      } else if (options_.scenario == "mixed") {
-        outcome = Call(connection, *session, "create", "/keys", mixed_create_fields, 201, &answer,
-                       &error);
-        if (outcome == Outcome::kOk) keys_done = 10;
-      } else {
-        outcome =
-            Call(connection, *session, "create", "/keys", create_fields, 201, &answer, &error);
-        if (outcome == Outcome::kOk) {
-          Result<std::vector<std::string>> uris = KeyUris(answer, options_.batch);
-          if (!uris.ok()) {
-            outcome = Outcome::kError;
-            error = uris.error().message();
-          } else if (options_.scenario == "create-bind") {
-            // The create is one request of its own; the bind is the next.
-            Record(stats, measured, sent_at, outcome);
-            const Clock::time_point bind_at = Clock::now();
-            outcome = Call(connection, *session, "create", "/resources", BindFields(*uris), 201,
-                           &answer, &error);
-            if (outcome == Outcome::kOk) keys_done = options_.batch;
-            Note(stats, measured, outcome, error);
-            Record(stats, measured, bind_at, outcome);
-            AddKeys(stats, measured, keys_done);
-            if (outcome == Outcome::kOverloaded) Backoff();
-            continue;
-          } else {
-            keys_done = options_.batch;
-          }
-        }
-      }
-      Note(stats, measured, outcome, error);
-      Record(stats, measured, sent_at, outcome);
-      AddKeys(stats, measured, keys_done);
-      if (outcome == Outcome::kOverloaded) Backoff();
+      client.keys = std::move(created).value();
     }
+    client.ready = true;
   }
+
+  // One event loop: the clients i with i % threads == t, until the measured window ends (or
+  // --max-keys is reached) and their last requests are answered.
+  void Loop(std::size_t t);
+  // The event loop's steps for one client: start an iteration (its first request), seal and send
+  // a request, make progress on it, judge its answer, count the iteration and schedule the next.
+  void Iterate(LoopState& s, Client& c);
+  void SendSealed(LoopState& s, Client& c, Step step, const std::string& method,
+                  const std::string& uri, const Object& fields);
+  void Drive(LoopState& s, Client& c);
+  void Answered(LoopState& s, Client& c, bool failed);
+  void Conclude(LoopState& s, Client& c, Outcome outcome, const std::string& error,
+                std::uint64_t keys);
+  void Finish(LoopState& s, Client& c);
+  // Keeps the loop's epoll set in step with the client's socket (it changes on a reconnect).
+  static void Register(LoopState& s, Client& c);
 
   void Record(ClientStats& stats, bool measured, Clock::time_point sent_at, Outcome outcome) {
     if (!measured || outcome == Outcome::kError) return;
@@ -561,26 +530,19 @@ class LoadRun {
     return s > 0 ? s : options_.duration_s;
   }
 
-  void Backoff() const {
-    if (options_.honor_retry_after) std::this_thread::sleep_for(std::chrono::seconds(1));
-  }
-
   const Options options_;
   const KmsInfo info_;
-  const std::string host_;
-  const std::uint16_t port_;
-  Poco::Net::Context::Ptr context_;
+  SSL_CTX* const context_;
+  const HttpsEndpoint endpoint_;
   std::vector<std::string> tokens_;
   std::vector<ClientStats> stats_;
+  std::vector<Client> clients_;
+  const Clock::duration interval_;  // open loop: between one client's requests; 0: closed loop
 
   std::mutex mutex_;
-  std::condition_variable ready_cv_;
-  std::condition_variable start_cv_;
   std::condition_variable stopped_cv_;
   double server_cpu_s_ = -1;  // over the measured window; -1: not measured
   double self_cpu_s_ = -1;
-  std::size_t ready_ = 0;
-  bool started_ = false;
   Clock::time_point start_;
   Clock::time_point measure_from_;
   Clock::time_point measure_to_;
@@ -588,6 +550,206 @@ class LoadRun {
   std::atomic<bool> stop_{false};
   Clock::time_point stopped_at_;
 };
+
+void LoadRun::Loop(std::size_t t) {
+  LoopState s;
+  s.create_fields.set("count", options_.batch);
+  s.mixed_create_fields.set("count", 10);
+  s.epoll = epoll_create1(EPOLL_CLOEXEC);
+  if (s.epoll < 0) {
+    std::cerr << "kms_load: epoll_create1: " << std::strerror(errno) << "\n";
+    std::abort();
+  }
+  for (std::size_t i = t; i < clients_.size(); i += options_.threads) {
+    Client& c = clients_[i];
+    if (!c.ready) continue;
+    s.clients.push_back(&c);
+    Register(s, c);
+    if (interval_ != Clock::duration::zero()) {
+      // Open loop: clients are staggered across one interval.
+      c.next = start_ + interval_ * static_cast<long>(i) / static_cast<long>(options_.clients);
+      s.timers.emplace(c.next, &c);
+    } else {
+      s.due.push_back(&c);
+    }
+  }
+  s.active = s.clients.size();
+  std::vector<epoll_event> events(std::max<std::size_t>(16, s.clients.size()));
+  std::vector<Client*> due;
+  Clock::time_point next_sweep = Clock::now() + std::chrono::seconds(1);
+  while (s.active > 0) {
+    Clock::duration wait = Clock::duration::zero();
+    if (s.due.empty()) {
+      const Clock::time_point wake =
+          s.timers.empty() ? next_sweep : std::min(next_sweep, s.timers.top().first);
+      wait = std::max(Clock::duration::zero(), wake - Clock::now());
+    }
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+    const timespec timeout{static_cast<time_t>(ns / 1'000'000'000),
+                           static_cast<long>(ns % 1'000'000'000)};
+    int n =
+        epoll_pwait2(s.epoll, events.data(), static_cast<int>(events.size()), &timeout, nullptr);
+    if (n < 0) {
+      if (errno != EINTR) {
+        std::cerr << "kms_load: epoll_pwait2: " << std::strerror(errno) << "\n";
+        std::abort();
+      }
+      n = 0;
+    }
+    for (int e = 0; e < n; ++e) {
+      Client& c = *static_cast<Client*>(events[static_cast<std::size_t>(e)].data.ptr);
+      if (c.in_flight) {
+        Drive(s, c);
+      } else {
+        c.connection->Drive();  // between requests: a session ticket, or the server's close
+        Register(s, c);
+      }
+    }
+    const Clock::time_point now = Clock::now();
+    while (!s.timers.empty() && s.timers.top().first <= now) {
+      s.due.push_back(s.timers.top().second);
+      s.timers.pop();
+    }
+    if (now >= next_sweep) {
+      next_sweep = now + std::chrono::seconds(1);
+      for (Client* c : s.clients) {
+        if (!c->in_flight || now < c->deadline) continue;
+        c->connection->Close();
+        c->in_flight = false;
+        Conclude(s, *c, Outcome::kError,
+                 "HTTPS: no answer within " + std::to_string(kRequestTimeout.count()) + " s", 0);
+      }
+    }
+    due.swap(s.due);
+    for (Client* c : due) Iterate(s, *c);
+    due.clear();
+  }
+  ::close(s.epoll);
+}
+
+void LoadRun::Register(LoopState& s, Client& c) {
+  const HttpsClientConnection& connection = *c.connection;
+  if (connection.fd() < 0) return;  // closed: the kernel took it out of the set
+  const bool write = connection.wants_write();
+  if (c.registered_generation == connection.generation() && c.registered_write == write) return;
+  epoll_event event{};
+  event.events = EPOLLIN | (write ? EPOLLOUT : 0u);
+  event.data.ptr = &c;
+  const bool added = c.registered_generation != connection.generation();
+  if (epoll_ctl(s.epoll, added ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, connection.fd(), &event) != 0) {
+    std::cerr << "kms_load: epoll_ctl: " << std::strerror(errno) << "\n";
+    std::abort();
+  }
+  c.registered_generation = connection.generation();
+  c.registered_write = write;
+}
+
+void LoadRun::Iterate(LoopState& s, Client& c) {
+  const bool open_loop = interval_ != Clock::duration::zero();
+  const Clock::time_point sent_at = open_loop ? c.next : Clock::now();
+  if (sent_at >= measure_to_ || stop_.load(std::memory_order_relaxed)) return Finish(s, c);
+  c.next += interval_;
+  c.measured = sent_at >= measure_from_;
+  c.request_at = sent_at;
+  const std::uint64_t n = c.iteration++;
+  if (options_.scenario == "retrieve" || (options_.scenario == "mixed" && n % 20 != 0)) {
+    c.uri = &c.keys[c.round++ % c.keys.size()];
+    SendSealed(s, c, Step::kRetrieve, s.retrieve, *c.uri, s.retrieve_fields);
+  } else if (options_.scenario == "mixed") {
+    SendSealed(s, c, Step::kMixedCreate, s.create, s.keys, s.mixed_create_fields);
+  } else {
+    SendSealed(s, c, Step::kCreate, s.create, s.keys, s.create_fields);
+  }
+}
+
+void LoadRun::SendSealed(LoopState& s, Client& c, Step step, const std::string& method,
+                         const std::string& uri, const Object& fields) {
+  c.step = step;
+  Result<std::string> sealed = c.session->Seal(method, uri, fields);
+  if (!sealed.ok()) return Conclude(s, c, Outcome::kError, "seal: " + sealed.error().ToString(), 0);
+  c.connection->Start("POST", kMessagesPath, kJose, *sealed);
+  c.in_flight = true;
+  c.deadline = c.request_at + kRequestTimeout;
+  Drive(s, c);
+}
+
+void LoadRun::Drive(LoopState& s, Client& c) {
+  const Progress progress = c.connection->Drive();
+  Register(s, c);
+  if (progress == Progress::kPending) return;
+  c.in_flight = false;
+  Answered(s, c, progress == Progress::kFailed);
+}
+
+void LoadRun::Answered(LoopState& s, Client& c, bool failed) {
+  Object::Ptr answer;
+  std::string error;
+  Outcome outcome = Outcome::kOk;
+  std::uint64_t keys_done = 0;
+  switch (c.step) {
+    case Step::kRetrieve:
+      outcome = Judge(c, failed, s.retrieve, *c.uri, 200, &answer, &error);
+      if (outcome == Outcome::kOk) {
+        Object::Ptr key = answer->getObject("key");
+        const Poco::Dynamic::Var uri = key ? key->get("uri") : Poco::Dynamic::Var();
+        if (!key || !uri.isString() || uri.extract<std::string>() != *c.uri ||
+            !key->getObject("jwk")) {
+          outcome = Outcome::kError;
+          error = "retrieve /keys answered without the key";
+        }
+      }
+      break;
+    case Step::kMixedCreate:
+      outcome = Judge(c, failed, s.create, s.keys, 201, &answer, &error);
+      if (outcome == Outcome::kOk) keys_done = 10;
+      break;
+    case Step::kCreate: {
+      outcome = Judge(c, failed, s.create, s.keys, 201, &answer, &error);
+      if (outcome != Outcome::kOk) break;
+      Result<std::vector<std::string>> uris = KeyUris(answer, options_.batch);
+      if (!uris.ok()) {
+        outcome = Outcome::kError;
+        error = uris.error().message();
+      } else if (options_.scenario == "create-bind") {
+        // The create is one request of its own; the bind is the next, timed from its sending.
+        Record(*c.stats, c.measured, c.request_at, outcome);
+        c.request_at = Clock::now();
+        return SendSealed(s, c, Step::kBind, s.create, s.resources, BindFields(*uris));
+      } else {
+        keys_done = options_.batch;
+      }
+      break;
+    }
+    case Step::kBind:
+      outcome = Judge(c, failed, s.create, s.resources, 201, &answer, &error);
+      if (outcome == Outcome::kOk) keys_done = options_.batch;
+      break;
+  }
+  Conclude(s, c, outcome, error, keys_done);
+}
+
+void LoadRun::Conclude(LoopState& s, Client& c, Outcome outcome, const std::string& error,
+                       std::uint64_t keys) {
+  Note(*c.stats, c.measured, outcome, error);
+  Record(*c.stats, c.measured, c.request_at, outcome);
+  AddKeys(*c.stats, c.measured, keys);
+  const bool open_loop = interval_ != Clock::duration::zero();
+  const bool back_off = outcome == Outcome::kOverloaded && options_.honor_retry_after;
+  if (open_loop && c.next >= measure_to_) return Finish(s, c);
+  if (!open_loop && !back_off) {
+    s.due.push_back(&c);
+    return;
+  }
+  Clock::time_point at = open_loop ? c.next : Clock::time_point::min();
+  if (back_off) at = std::max(at, Clock::now() + std::chrono::seconds(1));
+  s.timers.emplace(at, &c);
+}
+
+void LoadRun::Finish(LoopState& s, Client& c) {
+  if (c.finished) return;
+  c.finished = true;
+  --s.active;
+}
 
 int LoadRun::Report() const {
   const double seconds = MeasuredSeconds();
@@ -654,6 +816,7 @@ int LoadRun::Report() const {
     Object out;
     out.set("scenario", options_.scenario);
     out.set("clients", options_.clients);
+    out.set("threads", options_.threads);
     out.set("duration_s", seconds);
     out.set("keys_created_total", keys_total_.load());
     out.set("warmup_s", options_.warmup_s);
@@ -739,34 +902,34 @@ int Main(int argc, char** argv) {
     }
     tokens.push_back(std::move(token).value());
   }
+  // A write to a connection the server closed is an error of that request, not the end of us.
+  ::signal(SIGPIPE, SIG_IGN);
 
-  Poco::Net::initializeSSL();
-  Poco::Net::Context::Ptr context;
-  try {
-    Poco::Net::Context::Params params;
-    params.caLocation = options->ca;
-    params.verificationMode = Poco::Net::Context::VERIFY_RELAXED;
-    params.loadDefaultCAs = false;
-    context = new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params);
-    context->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
-    context->enableSessionCache(true);
-  } catch (const Poco::Exception& e) {
-    std::cerr << "kms_load: cannot use " << options->ca << ": " << e.displayText() << "\n";
+  Result<SslCtxPtr> context = NewTlsClientContext(options->ca);
+  if (!context.ok()) {
+    std::cerr << "kms_load: " << context.error().message() << "\n";
+    return 64;
+  }
+  Result<HttpsEndpoint> endpoint = HttpsEndpoint::Resolve(url.getHost(), url.getPort());
+  if (!endpoint.ok()) {
+    std::cerr << "kms_load: " << endpoint.error().message() << "\n";
     return 64;
   }
 
   Result<KmsInfo> info = Error(ErrorCode::kUnavailable, "");
   {
-    Connection connection(url.getHost(), url.getPort(), context);
-    Result<Connection::Answer> answer = connection.Send("GET", "/kms/info", "");
-    if (!answer.ok() || answer->response.http_status != 200) {
+    HttpsClientConnection connection(context->get(), *endpoint);
+    const Progress progress =
+        connection.Exchange("GET", kInfoPath, "", "", std::chrono::seconds(30));
+    if (progress == Progress::kFailed || connection.answer().http_status != 200) {
       std::cerr << "kms_load: GET /kms/info failed: "
-                << (answer.ok() ? "HTTP " + std::to_string(answer->response.http_status)
-                                : answer.error().ToString())
+                << (progress == Progress::kFailed
+                        ? connection.error()
+                        : "HTTP " + std::to_string(connection.answer().http_status))
                 << "\n";
       return 69;
     }
-    info = client::ParseKmsInfo(answer->response.body);
+    info = client::ParseKmsInfo(connection.answer().body);
     if (!info.ok()) {
       std::cerr << "kms_load: " << info.error().ToString() << "\n";
       return 69;
@@ -792,15 +955,9 @@ int Main(int argc, char** argv) {
               << options->trickling_connections << " trickling connections open\n";
   }
 
-  int exit_code = 0;
-  {
-    LoadRun run(*options, std::move(info).value(), url.getHost(), url.getPort(), context,
-                std::move(tokens));
-    run.Run();
-    exit_code = run.Report();
-  }
-  Poco::Net::uninitializeSSL();
-  return exit_code;
+  LoadRun run(*options, std::move(info).value(), context->get(), *endpoint, std::move(tokens));
+  run.Run();
+  return run.Report();
 }
 
 }  // namespace

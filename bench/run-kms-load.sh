@@ -5,12 +5,13 @@
 # second, and stops kmsd. Results (JSON per scenario, RSS samples, kmsd's log) go to --out.
 #
 #   bench/run-kms-load.sh [--scenarios retrieve,create,create-bind,mixed] [--clients 16]
-#       [--duration 30] [--warmup 5] [--keys 100] [--batch 100] [--rate R] [--orgs 1|2]
+#       [--threads 1] [--duration 30] [--warmup 5] [--keys 100] [--batch 100] [--rate R] [--orgs 1|2]
 #       [--no-cache] [--max-in-flight N] [--max-queued N] [--queue-wait-ms N]
 #       [--max-connections N] [--pool-size N]
 #       [--preload N] [--honor-retry-after] [--perf] [--out DIR] [--keep]
-#       [--idle-connections N] [--trickling-connections N]
+#       [--idle-connections N] [--trickling-connections N] [--generator PATH]
 #
+#   --threads T      kms_load's event loops (its clients are spread over them)
 #   --no-cache       kmsd's key cache off: [kms] key_cache_entries = 0 (on a kmsd older than that
 #                    setting: 1,000 keys per client read cyclically, more than its fixed
 #                    10,000-entry LRU holds, so every content key misses)
@@ -19,6 +20,8 @@
 #   --keep           keep the throwaway KMS directory (tokens, database, keys) for inspection
 #   --idle-connections N, --trickling-connections N
 #                    the slow-client attack held open during each scenario (kms_load --help)
+#   --generator PATH run this kms_load binary instead of the one built (to compare generators
+#                    against the same kmsd; --threads needs the new one)
 #
 # Overload demonstration: --max-in-flight 2 --max-queued 8 --clients 64 --scenarios retrieve
 # (503 + Retry-After once the line for a slot is full).
@@ -26,13 +29,15 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${repo}/build-load"
-scenarios=retrieve clients=16 duration=30 warmup=5 keys=100 batch=100 rate=0 orgs=1
+scenarios=retrieve clients=16 threads="" generator="" duration=30 warmup=5 keys=100 batch=100 rate=0 orgs=1
 cache=on max_in_flight="" max_queued="" queue_wait_ms="" max_connections="" pool_size="" preload=0 perf=0 keep=0 idle=0 trickling=0
 honor="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --scenarios) scenarios="$2"; shift 2 ;;
     --clients) clients="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    --generator) generator="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
     --keys) keys="$2"; shift 2 ;;
@@ -65,7 +70,7 @@ cmake --build "$build" --target kms_load kmsd kmsctl strongroom-idp >/dev/null
 kmsctl="$build/kms/kmsctl"
 idp="$build/kms/strongroom-idp"
 kmsd="$build/kms/daemon/kmsd"
-load="$build/bench/kms_load"
+load="${generator:-$build/bench/kms_load}"
 kms_lines=()
 
 work="$(mktemp -d /tmp/sr-kms-load.XXXXXX)"
@@ -132,6 +137,7 @@ rss_now() { awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status"; }
 
 common=(--url "$url" --ca "$work/ca.pem" "${tokens[@]}" --clients "$clients" --batch "$batch")
 [ "$rate" != 0 ] && common+=(--rate "$rate")
+[ -n "$threads" ] && common+=(--threads "$threads")
 [ -n "$honor" ] && common+=("$honor")
 [ "$idle" != 0 ] && common+=(--idle-connections "$idle")
 [ "$trickling" != 0 ] && common+=(--trickling-connections "$trickling")
