@@ -9,8 +9,8 @@
 // --server-pid: the server's CPU time (/proc/PID/stat) over the measured window is reported per
 // answered request, beside the generator's own, so a cost per request excludes the generator.
 //
-// Each client is one keep-alive HTTPS connection and one KmsSession (create /ecdhe), with one
-// request in flight at a time. Client i uses token file i % n. The clients run
+// Each client is one keep-alive HTTPS connection and, except for `info`, one KmsSession (create
+// /ecdhe), with one request in flight at a time. Client i uses token file i % n. The clients run
 // on --threads event loops (epoll, non-blocking TLS; client i on loop i % threads), so the
 // generator's CPU is what the protocol and TLS cost a client, not one thread per client's
 // scheduling. The set-up (channels, keys, resources) runs before, blocking, on up to 16 threads,
@@ -20,6 +20,9 @@
 //   create       loop: create /keys with count --batch (1-100) (expects 201 and --batch keys)
 //   create-bind  loop: create /keys (--batch), then create /resources binding them (201, 201)
 //   mixed        retrieve as above; every 20th request is a create /keys of 10 keys
+//   info         loop: plain GET /kms/info, kmsd's static document (expects 200 and the same
+//                document every time): the reference for what a request costs kmsd without
+//                the KMS protocol
 // Closed loop by default (a client sends when its answer arrived); --rate R is open loop: R
 // requests/s spread evenly over the clients, latency counted from the intended send time.
 //
@@ -96,7 +99,7 @@ constexpr char kJose[] = "application/jose";
 const char kUsage[] =
     "usage: kms_load --url https://HOST:PORT --ca CA.pem --token-file JWT [--token-file JWT ...]\n"
     "                [--clients N] [--threads T] [--duration S] [--warmup S] [--keys N]\n"
-    "                [--batch N] [--scenario retrieve|create|create-bind|mixed] [--rate R]\n"
+    "                [--batch N] [--scenario retrieve|create|create-bind|mixed|info] [--rate R]\n"
     "                [--max-keys N] [--honor-retry-after] [--json-out FILE]\n"
     "                [--idle-connections N] [--trickling-connections N] [--server-pid PID]\n";
 
@@ -176,7 +179,7 @@ Result<Options> ParseOptions(int argc, char** argv) {
     return Error(ErrorCode::kInvalidArgument, "--url, --ca and --token-file are required");
   }
   if (o.scenario != "retrieve" && o.scenario != "create" && o.scenario != "create-bind" &&
-      o.scenario != "mixed") {
+      o.scenario != "mixed" && o.scenario != "info") {
     return Error(ErrorCode::kInvalidArgument, "unknown --scenario " + o.scenario);
   }
   if (o.duration_s <= 0) return Error(ErrorCode::kInvalidArgument, "--duration must be > 0");
@@ -200,7 +203,7 @@ struct ClientStats {
 enum class Outcome { kOk, kOverloaded, kError };
 
 // The request a client has in flight.
-enum class Step { kRetrieve, kCreate, kMixedCreate, kBind };
+enum class Step { kRetrieve, kCreate, kMixedCreate, kBind, kInfo };
 
 // One client: its connection, its KMS channel, its keys, and the iteration it is in. Set up by
 // one thread, then driven by one event loop.
@@ -216,7 +219,7 @@ struct Client {
   Clock::time_point next;  // open loop: when the next iteration is due
 
   // The iteration in flight.
-  Step step = Step::kRetrieve;
+  Step step = Step::kInfo;
   const std::string* uri = nullptr;  // the key retrieved
   bool measured = false;
   Clock::time_point request_at;  // latency is counted from here (the intended time, open loop)
@@ -251,10 +254,11 @@ struct LoopState {
 
 class LoadRun {
  public:
-  LoadRun(Options options, KmsInfo info, SSL_CTX* context, HttpsEndpoint endpoint,
-          std::vector<std::string> tokens)
+  LoadRun(Options options, KmsInfo info, std::string info_body, SSL_CTX* context,
+          HttpsEndpoint endpoint, std::vector<std::string> tokens)
       : options_(std::move(options)),
         info_(std::move(info)),
+        info_body_(std::move(info_body)),
         context_(context),
         endpoint_(std::move(endpoint)),
         tokens_(std::move(tokens)),
@@ -313,6 +317,7 @@ class LoadRun {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
   }
 
+  bool UsesSession() const { return options_.scenario != "info"; }
   bool Retrieves() const { return options_.scenario == "retrieve" || options_.scenario == "mixed"; }
 
   static void Note(ClientStats& stats, bool measured, Outcome outcome, const std::string& error) {
@@ -443,6 +448,19 @@ class LoadRun {
     client.stats = &stats_[index];
     client.connection = std::make_unique<HttpsClientConnection>(context_, endpoint_);
     HttpsClientConnection& connection = *client.connection;
+    if (!UsesSession()) {
+      // The connection opened by one request, so the handshake is not in the run.
+      const Progress progress = connection.Exchange("GET", kInfoPath, "", "", kRequestTimeout);
+      if (progress == Progress::kFailed || connection.answer().http_status != 200) {
+        Note(*client.stats, false, Outcome::kError,
+             "GET /kms/info: " + (progress == Progress::kFailed
+                                      ? connection.error()
+                                      : "HTTP " + std::to_string(connection.answer().http_status)));
+        return;
+      }
+      client.ready = true;
+      return;
+    }
     client::KmsTransport transport =
         [&connection](const std::string& message) -> Result<KmsResponse> {
       if (connection.Exchange("POST", kMessagesPath, kJose, message, kRequestTimeout) ==
@@ -532,6 +550,7 @@ class LoadRun {
 
   const Options options_;
   const KmsInfo info_;
+  const std::string info_body_;
   SSL_CTX* const context_;
   const HttpsEndpoint endpoint_;
   std::vector<std::string> tokens_;
@@ -652,6 +671,13 @@ void LoadRun::Iterate(LoopState& s, Client& c) {
   c.measured = sent_at >= measure_from_;
   c.request_at = sent_at;
   const std::uint64_t n = c.iteration++;
+  if (options_.scenario == "info") {
+    c.step = Step::kInfo;
+    c.connection->Start("GET", kInfoPath, "", "");
+    c.in_flight = true;
+    c.deadline = c.request_at + kRequestTimeout;
+    return Drive(s, c);
+  }
   if (options_.scenario == "retrieve" || (options_.scenario == "mixed" && n % 20 != 0)) {
     c.uri = &c.keys[c.round++ % c.keys.size()];
     SendSealed(s, c, Step::kRetrieve, s.retrieve, *c.uri, s.retrieve_fields);
@@ -687,6 +713,22 @@ void LoadRun::Answered(LoopState& s, Client& c, bool failed) {
   Outcome outcome = Outcome::kOk;
   std::uint64_t keys_done = 0;
   switch (c.step) {
+    case Step::kInfo: {
+      const KmsResponse& response = c.connection->answer();
+      if (failed) {
+        outcome = Outcome::kError;
+        error = c.connection->error();
+      } else if (response.http_status == 503 && c.connection->retry_after()) {
+        outcome = Outcome::kOverloaded;
+      } else if (response.http_status != 200) {
+        outcome = Outcome::kError;
+        error = "GET /kms/info answered HTTP " + std::to_string(response.http_status);
+      } else if (response.body != info_body_) {
+        outcome = Outcome::kError;
+        error = "GET /kms/info answered another document";
+      }
+      break;
+    }
     case Step::kRetrieve:
       outcome = Judge(c, failed, s.retrieve, *c.uri, 200, &answer, &error);
       if (outcome == Outcome::kOk) {
@@ -917,6 +959,7 @@ int Main(int argc, char** argv) {
   }
 
   Result<KmsInfo> info = Error(ErrorCode::kUnavailable, "");
+  std::string info_body;
   {
     HttpsClientConnection connection(context->get(), *endpoint);
     const Progress progress =
@@ -929,7 +972,8 @@ int Main(int argc, char** argv) {
                 << "\n";
       return 69;
     }
-    info = client::ParseKmsInfo(connection.answer().body);
+    info_body = connection.answer().body;
+    info = client::ParseKmsInfo(info_body);
     if (!info.ok()) {
       std::cerr << "kms_load: " << info.error().ToString() << "\n";
       return 69;
@@ -955,7 +999,8 @@ int Main(int argc, char** argv) {
               << options->trickling_connections << " trickling connections open\n";
   }
 
-  LoadRun run(*options, std::move(info).value(), context->get(), *endpoint, std::move(tokens));
+  LoadRun run(*options, std::move(info).value(), std::move(info_body), context->get(), *endpoint,
+              std::move(tokens));
   run.Run();
   return run.Report();
 }

@@ -35,7 +35,7 @@ run() {  # name, then kms_load arguments; the exit status is kept in $status
 }
 
 # Every scenario on 2 event loops, 5 clients (so one loop has 3, the other 2), both organizations.
-for scenario in retrieve create create-bind mixed; do
+for scenario in info retrieve create create-bind mixed; do
   run "$scenario" --scenario "$scenario" --clients 5 --threads 2 --warmup 0.2 --duration 1 \
     --keys 5 --batch 3
   if [ "$status" -ne 0 ]; then

@@ -4,7 +4,7 @@
 # the real kmsd on 127.0.0.1, runs kms_load scenarios against it while sampling kmsd's RSS every
 # second, and stops kmsd. Results (JSON per scenario, RSS samples, kmsd's log) go to --out.
 #
-#   bench/run-kms-load.sh [--scenarios retrieve,create,create-bind,mixed] [--clients 16]
+#   bench/run-kms-load.sh [--scenarios retrieve,create,create-bind,mixed,info] [--clients 16]
 #       [--threads 1] [--duration 30] [--warmup 5] [--keys 100] [--batch 100] [--rate R] [--orgs 1|2]
 #       [--no-cache] [--max-in-flight N] [--max-queued N] [--queue-wait-ms N]
 #       [--max-connections N] [--pool-size N]
@@ -21,7 +21,7 @@
 #   --idle-connections N, --trickling-connections N
 #                    the slow-client attack held open during each scenario (kms_load --help)
 #   --generator PATH run this kms_load binary instead of the one built (to compare generators
-#                    against the same kmsd; --threads needs the new one)
+#                    against the same kmsd; --threads and --scenarios info need the new one)
 #
 # Overload demonstration: --max-in-flight 2 --max-queued 8 --clients 64 --scenarios retrieve
 # (503 + Retry-After once the line for a slot is full).
