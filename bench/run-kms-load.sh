@@ -11,12 +11,17 @@
 #       [--preload N] [--honor-retry-after] [--perf] [--out DIR] [--keep]
 #       [--idle-connections N] [--trickling-connections N] [--generator PATH]
 #
+#   --scenarios      run in this order against the one kmsd; a scenario named again runs again
+#                    (results <scenario>.json, then <scenario>.2.json, ...), so runs can alternate
 #   --threads T      kms_load's event loops (its clients are spread over them)
 #   --no-cache       kmsd's key cache off: [kms] key_cache_entries = 0 (on a kmsd older than that
 #                    setting: 1,000 keys per client read cyclically, more than its fixed
 #                    10,000-entry LRU holds, so every content key misses)
 #   --preload N      before the scenarios, create N keys (kms_load create --max-keys N; timed)
-#   --perf           perf record -g of kmsd during each scenario; top symbols in perf-<s>.txt
+#   --perf           perf record (DWARF call graphs, 199 Hz) of kmsd during each scenario's
+#                    measured window: by library and top symbols in perf-<s>.txt, inclusive in
+#                    perf-<s>-children.txt, by component (bench/perf_components.py) in
+#                    perf-<s>-components.txt
 #   --keep           keep the throwaway KMS directory (tokens, database, keys) for inspection
 #   --idle-connections N, --trickling-connections N
 #                    the slow-client attack held open during each scenario (kms_load --help)
@@ -152,37 +157,56 @@ if [ "$preload" != 0 ]; then
     "database $(du -sh "$work" | cut -f1) on disk" | tee -a "$out/run.txt"
 fi
 
+trim='s/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//'
 IFS=, read -r -a scenario_list <<<"$scenarios"
+declare -A runs=()
 for scenario in "${scenario_list[@]}"; do
-  echo "--- $scenario" | tee -a "$out/run.txt"
+  runs[$scenario]=$(( ${runs[$scenario]:-0} + 1 ))
+  # The name of this run's results: the scenario, then scenario.2, scenario.3, ... when repeated.
+  name="$scenario"
+  [ "${runs[$scenario]}" = 1 ] || name="$scenario.${runs[$scenario]}"
+  echo "--- $name" | tee -a "$out/run.txt"
   perf_pid=""
   if [ "$perf" = 1 ]; then
     # Starts after the set-up and warm-up, for the measured window only.
     ( sleep "$(echo "$warmup + 2" | bc)"
-      exec perf record -g -F 499 -p "$kmsd_pid" -o "$out/perf-$scenario.data" -- sleep "$duration"
+      exec perf record --call-graph dwarf,16384 -F 199 -p "$kmsd_pid" -o "$out/perf-$name.data" \
+        -- sleep "$duration"
     ) >/dev/null 2>&1 &
     perf_pid=$!
   fi
   io_before=$(awk '/^(wchar|write_bytes):/ {printf "%s ", $2}' "/proc/$kmsd_pid/io")
   "$load" "${common[@]}" --scenario "$scenario" --duration "$duration" --warmup "$warmup" \
-    --keys "$keys" --server-pid "$kmsd_pid" --json-out "$out/$scenario.json" |
+    --keys "$keys" --server-pid "$kmsd_pid" --json-out "$out/$name.json" |
     tee -a "$out/run.txt" || status=$?
   # What kmsd wrote during the scenario (set-up and warm-up included): wchar counts every
   # write(2) (sockets and the database's WAL), write_bytes what reached the block layer. Divided
   # by the measured requests, with --warmup 0 it is a cost per request that CPU noise leaves alone.
   read -r wchar0 wbytes0 <<<"$io_before"
   read -r wchar1 wbytes1 <<<"$(awk '/^(wchar|write_bytes):/ {printf "%s ", $2}' "/proc/$kmsd_pid/io")"
-  answered=$(sed -n 's/.*"requests" *: *\([0-9]*\).*/\1/p' "$out/$scenario.json" | head -1)
+  answered=$(sed -n 's/.*"requests" *: *\([0-9]*\).*/\1/p' "$out/$name.json" | head -1)
   echo "kmsd wrote $((wchar1 - wchar0)) bytes (wchar), $((wbytes1 - wbytes0)) to storage," \
     "$(( (wchar1 - wchar0) / (answered > 0 ? answered : 1) )) wchar bytes per measured request" |
     tee -a "$out/run.txt"
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
-    perf report -i "$out/perf-$scenario.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
-      grep -v '^#' | grep -v '^$' | grep '%' | head -40 >"$out/perf-$scenario.txt" || true
-    echo "top symbols in $out/perf-$scenario.txt" | tee -a "$out/run.txt"
+    {
+      echo "# shares of kmsd's samples by library"
+      perf report -i "$out/perf-$name.data" --no-children --sort dso --stdio -g none 2>/dev/null |
+        grep '%' | grep -v '^#' | head -25
+      echo "# top symbols"
+      perf report -i "$out/perf-$name.data" --no-children --sort dso,symbol --stdio -g none \
+        2>/dev/null | grep '%' | grep -v '^#' | head -60
+    } | sed -E "$trim" >"$out/perf-$name.txt" || true
+    perf report -i "$out/perf-$name.data" --children --sort symbol --stdio -g none 2>/dev/null |
+      grep '%' | grep -v '^#' | head -150 | sed -E "$trim" >"$out/perf-$name-children.txt" || true
+    us=$(sed -n 's/.*"server_cpu_us_per_request" *: *\([0-9.]*\).*/\1/p' "$out/$name.json" | head -1)
+    /usr/bin/python3 "$repo/bench/perf_components.py" "$out/perf-$name.data" \
+      ${us:+--us-per-request "$us"} >"$out/perf-$name-components.txt" 2>&1 || true
+    echo "profile in $out/perf-$name.txt (inclusive: perf-$name-children.txt," \
+      "by component: perf-$name-components.txt)" | tee -a "$out/run.txt"
   fi
-  echo "kmsd RSS after $scenario: $(rss_now) kB; load average $(cut -d' ' -f1-3 /proc/loadavg)" |
+  echo "kmsd RSS after $name: $(rss_now) kB; load average $(cut -d' ' -f1-3 /proc/loadavg)" |
     tee -a "$out/run.txt"
 done
 
