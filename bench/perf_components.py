@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Where a process's CPU goes, by component, from a `perf record --call-graph dwarf` profile.
 
-    perf_components.py PERF.DATA [--us-per-request US]
+    perf_components.py PERF.DATA [--us-per-request US] [--unit req|key]
 
 Every sample is put in one component by its leaf frame and, where the leaf alone cannot say
 (libcrypto serves TLS and JOSE alike; a kernel sample is a system call, a context switch or an
 interrupt), by the frames above it. A second table gives inclusive shares of named pieces of work
 (a sample counts for each of them on its stack), and a third the shares by thread role. With
 --us-per-request (the process's CPU per request over the same window, e.g. kms_load's
-`server_cpu_us_per_request`), each share is also given in microseconds per request.
+`server_cpu_us_per_request`), each share is also given in microseconds per request (or per
+--unit: "key" for kmsd's CPU per key created or bound).
 bench/run-kms-load.sh --perf runs it on kmsd's profile of each scenario.
 """
 import argparse
@@ -54,27 +55,33 @@ LIBC_MEM = re.compile(r"^__(mem|str|wmem)\w+|^(memcpy|memmove|memset|memcmp|strl
 LOCKS = re.compile(r"pthread_mutex|pthread_cond|__lll_lock|__lll_unlock|pthread_rwlock|"
                    r"__futex|pthread_spin|sem_")
 
-# Inclusive: pieces of work, by a frame's symbol (a regular expression) anywhere on the stack.
+# Inclusive: pieces of work, by a frame's symbol (a regular expression) anywhere on the stack, and
+# when a third element is given, only under a frame matching that too.
 WORK = [
-    ("request worker: KmsServer handler (all its work)", r"KmsServer::Handler::"),
-    ("  KmsService::Handle (the protocol, key lookup, audit hand-off)", r"KmsService::Handle\b"),
-    ("  jose::DecryptDir (open the sealed request)", r"jose::DecryptDir"),
-    ("  jose::EncryptDir (seal the answer)", r"jose::EncryptDir"),
+    ("request workers: the KmsServer handler (all its work)", r"KmsServer::Handler::"),
+    ("  KmsService::Handle (the protocol)", r"KmsService::Handle\b"),
+    ("  open the sealed request (jose::DecryptDir)", r"jose::DecryptDir"),
+    ("  seal the answer (jose::EncryptDir)", r"jose::EncryptDir"),
     ("  JWT verification", r"Jwt\w*::Verify|VerifyJwt|JwtVerifier"),
     ("  Poco::JSON parse", r"Poco::JSON::Parser"),
     ("  Poco::JSON stringify", r"Poco::JSON::(Stringifier|Object::stringify|Array::stringify)"),
     ("  replay check", r"Replay\w*::"),
-    ("  waiting for the audit commit (futex)", r"AuditWriter::(Submit|Wait|Append)"),
-    ("HTTPS edge thread (accept, TLS read of heads, epoll)", r"HttpsServer::Edge::(Loop|Run\(\)::\{lambda\(\)#2\})"),
+    ("  hand-off to the audit writer, waiting for its commit",
+     r"KmsService::Audit$|AuditWriter::(Append|Enqueue|Submit|Wait)"),
+    ("  the HSM (wrap, unwrap)", r"^strongroom::hsm::"),
+    ("  SQLite on the request path", r"^sqlite3", r"KmsServer::Handler::"),
+    ("HTTPS edge thread (accept, TLS read of heads, epoll)",
+     r"HttpsServer::Edge::(Loop|Run\(\)::\{lambda\(\)#2\})"),
     ("TLS: SSL_read", r"^SSL_read"),
     ("TLS: SSL_write", r"^SSL_write"),
     ("TLS: handshakes", r"^SSL_do_handshake|^SSL_accept|tls_process_client_hello"),
-    ("audit writer thread (group commit)", r"AuditWriter::Run"),
-    ("  SQLite prepare (statements compiled per commit)", r"sqlite3_prepare"),
-    ("  SQLite step", r"sqlite3_step"),
-    ("  fsync/fdatasync", r"__x64_sys_(fdatasync|fsync)"),
     ("Poco HTTP request/response parsing and writing", r"Poco::Net::HTTP(Server)?(Request|Response|"
                                                        r"HeaderStream|Message|ServerConnection)"),
+    ("audit writer thread (group commit)", r"AuditWriter::Run"),
+    ("  SQLite prepare", r"sqlite3_prepare", r"AuditWriter::Run"),
+    ("  SQLite step", r"sqlite3_step", r"AuditWriter::Run"),
+    ("  fsync/fdatasync", r"__x64_sys_(fdatasync|fsync)|fdatasync|fsync", r"AuditWriter::Run"),
+    ("any SQLite statement compiled (sqlite3_prepare: not kept between uses)", r"sqlite3_prepare"),
     ("any SQLite", r"^sqlite3"),
     ("any malloc/free", MALLOC.pattern),
 ]
@@ -220,20 +227,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
     parser.add_argument("--us-per-request", type=float, default=0)
+    parser.add_argument("--unit", default="req", help="what --us-per-request is per (req, key)")
     args = parser.parse_args()
 
     components = collections.Counter()
     work = collections.Counter()
     roles = collections.Counter()
-    work_patterns = [(name, re.compile(pattern)) for name, pattern in WORK]
+    work_patterns = [(entry[0], re.compile(entry[1]), re.compile(entry[2]) if len(entry) > 2 else None)
+                     for entry in WORK]
     role_patterns = [(name, re.compile(pattern)) for name, pattern in ROLES]
     total = 0
     for frames in read_samples(args.data):
         total += 1
         components[classify(frames)] += 1
-        symbols = [s for s, _ in frames]
-        for name, pattern in work_patterns:
-            if any(pattern.search(s) for s in symbols):
+        symbols = [normalized(s) for s, _ in frames]
+        for name, pattern, under in work_patterns:
+            if any(pattern.search(s) for s in symbols) and (
+                    under is None or any(under.search(s) for s in symbols)):
                 work[name] += 1
         role = "other threads"
         for name, pattern in role_patterns:
@@ -249,15 +259,15 @@ def main():
         share = 100.0 * count / total
         text = f"{share:6.1f}%"
         if args.us_per_request > 0:
-            text += f" {share * args.us_per_request / 100:8.1f} us/req"
+            text += f" {share * args.us_per_request / 100:8.1f} us/{args.unit}"
         return f"{text}  {name}"
 
     print(f"# {total} samples; components (each sample once, by its leaf and what called it)")
     for name, count in components.most_common():
         print(line(name, count))
     print("# inclusive: a sample counts for every piece of work on its stack")
-    for name, _ in WORK:
-        print(line(name, work[name]))
+    for entry in WORK:
+        print(line(entry[0], work[entry[0]]))
     print("# by thread role")
     for name, count in roles.most_common():
         print(line(name, count))

@@ -200,8 +200,13 @@ for scenario in "${scenario_list[@]}"; do
     } | sed -E "$trim" >"$out/perf-$name.txt" || true
     perf report -i "$out/perf-$name.data" --children --sort symbol --stdio -g none 2>/dev/null |
       grep '%' | grep -v '^#' | head -150 | sed -E "$trim" >"$out/perf-$name-children.txt" || true
-    us=$(sed -n 's/.*"server_cpu_us_per_request" *: *\([0-9.]*\).*/\1/p' "$out/$name.json" | head -1)
-    /usr/bin/python3 "$repo/bench/perf_components.py" "$out/perf-$name.data" \
+    # In microseconds of kmsd's CPU per request; per key created or bound for create, create-bind.
+    unit=req per=requests
+    case "$scenario" in create | create-bind) unit=key per=keys ;; esac
+    us=$(/usr/bin/python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
+print(1e6 * r["server_cpu_s"] / r[sys.argv[2]] if r.get("server_cpu_s", -1) >= 0 and r[sys.argv[2]] else "")' \
+      "$out/$name.json" "$per" 2>/dev/null || true)
+    /usr/bin/python3 "$repo/bench/perf_components.py" "$out/perf-$name.data" --unit "$unit" \
       ${us:+--us-per-request "$us"} >"$out/perf-$name-components.txt" 2>&1 || true
     echo "profile in $out/perf-$name.txt (inclusive: perf-$name-children.txt," \
       "by component: perf-$name-components.txt)" | tee -a "$out/run.txt"
