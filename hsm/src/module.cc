@@ -70,7 +70,10 @@ Module::~Module() {
 }
 
 Status Module::Reset(std::uint64_t seen_generation) {
+  std::lock_guard turn(turnstile_);
+  resets_waiting_.fetch_add(1, std::memory_order_acq_rel);
   std::unique_lock lock(reset_mutex_);
+  resets_waiting_.fetch_sub(1, std::memory_order_acq_rel);
   if (generation() != seen_generation) return OkStatus();  // someone else reset it already
   fn_->C_Finalize(nullptr);  // may fail with CKR_CRYPTOKI_NOT_INITIALIZED: that is the point
   bool owns = false;

@@ -143,11 +143,13 @@ void SessionPool::HandOver(std::optional<Idle> session) {
 }
 
 void SessionPool::Release(CK_SESSION_HANDLE handle, std::uint64_t generation, bool broken) {
-  const bool current = generation == module_->generation();
-  if (broken && current) {
+  if (broken) {
+    // The generation is read under the guard: a reset meanwhile may have made the handle name a
+    // session of the new generation.
     auto guard = module_->UseGuard();
-    module_->fn()->C_CloseSession(handle);
+    if (generation == module_->generation()) module_->fn()->C_CloseSession(handle);
   }
+  const bool current = generation == module_->generation();
   std::lock_guard lock(mutex_);
   if (broken || !current) {
     ++counters_.replaced;

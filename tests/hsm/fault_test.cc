@@ -505,6 +505,49 @@ TEST_F(KeyVaultTest, TheProbeFindsAFaultAndRepairsItWithoutAnyRequest) {
   EXPECT_EQ(both->blobs.size(), 2u);
 }
 
+// Tokens of one module share its initialization: a repair of one token initializes the module
+// again (C_Finalize, C_Initialize), and every other token of the module loses its sessions and its
+// login with it.
+using SharedModuleTest = KeyVaultTest;
+
+// A reset waits for the calls in flight to end, and calls that come meanwhile wait for the reset:
+// otherwise a steady load on the standby holds a repair of the primary off for as long as it lasts
+// (and with it the thread that repairs, a client's request or the probe).
+TEST_F(SharedModuleTest, AResetThatWaitsForACallInFlightHoldsNewCallsBack) {
+  Token& standby = *vault_->tokens()[1];
+  Module& module = standby.module();
+  SecretBytes key = SecretBytes::Random(32);
+  auto blob = standby.Wrap(binding_, key.view());
+  ASSERT_TRUE(blob.ok()) << blob.error().ToString();
+  fault_.hold_next("C_Decrypt");
+  std::thread in_flight([&] {
+    auto back = standby.Unwrap(binding_, *blob);  // held after its C_Decrypt, session leased
+    EXPECT_TRUE(back.ok() && ConstantTimeEquals(back->view(), key.view()));
+  });
+  while (fault_.held() == 0) std::this_thread::yield();
+  const std::uint64_t generation = module.generation();
+  std::thread reset([&] { EXPECT_TRUE(module.Reset(generation).ok()); });
+  while (module.resets_waiting() == 0) std::this_thread::yield();
+  std::atomic<bool> wrapped{false};
+  std::thread later([&] {
+    auto again = standby.Wrap(binding_, key.view());
+    EXPECT_TRUE(again.ok()) << again.error().ToString();
+    wrapped = true;
+  });
+  // Half a second for the new call to go ahead of the reset (it must not); nothing is timed.
+  for (int i = 0; i < 25 && !wrapped.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(wrapped.load()) << "a call went ahead of a reset that waited";
+  fault_.release_held();
+  in_flight.join();
+  reset.join();
+  later.join();
+  EXPECT_TRUE(wrapped.load());
+  EXPECT_EQ(module.generation(), generation + 1);
+  EXPECT_EQ(standby.Health().state, TokenState::kReady);
+}
+
 TEST_F(KeyVaultTest, TamperedBlobIsNotPassedToTheStandby) {
   SecretBytes key = SecretBytes::Random(32);
   auto wrapped = vault_->Wrap(binding_, key.view());

@@ -33,13 +33,22 @@ class Module {
   // generation are gone.
   std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   std::uint64_t resets() const { return generation() - 1; }
+  // Resets now waiting for the uses in flight to end (and holding new ones back meanwhile).
+  int resets_waiting() const { return resets_waiting_.load(std::memory_order_acquire); }
 
   // Finalizes and re-initializes the module, unless another caller already did so since
-  // `seen_generation`. Waits for every in-flight use (see UseGuard) to end first.
+  // `seen_generation`. Waits for every in-flight use (see UseGuard) to end first. Never call it
+  // while holding a use guard.
   Status Reset(std::uint64_t seen_generation);
 
-  // Held while a session of this module is in use, so a reset never finalizes under a call.
-  std::shared_lock<std::shared_mutex> UseGuard() { return std::shared_lock(reset_mutex_); }
+  // Held while a session of this module is in use, so a reset never finalizes under a call. A
+  // reset that waits holds new uses back until it is done, so that a steady load on one token
+  // cannot hold off the repair of another for ever; a thread must therefore never wait for a
+  // second guard, or for a lock whose holder may, while it holds one.
+  std::shared_lock<std::shared_mutex> UseGuard() {
+    { std::lock_guard turn(turnstile_); }
+    return std::shared_lock(reset_mutex_);
+  }
 
  private:
   Module(std::string path, void* handle, CK_FUNCTION_LIST_PTR fn, bool owns_init);
@@ -50,6 +59,8 @@ class Module {
   CK_FUNCTION_LIST_PTR const fn_;
   bool owns_init_;
   std::atomic<std::uint64_t> generation_{1};
+  std::mutex turnstile_;  // held by a reset from before it waits for the uses until it is done
+  std::atomic<int> resets_waiting_{0};
   std::shared_mutex reset_mutex_;
 };
 
