@@ -31,9 +31,11 @@ SessionLease::~SessionLease() {
 }
 
 SessionPool::SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, std::size_t capacity,
-                         std::string token_name)
+                         std::string token_name, SlotFinder find_slot)
     : module_(std::move(module)),
       slot_(slot),
+      slot_generation_(module_->generation()),
+      find_slot_(std::move(find_slot)),
       capacity_(capacity == 0 ? 1 : capacity),
       token_name_(std::move(token_name)) {
   counters_.capacity = capacity_;
@@ -94,9 +96,8 @@ Result<SessionLease> SessionPool::Acquire(std::chrono::steady_clock::time_point 
       }
       ++counters_.acquired;
       if (open_new) {
-        const CK_SLOT_ID slot = slot_;
         lock.unlock();
-        return Open(slot);
+        return Open();
       }
     }
     auto guard = module_->UseGuard();
@@ -110,16 +111,25 @@ Result<SessionLease> SessionPool::Acquire(std::chrono::steady_clock::time_point 
   }
 }
 
-Result<SessionLease> SessionPool::Open(CK_SLOT_ID slot) {
+Result<SessionLease> SessionPool::Open() {
   auto guard = module_->UseGuard();
   const std::uint64_t generation = module_->generation();
-  CK_SESSION_HANDLE handle = CK_INVALID_HANDLE;
-  CK_RV rv = module_->fn()->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr,
-                                          nullptr, &handle);
-  if (rv != CKR_OK) {
+  auto give_back = [&] {
     guard.unlock();
     std::lock_guard lock(mutex_);
     HandOver(std::nullopt);  // the slot this caller reserved goes to the next waiter
+  };
+  if (find_slot_ && slot_generation() != generation) {
+    if (Status found = find_slot_(generation); !found.ok()) {
+      give_back();
+      return found.error();
+    }
+  }
+  CK_SESSION_HANDLE handle = CK_INVALID_HANDLE;
+  CK_RV rv = module_->fn()->C_OpenSession(slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr,
+                                          nullptr, &handle);
+  if (rv != CKR_OK) {
+    give_back();
     return CkError(rv, "C_OpenSession on token " + token_name_);
   }
   return SessionLease(this, handle, generation, std::move(guard));
@@ -179,9 +189,15 @@ CK_SLOT_ID SessionPool::slot() const {
   return slot_;
 }
 
-void SessionPool::SetSlot(CK_SLOT_ID slot) {
+std::uint64_t SessionPool::slot_generation() const {
+  std::lock_guard lock(mutex_);
+  return slot_generation_;
+}
+
+void SessionPool::SetSlot(CK_SLOT_ID slot, std::uint64_t generation) {
   std::lock_guard lock(mutex_);
   slot_ = slot;
+  slot_generation_ = generation;
 }
 
 SessionPoolStats SessionPool::stats() const {

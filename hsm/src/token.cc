@@ -152,7 +152,7 @@ Result<std::unique_ptr<Token>> Token::Open(const TokenConfig& config) {
   SR_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(**module, *uri, config.name));
   std::unique_ptr<Token> token(new Token(config, std::move(uri).value(), *module, slot));
   SR_RETURN_IF_ERROR(token->CheckMechanisms());
-  SR_RETURN_IF_ERROR(token->EnsureLoggedIn());
+  // The first call logs in (a wrong or locked PIN fails it as it is).
   Result<bool> remembered = token->RunUnchecked<bool>([&](SessionLease& lease) -> Result<bool> {
     SR_RETURN_IF_ERROR(token->RememberObjects(lease));
     return true;
@@ -165,8 +165,11 @@ Token::Token(TokenConfig config, TokenUri uri, std::shared_ptr<Module> module, C
     : config_(std::move(config)),
       uri_(std::move(uri)),
       module_(std::move(module)),
-      pool_(module_, slot, config_.pool_size, config_.name),
-      slot_generation_(module_->generation()) {}
+      pool_(module_, slot, config_.pool_size, config_.name, [this](std::uint64_t generation) {
+        // A session is about to open in a generation the slot was not found in.
+        std::lock_guard lock(login_mutex_);
+        return ResolveSlot(generation);
+      }) {}
 
 Token::~Token() {
   std::lock_guard lock(handles_mutex_);
@@ -222,58 +225,52 @@ Status Token::RequireMechanisms(std::span<const MechanismNeed> needs) {
   return OkStatus();
 }
 
-Status Token::EnsureLoggedIn() {
-  if (logged_in_generation_.load(std::memory_order_acquire) == module_->generation()) {
+Status Token::LogInOn(SessionLease& lease) {
+  const std::uint64_t generation = lease.generation();
+  if (logged_in_generation_.load(std::memory_order_acquire) == generation) return OkStatus();
+  std::lock_guard lock(login_mutex_);
+  if (login_refused_) return *login_refused_;
+  if (logged_in_generation_.load(std::memory_order_acquire) == generation) return OkStatus();
+  Status s = ResolveSlot(generation);
+  if (s.ok()) s = Login(lease);
+  if (s.ok()) {
+    logged_in_generation_.store(generation, std::memory_order_release);
     return OkStatus();
   }
+  if (login_refused_) return s;
+  if (Classify(s.error()) == CkFailure::kTokenGone) token_gone_.store(true);
+  // Anything but a refused PIN (a failed C_Login, a token that cannot be found or read) is the
+  // token's fault.
+  return Error(ErrorCode::kUnavailable, s.error().message(), s.error().native_code());
+}
+
+Status Token::FindAgain() {
+  auto guard = module_->UseGuard();
   std::lock_guard lock(login_mutex_);
-  for (int attempt = 0;; ++attempt) {
-    if (login_refused_) return *login_refused_;
-    const std::uint64_t generation = module_->generation();
-    if (logged_in_generation_.load() == generation) return OkStatus();
-    Status s = ResolveSlot(generation);
-    if (s.ok()) s = Login();
-    if (s.ok()) {
-      logged_in_generation_.store(generation, std::memory_order_release);
-      return OkStatus();
-    }
-    CkFailure failure = Classify(s.error());
-    if (attempt == 0 && failure == CkFailure::kModuleDead) {
-      if (Status reset = module_->Reset(generation); !reset.ok()) {
-        return Prefixed(name(), reset.error());
-      }
-      pool_.DropStale();
-      continue;
-    }
-    if (attempt == 0 && failure == CkFailure::kSessionDead) continue;
-    if (failure == CkFailure::kTokenGone) token_gone_.store(true);
-    if (login_refused_) return s;
-    // Anything but a refused PIN (a failed C_Login, a token that cannot be found or read) is the
-    // token's fault.
-    return Error(ErrorCode::kUnavailable, s.error().message(), s.error().native_code());
-  }
+  return ResolveSlot(module_->generation());
 }
 
 Status Token::ResolveSlot(std::uint64_t generation) {
   const bool gone = token_gone_.load(std::memory_order_acquire);
-  if (slot_generation_ == generation && !gone) return OkStatus();
-  // A re-initialized module may number its slots anew (SoftHSM2 needs C_GetSlotList first), and
-  // a token that was removed may come back in another slot.
+  if (pool_.slot_generation() == generation && !gone) return OkStatus();
+  // A re-initialized module may number its slots anew (SoftHSM2 does, and knows none of them
+  // until asked for its slot list), and a token that was removed may come back in another slot.
   Result<CK_SLOT_ID> slot = FindSlot(*module_, uri_, name());
   if (!slot.ok()) {
     // The token was there when we opened it: its absence now is an outage, not a typo.
+    const std::uint64_t native = slot.error().native_code();
     return Error(ErrorCode::kUnavailable,
-                 "token '" + name() + "' is not present: " + slot.error().message());
+                 "token '" + name() + "' is not present: " + slot.error().message(),
+                 native != 0 ? native : CKR_TOKEN_NOT_PRESENT);
   }
-  pool_.SetSlot(*slot);
-  slot_generation_ = generation;
+  pool_.SetSlot(*slot, generation);
   token_gone_.store(false, std::memory_order_release);
   return OkStatus();
 }
 
-Status Token::Login() {
+Status Token::Login(SessionLease& lease) {
   CK_TOKEN_INFO info{};
-  CK_RV rv = module_->fn()->C_GetTokenInfo(slot(), &info);
+  CK_RV rv = lease.fn()->C_GetTokenInfo(slot(), &info);
   if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetTokenInfo"));
   if (info.flags & CKF_USER_PIN_LOCKED) {
     login_refused_ = Error(ErrorCode::kFailedPrecondition,
@@ -288,8 +285,6 @@ Status Token::Login() {
     login_refused_ = Prefixed(name(), pin.error());
     return *login_refused_;
   }
-  SR_ASSIGN_OR_RETURN(SessionLease lease,
-                      pool_.Acquire(std::chrono::steady_clock::now() + config_.acquire_timeout));
   login_attempts_.fetch_add(1);
   rv = lease.fn()->C_Login(lease.handle(), CKU_USER, pin->data(),
                            static_cast<CK_ULONG>(pin->size()));
@@ -324,14 +319,11 @@ template <typename T, typename Op>
 Result<T> Token::RunUnchecked(Op&& op) {
   const auto deadline = std::chrono::steady_clock::now() + config_.acquire_timeout;
   std::optional<Error> last;
-  int repairs = 0;
-  // One repair and retry per call; a module reset by another thread between logging in and
-  // leasing costs a round but no repair.
-  for (int round = 0; round < 4 && repairs < 2; ++round) {
-    if (Status s = EnsureLoggedIn(); !s.ok()) {
-      if (s.error().code() == ErrorCode::kUnavailable) MarkUnavailable(s.error());
-      return s.error();
-    }
+  // One repair and retry per call. A reset of the module for another of its tokens is no fault of
+  // this one, and costs no repair: the session leased after it is of the new generation, and the
+  // call logs in on it and goes on. The login, the operation and their session share the lease's
+  // use guard, so no reset comes between them.
+  for (int repairs = 0; repairs < 2;) {
     Result<SessionLease> lease = pool_.Acquire(deadline);
     if (!lease.ok()) {
       const CkFailure failure = Classify(lease.error());
@@ -342,6 +334,10 @@ Result<T> Token::RunUnchecked(Op&& op) {
       ++repairs;
       if (failure == CkFailure::kTokenGone) {
         MarkTokenGone();
+        if (Status found = FindAgain(); !found.ok()) {
+          MarkUnavailable(found.error());
+          return found.error();
+        }
       } else if (Status reset = module_->Reset(module_->generation()); !reset.ok()) {
         last = reset.error();
         break;
@@ -349,7 +345,26 @@ Result<T> Token::RunUnchecked(Op&& op) {
       pool_.DropStale();
       continue;
     }
-    if (lease->generation() != logged_in_generation_.load(std::memory_order_acquire)) continue;
+    if (Status in = LogInOn(*lease); !in.ok()) {
+      const CkFailure failure = Classify(in.error());
+      if (failure == CkFailure::kSessionDead) {
+        lease->MarkBroken();
+      } else if (failure == CkFailure::kModuleDead) {
+        const std::uint64_t generation = lease->generation();
+        { SessionLease released = std::move(lease).value(); }  // reset waits for every lease
+        if (Status reset = module_->Reset(generation); !reset.ok()) {
+          last = reset.error();
+          break;
+        }
+        pool_.DropStale();
+      } else {
+        if (in.error().code() == ErrorCode::kUnavailable) MarkUnavailable(in.error());
+        return in.error();
+      }
+      last = in.error();
+      ++repairs;
+      continue;
+    }
     const std::uint64_t failures_at_start = failures_.load(std::memory_order_acquire);
     Result<T> result = op(*lease);
     if (result.ok()) {
@@ -390,7 +405,7 @@ Result<T> Token::RunUnchecked(Op&& op) {
     }
   }
   Error failed(ErrorCode::kUnavailable, "token '" + name() + "' is unavailable: " + last->message(),
-               last->native_code());
+               last->native_code());  // every way out of the loop above sets `last`
   MarkUnavailable(failed);
   return failed;
 }

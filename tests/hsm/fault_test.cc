@@ -6,6 +6,10 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -338,6 +342,40 @@ TEST_F(TokenDirectoryTest, KeysThatVanishedAreAnOutageAndComeBackWithTheirToken)
   EXPECT_EQ(token->DecryptRsaOaep("kms", garbage).error().code(), ErrorCode::kInvalidArgument);
 }
 
+// Why a repair of a token that went away resets the module rather than look for it first: SoftHSM2
+// sees a token directory that came back only once it is initialized again. Before that, the token
+// either fails C_GetTokenInfo in its old slot or, after a reset while it was away, is not listed.
+TEST_F(TokenDirectoryTest, SoftHsmSeesATokenThatCameBackOnlyOnceInitializedAgain) {
+  auto token = OpenWithRoot();
+  Module& module = token->module();
+  auto listed_and_answering = [&] {
+    auto guard = module.UseGuard();
+    CK_FUNCTION_LIST_PTR fn = module.fn();
+    CK_ULONG count = 0;
+    EXPECT_EQ(fn->C_GetSlotList(CK_TRUE, nullptr, &count), CKR_OK);
+    std::vector<CK_SLOT_ID> slots(count);
+    EXPECT_EQ(fn->C_GetSlotList(CK_TRUE, slots.data(), &count), CKR_OK);
+    for (CK_ULONG i = 0; i < count; ++i) {
+      CK_TOKEN_INFO info{};
+      if (fn->C_GetTokenInfo(slots[i], &info) != CKR_OK) continue;
+      const std::string label(reinterpret_cast<const char*>(info.label), sizeof info.label);
+      if (label.rfind(label_ + " ", 0) == 0) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(listed_and_answering());
+  TakeAway();
+  EXPECT_FALSE(listed_and_answering());
+  PutBack();
+  EXPECT_FALSE(listed_and_answering());  // back, but not seen
+  TakeAway();
+  ASSERT_TRUE(module.Reset(module.generation()).ok());
+  PutBack();
+  EXPECT_FALSE(listed_and_answering());  // initialized while it was away: not listed
+  ASSERT_TRUE(module.Reset(module.generation()).ok());
+  EXPECT_TRUE(listed_and_answering());
+}
+
 class KeyVaultTest : public FaultTest {
  protected:
   void SetUp() override {
@@ -507,8 +545,115 @@ TEST_F(KeyVaultTest, TheProbeFindsAFaultAndRepairsItWithoutAnyRequest) {
 
 // Tokens of one module share its initialization: a repair of one token initializes the module
 // again (C_Finalize, C_Initialize), and every other token of the module loses its sessions and its
-// login with it.
-using SharedModuleTest = KeyVaultTest;
+// login with it. A call on a healthy token that meets such a reset logs in again and goes on, and
+// the reset is not a fault of that token: losing one token loses nothing, however often the lost
+// one is repaired.
+class SharedModuleTest : public KeyVaultTest {
+ protected:
+  void TearDown() override {
+    stop_ = true;
+    for (std::thread& t : threads_) t.join();
+    if (!away_.empty() && std::filesystem::exists(away_)) PutBack();
+    KeyVaultTest::TearDown();
+  }
+
+  // Reopens the vault with its background probe running (it repairs a token when due).
+  void OpenWithProbe() {
+    TokenConfig standby = config_;
+    standby.name = "standby";
+    standby.uri = SoftHsmSandbox::Get().Uri(kFaultModule, standby_label_);
+    vault_.reset();
+    HsmConfig config{{config_, standby}};
+    config.probe_interval = std::chrono::milliseconds(20);
+    auto vault = KeyVault::Open(config);
+    ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+    vault_ = std::move(vault).value();
+  }
+
+  // Calls on the standby alone, from four threads, until stop_: wraps, and unwraps of a key it
+  // wrapped before, each thread pausing `pause` after each call. Every failure is kept.
+  void LoadTheStandby(std::chrono::microseconds pause = std::chrono::microseconds(0)) {
+    Token& standby = *vault_->tokens()[1];
+    auto key = std::make_shared<SecretBytes>(SecretBytes::Random(32));
+    auto blob = standby.Wrap(binding_, key->view());
+    ASSERT_TRUE(blob.ok()) << blob.error().ToString();
+    auto wrapped = std::make_shared<std::vector<std::uint8_t>>(std::move(blob).value());
+    for (int t = 0; t < 4; ++t) {
+      threads_.emplace_back([this, &standby, key, wrapped, t, pause] {
+        for (int i = 0; !stop_.load(); ++i) {
+          Status s = OkStatus();
+          if ((i + t) % 2 == 0) {
+            auto back = standby.Unwrap(binding_, *wrapped);
+            if (!back.ok()) {
+              s = back.error();
+            } else if (!ConstantTimeEquals(back->view(), key->view())) {
+              s = Error(ErrorCode::kDataLoss, "unwrapped to another key");
+            }
+          } else if (auto again = standby.Wrap(binding_, key->view()); !again.ok()) {
+            s = again.error();
+          }
+          if (s.ok()) {
+            ++calls_ok_;
+          } else {
+            std::lock_guard lock(mutex_);
+            failures_.push_back(s.error().ToString());
+          }
+          if (pause.count() > 0) std::this_thread::sleep_for(pause);
+        }
+      });
+    }
+  }
+
+  std::vector<std::string> Failures() {
+    std::lock_guard lock(mutex_);
+    return failures_;
+  }
+
+  void TakeAway() {
+    home_ = SoftHsmSandbox::Get().TokenDirectory(label_);
+    away_ = SoftHsmSandbox::Get().dir() + "/away-" + label_;
+    std::filesystem::rename(home_, away_);
+  }
+  void PutBack() { std::filesystem::rename(away_, home_); }
+
+  std::string home_, away_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> calls_ok_{0};
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::vector<std::string> failures_;
+};
+
+// The module reset again and again, as repairs of other tokens reset it: every call on the standby
+// succeeds, and none of them marks it unavailable or counts as a repair of its own.
+TEST_F(SharedModuleTest, ACallOnAHealthyTokenGoesOnThroughResetsOfItsModule) {
+  Token& standby = *vault_->tokens()[1];
+  Module& module = standby.module();
+  const std::uint64_t resets_before = module.resets();
+  const std::uint64_t logins_before = standby.Health().login_attempts;
+  // Short pauses between calls, so that resets come between calls as well as during them.
+  LoadTheStandby(std::chrono::microseconds(100));
+  for (int i = 0; i < 200; ++i) {
+    const int before = calls_ok_.load();
+    ASSERT_TRUE(module.Reset(module.generation()).ok());
+    // A few calls between resets, so that calls meet every step of a reset (bounded wait).
+    for (int j = 0; j < 100000 && calls_ok_.load() < before + 2 && Failures().empty(); ++j) {
+      std::this_thread::yield();
+    }
+  }
+  stop_ = true;
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+  EXPECT_GE(module.resets() - resets_before, 200u);
+  // One new login per reset at most, whatever the number of calls that met it.
+  EXPECT_LE(standby.Health().login_attempts - logins_before, module.resets() - resets_before);
+  const std::vector<std::string> failures = Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " calls failed, the first: " << failures[0];
+  EXPECT_GE(calls_ok_.load(), 200);
+  EXPECT_EQ(standby.Health().state, TokenState::kReady) << standby.Health().detail;
+  EXPECT_EQ(standby.Health().repairs, 0u);
+  EXPECT_FALSE(standby.InBackoff());
+}
 
 // A reset waits for the calls in flight to end, and calls that come meanwhile wait for the reset:
 // otherwise a steady load on the standby holds a repair of the primary off for as long as it lasts
@@ -546,6 +691,50 @@ TEST_F(SharedModuleTest, AResetThatWaitsForACallInFlightHoldsNewCallsBack) {
   EXPECT_TRUE(wrapped.load());
   EXPECT_EQ(module.generation(), generation + 1);
   EXPECT_EQ(standby.Health().state, TokenState::kReady);
+}
+
+// The finding: the primary's token directory taken away under load (SoftHSM2 then sees the token
+// again only once the module is initialized again, so each repair of the primary resets the module
+// the standby shares). Every call on the standby succeeds while the primary is repaired again and
+// again, and the primary comes back once its directory does.
+TEST_F(SharedModuleTest, TheStandbyServesEveryCallWhileTheLostPrimaryIsRepairedAgainAndAgain) {
+  OpenWithProbe();
+  Token& primary = *vault_->tokens()[0];
+  Token& standby = *vault_->tokens()[1];
+  SecretBytes key = SecretBytes::Random(32);
+  auto both = vault_->Wrap(binding_, key.view());
+  ASSERT_TRUE(both.ok()) << both.error().ToString();
+  ASSERT_EQ(both->blobs.size(), 2u);
+  const std::uint64_t resets_before = primary.module().resets();
+  LoadTheStandby();
+  TakeAway();
+  // Bounded waits, nothing timed: the repairs fall due 250 ms, 500 ms, 1 s after the failure.
+  auto wait_for = [](const std::function<bool()>& condition) {
+    for (int i = 0; i < 3000 && !condition(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return condition();
+  };
+  ASSERT_TRUE(wait_for([&] { return primary.Health().state == TokenState::kUnavailable; }));
+  ASSERT_TRUE(wait_for([&] { return primary.Health().repairs >= 3; }))
+      << primary.Health().repairs << " repairs";
+  EXPECT_GE(primary.module().resets() - resets_before, 3u);
+  const int ok_while_down = calls_ok_.load();
+  PutBack();
+  ASSERT_TRUE(wait_for([&] { return primary.Health().state == TokenState::kReady; }))
+      << primary.Health().detail;
+  stop_ = true;
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+  const std::vector<std::string> failures = Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " calls failed, the first: " << failures[0];
+  EXPECT_GT(ok_while_down, 0);
+  EXPECT_EQ(standby.Health().state, TokenState::kReady) << standby.Health().detail;
+  EXPECT_EQ(standby.Health().repairs, 0u);
+  // The primary alone opens what was wrapped for it before it went.
+  auto back = vault_->Unwrap(binding_, std::span(&both->blobs[0], 1));
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(back->view(), key.view()));
 }
 
 TEST_F(KeyVaultTest, TamperedBlobIsNotPassedToTheStandby) {

@@ -41,10 +41,10 @@ class Module {
   // while holding a use guard.
   Status Reset(std::uint64_t seen_generation);
 
-  // Held while a session of this module is in use, so a reset never finalizes under a call. A
-  // reset that waits holds new uses back until it is done, so that a steady load on one token
-  // cannot hold off the repair of another for ever; a thread must therefore never wait for a
-  // second guard, or for a lock whose holder may, while it holds one.
+  // Held while the module is called (a session in use, a slot looked up), so a reset never
+  // finalizes under a call. A reset that waits holds new uses back until it is done, so that a
+  // steady load on one token cannot hold off the repair of another for ever; a thread must
+  // therefore never wait for a second guard, or for a lock whose holder may, while it holds one.
   std::shared_lock<std::shared_mutex> UseGuard() {
     { std::lock_guard turn(turnstile_); }
     return std::shared_lock(reset_mutex_);

@@ -8,7 +8,10 @@
 // hanging. A session whose call reported it dead is
 // dropped on return and replaced by the next Acquire. Sessions from an older module generation
 // (see Module::Reset) are discarded without C_CloseSession: their handles may already name a
-// newer session. Login state belongs to the token, so nothing here logs in or out.
+// newer session. A module initialized again may number its slots anew, so the first session of a
+// new generation opens only once the token's slot is found in it (the pool's SlotFinder, called
+// under the same use guard as C_OpenSession). Login state belongs to the token, so nothing here
+// logs in or out.
 //
 // Thread-safe.
 #ifndef STRONGROOM_HSM_SESSION_POOL_H_
@@ -18,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -73,8 +77,14 @@ struct SessionPoolStats {
 
 class SessionPool {
  public:
+  // Finds the token's slot in the module generation given and calls SetSlot; called with the
+  // module's use guard held.
+  using SlotFinder = std::function<Status(std::uint64_t generation)>;
+
+  // `slot` is the token's slot in the module's current generation. Without a `find_slot`, the slot
+  // is kept across resets.
   SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, std::size_t capacity,
-              std::string token_name);
+              std::string token_name, SlotFinder find_slot = {});
   ~SessionPool();
   SessionPool(const SessionPool&) = delete;
   SessionPool& operator=(const SessionPool&) = delete;
@@ -86,8 +96,10 @@ class SessionPool {
 
   SessionPoolStats stats() const;
   CK_SLOT_ID slot() const;
-  // After a module reset the token may sit in another slot; new sessions open there.
-  void SetSlot(CK_SLOT_ID slot);
+  // The module generation the slot was found in.
+  std::uint64_t slot_generation() const;
+  // The token was found in `slot` in module generation `generation`; new sessions open there.
+  void SetSlot(CK_SLOT_ID slot, std::uint64_t generation);
 
  private:
   friend class SessionLease;
@@ -102,13 +114,15 @@ class SessionPool {
     bool may_open = false;        // a freed slot was handed over instead
   };
   void Release(CK_SESSION_HANDLE handle, std::uint64_t generation, bool broken);
-  Result<SessionLease> Open(CK_SLOT_ID slot);
+  Result<SessionLease> Open();
   // Gives a returned session (or, with nullopt, a freed slot) to the longest waiter, or back to
   // the pool. Requires mutex_.
   void HandOver(std::optional<Idle> session);
 
   const std::shared_ptr<Module> module_;
-  CK_SLOT_ID slot_;  // guarded by mutex_
+  CK_SLOT_ID slot_;                // guarded by mutex_
+  std::uint64_t slot_generation_;  // guarded by mutex_
+  const SlotFinder find_slot_;
   const std::size_t capacity_;
   const std::string token_name_;
 

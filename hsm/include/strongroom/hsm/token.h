@@ -1,11 +1,16 @@
 // One configured PKCS#11 token: its slot, session pool, login, root keys and health.
 //
 // The token is logged in once per module generation (CKR_USER_ALREADY_LOGGED_IN counts as
-// success) and never logged out per lease. Every operation runs on a leased session and is retried
-// once after repairing what its failure says is broken (ck_result.h, ClassifyCkr, decides): a dead
-// session is replaced, a lost login is redone, stale object handles are re-resolved by CKA_ID, and
-// a device error, CKR_CRYPTOKI_NOT_INITIALIZED or a failed check of the token (below) resets the
-// module. A wrong or locked PIN is never retried: the token stays refused until it is reopened.
+// success), on the session of the call that finds it logged out, and never logged out per lease.
+// Every operation runs on a leased session and is retried once after repairing what its failure
+// says is broken (ck_result.h, ClassifyCkr, decides): a dead session is replaced, a lost login is
+// redone, stale object handles are re-resolved by CKA_ID, and a device error,
+// CKR_CRYPTOKI_NOT_INITIALIZED or a failed check of the token (below) resets the module. A wrong
+// or locked PIN is never retried: the token stays refused until it is reopened.
+//
+// Tokens of one module share its initialization, so a reset made to repair one of them ends the
+// sessions and logins of all. For the others that is no fault: a call that meets it leases a
+// session of the new generation, logs in on it and goes on, without a repair or a mark.
 //
 // Token faults. The token remembers the objects it holds: the newest root-key version of each
 // organization and the identity keys, found when it is opened and whenever it is used. An object
@@ -174,9 +179,15 @@ class Token {
     const char* purpose;
   };
   Status RequireMechanisms(std::span<const MechanismNeed> needs);
-  Status EnsureLoggedIn();
+  // Logs the token in on the lease's session unless it is logged in for the lease's module
+  // generation already (finding its slot again first if needed). Under the lease's use guard, so
+  // that no reset comes between the login and the call it is for.
+  Status LogInOn(SessionLease& lease);
+  // Finds the token's slot again, under a use guard, for a call that could not open a session.
+  Status FindAgain();
+  // Requires login_mutex_ and a use guard of the module.
   Status ResolveSlot(std::uint64_t generation);
-  Status Login();
+  Status Login(SessionLease& lease);
 
   // Runs `op` on a leased session, repairing and retrying once as described above; fails at once
   // while the token is unavailable and no repair is due.
@@ -222,7 +233,6 @@ class Token {
   const TokenUri uri_;
   const std::shared_ptr<Module> module_;
   SessionPool pool_;
-  std::uint64_t slot_generation_;        // the module generation the slot was found in
   std::atomic<bool> token_gone_{false};  // the slot must be found again before the next call
 
   mutable std::mutex login_mutex_;
