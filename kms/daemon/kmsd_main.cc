@@ -21,6 +21,7 @@
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/kmsd_settings.h"
 #include "strongroom/kms/ops_server.h"
+#include "strongroom/kms/reconcile_job.h"
 #include "strongroom/kms/relay_connector.h"
 
 namespace strongroom::kms {
@@ -57,6 +58,10 @@ class Kmsd : public DaemonApplication {
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsService> service,
                         KmsService::New(std::move(config), *vault, *db, std::move(verifier), {},
                                         KmsServiceHooks{&cache, &metrics, &channel_keys}));
+
+    // Keys made while a token was down are wrapped for it once it is back (reconcile_job.h).
+    auto reconcile_jobs = std::make_unique<ReconcileJobs>(*vault, *db);
+    auto reconcile = std::make_unique<ReconcileWorker>(*reconcile_jobs);
 
     // Every setting and file the listeners and the relay need is read and checked before any
     // listener opens: a bad one stops kmsd before it says it serves.
@@ -107,6 +112,8 @@ class Kmsd : public DaemonApplication {
     Log("stopping: finishing requests in flight");
     if (relay) relay->Stop();
     operations.reset();
+    reconcile.reset();
+    reconcile_jobs.reset();
     server->Stop();
     const KmsServerCounters counters = server->counters();
     server.reset();

@@ -136,6 +136,18 @@ std::vector<Migration> KmsStore::Migrations() {
         "CREATE INDEX executed_requests_by_channel ON executed_requests (channel)"}},
       AuditCheckpoints::Schema(7),
       AuditLog::RequestSchema(8),
+      {9,
+       "reconciliation jobs: wraps added for the tokens that missed keys",
+       // One row per job; `phase` and `cursor` say where its round is, so a restart resumes there.
+       {"CREATE TABLE reconcile_jobs (id INTEGER PRIMARY KEY, state TEXT NOT NULL, "
+        "started_by TEXT NOT NULL, phase TEXT NOT NULL, cursor TEXT NOT NULL, "
+        "total INTEGER NOT NULL, done INTEGER NOT NULL, failed INTEGER NOT NULL, "
+        "started_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, waiting_for TEXT NOT NULL, "
+        "blocked TEXT NOT NULL, last_error TEXT NOT NULL)",
+        "CREATE INDEX reconcile_jobs_by_state ON reconcile_jobs (state, id)",
+        "CREATE TABLE reconcile_failures (job_id INTEGER NOT NULL REFERENCES reconcile_jobs (id), "
+        "kind TEXT NOT NULL, uri TEXT NOT NULL, token TEXT NOT NULL, error TEXT NOT NULL, "
+        "PRIMARY KEY (job_id, kind, uri, token))"}},
   };
 }
 
@@ -195,6 +207,32 @@ Status KmsStore::PutBlob(Poco::Data::Session& s, const std::string& key_uri,
        "blob = excluded.blob",
       use(uri), use(token), use(version), use(bytes), now;
   return OkStatus();
+}
+
+Result<bool> KmsStore::AddMissingBlob(Poco::Data::Session& s, const std::string& key_uri,
+                                      const hsm::TokenBlob& blob) {
+  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
+  std::string uri = key_uri, token = blob.token;
+  Poco::Int64 version = view.root_version;
+  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
+  Poco::Data::Statement insert(s);
+  insert << "INSERT INTO key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key_uri, token) DO NOTHING",
+      use(uri), use(token), use(version), use(bytes);
+  return insert.execute() > 0;
+}
+
+Result<bool> KmsStore::AddMissingEphemeralBlob(Poco::Data::Session& s, const std::string& uri,
+                                               const hsm::TokenBlob& blob) {
+  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
+  (void)view;  // well-formed; the version is in the blob itself
+  std::string key_uri = uri, token = blob.token;
+  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
+  Poco::Data::Statement insert(s);
+  insert << "INSERT INTO ephemeral_blobs (uri, token, blob) VALUES (?, ?, ?) "
+            "ON CONFLICT (uri, token) DO NOTHING",
+      use(key_uri), use(token), use(bytes);
+  return insert.execute() > 0;
 }
 
 Result<std::optional<KeyRecord>> KmsStore::FindKey(Poco::Data::Session& s, const std::string& uri) {

@@ -106,6 +106,8 @@ class Token {
 
   const std::string& name() const { return config_.name; }
   bool Serves(const std::string& org) const;
+  // The organizations it serves as configured; empty means all.
+  const std::vector<std::string>& orgs() const { return config_.orgs; }
   const TokenUri& uri() const { return uri_; }
   CK_SLOT_ID slot() const { return pool_.slot(); }
   Module& module() { return *module_; }

@@ -116,6 +116,12 @@ class KmsStore {
   // Replaces the blob a token holds for a key (root-key rotation, backfill after an outage).
   static Status PutBlob(Poco::Data::Session& s, const std::string& key_uri,
                         const hsm::TokenBlob& blob);
+  // Adds the blob a token lacks for a key or a channel key (reconciliation); a blob the token has
+  // already is kept, and false returned.
+  static Result<bool> AddMissingBlob(Poco::Data::Session& s, const std::string& key_uri,
+                                     const hsm::TokenBlob& blob);
+  static Result<bool> AddMissingEphemeralBlob(Poco::Data::Session& s, const std::string& uri,
+                                              const hsm::TokenBlob& blob);
 
   static Status InsertEphemeralKey(Poco::Data::Session& s, const EphemeralKeyRecord& key);
   static Result<std::optional<EphemeralKeyRecord>> FindEphemeralKey(Poco::Data::Session& s,
