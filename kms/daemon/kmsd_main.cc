@@ -66,7 +66,7 @@ class Kmsd : public DaemonApplication {
     // Every setting and file the listeners and the relay need is read and checked before any
     // listener opens: a bad one stops kmsd before it says it serves.
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> operations,
-                        Operations::New(config_path, *vault, *db, metrics, cache));
+                        Operations::New(config_path, *vault, *db, metrics, cache, reconcile.get()));
     std::unique_ptr<RelayConnector> relay;
     if (settings.relay) {
       RelayConnectorOptions relay_options;

@@ -211,6 +211,16 @@ std::string Metrics::RenderPrometheus(const MetricSources& sources) const {
 
   if (sources.cache != nullptr) RenderCache(*sources.cache, w);
   if (sources.vault != nullptr) RenderTokens(*sources.vault, w);
+  if (sources.missing_wraps) {
+    constexpr std::string_view kMissing = "strongroom_keys_missing_wraps";
+    w.Family(kMissing, "gauge",
+             "Keys and live channel keys that lack a wrap under the token (the reconciliation "
+             "job adds them).");
+    for (const auto& [token, n] : sources.missing_wraps->by_token) {
+      w.Sample(kMissing, "token=\"" + Label(token) + "\"",
+               std::to_string(std::max<std::int64_t>(n, 0)));
+    }
+  }
   return w.Take();
 }
 

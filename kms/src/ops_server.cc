@@ -129,6 +129,35 @@ Object ProgressJson(const RewrapProgress& p) {
   return o;
 }
 
+Object MissingJson(const MissingWraps& missing) {
+  Object o;
+  for (const auto& [token, n] : missing.by_token) o.set(token, n);
+  return o;
+}
+
+Object ReconcileJson(const ReconcileProgress& p, const std::optional<MissingWraps>& missing) {
+  Object o;
+  o.set("jobId", p.job_id);
+  o.set("state", p.state);
+  o.set("startedBy", p.started_by);
+  o.set("total", p.total);
+  o.set("done", p.done);
+  o.set("failed", p.failed);
+  o.set("remaining", std::max<std::int64_t>(0, p.total - p.done - p.failed));
+  o.set("ratePerSecond", p.rate_per_second);
+  o.set("startedMs", p.started_ms);
+  o.set("updatedMs", p.updated_ms);
+  Poco::JSON::Array waiting;
+  for (const std::string& token : p.waiting_for) waiting.add(token);
+  o.set("waitingFor", waiting);
+  o.set("lastError", p.last_error);
+  if (missing) {
+    o.set("missing", MissingJson(*missing));
+    o.set("countedMs", missing->counted_ms);
+  }
+  return o;
+}
+
 }  // namespace
 
 Result<std::optional<OpsSettings>> ReadOpsSettings(
@@ -202,7 +231,7 @@ struct OpsServer::Call {
 Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, hsm::KeyVault& vault,
                                                   Database& db, Metrics& metrics, RewrapJobs& jobs,
                                                   KeyCache& cache, RewrapWorker* worker,
-                                                  Clock clock) {
+                                                  Clock clock, ReconcileWorker* reconcile) {
   if (settings.max_threads == 0 || settings.max_threads > 64) {
     return Error(ErrorCode::kInvalidArgument, "ops max_threads must be 1 to 64");
   }
@@ -210,15 +239,15 @@ Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, h
   auto tls = std::make_unique<Tls>();
   SR_ASSIGN_OR_RETURN(tls->context, MakeTlsServerContext("the operations listener",
                                                          settings.tls_cert, settings.tls_key));
-  std::unique_ptr<OpsServer> server(
-      new OpsServer(settings, digest, vault, db, metrics, jobs, cache, worker, std::move(clock)));
+  std::unique_ptr<OpsServer> server(new OpsServer(settings, digest, vault, db, metrics, jobs, cache,
+                                                  worker, std::move(clock), reconcile));
   server->tls_ = std::move(tls);
   return server;
 }
 
 OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
                      hsm::KeyVault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs,
-                     KeyCache& cache, RewrapWorker* worker, Clock clock)
+                     KeyCache& cache, RewrapWorker* worker, Clock clock, ReconcileWorker* reconcile)
     : http::Endpoint("kmsd-ops", "the operations request failed", http::CodeStyle::kUpperCase),
       settings_(settings),
       token_digest_(token_digest),
@@ -229,15 +258,21 @@ OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> t
       cache_(cache),
       worker_(worker),
       clock_(std::move(clock)),
+      reconcile_(reconcile),
       routes_("no such operations endpoint (see docs/operations/ops-api.md)") {
   routes_.Add("GET", "/ops/health", [this](Request&, const Call&) { return Health(); })
       .Add("GET", "/ops/metrics",
            [this](Request&, const Call&) {
              Response response;
              response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-             response.body = metrics_.RenderPrometheus({&cache_, &vault_});
+             MetricSources sources{&cache_, &vault_};
+             if (reconcile_ != nullptr) sources.missing_wraps = reconcile_->jobs().last_count();
+             response.body = metrics_.RenderPrometheus(sources);
              return response;
            })
+      .Add("GET", "/ops/reconcile", [this](Request&, const Call&) { return GetReconcile(); })
+      .Add("POST", "/ops/reconcile",
+           [this](Request&, const Call& call) { return StartReconcile(call.actor); })
       .Add("GET", "/ops/orgs/{org}/policy",
            [this](Request& request, const Call&) -> Response {
              SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
@@ -382,9 +417,23 @@ Response OpsServer::Health() {
     if (h.state == hsm::TokenState::kReady) ++ready;
   }
   body.set("tokens", tokens);
+  // Keys that lack a wrap under some token hang on fewer tokens than configured: degraded until
+  // the reconciliation has wrapped them (its last count; health never runs the query itself).
+  std::int64_t missing_wraps = 0;
+  if (reconcile_ != nullptr) {
+    if (std::optional<MissingWraps> missing = reconcile_->jobs().last_count()) {
+      Object wraps;
+      wraps.set("missing", MissingJson(*missing));
+      wraps.set("countedMs", missing->counted_ms);
+      body.set("wraps", wraps);
+      missing_wraps = missing->total();
+    }
+  }
   // The KMS serves while the database answers and at least one token is ready.
   const bool serving = reachable.ok() && ready > 0;
-  body.set("status", !serving ? "unavailable" : ready == health.size() ? "ok" : "degraded");
+  body.set("status", !serving                                       ? "unavailable"
+                     : ready == health.size() && missing_wraps == 0 ? "ok"
+                                                                    : "degraded");
   return JsonResponse(serving ? 200 : 503, body);
 }
 
@@ -453,6 +502,43 @@ Response OpsServer::GetRewrap(const std::string& org) {
   return JsonResponse(200, body);
 }
 
+Response OpsServer::GetReconcile() {
+  if (reconcile_ == nullptr) {
+    return Response(Error(ErrorCode::kNotFound, "no reconciliation runs in this process"));
+  }
+  Result<ReconcileProgress> job = reconcile_->jobs().Progress();
+  if (!job.ok()) return Response(job.error());
+  Object body = ReconcileJson(*job, reconcile_->jobs().last_count());
+  if (job->failed > 0) {
+    Result<std::vector<ReconcileFailure>> failures =
+        reconcile_->jobs().Failures(job->job_id, kMaxFailuresShown);
+    if (failures.ok()) {
+      Poco::JSON::Array list;
+      for (const ReconcileFailure& f : *failures) {
+        Object item;
+        item.set("kind", f.kind);
+        item.set("uri", f.uri);
+        item.set("token", f.token);
+        item.set("error", f.error);
+        list.add(item);
+      }
+      body.set("failures", list);
+    }
+  }
+  return JsonResponse(200, body);
+}
+
+Response OpsServer::StartReconcile(const std::string& actor) {
+  if (reconcile_ == nullptr) {
+    return Response(Error(ErrorCode::kNotFound, "no reconciliation runs in this process"));
+  }
+  bool started = false;
+  Result<ReconcileProgress> job = reconcile_->jobs().Start(actor, &started);
+  if (!job.ok()) return Response(job.error());
+  reconcile_->Wake();
+  return JsonResponse(started ? 202 : 200, ReconcileJson(*job, reconcile_->jobs().last_count()));
+}
+
 Operations::Operations(OpsSettings settings, hsm::KeyVault& vault, Database& db, KeyCache& cache)
     : settings_(std::move(settings)),
       jobs_(vault, db, {}, [&cache](const std::string&) { cache.Clear(); }),
@@ -466,13 +552,14 @@ Operations::~Operations() {
 
 Result<std::unique_ptr<Operations>> Operations::New(const std::string& config_path,
                                                     hsm::KeyVault& vault, Database& db,
-                                                    Metrics& metrics, KeyCache& cache) {
+                                                    Metrics& metrics, KeyCache& cache,
+                                                    ReconcileWorker* reconcile) {
   SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(config_path));
   SR_ASSIGN_OR_RETURN(std::optional<OpsSettings> settings, ReadOpsSettings(*config));
   if (!settings) return std::unique_ptr<Operations>();
   std::unique_ptr<Operations> ops(new Operations(*settings, vault, db, cache));
   SR_ASSIGN_OR_RETURN(ops->server_, OpsServer::New(ops->settings_, vault, db, metrics, ops->jobs_,
-                                                   cache, &ops->worker_));
+                                                   cache, &ops->worker_, {}, reconcile));
   return ops;
 }
 
@@ -480,8 +567,10 @@ Status Operations::Listen() { return server_->Start(); }
 
 Result<std::unique_ptr<Operations>> Operations::Start(const std::string& config_path,
                                                       hsm::KeyVault& vault, Database& db,
-                                                      Metrics& metrics, KeyCache& cache) {
-  SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> ops, New(config_path, vault, db, metrics, cache));
+                                                      Metrics& metrics, KeyCache& cache,
+                                                      ReconcileWorker* reconcile) {
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> ops,
+                      New(config_path, vault, db, metrics, cache, reconcile));
   if (ops) SR_RETURN_IF_ERROR(ops->Listen());
   return ops;
 }

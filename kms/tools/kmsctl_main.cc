@@ -49,7 +49,8 @@ class Kmsctl : public Poco::Util::Application {
                             .repeatable(false)
                             .argument("V"));
     }
-    options.addOption(Option("wait", "", "ops rewrap: follow until done").required(false));
+    options.addOption(
+        Option("wait", "", "ops rewrap, ops reconcile: follow until done").required(false));
     options.addOption(Option("ca-cert", "", "CA certificate (PEM)")
                           .required(false)
                           .repeatable(false)

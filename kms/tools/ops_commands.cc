@@ -260,6 +260,85 @@ Status Rewrap(OpsClient& client, const std::string& org, const OpsOptions& ops, 
   }
 }
 
+std::string ReconcileLine(const Object& p) {
+  const auto total = p.getValue<std::int64_t>("total");
+  const auto done = p.getValue<std::int64_t>("done");
+  const auto failed = p.getValue<std::int64_t>("failed");
+  char percent[16];
+  std::snprintf(
+      percent, sizeof percent, "%.1f",
+      total == 0 ? 100.0 : 100.0 * static_cast<double>(done + failed) / static_cast<double>(total));
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%.1f", p.getValue<double>("ratePerSecond"));
+  std::string line = "reconcile job " + std::to_string(p.getValue<std::int64_t>("jobId")) + ": " +
+                     p.getValue<std::string>("state") + ", " + std::to_string(done) + "/" +
+                     std::to_string(total) + " wraps added (" + percent + "%), " +
+                     std::to_string(failed) + " failed, " + rate + "/s";
+  if (Object::Ptr missing = p.getObject("missing")) {
+    std::string counts;
+    std::vector<std::string> names;
+    missing->getNames(names);
+    for (const std::string& name : names) {
+      counts += (counts.empty() ? "" : ", ") + name + " " +
+                std::to_string(missing->getValue<std::int64_t>(name));
+    }
+    line += "; missing now: " + counts;
+  }
+  const std::string last_error = p.optValue<std::string>("lastError", "");
+  if (!last_error.empty()) line += "; last error: " + last_error;
+  return line;
+}
+
+Status Reconcile(OpsClient& client, bool start, const OpsOptions& ops, std::ostream& out) {
+  if (start) {
+    // 202: a new job; 200: the active one, resumed at once if it was waiting.
+    SR_ASSIGN_OR_RETURN(Answer started, client.Call("POST", "/ops/reconcile"));
+    (void)started;
+  }
+  for (;;) {
+    SR_ASSIGN_OR_RETURN(Answer answer, client.Call("GET", "/ops/reconcile"));
+    Object::Ptr p;
+    try {
+      Poco::JSON::Parser parser;
+      p = parser.parse(answer.body).extract<Object::Ptr>();
+    } catch (const Poco::Exception&) {
+      return Error(ErrorCode::kInternal, "kmsd answered something that is not JSON");
+    }
+    out << ReconcileLine(*p) << std::endl;
+    const std::string state = p->getValue<std::string>("state");
+    if (state == "running" && ops.wait) {
+      std::this_thread::sleep_for(ops.interval);
+      continue;
+    }
+    if (state == "failed") {
+      if (auto failures = p->getArray("failures")) {
+        for (std::size_t i = 0; i < failures->size(); ++i) {
+          out << "  failed: "
+              << failures->getObject(static_cast<unsigned>(i))->getValue<std::string>("error")
+              << "\n";
+        }
+      }
+      return Error(ErrorCode::kDataLoss,
+                   std::to_string(p->getValue<std::int64_t>("failed")) +
+                       " wraps could not be added: no configured token can open those keys");
+    }
+    if (state == "waiting") {
+      std::string tokens;
+      if (auto waiting = p->getArray("waitingFor")) {
+        for (std::size_t i = 0; i < waiting->size(); ++i) {
+          tokens += (tokens.empty() ? "" : ", ") +
+                    waiting->getElement<std::string>(static_cast<unsigned>(i));
+        }
+      }
+      return Error(ErrorCode::kUnavailable,
+                   "the reconciliation waits for " +
+                       (tokens.empty() ? std::string("the tokens") : "token(s) " + tokens) +
+                       " (kmsctl ops health, kmsctl hsm check)");
+    }
+    return OkStatus();
+  }
+}
+
 }  // namespace
 
 Status RunOpsCommand(const std::vector<std::string>& args, const CtlOptions& options,
@@ -283,12 +362,16 @@ Status RunOpsCommand(const std::vector<std::string>& args, const CtlOptions& opt
     }
   } else if (sub == "rotate-root" || sub == "rewrap") {
     SR_RETURN_IF_ERROR(need(2, sub == "rewrap" ? "rewrap ORG [--wait]" : "rotate-root ORG"));
+  } else if (sub == "reconcile") {
+    if (args.size() > 2 || (args.size() == 2 && args[1] != "start")) {
+      return Error(ErrorCode::kInvalidArgument, "usage: kmsctl ops reconcile [start] [--wait]");
+    }
   } else {
     return Error(ErrorCode::kInvalidArgument,
                  sub.empty() ? "ops needs a subcommand (kmsctl --help lists them)"
                              : "unknown ops subcommand '" + sub + "'");
   }
-  const std::string org = args.size() >= 2 ? args.back() : "";
+  const std::string org = sub != "reconcile" && args.size() >= 2 ? args.back() : "";
   if (!org.empty()) SR_RETURN_IF_ERROR(hsm::ValidateOrgName(org));
 
   SR_ASSIGN_OR_RETURN(Endpoint endpoint, Resolve(options, ops));
@@ -333,6 +416,7 @@ Status RunOpsCommand(const std::vector<std::string>& args, const CtlOptions& opt
     out << "follow the rewrap with: kmsctl ops rewrap " << org << " --wait\n";
     return OkStatus();
   }
+  if (sub == "reconcile") return Reconcile(client, args.size() == 2, ops, out);
   return Rewrap(client, org, ops, out);
 }
 

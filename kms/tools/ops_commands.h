@@ -18,7 +18,7 @@ struct OpsOptions {
   std::string token_file;  // default [ops] token_file
   std::string file;        // policy set: the policy JSON
   std::string operator_name;  // sent as X-Strongroom-Operator, for the audit log
-  bool wait = false;          // rewrap: print progress until the job ends
+  bool wait = false;          // rewrap, reconcile: print progress until the job ends
   std::chrono::milliseconds interval{1000};
 };
 
@@ -32,6 +32,7 @@ inline constexpr char kOpsUsage[] =
     "kmsctl [--config FILE] ops policy set ORG --file POLICY.json\n"
     "kmsctl [--config FILE] ops rotate-root ORG\n"
     "kmsctl [--config FILE] ops rewrap ORG [--wait]\n"
+    "kmsctl [--config FILE] ops reconcile [start] [--wait]\n"
     "  options: --url https://HOST:PORT --ca CA.pem --token-file F [--operator NAME]\n"
     "  (defaults from [ops] listen, tls_cert and token_file in FILE)\n";
 

@@ -3,7 +3,8 @@
 // is answered as the HSM being unavailable (503, hsm_unavailable), and the token comes back by
 // itself once the fault is gone. The primary fails
 // through the fault-injecting PKCS#11 module (tests/support/fault_pkcs11.h) over real SoftHSM2
-// tokens; the key cache is off, so every retrieval unwraps in a token.
+// tokens; the key cache is off, so every retrieval unwraps in a token. Keys made while the primary
+// is down are wrapped for it by the reconciliation once it is back.
 #include <Poco/AutoPtr.h>
 #include <Poco/JSON/Parser.h>
 #include <Poco/Util/IniFileConfiguration.h>
@@ -27,6 +28,7 @@
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/metrics.h"
+#include "strongroom/kms/reconcile_job.h"
 
 namespace strongroom::kms {
 namespace {
@@ -390,6 +392,83 @@ TEST_F(KmsHsmFaultTest, TheStandbyServesWhileThePrimaryFaultsAndThePrimaryHealsB
   auto last = std::make_shared<KmsReply>();
   auto session = client::KmsSession::Open(*info_, "c", Bearer("late@acme.test"), Recording(last));
   ASSERT_TRUE(session.ok()) << last->http_status << " " << last->body;
+}
+
+// The finding this answers: keys made while the primary was down were wrapped by the standby alone,
+// and stayed so after the primary came back, so losing the standby later lost them. Now the
+// reconciliation counts them, waits while the primary is down (never "done"), wraps them for the
+// primary by itself once it is back, and the primary alone then serves every one of them.
+TEST_F(KmsHsmFaultTest, KeysMadeWhileThePrimaryIsDownAreServedByThePrimaryAloneOnceReconciled) {
+  Open(2);
+  ReconcileJobs jobs(*vault_, *db_);
+  ReconcileWorker::Options options;
+  options.interval = std::chrono::milliseconds(20);
+  options.batch = 16;
+  options.busy_recount = std::chrono::milliseconds(50);
+  ReconcileWorker worker(jobs, options);
+  auto missing = [&](const std::string& token) -> double {
+    MetricSources sources{nullptr, vault_.get(), jobs.last_count()};
+    auto samples = strongroom::testing::ParsePrometheus(metrics_.RenderPrometheus(sources));
+    if (!samples.ok()) return -1;
+    for (const auto& sample : *samples) {
+      if (sample.name == "strongroom_keys_missing_wraps" && sample.labels.at("token") == token) {
+        return sample.value;
+      }
+    }
+    return -1;
+  };
+  ASSERT_TRUE(WaitFor([&] { return missing("primary") == 0 && missing("standby") == 0; }));
+
+  // A channel opened while both tokens are up; then the primary fails.
+  auto last = std::make_shared<KmsReply>();
+  auto session = client::KmsSession::Open(*info_, "c", Bearer("owner@acme.test"), Recording(last));
+  ASSERT_TRUE(session.ok()) << last->http_status << " " << last->body;
+  fail_token_(labels_[0].c_str(), CKR_DEVICE_REMOVED, -1);
+  ASSERT_TRUE(WaitFor([&] { return vault_->Health()[0].state == hsm::TokenState::kUnavailable; }));
+
+  Object count;
+  count.set("count", 50);
+  auto created = (*session)->Call("create", "/keys", count);
+  ASSERT_TRUE(created.ok()) << created.error().ToString();
+  ASSERT_EQ((*created)->getValue<int>("status"), 201);
+  std::vector<std::pair<std::string, std::string>> keys;  // uri, material (base64url)
+  for (unsigned i = 0; i < (*created)->getArray("keys")->size(); ++i) {
+    Object::Ptr key = (*created)->getArray("keys")->getObject(i);
+    keys.emplace_back(key->getValue<std::string>("uri"),
+                      key->getObject("jwk")->getValue<std::string>("k"));
+  }
+  ASSERT_EQ(keys.size(), 50u);
+  ASSERT_TRUE(WaitFor([&] { return missing("primary") == 50; })) << missing("primary");
+  EXPECT_EQ(missing("standby"), 0);
+  // An operator's job waits for the primary rather than claiming it done.
+  ASSERT_TRUE(jobs.Start("operator:test").ok());
+  worker.Wake();
+  ASSERT_TRUE(WaitFor([&] { return jobs.Progress()->state == "waiting"; }))
+      << jobs.Progress()->state;
+  EXPECT_EQ(jobs.Progress()->waiting_for, (std::vector<std::string>{"primary"}));
+  EXPECT_EQ(jobs.Progress()->done, 0);
+
+  // The fault is cleared; the vault's probe repairs the primary, the job goes on by itself.
+  clear_();
+  ASSERT_TRUE(WaitFor([&] { return jobs.Progress()->state == "done"; }))
+      << jobs.Progress()->state << ": " << jobs.Progress()->last_error;
+  EXPECT_EQ(vault_->Health()[0].state, hsm::TokenState::kReady);
+  EXPECT_EQ(jobs.Progress()->done, 50);
+  EXPECT_EQ(missing("primary"), 0);
+  EXPECT_EQ(missing("standby"), 0);
+  worker.Stop();
+
+  // Now the standby goes: every key comes from the primary alone (no key cache in this service).
+  fail_token_(labels_[1].c_str(), CKR_DEVICE_REMOVED, -1);
+  ASSERT_TRUE(WaitFor([&] { return vault_->Health()[1].state == hsm::TokenState::kUnavailable; }));
+  for (const auto& [uri, material] : keys) {
+    auto retrieved = (*session)->Call("retrieve", uri);
+    ASSERT_TRUE(retrieved.ok()) << uri << ": " << retrieved.error().ToString();
+    ASSERT_EQ((*retrieved)->getValue<int>("status"), 200) << uri << ": " << last->body;
+    EXPECT_EQ((*retrieved)->getObject("key")->getObject("jwk")->getValue<std::string>("k"),
+              material);
+  }
+  EXPECT_EQ(vault_->Health()[1].state, hsm::TokenState::kUnavailable);
 }
 
 // A create /ecdhe the HSM could not serve is not counted as seen: the same message is accepted

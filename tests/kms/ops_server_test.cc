@@ -20,6 +20,7 @@
 
 #include <cctype>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -30,6 +31,7 @@
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/org_policy.h"
+#include "strongroom/kms/reconcile_job.h"
 
 namespace strongroom::kms {
 namespace {
@@ -188,6 +190,7 @@ TEST_F(OpsServerTest, AMissingOrWrongOperatorTokenIs401AndChangesNothing) {
                                                        {"POST", "/ops/orgs/acme/rotate-root"},
                                                        {"PUT", "/ops/orgs/acme/policy"},
                                                        {"GET", "/ops/orgs/acme/rewrap"},
+                                                       {"POST", "/ops/reconcile"},
                                                        {"GET", "/nowhere"}};
   for (const auto& token : tokens) {
     for (const auto& [method, path] : calls) {
@@ -587,6 +590,110 @@ TEST_F(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection)
   CtlRun unknown = Kmsctl({"--config", config, "ops", "rewrap", "globex"});
   EXPECT_EQ(unknown.exit_code, 66);  // NOT_FOUND
   EXPECT_NE(unknown.err.find("HTTP 404"), std::string::npos) << unknown.err;
+}
+
+// A key that lacks a wrap under a configured token shows in health (degraded), in the metric and
+// in /ops/reconcile; here one no configured token can open (its only blob is for a token that was
+// retired), so every job fails on it and says which key, and health stays degraded.
+TEST_F(OpsServerTest, KeysMissingWrapsShowInHealthMetricsAndTheReconcileEndpoints) {
+  ReconcileJobs reconcile(*vault_, *db_);
+  ReconcileWorker::Options options;
+  options.interval = std::chrono::milliseconds(20);
+  options.busy_recount = std::chrono::milliseconds(20);
+  options.idle_recount = std::chrono::milliseconds(20);
+  ReconcileWorker reconcile_worker(reconcile, options);
+  server_->Stop();
+  auto server = OpsServer::New(settings_, *vault_, *db_, metrics_, *jobs_, *cache_, worker_.get(),
+                               {}, &reconcile_worker);
+  ASSERT_TRUE(server.ok()) << server.error().ToString();
+  server_ = std::move(server).value();
+  ASSERT_TRUE(server_->Start().ok());
+  auto missing = [&]() -> double {
+    auto samples = testing::ParsePrometheus(Call("GET", "/ops/metrics").body);
+    if (!samples.ok()) return -1;
+    for (const auto& sample : *samples) {
+      if (sample.name == "strongroom_keys_missing_wraps" &&
+          sample.labels.at("token") == "primary") {
+        return sample.value;
+      }
+    }
+    return -1;
+  };
+  auto wait_for = [](const std::function<bool()>& condition) {
+    for (int i = 0; i < 1500 && !condition(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return condition();
+  };
+  ASSERT_TRUE(wait_for([&] { return missing() == 0; }));
+  Object::Ptr health = Parse(Call("GET", "/ops/health").body);
+  EXPECT_EQ(health->getValue<std::string>("status"), "ok");
+  EXPECT_EQ(health->getObject("wraps")->getObject("missing")->getValue<int>("primary"), 0);
+  EXPECT_EQ(Call("GET", "/ops/reconcile").status, 404);
+
+  KeyRecord orphan;
+  orphan.uri = "kms://kms.test/keys/orphan";
+  orphan.org = "acme";
+  orphan.creator = "alice";
+  orphan.client_id = "test";
+  orphan.bind_deadline_ms = 1;
+  SecretBytes key = SecretBytes::Random(32);
+  orphan.blobs = {{"retired", vault_->Wrap({"acme", orphan.uri}, key.view())->blobs[0].blob}};
+  ASSERT_TRUE(
+      db_->InTransaction([&](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {orphan}); })
+          .ok());
+  ASSERT_TRUE(wait_for([&] { return missing() == 1; })) << missing();
+  HttpAnswer degraded = Call("GET", "/ops/health");
+  EXPECT_EQ(degraded.status, 200);  // the KMS serves; a key hangs on fewer tokens than configured
+  health = Parse(degraded.body);
+  EXPECT_EQ(health->getValue<std::string>("status"), "degraded");
+  EXPECT_EQ(health->getObject("wraps")->getObject("missing")->getValue<int>("primary"), 1);
+
+  // The worker started a job by itself: the primary is ready and lacks a wrap. It cannot open the
+  // key, so the job fails on it and says so.
+  auto state = [&] {
+    HttpAnswer answer = Call("GET", "/ops/reconcile");
+    return answer.status == 200 ? Parse(answer.body)->getValue<std::string>("state") : "";
+  };
+  ASSERT_TRUE(wait_for([&] { return state() == "failed"; })) << Call("GET", "/ops/reconcile").body;
+  Object::Ptr job = Parse(Call("GET", "/ops/reconcile").body);
+  EXPECT_EQ(job->getValue<std::string>("startedBy"), "kms");
+  EXPECT_EQ(job->getValue<int>("failed"), 1);
+  EXPECT_EQ(job->getObject("missing")->getValue<int>("primary"), 1);
+  ASSERT_EQ(job->getArray("failures")->size(), 1u);
+  EXPECT_EQ(job->getArray("failures")->getObject(0)->getValue<std::string>("uri"), orphan.uri);
+  EXPECT_EQ(Parse(Call("GET", "/ops/health").body)->getValue<std::string>("status"), "degraded");
+
+  // An operator starts another: 202, audited with their name.
+  HttpAnswer started = Call("POST", "/ops/reconcile", std::string(kOperatorToken), "", "erin");
+  ASSERT_EQ(started.status, 202) << started.body;
+  EXPECT_EQ(Parse(started.body)->getValue<std::string>("startedBy"), "operator:erin");
+  EXPECT_EQ(Parse(started.body)->getValue<int>("jobId"), job->getValue<int>("jobId") + 1);
+  ASSERT_TRUE(wait_for([&] { return state() == "failed"; }));
+  bool audited = false;
+  for (const AuditRecord& r : Audit()) {
+    audited = audited || (r.action == "reconcile.start" && r.actor == "operator:erin");
+  }
+  EXPECT_TRUE(audited);
+  HttpAnswer put = Call("PUT", "/ops/reconcile", std::string(kOperatorToken), "{}");
+  EXPECT_EQ(put.status, 405);
+  EXPECT_EQ(put.headers["Allow"], "GET, POST");
+
+  const std::vector<std::string> flags = {
+      "--url",        "https://127.0.0.1:" + std::to_string(server_->port()),
+      "--ca",         (dir_ / "ca.pem").string(),
+      "--token-file", settings_.token_file};
+  std::vector<std::string> args = {"ops", "reconcile", "start", "--wait"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  CtlRun ctl = Kmsctl(args);
+  EXPECT_EQ(ctl.exit_code, 65) << ctl.out << ctl.err;
+  EXPECT_NE(ctl.out.find(": failed, 0/1 wraps added"), std::string::npos) << ctl.out;
+  EXPECT_NE(ctl.out.find("missing now: primary 1"), std::string::npos) << ctl.out;
+  EXPECT_NE(ctl.out.find("failed: key " + orphan.uri), std::string::npos) << ctl.out;
+  args = {"ops", "reconcile", "stop"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  EXPECT_EQ(Kmsctl(args).exit_code, 64);
+  server_->Stop();
 }
 
 TEST_F(OpsServerTest, OperationsStartsFromTheConfigurationAndRunsRotationsToTheEnd) {

@@ -6,7 +6,8 @@
 // kMetricOperations count as "other"; statuses outside 100-599 as code "other". Latencies go to a
 // histogram per operation with the fixed buckets kLatencyBuckets (seconds).
 //
-// The key cache's and the HSM tokens' figures are read when rendering, from the objects given.
+// The key cache's and the HSM tokens' figures are read when rendering, from the objects given; the
+// keys missing a wrap are the reconciliation's last count (never a query per scrape).
 //
 // Thread-safe.
 #ifndef STRONGROOM_KMS_METRICS_H_
@@ -17,11 +18,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/key_cache.h"
+#include "strongroom/kms/reconcile_job.h"
 
 namespace strongroom::kms {
 
@@ -45,6 +48,8 @@ inline constexpr std::array<double, 14> kLatencyBuckets = {
 struct MetricSources {
   const KeyCache* cache = nullptr;
   const hsm::KeyVault* vault = nullptr;
+  // The reconciliation's last count of keys missing a wrap (ReconcileJobs::last_count).
+  std::optional<MissingWraps> missing_wraps = std::nullopt;
 };
 
 class Metrics {

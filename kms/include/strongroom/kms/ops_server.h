@@ -1,13 +1,15 @@
 // The KMS's operations listener: a second HTTPS server, apart from the protocol endpoint, for
 // the operators of the security realm (kmsctl ops ...).
 //
-//   GET  /ops/health                  tokens' health and whether the database answers (200/503)
+//   GET  /ops/health                  tokens' health, the database, keys missing wraps (200/503)
 //   GET  /ops/metrics                 Prometheus text exposition format 0.0.4
 //   GET  /ops/orgs/<org>/policy       the organization's policy (defaults if never set)
 //   PUT  /ops/orgs/<org>/policy       replaces it (audited as "policy.update")
 //                                     (both 404 for an org no token holds a root key of)
 //   POST /ops/orgs/<org>/rotate-root  rotates the root key and starts the rewrap job (202)
 //   GET  /ops/orgs/<org>/rewrap       the latest rewrap job's progress
+//   GET  /ops/reconcile               the latest reconciliation job's progress
+//   POST /ops/reconcile               starts one (202), or resumes the active one (200)
 //
 // TLS always (a certificate and key are required). Every request needs
 // `Authorization: Bearer <operator token>`; the token is read once from a file that only its owner
@@ -49,6 +51,7 @@
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/metrics.h"
+#include "strongroom/kms/reconcile_job.h"
 #include "strongroom/kms/rewrap_job.h"
 
 namespace strongroom::http {
@@ -89,11 +92,13 @@ class OpsServer : public http::Endpoint {
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
 
   // Reads the token file and the TLS certificate and key; does not listen yet. `worker`, if
-  // given, is woken after a rotation.
+  // given, is woken after a rotation. `reconcile`, if given, is the reconciliation: its count of
+  // keys missing wraps goes into health and metrics, and /ops/reconcile reaches its jobs.
   static Result<std::unique_ptr<OpsServer>> New(const OpsSettings& settings, hsm::KeyVault& vault,
                                                 Database& db, Metrics& metrics, RewrapJobs& jobs,
                                                 KeyCache& cache, RewrapWorker* worker = nullptr,
-                                                Clock clock = {});
+                                                Clock clock = {},
+                                                ReconcileWorker* reconcile = nullptr);
   ~OpsServer();
   OpsServer(const OpsServer&) = delete;
   OpsServer& operator=(const OpsServer&) = delete;
@@ -114,7 +119,7 @@ class OpsServer : public http::Endpoint {
 
   OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
             hsm::KeyVault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs, KeyCache& cache,
-            RewrapWorker* worker, Clock clock);
+            RewrapWorker* worker, Clock clock, ReconcileWorker* reconcile);
 
   http::Response Handle(http::Request& request);
   http::Response Health();
@@ -123,6 +128,8 @@ class OpsServer : public http::Endpoint {
                            const std::string& body);
   http::Response RotateRoot(const std::string& org, const std::string& actor);
   http::Response GetRewrap(const std::string& org);
+  http::Response GetReconcile();
+  http::Response StartReconcile(const std::string& actor);
   bool Authorized(const std::string& authorization) const;
   std::int64_t Now() const;
 
@@ -135,6 +142,7 @@ class OpsServer : public http::Endpoint {
   KeyCache& cache_;
   RewrapWorker* const worker_;
   const Clock clock_;
+  ReconcileWorker* const reconcile_;
   http::Routes<const Call&> routes_;
 
   std::unique_ptr<Tls> tls_;
@@ -144,6 +152,8 @@ class OpsServer : public http::Endpoint {
 
 // What kmsd runs for its operators, built from the [ops] section of its configuration file: the
 // rewrap jobs, the worker thread that runs them (rotation also clears `cache`) and the listener.
+// The reconciliation runs whether or not there is an [ops] section (kmsd starts its worker); the
+// listener reports on it if given.
 class Operations {
  public:
   // Reads [ops] and everything it names (the token file, the TLS certificate and key) and starts
@@ -151,13 +161,15 @@ class Operations {
   // opens. nullptr (and OK) when the file has no [ops] section: no listener and no rewrap worker.
   static Result<std::unique_ptr<Operations>> New(const std::string& config_path,
                                                  hsm::KeyVault& vault, Database& db,
-                                                 Metrics& metrics, KeyCache& cache);
+                                                 Metrics& metrics, KeyCache& cache,
+                                                 ReconcileWorker* reconcile = nullptr);
   // Opens the listener.
   Status Listen();
   // New, then Listen.
   static Result<std::unique_ptr<Operations>> Start(const std::string& config_path,
                                                    hsm::KeyVault& vault, Database& db,
-                                                   Metrics& metrics, KeyCache& cache);
+                                                   Metrics& metrics, KeyCache& cache,
+                                                   ReconcileWorker* reconcile = nullptr);
   ~Operations();  // the listener stops first, then the worker
   Operations(const Operations&) = delete;
   Operations& operator=(const Operations&) = delete;
