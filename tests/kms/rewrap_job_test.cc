@@ -10,6 +10,7 @@
 #include "../support/test_dir.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/reconcile_job.h"
 
 namespace strongroom::kms {
 namespace {
@@ -313,6 +314,56 @@ TEST_F(RewrapJobTest, ASecondRotationSupersedesTheRunningJobAndTheHookRuns) {
                  })
                   .ok());
   EXPECT_TRUE(superseded);
+}
+
+// Keys made while the primary was down are wrapped by the standby alone. Re-wrapping every blob
+// there is does not put them under the new version on the primary: the job must not say "done"
+// until the reconciliation has wrapped them for it.
+TEST_F(RewrapJobTest, AJobIsNotDoneWhileKeysLackAWrapUnderAToken) {
+  CreateKeys("acme", 10);
+  int dropped = 0;
+  for (const auto& [uri, key] : material_) {
+    if (dropped == 6) break;
+    ASSERT_TRUE(db_->InTransaction([&, &uri = uri](Poco::Data::Session& s) -> Status {
+                     std::string u = uri;
+                     s << "DELETE FROM key_blobs WHERE key_uri = ? AND token = 'primary'",
+                         Poco::Data::Keywords::use(u), Poco::Data::Keywords::now;
+                     return OkStatus();
+                   })
+                    .ok());
+    ++dropped;
+  }
+  auto jobs = NewJobs();
+  ASSERT_TRUE(jobs->Rotate("acme", "operator-1").ok());
+  bool stopped = false;
+  for (int i = 0; i < 100 && !stopped; ++i) {
+    auto batch = jobs->RunOnce(8);
+    ASSERT_TRUE(batch.ok()) << batch.error().ToString();
+    ASSERT_FALSE(batch->finished);
+    stopped = batch->outage.has_value();
+  }
+  ASSERT_TRUE(stopped);
+  auto progress = jobs->Progress("acme");
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->state, "running");
+  EXPECT_EQ(progress->done, 14);  // every blob there is: four keys on two tokens, six on one
+  EXPECT_NE(progress->last_error.find("6 wraps of acme's keys are missing (primary 6)"),
+            std::string::npos)
+      << progress->last_error;
+
+  ReconcileJobs reconcile(*vault_, *db_, [] { return kNowMs; });
+  ASSERT_TRUE(reconcile.Start("operator-1").ok());
+  for (int i = 0; i < 100; ++i) {
+    auto batch = reconcile.RunOnce(4);
+    ASSERT_TRUE(batch.ok()) << batch.error().ToString();
+    if (batch->finished) break;
+  }
+  EXPECT_EQ(reconcile.Progress()->state, "done");
+  auto finished = jobs->RunOnce(8);
+  ASSERT_TRUE(finished.ok());
+  EXPECT_TRUE(finished->finished);
+  EXPECT_EQ(jobs->Progress("acme")->state, "done");
+  ExpectKeysAt("acme", 2);  // the wraps the reconciliation added are under the new version
 }
 
 TEST_F(RewrapJobTest, AnOrganizationWithoutKeysIsDoneAtOnce) {
