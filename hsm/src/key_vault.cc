@@ -18,9 +18,12 @@ Result<std::unique_ptr<KeyVault>> KeyVault::Open(const HsmConfig& config) {
       return Error(ErrorCode::kInvalidArgument,
                    "token name '" + token_config.name + "' is configured twice");
     }
-    SR_ASSIGN_OR_RETURN(std::unique_ptr<Token> token, Token::Open(token_config));
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<Token> token, config.start_degraded
+                                                          ? Token::Start(token_config)
+                                                          : Token::Open(token_config));
     for (const auto& other : tokens) {
-      if (&other->module() == &token->module() && other->slot() == token->slot()) {
+      if (other->opened() && token->opened() && &other->module() == &token->module() &&
+          other->slot() == token->slot()) {
         return Error(ErrorCode::kInvalidArgument, "tokens '" + other->name() + "' and '" +
                                                       token->name() + "' are the same token");
       }
@@ -190,6 +193,14 @@ Result<SecretBytes> KeyVault::Unwrap(const KeyBinding& binding, std::span<const 
     last = key.error();
   }
   return Error(ErrorCode::kUnavailable, "no token could unwrap the key: " + last->message());
+}
+
+std::vector<Token*> KeyVault::ReadyFor(const std::string& org) const {
+  std::vector<Token*> out;
+  for (const auto& token : tokens_) {
+    if (token->Serves(org) && !token->InBackoff()) out.push_back(token.get());
+  }
+  return out;
 }
 
 std::vector<TokenHealth> KeyVault::Health() const {

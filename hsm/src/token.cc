@@ -143,21 +143,60 @@ bool Token::Serves(const std::string& org) const {
          std::find(config_.orgs.begin(), config_.orgs.end(), org) != config_.orgs.end();
 }
 
-Result<std::unique_ptr<Token>> Token::Open(const TokenConfig& config) {
+Result<Token::Located> Token::Locate(const TokenConfig& config) {
   SR_RETURN_IF_ERROR(ValidateConfig(config));
   Result<TokenUri> uri = TokenUri::Parse(config.uri);
   if (!uri.ok()) return Prefixed(config.name, uri.error());
   Result<std::shared_ptr<Module>> module = Module::Load(uri->module_path());
   if (!module.ok()) return Prefixed(config.name, module.error());
-  SR_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(**module, *uri, config.name));
-  std::unique_ptr<Token> token(new Token(config, std::move(uri).value(), *module, slot));
-  SR_RETURN_IF_ERROR(token->CheckMechanisms());
+  Result<CK_SLOT_ID> slot = FindSlot(**module, *uri, config.name);
+  return Located{std::move(uri).value(), std::move(module).value(), std::move(slot)};
+}
+
+Status Token::FinishOpen() {
+  SR_RETURN_IF_ERROR(CheckMechanisms());
   // The first call logs in (a wrong or locked PIN fails it as it is).
-  Result<bool> remembered = token->RunUnchecked<bool>([&](SessionLease& lease) -> Result<bool> {
-    SR_RETURN_IF_ERROR(token->RememberObjects(lease));
+  Result<bool> remembered = RunUnchecked<bool>([&](SessionLease& lease) -> Result<bool> {
+    SR_RETURN_IF_ERROR(RememberObjects(lease));
     return true;
   });
   if (!remembered.ok()) return remembered.error();
+  return OkStatus();
+}
+
+Result<std::unique_ptr<Token>> Token::Open(const TokenConfig& config) {
+  SR_ASSIGN_OR_RETURN(Located located, Locate(config));
+  if (!located.slot.ok()) return located.slot.error();
+  std::unique_ptr<Token> token(
+      new Token(config, std::move(located.uri), std::move(located.module), *located.slot));
+  SR_RETURN_IF_ERROR(token->FinishOpen());
+  return token;
+}
+
+Result<std::unique_ptr<Token>> Token::Start(const TokenConfig& config) {
+  SR_ASSIGN_OR_RETURN(Located located, Locate(config));
+  const bool found = located.slot.ok();
+  if (!found && located.slot.error().code() != ErrorCode::kNotFound &&
+      !IsTokenFault(located.slot.error())) {
+    return located.slot.error();  // several tokens match: the URI must change
+  }
+  std::unique_ptr<Token> token(new Token(config, std::move(located.uri), std::move(located.module),
+                                         found ? *located.slot : CK_SLOT_ID{0}));
+  Status opened = found ? token->FinishOpen() : Status(located.slot.error());
+  if (opened.ok() || token->LoginRefused()) return token;
+  const ErrorCode code = opened.error().code();
+  if (code == ErrorCode::kUnimplemented || code == ErrorCode::kInvalidArgument) {
+    return opened.error();  // a mechanism the token lacks; no repair brings it
+  }
+  // Missing or failing now: the first repair (due kFirstBackoff from now) opens it.
+  token->opened_.store(false, std::memory_order_release);
+  token->MarkTokenGone();
+  if (!token->InBackoff()) {
+    token->MarkUnavailable(Error(
+        ErrorCode::kUnavailable,
+        "token '" + config.name + "' could not be opened at start: " + opened.error().message(),
+        opened.error().native_code()));
+  }
   return token;
 }
 
@@ -268,42 +307,42 @@ Status Token::ResolveSlot(std::uint64_t generation) {
   return OkStatus();
 }
 
+Error Token::Refuse(Error why) {
+  login_refused_ = std::move(why);
+  refused_.store(true, std::memory_order_release);
+  return *login_refused_;
+}
+
 Status Token::Login(SessionLease& lease) {
   CK_TOKEN_INFO info{};
   CK_RV rv = lease.fn()->C_GetTokenInfo(slot(), &info);
   if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetTokenInfo"));
   if (info.flags & CKF_USER_PIN_LOCKED) {
-    login_refused_ = Error(ErrorCode::kFailedPrecondition,
-                           "token '" + name() +
-                               "': the user PIN is locked; a security officer "
-                               "must unlock it before the token can be used",
-                           CKR_PIN_LOCKED);
-    return *login_refused_;
+    return Refuse(Error(ErrorCode::kFailedPrecondition,
+                        "token '" + name() +
+                            "': the user PIN is locked; a security officer "
+                            "must unlock it before the token can be used",
+                        CKR_PIN_LOCKED));
   }
   Result<SecretBytes> pin = ReadPin(uri_.pin_source());
-  if (!pin.ok()) {
-    login_refused_ = Prefixed(name(), pin.error());
-    return *login_refused_;
-  }
+  if (!pin.ok()) return Refuse(Prefixed(name(), pin.error()));
   login_attempts_.fetch_add(1);
   rv = lease.fn()->C_Login(lease.handle(), CKU_USER, pin->data(),
                            static_cast<CK_ULONG>(pin->size()));
   pin->Clear();
   if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return OkStatus();
   if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
-    login_refused_ = Error(ErrorCode::kUnauthenticated,
-                           "token '" + name() + "': wrong PIN (C_Login returned " + CkrName(rv) +
-                               "); not retried, fix the pin-source and restart",
-                           rv);
-    return *login_refused_;
+    return Refuse(Error(ErrorCode::kUnauthenticated,
+                        "token '" + name() + "': wrong PIN (C_Login returned " + CkrName(rv) +
+                            "); not retried, fix the pin-source and restart",
+                        rv));
   }
   if (rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED) {
-    login_refused_ = Error(ErrorCode::kFailedPrecondition,
-                           "token '" + name() + "': the user PIN is " +
-                               (rv == CKR_PIN_LOCKED ? "locked" : "expired") +
-                               "; a security officer must reset it",
-                           rv);
-    return *login_refused_;
+    return Refuse(Error(ErrorCode::kFailedPrecondition,
+                        "token '" + name() + "': the user PIN is " +
+                            (rv == CKR_PIN_LOCKED ? "locked" : "expired") +
+                            "; a security officer must reset it",
+                        rv));
   }
   if (ClassifyCkr(rv) == CkFailure::kSessionDead) lease.MarkBroken();
   return Prefixed(name(), CkError(rv, "C_Login"));
@@ -963,9 +1002,22 @@ void Token::MarkRepairFailed(const Error& error) {
   next_repair_ = std::chrono::steady_clock::now() + repair_backoff_;
 }
 
-bool Token::InBackoff() const { return degraded_.load(std::memory_order_acquire); }
+bool Token::InBackoff() const {
+  return degraded_.load(std::memory_order_acquire) || refused_.load(std::memory_order_acquire);
+}
+
+bool Token::LoginRefused() const { return refused_.load(std::memory_order_acquire); }
+
+Error Token::Refused() const {
+  std::lock_guard lock(login_mutex_);
+  return Error(ErrorCode::kUnavailable,
+               "token '" + name() + "' is refused: " + login_refused_->message(),
+               login_refused_->native_code());
+}
 
 std::optional<std::chrono::steady_clock::time_point> Token::NextRepair() const {
+  // A refused token is never repaired: logging in again with the same PIN could lock it.
+  if (refused_.load(std::memory_order_acquire)) return std::nullopt;
   if (!degraded_.load(std::memory_order_acquire)) return std::nullopt;
   std::lock_guard lock(health_mutex_);
   return next_repair_;
@@ -977,6 +1029,7 @@ Error Token::Unavailable() const {
 }
 
 Status Token::Admit() {
+  if (LoginRefused()) return Refused();
   if (!degraded_.load(std::memory_order_acquire)) return OkStatus();
   std::optional<std::chrono::steady_clock::time_point> due = NextRepair();
   if (!due) return OkStatus();  // repaired meanwhile
@@ -996,16 +1049,23 @@ Status Token::Repair(std::uint64_t module_generation) {
   }
   repairs_.fetch_add(1, std::memory_order_relaxed);
   // The strongest repair there is: initialize the module again, find the token by its URI (its
-  // slot may have changed), log in, and check that it holds what it held.
+  // slot may have changed), log in, and check that it holds what it held. A token never opened
+  // (missing or failing at start) is opened now: its mechanisms checked, what it holds learnt.
   Status repaired = module_->Reset(module_generation);
   if (repaired.ok()) {
     pool_.DropStale();
     MarkTokenGone();
+    const bool opening = !opened();
     Result<bool> checked = RunUnchecked<bool>([&](SessionLease& lease) -> Result<bool> {
+      if (opening) {
+        SR_RETURN_IF_ERROR(CheckMechanisms());
+        SR_RETURN_IF_ERROR(RememberObjects(lease));
+      }
       SR_RETURN_IF_ERROR(CheckIntactOn(lease));
       return true;
     });
     if (checked.ok()) {
+      opened_.store(true, std::memory_order_release);
       // Newer news than any failure of a call that began before the repair.
       std::lock_guard lock(health_mutex_);
       state_ = TokenState::kReady;

@@ -737,6 +737,145 @@ TEST_F(SharedModuleTest, TheStandbyServesEveryCallWhileTheLostPrimaryIsRepairedA
   EXPECT_TRUE(ConstantTimeEquals(back->view(), key.view()));
 }
 
+// kmsd's start (HsmConfig::start_degraded): a token that cannot be opened is kept, marked
+// unavailable, and opened by a repair once it is back; the other token serves meanwhile. The
+// strict start of kmsctl still fails. (Before, KeyVault::Open failed whenever any token did.)
+TEST_F(KeyVaultTest, AVaultStartedWithoutThePrimaryServesAndOpensItWhenItIsBack) {
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = vault_->Wrap(binding_, key.view());
+  ASSERT_TRUE(wrapped.ok());
+  TokenConfig standby = config_;
+  standby.name = "standby";
+  standby.uri = SoftHsmSandbox::Get().Uri(kFaultModule, standby_label_);
+  vault_.reset();
+  fault_.fail_token(label_.c_str(), CKR_DEVICE_REMOVED, -1);  // the primary is gone at start
+
+  HsmConfig config{{config_, standby}};
+  config.probe_interval = std::chrono::milliseconds(50);
+  EXPECT_EQ(KeyVault::Open(config).error().code(), ErrorCode::kNotFound);  // kmsctl's start
+  config.start_degraded = true;
+  auto vault = KeyVault::Open(config);
+  ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+  std::vector<TokenHealth> health = (*vault)->Health();
+  EXPECT_EQ(health[0].state, TokenState::kUnavailable);
+  EXPECT_NE(health[0].detail.find("could not be opened at start"), std::string::npos)
+      << health[0].detail;
+  EXPECT_EQ(health[1].state, TokenState::kReady);
+  EXPECT_FALSE((*vault)->tokens()[0]->opened());
+  EXPECT_EQ((*vault)->ReadyFor("acme"), std::vector<Token*>{(*vault)->tokens()[1].get()});
+
+  auto back = (*vault)->Unwrap(binding_, wrapped->blobs);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(back->view(), key.view()));
+  auto fresh = (*vault)->Wrap(binding_, key.view());
+  ASSERT_TRUE(fresh.ok()) << fresh.error().ToString();
+  ASSERT_EQ(fresh->blobs.size(), 1u);
+  EXPECT_EQ(fresh->blobs[0].token, "standby");
+
+  fault_.clear();  // the primary is back: the probe opens it, no request needed
+  bool ready = false;
+  for (int i = 0; i < 3000 && !ready; ++i) {
+    ready = (*vault)->Health()[0].state == TokenState::kReady;
+    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(ready) << (*vault)->Health()[0].detail;
+  EXPECT_TRUE((*vault)->tokens()[0]->opened());
+  EXPECT_GE((*vault)->Health()[0].repairs, 1u);
+  auto primary_only = (*vault)->Unwrap(binding_, std::span(&wrapped->blobs[0], 1));
+  ASSERT_TRUE(primary_only.ok()) << primary_only.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(primary_only->view(), key.view()));
+  auto both = (*vault)->Wrap(binding_, key.view());
+  ASSERT_TRUE(both.ok());
+  EXPECT_EQ(both->blobs.size(), 2u);
+}
+
+// A wrong PIN at kmsd's start refuses that token for good: one C_Login and never another (however
+// many probe rounds pass), health says login-refused, and the other token serves. (Before,
+// KeyVault::Open failed, so kmsd did not start.)
+TEST_F(KeyVaultTest, AWrongPinAtStartRefusesThatTokenForGoodAndTheOtherServes) {
+  SecretBytes key = SecretBytes::Random(32);
+  auto wrapped = vault_->Wrap(binding_, key.view());
+  ASSERT_TRUE(wrapped.ok());
+  TokenConfig primary = config_;
+  primary.uri = SoftHsmSandbox::Get().Uri(
+      kFaultModule, label_, SoftHsmSandbox::Get().WriteFile("vault-wrong.pin", "000000\n"));
+  TokenConfig standby = config_;
+  standby.name = "standby";
+  standby.uri = SoftHsmSandbox::Get().Uri(kFaultModule, standby_label_);
+  vault_.reset();
+
+  HsmConfig config{{primary, standby}};
+  config.probe_interval = std::chrono::milliseconds(50);
+  config.start_degraded = true;
+  const unsigned long logins = fault_.calls("C_Login");
+  auto vault = KeyVault::Open(config);
+  ASSERT_TRUE(vault.ok()) << vault.error().ToString();
+  EXPECT_EQ(fault_.calls("C_Login") - logins, 2u);  // one each
+  std::vector<TokenHealth> health = (*vault)->Health();
+  EXPECT_EQ(health[0].state, TokenState::kLoginRefused);
+  EXPECT_NE(health[0].detail.find("wrong PIN"), std::string::npos) << health[0].detail;
+  EXPECT_EQ(health[0].detail.find("000000"), std::string::npos);
+  EXPECT_EQ(health[1].state, TokenState::kReady);
+  EXPECT_TRUE((*vault)->tokens()[0]->InBackoff());
+  EXPECT_FALSE((*vault)->tokens()[0]->NextRepair().has_value());
+
+  auto back = (*vault)->Unwrap(binding_, wrapped->blobs);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(back->view(), key.view()));
+  auto fresh = (*vault)->Wrap(binding_, key.view());
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_EQ(fresh->blobs.size(), 1u);
+  ASSERT_EQ(fresh->missing.size(), 1u);
+  EXPECT_EQ(fresh->missing[0].code(), ErrorCode::kUnavailable);
+  EXPECT_NE(fresh->missing[0].message().find("refused"), std::string::npos);
+
+  // Many probe rounds later (the standby answers C_GetTokenInfo once a round): still one login.
+  const unsigned long probes = fault_.calls("C_GetTokenInfo");
+  while (fault_.calls("C_GetTokenInfo") < probes + 10) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(fault_.calls("C_Login") - logins, 2u);
+  EXPECT_EQ((*vault)->Health()[0].login_attempts, 1u);
+  EXPECT_EQ((*vault)->Health()[0].state, TokenState::kLoginRefused);
+}
+
+// kmsd's start keeps a token that may come back, never one no repair brings: a module that cannot
+// be loaded, a URI that names no token, a mechanism the token lacks still fail Open.
+TEST_F(KeyVaultTest, AVaultStartedDegradedStillRefusesWhatNoRepairCures) {
+  TokenConfig standby = config_;
+  standby.name = "standby";
+  standby.uri = SoftHsmSandbox::Get().Uri(kFaultModule, standby_label_);
+  vault_.reset();
+  auto start = [&](const TokenConfig& primary) {
+    HsmConfig config{{primary, standby}};
+    config.start_degraded = true;
+    return KeyVault::Open(config);
+  };
+
+  TokenConfig no_module = config_;
+  no_module.uri =
+      "pkcs11:token=" + label_ +
+      "?module-path=/opt/vendor/libmissing.so&pin-source=file:" + SoftHsmSandbox::Get().pin_file();
+  auto missing_module = start(no_module);
+  ASSERT_FALSE(missing_module.ok());
+  EXPECT_NE(missing_module.error().message().find("/opt/vendor/libmissing.so"), std::string::npos)
+      << missing_module.error().ToString();
+
+  TokenConfig no_token = config_;
+  no_token.uri = std::string("pkcs11:?module-path=") + kFaultModule +
+                 "&pin-source=file:" + SoftHsmSandbox::Get().pin_file();
+  auto malformed = start(no_token);
+  ASSERT_FALSE(malformed.ok());
+  EXPECT_EQ(malformed.error().code(), ErrorCode::kInvalidArgument) << malformed.error().ToString();
+
+  fault_.hide(CKM_AES_GCM);
+  auto no_mechanism = start(config_);
+  ASSERT_FALSE(no_mechanism.ok());
+  EXPECT_EQ(no_mechanism.error().code(), ErrorCode::kUnimplemented)
+      << no_mechanism.error().ToString();
+  EXPECT_NE(no_mechanism.error().message().find("CKM_AES_GCM"), std::string::npos);
+}
+
 TEST_F(KeyVaultTest, TamperedBlobIsNotPassedToTheStandby) {
   SecretBytes key = SecretBytes::Random(32);
   auto wrapped = vault_->Wrap(binding_, key.view());

@@ -41,6 +41,10 @@ struct HsmConfig {
   // How often the background probe checks the tokens; zero: no probe (kmsctl, which does one
   // thing and exits).
   std::chrono::milliseconds probe_interval{0};
+  // kmsd's start: a token that cannot be opened now is kept, unavailable (repaired like any
+  // unavailable token) or refused for good (its PIN), instead of failing Open (Token::Start).
+  // Whether enough tokens are usable is the caller's to decide (ready() below).
+  bool start_degraded = false;
 };
 
 // A key wrapped under one token's root key.
@@ -78,6 +82,8 @@ class KeyVault {
   Result<SecretBytes> Unwrap(const KeyBinding& binding, std::span<const TokenBlob> blobs);
 
   std::vector<TokenHealth> Health() const;
+  // The tokens that serve `org` and are ready now (neither unavailable nor refused).
+  std::vector<Token*> ReadyFor(const std::string& org) const;
   const std::vector<std::unique_ptr<Token>>& tokens() const { return tokens_; }
   Token* FindToken(const std::string& name) const;
 

@@ -12,6 +12,13 @@
 // sessions and logins of all. For the others that is no fault: a call that meets it leases a
 // session of the new generation, logs in on it and goes on, without a repair or a mark.
 //
+// Start-up. Open() fails when the token cannot be opened now. Start() (kmsd's) fails only on what
+// no repair can cure (a malformed configuration or URI, a module that cannot be loaded, several
+// tokens matching the URI, a missing mechanism): a token that is missing or failing is returned
+// marked unavailable, and its first repair opens it (finds it, checks its mechanisms, logs in and
+// learns what it holds); a token whose PIN is wrong, locked or unreadable is returned refused for
+// good, after one C_Login at most. Calls to a refused token fail at once with UNAVAILABLE.
+//
 // Token faults. The token remembers the objects it holds: the newest root-key version of each
 // organization and the identity keys, found when it is opened and whenever it is used. An object
 // that is not found is believed missing only while the token proves itself intact (CheckIntact:
@@ -100,6 +107,8 @@ class Token {
  public:
   // Loads the module, finds the one token the URI names, checks its mechanisms and logs in.
   static Result<std::unique_ptr<Token>> Open(const TokenConfig& config);
+  // As Open, but a token that cannot be opened now comes back unavailable or refused (above).
+  static Result<std::unique_ptr<Token>> Start(const TokenConfig& config);
   ~Token();
   Token(const Token&) = delete;
   Token& operator=(const Token&) = delete;
@@ -110,6 +119,11 @@ class Token {
   const std::vector<std::string>& orgs() const { return config_.orgs; }
   const TokenUri& uri() const { return uri_; }
   CK_SLOT_ID slot() const { return pool_.slot(); }
+  // Whether the token has been opened (at start, or by a repair since); until then slot() means
+  // nothing.
+  bool opened() const { return opened_.load(std::memory_order_acquire); }
+  // Whether its login was refused for good (wrong, locked or unreadable PIN).
+  bool LoginRefused() const;
   Module& module() { return *module_; }
 
   // Root keys.
@@ -145,8 +159,8 @@ class Token {
   // The session pool's counters alone (acquisitions, waits, wait time, timeouts): cheaper than
   // Health(), which also takes the token's health and login locks.
   SessionPoolStats pool_stats() const { return pool_.stats(); }
-  // Whether the token is marked unavailable: calls to it fail at once until a repair succeeds, and
-  // callers with another token prefer that one meanwhile.
+  // Whether the token is marked unavailable or refused: calls to it fail at once (until a repair
+  // succeeds), and callers with another token prefer that one meanwhile.
   bool InBackoff() const;
 
   // Checks that the token answers and still holds every object it held (see above), and marks it
@@ -157,7 +171,7 @@ class Token {
   // The check of Probe() as an ordinary call (repaired and marked as any call is), for `kmsctl hsm
   // check`.
   Status CheckIntact();
-  // When the next repair is due, if the token is marked unavailable.
+  // When the next repair is due, if the token is marked unavailable (never for a refused token).
   std::optional<std::chrono::steady_clock::time_point> NextRepair() const;
 
  private:
@@ -172,6 +186,18 @@ class Token {
   };
 
   Token(TokenConfig config, TokenUri uri, std::shared_ptr<Module> module, CK_SLOT_ID slot);
+  // What Open and Start find first: the parsed URI, the loaded module, and the token's slot or
+  // why it was not found.
+  struct Located {
+    TokenUri uri;
+    std::shared_ptr<Module> module;
+    Result<CK_SLOT_ID> slot;
+  };
+  static Result<Located> Locate(const TokenConfig& config);
+  // The rest of opening, once the slot is known: mechanisms, login, what the token holds.
+  Status FinishOpen();
+  // The error calls to a refused token fail with: UNAVAILABLE, naming why it was refused.
+  Error Refused() const;
 
   Status CheckMechanisms();
   struct MechanismNeed {
@@ -190,6 +216,8 @@ class Token {
   // Requires login_mutex_ and a use guard of the module.
   Status ResolveSlot(std::uint64_t generation);
   Status Login(SessionLease& lease);
+  // Refuses the login for good; requires login_mutex_.
+  Error Refuse(Error why);
 
   // Runs `op` on a leased session, repairing and retrying once as described above; fails at once
   // while the token is unavailable and no repair is due.
@@ -240,7 +268,9 @@ class Token {
   mutable std::mutex login_mutex_;
   std::atomic<std::uint64_t> logged_in_generation_{0};
   std::optional<Error> login_refused_;
+  std::atomic<bool> refused_{false};  // login_refused_ is set
   std::atomic<std::uint64_t> login_attempts_{0};
+  std::atomic<bool> opened_{true};  // false from Start until a repair opened the token
 
   std::shared_mutex handles_mutex_;  // shared on the hot path, exclusive to change
   std::uint64_t handles_generation_ = 0;
