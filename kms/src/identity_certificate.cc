@@ -102,17 +102,17 @@ Result<std::string> ToPem(X509* cert) {
   return std::string(data, static_cast<std::size_t>(size));
 }
 
-Result<std::vector<X509Ptr>> ReadCertificates(const std::string& pem) {
+Result<std::vector<X509Ptr>> ReadCertificates(const std::string& pem,
+                                              std::size_t max = jose::kMaxX5cCertificates) {
   BioPtr in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!in) return Error(ErrorCode::kInternal, "out of memory");
   std::vector<X509Ptr> certs;
   while (true) {
     X509Ptr cert(PEM_read_bio_X509(in.get(), nullptr, NoPassphrase, nullptr));
     if (!cert) break;
-    if (certs.size() == jose::kMaxX5cCertificates) {
-      return Error(ErrorCode::kInvalidArgument, "the chain holds more than " +
-                                                    std::to_string(jose::kMaxX5cCertificates) +
-                                                    " certificates");
+    if (certs.size() == max) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "the file holds more than " + std::to_string(max) + " certificates");
     }
     certs.push_back(std::move(cert));
   }
@@ -199,23 +199,43 @@ Result<std::string> CertifyIdentityKey(const hsm::RsaPublicKey& key,
   return chain;
 }
 
-Result<IdentityChain> ParseIdentityChain(const std::string& pem, const hsm::RsaPublicKey& key) {
-  SR_ASSIGN_OR_RETURN(std::vector<X509Ptr> certs, ReadCertificates(pem));
-  SR_ASSIGN_OR_RETURN(PkeyPtr expected, RsaKey(key));
-  EVP_PKEY* leaf_key = X509_get0_pubkey(certs.front().get());
-  if (leaf_key == nullptr || EVP_PKEY_eq(leaf_key, expected.get()) != 1) {
+namespace {
+
+// Big-endian bytes of one of the RSA key's numbers, without leading zeros.
+Result<std::vector<std::uint8_t>> RsaNumber(EVP_PKEY* key, const char* name) {
+  BIGNUM* raw = nullptr;
+  if (EVP_PKEY_get_bn_param(key, name, &raw) != 1) {
     ERR_clear_error();
-    return Error(ErrorCode::kFailedPrecondition,
-                 "the leaf certificate of the identity chain does not certify the token's "
-                 "identity key (run kmsctl hsm certify-identity)");
+    return Error(ErrorCode::kFailedPrecondition, "the leaf certificate does not hold an RSA key");
   }
+  BnPtr number(raw);
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(BN_num_bytes(number.get())));
+  BN_bn2bin(number.get(), bytes.data());
+  if (bytes.empty()) bytes.push_back(0);
+  return bytes;
+}
+
+// Checks one chain (leaf first) and returns it in DER with the leaf's key.
+Result<IdentityChain> CheckChain(const std::vector<X509Ptr>& certs) {
+  if (certs.size() > jose::kMaxX5cCertificates) {
+    return Error(
+        ErrorCode::kInvalidArgument,
+        "a chain holds more than " + std::to_string(jose::kMaxX5cCertificates) + " certificates");
+  }
+  IdentityChain chain;
+  EVP_PKEY* leaf_key = X509_get0_pubkey(certs.front().get());
+  if (leaf_key == nullptr || EVP_PKEY_get_base_id(leaf_key) != EVP_PKEY_RSA) {
+    ERR_clear_error();
+    return Error(ErrorCode::kFailedPrecondition, "the leaf certificate does not hold an RSA key");
+  }
+  SR_ASSIGN_OR_RETURN(chain.key.modulus, RsaNumber(leaf_key, OSSL_PKEY_PARAM_RSA_N));
+  SR_ASSIGN_OR_RETURN(chain.key.public_exponent, RsaNumber(leaf_key, OSSL_PKEY_PARAM_RSA_E));
   for (std::size_t i = 0; i + 1 < certs.size(); ++i) {
     EVP_PKEY* issuer_key = X509_get0_pubkey(certs[i + 1].get());
     if (issuer_key == nullptr || X509_verify(certs[i].get(), issuer_key) != 1) {
       ERR_clear_error();
       return Error(ErrorCode::kFailedPrecondition,
-                   "certificate " + std::to_string(i + 1) +
-                       " of the identity chain is not signed by the next one");
+                   "certificate " + std::to_string(i + 1) + " is not signed by the next one");
     }
   }
   X509* leaf = certs.front().get();
@@ -225,7 +245,6 @@ Result<IdentityChain> ParseIdentityChain(const std::string& pem, const hsm::RsaP
                  "the identity certificate is not valid now (renew it with kmsctl hsm "
                  "certify-identity)");
   }
-  IdentityChain chain;
   for (const X509Ptr& cert : certs) {
     unsigned char* der = nullptr;
     int size = i2d_X509(cert.get(), &der);
@@ -236,7 +255,84 @@ Result<IdentityChain> ParseIdentityChain(const std::string& pem, const hsm::RsaP
   return chain;
 }
 
-Result<IdentityChain> LoadIdentityChain(const std::string& path, const hsm::RsaPublicKey& key) {
+}  // namespace
+
+Result<std::vector<IdentityChain>> ParseIdentityChains(const std::string& pem) {
+  SR_ASSIGN_OR_RETURN(std::vector<X509Ptr> certs,
+                      ReadCertificates(pem, jose::kMaxX5cCertificates * kMaxIdentityChains));
+  // A certificate that is not a CA (an identity leaf) starts a chain.
+  if (X509_check_ca(certs.front().get()) != 0) {
+    return Error(ErrorCode::kFailedPrecondition,
+                 "the identity chain starts with a CA certificate, not the identity's leaf");
+  }
+  std::vector<std::vector<X509Ptr>> groups;
+  for (X509Ptr& cert : certs) {
+    if (groups.empty() || X509_check_ca(cert.get()) == 0) groups.emplace_back();
+    groups.back().push_back(std::move(cert));
+  }
+  if (groups.size() > kMaxIdentityChains) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "the file holds more than " + std::to_string(kMaxIdentityChains) + " chains");
+  }
+  std::vector<IdentityChain> chains;
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    Result<IdentityChain> chain = CheckChain(groups[i]);
+    if (!chain.ok()) {
+      return Error(chain.error().code(), "identity chain " + std::to_string(i + 1) + " of " +
+                                             std::to_string(groups.size()) + ": " +
+                                             chain.error().message());
+    }
+    chains.push_back(std::move(chain).value());
+  }
+  return chains;
+}
+
+const IdentityChain* FindIdentityChain(const std::vector<IdentityChain>& chains,
+                                       const hsm::RsaPublicKey& key) {
+  auto trimmed = [](const std::vector<std::uint8_t>& bytes) {
+    std::size_t zeros = 0;
+    while (zeros + 1 < bytes.size() && bytes[zeros] == 0) ++zeros;
+    return std::vector<std::uint8_t>(bytes.begin() + static_cast<std::ptrdiff_t>(zeros),
+                                     bytes.end());
+  };
+  const std::vector<std::uint8_t> n = trimmed(key.modulus), e = trimmed(key.public_exponent);
+  for (const IdentityChain& chain : chains) {
+    if (chain.key.modulus == n && chain.key.public_exponent == e) return &chain;
+  }
+  return nullptr;
+}
+
+Result<IdentityChain> ParseIdentityChain(const std::string& pem, const hsm::RsaPublicKey& key) {
+  SR_ASSIGN_OR_RETURN(std::vector<IdentityChain> chains, ParseIdentityChains(pem));
+  const IdentityChain* chain = FindIdentityChain(chains, key);
+  if (chain == nullptr) {
+    return Error(ErrorCode::kFailedPrecondition,
+                 "the identity chain does not certify the token's identity key (no leaf "
+                 "certifies it; run kmsctl hsm certify-identity)");
+  }
+  return *chain;
+}
+
+Result<std::string> IdentityChainsPem(const std::vector<IdentityChain>& chains) {
+  std::string pem;
+  for (const IdentityChain& chain : chains) {
+    for (const std::vector<std::uint8_t>& der : chain.der) {
+      const unsigned char* p = der.data();
+      X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+      if (!cert) {
+        ERR_clear_error();
+        return Error(ErrorCode::kInternal, "a certificate of the chain is not DER");
+      }
+      SR_ASSIGN_OR_RETURN(std::string one, ToPem(cert.get()));
+      pem += one;
+    }
+  }
+  return pem;
+}
+
+namespace {
+
+Result<std::string> ReadIdentityFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Error(ErrorCode::kNotFound, "cannot read the identity chain " + path);
   std::string pem(kMaxPemFileBytes + 1, '\0');
@@ -246,6 +342,22 @@ Result<IdentityChain> LoadIdentityChain(const std::string& path, const hsm::RsaP
     return Error(ErrorCode::kInvalidArgument,
                  path + " is larger than " + std::to_string(kMaxPemFileBytes) + " bytes");
   }
+  return pem;
+}
+
+}  // namespace
+
+Result<std::vector<IdentityChain>> LoadIdentityChains(const std::string& path) {
+  SR_ASSIGN_OR_RETURN(std::string pem, ReadIdentityFile(path));
+  Result<std::vector<IdentityChain>> chains = ParseIdentityChains(pem);
+  if (!chains.ok()) {
+    return Error(chains.error().code(), path + ": " + chains.error().message());
+  }
+  return chains;
+}
+
+Result<IdentityChain> LoadIdentityChain(const std::string& path, const hsm::RsaPublicKey& key) {
+  SR_ASSIGN_OR_RETURN(std::string pem, ReadIdentityFile(path));
   Result<IdentityChain> chain = ParseIdentityChain(pem, key);
   if (!chain.ok()) {
     return Error(chain.error().code(), path + ": " + chain.error().message());

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include "strongroom/common/config_file.h"
 #include "strongroom/common/database.h"
@@ -208,21 +209,77 @@ Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostr
   return OkStatus();
 }
 
-Status InitIdentity(const CtlOptions& options, std::ostream& out) {
-  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
-  hsm::Token& token = *vault->tokens().front();
-  SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey key, token.CreateIdentityKey("kms"));
+// The identity key's name: kmsd's [kms] identity_key, "kms" by default.
+std::string IdentityKeyName(const CtlOptions& options) {
+  if (Result<Poco::AutoPtr<Poco::Util::IniFileConfiguration>> file =
+          LoadConfigFile(options.config_path);
+      file.ok() && (*file)->hasProperty("kms.identity_key")) {
+    return SettingText(**file, "kms.identity_key");
+  }
+  return "kms";
+}
+
+// The configured tokens an identity command works on: all, or the one --token names.
+Result<std::vector<hsm::TokenConfig>> IdentityTokens(const CtlOptions& options) {
+  SR_ASSIGN_OR_RETURN(hsm::HsmConfig config, LoadHsmSettings(options.config_path));
+  if (options.token.empty()) return config.tokens;
+  for (const hsm::TokenConfig& token : config.tokens) {
+    if (token.name == options.token) return std::vector<hsm::TokenConfig>{token};
+  }
+  return Error(ErrorCode::kInvalidArgument,
+               "--token " + options.token + ": no such token in [hsm] tokens");
+}
+
+std::string ModulusDigest(const hsm::RsaPublicKey& key) {
   unsigned char digest[32];
   unsigned int len = 0;
   EVP_Digest(key.modulus.data(), key.modulus.size(), digest, &len, EVP_sha256(), nullptr);
-  out << "created the KMS identity key (RSA-" << key.modulus.size() * 8 << ") in token '"
-      << token.name() << "'; modulus SHA-256 ";
+  std::string out;
   char hex[3];
   for (unsigned i = 0; i < len; ++i) {
     std::snprintf(hex, sizeof hex, "%02x", digest[i]);
-    out << hex;
+    out += hex;
   }
-  out << "\n";
+  return out;
+}
+
+// The failure of a command that works token by token: the first error's code, naming them all.
+Error TokensFailed(const std::vector<std::string>& failed, std::size_t of, const Error& first) {
+  std::string names;
+  for (const std::string& name : failed) names += (names.empty() ? "" : ", ") + name;
+  return Error(first.code(), std::to_string(failed.size()) + " of " + std::to_string(of) +
+                                 " token(s) failed (" + names + "): " + first.message());
+}
+
+// An identity key in each token that lacks one (private keys never leave a token, so each token
+// has its own; kms_identities.h). Tokens that hold one already are left as they are.
+Status InitIdentity(const CtlOptions& options, std::ostream& out) {
+  SR_ASSIGN_OR_RETURN(std::vector<hsm::TokenConfig> configs, IdentityTokens(options));
+  const std::string key_name = IdentityKeyName(options);
+  std::vector<std::unique_ptr<hsm::Token>> opened;  // kept open: the modules stay loaded
+  std::optional<Error> first_failure, first_existing;
+  std::vector<std::string> failed;
+  int created = 0;
+  for (const hsm::TokenConfig& config : configs) {
+    Result<std::unique_ptr<hsm::Token>> token = hsm::Token::Open(config);
+    Result<hsm::RsaPublicKey> key = token.ok() ? (*token)->CreateIdentityKey(key_name)
+                                               : Result<hsm::RsaPublicKey>(token.error());
+    if (token.ok()) opened.push_back(std::move(token).value());
+    if (key.ok()) {
+      ++created;
+      out << "created the KMS identity key (RSA-" << key->modulus.size() * 8 << ") in token '"
+          << config.name << "'; modulus SHA-256 " << ModulusDigest(*key) << "\n";
+    } else if (key.error().code() == ErrorCode::kAlreadyExists) {
+      out << "token '" << config.name << "' already holds identity key " << key_name << "\n";
+      if (!first_existing) first_existing = key.error();
+    } else {
+      out << "token '" << config.name << "': FAILED: " << key.error().message() << "\n";
+      failed.push_back(config.name);
+      if (!first_failure) first_failure = key.error();
+    }
+  }
+  if (first_failure) return TokensFailed(failed, configs.size(), *first_failure);
+  if (created == 0 && first_existing) return *first_existing;
   return OkStatus();
 }
 
@@ -261,6 +318,9 @@ Status WriteFileAtomically(const std::string& path, const std::string& content, 
   return OkStatus();
 }
 
+// Certifies the identity key of every token (or of --token NAME) for the host, and writes the
+// chains into one file, as kmsd reads it ([kms] identity_chain). With --token, the other chains
+// already in the file are kept.
 Status CertifyIdentity(const CtlOptions& options, std::ostream& out) {
   if (options.ca_cert.empty() || options.ca_key.empty() || options.host.empty() ||
       options.out.empty()) {
@@ -280,24 +340,59 @@ Status CertifyIdentity(const CtlOptions& options, std::ostream& out) {
   }
   SR_ASSIGN_OR_RETURN(SecretBytes ca_cert, ReadPemFile(options.ca_cert));
   SR_ASSIGN_OR_RETURN(SecretBytes ca_key, ReadPemFile(options.ca_key));
-  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, OpenVault(options));
-  hsm::Token& token = *vault->tokens().front();
-  SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey key, token.IdentityPublicKey("kms"));
-  SR_ASSIGN_OR_RETURN(
-      std::string chain,
-      CertifyIdentityKey(key, request, std::string(ca_cert.as_string_view()), ca_key));
-  // The chain must load the way kmsd loads it.
-  Result<IdentityChain> loads = ParseIdentityChain(chain, key);
-  if (!loads.ok()) return loads.error();
-  SR_RETURN_IF_ERROR(WriteFileAtomically(options.out, chain, 0644));
-  out << "certified the KMS identity key of token '" << token.name() << "' for " << request.host
-      << " for " << request.days << " days; chain (leaf, CA) in " << options.out << "\n";
+  SR_ASSIGN_OR_RETURN(std::vector<hsm::TokenConfig> configs, IdentityTokens(options));
+  const std::string key_name = IdentityKeyName(options);
+  std::vector<std::unique_ptr<hsm::Token>> opened;  // kept open: the modules stay loaded
+  std::vector<IdentityChain> chains;
+  std::vector<std::string> certified;
+  for (const hsm::TokenConfig& config : configs) {
+    Result<std::unique_ptr<hsm::Token>> token = hsm::Token::Open(config);
+    Result<hsm::RsaPublicKey> key = token.ok() ? (*token)->IdentityPublicKey(key_name)
+                                               : Result<hsm::RsaPublicKey>(token.error());
+    if (token.ok()) opened.push_back(std::move(token).value());
+    if (!key.ok()) {
+      return Error(key.error().code(),
+                   "token '" + config.name + "': " + key.error().message() +
+                       (options.token.empty() ? " (certify the others with --token NAME)" : ""));
+    }
+    SR_ASSIGN_OR_RETURN(
+        std::string pem,
+        CertifyIdentityKey(*key, request, std::string(ca_cert.as_string_view()), ca_key));
+    // The chain must load the way kmsd loads it.
+    SR_ASSIGN_OR_RETURN(IdentityChain chain, ParseIdentityChain(pem, *key));
+    chains.push_back(std::move(chain));
+    certified.push_back(config.name);
+  }
+  if (!options.token.empty()) {
+    std::ifstream existing(options.out, std::ios::binary);
+    std::ostringstream text;
+    text << existing.rdbuf();
+    Result<std::vector<IdentityChain>> kept = ParseIdentityChains(text.str());
+    if (existing && kept.ok()) {
+      for (IdentityChain& chain : *kept) {
+        if (FindIdentityChain(chains, chain.key) == nullptr) chains.push_back(std::move(chain));
+      }
+    } else if (existing && !text.str().empty()) {
+      out << "the chains already in " << options.out << " do not load (" << kept.error().message()
+          << "); they are replaced\n";
+    }
+  }
+  SR_ASSIGN_OR_RETURN(std::string bundle, IdentityChainsPem(chains));
+  if (Result<std::vector<IdentityChain>> loads = ParseIdentityChains(bundle); !loads.ok()) {
+    return loads.error();
+  }
+  SR_RETURN_IF_ERROR(WriteFileAtomically(options.out, bundle, 0644));
+  for (const std::string& name : certified) {
+    out << "certified the KMS identity key of token '" << name << "' for " << request.host
+        << " for " << request.days << " days\n";
+  }
+  out << chains.size() << " chain(s) (leaf, CA) in " << options.out << "\n";
   return OkStatus();
 }
 
 // One token's check: it opens, answers and holds what it held (Token::CheckIntact), and wraps and
-// unwraps a key for each organization it has root keys for; the first token also holds the
-// identity key. The report on success; the first failure otherwise.
+// unwraps a key for each organization it has root keys for, and reports its identity key. The
+// report on success; the first failure otherwise.
 Result<std::string> CheckToken(hsm::Token& token, const std::string& identity_key) {
   SR_RETURN_IF_ERROR(token.CheckIntact());
   SR_ASSIGN_OR_RETURN(std::vector<std::string> orgs, token.ListOrgs());
@@ -350,8 +445,8 @@ Status Check(const CtlOptions& options, std::ostream& out) {
   for (std::size_t i = 0; i < config.tokens.size(); ++i) {
     const hsm::TokenConfig& token_config = config.tokens[i];
     Result<std::unique_ptr<hsm::Token>> token = hsm::Token::Open(token_config);
-    Result<std::string> report = token.ok() ? CheckToken(**token, i == 0 ? identity_key : "")
-                                            : Result<std::string>(token.error());
+    Result<std::string> report =
+        token.ok() ? CheckToken(**token, identity_key) : Result<std::string>(token.error());
     if (token.ok()) opened.push_back(std::move(token).value());
     if (report.ok()) {
       out << "token " << token_config.name << ": ok, " << *report << "\n";

@@ -23,6 +23,7 @@ struct CtlOptions {
   std::string host;
   std::string out;
   std::string days;
+  std::string token;  // init-identity, certify-identity: only this token
 };
 
 // Runs `hsm <args...>`; writes results to `out`. Returns the error for the caller to print as one
@@ -39,9 +40,10 @@ inline constexpr char kHsmUsage[] =
     "version)\n"
     "kmsctl [--config FILE] hsm rotate-root --org ORG\n"
     "kmsctl [--config FILE] hsm check\n"
-    "kmsctl [--config FILE] hsm init-identity   (the KMS's RSA key, in the first token)\n"
+    "kmsctl [--config FILE] hsm init-identity [--token NAME]   (the KMS's RSA key, in every "
+    "token that lacks one)\n"
     "kmsctl [--config FILE] hsm certify-identity --ca-cert CA.pem --ca-key CA.key --host HOST "
-    "--out CHAIN.pem [--days N]\n"
+    "--out CHAIN.pem [--days N] [--token NAME]\n"
     "\n"
     "PIN sources are file:<absolute path> or env:<VARIABLE>; PINs are never taken as arguments.\n"
     "FILE defaults to $STRONGROOM_KMS_CONFIG, then /etc/strongroom/kms.ini.\n";

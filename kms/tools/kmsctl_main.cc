@@ -41,8 +41,12 @@ class Kmsctl : public Poco::Util::Application {
                           .required(false)
                           .repeatable(false)
                           .argument("SRC"));
-    // Before --ca-cert and --ca-key: Poco matches option prefixes, and takes an exact match only
-    // if it comes first.
+    // Before --ca-cert, --ca-key and --token-file: Poco matches option prefixes, and takes an
+    // exact match only if it comes first.
+    options.addOption(Option("token", "", "hsm init-identity, certify-identity: only this token")
+                          .required(false)
+                          .repeatable(false)
+                          .argument("NAME"));
     for (const char* name : {"url", "ca", "token-file", "file", "operator"}) {
       options.addOption(Option(name, "", "ops: see kmsctl --help")
                             .required(false)
@@ -88,6 +92,7 @@ class Kmsctl : public Poco::Util::Application {
     if (name == "host") options_.host = value;
     if (name == "out") options_.out = value;
     if (name == "days") options_.days = value;
+    if (name == "token") options_.token = value;
     if (name == "url") ops_.url = value;
     if (name == "ca") ops_.ca = value;
     if (name == "token-file") ops_.token_file = value;

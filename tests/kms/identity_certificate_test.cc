@@ -171,6 +171,43 @@ TEST_F(IdentityCertificateTest, ChainWhoseIssuerDidNotSignIsRefused) {
   EXPECT_FALSE(ParseIdentityChain(ca_pem_ + LeafOf(*chain), PublicHalf(identity_.get())).ok());
 }
 
+// One file holds the chain of every token's identity key, one after the other: each is found by
+// the key its leaf certifies, and a chain that does not verify refuses the whole file.
+TEST_F(IdentityCertificateTest, AFileOfChainsHoldsOneChainPerIdentityKey) {
+  Pkey standby = NewKey("RSA");
+  auto first = CertifyIdentityKey(PublicHalf(identity_.get()), {"kms.acme.test", 30}, ca_pem_,
+                                  PrivatePem(ca_key_.get()));
+  auto second = CertifyIdentityKey(PublicHalf(standby.get()), {"kms.acme.test", 30}, ca_pem_,
+                                   PrivatePem(ca_key_.get()));
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto chains = ParseIdentityChains(*first + *second);
+  ASSERT_TRUE(chains.ok()) << chains.error().ToString();
+  ASSERT_EQ(chains->size(), 2u);
+  EXPECT_EQ((*chains)[0].der.size(), 2u);
+  EXPECT_EQ((*chains)[1].der.size(), 2u);
+  const IdentityChain* found = FindIdentityChain(*chains, PublicHalf(standby.get()));
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(found, &(*chains)[1]);
+  EXPECT_EQ(FindIdentityChain(*chains, PublicHalf(identity_.get())), &(*chains)[0]);
+  EXPECT_EQ(FindIdentityChain(*chains, PublicHalf(NewKey("RSA").get())), nullptr);
+  auto one = ParseIdentityChain(*first + *second, PublicHalf(standby.get()));
+  ASSERT_TRUE(one.ok()) << one.error().ToString();
+  EXPECT_EQ(one->der, (*chains)[1].der);
+
+  // Written back, the file reads the same.
+  auto pem = IdentityChainsPem(*chains);
+  ASSERT_TRUE(pem.ok());
+  EXPECT_EQ(*pem, *first + *second);
+
+  Pkey other_ca = NewKey("EC");
+  std::string forged = LeafOf(*second) + CaCertificate(other_ca.get(), "Strongroom test CA");
+  auto refused = ParseIdentityChains(*first + forged);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("identity chain 2 of 2"), std::string::npos)
+      << refused.error().message();
+}
+
 TEST_F(IdentityCertificateTest, RefusesBadRequestsAndAForeignCaKey) {
   const hsm::RsaPublicKey key = PublicHalf(identity_.get());
   for (const char* host : {"", "a,DNS:evil.test", "kms acme", "-kms", "kms/x", "kms\nx"}) {

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
@@ -15,9 +16,11 @@
 #include <vector>
 
 #include "../support/softhsm_sandbox.h"
+#include "../support/tool_steps.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
+#include "strongroom/kms/identity_certificate.h"
 #include "strongroom/kms/kms_store.h"
 
 namespace strongroom::kms {
@@ -32,6 +35,14 @@ struct Outcome {
   std::string out;
   std::string err;
 };
+
+int CountOccurrences(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++n;
+  }
+  return n;
+}
 
 int CountLines(const std::string& text) {
   int lines = 0;
@@ -236,6 +247,93 @@ TEST_F(KmsctlTest, InitIdentityCreatesTheKmsKeyOnce) {
   Outcome again = Hsm({"init-identity"});
   EXPECT_EQ(again.exit_code, 78);
   EXPECT_NE(again.err.find("already holds identity key kms"), std::string::npos) << again.err;
+}
+
+// Each token holds an identity key of its own, each certified for the host, the chains in one file
+// (issue 16). With --token, one token alone: the other chains in the file are kept.
+TEST_F(KmsctlTest, IdentityKeysAreMadeAndCertifiedInEveryToken) {
+  const std::string standby = SoftHsmSandbox::Get().CreateToken(kSoftHsmModule);
+  auto uri = [](const std::string& label) {
+    return "pkcs11:token=" + label + "?module-path=" + kSoftHsmModule +
+           "&pin-source=file:" + SoftHsmSandbox::Get().pin_file();
+  };
+  config_ = SoftHsmSandbox::Get().WriteFile(
+      "kms-identities.ini",
+      "[hsm]\ntokens = primary, standby\nnode_id = test\n[hsm.primary]\n"
+      "uri = " +
+          uri(label_) + "\n[hsm.standby]\nuri = " + uri(standby) + "\n");
+  Outcome primary = Hsm({"init-identity", "--token", "primary"});
+  ASSERT_EQ(primary.exit_code, 0) << primary.err;
+  EXPECT_NE(primary.out.find("identity key (RSA-3072) in token 'primary'"), std::string::npos)
+      << primary.out;
+  EXPECT_EQ(primary.out.find("standby"), std::string::npos) << primary.out;
+
+  const std::string dir = SoftHsmSandbox::Get().dir() + "/identity-ca";
+  std::filesystem::create_directories(dir);
+  testing::ToolSteps steps;
+  testing::MakeTestTls(steps, dir, "Strongroom kmsctl identity CA");
+  ASSERT_TRUE(steps.error().empty()) << steps.error();
+  const std::string out = dir + "/identity.pem";
+  auto certify = [&](std::vector<std::string> more) {
+    std::vector<std::string> args = {"certify-identity", "--ca-cert",     dir + "/ca.pem",
+                                     "--ca-key",         dir + "/ca.key", "--host",
+                                     "kms.acme.test",    "--out",         out};
+    args.insert(args.end(), more.begin(), more.end());
+    return Hsm(args);
+  };
+  auto read = [&] {
+    std::ifstream in(out);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  // A token without an identity key stops certify-identity, naming it, and writes nothing.
+  Outcome unmade = certify({});
+  EXPECT_EQ(unmade.exit_code, 66) << unmade.err;
+  EXPECT_NE(unmade.err.find("token 'standby'"), std::string::npos) << unmade.err;
+  EXPECT_NE(unmade.err.find("certify the others with --token NAME"), std::string::npos)
+      << unmade.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+
+  // init-identity makes one in every token that lacks one, and leaves the others.
+  Outcome created = Hsm({"init-identity"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_NE(created.out.find("token 'primary' already holds identity key kms"), std::string::npos)
+      << created.out;
+  EXPECT_NE(created.out.find("identity key (RSA-3072) in token 'standby'"), std::string::npos)
+      << created.out;
+  Outcome again = Hsm({"init-identity", "--token", "standby"});
+  EXPECT_EQ(again.exit_code, 78) << again.err;
+  EXPECT_NE(again.err.find("already holds identity key kms"), std::string::npos) << again.err;
+  EXPECT_EQ(Hsm({"init-identity", "--token", "nosuch"}).exit_code, 64);
+
+  Outcome both = certify({});
+  ASSERT_EQ(both.exit_code, 0) << both.err;
+  EXPECT_NE(both.out.find("certified the KMS identity key of token 'primary'"), std::string::npos);
+  EXPECT_NE(both.out.find("certified the KMS identity key of token 'standby'"), std::string::npos);
+  EXPECT_NE(both.out.find("2 chain(s)"), std::string::npos) << both.out;
+  auto chains = ParseIdentityChains(read());
+  ASSERT_TRUE(chains.ok()) << chains.error().ToString();
+  ASSERT_EQ(chains->size(), 2u);
+  const std::vector<std::uint8_t> primary_leaf = (*chains)[0].der[0];
+  const std::vector<std::uint8_t> standby_leaf = (*chains)[1].der[0];
+  const std::vector<std::uint8_t> standby_key = (*chains)[1].key.modulus;
+
+  Outcome renewed = certify({"--token", "standby", "--days", "3"});
+  ASSERT_EQ(renewed.exit_code, 0) << renewed.err;
+  EXPECT_EQ(renewed.out.find("token 'primary'"), std::string::npos) << renewed.out;
+  EXPECT_NE(renewed.out.find("2 chain(s)"), std::string::npos) << renewed.out;
+  chains = ParseIdentityChains(read());
+  ASSERT_TRUE(chains.ok()) << chains.error().ToString();
+  ASSERT_EQ(chains->size(), 2u);
+  EXPECT_NE((*chains)[0].der[0], standby_leaf);  // the standby's, issued anew
+  EXPECT_EQ((*chains)[0].key.modulus, standby_key);
+  EXPECT_EQ((*chains)[1].der[0], primary_leaf);  // the primary's, kept as it was
+
+  // Check reports the identity key of every token.
+  Outcome check = Hsm({"check"});
+  ASSERT_EQ(check.exit_code, 0) << check.err;
+  EXPECT_EQ(CountOccurrences(check.out, "identity key kms (RSA-3072)"), 2) << check.out;
 }
 
 TEST_F(KmsctlTest, CheckWithoutRootKeysSaysSo) {

@@ -1,8 +1,11 @@
-// The X.509 chain of the KMS's identity key: the RSA key in the HSM that opens `create /ecdhe`
-// and signs its answers. Clients find it at GET /kms/info as the x5c of rsaPublicKey, leaf first.
+// The X.509 chains of the KMS's identity keys: the RSA keys in the HSM that open `create /ecdhe`
+// and sign its answers, one per token (kms_identities.h). Clients find the one in service at GET
+// /kms/info as the x5c of rsaPublicKey, leaf first.
 //
-// `kmsctl hsm certify-identity` issues the leaf with CertifyIdentityKey; kmsd loads the chain with
-// LoadIdentityChain and refuses to start when the leaf does not certify the token's identity key.
+// `kmsctl hsm certify-identity` issues the leaves with CertifyIdentityKey and writes every token's
+// chain into one PEM file ([kms] identity_chain): chains one after the other, each its leaf first,
+// then the certificates above it; a certificate that is not a CA starts the next chain. kmsd loads
+// the file with LoadIdentityChains and refuses to start when a chain does not verify.
 #ifndef STRONGROOM_KMS_IDENTITY_CERTIFICATE_H_
 #define STRONGROOM_KMS_IDENTITY_CERTIFICATE_H_
 
@@ -35,16 +38,29 @@ Result<std::string> CertifyIdentityKey(const hsm::RsaPublicKey& key,
                                        const std::string& ca_cert_pem,
                                        const SecretBytes& ca_key_pem);
 
-// A chain in DER, leaf first, as x5c publishes it.
+// A chain in DER, leaf first, as x5c publishes it, and the RSA key its leaf certifies.
 struct IdentityChain {
   std::vector<std::vector<std::uint8_t>> der;
+  hsm::RsaPublicKey key;  // big-endian, no leading zeros
 };
 
-// Parses a PEM chain (1 to jose::kMaxX5cCertificates certificates, leaf first) and checks that
-// the leaf's public key is `key`, that each certificate is signed by the next one, and that the
-// leaf is valid now. FAILED_PRECONDITION when the chain does not certify the key.
+// Most chains one identity file holds (one per token).
+inline constexpr std::size_t kMaxIdentityChains = 16;
+
+// Parses a PEM file of chains (above; each 1 to jose::kMaxX5cCertificates certificates, leaf
+// first) and checks each: its leaf certifies an RSA key, each certificate is signed by the next
+// one, and the leaf is valid now (FAILED_PRECONDITION otherwise, naming the chain).
+Result<std::vector<IdentityChain>> ParseIdentityChains(const std::string& pem);
+Result<std::vector<IdentityChain>> LoadIdentityChains(const std::string& path);
+// The chain among `chains` whose leaf certifies `key`, or nullptr.
+const IdentityChain* FindIdentityChain(const std::vector<IdentityChain>& chains,
+                                       const hsm::RsaPublicKey& key);
+// The chain in `pem` that certifies `key` (ParseIdentityChains, then FindIdentityChain);
+// FAILED_PRECONDITION when none does.
 Result<IdentityChain> ParseIdentityChain(const std::string& pem, const hsm::RsaPublicKey& key);
 Result<IdentityChain> LoadIdentityChain(const std::string& path, const hsm::RsaPublicKey& key);
+// The chains as a PEM file, in order.
+Result<std::string> IdentityChainsPem(const std::vector<IdentityChain>& chains);
 
 }  // namespace strongroom::kms
 

@@ -8,8 +8,9 @@
 //   listen = 127.0.0.1:8443           ; host:port, [v6]:port; port 0 = any free port
 //   tls_cert = /etc/strongroom/tls/kms.crt      ; PEM: the HTTPS server certificate (+ chain)
 //   tls_key = /etc/strongroom/tls/kms.key       ; PEM: its private key (unencrypted)
-//   identity_key = kms                ; optional: the RSA identity key's name in the token
-//   identity_chain = /etc/strongroom/identity.pem ; PEM: leaf certifies the identity key, then CAs
+//   identity_key = kms                ; optional: the RSA identity keys' name in the tokens
+//   identity_chain = /etc/strongroom/identity.pem ; PEM: per token, a leaf certifying its
+//                                     ; identity key, then CAs (identity_certificate.h)
 //   max_connections = 64              ; optional: requests served at once (1-4096)
 //   max_open_connections = 4096       ; optional: connections open at once, idle ones included
 //                                     ; (1-65536)
