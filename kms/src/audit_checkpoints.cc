@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <sstream>
 
 #include "strongroom/common/strict_json.h"
@@ -171,15 +172,21 @@ Result<AuditCheckpoint> AuditCheckpoints::Open(const std::string& jws,
 
 Result<CheckpointVerdict> AuditCheckpoints::Verify(Database& db, const hsm::RsaPublicKey* key,
                                                    const std::string& kms) {
+  if (key == nullptr) return Verify(db, std::vector<hsm::RsaPublicKey>(), kms);
+  return Verify(db, std::vector<hsm::RsaPublicKey>{*key}, kms);
+}
+
+Result<CheckpointVerdict> AuditCheckpoints::Verify(Database& db,
+                                                   const std::vector<hsm::RsaPublicKey>& keys,
+                                                   const std::string& kms, bool keys_incomplete) {
   CheckpointVerdict verdict;
   SR_ASSIGN_OR_RETURN(verdict.chain, AuditLog::Verify(db));
   if (!verdict.chain.ok()) return verdict;
   const std::int64_t records = verdict.chain.records;
-  std::optional<jose::PublicJwk> jwk;
-  std::string kid;
-  if (key != nullptr) {
-    SR_ASSIGN_OR_RETURN(jwk, Jwk(*key));
-    kid = Thumbprint(*key);
+  std::map<std::string, jose::PublicJwk> jwks;  // by thumbprint, the checkpoints' kid
+  for (const hsm::RsaPublicKey& key : keys) {
+    SR_ASSIGN_OR_RETURN(jose::PublicJwk jwk, Jwk(key));
+    jwks.emplace(Thumbprint(key), std::move(jwk));
   }
   auto fail = [&](std::int64_t seq, std::string problem) {
     verdict.bad_checkpoint = seq;
@@ -228,11 +235,20 @@ Result<CheckpointVerdict> AuditCheckpoints::Verify(Database& db, const hsm::RsaP
                           ": records after it were removed");
         break;
       }
-      if (!jwk) {
+      if (jwks.empty()) {
         ++verdict.unverifiable;
         continue;
       }
-      Result<AuditCheckpoint> checkpoint = OpenWith(row.jws, *jwk, kid);
+      // The key named by the kid (untrusted until its signature verifies). A kid that names none
+      // is checked against the first key, so that a foreign checkpoint fails as naming another.
+      Result<jose::JoseHeader> header = jose::PeekHeader(row.jws);
+      auto named = header.ok() && header->kid ? jwks.find(*header->kid) : jwks.end();
+      if (named == jwks.end() && keys_incomplete) {
+        ++verdict.unverifiable;
+        continue;
+      }
+      if (named == jwks.end()) named = jwks.begin();
+      Result<AuditCheckpoint> checkpoint = OpenWith(row.jws, named->second, named->first);
       if (!checkpoint.ok()) {
         fail(row.seq, checkpoint.error().message());
         break;

@@ -9,6 +9,7 @@
 #include <Poco/Util/IniFileConfiguration.h>
 
 #include <cstdio>
+#include <vector>
 
 #include "strongroom/common/config_file.h"
 #include "strongroom/common/rfc3339.h"
@@ -30,23 +31,43 @@ Result<std::unique_ptr<Database>> OpenDatabase(const Poco::Util::AbstractConfigu
   return Database::OpenSqlite(path, KmsStore::Migrations());
 }
 
-// The identity key's public half, from the first token of the [hsm] sections, as kmsd signs with
-// it; nullopt when the configuration has no [hsm] section. The database cannot supply it: whoever
-// rewrites the log could rewrite a key stored beside it.
-struct IdentityKey {
-  hsm::RsaPublicKey key;
-  std::string token;
+// The identity keys' public halves, from the tokens of the [hsm] sections (each token has its own,
+// and the one in service signs; kms_identities.h); none when the configuration has no [hsm]
+// section. The database cannot supply them: whoever rewrites the log could rewrite a key stored
+// beside it.
+struct IdentityKeys {
+  bool configured = false;  // the configuration has [hsm] sections
+  std::vector<hsm::RsaPublicKey> keys;
+  std::vector<std::string> tokens;      // the tokens they are in
+  std::vector<std::string> unreadable;  // why a token's key could not be read
 };
-Result<std::optional<IdentityKey>> LoadIdentityKey(
-    const Poco::Util::AbstractConfiguration& config) {
-  if (!config.hasProperty("hsm.tokens")) return std::optional<IdentityKey>();
+Result<IdentityKeys> LoadIdentityKeys(const Poco::Util::AbstractConfiguration& config) {
+  IdentityKeys out;
+  if (!config.hasProperty("hsm.tokens")) return out;
+  out.configured = true;
   SR_ASSIGN_OR_RETURN(hsm::HsmConfig hsm_config, ReadHsmSettings(config));
-  SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, hsm::KeyVault::Open(hsm_config));
   const std::string name =
       config.hasProperty("kms.identity_key") ? SettingText(config, "kms.identity_key") : "kms";
-  hsm::Token& token = *vault->tokens().front();
-  SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey key, token.IdentityPublicKey(name));
-  return std::optional<IdentityKey>(IdentityKey{std::move(key), token.name()});
+  std::vector<std::unique_ptr<hsm::Token>> opened;  // kept open: the modules stay loaded
+  std::optional<Error> first_failure;
+  for (const hsm::TokenConfig& token_config : hsm_config.tokens) {
+    Result<std::unique_ptr<hsm::Token>> token = hsm::Token::Open(token_config);
+    Result<hsm::RsaPublicKey> key =
+        token.ok() ? (*token)->IdentityPublicKey(name) : Result<hsm::RsaPublicKey>(token.error());
+    if (token.ok()) opened.push_back(std::move(token).value());
+    if (key.ok()) {
+      out.keys.push_back(std::move(key).value());
+      out.tokens.push_back(token_config.name);
+    } else if (key.error().code() != ErrorCode::kNotFound || !token.ok()) {
+      out.unreadable.push_back("token '" + token_config.name + "': " + key.error().message());
+      if (!first_failure) first_failure = key.error();
+    }
+  }
+  if (out.keys.empty() && first_failure) return *first_failure;
+  if (out.keys.empty()) {
+    return Error(ErrorCode::kNotFound, "no token holds identity key " + name);
+  }
+  return out;
 }
 
 Status Verify(const Poco::Util::AbstractConfiguration& config, Database& db, std::ostream& out);
@@ -101,11 +122,12 @@ std::string Rfc3339(std::int64_t ms) {
 }
 
 Status Verify(const Poco::Util::AbstractConfiguration& config, Database& db, std::ostream& out) {
-  SR_ASSIGN_OR_RETURN(std::optional<IdentityKey> identity, LoadIdentityKey(config));
+  SR_ASSIGN_OR_RETURN(IdentityKeys identity, LoadIdentityKeys(config));
   const std::string kms =
       config.hasProperty("kms.host") ? "kms://" + SettingText(config, "kms.host") : "";
   SR_ASSIGN_OR_RETURN(CheckpointVerdict verdict,
-                      AuditCheckpoints::Verify(db, identity ? &identity->key : nullptr, kms));
+                      AuditCheckpoints::Verify(db, identity.keys, kms,
+                                               /*keys_incomplete=*/!identity.unreadable.empty()));
   if (!verdict.chain.ok()) {
     return Error(ErrorCode::kDataLoss, "audit log broken at record " +
                                            std::to_string(*verdict.chain.bad_seq) + ": " +
@@ -114,6 +136,16 @@ Status Verify(const Poco::Util::AbstractConfiguration& config, Database& db, std
   if (!verdict.problem.empty()) {
     return Error(ErrorCode::kDataLoss,
                  "audit log fails its signed checkpoints: " + verdict.problem);
+  }
+  if (verdict.unverifiable > 0 && !identity.unreadable.empty()) {
+    // Signed by the identity of a token that is down now, maybe: not proven, not disproven.
+    std::string unread;
+    for (const std::string& why : identity.unreadable) unread += "; " + why;
+    return Error(ErrorCode::kUnavailable,
+                 std::to_string(verdict.unverifiable) +
+                     " signed checkpoint(s) name an identity key kmsctl could not read; check "
+                     "again once every token is back" +
+                     unread);
   }
   if (verdict.unverifiable > 0) {
     return Error(ErrorCode::kFailedPrecondition,
@@ -124,12 +156,18 @@ Status Verify(const Poco::Util::AbstractConfiguration& config, Database& db, std
   out << "audit log intact: " << verdict.chain.records << " records, head "
       << Hex(verdict.chain.head) << "\n";
   if (verdict.last) {
-    out << "signed: records 1 to " << verdict.last->seq << " are as the identity key in token '"
-        << identity->token << "' signed them at " << Rfc3339(verdict.last->signed_ms) << " ("
-        << verdict.checkpoints << " checkpoint(s) checked)\n";
+    std::string tokens;
+    for (const std::string& token : identity.tokens) {
+      tokens += (tokens.empty() ? "'" : ", '") + token + "'";
+    }
+    out << "signed: records 1 to " << verdict.last->seq << " are as the identity key"
+        << (identity.tokens.size() == 1 ? " in token " : "s in tokens ") << tokens
+        << " signed them at " << Rfc3339(verdict.last->signed_ms) << " (" << verdict.checkpoints
+        << " checkpoint(s) checked)\n";
   } else {
     out << "signed: no checkpoint"
-        << (identity ? "" : " (no [hsm] section: no identity key to check one with)") << "\n";
+        << (identity.configured ? "" : " (no [hsm] section: no identity key to check one with)")
+        << "\n";
   }
   out << "unsigned: " << verdict.unsigned_records
       << " records after the last checkpoint; nothing proves they are as written\n";

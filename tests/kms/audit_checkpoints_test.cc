@@ -193,6 +193,35 @@ TEST_F(AuditCheckpointsTest, ATamperedOrForeignCheckpointFails) {
   EXPECT_TRUE(Verify(&identity().other_key).ok());
 }
 
+// Each token holds an identity key of its own, and whichever is in service signs: checkpoints of
+// both keys verify against the tokens' keys together, each by the key its kid names.
+TEST_F(AuditCheckpointsTest, CheckpointsOfEveryTokensIdentityVerifyTogether) {
+  Append(10);
+  ASSERT_TRUE(Sign().has_value());
+  Append(5);
+  ASSERT_TRUE(Sign(/*other_key=*/true).has_value());
+  Append(3);
+  const std::vector<hsm::RsaPublicKey> both = {identity().key, identity().other_key};
+  auto verdict = AuditCheckpoints::Verify(*db_, both, kKms);
+  ASSERT_TRUE(verdict.ok()) << verdict.error().ToString();
+  EXPECT_TRUE(verdict->ok()) << verdict->problem;
+  EXPECT_EQ(verdict->checkpoints, 2);
+  EXPECT_EQ(verdict->last->seq, 15);
+  EXPECT_EQ(verdict->unsigned_records, 3);
+  // Either key alone fails on the other's checkpoint.
+  EXPECT_FALSE(Verify().ok());
+  EXPECT_FALSE(Verify(&identity().other_key).ok());
+  // Unless the other token's key could not be read: its checkpoint is then not checked, neither
+  // trusted nor failed.
+  auto partial = AuditCheckpoints::Verify(*db_, std::vector<hsm::RsaPublicKey>{identity().key},
+                                          kKms, /*keys_incomplete=*/true);
+  ASSERT_TRUE(partial.ok()) << partial.error().ToString();
+  EXPECT_TRUE(partial->ok()) << partial->problem;
+  EXPECT_EQ(partial->checkpoints, 1);
+  EXPECT_EQ(partial->unverifiable, 1);
+  EXPECT_EQ(partial->last->seq, 10);
+}
+
 TEST_F(AuditCheckpointsTest, ACheckpointOfAnotherKmsFails) {
   Append(10);
   ASSERT_TRUE(Sign().has_value());

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
@@ -95,6 +96,13 @@ class AuditCheckpoints {
   // verdict then proves nothing about them, and the caller must not call the log intact.
   static Result<CheckpointVerdict> Verify(Database& db, const hsm::RsaPublicKey* key,
                                           const std::string& kms = {});
+  // The same with every token's identity key (the identity in service signs, and it changes when
+  // a token fails; kms_identities.h): each checkpoint is checked against the key its kid names. A
+  // checkpoint whose kid names none of them fails, unless `keys_incomplete` (a token's key could
+  // not be read): then it is counted `unverifiable`, since that token's key may have signed it.
+  static Result<CheckpointVerdict> Verify(Database& db, const std::vector<hsm::RsaPublicKey>& keys,
+                                          const std::string& kms = {},
+                                          bool keys_incomplete = false);
 
   // Checks one checkpoint JWS against `key` and returns what it signs.
   static Result<AuditCheckpoint> Open(const std::string& jws, const hsm::RsaPublicKey& key);
