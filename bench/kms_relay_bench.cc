@@ -185,8 +185,7 @@ void SetUp() {
   direct.listen_port = 0;
   direct.tls_cert = d + "/tls.pem";
   direct.tls_key = d + "/tls.key";
-  fixture->kms_server = Must(
-      kms::KmsServer::Start(direct, *fixture->service, fixture->service->InfoJson()), "KmsServer");
+  fixture->kms_server = Must(kms::KmsServer::Start(direct, *fixture->service), "KmsServer");
 
   core::KmsRelayOptions relay_options;
   relay_options.clusters = {

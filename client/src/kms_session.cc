@@ -44,7 +44,8 @@ std::string Text(const Object::Ptr& object, const char* name) {
   return object->getValue<std::string>(name);
 }
 
-// A plain (unsealed) reply from the KMS: its {"code","message"} as an error.
+// A plain (unsealed) reply from the KMS: its {"code","message"} as an error, with the reason its
+// code names when that reason goes with the HTTP status ("identity_unavailable": 503).
 Error PlainError(const KmsResponse& response) {
   Result<Object::Ptr> body = ParseObject(response.body, "the KMS's error");
   std::string message = body.ok() ? Text(*body, "message") : "";
@@ -71,9 +72,14 @@ Error PlainError(const KmsResponse& response) {
     default:
       break;
   }
-  return Error(error_code, "KMS answered HTTP " + std::to_string(response.http_status) +
-                               (code.empty() ? "" : " " + code) +
-                               (message.empty() ? "" : ": " + message));
+  const std::string text = "KMS answered HTTP " + std::to_string(response.http_status) +
+                           (code.empty() ? "" : " " + code) +
+                           (message.empty() ? "" : ": " + message);
+  if (const ErrorReason reason = ErrorReasonNamed(code);
+      reason != ErrorReason::kNone && HttpStatusFor(ErrorCodeOf(reason)) == response.http_status) {
+    return Error(reason, text);
+  }
+  return Error(error_code, text);
 }
 
 std::int64_t ParseDateMs(const std::string& text) {

@@ -62,12 +62,15 @@ std::string_view ErrorReasonName(ErrorReason reason) {
       return "";
     case ErrorReason::kKeyRotationRequired:
       return "key_rotation_required";
+    case ErrorReason::kIdentityUnavailable:
+      return "identity_unavailable";
   }
   return "";
 }
 
 ErrorReason ErrorReasonNamed(std::string_view name) {
-  for (ErrorReason reason : {ErrorReason::kKeyRotationRequired}) {
+  for (ErrorReason reason :
+       {ErrorReason::kKeyRotationRequired, ErrorReason::kIdentityUnavailable}) {
     if (name == ErrorReasonName(reason)) return reason;
   }
   return ErrorReason::kNone;
@@ -77,6 +80,8 @@ ErrorCode ErrorCodeOf(ErrorReason reason) {
   switch (reason) {
     case ErrorReason::kKeyRotationRequired:
       return ErrorCode::kFailedPrecondition;
+    case ErrorReason::kIdentityUnavailable:
+      return ErrorCode::kUnavailable;
     case ErrorReason::kNone:
       break;
   }

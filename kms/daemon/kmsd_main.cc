@@ -40,14 +40,13 @@ class Kmsd : public DaemonApplication {
     SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, hsm::KeyVault::Open(hsm_config));
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
                         Database::OpenSqlite(settings.database, KmsStore::Migrations()));
-    SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey identity,
-                        vault->tokens().front()->IdentityPublicKey(settings.identity_key));
-    SR_ASSIGN_OR_RETURN(IdentityChain chain, LoadIdentityChain(settings.identity_chain, identity));
+    SR_ASSIGN_OR_RETURN(std::vector<IdentityChain> chains,
+                        LoadIdentityChains(settings.identity_chain));
     SR_ASSIGN_OR_RETURN(JwtVerifier verifier, MakeJwtVerifier(settings));
     KmsServiceConfig config;
     config.host = settings.host;
     config.identity_key = settings.identity_key;
-    config.identity_chain = chain.der;
+    config.identity_chains = std::move(chains);
     config.metadata_cache_entries = settings.metadata_cache_entries;
     // Unwrapped keys are cached (bounded, zeroized, cleared on root rotation); metrics for /ops.
     Metrics metrics;
@@ -91,8 +90,8 @@ class Kmsd : public DaemonApplication {
     options.max_queued = settings.max_queued;
     options.queue_wait = settings.queue_wait;
     options.metrics = &metrics;
-    SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsServer> server,
-                        KmsServer::Start(options, *service, service->InfoJson()));
+    for (const std::string& line : service->identities().Describe()) Log(line);
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsServer> server, KmsServer::Start(options, *service));
     if (operations) SR_RETURN_IF_ERROR(operations->Listen());
     if (!port_file.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file, server->port()));
     Log("serving kms://" + settings.host + " on https://" + settings.listen_host + ":" +

@@ -64,8 +64,9 @@ void AuditCheckpointer::Run(bool sign_at_start) {
 
 bool AuditCheckpointer::Checkpoint() {
   const std::int64_t now_ms = options_.clock ? options_.clock() : UnixNowMs();
+  const CheckpointKey key = options_.key();
   Result<std::optional<AuditCheckpoint>> signed_head =
-      AuditCheckpoints::SignHead(db_, options_.kms, options_.kid, options_.sign, now_ms);
+      AuditCheckpoints::SignHead(db_, options_.kms, key.kid, key.sign, now_ms);
   bool was_failing = false;
   {
     std::lock_guard lock(mutex_);

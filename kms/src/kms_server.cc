@@ -21,16 +21,16 @@ std::uint64_t ConnectionKey(const http::Request& request) {
 
 }  // namespace
 
-KmsRoutes::KmsRoutes(HandleMessage handle, std::string info_json, const KmsServerOptions& options)
+KmsRoutes::KmsRoutes(HandleMessage handle, InfoJson info, const KmsServerOptions& options)
     : http::Endpoint("kmsd", "the KMS failed to process the request", http::CodeStyle::kSnakeCase),
       handle_(std::move(handle)),
-      info_json_(std::move(info_json)),
+      info_(std::move(info)),
       metrics_(options.metrics),
       gate_(options.max_in_flight, options.max_queued, options.queue_wait),
       routes_("no such endpoint (POST /kms/messages, GET /kms/info)") {
   routes_.Add("POST", "/kms/messages", [this](http::Request& request) { return Message(request); })
       .Add("GET", "/kms/info",
-           [this](http::Request&) { return http::Response::Json(200, info_json_); });
+           [this](http::Request&) { return http::Response::Json(200, info_()); });
 }
 
 http::Response KmsRoutes::Serve(http::Request& request) {
@@ -68,7 +68,7 @@ KmsServerCounters KmsRoutes::counters() const {
 }
 
 Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& options,
-                                                    KmsService& service, std::string info_json) {
+                                                    KmsService& service) {
   if (options.max_connections < 1 || options.max_in_flight < 1) {
     return Error(ErrorCode::kInvalidArgument, "max_connections and max_in_flight must be >= 1");
   }
@@ -76,7 +76,7 @@ Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& opti
                                                          options.tls_cert, options.tls_key));
   auto routes = std::make_unique<KmsRoutes>(
       [&service](std::string_view message) { return service.Handle(message); },
-      std::move(info_json), options);
+      [&service] { return service.InfoJson(); }, options);
   http::HttpsServerOptions https;
   https.listen_host = options.listen_host;
   https.listen_port = options.listen_port;

@@ -58,6 +58,15 @@ KmsReply HsmUnavailable() {
   return PlainError(503, "hsm_unavailable", "the KMS's HSM is unavailable; retry later");
 }
 
+// A create /ecdhe no identity key opened while a token that holds one is down (kms_identities.h):
+// plain 503 identity_unavailable, the code the SDK reads back as ErrorReason::kIdentityUnavailable.
+KmsReply IdentityUnavailable() {
+  constexpr ErrorReason kReason = ErrorReason::kIdentityUnavailable;
+  return PlainError(HttpStatusFor(ErrorCodeOf(kReason)), std::string(ErrorReasonName(kReason)),
+                    "the message may be sealed to an identity key of the KMS whose token is "
+                    "unavailable; fetch /kms/info again and seal to the key it publishes");
+}
+
 // The parts of a request every operation needs, from the decrypted JSON.
 struct Request {
   Poco::JSON::Object::Ptr json;
@@ -251,13 +260,6 @@ Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm
     return Error(ErrorCode::kInvalidArgument, "the KMS host name is empty or malformed");
   }
   if (vault.tokens().empty()) return Error(ErrorCode::kInvalidArgument, "no HSM token");
-  hsm::Token& identity = *vault.tokens().front();
-  SR_RETURN_IF_ERROR(identity.CheckIdentityMechanisms());
-  SR_ASSIGN_OR_RETURN(hsm::RsaPublicKey rsa, identity.IdentityPublicKey(config.identity_key));
-  const std::string cluster = "kms://" + config.host;
-  SR_ASSIGN_OR_RETURN(
-      jose::PublicJwk jwk,
-      jose::PublicJwk::FromRsa(rsa.modulus, rsa.public_exponent, cluster, config.identity_chain));
   if (!clock) clock = UnixNowMs;
   if (config.audit_checkpoint_records < 1 ||
       config.audit_checkpoint_records > kAuditCheckpointRecords ||
@@ -265,29 +267,36 @@ Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm
     return Error(ErrorCode::kInvalidArgument,
                  "audit checkpoints are signed every 1 to 1000 records and a positive interval");
   }
-  const std::string kid = AuditCheckpoints::Thumbprint(rsa);
-  return std::unique_ptr<KmsService>(new KmsService(std::move(config), vault, identity, db,
-                                                    std::move(verifier), std::move(clock), hooks,
-                                                    std::move(jwk), kid));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsIdentities> identities,
+                      KmsIdentities::New(vault, "kms://" + config.host, config.identity_key,
+                                         config.identity_chains));
+  return std::unique_ptr<KmsService>(new KmsService(std::move(config), vault, std::move(identities),
+                                                    db, std::move(verifier), std::move(clock),
+                                                    hooks));
 }
 
-KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token& identity,
-                       Database& db, JwtVerifier verifier, Clock clock, KmsServiceHooks hooks,
-                       jose::PublicJwk public_key, const std::string& identity_kid)
+KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault,
+                       std::unique_ptr<KmsIdentities> identities, Database& db,
+                       JwtVerifier verifier, Clock clock, KmsServiceHooks hooks)
     : config_(std::move(config)),
       cluster_("kms://" + config_.host),
       vault_(vault),
-      identity_(identity),
+      identities_(std::move(identities)),
       db_(db),
       verifier_(std::move(verifier)),
       clock_(std::move(clock)),
       hooks_(hooks),
-      public_key_(std::move(public_key)),
       checkpoints_(std::make_unique<AuditCheckpointer>(
           db, AuditCheckpointerOptions{cluster_,
-                                       identity_kid,
-                                       [this](std::span<const std::uint8_t> input) {
-                                         return identity_.SignPs256(config_.identity_key, input);
+                                       [this] {
+                                         // The identity in service signs, and its kid says so.
+                                         KmsIdentities::IdentityPtr identity =
+                                             identities_->Current();
+                                         return CheckpointKey{
+                                             identity->thumbprint,
+                                             [this, identity](std::span<const std::uint8_t> in) {
+                                               return identities_->Sign(*identity, in);
+                                             }};
                                        },
                                        config_.audit_checkpoint_records,
                                        config_.audit_checkpoint_interval,
@@ -299,16 +308,11 @@ KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token
       channels_(config_.metadata_cache_entries, config_.metadata_cache_age),
       bound_keys_(config_.metadata_cache_entries, config_.metadata_cache_age),
       roles_(config_.metadata_cache_entries, config_.metadata_cache_age),
-      replay_(db, config_.max_requests_per_channel) {
-  Object info;
-  info.set("kmsCluster", cluster_);
-  Result<std::string> jwk = public_key_.ToJson();
-  if (jwk.ok()) {
-    Poco::JSON::Parser parser;
-    info.set("rsaPublicKey", parser.parse(*jwk).extract<Object::Ptr>());
-  }
-  info_json_ = ToJson(info);
-}
+      replay_(db, config_.max_requests_per_channel) {}
+
+std::string KmsService::InfoJson() const { return identities_->Current()->info_json; }
+
+jose::PublicJwk KmsService::PublicKey() const { return identities_->Current()->jwk; }
 
 KmsService::~KmsService() = default;
 
@@ -340,20 +344,21 @@ KmsReply KmsService::Handle(std::string_view message) {
   return reply;
 }
 
-Result<std::string> KmsService::SignAnswer(const Object& answer) {
+Result<std::string> KmsService::SignAnswer(const Object& answer,
+                                           const KmsIdentities::Identity& identity) {
   Object header;
   header.set("alg", "PS256");
   header.set("kid", cluster_);
   std::string payload = ToJson(answer);
-  return jose::SignJwsWith(ToJson(header),
-                           {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()},
-                           [&](std::span<const std::uint8_t> input) {
-                             return identity_.SignPs256(config_.identity_key, input);
-                           });
+  return jose::SignJwsWith(
+      ToJson(header), {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()},
+      [&](std::span<const std::uint8_t> input) { return identities_->Sign(identity, input); });
 }
 
 KmsReply KmsService::SignedRefusal(int status, const std::string& reason) {
-  const std::pair<int, std::string> which{status, reason};
+  // Signed by the identity in service, which clients learn from /kms/info.
+  const KmsIdentities::IdentityPtr identity = identities_->Current();
+  const std::tuple<int, std::string, std::string> which{status, reason, identity->thumbprint};
   auto reuse = [&]() -> std::optional<KmsReply> {
     std::lock_guard lock(refusals_mutex_);
     auto found = refusals_.find(which);
@@ -369,7 +374,7 @@ KmsReply KmsService::SignedRefusal(int status, const std::string& reason) {
   Object answer;
   answer.set("status", status);
   answer.set("reason", reason);
-  Result<std::string> jws = SignAnswer(answer);
+  Result<std::string> jws = SignAnswer(answer, *identity);
   if (!jws.ok()) return HsmUnavailable();
   std::lock_guard lock(refusals_mutex_);
   refusals_[which] = {*jws, clock_()};
@@ -419,36 +424,41 @@ KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* op
   // A repeat of a create /ecdhe (the core may keep and resend one) is known by its RSA-OAEP
   // encrypted key and refused before the HSM does any RSA work for it.
   bool replayed = false;
-  bool hsm_failed = false;
+  KmsIdentities::Opened::Outcome failure = KmsIdentities::Opened::Outcome::kOpened;
+  KmsIdentities::IdentityPtr identity;  // the one that opened it, which signs the answer
   Result<jose::DecryptedJwe> opened =
       jose::DecryptRsaOaepJwe(message, [&](std::span<const std::uint8_t> encrypted_key) {
         if (!FirstSightOfEcdhe(encrypted_key)) {
           replayed = true;
           return Result<SecretBytes>(Error(ErrorCode::kAlreadyExists, "replayed request"));
         }
-        Result<SecretBytes> cek = identity_.DecryptRsaOaep(config_.identity_key, encrypted_key);
-        // Only INVALID_ARGUMENT says the message does not decrypt; any other failure is the
-        // token's (it cannot use the static key), and the same message may be sent again once
-        // the token is back.
-        if (!cek.ok() && cek.error().code() != ErrorCode::kInvalidArgument) {
-          hsm_failed = true;
-          ForgetEcdhe(encrypted_key);
+        KmsIdentities::Opened cek = identities_->Decrypt(encrypted_key);
+        if (cek.outcome == KmsIdentities::Opened::Outcome::kOpened) {
+          identity = cek.by;
+          return Result<SecretBytes>(std::move(cek.cek));
         }
-        return cek;
+        failure = cek.outcome;
+        // A message no token could be asked about may be sent again once the token is back.
+        if (failure != KmsIdentities::Opened::Outcome::kUndecryptable) ForgetEcdhe(encrypted_key);
+        return Result<SecretBytes>(
+            Error(ErrorCode::kInvalidArgument, "the message could not be decrypted"));
       });
   if (replayed) {
     *operation = "replayed";
     return SignedRefusal(409, "replayed request");
   }
-  if (hsm_failed) return HsmUnavailable();
-  if (!opened.ok()) {
+  if (failure == KmsIdentities::Opened::Outcome::kHsmUnavailable) return HsmUnavailable();
+  if (failure == KmsIdentities::Opened::Outcome::kIdentityUnavailable) {
+    return IdentityUnavailable();
+  }
+  if (!opened.ok() || !identity) {
     *operation = "unsealed";
     return PlainError(400, "undecryptable", "the message could not be decrypted");
   }
-  // From here on the answer is signed, so the client can trust even a refusal. The HTTP status
-  // stays 200: the protocol status is inside.
+  // From here on the answer is signed, by the key the client sealed to, so the client can trust
+  // even a refusal. The HTTP status stays 200: the protocol status is inside.
   auto sign = [&](const Object& answer) -> KmsReply {
-    Result<std::string> jws = SignAnswer(answer);
+    Result<std::string> jws = SignAnswer(answer, *identity);
     if (!jws.ok()) return HsmUnavailable();
     return {200, kJose, *jws};
   };

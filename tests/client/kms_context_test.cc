@@ -68,7 +68,7 @@ class KmsContextTest : public ::testing::Test {
     TrustedIssuer issuer{kIssuer, "acme", {*issuer_key_->PublicKey()}};
     auto verifier = JwtVerifier::New({issuer}, "kms", std::chrono::seconds(30));
     kms_now_ = WallMs();
-    auto service = kms::KmsService::New({"kms.acme.test", "kms", chain->der}, *vault_, *db_,
+    auto service = kms::KmsService::New({"kms.acme.test", "kms", {*chain}}, *vault_, *db_,
                                         std::move(*verifier), [this] { return kms_now_.load(); });
     ASSERT_TRUE(service.ok()) << service.error().ToString();
     service_ = std::move(service).value();

@@ -279,8 +279,9 @@ class AuditCheckpointerTest : public AuditCheckpointsTest {
   AuditCheckpointerOptions Options(std::int64_t records, std::chrono::milliseconds every) {
     AuditCheckpointerOptions options;
     options.kms = kKms;
-    options.kid = AuditCheckpoints::Thumbprint(identity().key);
-    options.sign = identity().Signer();
+    options.key = [this] {
+      return CheckpointKey{AuditCheckpoints::Thumbprint(identity().key), identity().Signer()};
+    };
     options.every_records = records;
     options.every = every;
     return options;
@@ -347,11 +348,14 @@ TEST_F(AuditCheckpointerTest, AnHsmThatCannotSignIsLoggedOnceAndRetried) {
   std::mutex log_mutex;
   std::vector<std::string> lines;
   AuditCheckpointerOptions options = Options(1000, std::chrono::milliseconds(20));
-  jose::JwsSigner sign = options.sign;
-  options.sign = [&,
-                  sign](std::span<const std::uint8_t> input) -> Result<std::vector<std::uint8_t>> {
-    if (hsm_down) return Error(ErrorCode::kUnavailable, "token unavailable");
-    return sign(input);
+  const CheckpointKey key = options.key();
+  options.key = [&, key] {
+    jose::JwsSigner sign =
+        [&, key](std::span<const std::uint8_t> input) -> Result<std::vector<std::uint8_t>> {
+      if (hsm_down) return Error(ErrorCode::kUnavailable, "token unavailable");
+      return key.sign(input);
+    };
+    return CheckpointKey{key.kid, sign};
   };
   options.log = [&](const std::string& line) {
     std::lock_guard lock(log_mutex);

@@ -1,10 +1,11 @@
 // The KMS keeps handing out keys when its primary HSM token fails mid-load: every key is wrapped
 // under the root keys of both tokens, and retrieval goes on from the standby. A fault of a token
 // is answered as the HSM being unavailable (503, hsm_unavailable), and the token comes back by
-// itself once the fault is gone. The primary fails
-// through the fault-injecting PKCS#11 module (tests/support/fault_pkcs11.h) over real SoftHSM2
-// tokens; the key cache is off, so every retrieval unwraps in a token. Keys made while the primary
-// is down are wrapped for it by the reconciliation once it is back.
+// itself once the fault is gone. Each token holds an identity key of its own, certified for the
+// same host, so new clients open channels with the standby's identity while the primary is down.
+// The primary fails through the fault-injecting PKCS#11 module (tests/support/fault_pkcs11.h) over
+// real SoftHSM2 tokens; the key cache is off, so every retrieval unwraps in a token. Keys made
+// while the primary is down are wrapped for it by the reconciliation once it is back.
 #include <Poco/AutoPtr.h>
 #include <Poco/JSON/Parser.h>
 #include <Poco/Util/IniFileConfiguration.h>
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -19,12 +21,15 @@
 #include <thread>
 #include <vector>
 
+#include "../client/test_pki.h"
 #include "../support/fault_pkcs11.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "prometheus_text.h"
+#include "strongroom/client/kms_identity.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/kms/hsm_settings.h"
+#include "strongroom/kms/identity_certificate.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/metrics.h"
@@ -180,7 +185,21 @@ class KmsHsmFaultTest : public ::testing::Test {
     ASSERT_TRUE(vault.ok()) << vault.error().ToString();
     vault_ = std::move(vault).value();
     ASSERT_TRUE(vault_->InitRoot("acme").ok());
-    ASSERT_TRUE(vault_->tokens()[0]->CreateIdentityKey("kms", 2048).ok());
+    // An identity key in each token, each certified for the KMS's host by the test CA.
+    ca_ = testing::TestCa::Make("Strongroom failover test CA");
+    const std::string ca_pem = testing::Pem(ca_.cert.get());
+    const std::string ca_key = testing::PrivateKeyPem(ca_.key.get());
+    std::ofstream((dir_ / "roots.pem").string()) << ca_pem;
+    std::vector<IdentityChain> chains;
+    for (const auto& token : vault_->tokens()) {
+      auto key = token->CreateIdentityKey("kms", 2048);
+      ASSERT_TRUE(key.ok()) << key.error().ToString();
+      auto pem = CertifyIdentityKey(
+          *key, {"kms.acme.test", 2}, ca_pem,
+          SecretBytes({reinterpret_cast<const std::uint8_t*>(ca_key.data()), ca_key.size()}));
+      ASSERT_TRUE(pem.ok()) << pem.error().ToString();
+      chains.push_back(std::move(ParseIdentityChain(*pem, *key)).value());
+    }
     db_ =
         std::move(Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations())).value();
     issuer_key_ =
@@ -189,6 +208,7 @@ class KmsHsmFaultTest : public ::testing::Test {
     KmsServiceConfig config_kms;
     config_kms.host = "kms.acme.test";
     config_kms.metadata_cache_entries = 0;  // every message reads its channel from the database
+    config_kms.identity_chains = std::move(chains);
     service_ =
         std::move(
             KmsService::New(config_kms, *vault_, *db_,
@@ -295,7 +315,14 @@ class KmsHsmFaultTest : public ::testing::Test {
     return up;
   }
 
+  // What a client trusts: the test CA, for kms://kms.acme.test.
+  client::KmsTrust Trust() const { return {"kms://kms.acme.test", (dir_ / "roots.pem").string()}; }
+  bool PrimaryIs(hsm::TokenState state) {
+    return WaitFor([&] { return vault_->Health()[0].state == state; });
+  }
+
   void* handle_ = nullptr;
+  testing::TestCa ca_;
   sr_fault_fail_token_fn fail_token_ = nullptr;
   sr_fault_clear_fn clear_ = nullptr;
   std::vector<std::string> labels_;
@@ -377,8 +404,10 @@ TEST_F(KmsHsmFaultTest, TheStandbyServesWhileThePrimaryFaultsAndThePrimaryHealsB
     SCOPED_TRACE(o.what + ": HTTP " + std::to_string(o.http_status) + " " + o.code + " sealed " +
                  std::to_string(o.sealed));
     if (o.what == "ecdhe") {
-      EXPECT_EQ(o.http_status, 503);  // the static key is in the primary only
-      EXPECT_EQ(o.code, "hsm_unavailable");
+      // Sealed to the primary's identity (fetched before the fault): the client must fetch the
+      // identity in service, the standby's (tests below).
+      EXPECT_EQ(o.http_status, 503);
+      EXPECT_EQ(o.code, "identity_unavailable");
     } else {
       EXPECT_EQ(o.http_status, 200);  // the standby opens the channel and wraps the new keys
       EXPECT_EQ(o.sealed, o.what == "keys" ? 201 : 200);
@@ -469,6 +498,104 @@ TEST_F(KmsHsmFaultTest, KeysMadeWhileThePrimaryIsDownAreServedByThePrimaryAloneO
               material);
   }
   EXPECT_EQ(vault_->Health()[1].state, hsm::TokenState::kUnavailable);
+}
+
+// Issue 16: with the primary down, a new client still opens a channel and reads its keys. The KMS
+// publishes the standby's identity (certified for the same host) as soon as the primary is
+// unavailable; a create /ecdhe sealed to the primary's refuses with 503 identity_unavailable.
+// (Before, the identity key was in the first token only: every new channel was 503
+// hsm_unavailable while it was down.)
+TEST_F(KmsHsmFaultTest, ANewClientOpensAChannelAndReadsItsKeysWhileThePrimaryIsDown) {
+  Open(2);
+  auto last = std::make_shared<KmsReply>();
+  auto owner = client::KmsSession::Open(*info_, "c", Bearer("owner@acme.test"), Recording(last));
+  ASSERT_TRUE(owner.ok());
+  Object count;
+  count.set("count", 3);
+  auto created = (*owner)->Call("create", "/keys", count);
+  ASSERT_TRUE(created.ok());
+  Poco::JSON::Array uris;
+  std::map<std::string, std::string> material;
+  for (unsigned i = 0; i < (*created)->getArray("keys")->size(); ++i) {
+    Object::Ptr key = (*created)->getArray("keys")->getObject(i);
+    material[key->getValue<std::string>("uri")] = key->getObject("jwk")->getValue<std::string>("k");
+    uris.add(key->getValue<std::string>("uri"));
+  }
+  Object resource;
+  resource.set("keyUris", uris);
+  resource.set("authIds", Poco::JSON::Array().add("reader@acme.test"));
+  auto made = (*owner)->Call("create", "/resources", resource);
+  ASSERT_TRUE(made.ok());
+  ASSERT_EQ((*made)->getValue<int>("status"), 201);
+  const std::string resource_uri = (*made)->getObject("resource")->getValue<std::string>("uri");
+
+  fail_token_(labels_[0].c_str(), CKR_DEVICE_REMOVED, -1);  // the primary goes away
+  ASSERT_TRUE(PrimaryIs(hsm::TokenState::kUnavailable));    // found by the probe, no request
+
+  // /kms/info now publishes the standby's identity, certified for the same host.
+  auto now = client::ParseKmsInfo(service_->InfoJson());
+  ASSERT_TRUE(now.ok());
+  EXPECT_NE(*now->rsa_public_key.ToJson(), *info_->rsa_public_key.ToJson());
+  Status trusted = client::VerifyKmsIdentity(*now, Trust());
+  EXPECT_TRUE(trusted.ok()) << trusted.error().ToString();
+
+  // A new client with it opens a channel and reads the keys (from the standby).
+  auto reader = client::KmsSession::Open(*now, "c", Bearer("reader@acme.test"), Recording(last));
+  ASSERT_TRUE(reader.ok()) << reader.error().ToString() << " " << last->body;
+  Object query;
+  query.set("count", 10);
+  auto keys = (*reader)->Call("retrieve", resource_uri + "/keys", query);
+  ASSERT_TRUE(keys.ok()) << keys.error().ToString();
+  ASSERT_EQ((*keys)->getValue<int>("status"), 200);
+  ASSERT_EQ((*keys)->getArray("keys")->size(), material.size());
+  for (unsigned i = 0; i < (*keys)->getArray("keys")->size(); ++i) {
+    Object::Ptr key = (*keys)->getArray("keys")->getObject(i);
+    EXPECT_EQ(key->getObject("jwk")->getValue<std::string>("k"),
+              material[key->getValue<std::string>("uri")]);
+  }
+
+  // A client still sealing to the primary's identity is told to fetch the new one: retryable.
+  std::string stale_message;
+  client::KmsTransport keep = [&](const std::string& message) {
+    stale_message = message;
+    return Recording(last)(message);
+  };
+  auto stale = client::KmsSession::Open(*info_, "c", Bearer("late@acme.test"), keep);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(last->http_status, 503);
+  EXPECT_EQ(CodeOf(*last), "identity_unavailable");
+  EXPECT_EQ(stale.error().code(), ErrorCode::kUnavailable) << stale.error().ToString();
+  EXPECT_EQ(stale.error().reason(), ErrorReason::kIdentityUnavailable) << stale.error().ToString();
+
+  // Once the primary is back, its identity serves again, and the standby's still opens channels
+  // for the clients that hold it.
+  clear_();
+  ASSERT_TRUE(PrimaryIs(hsm::TokenState::kReady)) << vault_->Health()[0].detail;
+  EXPECT_EQ(*client::ParseKmsInfo(service_->InfoJson())->rsa_public_key.ToJson(),
+            *info_->rsa_public_key.ToJson());
+  EXPECT_TRUE(client::KmsSession::Open(*now, "c", Bearer("reader@acme.test"), Recording(last)).ok())
+      << last->body;
+  EXPECT_TRUE(client::KmsSession::Open(*info_, "c", Bearer("late@acme.test"), Recording(last)).ok())
+      << last->body;
+  // The message refused as identity_unavailable was not counted as seen: it opens now.
+  EXPECT_EQ(service_->Handle(stale_message).http_status, 200);
+  EXPECT_EQ(service_->Handle(stale_message).http_status, 409);
+}
+
+// A message that no identity opens, while every token is up, is still the message's fault.
+TEST_F(KmsHsmFaultTest, AMessageNoIdentityOpensIsUndecryptable) {
+  Open(2);
+  auto stranger =
+      jose::PublicJwk::FromRsa(std::vector<std::uint8_t>(256, 0xC5),
+                               std::vector<std::uint8_t>{0x01, 0x00, 0x01}, "kms://kms.acme.test");
+  ASSERT_TRUE(stranger.ok()) << stranger.error().ToString();
+  auto jwe = jose::EncryptRsaOaepJwe(
+      *stranger, "kms://kms.acme.test",
+      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>("{}"), 2));
+  ASSERT_TRUE(jwe.ok()) << jwe.error().ToString();
+  KmsReply reply = service_->Handle(*jwe);
+  EXPECT_EQ(reply.http_status, 400);
+  EXPECT_EQ(CodeOf(reply), "undecryptable");
 }
 
 // A create /ecdhe the HSM could not serve is not counted as seen: the same message is accepted

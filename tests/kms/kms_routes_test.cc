@@ -55,10 +55,11 @@ class KmsRoutesTest : public ::testing::Test {
           handled_.emplace_back(message);
           return reply_;
         },
-        kInfo, options_);
+        [this] { return info_; }, options_);
   }
 
   KmsServerOptions options_;
+  std::string info_ = kInfo;
   KmsReply reply_{200, "application/jose", "sealed.answer.of.the.kms"};
   std::vector<std::string> handled_;
   std::unique_ptr<KmsRoutes> routes_;
@@ -102,6 +103,10 @@ TEST_F(KmsRoutesTest, InfoIsAGetAndEveryOtherPathOrMethodIsRefused) {
   EXPECT_EQ(info.status, 200);
   EXPECT_EQ(info.body, kInfo);
   EXPECT_EQ(info.content_type, "application/json");
+  // The document is asked for at each request: the identity in service changes when its token
+  // fails (kms_identities.h).
+  info_ = R"({"kmsCluster":"kms://kms.acme.test","rsaPublicKey":{"kid":"standby"}})";
+  EXPECT_EQ(Call("GET", "/kms/info").AnswerFrom(*routes_).body, info_);
 
   http::Response post_info = Call("POST", "/kms/info", "x").AnswerFrom(*routes_);
   EXPECT_EQ(post_info.status, 405);
@@ -114,7 +119,7 @@ TEST_F(KmsRoutesTest, InfoIsAGetAndEveryOtherPathOrMethodIsRefused) {
   EXPECT_EQ(elsewhere.status, 404);
   EXPECT_EQ(CodeOf(elsewhere), "not_found");
   EXPECT_TRUE(handled_.empty());
-  EXPECT_EQ(routes_->counters().requests, 4u);
+  EXPECT_EQ(routes_->counters().requests, 5u);
 }
 
 TEST_F(KmsRoutesTest, WhenEverySlotIsBusyARequestIs503OverloadedWithRetryAfter) {
@@ -129,7 +134,7 @@ TEST_F(KmsRoutesTest, WhenEverySlotIsBusyARequestIs503OverloadedWithRetryAfter) 
         released.wait();
         return reply_;
       },
-      kInfo, options_);
+      [] { return std::string(kInfo); }, options_);
   std::thread busy([&] {
     EXPECT_EQ(Call("POST", "/kms/messages", "a.b.c.d.e").AnswerFrom(*routes_).status, 200);
   });

@@ -62,6 +62,12 @@ Result<std::optional<KmsRefusal>> ReadKmsRefusal(const KmsResponse& response,
 // What a sealed answer's reason says when the KMS refused a message it had executed before.
 inline constexpr char kReplayedReason[] = "replayed request";
 
+// The KMS's plain 503 to a create /ecdhe it could not open while a token holding one of its
+// identity keys is down (the message may be sealed to that key) comes back from KmsSession::Open
+// as an UNAVAILABLE error of reason ErrorReason::kIdentityUnavailable. The KMS serves meanwhile
+// with another token's identity key, certified for the same host: fetch /kms/info again, check it,
+// and open the channel anew (KmsContext does). The same key works again once its token is back.
+
 class KmsSession {
  public:
   static Result<std::unique_ptr<KmsSession>> Open(const KmsInfo& kms, std::string client_id,

@@ -37,9 +37,12 @@ std::string_view ErrorCodeName(ErrorCode code);
 enum class ErrorReason {
   kNone,
   kKeyRotationRequired,  // FAILED_PRECONDITION: content under a key the conversation replaced
+  // UNAVAILABLE: a create /ecdhe sealed to a KMS identity key whose token is down; fetch /kms/info
+  // again and seal to the identity it publishes (docs/api/kms.md)
+  kIdentityUnavailable,
 };
 
-// "key_rotation_required"; empty for kNone.
+// "key_rotation_required", "identity_unavailable"; empty for kNone.
 std::string_view ErrorReasonName(ErrorReason reason);
 // The reason of that name; kNone for any other.
 ErrorReason ErrorReasonNamed(std::string_view name);

@@ -29,10 +29,17 @@
 
 namespace strongroom::kms {
 
-struct AuditCheckpointerOptions {
-  std::string kms;       // kms://<host>
+// The key a checkpoint is signed with.
+struct CheckpointKey {
   std::string kid;       // AuditCheckpoints::Thumbprint of the identity key
   jose::JwsSigner sign;  // PS256 with the identity key, in the HSM
+};
+
+struct AuditCheckpointerOptions {
+  std::string kms;  // kms://<host>
+  // The identity key to sign the next checkpoint with: asked each time, since the identity in
+  // service changes when a token fails (kms_identities.h).
+  std::function<CheckpointKey()> key;
   std::int64_t every_records = kAuditCheckpointRecords;        // 1 to kAuditCheckpointRecords
   std::chrono::milliseconds every = kAuditCheckpointInterval;  // > 0
   std::function<std::int64_t()> clock;                         // ms since the epoch; default: now

@@ -70,14 +70,16 @@ struct KmsServerCounters {
 };
 
 // The listener's routes, without a socket: the admission gate, then POST /kms/messages (to
-// `handle`, KmsService::Handle in kmsd) and GET /kms/info. KmsServer serves it over HTTPS; tests
-// call http::Answer on it.
+// `handle`, KmsService::Handle in kmsd) and GET /kms/info (what `info` returns at that request,
+// KmsService::InfoJson in kmsd: the identity in service changes when a token fails). KmsServer
+// serves it over HTTPS; tests call http::Answer on it.
 class KmsRoutes : public http::Endpoint {
  public:
   using HandleMessage = std::function<KmsReply(std::string_view message)>;
+  using InfoJson = std::function<std::string()>;
 
   // `options` gives the gate (max_in_flight, max_queued, queue_wait) and the metrics.
-  KmsRoutes(HandleMessage handle, std::string info_json, const KmsServerOptions& options);
+  KmsRoutes(HandleMessage handle, InfoJson info, const KmsServerOptions& options);
 
   http::Response Serve(http::Request& request) override;
   KmsServerCounters counters() const;
@@ -86,7 +88,7 @@ class KmsRoutes : public http::Endpoint {
   http::Response Message(http::Request& request);
 
   const HandleMessage handle_;
-  const std::string info_json_;
+  const InfoJson info_;
   Metrics* const metrics_;
   AdmissionGate gate_;
   std::atomic<std::uint64_t> requests_{0};
@@ -95,10 +97,10 @@ class KmsRoutes : public http::Endpoint {
 
 class KmsServer {
  public:
-  // Binds, loads the TLS certificate and key, and starts serving. `service` and `info_json` (the
-  // body of GET /kms/info) must outlive the server.
+  // Binds, loads the TLS certificate and key, and starts serving. `service` must outlive the
+  // server; GET /kms/info answers its InfoJson() (the identity in service) at each request.
   static Result<std::unique_ptr<KmsServer>> Start(const KmsServerOptions& options,
-                                                  KmsService& service, std::string info_json);
+                                                  KmsService& service);
   ~KmsServer();  // Stop()s
   KmsServer(const KmsServer&) = delete;
   KmsServer& operator=(const KmsServer&) = delete;

@@ -4,9 +4,12 @@
 // Operations (draft-abiggs-saag-key-management-service-02 and its working copy); URIs may be
 // relative ("/keys/<id>") or absolute ("kms://<host>/keys/<id>"):
 //   create /ecdhe                 JWE RSA-OAEP/A256GCM to the KMS's static key (private half in the
-//                                 HSM); answered with a PS256 JWS signed in the HSM carrying the
-//                                 KMS's ephemeral EC P-256 key. Both sides derive
+//                                 HSM; one per token, kms_identities.h); answered with a PS256 JWS
+//                                 signed in the HSM by that same key, carrying the KMS's ephemeral
+//                                 EC P-256 key. Both sides derive
 //                                 HKDF-SHA256(ECDH secret, empty salt, empty info, 32 bytes).
+//                                 Sealed to the identity of a token that is down: plain 503
+//                                 identity_unavailable (fetch /kms/info again).
 //   everything else               JWE dir/A256GCM, kid = the ephemeral key's URI; refused when that
 //                                 key is unknown, expired or deleted, or was made for another user.
 //   a message under an unknown, expired or deleted ephemeral key, or one past the channel's limit
@@ -58,6 +61,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -69,6 +73,8 @@
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_checkpoints.h"
 #include "strongroom/kms/hot_path_cache.h"
+#include "strongroom/kms/identity_certificate.h"
+#include "strongroom/kms/kms_identities.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/replay_guard.h"
 
@@ -87,10 +93,11 @@ inline constexpr std::int64_t kExecutedSweepIntervalMs = 60'000;
 // Lifetimes of ephemeral and content keys come from each organization's policy (org_policy.h).
 struct KmsServiceConfig {
   std::string host;                  // the KMS is kms://<host>
-  std::string identity_key = "kms";  // name of the RSA identity key in the first token
-  // DER certificates for the static key's x5c, leaf first, as LoadIdentityChain returns them
-  // after checking that the leaf certifies the key in the HSM (identity_certificate.h).
-  std::vector<std::vector<std::uint8_t>> identity_chain;
+  std::string identity_key = "kms";  // name of the RSA identity key in every token
+  // The chains certifying the tokens' identity keys, as LoadIdentityChains returns them
+  // (identity_certificate.h); a token's key is published with the chain whose leaf certifies it,
+  // and a key no chain certifies is not used. Empty: keys are published without x5c (tests).
+  std::vector<IdentityChain> identity_chains;
   // Channel records, bound-key records and authorization decisions kept in memory (never key
   // material; see hot_path_cache.h). 0 entries turns it off.
   std::size_t metadata_cache_entries = 16384;
@@ -143,14 +150,16 @@ class KmsService {
   // Never throws; every failure becomes a protocol status or a JSON error.
   KmsReply Handle(std::string_view message);
 
-  // The static key as published at GET /kms/info: {"kmsCluster", "rsaPublicKey"}.
-  const std::string& InfoJson() const { return info_json_; }
-  const jose::PublicJwk& PublicKey() const { return public_key_; }
+  // The identity in service as published at GET /kms/info: {"kmsCluster", "rsaPublicKey"}. It
+  // changes when its token fails (kms_identities.h).
+  std::string InfoJson() const;
+  jose::PublicJwk PublicKey() const;
+  KmsIdentities& identities() const { return *identities_; }
 
  private:
-  KmsService(KmsServiceConfig config, hsm::KeyVault& vault, hsm::Token& identity, Database& db,
-             JwtVerifier verifier, Clock clock, KmsServiceHooks hooks, jose::PublicJwk public_key,
-             const std::string& identity_kid);
+  KmsService(KmsServiceConfig config, hsm::KeyVault& vault,
+             std::unique_ptr<KmsIdentities> identities, Database& db, JwtVerifier verifier,
+             Clock clock, KmsServiceHooks hooks);
 
   KmsReply HandleEcdheCreate(std::string_view message, std::string* operation);
   KmsReply HandleSealed(std::string_view message, const std::string& kid, std::string* operation);
@@ -158,8 +167,9 @@ class KmsService {
   // record that it was executed until it is committed (with a write, or an audit record).
   Poco::JSON::Object Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
                              std::optional<ExecutedRequest>* unrecorded, std::string* operation);
-  // A PS256 JWS with the identity key (kid = the cluster) over the answer.
-  Result<std::string> SignAnswer(const Poco::JSON::Object& answer);
+  // A PS256 JWS with `identity`'s key (kid = the cluster) over the answer.
+  Result<std::string> SignAnswer(const Poco::JSON::Object& answer,
+                                 const KmsIdentities::Identity& identity);
   // An unsealed refusal signed with the identity key: {status, reason}, with no requestId, so one
   // signature serves every message that earns it for kSignedRefusalReuseMs.
   KmsReply SignedRefusal(int status, const std::string& reason);
@@ -197,13 +207,11 @@ class KmsService {
   const KmsServiceConfig config_;
   const std::string cluster_;  // kms://<host>
   hsm::KeyVault& vault_;
-  hsm::Token& identity_;
+  const std::unique_ptr<KmsIdentities> identities_;
   Database& db_;
   const JwtVerifier verifier_;
   const Clock clock_;
   const KmsServiceHooks hooks_;
-  const jose::PublicJwk public_key_;
-  std::string info_json_;
   // Destroyed after the writer, so the checkpoint signed at shutdown covers its last batch.
   std::unique_ptr<AuditCheckpointer> checkpoints_;
   std::unique_ptr<AuditWriter> audit_;
@@ -219,7 +227,8 @@ class KmsService {
   };
   std::mutex refusals_mutex_;
   std::mutex refusal_signing_;  // one signature at a time, so a burst costs one
-  std::map<std::pair<int, std::string>, SignedAnswer> refusals_;
+  // By status, reason and the signing identity's thumbprint.
+  std::map<std::tuple<int, std::string, std::string>, SignedAnswer> refusals_;
 
   std::mutex ecdhe_mutex_;
   std::unordered_set<std::string> ecdhe_seen_;  // SHA-256 of recent RSA-OAEP encrypted keys
