@@ -75,6 +75,7 @@ Result<std::unique_ptr<KmsContext>> KmsContext::OverHttps(KmsContextOptions opti
                                                           const HttpsTransportOptions& https) {
   SR_ASSIGN_OR_RETURN(std::unique_ptr<HttpsTransport> created, HttpsTransport::New(https));
   std::shared_ptr<HttpsTransport> transport(std::move(created));
+  if (!options.fetch_info) options.fetch_info = [transport] { return transport->GetInfo(); };
   Result<std::string> document = transport->GetInfo();
   for (int attempt = 1; !document.ok() && document.error().code() == ErrorCode::kUnavailable &&
                         attempt < std::max(1, options.max_attempts);
@@ -110,9 +111,29 @@ Result<std::unique_ptr<KmsContext>> KmsContext::OverRelay(KmsContextOptions opti
 
 KmsContext::KmsContext(KmsContextOptions options, KmsInfo info, KmsTransport transport)
     : options_(std::move(options)),
-      info_(std::move(info)),
+      cluster_(info.cluster),
       transport_(std::move(transport)),
+      info_(std::move(info)),
       jitter_(std::random_device()()) {}
+
+KmsInfo KmsContext::info() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return info_;
+}
+
+Result<bool> KmsContext::RefreshIdentity() {
+  if (!options_.fetch_info) return false;
+  SR_ASSIGN_OR_RETURN(std::string document, options_.fetch_info());
+  SR_ASSIGN_OR_RETURN(KmsInfo fetched, ParseKmsInfo(document));
+  // Trusted exactly as the first one: the pinned roots, and the host of the same cluster.
+  SR_RETURN_IF_ERROR(VerifyKmsIdentity(fetched, options_.trust, options_.now_ms() / 1000));
+  SR_ASSIGN_OR_RETURN(std::string now_json, info_.rsa_public_key.ToJson());
+  SR_ASSIGN_OR_RETURN(std::string fetched_json, fetched.rsa_public_key.ToJson());
+  if (fetched_json == now_json) return false;
+  info_ = std::move(fetched);
+  ++stats_.identity_refreshes;
+  return true;
+}
 
 KmsContext::~KmsContext() = default;
 
@@ -163,7 +184,17 @@ Result<std::shared_ptr<KmsSession>> KmsContext::Channel() {
 Result<std::shared_ptr<KmsSession>> KmsContext::OpenChannel() {
   SR_ASSIGN_OR_RETURN(std::string token, options_.kms_token());
   Result<std::unique_ptr<KmsSession>> opened =
-      KmsSession::Open(info_, options_.client_id, std::move(token), transport_);
+      KmsSession::Open(info_, options_.client_id, token, transport_);
+  // Refused as sealed to an identity whose token is down, or answered with a signature our key
+  // does not verify: the KMS may serve with another identity now.
+  if (!opened.ok() && (opened.error().reason() == ErrorReason::kIdentityUnavailable ||
+                       opened.error().code() == ErrorCode::kDataLoss)) {
+    Result<bool> changed = RefreshIdentity();
+    if (!changed.ok() && changed.error().code() != ErrorCode::kUnavailable) return changed.error();
+    if (changed.ok() && *changed) {
+      opened = KmsSession::Open(info_, options_.client_id, std::move(token), transport_);
+    }
+  }
   if (!opened.ok()) return opened.error();
   ++stats_.channels_opened;
   session_ = std::shared_ptr<KmsSession>(std::move(opened).value());
@@ -188,16 +219,17 @@ void KmsContext::Backoff(int attempt, int retry_after_s) {
 }
 
 std::string KmsContext::Absolute(const std::string& uri) const {
-  Result<KmsUri> parsed = KmsUri::Parse(uri, info_.cluster);
+  Result<KmsUri> parsed = KmsUri::Parse(uri, cluster_);
   return parsed.ok() ? parsed->ToString() : uri;
 }
 
 Result<Object::Ptr> KmsContext::Run(const std::string& method, const std::string& uri,
                                     const Object& fields, int expected_status,
                                     const std::string& on_behalf_of, bool* maybe_executed) {
-  const std::string what = Describe(method, uri, info_.cluster);
+  const std::string what = Describe(method, uri, cluster_);
   std::lock_guard<std::mutex> lock(mutex_);
   bool renegotiated = false;
+  bool refreshed = false;
   for (int attempt = 1;; ++attempt) {
     Error last(ErrorCode::kUnavailable, "");
     int retry_after_s = 0;
@@ -221,6 +253,15 @@ Result<Object::Ptr> KmsContext::Run(const std::string& method, const std::string
       } else if (Result<std::optional<KmsRefusal>> refusal =
                      ReadKmsRefusal(*response, info_.rsa_public_key);
                  !refusal.ok() || *refusal) {
+        if (!refusal.ok() && refusal.error().code() == ErrorCode::kDataLoss && !refreshed) {
+          // Signed by a key we do not hold: the KMS may serve with another identity now.
+          refreshed = true;
+          Result<bool> changed = RefreshIdentity();
+          if (!changed.ok() && changed.error().code() != ErrorCode::kUnavailable) {
+            return changed.error();
+          }
+          if (changed.ok() && *changed) refusal = ReadKmsRefusal(*response, info_.rsa_public_key);
+        }
         if (!refusal.ok()) return refusal.error();
         if ((*refusal)->status != 401 || renegotiated) {
           return Error(ErrorCode::kUnauthenticated,
@@ -281,7 +322,7 @@ Result<SealedRequest> KmsContext::SealFor(const std::string& method, const std::
       session.set_bearer(std::move(token));
       SR_ASSIGN_OR_RETURN(std::string message, session.Seal(method, uri, fields));
       return SealedRequest{std::move(message), session.last_request_id(),
-                           Describe(method, uri, info_.cluster), expected_status, *channel};
+                           Describe(method, uri, cluster_), expected_status, *channel};
     }
     if (channel.error().code() != ErrorCode::kUnavailable || attempt >= options_.max_attempts) {
       return channel.error();
@@ -411,7 +452,7 @@ Result<KmsResource> KmsContext::CreateResource(const std::vector<std::string>& a
 }
 
 std::string KmsContext::NewResourceUri() const {
-  return info_.cluster + "/resources/" +
+  return cluster_ + "/resources/" +
          Poco::UUIDGenerator::defaultGenerator().createRandom().toString();
 }
 
@@ -471,7 +512,7 @@ Result<std::vector<KmsAuthorization>> KmsContext::Authorize(
 
 Result<KmsAuthorization> KmsContext::DeleteAuthorization(const std::string& resource_uri,
                                                          const std::string& auth_id) {
-  SR_ASSIGN_OR_RETURN(std::string uri, ByAuthId(info_.cluster, resource_uri, auth_id));
+  SR_ASSIGN_OR_RETURN(std::string uri, ByAuthId(cluster_, resource_uri, auth_id));
   bool maybe_executed = false;
   Result<Object::Ptr> answer = Run("delete", uri, Object(), 200, "", &maybe_executed);
   if (Unsettled(answer, maybe_executed)) {
@@ -512,7 +553,7 @@ Result<SealedRequest> KmsContext::SealAuthorize(const std::string& resource_uri,
 
 Result<SealedRequest> KmsContext::SealDeleteAuthorization(const std::string& resource_uri,
                                                           const std::string& auth_id) {
-  SR_ASSIGN_OR_RETURN(std::string uri, ByAuthId(info_.cluster, resource_uri, auth_id));
+  SR_ASSIGN_OR_RETURN(std::string uri, ByAuthId(cluster_, resource_uri, auth_id));
   return SealFor("delete", uri, Object(), 200);
 }
 

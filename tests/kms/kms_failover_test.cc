@@ -2,10 +2,11 @@
 // under the root keys of both tokens, and retrieval goes on from the standby. A fault of a token
 // is answered as the HSM being unavailable (503, hsm_unavailable), and the token comes back by
 // itself once the fault is gone. Each token holds an identity key of its own, certified for the
-// same host, so new clients open channels with the standby's identity while the primary is down.
-// The primary fails through the fault-injecting PKCS#11 module (tests/support/fault_pkcs11.h) over
-// real SoftHSM2 tokens; the key cache is off, so every retrieval unwraps in a token. Keys made
-// while the primary is down are wrapped for it by the reconciliation once it is back.
+// same host, so new clients open channels with the standby's identity while the primary is down
+// (and the SDK's KmsContext, holding the primary's, fetches the new one). The primary fails through
+// the fault-injecting PKCS#11 module (tests/support/fault_pkcs11.h) over real SoftHSM2 tokens; the
+// key cache is off, so every retrieval unwraps in a token. Keys made while the primary is down are
+// wrapped for it by the reconciliation once it is back.
 #include <Poco/AutoPtr.h>
 #include <Poco/JSON/Parser.h>
 #include <Poco/Util/IniFileConfiguration.h>
@@ -26,6 +27,7 @@
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "prometheus_text.h"
+#include "strongroom/client/kms_context.h"
 #include "strongroom/client/kms_identity.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/kms/hsm_settings.h"
@@ -596,6 +598,118 @@ TEST_F(KmsHsmFaultTest, AMessageNoIdentityOpensIsUndecryptable) {
   KmsReply reply = service_->Handle(*jwe);
   EXPECT_EQ(reply.http_status, 400);
   EXPECT_EQ(CodeOf(reply), "undecryptable");
+}
+
+// The SDK (issue 16): a KmsContext that holds the primary's identity, asked to read while the
+// primary is down, is refused the handshake as identity_unavailable, fetches /kms/info again,
+// checks the new identity against its pinned roots and host, and reads. A document whose chain
+// its roots do not trust is refused, and the context keeps the identity it had.
+TEST_F(KmsHsmFaultTest, TheSdkFetchesTheIdentityInServiceWhenItsOwnIsUnavailable) {
+  Open(2);
+  auto last = std::make_shared<KmsReply>();
+  client::KmsContextOptions options;
+  options.client_id = "sdk";
+  options.kms_token = client::StaticToken(Bearer("owner@acme.test"));
+  options.trust = Trust();
+  options.sleep = [](std::chrono::milliseconds) {};
+  int fetches = 0;
+  options.fetch_info = [&]() -> Result<std::string> {
+    ++fetches;
+    return service_->InfoJson();
+  };
+  auto context = client::KmsContext::New(options, *info_, Recording(last));
+  ASSERT_TRUE(context.ok()) << context.error().ToString();
+  auto keys = (*context)->CreateKeys(2);  // its first channel, with the primary's identity
+  ASSERT_TRUE(keys.ok()) << keys.error().ToString();
+  auto resource = (*context)->CreateResource({}, {(*keys)[0].uri, (*keys)[1].uri});
+  ASSERT_TRUE(resource.ok()) << resource.error().ToString();
+
+  // A second context, made before the outage, has no channel yet.
+  auto late = client::KmsContext::New(options, *info_, Recording(last));
+  ASSERT_TRUE(late.ok());
+  fail_token_(labels_[0].c_str(), CKR_DEVICE_REMOVED, -1);
+  ASSERT_TRUE(PrimaryIs(hsm::TokenState::kUnavailable));
+
+  auto read = (*late)->RetrieveResourceKeys(resource->uri, {});
+  ASSERT_TRUE(read.ok()) << read.error().ToString();
+  ASSERT_EQ(read->size(), 2u);
+  EXPECT_EQ((*late)->stats().identity_refreshes, 1);
+  EXPECT_EQ(fetches, 1);
+  EXPECT_EQ(*(*late)->info().rsa_public_key.ToJson(),
+            *client::ParseKmsInfo(service_->InfoJson())->rsa_public_key.ToJson());
+  for (const client::KmsKey& key : *read) {
+    EXPECT_TRUE(key.uri == (*keys)[0].uri || key.uri == (*keys)[1].uri) << key.uri;
+  }
+
+  // The standby's identity certified by a CA the client does not trust: refused, unchanged.
+  const std::string standby_info = service_->InfoJson();
+  testing::TestCa stranger = testing::TestCa::Make("Not the KMS's CA");
+  const std::string stranger_key = testing::PrivateKeyPem(stranger.key.get());
+  auto standby_key = vault_->tokens()[1]->IdentityPublicKey("kms");
+  ASSERT_TRUE(standby_key.ok());
+  auto forged_pem =
+      CertifyIdentityKey(*standby_key, {"kms.acme.test", 2}, testing::Pem(stranger.cert.get()),
+                         SecretBytes({reinterpret_cast<const std::uint8_t*>(stranger_key.data()),
+                                      stranger_key.size()}));
+  ASSERT_TRUE(forged_pem.ok());
+  auto forged_chain = ParseIdentityChain(*forged_pem, *standby_key);
+  ASSERT_TRUE(forged_chain.ok());
+  auto forged_jwk = jose::PublicJwk::FromRsa(standby_key->modulus, standby_key->public_exponent,
+                                             "kms://kms.acme.test", forged_chain->der);
+  const std::string forged =
+      "{\"kmsCluster\":\"kms://kms.acme.test\",\"rsaPublicKey\":" + *forged_jwk->ToJson() + "}";
+  options.fetch_info = [&]() -> Result<std::string> { return forged; };
+  auto fooled = client::KmsContext::New(options, *info_, Recording(last));
+  ASSERT_TRUE(fooled.ok());
+  Status connected = (*fooled)->Connect();
+  ASSERT_FALSE(connected.ok());
+  EXPECT_EQ(connected.error().code(), ErrorCode::kUnauthenticated) << connected.error().ToString();
+  EXPECT_EQ((*fooled)->stats().identity_refreshes, 0);
+  EXPECT_EQ(*(*fooled)->info().rsa_public_key.ToJson(), *info_->rsa_public_key.ToJson());
+  EXPECT_NE(standby_info, forged);
+
+  // Without a way to fetch /kms/info (a relay given no fetch_info), the handshake is retried like
+  // any 503 and then fails UNAVAILABLE with the reason, the identity unchanged.
+  options.fetch_info = {};
+  auto stuck = client::KmsContext::New(options, *info_, Recording(last));
+  ASSERT_TRUE(stuck.ok());
+  Status tried = (*stuck)->Connect();
+  ASSERT_FALSE(tried.ok());
+  EXPECT_EQ(tried.error().code(), ErrorCode::kUnavailable) << tried.error().ToString();
+  EXPECT_EQ(tried.error().reason(), ErrorReason::kIdentityUnavailable) << tried.error().ToString();
+  EXPECT_EQ((*stuck)->stats().identity_refreshes, 0);
+}
+
+// A refusal the KMS signs before reading a message (here: the channel was deleted) comes from the
+// identity in service. A context that holds the primary's identity while the standby's serves
+// cannot verify it with its key: it fetches /kms/info once, verifies the refusal with the new key,
+// and negotiates a new channel. (Before, the refusal was DATA_LOSS: "altered or forged".)
+TEST_F(KmsHsmFaultTest, TheSdkVerifiesARefusalSignedByTheNewIdentityAfterFetchingIt) {
+  Open(2);
+  auto last = std::make_shared<KmsReply>();
+  client::KmsContextOptions options;
+  options.client_id = "sdk";
+  options.kms_token = client::StaticToken(Bearer("owner@acme.test"));
+  options.trust = Trust();
+  options.sleep = [](std::chrono::milliseconds) {};
+  options.fetch_info = [&]() -> Result<std::string> { return service_->InfoJson(); };
+  auto context = client::KmsContext::New(options, *info_, Recording(last));
+  ASSERT_TRUE(context.ok()) << context.error().ToString();
+  ASSERT_TRUE((*context)->Ping().ok());  // a channel, under the primary's identity
+
+  fail_token_(labels_[0].c_str(), CKR_DEVICE_REMOVED, -1);
+  ASSERT_TRUE(PrimaryIs(hsm::TokenState::kUnavailable));
+  ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                   s << "UPDATE ephemeral_keys SET deleted = 1", Poco::Data::Keywords::now;
+                   return OkStatus();
+                 })
+                  .ok());
+
+  Status pinged = (*context)->Ping();
+  ASSERT_TRUE(pinged.ok()) << pinged.error().ToString();
+  EXPECT_EQ((*context)->stats().identity_refreshes, 1);
+  EXPECT_EQ((*context)->stats().renegotiations, 1);
+  EXPECT_EQ((*context)->stats().channels_opened, 2);
 }
 
 // A create /ecdhe the HSM could not serve is not counted as seen: the same message is accepted

@@ -20,6 +20,16 @@
 //     Error (kms_objects.h, CheckAnswerStatus), e.g. PERMISSION_DENIED for a 403.
 // Every answer must open under the channel's key and carry the requestId of its request.
 //
+// The KMS's identity may change: each of its HSM tokens holds an identity key of its own, all
+// certified for the same host, and when the token of the one in service fails the KMS serves with
+// the next (docs/operations/hsm.md). A client still holding the old key finds out when a new
+// channel is refused with 503 identity_unavailable, or when a refusal the KMS signed does not
+// verify with the key it holds. Then, once per handshake or operation, the context fetches
+// /kms/info again (options.fetch_info), checks the new document exactly as the first (trust: the
+// pinned roots and the host), and if it names another key, uses it from then on: it opens the
+// channel again, or reads the refusal with the new key. A document that does not verify is
+// UNAUTHENTICATED, and the old identity stays. Channels already open keep working.
+//
 // Writes whose answer was lost. The KMS executes a sealed message at most once, so a write whose
 // message may have run without its answer arriving (no answer, or a resend refused as a replay)
 // is checked against the KMS's state before it is reported: a bind whose key is bound to the
@@ -72,6 +82,9 @@ struct KmsContextOptions {
   // Injectable for tests; defaults: the system clock (ms since the epoch), sleep_for.
   std::function<std::int64_t()> now_ms = {};
   std::function<void(std::chrono::milliseconds)> sleep = {};
+  // Fetches the KMS's /kms/info document again when its identity may have changed (above).
+  // OverHttps sets it (GET /kms/info) unless given; empty: the identity never changes.
+  std::function<Result<std::string>()> fetch_info = {};
 };
 
 // A request sealed for embedding in a core request (its `kmsMessage`).
@@ -155,13 +168,15 @@ class KmsContext {
   Result<Poco::JSON::Object::Ptr> OpenAnswer(const SealedRequest& request,
                                              const KmsResponse& answer) const;
 
-  const KmsInfo& info() const { return info_; }
-  const std::string& cluster() const { return info_.cluster; }
+  // The KMS's identity as the context uses it now (it changes when the KMS's does; above).
+  KmsInfo info() const;
+  const std::string& cluster() const { return cluster_; }
 
   struct Stats {
     int channels_opened = 0;
-    int renegotiations = 0;  // after a 401 for the channel's kid
-    int retries = 0;         // sends after a retryable failure
+    int renegotiations = 0;      // after a 401 for the channel's kid
+    int retries = 0;             // sends after a retryable failure
+    int identity_refreshes = 0;  // a new identity taken from /kms/info (above)
   };
   Stats stats() const;
 
@@ -171,6 +186,9 @@ class KmsContext {
   // The current channel, opened or renewed as needed. Called with mutex_ held.
   Result<std::shared_ptr<KmsSession>> Channel();
   Result<std::shared_ptr<KmsSession>> OpenChannel();
+  // Fetches /kms/info again and checks it; true when it names another key, which is used from
+  // now on. Called with mutex_ held.
+  Result<bool> RefreshIdentity();
   // Seals, sends and opens one request with the retry and renegotiation rules above, and checks
   // the answer's status.
   // `maybe_executed` is set when a write may have executed without its answer (see above).
@@ -184,9 +202,10 @@ class KmsContext {
   std::string Absolute(const std::string& uri) const;
 
   const KmsContextOptions options_;
-  const KmsInfo info_;
+  const std::string cluster_;  // the same for every identity it takes
   const KmsTransport transport_;
   mutable std::mutex mutex_;
+  KmsInfo info_;  // guarded by mutex_
   std::shared_ptr<KmsSession> session_;
   Stats stats_;
   std::minstd_rand jitter_;
