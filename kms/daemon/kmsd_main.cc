@@ -10,7 +10,9 @@
 // per start, stop and error goes to stderr; never a key, PIN, token or message body.
 
 #include <cstdlib>
+#include <functional>
 #include <iostream>
+#include <set>
 
 #include "strongroom/common/daemon.h"
 #include "strongroom/common/database.h"
@@ -27,6 +29,40 @@
 namespace strongroom::kms {
 namespace {
 
+// kmsd starts with the tokens it can use and repairs the others in the background; it refuses to
+// start only when an organization it serves has no token ready. Says which tokens it starts
+// without, and why.
+Status CheckTokensAtStart(const hsm::KeyVault& vault, const KmsdSettings& settings,
+                          const std::function<void(const std::string&)>& log) {
+  for (const hsm::TokenHealth& health : vault.Health()) {
+    if (health.state == hsm::TokenState::kLoginRefused) {
+      log("token '" + health.name + "' is refused and never logged in again: " + health.detail);
+    } else if (health.state != hsm::TokenState::kReady) {
+      log("token '" + health.name + "' is unavailable; starting without it, it is opened in the " +
+          "background once it is back: " + health.detail);
+    }
+  }
+  std::set<std::string> orgs;
+  for (const JwtIssuerSettings& issuer : settings.issuers) orgs.insert(issuer.org);
+  for (const std::string& org : orgs) {
+    if (!vault.ReadyFor(org).empty()) continue;
+    std::string why;
+    bool all_refused = true;
+    for (const auto& token : vault.tokens()) {
+      if (!token->Serves(org)) continue;
+      const hsm::TokenHealth health = token->Health();
+      all_refused = all_refused && health.state == hsm::TokenState::kLoginRefused;
+      why += (why.empty() ? "" : "; ") + health.detail;
+    }
+    if (why.empty()) why = "no configured token serves it";
+    // A PIN refused everywhere is the operator's to fix (77), like a wrong PIN always was.
+    return Error(all_refused && !vault.tokens().empty() ? ErrorCode::kUnauthenticated
+                                                        : ErrorCode::kUnavailable,
+                 "no HSM token is ready for organization " + org + ": " + why);
+  }
+  return OkStatus();
+}
+
 class Kmsd : public DaemonApplication {
  public:
   Kmsd()
@@ -37,7 +73,10 @@ class Kmsd : public DaemonApplication {
   Status Serve(const std::string& config_path, const std::string& port_file) override {
     SR_ASSIGN_OR_RETURN(KmsdSettings settings, LoadKmsdSettings(config_path));
     SR_ASSIGN_OR_RETURN(hsm::HsmConfig hsm_config, LoadHsmSettings(config_path));
+    hsm_config.start_degraded = true;  // a missing or failing token is repaired, not fatal
     SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, hsm::KeyVault::Open(hsm_config));
+    SR_RETURN_IF_ERROR(
+        CheckTokensAtStart(*vault, settings, [this](const std::string& line) { Log(line); }));
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
                         Database::OpenSqlite(settings.database, KmsStore::Migrations()));
     SR_ASSIGN_OR_RETURN(std::vector<IdentityChain> chains,

@@ -27,6 +27,7 @@
 #include <fstream>
 #include <functional>
 #include <istream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -35,6 +36,7 @@
 #include "../support/tool_steps.h"
 #include "prometheus_text.h"
 #include "strongroom/client/https_transport.h"
+#include "strongroom/client/kms_context.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/jwt.h"
 
@@ -164,14 +166,29 @@ class KmsdHsmFaultTest : public ::testing::Test {
   // Makes `tokens` tokens (each holds an identity key), their root keys for acme and the
   // identity chains, and starts kmsd with an operations listener.
   void Start(int tokens) {
+    ASSERT_NO_FATAL_FAILURE(Prepare(tokens));
+    ASSERT_NO_FATAL_FAILURE(Launch());
+    ASSERT_EQ(Health()->getValue<std::string>("status"), "ok");
+  }
+
+  // The tokens, keys and chains of Start, and kmsd's configuration: `pin_files` replaces a token's
+  // PIN file in kmsd's configuration (not kmsctl's) by index.
+  void Prepare(int tokens, const std::map<int, std::string>& pin_files = {}) {
     const std::string d = env().dir().string();
     std::string hsm = "[hsm]\ntokens = primary";
     if (tokens > 1) hsm += ", standby";
     hsm += "\nnode_id = test\n";
+    std::string kmsd_hsm = hsm + "probe_interval_ms = 200\n";
     for (int i = 0; i < tokens; ++i) {
       labels_.push_back(SoftHsmSandbox::Get().CreateToken(kSoftHsmModule, "fault"));
-      hsm += std::string("[hsm.") + (i == 0 ? "primary" : "standby") +
-             "]\nuri = " + SoftHsmSandbox::Get().Uri(kSoftHsmModule, labels_.back()) + "\n";
+      const std::string section = std::string("[hsm.") + (i == 0 ? "primary" : "standby") + "]";
+      hsm +=
+          section + "\nuri = " + SoftHsmSandbox::Get().Uri(kSoftHsmModule, labels_.back()) + "\n";
+      const std::string uri =
+          pin_files.count(i) != 0
+              ? SoftHsmSandbox::Get().Uri(kSoftHsmModule, labels_.back(), pin_files.at(i))
+              : SoftHsmSandbox::Get().Uri(kSoftHsmModule, labels_.back());
+      kmsd_hsm += section + "\nuri = " + uri + "\n";
     }
     const std::string hsm_ini = (dir_ / "hsm.ini").string();
     std::ofstream(hsm_ini) << hsm;
@@ -186,34 +203,37 @@ class KmsdHsmFaultTest : public ::testing::Test {
         SoftHsmEnv());
     ASSERT_TRUE(steps.error().empty()) << steps.error();
 
+    std::ofstream(dir_ / "kms.ini")
+        << kmsd_hsm << "[kms]\nhost = " << kHost << "\ndatabase = " << (dir_ / "kms.db").string()
+        << "\nlisten = 127.0.0.1:0\ntls_cert = " << d << "/tls.pem\ntls_key = " << d
+        << "/tls.key\nidentity_chain = " << (dir_ / "identity.pem").string()
+        << "\n[ops]\nlisten = 127.0.0.1:0\ntls_cert = " << d << "/tls.pem\ntls_key = " << d
+        << "/tls.key\ntoken_file = " << d
+        << "/ops.token\n[jwt]\nissuers = acme\nskew_s = 0\n[jwt.acme]\n"
+        << "issuer = https://idp.acme.test\norg = acme\njwks = " << d << "/idp-acme/jwks.json\n";
+  }
+
+  // Starts kmsd on the configuration Prepare wrote and waits until both listeners serve.
+  void Launch() {
     const fs::path ini = dir_ / "kms.ini";
-    std::ofstream(ini) << hsm << "[kms]\nhost = " << kHost
-                       << "\ndatabase = " << (dir_ / "kms.db").string()
-                       << "\nlisten = 127.0.0.1:0\ntls_cert = " << d << "/tls.pem\ntls_key = " << d
-                       << "/tls.key\nidentity_chain = " << (dir_ / "identity.pem").string()
-                       << "\n[ops]\nlisten = 127.0.0.1:0\ntls_cert = " << d
-                       << "/tls.pem\ntls_key = " << d << "/tls.key\ntoken_file = " << d
-                       << "/ops.token\n[jwt]\nissuers = acme\nskew_s = 0\n[jwt.acme]\n"
-                       << "issuer = https://idp.acme.test\norg = acme\njwks = " << d
-                       << "/idp-acme/jwks.json\n";
     const fs::path port_file = dir_ / "port";
+    fs::remove(port_file);
+    {
+      std::lock_guard lock(stderr_mutex_);
+      stderr_.clear();
+    }
+    stderr_pipe_ = Poco::Pipe();  // a fresh one: launch closes the last one's write end
     kmsd_ = std::make_unique<Poco::ProcessHandle>(Poco::Process::launch(
         KMSD_PATH, {"--config", ini.string(), "--port-file", port_file.string()}, ".", nullptr,
         nullptr, &stderr_pipe_, SoftHsmEnv()));
     // kmsd names the operations listener's port on stderr; keep reading so it never blocks.
-    stderr_reader_ = std::thread([this] {
-      Poco::PipeInputStream in(stderr_pipe_);
-      std::string line;
-      while (std::getline(in, line)) {
-        std::lock_guard lock(stderr_mutex_);
-        stderr_ += line + "\n";
-      }
-    });
+    ReadStderr();
     const std::string marker = "operations listener on https://127.0.0.1:";
     ASSERT_TRUE(WaitFor([&] {
       std::lock_guard lock(stderr_mutex_);
-      return stderr_.find(marker) != std::string::npos;
-    })) << stderr_;
+      return stderr_.find(marker) != std::string::npos || !Poco::Process::isRunning(*kmsd_);
+    })) << Stderr();
+    ASSERT_TRUE(Poco::Process::isRunning(*kmsd_)) << "kmsd exited at start: " << Stderr();
     {
       std::lock_guard lock(stderr_mutex_);
       ops_port_ = static_cast<std::uint16_t>(
@@ -222,17 +242,61 @@ class KmsdHsmFaultTest : public ::testing::Test {
     const std::string bound = ReadFile(port_file);
     ASSERT_FALSE(bound.empty());
     base_url_ = "https://127.0.0.1:" + bound.substr(0, bound.find('\n'));
-    auto https = Transport();
-    ASSERT_TRUE(https);
-    auto info_text = https->GetInfo();
-    ASSERT_TRUE(info_text.ok()) << info_text.error().ToString();
-    info_ = std::make_unique<client::KmsInfo>(std::move(client::ParseKmsInfo(*info_text)).value());
-    ASSERT_EQ(Health()->getValue<std::string>("status"), "ok");
+    info_ = FetchInfo();
+    ASSERT_TRUE(info_);
   }
-
+  // Starts kmsd on the configuration Prepare wrote, expecting it to refuse: its exit status.
+  int LaunchRefused() {
+    {
+      std::lock_guard lock(stderr_mutex_);
+      stderr_.clear();
+    }
+    stderr_pipe_ = Poco::Pipe();
+    kmsd_ = std::make_unique<Poco::ProcessHandle>(
+        Poco::Process::launch(KMSD_PATH, {"--config", (dir_ / "kms.ini").string()}, ".", nullptr,
+                              nullptr, &stderr_pipe_, SoftHsmEnv()));
+    ReadStderr();
+    const int status = kmsd_->wait();
+    kmsd_.reset();
+    stderr_reader_.join();
+    return status;
+  }
+  void ReadStderr() {
+    stderr_reader_ = std::thread([this] {
+      Poco::PipeInputStream in(stderr_pipe_);
+      std::string line;
+      while (std::getline(in, line)) {
+        std::lock_guard lock(stderr_mutex_);
+        stderr_ += line + "\n";
+      }
+    });
+  }
   std::string Stderr() {
     std::lock_guard lock(stderr_mutex_);
     return stderr_;
+  }
+  // GET /kms/info now; null if it fails.
+  std::unique_ptr<client::KmsInfo> FetchInfo() {
+    auto https = Transport();
+    if (!https) return nullptr;
+    auto text = https->GetInfo();
+    EXPECT_TRUE(text.ok()) << text.error().ToString();
+    if (!text.ok()) return nullptr;
+    auto info = client::ParseKmsInfo(*text);
+    EXPECT_TRUE(info.ok()) << info.error().ToString();
+    return info.ok() ? std::make_unique<client::KmsInfo>(std::move(info).value()) : nullptr;
+  }
+  // The SDK over HTTPS, as a new client makes it: /kms/info fetched now, checked against the CA.
+  Result<std::unique_ptr<client::KmsContext>> NewContext(const std::string& user) {
+    client::KmsContextOptions options;
+    options.client_id = "sdk-" + user;
+    options.kms_token = client::StaticToken(env().Token(user));
+    options.trust = {std::string("kms://") + kHost, (env().dir() / "ca.pem").string()};
+    return client::KmsContext::OverHttps(options, {base_url_, (env().dir() / "ca.pem").string()});
+  }
+  static std::string KeyJson(const client::KmsInfo& info) {
+    auto json = info.rsa_public_key.ToJson();
+    return json.ok() ? *json : "";
   }
 
   std::unique_ptr<HttpsTransport> Transport() {
@@ -266,6 +330,15 @@ class KmsdHsmFaultTest : public ::testing::Test {
     }
     return "";
   }
+  std::int64_t TokenLogins(const std::string& name) {
+    Poco::JSON::Array::Ptr tokens = Health()->getArray("tokens");
+    for (unsigned i = 0; i < tokens->size(); ++i) {
+      if (tokens->getObject(i)->getValue<std::string>("name") == name) {
+        return tokens->getObject(i)->getValue<std::int64_t>("loginAttempts");
+      }
+    }
+    return -1;
+  }
   std::int64_t TokenRepairs(const std::string& name) {
     Poco::JSON::Array::Ptr tokens = Health()->getArray("tokens");
     for (unsigned i = 0; i < tokens->size(); ++i) {
@@ -275,11 +348,33 @@ class KmsdHsmFaultTest : public ::testing::Test {
     }
     return -1;
   }
+  // Sessions leased from the token's pool so far: one more each probe round of a ready token.
+  std::int64_t TokenLeases(const std::string& name) {
+    Poco::JSON::Array::Ptr tokens = Health()->getArray("tokens");
+    for (unsigned i = 0; i < tokens->size(); ++i) {
+      if (tokens->getObject(i)->getValue<std::string>("name") == name) {
+        return tokens->getObject(i)->getObject("pool")->getValue<std::int64_t>("acquired");
+      }
+    }
+    return -1;
+  }
   double TokenUp(const std::string& name) {
     auto samples = testing::ParsePrometheus(Ops("/ops/metrics").second);
     if (!samples.ok()) return -1;
     for (const auto& sample : *samples) {
       if (sample.name == "strongroom_hsm_token_up" && sample.labels.at("token") == name) {
+        return sample.value;
+      }
+    }
+    return -1;
+  }
+  // strongroom_hsm_token_state{token=name,state=state}: 1 for the token's state, 0 otherwise.
+  double TokenStateMetric(const std::string& name, const std::string& state) {
+    auto samples = testing::ParsePrometheus(Ops("/ops/metrics").second);
+    if (!samples.ok()) return -1;
+    for (const auto& sample : *samples) {
+      if (sample.name == "strongroom_hsm_token_state" && sample.labels.at("token") == name &&
+          sample.labels.at("state") == state) {
         return sample.value;
       }
     }
@@ -593,6 +688,177 @@ TEST_F(KmsdHsmFaultTest, KeysMadeWhileThePrimaryIsAwayAreWrappedForItOnceItIsBac
   EXPECT_NE(waiting.out.find(": waiting, "), std::string::npos) << waiting.out;
   EXPECT_NE(waiting.err.find("waits for token(s) standby"), std::string::npos) << waiting.err;
   EXPECT_EQ(Health()->getValue<std::string>("status"), "degraded");
+}
+
+// kmsd starts without a token whose directory is missing, serves from the other (health
+// degraded, the token unavailable), and opens it by itself once it is back. (Before, kmsd exited
+// 78 at start.)
+TEST_F(KmsdHsmFaultTest, KmsdStartsWithThePrimaryMissingAndOpensItOnceItIsBack) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(2));
+  TakeAway(labels_[0]);
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  const auto [health_status, health_body] = Ops("/ops/health");
+  EXPECT_EQ(health_status, 200) << health_body;
+  EXPECT_EQ(ParseObject(health_body)->getValue<std::string>("status"), "degraded");
+  EXPECT_EQ(TokenState("primary"), "unavailable");
+  EXPECT_EQ(TokenState("standby"), "ready");
+  EXPECT_EQ(TokenUp("primary"), 0);
+  EXPECT_NE(Stderr().find("token 'primary' is unavailable; starting without it"), std::string::npos)
+      << Stderr();
+  // Each token's identity, or why it has none yet.
+  EXPECT_NE(
+      Stderr().find("identity: token 'standby' holds identity key kms (RSA-3072, thumbprint "),
+      std::string::npos)
+      << Stderr();
+  EXPECT_NE(Stderr().find("), in service\n"), std::string::npos) << Stderr();
+  EXPECT_NE(Stderr().find("identity: token 'primary' is unavailable ("), std::string::npos)
+      << Stderr();
+  EXPECT_NE(Stderr().find("; read when the token is back\n"), std::string::npos) << Stderr();
+
+  auto client = NewContext("owner");  // the standby's identity
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  auto keys = (*client)->CreateKeys(1);
+  ASSERT_TRUE(keys.ok()) << keys.error().ToString();
+  auto resource = (*client)->CreateResource({}, {(*keys)[0].uri});
+  ASSERT_TRUE(resource.ok()) << resource.error().ToString();
+  auto read = (*client)->RetrieveResourceKeys(resource->uri, {});
+  ASSERT_TRUE(read.ok()) << read.error().ToString();
+  ASSERT_EQ(read->size(), 1u);
+  EXPECT_TRUE(ConstantTimeEquals(read->front().key.view(), (*keys)[0].key.view()));
+
+  PutBack();
+  ASSERT_TRUE(WaitFor([&] { return TokenState("primary") == "ready"; }))
+      << Ops("/ops/health").second;
+  // ok once the keys and channel keys made without it are wrapped for it too (reconciliation).
+  ASSERT_TRUE(WaitFor([&] { return Health()->getValue<std::string>("status") == "ok"; }))
+      << Ops("/ops/health").second;
+  EXPECT_EQ(TokenUp("primary"), 1);
+  EXPECT_GE(TokenRepairs("primary"), 1);
+  auto now = FetchInfo();
+  ASSERT_TRUE(now);
+  EXPECT_NE(KeyJson(*now), KeyJson(*info_));  // the primary's identity, now that it is open
+  auto later = NewContext("owner");
+  ASSERT_TRUE(later.ok()) << later.error().ToString();
+  auto again = (*later)->RetrieveResourceKeys(resource->uri, {});
+  ASSERT_TRUE(again.ok()) << again.error().ToString();
+  EXPECT_EQ(again->size(), 1u);
+}
+
+TEST_F(KmsdHsmFaultTest, KmsdStartsWithTheStandbyMissingAndOpensItOnceItIsBack) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(2));
+  TakeAway(labels_[1]);
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  const auto [health_status, health_body] = Ops("/ops/health");
+  EXPECT_EQ(health_status, 200) << health_body;
+  EXPECT_EQ(ParseObject(health_body)->getValue<std::string>("status"), "degraded");
+  EXPECT_EQ(TokenState("primary"), "ready");
+  EXPECT_EQ(TokenState("standby"), "unavailable");
+  EXPECT_EQ(TokenUp("standby"), 0);
+
+  auto client = NewContext("owner");
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  auto keys = (*client)->CreateKeys(1);
+  ASSERT_TRUE(keys.ok()) << keys.error().ToString();
+
+  PutBack();
+  ASSERT_TRUE(WaitFor([&] { return TokenState("standby") == "ready"; }))
+      << Ops("/ops/health").second;
+  // ok once the keys and channel keys made without it are wrapped for it too (reconciliation).
+  ASSERT_TRUE(WaitFor([&] { return Health()->getValue<std::string>("status") == "ok"; }))
+      << Ops("/ops/health").second;
+  EXPECT_EQ(TokenUp("standby"), 1);
+  auto now = FetchInfo();
+  ASSERT_TRUE(now);
+  EXPECT_EQ(KeyJson(*now), KeyJson(*info_));  // the primary's identity throughout
+  EXPECT_TRUE((*client)->CreateKeys(1).ok());
+}
+
+// A wrong PIN in one token's PIN file: kmsd says so at start, starts on the other token, shows
+// the token login-refused, and never logs in to it again, not even once the PIN file is right.
+// (Before, kmsd exited 77.)
+TEST_F(KmsdHsmFaultTest, AWrongPinRefusesThatTokenForGoodAndKmsdStartsOnTheOther) {
+  const std::string pin_file = SoftHsmSandbox::Get().WriteFile("kmsd-wrong-primary.pin", "0000\n");
+  ASSERT_NO_FATAL_FAILURE(Prepare(2, {{0, pin_file}}));
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  const std::string log = Stderr();
+  EXPECT_NE(log.find("token 'primary' is refused and never logged in again"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("wrong PIN"), std::string::npos) << log;
+  EXPECT_EQ(log.find("0000\n"), std::string::npos);
+  EXPECT_EQ(TokenState("primary"), "login-refused");
+  EXPECT_EQ(TokenState("standby"), "ready");
+  EXPECT_EQ(Health()->getValue<std::string>("status"), "degraded");
+  EXPECT_EQ(TokenLogins("primary"), 1);
+  EXPECT_EQ(TokenStateMetric("primary", "login-refused"), 1);
+  EXPECT_EQ(TokenUp("primary"), 0);
+  EXPECT_EQ(TokenUp("standby"), 1);
+
+  auto client = NewContext("owner");  // the standby's identity
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  EXPECT_TRUE((*client)->CreateKeys(1).ok());
+
+  // The right PIN now in the file: still refused, still one C_Login, however many probe rounds
+  // pass (ten here: each leases one of the standby's sessions). Only a restart reads the PIN again.
+  std::ofstream(pin_file, std::ios::trunc) << testing::kUserPin << "\n";
+  const std::int64_t leases = TokenLeases("standby");
+  ASSERT_TRUE(WaitFor([&] { return TokenLeases("standby") >= leases + 10; }));
+  EXPECT_EQ(TokenState("primary"), "login-refused");
+  EXPECT_EQ(TokenLogins("primary"), 1);
+  EXPECT_EQ(TokenRepairs("primary"), 0);
+}
+
+// kmsd refuses to start only when an organization it serves has no token ready, with an exit
+// status that says why: 77 when every token's PIN was refused, 69 when a token is missing or
+// failing (and none is ready); or when no token has a usable identity (78): here the standby is
+// ready but the identity chain file certifies only the primary's key, and the primary is missing.
+TEST_F(KmsdHsmFaultTest, KmsdRefusesToStartOnlyWithoutAReadyTokenOrAUsableIdentity) {
+  const std::string pin_file = SoftHsmSandbox::Get().WriteFile("kmsd-wrong-both.pin", "0000\n");
+  ASSERT_NO_FATAL_FAILURE(Prepare(2, {{0, pin_file}, {1, pin_file}}));
+  EXPECT_EQ(LaunchRefused(), 77) << Stderr();
+  EXPECT_NE(Stderr().find("no HSM token is ready for organization acme"), std::string::npos)
+      << Stderr();
+  EXPECT_NE(Stderr().find("token 'standby': wrong PIN"), std::string::npos) << Stderr();
+  EXPECT_EQ(Stderr().find("serving"), std::string::npos) << Stderr();
+  labels_.clear();
+
+  ASSERT_NO_FATAL_FAILURE(Prepare(2, {{1, pin_file}}));
+  TakeAway(labels_[0]);
+  EXPECT_EQ(LaunchRefused(), 69) << Stderr();
+  EXPECT_NE(Stderr().find("no HSM token is ready for organization acme"), std::string::npos)
+      << Stderr();
+  EXPECT_NE(Stderr().find("token 'primary' could not be opened at start"), std::string::npos)
+      << Stderr();
+  EXPECT_NE(Stderr().find("token 'standby': wrong PIN"), std::string::npos) << Stderr();
+  PutBack();
+  labels_.clear();
+
+  ASSERT_NO_FATAL_FAILURE(Prepare(2));
+  const std::string d = env().dir().string();
+  fs::remove(dir_ / "identity.pem");
+  testing::ToolSteps steps;
+  steps.Run(KMSCTL_PATH,
+            {"--config", (dir_ / "hsm.ini").string(), "hsm", "certify-identity", "--ca-cert",
+             d + "/ca.pem", "--ca-key", d + "/ca.key", "--host", kHost, "--out",
+             (dir_ / "identity.pem").string(), "--days", "2", "--token", "primary"},
+            SoftHsmEnv());
+  ASSERT_TRUE(steps.error().empty()) << steps.error();
+  TakeAway(labels_[0]);
+  EXPECT_EQ(LaunchRefused(), 78) << Stderr();
+  EXPECT_NE(Stderr().find("no token has a usable identity key now"), std::string::npos) << Stderr();
+  EXPECT_NE(Stderr().find("token 'standby': no chain of the identity chain file certifies its "
+                          "identity key"),
+            std::string::npos)
+      << Stderr();
+  PutBack();
+
+  // A chain file that does not verify stops kmsd whatever its tokens (78).
+  const std::string chains = ReadFile(dir_ / "identity.pem");
+  std::ofstream(dir_ / "identity.pem", std::ios::trunc)
+      << ReadFile(env().dir() / "ca.pem") << chains;
+  EXPECT_EQ(LaunchRefused(), 78) << Stderr();
+  EXPECT_NE(Stderr().find("identity.pem: the identity chain starts with a CA certificate"),
+            std::string::npos)
+      << Stderr();
 }
 
 }  // namespace
