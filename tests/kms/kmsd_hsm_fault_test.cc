@@ -261,6 +261,15 @@ class KmsdHsmFaultTest : public ::testing::Test {
     stderr_reader_.join();
     return status;
   }
+  // Stops kmsd as an operator does (SIGTERM: it finishes, signs a last audit checkpoint and
+  // exits); its exit status.
+  int Stop() {
+    kill(static_cast<pid_t>(kmsd_->id()), SIGTERM);
+    const int status = kmsd_->wait();
+    kmsd_.reset();
+    stderr_reader_.join();
+    return status;
+  }
   void ReadStderr() {
     stderr_reader_ = std::thread([this] {
       Poco::PipeInputStream in(stderr_pipe_);
@@ -690,6 +699,48 @@ TEST_F(KmsdHsmFaultTest, KeysMadeWhileThePrimaryIsAwayAreWrappedForItOnceItIsBac
   EXPECT_EQ(Health()->getValue<std::string>("status"), "degraded");
 }
 
+// Issue 16: a new client (the SDK over HTTPS, /kms/info fetched now) opens a channel and reads its
+// keys while the primary's token directory is away: kmsd publishes the standby's identity,
+// certified for the same host. A context made before, holding the primary's identity, is refused
+// the handshake as identity_unavailable, fetches /kms/info again and reads too. (Before, every new
+// channel was 503 hsm_unavailable until the primary was back: `strongroom read` exited 5.)
+TEST_F(KmsdHsmFaultTest, ANewClientOpensAChannelAndReadsItsKeysWhileThePrimaryIsAway) {
+  Start(2);
+  auto owner = NewContext("owner");
+  ASSERT_TRUE(owner.ok()) << owner.error().ToString();
+  auto keys = (*owner)->CreateKeys(2);
+  ASSERT_TRUE(keys.ok()) << keys.error().ToString();
+  auto resource = (*owner)->CreateResource({"reader"}, {(*keys)[0].uri, (*keys)[1].uri});
+  ASSERT_TRUE(resource.ok()) << resource.error().ToString();
+  auto before = NewContext("reader");  // the primary's identity, no channel yet
+  ASSERT_TRUE(before.ok()) << before.error().ToString();
+
+  TakeAway(labels_[0]);
+  ASSERT_TRUE(WaitFor([&] { return TokenState("primary") == "unavailable"; }))
+      << Ops("/ops/health").second;
+  auto fresh = NewContext("reader");
+  ASSERT_TRUE(fresh.ok()) << fresh.error().ToString();
+  EXPECT_NE(KeyJson((*fresh)->info()), KeyJson(*info_));  // the standby's identity
+  auto read = (*fresh)->RetrieveResourceKeys(resource->uri, {});
+  ASSERT_TRUE(read.ok()) << read.error().ToString();
+  ASSERT_EQ(read->size(), 2u);
+  auto read_before = (*before)->RetrieveResourceKeys(resource->uri, {});
+  ASSERT_TRUE(read_before.ok()) << read_before.error().ToString();
+  EXPECT_EQ(read_before->size(), 2u);
+  EXPECT_EQ((*before)->stats().identity_refreshes, 1);
+  EXPECT_EQ(KeyJson((*before)->info()), KeyJson((*fresh)->info()));
+
+  PutBack();
+  ASSERT_TRUE(WaitFor([&] { return TokenState("primary") == "ready"; }))
+      << Ops("/ops/health").second;
+  auto now = FetchInfo();
+  ASSERT_TRUE(now);
+  EXPECT_EQ(KeyJson(*now), KeyJson(*info_));  // the first token's identity serves again
+  // Clients holding the standby's keep opening channels with it.
+  (*fresh)->Renegotiate();
+  EXPECT_TRUE((*fresh)->Ping().ok());
+}
+
 // kmsd starts without a token whose directory is missing, serves from the other (health
 // degraded, the token unavailable), and opens it by itself once it is back. (Before, kmsd exited
 // 78 at start.)
@@ -859,6 +910,48 @@ TEST_F(KmsdHsmFaultTest, KmsdRefusesToStartOnlyWithoutAReadyTokenOrAUsableIdenti
   EXPECT_NE(Stderr().find("identity.pem: the identity chain starts with a CA certificate"),
             std::string::npos)
       << Stderr();
+}
+
+// Audit checkpoints are signed by the identity in service: the primary's while it is up, the
+// standby's while kmsd runs without it. `kmsctl audit verify` reads every token's identity key and
+// checks each checkpoint against the key it names; with a token down it cannot check that token's
+// checkpoints, and says so (69) rather than calling the log intact or tampered.
+TEST_F(KmsdHsmFaultTest, AuditVerifyChecksCheckpointsSignedByEitherTokensIdentity) {
+  Start(2);
+  auto owner = NewContext("owner");
+  ASSERT_TRUE(owner.ok()) << owner.error().ToString();
+  auto keys = (*owner)->CreateKeys(2);
+  ASSERT_TRUE(keys.ok()) << keys.error().ToString();
+  auto resource = (*owner)->CreateResource({}, {(*keys)[0].uri, (*keys)[1].uri});
+  ASSERT_TRUE(resource.ok()) << resource.error().ToString();
+  ASSERT_TRUE((*owner)->RetrieveResourceKeys(resource->uri, {}).ok());
+  EXPECT_EQ(Stop(), 0) << Stderr();  // a checkpoint signed by the primary's identity
+
+  TakeAway(labels_[0]);
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  auto reader = NewContext("owner");  // the standby's identity
+  ASSERT_TRUE(reader.ok()) << reader.error().ToString();
+  ASSERT_TRUE((*reader)->RetrieveResourceKeys(resource->uri, {}).ok());
+  EXPECT_EQ(Stop(), 0) << Stderr();  // one signed by the standby's
+
+  const std::string ini = (dir_ / "kms.ini").string();
+  const testing::ToolRun away =
+      testing::Tool(KMSCTL_PATH, {"--config", ini, "audit", "verify"}, SoftHsmEnv());
+  EXPECT_EQ(away.exit_code, 69) << away.out << away.err;
+  EXPECT_NE(away.err.find("1 signed checkpoint(s) name an identity key kmsctl could not read"),
+            std::string::npos)
+      << away.err;
+  EXPECT_NE(away.err.find("token 'primary'"), std::string::npos) << away.err;
+
+  PutBack();
+  const testing::ToolRun verified =
+      testing::Tool(KMSCTL_PATH, {"--config", ini, "audit", "verify"}, SoftHsmEnv());
+  ASSERT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_NE(verified.out.find("audit log intact: "), std::string::npos) << verified.out;
+  EXPECT_NE(verified.out.find("identity keys in tokens 'primary', 'standby'"), std::string::npos)
+      << verified.out;
+  EXPECT_NE(verified.out.find("(2 checkpoint(s) checked)"), std::string::npos) << verified.out;
+  EXPECT_NE(verified.out.find("unsigned: 0 records"), std::string::npos) << verified.out;
 }
 
 }  // namespace
