@@ -38,6 +38,21 @@ using http::Response;
 constexpr std::size_t kMaxOperatorName = 64;
 constexpr std::size_t kMaxFailuresShown = 20;
 
+// A job's progress lists its first failures, when they can be read (the counts are there anyway).
+void SetFailures(Object& body, const Result<std::vector<JobFailure>>& failures) {
+  if (!failures.ok()) return;
+  Poco::JSON::Array list;
+  for (const JobFailure& f : *failures) {
+    Object item;
+    item.set("kind", f.kind);
+    item.set("uri", f.uri);
+    item.set("token", f.token);
+    item.set("error", f.error);
+    list.add(item);
+  }
+  body.set("failures", list);
+}
+
 Response JsonResponse(int status, const Object& body) {
   std::ostringstream out;
   body.stringify(out);
@@ -112,11 +127,10 @@ Status CheckServed(hsm::KeyVault& vault, const std::string& org) {
                                          org + ")");
 }
 
-Object ProgressJson(const RewrapProgress& p) {
+// What every job's progress shows.
+Object JobJson(const JobProgress& p) {
   Object o;
   o.set("jobId", p.job_id);
-  o.set("org", p.org);
-  o.set("rootVersion", p.root_version);
   o.set("state", p.state);
   o.set("total", p.total);
   o.set("done", p.done);
@@ -126,6 +140,13 @@ Object ProgressJson(const RewrapProgress& p) {
   o.set("startedMs", p.started_ms);
   o.set("updatedMs", p.updated_ms);
   o.set("lastError", p.last_error);
+  return o;
+}
+
+Object ProgressJson(const RewrapProgress& p) {
+  Object o = JobJson(p);
+  o.set("org", p.org);
+  o.set("rootVersion", p.root_version);
   return o;
 }
 
@@ -136,21 +157,11 @@ Object MissingJson(const MissingWraps& missing) {
 }
 
 Object ReconcileJson(const ReconcileProgress& p, const std::optional<MissingWraps>& missing) {
-  Object o;
-  o.set("jobId", p.job_id);
-  o.set("state", p.state);
+  Object o = JobJson(p);
   o.set("startedBy", p.started_by);
-  o.set("total", p.total);
-  o.set("done", p.done);
-  o.set("failed", p.failed);
-  o.set("remaining", std::max<std::int64_t>(0, p.total - p.done - p.failed));
-  o.set("ratePerSecond", p.rate_per_second);
-  o.set("startedMs", p.started_ms);
-  o.set("updatedMs", p.updated_ms);
   Poco::JSON::Array waiting;
   for (const std::string& token : p.waiting_for) waiting.add(token);
   o.set("waitingFor", waiting);
-  o.set("lastError", p.last_error);
   if (missing) {
     o.set("missing", MissingJson(*missing));
     o.set("countedMs", missing->counted_ms);
@@ -457,14 +468,14 @@ Response OpsServer::PutPolicy(const std::string& org, const std::string& actor,
   const std::int64_t now = Now();
   Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
     SR_RETURN_IF_ERROR(PolicyStore::Put(s, *policy, now));
+    std::string detail = PolicyStore::ToJson(*policy);  // user ids and lifetimes; no secrets
+    if (detail.size() > kMaxAuditField) detail = detail.substr(0, kMaxAuditField - 3) + "...";
     AuditRecord record;
     record.at_ms = now;
     record.org = org;
     record.actor = actor;
     record.action = "policy.update";
     record.outcome = "ok";
-    std::string detail = PolicyStore::ToJson(*policy);  // user ids and lifetimes; no secrets
-    if (detail.size() > kMaxAuditField) detail = detail.substr(0, kMaxAuditField - 3) + "...";
     record.detail = std::move(detail);
     return AuditLog::Append(s, record);
   });
@@ -485,19 +496,7 @@ Response OpsServer::GetRewrap(const std::string& org) {
   if (!job.ok()) return Response(job.error());
   Object body = ProgressJson(*job);
   if (job->failed > 0) {
-    Result<std::vector<RewrapFailure>> failures = jobs_.Failures(job->job_id, kMaxFailuresShown);
-    if (failures.ok()) {
-      Poco::JSON::Array list;
-      for (const RewrapFailure& f : *failures) {
-        Object item;
-        item.set("kind", f.kind);
-        item.set("uri", f.uri);
-        item.set("token", f.token);
-        item.set("error", f.error);
-        list.add(item);
-      }
-      body.set("failures", list);
-    }
+    SetFailures(body, jobs_.Failures(job->job_id, kMaxFailuresShown));
   }
   return JsonResponse(200, body);
 }
@@ -510,20 +509,7 @@ Response OpsServer::GetReconcile() {
   if (!job.ok()) return Response(job.error());
   Object body = ReconcileJson(*job, reconcile_->jobs().last_count());
   if (job->failed > 0) {
-    Result<std::vector<ReconcileFailure>> failures =
-        reconcile_->jobs().Failures(job->job_id, kMaxFailuresShown);
-    if (failures.ok()) {
-      Poco::JSON::Array list;
-      for (const ReconcileFailure& f : *failures) {
-        Object item;
-        item.set("kind", f.kind);
-        item.set("uri", f.uri);
-        item.set("token", f.token);
-        item.set("error", f.error);
-        list.add(item);
-      }
-      body.set("failures", list);
-    }
+    SetFailures(body, reconcile_->jobs().Failures(job->job_id, kMaxFailuresShown));
   }
   return JsonResponse(200, body);
 }

@@ -112,21 +112,10 @@ struct JobRow {
 JobRow JobFromRow(Poco::Data::RecordSet& rows) {
   JobRow row;
   ReconcileProgress& p = row.progress;
-  p.job_id = rows["id"].convert<std::int64_t>();
-  p.state = rows["state"].convert<std::string>();
+  ReadJobProgress(rows, p);
   p.started_by = rows["started_by"].convert<std::string>();
-  p.total = rows["total"].convert<std::int64_t>();
-  p.done = rows["done"].convert<std::int64_t>();
-  p.failed = rows["failed"].convert<std::int64_t>();
-  p.started_ms = rows["started_ms"].convert<std::int64_t>();
-  p.updated_ms = rows["updated_ms"].convert<std::int64_t>();
   const std::set<std::string> waiting = Split(rows["waiting_for"].convert<std::string>());
   p.waiting_for.assign(waiting.begin(), waiting.end());
-  p.last_error = rows["last_error"].convert<std::string>();
-  if (p.updated_ms > p.started_ms) {
-    p.rate_per_second =
-        static_cast<double>(p.done) * 1000.0 / static_cast<double>(p.updated_ms - p.started_ms);
-  }
   row.phase = rows["phase"].convert<std::string>();
   row.cursor = rows["cursor"].convert<std::string>();
   row.blocked = Split(rows["blocked"].convert<std::string>());
@@ -367,26 +356,7 @@ Result<ReconcileProgress> ReconcileJobs::Progress() {
 
 Result<std::vector<ReconcileFailure>> ReconcileJobs::Failures(std::int64_t job_id,
                                                               std::size_t limit) {
-  if (limit == 0 || limit > 1000) {
-    return Error(ErrorCode::kInvalidArgument, "limit must be 1 to 1000");
-  }
-  std::vector<ReconcileFailure> out;
-  const Status listed = db_.WithSession([&](Poco::Data::Session& s) -> Status {
-    Poco::Int64 id = job_id, n = static_cast<Poco::Int64>(limit);
-    Poco::Data::Statement select(s);
-    select << "SELECT kind, uri, token, error FROM reconcile_failures WHERE job_id = ? "
-              "ORDER BY kind, uri, token LIMIT ?",
-        use(id), use(n);
-    select.execute();
-    Poco::Data::RecordSet rows(select);
-    for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-      out.push_back({rows["kind"].convert<std::string>(), rows["uri"].convert<std::string>(),
-                     rows["token"].convert<std::string>(), rows["error"].convert<std::string>()});
-    }
-    return OkStatus();
-  });
-  if (!listed.ok()) return listed.error();
-  return out;
+  return ReadJobFailures(db_, "reconcile_failures", job_id, limit);
 }
 
 Result<SecretBytes> ReconcileJobs::Open(const hsm::KeyBinding& binding,
@@ -709,47 +679,15 @@ ReconcileWorker::ReconcileWorker(ReconcileJobs& jobs, Options options)
         options.batch = std::clamp<std::size_t>(options.batch, 1, kMaxReconcileBatch);
         return options;
       }()),
-      thread_([this] { Loop(); }) {}
+      worker_(options_.interval, [this] { return RunRound(); }) {}
 
-ReconcileWorker::~ReconcileWorker() { Stop(); }
-
-void ReconcileWorker::Wake() {
-  std::lock_guard lock(mutex_);
-  woken_ = true;
-  wake_.notify_one();
-}
-
-void ReconcileWorker::Stop() {
-  {
-    std::lock_guard lock(mutex_);
-    stop_ = true;
-    wake_.notify_one();
-  }
-  if (thread_.joinable()) thread_.join();
-}
-
-std::optional<Error> ReconcileWorker::last_error() const {
-  std::lock_guard lock(mutex_);
-  return last_error_;
-}
-
-void ReconcileWorker::Loop() {
-  for (;;) {
-    {
-      std::lock_guard lock(mutex_);
-      if (stop_) return;
-    }
-    const Status checked = jobs_.Check(options_.busy_recount, options_.idle_recount);
-    Result<ReconcileBatch> batch = jobs_.RunOnce(options_.batch);
-    const bool busy = batch.ok() && batch->job_id && !batch->outage && !batch->finished;
-    std::unique_lock lock(mutex_);
-    last_error_ = !checked.ok() ? std::optional<Error>(checked.error())
-                  : !batch.ok() ? std::optional<Error>(batch.error())
-                                : std::nullopt;
-    if (busy) continue;  // more of the job is waiting
-    wake_.wait_for(lock, options_.interval, [this] { return stop_ || woken_; });
-    woken_ = false;
-  }
+JobWorker::Round ReconcileWorker::RunRound() {
+  const Status checked = jobs_.Check(options_.busy_recount, options_.idle_recount);
+  Result<ReconcileBatch> batch = jobs_.RunOnce(options_.batch);
+  return {.busy = batch.ok() && batch->job_id && !batch->outage && !batch->finished,
+          .error = !checked.ok() ? std::optional<Error>(checked.error())
+                   : !batch.ok() ? std::optional<Error>(batch.error())
+                                 : std::nullopt};
 }
 
 }  // namespace strongroom::kms

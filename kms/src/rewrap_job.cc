@@ -45,20 +45,9 @@ std::vector<std::uint8_t> BlobBytes(Poco::Data::RecordSet& rows, const char* col
 
 RewrapProgress JobFromRow(Poco::Data::RecordSet& rows) {
   RewrapProgress p;
-  p.job_id = rows["id"].convert<std::int64_t>();
+  ReadJobProgress(rows, p);
   p.org = rows["org"].convert<std::string>();
   p.root_version = rows["root_version"].convert<std::uint32_t>();
-  p.state = rows["state"].convert<std::string>();
-  p.total = rows["total"].convert<std::int64_t>();
-  p.done = rows["done"].convert<std::int64_t>();
-  p.failed = rows["failed"].convert<std::int64_t>();
-  p.started_ms = rows["started_ms"].convert<std::int64_t>();
-  p.updated_ms = rows["updated_ms"].convert<std::int64_t>();
-  p.last_error = rows["last_error"].convert<std::string>();
-  if (p.updated_ms > p.started_ms) {
-    p.rate_per_second =
-        static_cast<double>(p.done) * 1000.0 / static_cast<double>(p.updated_ms - p.started_ms);
-  }
   return p;
 }
 
@@ -414,69 +403,19 @@ Result<RewrapProgress> RewrapJobs::Progress(const std::string& org) {
 }
 
 Result<std::vector<RewrapFailure>> RewrapJobs::Failures(std::int64_t job_id, std::size_t limit) {
-  if (limit == 0 || limit > 1000)
-    return Error(ErrorCode::kInvalidArgument, "limit must be 1 to 1000");
-  std::vector<RewrapFailure> out;
-  SR_RETURN_IF_ERROR(db_.WithSession([&](Poco::Data::Session& s) -> Status {
-    Poco::Int64 id = job_id, n = static_cast<Poco::Int64>(limit);
-    Poco::Data::Statement select(s);
-    select << "SELECT kind, uri, token, error FROM rewrap_failures WHERE job_id = ? "
-              "ORDER BY kind, uri, token LIMIT ?",
-        use(id), use(n);
-    select.execute();
-    Poco::Data::RecordSet rows(select);
-    for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-      out.push_back({rows["kind"].convert<std::string>(), rows["uri"].convert<std::string>(),
-                     rows["token"].convert<std::string>(), rows["error"].convert<std::string>()});
-    }
-    return OkStatus();
-  }));
-  return out;
+  return ReadJobFailures(db_, "rewrap_failures", job_id, limit);
 }
 
 RewrapWorker::RewrapWorker(RewrapJobs& jobs, std::chrono::milliseconds idle_interval,
                            std::size_t batch)
     : jobs_(jobs),
-      idle_interval_(idle_interval),
       batch_(std::clamp<std::size_t>(batch, 1, kMaxRewrapBatch)),
-      thread_([this] { Loop(); }) {}
+      worker_(idle_interval, [this] { return RunRound(); }) {}
 
-RewrapWorker::~RewrapWorker() { Stop(); }
-
-void RewrapWorker::Wake() {
-  std::lock_guard lock(mutex_);
-  woken_ = true;
-  wake_.notify_one();
-}
-
-void RewrapWorker::Stop() {
-  {
-    std::lock_guard lock(mutex_);
-    stop_ = true;
-    wake_.notify_one();
-  }
-  if (thread_.joinable()) thread_.join();
-}
-
-std::optional<Error> RewrapWorker::last_error() const {
-  std::lock_guard lock(mutex_);
-  return last_error_;
-}
-
-void RewrapWorker::Loop() {
-  for (;;) {
-    {
-      std::lock_guard lock(mutex_);
-      if (stop_) return;
-    }
-    Result<RewrapBatch> batch = jobs_.RunOnce(batch_);
-    const bool busy = batch.ok() && batch->job_id && !batch->outage;
-    std::unique_lock lock(mutex_);
-    last_error_ = batch.ok() ? std::nullopt : std::optional<Error>(batch.error());
-    if (busy) continue;  // more of the job is waiting
-    wake_.wait_for(lock, idle_interval_, [this] { return stop_ || woken_; });
-    woken_ = false;
-  }
+JobWorker::Round RewrapWorker::RunRound() {
+  Result<RewrapBatch> batch = jobs_.RunOnce(batch_);
+  if (!batch.ok()) return {.busy = false, .error = batch.error()};
+  return {.busy = batch->job_id && !batch->outage, .error = std::nullopt};
 }
 
 }  // namespace strongroom::kms

@@ -46,7 +46,6 @@
 #include <Poco/Data/Session.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -54,13 +53,13 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/hsm/key_vault.h"
+#include "strongroom/kms/background_job.h"
 
 namespace strongroom::kms {
 
@@ -79,26 +78,14 @@ struct MissingWraps {
   std::int64_t of(const std::string& token) const;
 };
 
-struct ReconcileProgress {
-  std::int64_t job_id = 0;
-  std::string state;        // "running", "waiting", "done" or "failed"
-  std::string started_by;   // "kms" (started by itself) or the operator
-  std::int64_t total = 0;   // wraps missing when the job, or its latest round, began
-  std::int64_t done = 0;    // wraps added
-  std::int64_t failed = 0;  // wraps given up on (see reconcile_failures)
-  double rate_per_second = 0;
-  std::int64_t started_ms = 0;
-  std::int64_t updated_ms = 0;
+// state: "running", "waiting", "done" or "failed"; total: the wraps missing when the job, or its
+// latest round, began; done: the wraps added; failed: those given up on (reconcile_failures).
+struct ReconcileProgress : JobProgress {
+  std::string started_by;                // "kms" (started by itself) or the operator
   std::vector<std::string> waiting_for;  // with "waiting": the tokens it needs back
-  std::string last_error;                // for operators; never secrets
 };
 
-struct ReconcileFailure {
-  std::string kind;  // "key" or "ephemeral"
-  std::string uri;
-  std::string token;  // the token the key could not be wrapped for
-  std::string error;
-};
+using ReconcileFailure = JobFailure;
 
 // What one RunOnce did.
 struct ReconcileBatch {
@@ -174,27 +161,21 @@ class ReconcileWorker {
 
   explicit ReconcileWorker(ReconcileJobs& jobs) : ReconcileWorker(jobs, Options{}) {}
   ReconcileWorker(ReconcileJobs& jobs, Options options);
-  ~ReconcileWorker();  // stops and joins
   ReconcileWorker(const ReconcileWorker&) = delete;
   ReconcileWorker& operator=(const ReconcileWorker&) = delete;
 
   ReconcileJobs& jobs() const { return jobs_; }
-  void Wake();
-  void Stop();
+  void Wake() { worker_.Wake(); }
+  void Stop() { worker_.Stop(); }
   // The last error Check or RunOnce returned (a database outage), if the last round failed.
-  std::optional<Error> last_error() const;
+  std::optional<Error> last_error() const { return worker_.last_error(); }
 
  private:
-  void Loop();
+  JobWorker::Round RunRound();
 
   ReconcileJobs& jobs_;
   const Options options_;
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stop_ = false;
-  bool woken_ = false;
-  std::optional<Error> last_error_;
-  std::thread thread_;  // last: started once the members above exist
+  JobWorker worker_;  // last: its thread runs RunRound; stopped first
 };
 
 }  // namespace strongroom::kms

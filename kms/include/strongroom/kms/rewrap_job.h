@@ -28,19 +28,18 @@
 #define STRONGROOM_KMS_REWRAP_JOB_H_
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/hsm/key_vault.h"
+#include "strongroom/kms/background_job.h"
 
 namespace strongroom::kms {
 
@@ -48,26 +47,14 @@ inline constexpr std::size_t kDefaultRewrapBatch = 256;
 inline constexpr std::size_t kMaxRewrapBatch = 4096;
 inline constexpr std::size_t kMaxActorBytes = 256;
 
-struct RewrapProgress {
-  std::int64_t job_id = 0;
+// state: "running", "done", "failed" or "superseded"; total: the blobs below the current version
+// when the job started; done: those re-wrapped; failed: those that could not be (rewrap_failures).
+struct RewrapProgress : JobProgress {
   std::string org;
   std::uint32_t root_version = 0;  // the version the job re-wraps to
-  std::string state;               // "running", "done", "failed" or "superseded"
-  std::int64_t total = 0;          // blobs below the current version when the job started
-  std::int64_t done = 0;           // blobs re-wrapped
-  std::int64_t failed = 0;         // blobs that could not be re-wrapped (see rewrap_failures)
-  double rate_per_second = 0;      // done per second between started and updated
-  std::int64_t started_ms = 0;
-  std::int64_t updated_ms = 0;
-  std::string last_error;  // the last failure or outage, for operators; never secrets
 };
 
-struct RewrapFailure {
-  std::string kind;  // "key" or "ephemeral"
-  std::string uri;
-  std::string token;
-  std::string error;
-};
+using RewrapFailure = JobFailure;
 
 // What one RunOnce did.
 struct RewrapBatch {
@@ -113,27 +100,20 @@ class RewrapWorker {
  public:
   RewrapWorker(RewrapJobs& jobs, std::chrono::milliseconds idle_interval,
                std::size_t batch = kDefaultRewrapBatch);
-  ~RewrapWorker();  // stops and joins
   RewrapWorker(const RewrapWorker&) = delete;
   RewrapWorker& operator=(const RewrapWorker&) = delete;
 
-  void Wake();
-  void Stop();
+  void Wake() { worker_.Wake(); }
+  void Stop() { worker_.Stop(); }
   // The last error RunOnce returned (a database outage), if the last call failed.
-  std::optional<Error> last_error() const;
+  std::optional<Error> last_error() const { return worker_.last_error(); }
 
  private:
-  void Loop();
+  JobWorker::Round RunRound();
 
   RewrapJobs& jobs_;
-  const std::chrono::milliseconds idle_interval_;
   const std::size_t batch_;
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stop_ = false;
-  bool woken_ = false;
-  std::optional<Error> last_error_;
-  std::thread thread_;  // last: started once the members above exist
+  JobWorker worker_;  // last: its thread runs RunRound; stopped first
 };
 
 }  // namespace strongroom::kms

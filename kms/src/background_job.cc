@@ -1,0 +1,88 @@
+#include "strongroom/kms/background_job.h"
+
+#include <Poco/Data/RecordSet.h>
+#include <Poco/Data/Statement.h>
+
+#include <utility>
+
+namespace strongroom::kms {
+
+void ReadJobProgress(Poco::Data::RecordSet& rows, JobProgress& p) {
+  p.job_id = rows["id"].convert<std::int64_t>();
+  p.state = rows["state"].convert<std::string>();
+  p.total = rows["total"].convert<std::int64_t>();
+  p.done = rows["done"].convert<std::int64_t>();
+  p.failed = rows["failed"].convert<std::int64_t>();
+  p.started_ms = rows["started_ms"].convert<std::int64_t>();
+  p.updated_ms = rows["updated_ms"].convert<std::int64_t>();
+  p.last_error = rows["last_error"].convert<std::string>();
+  if (p.updated_ms > p.started_ms) {
+    p.rate_per_second =
+        static_cast<double>(p.done) * 1000.0 / static_cast<double>(p.updated_ms - p.started_ms);
+  }
+}
+
+Result<std::vector<JobFailure>> ReadJobFailures(Database& db, std::string_view table,
+                                                std::int64_t job_id, std::size_t limit) {
+  if (limit == 0 || limit > 1000) {
+    return Error(ErrorCode::kInvalidArgument, "limit must be 1 to 1000");
+  }
+  std::vector<JobFailure> out;
+  SR_RETURN_IF_ERROR(db.WithSession([&](Poco::Data::Session& s) -> Status {
+    Poco::Int64 id = job_id, n = static_cast<Poco::Int64>(limit);
+    Poco::Data::Statement select(s);
+    select << "SELECT kind, uri, token, error FROM " << std::string(table)
+           << " WHERE job_id = ? ORDER BY kind, uri, token LIMIT ?",
+        Poco::Data::Keywords::use(id), Poco::Data::Keywords::use(n);
+    select.execute();
+    Poco::Data::RecordSet rows(select);
+    for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+      out.push_back({rows["kind"].convert<std::string>(), rows["uri"].convert<std::string>(),
+                     rows["token"].convert<std::string>(), rows["error"].convert<std::string>()});
+    }
+    return OkStatus();
+  }));
+  return out;
+}
+
+JobWorker::JobWorker(std::chrono::milliseconds interval, RunRound run_round)
+    : interval_(interval), run_round_(std::move(run_round)), thread_([this] { Loop(); }) {}
+
+JobWorker::~JobWorker() { Stop(); }
+
+void JobWorker::Wake() {
+  std::lock_guard lock(mutex_);
+  woken_ = true;
+  wake_.notify_one();
+}
+
+void JobWorker::Stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+    wake_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::optional<Error> JobWorker::last_error() const {
+  std::lock_guard lock(mutex_);
+  return last_error_;
+}
+
+void JobWorker::Loop() {
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stop_) return;
+    }
+    Round round = run_round_();
+    std::unique_lock lock(mutex_);
+    last_error_ = std::move(round.error);
+    if (round.busy) continue;  // more of the job is waiting
+    wake_.wait_for(lock, interval_, [this] { return stop_ || woken_; });
+    woken_ = false;
+  }
+}
+
+}  // namespace strongroom::kms
