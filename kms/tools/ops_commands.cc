@@ -207,7 +207,8 @@ Status PrintJson(const std::string& body, std::ostream& out) {
   return OkStatus();
 }
 
-std::string ProgressLine(const Object& p) {
+// "D/T <what> (P%), F failed, R/s": the counts every job's progress line shows.
+std::string JobCounts(const Object& p, const std::string& what) {
   const auto total = p.getValue<std::int64_t>("total");
   const auto done = p.getValue<std::int64_t>("done");
   const auto failed = p.getValue<std::int64_t>("failed");
@@ -217,63 +218,27 @@ std::string ProgressLine(const Object& p) {
       total == 0 ? 100.0 : 100.0 * static_cast<double>(done + failed) / static_cast<double>(total));
   char rate[32];
   std::snprintf(rate, sizeof rate, "%.1f", p.getValue<double>("ratePerSecond"));
-  std::string line = "rewrap " + p.getValue<std::string>("org") + " job " +
-                     std::to_string(p.getValue<std::int64_t>("jobId")) + " to root v" +
-                     std::to_string(p.getValue<std::int64_t>("rootVersion")) + ": " +
-                     p.getValue<std::string>("state") + ", " + std::to_string(done) + "/" +
-                     std::to_string(total) + " re-wrapped (" + percent + "%), " +
-                     std::to_string(failed) + " failed, " + rate + "/s";
+  return std::to_string(done) + "/" + std::to_string(total) + " " + what + " (" + percent + "%), " +
+         std::to_string(failed) + " failed, " + rate + "/s";
+}
+
+std::string WithLastError(std::string line, const Object& p) {
   const std::string last_error = p.optValue<std::string>("lastError", "");
   if (!last_error.empty()) line += "; last error: " + last_error;
   return line;
 }
 
-Status Rewrap(OpsClient& client, const std::string& org, const OpsOptions& ops, std::ostream& out) {
-  for (;;) {
-    SR_ASSIGN_OR_RETURN(Answer answer, client.Call("GET", "/ops/orgs/" + org + "/rewrap"));
-    Object::Ptr p;
-    try {
-      Poco::JSON::Parser parser;
-      p = parser.parse(answer.body).extract<Object::Ptr>();
-    } catch (const Poco::Exception&) {
-      return Error(ErrorCode::kInternal, "kmsd answered something that is not JSON");
-    }
-    out << ProgressLine(*p) << std::endl;
-    const std::string state = p->getValue<std::string>("state");
-    if (state == "running" && ops.wait) {
-      std::this_thread::sleep_for(ops.interval);
-      continue;
-    }
-    if (state == "failed") {
-      if (auto failures = p->getArray("failures")) {
-        for (std::size_t i = 0; i < failures->size(); ++i) {
-          out << "  failed: "
-              << failures->getObject(static_cast<unsigned>(i))->getValue<std::string>("error")
-              << "\n";
-        }
-      }
-      return Error(ErrorCode::kDataLoss,
-                   std::to_string(p->getValue<std::int64_t>("failed")) + " blobs of " + org +
-                       " could not be re-wrapped; they still need the old root version");
-    }
-    return OkStatus();
-  }
+std::string ProgressLine(const Object& p) {
+  return WithLastError("rewrap " + p.getValue<std::string>("org") + " job " +
+                           std::to_string(p.getValue<std::int64_t>("jobId")) + " to root v" +
+                           std::to_string(p.getValue<std::int64_t>("rootVersion")) + ": " +
+                           p.getValue<std::string>("state") + ", " + JobCounts(p, "re-wrapped"),
+                       p);
 }
 
 std::string ReconcileLine(const Object& p) {
-  const auto total = p.getValue<std::int64_t>("total");
-  const auto done = p.getValue<std::int64_t>("done");
-  const auto failed = p.getValue<std::int64_t>("failed");
-  char percent[16];
-  std::snprintf(
-      percent, sizeof percent, "%.1f",
-      total == 0 ? 100.0 : 100.0 * static_cast<double>(done + failed) / static_cast<double>(total));
-  char rate[32];
-  std::snprintf(rate, sizeof rate, "%.1f", p.getValue<double>("ratePerSecond"));
   std::string line = "reconcile job " + std::to_string(p.getValue<std::int64_t>("jobId")) + ": " +
-                     p.getValue<std::string>("state") + ", " + std::to_string(done) + "/" +
-                     std::to_string(total) + " wraps added (" + percent + "%), " +
-                     std::to_string(failed) + " failed, " + rate + "/s";
+                     p.getValue<std::string>("state") + ", " + JobCounts(p, "wraps added");
   if (Object::Ptr missing = p.getObject("missing")) {
     std::string counts;
     std::vector<std::string> names;
@@ -284,19 +249,16 @@ std::string ReconcileLine(const Object& p) {
     }
     line += "; missing now: " + counts;
   }
-  const std::string last_error = p.optValue<std::string>("lastError", "");
-  if (!last_error.empty()) line += "; last error: " + last_error;
-  return line;
+  return WithLastError(std::move(line), p);
 }
 
-Status Reconcile(OpsClient& client, bool start, const OpsOptions& ops, std::ostream& out) {
-  if (start) {
-    // 202: a new job; 200: the active one, resumed at once if it was waiting.
-    SR_ASSIGN_OR_RETURN(Answer started, client.Call("POST", "/ops/reconcile"));
-    (void)started;
-  }
+// Reads a job's progress at `path`, one line each time, until it no longer runs (or once, without
+// --wait), then lists the failures of a failed job. Returns the last progress read.
+Result<Object::Ptr> FollowJob(OpsClient& client, const std::string& path,
+                              std::string (*line)(const Object&), const OpsOptions& ops,
+                              std::ostream& out) {
   for (;;) {
-    SR_ASSIGN_OR_RETURN(Answer answer, client.Call("GET", "/ops/reconcile"));
+    SR_ASSIGN_OR_RETURN(Answer answer, client.Call("GET", path));
     Object::Ptr p;
     try {
       Poco::JSON::Parser parser;
@@ -304,7 +266,7 @@ Status Reconcile(OpsClient& client, bool start, const OpsOptions& ops, std::ostr
     } catch (const Poco::Exception&) {
       return Error(ErrorCode::kInternal, "kmsd answered something that is not JSON");
     }
-    out << ReconcileLine(*p) << std::endl;
+    out << line(*p) << std::endl;
     const std::string state = p->getValue<std::string>("state");
     if (state == "running" && ops.wait) {
       std::this_thread::sleep_for(ops.interval);
@@ -318,25 +280,49 @@ Status Reconcile(OpsClient& client, bool start, const OpsOptions& ops, std::ostr
               << "\n";
         }
       }
-      return Error(ErrorCode::kDataLoss,
-                   std::to_string(p->getValue<std::int64_t>("failed")) +
-                       " wraps could not be added: no configured token can open those keys");
     }
-    if (state == "waiting") {
-      std::string tokens;
-      if (auto waiting = p->getArray("waitingFor")) {
-        for (std::size_t i = 0; i < waiting->size(); ++i) {
-          tokens += (tokens.empty() ? "" : ", ") +
-                    waiting->getElement<std::string>(static_cast<unsigned>(i));
-        }
-      }
-      return Error(ErrorCode::kUnavailable,
-                   "the reconciliation waits for " +
-                       (tokens.empty() ? std::string("the tokens") : "token(s) " + tokens) +
-                       " (kmsctl ops health, kmsctl hsm check)");
-    }
-    return OkStatus();
+    return p;
   }
+}
+
+Status Rewrap(OpsClient& client, const std::string& org, const OpsOptions& ops, std::ostream& out) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr p,
+                      FollowJob(client, "/ops/orgs/" + org + "/rewrap", ProgressLine, ops, out));
+  if (p->getValue<std::string>("state") == "failed") {
+    return Error(ErrorCode::kDataLoss,
+                 std::to_string(p->getValue<std::int64_t>("failed")) + " blobs of " + org +
+                     " could not be re-wrapped; they still need the old root version");
+  }
+  return OkStatus();
+}
+
+Status Reconcile(OpsClient& client, bool start, const OpsOptions& ops, std::ostream& out) {
+  if (start) {
+    // 202: a new job; 200: the active one, resumed at once if it was waiting.
+    SR_ASSIGN_OR_RETURN(Answer started, client.Call("POST", "/ops/reconcile"));
+    (void)started;
+  }
+  SR_ASSIGN_OR_RETURN(Object::Ptr p, FollowJob(client, "/ops/reconcile", ReconcileLine, ops, out));
+  const std::string state = p->getValue<std::string>("state");
+  if (state == "failed") {
+    return Error(ErrorCode::kDataLoss,
+                 std::to_string(p->getValue<std::int64_t>("failed")) +
+                     " wraps could not be added: no configured token can open those keys");
+  }
+  if (state == "waiting") {
+    std::string tokens;
+    if (auto waiting = p->getArray("waitingFor")) {
+      for (std::size_t i = 0; i < waiting->size(); ++i) {
+        tokens += (tokens.empty() ? "" : ", ") +
+                  waiting->getElement<std::string>(static_cast<unsigned>(i));
+      }
+    }
+    return Error(ErrorCode::kUnavailable,
+                 "the reconciliation waits for " +
+                     (tokens.empty() ? std::string("the tokens") : "token(s) " + tokens) +
+                     " (kmsctl ops health, kmsctl hsm check)");
+  }
+  return OkStatus();
 }
 
 }  // namespace
