@@ -41,11 +41,8 @@ Result<JwtSettings> ReadJwtSettings(const Poco::Util::AbstractConfiguration& con
   if (config.hasProperty("jwt.audience")) {
     SR_ASSIGN_OR_RETURN(out.audience, RequiredSetting(config, "jwt.audience", "token audience"));
   }
-  SR_ASSIGN_OR_RETURN(
-      std::uint64_t skew,
-      UnsignedSetting(config, "jwt.skew_s", static_cast<std::uint64_t>(out.skew.count()), 0,
-                      static_cast<std::uint64_t>(kMaxClockSkew.count())));
-  out.skew = std::chrono::seconds(skew);
+  SR_ASSIGN_OR_RETURN(out.skew, DurationSetting(config, "jwt.skew_s", out.skew, 0,
+                                                static_cast<std::uint64_t>(kMaxClockSkew.count())));
 
   std::set<std::string> seen_issuers;
   for (const std::string& name : names) {

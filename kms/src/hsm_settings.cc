@@ -80,10 +80,8 @@ Result<hsm::HsmConfig> ReadHsmSettings(const Poco::Util::AbstractConfiguration& 
                         UnsignedSetting(config, section + ".pool_size", token.pool_size, 1, 1024));
     token.pool_size = pool;
     SR_ASSIGN_OR_RETURN(
-        std::uint64_t timeout,
-        UnsignedSetting(config, section + ".acquire_timeout_ms",
-                        static_cast<std::uint64_t>(token.acquire_timeout.count()), 1, 600000));
-    token.acquire_timeout = std::chrono::milliseconds(timeout);
+        token.acquire_timeout,
+        DurationSetting(config, section + ".acquire_timeout_ms", token.acquire_timeout, 1, 600000));
     SR_ASSIGN_OR_RETURN(token.session_copies,
                         BoolSetting(config, section + ".session_copies", token.session_copies));
     SR_ASSIGN_OR_RETURN(token.wrap_limit,

@@ -47,11 +47,8 @@ Result<std::optional<KmsdRelaySettings>> ReadRelaySettings(const AbstractConfigu
                       RequiredSetting(config, "relay.token_file", "relay token file"));
   SR_ASSIGN_OR_RETURN(relay.connections,
                       UnsignedSetting(config, "relay.connections", relay.connections, 1, 64));
-  SR_ASSIGN_OR_RETURN(
-      std::uint64_t idle_s,
-      UnsignedSetting(config, "relay.idle_timeout_s",
-                      static_cast<std::uint64_t>(relay.idle_timeout.count()), 10, 3600));
-  relay.idle_timeout = std::chrono::seconds(static_cast<std::int64_t>(idle_s));
+  SR_ASSIGN_OR_RETURN(relay.idle_timeout, DurationSetting(config, "relay.idle_timeout_s",
+                                                          relay.idle_timeout, 10, 3600));
   return std::optional<KmsdRelaySettings>(std::move(relay));
 }
 
@@ -102,18 +99,12 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
                       UnsignedSetting(config, "kms.max_in_flight", out.max_in_flight, 1, 4096));
   SR_ASSIGN_OR_RETURN(out.max_queued,
                       UnsignedSetting(config, "kms.max_queued", out.max_queued, 0, 65536));
-  SR_ASSIGN_OR_RETURN(
-      std::uint64_t queue_wait_ms,
-      UnsignedSetting(config, "kms.queue_wait_ms",
-                      static_cast<std::uint64_t>(out.queue_wait.count()), 0, 10000));
-  out.queue_wait = std::chrono::milliseconds(static_cast<std::int64_t>(queue_wait_ms));
+  SR_ASSIGN_OR_RETURN(out.queue_wait,
+                      DurationSetting(config, "kms.queue_wait_ms", out.queue_wait, 0, 10000));
   SR_ASSIGN_OR_RETURN(out.key_cache_entries, UnsignedSetting(config, "kms.key_cache_entries",
                                                              out.key_cache_entries, 0, 10'000'000));
-  SR_ASSIGN_OR_RETURN(
-      std::uint64_t key_cache_age_s,
-      UnsignedSetting(config, "kms.key_cache_age_s",
-                      static_cast<std::size_t>(out.key_cache_age.count()), 1, 86400));
-  out.key_cache_age = std::chrono::seconds(static_cast<std::int64_t>(key_cache_age_s));
+  SR_ASSIGN_OR_RETURN(out.key_cache_age,
+                      DurationSetting(config, "kms.key_cache_age_s", out.key_cache_age, 1, 86400));
   SR_ASSIGN_OR_RETURN(out.metadata_cache_entries,
                       UnsignedSetting(config, "kms.metadata_cache_entries",
                                       out.metadata_cache_entries, 0, 10'000'000));

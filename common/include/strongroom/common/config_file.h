@@ -9,6 +9,7 @@
 #include <Poco/Util/AbstractConfiguration.h>
 #include <Poco/Util/IniFileConfiguration.h>
 
+#include <chrono>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -47,6 +48,18 @@ Result<std::vector<std::string>> NameListSetting(const Poco::Util::AbstractConfi
 Result<std::uint64_t> UnsignedSetting(const Poco::Util::AbstractConfiguration& config,
                                       const std::string& key, std::uint64_t fallback,
                                       std::uint64_t min, std::uint64_t max);
+
+// A duration given in whole units of `Duration` (a `*_s` or `*_ms` setting): `fallback` when
+// absent; otherwise from min to max of those units.
+template <typename Duration>
+Result<Duration> DurationSetting(const Poco::Util::AbstractConfiguration& config,
+                                 const std::string& key, Duration fallback, std::uint64_t min,
+                                 std::uint64_t max) {
+  SR_ASSIGN_OR_RETURN(
+      std::uint64_t n,
+      UnsignedSetting(config, key, static_cast<std::uint64_t>(fallback.count()), min, max));
+  return Duration(static_cast<typename Duration::rep>(n));
+}
 
 // "host:port" or "[v6-address]:port" (port 0 = any free port); the error names `key`.
 struct ListenAddress {
