@@ -93,6 +93,19 @@ void HttpsClient::Reset() {
   session_.reset();
 }
 
+Poco::Net::HTTPRequest HttpsClient::Connect(const std::string& method, const std::string& target,
+                                            const std::string& bearer) {
+  if (!session_) {
+    session_ = std::make_unique<Poco::Net::HTTPSClientSession>(host_, port_, context_);
+    session_->setKeepAlive(true);
+    session_->setTimeout(Poco::Timespan(timeout_.count(), 0));
+  }
+  Poco::Net::HTTPRequest request(method, target, Poco::Net::HTTPMessage::HTTP_1_1);
+  request.setKeepAlive(true);
+  if (!bearer.empty()) request.set("Authorization", "Bearer " + bearer);
+  return request;
+}
+
 Result<HttpAnswer> HttpsClient::Exchange(const std::string& method, const std::string& target,
                                          const std::string& bearer, const std::string& content_type,
                                          const std::string& body, std::size_t max_answer) {
@@ -100,14 +113,7 @@ Result<HttpAnswer> HttpsClient::Exchange(const std::string& method, const std::s
     const bool reused = session_ && session_->connected();
     bool answered = false;
     try {
-      if (!session_) {
-        session_ = std::make_unique<Poco::Net::HTTPSClientSession>(host_, port_, context_);
-        session_->setKeepAlive(true);
-        session_->setTimeout(Poco::Timespan(timeout_.count(), 0));
-      }
-      Poco::Net::HTTPRequest request(method, target, Poco::Net::HTTPMessage::HTTP_1_1);
-      request.setKeepAlive(true);
-      if (!bearer.empty()) request.set("Authorization", "Bearer " + bearer);
+      Poco::Net::HTTPRequest request = Connect(method, target, bearer);
       const bool has_body = !body.empty() || method == Poco::Net::HTTPRequest::HTTP_POST ||
                             method == Poco::Net::HTTPRequest::HTTP_PUT;
       if (has_body) {
@@ -149,12 +155,7 @@ Result<HttpAnswer> HttpsClient::Stream(const std::string& method, const std::str
   Reset();  // a fresh connection: a streamed body cannot be sent again
   const std::string path = target.substr(0, target.find('?'));
   try {
-    session_ = std::make_unique<Poco::Net::HTTPSClientSession>(host_, port_, context_);
-    session_->setKeepAlive(true);
-    session_->setTimeout(Poco::Timespan(timeout_.count(), 0));
-    Poco::Net::HTTPRequest request(method, target, Poco::Net::HTTPMessage::HTTP_1_1);
-    request.setKeepAlive(true);
-    if (!bearer.empty()) request.set("Authorization", "Bearer " + bearer);
+    Poco::Net::HTTPRequest request = Connect(method, target, bearer);
     if (write) {
       if (!content_type.empty()) request.setContentType(content_type);
       request.setContentLength64(static_cast<Poco::Int64>(length));

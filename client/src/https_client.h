@@ -7,6 +7,7 @@
 #define STRONGROOM_CLIENT_SRC_HTTPS_CLIENT_H_
 
 #include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPRequest.h>
 
 #include <chrono>
 #include <cstdint>
@@ -68,6 +69,9 @@ class HttpsClient {
   HttpsClient(std::string host, std::uint16_t port, Poco::Net::Context::Ptr context,
               std::chrono::seconds timeout, std::string what);
   void Reset();
+  // A new connection (session_), and a keep-alive request on it with the bearer token, if any.
+  Poco::Net::HTTPRequest Connect(const std::string& method, const std::string& target,
+                                 const std::string& bearer);
 
   std::string host_;
   std::uint16_t port_;
