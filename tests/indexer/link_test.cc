@@ -1,4 +1,4 @@
-// The indexer's text library links the common base, ICU and libstemmer only
+// The indexer's text library links the common base, ICU, libstemmer and libcrypto only
 // (docs/architecture.md): no Poco networking, data, configuration or JSON library, no libssl and
 // no PKCS#11 code comes with strongroom::indexer_text.
 #include <gtest/gtest.h>
@@ -16,7 +16,7 @@ using strongroom::testing::ToolRun;
 TEST(IndexerTextLinkTest, BringsOnlyTheBaseIcuAndLibstemmer) {
   ToolRun needed = Tool("/usr/bin/readelf", {"-d", SR_INDEXER_TEXT_LINK_PROBE_PATH});
   ASSERT_EQ(needed.exit_code, 0) << needed.err;
-  for (const std::string wanted : {"libicuuc", "libicui18n", "libstemmer"}) {
+  for (const std::string wanted : {"libicuuc", "libicui18n", "libstemmer", "libcrypto"}) {
     EXPECT_NE(needed.out.find(wanted), std::string::npos) << "no " << wanted << ":\n" << needed.out;
   }
   for (const std::string forbidden :
