@@ -10,6 +10,8 @@
 #include <cctype>
 #include <iostream>
 #include <sstream>
+#include <string_view>
+#include <vector>
 
 #include "strongroom/common/http_support.h"
 
@@ -17,12 +19,49 @@ namespace strongroom::http {
 
 // --- Request -----------------------------------------------------------------------------------
 
+namespace {
+
+// The path of a request target as sent (origin form "/a/b?q", or absolute form
+// "https://host/a/b?q"), still percent-encoded.
+std::string_view RawPath(std::string_view target) {
+  if (!target.empty() && target.front() != '/') {
+    const std::size_t scheme = target.find("://");
+    if (scheme != std::string_view::npos) {
+      const std::size_t path = target.find('/', scheme + 3);
+      target = path == std::string_view::npos ? std::string_view() : target.substr(path);
+    }
+  }
+  return target.substr(0, target.find_first_of("?#"));
+}
+
+// The path's segments, split where the target has a '/' and only then percent-decoded, so an
+// encoded slash ("%2F") stays inside its segment instead of starting another (a target such as
+// /v1/conversations/ID%2Fparticipants names one odd id, not the participants route). Empty
+// segments are dropped, as before. Throws Poco::SyntaxException on a bad escape.
+std::vector<std::string> DecodedSegments(std::string_view path) {
+  std::vector<std::string> segments;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    if (end > start) {
+      std::string segment;
+      Poco::URI::decode(std::string(path.substr(start, end - start)), segment);
+      segments.push_back(std::move(segment));
+    }
+    start = end + 1;
+  }
+  return segments;
+}
+
+}  // namespace
+
 Request::Request(const Poco::Net::HTTPRequest& head, std::istream& body,
                  Poco::Net::SocketAddress peer)
     : head_(head), body_(body), peer_(std::move(peer)) {
   try {
-    const Poco::URI uri(head.getURI());
-    uri.getPathSegments(segments_);
+    const Poco::URI uri(head.getURI());  // refuses a malformed target
+    segments_ = DecodedSegments(RawPath(head.getURI()));
     query_ = uri.getRawQuery();
   } catch (const Poco::SyntaxException&) {
     valid_target_ = false;

@@ -139,6 +139,29 @@ TEST(RouterTest, ParamsAreTheDecodedSegmentsTheirPatternMatched) {
   EXPECT_EQ(request.view().param("none"), "");
 }
 
+// An encoded slash is part of its segment: it neither starts another segment (which would let a
+// target reach a route its raw path does not name) nor disappears.
+TEST(RouterTest, AnEncodedSlashStaysInItsSegment) {
+  TestEndpoint endpoint;
+  TestRequest split("GET", "/things/a%2Fparts%2Fc");
+  Response answer = Answer(endpoint, split.view());
+  EXPECT_EQ(answer.status, 404) << answer.body;  // one segment after /things, not three
+  ASSERT_EQ(split.view().segments().size(), 2u);
+  EXPECT_EQ(split.view().segments()[1], "a/parts/c");
+
+  TestRequest inside("GET", "/things/a%2fb/parts/c%2F");
+  answer = Answer(endpoint, inside.view());
+  ASSERT_EQ(answer.status, 200) << answer.body;
+  EXPECT_EQ(Parse(answer.body)->getValue<std::string>("id"), "a/b");
+  EXPECT_EQ(Parse(answer.body)->getValue<std::string>("part"), "c/");
+
+  TestRequest absolute("GET", "https://127.0.0.1:1/things/x%2Fy/parts/z?q=1");
+  answer = Answer(endpoint, absolute.view());
+  ASSERT_EQ(answer.status, 200) << answer.body;
+  EXPECT_EQ(Parse(answer.body)->getValue<std::string>("id"), "x/y");
+  EXPECT_EQ(absolute.view().query(), "q=1");
+}
+
 TEST(RouterTest, AnExceptionIs500JsonThatDoesNotLeakItsMessage) {
   TestEndpoint endpoint;
   TestRequest request("GET", "/fail");

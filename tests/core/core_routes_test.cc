@@ -180,6 +180,18 @@ TEST_F(CoreRoutesTest, AConversationIsCreatedListedAndShownToItsParticipantsOnly
   EXPECT_EQ(Call("GET", "/v1/conversations?limit=x", kAlice).status, 400);
 }
 
+// A percent-encoded slash does not start a segment of its own: the target below names one
+// conversation whose id holds a slash, not the participants route of the conversation before it.
+TEST_F(CoreRoutesTest, AnEncodedSlashDoesNotReachAnotherRoute) {
+  const std::string id = CreateConversation();
+  const std::string body = "{\"userIds\":[\"" + std::string(kBob) + "\"]}";
+  http::Response added = Call("POST", "/v1/conversations/" + id + "%2Fparticipants", kAlice, body);
+  EXPECT_EQ(added.status, 405) << added.body;  // GET /v1/conversations/{id} only
+  http::Response shown = Call("GET", "/v1/conversations/" + id + "%2Fparticipants", kAlice);
+  EXPECT_NE(shown.status, 200) << shown.body;
+  EXPECT_EQ(Call("GET", "/v1/conversations/" + id, kBob).status, 404);  // bob was not added
+}
+
 TEST_F(CoreRoutesTest, KnownPathsWithAnotherMethodAre405WithAllowAndOthers404) {
   const struct {
     const char* method;
