@@ -5,6 +5,7 @@
 #include <map>
 #include <utility>
 
+#include "cryptoki.h"
 #include "strongroom/hsm/ck_result.h"
 
 namespace strongroom::hsm {
@@ -27,23 +28,17 @@ Result<std::shared_ptr<Module>> Module::Load(const std::string& path) {
     return Error(ErrorCode::kNotFound, "cannot load PKCS#11 module " + path + ": " +
                                            (why != nullptr ? why : "unknown dlopen error"));
   }
-  auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(handle, "C_GetFunctionList"));
-  if (get_list == nullptr) {
+  Result<CK_FUNCTION_LIST_PTR> fn = internal::Cryptoki::FunctionList(handle, path);
+  if (!fn.ok()) {
     dlclose(handle);
-    return Error(ErrorCode::kInvalidArgument,
-                 path + " is not a PKCS#11 module (no C_GetFunctionList)");
-  }
-  CK_FUNCTION_LIST_PTR fn = nullptr;
-  if (CK_RV rv = get_list(&fn); rv != CKR_OK || fn == nullptr) {
-    dlclose(handle);
-    return CkError(rv != CKR_OK ? rv : CKR_GENERAL_ERROR, "C_GetFunctionList of " + path);
+    return fn.error();
   }
   bool owns_init = false;
-  if (Status s = Initialize(fn, &owns_init); !s.ok()) {
+  if (Status s = Initialize(*fn, &owns_init); !s.ok()) {
     dlclose(handle);
     return s.error();
   }
-  std::shared_ptr<Module> module(new Module(path, handle, fn, owns_init));
+  std::shared_ptr<Module> module(new Module(path, handle, *fn, owns_init));
   registry[path] = module;
   return module;
 }
@@ -51,21 +46,21 @@ Result<std::shared_ptr<Module>> Module::Load(const std::string& path) {
 Status Module::Initialize(CK_FUNCTION_LIST_PTR fn, bool* owns_init) {
   CK_C_INITIALIZE_ARGS args{};
   args.flags = CKF_OS_LOCKING_OK;
-  CK_RV rv = fn->C_Initialize(&args);
-  if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+  const CkResult initialized = internal::Cryptoki(fn).Initialize(args);
+  if (initialized.rv() == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
     // Another component of this process initialized it; it also owns C_Finalize.
     *owns_init = false;
     return OkStatus();
   }
   *owns_init = true;
-  return CkCheck(rv, "C_Initialize");
+  return initialized;
 }
 
 Module::Module(std::string path, void* handle, CK_FUNCTION_LIST_PTR fn, bool owns_init)
     : path_(std::move(path)), handle_(handle), fn_(fn), owns_init_(owns_init) {}
 
 Module::~Module() {
-  if (owns_init_) fn_->C_Finalize(nullptr);
+  if (owns_init_) (void)internal::Cryptoki(fn_).Finalize();
   dlclose(handle_);
 }
 
@@ -75,7 +70,8 @@ Status Module::Reset(std::uint64_t seen_generation) {
   std::unique_lock lock(reset_mutex_);
   resets_waiting_.fetch_sub(1, std::memory_order_acq_rel);
   if (generation() != seen_generation) return OkStatus();  // someone else reset it already
-  fn_->C_Finalize(nullptr);  // may fail with CKR_CRYPTOKI_NOT_INITIALIZED: that is the point
+  // May fail with CKR_CRYPTOKI_NOT_INITIALIZED: that is the point.
+  (void)internal::Cryptoki(fn_).Finalize();
   bool owns = false;
   Status s = Initialize(fn_, &owns);
   if (!s.ok()) return s;

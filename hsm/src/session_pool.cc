@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "cryptoki.h"
 #include "strongroom/hsm/ck_result.h"
 
 namespace strongroom::hsm {
@@ -45,7 +46,7 @@ SessionPool::~SessionPool() {
   std::lock_guard lock(mutex_);
   const std::uint64_t generation = module_->generation();
   for (const Idle& s : idle_) {
-    if (s.generation == generation) module_->fn()->C_CloseSession(s.handle);
+    if (s.generation == generation) (void)internal::Cryptoki(module_->fn()).CloseSession(s.handle);
   }
 }
 
@@ -126,11 +127,10 @@ Result<SessionLease> SessionPool::Open() {
     }
   }
   CK_SESSION_HANDLE handle = CK_INVALID_HANDLE;
-  CK_RV rv = module_->fn()->C_OpenSession(slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr,
-                                          nullptr, &handle);
-  if (rv != CKR_OK) {
+  if (const CkResult opened = internal::Cryptoki(module_->fn()).OpenSession(slot(), handle);
+      !opened.ok()) {
     give_back();
-    return CkError(rv, "C_OpenSession on token " + token_name_);
+    return opened.error("C_OpenSession on token " + token_name_);
   }
   return SessionLease(this, handle, generation, std::move(guard));
 }
@@ -157,7 +157,9 @@ void SessionPool::Release(CK_SESSION_HANDLE handle, std::uint64_t generation, bo
     // The generation is read under the guard: a reset meanwhile may have made the handle name a
     // session of the new generation.
     auto guard = module_->UseGuard();
-    if (generation == module_->generation()) module_->fn()->C_CloseSession(handle);
+    if (generation == module_->generation()) {
+      (void)internal::Cryptoki(module_->fn()).CloseSession(handle);
+    }
   }
   const bool current = generation == module_->generation();
   std::lock_guard lock(mutex_);

@@ -4,20 +4,22 @@
 #include <set>
 #include <utility>
 
+#include "attribute_template.h"
+#include "cryptoki.h"
 #include "object_ops.h"
 #include "strongroom/hsm/ck_result.h"
 
 namespace strongroom::hsm {
 namespace {
 
-using internal::Attr;
+using internal::AttributeTemplate;
+using internal::Cryptoki;
 using internal::FindObjects;
 using internal::GetBool;
 using internal::GetBytes;
 using internal::GetString;
+using internal::GetUlong;
 
-constexpr CK_BBOOL kTrue = CK_TRUE;
-constexpr CK_BBOOL kFalse = CK_FALSE;
 constexpr std::chrono::milliseconds kFirstBackoff{250};
 constexpr std::chrono::milliseconds kMaxBackoff{8000};
 
@@ -94,20 +96,13 @@ Status ValidateConfig(const TokenConfig& config) {
 }
 
 Result<CK_SLOT_ID> FindSlot(Module& module, const TokenUri& uri, const std::string& name) {
-  CK_FUNCTION_LIST_PTR fn = module.fn();
-  CK_ULONG count = 0;
-  CK_RV rv = fn->C_GetSlotList(CK_TRUE, nullptr, &count);
-  if (rv != CKR_OK) return Prefixed(name, CkError(rv, "C_GetSlotList"));
-  std::vector<CK_SLOT_ID> slots(count);
-  if (count > 0) {
-    rv = fn->C_GetSlotList(CK_TRUE, slots.data(), &count);
-    if (rv != CKR_OK) return Prefixed(name, CkError(rv, "C_GetSlotList"));
-    slots.resize(count);
-  }
+  Cryptoki ck(module.fn());
+  Result<std::vector<CK_SLOT_ID>> slots = ck.SlotList(true);
+  if (!slots.ok()) return Prefixed(name, slots.error());
   std::vector<CK_SLOT_ID> matches;
-  for (CK_SLOT_ID slot : slots) {
+  for (CK_SLOT_ID slot : *slots) {
     CK_TOKEN_INFO info{};
-    if (fn->C_GetTokenInfo(slot, &info) != CKR_OK) continue;
+    if (!ck.GetTokenInfo(slot, info).ok()) continue;  // a slot that cannot say is not the one
     if (!(info.flags & CKF_TOKEN_INITIALIZED)) continue;
     if (uri.Matches(slot, info)) matches.push_back(slot);
   }
@@ -213,7 +208,7 @@ Token::Token(TokenConfig config, TokenUri uri, std::shared_ptr<Module> module, C
 Token::~Token() {
   std::lock_guard lock(handles_mutex_);
   if (keeper_ != CK_INVALID_HANDLE && handles_generation_ == module_->generation()) {
-    module_->fn()->C_CloseSession(keeper_);  // destroys the session copies with it
+    (void)Cryptoki(module_->fn()).CloseSession(keeper_);  // destroys the session copies with it
   }
 }
 
@@ -237,18 +232,13 @@ Status Token::CheckIdentityMechanisms() {
 }
 
 Status Token::RequireMechanisms(std::span<const MechanismNeed> needs) {
-  CK_FUNCTION_LIST_PTR fn = module_->fn();
-  CK_ULONG count = 0;
-  CK_RV rv = fn->C_GetMechanismList(slot(), nullptr, &count);
-  if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetMechanismList"));
-  std::vector<CK_MECHANISM_TYPE> list(count);
-  rv = fn->C_GetMechanismList(slot(), list.data(), &count);
-  if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetMechanismList"));
-  list.resize(count);
+  Cryptoki ck(module_->fn());
+  Result<std::vector<CK_MECHANISM_TYPE>> list = ck.MechanismList(slot());
+  if (!list.ok()) return Prefixed(name(), list.error());
   for (const MechanismNeed& need : needs) {
     CK_MECHANISM_INFO info{};
-    bool offered = std::find(list.begin(), list.end(), need.mechanism) != list.end() &&
-                   fn->C_GetMechanismInfo(slot(), need.mechanism, &info) == CKR_OK &&
+    bool offered = std::find(list->begin(), list->end(), need.mechanism) != list->end() &&
+                   ck.GetMechanismInfo(slot(), need.mechanism, info).ok() &&
                    (info.flags & need.flags) == need.flags;
     // AES key sizes are in bytes per PKCS#11, but some modules report bits.
     if (offered && need.mechanism == CKM_AES_KEY_GEN) {
@@ -314,9 +304,11 @@ Error Token::Refuse(Error why) {
 }
 
 Status Token::Login(SessionLease& lease) {
+  Cryptoki ck(lease.fn());
   CK_TOKEN_INFO info{};
-  CK_RV rv = lease.fn()->C_GetTokenInfo(slot(), &info);
-  if (rv != CKR_OK) return Prefixed(name(), CkError(rv, "C_GetTokenInfo"));
+  if (const CkResult got = ck.GetTokenInfo(slot(), info); !got.ok()) {
+    return Prefixed(name(), got.error());
+  }
   if (info.flags & CKF_USER_PIN_LOCKED) {
     return Refuse(Error(ErrorCode::kFailedPrecondition,
                         "token '" + name() +
@@ -327,9 +319,9 @@ Status Token::Login(SessionLease& lease) {
   Result<SecretBytes> pin = ReadPin(uri_.pin_source());
   if (!pin.ok()) return Refuse(Prefixed(name(), pin.error()));
   login_attempts_.fetch_add(1);
-  rv = lease.fn()->C_Login(lease.handle(), CKU_USER, pin->data(),
-                           static_cast<CK_ULONG>(pin->size()));
+  const CkResult login = ck.Login(lease.handle(), CKU_USER, *pin);
   pin->Clear();
+  const CK_RV rv = login.rv();
   if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return OkStatus();
   if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
     return Refuse(Error(ErrorCode::kUnauthenticated,
@@ -345,7 +337,7 @@ Status Token::Login(SessionLease& lease) {
                         rv));
   }
   if (ClassifyCkr(rv) == CkFailure::kSessionDead) lease.MarkBroken();
-  return Prefixed(name(), CkError(rv, "C_Login"));
+  return Prefixed(name(), login.error());
 }
 
 template <typename T, typename Op>
@@ -473,12 +465,11 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
   }
   if (auto it = handles_.find(id); it != handles_.end()) return it->second;
 
-  CK_FUNCTION_LIST_PTR fn = lease.fn();
-  const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-  const std::string object_id = RootKeyObjectId(id);
-  CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue), Attr(CKA_ID, object_id)};
+  Cryptoki ck(lease.fn());
+  AttributeTemplate match;
+  match.Ulong(CKA_CLASS, CKO_SECRET_KEY).Bool(CKA_TOKEN, true).String(CKA_ID, RootKeyObjectId(id));
   SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
-                      FindObjects(fn, lease.handle(), match, 2));
+                      FindObjects(ck, lease.handle(), match, 2));
   if (found.empty()) {
     // Missing only if the token proves itself intact: SoftHSM2 without its directory finds nothing.
     SR_RETURN_IF_ERROR(CheckIntactOn(lease));
@@ -499,22 +490,21 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
   }
   if (config_.session_copies) {
     if (keeper_ == CK_INVALID_HANDLE) {
-      CK_RV rv = fn->C_OpenSession(slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
-                                   &keeper_);
-      if (rv != CKR_OK) {
+      if (const CkResult opened = ck.OpenSession(slot(), keeper_); !opened.ok()) {
         keeper_ = CK_INVALID_HANDLE;
-        return CkError(rv, "C_OpenSession (session copies)");
+        return opened.error("C_OpenSession (session copies)");
       }
     }
-    CK_ATTRIBUTE copy_template[] = {Attr(CKA_TOKEN, kFalse)};
+    AttributeTemplate changes;
+    changes.Bool(CKA_TOKEN, false);
     CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
-    CK_RV rv = fn->C_CopyObject(keeper_, handles.token_key, copy_template, 1, &copy);
-    if (rv == CKR_OK) {
+    const CkResult copied = ck.CopyObject(keeper_, handles.token_key, changes, copy);
+    if (copied.ok()) {
       handles.use_key = copy;
-    } else if (rv != CKR_ACTION_PROHIBITED && rv != CKR_FUNCTION_NOT_SUPPORTED) {
+    } else if (copied.rv() != CKR_ACTION_PROHIBITED && copied.rv() != CKR_FUNCTION_NOT_SUPPORTED) {
       // A key that may not be copied is used in place; anything else is a real failure.
-      if (ClassifyCkr(rv) == CkFailure::kSessionDead) keeper_ = CK_INVALID_HANDLE;
-      return CkError(rv, "C_CopyObject (session copy of root key)");
+      if (ClassifyCkr(copied.rv()) == CkFailure::kSessionDead) keeper_ = CK_INVALID_HANDLE;
+      return copied.error("C_CopyObject (session copy of root key)");
     }
   }
   handles_[id] = handles;
@@ -531,7 +521,7 @@ void Token::InvalidateHandles() {
   // shutdown or with a module reset; if the keeper itself died, a new one is opened.
   if (keeper_ != CK_INVALID_HANDLE) {
     CK_SESSION_INFO info;
-    if (module_->fn()->C_GetSessionInfo(keeper_, &info) != CKR_OK) keeper_ = CK_INVALID_HANDLE;
+    if (!Cryptoki(module_->fn()).GetSessionInfo(keeper_, info).ok()) keeper_ = CK_INVALID_HANDLE;
   }
 }
 
@@ -543,11 +533,10 @@ void Token::RefreshVersions() {
 Result<std::uint64_t> Token::UsageTotal(SessionLease& lease, const RootKeyId& id,
                                         std::vector<CK_OBJECT_HANDLE>* own,
                                         std::uint64_t* own_value) {
-  const CK_OBJECT_CLASS cls = CKO_DATA;
-  const std::string app = kUsageApplication;
-  CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue), Attr(CKA_APPLICATION, app)};
-  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
-                      FindObjects(lease.fn(), lease.handle(), match));
+  Cryptoki ck(lease.fn());
+  AttributeTemplate match;
+  match.Ulong(CKA_CLASS, CKO_DATA).Bool(CKA_TOKEN, true).String(CKA_APPLICATION, kUsageApplication);
+  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, FindObjects(ck, lease.handle(), match));
   const std::string prefix = UsageCounterPrefix(id);
   const std::string mine = UsageCounterLabel(id, config_.node_id);
   // A node's counter is replaced, never edited (CKA_VALUE of a data object is read-only), so a
@@ -555,10 +544,10 @@ Result<std::uint64_t> Token::UsageTotal(SessionLease& lease, const RootKeyId& id
   std::map<std::string, std::uint64_t> per_node;
   if (own != nullptr) own->clear();
   for (CK_OBJECT_HANDLE h : found) {
-    SR_ASSIGN_OR_RETURN(std::string label, GetString(lease.fn(), lease.handle(), h, CKA_LABEL));
+    SR_ASSIGN_OR_RETURN(std::string label, GetString(ck, lease.handle(), h, CKA_LABEL));
     if (label.rfind(prefix, 0) != 0) continue;
     SR_ASSIGN_OR_RETURN(std::vector<std::uint8_t> value,
-                        GetBytes(lease.fn(), lease.handle(), h, CKA_VALUE));
+                        GetBytes(ck, lease.handle(), h, CKA_VALUE));
     std::uint64_t& count = per_node[label];
     count = std::max(count, ReadCounter(value));
     if (label == mine && own != nullptr) own->push_back(h);
@@ -597,17 +586,20 @@ Status Token::ReserveWraps(SessionLease& lease, const RootKeyId& id, Ledger& led
   const std::uint64_t grown =
       ledger.blocks >= 6 ? config_.reserve_block : std::uint64_t{1024} << (2 * ledger.blocks);
   const std::uint64_t block = std::min({config_.reserve_block, grown, config_.wrap_limit - total});
-  const std::vector<std::uint8_t> value = WriteCounter(own_value + block);
-  const CK_OBJECT_CLASS cls = CKO_DATA;
-  const std::string app = kUsageApplication;
-  const std::string label = UsageCounterLabel(id, config_.node_id);
-  CK_ATTRIBUTE object[] = {Attr(CKA_CLASS, cls),     Attr(CKA_TOKEN, kTrue),
-                           Attr(CKA_PRIVATE, kTrue), Attr(CKA_APPLICATION, app),
-                           Attr(CKA_LABEL, label),   Attr(CKA_VALUE, value.data(), value.size())};
+  AttributeTemplate counter;
+  counter.Ulong(CKA_CLASS, CKO_DATA)
+      .Bool(CKA_TOKEN, true)
+      .Bool(CKA_PRIVATE, true)
+      .String(CKA_APPLICATION, kUsageApplication)
+      .String(CKA_LABEL, UsageCounterLabel(id, config_.node_id))
+      .Bytes(CKA_VALUE, WriteCounter(own_value + block));
+  Cryptoki ck(lease.fn());
   CK_OBJECT_HANDLE created = CK_INVALID_HANDLE;
-  CK_RV rv = lease.fn()->C_CreateObject(lease.handle(), object, std::size(object), &created);
-  if (rv != CKR_OK) return CkError(rv, "recording root-key usage on the token");
-  for (CK_OBJECT_HANDLE old : own) lease.fn()->C_DestroyObject(lease.handle(), old);
+  if (const CkResult recorded = ck.CreateObject(lease.handle(), counter, created); !recorded.ok()) {
+    return recorded.error("recording root-key usage on the token");
+  }
+  // The old counters are smaller; one left behind by a failure here is harmless (UsageTotal).
+  for (CK_OBJECT_HANDLE old : own) (void)ck.DestroyObject(lease.handle(), old);
   ledger.remaining.store(block - 1, std::memory_order_relaxed);
   ++ledger.blocks;
   return OkStatus();
@@ -615,26 +607,26 @@ Status Token::ReserveWraps(SessionLease& lease, const RootKeyId& id, Ledger& led
 
 Result<std::vector<RootKeyInfo>> Token::ListRootKeysOn(SessionLease& lease,
                                                        const std::string& org) {
-  CK_FUNCTION_LIST_PTR fn = lease.fn();
+  const Cryptoki ck(lease.fn());
   const CK_SESSION_HANDLE s = lease.handle();
-  const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-  CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue)};
-  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, FindObjects(fn, s, match));
+  AttributeTemplate match;
+  match.Ulong(CKA_CLASS, CKO_SECRET_KEY).Bool(CKA_TOKEN, true);
+  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, FindObjects(ck, s, match));
   std::vector<RootKeyInfo> out;
   for (CK_OBJECT_HANDLE h : found) {
-    Result<std::string> object_id = GetString(fn, s, h, CKA_ID);
+    Result<std::string> object_id = GetString(ck, s, h, CKA_ID);
     if (!object_id.ok()) continue;  // not ours: other applications' keys may lack CKA_ID
     std::optional<RootKeyId> id = ParseRootKeyObjectId(*object_id);
     if (!id || (!org.empty() && id->org != org)) continue;
     RootKeyInfo info;
     info.token = name();
     info.id = *id;
-    SR_ASSIGN_OR_RETURN(info.label, GetString(fn, s, h, CKA_LABEL));
-    SR_ASSIGN_OR_RETURN(info.sensitive, GetBool(fn, s, h, CKA_SENSITIVE));
-    SR_ASSIGN_OR_RETURN(info.extractable, GetBool(fn, s, h, CKA_EXTRACTABLE));
-    SR_ASSIGN_OR_RETURN(info.never_extractable, GetBool(fn, s, h, CKA_NEVER_EXTRACTABLE));
-    SR_ASSIGN_OR_RETURN(info.always_sensitive, GetBool(fn, s, h, CKA_ALWAYS_SENSITIVE));
-    SR_ASSIGN_OR_RETURN(info.local, GetBool(fn, s, h, CKA_LOCAL));
+    SR_ASSIGN_OR_RETURN(info.label, GetString(ck, s, h, CKA_LABEL));
+    SR_ASSIGN_OR_RETURN(info.sensitive, GetBool(ck, s, h, CKA_SENSITIVE));
+    SR_ASSIGN_OR_RETURN(info.extractable, GetBool(ck, s, h, CKA_EXTRACTABLE));
+    SR_ASSIGN_OR_RETURN(info.never_extractable, GetBool(ck, s, h, CKA_NEVER_EXTRACTABLE));
+    SR_ASSIGN_OR_RETURN(info.always_sensitive, GetBool(ck, s, h, CKA_ALWAYS_SENSITIVE));
+    SR_ASSIGN_OR_RETURN(info.local, GetBool(ck, s, h, CKA_LOCAL));
     SR_ASSIGN_OR_RETURN(info.wraps_reserved, UsageTotal(lease, info.id, nullptr, nullptr));
     out.push_back(std::move(info));
   }
@@ -695,37 +687,42 @@ Result<RootKeyInfo> Token::CreateRootKey(const std::string& org) {
       RootKeyInfo created, Run<RootKeyInfo>([&](SessionLease& lease) -> Result<RootKeyInfo> {
         SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> existing, ListRootKeysOn(lease, org));
         RootKeyId id{org, existing.empty() ? 1 : existing.back().id.version + 1};
-        const std::string label = RootKeyLabel(id);
-        const std::string object_id = RootKeyObjectId(id);
-        const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        const CK_KEY_TYPE type = CKK_AES;
-        const CK_ULONG length = 32;
         // PKCS#11 makes CKA_SENSITIVE and CKA_EXTRACTABLE one-way, so they hold whatever
         // CKA_MODIFIABLE says. SoftHSM2 refuses C_CopyObject of an unmodifiable object, so a
         // root key meant for session copies stays modifiable.
-        const CK_BBOOL copyable = config_.session_copies ? CK_TRUE : CK_FALSE;
-        CK_ATTRIBUTE key_template[] = {
-            Attr(CKA_CLASS, cls),          Attr(CKA_KEY_TYPE, type),
-            Attr(CKA_VALUE_LEN, length),   Attr(CKA_TOKEN, kTrue),
-            Attr(CKA_PRIVATE, kTrue),      Attr(CKA_SENSITIVE, kTrue),
-            Attr(CKA_EXTRACTABLE, kFalse), Attr(CKA_MODIFIABLE, copyable),
-            Attr(CKA_COPYABLE, copyable),  Attr(CKA_ENCRYPT, kTrue),
-            Attr(CKA_DECRYPT, kTrue),      Attr(CKA_WRAP, kFalse),
-            Attr(CKA_UNWRAP, kFalse),      Attr(CKA_SIGN, kFalse),
-            Attr(CKA_VERIFY, kFalse),      Attr(CKA_DERIVE, kFalse),
-            Attr(CKA_LABEL, label),        Attr(CKA_ID, object_id),
-        };
+        const bool copyable = config_.session_copies;
+        AttributeTemplate key_template;
+        key_template.Ulong(CKA_CLASS, CKO_SECRET_KEY)
+            .Ulong(CKA_KEY_TYPE, CKK_AES)
+            .Ulong(CKA_VALUE_LEN, 32)
+            .Bool(CKA_TOKEN, true)
+            .Bool(CKA_PRIVATE, true)
+            .Bool(CKA_SENSITIVE, true)
+            .Bool(CKA_EXTRACTABLE, false)
+            .Bool(CKA_MODIFIABLE, copyable)
+            .Bool(CKA_COPYABLE, copyable)
+            .Bool(CKA_ENCRYPT, true)
+            .Bool(CKA_DECRYPT, true)
+            .Bool(CKA_WRAP, false)
+            .Bool(CKA_UNWRAP, false)
+            .Bool(CKA_SIGN, false)
+            .Bool(CKA_VERIFY, false)
+            .Bool(CKA_DERIVE, false)
+            .String(CKA_LABEL, RootKeyLabel(id))
+            .String(CKA_ID, RootKeyObjectId(id));
+        Cryptoki ck(lease.fn());
         CK_MECHANISM mechanism{CKM_AES_KEY_GEN, nullptr, 0};
         CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-        CK_RV rv = lease.fn()->C_GenerateKey(lease.handle(), &mechanism, key_template,
-                                             std::size(key_template), &key);
-        if (rv != CKR_OK) return CkError(rv, "C_GenerateKey (root key)");
+        if (const CkResult generated = ck.GenerateKey(lease.handle(), mechanism, key_template, key);
+            !generated.ok()) {
+          return generated.error("C_GenerateKey (root key)");
+        }
         SR_ASSIGN_OR_RETURN(std::vector<RootKeyInfo> after, ListRootKeysOn(lease, org));
         auto same = std::count_if(after.begin(), after.end(),
                                   [&](const RootKeyInfo& k) { return k.id == id; });
         if (same != 1) {
           // Another process created the same version at the same moment; keep theirs.
-          lease.fn()->C_DestroyObject(lease.handle(), key);
+          (void)ck.DestroyObject(lease.handle(), key);
           return Error(ErrorCode::kAlreadyExists,
                        "root key " + org + " v" + std::to_string(id.version) +
                            " was created concurrently by another process; run the command again");
@@ -754,10 +751,9 @@ Result<std::vector<std::uint8_t>> Token::Wrap(const KeyBinding& binding,
       [&](SessionLease& lease) -> Result<std::vector<std::uint8_t>> {
         SR_ASSIGN_OR_RETURN(RootHandles handles, Handles(lease, id));
         SR_RETURN_IF_ERROR(ReserveWraps(lease, id, *handles.ledger));
-        CK_FUNCTION_LIST_PTR fn = lease.fn();
+        Cryptoki ck(lease.fn());
         std::uint8_t iv[kGcmIvSize];
-        CK_RV rv = fn->C_GenerateRandom(lease.handle(), iv, sizeof iv);
-        if (rv != CKR_OK) return CkError(rv, "C_GenerateRandom");
+        SR_RETURN_IF_ERROR(ck.GenerateRandom(lease.handle(), iv));
         CK_GCM_PARAMS params{iv,
                              sizeof iv,
                              sizeof iv * 8,
@@ -765,13 +761,10 @@ Result<std::vector<std::uint8_t>> Token::Wrap(const KeyBinding& binding,
                              static_cast<CK_ULONG>(aad.size()),
                              kGcmTagSize * 8};
         CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
-        rv = fn->C_EncryptInit(lease.handle(), &mechanism, handles.use_key);
-        if (rv != CKR_OK) return CkError(rv, "C_EncryptInit");
+        SR_RETURN_IF_ERROR(ck.EncryptInit(lease.handle(), mechanism, handles.use_key));
         std::uint8_t out[kWrappedKeyPlainSize + kGcmTagSize];
-        CK_ULONG out_len = sizeof out;
-        rv = fn->C_Encrypt(lease.handle(), const_cast<std::uint8_t*>(key.data()),
-                           static_cast<CK_ULONG>(key.size()), out, &out_len);
-        if (rv != CKR_OK) return CkError(rv, "C_Encrypt");
+        CK_ULONG out_len = 0;
+        SR_RETURN_IF_ERROR(ck.Encrypt(lease.handle(), key, out, out_len));
         if (out_len != sizeof out) {
           return Error(ErrorCode::kInternal, "C_Encrypt returned " + std::to_string(out_len) +
                                                  " bytes for a 256-bit key under AES-GCM");
@@ -787,28 +780,28 @@ Result<SecretBytes> Token::Unwrap(const KeyBinding& binding, std::span<const std
   std::vector<std::uint8_t> aad = WrappedKeyAad(binding, view.root_version);
   return Run<SecretBytes>([&](SessionLease& lease) -> Result<SecretBytes> {
     SR_ASSIGN_OR_RETURN(RootHandles handles, Handles(lease, id));
-    CK_FUNCTION_LIST_PTR fn = lease.fn();
+    Cryptoki ck(lease.fn());
     CK_GCM_PARAMS params{
         const_cast<std::uint8_t*>(view.iv.data()), kGcmIvSize,     kGcmIvSize * 8, aad.data(),
         static_cast<CK_ULONG>(aad.size()),         kGcmTagSize * 8};
     CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
-    CK_RV rv = fn->C_DecryptInit(lease.handle(), &mechanism, handles.use_key);
-    if (rv != CKR_OK) return CkError(rv, "C_DecryptInit");
+    SR_RETURN_IF_ERROR(ck.DecryptInit(lease.handle(), mechanism, handles.use_key));
     SecretBytes key(view.ciphertext_and_tag.size());
-    CK_ULONG key_len = static_cast<CK_ULONG>(key.size());
-    rv = fn->C_Decrypt(lease.handle(), const_cast<std::uint8_t*>(view.ciphertext_and_tag.data()),
-                       static_cast<CK_ULONG>(view.ciphertext_and_tag.size()), key.data(), &key_len);
+    CK_ULONG key_len = 0;
+    const CkResult decrypted =
+        ck.Decrypt(lease.handle(), view.ciphertext_and_tag, key.mutable_view(), key_len);
+    const CK_RV rv = decrypted.rv();
     // PKCS#11 reports a failed GCM tag as CKR_ENCRYPTED_DATA_INVALID; SoftHSM2 2.6 says
     // CKR_GENERAL_ERROR. Tell that apart from a real device failure by asking the session.
     CK_SESSION_INFO session_info;
     const bool session_alive = (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED) &&
-                               fn->C_GetSessionInfo(lease.handle(), &session_info) == CKR_OK;
+                               ck.GetSessionInfo(lease.handle(), session_info).ok();
     if (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE || session_alive) {
       return Error(ErrorCode::kDataLoss,
                    "wrapped key failed authentication: it was altered, or it belongs to another "
                    "key, organization or root-key version");
     }
-    if (rv != CKR_OK) return CkError(rv, "C_Decrypt");
+    SR_RETURN_IF_ERROR(decrypted);
     if (key_len != kWrappedKeyPlainSize) {
       return Error(ErrorCode::kDataLoss, "wrapped key decrypted to the wrong length");
     }
@@ -830,10 +823,10 @@ Result<CK_OBJECT_HANDLE> Token::IdentityHandle(SessionLease& lease, const std::s
   if (auto it = identity_handles_.find(cache_key); it != identity_handles_.end()) {
     return it->second;
   }
-  const std::string object_id = IdentityObjectId(key_name);
-  CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, half), Attr(CKA_TOKEN, kTrue), Attr(CKA_ID, object_id)};
+  AttributeTemplate match;
+  match.Ulong(CKA_CLASS, half).Bool(CKA_TOKEN, true).String(CKA_ID, IdentityObjectId(key_name));
   SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
-                      FindObjects(lease.fn(), lease.handle(), match, 2));
+                      FindObjects(Cryptoki(lease.fn()), lease.handle(), match, 2));
   if (found.empty()) SR_RETURN_IF_ERROR(CheckIntactOn(lease));  // as for root keys
   if (found.size() != 1) {
     return Error(found.empty() ? ErrorCode::kNotFound : ErrorCode::kInternal,
@@ -864,31 +857,34 @@ Result<RsaPublicKey> Token::CreateIdentityKey(const std::string& key_name, unsig
         if (existing.error().code() != ErrorCode::kNotFound) return existing.error();
         const std::string object_id = IdentityObjectId(key_name);
         const std::string label = IdentityLabel(key_name);
-        const CK_ULONG bits = modulus_bits;
         const std::uint8_t exponent[] = {0x01, 0x00, 0x01};
-        CK_ATTRIBUTE public_template[] = {
-            Attr(CKA_TOKEN, kTrue),
-            Attr(CKA_PRIVATE, kFalse),
-            Attr(CKA_ENCRYPT, kTrue),
-            Attr(CKA_VERIFY, kTrue),
-            Attr(CKA_WRAP, kFalse),
-            Attr(CKA_MODULUS_BITS, bits),
-            Attr(CKA_PUBLIC_EXPONENT, exponent, sizeof exponent),
-            Attr(CKA_LABEL, label),
-            Attr(CKA_ID, object_id),
-        };
-        CK_ATTRIBUTE private_template[] = {
-            Attr(CKA_TOKEN, kTrue),        Attr(CKA_PRIVATE, kTrue), Attr(CKA_SENSITIVE, kTrue),
-            Attr(CKA_EXTRACTABLE, kFalse), Attr(CKA_DECRYPT, kTrue), Attr(CKA_SIGN, kTrue),
-            Attr(CKA_UNWRAP, kFalse),      Attr(CKA_DERIVE, kFalse), Attr(CKA_LABEL, label),
-            Attr(CKA_ID, object_id),
-        };
+        AttributeTemplate public_template;
+        public_template.Bool(CKA_TOKEN, true)
+            .Bool(CKA_PRIVATE, false)
+            .Bool(CKA_ENCRYPT, true)
+            .Bool(CKA_VERIFY, true)
+            .Bool(CKA_WRAP, false)
+            .Ulong(CKA_MODULUS_BITS, modulus_bits)
+            .Bytes(CKA_PUBLIC_EXPONENT, exponent)
+            .String(CKA_LABEL, label)
+            .String(CKA_ID, object_id);
+        AttributeTemplate private_template;
+        private_template.Bool(CKA_TOKEN, true)
+            .Bool(CKA_PRIVATE, true)
+            .Bool(CKA_SENSITIVE, true)
+            .Bool(CKA_EXTRACTABLE, false)
+            .Bool(CKA_DECRYPT, true)
+            .Bool(CKA_SIGN, true)
+            .Bool(CKA_UNWRAP, false)
+            .Bool(CKA_DERIVE, false)
+            .String(CKA_LABEL, label)
+            .String(CKA_ID, object_id);
         CK_MECHANISM mechanism{CKM_RSA_PKCS_KEY_PAIR_GEN, nullptr, 0};
         CK_OBJECT_HANDLE public_key = CK_INVALID_HANDLE, private_key = CK_INVALID_HANDLE;
-        CK_RV rv = lease.fn()->C_GenerateKeyPair(
-            lease.handle(), &mechanism, public_template, std::size(public_template),
-            private_template, std::size(private_template), &public_key, &private_key);
-        if (rv != CKR_OK) return CkError(rv, "C_GenerateKeyPair (identity key)");
+        const CkResult generated = Cryptoki(lease.fn())
+                                       .GenerateKeyPair(lease.handle(), mechanism, public_template,
+                                                        private_template, public_key, private_key);
+        if (!generated.ok()) return generated.error("C_GenerateKeyPair (identity key)");
         return private_key;
       });
   if (!created.ok()) return created.error();
@@ -899,10 +895,11 @@ Result<RsaPublicKey> Token::IdentityPublicKey(const std::string& key_name) {
   SR_RETURN_IF_ERROR(ValidateOrgName(key_name));
   return Run<RsaPublicKey>([&](SessionLease& lease) -> Result<RsaPublicKey> {
     SR_ASSIGN_OR_RETURN(CK_OBJECT_HANDLE handle, IdentityHandle(lease, key_name, CKO_PUBLIC_KEY));
+    const Cryptoki ck(lease.fn());
     RsaPublicKey key;
-    SR_ASSIGN_OR_RETURN(key.modulus, GetBytes(lease.fn(), lease.handle(), handle, CKA_MODULUS));
+    SR_ASSIGN_OR_RETURN(key.modulus, GetBytes(ck, lease.handle(), handle, CKA_MODULUS));
     SR_ASSIGN_OR_RETURN(key.public_exponent,
-                        GetBytes(lease.fn(), lease.handle(), handle, CKA_PUBLIC_EXPONENT));
+                        GetBytes(ck, lease.handle(), handle, CKA_PUBLIC_EXPONENT));
     while (key.modulus.size() > 1 && key.modulus.front() == 0)
       key.modulus.erase(key.modulus.begin());
     return key;
@@ -920,27 +917,31 @@ Result<SecretBytes> Token::DecryptRsaOaep(const std::string& key_name,
     // An OAEP ciphertext is exactly as long as the modulus. Check before the token sees it:
     // SoftHSM2 2.6.1 loses the private key object, for the rest of the process, after a decrypt
     // of the wrong length.
+    Cryptoki ck(lease.fn());
     SR_ASSIGN_OR_RETURN(std::vector<std::uint8_t> modulus,
-                        GetBytes(lease.fn(), lease.handle(), handle, CKA_MODULUS));
+                        GetBytes(ck, lease.handle(), handle, CKA_MODULUS));
     if (ciphertext.size() != modulus.size()) {
       return Error(ErrorCode::kInvalidArgument, "the message could not be decrypted");
     }
     CK_RSA_PKCS_OAEP_PARAMS params{CKM_SHA_1, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED, nullptr, 0};
     CK_MECHANISM mechanism{CKM_RSA_PKCS_OAEP, &params, sizeof params};
-    CK_FUNCTION_LIST_PTR fn = lease.fn();
-    CK_RV rv = fn->C_DecryptInit(lease.handle(), &mechanism, handle);
-    if (rv != CKR_OK) return CkError(rv, "C_DecryptInit (RSA-OAEP)");
+    if (const CkResult init = ck.DecryptInit(lease.handle(), mechanism, handle); !init.ok()) {
+      return init.error("C_DecryptInit (RSA-OAEP)");
+    }
     SecretBytes plain(ciphertext.size());
-    CK_ULONG plain_len = static_cast<CK_ULONG>(plain.size());
-    rv = fn->C_Decrypt(lease.handle(), const_cast<std::uint8_t*>(ciphertext.data()),
-                       static_cast<CK_ULONG>(ciphertext.size()), plain.data(), &plain_len);
-    if (rv != CKR_OK) {
+    CK_ULONG plain_len = 0;
+    const CkResult decrypted =
+        ck.Decrypt(lease.handle(), ciphertext, plain.mutable_view(), plain_len);
+    if (!decrypted.ok()) {
       // A dead session or token is the layer's to repair; anything else is the message's fault,
       // reported without saying why (no padding oracle).
-      if (ClassifyCkr(rv) != CkFailure::kOperation) return CkError(rv, "C_Decrypt (RSA-OAEP)");
+      if (ClassifyCkr(decrypted.rv()) != CkFailure::kOperation) {
+        return decrypted.error("C_Decrypt (RSA-OAEP)");
+      }
       CK_SESSION_INFO info;
-      const CK_RV session = fn->C_GetSessionInfo(lease.handle(), &info);
-      if (session != CKR_OK) return CkError(session, "C_GetSessionInfo after C_Decrypt");
+      if (const CkResult session = ck.GetSessionInfo(lease.handle(), info); !session.ok()) {
+        return session.error("C_GetSessionInfo after C_Decrypt");
+      }
       return Error(ErrorCode::kInvalidArgument, "the message could not be decrypted");
     }
     plain.Truncate(plain_len);
@@ -957,14 +958,15 @@ Result<std::vector<std::uint8_t>> Token::SignPs256(const std::string& key_name,
                             IdentityHandle(lease, key_name, CKO_PRIVATE_KEY));
         CK_RSA_PKCS_PSS_PARAMS params{CKM_SHA256, CKG_MGF1_SHA256, 32};
         CK_MECHANISM mechanism{CKM_SHA256_RSA_PKCS_PSS, &params, sizeof params};
-        CK_FUNCTION_LIST_PTR fn = lease.fn();
-        CK_RV rv = fn->C_SignInit(lease.handle(), &mechanism, handle);
-        if (rv != CKR_OK) return CkError(rv, "C_SignInit (PS256)");
+        Cryptoki ck(lease.fn());
+        if (const CkResult init = ck.SignInit(lease.handle(), mechanism, handle); !init.ok()) {
+          return init.error("C_SignInit (PS256)");
+        }
         std::vector<std::uint8_t> signature(1024);
-        CK_ULONG len = static_cast<CK_ULONG>(signature.size());
-        rv = fn->C_Sign(lease.handle(), const_cast<std::uint8_t*>(message.data()),
-                        static_cast<CK_ULONG>(message.size()), signature.data(), &len);
-        if (rv != CKR_OK) return CkError(rv, "C_Sign (PS256)");
+        CK_ULONG len = 0;
+        if (const CkResult sign = ck.Sign(lease.handle(), message, signature, len); !sign.ok()) {
+          return sign.error("C_Sign (PS256)");
+        }
         signature.resize(len);
         return signature;
       });
@@ -1112,7 +1114,7 @@ Status Token::CheckIntact() {
 }
 
 Status Token::CheckIntactOn(SessionLease& lease) {
-  CK_FUNCTION_LIST_PTR fn = lease.fn();
+  Cryptoki ck(lease.fn());
   // Every failure here is the token's: the check asks only for what the token must have.
   auto fault = [&](std::uint64_t native, const std::string& what) {
     const CK_RV rv = static_cast<CK_RV>(native);
@@ -1121,8 +1123,8 @@ Status Token::CheckIntactOn(SessionLease& lease) {
                  classified ? rv : kCkrTokenFault);
   };
   CK_TOKEN_INFO info{};
-  if (CK_RV rv = fn->C_GetTokenInfo(slot(), &info); rv != CKR_OK) {
-    return fault(rv, "does not answer C_GetTokenInfo (" + CkrName(rv) + ")");
+  if (const CkResult answered = ck.GetTokenInfo(slot(), info); !answered.ok()) {
+    return fault(answered.rv(), "does not answer C_GetTokenInfo (" + CkrName(answered.rv()) + ")");
   }
   std::map<std::string, std::uint32_t> roots;
   std::set<std::string> identities;
@@ -1133,18 +1135,20 @@ Status Token::CheckIntactOn(SessionLease& lease) {
   }
   auto present = [&](CK_OBJECT_CLASS cls, const std::string& object_id, CK_KEY_TYPE type,
                      const std::string& what) -> Status {
-    CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue), Attr(CKA_ID, object_id)};
-    Result<std::vector<CK_OBJECT_HANDLE>> found = FindObjects(fn, lease.handle(), match, 1);
+    AttributeTemplate match;
+    match.Ulong(CKA_CLASS, cls).Bool(CKA_TOKEN, true).String(CKA_ID, object_id);
+    Result<std::vector<CK_OBJECT_HANDLE>> found = FindObjects(ck, lease.handle(), match, 1);
     if (!found.ok()) {
       return fault(found.error().native_code(),
                    "cannot look up " + what + ": " + found.error().message());
     }
     if (found->empty()) return fault(CKR_OK, "no longer holds " + what);
-    CK_KEY_TYPE actual = 0;
-    CK_ATTRIBUTE attribute{CKA_KEY_TYPE, &actual, sizeof actual};
-    CK_RV rv = fn->C_GetAttributeValue(lease.handle(), found->front(), &attribute, 1);
-    if (rv != CKR_OK) return fault(rv, "cannot read " + what + " (" + CkrName(rv) + ")");
-    if (actual != type) return fault(CKR_OK, "holds " + what + " as another type of key");
+    Result<CK_ULONG> actual = GetUlong(ck, lease.handle(), found->front(), CKA_KEY_TYPE);
+    if (!actual.ok()) {
+      const CK_RV rv = static_cast<CK_RV>(actual.error().native_code());
+      return fault(rv, "cannot read " + what + " (" + CkrName(rv) + ")");
+    }
+    if (*actual != type) return fault(CKR_OK, "holds " + what + " as another type of key");
     return OkStatus();
   };
   for (const auto& [org, version] : roots) {
@@ -1159,14 +1163,15 @@ Status Token::CheckIntactOn(SessionLease& lease) {
 }
 
 Status Token::RememberObjects(SessionLease& lease) {
-  CK_FUNCTION_LIST_PTR fn = lease.fn();
+  Cryptoki ck(lease.fn());
   const std::string identity_prefix = kIdentityIdPrefix;
   for (const CK_OBJECT_CLASS cls : {CKO_SECRET_KEY, CKO_PRIVATE_KEY}) {
-    CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_TOKEN, kTrue)};
+    AttributeTemplate match;
+    match.Ulong(CKA_CLASS, cls).Bool(CKA_TOKEN, true);
     SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
-                        FindObjects(fn, lease.handle(), match));
+                        FindObjects(ck, lease.handle(), match));
     for (CK_OBJECT_HANDLE h : found) {
-      Result<std::string> object_id = GetString(fn, lease.handle(), h, CKA_ID);
+      Result<std::string> object_id = GetString(ck, lease.handle(), h, CKA_ID);
       if (!object_id.ok()) continue;  // not ours: other applications' keys may lack CKA_ID
       if (cls == CKO_SECRET_KEY) {
         if (std::optional<RootKeyId> id = ParseRootKeyObjectId(*object_id)) RememberRoot(*id);

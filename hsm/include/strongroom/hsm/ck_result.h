@@ -17,11 +17,38 @@ std::string CkrName(CK_RV rv);
 // CKR, and native_code() keeps the raw value.
 Error CkError(CK_RV rv, std::string_view call);
 
-// CK_RV → Status, for the thin call layer.
+// CK_RV → Status.
 inline Status CkCheck(CK_RV rv, std::string_view call) {
   if (rv == CKR_OK) return OkStatus();
   return CkError(rv, call);
 }
+
+// The outcome of one PKCS#11 call as the call layer (hsm/src/cryptoki.h) returns it: the CK_RV and
+// the name of the function that returned it. It converts to a Status whose error names the call
+// ("C_Encrypt failed: CKR_DEVICE_ERROR", the raw value kept as native_code()); a caller that reads
+// the CK_RV itself (a login that may already be done, a best-effort close) asks rv().
+class [[nodiscard]] CkResult {
+ public:
+  constexpr CkResult(CK_RV rv, const char* function) : rv_(rv), function_(function) {}
+
+  bool ok() const { return rv_ == CKR_OK; }
+  CK_RV rv() const { return rv_; }
+  // "C_Encrypt": the PKCS#11 function that was called.
+  const char* function() const { return function_; }
+
+  // OK, or the error CkError makes of the failure, naming the function.
+  Status status() const { return CkCheck(rv_, function_); }
+  // As status(), but the message names the call as `call` ("C_GenerateKey (root key)").
+  Status status(std::string_view call) const { return CkCheck(rv_, call); }
+  operator Status() const { return status(); }  // NOLINT(google-explicit-constructor)
+  // The error of a failed call, naming the function or, given, the call as `call`.
+  Error error() const { return CkError(rv_, function_); }
+  Error error(std::string_view call) const { return CkError(rv_, call); }
+
+ private:
+  CK_RV rv_;
+  const char* function_;
+};
 
 // Not a PKCS#11 return value: the native code of an error that says the token failed a check of
 // its own state. It no longer holds an object it held (a root key, an identity key), or it does
