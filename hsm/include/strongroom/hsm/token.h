@@ -41,7 +41,8 @@
 // file I/O on every use and a session copy is 2.2-2.6 times faster (docs/benchmarks.md). On a
 // network HSM the copy stays inside the HSM.
 //
-// Thread-safe.
+// Thread-safe. Its code is in four files, opening and login, root keys and the wrap ledger, the
+// identity key, and health and repair (hsm/src/token_internal.h names them).
 #ifndef STRONGROOM_HSM_TOKEN_H_
 #define STRONGROOM_HSM_TOKEN_H_
 
