@@ -1,8 +1,10 @@
 // Throughput of the HSM layer's Token::Wrap and Token::Unwrap against a raw PKCS#11 loop doing the
-// same cryptographic work on the same SoftHSM2 token, in the same run, at 1, 2 and 8 threads.
+// same cryptographic work on the same SoftHSM2 token, in the same run, at 1, 2 and 8 threads; and
+// of Token::SignPs256, the KMS's answer signature (RSA-3072, kmsctl's default identity key), for
+// comparing the layer with itself across changes (BM_LayerSignPs256, no raw loop).
 //
 // Per operation the raw loop makes exactly the PKCS#11 calls Token::Wrap / Token::Unwrap make
-// (hsm/src/token.cc) and nothing else:
+// (hsm/src/token_root_keys.cc) and nothing else:
 //   wrap:   C_GenerateRandom (12-byte IV), C_EncryptInit (CKM_AES_GCM, 96-bit IV, the layer's AAD
 //           from WrappedKeyAad, 128-bit tag), C_Encrypt of a 32-byte key into 48 bytes;
 //   unwrap: C_DecryptInit + C_Decrypt of a blob the layer wrapped.
@@ -50,6 +52,9 @@ namespace {
 constexpr char kTokenLabel[] = "srbench";
 constexpr char kOrg[] = "acme";
 constexpr char kContext[] = "kms://kms.acme.example/keys/bench";
+constexpr char kIdentity[] = "bench";
+// About the size of a JWS signing input the KMS signs (a protected header and a sealed answer).
+constexpr std::size_t kSignedMessageSize = 512;
 constexpr double kMinTimeSeconds = 1.0;
 constexpr int kThreadCounts[] = {1, 2, 8};
 constexpr std::size_t kSealedSize = hsm::kWrappedKeyPlainSize + hsm::kGcmTagSize;  // 48
@@ -66,6 +71,7 @@ struct Fixture {
   std::vector<std::uint8_t> aad;   // WrappedKeyAad(binding, version): the bytes the layer uses
   std::vector<std::uint8_t> blob;  // `key` wrapped by the layer, unwrapped by both
   std::optional<hsm::WrappedKeyView> view;              // `blob` parsed, for the raw unwrap
+  std::vector<std::uint8_t> message;                    // what BM_LayerSignPs256 signs
   CK_SESSION_HANDLE setup_session = CK_INVALID_HANDLE;  // open for the run; owns raw_copy_key
   CK_OBJECT_HANDLE token_key = CK_INVALID_HANDLE;       // the root key's token object
   CK_OBJECT_HANDLE raw_copy_key = CK_INVALID_HANDLE;    // the raw loop's session copy of it
@@ -245,6 +251,23 @@ void BM_LayerUnwrap(benchmark::State& state, const Fixture* f) {
   state.SetItemsProcessed(state.iterations());
 }
 
+void BM_LayerSignPs256(benchmark::State& state, const Fixture* f) {
+  PoolWaitCounter waits(state, *f->token);
+  for (auto _ : state) {
+    Result<std::vector<std::uint8_t>> signature = f->token->SignPs256(kIdentity, f->message);
+    if (!signature.ok()) {
+      state.SkipWithError(signature.error().ToString().c_str());
+      break;
+    }
+    if (signature->size() != 384) {
+      state.SkipWithError("Token::SignPs256 returned a signature of the wrong size");
+      break;
+    }
+    benchmark::DoNotOptimize(signature->data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 // Raw and layer paired: every iteration runs a batch of raw operations and a batch of layer
 // operations (alternating which goes first) and times each, so drift of the machine's speed, which
 // on this 2-vCPU VM moves single runs by 10-30%, hits both sides alike. Reports each side's rate
@@ -332,6 +355,7 @@ void RegisterBenchmarks(const Fixture* f, bool min_time_from_flag) {
        {"BM_RawWrapTokenKey", BM_RawWrapTokenKey}},
       {{"BM_RawUnwrap", BM_RawUnwrap}, {"BM_LayerUnwrap", BM_LayerUnwrap}},
       {{"BM_PairedWrap", BM_PairedWrap}, {"BM_PairedUnwrap", BM_PairedUnwrap}},
+      {{"BM_LayerSignPs256", BM_LayerSignPs256}},
   };
   for (const std::vector<Named>& group : groups) {
     for (int threads : kThreadCounts) {
@@ -474,6 +498,9 @@ Status SetUp(Environment& env) {
     return Error(ErrorCode::kInternal, "the layer wrapped under an unexpected root-key version");
   }
   SR_RETURN_IF_ERROR(PrepareRaw(f));
+  Result<hsm::RsaPublicKey> identity = env.token->CreateIdentityKey(kIdentity, 3072);
+  if (!identity.ok()) return identity.error();
+  f.message.assign(kSignedMessageSize, 0x5a);
 
   benchmark::AddCustomContext(
       "hsm_pool_size",
