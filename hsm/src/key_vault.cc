@@ -7,6 +7,54 @@
 
 namespace strongroom::hsm {
 
+// A Token as the KMS uses it (vault.h): the calls go to the token as they are.
+class KeyVault::TokenView final : public VaultToken {
+ public:
+  explicit TokenView(Token& token) : token_(token) {}
+
+  const std::string& name() const override { return token_.name(); }
+  const std::vector<std::string>& orgs() const override { return token_.orgs(); }
+  bool InBackoff() const override { return token_.InBackoff(); }
+  TokenHealth Health() const override { return token_.Health(); }
+  Result<std::vector<RootKeyInfo>> ListRootKeys(const std::string& org) override {
+    return token_.ListRootKeys(org);
+  }
+  Result<std::uint32_t> CurrentVersion(const std::string& org) override {
+    token_.RefreshVersions();  // another node may have rotated since this one looked
+    return token_.CurrentVersion(org);
+  }
+  Result<std::vector<std::uint8_t>> Wrap(const KeyBinding& binding,
+                                         std::span<const std::uint8_t> key) override {
+    return token_.Wrap(binding, key);
+  }
+  Result<SecretBytes> Unwrap(const KeyBinding& binding,
+                             std::span<const std::uint8_t> blob) override {
+    return token_.Unwrap(binding, blob);
+  }
+  Status CheckIdentityMechanisms() override { return token_.CheckIdentityMechanisms(); }
+  Result<RsaPublicKey> IdentityPublicKey(const std::string& key_name) override {
+    return token_.IdentityPublicKey(key_name);
+  }
+  Result<SecretBytes> DecryptRsaOaep(const std::string& key_name,
+                                     std::span<const std::uint8_t> ciphertext) override {
+    return token_.DecryptRsaOaep(key_name, ciphertext);
+  }
+  Result<std::vector<std::uint8_t>> SignPs256(const std::string& key_name,
+                                              std::span<const std::uint8_t> message) override {
+    return token_.SignPs256(key_name, message);
+  }
+
+ private:
+  Token& token_;
+};
+
+KeyVault::KeyVault(std::vector<std::unique_ptr<Token>> tokens) : tokens_(std::move(tokens)) {
+  for (const auto& token : tokens_) {
+    views_.push_back(std::make_unique<TokenView>(*token));
+    token_views_.push_back(views_.back().get());
+  }
+}
+
 Result<std::unique_ptr<KeyVault>> KeyVault::Open(const HsmConfig& config) {
   if (config.tokens.empty()) {
     return Error(ErrorCode::kInvalidArgument, "no HSM token configured");

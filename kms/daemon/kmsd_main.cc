@@ -16,6 +16,7 @@
 
 #include "strongroom/common/daemon.h"
 #include "strongroom/common/database.h"
+#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/identity_certificate.h"
 #include "strongroom/kms/kms_server.h"

@@ -9,13 +9,13 @@
 
 namespace strongroom::kms {
 
-Result<std::unique_ptr<KmsIdentities>> KmsIdentities::New(hsm::KeyVault& vault, std::string cluster,
+Result<std::unique_ptr<KmsIdentities>> KmsIdentities::New(hsm::Vault& vault, std::string cluster,
                                                           std::string key_name,
                                                           std::vector<IdentityChain> chains) {
   SR_RETURN_IF_ERROR(hsm::ValidateOrgName(key_name));
   std::vector<Slot> slots;
-  for (const auto& token : vault.tokens())
-    slots.push_back(Slot{token.get(), State::kUnknown, nullptr, ""});
+  for (hsm::VaultToken* token : vault.Tokens())
+    slots.push_back(Slot{token, State::kUnknown, nullptr, ""});
   if (slots.empty()) return Error(ErrorCode::kInvalidArgument, "no HSM token");
   std::unique_ptr<KmsIdentities> identities(new KmsIdentities(
       std::move(cluster), std::move(key_name), std::move(chains), std::move(slots)));
@@ -36,11 +36,12 @@ Result<std::unique_ptr<KmsIdentities>> KmsIdentities::New(hsm::KeyVault& vault, 
 
 void KmsIdentities::Resolve(Slot& slot) {
   if (slot.state != State::kUnknown) return;
-  hsm::Token& token = *slot.token;
+  hsm::VaultToken& token = *slot.token;
   const std::string name = "token '" + token.name() + "'";
-  if (token.LoginRefused()) {
+  if (const hsm::TokenHealth health = token.Health();
+      health.state == hsm::TokenState::kLoginRefused) {
     slot.state = State::kNone;
-    slot.why = name + " is refused (" + token.Health().detail + ")";
+    slot.why = name + " is refused (" + health.detail + ")";
     return;
   }
   if (token.InBackoff()) {

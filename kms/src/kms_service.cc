@@ -253,13 +253,13 @@ constexpr const char* kRoles[] = {"participant", "cloudAgent", "orgAgent"};
 
 }  // namespace
 
-Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm::KeyVault& vault,
+Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm::Vault& vault,
                                                     Database& db, JwtVerifier verifier, Clock clock,
                                                     KmsServiceHooks hooks) {
   if (config.host.empty() || config.host.find_first_of("/?# ") != std::string::npos) {
     return Error(ErrorCode::kInvalidArgument, "the KMS host name is empty or malformed");
   }
-  if (vault.tokens().empty()) return Error(ErrorCode::kInvalidArgument, "no HSM token");
+  if (vault.Tokens().empty()) return Error(ErrorCode::kInvalidArgument, "no HSM token");
   if (!clock) clock = UnixNowMs;
   if (config.audit_checkpoint_records < 1 ||
       config.audit_checkpoint_records > kAuditCheckpointRecords ||
@@ -275,7 +275,7 @@ Result<std::unique_ptr<KmsService>> KmsService::New(KmsServiceConfig config, hsm
                                                     hooks));
 }
 
-KmsService::KmsService(KmsServiceConfig config, hsm::KeyVault& vault,
+KmsService::KmsService(KmsServiceConfig config, hsm::Vault& vault,
                        std::unique_ptr<KmsIdentities> identities, Database& db,
                        JwtVerifier verifier, Clock clock, KmsServiceHooks hooks)
     : config_(std::move(config)),

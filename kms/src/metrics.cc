@@ -87,7 +87,7 @@ void RenderCache(const KeyCache& cache, Writer& w) {
   w.Sample("strongroom_kms_key_cache_capacity", "", s.capacity);
 }
 
-void RenderTokens(const hsm::KeyVault& vault, Writer& w) {
+void RenderTokens(const hsm::Vault& vault, Writer& w) {
   const std::vector<hsm::TokenHealth> health = vault.Health();
   auto token_label = [](const hsm::TokenHealth& h) { return "token=\"" + Label(h.name) + "\""; };
   auto gauge = [&](std::string_view name, std::string_view type, std::string_view help,

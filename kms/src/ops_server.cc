@@ -109,9 +109,9 @@ std::array<std::uint8_t, 32> Sha256(std::span<const std::uint8_t> data) {
 // Whether kmsd serves `org`: a token that serves it holds a root key of it. NOT_FOUND when none
 // does; a token that cannot say is passed over, and its error is the answer if no other token
 // holds a root key of the org (the org may well be served: the operator should retry).
-Status CheckServed(hsm::KeyVault& vault, const std::string& org) {
+Status CheckServed(hsm::Vault& vault, const std::string& org) {
   std::optional<Error> outage;
-  for (const auto& token : vault.tokens()) {
+  for (hsm::VaultToken* token : vault.Tokens()) {
     if (!token->Serves(org)) continue;
     Result<std::vector<hsm::RootKeyInfo>> keys = token->ListRootKeys(org);
     if (!keys.ok()) {
@@ -239,7 +239,7 @@ struct OpsServer::Call {
   std::string body;
 };
 
-Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, hsm::KeyVault& vault,
+Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, hsm::Vault& vault,
                                                   Database& db, Metrics& metrics, RewrapJobs& jobs,
                                                   KeyCache& cache, RewrapWorker* worker,
                                                   Clock clock, ReconcileWorker* reconcile) {
@@ -257,7 +257,7 @@ Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, h
 }
 
 OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
-                     hsm::KeyVault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs,
+                     hsm::Vault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs,
                      KeyCache& cache, RewrapWorker* worker, Clock clock, ReconcileWorker* reconcile)
     : http::Endpoint("kmsd-ops", "the operations request failed", http::CodeStyle::kUpperCase),
       settings_(settings),
@@ -525,7 +525,7 @@ Response OpsServer::StartReconcile(const std::string& actor) {
   return JsonResponse(started ? 202 : 200, ReconcileJson(*job, reconcile_->jobs().last_count()));
 }
 
-Operations::Operations(OpsSettings settings, hsm::KeyVault& vault, Database& db, KeyCache& cache)
+Operations::Operations(OpsSettings settings, hsm::Vault& vault, Database& db, KeyCache& cache)
     : settings_(std::move(settings)),
       jobs_(vault, db, {}, [&cache](const std::string&) { cache.Clear(); }),
       worker_(jobs_, settings_.rewrap_idle, settings_.rewrap_batch) {}
@@ -537,7 +537,7 @@ Operations::~Operations() {
 }
 
 Result<std::unique_ptr<Operations>> Operations::New(const std::string& config_path,
-                                                    hsm::KeyVault& vault, Database& db,
+                                                    hsm::Vault& vault, Database& db,
                                                     Metrics& metrics, KeyCache& cache,
                                                     ReconcileWorker* reconcile) {
   SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(config_path));
@@ -552,7 +552,7 @@ Result<std::unique_ptr<Operations>> Operations::New(const std::string& config_pa
 Status Operations::Listen() { return server_->Start(); }
 
 Result<std::unique_ptr<Operations>> Operations::Start(const std::string& config_path,
-                                                      hsm::KeyVault& vault, Database& db,
+                                                      hsm::Vault& vault, Database& db,
                                                       Metrics& metrics, KeyCache& cache,
                                                       ReconcileWorker* reconcile) {
   SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> ops,

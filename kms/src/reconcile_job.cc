@@ -61,7 +61,7 @@ std::string Quoted(const std::set<std::string>& names) {
 bool IsKey(const std::string& kind) { return kind == "key"; }
 
 // "(the key x lacks a blob for `token` [and its organization is one the token serves])".
-void AppendLacks(const std::string& kind, const hsm::Token& token, std::string& sql,
+void AppendLacks(const std::string& kind, const hsm::VaultToken& token, std::string& sql,
                  std::vector<Param>& params) {
   sql += IsKey(kind) ? "(NOT EXISTS (SELECT 1 FROM key_blobs b WHERE b.key_uri = x.uri "
                        "AND b.token = ?)"
@@ -135,7 +135,7 @@ Result<std::optional<JobRow>> ReadJob(Poco::Data::Session& s, const std::string&
 constexpr char kActive[] = "WHERE state IN ('running', 'waiting')";
 
 // The names of the tokens that are ready now.
-std::set<std::string> ReadyTokens(const hsm::KeyVault& vault) {
+std::set<std::string> ReadyTokens(const hsm::Vault& vault) {
   std::set<std::string> ready;
   for (const hsm::TokenHealth& h : vault.Health()) {
     if (h.state == hsm::TokenState::kReady) ready.insert(h.name);
@@ -170,7 +170,7 @@ namespace {
 // Up to `limit` keys of `kind` after `cursor`, in URI order, that lack a wrap under one of `tokens`
 // serving their organization and that job `job_id` has not given up on; without their blobs.
 Status ReadPage(Poco::Data::Session& s, const std::string& kind, const std::string& cursor,
-                std::size_t limit, const std::vector<hsm::Token*>& tokens, std::int64_t job_id,
+                std::size_t limit, const std::vector<hsm::VaultToken*>& tokens, std::int64_t job_id,
                 std::int64_t now_ms, std::vector<std::pair<std::string, std::string>>& out) {
   if (tokens.empty() || limit == 0) return OkStatus();
   std::vector<Param> params;
@@ -220,17 +220,17 @@ Result<std::vector<hsm::TokenBlob>> ReadBlobs(Poco::Data::Session& s, const std:
 
 }  // namespace
 
-ReconcileJobs::ReconcileJobs(hsm::KeyVault& vault, Database& db, Clock clock)
+ReconcileJobs::ReconcileJobs(hsm::Vault& vault, Database& db, Clock clock)
     : vault_(vault), db_(db), clock_(std::move(clock)) {}
 
 std::int64_t ReconcileJobs::Now() const { return clock_ ? clock_() : UnixNowMs(); }
 
-Result<MissingWraps> ReconcileJobs::CountMissing(Poco::Data::Session& s, const hsm::KeyVault& vault,
+Result<MissingWraps> ReconcileJobs::CountMissing(Poco::Data::Session& s, const hsm::Vault& vault,
                                                  std::int64_t now_ms,
                                                  const std::optional<std::string>& org) {
   MissingWraps out;
   out.counted_ms = now_ms;
-  for (const auto& token : vault.tokens()) {
+  for (hsm::VaultToken* token : vault.Tokens()) {
     std::int64_t missing = 0;
     if (!org && token->orgs().empty()) {
       // Every key is the token's to hold: the keys less the token's blobs (one per key at most, and
@@ -361,14 +361,14 @@ Result<std::vector<ReconcileFailure>> ReconcileJobs::Failures(std::int64_t job_i
 
 Result<SecretBytes> ReconcileJobs::Open(const hsm::KeyBinding& binding,
                                         const std::vector<hsm::TokenBlob>& blobs, bool* outage) {
-  // As KeyVault::Unwrap (ready tokens first, in configuration order; an integrity failure is never
+  // As Vault::Unwrap (ready tokens first, in configuration order; an integrity failure is never
   // passed on to another token), but telling an outage (a token holding the key is down) from a
   // key that no token can open (its blobs are for tokens or root versions that are not there).
-  std::vector<std::pair<hsm::Token*, const hsm::TokenBlob*>> order;
-  for (const auto& token : vault_.tokens()) {
+  std::vector<std::pair<hsm::VaultToken*, const hsm::TokenBlob*>> order;
+  for (hsm::VaultToken* token : vault_.Tokens()) {
     if (!token->Serves(binding.org)) continue;
     for (const hsm::TokenBlob& blob : blobs) {
-      if (blob.token == token->name()) order.emplace_back(token.get(), &blob);
+      if (blob.token == token->name()) order.emplace_back(token, &blob);
     }
   }
   std::stable_partition(order.begin(), order.end(),
@@ -408,9 +408,9 @@ Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
   const std::int64_t now_ms = Now();
 
   const std::set<std::string> ready = ReadyTokens(vault_);
-  std::vector<hsm::Token*> ready_tokens;
-  for (const auto& token : vault_.tokens()) {
-    if (ready.count(token->name())) ready_tokens.push_back(token.get());
+  std::vector<hsm::VaultToken*> ready_tokens;
+  for (hsm::VaultToken* token : vault_.Tokens()) {
+    if (ready.count(token->name())) ready_tokens.push_back(token);
   }
   if (job->progress.state == "waiting") {
     bool retry = now_ms - job->progress.updated_ms >= kReconcileWaitingRecheckMs;
@@ -449,11 +449,11 @@ Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
   std::vector<Added> added;
   std::vector<Failed> failed;
   std::set<std::string> blocked = job->blocked;  // tokens that met an outage this round
-  std::set<hsm::Token*> down;                    // tokens that met one in this batch
+  std::set<hsm::VaultToken*> down;               // tokens that met one in this batch
   std::string last_outage;
   for (const Candidate& c : candidates) {
-    std::vector<hsm::Token*> lacking;
-    for (hsm::Token* token : ready_tokens) {
+    std::vector<hsm::VaultToken*> lacking;
+    for (hsm::VaultToken* token : ready_tokens) {
       const bool has = std::any_of(c.blobs.begin(), c.blobs.end(), [&](const hsm::TokenBlob& b) {
         return b.token == token->name();
       });
@@ -470,11 +470,11 @@ Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
         for (const hsm::TokenBlob& b : c.blobs) blocked.insert(b.token);
         last_outage = what;
       } else {
-        for (hsm::Token* token : lacking) failed.push_back({&c, token->name(), what});
+        for (hsm::VaultToken* token : lacking) failed.push_back({&c, token->name(), what});
       }
       continue;
     }
-    for (hsm::Token* token : lacking) {
+    for (hsm::VaultToken* token : lacking) {
       Result<std::vector<std::uint8_t>> blob = token->Wrap(binding, key->view());
       if (blob.ok()) {
         added.push_back({&c, {token->name(), std::move(blob).value()}});
@@ -555,12 +555,12 @@ Result<ReconcileBatch> ReconcileJobs::EndRound(ReconcileProgress job,
                                                ReconcileBatch result) {
   SR_ASSIGN_OR_RETURN(MissingWraps missing, Count());
   const std::int64_t now_ms = Now();
-  std::vector<hsm::Token*> ready_tokens;
+  std::vector<hsm::VaultToken*> ready_tokens;
   std::set<std::string> not_ready_missing;
   std::int64_t ready_missing = 0;
-  for (const auto& token : vault_.tokens()) {
+  for (hsm::VaultToken* token : vault_.Tokens()) {
     if (ready.count(token->name())) {
-      ready_tokens.push_back(token.get());
+      ready_tokens.push_back(token);
       ready_missing += missing.of(token->name());
     } else if (missing.of(token->name()) > 0) {
       not_ready_missing.insert(token->name());
@@ -647,7 +647,7 @@ Status ReconcileJobs::Check(std::chrono::milliseconds busy_recount,
     const auto floor = count_took_ * 10;
     due = !last_count_ || ready != counted_ready_ || elapsed >= std::max(idle_recount, floor) ||
           (elapsed >= std::max(busy_recount, floor) &&
-           (ready.size() < vault_.tokens().size() || last_count_->total() > 0));
+           (ready.size() < vault_.Tokens().size() || last_count_->total() > 0));
   }
   std::optional<MissingWraps> missing;
   if (due) {

@@ -59,16 +59,14 @@ bool IsBlobFailure(const Error& e) {
 
 // The tokens serving `org` with their current root versions; tokens that cannot say are
 // reported in `outage` and left out.
-std::vector<std::pair<hsm::Token*, std::uint32_t>> CurrentVersions(hsm::KeyVault& vault,
-                                                                   const std::string& org,
-                                                                   std::optional<Error>* outage) {
-  std::vector<std::pair<hsm::Token*, std::uint32_t>> out;
-  for (const auto& token : vault.tokens()) {
+std::vector<std::pair<hsm::VaultToken*, std::uint32_t>> CurrentVersions(
+    hsm::Vault& vault, const std::string& org, std::optional<Error>* outage) {
+  std::vector<std::pair<hsm::VaultToken*, std::uint32_t>> out;
+  for (hsm::VaultToken* token : vault.Tokens()) {
     if (!token->Serves(org)) continue;
-    token->RefreshVersions();  // another node may have rotated since this one looked
-    Result<std::uint32_t> version = token->CurrentVersion(org);
+    Result<std::uint32_t> version = token->CurrentVersion(org);  // read again, not remembered
     if (version.ok()) {
-      out.emplace_back(token.get(), *version);
+      out.emplace_back(token, *version);
     } else if (outage != nullptr) {
       *outage = Error(version.error().code(),
                       "token '" + token->name() + "': " + version.error().message());
@@ -82,11 +80,11 @@ std::vector<std::pair<hsm::Token*, std::uint32_t>> CurrentVersions(hsm::KeyVault
 struct RewrapJobs::Candidate {
   std::string kind;  // "key" or "ephemeral"
   std::string uri;
-  hsm::Token* token = nullptr;
+  hsm::VaultToken* token = nullptr;
   std::vector<std::uint8_t> blob;  // as read; written over only if still the same
 };
 
-RewrapJobs::RewrapJobs(hsm::KeyVault& vault, Database& db, Clock clock, RotationHook on_rotated)
+RewrapJobs::RewrapJobs(hsm::Vault& vault, Database& db, Clock clock, RotationHook on_rotated)
     : vault_(vault), db_(db), clock_(std::move(clock)), on_rotated_(std::move(on_rotated)) {}
 
 std::int64_t RewrapJobs::Now() const { return clock_ ? clock_() : UnixNowMs(); }
@@ -251,7 +249,7 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
   };
   std::vector<Rewrapped> rewrapped;
   std::vector<std::pair<const Candidate*, std::string>> failed;
-  std::map<hsm::Token*, bool> token_down;
+  std::map<hsm::VaultToken*, bool> token_down;
   for (const Candidate& c : candidates) {
     if (token_down[c.token]) continue;
     const hsm::KeyBinding binding{job->org, c.uri};

@@ -5,6 +5,7 @@
 
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
 

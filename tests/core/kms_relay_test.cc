@@ -43,6 +43,7 @@
 #include "strongroom/common/database.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/common/tls.h"
+#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/kmsd_settings.h"

@@ -30,6 +30,7 @@
 #include "strongroom/client/kms_context.h"
 #include "strongroom/client/kms_identity.h"
 #include "strongroom/client/kms_session.h"
+#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/hsm_settings.h"
 #include "strongroom/kms/identity_certificate.h"
 #include "strongroom/kms/kms_service.h"

@@ -19,6 +19,7 @@
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "../support/tool_steps.h"
+#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_store.h"

@@ -11,6 +11,7 @@
 
 #include "../support/softhsm_sandbox.h"
 #include "prometheus_text.h"
+#include "strongroom/hsm/key_vault.h"
 
 namespace strongroom::kms {
 namespace {

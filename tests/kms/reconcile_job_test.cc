@@ -14,6 +14,7 @@
 #include "../support/fault_pkcs11.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 

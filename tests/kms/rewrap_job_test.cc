@@ -8,6 +8,7 @@
 
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/reconcile_job.h"

@@ -1,4 +1,5 @@
-// The HSM layer's front door: every configured token, used together.
+// The HSM layer's front door: every configured token, used together. It is the PKCS#11
+// implementation of the KMS's Vault (vault.h); kmsctl and kmsd's start use the tokens themselves.
 //
 // A token may be limited to some organizations (TokenConfig::orgs); every operation for an
 // organization uses only the tokens that serve it.
@@ -32,6 +33,7 @@
 #include "strongroom/common/error.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/hsm/token.h"
+#include "strongroom/hsm/vault.h"
 #include "strongroom/hsm/wrapped_key.h"
 
 namespace strongroom::hsm {
@@ -47,26 +49,10 @@ struct HsmConfig {
   bool start_degraded = false;
 };
 
-// A key wrapped under one token's root key.
-struct TokenBlob {
-  std::string token;               // TokenConfig::name
-  std::vector<std::uint8_t> blob;  // see wrapped_key.h
-};
-
-struct WrapResult {
-  std::vector<TokenBlob> blobs;  // one per token that wrapped it
-  std::vector<Error> missing;    // why the other tokens did not; the KMS re-wraps them later
-};
-
-struct RootKeySet {
-  std::string token;
-  std::vector<RootKeyInfo> keys;
-};
-
-class KeyVault {
+class KeyVault : public Vault {
  public:
   static Result<std::unique_ptr<KeyVault>> Open(const HsmConfig& config);
-  ~KeyVault();
+  ~KeyVault() override;
   KeyVault(const KeyVault&) = delete;
   KeyVault& operator=(const KeyVault&) = delete;
 
@@ -74,27 +60,32 @@ class KeyVault {
   Result<std::vector<RootKeyInfo>> InitRoot(const std::string& org);
   // Creates the next root-key version on every token; it becomes current for new wraps. Old
   // versions stay for unwrapping.
-  Result<std::vector<RootKeyInfo>> RotateRoot(const std::string& org);
-  Result<std::vector<RootKeySet>> ListRoots(const std::string& org);
+  Result<std::vector<RootKeyInfo>> RotateRoot(const std::string& org) override;
+  Result<std::vector<RootKeySet>> ListRoots(const std::string& org) override;
 
   // Wraps under every token; fails only if no token could.
-  Result<WrapResult> Wrap(const KeyBinding& binding, std::span<const std::uint8_t> key);
-  Result<SecretBytes> Unwrap(const KeyBinding& binding, std::span<const TokenBlob> blobs);
+  Result<WrapResult> Wrap(const KeyBinding& binding, std::span<const std::uint8_t> key) override;
+  Result<SecretBytes> Unwrap(const KeyBinding& binding, std::span<const TokenBlob> blobs) override;
 
-  std::vector<TokenHealth> Health() const;
+  std::vector<TokenHealth> Health() const override;
   // The tokens that serve `org` and are ready now (neither unavailable nor refused).
   std::vector<Token*> ReadyFor(const std::string& org) const;
+  // The PKCS#11 tokens themselves, and the same tokens as the KMS uses them (Vault::Tokens).
   const std::vector<std::unique_ptr<Token>>& tokens() const { return tokens_; }
+  const std::vector<VaultToken*>& Tokens() const override { return token_views_; }
   Token* FindToken(const std::string& name) const;
 
  private:
-  explicit KeyVault(std::vector<std::unique_ptr<Token>> tokens) : tokens_(std::move(tokens)) {}
+  class TokenView;  // a Token as a VaultToken
+  explicit KeyVault(std::vector<std::unique_ptr<Token>> tokens);
   // The tokens that serve `org`, in preference order; NOT_FOUND if none does.
   Result<std::vector<Token*>> TokensFor(const std::string& org) const;
   // Probes every token each `interval`, and a token marked unavailable when its repair is due.
   void ProbeLoop(std::chrono::milliseconds interval);
 
   std::vector<std::unique_ptr<Token>> tokens_;
+  std::vector<std::unique_ptr<TokenView>> views_;  // one per token, in the same order
+  std::vector<VaultToken*> token_views_;           // the same, as Tokens() hands them out
   std::mutex probe_mutex_;
   std::condition_variable probe_wake_;
   bool stopping_ = false;  // guarded by probe_mutex_

@@ -37,7 +37,7 @@
 #include "strongroom/common/error.h"
 #include "strongroom/common/jose.h"
 #include "strongroom/common/secret_bytes.h"
-#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/vault.h"
 #include "strongroom/kms/identity_certificate.h"
 
 namespace strongroom::kms {
@@ -45,7 +45,7 @@ namespace strongroom::kms {
 class KmsIdentities {
  public:
   struct Identity {
-    hsm::Token* token = nullptr;
+    hsm::VaultToken* token = nullptr;
     hsm::RsaPublicKey key;
     jose::PublicJwk jwk;     // kid = the cluster, x5c = the chain
     std::string info_json;   // GET /kms/info: {"kmsCluster", "rsaPublicKey"}
@@ -56,7 +56,7 @@ class KmsIdentities {
   // `chains` certify the tokens' keys (identity_certificate.h); empty: every identity key is used
   // without x5c (tests). Fails with FAILED_PRECONDITION, naming each token's reason, when no token
   // has a usable identity now.
-  static Result<std::unique_ptr<KmsIdentities>> New(hsm::KeyVault& vault, std::string cluster,
+  static Result<std::unique_ptr<KmsIdentities>> New(hsm::Vault& vault, std::string cluster,
                                                     std::string key_name,
                                                     std::vector<IdentityChain> chains);
 
@@ -85,7 +85,7 @@ class KmsIdentities {
  private:
   enum class State { kUnknown, kUsable, kNone };
   struct Slot {
-    hsm::Token* token;
+    hsm::VaultToken* token;
     State state = State::kUnknown;
     IdentityPtr identity;
     std::string why;  // kNone, or kUnknown after a failed read

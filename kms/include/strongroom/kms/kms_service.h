@@ -43,7 +43,7 @@
 // would be answered, only for resources of the officer's own organization, and audited with both
 // names. Every key retrieval, denial and authorization change is audited.
 //
-// Ephemeral keys are stored wrapped under every token's root key (the HSM layer's KeyVault), so
+// Ephemeral keys are stored wrapped under every token's root key (the HSM layer's Vault), so
 // any KMS node sharing the database can open a channel another node set up.
 #ifndef STRONGROOM_KMS_KMS_SERVICE_H_
 #define STRONGROOM_KMS_KMS_SERVICE_H_
@@ -70,7 +70,7 @@
 #include "strongroom/common/error.h"
 #include "strongroom/common/jose.h"
 #include "strongroom/common/jwt.h"
-#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/vault.h"
 #include "strongroom/kms/audit_checkpoints.h"
 #include "strongroom/kms/hot_path_cache.h"
 #include "strongroom/kms/identity_certificate.h"
@@ -142,7 +142,7 @@ class KmsService {
  public:
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
 
-  static Result<std::unique_ptr<KmsService>> New(KmsServiceConfig config, hsm::KeyVault& vault,
+  static Result<std::unique_ptr<KmsService>> New(KmsServiceConfig config, hsm::Vault& vault,
                                                  Database& db, JwtVerifier verifier,
                                                  Clock clock = {}, KmsServiceHooks hooks = {});
   ~KmsService();
@@ -157,9 +157,8 @@ class KmsService {
   KmsIdentities& identities() const { return *identities_; }
 
  private:
-  KmsService(KmsServiceConfig config, hsm::KeyVault& vault,
-             std::unique_ptr<KmsIdentities> identities, Database& db, JwtVerifier verifier,
-             Clock clock, KmsServiceHooks hooks);
+  KmsService(KmsServiceConfig config, hsm::Vault& vault, std::unique_ptr<KmsIdentities> identities,
+             Database& db, JwtVerifier verifier, Clock clock, KmsServiceHooks hooks);
 
   KmsReply HandleEcdheCreate(std::string_view message, std::string* operation);
   KmsReply HandleSealed(std::string_view message, const std::string& kid, std::string* operation);
@@ -206,7 +205,7 @@ class KmsService {
 
   const KmsServiceConfig config_;
   const std::string cluster_;  // kms://<host>
-  hsm::KeyVault& vault_;
+  hsm::Vault& vault_;
   const std::unique_ptr<KmsIdentities> identities_;
   Database& db_;
   const JwtVerifier verifier_;

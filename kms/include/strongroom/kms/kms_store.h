@@ -21,7 +21,7 @@
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
-#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/vault.h"
 
 namespace strongroom::kms {
 

@@ -22,7 +22,7 @@
 #include <string>
 #include <string_view>
 
-#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/vault.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/reconcile_job.h"
 
@@ -47,7 +47,7 @@ inline constexpr std::array<double, 14> kLatencyBuckets = {
 // What RenderPrometheus reads besides the counters; each may be null.
 struct MetricSources {
   const KeyCache* cache = nullptr;
-  const hsm::KeyVault* vault = nullptr;
+  const hsm::Vault* vault = nullptr;
   // The reconciliation's last count of keys missing a wrap (ReconcileJobs::last_count).
   std::optional<MissingWraps> missing_wraps = std::nullopt;
 };

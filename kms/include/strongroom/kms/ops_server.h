@@ -48,7 +48,7 @@
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/common/http_router.h"
-#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/vault.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/metrics.h"
 #include "strongroom/kms/reconcile_job.h"
@@ -94,7 +94,7 @@ class OpsServer : public http::Endpoint {
   // Reads the token file and the TLS certificate and key; does not listen yet. `worker`, if
   // given, is woken after a rotation. `reconcile`, if given, is the reconciliation: its count of
   // keys missing wraps goes into health and metrics, and /ops/reconcile reaches its jobs.
-  static Result<std::unique_ptr<OpsServer>> New(const OpsSettings& settings, hsm::KeyVault& vault,
+  static Result<std::unique_ptr<OpsServer>> New(const OpsSettings& settings, hsm::Vault& vault,
                                                 Database& db, Metrics& metrics, RewrapJobs& jobs,
                                                 KeyCache& cache, RewrapWorker* worker = nullptr,
                                                 Clock clock = {},
@@ -118,7 +118,7 @@ class OpsServer : public http::Endpoint {
   struct Call;  // who asks (the audit's actor) and the body
 
   OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
-            hsm::KeyVault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs, KeyCache& cache,
+            hsm::Vault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs, KeyCache& cache,
             RewrapWorker* worker, Clock clock, ReconcileWorker* reconcile);
 
   http::Response Handle(http::Request& request);
@@ -135,7 +135,7 @@ class OpsServer : public http::Endpoint {
 
   const OpsSettings settings_;
   const std::array<std::uint8_t, 32> token_digest_;
-  hsm::KeyVault& vault_;
+  hsm::Vault& vault_;
   Database& db_;
   Metrics& metrics_;
   RewrapJobs& jobs_;
@@ -159,15 +159,14 @@ class Operations {
   // Reads [ops] and everything it names (the token file, the TLS certificate and key) and starts
   // the rewrap worker, but does not listen yet: kmsd checks every setting before any listener
   // opens. nullptr (and OK) when the file has no [ops] section: no listener and no rewrap worker.
-  static Result<std::unique_ptr<Operations>> New(const std::string& config_path,
-                                                 hsm::KeyVault& vault, Database& db,
-                                                 Metrics& metrics, KeyCache& cache,
+  static Result<std::unique_ptr<Operations>> New(const std::string& config_path, hsm::Vault& vault,
+                                                 Database& db, Metrics& metrics, KeyCache& cache,
                                                  ReconcileWorker* reconcile = nullptr);
   // Opens the listener.
   Status Listen();
   // New, then Listen.
   static Result<std::unique_ptr<Operations>> Start(const std::string& config_path,
-                                                   hsm::KeyVault& vault, Database& db,
+                                                   hsm::Vault& vault, Database& db,
                                                    Metrics& metrics, KeyCache& cache,
                                                    ReconcileWorker* reconcile = nullptr);
   ~Operations();  // the listener stops first, then the worker
@@ -178,7 +177,7 @@ class Operations {
   const OpsSettings& settings() const { return settings_; }
 
  private:
-  Operations(OpsSettings settings, hsm::KeyVault& vault, Database& db, KeyCache& cache);
+  Operations(OpsSettings settings, hsm::Vault& vault, Database& db, KeyCache& cache);
 
   const OpsSettings settings_;
   RewrapJobs jobs_;

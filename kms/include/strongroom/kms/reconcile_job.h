@@ -1,7 +1,7 @@
 // Reconciliation: every stored key wrapped under every configured token that serves its
 // organization.
 //
-// KeyVault::Wrap wraps a new key under every token it can, and the KMS stores the blobs it got: a
+// Vault::Wrap wraps a new key under every token it can, and the KMS stores the blobs it got: a
 // token that is down when a key (or a channel key) is made misses it, and the key then hangs on
 // the other tokens alone. The reconciliation job finds such keys and wraps them for the tokens
 // that lack them, so that losing any one token loses nothing again.
@@ -58,7 +58,7 @@
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
-#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/vault.h"
 #include "strongroom/kms/background_job.h"
 
 namespace strongroom::kms {
@@ -100,7 +100,7 @@ class ReconcileJobs {
  public:
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
 
-  ReconcileJobs(hsm::KeyVault& vault, Database& db, Clock clock = {});
+  ReconcileJobs(hsm::Vault& vault, Database& db, Clock clock = {});
 
   // Counts the keys missing a wrap now, per configured token, and keeps the count.
   Result<MissingWraps> Count();
@@ -120,7 +120,7 @@ class ReconcileJobs {
 
   // Per token, the keys of `org` (or of every organization) and its live channel keys that lack a
   // wrap under it, on the caller's session; tokens not serving `org` count 0.
-  static Result<MissingWraps> CountMissing(Poco::Data::Session& s, const hsm::KeyVault& vault,
+  static Result<MissingWraps> CountMissing(Poco::Data::Session& s, const hsm::Vault& vault,
                                            std::int64_t now_ms,
                                            const std::optional<std::string>& org = std::nullopt);
 
@@ -134,7 +134,7 @@ class ReconcileJobs {
   Result<ReconcileBatch> EndRound(ReconcileProgress job, const std::set<std::string>& ready,
                                   std::set<std::string> blocked, ReconcileBatch result);
 
-  hsm::KeyVault& vault_;
+  hsm::Vault& vault_;
   Database& db_;
   const Clock clock_;
   std::mutex run_mutex_;

@@ -38,7 +38,7 @@
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
-#include "strongroom/hsm/key_vault.h"
+#include "strongroom/hsm/vault.h"
 #include "strongroom/kms/background_job.h"
 
 namespace strongroom::kms {
@@ -70,7 +70,7 @@ class RewrapJobs {
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
   using RotationHook = std::function<void(const std::string& org)>;
 
-  RewrapJobs(hsm::KeyVault& vault, Database& db, Clock clock = {}, RotationHook on_rotated = {});
+  RewrapJobs(hsm::Vault& vault, Database& db, Clock clock = {}, RotationHook on_rotated = {});
 
   // Rotates the org's root key on every token serving it and starts its rewrap job.
   Result<RewrapProgress> Rotate(const std::string& org, const std::string& actor);
@@ -87,7 +87,7 @@ class RewrapJobs {
   struct Candidate;  // a blob below its token's current version
   std::int64_t Now() const;
 
-  hsm::KeyVault& vault_;
+  hsm::Vault& vault_;
   Database& db_;
   const Clock clock_;
   const RotationHook on_rotated_;
