@@ -1,6 +1,7 @@
 // Signed checkpoints of the audit chain (issue 11): a consistent rewrite of the whole table, which
 // the bare chain cannot see, fails verification because its head no longer matches what the
-// identity key in a real SoftHSM2 token signed.
+// identity key signed (a key of the in-memory vault, tests/support/fake_vault.h: the signature is
+// the same PS256 a token makes).
 #include "strongroom/kms/audit_checkpoints.h"
 
 #include <gtest/gtest.h>
@@ -11,9 +12,8 @@
 #include <thread>
 
 #include "../support/audit_rewrite.h"
-#include "../support/softhsm_sandbox.h"
+#include "../support/fake_vault.h"
 #include "../support/test_dir.h"
-#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_checkpointer.h"
 #include "strongroom/kms/audit_writer.h"
 #include "strongroom/kms/kms_store.h"
@@ -24,40 +24,23 @@ namespace {
 using Poco::Data::Keywords::into;
 using Poco::Data::Keywords::now;
 using Poco::Data::Keywords::use;
-using testing::kSoftHsmModule;
-using testing::SoftHsmSandbox;
 
 constexpr char kKms[] = "kms://kms.acme.test";
 
-// A token with an identity key, shared by the tests (RSA key generation is slow).
+// A token with an identity key, and another token with another, shared by the tests.
 struct IdentityToken {
-  std::unique_ptr<hsm::KeyVault> vault;
-  hsm::RsaPublicKey key;
-  std::unique_ptr<hsm::KeyVault> other_vault;  // another token, another identity key
-  hsm::RsaPublicKey other_key;
+  testing::FakeVault vault{
+      std::vector<testing::FakeVault::TokenSpec>{{"primary", {}}, {"other", {}}}};
+  hsm::RsaPublicKey key = std::move(vault.token(0).CreateIdentityKey("kms")).value();
+  hsm::RsaPublicKey other_key = std::move(vault.token(1).CreateIdentityKey("kms")).value();
 
   static IdentityToken& Get() {
     static IdentityToken* token = new IdentityToken();
     return *token;
   }
   jose::JwsSigner Signer(bool other = false) {
-    hsm::Token& token = *(other ? other_vault : vault)->tokens().front();
+    hsm::VaultToken& token = vault.token(other ? 1 : 0);
     return [&token](std::span<const std::uint8_t> input) { return token.SignPs256("kms", input); };
-  }
-
- private:
-  IdentityToken() {
-    vault = Open(&key);
-    other_vault = Open(&other_key);
-  }
-  static std::unique_ptr<hsm::KeyVault> Open(hsm::RsaPublicKey* key) {
-    hsm::TokenConfig config;
-    config.name = "primary";
-    config.uri = SoftHsmSandbox::Get().Uri(kSoftHsmModule,
-                                           SoftHsmSandbox::Get().CreateToken(kSoftHsmModule));
-    auto vault = std::move(hsm::KeyVault::Open({{config}})).value();
-    *key = std::move(vault->tokens().front()->CreateIdentityKey("kms", 2048)).value();
-    return vault;
   }
 };
 

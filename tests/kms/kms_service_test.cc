@@ -1,5 +1,8 @@
-// The KMS protocol endpoint against a real SoftHSM2 token: the client side is written here with
-// the JOSE module, as a client of the protocol would.
+// The KMS protocol endpoint: the client side is written here with the JOSE module, as a client of
+// the protocol would. The vault is the in-memory one (tests/support/fake_vault.h) in
+// kms_protocol_tests, which needs no SoftHSM2; kms_tests runs some of the same tests on a real
+// SoftHSM2 token (tests/support/test_vault.h). The HSM's failures are injected through the fake
+// (KmsVaultFaultTest).
 #include "strongroom/kms/kms_service.h"
 
 #include <Poco/DateTimeFormat.h>
@@ -16,10 +19,10 @@
 #include <set>
 #include <sstream>
 
-#include "../support/softhsm_sandbox.h"
+#include "../support/fake_vault.h"
 #include "../support/test_dir.h"
+#include "../support/test_vault.h"
 #include "../support/tool_steps.h"
-#include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_store.h"
@@ -29,8 +32,6 @@ namespace strongroom::kms {
 namespace {
 
 using Poco::JSON::Object;
-using testing::kSoftHsmModule;
-using testing::SoftHsmSandbox;
 
 constexpr char kIssuer[] = "https://idp.acme.test";
 constexpr char kGlobexIssuer[] = "https://idp.globex.test";
@@ -63,17 +64,12 @@ struct Channel {
 
 class KmsServiceTest : public ::testing::Test {
  protected:
+  // The vault the service runs on: the test program's (test_vault.h), or a fixture's own.
+  virtual std::unique_ptr<hsm::Vault> MakeVault() { return testing::NewTestVault(); }
+
   void SetUp() override {
-    std::string label = SoftHsmSandbox::Get().CreateToken(kSoftHsmModule);
-    hsm::TokenConfig token;
-    token.name = "primary";
-    token.uri = SoftHsmSandbox::Get().Uri(kSoftHsmModule, label);
-    auto vault = hsm::KeyVault::Open({{token}});
-    ASSERT_TRUE(vault.ok()) << vault.error().ToString();
-    vault_ = std::move(vault).value();
-    ASSERT_TRUE(vault_->InitRoot("acme").ok());
-    ASSERT_TRUE(vault_->InitRoot("globex").ok());
-    ASSERT_TRUE(vault_->tokens()[0]->CreateIdentityKey("kms", 2048).ok());
+    vault_ = MakeVault();
+    ASSERT_TRUE(vault_);
 
     auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
     ASSERT_TRUE(db.ok()) << db.error().ToString();
@@ -203,7 +199,7 @@ class KmsServiceTest : public ::testing::Test {
     return n;
   }
 
-  std::unique_ptr<hsm::KeyVault> vault_;
+  std::unique_ptr<hsm::Vault> vault_;
   testing::TestDir dir_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<jose::EcKeyPair> issuer_key_;
@@ -1233,6 +1229,149 @@ TEST_F(KmsKeysTest, DuplicateMembersAndBooleanCountsAreRefused) {
   auto sealed = jose::EncryptDir(alice.key.view(), alice.uri, Bytes(two_bearers));
   EXPECT_EQ(StatusOf(Deliver(alice, *sealed)), 400);
   EXPECT_EQ(Count("keys"), 0);
+}
+
+// The HSM's failures, injected through the in-memory vault: a primary and a standby token, each
+// with its own root keys and identity key, as kmsd runs them.
+class KmsVaultFaultTest : public KmsKeysTest {
+ protected:
+  std::unique_ptr<hsm::Vault> MakeVault() override {
+    auto vault = std::make_unique<testing::FakeVault>(
+        std::vector<testing::FakeVault::TokenSpec>{{"primary", {}}, {"standby", {}}});
+    EXPECT_TRUE(vault->InitRoot("acme").ok());
+    EXPECT_TRUE(vault->CreateIdentityKeys("kms").ok());
+    primary_ = &vault->token("primary");
+    standby_ = &vault->token("standby");
+    return vault;
+  }
+
+  // A key of alice's bound to a resource she made; returns its URI and material ("k").
+  std::pair<std::string, std::string> BoundKey(const Channel& alice) {
+    Object::Ptr key = CreateKeys(alice, "alice@acme.test", 1).at(0);
+    const std::string uri = key->getValue<std::string>("uri");
+    EXPECT_NE(CreateResource(alice, "alice@acme.test", Strings({}), Strings({uri})), "");
+    return {uri, key->getObject("jwk")->getValue<std::string>("k")};
+  }
+
+  testing::FakeToken* primary_ = nullptr;
+  testing::FakeToken* standby_ = nullptr;
+};
+
+TEST_F(KmsVaultFaultTest, KeysAreServedByTheStandbyWhileThePrimaryIsDown) {
+  Channel alice = Open("alice@acme.test");
+  const auto [uri, material] = BoundKey(alice);
+  primary_->MarkUnavailable();
+  const std::uint64_t primary_unwraps = primary_->calls().unwraps;
+  Object::Ptr answer = Retrieve(alice, "alice@acme.test", uri);
+  ASSERT_EQ(StatusOf(answer), 200) << Json(*answer);
+  EXPECT_EQ(answer->getObject("key")->getObject("jwk")->getValue<std::string>("k"), material);
+  EXPECT_EQ(primary_->calls().unwraps, primary_unwraps);  // never asked while down
+  EXPECT_GE(standby_->calls().unwraps, 2u);               // the channel's key and the content key
+}
+
+TEST_F(KmsVaultFaultTest, ACallWhoseTokenIsRemovedMidCallGoesToTheStandby) {
+  Channel alice = Open("alice@acme.test");
+  const auto [uri, material] = BoundKey(alice);
+  primary_->RemoveMidCall();
+  Object::Ptr answer = Retrieve(alice, "alice@acme.test", uri);
+  ASSERT_EQ(StatusOf(answer), 200) << Json(*answer);
+  EXPECT_EQ(answer->getObject("key")->getObject("jwk")->getValue<std::string>("k"), material);
+  EXPECT_EQ(primary_->Health().state, hsm::TokenState::kUnavailable);
+  // Keys made meanwhile are wrapped by the standby alone, for the reconciliation to complete.
+  EXPECT_EQ(CreateKeys(alice, "alice@acme.test", 2).size(), 2u);
+  EXPECT_EQ(Count("key_blobs WHERE token = 'primary'"), 1);
+  EXPECT_EQ(Count("key_blobs WHERE token = 'standby'"), 3);
+}
+
+TEST_F(KmsVaultFaultTest, WithEveryTokenDownASealedRequestIsHsmUnavailable) {
+  Channel alice = Open("alice@acme.test");
+  primary_->MarkUnavailable();
+  standby_->MarkUnavailable();
+  KmsReply raw;
+  EXPECT_EQ(Send(alice, Request("update", "/ping", Token("alice@acme.test")), &raw), nullptr);
+  EXPECT_EQ(raw.http_status, 503);
+  EXPECT_EQ(raw.content_type, "application/json");
+  EXPECT_NE(raw.body.find("hsm_unavailable"), std::string::npos) << raw.body;
+  primary_->Restore();
+  EXPECT_EQ(StatusOf(Send(alice, Request("update", "/ping", Token("alice@acme.test")))), 200);
+}
+
+TEST_F(KmsVaultFaultTest, AnIntegrityFailureIsAnAlarmAndNeverPassedToTheStandby) {
+  KeyCache channels(8, std::chrono::minutes(5));  // the channel's key stays usable
+  service_ = NewService({nullptr, nullptr, &channels});
+  Channel alice = Open("alice@acme.test");
+  const auto [uri, material] = BoundKey(alice);
+  primary_->FailIntegrity();
+  const std::uint64_t standby_unwraps = standby_->calls().unwraps;
+  Object::Ptr answer = Retrieve(alice, "alice@acme.test", uri);
+  EXPECT_EQ(StatusOf(answer), 500);
+  EXPECT_EQ(answer->getValue<std::string>("reason").find(material), std::string::npos);
+  EXPECT_EQ(standby_->calls().unwraps, standby_unwraps);
+  AuditFilter all;
+  all.limit = 100;
+  auto records = AuditLog::Query(*db_, all);
+  ASSERT_TRUE(records.ok());
+  EXPECT_TRUE(std::any_of(records->begin(), records->end(), [&](const AuditRecord& r) {
+    return r.action == "key.retrieve" && r.key == uri && r.outcome == "failed: DATA_LOSS";
+  }));
+  // A channel whose own key fails the check cannot be used at all, and says so plainly.
+  Channel bob = Open("bob@acme.test");  // its key wrapped, not yet unwrapped
+  KmsReply raw;
+  EXPECT_EQ(Send(bob, Request("update", "/ping", Token("bob@acme.test")), &raw), nullptr);
+  EXPECT_EQ(raw.http_status, 500);
+  EXPECT_NE(raw.body.find("ephemeral key"), std::string::npos) << raw.body;
+}
+
+TEST_F(KmsVaultFaultTest, ARootKeyPastItsWrapLimitRefusesNewKeysUntilRotated) {
+  Channel alice = Open("alice@acme.test");
+  primary_->SetWrapLimit(1);  // the channel's key used the one wrap of v1
+  Object request = Request("create", "/keys", Token("alice@acme.test"));
+  request.set("count", 1);
+  EXPECT_EQ(StatusOf(Send(alice, request)), 429);
+  EXPECT_EQ(Count("keys"), 0);
+  ASSERT_TRUE(vault_->RotateRoot("acme").ok());
+  EXPECT_EQ(CreateKeys(alice, "alice@acme.test", 1).size(), 1u);
+}
+
+TEST_F(KmsVaultFaultTest, TheIdentityInServiceMovesToTheStandbyAndBack) {
+  const std::string primary_info = service_->InfoJson();
+  primary_->MarkUnavailable();
+  const std::string standby_info = service_->InfoJson();
+  EXPECT_NE(standby_info, primary_info);
+  auto standby_key = standby_->IdentityPublicKey("kms");
+  ASSERT_TRUE(standby_key.ok());
+  auto expected = jose::PublicJwk::FromRsa(standby_key->modulus, standby_key->public_exponent,
+                                           "kms://kms.acme.test", {});
+  EXPECT_EQ(service_->PublicKey().ToJson().value(), expected->ToJson().value());
+  // A channel opens under the standby's identity, its answer signed by the standby.
+  const std::uint64_t signatures = standby_->calls().signatures;
+  Channel alice = Open("alice@acme.test");
+  EXPECT_GT(standby_->calls().signatures, signatures);
+  primary_->Restore();
+  EXPECT_EQ(service_->InfoJson(), primary_info);
+}
+
+TEST_F(KmsVaultFaultTest, ACreateEcdheSealedToADownTokensIdentityIsIdentityUnavailable) {
+  auto standby_key = standby_->IdentityPublicKey("kms");
+  ASSERT_TRUE(standby_key.ok());
+  auto standby_jwk = jose::PublicJwk::FromRsa(standby_key->modulus, standby_key->public_exponent,
+                                              "kms://kms.acme.test", {});
+  ASSERT_TRUE(standby_jwk.ok());
+  auto mine = jose::EcKeyPair::Generate();
+  Object request = Request("create", "/ecdhe", Token("alice@acme.test"));
+  request.set("jwk", Parse(*mine->PublicJwkJson()));
+  auto sealed = jose::EncryptRsaOaepJwe(*standby_jwk, "kms://kms.acme.test", Bytes(Json(request)));
+  ASSERT_TRUE(sealed.ok());
+  standby_->MarkUnavailable();
+  KmsReply reply = service_->Handle(*sealed);
+  EXPECT_EQ(reply.http_status, 503);
+  EXPECT_NE(reply.body.find("identity_unavailable"), std::string::npos) << reply.body;
+  EXPECT_EQ(Count("ephemeral_keys"), 0);
+  // Once the standby is back, the same message opens a channel (it was not counted as seen).
+  standby_->Restore();
+  KmsReply opened = service_->Handle(*sealed);
+  EXPECT_EQ(opened.http_status, 200) << opened.body;
+  EXPECT_EQ(Count("ephemeral_keys"), 1);
 }
 
 }  // namespace
