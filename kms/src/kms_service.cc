@@ -1,24 +1,22 @@
+// The KMS protocol's operations: who the caller of an opened request is (its bearer, and an
+// officer's onBehalfOf), what its method and uri name, and the keys, resources and authorizations
+// it reads or changes, each change one transaction with its audit record. How a message is opened
+// and its answer sealed is the channel's (kms_channels.h); this file begins where the channel
+// hands over the request's plaintext.
 #include "strongroom/kms/kms_service.h"
 
-#include <Poco/DateTimeFormat.h>
-#include <Poco/DateTimeFormatter.h>
-#include <Poco/Exception.h>
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
-#include <Poco/Timestamp.h>
-#include <Poco/UUIDGenerator.h>
-#include <openssl/sha.h>
 
 #include <algorithm>
 #include <set>
-#include <sstream>
 #include <utility>
 
+#include "kms_channels.h"
+#include "kms_messages.h"
 #include "strongroom/common/kms_uri.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/common/secret_bytes.h"
-#include "strongroom/common/strict_json.h"
 #include "strongroom/kms/audit_checkpointer.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/audit_writer.h"
@@ -28,123 +26,20 @@
 #include "strongroom/kms/org_policy.h"
 
 namespace strongroom::kms {
+
+using internal::Answer;
+using internal::NewUri;
+using internal::Rfc3339;
+
 namespace {
 
 using Poco::JSON::Object;
-
-constexpr char kJose[] = "application/jose";
-
-std::string Rfc3339(std::int64_t ms) {
-  return Poco::DateTimeFormatter::format(Poco::Timestamp(ms * 1000),
-                                         Poco::DateTimeFormat::ISO8601_FRAC_FORMAT);
-}
-
-std::string ToJson(const Object& object) {
-  std::ostringstream out;
-  object.stringify(out);
-  return out.str();
-}
-
-KmsReply PlainError(int status, const std::string& code, const std::string& message) {
-  Object error;
-  error.set("code", code);
-  error.set("message", message);
-  return {status, "application/json", ToJson(error)};
-}
-
-// The one answer to a message the HSM could not serve (the static key or a channel's key could not
-// be used): plain 503, which the listeners send with Retry-After.
-KmsReply HsmUnavailable() {
-  return PlainError(503, "hsm_unavailable", "the KMS's HSM is unavailable; retry later");
-}
-
-// A create /ecdhe no identity key opened while a token that holds one is down (kms_identities.h):
-// plain 503 identity_unavailable, the code the SDK reads back as ErrorReason::kIdentityUnavailable.
-KmsReply IdentityUnavailable() {
-  constexpr ErrorReason kReason = ErrorReason::kIdentityUnavailable;
-  return PlainError(HttpStatusFor(ErrorCodeOf(kReason)), std::string(ErrorReasonName(kReason)),
-                    "the message may be sealed to an identity key of the KMS whose token is "
-                    "unavailable; fetch /kms/info again and seal to the key it publishes");
-}
-
-// The parts of a request every operation needs, from the decrypted JSON.
-struct Request {
-  Poco::JSON::Object::Ptr json;
-  std::string method;
-  std::string uri;  // made absolute: kms://<host>/...
-  std::string request_id;
-  std::string client_id;
-  std::string bearer;
-};
-
-Result<Request> ParseRequest(const SecretBytes& plaintext, const std::string& cluster) {
-  Request r;
-  // A member given twice ({"count":1,"count":100}) is refused, not read as the last one.
-  Result<Object::Ptr> parsed = ParseStrictJsonObject(plaintext.as_string_view());
-  if (!parsed.ok()) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "the request is not a JSON object with each "
-                 "member once");
-  }
-  r.json = *parsed;
-  auto text = [&](Object::Ptr object, const char* name) -> std::string {
-    if (!object || !object->has(name) || !object->get(name).isString()) return "";
-    return object->getValue<std::string>(name);
-  };
-  r.method = text(r.json, "method");
-  r.uri = text(r.json, "uri");
-  r.request_id = text(r.json, "requestId");
-  Object::Ptr client = r.json->getObject("client");
-  r.client_id = text(client, "clientId");
-  Object::Ptr credential = client ? client->getObject("credential") : nullptr;
-  r.bearer = text(credential, "bearer");
-  if (r.method.empty() || r.uri.empty() || r.request_id.empty() || r.client_id.empty() ||
-      r.bearer.empty()) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "a request needs method, uri, requestId, client.clientId and "
-                 "client.credential.bearer");
-  }
-  if (r.request_id.size() > 256 || r.client_id.size() > 256 || r.uri.size() > 1024) {
-    return Error(ErrorCode::kInvalidArgument, "requestId, clientId or uri is too long");
-  }
-  if (r.uri.front() == '/') r.uri = cluster + r.uri;
-  return r;
-}
 
 // Poco counts true and false as integers; a count is a JSON number without a fraction.
 bool IsWholeNumber(const Object& object, const char* name) {
   if (!object.has(name)) return false;
   const Poco::Dynamic::Var& value = object.get(name);
   return value.isInteger() && !value.isBoolean();
-}
-
-// The requestId of a request ParseRequest refused, when it is there to be read ("" otherwise), so
-// that even a malformed request's refusal names it.
-std::string RequestIdOf(const SecretBytes& plaintext) {
-  try {
-    Poco::JSON::Parser parser;
-    Object::Ptr json = parser.parse(std::string(plaintext.as_string_view())).extract<Object::Ptr>();
-    if (json && json->has("requestId") && json->get("requestId").isString()) {
-      std::string id = json->getValue<std::string>("requestId");
-      if (id.size() <= 256) return id;
-    }
-  } catch (const Poco::Exception&) {
-  } catch (const std::exception&) {
-  }
-  return "";
-}
-
-Object Answer(int status, const std::string& request_id, const std::string& reason = {}) {
-  Object answer;
-  answer.set("status", status);
-  answer.set("requestId", request_id);
-  if (!reason.empty()) answer.set("reason", reason);
-  return answer;
-}
-
-std::string NewUri(const std::string& cluster, const char* kind) {
-  return cluster + "/" + kind + "/" +
-         Poco::UUIDGenerator::defaultGenerator().createRandom().toString();
 }
 
 // Whether `uri` is <cluster>/<kind>/<a UUID in lower-case hex with dashes>, in the form NewUri
@@ -305,10 +200,14 @@ KmsService::KmsService(KmsServiceConfig config, hsm::Vault& vault,
       audit_(std::make_unique<AuditWriter>(
           db, Database::Durability::kDeferred, std::chrono::milliseconds(50),
           [checkpoints = checkpoints_.get()](std::size_t n) { checkpoints->Appended(n); })),
-      channels_(config_.metadata_cache_entries, config_.metadata_cache_age),
+      channels_(std::make_unique<internal::KmsChannels>(
+          internal::KmsChannels::Options{cluster_, config_.metadata_cache_entries,
+                                         config_.metadata_cache_age,
+                                         config_.max_requests_per_channel},
+          vault_, *identities_, db, verifier_, clock_, *audit_,
+          hooks_.channel_key_cache != nullptr ? hooks_.channel_key_cache : hooks_.key_cache)),
       bound_keys_(config_.metadata_cache_entries, config_.metadata_cache_age),
-      roles_(config_.metadata_cache_entries, config_.metadata_cache_age),
-      replay_(db, config_.max_requests_per_channel) {}
+      roles_(config_.metadata_cache_entries, config_.metadata_cache_age) {}
 
 std::string KmsService::InfoJson() const { return identities_->Current()->info_json; }
 
@@ -322,199 +221,32 @@ KmsReply KmsService::Handle(std::string_view message) {
   KmsReply reply;
   try {
     if (message.empty() || message.size() > kMaxKmsMessageBytes) {
-      reply = PlainError(413, "message_size", "a KMS message is 1 byte to 256 KiB");
+      reply = internal::PlainError(413, "message_size", "a KMS message is 1 byte to 256 KiB");
     } else if (Result<jose::JoseHeader> header = jose::PeekHeader(message);
                !header.ok() || header->part_count != 5) {
-      reply = PlainError(400, "not_jwe", "a KMS message is a compact JWE");
+      reply = internal::PlainError(400, "not_jwe", "a KMS message is a compact JWE");
     } else if (header->alg == "RSA-OAEP") {
       operation = "create_ecdhe";
-      reply = HandleEcdheCreate(message, &operation);
+      reply = channels_->Create(message, &operation);
     } else if (header->alg == "dir" && header->kid) {
-      reply = HandleSealed(message, *header->kid, &operation);
+      reply = channels_->Open(
+          message, *header->kid, &operation,
+          [this](const SecretBytes& plaintext, const EphemeralKeyRecord& channel,
+                 std::optional<ExecutedRequest>* unrecorded, std::string* executed) {
+            return Execute(plaintext, channel, unrecorded, executed);
+          });
     } else {
-      reply = PlainError(400, "algorithm", "a KMS message is RSA-OAEP (create /ecdhe) or dir");
+      reply = internal::PlainError(400, "algorithm",
+                                   "a KMS message is RSA-OAEP (create /ecdhe) or dir");
     }
   } catch (const std::exception&) {
-    reply = PlainError(500, "internal", "the KMS failed to process the message");
+    reply = internal::PlainError(500, "internal", "the KMS failed to process the message");
   }
   if (hooks_.metrics) {
     hooks_.metrics->RecordRequest(operation, reply.http_status,
                                   std::chrono::steady_clock::now() - started);
   }
   return reply;
-}
-
-Result<std::string> KmsService::SignAnswer(const Object& answer,
-                                           const KmsIdentities::Identity& identity) {
-  Object header;
-  header.set("alg", "PS256");
-  header.set("kid", cluster_);
-  std::string payload = ToJson(answer);
-  return jose::SignJwsWith(
-      ToJson(header), {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()},
-      [&](std::span<const std::uint8_t> input) { return identities_->Sign(identity, input); });
-}
-
-KmsReply KmsService::SignedRefusal(int status, const std::string& reason) {
-  // Signed by the identity in service, which clients learn from /kms/info.
-  const KmsIdentities::IdentityPtr identity = identities_->Current();
-  const std::tuple<int, std::string, std::string> which{status, reason, identity->thumbprint};
-  auto reuse = [&]() -> std::optional<KmsReply> {
-    std::lock_guard lock(refusals_mutex_);
-    auto found = refusals_.find(which);
-    if (found == refusals_.end() || clock_() - found->second.signed_ms >= kSignedRefusalReuseMs) {
-      return std::nullopt;
-    }
-    return KmsReply{status, kJose, found->second.jws};
-  };
-  if (std::optional<KmsReply> reply = reuse()) return *reply;
-  // Concurrent refusals wait for one signature instead of each making their own.
-  std::lock_guard signing(refusal_signing_);
-  if (std::optional<KmsReply> reply = reuse()) return *reply;
-  Object answer;
-  answer.set("status", status);
-  answer.set("reason", reason);
-  Result<std::string> jws = SignAnswer(answer, *identity);
-  if (!jws.ok()) return HsmUnavailable();
-  std::lock_guard lock(refusals_mutex_);
-  refusals_[which] = {*jws, clock_()};
-  return {status, kJose, *jws};
-}
-
-namespace {
-
-std::string Sha256(std::span<const std::uint8_t> bytes) {
-  std::string digest(SHA256_DIGEST_LENGTH, '\0');
-  SHA256(bytes.data(), bytes.size(), reinterpret_cast<unsigned char*>(digest.data()));
-  return digest;
-}
-
-}  // namespace
-
-bool KmsService::FirstSightOfEcdhe(std::span<const std::uint8_t> encrypted_key) {
-  std::string digest = Sha256(encrypted_key);
-  std::lock_guard lock(ecdhe_mutex_);
-  if (!ecdhe_seen_.insert(digest).second) return false;
-  ecdhe_order_.push_back(std::move(digest));
-  if (ecdhe_order_.size() > kEcdheReplayMemory) {
-    ecdhe_seen_.erase(ecdhe_order_.front());
-    ecdhe_order_.pop_front();
-  }
-  return true;
-}
-
-void KmsService::ForgetEcdhe(std::span<const std::uint8_t> encrypted_key) {
-  std::lock_guard lock(ecdhe_mutex_);
-  ecdhe_seen_.erase(Sha256(encrypted_key));  // its place in the order ages out harmlessly
-}
-
-void KmsService::SweepExecutedRequests(std::int64_t now_ms) {
-  std::int64_t last = last_sweep_ms_.load();
-  if (now_ms - last < kExecutedSweepIntervalMs ||
-      !last_sweep_ms_.compare_exchange_strong(last, now_ms)) {
-    return;
-  }
-  (void)db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-    Result<std::int64_t> removed = KmsStore::DeleteSpentExecutedRequests(s, now_ms);
-    return removed.ok() ? OkStatus() : removed.error();
-  });
-}
-
-KmsReply KmsService::HandleEcdheCreate(std::string_view message, std::string* operation) {
-  // A repeat of a create /ecdhe (the core may keep and resend one) is known by its RSA-OAEP
-  // encrypted key and refused before the HSM does any RSA work for it.
-  bool replayed = false;
-  KmsIdentities::Opened::Outcome failure = KmsIdentities::Opened::Outcome::kOpened;
-  KmsIdentities::IdentityPtr identity;  // the one that opened it, which signs the answer
-  Result<jose::DecryptedJwe> opened =
-      jose::DecryptRsaOaepJwe(message, [&](std::span<const std::uint8_t> encrypted_key) {
-        if (!FirstSightOfEcdhe(encrypted_key)) {
-          replayed = true;
-          return Result<SecretBytes>(Error(ErrorCode::kAlreadyExists, "replayed request"));
-        }
-        KmsIdentities::Opened cek = identities_->Decrypt(encrypted_key);
-        if (cek.outcome == KmsIdentities::Opened::Outcome::kOpened) {
-          identity = cek.by;
-          return Result<SecretBytes>(std::move(cek.cek));
-        }
-        failure = cek.outcome;
-        // A message no token could be asked about may be sent again once the token is back.
-        if (failure != KmsIdentities::Opened::Outcome::kUndecryptable) ForgetEcdhe(encrypted_key);
-        return Result<SecretBytes>(
-            Error(ErrorCode::kInvalidArgument, "the message could not be decrypted"));
-      });
-  if (replayed) {
-    *operation = "replayed";
-    return SignedRefusal(409, "replayed request");
-  }
-  if (failure == KmsIdentities::Opened::Outcome::kHsmUnavailable) return HsmUnavailable();
-  if (failure == KmsIdentities::Opened::Outcome::kIdentityUnavailable) {
-    return IdentityUnavailable();
-  }
-  if (!opened.ok() || !identity) {
-    *operation = "unsealed";
-    return PlainError(400, "undecryptable", "the message could not be decrypted");
-  }
-  // From here on the answer is signed, by the key the client sealed to, so the client can trust
-  // even a refusal. The HTTP status stays 200: the protocol status is inside.
-  auto sign = [&](const Object& answer) -> KmsReply {
-    Result<std::string> jws = SignAnswer(answer, *identity);
-    if (!jws.ok()) return HsmUnavailable();
-    return {200, kJose, *jws};
-  };
-  Result<Request> request = ParseRequest(opened->plaintext, cluster_);
-  if (!request.ok()) {
-    return sign(Answer(400, RequestIdOf(opened->plaintext), request.error().message()));
-  }
-  const Request& r = *request;
-  if (r.method != "create" || r.uri != cluster_ + "/ecdhe") {
-    return sign(Answer(400, r.request_id, "an RSA-OAEP message must be create /ecdhe"));
-  }
-  Result<VerifiedJwt> user = verifier_.Verify(r.bearer);
-  if (!user.ok()) return sign(Answer(401, r.request_id, "user authentication failed"));
-  Object::Ptr jwk_json = r.json->getObject("jwk");
-  if (!jwk_json) return sign(Answer(400, r.request_id, "missing jwk"));
-  Result<jose::PublicJwk> theirs = jose::PublicJwk::Parse(ToJson(*jwk_json));
-  if (!theirs.ok() || theirs->type() != jose::PublicJwk::Type::kEcP256) {
-    return sign(Answer(400, r.request_id, "jwk must be an EC P-256 public key"));
-  }
-  Result<jose::EcKeyPair> mine = jose::EcKeyPair::Generate();
-  if (!mine.ok()) return sign(Answer(500, r.request_id, "internal error"));
-  Result<SecretBytes> shared = jose::DeriveEphemeralKey(*mine, *theirs);
-  if (!shared.ok()) return sign(Answer(400, r.request_id, "ECDH with the jwk failed"));
-
-  EphemeralKeyRecord record;
-  record.uri = NewUri(cluster_, "ecdhe");
-  record.org = user->org();
-  record.user_id = user->subject();
-  record.client_id = r.client_id;
-  record.created_ms = clock_();
-  Result<hsm::WrapResult> wrapped = vault_.Wrap({record.org, record.uri}, shared->view());
-  if (!wrapped.ok()) {
-    return sign(Answer(HttpStatusFor(wrapped.error().code()), r.request_id,
-                       "the KMS could not protect the ephemeral key"));
-  }
-  record.blobs = wrapped->blobs;
-  Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-    SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, record.org));
-    record.expires_ms = record.created_ms + policy.ephemeral_lifetime_s * 1000;
-    return KmsStore::InsertEphemeralKey(s, record);
-  });
-  if (!stored.ok()) return sign(Answer(503, r.request_id, "the KMS database is unavailable"));
-  SweepExecutedRequests(record.created_ms);
-
-  Object key;
-  key.set("uri", record.uri);
-  Result<std::string> my_jwk = mine->PublicJwkJson();
-  Poco::JSON::Parser parser;
-  key.set("jwk", parser.parse(*my_jwk).extract<Object::Ptr>());
-  key.set("userId", record.user_id);
-  key.set("clientId", record.client_id);
-  key.set("createDate", Rfc3339(record.created_ms));
-  key.set("expirationDate", Rfc3339(record.expires_ms));
-  Object answer = Answer(201, r.request_id);
-  answer.set("key", key);
-  return sign(answer);
 }
 
 Result<SecretBytes> KmsService::UnwrapCached(const std::string& org, const std::string& uri,
@@ -528,95 +260,13 @@ Result<SecretBytes> KmsService::UnwrapCached(const std::string& org, const std::
   return key;
 }
 
-KmsReply KmsService::HandleSealed(std::string_view message, const std::string& kid,
-                                  std::string* operation) {
-  Result<std::optional<EphemeralKeyRecord>> found = channels_.Get(kid);
-  if (!found->has_value()) {
-    const std::uint64_t generation = channels_.generation();
-    Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
-      found = KmsStore::FindEphemeralKey(s, kid);
-      return found.ok() ? OkStatus() : found.error();
-    });
-    if (!read.ok()) return PlainError(503, "database_unavailable", "retry later");
-    if (found->has_value() && !(*found)->deleted) channels_.Put(kid, **found, generation);
-  }
-  // draft-02, Error Messages: a message under a key the KMS does not recognize or that has expired
-  // is answered with an unencrypted JWS signed with the static key.
-  *operation = "unsealed";
-  if (!found->has_value()) return SignedRefusal(401, "unknown ephemeral key");
-  const EphemeralKeyRecord& ephemeral = **found;
-  if (ephemeral.deleted) return SignedRefusal(401, "the ephemeral key was deleted");
-  if (clock_() >= ephemeral.expires_ms) {
-    replay_.Forget(ephemeral.uri);
-    return SignedRefusal(401, "the ephemeral key has expired");
-  }
-  Result<SecretBytes> channel_key =
-      UnwrapCached(ephemeral.org, ephemeral.uri, ephemeral.blobs, channel_key_cache());
-  if (!channel_key.ok()) {
-    if (channel_key.error().code() == ErrorCode::kUnavailable) return HsmUnavailable();
-    // A blob that fails its integrity check, or that no configured token can open: not
-    // something a retry cures.
-    return PlainError(500, "internal", "the KMS could not open the ephemeral key");
-  }
-  Result<jose::DecryptedJwe> opened = jose::DecryptDir(
-      message, [&](const jose::JoseHeader&) { return SecretBytes(channel_key->view()); });
-  if (!opened.ok()) return PlainError(400, "undecryptable", "the message could not be decrypted");
-
-  // Sealed answers travel with HTTP 200; the protocol status is inside.
-  auto seal = [&](const Object& answer) -> KmsReply {
-    std::string payload = ToJson(answer);
-    Result<std::string> jwe =
-        jose::EncryptDir(channel_key->view(), ephemeral.uri,
-                         {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()});
-    ZeroizeString(payload);
-    if (!jwe.ok()) return PlainError(500, "internal", "the KMS could not seal its answer");
-    return {200, kJose, *jwe};
-  };
-  *operation = "other";
-  // At most once (replay_guard.h): a message this channel executed before executes nothing.
-  ReplayGuard::MessageId id;
-  std::copy(opened->iv.begin(), opened->iv.end(), id.begin());
-  std::copy(opened->tag.begin(), opened->tag.end(), id.begin() + opened->iv.size());
-  Result<ReplayGuard::Verdict> verdict = replay_.Claim(ephemeral, id);
-  auto request_id = [&] { return RequestIdOf(opened->plaintext); };
-  if (!verdict.ok()) return seal(Answer(503, request_id(), "the KMS database is unavailable"));
-  if (*verdict == ReplayGuard::Verdict::kExhausted) {
-    return SignedRefusal(401, "the ephemeral key has executed its " +
-                                  std::to_string(replay_.max_per_channel()) +
-                                  " requests; negotiate a new one");
-  }
-  if (*verdict == ReplayGuard::Verdict::kReplayed) {
-    *operation = "replayed";
-    Caller owner{ephemeral.user_id, ephemeral.user_id, ephemeral.org, ephemeral.client_id, ""};
-    (void)Audit(owner, "request.replay", ephemeral.uri, "", "refused",
-                "message " + ReplayGuard::Hex(id));
-    return seal(Answer(409, request_id(), "replayed request"));
-  }
-  struct Hold {
-    ReplayGuard& guard;
-    const std::string& channel;
-    ~Hold() { guard.Release(channel); }
-  } hold{replay_, ephemeral.uri};
-  std::optional<ExecutedRequest> unrecorded =
-      ExecutedRequest{ephemeral.uri, ReplayGuard::Bytes(id), clock_(),
-                      ephemeral.org, ephemeral.user_id,      ephemeral.created_ms};
-  Object answer = Execute(opened->plaintext, ephemeral, &unrecorded, operation);
-  if (unrecorded) {
-    // Not recorded with a write or an audit record: recorded now, before the answer leaves.
-    if (!audit_->Append(std::move(*unrecorded)).ok()) {
-      const std::string rid =
-          answer.has("requestId") ? answer.getValue<std::string>("requestId") : "";
-      answer = Answer(503, rid, "the KMS could not record the request; retry later");
-    }
-  }
-  return seal(answer);
-}
-
 Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
                            std::optional<ExecutedRequest>* unrecorded, std::string* operation) {
-  Result<Request> request = ParseRequest(plaintext, cluster_);
-  if (!request.ok()) return Answer(400, RequestIdOf(plaintext), request.error().message());
-  const Request& r = *request;
+  Result<internal::Request> request = internal::ParseRequest(plaintext, cluster_);
+  if (!request.ok()) {
+    return Answer(400, internal::RequestIdOf(plaintext), request.error().message());
+  }
+  const internal::Request& r = *request;
   Result<VerifiedJwt> user = verifier_.Verify(r.bearer);
   if (!user.ok()) return Answer(401, r.request_id, "user authentication failed");
   if (user->subject() != ephemeral.user_id || user->org() != ephemeral.org) {
@@ -722,11 +372,8 @@ Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecor
     if (route.target != ephemeral.uri) {
       return Answer(403, r.request_id, "only the channel's own ephemeral key can be deleted");
     }
-    Status deleted = db_.InTransaction(
-        [&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, ephemeral.uri); });
+    Status deleted = channels_->Delete(ephemeral.uri);
     if (!deleted.ok()) return Answer(HttpStatusFor(deleted.error().code()), r.request_id);
-    channels_.Invalidate();  // also any copy a concurrent request is about to cache
-    if (KeyCache* cache = channel_key_cache()) cache->Erase(ephemeral.uri);
     return Answer(204, r.request_id);
   }
   return Dispatch(caller, route, *r.json);

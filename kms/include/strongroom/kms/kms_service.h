@@ -45,24 +45,21 @@
 //
 // Ephemeral keys are stored wrapped under every token's root key (the HSM layer's Vault), so
 // any KMS node sharing the database can open a channel another node set up.
+//
+// Two rooms: the secure channel (kms/src/kms_channels.h: create /ecdhe, opening and sealing,
+// signed refusals, the at-most-once record) and the operations on keys, resources and
+// authorizations (kms_service.cc), which the channel hands each opened request to.
 #ifndef STRONGROOM_KMS_KMS_SERVICE_H_
 #define STRONGROOM_KMS_KMS_SERVICE_H_
 
 #include <Poco/JSON/Object.h>
 
-#include <atomic>
 #include <chrono>
-#include <deque>
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
-#include <tuple>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -114,6 +111,9 @@ class AuditCheckpointer;
 class AuditWriter;
 class KeyCache;
 class Metrics;
+namespace internal {
+class KmsChannels;
+}  // namespace internal
 
 // Optional collaborators, owned by the caller and outliving the service.
 struct KmsServiceHooks {
@@ -160,22 +160,10 @@ class KmsService {
   KmsService(KmsServiceConfig config, hsm::Vault& vault, std::unique_ptr<KmsIdentities> identities,
              Database& db, JwtVerifier verifier, Clock clock, KmsServiceHooks hooks);
 
-  KmsReply HandleEcdheCreate(std::string_view message, std::string* operation);
-  KmsReply HandleSealed(std::string_view message, const std::string& kid, std::string* operation);
   // The request inside an opened message, executed for the channel's user; `unrecorded` holds the
   // record that it was executed until it is committed (with a write, or an audit record).
   Poco::JSON::Object Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
                              std::optional<ExecutedRequest>* unrecorded, std::string* operation);
-  // A PS256 JWS with `identity`'s key (kid = the cluster) over the answer.
-  Result<std::string> SignAnswer(const Poco::JSON::Object& answer,
-                                 const KmsIdentities::Identity& identity);
-  // An unsealed refusal signed with the identity key: {status, reason}, with no requestId, so one
-  // signature serves every message that earns it for kSignedRefusalReuseMs.
-  KmsReply SignedRefusal(int status, const std::string& reason);
-  // Whether this create /ecdhe's RSA-OAEP encrypted key is new (then it is remembered).
-  bool FirstSightOfEcdhe(std::span<const std::uint8_t> encrypted_key);
-  void ForgetEcdhe(std::span<const std::uint8_t> encrypted_key);
-  void SweepExecutedRequests(std::int64_t now_ms);
 
   struct Caller;  // the verified user of a sealed request
   struct Route;   // what a request's method and uri name
@@ -196,9 +184,6 @@ class KmsService {
                                          const std::optional<std::string>& resource_and_auth_id);
   Result<SecretBytes> UnwrapCached(const std::string& org, const std::string& uri,
                                    const std::vector<hsm::TokenBlob>& blobs, KeyCache* cache);
-  KeyCache* channel_key_cache() const {
-    return hooks_.channel_key_cache != nullptr ? hooks_.channel_key_cache : hooks_.key_cache;
-  }
   // Appends through the group-commit writer; returns once the record is durable.
   Status Audit(const Caller& caller, std::string action, std::string resource, std::string key,
                std::string outcome, std::string detail = {});
@@ -214,24 +199,9 @@ class KmsService {
   // Destroyed after the writer, so the checkpoint signed at shutdown covers its last batch.
   std::unique_ptr<AuditCheckpointer> checkpoints_;
   std::unique_ptr<AuditWriter> audit_;
-  HotPathCache<EphemeralKeyRecord> channels_;
+  std::unique_ptr<internal::KmsChannels> channels_;
   HotPathCache<KeyRecord> bound_keys_;
   HotPathCache<std::optional<std::string>> roles_;  // "<resource>\n<user>" → role
-  ReplayGuard replay_;
-  std::atomic<std::int64_t> last_sweep_ms_{0};
-
-  struct SignedAnswer {
-    std::string jws;
-    std::int64_t signed_ms = 0;
-  };
-  std::mutex refusals_mutex_;
-  std::mutex refusal_signing_;  // one signature at a time, so a burst costs one
-  // By status, reason and the signing identity's thumbprint.
-  std::map<std::tuple<int, std::string, std::string>, SignedAnswer> refusals_;
-
-  std::mutex ecdhe_mutex_;
-  std::unordered_set<std::string> ecdhe_seen_;  // SHA-256 of recent RSA-OAEP encrypted keys
-  std::deque<std::string> ecdhe_order_;         // the same, oldest first
 };
 
 }  // namespace strongroom::kms
