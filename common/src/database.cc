@@ -231,10 +231,17 @@ Status Database::CompactLog() {
     return Error(ErrorCode::kUnavailable, "the database is busy with other writers");
   }
   return WithConnection([&](Poco::Data::Session& session) -> Status {
+    // One row: whether readers kept the checkpoint from completing, then the log's frames and
+    // those copied.
+    int busy = 0, frames = 0, copied = 0;
     try {
-      session << "PRAGMA wal_checkpoint(TRUNCATE)", now;
+      session << "PRAGMA wal_checkpoint(TRUNCATE)", into(busy), into(frames), into(copied), now;
     } catch (const Poco::Exception& e) {
       return DatabaseError(e, "compacting the log");
+    }
+    if (busy != 0) {
+      return Error(ErrorCode::kUnavailable,
+                   "the log was not emptied: a reader still uses it; try again");
     }
     return OkStatus();
   });

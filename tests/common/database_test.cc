@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -255,6 +257,53 @@ TEST_F(DatabaseTest, CompactingEmptiesTheLogWhileReadersComeAndGo) {
   ASSERT_TRUE(db->CompactLog().ok());
   stop = true;
   reader.join();
+  EXPECT_EQ(std::filesystem::file_size(path_ + "-wal"), 0u);
+}
+
+TEST_F(DatabaseTest, CompactingIsUnavailableWhileAReaderHoldsTheLogAndEmptiesItAfter) {
+  DatabaseOptions options;
+  options.busy_timeout = std::chrono::milliseconds(200);
+  auto opened = Database::OpenSqlite(path_, kTwo, options);
+  ASSERT_TRUE(opened.ok()) << opened.error().ToString();
+  Database& db = **opened;
+  ASSERT_TRUE(db.InTransaction([](Poco::Data::Session& s) {
+                  s << "INSERT INTO notes (id, text) VALUES (1, 'x')", now;
+                  return OkStatus();
+                }).ok());
+  // A reader whose snapshot includes the log's frames, held open until told.
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool reading = false, release = false;
+  std::thread reader([&] {
+    (void)db.WithSession([&](Poco::Data::Session& s) -> Status {
+      s << "BEGIN", now;
+      int n = 0;
+      s << "SELECT COUNT(*) FROM notes", into(n), now;
+      {
+        std::unique_lock lock(mutex);
+        reading = true;
+        changed.notify_all();
+        changed.wait(lock, [&] { return release; });
+      }
+      s << "COMMIT", now;
+      return OkStatus();
+    });
+  });
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return reading; });
+  }
+  Status held = db.CompactLog();
+  ASSERT_FALSE(held.ok()) << "the log was reported emptied while a reader held it";
+  EXPECT_EQ(held.error().code(), ErrorCode::kUnavailable);
+  EXPECT_GT(std::filesystem::file_size(path_ + "-wal"), 0u);
+  {
+    std::lock_guard lock(mutex);
+    release = true;
+  }
+  changed.notify_all();
+  reader.join();
+  ASSERT_TRUE(db.CompactLog().ok());
   EXPECT_EQ(std::filesystem::file_size(path_ + "-wal"), 0u);
 }
 

@@ -71,8 +71,9 @@ class Database {
   Status SyncToDisk();
 
   // Copies the whole write-ahead log into the database and empties it (TRUNCATE checkpoint),
-  // waiting briefly for readers to move off it. Under constant load the log never runs empty on
-  // its own (checkpoint starvation), so a background thread calls this every few seconds.
+  // waiting briefly for readers to move off it (UNAVAILABLE when they stayed: the log may be left
+  // partly copied and not emptied). Under constant load the log never runs empty on its own
+  // (checkpoint starvation), so a background thread calls this every few seconds.
   Status CompactLog();
 
   // Runs `work` on a session outside any explicit transaction (single read statements).
