@@ -130,10 +130,12 @@ Status Database::WithConnection(const std::function<Status(Poco::Data::Session&)
       // Poco retries a failing open until its login timeout (60 s by default): keep it short.
       session = std::make_unique<Poco::Data::Session>(Poco::Data::SQLite::Connector::KEY,
                                                       connect_string_, kOpenTimeoutSeconds);
-      // A writer waits this long for another writer's lock instead of failing at once; and
-      // references between tables are enforced (SQLite leaves them off per connection).
+      // A writer waits this long for another writer's lock instead of failing at once;
+      // references between tables are enforced (SQLite leaves them off per connection); and
+      // what a write deletes or moves is overwritten with zeros (see the header).
       *session << busy_timeout_pragma_, now;
       *session << "PRAGMA foreign_keys=ON", now;
+      *session << "PRAGMA secure_delete=ON", now;
     } catch (const Poco::Exception& e) {
       std::lock_guard lock(mutex_);
       --open_;

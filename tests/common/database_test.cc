@@ -260,6 +260,38 @@ TEST_F(DatabaseTest, CompactingEmptiesTheLogWhileReadersComeAndGo) {
   EXPECT_EQ(std::filesystem::file_size(path_ + "-wal"), 0u);
 }
 
+TEST_F(DatabaseTest, EveryConnectionDeletesSecurely) {
+  auto db = Open();
+  ASSERT_TRUE(db);
+  // Two connections at once: the pool's first and one it opens beside it.
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool held = false, release = false;
+  int first = -1;
+  std::thread holder([&] {
+    (void)db->WithSession([&](Poco::Data::Session& s) -> Status {
+      s << "PRAGMA secure_delete", into(first), now;
+      std::unique_lock lock(mutex);
+      held = true;
+      changed.notify_all();
+      changed.wait(lock, [&] { return release; });
+      return OkStatus();
+    });
+  });
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return held; });
+  }
+  EXPECT_EQ(Count(*db, "PRAGMA secure_delete"), 1);
+  {
+    std::lock_guard lock(mutex);
+    release = true;
+  }
+  changed.notify_all();
+  holder.join();
+  EXPECT_EQ(first, 1);
+}
+
 TEST_F(DatabaseTest, CompactingIsUnavailableWhileAReaderHoldsTheLogAndEmptiesItAfter) {
   DatabaseOptions options;
   options.busy_timeout = std::chrono::milliseconds(200);

@@ -9,6 +9,12 @@
 // (busy timeout) instead of failing on a lock upgrade; a failed or throwing unit rolls back and
 // leaves nothing behind.
 //
+// Deleted data does not linger in the database file: every connection runs with SQLite's
+// secure_delete, so what a write deletes or overwrites, and the stale copies a page split or merge
+// leaves behind, are overwritten with zeros (it must be on for every write: a copy left by a split
+// made without it is not reached by a later secure delete). The write-ahead log still holds the
+// frames that wrote the old data until it is emptied (CompactLog).
+//
 // Thread-safe: connections come from a bounded pool of the Database's own, one per unit of work
 // (Poco::Data::SessionPool's janitor timer deadlocks against its destructor in Poco 1.11). Write
 // transactions of one process take turns on a mutex (bounded by the busy timeout) before they
