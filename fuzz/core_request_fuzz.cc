@@ -337,6 +337,19 @@ void RunSetTitle(std::string_view body) {
         "the request written again parses differently");
 }
 
+void RunEdit(std::string_view body) {
+  const char* mode = "edit";
+  auto parsed = Accepted(core::ParseEdit(body), mode);
+  if (!parsed) return;
+  CheckBody(body, mode);
+
+  Object json;
+  json.set("content", *parsed);
+  const std::string text = ToJson(json);
+  Check(Reparsed(core::ParseEdit(text), mode, text) == *parsed, mode,
+        "the request written again parses differently");
+}
+
 void CheckPost(const core::NewPost& post, std::string_view body, const char* mode) {
   CheckBody(body, mode);
   Check(post.file_ids.size() <= core::kMaxFileIdsPerActivity, mode, "too many fileIds");
@@ -659,6 +672,8 @@ void Run(const std::uint8_t* data, std::size_t size) {
       return RunRelayQuery(rest);
     case CoreRequestMode::kContentJwe:
       return RunContentJwe(rest);
+    case CoreRequestMode::kEdit:
+      return RunEdit(rest);
     case CoreRequestMode::kServicePost:
       if (service_harness == nullptr) {
         service_harness = new ServiceHarness();

@@ -2,7 +2,7 @@
 // generator (core_request_seeds.cc).
 //
 // The first byte chooses what the rest is fed to: (byte - 'a') modulo kCoreRequestModes, so every
-// byte selects something and seeds use the letters 'a' to 'n' and stay text:
+// byte selects something and seeds use the letters 'a' to 'o' and stay text:
 //   a  ParseCreateConversation      h  ParseSearch
 //   b  ParseAddParticipants         i  ParseHistoryQuery
 //   c  ParseRemoveParticipant       j  ParseListQuery
@@ -10,6 +10,7 @@
 //   e  ParseSetTitle                l  ParseRelayQuery
 //   f  ParsePost                    m  CheckContentJwe
 //   g  ParseIndexTokens             n  a post body through ParsePost and CoreService::PostActivity
+//                                   o  ParseEdit
 // In mode n the placeholder kFileId is replaced by the id of a file the harness uploaded to its
 // conversation, so that seeds can share it.
 #ifndef STRONGROOM_FUZZ_CORE_REQUEST_INPUT_H_
@@ -34,8 +35,9 @@ enum class CoreRequestMode : std::uint8_t {
   kRelayQuery,
   kContentJwe,
   kServicePost,
+  kEdit,
 };
-inline constexpr int kCoreRequestModes = 14;
+inline constexpr int kCoreRequestModes = 15;
 
 inline constexpr char ModeLetter(CoreRequestMode mode) {
   return static_cast<char>('a' + static_cast<int>(mode));

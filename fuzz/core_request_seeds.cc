@@ -201,6 +201,10 @@ std::vector<std::pair<std::string, std::string>> Seeds() {
       {"service-bad-client-id", Mode(M::kServicePost) + R"({"content":")" + content +
                                     R"(","clientActivityId":"no spaces"})"},
       {"service-not-jwe", Mode(M::kServicePost) + R"({"content":"hello in plaintext"})"},
+      // o: edit
+      {"edit", Mode(M::kEdit) + R"({"content":")" + content + R"("})"},
+      {"edit-extra", Mode(M::kEdit) + R"({"content":")" + content + R"(","fileIds":[]})"},
+      {"edit-null", Mode(M::kEdit) + R"({"content":null})"},
   };
   return seeds;
 }

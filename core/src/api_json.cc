@@ -123,6 +123,15 @@ std::string ActivityJson(const Activity& activity) {
     AppendMember(out, "clientActivityId", activity.client_activity_id);
   }
   AppendMember(out, "published", FormatRfc3339Ms(activity.published_ms));
+  if (!activity.target_id.empty()) {
+    AppendMember(out, "targetId", activity.target_id);
+    out += ",\"targetSeq\":";
+    out += std::to_string(activity.target_seq);
+  }
+  if (activity.edited_ms != 0) AppendMember(out, "edited", FormatRfc3339Ms(activity.edited_ms));
+  if (activity.retracted_ms != 0) {
+    AppendMember(out, "retracted", FormatRfc3339Ms(activity.retracted_ms));
+  }
   out += '}';
   return out;
 }

@@ -242,6 +242,12 @@ Result<NewPost> ParsePost(std::string_view body) {
   return post;
 }
 
+Result<std::string> ParseEdit(std::string_view body) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr object, ParseObject(body));
+  SR_RETURN_IF_ERROR(CheckFields(*object, {"content"}));
+  return StringField(*object, "content", true);
+}
+
 Result<std::vector<std::string>> ParseIndexTokens(std::string_view body) {
   SR_ASSIGN_OR_RETURN(Object::Ptr object, ParseObject(body));
   SR_RETURN_IF_ERROR(CheckFields(*object, {"tokens"}));

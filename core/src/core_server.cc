@@ -126,6 +126,10 @@ class CoreRoutes::Impl {
              [this](Request& r, const Caller& c) { return PostActivity(r, c); })
         .Add("GET", "/v1/conversations/{id}/activities/{activity}",
              [this](Request& r, const Caller& c) { return GetActivity(r, c); })
+        .Add("PUT", "/v1/conversations/{id}/activities/{activity}",
+             [this](Request& r, const Caller& c) { return EditActivity(r, c); })
+        .Add("DELETE", "/v1/conversations/{id}/activities/{activity}",
+             [this](Request& r, const Caller& c) { return RetractActivity(r, c); })
         .Add("POST", "/v1/conversations/{id}/files",
              [this](Request& r, const Caller& c) { return Upload(r, c); })
         .Add("GET", "/v1/conversations/{id}/files/{file}",
@@ -336,6 +340,26 @@ class CoreRoutes::Impl {
   Response GetActivity(Request& request, const Caller& caller) {
     SR_ASSIGN_OR_RETURN(Activity activity, service_.GetActivity(caller, request.param("id"),
                                                                 request.param("activity")));
+    return Response::Json(200, ActivityJson(activity));
+  }
+
+  // PUT .../activities/{activity} {content}: the author's edit; 200 the "edit" activity.
+  Response EditActivity(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(std::string content, ParsedBody(request, ParseEdit));
+    SR_ASSIGN_OR_RETURN(
+        Activity activity,
+        service_.EditActivity(caller, request.param("id"), request.param("activity"), content));
+    return Response::Json(200, ActivityJson(activity));
+  }
+
+  // DELETE .../activities/{activity}, no body: the author's retraction; 200 the "retract"
+  // activity (the same one again for a message retracted before).
+  Response RetractActivity(Request& request, const Caller& caller) {
+    if (request.has_body()) {
+      return Error(ErrorCode::kInvalidArgument, "a retraction takes no body");
+    }
+    SR_ASSIGN_OR_RETURN(Activity activity, service_.RetractActivity(caller, request.param("id"),
+                                                                    request.param("activity")));
     return Response::Json(200, ActivityJson(activity));
   }
 

@@ -340,10 +340,7 @@ class CoreService::Impl {
 
   Result<Activity> PostActivity(const Caller& caller, const std::string& id, const NewPost& post) {
     SR_RETURN_IF_ERROR(CheckCaller(caller));
-    if (post.content.size() > kMaxContentBytes) {
-      return Invalid("the content is larger than " + std::to_string(kMaxContentBytes) + " bytes");
-    }
-    SR_ASSIGN_OR_RETURN(const std::string kid, CheckContentJwe(post.content));
+    SR_ASSIGN_OR_RETURN(const std::string kid, CheckContent(post.content));
     if (post.file_ids.size() > kMaxFileIdsPerActivity) {
       return Invalid("an activity refers to at most " + std::to_string(kMaxFileIdsPerActivity) +
                      " files");
@@ -367,7 +364,11 @@ class CoreService::Impl {
         std::optional<Activity> stored =
             CoreStore::FindByClientId(*b.s, id, caller.user_id, post.client_activity_id);
         if (stored) {
-          if (stored->content != post.content || stored->file_ids != post.file_ids) {
+          // An edited or retracted message no longer holds what was posted: a retry gets it as
+          // it is now.
+          const bool changed_since = stored->edited_ms != 0 || stored->retracted_ms != 0;
+          if (!changed_since &&
+              (stored->content != post.content || stored->file_ids != post.file_ids)) {
             return Error(ErrorCode::kAlreadyExists,
                          "the clientActivityId was used for a different activity");
           }
@@ -386,6 +387,68 @@ class CoreService::Impl {
       a.file_ids = post.file_ids;
       a.client_activity_id = post.client_activity_id;
       CoreStore::InsertActivity(*b.s, a);
+      return b.Produce(std::move(a), state->participants);
+    });
+  }
+
+  Result<Activity> EditActivity(const Caller& caller, const std::string& id,
+                                const std::string& activity_id, const std::string& content) {
+    SR_RETURN_IF_ERROR(CheckCaller(caller));
+    SR_ASSIGN_OR_RETURN(const std::string kid, CheckContent(content));
+    SR_RETURN_IF_ERROR(CheckParticipant(caller, id));
+    if (!internal::IsUuid(activity_id)) return NoSuchActivity();
+    return writer_.Submit([&](Batch& b) -> Result<Activity> {
+      SR_ASSIGN_OR_RETURN(StatePtr state, ParticipantState(b, caller, id));
+      SR_ASSIGN_OR_RETURN(Activity target, AuthorsMessage(b, caller, id, activity_id, "edit"));
+      if (target.verb != "post") {
+        return Invalid("a share cannot be edited: retract it and share the file again");
+      }
+      if (target.retracted_ms != 0) {
+        return Error(ErrorCode::kFailedPrecondition, "the message was retracted");
+      }
+      if (target.content == content) {
+        // A retried edit: the message has this content already (a JWE's IV is never reused).
+        std::optional<Activity> latest = CoreStore::LatestOfTarget(*b.s, target.seq, "edit");
+        return latest ? std::move(*latest) : target;
+      }
+      SR_RETURN_IF_ERROR(CheckKid(*state, kid));
+      Activity a = b.NewActivity(id, caller, "edit");
+      a.content = content;
+      a.key_uri = kid;
+      a.target_id = target.id;
+      a.target_seq = target.seq;
+      // The old text goes from every row that held it and from the index, in this transaction.
+      CoreStore::ClearEdits(*b.s, target.seq);
+      CoreStore::ReplaceContent(*b.s, target.seq, content, kid, a.published_ms);
+      CoreStore::DeleteIndexTokens(*b.s, target.seq);
+      CoreStore::InsertActivity(*b.s, a);
+      b.scrub = true;
+      return b.Produce(std::move(a), state->participants);
+    });
+  }
+
+  Result<Activity> RetractActivity(const Caller& caller, const std::string& id,
+                                   const std::string& activity_id) {
+    SR_RETURN_IF_ERROR(CheckCaller(caller));
+    SR_RETURN_IF_ERROR(CheckParticipant(caller, id));
+    if (!internal::IsUuid(activity_id)) return NoSuchActivity();
+    return writer_.Submit([&](Batch& b) -> Result<Activity> {
+      SR_ASSIGN_OR_RETURN(StatePtr state, ParticipantState(b, caller, id));
+      SR_ASSIGN_OR_RETURN(Activity target, AuthorsMessage(b, caller, id, activity_id, "retract"));
+      if (target.retracted_ms != 0) {
+        // Retracting again changes nothing: the retraction that did it.
+        std::optional<Activity> done = CoreStore::LatestOfTarget(*b.s, target.seq, "retract");
+        if (done) return std::move(*done);
+        return Error(ErrorCode::kInternal, "a retracted message without its retraction");
+      }
+      Activity a = b.NewActivity(id, caller, "retract");
+      a.target_id = target.id;
+      a.target_seq = target.seq;
+      CoreStore::ClearEdits(*b.s, target.seq);
+      CoreStore::Retract(*b.s, target.seq, a.published_ms);
+      CoreStore::DeleteIndexTokens(*b.s, target.seq);
+      CoreStore::InsertActivity(*b.s, a);
+      b.scrub = true;
       return b.Produce(std::move(a), state->participants);
     });
   }
@@ -462,7 +525,7 @@ class CoreService::Impl {
                                const std::string& activity_id) {
     SR_RETURN_IF_ERROR(CheckCaller(caller));
     SR_RETURN_IF_ERROR(CheckParticipant(caller, id));
-    const Error not_found(ErrorCode::kNotFound, "no such activity in this conversation");
+    const Error not_found = NoSuchActivity();
     if (!internal::IsUuid(activity_id)) return not_found;
     std::optional<Activity> found;
     SR_RETURN_IF_ERROR(Read(db_, [&](Session& s) -> Status {
@@ -565,6 +628,37 @@ class CoreService::Impl {
     auto state = std::make_shared<const ConversationState>(std::move(*loaded));
     cache_.FillIfUnchanged(id, state, epoch);
     return StatePtr(std::move(state));
+  }
+
+  // A message's content (a post's, an edit's): at most kMaxContentBytes, a JWE; returns its kid.
+  static Result<std::string> CheckContent(const std::string& content) {
+    if (content.size() > kMaxContentBytes) {
+      return Invalid("the content is larger than " + std::to_string(kMaxContentBytes) + " bytes");
+    }
+    return CheckContentJwe(content);
+  }
+
+  static Error NoSuchActivity() {
+    return Error(ErrorCode::kNotFound, "no such activity in this conversation");
+  }
+
+  // The message (post or share) `activity_id` of the conversation, which `caller` wrote and may
+  // therefore `change` ("edit", "retract").
+  static Result<Activity> AuthorsMessage(Batch& b, const Caller& caller, const std::string& id,
+                                         const std::string& activity_id,
+                                         const std::string& change) {
+    std::optional<Activity> target = CoreStore::FindActivity(*b.s, id, activity_id);
+    if (!target) return NoSuchActivity();
+    if (target->verb != "post" && target->verb != "share") {
+      return Invalid("only a message (a post or a share) can be " +
+                     std::string(change == "edit" ? "edited" : "retracted") + ", not a \"" +
+                     target->verb + "\" activity");
+    }
+    if (target->actor != caller.user_id) {
+      return Error(ErrorCode::kPermissionDenied,
+                   "only the author of a message may " + change + " it");
+    }
+    return std::move(*target);
   }
 
   // NOT_FOUND unless the caller is a participant now (as far as committed changes go; the writer
@@ -704,6 +798,15 @@ Result<Activity> CoreService::SetTitle(const Caller& caller, const std::string& 
 Result<Activity> CoreService::PostActivity(const Caller& caller, const std::string& id,
                                            const NewPost& post) {
   return impl_->PostActivity(caller, id, post);
+}
+Result<Activity> CoreService::EditActivity(const Caller& caller, const std::string& id,
+                                           const std::string& activity_id,
+                                           const std::string& content) {
+  return impl_->EditActivity(caller, id, activity_id, content);
+}
+Result<Activity> CoreService::RetractActivity(const Caller& caller, const std::string& id,
+                                              const std::string& activity_id) {
+  return impl_->RetractActivity(caller, id, activity_id);
 }
 Result<HistoryPage> CoreService::History(const Caller& caller, const std::string& id,
                                          const HistoryQuery& query) {

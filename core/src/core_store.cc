@@ -5,6 +5,7 @@
 #include <Poco/Exception.h>
 
 #include <algorithm>
+#include <charconv>
 #include <limits>
 #include <map>
 #include <set>
@@ -20,11 +21,14 @@ using Poco::Data::Keywords::now;
 using Poco::Data::Keywords::use;
 using Poco::Data::Keywords::useRef;
 
-#define SR_ACTIVITY_COLUMNS(t)                                                                  \
+// What every activity has (and an insert writes), then what only edits, retractions and the
+// messages they changed have (migration 3: edit_info, see EditInfo).
+#define SR_INSERTED_COLUMNS(t)                                                                  \
   t "seq, " t "id, " t "conversation_id, " t "actor, " t "verb, " t "content, " t "key_uri, " t \
     "object_users, " t "file_ids, " t "client_activity_id, " t "published_ms"
+#define SR_ACTIVITY_COLUMNS(t) SR_INSERTED_COLUMNS(t) ", " t "edit_info"
 
-constexpr char kActivityColumns[] = SR_ACTIVITY_COLUMNS("");
+constexpr char kInsertedColumns[] = SR_INSERTED_COLUMNS("");
 
 Poco::Int64 Int(std::int64_t v) { return static_cast<Poco::Int64>(v); }
 Poco::Int64 Int(std::size_t v) { return static_cast<Poco::Int64>(v); }
@@ -35,6 +39,25 @@ std::string Text(Poco::Data::RecordSet& rows, std::size_t column) {
 }
 std::int64_t Integer(Poco::Data::RecordSet& rows, std::size_t column) {
   return static_cast<std::int64_t>(rows[column].convert<Poco::Int64>());
+}
+// activities.edit_info: NULL for every activity but an edit, a retraction and the message one of
+// them changed, which hold "<target_seq> <edited_ms> <retracted_ms> <target_id>" (0 and "" for
+// what does not apply). One column, not four: every post's INSERT and every history page's
+// SELECT is prepared anew, and four more columns made each noticeably dearer.
+std::string EditInfo(const Activity& a) {
+  return std::to_string(a.target_seq) + " " + std::to_string(a.edited_ms) + " " +
+         std::to_string(a.retracted_ms) + " " + a.target_id;
+}
+void ReadEditInfo(const std::string& info, Activity& a) {
+  if (info.empty()) return;
+  std::int64_t* numbers[] = {&a.target_seq, &a.edited_ms, &a.retracted_ms};
+  const char* at = info.data();
+  const char* const end = info.data() + info.size();
+  for (std::int64_t* number : numbers) {
+    at = std::from_chars(at, end, *number).ptr;
+    if (at != end) ++at;  // the space
+  }
+  a.target_id.assign(at, end);
 }
 
 Activity ActivityAt(Poco::Data::RecordSet& rows) {
@@ -50,6 +73,7 @@ Activity ActivityAt(Poco::Data::RecordSet& rows) {
   a.file_ids = DecodeStringArray(Text(rows, 8));
   a.client_activity_id = Text(rows, 9);
   a.published_ms = Integer(rows, 10);
+  ReadEditInfo(Text(rows, 11), a);
   return a;
 }
 
@@ -161,6 +185,16 @@ const char* const CoreStore::kListConversationsSql =
     "WHERE m.user_id = ? AND m.left_seq IS NULL AND c.last_seq < ? "
     "ORDER BY c.last_seq DESC LIMIT ?";
 
+// An edit's or a retraction's lookups by target: the partial index activities_by_target.
+const char* const CoreStore::kClearEditsSql =
+    "UPDATE activities SET content = '', key_uri = '' "
+    "WHERE target_seq = ? AND verb = 'edit' AND content <> ''";
+const char* const CoreStore::kLatestOfTargetSql =
+    "SELECT " SR_ACTIVITY_COLUMNS("") " FROM activities WHERE target_seq = ? AND verb = ? "
+    "ORDER BY seq DESC LIMIT 1";
+// An activity's tokens: index_tokens_by_seq.
+const char* const CoreStore::kDeleteIndexTokensSql = "DELETE FROM index_tokens WHERE seq = ?";
+
 std::vector<Migration> CoreStore::Migrations() {
   return {
       {1,
@@ -198,6 +232,17 @@ std::vector<Migration> CoreStore::Migrations() {
        "the creator's organization of each conversation, for compliance reads (empty for older "
        "conversations: no compliance officer reads them)",
        {"ALTER TABLE conversations ADD COLUMN created_by_org TEXT NOT NULL DEFAULT ''"}},
+      {3,
+       "edits and retractions: an activity's target, when a message was edited or retracted; "
+       "an index of each activity's search tokens, so they can be removed at once",
+       // NULL unless set, and as few as will do: every post's INSERT is prepared anew, and
+       // four columns with NOT NULL defaults made that twice as dear as these two.
+       {"ALTER TABLE activities ADD COLUMN target_seq INTEGER",
+        "ALTER TABLE activities ADD COLUMN edit_info TEXT",
+        // Only edits and retractions have a target: posts add no entry.
+        "CREATE INDEX activities_by_target ON activities (target_seq) "
+        "WHERE target_seq IS NOT NULL",
+        "CREATE INDEX index_tokens_by_seq ON index_tokens (seq)"}},
   };
 }
 
@@ -237,12 +282,54 @@ void CoreStore::InsertConversation(Session& s, const Conversation& c,
 }
 
 void CoreStore::InsertActivity(Session& s, const Activity& a) {
-  s << "INSERT INTO activities (" << kActivityColumns
+  if (a.target_seq != 0) {  // an edit or a retraction
+    s << "INSERT INTO activities (" << kInsertedColumns
+      << ", target_seq, edit_info) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        bind(Int(a.seq)), useRef(a.id), useRef(a.conversation_id), useRef(a.actor), useRef(a.verb),
+        useRef(a.content), useRef(a.key_uri), bind(EncodeStringArray(a.object_users)),
+        bind(EncodeStringArray(a.file_ids)), useRef(a.client_activity_id),
+        bind(Int(a.published_ms)), bind(Int(a.target_seq)), bind(EditInfo(a)), now;
+    return;
+  }
+  s << "INSERT INTO activities (" << kInsertedColumns
     << ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       bind(Int(a.seq)), useRef(a.id), useRef(a.conversation_id), useRef(a.actor), useRef(a.verb),
       useRef(a.content), useRef(a.key_uri), bind(EncodeStringArray(a.object_users)),
       bind(EncodeStringArray(a.file_ids)), useRef(a.client_activity_id), bind(Int(a.published_ms)),
       now;
+}
+
+void CoreStore::ReplaceContent(Session& s, std::int64_t seq, const std::string& content,
+                               const std::string& key_uri, std::int64_t edited_ms) {
+  Activity edited;
+  edited.edited_ms = edited_ms;
+  s << "UPDATE activities SET content = ?, key_uri = ?, edit_info = ? WHERE seq = ?",
+      useRef(content), useRef(key_uri), bind(EditInfo(edited)), bind(Int(seq)), now;
+}
+
+void CoreStore::Retract(Session& s, std::int64_t seq, std::int64_t retracted_ms) {
+  Activity retracted;
+  retracted.retracted_ms = retracted_ms;
+  s << "UPDATE activities SET content = '', key_uri = '', file_ids = '[]', edit_info = ? "
+       "WHERE seq = ?",
+      bind(EditInfo(retracted)), bind(Int(seq)), now;
+}
+
+void CoreStore::ClearEdits(Session& s, std::int64_t target_seq) {
+  s << kClearEditsSql, bind(Int(target_seq)), now;
+}
+
+std::optional<Activity> CoreStore::LatestOfTarget(Session& s, std::int64_t target_seq,
+                                                  const std::string& verb) {
+  Poco::Data::Statement select(s);
+  select << kLatestOfTargetSql, bind(Int(target_seq)), useRef(verb);
+  std::vector<Activity> found = Activities(select);
+  if (found.empty()) return std::nullopt;
+  return std::move(found.front());
+}
+
+void CoreStore::DeleteIndexTokens(Session& s, std::int64_t seq) {
+  s << kDeleteIndexTokensSql, bind(Int(seq)), now;
 }
 
 void CoreStore::InsertMembership(Session& s, const std::string& conversation_id,
@@ -540,5 +627,6 @@ std::vector<std::string> DecodeStringArray(const std::string& json) {
 }
 
 #undef SR_ACTIVITY_COLUMNS
+#undef SR_INSERTED_COLUMNS
 
 }  // namespace strongroom::core::internal

@@ -11,9 +11,12 @@
 //                      their intervals (EventsSince).
 //   conversation_keys  every key a conversation declared, with the seq of the declaring activity
 //   activities         seq (global, strictly increasing) is the row id; client_activity_id is
-//                      unique per (conversation, actor) when given
+//                      unique per (conversation, actor) when given; an edit or a retraction names
+//                      its target (target_seq, indexed, and edit_info), and a message edited or
+//                      retracted says when (edit_info), its old content overwritten
 //   files              encrypted blobs' records (the bytes live under files_dir)
-//   index_tokens       (token, conversation, seq): the search index store
+//   index_tokens       (token, conversation, seq): the search index store, also by seq (an
+//                      activity's tokens are removed when it is edited or retracted)
 #ifndef STRONGROOM_CORE_SRC_CORE_STORE_H_
 #define STRONGROOM_CORE_SRC_CORE_STORE_H_
 
@@ -85,6 +88,21 @@ class CoreStore {
   static std::set<std::string> RecordedFiles(Session& s, const std::vector<std::string>& ids);
   static void InsertIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
                                 const std::vector<std::string>& tokens);
+  // Edits and retractions. The Database runs them with secure_delete on, so the old bytes are
+  // overwritten in the database's pages (group_commit_writer.h).
+  // The message's content and key replaced by an edit's, and when.
+  static void ReplaceContent(Session& s, std::int64_t seq, const std::string& content,
+                             const std::string& key_uri, std::int64_t edited_ms);
+  // The message's content, key and files removed, and when.
+  static void Retract(Session& s, std::int64_t seq, std::int64_t retracted_ms);
+  // The content and key of every edit of the message (a later edit or a retraction supersedes
+  // them).
+  static void ClearEdits(Session& s, std::int64_t target_seq);
+  // The newest activity of `verb` ("edit", "retract") whose target is the message at target_seq.
+  static std::optional<Activity> LatestOfTarget(Session& s, std::int64_t target_seq,
+                                                const std::string& verb);
+  // Every index token stored for the activity at `seq`.
+  static void DeleteIndexTokens(Session& s, std::int64_t seq);
 
   // Reads.
   static std::int64_t CountMemberships(Session& s, const std::string& user);
@@ -127,6 +145,9 @@ class CoreStore {
   static const char* const kHistoryNewestSql;
   static const char* const kEventsSinceSql;
   static const char* const kListConversationsSql;
+  static const char* const kClearEditsSql;
+  static const char* const kLatestOfTargetSql;
+  static const char* const kDeleteIndexTokensSql;
 
  private:
   // Runs `select` (conversation columns) and fills in each conversation's current participants.

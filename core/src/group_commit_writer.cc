@@ -13,6 +13,8 @@ namespace {
 constexpr std::size_t kMaxBatch = 256;    // changes committed together
 constexpr std::size_t kMaxQueue = 65536;  // beyond this, changes are refused (UNAVAILABLE)
 constexpr std::chrono::seconds kCompactInterval{5};
+// How soon a checkpoint after removed content is tried again when readers kept it from completing.
+constexpr std::chrono::milliseconds kScrubRetry{100};
 
 }  // namespace
 
@@ -78,12 +80,29 @@ Result<Activity> GroupCommitWriter::Submit(Change change) {
   return std::move(*op.result);
 }
 
+bool GroupCommitWriter::Scrub() { return db_.CompactLog().ok(); }
+
 void GroupCommitWriter::Run() {
+  // A previous run may have crashed between removing content and emptying the log.
+  bool scrub_pending = !Scrub();
   std::unique_lock lock(mutex_);
   auto last_compact = std::chrono::steady_clock::now();
   for (;;) {
-    work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, nothing left
+    auto ready = [&] { return stopping_ || !queue_.empty(); };
+    if (scrub_pending) {
+      work_.wait_for(lock, kScrubRetry, ready);
+    } else {
+      work_.wait(lock, ready);
+    }
+    if (queue_.empty()) {
+      if (scrub_pending) {
+        lock.unlock();
+        scrub_pending = !Scrub();
+        lock.lock();
+      }
+      if (stopping_) return;  // nothing left
+      continue;
+    }
     std::vector<Op*> ops;
     const std::size_t n = std::min(queue_.size(), kMaxBatch);
     ops.reserve(n);
@@ -92,7 +111,11 @@ void GroupCommitWriter::Run() {
       queue_.pop_front();
     }
     lock.unlock();
-    CommitBatch(ops);
+    if (CommitBatch(ops) || scrub_pending) {
+      // Before the callers learn that the content is gone.
+      scrub_pending = !Scrub();
+      last_compact = std::chrono::steady_clock::now();
+    }
     lock.lock();
     for (Op* op : ops) op->done = true;  // the callers own the ops from here
     done_.notify_all();
@@ -107,7 +130,7 @@ void GroupCommitWriter::Run() {
   }
 }
 
-void GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
+bool GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
   Batch b;
   std::vector<std::optional<Result<Activity>>> results(ops.size());
   const Status committed = db_.InTransaction(
@@ -126,7 +149,7 @@ void GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
       Database::Durability::kFull);
   if (!committed.ok()) {
     for (Op* op : ops) op->result = committed.error();
-    return;
+    return false;
   }
   next_seq_ = b.next_seq;
   for (auto& [id, state] : b.changed) cache_.Publish(id, state, /*changed=*/true);
@@ -136,6 +159,7 @@ void GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
   if (!b.produced.empty()) last_seq_.store(b.produced.back().activity.seq);
   if (on_commit_ && !b.produced.empty()) on_commit_(b.produced);
   for (std::size_t i = 0; i < ops.size(); ++i) ops[i]->result = std::move(results[i]);
+  return b.scrub;
 }
 
 }  // namespace strongroom::core::internal

@@ -6,6 +6,17 @@
 // concurrent changes share one fsync. Being the only mutator, the writer keeps the state cache
 // exact: it replaces a state after the commit that changed it.
 //
+// Deleted content does not linger: the Database runs every connection with SQLite's
+// secure_delete, so what a change overwrites or deletes (an edited message's old ciphertext, a
+// retracted one's, their index tokens) is overwritten with zeros in the database's pages. The old
+// bytes would still be in the write-ahead log (the frames that wrote them) and, until a
+// checkpoint, in the database file; so
+// after a batch that removed content (Batch::scrub) the writer empties the log (a TRUNCATE
+// checkpoint, Database::CompactLog) before it answers the batch's callers. If readers keep the
+// checkpoint from completing, the callers are answered anyway and the writer tries again every
+// 100 ms until it completes; it also empties the log when it starts (a crash between a commit and
+// its checkpoint).
+//
 // Thread-safe: Submit from any thread; the Change runs on the writer thread.
 #ifndef STRONGROOM_CORE_SRC_GROUP_COMMIT_WRITER_H_
 #define STRONGROOM_CORE_SRC_GROUP_COMMIT_WRITER_H_
@@ -49,6 +60,7 @@ struct Batch {
   std::unordered_map<std::string, StatePtr> loaded;   // states read from the database
   std::map<std::string, std::int64_t> last_seq;       // conversations' newest activities
   std::vector<Produced> produced;                     // in seq order
+  bool scrub = false;  // a change removed content: empty the log before answering
 
   // The state as the batch sees it: changed by an earlier change of the batch, cached, or read
   // in the batch's transaction; null when there is no such conversation.
@@ -92,7 +104,10 @@ class GroupCommitWriter {
     bool done = false;
   };
   void Run();
-  void CommitBatch(const std::vector<Op*>& ops);
+  // Whether the committed batch removed content (Batch::scrub).
+  bool CommitBatch(const std::vector<Op*>& ops);
+  // Empties the write-ahead log; false when readers kept it from completing.
+  bool Scrub();
 
   Database& db_;
   const Clock clock_;

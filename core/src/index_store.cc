@@ -33,7 +33,11 @@ Status IndexStore::PutIndexTokens(const Caller& caller, const std::string& id,
     if (!b.State(id)) return NoSuchConversation();
     std::optional<Activity> activity = CoreStore::FindActivity(*b.s, id, activity_id);
     if (!activity) return no_activity;
-    CoreStore::InsertIndexTokens(*b.s, id, activity->seq, distinct);
+    // Checked in the writer, after every committed edit: tokens of text that is no longer a
+    // message's never reach the store, however late the indexer is.
+    if (std::optional<std::int64_t> seq = IndexedAs(*activity)) {
+      CoreStore::InsertIndexTokens(*b.s, id, *seq, distinct);
+    }
     return Activity{};
   });
   if (!put.ok()) return put.error();
@@ -67,6 +71,17 @@ Result<SearchPage> IndexStore::MatchTokens(const Caller& caller, const SearchQue
     page.next_before = page.items.back().seq;
   }
   return page;
+}
+
+std::optional<std::int64_t> IndexStore::IndexedAs(const Activity& activity) {
+  if (activity.verb == "retract") return std::nullopt;
+  if (activity.verb == "edit") {
+    // Its content is cleared when a later edit or a retraction supersedes it.
+    if (activity.content.empty()) return std::nullopt;
+    return activity.target_seq;
+  }
+  if (activity.edited_ms != 0 || activity.retracted_ms != 0) return std::nullopt;
+  return activity.seq;
 }
 
 Status IndexStore::CheckIndexer(const Caller& caller) const {

@@ -202,6 +202,7 @@ TEST_F(CoreRoutesTest, KnownPathsWithAnotherMethodAre405WithAllowAndOthers404) {
       {"PUT", "/v1/conversations/c/activities", "GET, POST"},
       {"POST", "/v1/conversations/c", "GET"},
       {"GET", "/v1/conversations/c/participants/u", "DELETE"},
+      {"POST", "/v1/conversations/c/activities/a", "GET, PUT, DELETE"},
       {"GET", "/v1/index/search", "POST"},
       {"GET", "/v1/index/c/a", "PUT"},
       {"POST", "/v1/events", "GET"},
@@ -331,6 +332,71 @@ TEST_F(CoreRoutesTest, TheIndexerPutsTokensWith204AndFindsThem) {
   auto items = Parse(found.body)->getArray("items");
   ASSERT_EQ(items->size(), 1u);
   EXPECT_EQ(items->getObject(0)->getValue<std::string>("activityId"), activity);
+}
+
+TEST_F(CoreRoutesTest, TheAuthorEditsWithPutAndRetractsWithDeleteOthersAreRefused) {
+  const std::string id = CreateConversation(/*with_bob=*/true);
+  http::Response posted = Call("POST", "/v1/conversations/" + id + "/activities", kAlice,
+                               "{\"content\":\"" + Content("hello") + "\"}");
+  ASSERT_EQ(posted.status, 201) << posted.body;
+  const std::string activity = Parse(posted.body)->getValue<std::string>("id");
+  const std::int64_t seq = Parse(posted.body)->getValue<std::int64_t>("seq");
+  const std::string target = "/v1/conversations/" + id + "/activities/" + activity;
+  const std::string edit = "{\"content\":\"" + Content("hello, edited") + "\"}";
+
+  http::Response bobs = Call("PUT", target, kBob, edit);
+  EXPECT_EQ(bobs.status, 403);
+  EXPECT_EQ(CodeOf(bobs), "permission_denied");
+  EXPECT_EQ(Call("DELETE", target, kBob).status, 403);
+  http::Response extra = Call("PUT", target, kAlice, "{\"content\":\"x\",\"fileIds\":[]}");
+  EXPECT_EQ(extra.status, 400);
+  EXPECT_EQ(CodeOf(extra), "invalid_argument");
+  EXPECT_EQ(Call("PUT", target, kAlice, "{}").status, 400);
+  EXPECT_EQ(Call("PUT", target, kAlice, edit, "text/plain").status, 415);
+  http::Response with_body = Call("DELETE", target, kAlice, "{}");
+  EXPECT_EQ(with_body.status, 400);
+  EXPECT_EQ(CodeOf(with_body), "invalid_argument");
+  http::Response unknown =
+      Call("PUT", "/v1/conversations/" + id + "/activities/" + NewUuid(), kAlice, edit);
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(CodeOf(unknown), "not_found");
+  // Nothing of the refusals changed the message.
+  EXPECT_EQ(Call("GET", target, kAlice).body, posted.body);
+
+  http::Response edited = Call("PUT", target, kAlice, edit);
+  ASSERT_EQ(edited.status, 200) << edited.body;
+  Object::Ptr edit_activity = Parse(edited.body);
+  EXPECT_EQ(edit_activity->getValue<std::string>("verb"), "edit");
+  EXPECT_EQ(edit_activity->getValue<std::string>("targetId"), activity);
+  EXPECT_EQ(edit_activity->getValue<std::int64_t>("targetSeq"), seq);
+  EXPECT_EQ(edit_activity->getValue<std::string>("content"),
+            Parse(edit)->getValue<std::string>("content"));
+  Object::Ptr message = Parse(Call("GET", target, kBob).body);
+  EXPECT_EQ(message->getValue<std::int64_t>("seq"), seq);
+  EXPECT_EQ(message->getValue<std::string>("content"),
+            Parse(edit)->getValue<std::string>("content"));
+  EXPECT_EQ(message->getValue<std::string>("edited"),
+            edit_activity->getValue<std::string>("published"));
+  EXPECT_FALSE(message->has("retracted"));
+
+  http::Response retracted = Call("DELETE", target, kAlice);
+  ASSERT_EQ(retracted.status, 200) << retracted.body;
+  Object::Ptr retraction = Parse(retracted.body);
+  EXPECT_EQ(retraction->getValue<std::string>("verb"), "retract");
+  EXPECT_EQ(retraction->getValue<std::string>("targetId"), activity);
+  EXPECT_FALSE(retraction->has("content"));
+  http::Response again = Call("DELETE", target, kAlice);
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(Parse(again.body)->getValue<std::string>("id"),
+            retraction->getValue<std::string>("id"));
+  message = Parse(Call("GET", target, kBob).body);
+  EXPECT_FALSE(message->has("content"));
+  EXPECT_FALSE(message->has("keyUri"));
+  EXPECT_EQ(message->getValue<std::string>("retracted"),
+            retraction->getValue<std::string>("published"));
+  http::Response late = Call("PUT", target, kAlice, edit);
+  EXPECT_EQ(late.status, 409);
+  EXPECT_EQ(CodeOf(late), "failed_precondition");
 }
 
 }  // namespace

@@ -2568,6 +2568,104 @@ TEST_F(CoredInvariantTest, DatabaseFilesAndLogHoldNoPlaintextWordAndNoContentKey
   EXPECT_EQ(FilesHolding(dir_->path(), markers[0]), (std::vector<std::string>{"planted.txt"}));
 }
 
+// Issue 14: an edit or a retraction takes the old ciphertext and its index tokens out of
+// everything cored keeps on disk before it answers, while cored runs; the new content is there.
+TEST_F(CoredInvariantTest, AnEditedOrRetractedMessagesOldCiphertextAndTokensAreGoneWhenAnswered) {
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob), indexer = As(kIndexer);
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+  auto events = Connect(kBob);
+  ASSERT_TRUE(events);
+  // Messages on the same pages around them; a long one on overflow pages of its own.
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(Post(i % 2 ? bob : alice, id, key, "filler"));
+  Object::Ptr small = Post(alice, id, key, "a short message to take back");
+  Object::Ptr large = Post(alice, id, key, std::string(30000, 'L'));
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(Post(i % 2 ? bob : alice, id, key, "filler"));
+  ASSERT_TRUE(small && large);
+  const std::string small_token = jose::Base64UrlEncode(RandomBytes(24));
+  const std::string large_token = jose::Base64UrlEncode(RandomBytes(24));
+  auto put = [&](const std::string& activity, const std::string& token) {
+    Object body;
+    body.set("tokens", Strings({token}));
+    return indexer.Put("/v1/index/" + id + "/" + activity, body).status;
+  };
+  ASSERT_EQ(put(Text(small, "id"), small_token), 204);
+  ASSERT_EQ(put(Text(large, "id"), large_token), 204);
+
+  // Pieces of a JWE's text every 1,000 characters: a long one is split over pages.
+  auto pieces = [](const std::string& content) {
+    const std::string text = content.substr(content.find("..") + 2);
+    std::vector<std::string> out;
+    for (std::size_t at = 0; at + 24 <= text.size(); at += 1000) out.push_back(text.substr(at, 24));
+    return out;
+  };
+  auto holding = [&](const std::vector<std::string>& needles) {
+    std::set<std::string> files;
+    for (const std::string& needle : needles) {
+      for (const std::string& file : FilesHolding(dir_->path(), needle)) files.insert(file);
+    }
+    return files;
+  };
+  // The scan sees what cored stores.
+  ASSERT_FALSE(holding(pieces(Text(small, "content"))).empty());
+  ASSERT_FALSE(holding(pieces(Text(large, "content"))).empty());
+  ASSERT_FALSE(holding({small_token}).empty());
+
+  Object edit;
+  const std::string replacement = Seal(key, "the edited message");
+  edit.set("content", replacement);
+  Reply edited =
+      alice.Send(Request("PUT", "/v1/conversations/" + id + "/activities/" + Text(small, "id"),
+                         Stringify(edit), "application/json"));
+  ASSERT_EQ(edited.status, 200) << edited;
+  EXPECT_EQ(holding(pieces(Text(small, "content"))), std::set<std::string>{});
+  EXPECT_EQ(holding({small_token}), std::set<std::string>{});
+  EXPECT_FALSE(holding(pieces(replacement)).empty());
+
+  Reply retracted = alice.Delete("/v1/conversations/" + id + "/activities/" + Text(large, "id"));
+  ASSERT_EQ(retracted.status, 200) << retracted;
+  EXPECT_EQ(holding(pieces(Text(large, "content"))), std::set<std::string>{});
+  EXPECT_EQ(holding({large_token}), std::set<std::string>{});
+
+  // bob saw both live, told apart from new messages, with their targets.
+  std::vector<Object::Ptr> seen = events->Until(Text(retracted.json(), "id"), "bob");
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(Text(seen[seen.size() - 2], "verb"), "edit");
+  EXPECT_EQ(Text(seen[seen.size() - 2], "targetId"), Text(small, "id"));
+  EXPECT_EQ(Text(seen[seen.size() - 2], "content"), replacement);
+  EXPECT_EQ(Text(seen.back(), "verb"), "retract");
+  EXPECT_EQ(Text(seen.back(), "targetId"), Text(large, "id"));
+  // The index finds neither old token.
+  for (const std::string& token : {small_token, large_token}) {
+    Object search;
+    search.set("conversationIds", Strings({id}));
+    search.set("tokens", Strings({token}));
+    Reply found = indexer.Post("/v1/index/search", search);
+    ASSERT_EQ(found.status, 200) << found;
+    EXPECT_EQ(found.json()->getArray("items")->size(), 0u);
+  }
+
+  // Killed and restarted: nothing comes back from the log.
+  EXPECT_EQ(StopCored(SIGKILL), -SIGKILL);
+  EXPECT_EQ(holding(pieces(Text(small, "content"))), std::set<std::string>{});
+  EXPECT_EQ(holding(pieces(Text(large, "content"))), std::set<std::string>{});
+  ASSERT_TRUE(StartCored());
+  Client again = As(kBob);
+  Reply message = again.Get("/v1/conversations/" + id + "/activities/" + Text(small, "id"));
+  ASSERT_EQ(message.status, 200) << message;
+  EXPECT_EQ(Text(message.json(), "content"), replacement);
+  EXPECT_FALSE(Text(message.json(), "edited").empty());
+  message = again.Get("/v1/conversations/" + id + "/activities/" + Text(large, "id"));
+  EXPECT_EQ(Text(message.json(), "content"), "");
+  EXPECT_FALSE(Text(message.json(), "retracted").empty());
+  EXPECT_EQ(StopCored(SIGTERM), 0);
+  EXPECT_EQ(holding(pieces(Text(small, "content"))), std::set<std::string>{});
+  EXPECT_EQ(holding(pieces(Text(large, "content"))), std::set<std::string>{});
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. The core realm links no PKCS#11.
 

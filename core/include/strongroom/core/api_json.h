@@ -19,7 +19,7 @@
 namespace strongroom::core {
 
 // {seq, id, conversationId, actor, verb, content?, keyUri?, objectUsers?, fileIds?,
-//  clientActivityId?, published}
+//  clientActivityId?, published, targetId?, targetSeq?, edited?, retracted?}
 std::string ActivityJson(const Activity& activity);
 // {items: [activity, ...], more}
 std::string HistoryPageJson(const HistoryPage& page);

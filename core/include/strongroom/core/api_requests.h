@@ -52,6 +52,9 @@ Result<std::string> ParseSetTitle(std::string_view body);
 // {content, fileIds?, clientActivityId?}
 Result<NewPost> ParsePost(std::string_view body);
 
+// {content}: an edit's new content.
+Result<std::string> ParseEdit(std::string_view body);
+
 // {tokens}
 Result<std::vector<std::string>> ParseIndexTokens(std::string_view body);
 

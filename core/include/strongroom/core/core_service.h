@@ -9,6 +9,7 @@
 //   - only participants see a conversation, its history, its files, and change it;
 //   - any participant may add users, remove one, leave (remove themselves), declare a new key;
 //     a user no trusted identity provider signs for (organization_of) is not added;
+//   - only a message's author (while a participant) edits or retracts it;
 //   - only the configured indexer identity writes and matches index tokens;
 //   - a configured compliance officer of organization O (token org == O) reads, ciphertext only,
 //     the conversations created by a user of O (the creator's token org, recorded at creation)
@@ -110,6 +111,24 @@ class CoreService {
   Result<Activity> GetActivity(const Caller& caller, const std::string& id,
                                const std::string& activity_id);
 
+  // Edits and retractions of a message (a post; a share may only be retracted), by its author
+  // only (PERMISSION_DENIED for anyone else; INVALID_ARGUMENT for an activity that is not a
+  // message). Each is an activity of its own ("edit", "retract", naming its target) with the next
+  // seq, delivered like any other; the message keeps its seq and carries the new content (or none)
+  // and when. The old content is overwritten at once: in the message's row, in earlier edits' rows
+  // and in the search index (the message's tokens are removed), and the write-ahead log is emptied
+  // before the answer (group_commit_writer.h).
+  //
+  // An edit's content is a JWE under the current key (as a post's; key_rotation_required
+  // otherwise); editing a retracted message is FAILED_PRECONDITION; an edit with the content the
+  // message already has changes nothing and returns the activity that gave it that content (the
+  // newest edit, or the post). Retracting a retracted message changes nothing and returns the
+  // retraction.
+  Result<Activity> EditActivity(const Caller& caller, const std::string& id,
+                                const std::string& activity_id, const std::string& content);
+  Result<Activity> RetractActivity(const Caller& caller, const std::string& id,
+                                   const std::string& activity_id);
+
   // What the realtime stream replays: activities the user may see with seq > `after`, oldest
   // first, at most `limit` (1..kMaxEventsPage). A user sees an activity of a conversation from the
   // one that added them (or created it) through the one that removed them.
@@ -138,7 +157,10 @@ class CoreService {
                                         const std::string& id, const HistoryQuery& query);
 
   // The search index store: the indexer's service identity only (PERMISSION_DENIED otherwise).
-  // Tokens are added to the activity's set: putting the same tokens again changes nothing.
+  // Tokens are added to the activity's set: putting the same tokens again changes nothing. Tokens
+  // for an edit are stored for the message it edited (search finds the message); tokens for text
+  // that is no longer a message's (an edited or retracted message's own, a superseded edit's, a
+  // retraction's) are not stored (index_store.h).
   Status PutIndexTokens(const Caller& caller, const std::string& id, const std::string& activity_id,
                         const std::vector<std::string>& tokens);
   Result<SearchPage> MatchTokens(const Caller& caller, const SearchQuery& query);

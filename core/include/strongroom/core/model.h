@@ -56,7 +56,11 @@ struct Conversation {
 // encrypted title if one was given), "post" (content),
 // "share" (content = the encrypted file reference, file_ids = the files it refers to), "add",
 // "remove", "leave" (object_users), "rotate" (key_uri = the new current key), "title" (content =
-// the new encrypted title).
+// the new encrypted title), "edit" (target = the post edited, content = its new text until a later
+// edit or a retraction replaces it), "retract" (target = the message retracted).
+//
+// A message (post or share) that was edited carries the newest edit's content and key and
+// `edited_ms`; one that was retracted carries no content, key or files and `retracted_ms`.
 struct Activity {
   std::int64_t seq = 0;  // global, strictly increasing
   std::string id;        // UUID
@@ -69,6 +73,10 @@ struct Activity {
   std::vector<std::string> file_ids;
   std::string client_activity_id;  // the sender's idempotency id, or empty
   std::int64_t published_ms = 0;
+  std::string target_id;          // edit, retract: the message's id
+  std::int64_t target_seq = 0;    // and its seq
+  std::int64_t edited_ms = 0;     // post: when it was last edited, or 0
+  std::int64_t retracted_ms = 0;  // post, share: when it was retracted, or 0
 };
 
 struct NewConversation {
