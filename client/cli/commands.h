@@ -23,6 +23,8 @@ Status Export(Args& args);
 
 // message_commands.cc: a room's messages and files, and the live stream.
 Status Send(Args& args);
+Status Edit(Args& args);
+Status Retract(Args& args);
 Status SendFile(Args& args);
 Status Read(Args& args);
 Status GetFile(Args& args);

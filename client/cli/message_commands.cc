@@ -39,6 +39,34 @@ Status Send(Args& args) {
   return OkStatus();
 }
 
+Status Edit(Args& args) {
+  auto rest = args.Positional(3, 3, "edit ROOM SEQ TEXT");
+  std::string text = rest[2];
+  if (text == "-") {
+    std::ostringstream in;
+    in << std::cin.rdbuf();
+    text = in.str();
+  }
+  SR_ASSIGN_OR_RETURN(RoomSession opened, OpenRoom(rest[0]));
+  auto& [s, room] = opened;
+  SR_ASSIGN_OR_RETURN(Activity message, ActivityAt(*s, room, rest[1]));
+  SR_ASSIGN_OR_RETURN(Activity edit, s->sdk->Edit(room.id, message.id, text));
+  PrintActivity(edit, "Edited #" + std::to_string(message.seq) + " in " + room.id + " (#" +
+                          std::to_string(edit.seq) + ").");
+  return OkStatus();
+}
+
+Status Retract(Args& args) {
+  auto rest = args.Positional(2, 2, "retract ROOM SEQ");
+  SR_ASSIGN_OR_RETURN(RoomSession opened, OpenRoom(rest[0]));
+  auto& [s, room] = opened;
+  SR_ASSIGN_OR_RETURN(Activity message, ActivityAt(*s, room, rest[1]));
+  SR_ASSIGN_OR_RETURN(Activity retraction, s->sdk->Retract(room.id, message.id));
+  PrintActivity(retraction, "Retracted #" + std::to_string(message.seq) + " in " + room.id + " (#" +
+                                std::to_string(retraction.seq) + ").");
+  return OkStatus();
+}
+
 Status SendFile(Args& args) {
   auto rest = args.Positional(2, 2, "send-file ROOM PATH");
   std::error_code ec;

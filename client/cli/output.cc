@@ -28,8 +28,17 @@ std::string LocalTime(std::int64_t ms) {
 
 std::string Describe(const Message& m) {
   const Activity& a = m.activity;
+  if (a.retracted_ms != 0) return "(retracted " + LocalTime(a.retracted_ms) + ")";
   if (m.error) return "[cannot decrypt: " + m.error->message() + "]";
-  if (a.verb == "post") return m.text.value_or("");
+  if (a.verb == "post") {
+    return m.text.value_or("") +
+           (a.edited_ms != 0 ? " (edited " + LocalTime(a.edited_ms) + ")" : std::string());
+  }
+  if (a.verb == "edit") {
+    // Without text once a later edit or a retraction replaced it.
+    return "edited #" + std::to_string(a.target_seq) + (m.text ? ": " + *m.text : std::string());
+  }
+  if (a.verb == "retract") return "retracted #" + std::to_string(a.target_seq);
   if (a.verb == "share" && m.file) {
     return "shared " + (m.file->name.empty() ? std::string("a file") : m.file->name) + " (" +
            std::to_string(m.file->size) + " bytes), file id " + m.file->loc;
@@ -54,6 +63,12 @@ Poco::JSON::Object::Ptr MessageJson(const Message& m) {
   o->set("published", FormatRfc3339Ms(a.published_ms));
   if (!a.object_users.empty()) o->set("users", JsonList(a.object_users));
   if (!a.key_uri.empty()) o->set("keyUri", a.key_uri);
+  if (!a.target_id.empty()) {
+    o->set("targetId", a.target_id);
+    o->set("targetSeq", a.target_seq);
+  }
+  if (a.edited_ms != 0) o->set("edited", FormatRfc3339Ms(a.edited_ms));
+  if (a.retracted_ms != 0) o->set("retracted", FormatRfc3339Ms(a.retracted_ms));
   if (m.text) o->set("text", *m.text);
   if (m.file) {
     Poco::JSON::Object::Ptr file = new Poco::JSON::Object;

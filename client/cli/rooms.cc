@@ -1,5 +1,6 @@
 #include "rooms.h"
 
+#include <algorithm>
 #include <optional>
 
 namespace strongroom::cli {
@@ -59,6 +60,27 @@ Result<std::vector<Activity>> WholeHistory(Session& s, const std::string& id, st
     query.after = page.items.back().seq;
   }
   return all;
+}
+
+Result<Activity> ActivityAt(Session& s, const Conversation& room, const std::string& seq) {
+  std::int64_t number = 0;
+  const bool digits =
+      !seq.empty() && seq.size() <= 18 &&
+      std::all_of(seq.begin(), seq.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (digits) number = std::stoll(seq);
+  if (number <= 0) {
+    return Error(
+        ErrorCode::kInvalidArgument,
+        "SEQ is a message's number as `strongroom read` shows it (#12: 12), not '" + seq + "'");
+  }
+  client::HistoryQuery query;
+  query.after = number - 1;
+  query.limit = 1;
+  SR_ASSIGN_OR_RETURN(client::HistoryPage page, s.core->History(room.id, query));
+  if (page.items.empty() || page.items.front().seq != number) {
+    return Error(ErrorCode::kNotFound, "room " + room.id + " has no activity #" + seq);
+  }
+  return page.items.front();
 }
 
 Result<RoomSession> OpenRoom(const std::string& room) {

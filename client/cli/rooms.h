@@ -23,6 +23,9 @@ Result<client::Conversation> ResolveRoom(Session& s, const std::string& room);
 // The room's activities after `after`, every page.
 Result<std::vector<client::Activity>> WholeHistory(Session& s, const std::string& id,
                                                    std::int64_t after = 0);
+// The room's activity #seq (as `read` prints it); NOT_FOUND when the room has none.
+Result<client::Activity> ActivityAt(Session& s, const client::Conversation& room,
+                                    const std::string& seq);
 
 // The SDK from the saved profile, and ROOM resolved in it.
 struct RoomSession {

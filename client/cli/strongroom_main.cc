@@ -33,6 +33,8 @@ constexpr char kUsage[] = R"(usage: strongroom [--json] [--progress|--no-progres
   room add ROOM USER              authorize USER at the KMS and add them
   room remove ROOM USER           remove USER and rotate the room's key (USER = you: leave)
   send ROOM TEXT                  post TEXT ('-' reads it from stdin)
+  edit ROOM SEQ TEXT              replace the text of your message #SEQ ('-': from stdin)
+  retract ROOM SEQ                take your message #SEQ back (the room keeps a tombstone)
   send-file ROOM PATH             encrypt and upload a file
   read ROOM [--since SEQ]         the history after SEQ, decrypted
   get-file ROOM FILE_ID [-o PATH] download and decrypt a shared file
@@ -64,6 +66,12 @@ std::string HintFor(const Error& error, const std::string& command) {
     return "only a compliance officer of USER's organization reads on USER's behalf: the KMS "
            "policy's complianceOfficers (kmsctl ops policy set) and cored's [compliance] section "
            "must list you; ask the operators";
+  }
+  if ((command == "edit" || command == "retract") && error.code() == ErrorCode::kPermissionDenied) {
+    return "only the author of a message may edit or retract it";
+  }
+  if (command == "edit" && error.code() == ErrorCode::kFailedPrecondition) {
+    return "a retracted message cannot be edited: send a new one";
   }
   if (command == "compliance" && error.code() == ErrorCode::kNotFound) {
     return "an officer reads the rooms USER is or was in that a user of your organization "
@@ -113,6 +121,8 @@ int Run(std::vector<std::string> argv) {
       if (command == "whoami") return WhoAmI(args);
       if (command == "room") return RoomCommand(args, sub);
       if (command == "send") return Send(args);
+      if (command == "edit") return Edit(args);
+      if (command == "retract") return Retract(args);
       if (command == "send-file") return SendFile(args);
       if (command == "read") return Read(args);
       if (command == "get-file") return GetFile(args);

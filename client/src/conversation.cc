@@ -265,6 +265,27 @@ Result<Activity> Conversations::Send(const std::string& conversation_id, std::st
   }
 }
 
+Result<Activity> Conversations::Edit(const std::string& conversation_id,
+                                     const std::string& activity_id, std::string_view text) {
+  if (text.size() > kMaxTextBytes) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "a message is at most " + std::to_string(kMaxTextBytes) + " bytes");
+  }
+  SR_ASSIGN_OR_RETURN(Conversation conversation, Get(conversation_id));
+  for (int attempt = 0;; ++attempt) {
+    SR_ASSIGN_OR_RETURN(KmsKey key, EncryptionKey(conversation));
+    SR_ASSIGN_OR_RETURN(std::string content, EncryptText(key.key, key.uri, text));
+    Result<Activity> edited = core_.EditActivity(conversation_id, activity_id, content);
+    if (edited.ok() || attempt > 0 || !IsRotationRequired(edited.error())) return edited;
+    SR_ASSIGN_OR_RETURN(conversation, Get(conversation_id, /*refresh=*/true));
+  }
+}
+
+Result<Activity> Conversations::Retract(const std::string& conversation_id,
+                                        const std::string& activity_id) {
+  return core_.RetractActivity(conversation_id, activity_id);
+}
+
 Result<Activity> Conversations::SendFile(const std::string& conversation_id,
                                          const std::string& path, const Progress& progress) {
   std::error_code error;

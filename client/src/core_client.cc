@@ -335,6 +335,28 @@ Result<Activity> CoreClient::GetActivity(const std::string& id, const std::strin
   return AnswerFrom(answer, ActivityFromJson);
 }
 
+Result<Activity> CoreClient::EditActivity(const std::string& id, const std::string& activity_id,
+                                          const std::string& content) {
+  SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
+  SR_RETURN_IF_ERROR(CheckSegment(activity_id, "activity id"));
+  Object body;
+  body.set("content", content);
+  SR_ASSIGN_OR_RETURN(std::string answer,
+                      Call("PUT", "/v1/conversations/" + id + "/activities/" + activity_id,
+                           Stringify(body), /*idempotent=*/true));
+  return AnswerFrom(answer, ActivityFromJson);
+}
+
+Result<Activity> CoreClient::RetractActivity(const std::string& id,
+                                             const std::string& activity_id) {
+  SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
+  SR_RETURN_IF_ERROR(CheckSegment(activity_id, "activity id"));
+  SR_ASSIGN_OR_RETURN(std::string answer,
+                      Call("DELETE", "/v1/conversations/" + id + "/activities/" + activity_id, "",
+                           /*idempotent=*/true));
+  return AnswerFrom(answer, ActivityFromJson);
+}
+
 Result<std::string> CoreClient::StreamExchange(const std::string& method, const std::string& target,
                                                const std::string& content_type, std::uint64_t size,
                                                const BodyWriter& write, const BodyReader& read,

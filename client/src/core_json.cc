@@ -97,6 +97,7 @@ constexpr TextMember<Activity> kActivityTexts[] = {
     {"content", &Activity::content, true},
     {"keyUri", &Activity::key_uri, true},
     {"clientActivityId", &Activity::client_activity_id, true},
+    {"targetId", &Activity::target_id, true},
 };
 constexpr ListMember<Activity> kActivityLists[] = {
     {"objectUsers", &Activity::object_users},
@@ -147,6 +148,9 @@ Result<Activity> ActivityFromJson(const Object& json) {
   ReadMembers(json, kActivityTexts, a);
   ReadMembers(json, kActivityLists, a);
   a.published_ms = Date(json, "published");
+  a.target_seq = Integer(json, "targetSeq");
+  a.edited_ms = Date(json, "edited");
+  a.retracted_ms = Date(json, "retracted");
   return a;
 }
 
@@ -160,6 +164,9 @@ Object::Ptr ActivityToJson(const Activity& a) {
     if (!(a.*member.field).empty()) o->set(member.name, Strings(a.*member.field));
   }
   o->set("published", FormatRfc3339Ms(a.published_ms));
+  if (!a.target_id.empty()) o->set("targetSeq", a.target_seq);
+  if (a.edited_ms != 0) o->set("edited", FormatRfc3339Ms(a.edited_ms));
+  if (a.retracted_ms != 0) o->set("retracted", FormatRfc3339Ms(a.retracted_ms));
   return o;
 }
 

@@ -8,6 +8,8 @@
 # The transport is the route every user's CLI takes to the KMS: direct HTTPS, or the core relay;
 # the whole conversation must work identically through both. Checked:
 #   - alice creates a room with bob, sends text and a file, bob reads both (and gets them live);
+#   - alice edits and retracts a message: bob sees both live and in history, not the old text;
+#     bob cannot change alice's message; cored's files no longer hold the old ciphertext;
 #   - carol, not a member, is refused keys by the KMS and sees nothing at the core;
 #   - bob is removed: the room rotates, bob cannot get the new key nor read what follows;
 #   - acme's compliance officer reads the room on alice's behalf (from an export and through the
@@ -215,6 +217,56 @@ title = con.execute("SELECT encrypted_title FROM conversations").fetchone()[0]
 assert "Vault" not in title
 PY
 grep -rq "$(head -c 40 "$dir/plans.txt")" "$dir/files" && fail "the core stores the file in clear"
+
+# -- alice edits a message, then takes it back; bob sees both live and in history.
+expect_exit 0 "alice sends a message with a typo" -- as "$alice" --json send "$room" "Meet at the vualt."
+typo_seq="$(json 'd["seq"]' <"$dir/out")"
+typo_jwe="$(json 'd["content"]' <"$dir/out")"
+as "$bob" --json listen "$room" --since "$typo_seq" --count 2 >"$dir/edits.json" 2>"$dir/edits.err" &
+edits_pid=$!
+expect_exit 77 "bob cannot edit alice's message" -- as "$bob" edit "$room" "$typo_seq" "Bob was here."
+grep -q "only the author" "$dir/err" || fail "no author's hint: $(cat "$dir/err")"
+expect_exit 64 "SEQ must be a number" -- as "$alice" edit "$room" "x$typo_seq" "Meet at the vault."
+expect_exit 66 "an unknown SEQ is not found" -- as "$alice" retract "$room" 999999
+expect_exit 0 "alice edits her message" -- as "$alice" edit "$room" "$typo_seq" "Meet at the vault."
+grep -q "Edited #$typo_seq" "$dir/out" || fail "edit says nothing: $(cat "$dir/out")"
+expect_exit 0 "bob reads the edited message" -- as "$bob" read "$room"
+grep -q "#$typo_seq .*: Meet at the vault. (edited " "$dir/out" ||
+  fail "history does not show the edited message: $(cat "$dir/out")"
+grep -q "edited #$typo_seq: Meet at the vault." "$dir/out" || fail "history shows no edit"
+grep -q "vualt" "$dir/out" && fail "bob still reads the old text"
+/usr/bin/python3 - "$dir" "$typo_jwe" <<'PY' || fail "the old ciphertext is still in cored's files"
+import os, sys
+text = sys.argv[2].split("..", 1)[1]
+pieces = [text[i:i + 24] for i in range(0, len(text) - 24, 24)]
+for name in ("core.db", "core.db-wal"):
+    path = os.path.join(sys.argv[1], name)
+    data = open(path, "rb").read() if os.path.exists(path) else b""
+    assert not any(p.encode() in data for p in pieces), name
+PY
+# The edit reaches bob's listener before the retraction replaces its text.
+for _ in $(seq 1 600); do grep -q '"verb":"edit"' "$dir/edits.json" && break; sleep 0.1; done
+expect_exit 0 "alice retracts her message" -- as "$alice" retract "$room" "$typo_seq"
+expect_exit 0 "retracting again changes nothing" -- as "$alice" --json retract "$room" "$typo_seq"
+[ "$(json 'd["verb"]' <"$dir/out")" = retract ] || fail "a second retraction answers no retraction"
+expect_exit 78 "a retracted message cannot be edited" -- as "$alice" edit "$room" "$typo_seq" "Again."
+expect_exit 0 "bob reads the retracted message" -- as "$bob" read "$room"
+grep -q "#$typo_seq .*: (retracted " "$dir/out" || fail "history shows no tombstone: $(cat "$dir/out")"
+grep -q "retracted #$typo_seq" "$dir/out" || fail "history shows no retraction"
+grep -q "Meet at the vault" "$dir/out" && fail "bob still reads the retracted text"
+if timeout 120 tail --pid="$edits_pid" -f /dev/null; then
+  wait "$edits_pid" || fail "bob's listener failed: $(cat "$dir/edits.err")"
+  /usr/bin/python3 - "$dir/edits.json" "$typo_seq" <<'PY' && pass "bob saw the edit and the retraction live" || fail "bob's listener: $(cat "$dir/edits.json")"
+import json, sys
+events = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+assert [e["verb"] for e in events] == ["edit", "retract"], events
+assert all(e["targetSeq"] == int(sys.argv[2]) for e in events), events
+assert events[0]["text"] == "Meet at the vault.", events[0]
+PY
+else
+  kill "$edits_pid" 2>/dev/null || true
+  fail "bob's listener did not get the edit and the retraction within 120 s"
+fi
 
 # -- carol, not a member.
 expect_exit 66 "carol cannot read the room at the core" -- as "$carol" read "$room"

@@ -45,6 +45,11 @@ core::Activity FullActivity() {
   a.file_ids = {"f1", "f2"};
   a.client_activity_id = "retry-1";
   a.published_ms = 1796133804576;
+  // An edit's and an edited or retracted message's members, all at once for the wire's sake.
+  a.target_id = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+  a.target_seq = 9007199254740991;
+  a.edited_ms = 1796133804577;
+  a.retracted_ms = 1796133804578;
   return a;
 }
 
@@ -60,6 +65,10 @@ void ExpectSame(const client::Activity& read, const core::Activity& written) {
   EXPECT_EQ(read.file_ids, written.file_ids);
   EXPECT_EQ(read.client_activity_id, written.client_activity_id);
   EXPECT_EQ(read.published_ms, written.published_ms);
+  EXPECT_EQ(read.target_id, written.target_id);
+  EXPECT_EQ(read.target_seq, written.target_seq);
+  EXPECT_EQ(read.edited_ms, written.edited_ms);
+  EXPECT_EQ(read.retracted_ms, written.retracted_ms);
 }
 
 core::Conversation FullConversation() {

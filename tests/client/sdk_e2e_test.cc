@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -544,6 +545,82 @@ TEST_P(SdkEndToEndTest, TheEventStreamDeliversWhatTheSdkDecrypts) {
   ASSERT_TRUE(message.text) << message.error->ToString();
   EXPECT_EQ(*message.text, "are you there?");
   EXPECT_EQ((*stream)->cursor().value_or(-1), sent->seq);
+}
+
+TEST_P(SdkEndToEndTest, AnAuthorEditsAndRetractsAndTheOtherSeesItLiveAndInHistory) {
+  User* alice = As(kAlice);
+  User* bob = As(kBob);
+  ASSERT_TRUE(alice && bob);
+  auto created = alice->sdk->Create("Edits", {kBob});
+  ASSERT_TRUE(created.ok()) << created.error().ToString();
+  auto sent = alice->sdk->Send(created->id, "the meeting is on Mondy");
+  ASSERT_TRUE(sent.ok()) << sent.error().ToString();
+  auto stream = bob->core->OpenEvents(sent->seq);
+  ASSERT_TRUE(stream.ok()) << stream.error().ToString();
+
+  // bob may read alice's message but not change it; nothing changed.
+  auto refused = bob->sdk->Edit(created->id, sent->id, "bob's words");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(bob->sdk->Retract(created->id, sent->id).error().code(), ErrorCode::kPermissionDenied);
+
+  auto edited = alice->sdk->Edit(created->id, sent->id, "the meeting is on Monday");
+  ASSERT_TRUE(edited.ok()) << edited.error().ToString();
+  EXPECT_EQ(edited->verb, "edit");
+  EXPECT_EQ(edited->target_id, sent->id);
+  // Live: bob's stream carries the edit, which he decrypts and tells apart from a new message.
+  std::vector<Activity> events;
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while (std::chrono::steady_clock::now() < deadline && events.empty()) {
+    auto next = (*stream)->Next(std::chrono::seconds(5));
+    ASSERT_TRUE(next.ok()) << next.error().ToString();
+    events.insert(events.end(), next->begin(), next->end());
+  }
+  ASSERT_EQ(events.size(), 1u) << "bob did not receive the edit alone";
+  EXPECT_EQ(events[0].id, edited->id);
+  EXPECT_EQ(events[0].target_seq, sent->seq);
+  Message live = bob->sdk->Decrypt(events[0]);
+  ASSERT_TRUE(live.text) << live.error->ToString();
+  EXPECT_EQ(*live.text, "the meeting is on Monday");
+  // History: the post carries the new text and says it was edited.
+  auto page = bob->sdk->Read(created->id);
+  ASSERT_TRUE(page.ok()) << page.error().ToString();
+  EXPECT_EQ(Texts(*page), (std::vector<std::string>{"the meeting is on Monday"}));
+  auto post = std::find_if(page->messages.begin(), page->messages.end(),
+                           [&](const Message& m) { return m.activity.id == sent->id; });
+  ASSERT_NE(post, page->messages.end());
+  EXPECT_EQ(post->activity.edited_ms, edited->published_ms);
+
+  auto retracted = alice->sdk->Retract(created->id, sent->id);
+  ASSERT_TRUE(retracted.ok()) << retracted.error().ToString();
+  EXPECT_EQ(retracted->verb, "retract");
+  auto again = alice->sdk->Retract(created->id, sent->id);
+  ASSERT_TRUE(again.ok()) << again.error().ToString();
+  EXPECT_EQ(again->id, retracted->id);
+  events.clear();
+  while (std::chrono::steady_clock::now() < deadline && events.empty()) {
+    auto next = (*stream)->Next(std::chrono::seconds(5));
+    ASSERT_TRUE(next.ok()) << next.error().ToString();
+    events.insert(events.end(), next->begin(), next->end());
+  }
+  ASSERT_EQ(events.size(), 1u) << "bob did not receive the retraction once";
+  EXPECT_EQ(events[0].verb, "retract");
+  EXPECT_EQ(events[0].target_id, sent->id);
+  page = bob->sdk->Read(created->id);
+  ASSERT_TRUE(page.ok()) << page.error().ToString();
+  for (const Message& m : page->messages) {
+    EXPECT_FALSE(m.error) << m.activity.verb << ": " << m.error->ToString();
+    EXPECT_FALSE(m.text && m.text->find("meeting") != std::string::npos)
+        << "bob still reads the text of " << m.activity.verb << " #" << m.activity.seq;
+  }
+  post = std::find_if(page->messages.begin(), page->messages.end(),
+                      [&](const Message& m) { return m.activity.id == sent->id; });
+  ASSERT_NE(post, page->messages.end());
+  EXPECT_EQ(post->activity.retracted_ms, retracted->published_ms);
+  EXPECT_TRUE(post->activity.content.empty());
+  auto late = alice->sdk->Edit(created->id, sent->id, "too late");
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().code(), ErrorCode::kFailedPrecondition);
 }
 
 INSTANTIATE_TEST_SUITE_P(Routes, SdkEndToEndTest, ::testing::Values(Route::kRelay, Route::kDirect),

@@ -15,6 +15,10 @@
 //             a retried post is stored once.
 //   SendFile  the file encrypted (AES-256-GCM, fresh key) while it uploads, then a "share" whose
 //             content is the file reference sealed under the conversation key.
+//   Edit      the new text as a JWE under the current key, as Send (a rotation first, or again
+//             after key_rotation_required); the core replaces the post's content and records an
+//             "edit". Retract: the core keeps a tombstone and records a "retract". Only the author
+//             may do either; the core overwrites the old ciphertext at once.
 //   Read      a page of history, each activity decrypted (keys retrieved as needed and cached).
 //             Every key used, to encrypt or decrypt, must be bound to the conversation's
 //             kmsResourceUri (PERMISSION_DENIED otherwise), so a core cannot steer content under
@@ -64,10 +68,13 @@ struct ConversationsOptions {
   KeyPoolOptions pool;  // background refill by default; a one-shot command may turn it off
 };
 
-// An activity as its reader sees it.
+// An activity as its reader sees it. A post that was edited has its newest text (and
+// activity.edited_ms); one that was retracted has none (activity.retracted_ms). An "edit" has the
+// text it gave its target (activity.target_id, target_seq) while that is still the target's;
+// a "retract" has none.
 struct Message {
   Activity activity;                  // as the core holds it
-  std::optional<std::string> text;    // post: the message; create/title: the title
+  std::optional<std::string> text;    // post, edit: the message; create/title: the title
   std::optional<FileReference> file;  // share: the opened reference (it holds the file's key)
   std::optional<Error> error;         // why the content could not be decrypted
 };
@@ -92,6 +99,12 @@ class Conversations {
 
   Result<Conversation> Create(std::string_view title, const std::vector<std::string>& members);
   Result<Activity> Send(const std::string& conversation_id, std::string_view text);
+  // The caller's own post `activity_id` gets `text` instead (at most kMaxTextBytes): the "edit".
+  Result<Activity> Edit(const std::string& conversation_id, const std::string& activity_id,
+                        std::string_view text);
+  // The caller's own message (post or share) is taken back: the "retract" (the same one again
+  // when it was retracted before).
+  Result<Activity> Retract(const std::string& conversation_id, const std::string& activity_id);
   Result<Activity> SendFile(const std::string& conversation_id, const std::string& path,
                             const Progress& progress = {});
   Result<MessagePage> Read(const std::string& conversation_id, const HistoryQuery& query = {});

@@ -6,8 +6,8 @@
 // the core's code, whose message is "<code>: <message>" and whose native_code() is the HTTP status;
 // CoreErrorCode() gives the code back ("key_rotation_required", "rate_limited", ...). No answer is
 // UNAVAILABLE. A 429 or 503 is retried (Retry-After honoured, `max_attempts` in all), and so is a
-// request that got no answer when sending it twice cannot do harm (reads, and posts that carry a
-// clientActivityId, which the core stores once).
+// request that got no answer when sending it twice cannot do harm (reads, posts that carry a
+// clientActivityId, edits and retractions, which the core stores once).
 //
 // Thread-safe: requests take turns on one keep-alive connection; uploads and downloads use a
 // connection of their own; each EventStream has its own.
@@ -53,7 +53,10 @@ struct Conversation {
   std::int64_t last_seq = 0;
 };
 
-// Verbs: create, post, share, add, remove, leave, rotate, title (docs/api/core.md).
+// Verbs: create, post, share, add, remove, leave, rotate, title, edit, retract
+// (docs/api/core.md). An edit or a retraction names the message it changed (target_id,
+// target_seq); a message that was edited carries its newest text and edited_ms, one that was
+// retracted no content and retracted_ms.
 struct Activity {
   std::int64_t seq = 0;
   std::string id;
@@ -66,6 +69,10 @@ struct Activity {
   std::vector<std::string> file_ids;
   std::string client_activity_id;
   std::int64_t published_ms = 0;
+  std::string target_id;          // edit, retract: the message's id
+  std::int64_t target_seq = 0;    // and its seq
+  std::int64_t edited_ms = 0;     // a post edited: when its newest edit was made, or 0
+  std::int64_t retracted_ms = 0;  // a message retracted: when, or 0
 };
 
 struct FileInfo {
@@ -153,6 +160,12 @@ class CoreClient {
                         const std::string& client_activity_id = "");
   Result<HistoryPage> History(const std::string& id, const HistoryQuery& query = {});
   Result<Activity> GetActivity(const std::string& id, const std::string& activity_id);
+  // The author's edit of a post (`content`: a JWE under the current key) and retraction of a
+  // message; each answers its "edit" or "retract" activity. Both are retried when no answer came:
+  // the core stores an edit with the content the post already has, or a second retraction, once.
+  Result<Activity> EditActivity(const std::string& id, const std::string& activity_id,
+                                const std::string& content);
+  Result<Activity> RetractActivity(const std::string& id, const std::string& activity_id);
 
   // Compliance reads (the caller a compliance officer of their organization, configured in
   // cored): `user`'s conversations created in the officer's organization, and their history,
