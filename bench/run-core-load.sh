@@ -11,7 +11,7 @@
 #       [--users 10] [--conversations 1] [--duration 30] [--warmup 5] [--rate R]
 #       [--content-bytes 200] [--preload N] [--preload-via direct|http]
 #       [--history-clients 1,16] [--relay-clients 1,16] [--relay-connections 16]
-#       [--rate-per-s 100000] [--max-connections 256] [--perf] [--out DIR] [--keep]
+#       [--rate-per-s 100000] [--max-connections 256] [--perf] [--callgrind] [--out DIR] [--keep]
 #       [--build DIR]
 #
 #   --clients N[,M]    posting clients; a list runs the post scenario once per count
@@ -26,6 +26,9 @@
 #   --relay-connections N  kmsd's [relay] connections (requests relayed at once)
 #   --perf             perf record (DWARF call graphs, 199 Hz) of cored during each scenario's
 #                      measured window; top symbols in perf-<s>.txt, inclusive in -children.txt
+#   --callgrind        run cored under valgrind --tool=callgrind (callgrind.out in --out): its
+#                      instruction count, which a loaded machine does not change, for comparing
+#                      builds (about 50 times slower: give a low --rate)
 #   --build DIR        build into (and run from) DIR instead of build-core-load (Release either way)
 #   --keep             keep the throwaway directory (tokens, database, keys) for inspection
 set -euo pipefail
@@ -35,6 +38,7 @@ build="${repo}/build-core-load"
 scenarios=post,history,relay clients=16 participants=10 users=10 conversations=1 duration=30
 warmup=5 rate=0 content_bytes=200 preload=0 preload_via=direct history_clients=1,16
 relay_clients=1,16 relay_connections=16 rate_per_s=100000 max_connections=256 perf=0 keep=0
+callgrind=0
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -55,6 +59,7 @@ while [ $# -gt 0 ]; do
     --rate-per-s) rate_per_s="$2"; shift 2 ;;
     --max-connections) max_connections="$2"; shift 2 ;;
     --perf) perf=1; shift ;;
+    --callgrind) callgrind=1; shift ;;
     --keep) keep=1; shift ;;
     --out) out="$2"; shift 2 ;;
     --build) build="$(cd "$2" && pwd)"; shift 2 ;;
@@ -156,7 +161,9 @@ if [ "$preload" != 0 ] && [ "$preload_via" = direct ]; then
 fi
 
 rm -f "$work/port"
-"$cored" --config "$work/core.ini" --port-file "$work/port" 2>"$out/cored.log" &
+wrapper=()
+[ "$callgrind" = 1 ] && wrapper=(valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out")
+"${wrapper[@]}" "$cored" --config "$work/core.ini" --port-file "$work/port" 2>"$out/cored.log" &
 cored_pid=$!
 for _ in $(seq 1 600); do
   [ -s "$work/port" ] && break
