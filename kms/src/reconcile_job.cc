@@ -637,14 +637,13 @@ Result<ReconcileBatch> ReconcileJobs::EndRound(ReconcileProgress job,
 }
 
 Status ReconcileJobs::Check(std::chrono::milliseconds busy_recount,
-                            std::chrono::milliseconds idle_recount) {
+                            std::chrono::milliseconds idle_recount, int count_spacing) {
   const std::set<std::string> ready = ReadyTokens(vault_);
   bool due = false;
   {
     std::lock_guard lock(count_mutex_);
     const auto elapsed = std::chrono::steady_clock::now() - counted_at_;
-    // On a large database a count takes a while: never spend more than a tenth of the time on it.
-    const auto floor = count_took_ * 10;
+    const auto floor = count_took_ * count_spacing;
     due = !last_count_ || ready != counted_ready_ || elapsed >= std::max(idle_recount, floor) ||
           (elapsed >= std::max(busy_recount, floor) &&
            (ready.size() < vault_.Tokens().size() || last_count_->total() > 0));

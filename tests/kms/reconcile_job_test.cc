@@ -316,7 +316,7 @@ TEST_F(ReconcileJobTest, ATokenThatIsStillDownIsNotClaimedDone) {
   Fail("primary");
 
   // Nothing a ready token lacks: the worker's check starts no job on its own...
-  ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0)).ok());
+  ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0), 0).ok());
   EXPECT_EQ(jobs->last_count()->of("primary"), 20);
   EXPECT_EQ(jobs->Progress().error().code(), ErrorCode::kNotFound);
   // ...and one an operator starts waits for the primary instead of ending done.
@@ -369,7 +369,7 @@ TEST_F(ReconcileJobTest, AKeyNoTokenCanOpenIsAFailureAndNeverCopied) {
                  })
                   .ok());
   auto jobs = NewJobs();
-  ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0)).ok());
+  ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0), 0).ok());
   auto started = jobs->Progress();  // the check started it: the primary is ready and lacks keys
   ASSERT_TRUE(started.ok());
   EXPECT_EQ(started->started_by, "kms");
@@ -391,11 +391,11 @@ TEST_F(ReconcileJobTest, AKeyNoTokenCanOpenIsAFailureAndNeverCopied) {
   EXPECT_EQ(Audit("reconcile.end").at(0).outcome, "failed");
 
   // The worker's check does not start the same futile job again and again.
-  ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0)).ok());
+  ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0), 0).ok());
   EXPECT_EQ(jobs->Progress()->job_id, progress->job_id);
   // A new key a ready token lacks is a change: a new job, which tries the victim once more.
   CreateKeys("acme", 1, {"standby"});
-  ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0)).ok());
+  ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0), 0).ok());
   EXPECT_EQ(jobs->Progress()->job_id, progress->job_id + 1);
   EXPECT_EQ(RunToEnd(*jobs, 8), 1u);
   EXPECT_EQ(jobs->Progress()->state, "failed");

@@ -115,8 +115,11 @@ class ReconcileJobs {
   Result<ReconcileProgress> Progress();
   Result<std::vector<ReconcileFailure>> Failures(std::int64_t job_id, std::size_t limit = 100);
 
-  // Counts again if due and starts a job if a ready token lacks wraps (see above).
-  Status Check(std::chrono::milliseconds busy_recount, std::chrono::milliseconds idle_recount);
+  // Counts again if due and starts a job if a ready token lacks wraps (see above). A count is
+  // never due sooner than `count_spacing` times the last one took after it (on a large database a
+  // count takes a while: the worker spends at most a tenth of its time on them); 0 for no floor.
+  Status Check(std::chrono::milliseconds busy_recount, std::chrono::milliseconds idle_recount,
+               int count_spacing = 10);
 
   // Per token, the keys of `org` (or of every organization) and its live channel keys that lack a
   // wrap under it, on the caller's session; tokens not serving `org` count 0.
