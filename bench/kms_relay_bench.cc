@@ -182,9 +182,9 @@ void SetUp() {
   WriteFile(d + "/relay.token", std::string(kRelayToken) + "\n");
 
   kms::KmsServerOptions direct;
-  direct.listen_port = 0;
-  direct.tls_cert = d + "/tls.pem";
-  direct.tls_key = d + "/tls.key";
+  direct.listener.port = 0;
+  direct.listener.tls_cert = d + "/tls.pem";
+  direct.listener.tls_key = d + "/tls.key";
   fixture->kms_server = Must(kms::KmsServer::Start(direct, *fixture->service), "KmsServer");
 
   core::KmsRelayOptions relay_options;

@@ -66,22 +66,16 @@ class Cored : public DaemonApplication {
         [&hub](const std::vector<CoreService::Committed>& committed) { hub.Publish(committed); });
 
     CoreServerOptions options;
-    options.listen_host = settings.listen_host;
-    options.listen_port = settings.listen_port;
-    options.tls_cert = settings.tls_cert;
-    options.tls_key = settings.tls_key;
-    options.max_connections = settings.max_connections;
-    options.max_open_connections = settings.max_open_connections;
-    options.max_connections_per_peer = settings.max_connections_per_peer;
+    options.listener = settings.listener;
     options.max_file_bytes = settings.max_file_bytes;
     options.rate_per_s = settings.rate_per_s;
     options.rate_burst = settings.rate_burst;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<CoreServer> server,
                         CoreServer::Start(options, *service, verifier, hub, *relay));
     if (!port_file.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file, server->port()));
-    Log("serving on https://" + settings.listen_host + ":" + std::to_string(server->port()) + " (" +
-        std::to_string(settings.relays.size()) + " KMS cluster(s) may attach, " +
-        "max_connections " + std::to_string(settings.max_connections) + ")");
+    Log("serving on https://" + settings.listener.host + ":" + std::to_string(server->port()) +
+        " (" + std::to_string(settings.relays.size()) + " KMS cluster(s) may attach, " +
+        "max_connections " + std::to_string(settings.listener.max_connections) + ")");
 
     waitForTerminationRequest();
     Log("stopping: closing realtime connections, finishing requests in flight");

@@ -19,7 +19,6 @@
 
 #include "strongroom/common/https_server.h"
 #include "strongroom/common/kms_uri.h"
-#include "strongroom/common/tls.h"
 #include "strongroom/core/api_json.h"
 
 namespace strongroom::core {
@@ -494,30 +493,15 @@ Result<std::unique_ptr<CoreServer>> CoreServer::Start(const CoreServerOptions& o
                                                       CoreService& service,
                                                       const JwtVerifier& verifier, RealtimeHub& hub,
                                                       KmsRelay& relay) {
-  if (options.max_connections < 4 || options.rate_per_s < 1 || options.rate_burst < 1) {
+  if (options.listener.max_connections < 4 || options.rate_per_s < 1 || options.rate_burst < 1) {
     return Error(ErrorCode::kInvalidArgument,
                  "max_connections must be >= 4, rate_per_s and rate_burst >= 1");
   }
-  SR_ASSIGN_OR_RETURN(auto context, MakeTlsServerContext("the core's HTTPS listener",
-                                                         options.tls_cert, options.tls_key));
   auto routes = std::make_unique<CoreRoutes>(service, verifier, hub, relay, options);
-  http::HttpsServerOptions https;
-  https.listen_host = options.listen_host;
-  https.listen_port = options.listen_port;
-  https.max_threads = options.max_connections;
-  https.max_connections = options.max_open_connections;
-  https.max_connections_per_peer = options.max_connections_per_peer;
-  https.keep_alive_timeout = options.keep_alive_timeout;
-  https.io_timeout = options.io_timeout;
-  https.server_name = "cored";
-  Result<std::unique_ptr<http::HttpsServer>> server =
-      http::HttpsServer::Start(https, context, http::EndpointHandlerFactory(*routes));
-  if (!server.ok()) {
-    Poco::Net::uninitializeSSL();
-    return server.error();
-  }
-  return std::unique_ptr<CoreServer>(
-      new CoreServer(std::move(routes), hub, std::move(server).value()));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<http::HttpsServer> server,
+                      StartHttpsListener(options.listener, "the core's HTTPS listener", "cored",
+                                         http::EndpointHandlerFactory(*routes)));
+  return std::unique_ptr<CoreServer>(new CoreServer(std::move(routes), hub, std::move(server)));
 }
 
 CoreServer::CoreServer(std::unique_ptr<CoreRoutes> routes, RealtimeHub& hub,

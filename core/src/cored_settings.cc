@@ -13,6 +13,9 @@ using Poco::Util::AbstractConfiguration;
 
 namespace {
 
+// max_connections from 4, as CoreServer::Start wants it.
+const WorkerSetting kCoreWorkers{"max_connections", 4, 4096};
+
 // A service identity or officer configured for `org` must be a user of it: one of its issuers
 // signs for `user` (subject_domains), so no other organization's can.
 Status CheckUserOf(const SubjectOrganizations& subjects, const std::string& user,
@@ -69,48 +72,23 @@ Status ReadComplianceOfficers(const AbstractConfiguration& config,
 Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   SR_ASSIGN_OR_RETURN(std::vector<std::string> relays,
                       NameListSetting(config, "core.relays", kMaxRelayClusters));
-  std::set<std::string> allowed = {"database",
-                                   "files_dir",
-                                   "listen",
-                                   "tls_cert",
-                                   "tls_key",
-                                   "indexer",
-                                   "indexer_org",
-                                   "max_file_mb",
-                                   "rate_per_s",
-                                   "max_connections",
-                                   "rate_burst",
-                                   "relays",
-                                   "max_open_connections",
-                                   "max_connections_per_peer"};
+  std::set<std::string> allowed = ListenerSettingKeys(kCoreWorkers);
+  allowed.insert({"database", "files_dir", "indexer", "indexer_org", "max_file_mb", "rate_per_s",
+                  "rate_burst", "relays"});
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "core", allowed));
 
   CoredSettings out;
   SR_ASSIGN_OR_RETURN(out.database, RequiredSetting(config, "core.database", "database"));
   SR_ASSIGN_OR_RETURN(out.files_dir,
                       RequiredSetting(config, "core.files_dir", "directory for files"));
-  if (config.hasProperty("core.listen")) {
-    SR_ASSIGN_OR_RETURN(ListenAddress listen,
-                        ParseListenSetting("core.listen", SettingText(config, "core.listen")));
-    out.listen_host = listen.host;
-    out.listen_port = listen.port;
-  }
-  SR_ASSIGN_OR_RETURN(out.tls_cert, RequiredSetting(config, "core.tls_cert", "TLS certificate"));
-  SR_ASSIGN_OR_RETURN(out.tls_key, RequiredSetting(config, "core.tls_key", "TLS private key"));
+  SR_ASSIGN_OR_RETURN(out.listener,
+                      ReadListenerSettings(config, "core", out.listener, kCoreWorkers));
   out.indexer = SettingText(config, "core.indexer");
   out.indexer_org = SettingText(config, "core.indexer_org");
   if (out.indexer.empty() != out.indexer_org.empty()) {
     return Error(ErrorCode::kInvalidArgument,
                  "core.indexer and core.indexer_org are set together or not at all");
   }
-  SR_ASSIGN_OR_RETURN(out.max_connections, UnsignedSetting(config, "core.max_connections",
-                                                           out.max_connections, 4, 4096));
-  SR_ASSIGN_OR_RETURN(
-      out.max_open_connections,
-      UnsignedSetting(config, "core.max_open_connections", out.max_open_connections, 1, 65536));
-  SR_ASSIGN_OR_RETURN(out.max_connections_per_peer,
-                      UnsignedSetting(config, "core.max_connections_per_peer",
-                                      out.max_connections_per_peer, 0, 65536));
   SR_ASSIGN_OR_RETURN(
       std::uint64_t max_file_mb,
       UnsignedSetting(config, "core.max_file_mb", out.max_file_bytes >> 20, 1, 4096));

@@ -119,13 +119,7 @@ class Kmsd : public DaemonApplication {
     }
 
     KmsServerOptions options;
-    options.listen_host = settings.listen_host;
-    options.listen_port = settings.listen_port;
-    options.tls_cert = settings.tls_cert;
-    options.tls_key = settings.tls_key;
-    options.max_connections = settings.max_connections;
-    options.max_open_connections = settings.max_open_connections;
-    options.max_connections_per_peer = settings.max_connections_per_peer;
+    options.listener = settings.listener;
     options.max_in_flight = settings.max_in_flight;
     options.max_queued = settings.max_queued;
     options.queue_wait = settings.queue_wait;
@@ -134,14 +128,14 @@ class Kmsd : public DaemonApplication {
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsServer> server, KmsServer::Start(options, *service));
     if (operations) SR_RETURN_IF_ERROR(operations->Listen());
     if (!port_file.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file, server->port()));
-    Log("serving kms://" + settings.host + " on https://" + settings.listen_host + ":" +
+    Log("serving kms://" + settings.host + " on https://" + settings.listener.host + ":" +
         std::to_string(server->port()) + " (" + std::to_string(vault->tokens().size()) +
-        " token(s), max_connections " + std::to_string(settings.max_connections) +
+        " token(s), max_connections " + std::to_string(settings.listener.max_connections) +
         ", max_in_flight " + std::to_string(settings.max_in_flight) + ")");
 
     // The operations listener and the rewrap worker, if [ops] is configured.
     if (operations) {
-      Log("operations listener on https://" + operations->settings().listen_host + ":" +
+      Log("operations listener on https://" + operations->settings().listener.host + ":" +
           std::to_string(operations->port()));
     }
     // The relay through cored, if [relay] is configured: connections kmsd dials out and keeps up.

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "strongroom/common/https_server.h"
-#include "strongroom/common/tls.h"
 #include "strongroom/kms/metrics.h"
 
 namespace strongroom::kms {
@@ -69,26 +68,15 @@ KmsServerCounters KmsRoutes::counters() const {
 
 Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& options,
                                                     KmsService& service) {
-  if (options.max_connections < 1 || options.max_in_flight < 1) {
+  if (options.listener.max_connections < 1 || options.max_in_flight < 1) {
     return Error(ErrorCode::kInvalidArgument, "max_connections and max_in_flight must be >= 1");
   }
-  SR_ASSIGN_OR_RETURN(auto context, MakeTlsServerContext("the KMS's HTTPS listener",
-                                                         options.tls_cert, options.tls_key));
   auto routes = std::make_unique<KmsRoutes>(
       [&service](std::string_view message) { return service.Handle(message); },
       [&service] { return service.InfoJson(); }, options);
-  http::HttpsServerOptions https;
-  https.listen_host = options.listen_host;
-  https.listen_port = options.listen_port;
-  https.max_threads = options.max_connections;
-  https.max_connections = options.max_open_connections;
-  https.max_connections_per_peer = options.max_connections_per_peer;
-  https.keep_alive_timeout = options.keep_alive_timeout;
-  https.io_timeout = options.io_timeout;
-  https.server_name = "kmsd";
-  SR_ASSIGN_OR_RETURN(
-      std::unique_ptr<http::HttpsServer> server,
-      http::HttpsServer::Start(https, context, http::EndpointHandlerFactory(*routes)));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<http::HttpsServer> server,
+                      StartHttpsListener(options.listener, "the KMS's HTTPS listener", "kmsd",
+                                         http::EndpointHandlerFactory(*routes)));
   return std::unique_ptr<KmsServer>(new KmsServer(std::move(routes), std::move(server)));
 }
 

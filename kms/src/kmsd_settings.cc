@@ -55,12 +55,11 @@ Result<std::optional<KmsdRelaySettings>> ReadRelaySettings(const AbstractConfigu
 }  // namespace
 
 Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
-  SR_RETURN_IF_ERROR(
-      CheckSettingKeys(config, "kms",
-                       {"host", "database", "listen", "tls_cert", "tls_key", "identity_key",
-                        "identity_chain", "max_connections", "max_open_connections",
-                        "max_connections_per_peer", "max_in_flight", "max_queued", "queue_wait_ms",
-                        "key_cache_entries", "key_cache_age_s", "metadata_cache_entries"}));
+  std::set<std::string> allowed = ListenerSettingKeys();
+  allowed.insert({"host", "database", "identity_key", "identity_chain", "max_in_flight",
+                  "max_queued", "queue_wait_ms", "key_cache_entries", "key_cache_age_s",
+                  "metadata_cache_entries"});
+  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "kms", allowed));
   KmsdSettings out;
   SR_ASSIGN_OR_RETURN(out.host, RequiredSetting(config, "kms.host", "KMS host name"));
   // Every URI the KMS hands out starts with kms://<host>, and requests are read with KmsUri, which
@@ -73,28 +72,13 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
                      out.host + "'");
   }
   SR_ASSIGN_OR_RETURN(out.database, RequiredSetting(config, "kms.database", "database"));
-  if (config.hasProperty("kms.listen")) {
-    SR_ASSIGN_OR_RETURN(ListenAddress listen,
-                        ParseListenSetting("kms.listen", SettingText(config, "kms.listen")));
-    out.listen_host = listen.host;
-    out.listen_port = listen.port;
-  }
-  SR_ASSIGN_OR_RETURN(out.tls_cert, RequiredSetting(config, "kms.tls_cert", "TLS certificate"));
-  SR_ASSIGN_OR_RETURN(out.tls_key, RequiredSetting(config, "kms.tls_key", "TLS private key"));
+  SR_ASSIGN_OR_RETURN(out.listener, ReadListenerSettings(config, "kms", out.listener));
   if (config.hasProperty("kms.identity_key")) {
     SR_ASSIGN_OR_RETURN(out.identity_key,
                         RequiredSetting(config, "kms.identity_key", "identity key name"));
   }
   SR_ASSIGN_OR_RETURN(out.identity_chain,
                       RequiredSetting(config, "kms.identity_chain", "identity certificate chain"));
-  SR_ASSIGN_OR_RETURN(out.max_connections,
-                      UnsignedSetting(config, "kms.max_connections", out.max_connections, 1, 4096));
-  SR_ASSIGN_OR_RETURN(
-      out.max_open_connections,
-      UnsignedSetting(config, "kms.max_open_connections", out.max_open_connections, 1, 65536));
-  SR_ASSIGN_OR_RETURN(out.max_connections_per_peer,
-                      UnsignedSetting(config, "kms.max_connections_per_peer",
-                                      out.max_connections_per_peer, 0, 65536));
   SR_ASSIGN_OR_RETURN(out.max_in_flight,
                       UnsignedSetting(config, "kms.max_in_flight", out.max_in_flight, 1, 4096));
   SR_ASSIGN_OR_RETURN(out.max_queued,

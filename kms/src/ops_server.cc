@@ -66,31 +66,6 @@ http::OrAnswer<std::string> OrgOf(const Request& request) {
   return org;
 }
 
-std::string Text(const Poco::Util::AbstractConfiguration& config, const std::string& key) {
-  std::string value = config.getString(key, "");
-  const auto first = value.find_first_not_of(" \t");
-  const auto last = value.find_last_not_of(" \t");
-  return first == std::string::npos ? "" : value.substr(first, last - first + 1);
-}
-
-Result<std::int64_t> Integer(const Poco::Util::AbstractConfiguration& config,
-                             const std::string& key, std::int64_t low, std::int64_t high) {
-  const std::string text = Text(config, key);
-  std::int64_t value = 0;
-  std::size_t used = 0;
-  try {
-    value = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (text.empty() || used != text.size() || value < low || value > high) {
-    return Error(ErrorCode::kInvalidArgument, key + " must be an integer from " +
-                                                  std::to_string(low) + " to " +
-                                                  std::to_string(high) + ", got '" + text + "'");
-  }
-  return value;
-}
-
 bool ValidOperatorName(const std::string& name) {
   return !name.empty() && name.size() <= kMaxOperatorName &&
          std::all_of(name.begin(), name.end(), [](char c) {
@@ -176,51 +151,17 @@ Result<std::optional<OpsSettings>> ReadOpsSettings(
   Poco::Util::AbstractConfiguration::Keys keys;
   config.keys("ops", keys);
   if (keys.empty()) return std::optional<OpsSettings>();
-  SR_RETURN_IF_ERROR(CheckSettingKeys(
-      config, "ops",
-      {"listen", "tls_cert", "tls_key", "token_file", "max_threads", "max_open_connections",
-       "max_connections_per_peer", "rewrap_batch", "rewrap_idle_ms"}));
+  std::set<std::string> allowed = ListenerSettingKeys(kOpsWorkers);
+  allowed.insert({"token_file", "rewrap_batch", "rewrap_idle_ms"});
+  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "ops", allowed));
   OpsSettings out;
-  if (config.hasProperty("ops.listen")) {
-    SR_ASSIGN_OR_RETURN(ListenAddress listen,
-                        ParseListenSetting("ops.listen", Text(config, "ops.listen")));
-    out.listen_host = listen.host;
-    out.listen_port = listen.port;
-  }
-  out.tls_cert = Text(config, "ops.tls_cert");
-  out.tls_key = Text(config, "ops.tls_key");
-  out.token_file = Text(config, "ops.token_file");
-  for (const auto& [key, value] :
-       {std::pair{"ops.tls_cert", &out.tls_cert}, std::pair{"ops.tls_key", &out.tls_key},
-        std::pair{"ops.token_file", &out.token_file}}) {
-    if (value->empty()) {
-      return Error(ErrorCode::kInvalidArgument,
-                   std::string(key) +
-                       " is required: the operations listener always uses TLS "
-                       "and an operator token");
-    }
-  }
-  if (config.hasProperty("ops.max_threads")) {
-    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.max_threads", 1, 64));
-    out.max_threads = static_cast<std::size_t>(n);
-  }
-  if (config.hasProperty("ops.max_open_connections")) {
-    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.max_open_connections", 1, 65536));
-    out.max_open_connections = static_cast<std::size_t>(n);
-  }
-  if (config.hasProperty("ops.max_connections_per_peer")) {
-    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.max_connections_per_peer", 0, 65536));
-    out.max_connections_per_peer = static_cast<std::size_t>(n);
-  }
-  if (config.hasProperty("ops.rewrap_batch")) {
-    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.rewrap_batch", 1,
-                                                static_cast<std::int64_t>(kMaxRewrapBatch)));
-    out.rewrap_batch = static_cast<std::size_t>(n);
-  }
-  if (config.hasProperty("ops.rewrap_idle_ms")) {
-    SR_ASSIGN_OR_RETURN(std::int64_t n, Integer(config, "ops.rewrap_idle_ms", 10, 3'600'000));
-    out.rewrap_idle = std::chrono::milliseconds(n);
-  }
+  SR_ASSIGN_OR_RETURN(out.listener, ReadListenerSettings(config, "ops", out.listener, kOpsWorkers));
+  SR_ASSIGN_OR_RETURN(out.token_file,
+                      RequiredSetting(config, "ops.token_file", "operator token file"));
+  SR_ASSIGN_OR_RETURN(out.rewrap_batch, UnsignedSetting(config, "ops.rewrap_batch",
+                                                        out.rewrap_batch, 1, kMaxRewrapBatch));
+  SR_ASSIGN_OR_RETURN(out.rewrap_idle, DurationSetting(config, "ops.rewrap_idle_ms",
+                                                       out.rewrap_idle, 10, 3'600'000));
   return std::optional<OpsSettings>(std::move(out));
 }
 
@@ -243,13 +184,15 @@ Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, h
                                                   Database& db, Metrics& metrics, RewrapJobs& jobs,
                                                   KeyCache& cache, RewrapWorker* worker,
                                                   Clock clock, ReconcileWorker* reconcile) {
-  if (settings.max_threads == 0 || settings.max_threads > 64) {
+  if (settings.listener.max_connections < kOpsWorkers.min ||
+      settings.listener.max_connections > kOpsWorkers.max) {
     return Error(ErrorCode::kInvalidArgument, "ops max_threads must be 1 to 64");
   }
   SR_ASSIGN_OR_RETURN(auto digest, ReadOpsTokenDigest(settings.token_file));
   auto tls = std::make_unique<Tls>();
-  SR_ASSIGN_OR_RETURN(tls->context, MakeTlsServerContext("the operations listener",
-                                                         settings.tls_cert, settings.tls_key));
+  SR_ASSIGN_OR_RETURN(tls->context,
+                      MakeTlsServerContext("the operations listener", settings.listener.tls_cert,
+                                           settings.listener.tls_key));
   std::unique_ptr<OpsServer> server(new OpsServer(settings, digest, vault, db, metrics, jobs, cache,
                                                   worker, std::move(clock), reconcile));
   server->tls_ = std::move(tls);
@@ -313,17 +256,9 @@ OpsServer::~OpsServer() {
 
 Status OpsServer::Start() {
   if (server_) return Error(ErrorCode::kFailedPrecondition, "the operations listener runs already");
-  http::HttpsServerOptions https;
-  https.listen_host = settings_.listen_host;
-  https.listen_port = settings_.listen_port;
-  https.max_threads = settings_.max_threads;
-  https.max_connections = settings_.max_open_connections;
-  https.max_connections_per_peer = settings_.max_connections_per_peer;
-  https.keep_alive_timeout = std::chrono::seconds(10);
-  https.io_timeout = std::chrono::seconds(10);
-  https.server_name = "kmsd-ops";
   Result<std::unique_ptr<http::HttpsServer>> server =
-      http::HttpsServer::Start(https, tls_->context, http::EndpointHandlerFactory(*this));
+      http::HttpsServer::Start(settings_.listener.ServerOptions("kmsd-ops"), tls_->context,
+                               http::EndpointHandlerFactory(*this));
   if (!server.ok()) {
     return Error(ErrorCode::kUnavailable, "the operations listener: " + server.error().message());
   }

@@ -74,13 +74,13 @@ Result<Endpoint> Resolve(const CtlOptions& options, const OpsOptions& ops) {
           options.config_path + " has no [ops] section; give --url, --ca and --token-file");
     }
     if (url.empty()) {
-      std::string host = settings->listen_host;
+      std::string host = settings->listener.host;
       if (host == "0.0.0.0") host = "127.0.0.1";
       if (host == "::") host = "::1";
       if (host.find(':') != std::string::npos) host = "[" + host + "]";
-      url = "https://" + host + ":" + std::to_string(settings->listen_port);
+      url = "https://" + host + ":" + std::to_string(settings->listener.port);
     }
-    if (e.ca.empty()) e.ca = settings->tls_cert;
+    if (e.ca.empty()) e.ca = settings->listener.tls_cert;
     if (e.token_file.empty()) e.token_file = settings->token_file;
   }
   try {

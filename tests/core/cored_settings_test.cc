@@ -43,11 +43,11 @@ TEST_F(CoredSettingsTest, ReadsSettingsWithDefaultsAndTheCoreAudience) {
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
   EXPECT_EQ(settings->database, "/var/lib/strongroom/core.db");
   EXPECT_EQ(settings->files_dir, "/var/lib/strongroom/files");
-  EXPECT_EQ(settings->listen_host, "127.0.0.1");
-  EXPECT_EQ(settings->listen_port, 9443);
-  EXPECT_EQ(settings->max_connections, 256u);
-  EXPECT_EQ(settings->max_open_connections, 4096u);
-  EXPECT_EQ(settings->max_connections_per_peer, 256u);
+  EXPECT_EQ(settings->listener.host, "127.0.0.1");
+  EXPECT_EQ(settings->listener.port, 9443);
+  EXPECT_EQ(settings->listener.max_connections, 256u);
+  EXPECT_EQ(settings->listener.max_open_connections, 4096u);
+  EXPECT_EQ(settings->listener.max_connections_per_peer, 256u);
   EXPECT_EQ(settings->max_file_bytes, 100ull << 20);
   EXPECT_EQ(settings->rate_per_s, 200u);
   EXPECT_EQ(settings->rate_burst, 400u);
@@ -74,13 +74,13 @@ TEST_F(CoredSettingsTest, ReadsEverySettingAndTheRelayClusters) {
   config_->setString("relay.two.token_file", "/etc/strongroom/two.token");
   auto settings = ReadCoredSettings(*config_);
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
-  EXPECT_EQ(settings->listen_host, "::1");
-  EXPECT_EQ(settings->listen_port, 0);
+  EXPECT_EQ(settings->listener.host, "::1");
+  EXPECT_EQ(settings->listener.port, 0);
   EXPECT_EQ(settings->indexer, "indexer@acme.test");
   EXPECT_EQ(settings->indexer_org, "acme");
-  EXPECT_EQ(settings->max_connections, 1024u);
-  EXPECT_EQ(settings->max_open_connections, 100u);
-  EXPECT_EQ(settings->max_connections_per_peer, 10u);
+  EXPECT_EQ(settings->listener.max_connections, 1024u);
+  EXPECT_EQ(settings->listener.max_open_connections, 100u);
+  EXPECT_EQ(settings->listener.max_connections_per_peer, 10u);
   EXPECT_EQ(settings->max_file_bytes, 8ull << 20);
   EXPECT_EQ(settings->rate_per_s, 50u);
   EXPECT_EQ(settings->rate_burst, 100u);  // twice the rate unless set

@@ -47,15 +47,15 @@ TEST_F(KmsdSettingsTest, ReadsSettingsWithDefaults) {
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
   EXPECT_EQ(settings->host, "kms.acme.test");
   EXPECT_EQ(settings->database, "/var/lib/strongroom/kms.db");
-  EXPECT_EQ(settings->listen_host, "127.0.0.1");
-  EXPECT_EQ(settings->listen_port, 8443);
-  EXPECT_EQ(settings->tls_cert, "/etc/strongroom/tls/kms.crt");
-  EXPECT_EQ(settings->tls_key, "/etc/strongroom/tls/kms.key");
+  EXPECT_EQ(settings->listener.host, "127.0.0.1");
+  EXPECT_EQ(settings->listener.port, 8443);
+  EXPECT_EQ(settings->listener.tls_cert, "/etc/strongroom/tls/kms.crt");
+  EXPECT_EQ(settings->listener.tls_key, "/etc/strongroom/tls/kms.key");
   EXPECT_EQ(settings->identity_key, "kms");
   EXPECT_EQ(settings->identity_chain, "/etc/strongroom/identity.pem");
-  EXPECT_EQ(settings->max_connections, 64u);
-  EXPECT_EQ(settings->max_open_connections, 4096u);
-  EXPECT_EQ(settings->max_connections_per_peer, 256u);
+  EXPECT_EQ(settings->listener.max_connections, 64u);
+  EXPECT_EQ(settings->listener.max_open_connections, 4096u);
+  EXPECT_EQ(settings->listener.max_connections_per_peer, 256u);
   EXPECT_EQ(settings->max_in_flight, 32u);
   EXPECT_EQ(settings->key_cache_entries, 50000u);
   EXPECT_EQ(settings->key_cache_age, std::chrono::seconds(300));
@@ -88,12 +88,12 @@ TEST_F(KmsdSettingsTest, ReadsEverySetting) {
   config_->setString("jwt.skew_s", "0");
   auto settings = ReadKmsdSettings(*config_);
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
-  EXPECT_EQ(settings->listen_host, "0.0.0.0");
-  EXPECT_EQ(settings->listen_port, 0);
+  EXPECT_EQ(settings->listener.host, "0.0.0.0");
+  EXPECT_EQ(settings->listener.port, 0);
   EXPECT_EQ(settings->identity_key, "kms-2026");
-  EXPECT_EQ(settings->max_connections, 128u);
-  EXPECT_EQ(settings->max_open_connections, 20000u);
-  EXPECT_EQ(settings->max_connections_per_peer, 0u);  // no limit
+  EXPECT_EQ(settings->listener.max_connections, 128u);
+  EXPECT_EQ(settings->listener.max_open_connections, 20000u);
+  EXPECT_EQ(settings->listener.max_connections_per_peer, 0u);  // no limit
   EXPECT_EQ(settings->max_in_flight, 1u);
   EXPECT_EQ(settings->key_cache_entries, 0u);  // the cache off
   EXPECT_EQ(settings->key_cache_age, std::chrono::seconds(60));
@@ -106,8 +106,8 @@ TEST_F(KmsdSettingsTest, ReadsIpv6Listen) {
   config_->setString("kms.listen", "[::1]:9443");
   auto settings = ReadKmsdSettings(*config_);
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
-  EXPECT_EQ(settings->listen_host, "::1");
-  EXPECT_EQ(settings->listen_port, 9443);
+  EXPECT_EQ(settings->listener.host, "::1");
+  EXPECT_EQ(settings->listener.port, 9443);
 }
 
 TEST_F(KmsdSettingsTest, RefusesMalformedListen) {
@@ -239,7 +239,7 @@ TEST_F(KmsdSettingsTest, LoadsAnIniFileAndBuildsTheVerifier) {
                      << jwks << "\n[hsm]\ntokens = primary\n";
   auto settings = LoadKmsdSettings(ini);
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
-  EXPECT_EQ(settings->listen_port, 0);
+  EXPECT_EQ(settings->listener.port, 0);
   auto verifier = MakeJwtVerifier(*settings);
   ASSERT_TRUE(verifier.ok()) << verifier.error().ToString();
 

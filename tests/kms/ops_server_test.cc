@@ -97,10 +97,10 @@ class OpsServerTest : public ::testing::Test {
 
     MakeCertificates(dir_.path(), "ca");
     WriteFile(dir_ / "ops.token", std::string(kOperatorToken) + "\n", 0600);
-    settings_.listen_host = "127.0.0.1";
-    settings_.listen_port = 0;
-    settings_.tls_cert = (dir_ / "ops.crt").string();
-    settings_.tls_key = (dir_ / "ops.key").string();
+    settings_.listener.host = "127.0.0.1";
+    settings_.listener.port = 0;
+    settings_.listener.tls_cert = (dir_ / "ops.crt").string();
+    settings_.listener.tls_key = (dir_ / "ops.key").string();
     settings_.token_file = (dir_ / "ops.token").string();
     auto server =
         OpsServer::New(settings_, *vault_, *db_, metrics_, *jobs_, *cache_, worker_.get());
@@ -576,8 +576,8 @@ TEST_F(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection)
   // The [ops] section alone says where to go; the server's own certificate is the trust anchor.
   const std::string config = (dir_ / "kms.ini").string();
   WriteFile(config,
-            "[ops]\nlisten = 127.0.0.1:" + std::to_string(server_->port()) +
-                "\ntls_cert = " + settings_.tls_cert + "\ntls_key = " + settings_.tls_key +
+            "[ops]\nlisten = 127.0.0.1:" + std::to_string(server_->port()) + "\ntls_cert = " +
+                settings_.listener.tls_cert + "\ntls_key = " + settings_.listener.tls_key +
                 "\ntoken_file = " + settings_.token_file + "\n",
             0600);
   CtlRun rotate = Kmsctl({"--config", config, "ops", "rotate-root", "acme"});
@@ -708,7 +708,7 @@ TEST_F(OpsServerTest, OperationsStartsFromTheConfigurationAndRunsRotationsToTheE
   const std::string config = (dir_ / "ops.ini").string();
   WriteFile(config,
             "[kms]\nhost = kms.test\n[ops]\nlisten = 127.0.0.1:0\ntls_cert = " +
-                settings_.tls_cert + "\ntls_key = " + settings_.tls_key +
+                settings_.listener.tls_cert + "\ntls_key = " + settings_.listener.tls_key +
                 "\ntoken_file = " + settings_.token_file + "\nrewrap_idle_ms = 20\n",
             0600);
   auto ops = Operations::Start(config, *vault_, *db_, metrics_, *cache_);
@@ -755,11 +755,11 @@ TEST(OpsSettingsTest, TheOpsSectionIsReadStrictly) {
       "[ops]\nlisten = [::1]:9444\ntls_cert = c.pem\ntls_key = k.pem\ntoken_file = t\n"
       "rewrap_batch = 64\nmax_open_connections = 512\nmax_connections_per_peer = 0\n");
   ASSERT_TRUE(full.ok()) << full.error().ToString();
-  EXPECT_EQ((*full)->listen_host, "::1");
-  EXPECT_EQ((*full)->listen_port, 9444);
+  EXPECT_EQ((*full)->listener.host, "::1");
+  EXPECT_EQ((*full)->listener.port, 9444);
   EXPECT_EQ((*full)->rewrap_batch, 64u);
-  EXPECT_EQ((*full)->max_open_connections, 512u);
-  EXPECT_EQ((*full)->max_connections_per_peer, 0u);
+  EXPECT_EQ((*full)->listener.max_open_connections, 512u);
+  EXPECT_EQ((*full)->listener.max_connections_per_peer, 0u);
   EXPECT_FALSE(read("[ops]\nlisten = 127.0.0.1:1\ntls_cert = c\ntls_key = k\ntoken_file = t\n"
                     "tls_certs = typo\n")
                    .ok());

@@ -25,6 +25,7 @@
 #include "strongroom/common/error.h"
 #include "strongroom/common/http_router.h"
 #include "strongroom/common/jwt.h"
+#include "strongroom/common/listener_settings.h"
 #include "strongroom/core/api_requests.h"
 #include "strongroom/core/core_service.h"
 #include "strongroom/core/kms_relay.h"
@@ -37,18 +38,12 @@ class HttpsServer;
 namespace strongroom::core {
 
 struct CoreServerOptions {
-  std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 9443;  // 0: any free port (see CoreServer::port())
-  std::string tls_cert;
-  std::string tls_key;
-  std::size_t max_connections = 256;           // requests and WebSockets served at once
-  std::size_t max_open_connections = 4096;     // connections open at once
-  std::size_t max_connections_per_peer = 256;  // from one IP address; 0: no limit
+  // max_connections: requests and WebSockets served at once (at least 4); port 0: any free port
+  // (see CoreServer::port())
+  ListenerSettings listener{.port = 9443, .max_connections = 256};
   std::uint64_t max_file_bytes = 100ull * 1024 * 1024;
   std::uint32_t rate_per_s = 200;
   std::uint32_t rate_burst = 400;
-  std::chrono::seconds keep_alive_timeout{15};
-  std::chrono::seconds io_timeout{30};
 };
 
 // The API as route tables of small handlers, without a socket: GET /health and GET /relay/kms

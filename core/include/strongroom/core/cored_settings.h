@@ -44,6 +44,7 @@
 
 #include "strongroom/common/error.h"
 #include "strongroom/common/jwt_settings.h"
+#include "strongroom/common/listener_settings.h"
 
 namespace strongroom::core {
 
@@ -59,15 +60,9 @@ struct RelayClusterSettings {
 struct CoredSettings {
   std::string database;
   std::string files_dir;
-  std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 9443;
-  std::string tls_cert;
-  std::string tls_key;
+  ListenerSettings listener{.port = 9443, .max_connections = 256};
   std::string indexer;
   std::string indexer_org;
-  std::size_t max_connections = 256;
-  std::size_t max_open_connections = 4096;
-  std::size_t max_connections_per_peer = 256;
   std::uint64_t max_file_bytes = 100ull * 1024 * 1024;
   std::uint32_t rate_per_s = 200;
   std::uint32_t rate_burst = 400;

@@ -35,6 +35,7 @@
 
 #include "strongroom/common/error.h"
 #include "strongroom/common/http_router.h"
+#include "strongroom/common/listener_settings.h"
 #include "strongroom/kms/admission_gate.h"
 #include "strongroom/kms/kms_service.h"
 
@@ -47,19 +48,12 @@ namespace strongroom::kms {
 class Metrics;
 
 struct KmsServerOptions {
-  std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 8443;            // 0: any free port (see KmsServer::port())
-  std::string tls_cert;                        // PEM: the server certificate, then its chain
-  std::string tls_key;                         // PEM: its private key, unencrypted
-  std::size_t max_connections = 64;            // requests served at once (worker threads)
-  std::size_t max_open_connections = 4096;     // connections open at once
-  std::size_t max_connections_per_peer = 256;  // from one IP address; 0: no limit
+  // port 0: any free port (see KmsServer::port())
+  ListenerSettings listener{.port = 8443, .max_connections = 64};
   std::size_t max_in_flight = 32;
   std::size_t max_queued = 64;  // requests waiting for a slot, first come first served
   std::chrono::milliseconds queue_wait{100};  // longest wait for a slot before a 503
-  std::chrono::seconds keep_alive_timeout{15};
-  std::chrono::seconds io_timeout{30};  // reading a request, writing an answer
-  Metrics* metrics = nullptr;           // optional: counts overload refusals; outlives the server
+  Metrics* metrics = nullptr;  // optional: counts overload refusals; outlives the server
 };
 
 // What the listener counts, for logs and tests.

@@ -64,6 +64,7 @@
 #include "strongroom/common/error.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/common/jwt_settings.h"
+#include "strongroom/common/listener_settings.h"
 
 namespace strongroom::kms {
 
@@ -78,15 +79,9 @@ struct KmsdRelaySettings {
 struct KmsdSettings {
   std::string host;
   std::string database;
-  std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 8443;
-  std::string tls_cert;
-  std::string tls_key;
+  ListenerSettings listener{.port = 8443, .max_connections = 64};  // the protocol listener
   std::string identity_key = "kms";
   std::string identity_chain;
-  std::size_t max_connections = 64;
-  std::size_t max_open_connections = 4096;
-  std::size_t max_connections_per_peer = 256;
   std::size_t max_in_flight = 32;
   std::size_t max_queued = 64;
   std::chrono::milliseconds queue_wait{100};

@@ -48,6 +48,7 @@
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/common/http_router.h"
+#include "strongroom/common/listener_settings.h"
 #include "strongroom/hsm/vault.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/metrics.h"
@@ -64,15 +65,16 @@ inline constexpr std::size_t kMaxOpsBodyBytes = 64 * 1024;
 inline constexpr std::size_t kMinOpsTokenBytes = 32;
 inline constexpr std::size_t kMaxOpsTokenBytes = 4096;
 
+// The listener's max_connections is the section's max_threads (1-64).
+inline const WorkerSetting kOpsWorkers{"max_threads", 1, 64};
+
 struct OpsSettings {
-  std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 9443;
-  std::string tls_cert;
-  std::string tls_key;
+  ListenerSettings listener{.port = 9443,
+                            .max_connections = 4,
+                            .max_connections_per_peer = 64,
+                            .keep_alive_timeout = std::chrono::seconds(10),
+                            .io_timeout = std::chrono::seconds(10)};
   std::string token_file;
-  std::size_t max_threads = 4;
-  std::size_t max_open_connections = 4096;
-  std::size_t max_connections_per_peer = 64;
   std::size_t rewrap_batch = kDefaultRewrapBatch;
   std::chrono::milliseconds rewrap_idle{5000};
 };
