@@ -94,7 +94,5 @@ class Cored : public DaemonApplication {
 }  // namespace strongroom::core
 
 int main(int argc, char** argv) {
-  strongroom::PrepareDaemonProcess();
-  strongroom::core::Cored app;
-  return strongroom::RunDaemon(app, argc, argv);
+  return strongroom::DaemonMain<strongroom::core::Cored>(argc, argv);
 }

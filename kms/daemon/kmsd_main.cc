@@ -164,7 +164,5 @@ class Kmsd : public DaemonApplication {
 }  // namespace strongroom::kms
 
 int main(int argc, char** argv) {
-  strongroom::PrepareDaemonProcess();
-  strongroom::kms::Kmsd app;
-  return strongroom::RunDaemon(app, argc, argv);
+  return strongroom::DaemonMain<strongroom::kms::Kmsd>(argc, argv);
 }

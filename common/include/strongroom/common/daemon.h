@@ -55,9 +55,17 @@ class DaemonApplication : public Poco::Util::ServerApplication {
   std::string port_file_;
 };
 
-// main() of a daemon: PrepareDaemonProcess(), then app.run(); a Poco exception that escapes is
-// one error line and EX_SOFTWARE.
+// Runs `app` (app.run()); a Poco exception that escapes is one error line and EX_SOFTWARE.
 int RunDaemon(DaemonApplication& app, int argc, char** argv);
+
+// A daemon's main(): PrepareDaemonProcess() before anything can start a thread, then `App` (a
+// DaemonApplication) is made and run with RunDaemon.
+template <typename App>
+int DaemonMain(int argc, char** argv) {
+  PrepareDaemonProcess();
+  App app;
+  return RunDaemon(app, argc, argv);
+}
 
 }  // namespace strongroom
 
