@@ -22,6 +22,19 @@ void ReadJobProgress(Poco::Data::RecordSet& rows, JobProgress& p) {
   }
 }
 
+std::string BoundedJobError(std::string text) {
+  if (text.size() > kMaxJobErrorText) text.resize(kMaxJobErrorText);
+  return text;
+}
+
+Status CheckJobBatch(std::string_view job, std::size_t batch, std::size_t max) {
+  if (batch == 0 || batch > max) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "the " + std::string(job) + " batch must be 1 to " + std::to_string(max));
+  }
+  return OkStatus();
+}
+
 Result<std::vector<JobFailure>> ReadJobFailures(Database& db, std::string_view table,
                                                 std::int64_t job_id, std::size_t limit) {
   if (limit == 0 || limit > 1000) {

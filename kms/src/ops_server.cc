@@ -405,13 +405,12 @@ Response OpsServer::PutPolicy(const std::string& org, const std::string& actor,
     SR_RETURN_IF_ERROR(PolicyStore::Put(s, *policy, now));
     std::string detail = PolicyStore::ToJson(*policy);  // user ids and lifetimes; no secrets
     if (detail.size() > kMaxAuditField) detail = detail.substr(0, kMaxAuditField - 3) + "...";
-    AuditRecord record;
-    record.at_ms = now;
-    record.org = org;
-    record.actor = actor;
-    record.action = "policy.update";
-    record.outcome = "ok";
-    record.detail = std::move(detail);
+    AuditRecord record{.at_ms = now,
+                       .org = org,
+                       .actor = actor,
+                       .action = "policy.update",
+                       .outcome = "ok",
+                       .detail = std::move(detail)};
     return AuditLog::Append(s, record);
   });
   if (!stored.ok()) return Response(stored.error());

@@ -23,15 +23,9 @@ using Poco::Data::Keywords::use;
 constexpr char kJobColumns[] =
     "id, state, started_by, phase, cursor, total, done, failed, started_ms, updated_ms, "
     "waiting_for, blocked, last_error";
-constexpr std::size_t kMaxErrorText = 1024;
 constexpr std::size_t kMaxActor = 256;
 
 using Param = std::variant<std::string, Poco::Int64>;
-
-std::string Bounded(std::string text) {
-  if (text.size() > kMaxErrorText) text.resize(kMaxErrorText);
-  return text;
-}
 
 std::string Join(const std::set<std::string>& names) {
   std::string out;
@@ -319,13 +313,12 @@ Result<ReconcileProgress> ReconcileJobs::Start(const std::string& actor, bool* s
     for (const auto& [token, n] : missing.by_token) {
       per_token += (per_token.empty() ? "" : ", ") + token + " " + std::to_string(n);
     }
-    AuditRecord record;
-    record.at_ms = at;
-    record.actor = actor;
-    record.action = "reconcile.start";
-    record.outcome = "ok";
-    record.detail = "reconcile job " + std::to_string(next) + ": " + std::to_string(total) +
-                    " wraps missing (" + per_token + ")";
+    AuditRecord record{.at_ms = at,
+                       .actor = actor,
+                       .action = "reconcile.start",
+                       .outcome = "ok",
+                       .detail = "reconcile job " + std::to_string(next) + ": " +
+                                 std::to_string(total) + " wraps missing (" + per_token + ")"};
     SR_RETURN_IF_ERROR(AuditLog::Append(s, record));
     id = next;
     created = true;
@@ -391,10 +384,7 @@ Result<SecretBytes> ReconcileJobs::Open(const hsm::KeyBinding& binding,
 }
 
 Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
-  if (batch == 0 || batch > kMaxReconcileBatch) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "the reconcile batch must be 1 to " + std::to_string(kMaxReconcileBatch));
-  }
+  SR_RETURN_IF_ERROR(CheckJobBatch("reconcile", batch, kMaxReconcileBatch));
   std::lock_guard run_lock(run_mutex_);
   ReconcileBatch result;
   std::optional<JobRow> job;
@@ -464,7 +454,8 @@ Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
     bool outage = false;
     Result<SecretBytes> key = Open(binding, c.blobs, &outage);
     if (!key.ok()) {
-      const std::string what = Bounded(c.kind + " " + c.uri + ": " + key.error().ToString());
+      const std::string what =
+          BoundedJobError(c.kind + " " + c.uri + ": " + key.error().ToString());
       if (outage) {
         // The tokens holding it are down: it waits for one of them.
         for (const hsm::TokenBlob& b : c.blobs) blocked.insert(b.token);
@@ -480,14 +471,14 @@ Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
         added.push_back({&c, {token->name(), std::move(blob).value()}});
       } else if (blob.error().code() == ErrorCode::kInvalidArgument) {
         failed.push_back({&c, token->name(),
-                          Bounded(c.kind + " " + c.uri + " for token '" + token->name() +
-                                  "': " + blob.error().ToString())});
+                          BoundedJobError(c.kind + " " + c.uri + " for token '" + token->name() +
+                                          "': " + blob.error().ToString())});
       } else {
         // Down, out of wrap budget, or without a root key for the organization: the token's
         // other keys wait too.
         down.insert(token);
         blocked.insert(token->name());
-        last_outage = Bounded("token '" + token->name() + "': " + blob.error().ToString());
+        last_outage = BoundedJobError("token '" + token->name() + "': " + blob.error().ToString());
       }
     }
   }
@@ -593,10 +584,10 @@ Result<ReconcileBatch> ReconcileJobs::EndRound(ReconcileProgress job,
       if (!ready.count(name)) waiting_for.insert(name);
     }
     waiting_for.insert(not_ready_missing.begin(), not_ready_missing.end());
-    last_error = Bounded(std::to_string(missing.total()) + " wraps missing; waiting for " +
-                         (waiting_for.empty() ? std::string("the tokens to accept wraps")
-                                              : "token(s) " + Quoted(waiting_for)) +
-                         (job.last_error.empty() ? "" : " (last: " + job.last_error + ")"));
+    last_error = BoundedJobError(std::to_string(missing.total()) + " wraps missing; waiting for " +
+                                 (waiting_for.empty() ? std::string("the tokens to accept wraps")
+                                                      : "token(s) " + Quoted(waiting_for)) +
+                                 (job.last_error.empty() ? "" : " (last: " + job.last_error + ")"));
     result.outage = Error(ErrorCode::kUnavailable, last_error);
   } else if (candidate) {
     state = "running";  // another round
@@ -616,14 +607,14 @@ Result<ReconcileBatch> ReconcileJobs::EndRound(ReconcileProgress job,
               "WHERE id = ? AND state IN ('running', 'waiting')",
         use(st), use(waiting), use(updated), use(error), use(left), use(left), use(id);
     if (update.execute() == 0 || !finished) return OkStatus();
-    AuditRecord record;
-    record.at_ms = now_ms;
-    record.actor = "kms";
-    record.action = "reconcile.end";
-    record.outcome = state == "done" ? "ok" : "failed";
-    record.detail = "reconcile job " + std::to_string(job.job_id) + ": " +
-                    std::to_string(job.done) + " wraps added, " + std::to_string(job.failed) +
-                    " failed, " + std::to_string(missing.total()) + " still missing";
+    AuditRecord record{.at_ms = now_ms,
+                       .actor = "kms",
+                       .action = "reconcile.end",
+                       .outcome = state == "done" ? "ok" : "failed",
+                       .detail = "reconcile job " + std::to_string(job.job_id) + ": " +
+                                 std::to_string(job.done) + " wraps added, " +
+                                 std::to_string(job.failed) + " failed, " +
+                                 std::to_string(missing.total()) + " still missing"};
     SR_RETURN_IF_ERROR(AuditLog::Append(s, record));
     result.finished = true;
     return OkStatus();

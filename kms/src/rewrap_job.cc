@@ -22,12 +22,6 @@ using Poco::Data::Keywords::use;
 
 constexpr char kJobColumns[] =
     "id, org, root_version, state, total, done, failed, started_ms, updated_ms, last_error";
-constexpr std::size_t kMaxErrorText = 1024;
-
-std::string Bounded(std::string text) {
-  if (text.size() > kMaxErrorText) text.resize(kMaxErrorText);
-  return text;
-}
 
 // The blob's root version as it sits in the blob (bytes 4-7, big-endian): blobs compare below a
 // version bytewise, which is how the ephemeral blobs, stored without a version column, are found.
@@ -142,14 +136,13 @@ Result<RewrapProgress> RewrapJobs::Rotate(const std::string& org, const std::str
     s << "INSERT INTO rewrap_jobs (id, org, root_version, state, total, done, failed, "
          "started_ms, updated_ms, last_error) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, '')",
         use(id), use(o), use(root_version), use(state), use(count), use(updated), use(updated), now;
-    AuditRecord record;
-    record.at_ms = at;
-    record.org = org;
-    record.actor = actor;
-    record.action = "root.rotate";
-    record.outcome = "ok";
-    record.detail = "new root key " + versions + "; rewrap job " + std::to_string(id) + ", " +
-                    std::to_string(total) + " blobs to re-wrap";
+    AuditRecord record{.at_ms = at,
+                       .org = org,
+                       .actor = actor,
+                       .action = "root.rotate",
+                       .outcome = "ok",
+                       .detail = "new root key " + versions + "; rewrap job " + std::to_string(id) +
+                                 ", " + std::to_string(total) + " blobs to re-wrap"};
     SR_RETURN_IF_ERROR(AuditLog::Append(s, record));
     job.job_id = id;
     job.org = org;
@@ -162,13 +155,12 @@ Result<RewrapProgress> RewrapJobs::Rotate(const std::string& org, const std::str
   if (!status.ok()) {
     // The refusal is audited too, in a transaction of its own.
     (void)db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-      AuditRecord record;
-      record.at_ms = at;
-      record.org = org;
-      record.actor = actor;
-      record.action = "root.rotate";
-      record.outcome = "failed";
-      record.detail = Bounded(status.error().ToString());
+      AuditRecord record{.at_ms = at,
+                         .org = org,
+                         .actor = actor,
+                         .action = "root.rotate",
+                         .outcome = "failed",
+                         .detail = BoundedJobError(status.error().ToString())};
       return AuditLog::Append(s, record);
     });
     return status.error();
@@ -178,10 +170,7 @@ Result<RewrapProgress> RewrapJobs::Rotate(const std::string& org, const std::str
 }
 
 Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
-  if (batch == 0 || batch > kMaxRewrapBatch) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "the rewrap batch must be 1 to " + std::to_string(kMaxRewrapBatch));
-  }
+  SR_RETURN_IF_ERROR(CheckJobBatch("rewrap", batch, kMaxRewrapBatch));
   std::lock_guard run_lock(run_mutex_);
   RewrapBatch result;
 
@@ -270,8 +259,8 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
       error = blob.error();
       blob_at_fault = blob.error().code() == ErrorCode::kInvalidArgument;
     }
-    std::string what =
-        Bounded(c.kind + " " + c.uri + " on token '" + c.token->name() + "': " + error->ToString());
+    std::string what = BoundedJobError(c.kind + " " + c.uri + " on token '" + c.token->name() +
+                                       "': " + error->ToString());
     if (blob_at_fault) {
       failed.emplace_back(&c, std::move(what));
     } else {
@@ -365,15 +354,14 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
     update << "UPDATE rewrap_jobs SET state = ?, updated_ms = ? WHERE id = ? AND state = 'running'",
         use(state), use(updated), use(id);
     if (update.execute() == 0) return OkStatus();  // superseded, or ended by another worker
-    AuditRecord record;
-    record.at_ms = updated;
-    record.org = job->org;
-    record.actor = "kms";
-    record.action = "root.rewrap";
-    record.outcome = state == "done" ? "ok" : "failed";
-    record.detail = "rewrap job " + std::to_string(id) + " to root v" +
-                    std::to_string(job->root_version) + ": " + std::to_string(done) +
-                    " re-wrapped, " + std::to_string(fails) + " failed";
+    AuditRecord record{.at_ms = updated,
+                       .org = job->org,
+                       .actor = "kms",
+                       .action = "root.rewrap",
+                       .outcome = state == "done" ? "ok" : "failed",
+                       .detail = "rewrap job " + std::to_string(id) + " to root v" +
+                                 std::to_string(job->root_version) + ": " + std::to_string(done) +
+                                 " re-wrapped, " + std::to_string(fails) + " failed"};
     SR_RETURN_IF_ERROR(AuditLog::Append(s, record));
     result.finished = true;
     return OkStatus();

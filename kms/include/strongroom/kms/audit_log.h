@@ -36,13 +36,15 @@ inline constexpr std::size_t kMaxAuditQuery = 1000;
 struct AuditRecord {
   std::int64_t seq = 0;    // assigned on append
   std::int64_t at_ms = 0;  // milliseconds since the epoch
-  std::string org;
-  std::string actor;     // the user or service that asked
-  std::string action;    // e.g. "key.retrieve", "authorization.create", "root.rotate"
-  std::string resource;  // a resource URI, or empty
-  std::string key;       // a key URI, or empty
-  std::string outcome;   // "ok", or the refusal
-  std::string detail;    // free text for operators; never secrets
+  // Every field has an initializer, so a record can be written with designated initializers
+  // naming only the fields it sets.
+  std::string org = {};
+  std::string actor = {};     // the user or service that asked
+  std::string action = {};    // e.g. "key.retrieve", "authorization.create", "root.rotate"
+  std::string resource = {};  // a resource URI, or empty
+  std::string key = {};       // a key URI, or empty
+  std::string outcome = {};   // "ok", or the refusal
+  std::string detail = {};    // free text for operators; never secrets
   // The sealed request the record's action executed, when the audit row is also its record of
   // execution (replay_guard.h): the channel's URI and the message's IV and tag. Empty otherwise.
   // Hashed into the chain when present, so a record written without them hashes as before.

@@ -42,6 +42,14 @@ struct JobProgress {
 // last_error) from the current row, and works out the rate.
 void ReadJobProgress(Poco::Data::RecordSet& rows, JobProgress& progress);
 
+// A failure or outage as a job keeps it (last_error, a JobFailure's error): cut to
+// kMaxJobErrorText bytes.
+inline constexpr std::size_t kMaxJobErrorText = 1024;
+std::string BoundedJobError(std::string text);
+
+// INVALID_ARGUMENT "the <job> batch must be 1 to <max>" unless 1 <= batch <= max.
+Status CheckJobBatch(std::string_view job, std::size_t batch, std::size_t max);
+
 // One stored key a job could not process, as the operator sees it in the job's progress.
 struct JobFailure {
   std::string kind;  // "key" or "ephemeral"
