@@ -217,18 +217,10 @@ Result<WrapResult> KeyVault::Wrap(const KeyBinding& binding, std::span<const std
 Result<SecretBytes> KeyVault::Unwrap(const KeyBinding& binding, std::span<const TokenBlob> blobs) {
   SR_RETURN_IF_ERROR(ValidateBinding(binding));
   SR_ASSIGN_OR_RETURN(std::vector<Token*> tokens, TokensFor(binding.org));
-  std::vector<std::pair<Token*, const TokenBlob*>> order;
-  for (Token* token : tokens) {
-    for (const TokenBlob& blob : blobs) {
-      if (blob.token == token->name()) order.emplace_back(token, &blob);
-    }
-  }
+  const auto order = UnwrapOrder(tokens, blobs);
   if (order.empty()) {
     return Error(ErrorCode::kNotFound, "the key has no blob for any configured token");
   }
-  // Healthy tokens first, in configuration order; tokens in back-off last.
-  std::stable_partition(order.begin(), order.end(),
-                        [](const auto& entry) { return !entry.first->InBackoff(); });
   std::optional<Error> last;
   for (const auto& [token, blob] : order) {
     Result<SecretBytes> key = token->Unwrap(binding, blob->blob);

@@ -357,15 +357,9 @@ Result<SecretBytes> ReconcileJobs::Open(const hsm::KeyBinding& binding,
   // As Vault::Unwrap (ready tokens first, in configuration order; an integrity failure is never
   // passed on to another token), but telling an outage (a token holding the key is down) from a
   // key that no token can open (its blobs are for tokens or root versions that are not there).
-  std::vector<std::pair<hsm::VaultToken*, const hsm::TokenBlob*>> order;
-  for (hsm::VaultToken* token : vault_.Tokens()) {
-    if (!token->Serves(binding.org)) continue;
-    for (const hsm::TokenBlob& blob : blobs) {
-      if (blob.token == token->name()) order.emplace_back(token, &blob);
-    }
-  }
-  std::stable_partition(order.begin(), order.end(),
-                        [](const auto& entry) { return !entry.first->InBackoff(); });
+  std::vector<hsm::VaultToken*> tokens = vault_.Tokens();
+  std::erase_if(tokens, [&](hsm::VaultToken* token) { return !token->Serves(binding.org); });
+  const auto order = hsm::UnwrapOrder(tokens, std::span<const hsm::TokenBlob>(blobs));
   *outage = false;
   std::optional<Error> last;
   for (const auto& [token, blob] : order) {

@@ -502,17 +502,10 @@ Result<SecretBytes> FakeVault::Unwrap(const hsm::KeyBinding& binding,
                                       std::span<const hsm::TokenBlob> blobs) {
   SR_RETURN_IF_ERROR(hsm::ValidateBinding(binding));
   SR_ASSIGN_OR_RETURN(std::vector<FakeToken*> tokens, TokensFor(binding.org));
-  std::vector<std::pair<FakeToken*, const hsm::TokenBlob*>> order;
-  for (FakeToken* token : tokens) {
-    for (const hsm::TokenBlob& blob : blobs) {
-      if (blob.token == token->name()) order.emplace_back(token, &blob);
-    }
-  }
+  const auto order = hsm::UnwrapOrder(tokens, blobs);
   if (order.empty()) {
     return Error(ErrorCode::kNotFound, "the key has no blob for any configured token");
   }
-  std::stable_partition(order.begin(), order.end(),
-                        [](const auto& entry) { return !entry.first->InBackoff(); });
   std::optional<Error> last;
   for (const auto& [token, blob] : order) {
     Result<SecretBytes> key = token->Unwrap(binding, blob->blob);

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "strongroom/common/error.h"
@@ -40,6 +41,23 @@ struct TokenBlob {
   std::string token;               // TokenConfig::name
   std::vector<std::uint8_t> blob;  // see wrapped_key.h
 };
+
+// The order a key's blobs are tried in to unwrap it (Vault::Unwrap, and the KMS's reconciliation,
+// which tells outages apart): each of `tokens`, in their (configuration) order, with its blob if
+// it holds one; ready tokens first, tokens in back-off last. `TokenT` is Token or VaultToken.
+template <typename TokenT>
+std::vector<std::pair<TokenT*, const TokenBlob*>> UnwrapOrder(const std::vector<TokenT*>& tokens,
+                                                              std::span<const TokenBlob> blobs) {
+  std::vector<std::pair<TokenT*, const TokenBlob*>> order;
+  for (TokenT* token : tokens) {
+    for (const TokenBlob& blob : blobs) {
+      if (blob.token == token->name()) order.emplace_back(token, &blob);
+    }
+  }
+  std::stable_partition(order.begin(), order.end(),
+                        [](const auto& entry) { return !entry.first->InBackoff(); });
+  return order;
+}
 
 struct WrapResult {
   std::vector<TokenBlob> blobs;  // one per token that wrapped it
