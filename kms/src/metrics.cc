@@ -61,6 +61,12 @@ class Writer {
   void Sample(std::string_view name, const std::string& labels, std::uint64_t value) {
     Sample(name, labels, std::to_string(value));
   }
+  // A family of one sample, without labels: the name is written once.
+  void Single(std::string_view name, std::string_view type, std::string_view help,
+              std::uint64_t value) {
+    Family(name, type, help);
+    Sample(name, "", value);
+  }
   std::string Take() { return std::move(out_); }
 
  private:
@@ -69,22 +75,17 @@ class Writer {
 
 void RenderCache(const KeyCache& cache, Writer& w) {
   const KeyCache::Stats s = cache.stats();
-  w.Family("strongroom_kms_key_cache_hits_total", "counter",
-           "Key retrievals answered from the unwrapped-key cache.");
-  w.Sample("strongroom_kms_key_cache_hits_total", "", s.hits);
-  w.Family("strongroom_kms_key_cache_misses_total", "counter",
-           "Key retrievals the cache could not answer (absent or expired).");
-  w.Sample("strongroom_kms_key_cache_misses_total", "", s.misses);
-  w.Family("strongroom_kms_key_cache_evictions_total", "counter",
-           "Cached keys dropped to make room.");
-  w.Sample("strongroom_kms_key_cache_evictions_total", "", s.evictions);
-  w.Family("strongroom_kms_key_cache_expirations_total", "counter",
-           "Cached keys dropped because they were older than the maximum age.");
-  w.Sample("strongroom_kms_key_cache_expirations_total", "", s.expirations);
-  w.Family("strongroom_kms_key_cache_entries", "gauge", "Keys in the cache now.");
-  w.Sample("strongroom_kms_key_cache_entries", "", s.entries);
-  w.Family("strongroom_kms_key_cache_capacity", "gauge", "Most keys the cache holds (0: off).");
-  w.Sample("strongroom_kms_key_cache_capacity", "", s.capacity);
+  w.Single("strongroom_kms_key_cache_hits_total", "counter",
+           "Key retrievals answered from the unwrapped-key cache.", s.hits);
+  w.Single("strongroom_kms_key_cache_misses_total", "counter",
+           "Key retrievals the cache could not answer (absent or expired).", s.misses);
+  w.Single("strongroom_kms_key_cache_evictions_total", "counter",
+           "Cached keys dropped to make room.", s.evictions);
+  w.Single("strongroom_kms_key_cache_expirations_total", "counter",
+           "Cached keys dropped because they were older than the maximum age.", s.expirations);
+  w.Single("strongroom_kms_key_cache_entries", "gauge", "Keys in the cache now.", s.entries);
+  w.Single("strongroom_kms_key_cache_capacity", "gauge", "Most keys the cache holds (0: off).",
+           s.capacity);
 }
 
 void RenderTokens(const hsm::Vault& vault, Writer& w) {
@@ -205,9 +206,9 @@ std::string Metrics::RenderPrometheus(const MetricSources& sources) const {
     w.Sample(std::string(kLatency) + "_count", op_label, total);
   }
 
-  w.Family("strongroom_kms_overload_total", "counter",
-           "Requests refused because the server was at its limit.");
-  w.Sample("strongroom_kms_overload_total", "", overloads_.load(std::memory_order_relaxed));
+  w.Single("strongroom_kms_overload_total", "counter",
+           "Requests refused because the server was at its limit.",
+           overloads_.load(std::memory_order_relaxed));
 
   if (sources.cache != nullptr) RenderCache(*sources.cache, w);
   if (sources.vault != nullptr) RenderTokens(*sources.vault, w);
