@@ -12,8 +12,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <fstream>
 #include <memory>
+
+#include "strongroom/common/config_file.h"
 
 namespace strongroom::kms {
 namespace {
@@ -333,14 +334,9 @@ Result<std::string> IdentityChainsPem(const std::vector<IdentityChain>& chains) 
 namespace {
 
 Result<std::string> ReadIdentityFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Error(ErrorCode::kNotFound, "cannot read the identity chain " + path);
-  std::string pem(kMaxPemFileBytes + 1, '\0');
-  in.read(pem.data(), static_cast<std::streamsize>(pem.size()));
-  pem.resize(static_cast<std::size_t>(in.gcount()));
-  if (pem.size() > kMaxPemFileBytes) {
-    return Error(ErrorCode::kInvalidArgument,
-                 path + " is larger than " + std::to_string(kMaxPemFileBytes) + " bytes");
+  Result<std::string> pem = ReadSmallFile(path, kMaxPemFileBytes);
+  if (!pem.ok() && pem.error().code() == ErrorCode::kNotFound) {
+    return Error(ErrorCode::kNotFound, "cannot read the identity chain " + path);
   }
   return pem;
 }
