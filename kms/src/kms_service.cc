@@ -24,6 +24,7 @@
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/metrics.h"
 #include "strongroom/kms/org_policy.h"
+#include "strongroom/kms/search_keys.h"
 
 namespace strongroom::kms {
 
@@ -104,6 +105,8 @@ struct KmsService::Route {
     kDeleteAuthorization,
     kDeleteAuthorizationByAuthId,
     kDeleteEcdhe,
+    kRetrieveSearchKey,
+    kListUserAuthorizations,
     kUnknown,
   };
   Op op = Op::kUnknown;
@@ -112,7 +115,8 @@ struct KmsService::Route {
   const char* metric = "other";
   bool read_only() const {
     return op == Op::kRetrieveKey || op == Op::kRetrieveResource ||
-           op == Op::kRetrieveResourceKeys || op == Op::kListAuthorizations;
+           op == Op::kRetrieveResourceKeys || op == Op::kListAuthorizations ||
+           op == Op::kRetrieveSearchKey || op == Op::kListUserAuthorizations;
   }
 };
 
@@ -206,6 +210,7 @@ KmsService::KmsService(KmsServiceConfig config, hsm::Vault& vault,
                                          config_.max_requests_per_channel},
           vault_, *identities_, db, verifier_, clock_, *audit_,
           hooks_.channel_key_cache != nullptr ? hooks_.channel_key_cache : hooks_.key_cache)),
+      search_keys_(std::make_unique<SearchKeys>(cluster_, vault_, db, clock_)),
       bound_keys_(config_.metadata_cache_entries, config_.metadata_cache_age),
       roles_(config_.metadata_cache_entries, config_.metadata_cache_age) {}
 
@@ -315,6 +320,18 @@ Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecor
     }
     if (m == "delete" && c == "ecdhe" && item)
       route = {Op::kDeleteEcdhe, target, {}, "delete_ecdhe"};
+    // The current search key (top), or one version (/search-keys/<org>/<version>).
+    if (m == "retrieve" && c == "search-keys" && (top || !parts->sub().empty())) {
+      route = {Op::kRetrieveSearchKey, top ? "" : target, {}, "retrieve_search_key"};
+    }
+    if (m == "retrieve" && c == "authorizations" && top) {
+      route = {Op::kListUserAuthorizations, "", {}, "retrieve_user_authorizations"};
+    }
+  } else if (parts && parts->collection() == "authorizations" && parts->id().empty()) {
+    if (r.method == "retrieve") {
+      route = {Route::Op::kListUserAuthorizations, "", parts->auth_id(),
+               "retrieve_user_authorizations"};
+    }
   } else if (parts && parts->collection() == "resources" && !parts->id().empty()) {
     const std::string resource = cluster_ + "/resources/" + parts->id();
     if (parts->sub() == "authorizations" && r.method == "retrieve") {
@@ -400,6 +417,10 @@ Object KmsService::Dispatch(const Caller& caller, const Route& route, const Obje
       return ListAuthorizations(caller, route.target, route.auth_id);
     case Op::kDeleteAuthorization:
       return DeleteAuthorization(caller, route.target, std::nullopt);
+    case Op::kRetrieveSearchKey:
+      return RetrieveSearchKey(caller, route);
+    case Op::kListUserAuthorizations:
+      return ListUserAuthorizations(caller, route.auth_id, request);
     case Op::kDeleteAuthorizationByAuthId:
       if (!route.auth_id) {
         return Answer(400, caller.request_id, "delete by resource needs ?authId=<id>");
@@ -938,6 +959,164 @@ Object KmsService::DeleteAuthorization(const Caller& caller, const std::string& 
   }
   Object answer = Answer(200, caller.request_id);
   answer.set("authorization", AuthorizationJson(*deleted));
+  return answer;
+}
+
+namespace {
+
+// A search key's version as a URI names it: 1 to 4294967295 in decimal, no leading zero.
+std::optional<std::uint32_t> SearchKeyVersion(const std::string& text) {
+  if (text.empty() || text.size() > 10 || text.front() == '0' ||
+      !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const unsigned long long value = std::stoull(text);
+  if (value > 0xffffffffULL) return std::nullopt;
+  return static_cast<std::uint32_t>(value);
+}
+
+}  // namespace
+
+Object KmsService::RetrieveSearchKey(const Caller& caller, const Route& route) {
+  // Which org and version: the caller's own current one, or the one the URI names.
+  std::string org = caller.org;
+  std::optional<std::uint32_t> version;
+  if (!route.target.empty()) {
+    Result<KmsUri> named = KmsUri::Parse(route.target);
+    if (!named.ok()) return Answer(400, caller.request_id, named.error().message());
+    org = named->id();
+    version = SearchKeyVersion(named->sub());
+    if (!version) {
+      return Answer(400, caller.request_id,
+                    "a search key's version is a whole number from 1 (/search-keys/<org>/<n>)");
+    }
+  }
+  Result<OrgPolicy> policy = OrgPolicy{};
+  Status read_policy = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    policy = PolicyStore::Get(s, caller.org);
+    return policy.ok() ? OkStatus() : policy.error();
+  });
+  if (!read_policy.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
+  // Only the organization's indexer, in its own name, for its own organization.
+  const bool indexer = policy->indexer && *policy->indexer == caller.actor && !caller.on_behalf();
+  if (!indexer || org != caller.org) {
+    (void)Audit(
+        caller, "search-key.retrieve", "", route.target, "denied",
+        !indexer ? "not the organization's indexer" : "another organization's key (" + org + ")");
+    return Answer(403, caller.request_id,
+                  "search keys are for the organization's indexer, of its own organization");
+  }
+  Result<std::optional<SearchKeyRecord>> key = std::optional<SearchKeyRecord>();
+  if (version) {
+    key = search_keys_->Find(org, *version);
+  } else {
+    Result<SearchKeyRecord> current = search_keys_->Current(org, caller.actor);
+    key = current.ok() ? Result<std::optional<SearchKeyRecord>>(std::move(current).value())
+                       : Result<std::optional<SearchKeyRecord>>(current.error());
+  }
+  if (!key.ok()) {
+    (void)Audit(caller, "search-key.retrieve", "", route.target,
+                "failed: " + std::string(ErrorCodeName(key.error().code())));
+    return Answer(HttpStatusFor(key.error().code()), caller.request_id,
+                  "the KMS could not make or read the search key");
+  }
+  if (!*key) {
+    (void)Audit(caller, "search-key.retrieve", "", route.target, "not found");
+    return Answer(404, caller.request_id, "the organization has no such search-key version");
+  }
+  const SearchKeyRecord& found = **key;
+  Result<SecretBytes> material = search_keys_->Open(found);
+  if (!material.ok()) {
+    (void)Audit(caller, "search-key.retrieve", "", found.uri,
+                "failed: " + std::string(ErrorCodeName(material.error().code())));
+    return Answer(HttpStatusFor(material.error().code()), caller.request_id,
+                  "the KMS could not open the search key");
+  }
+  // No key leaves before its retrieval is in the audit log.
+  if (!Audit(caller, "search-key.retrieve", "", found.uri, "ok",
+             "version " + std::to_string(found.version))
+           .ok()) {
+    return Answer(503, caller.request_id, "the KMS could not audit the retrieval; retry later");
+  }
+  Object jwk;
+  jwk.set("kty", "oct");
+  jwk.set("kid", found.uri);
+  jwk.set("k", jose::Base64UrlEncode(material->view()));
+  Object out;
+  out.set("uri", found.uri);
+  out.set("version", static_cast<Poco::Int64>(found.version));
+  out.set("jwk", jwk);
+  out.set("createDate", Rfc3339(found.created_ms));
+  Object answer = Answer(200, caller.request_id);
+  answer.set("searchKey", out);
+  return answer;
+}
+
+Object KmsService::ListUserAuthorizations(const Caller& caller,
+                                          const std::optional<std::string>& auth_id,
+                                          const Object& request) {
+  if (!auth_id || auth_id->empty()) {
+    return Answer(400, caller.request_id, "retrieve /authorizations needs ?authId=<user>");
+  }
+  std::size_t limit = kDefaultAuthorizationsPerPage;
+  if (request.has("limit")) {
+    const long long n = IsWholeNumber(request, "limit") ? request.getValue<long long>("limit") : 0;
+    if (n < 1 || n > static_cast<long long>(kMaxAuthorizationsPerPage)) {
+      return Answer(400, caller.request_id, "limit must be a whole number from 1 to 1000");
+    }
+    limit = static_cast<std::size_t>(n);
+  }
+  std::string cursor;
+  if (request.has("cursor")) {
+    const Poco::Dynamic::Var& value = request.get("cursor");
+    if (!value.isString() || !IsResourceUri(value.extract<std::string>(), cluster_)) {
+      return Answer(400, caller.request_id,
+                    "cursor must be the cursor of a previous answer (a resource URI)");
+    }
+    cursor = value.extract<std::string>();
+  }
+  // The user itself (an officer on its behalf included: caller.user is then that user), or, in
+  // its own name, the organization's indexer. Only the caller's organization's resources are
+  // listed: a user id is a user of the caller's organization.
+  bool allowed = *auth_id == caller.user;
+  if (!allowed && !caller.on_behalf()) {
+    Result<OrgPolicy> policy = OrgPolicy{};
+    Status read_policy = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+      policy = PolicyStore::Get(s, caller.org);
+      return policy.ok() ? OkStatus() : policy.error();
+    });
+    if (!read_policy.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
+    allowed = policy->indexer && *policy->indexer == caller.actor;
+  }
+  if (!allowed) {
+    (void)Audit(caller, "authorization.list", "", "", "denied", "authId " + *auth_id);
+    return Answer(403, caller.request_id,
+                  "only the user, its organization's indexer or a compliance officer on its behalf "
+                  "lists a user's authorizations");
+  }
+  std::vector<UserAuthorization> found;
+  bool more = false;
+  Status read = db_.WithSession([&](Poco::Data::Session& s) -> Status {
+    SR_ASSIGN_OR_RETURN(found,
+                        KmsStore::ResourcesOf(s, caller.org, *auth_id, cursor, limit, &more));
+    return OkStatus();
+  });
+  if (!read.ok()) return Answer(503, caller.request_id, "the KMS database is unavailable");
+  if (!Audit(caller, "authorization.list", "", "", "ok",
+             "authId " + *auth_id + ", " + std::to_string(found.size()) + " resources")
+           .ok()) {
+    return Answer(503, caller.request_id, "the KMS could not audit the retrieval; retry later");
+  }
+  Poco::JSON::Array out;
+  for (const UserAuthorization& a : found) {
+    Object item;
+    item.set("resourceUri", a.resource_uri);
+    item.set("roleUri", a.role);
+    out.add(item);
+  }
+  Object answer = Answer(200, caller.request_id);
+  answer.set("authorizations", out);
+  if (more) answer.set("cursor", found.back().resource_uri);
   return answer;
 }
 

@@ -148,6 +148,17 @@ std::vector<Migration> KmsStore::Migrations() {
         "CREATE TABLE reconcile_failures (job_id INTEGER NOT NULL REFERENCES reconcile_jobs (id), "
         "kind TEXT NOT NULL, uri TEXT NOT NULL, token TEXT NOT NULL, error TEXT NOT NULL, "
         "PRIMARY KEY (job_id, kind, uri, token))"}},
+      {10,
+       "organization search keys (the indexer's) and their wrapped blobs",
+       // Apart from `keys`: a search key is never bound to a resource nor reachable by a content
+       // key's URI; its blobs are re-wrapped and reconciled as key_blobs are.
+       {"CREATE TABLE search_keys (uri TEXT PRIMARY KEY, org TEXT NOT NULL, "
+        "version INTEGER NOT NULL, creator TEXT NOT NULL, created_ms INTEGER NOT NULL, "
+        "UNIQUE (org, version))",
+        "CREATE TABLE search_key_blobs (key_uri TEXT NOT NULL REFERENCES search_keys (uri) "
+        "ON DELETE CASCADE, token TEXT NOT NULL, root_version INTEGER NOT NULL, "
+        "blob BLOB NOT NULL, PRIMARY KEY (key_uri, token))",
+        "CREATE INDEX search_key_blobs_by_root ON search_key_blobs (token, root_version)"}},
   };
 }
 
@@ -499,6 +510,116 @@ Result<std::optional<std::string>> KmsStore::RoleOf(Poco::Data::Session& s,
   return std::optional<std::string>(rows["role"].convert<std::string>());
 }
 
+Status KmsStore::InsertSearchKey(Poco::Data::Session& s, const SearchKeyRecord& k) {
+  if (k.blobs.empty()) {
+    return Error(ErrorCode::kInternal,
+                 "a search key is stored only wrapped, and " + k.uri + " has no wrapped blob");
+  }
+  std::string uri = k.uri, org = k.org, creator = k.creator;
+  Poco::Int64 version = k.version, created = k.created_ms, exists = 0;
+  s << "SELECT COUNT(*) FROM search_keys WHERE uri = ? OR (org = ? AND version = ?)", use(uri),
+      use(org), use(version), into(exists), now;
+  if (exists) {
+    return Error(ErrorCode::kAlreadyExists,
+                 "search key version " + std::to_string(k.version) + " of " + k.org + " exists");
+  }
+  s << "INSERT INTO search_keys (uri, org, version, creator, created_ms) VALUES (?, ?, ?, ?, ?)",
+      use(uri), use(org), use(version), use(creator), use(created), now;
+  for (const hsm::TokenBlob& blob : k.blobs) SR_RETURN_IF_ERROR(PutSearchKeyBlob(s, k.uri, blob));
+  return OkStatus();
+}
+
+Result<std::optional<SearchKeyRecord>> KmsStore::FindSearchKey(
+    Poco::Data::Session& s, const std::string& org, std::optional<std::uint32_t> version) {
+  std::string o = org;
+  Poco::Int64 wanted = version.value_or(0);
+  int newest = version ? 0 : 1;
+  Poco::Data::Statement select(s);
+  select << "SELECT uri, org, version, creator, created_ms FROM search_keys "
+            "WHERE org = ? AND (? = 1 OR version = ?) ORDER BY version DESC LIMIT 1",
+      use(o), use(newest), use(wanted);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  if (!rows.moveFirst()) return std::optional<SearchKeyRecord>();
+  SearchKeyRecord k;
+  k.uri = rows["uri"].convert<std::string>();
+  k.org = rows["org"].convert<std::string>();
+  k.version = rows["version"].convert<std::uint32_t>();
+  k.creator = rows["creator"].convert<std::string>();
+  k.created_ms = rows["created_ms"].convert<std::int64_t>();
+  Poco::Data::Statement blobs(s);
+  blobs << "SELECT token, blob FROM search_key_blobs WHERE key_uri = ? ORDER BY token", use(k.uri);
+  blobs.execute();
+  Poco::Data::RecordSet blob_rows(blobs);
+  for (bool row = blob_rows.moveFirst(); row; row = blob_rows.moveNext()) {
+    const Poco::Data::BLOB blob =
+        blob_rows["blob"].extract<Poco::Data::BLOB>();  // a copy: the Var is a temporary
+    k.blobs.push_back({blob_rows["token"].convert<std::string>(),
+                       std::vector<std::uint8_t>(blob.content().begin(), blob.content().end())});
+  }
+  return std::optional<SearchKeyRecord>(std::move(k));
+}
+
+Status KmsStore::PutSearchKeyBlob(Poco::Data::Session& s, const std::string& uri,
+                                  const hsm::TokenBlob& blob) {
+  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
+  std::string key = uri, token = blob.token;
+  Poco::Int64 version = view.root_version;
+  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
+  s << "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
+       "ON CONFLICT (key_uri, token) DO UPDATE SET root_version = excluded.root_version, "
+       "blob = excluded.blob",
+      use(key), use(token), use(version), use(bytes), now;
+  return OkStatus();
+}
+
+Result<bool> KmsStore::AddMissingSearchKeyBlob(Poco::Data::Session& s, const std::string& uri,
+                                               const hsm::TokenBlob& blob) {
+  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
+  std::string key = uri, token = blob.token;
+  Poco::Int64 version = view.root_version;
+  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
+  Poco::Data::Statement insert(s);
+  insert << "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO NOTHING",
+      use(key), use(token), use(version), use(bytes);
+  return insert.execute() > 0;
+}
+
+Result<std::vector<UserAuthorization>> KmsStore::ResourcesOf(Poco::Data::Session& s,
+                                                             const std::string& org,
+                                                             const std::string& user,
+                                                             const std::string& after,
+                                                             std::size_t limit, bool* more) {
+  if (limit == 0 || limit > 1000) {
+    return Error(ErrorCode::kInvalidArgument, "limit must be 1 to 1000");
+  }
+  // RoleOf the other way round: from the user's own authorizations to the resources that name
+  // those resources as authIds, up to kMaxInheritanceDepth; the nearest membership's role.
+  std::string who = user, o = org, cursor = after;
+  int depth = kMaxInheritanceDepth;
+  Poco::Int64 count = static_cast<Poco::Int64>(limit) + 1;  // one more says whether more follow
+  Poco::Data::Statement select(s);
+  select << "WITH RECURSIVE reach (uri, role, depth) AS ("
+            "  SELECT resource_uri, role, 0 FROM authorizations WHERE auth_id = ?"
+            "  UNION"
+            "  SELECT a.resource_uri, r.role, r.depth + 1 FROM authorizations a JOIN reach r"
+            "    ON a.auth_id = r.uri WHERE r.depth < ?)"
+            " SELECT r.uri AS uri, r.role AS role, MIN(r.depth) AS depth FROM reach r"
+            " JOIN resources x ON x.uri = r.uri"
+            " WHERE x.org = ? AND r.uri > ? GROUP BY r.uri ORDER BY r.uri LIMIT ?",
+      use(who), use(depth), use(o), use(cursor), use(count);
+  select.execute();
+  Poco::Data::RecordSet rows(select);
+  std::vector<UserAuthorization> out;
+  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
+    out.push_back({rows["uri"].convert<std::string>(), rows["role"].convert<std::string>()});
+  }
+  *more = out.size() > limit;
+  if (*more) out.resize(limit);
+  return out;
+}
+
 Result<std::vector<RootVersionUse>> KmsStore::RootVersionUses(Poco::Data::Session& s,
                                                               const std::string& org,
                                                               std::int64_t now_ms) {
@@ -519,6 +640,18 @@ Result<std::vector<RootVersionUse>> KmsStore::RootVersionUses(Poco::Data::Sessio
   for (bool row = key_rows.moveFirst(); row; row = key_rows.moveNext()) {
     use_of(key_rows["token"].convert<std::string>(), key_rows["version"].convert<std::uint32_t>())
         .keys = key_rows["n"].convert<std::int64_t>();
+  }
+  Poco::Data::Statement search_keys(s);
+  search_keys << "SELECT sb.token AS token, sb.root_version AS version, COUNT(*) AS n "
+                 "FROM search_key_blobs sb JOIN search_keys sk ON sk.uri = sb.key_uri "
+                 "WHERE sk.org = ? GROUP BY sb.token, sb.root_version",
+      use(o);
+  search_keys.execute();
+  Poco::Data::RecordSet search_rows(search_keys);
+  for (bool row = search_rows.moveFirst(); row; row = search_rows.moveNext()) {
+    use_of(search_rows["token"].convert<std::string>(),
+           search_rows["version"].convert<std::uint32_t>())
+        .keys += search_rows["n"].convert<std::int64_t>();
   }
   // A channel key's version is in its blob (bytes 4-7, big-endian: hsm/wrapped_key.h).
   Poco::Int64 at = now_ms;

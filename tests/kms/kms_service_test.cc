@@ -16,6 +16,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -27,6 +28,7 @@
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/org_policy.h"
+#include "strongroom/kms/search_keys.h"
 
 namespace strongroom::kms {
 namespace {
@@ -1372,6 +1374,380 @@ TEST_F(KmsVaultFaultTest, ACreateEcdheSealedToADownTokensIdentityIsIdentityUnava
   KmsReply opened = service_->Handle(*sealed);
   EXPECT_EQ(opened.http_status, 200) << opened.body;
   EXPECT_EQ(Count("ephemeral_keys"), 1);
+}
+
+// Issue 14: the organizations' search keys, for their indexers only.
+class KmsSearchKeyTest : public KmsKeysTest {
+ protected:
+  void SetUp() override {
+    KmsKeysTest::SetUp();
+    OrgPolicy acme;
+    acme.org = "acme";
+    acme.indexer = "svc-indexer@acme.test";
+    acme.compliance_officers = {"carol@acme.test"};
+    SetPolicy(acme);
+    OrgPolicy globex;
+    globex.org = "globex";
+    globex.indexer = "svc-indexer@globex.test";
+    SetPolicy(globex);
+  }
+
+  Object::Ptr SearchKeyOf(const Object::Ptr& answer) {
+    EXPECT_EQ(StatusOf(answer), 200) << (answer ? Json(*answer) : "plain");
+    return answer && answer->has("searchKey") ? answer->getObject("searchKey") : nullptr;
+  }
+
+  std::vector<AuditRecord> Audited(const std::string& action) {
+    AuditFilter all;
+    auto records = AuditLog::Query(*db_, all);
+    EXPECT_TRUE(records.ok());
+    std::vector<AuditRecord> out;
+    for (const AuditRecord& r : records.ok() ? *records : std::vector<AuditRecord>()) {
+      if (r.action == action) out.push_back(r);
+    }
+    return out;
+  }
+};
+
+TEST_F(KmsSearchKeyTest, TheIndexerGetsItsOrganizationsKeyMadeOnTheFirstRequest) {
+  Channel indexer = Open("svc-indexer@acme.test");
+  const std::string me = "svc-indexer@acme.test";
+  EXPECT_EQ(Count("search_keys"), 0);
+  Object::Ptr first = SearchKeyOf(Retrieve(indexer, me, "/search-keys"));
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->getValue<std::string>("uri"), "kms://kms.acme.test/search-keys/acme/1");
+  EXPECT_EQ(first->getValue<int>("version"), 1);
+  Object::Ptr jwk = first->getObject("jwk");
+  EXPECT_EQ(jwk->getValue<std::string>("kty"), "oct");
+  EXPECT_EQ(jwk->getValue<std::string>("kid"), first->getValue<std::string>("uri"));
+  const std::string k = jwk->getValue<std::string>("k");
+  EXPECT_EQ(jose::Base64UrlDecode(k)->size(), 32u);
+  // Stored once, only wrapped, one blob per token.
+  EXPECT_EQ(Count("search_keys"), 1);
+  EXPECT_EQ(Count("search_key_blobs"), static_cast<std::int64_t>(vault_->Tokens().size()));
+  EXPECT_EQ(Count("keys"), 0);  // no content key, nothing retrieve /keys/<id> could reach
+
+  // The same key again, as the current one and by its version.
+  Object::Ptr again = SearchKeyOf(Retrieve(indexer, me, "/search-keys"));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->getObject("jwk")->getValue<std::string>("k"), k);
+  Object::Ptr by_version = SearchKeyOf(Retrieve(indexer, me, "/search-keys/acme/1"));
+  ASSERT_TRUE(by_version);
+  EXPECT_EQ(by_version->getObject("jwk")->getValue<std::string>("k"), k);
+  EXPECT_EQ(Count("search_keys"), 1);
+
+  ASSERT_EQ(Audited("search-key.create").size(), 1u);
+  const std::vector<AuditRecord> retrievals = Audited("search-key.retrieve");
+  ASSERT_EQ(retrievals.size(), 3u);
+  for (const AuditRecord& r : retrievals) {
+    EXPECT_EQ(r.actor, me);
+    EXPECT_EQ(r.outcome, "ok");
+    EXPECT_EQ(r.key, "kms://kms.acme.test/search-keys/acme/1");
+    EXPECT_EQ(r.detail.find(k), std::string::npos);  // never the key itself
+  }
+}
+
+TEST_F(KmsSearchKeyTest, OnlyTheIndexerOfTheSameOrganizationGetsAKey) {
+  Channel alice = Open("alice@acme.test");
+  Channel carol = Open("carol@acme.test");  // acme's compliance officer
+  Channel acme_indexer = Open("svc-indexer@acme.test");
+  Channel globex_indexer = Open("svc-indexer@globex.test");
+  // Refused before any key exists: a refusal makes none.
+  EXPECT_EQ(StatusOf(Retrieve(alice, "alice@acme.test", "/search-keys")), 403);
+  EXPECT_EQ(StatusOf(Retrieve(globex_indexer, "svc-indexer@globex.test", "/search-keys/acme/1")),
+            403);
+  EXPECT_EQ(Count("search_keys"), 0);
+  Object::Ptr acme_key =
+      SearchKeyOf(Retrieve(acme_indexer, "svc-indexer@acme.test", "/search-keys"));
+  ASSERT_TRUE(acme_key);
+
+  // Not a member, not an officer (in its own name or on the indexer's behalf), not another
+  // organization's indexer, and not the indexer for another organization.
+  EXPECT_EQ(StatusOf(Retrieve(alice, "alice@acme.test", "/search-keys")), 403);
+  EXPECT_EQ(StatusOf(Retrieve(alice, "alice@acme.test", "/search-keys/acme/1")), 403);
+  EXPECT_EQ(StatusOf(Retrieve(carol, "carol@acme.test", "/search-keys/acme/1")), 403);
+  EXPECT_EQ(StatusOf(OnBehalf(carol, "carol@acme.test", "svc-indexer@acme.test", "retrieve",
+                              "/search-keys/acme/1")),
+            403);
+  EXPECT_EQ(StatusOf(OnBehalf(carol, "carol@acme.test", "svc-indexer@acme.test", "retrieve",
+                              "/search-keys")),
+            403);
+  Object::Ptr cross = Retrieve(globex_indexer, "svc-indexer@globex.test", "/search-keys/acme/1");
+  EXPECT_EQ(StatusOf(cross), 403);
+  EXPECT_FALSE(cross->has("searchKey"));
+  EXPECT_EQ(StatusOf(Retrieve(acme_indexer, "svc-indexer@acme.test", "/search-keys/globex/1")),
+            403);
+
+  // globex's indexer has a key of its own, unrelated to acme's.
+  Object::Ptr globex_key =
+      SearchKeyOf(Retrieve(globex_indexer, "svc-indexer@globex.test", "/search-keys"));
+  ASSERT_TRUE(globex_key);
+  EXPECT_EQ(globex_key->getValue<std::string>("uri"), "kms://kms.acme.test/search-keys/globex/1");
+  EXPECT_NE(globex_key->getObject("jwk")->getValue<std::string>("k"),
+            acme_key->getObject("jwk")->getValue<std::string>("k"));
+
+  // Every refusal is audited, the cross-organization one under the asking indexer's name.
+  std::vector<AuditRecord> denied;
+  for (const AuditRecord& r : Audited("search-key.retrieve")) {
+    if (r.outcome == "denied") denied.push_back(r);
+  }
+  EXPECT_EQ(denied.size(), 9u);
+  EXPECT_EQ(std::count_if(denied.begin(), denied.end(),
+                          [](const AuditRecord& r) {
+                            return r.actor == "svc-indexer@globex.test" && r.org == "globex" &&
+                                   r.key == "kms://kms.acme.test/search-keys/acme/1";
+                          }),
+            2);
+}
+
+TEST_F(KmsSearchKeyTest, AnOrganizationWithoutAnIndexerHasNoKeyToGive) {
+  OrgPolicy none;
+  none.org = "acme";
+  SetPolicy(none);
+  Channel indexer = Open("svc-indexer@acme.test");
+  EXPECT_EQ(StatusOf(Retrieve(indexer, "svc-indexer@acme.test", "/search-keys")), 403);
+  EXPECT_EQ(Count("search_keys"), 0);
+}
+
+TEST_F(KmsSearchKeyTest, UnknownVersionsAreNotFoundAndMalformedOnesRefused) {
+  Channel indexer = Open("svc-indexer@acme.test");
+  const std::string me = "svc-indexer@acme.test";
+  EXPECT_EQ(StatusOf(Retrieve(indexer, me, "/search-keys/acme/1")), 404);  // none made yet
+  ASSERT_TRUE(SearchKeyOf(Retrieve(indexer, me, "/search-keys")));
+  EXPECT_EQ(StatusOf(Retrieve(indexer, me, "/search-keys/acme/2")), 404);
+  EXPECT_EQ(StatusOf(Retrieve(indexer, me, "/search-keys/acme/4294967295")), 404);
+  for (const char* version : {"0", "01", "-1", "abc", "4294967296", "99999999999"}) {
+    Object::Ptr refused = Retrieve(indexer, me, std::string("/search-keys/acme/") + version);
+    EXPECT_EQ(StatusOf(refused), 400) << version;
+    EXPECT_NE(refused->getValue<std::string>("reason").find("version"), std::string::npos);
+  }
+  EXPECT_EQ(StatusOf(Retrieve(indexer, me, "/search-keys/acme")), 404);  // names nothing
+  EXPECT_EQ(StatusOf(Send(indexer, Request("create", "/search-keys", Token(me)))), 404);
+  EXPECT_EQ(StatusOf(Send(indexer, Request("delete", "/search-keys/acme/1", Token(me)))), 404);
+  EXPECT_EQ(Count("search_keys"), 1);
+}
+
+TEST_F(KmsSearchKeyTest, RotationMakesTheNextVersionCurrentAndKeepsTheOldOnes) {
+  Channel indexer = Open("svc-indexer@acme.test");
+  const std::string me = "svc-indexer@acme.test";
+  Object::Ptr v1 = SearchKeyOf(Retrieve(indexer, me, "/search-keys"));
+  ASSERT_TRUE(v1);
+  SearchKeys keys("kms://kms.acme.test", *vault_, *db_, [this] { return now_ms_.load(); });
+  auto rotated = keys.Rotate("acme", "operator:olga");
+  ASSERT_TRUE(rotated.ok()) << rotated.error().ToString();
+  EXPECT_EQ(rotated->version, 2u);
+  EXPECT_EQ(rotated->uri, "kms://kms.acme.test/search-keys/acme/2");
+
+  Object::Ptr v2 = SearchKeyOf(Retrieve(indexer, me, "/search-keys"));
+  ASSERT_TRUE(v2);
+  EXPECT_EQ(v2->getValue<int>("version"), 2);
+  EXPECT_NE(v2->getObject("jwk")->getValue<std::string>("k"),
+            v1->getObject("jwk")->getValue<std::string>("k"));
+  Object::Ptr old = SearchKeyOf(Retrieve(indexer, me, "/search-keys/acme/1"));
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->getObject("jwk")->getValue<std::string>("k"),
+            v1->getObject("jwk")->getValue<std::string>("k"));
+  const std::vector<AuditRecord> rotations = Audited("search-key.rotate");
+  ASSERT_EQ(rotations.size(), 1u);
+  EXPECT_EQ(rotations[0].actor, "operator:olga");
+  EXPECT_EQ(rotations[0].key, "kms://kms.acme.test/search-keys/acme/2");
+  // An organization name that is not a URI segment has no search key, and says so.
+  auto dotted = keys.Rotate("acme.corp", "operator");
+  ASSERT_FALSE(dotted.ok());
+  EXPECT_EQ(dotted.error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(KmsSearchKeyTest, ASearchKeyRequestExecutesAtMostOnce) {
+  Channel indexer = Open("svc-indexer@acme.test");
+  const std::string me = "svc-indexer@acme.test";
+  for (const std::string uri : {"/search-keys", "/search-keys/acme/1"}) {
+    const std::string sealed = Seal(indexer, Request("retrieve", uri, Token(me)));
+    EXPECT_EQ(StatusOf(Deliver(indexer, sealed)), 200) << uri;
+    Object::Ptr again = Deliver(indexer, sealed);
+    EXPECT_EQ(StatusOf(again), 409) << uri;
+    EXPECT_FALSE(again->has("searchKey"));
+  }
+}
+
+// Issue 14: which resources a user is authorized on, for the user, its organization's indexer and
+// its organization's compliance officers.
+class KmsUserAuthorizationsTest : public KmsSearchKeyTest {
+ protected:
+  Object::Ptr List(const Channel& channel, const std::string& caller, const std::string& user,
+                   std::optional<int> limit = std::nullopt, const std::string& cursor = "") {
+    Object request = Request("retrieve", "/authorizations?authId=" + user, Token(caller));
+    if (limit) request.set("limit", *limit);
+    if (!cursor.empty()) request.set("cursor", cursor);
+    return Send(channel, request);
+  }
+
+  // Every page of `user`'s resources, `limit` at a time: {resourceUri: roleUri}.
+  std::map<std::string, std::string> ListAll(const Channel& channel, const std::string& caller,
+                                             const std::string& user, int limit,
+                                             int* pages = nullptr) {
+    std::map<std::string, std::string> out;
+    std::string cursor, last;
+    for (int page = 1; page <= 100; ++page) {
+      Object::Ptr answer = List(channel, caller, user, limit, cursor);
+      EXPECT_EQ(StatusOf(answer), 200) << (answer ? Json(*answer) : "plain");
+      if (StatusOf(answer) != 200) break;
+      Poco::JSON::Array::Ptr items = answer->getArray("authorizations");
+      EXPECT_LE(items->size(), static_cast<std::size_t>(limit));
+      for (unsigned i = 0; i < items->size(); ++i) {
+        const std::string uri = items->getObject(i)->getValue<std::string>("resourceUri");
+        EXPECT_GT(uri, last);  // in URI order, no repeats
+        last = uri;
+        out[uri] = items->getObject(i)->getValue<std::string>("roleUri");
+      }
+      if (pages) *pages = page;
+      if (!answer->has("cursor")) break;
+      EXPECT_EQ(items->size(), static_cast<std::size_t>(limit));  // only full pages go on
+      cursor = answer->getValue<std::string>("cursor");
+    }
+    return out;
+  }
+};
+
+TEST_F(KmsUserAuthorizationsTest, AUserListsItsResourcesPageByPage) {
+  Channel alice = Open("alice@acme.test");
+  Channel bob = Open("bob@acme.test");
+  std::set<std::string> bobs;
+  for (int i = 0; i < 5; ++i) {
+    bobs.insert(CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"})));
+  }
+  CreateResource(alice, "alice@acme.test", Strings({}));  // not bob's
+  // A resource that names one of bob's as an authId lends him its membership.
+  const std::string lent = CreateResource(alice, "alice@acme.test", Strings({*bobs.begin()}));
+  bobs.insert(lent);
+  // One bob was removed from is not his any more.
+  const std::string left = CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}));
+  ASSERT_EQ(StatusOf(Send(alice, Request("delete", left + "/authorizations?authId=bob@acme.test",
+                                         Token("alice@acme.test")))),
+            200);
+
+  int pages = 0;
+  const std::map<std::string, std::string> listed =
+      ListAll(bob, "bob@acme.test", "bob@acme.test", 2, &pages);
+  EXPECT_EQ(pages, 3);
+  std::set<std::string> uris;
+  for (const auto& [uri, role] : listed) {
+    uris.insert(uri);
+    EXPECT_EQ(role, "participant") << uri;
+  }
+  EXPECT_EQ(uris, bobs);
+  // The default page holds them all, with no cursor.
+  Object::Ptr whole = List(bob, "bob@acme.test", "bob@acme.test");
+  ASSERT_EQ(StatusOf(whole), 200);
+  EXPECT_EQ(whole->getArray("authorizations")->size(), bobs.size());
+  EXPECT_FALSE(whole->has("cursor"));
+  EXPECT_EQ(ListAll(alice, "alice@acme.test", "alice@acme.test", 1000).size(), 8u);
+  // Someone authorized nowhere gets an empty list.
+  Channel dave = Open("dave@acme.test");
+  EXPECT_TRUE(ListAll(dave, "dave@acme.test", "dave@acme.test", 10).empty());
+}
+
+TEST_F(KmsUserAuthorizationsTest, TheIndexerListsUsersOfItsOwnOrganizationOnly) {
+  Channel alice = Open("alice@acme.test");
+  Channel dave = Open("dave@acme.test");
+  Channel indexer = Open("svc-indexer@acme.test");
+  Channel globex_indexer = Open("svc-indexer@globex.test");
+  const std::string resource = CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}));
+  const std::map<std::string, std::string> expected{{resource, "participant"}};
+  EXPECT_EQ(ListAll(indexer, "svc-indexer@acme.test", "bob@acme.test", 10), expected);
+  EXPECT_EQ(ListAll(indexer, "svc-indexer@acme.test", "alice@acme.test", 10), expected);
+
+  // Another member, another organization's indexer: refused, or nothing of acme's.
+  EXPECT_EQ(StatusOf(List(alice, "alice@acme.test", "bob@acme.test")), 403);
+  EXPECT_EQ(StatusOf(List(dave, "dave@acme.test", "bob@acme.test")), 403);
+  Object::Ptr cross = List(globex_indexer, "svc-indexer@globex.test", "bob@acme.test");
+  ASSERT_EQ(StatusOf(cross), 200);  // globex's own resources naming that id: none
+  EXPECT_EQ(cross->getArray("authorizations")->size(), 0u);
+
+  AuditFilter by_dave;
+  by_dave.actor = "dave@acme.test";
+  auto records = AuditLog::Query(*db_, by_dave);
+  ASSERT_TRUE(records.ok());
+  std::vector<std::string> outcomes;
+  for (const AuditRecord& r : *records) {
+    if (r.action == "authorization.list") outcomes.push_back(r.outcome);
+  }
+  EXPECT_EQ(outcomes, std::vector<std::string>{"denied"});
+}
+
+TEST_F(KmsUserAuthorizationsTest, AComplianceOfficerListsOnBehalfOfAUserAndIsAudited) {
+  Channel alice = Open("alice@acme.test");
+  Channel carol = Open("carol@acme.test");  // acme's compliance officer
+  Channel dave = Open("dave@acme.test");
+  const std::string resource = CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}));
+  auto list_for = [&](const Channel& channel, const std::string& officer, const std::string& target,
+                      const std::string& user) {
+    return OnBehalf(channel, officer, target, "retrieve", "/authorizations?authId=" + user);
+  };
+  Object::Ptr listed = list_for(carol, "carol@acme.test", "bob@acme.test", "bob@acme.test");
+  ASSERT_EQ(StatusOf(listed), 200) << Json(*listed);
+  ASSERT_EQ(listed->getArray("authorizations")->size(), 1u);
+  EXPECT_EQ(listed->getArray("authorizations")->getObject(0)->getValue<std::string>("resourceUri"),
+            resource);
+  // Only the user it acts for; only officers; the officer in its own name is no one special.
+  EXPECT_EQ(StatusOf(list_for(carol, "carol@acme.test", "bob@acme.test", "alice@acme.test")), 403);
+  EXPECT_EQ(StatusOf(list_for(dave, "dave@acme.test", "bob@acme.test", "bob@acme.test")), 403);
+  EXPECT_EQ(StatusOf(List(carol, "carol@acme.test", "bob@acme.test")), 403);
+  // Acting for the indexer does not lend the officer the indexer's right to list others.
+  EXPECT_EQ(StatusOf(list_for(carol, "carol@acme.test", "svc-indexer@acme.test", "bob@acme.test")),
+            403);
+
+  AuditFilter by_carol;
+  by_carol.actor = "carol@acme.test";
+  auto records = AuditLog::Query(*db_, by_carol);
+  ASSERT_TRUE(records.ok());
+  int ok = 0;
+  for (const AuditRecord& r : *records) {
+    if (r.action != "authorization.list") continue;
+    if (r.outcome == "ok") {
+      ++ok;
+      EXPECT_EQ(r.detail.rfind(R"(on behalf of "bob@acme.test")", 0), 0u) << r.detail;
+    }
+  }
+  EXPECT_EQ(ok, 1);
+}
+
+TEST_F(KmsUserAuthorizationsTest, BadParametersAreRefusedWithAReason) {
+  Channel bob = Open("bob@acme.test");
+  const std::string me = "bob@acme.test";
+  Object::Ptr no_auth_id = Send(bob, Request("retrieve", "/authorizations", Token(me)));
+  EXPECT_EQ(StatusOf(no_auth_id), 400);
+  EXPECT_NE(no_auth_id->getValue<std::string>("reason").find("authId"), std::string::npos);
+  EXPECT_EQ(StatusOf(Send(bob, Request("retrieve", "/authorizations?authId=", Token(me)))), 400);
+  EXPECT_EQ(StatusOf(Send(bob, Request("retrieve", "/authorizations?user=bob", Token(me)))), 400);
+  for (const Poco::Dynamic::Var& limit :
+       std::vector<Poco::Dynamic::Var>{0, 1001, -1, std::string("5"), true, 2.5}) {
+    Object request = Request("retrieve", "/authorizations?authId=" + me, Token(me));
+    request.set("limit", limit);
+    Object::Ptr refused = Send(bob, request);
+    EXPECT_EQ(StatusOf(refused), 400) << limit.toString();
+    EXPECT_NE(refused->getValue<std::string>("reason").find("limit"), std::string::npos);
+  }
+  for (const Poco::Dynamic::Var& cursor : std::vector<Poco::Dynamic::Var>{
+           5, std::string("nonsense"), std::string("kms://other.test/resources/x"),
+           std::string("kms://kms.acme.test/keys/x")}) {
+    Object request = Request("retrieve", "/authorizations?authId=" + me, Token(me));
+    request.set("cursor", cursor);
+    Object::Ptr refused = Send(bob, request);
+    EXPECT_EQ(StatusOf(refused), 400) << cursor.toString();
+    EXPECT_NE(refused->getValue<std::string>("reason").find("cursor"), std::string::npos);
+  }
+  // Anything but retrieve names nothing.
+  EXPECT_EQ(StatusOf(Send(bob, Request("delete", "/authorizations?authId=" + me, Token(me)))), 404);
+}
+
+TEST_F(KmsUserAuthorizationsTest, AListingExecutesAtMostOnce) {
+  Channel bob = Open("bob@acme.test");
+  const std::string sealed = Seal(
+      bob, Request("retrieve", "/authorizations?authId=bob@acme.test", Token("bob@acme.test")));
+  EXPECT_EQ(StatusOf(Deliver(bob, sealed)), 200);
+  Object::Ptr again = Deliver(bob, sealed);
+  EXPECT_EQ(StatusOf(again), 409);
+  EXPECT_FALSE(again->has("authorizations"));
 }
 
 }  // namespace

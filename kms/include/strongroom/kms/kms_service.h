@@ -37,6 +37,14 @@
 //                                 compliance officers).
 //   retrieve /resources/<id>/authorizations[?authId=]
 //   delete /authorizations/<id>, delete /resources/<id>/authorizations?authId=<x>
+//   retrieve /search-keys         the org's current search key (search_keys.h; version 1 made on
+//                                 the first request), and retrieve /search-keys/<org>/<version>:
+//                                 only by the org's indexer (its policy), never on behalf, never
+//                                 another org's; {searchKey: {uri, version, jwk, createDate}}.
+//   retrieve /authorizations?authId=<user> {limit, cursor}  the resources of the caller's org on
+//                                 which <user> is authorized (inherited too), in URI order, 1-1000
+//                                 a page, {authorizations: [{resourceUri, roleUri}], cursor}: for
+//                                 the user itself, the org's indexer, or an officer on its behalf.
 // Roles: a participant reads keys, binds its own keys and manages authorizations; cloudAgent and
 // orgAgent read keys only. Compliance: a compliance officer of an organization (its policy) may
 // send retrieve requests with credential.onBehalfOf = a user; they are answered as that user
@@ -109,6 +117,7 @@ struct KmsServiceConfig {
 
 class AuditCheckpointer;
 class AuditWriter;
+class SearchKeys;
 class KeyCache;
 class Metrics;
 namespace internal {
@@ -129,6 +138,9 @@ struct KmsServiceHooks {
 inline constexpr std::size_t kMaxKeysPerRequest = 100;
 inline constexpr std::size_t kMaxIdsPerRequest = 1000;     // authIds, keyUris
 inline constexpr std::size_t kMaxKeysPerRetrieval = 1000;  // retrieve /resources/<id>/keys
+// retrieve /authorizations?authId=: resources per page, at most and by default.
+inline constexpr std::size_t kMaxAuthorizationsPerPage = 1000;
+inline constexpr std::size_t kDefaultAuthorizationsPerPage = 100;
 
 // What goes back to the transport: a sealed reply (application/jose), or, when the message could
 // not be opened at all, a plain JSON error ({"code","message"}) with an HTTP status.
@@ -182,6 +194,10 @@ class KmsService {
                                         const std::optional<std::string>& auth_id);
   Poco::JSON::Object DeleteAuthorization(const Caller& caller, const std::string& uri,
                                          const std::optional<std::string>& resource_and_auth_id);
+  Poco::JSON::Object RetrieveSearchKey(const Caller& caller, const Route& route);
+  Poco::JSON::Object ListUserAuthorizations(const Caller& caller,
+                                            const std::optional<std::string>& auth_id,
+                                            const Poco::JSON::Object& request);
   Result<SecretBytes> UnwrapCached(const std::string& org, const std::string& uri,
                                    const std::vector<hsm::TokenBlob>& blobs, KeyCache* cache);
   // Appends through the group-commit writer; returns once the record is durable.
@@ -200,6 +216,7 @@ class KmsService {
   std::unique_ptr<AuditCheckpointer> checkpoints_;
   std::unique_ptr<AuditWriter> audit_;
   std::unique_ptr<internal::KmsChannels> channels_;
+  std::unique_ptr<SearchKeys> search_keys_;
   HotPathCache<KeyRecord> bound_keys_;
   HotPathCache<std::optional<std::string>> roles_;  // "<resource>\n<user>" → role
 };

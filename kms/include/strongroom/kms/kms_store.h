@@ -81,11 +81,30 @@ struct ExecutedRequest {
   std::int64_t channel_created_ms = 0;
 };
 
+// An organization's search key (the indexer's, docs/architecture.md): one 256-bit key per version,
+// stored only wrapped under the organization's root keys, one blob per token, as a content key is
+// (bound to its URI). The newest version is the current one; older versions stay.
+struct SearchKeyRecord {
+  std::string uri;  // kms://<host>/search-keys/<org>/<version>
+  std::string org;
+  std::uint32_t version = 0;  // 1, 2, ...
+  std::string creator;        // the indexer that asked first (version 1), or the operator
+  std::int64_t created_ms = 0;
+  std::vector<hsm::TokenBlob> blobs;
+};
+
+// A resource on which a user is authorized, directly or through a resource named as an authId;
+// `role` is the user's own role where the membership starts (the nearest, as RoleOf has it).
+struct UserAuthorization {
+  std::string resource_uri;
+  std::string role;
+};
+
 // How many blobs in the database one token's root-key version of an organization wraps.
 struct RootVersionUse {
   std::string token;
   std::uint32_t version = 0;
-  std::int64_t keys = 0;          // key_blobs of the org's keys
+  std::int64_t keys = 0;          // key_blobs of the org's keys, and its search keys' blobs
   std::int64_t channel_keys = 0;  // ephemeral_blobs of the org's live (unexpired) channels
 };
 
@@ -157,6 +176,28 @@ class KmsStore {
   static Result<std::optional<std::string>> RoleOf(Poco::Data::Session& s,
                                                    const std::string& resource_uri,
                                                    const std::string& user);
+
+  // Search keys. ALREADY_EXISTS if the org has that version already (two nodes making version 1
+  // at once: the loser reads the winner's).
+  static Status InsertSearchKey(Poco::Data::Session& s, const SearchKeyRecord& key);
+  // The org's version `version`, or its newest when none is given; nullopt if there is none.
+  static Result<std::optional<SearchKeyRecord>> FindSearchKey(
+      Poco::Data::Session& s, const std::string& org,
+      std::optional<std::uint32_t> version = std::nullopt);
+  // As PutBlob and AddMissingBlob, for a search key's blobs.
+  static Status PutSearchKeyBlob(Poco::Data::Session& s, const std::string& uri,
+                                 const hsm::TokenBlob& blob);
+  static Result<bool> AddMissingSearchKeyBlob(Poco::Data::Session& s, const std::string& uri,
+                                              const hsm::TokenBlob& blob);
+
+  // The resources of `org` on which `user` is authorized (as RoleOf answers it), in URI order,
+  // those after `after` (exclusive; empty: from the first), at most `limit` (1 to 1000); `more`
+  // says whether others follow.
+  static Result<std::vector<UserAuthorization>> ResourcesOf(Poco::Data::Session& s,
+                                                            const std::string& org,
+                                                            const std::string& user,
+                                                            const std::string& after,
+                                                            std::size_t limit, bool* more);
 
   // Per token and root-key version, the blobs of `org` wrapped under it (channels live at
   // `now_ms`), ordered by token and version; a version nothing is wrapped under is absent.

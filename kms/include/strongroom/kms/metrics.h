@@ -30,11 +30,12 @@ namespace strongroom::kms {
 
 // The operation label values; RecordRequest folds anything else into "other" (the last).
 // clang-format off
-inline constexpr std::array<std::string_view, 18> kMetricOperations = {
+inline constexpr std::array<std::string_view, 20> kMetricOperations = {
     "create_ecdhe", "delete_ecdhe", "ping",
     "create_keys", "retrieve_key", "retrieve_keys", "update_key",
     "create_resource", "retrieve_resource",
     "create_authorizations", "retrieve_authorizations", "delete_authorization",
+    "retrieve_search_key", "retrieve_user_authorizations",
     "info", "unsealed", "relay", "ops",
     "replayed",
     "other"};
