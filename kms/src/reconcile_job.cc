@@ -51,16 +51,23 @@ std::string Quoted(const std::set<std::string>& names) {
   return out;
 }
 
-// The table holding `kind`'s keys and the one holding their blobs.
-bool IsKey(const std::string& kind) { return kind == "key"; }
+// The kinds of keys, in the order a round goes through them: content keys, search keys
+// (search_keys.h), live channel keys.
+constexpr const char* kKinds[] = {"key", "search", "ephemeral"};
+
+// The table holding `kind`'s blobs, and its column naming the key.
+const char* BlobTable(const std::string& kind) {
+  return kind == "key" ? "key_blobs" : kind == "search" ? "search_key_blobs" : "ephemeral_blobs";
+}
+const char* BlobKeyColumn(const std::string& kind) {
+  return kind == "ephemeral" ? "uri" : "key_uri";
+}
 
 // "(the key x lacks a blob for `token` [and its organization is one the token serves])".
 void AppendLacks(const std::string& kind, const hsm::VaultToken& token, std::string& sql,
                  std::vector<Param>& params) {
-  sql += IsKey(kind) ? "(NOT EXISTS (SELECT 1 FROM key_blobs b WHERE b.key_uri = x.uri "
-                       "AND b.token = ?)"
-                     : "(NOT EXISTS (SELECT 1 FROM ephemeral_blobs b WHERE b.uri = x.uri "
-                       "AND b.token = ?)";
+  sql += std::string("(NOT EXISTS (SELECT 1 FROM ") + BlobTable(kind) + " b WHERE b." +
+         BlobKeyColumn(kind) + " = x.uri AND b.token = ?)";
   params.emplace_back(token.name());
   if (!token.orgs().empty()) {
     sql += " AND x.org IN (";
@@ -75,7 +82,8 @@ void AppendLacks(const std::string& kind, const hsm::VaultToken& token, std::str
 
 // The keys of `kind` (live channel keys only) as `x`, with `where` and its parameters.
 std::string FromKeys(const std::string& kind, std::int64_t now_ms, std::vector<Param>& params) {
-  if (IsKey(kind)) return " FROM keys x WHERE 1 = 1";
+  if (kind == "key") return " FROM keys x WHERE 1 = 1";
+  if (kind == "search") return " FROM search_keys x WHERE 1 = 1";
   params.emplace_back(Poco::Int64{now_ms});
   return " FROM ephemeral_keys x WHERE x.deleted = 0 AND x.expires_ms > ?";
 }
@@ -98,7 +106,7 @@ std::int64_t CountQuery(Poco::Data::Session& s, const std::string& sql,
 
 struct JobRow {
   ReconcileProgress progress;
-  std::string phase;  // "key", then "ephemeral"
+  std::string phase;  // "key", then "search", then "ephemeral" (kKinds)
   std::string cursor;
   std::set<std::string> blocked;  // tokens that met an outage in this round
 };
@@ -153,7 +161,7 @@ std::int64_t MissingWraps::of(const std::string& token) const {
 }
 
 struct ReconcileJobs::Candidate {
-  std::string kind;  // "key" or "ephemeral"
+  std::string kind;  // one of kKinds
   std::string uri;
   std::string org;
   std::vector<hsm::TokenBlob> blobs;
@@ -196,11 +204,9 @@ Result<std::vector<hsm::TokenBlob>> ReadBlobs(Poco::Data::Session& s, const std:
                                               const std::string& uri) {
   std::string key = uri;
   Poco::Data::Statement select(s);
-  if (IsKey(kind)) {
-    select << "SELECT token, blob FROM key_blobs WHERE key_uri = ?", use(key);
-  } else {
-    select << "SELECT token, blob FROM ephemeral_blobs WHERE uri = ?", use(key);
-  }
+  select << "SELECT token, blob FROM " << BlobTable(kind) << " WHERE " << BlobKeyColumn(kind)
+         << " = ?",
+      use(key);
   select.execute();
   Poco::Data::RecordSet rows(select);
   std::vector<hsm::TokenBlob> out;
@@ -232,14 +238,16 @@ Result<MissingWraps> ReconcileJobs::CountMissing(Poco::Data::Session& s, const h
       // index counts instead of a lookup per key: about 8 times as fast.
       missing += CountQuery(s,
                             "SELECT (SELECT COUNT(*) FROM keys) - "
-                            "(SELECT COUNT(*) FROM key_blobs WHERE token = ?)",
-                            {token->name()});
+                            "(SELECT COUNT(*) FROM key_blobs WHERE token = ?) + "
+                            "(SELECT COUNT(*) FROM search_keys) - "
+                            "(SELECT COUNT(*) FROM search_key_blobs WHERE token = ?)",
+                            {token->name(), token->name()});
       std::vector<Param> params;
       std::string sql = "SELECT COUNT(*)" + FromKeys("ephemeral", now_ms, params) + " AND ";
       AppendLacks("ephemeral", *token, sql, params);
       missing += CountQuery(s, sql, params);
     } else if (!org || token->Serves(*org)) {
-      for (const std::string kind : {"key", "ephemeral"}) {
+      for (const std::string kind : kKinds) {
         std::vector<Param> params;
         std::string sql = "SELECT COUNT(*)" + FromKeys(kind, now_ms, params) + " AND ";
         AppendLacks(kind, *token, sql, params);
@@ -482,8 +490,8 @@ Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
   bool round_ended = false;
   if (page_full) {
     cursor = candidates.back().uri;
-  } else if (phase == "key" && !ready_tokens.empty()) {
-    phase = "ephemeral";
+  } else if (phase != "ephemeral" && !ready_tokens.empty()) {
+    phase = phase == "key" ? "search" : "ephemeral";
     cursor.clear();
   } else {
     round_ended = true;
@@ -499,8 +507,9 @@ Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
     written = 0;
     for (const Added& a : added) {
       SR_ASSIGN_OR_RETURN(bool inserted,
-                          IsKey(a.to->kind)
-                              ? KmsStore::AddMissingBlob(s, a.to->uri, a.blob)
+                          a.to->kind == "key" ? KmsStore::AddMissingBlob(s, a.to->uri, a.blob)
+                          : a.to->kind == "search"
+                              ? KmsStore::AddMissingSearchKeyBlob(s, a.to->uri, a.blob)
                               : KmsStore::AddMissingEphemeralBlob(s, a.to->uri, a.blob));
       written += inserted;
     }
@@ -555,7 +564,7 @@ Result<ReconcileBatch> ReconcileJobs::EndRound(ReconcileProgress job,
   bool candidate = false;
   if (missing.total() > 0) {
     const Status checked = db_.WithSession([&](Poco::Data::Session& s) -> Status {
-      for (const std::string kind : {"key", "ephemeral"}) {
+      for (const std::string kind : kKinds) {
         std::vector<std::pair<std::string, std::string>> page;
         SR_RETURN_IF_ERROR(ReadPage(s, kind, "", 1, ready_tokens, job.job_id, now_ms, page));
         candidate = candidate || !page.empty();

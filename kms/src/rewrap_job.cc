@@ -72,7 +72,7 @@ std::vector<std::pair<hsm::VaultToken*, std::uint32_t>> CurrentVersions(
 }  // namespace
 
 struct RewrapJobs::Candidate {
-  std::string kind;  // "key" or "ephemeral"
+  std::string kind;  // "key", "search" (a search key) or "ephemeral"
   std::string uri;
   hsm::VaultToken* token = nullptr;
   std::vector<std::uint8_t> blob;  // as read; written over only if still the same
@@ -119,9 +119,11 @@ Result<RewrapProgress> RewrapJobs::Rotate(const std::string& org, const std::str
     for (const hsm::RootKeyInfo& info : created) {
       std::string token = info.token;
       Poco::Int64 v = info.id.version, keys = 0, ephemeral = 0;
-      s << "SELECT COUNT(*) FROM key_blobs kb JOIN keys k ON k.uri = kb.key_uri "
-           "WHERE kb.token = ? AND kb.root_version < ? AND k.org = ?",
-          use(token), use(v), use(o), into(keys), now;
+      s << "SELECT (SELECT COUNT(*) FROM key_blobs kb JOIN keys k ON k.uri = kb.key_uri "
+           "WHERE kb.token = ? AND kb.root_version < ? AND k.org = ?) + "
+           "(SELECT COUNT(*) FROM search_key_blobs sb JOIN search_keys sk ON sk.uri = sb.key_uri "
+           "WHERE sb.token = ? AND sb.root_version < ? AND sk.org = ?)",
+          use(token), use(v), use(o), use(token), use(v), use(o), into(keys), now;
       Poco::Data::BLOB prefix = VersionPrefix(info.id.version);
       s << "SELECT COUNT(*) FROM ephemeral_blobs eb JOIN ephemeral_keys ek ON ek.uri = eb.uri "
            "WHERE eb.token = ? AND substr(eb.blob, 5, 4) < ? AND ek.org = ? "
@@ -196,7 +198,7 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
   auto read_pending = [&](std::size_t limit, std::vector<Candidate>& out) -> Status {
     return db_.WithSession([&](Poco::Data::Session& s) -> Status {
       for (const auto& [token, version] : tokens) {
-        for (const char* kind : {"key", "ephemeral"}) {
+        for (const char* kind : {"key", "search", "ephemeral"}) {
           if (out.size() >= limit) return OkStatus();
           std::string name = token->name(), org = job->org, k = kind;
           Poco::Int64 id = job->job_id, v = version, now_value = now_ms;
@@ -209,6 +211,13 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
                       "WHERE kb.token = ? AND kb.root_version < ? AND k.org = ? "
                       "AND NOT EXISTS (SELECT 1 FROM rewrap_failures f WHERE f.job_id = ? "
                       "AND f.kind = ? AND f.uri = kb.key_uri AND f.token = kb.token) LIMIT ?",
+                use(name), use(v), use(org), use(id), use(k), use(left);
+          } else if (k == "search") {
+            select << "SELECT sb.key_uri AS uri, sb.blob AS blob FROM search_key_blobs sb "
+                      "JOIN search_keys sk ON sk.uri = sb.key_uri "
+                      "WHERE sb.token = ? AND sb.root_version < ? AND sk.org = ? "
+                      "AND NOT EXISTS (SELECT 1 FROM rewrap_failures f WHERE f.job_id = ? "
+                      "AND f.kind = ? AND f.uri = sb.key_uri AND f.token = sb.token) LIMIT ?",
                 use(name), use(v), use(org), use(id), use(k), use(left);
           } else {
             select << "SELECT eb.uri AS uri, eb.blob AS blob FROM ephemeral_blobs eb "
@@ -282,6 +291,13 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
             use(uri), use(token), use(old_bytes), into(same), now;
         if (same == 0) continue;
         SR_RETURN_IF_ERROR(KmsStore::PutBlob(s, r.from->uri, r.blob));
+        ++written;
+      } else if (r.from->kind == "search") {
+        Poco::Int64 same = 0;
+        s << "SELECT COUNT(*) FROM search_key_blobs WHERE key_uri = ? AND token = ? AND blob = ?",
+            use(uri), use(token), use(old_bytes), into(same), now;
+        if (same == 0) continue;
+        SR_RETURN_IF_ERROR(KmsStore::PutSearchKeyBlob(s, r.from->uri, r.blob));
         ++written;
       } else {
         Poco::Data::BLOB new_bytes(r.blob.blob.data(), r.blob.blob.size());

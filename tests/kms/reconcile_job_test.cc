@@ -17,6 +17,7 @@
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/search_keys.h"
 
 namespace strongroom::kms {
 namespace {
@@ -268,6 +269,39 @@ TEST_F(ReconcileJobTest, KeysMissingAWrapAreCountedAndWrappedForTheTokensThatLac
   auto idle = jobs->RunOnce(8);  // nothing is active now
   ASSERT_TRUE(idle.ok());
   EXPECT_FALSE(idle->job_id);
+}
+
+// Issue 14: a search key made while a token was down is wrapped for it once it is back.
+TEST_F(ReconcileJobTest, ASearchKeyMadeWhileATokenWasDownIsWrappedForItLater) {
+  Open();
+  SearchKeys search_keys("kms://kms.test", *vault_, *db_, [] { return kNowMs; });
+  Fail("primary");
+  auto made = search_keys.Current("acme", "svc-indexer");
+  ASSERT_TRUE(made.ok()) << made.error().ToString();
+  ASSERT_EQ(made->blobs.size(), 1u);
+  EXPECT_EQ(made->blobs[0].token, "standby");
+  auto material = search_keys.Open(*made);
+  ASSERT_TRUE(material.ok());
+  Recover("primary");
+
+  auto jobs = NewJobs();
+  auto counted = jobs->Count();
+  ASSERT_TRUE(counted.ok()) << counted.error().ToString();
+  EXPECT_EQ(counted->of("primary"), 1);
+  EXPECT_EQ(counted->of("standby"), 0);
+  ASSERT_TRUE(jobs->Start("operator-1").ok());
+  EXPECT_EQ(RunToEnd(*jobs, 8), 1u);
+  EXPECT_EQ(jobs->Progress()->state, "done");
+  EXPECT_EQ(jobs->last_count()->total(), 0);
+
+  auto stored = search_keys.Find("acme", 1);
+  ASSERT_TRUE(stored.ok() && *stored);
+  ASSERT_EQ((*stored)->blobs.size(), 2u);
+  for (const hsm::TokenBlob& blob : (*stored)->blobs) {
+    auto opened = vault_->FindToken(blob.token)->Unwrap({"acme", (*stored)->uri}, blob.blob);
+    ASSERT_TRUE(opened.ok()) << blob.token << ": " << opened.error().ToString();
+    EXPECT_TRUE(ConstantTimeEquals(opened->view(), material->view())) << blob.token;
+  }
 }
 
 TEST_F(ReconcileJobTest, AnInterruptedJobResumesFromItsCursorWithoutRepeatingWork) {

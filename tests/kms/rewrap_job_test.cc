@@ -12,6 +12,7 @@
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/reconcile_job.h"
+#include "strongroom/kms/search_keys.h"
 
 namespace strongroom::kms {
 namespace {
@@ -215,6 +216,56 @@ TEST_F(RewrapJobTest, RotationRewrapsEveryBlobOnBothTokensAndKeysOpenToTheSameMa
   auto idle = jobs->RunOnce(16);  // nothing left to do
   ASSERT_TRUE(idle.ok());
   EXPECT_FALSE(idle->job_id);
+}
+
+// Issue 14: the organization's search keys are wrapped like content keys, and re-wrapped with them.
+TEST_F(RewrapJobTest, RotationRewrapsTheOrganizationsSearchKeysToo) {
+  CreateKeys("acme", 3);
+  SearchKeys search_keys("kms://kms.test", *vault_, *db_, [] { return kNowMs; });
+  auto v1 = search_keys.Current("acme", "svc-indexer");
+  ASSERT_TRUE(v1.ok()) << v1.error().ToString();
+  auto v2 = search_keys.Rotate("acme", "operator-1");
+  ASSERT_TRUE(v2.ok()) << v2.error().ToString();
+  auto globex = search_keys.Current("globex", "svc-indexer");
+  ASSERT_TRUE(globex.ok());
+  std::map<std::uint32_t, SecretBytes> material;
+  for (const SearchKeyRecord* key : {&*v1, &*v2}) {
+    auto opened = search_keys.Open(*key);
+    ASSERT_TRUE(opened.ok());
+    material.emplace(key->version, std::move(*opened));
+  }
+  auto jobs = NewJobs();
+  auto rotated = jobs->Rotate("acme", "operator-1");
+  ASSERT_TRUE(rotated.ok()) << rotated.error().ToString();
+  EXPECT_EQ(rotated->total, 3 * 2 + 2 * 2);  // 3 keys and 2 search-key versions, two tokens
+  EXPECT_EQ(RunToEnd(*jobs, 4), 10u);
+  EXPECT_EQ(jobs->Progress("acme")->state, "done");
+
+  ExpectKeysAt("acme", 2);
+  for (std::uint32_t version : {1u, 2u}) {
+    auto key = search_keys.Find("acme", version);
+    ASSERT_TRUE(key.ok() && *key);
+    ASSERT_EQ((*key)->blobs.size(), 2u);
+    for (const hsm::TokenBlob& blob : (*key)->blobs) {
+      EXPECT_EQ(VersionOf(blob.blob), 2u) << (*key)->uri << " on " << blob.token;
+      auto opened = vault_->FindToken(blob.token)->Unwrap({"acme", (*key)->uri}, blob.blob);
+      ASSERT_TRUE(opened.ok()) << opened.error().ToString();
+      EXPECT_TRUE(ConstantTimeEquals(opened->view(), material.at(version).view()));
+    }
+  }
+  auto untouched = search_keys.Find("globex", 1);
+  ASSERT_TRUE(untouched.ok() && *untouched);
+  for (const hsm::TokenBlob& blob : (*untouched)->blobs) EXPECT_EQ(VersionOf(blob.blob), 1u);
+  // `kmsctl hsm roots` counts the search keys' blobs under the version that wraps them.
+  ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                   SR_ASSIGN_OR_RETURN(auto uses, KmsStore::RootVersionUses(s, "acme", kNowMs));
+                   for (const RootVersionUse& use : uses) {
+                     EXPECT_EQ(use.version, 2u);
+                     EXPECT_EQ(use.keys, 3 + 2) << use.token;
+                   }
+                   return OkStatus();
+                 })
+                  .ok());
 }
 
 TEST_F(RewrapJobTest, AnInterruptedJobResumesInANewInstanceWithoutRepeatingWork) {

@@ -7,7 +7,8 @@
 // that lack them, so that losing any one token loses nothing again.
 //
 // One job at a time, for all organizations; its row in `reconcile_jobs` is all its state. RunOnce()
-// does one batch: it pages over the keys (then the live channel keys) in URI order from the job's
+// does one batch: it pages over the keys (then the search keys, search_keys.h, then the live
+// channel keys) in URI order from the job's
 // cursor, picking those that lack a wrap under a token that serves their organization and is ready,
 // opens each through the vault (failing over between the tokens that hold it), wraps it under each
 // token that lacks it with that token's current root version (HSM work outside any transaction),

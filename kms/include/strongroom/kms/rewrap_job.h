@@ -8,12 +8,13 @@
 // everything still below the new current version.
 //
 // RunOnce() does one batch of the oldest running job: it picks up to `batch` blobs (key blobs,
-// then the blobs of live ephemeral keys) whose root version is below their token's current
-// version, unwraps each with its own token, wraps it again under that token's current version
-// (HSM work outside any database transaction), and writes the batch in one transaction, each blob
-// only if it is still the one that was read, so nothing is counted or written twice, even with a
-// second worker. The job is resumable because it is nothing but its row and that query: after a
-// restart, a new RewrapJobs on the same database carries on where the last committed batch ended.
+// search-key blobs (search_keys.h), then the blobs of live ephemeral keys) whose root version is
+// below their token's current version, unwraps each with its own token, wraps it again under that
+// token's current version (HSM work outside any database transaction), and writes the batch in
+// one transaction, each blob only if it is still the one that was read, so nothing is counted or
+// written twice, even with a second worker. The job is resumable because it is nothing but its
+// row and that query: after a restart, a new RewrapJobs on the same database carries on where the
+// last committed batch ended.
 //
 // A blob that fails its integrity check (DATA_LOSS), is malformed or names a root version its
 // token no longer has is counted as failed, recorded in `rewrap_failures` with the reason, and not
