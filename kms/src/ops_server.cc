@@ -183,7 +183,8 @@ struct OpsServer::Call {
 Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, hsm::Vault& vault,
                                                   Database& db, Metrics& metrics, RewrapJobs& jobs,
                                                   KeyCache& cache, RewrapWorker* worker,
-                                                  Clock clock, ReconcileWorker* reconcile) {
+                                                  Clock clock, ReconcileWorker* reconcile,
+                                                  SearchKeys* search_keys) {
   if (settings.listener.max_connections < kOpsWorkers.min ||
       settings.listener.max_connections > kOpsWorkers.max) {
     return Error(ErrorCode::kInvalidArgument, "ops max_threads must be 1 to 64");
@@ -194,14 +195,16 @@ Result<std::unique_ptr<OpsServer>> OpsServer::New(const OpsSettings& settings, h
                       MakeTlsServerContext("the operations listener", settings.listener.tls_cert,
                                            settings.listener.tls_key));
   std::unique_ptr<OpsServer> server(new OpsServer(settings, digest, vault, db, metrics, jobs, cache,
-                                                  worker, std::move(clock), reconcile));
+                                                  worker, std::move(clock), reconcile,
+                                                  search_keys));
   server->tls_ = std::move(tls);
   return server;
 }
 
 OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
                      hsm::Vault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs,
-                     KeyCache& cache, RewrapWorker* worker, Clock clock, ReconcileWorker* reconcile)
+                     KeyCache& cache, RewrapWorker* worker, Clock clock, ReconcileWorker* reconcile,
+                     SearchKeys* search_keys)
     : http::Endpoint("kmsd-ops", "the operations request failed", http::CodeStyle::kUpperCase),
       settings_(settings),
       token_digest_(token_digest),
@@ -213,6 +216,7 @@ OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> t
       worker_(worker),
       clock_(std::move(clock)),
       reconcile_(reconcile),
+      search_keys_(search_keys),
       routes_("no such operations endpoint (see docs/operations/ops-api.md)") {
   routes_.Add("GET", "/ops/health", [this](Request&, const Call&) { return Health(); })
       .Add("GET", "/ops/metrics",
@@ -242,10 +246,16 @@ OpsServer::OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> t
              SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
              return RotateRoot(org, call.actor);
            })
-      .Add("GET", "/ops/orgs/{org}/rewrap", [this](Request& request, const Call&) -> Response {
-        SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
-        return GetRewrap(org);
-      });
+      .Add("GET", "/ops/orgs/{org}/rewrap",
+           [this](Request& request, const Call&) -> Response {
+             SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
+             return GetRewrap(org);
+           })
+      .Add("POST", "/ops/orgs/{org}/rotate-search-key",
+           [this](Request& request, const Call& call) -> Response {
+             SR_ASSIGN_OR_RETURN(std::string org, OrgOf(request));
+             return RotateSearchKey(org, call.actor);
+           });
 }
 
 OpsServer::~OpsServer() {
@@ -425,6 +435,22 @@ Response OpsServer::RotateRoot(const std::string& org, const std::string& actor)
   return JsonResponse(202, ProgressJson(*job));
 }
 
+Response OpsServer::RotateSearchKey(const std::string& org, const std::string& actor) {
+  if (search_keys_ == nullptr) {
+    return Response(Error(ErrorCode::kFailedPrecondition,
+                          "this kmsd has no [kms] host, so no search keys to rotate"));
+  }
+  if (Status served = CheckServed(vault_, org); !served.ok()) return Response(served.error());
+  Result<SearchKeyRecord> key = search_keys_->Rotate(org, actor);
+  if (!key.ok()) return Response(key.error());
+  Object body;
+  body.set("org", key->org);
+  body.set("uri", key->uri);
+  body.set("version", static_cast<Poco::Int64>(key->version));
+  body.set("createdMs", key->created_ms);
+  return JsonResponse(201, body);
+}
+
 Response OpsServer::GetRewrap(const std::string& org) {
   Result<kms::RewrapProgress> job = jobs_.Progress(org);
   if (!job.ok()) return Response(job.error());
@@ -459,10 +485,13 @@ Response OpsServer::StartReconcile(const std::string& actor) {
   return JsonResponse(started ? 202 : 200, ReconcileJson(*job, reconcile_->jobs().last_count()));
 }
 
-Operations::Operations(OpsSettings settings, hsm::Vault& vault, Database& db, KeyCache& cache)
+Operations::Operations(OpsSettings settings, hsm::Vault& vault, Database& db, KeyCache& cache,
+                       const std::string& host)
     : settings_(std::move(settings)),
       jobs_(vault, db, {}, [&cache](const std::string&) { cache.Clear(); }),
-      worker_(jobs_, settings_.rewrap_idle, settings_.rewrap_batch) {}
+      worker_(jobs_, settings_.rewrap_idle, settings_.rewrap_batch),
+      search_keys_(host.empty() ? nullptr
+                                : std::make_unique<SearchKeys>("kms://" + host, vault, db)) {}
 
 Operations::~Operations() {
   if (server_) server_->Stop();
@@ -477,9 +506,12 @@ Result<std::unique_ptr<Operations>> Operations::New(const std::string& config_pa
   SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(config_path));
   SR_ASSIGN_OR_RETURN(std::optional<OpsSettings> settings, ReadOpsSettings(*config));
   if (!settings) return std::unique_ptr<Operations>();
-  std::unique_ptr<Operations> ops(new Operations(*settings, vault, db, cache));
-  SR_ASSIGN_OR_RETURN(ops->server_, OpsServer::New(ops->settings_, vault, db, metrics, ops->jobs_,
-                                                   cache, &ops->worker_, {}, reconcile));
+  // The search keys' URIs name the KMS's host ([kms] host, which kmsd requires).
+  const std::string host = config->hasProperty("kms.host") ? SettingText(*config, "kms.host") : "";
+  std::unique_ptr<Operations> ops(new Operations(*settings, vault, db, cache, host));
+  SR_ASSIGN_OR_RETURN(ops->server_,
+                      OpsServer::New(ops->settings_, vault, db, metrics, ops->jobs_, cache,
+                                     &ops->worker_, {}, reconcile, ops->search_keys_.get()));
   return ops;
 }
 

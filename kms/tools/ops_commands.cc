@@ -348,6 +348,11 @@ Status RunOpsCommand(const std::vector<std::string>& args, const CtlOptions& opt
     }
   } else if (sub == "rotate-root" || sub == "rewrap") {
     SR_RETURN_IF_ERROR(need(2, sub == "rewrap" ? "rewrap ORG [--wait]" : "rotate-root ORG"));
+  } else if (sub == "rotate-search-key") {
+    SR_RETURN_IF_ERROR(need(1, "rotate-search-key --org ORG"));
+    if (options.org.empty()) {
+      return Error(ErrorCode::kInvalidArgument, "usage: kmsctl ops rotate-search-key --org ORG");
+    }
   } else if (sub == "reconcile") {
     if (args.size() > 2 || (args.size() == 2 && args[1] != "start")) {
       return Error(ErrorCode::kInvalidArgument, "usage: kmsctl ops reconcile [start] [--wait]");
@@ -357,7 +362,9 @@ Status RunOpsCommand(const std::vector<std::string>& args, const CtlOptions& opt
                  sub.empty() ? "ops needs a subcommand (kmsctl --help lists them)"
                              : "unknown ops subcommand '" + sub + "'");
   }
-  const std::string org = sub != "reconcile" && args.size() >= 2 ? args.back() : "";
+  const std::string org = sub == "rotate-search-key"               ? options.org
+                          : sub != "reconcile" && args.size() >= 2 ? args.back()
+                                                                   : "";
   if (!org.empty()) SR_RETURN_IF_ERROR(hsm::ValidateOrgName(org));
 
   SR_ASSIGN_OR_RETURN(Endpoint endpoint, Resolve(options, ops));
@@ -400,6 +407,13 @@ Status RunOpsCommand(const std::vector<std::string>& args, const CtlOptions& opt
     SR_ASSIGN_OR_RETURN(Answer answer, client.Call("POST", "/ops/orgs/" + org + "/rotate-root"));
     SR_RETURN_IF_ERROR(PrintJson(answer.body, out));
     out << "follow the rewrap with: kmsctl ops rewrap " << org << " --wait\n";
+    return OkStatus();
+  }
+  if (sub == "rotate-search-key") {
+    SR_ASSIGN_OR_RETURN(Answer answer,
+                        client.Call("POST", "/ops/orgs/" + org + "/rotate-search-key"));
+    SR_RETURN_IF_ERROR(PrintJson(answer.body, out));
+    out << "the indexer re-indexes " << org << " with the new version; older ones stay readable\n";
     return OkStatus();
   }
   if (sub == "reconcile") return Reconcile(client, args.size() == 2, ops, out);

@@ -32,6 +32,7 @@ inline constexpr char kOpsUsage[] =
     "kmsctl [--config FILE] ops policy set ORG --file POLICY.json\n"
     "kmsctl [--config FILE] ops rotate-root ORG\n"
     "kmsctl [--config FILE] ops rewrap ORG [--wait]\n"
+    "kmsctl [--config FILE] ops rotate-search-key --org ORG\n"
     "kmsctl [--config FILE] ops reconcile [start] [--wait]\n"
     "  options: --url https://HOST:PORT --ca CA.pem --token-file F [--operator NAME]\n"
     "  (defaults from [ops] listen, tls_cert and token_file in FILE)\n";

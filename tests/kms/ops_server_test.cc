@@ -102,8 +102,9 @@ class OpsServerTest : public ::testing::Test {
     settings_.listener.tls_cert = (dir_ / "ops.crt").string();
     settings_.listener.tls_key = (dir_ / "ops.key").string();
     settings_.token_file = (dir_ / "ops.token").string();
-    auto server =
-        OpsServer::New(settings_, *vault_, *db_, metrics_, *jobs_, *cache_, worker_.get());
+    search_keys_ = std::make_unique<SearchKeys>("kms://kms.test", *vault_, *db_);
+    auto server = OpsServer::New(settings_, *vault_, *db_, metrics_, *jobs_, *cache_, worker_.get(),
+                                 {}, nullptr, search_keys_.get());
     ASSERT_TRUE(server.ok()) << server.error().ToString();
     server_ = std::move(server).value();
     ASSERT_TRUE(server_->Start().ok());
@@ -177,6 +178,7 @@ class OpsServerTest : public ::testing::Test {
   std::unique_ptr<KeyCache> cache_;
   std::unique_ptr<RewrapJobs> jobs_;
   std::unique_ptr<RewrapWorker> worker_;
+  std::unique_ptr<SearchKeys> search_keys_;
   OpsSettings settings_;
   std::unique_ptr<OpsServer> server_;
   Poco::Net::Context::Ptr client_context_;
@@ -340,6 +342,39 @@ TEST_F(OpsServerTest, RotatingAnUnknownOrganizationIsRefused) {
   EXPECT_EQ(answer.status, 409) << answer.body;
   EXPECT_EQ(Parse(answer.body)->getValue<std::string>("code"), "FAILED_PRECONDITION");
   EXPECT_EQ(Call("GET", "/ops/orgs/initech/rewrap").status, 404);
+}
+
+// Issue 14: an operator makes a new version of the organization's search key current.
+TEST_F(OpsServerTest, RotateSearchKeyMakesTheNextVersionCurrentAndIsAudited) {
+  HttpAnswer first = Call("POST", "/ops/orgs/acme/rotate-search-key", kOperatorToken, "", "carol");
+  ASSERT_EQ(first.status, 201) << first.body;
+  EXPECT_EQ(Parse(first.body)->getValue<int>("version"), 1);
+  HttpAnswer second = Call("POST", "/ops/orgs/acme/rotate-search-key", kOperatorToken, "", "carol");
+  ASSERT_EQ(second.status, 201) << second.body;
+  Object::Ptr rotated = Parse(second.body);
+  EXPECT_EQ(rotated->getValue<int>("version"), 2);
+  EXPECT_EQ(rotated->getValue<std::string>("uri"), "kms://kms.test/search-keys/acme/2");
+  EXPECT_EQ(rotated->getValue<std::string>("org"), "acme");
+  auto current = search_keys_->Current("acme", "svc-indexer");
+  ASSERT_TRUE(current.ok());
+  EXPECT_EQ(current->version, 2u);
+  auto old = search_keys_->Find("acme", 1);
+  ASSERT_TRUE(old.ok() && *old);  // the old version stays
+
+  // An organization this KMS does not serve: 404, nothing made.
+  HttpAnswer unknown = Call("POST", "/ops/orgs/initech/rotate-search-key");
+  EXPECT_EQ(unknown.status, 404) << unknown.body;
+  EXPECT_FALSE(*search_keys_->Find("initech", 1));
+  EXPECT_EQ(Call("GET", "/ops/orgs/acme/rotate-search-key").status, 405);
+
+  int audited = 0;
+  for (const AuditRecord& r : Audit()) {
+    if (r.action != "search-key.rotate") continue;
+    ++audited;
+    EXPECT_EQ(r.actor, "operator:carol");
+    EXPECT_EQ(r.outcome, "ok");
+  }
+  EXPECT_EQ(audited, 2);
 }
 
 TEST_F(OpsServerTest, PolicyIsReadAndReplacedWithAnAuditRecord) {
@@ -591,6 +626,13 @@ TEST_F(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection)
   CtlRun unknown = Kmsctl({"--config", config, "ops", "rewrap", "globex"});
   EXPECT_EQ(unknown.exit_code, 66);  // NOT_FOUND
   EXPECT_NE(unknown.err.find("HTTP 404"), std::string::npos) << unknown.err;
+
+  CtlRun search = Kmsctl({"--config", config, "ops", "rotate-search-key", "--org", "acme"});
+  ASSERT_EQ(search.exit_code, 0) << search.err;
+  EXPECT_NE(search.out.find("kms://kms.test/search-keys/acme/1"), std::string::npos) << search.out;
+  CtlRun no_org = Kmsctl({"--config", config, "ops", "rotate-search-key"});
+  EXPECT_EQ(no_org.exit_code, 64);  // usage
+  EXPECT_NE(no_org.err.find("--org"), std::string::npos) << no_org.err;
 }
 
 // A key that lacks a wrap under a configured token shows in health (degraded), in the metric and

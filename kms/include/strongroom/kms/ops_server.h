@@ -8,6 +8,8 @@
 //                                     (both 404 for an org no token holds a root key of)
 //   POST /ops/orgs/<org>/rotate-root  rotates the root key and starts the rewrap job (202)
 //   GET  /ops/orgs/<org>/rewrap       the latest rewrap job's progress
+//   POST /ops/orgs/<org>/rotate-search-key  makes search-key version n+1 current (201; audited
+//                                     "search-key.rotate"); older versions stay (search_keys.h)
 //   GET  /ops/reconcile               the latest reconciliation job's progress
 //   POST /ops/reconcile               starts one (202), or resumes the active one (200)
 //
@@ -54,6 +56,7 @@
 #include "strongroom/kms/metrics.h"
 #include "strongroom/kms/reconcile_job.h"
 #include "strongroom/kms/rewrap_job.h"
+#include "strongroom/kms/search_keys.h"
 
 namespace strongroom::http {
 class HttpsServer;
@@ -96,11 +99,13 @@ class OpsServer : public http::Endpoint {
   // Reads the token file and the TLS certificate and key; does not listen yet. `worker`, if
   // given, is woken after a rotation. `reconcile`, if given, is the reconciliation: its count of
   // keys missing wraps goes into health and metrics, and /ops/reconcile reaches its jobs.
+  // `search_keys`, if given, is what rotate-search-key rotates (without it, 409).
   static Result<std::unique_ptr<OpsServer>> New(const OpsSettings& settings, hsm::Vault& vault,
                                                 Database& db, Metrics& metrics, RewrapJobs& jobs,
                                                 KeyCache& cache, RewrapWorker* worker = nullptr,
                                                 Clock clock = {},
-                                                ReconcileWorker* reconcile = nullptr);
+                                                ReconcileWorker* reconcile = nullptr,
+                                                SearchKeys* search_keys = nullptr);
   ~OpsServer();
   OpsServer(const OpsServer&) = delete;
   OpsServer& operator=(const OpsServer&) = delete;
@@ -121,7 +126,7 @@ class OpsServer : public http::Endpoint {
 
   OpsServer(const OpsSettings& settings, std::array<std::uint8_t, 32> token_digest,
             hsm::Vault& vault, Database& db, Metrics& metrics, RewrapJobs& jobs, KeyCache& cache,
-            RewrapWorker* worker, Clock clock, ReconcileWorker* reconcile);
+            RewrapWorker* worker, Clock clock, ReconcileWorker* reconcile, SearchKeys* search_keys);
 
   http::Response Handle(http::Request& request);
   http::Response Health();
@@ -130,6 +135,7 @@ class OpsServer : public http::Endpoint {
                            const std::string& body);
   http::Response RotateRoot(const std::string& org, const std::string& actor);
   http::Response GetRewrap(const std::string& org);
+  http::Response RotateSearchKey(const std::string& org, const std::string& actor);
   http::Response GetReconcile();
   http::Response StartReconcile(const std::string& actor);
   bool Authorized(const std::string& authorization) const;
@@ -145,6 +151,7 @@ class OpsServer : public http::Endpoint {
   RewrapWorker* const worker_;
   const Clock clock_;
   ReconcileWorker* const reconcile_;
+  SearchKeys* const search_keys_;
   http::Routes<const Call&> routes_;
 
   std::unique_ptr<Tls> tls_;
@@ -179,11 +186,13 @@ class Operations {
   const OpsSettings& settings() const { return settings_; }
 
  private:
-  Operations(OpsSettings settings, hsm::Vault& vault, Database& db, KeyCache& cache);
+  Operations(OpsSettings settings, hsm::Vault& vault, Database& db, KeyCache& cache,
+             const std::string& host);
 
   const OpsSettings settings_;
   RewrapJobs jobs_;
   RewrapWorker worker_;
+  std::unique_ptr<SearchKeys> search_keys_;  // null without [kms] host
   std::unique_ptr<OpsServer> server_;
 };
 
