@@ -472,6 +472,46 @@ Result<KmsKey> KmsContext::RetrieveKey(const std::string& key_uri,
   return key;
 }
 
+Result<KmsSearchKey> KmsContext::RetrieveSearchKey() {
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("retrieve", Absolute("/search-keys"), Object(), 200));
+  Object::Ptr key = answer->getObject("searchKey");
+  if (!key) return Error(ErrorCode::kInvalidArgument, "the KMS's answer has no \"searchKey\"");
+  SR_ASSIGN_OR_RETURN(KmsSearchKey parsed, ParseKmsSearchKey(*key));
+  if (parsed.uri.rfind(cluster_ + "/search-keys/", 0) != 0) {
+    return Error(ErrorCode::kInvalidArgument, "the KMS answered with another KMS's search key");
+  }
+  return parsed;
+}
+
+Result<KmsSearchKey> KmsContext::RetrieveSearchKey(const std::string& org, std::uint32_t version) {
+  SR_ASSIGN_OR_RETURN(KmsUri uri,
+                      KmsUri::Make(cluster_, "search-keys", org, std::to_string(version)));
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer, Run("retrieve", uri.ToString(), Object(), 200));
+  Object::Ptr key = answer->getObject("searchKey");
+  if (!key) return Error(ErrorCode::kInvalidArgument, "the KMS's answer has no \"searchKey\"");
+  SR_ASSIGN_OR_RETURN(KmsSearchKey parsed, ParseKmsSearchKey(*key));
+  if (parsed.uri != uri.ToString()) {
+    return Error(ErrorCode::kInvalidArgument, "the KMS answered with another search key");
+  }
+  return parsed;
+}
+
+Result<KmsAuthorizationPage> KmsContext::ListAuthorizations(const std::string& user,
+                                                            const std::string& cursor,
+                                                            std::size_t limit,
+                                                            const std::string& on_behalf_of) {
+  if (limit < 1 || limit > 1000) {
+    return Error(ErrorCode::kInvalidArgument, "list authorizations takes a limit of 1 to 1000");
+  }
+  SR_ASSIGN_OR_RETURN(KmsUri uri, KmsUri::Make(cluster_, "authorizations", {}, {}, user));
+  Object fields;
+  fields.set("limit", static_cast<int>(limit));
+  if (!cursor.empty()) fields.set("cursor", cursor);
+  SR_ASSIGN_OR_RETURN(Object::Ptr answer,
+                      Run("retrieve", uri.ToString(), fields, 200, on_behalf_of));
+  return ParseKmsAuthorizationPage(*answer);
+}
+
 Result<std::vector<KmsKey>> KmsContext::RetrieveResourceKeys(const std::string& resource_uri,
                                                              const KeyQuery& query,
                                                              const std::string& on_behalf_of) {

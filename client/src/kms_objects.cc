@@ -132,6 +132,51 @@ Result<std::vector<KmsAuthorization>> ParseKmsAuthorizations(const Object& answe
   return out;
 }
 
+Result<KmsSearchKey> ParseKmsSearchKey(const Object& search_key) {
+  KmsSearchKey out;
+  SR_ASSIGN_OR_RETURN(out.uri, RequiredText(search_key, "uri", "a search key"));
+  if (!search_key.has("version") || !search_key.get("version").isInteger()) {
+    return Error(ErrorCode::kInvalidArgument, "search key " + out.uri + " has no version");
+  }
+  const long long version = search_key.getValue<long long>("version");
+  const std::string suffix = "/" + std::to_string(version);
+  if (version < 1 || version > 0xffffffffLL || out.uri.find("/search-keys/") == std::string::npos ||
+      !out.uri.ends_with(suffix)) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "search key " + out.uri + " does not carry its own version");
+  }
+  out.version = static_cast<std::uint32_t>(version);
+  // A search key's JWK is read as a content key's is (oct, kid = uri, 32 bytes).
+  Object as_key;
+  as_key.set("uri", out.uri);
+  if (search_key.has("jwk")) as_key.set("jwk", search_key.get("jwk"));
+  SR_ASSIGN_OR_RETURN(KmsKey key, ParseKmsKey(as_key));
+  out.key = std::move(key.key);
+  SR_ASSIGN_OR_RETURN(out.created_ms, Date(search_key, "createDate", "a search key"));
+  return out;
+}
+
+Result<KmsAuthorizationPage> ParseKmsAuthorizationPage(const Object& answer) {
+  Array::Ptr list = answer.getArray("authorizations");
+  if (!list) {
+    return Error(ErrorCode::kInvalidArgument, "the KMS's answer has no \"authorizations\"");
+  }
+  KmsAuthorizationPage out;
+  for (unsigned i = 0; i < static_cast<unsigned>(list->size()); ++i) {
+    Object::Ptr item = list->getObject(i);
+    if (!item) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "an authorization in the KMS's answer is no object");
+    }
+    KmsUserAuthorization a;
+    SR_ASSIGN_OR_RETURN(a.resource_uri, RequiredText(*item, "resourceUri", "an authorization"));
+    SR_ASSIGN_OR_RETURN(a.role, RequiredText(*item, "roleUri", "an authorization"));
+    out.authorizations.push_back(std::move(a));
+  }
+  out.cursor = Text(answer, "cursor");
+  return out;
+}
+
 Result<KmsResource> ParseKmsResource(const Object& resource) {
   KmsResource out;
   SR_ASSIGN_OR_RETURN(out.uri, RequiredText(resource, "uri", "a resource"));

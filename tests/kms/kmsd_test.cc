@@ -40,12 +40,14 @@
 #include "../support/softhsm_sandbox.h"
 #include "../support/tool_steps.h"
 #include "strongroom/client/https_transport.h"
+#include "strongroom/client/kms_context.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/database.h"
 #include "strongroom/common/exit_status.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/kms/kms_service.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/search_keys.h"
 
 namespace strongroom::kms {
 namespace {
@@ -847,6 +849,119 @@ TEST_F(KmsdTest, IdleAndTricklingConnectionsDoNotStarveEitherListener) {
   ASSERT_TRUE(session);
   EXPECT_EQ(CreateKeys(*session, 2).size(), 2u);
   EXPECT_EQ(kms_flood.IdleStillOpen(), 1000u);
+}
+
+// Issue 14 through the SDK against kmsd on SoftHSM2: the organization's search key is made on its
+// indexer's first request and is the same after a restart and after a root-key rotation has
+// re-wrapped it; a search-key rotation makes version 2 current and keeps version 1. Users list
+// their own resources, the indexer anyone's of its organization, and nobody else gets the key.
+TEST_F(KmsdTest, TheSearchKeySurvivesARestartAndARootRotationRewrapsIt) {
+  const std::string d = env().dir().string();
+  const std::string token_file = (dir_ / "ops.token").string();
+  std::ofstream(token_file) << std::string(64, 'f') << "\n";
+  ::chmod(token_file.c_str(), 0600);
+  const std::uint16_t ops_port = FreePort();
+  const std::string ops = "[ops]\nlisten = 127.0.0.1:" + std::to_string(ops_port) +
+                          "\ntls_cert = " + d + "/tls.pem\ntls_key = " + d +
+                          "/tls.key\ntoken_file = " + token_file + "\n";
+  ASSERT_TRUE(Start(32, 0, ops));
+  const auto port =
+      static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));
+  auto kmsctl = [&](std::vector<std::string> args) {
+    const std::vector<std::string> flags = {
+        "--url",        "https://127.0.0.1:" + std::to_string(ops_port),
+        "--ca",         d + "/ca.pem",
+        "--token-file", token_file};
+    args.insert(args.end(), flags.begin(), flags.end());
+    return Tool(KMSCTL_PATH, args);
+  };
+  std::ofstream(dir_ / "policy.json") << R"({"indexer": "svc-indexer@globex.test"})";
+  ToolRun policy =
+      kmsctl({"ops", "policy", "set", "globex", "--file", (dir_ / "policy.json").string()});
+  ASSERT_EQ(policy.exit_code, 0) << policy.err;
+
+  auto context = [&](const std::string& user) -> std::unique_ptr<client::KmsContext> {
+    client::KmsContextOptions options;
+    options.client_id = "kmsd-test";
+    options.kms_token = client::StaticToken(env().Token("globex", user));
+    options.trust = {std::string("kms://") + kHost, env().ca()};
+    auto made = client::KmsContext::OverHttps(options, {base_url_, env().ca()});
+    EXPECT_TRUE(made.ok()) << made.error().ToString();
+    return made.ok() ? std::move(made).value() : nullptr;
+  };
+  auto indexer = context("svc-indexer@globex.test");
+  auto alice = context("alice@globex.test");
+  auto bob = context("bob@globex.test");
+  ASSERT_TRUE(indexer && alice && bob);
+
+  auto v1 = indexer->RetrieveSearchKey();
+  ASSERT_TRUE(v1.ok()) << v1.error().ToString();
+  EXPECT_EQ(v1->version, 1u);
+  EXPECT_EQ(v1->uri, std::string("kms://") + kHost + "/search-keys/globex/1");
+  EXPECT_EQ(v1->key.size(), 32u);
+  auto refused = bob->RetrieveSearchKey();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied);
+
+  auto resource = alice->CreateResource({"bob@globex.test"}, {});
+  ASSERT_TRUE(resource.ok()) << resource.error().ToString();
+  auto listed = indexer->ListAuthorizations("bob@globex.test");
+  ASSERT_TRUE(listed.ok()) << listed.error().ToString();
+  ASSERT_EQ(listed->authorizations.size(), 1u);
+  EXPECT_EQ(listed->authorizations[0].resource_uri, resource->uri);
+  EXPECT_EQ(listed->authorizations[0].role, "participant");
+  EXPECT_TRUE(listed->cursor.empty());
+  EXPECT_EQ(bob->ListAuthorizations("bob@globex.test")->authorizations.size(), 1u);
+  auto nosy = bob->ListAuthorizations("alice@globex.test");
+  ASSERT_FALSE(nosy.ok());
+  EXPECT_EQ(nosy.error().code(), ErrorCode::kPermissionDenied);
+
+  // A restart: the same key, by its version.
+  EXPECT_EQ(Stop(SIGTERM), 0);
+  ASSERT_TRUE(Start(32, port, ops));
+  auto after_restart = indexer->RetrieveSearchKey("globex", 1);
+  ASSERT_TRUE(after_restart.ok()) << after_restart.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(after_restart->key.view(), v1->key.view()));
+
+  // A root-key rotation re-wraps it under root v2; it still opens to the same key.
+  ToolRun rotate = kmsctl({"ops", "rotate-root", "globex"});
+  ASSERT_EQ(rotate.exit_code, 0) << rotate.err;
+  ToolRun rewrap = kmsctl({"ops", "rewrap", "globex", "--wait"});
+  ASSERT_EQ(rewrap.exit_code, 0) << rewrap.err << rewrap.out;
+  {
+    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    std::optional<SearchKeyRecord> stored;
+    ASSERT_TRUE((*db)
+                    ->WithSession([&](Poco::Data::Session& s) -> Status {
+                      SR_ASSIGN_OR_RETURN(stored, KmsStore::FindSearchKey(s, "globex", 1));
+                      return OkStatus();
+                    })
+                    .ok());
+    ASSERT_TRUE(stored);
+    ASSERT_FALSE(stored->blobs.empty());
+    for (const hsm::TokenBlob& blob : stored->blobs) {
+      EXPECT_EQ(hsm::ParseWrappedKey(blob.blob)->root_version, 2u) << blob.token;
+    }
+  }
+  auto after_rotation = indexer->RetrieveSearchKey();
+  ASSERT_TRUE(after_rotation.ok()) << after_rotation.error().ToString();
+  EXPECT_EQ(after_rotation->version, 1u);
+  EXPECT_TRUE(ConstantTimeEquals(after_rotation->key.view(), v1->key.view()));
+
+  // A search-key rotation: version 2 is current, version 1 stays.
+  ToolRun next = kmsctl({"ops", "rotate-search-key", "--org", "globex"});
+  ASSERT_EQ(next.exit_code, 0) << next.err;
+  auto v2 = indexer->RetrieveSearchKey();
+  ASSERT_TRUE(v2.ok()) << v2.error().ToString();
+  EXPECT_EQ(v2->version, 2u);
+  EXPECT_FALSE(ConstantTimeEquals(v2->key.view(), v1->key.view()));
+  auto old = indexer->RetrieveSearchKey("globex", 1);
+  ASSERT_TRUE(old.ok()) << old.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(old->key.view(), v1->key.view()));
+  auto missing = indexer->RetrieveSearchKey("globex", 3);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
 }
 
 TEST_F(KmsdTest, ExpiredAndCoreAudienceTokensAreRefused) {

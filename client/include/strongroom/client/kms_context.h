@@ -154,6 +154,20 @@ class KmsContext {
   Result<KmsAuthorization> DeleteAuthorization(const std::string& resource_uri,
                                                const std::string& auth_id);
 
+  // retrieve /search-keys: the current search key of the caller's organization (made on the first
+  // request), for the organization's indexer only (PERMISSION_DENIED for anyone else).
+  Result<KmsSearchKey> RetrieveSearchKey();
+  // retrieve /search-keys/<org>/<version>: an older (or the current) version; NOT_FOUND if none.
+  Result<KmsSearchKey> RetrieveSearchKey(const std::string& org, std::uint32_t version);
+  // retrieve /authorizations?authId=<user> {limit, cursor}: one page (1-1000, in URI order) of
+  // the resources of the caller's organization on which `user` is authorized; `cursor` from the
+  // previous page, "" for the first. For the user itself, the organization's indexer, or with
+  // `on_behalf_of` = user a compliance officer.
+  Result<KmsAuthorizationPage> ListAuthorizations(const std::string& user,
+                                                  const std::string& cursor = "",
+                                                  std::size_t limit = 100,
+                                                  const std::string& on_behalf_of = "");
+
   // The same operations sealed for embedding, not sent.
   Result<SealedRequest> SealCreateResource(const std::vector<std::string>& auth_ids,
                                            const std::vector<std::string>& key_uris,

@@ -48,6 +48,26 @@ struct KmsResource {
   std::vector<KmsAuthorization> authorizations;  // in a retrieve answer
 };
 
+// An organization's search key (retrieve /search-keys; its indexer's only).
+struct KmsSearchKey {
+  std::string uri;  // kms://<host>/search-keys/<org>/<version>
+  std::uint32_t version = 0;
+  SecretBytes key;  // the 32 bytes of the oct JWK
+  std::int64_t created_ms = 0;
+};
+
+// A resource a user is authorized on (retrieve /authorizations?authId=<user>).
+struct KmsUserAuthorization {
+  std::string resource_uri;
+  std::string role;  // the user's own role where its membership starts
+};
+
+// One page of them; `cursor` empty on the last page, else what asks for the next.
+struct KmsAuthorizationPage {
+  std::vector<KmsUserAuthorization> authorizations;
+  std::string cursor;
+};
+
 // Members of opened answers. A missing or malformed member is INVALID_ARGUMENT naming it; keys
 // must carry a 32-byte oct JWK whose kid is their URI.
 Result<KmsKey> ParseKmsKey(const Poco::JSON::Object& key);
@@ -55,6 +75,9 @@ Result<std::vector<KmsKey>> ParseKmsKeys(const Poco::JSON::Object& answer);  // 
 Result<KmsResource> ParseKmsResource(const Poco::JSON::Object& resource);
 Result<KmsAuthorization> ParseKmsAuthorization(const Poco::JSON::Object& authorization);
 Result<std::vector<KmsAuthorization>> ParseKmsAuthorizations(const Poco::JSON::Object& answer);
+// "searchKey": its uri's last segment must be its version, its JWK 32 bytes with kid = uri.
+Result<KmsSearchKey> ParseKmsSearchKey(const Poco::JSON::Object& search_key);
+Result<KmsAuthorizationPage> ParseKmsAuthorizationPage(const Poco::JSON::Object& answer);
 
 // An opened answer whose protocol "status" is not `expected`, as an Error: 400 INVALID_ARGUMENT,
 // 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 NOT_FOUND, 409 ALREADY_EXISTS, 429/503
