@@ -135,7 +135,8 @@ Result<std::vector<KmsAuthorization>> ParseKmsAuthorizations(const Object& answe
 Result<KmsSearchKey> ParseKmsSearchKey(const Object& search_key) {
   KmsSearchKey out;
   SR_ASSIGN_OR_RETURN(out.uri, RequiredText(search_key, "uri", "a search key"));
-  if (!search_key.has("version") || !search_key.get("version").isInteger()) {
+  if (!search_key.has("version") || !search_key.get("version").isInteger() ||
+      search_key.get("version").isBoolean()) {
     return Error(ErrorCode::kInvalidArgument, "search key " + out.uri + " has no version");
   }
   const long long version = search_key.getValue<long long>("version");

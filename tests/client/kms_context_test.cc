@@ -4,10 +4,12 @@
 // embedding, and compliance retrievals on behalf of a user.
 #include "strongroom/client/kms_context.h"
 
+#include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <fstream>
+#include <sstream>
 
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
@@ -458,6 +460,46 @@ TEST_F(KmsContextTest, AResentMessageIsRefusedAsAReplayAndTheOperationStillSucce
   ASSERT_TRUE(now.ok());
   EXPECT_EQ(now->key_uris.size(), 2u);
   EXPECT_EQ(now->authorizations.size(), 2u);
+}
+
+// Issue 14: a search key in an answer is used only if it is what it says: its version in its URI,
+// an oct JWK of 32 bytes whose kid is the URI.
+TEST(KmsSearchKeyAnswerTest, ASearchKeyIsCheckedBeforeUse) {
+  const std::string k(43, 'A');  // base64url of 32 zero bytes (but the last bits)
+  auto answer = [&](const std::string& uri, const Poco::Dynamic::Var& version,
+                    const std::string& kid, const std::string& key) {
+    Poco::JSON::Object jwk;
+    jwk.set("kty", "oct");
+    jwk.set("kid", kid);
+    jwk.set("k", key);
+    Poco::JSON::Object out;
+    out.set("uri", uri);
+    out.set("version", version);
+    out.set("jwk", jwk);
+    out.set("createDate", "2027-01-02T03:04:05.000Z");
+    // As an answer arrives: parsed from its JSON text (members are objects by pointer).
+    std::ostringstream text;
+    out.stringify(text);
+    Poco::JSON::Parser parser;
+    return *parser.parse(text.str()).extract<Poco::JSON::Object::Ptr>();
+  };
+  const std::string uri = "kms://kms.acme.test/search-keys/acme/2";
+  auto good = ParseKmsSearchKey(answer(uri, 2, uri, k));
+  ASSERT_TRUE(good.ok()) << good.error().ToString();
+  EXPECT_EQ(good->version, 2u);
+  EXPECT_EQ(good->key.size(), 32u);
+  for (const auto& [what, bad] : std::vector<std::pair<std::string, Poco::JSON::Object>>{
+           {"another version", answer(uri, 3, uri, k)},
+           {"a boolean version", answer("kms://kms.acme.test/search-keys/acme/1", true,
+                                        "kms://kms.acme.test/search-keys/acme/1", k)},
+           {"a content key's URI",
+            answer("kms://kms.acme.test/keys/2", 2, "kms://kms.acme.test/keys/2", k)},
+           {"another kid", answer(uri, 2, "kms://kms.acme.test/search-keys/acme/1", k)},
+           {"a short key", answer(uri, 2, uri, std::string(22, 'A'))}}) {
+    auto parsed = ParseKmsSearchKey(bad);
+    ASSERT_FALSE(parsed.ok()) << what;
+    EXPECT_EQ(parsed.error().code(), ErrorCode::kInvalidArgument) << what;
+  }
 }
 
 }  // namespace
