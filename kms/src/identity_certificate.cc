@@ -12,6 +12,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "strongroom/common/config_file.h"
@@ -210,9 +211,11 @@ Result<std::vector<std::uint8_t>> RsaNumber(EVP_PKEY* key, const char* name) {
     return Error(ErrorCode::kFailedPrecondition, "the leaf certificate does not hold an RSA key");
   }
   BnPtr number(raw);
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(BN_num_bytes(number.get())));
-  BN_bn2bin(number.get(), bytes.data());
-  if (bytes.empty()) bytes.push_back(0);
+  // Zero is one zero byte. Sized once: growing an empty vector here trips GCC 12's
+  // -Wfree-nonheap-object at -O3, which failed the Release build.
+  const int size = BN_num_bytes(number.get());
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(std::max(size, 1)), 0);
+  if (size > 0) BN_bn2bin(number.get(), bytes.data());
   return bytes;
 }
 
