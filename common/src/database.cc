@@ -1,15 +1,21 @@
 #include "strongroom/common/database.h"
 
+#include <Poco/Data/DataException.h>
 #include <Poco/Data/SQLite/Connector.h>
 #include <Poco/Data/SQLite/SQLiteException.h>
+#include <Poco/Data/SQLite/Utility.h>
 #include <Poco/Exception.h>
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <unordered_map>
+#include <utility>
 
 namespace strongroom {
 namespace {
@@ -35,19 +41,136 @@ Error DatabaseError(const Poco::Exception& e, std::string_view what) {
                std::string(what) + ": " + e.displayText());
 }
 
-// One transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure.
-Status RunTransaction(Poco::Data::Session& session,
-                      const std::function<Status(Poco::Data::Session&)>& work) {
+// Compiles one statement on `db`; throws as a Poco statement would when it does not compile, or
+// when `sql` is not exactly one statement.
+sqlite3_stmt* Compile(sqlite3* db, std::string_view sql, bool kept) {
+  sqlite3_stmt* stmt = nullptr;
+  const char* tail = nullptr;
+  const int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
+                                    kept ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, &tail);
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(stmt);
+    Poco::Data::SQLite::Utility::throwException(db, rc, "compiling a statement");
+  }
+  const char* end = sql.data() + sql.size();
+  while (tail != nullptr && tail < end && std::isspace(static_cast<unsigned char>(*tail))) ++tail;
+  if (stmt == nullptr || (tail != nullptr && tail < end)) {
+    sqlite3_finalize(stmt);
+    throw Poco::Data::DataException("a prepared statement is one SQL statement");
+  }
+  return stmt;
+}
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const {
+    return std::hash<std::string_view>{}(text);
+  }
+};
+
+}  // namespace
+
+struct SqlStatement::Handle {
+  sqlite3* db = nullptr;
+  sqlite3_stmt* stmt = nullptr;
+  bool in_use = false;
+  int next_parameter = 1;
+  std::uint64_t uses = 0;
+};
+
+// A pooled connection: its session, and the statements kept on it (finalized before it closes).
+class Database::Connection {
+ public:
+  Connection(std::unique_ptr<Poco::Data::Session> session, std::atomic<std::uint64_t>& compiled)
+      : session_(std::move(session)),
+        db_(Poco::Data::SQLite::Utility::dbHandle(*session_)),
+        compiled_(compiled) {}
+  ~Connection() { Close(); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  Poco::Data::Session& session() { return *session_; }
+  sqlite3* db() const { return db_; }
+  bool healthy() {
+    try {
+      return session_->isConnected();
+    } catch (const Poco::Exception&) {
+      return false;
+    }
+  }
+
+  // This connection's statement for `sql`: kept (compiled at its first use), or compiled for this
+  // use alone when it is leased already or too many are kept.
+  SqlStatement Lease(std::string_view sql) {
+    auto found = kept_.find(sql);
+    if (found == kept_.end() && kept_.size() < kMaxKeptStatements) {
+      sqlite3_stmt* stmt = Compile(db_, sql, /*kept=*/true);
+      compiled_.fetch_add(1, std::memory_order_relaxed);
+      found = kept_.emplace(std::string(sql), SqlStatement::Handle{db_, stmt}).first;
+    }
+    if (found != kept_.end() && !found->second.in_use) {
+      SqlStatement::Handle& handle = found->second;
+      handle.in_use = true;
+      ++handle.uses;
+      return SqlStatement(&handle, /*owned=*/false);
+    }
+    sqlite3_stmt* stmt = Compile(db_, sql, /*kept=*/false);
+    compiled_.fetch_add(1, std::memory_order_relaxed);
+    return SqlStatement(new SqlStatement::Handle{db_, stmt, true}, /*owned=*/true);
+  }
+
+  // Executes a statement that is compiled for each use: one whose work SQLite does as it compiles
+  // it (PRAGMA synchronous=...), which a kept statement would not do again.
+  void ExecuteOnce(const char* sql) {
+    sqlite3_stmt* stmt = Compile(db_, sql, /*kept=*/false);
+    compiled_.fetch_add(1, std::memory_order_relaxed);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    }
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE) Poco::Data::SQLite::Utility::throwException(db_, rc, sql);
+  }
+
+  void CountUses(std::map<std::string, std::uint64_t>& uses) const {
+    for (const auto& [sql, handle] : kept_) uses[sql] += handle.uses;
+  }
+
+  // Finalizes the kept statements, then closes the session (SQLite closes a connection only once
+  // its statements are gone).
+  void Close() {
+    for (auto& [sql, handle] : kept_) sqlite3_finalize(handle.stmt);
+    kept_.clear();
+    try {
+      session_->close();
+    } catch (const Poco::Exception&) {
+      // closed either way
+    }
+  }
+
+  // The level of PRAGMA synchronous this connection was last set to.
+  Durability durability = Durability::kFull;
+
+ private:
+  std::unique_ptr<Poco::Data::Session> session_;
+  sqlite3* const db_;
+  std::atomic<std::uint64_t>& compiled_;
+  std::unordered_map<std::string, SqlStatement::Handle, StringHash, std::equal_to<>> kept_;
+};
+
+// One transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure; the three statements
+// kept on the connection.
+Status Database::RunTransaction(Connection& connection,
+                                const std::function<Status(Poco::Data::Session&)>& work) {
   try {
-    session << "BEGIN IMMEDIATE", now;
+    connection.Lease("BEGIN IMMEDIATE").Run();
   } catch (const Poco::Exception& e) {
     return DatabaseError(e, "beginning a transaction");
   }
   Status status;
   try {
-    status = work(session);
+    status = work(connection.session());
     if (status.ok()) {
-      session << "COMMIT", now;
+      connection.Lease("COMMIT").Run();
       return status;
     }
   } catch (const Poco::Exception& e) {
@@ -56,14 +179,12 @@ Status RunTransaction(Poco::Data::Session& session,
     status = Error(ErrorCode::kInternal, std::string("transaction failed: ") + e.what());
   }
   try {
-    session << "ROLLBACK", now;
+    connection.Lease("ROLLBACK").Run();
   } catch (const Poco::Exception&) {
     // The transaction is gone either way; the error that caused the rollback is the one to report.
   }
   return status;
 }
-
-}  // namespace
 
 Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
                                                        std::span<const Migration> migrations,
@@ -87,7 +208,8 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
                  "cannot create database " + path + ": " + std::strerror(errno));
   }
   std::unique_ptr<Database> db(new Database(path, options.max_sessions, options.busy_timeout));
-  Status opened = db->WithConnection([&](Poco::Data::Session& session) -> Status {
+  Status opened = db->WithConnection(std::nullopt, [&](Connection& connection) -> Status {
+    Poco::Data::Session& session = connection.session();
     // WAL lets readers run beside the one writer; FULL makes a committed transaction survive
     // power loss, not only a crash of the process.
     std::string mode;
@@ -97,8 +219,7 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
           ErrorCode::kFailedPrecondition,
           "database " + path + " cannot use write-ahead logging (journal mode " + mode + ")");
     }
-    session << "PRAGMA synchronous=FULL", now;
-    return Migrate(session, migrations, &db->schema_version_);
+    return Migrate(connection, migrations, &db->schema_version_);
   });
   if (!opened.ok()) return opened.error();
   return db;
@@ -113,29 +234,49 @@ Database::Database(std::string connect_string, std::size_t max_sessions,
 
 Database::~Database() = default;
 
-Status Database::WithConnection(const std::function<Status(Poco::Data::Session&)>& work) {
-  std::unique_ptr<Poco::Data::Session> session;
+Database::Connection*& Database::Current() {
+  thread_local Connection* current = nullptr;
+  return current;
+}
+
+Status Database::WithConnection(std::optional<Durability> durability,
+                                const std::function<Status(Connection&)>& work) {
+  std::unique_ptr<Connection> connection;
   {
     std::unique_lock lock(mutex_);
     available_.wait(lock, [&] { return !idle_.empty() || open_ < max_sessions_; });
     if (!idle_.empty()) {
-      session = std::move(idle_.back());
-      idle_.pop_back();
+      // The most recently used connection whose synchronous level the work needs, so that writers
+      // of both kinds need not set it at each turn.
+      auto take = std::prev(idle_.end());
+      if (durability) {
+        for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+          if ((*it)->durability == *durability) {
+            take = std::prev(it.base());
+            break;
+          }
+        }
+      }
+      connection = std::move(*take);
+      idle_.erase(take);
     } else {
       ++open_;
     }
   }
-  if (!session) {
+  if (!connection) {
     try {
       // Poco retries a failing open until its login timeout (60 s by default): keep it short.
-      session = std::make_unique<Poco::Data::Session>(Poco::Data::SQLite::Connector::KEY,
-                                                      connect_string_, kOpenTimeoutSeconds);
+      auto session = std::make_unique<Poco::Data::Session>(Poco::Data::SQLite::Connector::KEY,
+                                                           connect_string_, kOpenTimeoutSeconds);
       // A writer waits this long for another writer's lock instead of failing at once;
-      // references between tables are enforced (SQLite leaves them off per connection); and
-      // what a write deletes or moves is overwritten with zeros (see the header).
+      // references between tables are enforced (SQLite leaves them off per connection); what a
+      // write deletes or moves is overwritten with zeros (see the header); and a committed
+      // transaction survives power loss, not only a crash of the process.
       *session << busy_timeout_pragma_, now;
       *session << "PRAGMA foreign_keys=ON", now;
       *session << "PRAGMA secure_delete=ON", now;
+      *session << "PRAGMA synchronous=FULL", now;
+      connection = std::make_unique<Connection>(std::move(session), statements_compiled_);
     } catch (const Poco::Exception& e) {
       std::lock_guard lock(mutex_);
       --open_;
@@ -145,29 +286,34 @@ Status Database::WithConnection(const std::function<Status(Poco::Data::Session&)
     }
   }
   Status status;
-  bool healthy = true;
-  try {
-    status = work(*session);
-  } catch (const Poco::Exception& e) {
-    status = DatabaseError(e, "database statement failed");
+  {
+    // Prepare finds the connection of the work running on this thread here.
+    struct Current {
+      Connection*& slot;
+      Connection* const saved;
+      ~Current() { slot = saved; }
+    } current{Database::Current(), std::exchange(Database::Current(), connection.get())};
+    try {
+      status = work(*connection);
+    } catch (const Poco::Exception& e) {
+      status = DatabaseError(e, "database statement failed");
+    }
   }
-  try {
-    healthy = session->isConnected();
-  } catch (const Poco::Exception&) {
-    healthy = false;
-  }
+  const bool healthy = connection->healthy();
   std::lock_guard lock(mutex_);
   if (healthy) {
-    idle_.push_back(std::move(session));
+    idle_.push_back(std::move(connection));
   } else {
+    connection.reset();
     --open_;
   }
   available_.notify_one();
   return status;
 }
 
-Status Database::Migrate(Poco::Data::Session& session, std::span<const Migration> migrations,
+Status Database::Migrate(Connection& connection, std::span<const Migration> migrations,
                          int* version) {
+  Poco::Data::Session& session = connection.session();
   for (std::size_t i = 0; i < migrations.size(); ++i) {
     if (migrations[i].version != static_cast<int>(i) + 1) {
       return Error(ErrorCode::kInternal, "migrations must be numbered 1, 2, 3, ... in order");
@@ -186,7 +332,7 @@ Status Database::Migrate(Poco::Data::Session& session, std::span<const Migration
   }
   for (const Migration& m : migrations) {
     if (m.version <= current) continue;
-    SR_RETURN_IF_ERROR(RunTransaction(session, [&](Poco::Data::Session& s) -> Status {
+    SR_RETURN_IF_ERROR(RunTransaction(connection, [&](Poco::Data::Session& s) -> Status {
       for (const std::string& statement : m.statements) s << statement, now;
       int v = m.version;
       std::string description = m.description;
@@ -207,23 +353,20 @@ Status Database::InTransaction(const std::function<Status(Poco::Data::Session&)>
   if (!writer.try_lock_for(busy_timeout_)) {
     return Error(ErrorCode::kUnavailable, "the database is busy with other writers; retry later");
   }
-  return WithConnection([&](Poco::Data::Session& session) -> Status {
-    if (durability == Durability::kFull) return RunTransaction(session, work);
-    // The setting belongs to the pooled connection: put it back whatever happens.
-    try {
-      session << "PRAGMA synchronous=NORMAL", now;
-    } catch (const Poco::Exception& e) {
-      return DatabaseError(e, "relaxing synchronous");
+  return WithConnection(durability, [&](Connection& connection) -> Status {
+    // The setting belongs to the pooled connection, which remembers it: set only when it differs.
+    if (connection.durability != durability) {
+      try {
+        connection.ExecuteOnce(durability == Durability::kFull ? "PRAGMA synchronous=FULL"
+                                                               : "PRAGMA synchronous=NORMAL");
+      } catch (const Poco::Exception& e) {
+        // A connection whose level is unknown must not go back to the pool: closed, it is dropped.
+        connection.Close();
+        return DatabaseError(e, "setting synchronous");
+      }
+      connection.durability = durability;
     }
-    Status status = RunTransaction(session, work);
-    try {
-      session << "PRAGMA synchronous=FULL", now;
-    } catch (const Poco::Exception& e) {
-      // A connection left at NORMAL must not go back to the pool: closed, it is dropped.
-      session.close();
-      return status.ok() ? DatabaseError(e, "restoring synchronous") : status;
-    }
-    return status;
+    return RunTransaction(connection, work);
   });
 }
 
@@ -232,12 +375,13 @@ Status Database::CompactLog() {
   if (!writer.try_lock_for(busy_timeout_)) {
     return Error(ErrorCode::kUnavailable, "the database is busy with other writers");
   }
-  return WithConnection([&](Poco::Data::Session& session) -> Status {
+  return WithConnection(std::nullopt, [&](Connection& connection) -> Status {
     // One row: whether readers kept the checkpoint from completing, then the log's frames and
     // those copied.
     int busy = 0, frames = 0, copied = 0;
     try {
-      session << "PRAGMA wal_checkpoint(TRUNCATE)", into(busy), into(frames), into(copied), now;
+      connection.session() << "PRAGMA wal_checkpoint(TRUNCATE)", into(busy), into(frames),
+          into(copied), now;
     } catch (const Poco::Exception& e) {
       return DatabaseError(e, "compacting the log");
     }
@@ -250,9 +394,9 @@ Status Database::CompactLog() {
 }
 
 Status Database::SyncToDisk() {
-  return WithConnection([&](Poco::Data::Session& session) -> Status {
+  return WithConnection(std::nullopt, [&](Connection& connection) -> Status {
     try {
-      session << "PRAGMA wal_checkpoint(PASSIVE)", now;
+      connection.session() << "PRAGMA wal_checkpoint(PASSIVE)", now;
     } catch (const Poco::Exception& e) {
       return DatabaseError(e, "checkpointing the log");
     }
@@ -261,7 +405,144 @@ Status Database::SyncToDisk() {
 }
 
 Status Database::WithSession(const std::function<Status(Poco::Data::Session&)>& work) {
-  return WithConnection(work);
+  return WithConnection(std::nullopt,
+                        [&](Connection& connection) { return work(connection.session()); });
+}
+
+SqlStatement Database::Prepare(Poco::Data::Session& session, std::string_view sql) {
+  Connection* current = Current();
+  if (current != nullptr && &current->session() == &session) return current->Lease(sql);
+  sqlite3* db = Poco::Data::SQLite::Utility::dbHandle(session);
+  return SqlStatement(new SqlStatement::Handle{db, Compile(db, sql, /*kept=*/false), true},
+                      /*owned=*/true);
+}
+
+std::map<std::string, std::uint64_t> Database::KeptStatementUses() {
+  std::map<std::string, std::uint64_t> uses;
+  std::lock_guard lock(mutex_);
+  for (const std::unique_ptr<Connection>& connection : idle_) connection->CountUses(uses);
+  return uses;
+}
+
+// --- SqlStatement
+// ---------------------------------------------------------------------------------
+
+namespace {
+
+[[noreturn]] void Fail(const SqlStatement::Handle& handle, int rc, const char* what) {
+  Poco::Data::SQLite::Utility::throwException(handle.db, rc, what);
+  throw Poco::Data::DataException(what);  // throwException returns for SQLITE_OK only
+}
+
+// SQLite binds a null pointer as NULL: empty text and blobs need one that is not.
+const char* NonNull(const void* data) {
+  return data != nullptr ? static_cast<const char*>(data) : "";
+}
+
+}  // namespace
+
+SqlStatement::SqlStatement(Handle* handle, bool owned) : handle_(handle), owned_(owned) {}
+
+SqlStatement::SqlStatement(SqlStatement&& other) noexcept
+    : handle_(std::exchange(other.handle_, nullptr)), owned_(other.owned_) {}
+
+void SqlStatement::Reset() {
+  sqlite3_reset(handle_->stmt);  // returns the last step's error, which that step threw
+  sqlite3_clear_bindings(handle_->stmt);
+  handle_->next_parameter = 1;
+}
+
+SqlStatement::~SqlStatement() {
+  if (handle_ == nullptr) return;
+  Reset();
+  if (owned_) {
+    sqlite3_finalize(handle_->stmt);
+    delete handle_;
+  } else {
+    handle_->in_use = false;
+  }
+}
+
+SqlStatement& SqlStatement::Bind(std::int64_t value) {
+  const int rc = sqlite3_bind_int64(handle_->stmt, handle_->next_parameter++, value);
+  if (rc != SQLITE_OK) Fail(*handle_, rc, "binding a parameter");
+  return *this;
+}
+
+SqlStatement& SqlStatement::Bind(std::string_view text) {
+  const int rc = sqlite3_bind_text(handle_->stmt, handle_->next_parameter++, NonNull(text.data()),
+                                   static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  if (rc != SQLITE_OK) Fail(*handle_, rc, "binding a parameter");
+  return *this;
+}
+
+SqlStatement& SqlStatement::Bind(const std::optional<std::int64_t>& value) {
+  return value ? Bind(*value) : BindNull();
+}
+
+SqlStatement& SqlStatement::Bind(const std::optional<std::string>& text) {
+  return text ? Bind(std::string_view(*text)) : BindNull();
+}
+
+SqlStatement& SqlStatement::BindBlob(std::span<const std::uint8_t> bytes) {
+  const int rc = sqlite3_bind_blob(handle_->stmt, handle_->next_parameter++, NonNull(bytes.data()),
+                                   static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  if (rc != SQLITE_OK) Fail(*handle_, rc, "binding a parameter");
+  return *this;
+}
+
+SqlStatement& SqlStatement::BindBlob(std::string_view bytes) {
+  return BindBlob({reinterpret_cast<const std::uint8_t*>(NonNull(bytes.data())), bytes.size()});
+}
+
+SqlStatement& SqlStatement::BindNull() {
+  const int rc = sqlite3_bind_null(handle_->stmt, handle_->next_parameter++);
+  if (rc != SQLITE_OK) Fail(*handle_, rc, "binding a parameter");
+  return *this;
+}
+
+bool SqlStatement::Next() {
+  const int rc = sqlite3_step(handle_->stmt);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  Fail(*handle_, rc, "running a statement");
+}
+
+std::int64_t SqlStatement::Run() {
+  while (Next()) {
+  }
+  return sqlite3_changes64(handle_->db);
+}
+
+bool SqlStatement::IsNull(int column) const {
+  return sqlite3_column_type(handle_->stmt, column) == SQLITE_NULL;
+}
+
+std::int64_t SqlStatement::Int(int column) const {
+  return sqlite3_column_int64(handle_->stmt, column);
+}
+
+std::string SqlStatement::Text(int column) const {
+  const unsigned char* text = sqlite3_column_text(handle_->stmt, column);
+  const int size = sqlite3_column_bytes(handle_->stmt, column);
+  return text != nullptr ? std::string(reinterpret_cast<const char*>(text), size) : std::string();
+}
+
+std::optional<std::int64_t> SqlStatement::OptionalInt(int column) const {
+  if (IsNull(column)) return std::nullopt;
+  return Int(column);
+}
+
+std::optional<std::string> SqlStatement::OptionalText(int column) const {
+  if (IsNull(column)) return std::nullopt;
+  return Text(column);
+}
+
+std::span<const std::uint8_t> SqlStatement::Blob(int column) const {
+  const void* bytes = sqlite3_column_blob(handle_->stmt, column);
+  const int size = sqlite3_column_bytes(handle_->stmt, column);
+  if (bytes == nullptr) return {};
+  return {static_cast<const std::uint8_t*>(bytes), static_cast<std::size_t>(size)};
 }
 
 }  // namespace strongroom

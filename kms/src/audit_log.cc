@@ -4,6 +4,7 @@
 #include <Poco/Data/RecordSet.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace strongroom::kms {
@@ -119,53 +120,57 @@ AuditHash AuditLog::Hash(const AuditHash& previous, const AuditRecord& r) {
 
 Status AuditLog::Validate(const AuditRecord& record) { return CheckFields(record); }
 
+namespace {
+
+constexpr char kHeadSql[] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
+constexpr char kInsertSql[] =
+    "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, channel, "
+    "message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+// The chain's head inside the caller's transaction: the last seq (0 for an empty log) and its hash.
+std::int64_t ReadHead(Poco::Data::Session& session, AuditHash& hash) {
+  SqlStatement head = Database::Prepare(session, kHeadSql);
+  if (!head.Next()) {
+    hash = AuditHash{};
+    return 0;
+  }
+  const std::span<const std::uint8_t> stored = head.Blob(1);
+  hash = AuditHash{};
+  if (stored.size() == hash.size()) std::copy(stored.begin(), stored.end(), hash.begin());
+  return head.Int(0);
+}
+
+void Insert(SqlStatement& insert, const AuditRecord& r, const AuditHash& previous,
+            const AuditHash& hash) {
+  insert.Bind(r.seq).Bind(r.at_ms).Bind(r.org).Bind(r.actor).Bind(r.action).Bind(r.resource);
+  insert.Bind(r.key).Bind(r.outcome).Bind(r.detail).Bind(r.channel);
+  // NULL, as it always was, in a record that executed no request.
+  if (r.message.empty()) {
+    insert.BindNull();
+  } else {
+    insert.BindBlob(r.message);
+  }
+  insert.BindBlob(previous).BindBlob(hash).Run();
+}
+
+}  // namespace
+
 Status AuditLog::Append(Poco::Data::Session& session, AuditRecord& record) {
-  SR_RETURN_IF_ERROR(CheckFields(record));
-  std::int64_t last_seq = 0;
-  Poco::Data::BLOB last_hash;
-  session << "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", into(last_seq),
-      into(last_hash), now;
-  const AuditHash previous = last_seq == 0 ? AuditHash{} : FromBlob(last_hash);
-  record.seq = last_seq + 1;
-  const AuditHash hash = Hash(previous, record);
-  Poco::Data::BLOB prev_blob(previous.data(), previous.size());
-  Poco::Data::BLOB hash_blob(hash.data(), hash.size());
-  Poco::Data::BLOB message(reinterpret_cast<const unsigned char*>(record.message.data()),
-                           record.message.size());
-  session << "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, "
-             "channel, message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      use(record.seq), use(record.at_ms), use(record.org), use(record.actor), use(record.action),
-      use(record.resource), use(record.key), use(record.outcome), use(record.detail),
-      use(record.channel), use(message), use(prev_blob), use(hash_blob), now;
-  return OkStatus();
+  return AppendAll(session, std::span<AuditRecord>(&record, 1));
 }
 
 Status AuditLog::AppendAll(Poco::Data::Session& session, std::span<AuditRecord> records) {
   if (records.empty()) return OkStatus();
   for (const AuditRecord& record : records) SR_RETURN_IF_ERROR(CheckFields(record));
-  std::int64_t last_seq = 0;
-  Poco::Data::BLOB last_hash;
-  session << "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", into(last_seq),
-      into(last_hash), now;
-  AuditHash previous = last_seq == 0 ? AuditHash{} : FromBlob(last_hash);
-  // One statement, re-executed with the bound variables changed in place.
-  AuditRecord row;
-  Poco::Data::BLOB message, prev_blob, hash_blob;
-  Poco::Data::Statement insert(session);
-  insert << "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, "
-            "channel, message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      use(row.seq), use(row.at_ms), use(row.org), use(row.actor), use(row.action),
-      use(row.resource), use(row.key), use(row.outcome), use(row.detail), use(row.channel),
-      use(message), use(prev_blob), use(hash_blob);
+  AuditHash previous;
+  std::int64_t last_seq = ReadHead(session, previous);
+  // The connection's compiled insert, re-bound for each record.
+  SqlStatement insert = Database::Prepare(session, kInsertSql);
   for (AuditRecord& record : records) {
     record.seq = ++last_seq;
     const AuditHash hash = Hash(previous, record);
-    row = record;
-    message.assignRaw(reinterpret_cast<const unsigned char*>(record.message.data()),
-                      record.message.size());
-    prev_blob.assignRaw(previous.data(), previous.size());
-    hash_blob.assignRaw(hash.data(), hash.size());
-    insert.execute();
+    Insert(insert, record, previous, hash);
+    insert.Reset();
     previous = hash;
   }
   return OkStatus();

@@ -2,9 +2,6 @@
 
 #include <Poco/Data/LOB.h>
 #include <Poco/Data/RecordSet.h>
-#include <Poco/Data/SQLite/Utility.h>
-#include <Poco/Nullable.h>
-#include <sqlite3.h>
 
 #include <algorithm>
 #include <charconv>
@@ -20,57 +17,33 @@ namespace {
 using Poco::Data::Keywords::into;
 using Poco::Data::Keywords::now;
 using Poco::Data::Keywords::use;
-using NullableInt = Poco::Nullable<Poco::Int64>;
-using NullableString = Poco::Nullable<std::string>;
-
-constexpr char kResourceColumns[] = "uri, org, creator, created_ms, expires_ms";
 constexpr char kKeyColumns[] =
     "uri, org, creator, client_id, created_ms, bind_deadline_ms, resource_uri, bound_ms, "
     "stop_encrypt_ms";
 constexpr char kAuthorizationColumns[] = "uri, resource_uri, auth_id, role, creator, created_ms";
 
-NullableInt ToNullable(const std::optional<std::int64_t>& v) {
-  return v ? NullableInt(*v) : NullableInt();
-}
-NullableString ToNullable(const std::optional<std::string>& v) {
-  return v ? NullableString(*v) : NullableString();
-}
-
-std::optional<std::int64_t> OptionalInt(Poco::Data::RecordSet& rows, const char* column) {
-  Poco::Dynamic::Var v = rows[column];
-  if (v.isEmpty()) return std::nullopt;
-  return v.convert<std::int64_t>();
-}
-std::optional<std::string> OptionalString(Poco::Data::RecordSet& rows, const char* column) {
-  Poco::Dynamic::Var v = rows[column];
-  if (v.isEmpty()) return std::nullopt;
-  return v.convert<std::string>();
-}
-
-KeyRecord KeyFromRow(Poco::Data::RecordSet& rows) {
+// A row of kKeyColumns, in their order.
+KeyRecord KeyFromStatement(const SqlStatement& row) {
   KeyRecord k;
-  k.uri = rows["uri"].convert<std::string>();
-  k.org = rows["org"].convert<std::string>();
-  k.creator = rows["creator"].convert<std::string>();
-  k.client_id = rows["client_id"].convert<std::string>();
-  k.created_ms = rows["created_ms"].convert<std::int64_t>();
-  k.bind_deadline_ms = rows["bind_deadline_ms"].convert<std::int64_t>();
-  k.resource_uri = OptionalString(rows, "resource_uri");
-  k.bound_ms = OptionalInt(rows, "bound_ms");
-  k.stop_encrypt_ms = OptionalInt(rows, "stop_encrypt_ms");
+  k.uri = row.Text(0);
+  k.org = row.Text(1);
+  k.creator = row.Text(2);
+  k.client_id = row.Text(3);
+  k.created_ms = row.Int(4);
+  k.bind_deadline_ms = row.Int(5);
+  k.resource_uri = row.OptionalText(6);
+  k.bound_ms = row.OptionalInt(7);
+  k.stop_encrypt_ms = row.OptionalInt(8);
   return k;
 }
 
 Status LoadBlobs(Poco::Data::Session& s, KeyRecord& key) {
-  Poco::Data::Statement select(s);
-  select << "SELECT token, blob FROM key_blobs WHERE key_uri = ? ORDER BY token", use(key.uri);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    const Poco::Data::BLOB blob =
-        rows["blob"].extract<Poco::Data::BLOB>();  // a copy: the Var is a temporary
-    key.blobs.push_back({rows["token"].convert<std::string>(),
-                         std::vector<std::uint8_t>(blob.content().begin(), blob.content().end())});
+  SqlStatement select =
+      Database::Prepare(s, "SELECT token, blob FROM key_blobs WHERE key_uri = ? ORDER BY token");
+  select.Bind(key.uri);
+  while (select.Next()) {
+    const std::span<const std::uint8_t> blob = select.Blob(1);
+    key.blobs.push_back({select.Text(0), std::vector<std::uint8_t>(blob.begin(), blob.end())});
   }
   return OkStatus();
 }
@@ -163,45 +136,47 @@ std::vector<Migration> KmsStore::Migrations() {
 }
 
 Status KmsStore::InsertResource(Poco::Data::Session& s, const ResourceRecord& r) {
-  std::int64_t exists = 0;
-  std::string uri = r.uri;
-  s << "SELECT COUNT(*) FROM resources WHERE uri = ?", use(uri), into(exists), now;
-  if (exists) return Error(ErrorCode::kAlreadyExists, "resource " + r.uri + " exists");
-  std::string org = r.org, creator = r.creator;
-  Poco::Int64 created = r.created_ms;
-  NullableInt expires = ToNullable(r.expires_ms);
-  s << "INSERT INTO resources (" << kResourceColumns << ") VALUES (?, ?, ?, ?, ?)", use(uri),
-      use(org), use(creator), use(created), use(expires), now;
+  {
+    SqlStatement exists = Database::Prepare(s, "SELECT 1 FROM resources WHERE uri = ?");
+    if (exists.Bind(r.uri).Next()) {
+      return Error(ErrorCode::kAlreadyExists, "resource " + r.uri + " exists");
+    }
+  }
+  Database::Prepare(s,
+                    "INSERT INTO resources (uri, org, creator, created_ms, expires_ms) "
+                    "VALUES (?, ?, ?, ?, ?)")
+      .Bind(r.uri)
+      .Bind(r.org)
+      .Bind(r.creator)
+      .Bind(r.created_ms)
+      .Bind(r.expires_ms)
+      .Run();
   return OkStatus();
 }
 
 Result<std::optional<ResourceRecord>> KmsStore::FindResource(Poco::Data::Session& s,
                                                              const std::string& uri) {
-  std::string key = uri;
-  Poco::Data::Statement select(s);
-  select << "SELECT " << kResourceColumns << " FROM resources WHERE uri = ?", use(key);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::optional<ResourceRecord>();
-  ResourceRecord r{rows["uri"].convert<std::string>(), rows["org"].convert<std::string>(),
-                   rows["creator"].convert<std::string>(),
-                   rows["created_ms"].convert<std::int64_t>(), OptionalInt(rows, "expires_ms")};
-  return std::optional<ResourceRecord>(std::move(r));
+  SqlStatement select = Database::Prepare(
+      s, "SELECT uri, org, creator, created_ms, expires_ms FROM resources WHERE uri = ?");
+  if (!select.Bind(uri).Next()) return std::optional<ResourceRecord>();
+  return std::optional<ResourceRecord>(ResourceRecord{
+      select.Text(0), select.Text(1), select.Text(2), select.Int(3), select.OptionalInt(4)});
 }
 
 Status KmsStore::InsertKeys(Poco::Data::Session& s, const std::vector<KeyRecord>& keys) {
+  SqlStatement insert = Database::Prepare(
+      s,
+      "INSERT INTO keys (uri, org, creator, client_id, created_ms, bind_deadline_ms, "
+      "resource_uri, bound_ms, stop_encrypt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   for (const KeyRecord& k : keys) {
     if (k.blobs.empty()) {
       return Error(ErrorCode::kInternal,
                    "a key is stored only wrapped, and " + k.uri + " has no wrapped blob");
     }
-    std::string uri = k.uri, org = k.org, creator = k.creator, client = k.client_id;
-    Poco::Int64 created = k.created_ms, deadline = k.bind_deadline_ms;
-    NullableString resource = ToNullable(k.resource_uri);
-    NullableInt bound = ToNullable(k.bound_ms), stop = ToNullable(k.stop_encrypt_ms);
-    s << "INSERT INTO keys (" << kKeyColumns << ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", use(uri),
-        use(org), use(creator), use(client), use(created), use(deadline), use(resource), use(bound),
-        use(stop), now;
+    insert.Bind(k.uri).Bind(k.org).Bind(k.creator).Bind(k.client_id).Bind(k.created_ms);
+    insert.Bind(k.bind_deadline_ms).Bind(k.resource_uri).Bind(k.bound_ms).Bind(k.stop_encrypt_ms);
+    insert.Run();
+    insert.Reset();
     for (const hsm::TokenBlob& blob : k.blobs) SR_RETURN_IF_ERROR(PutBlob(s, k.uri, blob));
   }
   return OkStatus();
@@ -210,13 +185,16 @@ Status KmsStore::InsertKeys(Poco::Data::Session& s, const std::vector<KeyRecord>
 Status KmsStore::PutBlob(Poco::Data::Session& s, const std::string& key_uri,
                          const hsm::TokenBlob& blob) {
   SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
-  std::string uri = key_uri, token = blob.token;
-  Poco::Int64 version = view.root_version;
-  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
-  s << "INSERT INTO key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
-       "ON CONFLICT (key_uri, token) DO UPDATE SET root_version = excluded.root_version, "
-       "blob = excluded.blob",
-      use(uri), use(token), use(version), use(bytes), now;
+  Database::Prepare(
+      s,
+      "INSERT INTO key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
+      "ON CONFLICT (key_uri, token) DO UPDATE SET root_version = "
+      "excluded.root_version, blob = excluded.blob")
+      .Bind(key_uri)
+      .Bind(blob.token)
+      .Bind(std::int64_t{view.root_version})
+      .BindBlob(blob.blob)
+      .Run();
   return OkStatus();
 }
 
@@ -247,27 +225,30 @@ Result<bool> KmsStore::AddMissingEphemeralBlob(Poco::Data::Session& s, const std
 }
 
 Result<std::optional<KeyRecord>> KmsStore::FindKey(Poco::Data::Session& s, const std::string& uri) {
-  std::string key_uri = uri;
-  Poco::Data::Statement select(s);
-  select << "SELECT " << kKeyColumns << " FROM keys WHERE uri = ?", use(key_uri);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::optional<KeyRecord>();
-  KeyRecord key = KeyFromRow(rows);
-  SR_RETURN_IF_ERROR(LoadBlobs(s, key));
-  return std::optional<KeyRecord>(std::move(key));
+  std::optional<KeyRecord> key;
+  {
+    SqlStatement select =
+        Database::Prepare(s, std::string("SELECT ") + kKeyColumns + " FROM keys WHERE uri = ?");
+    if (!select.Bind(uri).Next()) return key;
+    key = KeyFromStatement(select);
+  }
+  SR_RETURN_IF_ERROR(LoadBlobs(s, *key));
+  return key;
 }
 
 Status KmsStore::BindKey(Poco::Data::Session& s, const std::string& key_uri,
                          const std::string& resource_uri, std::int64_t bound_ms,
                          std::int64_t stop_encrypt_ms) {
-  std::string key = key_uri, resource = resource_uri;
-  Poco::Int64 bound = bound_ms, stop = stop_encrypt_ms;
-  Poco::Data::Statement update(s);
-  update << "UPDATE keys SET resource_uri = ?, bound_ms = ?, stop_encrypt_ms = ? "
-            "WHERE uri = ? AND resource_uri IS NULL",
-      use(resource), use(bound), use(stop), use(key);
-  if (update.execute() == 1) return OkStatus();
+  const std::int64_t changed =
+      Database::Prepare(s,
+                        "UPDATE keys SET resource_uri = ?, bound_ms = ?, stop_encrypt_ms = ? "
+                        "WHERE uri = ? AND resource_uri IS NULL")
+          .Bind(resource_uri)
+          .Bind(bound_ms)
+          .Bind(stop_encrypt_ms)
+          .Bind(key_uri)
+          .Run();
+  if (changed == 1) return OkStatus();
   SR_ASSIGN_OR_RETURN(std::optional<KeyRecord> existing, FindKey(s, key_uri));
   if (!existing) return Error(ErrorCode::kNotFound, "no key " + key_uri);
   return Error(ErrorCode::kFailedPrecondition, "key " + key_uri + " is bound already");
@@ -279,38 +260,42 @@ Result<std::vector<KeyRecord>> KmsStore::KeysOfResource(Poco::Data::Session& s,
   if (q.count == 0 || q.count > 1000) {
     return Error(ErrorCode::kInvalidArgument, "count must be 1 to 1000");
   }
-  std::string resource = resource_uri;
-  Poco::Int64 after = q.bound_after_ms.value_or(INT64_MIN);
-  Poco::Int64 before = q.bound_before_ms.value_or(INT64_MAX);
-  Poco::Int64 count = static_cast<Poco::Int64>(q.count);
-  Poco::Data::Statement select(s);
-  select << "SELECT " << kKeyColumns
-         << " FROM keys WHERE resource_uri = ? AND bound_ms > ? AND bound_ms < ? "
-            "ORDER BY bound_ms DESC, uri LIMIT ?",
-      use(resource), use(after), use(before), use(count);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
   std::vector<KeyRecord> out;
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) out.push_back(KeyFromRow(rows));
+  {
+    SqlStatement select = Database::Prepare(
+        s, std::string("SELECT ") + kKeyColumns +
+               " FROM keys WHERE resource_uri = ? AND bound_ms > ? AND bound_ms < ? "
+               "ORDER BY bound_ms DESC, uri LIMIT ?");
+    select.Bind(resource_uri)
+        .Bind(q.bound_after_ms.value_or(INT64_MIN))
+        .Bind(q.bound_before_ms.value_or(INT64_MAX))
+        .Bind(static_cast<std::int64_t>(q.count));
+    while (select.Next()) out.push_back(KeyFromStatement(select));
+  }
   for (KeyRecord& key : out) SR_RETURN_IF_ERROR(LoadBlobs(s, key));
   return out;
 }
 
 Status KmsStore::InsertEphemeralKey(Poco::Data::Session& s, const EphemeralKeyRecord& k) {
   if (k.blobs.empty()) return Error(ErrorCode::kInternal, "an ephemeral key without a blob");
-  std::string uri = k.uri, org = k.org, user = k.user_id, client = k.client_id;
-  Poco::Int64 created = k.created_ms, expires = k.expires_ms;
-  s << "INSERT INTO ephemeral_keys (uri, org, user_id, client_id, created_ms, expires_ms) "
-       "VALUES (?, ?, ?, ?, ?, ?)",
-      use(uri), use(org), use(user), use(client), use(created), use(expires), now;
+  Database::Prepare(s,
+                    "INSERT INTO ephemeral_keys (uri, org, user_id, client_id, created_ms, "
+                    "expires_ms) VALUES (?, ?, ?, ?, ?, ?)")
+      .Bind(k.uri)
+      .Bind(k.org)
+      .Bind(k.user_id)
+      .Bind(k.client_id)
+      .Bind(k.created_ms)
+      .Bind(k.expires_ms)
+      .Run();
+  SqlStatement insert =
+      Database::Prepare(s, "INSERT INTO ephemeral_blobs (uri, token, blob) VALUES (?, ?, ?)");
   for (const hsm::TokenBlob& blob : k.blobs) {
     SR_RETURN_IF_ERROR(hsm::ParseWrappedKey(blob.blob).ok()
                            ? OkStatus()
                            : Status(Error(ErrorCode::kInternal, "malformed ephemeral blob")));
-    std::string token = blob.token;
-    Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
-    s << "INSERT INTO ephemeral_blobs (uri, token, blob) VALUES (?, ?, ?)", use(uri), use(token),
-        use(bytes), now;
+    insert.Bind(k.uri).Bind(blob.token).BindBlob(blob.blob).Run();
+    insert.Reset();
   }
   return OkStatus();
 }
@@ -326,29 +311,15 @@ Status KmsStore::InsertExecutedRequests(Poco::Data::Session& s,
     executed_ms = std::max(executed_ms, r.executed_ms);
   }
   if (by_channel.empty()) return OkStatus();
-  // SQLite's own statement, prepared once per batch and stepped per row: this runs for every
-  // sealed request on the group commit's one writer thread, where Poco's binding per row cost a
-  // fifth of kmsd's retrieval rate (docs/benchmarks.md).
-  sqlite3* db = Poco::Data::SQLite::Utility::dbHandle(s);
-  sqlite3_stmt* insert = nullptr;
-  if (sqlite3_prepare_v2(db,
-                         "INSERT INTO executed_requests (channel, messages, executed_ms) "
-                         "VALUES (?, ?, ?)",
-                         -1, &insert, nullptr) != SQLITE_OK) {
-    return Error(ErrorCode::kUnavailable, "recording executed requests failed to prepare");
-  }
-  int rc = SQLITE_DONE;
+  // The connection's compiled insert, stepped per row: this runs for every sealed request on the
+  // group commit's one writer thread, where Poco's binding per row cost a fifth of kmsd's
+  // retrieval rate, and compiling the insert at every commit a few per cent more
+  // (docs/benchmarks.md).
+  SqlStatement insert = Database::Prepare(
+      s, "INSERT INTO executed_requests (channel, messages, executed_ms) VALUES (?, ?, ?)");
   for (const auto& [uri, joined] : by_channel) {
-    sqlite3_bind_text(insert, 1, uri.data(), static_cast<int>(uri.size()), SQLITE_STATIC);
-    sqlite3_bind_blob(insert, 2, joined.data(), static_cast<int>(joined.size()), SQLITE_STATIC);
-    sqlite3_bind_int64(insert, 3, executed_ms);
-    rc = sqlite3_step(insert);
-    sqlite3_reset(insert);
-    if (rc != SQLITE_DONE) break;
-  }
-  sqlite3_finalize(insert);
-  if (rc != SQLITE_DONE) {
-    return Error(ErrorCode::kUnavailable, "recording executed requests failed");
+    insert.Bind(uri).BindBlob(joined).Bind(executed_ms).Run();
+    insert.Reset();
   }
   return OkStatus();
 }
@@ -356,18 +327,29 @@ Status KmsStore::InsertExecutedRequests(Poco::Data::Session& s,
 Result<std::vector<std::string>> KmsStore::ExecutedRequestsOf(Poco::Data::Session& s,
                                                               const EphemeralKeyRecord& channel,
                                                               std::size_t message_bytes) {
-  std::string uri = channel.uri, org = channel.org, user = channel.user_id;
-  Poco::Int64 since = channel.created_ms;
-  std::vector<Poco::Data::BLOB> rows;
-  s << "SELECT messages FROM executed_requests WHERE channel = ?", use(uri), into(rows), now;
-  // Through audit_by_actor (actor, at_ms): the owner's records since the channel was made.
-  std::vector<Poco::Data::BLOB> audited;
-  s << "SELECT message FROM audit WHERE actor = ? AND at_ms >= ? AND org = ? AND channel = ?",
-      use(user), use(since), use(org), use(uri), into(audited), now;
-  rows.insert(rows.end(), audited.begin(), audited.end());
+  std::vector<std::string> rows;
+  {
+    SqlStatement select =
+        Database::Prepare(s, "SELECT messages FROM executed_requests WHERE channel = ?");
+    select.Bind(channel.uri);
+    while (select.Next()) {
+      const std::span<const std::uint8_t> blob = select.Blob(0);
+      rows.emplace_back(blob.begin(), blob.end());
+    }
+  }
+  {
+    // Through audit_by_actor (actor, at_ms): the owner's records since the channel was made.
+    SqlStatement select = Database::Prepare(
+        s, "SELECT message FROM audit WHERE actor = ? AND at_ms >= ? AND org = ? AND channel = ?");
+    select.Bind(channel.user_id).Bind(channel.created_ms).Bind(channel.org).Bind(channel.uri);
+    while (select.Next()) {
+      const std::span<const std::uint8_t> blob = select.Blob(0);
+      rows.emplace_back(blob.begin(), blob.end());
+    }
+  }
   std::vector<std::string> messages;
-  for (const Poco::Data::BLOB& row : rows) {
-    const char* bytes = reinterpret_cast<const char*>(row.rawContent());
+  for (const std::string& row : rows) {
+    const char* bytes = row.data();
     if (row.size() % message_bytes != 0) {
       return Error(ErrorCode::kDataLoss, "an executed-request record is not whole");
     }
@@ -390,31 +372,27 @@ Result<std::int64_t> KmsStore::DeleteSpentExecutedRequests(Poco::Data::Session& 
 
 Result<std::optional<EphemeralKeyRecord>> KmsStore::FindEphemeralKey(Poco::Data::Session& s,
                                                                      const std::string& uri) {
-  std::string key = uri;
-  Poco::Data::Statement select(s);
-  select << "SELECT uri, org, user_id, client_id, created_ms, expires_ms, deleted "
-            "FROM ephemeral_keys WHERE uri = ?",
-      use(key);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::optional<EphemeralKeyRecord>();
   EphemeralKeyRecord k;
-  k.uri = rows["uri"].convert<std::string>();
-  k.org = rows["org"].convert<std::string>();
-  k.user_id = rows["user_id"].convert<std::string>();
-  k.client_id = rows["client_id"].convert<std::string>();
-  k.created_ms = rows["created_ms"].convert<std::int64_t>();
-  k.expires_ms = rows["expires_ms"].convert<std::int64_t>();
-  k.deleted = rows["deleted"].convert<int>() != 0;
-  Poco::Data::Statement blobs(s);
-  blobs << "SELECT token, blob FROM ephemeral_blobs WHERE uri = ? ORDER BY token", use(key);
-  blobs.execute();
-  Poco::Data::RecordSet blob_rows(blobs);
-  for (bool row = blob_rows.moveFirst(); row; row = blob_rows.moveNext()) {
-    const Poco::Data::BLOB blob =
-        blob_rows["blob"].extract<Poco::Data::BLOB>();  // a copy: the Var is a temporary
-    k.blobs.push_back({blob_rows["token"].convert<std::string>(),
-                       std::vector<std::uint8_t>(blob.content().begin(), blob.content().end())});
+  {
+    SqlStatement select =
+        Database::Prepare(s,
+                          "SELECT uri, org, user_id, client_id, created_ms, expires_ms, deleted "
+                          "FROM ephemeral_keys WHERE uri = ?");
+    if (!select.Bind(uri).Next()) return std::optional<EphemeralKeyRecord>();
+    k.uri = select.Text(0);
+    k.org = select.Text(1);
+    k.user_id = select.Text(2);
+    k.client_id = select.Text(3);
+    k.created_ms = select.Int(4);
+    k.expires_ms = select.Int(5);
+    k.deleted = select.Int(6) != 0;
+  }
+  SqlStatement blobs =
+      Database::Prepare(s, "SELECT token, blob FROM ephemeral_blobs WHERE uri = ? ORDER BY token");
+  blobs.Bind(uri);
+  while (blobs.Next()) {
+    const std::span<const std::uint8_t> blob = blobs.Blob(1);
+    k.blobs.push_back({blobs.Text(0), std::vector<std::uint8_t>(blob.begin(), blob.end())});
   }
   return std::optional<EphemeralKeyRecord>(std::move(k));
 }
@@ -429,22 +407,24 @@ Status KmsStore::DeleteEphemeralKey(Poco::Data::Session& s, const std::string& u
 
 Status KmsStore::InsertAuthorizations(Poco::Data::Session& s,
                                       const std::vector<AuthorizationRecord>& authorizations) {
+  SqlStatement exists =
+      Database::Prepare(s, "SELECT 1 FROM authorizations WHERE resource_uri = ? AND auth_id = ?");
+  SqlStatement insert =
+      Database::Prepare(s, std::string("INSERT INTO authorizations (") + kAuthorizationColumns +
+                               ") VALUES (?, ?, ?, ?, ?, ?)");
   for (const AuthorizationRecord& a : authorizations) {
     if (a.role != "participant" && a.role != "cloudAgent" && a.role != "orgAgent") {
       return Error(ErrorCode::kInvalidArgument, "unknown role " + a.role);
     }
-    std::string resource = a.resource_uri, auth_id = a.auth_id;
-    std::int64_t exists = 0;
-    s << "SELECT COUNT(*) FROM authorizations WHERE resource_uri = ? AND auth_id = ?",
-        use(resource), use(auth_id), into(exists), now;
-    if (exists) {
+    const bool found = exists.Bind(a.resource_uri).Bind(a.auth_id).Next();
+    exists.Reset();
+    if (found) {
       return Error(ErrorCode::kAlreadyExists,
                    a.auth_id + " is authorized on " + a.resource_uri + " already");
     }
-    std::string uri = a.uri, role = a.role, creator = a.creator;
-    Poco::Int64 created = a.created_ms;
-    s << "INSERT INTO authorizations (" << kAuthorizationColumns << ") VALUES (?, ?, ?, ?, ?, ?)",
-        use(uri), use(resource), use(auth_id), use(role), use(creator), use(created), now;
+    insert.Bind(a.uri).Bind(a.resource_uri).Bind(a.auth_id).Bind(a.role).Bind(a.creator);
+    insert.Bind(a.created_ms).Run();
+    insert.Reset();
   }
   return OkStatus();
 }
@@ -492,22 +472,19 @@ Result<std::optional<std::string>> KmsStore::RoleOf(Poco::Data::Session& s,
                                                     const std::string& user) {
   // The resources whose members count as members of `resource_uri`: itself, and every resource
   // named as an authId on a resource already reached. UNION drops repeats, so cycles end.
-  std::string resource = resource_uri, who = user;
-  int depth = kMaxInheritanceDepth;
-  Poco::Data::Statement select(s);
-  select << "WITH RECURSIVE reach (uri, depth) AS ("
-            "  SELECT ?, 0"
-            "  UNION"
-            "  SELECT a.auth_id, r.depth + 1 FROM authorizations a JOIN reach r"
-            "    ON a.resource_uri = r.uri"
-            "  WHERE r.depth < ? AND a.auth_id IN (SELECT uri FROM resources))"
-            " SELECT a.role FROM authorizations a JOIN reach r ON a.resource_uri = r.uri"
-            " WHERE a.auth_id = ? ORDER BY r.depth LIMIT 1",
-      use(resource), use(depth), use(who);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::optional<std::string>();
-  return std::optional<std::string>(rows["role"].convert<std::string>());
+  SqlStatement select = Database::Prepare(
+      s,
+      "WITH RECURSIVE reach (uri, depth) AS ("
+      "  SELECT ?, 0"
+      "  UNION"
+      "  SELECT a.auth_id, r.depth + 1 FROM authorizations a JOIN reach r"
+      "    ON a.resource_uri = r.uri"
+      "  WHERE r.depth < ? AND a.auth_id IN (SELECT uri FROM resources))"
+      " SELECT a.role FROM authorizations a JOIN reach r ON a.resource_uri = r.uri"
+      " WHERE a.auth_id = ? ORDER BY r.depth LIMIT 1");
+  select.Bind(resource_uri).Bind(std::int64_t{kMaxInheritanceDepth}).Bind(user);
+  if (!select.Next()) return std::optional<std::string>();
+  return std::optional<std::string>(select.Text(0));
 }
 
 Status KmsStore::InsertSearchKey(Poco::Data::Session& s, const SearchKeyRecord& k) {

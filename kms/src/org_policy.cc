@@ -154,9 +154,11 @@ std::string PolicyStore::ToJson(const OrgPolicy& policy) {
 }
 
 Result<OrgPolicy> PolicyStore::Get(Poco::Data::Session& s, const std::string& org) {
-  std::string key = org;
   std::vector<std::string> stored;
-  s << "SELECT policy FROM org_policies WHERE org = ?", use(key), into(stored), now;
+  {
+    SqlStatement select = Database::Prepare(s, "SELECT policy FROM org_policies WHERE org = ?");
+    if (select.Bind(org).Next()) stored.push_back(select.Text(0));
+  }
   if (stored.empty()) {
     OrgPolicy defaults;
     defaults.org = org;

@@ -7,10 +7,12 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "../support/test_dir.h"
+#include "strongroom/common/sql_statement.h"
 
 namespace strongroom {
 namespace {
@@ -200,6 +202,39 @@ TEST_F(DatabaseTest, DeferredCommitsRelaxSyncOnlyForThemselves) {
   EXPECT_TRUE(db->SyncToDisk().ok());
 }
 
+// A connection remembers its level and is set only when a transaction needs another: on one
+// connection, deferred and full commits in any order each run at their own level.
+TEST_F(DatabaseTest, EachCommitRunsAtItsOwnLevelOnOneConnection) {
+  DatabaseOptions options;
+  options.max_sessions = 1;
+  auto db = Database::OpenSqlite(path_, kTwo, options);
+  ASSERT_TRUE(db.ok());
+  for (Database::Durability durability :
+       {Database::Durability::kDeferred, Database::Durability::kDeferred,
+        Database::Durability::kFull, Database::Durability::kFull, Database::Durability::kDeferred,
+        Database::Durability::kFull}) {
+    int level = -1;
+    ASSERT_TRUE((*db)
+                    ->InTransaction(
+                        [&](Poco::Data::Session& s) {
+                          s << "PRAGMA synchronous", into(level), now;
+                          s << "INSERT INTO notes (text) VALUES ('x')", now;
+                          return OkStatus();
+                        },
+                        durability)
+                    .ok());
+    EXPECT_EQ(level, durability == Database::Durability::kFull ? 2 : 1);
+  }
+  int level = -1;
+  ASSERT_TRUE((*db)
+                  ->WithSession([&](Poco::Data::Session& s) -> Status {
+                    s << "PRAGMA synchronous", into(level), now;
+                    return OkStatus();
+                  })
+                  .ok());
+  EXPECT_GE(level, 1);  // a read needs no particular level
+}
+
 TEST_F(DatabaseTest, ManyWritersTakeTurnsInsteadOfFailingBusy) {
   DatabaseOptions options;
   options.busy_timeout = std::chrono::milliseconds(2000);
@@ -258,6 +293,333 @@ TEST_F(DatabaseTest, CompactingEmptiesTheLogWhileReadersComeAndGo) {
   stop = true;
   reader.join();
   EXPECT_EQ(std::filesystem::file_size(path_ + "-wal"), 0u);
+}
+
+// --- statements compiled once per connection (Database::Prepare) ---------------------------------
+
+constexpr char kInsertNote[] = "INSERT INTO notes (id, text) VALUES (?, ?)";
+constexpr char kNoteText[] = "SELECT text FROM notes WHERE id = ?";
+
+std::unique_ptr<Database> OpenWith(
+    const std::string& path, std::size_t sessions,
+    std::chrono::milliseconds busy = std::chrono::milliseconds(5000)) {
+  DatabaseOptions options;
+  options.max_sessions = sessions;
+  options.busy_timeout = busy;
+  auto db = Database::OpenSqlite(path, kTwo, options);
+  EXPECT_TRUE(db.ok()) << db.error().ToString();
+  return db.ok() ? std::move(db).value() : nullptr;
+}
+
+std::string NoteText(Database& db, std::int64_t id) {
+  std::string text = "(none)";
+  EXPECT_TRUE(db.WithSession([&](Poco::Data::Session& s) -> Status {
+                  SqlStatement select = Database::Prepare(s, kNoteText);
+                  if (select.Bind(id).Next()) text = select.Text(0);
+                  return OkStatus();
+                }).ok());
+  return text;
+}
+
+TEST_F(DatabaseTest, AStatementIsCompiledOnceAndReboundAtEachUse) {
+  auto db = OpenWith(path_, 1);
+  ASSERT_TRUE(db);
+  auto insert = [&](std::int64_t id) {
+    return db->InTransaction([&](Poco::Data::Session& s) -> Status {
+      Database::Prepare(s, kInsertNote).Bind(id).Bind("note " + std::to_string(id)).Run();
+      return OkStatus();
+    });
+  };
+  ASSERT_TRUE(insert(0).ok());  // compiles the insert (BEGIN and COMMIT were, by the migrations)
+  const std::uint64_t compiled = db->statements_compiled();
+  auto uses = db->KeptStatementUses();
+  for (std::int64_t id = 1; id < 50; ++id) ASSERT_TRUE(insert(id).ok());
+  EXPECT_EQ(db->statements_compiled(), compiled);  // nothing compiled again
+  EXPECT_EQ(uses[kInsertNote], 1u);
+  EXPECT_EQ(db->KeptStatementUses()[kInsertNote], 50u);
+  EXPECT_EQ(db->KeptStatementUses()["BEGIN IMMEDIATE"], uses["BEGIN IMMEDIATE"] + 49);
+  EXPECT_EQ(db->KeptStatementUses()["COMMIT"], uses["COMMIT"] + 49);
+  // Each use saw its own values, and none of an earlier use's.
+  EXPECT_EQ(NoteText(*db, 0), "note 0");
+  EXPECT_EQ(NoteText(*db, 37), "note 37");
+  EXPECT_EQ(NoteText(*db, 49), "note 49");
+  EXPECT_EQ(NoteText(*db, 50), "(none)");
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 50);
+}
+
+TEST_F(DatabaseTest, ValuesOfEveryKindRoundTrip) {
+  auto db = OpenWith(path_, 1);
+  ASSERT_TRUE(db);
+  const std::string blob("\0\x01\xff", 3);
+  ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) -> Status {
+                  s << "CREATE TABLE kinds (i INTEGER, t TEXT, b BLOB, n INTEGER, e TEXT)", now;
+                  Database::Prepare(s, "INSERT INTO kinds VALUES (?, ?, ?, ?, ?)")
+                      .Bind(std::int64_t{INT64_MIN})
+                      .Bind(std::string_view("caf\xc3\xa9"))
+                      .BindBlob(blob)
+                      .Bind(std::optional<std::int64_t>())
+                      .Bind(std::string_view())  // empty text, not NULL
+                      .Run();
+                  return OkStatus();
+                }).ok());
+  ASSERT_TRUE(db->WithSession([&](Poco::Data::Session& s) -> Status {
+                  SqlStatement row = Database::Prepare(
+                      s, "SELECT i, t, b, n, e, e IS NULL, typeof(b), length(b) FROM kinds");
+                  EXPECT_TRUE(row.Next());
+                  EXPECT_EQ(row.Int(0), INT64_MIN);
+                  EXPECT_EQ(row.Text(1), "caf\xc3\xa9");
+                  const std::span<const std::uint8_t> bytes = row.Blob(2);
+                  EXPECT_EQ(std::string(bytes.begin(), bytes.end()), blob);
+                  EXPECT_TRUE(row.IsNull(3));
+                  EXPECT_EQ(row.OptionalInt(3), std::nullopt);
+                  EXPECT_EQ(row.OptionalText(4), std::optional<std::string>(""));
+                  EXPECT_EQ(row.Int(5), 0);
+                  EXPECT_EQ(row.Text(6), "blob");
+                  EXPECT_EQ(row.Int(7), 3);
+                  EXPECT_FALSE(row.Next());
+                  return OkStatus();
+                }).ok());
+}
+
+// SQLite compiles a kept statement again by itself when the schema changed under it: the same
+// statement then reads the new column.
+TEST_F(DatabaseTest, AKeptStatementFollowsASchemaChange) {
+  auto db = OpenWith(path_, 1);
+  ASSERT_TRUE(db);
+  constexpr char kAll[] = "SELECT * FROM notes";
+  ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) -> Status {
+                  s << "INSERT INTO notes (id, text) VALUES (1, 'a')", now;
+                  return OkStatus();
+                }).ok());
+  auto third_column = [&]() {
+    std::optional<std::string> value = "(unread)";
+    EXPECT_TRUE(db->WithSession([&](Poco::Data::Session& s) -> Status {
+                    SqlStatement all = Database::Prepare(s, kAll);
+                    if (all.Next()) value = all.OptionalText(2);
+                    return OkStatus();
+                  }).ok());
+    return value;
+  };
+  EXPECT_EQ(third_column(), std::nullopt);  // there is no third column
+  ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) -> Status {
+                  s << "ALTER TABLE notes ADD COLUMN colour TEXT NOT NULL DEFAULT 'blue'", now;
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(third_column(), std::optional<std::string>("blue"));
+  EXPECT_EQ(db->KeptStatementUses()[kAll], 2u);  // the one kept statement, both times
+}
+
+// A kept statement whose table is dropped fails the work that uses it, as any statement would;
+// the connection serves on, and the statement works again once the table is back.
+TEST_F(DatabaseTest, AStatementOnADroppedTableFailsItsWorkOnly) {
+  auto db = OpenWith(path_, 1);
+  ASSERT_TRUE(db);
+  constexpr char kCount[] = "SELECT COUNT(*) FROM notes";
+  auto count = [&](std::int64_t* n) {
+    return db->WithSession([&](Poco::Data::Session& s) -> Status {
+      SqlStatement select = Database::Prepare(s, kCount);
+      if (select.Next()) *n = select.Int(0);
+      return OkStatus();
+    });
+  };
+  std::int64_t n = -1;
+  ASSERT_TRUE(count(&n).ok());
+  EXPECT_EQ(n, 0);
+  ASSERT_TRUE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                  s << "DROP TABLE notes", now;
+                  return OkStatus();
+                }).ok());
+  Status failed = count(&n);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code(), ErrorCode::kInternal);
+  EXPECT_NE(failed.error().message().find("no such table"), std::string::npos)
+      << failed.error().message();
+  ASSERT_TRUE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                  s << "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)", now;
+                  s << "INSERT INTO notes (text) VALUES ('again')", now;
+                  return OkStatus();
+                }).ok());
+  n = -1;
+  ASSERT_TRUE(count(&n).ok());
+  EXPECT_EQ(n, 1);
+}
+
+// A failing statement rolls its transaction back and leaves its kept statement free for the next
+// unit of work.
+TEST_F(DatabaseTest, AFailingStatementRollsBackAndIsUsedAgain) {
+  auto db = OpenWith(path_, 1);
+  ASSERT_TRUE(db);
+  Status failed = db->InTransaction([&](Poco::Data::Session& s) -> Status {
+    Database::Prepare(s, kInsertNote).Bind(1).Bind("kept?").Run();
+    Database::Prepare(s, kInsertNote).Bind(2).BindNull().Run();  // NOT NULL: throws
+    return OkStatus();
+  });
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code(), ErrorCode::kInternal);
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 0);
+  const std::uint64_t compiled = db->statements_compiled();
+  ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) -> Status {
+                  Database::Prepare(s, kInsertNote).Bind(3).Bind("three").Run();
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(db->statements_compiled(), compiled);
+  EXPECT_EQ(NoteText(*db, 3), "three");
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 1);
+}
+
+TEST_F(DatabaseTest, WhatDoesNotCompileOrBindFailsTheWork) {
+  auto db = OpenWith(path_, 1);
+  ASSERT_TRUE(db);
+  for (const char* sql : {"SELEC 1", "SELECT 1; SELECT 2", "", "SELECT * FROM missing"}) {
+    Status failed = db->WithSession([&](Poco::Data::Session& s) -> Status {
+      Database::Prepare(s, sql).Run();
+      return OkStatus();
+    });
+    ASSERT_FALSE(failed.ok()) << sql;
+    EXPECT_EQ(failed.error().code(), ErrorCode::kInternal) << sql;
+  }
+  Status too_many = db->WithSession([&](Poco::Data::Session& s) -> Status {
+    Database::Prepare(s, kNoteText).Bind(1).Bind(2).Next();
+    return OkStatus();
+  });
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.error().code(), ErrorCode::kInternal);
+  EXPECT_EQ(NoteText(*db, 1), "(none)");  // the connection serves on
+}
+
+// Another process (here another Database) holding the write lock past the busy timeout is
+// UNAVAILABLE, as with Poco's statements, not an internal error.
+TEST_F(DatabaseTest, AStatementThatFindsTheDatabaseLockedIsUnavailable) {
+  auto db = OpenWith(path_, 1, std::chrono::milliseconds(100));
+  auto other = OpenWith(path_, 1);
+  ASSERT_TRUE(db && other);
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool locked = false, done = false;
+  std::thread holder([&] {
+    (void)other->InTransaction([&](Poco::Data::Session& s) -> Status {
+      s << "INSERT INTO notes (text) VALUES ('holding')", now;
+      std::unique_lock lock(mutex);
+      locked = true;
+      changed.notify_all();
+      changed.wait(lock, [&] { return done; });
+      return OkStatus();
+    });
+  });
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return locked; });
+  }
+  Status busy = db->WithSession([&](Poco::Data::Session& s) -> Status {
+    Database::Prepare(s, kInsertNote).Bind(9).Bind("nine").Run();
+    return OkStatus();
+  });
+  {
+    std::lock_guard lock(mutex);
+    done = true;
+  }
+  changed.notify_all();
+  holder.join();
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(busy.error().code(), ErrorCode::kUnavailable) << busy.error().message();
+  EXPECT_EQ(NoteText(*db, 9), "(none)");
+}
+
+// The same SQL leased again while its first lease lives (a statement run in the loop over another's
+// rows) gets a statement of its own; both read their own rows.
+TEST_F(DatabaseTest, TheSameStatementLeasedTwiceAtOnceGetsTwo) {
+  auto db = OpenWith(path_, 1);
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                  s << "INSERT INTO notes (id, text) VALUES (1, 'a'), (2, 'b'), (3, 'c')", now;
+                  return OkStatus();
+                }).ok());
+  constexpr char kFrom[] = "SELECT id, text FROM notes WHERE id >= ? ORDER BY id";
+  std::vector<std::string> pairs;
+  ASSERT_TRUE(db->WithSession([&](Poco::Data::Session& s) -> Status {
+                  SqlStatement outer = Database::Prepare(s, kFrom);
+                  outer.Bind(1);
+                  while (outer.Next()) {
+                    SqlStatement inner = Database::Prepare(s, kFrom);
+                    inner.Bind(outer.Int(0) + 1);
+                    std::string rest;
+                    while (inner.Next()) rest += inner.Text(1);
+                    pairs.push_back(outer.Text(1) + ":" + rest);
+                  }
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(pairs, (std::vector<std::string>{"a:bc", "b:c", "c:"}));
+  EXPECT_EQ(db->KeptStatementUses()[kFrom], 1u);  // the outer one; the inner ones were their own
+}
+
+// Statements are kept up to a bound; past it, each use compiles its own, which works the same.
+TEST_F(DatabaseTest, PastTheBoundStatementsAreCompiledForEachUse) {
+  auto db = OpenWith(path_, 1);
+  ASSERT_TRUE(db);
+  constexpr std::int64_t kTexts = Database::kMaxKeptStatements + 20;
+  ASSERT_TRUE(db->WithSession([&](Poco::Data::Session& s) -> Status {
+                  for (std::int64_t i = 0; i < kTexts; ++i) {
+                    SqlStatement select = Database::Prepare(s, "SELECT " + std::to_string(i));
+                    EXPECT_TRUE(select.Next());
+                    EXPECT_EQ(select.Int(0), i);
+                  }
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(db->KeptStatementUses().size(), Database::kMaxKeptStatements);
+}
+
+// A session the Database did not hand to this thread's work (another Database's, or its own used
+// from elsewhere) gets a statement compiled for that use, kept nowhere.
+TEST_F(DatabaseTest, ASessionOfNoWorkOfTheDatabaseGetsAStatementOfItsOwn) {
+  auto db = OpenWith(path_, 1);
+  auto other = OpenWith(path_, 1);
+  ASSERT_TRUE(db && other);
+  ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) -> Status {
+                  s << "INSERT INTO notes (id, text) VALUES (5, 'five')", now;
+                  return OkStatus();
+                }).ok());
+  std::string text;
+  ASSERT_TRUE(other
+                  ->WithSession([&](Poco::Data::Session& theirs) -> Status {
+                    return db->WithSession([&](Poco::Data::Session&) -> Status {
+                      // `theirs` is not the session of the work running now.
+                      SqlStatement select = Database::Prepare(theirs, kNoteText);
+                      if (select.Bind(5).Next()) text = select.Text(0);
+                      return OkStatus();
+                    });
+                  })
+                  .ok());
+  EXPECT_EQ(text, "five");
+  EXPECT_EQ(db->KeptStatementUses().count(kNoteText), 0u);
+  EXPECT_EQ(other->KeptStatementUses().count(kNoteText), 0u);
+}
+
+// The kept statements are finalized with their connection: closed cleanly, the last connection
+// removes the write-ahead log and shared memory files, which SQLite keeps while a connection is
+// left open by statements nobody finalized.
+TEST_F(DatabaseTest, KeptStatementsAreFinalizedWithTheirConnections) {
+  auto db = OpenWith(path_, 4);
+  ASSERT_TRUE(db);
+  std::vector<std::thread> users;
+  for (int t = 0; t < 4; ++t) {
+    users.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        EXPECT_TRUE(db->InTransaction([&](Poco::Data::Session& s) -> Status {
+                        Database::Prepare(s, kInsertNote).Bind(t * 100 + i).Bind("x").Run();
+                        return OkStatus();
+                      }).ok());
+        EXPECT_EQ(NoteText(*db, t * 100 + i), "x");
+      }
+    });
+  }
+  for (std::thread& user : users) user.join();
+  ASSERT_TRUE(std::filesystem::exists(path_ + "-wal"));
+  db.reset();
+  EXPECT_FALSE(std::filesystem::exists(path_ + "-wal"));
+  EXPECT_FALSE(std::filesystem::exists(path_ + "-shm"));
+  auto again = OpenWith(path_, 1);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(Count(*again, "SELECT COUNT(*) FROM notes"), 80);
 }
 
 TEST_F(DatabaseTest, EveryConnectionDeletesSecurely) {

@@ -87,6 +87,42 @@ TEST_F(AuditWriterTest, ChainStaysWholeWhenOtherTransactionsAppendToo) {
   EXPECT_EQ(verdict->records, 100);
 }
 
+// The group commit's statements (the chain's head, the audit insert, the executed-request insert,
+// BEGIN and COMMIT) are compiled at the first batch and re-bound at every later one.
+TEST_F(AuditWriterTest, ABatchCompilesNoStatementAfterTheFirst) {
+  AuditWriter writer(*db_);
+  // Someone else's record: its request goes to executed_requests, in the same commit.
+  auto executed = [](int i) {
+    return ExecutedRequest{"kms://kms.acme.test/ecdhe/c" + std::to_string(i),
+                           std::string(28, static_cast<char>('a' + i % 26)),
+                           2000 + i,
+                           "acme",
+                           "someone-else",
+                           0};
+  };
+  ASSERT_TRUE(writer.Append(Record(0), executed(0)).ok());
+  const std::uint64_t compiled = db_->statements_compiled();
+  const auto uses_before = db_->KeptStatementUses();
+  constexpr int kBatches = 20;
+  for (int i = 1; i <= kBatches; ++i) ASSERT_TRUE(writer.Append(Record(i), executed(i)).ok());
+  EXPECT_EQ(db_->statements_compiled(), compiled);
+  const auto uses = db_->KeptStatementUses();
+  auto grown = [&](std::string_view prefix) {
+    std::uint64_t before = 0, after = 0;
+    for (const auto& [sql, n] : uses_before) before += sql.starts_with(prefix) ? n : 0;
+    for (const auto& [sql, n] : uses) after += sql.starts_with(prefix) ? n : 0;
+    return after - before;
+  };
+  EXPECT_EQ(grown("INSERT INTO audit "), static_cast<std::uint64_t>(kBatches));
+  EXPECT_EQ(grown("SELECT seq, hash FROM audit"), static_cast<std::uint64_t>(kBatches));
+  EXPECT_EQ(grown("INSERT INTO executed_requests "), static_cast<std::uint64_t>(kBatches));
+  EXPECT_EQ(grown("COMMIT"), static_cast<std::uint64_t>(kBatches));
+  auto verdict = AuditLog::Verify(*db_);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_TRUE(verdict->ok()) << verdict->problem;
+  EXPECT_EQ(verdict->records, kBatches + 1);
+}
+
 TEST(HotPathCacheTest, AChangeMakesEveryEarlierReadStale) {
   HotPathCache<std::string> cache(64, std::chrono::seconds(60));
   const std::uint64_t before = cache.generation();

@@ -122,6 +122,57 @@ TEST_F(KmsStoreTest, KeysKeepTheirWrappedBlobsAndBindOnce) {
                }).ok());  // the resource must exist
 }
 
+// Creating keys and binding them to a new resource (kmsd's create + bind) compiles its statements
+// once per connection: the second round compiles nothing and re-binds the first round's.
+TEST_F(KmsStoreTest, CreateAndBindCompileTheirStatementsOnce) {
+  auto round = [&](const std::string& n) {
+    const std::string resource = "kms://kms.acme.test/resources/round" + n;
+    ASSERT_TRUE(Tx([&](Poco::Data::Session& s) -> Status {
+                  return KmsStore::InsertKeys(s, {Key("a" + n), Key("b" + n)});
+                }).ok());
+    ASSERT_TRUE(
+        Tx([&](Poco::Data::Session& s) -> Status {
+          SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> existing,
+                              KmsStore::FindResource(s, resource));
+          if (existing) return Error(ErrorCode::kAlreadyExists, "exists");
+          SR_RETURN_IF_ERROR(KmsStore::InsertResource(s, {resource, "acme", "alice", 2000, {}}));
+          SR_RETURN_IF_ERROR(
+              KmsStore::InsertAuthorizations(s, {Auth(resource, "alice"), Auth(resource, "bob")}));
+          for (const char* id : {"a", "b"}) {
+            SR_ASSIGN_OR_RETURN(std::optional<KeyRecord> key,
+                                KmsStore::FindKey(s, Key(id + n).uri));
+            if (!key || key->blobs.size() != 2) return Error(ErrorCode::kInternal, "key?");
+            SR_RETURN_IF_ERROR(KmsStore::BindKey(s, key->uri, resource, 3000, 4000));
+          }
+          return OkStatus();
+        }).ok());
+    EXPECT_EQ(RoleOf(resource, "bob"), std::optional<std::string>("participant"));
+  };
+  round("1");
+  const std::uint64_t compiled = db_->statements_compiled();
+  round("2");
+  EXPECT_EQ(db_->statements_compiled(), compiled);
+  const auto uses = db_->KeptStatementUses();
+  auto used = [&](std::string_view prefix) {
+    std::uint64_t n = 0;
+    for (const auto& [sql, count] : uses) n += sql.starts_with(prefix) ? count : 0;
+    return n;
+  };
+  EXPECT_EQ(used("INSERT INTO keys "), 2u);       // once per InsertKeys
+  EXPECT_EQ(used("INSERT INTO key_blobs "), 8u);  // PutBlob: two tokens, two keys, two rounds
+  EXPECT_EQ(used("UPDATE keys SET resource_uri"), 4u);
+  EXPECT_EQ(used("SELECT uri, org, creator, client_id"), 4u);  // FindKey
+  EXPECT_EQ(used("SELECT token, blob FROM key_blobs"), 4u);
+  EXPECT_EQ(used("INSERT INTO authorizations "), 2u);
+  EXPECT_EQ(used("WITH RECURSIVE reach"), 2u);  // RoleOf
+  auto key = Read<std::optional<KeyRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::FindKey(s, Key("b2").uri); });
+  ASSERT_TRUE(key.has_value());
+  EXPECT_EQ(key->resource_uri, std::optional<std::string>("kms://kms.acme.test/resources/round2"));
+  EXPECT_EQ(key->stop_encrypt_ms, std::optional<std::int64_t>(4000));
+  EXPECT_EQ(key->blobs[1].blob, Blob("standby", 1, 2).blob);
+}
+
 TEST_F(KmsStoreTest, KeysAreNeverStoredUnwrapped) {
   KeyRecord bare = Key("bare");
   bare.blobs.clear();

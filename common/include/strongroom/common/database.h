@@ -19,22 +19,33 @@
 // (Poco::Data::SessionPool's janitor timer deadlocks against its destructor in Poco 1.11). Write
 // transactions of one process take turns on a mutex (bounded by the busy timeout) before they
 // begin, so SQLite's sleeping busy handler is only met by other processes (kmsctl).
+//
+// Each pooled connection keeps the statements its units of work prepared (Prepare,
+// sql_statement.h), keyed by their SQL text, and its transaction control (BEGIN, COMMIT, the
+// durability pragmas), compiled once: a statement is compiled at its first use on a connection and
+// re-bound at every later one. SQLite compiles a kept statement again by itself when the schema
+// changed under it; the statements are finalized with their connection, before it closes.
 #ifndef STRONGROOM_COMMON_DATABASE_H_
 #define STRONGROOM_COMMON_DATABASE_H_
 
 #include <Poco/Data/Session.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "strongroom/common/error.h"
+#include "strongroom/common/sql_statement.h"
 
 namespace strongroom {
 
@@ -85,14 +96,36 @@ class Database {
   // Runs `work` on a session outside any explicit transaction (single read statements).
   Status WithSession(const std::function<Status(Poco::Data::Session&)>& work);
 
+  // The statement `sql` on `session`, for the unit of work that runs on it (sql_statement.h): the
+  // connection's compiled statement for that text when `session` is the one this thread's
+  // InTransaction or WithSession work was given, compiled now and kept if it is the first use
+  // there; otherwise (a session of no Database, or the same SQL already leased) a statement
+  // compiled for this use alone. Throws as a Poco statement does when `sql` does not compile.
+  static SqlStatement Prepare(Poco::Data::Session& session, std::string_view sql);
+
+  // How many statements Prepare and the transaction control compiled since the Database opened,
+  // and, per SQL text, how often the idle connections' kept statements were used: what shows
+  // that statements are compiled once (tests; a connection in use is not counted).
+  std::uint64_t statements_compiled() const { return statements_compiled_.load(); }
+  std::map<std::string, std::uint64_t> KeptStatementUses();
+
+  // At most this many statements are kept per connection; others are compiled for each use.
+  static constexpr std::size_t kMaxKeptStatements = 128;
+
  private:
   class Connection;
   Database(std::string connect_string, std::size_t max_sessions,
            std::chrono::milliseconds busy_timeout);
-  static Status Migrate(Poco::Data::Session& session, std::span<const Migration> migrations,
+  static Status Migrate(Connection& connection, std::span<const Migration> migrations,
                         int* version);
-  // Runs `work` on a pooled connection, opening one if fewer than max_sessions exist.
-  Status WithConnection(const std::function<Status(Poco::Data::Session&)>& work);
+  static Status RunTransaction(Connection& connection,
+                               const std::function<Status(Poco::Data::Session&)>& work);
+  // The connection whose work runs on this thread, if any.
+  static Connection*& Current();
+  // Runs `work` on a pooled connection, opening one if fewer than max_sessions exist; one already
+  // at `durability`'s synchronous level if there is one idle.
+  Status WithConnection(std::optional<Durability> durability,
+                        const std::function<Status(Connection&)>& work);
 
   const std::string connect_string_;
   const std::size_t max_sessions_;
@@ -104,9 +137,11 @@ class Database {
   std::timed_mutex writer_;
   const std::chrono::milliseconds busy_timeout_;
 
+  std::atomic<std::uint64_t> statements_compiled_{0};
+
   std::mutex mutex_;
   std::condition_variable available_;
-  std::vector<std::unique_ptr<Poco::Data::Session>> idle_;
+  std::vector<std::unique_ptr<Connection>> idle_;
   std::size_t open_ = 0;
 };
 

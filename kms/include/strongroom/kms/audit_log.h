@@ -86,8 +86,9 @@ class AuditLog {
 
   // Appends inside the caller's transaction; fills in seq.
   static Status Append(Poco::Data::Session& session, AuditRecord& record);
-  // Appends several records in order with one read of the chain's head and one prepared insert
-  // (the group commit's path); all or none, as the caller's transaction decides.
+  // Appends several records in order with one read of the chain's head and the connection's
+  // compiled insert, re-bound per record (the group commit's path); all or none, as the caller's
+  // transaction decides.
   static Status AppendAll(Poco::Data::Session& session, std::span<AuditRecord> records);
 
   // Walks the whole log in order, in batches, recomputing the chain.
