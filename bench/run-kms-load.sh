@@ -126,6 +126,12 @@ url="$KMS_URL"
   done ) >"$out/rss.log" &
 rss_pid=$!
 rss_now() { awk '/VmRSS/ {print $2}' "/proc/$kmsd_pid/status"; }
+# kmsd's context switches so far, summed over its threads: "voluntary involuntary".
+switches() {
+  cat /proc/"$kmsd_pid"/task/*/status 2>/dev/null |
+    awk '/^voluntary_ctxt_switches:/ {v += $2} /^nonvoluntary_ctxt_switches:/ {n += $2}
+         END {print v + 0, n + 0}'
+}
 
 {
   echo "date: $(date -Is)"
@@ -176,6 +182,7 @@ for scenario in "${scenario_list[@]}"; do
     perf_pid=$!
   fi
   io_before=$(awk '/^(wchar|write_bytes):/ {printf "%s ", $2}' "/proc/$kmsd_pid/io")
+  switches_before=$(switches)
   "$load" "${common[@]}" --scenario "$scenario" --duration "$duration" --warmup "$warmup" \
     --keys "$keys" --server-pid "$kmsd_pid" --json-out "$out/$name.json" |
     tee -a "$out/run.txt" || status=$?
@@ -188,6 +195,15 @@ for scenario in "${scenario_list[@]}"; do
   echo "kmsd wrote $((wchar1 - wchar0)) bytes (wchar), $((wbytes1 - wbytes0)) to storage," \
     "$(( (wchar1 - wchar0) / (answered > 0 ? answered : 1) )) wchar bytes per measured request" |
     tee -a "$out/run.txt"
+  # How often kmsd's threads slept and were woken (voluntary: a wait, the hand-offs between
+  # threads) or were preempted (involuntary: the machine's other load), set-up and warm-up
+  # included: hand-offs per request, which CPU noise moves less than CPU time.
+  read -r vol0 invol0 <<<"$switches_before"
+  read -r vol1 invol1 <<<"$(switches)"
+  n=$(( answered > 0 ? answered : 1 ))
+  echo "kmsd context switches: $((vol1 - vol0)) voluntary, $((invol1 - invol0)) involuntary;" \
+    "per measured request $(echo "scale=2; ($vol1 - $vol0) / $n" | bc) voluntary," \
+    "$(echo "scale=2; ($invol1 - $invol0) / $n" | bc) involuntary" | tee -a "$out/run.txt"
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
     {
