@@ -396,6 +396,7 @@ class HttpsServer::Edge {
     out.refused = refused_.load();
     out.timed_out = timed_out_.load();
     out.requests = requests_.load();
+    out.lingered = lingered_.load();
     return out;
   }
 
@@ -551,6 +552,44 @@ class HttpsServer::Edge {
     Destroy(c);
   }
 
+  enum class HeadRead { kComplete, kPartial, kTooLarge, kFailed };
+
+  // Reads what has arrived of the connection's next request, without waiting: its head and a small
+  // body, never more (the rest stays in the socket for the worker). Used by the edge, and by a
+  // worker waiting for the next request on the connection it served (Linger).
+  static HeadRead ReadHead(Connection& c) {
+    SSL* ssl = c.socket->ssl();
+    std::size_t want = kMaxRequestHeadBytes + 1;
+    for (;;) {
+      const std::size_t end = HeadEnd(c.head);
+      if (end != std::string::npos)
+        want = end + BodyToReadAhead(std::string_view(c.head).substr(0, end));
+      if (c.head.size() >= want) break;
+      char buffer[16 * 1024];
+      const int room = static_cast<int>(std::min(sizeof buffer, want - c.head.size()));
+      ERR_clear_error();
+      const int n = SSL_read(ssl, buffer, room);
+      if (n > 0) {
+        c.head.append(buffer, static_cast<std::size_t>(n));
+        continue;
+      }
+      const int error = SSL_get_error(ssl, n);
+      if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) break;
+      ERR_clear_error();
+      return HeadRead::kFailed;
+    }
+    const std::size_t end = HeadEnd(c.head);
+    if (end == std::string::npos) {
+      return c.head.size() > kMaxRequestHeadBytes ? HeadRead::kTooLarge : HeadRead::kPartial;
+    }
+    return c.head.size() < want ? HeadRead::kPartial : HeadRead::kComplete;
+  }
+
+  static std::string HeadTooLarge() {
+    return ErrorAnswer(431, "Request Header Fields Too Large", "head_too_large",
+                       "a request head is at most 32768 bytes");
+  }
+
   void Advance(Connection* c) {
     if (stopping_edge_) return Destroy(c);
     SSL* ssl = c->socket->ssl();
@@ -570,44 +609,17 @@ class HttpsServer::Edge {
       c->phase = Phase::kHead;
       c->deadline = Clock::now() + options_.request_timeout;
     }
-    // Reading the head: never more than the largest head and a small body, the rest stays in
-    // the socket for the worker.
-    const std::size_t before = c->head.size();
-    std::size_t want = kMaxRequestHeadBytes + 1;
-    for (;;) {
-      const std::size_t end = HeadEnd(c->head);
-      if (end != std::string::npos)
-        want = end + BodyToReadAhead(std::string_view(c->head).substr(0, end));
-      if (c->head.size() >= want) break;
-      char buffer[16 * 1024];
-      const int room = static_cast<int>(std::min(sizeof buffer, want - c->head.size()));
-      ERR_clear_error();
-      const int n = SSL_read(ssl, buffer, room);
-      if (n > 0) {
-        c->head.append(buffer, static_cast<std::size_t>(n));
-        continue;
-      }
-      const int error = SSL_get_error(ssl, n);
-      if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) break;
-      ERR_clear_error();
-      return Destroy(c);  // closed, reset, or not TLS
-    }
-    if (before == 0 && !c->head.empty()) {
+    const bool had_bytes = !c->head.empty();
+    const HeadRead read = ReadHead(*c);
+    if (read == HeadRead::kFailed) return Destroy(c);  // closed, reset, or not TLS
+    if (!had_bytes && !c->head.empty()) {
       // The first byte of a request: from now on it has request_timeout to arrive whole.
       c->deadline = Clock::now() + options_.request_timeout;
     }
-    const std::size_t end = HeadEnd(c->head);
-    if (end == std::string::npos) {
-      if (c->head.size() > kMaxRequestHeadBytes) {
-        return Refuse(c, ErrorAnswer(431, "Request Header Fields Too Large", "head_too_large",
-                                     "a request head is at most 32768 bytes"));
-      }
+    if (read == HeadRead::kTooLarge) return Refuse(c, HeadTooLarge());
+    if (read == HeadRead::kPartial) {
       c->want_write = false;
-      return Rearm(c);
-    }
-    if (c->head.size() < want) {
-      c->want_write = false;
-      return Rearm(c);  // the body read ahead is still coming
+      return Rearm(c);  // the head, or the body read ahead, is still coming
     }
     Dispatch(c);
   }
@@ -655,7 +667,10 @@ class HttpsServer::Edge {
         continue;
       }
       c->phase = Phase::kHead;
-      c->deadline = Clock::now() + options_.keep_alive_timeout;
+      // A worker that waited for the next request may hand back part of its head: it then has
+      // request_timeout (from now) to arrive whole, as any head.
+      c->deadline =
+          Clock::now() + (c->head.empty() ? options_.keep_alive_timeout : options_.request_timeout);
       c->want_write = false;
       c->socket->setBlocking(false);
       Rearm(c);
@@ -733,8 +748,12 @@ class HttpsServer::Edge {
         }
         if (!go_on || !c.socket->initialized()) return;
         if (Stopping()) return;
-        // A pipelined request already read is served here; otherwise the edge waits for the next.
-        if (!c.session->HasBuffered() && !c.socket->HasPending()) break;
+        // A pipelined request already read is served here; otherwise the next request is waited
+        // for here a little (Linger), then by the edge.
+        if (c.session->HasBuffered() || c.socket->HasPending()) continue;
+        const Next next = Linger(c);
+        if (next == Next::kClose) return;
+        if (next == Next::kEdge) break;
       }
       c.keep = true;
     } catch (const std::exception&) {
@@ -745,6 +764,53 @@ class HttpsServer::Edge {
   bool Stopping() {
     std::lock_guard<std::mutex> lock(mutex_);
     return stopping_;
+  }
+
+  enum class Next { kServe, kEdge, kClose };
+
+  // Waits up to options_.linger for the connection's next request and reads it as the edge would
+  // (ReadHead): kServe when it has come whole (its bytes ahead of the socket, for Poco's session),
+  // kEdge when the edge is to wait for it instead (nothing came in time, or only part of it, which
+  // stays in c.head; or another connection's request waits for a worker), kClose when the
+  // connection is to close (closed by the peer, or a head too large, answered 431). So a client
+  // that sends its next request at once is served by this worker without a hand-off to the edge
+  // and back, and one that is slow costs the worker at most the linger.
+  Next Linger(Connection& c) {
+    if (options_.linger.count() <= 0) return Next::kEdge;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_ || !work_.empty()) return Next::kEdge;
+    }
+    const Clock::time_point until = Clock::now() + options_.linger;
+    for (;;) {
+      switch (ReadHead(c)) {
+        case HeadRead::kComplete:
+          c.socket->SetAhead(std::move(c.head));
+          c.head.clear();
+          requests_.fetch_add(1, std::memory_order_relaxed);
+          lingered_.fetch_add(1, std::memory_order_relaxed);
+          return Next::kServe;
+        case HeadRead::kFailed:
+          return Next::kClose;
+        case HeadRead::kTooLarge: {
+          const std::string answer = HeadTooLarge();
+          ERR_clear_error();
+          SSL_write(c.socket->ssl(), answer.data(), static_cast<int>(answer.size()));
+          ERR_clear_error();
+          return Next::kClose;
+        }
+        case HeadRead::kPartial:
+          break;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until - Clock::now());
+      if (left.count() <= 0) return Next::kEdge;
+      pollfd p{c.socket->sockfd(), POLLIN, 0};
+      const timespec wait{static_cast<time_t>(left.count() / 1000000000),
+                          static_cast<long>(left.count() % 1000000000)};
+      const int rc = ::ppoll(&p, 1, &wait, nullptr);
+      if (rc == 0) return Next::kEdge;
+      if (rc < 0 && errno != EINTR) return Next::kClose;
+    }
   }
 
   // One request, as Poco's HTTPServerConnection serves each; whether the connection goes on.
@@ -820,7 +886,8 @@ class HttpsServer::Edge {
   bool stopping_ = false;
   bool workers_done_ = false;
 
-  std::atomic<std::uint64_t> open_{0}, accepted_{0}, refused_{0}, timed_out_{0}, requests_{0};
+  std::atomic<std::uint64_t> open_{0}, accepted_{0}, refused_{0}, timed_out_{0}, requests_{0},
+      lingered_{0};
 };
 
 Result<std::unique_ptr<HttpsServer>> HttpsServer::Start(
@@ -828,10 +895,11 @@ Result<std::unique_ptr<HttpsServer>> HttpsServer::Start(
     Poco::Net::HTTPRequestHandlerFactory::Ptr factory) {
   if (options.max_threads < 1 || options.max_connections < 1 ||
       options.keep_alive_timeout.count() < 1 || options.io_timeout.count() < 1 ||
-      options.handshake_timeout.count() < 1 || options.request_timeout.count() < 1) {
+      options.handshake_timeout.count() < 1 || options.request_timeout.count() < 1 ||
+      options.linger.count() < 0 || options.linger > options.request_timeout) {
     return Error(ErrorCode::kInvalidArgument,
-                 "an HTTPS listener needs at least one thread and connection, and timeouts of at "
-                 "least a second");
+                 "an HTTPS listener needs at least one thread and connection, timeouts of at least "
+                 "a second, and a linger from 0 to the request timeout");
   }
   auto edge = std::make_unique<Edge>(options, std::move(context), std::move(factory));
   if (Status listening = edge->Listen(); !listening.ok()) {

@@ -18,6 +18,7 @@ http::HttpsServerOptions ListenerSettings::ServerOptions(std::string server_name
   options.max_connections_per_peer = max_connections_per_peer;
   options.keep_alive_timeout = keep_alive_timeout;
   options.io_timeout = io_timeout;
+  options.linger = linger;
   options.server_name = std::move(server_name);
   return options;
 }

@@ -74,8 +74,10 @@ Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& opti
   auto routes = std::make_unique<KmsRoutes>(
       [&service](std::string_view message) { return service.Handle(message); },
       [&service] { return service.InfoJson(); }, options);
+  ListenerSettings listener = options.listener;
+  listener.linger = options.linger;
   SR_ASSIGN_OR_RETURN(std::unique_ptr<http::HttpsServer> server,
-                      StartHttpsListener(options.listener, "the KMS's HTTPS listener", "kmsd",
+                      StartHttpsListener(listener, "the KMS's HTTPS listener", "kmsd",
                                          http::EndpointHandlerFactory(*routes)));
   return std::unique_ptr<KmsServer>(new KmsServer(std::move(routes), std::move(server)));
 }

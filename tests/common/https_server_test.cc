@@ -60,7 +60,7 @@ bool IsHello(const std::string& answer) {
          answer.find("{\"hello\":true}") != std::string::npos;
 }
 
-class HttpsServerTest : public ::testing::Test {
+class HttpsEdgeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string script =
@@ -80,6 +80,7 @@ class HttpsServerTest : public ::testing::Test {
 
   void Start(HttpsServerOptions options) {
     options.server_name = "edge-test";
+    if (options.linger.count() == 0) options.linger = linger_;
     auto server = HttpsServer::Start(options, context_, new Factory);
     ASSERT_TRUE(server.ok()) << server.error().ToString();
     server_ = std::move(server).value();
@@ -95,13 +96,33 @@ class HttpsServerTest : public ::testing::Test {
   TestDir dir_;
   Poco::Net::Context::Ptr context_;
   std::unique_ptr<HttpsServer> server_;
+  std::chrono::microseconds linger_{0};  // the listener's, unless a test sets its own
 };
+
+// Every protection holds whether or not a worker waits for a connection's next request (linger).
+class HttpsServerTest : public HttpsEdgeTest,
+                        public ::testing::WithParamInterface<std::chrono::milliseconds> {
+ protected:
+  void SetUp() override {
+    HttpsEdgeTest::SetUp();
+    linger_ = GetParam();
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Linger, HttpsServerTest,
+                         ::testing::Values(std::chrono::milliseconds(0),
+                                           std::chrono::milliseconds(300)),
+                         [](const ::testing::TestParamInfo<std::chrono::milliseconds>& param) {
+                           return param.param.count() == 0
+                                      ? std::string("None")
+                                      : std::to_string(param.param.count()) + "ms";
+                         });
 
 // The attack the issue reproduced: more idle connections than worker threads (here 1,000 against
 // 4), slow handshakes and heads trickled a byte at a time. Every real request is still answered
 // (each with a 5 s socket timeout; a thread-per-connection server never answers them), and the
 // listener keeps the idle connections open rather than dropping them.
-TEST_F(HttpsServerTest, IdleAndTricklingConnectionsDoNotStarveRealRequests) {
+TEST_P(HttpsServerTest, IdleAndTricklingConnectionsDoNotStarveRealRequests) {
   HttpsServerOptions options;
   options.max_threads = 4;
   options.max_connections = 2000;
@@ -120,7 +141,7 @@ TEST_F(HttpsServerTest, IdleAndTricklingConnectionsDoNotStarveRealRequests) {
 
 // One address gets max_connections_per_peer; the next is closed at once, and other peers are
 // served.
-TEST_F(HttpsServerTest, ConnectionsBeyondThePerPeerLimitAreClosed) {
+TEST_P(HttpsServerTest, ConnectionsBeyondThePerPeerLimitAreClosed) {
   HttpsServerOptions options;
   options.max_connections_per_peer = 8;
   Start(options);
@@ -136,7 +157,7 @@ TEST_F(HttpsServerTest, ConnectionsBeyondThePerPeerLimitAreClosed) {
 }
 
 // The whole listener's limit bounds what connections can hold (descriptors and memory).
-TEST_F(HttpsServerTest, ConnectionsBeyondTheListenersLimitAreClosed) {
+TEST_P(HttpsServerTest, ConnectionsBeyondTheListenersLimitAreClosed) {
   HttpsServerOptions options;
   options.max_connections = 50;
   options.max_connections_per_peer = 0;
@@ -152,7 +173,7 @@ TEST_F(HttpsServerTest, ConnectionsBeyondTheListenersLimitAreClosed) {
 }
 
 // A connection that never starts its handshake is closed at the handshake deadline.
-TEST_F(HttpsServerTest, ASilentConnectionIsClosedAtTheHandshakeDeadline) {
+TEST_P(HttpsServerTest, ASilentConnectionIsClosedAtTheHandshakeDeadline) {
   HttpsServerOptions options;
   options.handshake_timeout = std::chrono::seconds(1);
   Start(options);
@@ -164,7 +185,7 @@ TEST_F(HttpsServerTest, ASilentConnectionIsClosedAtTheHandshakeDeadline) {
 }
 
 // A head that does not arrive whole within request_timeout of its first byte is answered 408.
-TEST_F(HttpsServerTest, AHeadTrickledPastItsDeadlineIsAnswered408) {
+TEST_P(HttpsServerTest, AHeadTrickledPastItsDeadlineIsAnswered408) {
   HttpsServerOptions options;
   options.request_timeout = std::chrono::seconds(1);
   Start(options);
@@ -176,7 +197,7 @@ TEST_F(HttpsServerTest, AHeadTrickledPastItsDeadlineIsAnswered408) {
   EXPECT_NE(answer.find("\"request_timeout\""), std::string::npos) << answer;
 }
 
-TEST_F(HttpsServerTest, AnOversizeHeadIsAnswered431) {
+TEST_P(HttpsServerTest, AnOversizeHeadIsAnswered431) {
   Start({});
   TlsConnection c;
   ASSERT_TRUE(c.Open(server_->port()));
@@ -188,7 +209,7 @@ TEST_F(HttpsServerTest, AnOversizeHeadIsAnswered431) {
 
 // Keep-alive: one connection serves requests one after another, and two requests sent in one
 // write (pipelined) get two answers in order.
-TEST_F(HttpsServerTest, KeepAliveAndPipelinedRequestsAreServedOnOneConnection) {
+TEST_P(HttpsServerTest, KeepAliveAndPipelinedRequestsAreServedOnOneConnection) {
   Start({});
   TlsConnection c;
   ASSERT_TRUE(c.Open(server_->port()));
@@ -205,7 +226,7 @@ TEST_F(HttpsServerTest, KeepAliveAndPipelinedRequestsAreServedOnOneConnection) {
 }
 
 // An idle keep-alive connection is closed after keep_alive_timeout.
-TEST_F(HttpsServerTest, AnIdleKeepAliveConnectionIsClosedAtItsTimeout) {
+TEST_P(HttpsServerTest, AnIdleKeepAliveConnectionIsClosedAtItsTimeout) {
   HttpsServerOptions options;
   options.keep_alive_timeout = std::chrono::seconds(1);
   Start(options);
@@ -219,7 +240,7 @@ TEST_F(HttpsServerTest, AnIdleKeepAliveConnectionIsClosedAtItsTimeout) {
 }
 
 // Bodies the edge reads ahead (small) and those the worker reads (large, chunked) arrive whole.
-TEST_F(HttpsServerTest, BodiesSmallLargeAndChunkedArriveWhole) {
+TEST_P(HttpsServerTest, BodiesSmallLargeAndChunkedArriveWhole) {
   Start({});
   for (std::size_t size :
        {std::size_t{1}, kMaxBodyReadAhead, kMaxBodyReadAhead + 1, std::size_t{700 * 1024}}) {
@@ -240,7 +261,7 @@ TEST_F(HttpsServerTest, BodiesSmallLargeAndChunkedArriveWhole) {
 
 // A head Poco cannot read (a field name over its 256 bytes) gets its 400, and what is not TLS is
 // closed; neither stops the listener.
-TEST_F(HttpsServerTest, GarbageIsRefusedAndTheListenerServesOn) {
+TEST_P(HttpsServerTest, GarbageIsRefusedAndTheListenerServesOn) {
   Start({});
   {
     TlsConnection c;
@@ -262,7 +283,7 @@ TEST_F(HttpsServerTest, GarbageIsRefusedAndTheListenerServesOn) {
 }
 
 // Stop closes idle connections and returns; StopAccepting refuses new ones at once.
-TEST_F(HttpsServerTest, StopClosesIdleConnections) {
+TEST_P(HttpsServerTest, StopClosesIdleConnections) {
   Start({});
   ConnectionFlood flood(server_->port());
   ASSERT_TRUE(flood.OpenIdle(20, {"127.0.0.2"})) << flood.error();
@@ -271,6 +292,106 @@ TEST_F(HttpsServerTest, StopClosesIdleConnections) {
   EXPECT_LT(ConnectFrom(port, "127.0.0.1"), 0);
   server_->Stop();
   EXPECT_EQ(flood.IdleStillOpen(), 0u);
+}
+
+// A request that arrives while the connection's worker waits for it (linger) is read and served
+// by that worker, not handed from the edge; the edge counts it like any.
+TEST_F(HttpsEdgeTest, TheWorkerThatAnsweredServesTheConnectionsNextRequest) {
+  HttpsServerOptions options;
+  options.linger = std::chrono::seconds(2);
+  Start(options);
+  TlsConnection c;
+  ASSERT_TRUE(c.Open(server_->port()));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(c.Write(kHello));
+    EXPECT_TRUE(IsHello(c.ReadAnswer())) << i;
+  }
+  ASSERT_TRUE(c.Write("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\nabc"));
+  EXPECT_NE(c.ReadAnswer().find("{\"bytes\":3}"), std::string::npos);
+  const HttpsServerCounters counters = server_->counters();
+  EXPECT_EQ(counters.requests, 6u);
+  EXPECT_EQ(counters.lingered, 5u);  // all but the first
+}
+
+// Part of a head sent while the worker waits goes back to the edge with the worker: the worker
+// serves another client, and the head is answered 408 at request_timeout like any other.
+TEST_F(HttpsEdgeTest, AHeadTrickledWhileTheWorkerWaitsGoesBackToTheEdge) {
+  HttpsServerOptions options;
+  options.max_threads = 1;
+  options.linger = std::chrono::milliseconds(300);
+  options.request_timeout = std::chrono::seconds(2);
+  Start(options);
+  TlsConnection slow;
+  ASSERT_TRUE(slow.Open(server_->port()));
+  ASSERT_TRUE(slow.Write(kHello));
+  ASSERT_TRUE(IsHello(slow.ReadAnswer()));
+  ASSERT_TRUE(slow.Write("GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a"));
+  EXPECT_TRUE(IsHello(Hello()));  // the one worker is free again
+  const std::string answer = slow.ReadAll();
+  EXPECT_EQ(answer.rfind("HTTP/1.1 408", 0), 0u) << answer;
+  EXPECT_EQ(server_->counters().timed_out, 1u);
+  EXPECT_EQ(server_->counters().lingered, 0u);
+}
+
+// An idle keep-alive connection holds its worker for the linger only: with one worker, another
+// client is served while it idles.
+TEST_F(HttpsEdgeTest, AnIdleConnectionHoldsItsWorkerForTheLingerOnly) {
+  HttpsServerOptions options;
+  options.max_threads = 1;
+  options.linger = std::chrono::milliseconds(300);
+  Start(options);
+  TlsConnection idle;
+  ASSERT_TRUE(idle.Open(server_->port()));
+  ASSERT_TRUE(idle.Write(kHello));
+  ASSERT_TRUE(IsHello(idle.ReadAnswer()));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(IsHello(Hello())) << i;
+  ASSERT_TRUE(idle.Write(kHello));  // and the idle one is served again, by the edge's hand-off
+  EXPECT_TRUE(IsHello(idle.ReadAnswer()));
+}
+
+// A head over the limit sent while the worker waits is answered 431 and closed, as by the edge.
+TEST_F(HttpsEdgeTest, AnOversizeHeadWhileTheWorkerWaitsIsAnswered431) {
+  HttpsServerOptions options;
+  options.linger = std::chrono::seconds(2);
+  Start(options);
+  TlsConnection c;
+  ASSERT_TRUE(c.Open(server_->port()));
+  ASSERT_TRUE(c.Write(kHello));
+  ASSERT_TRUE(IsHello(c.ReadAnswer()));
+  ASSERT_TRUE(c.Write("GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " +
+                      std::string(kMaxRequestHeadBytes, 'a')));
+  const std::string answer = c.ReadAll();
+  EXPECT_EQ(answer.rfind("HTTP/1.1 431", 0), 0u) << answer.substr(0, 200);
+  EXPECT_TRUE(IsHello(Hello()));
+}
+
+// Stop does not wait out a long linger's worth of waiting workers beyond the linger, and closes
+// the connection a worker was waiting on.
+TEST_F(HttpsEdgeTest, StopEndsAWorkersWait) {
+  HttpsServerOptions options;
+  options.linger = std::chrono::milliseconds(500);
+  Start(options);
+  TlsConnection c;
+  ASSERT_TRUE(c.Open(server_->port()));
+  ASSERT_TRUE(c.Write(kHello));
+  ASSERT_TRUE(IsHello(c.ReadAnswer()));
+  server_->Stop();
+  EXPECT_EQ(c.ReadAll(), "");
+  EXPECT_EQ(server_->counters().open, 0u);
+}
+
+// A linger longer than the request timeout, or negative, is refused.
+TEST_F(HttpsEdgeTest, ALingerBeyondTheRequestTimeoutIsRefused) {
+  HttpsServerOptions options;
+  options.request_timeout = std::chrono::seconds(1);
+  options.linger = std::chrono::seconds(2);
+  options.server_name = "edge-test";
+  auto server = HttpsServer::Start(options, context_, new Factory);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.error().code(), ErrorCode::kInvalidArgument);
+  options.linger = std::chrono::microseconds(-1);
+  server = HttpsServer::Start(options, context_, new Factory);
+  ASSERT_FALSE(server.ok());
 }
 
 }  // namespace

@@ -13,6 +13,15 @@
 //     io_timeout for each read and write of a worker (the rest of a large body, the answer);
 //   - a request head of at most kMaxRequestHeadBytes (then 431).
 // A WebSocket upgrade keeps its worker for the life of the WebSocket, as its handler serves it.
+//
+// With a linger, a worker that answered a request on a keep-alive connection waits that long for
+// the connection's next request, reading it as the edge would (without blocking, never more than
+// the head and a small body), and serves it itself when it comes whole: a busy client's requests
+// then cost no hand-off from the edge to a worker and back. What the worker has not got whole by
+// then (nothing, or part of a head, which the edge reads on under request_timeout) goes back to
+// the edge, so a slow or idle client holds a worker for at most the linger. A worker does not wait
+// while another connection's request is queued for one; a request that arrives while every worker
+// waits is served within the linger.
 #ifndef STRONGROOM_COMMON_HTTPS_SERVER_H_
 #define STRONGROOM_COMMON_HTTPS_SERVER_H_
 
@@ -44,6 +53,8 @@ struct HttpsServerOptions {
   std::chrono::seconds io_timeout{30};
   std::chrono::seconds handshake_timeout{10};
   std::chrono::seconds request_timeout{10};
+  // How long a worker waits for a connection's next request before the edge does; 0: not at all.
+  std::chrono::microseconds linger{0};
   std::string server_name;  // names the threads
 };
 
@@ -53,7 +64,8 @@ struct HttpsServerCounters {
   std::uint64_t accepted = 0;
   std::uint64_t refused = 0;    // over max_connections or max_connections_per_peer
   std::uint64_t timed_out = 0;  // handshake, request head or keep-alive deadline passed
-  std::uint64_t requests = 0;   // handed to a worker
+  std::uint64_t requests = 0;   // handed to a worker, or read by one that waited for it
+  std::uint64_t lingered = 0;   // of those, read by the worker that served the one before
 };
 
 class HttpsServer {

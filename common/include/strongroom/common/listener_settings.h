@@ -40,6 +40,7 @@ struct ListenerSettings {
   std::size_t max_connections_per_peer = 256;   // from one IP address; 0: no limit
   std::chrono::seconds keep_alive_timeout{15};  // not configurable
   std::chrono::seconds io_timeout{30};          // reading a request, writing an answer
+  std::chrono::microseconds linger{0};          // not configurable: the daemon's (https_server.h)
 
   // The HTTPS edge's options for this listener; `server_name` names its threads.
   http::HttpsServerOptions ServerOptions(std::string server_name) const;

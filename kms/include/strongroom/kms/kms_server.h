@@ -9,11 +9,11 @@
 // Errors of the listener itself are JSON {"code", "message"} (http_router.h). Bodies are never
 // logged.
 //
-// Threads: Poco serves each connection on one thread for as long as the connection lives
-// (HTTP/1.1 keep-alive), so a thread is held by an idle keep-alive client too. The pool has
-// max_connections threads; further connections wait in the accept queue (up to max_connections
-// more) until a connection closes or idles out (keep-alive timeout, 15 s); beyond that they are
-// closed. With the default of 64, 16 or more keep-alive clients are all served at once.
+// Threads: the edge's one thread holds idle and half-read connections; a complete request is
+// served by one of max_connections workers (https_server.h). A worker that answered waits up to
+// `linger` (2 ms) for the same connection's next request and serves it too, so a busy keep-alive
+// client's requests cost no hand-off from the edge and back; a slow or idle client goes back to
+// the edge after the linger.
 //
 // Overload: at most max_in_flight requests are processed at once (admission_gate.h). A request
 // arriving when all are busy waits in a first-come-first-served line of at most max_queued for at
@@ -53,6 +53,9 @@ struct KmsServerOptions {
   std::size_t max_in_flight = 32;
   std::size_t max_queued = 64;  // requests waiting for a slot, first come first served
   std::chrono::milliseconds queue_wait{100};  // longest wait for a slot before a 503
+  // How long a worker that answered waits for the connection's next request before the edge does
+  // (https_server.h): a busy client's requests then cost no hand-off from the edge and back.
+  std::chrono::microseconds linger{2000};
   Metrics* metrics = nullptr;  // optional: counts overload refusals; outlives the server
 };
 
