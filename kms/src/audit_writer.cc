@@ -1,8 +1,29 @@
 #include "strongroom/kms/audit_writer.h"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
 #include <vector>
 
 namespace strongroom::kms {
+
+namespace {
+
+// Sleeps while `word` holds `seen` (or until a spurious wake-up); the caller checks again.
+void SleepWhile(std::atomic<std::uint32_t>& word, std::uint32_t seen) {
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, seen, nullptr,
+            nullptr, 0);
+}
+
+void WakeAll(std::atomic<std::uint32_t>& word) {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX,
+            nullptr, nullptr, 0);
+}
+
+}  // namespace
 
 AuditWriter::AuditWriter(Database& db, Database::Durability durability,
                          std::chrono::milliseconds sync_interval,
@@ -11,7 +32,8 @@ AuditWriter::AuditWriter(Database& db, Database::Durability durability,
       durability_(durability),
       sync_interval_(sync_interval),
       committed_(std::move(committed)),
-      thread_([this] { Run(); }) {}
+      thread_([this] { Run(); }),
+      syncer_([this] { Sync(); }) {}
 
 AuditWriter::~AuditWriter() {
   {
@@ -20,6 +42,12 @@ AuditWriter::~AuditWriter() {
   }
   work_.notify_all();
   thread_.join();
+  {
+    std::lock_guard lock(sync_mutex_);
+    sync_stopping_ = true;
+  }
+  sync_wake_.notify_all();
+  syncer_.join();
 }
 
 Status AuditWriter::Append(AuditRecord record, std::optional<ExecutedRequest> executed) {
@@ -42,19 +70,38 @@ Status AuditWriter::Append(ExecutedRequest executed) {
 }
 
 Status AuditWriter::Enqueue(Entry entry) {
-  std::unique_lock lock(mutex_);
-  if (stopping_) return Error(ErrorCode::kUnavailable, "the audit log is shutting down");
-  if (queue_.size() >= kMaxAuditQueue) {
-    return Error(ErrorCode::kUnavailable, "the audit log is falling behind; retry later");
+  std::uint64_t batch = 0;
+  std::uint64_t failures = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return Error(ErrorCode::kUnavailable, "the audit log is shutting down");
+    if (queue_.size() >= kMaxAuditQueue) {
+      return Error(ErrorCode::kUnavailable, "the audit log is falling behind; retry later");
+    }
+    queue_.push_back(std::move(entry));
+    // The writer takes at most kMaxAuditBatch records at a time, so the batch of this record is
+    // the current one plus however many full batches are queued before it.
+    batch = next_batch_ + (queue_.size() - 1) / kMaxAuditBatch;
+    failures = failures_.load(std::memory_order_relaxed);
   }
-  queue_.push_back(std::move(entry));
-  // The writer takes at most kMaxAuditBatch records at a time, so the batch of this record is
-  // the current one plus however many full batches are queued before it.
-  const std::uint64_t batch = next_batch_ + (queue_.size() - 1) / kMaxAuditBatch;
   work_.notify_one();
-  done_.wait(lock, [&] { return committed_batch_ >= batch; });
+  WaitFor(batch);
+  // Failures are rare: only then is the writer's lock taken again, to learn whether it was ours.
+  if (failures_.load(std::memory_order_acquire) == failures) return OkStatus();
+  std::lock_guard lock(mutex_);
   if (auto failed = failed_.find(batch); failed != failed_.end()) return failed->second;
   return OkStatus();
+}
+
+void AuditWriter::WaitFor(std::uint64_t batch) {
+  std::atomic<std::uint32_t>& word = batch_words_[batch % kBatchWords].word;
+  for (;;) {
+    // Read before the check: a batch finished after the check changes the word, so the sleep
+    // below returns at once instead of missing the wake-up.
+    const std::uint32_t seen = word.load(std::memory_order_acquire);
+    if (committed_batch_.load(std::memory_order_acquire) >= batch) return;
+    SleepWhile(word, seen);
+  }
 }
 
 AuditWriter::Stats AuditWriter::stats() const {
@@ -64,30 +111,9 @@ AuditWriter::Stats AuditWriter::stats() const {
 
 void AuditWriter::Run() {
   std::unique_lock lock(mutex_);
-  bool unsynced = false;  // deferred commits not yet on the disk
-  auto last_sync = std::chrono::steady_clock::now();
-  auto last_compact = last_sync;
   for (;;) {
-    if (unsynced) {
-      // A deferred batch reaches the disk within sync_interval even if nothing else is written.
-      if (!work_.wait_for(lock, sync_interval_, [&] { return stopping_ || !queue_.empty(); })) {
-        lock.unlock();
-        Status synced = db_.SyncToDisk();
-        lock.lock();
-        if (synced.ok()) unsynced = false;
-        last_sync = std::chrono::steady_clock::now();
-        continue;
-      }
-    } else {
-      work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-    }
-    if (queue_.empty()) {  // stopping, nothing left
-      if (unsynced) {
-        lock.unlock();
-        (void)db_.SyncToDisk();
-      }
-      return;
-    }
+    work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, nothing left
     std::vector<AuditRecord> batch;
     std::vector<ExecutedRequest> executed;
     const std::size_t n = std::min(queue_.size(), kMaxAuditBatch);
@@ -107,29 +133,47 @@ void AuditWriter::Run() {
         },
         durability_);
     if (committed.ok() && committed_ && !batch.empty()) committed_(batch.size());
+    if (committed.ok() && durability_ == Database::Durability::kDeferred) {
+      std::lock_guard sync(sync_mutex_);
+      unsynced_ = true;
+    }
     lock.lock();
     // Failed batches are remembered briefly so their callers can see why; old ones are dropped.
     if (!committed.ok()) {
       failed_.emplace(number, committed);
+      failures_.fetch_add(1, std::memory_order_release);
       ++stats_.failures;
     }
     while (failed_.size() > 64) failed_.erase(failed_.begin());
-    unsynced = unsynced || (committed.ok() && durability_ == Database::Durability::kDeferred);
     ++stats_.batches;
     stats_.records += batch.size();
-    committed_batch_ = number;
-    done_.notify_all();
-    // Under constant load the writer is never idle: flush deferred commits every sync_interval
-    // all the same, and empty the write-ahead log now and then (it never empties on its own
-    // while readers come and go).
-    const auto now = std::chrono::steady_clock::now();
-    if (unsynced && now - last_sync >= sync_interval_) {
+    // The batch's callers go on: its word changes, and those asleep on it are woken (they take
+    // no lock to go on).
+    committed_batch_.store(number, std::memory_order_release);
+    std::atomic<std::uint32_t>& word = batch_words_[number % kBatchWords].word;
+    word.fetch_add(1, std::memory_order_release);
+    WakeAll(word);
+  }
+}
+
+void AuditWriter::Sync() {
+  std::unique_lock lock(sync_mutex_);
+  auto last_compact = std::chrono::steady_clock::now();
+  for (;;) {
+    // A deferred batch reaches the disk within sync_interval, while the writer commits on.
+    sync_wake_.wait_for(lock, sync_interval_, [&] { return sync_stopping_; });
+    const bool stopping = sync_stopping_;
+    if (unsynced_) {
+      unsynced_ = false;
       lock.unlock();
-      Status synced = db_.SyncToDisk();
+      const Status synced = db_.SyncToDisk();
       lock.lock();
-      if (synced.ok()) unsynced = false;
-      last_sync = now;
+      if (!synced.ok()) unsynced_ = true;  // the next turn tries again
     }
+    if (stopping) return;
+    // Under constant load the log never empties on its own (readers come and go): empty it now
+    // and then.
+    const auto now = std::chrono::steady_clock::now();
     if (now - last_compact >= kCompactInterval) {
       lock.unlock();
       (void)db_.CompactLog();  // if busy, the next turn tries again

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/counting_vfs.h"
 #include "../support/test_dir.h"
 #include "strongroom/common/sql_statement.h"
 
@@ -699,6 +700,36 @@ TEST_F(DatabaseTest, CompactingIsUnavailableWhileAReaderHoldsTheLogAndEmptiesItA
   reader.join();
   ASSERT_TRUE(db.CompactLog().ok());
   EXPECT_EQ(std::filesystem::file_size(path_ + "-wal"), 0u);
+}
+
+// A deferred commit reaches the disk at SyncToDisk, which fsyncs the write-ahead log (as a commit
+// at synchronous=FULL does) and leaves copying it into the database to checkpoints.
+TEST_F(DatabaseTest, ADeferredCommitReachesTheDiskWhenTheLogIsSynced) {
+  testing::CountingVfs::Install();  // before the connections open
+  auto db = OpenWith(path_, 2);
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(db->CompactLog().ok());  // the schema into the database, the log empty
+  const auto database_size = std::filesystem::file_size(path_);
+  std::uint64_t syncs = testing::CountingVfs::wal_syncs();
+  ASSERT_TRUE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                  s << "INSERT INTO notes (text) VALUES ('full')", now;
+                  return OkStatus();
+                }).ok());
+  EXPECT_GT(testing::CountingVfs::wal_syncs(), syncs);  // synchronous=FULL: at the commit
+  syncs = testing::CountingVfs::wal_syncs();
+  ASSERT_TRUE(db->InTransaction(
+                    [](Poco::Data::Session& s) -> Status {
+                      s << "CREATE TABLE more (x TEXT)", now;
+                      s << "INSERT INTO more VALUES (zeroblob(20000))", now;
+                      return OkStatus();
+                    },
+                    Database::Durability::kDeferred)
+                  .ok());
+  EXPECT_EQ(testing::CountingVfs::wal_syncs(), syncs);  // deferred: not at the commit
+  ASSERT_TRUE(db->SyncToDisk().ok());
+  EXPECT_GT(testing::CountingVfs::wal_syncs(), syncs);          // but now
+  EXPECT_EQ(std::filesystem::file_size(path_), database_size);  // in the log only
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM more"), 1);
 }
 
 }  // namespace

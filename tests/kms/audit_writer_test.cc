@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/counting_vfs.h"
 #include "../support/test_dir.h"
 #include "strongroom/kms/hot_path_cache.h"
 #include "strongroom/kms/kms_store.h"
@@ -121,6 +122,56 @@ TEST_F(AuditWriterTest, ABatchCompilesNoStatementAfterTheFirst) {
   ASSERT_TRUE(verdict.ok());
   EXPECT_TRUE(verdict->ok()) << verdict->problem;
   EXPECT_EQ(verdict->records, kBatches + 1);
+}
+
+// Deferred batches reach the disk every sync_interval while the writer commits on, and what is
+// left when the writer stops is synced before it is gone.
+TEST_F(AuditWriterTest, DeferredBatchesAreSyncedWhileCommitsGoOn) {
+  testing::CountingVfs::Install();  // before the connections open
+  auto db = Database::OpenSqlite((dir_ / "synced.db").string(), KmsStore::Migrations());
+  ASSERT_TRUE(db.ok());
+  auto writer = std::make_unique<AuditWriter>(**db, Database::Durability::kDeferred,
+                                              std::chrono::milliseconds(20));
+  const std::uint64_t before = testing::CountingVfs::wal_syncs();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(400);
+  int appended = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_TRUE(writer->Append(Record(appended++)).ok());
+  }
+  EXPECT_GE(testing::CountingVfs::wal_syncs() - before, 3u);
+  ASSERT_TRUE(writer->Append(Record(appended++)).ok());
+  const std::uint64_t last = testing::CountingVfs::wal_syncs();
+  writer.reset();
+  EXPECT_GT(testing::CountingVfs::wal_syncs(), last);
+  auto verdict = AuditLog::Verify(**db);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_EQ(verdict->records, appended);
+}
+
+// A failed batch is answered to its own callers only; the writer and the batches after it go on.
+TEST_F(AuditWriterTest, AFailedBatchFailsItsCallersOnly) {
+  AuditWriter writer(*db_, Database::Durability::kFull);
+  ASSERT_TRUE(writer.Append(Record(1)).ok());
+  // The next batch cannot commit: the audit table is renamed away under the writer.
+  ASSERT_TRUE(db_->InTransaction([](Poco::Data::Session& s) -> Status {
+                   s << "ALTER TABLE audit RENAME TO audit_away", Poco::Data::Keywords::now;
+                   return OkStatus();
+                 })
+                  .ok());
+  Status failed = writer.Append(Record(2));
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(writer.stats().failures, 1u);
+  ASSERT_TRUE(db_->InTransaction([](Poco::Data::Session& s) -> Status {
+                   s << "ALTER TABLE audit_away RENAME TO audit", Poco::Data::Keywords::now;
+                   return OkStatus();
+                 })
+                  .ok());
+  EXPECT_TRUE(writer.Append(Record(3)).ok());
+  EXPECT_TRUE(writer.Append(Record(4)).ok());
+  auto verdict = AuditLog::Verify(*db_);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_TRUE(verdict->ok()) << verdict->problem;
+  EXPECT_EQ(verdict->records, 3);
 }
 
 TEST(HotPathCacheTest, AChangeMakesEveryEarlierReadStale) {

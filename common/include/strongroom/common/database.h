@@ -84,7 +84,9 @@ class Database {
   Status InTransaction(const std::function<Status(Poco::Data::Session&)>& work,
                        Durability durability = Durability::kFull);
 
-  // Flushes deferred commits to the disk (a passive WAL checkpoint, which syncs the log first).
+  // Flushes deferred commits to the disk: an fsync of the write-ahead log (a passive checkpoint,
+  // which syncs the log first, on a connection that has not opened it yet). Runs beside a writer's
+  // transaction without holding it up.
   Status SyncToDisk();
 
   // Copies the whole write-ahead log into the database and empties it (TRUNCATE checkpoint),

@@ -20,10 +20,19 @@
 // The same batches carry the records of executed sealed requests (replay_guard.h): a retrieval's
 // audit record and the record that it was executed commit together, in one wait.
 //
-// Thread-safe. The destructor commits what is queued and stops the thread.
+// The wait is one sleep and one wake-up per caller: a caller sleeps on its batch's own word
+// (futex), which the writer wakes once that batch is finished, so it is not woken by the batches
+// before its own, and does not take the writer's lock again to go on. Flushing deferred batches to
+// the disk (an fsync of the write-ahead log, every sync_interval) and emptying the log run on a
+// second thread, so commits go on while the disk syncs.
+//
+// Thread-safe. The destructor commits what is queued, flushes it to the disk and stops the
+// threads.
 #ifndef STRONGROOM_KMS_AUDIT_WRITER_H_
 #define STRONGROOM_KMS_AUDIT_WRITER_H_
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -78,8 +87,17 @@ class AuditWriter {
     std::optional<AuditRecord> audit;
     std::optional<ExecutedRequest> executed;
   };
+  // What a caller of a batch sleeps on: the writer bumps `word` and wakes its sleepers once the
+  // batch is finished. Batches share a word kBatchWords apart, more than can be queued at once.
+  struct alignas(64) BatchWord {
+    std::atomic<std::uint32_t> word{0};
+  };
+  static constexpr std::size_t kBatchWords = 2 * (kMaxAuditQueue / kMaxAuditBatch) + 2;
+
   Status Enqueue(Entry entry);
+  void WaitFor(std::uint64_t batch);
   void Run();
+  void Sync();
 
   Database& db_;
   const Database::Durability durability_;
@@ -87,14 +105,23 @@ class AuditWriter {
   const std::function<void(std::size_t)> committed_;
   mutable std::mutex mutex_;
   std::condition_variable work_;
-  std::condition_variable done_;
   std::deque<Entry> queue_;
-  std::uint64_t next_batch_ = 1;            // the batch the queued records will go into
-  std::uint64_t committed_batch_ = 0;       // every batch up to this one is finished
+  std::uint64_t next_batch_ = 1;                   // the batch the queued records will go into
+  std::atomic<std::uint64_t> committed_batch_{0};  // every batch up to this one is finished
+  std::atomic<std::uint64_t> failures_{0};         // batches that failed, ever
   std::map<std::uint64_t, Status> failed_;  // batches that failed, until their callers saw it
+  std::array<BatchWord, kBatchWords> batch_words_;
   bool stopping_ = false;
   Stats stats_;
+
+  // The syncer's: deferred commits not yet on the disk, and when to stop.
+  std::mutex sync_mutex_;
+  std::condition_variable sync_wake_;
+  bool unsynced_ = false;
+  bool sync_stopping_ = false;
+
   std::thread thread_;
+  std::thread syncer_;
 };
 
 }  // namespace strongroom::kms
