@@ -58,7 +58,7 @@ LOCKS = re.compile(r"pthread_mutex|pthread_cond|__lll_lock|__lll_unlock|pthread_
 # Inclusive: pieces of work, by a frame's symbol (a regular expression) anywhere on the stack, and
 # when a third element is given, only under a frame matching that too.
 WORK = [
-    ("request workers: the KmsServer handler (all its work)", r"KmsServer::Handler::"),
+    ("request workers: the KmsServer handler (all its work)", r"KmsRoutes::Serve|KmsServer::Handler::"),
     ("  KmsService::Handle (the protocol)", r"KmsService::Handle\b"),
     ("  open the sealed request (jose::DecryptDir)", r"jose::DecryptDir"),
     ("  seal the answer (jose::EncryptDir)", r"jose::EncryptDir"),
@@ -69,7 +69,7 @@ WORK = [
     ("  hand-off to the audit writer, waiting for its commit",
      r"KmsService::Audit$|AuditWriter::(Append|Enqueue|Submit|Wait)"),
     ("  the HSM (wrap, unwrap)", r"^strongroom::hsm::"),
-    ("  SQLite on the request path", r"^sqlite3", r"KmsServer::Handler::"),
+    ("  SQLite on the request path", r"^sqlite3", r"KmsRoutes::Serve|KmsServer::Handler::"),
     ("HTTPS edge thread (accept, TLS read of heads, epoll)",
      r"HttpsServer::Edge::(Loop|Run\(\)::\{lambda\(\)#2\})"),
     ("TLS: SSL_read", r"^SSL_read"),
@@ -81,6 +81,7 @@ WORK = [
     ("  SQLite prepare", r"sqlite3_prepare", r"AuditWriter::Run"),
     ("  SQLite step", r"sqlite3_step", r"AuditWriter::Run"),
     ("  fsync/fdatasync", r"__x64_sys_(fdatasync|fsync)|fdatasync|fsync", r"AuditWriter::Run"),
+    ("audit syncer thread (fsync of the log, compaction)", r"AuditWriter::Sync"),
     ("any SQLite statement compiled (sqlite3_prepare: not kept between uses)", r"sqlite3_prepare"),
     ("any SQLite", r"^sqlite3"),
     ("any malloc/free", MALLOC.pattern),
@@ -92,6 +93,7 @@ ROLES = [
     ("HTTPS edge (one thread)", r"HttpsServer::Edge::(Loop|Run\(\)::\{lambda\(\)#2\})"),
     ("request workers", r"HttpsServer::Edge::(Work|Serve|Run\(\)::\{lambda\(\)#1\})"),
     ("audit writer (one thread)", r"AuditWriter::Run"),
+    ("audit syncer (one thread: fsync of the log, compaction)", r"AuditWriter::Sync"),
 ]
 
 
