@@ -213,7 +213,59 @@ TEST(Base64UrlTest, DecodeRefusesPaddingBadCharactersAndNonCanonicalBits) {
   EXPECT_EQ(Base64UrlDecode("-_8").value(), (Bytes{0xfb, 0xff}));
 }
 
+// Every byte outside the alphabet, at every position of encodings of every length remainder, is
+// refused; so is every non-zero unused bit of the last character; everything else decodes to what
+// was encoded.
+TEST(Base64UrlTest, TheDecoderChecksEveryCharacterAndTheLastOnesUnusedBits) {
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  for (std::size_t size = 0; size < 14; ++size) {
+    Bytes bytes(size);
+    for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::uint8_t>(i * 91 + 7);
+    const std::string text = Base64UrlEncode(bytes);
+    ASSERT_EQ(Base64UrlDecode(text).value(), bytes);
+    for (std::size_t at = 0; at < text.size(); ++at) {
+      for (int c = 0; c < 256; ++c) {
+        if (alphabet.find(static_cast<char>(c)) != std::string::npos) continue;
+        std::string bad = text;
+        bad[at] = static_cast<char>(c);
+        ASSERT_FALSE(Base64UrlDecode(bad).ok()) << size << " " << at << " " << c;
+      }
+    }
+    if (text.size() % 4 == 0) continue;
+    const int unused = text.size() % 4 == 2 ? 4 : 2;  // low bits of the last character
+    const std::size_t last = alphabet.find(text.back());
+    for (int bit = 0; bit < unused; ++bit) {
+      std::string bad = text;
+      bad.back() = alphabet[last | (std::size_t{1} << bit)];
+      EXPECT_FALSE(Base64UrlDecode(bad).ok()) << bad;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- dir JWE
+
+// A dir/A256GCM JWE under `key` with the protected header `header_json` as given (another
+// library's member order, escapes, more members), sealed here with OpenSSL.
+std::string SealWithHeader(const SecretBytes& key, std::string_view header_json,
+                           const Bytes& plaintext) {
+  const std::string header = Base64UrlEncode(header_json);
+  Bytes iv(12, 0x42), ciphertext(plaintext.size()), tag(16);
+  std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)> ctx(EVP_CIPHER_CTX_new(),
+                                                                      EVP_CIPHER_CTX_free);
+  int n = 0;
+  EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), iv.data());
+  EVP_EncryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const std::uint8_t*>(header.data()),
+                    static_cast<int>(header.size()));
+  if (!plaintext.empty()) {
+    EVP_EncryptUpdate(ctx.get(), ciphertext.data(), &n, plaintext.data(),
+                      static_cast<int>(plaintext.size()));
+  }
+  std::uint8_t final_block[16];
+  EVP_EncryptFinal_ex(ctx.get(), final_block, &n);
+  EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, 16, tag.data());
+  return header + ".." + Base64UrlEncode(iv) + "." + Base64UrlEncode(ciphertext) + "." +
+         Base64UrlEncode(tag);
+}
 
 class DirJweTest : public ::testing::Test {
  protected:
@@ -395,6 +447,34 @@ TEST_F(DirJweTest, DecryptDirPassesLookupErrorsThroughAndRefusesShortKeys) {
     return SecretBytes::Random(16);
   };
   ExpectInvalid(DecryptDir(compact, short_key).error(), "32 bytes");
+}
+
+// EncryptDir's own header is read without the JSON parser; any other header goes through it, with
+// the same result for an equivalent one and the same refusals for a bad one.
+TEST_F(DirJweTest, HeadersOtherThanEncryptDirsAreReadAlike) {
+  for (std::string_view header :
+       {R"({"alg":"dir","enc":"A256GCM","kid":"kms-ephemeral-1"})",
+        R"({"kid":"kms-ephemeral-1","enc":"A256GCM","alg":"dir"})",
+        R"({"alg":"dir","enc":"A256GCM","kid":"kms-ephemeral\u002d1"})",
+        R"({"alg":"dir", "enc":"A256GCM", "kid":"kms-ephemeral-1"})",
+        R"({"alg":"dir","enc":"A256GCM","kid":"kms-ephemeral-1"} )",
+        R"({"alg":"dir","enc":"A256GCM","kid":"kms-ephemeral-1","typ":"JWE"})"}) {
+    auto opened = DecryptDir(SealWithHeader(key_, header, plaintext_), Lookup());
+    ASSERT_TRUE(opened.ok()) << header << ": " << opened.error().ToString();
+    EXPECT_EQ(Bytes(opened->plaintext.data(), opened->plaintext.data() + opened->plaintext.size()),
+              plaintext_);
+    EXPECT_EQ(opened->header.kid, "kms-ephemeral-1") << header;
+    EXPECT_EQ(opened->header.alg, "dir") << header;
+  }
+  for (std::string_view header :
+       {R"({"alg":"dir","enc":"A256GCM","kid":"kms-ephemeral-1","kid":"other"})",
+        R"({"alg":"dir","enc":"A256GCM","kid":"kms-ephemeral-1","zip":"DEF"})",
+        R"({"alg":"dir","enc":"A256GCM","kid":"kms-ephemeral-1","crit":["x"]})",
+        R"({"alg":"dir","enc":"A256GCM","kid":"kms-ephemeral-1")",
+        R"({"alg":"dir","enc":"A128GCM","kid":"kms-ephemeral-1"})"}) {
+    const std::string compact = SealWithHeader(key_, header, plaintext_);
+    EXPECT_FALSE(DecryptDir(compact, Lookup()).ok()) << header;
+  }
 }
 
 TEST_F(DirJweTest, PeekHeaderReadsJweAndJwsHeadersWithoutVerifying) {

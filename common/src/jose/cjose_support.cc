@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "strongroom/common/jose/base64url.h"
@@ -120,6 +121,34 @@ Result<JoseHeader> HeaderFromJson(const json_t* object, int part_count) {
   return header;
 }
 
+namespace {
+
+// The header EncryptDir writes, read without a JSON parser: exactly
+// {"alg":"dir","enc":"A256GCM","kid":"<kid>"} with a kid of printable ASCII that needs no escaping
+// (every KMS message's), which parses to these three members and nothing else. Any other header,
+// equivalent or not, is left to the parser.
+std::optional<JoseHeader> DirHeader(std::string_view json, int part_count) {
+  constexpr std::string_view kStart = R"({"alg":"dir","enc":"A256GCM","kid":")";
+  constexpr std::string_view kEnd = R"("})";
+  if (json.size() <= kStart.size() + kEnd.size() || !json.starts_with(kStart) ||
+      !json.ends_with(kEnd)) {
+    return std::nullopt;
+  }
+  const std::string_view kid =
+      json.substr(kStart.size(), json.size() - kStart.size() - kEnd.size());
+  for (char c : kid) {
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return std::nullopt;
+  }
+  JoseHeader header;
+  header.alg = "dir";
+  header.enc = "A256GCM";
+  header.kid = std::string(kid);
+  header.part_count = part_count;
+  return header;
+}
+
+}  // namespace
+
 Result<CompactParts> ParseCompact(std::string_view compact, int expected_parts,
                                   const JoseLimits& limits, bool decode_all) {
   if (compact.size() > limits.max_compact_bytes) {
@@ -147,18 +176,21 @@ Result<CompactParts> ParseCompact(std::string_view compact, int expected_parts,
     return Invalid("protected header is larger than " + std::to_string(limits.max_header_bytes) +
                    " bytes");
   }
-  for (std::size_t i = 0; i < (decode_all ? parts.encoded.size() : 1); ++i) {
-    auto decoded = Base64UrlDecode(parts.encoded[i]);
-    if (!decoded.ok())
-      return Invalid("part " + std::to_string(i + 1) + ": " + decoded.error().message());
-    parts.decoded.push_back(std::move(decoded).value());
+  const std::size_t decode = decode_all ? parts.encoded.size() : 1;
+  parts.decoded.resize(decode);
+  for (std::size_t i = 0; i < decode; ++i) {
+    parts.decoded[i].resize(Base64UrlDecodedSize(parts.encoded[i].size()));
+    if (!DecodeBase64Url(parts.encoded[i], parts.decoded[i].data())) {
+      return Invalid("part " + std::to_string(i + 1) + ": not canonical unpadded base64url");
+    }
   }
-  const std::vector<std::uint8_t>& header_json = parts.decoded[0];
-  SR_ASSIGN_OR_RETURN(
-      JsonPtr header_object,
-      ParseJsonObject(
-          std::string_view(reinterpret_cast<const char*>(header_json.data()), header_json.size()),
-          "protected header"));
+  const std::string_view header_json(reinterpret_cast<const char*>(parts.decoded[0].data()),
+                                     parts.decoded[0].size());
+  if (std::optional<JoseHeader> header = DirHeader(header_json, count)) {
+    parts.header = std::move(*header);
+    return parts;
+  }
+  SR_ASSIGN_OR_RETURN(JsonPtr header_object, ParseJsonObject(header_json, "protected header"));
   SR_ASSIGN_OR_RETURN(parts.header, HeaderFromJson(header_object.get(), count));
   parts.has_b64 = json_object_get(header_object.get(), "b64") != nullptr;
   return parts;

@@ -93,6 +93,15 @@ struct CompactParts {
   bool has_b64 = false;
 };
 
+// Appends the unpadded base64url of `bytes` to `out` (the fastest encoder this CPU has).
+void AppendBase64Url(std::span<const std::uint8_t> bytes, std::string& out);
+
+// How many bytes `characters` of base64url decode to (a length of 1 mod 4 decodes to nothing).
+std::size_t Base64UrlDecodedSize(std::size_t characters);
+// Decodes canonical unpadded base64url into `out` (Base64UrlDecodedSize bytes); false, with `out`
+// partly written, when `text` is anything else.
+bool DecodeBase64Url(std::string_view text, std::uint8_t* out);
+
 // expected_parts: 3, 5, or 0 for either. decode_all=false decodes the header only.
 Result<CompactParts> ParseCompact(std::string_view compact, int expected_parts,
                                   const JoseLimits& limits, bool decode_all = true);

@@ -2,6 +2,7 @@
 #include "strongroom/common/jose/dir_jwe.h"
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -187,9 +188,13 @@ std::atomic<internal::Base64UrlEncoder>& SelectedBase64UrlEncoder() {
   return selected;
 }
 
-// Appends the unpadded base64url of `bytes` to `out`. Pieces whose sizes are multiples of 3 encode
-// to the same text as their concatenation would. The vector encoders take what they can in whole
-// steps (AVX-512 VBMI first, AVX2 after it), the scalar table the rest.
+}  // namespace
+
+namespace internal {
+
+// Pieces whose sizes are multiples of 3 encode to the same text as their concatenation would. The
+// vector encoders take what they can in whole steps (AVX-512 VBMI first, AVX2 after it), the
+// scalar table the rest.
 void AppendBase64Url(std::span<const std::uint8_t> bytes, std::string& out) {
   static const PairTable table;
   const std::size_t start = out.size();
@@ -225,6 +230,10 @@ void AppendBase64Url(std::span<const std::uint8_t> bytes, std::string& out) {
     if (rest == 2) *to++ = kBase64UrlAlphabet[(v >> 6) & 63];
   }
 }
+
+}  // namespace internal
+
+namespace {
 
 // Fetched once: an implicit fetch (EVP_aes_256_gcm) looks the algorithm up on every init.
 const EVP_CIPHER* Aes256Gcm() {
@@ -292,14 +301,14 @@ Result<std::string> EncryptDir(std::span<const std::uint8_t> key32, std::string_
   }
   std::string out;
   out.reserve(size);
-  AppendBase64Url({reinterpret_cast<const std::uint8_t*>(header_text.data()), header_text.size()},
-                  out);
+  internal::AppendBase64Url(
+      {reinterpret_cast<const std::uint8_t*>(header_text.data()), header_text.size()}, out);
   const std::size_t aad_size = out.size();  // the AAD: the ASCII of the encoded header
   out += "..";
   std::uint8_t iv[kIvBytes];
   if (RAND_bytes(iv, sizeof iv) != 1)
     return Error(ErrorCode::kInternal, "no randomness for a JWE IV");
-  AppendBase64Url(iv, out);
+  internal::AppendBase64Url(iv, out);
   out += '.';
 
   std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
@@ -320,7 +329,7 @@ Result<std::string> EncryptDir(std::span<const std::uint8_t> key32, std::string_
         static_cast<std::size_t>(n) != piece) {
       return Error(ErrorCode::kInternal, "JWE encryption failed");
     }
-    AppendBase64Url({sealed, piece}, out);
+    internal::AppendBase64Url({sealed, piece}, out);
     done += piece;
   }
   std::uint8_t tag[kTagBytes];
@@ -329,7 +338,7 @@ Result<std::string> EncryptDir(std::span<const std::uint8_t> key32, std::string_
     return Error(ErrorCode::kInternal, "JWE encryption failed");
   }
   out += '.';
-  AppendBase64Url(tag, out);
+  internal::AppendBase64Url(tag, out);
   return out;
 }
 
@@ -341,20 +350,37 @@ Result<DecryptedJwe> DecryptDir(std::string_view compact, const KeyLookup& key_l
   SR_ASSIGN_OR_RETURN(SecretBytes key, key_lookup(parts.header));
   if (key.size() != kA256GcmKeyBytes) return Invalid("the key for this JWE is not 32 bytes");
 
-  cjose_err err{};
-  internal::JwkPtr jwk(cjose_jwk_create_oct_spec(key.data(), key.size(), &err));
-  if (jwk == nullptr) return CjoseError(ErrorCode::kInternal, "key import failed", err);
-  internal::JwePtr jwe(cjose_jwe_import(compact.data(), compact.size(), &err));
-  if (jwe == nullptr) return CjoseError(ErrorCode::kInvalidArgument, "JWE was refused", err);
-  std::size_t size = 0;
-  internal::CjoseBuffer<std::uint8_t> plaintext(
-      cjose_jwe_decrypt(jwe.get(), jwk.get(), &size, &err));
-  if (plaintext == nullptr) return Invalid("JWE decryption failed");
-  DecryptedJwe out{std::move(parts.header),
-                   SecretBytes(std::span<const std::uint8_t>(plaintext.get(), size))};
-  OPENSSL_cleanse(plaintext.get(), size);
+  // Straight on OpenSSL, with the parts ParseCompact decoded (cjose would decode them all again and
+  // copy the plaintext twice): AES-256-GCM of the ciphertext with the encoded header, as sent, for
+  // AAD; the plaintext goes into its SecretBytes only, and is wiped there if the tag fails.
+  const std::vector<std::uint8_t>& ciphertext = parts.decoded[3];
+  const std::string_view aad = parts.encoded[0];
+  if (ciphertext.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    return Invalid("JWE ciphertext too large");
+  }
+  SecretBytes plaintext(ciphertext.size());
+  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
+  int n = 0;
+  std::array<std::uint8_t, 16> tag{};
+  std::copy_n(parts.decoded[4].begin(), tag.size(), tag.begin());
+  std::uint8_t final_block[16];  // GCM writes nothing at the end; OpenSSL wants somewhere
+  const bool opened =
+      ctx && EVP_DecryptInit_ex(ctx.get(), Aes256Gcm(), nullptr, nullptr, nullptr) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) == 1 &&
+      EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, key.data(), parts.decoded[2].data()) == 1 &&
+      EVP_DecryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const std::uint8_t*>(aad.data()),
+                        static_cast<int>(aad.size())) == 1 &&
+      (ciphertext.empty() || (EVP_DecryptUpdate(ctx.get(), plaintext.data(), &n, ciphertext.data(),
+                                                static_cast<int>(ciphertext.size())) == 1 &&
+                              static_cast<std::size_t>(n) == ciphertext.size())) &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(tag.size()),
+                          tag.data()) == 1 &&
+      EVP_DecryptFinal_ex(ctx.get(), final_block, &n) == 1 && n == 0;
+  ERR_clear_error();
+  if (!opened) return Invalid("JWE decryption failed");  // plaintext wiped as it goes
+  DecryptedJwe out{std::move(parts.header), std::move(plaintext)};
   std::copy_n(parts.decoded[2].begin(), out.iv.size(), out.iv.begin());
-  std::copy_n(parts.decoded[4].begin(), out.tag.size(), out.tag.begin());
+  std::copy(tag.begin(), tag.end(), out.tag.begin());
   return out;
 }
 
