@@ -157,7 +157,7 @@ KmsReply KmsChannels::Create(std::string_view message, std::string* operation) {
   }
   Result<VerifiedJwt> user = verifier_.Verify(r.bearer);
   if (!user.ok()) return sign(Answer(401, r.request_id, "user authentication failed"));
-  Object::Ptr jwk_json = r.json->getObject("jwk");
+  Object::Ptr jwk_json = r.Json().getObject("jwk");
   if (!jwk_json) return sign(Answer(400, r.request_id, "missing jwk"));
   Result<jose::PublicJwk> theirs = jose::PublicJwk::Parse(ToJson(*jwk_json));
   if (!theirs.ok() || theirs->type() != jose::PublicJwk::Type::kEcP256) {
@@ -245,8 +245,8 @@ KmsReply KmsChannels::Open(std::string_view message, const std::string& kid, std
   if (!opened.ok()) return PlainError(400, "undecryptable", "the message could not be decrypted");
 
   // Sealed answers travel with HTTP 200; the protocol status is inside.
-  auto seal = [&](const Object& answer) -> KmsReply {
-    std::string payload = ToJson(answer);
+  auto seal = [&](const SealedAnswer& answer) -> KmsReply {
+    std::string payload = answer.ToText();
     Result<std::string> jwe =
         jose::EncryptDir(channel_key->view(), ephemeral.uri,
                          {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()});
@@ -282,13 +282,12 @@ KmsReply KmsChannels::Open(std::string_view message, const std::string& kid, std
   std::optional<ExecutedRequest> unrecorded =
       ExecutedRequest{ephemeral.uri, ReplayGuard::Bytes(id), clock_(),
                       ephemeral.org, ephemeral.user_id,      ephemeral.created_ms};
-  Object answer = execute(opened->plaintext, ephemeral, &unrecorded, operation);
+  SealedAnswer answer = execute(opened->plaintext, ephemeral, &unrecorded, operation);
   if (unrecorded) {
     // Not recorded with a write or an audit record: recorded now, before the answer leaves.
     if (!audit_.Append(std::move(*unrecorded)).ok()) {
-      const std::string rid =
-          answer.has("requestId") ? answer.getValue<std::string>("requestId") : "";
-      answer = Answer(503, rid, "the KMS could not record the request; retry later");
+      return seal(
+          Answer(503, answer.RequestId(), "the KMS could not record the request; retry later"));
     }
   }
   return seal(answer);

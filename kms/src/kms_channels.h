@@ -55,12 +55,14 @@ class KeyCache;
 
 namespace internal {
 
+struct SealedAnswer;  // kms_messages.h
+
 class KmsChannels {
  public:
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
   // Executes the request a sealed message held, for its channel's user; `unrecorded` holds the
   // record that it was executed until it is committed (with a write, or an audit record).
-  using Execute = std::function<Poco::JSON::Object(
+  using Execute = std::function<SealedAnswer(
       const SecretBytes& plaintext, const EphemeralKeyRecord& channel,
       std::optional<ExecutedRequest>* unrecorded, std::string* operation)>;
 

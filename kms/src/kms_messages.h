@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "strongroom/common/error.h"
 #include "strongroom/common/secret_bytes.h"
@@ -29,19 +31,48 @@ KmsReply HsmUnavailable();
 // plain 503 identity_unavailable, the code the SDK reads back as ErrorReason::kIdentityUnavailable.
 KmsReply IdentityUnavailable();
 
-// The parts of a request every operation needs, from the decrypted JSON.
+// The parts of a request every operation needs, from the decrypted JSON. A request written
+// plainly (message_json.h: what the SDK writes) has them read without a tree; the whole request is
+// parsed only for an operation that reads more (Json()), or when it is not plain (then it is
+// parsed strictly up front, and refused as before when that parser refuses it).
 struct Request {
-  Poco::JSON::Object::Ptr json;
   std::string method;
   std::string uri;  // made absolute: kms://<host>/...
   std::string request_id;
   std::string client_id;
   std::string bearer;
+  bool on_behalf = false;  // client.credential has an onBehalfOf member
+  std::string_view text;   // the plaintext, which outlives the Request
+
+  // The whole request, parsed strictly at the first use.
+  const Poco::JSON::Object& Json() const;
+  mutable Poco::JSON::Object::Ptr json;
 };
 Result<Request> ParseRequest(const SecretBytes& plaintext, const std::string& cluster);
 // The requestId of a request ParseRequest refused, when it is there to be read ("" otherwise), so
 // that even a malformed request's refusal names it.
 std::string RequestIdOf(const SecretBytes& plaintext);
+
+// A sealed request's answer: an object, or (a retrieved key, the hot path) its JSON written
+// directly (message_json.h). It may hold key material: `json` is wiped when it goes.
+struct SealedAnswer {
+  SealedAnswer(Poco::JSON::Object answer)  // NOLINT(google-explicit-constructor): most answers
+      : object(std::move(answer)) {}
+  SealedAnswer(std::string id, std::string text)
+      : request_id(std::move(id)), json(std::move(text)) {}
+  SealedAnswer(SealedAnswer&&) = default;
+  SealedAnswer& operator=(SealedAnswer&&) = delete;
+  ~SealedAnswer() { ZeroizeString(json); }
+
+  // The answer's requestId ("" when it has none).
+  std::string RequestId() const;
+  // The answer as sent; the caller wipes it once sealed.
+  std::string ToText() const;
+
+  Poco::JSON::Object object;
+  std::string request_id;  // of `json`
+  std::string json;        // when set, the answer
+};
 
 // {status, requestId[, reason]}: what every answer starts from.
 Poco::JSON::Object Answer(int status, const std::string& request_id,

@@ -22,6 +22,7 @@
 #include "strongroom/kms/audit_writer.h"
 #include "strongroom/kms/key_cache.h"
 #include "strongroom/kms/kms_store.h"
+#include "strongroom/kms/message_json.h"
 #include "strongroom/kms/metrics.h"
 #include "strongroom/kms/org_policy.h"
 #include "strongroom/kms/search_keys.h"
@@ -265,8 +266,10 @@ Result<SecretBytes> KmsService::UnwrapCached(const std::string& org, const std::
   return key;
 }
 
-Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
-                           std::optional<ExecutedRequest>* unrecorded, std::string* operation) {
+internal::SealedAnswer KmsService::Execute(const SecretBytes& plaintext,
+                                           const EphemeralKeyRecord& ephemeral,
+                                           std::optional<ExecutedRequest>* unrecorded,
+                                           std::string* operation) {
   Result<internal::Request> request = internal::ParseRequest(plaintext, cluster_);
   if (!request.ok()) {
     return Answer(400, internal::RequestIdOf(plaintext), request.error().message());
@@ -351,8 +354,8 @@ Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecor
   Caller caller{user->subject(), user->subject(), user->org(),
                 r.client_id,     r.request_id,    unrecorded};
   // Compliance: {credential: {onBehalfOf: <user>, userId: <user>, bearer: <officer's token>}}.
-  Object::Ptr credential = r.json->getObject("client")->getObject("credential");
-  if (credential && credential->has("onBehalfOf")) {
+  if (r.on_behalf) {
+    Object::Ptr credential = r.Json().getObject("client")->getObject("credential");
     const Poco::Dynamic::Var target = credential->get("onBehalfOf");
     const std::string target_user = target.isString() ? target.convert<std::string>() : "";
     if (target_user.empty() || target_user.size() > 256 ||
@@ -393,7 +396,9 @@ Object KmsService::Execute(const SecretBytes& plaintext, const EphemeralKeyRecor
     if (!deleted.ok()) return Answer(HttpStatusFor(deleted.error().code()), r.request_id);
     return Answer(204, r.request_id);
   }
-  return Dispatch(caller, route, *r.json);
+  // A retrieval reads nothing more of the request: a plain one is never parsed into a tree.
+  if (route.op == Route::Op::kRetrieveKey) return RetrieveKey(caller, route.target);
+  return Dispatch(caller, route, r.Json());
 }
 
 Object KmsService::Dispatch(const Caller& caller, const Route& route, const Object& request) {
@@ -401,8 +406,6 @@ Object KmsService::Dispatch(const Caller& caller, const Route& route, const Obje
   switch (route.op) {
     case Op::kCreateKeys:
       return CreateKeys(caller, request);
-    case Op::kRetrieveKey:
-      return RetrieveKey(caller, route.target);
     case Op::kBindKey:
       return BindKey(caller, route.target, request);
     case Op::kCreateResource:
@@ -426,7 +429,7 @@ Object KmsService::Dispatch(const Caller& caller, const Route& route, const Obje
         return Answer(400, caller.request_id, "delete by resource needs ?authId=<id>");
       }
       return DeleteAuthorization(caller, route.target, route.auth_id);
-    default:
+    default:  // kRetrieveKey: Execute calls RetrieveKey itself
       return Answer(404, caller.request_id, "unknown method or uri");
   }
 }
@@ -499,7 +502,7 @@ Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
   return answer;
 }
 
-Object KmsService::RetrieveKey(const Caller& caller, const std::string& uri) {
+internal::SealedAnswer KmsService::RetrieveKey(const Caller& caller, const std::string& uri) {
   // The hot path: a bound key's record and the caller's role usually come from memory.
   std::optional<KeyRecord> key = bound_keys_.Get(uri);
   std::optional<std::string> role;
@@ -551,9 +554,8 @@ Object KmsService::RetrieveKey(const Caller& caller, const std::string& uri) {
            .ok()) {
     return Answer(503, caller.request_id, "the KMS could not audit the retrieval; retry later");
   }
-  Object answer = Answer(200, caller.request_id);
-  answer.set("key", KeyJson(*key, *material));
-  return answer;
+  return internal::SealedAnswer(caller.request_id,
+                                RetrievedKeyAnswer(caller.request_id, *key, material->view()));
 }
 
 Object KmsService::BindKey(const Caller& caller, const std::string& uri, const Object& request) {

@@ -19,6 +19,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "../support/fake_vault.h"
 #include "../support/test_dir.h"
@@ -1231,6 +1232,112 @@ TEST_F(KmsKeysTest, DuplicateMembersAndBooleanCountsAreRefused) {
   auto sealed = jose::EncryptDir(alice.key.view(), alice.uri, Bytes(two_bearers));
   EXPECT_EQ(StatusOf(Deliver(alice, *sealed)), 400);
   EXPECT_EQ(Count("keys"), 0);
+}
+
+// A retrieval's request is read without a JSON tree when it is written plainly, and its answer is
+// written without one (message_json.h): however the request is written, it is answered as the
+// strict parser and the Poco answer did, and what that parser refuses is refused as before.
+TEST_F(KmsKeysTest, ARetrievalIsAnsweredAlikeHoweverItsRequestIsWritten) {
+  Channel alice = Open("alice@acme.test");
+  const std::string bearer = Token("alice@acme.test");
+  auto keys = CreateKeys(alice, "alice@acme.test", 2);
+  const std::string unbound = keys[0]->getValue<std::string>("uri");
+  const std::string bound = keys[1]->getValue<std::string>("uri");
+  const std::string resource =
+      CreateResource(alice, "alice@acme.test", Strings({}), Strings({bound}));
+  ASSERT_NE(resource, "");
+  // The key as create /keys and retrieve /resources/<id>/keys write it (Poco's objects).
+  Object::Ptr listed = Send(alice, Request("retrieve", resource + "/keys", bearer));
+  ASSERT_EQ(StatusOf(listed), 200);
+  const std::map<std::string, std::string> expected = {
+      {unbound, Json(*keys[0])}, {bound, Json(*listed->getArray("keys")->getObject(0))}};
+
+  auto deliver = [&](const std::string& text) {
+    return Deliver(alice, *jose::EncryptDir(alice.key.view(), alice.uri, Bytes(text)));
+  };
+  auto request = [&](const std::string& uri, const std::string& more = "") {
+    return R"({"method":"retrieve","uri":")" + uri + R"(","requestId":"r-1",)" + more +
+           R"("client":{"clientId":"test-client","credential":{"bearer":")" + bearer + R"("}}})";
+  };
+  for (const std::string& uri : {unbound, bound}) {
+    std::string escaped = uri;  // "\/" for every "/", as Poco and the SDK write it
+    for (std::size_t at = 0; (at = escaped.find('/', at)) != std::string::npos; at += 2) {
+      escaped.replace(at, 1, "\\/");
+    }
+    for (const std::string& text : {
+             request(uri),
+             request(escaped),
+             // Plain, with spaces, other members and their order changed.
+             R"( { "client" : { "credential" : { "bearer" : ")" + bearer +
+                 R"(" , "x" : [ 1 , null ] } , "clientId" : "test-client" } , "uri" : ")" + uri +
+                 R"(" , "requestId" : "r-1" , "method" : "retrieve" } )",
+             // Not plain, left to the parser: a fraction, text beyond ASCII, deep nesting.
+             request(uri, R"("n":1.5,)"),
+             request(uri, "\"note\":\"caf\xc3\xa9 \\u00e9\","),
+             request(uri, R"("x":{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":1}}}}}}}},)"),
+         }) {
+      Object::Ptr answer = deliver(text);
+      ASSERT_EQ(StatusOf(answer), 200) << text;
+      EXPECT_EQ(answer->getValue<std::string>("requestId"), "r-1");
+      EXPECT_EQ(answer->size(), 3u) << Json(*answer);
+      // Members, values and their JSON kinds: Json() writes members in name order.
+      EXPECT_EQ(Json(*answer->getObject("key")), expected.at(uri)) << text;
+    }
+  }
+
+  // What the strict parser refuses, or a field missing or of another kind, is refused as before,
+  // naming the requestId when it can be read.
+  const std::string refused_json = "the request is not a JSON object with each member once";
+  const std::string refused_fields =
+      "a request needs method, uri, requestId, client.clientId and client.credential.bearer";
+  const std::string b = R"("bearer":")" + bearer + R"(")";
+  for (
+      const auto& [text, reason] : std::vector<std::pair<std::string, std::string>>{
+          {request(unbound, R"("uri":"/ping",)"), refused_json},
+          {request(unbound, R"("client":{},)"), refused_json},
+          {R"({"method":"retrieve","uri":")" + unbound +
+               R"(","requestId":"r-1","client":{"clientId":"test-client","credential":{)" + b +
+               "," + b + "}}}",
+           refused_json},
+          {request(unbound) + " x", refused_json},
+          {request(unbound) + "{}", refused_json},
+          {request(unbound).substr(0, request(unbound).size() - 1), refused_json},
+          {request(unbound, R"("n":01,)"), refused_json},
+          {request(unbound, R"("n":'x',)"), refused_json},
+          {R"({"method":"retrieve","uri":")" + unbound +
+               R"(","requestId":"r-1","client":{"clientId":"test-client","credential":{}}})",
+           refused_fields},
+          {R"({"method":7,"uri":")" + unbound + R"(","requestId":"r-1",)" +
+               R"("client":{"clientId":"test-client","credential":{)" + b + "}}}",
+           refused_fields},
+          {R"({"method":"retrieve","uri":")" + unbound +
+               R"(","requestId":"r-1","client":{"clientId":"test-client","credential":{"bearer":1}}})",
+           refused_fields},
+          {R"({"method":"retrieve","uri":")" + unbound +
+               R"(","requestId":"r-1","client":{"clientId":"test-client","credential":")" + bearer +
+               R"("}})",
+           refused_fields},
+      }) {
+    Object::Ptr answer = deliver(text);
+    ASSERT_TRUE(answer) << text;
+    EXPECT_EQ(StatusOf(answer), 400) << text;
+    EXPECT_EQ(answer->getValue<std::string>("reason"), reason) << text;
+    EXPECT_FALSE(answer->has("key")) << text;
+  }
+  // onBehalfOf, of whatever kind, makes it a compliance request, read from the whole request.
+  for (const std::string& target : {std::string("null"), std::string("\"\""), std::string("7")}) {
+    const std::string text = R"({"method":"retrieve","uri":")" + unbound +
+                             R"(","requestId":"r-1","client":{"clientId":"test-client",)" +
+                             R"("credential":{"onBehalfOf":)" + target + "," + b + "}}}";
+    Object::Ptr answer = deliver(text);
+    EXPECT_EQ(StatusOf(answer), 400) << text;
+    EXPECT_EQ(answer->getValue<std::string>("reason"),
+              "onBehalfOf must name one user (and match userId)");
+  }
+  const std::string officer = R"({"method":"retrieve","uri":")" + unbound +
+                              R"(","requestId":"r-1","client":{"clientId":"test-client",)" +
+                              R"("credential":{"onBehalfOf":"bob@acme.test",)" + b + "}}}";
+  EXPECT_EQ(StatusOf(deliver(officer)), 403);  // alice is no compliance officer
 }
 
 // The HSM's failures, injected through the in-memory vault: a primary and a standby token, each

@@ -122,6 +122,7 @@ class KeyCache;
 class Metrics;
 namespace internal {
 class KmsChannels;
+struct SealedAnswer;
 }  // namespace internal
 
 // Optional collaborators, owned by the caller and outliving the service.
@@ -174,15 +175,17 @@ class KmsService {
 
   // The request inside an opened message, executed for the channel's user; `unrecorded` holds the
   // record that it was executed until it is committed (with a write, or an audit record).
-  Poco::JSON::Object Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
-                             std::optional<ExecutedRequest>* unrecorded, std::string* operation);
+  internal::SealedAnswer Execute(const SecretBytes& plaintext, const EphemeralKeyRecord& ephemeral,
+                                 std::optional<ExecutedRequest>* unrecorded,
+                                 std::string* operation);
 
   struct Caller;  // the verified user of a sealed request
   struct Route;   // what a request's method and uri name
   Poco::JSON::Object Dispatch(const Caller& caller, const Route& route,
                               const Poco::JSON::Object& request);
   Poco::JSON::Object CreateKeys(const Caller& caller, const Poco::JSON::Object& request);
-  Poco::JSON::Object RetrieveKey(const Caller& caller, const std::string& uri);
+  // The hot path: its answer written directly (message_json.h), not through a Poco object.
+  internal::SealedAnswer RetrieveKey(const Caller& caller, const std::string& uri);
   Poco::JSON::Object BindKey(const Caller& caller, const std::string& uri,
                              const Poco::JSON::Object& request);
   Poco::JSON::Object CreateResource(const Caller& caller, const Poco::JSON::Object& request);
