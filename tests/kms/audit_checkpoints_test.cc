@@ -354,6 +354,14 @@ TEST_F(AuditCheckpointerTest, AnHsmThatCannotSignIsLoggedOnceAndRetried) {
   EXPECT_EQ(LastSeq(), 0);
   hsm_down = false;
   ASSERT_TRUE(WaitForCheckpoint(4));
+  // The checkpoint is stored before the checkpointer says so in its log.
+  auto logged = [&] {
+    std::lock_guard lock(log_mutex);
+    return lines.size();
+  };
+  while (logged() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   std::lock_guard lock(log_mutex);
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_NE(lines[0].find("cannot sign a checkpoint"), std::string::npos) << lines[0];
