@@ -390,23 +390,33 @@ void RunSearch(std::string_view body) {
   auto parsed = Accepted(core::ParseSearch(body), mode);
   if (!parsed) return;
   CheckBody(body, mode);
-  Check(!parsed->tokens.empty() && parsed->tokens.size() <= core::kMaxSearchTokens, mode,
-        std::to_string(parsed->tokens.size()) + " tokens accepted");
-  Check(parsed->conversation_ids.size() <= core::kMaxSearchConversations, mode,
-        "too many conversationIds");
+  Check(!parsed->queries.empty() && parsed->queries.size() <= core::kMaxSearchConversations, mode,
+        std::to_string(parsed->queries.size()) + " queries accepted");
+  Poco::JSON::Array queries;
+  for (const core::RoomQuery& room : parsed->queries) {
+    Check(!room.tokens.empty() && room.tokens.size() <= core::kMaxSearchTokens, mode,
+          std::to_string(room.tokens.size()) + " tokens accepted");
+    Object item;
+    item.set("conversationId", room.conversation_id);
+    item.set("tokens", ToArray(room.tokens));
+    queries.add(item);
+  }
   CheckLimit(parsed->limit, mode);
   CheckCursor(parsed->before, mode);
 
   Object json;
-  json.set("conversationIds", ToArray(parsed->conversation_ids));
-  json.set("tokens", ToArray(parsed->tokens));
+  json.set("queries", queries);
   if (parsed->before) json.set("before", *parsed->before);
   json.set("limit", parsed->limit);
   const std::string text = ToJson(json);
   auto again = Reparsed(core::ParseSearch(text), mode, text);
-  Check(again.conversation_ids == parsed->conversation_ids && again.tokens == parsed->tokens &&
-            again.before == parsed->before && again.limit == parsed->limit,
-        mode, "the request written again parses differently");
+  bool same = again.queries.size() == parsed->queries.size() && again.before == parsed->before &&
+              again.limit == parsed->limit;
+  for (std::size_t i = 0; same && i < again.queries.size(); ++i) {
+    same = again.queries[i].conversation_id == parsed->queries[i].conversation_id &&
+           again.queries[i].tokens == parsed->queries[i].tokens;
+  }
+  Check(same, mode, "the request written again parses differently");
 }
 
 void RunHistoryQuery(std::string_view query) {

@@ -127,16 +127,21 @@ std::vector<std::pair<std::string, std::string>> Seeds() {
       {"index-empty", Mode(M::kIndexTokens) + R"({"tokens":[]})"},
       {"index-missing", Mode(M::kIndexTokens) + "{}"},
       // h: search
-      {"search", Mode(M::kSearch) + R"({"conversationIds":[)" + conversation + R"(],"tokens":[)" +
-                     token + "]}"},
-      {"search-paged", Mode(M::kSearch) + R"({"conversationIds":[)" + conversation +
-                           R"(],"tokens":[)" + token + R"(],"before":1234,"limit":20})"},
+      {"search", Mode(M::kSearch) + R"({"queries":[{"conversationId":)" + conversation +
+                     R"(,"tokens":[)" + token + "]}]}"},
+      {"search-rooms", Mode(M::kSearch) + R"({"queries":[{"conversationId":)" + conversation +
+                           R"(,"tokens":[)" + token + R"(]},{"conversationId":)" + conversation +
+                           R"(,"tokens":["a","b"]}],"before":1234,"limit":20})"},
+      {"search-no-tokens",
+       Mode(M::kSearch) + R"({"queries":[{"conversationId":"c","tokens":[]}]})"},
       {"search-limit-float",
-       Mode(M::kSearch) + R"({"conversationIds":[],"tokens":["a"],)" + R"("limit":2.5})"},
-      {"search-limit-big", Mode(M::kSearch) + R"({"conversationIds":[],"tokens":["a"],)" +
+       Mode(M::kSearch) + R"({"queries":[{"conversationId":"c","tokens":["a"]}],"limit":2.5})"},
+      {"search-limit-big", Mode(M::kSearch) +
+                               R"({"queries":[{"conversationId":"c","tokens":["a"]}],)" +
                                R"("before":18446744073709551615,"limit":201})"},
       {"search-negative",
-       Mode(M::kSearch) + R"({"conversationIds":[],"tokens":["a"],)" + R"("before":-1})"},
+       Mode(M::kSearch) + R"({"queries":[{"conversationId":"c","tokens":["a"]}],"before":-1})"},
+      {"search-old-shape", Mode(M::kSearch) + R"({"conversationIds":[],"tokens":["a"]})"},
       // i, j, k: history, conversation list and events queries
       {"history-empty", Mode(M::kHistoryQuery)},
       {"history-before", Mode(M::kHistoryQuery) + "before=120&limit=50"},

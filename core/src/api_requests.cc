@@ -256,12 +256,30 @@ Result<std::vector<std::string>> ParseIndexTokens(std::string_view body) {
 
 Result<SearchQuery> ParseSearch(std::string_view body) {
   SR_ASSIGN_OR_RETURN(Object::Ptr object, ParseObject(body));
-  SR_RETURN_IF_ERROR(CheckFields(*object, {"conversationIds", "tokens", "before", "limit"}));
+  SR_RETURN_IF_ERROR(CheckFields(*object, {"queries", "before", "limit"}));
+  if (!object->has("queries") || object->isNull("queries")) {
+    return Error(ErrorCode::kInvalidArgument, "\"queries\" is required");
+  }
+  Poco::JSON::Array::Ptr queries = object->getArray("queries");
+  const std::string one_to_max =
+      "an array of 1 to " + std::to_string(kMaxSearchConversations) + " queries";
+  if (queries.isNull() || queries->size() == 0 || queries->size() > kMaxSearchConversations) {
+    return BadField("queries", one_to_max);
+  }
   SearchQuery query;
-  SR_ASSIGN_OR_RETURN(query.conversation_ids,
-                      StringArrayField(*object, "conversationIds", true, kMaxSearchConversations));
-  SR_ASSIGN_OR_RETURN(query.tokens, StringArrayField(*object, "tokens", true, kMaxSearchTokens));
-  if (query.tokens.empty()) return BadField("tokens", "a non-empty array");
+  query.queries.reserve(queries->size());
+  for (std::size_t i = 0; i < queries->size(); ++i) {
+    Object::Ptr room = queries->getObject(static_cast<unsigned>(i));
+    if (room.isNull()) {
+      return BadField("queries", "an array of {\"conversationId\", \"tokens\"} objects");
+    }
+    SR_RETURN_IF_ERROR(CheckFields(*room, {"conversationId", "tokens"}));
+    RoomQuery part;
+    SR_ASSIGN_OR_RETURN(part.conversation_id, StringField(*room, "conversationId", true));
+    SR_ASSIGN_OR_RETURN(part.tokens, StringArrayField(*room, "tokens", true, kMaxSearchTokens));
+    if (part.tokens.empty()) return BadField("tokens", "a non-empty array");
+    query.queries.push_back(std::move(part));
+  }
   SR_ASSIGN_OR_RETURN(query.before,
                       IntegerField(*object, "before", 0, std::numeric_limits<std::int64_t>::max()));
   SR_ASSIGN_OR_RETURN(std::optional<std::int64_t> limit,

@@ -143,7 +143,17 @@ class CoreRoutes::Impl {
         .Add("POST", "/v1/index/search",
              [this](Request& r, const Caller& c) { return Search(r, c); })
         .Add("PUT", "/v1/index/{conversation}/{activity}",
-             [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); });
+             [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); })
+        .Add("GET", "/v1/index/events",
+             [this](Request& r, const Caller& c) { return IndexEvents(r, c); });
+    // What the indexer may use: nothing else (Serve).
+    indexer_
+        .Add("POST", "/v1/index/search",
+             [this](Request& r, const Caller& c) { return Search(r, c); })
+        .Add("PUT", "/v1/index/{conversation}/{activity}",
+             [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); })
+        .Add("GET", "/v1/index/events",
+             [this](Request& r, const Caller& c) { return IndexEvents(r, c); });
   }
 
   // /health and /relay/kms are anyone's; everything else, unknown paths included, is a user's (or
@@ -157,6 +167,15 @@ class CoreRoutes::Impl {
       return Response::Refusal(429, "rate_limited",
                                "too many requests; retry in " + std::to_string(wait) + " s")
           .With("Retry-After", std::to_string(wait));
+    }
+    if (service_.IsIndexer(caller)) {
+      // The indexer's identity writes and searches the index and follows its stream, and is
+      // refused everything else, unknown paths included.
+      if (!indexer_.HasPath(request)) {
+        return Error(ErrorCode::kPermissionDenied,
+                     "the indexer may only use the index (/v1/index/...)");
+      }
+      return indexer_.Dispatch(request, caller);
     }
     return users_.Dispatch(request, caller);
   }
@@ -247,16 +266,40 @@ class CoreRoutes::Impl {
             return Error(ErrorCode::kInvalidArgument,
                          "GET /v1/events is a WebSocket upgrade: " + e.message());
           }
-          Status served = hub_.Serve(user, after, *socket);
-          if (!served.ok() && served.error().code() == ErrorCode::kResourceExhausted) {
-            try {
-              socket->shutdown(Poco::Net::WebSocket::WS_POLICY_VIOLATION, served.error().message());
-            } catch (const Poco::Exception&) {
-              // the peer is gone
-            }
-          }
-          return OkStatus();
+          return EndStream(*socket, hub_.Serve(user, after, *socket));
         });
+  }
+
+  // GET /v1/index/events: the indexer's WebSocket, from its cursor (0, the beginning, when none).
+  Response IndexEvents(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(std::optional<std::int64_t> cursor, ParseEventsQuery(request.query()));
+    if (!service_.IsIndexer(caller)) {
+      return Error(ErrorCode::kPermissionDenied, "only the indexer follows the indexer's stream");
+    }
+    return Response::TakeOver(
+        [this, caller, after = cursor.value_or(0)](HTTPServerRequest& upgrade,
+                                                   HTTPServerResponse& response) -> Status {
+          std::unique_ptr<Poco::Net::WebSocket> socket;
+          try {
+            socket = std::make_unique<Poco::Net::WebSocket>(upgrade, response);
+          } catch (const Poco::Net::WebSocketException& e) {
+            return Error(ErrorCode::kInvalidArgument,
+                         "GET /v1/index/events is a WebSocket upgrade: " + e.message());
+          }
+          return EndStream(*socket, hub_.ServeIndexer(caller, after, *socket));
+        });
+  }
+
+  // A stream that ended because the caller has too many: closed saying so (1008).
+  static Status EndStream(Poco::Net::WebSocket& socket, const Status& served) {
+    if (!served.ok() && served.error().code() == ErrorCode::kResourceExhausted) {
+      try {
+        socket.shutdown(Poco::Net::WebSocket::WS_POLICY_VIOLATION, served.error().message());
+      } catch (const Poco::Exception&) {
+        // the peer is gone
+      }
+    }
+    return OkStatus();
   }
 
   Response ListConversations(Request& request, const Caller& caller) {
@@ -477,6 +520,7 @@ class CoreRoutes::Impl {
   RateLimiter limiter_;
   http::Routes<> open_{kNotFound};
   http::Routes<const Caller&> users_{kNotFound};
+  http::Routes<const Caller&> indexer_{kNotFound};
 };
 
 CoreRoutes::CoreRoutes(CoreService& service, const JwtVerifier& verifier, RealtimeHub& hub,

@@ -179,6 +179,7 @@ class CoreService::Impl {
       ConversationState state;
       state.kms_cluster = cluster;
       state.current_key_uri = request.key_uri;
+      state.created_by_org = caller.org;
       state.participants = participants;
       state.declared_keys = std::make_shared<const std::unordered_set<std::string>>(
           std::unordered_set<std::string>{request.key_uri});
@@ -550,6 +551,23 @@ class CoreService::Impl {
     return out;
   }
 
+  bool IsIndexer(const Caller& caller) const { return index_.CheckIndexer(caller).ok(); }
+
+  Result<std::vector<Activity>> IndexerEventsSince(const Caller& caller, std::int64_t after,
+                                                   std::size_t limit) {
+    SR_RETURN_IF_ERROR(index_.CheckIndexer(caller));
+    if (limit == 0 || limit > kMaxEventsPage) {
+      return Invalid("the page size must be 1 to " + std::to_string(kMaxEventsPage));
+    }
+    std::vector<Activity> out;
+    SR_RETURN_IF_ERROR(Read(db_, [&](Session& s) -> Status {
+      out = CoreStore::OrganizationEventsSince(s, index_.indexer_org(),
+                                               std::max<std::int64_t>(after, 0), limit);
+      return OkStatus();
+    }));
+    return out;
+  }
+
   Status CheckCanUpload(const Caller& caller, const std::string& id) {
     SR_RETURN_IF_ERROR(CheckCaller(caller));
     return CheckParticipant(caller, id);
@@ -698,7 +716,9 @@ class CoreService::Impl {
     if (!listener) return;
     std::vector<Committed> activities;
     activities.reserve(produced.size());
-    for (const internal::Produced& p : produced) activities.push_back({p.activity, *p.recipients});
+    for (const internal::Produced& p : produced) {
+      activities.push_back({p.activity, *p.recipients, p.conversation_org});
+    }
     try {
       listener(activities);
     } catch (const std::exception&) {
@@ -831,6 +851,12 @@ Result<std::vector<Activity>> CoreService::EventsSince(const std::string& user_i
   return impl_->EventsSince(user_id, after, limit);
 }
 std::int64_t CoreService::LastSeq() const { return impl_->LastSeq(); }
+bool CoreService::IsIndexer(const Caller& caller) const { return impl_->IsIndexer(caller); }
+Result<std::vector<Activity>> CoreService::IndexerEventsSince(const Caller& caller,
+                                                              std::int64_t after,
+                                                              std::size_t limit) {
+  return impl_->IndexerEventsSince(caller, after, limit);
+}
 Status CoreService::CheckCanUpload(const Caller& caller, const std::string& id) {
   return impl_->CheckCanUpload(caller, id);
 }

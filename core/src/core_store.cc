@@ -179,6 +179,13 @@ const char* const CoreStore::kEventsSinceSql =
     "AND s.seq <= COALESCE(m.left_seq, 9223372036854775807) ORDER BY s.seq LIMIT ?) "
     "ORDER BY a.seq LIMIT ?";
 
+// Activities by seq from the cursor (the rowid), each one's conversation by its key: a page reads
+// the activities after the cursor until it has `limit` of the organization's.
+const char* const CoreStore::kOrganizationEventsSinceSql =
+    "SELECT " SR_ACTIVITY_COLUMNS("a.") " FROM activities a CROSS JOIN conversations c "
+    "ON c.id = a.conversation_id WHERE a.seq > ? AND c.created_by_org = ? "
+    "ORDER BY a.seq LIMIT ?";
+
 const char* const CoreStore::kListConversationsSql =
     "SELECT c.id, c.kms_resource_uri, c.current_key_uri, c.encrypted_title, c.created_by, "
     "c.created_ms, c.last_seq FROM memberships m JOIN conversations c ON c.id = m.conversation_id "
@@ -254,7 +261,9 @@ std::int64_t CoreStore::MaxSeq(Session& s) {
 
 std::optional<ConversationState> CoreStore::LoadState(Session& s, const std::string& id) {
   Poco::Data::Statement select(s);
-  select << "SELECT kms_resource_uri, current_key_uri FROM conversations WHERE id = ?", useRef(id);
+  select << "SELECT kms_resource_uri, current_key_uri, created_by_org FROM conversations "
+            "WHERE id = ?",
+      useRef(id);
   select.execute();
   Poco::Data::RecordSet rows(select);
   if (!rows.moveFirst()) return std::nullopt;
@@ -263,6 +272,7 @@ std::optional<ConversationState> CoreStore::LoadState(Session& s, const std::str
   Result<KmsUri> resource_uri = KmsUri::Parse(resource);  // as CheckKmsUri accepted it
   state.kms_cluster = resource_uri.ok() ? resource_uri->cluster() : "";
   state.current_key_uri = Text(rows, 1);
+  state.created_by_org = Text(rows, 2);
   state.participants = std::make_shared<const std::vector<std::string>>(CurrentParticipants(s, id));
   std::vector<std::string> keys;
   s << "SELECT key_uri FROM conversation_keys WHERE conversation_id = ?", useRef(id), into(keys),
@@ -374,8 +384,9 @@ void CoreStore::InsertFile(Session& s, const FileInfo& f) {
       bind(static_cast<Poco::Int64>(f.size)), useRef(f.sha256_hex), bind(Int(f.created_ms)), now;
 }
 
-void CoreStore::InsertIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
-                                  const std::vector<std::string>& tokens) {
+void CoreStore::ReplaceIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
+                                   const std::vector<std::string>& tokens) {
+  DeleteIndexTokens(s, seq);
   if (tokens.empty()) return;
   // One statement for the whole list: Poco runs it once per element of the bound vectors.
   // (Poco binds a vector element by element only when it is not const.)
@@ -564,32 +575,37 @@ std::vector<Activity> CoreStore::EventsSince(Session& s, const std::string& user
   return Activities(select);
 }
 
-std::vector<IndexMatch> CoreStore::MatchTokens(Session& s,
-                                               const std::vector<std::string>& conversation_ids,
+std::vector<Activity> CoreStore::OrganizationEventsSince(Session& s, const std::string& org,
+                                                         std::int64_t after, std::size_t limit) {
+  Poco::Data::Statement select(s);
+  select << kOrganizationEventsSinceSql, bind(Int(after)), useRef(org), bind(Int(limit));
+  return Activities(select);
+}
+
+std::vector<IndexMatch> CoreStore::MatchTokens(Session& s, const std::string& conversation_id,
                                                const std::vector<std::string>& tokens,
                                                std::int64_t before, std::size_t limit) {
-  // t0 walks the first token's entries in the conversations, newest first; every other token
+  // t0 walks the first token's entries in the conversation, newest first; every other token
   // is a lookup on the primary key.
-  std::string sql = "SELECT t0.conversation_id, a.id, t0.seq FROM index_tokens t0";
+  std::string sql = "SELECT a.id, t0.seq FROM index_tokens t0";
   for (std::size_t i = 1; i < tokens.size(); ++i) {
     std::string t = "t";  // not "t" + ...: GCC 12 at -O3 warns -Wrestrict on that (bug 105329)
     t += std::to_string(i);
     sql += " JOIN index_tokens " + t + " ON " + t + ".token = ? AND " + t +
            ".conversation_id = t0.conversation_id AND " + t + ".seq = t0.seq";
   }
-  sql += " JOIN activities a ON a.seq = t0.seq WHERE t0.token = ? AND t0.conversation_id IN (" +
-         Placeholders(conversation_ids.size()) + ") AND t0.seq < ? ORDER BY t0.seq DESC LIMIT ?";
+  sql +=
+      " JOIN activities a ON a.seq = t0.seq WHERE t0.token = ? AND t0.conversation_id = ? "
+      "AND t0.seq < ? ORDER BY t0.seq DESC LIMIT ?";
   Poco::Data::Statement select(s);
   select << sql;
   for (std::size_t i = 1; i < tokens.size(); ++i) select, useRef(tokens[i]);
-  select, useRef(tokens[0]);
-  for (const std::string& id : conversation_ids) select, useRef(id);
-  select, bind(Int(before)), bind(Int(limit + 1));
+  select, useRef(tokens[0]), useRef(conversation_id), bind(Int(before)), bind(Int(limit + 1));
   select.execute();
   Poco::Data::RecordSet rows(select);
   std::vector<IndexMatch> out;
   for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    out.push_back({Text(rows, 0), Text(rows, 1), Integer(rows, 2)});
+    out.push_back({conversation_id, Text(rows, 0), Integer(rows, 1)});
   }
   return out;
 }

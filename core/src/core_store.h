@@ -55,6 +55,7 @@ struct ConversationState {
   std::string current_key_uri;
   std::shared_ptr<const std::vector<std::string>> participants;  // sorted
   std::shared_ptr<const std::unordered_set<std::string>> declared_keys;
+  std::string created_by_org;  // the creator's organization ('' before migration 2)
 
   bool IsParticipant(const std::string& user) const;
 };
@@ -86,8 +87,9 @@ class CoreStore {
   static void InsertFile(Session& s, const FileInfo& f);
   // Which of these file ids are recorded (in any conversation).
   static std::set<std::string> RecordedFiles(Session& s, const std::vector<std::string>& ids);
-  static void InsertIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
-                                const std::vector<std::string>& tokens);
+  // The activity's token set becomes `tokens` (distinct): what it held before is removed.
+  static void ReplaceIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
+                                 const std::vector<std::string>& tokens);
   // Edits and retractions. The Database runs them with secure_delete on, so the old bytes are
   // overwritten in the database's pages (group_commit_writer.h).
   // The message's content and key replaced by an edit's, and when.
@@ -135,15 +137,20 @@ class CoreStore {
                                        const HistoryQuery& query);
   static std::vector<Activity> EventsSince(Session& s, const std::string& user, std::int64_t after,
                                            std::size_t limit);
-  // Up to `limit` + 1 matches, newest first.
-  static std::vector<IndexMatch> MatchTokens(Session& s,
-                                             const std::vector<std::string>& conversation_ids,
+  // The indexer's stream: the activities after `after` of every conversation created by a user
+  // of `org`, oldest first, at most `limit`.
+  static std::vector<Activity> OrganizationEventsSince(Session& s, const std::string& org,
+                                                       std::int64_t after, std::size_t limit);
+  // The activities of the conversation with every one of `tokens` (distinct) and seq < before:
+  // up to `limit` + 1 matches, newest first.
+  static std::vector<IndexMatch> MatchTokens(Session& s, const std::string& conversation_id,
                                              const std::vector<std::string>& tokens,
                                              std::int64_t before, std::size_t limit);
 
   // The statements whose plans matter, for tests that check them with EXPLAIN QUERY PLAN.
   static const char* const kHistoryNewestSql;
   static const char* const kEventsSinceSql;
+  static const char* const kOrganizationEventsSinceSql;
   static const char* const kListConversationsSql;
   static const char* const kClearEditsSql;
   static const char* const kLatestOfTargetSql;

@@ -43,7 +43,8 @@ Activity Batch::NewActivity(const std::string& conversation_id, const Caller& ca
 
 Activity Batch::Produce(Activity a, std::shared_ptr<const std::vector<std::string>> recipients) {
   last_seq[a.conversation_id] = a.seq;
-  produced.push_back({a, std::move(recipients)});
+  StatePtr state = State(a.conversation_id);
+  produced.push_back({a, std::move(recipients), state ? state->created_by_org : std::string()});
   return a;
 }
 

@@ -48,6 +48,7 @@ namespace strongroom::core::internal {
 struct Produced {
   Activity activity;
   std::shared_ptr<const std::vector<std::string>> recipients;
+  std::string conversation_org;  // the conversation creator's organization (the indexer's stream)
 };
 
 // What a batch's changes see and leave behind, inside the batch's transaction.

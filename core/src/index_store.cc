@@ -1,7 +1,10 @@
 #include "index_store.h"
 
+#include <algorithm>
+#include <iterator>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "core_store.h"
 #include "validation.h"
@@ -36,7 +39,7 @@ Status IndexStore::PutIndexTokens(const Caller& caller, const std::string& id,
     // Checked in the writer, after every committed edit: tokens of text that is no longer a
     // message's never reach the store, however late the indexer is.
     if (std::optional<std::int64_t> seq = IndexedAs(*activity)) {
-      CoreStore::InsertIndexTokens(*b.s, id, *seq, distinct);
+      CoreStore::ReplaceIndexTokens(*b.s, id, *seq, distinct);
     }
     return Activity{};
   });
@@ -46,28 +49,43 @@ Status IndexStore::PutIndexTokens(const Caller& caller, const std::string& id,
 
 Result<SearchPage> IndexStore::MatchTokens(const Caller& caller, const SearchQuery& query) {
   SR_RETURN_IF_ERROR(CheckIndexer(caller));
-  if (query.conversation_ids.empty() || query.conversation_ids.size() > kMaxSearchConversations) {
-    return Invalid("a search names 1 to " + std::to_string(kMaxSearchConversations) +
-                   " conversations");
-  }
-  if (query.tokens.empty() || query.tokens.size() > kMaxSearchTokens) {
-    return Invalid("a search has 1 to " + std::to_string(kMaxSearchTokens) + " tokens");
+  if (query.queries.empty() || query.queries.size() > kMaxSearchConversations) {
+    return Invalid("a search has 1 to " + std::to_string(kMaxSearchConversations) +
+                   " queries, one per conversation");
   }
   SR_RETURN_IF_ERROR(CheckPageSize(query.limit));
-  for (const std::string& id : query.conversation_ids) {
-    if (!IsUuid(id)) return Invalid("a conversation id is not a conversation id");
+  std::set<std::string> seen;
+  std::vector<std::pair<std::string, std::vector<std::string>>> rooms;
+  rooms.reserve(query.queries.size());
+  for (const RoomQuery& room : query.queries) {
+    if (!IsUuid(room.conversation_id)) return Invalid("a conversation id is not a conversation id");
+    if (!seen.insert(room.conversation_id).second) {
+      return Invalid("a search names each conversation once");
+    }
+    if (room.tokens.empty() || room.tokens.size() > kMaxSearchTokens) {
+      return Invalid("a conversation's query has 1 to " + std::to_string(kMaxSearchTokens) +
+                     " tokens");
+    }
+    for (const std::string& token : room.tokens) SR_RETURN_IF_ERROR(CheckIndexToken(token));
+    const std::set<std::string> tokens(room.tokens.begin(), room.tokens.end());
+    rooms.emplace_back(room.conversation_id,
+                       std::vector<std::string>(tokens.begin(), tokens.end()));
   }
-  for (const std::string& token : query.tokens) SR_RETURN_IF_ERROR(CheckIndexToken(token));
-  const std::set<std::string> ids(query.conversation_ids.begin(), query.conversation_ids.end());
-  const std::set<std::string> tokens(query.tokens.begin(), query.tokens.end());
+  const std::int64_t before = query.before.value_or(kNoSeq);
   SearchPage page;
-  SR_RETURN_IF_ERROR(Read(db_, [&](Poco::Data::Session& s) -> Status {
-    page.items = CoreStore::MatchTokens(s, {ids.begin(), ids.end()}, {tokens.begin(), tokens.end()},
-                                        query.before.value_or(kNoSeq), query.limit);
+  // Each conversation's newest limit + 1 matches, from one snapshot; then the newest of them all.
+  SR_RETURN_IF_ERROR(ReadTransaction(db_, [&](Poco::Data::Session& s) -> Status {
+    for (const auto& [id, tokens] : rooms) {
+      std::vector<IndexMatch> found = CoreStore::MatchTokens(s, id, tokens, before, query.limit);
+      page.items.insert(page.items.end(), std::make_move_iterator(found.begin()),
+                        std::make_move_iterator(found.end()));
+    }
     return OkStatus();
   }));
+  std::sort(page.items.begin(), page.items.end(),
+            [](const IndexMatch& a, const IndexMatch& b) { return a.seq > b.seq; });
   if (page.items.size() > query.limit) {
-    page.items.pop_back();
+    page.items.resize(query.limit);
     page.next_before = page.items.back().seq;
   }
   return page;

@@ -60,11 +60,9 @@ void RealtimeHub::Publish(const std::vector<CoreService::Committed>& committed) 
   std::lock_guard<std::mutex> lock(mutex_);
   for (const CoreService::Committed& c : committed) {
     std::shared_ptr<const std::string> json;
-    for (const std::string& user : c.recipients) {
-      auto found = by_user_.find(user);
-      if (found == by_user_.end()) continue;
+    auto queue = [&](const std::set<Subscriber*>& subscribers) {
       if (!json) json = std::make_shared<const std::string>(ActivityJson(c.activity));
-      for (Subscriber* subscriber : found->second) {
+      for (Subscriber* subscriber : subscribers) {
         std::lock_guard<std::mutex> sub_lock(subscriber->mutex);
         if (subscriber->overflowed) continue;
         if (subscriber->queue.size() >= options_.max_queued) {
@@ -75,6 +73,14 @@ void RealtimeHub::Publish(const std::vector<CoreService::Committed>& committed) 
         }
         woken.push_back(subscriber);
       }
+    };
+    for (const std::string& user : c.recipients) {
+      auto found = by_user_.find(user);
+      if (found != by_user_.end()) queue(found->second);
+    }
+    if (!c.conversation_org.empty()) {
+      auto found = by_org_.find(c.conversation_org);
+      if (found != by_org_.end()) queue(found->second);
     }
   }
   // Once each, after the whole commit is queued: registered subscribers stay valid while mutex_
@@ -85,13 +91,30 @@ void RealtimeHub::Publish(const std::vector<CoreService::Committed>& committed) 
 }
 
 Status RealtimeHub::Serve(const std::string& user_id, std::int64_t cursor, WebSocket& socket) {
+  return Stream(by_user_, user_id, cursor, socket, [&](std::int64_t after, std::size_t limit) {
+    return service_.EventsSince(user_id, after, limit);
+  });
+}
+
+Status RealtimeHub::ServeIndexer(const Caller& indexer, std::int64_t cursor, WebSocket& socket) {
+  if (!service_.IsIndexer(indexer)) {
+    return Error(ErrorCode::kPermissionDenied, "only the indexer follows the indexer's stream");
+  }
+  return Stream(by_org_, indexer.org, cursor, socket, [&](std::int64_t after, std::size_t limit) {
+    return service_.IndexerEventsSince(indexer, after, limit);
+  });
+}
+
+Status RealtimeHub::Stream(std::map<std::string, std::set<Subscriber*>>& registry,
+                           const std::string& key, std::int64_t cursor, WebSocket& socket,
+                           const Replay& replay) {
   Subscriber subscriber;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return Error(ErrorCode::kUnavailable, "the core is shutting down");
-    auto& mine = by_user_[user_id];
+    auto& mine = registry[key];
     if (mine.size() >= options_.max_connections_per_user) {
-      if (mine.empty()) by_user_.erase(user_id);
+      if (mine.empty()) registry.erase(key);
       return Error(ErrorCode::kResourceExhausted,
                    "at most " + std::to_string(options_.max_connections_per_user) +
                        " realtime connections per user");
@@ -101,24 +124,24 @@ Status RealtimeHub::Serve(const std::string& user_id, std::int64_t cursor, WebSo
   }
   struct Unregister {
     RealtimeHub& hub;
-    const std::string& user;
+    std::map<std::string, std::set<Subscriber*>>& registry;
+    const std::string& key;
     Subscriber* subscriber;
     ~Unregister() {
       std::lock_guard<std::mutex> lock(hub.mutex_);
-      auto found = hub.by_user_.find(user);
+      auto found = registry.find(key);
       found->second.erase(subscriber);
-      if (found->second.empty()) hub.by_user_.erase(found);
+      if (found->second.empty()) registry.erase(found);
       --hub.connections_;
     }
-  } unregister{*this, user_id, &subscriber};
+  } unregister{*this, registry, key, &subscriber};
 
   socket.setSendTimeout(Poco::Timespan(options_.send_timeout.count(), 0));
   std::int64_t last = cursor;
-  // Replays from the store everything after `last` the user may see.
+  // Replays from the store everything after `last` the subscriber may see.
   auto catch_up = [&]() -> Status {
     for (;;) {
-      SR_ASSIGN_OR_RETURN(std::vector<Activity> page,
-                          service_.EventsSince(user_id, last, options_.replay_page));
+      SR_ASSIGN_OR_RETURN(std::vector<Activity> page, replay(last, options_.replay_page));
       if (page.empty()) return OkStatus();
       std::vector<std::shared_ptr<const std::string>> events;
       events.reserve(page.size());

@@ -81,18 +81,43 @@ TEST(ApiRequestsTest, RemovalTakesAnEmptyBodyOrAnEmbeddedMessage) {
   EXPECT_FALSE(ParseRemoveParticipant(R"({"userIds":["x"]})").ok());
 }
 
-TEST(ApiRequestsTest, SearchNeedsTokensAndBoundsItsPage) {
-  auto search =
-      ParseSearch(R"({"conversationIds":["c"],"tokens":["t1","t2"],"before":9,"limit":5})");
+TEST(ApiRequestsTest, SearchHasTokensPerConversationAndBoundsItsPage) {
+  auto search = ParseSearch(R"({"queries":[{"conversationId":"c","tokens":["t1","t2"]},)"
+                            R"({"tokens":["u"],"conversationId":"d"}],"before":9,"limit":5})");
   ASSERT_TRUE(search.ok()) << search.error().ToString();
-  EXPECT_EQ(search->tokens.size(), 2u);
+  ASSERT_EQ(search->queries.size(), 2u);
+  EXPECT_EQ(search->queries[0].conversation_id, "c");
+  EXPECT_EQ(search->queries[0].tokens, (std::vector<std::string>{"t1", "t2"}));
+  EXPECT_EQ(search->queries[1].conversation_id, "d");
+  EXPECT_EQ(search->queries[1].tokens, (std::vector<std::string>{"u"}));
   EXPECT_EQ(search->before, 9);
   EXPECT_EQ(search->limit, 5u);
-  EXPECT_FALSE(ParseSearch(R"({"conversationIds":["c"],"tokens":[]})").ok());
-  EXPECT_FALSE(ParseSearch(R"({"conversationIds":["c"],"tokens":["t"],"limit":0})").ok());
-  EXPECT_FALSE(ParseSearch(R"({"conversationIds":["c"],"tokens":["t"],"limit":1.5})").ok());
-  EXPECT_FALSE(ParseSearch(R"({"conversationIds":["c"],"tokens":["t"],"before":-1})").ok());
-  EXPECT_FALSE(ParseSearch(R"({"conversationIds":["c"],"tokens":["t"],"limit":"9"})").ok());
+  const std::string room = R"({"conversationId":"c","tokens":["t"]})";
+  for (const std::string& bad : std::vector<std::string>{
+           R"({"queries":[{"conversationId":"c","tokens":[]}]})",
+           R"({"queries":[{"conversationId":"c"}]})",
+           R"({"queries":[{"tokens":["t"]}]})",
+           R"({"queries":[{"conversationId":"c","tokens":["t"],"x":1}]})",
+           R"({"queries":[{"conversationId":7,"tokens":["t"]}]})",
+           R"({"queries":["c"]})",
+           R"({"queries":[]})",
+           R"({"queries":{}})",
+           R"({})",
+           R"({"conversationIds":["c"],"tokens":["t"]})",  // the old shape
+           R"({"queries":[)" + room + R"(],"limit":0})",
+           R"({"queries":[)" + room + R"(],"limit":1.5})",
+           R"({"queries":[)" + room + R"(],"before":-1})",
+           R"({"queries":[)" + room + R"(],"limit":"9"})",
+       }) {
+    EXPECT_FALSE(ParseSearch(bad).ok()) << bad;
+  }
+  std::string tokens = R"({"queries":[{"conversationId":"c","tokens":[)";
+  for (std::size_t i = 0; i <= kMaxSearchTokens; ++i) tokens += (i ? ",\"t\"" : "\"t\"");
+  EXPECT_FALSE(ParseSearch(tokens + "]}]}").ok());
+  std::string rooms = R"({"queries":[)";
+  for (std::size_t i = 0; i < kMaxSearchConversations; ++i) rooms += (i ? "," : "") + room;
+  EXPECT_TRUE(ParseSearch(rooms + "]}").ok());
+  EXPECT_FALSE(ParseSearch(rooms + "," + room + "]}").ok());
 }
 
 TEST(ApiRequestsTest, QueryStringsAreStrict) {

@@ -326,12 +326,82 @@ TEST_F(CoreRoutesTest, TheIndexerPutsTokensWith204AndFindsThem) {
   EXPECT_EQ(put.body, "");
   EXPECT_EQ(put.content_type, "");
 
-  http::Response found = Call("POST", "/v1/index/search", kIndexer,
-                              "{\"conversationIds\":[\"" + id + "\"],\"tokens\":[\"dG9rZW4\"]}");
+  http::Response found =
+      Call("POST", "/v1/index/search", kIndexer,
+           "{\"queries\":[{\"conversationId\":\"" + id + "\",\"tokens\":[\"dG9rZW4\"]}]}");
   ASSERT_EQ(found.status, 200) << found.body;
   auto items = Parse(found.body)->getArray("items");
   ASSERT_EQ(items->size(), 1u);
   EXPECT_EQ(items->getObject(0)->getValue<std::string>("activityId"), activity);
+}
+
+TEST_F(CoreRoutesTest, TheIndexerIsRefusedEveryRouteButTheIndexAndItsStream) {
+  const std::string id = CreateConversation();
+  http::Response posted = Call("POST", "/v1/conversations/" + id + "/activities", kAlice,
+                               "{\"content\":\"" + Content("hello") + "\"}");
+  ASSERT_EQ(posted.status, 201) << posted.body;
+  const std::string activity = Parse(posted.body)->getValue<std::string>("id");
+  const std::string conversation = "/v1/conversations/" + id;
+  const std::string create = "{\"kmsResourceUri\":\"" + std::string(kKms) + "/resources/" +
+                             NewUuid() + "\",\"keyUri\":\"" + key_uri_ + "\"}";
+  const struct {
+    const char* method;
+    std::string target;
+    std::string body;
+  } refused[] = {
+      {"GET", "/v1/conversations", ""},
+      {"POST", "/v1/conversations", create},
+      {"GET", conversation, ""},
+      {"POST", conversation + "/participants", "{\"userIds\":[\"" + std::string(kIndexer) + "\"]}"},
+      {"DELETE", conversation + "/participants/" + kAlice, ""},
+      {"PUT", conversation + "/key", "{\"keyUri\":\"" + std::string(kKms) + "/keys/x\"}"},
+      {"PUT", conversation + "/title", "{\"encryptedTitle\":\"\"}"},
+      {"GET", conversation + "/activities", ""},
+      {"POST", conversation + "/activities", "{\"content\":\"" + Content("x") + "\"}"},
+      {"GET", conversation + "/activities/" + activity, ""},
+      {"PUT", conversation + "/activities/" + activity, "{\"content\":\"" + Content("y") + "\"}"},
+      {"DELETE", conversation + "/activities/" + activity, ""},
+      {"POST", conversation + "/files", ""},
+      {"GET", conversation + "/files/" + NewUuid(), ""},
+      {"GET", "/v1/events?cursor=0", ""},
+      {"POST", "/kms/messages?cluster=" + std::string(kKms), ""},
+      {"GET", "/v1/compliance/conversations?user=" + std::string(kAlice), ""},
+      {"GET", "/v1/compliance/conversations/" + id + "/activities?user=" + kAlice, ""},
+      {"GET", "/v1/no-such-path", ""},
+  };
+  for (const auto& r : refused) {
+    http::Response answer = Call(r.method, r.target, kIndexer, r.body);
+    EXPECT_EQ(answer.status, 403) << r.method << " " << r.target << ": " << answer.body;
+    EXPECT_EQ(CodeOf(answer), "permission_denied") << r.target;
+    EXPECT_FALSE(answer.takeover) << r.target;
+  }
+  // Nothing changed: alice's conversation has its one post, and no other was made.
+  http::Response history = Call("GET", conversation + "/activities", kAlice);
+  ASSERT_EQ(history.status, 200);
+  EXPECT_EQ(Parse(history.body)->getArray("items")->size(), 2u);  // create, post
+  http::Response list = Call("GET", "/v1/conversations", kAlice);
+  EXPECT_EQ(Parse(list.body)->getArray("items")->size(), 1u);
+
+  // What it may use.
+  EXPECT_EQ(
+      Call("PUT", "/v1/index/" + id + "/" + activity, kIndexer, "{\"tokens\":[\"dA\"]}").status,
+      204);
+  EXPECT_EQ(Call("POST", "/v1/index/search", kIndexer,
+                 "{\"queries\":[{\"conversationId\":\"" + id + "\",\"tokens\":[\"dA\"]}]}")
+                .status,
+            200);
+  http::Response stream = Call("GET", "/v1/index/events?cursor=0", kIndexer);
+  EXPECT_EQ(stream.status, 101);
+  EXPECT_TRUE(stream.takeover);
+  http::Response bad = Call("GET", "/v1/index/events?cursor=x", kIndexer);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_FALSE(bad.takeover);
+
+  // And nobody else follows the indexer's stream.
+  http::Response other = Call("GET", "/v1/index/events?cursor=0", kAlice);
+  EXPECT_EQ(other.status, 403);
+  EXPECT_EQ(CodeOf(other), "permission_denied");
+  EXPECT_FALSE(other.takeover);
 }
 
 TEST_F(CoreRoutesTest, TheAuthorEditsWithPutAndRetractsWithDeleteOthersAreRefused) {

@@ -85,8 +85,10 @@ class CoreServiceTest : public ::testing::Test {
       std::lock_guard lock(heard_mutex_);
       ++commits_heard_;
       if (committed.empty()) ++empty_commits_heard_;
-      for (const CoreService::Committed& c : committed)
+      for (const CoreService::Committed& c : committed) {
         heard_.push_back({c.activity, c.recipients});
+        heard_orgs_[c.activity.id] = c.conversation_org;
+      }
     });
   }
 
@@ -194,8 +196,9 @@ class CoreServiceTest : public ::testing::Test {
   std::atomic<std::int64_t> clock_ms_{1700000000000};
   std::mutex heard_mutex_;
   std::vector<std::pair<Activity, std::vector<std::string>>> heard_;
-  std::size_t commits_heard_ = 0;        // listener calls: one per commit
-  std::size_t empty_commits_heard_ = 0;  // calls without an activity (never expected)
+  std::map<std::string, std::string> heard_orgs_;  // activity id -> Committed::conversation_org
+  std::size_t commits_heard_ = 0;                  // listener calls: one per commit
+  std::size_t empty_commits_heard_ = 0;            // calls without an activity (never expected)
 
   const Caller alice_{"alice@acme.test", "acme"};
   const Caller bob_{"bob@acme.test", "acme"};
@@ -1028,8 +1031,7 @@ TEST_F(CoreServiceTest, OnlyTheIndexerUsesTheIndex) {
   const Conversation c = Create(alice_, {});
   const Activity a = Post(alice_, c);
   SearchQuery query;
-  query.conversation_ids = {c.id};
-  query.tokens = {"tok"};
+  query.queries = {{c.id, {"tok"}}};
   for (const Caller& caller : {alice_, Caller{indexer_.user_id, "evil"},
                                Caller{"someone", indexer_.org}, Caller{"", ""}}) {
     EXPECT_EQ(service_->PutIndexTokens(caller, c.id, a.id, {"tok"}).error().code(),
@@ -1072,8 +1074,7 @@ TEST_F(CoreServiceTest, IndexTokensMatchAllTokensWithinTheConversationsNewestFir
   EXPECT_EQ(Count("index_tokens"), 5 * 3 + 1 + 2);
 
   SearchQuery query;
-  query.conversation_ids = {c1.id, c2.id};
-  query.tokens = {"pear", "apple", "apple"};
+  query.queries = {{c1.id, {"pear", "apple", "apple"}}, {c2.id, {"apple", "pear"}}};
   query.limit = 2;
   std::vector<std::string> found;
   for (int page = 0; page < 5; ++page) {
@@ -1095,19 +1096,18 @@ TEST_F(CoreServiceTest, IndexTokensMatchAllTokensWithinTheConversationsNewestFir
   EXPECT_EQ(found, expected);
 
   query.before.reset();
-  query.tokens = {"decoy3", "apple"};
+  query.queries = {{c1.id, {"decoy3", "apple"}}, {c2.id, {"decoy3", "apple"}}};
   auto one = service_->MatchTokens(indexer_, query);
   ASSERT_TRUE(one.ok());
   ASSERT_EQ(one->items.size(), 1u);
   EXPECT_EQ(one->items[0].activity_id, hits[3].id);
   EXPECT_FALSE(one->next_before.has_value());
-  query.tokens = {"apple"};
-  query.conversation_ids = {c3.id};
+  query.queries = {{c3.id, {"apple"}}};
   one = service_->MatchTokens(indexer_, query);
   ASSERT_TRUE(one.ok());
   ASSERT_EQ(one->items.size(), 1u);
   EXPECT_EQ(one->items[0].activity_id, elsewhere.id);
-  query.tokens = {"unknown"};
+  query.queries = {{c3.id, {"unknown"}}};
   EXPECT_TRUE(service_->MatchTokens(indexer_, query)->items.empty());
 }
 
@@ -1136,17 +1136,176 @@ TEST_F(CoreServiceTest, InvalidIndexRequestsAreRefusedAndStoreNothing) {
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(Count("index_tokens"), 0);
 
-  SearchQuery query;
-  query.tokens = {"t"};
+  SearchQuery query;  // no query
   EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
-  query.conversation_ids = {"nope"};
+  query.queries = {{"nope", {"t"}}};
   EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
-  query.conversation_ids = {c.id};
-  query.tokens.assign(kMaxSearchTokens + 1, "t");
+  query.queries = {{c.id, std::vector<std::string>(kMaxSearchTokens + 1, "t")}};
   EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
-  query.tokens = {"t"};
+  query.queries = {{c.id, {}}};
+  EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+  query.queries = {{c.id, {"t"}}, {other.id, {"u"}}, {c.id, {"v"}}};  // c twice
+  EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+  query.queries = {{c.id, {"t"}}, {other.id, {"bad token"}}};
+  EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+  query.queries.clear();
+  for (std::size_t i = 0; i <= kMaxSearchConversations; ++i) {
+    query.queries.push_back({internal::NewUuid(), {"t"}});
+  }
+  EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+  query.queries.pop_back();  // 1,000 is allowed
+  EXPECT_TRUE(service_->MatchTokens(indexer_, query).ok());
+  query.queries = {{c.id, {"t"}}};
   query.limit = 0;
   EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(CoreServiceTest, EachConversationOfASearchHasItsOwnTokens) {
+  // The same word has another token in each room: a search asks each room for its own.
+  const Conversation c1 = Create(alice_, {});
+  const Conversation c2 = Create(alice_, {});
+  const Activity in1 = Post(alice_, c1);
+  const Activity in2 = Post(alice_, c2);
+  const Activity both_in2 = Post(alice_, c2);
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c1.id, in1.id, {"word-c1", "x"}).ok());
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c2.id, in2.id, {"word-c2", "x"}).ok());
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c2.id, both_in2.id, {"word-c1", "y"}).ok());
+  auto ids = [&](const std::vector<RoomQuery>& rooms) {
+    SearchQuery query;
+    query.queries = rooms;
+    std::vector<std::string> out;
+    auto page = service_->MatchTokens(indexer_, query);
+    EXPECT_TRUE(page.ok()) << page.error().ToString();
+    if (page.ok()) {
+      for (const IndexMatch& m : page->items) out.push_back(m.activity_id);
+    }
+    return out;
+  };
+  // c1's token is asked of c1 only: c2's activity that happens to hold it is not a match.
+  EXPECT_EQ(ids({{c1.id, {"word-c1"}}, {c2.id, {"word-c2"}}}),
+            (std::vector<std::string>{in2.id, in1.id}));
+  EXPECT_EQ(ids({{c1.id, {"word-c1", "x"}}, {c2.id, {"word-c2", "y"}}}),
+            (std::vector<std::string>{in1.id}));
+  EXPECT_EQ(ids({{c2.id, {"word-c1"}}}), (std::vector<std::string>{both_in2.id}));
+  // Paging runs across the rooms, newest first.
+  SearchQuery query;
+  query.queries = {{c1.id, {"x"}}, {c2.id, {"x", "word-c2"}}};
+  query.limit = 1;
+  auto first = service_->MatchTokens(indexer_, query);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->items.size(), 1u);
+  EXPECT_EQ(first->items[0].activity_id, in2.id);
+  EXPECT_EQ(first->items[0].conversation_id, c2.id);
+  ASSERT_TRUE(first->next_before.has_value());
+  query.before = first->next_before;
+  auto second = service_->MatchTokens(indexer_, query);
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->items.size(), 1u);
+  EXPECT_EQ(second->items[0].activity_id, in1.id);
+  EXPECT_EQ(second->items[0].conversation_id, c1.id);
+  EXPECT_FALSE(second->next_before.has_value());
+}
+
+TEST_F(CoreServiceTest, TheIndexerFollowsEveryActivityOfItsOrganizationsConversations) {
+  const Conversation ours = Create(alice_, {bob_.user_id});
+  const Conversation theirs = Create(mallory_, {alice_.user_id});
+  const Activity post = Post(bob_, ours, "indexed words");
+  Post(mallory_, theirs, "not the indexer's");
+  auto title = service_->SetTitle(alice_, ours.id, Jwe(ours.current_key_uri, "a title"));
+  ASSERT_TRUE(title.ok());
+  auto edit = service_->EditActivity(bob_, ours.id, post.id, Jwe(ours.current_key_uri, "edited"));
+  ASSERT_TRUE(edit.ok());
+  const Activity second = Post(alice_, ours, "more words");
+  auto retract = service_->RetractActivity(alice_, ours.id, second.id);
+  ASSERT_TRUE(retract.ok());
+  ASSERT_TRUE(service_->AddParticipants(alice_, ours.id, {carol_.user_id}).ok());
+
+  auto all = service_->IndexerEventsSince(indexer_, 0, kMaxEventsPage);
+  ASSERT_TRUE(all.ok()) << all.error().ToString();
+  std::vector<std::string> verbs;
+  for (const Activity& a : *all) {
+    EXPECT_EQ(a.conversation_id, ours.id);
+    verbs.push_back(a.verb);
+  }
+  EXPECT_EQ(verbs, (std::vector<std::string>{"create", "post", "title", "edit", "post", "retract",
+                                             "add"}));
+  for (std::size_t i = 1; i < all->size(); ++i) EXPECT_GT((*all)[i].seq, (*all)[i - 1].seq);
+  // As participants see them: the title's and the edit's ciphertext, the edit's target.
+  EXPECT_EQ((*all)[2].content, title->content);
+  EXPECT_EQ((*all)[3].content, edit->content);
+  EXPECT_EQ((*all)[3].target_id, post.id);
+  EXPECT_EQ((*all)[3].target_seq, post.seq);
+  EXPECT_EQ((*all)[5].target_id, second.id);
+
+  // From a cursor, in pages.
+  auto after_post = service_->IndexerEventsSince(indexer_, post.seq, 2);
+  ASSERT_TRUE(after_post.ok());
+  ASSERT_EQ(after_post->size(), 2u);
+  EXPECT_EQ((*after_post)[0].id, title->id);
+  EXPECT_EQ((*after_post)[1].id, edit->id);
+  EXPECT_TRUE(service_->IndexerEventsSince(indexer_, all->back().seq, 10)->empty());
+
+  // The live stream's side: each committed activity names its conversation's organization.
+  EXPECT_EQ(heard_orgs_.at(post.id), "acme");
+  EXPECT_EQ(heard_orgs_.at(all->back().id), "acme");
+  std::size_t heard_theirs = 0;
+  for (const auto& [activity, recipients] : Heard()) {
+    if (activity.conversation_id != theirs.id) continue;
+    EXPECT_EQ(heard_orgs_.at(activity.id), "evil");
+    ++heard_theirs;
+  }
+  EXPECT_EQ(heard_theirs, 2u);  // create, post
+  Reopen();                     // the organization is read back with the conversation's state
+  const Activity later = Post(alice_, ours);
+  EXPECT_EQ(heard_orgs_.at(later.id), "acme");
+
+  // Nobody else reads it, nor the indexer's user id from another organization.
+  for (const Caller& caller : {alice_, mallory_, Caller{indexer_.user_id, "evil"}}) {
+    EXPECT_EQ(service_->IndexerEventsSince(caller, 0, 10).error().code(),
+              ErrorCode::kPermissionDenied);
+    EXPECT_FALSE(service_->IsIndexer(caller));
+  }
+  EXPECT_TRUE(service_->IsIndexer(indexer_));
+  EXPECT_EQ(service_->IndexerEventsSince(indexer_, 0, 0).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->IndexerEventsSince(indexer_, 0, kMaxEventsPage + 1).error().code(),
+            ErrorCode::kInvalidArgument);
+}
+
+TEST_F(CoreServiceTest, APutReplacesTheActivitysTokenSet) {
+  const Conversation c = Create(alice_, {});
+  const Activity a = Post(alice_, c);
+  const Activity b = Post(alice_, c);
+  auto match = [&](const std::string& token) {
+    SearchQuery query;
+    query.queries = {{c.id, {token}}};
+    std::vector<std::string> out;
+    auto page = service_->MatchTokens(indexer_, query);
+    EXPECT_TRUE(page.ok());
+    if (page.ok()) {
+      for (const IndexMatch& m : page->items) out.push_back(m.activity_id);
+    }
+    return out;
+  };
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, a.id, {"one", "two", "three"}).ok());
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, b.id, {"two", "four"}).ok());
+  const auto stored = Counts();
+  // A replay (the indexer crashed before it moved its cursor) stores the same set.
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, a.id, {"three", "one", "two", "one"}).ok());
+  EXPECT_EQ(Counts(), stored);
+  EXPECT_EQ(match("one"), (std::vector<std::string>{a.id}));
+  // A shorter set removes the rest; b's tokens stay as they were.
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, a.id, {"two", "five"}).ok());
+  EXPECT_TRUE(match("one").empty());
+  EXPECT_TRUE(match("three").empty());
+  EXPECT_EQ(match("five"), (std::vector<std::string>{a.id}));
+  EXPECT_EQ(match("two"), (std::vector<std::string>{b.id, a.id}));
+  EXPECT_EQ(match("four"), (std::vector<std::string>{b.id}));
+  EXPECT_EQ(Count("index_tokens"), 4);
+  // An empty set removes them all.
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, a.id, {}).ok());
+  EXPECT_EQ(match("two"), (std::vector<std::string>{b.id}));
+  EXPECT_EQ(Count("index_tokens"), 2);
 }
 
 // --- edits and retractions ------------------------------------------------------------------
@@ -1368,8 +1527,7 @@ TEST_F(CoreServiceTest, EditsAndRetractionsRemoveTheMessagesIndexTokensAndLateOn
   ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, kept.id, {"other", "words"}).ok());
   auto match = [&](const std::vector<std::string>& tokens) {
     SearchQuery query;
-    query.conversation_ids = {c.id};
-    query.tokens = tokens;
+    query.queries = {{c.id, tokens}};
     std::vector<std::string> ids;
     auto page = service_->MatchTokens(indexer_, query);
     EXPECT_TRUE(page.ok());
@@ -1592,8 +1750,7 @@ TEST_F(CoreServiceTest, EverythingIsThereAfterARestart) {
   ASSERT_TRUE(opened.ok());
   EXPECT_EQ(opened->first.sha256_hex, file.sha256_hex);
   SearchQuery query;
-  query.conversation_ids = {c.id};
-  query.tokens = {"word"};
+  query.queries = {{c.id, {"word"}}};
   auto matched = service_->MatchTokens(indexer_, query);
   ASSERT_TRUE(matched.ok());
   ASSERT_EQ(matched->items.size(), 1u);

@@ -168,6 +168,19 @@ Array Strings(const std::vector<std::string>& items) {
   return array;
 }
 
+// POST /v1/index/search's "queries": each conversation with the same tokens.
+Array Queries(const std::vector<std::string>& conversations,
+              const std::vector<std::string>& tokens) {
+  Array out;
+  for (const std::string& id : conversations) {
+    Object room;
+    room.set("conversationId", id);
+    room.set("tokens", Strings(tokens));
+    out.add(room);
+  }
+  return out;
+}
+
 std::vector<std::string> Strings(const Array::Ptr& array) {
   std::vector<std::string> out;
   for (unsigned i = 0; array && i < array->size(); ++i) {
@@ -464,13 +477,15 @@ class Client {
 };
 
 // ---------------------------------------------------------------------------------------------
-// A realtime client: GET /v1/events?cursor=N upgraded to a WebSocket over TLS.
+// A realtime client: GET /v1/events?cursor=N (or the indexer's /v1/index/events) upgraded to a
+// WebSocket over TLS.
 
 class EventStream {
  public:
   // Connects; null with `error` set when the upgrade fails.
   static std::unique_ptr<EventStream> Open(std::uint16_t port, const std::string& token,
-                                           std::optional<std::int64_t> cursor, std::string* error) {
+                                           std::optional<std::int64_t> cursor, std::string* error,
+                                           const std::string& path = "/v1/events") {
     auto stream = std::unique_ptr<EventStream>(new EventStream);
     try {
       stream->session_ = std::make_unique<Poco::Net::HTTPSClientSession>("127.0.0.1", port,
@@ -478,7 +493,7 @@ class EventStream {
       stream->session_->setTimeout(Poco::Timespan(kPatience.count(), 0));
       Poco::Net::HTTPRequest request(
           Poco::Net::HTTPRequest::HTTP_GET,
-          "/v1/events" + (cursor ? "?cursor=" + std::to_string(*cursor) : std::string()),
+          path + (cursor ? "?cursor=" + std::to_string(*cursor) : std::string()),
           Poco::Net::HTTPMessage::HTTP_1_1);
       request.set("Authorization", "Bearer " + token);
       Poco::Net::HTTPResponse response;
@@ -1369,8 +1384,7 @@ TEST_F(CoredApiTest, OnlyTheIndexerWritesAndSearchesTheIndex) {
                     const std::vector<std::string>& tokens, std::optional<std::int64_t> before,
                     int limit) {
     Object body;
-    body.set("conversationIds", Strings(conversations));
-    body.set("tokens", Strings(tokens));
+    body.set("queries", Queries(conversations, tokens));
     if (before) body.set("before", *before);
     body.set("limit", limit);
     return client.Post("/v1/index/search", body);
@@ -1609,8 +1623,7 @@ TEST_F(CoredApiTest, AnotherOrganizationsIdpCannotActAsOurUserOnAnyEndpoint) {
                "application/json"),
        403},  // the indexer's only
       {Request("POST", "/v1/index/search",
-               json({{"conversationIds", Strings({id})},
-                     {"tokens", Strings({jose::Base64UrlEncode(RandomBytes(32))})}}),
+               json({{"queries", Queries({id}, {jose::Base64UrlEncode(RandomBytes(32))})}}),
                "application/json"),
        403},
       {Request("POST", std::string("/kms/messages?cluster=") + kCluster, "e30.e30.e30",
@@ -1673,8 +1686,7 @@ TEST_F(CoredApiTest, AnotherOrganizationsIdpCannotActAsOurUserOnAnyEndpoint) {
   EXPECT_TRUE(stream->Next());
   // The indexer too.
   Object search;
-  search.set("conversationIds", Strings({id}));
-  search.set("tokens", Strings({jose::Base64UrlEncode(RandomBytes(32))}));
+  search.set("queries", Queries({id}, {jose::Base64UrlEncode(RandomBytes(32))}));
   EXPECT_EQ(indexer.Post("/v1/index/search", search).status, 200);
 }
 
@@ -1819,6 +1831,67 @@ TEST_F(CoredRealtimeTest, ParticipantsReceiveTheirConversationsInOrderAndOthersN
   auto dave_replay = Connect(kDave, 0);
   ASSERT_TRUE(dave_replay);
   EXPECT_EQ(Ids(dave_replay->Until(sentinel_id, kDave)), (std::vector<std::string>{sentinel_id}));
+}
+
+TEST_F(CoredRealtimeTest, TheIndexerFollowsItsOrganizationsRoomsFromItsCursorThenLive) {
+  constexpr char kGina[] = "gina@globex.test";
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob);
+  Client gina(port(), env().Token(kGina, "core", 0, 3600, "globex"));
+  const ContentKey key = ContentKey::Make(), theirs_key = ContentKey::Make();
+  Object::Ptr ours = Create(alice, key, {kBob});
+  Object::Ptr theirs = Create(gina, theirs_key, {kAlice});  // created by another organization
+  ASSERT_TRUE(ours && theirs);
+  const std::string id = Text(ours, "id");
+  const std::string created = Ids(History(alice, id))[0];
+  Object::Ptr p1 = Post(alice, id, key, "first");
+  ASSERT_TRUE(Post(gina, Text(theirs, "id"), theirs_key, "not for acme's indexer"));
+  Object::Ptr p2 = Post(bob, id, key, "second");
+  ASSERT_TRUE(p1 && p2);
+
+  auto open = [&](const std::string& user, std::optional<std::int64_t> cursor, std::string* error) {
+    return EventStream::Open(port(), env().Token(user), cursor, error, "/v1/index/events");
+  };
+  std::string error;
+  // The backlog from the database, from the beginning without a cursor.
+  auto indexer = open(kIndexer, std::nullopt, &error);
+  ASSERT_TRUE(indexer) << error;
+  EXPECT_EQ(Ids(indexer->Until(Text(p2, "id"), "the indexer")),
+            (std::vector<std::string>{created, Text(p1, "id"), Text(p2, "id")}));
+  // Then live: a post, an edit (with its target) and a title change; nothing of the other room.
+  Object::Ptr p3 = Post(alice, id, key, "third");
+  ASSERT_TRUE(p3);
+  ASSERT_TRUE(Post(gina, Text(theirs, "id"), theirs_key, "still not"));
+  Object edit;
+  edit.set("content", Seal(key, "first, edited"));
+  Reply edited = alice.Put("/v1/conversations/" + id + "/activities/" + Text(p1, "id"), edit);
+  ASSERT_EQ(edited.status, 200) << edited;
+  Object title;
+  title.set("encryptedTitle", Seal(key, "a title"));
+  Reply titled = bob.Put("/v1/conversations/" + id + "/title", title);
+  ASSERT_EQ(titled.status, 200) << titled;
+  std::vector<Object::Ptr> live = indexer->Until(Text(titled.json(), "id"), "the indexer");
+  ASSERT_EQ(Ids(live), (std::vector<std::string>{Text(p3, "id"), Text(edited.json(), "id"),
+                                                 Text(titled.json(), "id")}));
+  EXPECT_EQ(Text(live[1], "verb"), "edit");
+  EXPECT_EQ(Text(live[1], "targetId"), Text(p1, "id"));
+  EXPECT_EQ(Unseal(key, Text(live[1], "content")), "first, edited");
+  EXPECT_EQ(Text(live[1], "conversationId"), id);
+  EXPECT_EQ(Text(live[2], "verb"), "title");
+  EXPECT_FALSE(indexer->Next(std::chrono::milliseconds(300)));
+  indexer->Close();
+
+  // Resumed from a cursor: exactly what follows it, once.
+  auto resumed = open(kIndexer, Seq(p2), &error);
+  ASSERT_TRUE(resumed) << error;
+  EXPECT_EQ(Ids(resumed->Until(Text(titled.json(), "id"), "the resumed indexer")), Ids(live));
+  EXPECT_FALSE(resumed->Next(std::chrono::milliseconds(300)));
+
+  // Nobody else may follow it.
+  EXPECT_FALSE(open(kAlice, 0, &error));
+  Reply refused = alice.Get("/v1/index/events?cursor=0");
+  EXPECT_EQ(refused.status, 403) << refused;
+  EXPECT_EQ(refused.code(), "permission_denied");
 }
 
 TEST_F(CoredRealtimeTest, AReconnectWithTheLastSeqGetsExactlyWhatItMissedOnceAndInOrder) {
@@ -2641,8 +2714,7 @@ TEST_F(CoredInvariantTest, AnEditedOrRetractedMessagesOldCiphertextAndTokensAreG
   // The index finds neither old token.
   for (const std::string& token : {small_token, large_token}) {
     Object search;
-    search.set("conversationIds", Strings({id}));
-    search.set("tokens", Strings({token}));
+    search.set("queries", Queries({id}, {token}));
     Reply found = indexer.Post("/v1/index/search", search);
     ASSERT_EQ(found.status, 200) << found;
     EXPECT_EQ(found.json()->getArray("items")->size(), 0u);

@@ -58,7 +58,7 @@ Result<std::string> ParseEdit(std::string_view body);
 // {tokens}
 Result<std::vector<std::string>> ParseIndexTokens(std::string_view body);
 
-// {conversationIds, tokens, before?, limit?}
+// {queries: [{conversationId, tokens}, ...], before?, limit?}
 Result<SearchQuery> ParseSearch(std::string_view body);
 
 // Query strings (the part after '?', still percent-encoded).

@@ -67,6 +67,9 @@ class CoreService {
   struct Committed {
     const Activity& activity;
     const std::vector<std::string>& recipients;
+    // The organization of the user who created the conversation: the indexer of that
+    // organization follows it (IndexerEventsSince).
+    const std::string& conversation_org;
   };
   // Called once per commit with its activities in sequence order (a commit takes every change
   // queued when it starts), from the committing thread. Must not block for long, nor call the
@@ -136,6 +139,16 @@ class CoreService {
                                             std::size_t limit);
   std::int64_t LastSeq() const;
 
+  // The indexer's stream (GET /v1/index/events): every activity, of any verb, of the
+  // conversations created by a user of the indexer's organization (as compliance reads decide),
+  // with seq > `after`, oldest first, at most `limit` (1..kMaxEventsPage). The indexer only
+  // (PERMISSION_DENIED otherwise); it is not a participant and gets nothing else (IsIndexer).
+  Result<std::vector<Activity>> IndexerEventsSince(const Caller& caller, std::int64_t after,
+                                                   std::size_t limit);
+  // Whether `caller` is the configured indexer (user id and organization): the transport lets it
+  // use the index routes and its stream, nothing else.
+  bool IsIndexer(const Caller& caller) const;
+
   // Files: the blob is streamed by the transport into a file under files_dir (at most
   // max_file_bytes) and then recorded; downloads open it for participants only.
   Status CheckCanUpload(const Caller& caller, const std::string& id);
@@ -157,10 +170,11 @@ class CoreService {
                                         const std::string& id, const HistoryQuery& query);
 
   // The search index store: the indexer's service identity only (PERMISSION_DENIED otherwise).
-  // Tokens are added to the activity's set: putting the same tokens again changes nothing. Tokens
-  // for an edit are stored for the message it edited (search finds the message); tokens for text
-  // that is no longer a message's (an edited or retracted message's own, a superseded edit's, a
-  // retraction's) are not stored (index_store.h).
+  // A put REPLACES the activity's token set (idempotent: a replay stores the same set; a shorter
+  // set removes the rest). Tokens for an edit are the set of the message it edited (search finds
+  // the message); tokens for text that is no longer a message's (an edited or retracted
+  // message's own, a superseded edit's, a retraction's) are not stored (index_store.h).
+  // MatchTokens: per conversation its own tokens (SearchQuery), newest first across them.
   Status PutIndexTokens(const Caller& caller, const std::string& id, const std::string& activity_id,
                         const std::vector<std::string>& tokens);
   Result<SearchPage> MatchTokens(const Caller& caller, const SearchQuery& query);

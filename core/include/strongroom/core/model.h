@@ -29,9 +29,9 @@ inline constexpr std::size_t kMaxPageSize = 200;  // history, conversations, sea
 inline constexpr std::size_t kDefaultPageSize = 50;
 inline constexpr std::size_t kMaxEventsPage = 1000;  // EventsSince (the realtime replay)
 inline constexpr std::size_t kMaxIndexTokensPerActivity = 512;
-inline constexpr std::size_t kMaxIndexTokenBytes = 64;  // base64url of an HMAC, padded
-inline constexpr std::size_t kMaxSearchTokens = 32;
-inline constexpr std::size_t kMaxSearchConversations = 1000;
+inline constexpr std::size_t kMaxIndexTokenBytes = 64;        // base64url of an HMAC, padded
+inline constexpr std::size_t kMaxSearchTokens = 32;           // per conversation of a search
+inline constexpr std::size_t kMaxSearchConversations = 1000;  // a search's queries
 inline constexpr std::size_t kDeclaredKeysPerConversation = 10000;
 
 // The authenticated caller, from a verified core token: `user_id` is the token's subject and
@@ -118,9 +118,14 @@ struct IndexMatch {
   std::string activity_id;
   std::int64_t seq = 0;
 };
+// One conversation's part of a search: tokens differ per conversation (each has its own search
+// key), so each names its own. An activity of the conversation matches when it has every token.
+struct RoomQuery {
+  std::string conversation_id;
+  std::vector<std::string> tokens;  // 1..kMaxSearchTokens
+};
 struct SearchQuery {
-  std::vector<std::string> conversation_ids;
-  std::vector<std::string> tokens;     // an activity matches when it has every token
+  std::vector<RoomQuery> queries;      // 1..kMaxSearchConversations, each conversation once
   std::optional<std::int64_t> before;  // seq cursor (exclusive): newest matches first
   std::size_t limit = kDefaultPageSize;
 };

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -63,6 +64,12 @@ class RealtimeHub {
   // 1009 for a frame over 1 KiB: the client sends control frames only).
   Status Serve(const std::string& user_id, std::int64_t cursor, Poco::Net::WebSocket& socket);
 
+  // The indexer's stream (GET /v1/index/events): the same frames, delivery and slow-consumer
+  // handling as Serve, for every activity of the conversations created by a user of the indexer's
+  // organization (CoreService::IndexerEventsSince), from `cursor`. PERMISSION_DENIED at once
+  // (nothing sent) for anyone but the indexer.
+  Status ServeIndexer(const Caller& indexer, std::int64_t cursor, Poco::Net::WebSocket& socket);
+
   // Ends every Serve loop promptly (each closes its socket with 1001 "going away").
   void Stop();
 
@@ -71,10 +78,18 @@ class RealtimeHub {
   struct Subscriber;
 
  private:
+  using Replay =
+      std::function<Result<std::vector<Activity>>(std::int64_t after, std::size_t limit)>;
+  // Registers a connection under `key` in `registry`, then replays with `replay` from `cursor`
+  // and sends what Publish queues for it until it ends.
+  Status Stream(std::map<std::string, std::set<Subscriber*>>& registry, const std::string& key,
+                std::int64_t cursor, Poco::Net::WebSocket& socket, const Replay& replay);
+
   CoreService& service_;
   const RealtimeOptions options_;
   mutable std::mutex mutex_;
   std::map<std::string, std::set<Subscriber*>> by_user_;
+  std::map<std::string, std::set<Subscriber*>> by_org_;  // the indexers' streams, by organization
   std::size_t connections_ = 0;
   std::atomic<bool> stopping_{false};
 };
