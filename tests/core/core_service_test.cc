@@ -1816,6 +1816,17 @@ TEST_F(CoreServiceTest, HotQueriesUseTheirIndexes) {
   EXPECT_NE(tokens.find("USING COVERING INDEX index_tokens_by_seq (seq=?)"), std::string::npos)
       << tokens;
 
+  // The indexer's backlog: activities by seq from the cursor, each one's conversation by its key
+  // (no scan of either table, no sort).
+  const std::string backlog = QueryPlan(internal::CoreStore::kOrganizationEventsSinceSql);
+  EXPECT_NE(backlog.find("SEARCH a USING INTEGER PRIMARY KEY (rowid>?)"), std::string::npos)
+      << backlog;
+  EXPECT_NE(backlog.find("SEARCH c USING INDEX sqlite_autoindex_conversations_1 (id=?)"),
+            std::string::npos)
+      << backlog;
+  EXPECT_EQ(backlog.find("SCAN"), std::string::npos) << backlog;
+  EXPECT_EQ(backlog.find("TEMP B-TREE"), std::string::npos) << backlog;
+
   const std::string list = QueryPlan(internal::CoreStore::kListConversationsSql);
   EXPECT_NE(list.find("SEARCH m USING INDEX memberships_by_user (user_id=? AND left_seq=?)"),
             std::string::npos)
