@@ -251,22 +251,21 @@ Result<Activity> Conversations::Rotate(const std::string& conversation_id) {
 }
 
 Result<Activity> Conversations::Send(const std::string& conversation_id, std::string_view text) {
-  if (text.size() > kMaxTextBytes) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "a message is at most " + std::to_string(kMaxTextBytes) + " bytes");
-  }
-  SR_ASSIGN_OR_RETURN(Conversation conversation, Get(conversation_id));
-  for (int attempt = 0;; ++attempt) {
-    SR_ASSIGN_OR_RETURN(KmsKey key, EncryptionKey(conversation));
-    SR_ASSIGN_OR_RETURN(std::string content, EncryptText(key.key, key.uri, text));
-    Result<Activity> posted = core_.Post(conversation_id, content, {}, NewClientActivityId());
-    if (posted.ok() || attempt > 0 || !IsRotationRequired(posted.error())) return posted;
-    SR_ASSIGN_OR_RETURN(conversation, Get(conversation_id, /*refresh=*/true));
-  }
+  return WriteText(conversation_id, text, [&](const std::string& content) {
+    return core_.Post(conversation_id, content, {}, NewClientActivityId());
+  });
 }
 
 Result<Activity> Conversations::Edit(const std::string& conversation_id,
                                      const std::string& activity_id, std::string_view text) {
+  return WriteText(conversation_id, text, [&](const std::string& content) {
+    return core_.EditActivity(conversation_id, activity_id, content);
+  });
+}
+
+Result<Activity> Conversations::WriteText(
+    const std::string& conversation_id, std::string_view text,
+    const std::function<Result<Activity>(const std::string& content)>& write) {
   if (text.size() > kMaxTextBytes) {
     return Error(ErrorCode::kInvalidArgument,
                  "a message is at most " + std::to_string(kMaxTextBytes) + " bytes");
@@ -275,8 +274,8 @@ Result<Activity> Conversations::Edit(const std::string& conversation_id,
   for (int attempt = 0;; ++attempt) {
     SR_ASSIGN_OR_RETURN(KmsKey key, EncryptionKey(conversation));
     SR_ASSIGN_OR_RETURN(std::string content, EncryptText(key.key, key.uri, text));
-    Result<Activity> edited = core_.EditActivity(conversation_id, activity_id, content);
-    if (edited.ok() || attempt > 0 || !IsRotationRequired(edited.error())) return edited;
+    Result<Activity> written = write(content);
+    if (written.ok() || attempt > 0 || !IsRotationRequired(written.error())) return written;
     SR_ASSIGN_OR_RETURN(conversation, Get(conversation_id, /*refresh=*/true));
   }
 }

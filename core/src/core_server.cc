@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -256,18 +258,10 @@ class CoreRoutes::Impl {
   Response Events(Request& request, const Caller& caller) {
     SR_ASSIGN_OR_RETURN(std::optional<std::int64_t> cursor, ParseEventsQuery(request.query()));
     const std::int64_t after = cursor.value_or(service_.LastSeq());
-    return Response::TakeOver(
-        [this, user = caller.user_id, after](HTTPServerRequest& upgrade,
-                                             HTTPServerResponse& response) -> Status {
-          std::unique_ptr<Poco::Net::WebSocket> socket;
-          try {
-            socket = std::make_unique<Poco::Net::WebSocket>(upgrade, response);
-          } catch (const Poco::Net::WebSocketException& e) {
-            return Error(ErrorCode::kInvalidArgument,
-                         "GET /v1/events is a WebSocket upgrade: " + e.message());
-          }
-          return EndStream(*socket, hub_.Serve(user, after, *socket));
-        });
+    return WebSocketStream("GET /v1/events",
+                           [this, user = caller.user_id, after](Poco::Net::WebSocket& socket) {
+                             return hub_.Serve(user, after, socket);
+                           });
   }
 
   // GET /v1/index/events: the indexer's WebSocket, from its cursor (0, the beginning, when none).
@@ -276,18 +270,27 @@ class CoreRoutes::Impl {
     if (!service_.IsIndexer(caller)) {
       return Error(ErrorCode::kPermissionDenied, "only the indexer follows the indexer's stream");
     }
-    return Response::TakeOver(
-        [this, caller, after = cursor.value_or(0)](HTTPServerRequest& upgrade,
-                                                   HTTPServerResponse& response) -> Status {
-          std::unique_ptr<Poco::Net::WebSocket> socket;
-          try {
-            socket = std::make_unique<Poco::Net::WebSocket>(upgrade, response);
-          } catch (const Poco::Net::WebSocketException& e) {
-            return Error(ErrorCode::kInvalidArgument,
-                         "GET /v1/index/events is a WebSocket upgrade: " + e.message());
-          }
-          return EndStream(*socket, hub_.ServeIndexer(caller, after, *socket));
-        });
+    return WebSocketStream("GET /v1/index/events", [this, caller, after = cursor.value_or(0)](
+                                                       Poco::Net::WebSocket& socket) {
+      return hub_.ServeIndexer(caller, after, socket);
+    });
+  }
+
+  // The request upgraded to a WebSocket that `serve` streams to until it ends; `what` names the
+  // route in the error for a request that is not an upgrade.
+  static Response WebSocketStream(std::string what,
+                                  std::function<Status(Poco::Net::WebSocket&)> serve) {
+    return Response::TakeOver([what = std::move(what), serve = std::move(serve)](
+                                  HTTPServerRequest& upgrade,
+                                  HTTPServerResponse& response) -> Status {
+      std::unique_ptr<Poco::Net::WebSocket> socket;
+      try {
+        socket = std::make_unique<Poco::Net::WebSocket>(upgrade, response);
+      } catch (const Poco::Net::WebSocketException& e) {
+        return Error(ErrorCode::kInvalidArgument, what + " is a WebSocket upgrade: " + e.message());
+      }
+      return EndStream(*socket, serve(*socket));
+    });
   }
 
   // A stream that ended because the caller has too many: closed saying so (1008).

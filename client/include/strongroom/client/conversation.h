@@ -140,6 +140,11 @@ class Conversations {
   Result<SecretBytes> DecryptionKey(const std::string& key_uri, const std::string& resource_uri);
   static Status CheckBinding(const KmsKey& key, const std::string& resource_uri);
   Result<Activity> RotateOnce(Conversation& conversation);
+  // Encrypts `text` under the conversation's current key and hands it to `write` (a post or an
+  // edit); once more after a rotation if the core says the key must rotate first.
+  Result<Activity> WriteText(
+      const std::string& conversation_id, std::string_view text,
+      const std::function<Result<Activity>(const std::string& content)>& write);
   Message DecryptWith(const Activity& activity, const ContentKeyLookup& lookup);
   void Remember(const Conversation& conversation);
   // A core change that embeds a sealed request, sealed again on a new channel and sent once more
