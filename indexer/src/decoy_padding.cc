@@ -71,4 +71,33 @@ Result<std::vector<std::string>> PadWithDecoys(const std::vector<std::string>& t
   return padded;
 }
 
+Result<std::vector<std::string>> PadWithDecoys(const std::vector<std::string>& tokens,
+                                               const DecoySource& decoys) {
+  std::unordered_set<std::string> present;
+  std::vector<std::string> padded;
+  for (const std::string& token : tokens) {
+    if (present.insert(token).second) padded.push_back(token);
+  }
+  const std::size_t bucket = TokenBucket(padded.size());
+  if (bucket == 0) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "an activity has at most " + std::to_string(kMaxTokensPerActivity) +
+                     " index tokens; this one has " + std::to_string(padded.size()));
+  }
+  const std::size_t wanted = bucket - padded.size();
+  // A decoy equal to a real token (a 2^-64 chance each) is skipped and one more asked for.
+  for (std::size_t count = wanted; padded.size() < bucket; count += 8) {
+    const std::vector<std::string> made = decoys(count);
+    if (made.size() < count) return Error(ErrorCode::kInternal, "the decoy source made too few");
+    padded.resize(bucket - wanted);
+    std::unordered_set<std::string> taken = present;
+    for (const std::string& decoy : made) {
+      if (padded.size() == bucket) break;
+      if (taken.insert(decoy).second) padded.push_back(decoy);
+    }
+  }
+  std::sort(padded.begin(), padded.end());
+  return padded;
+}
+
 }  // namespace strongroom::indexer

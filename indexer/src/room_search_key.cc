@@ -95,6 +95,21 @@ std::string RoomSearchKey::Token(std::string_view term) const {
   return Tokens({std::string(term)}).front();
 }
 
+std::vector<std::string> RoomSearchKey::DecoyTokens(std::string_view activity_id,
+                                                    std::size_t count) const {
+  std::vector<std::string> inputs;
+  inputs.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    std::string input("\0decoy\0", 7);
+    input.append(activity_id);
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      input.push_back(static_cast<char>((static_cast<std::uint32_t>(i) >> shift) & 0xff));
+    }
+    inputs.push_back(std::move(input));
+  }
+  return Tokens(inputs);
+}
+
 std::vector<std::string> RoomSearchKey::Tokens(const std::vector<std::string>& terms) const {
   // One HMAC context for the list: keyed once, then re-initialized with the same key per term.
   std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(Hmac() ? EVP_MAC_CTX_new(Hmac()) : nullptr);

@@ -109,5 +109,55 @@ TEST(DecoyPaddingTest, MoreTokensThanTheCoreHoldsAreRefused) {
   EXPECT_NE(padded.error().message().find("at most 512"), std::string::npos);
 }
 
+// indexerd's padding: the same activity gets the same set, so a replayed PUT changes nothing.
+TEST(DecoyPaddingTest, DeterministicDecoysGiveTheSameSetForTheSameActivity) {
+  const SecretBytes org_key = SecretBytes::Random(kOrgSearchKeyBytes);
+  Result<RoomSearchKey> room = RoomSearchKey::Derive(org_key, kRoom, 1);
+  ASSERT_TRUE(room.ok());
+  const std::vector<std::string> real = {room->Token("launch"), room->Token("checklist")};
+  auto decoys_of = [&](std::string_view activity) {
+    return [&room, activity](std::size_t n) { return room->DecoyTokens(activity, n); };
+  };
+  Result<std::vector<std::string>> first = PadWithDecoys(real, decoys_of("a1"));
+  Result<std::vector<std::string>> again = PadWithDecoys(real, decoys_of("a1"));
+  Result<std::vector<std::string>> other = PadWithDecoys(real, decoys_of("a2"));
+  ASSERT_TRUE(first.ok() && again.ok() && other.ok());
+  EXPECT_EQ(*first, *again);
+  EXPECT_EQ(first->size(), 8u);
+  EXPECT_TRUE(std::is_sorted(first->begin(), first->end()));
+  for (const std::string& token : real) {
+    EXPECT_NE(std::find(first->begin(), first->end(), token), first->end());
+  }
+  // Another activity's decoys are others; its real tokens are the same.
+  EXPECT_EQ(Decoys(*first, real).size(), 6u);
+  std::set<std::string> shared;
+  for (const std::string& decoy : Decoys(*first, real)) {
+    if (Decoys(*other, real).contains(decoy)) shared.insert(decoy);
+  }
+  EXPECT_TRUE(shared.empty());
+  // No decoy is the token of a term: its input holds a NUL, which no term does.
+  EXPECT_EQ(room->DecoyTokens("a1", 1).front(),
+            room->Token(std::string("\0decoy\0a1\0\0\0\0", 13)));
+}
+
+TEST(DecoyPaddingTest, DeterministicDecoysSkipOneEqualToARealToken) {
+  const std::vector<std::string> real = {"AAAAAAAAAAA", "BBBBBBBBBBB"};
+  // A source whose first decoy collides with a real token: it is skipped, and the set still has
+  // its bucket of distinct tokens.
+  auto source = [](std::size_t n) {
+    std::vector<std::string> made = {"AAAAAAAAAAA"};
+    for (std::size_t i = 1; i < n; ++i) made.push_back("decoy" + std::to_string(i));
+    return made;
+  };
+  Result<std::vector<std::string>> padded = PadWithDecoys(real, source);
+  ASSERT_TRUE(padded.ok()) << padded.error().ToString();
+  const std::set<std::string> distinct(padded->begin(), padded->end());
+  EXPECT_EQ(distinct.size(), 8u);
+  EXPECT_EQ(padded->size(), 8u);
+  // A source that makes too few is an error, not a loop.
+  auto broken = [](std::size_t) { return std::vector<std::string>{}; };
+  EXPECT_FALSE(PadWithDecoys(real, broken).ok());
+}
+
 }  // namespace
 }  // namespace strongroom::indexer

@@ -20,6 +20,7 @@
 
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,15 @@ std::size_t TokenBucket(std::size_t real_tokens);
 // More than kMaxTokensPerActivity distinct tokens is INVALID_ARGUMENT. Throws only when OpenSSL's
 // CSPRNG fails (as SecretBytes::Random does).
 Result<std::vector<std::string>> PadWithDecoys(const std::vector<std::string>& tokens);
+
+// The same, deterministic, as indexerd puts an activity's set (docs/architecture.md, "The
+// indexer"): the decoys are `decoys(n)`'s first tokens that are not in the list (n grows until
+// enough are found; RoomSearchKey::DecoyTokens for the activity), and the list is sorted, which
+// tells nothing since every token is a pseudorandom function's output. Indexing an activity again
+// gives the same set, so the core's PUT (which replaces the set) makes a replay change nothing.
+using DecoySource = std::function<std::vector<std::string>(std::size_t count)>;
+Result<std::vector<std::string>> PadWithDecoys(const std::vector<std::string>& tokens,
+                                               const DecoySource& decoys);
 
 }  // namespace strongroom::indexer
 

@@ -54,6 +54,11 @@ class RoomSearchKey {
   std::string Token(std::string_view term) const;
   // The tokens of the terms, in their order.
   std::vector<std::string> Tokens(const std::vector<std::string>& terms) const;
+  // The decoys of one activity: token number i (0, 1, ...) is the token of the byte string
+  //   0x00 "decoy" 0x00 | activity id | u32 i (big-endian),
+  // which no term can be (terms never hold a NUL). The same activity always gets the same decoys,
+  // so indexing it again puts the same set (decoy_padding.h).
+  std::vector<std::string> DecoyTokens(std::string_view activity_id, std::size_t count) const;
 
  private:
   explicit RoomSearchKey(SecretBytes key) : key_(std::move(key)) {}
