@@ -416,6 +416,65 @@ Result<KmsResponse> CoreClient::RelayKmsMessage(const std::string& cluster,
 }
 
 Result<std::unique_ptr<EventStream>> CoreClient::OpenEvents(std::optional<std::int64_t> cursor) {
+  return OpenStream("/v1/events", cursor);
+}
+
+Result<std::unique_ptr<EventStream>> CoreClient::OpenIndexEvents(std::int64_t cursor) {
+  return OpenStream("/v1/index/events", cursor);
+}
+
+Status CoreClient::PutIndexTokens(const std::string& id, const std::string& activity_id,
+                                  const std::vector<std::string>& tokens) {
+  SR_RETURN_IF_ERROR(CheckSegment(id, "conversation id"));
+  SR_RETURN_IF_ERROR(CheckSegment(activity_id, "activity id"));
+  Object body;
+  body.set("tokens", Strings(tokens));
+  Result<std::string> answer =
+      Call("PUT", "/v1/index/" + id + "/" + activity_id, Stringify(body), /*idempotent=*/true);
+  if (!answer.ok()) return answer.error();
+  return OkStatus();
+}
+
+Result<IndexSearchPage> CoreClient::SearchIndex(const std::vector<IndexSearchQuery>& queries,
+                                                std::optional<std::int64_t> before,
+                                                std::size_t limit) {
+  Array list;
+  for (const IndexSearchQuery& query : queries) {
+    Object item;
+    item.set("conversationId", query.conversation_id);
+    item.set("tokens", Strings(query.tokens));
+    list.add(item);
+  }
+  Object body;
+  body.set("queries", list);
+  if (before) body.set("before", *before);
+  body.set("limit", limit);
+  SR_ASSIGN_OR_RETURN(std::string answer,
+                      Call("POST", "/v1/index/search", Stringify(body), /*idempotent=*/true));
+  return AnswerFrom(answer, [](const Object& json) -> Result<IndexSearchPage> {
+    IndexSearchPage page;
+    try {
+      Array::Ptr items = json.getArray("items");
+      if (!items) return Error(ErrorCode::kInvalidArgument, "the core's search has no items");
+      for (std::size_t i = 0; i < items->size(); ++i) {
+        Object::Ptr item = items->getObject(static_cast<unsigned>(i));
+        if (!item) return Error(ErrorCode::kInvalidArgument, "a search match is not an object");
+        IndexSearchMatch match;
+        match.conversation_id = item->getValue<std::string>("conversationId");
+        match.activity_id = item->getValue<std::string>("activityId");
+        match.seq = item->getValue<std::int64_t>("seq");
+        page.items.push_back(std::move(match));
+      }
+      if (json.has("next") && !json.isNull("next")) page.next = json.getValue<std::int64_t>("next");
+    } catch (const Poco::Exception&) {
+      return Error(ErrorCode::kInvalidArgument, "the core's search answer is malformed");
+    }
+    return page;
+  });
+}
+
+Result<std::unique_ptr<EventStream>> CoreClient::OpenStream(const std::string& path,
+                                                            std::optional<std::int64_t> cursor) {
   // The connector copies what it needs, so the stream may outlive nothing but the options.
   const std::string host = https_->host();
   const std::uint16_t port = https_->port();
@@ -429,10 +488,9 @@ Result<std::unique_ptr<EventStream>> CoreClient::OpenEvents(std::optional<std::i
     try {
       auto session = std::make_unique<Poco::Net::HTTPSClientSession>(host, port, context);
       session->setTimeout(Poco::Timespan(timeout.count(), 0));
-      Poco::Net::HTTPRequest request(
-          Poco::Net::HTTPRequest::HTTP_GET,
-          "/v1/events" + (at ? "?cursor=" + std::to_string(*at) : std::string()),
-          Poco::Net::HTTPMessage::HTTP_1_1);
+      Poco::Net::HTTPRequest request(Poco::Net::HTTPRequest::HTTP_GET,
+                                     path + (at ? "?cursor=" + std::to_string(*at) : std::string()),
+                                     Poco::Net::HTTPMessage::HTTP_1_1);
       request.set("Authorization", "Bearer " + token);
       ZeroizeString(token);
       Poco::Net::HTTPResponse response;

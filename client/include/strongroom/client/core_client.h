@@ -118,6 +118,22 @@ struct HistoryPage {
   bool more = false;            // more beyond the page in the direction asked
 };
 
+// The search index store (the indexer's identity only; docs/api/core.md): one conversation of a
+// search with its own tokens, and the matches, newest first.
+struct IndexSearchQuery {
+  std::string conversation_id;
+  std::vector<std::string> tokens;
+};
+struct IndexSearchMatch {
+  std::string conversation_id;
+  std::string activity_id;
+  std::int64_t seq = 0;
+};
+struct IndexSearchPage {
+  std::vector<IndexSearchMatch> items;
+  std::optional<std::int64_t> next;  // pass as `before` for the next page
+};
+
 struct CoreClientOptions {
   std::string base_url;  // https://host[:port] of cored, no path
   std::string ca_file;   // PEM: the CA certificates cored's TLS certificate must chain to
@@ -189,6 +205,16 @@ class CoreClient {
   // GET /v1/events as a WebSocket; with a cursor, everything after that seq first.
   Result<std::unique_ptr<EventStream>> OpenEvents(std::optional<std::int64_t> cursor);
 
+  // The indexer's identity only (403 PERMISSION_DENIED for anyone else): PUT
+  // /v1/index/{id}/{activity} replaces the activity's tokens (sent again when no answer came:
+  // the same set twice changes nothing); POST /v1/index/search; GET /v1/index/events, the stream
+  // of every activity of the conversations its organization's users created, from the cursor.
+  Status PutIndexTokens(const std::string& id, const std::string& activity_id,
+                        const std::vector<std::string>& tokens);
+  Result<IndexSearchPage> SearchIndex(const std::vector<IndexSearchQuery>& queries,
+                                      std::optional<std::int64_t> before, std::size_t limit);
+  Result<std::unique_ptr<EventStream>> OpenIndexEvents(std::int64_t cursor);
+
  private:
   CoreClient(CoreClientOptions options, std::unique_ptr<internal::HttpsClient> https);
   // One JSON request with the retry rules above; a non-2xx answer is its Error.
@@ -201,6 +227,10 @@ class CoreClient {
                                      const std::string& content_type, std::uint64_t size,
                                      const BodyWriter& write, const BodyReader& read,
                                      int expected_status);
+
+  // A WebSocket of `path` (GET /v1/events or /v1/index/events) from the cursor.
+  Result<std::unique_ptr<EventStream>> OpenStream(const std::string& path,
+                                                  std::optional<std::int64_t> cursor);
 
   const CoreClientOptions options_;
   std::mutex mutex_;
