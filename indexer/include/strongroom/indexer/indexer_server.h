@@ -1,0 +1,83 @@
+// indexerd's HTTPS listener (docs/api/indexer.md): GET /health for anyone; POST /v1/search for a
+// user of the indexer's organization with a bearer token of audience "indexer" (verified as cored
+// and kmsd verify theirs: the organization is the token issuer's, never a claim). Errors are JSON
+// {"code", "message"}; bodies, queries and tokens are never logged.
+#ifndef STRONGROOM_INDEXER_INDEXER_SERVER_H_
+#define STRONGROOM_INDEXER_INDEXER_SERVER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "strongroom/common/error.h"
+#include "strongroom/common/http_router.h"
+#include "strongroom/common/jwt.h"
+#include "strongroom/indexer/indexing_pipeline.h"
+#include "strongroom/indexer/search_service.h"
+
+namespace strongroom::http {
+class HttpsServer;
+}
+
+namespace strongroom::indexer {
+
+inline constexpr std::size_t kMaxSearchBodyBytes = 16 * 1024;
+
+// POST /v1/search's body: {"query", "room"?, "limit"?, "before"?}; unknown members, a member of
+// the wrong type, a room that is not a lowercase UUID, a limit out of 1-200 or a before below 1
+// are INVALID_ARGUMENT. `user` is left empty (the caller's).
+Result<SearchRequest> ParseSearchBody(std::string_view body);
+
+// What /health tells: the stream's state, and whether the KMS channel works now.
+struct HealthSource {
+  std::function<IndexerLoop::State()> stream;
+  std::function<Status()> kms;  // cached by the caller as it likes
+};
+
+// The routes without a socket (tests call http::Answer on them). All must outlive it.
+class IndexerRoutes : public http::Endpoint {
+ public:
+  IndexerRoutes(SearchService& search, const JwtVerifier& verifier, std::string org,
+                HealthSource health);
+  http::Response Serve(http::Request& request) override;
+
+ private:
+  http::Response Health();
+  http::Response Search(http::Request& request, const VerifiedJwt& caller);
+
+  SearchService& search_;
+  const JwtVerifier& verifier_;
+  const std::string org_;
+  HealthSource health_;
+  http::Routes<> open_{"no such endpoint"};
+  http::Routes<const VerifiedJwt&> users_{"no such endpoint"};
+};
+
+struct IndexerServerOptions {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 0;
+  std::string tls_cert;
+  std::string tls_key;
+  std::size_t max_connections = 64;
+};
+
+class IndexerServer {
+ public:
+  // Binds and serves `routes` (which must outlive the server).
+  static Result<std::unique_ptr<IndexerServer>> Start(const IndexerServerOptions& options,
+                                                      IndexerRoutes& routes);
+  ~IndexerServer();
+  std::uint16_t port() const;
+  void Stop();
+
+ private:
+  explicit IndexerServer(std::unique_ptr<http::HttpsServer> server);
+  std::unique_ptr<http::HttpsServer> server_;
+};
+
+}  // namespace strongroom::indexer
+
+#endif  // STRONGROOM_INDEXER_INDEXER_SERVER_H_

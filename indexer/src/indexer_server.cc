@@ -1,0 +1,195 @@
+#include "strongroom/indexer/indexer_server.h"
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/Net/SSLManager.h>
+#include <Poco/String.h>
+
+#include <sstream>
+
+#include "strongroom/common/https_server.h"
+#include "strongroom/common/strict_json.h"
+#include "strongroom/common/tls.h"
+
+namespace strongroom::indexer {
+
+using http::Request;
+using http::Response;
+using Poco::JSON::Array;
+using Poco::JSON::Object;
+
+namespace {
+
+std::string Stringify(const Object& object) {
+  std::ostringstream out;
+  object.stringify(out);
+  return out.str();
+}
+
+bool IsLowercaseUuid(std::string_view id) {
+  if (id.size() != 36) return false;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    const char c = id[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return false;
+    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+Error Invalid(const std::string& message) { return Error(ErrorCode::kInvalidArgument, message); }
+
+// A whole number member of at most 19 digits' size, or nullopt when absent or null.
+Result<std::optional<std::int64_t>> IntegerMember(const Object& object, const std::string& name) {
+  if (!object.has(name) || object.isNull(name)) return std::optional<std::int64_t>();
+  const Poco::Dynamic::Var value = object.get(name);
+  if (!value.isInteger()) return Invalid(name + " must be a whole number");
+  try {
+    return std::optional<std::int64_t>(value.convert<std::int64_t>());
+  } catch (const Poco::Exception&) {
+    return Invalid(name + " is out of range");
+  }
+}
+
+}  // namespace
+
+Result<SearchRequest> ParseSearchBody(std::string_view body) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr object, ParseStrictJsonObject(body));
+  for (const std::string& name : object->getNames()) {
+    if (name != "query" && name != "room" && name != "limit" && name != "before") {
+      return Invalid("unknown field \"" + name.substr(0, 64) + "\"");
+    }
+  }
+  SearchRequest request;
+  if (!object->has("query") || object->isNull("query") || !object->get("query").isString()) {
+    return Invalid("query is required, a string");
+  }
+  request.query = object->getValue<std::string>("query");
+  if (object->has("room") && !object->isNull("room")) {
+    if (!object->get("room").isString()) return Invalid("room must be a conversation id");
+    std::string room = object->getValue<std::string>("room");
+    if (!IsLowercaseUuid(room)) return Invalid("room must be a conversation id (a lowercase UUID)");
+    request.room = std::move(room);
+  }
+  SR_ASSIGN_OR_RETURN(std::optional<std::int64_t> limit, IntegerMember(*object, "limit"));
+  if (limit) {
+    if (*limit < 1 || *limit > static_cast<std::int64_t>(kMaxSearchLimit)) {
+      return Invalid("limit must be 1-" + std::to_string(kMaxSearchLimit));
+    }
+    request.limit = static_cast<std::size_t>(*limit);
+  }
+  SR_ASSIGN_OR_RETURN(request.before, IntegerMember(*object, "before"));
+  if (request.before && *request.before < 1) return Invalid("before must be a seq above 0");
+  return request;
+}
+
+IndexerRoutes::IndexerRoutes(SearchService& search, const JwtVerifier& verifier, std::string org,
+                             HealthSource health)
+    : http::Endpoint("indexerd", "the indexer failed to process the request",
+                     http::CodeStyle::kSnakeCase),
+      search_(search),
+      verifier_(verifier),
+      org_(std::move(org)),
+      health_(std::move(health)) {
+  open_.Add("GET", "/health", [this](Request&) { return Health(); });
+  users_.Add("POST", "/v1/search",
+             [this](Request& r, const VerifiedJwt& c) { return Search(r, c); });
+}
+
+Response IndexerRoutes::Serve(Request& request) {
+  if (open_.HasPath(request)) return open_.Dispatch(request);
+  const std::string header = request.header("Authorization");
+  if (header.size() <= 7 || Poco::icompare(header.substr(0, 7), "bearer ") != 0) {
+    return Response(
+               Error(ErrorCode::kUnauthenticated, "an Authorization: Bearer <token> is required"))
+        .With("WWW-Authenticate", "Bearer");
+  }
+  Result<VerifiedJwt> caller = verifier_.Verify(std::string_view(header).substr(7));
+  if (!caller.ok()) return Response(caller.error()).With("WWW-Authenticate", "Bearer");
+  if (caller->org() != org_) {
+    return Error(ErrorCode::kPermissionDenied,
+                 "this indexer serves the users of organization '" + org_ + "' only");
+  }
+  return users_.Dispatch(request, *caller);
+}
+
+Response IndexerRoutes::Health() {
+  const IndexerLoop::State stream = health_.stream();
+  const Status kms = health_.kms();
+  Object json;
+  const bool ok = stream.stream_connected && kms.ok();
+  json.set("status", ok ? "ok" : "unavailable");
+  Object kms_json;
+  kms_json.set("ok", kms.ok());
+  if (!kms.ok()) kms_json.set("error", kms.error().message());
+  json.set("kms", kms_json);
+  Object core_json;
+  core_json.set("streamConnected", stream.stream_connected);
+  core_json.set("cursor", stream.cursor);
+  core_json.set("lagMs", stream.lag_ms);
+  core_json.set("indexed", stream.indexed);
+  core_json.set("skipped", stream.skipped);
+  if (!stream.last_error.empty()) core_json.set("error", stream.last_error);
+  json.set("core", core_json);
+  Response response = Response::Json(ok ? 200 : 503, Stringify(json));
+  if (!ok) response.With("Retry-After", "1");
+  return response;
+}
+
+Response IndexerRoutes::Search(Request& request, const VerifiedJwt& caller) {
+  SR_ASSIGN_OR_RETURN(
+      std::string body,
+      http::ReadBodyAs(request, "application/json", kMaxSearchBodyBytes, "a search", "body_size"));
+  SR_ASSIGN_OR_RETURN(SearchRequest search, ParseSearchBody(body));
+  search.user = caller.subject();
+  SR_ASSIGN_OR_RETURN(IndexPage page, search_.Search(search));
+  Array items;
+  for (const IndexMatch& match : page.items) {
+    Object item;
+    item.set("conversationId", match.conversation_id);
+    item.set("activityId", match.activity_id);
+    item.set("seq", match.seq);
+    items.add(item);
+  }
+  Object json;
+  json.set("items", items);
+  if (page.next) json.set("next", *page.next);
+  return Response::Json(200, Stringify(json));
+}
+
+Result<std::unique_ptr<IndexerServer>> IndexerServer::Start(const IndexerServerOptions& options,
+                                                            IndexerRoutes& routes) {
+  SR_ASSIGN_OR_RETURN(auto context, MakeTlsServerContext("the indexer's HTTPS listener",
+                                                         options.tls_cert, options.tls_key));
+  http::HttpsServerOptions https;
+  https.listen_host = options.listen_host;
+  https.listen_port = options.listen_port;
+  https.max_threads = options.max_connections;
+  https.server_name = "indexerd";
+  Result<std::unique_ptr<http::HttpsServer>> server =
+      http::HttpsServer::Start(https, context, http::EndpointHandlerFactory(routes));
+  if (!server.ok()) {
+    Poco::Net::uninitializeSSL();
+    return server.error();
+  }
+  return std::unique_ptr<IndexerServer>(new IndexerServer(std::move(server).value()));
+}
+
+IndexerServer::IndexerServer(std::unique_ptr<http::HttpsServer> server)
+    : server_(std::move(server)) {}
+
+IndexerServer::~IndexerServer() {
+  Stop();
+  server_.reset();
+  Poco::Net::uninitializeSSL();
+}
+
+std::uint16_t IndexerServer::port() const { return server_->port(); }
+
+void IndexerServer::Stop() {
+  if (server_) server_->Stop();
+}
+
+}  // namespace strongroom::indexer

@@ -1,0 +1,285 @@
+// indexerd's query path: IndexerRoutes (indexer_server.h) answered by http::Answer without a
+// socket, over the real SearchService, a real JwtVerifier (tokens minted with a key made here), a
+// real IndexerStore on SQLite filled by the real pipeline, and the in-memory KMS and core of
+// indexer_fakes.h. indexerd_test.cc drives the daemon over HTTPS against kmsd and cored.
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <gtest/gtest.h>
+
+#include <ctime>
+#include <sstream>
+
+#include "../support/test_dir.h"
+#include "indexer_fakes.h"
+#include "strongroom/client/content.h"
+#include "strongroom/common/jwt.h"
+#include "strongroom/indexer/indexer_server.h"
+
+namespace strongroom::indexer {
+namespace {
+
+using Poco::JSON::Object;
+using testing::FakeCore;
+using testing::FakeKms;
+
+constexpr char kIssuer[] = "https://idp.acme.test";
+constexpr char kGlobexIssuer[] = "https://idp.globex.test";
+constexpr char kAlice[] = "alice@acme.test";
+constexpr char kBob[] = "bob@acme.test";
+constexpr char kMallory[] = "mallory@globex.test";
+constexpr char kRoomA[] = "3d6f0a1b-2c4e-4f5a-8b9c-0d1e2f3a4b5c";
+constexpr char kRoomB[] = "81c2a0b1-2c4e-4f5a-8b9c-0d1e2f3a4b5c";
+constexpr char kResourceA[] = "kms://kms.acme.test/resources/a";
+constexpr char kResourceB[] = "kms://kms.acme.test/resources/b";
+
+Object::Ptr Parse(const std::string& text) {
+  return Poco::JSON::Parser().parse(text).extract<Object::Ptr>();
+}
+
+class IndexerRoutesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = Database::OpenSqlite((dir_ / "indexer.db").string(), IndexerStore::Migrations());
+    ASSERT_TRUE(db.ok());
+    db_ = std::move(db).value();
+    store_.emplace(*IndexerStore::New(*db_));
+    auto pipeline =
+        IndexingPipeline::New(kms_, core_, *store_, keys_, "english", [](const std::string&) {});
+    ASSERT_TRUE(pipeline.ok());
+    pipeline_ = std::move(pipeline).value();
+    acme_key_ = std::make_unique<jose::EcKeyPair>(jose::EcKeyPair::Generate("acme-1").value());
+    globex_key_ = std::make_unique<jose::EcKeyPair>(jose::EcKeyPair::Generate("globex-1").value());
+    auto verifier = JwtVerifier::New(
+        {TrustedIssuer{kIssuer, "acme", {*acme_key_->PublicKey()}, {"acme.test"}},
+         TrustedIssuer{kGlobexIssuer, "globex", {*globex_key_->PublicKey()}, {"globex.test"}}},
+        "indexer", std::chrono::seconds(60));
+    ASSERT_TRUE(verifier.ok()) << verifier.error().ToString();
+    verifier_ = std::make_unique<JwtVerifier>(std::move(verifier).value());
+    search_ = std::make_unique<SearchService>(kms_, core_, *store_, keys_, "english");
+    routes_ = std::make_unique<IndexerRoutes>(
+        *search_, *verifier_, "acme",
+        HealthSource{[this] { return stream_state_; }, [this] { return kms_.Check(); }});
+
+    key_a_ = kms_.AddKey(kResourceA);
+    key_b_ = kms_.AddKey(kResourceB);
+    kms_.Authorize(kAlice, kResourceA);
+    kms_.Authorize(kAlice, kResourceB);
+    kms_.Authorize(kBob, kResourceA);
+  }
+
+  std::string Post(const std::string& room, const std::string& key_uri, const std::string& text) {
+    client::Activity activity;
+    activity.seq = ++seq_;
+    activity.id = "act-" + std::to_string(seq_);
+    activity.conversation_id = room;
+    activity.verb = "post";
+    activity.key_uri = key_uri;
+    activity.content = *client::EncryptText(kms_.KeyBytes(key_uri), key_uri, text);
+    core_.Register(activity);
+    EXPECT_TRUE(pipeline_->Process({activity}).ok());
+    return activity.id;
+  }
+
+  std::string Token(const std::string& user, const std::string& audience = "indexer") {
+    const bool globex = user.find("globex") != std::string::npos;
+    return *MintJwt(globex ? *globex_key_ : *acme_key_, {globex ? kGlobexIssuer : kIssuer, user,
+                                                         audience, std::time(nullptr) - 5, 3600});
+  }
+
+  http::Response Call(const std::string& method, const std::string& target,
+                      const std::string& bearer, const std::string& body = "",
+                      const std::string& type = "application/json") {
+    Poco::Net::HTTPRequest head(method, target, Poco::Net::HTTPMessage::HTTP_1_1);
+    if (!bearer.empty()) head.set("Authorization", "Bearer " + bearer);
+    if (!body.empty()) {
+      head.setContentLength64(static_cast<Poco::Int64>(body.size()));
+      head.setContentType(type);
+    }
+    std::istringstream stream(body);
+    http::Request request(head, stream);
+    return http::Answer(*routes_, request);
+  }
+
+  http::Response Search(const std::string& user, const std::string& body) {
+    return Call("POST", "/v1/search", Token(user), body);
+  }
+  static std::string Query(const std::string& query) {
+    Object json;
+    json.set("query", query);
+    std::ostringstream out;
+    json.stringify(out);
+    return out.str();
+  }
+  // The activity ids of a 200 answer, in its order.
+  static std::vector<std::string> Ids(const http::Response& answer) {
+    EXPECT_EQ(answer.status, 200) << answer.body;
+    std::vector<std::string> ids;
+    if (answer.status != 200) return ids;
+    auto items = Parse(answer.body)->getArray("items");
+    for (std::size_t i = 0; i < items->size(); ++i) {
+      ids.push_back(
+          items->getObject(static_cast<unsigned>(i))->getValue<std::string>("activityId"));
+    }
+    return ids;
+  }
+  static std::string Code(const http::Response& answer) {
+    return Parse(answer.body)->getValue<std::string>("code");
+  }
+
+  ::strongroom::testing::TestDir dir_;
+  FakeKms kms_;
+  FakeCore core_;
+  SearchKeys keys_{kms_};
+  std::unique_ptr<Database> db_;
+  std::optional<IndexerStore> store_;
+  std::unique_ptr<IndexingPipeline> pipeline_;
+  std::unique_ptr<jose::EcKeyPair> acme_key_, globex_key_;
+  std::unique_ptr<JwtVerifier> verifier_;
+  std::unique_ptr<SearchService> search_;
+  std::unique_ptr<IndexerRoutes> routes_;
+  IndexerLoop::State stream_state_;
+  std::string key_a_, key_b_;
+  std::int64_t seq_ = 0;
+};
+
+TEST_F(IndexerRoutesTest, AMemberFindsAPostByAnotherFormOfItsWordsNewestFirst) {
+  const std::string older = Post(kRoomA, key_a_, "The launch checklist is ready");
+  Post(kRoomA, key_a_, "lunch at noon");
+  const std::string newer = Post(kRoomB, key_b_, "Launched: checklists");
+  http::Response answer = Search(kAlice, Query("launches CHECKLIST"));
+  EXPECT_EQ(Ids(answer), (std::vector<std::string>{newer, older}));
+  EXPECT_FALSE(Parse(answer.body)->has("next"));
+  // Each room was asked with its own tokens: the core never got one token for two rooms.
+  ASSERT_EQ(core_.searched.size(), 1u);
+  ASSERT_EQ(core_.searched[0].size(), 2u);
+  EXPECT_NE(core_.searched[0][0].tokens, core_.searched[0][1].tokens);
+}
+
+TEST_F(IndexerRoutesTest, TheRoomsComeFromTheKmsNotFromTheCore) {
+  Post(kRoomA, key_a_, "budget forecast");
+  const std::string in_b = Post(kRoomB, key_b_, "budget forecast");
+  // Bob is authorized on A only: B's post is never found, and B is never searched for him.
+  http::Response answer = Search(kBob, Query("budget"));
+  ASSERT_EQ(Ids(answer).size(), 1u);
+  EXPECT_NE(Ids(answer)[0], in_b);
+  ASSERT_EQ(core_.searched.back().size(), 1u);
+  EXPECT_EQ(core_.searched.back()[0].conversation_id, kRoomA);
+  // Naming room B is refused, as naming a room that does not exist is, and nothing is searched.
+  const std::size_t searches = core_.searched.size();
+  for (const char* room : {kRoomB, "00000000-0000-4000-8000-000000000000"}) {
+    http::Response refused =
+        Search(kBob, "{\"query\":\"budget\",\"room\":\"" + std::string(room) + "\"}");
+    EXPECT_EQ(refused.status, 403) << refused.body;
+    EXPECT_EQ(Code(refused), "permission_denied");
+  }
+  EXPECT_EQ(core_.searched.size(), searches);
+  // A member removed from A (the KMS's authorization deleted) finds nothing there any more.
+  kms_.Deauthorize(kBob, kResourceA);
+  EXPECT_TRUE(Ids(Search(kBob, Query("budget"))).empty());
+  // A room of his own, named: only that room is searched.
+  EXPECT_EQ(Ids(Search(kAlice, "{\"query\":\"budget\",\"room\":\"" + std::string(kRoomB) + "\"}")),
+            std::vector<std::string>{in_b});
+}
+
+TEST_F(IndexerRoutesTest, PagesWithLimitAndBefore) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(Post(kRoomA, key_a_, "status report " + std::to_string(i)));
+  http::Response first = Search(kAlice, "{\"query\":\"report\",\"limit\":2}");
+  EXPECT_EQ(Ids(first), (std::vector<std::string>{ids[4], ids[3]}));
+  const std::int64_t next = Parse(first.body)->getValue<std::int64_t>("next");
+  http::Response second =
+      Search(kAlice, "{\"query\":\"report\",\"limit\":2,\"before\":" + std::to_string(next) + "}");
+  EXPECT_EQ(Ids(second), (std::vector<std::string>{ids[2], ids[1]}));
+  http::Response last =
+      Search(kAlice, "{\"query\":\"report\",\"limit\":2,\"before\":" +
+                         std::to_string(Parse(second.body)->getValue<std::int64_t>("next")) + "}");
+  EXPECT_EQ(Ids(last), std::vector<std::string>{ids[0]});
+  EXPECT_FALSE(Parse(last.body)->has("next"));
+}
+
+TEST_F(IndexerRoutesTest, BadQueriesAreClearErrorsAndSearchNothing) {
+  Post(kRoomA, key_a_, "anything");
+  std::string many;
+  for (int i = 0; i < 33; ++i) many += "word" + std::to_string(i) + " ";
+  struct Case {
+    std::string body;
+    int status;
+    std::string code;
+  };
+  for (const Case& c : std::vector<Case>{
+           {Query(""), 400, "invalid_argument"},                             // no term
+           {Query("... !!! ???"), 400, "invalid_argument"},                  // no word either
+           {Query(many), 400, "invalid_argument"},                           // 33 terms
+           {Query(std::string(3000, 'a') + " b"), 400, "invalid_argument"},  // over 2 KiB
+           {"{\"query\":\"caf\xc3\"}", 400, "invalid_argument"},             // not UTF-8
+           {"{\"query\":\"x\",\"extra\":1}", 400, "invalid_argument"},
+           {"{\"query\":5}", 400, "invalid_argument"},
+           {"{\"query\":\"x\",\"limit\":0}", 400, "invalid_argument"},
+           {"{\"query\":\"x\",\"limit\":201}", 400, "invalid_argument"},
+           {"{\"query\":\"x\",\"before\":0}", 400, "invalid_argument"},
+           {"{\"query\":\"x\",\"room\":\"ROOM\"}", 400, "invalid_argument"},
+           {"{\"query\":\"x\",\"query\":\"y\"}", 400, "invalid_argument"},
+           {"not json", 400, "invalid_argument"},
+           {"{\"query\":\"" + std::string(20000, 'a') + "\"}", 413, "body_size"}}) {
+    http::Response answer = Search(kAlice, c.body);
+    EXPECT_EQ(answer.status, c.status) << c.body.substr(0, 80) << " -> " << answer.body;
+    EXPECT_EQ(Code(answer), c.code) << c.body.substr(0, 80);
+  }
+  http::Response text = Call("POST", "/v1/search", Token(kAlice), Query("x"), "text/plain");
+  EXPECT_EQ(text.status, 415);
+  EXPECT_TRUE(core_.searched.empty());
+  EXPECT_EQ(kms_.authorization_lists, 0);
+}
+
+TEST_F(IndexerRoutesTest, OnlyIndexerTokensOfTheIndexersOrganization) {
+  Post(kRoomA, key_a_, "anything");
+  EXPECT_EQ(Call("POST", "/v1/search", "", Query("anything")).status, 401);
+  for (const char* audience : {"core", "kms"}) {
+    http::Response answer = Call("POST", "/v1/search", Token(kAlice, audience), Query("anything"));
+    EXPECT_EQ(answer.status, 401) << audience;
+    EXPECT_EQ(answer.header("WWW-Authenticate"), "Bearer");
+  }
+  http::Response foreign = Search(kMallory, Query("anything"));
+  EXPECT_EQ(foreign.status, 403);
+  EXPECT_EQ(Code(foreign), "permission_denied");
+  EXPECT_EQ(kms_.authorization_lists, 0);  // nothing was asked about mallory
+  EXPECT_EQ(Call("GET", "/v1/nothing", Token(kAlice)).status, 404);
+  EXPECT_EQ(Call("GET", "/v1/search", Token(kAlice)).status, 405);
+}
+
+TEST_F(IndexerRoutesTest, AServiceThatIsDownIs503) {
+  Post(kRoomA, key_a_, "anything");
+  kms_.SetAvailable(false);
+  http::Response answer = Search(kAlice, Query("anything"));
+  EXPECT_EQ(answer.status, 503);
+  EXPECT_EQ(answer.header("Retry-After"), "1");
+}
+
+TEST_F(IndexerRoutesTest, HealthTellsTheStreamAndTheKmsAsTheyAre) {
+  stream_state_.stream_connected = true;
+  stream_state_.cursor = 42;
+  stream_state_.lag_ms = 7;
+  http::Response ok = Call("GET", "/health", "");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  Object::Ptr json = Parse(ok.body);
+  EXPECT_EQ(json->getValue<std::string>("status"), "ok");
+  EXPECT_EQ(json->getObject("core")->getValue<std::int64_t>("cursor"), 42);
+  EXPECT_EQ(json->getObject("core")->getValue<std::int64_t>("lagMs"), 7);
+  EXPECT_TRUE(json->getObject("kms")->getValue<bool>("ok"));
+
+  kms_.SetAvailable(false);
+  http::Response kms_down = Call("GET", "/health", "");
+  EXPECT_EQ(kms_down.status, 503);
+  EXPECT_FALSE(Parse(kms_down.body)->getObject("kms")->getValue<bool>("ok"));
+  kms_.SetAvailable(true);
+  stream_state_.stream_connected = false;
+  stream_state_.last_error = "the core refused the event stream";
+  http::Response stream_down = Call("GET", "/health", "");
+  EXPECT_EQ(stream_down.status, 503);
+  EXPECT_FALSE(Parse(stream_down.body)->getObject("core")->getValue<bool>("streamConnected"));
+}
+
+}  // namespace
+}  // namespace strongroom::indexer

@@ -1,0 +1,85 @@
+#include "strongroom/indexer/indexer_store.h"
+
+#include <gtest/gtest.h>
+
+#include "../support/test_dir.h"
+
+namespace strongroom::indexer {
+namespace {
+
+class IndexerStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+  void Reopen() {
+    store_.reset();
+    db_.reset();
+    auto db = Database::OpenSqlite((dir_ / "indexer.db").string(), IndexerStore::Migrations());
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
+    auto store = IndexerStore::New(*db_);
+    ASSERT_TRUE(store.ok());
+    store_.emplace(std::move(store).value());
+  }
+  ::strongroom::testing::TestDir dir_;
+  std::unique_ptr<Database> db_;
+  std::optional<IndexerStore> store_;
+};
+
+TEST_F(IndexerStoreTest, TheCursorAndRoomsSurviveAReopen) {
+  EXPECT_EQ(*store_->Cursor(), 0);
+  ASSERT_TRUE(store_
+                  ->Commit(7, {{"room-a", "kms://k/resources/a", 1, 2},
+                               {"room-b", "kms://k/resources/b", 1, 1}})
+                  .ok());
+  ASSERT_TRUE(store_->Commit(9, {{"room-a", "kms://k/resources/other", 2, 3}}).ok());
+  Reopen();
+  EXPECT_EQ(*store_->Cursor(), 9);
+  std::optional<Room> a = *store_->RoomOf("room-a");
+  ASSERT_TRUE(a);
+  // A room keeps the resource and version it was first recorded with; its count adds up.
+  EXPECT_EQ(a->resource_uri, "kms://k/resources/a");
+  EXPECT_EQ(a->search_key_version, 1u);
+  EXPECT_EQ(a->activities_indexed, 5);
+  EXPECT_FALSE(*store_->RoomOf("room-c"));
+  EXPECT_EQ(*store_->RoomCount(), 2);
+}
+
+TEST_F(IndexerStoreTest, TheCursorNeverMovesBackAndAFailedCommitChangesNothing) {
+  ASSERT_TRUE(store_->Commit(9, {}).ok());
+  Status back = store_->Commit(8, {{"room-a", "kms://k/resources/a", 1, 1}});
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(*store_->Cursor(), 9);
+  EXPECT_FALSE(*store_->RoomOf("room-a"));
+}
+
+TEST_F(IndexerStoreTest, RoomsOfResourcesFindsTheSeenOnesAcrossManyResources) {
+  std::vector<IndexerStore::RoomUpdate> rooms;
+  std::vector<std::string> resources;
+  for (int i = 0; i < 1200; ++i) {
+    const std::string n = std::to_string(i);
+    if (i % 2 == 0) rooms.push_back({"room-" + n, "kms://k/resources/" + n, 1, 1});
+    resources.push_back("kms://k/resources/" + n);
+  }
+  ASSERT_TRUE(store_->Commit(1, rooms).ok());
+  std::vector<Room> found = *store_->RoomsOfResources(resources);
+  EXPECT_EQ(found.size(), 600u);
+  EXPECT_TRUE(store_->RoomsOfResources({})->empty());
+}
+
+TEST_F(IndexerStoreTest, JobProgressIsKept) {
+  EXPECT_FALSE(*store_->Job("reindex"));
+  ASSERT_TRUE(store_->SaveJob({"reindex", "running", 2, 100, 10, 50}).ok());
+  ASSERT_TRUE(store_->SaveJob({"reindex", "running", 2, 200, 20, 50}).ok());
+  Reopen();
+  std::optional<JobProgress> job = *store_->Job("reindex");
+  ASSERT_TRUE(job);
+  EXPECT_EQ(job->state, "running");
+  EXPECT_EQ(job->target_version, 2u);
+  EXPECT_EQ(job->cursor, 200);
+  EXPECT_EQ(job->done, 20);
+  EXPECT_EQ(job->total, 50);
+}
+
+}  // namespace
+}  // namespace strongroom::indexer
