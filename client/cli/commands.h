@@ -36,6 +36,9 @@ extern std::atomic<bool> g_stop;
 // core or from an `export` file.
 Status Compliance(Args& args, const std::string& sub);
 
+// search_commands.cc: search the user's rooms through indexerd, decrypted and marked here.
+Status Search(Args& args);
+
 // key_commands.cc: a content key as a JWK (interoperability checks only).
 Status Key(Args& args, const std::string& sub);
 

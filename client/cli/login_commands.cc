@@ -46,6 +46,7 @@ Status Login(Args& args) {
   absolute(p.kms_info_file);
   absolute(p.core_token_file);
   absolute(p.kms_token_file);
+  absolute(p.indexer_token_file);
   if (p.client_id.empty()) p.client_id = "cli-" + p.user.substr(0, p.user.find('@'));
   std::error_code ec;
   fs::create_directories(HomeDir(), ec);

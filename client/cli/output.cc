@@ -17,6 +17,8 @@ namespace {
 using client::Activity;
 using client::Message;
 
+}  // namespace
+
 std::string LocalTime(std::int64_t ms) {
   const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
@@ -25,6 +27,8 @@ std::string LocalTime(std::int64_t ms) {
   std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
   return text;
 }
+
+namespace {
 
 std::string Describe(const Message& m) {
   const Activity& a = m.activity;

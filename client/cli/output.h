@@ -27,6 +27,8 @@ void PrintJson(const Poco::JSON::Object::Ptr& object);
 Poco::JSON::Array::Ptr JsonList(const std::vector<std::string>& items);
 // "a, b, c".
 std::string Joined(const std::vector<std::string>& items);
+// A time (ms since the epoch) as local "YYYY-MM-DD HH:MM:SS".
+std::string LocalTime(std::int64_t ms);
 
 // The activity a command made: its JSON with --json, else `said`.
 void PrintActivity(const client::Activity& a, const std::string& said);

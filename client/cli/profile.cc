@@ -19,7 +19,9 @@ namespace fs = std::filesystem;
 
 // A token from the profile's file or command; tokens are never printed.
 client::TokenSource MakeTokenSource(const Profile& p, const std::string& audience) {
-  const std::string file = audience == "core" ? p.core_token_file : p.kms_token_file;
+  const std::string file = audience == "core"      ? p.core_token_file
+                           : audience == "indexer" ? p.indexer_token_file
+                                                   : p.kms_token_file;
   if (p.token_command.empty()) {
     return [file]() -> Result<std::string> {
       SR_ASSIGN_OR_RETURN(std::string token, ReadSmallFile(file, 64 * 1024));
@@ -148,6 +150,10 @@ Result<std::unique_ptr<Session>> Connect(Profile profile, bool background_pool) 
   sdk_options.pool.low_water = 1;
   SR_ASSIGN_OR_RETURN(s->sdk, client::Conversations::New(*s->core, *s->kms, sdk_options));
   return s;
+}
+
+client::TokenSource ProfileTokenSource(const Profile& p, const std::string& audience) {
+  return MakeTokenSource(p, audience);
 }
 
 Result<std::unique_ptr<Session>> Connect() {

@@ -20,6 +20,7 @@ std::filesystem::path HomeDir();
 struct Profile {
   std::string user, core_url, ca_file, kms_cluster, kms_url, kms_ca_file, kms_info_file;
   std::string transport = "direct", client_id, token_command, core_token_file, kms_token_file;
+  std::string indexer_url, indexer_token_file;  // optional: search (`strongroom search`)
 };
 
 // Every setting of a profile: its key in profile.ini, the `strongroom login` option that sets it,
@@ -42,6 +43,8 @@ inline constexpr ProfileSetting kProfileSettings[] = {
     {"token_command", "--token-command", &Profile::token_command},
     {"core_token_file", "--core-token-file", &Profile::core_token_file},
     {"kms_token_file", "--kms-token-file", &Profile::kms_token_file},
+    {"indexer_url", "--indexer", &Profile::indexer_url},
+    {"indexer_token_file", "--indexer-token-file", &Profile::indexer_token_file},
 };
 
 Result<Profile> LoadProfile();
@@ -61,6 +64,8 @@ struct Session {
 };
 
 Result<std::unique_ptr<Session>> Connect(Profile profile, bool background_pool = false);
+// The bearer tokens of the profile for `audience` ("core", "kms", "indexer").
+client::TokenSource ProfileTokenSource(const Profile& p, const std::string& audience);
 // With the saved profile.
 Result<std::unique_ptr<Session>> Connect();
 

@@ -25,7 +25,7 @@ constexpr char kUsage[] = R"(usage: strongroom [--json] [--progress|--no-progres
   login --user USER --core URL --ca FILE --kms-cluster kms://HOST
         [--transport direct|relay] [--kms-url URL] [--kms-ca FILE] [--kms-info FILE]
         (--token-command 'CMD ... {audience}' | --core-token-file F --kms-token-file F)
-        [--client-id NAME] [--no-check]
+        [--client-id NAME] [--indexer URL [--indexer-token-file F]] [--no-check]
                                   write the profile (mode 0600) and check it works
   whoami                          the profile in use (never the tokens)
   room create NAME --with USER... a room with these members (you are added)
@@ -47,6 +47,9 @@ constexpr char kUsage[] = R"(usage: strongroom [--json] [--progress|--no-progres
                                   in your organization without ROOM_ID) on their behalf, read
                                   through the core or from an export FILE
                                   (activities from FILE, an `export`, or from the core)
+  search TERMS [--room ROOM] [--limit N] [--before SEQ]
+                                  your messages, file names and room names with every term,
+                                  newest first, with the terms marked (needs --indexer at login)
   key show KEY_URI                the content key as a JWK (interoperability checks only)
 
 ROOM is a room id or a unique prefix of its name. The profile is $STRONGROOM_HOME/profile.ini
@@ -130,6 +133,7 @@ int Run(std::vector<std::string> argv) {
       if (command == "rotate") return Rotate(args);
       if (command == "export") return Export(args);
       if (command == "compliance") return Compliance(args, sub);
+      if (command == "search") return Search(args);
       if (command == "key") return Key(args, sub);
       throw UsageError("unknown command '" + command + "' (strongroom --help lists them)");
     }();

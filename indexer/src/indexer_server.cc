@@ -156,6 +156,7 @@ Response IndexerRoutes::Search(Request& request, const VerifiedJwt& caller) {
   Object json;
   json.set("items", items);
   if (page.next) json.set("next", *page.next);
+  json.set("language", search_.language());
   return Response::Json(200, Stringify(json));
 }
 

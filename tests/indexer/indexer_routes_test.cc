@@ -150,6 +150,7 @@ TEST_F(IndexerRoutesTest, AMemberFindsAPostByAnotherFormOfItsWordsNewestFirst) {
   http::Response answer = Search(kAlice, Query("launches CHECKLIST"));
   EXPECT_EQ(Ids(answer), (std::vector<std::string>{newer, older}));
   EXPECT_FALSE(Parse(answer.body)->has("next"));
+  EXPECT_EQ(Parse(answer.body)->getValue<std::string>("language"), "english");
   // Each room was asked with its own tokens: the core never got one token for two rooms.
   ASSERT_EQ(core_.searched.size(), 1u);
   ASSERT_EQ(core_.searched[0].size(), 2u);

@@ -52,6 +52,8 @@ class SearchService {
   // Thread-safe. INVALID_ARGUMENT for a bad query or limit; PERMISSION_DENIED for a room the
   // user may not search; the KMS's or the core's errors otherwise.
   Result<IndexPage> Search(const SearchRequest& request);
+  // The stemming language of the organization's index, which clients need to check matches.
+  const std::string& language() const { return language_; }
 
  private:
   Result<std::vector<std::string>> Terms(const std::string& query);
