@@ -38,6 +38,9 @@ Status Compliance(Args& args, const std::string& sub);
 
 // search_commands.cc: search the user's rooms through indexerd, decrypted and marked here.
 Status Search(Args& args);
+// compliance search --user USER TERMS: an officer's search of USER's rooms (compliance_commands.cc
+// dispatches to it).
+Status ComplianceSearch(Args& args);
 
 // key_commands.cc: a content key as a JWK (interoperability checks only).
 Status Key(Args& args, const std::string& sub);

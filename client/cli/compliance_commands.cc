@@ -43,7 +43,8 @@ Result<std::vector<Activity>> ActivitiesFromFile(const std::string& path, const 
 }  // namespace
 
 Status Compliance(Args& args, const std::string& sub) {
-  if (sub != "read") throw UsageError("compliance takes read");
+  if (sub == "search") return ComplianceSearch(args);
+  if (sub != "read") throw UsageError("compliance takes read or search");
   std::optional<std::string> user = args.Option("--user");
   std::optional<std::string> from = args.Option("--from");
   auto rest = args.Positional(0, 1, "compliance read --user USER [--from FILE] [ROOM_ID]");

@@ -1,6 +1,7 @@
-// strongroom search: the messages, file names and room names of the user's rooms that have every
-// term, newest first, from indexerd (the profile's indexer_url, a token of audience "indexer"),
-// fetched from the core and decrypted here, each with a snippet with the terms marked.
+// strongroom search, and compliance search: the messages, file names and room names that have
+// every term, newest first, from indexerd (the profile's indexer_url, a token of audience
+// "indexer"), fetched from the core and decrypted here, each with a snippet with the terms marked.
+#include <functional>
 #include <iostream>
 #include <map>
 
@@ -12,14 +13,25 @@
 #include "strongroom/client/search.h"
 
 namespace strongroom::cli {
+namespace {
 
-Status Search(Args& args) {
+struct Searching {
+  std::unique_ptr<Session> session;
+  std::unique_ptr<client::Searcher> searcher;
+  client::SearchQuery query;
+};
+
+// The session and searcher of the saved profile, and the query from the arguments.
+Result<Searching> Prepare(Args& args, const std::string& usage, bool compliance) {
   std::optional<std::string> room = args.Option("--room");
   const std::int64_t limit = args.Number("--limit", 20);
   const std::int64_t before = args.Number("--before", 0);
-  auto rest = args.Positional(1, 1, "search TERMS [--room ROOM] [--limit N] [--before SEQ]");
+  auto rest = args.Positional(1, 1, usage);
   if (limit < 1 || limit > 200) throw UsageError("--limit must be 1-200");
   if (before < 0) throw UsageError("--before must be a seq");
+  if (compliance && room && room->size() != 36) {
+    throw UsageError("compliance search names a room by its id");
+  }
   SR_ASSIGN_OR_RETURN(Profile profile, LoadProfile());
   if (profile.indexer_url.empty()) {
     return Error(ErrorCode::kFailedPrecondition,
@@ -30,40 +42,38 @@ Status Search(Args& args) {
                  "the profile has no token for the indexer: give --token-command or "
                  "--indexer-token-file to `strongroom login`");
   }
-  SR_ASSIGN_OR_RETURN(auto s, Connect(profile));
-  client::SearchQuery query;
-  query.query = rest[0];
-  query.limit = static_cast<std::size_t>(limit);
-  if (before > 0) query.before = before;
-  if (room) {
-    SR_ASSIGN_OR_RETURN(client::Conversation resolved, ResolveRoom(*s, *room));
-    query.room = resolved.id;
+  Searching out;
+  SR_ASSIGN_OR_RETURN(out.session, Connect(profile));
+  out.query.query = rest[0];
+  out.query.limit = static_cast<std::size_t>(limit);
+  if (before > 0) out.query.before = before;
+  if (room && compliance) out.query.room = *room;
+  if (room && !compliance) {
+    SR_ASSIGN_OR_RETURN(client::Conversation resolved, ResolveRoom(*out.session, *room));
+    out.query.room = resolved.id;
   }
-  SR_ASSIGN_OR_RETURN(auto searcher, client::Searcher::New({profile.indexer_url, profile.ca_file,
-                                                            ProfileTokenSource(profile, "indexer")},
-                                                           *s->core, *s->sdk));
-  SR_ASSIGN_OR_RETURN(client::SearchResults results, searcher->Search(query));
+  SR_ASSIGN_OR_RETURN(out.searcher, client::Searcher::New({profile.indexer_url, profile.ca_file,
+                                                           ProfileTokenSource(profile, "indexer"),
+                                                           ProfileTokenSource(profile, "kms")},
+                                                          *out.session->core, *out.session->sdk));
+  return out;
+}
 
-  std::map<std::string, std::string> names;  // conversation id -> decrypted name
-  auto name_of = [&](const std::string& id) -> std::string {
-    auto known = names.find(id);
-    if (known != names.end()) return known->second;
-    Result<client::Conversation> conversation = s->sdk->Get(id);
-    std::string name = conversation.ok() ? TitleOf(*s, *conversation) : id;
-    if (name.empty()) name = id;
-    return names[id] = name;
-  };
+// Prints the hits; `names` gives a room's label (its decrypted name, or its id).
+void PrintResults(const client::SearchResults& results,
+                  const std::function<std::string(const std::string&)>& name_of) {
   if (g_json) {
     Poco::JSON::Array::Ptr items = new Poco::JSON::Array;
     for (const client::SearchHit& hit : results.hits) {
+      const client::Activity& a = hit.message.activity;
       Poco::JSON::Object::Ptr item = new Poco::JSON::Object;
-      item->set("room", hit.message.activity.conversation_id);
-      item->set("roomName", name_of(hit.message.activity.conversation_id));
-      item->set("seq", hit.message.activity.seq);
-      item->set("activityId", hit.message.activity.id);
-      item->set("actor", hit.message.activity.actor);
-      item->set("verb", hit.message.activity.verb);
-      item->set("published", hit.message.activity.published_ms);
+      item->set("room", a.conversation_id);
+      item->set("roomName", name_of(a.conversation_id));
+      item->set("seq", a.seq);
+      item->set("activityId", a.id);
+      item->set("actor", a.actor);
+      item->set("verb", a.verb);
+      item->set("published", a.published_ms);
       item->set("snippet", hit.snippet);
       items->add(item);
     }
@@ -71,7 +81,7 @@ Status Search(Args& args) {
     o->set("results", items);
     if (results.next) o->set("next", *results.next);
     PrintJson(o);
-    return OkStatus();
+    return;
   }
   for (const client::SearchHit& hit : results.hits) {
     const client::Activity& a = hit.message.activity;
@@ -80,8 +90,39 @@ Status Search(Args& args) {
   }
   if (results.hits.empty()) std::cout << "No messages match." << std::endl;
   if (results.next) {
-    std::cout << "More: strongroom search ... --before " << *results.next << std::endl;
+    std::cout << "More: the same search with --before " << *results.next << std::endl;
   }
+}
+
+}  // namespace
+
+Status Search(Args& args) {
+  SR_ASSIGN_OR_RETURN(
+      Searching s, Prepare(args, "search TERMS [--room ROOM] [--limit N] [--before SEQ]", false));
+  SR_ASSIGN_OR_RETURN(client::SearchResults results, s.searcher->Search(s.query));
+  std::map<std::string, std::string> names;  // conversation id -> decrypted name
+  PrintResults(results, [&](const std::string& id) -> std::string {
+    auto known = names.find(id);
+    if (known != names.end()) return known->second;
+    Result<client::Conversation> conversation = s.session->sdk->Get(id);
+    std::string name = conversation.ok() ? TitleOf(*s.session, *conversation) : id;
+    if (name.empty()) name = id;
+    return names[id] = name;
+  });
+  return OkStatus();
+}
+
+Status ComplianceSearch(Args& args) {
+  std::optional<std::string> user = args.Option("--user");
+  if (!user) throw UsageError("compliance search needs --user USER");
+  SR_ASSIGN_OR_RETURN(
+      Searching s,
+      Prepare(args,
+              "compliance search --user USER TERMS [--room ROOM_ID] [--limit N] [--before SEQ]",
+              true));
+  SR_ASSIGN_OR_RETURN(client::SearchResults results, s.searcher->ComplianceSearch(*user, s.query));
+  // An officer is no member: rooms are shown by their ids.
+  PrintResults(results, [](const std::string& id) { return id; });
   return OkStatus();
 }
 

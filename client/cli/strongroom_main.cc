@@ -47,6 +47,9 @@ constexpr char kUsage[] = R"(usage: strongroom [--json] [--progress|--no-progres
                                   in your organization without ROOM_ID) on their behalf, read
                                   through the core or from an export FILE
                                   (activities from FILE, an `export`, or from the core)
+  compliance search --user USER TERMS [--room ROOM_ID] [--limit N] [--before SEQ]
+                                  as a compliance officer, search USER's rooms (the KMS decides
+                                  you may; each match decrypted on USER's behalf, audited)
   search TERMS [--room ROOM] [--limit N] [--before SEQ]
                                   your messages, file names and room names with every term,
                                   newest first, with the terms marked (needs --indexer at login)

@@ -108,12 +108,14 @@ Poco::Net::HTTPRequest HttpsClient::Connect(const std::string& method, const std
 
 Result<HttpAnswer> HttpsClient::Exchange(const std::string& method, const std::string& target,
                                          const std::string& bearer, const std::string& content_type,
-                                         const std::string& body, std::size_t max_answer) {
+                                         const std::string& body, std::size_t max_answer,
+                                         const Headers& headers) {
   for (int attempt = 0;; ++attempt) {
     const bool reused = session_ && session_->connected();
     bool answered = false;
     try {
       Poco::Net::HTTPRequest request = Connect(method, target, bearer);
+      for (const auto& [name, value] : headers) request.set(name, value);
       const bool has_body = !body.empty() || method == Poco::Net::HTTPRequest::HTTP_POST ||
                             method == Poco::Net::HTTPRequest::HTTP_PUT;
       if (has_body) {

@@ -16,6 +16,8 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "strongroom/common/error.h"
 
@@ -35,6 +37,8 @@ struct HttpAnswer {
 
 class HttpsClient {
  public:
+  // More header fields of a request (the bearer token goes in `bearer`).
+  using Headers = std::vector<std::pair<std::string, std::string>>;
   // `base_url` is https://host[:port] without a path; `what` names the server in errors.
   static Result<std::unique_ptr<HttpsClient>> New(const std::string& base_url,
                                                   const std::string& ca_file,
@@ -48,7 +52,8 @@ class HttpsClient {
   // reused connection the server may have closed, a request that got no answer is sent once more.
   Result<HttpAnswer> Exchange(const std::string& method, const std::string& target,
                               const std::string& bearer, const std::string& content_type,
-                              const std::string& body, std::size_t max_answer);
+                              const std::string& body, std::size_t max_answer,
+                              const Headers& headers = {});
 
   // A request whose body `write` streams (exactly `length` bytes) on a fresh connection; a 2xx
   // answer's body is handed to `read` (with its X-Content-SHA256, if any), other answers are read

@@ -136,8 +136,10 @@ Searcher::Searcher(SearcherOptions options, CoreClient& core, Conversations& sdk
 
 Searcher::~Searcher() = default;
 
-Result<SearchResults> Searcher::Search(const SearchQuery& query) {
+Result<Searcher::Found> Searcher::Ask(const std::string& path, const SearchQuery& query,
+                                      const std::string& user) {
   Object body;
+  if (!user.empty()) body.set("user", user);
   body.set("query", query.query);
   if (query.room) body.set("room", *query.room);
   body.set("limit", query.limit);
@@ -145,53 +147,68 @@ Result<SearchResults> Searcher::Search(const SearchQuery& query) {
   std::ostringstream text;
   body.stringify(text);
   SR_ASSIGN_OR_RETURN(std::string token, options_.token());
+  std::string kms_token;
+  if (!user.empty()) {
+    if (!options_.kms_token) {
+      ZeroizeString(token);
+      return Error(ErrorCode::kFailedPrecondition, "a compliance search needs the KMS token");
+    }
+    Result<std::string> got = options_.kms_token();
+    if (!got.ok()) {
+      ZeroizeString(token);
+      return got.error();
+    }
+    kms_token = std::move(*got);
+  }
   Result<internal::HttpAnswer> answer = [&] {
     std::lock_guard<std::mutex> lock(mutex_);
-    return https_->Exchange("POST", "/v1/search", token, "application/json", text.str(),
-                            kMaxAnswerBytes);
+    internal::HttpsClient::Headers headers;
+    if (!kms_token.empty()) headers.emplace_back("X-Kms-Authorization", "Bearer " + kms_token);
+    return https_->Exchange("POST", path, token, "application/json", text.str(), kMaxAnswerBytes,
+                            headers);
   }();
   ZeroizeString(token);
+  ZeroizeString(kms_token);
   if (!answer.ok()) return answer.error();
   if (answer->status != 200) return IndexerError(answer->status, answer->body);
-
-  struct Match {
-    std::string conversation_id, activity_id;
-  };
-  std::vector<Match> matches;
-  SearchResults results;
-  std::string language;
+  Found found;
   try {
     Object::Ptr json = Poco::JSON::Parser().parse(answer->body).extract<Object::Ptr>();
-    language = json->getValue<std::string>("language");
+    found.language = json->getValue<std::string>("language");
     Poco::JSON::Array::Ptr items = json->getArray("items");
     for (std::size_t i = 0; items && i < items->size(); ++i) {
       Object::Ptr item = items->getObject(static_cast<unsigned>(i));
-      matches.push_back({item->getValue<std::string>("conversationId"),
-                         item->getValue<std::string>("activityId")});
+      found.matches.push_back({item->getValue<std::string>("conversationId"),
+                               item->getValue<std::string>("activityId"),
+                               item->getValue<std::int64_t>("seq")});
     }
     if (json->has("next") && !json->isNull("next")) {
-      results.next = json->getValue<std::int64_t>("next");
+      found.next = json->getValue<std::int64_t>("next");
     }
   } catch (const Poco::Exception&) {
     return Error(ErrorCode::kInvalidArgument, "the indexer's answer is malformed");
   }
-  SR_ASSIGN_OR_RETURN(indexer::TermExtractor extractor, indexer::TermExtractor::New(language));
-  SR_ASSIGN_OR_RETURN(std::vector<std::string> terms, indexer::ParseQuery(extractor, query.query));
+  return found;
+}
 
-  for (const Match& match : matches) {
-    Result<Activity> activity = core_.GetActivity(match.conversation_id, match.activity_id);
-    if (!activity.ok()) {
-      if (activity.error().code() != ErrorCode::kNotFound) return activity.error();
-      ++results.dropped;  // retracted since, or no longer the user's
+Result<SearchResults> Searcher::Keep(const Found& found, const SearchQuery& query,
+                                     std::vector<std::optional<Message>>& messages) {
+  SR_ASSIGN_OR_RETURN(indexer::TermExtractor extractor,
+                      indexer::TermExtractor::New(found.language));
+  SR_ASSIGN_OR_RETURN(std::vector<std::string> terms, indexer::ParseQuery(extractor, query.query));
+  SearchResults results;
+  results.next = found.next;
+  for (std::optional<Message>& message : messages) {
+    if (!message) {
+      ++results.dropped;  // retracted since, or no longer readable
       continue;
     }
-    SearchHit hit{sdk_.Decrypt(*activity), ""};
     std::string words;
-    if (hit.message.text) words = *hit.message.text;
-    if (hit.message.file) words = hit.message.file->name;
-    Result<std::set<std::string>> found = TermsOf(extractor, words);
-    const bool all = found.ok() && std::all_of(terms.begin(), terms.end(),
-                                               [&](const auto& t) { return found->contains(t); });
+    if (message->text) words = *message->text;
+    if (message->file) words = message->file->name;
+    Result<std::set<std::string>> have = TermsOf(extractor, words);
+    const bool all = have.ok() && std::all_of(terms.begin(), terms.end(),
+                                              [&](const auto& t) { return have->contains(t); });
     if (!all) {
       ++results.dropped;
       ZeroizeString(words);
@@ -200,10 +217,50 @@ Result<SearchResults> Searcher::Search(const SearchQuery& query) {
     Result<std::string> snippet = Snippet(extractor, words, terms);
     ZeroizeString(words);
     if (!snippet.ok()) return snippet.error();
-    hit.snippet = std::move(*snippet);
-    results.hits.push_back(std::move(hit));
+    results.hits.push_back({std::move(*message), std::move(*snippet)});
   }
   return results;
+}
+
+Result<SearchResults> Searcher::Search(const SearchQuery& query) {
+  SR_ASSIGN_OR_RETURN(Found found, Ask("/v1/search", query, ""));
+  std::vector<std::optional<Message>> messages;
+  for (const IndexSearchMatch& match : found.matches) {
+    Result<Activity> activity = core_.GetActivity(match.conversation_id, match.activity_id);
+    if (!activity.ok()) {
+      if (activity.error().code() != ErrorCode::kNotFound) return activity.error();
+      messages.emplace_back();
+      continue;
+    }
+    messages.emplace_back(sdk_.Decrypt(*activity));
+  }
+  return Keep(found, query, messages);
+}
+
+Result<SearchResults> Searcher::ComplianceSearch(const std::string& user,
+                                                 const SearchQuery& query) {
+  if (user.empty()) return Error(ErrorCode::kInvalidArgument, "a compliance search names a user");
+  SR_ASSIGN_OR_RETURN(Found found, Ask("/v1/compliance/search", query, user));
+  std::vector<std::optional<Message>> messages;
+  for (const IndexSearchMatch& match : found.matches) {
+    // The activity at its seq, through the core's compliance reads.
+    HistoryQuery at;
+    at.before = match.seq + 1;
+    at.limit = 1;
+    Result<HistoryPage> page = core_.ComplianceHistory(user, match.conversation_id, at);
+    if (!page.ok()) {
+      if (page.error().code() != ErrorCode::kNotFound) return page.error();
+      messages.emplace_back();
+      continue;
+    }
+    if (page->items.empty() || page->items.back().id != match.activity_id) {
+      messages.emplace_back();
+      continue;
+    }
+    SR_ASSIGN_OR_RETURN(std::vector<Message> read, sdk_.ReadOnBehalfOf(user, {page->items.back()}));
+    messages.emplace_back(read.empty() ? std::optional<Message>() : std::move(read.front()));
+  }
+  return Keep(found, query, messages);
 }
 
 }  // namespace strongroom::client

@@ -85,9 +85,19 @@ class Indexerd : public DaemonApplication {
     IndexerLoop loop(*pipeline, store, CoreStreamOpener(*core_client), log);
     SearchService search(kms, core, store, keys, settings.language);
     KmsHealth kms_health(kms);
+    // Compliance searches: the officer's KMS token is verified as the KMS would (the same
+    // issuers, audience kms), and the KMS lists the user's rooms over the officer's own channel.
+    JwtSettings kms_jwt = settings.jwt;
+    kms_jwt.audience = "kms";
+    SR_ASSIGN_OR_RETURN(JwtVerifier kms_verifier, MakeJwtVerifier(kms_jwt));
+    client::KmsContextOptions officer_options = kms_options;
+    officer_options.client_id = settings.client_id + "-compliance";
     IndexerRoutes routes(
         search, verifier, settings.org,
-        {[&loop] { return loop.state(); }, [&kms_health] { return kms_health.Check(); }});
+        {[&loop] { return loop.state(); }, [&kms_health] { return kms_health.Check(); }},
+        {&kms_verifier,
+         OfficerKmsOverHttps(officer_options, {settings.kms_url, settings.kms_ca_file},
+                             settings.org)});
 
     IndexerServerOptions options;
     options.listen_host = settings.listen_host;

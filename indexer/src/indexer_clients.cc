@@ -93,6 +93,30 @@ client::TokenSource CommandTokenSource(std::string command, const std::string& a
   };
 }
 
+namespace {
+// Owns the officer's context, which it closes when done.
+class OfficerKms : public KmsContextIndexerKms {
+ public:
+  OfficerKms(std::unique_ptr<client::KmsContext> context, std::string org)
+      : KmsContextIndexerKms(*context, std::move(org)), context_(std::move(context)) {}
+  ~OfficerKms() override { (void)context_->Close(); }
+
+ private:
+  std::unique_ptr<client::KmsContext> context_;
+};
+}  // namespace
+
+OfficerKmsOpener OfficerKmsOverHttps(client::KmsContextOptions base,
+                                     client::HttpsTransportOptions https, std::string org) {
+  return [base, https, org](const std::string& token) -> Result<std::unique_ptr<IndexerKms>> {
+    client::KmsContextOptions options = base;
+    options.kms_token = client::StaticToken(token);
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<client::KmsContext> context,
+                        client::KmsContext::OverHttps(options, https));
+    return std::unique_ptr<IndexerKms>(new OfficerKms(std::move(context), org));
+  };
+}
+
 StreamOpener CoreStreamOpener(client::CoreClient& core) {
   return [&core](std::int64_t cursor) -> Result<std::unique_ptr<ActivityStream>> {
     SR_ASSIGN_OR_RETURN(std::unique_ptr<client::EventStream> events, core.OpenIndexEvents(cursor));

@@ -55,14 +55,24 @@ Result<std::optional<std::int64_t>> IntegerMember(const Object& object, const st
 
 }  // namespace
 
-Result<SearchRequest> ParseSearchBody(std::string_view body) {
+Result<SearchRequest> ParseSearchBody(std::string_view body, bool compliance) {
   SR_ASSIGN_OR_RETURN(Object::Ptr object, ParseStrictJsonObject(body));
   for (const std::string& name : object->getNames()) {
-    if (name != "query" && name != "room" && name != "limit" && name != "before") {
+    if (name != "query" && name != "room" && name != "limit" && name != "before" &&
+        (!compliance || name != "user")) {
       return Invalid("unknown field \"" + name.substr(0, 64) + "\"");
     }
   }
   SearchRequest request;
+  if (compliance) {
+    if (!object->has("user") || object->isNull("user") || !object->get("user").isString()) {
+      return Invalid("user is required, a user id");
+    }
+    request.user = object->getValue<std::string>("user");
+    if (request.user.empty() || request.user.size() > 256) {
+      return Invalid("user must be a user id of 1-256 bytes");
+    }
+  }
   if (!object->has("query") || object->isNull("query") || !object->get("query").isString()) {
     return Invalid("query is required, a string");
   }
@@ -86,16 +96,21 @@ Result<SearchRequest> ParseSearchBody(std::string_view body) {
 }
 
 IndexerRoutes::IndexerRoutes(SearchService& search, const JwtVerifier& verifier, std::string org,
-                             HealthSource health)
+                             HealthSource health, ComplianceSearchSupport compliance)
     : http::Endpoint("indexerd", "the indexer failed to process the request",
                      http::CodeStyle::kSnakeCase),
       search_(search),
       verifier_(verifier),
       org_(std::move(org)),
-      health_(std::move(health)) {
+      health_(std::move(health)),
+      compliance_(std::move(compliance)) {
   open_.Add("GET", "/health", [this](Request&) { return Health(); });
   users_.Add("POST", "/v1/search",
              [this](Request& r, const VerifiedJwt& c) { return Search(r, c); });
+  if (compliance_.kms_verifier && compliance_.open_kms) {
+    users_.Add("POST", "/v1/compliance/search",
+               [this](Request& r, const VerifiedJwt& c) { return ComplianceSearch(r, c); });
+  }
 }
 
 Response IndexerRoutes::Serve(Request& request) {
@@ -145,6 +160,40 @@ Response IndexerRoutes::Search(Request& request, const VerifiedJwt& caller) {
   SR_ASSIGN_OR_RETURN(SearchRequest search, ParseSearchBody(body));
   search.user = caller.subject();
   SR_ASSIGN_OR_RETURN(IndexPage page, search_.Search(search));
+  return PageAnswer(page, search_.language());
+}
+
+Response IndexerRoutes::ComplianceSearch(Request& request, const VerifiedJwt& caller) {
+  // The officer's KMS token, for the same user as their indexer token.
+  const std::string header = request.header(kKmsAuthorizationHeader);
+  if (header.size() <= 7 || Poco::icompare(header.substr(0, 7), "bearer ") != 0) {
+    return Error(ErrorCode::kUnauthenticated, std::string("a compliance search carries ") +
+                                                  kKmsAuthorizationHeader +
+                                                  ": Bearer <your KMS token>");
+  }
+  const std::string kms_token = header.substr(7);
+  Result<VerifiedJwt> kms_caller = compliance_.kms_verifier->Verify(kms_token);
+  if (!kms_caller.ok()) {
+    return Error(ErrorCode::kUnauthenticated,
+                 "the KMS token was refused: " + kms_caller.error().message());
+  }
+  if (kms_caller->subject() != caller.subject() || kms_caller->org() != caller.org()) {
+    return Error(ErrorCode::kUnauthenticated, "the KMS token is another user's");
+  }
+  SR_ASSIGN_OR_RETURN(
+      std::string body,
+      http::ReadBodyAs(request, "application/json", kMaxSearchBodyBytes, "a search", "body_size"));
+  SR_ASSIGN_OR_RETURN(SearchRequest search, ParseSearchBody(body, /*compliance=*/true));
+  if (verifier_.subjects().OrganizationOf(search.user) != org_) {
+    return Error(ErrorCode::kPermissionDenied,
+                 "this indexer serves the users of organization '" + org_ + "' only");
+  }
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<IndexerKms> officer_kms, compliance_.open_kms(kms_token));
+  SR_ASSIGN_OR_RETURN(IndexPage page, search_.ComplianceSearch(search, *officer_kms));
+  return PageAnswer(page, search_.language());
+}
+
+Response IndexerRoutes::PageAnswer(const IndexPage& page, const std::string& language) {
   Array items;
   for (const IndexMatch& match : page.items) {
     Object item;
@@ -156,7 +205,7 @@ Response IndexerRoutes::Search(Request& request, const VerifiedJwt& caller) {
   Object json;
   json.set("items", items);
   if (page.next) json.set("next", *page.next);
-  json.set("language", search_.language());
+  json.set("language", language);
   return Response::Json(200, Stringify(json));
 }
 

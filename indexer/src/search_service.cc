@@ -25,12 +25,13 @@ Result<std::vector<std::string>> SearchService::Terms(const std::string& query) 
   return terms;
 }
 
-Result<std::vector<std::string>> SearchService::AuthorizedResources(const std::string& user) {
+Result<std::vector<std::string>> SearchService::AuthorizedResources(
+    IndexerKms& kms, const std::string& user, const std::string& on_behalf_of) {
   std::vector<std::string> resources;
   std::string cursor;
   do {
     SR_ASSIGN_OR_RETURN(client::KmsAuthorizationPage page,
-                        kms_.ListAuthorizations(user, cursor, 1000));
+                        kms.ListAuthorizations(user, cursor, 1000, on_behalf_of));
     for (const client::KmsUserAuthorization& authorization : page.authorizations) {
       resources.push_back(authorization.resource_uri);
     }
@@ -43,6 +44,16 @@ Result<std::vector<std::string>> SearchService::AuthorizedResources(const std::s
 }
 
 Result<IndexPage> SearchService::Search(const SearchRequest& request) {
+  return SearchIn(request, kms_, "");
+}
+
+Result<IndexPage> SearchService::ComplianceSearch(const SearchRequest& request,
+                                                  IndexerKms& officer_kms) {
+  return SearchIn(request, officer_kms, request.user);
+}
+
+Result<IndexPage> SearchService::SearchIn(const SearchRequest& request, IndexerKms& kms,
+                                          const std::string& on_behalf_of) {
   if (request.limit < 1 || request.limit > kMaxSearchLimit) {
     return Error(ErrorCode::kInvalidArgument, "limit must be 1-" + std::to_string(kMaxSearchLimit));
   }
@@ -50,7 +61,8 @@ Result<IndexPage> SearchService::Search(const SearchRequest& request) {
     return Error(ErrorCode::kInvalidArgument, "before must be a seq above 0");
   }
   SR_ASSIGN_OR_RETURN(std::vector<std::string> terms, Terms(request.query));
-  SR_ASSIGN_OR_RETURN(std::vector<std::string> resources, AuthorizedResources(request.user));
+  SR_ASSIGN_OR_RETURN(std::vector<std::string> resources,
+                      AuthorizedResources(kms, request.user, on_behalf_of));
   SR_ASSIGN_OR_RETURN(std::vector<Room> rooms, store_.RoomsOfResources(resources));
   if (request.room) {
     auto room = std::find_if(rooms.begin(), rooms.end(), [&](const Room& candidate) {

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -64,11 +65,22 @@ class FakeKms : public IndexerKms {
     key.key = SecretBytes(OrgKey(version).view());
     return key;
   }
-  Result<client::KmsAuthorizationPage> ListAuthorizations(const std::string& user,
-                                                          const std::string& cursor,
-                                                          std::size_t limit) override {
+  Result<client::KmsAuthorizationPage> ListAuthorizations(
+      const std::string& user, const std::string& cursor, std::size_t limit,
+      const std::string& on_behalf_of) override {
+    return ListFor(indexer_id, user, cursor, limit, on_behalf_of);
+  }
+  // As the KMS answers `requester`: the indexer about any user, a user about themselves, an
+  // officer onBehalfOf a user.
+  Result<client::KmsAuthorizationPage> ListFor(const std::string& requester,
+                                               const std::string& user, const std::string& cursor,
+                                               std::size_t limit, const std::string& on_behalf_of) {
     ++authorization_lists;
     if (!available_) return Error(ErrorCode::kUnavailable, "the KMS is down");
+    const bool allowed = on_behalf_of.empty()
+                             ? (requester == indexer_id || requester == user)
+                             : (on_behalf_of == user && officers.contains(requester));
+    if (!allowed) return Error(ErrorCode::kPermissionDenied, "not allowed to list");
     client::KmsAuthorizationPage page;
     const std::set<std::string>& resources = authorizations_[user];
     for (auto it = resources.upper_bound(cursor); it != resources.end(); ++it) {
@@ -84,6 +96,11 @@ class FakeKms : public IndexerKms {
     return available_ ? OkStatus() : Status(Error(ErrorCode::kUnavailable, "the KMS is down"));
   }
 
+  // The KMS as seen over `requester`'s own channel (a compliance officer's).
+  std::unique_ptr<IndexerKms> As(const std::string& requester);
+
+  std::string indexer_id = "indexer@acme.test";
+  std::set<std::string> officers;
   std::uint32_t current_version = 1;
   int key_retrievals = 0;
   int authorization_lists = 0;
@@ -95,6 +112,34 @@ class FakeKms : public IndexerKms {
   std::set<std::string> refused_;
   bool available_ = true;
 };
+
+class FakeKmsAs : public IndexerKms {
+ public:
+  FakeKmsAs(FakeKms& kms, std::string requester) : kms_(kms), requester_(std::move(requester)) {}
+  Result<client::KmsKey> RetrieveKey(const std::string&) override {
+    return Error(ErrorCode::kUnimplemented, "not used");
+  }
+  Result<client::KmsSearchKey> CurrentSearchKey() override {
+    return Error(ErrorCode::kPermissionDenied, "only the indexer");
+  }
+  Result<client::KmsSearchKey> SearchKey(std::uint32_t) override {
+    return Error(ErrorCode::kPermissionDenied, "only the indexer");
+  }
+  Result<client::KmsAuthorizationPage> ListAuthorizations(
+      const std::string& user, const std::string& cursor, std::size_t limit,
+      const std::string& on_behalf_of) override {
+    return kms_.ListFor(requester_, user, cursor, limit, on_behalf_of);
+  }
+  Status Check() override { return kms_.Check(); }
+
+ private:
+  FakeKms& kms_;
+  const std::string requester_;
+};
+
+inline std::unique_ptr<IndexerKms> FakeKms::As(const std::string& requester) {
+  return std::make_unique<FakeKmsAs>(*this, requester);
+}
 
 class FakeCore : public IndexerCore {
  public:

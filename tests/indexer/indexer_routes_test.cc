@@ -28,6 +28,8 @@ constexpr char kGlobexIssuer[] = "https://idp.globex.test";
 constexpr char kAlice[] = "alice@acme.test";
 constexpr char kBob[] = "bob@acme.test";
 constexpr char kMallory[] = "mallory@globex.test";
+constexpr char kOfficer[] = "officer@acme.test";
+constexpr char kCarol[] = "carol@acme.test";
 constexpr char kRoomA[] = "3d6f0a1b-2c4e-4f5a-8b9c-0d1e2f3a4b5c";
 constexpr char kRoomB[] = "81c2a0b1-2c4e-4f5a-8b9c-0d1e2f3a4b5c";
 constexpr char kResourceA[] = "kms://kms.acme.test/resources/a";
@@ -56,10 +58,25 @@ class IndexerRoutesTest : public ::testing::Test {
         "indexer", std::chrono::seconds(60));
     ASSERT_TRUE(verifier.ok()) << verifier.error().ToString();
     verifier_ = std::make_unique<JwtVerifier>(std::move(verifier).value());
+    auto kms_verifier = JwtVerifier::New(
+        {TrustedIssuer{kIssuer, "acme", {*acme_key_->PublicKey()}, {"acme.test"}},
+         TrustedIssuer{kGlobexIssuer, "globex", {*globex_key_->PublicKey()}, {"globex.test"}}},
+        "kms", std::chrono::seconds(60));
+    ASSERT_TRUE(kms_verifier.ok());
+    kms_verifier_ = std::make_unique<JwtVerifier>(std::move(kms_verifier).value());
     search_ = std::make_unique<SearchService>(kms_, core_, *store_, keys_, "english");
+    // An officer's KMS channel: the fake KMS as it answers the token's subject.
+    OfficerKmsOpener open_kms =
+        [this](const std::string& token) -> Result<std::unique_ptr<IndexerKms>> {
+      ++officer_channels_;
+      SR_ASSIGN_OR_RETURN(VerifiedJwt officer, kms_verifier_->Verify(token));
+      return kms_.As(officer.subject());
+    };
     routes_ = std::make_unique<IndexerRoutes>(
         *search_, *verifier_, "acme",
-        HealthSource{[this] { return stream_state_; }, [this] { return kms_.Check(); }});
+        HealthSource{[this] { return stream_state_; }, [this] { return kms_.Check(); }},
+        ComplianceSearchSupport{kms_verifier_.get(), open_kms});
+    kms_.officers = {kOfficer};
 
     key_a_ = kms_.AddKey(kResourceA);
     key_b_ = kms_.AddKey(kResourceB);
@@ -135,7 +152,8 @@ class IndexerRoutesTest : public ::testing::Test {
   std::optional<IndexerStore> store_;
   std::unique_ptr<IndexingPipeline> pipeline_;
   std::unique_ptr<jose::EcKeyPair> acme_key_, globex_key_;
-  std::unique_ptr<JwtVerifier> verifier_;
+  std::unique_ptr<JwtVerifier> verifier_, kms_verifier_;
+  int officer_channels_ = 0;
   std::unique_ptr<SearchService> search_;
   std::unique_ptr<IndexerRoutes> routes_;
   IndexerLoop::State stream_state_;
@@ -248,6 +266,46 @@ TEST_F(IndexerRoutesTest, OnlyIndexerTokensOfTheIndexersOrganization) {
   EXPECT_EQ(kms_.authorization_lists, 0);  // nothing was asked about mallory
   EXPECT_EQ(Call("GET", "/v1/nothing", Token(kAlice)).status, 404);
   EXPECT_EQ(Call("GET", "/v1/search", Token(kAlice)).status, 405);
+}
+
+// POST /v1/compliance/search: the user's rooms as the KMS lists them onBehalfOf the user over the
+// officer's own channel, so the KMS decides who is an officer.
+TEST_F(IndexerRoutesTest, AComplianceOfficerSearchesAUsersRoomsAsTheKmsAllows) {
+  const std::string in_a = Post(kRoomA, key_a_, "merger talks");
+  const std::string in_b = Post(kRoomB, key_b_, "merger plans");
+  auto compliance = [&](const std::string& officer, const std::string& user,
+                        const std::string& kms_token_of) {
+    Poco::Net::HTTPRequest head("POST", "/v1/compliance/search", Poco::Net::HTTPMessage::HTTP_1_1);
+    head.set("Authorization", "Bearer " + Token(officer));
+    if (!kms_token_of.empty()) {
+      head.set(kKmsAuthorizationHeader, "Bearer " + Token(kms_token_of, "kms"));
+    }
+    const std::string body = "{\"user\":\"" + user + "\",\"query\":\"merger\"}";
+    head.setContentLength64(static_cast<Poco::Int64>(body.size()));
+    head.setContentType("application/json");
+    std::istringstream stream(body);
+    http::Request request(head, stream);
+    return http::Answer(*routes_, request);
+  };
+  EXPECT_EQ(Ids(compliance(kOfficer, kAlice, kOfficer)), (std::vector<std::string>{in_b, in_a}));
+  EXPECT_EQ(Ids(compliance(kOfficer, kBob, kOfficer)), std::vector<std::string>{in_a});
+  // Not an officer: the KMS refuses the listing.
+  http::Response carol = compliance(kCarol, kAlice, kCarol);
+  EXPECT_EQ(carol.status, 403) << carol.body;
+  // No KMS token, or another user's: refused before the KMS is asked.
+  const int channels = officer_channels_;
+  EXPECT_EQ(compliance(kOfficer, kAlice, "").status, 401);
+  EXPECT_EQ(compliance(kCarol, kAlice, kOfficer).status, 401);
+  // A user of another organization, or an officer of another organization: 403.
+  EXPECT_EQ(compliance(kOfficer, kMallory, kOfficer).status, 403);
+  EXPECT_EQ(compliance(kMallory, kAlice, kMallory).status, 403);
+  EXPECT_EQ(officer_channels_, channels);
+  // A compliance body without its user is a bad request.
+  http::Response no_user =
+      Call("POST", "/v1/compliance/search", Token(kOfficer), "{\"query\":\"merger\"}");
+  EXPECT_TRUE(no_user.status == 400 || no_user.status == 401) << no_user.body;
+  // And a user's own search takes no "user".
+  EXPECT_EQ(Search(kAlice, "{\"query\":\"merger\",\"user\":\"bob@acme.test\"}").status, 400);
 }
 
 TEST_F(IndexerRoutesTest, AServiceThatIsDownIs503) {

@@ -32,7 +32,8 @@ class HttpsClient;
 struct SearcherOptions {
   std::string indexer_url;  // https://host[:port] of indexerd
   std::string ca_file;
-  TokenSource token;  // the user's token for the indexer (audience "indexer")
+  TokenSource token;      // the user's token for the indexer (audience "indexer")
+  TokenSource kms_token;  // compliance searches only: the officer's token for the KMS
   std::chrono::seconds timeout{30};
 };
 
@@ -71,10 +72,27 @@ class Searcher {
   // PERMISSION_DENIED for a room the user may not search, UNAVAILABLE...). A match that can no
   // longer be fetched (retracted since, or the user removed) is dropped.
   Result<SearchResults> Search(const SearchQuery& query);
+  // A compliance officer's search of `user`'s rooms (POST /v1/compliance/search): indexerd asks
+  // the KMS for the user's rooms over a channel in the officer's name, onBehalfOf the user (the
+  // KMS refuses non-officers and audits it); the matches are read through the core's compliance
+  // reads and decrypted with keys retrieved onBehalfOf the user (each retrieval audited).
+  Result<SearchResults> ComplianceSearch(const std::string& user, const SearchQuery& query);
 
  private:
   Searcher(SearcherOptions options, CoreClient& core, Conversations& sdk,
            std::unique_ptr<internal::HttpsClient> https);
+  // Asks indexerd at `path` (with the officer's KMS token when `kms_token` is not empty); the
+  // matches and the index's language.
+  struct Found {
+    std::vector<IndexSearchMatch> matches;
+    std::optional<std::int64_t> next;
+    std::string language;
+  };
+  Result<Found> Ask(const std::string& path, const SearchQuery& query, const std::string& user);
+  // Keeps the messages whose text has every term, with snippets.
+  Result<SearchResults> Keep(const Found& found, const SearchQuery& query,
+                             std::vector<std::optional<Message>>& messages);
+
   const SearcherOptions options_;
   CoreClient& core_;
   Conversations& sdk_;

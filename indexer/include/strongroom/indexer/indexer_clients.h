@@ -37,10 +37,10 @@ class KmsContextIndexerKms : public IndexerKms {
   Result<client::KmsSearchKey> SearchKey(std::uint32_t version) override {
     return kms_.RetrieveSearchKey(org_, version);
   }
-  Result<client::KmsAuthorizationPage> ListAuthorizations(const std::string& user,
-                                                          const std::string& cursor,
-                                                          std::size_t limit) override {
-    return kms_.ListAuthorizations(user, cursor, limit);
+  Result<client::KmsAuthorizationPage> ListAuthorizations(
+      const std::string& user, const std::string& cursor, std::size_t limit,
+      const std::string& on_behalf_of) override {
+    return kms_.ListAuthorizations(user, cursor, limit, on_behalf_of);
   }
   Status Check() override { return kms_.Ping(); }
 
@@ -64,6 +64,11 @@ class CoreClientIndexerCore : public IndexerCore {
  private:
   client::CoreClient& core_;
 };
+
+// A compliance officer's KMS channel (OfficerKmsOpener): a KmsContext over direct HTTPS with the
+// officer's token, closed when the returned object goes.
+OfficerKmsOpener OfficerKmsOverHttps(client::KmsContextOptions base,
+                                     client::HttpsTransportOptions https, std::string org);
 
 // GET /v1/index/events from the cursor, as an ActivityStream.
 StreamOpener CoreStreamOpener(client::CoreClient& core);

@@ -28,12 +28,19 @@ class IndexerKms {
   virtual Result<client::KmsKey> RetrieveKey(const std::string& key_uri) = 0;
   virtual Result<client::KmsSearchKey> CurrentSearchKey() = 0;
   virtual Result<client::KmsSearchKey> SearchKey(std::uint32_t version) = 0;
-  virtual Result<client::KmsAuthorizationPage> ListAuthorizations(const std::string& user,
-                                                                  const std::string& cursor,
-                                                                  std::size_t limit) = 0;
+  // With `on_behalf_of` (= user), a compliance officer's listing: the KMS checks the channel's
+  // user is an officer of the user's organization and audits it.
+  virtual Result<client::KmsAuthorizationPage> ListAuthorizations(
+      const std::string& user, const std::string& cursor, std::size_t limit,
+      const std::string& on_behalf_of) = 0;
   // Whether the channel works now (/health); a ping.
   virtual Status Check() = 0;
 };
+
+// A KMS channel in a compliance officer's name, opened with the officer's own KMS token (for
+// their compliance search: the KMS, not indexerd, decides who is an officer, and audits it).
+using OfficerKmsOpener =
+    std::function<Result<std::unique_ptr<IndexerKms>>(const std::string& officer_kms_token)>;
 
 // One conversation of a search with its own tokens, and the matches newest first
 // (docs/api/core.md, POST /v1/index/search).

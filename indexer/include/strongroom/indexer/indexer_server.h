@@ -28,8 +28,20 @@ inline constexpr std::size_t kMaxSearchBodyBytes = 16 * 1024;
 
 // POST /v1/search's body: {"query", "room"?, "limit"?, "before"?}; unknown members, a member of
 // the wrong type, a room that is not a lowercase UUID, a limit out of 1-200 or a before below 1
-// are INVALID_ARGUMENT. `user` is left empty (the caller's).
-Result<SearchRequest> ParseSearchBody(std::string_view body);
+// are INVALID_ARGUMENT. `user` is left empty (the caller's). With `compliance`, POST
+// /v1/compliance/search's: the same and "user", required (1-256 bytes).
+Result<SearchRequest> ParseSearchBody(std::string_view body, bool compliance = false);
+
+// The header that carries a compliance officer's own KMS token (audience "kms") beside their
+// indexer token, for the KMS to decide whether they are an officer.
+inline constexpr char kKmsAuthorizationHeader[] = "X-Kms-Authorization";
+
+// What a compliance search needs: the verifier of KMS tokens (the same issuers, audience "kms")
+// and the opener of a KMS channel in the officer's name. Without it, 404 for the endpoint.
+struct ComplianceSearchSupport {
+  const JwtVerifier* kms_verifier = nullptr;
+  OfficerKmsOpener open_kms;
+};
 
 // What /health tells: the stream's state, and whether the KMS channel works now.
 struct HealthSource {
@@ -41,17 +53,20 @@ struct HealthSource {
 class IndexerRoutes : public http::Endpoint {
  public:
   IndexerRoutes(SearchService& search, const JwtVerifier& verifier, std::string org,
-                HealthSource health);
+                HealthSource health, ComplianceSearchSupport compliance = {});
   http::Response Serve(http::Request& request) override;
 
  private:
   http::Response Health();
   http::Response Search(http::Request& request, const VerifiedJwt& caller);
+  http::Response ComplianceSearch(http::Request& request, const VerifiedJwt& caller);
+  static http::Response PageAnswer(const IndexPage& page, const std::string& language);
 
   SearchService& search_;
   const JwtVerifier& verifier_;
   const std::string org_;
   HealthSource health_;
+  ComplianceSearchSupport compliance_;
   http::Routes<> open_{"no such endpoint"};
   http::Routes<const VerifiedJwt&> users_{"no such endpoint"};
 };

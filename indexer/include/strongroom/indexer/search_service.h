@@ -52,12 +52,19 @@ class SearchService {
   // Thread-safe. INVALID_ARGUMENT for a bad query or limit; PERMISSION_DENIED for a room the
   // user may not search; the KMS's or the core's errors otherwise.
   Result<IndexPage> Search(const SearchRequest& request);
+  // A compliance officer's search of `request.user`'s rooms: the rooms listed over the officer's
+  // own KMS channel `onBehalfOf` the user (the KMS refuses anyone but an officer of the user's
+  // organization: PERMISSION_DENIED), the rest as Search.
+  Result<IndexPage> ComplianceSearch(const SearchRequest& request, IndexerKms& officer_kms);
   // The stemming language of the organization's index, which clients need to check matches.
   const std::string& language() const { return language_; }
 
  private:
   Result<std::vector<std::string>> Terms(const std::string& query);
-  Result<std::vector<std::string>> AuthorizedResources(const std::string& user);
+  Result<std::vector<std::string>> AuthorizedResources(IndexerKms& kms, const std::string& user,
+                                                       const std::string& on_behalf_of);
+  Result<IndexPage> SearchIn(const SearchRequest& request, IndexerKms& kms,
+                             const std::string& on_behalf_of);
 
   IndexerKms& kms_;
   IndexerCore& core_;
