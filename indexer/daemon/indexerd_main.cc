@@ -99,17 +99,11 @@ class Indexerd : public DaemonApplication {
          OfficerKmsOverHttps(officer_options, {settings.kms_url, settings.kms_ca_file},
                              settings.org)});
 
-    IndexerServerOptions options;
-    options.listen_host = settings.listen_host;
-    options.listen_port = settings.listen_port;
-    options.tls_cert = settings.tls_cert;
-    options.tls_key = settings.tls_key;
-    options.max_connections = settings.max_connections;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<IndexerServer> server,
-                        IndexerServer::Start(options, routes));
+                        IndexerServer::Start(settings.listener, routes));
     loop.Start();
     if (!port_file.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file, server->port()));
-    Log("serving on https://" + settings.listen_host + ":" + std::to_string(server->port()) +
+    Log("serving on https://" + settings.listener.host + ":" + std::to_string(server->port()) +
         " for organization " + settings.org + " (language " + settings.language + ")");
 
     waitForTerminationRequest();
@@ -127,7 +121,5 @@ class Indexerd : public DaemonApplication {
 }  // namespace strongroom::indexer
 
 int main(int argc, char** argv) {
-  strongroom::PrepareDaemonProcess();
-  strongroom::indexer::Indexerd app;
-  return strongroom::RunDaemon(app, argc, argv);
+  return strongroom::DaemonMain<strongroom::indexer::Indexerd>(argc, argv);
 }

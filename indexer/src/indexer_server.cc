@@ -9,7 +9,6 @@
 
 #include "strongroom/common/https_server.h"
 #include "strongroom/common/strict_json.h"
-#include "strongroom/common/tls.h"
 
 namespace strongroom::indexer {
 
@@ -209,22 +208,12 @@ Response IndexerRoutes::PageAnswer(const IndexPage& page, const std::string& lan
   return Response::Json(200, Stringify(json));
 }
 
-Result<std::unique_ptr<IndexerServer>> IndexerServer::Start(const IndexerServerOptions& options,
+Result<std::unique_ptr<IndexerServer>> IndexerServer::Start(const ListenerSettings& listener,
                                                             IndexerRoutes& routes) {
-  SR_ASSIGN_OR_RETURN(auto context, MakeTlsServerContext("the indexer's HTTPS listener",
-                                                         options.tls_cert, options.tls_key));
-  http::HttpsServerOptions https;
-  https.listen_host = options.listen_host;
-  https.listen_port = options.listen_port;
-  https.max_threads = options.max_connections;
-  https.server_name = "indexerd";
-  Result<std::unique_ptr<http::HttpsServer>> server =
-      http::HttpsServer::Start(https, context, http::EndpointHandlerFactory(routes));
-  if (!server.ok()) {
-    Poco::Net::uninitializeSSL();
-    return server.error();
-  }
-  return std::unique_ptr<IndexerServer>(new IndexerServer(std::move(server).value()));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<http::HttpsServer> server,
+                      StartHttpsListener(listener, "the indexer's HTTPS listener", "indexerd",
+                                         http::EndpointHandlerFactory(routes)));
+  return std::unique_ptr<IndexerServer>(new IndexerServer(std::move(server)));
 }
 
 IndexerServer::IndexerServer(std::unique_ptr<http::HttpsServer> server)

@@ -12,6 +12,8 @@ using Poco::Util::AbstractConfiguration;
 
 namespace {
 
+const WorkerSetting kIndexerWorkers{"max_connections", 4, 4096};
+
 Result<std::string> HttpsUrlSetting(const AbstractConfiguration& config, const std::string& key,
                                     const std::string& what) {
   SR_ASSIGN_OR_RETURN(std::string url, RequiredSetting(config, key, what));
@@ -26,10 +28,9 @@ Result<std::string> HttpsUrlSetting(const AbstractConfiguration& config, const s
 }  // namespace
 
 Result<IndexerdSettings> ReadIndexerdSettings(const AbstractConfiguration& config) {
-  SR_RETURN_IF_ERROR(
-      CheckSettingKeys(config, "indexer",
-                       {"org", "subject", "database", "listen", "tls_cert", "tls_key",
-                        "token_command", "language", "client_id", "max_connections"}));
+  std::set<std::string> allowed = ListenerSettingKeys(kIndexerWorkers);
+  allowed.insert({"org", "subject", "database", "token_command", "language", "client_id"});
+  SR_RETURN_IF_ERROR(CheckSettingKeys(config, "indexer", allowed));
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "kms", {"url", "cluster", "ca_file"}));
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "core", {"url", "ca_file"}));
 
@@ -38,15 +39,8 @@ Result<IndexerdSettings> ReadIndexerdSettings(const AbstractConfiguration& confi
   SR_ASSIGN_OR_RETURN(out.subject,
                       RequiredSetting(config, "indexer.subject", "indexer identity (subject)"));
   SR_ASSIGN_OR_RETURN(out.database, RequiredSetting(config, "indexer.database", "database"));
-  if (config.hasProperty("indexer.listen")) {
-    SR_ASSIGN_OR_RETURN(
-        ListenAddress listen,
-        ParseListenSetting("indexer.listen", SettingText(config, "indexer.listen")));
-    out.listen_host = listen.host;
-    out.listen_port = listen.port;
-  }
-  SR_ASSIGN_OR_RETURN(out.tls_cert, RequiredSetting(config, "indexer.tls_cert", "TLS certificate"));
-  SR_ASSIGN_OR_RETURN(out.tls_key, RequiredSetting(config, "indexer.tls_key", "TLS private key"));
+  SR_ASSIGN_OR_RETURN(out.listener,
+                      ReadListenerSettings(config, "indexer", out.listener, kIndexerWorkers));
   SR_ASSIGN_OR_RETURN(out.token_command,
                       RequiredSetting(config, "indexer.token_command", "token command"));
   if (out.token_command.find("{audience}") == std::string::npos) {
@@ -65,8 +59,6 @@ Result<IndexerdSettings> ReadIndexerdSettings(const AbstractConfiguration& confi
       return Error(ErrorCode::kInvalidArgument, "indexer.client_id must be 1-64 characters");
     }
   }
-  SR_ASSIGN_OR_RETURN(out.max_connections, UnsignedSetting(config, "indexer.max_connections",
-                                                           out.max_connections, 4, 4096));
 
   SR_ASSIGN_OR_RETURN(out.kms_url, HttpsUrlSetting(config, "kms.url", "KMS URL"));
   SR_ASSIGN_OR_RETURN(out.kms_cluster,

@@ -43,11 +43,11 @@ TEST(IndexerdSettingsTest, ReadsSettingsWithDefaultsAndTheIndexerAudience) {
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
   EXPECT_EQ(settings->org, "acme");
   EXPECT_EQ(settings->subject, "indexer@acme.test");
-  EXPECT_EQ(settings->listen_host, "127.0.0.1");
-  EXPECT_EQ(settings->listen_port, 9444);
+  EXPECT_EQ(settings->listener.host, "127.0.0.1");
+  EXPECT_EQ(settings->listener.port, 9444);
   EXPECT_EQ(settings->language, "english");
   EXPECT_EQ(settings->client_id, "indexerd");
-  EXPECT_EQ(settings->max_connections, 64u);
+  EXPECT_EQ(settings->listener.max_connections, 64u);
   EXPECT_EQ(settings->kms_cluster, "kms://kms.acme.test");
   EXPECT_EQ(settings->core_url, "https://core.acme.test:9443");
   EXPECT_EQ(settings->jwt.audience, "indexer");  // never kms or core tokens
@@ -60,7 +60,7 @@ TEST(IndexerdSettingsTest, TakesAnotherLanguageAndListener) {
   auto settings = ReadIndexerdSettings(*config);
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
   EXPECT_EQ(settings->language, "german");
-  EXPECT_EQ(settings->listen_port, 0);
+  EXPECT_EQ(settings->listener.port, 0);
 }
 
 TEST(IndexerdSettingsTest, RefusesWhatIsMissingMisspeltOrWrong) {

@@ -15,6 +15,7 @@
 #include "strongroom/common/error.h"
 #include "strongroom/common/http_router.h"
 #include "strongroom/common/jwt.h"
+#include "strongroom/common/listener_settings.h"
 #include "strongroom/indexer/indexing_pipeline.h"
 #include "strongroom/indexer/search_service.h"
 
@@ -71,18 +72,10 @@ class IndexerRoutes : public http::Endpoint {
   http::Routes<const VerifiedJwt&> users_{"no such endpoint"};
 };
 
-struct IndexerServerOptions {
-  std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 0;
-  std::string tls_cert;
-  std::string tls_key;
-  std::size_t max_connections = 64;
-};
-
 class IndexerServer {
  public:
   // Binds and serves `routes` (which must outlive the server).
-  static Result<std::unique_ptr<IndexerServer>> Start(const IndexerServerOptions& options,
+  static Result<std::unique_ptr<IndexerServer>> Start(const ListenerSettings& listener,
                                                       IndexerRoutes& routes);
   ~IndexerServer();
   std::uint16_t port() const;

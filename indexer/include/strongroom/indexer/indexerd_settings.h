@@ -14,6 +14,8 @@
 //   language = english                         ; optional: the org policy's stemming language
 //   client_id = indexerd                       ; optional: names it in the KMS's audit log
 //   max_connections = 64                       ; optional: requests served at once (4-4096)
+//   max_open_connections = 4096                ; optional: the listener's (listener_settings.h)
+//   max_connections_per_peer = 256             ; optional: likewise
 //
 //   [kms]
 //   url = https://kms.acme.example:8443        ; the KMS, reached directly (the security realm)
@@ -37,6 +39,7 @@
 
 #include "strongroom/common/error.h"
 #include "strongroom/common/jwt_settings.h"
+#include "strongroom/common/listener_settings.h"
 
 namespace strongroom::indexer {
 
@@ -44,14 +47,10 @@ struct IndexerdSettings {
   std::string org;
   std::string subject;
   std::string database;
-  std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 9444;
-  std::string tls_cert;
-  std::string tls_key;
+  ListenerSettings listener{.port = 9444, .max_connections = 64};
   std::string token_command;  // with "{audience}" where the audience goes
   std::string language = "english";
   std::string client_id = "indexerd";
-  std::size_t max_connections = 64;
   std::string kms_url;
   std::string kms_cluster;
   std::string kms_ca_file;
