@@ -39,6 +39,7 @@
 #include "strongroom/client/conversation.h"
 #include "strongroom/client/core_client.h"
 #include "strongroom/client/kms_context.h"
+#include "strongroom/client/search.h"
 #include "strongroom/common/database.h"
 #include "strongroom/common/jose/base64url.h"
 #include "strongroom/common/jwt.h"
@@ -465,6 +466,62 @@ TEST_F(IndexerdTest, AMemberFindsAPostByAnotherFormOfItsWordsOthersFindNothing) 
   EXPECT_TRUE(Found(kBob, "checklist").empty());
   EXPECT_EQ(Found(kAlice, "checklist"), std::vector<std::string>{post->id});
   EXPECT_EQ(Found(kAlice, "launch").size(), 2u);  // the post and the room's title
+}
+
+TEST_F(IndexerdTest, TheSdkAndTheCliFetchDecryptAndMarkWhatIndexerdFinds) {
+  User* alice = As(kAlice);
+  User* bob = As(kBob);
+  ASSERT_TRUE(alice && bob);
+  auto room = alice->sdk->Create("Ops", {kBob});
+  ASSERT_TRUE(room.ok());
+  auto post = alice->sdk->Send(room->id, "The launch checklists are ready for review");
+  ASSERT_TRUE(post.ok());
+  ASSERT_TRUE(IndexedUpTo(post->seq));
+
+  auto searcher =
+      client::Searcher::New({"https://127.0.0.1:" + std::to_string(indexerd_.port()), env().ca(),
+                             client::StaticToken(env().Token(kBob, "indexer"))},
+                            *bob->core, *bob->sdk);
+  ASSERT_TRUE(searcher.ok()) << searcher.error().ToString();
+  client::SearchQuery query;
+  query.query = "Launched checklist";
+  auto results = (*searcher)->Search(query);
+  ASSERT_TRUE(results.ok()) << results.error().ToString();
+  ASSERT_EQ(results->hits.size(), 1u);
+  EXPECT_EQ(results->dropped, 0u);
+  EXPECT_EQ(results->hits[0].message.activity.id, post->id);
+  EXPECT_EQ(results->hits[0].snippet,
+            "The \u00ablaunch\u00bb \u00abchecklists\u00bb are ready for review");
+  // indexerd's refusals come back as errors of their kind.
+  query.query = "";
+  auto refused = (*searcher)->Search(query);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+
+  // The CLI, with a profile that names the indexer.
+  const std::string home = path("cli-home").string();
+  std::ofstream(path("bob.core")) << env().Token(kBob, "core");
+  std::ofstream(path("bob.kms")) << env().Token(kBob, "kms");
+  std::ofstream(path("bob.indexer")) << env().Token(kBob, "indexer");
+  const std::string cli = "STRONGROOM_HOME=" + home + " " + STRONGROOM_PATH;
+  const std::string login =
+      cli + " login --user " + kBob + " --core https://127.0.0.1:" + std::to_string(cored_.port()) +
+      " --ca " + env().ca() + " --kms-cluster " + kCluster +
+      " --kms-url https://127.0.0.1:" + std::to_string(kmsd_.port()) + " --core-token-file " +
+      path("bob.core").string() + " --kms-token-file " + path("bob.kms").string() +
+      " --indexer https://127.0.0.1:" + std::to_string(indexerd_.port()) +
+      " --indexer-token-file " + path("bob.indexer").string() + " --no-check > /dev/null";
+  ASSERT_EQ(std::system(login.c_str()), 0);
+  FILE* pipe = ::popen((cli + " search launches 2>&1").c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buffer[4096];
+  for (std::size_t got; (got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) {
+    out.append(buffer, got);
+  }
+  EXPECT_EQ(::pclose(pipe), 0) << out;
+  EXPECT_NE(out.find("[Ops] alice@acme.test: The \u00ablaunch\u00bb checklists"), std::string::npos)
+      << out;
 }
 
 TEST_F(IndexerdTest, AnEditReplacesWhatIsFoundAndARetractRemovesIt) {
