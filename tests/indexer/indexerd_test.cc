@@ -71,6 +71,7 @@ constexpr char kBob[] = "bob@acme.test";
 constexpr char kCarol[] = "carol@acme.test";
 constexpr char kMallory[] = "mallory@globex.test";
 constexpr char kIndexer[] = "indexer@acme.test";
+constexpr char kOfficer[] = "officer@acme.test";
 constexpr auto kPatience = std::chrono::seconds(90);
 
 std::string ReadFile(const fs::path& path) {
@@ -244,7 +245,8 @@ class IndexerdTest : public ::testing::Test {
         << "\ntls_key = " << (env().dir() / "tls.key").string() << "\nindexer = " << kIndexer
         << "\nindexer_org = acme\nmax_connections = 64\nrate_per_s = 100000\n"
         << "rate_burst = 100000\nrelays = kms1\n[relay.kms1]\ncluster = " << kCluster
-        << "\ntoken_file = " << relay_token_ << "\n[jwt]\nissuers = acme, globex\nskew_s = 0\n"
+        << "\ntoken_file = " << relay_token_ << "\n[compliance]\nacme = " << kOfficer
+        << "\n[jwt]\nissuers = acme, globex\nskew_s = 0\n"
         << JwtSections();
     const bool started = cored_.Start(
         {CORED_PATH,
@@ -265,6 +267,7 @@ class IndexerdTest : public ::testing::Test {
     policy.org = "acme";
     policy.indexer = kIndexer;
     policy.indexer_cloud_agent = true;
+    policy.compliance_officers = {kOfficer};
     Status put = (*db)->InTransaction(
         [&](Poco::Data::Session& s) { return kms::PolicyStore::Put(s, policy, 1); });
     EXPECT_TRUE(put.ok()) << put.error().ToString();
@@ -478,10 +481,11 @@ TEST_F(IndexerdTest, TheSdkAndTheCliFetchDecryptAndMarkWhatIndexerdFinds) {
   ASSERT_TRUE(post.ok());
   ASSERT_TRUE(IndexedUpTo(post->seq));
 
-  auto searcher =
-      client::Searcher::New({"https://127.0.0.1:" + std::to_string(indexerd_.port()), env().ca(),
-                             client::StaticToken(env().Token(kBob, "indexer"))},
-                            *bob->core, *bob->sdk);
+  auto searcher = client::Searcher::New({"https://127.0.0.1:" + std::to_string(indexerd_.port()),
+                                         env().ca(),
+                                         client::StaticToken(env().Token(kBob, "indexer")),
+                                         {}},
+                                        *bob->core, *bob->sdk);
   ASSERT_TRUE(searcher.ok()) << searcher.error().ToString();
   client::SearchQuery query;
   query.query = "Launched checklist";
@@ -522,6 +526,39 @@ TEST_F(IndexerdTest, TheSdkAndTheCliFetchDecryptAndMarkWhatIndexerdFinds) {
   EXPECT_EQ(::pclose(pipe), 0) << out;
   EXPECT_NE(out.find("[Ops] alice@acme.test: The \u00ablaunch\u00bb checklists"), std::string::npos)
       << out;
+}
+
+TEST_F(IndexerdTest, AComplianceOfficerSearchesAUsersRoomsTheKmsDecides) {
+  User* alice = As(kAlice);
+  User* officer = As(kOfficer);
+  User* carol = As(kCarol);
+  ASSERT_TRUE(alice && officer && carol);
+  auto room = alice->sdk->Create("", {kBob});
+  ASSERT_TRUE(room.ok());
+  auto post = alice->sdk->Send(room->id, "The merger closes on Friday");
+  ASSERT_TRUE(post.ok());
+  ASSERT_TRUE(IndexedUpTo(post->seq));
+  auto searcher_of = [&](User* who) {
+    return client::Searcher::New({"https://127.0.0.1:" + std::to_string(indexerd_.port()),
+                                  env().ca(), client::StaticToken(env().Token(who->id, "indexer")),
+                                  client::StaticToken(env().Token(who->id, "kms"))},
+                                 *who->core, *who->sdk);
+  };
+  client::SearchQuery query;
+  query.query = "Mergers";
+  auto as_officer = searcher_of(officer);
+  ASSERT_TRUE(as_officer.ok());
+  auto found = (*as_officer)->ComplianceSearch(kBob, query);
+  ASSERT_TRUE(found.ok()) << found.error().ToString();
+  ASSERT_EQ(found->hits.size(), 1u);
+  EXPECT_EQ(found->hits[0].message.activity.id, post->id);
+  EXPECT_EQ(found->hits[0].snippet, "The \u00abmerger\u00bb closes on Friday");
+  // Carol is no officer: the KMS refuses to list bob's rooms for her.
+  auto as_carol = searcher_of(carol);
+  ASSERT_TRUE(as_carol.ok());
+  auto refused = (*as_carol)->ComplianceSearch(kBob, query);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kPermissionDenied) << refused.error().ToString();
 }
 
 TEST_F(IndexerdTest, AnEditReplacesWhatIsFoundAndARetractRemovesIt) {
