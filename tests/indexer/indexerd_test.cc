@@ -687,8 +687,16 @@ TEST_F(IndexerdTest, ExitsWithTheStatusOfItsErrorAndHealthTellsTheTruth) {
   Object::Ptr json = Parse(health.body);
   ASSERT_TRUE(json);
   EXPECT_FALSE(json->getObject("kms")->getValue<bool>("ok"));
-  // A bad setting is EX_USAGE before anything starts.
-  indexerd_.Stop(SIGTERM);
+  // A bad setting is EX_USAGE before anything starts; a KMS that cannot be reached at start is
+  // EX_UNAVAILABLE.
+  EXPECT_EQ(indexerd_.Stop(SIGTERM), 0);
+  DaemonProcess no_kms;
+  EXPECT_FALSE(no_kms.Start({INDEXERD_PATH,
+                             {"--config", path("indexer.ini").string()},
+                             {},
+                             path("no-kms.log").string(),
+                             path("no-kms.port").string()}));
+  EXPECT_NE(no_kms.error().find("exit status 69"), std::string::npos) << no_kms.error();
   std::ofstream(path("bad.ini")) << ReadFile(path("indexer.ini")) << "[indexer]\nlangauge = x\n";
   DaemonProcess bad;
   EXPECT_FALSE(bad.Start({INDEXERD_PATH,
