@@ -509,10 +509,10 @@ TEST_F(KmsRelayTest, AConnectorWithTheWrongTokenIsRefusedAndNeverAttached) {
       WaitUntil([&] { return core_->refused() >= 4 && connector->connection_attempts() >= 4; }));
   EXPECT_EQ(relay_->Connected(kCluster), 0u);
   EXPECT_EQ(connector->connected(), 0u);
-  EXPECT_TRUE(Logged("refused the relay token"));
+  EXPECT_TRUE(WaitUntil([&] { return Logged("refused the relay token"); }));
   // The core logs each refused login, with the peer and the cluster, never the token.
-  EXPECT_TRUE(Logged("core: relay login refused from 127.0.0.1:"));
-  EXPECT_TRUE(Logged("for cluster '" + std::string(kCluster) + "'"));
+  EXPECT_TRUE(WaitUntil([&] { return Logged("core: relay login refused from 127.0.0.1:"); }));
+  EXPECT_TRUE(WaitUntil([&] { return Logged("for cluster '" + std::string(kCluster) + "'"); }));
   for (const std::string& line : Log()) {
     EXPECT_EQ(line.find(kWrongToken), std::string::npos) << line;
   }
@@ -607,8 +607,9 @@ TEST_F(KmsRelayTest, TheKmsGoingAwayFailsForwardsAtOnceAndItsReturnIsPickedUp) {
   auto again = alice->Call("update", "/ping");
   ASSERT_TRUE(again.ok()) << again.error().ToString();
   EXPECT_EQ((*again)->getValue<int>("status"), 200);
-  EXPECT_TRUE(Logged("kms: relay: stopped"));
-  EXPECT_TRUE(Logged("core: kms://kms.acme.test: relay connection dropped"));
+  EXPECT_TRUE(WaitUntil([&] { return Logged("kms: relay: stopped"); }));
+  EXPECT_TRUE(
+      WaitUntil([&] { return Logged("core: kms://kms.acme.test: relay connection dropped"); }));
 }
 
 TEST_F(KmsRelayTest, EightThreadsAtOnceEachGetTheirOwnAnswers) {
@@ -807,7 +808,7 @@ TEST_F(KmsRelayTest, IdleConnectionsArePingedAndASilentOneIsDropped) {
   std::unique_ptr<WebSocket> silent = RawKms(kRogueCluster);
   ASSERT_TRUE(WaitUntil([&] { return relay_->Connected(kRogueCluster) == 1; }));
   ASSERT_TRUE(WaitUntil([&] { return relay_->Connected(kRogueCluster) == 0; }));
-  EXPECT_TRUE(Logged("no answer to a ping"));
+  EXPECT_TRUE(WaitUntil([&] { return Logged("no answer to a ping"); }));
 
   // Meanwhile the connector answered every ping and kept its connections.
   EXPECT_EQ(relay_->Connected(kCluster), 2u);
