@@ -330,10 +330,12 @@ Status Database::Migrate(Connection& connection, std::span<const Migration> migr
                      ", newer than this program knows (" + std::to_string(migrations.size()) +
                      "); run the newer Strongroom or restore a matching backup");
   }
+  bool migrated = false;
   for (const Migration& m : migrations) {
     if (m.version <= current) continue;
     SR_RETURN_IF_ERROR(RunTransaction(connection, [&](Poco::Data::Session& s) -> Status {
       for (const std::string& statement : m.statements) s << statement, now;
+      if (m.convert) m.convert(s);
       int v = m.version;
       std::string description = m.description;
       s << "INSERT INTO schema_migrations (version, description, applied_at) "
@@ -342,8 +344,16 @@ Status Database::Migrate(Connection& connection, std::span<const Migration> migr
       return OkStatus();
     }));
     current = m.version;
+    migrated = true;
   }
   *version = current;
+  if (migrated) {
+    // A migration may delete or rewrite data: empty the log now, so that what it removed does not
+    // linger there or in the database file (busy only when another process reads; its next
+    // checkpoint does it then).
+    int busy = 0, frames = 0, copied = 0;
+    session << "PRAGMA wal_checkpoint(TRUNCATE)", into(busy), into(frames), into(copied), now;
+  }
   return OkStatus();
 }
 

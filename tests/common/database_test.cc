@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -118,6 +119,51 @@ TEST_F(DatabaseTest, FailingMigrationLeavesNothingBehind) {
   auto fixed = Open(std::span(kTwo).first(1));
   EXPECT_EQ(fixed->schema_version(), 1);
   EXPECT_EQ(Count(*fixed, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'half'"), 0);
+}
+
+TEST_F(DatabaseTest, AMigrationsConvertStepRunsInItsTransaction) {
+  {
+    auto db = Open(std::span(kTwo).first(1));
+    ASSERT_TRUE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                    s << "INSERT INTO notes (text) VALUES ('a'), ('bb'), ('ccc')", now;
+                    return OkStatus();
+                  }).ok());
+  }
+  // A conversion SQL alone would not do: each note's length, computed here.
+  auto lengths = [](Poco::Data::Session& s) {
+    std::vector<std::string> texts;
+    s << "SELECT text FROM notes ORDER BY id", into(texts), now;
+    for (std::string& text : texts) {
+      int length = static_cast<int>(text.size());
+      s << "INSERT INTO lengths VALUES (?)", use(length), now;
+    }
+    s << "DROP TABLE notes", now;
+  };
+  const std::vector<Migration> failing = {
+      kTwo[0],
+      {2,
+       "lengths",
+       {"CREATE TABLE lengths (n INTEGER NOT NULL)"},
+       [&](Poco::Data::Session& s) {
+         lengths(s);
+         throw std::runtime_error("the conversion failed");
+       }},
+  };
+  auto refused = Database::OpenSqlite(path_, failing);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("the conversion failed"), std::string::npos);
+  {
+    auto before = Open(std::span(kTwo).first(1));
+    EXPECT_EQ(before->schema_version(), 1);
+    EXPECT_EQ(Count(*before, "SELECT COUNT(*) FROM notes"), 3);  // rolled back, with the table
+    EXPECT_EQ(Count(*before, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'lengths'"), 0);
+  }
+  const std::vector<Migration> working = {
+      kTwo[0], {2, "lengths", {"CREATE TABLE lengths (n INTEGER NOT NULL)"}, lengths}};
+  auto db = Open(working);
+  EXPECT_EQ(db->schema_version(), 2);
+  EXPECT_EQ(Count(*db, "SELECT SUM(n) FROM lengths"), 6);
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'notes'"), 0);
 }
 
 TEST_F(DatabaseTest, MisnumberedMigrationsAreABug) {

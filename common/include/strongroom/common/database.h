@@ -3,11 +3,14 @@
 // later).
 //
 // Schema changes are numbered migrations applied in order, each in its own transaction together
-// with the row recording it in `schema_migrations`; a database written by a newer Strongroom (a
-// version this code does not know) is refused rather than touched. Every unit of work runs in one
-// transaction (`InTransaction`), begun IMMEDIATE so concurrent writers wait for each other
-// (busy timeout) instead of failing on a lock upgrade; a failed or throwing unit rolls back and
-// leaves nothing behind.
+// with the row recording it in `schema_migrations` (its SQL statements, then its `convert` step
+// for what SQL alone cannot express, such as re-encoding rows); a database written by a newer
+// Strongroom (a version this code does not know) is refused rather than touched; after applying
+// migrations the write-ahead log is emptied (a TRUNCATE checkpoint), so that what they deleted is
+// gone from the database file and the log when OpenSqlite returns. Every unit of work
+// runs in one transaction (`InTransaction`), begun IMMEDIATE so concurrent writers wait for each
+// other (busy timeout) instead of failing on a lock upgrade; a failed or throwing unit rolls back
+// and leaves nothing behind.
 //
 // Deleted data does not linger in the database file: every connection runs with SQLite's
 // secure_delete, so what a write deletes or overwrites, and the stale copies a page split or merge
@@ -53,6 +56,9 @@ struct Migration {
   int version;                          // 1, 2, 3, ... in order, no gaps
   std::string description;              // for operators: what the migration does
   std::vector<std::string> statements;  // executed in order, in one transaction
+  // Run after the statements, in the same transaction; it fails by throwing (a Poco::Data
+  // exception, or any std::exception), which rolls the migration back.
+  std::function<void(Poco::Data::Session&)> convert = {};
 };
 
 struct DatabaseOptions {
