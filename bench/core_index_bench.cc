@@ -9,7 +9,8 @@
 //     CoreService::MatchTokens (the core's part of a search: the indexer's HTTP and KMS are not
 //     in it), p50 and p99 over `--queries` queries on a warm cache, and the matches per query.
 //
-// The activities and tokens are written straight through CoreStore in transactions of 10,000
+// The activities and tokens are written straight through CoreStore and IndexPostings (the
+// entries as IndexStore::PutIndexTokens writes them) in transactions of 10,000
 // (not through the group-commit writer: the layout on disk is the same, the fill far quicker).
 // Hermetic: the database lives in a temporary directory, removed at the end (--keep keeps it).
 //
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "core_store.h"
+#include "index_postings.h"
 #include "strongroom/common/database.h"
 #include "strongroom/common/secret_bytes.h"
 #include "strongroom/core/core_service.h"
@@ -44,6 +46,7 @@ using core::Activity;
 using core::Caller;
 using core::CoreService;
 using core::internal::CoreStore;
+using core::internal::IndexPostings;
 using Poco::Data::Keywords::into;
 using Poco::Data::Keywords::now;
 
@@ -210,6 +213,7 @@ int Run(const Options& o) {
   const Zipf zipf(kVocabulary, kZipfExponent);
   std::size_t tokens_stored = 0;
   std::map<std::size_t, std::size_t> buckets;
+  const auto indexing = Clock::now();
   InBatches(*db, o.activities, [&](Poco::Data::Session& s, std::size_t i) {
     const std::size_t n = kMinTerms + rng() % (kMaxTerms - kMinTerms + 1);
     std::vector<std::string> terms;
@@ -221,10 +225,19 @@ int Run(const Options& o) {
         Must(indexer::PadWithDecoys(keys[room_of[i]].Tokens(terms)), "padding");
     tokens_stored += tokens.size();
     ++buckets[tokens.size()];
-    CoreStore::ReplaceIndexTokens(s, rooms[room_of[i]], static_cast<std::int64_t>(i + 1), tokens);
+    std::vector<core::internal::IndexKey> stored;
+    for (const std::string& token : tokens) stored.push_back(core::internal::IndexKey::Of(token));
+    IndexPostings::Replace(s, rooms[room_of[i]], static_cast<std::int64_t>(i + 1), stored);
   });
   const double fill_s = std::chrono::duration<double>(Clock::now() - filled).count();
+  const double index_s = std::chrono::duration<double>(Clock::now() - indexing).count();
   const std::int64_t with_index = StoreBytes(*db);
+  IndexPostings::Totals totals;
+  Must(db->WithSession([&](Poco::Data::Session& s) -> Status {
+    totals = IndexPostings::Count(s);
+    return OkStatus();
+  }),
+       "counting the index");
 
   // Searches: 2 terms (drawn as words are used) in `searched` rooms, through the service.
   core::CoreServiceConfig config;
@@ -259,8 +272,10 @@ int Run(const Options& o) {
   db.reset();
 
   const double n = static_cast<double>(o.activities);
-  std::printf("activities %zu in %zu rooms; fill (activities + index) %.0f s\n", o.activities,
-              o.rooms, fill_s);
+  std::printf(
+      "activities %zu in %zu rooms; fill (activities + index) %.0f s, of which the index %.0f s "
+      "(%.0f activities indexed a second)\n",
+      o.activities, o.rooms, fill_s, index_s, n / index_s);
   std::printf("tokens per activity %.1f (buckets:", double(tokens_stored) / n);
   for (const auto& [size, count] : buckets)
     std::printf(" %zu:%.0f%%", size, 100.0 * double(count) / n);
@@ -270,6 +285,14 @@ int Run(const Options& o) {
   std::printf("index store: %.1f bytes per activity, %.1f bytes per token\n",
               double(with_index - before_index) / n,
               double(with_index - before_index) / double(tokens_stored));
+  std::printf(
+      "store: %lld entries in %lld chunks (%.1f entries, %.0f bytes each: %.2f bytes an entry), "
+      "%lld activities' bucket lists, %lld rooms\n",
+      static_cast<long long>(totals.entries), static_cast<long long>(totals.chunks),
+      double(totals.entries) / double(std::max<std::int64_t>(1, totals.chunks)),
+      double(totals.chunk_bytes) / double(std::max<std::int64_t>(1, totals.chunks)),
+      double(totals.chunk_bytes) / double(std::max<std::int64_t>(1, totals.entries)),
+      static_cast<long long>(totals.sets), static_cast<long long>(totals.rooms));
   std::printf(
       "search, 2 terms over %zu rooms, limit 50: p50 %.2f ms, p99 %.2f ms, max %.2f ms; "
       "%.1f matches per query (%zu queries)\n",

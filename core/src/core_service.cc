@@ -18,6 +18,7 @@
 #include "core_store.h"
 #include "file_store.h"
 #include "group_commit_writer.h"
+#include "index_postings.h"
 #include "index_store.h"
 #include "state_cache.h"
 #include "strongroom/common/rfc3339.h"
@@ -32,6 +33,7 @@ using internal::ConversationState;
 using internal::CoreStore;
 using internal::FileStore;
 using internal::GroupCommitWriter;
+using internal::IndexPostings;
 using internal::Invalid;
 using internal::kNoSeq;
 using internal::NoSuchConversation;
@@ -421,7 +423,7 @@ class CoreService::Impl {
       // The old text goes from every row that held it and from the index, in this transaction.
       CoreStore::ClearEdits(*b.s, target.seq);
       CoreStore::ReplaceContent(*b.s, target.seq, content, kid, a.published_ms);
-      CoreStore::DeleteIndexTokens(*b.s, target.seq);
+      IndexPostings::Remove(*b.s, id, target.seq);
       CoreStore::InsertActivity(*b.s, a);
       b.scrub = true;
       return b.Produce(std::move(a), state->participants);
@@ -447,7 +449,7 @@ class CoreService::Impl {
       a.target_seq = target.seq;
       CoreStore::ClearEdits(*b.s, target.seq);
       CoreStore::Retract(*b.s, target.seq, a.published_ms);
-      CoreStore::DeleteIndexTokens(*b.s, target.seq);
+      IndexPostings::Remove(*b.s, id, target.seq);
       CoreStore::InsertActivity(*b.s, a);
       b.scrub = true;
       return b.Produce(std::move(a), state->participants);

@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "index_postings.h"
 #include "strongroom/common/kms_uri.h"
 
 namespace strongroom::core::internal {
@@ -199,8 +200,6 @@ const char* const CoreStore::kClearEditsSql =
 const char* const CoreStore::kLatestOfTargetSql =
     "SELECT " SR_ACTIVITY_COLUMNS("") " FROM activities WHERE target_seq = ? AND verb = ? "
     "ORDER BY seq DESC LIMIT 1";
-// An activity's tokens: index_tokens_by_seq.
-const char* const CoreStore::kDeleteIndexTokensSql = "DELETE FROM index_tokens WHERE seq = ?";
 
 std::vector<Migration> CoreStore::Migrations() {
   return {
@@ -250,6 +249,10 @@ std::vector<Migration> CoreStore::Migrations() {
         "CREATE INDEX activities_by_target ON activities (target_seq) "
         "WHERE target_seq IS NOT NULL",
         "CREATE INDEX index_tokens_by_seq ON index_tokens (seq)"}},
+      {4,
+       "the search index store compacted: 24 bits of each token, as entries of bucketed posting "
+       "chunks per conversation, and each activity's buckets; index_tokens converted and dropped",
+       IndexPostings::CreateTablesSql(), IndexPostings::ConvertTokenRows},
   };
 }
 
@@ -338,10 +341,6 @@ std::optional<Activity> CoreStore::LatestOfTarget(Session& s, std::int64_t targe
   return std::move(found.front());
 }
 
-void CoreStore::DeleteIndexTokens(Session& s, std::int64_t seq) {
-  s << kDeleteIndexTokensSql, bind(Int(seq)), now;
-}
-
 void CoreStore::InsertMembership(Session& s, const std::string& conversation_id,
                                  const std::string& user, std::int64_t joined_seq) {
   s << "INSERT INTO memberships (conversation_id, user_id, joined_seq) VALUES (?, ?, ?)",
@@ -382,20 +381,6 @@ void CoreStore::InsertFile(Session& s, const FileInfo& f) {
        "VALUES (?, ?, ?, ?, ?, ?)",
       useRef(f.id), useRef(f.conversation_id), useRef(f.uploader),
       bind(static_cast<Poco::Int64>(f.size)), useRef(f.sha256_hex), bind(Int(f.created_ms)), now;
-}
-
-void CoreStore::ReplaceIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
-                                   const std::vector<std::string>& tokens) {
-  DeleteIndexTokens(s, seq);
-  if (tokens.empty()) return;
-  // One statement for the whole list: Poco runs it once per element of the bound vectors.
-  // (Poco binds a vector element by element only when it is not const.)
-  std::vector<std::string> values = tokens;
-  std::vector<std::string> conversations(tokens.size(), conversation_id);
-  std::vector<Poco::Int64> seqs(tokens.size(), Int(seq));
-  s << "INSERT INTO index_tokens (token, conversation_id, seq) VALUES (?, ?, ?) "
-       "ON CONFLICT DO NOTHING",
-      use(values), use(conversations), use(seqs), now;
 }
 
 std::int64_t CoreStore::CountMemberships(Session& s, const std::string& user) {
@@ -580,34 +565,6 @@ std::vector<Activity> CoreStore::OrganizationEventsSince(Session& s, const std::
   Poco::Data::Statement select(s);
   select << kOrganizationEventsSinceSql, bind(Int(after)), useRef(org), bind(Int(limit));
   return Activities(select);
-}
-
-std::vector<IndexMatch> CoreStore::MatchTokens(Session& s, const std::string& conversation_id,
-                                               const std::vector<std::string>& tokens,
-                                               std::int64_t before, std::size_t limit) {
-  // t0 walks the first token's entries in the conversation, newest first; every other token
-  // is a lookup on the primary key.
-  std::string sql = "SELECT a.id, t0.seq FROM index_tokens t0";
-  for (std::size_t i = 1; i < tokens.size(); ++i) {
-    std::string t = "t";  // not "t" + ...: GCC 12 at -O3 warns -Wrestrict on that (bug 105329)
-    t += std::to_string(i);
-    sql += " JOIN index_tokens " + t + " ON " + t + ".token = ? AND " + t +
-           ".conversation_id = t0.conversation_id AND " + t + ".seq = t0.seq";
-  }
-  sql +=
-      " JOIN activities a ON a.seq = t0.seq WHERE t0.token = ? AND t0.conversation_id = ? "
-      "AND t0.seq < ? ORDER BY t0.seq DESC LIMIT ?";
-  Poco::Data::Statement select(s);
-  select << sql;
-  for (std::size_t i = 1; i < tokens.size(); ++i) select, useRef(tokens[i]);
-  select, useRef(tokens[0]), useRef(conversation_id), bind(Int(before)), bind(Int(limit + 1));
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  std::vector<IndexMatch> out;
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    out.push_back({conversation_id, Text(rows, 0), Integer(rows, 1)});
-  }
-  return out;
 }
 
 std::string EncodeStringArray(const std::vector<std::string>& values) {

@@ -3,7 +3,7 @@
 // (or, for single reads, outside one); they throw Poco::Data exceptions on database failures, which
 // Database turns into UNAVAILABLE or INTERNAL.
 //
-// Tables (portable SQL but for index_tokens' WITHOUT ROWID, which PostgreSQL leaves out):
+// Tables (portable SQL but for WITHOUT ROWID, which PostgreSQL leaves out):
 //   conversations      id, KMS resource, current key, title, creator, last_seq (newest activity),
 //                      the creator's organization (compliance reads; '' before migration 2)
 //   memberships        (conversation, user, joined_seq, left_seq): one interval per stay; left_seq
@@ -15,8 +15,9 @@
 //                      its target (target_seq, indexed, and edit_info), and a message edited or
 //                      retracted says when (edit_info), its old content overwritten
 //   files              encrypted blobs' records (the bytes live under files_dir)
-//   index_tokens       (token, conversation, seq): the search index store, also by seq (an
-//                      activity's tokens are removed when it is edited or retracted)
+//   index_rooms, index_postings, index_sets: the search index store (migration 4, its tables and
+//                      statements in index_postings.h; migrations 1-3 kept a row per token in
+//                      index_tokens, which migration 4 converts and drops)
 #ifndef STRONGROOM_CORE_SRC_CORE_STORE_H_
 #define STRONGROOM_CORE_SRC_CORE_STORE_H_
 
@@ -87,9 +88,6 @@ class CoreStore {
   static void InsertFile(Session& s, const FileInfo& f);
   // Which of these file ids are recorded (in any conversation).
   static std::set<std::string> RecordedFiles(Session& s, const std::vector<std::string>& ids);
-  // The activity's token set becomes `tokens` (distinct): what it held before is removed.
-  static void ReplaceIndexTokens(Session& s, const std::string& conversation_id, std::int64_t seq,
-                                 const std::vector<std::string>& tokens);
   // Edits and retractions. The Database runs them with secure_delete on, so the old bytes are
   // overwritten in the database's pages (group_commit_writer.h).
   // The message's content and key replaced by an edit's, and when.
@@ -103,8 +101,6 @@ class CoreStore {
   // The newest activity of `verb` ("edit", "retract") whose target is the message at target_seq.
   static std::optional<Activity> LatestOfTarget(Session& s, std::int64_t target_seq,
                                                 const std::string& verb);
-  // Every index token stored for the activity at `seq`.
-  static void DeleteIndexTokens(Session& s, std::int64_t seq);
 
   // Reads.
   static std::int64_t CountMemberships(Session& s, const std::string& user);
@@ -141,11 +137,6 @@ class CoreStore {
   // of `org`, oldest first, at most `limit`.
   static std::vector<Activity> OrganizationEventsSince(Session& s, const std::string& org,
                                                        std::int64_t after, std::size_t limit);
-  // The activities of the conversation with every one of `tokens` (distinct) and seq < before:
-  // up to `limit` + 1 matches, newest first.
-  static std::vector<IndexMatch> MatchTokens(Session& s, const std::string& conversation_id,
-                                             const std::vector<std::string>& tokens,
-                                             std::int64_t before, std::size_t limit);
 
   // The statements whose plans matter, for tests that check them with EXPLAIN QUERY PLAN.
   static const char* const kHistoryNewestSql;
@@ -154,7 +145,6 @@ class CoreStore {
   static const char* const kListConversationsSql;
   static const char* const kClearEditsSql;
   static const char* const kLatestOfTargetSql;
-  static const char* const kDeleteIndexTokensSql;
 
  private:
   // Runs `select` (conversation columns) and fills in each conversation's current participants.

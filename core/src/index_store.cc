@@ -1,12 +1,13 @@
 #include "index_store.h"
 
 #include <algorithm>
-#include <iterator>
+#include <functional>
 #include <optional>
 #include <set>
 #include <utility>
 
 #include "core_store.h"
+#include "index_postings.h"
 #include "validation.h"
 
 namespace strongroom::core::internal {
@@ -30,8 +31,10 @@ Status IndexStore::PutIndexTokens(const Caller& caller, const std::string& id,
                    " index tokens per activity");
   }
   for (const std::string& token : tokens) SR_RETURN_IF_ERROR(CheckIndexToken(token));
-  const std::set<std::string> unique(tokens.begin(), tokens.end());
-  const std::vector<std::string> distinct(unique.begin(), unique.end());
+  // What the store keeps of each token (posting_chunk.h), computed before the writer's turn.
+  std::vector<IndexKey> keys;
+  keys.reserve(tokens.size());
+  for (const std::string& token : tokens) keys.push_back(IndexKey::Of(token));
   Result<Activity> put = writer_.Submit([&](Batch& b) -> Result<Activity> {
     if (!b.State(id)) return NoSuchConversation();
     std::optional<Activity> activity = CoreStore::FindActivity(*b.s, id, activity_id);
@@ -39,7 +42,7 @@ Status IndexStore::PutIndexTokens(const Caller& caller, const std::string& id,
     // Checked in the writer, after every committed edit: tokens of text that is no longer a
     // message's never reach the store, however late the indexer is.
     if (std::optional<std::int64_t> seq = IndexedAs(*activity)) {
-      CoreStore::ReplaceIndexTokens(*b.s, id, *seq, distinct);
+      IndexPostings::Replace(*b.s, id, *seq, keys);
     }
     return Activity{};
   });
@@ -55,7 +58,7 @@ Result<SearchPage> IndexStore::MatchTokens(const Caller& caller, const SearchQue
   }
   SR_RETURN_IF_ERROR(CheckPageSize(query.limit));
   std::set<std::string> seen;
-  std::vector<std::pair<std::string, std::vector<std::string>>> rooms;
+  std::vector<std::pair<std::string, std::vector<IndexKey>>> rooms;
   rooms.reserve(query.queries.size());
   for (const RoomQuery& room : query.queries) {
     if (!IsUuid(room.conversation_id)) return Invalid("a conversation id is not a conversation id");
@@ -67,27 +70,34 @@ Result<SearchPage> IndexStore::MatchTokens(const Caller& caller, const SearchQue
                      " tokens");
     }
     for (const std::string& token : room.tokens) SR_RETURN_IF_ERROR(CheckIndexToken(token));
-    const std::set<std::string> tokens(room.tokens.begin(), room.tokens.end());
-    rooms.emplace_back(room.conversation_id,
-                       std::vector<std::string>(tokens.begin(), tokens.end()));
+    std::vector<IndexKey> keys;
+    for (const std::string& token : room.tokens) keys.push_back(IndexKey::Of(token));
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    rooms.emplace_back(room.conversation_id, std::move(keys));
   }
   const std::int64_t before = query.before.value_or(kNoSeq);
   SearchPage page;
-  // Each conversation's newest limit + 1 matches, from one snapshot; then the newest of them all.
+  // Each conversation's newest limit + 1 matches, then the newest of them all and their ids, from
+  // one snapshot.
   SR_RETURN_IF_ERROR(ReadTransaction(db_, [&](Poco::Data::Session& s) -> Status {
-    for (const auto& [id, tokens] : rooms) {
-      std::vector<IndexMatch> found = CoreStore::MatchTokens(s, id, tokens, before, query.limit);
-      page.items.insert(page.items.end(), std::make_move_iterator(found.begin()),
-                        std::make_move_iterator(found.end()));
+    std::vector<std::pair<std::int64_t, const std::string*>> found;
+    for (const auto& [id, keys] : rooms) {
+      for (std::int64_t seq : IndexPostings::Match(s, id, keys, before, query.limit + 1)) {
+        found.emplace_back(seq, &id);
+      }
+    }
+    std::sort(found.begin(), found.end(), std::greater<>());
+    if (found.size() > query.limit) {
+      found.resize(query.limit);
+      page.next_before = found.back().first;
+    }
+    for (const auto& [seq, id] : found) {
+      std::optional<std::string> activity_id = IndexPostings::ActivityId(s, seq);
+      if (activity_id) page.items.push_back({*id, std::move(*activity_id), seq});
     }
     return OkStatus();
   }));
-  std::sort(page.items.begin(), page.items.end(),
-            [](const IndexMatch& a, const IndexMatch& b) { return a.seq > b.seq; });
-  if (page.items.size() > query.limit) {
-    page.items.resize(query.limit);
-    page.next_before = page.items.back().seq;
-  }
   return page;
 }
 

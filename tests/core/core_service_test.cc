@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -21,9 +22,11 @@
 
 #include "../support/test_dir.h"
 #include "core_store.h"
+#include "index_postings.h"
 #include "strongroom/common/jose/base64url.h"
 #include "strongroom/common/jose/dir_jwe.h"
 #include "strongroom/common/jwt.h"
+#include "strongroom/common/sql_statement.h"
 #include "validation.h"
 
 namespace strongroom::core {
@@ -159,10 +162,22 @@ class CoreServiceTest : public ::testing::Test {
   std::map<std::string, std::int64_t> Counts() {
     std::map<std::string, std::int64_t> counts;
     for (const char* table : {"conversations", "memberships", "conversation_keys", "activities",
-                              "files", "index_tokens"}) {
+                              "files", "index_rooms", "index_postings", "index_sets"}) {
       counts[table] = Count(table);
     }
+    counts["index entries"] = Entries();
     return counts;
+  }
+
+  // The search index store's entries (a token each, less duplicates within an activity).
+  std::int64_t Entries() {
+    std::int64_t entries = -1;
+    Status counted = db_->WithSession([&](Poco::Data::Session& s) -> Status {
+      entries = internal::IndexPostings::Count(s).entries;
+      return OkStatus();
+    });
+    EXPECT_TRUE(counted.ok()) << counted.error().ToString();
+    return entries;
   }
 
   std::string QueryPlan(const std::string& sql) {
@@ -183,6 +198,74 @@ class CoreServiceTest : public ::testing::Test {
     });
     EXPECT_TRUE(explained.ok()) << explained.error().ToString();
     return plan;
+  }
+
+  // The activities of the conversation that a search for `tokens` finds, newest first, read
+  // `page` at a time through next_before.
+  std::vector<std::string> Match(const Conversation& c, const std::vector<std::string>& tokens,
+                                 std::size_t page = kDefaultPageSize) {
+    SearchQuery query;
+    query.queries = {{c.id, tokens}};
+    query.limit = page;
+    std::vector<std::string> ids;
+    for (;;) {
+      auto found = service_->MatchTokens(indexer_, query);
+      EXPECT_TRUE(found.ok()) << found.error().ToString();
+      if (!found.ok()) break;
+      for (const IndexMatch& m : found->items) ids.push_back(m.activity_id);
+      if (!found->next_before) break;
+      query.before = found->next_before;
+    }
+    return ids;
+  }
+
+  // A token (base64url) whose stored key has `bucket` and is none of `taken`'s, found by trying
+  // names in turn (1 in 256 has the bucket).
+  static std::string TokenInBucket(std::uint8_t bucket, const std::string& name,
+                                   std::set<internal::IndexKey>* taken = nullptr) {
+    for (int i = 0;; ++i) {
+      std::string token = name + std::to_string(i);
+      const internal::IndexKey key = internal::IndexKey::Of(token);
+      if (key.bucket != bucket) continue;
+      if (taken != nullptr && !taken->insert(key).second) continue;
+      return token;
+    }
+  }
+
+  // The stored entries of the chunk of `bucket` that holds the activity at `seq`.
+  std::string ChunkBytes(const std::string& conversation_id, std::int64_t seq,
+                         std::uint8_t bucket) {
+    std::string bytes;
+    Status read = db_->WithSession([&](Poco::Data::Session& s) -> Status {
+      SqlStatement room = Database::Prepare(s, internal::IndexPostings::kRoomSql);
+      room.Bind(conversation_id);
+      if (!room.Next()) return OkStatus();
+      SqlStatement chunk = Database::Prepare(s, internal::IndexPostings::kChunkAtOrBelowSql);
+      chunk.Bind(room.Int(0)).Bind(std::int64_t{bucket}).Bind(seq);
+      if (chunk.Next()) {
+        const std::span<const std::uint8_t> blob = chunk.Blob(1);
+        bytes.assign(blob.begin(), blob.end());
+      }
+      return OkStatus();
+    });
+    EXPECT_TRUE(read.ok()) << read.error().ToString();
+    return bytes;
+  }
+
+  std::vector<internal::IndexKey> EntriesOf(const Activity& a) {
+    std::vector<internal::IndexKey> keys;
+    Status read = db_->WithSession([&](Poco::Data::Session& s) -> Status {
+      keys = internal::IndexPostings::EntriesOf(s, a.conversation_id, a.seq);
+      return OkStatus();
+    });
+    EXPECT_TRUE(read.ok()) << read.error().ToString();
+    return keys;
+  }
+
+  static std::vector<internal::IndexKey> KeysOf(const std::vector<std::string>& tokens) {
+    std::set<internal::IndexKey> keys;
+    for (const std::string& token : tokens) keys.insert(internal::IndexKey::Of(token));
+    return {keys.begin(), keys.end()};
   }
 
   std::vector<std::pair<Activity, std::vector<std::string>>> Heard() {
@@ -1038,7 +1121,7 @@ TEST_F(CoreServiceTest, OnlyTheIndexerUsesTheIndex) {
               ErrorCode::kPermissionDenied);
     EXPECT_EQ(service_->MatchTokens(caller, query).error().code(), ErrorCode::kPermissionDenied);
   }
-  EXPECT_EQ(Count("index_tokens"), 0);
+  EXPECT_EQ(Entries(), 0);
 
   // Without an indexer configured, nobody is the indexer.
   CoreServiceConfig config;
@@ -1071,7 +1154,7 @@ TEST_F(CoreServiceTest, IndexTokensMatchAllTokensWithinTheConversationsNewestFir
   ASSERT_TRUE(service_->PutIndexTokens(indexer_, c3.id, elsewhere.id, {"apple", "pear"}).ok());
   // Putting again changes nothing.
   ASSERT_TRUE(service_->PutIndexTokens(indexer_, c3.id, elsewhere.id, {"pear", "apple"}).ok());
-  EXPECT_EQ(Count("index_tokens"), 5 * 3 + 1 + 2);
+  EXPECT_EQ(Entries(), 5 * 3 + 1 + 2);
 
   SearchQuery query;
   query.queries = {{c1.id, {"pear", "apple", "apple"}}, {c2.id, {"apple", "pear"}}};
@@ -1134,7 +1217,7 @@ TEST_F(CoreServiceTest, InvalidIndexRequestsAreRefusedAndStoreNothing) {
   }
   EXPECT_EQ(service_->PutIndexTokens(indexer_, c.id, a.id, too_many).error().code(),
             ErrorCode::kInvalidArgument);
-  EXPECT_EQ(Count("index_tokens"), 0);
+  EXPECT_EQ(Entries(), 0);
 
   SearchQuery query;  // no query
   EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
@@ -1301,11 +1384,240 @@ TEST_F(CoreServiceTest, APutReplacesTheActivitysTokenSet) {
   EXPECT_EQ(match("five"), (std::vector<std::string>{a.id}));
   EXPECT_EQ(match("two"), (std::vector<std::string>{b.id, a.id}));
   EXPECT_EQ(match("four"), (std::vector<std::string>{b.id}));
-  EXPECT_EQ(Count("index_tokens"), 4);
+  EXPECT_EQ(Entries(), 4);
   // An empty set removes them all.
   ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, a.id, {}).ok());
   EXPECT_EQ(match("two"), (std::vector<std::string>{b.id}));
-  EXPECT_EQ(Count("index_tokens"), 2);
+  EXPECT_EQ(Entries(), 2);
+}
+
+TEST_F(CoreServiceTest, ATokenAgreeingWithAnotherOn24BitsMatchesItsActivities) {
+  // The store keeps 24 bits of each token (posting_chunk.h): two tokens that agree on them are one
+  // to a search, a false positive the client drops when it decrypts the activity. Two such tokens,
+  // found by trying names until two agree (some 5,000 tries), and one that shares the bucket only.
+  std::map<internal::IndexKey, std::string> seen;
+  std::string first, second;
+  for (int i = 0; second.empty(); ++i) {
+    std::string token = "collide" + std::to_string(i);
+    auto [it, added] = seen.emplace(internal::IndexKey::Of(token), token);
+    if (!added) {
+      first = it->second;
+      second = std::move(token);
+    }
+  }
+  const internal::IndexKey key = internal::IndexKey::Of(first);
+  std::set<internal::IndexKey> taken = {key};
+  const std::string bucket_only = TokenInBucket(key.bucket, "near", &taken);
+  ASSERT_NE(first, second);
+
+  const Conversation c = Create(alice_, {});
+  const Activity has_first = Post(alice_, c);
+  const Activity has_bucket_only = Post(alice_, c);
+  const Activity has_second = Post(alice_, c);
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, has_first.id, {first, "other"}).ok());
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, has_bucket_only.id, {bucket_only}).ok());
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, has_second.id, {second}).ok());
+
+  EXPECT_EQ(Match(c, {second}), (std::vector<std::string>{has_second.id, has_first.id}));
+  EXPECT_EQ(Match(c, {first}), (std::vector<std::string>{has_second.id, has_first.id}));
+  EXPECT_EQ(Match(c, {second, "other"}), (std::vector<std::string>{has_first.id}));
+  EXPECT_EQ(Match(c, {bucket_only}), (std::vector<std::string>{has_bucket_only.id}));
+  // A query's two tokens that agree are one.
+  EXPECT_EQ(Match(c, {first, second}), (std::vector<std::string>{has_second.id, has_first.id}));
+  // Within one activity they are one entry.
+  const Activity has_both = Post(alice_, c);
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, has_both.id, {first, second}).ok());
+  EXPECT_EQ(EntriesOf(has_both), (std::vector<internal::IndexKey>{key}));
+}
+
+TEST_F(CoreServiceTest, ChunksSplitAndMatchAsAScanWouldWhateverTheOrderOfPuts) {
+  const Conversation c = Create(alice_, {});
+  // Four tokens in one bucket, so that its entries fill several chunks, and a few elsewhere.
+  std::set<internal::IndexKey> taken;
+  const std::uint8_t dense = internal::IndexKey::Of("dense").bucket;
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 4; ++i) tokens.push_back(TokenInBucket(dense, "dense", &taken));
+  for (const char* other : {"sparse1", "sparse2"}) {
+    ASSERT_NE(internal::IndexKey::Of(other).bucket, dense);
+    tokens.push_back(other);
+  }
+  std::vector<Activity> posts;
+  for (int i = 0; i < 240; ++i) posts.push_back(Post(alice_, c));
+  std::mt19937 rng(14);
+  std::map<std::string, std::vector<std::string>> sets;  // activity id -> its tokens
+  auto put = [&](const Activity& a, bool empty) {
+    std::vector<std::string> set;
+    if (!empty) {
+      for (const std::string& token : tokens) {
+        if (rng() % 2) set.push_back(token);
+      }
+      set.push_back("decoy" + std::to_string(rng()));
+    }
+    ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, a.id, set).ok());
+    sets[a.id] = set;
+  };
+  // Out of seq order (entries put in a chunk's middle split it), then a third replaced and some
+  // removed.
+  std::vector<Activity> order = posts;
+  std::shuffle(order.begin(), order.end(), rng);
+  for (const Activity& a : order) put(a, false);
+  std::shuffle(order.begin(), order.end(), rng);
+  for (std::size_t i = 0; i < order.size() / 3; ++i) put(order[i], i % 8 == 0);
+
+  std::int64_t dense_chunks = 0;
+  std::int64_t largest = 0;
+  ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                   s << "SELECT COUNT(*) FROM index_postings WHERE bucket = ?",
+                       Poco::Data::Keywords::bind(Poco::Int64{dense}), into(dense_chunks), now;
+                   s << "SELECT MAX(LENGTH(entries)) FROM index_postings", into(largest), now;
+                   return OkStatus();
+                 })
+                  .ok());
+  EXPECT_GE(dense_chunks, 3);
+  EXPECT_LE(largest, static_cast<std::int64_t>(internal::IndexPostings::kChunkBytes));
+  for (const Activity& a : posts) EXPECT_EQ(EntriesOf(a), KeysOf(sets[a.id])) << a.seq;
+
+  // Every query of one to three of the tokens, paged, against a scan of what was put.
+  auto scan = [&](const std::vector<std::string>& query) {
+    std::vector<std::string> ids;
+    for (auto it = posts.rbegin(); it != posts.rend(); ++it) {
+      const std::vector<std::string>& set = sets[it->id];
+      if (std::all_of(query.begin(), query.end(), [&](const std::string& t) {
+            return std::find(set.begin(), set.end(), t) != set.end();
+          })) {
+        ids.push_back(it->id);
+      }
+    }
+    return ids;
+  };
+  std::size_t found = 0;
+  for (std::size_t a = 0; a < tokens.size(); ++a) {
+    EXPECT_EQ(Match(c, {tokens[a]}, 7), scan({tokens[a]})) << tokens[a];
+    for (std::size_t b = a + 1; b < tokens.size(); ++b) {
+      EXPECT_EQ(Match(c, {tokens[a], tokens[b]}, 7), scan({tokens[a], tokens[b]}));
+      for (std::size_t d = b + 1; d < tokens.size(); ++d) {
+        const std::vector<std::string> three = {tokens[a], tokens[b], tokens[d]};
+        const std::vector<std::string> expected = scan(three);
+        EXPECT_EQ(Match(c, three, 5), expected);
+        found += expected.size();
+      }
+    }
+  }
+  EXPECT_GT(found, 100u);  // the queries found something to compare
+}
+
+TEST_F(CoreServiceTest, AnActivitysMostTokensMayAllBeInOneBucket) {
+  // 512 tokens with distinct keys in one bucket: the activity's entries are one chunk, larger than
+  // a chunk grows otherwise (an activity's entries are never split), and a later activity's entry
+  // starts the next chunk.
+  const Conversation c = Create(alice_, {});
+  const Activity full = Post(alice_, c);
+  const Activity next = Post(alice_, c);
+  std::set<internal::IndexKey> taken;
+  std::vector<std::string> tokens;
+  for (int i = 0; tokens.size() < kMaxIndexTokensPerActivity; ++i) {
+    std::string token = "full" + std::to_string(i);
+    const internal::IndexKey key = internal::IndexKey::Of(token);
+    if (key.bucket == 7 && taken.insert(key).second) tokens.push_back(std::move(token));
+  }
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, full.id, tokens).ok());
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, next.id, {tokens[0]}).ok());
+  EXPECT_EQ(EntriesOf(full).size(), kMaxIndexTokensPerActivity);
+  EXPECT_GT(ChunkBytes(c.id, full.seq, 7).size(), internal::IndexPostings::kChunkBytes);
+  EXPECT_EQ(ChunkBytes(c.id, next.seq, 7).size(), 3u);
+  EXPECT_EQ(Count("index_postings"), 2);
+  const std::vector<std::string> most(tokens.end() - kMaxSearchTokens, tokens.end());
+  EXPECT_EQ(Match(c, most), (std::vector<std::string>{full.id}));
+  EXPECT_EQ(Match(c, {tokens[0]}), (std::vector<std::string>{next.id, full.id}));
+  // Replaced by a set of one, in place.
+  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, full.id, {tokens[1]}).ok());
+  EXPECT_EQ(Entries(), 2);
+  EXPECT_EQ(Match(c, most), std::vector<std::string>{});
+  EXPECT_EQ(Match(c, {tokens[1]}), (std::vector<std::string>{full.id}));
+}
+
+TEST_F(CoreServiceTest, Migration4ConvertsTheTokenRowsAndLeavesNoTokenText) {
+  // A database as migrations 1-3 left it, with a row per token.
+  service_.reset();
+  db_.reset();
+  for (const char* name : {"core.db", "core.db-wal", "core.db-shm"}) {
+    std::filesystem::remove(dir_ / name);
+  }
+  const std::vector<Migration> all = CoreService::Migrations();
+  ASSERT_EQ(all.size(), 4u);
+  const std::string room1 = internal::NewUuid(), room2 = internal::NewUuid();
+  const std::vector<std::string> tokens = {"bWlncmF0ZWQtb25l", "bWlncmF0ZWQtdHdv",
+                                           "bWlncmF0ZWQtdGhyZWU"};
+  std::vector<std::string> ids;
+  {
+    auto v3 = Database::OpenSqlite((dir_ / "core.db").string(), std::span(all).first(3));
+    ASSERT_TRUE(v3.ok()) << v3.error().ToString();
+    ASSERT_TRUE((*v3)
+                    ->InTransaction([&](Poco::Data::Session& s) -> Status {
+                      for (const std::string& id : {room1, room2}) {
+                        s << "INSERT INTO conversations (id, kms_resource_uri, current_key_uri, "
+                             "encrypted_title, created_by, created_ms, last_seq, created_by_org) "
+                             "VALUES (?, ?, ?, '', 'alice@acme.test', 1, 0, 'acme')",
+                            useRef(id), Poco::Data::Keywords::bind(ResourceUri()),
+                            Poco::Data::Keywords::bind(KeyUri()), now;
+                      }
+                      for (int seq = 1; seq <= 6; ++seq) {
+                        ids.push_back(internal::NewUuid());
+                        s << "INSERT INTO activities (seq, id, conversation_id, actor, verb, "
+                             "content, key_uri, object_users, file_ids, client_activity_id, "
+                             "published_ms) VALUES (?, ?, ?, 'alice@acme.test', 'post', 'x', "
+                             "'k', '[]', '[]', '', 1)",
+                            Poco::Data::Keywords::bind(seq), useRef(ids.back()),
+                            useRef(seq % 2 ? room1 : room2), now;
+                        // Every activity has token 0, even ones token 1, the last token 2.
+                        for (std::size_t t = 0; t < tokens.size(); ++t) {
+                          if ((t == 1 && seq % 2) || (t == 2 && seq != 6)) continue;
+                          s << "INSERT INTO index_tokens (token, conversation_id, seq) "
+                               "VALUES (?, ?, ?)",
+                              useRef(tokens[t]), useRef(seq % 2 ? room1 : room2),
+                              Poco::Data::Keywords::bind(seq), now;
+                        }
+                      }
+                      return OkStatus();
+                    })
+                    .ok());
+  }
+  ASSERT_FALSE(FilesHolding(tokens).empty()) << "the scan finds no stored token";
+
+  auto migrated = Database::OpenSqlite((dir_ / "core.db").string(), all);
+  ASSERT_TRUE(migrated.ok()) << migrated.error().ToString();
+  EXPECT_EQ((*migrated)->schema_version(), 4);
+  // The old rows' text is gone from the database and its log as soon as it is open.
+  EXPECT_EQ(FilesHolding(tokens), std::vector<std::string>{});
+  migrated->reset();
+
+  Open();
+  EXPECT_EQ(Count("index_rooms"), 2);
+  EXPECT_EQ(Count("index_sets"), 6);
+  EXPECT_EQ(Entries(), 6 + 3 + 1);
+  Poco::Int64 old_tables = -1;
+  ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
+                   s << "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'index_tokens%'",
+                       into(old_tables), now;
+                   return OkStatus();
+                 })
+                  .ok());
+  EXPECT_EQ(old_tables, 0);
+  // The same tokens find the same activities.
+  Conversation c1, c2;
+  c1.id = room1;
+  c2.id = room2;
+  EXPECT_EQ(Match(c1, {tokens[0]}), (std::vector<std::string>{ids[4], ids[2], ids[0]}));
+  EXPECT_EQ(Match(c2, {tokens[0], tokens[1]}, 1),
+            (std::vector<std::string>{ids[5], ids[3], ids[1]}));
+  EXPECT_EQ(Match(c1, {tokens[1]}), std::vector<std::string>{});
+  EXPECT_EQ(Match(c2, {tokens[2]}), (std::vector<std::string>{ids[5]}));
+  // And the store goes on from there.
+  Activity sixth;
+  sixth.id = ids[5];
+  sixth.conversation_id = room2;
+  sixth.seq = 6;
+  EXPECT_EQ(EntriesOf(sixth), KeysOf(tokens));
 }
 
 // --- edits and retractions ------------------------------------------------------------------
@@ -1542,11 +1854,11 @@ TEST_F(CoreServiceTest, EditsAndRetractionsRemoveTheMessagesIndexTokensAndLateOn
   ASSERT_TRUE(edit.ok()) << edit.error().ToString();
   EXPECT_TRUE(match({"old"}).empty());
   EXPECT_EQ(match({"words"}), (std::vector<std::string>{kept.id}));
-  EXPECT_EQ(Count("index_tokens"), 2);
+  EXPECT_EQ(Entries(), 2);
   // An indexer still behind puts the old text's tokens: nothing is stored.
   ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, post.id, {"old", "words"}).ok());
   EXPECT_TRUE(match({"old"}).empty());
-  EXPECT_EQ(Count("index_tokens"), 2);
+  EXPECT_EQ(Entries(), 2);
   // The edit's tokens are the message's: a search finds the message.
   ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, edit->id, {"new", "text"}).ok());
   EXPECT_EQ(match({"new", "text"}), (std::vector<std::string>{post.id}));
@@ -1562,43 +1874,68 @@ TEST_F(CoreServiceTest, EditsAndRetractionsRemoveTheMessagesIndexTokensAndLateOn
   auto retracted = service_->RetractActivity(alice_, c.id, post.id);
   ASSERT_TRUE(retracted.ok()) << retracted.error().ToString();
   EXPECT_TRUE(match({"newer"}).empty());
-  EXPECT_EQ(Count("index_tokens"), 2);
+  EXPECT_EQ(Entries(), 2);
   for (const std::string& id : {post.id, edit->id, newer->id, retracted->id}) {
     ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, id, {"late"}).ok());
   }
   EXPECT_TRUE(match({"late"}).empty());
-  EXPECT_EQ(Count("index_tokens"), 2);
+  EXPECT_EQ(Entries(), 2);
   EXPECT_EQ(match({"other"}), (std::vector<std::string>{kept.id}));
 }
 
 TEST_F(CoreServiceTest, TheOldContentAndTokensAreGoneFromTheDatabaseAndItsLogWhenAnswered) {
   const Conversation c = Create(alice_, {bob_.user_id});
   // Messages around them on the same pages, a long one on overflow pages of its own.
-  for (int i = 0; i < 40; ++i) Post(i % 2 ? alice_ : bob_, c, "filler " + std::to_string(i));
+  std::vector<Activity> posted;
+  for (int i = 0; i < 40; ++i) posted.push_back(Post(i % 2 ? alice_ : bob_, c, "filler"));
   const Activity small = Post(alice_, c, "a short message");
   const Activity large = Post(bob_, c, std::string(20000, 'L'));
-  for (int i = 0; i < 40; ++i) Post(i % 2 ? alice_ : bob_, c, "filler " + std::to_string(i));
+  posted.push_back(small);
+  posted.push_back(large);
+  for (int i = 0; i < 40; ++i) posted.push_back(Post(i % 2 ? alice_ : bob_, c, "filler"));
   const std::vector<std::string> tokens = {"c21hbGwtdG9rZW4tb25l", "bGFyZ2UtdG9rZW4tdHdv"};
-  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, small.id, {tokens[0]}).ok());
-  ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, large.id, {tokens[1]}).ok());
+  // The store keeps 24 bits of a token, an entry in a chunk of its bucket's entries: the fillers'
+  // entries in the same buckets make each chunk long enough for the scan to tell it apart.
+  const std::uint8_t small_bucket = internal::IndexKey::Of(tokens[0]).bucket;
+  const std::uint8_t large_bucket = internal::IndexKey::Of(tokens[1]).bucket;
+  ASSERT_NE(small_bucket, large_bucket);
+  const std::vector<std::string> fillers = {TokenInBucket(small_bucket, "filler"),
+                                            TokenInBucket(large_bucket, "filler")};
+  for (const Activity& a : posted) {  // in seq order, as indexerd puts them
+    const std::vector<std::string> put = a.id == small.id   ? std::vector{tokens[0]}
+                                         : a.id == large.id ? std::vector{tokens[1]}
+                                                            : fillers;
+    ASSERT_TRUE(service_->PutIndexTokens(indexer_, c.id, a.id, put).ok());
+  }
+  const std::string small_chunk = ChunkBytes(c.id, small.seq, small_bucket);
+  const std::string large_chunk = ChunkBytes(c.id, large.seq, large_bucket);
+  ASSERT_GT(small_chunk.size(), 200u);
+  ASSERT_GT(large_chunk.size(), 200u);
   ASSERT_FALSE(FilesHolding(Pieces(small.content)).empty()) << "the scan finds nothing stored";
   ASSERT_FALSE(FilesHolding(Pieces(large.content)).empty()) << "the scan finds nothing stored";
-  ASSERT_FALSE(FilesHolding({tokens[0]}).empty()) << "the scan finds no stored token";
+  ASSERT_FALSE(FilesHolding({small_chunk}).empty()) << "the scan finds no stored chunk";
+  ASSERT_FALSE(FilesHolding({large_chunk}).empty()) << "the scan finds no stored chunk";
+  EXPECT_EQ(FilesHolding(tokens), std::vector<std::string>{}) << "a token's text is stored";
 
   const std::string replacement = Jwe(c.current_key_uri, "the edited message");
   auto edited = service_->EditActivity(alice_, c.id, small.id, replacement);
   ASSERT_TRUE(edited.ok()) << edited.error().ToString();
   EXPECT_EQ(FilesHolding(Pieces(small.content)), std::vector<std::string>{});
-  EXPECT_EQ(FilesHolding({tokens[0]}), std::vector<std::string>{});
+  EXPECT_EQ(FilesHolding({small_chunk}), std::vector<std::string>{});
   EXPECT_FALSE(FilesHolding(Pieces(replacement)).empty());
+  EXPECT_TRUE(EntriesOf(small).empty());
+  EXPECT_EQ(Match(c, {fillers[0]}).size(), 80u);  // the chunk's other entries stay
 
   ASSERT_TRUE(service_->RetractActivity(bob_, c.id, large.id).ok());
   EXPECT_EQ(FilesHolding(Pieces(large.content)), std::vector<std::string>{});
-  EXPECT_EQ(FilesHolding({tokens[1]}), std::vector<std::string>{});
+  EXPECT_EQ(FilesHolding({large_chunk}), std::vector<std::string>{});
+  EXPECT_TRUE(EntriesOf(large).empty());
+  EXPECT_EQ(Match(c, {fillers[1]}).size(), 80u);
   // And after a restart, which reads the database and its log again.
   Reopen();
   EXPECT_EQ(FilesHolding(Pieces(small.content)), std::vector<std::string>{});
   EXPECT_EQ(FilesHolding(Pieces(large.content)), std::vector<std::string>{});
+  EXPECT_EQ(FilesHolding({small_chunk, large_chunk}), std::vector<std::string>{});
   EXPECT_EQ(service_->GetActivity(alice_, c.id, small.id)->content, replacement);
 }
 
@@ -1812,9 +2149,21 @@ TEST_F(CoreServiceTest, HotQueriesUseTheirIndexes) {
     EXPECT_NE(plan.find("USING INDEX activities_by_target (target_seq=?)"), std::string::npos)
         << plan;
   }
-  const std::string tokens = QueryPlan(internal::CoreStore::kDeleteIndexTokensSql);
-  EXPECT_NE(tokens.find("USING COVERING INDEX index_tokens_by_seq (seq=?)"), std::string::npos)
-      << tokens;
+  // The search index store: a bucket's chunk at or below a seq is the last row of a range of the
+  // primary key (read backwards, no sort); a room by its conversation, a bucket list by its seq.
+  const std::string chunk = QueryPlan(internal::IndexPostings::kChunkAtOrBelowSql);
+  EXPECT_NE(chunk.find("SEARCH index_postings USING PRIMARY KEY (room=? AND bucket=? AND "
+                       "first_seq<?)"),
+            std::string::npos)
+      << chunk;
+  EXPECT_EQ(chunk.find("TEMP B-TREE"), std::string::npos) << chunk;
+  const std::string room = QueryPlan(internal::IndexPostings::kRoomSql);
+  EXPECT_NE(room.find("USING COVERING INDEX sqlite_autoindex_index_rooms_1 (conversation_id=?)"),
+            std::string::npos)
+      << room;
+  const std::string set = QueryPlan(internal::IndexPostings::kSetSql);
+  EXPECT_NE(set.find("SEARCH index_sets USING INTEGER PRIMARY KEY (rowid=?)"), std::string::npos)
+      << set;
 
   // The indexer's backlog: activities by seq from the cursor, each one's conversation by its key
   // (no scan of either table, no sort).

@@ -53,6 +53,7 @@
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "../support/tool_steps.h"
+#include "index_postings.h"
 #include "strongroom/client/https_transport.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/database.h"
@@ -60,6 +61,7 @@
 #include "strongroom/common/jose/base64url.h"
 #include "strongroom/common/jose/dir_jwe.h"
 #include "strongroom/common/jwt.h"
+#include "strongroom/common/sql_statement.h"
 #include "strongroom/core/api_requests.h"
 #include "strongroom/core/core_service.h"
 #include "strongroom/core/kms_relay.h"
@@ -2653,20 +2655,68 @@ TEST_F(CoredInvariantTest, AnEditedOrRetractedMessagesOldCiphertextAndTokensAreG
   auto events = Connect(kBob);
   ASSERT_TRUE(events);
   // Messages on the same pages around them; a long one on overflow pages of its own.
-  for (int i = 0; i < 30; ++i) ASSERT_TRUE(Post(i % 2 ? bob : alice, id, key, "filler"));
+  std::vector<Object::Ptr> fillers;
+  for (int i = 0; i < 30; ++i) fillers.push_back(Post(i % 2 ? bob : alice, id, key, "filler"));
   Object::Ptr small = Post(alice, id, key, "a short message to take back");
   Object::Ptr large = Post(alice, id, key, std::string(30000, 'L'));
-  for (int i = 0; i < 30; ++i) ASSERT_TRUE(Post(i % 2 ? bob : alice, id, key, "filler"));
+  for (int i = 0; i < 30; ++i) fillers.push_back(Post(i % 2 ? bob : alice, id, key, "filler"));
   ASSERT_TRUE(small && large);
-  const std::string small_token = jose::Base64UrlEncode(RandomBytes(24));
-  const std::string large_token = jose::Base64UrlEncode(RandomBytes(24));
-  auto put = [&](const std::string& activity, const std::string& token) {
+  for (const Object::Ptr& filler : fillers) ASSERT_TRUE(filler);
+  // The core stores 24 bits of each token, as an entry in a chunk of the entries of its bucket in
+  // the room (core/src/posting_chunk.h): fillers' tokens in the same two buckets make each chunk
+  // long enough for the scan to tell it apart.
+  auto random_token = [] { return jose::Base64UrlEncode(RandomBytes(24)); };
+  auto token_in = [&](std::uint8_t bucket) {
+    for (;;) {
+      std::string token = random_token();
+      if (core::internal::IndexKey::Of(token).bucket == bucket) return token;
+    }
+  };
+  const std::string small_token = random_token();
+  const std::uint8_t small_bucket = core::internal::IndexKey::Of(small_token).bucket;
+  std::string large_token = random_token();
+  while (core::internal::IndexKey::Of(large_token).bucket == small_bucket) {
+    large_token = random_token();
+  }
+  const std::uint8_t large_bucket = core::internal::IndexKey::Of(large_token).bucket;
+  const std::vector<std::string> filler_tokens = {token_in(small_bucket), token_in(large_bucket)};
+  auto put = [&](const std::string& activity, const std::vector<std::string>& tokens) {
     Object body;
-    body.set("tokens", Strings({token}));
+    body.set("tokens", Strings(tokens));
     return indexer.Put("/v1/index/" + id + "/" + activity, body).status;
   };
-  ASSERT_EQ(put(Text(small, "id"), small_token), 204);
-  ASSERT_EQ(put(Text(large, "id"), large_token), 204);
+  for (std::size_t i = 0; i < fillers.size(); ++i) {
+    if (i == 30) {
+      ASSERT_EQ(put(Text(small, "id"), {small_token}), 204);
+      ASSERT_EQ(put(Text(large, "id"), {large_token}), 204);
+    }
+    ASSERT_EQ(put(Text(fillers[i], "id"), filler_tokens), 204);
+  }
+  // The stored chunk that holds an activity's entry of a bucket, read beside the running cored.
+  auto chunk = [&](const Object::Ptr& activity, std::uint8_t bucket) {
+    std::string bytes;
+    auto db = Database::OpenSqlite(db_path().string(), core::CoreService::Migrations());
+    EXPECT_TRUE(db.ok()) << db.error().ToString();
+    if (!db.ok()) return bytes;
+    Status read = (*db)->WithSession([&](Poco::Data::Session& s) -> Status {
+      SqlStatement room = Database::Prepare(s, core::internal::IndexPostings::kRoomSql);
+      room.Bind(id);
+      if (!room.Next()) return OkStatus();
+      SqlStatement found = Database::Prepare(s, core::internal::IndexPostings::kChunkAtOrBelowSql);
+      found.Bind(room.Int(0)).Bind(std::int64_t{bucket}).Bind(Seq(activity));
+      if (found.Next()) {
+        const std::span<const std::uint8_t> blob = found.Blob(1);
+        bytes.assign(blob.begin(), blob.end());
+      }
+      return OkStatus();
+    });
+    EXPECT_TRUE(read.ok()) << read.error().ToString();
+    return bytes;
+  };
+  const std::string small_chunk = chunk(small, small_bucket);
+  const std::string large_chunk = chunk(large, large_bucket);
+  ASSERT_GT(small_chunk.size(), 100u);
+  ASSERT_GT(large_chunk.size(), 100u);
 
   // Pieces of a JWE's text every 1,000 characters: a long one is split over pages.
   auto pieces = [](const std::string& content) {
@@ -2685,7 +2735,10 @@ TEST_F(CoredInvariantTest, AnEditedOrRetractedMessagesOldCiphertextAndTokensAreG
   // The scan sees what cored stores.
   ASSERT_FALSE(holding(pieces(Text(small, "content"))).empty());
   ASSERT_FALSE(holding(pieces(Text(large, "content"))).empty());
-  ASSERT_FALSE(holding({small_token}).empty());
+  ASSERT_FALSE(holding({small_chunk}).empty());
+  ASSERT_FALSE(holding({large_chunk}).empty());
+  // And no token's text: the store keeps 24 bits of it.
+  EXPECT_EQ(holding({small_token, large_token}), std::set<std::string>{});
 
   Object edit;
   const std::string replacement = Seal(key, "the edited message");
@@ -2695,13 +2748,13 @@ TEST_F(CoredInvariantTest, AnEditedOrRetractedMessagesOldCiphertextAndTokensAreG
                          Stringify(edit), "application/json"));
   ASSERT_EQ(edited.status, 200) << edited;
   EXPECT_EQ(holding(pieces(Text(small, "content"))), std::set<std::string>{});
-  EXPECT_EQ(holding({small_token}), std::set<std::string>{});
+  EXPECT_EQ(holding({small_chunk}), std::set<std::string>{});
   EXPECT_FALSE(holding(pieces(replacement)).empty());
 
   Reply retracted = alice.Delete("/v1/conversations/" + id + "/activities/" + Text(large, "id"));
   ASSERT_EQ(retracted.status, 200) << retracted;
   EXPECT_EQ(holding(pieces(Text(large, "content"))), std::set<std::string>{});
-  EXPECT_EQ(holding({large_token}), std::set<std::string>{});
+  EXPECT_EQ(holding({large_chunk}), std::set<std::string>{});
 
   // bob saw both live, told apart from new messages, with their targets.
   std::vector<Object::Ptr> seen = events->Until(Text(retracted.json(), "id"), "bob");
@@ -2724,6 +2777,7 @@ TEST_F(CoredInvariantTest, AnEditedOrRetractedMessagesOldCiphertextAndTokensAreG
   EXPECT_EQ(StopCored(SIGKILL), -SIGKILL);
   EXPECT_EQ(holding(pieces(Text(small, "content"))), std::set<std::string>{});
   EXPECT_EQ(holding(pieces(Text(large, "content"))), std::set<std::string>{});
+  EXPECT_EQ(holding({small_chunk, large_chunk}), std::set<std::string>{});
   ASSERT_TRUE(StartCored());
   Client again = As(kBob);
   Reply message = again.Get("/v1/conversations/" + id + "/activities/" + Text(small, "id"));
@@ -2736,6 +2790,7 @@ TEST_F(CoredInvariantTest, AnEditedOrRetractedMessagesOldCiphertextAndTokensAreG
   EXPECT_EQ(StopCored(SIGTERM), 0);
   EXPECT_EQ(holding(pieces(Text(small, "content"))), std::set<std::string>{});
   EXPECT_EQ(holding(pieces(Text(large, "content"))), std::set<std::string>{});
+  EXPECT_EQ(holding({small_chunk, large_chunk}), std::set<std::string>{});
 }
 
 // ---------------------------------------------------------------------------------------------

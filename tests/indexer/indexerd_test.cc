@@ -36,6 +36,7 @@
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "../support/tool_steps.h"
+#include "index_postings.h"
 #include "strongroom/client/conversation.h"
 #include "strongroom/client/core_client.h"
 #include "strongroom/client/kms_context.h"
@@ -408,20 +409,26 @@ class IndexerdTest : public ::testing::Test {
     return ids;
   }
 
-  // Tokens per activity seq in cored's database.
+  // Index entries per activity seq in cored's database (a token each: two of an activity's 8
+  // tokens agree on the 24 bits the store keeps about once in 600,000 activities).
   std::map<std::int64_t, std::int64_t> TokensPerActivity() {
     std::map<std::int64_t, std::int64_t> counts;
     auto db = Database::OpenSqlite(path("core.db").string(), core::CoreService::Migrations());
     EXPECT_TRUE(db.ok()) << db.error().ToString();
     if (!db.ok()) return counts;
-    std::vector<Poco::Int64> seqs, tokens;
     Status read = (*db)->WithSession([&](Poco::Data::Session& s) {
-      s << "SELECT seq, COUNT(*) FROM index_tokens GROUP BY seq", Poco::Data::Keywords::into(seqs),
-          Poco::Data::Keywords::into(tokens), Poco::Data::Keywords::now;
+      std::vector<Poco::Int64> seqs;
+      std::vector<std::string> conversations;
+      s << "SELECT a.seq, a.conversation_id FROM index_sets i JOIN activities a USING (seq)",
+          Poco::Data::Keywords::into(seqs), Poco::Data::Keywords::into(conversations),
+          Poco::Data::Keywords::now;
+      for (std::size_t i = 0; i < seqs.size(); ++i) {
+        counts[seqs[i]] = static_cast<std::int64_t>(
+            core::internal::IndexPostings::EntriesOf(s, conversations[i], seqs[i]).size());
+      }
       return OkStatus();
     });
     EXPECT_TRUE(read.ok()) << read.error().ToString();
-    for (std::size_t i = 0; i < seqs.size(); ++i) counts[seqs[i]] = tokens[i];
     return counts;
   }
 
