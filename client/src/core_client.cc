@@ -435,6 +435,22 @@ Status CoreClient::PutIndexTokens(const std::string& id, const std::string& acti
   return OkStatus();
 }
 
+Status CoreClient::PutIndexTokenSets(const std::vector<IndexTokenSet>& sets) {
+  Array list;
+  for (const IndexTokenSet& set : sets) {
+    Object item;
+    item.set("conversationId", set.conversation_id);
+    item.set("activityId", set.activity_id);
+    item.set("tokens", Strings(set.tokens));
+    list.add(item);
+  }
+  Object body;
+  body.set("sets", list);
+  Result<std::string> answer = Call("POST", "/v1/index/sets", Stringify(body), /*idempotent=*/true);
+  if (!answer.ok()) return answer.error();
+  return OkStatus();
+}
+
 Result<IndexSearchPage> CoreClient::SearchIndex(const std::vector<IndexSearchQuery>& queries,
                                                 std::optional<std::int64_t> before,
                                                 std::size_t limit) {

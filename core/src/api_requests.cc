@@ -254,6 +254,36 @@ Result<std::vector<std::string>> ParseIndexTokens(std::string_view body) {
   return StringArrayField(*object, "tokens", true, kMaxIndexTokensPerActivity);
 }
 
+Result<std::vector<IndexTokenSet>> ParseIndexTokenSets(std::string_view body) {
+  SR_ASSIGN_OR_RETURN(Object::Ptr object, ParseObject(body));
+  SR_RETURN_IF_ERROR(CheckFields(*object, {"sets"}));
+  if (!object->has("sets") || object->isNull("sets")) {
+    return Error(ErrorCode::kInvalidArgument, "\"sets\" is required");
+  }
+  Poco::JSON::Array::Ptr sets = object->getArray("sets");
+  const std::string one_to_max =
+      "an array of 1 to " + std::to_string(kMaxIndexSetsPerBatch) + " token sets";
+  if (sets.isNull() || sets->size() == 0 || sets->size() > kMaxIndexSetsPerBatch) {
+    return BadField("sets", one_to_max);
+  }
+  std::vector<IndexTokenSet> out;
+  out.reserve(sets->size());
+  for (std::size_t i = 0; i < sets->size(); ++i) {
+    Object::Ptr item = sets->getObject(static_cast<unsigned>(i));
+    if (item.isNull()) {
+      return BadField("sets", "an array of {\"conversationId\", \"activityId\", \"tokens\"}");
+    }
+    SR_RETURN_IF_ERROR(CheckFields(*item, {"conversationId", "activityId", "tokens"}));
+    IndexTokenSet set;
+    SR_ASSIGN_OR_RETURN(set.conversation_id, StringField(*item, "conversationId", true));
+    SR_ASSIGN_OR_RETURN(set.activity_id, StringField(*item, "activityId", true));
+    SR_ASSIGN_OR_RETURN(set.tokens,
+                        StringArrayField(*item, "tokens", true, kMaxIndexTokensPerActivity));
+    out.push_back(std::move(set));
+  }
+  return out;
+}
+
 Result<SearchQuery> ParseSearch(std::string_view body) {
   SR_ASSIGN_OR_RETURN(Object::Ptr object, ParseObject(body));
   SR_RETURN_IF_ERROR(CheckFields(*object, {"queries", "before", "limit"}));

@@ -146,6 +146,8 @@ class CoreRoutes::Impl {
              [this](Request& r, const Caller& c) { return Search(r, c); })
         .Add("PUT", "/v1/index/{conversation}/{activity}",
              [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); })
+        .Add("POST", "/v1/index/sets",
+             [this](Request& r, const Caller& c) { return PutIndexTokenSets(r, c); })
         .Add("GET", "/v1/index/events",
              [this](Request& r, const Caller& c) { return IndexEvents(r, c); });
     // What the indexer may use: nothing else (Serve).
@@ -154,6 +156,8 @@ class CoreRoutes::Impl {
              [this](Request& r, const Caller& c) { return Search(r, c); })
         .Add("PUT", "/v1/index/{conversation}/{activity}",
              [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); })
+        .Add("POST", "/v1/index/sets",
+             [this](Request& r, const Caller& c) { return PutIndexTokenSets(r, c); })
         .Add("GET", "/v1/index/events",
              [this](Request& r, const Caller& c) { return IndexEvents(r, c); });
   }
@@ -510,6 +514,15 @@ class CoreRoutes::Impl {
     SR_ASSIGN_OR_RETURN(std::vector<std::string> tokens, ParsedBody(request, ParseIndexTokens));
     SR_RETURN_IF_ERROR(service_.PutIndexTokens(caller, request.param("conversation"),
                                                request.param("activity"), tokens));
+    Response response;
+    response.status = 204;
+    return response;
+  }
+
+  // POST /v1/index/sets: a batch of the indexer's token sets, all or nothing; 204.
+  Response PutIndexTokenSets(Request& request, const Caller& caller) {
+    SR_ASSIGN_OR_RETURN(std::vector<IndexTokenSet> sets, ParsedBody(request, ParseIndexTokenSets));
+    SR_RETURN_IF_ERROR(service_.PutIndexTokenSets(caller, sets));
     Response response;
     response.status = 204;
     return response;

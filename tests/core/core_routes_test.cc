@@ -10,10 +10,13 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <ctime>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "../support/test_dir.h"
 #include "strongroom/common/jose/dir_jwe.h"
@@ -467,6 +470,158 @@ TEST_F(CoreRoutesTest, TheAuthorEditsWithPutAndRetractsWithDeleteOthersAreRefuse
   http::Response late = Call("PUT", target, kAlice, edit);
   EXPECT_EQ(late.status, 409);
   EXPECT_EQ(CodeOf(late), "failed_precondition");
+}
+
+// POST /v1/index/sets: the body of `sets` (conversation, activity, tokens) as the indexer sends it.
+std::string SetsBody(const std::vector<std::tuple<std::string, std::string, std::string>>& sets) {
+  std::string body = "{\"sets\":[";
+  for (std::size_t i = 0; i < sets.size(); ++i) {
+    const auto& [conversation, activity, tokens] = sets[i];
+    body += (i ? "," : "") + std::string("{\"conversationId\":\"") + conversation +
+            "\",\"activityId\":\"" + activity + "\",\"tokens\":[" + tokens + "]}";
+  }
+  return body + "]}";
+}
+
+class CoreIndexSetsTest : public CoreRoutesTest {
+ protected:
+  // A post of alice's in `conversation`; its activity id.
+  std::string Post(const std::string& conversation) {
+    http::Response posted = Call("POST", "/v1/conversations/" + conversation + "/activities",
+                                 kAlice, "{\"content\":\"" + Content("hello") + "\"}");
+    EXPECT_EQ(posted.status, 201) << posted.body;
+    return Parse(posted.body)->getValue<std::string>("id");
+  }
+  // The activities of `conversation` the indexer finds by `token`.
+  std::vector<std::string> Found(const std::string& conversation, const std::string& token) {
+    http::Response found = Call("POST", "/v1/index/search", kIndexer,
+                                "{\"queries\":[{\"conversationId\":\"" + conversation +
+                                    "\",\"tokens\":[\"" + token + "\"]}]}");
+    EXPECT_EQ(found.status, 200) << found.body;
+    std::vector<std::string> ids;
+    auto items = Parse(found.body)->getArray("items");
+    for (std::size_t i = 0; i < items->size(); ++i) {
+      ids.push_back(
+          items->getObject(static_cast<unsigned>(i))->getValue<std::string>("activityId"));
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+};
+
+TEST_F(CoreIndexSetsTest, TheIndexerPutsManyActivitiesSetsInOneRequest) {
+  const std::string one = CreateConversation();
+  const std::string two = CreateConversation();
+  const std::string a = Post(one), b = Post(one), c = Post(two);
+  http::Response put = Call(
+      "POST", "/v1/index/sets", kIndexer,
+      SetsBody({{one, a, "\"dA\",\"YQ\""}, {one, b, "\"dA\""}, {two, c, "\"dA\",\"Yw\",\"Yw\""}}));
+  EXPECT_EQ(put.status, 204) << put.body;
+  EXPECT_EQ(put.body, "");
+  std::vector<std::string> both = {a, b};
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(Found(one, "dA"), both);
+  EXPECT_EQ(Found(one, "YQ"), std::vector<std::string>{a});
+  EXPECT_EQ(Found(two, "Yw"), std::vector<std::string>{c});
+  // Each set replaces its activity's set, as a PUT does: the same batch again changes nothing, a
+  // shorter set removes the rest.
+  EXPECT_EQ(Call("POST", "/v1/index/sets", kIndexer, SetsBody({{one, a, "\"YQ\""}})).status, 204);
+  EXPECT_EQ(Found(one, "dA"), std::vector<std::string>{b});
+  EXPECT_EQ(Found(one, "YQ"), std::vector<std::string>{a});
+}
+
+TEST_F(CoreIndexSetsTest, OnlyTheConfiguredIndexerOfItsOrganizationPutsSets) {
+  const std::string id = CreateConversation();
+  const std::string a = Post(id);
+  const std::string body = SetsBody({{id, a, "\"dA\""}});
+  http::Response alices = Call("POST", "/v1/index/sets", kAlice, body);
+  EXPECT_EQ(alices.status, 403);
+  EXPECT_EQ(CodeOf(alices), "permission_denied");
+  // Another organization's indexer (its own identity provider, its own users).
+  auto globex_key = jose::EcKeyPair::Generate("globex-1");
+  ASSERT_TRUE(globex_key.ok());
+  auto verifier = JwtVerifier::New(
+      {{kIssuer, "acme", {*key_->PublicKey()}, {"acme.test"}},
+       {"https://idp.globex.test", "globex", {*globex_key->PublicKey()}, {"globex.test"}}},
+      "core", std::chrono::seconds(60));
+  ASSERT_TRUE(verifier.ok()) << verifier.error().ToString();
+  CoreRoutes routes(*service_, *verifier, *hub_, *relay_, options_);
+  Poco::Net::HTTPRequest head("POST", "/v1/index/sets", Poco::Net::HTTPMessage::HTTP_1_1);
+  head.set("Authorization",
+           "Bearer " + *MintJwt(*globex_key, {"https://idp.globex.test", "indexer@globex.test",
+                                              "core", std::time(nullptr) - 5, 3600}));
+  head.setContentType("application/json");
+  head.setContentLength64(static_cast<Poco::Int64>(body.size()));
+  std::istringstream stream(body);
+  http::Request request(head, stream);
+  http::Response globex = http::Answer(routes, request);
+  EXPECT_EQ(globex.status, 403) << globex.body;
+  EXPECT_EQ(CodeOf(globex), "permission_denied");
+  // The indexer's user id with another organization (as a token of another issuer would give):
+  // the organization is part of the indexer's identity.
+  Status other_org = service_->PutIndexTokenSets({kIndexer, "globex"}, {{id, a, {"dA"}}});
+  ASSERT_FALSE(other_org.ok());
+  EXPECT_EQ(other_org.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_TRUE(Found(id, "dA").empty());
+  // The configured indexer.
+  EXPECT_EQ(Call("POST", "/v1/index/sets", kIndexer, body).status, 204);
+  EXPECT_EQ(Found(id, "dA"), std::vector<std::string>{a});
+}
+
+TEST_F(CoreIndexSetsTest, ABadSetRefusesTheWholeBatchAndChangesNothing) {
+  const std::string id = CreateConversation();
+  const std::string a = Post(id), b = Post(id);
+  ASSERT_EQ(Call("POST", "/v1/index/sets", kIndexer, SetsBody({{id, a, "\"b2xk\""}})).status, 204);
+  const std::tuple<std::string, std::string, std::string> good = {id, a, "\"bmV3\""};
+  std::vector<std::tuple<std::string, std::string, std::string>> too_many;
+  for (std::size_t i = 0; i < kMaxIndexSetsPerBatch + 1; ++i) too_many.push_back(good);
+  const struct {
+    std::string body;
+    int status;
+    std::string message;  // in the answer's message
+  } refused[] = {
+      {SetsBody(too_many), 400, "1 to 256"},
+      {"{\"sets\":[]}", 400, "1 to 256"},
+      {"{}", 400, "sets"},
+      {"{\"sets\":[{\"conversationId\":\"" + id + "\",\"activityId\":\"" + a + "\"}]}", 400,
+       "tokens"},
+      {SetsBody({good, {id, b, "\"not a token!\""}}), 400, "set 1"},
+      {SetsBody({good, {NewUuid(), b, "\"dA\""}}), 404, "set 1: no such conversation"},
+      {SetsBody({good, {id, NewUuid(), "\"dA\""}}), 404, "set 1: no such activity"},
+      {SetsBody({good, {id, "x", "\"dA\""}}), 404, "set 1"},
+      {SetsBody({good, {id, b, "\"dA\""}, good}), 400, "set 2: a batch names each activity once"},
+  };
+  for (const auto& r : refused) {
+    http::Response answer = Call("POST", "/v1/index/sets", kIndexer, r.body);
+    EXPECT_EQ(answer.status, r.status) << r.body.substr(0, 200) << ": " << answer.body;
+    EXPECT_NE(Parse(answer.body)->getValue<std::string>("message").find(r.message),
+              std::string::npos)
+        << answer.body;
+  }
+  // Nothing of any refused batch was written: a keeps its old set, b has none.
+  EXPECT_EQ(Found(id, "b2xk"), std::vector<std::string>{a});
+  EXPECT_TRUE(Found(id, "bmV3").empty());
+  EXPECT_TRUE(Found(id, "dA").empty());
+}
+
+TEST_F(CoreIndexSetsTest, ABatchCountsAsOneRequestAgainstTheIndexersRate) {
+  options_.rate_per_s = 1;
+  options_.rate_burst = 2;
+  Make();
+  const std::string id = CreateConversation();  // alice's request, her own bucket
+  std::vector<std::tuple<std::string, std::string, std::string>> sets;
+  // Alice's posts, made through the service, not the routes (her bucket is not the point).
+  for (int i = 0; i < 100; ++i) {
+    auto post = service_->PostActivity({kAlice, "acme"}, id, {Content("x"), {}, ""});
+    ASSERT_TRUE(post.ok()) << post.error().ToString();
+    sets.emplace_back(id, post->id, "\"dA\"");
+  }
+  // A burst of 2: two batches of 100 sets each go through, the third request is one too many.
+  EXPECT_EQ(Call("POST", "/v1/index/sets", kIndexer, SetsBody(sets)).status, 204);
+  EXPECT_EQ(Call("POST", "/v1/index/sets", kIndexer, SetsBody(sets)).status, 204);
+  http::Response limited = Call("POST", "/v1/index/sets", kIndexer, SetsBody(sets));
+  EXPECT_EQ(limited.status, 429) << limited.body;
+  EXPECT_EQ(CodeOf(limited), "rate_limited");
 }
 
 }  // namespace

@@ -124,6 +124,12 @@ struct IndexSearchQuery {
   std::string conversation_id;
   std::vector<std::string> tokens;
 };
+// One activity's token set of a batch put (POST /v1/index/sets).
+struct IndexTokenSet {
+  std::string conversation_id;
+  std::string activity_id;
+  std::vector<std::string> tokens;
+};
 struct IndexSearchMatch {
   std::string conversation_id;
   std::string activity_id;
@@ -213,6 +219,9 @@ class CoreClient {
                         const std::vector<std::string>& tokens);
   Result<IndexSearchPage> SearchIndex(const std::vector<IndexSearchQuery>& queries,
                                       std::optional<std::int64_t> before, std::size_t limit);
+  // POST /v1/index/sets: 1-256 activities' sets, all or nothing (sent again when no answer came:
+  // each set replaces its activity's, so a replay changes nothing).
+  Status PutIndexTokenSets(const std::vector<IndexTokenSet>& sets);
   Result<std::unique_ptr<EventStream>> OpenIndexEvents(std::int64_t cursor);
 
  private:

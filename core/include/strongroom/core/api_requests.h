@@ -58,6 +58,9 @@ Result<std::string> ParseEdit(std::string_view body);
 // {tokens}
 Result<std::vector<std::string>> ParseIndexTokens(std::string_view body);
 
+// {sets: [{conversationId, activityId, tokens}, ...]}: 1..kMaxIndexSetsPerBatch sets.
+Result<std::vector<IndexTokenSet>> ParseIndexTokenSets(std::string_view body);
+
 // {queries: [{conversationId, tokens}, ...], before?, limit?}
 Result<SearchQuery> ParseSearch(std::string_view body);
 

@@ -178,6 +178,11 @@ class CoreService {
   Status PutIndexTokens(const Caller& caller, const std::string& id, const std::string& activity_id,
                         const std::vector<std::string>& tokens);
   Result<SearchPage> MatchTokens(const Caller& caller, const SearchQuery& query);
+  // A batch of puts (1..kMaxIndexSetsPerBatch sets, each as PutIndexTokens), all or nothing: every
+  // set is checked (ids, tokens, its conversation and activity exist, each activity once) before
+  // any is written, and all are written in one transaction. The first bad set's error names its
+  // index ("set 3: ...") and nothing is written.
+  Status PutIndexTokenSets(const Caller& caller, const std::vector<IndexTokenSet>& sets);
 
   // What New() found in the files directory: uploads a previous run did not finish (removed), and
   // blobs it stored but crashed before recording (moved into `<files_dir>/unrecorded/`, never

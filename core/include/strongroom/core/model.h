@@ -32,6 +32,7 @@ inline constexpr std::size_t kMaxIndexTokensPerActivity = 512;
 inline constexpr std::size_t kMaxIndexTokenBytes = 64;        // base64url of an HMAC, padded
 inline constexpr std::size_t kMaxSearchTokens = 32;           // per conversation of a search
 inline constexpr std::size_t kMaxSearchConversations = 1000;  // a search's queries
+inline constexpr std::size_t kMaxIndexSetsPerBatch = 256;     // POST /v1/index/sets
 inline constexpr std::size_t kDeclaredKeysPerConversation = 10000;
 
 // The authenticated caller, from a verified core token: `user_id` is the token's subject and
@@ -128,6 +129,12 @@ struct SearchQuery {
   std::vector<RoomQuery> queries;      // 1..kMaxSearchConversations, each conversation once
   std::optional<std::int64_t> before;  // seq cursor (exclusive): newest matches first
   std::size_t limit = kDefaultPageSize;
+};
+// One activity's token set of a batch put (POST /v1/index/sets): replaces the activity's set.
+struct IndexTokenSet {
+  std::string conversation_id;
+  std::string activity_id;
+  std::vector<std::string> tokens;  // 0..kMaxIndexTokensPerActivity
 };
 struct SearchPage {
   std::vector<IndexMatch> items;  // newest first
