@@ -83,6 +83,12 @@ class Indexerd : public DaemonApplication {
     SR_ASSIGN_OR_RETURN(std::unique_ptr<IndexingPipeline> pipeline,
                         IndexingPipeline::New(kms, core, store, keys, settings.language, log));
     IndexerLoop loop(*pipeline, store, CoreStreamOpener(*core_client), log);
+    // The re-index after a search-key rotation: its own pipeline (a TermExtractor per thread).
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<IndexingPipeline> reindex_pipeline,
+                        IndexingPipeline::New(kms, core, store, keys, settings.language, log));
+    ReindexJob reindex(
+        *reindex_pipeline, store, keys, CoreStreamOpener(*core_client), log,
+        std::chrono::duration_cast<std::chrono::milliseconds>(settings.search_key_check));
     SearchService search(kms, core, store, keys, settings.language);
     KmsHealth kms_health(kms);
     // Compliance searches: the officer's KMS token is verified as the KMS would (the same
@@ -94,14 +100,19 @@ class Indexerd : public DaemonApplication {
     officer_options.client_id = settings.client_id + "-compliance";
     IndexerRoutes routes(
         search, verifier, settings.org,
-        {[&loop] { return loop.state(); }, [&kms_health] { return kms_health.Check(); }},
+        {[&loop] { return loop.state(); }, [&kms_health] { return kms_health.Check(); },
+         [&reindex] { return reindex.progress(); },
+         [&reindex] { return reindex.current_version(); }},
         {&kms_verifier,
          OfficerKmsOverHttps(officer_options, {settings.kms_url, settings.kms_ca_file},
-                             settings.org)});
+                             settings.org)},
+        {static_cast<double>(settings.search_rate_per_s),
+         static_cast<double>(settings.search_rate_burst)});
 
     SR_ASSIGN_OR_RETURN(std::unique_ptr<IndexerServer> server,
                         IndexerServer::Start(settings.listener, routes));
     loop.Start();
+    reindex.Start();
     if (!port_file.empty()) SR_RETURN_IF_ERROR(WritePortFile(port_file, server->port()));
     Log("serving on https://" + settings.listener.host + ":" + std::to_string(server->port()) +
         " for organization " + settings.org + " (language " + settings.language + ")");
@@ -110,6 +121,7 @@ class Indexerd : public DaemonApplication {
     Log("stopping: closing the listener, then the stream");
     server->Stop();
     server.reset();
+    reindex.Stop();
     loop.Stop();
     (void)kms_context->Close();
     Log("stopped at seq " + std::to_string(loop.state().cursor));

@@ -5,6 +5,7 @@
 #include <Poco/Net/SSLManager.h>
 #include <Poco/String.h>
 
+#include <cmath>
 #include <sstream>
 
 #include "strongroom/common/https_server.h"
@@ -94,15 +95,47 @@ Result<SearchRequest> ParseSearchBody(std::string_view body, bool compliance) {
   return request;
 }
 
+SearchRateLimiter::SearchRateLimiter(SearchRateLimit limit) : limit_(std::move(limit)) {}
+
+int SearchRateLimiter::Take(const std::string& user) {
+  constexpr std::size_t kMaxTrackedUsers = 100000;
+  const double now =
+      limit_.now_s
+          ? limit_.now_s()
+          : std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+                .count();
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (buckets_.size() >= kMaxTrackedUsers) {
+    for (auto it = buckets_.begin(); it != buckets_.end();) {
+      it =
+          (now - it->second.at) * limit_.per_s >= limit_.burst ? buckets_.erase(it) : std::next(it);
+    }
+    if (buckets_.size() >= kMaxTrackedUsers) buckets_.clear();  // a flood of users: start over
+  }
+  auto [it, fresh] = buckets_.try_emplace(user, Bucket{limit_.burst, now});
+  Bucket& bucket = it->second;
+  if (!fresh) {
+    bucket.tokens = std::min(limit_.burst, bucket.tokens + (now - bucket.at) * limit_.per_s);
+    bucket.at = now;
+  }
+  if (bucket.tokens >= 1.0) {
+    bucket.tokens -= 1.0;
+    return 0;
+  }
+  return std::max(1, static_cast<int>(std::ceil((1.0 - bucket.tokens) / limit_.per_s)));
+}
+
 IndexerRoutes::IndexerRoutes(SearchService& search, const JwtVerifier& verifier, std::string org,
-                             HealthSource health, ComplianceSearchSupport compliance)
+                             HealthSource health, ComplianceSearchSupport compliance,
+                             SearchRateLimit rate)
     : http::Endpoint("indexerd", "the indexer failed to process the request",
                      http::CodeStyle::kSnakeCase),
       search_(search),
       verifier_(verifier),
       org_(std::move(org)),
       health_(std::move(health)),
-      compliance_(std::move(compliance)) {
+      compliance_(std::move(compliance)),
+      limiter_(std::move(rate)) {
   open_.Add("GET", "/health", [this](Request&) { return Health(); });
   users_.Add("POST", "/v1/search",
              [this](Request& r, const VerifiedJwt& c) { return Search(r, c); });
@@ -126,6 +159,13 @@ Response IndexerRoutes::Serve(Request& request) {
     return Error(ErrorCode::kPermissionDenied,
                  "this indexer serves the users of organization '" + org_ + "' only");
   }
+  if (users_.HasPath(request)) {
+    if (const int wait = limiter_.Take(caller->subject()); wait > 0) {
+      return Response::Refusal(429, "rate_limited",
+                               "too many searches; retry in " + std::to_string(wait) + " s")
+          .With("Retry-After", std::to_string(wait));
+    }
+  }
   return users_.Dispatch(request, *caller);
 }
 
@@ -145,8 +185,23 @@ Response IndexerRoutes::Health() {
   core_json.set("lagMs", stream.lag_ms);
   core_json.set("indexed", stream.indexed);
   core_json.set("skipped", stream.skipped);
+  core_json.set("lagP50Ms", stream.lag_p50_ms);
+  core_json.set("lagP99Ms", stream.lag_p99_ms);
   if (!stream.last_error.empty()) core_json.set("error", stream.last_error);
   json.set("core", core_json);
+  if (health_.search_key_version) json.set("searchKeyVersion", health_.search_key_version());
+  if (health_.reindex) {
+    if (std::optional<JobProgress> job = health_.reindex()) {
+      Object reindex;
+      reindex.set("state", job->state);
+      reindex.set("targetVersion", job->target_version);
+      reindex.set("cursor", job->cursor);
+      reindex.set("endSeq", job->end_seq);
+      reindex.set("done", job->done);
+      reindex.set("total", job->total);
+      json.set("reindex", reindex);
+    }
+  }
   Response response = Response::Json(ok ? 200 : 503, Stringify(json));
   if (!ok) response.With("Retry-After", "1");
   return response;

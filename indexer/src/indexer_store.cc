@@ -30,6 +30,9 @@ std::vector<Migration> IndexerStore::Migrations() {
         "CREATE TABLE jobs (name TEXT PRIMARY KEY, state TEXT NOT NULL, "
         "target_version INTEGER NOT NULL, cursor INTEGER NOT NULL, done INTEGER NOT NULL, "
         "total INTEGER NOT NULL)"}},
+      {2,
+       "a job's end: the stream cursor when the re-index started",
+       {"ALTER TABLE jobs ADD COLUMN end_seq INTEGER NOT NULL DEFAULT 0"}},
   };
 }
 
@@ -129,29 +132,68 @@ Result<std::int64_t> IndexerStore::RoomCount() {
   return static_cast<std::int64_t>(count);
 }
 
+namespace {
+void WriteJob(Session& s, const JobProgress& job) {
+  s << "INSERT INTO jobs (name, state, target_version, cursor, done, total, end_seq) "
+       "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
+       "target_version = excluded.target_version, cursor = excluded.cursor, "
+       "done = excluded.done, total = excluded.total, end_seq = excluded.end_seq",
+      bind(job.name), bind(job.state), bind(static_cast<Int>(job.target_version)),
+      bind(static_cast<Int>(job.cursor)), bind(static_cast<Int>(job.done)),
+      bind(static_cast<Int>(job.total)), bind(static_cast<Int>(job.end_seq)), now;
+}
+}  // namespace
+
 Status IndexerStore::SaveJob(const JobProgress& job) {
   return db_->InTransaction([&](Session& s) -> Status {
-    s << "INSERT INTO jobs (name, state, target_version, cursor, done, total) "
-         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
-         "target_version = excluded.target_version, cursor = excluded.cursor, "
-         "done = excluded.done, total = excluded.total",
-        bind(job.name), bind(job.state), bind(static_cast<Int>(job.target_version)),
-        bind(static_cast<Int>(job.cursor)), bind(static_cast<Int>(job.done)),
-        bind(static_cast<Int>(job.total)), now;
+    WriteJob(s, job);
     return OkStatus();
   });
+}
+
+Status IndexerStore::FinishReindex(const JobProgress& job) {
+  return db_->InTransaction([&](Session& s) -> Status {
+    WriteJob(s, job);
+    const Int version = static_cast<Int>(job.target_version);
+    s << "UPDATE rooms SET search_key_version = ? WHERE search_key_version < ?", bind(version),
+        bind(version), now;
+    return OkStatus();
+  });
+}
+
+Result<std::optional<std::uint32_t>> IndexerStore::OldestRoomVersion() {
+  std::optional<std::uint32_t> oldest;
+  SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
+    std::vector<Int> version;
+    s << "SELECT search_key_version FROM rooms ORDER BY search_key_version LIMIT 1", into(version),
+        now;
+    if (!version.empty()) oldest = static_cast<std::uint32_t>(version[0]);
+    return OkStatus();
+  }));
+  return oldest;
+}
+
+Result<std::int64_t> IndexerStore::ActivitiesIndexed() {
+  Int sum = 0;
+  SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
+    s << "SELECT COALESCE(SUM(activities_indexed), 0) FROM rooms", into(sum), now;
+    return OkStatus();
+  }));
+  return static_cast<std::int64_t>(sum);
 }
 
 Result<std::optional<JobProgress>> IndexerStore::Job(const std::string& name) {
   std::optional<JobProgress> job;
   SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
     std::vector<std::string> state;
-    std::vector<Int> version, cursor, done, total;
-    s << "SELECT state, target_version, cursor, done, total FROM jobs WHERE name = ?", bind(name),
-        into(state), into(version), into(cursor), into(done), into(total), now;
+    std::vector<Int> version, cursor, done, total, end_seq;
+    s << "SELECT state, target_version, cursor, done, total, end_seq FROM jobs WHERE name = ?",
+        bind(name), into(state), into(version), into(cursor), into(done), into(total),
+        into(end_seq), now;
     if (!state.empty()) {
       job = JobProgress{name,      state[0], static_cast<std::uint32_t>(version[0]),
-                        cursor[0], done[0],  total[0]};
+                        cursor[0], done[0],  total[0],
+                        end_seq[0]};
     }
     return OkStatus();
   }));

@@ -29,7 +29,8 @@ Result<std::string> HttpsUrlSetting(const AbstractConfiguration& config, const s
 
 Result<IndexerdSettings> ReadIndexerdSettings(const AbstractConfiguration& config) {
   std::set<std::string> allowed = ListenerSettingKeys(kIndexerWorkers);
-  allowed.insert({"org", "subject", "database", "token_command", "language", "client_id"});
+  allowed.insert({"org", "subject", "database", "token_command", "language", "client_id",
+                  "search_rate_per_s", "search_rate_burst", "search_key_check_s"});
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "indexer", allowed));
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "kms", {"url", "cluster", "ca_file"}));
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "core", {"url", "ca_file"}));
@@ -59,6 +60,14 @@ Result<IndexerdSettings> ReadIndexerdSettings(const AbstractConfiguration& confi
       return Error(ErrorCode::kInvalidArgument, "indexer.client_id must be 1-64 characters");
     }
   }
+  SR_ASSIGN_OR_RETURN(std::uint64_t rate, UnsignedSetting(config, "indexer.search_rate_per_s",
+                                                          out.search_rate_per_s, 1, 10000));
+  out.search_rate_per_s = static_cast<std::uint32_t>(rate);
+  SR_ASSIGN_OR_RETURN(std::uint64_t burst, UnsignedSetting(config, "indexer.search_rate_burst",
+                                                           out.search_rate_burst, 1, 10000));
+  out.search_rate_burst = static_cast<std::uint32_t>(burst);
+  SR_ASSIGN_OR_RETURN(out.search_key_check, DurationSetting(config, "indexer.search_key_check_s",
+                                                            out.search_key_check, 1, 86400));
 
   SR_ASSIGN_OR_RETURN(out.kms_url, HttpsUrlSetting(config, "kms.url", "KMS URL"));
   SR_ASSIGN_OR_RETURN(out.kms_cluster,

@@ -74,20 +74,41 @@ Result<IndexPage> SearchService::SearchIn(const SearchRequest& request, IndexerK
     }
     rooms = {*room};
   }
+  // A room's tokens may be of every version from its stored one (the oldest it may hold: a
+  // re-index after a rotation is not done) to the current one (new activities): one request per
+  // version, since the core takes each conversation once per request.
+  SR_ASSIGN_OR_RETURN(const std::uint32_t current, keys_.CurrentVersion());
+  std::uint32_t oldest = current;
+  for (const Room& room : rooms) oldest = std::min(oldest, room.search_key_version);
   IndexPage page;
   bool more = false;
-  for (std::size_t start = 0; start < rooms.size(); start += kMaxRoomsPerCoreSearch) {
-    const std::size_t end = std::min(rooms.size(), start + kMaxRoomsPerCoreSearch);
-    std::vector<RoomQuery> queries;
-    for (std::size_t i = start; i < end; ++i) {
-      SR_ASSIGN_OR_RETURN(std::shared_ptr<const RoomSearchKey> key,
-                          keys_.RoomKey(rooms[i].conversation_id, rooms[i].search_key_version));
-      queries.push_back({rooms[i].conversation_id, key->Tokens(terms)});
+  for (std::uint32_t version = oldest; version <= current; ++version) {
+    std::vector<const Room*> covered;
+    for (const Room& room : rooms) {
+      if (room.search_key_version <= version) covered.push_back(&room);
     }
-    SR_ASSIGN_OR_RETURN(IndexPage part, core_.Search(queries, request.before, request.limit));
-    page.items.insert(page.items.end(), part.items.begin(), part.items.end());
-    more = more || part.next.has_value();
+    for (std::size_t start = 0; start < covered.size(); start += kMaxRoomsPerCoreSearch) {
+      const std::size_t end = std::min(covered.size(), start + kMaxRoomsPerCoreSearch);
+      std::vector<RoomQuery> queries;
+      for (std::size_t i = start; i < end; ++i) {
+        SR_ASSIGN_OR_RETURN(std::shared_ptr<const RoomSearchKey> key,
+                            keys_.RoomKey(covered[i]->conversation_id, version));
+        queries.push_back({covered[i]->conversation_id, key->Tokens(terms)});
+      }
+      SR_ASSIGN_OR_RETURN(IndexPage part, core_.Search(queries, request.before, request.limit));
+      page.items.insert(page.items.end(), part.items.begin(), part.items.end());
+      more = more || part.next.has_value();
+    }
   }
+  // An activity re-indexed between two of the requests may be found under both versions.
+  std::sort(page.items.begin(), page.items.end(), [](const IndexMatch& a, const IndexMatch& b) {
+    return a.seq != b.seq ? a.seq > b.seq : a.activity_id < b.activity_id;
+  });
+  page.items.erase(std::unique(page.items.begin(), page.items.end(),
+                               [](const IndexMatch& a, const IndexMatch& b) {
+                                 return a.activity_id == b.activity_id;
+                               }),
+                   page.items.end());
   // Each part holds its newest `limit` before `before`: together they hold the newest `limit`.
   std::sort(page.items.begin(), page.items.end(),
             [](const IndexMatch& a, const IndexMatch& b) { return a.seq > b.seq; });

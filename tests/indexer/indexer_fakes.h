@@ -148,22 +148,34 @@ class FakeCore : public IndexerCore {
     conversation_of_[activity.id] = activity.conversation_id;
   }
   void SetAvailable(bool available) { available_ = available; }
-  // Fails the next PUT for `activity_id` with UNAVAILABLE.
+  // Fails the next put request holding `activity_id` with UNAVAILABLE.
   void FailPutOf(const std::string& activity_id) { fail_put_of_ = activity_id; }
   const std::map<std::string, std::vector<std::string>>& sets() const { return sets_; }
 
-  Status PutTokens(const std::string& conversation_id, const std::string& activity_id,
-                   const std::vector<std::string>& tokens) override {
-    if (!available_ || activity_id == fail_put_of_) {
-      fail_put_of_.clear();
-      return Error(ErrorCode::kUnavailable, "the core is down");
+  // All or nothing, as POST /v1/index/sets: one unknown activity refuses the request.
+  Status PutTokenSets(const std::vector<TokenSet>& sets) override {
+    ++requests;
+    if (!available_) return Error(ErrorCode::kUnavailable, "the core is down");
+    for (const TokenSet& set : sets) {
+      if (set.activity_id == fail_put_of_) {
+        fail_put_of_.clear();
+        return Error(ErrorCode::kUnavailable, "the core is down");
+      }
     }
-    if (conversation_of_[activity_id] != conversation_id) {
-      return Error(ErrorCode::kNotFound, "no such activity");
+    if (sets.empty() || sets.size() > kMaxSetsPerPut) {
+      return Error(ErrorCode::kInvalidArgument, "1 to 256 sets");
     }
-    ++puts;
-    ++puts_of[activity_id];
-    sets_[activity_id] = tokens;
+    for (const TokenSet& set : sets) {
+      auto known = conversation_of_.find(set.activity_id);
+      if (known == conversation_of_.end() || known->second != set.conversation_id) {
+        return Error(ErrorCode::kNotFound, "no such activity");
+      }
+    }
+    for (const TokenSet& set : sets) {
+      ++puts;
+      ++puts_of[set.activity_id];
+      sets_[set.activity_id] = set.tokens;
+    }
     return OkStatus();
   }
   Result<IndexPage> Search(const std::vector<RoomQuery>& queries,
@@ -190,7 +202,8 @@ class FakeCore : public IndexerCore {
     return page;
   }
 
-  int puts = 0;
+  int puts = 0;      // sets stored
+  int requests = 0;  // PutTokenSets calls
   std::map<std::string, int> puts_of;
   std::vector<std::vector<RoomQuery>> searched;
 

@@ -72,10 +72,8 @@ class IndexerRoutesTest : public ::testing::Test {
       SR_ASSIGN_OR_RETURN(VerifiedJwt officer, kms_verifier_->Verify(token));
       return kms_.As(officer.subject());
     };
-    routes_ = std::make_unique<IndexerRoutes>(
-        *search_, *verifier_, "acme",
-        HealthSource{[this] { return stream_state_; }, [this] { return kms_.Check(); }},
-        ComplianceSearchSupport{kms_verifier_.get(), open_kms});
+    open_kms_ = open_kms;
+    MakeRoutes({1000, 1000, [this] { return now_s_; }});
     kms_.officers = {kOfficer};
 
     key_a_ = kms_.AddKey(kResourceA);
@@ -83,6 +81,14 @@ class IndexerRoutesTest : public ::testing::Test {
     kms_.Authorize(kAlice, kResourceA);
     kms_.Authorize(kAlice, kResourceB);
     kms_.Authorize(kBob, kResourceA);
+  }
+
+  void MakeRoutes(SearchRateLimit rate) {
+    routes_ = std::make_unique<IndexerRoutes>(
+        *search_, *verifier_, "acme",
+        HealthSource{[this] { return stream_state_; }, [this] { return kms_.Check(); },
+                     [this] { return reindex_; }, [] { return 2u; }},
+        ComplianceSearchSupport{kms_verifier_.get(), open_kms_}, std::move(rate));
   }
 
   std::string Post(const std::string& room, const std::string& key_uri, const std::string& text) {
@@ -157,6 +163,9 @@ class IndexerRoutesTest : public ::testing::Test {
   std::unique_ptr<SearchService> search_;
   std::unique_ptr<IndexerRoutes> routes_;
   IndexerLoop::State stream_state_;
+  std::optional<JobProgress> reindex_;
+  OfficerKmsOpener open_kms_;
+  double now_s_ = 1000;
   std::string key_a_, key_b_;
   std::int64_t seq_ = 0;
 };
@@ -338,6 +347,57 @@ TEST_F(IndexerRoutesTest, HealthTellsTheStreamAndTheKmsAsTheyAre) {
   http::Response stream_down = Call("GET", "/health", "");
   EXPECT_EQ(stream_down.status, 503);
   EXPECT_FALSE(Parse(stream_down.body)->getObject("core")->getValue<bool>("streamConnected"));
+}
+
+TEST_F(IndexerRoutesTest, EachUsersSearchesAreRateLimitedWith429AndRetryAfter) {
+  MakeRoutes({1, 3, [this] { return now_s_; }});  // 1 a second, bursts of 3
+  const std::string post = Post(kRoomA, key_a_, "launch checklist");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Search(kBob, Query("launch")).status, 200) << i;
+  const int searches_before = static_cast<int>(core_.searched.size());
+  http::Response limited = Search(kBob, Query("launch"));
+  EXPECT_EQ(limited.status, 429) << limited.body;
+  EXPECT_EQ(Code(limited), "rate_limited");
+  EXPECT_EQ(limited.content_type.substr(0, 16), "application/json");
+  bool retry_after = false;
+  for (const auto& [name, value] : limited.headers) {
+    if (name == "Retry-After") retry_after = value == "1";
+  }
+  EXPECT_TRUE(retry_after);
+  EXPECT_EQ(static_cast<int>(core_.searched.size()), searches_before);  // nothing was searched
+  // Compliance searches count too (here without the KMS token: refused, but counted).
+  const std::string compliance = "{\"user\":\"bob@acme.test\",\"query\":\"launch\"}";
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Call("POST", "/v1/compliance/search", Token(kOfficer), compliance).status, 401);
+  }
+  EXPECT_EQ(Call("POST", "/v1/compliance/search", Token(kOfficer), compliance).status, 429);
+  // Another user is served meanwhile; a second later bob may search again.
+  EXPECT_EQ(Ids(Search(kAlice, Query("launch"))), std::vector<std::string>{post});
+  now_s_ += 1;
+  EXPECT_EQ(Ids(Search(kBob, Query("launch"))), std::vector<std::string>{post});
+  EXPECT_EQ(Search(kBob, Query("launch")).status, 429);
+  // /health is nobody's search: never limited (503 here: the stream is not connected).
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Call("GET", "/health", "").status, 503);
+}
+
+TEST_F(IndexerRoutesTest, HealthShowsTheReindexJobAndTheLagPercentiles) {
+  stream_state_.stream_connected = true;
+  stream_state_.lag_p50_ms = 12;
+  stream_state_.lag_p99_ms = 340;
+  reindex_ = JobProgress{"reindex", "running", 2, 1042, 300, 1200, 5000};
+  http::Response health = Call("GET", "/health", "");
+  ASSERT_EQ(health.status, 200) << health.body;
+  Object::Ptr json = Parse(health.body);
+  EXPECT_EQ(json->getValue<int>("searchKeyVersion"), 2);
+  EXPECT_EQ(json->getObject("core")->getValue<int>("lagP50Ms"), 12);
+  EXPECT_EQ(json->getObject("core")->getValue<int>("lagP99Ms"), 340);
+  Object::Ptr job = json->getObject("reindex");
+  ASSERT_TRUE(job);
+  EXPECT_EQ(job->getValue<std::string>("state"), "running");
+  EXPECT_EQ(job->getValue<int>("targetVersion"), 2);
+  EXPECT_EQ(job->getValue<int>("cursor"), 1042);
+  EXPECT_EQ(job->getValue<int>("endSeq"), 5000);
+  EXPECT_EQ(job->getValue<int>("done"), 300);
+  EXPECT_EQ(job->getValue<int>("total"), 1200);
 }
 
 }  // namespace

@@ -70,7 +70,7 @@ TEST_F(IndexerStoreTest, RoomsOfResourcesFindsTheSeenOnesAcrossManyResources) {
 TEST_F(IndexerStoreTest, JobProgressIsKept) {
   EXPECT_FALSE(*store_->Job("reindex"));
   ASSERT_TRUE(store_->SaveJob({"reindex", "running", 2, 100, 10, 50}).ok());
-  ASSERT_TRUE(store_->SaveJob({"reindex", "running", 2, 200, 20, 50}).ok());
+  ASSERT_TRUE(store_->SaveJob({"reindex", "running", 2, 200, 20, 50, 900}).ok());
   Reopen();
   std::optional<JobProgress> job = *store_->Job("reindex");
   ASSERT_TRUE(job);
@@ -79,6 +79,22 @@ TEST_F(IndexerStoreTest, JobProgressIsKept) {
   EXPECT_EQ(job->cursor, 200);
   EXPECT_EQ(job->done, 20);
   EXPECT_EQ(job->total, 50);
+  EXPECT_EQ(job->end_seq, 900);
+}
+
+TEST_F(IndexerStoreTest, AFinishedReindexRaisesEveryOlderRoomToItsVersionAtOnce) {
+  EXPECT_FALSE(*store_->OldestRoomVersion());
+  ASSERT_TRUE(store_
+                  ->Commit(5, {{"room-a", "kms://k/resources/a", 1, 3},
+                               {"room-b", "kms://k/resources/b", 2, 4}})
+                  .ok());
+  EXPECT_EQ(*store_->OldestRoomVersion(), 1u);
+  EXPECT_EQ(*store_->ActivitiesIndexed(), 7);
+  ASSERT_TRUE(store_->FinishReindex({"reindex", "done", 2, 5, 7, 7, 5}).ok());
+  Reopen();
+  EXPECT_EQ(*store_->OldestRoomVersion(), 2u);
+  EXPECT_EQ((*store_->RoomOf("room-a"))->search_key_version, 2u);
+  EXPECT_EQ((*store_->Job("reindex"))->state, "done");
 }
 
 }  // namespace

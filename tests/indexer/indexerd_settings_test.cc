@@ -51,6 +51,21 @@ TEST(IndexerdSettingsTest, ReadsSettingsWithDefaultsAndTheIndexerAudience) {
   EXPECT_EQ(settings->kms_cluster, "kms://kms.acme.test");
   EXPECT_EQ(settings->core_url, "https://core.acme.test:9443");
   EXPECT_EQ(settings->jwt.audience, "indexer");  // never kms or core tokens
+  EXPECT_EQ(settings->search_rate_per_s, 10u);
+  EXPECT_EQ(settings->search_rate_burst, 20u);
+  EXPECT_EQ(settings->search_key_check, std::chrono::seconds(300));
+}
+
+TEST(IndexerdSettingsTest, TakesTheSearchRateAndTheSearchKeyCheckPeriod) {
+  Config config = Valid();
+  config->setString("indexer.search_rate_per_s", "3");
+  config->setString("indexer.search_rate_burst", "7");
+  config->setString("indexer.search_key_check_s", "1");
+  auto settings = ReadIndexerdSettings(*config);
+  ASSERT_TRUE(settings.ok()) << settings.error().ToString();
+  EXPECT_EQ(settings->search_rate_per_s, 3u);
+  EXPECT_EQ(settings->search_rate_burst, 7u);
+  EXPECT_EQ(settings->search_key_check, std::chrono::seconds(1));
 }
 
 TEST(IndexerdSettingsTest, TakesAnotherLanguageAndListener) {
@@ -83,6 +98,11 @@ TEST(IndexerdSettingsTest, RefusesWhatIsMissingMisspeltOrWrong) {
            {"indexer.token_command", "/usr/local/bin/token", "{audience}"},
            {"indexer.subject", "indexer@globex.test", "not a user of organization"},
            {"indexer.max_connections", "2", "indexer.max_connections"},
+           {"indexer.search_rate_per_s", "0", "indexer.search_rate_per_s"},
+           {"indexer.search_rate_per_s", "10001", "indexer.search_rate_per_s"},
+           {"indexer.search_rate_burst", "0", "indexer.search_rate_burst"},
+           {"indexer.search_key_check_s", "0", "indexer.search_key_check_s"},
+           {"indexer.search_key_check_s", "86401", "indexer.search_key_check_s"},
            {"kms.url", "http://kms.acme.test", "kms.url"},
            {"kms.url", "https://kms.acme.test/path", "kms.url"},
            {"kms.cluster", "https://kms.acme.test", "kms.cluster"},

@@ -20,9 +20,13 @@
 #include <Poco/Net/SSLManager.h>
 #include <Poco/Process.h>
 #include <Poco/StreamCopier.h>
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -62,6 +66,8 @@ using strongroom::testing::kSoftHsmModule;
 using strongroom::testing::MakeTestTls;
 using strongroom::testing::SoftHsmSandbox;
 using strongroom::testing::TestDir;
+using strongroom::testing::Tool;
+using strongroom::testing::ToolRun;
 using strongroom::testing::ToolSteps;
 namespace fs = std::filesystem;
 
@@ -178,6 +184,19 @@ HttpAnswer Https(std::uint16_t port, const std::string& method, const std::strin
   }
 }
 
+// A free TCP port on 127.0.0.1 (for a listener whose port the daemon does not report).
+std::uint16_t FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t size = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
 Object::Ptr Parse(const std::string& text) {
   try {
     return Poco::JSON::Parser().parse(text).extract<Object::Ptr>();
@@ -277,12 +296,19 @@ class IndexerdTest : public ::testing::Test {
 
   bool StartKmsd() {
     const std::string d = env().dir().string();
+    // The operations listener, for kmsctl ops (a port of its own: kmsd reports only the other).
+    ops_token_ = path("ops.token").string();
+    std::ofstream(ops_token_) << std::string(64, 'e') << "\n";
+    ::chmod(ops_token_.c_str(), 0600);
+    ops_port_ = FreePort();
     std::ofstream(path("kms.ini"))
         << env().hsm_section() << "[kms]\nhost = " << kKmsHost
         << "\ndatabase = " << path("kms.db").string() << "\nlisten = 127.0.0.1:0\ntls_cert = " << d
         << "/tls.pem\ntls_key = " << d << "/tls.key\nidentity_chain = " << d
-        << "/identity.pem\n[relay]\nurl = https://127.0.0.1:" << cored_.port()
-        << "\nca_file = " << d << "/ca.pem\ntoken_file = " << relay_token_
+        << "/identity.pem\n[ops]\nlisten = 127.0.0.1:" << ops_port_ << "\ntls_cert = " << d
+        << "/tls.pem\ntls_key = " << d << "/tls.key\ntoken_file = " << ops_token_
+        << "\n[relay]\nurl = https://127.0.0.1:" << cored_.port() << "\nca_file = " << d
+        << "/ca.pem\ntoken_file = " << relay_token_
         << "\nconnections = 2\n[jwt]\nissuers = acme, globex\nskew_s = 0\n"
         << JwtSections();
     const bool started = kmsd_.Start(
@@ -432,8 +458,20 @@ class IndexerdTest : public ::testing::Test {
     return counts;
   }
 
+  // kmsctl ops ... against kmsd's operations listener.
+  ToolRun Kmsctl(std::vector<std::string> args) {
+    const std::vector<std::string> flags = {
+        "--url",        "https://127.0.0.1:" + std::to_string(ops_port_),
+        "--ca",         env().ca(),
+        "--token-file", ops_token_};
+    args.insert(args.end(), flags.begin(), flags.end());
+    return Tool(KMSCTL_PATH, args);
+  }
+
   std::unique_ptr<TestDir> dir_;
   std::string relay_token_;
+  std::string ops_token_;
+  std::uint16_t ops_port_ = 0;
   DaemonProcess cored_, kmsd_, indexerd_;
   std::vector<std::unique_ptr<User>> users_;
 };
@@ -627,6 +665,112 @@ TEST_F(IndexerdTest, KilledMidBurstAndRestartedItIndexesEveryActivityExactlyOnce
   EXPECT_EQ(Found(kBob, "burst message").size(), 50u);  // the first page of a default search
   const std::string number = "number " + std::to_string(kPosts / 2);
   EXPECT_EQ(Found(kBob, number), std::vector<std::string>{posts[kPosts / 2].id});
+}
+
+TEST_F(IndexerdTest, ASearchKeyRotationReindexesEverythingAndSearchFindsItThroughout) {
+  // indexerd asks the KMS for the current search key version every second.
+  ASSERT_EQ(indexerd_.Stop(SIGTERM), 0);
+  std::ofstream(path("indexer.ini"), std::ios::app) << "[indexer]\nsearch_key_check_s = 1\n";
+  ASSERT_TRUE(StartIndexerd());
+  User* alice = As(kAlice);
+  ASSERT_TRUE(alice);
+  auto room = alice->sdk->Create("", {kBob});
+  ASSERT_TRUE(room.ok());
+  constexpr int kPosts = 120;
+  std::vector<std::string> ids;
+  std::int64_t last_seq = 0;
+  for (int i = 0; i < kPosts; ++i) {
+    auto post = alice->sdk->Send(room->id, "rotation message number " + std::to_string(i));
+    ASSERT_TRUE(post.ok()) << post.error().ToString();
+    ids.push_back(post->id);
+    last_seq = post->seq;
+  }
+  std::sort(ids.begin(), ids.end());
+  ASSERT_TRUE(IndexedUpTo(last_seq));
+  const auto all_found = [&] {
+    HttpAnswer answer = Search(kBob, "rotation message", "\"limit\":200");
+    std::vector<std::string> found;
+    Object::Ptr json = Parse(answer.body);
+    if (answer.status != 200 || !json) return found;
+    auto items = json->getArray("items");
+    for (std::size_t i = 0; i < items->size(); ++i) {
+      found.push_back(
+          items->getObject(static_cast<unsigned>(i))->getValue<std::string>("activityId"));
+    }
+    std::sort(found.begin(), found.end());
+    return found;
+  };
+  ASSERT_EQ(all_found(), ids);  // before
+
+  // The core's store as the indexer sees it: which activities a version's token of a word finds.
+  client::KmsContextOptions options;
+  options.client_id = "indexerd-test-as-indexer";
+  options.kms_token = client::StaticToken(env().Token(kIndexer, "kms"));
+  options.trust = {kCluster, env().ca()};
+  auto as_indexer = KmsContext::OverHttps(
+      options, {"https://127.0.0.1:" + std::to_string(kmsd_.port()), env().ca()});
+  ASSERT_TRUE(as_indexer.ok());
+  auto core_as_indexer =
+      CoreClient::New({"https://127.0.0.1:" + std::to_string(cored_.port()), env().ca(),
+                       client::StaticToken(env().Token(kIndexer, "core"))});
+  ASSERT_TRUE(core_as_indexer.ok());
+  const auto stored_under = [&](std::uint32_t version) -> std::size_t {
+    auto key = (*as_indexer)->RetrieveSearchKey("acme", version);
+    EXPECT_TRUE(key.ok()) << key.error().ToString();
+    if (!key.ok()) return 0;
+    auto room_key = RoomSearchKey::Derive(key->key, room->id, version);
+    EXPECT_TRUE(room_key.ok());
+    auto page = (*core_as_indexer)->SearchIndex({{room->id, {room_key->Token("rotat")}}}, {}, 200);
+    EXPECT_TRUE(page.ok()) << page.error().ToString();
+    return page.ok() ? page->items.size() : 0;
+  };
+  ASSERT_EQ(stored_under(1), static_cast<std::size_t>(kPosts));
+
+  // The operator rotates. indexerd notices within a second and starts the job; it is killed
+  // without warning as soon as /health shows the job, and started again.
+  ToolRun rotated = Kmsctl({"ops", "rotate-search-key", "--org", "acme"});
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.err;
+  const auto job_state = [&]() -> std::string {
+    Object::Ptr json = Parse(Https(indexerd_.port(), "GET", "/health").body);
+    if (!json || !json->getObject("reindex")) return "";
+    return json->getObject("reindex")->getValue<std::string>("state");
+  };
+  auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while (job_state().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_FALSE(job_state().empty()) << "indexerd did not start a re-index";
+  EXPECT_EQ(all_found(), ids);  // during
+  EXPECT_EQ(indexerd_.Stop(SIGKILL), -SIGKILL);
+  ASSERT_TRUE(StartIndexerd());
+  EXPECT_EQ(all_found(), ids);  // during, or after if it was done
+  // A post made after the rotation is indexed with the new version.
+  auto late = alice->sdk->Send(room->id, "rotation message late");
+  ASSERT_TRUE(late.ok());
+  ids.push_back(late->id);
+  std::sort(ids.begin(), ids.end());
+  ASSERT_TRUE(IndexedUpTo(late->seq));
+  deadline = std::chrono::steady_clock::now() + kPatience;
+  while (job_state() != "done" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(job_state(), "done") << Https(indexerd_.port(), "GET", "/health").body;
+
+  // After: search finds everything, the core holds every post under version 2 and none under
+  // version 1, each post with exactly its one set, and the log told the job's progress.
+  EXPECT_EQ(all_found(), ids);
+  EXPECT_EQ(stored_under(1), 0u);
+  EXPECT_EQ(stored_under(2), static_cast<std::size_t>(kPosts + 1));
+  const std::map<std::int64_t, std::int64_t> counts = TokensPerActivity();
+  for (const auto& [seq, tokens] : counts) EXPECT_EQ(tokens, 8) << "seq " << seq;
+  Object::Ptr health = Parse(Https(indexerd_.port(), "GET", "/health").body);
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->getValue<int>("searchKeyVersion"), 2);
+  EXPECT_EQ(health->getObject("reindex")->getValue<int>("targetVersion"), 2);
+  const std::string log = ReadFile(path("indexerd.log"));
+  EXPECT_NE(log.find("re-index to search key version 2 started"), std::string::npos) << log;
+  EXPECT_NE(log.find("re-index to search key version 2 done"), std::string::npos) << log;
+  EXPECT_EQ(log.find("rotation"), std::string::npos);
 }
 
 TEST_F(IndexerdTest, CoredsFilesHoldNoWordNoStemAndNoKeyAfterIndexing) {

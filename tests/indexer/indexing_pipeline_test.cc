@@ -6,12 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "../support/test_dir.h"
 #include "indexer_fakes.h"
 #include "strongroom/client/content.h"
 #include "strongroom/indexer/decoy_padding.h"
+#include "strongroom/indexer/search_service.h"
 
 namespace strongroom::indexer {
 namespace {
@@ -138,19 +141,52 @@ TEST_F(IndexingPipelineTest, AnActivityAtOrBeforeTheCursorIsNotPutAgain) {
   EXPECT_EQ(*store_->Cursor(), two.seq);
 }
 
-TEST_F(IndexingPipelineTest, ACoreFailureMidBatchCommitsWhatWasPutAndResumesAfterIt) {
+TEST_F(IndexingPipelineTest, ABatchIsPutInRequestsOfAtMost256Sets) {
   std::vector<client::Activity> batch;
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < 600; ++i) {
+    batch.push_back(
+        Make("post", i % 2 ? kRoomA : kRoomB, i % 2 ? key_a_ : key_b_, "word" + std::to_string(i)));
+  }
+  Result<BatchResult> done = pipeline_->Process(batch);
+  ASSERT_TRUE(done.ok()) << done.error().ToString();
+  EXPECT_EQ(done->indexed, 600u);
+  EXPECT_EQ(core_.requests, 3);  // 256 + 256 + 88, not 600 requests
+  for (const client::Activity& activity : batch) EXPECT_EQ(core_.puts_of.at(activity.id), 1);
+  EXPECT_EQ(*store_->Cursor(), batch.back().seq);
+  EXPECT_EQ((*store_->RoomOf(kRoomA))->activities_indexed, 300);
+}
+
+TEST_F(IndexingPipelineTest, ACoreFailureMidBatchCommitsTheRequestsPutAndResumesAfterThem) {
+  std::vector<client::Activity> batch;
+  for (int i = 0; i < 300; ++i) {
     batch.push_back(Make("post", kRoomA, key_a_, "word" + std::to_string(i)));
-  core_.FailPutOf(batch[2].id);
+  }
+  core_.FailPutOf(batch[280].id);  // in the second request
   Result<BatchResult> failed = pipeline_->Process(batch);
   ASSERT_FALSE(failed.ok());
   EXPECT_EQ(failed.error().code(), ErrorCode::kUnavailable);
-  EXPECT_EQ(*store_->Cursor(), batch[1].seq);
+  EXPECT_EQ(*store_->Cursor(), batch[255].seq);  // the first request's 256 sets were put
+  EXPECT_EQ(core_.puts_of.count(batch[256].id), 0u);
   ASSERT_TRUE(pipeline_->Process(batch).ok());  // the stream reopened from the cursor
   for (const client::Activity& activity : batch) EXPECT_EQ(core_.puts_of.at(activity.id), 1);
-  EXPECT_EQ(*store_->Cursor(), batch[4].seq);
-  EXPECT_EQ((*store_->RoomOf(kRoomA))->activities_indexed, 5);
+  EXPECT_EQ(*store_->Cursor(), batch.back().seq);
+  EXPECT_EQ((*store_->RoomOf(kRoomA))->activities_indexed, 300);
+}
+
+TEST_F(IndexingPipelineTest, ASetTheCoreRefusesIsSkippedAndTheOthersOfItsRequestArePut) {
+  const client::Activity one = Make("post", kRoomA, key_a_, "alpha");
+  client::Activity unknown = Make("post", kRoomA, key_a_, "beta");
+  unknown.id = "act-the-core-does-not-know";  // the core answers 404 for it
+  const client::Activity three = Make("post", kRoomA, key_a_, "gamma");
+  Result<BatchResult> done = pipeline_->Process({one, unknown, three});
+  ASSERT_TRUE(done.ok()) << done.error().ToString();
+  EXPECT_EQ(done->indexed, 2u);
+  EXPECT_EQ(done->skipped, 1u);
+  EXPECT_TRUE(Holds(one.id, TokenOf(kRoomA, "alpha")));
+  EXPECT_TRUE(Holds(three.id, TokenOf(kRoomA, "gamma")));
+  EXPECT_EQ(*store_->Cursor(), three.seq);
+  ASSERT_EQ(log_.size(), 1u);
+  EXPECT_NE(log_[0].find("the core refused its tokens (NOT_FOUND)"), std::string::npos) << log_[0];
 }
 
 TEST_F(IndexingPipelineTest, AKmsOutageStopsTheBatchWithoutMovingTheCursor) {
@@ -272,8 +308,195 @@ TEST_F(IndexingPipelineTest, TheLoopFollowsTheStreamFromTheCursorAndReopensAfter
   std::lock_guard<std::mutex> lock(mutex);
   ASSERT_GE(opened_at.size(), 2u);
   EXPECT_EQ(opened_at[0], 0);
-  EXPECT_EQ(opened_at[1], all[1].seq);  // reopened from the cursor committed before the failure
+  EXPECT_EQ(opened_at[1], 0);  // the failed batch's request put nothing: reopened from 0
   for (const client::Activity& activity : all) EXPECT_EQ(core_.puts_of.at(activity.id), 1);
+}
+
+// A stream that gives the activities after its cursor one at a time, and after `give` of them
+// nothing more (a job that is then stopped), or fails (`fail`: a job that then resumes).
+class TrickleStream : public ActivityStream {
+ public:
+  TrickleStream(std::vector<client::Activity> activities, std::size_t give, bool fail)
+      : activities_(std::move(activities)), give_(give), fail_(fail) {}
+  Result<std::vector<client::Activity>> Next(std::chrono::milliseconds patience) override {
+    if (next_ < activities_.size() && next_ < give_) return std::vector{activities_[next_++]};
+    if (fail_ && next_ < activities_.size()) {
+      return Error(ErrorCode::kUnavailable, "the stream broke");
+    }
+    std::this_thread::sleep_for(std::min(patience, std::chrono::milliseconds(10)));
+    return std::vector<client::Activity>();
+  }
+
+ private:
+  std::vector<client::Activity> activities_;
+  std::size_t next_ = 0;
+  const std::size_t give_;
+  const bool fail_;
+};
+
+class ReindexTest : public IndexingPipelineTest {
+ protected:
+  // Opens the stream from a cursor over `all_`; the first opening gives `give` activities, then
+  // stops (`fail` false) or breaks (`fail` true); later ones give everything.
+  StreamOpener Opener(std::size_t give, bool fail) {
+    return [this, give, fail](std::int64_t cursor) -> Result<std::unique_ptr<ActivityStream>> {
+      std::lock_guard<std::mutex> lock(mutex_);
+      opened_at_.push_back(cursor);
+      std::vector<client::Activity> after;
+      for (const client::Activity& a : all_) {
+        if (a.seq > cursor) after.push_back(a);
+      }
+      const bool first = opened_at_.size() == 1;
+      return std::unique_ptr<ActivityStream>(
+          new TrickleStream(after, first ? give : after.size(), first && fail));
+    };
+  }
+  template <typename Predicate>
+  bool WaitFor(Predicate done) {
+    for (int i = 0; i < 1000; ++i) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+  // The activity ids bob's search for `query` finds (the query path, over the fakes).
+  std::vector<std::string> Found(SearchService& search, const std::string& query) {
+    SearchRequest request;
+    request.user = "bob@acme.test";
+    request.query = query;
+    request.limit = 200;
+    Result<IndexPage> page = search.Search(request);
+    EXPECT_TRUE(page.ok()) << page.error().ToString();
+    std::vector<std::string> ids;
+    if (page.ok()) {
+      for (const IndexMatch& match : page->items) ids.push_back(match.activity_id);
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+  std::vector<std::string> Ids(const std::vector<client::Activity>& activities) {
+    std::vector<std::string> ids;
+    for (const client::Activity& a : activities) ids.push_back(a.id);
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+  // Whether any stored set holds a token of version `version` for `term` in either room.
+  bool AnySetHolds(std::uint32_t version, const std::string& term) {
+    const std::string a = RoomSearchKey::Derive(kms_.OrgKey(version), kRoomA, version)->Token(term);
+    const std::string b = RoomSearchKey::Derive(kms_.OrgKey(version), kRoomB, version)->Token(term);
+    for (const auto& [activity, tokens] : core_.sets()) {
+      for (const std::string& token : tokens) {
+        if (token == a || token == b) return true;
+      }
+    }
+    return false;
+  }
+
+  std::mutex mutex_;
+  std::vector<std::int64_t> opened_at_;
+  std::vector<client::Activity> all_;
+};
+
+TEST_F(ReindexTest, ARotationReindexesEverythingResumablyAndSearchNeverMisses) {
+  kms_.Authorize("bob@acme.test", kResourceA);
+  kms_.Authorize("bob@acme.test", kResourceB);
+  for (int i = 0; i < 12; ++i) {
+    all_.push_back(Make("post", i % 2 ? kRoomA : kRoomB, i % 2 ? key_a_ : key_b_,
+                        "launch plan " + std::to_string(i)));
+  }
+  ASSERT_TRUE(pipeline_->Process(all_).ok());
+  SearchService search(kms_, core_, *store_, keys_, "english");
+  const std::vector<std::string> everything = Ids(all_);
+  ASSERT_EQ(Found(search, "launch"), everything);
+  ASSERT_TRUE(AnySetHolds(1, "launch"));
+
+  // The operator rotates: version 2. The job notices it at its first check, and stops after 5
+  // activities (indexerd stopped part-way).
+  kms_.current_version = 2;
+  auto reindex_pipeline = MakePipeline(*store_, keys_);
+  {
+    ReindexJob job(
+        *reindex_pipeline, *store_, keys_, Opener(5, /*fail=*/false),
+        [this](const std::string& line) { log_.push_back(line); }, std::chrono::milliseconds(50));
+    job.Start();
+    ASSERT_TRUE(WaitFor([&] { return job.progress() && job.progress()->done == 5; }));
+    job.Stop();
+    EXPECT_EQ(job.current_version(), 2u);
+  }
+  std::optional<JobProgress> saved = *store_->Job(ReindexJob::kName);
+  ASSERT_TRUE(saved);
+  EXPECT_EQ(saved->state, "running");
+  EXPECT_EQ(saved->target_version, 2u);
+  EXPECT_EQ(saved->cursor, all_[4].seq);
+  EXPECT_EQ(saved->end_seq, all_.back().seq);
+  EXPECT_EQ(saved->total, 12);
+  // Meanwhile: half the sets are of version 2, half of version 1, and a new post is indexed with
+  // version 2 at once; search finds every one of them.
+  EXPECT_TRUE(AnySetHolds(1, "launch"));
+  EXPECT_TRUE(AnySetHolds(2, "launch"));
+  all_.push_back(Make("post", kRoomA, key_a_, "launch day"));
+  ASSERT_TRUE(pipeline_->Process({all_.back()}).ok());
+  EXPECT_TRUE(
+      Holds(all_.back().id, RoomSearchKey::Derive(kms_.OrgKey(2), kRoomA, 2)->Token("day")));
+  EXPECT_EQ(Found(search, "launch"), Ids(all_));
+  EXPECT_EQ(Found(search, "plan 7"), std::vector<std::string>{all_[7].id});
+  EXPECT_EQ((*store_->RoomOf(kRoomA))->search_key_version, 1u);  // not done yet
+
+  // indexerd restarted: a new job object resumes from the saved cursor; its stream breaks once
+  // more after 2 activities, and it resumes again from where it was.
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    opened_at_.clear();
+  }
+  ReindexJob job(
+      *reindex_pipeline, *store_, keys_, Opener(2, /*fail=*/true),
+      [this](const std::string& line) { log_.push_back(line); }, std::chrono::milliseconds(50));
+  job.Start();
+  ASSERT_TRUE(WaitFor([&] { return job.progress() && job.progress()->state == "done"; }));
+  job.Stop();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ASSERT_GE(opened_at_.size(), 2u);
+    EXPECT_EQ(opened_at_[0], all_[4].seq);
+    EXPECT_EQ(opened_at_[1], all_[6].seq);
+  }
+  // After: every set is of version 2, the old tokens are gone from the core, every room is of
+  // version 2, and search finds everything (with one request to the core).
+  EXPECT_FALSE(AnySetHolds(1, "launch"));
+  EXPECT_FALSE(AnySetHolds(1, "plan"));
+  EXPECT_TRUE(AnySetHolds(2, "launch"));
+  EXPECT_EQ((*store_->RoomOf(kRoomA))->search_key_version, 2u);
+  EXPECT_EQ((*store_->RoomOf(kRoomB))->search_key_version, 2u);
+  EXPECT_EQ(job.progress()->done, 12);
+  EXPECT_EQ(*store_->Cursor(), all_.back().seq);  // the stream's cursor is the loop's, untouched
+  core_.searched.clear();
+  EXPECT_EQ(Found(search, "launch"), Ids(all_));
+  EXPECT_EQ(core_.searched.size(), 1u);
+  // The progress was logged, with no word.
+  bool started = false, done = false;
+  for (const std::string& line : log_) {
+    started = started || line.find("re-index to search key version 2 started") == 0;
+    done = done || line.find("re-index to search key version 2 done: 12 activities") == 0;
+    EXPECT_EQ(line.find("launch"), std::string::npos) << line;
+  }
+  EXPECT_TRUE(started);
+  EXPECT_TRUE(done);
+}
+
+TEST_F(ReindexTest, NoJobWhileEveryRoomIsOfTheCurrentVersion) {
+  all_.push_back(Make("post", kRoomA, key_a_, "alpha"));
+  ASSERT_TRUE(pipeline_->Process(all_).ok());
+  auto reindex_pipeline = MakePipeline(*store_, keys_);
+  ReindexJob job(
+      *reindex_pipeline, *store_, keys_, Opener(100, false), [](const std::string&) {},
+      std::chrono::milliseconds(20));
+  job.Start();
+  ASSERT_TRUE(WaitFor([&] { return job.current_version() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a few checks
+  job.Stop();
+  EXPECT_FALSE(job.progress());
+  std::lock_guard<std::mutex> lock(mutex_);
+  EXPECT_TRUE(opened_at_.empty());
 }
 
 }  // namespace

@@ -52,9 +52,8 @@ class KmsContextIndexerKms : public IndexerKms {
 class CoreClientIndexerCore : public IndexerCore {
  public:
   explicit CoreClientIndexerCore(client::CoreClient& core) : core_(core) {}
-  Status PutTokens(const std::string& conversation_id, const std::string& activity_id,
-                   const std::vector<std::string>& tokens) override {
-    return core_.PutIndexTokens(conversation_id, activity_id, tokens);
+  Status PutTokenSets(const std::vector<TokenSet>& sets) override {
+    return core_.PutIndexTokenSets(sets);
   }
   Result<IndexPage> Search(const std::vector<RoomQuery>& queries,
                            std::optional<std::int64_t> before, std::size_t limit) override {

@@ -47,14 +47,17 @@ using OfficerKmsOpener =
 using RoomQuery = client::IndexSearchQuery;
 using IndexMatch = client::IndexSearchMatch;
 using IndexPage = client::IndexSearchPage;
+using TokenSet = client::IndexTokenSet;
+// The core's maximum of sets in one POST /v1/index/sets (docs/api/core.md).
+inline constexpr std::size_t kMaxSetsPerPut = 256;
 
 // The core's index store, as the indexer's identity uses it.
 class IndexerCore {
  public:
   virtual ~IndexerCore() = default;
-  // PUT /v1/index/{conversation}/{activity}: replaces the activity's set.
-  virtual Status PutTokens(const std::string& conversation_id, const std::string& activity_id,
-                           const std::vector<std::string>& tokens) = 0;
+  // POST /v1/index/sets: 1-kMaxSetsPerPut activities' sets, each replacing its activity's, all
+  // or nothing (one bad set refuses them all: INVALID_ARGUMENT, NOT_FOUND).
+  virtual Status PutTokenSets(const std::vector<TokenSet>& sets) = 0;
   // POST /v1/index/search (1-1000 queries).
   virtual Result<IndexPage> Search(const std::vector<RoomQuery>& queries,
                                    std::optional<std::int64_t> before, std::size_t limit) = 0;

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "strongroom/common/error.h"
 #include "strongroom/common/http_router.h"
@@ -48,13 +50,43 @@ struct ComplianceSearchSupport {
 struct HealthSource {
   std::function<IndexerLoop::State()> stream;
   std::function<Status()> kms;  // cached by the caller as it likes
+  // The re-index job's progress and the current search key version (optional).
+  std::function<std::optional<JobProgress>()> reindex = {};
+  std::function<std::uint32_t()> search_key_version = {};
+};
+
+// Each user's searches (/v1/search and /v1/compliance/search, by the token's subject): a token
+// bucket of `burst` refilled at `per_s` a second; beyond it 429 rate_limited with Retry-After.
+struct SearchRateLimit {
+  double per_s = 10;
+  double burst = 20;
+  std::function<double()> now_s = {};  // seconds, monotonic; steady_clock when empty (tests)
+};
+
+// The per-user token buckets of SearchRateLimit. Thread-safe; at most 100,000 users tracked (the
+// ones whose bucket is full again are forgotten first).
+class SearchRateLimiter {
+ public:
+  explicit SearchRateLimiter(SearchRateLimit limit);
+  // 0 when the search may go on; otherwise the whole seconds to wait (at least 1).
+  int Take(const std::string& user);
+
+ private:
+  struct Bucket {
+    double tokens;
+    double at;
+  };
+  const SearchRateLimit limit_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Bucket> buckets_;
 };
 
 // The routes without a socket (tests call http::Answer on them). All must outlive it.
 class IndexerRoutes : public http::Endpoint {
  public:
   IndexerRoutes(SearchService& search, const JwtVerifier& verifier, std::string org,
-                HealthSource health, ComplianceSearchSupport compliance = {});
+                HealthSource health, ComplianceSearchSupport compliance = {},
+                SearchRateLimit rate = {});
   http::Response Serve(http::Request& request) override;
 
  private:
@@ -68,6 +100,7 @@ class IndexerRoutes : public http::Endpoint {
   const std::string org_;
   HealthSource health_;
   ComplianceSearchSupport compliance_;
+  SearchRateLimiter limiter_;
   http::Routes<> open_{"no such endpoint"};
   http::Routes<const VerifiedJwt&> users_{"no such endpoint"};
 };

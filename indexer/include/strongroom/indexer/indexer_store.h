@@ -34,9 +34,10 @@ struct JobProgress {
   std::string name;   // "reindex"
   std::string state;  // "running", "done"
   std::uint32_t target_version = 0;
-  std::int64_t cursor = 0;  // the last seq done
-  std::int64_t done = 0;
-  std::int64_t total = 0;
+  std::int64_t cursor = 0;   // the last seq done
+  std::int64_t done = 0;     // activities re-indexed
+  std::int64_t total = 0;    // activities indexed when it started (what it will about redo)
+  std::int64_t end_seq = 0;  // the stream cursor when it started: it is done past this seq
 };
 
 class IndexerStore {
@@ -64,6 +65,14 @@ class IndexerStore {
   // The rooms of these KMS resources that the indexer has seen, in conversation id order.
   Result<std::vector<Room>> RoomsOfResources(const std::vector<std::string>& resource_uris);
   Result<std::int64_t> RoomCount();
+
+  // The lowest search key version of any room (nullopt when there is no room).
+  Result<std::optional<std::uint32_t>> OldestRoomVersion();
+  // The activities indexed in all rooms (the sum of their counts).
+  Result<std::int64_t> ActivitiesIndexed();
+  // A re-index finished: the job saved as `job` (state "done") and every room of an older
+  // version set to `job.target_version`, in one transaction.
+  Status FinishReindex(const JobProgress& job);
 
   Status SaveJob(const JobProgress& job);
   Result<std::optional<JobProgress>> Job(const std::string& name);

@@ -16,6 +16,10 @@
 //   max_connections = 64                       ; optional: requests served at once (4-4096)
 //   max_open_connections = 4096                ; optional: the listener's (listener_settings.h)
 //   max_connections_per_peer = 256             ; optional: likewise
+//   search_rate_per_s = 10                     ; optional: each user's searches a second (1-10000)
+//   search_rate_burst = 20                     ; optional: and at once (1-10000)
+//   search_key_check_s = 300                   ; optional: how often the KMS is asked for a new
+//                                              ; search key version (1-86400)
 //
 //   [kms]
 //   url = https://kms.acme.example:8443        ; the KMS, reached directly (the security realm)
@@ -33,6 +37,7 @@
 
 #include <Poco/Util/AbstractConfiguration.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -51,6 +56,9 @@ struct IndexerdSettings {
   std::string token_command;  // with "{audience}" where the audience goes
   std::string language = "english";
   std::string client_id = "indexerd";
+  std::uint32_t search_rate_per_s = 10;
+  std::uint32_t search_rate_burst = 20;
+  std::chrono::seconds search_key_check{300};
   std::string kms_url;
   std::string kms_cluster;
   std::string kms_ca_file;

@@ -7,8 +7,11 @@
 //      asked by the organization's indexer about a user of its organization), to the rooms the
 //      indexer has indexed for those resources (IndexerStore); with `room`, that room only, and
 //      PERMISSION_DENIED when it is not among them (one answer whether the room exists or not);
-//   3. each room's tokens for the terms (RoomSearchKey of the room's version), the core's index
-//      search (at most 1,000 rooms per core request; more are asked in several and merged);
+//   3. each room's tokens for the terms (RoomSearchKey of every version from the room's stored
+//      one to the current one: while a re-index after a search-key rotation is not done, a room
+//      holds tokens of both), the core's index search (one request per version, at most 1,000
+//      rooms per core request; more are asked in several and merged, an activity found twice
+//      kept once);
 //   4. the matches, newest first: {conversationId, activityId, seq}, with `next` for paging.
 // The client fetches the activities, decrypts them, drops false positives and builds snippets.
 #ifndef STRONGROOM_INDEXER_SEARCH_SERVICE_H_
