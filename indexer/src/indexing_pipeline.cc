@@ -396,12 +396,11 @@ void IndexerLoop::Run() {
         continue;
       }
       // What else came meanwhile, for a bounded time and size: one batch, fewer puts.
+      // (Each wait is a whole kGather, not what is left of it: a read that times out in the
+      // middle of a frame costs a reconnection from the cursor.)
       const auto gather_end = std::chrono::steady_clock::now() + kGather;
-      while (batch->size() < kMaxBatch && !stop_) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            gather_end - std::chrono::steady_clock::now());
-        if (left.count() <= 0) break;
-        Result<std::vector<client::Activity>> more = stream->Next(left);
+      while (batch->size() < kMaxBatch && !stop_ && std::chrono::steady_clock::now() < gather_end) {
+        Result<std::vector<client::Activity>> more = stream->Next(kGather);
         if (!more.ok()) {
           failed = more.error();
           break;

@@ -172,8 +172,8 @@ class IndexerLoop {
     std::string last_error;  // empty when the last attempt worked; never content or a token
   };
 
-  // Activities gathered from the stream into one batch: at most kMaxBatch, for at most kGather
-  // after the first came.
+  // Activities gathered from the stream into one batch: at most kMaxBatch, asking for more for
+  // kGather after the first came (a last wait may add up to one more kGather).
   static constexpr std::size_t kMaxBatch = 1024;
   static constexpr std::chrono::milliseconds kGather{20};
   static constexpr std::size_t kLagWindow = 10000;
