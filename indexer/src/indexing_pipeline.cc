@@ -533,9 +533,9 @@ Status ReindexJob::RunJob(JobProgress& job) {
     job.state = "done";
     job.cursor = job.end_seq;
     SR_RETURN_IF_ERROR(store_.FinishReindex(job));
-    Publish(job);
     log_("re-index to search key version " + std::to_string(job.target_version) +
          " done: " + std::to_string(job.done) + " activities");
+    Publish(job);  // after the line: /health says done once the log does
     return OkStatus();
   };
   if (job.cursor >= job.end_seq) return finish();
