@@ -632,56 +632,8 @@ class CoreService::Impl {
     return index_.MatchTokens(caller, query);
   }
 
-  // Every set checked before any is written, as PutIndexTokens checks one; one change of the
-  // writer (one transaction) for them all.
   Status PutIndexTokenSets(const Caller& caller, const std::vector<IndexTokenSet>& sets) {
-    SR_RETURN_IF_ERROR(index_.CheckIndexer(caller));
-    if (sets.empty() || sets.size() > kMaxIndexSetsPerBatch) {
-      return Invalid("a batch has 1 to " + std::to_string(kMaxIndexSetsPerBatch) + " token sets");
-    }
-    const auto in_set = [](std::size_t i, const Error& error) {
-      return Error(error.code(), "set " + std::to_string(i) + ": " + error.message());
-    };
-    std::set<std::pair<std::string, std::string>> seen;
-    std::vector<std::vector<std::string>> distinct(sets.size());
-    for (std::size_t i = 0; i < sets.size(); ++i) {
-      const IndexTokenSet& set = sets[i];
-      if (!internal::IsUuid(set.conversation_id)) return in_set(i, NoSuchConversation());
-      if (!internal::IsUuid(set.activity_id)) return in_set(i, NoSuchActivity());
-      if (!seen.insert({set.conversation_id, set.activity_id}).second) {
-        return in_set(i, Invalid("a batch names each activity once"));
-      }
-      if (set.tokens.size() > kMaxIndexTokensPerActivity) {
-        return in_set(i, Invalid("at most " + std::to_string(kMaxIndexTokensPerActivity) +
-                                 " index tokens per activity"));
-      }
-      for (const std::string& token : set.tokens) {
-        if (Status checked = internal::CheckIndexToken(token); !checked.ok()) {
-          return in_set(i, checked.error());
-        }
-      }
-      const std::set<std::string> unique(set.tokens.begin(), set.tokens.end());
-      distinct[i].assign(unique.begin(), unique.end());
-    }
-    Result<Activity> put = writer_.Submit([&](Batch& b) -> Result<Activity> {
-      // Checks first: a change that fails must have written nothing.
-      std::vector<std::optional<std::int64_t>> indexed_as(sets.size());
-      for (std::size_t i = 0; i < sets.size(); ++i) {
-        if (!b.State(sets[i].conversation_id)) return in_set(i, NoSuchConversation());
-        std::optional<Activity> activity =
-            CoreStore::FindActivity(*b.s, sets[i].conversation_id, sets[i].activity_id);
-        if (!activity) return in_set(i, NoSuchActivity());
-        indexed_as[i] = internal::IndexStore::IndexedAs(*activity);
-      }
-      for (std::size_t i = 0; i < sets.size(); ++i) {
-        if (indexed_as[i]) {
-          CoreStore::ReplaceIndexTokens(*b.s, sets[i].conversation_id, *indexed_as[i], distinct[i]);
-        }
-      }
-      return Activity{};
-    });
-    if (!put.ok()) return put.error();
-    return OkStatus();
+    return index_.PutIndexTokenSets(caller, sets);
   }
 
  private:

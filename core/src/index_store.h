@@ -38,6 +38,9 @@ class IndexStore {
   // set again changes nothing, a shorter one removes the rest.
   Status PutIndexTokens(const Caller& caller, const std::string& id, const std::string& activity_id,
                         const std::vector<std::string>& tokens);
+  // The same for up to kMaxIndexSetsPerBatch activities at once, in one transaction: every set is
+  // checked before any is written, and a refusal names the set ("set 3: ...").
+  Status PutIndexTokenSets(const Caller& caller, const std::vector<IndexTokenSet>& sets);
   // Per conversation of the query, the activities that have every one of its tokens; newest
   // first across them all, a page of query.limit.
   Result<SearchPage> MatchTokens(const Caller& caller, const SearchQuery& query);
