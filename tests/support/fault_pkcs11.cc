@@ -226,7 +226,9 @@ CK_RV FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULON
 CK_RV FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max,
                   CK_ULONG_PTR count) {
   SESSION_GUARD("C_FindObjects", session);
-  return g_real->C_FindObjects(session, objects, max, count);
+  const CK_RV rv = g_real->C_FindObjects(session, objects, max, count);
+  if (rv == CKR_OK) HoldIfAsked("C_FindObjects");
+  return rv;
 }
 
 CK_RV GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
@@ -250,6 +252,19 @@ CK_RV CopyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUT
                  CK_ULONG count, CK_OBJECT_HANDLE_PTR copy) {
   SESSION_GUARD("C_CopyObject", session);
   return g_real->C_CopyObject(session, object, templ, count, copy);
+}
+
+CK_RV CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                   CK_OBJECT_HANDLE_PTR object) {
+  SESSION_GUARD("C_CreateObject", session);
+  const CK_RV rv = g_real->C_CreateObject(session, templ, count, object);
+  if (rv == CKR_OK) HoldIfAsked("C_CreateObject");
+  return rv;
+}
+
+CK_RV DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object) {
+  SESSION_GUARD("C_DestroyObject", session);
+  return g_real->C_DestroyObject(session, object);
 }
 
 CK_RV GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR templ,
@@ -286,6 +301,8 @@ bool LoadReal() {
   g_list.C_SignInit = SignInit;
   g_list.C_Sign = Sign;
   g_list.C_CopyObject = CopyObject;
+  g_list.C_CreateObject = CreateObject;
+  g_list.C_DestroyObject = DestroyObject;
   g_list.C_GenerateKey = GenerateKey;
   if (const char* hide = std::getenv("SR_FAULT_HIDE_MECHANISM")) {
     g_hidden = std::strtoul(hide, nullptr, 0);

@@ -24,9 +24,10 @@ typedef void (*sr_fault_hide_mechanism_fn)(CK_MECHANISM_TYPE mechanism);
 typedef void (*sr_fault_clear_fn)(void);
 // How many times a function was called since load (counts "C_Login", "C_Encrypt", ...).
 typedef unsigned long (*sr_fault_calls_fn)(const char* function);
-// The next call of `function` that the real module completes (only "C_Decrypt" so far) waits,
-// before it returns, until sr_fault_release_held(); sr_fault_held() says whether one waits now.
-// For tests of what a slow call that succeeds does after others failed.
+// The next call of `function` that the real module completes ("C_Decrypt", "C_FindObjects" or
+// "C_CreateObject") waits, before it returns, until sr_fault_release_held(); sr_fault_held() says
+// whether one waits now. For tests of what a slow call that succeeds does after others failed,
+// and of what may run beside a call in flight.
 typedef void (*sr_fault_hold_next_fn)(const char* function);
 typedef int (*sr_fault_held_fn)(void);
 typedef void (*sr_fault_release_held_fn)(void);
