@@ -106,6 +106,7 @@ CkFailure ClassifyCkr(CK_RV rv) {
     case CKR_DEVICE_ERROR:
     case CKR_DEVICE_MEMORY:
     case CKR_CRYPTOKI_NOT_INITIALIZED:
+    case CKR_GENERAL_ERROR:
       return CkFailure::kModuleDead;
     case kCkrTokenFault:
       return CkFailure::kTokenFault;

@@ -156,8 +156,11 @@ Result<SecretBytes> Token::DecryptRsaOaep(const std::string& key_name,
         ck.Decrypt(lease.handle(), ciphertext, plain.mutable_view(), plain_len);
     if (!decrypted.ok()) {
       // A dead session or token is the layer's to repair; anything else is the message's fault,
-      // reported without saying why (no padding oracle).
-      if (ClassifyCkr(decrypted.rv()) != CkFailure::kOperation) {
+      // reported without saying why (no padding oracle). SoftHSM2 before 2.7 reports a bad OAEP
+      // padding as CKR_GENERAL_ERROR (its issue #690), a token fault elsewhere: here it is the
+      // message's too, if the session is alive, so that no reset and no timing tells it apart.
+      const CK_RV rv = decrypted.rv();
+      if (rv != CKR_GENERAL_ERROR && ClassifyCkr(rv) != CkFailure::kOperation) {
         return decrypted.error("C_Decrypt (RSA-OAEP)");
       }
       CK_SESSION_INFO info;

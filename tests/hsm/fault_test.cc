@@ -203,6 +203,68 @@ TEST_F(FaultTest, CallsToAnUnavailableTokenFailAtOnceUntilItsRepairIsDue) {
   EXPECT_EQ(calls(), before);
 }
 
+// CKR_GENERAL_ERROR is a token fault (docs/operations/hsm.md, "What counts as a token fault"):
+// PKCS#11's unrecoverable error, after which SoftHSM2 may have lost an object from its searches
+// until it is initialized again. One is cured by a module reset, and the call goes on.
+TEST_F(FaultTest, AGeneralErrorIsRepairedByAModuleResetAndTheCallGoesOn) {
+  auto token = OpenWithRoot();
+  ASSERT_NE(token, nullptr);
+  SecretBytes key = SecretBytes::Random(32);
+  const auto resets = token->Health().module_resets;
+  fault_.fail_call("C_CreateObject", CKR_GENERAL_ERROR, 1);
+  auto blob = token->Wrap(binding_, key.view());  // the first wrap reserves wraps on the token
+  ASSERT_TRUE(blob.ok()) << blob.error().ToString();
+  EXPECT_EQ(token->Health().module_resets, resets + 1);
+  EXPECT_EQ(token->Health().state, TokenState::kReady);
+  auto back = token->Unwrap(binding_, *blob);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_TRUE(ConstantTimeEquals(back->view(), key.view()));
+}
+
+// One that a reset does not cure marks the token unavailable, and health says so (with the
+// reason) until a repair finds the token well again. (Before, the call failed and the token was
+// still shown ready.)
+TEST_F(FaultTest, AGeneralErrorThatPersistsMakesTheTokenUnavailableUntilItIsRepaired) {
+  auto token = OpenWithRoot();
+  ASSERT_NE(token, nullptr);
+  SecretBytes key = SecretBytes::Random(32);
+  fault_.fail_call("C_CreateObject", CKR_GENERAL_ERROR, -1);
+  auto down = token->Wrap(binding_, key.view());
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.error().code(), ErrorCode::kUnavailable);
+  const TokenHealth health = token->Health();
+  EXPECT_EQ(health.state, TokenState::kUnavailable);
+  EXPECT_NE(health.detail.find("CKR_GENERAL_ERROR"), std::string::npos) << health.detail;
+  EXPECT_TRUE(token->InBackoff());
+  fault_.clear();
+  // Calls fail at once until the repair falls due (250 ms after the failure); bounded wait.
+  Result<std::vector<std::uint8_t>> up = Error(ErrorCode::kInternal, "not tried");
+  for (int i = 0; i < 500 && !up.ok(); ++i) {
+    up = token->Wrap(binding_, key.view());
+    if (!up.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(up.ok()) << up.error().ToString();
+  EXPECT_EQ(token->Health().state, TokenState::kReady);
+  EXPECT_GE(token->Health().repairs, 1u);
+}
+
+// But not from a decryption on a live session: SoftHSM2 reports a wrapped key whose GCM tag
+// fails so. That is the blob's fault, and repairs nothing (no reset, no mark, no timing to tell).
+TEST_F(FaultTest, AGeneralErrorOfADecryptionIsTheMessagesFaultAndResetsNothing) {
+  auto token = OpenWithRoot();
+  ASSERT_NE(token, nullptr);
+  SecretBytes key = SecretBytes::Random(32);
+  auto blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(blob.ok()) << blob.error().ToString();
+  const auto resets = token->Health().module_resets;
+  fault_.fail_call("C_Decrypt", CKR_GENERAL_ERROR, 1);
+  auto back = token->Unwrap(binding_, *blob);
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.error().code(), ErrorCode::kDataLoss) << back.error().ToString();
+  EXPECT_EQ(token->Health().module_resets, resets);
+  EXPECT_EQ(token->Health().state, TokenState::kReady);
+}
+
 // Removes a token object by its CKA_ID, as an operator's vendor tool would.
 void DestroyObject(Token& token, CK_OBJECT_CLASS cls, const std::string& object_id) {
   CK_FUNCTION_LIST_PTR fn = token.module().fn();
@@ -265,14 +327,16 @@ TEST(CkResultTest, EveryFailureOfTheTokenIsATokenFault) {
   EXPECT_EQ(ClassifyCkr(CKR_DEVICE_MEMORY), CkFailure::kModuleDead);
   EXPECT_EQ(ClassifyCkr(CKR_TOKEN_NOT_RECOGNIZED), CkFailure::kTokenGone);
   EXPECT_EQ(ClassifyCkr(kCkrTokenFault), CkFailure::kTokenFault);
+  EXPECT_EQ(ClassifyCkr(CKR_GENERAL_ERROR), CkFailure::kModuleDead);
   for (CK_RV rv : {CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_DEVICE_MEMORY, CKR_TOKEN_NOT_PRESENT,
                    CKR_SESSION_CLOSED, CKR_SESSION_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID,
                    CKR_KEY_HANDLE_INVALID, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_USER_NOT_LOGGED_IN,
-                   kCkrTokenFault}) {
+                   CKR_GENERAL_ERROR, kCkrTokenFault}) {
     EXPECT_TRUE(IsTokenFault(CkError(rv, "C_Something"))) << CkrName(rv);
   }
-  for (CK_RV rv :
-       {CKR_ENCRYPTED_DATA_INVALID, CKR_DATA_LEN_RANGE, CKR_PIN_INCORRECT, CKR_MECHANISM_INVALID}) {
+  // CKR_FUNCTION_FAILED is "not necessarily totally hopeless" (PKCS#11): the call's failure.
+  for (CK_RV rv : {CKR_ENCRYPTED_DATA_INVALID, CKR_DATA_LEN_RANGE, CKR_PIN_INCORRECT,
+                   CKR_MECHANISM_INVALID, CKR_FUNCTION_FAILED}) {
     EXPECT_FALSE(IsTokenFault(CkError(rv, "C_Something"))) << CkrName(rv);
   }
   EXPECT_FALSE(IsTokenFault(Error(ErrorCode::kNotFound, "no such key")));

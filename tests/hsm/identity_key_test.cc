@@ -138,10 +138,14 @@ TEST_F(IdentityKeyTest, TamperedOrMisSizedCiphertextIsOneUninformativeError) {
   SecretBytes cek = SecretBytes::Random(32);
   auto ciphertext = OaepEncrypt(pkey.get(), cek.view());
   ciphertext[100] ^= 1;
+  const std::uint64_t resets = token_->Health().module_resets;
   auto tampered = token_->DecryptRsaOaep("kms", ciphertext);
   ASSERT_FALSE(tampered.ok());
   EXPECT_EQ(tampered.error().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(tampered.error().message(), "the message could not be decrypted");
+  // The message's fault, not the token's: SoftHSM2 says CKR_GENERAL_ERROR, and nothing is reset.
+  EXPECT_EQ(token_->Health().module_resets, resets);
+  EXPECT_EQ(token_->Health().state, TokenState::kReady);
   // Shorter or longer than the modulus never reaches the token.
   std::vector<std::uint8_t> short_ct(10, 7);
   auto mis_sized = token_->DecryptRsaOaep("kms", short_ct);

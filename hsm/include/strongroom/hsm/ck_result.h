@@ -61,7 +61,11 @@ inline constexpr CK_RV kCkrTokenFault = CKR_VENDOR_DEFINED | 0x53520001UL;
 // How a failure affects the state the layer holds. This is the one place that decides which
 // failures are the token's (every class but kNone and kOperation): those are never reported as a
 // missing object or a message that does not decrypt, but as UNAVAILABLE once one repair has not
-// helped (token.h).
+// helped (token.h). CKR_GENERAL_ERROR is PKCS#11's "unrecoverable error", after which the token
+// may be inconsistent (SoftHSM2 2.6.1's can hold an object that its searches do not see until it
+// is initialized again): a token fault, except from a decryption on a live session, where
+// SoftHSM2 before 2.7 uses it for a message that does not decrypt (Token::Unwrap and
+// DecryptRsaOaep tell the two apart; docs/operations/hsm.md).
 enum class CkFailure {
   kNone,           // CKR_OK
   kOperation,      // the call failed; session, login and handles are still good
@@ -69,7 +73,8 @@ enum class CkFailure {
   kLoggedOut,      // the token's login is gone; log in again
   kHandleInvalid,  // cached object handles are stale; re-resolve by label/id
   kTokenGone,      // this token left its slot: find it again and log in; the module is fine
-  kModuleDead,     // device error or the module was finalized under us: reset the module
+  kModuleDead,     // device error, CKR_GENERAL_ERROR, or the module was finalized under us:
+                   // reset the module
   kTokenFault,     // kCkrTokenFault: reset the module, find the token again, check it again
 };
 CkFailure ClassifyCkr(CK_RV rv);

@@ -4,7 +4,7 @@
 // success), on the session of the call that finds it logged out, and never logged out per lease.
 // Every operation runs on a leased session and is retried once after repairing what its failure
 // says is broken (ck_result.h, ClassifyCkr, decides): a dead session is replaced, a lost login is
-// redone, stale object handles are re-resolved by CKA_ID, and a device error,
+// redone, stale object handles are re-resolved by CKA_ID, and a device error, CKR_GENERAL_ERROR,
 // CKR_CRYPTOKI_NOT_INITIALIZED or a failed check of the token (below) resets the module. A wrong
 // or locked PIN is never retried: the token stays refused until it is reopened.
 //
@@ -33,8 +33,9 @@
 //
 // A decryption that fails on a live session is the message's fault (INVALID_ARGUMENT for RSA-OAEP,
 // DATA_LOSS for a wrapped key), without a further check of the token, so that no answer and no
-// timing tells a padding failure apart from anything else. A token that fails only that way is
-// found by the probe.
+// timing tells a padding failure apart from anything else; so is its CKR_GENERAL_ERROR, which
+// SoftHSM2 before 2.7 returns for a bad GCM tag or OAEP padding. A token that fails only that way
+// is found by the probe.
 //
 // Root keys are used through session copies (C_CopyObject with CKA_TOKEN=false, keeping
 // CKA_SENSITIVE and non-extractable) when `session_copies` is on: on SoftHSM2 a token object pays
