@@ -204,7 +204,8 @@ Status Token::CheckIntactOn(SessionLease& lease) {
                      const std::string& what) -> Status {
     AttributeTemplate match;
     match.Ulong(CKA_CLASS, cls).Bool(CKA_TOKEN, true).String(CKA_ID, object_id);
-    Result<std::vector<CK_OBJECT_HANDLE>> found = FindObjects(ck, lease.handle(), match, 1);
+    Result<std::vector<CK_OBJECT_HANDLE>> found =
+        SearchingObjects([&] { return FindObjects(ck, lease.handle(), match, 1); });
     if (!found.ok()) {
       return fault(found.error().native_code(),
                    "cannot look up " + what + ": " + found.error().message());
@@ -236,7 +237,7 @@ Status Token::RememberObjects(SessionLease& lease) {
     AttributeTemplate match;
     match.Ulong(CKA_CLASS, cls).Bool(CKA_TOKEN, true);
     SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
-                        FindObjects(ck, lease.handle(), match));
+                        SearchingObjects([&] { return FindObjects(ck, lease.handle(), match); }));
     for (CK_OBJECT_HANDLE h : found) {
       Result<std::string> object_id = GetString(ck, lease.handle(), h, CKA_ID);
       if (!object_id.ok()) continue;  // not ours: other applications' keys may lack CKA_ID

@@ -47,8 +47,9 @@ Result<CK_OBJECT_HANDLE> Token::IdentityHandle(SessionLease& lease, const std::s
   }
   AttributeTemplate match;
   match.Ulong(CKA_CLASS, half).Bool(CKA_TOKEN, true).String(CKA_ID, IdentityObjectId(key_name));
-  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
-                      FindObjects(Cryptoki(lease.fn()), lease.handle(), match, 2));
+  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, SearchingObjects([&] {
+                        return FindObjects(Cryptoki(lease.fn()), lease.handle(), match, 2);
+                      }));
   if (found.empty()) SR_RETURN_IF_ERROR(CheckIntactOn(lease));  // as for root keys
   if (found.size() != 1) {
     return Error(found.empty() ? ErrorCode::kNotFound : ErrorCode::kInternal,
@@ -103,9 +104,11 @@ Result<RsaPublicKey> Token::CreateIdentityKey(const std::string& key_name, unsig
             .String(CKA_ID, object_id);
         CK_MECHANISM mechanism{CKM_RSA_PKCS_KEY_PAIR_GEN, nullptr, 0};
         CK_OBJECT_HANDLE public_key = CK_INVALID_HANDLE, private_key = CK_INVALID_HANDLE;
-        const CkResult generated = Cryptoki(lease.fn())
-                                       .GenerateKeyPair(lease.handle(), mechanism, public_template,
-                                                        private_template, public_key, private_key);
+        const CkResult generated = ChangingObjects([&] {
+          return Cryptoki(lease.fn())
+              .GenerateKeyPair(lease.handle(), mechanism, public_template, private_template,
+                               public_key, private_key);
+        });
         if (!generated.ok()) return generated.error("C_GenerateKeyPair (identity key)");
         return private_key;
       });

@@ -9,8 +9,11 @@
 #define STRONGROOM_HSM_SRC_TOKEN_INTERNAL_H_
 
 #include <chrono>
+#include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "strongroom/common/error.h"
@@ -37,6 +40,21 @@ inline Error Prefixed(const std::string& token, const Error& error) {
 }
 
 }  // namespace internal
+
+template <typename Call>
+std::invoke_result_t<Call> Token::SearchingObjects(Call&& call) {
+  { std::lock_guard turn(objects_turnstile_); }  // behind a change that waits
+  std::shared_lock searching(objects_mutex_);
+  return std::forward<Call>(call)();
+}
+
+template <typename Call>
+std::invoke_result_t<Call> Token::ChangingObjects(Call&& call) {
+  std::unique_lock turn(objects_turnstile_);
+  std::unique_lock changing(objects_mutex_);
+  turn.unlock();
+  return std::forward<Call>(call)();
+}
 
 // The loop every operation runs in (token.h): on a leased session, repaired and retried once.
 template <typename T, typename Op>

@@ -58,7 +58,7 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
   AttributeTemplate match;
   match.Ulong(CKA_CLASS, CKO_SECRET_KEY).Bool(CKA_TOKEN, true).String(CKA_ID, RootKeyObjectId(id));
   SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
-                      FindObjects(ck, lease.handle(), match, 2));
+                      SearchingObjects([&] { return FindObjects(ck, lease.handle(), match, 2); }));
   if (found.empty()) {
     // Missing only if the token proves itself intact: SoftHSM2 without its directory finds nothing.
     SR_RETURN_IF_ERROR(CheckIntactOn(lease));
@@ -125,22 +125,28 @@ Result<std::uint64_t> Token::UsageTotal(SessionLease& lease, const RootKeyId& id
   Cryptoki ck(lease.fn());
   AttributeTemplate match;
   match.Ulong(CKA_CLASS, CKO_DATA).Bool(CKA_TOKEN, true).String(CKA_APPLICATION, kUsageApplication);
-  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, FindObjects(ck, lease.handle(), match));
   const std::string prefix = UsageCounterPrefix(id);
   const std::string mine = UsageCounterLabel(id, config_.node_id);
   // A node's counter is replaced, never edited (CKA_VALUE of a data object is read-only), so a
   // crash between creating the new object and destroying the old leaves two: take the larger.
+  // The counters are read under the same turn as the search that found them: a wrap of another
+  // thread replaces them meanwhile otherwise, and their handles are gone before they are read.
   std::map<std::string, std::uint64_t> per_node;
   if (own != nullptr) own->clear();
-  for (CK_OBJECT_HANDLE h : found) {
-    SR_ASSIGN_OR_RETURN(std::string label, GetString(ck, lease.handle(), h, CKA_LABEL));
-    if (label.rfind(prefix, 0) != 0) continue;
-    SR_ASSIGN_OR_RETURN(std::vector<std::uint8_t> value,
-                        GetBytes(ck, lease.handle(), h, CKA_VALUE));
-    std::uint64_t& count = per_node[label];
-    count = std::max(count, ReadCounter(value));
-    if (label == mine && own != nullptr) own->push_back(h);
-  }
+  SR_RETURN_IF_ERROR(SearchingObjects([&]() -> Status {
+    SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
+                        FindObjects(ck, lease.handle(), match));
+    for (CK_OBJECT_HANDLE h : found) {
+      SR_ASSIGN_OR_RETURN(std::string label, GetString(ck, lease.handle(), h, CKA_LABEL));
+      if (label.rfind(prefix, 0) != 0) continue;
+      SR_ASSIGN_OR_RETURN(std::vector<std::uint8_t> value,
+                          GetBytes(ck, lease.handle(), h, CKA_VALUE));
+      std::uint64_t& count = per_node[label];
+      count = std::max(count, ReadCounter(value));
+      if (label == mine && own != nullptr) own->push_back(h);
+    }
+    return OkStatus();
+  }));
   std::uint64_t total = 0;
   for (const auto& [label, count] : per_node) total += count;
   if (own_value != nullptr) *own_value = per_node.count(mine) ? per_node[mine] : 0;
@@ -184,11 +190,15 @@ Status Token::ReserveWraps(SessionLease& lease, const RootKeyId& id, Ledger& led
       .Bytes(CKA_VALUE, WriteCounter(own_value + block));
   Cryptoki ck(lease.fn());
   CK_OBJECT_HANDLE created = CK_INVALID_HANDLE;
-  if (const CkResult recorded = ck.CreateObject(lease.handle(), counter, created); !recorded.ok()) {
+  if (const CkResult recorded =
+          ChangingObjects([&] { return ck.CreateObject(lease.handle(), counter, created); });
+      !recorded.ok()) {
     return recorded.error("recording root-key usage on the token");
   }
   // The old counters are smaller; one left behind by a failure here is harmless (UsageTotal).
-  for (CK_OBJECT_HANDLE old : own) (void)ck.DestroyObject(lease.handle(), old);
+  for (CK_OBJECT_HANDLE old : own) {
+    (void)ChangingObjects([&] { return ck.DestroyObject(lease.handle(), old); });
+  }
   ledger.remaining.store(block - 1, std::memory_order_relaxed);
   ++ledger.blocks;
   return OkStatus();
@@ -200,7 +210,8 @@ Result<std::vector<RootKeyInfo>> Token::ListRootKeysOn(SessionLease& lease,
   const CK_SESSION_HANDLE s = lease.handle();
   AttributeTemplate match;
   match.Ulong(CKA_CLASS, CKO_SECRET_KEY).Bool(CKA_TOKEN, true);
-  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, FindObjects(ck, s, match));
+  SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found,
+                      SearchingObjects([&] { return FindObjects(ck, s, match); }));
   std::vector<RootKeyInfo> out;
   for (CK_OBJECT_HANDLE h : found) {
     Result<std::string> object_id = GetString(ck, s, h, CKA_ID);
@@ -302,7 +313,8 @@ Result<RootKeyInfo> Token::CreateRootKey(const std::string& org) {
         Cryptoki ck(lease.fn());
         CK_MECHANISM mechanism{CKM_AES_KEY_GEN, nullptr, 0};
         CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-        if (const CkResult generated = ck.GenerateKey(lease.handle(), mechanism, key_template, key);
+        if (const CkResult generated = ChangingObjects(
+                [&] { return ck.GenerateKey(lease.handle(), mechanism, key_template, key); });
             !generated.ok()) {
           return generated.error("C_GenerateKey (root key)");
         }
@@ -311,7 +323,7 @@ Result<RootKeyInfo> Token::CreateRootKey(const std::string& org) {
                                   [&](const RootKeyInfo& k) { return k.id == id; });
         if (same != 1) {
           // Another process created the same version at the same moment; keep theirs.
-          (void)ck.DestroyObject(lease.handle(), key);
+          (void)ChangingObjects([&] { return ck.DestroyObject(lease.handle(), key); });
           return Error(ErrorCode::kAlreadyExists,
                        "root key " + org + " v" + std::to_string(id.version) +
                            " was created concurrently by another process; run the command again");

@@ -203,6 +203,77 @@ TEST_F(FaultTest, CallsToAnUnavailableTokenFailAtOnceUntilItsRepairIsDue) {
   EXPECT_EQ(calls(), before);
 }
 
+// SoftHSM2 2.6.1 fails the creation of an object that a search of the same token meets
+// (CKR_GENERAL_ERROR), and may leave the object unseen by searches until the module is initialized
+// again: a token's searches of its objects and changes of them take turns (token.h). Here the
+// probe's search comes while a wrap records its usage on the token (C_CreateObject, held in
+// flight by the fault module), and must wait for it. Half a second for the search to go ahead of
+// the change (it must not); nothing is timed.
+TEST_F(FaultTest, ASearchOfTheTokensObjectsWaitsForAChangeInFlight) {
+  auto token = OpenWithRoot();
+  ASSERT_NE(token, nullptr);
+  SecretBytes key = SecretBytes::Random(32);
+  fault_.hold_next("C_CreateObject");
+  std::thread wrapping([&] {
+    auto blob = token->Wrap(binding_, key.view());  // the first wrap reserves wraps on the token
+    EXPECT_TRUE(blob.ok()) << blob.error().ToString();
+  });
+  while (fault_.held() == 0) std::this_thread::yield();
+  std::atomic<bool> checked{false};
+  std::thread checking([&] {
+    Status intact = token->CheckIntact();  // searches for the root key
+    EXPECT_TRUE(intact.ok()) << intact.error().ToString();
+    checked = true;
+  });
+  for (int i = 0; i < 25 && !checked.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(checked.load()) << "a search ran beside a change of the token's objects";
+  fault_.release_held();
+  wrapping.join();
+  checking.join();
+  EXPECT_TRUE(checked.load());
+  EXPECT_EQ(token->Health().state, TokenState::kReady);
+}
+
+// The other way round: a wrap that must record its usage waits for a search in flight (held by
+// the fault module), while its own searches go ahead beside it.
+TEST_F(FaultTest, AChangeOfTheTokensObjectsWaitsForASearchInFlight) {
+  auto token = OpenWithRoot();
+  ASSERT_NE(token, nullptr);
+  SecretBytes key = SecretBytes::Random(32);
+  fault_.hold_next("C_FindObjects");
+  std::thread checking([&] {
+    Status intact = token->CheckIntact();
+    EXPECT_TRUE(intact.ok()) << intact.error().ToString();
+  });
+  while (fault_.held() == 0) std::this_thread::yield();
+  const unsigned long searches = fault_.calls("C_FindObjectsInit");
+  const unsigned long creations = fault_.calls("C_CreateObject");
+  std::atomic<bool> wrapped{false};
+  std::thread wrapping([&] {
+    auto blob = token->Wrap(binding_, key.view());
+    EXPECT_TRUE(blob.ok()) << blob.error().ToString();
+    wrapped = true;
+  });
+  // The wrap's searches (its root key, the usage counters) run beside the held one; bounded.
+  for (int i = 0; i < 3000 && fault_.calls("C_FindObjectsInit") < searches + 2 && !wrapped.load();
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(fault_.calls("C_FindObjectsInit"), searches + 2);
+  for (int i = 0; i < 25 && !wrapped.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(wrapped.load()) << "a change of the token's objects ran beside a search";
+  EXPECT_EQ(fault_.calls("C_CreateObject"), creations);
+  fault_.release_held();
+  checking.join();
+  wrapping.join();
+  EXPECT_TRUE(wrapped.load());
+  EXPECT_EQ(fault_.calls("C_CreateObject"), creations + 1);
+}
+
 // CKR_GENERAL_ERROR is a token fault (docs/operations/hsm.md, "What counts as a token fault"):
 // PKCS#11's unrecoverable error, after which SoftHSM2 may have lost an object from its searches
 // until it is initialized again. One is cured by a module reset, and the call goes on.

@@ -37,6 +37,9 @@
 // SoftHSM2 before 2.7 returns for a bad GCM tag or OAEP padding. A token that fails only that way
 // is found by the probe.
 //
+// Searches of the token's objects and changes of them (creating or destroying a token object)
+// take turns within the process; see objects_mutex_.
+//
 // Root keys are used through session copies (C_CopyObject with CKA_TOKEN=false, keeping
 // CKA_SENSITIVE and non-extractable) when `session_copies` is on: on SoftHSM2 a token object pays
 // file I/O on every use and a session copy is 2.2-2.6 times faster (docs/benchmarks.md). On a
@@ -58,6 +61,7 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "strongroom/common/error.h"
@@ -221,6 +225,16 @@ class Token {
   // Refuses the login for good; requires login_mutex_.
   Error Refuse(Error why);
 
+  // Runs `call` while holding objects_mutex_ (below): shared to search the token's objects
+  // (C_FindObjectsInit to C_FindObjectsFinal, and reading what was found where another thread may
+  // destroy it), exclusive to add or remove token objects (C_CreateObject, C_GenerateKey,
+  // C_GenerateKeyPair, C_DestroyObject). Called under a lease's use guard; `call` makes PKCS#11
+  // calls only and never takes another turn (one inside another deadlocks with a waiting change).
+  template <typename Call>
+  std::invoke_result_t<Call> SearchingObjects(Call&& call);
+  template <typename Call>
+  std::invoke_result_t<Call> ChangingObjects(Call&& call);
+
   // Runs `op` on a leased session, repairing and retrying once as described above; fails at once
   // while the token is unavailable and no repair is due.
   template <typename T, typename Op>
@@ -280,6 +294,21 @@ class Token {
   std::map<RootKeyId, RootHandles> handles_;
   std::map<std::string, std::uint32_t> current_;
   std::map<std::pair<std::string, CK_OBJECT_CLASS>, CK_OBJECT_HANDLE> identity_handles_;
+
+  // Searches of the token's objects run together, a change of them alone, and a change that
+  // waits holds later searches back (objects_turnstile_), so that steady searching cannot hold it
+  // off. SoftHSM2 before 2.7.0 (2.6.1 here) lets a search and a creation on one token race: its
+  // C_FindObjectsInit brings the token's objects up to date from their files (OSToken::index,
+  // which took the token's mutex only after listing the directory; ObjectFile::refresh), and the
+  // files' locks are POSIX record locks, which do not keep threads of one process apart. A
+  // creation that a search meets fails with CKR_GENERAL_ERROR or CKR_TEMPLATE_INCONSISTENT, and
+  // may leave its object on disk, unseen by searches until the module is initialized again
+  // (SoftHSM2 issue #573, fixed by pull request #576 in 2.7.0; reproduced here: two threads
+  // creating 300 objects each beside two searching fail 5-13 creations, none under this lock).
+  // The lock is this process's: another process on the same token (kmsctl beside kmsd) is not
+  // held back by it.
+  std::mutex objects_turnstile_;
+  std::shared_mutex objects_mutex_;
 
   std::mutex ledger_mutex_;
   std::map<RootKeyId, std::unique_ptr<Ledger>> ledgers_;  // entries live as long as the token
