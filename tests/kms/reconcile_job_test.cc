@@ -55,7 +55,9 @@ class ReconcileJobTest : public ::testing::Test {
   }
 
   // Opens the vault (probing every 50 ms, so a token comes back by itself) and the database.
-  // `extra_acme_token` adds a third token that serves acme only.
+  // `extra_acme_token` adds a third token that serves acme only. A failed assertion here (as in
+  // every helper below) ends only the helper: tests call it through ASSERT_NO_FATAL_FAILURE, so
+  // that they end too instead of going on without a vault or a database.
   void Open(bool extra_acme_token = false) {
     std::vector<hsm::TokenConfig> tokens;
     for (const char* name : {"primary", "standby", "acme-only"}) {
@@ -70,9 +72,11 @@ class ReconcileJobTest : public ::testing::Test {
     auto vault = hsm::KeyVault::Open({tokens, std::chrono::milliseconds(50)});
     ASSERT_TRUE(vault.ok()) << vault.error().ToString();
     vault_ = std::move(vault).value();
-    ASSERT_TRUE(vault_->InitRoot("acme").ok());
-    ASSERT_TRUE(vault_->InitRoot("globex").ok());
-    OpenDatabase();
+    for (const char* org : {"acme", "globex"}) {
+      auto roots = vault_->InitRoot(org);
+      ASSERT_TRUE(roots.ok()) << org << ": " << roots.error().ToString();
+    }
+    ASSERT_NO_FATAL_FAILURE(OpenDatabase());
   }
 
   void OpenDatabase() {
@@ -217,7 +221,7 @@ class ReconcileJobTest : public ::testing::Test {
 };
 
 TEST_F(ReconcileJobTest, KeysMissingAWrapAreCountedAndWrappedForTheTokensThatLackThem) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   const auto standby_only = CreateKeys("acme", 30, {"standby"});
   const auto complete = CreateKeys("acme", 5, {"primary", "standby"});
   const auto globex = CreateKeys("globex", 4, {"primary"});
@@ -273,16 +277,16 @@ TEST_F(ReconcileJobTest, KeysMissingAWrapAreCountedAndWrappedForTheTokensThatLac
 
 // Issue 14: a search key made while a token was down is wrapped for it once it is back.
 TEST_F(ReconcileJobTest, ASearchKeyMadeWhileATokenWasDownIsWrappedForItLater) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   SearchKeys search_keys("kms://kms.test", *vault_, *db_, [] { return kNowMs; });
-  Fail("primary");
+  ASSERT_NO_FATAL_FAILURE(Fail("primary"));
   auto made = search_keys.Current("acme", "svc-indexer");
   ASSERT_TRUE(made.ok()) << made.error().ToString();
   ASSERT_EQ(made->blobs.size(), 1u);
   EXPECT_EQ(made->blobs[0].token, "standby");
   auto material = search_keys.Open(*made);
   ASSERT_TRUE(material.ok());
-  Recover("primary");
+  ASSERT_NO_FATAL_FAILURE(Recover("primary"));
 
   auto jobs = NewJobs();
   auto counted = jobs->Count();
@@ -305,7 +309,7 @@ TEST_F(ReconcileJobTest, ASearchKeyMadeWhileATokenWasDownIsWrappedForItLater) {
 }
 
 TEST_F(ReconcileJobTest, AnInterruptedJobResumesFromItsCursorWithoutRepeatingWork) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   const auto uris = CreateKeys("acme", 40, {"standby"});
   std::map<std::string, std::vector<std::uint8_t>> first_wraps;
   {
@@ -321,7 +325,7 @@ TEST_F(ReconcileJobTest, AnInterruptedJobResumesFromItsCursorWithoutRepeatingWor
     }
   }  // the process "stops" here
   ASSERT_EQ(first_wraps.size(), 16u);
-  OpenDatabase();
+  ASSERT_NO_FATAL_FAILURE(OpenDatabase());
   auto resumed = NewJobs();
   auto before = resumed->Progress();
   ASSERT_TRUE(before.ok());
@@ -344,10 +348,10 @@ TEST_F(ReconcileJobTest, AnInterruptedJobResumesFromItsCursorWithoutRepeatingWor
 }
 
 TEST_F(ReconcileJobTest, ATokenThatIsStillDownIsNotClaimedDone) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   const auto uris = CreateKeys("acme", 20, {"standby"});
   auto jobs = NewJobs();
-  Fail("primary");
+  ASSERT_NO_FATAL_FAILURE(Fail("primary"));
 
   // Nothing a ready token lacks: the worker's check starts no job on its own...
   ASSERT_TRUE(jobs->Check(std::chrono::milliseconds(0), std::chrono::milliseconds(0), 0).ok());
@@ -378,22 +382,22 @@ TEST_F(ReconcileJobTest, ATokenThatIsStillDownIsNotClaimedDone) {
 
   // The keys only the standby holds wait for the standby too: with the primary back and the
   // standby down, nothing can open them.
-  Recover("primary");
-  Fail("standby");
+  ASSERT_NO_FATAL_FAILURE(Recover("primary"));
+  ASSERT_NO_FATAL_FAILURE(Fail("standby"));
   EXPECT_EQ(RunToEnd(*jobs, 8), 0u);
   waiting = jobs->Progress();
   EXPECT_EQ(waiting->state, "waiting");
   EXPECT_EQ(waiting->waiting_for, (std::vector<std::string>{"standby"}));
   EXPECT_EQ(waiting->failed, 0);  // an outage, not a key that cannot be opened
 
-  Recover("standby");
+  ASSERT_NO_FATAL_FAILURE(Recover("standby"));
   EXPECT_EQ(RunToEnd(*jobs, 8), 20u);
   EXPECT_EQ(jobs->Progress()->state, "done");
   for (const auto& uri : uris) ExpectWrappedUnder("acme", uri, {"primary", "standby"});
 }
 
 TEST_F(ReconcileJobTest, AKeyNoTokenCanOpenIsAFailureAndNeverCopied) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   const auto uris = CreateKeys("acme", 5, {"standby"});
   const std::string victim = uris[2];
   std::vector<std::uint8_t> tampered = BlobsOf(victim).at("standby");
@@ -436,7 +440,7 @@ TEST_F(ReconcileJobTest, AKeyNoTokenCanOpenIsAFailureAndNeverCopied) {
 }
 
 TEST_F(ReconcileJobTest, ATokenServingSomeOrganizationsLacksOnlyTheirKeys) {
-  Open(/*extra_acme_token=*/true);
+  ASSERT_NO_FATAL_FAILURE(Open(/*extra_acme_token=*/true));
   const auto acme = CreateKeys("acme", 6, {"primary", "standby"});
   const auto globex = CreateKeys("globex", 6, {"primary", "standby"});  // acme-only never serves
   auto jobs = NewJobs();
@@ -453,7 +457,7 @@ TEST_F(ReconcileJobTest, ATokenServingSomeOrganizationsLacksOnlyTheirKeys) {
 }
 
 TEST_F(ReconcileJobTest, BadRequestsAreRefusedAndChangeNothing) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   auto jobs = NewJobs();
   EXPECT_EQ(jobs->Start("").error().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(jobs->Start(std::string(257, 'a')).error().code(), ErrorCode::kInvalidArgument);
@@ -465,8 +469,8 @@ TEST_F(ReconcileJobTest, BadRequestsAreRefusedAndChangeNothing) {
 }
 
 TEST_F(ReconcileJobTest, TheWorkerWrapsForATokenOnceItIsBackWithoutBeingAsked) {
-  Open();
-  Fail("primary");
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(Fail("primary"));
   const auto uris = CreateKeys("acme", 12, {"standby"});
   auto jobs = NewJobs();
   ReconcileWorker::Options options;
@@ -478,7 +482,7 @@ TEST_F(ReconcileJobTest, TheWorkerWrapsForATokenOnceItIsBackWithoutBeingAsked) {
     auto count = jobs->last_count();
     return count && count->of("primary") == 12;
   }));
-  Recover("primary");
+  ASSERT_NO_FATAL_FAILURE(Recover("primary"));
   ASSERT_TRUE(WaitFor([&] {
     auto progress = jobs->Progress();
     return progress.ok() && progress->state == "done";
