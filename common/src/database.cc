@@ -186,6 +186,23 @@ Status Database::RunTransaction(Connection& connection,
   return status;
 }
 
+Status Database::InSavepoint(Poco::Data::Session& session,
+                             const std::function<Status(Poco::Data::Session&)>& work) {
+  Prepare(session, "SAVEPOINT unit").Run();
+  Status status;
+  try {
+    status = work(session);
+  } catch (const Poco::Exception& e) {
+    status = DatabaseError(e, "database statement failed");
+  } catch (const std::exception& e) {
+    status = Error(ErrorCode::kInternal, std::string("transaction failed: ") + e.what());
+  }
+  // ROLLBACK TO keeps the savepoint open: it is released either way.
+  if (!status.ok()) Prepare(session, "ROLLBACK TO unit").Run();
+  Prepare(session, "RELEASE unit").Run();
+  return status;
+}
+
 Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
                                                        std::span<const Migration> migrations,
                                                        const DatabaseOptions& options) {

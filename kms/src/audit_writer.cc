@@ -69,6 +69,16 @@ Status AuditWriter::Append(ExecutedRequest executed) {
   return Enqueue({std::nullopt, std::move(executed)});
 }
 
+Status AuditWriter::Write(const Unit& unit) {
+  Status outcome;
+  Entry entry;
+  entry.unit = &unit;
+  entry.outcome = &outcome;
+  // The writer sets `outcome` before it publishes the batch as finished, which Enqueue waits for.
+  SR_RETURN_IF_ERROR(Enqueue(std::move(entry)));
+  return outcome;
+}
+
 Status AuditWriter::Enqueue(Entry entry) {
   std::uint64_t batch = 0;
   std::uint64_t failures = 0;
@@ -106,7 +116,9 @@ void AuditWriter::WaitFor(std::uint64_t batch) {
 
 AuditWriter::Stats AuditWriter::stats() const {
   std::lock_guard lock(mutex_);
-  return stats_;
+  Stats stats = stats_;
+  stats.queued = queue_.size();
+  return stats;
 }
 
 void AuditWriter::Run() {
@@ -116,24 +128,32 @@ void AuditWriter::Run() {
     if (queue_.empty()) return;  // stopping, nothing left
     std::vector<AuditRecord> batch;
     std::vector<ExecutedRequest> executed;
+    std::vector<Entry> writes;
     const std::size_t n = std::min(queue_.size(), kMaxAuditBatch);
     batch.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
       Entry& entry = queue_.front();
       if (entry.audit) batch.push_back(std::move(*entry.audit));
       if (entry.executed) executed.push_back(std::move(*entry.executed));
+      if (entry.unit != nullptr) writes.push_back(std::move(entry));
       queue_.pop_front();
     }
     const std::uint64_t number = next_batch_++;
     lock.unlock();
+    // A write is durable before its answer: its batch is fsynced, and so are the records before.
+    const Database::Durability durability =
+        writes.empty() ? durability_ : Database::Durability::kFull;
     Status committed = db_.InTransaction(
         [&](Poco::Data::Session& s) -> Status {
+          // In queue order; a failed write is rolled back alone (a savepoint that cannot be
+          // rolled back to throws, and fails the batch).
+          for (Entry& write : writes) *write.outcome = Database::InSavepoint(s, *write.unit);
           SR_RETURN_IF_ERROR(KmsStore::InsertExecutedRequests(s, executed));
           return AuditLog::AppendAll(s, batch);
         },
-        durability_);
+        durability);
     if (committed.ok() && committed_ && !batch.empty()) committed_(batch.size());
-    if (committed.ok() && durability_ == Database::Durability::kDeferred) {
+    if (committed.ok() && durability == Database::Durability::kDeferred) {
       std::lock_guard sync(sync_mutex_);
       unsynced_ = true;
     }
@@ -147,6 +167,7 @@ void AuditWriter::Run() {
     while (failed_.size() > 64) failed_.erase(failed_.begin());
     ++stats_.batches;
     stats_.records += batch.size();
+    stats_.writes += writes.size();
     // The batch's callers go on: its word changes, and those asleep on it are woken (they take
     // no lock to go on).
     committed_batch_.store(number, std::memory_order_release);

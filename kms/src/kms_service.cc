@@ -487,7 +487,7 @@ Object KmsService::CreateKeys(const Caller& caller, const Object& request) {
     key.blobs = std::move(wrapped->blobs);
     keys.push_back(std::move(key));
   }
-  Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+  Status stored = audit_->Write([&](Poco::Data::Session& s) -> Status {
     SR_RETURN_IF_ERROR(KmsStore::InsertKeys(s, keys));
     AuditRecord record{0,           now_ms,       caller.org,
                        caller.user, "key.create", "",
@@ -569,7 +569,7 @@ Object KmsService::BindKey(const Caller& caller, const std::string& uri, const O
   }
   const std::int64_t now_ms = clock_();
   KeyRecord bound;
-  Status done = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+  Status done = audit_->Write([&](Poco::Data::Session& s) -> Status {
     SR_ASSIGN_OR_RETURN(std::optional<KeyRecord> key, KmsStore::FindKey(s, uri));
     SR_ASSIGN_OR_RETURN(std::optional<ResourceRecord> found, KmsStore::FindResource(s, resource));
     std::optional<std::string> role;
@@ -670,7 +670,7 @@ Object KmsService::CreateResource(const Caller& caller, const Object& request) {
     authorize(who, "participant");
   }
   std::vector<KeyRecord> bound;
-  Status created = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+  Status created = audit_->Write([&](Poco::Data::Session& s) -> Status {
     SR_ASSIGN_OR_RETURN(OrgPolicy policy, PolicyStore::Get(s, caller.org));
     if (policy.indexer && policy.indexer_cloud_agent) authorize(*policy.indexer, "cloudAgent");
     for (const AuthorizationRecord& a : authorizations) {
@@ -858,7 +858,7 @@ Object KmsService::CreateAuthorizations(const Caller& caller, const Object& requ
   if (!resource.empty() && resource.front() == '/') resource = cluster_ + resource;
   const std::int64_t now_ms = clock_();
   std::vector<AuthorizationRecord> created;
-  Status done = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+  Status done = audit_->Write([&](Poco::Data::Session& s) -> Status {
     SR_ASSIGN_OR_RETURN(std::optional<std::string> mine,
                         RoleOn(s, resource, caller.org, caller.user));
     if (mine != "participant") {
@@ -925,7 +925,7 @@ Object KmsService::DeleteAuthorization(const Caller& caller, const std::string& 
                                        const std::optional<std::string>& auth_id) {
   std::optional<AuthorizationRecord> deleted;
   const std::int64_t now_ms = clock_();
-  Status done = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+  Status done = audit_->Write([&](Poco::Data::Session& s) -> Status {
     if (auth_id) {  // uri is the resource
       SR_ASSIGN_OR_RETURN(std::vector<AuthorizationRecord> matching,
                           KmsStore::Authorizations(s, uri, auth_id));

@@ -194,6 +194,52 @@ TEST_F(DatabaseTest, ErrorOrExceptionRollsTheTransactionBack) {
   EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 1);
 }
 
+// Several units of work in one transaction (a group commit): a unit that fails or throws is rolled
+// back alone, and the transaction keeps the others' writes.
+TEST_F(DatabaseTest, AFailedSavepointRollsBackItsOwnWritesOnly) {
+  auto db = Open();
+  std::vector<Status> outcomes;
+  ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) -> Status {
+                  outcomes.push_back(Database::InSavepoint(s, [](Poco::Data::Session& u) {
+                    u << "INSERT INTO notes (text) VALUES ('first')", now;
+                    return OkStatus();
+                  }));
+                  outcomes.push_back(Database::InSavepoint(s, [](Poco::Data::Session& u) {
+                    u << "INSERT INTO notes (text) VALUES ('refused')", now;
+                    u << "UPDATE counters SET value = 7", now;
+                    return Status(Error(ErrorCode::kPermissionDenied, "not allowed"));
+                  }));
+                  outcomes.push_back(Database::InSavepoint(s, [](Poco::Data::Session& u) {
+                    u << "INSERT INTO notes (text) VALUES ('thrown')", now;
+                    u << "INSERT INTO notes (text) VALUES (NULL)", now;  // NOT NULL: throws
+                    return OkStatus();
+                  }));
+                  outcomes.push_back(Database::InSavepoint(s, [](Poco::Data::Session& u) {
+                    u << "INSERT INTO notes (text) VALUES ('last')", now;
+                    return OkStatus();
+                  }));
+                  return OkStatus();
+                }).ok());
+  ASSERT_EQ(outcomes.size(), 4u);
+  EXPECT_TRUE(outcomes[0].ok());
+  EXPECT_EQ(outcomes[1].error().code(), ErrorCode::kPermissionDenied);
+  ASSERT_FALSE(outcomes[2].ok());
+  EXPECT_EQ(outcomes[2].error().code(), ErrorCode::kInternal);
+  EXPECT_TRUE(outcomes[3].ok());
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 2);
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes WHERE text IN ('first', 'last')"), 2);
+  EXPECT_EQ(Count(*db, "SELECT value FROM counters"), 0);
+  // And a transaction whose work fails after a savepoint rolls the savepoint's writes back too.
+  EXPECT_FALSE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                   SR_RETURN_IF_ERROR(Database::InSavepoint(s, [](Poco::Data::Session& u) {
+                     u << "INSERT INTO notes (text) VALUES ('inner')", now;
+                     return OkStatus();
+                   }));
+                   return Error(ErrorCode::kFailedPrecondition, "the whole transaction fails");
+                 }).ok());
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 2);
+}
+
 TEST_F(DatabaseTest, ConcurrentWritersAllCommit) {
   auto db = Open();
   constexpr int kThreads = 4, kEach = 50;

@@ -19,6 +19,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "../support/fake_vault.h"
@@ -1195,6 +1196,78 @@ TEST_F(KmsKeysTest, AuthorizationsAndResourcesAreAllOrNothing) {
   fine.set("resourceUri", named);
   fine.set("authIds", Strings({"bob@acme.test"}));
   EXPECT_EQ(StatusOf(Send(alice, fine)), 201);
+}
+
+// Issue 13: the writes of concurrent requests go through one group commit (audit_writer.h). Each
+// is answered after the commit that holds it, a refused one fails alone, and every write and its
+// audit record is stored.
+TEST_F(KmsKeysTest, ConcurrentCreatesAndBindsAreEachAnsweredAndStored) {
+  constexpr int kUsers = 8, kKeys = 5;
+  std::vector<std::string> users;
+  std::vector<Channel> channels;
+  for (int i = 0; i < kUsers; ++i) {
+    users.push_back("user" + std::to_string(i) + "@acme.test");
+    channels.push_back(Open(users.back()));
+  }
+  // Sealed on this thread (the fixture's request ids are not thread-safe), delivered at once.
+  auto deliver_all = [&](const std::vector<std::pair<int, std::string>>& sealed) {
+    std::vector<Object::Ptr> answers(sealed.size());
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < sealed.size(); ++i) {
+      threads.emplace_back(
+          [&, i] { answers[i] = Deliver(channels[sealed[i].first], sealed[i].second); });
+    }
+    for (std::thread& t : threads) t.join();
+    return answers;
+  };
+  std::vector<std::pair<int, std::string>> creates;
+  for (int i = 0; i < kUsers; ++i) {
+    Object create = Request("create", "/keys", Token(users[i]));
+    create.set("count", kKeys);
+    creates.emplace_back(i, Seal(channels[i], create));
+  }
+  std::vector<Object::Ptr> created = deliver_all(creates);
+  std::vector<Poco::JSON::Array> keys(kUsers);
+  for (int i = 0; i < kUsers; ++i) {
+    ASSERT_EQ(StatusOf(created[i]), 201);
+    Poco::JSON::Array::Ptr array = created[i]->getArray("keys");
+    ASSERT_EQ(array->size(), static_cast<std::size_t>(kKeys));
+    for (unsigned k = 0; k < array->size(); ++k) {
+      keys[i].add(array->getObject(k)->getValue<std::string>("uri"));
+    }
+  }
+  EXPECT_EQ(Count("keys"), kUsers * kKeys);
+  // Each user binds their keys to a resource of their own with the next user as a member; and,
+  // in the same moment, user 1 tries to bind user 0's keys (refused: they are not user 1's).
+  std::vector<std::pair<int, std::string>> binds;
+  for (int i = 0; i < kUsers; ++i) {
+    Object create = Request("create", "/resources", Token(users[i]));
+    create.set("authIds", Strings({users[(i + 1) % kUsers]}));
+    create.set("keyUris", keys[i]);
+    binds.emplace_back(i, Seal(channels[i], create));
+  }
+  Object stolen = Request("create", "/resources", Token(users[1]));
+  stolen.set("keyUris", keys[0]);
+  binds.emplace_back(1, Seal(channels[1], stolen));
+  std::vector<Object::Ptr> bound = deliver_all(binds);
+  for (int i = 0; i < kUsers; ++i) EXPECT_EQ(StatusOf(bound[i]), 201) << Json(*bound[i]);
+  EXPECT_EQ(StatusOf(bound[kUsers]), 403);
+  EXPECT_EQ(Count("resources"), kUsers);
+  EXPECT_EQ(Count("keys WHERE resource_uri IS NOT NULL"), kUsers * kKeys);
+  // The member reads each key; the refused attempt left user 0's resource and keys as they were.
+  for (int i = 0; i < kUsers; ++i) {
+    Object::Ptr read = Retrieve(channels[(i + 1) % kUsers], users[(i + 1) % kUsers],
+                                keys[i].getElement<std::string>(0));
+    ASSERT_EQ(StatusOf(read), 200);
+    EXPECT_EQ(read->getObject("key")->getValue<std::string>("resourceUri"),
+              bound[i]->getObject("resource")->getValue<std::string>("uri"));
+  }
+  auto verdict = AuditLog::Verify(*db_);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_TRUE(verdict->ok()) << verdict->problem;
+  EXPECT_EQ(Count("audit WHERE action = 'key.create' AND outcome = 'ok'"), kUsers);
+  EXPECT_EQ(Count("audit WHERE action = 'resource.create' AND outcome = 'ok'"), kUsers);
+  EXPECT_EQ(Count("audit WHERE action = 'resource.create' AND outcome LIKE 'refused:%'"), 1);
 }
 
 // A request the KMS cannot parse still names itself in the refusal when its requestId can be read.

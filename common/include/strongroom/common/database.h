@@ -90,6 +90,15 @@ class Database {
   Status InTransaction(const std::function<Status(Poco::Data::Session&)>& work,
                        Durability durability = Durability::kFull);
 
+  // Runs `work` inside the caller's transaction (`session` is the one InTransaction gave), in a
+  // savepoint of its own: its writes stay if it returns OK, and are rolled back, alone, if it
+  // returns an error or throws (errors as InTransaction's). The caller's transaction goes on either
+  // way; so a group commit can hold the writes of several requests and fail only the one that
+  // failed. Throws when the savepoint cannot be begun, released or rolled back to: the caller's
+  // transaction is then unusable and must fail as a whole.
+  static Status InSavepoint(Poco::Data::Session& session,
+                            const std::function<Status(Poco::Data::Session&)>& work);
+
   // Flushes deferred commits to the disk: an fsync of the write-ahead log (a passive checkpoint,
   // which syncs the log first, on a connection that has not opened it yet). Runs beside a writer's
   // transaction without holding it up.

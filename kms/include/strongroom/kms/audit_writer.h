@@ -20,6 +20,13 @@
 // The same batches carry the records of executed sealed requests (replay_guard.h): a retrieval's
 // audit record and the record that it was executed commit together, in one wait.
 //
+// The same batches carry the writes of requests that change the KMS (Write: creating keys,
+// binding them, authorizations), each in a savepoint of its own, so that concurrent writes share
+// one transaction and one fsync instead of one each: a batch holding a write commits with kFull,
+// and every caller of the batch goes on only after that commit. A write that fails (an error, or a
+// throw) is rolled back alone and fails only its own caller; a batch that cannot commit fails all
+// its callers with the commit's error, and none of it is stored.
+//
 // The wait is one sleep and one wake-up per caller: a caller sleeps on its batch's own word
 // (futex), which the writer wakes once that batch is finished, so it is not woken by the batches
 // before its own, and does not take the writer's lock again to go on. Flushing deferred batches to
@@ -75,10 +82,20 @@ class AuditWriter {
   // Records an executed request that has no audit record of its own, in the same way.
   Status Append(ExecutedRequest executed);
 
+  // Runs `unit` on the writer's thread inside the next batch's transaction, in a savepoint of its
+  // own (Database::InSavepoint), and returns once that batch is committed with kFull durability:
+  // what `unit` returned if the batch committed (its writes stay only if that is OK), the
+  // commit's error if it did not (nothing of the batch stays). `unit` must not call Append or
+  // Write, nor InTransaction (it runs on the writer's thread, inside its transaction).
+  using Unit = std::function<Status(Poco::Data::Session&)>;
+  Status Write(const Unit& unit);
+
   struct Stats {
     std::uint64_t records = 0;
     std::uint64_t batches = 0;
     std::uint64_t failures = 0;
+    std::uint64_t writes = 0;  // units of Write committed or failed
+    std::size_t queued = 0;    // records and writes waiting for a batch, now
   };
   Stats stats() const;
 
@@ -86,6 +103,8 @@ class AuditWriter {
   struct Entry {
     std::optional<AuditRecord> audit;
     std::optional<ExecutedRequest> executed;
+    const Unit* unit = nullptr;  // a Write's, and where its own outcome goes
+    Status* outcome = nullptr;
   };
   // What a caller of a batch sleeps on: the writer bumps `word` and wakes its sleepers once the
   // batch is finished. Batches share a word kBatchWords apart, more than can be queued at once.
