@@ -140,7 +140,9 @@ Result<KmsSearchKey> ParseKmsSearchKey(const Object& search_key) {
     return Error(ErrorCode::kInvalidArgument, "search key " + out.uri + " has no version");
   }
   const long long version = search_key.getValue<long long>("version");
-  const std::string suffix = "/" + std::to_string(version);
+  // Appended, not "/" + ...: GCC 12's -O3 warns falsely (-Wrestrict) about the operator+.
+  std::string suffix = "/";
+  suffix += std::to_string(version);
   if (version < 1 || version > 0xffffffffLL || out.uri.find("/search-keys/") == std::string::npos ||
       !out.uri.ends_with(suffix)) {
     return Error(ErrorCode::kInvalidArgument,
