@@ -288,10 +288,14 @@ Status Database::WithConnection(std::optional<Durability> durability,
       // A writer waits this long for another writer's lock instead of failing at once;
       // references between tables are enforced (SQLite leaves them off per connection); what a
       // write deletes or moves is overwritten with zeros (see the header); and a committed
-      // transaction survives power loss, not only a crash of the process.
+      // transaction survives power loss, not only a crash of the process. Temporary files stay
+      // in memory: above all the savepoints' journal (InSavepoint: the old contents of the pages
+      // a unit of a group commit changes again), which would otherwise be written to a deleted
+      // file on the disk, megabytes per batch of bound keys, old contents included.
       *session << busy_timeout_pragma_, now;
       *session << "PRAGMA foreign_keys=ON", now;
       *session << "PRAGMA secure_delete=ON", now;
+      *session << "PRAGMA temp_store=MEMORY", now;
       *session << "PRAGMA synchronous=FULL", now;
       connection = std::make_unique<Connection>(std::move(session), statements_compiled_);
     } catch (const Poco::Exception& e) {
