@@ -31,6 +31,10 @@ void RegisterSqliteOnce() {
   std::call_once(once, [] { Poco::Data::SQLite::Connector::registerConnector(); });
 }
 
+// Changed pages a write transaction holds in memory before it writes them to the log early:
+// 32 MiB of 4 KiB pages.
+constexpr int kSpillPages = 8192;
+
 Error DatabaseError(const Poco::Exception& e, std::string_view what) {
   // Busy and locked databases are transient; everything else is a fault of ours or of the disk.
   const bool transient = dynamic_cast<const Poco::Data::SQLite::DBLockedException*>(&e) ||
@@ -296,6 +300,11 @@ Status Database::WithConnection(std::optional<Durability> durability,
       *session << "PRAGMA foreign_keys=ON", now;
       *session << "PRAGMA secure_delete=ON", now;
       *session << "PRAGMA temp_store=MEMORY", now;
+      // A write transaction keeps up to 32 MiB of changed pages in memory before it writes them
+      // to the log ahead of its commit (SQLite's default: past the 2 MB page cache). A group
+      // commit's batch of writes changes more than 2 MB: spilled, its pages were written to the
+      // log and then again, 1.7 MB more per create /resources of 100 keys (docs/benchmarks.md).
+      *session << "PRAGMA cache_spill=" + std::to_string(kSpillPages), now;
       *session << "PRAGMA synchronous=FULL", now;
       connection = std::make_unique<Connection>(std::move(session), statements_compiled_);
     } catch (const Poco::Exception& e) {

@@ -281,6 +281,23 @@ TEST_F(DatabaseTest, ASavepointsJournalIsNotWrittenToAFile) {
   EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes WHERE text LIKE 'c%'"), 100);
 }
 
+// A write transaction larger than the page cache (2 MB) keeps its changed pages in memory until
+// its commit instead of writing them to the log early and then again (a group commit's batch).
+TEST_F(DatabaseTest, ALargeTransactionWritesTheLogOnlyAtItsCommit) {
+  auto db = Open();
+  std::uint64_t before_commit = 0;
+  ASSERT_TRUE(db->InTransaction([&](Poco::Data::Session& s) -> Status {
+                  const std::uint64_t before = BytesWritten();
+                  for (int i = 0; i < 2000; ++i) {  // 6 MB: 2,000 pages
+                    s << "INSERT INTO notes (text) VALUES (hex(zeroblob(1500)))", now;
+                  }
+                  before_commit = BytesWritten() - before;
+                  return OkStatus();
+                }).ok());
+  EXPECT_LT(before_commit, 64u * 1024) << before_commit << " bytes written before the commit";
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 2000);
+}
+
 TEST_F(DatabaseTest, ConcurrentWritersAllCommit) {
   auto db = Open();
   constexpr int kThreads = 4, kEach = 50;
