@@ -141,25 +141,10 @@ class CoreRoutes::Impl {
         .Add("GET", "/v1/compliance/conversations",
              [this](Request& r, const Caller& c) { return ComplianceConversations(r, c); })
         .Add("GET", "/v1/compliance/conversations/{id}/activities",
-             [this](Request& r, const Caller& c) { return ComplianceHistory(r, c); })
-        .Add("POST", "/v1/index/search",
-             [this](Request& r, const Caller& c) { return Search(r, c); })
-        .Add("PUT", "/v1/index/{conversation}/{activity}",
-             [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); })
-        .Add("POST", "/v1/index/sets",
-             [this](Request& r, const Caller& c) { return PutIndexTokenSets(r, c); })
-        .Add("GET", "/v1/index/events",
-             [this](Request& r, const Caller& c) { return IndexEvents(r, c); });
+             [this](Request& r, const Caller& c) { return ComplianceHistory(r, c); });
+    AddIndexRoutes(users_);
     // What the indexer may use: nothing else (Serve).
-    indexer_
-        .Add("POST", "/v1/index/search",
-             [this](Request& r, const Caller& c) { return Search(r, c); })
-        .Add("PUT", "/v1/index/{conversation}/{activity}",
-             [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); })
-        .Add("POST", "/v1/index/sets",
-             [this](Request& r, const Caller& c) { return PutIndexTokenSets(r, c); })
-        .Add("GET", "/v1/index/events",
-             [this](Request& r, const Caller& c) { return IndexEvents(r, c); });
+    AddIndexRoutes(indexer_);
   }
 
   // /health and /relay/kms are anyone's; everything else, unknown paths included, is a user's (or
@@ -187,6 +172,20 @@ class CoreRoutes::Impl {
   }
 
  private:
+  // The index's routes. They are in both tables: the indexer's, and the users', where the
+  // service refuses every caller but the indexer (403, not 404).
+  void AddIndexRoutes(http::Routes<const Caller&>& routes) {
+    routes
+        .Add("POST", "/v1/index/search",
+             [this](Request& r, const Caller& c) { return Search(r, c); })
+        .Add("PUT", "/v1/index/{conversation}/{activity}",
+             [this](Request& r, const Caller& c) { return PutIndexTokens(r, c); })
+        .Add("POST", "/v1/index/sets",
+             [this](Request& r, const Caller& c) { return PutIndexTokenSets(r, c); })
+        .Add("GET", "/v1/index/events",
+             [this](Request& r, const Caller& c) { return IndexEvents(r, c); });
+  }
+
   Result<VerifiedJwt> Authenticate(const Request& request) {
     const std::string header = request.header("Authorization");
     constexpr std::string_view kBearer = "Bearer ";

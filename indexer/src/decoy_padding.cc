@@ -47,9 +47,13 @@ std::size_t TokenBucket(std::size_t real_tokens) {
   return 0;
 }
 
-Result<std::vector<std::string>> PadWithDecoys(const std::vector<std::string>& tokens) {
-  std::unordered_set<std::string> present;
-  std::vector<std::string> padded;
+namespace {
+
+// The distinct tokens, in their order, into `padded` (and `present`); the bucket they are padded
+// to, or INVALID_ARGUMENT for more than kMaxTokensPerActivity.
+Result<std::size_t> DistinctTokens(const std::vector<std::string>& tokens,
+                                   std::unordered_set<std::string>& present,
+                                   std::vector<std::string>& padded) {
   for (const std::string& token : tokens) {
     if (present.insert(token).second) padded.push_back(token);
   }
@@ -59,6 +63,15 @@ Result<std::vector<std::string>> PadWithDecoys(const std::vector<std::string>& t
                  "an activity has at most " + std::to_string(kMaxTokensPerActivity) +
                      " index tokens; this one has " + std::to_string(padded.size()));
   }
+  return bucket;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> PadWithDecoys(const std::vector<std::string>& tokens) {
+  std::unordered_set<std::string> present;
+  std::vector<std::string> padded;
+  SR_ASSIGN_OR_RETURN(const std::size_t bucket, DistinctTokens(tokens, present, padded));
   padded.reserve(bucket);
   std::array<std::uint8_t, kSearchTokenBytes> bytes{};
   while (padded.size() < bucket) {
@@ -75,15 +88,7 @@ Result<std::vector<std::string>> PadWithDecoys(const std::vector<std::string>& t
                                                const DecoySource& decoys) {
   std::unordered_set<std::string> present;
   std::vector<std::string> padded;
-  for (const std::string& token : tokens) {
-    if (present.insert(token).second) padded.push_back(token);
-  }
-  const std::size_t bucket = TokenBucket(padded.size());
-  if (bucket == 0) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "an activity has at most " + std::to_string(kMaxTokensPerActivity) +
-                     " index tokens; this one has " + std::to_string(padded.size()));
-  }
+  SR_ASSIGN_OR_RETURN(const std::size_t bucket, DistinctTokens(tokens, present, padded));
   const std::size_t wanted = bucket - padded.size();
   // A decoy equal to a real token (a 2^-64 chance each) is skipped and one more asked for.
   for (std::size_t count = wanted; padded.size() < bucket; count += 8) {

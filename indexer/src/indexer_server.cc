@@ -10,6 +10,7 @@
 
 #include "strongroom/common/https_server.h"
 #include "strongroom/common/strict_json.h"
+#include "strongroom/indexer/room_search_key.h"
 
 namespace strongroom::indexer {
 
@@ -24,19 +25,6 @@ std::string Stringify(const Object& object) {
   std::ostringstream out;
   object.stringify(out);
   return out.str();
-}
-
-bool IsLowercaseUuid(std::string_view id) {
-  if (id.size() != 36) return false;
-  for (std::size_t i = 0; i < id.size(); ++i) {
-    const char c = id[i];
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (c != '-') return false;
-    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return true;
 }
 
 Error Invalid(const std::string& message) { return Error(ErrorCode::kInvalidArgument, message); }

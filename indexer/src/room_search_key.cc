@@ -25,19 +25,6 @@ struct MacCtxFree {
   void operator()(EVP_MAC_CTX* ctx) const { EVP_MAC_CTX_free(ctx); }
 };
 
-bool IsLowercaseUuid(std::string_view id) {
-  if (id.size() != 36) return false;
-  for (std::size_t i = 0; i < id.size(); ++i) {
-    const char c = id[i];
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (c != '-') return false;
-    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // "strongroom/search/room/v1" 0x00 | u16 len | room id | u32 version, big-endian.
 std::string Info(std::string_view room_id, std::uint32_t version) {
   std::string info(kInfoLabel);
@@ -56,6 +43,19 @@ EVP_MAC* Hmac() {
 }
 
 }  // namespace
+
+bool IsLowercaseUuid(std::string_view id) {
+  if (id.size() != 36) return false;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    const char c = id[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return false;
+    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
 
 Result<RoomSearchKey> RoomSearchKey::Derive(const SecretBytes& org_search_key,
                                             std::string_view room_id,

@@ -41,6 +41,10 @@ inline constexpr std::size_t kSearchTokenBytes = 8;
 // base64url of kSearchTokenBytes without padding.
 inline constexpr std::size_t kSearchTokenChars = 11;
 
+// A conversation id as the core writes it: a UUID in lowercase hex. A room's key is derived from
+// this spelling only.
+bool IsLowercaseUuid(std::string_view id);
+
 class RoomSearchKey {
  public:
   // K_room for the room `room_id` (the core's conversation id, a lowercase UUID) from the
