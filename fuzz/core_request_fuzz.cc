@@ -385,6 +385,36 @@ void RunIndexTokens(std::string_view body) {
         "the request written again parses differently");
 }
 
+void RunIndexTokenSets(std::string_view body) {
+  const char* mode = "index token sets";
+  auto parsed = Accepted(core::ParseIndexTokenSets(body), mode);
+  if (!parsed) return;
+  CheckBody(body, mode);
+  Check(!parsed->empty() && parsed->size() <= core::kMaxIndexSetsPerBatch, mode,
+        std::to_string(parsed->size()) + " sets accepted");
+  Poco::JSON::Array sets;
+  for (const core::IndexTokenSet& set : *parsed) {
+    Check(set.tokens.size() <= core::kMaxIndexTokensPerActivity, mode, "too many tokens");
+    Object item;
+    item.set("conversationId", set.conversation_id);
+    item.set("activityId", set.activity_id);
+    item.set("tokens", ToArray(set.tokens));
+    sets.add(item);
+  }
+
+  Object json;
+  json.set("sets", sets);
+  const std::string text = ToJson(json);
+  auto again = Reparsed(core::ParseIndexTokenSets(text), mode, text);
+  bool same = again.size() == parsed->size();
+  for (std::size_t i = 0; same && i < again.size(); ++i) {
+    same = again[i].conversation_id == (*parsed)[i].conversation_id &&
+           again[i].activity_id == (*parsed)[i].activity_id &&
+           again[i].tokens == (*parsed)[i].tokens;
+  }
+  Check(same, mode, "the request written again parses differently");
+}
+
 void RunSearch(std::string_view body) {
   const char* mode = "search";
   auto parsed = Accepted(core::ParseSearch(body), mode);
@@ -684,6 +714,8 @@ void Run(const std::uint8_t* data, std::size_t size) {
       return RunContentJwe(rest);
     case CoreRequestMode::kEdit:
       return RunEdit(rest);
+    case CoreRequestMode::kIndexTokenSets:
+      return RunIndexTokenSets(rest);
     case CoreRequestMode::kServicePost:
       if (service_harness == nullptr) {
         service_harness = new ServiceHarness();

@@ -2,7 +2,7 @@
 // generator (core_request_seeds.cc).
 //
 // The first byte chooses what the rest is fed to: (byte - 'a') modulo kCoreRequestModes, so every
-// byte selects something and seeds use the letters 'a' to 'o' and stay text:
+// byte selects something and seeds use the letters 'a' to 'p' and stay text:
 //   a  ParseCreateConversation      h  ParseSearch
 //   b  ParseAddParticipants         i  ParseHistoryQuery
 //   c  ParseRemoveParticipant       j  ParseListQuery
@@ -11,6 +11,7 @@
 //   f  ParsePost                    m  CheckContentJwe
 //   g  ParseIndexTokens             n  a post body through ParsePost and CoreService::PostActivity
 //                                   o  ParseEdit
+//                                   p  ParseIndexTokenSets
 // In mode n the placeholder kFileId is replaced by the id of a file the harness uploaded to its
 // conversation, so that seeds can share it.
 #ifndef STRONGROOM_FUZZ_CORE_REQUEST_INPUT_H_
@@ -36,8 +37,9 @@ enum class CoreRequestMode : std::uint8_t {
   kContentJwe,
   kServicePost,
   kEdit,
+  kIndexTokenSets,
 };
-inline constexpr int kCoreRequestModes = 15;
+inline constexpr int kCoreRequestModes = 16;
 
 inline constexpr char ModeLetter(CoreRequestMode mode) {
   return static_cast<char>('a' + static_cast<int>(mode));

@@ -126,6 +126,16 @@ std::vector<std::pair<std::string, std::string>> Seeds() {
        Mode(M::kIndexTokens) + R"({"tokens":[)" + token + "," + Quoted(B64Random(32)) + "]}"},
       {"index-empty", Mode(M::kIndexTokens) + R"({"tokens":[]})"},
       {"index-missing", Mode(M::kIndexTokens) + "{}"},
+      // p: a batch of index token sets
+      {"index-sets", Mode(M::kIndexTokenSets) + R"({"sets":[{"conversationId":)" + conversation +
+                         R"(,"activityId":"a-1","tokens":[)" + token + "," + Quoted(B64Random(32)) +
+                         R"(]},{"conversationId":)" + conversation +
+                         R"(,"activityId":"a-2","tokens":[]}]})"},
+      {"index-sets-empty", Mode(M::kIndexTokenSets) + R"({"sets":[]})"},
+      {"index-sets-not-object", Mode(M::kIndexTokenSets) + R"({"sets":["a"]})"},
+      {"index-sets-extra", Mode(M::kIndexTokenSets) +
+                               R"({"sets":[{"conversationId":"c","activityId":"a","tokens":[],)"
+                               R"("seq":1}]})"},
       // h: search
       {"search", Mode(M::kSearch) + R"({"queries":[{"conversationId":)" + conversation +
                      R"(,"tokens":[)" + token + "]}]}"},
