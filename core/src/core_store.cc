@@ -29,8 +29,6 @@ using Poco::Data::Keywords::useRef;
     "object_users, " t "file_ids, " t "client_activity_id, " t "published_ms"
 #define SR_ACTIVITY_COLUMNS(t) SR_INSERTED_COLUMNS(t) ", " t "edit_info"
 
-constexpr char kInsertedColumns[] = SR_INSERTED_COLUMNS("");
-
 Poco::Int64 Int(std::int64_t v) { return static_cast<Poco::Int64>(v); }
 Poco::Int64 Int(std::size_t v) { return static_cast<Poco::Int64>(v); }
 
@@ -295,21 +293,26 @@ void CoreStore::InsertConversation(Session& s, const Conversation& c,
 }
 
 void CoreStore::InsertActivity(Session& s, const Activity& a) {
-  if (a.target_seq != 0) {  // an edit or a retraction
-    s << "INSERT INTO activities (" << kInsertedColumns
-      << ", target_seq, edit_info) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        bind(Int(a.seq)), useRef(a.id), useRef(a.conversation_id), useRef(a.actor), useRef(a.verb),
-        useRef(a.content), useRef(a.key_uri), bind(EncodeStringArray(a.object_users)),
-        bind(EncodeStringArray(a.file_ids)), useRef(a.client_activity_id),
-        bind(Int(a.published_ms)), bind(Int(a.target_seq)), bind(EditInfo(a)), now;
-    return;
-  }
-  s << "INSERT INTO activities (" << kInsertedColumns
-    << ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      bind(Int(a.seq)), useRef(a.id), useRef(a.conversation_id), useRef(a.actor), useRef(a.verb),
-      useRef(a.content), useRef(a.key_uri), bind(EncodeStringArray(a.object_users)),
-      bind(EncodeStringArray(a.file_ids)), useRef(a.client_activity_id), bind(Int(a.published_ms)),
-      now;
+  // Every post runs this on the writer thread: kept compiled per connection (Database::Prepare).
+  static constexpr char kInsertSql[] = "INSERT INTO activities (" SR_INSERTED_COLUMNS(
+      "") ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+  static constexpr char kInsertEditSql[] = "INSERT INTO activities (" SR_INSERTED_COLUMNS(
+      "") ", target_seq, edit_info) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+  const bool edit = a.target_seq != 0;  // an edit or a retraction
+  SqlStatement insert = Database::Prepare(s, edit ? kInsertEditSql : kInsertSql);
+  insert.Bind(a.seq)
+      .Bind(a.id)
+      .Bind(a.conversation_id)
+      .Bind(a.actor)
+      .Bind(a.verb)
+      .Bind(a.content)
+      .Bind(a.key_uri)
+      .Bind(EncodeStringArray(a.object_users))
+      .Bind(EncodeStringArray(a.file_ids))
+      .Bind(a.client_activity_id)
+      .Bind(a.published_ms);
+  if (edit) insert.Bind(a.target_seq).Bind(EditInfo(a));
+  insert.Run();
 }
 
 void CoreStore::ReplaceContent(Session& s, std::int64_t seq, const std::string& content,
@@ -372,8 +375,10 @@ void CoreStore::SetTitle(Session& s, const std::string& conversation_id, const s
 }
 
 void CoreStore::SetLastSeq(Session& s, const std::string& conversation_id, std::int64_t seq) {
-  s << "UPDATE conversations SET last_seq = ? WHERE id = ?", bind(Int(seq)),
-      useRef(conversation_id), now;
+  Database::Prepare(s, "UPDATE conversations SET last_seq = ? WHERE id = ?")
+      .Bind(seq)
+      .Bind(conversation_id)
+      .Run();
 }
 
 void CoreStore::InsertFile(Session& s, const FileInfo& f) {
@@ -399,11 +404,12 @@ std::size_t CoreStore::CountDeclaredKeys(Session& s, const std::string& conversa
 
 bool CoreStore::ClientIdUsed(Session& s, const std::string& conversation_id,
                              const std::string& actor, const std::string& client_activity_id) {
-  int count = 0;
-  s << "SELECT COUNT(*) FROM activities WHERE conversation_id = ? AND actor = ? "
-       "AND client_activity_id = ? AND client_activity_id <> ''",
-      useRef(conversation_id), useRef(actor), useRef(client_activity_id), into(count), now;
-  return count > 0;
+  SqlStatement count =
+      Database::Prepare(s,
+                        "SELECT COUNT(*) FROM activities WHERE conversation_id = ? AND actor = ? "
+                        "AND client_activity_id = ? AND client_activity_id <> ''");
+  count.Bind(conversation_id).Bind(actor).Bind(client_activity_id);
+  return count.Next() && count.Int(0) > 0;
 }
 
 std::optional<Activity> CoreStore::FindByClientId(Session& s, const std::string& conversation_id,

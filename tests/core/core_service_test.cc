@@ -636,6 +636,38 @@ TEST_F(CoreServiceTest, PostStoresTheActivityAndTellsTheListener) {
   EXPECT_EQ(service_->GetConversation(alice_, c.id)->last_seq, posted->seq);
 }
 
+// A post's statements (the retry check, the insert, the conversation's last seq) are compiled once
+// per pooled connection and kept: the writer thread does not compile SQL for every post.
+TEST_F(CoreServiceTest, PostsDoNotCompileTheirStatementsAgain) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  auto post = [&](int i) {
+    NewPost p;
+    p.content = Jwe(c.current_key_uri, "words " + std::to_string(i));
+    p.client_activity_id = "client-" + std::to_string(i);
+    auto posted = service_->PostActivity(bob_, c.id, p);
+    ASSERT_TRUE(posted.ok()) << posted.error().ToString();
+  };
+  // Warm every pooled connection the writer may take.
+  for (int i = 0; i < 20; ++i) ASSERT_NO_FATAL_FAILURE(post(i));
+  const std::uint64_t compiled = db_->statements_compiled();
+  auto uses = [&](std::string_view start) {
+    std::uint64_t n = 0;
+    for (const auto& [sql, count] : db_->KeptStatementUses()) {
+      if (sql.rfind(start, 0) == 0) n += count;
+    }
+    return n;
+  };
+  const std::uint64_t inserts = uses("INSERT INTO activities");
+  const std::uint64_t last_seqs = uses("UPDATE conversations SET last_seq");
+  const std::uint64_t retry_checks = uses("SELECT COUNT(*) FROM activities");
+  for (int i = 20; i < 70; ++i) ASSERT_NO_FATAL_FAILURE(post(i));
+  EXPECT_EQ(db_->statements_compiled(), compiled);  // nothing compiled for the last 50
+  EXPECT_EQ(uses("INSERT INTO activities"), inserts + 50);
+  EXPECT_EQ(uses("UPDATE conversations SET last_seq"), last_seqs + 50);
+  EXPECT_EQ(uses("SELECT COUNT(*) FROM activities"), retry_checks + 50);
+  EXPECT_EQ(service_->GetConversation(alice_, c.id)->last_seq, 71);
+}
+
 TEST_F(CoreServiceTest, InvalidPostsAreRefusedAndStoreNothing) {
   const Conversation c = Create(alice_, {bob_.user_id});
   const Conversation other = Create(alice_, {});
