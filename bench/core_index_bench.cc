@@ -38,6 +38,7 @@
 #include "strongroom/core/core_service.h"
 #include "strongroom/indexer/decoy_padding.h"
 #include "strongroom/indexer/room_search_key.h"
+#include "zipf_words.h"
 
 namespace strongroom::bench {
 namespace {
@@ -50,8 +51,6 @@ using core::internal::IndexPostings;
 using Poco::Data::Keywords::into;
 using Poco::Data::Keywords::now;
 
-constexpr std::size_t kVocabulary = 50000;  // distinct words of the organization's rooms
-constexpr double kZipfExponent = 1.0;
 constexpr std::size_t kMinTerms = 15;  // distinct terms of a ~200-byte message
 constexpr std::size_t kMaxTerms = 25;
 constexpr std::size_t kPerTransaction = 10000;
@@ -72,24 +71,6 @@ void Must(const Status& status, const char* what) {
 }
 
 std::string Uuid() { return Poco::UUIDGenerator::defaultGenerator().createRandom().toString(); }
-
-// Words by rank, drawn with probability ~ 1 / rank^s.
-class Zipf {
- public:
-  Zipf(std::size_t n, double s) : cdf_(n) {
-    double sum = 0;
-    for (std::size_t i = 0; i < n; ++i) cdf_[i] = sum += 1.0 / std::pow(double(i + 1), s);
-    for (double& c : cdf_) c /= sum;
-  }
-  std::size_t operator()(std::mt19937_64& rng) const {
-    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
-    return std::min<std::size_t>(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin(),
-                                 cdf_.size() - 1);
-  }
-
- private:
-  std::vector<double> cdf_;
-};
 
 std::string Word(std::size_t rank) { return "w" + std::to_string(rank); }
 
