@@ -3,6 +3,7 @@
 #ifndef STRONGROOM_BENCH_LOAD_SUPPORT_H_
 #define STRONGROOM_BENCH_LOAD_SUPPORT_H_
 
+#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "strongroom/common/error.h"
@@ -56,6 +58,33 @@ inline Result<std::string> ReadToken(const std::string& path) {
   if (token.empty() || token.size() > kMaxTokenBytes) {
     ZeroizeString(token);
     return Error(ErrorCode::kInvalidArgument, "the token file " + path + " holds no usable token");
+  }
+  return token;
+}
+
+// A bearer token from a token command (as indexerd's token_command, docs/operations/indexerd.md):
+// `command` with {subject} and {audience} replaced, run by /bin/sh, its first line. Never echoed.
+inline Result<std::string> CommandToken(std::string command, const std::string& subject,
+                                        const std::string& audience) {
+  for (const auto& [name, value] : {std::pair<std::string, std::string>{"{subject}", subject},
+                                    std::pair<std::string, std::string>{"{audience}", audience}}) {
+    for (std::size_t at = command.find(name); at != std::string::npos; at = command.find(name)) {
+      command.replace(at, name.size(), value);
+    }
+  }
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return Error(ErrorCode::kUnavailable, "cannot run the token command");
+  std::string token;
+  char buffer[4096];
+  while (token.size() <= kMaxTokenBytes && fgets(buffer, sizeof buffer, pipe) != nullptr) {
+    token += buffer;
+  }
+  const int status = pclose(pipe);
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+  if (status != 0 || token.empty() || token.size() > kMaxTokenBytes) {
+    ZeroizeString(token);
+    return Error(ErrorCode::kUnauthenticated,
+                 "the token command gave no token for " + subject + " (" + audience + ")");
   }
   return token;
 }

@@ -2,7 +2,8 @@
 # keys, the identity key and its chain from a test CA, a TLS certificate for 127.0.0.1 from the
 # same CA, a development IdP and a user token per organization, and kmsd on 127.0.0.1 (port 0).
 # Used by bench/run-kms-load.sh, bench/run-core-load.sh, bench/run-sdk-latency.sh,
-# tests/kms/jwcrypto_client_test.sh and tests/cli/strongroom_cli_test.sh.
+# bench/run-indexer-load.sh, tests/kms/jwcrypto_client_test.sh and
+# tests/cli/strongroom_cli_test.sh.
 #
 #   KMSCTL=... IDP=... KMSD=...           the built tools
 #   throwaway_kms_setup DIR ORGS [KMS_INI_LINES]   ORGS: "acme" or "acme globex"; extra [kms] lines
