@@ -196,6 +196,7 @@ start_all() {
 # $work/window (its measured window starts), with --perf; perf_end waits and summarizes each
 # (bench/perf_components.py) into $out/perf-LABEL-NAME.txt.
 perf_pids=()
+half() { awk -v s="$1" 'BEGIN { print s / 2 }'; }
 perf_start() {  # LABEL SECONDS NAME=PID...
   local label="$1" seconds="$2" spec
   shift 2
@@ -249,7 +250,7 @@ for scenario in "${scenario_list[@]}"; do
       start_all
       echo "--- post: $clients clients, $users users, $rooms_per_user rooms each (load average" \
         "$(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$out/run.txt"
-      perf_start post "$(echo "$duration / 2" | bc)" "indexerd=$indexerd_pid" "cored=$cored_pid"
+      perf_start post "$(half "$duration")" "indexerd=$indexerd_pid" "cored=$cored_pid"
       post_args=(--clients "$clients" --users "$users" --rooms-per-user "$rooms_per_user"
         --pool "$pool" --duration "$duration" --warmup "$warmup" --poll-ms "$poll_ms")
       [ "$rate" != 0 ] && post_args+=(--rate "$rate")
@@ -315,7 +316,7 @@ for scenario in "${scenario_list[@]}"; do
             tee -a "$out/run.txt"
           # Profiles of the largest count's runs only.
           [ "$count" = "${counts[-1]}" ] && perf_start "search-$count-$n" \
-            "$(echo "$search_duration / 2" | bc)" "kmsd=$KMSD_PID" "cored=$cored_pid" \
+            "$(half "$search_duration")" "kmsd=$KMSD_PID" "cored=$cored_pid" \
             "indexerd=$indexerd_pid"
           "$load" --mode search "${common[@]}" --clients "$n" --duration "$search_duration" \
             --warmup "$search_warmup" \
