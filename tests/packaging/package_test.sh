@@ -4,7 +4,8 @@
 # (dpkg-deb -c), its control fields (the dependencies dpkg-shlibdeps found), its conffiles and
 # maintainer scripts (present, 0755, `sh -n` clean), its systemd unit (systemd-analyze verify in
 # the unpacked tree, and the keys the deployment guide promises), and lintian: no error, warning
-# or info that the package's lintian-overrides does not explain.
+# or info that the package's lintian-overrides does not explain. As root, it also installs,
+# reinstalls, removes and purges them in a throwaway mount namespace (install_check.sh).
 # Usage: package_test.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 src="$(cd "${1:?usage: package_test.sh SOURCE_DIR BUILD_DIR}" && pwd)"
@@ -167,6 +168,22 @@ if command -v lintian >/dev/null; then
   grep -E "^[EWI]: " <<<"$out" && fail "lintian reports tags that are not overridden"
 else
   fail "lintian is not installed (scripts/setup-debian installs it)"
+fi
+
+# Installing, reinstalling, removing and purging for real, in a mount namespace of overlays
+# (install_check.sh): root only.
+if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
+  status=0
+  mkdir "$work/overlays"
+  out="$(unshare --mount --propagation private "$src/tests/packaging/install_check.sh" \
+    "$work/debs" "$work/overlays" 2>&1)" || status=$?
+  if [ "$status" -eq 77 ]; then
+    echo "install check skipped: no overlay mounts here"
+  elif [ "$status" -ne 0 ] || grep -q "^FAIL: " <<<"$out"; then
+    fail "install check (exit $status): $out"
+  fi
+else
+  echo "install check skipped: it needs root"
 fi
 
 if [ "$failures" -ne 0 ]; then
