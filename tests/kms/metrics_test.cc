@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <latch>
 #include <map>
 #include <regex>
 #include <set>
@@ -144,13 +146,19 @@ TEST(MetricsTest, TokenHealthAndPoolWaitsComeFromTheVault) {
   auto vault = hsm::KeyVault::Open({tokens});
   ASSERT_TRUE(vault.ok()) << vault.error().ToString();
   ASSERT_TRUE((*vault)->InitRoot("acme").ok());
-  // Four threads on a one-session pool: some of them must wait.
+  // Four threads on a one-session pool, started together, wrap until one of them has waited (on a
+  // loaded machine the first may finish ten wraps before the others run): a wait must happen and
+  // be counted, within a bound.
+  std::latch start(4);
+  std::atomic<bool> waited{false};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       const std::vector<std::uint8_t> key(32, 1);
-      for (int i = 0; i < 10; ++i) {
-        ASSERT_TRUE((*vault)->Wrap({"acme", "kms://k/keys/" + std::to_string(i)}, key).ok());
+      start.arrive_and_wait();
+      for (int i = 0; i < 2000 && !waited.load(); ++i) {
+        ASSERT_TRUE((*vault)->Wrap({"acme", "kms://k/keys/" + std::to_string(i % 10)}, key).ok());
+        if (i >= 9 && (*vault)->tokens()[0]->pool_stats().waited > 0) waited = true;
       }
     });
   }
