@@ -37,6 +37,7 @@ using internal::GroupCommitWriter;
 using internal::IndexPostings;
 using internal::Invalid;
 using internal::kNoSeq;
+using internal::NoSuchActivity;
 using internal::NoSuchConversation;
 using internal::Read;
 using internal::ReadTransaction;
@@ -661,10 +662,6 @@ class CoreService::Impl {
       return Invalid("the content is larger than " + std::to_string(kMaxContentBytes) + " bytes");
     }
     return CheckContentJwe(content);
-  }
-
-  static Error NoSuchActivity() {
-    return Error(ErrorCode::kNotFound, "no such activity in this conversation");
   }
 
   // The message (post or share) `activity_id` of the conversation, which `caller` wrote and may

@@ -19,31 +19,48 @@ IndexStore::IndexStore(std::string indexer_user_id, std::string indexer_org, Dat
       db_(db),
       writer_(writer) {}
 
+namespace {
+
+// A set's tokens checked (count, form) and turned into what the store keeps of each
+// (posting_chunk.h), before the writer's turn.
+Result<std::vector<IndexKey>> CheckedKeys(const std::vector<std::string>& tokens) {
+  if (tokens.size() > kMaxIndexTokensPerActivity) {
+    return Invalid("at most " + std::to_string(kMaxIndexTokensPerActivity) +
+                   " index tokens per activity");
+  }
+  std::vector<IndexKey> keys;
+  keys.reserve(tokens.size());
+  for (const std::string& token : tokens) {
+    SR_RETURN_IF_ERROR(CheckIndexToken(token));
+    keys.push_back(IndexKey::Of(token));
+  }
+  return keys;
+}
+
+// In the writer: the seq under which the activity's tokens are kept, none when its text is no
+// longer a message's (IndexedAs), or NOT_FOUND.
+Result<std::optional<std::int64_t>> IndexedSeq(Batch& b, const std::string& conversation_id,
+                                               const std::string& activity_id) {
+  if (!b.State(conversation_id)) return NoSuchConversation();
+  std::optional<Activity> activity = CoreStore::FindActivity(*b.s, conversation_id, activity_id);
+  if (!activity) return NoSuchActivity();
+  return IndexStore::IndexedAs(*activity);
+}
+
+}  // namespace
+
 Status IndexStore::PutIndexTokens(const Caller& caller, const std::string& id,
                                   const std::string& activity_id,
                                   const std::vector<std::string>& tokens) {
   SR_RETURN_IF_ERROR(CheckIndexer(caller));
   if (!IsUuid(id)) return NoSuchConversation();
-  const Error no_activity(ErrorCode::kNotFound, "no such activity in this conversation");
-  if (!IsUuid(activity_id)) return no_activity;
-  if (tokens.size() > kMaxIndexTokensPerActivity) {
-    return Invalid("at most " + std::to_string(kMaxIndexTokensPerActivity) +
-                   " index tokens per activity");
-  }
-  for (const std::string& token : tokens) SR_RETURN_IF_ERROR(CheckIndexToken(token));
-  // What the store keeps of each token (posting_chunk.h), computed before the writer's turn.
-  std::vector<IndexKey> keys;
-  keys.reserve(tokens.size());
-  for (const std::string& token : tokens) keys.push_back(IndexKey::Of(token));
+  if (!IsUuid(activity_id)) return NoSuchActivity();
+  SR_ASSIGN_OR_RETURN(std::vector<IndexKey> keys, CheckedKeys(tokens));
   Result<Activity> put = writer_.Submit([&](Batch& b) -> Result<Activity> {
-    if (!b.State(id)) return NoSuchConversation();
-    std::optional<Activity> activity = CoreStore::FindActivity(*b.s, id, activity_id);
-    if (!activity) return no_activity;
     // Checked in the writer, after every committed edit: tokens of text that is no longer a
     // message's never reach the store, however late the indexer is.
-    if (std::optional<std::int64_t> seq = IndexedAs(*activity)) {
-      IndexPostings::Replace(*b.s, id, *seq, keys);
-    }
+    SR_ASSIGN_OR_RETURN(std::optional<std::int64_t> seq, IndexedSeq(b, id, activity_id));
+    if (seq) IndexPostings::Replace(*b.s, id, *seq, keys);
     return Activity{};
   });
   if (!put.ok()) return put.error();
@@ -60,38 +77,32 @@ Status IndexStore::PutIndexTokenSets(const Caller& caller, const std::vector<Ind
   const auto in_set = [](std::size_t i, const Error& error) {
     return Error(error.code(), "set " + std::to_string(i) + ": " + error.message());
   };
-  const Error no_activity(ErrorCode::kNotFound, "no such activity in this conversation");
   std::set<std::pair<std::string, std::string>> seen;
   std::vector<std::vector<IndexKey>> keys(sets.size());
   for (std::size_t i = 0; i < sets.size(); ++i) {
     const IndexTokenSet& set = sets[i];
     if (!IsUuid(set.conversation_id)) return in_set(i, NoSuchConversation());
-    if (!IsUuid(set.activity_id)) return in_set(i, no_activity);
+    if (!IsUuid(set.activity_id)) return in_set(i, NoSuchActivity());
     if (!seen.insert({set.conversation_id, set.activity_id}).second) {
       return in_set(i, Invalid("a batch names each activity once"));
     }
-    if (set.tokens.size() > kMaxIndexTokensPerActivity) {
-      return in_set(i, Invalid("at most " + std::to_string(kMaxIndexTokensPerActivity) +
-                               " index tokens per activity"));
-    }
-    for (const std::string& token : set.tokens) {
-      if (Status checked = CheckIndexToken(token); !checked.ok()) return in_set(i, checked.error());
-      keys[i].push_back(IndexKey::Of(token));
-    }
+    Result<std::vector<IndexKey>> checked = CheckedKeys(set.tokens);
+    if (!checked.ok()) return in_set(i, checked.error());
+    keys[i] = std::move(checked).value();
   }
   Result<Activity> put = writer_.Submit([&](Batch& b) -> Result<Activity> {
     // Checks first: a change that fails must have written nothing.
     std::vector<std::optional<std::int64_t>> indexed_as(sets.size());
     for (std::size_t i = 0; i < sets.size(); ++i) {
-      if (!b.State(sets[i].conversation_id)) return in_set(i, NoSuchConversation());
-      std::optional<Activity> activity =
-          CoreStore::FindActivity(*b.s, sets[i].conversation_id, sets[i].activity_id);
-      if (!activity) return in_set(i, no_activity);
-      indexed_as[i] = IndexedAs(*activity);
+      Result<std::optional<std::int64_t>> seq =
+          IndexedSeq(b, sets[i].conversation_id, sets[i].activity_id);
+      if (!seq.ok()) return in_set(i, seq.error());
+      indexed_as[i] = *seq;
     }
     for (std::size_t i = 0; i < sets.size(); ++i) {
-      if (indexed_as[i])
+      if (indexed_as[i]) {
         IndexPostings::Replace(*b.s, sets[i].conversation_id, *indexed_as[i], keys[i]);
+      }
     }
     return Activity{};
   });

@@ -70,6 +70,10 @@ Error Invalid(std::string message) {
 
 Error NoSuchConversation() { return Error(ErrorCode::kNotFound, "no such conversation"); }
 
+Error NoSuchActivity() {
+  return Error(ErrorCode::kNotFound, "no such activity in this conversation");
+}
+
 Status CheckPageSize(std::size_t limit) {
   if (limit == 0 || limit > kMaxPageSize) {
     return Invalid("the page size must be 1 to " + std::to_string(kMaxPageSize));

@@ -19,6 +19,9 @@ Error Invalid(std::string message);
 // probed).
 Error NoSuchConversation();
 
+// NOT_FOUND for an activity id the conversation does not hold (or that is not an id at all).
+Error NoSuchActivity();
+
 // 1..kMaxPageSize.
 Status CheckPageSize(std::size_t limit);
 
