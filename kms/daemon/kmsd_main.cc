@@ -106,16 +106,21 @@ class Kmsd : public DaemonApplication {
     // listener opens: a bad one stops kmsd before it says it serves.
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> operations,
                         Operations::New(config_path, *vault, *db, metrics, cache, reconcile.get()));
-    std::unique_ptr<RelayConnector> relay;
+    // One connector per cored node that [relay] url lists: each keeps its own connections up.
+    std::vector<std::unique_ptr<RelayConnector>> relays;
     if (settings.relay) {
-      RelayConnectorOptions relay_options;
-      relay_options.url = settings.relay->url;
-      relay_options.ca_file = settings.relay->ca_file;
-      relay_options.token_file = settings.relay->token_file;
-      relay_options.cluster = "kms://" + settings.host;
-      relay_options.connections = settings.relay->connections;
-      relay_options.idle_timeout = settings.relay->idle_timeout;
-      SR_ASSIGN_OR_RETURN(relay, RelayConnector::New(std::move(relay_options), *service));
+      for (const std::string& url : settings.relay->urls) {
+        RelayConnectorOptions relay_options;
+        relay_options.url = url;
+        relay_options.ca_file = settings.relay->ca_file;
+        relay_options.token_file = settings.relay->token_file;
+        relay_options.cluster = "kms://" + settings.host;
+        relay_options.connections = settings.relay->connections;
+        relay_options.idle_timeout = settings.relay->idle_timeout;
+        SR_ASSIGN_OR_RETURN(std::unique_ptr<RelayConnector> relay,
+                            RelayConnector::New(std::move(relay_options), *service));
+        relays.push_back(std::move(relay));
+      }
     }
 
     KmsServerOptions options;
@@ -138,12 +143,13 @@ class Kmsd : public DaemonApplication {
       Log("operations listener on https://" + operations->settings().listener.host + ":" +
           std::to_string(operations->port()));
     }
-    // The relay through cored, if [relay] is configured: connections kmsd dials out and keeps up.
-    if (relay) relay->Start();
+    // The relay through cored, if [relay] is configured: connections kmsd dials out to every
+    // node it names and keeps up.
+    for (const auto& relay : relays) relay->Start();
 
     waitForTerminationRequest();
     Log("stopping: finishing requests in flight");
-    if (relay) relay->Stop();
+    for (const auto& relay : relays) relay->Stop();
     operations.reset();
     reconcile.reset();
     reconcile_jobs.reset();

@@ -28,18 +28,28 @@ Result<std::optional<KmsdRelaySettings>> ReadRelaySettings(const AbstractConfigu
   SR_RETURN_IF_ERROR(CheckSettingKeys(
       config, "relay", {"url", "ca_file", "token_file", "connections", "idle_timeout_s"}));
   KmsdRelaySettings relay;
-  SR_ASSIGN_OR_RETURN(relay.url, RequiredSetting(config, "relay.url", "core URL for the relay"));
-  bool usable = false;
-  try {
-    const Poco::URI uri(relay.url);
-    usable = uri.getScheme() == "https" && !uri.getHost().empty() && uri.getUserInfo().empty() &&
-             (uri.getPath().empty() || uri.getPath() == "/") && uri.getRawQuery().empty() &&
-             uri.getFragment().empty();
-  } catch (const Poco::Exception&) {
+  if (Result<std::string> url = RequiredSetting(config, "relay.url", "core URL for the relay");
+      !url.ok()) {
+    return url.error();
   }
-  if (!usable) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "relay.url must be https://host[:port] (cored, no path), got '" + relay.url + "'");
+  SR_ASSIGN_OR_RETURN(relay.urls, NameListSetting(config, "relay.url", kMaxRelayCoreNodes));
+  for (const std::string& url : relay.urls) {
+    bool usable = false;
+    try {
+      const Poco::URI uri(url);
+      usable = uri.getScheme() == "https" && !uri.getHost().empty() && uri.getUserInfo().empty() &&
+               (uri.getPath().empty() || uri.getPath() == "/") && uri.getRawQuery().empty() &&
+               uri.getFragment().empty();
+    } catch (const Poco::Exception&) {
+    }
+    if (!usable) {
+      return Error(
+          ErrorCode::kInvalidArgument,
+          "relay.url must list https://host[:port] of cored nodes (no path), got '" + url + "'");
+    }
+  }
+  if (relay.urls.empty()) {
+    return Error(ErrorCode::kInvalidArgument, "relay.url names no cored node");
   }
   SR_ASSIGN_OR_RETURN(relay.ca_file,
                       RequiredSetting(config, "relay.ca_file", "CA file for cored's certificate"));

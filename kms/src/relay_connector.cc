@@ -155,7 +155,7 @@ void RelayConnector::Stop() {
   }
   wake_.notify_all();
   for (std::thread& thread : threads) thread.join();
-  Log("relay: stopped");
+  Log("relay: stopped to " + options_.url);
 }
 
 std::size_t RelayConnector::connected() const {
@@ -177,8 +177,8 @@ void RelayConnector::Log(const std::string& line) const {
 }
 
 void RelayConnector::Run(std::size_t index) {
-  const std::string name =
-      "relay connection " + std::to_string(index + 1) + "/" + std::to_string(options_.connections);
+  const std::string name = "relay connection " + std::to_string(index + 1) + "/" +
+                           std::to_string(options_.connections) + " to " + options_.url;
   std::mt19937_64 random(std::random_device{}());
   auto backoff = options_.backoff_initial;
   std::string last_logged;  // the failure last logged; the same one is not logged again

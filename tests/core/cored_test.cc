@@ -2112,7 +2112,10 @@ class CoredRelayTest : public CoredTest {
 
   static std::string RandomHexToken() { return Hex(RandomBytes(32)); }
 
-  std::string WriteKmsdConfig() {
+  // `also_dial`: further cored nodes (their ports) that kmsd's [relay] url lists after this one.
+  std::string WriteKmsdConfig(const std::vector<std::uint16_t>& also_dial = {}) {
+    std::string urls = "https://127.0.0.1:" + std::to_string(port());
+    for (std::uint16_t node : also_dial) urls += ", https://127.0.0.1:" + std::to_string(node);
     const fs::path ini = path("kms.ini");
     const std::string d = env().dir().string();
     std::ofstream(ini) << env().hsm_section() << "[kms]\nhost = " << kKmsHost
@@ -2120,7 +2123,7 @@ class CoredRelayTest : public CoredTest {
                        << "\nlisten = 127.0.0.1:0\ntls_cert = " << d << "/tls.pem"
                        << "\ntls_key = " << d << "/tls.key\nidentity_chain = " << d
                        << "/identity.pem\n"
-                       << "[relay]\nurl = https://127.0.0.1:" << port() << "\nca_file = " << d
+                       << "[relay]\nurl = " << urls << "\nca_file = " << d
                        << "/ca.pem\ntoken_file = " << token_file_ << "\nconnections = 2\n"
                        << "[jwt]\nissuers = acme\nskew_s = 0\n"
                        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\njwks = "
@@ -2129,8 +2132,8 @@ class CoredRelayTest : public CoredTest {
   }
 
   // Starts kmsd (cored must run) and waits until it answers GET /kms/info on its own listener.
-  bool StartKmsd() {
-    const std::string ini = WriteKmsdConfig();
+  bool StartKmsd(const std::vector<std::uint16_t>& also_dial = {}) {
+    const std::string ini = WriteKmsdConfig(also_dial);
     const bool started =
         kmsd_.Start({KMSD_PATH,
                      {"--config", ini},
@@ -2275,6 +2278,78 @@ TEST_F(CoredRelayTest, ASealedKmsExchangeGoesThroughTheCore) {
   auto ping = session->Call("update", "/ping");
   ASSERT_TRUE(ping.ok()) << ping.error().ToString();
   EXPECT_EQ((*ping)->getValue<int>("status"), 200);
+}
+
+// Two cored nodes of one core (each its own database here: the relay is per node) and one kmsd
+// that dials both: a client reaches the KMS through either, one sealed channel goes on through
+// the other node, and a node's death costs the other nothing (docs/operations/relay.md).
+TEST_F(CoredRelayTest, KmsdServesEveryCoredNodeItNames) {
+  ASSERT_TRUE(StartCored());
+  std::string config = ReadFile(path("core.ini"));
+  for (const auto& [from, to] :
+       {std::pair{db_path(), path("b.db")}, std::pair{files_dir(), path("files-b")}}) {
+    const std::size_t at = config.find(from.string());
+    ASSERT_NE(at, std::string::npos) << from;
+    config.replace(at, from.string().size(), to.string());
+  }
+  fs::create_directories(path("files-b"));
+  std::ofstream(path("core-b.ini")) << config;
+  DaemonProcess node_b;
+  ASSERT_TRUE(node_b.Start(
+      {CORED_PATH,
+       {"--config", path("core-b.ini").string()},
+       {},
+       path("cored-b.log").string(),
+       path("cored-b.port").string()},
+      [](std::uint16_t port) { return Client(port, "").Get("/health").status == 200; }))
+      << node_b.error();
+  ASSERT_TRUE(StartKmsd({node_b.port()}));
+  Client alice_a = As(kAlice), alice_b(node_b.port(), env().Token(kAlice));
+  ASSERT_TRUE(WaitForRelay(alice_a));
+  ASSERT_TRUE(WaitForRelay(alice_b));
+
+  // One channel, opened through node A; its requests then take turns between the nodes.
+  std::atomic<int> sent{0};
+  client::KmsTransport alternating = [&](const std::string& message) {
+    return Through(sent++ % 2 == 0 ? &alice_a : &alice_b)(message);
+  };
+  auto https = KmsHttps(kmsd_.port());
+  ASSERT_TRUE(https);
+  auto info_text = https->GetInfo();
+  ASSERT_TRUE(info_text.ok()) << info_text.error().ToString();
+  auto info = client::ParseKmsInfo(*info_text);
+  ASSERT_TRUE(info.ok());
+  auto session =
+      client::KmsSession::Open(*info, "cored-test", env().Token(kAlice, "kms"), alternating);
+  ASSERT_TRUE(session.ok()) << session.error().ToString();
+  std::vector<std::string> keys;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::string> made = CreateKeys(**session, 1);
+    ASSERT_EQ(made.size(), 1u);
+    keys.push_back(made[0]);
+    auto retrieved = (*session)->Call("retrieve", made[0]);
+    ASSERT_TRUE(retrieved.ok()) << retrieved.error().ToString();
+    EXPECT_EQ((*retrieved)->getValue<int>("status"), 200) << Stringify(**retrieved);
+  }
+  EXPECT_GE(sent.load(), 6);  // the ECDHE exchange and six calls, both nodes carried some
+
+  // kmsd names the node each connection is up to.
+  const std::string log = ReadFile(path("kmsd.log"));
+  for (std::uint16_t node : {port(), node_b.port()}) {
+    EXPECT_NE(log.find("up to https://127.0.0.1:" + std::to_string(node)), std::string::npos)
+        << log;
+  }
+
+  // Node A dies: through node B, a new channel reaches every key made before.
+  EXPECT_EQ(StopCored(SIGKILL), -SIGKILL);
+  auto through_b = Session(&alice_b, kAlice);
+  ASSERT_TRUE(through_b);
+  for (const std::string& key : keys) {
+    auto retrieved = through_b->Call("retrieve", key);
+    ASSERT_TRUE(retrieved.ok()) << retrieved.error().ToString();
+    EXPECT_EQ((*retrieved)->getValue<int>("status"), 200) << Stringify(**retrieved);
+  }
+  EXPECT_EQ(node_b.Stop(SIGTERM), 0) << node_b.LogTail();
 }
 
 TEST_F(CoredRelayTest, ACreateWithAnEmbeddedKmsMessageMakesTheConversationAndTheResource) {

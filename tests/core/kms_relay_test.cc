@@ -607,7 +607,7 @@ TEST_F(KmsRelayTest, TheKmsGoingAwayFailsForwardsAtOnceAndItsReturnIsPickedUp) {
   auto again = alice->Call("update", "/ping");
   ASSERT_TRUE(again.ok()) << again.error().ToString();
   EXPECT_EQ((*again)->getValue<int>("status"), 200);
-  EXPECT_TRUE(WaitUntil([&] { return Logged("kms: relay: stopped"); }));
+  EXPECT_TRUE(WaitUntil([&] { return Logged("kms: relay: stopped to https://"); }));
   EXPECT_TRUE(
       WaitUntil([&] { return Logged("core: kms://kms.acme.test: relay connection dropped"); }));
 }
@@ -864,17 +864,31 @@ TEST_F(KmsRelayTest, KmsdReadsItsRelaySection) {
                    "token_file = relay.token\nconnections = 8\n");
   ASSERT_TRUE(with.ok()) << with.error().ToString();
   ASSERT_TRUE(with->relay.has_value());
-  EXPECT_EQ(with->relay->url, "https://core.acme.test:8443");
+  EXPECT_EQ(with->relay->urls, std::vector<std::string>{"https://core.acme.test:8443"});
   EXPECT_EQ(with->relay->ca_file, "ca.pem");
   EXPECT_EQ(with->relay->token_file, "relay.token");
   EXPECT_EQ(with->relay->connections, 8u);
   EXPECT_EQ(with->relay->idle_timeout, std::chrono::seconds(45));
 
+  // Several cored nodes, comma-separated.
+  auto nodes = read(base +
+                    "[relay]\nurl = https://core-a.acme.test:8443 , https://core-b.acme.test\n"
+                    "ca_file = ca.pem\ntoken_file = relay.token\n");
+  ASSERT_TRUE(nodes.ok()) << nodes.error().ToString();
+  EXPECT_EQ(nodes->relay->urls, (std::vector<std::string>{"https://core-a.acme.test:8443",
+                                                          "https://core-b.acme.test"}));
+
   const std::string good = "url = https://core\nca_file = ca.pem\ntoken_file = t\n";
+  std::string seventeen = "url = https://core0";
+  for (int node = 1; node < 17; ++node) seventeen += ", https://core" + std::to_string(node);
   for (const std::string& relay : std::vector<std::string>{
            "url = https://core\n",                                       // no ca_file, token_file
            "url = http://core\nca_file = ca.pem\ntoken_file = t\n",      // not TLS
            "url = https://core/v1\nca_file = ca.pem\ntoken_file = t\n",  // a path
+           "url = https://a, http://b\nca_file = ca.pem\ntoken_file = t\n",   // one not TLS
+           "url = https://a, https://a\nca_file = ca.pem\ntoken_file = t\n",  // twice
+           "url = ,\nca_file = ca.pem\ntoken_file = t\n",                     // none
+           seventeen + "\nca_file = ca.pem\ntoken_file = t\n",                // > 16
            good + "connections = 0\n", good + "connections = 65\n", good + "conections = 4\n",
            good + "idle_timeout_s = 1\n"}) {
     EXPECT_FALSE(read(base + "[relay]\n" + relay).ok()) << relay;

@@ -39,7 +39,10 @@
 //
 //   [relay]                           ; optional: serve the protocol through cored too, over
 //                                     ; connections kmsd opens (relay_connector.h)
-//   url = https://core.example.com:8443           ; cored, no path
+//   url = https://core.example.com:8443           ; cored, no path; several cored nodes of one
+//                                     ; core (behind one front) are listed comma-separated, at
+//                                     ; most 16: kmsd keeps `connections` up to each, so a client
+//                                     ; reaches the KMS whichever node serves it
 //   ca_file = /etc/strongroom/tls/core-ca.pem     ; PEM: the CAs cored's certificate chains to
 //   token_file = /etc/strongroom/relay.token      ; mode 0600; the token of cored's [relay.<n>]
 //   connections = 4                   ; optional: connections kept up = requests at once (1-64)
@@ -68,8 +71,11 @@
 
 namespace strongroom::kms {
 
+// A kmsd dials at most this many cored nodes.
+inline constexpr std::size_t kMaxRelayCoreNodes = 16;
+
 struct KmsdRelaySettings {
-  std::string url;
+  std::vector<std::string> urls;  // one RelayConnector each, in the order the file lists them
   std::string ca_file;
   std::string token_file;
   std::size_t connections = 4;
