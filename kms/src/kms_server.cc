@@ -1,9 +1,11 @@
 #include "strongroom/kms/kms_server.h"
 
+#include <Poco/JSON/Object.h>
 #include <Poco/Net/SSLManager.h>
 
 #include <cstdint>
 #include <functional>
+#include <sstream>
 #include <string>
 
 #include "strongroom/common/https_server.h"
@@ -20,20 +22,27 @@ std::uint64_t ConnectionKey(const http::Request& request) {
 
 }  // namespace
 
-KmsRoutes::KmsRoutes(HandleMessage handle, InfoJson info, const KmsServerOptions& options)
+KmsRoutes::KmsRoutes(HandleMessage handle, InfoJson info, CheckHealth health,
+                     const KmsServerOptions& options)
     : http::Endpoint("kmsd", "the KMS failed to process the request", http::CodeStyle::kSnakeCase),
       handle_(std::move(handle)),
       info_(std::move(info)),
+      health_(std::move(health)),
       metrics_(options.metrics),
       gate_(options.max_in_flight, options.max_queued, options.queue_wait),
-      routes_("no such endpoint (POST /kms/messages, GET /kms/info)") {
+      routes_("no such endpoint (POST /kms/messages, GET /kms/info, GET /health)") {
   routes_.Add("POST", "/kms/messages", [this](http::Request& request) { return Message(request); })
       .Add("GET", "/kms/info",
-           [this](http::Request&) { return http::Response::Json(200, info_()); });
+           [this](http::Request&) { return http::Response::Json(200, info_()); })
+      .Add("GET", "/health", [this](http::Request&) { return Health(); });
 }
 
 http::Response KmsRoutes::Serve(http::Request& request) {
   requests_.fetch_add(1, std::memory_order_relaxed);
+  // A load balancer's health check is not held in line behind the requests it balances.
+  if (request.segments().size() == 1 && request.segments()[0] == "health") {
+    return routes_.Dispatch(request);
+  }
   if (!gate_.Enter(ConnectionKey(request))) {
     if (metrics_ != nullptr) metrics_->RecordOverload();
     return http::Response::Refusal(503, "overloaded", "the KMS is busy; retry in a second")
@@ -61,6 +70,20 @@ http::Response KmsRoutes::Message(http::Request& request) {
   return response;
 }
 
+http::Response KmsRoutes::Health() const {
+  const ServingHealth health = health_();
+  Poco::JSON::Object body;
+  body.set("status", health.status());
+  body.set("database", health.database.ok());
+  body.set("tokensReady", health.ready);
+  body.set("tokens", health.tokens.size());
+  std::ostringstream out;
+  body.stringify(out);
+  http::Response response = http::Response::Json(health.serving() ? 200 : 503, out.str());
+  if (!health.serving()) response.With("Retry-After", "1");
+  return response;
+}
+
 KmsServerCounters KmsRoutes::counters() const {
   const AdmissionGate::Counters gate = gate_.counters();
   return {requests_.load(), gate.refused, gate.waited};
@@ -73,7 +96,7 @@ Result<std::unique_ptr<KmsServer>> KmsServer::Start(const KmsServerOptions& opti
   }
   auto routes = std::make_unique<KmsRoutes>(
       [&service](std::string_view message) { return service.Handle(message); },
-      [&service] { return service.InfoJson(); }, options);
+      [&service] { return service.InfoJson(); }, [&service] { return service.Health(); }, options);
   ListenerSettings listener = options.listener;
   listener.linger = options.linger;
   SR_ASSIGN_OR_RETURN(std::unique_ptr<http::HttpsServer> server,

@@ -219,6 +219,8 @@ std::string KmsService::InfoJson() const { return identities_->Current()->info_j
 
 jose::PublicJwk KmsService::PublicKey() const { return identities_->Current()->jwk; }
 
+ServingHealth KmsService::Health() const { return CheckServingHealth(vault_, db_); }
+
 KmsService::~KmsService() = default;
 
 KmsReply KmsService::Handle(std::string_view message) {

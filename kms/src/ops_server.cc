@@ -26,6 +26,7 @@
 #include "strongroom/common/token_file.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/org_policy.h"
+#include "strongroom/kms/serving_health.h"
 
 namespace strongroom::kms {
 namespace {
@@ -337,22 +338,16 @@ Response OpsServer::Handle(Request& request) {
 }
 
 Response OpsServer::Health() {
+  const ServingHealth health = CheckServingHealth(vault_, db_);
   Object body;
   Object database;
-  Status reachable = db_.WithSession([](Poco::Data::Session& s) -> Status {
-    int one = 0;
-    s << "SELECT 1", Poco::Data::Keywords::into(one), Poco::Data::Keywords::now;
-    return one == 1 ? OkStatus() : Status(Error(ErrorCode::kInternal, "SELECT 1 failed"));
-  });
-  database.set("reachable", reachable.ok());
+  database.set("reachable", health.database.ok());
   database.set("schemaVersion", db_.schema_version());
-  if (!reachable.ok()) database.set("error", reachable.error().ToString());
+  if (!health.database.ok()) database.set("error", health.database.error().ToString());
   body.set("database", database);
 
   Poco::JSON::Array tokens;
-  std::size_t ready = 0;
-  const std::vector<hsm::TokenHealth> health = vault_.Health();
-  for (const hsm::TokenHealth& h : health) {
+  for (const hsm::TokenHealth& h : health.tokens) {
     Object token;
     token.set("name", h.name);
     token.set("state", std::string(hsm::TokenStateName(h.state)));
@@ -370,7 +365,6 @@ Response OpsServer::Health() {
     pool.set("waitSeconds", static_cast<double>(h.pool.wait_micros) / 1e6);
     token.set("pool", pool);
     tokens.add(token);
-    if (h.state == hsm::TokenState::kReady) ++ready;
   }
   body.set("tokens", tokens);
   // Keys that lack a wrap under some token hang on fewer tokens than configured: degraded until
@@ -386,11 +380,9 @@ Response OpsServer::Health() {
     }
   }
   // The KMS serves while the database answers and at least one token is ready.
-  const bool serving = reachable.ok() && ready > 0;
-  body.set("status", !serving                                       ? "unavailable"
-                     : ready == health.size() && missing_wraps == 0 ? "ok"
-                                                                    : "degraded");
-  return JsonResponse(serving ? 200 : 503, body);
+  const std::string status = health.status();
+  body.set("status", status == "ok" && missing_wraps != 0 ? "degraded" : status);
+  return JsonResponse(health.serving() ? 200 : 503, body);
 }
 
 Response OpsServer::GetPolicy(const std::string& org) {

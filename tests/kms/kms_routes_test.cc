@@ -55,10 +55,21 @@ class KmsRoutesTest : public ::testing::Test {
           handled_.emplace_back(message);
           return reply_;
         },
-        [this] { return info_; }, options_);
+        [this] { return info_; }, [this] { return health_; }, options_);
+  }
+
+  // One token of two ready: serving, degraded.
+  static ServingHealth Degraded() {
+    ServingHealth health;
+    health.tokens.resize(2);
+    health.tokens[0].state = hsm::TokenState::kReady;
+    health.tokens[1].state = hsm::TokenState::kUnavailable;
+    health.ready = 1;
+    return health;
   }
 
   KmsServerOptions options_;
+  ServingHealth health_ = Degraded();
   std::string info_ = kInfo;
   KmsReply reply_{200, "application/jose", "sealed.answer.of.the.kms"};
   std::vector<std::string> handled_;
@@ -122,6 +133,37 @@ TEST_F(KmsRoutesTest, InfoIsAGetAndEveryOtherPathOrMethodIsRefused) {
   EXPECT_EQ(routes_->counters().requests, 5u);
 }
 
+TEST_F(KmsRoutesTest, HealthSaysWhetherTheNodeCanServeAndNamesNothing) {
+  Make();
+  http::Response degraded = Call("GET", "/health").AnswerFrom(*routes_);
+  EXPECT_EQ(degraded.status, 200);
+  EXPECT_EQ(degraded.body, R"({"database":true,"status":"degraded","tokens":2,"tokensReady":1})");
+  EXPECT_TRUE(degraded.header("Retry-After").empty());
+
+  health_.tokens[1].state = hsm::TokenState::kReady;
+  health_.ready = 2;
+  EXPECT_EQ(Call("GET", "/health").AnswerFrom(*routes_).body,
+            R"({"database":true,"status":"ok","tokens":2,"tokensReady":2})");
+
+  // No token ready, or the database gone: 503 with Retry-After, whatever else holds.
+  health_.tokens[0].state = hsm::TokenState::kUnavailable;
+  health_.tokens[1].state = hsm::TokenState::kUnavailable;
+  health_.ready = 0;
+  http::Response no_token = Call("GET", "/health").AnswerFrom(*routes_);
+  EXPECT_EQ(no_token.status, 503);
+  EXPECT_EQ(no_token.body,
+            R"({"database":true,"status":"unavailable","tokens":2,"tokensReady":0})");
+  EXPECT_EQ(no_token.header("Retry-After"), "1");
+  health_ = Degraded();
+  health_.database = Error(ErrorCode::kUnavailable, "the database is down");
+  http::Response no_database = Call("GET", "/health").AnswerFrom(*routes_);
+  EXPECT_EQ(no_database.status, 503);
+  EXPECT_EQ(no_database.body,
+            R"({"database":false,"status":"unavailable","tokens":2,"tokensReady":1})");
+  EXPECT_EQ(Call("POST", "/health", "x").AnswerFrom(*routes_).status, 405);
+  EXPECT_TRUE(handled_.empty());
+}
+
 TEST_F(KmsRoutesTest, WhenEverySlotIsBusyARequestIs503OverloadedWithRetryAfter) {
   options_.max_in_flight = 1;
   options_.max_queued = 0;
@@ -134,14 +176,17 @@ TEST_F(KmsRoutesTest, WhenEverySlotIsBusyARequestIs503OverloadedWithRetryAfter) 
         released.wait();
         return reply_;
       },
-      [] { return std::string(kInfo); }, options_);
+      [] { return std::string(kInfo); }, [] { return Degraded(); }, options_);
   std::thread busy([&] {
     EXPECT_EQ(Call("POST", "/kms/messages", "a.b.c.d.e").AnswerFrom(*routes_).status, 200);
   });
   entered.get_future().wait();
-  // Any request waits for a slot, /kms/info too.
+  // Any request waits for a slot, /kms/info too; a health check does not: a busy node is not a
+  // dead one.
   http::Response refused = Call("GET", "/kms/info").AnswerFrom(*routes_);
+  http::Response health = Call("GET", "/health").AnswerFrom(*routes_);
   release.set_value();
+  EXPECT_EQ(health.status, 200) << health.body;
   busy.join();
   EXPECT_EQ(refused.status, 503);
   EXPECT_EQ(CodeOf(refused), "overloaded");

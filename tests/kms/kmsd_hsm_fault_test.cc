@@ -31,6 +31,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "../support/softhsm_sandbox.h"
 #include "../support/tool_steps.h"
@@ -315,18 +316,33 @@ class KmsdHsmFaultTest : public ::testing::Test {
 
   // GET on the operations listener, with the operator token.
   std::pair<int, std::string> Ops(const std::string& path) {
+    return Get(ops_port_, path, std::string("Bearer ") + kOperatorToken);
+  }
+  // GET /health on the protocol listener, as a load balancer asks it: no token. The status, the
+  // body and Retry-After.
+  std::tuple<int, std::string, std::string> PublicHealth() {
+    const std::uint16_t port =
+        static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));
+    std::string retry_after;
+    auto [status, body] = Get(port, "/health", "", &retry_after);
+    return {status, body, retry_after};
+  }
+  std::pair<int, std::string> Get(std::uint16_t port, const std::string& path,
+                                  const std::string& authorization,
+                                  std::string* retry_after = nullptr) {
     Poco::Net::Context::Params params;
     params.caLocation = (env().dir() / "ca.pem").string();
     params.verificationMode = Poco::Net::Context::VERIFY_STRICT;
     Poco::Net::Context::Ptr context(
         new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
-    Poco::Net::HTTPSClientSession session("127.0.0.1", ops_port_, context);
+    Poco::Net::HTTPSClientSession session("127.0.0.1", port, context);
     Poco::Net::HTTPRequest request("GET", path, Poco::Net::HTTPMessage::HTTP_1_1);
-    request.set("Authorization", std::string("Bearer ") + kOperatorToken);
+    if (!authorization.empty()) request.set("Authorization", authorization);
     session.sendRequest(request);
     Poco::Net::HTTPResponse response;
     std::string body;
     Poco::StreamCopier::copyToString(session.receiveResponse(response), body);
+    if (retry_after != nullptr) *retry_after = response.get("Retry-After", "");
     return {static_cast<int>(response.getStatus()), body};
   }
   Object::Ptr Health() { return ParseObject(Ops("/ops/health").second); }
@@ -514,6 +530,11 @@ TEST_F(KmsdHsmFaultTest, TheOnlyTokenTakenAwayIsAnOutageAndKmsdRecoversWhenItIsB
   EXPECT_EQ(health_status, 503) << health_body;
   EXPECT_EQ(ParseObject(health_body)->getValue<std::string>("status"), "unavailable");
   EXPECT_EQ(TokenUp("primary"), 0);
+  // The protocol listener's health, which a load balancer asks, says so too.
+  const auto [public_status, public_body, retry_after] = PublicHealth();
+  EXPECT_EQ(public_status, 503) << public_body;
+  EXPECT_EQ(public_body, R"({"database":true,"status":"unavailable","tokens":1,"tokensReady":0})");
+  EXPECT_EQ(retry_after, "1");
   const auto known_away = std::chrono::steady_clock::now();
   ASSERT_TRUE(WaitFor([&] { return Rounds(known_away) >= 10; }));
   std::this_thread::sleep_for(std::chrono::seconds(1));  // away three seconds in all, at least
@@ -535,6 +556,9 @@ TEST_F(KmsdHsmFaultTest, TheOnlyTokenTakenAwayIsAnOutageAndKmsdRecoversWhenItIsB
   ASSERT_TRUE(WaitFor([&] { return TokenState("primary") == "ready"; }))
       << Ops("/ops/health").second;
   EXPECT_EQ(Health()->getValue<std::string>("status"), "ok");
+  EXPECT_EQ(std::get<0>(PublicHealth()), 200);
+  EXPECT_EQ(std::get<1>(PublicHealth()),
+            R"({"database":true,"status":"ok","tokens":1,"tokensReady":1})");
   EXPECT_EQ(TokenUp("primary"), 1);
   EXPECT_GE(TokenRepairs("primary"), 1);  // found again by a repair, not by a restart
   const auto back = std::chrono::steady_clock::now();
@@ -571,6 +595,8 @@ TEST_F(KmsdHsmFaultTest, WithTheStandbyKeysGoOnWhileThePrimaryIsAwayAndItComesBa
   const auto [health_status, health_body] = Ops("/ops/health");
   EXPECT_EQ(health_status, 200) << health_body;  // the standby serves
   EXPECT_EQ(ParseObject(health_body)->getValue<std::string>("status"), "degraded");
+  EXPECT_EQ(std::get<1>(PublicHealth()),
+            R"({"database":true,"status":"degraded","tokens":2,"tokensReady":1})");
   EXPECT_EQ(TokenState("standby"), "ready");
   EXPECT_EQ(TokenUp("primary"), 0);
   EXPECT_EQ(TokenUp("standby"), 1);

@@ -4,6 +4,11 @@
 //   POST /kms/messages   body: one compact-JOSE KMS message (Content-Type application/jose), at
 //                        most kMaxKmsMessageBytes; the answer is KmsService::Handle's reply as is.
 //   GET  /kms/info       {"kmsCluster": "kms://<host>", "rsaPublicKey": {RSA JWK with x5c}}
+//   GET  /health         200 {"status": "ok" | "degraded", "database": true, "tokensReady": n,
+//                        "tokens": m} while the database answers and a token is ready; otherwise
+//                        503 {"status": "unavailable", ...} with Retry-After. For load balancers:
+//                        no token, never behind the admission gate (a busy node is not a dead
+//                        one), no names or details (those are /ops/health's, ops_server.h)
 //   anything else        404 (unknown path) or 405 (known path, other method), JSON error body
 //
 // Errors of the listener itself are JSON {"code", "message"} (http_router.h). Bodies are never
@@ -66,26 +71,31 @@ struct KmsServerCounters {
   std::uint64_t queued = 0;      // admitted after waiting in line for a slot
 };
 
-// The listener's routes, without a socket: the admission gate, then POST /kms/messages (to
-// `handle`, KmsService::Handle in kmsd) and GET /kms/info (what `info` returns at that request,
+// The listener's routes, without a socket: GET /health (what `health` finds at that request,
+// KmsService::Health in kmsd), then the admission gate, then POST /kms/messages (to `handle`,
+// KmsService::Handle in kmsd) and GET /kms/info (what `info` returns at that request,
 // KmsService::InfoJson in kmsd: the identity in service changes when a token fails). KmsServer
 // serves it over HTTPS; tests call http::Answer on it.
 class KmsRoutes : public http::Endpoint {
  public:
   using HandleMessage = std::function<KmsReply(std::string_view message)>;
   using InfoJson = std::function<std::string()>;
+  using CheckHealth = std::function<ServingHealth()>;
 
   // `options` gives the gate (max_in_flight, max_queued, queue_wait) and the metrics.
-  KmsRoutes(HandleMessage handle, InfoJson info, const KmsServerOptions& options);
+  KmsRoutes(HandleMessage handle, InfoJson info, CheckHealth health,
+            const KmsServerOptions& options);
 
   http::Response Serve(http::Request& request) override;
   KmsServerCounters counters() const;
 
  private:
   http::Response Message(http::Request& request);
+  http::Response Health() const;
 
   const HandleMessage handle_;
   const InfoJson info_;
+  const CheckHealth health_;
   Metrics* const metrics_;
   AdmissionGate gate_;
   std::atomic<std::uint64_t> requests_{0};

@@ -82,6 +82,7 @@
 #include "strongroom/kms/kms_identities.h"
 #include "strongroom/kms/kms_store.h"
 #include "strongroom/kms/replay_guard.h"
+#include "strongroom/kms/serving_health.h"
 
 namespace strongroom::kms {
 
@@ -168,6 +169,8 @@ class KmsService {
   std::string InfoJson() const;
   jose::PublicJwk PublicKey() const;
   KmsIdentities& identities() const { return *identities_; }
+  // Whether it can serve now: the database answers, a token is ready (serving_health.h).
+  ServingHealth Health() const;
 
  private:
   KmsService(KmsServiceConfig config, hsm::Vault& vault, std::unique_ptr<KmsIdentities> identities,
