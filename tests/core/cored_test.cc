@@ -26,11 +26,17 @@
 #include <Poco/Process.h>
 #include <Poco/StreamCopier.h>
 #include <Poco/UUIDGenerator.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -693,6 +699,30 @@ class CoredTest : public ::testing::Test {
          path("cored.port").string()},
         [](std::uint16_t port) { return Client(port, "").Get("/health").status == 200; });
     EXPECT_TRUE(started) << cored_.error();
+    return started;
+  }
+
+  // Starts `node`: another cored with core.ini's settings but a database and files directory of
+  // its own (b.db, files-b).
+  bool StartAnotherNode(DaemonProcess& node) {
+    std::string config = ReadFile(path("core.ini"));
+    for (const auto& [from, to] :
+         {std::pair{db_path(), path("b.db")}, std::pair{files_dir(), path("files-b")}}) {
+      const std::size_t at = config.find(from.string());
+      EXPECT_NE(at, std::string::npos) << from;
+      if (at == std::string::npos) return false;
+      config.replace(at, from.string().size(), to.string());
+    }
+    fs::create_directories(path("files-b"));
+    std::ofstream(path("core-b.ini")) << config;
+    const bool started = node.Start(
+        {CORED_PATH,
+         {"--config", path("core-b.ini").string()},
+         {},
+         path("cored-b.log").string(),
+         path("cored-b.port").string()},
+        [](std::uint16_t port) { return Client(port, "").Get("/health").status == 200; });
+    EXPECT_TRUE(started) << node.error();
     return started;
   }
 
@@ -2285,24 +2315,8 @@ TEST_F(CoredRelayTest, ASealedKmsExchangeGoesThroughTheCore) {
 // the other node, and a node's death costs the other nothing (docs/operations/relay.md).
 TEST_F(CoredRelayTest, KmsdServesEveryCoredNodeItNames) {
   ASSERT_TRUE(StartCored());
-  std::string config = ReadFile(path("core.ini"));
-  for (const auto& [from, to] :
-       {std::pair{db_path(), path("b.db")}, std::pair{files_dir(), path("files-b")}}) {
-    const std::size_t at = config.find(from.string());
-    ASSERT_NE(at, std::string::npos) << from;
-    config.replace(at, from.string().size(), to.string());
-  }
-  fs::create_directories(path("files-b"));
-  std::ofstream(path("core-b.ini")) << config;
   DaemonProcess node_b;
-  ASSERT_TRUE(node_b.Start(
-      {CORED_PATH,
-       {"--config", path("core-b.ini").string()},
-       {},
-       path("cored-b.log").string(),
-       path("cored-b.port").string()},
-      [](std::uint16_t port) { return Client(port, "").Get("/health").status == 200; }))
-      << node_b.error();
+  ASSERT_TRUE(StartAnotherNode(node_b));
   ASSERT_TRUE(StartKmsd({node_b.port()}));
   Client alice_a = As(kAlice), alice_b(node_b.port(), env().Token(kAlice));
   ASSERT_TRUE(WaitForRelay(alice_a));
@@ -2475,6 +2489,209 @@ TEST_F(CoredRelayTest, IdleAndTricklingConnectionsDoNotStarveClientsWebSocketsOr
   ASSERT_TRUE(session);
   EXPECT_EQ(CreateKeys(*session, 1).size(), 1u);
   EXPECT_EQ(flood.IdleStillOpen(), 1000u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3b. HAProxy in front (deploy/haproxy/strongroom.cfg, run as it is but for its addresses).
+
+// Whether `condition` holds within kPatience (polled every 50 ms).
+bool WaitUntil(const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+// A free port on 127.0.0.1 (bound, read, closed: HAProxy cannot tell the port it bound).
+std::uint16_t FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    if (fd >= 0) ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// The example configuration with its addresses made local: each frontend binds 127.0.0.1:<port>,
+// each backend's servers go to `servers` (in order, named <backend><n>; the first server line's
+// options stand for each), the CA file is the tests' and the public names are that of the tests'
+// certificate (localhost).
+std::string LocalHaproxyConfig(const std::string& example,
+                               const std::map<std::string, std::uint16_t>& binds,
+                               const std::map<std::string, std::vector<std::uint16_t>>& servers,
+                               const std::string& ca_file) {
+  const std::vector<std::pair<std::string, std::string>> renames = {
+      {"/etc/strongroom/tls/ca.pem", ca_file},
+      {"kms.example.com", "localhost"},
+      {"core.example.com", "localhost"}};
+  std::istringstream in(example);
+  std::ostringstream out;
+  std::string line, section;
+  std::set<std::string> written;
+  while (std::getline(in, line)) {
+    const std::string trimmed = line.substr(std::min(line.find_first_not_of(' '), line.size()));
+    if (trimmed.rfind("frontend ", 0) == 0 || trimmed.rfind("backend ", 0) == 0) {
+      section = trimmed.substr(trimmed.find(' ') + 1);
+    }
+    if (trimmed.rfind("bind ", 0) == 0) {
+      out << "    bind 127.0.0.1:" << binds.at(section) << "\n";
+    } else if (trimmed.rfind("server ", 0) == 0) {
+      if (!written.insert(section).second) continue;
+      std::istringstream words(trimmed);
+      std::string keyword, name, address, options;
+      words >> keyword >> name >> address;
+      std::getline(words, options);
+      for (const auto& [from, to] : renames) {
+        for (std::size_t at; (at = options.find(from)) != std::string::npos;) {
+          options.replace(at, from.size(), to);
+        }
+      }
+      const std::vector<std::uint16_t>& ports = servers.at(section);
+      for (std::size_t i = 0; i < ports.size(); ++i) {
+        out << "    server " << section << i + 1 << " 127.0.0.1:" << ports[i] << options << "\n";
+      }
+    } else {
+      out << line << "\n";
+    }
+  }
+  return out.str();
+}
+
+// A process that is not ours (haproxy), its output appended to a log; killed at the end.
+class ForeignProcess {
+ public:
+  ForeignProcess(const std::vector<std::string>& argv, const std::string& log_path) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setsid();
+      const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      ::dup2(log, 1);
+      ::dup2(log, 2);
+      std::vector<char*> args;
+      for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+  }
+  ~ForeignProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  ForeignProcess(const ForeignProcess&) = delete;
+  ForeignProcess& operator=(const ForeignProcess&) = delete;
+  bool running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+class CoredFrontTest : public CoredRelayTest {
+ protected:
+  // HAProxy with the example configuration: the core tier's servers are cored and a port nothing
+  // listens on, the KMS tier's kmsd and another such port.
+  bool StartFront() {
+    EXPECT_TRUE(fs::exists(HAPROXY_PATH)) << HAPROXY_PATH << " is missing: scripts/setup-debian";
+    if (!fs::exists(HAPROXY_PATH)) return false;
+    core_front_ = FreePort();
+    kms_front_ = FreePort();
+    const std::string config =
+        LocalHaproxyConfig(ReadFile(HAPROXY_EXAMPLE), {{"core", core_front_}, {"kms", kms_front_}},
+                           {{"cored", {port(), FreePort()}}, {"kmsd", {kmsd_.port(), FreePort()}}},
+                           (env().dir() / "ca.pem").string());
+    std::ofstream(path("haproxy.cfg")) << config;
+    ToolRun check = Tool(HAPROXY_PATH, {"-c", "-f", path("haproxy.cfg").string()});
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err << config;
+    if (check.exit_code != 0) return false;
+    haproxy_ = std::make_unique<ForeignProcess>(
+        std::vector<std::string>{HAPROXY_PATH, "-db", "-f", path("haproxy.cfg").string()},
+        path("haproxy.log").string());
+    const bool up = WaitUntil([&] {
+      return Client(core_front_, "").Get("/health").status == 200 &&
+             Client(kms_front_, "").Get("/health").status == 200;
+    });
+    EXPECT_TRUE(up) << FrontLog();
+    return up;
+  }
+  std::string FrontLog() const { return ReadFile(path("haproxy.log")); }
+  bool FrontLogged(const std::string& text) const {
+    return FrontLog().find(text) != std::string::npos;
+  }
+
+  std::uint16_t core_front_ = 0, kms_front_ = 0;
+  std::unique_ptr<ForeignProcess> haproxy_;
+};
+
+TEST_F(CoredFrontTest, HealthChecksTakeADeadNodeOutAndStreamsPassThrough) {
+  ASSERT_TRUE(StartCored());
+  ASSERT_TRUE(StartKmsd());
+  ASSERT_TRUE(StartFront());
+
+  // Every new connection through a front is served, at once: before the checks have taken the dead
+  // nodes out, a connection refused by one is sent to the live one (redispatch).
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(Client(core_front_, env().Token(kAlice)).Get("/v1/conversations").status, 200) << i;
+    EXPECT_EQ(Client(kms_front_, "").Get("/kms/info").status, 200) << i;
+  }
+
+  // The checks (GET /health over TLS, checked against the CA) find the nodes that are not there,
+  // and only them.
+  ASSERT_TRUE(WaitUntil([&] {
+    return FrontLogged("cored/cored2 is DOWN") && FrontLogged("kmsd/kmsd2 is DOWN");
+  })) << FrontLog();
+  EXPECT_FALSE(FrontLogged("cored/cored1 is DOWN")) << FrontLog();
+  EXPECT_FALSE(FrontLogged("kmsd/kmsd1 is DOWN")) << FrontLog();
+
+  // A sealed KMS channel through the KMS front.
+  auto https = KmsHttps(kms_front_);
+  ASSERT_TRUE(https);
+  auto info_text = https->GetInfo();
+  ASSERT_TRUE(info_text.ok()) << info_text.error().ToString();
+  auto info = client::ParseKmsInfo(*info_text);
+  ASSERT_TRUE(info.ok());
+  auto session = client::KmsSession::Open(*info, "front-test", env().Token(kAlice, "kms"),
+                                          client::MakeKmsTransport(*https));
+  ASSERT_TRUE(session.ok()) << session.error().ToString();
+  ASSERT_EQ(CreateKeys(**session, 1).size(), 1u);
+
+  // A realtime stream through the core front gets what is posted through it.
+  Client alice(core_front_, env().Token(kAlice));
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  ASSERT_TRUE(conversation);
+  std::string error;
+  auto bobs = EventStream::Open(core_front_, env().Token(kBob), std::nullopt, &error);
+  ASSERT_TRUE(bobs) << error;
+  Object::Ptr posted = Post(alice, Text(conversation, "id"), key, "through the front");
+  ASSERT_TRUE(posted);
+  std::vector<Object::Ptr> seen = bobs->Until(Text(posted, "id"), "bob");
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(Text(seen.back(), "id"), Text(posted, "id"));
+
+  // The node dies: its check fails, the stream through the front is closed rather than left
+  // hanging, and once the node is back the front serves again without being told.
+  const std::uint16_t node_port = port();
+  EXPECT_EQ(StopCored(SIGKILL), -SIGKILL);
+  ASSERT_TRUE(WaitUntil([&] { return FrontLogged("cored/cored1 is DOWN"); })) << FrontLog();
+  EXPECT_EQ(bobs->Next(std::chrono::seconds(10)), nullptr);
+  EXPECT_TRUE(bobs->closed());
+  EXPECT_NE(Client(core_front_, env().Token(kAlice)).Get("/v1/conversations").status, 200);
+  WriteCoredConfig({{"listen", "127.0.0.1:" + std::to_string(node_port)}}, token_file_);
+  ASSERT_TRUE(StartCored());
+  ASSERT_TRUE(WaitUntil([&] {
+    return Client(core_front_, env().Token(kAlice)).Get("/v1/conversations").status == 200;
+  })) << FrontLog();
+  EXPECT_TRUE(haproxy_->running());
 }
 
 // ---------------------------------------------------------------------------------------------

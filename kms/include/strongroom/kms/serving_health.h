@@ -15,9 +15,9 @@
 namespace strongroom::kms {
 
 struct ServingHealth {
-  Status database;                      // the database answered a query
+  Status database;                       // the database answered a query
   std::vector<hsm::TokenHealth> tokens;  // as the vault's probe last found them
-  std::size_t ready = 0;                // tokens ready
+  std::size_t ready = 0;                 // tokens ready
 
   bool serving() const { return database.ok() && ready > 0; }
   // "ok" (everything ready), "degraded" (serving, some token is not) or "unavailable".
