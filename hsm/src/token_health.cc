@@ -180,7 +180,7 @@ Status Token::CheckIntact() {
   return OkStatus();
 }
 
-Status Token::CheckIntactOn(SessionLease& lease) {
+Status Token::CheckIntactOn(SessionLease& lease, CheckDepth depth) {
   Cryptoki ck(lease.fn());
   // Every failure here is the token's: the check asks only for what the token must have.
   auto fault = [&](std::uint64_t native, const std::string& what) {
@@ -226,6 +226,19 @@ Status Token::CheckIntactOn(SessionLease& lease) {
   for (const std::string& key_name : identities) {
     SR_RETURN_IF_ERROR(
         present(CKO_PRIVATE_KEY, IdentityObjectId(key_name), CKK_RSA, "identity key " + key_name));
+  }
+  if (depth == CheckDepth::kPresence) return OkStatus();
+  // Present is not enough: a key that no longer decrypts what it encrypts fails every request
+  // that needs it, and each such failure looks like the message's fault (token.h).
+  auto decrypts = [&](const Status& checked) -> Status {
+    if (checked.ok()) return checked;
+    return fault(checked.error().native_code(), checked.error().message());
+  };
+  for (const auto& [org, version] : roots) {
+    SR_RETURN_IF_ERROR(decrypts(CheckRootDecryptsOn(lease, {org, version})));
+  }
+  for (const std::string& key_name : identities) {
+    SR_RETURN_IF_ERROR(decrypts(CheckIdentityDecryptsOn(lease, key_name)));
   }
   return OkStatus();
 }

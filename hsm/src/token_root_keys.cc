@@ -2,7 +2,9 @@
 // session copies, the wrap ledger that keeps each version inside GCM's random-IV limit, and
 // wrapping and unwrapping under them.
 #include <algorithm>
+#include <array>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -61,7 +63,7 @@ Result<Token::RootHandles> Token::Handles(SessionLease& lease, const RootKeyId& 
                       SearchingObjects([&] { return FindObjects(ck, lease.handle(), match, 2); }));
   if (found.empty()) {
     // Missing only if the token proves itself intact: SoftHSM2 without its directory finds nothing.
-    SR_RETURN_IF_ERROR(CheckIntactOn(lease));
+    SR_RETURN_IF_ERROR(CheckIntactOn(lease, CheckDepth::kPresence));
     return Error(ErrorCode::kNotFound, "token '" + name() + "' has no root key " + id.org + " v" +
                                            std::to_string(id.version));
   }
@@ -242,7 +244,7 @@ Result<std::vector<RootKeyInfo>> Token::ListRootKeysOn(SessionLease& lease,
     if (!org.empty() && remembered_org != org) continue;
     const RootKeyId id{remembered_org, version};
     if (std::none_of(out.begin(), out.end(), [&](const RootKeyInfo& k) { return k.id == id; })) {
-      SR_RETURN_IF_ERROR(CheckIntactOn(lease));
+      SR_RETURN_IF_ERROR(CheckIntactOn(lease, CheckDepth::kPresence));
       break;
     }
   }
@@ -409,6 +411,76 @@ Result<SecretBytes> Token::Unwrap(const KeyBinding& binding, std::span<const std
     key.Truncate(key_len);
     return key;
   });
+}
+
+namespace {
+// Never the AAD of a wrapped key (WrappedKeyAad), so a probe's ciphertext is no key's.
+constexpr std::uint8_t kProbeAad[] = {'s', 'r', '-', 'p', 'r', 'o', 'b', 'e'};
+}  // namespace
+
+Result<std::optional<Token::RootProbe>> Token::MakeRootProbeOn(SessionLease& lease,
+                                                               const RootKeyId& id,
+                                                               const RootHandles& handles) {
+  if (Status reserved = ReserveWraps(lease, id, *handles.ledger); !reserved.ok()) {
+    // A version at its limit still decrypts; it is not probed (its rotation is due).
+    if (reserved.error().code() == ErrorCode::kResourceExhausted) return std::optional<RootProbe>();
+    return reserved.error();
+  }
+  Cryptoki ck(lease.fn());
+  RootProbe made;
+  SR_RETURN_IF_ERROR(ck.GenerateRandom(lease.handle(), made.plain));
+  SR_RETURN_IF_ERROR(ck.GenerateRandom(lease.handle(), made.iv));
+  CK_GCM_PARAMS params{made.iv.data(),   kGcmIvSize,
+                       kGcmIvSize * 8,   const_cast<std::uint8_t*>(kProbeAad),
+                       sizeof kProbeAad, kGcmTagSize * 8};
+  CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
+  SR_RETURN_IF_ERROR(ck.EncryptInit(lease.handle(), mechanism, handles.use_key));
+  CK_ULONG written = 0;
+  SR_RETURN_IF_ERROR(ck.Encrypt(lease.handle(), made.plain, made.ciphertext, written));
+  if (written != made.ciphertext.size()) {
+    return Error(ErrorCode::kUnavailable, "encrypts a 32-byte value to " + std::to_string(written) +
+                                              " bytes under root key " + id.org + " v" +
+                                              std::to_string(id.version));
+  }
+  return std::optional<RootProbe>(made);
+}
+
+Status Token::CheckRootDecryptsOn(SessionLease& lease, const RootKeyId& id) {
+  SR_ASSIGN_OR_RETURN(RootHandles handles, Handles(lease, id));
+  std::optional<RootProbe> probe;
+  {
+    // Held while the value is made, so that checks at once make one between them.
+    std::lock_guard lock(probes_mutex_);
+    if (auto it = root_probes_.find(id); it != root_probes_.end()) {
+      probe = it->second;
+    } else {
+      SR_ASSIGN_OR_RETURN(probe, MakeRootProbeOn(lease, id, handles));
+      if (!probe) return OkStatus();
+      root_probes_.emplace(id, *probe);
+    }
+  }
+  Cryptoki ck(lease.fn());
+  CK_GCM_PARAMS params{probe->iv.data(), kGcmIvSize,
+                       kGcmIvSize * 8,   const_cast<std::uint8_t*>(kProbeAad),
+                       sizeof kProbeAad, kGcmTagSize * 8};
+  CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
+  SR_RETURN_IF_ERROR(ck.DecryptInit(lease.handle(), mechanism, handles.use_key));
+  std::array<std::uint8_t, sizeof(RootProbe::ciphertext)> out{};
+  CK_ULONG written = 0;
+  const CkResult decrypted = ck.Decrypt(lease.handle(), probe->ciphertext, out, written);
+  const CK_RV rv = decrypted.rv();
+  if (!decrypted.ok() && rv != CKR_GENERAL_ERROR && ClassifyCkr(rv) != CkFailure::kOperation) {
+    return decrypted.error("C_Decrypt (probe of root key " + id.org + ")");
+  }
+  if (!decrypted.ok() || written != probe->plain.size() ||
+      !std::equal(probe->plain.begin(), probe->plain.end(), out.begin())) {
+    return Error(ErrorCode::kUnavailable,
+                 "root key " + id.org + " v" + std::to_string(id.version) +
+                     " does not decrypt what it encrypted (" +
+                     (decrypted.ok() ? std::string("another value") : CkrName(rv)) + ")",
+                 kCkrTokenFault);
+  }
+  return OkStatus();
 }
 
 }  // namespace strongroom::hsm

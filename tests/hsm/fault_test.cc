@@ -336,6 +336,62 @@ TEST_F(FaultTest, AGeneralErrorOfADecryptionIsTheMessagesFaultAndResetsNothing) 
   EXPECT_EQ(token->Health().state, TokenState::kReady);
 }
 
+// A token that fails only its decryptions (each a live session's CKR_GENERAL_ERROR, which a
+// request must take for the message's fault) is found by the probe all the same: it has each key
+// decrypt what that key encrypted itself. The fault gone, the repair finds it decrypting again.
+TEST_F(FaultTest, AKeyThatNoLongerDecryptsWhatItEncryptedIsFoundByTheProbe) {
+  auto token = OpenWithRoot();
+  ASSERT_NE(token, nullptr);
+  ASSERT_TRUE(token->CreateIdentityKey("kms", 2048).ok());
+  SecretBytes key = SecretBytes::Random(32);
+  auto blob = token->Wrap(binding_, key.view());
+  ASSERT_TRUE(blob.ok()) << blob.error().ToString();
+  token->Probe(token->module().generation());
+  ASSERT_EQ(token->Health().state, TokenState::kReady) << token->Health().detail;
+  const unsigned long decrypts = fault_.calls("C_Decrypt");
+  EXPECT_GE(decrypts, 2u);  // the root key's and the identity key's probes
+
+  fault_.fail_call("C_Decrypt", CKR_GENERAL_ERROR, -1);
+  auto refused = token->Unwrap(binding_, *blob);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kDataLoss);  // a request cannot tell
+  EXPECT_EQ(token->Health().state, TokenState::kReady);
+  token->Probe(token->module().generation());
+  EXPECT_EQ(token->Health().state, TokenState::kUnavailable);
+  EXPECT_NE(token->Health().detail.find("root key acme v1 does not decrypt what it encrypted"),
+            std::string::npos)
+      << token->Health().detail;
+  Status checked = token->CheckIntact();
+  ASSERT_FALSE(checked.ok());
+  EXPECT_EQ(checked.error().code(), ErrorCode::kUnavailable);
+
+  fault_.clear();
+  for (int i = 0; i < 500 && token->Health().state != TokenState::kReady; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    token->Probe(token->module().generation());  // repairs once its back-off is over
+  }
+  ASSERT_EQ(token->Health().state, TokenState::kReady) << token->Health().detail;
+  auto back = token->Unwrap(binding_, *blob);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_TRUE(std::equal(back->view().begin(), back->view().end(), key.view().begin()));
+}
+
+// An identity key alone: its RSA-OAEP decryption is probed the same way.
+TEST_F(FaultTest, AnIdentityKeyThatNoLongerDecryptsIsFoundByTheProbe) {
+  auto token = Token::Open(config_);
+  ASSERT_TRUE(token.ok()) << token.error().ToString();
+  ASSERT_TRUE((*token)->CreateIdentityKey("kms", 2048).ok());
+  (*token)->Probe((*token)->module().generation());
+  ASSERT_EQ((*token)->Health().state, TokenState::kReady) << (*token)->Health().detail;
+  fault_.fail_call("C_Decrypt", CKR_GENERAL_ERROR, -1);
+  (*token)->Probe((*token)->module().generation());
+  EXPECT_EQ((*token)->Health().state, TokenState::kUnavailable);
+  EXPECT_NE((*token)->Health().detail.find(
+                "identity key kms does not decrypt what its public half encrypted"),
+            std::string::npos)
+      << (*token)->Health().detail;
+}
+
 // Removes a token object by its CKA_ID, as an operator's vendor tool would.
 void DestroyObject(Token& token, CK_OBJECT_CLASS cls, const std::string& object_id) {
   CK_FUNCTION_LIST_PTR fn = token.module().fn();

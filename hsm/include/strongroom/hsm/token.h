@@ -35,7 +35,8 @@
 // DATA_LOSS for a wrapped key), without a further check of the token, so that no answer and no
 // timing tells a padding failure apart from anything else; so is its CKR_GENERAL_ERROR, which
 // SoftHSM2 before 2.7 returns for a bad GCM tag or OAEP padding. A token that fails only that way
-// is found by the probe.
+// is found by the probe, which has each key it remembers decrypt what it encrypted itself (below,
+// CheckIntactOn).
 //
 // Searches of the token's objects and changes of them (creating or destroying a token object)
 // take turns within the process; see objects_mutex_.
@@ -50,6 +51,7 @@
 #ifndef STRONGROOM_HSM_TOKEN_H_
 #define STRONGROOM_HSM_TOKEN_H_
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -247,9 +249,24 @@ class Token {
   Status Repair(std::uint64_t module_generation);
   Error Unavailable() const;
 
-  // C_GetTokenInfo answers and every remembered object is found and readable; an error whose
-  // native code ClassifyCkr counts as a token fault otherwise.
-  Status CheckIntactOn(SessionLease& lease);
+  // C_GetTokenInfo answers and every remembered object is found and readable, and with kDecrypts
+  // (the probe, a repair, `kmsctl hsm check`) each remembered key also decrypts what it encrypted;
+  // an error whose native code ClassifyCkr counts as a token fault otherwise. kPresence is for
+  // callers that hold handles_mutex_ (a key not found: is the token intact?).
+  enum class CheckDepth { kPresence, kDecrypts };
+  Status CheckIntactOn(SessionLease& lease, CheckDepth depth = CheckDepth::kDecrypts);
+  // A decryption that fails on a live session is the message's fault (above), unless the key
+  // fails on what it encrypted itself. A root-key version encrypts a random value once per
+  // process (AES-GCM, counted in the wrap ledger as a wrap; none once the version has reached its
+  // limit) and decrypts it at every check; an identity key encrypts one under its public half and
+  // decrypts it (RSA-OAEP) at every check. An error with the failure's native code, or
+  // kCkrTokenFault when the key answered but not with the value.
+  Status CheckRootDecryptsOn(SessionLease& lease, const RootKeyId& id);
+  struct RootProbe;
+  // Encrypts the random value CheckRootDecryptsOn decrypts; none for a version at its limit.
+  Result<std::optional<RootProbe>> MakeRootProbeOn(SessionLease& lease, const RootKeyId& id,
+                                                   const RootHandles& handles);
+  Status CheckIdentityDecryptsOn(SessionLease& lease, const std::string& key_name);
   // Remembers what the token holds (from a listing of its objects, or a use of one).
   Status RememberObjects(SessionLease& lease);
   void RememberRoot(const RootKeyId& id);
@@ -312,6 +329,14 @@ class Token {
 
   std::mutex ledger_mutex_;
   std::map<RootKeyId, std::unique_ptr<Ledger>> ledgers_;  // entries live as long as the token
+
+  struct RootProbe {
+    std::array<std::uint8_t, 32> plain{};
+    std::array<std::uint8_t, 12> iv{};
+    std::array<std::uint8_t, 48> ciphertext{};  // and the GCM tag
+  };
+  std::mutex probes_mutex_;
+  std::map<RootKeyId, RootProbe> root_probes_;  // what CheckRootDecryptsOn decrypts
 
   mutable std::mutex remembered_mutex_;
   std::map<std::string, std::uint32_t> remembered_roots_;  // org -> newest version seen
