@@ -12,7 +12,7 @@
 #       [--content-bytes 200] [--preload N] [--preload-via direct|http]
 #       [--history-clients 1,16] [--relay-clients 1,16] [--relay-connections 16]
 #       [--rate-per-s 100000] [--max-connections 256] [--perf] [--callgrind] [--out DIR] [--keep]
-#       [--build DIR]
+#       [--build DIR] [--generator PATH]
 #
 #   --clients N[,M]    posting clients; a list runs the post scenario once per count
 #   --rate R           open loop for post and history: R requests/s over the clients
@@ -30,6 +30,8 @@
 #                      instruction count, which a loaded machine does not change, for comparing
 #                      builds (about 50 times slower: give a low --rate)
 #   --build DIR        build into (and run from) DIR instead of build-core-load (Release either way)
+#   --generator PATH   run this core_load binary instead of the one built (to compare two cored
+#                      builds, an older tree's among them, with the same generator)
 #   --keep             keep the throwaway directory (tokens, database, keys) for inspection
 set -euo pipefail
 
@@ -39,7 +41,7 @@ scenarios=post,history,relay clients=16 participants=10 users=10 conversations=1
 warmup=5 rate=0 content_bytes=200 preload=0 preload_via=direct history_clients=1,16
 relay_clients=1,16 relay_connections=16 rate_per_s=100000 max_connections=256 perf=0 keep=0
 callgrind=0
-out=""
+out="" generator=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --scenarios) scenarios="$2"; shift 2 ;;
@@ -63,6 +65,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --out) out="$2"; shift 2 ;;
     --build) build="$(cd "$2" && pwd)"; shift 2 ;;
+    --generator) generator="$2"; shift 2 ;;
     *) echo "run-core-load.sh: unknown option $1 (see the comment at the top)" >&2; exit 64 ;;
   esac
 done
@@ -76,7 +79,7 @@ targets=(core_load core_preload core_service_bench cored strongroom-idp)
 [ "$with_relay" = 1 ] && targets+=(kmsd kmsctl)
 cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRONGROOM_WERROR=ON >/dev/null
 cmake --build "$build" --target "${targets[@]}" -- -j2 >/dev/null
-load="$build/bench/core_load"
+load="${generator:-$build/bench/core_load}"
 preloader="$build/bench/core_preload"
 cored="$build/core/cored"
 idp="$build/kms/strongroom-idp"
