@@ -8,7 +8,7 @@
 #       [--threads 1] [--duration 30] [--warmup 5] [--keys 100] [--batch 100] [--rate R] [--orgs 1|2]
 #       [--no-cache] [--max-in-flight N] [--max-queued N] [--queue-wait-ms N]
 #       [--max-connections N] [--pool-size N]
-#       [--preload N] [--honor-retry-after] [--perf] [--out DIR] [--keep]
+#       [--preload N] [--honor-retry-after] [--perf] [--callgrind] [--out DIR] [--keep]
 #       [--idle-connections N] [--trickling-connections N] [--generator PATH]
 #
 #   --scenarios      run in this order against the one kmsd; a scenario named again runs again
@@ -22,6 +22,10 @@
 #                    measured window: by library and top symbols in perf-<s>.txt, inclusive in
 #                    perf-<s>-children.txt, by component (bench/perf_components.py) in
 #                    perf-<s>-components.txt
+#   --callgrind      run kmsd under valgrind --tool=callgrind (callgrind.out in --out): its
+#                    instruction count, which a loaded machine does not change, for comparing
+#                    builds (about 50 times slower; runs of two lengths, subtracted, leave out
+#                    start-up and shut-down)
 #   --keep           keep the throwaway KMS directory (tokens, database, keys) for inspection
 #   --idle-connections N, --trickling-connections N
 #                    the slow-client attack held open during each scenario (kms_load --help)
@@ -35,7 +39,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${repo}/build-load"
 scenarios=retrieve clients=16 threads="" generator="" duration=30 warmup=5 keys=100 batch=100 rate=0 orgs=1
-cache=on max_in_flight="" max_queued="" queue_wait_ms="" max_connections="" pool_size="" preload=0 perf=0 keep=0 idle=0 trickling=0
+cache=on max_in_flight="" max_queued="" queue_wait_ms="" max_connections="" pool_size="" preload=0 perf=0 callgrind=0 keep=0 idle=0 trickling=0
 honor="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,6 +62,7 @@ while [ $# -gt 0 ]; do
     --preload) preload="$2"; shift 2 ;;
     --honor-retry-after) honor="--honor-retry-after"; shift ;;
     --perf) perf=1; shift ;;
+    --callgrind) callgrind=1; shift ;;
     --keep) keep=1; shift ;;
     --idle-connections) idle="$2"; shift 2 ;;
     --trickling-connections) trickling="$2"; shift 2 ;;
@@ -79,6 +84,12 @@ load="${generator:-$build/bench/kms_load}"
 kms_lines=()
 
 work="$(mktemp -d /tmp/sr-kms-load.XXXXXX)"
+if [ "$callgrind" = 1 ]; then  # throwaway_kms_start runs $KMSD: a wrapper that execs valgrind
+  printf '#!/usr/bin/env bash\nexec valgrind --tool=callgrind --callgrind-out-file=%q %q "$@"\n' \
+    "$out/callgrind.out" "$kmsd" >"$work/kmsd-callgrind"
+  chmod +x "$work/kmsd-callgrind"
+  kmsd="$work/kmsd-callgrind"
+fi
 KMSCTL="$kmsctl" IDP="$idp" KMSD="$kmsd"
 # shellcheck source=../tests/support/throwaway_kms.sh
 . "$repo/tests/support/throwaway_kms.sh"
