@@ -59,6 +59,7 @@
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "../support/tool_steps.h"
+#include "../support/wait_until.h"
 #include "index_postings.h"
 #include "strongroom/client/https_transport.h"
 #include "strongroom/client/kms_session.h"
@@ -74,6 +75,8 @@
 
 namespace strongroom::core {
 namespace {
+
+using testing::WaitUntil;
 
 using Poco::JSON::Array;
 using Poco::JSON::Object;
@@ -2493,16 +2496,6 @@ TEST_F(CoredRelayTest, IdleAndTricklingConnectionsDoNotStarveClientsWebSocketsOr
 
 // ---------------------------------------------------------------------------------------------
 // 3b. HAProxy in front (deploy/haproxy/strongroom.cfg, run as it is but for its addresses).
-
-// Whether `condition` holds within kPatience (polled every 50 ms).
-bool WaitUntil(const std::function<bool()>& condition) {
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return condition();
-}
 
 // A free port on 127.0.0.1 (bound, read, closed: HAProxy cannot tell the port it bound).
 std::uint16_t FreePort() {

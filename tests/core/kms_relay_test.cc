@@ -39,6 +39,7 @@
 #include "../support/raw_websocket.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "../support/wait_until.h"
 #include "strongroom/client/kms_session.h"
 #include "strongroom/common/database.h"
 #include "strongroom/common/jwt.h"
@@ -57,6 +58,7 @@ using Poco::Net::WebSocket;
 using testing::kSoftHsmModule;
 using testing::RawWebSocket;
 using testing::SoftHsmSandbox;
+using testing::WaitUntil;
 namespace fs = std::filesystem;
 
 // Both halves speak one wire; the KMS does not link the core, so the constants are repeated.
@@ -80,15 +82,6 @@ constexpr auto kPatience = std::chrono::seconds(60);  // for what must happen, n
 void WriteFile(const fs::path& path, const std::string& content, mode_t mode) {
   std::ofstream(path) << content;
   ::chmod(path.c_str(), mode);
-}
-
-bool WaitUntil(const std::function<bool()>& condition) {
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return condition();
 }
 
 std::array<std::uint8_t, 32> Sha256(std::string_view text) {

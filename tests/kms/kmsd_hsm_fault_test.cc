@@ -35,6 +35,7 @@
 
 #include "../support/softhsm_sandbox.h"
 #include "../support/tool_steps.h"
+#include "../support/wait_until.h"
 #include "prometheus_text.h"
 #include "strongroom/client/https_transport.h"
 #include "strongroom/client/kms_context.h"
@@ -71,14 +72,7 @@ Object::Ptr ParseObject(const std::string& text) {
   return parser.parse(text).extract<Object::Ptr>();
 }
 
-// Polls `condition` every 50 ms for at most a minute; nothing is timed.
-bool WaitFor(const std::function<bool()>& condition) {
-  for (int i = 0; i < 1200; ++i) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return condition();
-}
+bool WaitFor(const std::function<bool()>& condition) { return testing::WaitUntil(condition); }
 
 // What the tests share: the CA, the TLS certificate (for both listeners), the IdP, the operator
 // token. Each test has tokens of its own, since it takes one away.

@@ -14,6 +14,7 @@
 #include "../support/fault_pkcs11.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "../support/wait_until.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
@@ -32,13 +33,7 @@ std::uint32_t VersionOf(const std::vector<std::uint8_t>& blob) {
   return view.ok() ? view->root_version : 0;
 }
 
-bool WaitFor(const std::function<bool()>& condition) {
-  for (int i = 0; i < 3000; ++i) {  // at most a minute; nothing is timed
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return condition();
-}
+bool WaitFor(const std::function<bool()>& condition) { return testing::WaitUntil(condition); }
 
 class ReconcileJobTest : public ::testing::Test {
  protected:
