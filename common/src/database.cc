@@ -1,6 +1,8 @@
 #include "strongroom/common/database.h"
 
 #include <Poco/Data/DataException.h>
+#include <Poco/Data/PostgreSQL/Connector.h>
+#include <Poco/Data/PostgreSQL/SessionImpl.h>
 #include <Poco/Data/SQLite/Connector.h>
 #include <Poco/Data/SQLite/SQLiteException.h>
 #include <Poco/Data/SQLite/Utility.h>
@@ -17,6 +19,9 @@
 #include <unordered_map>
 #include <utility>
 
+#include "postgres_statement.h"
+#include "strongroom/common/rfc3339.h"
+
 namespace strongroom {
 namespace {
 
@@ -31,13 +36,56 @@ void RegisterSqliteOnce() {
   std::call_once(once, [] { Poco::Data::SQLite::Connector::registerConnector(); });
 }
 
+void RegisterPostgresOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { Poco::Data::PostgreSQL::Connector::registerConnector(); });
+}
+
+// The libpq connection of a Poco session of PostgreSQL's; null for any other engine's.
+PGconn* PostgresHandle(Poco::Data::Session& session) {
+  auto* impl = dynamic_cast<Poco::Data::PostgreSQL::SessionImpl*>(session.impl());
+  return impl != nullptr ? static_cast<PGconn*>(impl->handle()) : nullptr;
+}
+
+// The advisory lock every write transaction takes first on PostgreSQL: writers of every process
+// (node) take turns, as SQLite's do (BEGIN IMMEDIATE).
+constexpr char kWriterLock[] = "SELECT pg_advisory_xact_lock(7732598152078)";
+
+// An advisory lock key of the migrations' own: two processes opening one database at once apply
+// each migration once.
+constexpr char kMigrationLock[] = "SELECT pg_advisory_lock(7732598152077)";
+constexpr char kMigrationUnlock[] = "SELECT pg_advisory_unlock(7732598152077)";
+
+// What names a PostgreSQL database in messages: its host, port, name and user, never a password.
+std::string DescribeConninfo(const std::string& conninfo) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  if (options == nullptr) {
+    PQfreemem(error);
+    return "PostgreSQL (an unreadable connection string)";
+  }
+  std::string described = "PostgreSQL";
+  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    const std::string_view keyword = o->keyword;
+    if (o->val != nullptr && (keyword == "host" || keyword == "hostaddr" || keyword == "port" ||
+                              keyword == "dbname" || keyword == "user")) {
+      described += std::string(" ") + o->keyword + "=" + o->val;
+    }
+  }
+  PQconninfoFree(options);
+  return described;
+}
+
 // Changed pages a write transaction holds in memory before it writes them to the log early:
 // 32 MiB of 4 KiB pages.
 constexpr int kSpillPages = 8192;
 
 Error DatabaseError(const Poco::Exception& e, std::string_view what) {
-  // Busy and locked databases are transient; everything else is a fault of ours or of the disk.
-  const bool transient = dynamic_cast<const Poco::Data::SQLite::DBLockedException*>(&e) ||
+  // Busy and locked databases are transient, and so is a PostgreSQL server out of reach;
+  // everything else is a fault of ours or of the disk.
+  const auto* postgres = dynamic_cast<const PostgresError*>(&e);
+  const bool transient = (postgres != nullptr && postgres->unavailable()) ||
+                         dynamic_cast<const Poco::Data::SQLite::DBLockedException*>(&e) ||
                          dynamic_cast<const Poco::Data::SQLite::TableLockedException*>(&e) ||
                          dynamic_cast<const Poco::Data::SQLite::IOErrorException*>(&e) ||
                          dynamic_cast<const Poco::Data::SQLite::DatabaseFullException*>(&e);
@@ -80,6 +128,7 @@ struct SqlStatement::Handle {
   bool in_use = false;
   int next_parameter = 1;
   std::uint64_t uses = 0;
+  std::unique_ptr<PostgresStatement> pg;  // instead of db and stmt, on PostgreSQL
 };
 
 // A pooled connection: its session, and the statements kept on it (finalized before it closes).
@@ -87,7 +136,8 @@ class Database::Connection {
  public:
   Connection(std::unique_ptr<Poco::Data::Session> session, std::atomic<std::uint64_t>& compiled)
       : session_(std::move(session)),
-        db_(Poco::Data::SQLite::Utility::dbHandle(*session_)),
+        pg_(PostgresHandle(*session_)),
+        db_(pg_ == nullptr ? Poco::Data::SQLite::Utility::dbHandle(*session_) : nullptr),
         compiled_(compiled) {}
   ~Connection() { Close(); }
   Connection(const Connection&) = delete;
@@ -95,7 +145,12 @@ class Database::Connection {
 
   Poco::Data::Session& session() { return *session_; }
   sqlite3* db() const { return db_; }
+  PGconn* pg() const { return pg_; }
   bool healthy() {
+    // A PostgreSQL connection that was lost, or left inside a transaction, is not used again.
+    if (pg_ != nullptr) {
+      return PQstatus(pg_) == CONNECTION_OK && PQtransactionStatus(pg_) == PQTRANS_IDLE;
+    }
     try {
       return session_->isConnected();
     } catch (const Poco::Exception&) {
@@ -108,9 +163,17 @@ class Database::Connection {
   SqlStatement Lease(std::string_view sql) {
     auto found = kept_.find(sql);
     if (found == kept_.end() && kept_.size() < kMaxKeptStatements) {
-      sqlite3_stmt* stmt = Compile(db_, sql, /*kept=*/true);
+      SqlStatement::Handle handle;
+      if (pg_ != nullptr) {
+        // Named after its place among the connection's statements, which are never dropped.
+        handle.pg =
+            std::make_unique<PostgresStatement>(pg_, "sr_" + std::to_string(kept_.size() + 1), sql);
+      } else {
+        handle.db = db_;
+        handle.stmt = Compile(db_, sql, /*kept=*/true);
+      }
       compiled_.fetch_add(1, std::memory_order_relaxed);
-      found = kept_.emplace(std::string(sql), SqlStatement::Handle{db_, stmt}).first;
+      found = kept_.emplace(std::string(sql), std::move(handle)).first;
     }
     if (found != kept_.end() && !found->second.in_use) {
       SqlStatement::Handle& handle = found->second;
@@ -118,9 +181,22 @@ class Database::Connection {
       ++handle.uses;
       return SqlStatement(&handle, /*owned=*/false);
     }
-    sqlite3_stmt* stmt = Compile(db_, sql, /*kept=*/false);
+    SqlStatement statement = OneUse(session_.get(), sql);
     compiled_.fetch_add(1, std::memory_order_relaxed);
-    return SqlStatement(new SqlStatement::Handle{db_, stmt, true}, /*owned=*/true);
+    return statement;
+  }
+
+  // A statement for one use on `session` (a pooled connection's or not), finalized at its end.
+  static SqlStatement OneUse(Poco::Data::Session* session, std::string_view sql) {
+    auto handle = std::make_unique<SqlStatement::Handle>();
+    handle->in_use = true;
+    if (PGconn* pg = PostgresHandle(*session); pg != nullptr) {
+      handle->pg = std::make_unique<PostgresStatement>(pg, std::string(), sql);
+    } else {
+      handle->db = Poco::Data::SQLite::Utility::dbHandle(*session);
+      handle->stmt = Compile(handle->db, sql, /*kept=*/false);
+    }
+    return SqlStatement(handle.release(), /*owned=*/true);
   }
 
   // Executes a statement that is compiled for each use: one whose work SQLite does as it compiles
@@ -142,7 +218,7 @@ class Database::Connection {
   // Finalizes the kept statements, then closes the session (SQLite closes a connection only once
   // its statements are gone).
   void Close() {
-    for (auto& [sql, handle] : kept_) sqlite3_finalize(handle.stmt);
+    for (auto& [sql, handle] : kept_) sqlite3_finalize(handle.stmt);  // none on PostgreSQL
     kept_.clear();
     try {
       session_->close();
@@ -156,6 +232,7 @@ class Database::Connection {
 
  private:
   std::unique_ptr<Poco::Data::Session> session_;
+  PGconn* const pg_;
   sqlite3* const db_;
   std::atomic<std::uint64_t>& compiled_;
   std::unordered_map<std::string, SqlStatement::Handle, StringHash, std::equal_to<>> kept_;
@@ -164,7 +241,9 @@ class Database::Connection {
 // One transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure; the three statements
 // kept on the connection.
 Status Database::RunTransaction(Connection& connection,
-                                const std::function<Status(Poco::Data::Session&)>& work) {
+                                const std::function<Status(Poco::Data::Session&)>& work,
+                                Durability durability) {
+  if (connection.pg() != nullptr) return RunPostgresTransaction(connection, work, durability);
   try {
     connection.Lease("BEGIN IMMEDIATE").Run();
   } catch (const Poco::Exception& e) {
@@ -187,6 +266,45 @@ Status Database::RunTransaction(Connection& connection,
   } catch (const Poco::Exception&) {
     // The transaction is gone either way; the error that caused the rollback is the one to report.
   }
+  return status;
+}
+
+// On PostgreSQL: BEGIN, the writers' lock, then the work, and COMMIT or ROLLBACK; with
+// synchronous_commit off for this transaction alone when deferred. One round trip begins it.
+Status Database::RunPostgresTransaction(Connection& connection,
+                                        const std::function<Status(Poco::Data::Session&)>& work,
+                                        Durability durability) {
+  PGconn* pg = connection.pg();
+  std::string begin = std::string("BEGIN; ") + kWriterLock;
+  if (durability == Durability::kDeferred) begin += "; SET LOCAL synchronous_commit TO off";
+  // Ends what is left of a failed transaction; the error that caused it is the one to report.
+  auto roll_back = [pg] {
+    if (PQtransactionStatus(pg) == PQTRANS_IDLE) return;
+    try {
+      ExecutePostgres(pg, "ROLLBACK");
+    } catch (const Poco::Exception&) {
+      // lost with the connection, which is not used again
+    }
+  };
+  try {
+    ExecutePostgres(pg, begin);
+  } catch (const Poco::Exception& e) {
+    roll_back();
+    return DatabaseError(e, "beginning a transaction");
+  }
+  Status status;
+  try {
+    status = work(connection.session());
+    if (status.ok()) {
+      CommitPostgres(pg);
+      return status;
+    }
+  } catch (const Poco::Exception& e) {
+    status = DatabaseError(e, "database statement failed");
+  } catch (const std::exception& e) {
+    status = Error(ErrorCode::kInternal, std::string("transaction failed: ") + e.what());
+  }
+  roll_back();
   return status;
 }
 
@@ -228,7 +346,8 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
     return Error(ErrorCode::kUnavailable,
                  "cannot create database " + path + ": " + std::strerror(errno));
   }
-  std::unique_ptr<Database> db(new Database(path, options.max_sessions, options.busy_timeout));
+  std::unique_ptr<Database> db(
+      new Database(Engine::kSqlite, path, path, options.max_sessions, options.busy_timeout));
   Status opened = db->WithConnection(std::nullopt, [&](Connection& connection) -> Status {
     Poco::Data::Session& session = connection.session();
     // WAL lets readers run beside the one writer; FULL makes a committed transaction survive
@@ -246,9 +365,46 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
   return db;
 }
 
-Database::Database(std::string connect_string, std::size_t max_sessions,
-                   std::chrono::milliseconds busy_timeout)
-    : connect_string_(std::move(connect_string)),
+Result<std::unique_ptr<Database>> Database::OpenPostgres(const std::string& conninfo,
+                                                         std::span<const Migration> migrations,
+                                                         const DatabaseOptions& options) {
+  RegisterPostgresOnce();
+  if (options.max_sessions == 0) {
+    return Error(ErrorCode::kInvalidArgument, "the database needs at least one session");
+  }
+  char* parse_error = nullptr;
+  PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &parse_error);
+  if (parsed == nullptr) {
+    std::string why = parse_error != nullptr ? parse_error : "out of memory";
+    PQfreemem(parse_error);
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    return Error(ErrorCode::kInvalidArgument,
+                 "the PostgreSQL connection string is invalid: " + why);
+  }
+  bool has_timeout = false;
+  for (PQconninfoOption* o = parsed; o->keyword != nullptr; ++o) {
+    if (std::string_view(o->keyword) == "connect_timeout" && o->val != nullptr) has_timeout = true;
+  }
+  PQconninfoFree(parsed);
+  // A server out of reach fails the open within seconds, not at libpq's default (forever).
+  std::string connect = conninfo;
+  if (!has_timeout && connect.find("://") == std::string::npos) {
+    connect += " connect_timeout=" + std::to_string(kOpenTimeoutSeconds);
+  }
+  std::unique_ptr<Database> db(new Database(Engine::kPostgres, connect, DescribeConninfo(conninfo),
+                                            options.max_sessions, options.busy_timeout));
+  Status opened = db->WithConnection(std::nullopt, [&](Connection& connection) -> Status {
+    return Migrate(connection, migrations, &db->schema_version_);
+  });
+  if (!opened.ok()) return opened.error();
+  return db;
+}
+
+Database::Database(Engine engine, std::string connect_string, std::string description,
+                   std::size_t max_sessions, std::chrono::milliseconds busy_timeout)
+    : engine_(engine),
+      connect_string_(std::move(connect_string)),
+      description_(std::move(description)),
       max_sessions_(max_sessions),
       busy_timeout_pragma_("PRAGMA busy_timeout=" + std::to_string(busy_timeout.count())),
       busy_timeout_(busy_timeout) {}
@@ -284,6 +440,15 @@ Status Database::WithConnection(std::optional<Durability> durability,
       ++open_;
     }
   }
+  if (!connection && engine_ == Engine::kPostgres) {
+    Status opened = OpenPostgresConnection(&connection);
+    if (!opened.ok()) {
+      std::lock_guard lock(mutex_);
+      --open_;
+      available_.notify_one();
+      return opened;
+    }
+  }
   if (!connection) {
     try {
       // Poco retries a failing open until its login timeout (60 s by default): keep it short.
@@ -312,7 +477,7 @@ Status Database::WithConnection(std::optional<Durability> durability,
       --open_;
       available_.notify_one();
       return Error(ErrorCode::kUnavailable,
-                   "cannot open database " + connect_string_ + ": " + e.displayText());
+                   "cannot open database " + description_ + ": " + e.displayText());
     }
   }
   Status status;
@@ -341,20 +506,73 @@ Status Database::WithConnection(std::optional<Durability> durability,
   return status;
 }
 
+namespace {
+void DiscardNotice(void*, const char*) {}  // NOTICEs (an IF NOT EXISTS skipped) are not errors
+}  // namespace
+
+Status Database::OpenPostgresConnection(std::unique_ptr<Connection>* connection) {
+  try {
+    auto session = std::make_unique<Poco::Data::Session>(Poco::Data::PostgreSQL::Connector::KEY,
+                                                         connect_string_, kOpenTimeoutSeconds);
+    auto opened = std::make_unique<Connection>(std::move(session), statements_compiled_);
+    PQsetNoticeProcessor(opened->pg(), &DiscardNotice, nullptr);
+    // Commits wait for the disk unless a deferred transaction says otherwise; a writer waits for
+    // another's row lock this long (then UNAVAILABLE, as SQLite's busy timeout).
+    ExecutePostgres(opened->pg(), "SET synchronous_commit TO on; SET lock_timeout TO " +
+                                      std::to_string(busy_timeout_.count()));
+    *connection = std::move(opened);
+    return OkStatus();
+  } catch (const Poco::Exception& e) {
+    return Error(ErrorCode::kUnavailable,
+                 "cannot connect to " + description_ + ": " + e.displayText());
+  }
+}
+
 Status Database::Migrate(Connection& connection, std::span<const Migration> migrations,
                          int* version) {
-  Poco::Data::Session& session = connection.session();
   for (std::size_t i = 0; i < migrations.size(); ++i) {
     if (migrations[i].version != static_cast<int>(i) + 1) {
       return Error(ErrorCode::kInternal, "migrations must be numbered 1, 2, 3, ... in order");
     }
   }
-  session << "CREATE TABLE IF NOT EXISTS schema_migrations ("
-             "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
-      now;
-  int current = 0;
-  session << "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", into(current), now;
-  if (current > static_cast<int>(migrations.size())) {
+  PGconn* pg = connection.pg();
+  if (pg == nullptr) return ApplyMigrations(connection, migrations, version);
+  // Several processes opening one PostgreSQL database at once take turns.
+  try {
+    ExecutePostgres(pg, kMigrationLock);
+  } catch (const Poco::Exception& e) {
+    return DatabaseError(e, "waiting for other processes' migrations");
+  }
+  Status status = ApplyMigrations(connection, migrations, version);
+  try {
+    ExecutePostgres(pg, kMigrationUnlock);
+  } catch (const Poco::Exception& e) {
+    if (status.ok()) status = DatabaseError(e, "ending the migrations");
+  }
+  return status;
+}
+
+Status Database::ApplyMigrations(Connection& connection, std::span<const Migration> migrations,
+                                 int* version) {
+  Poco::Data::Session& session = connection.session();
+  // Statements of the schema, run once: not kept.
+  auto execute = [&](Poco::Data::Session& s, const std::string& sql) {
+    if (connection.pg() != nullptr) {
+      ExecutePostgres(connection.pg(), sql);
+    } else {
+      s << sql, now;
+    }
+  };
+  execute(session,
+          "CREATE TABLE IF NOT EXISTS schema_migrations ("
+          "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)");
+  std::int64_t current = 0;
+  {
+    SqlStatement newest =
+        Prepare(session, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+    if (newest.Next()) current = newest.Int(0);
+  }
+  if (current > static_cast<std::int64_t>(migrations.size())) {
     return Error(ErrorCode::kFailedPrecondition,
                  "the database is at schema version " + std::to_string(current) +
                      ", newer than this program knows (" + std::to_string(migrations.size()) +
@@ -364,20 +582,23 @@ Status Database::Migrate(Connection& connection, std::span<const Migration> migr
   for (const Migration& m : migrations) {
     if (m.version <= current) continue;
     SR_RETURN_IF_ERROR(RunTransaction(connection, [&](Poco::Data::Session& s) -> Status {
-      for (const std::string& statement : m.statements) s << statement, now;
+      for (const std::string& statement : m.statements) execute(s, statement);
       if (m.convert) m.convert(s);
-      int v = m.version;
-      std::string description = m.description;
-      s << "INSERT INTO schema_migrations (version, description, applied_at) "
-           "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
-          use(v), use(description), now;
+      const std::string applied = FormatRfc3339Ms(UnixNowMs());
+      Prepare(s,
+              "INSERT INTO schema_migrations (version, description, applied_at) "
+              "VALUES (?, ?, ?)")
+          .Bind(std::int64_t{m.version})
+          .Bind(m.description)
+          .Bind(applied.substr(0, 19) + "Z")  // to the second
+          .Run();
       return OkStatus();
     }));
     current = m.version;
     migrated = true;
   }
-  *version = current;
-  if (migrated) {
+  *version = static_cast<int>(current);
+  if (migrated && connection.pg() == nullptr) {
     // A migration may delete or rewrite data: empty the log now, so that what it removed does not
     // linger there or in the database file (busy only when another process reads; its next
     // checkpoint does it then).
@@ -394,6 +615,7 @@ Status Database::InTransaction(const std::function<Status(Poco::Data::Session&)>
     return Error(ErrorCode::kUnavailable, "the database is busy with other writers; retry later");
   }
   return WithConnection(durability, [&](Connection& connection) -> Status {
+    if (connection.pg() != nullptr) return RunTransaction(connection, work, durability);
     // The setting belongs to the pooled connection, which remembers it: set only when it differs.
     if (connection.durability != durability) {
       try {
@@ -411,6 +633,8 @@ Status Database::InTransaction(const std::function<Status(Poco::Data::Session&)>
 }
 
 Status Database::CompactLog() {
+  // PostgreSQL's checkpointer recycles its write-ahead log by itself.
+  if (engine_ == Engine::kPostgres) return OkStatus();
   std::unique_lock writer(writer_, std::defer_lock);
   if (!writer.try_lock_for(busy_timeout_)) {
     return Error(ErrorCode::kUnavailable, "the database is busy with other writers");
@@ -435,6 +659,17 @@ Status Database::CompactLog() {
 
 Status Database::SyncToDisk() {
   return WithConnection(std::nullopt, [&](Connection& connection) -> Status {
+    if (connection.pg() != nullptr) {
+      // A transaction that writes a commit record (it takes a transaction id) and commits with
+      // synchronous_commit on flushes the log up to that record, every deferred commit before it
+      // included.
+      try {
+        ExecutePostgres(connection.pg(), "BEGIN; SELECT pg_current_xact_id(); COMMIT");
+      } catch (const Poco::Exception& e) {
+        return DatabaseError(e, "flushing the write-ahead log");
+      }
+      return OkStatus();
+    }
     // An fsync of the write-ahead log makes every commit in it durable, as a commit at
     // synchronous=FULL would have been; copying the log into the database (a checkpoint) is
     // CompactLog's and SQLite's own business, not needed for that.
@@ -465,9 +700,7 @@ Status Database::WithSession(const std::function<Status(Poco::Data::Session&)>& 
 SqlStatement Database::Prepare(Poco::Data::Session& session, std::string_view sql) {
   Connection* current = Current();
   if (current != nullptr && &current->session() == &session) return current->Lease(sql);
-  sqlite3* db = Poco::Data::SQLite::Utility::dbHandle(session);
-  return SqlStatement(new SqlStatement::Handle{db, Compile(db, sql, /*kept=*/false), true},
-                      /*owned=*/true);
+  return Connection::OneUse(&session, sql);
 }
 
 std::map<std::string, std::uint64_t> Database::KeptStatementUses() {
@@ -500,6 +733,11 @@ SqlStatement::SqlStatement(SqlStatement&& other) noexcept
     : handle_(std::exchange(other.handle_, nullptr)), owned_(other.owned_) {}
 
 void SqlStatement::Reset() {
+  if (handle_->pg) {
+    handle_->pg->Reset();
+    handle_->next_parameter = 1;
+    return;
+  }
   sqlite3_reset(handle_->stmt);  // returns the last step's error, which that step threw
   sqlite3_clear_bindings(handle_->stmt);
   handle_->next_parameter = 1;
@@ -509,7 +747,7 @@ SqlStatement::~SqlStatement() {
   if (handle_ == nullptr) return;
   Reset();
   if (owned_) {
-    sqlite3_finalize(handle_->stmt);
+    sqlite3_finalize(handle_->stmt);  // none on PostgreSQL
     delete handle_;
   } else {
     handle_->in_use = false;
@@ -517,12 +755,20 @@ SqlStatement::~SqlStatement() {
 }
 
 SqlStatement& SqlStatement::Bind(std::int64_t value) {
+  if (handle_->pg) {
+    handle_->pg->BindInt(value);
+    return *this;
+  }
   const int rc = sqlite3_bind_int64(handle_->stmt, handle_->next_parameter++, value);
   if (rc != SQLITE_OK) Fail(*handle_, rc, "binding a parameter");
   return *this;
 }
 
 SqlStatement& SqlStatement::Bind(std::string_view text) {
+  if (handle_->pg) {
+    handle_->pg->BindText(text);
+    return *this;
+  }
   const int rc = sqlite3_bind_text(handle_->stmt, handle_->next_parameter++, NonNull(text.data()),
                                    static_cast<int>(text.size()), SQLITE_TRANSIENT);
   if (rc != SQLITE_OK) Fail(*handle_, rc, "binding a parameter");
@@ -538,6 +784,10 @@ SqlStatement& SqlStatement::Bind(const std::optional<std::string>& text) {
 }
 
 SqlStatement& SqlStatement::BindBlob(std::span<const std::uint8_t> bytes) {
+  if (handle_->pg) {
+    handle_->pg->BindBlob(bytes);
+    return *this;
+  }
   const int rc = sqlite3_bind_blob(handle_->stmt, handle_->next_parameter++, NonNull(bytes.data()),
                                    static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
   if (rc != SQLITE_OK) Fail(*handle_, rc, "binding a parameter");
@@ -549,12 +799,17 @@ SqlStatement& SqlStatement::BindBlob(std::string_view bytes) {
 }
 
 SqlStatement& SqlStatement::BindNull() {
+  if (handle_->pg) {
+    handle_->pg->BindNull();
+    return *this;
+  }
   const int rc = sqlite3_bind_null(handle_->stmt, handle_->next_parameter++);
   if (rc != SQLITE_OK) Fail(*handle_, rc, "binding a parameter");
   return *this;
 }
 
 bool SqlStatement::Next() {
+  if (handle_->pg) return handle_->pg->Next();
   const int rc = sqlite3_step(handle_->stmt);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
@@ -562,20 +817,24 @@ bool SqlStatement::Next() {
 }
 
 std::int64_t SqlStatement::Run() {
+  if (handle_->pg) return handle_->pg->Run();
   while (Next()) {
   }
   return sqlite3_changes64(handle_->db);
 }
 
 bool SqlStatement::IsNull(int column) const {
+  if (handle_->pg) return handle_->pg->IsNull(column);
   return sqlite3_column_type(handle_->stmt, column) == SQLITE_NULL;
 }
 
 std::int64_t SqlStatement::Int(int column) const {
+  if (handle_->pg) return handle_->pg->Int(column);
   return sqlite3_column_int64(handle_->stmt, column);
 }
 
 std::string SqlStatement::Text(int column) const {
+  if (handle_->pg) return handle_->pg->Text(column);
   const unsigned char* text = sqlite3_column_text(handle_->stmt, column);
   const int size = sqlite3_column_bytes(handle_->stmt, column);
   return text != nullptr ? std::string(reinterpret_cast<const char*>(text), size) : std::string();
@@ -592,6 +851,7 @@ std::optional<std::string> SqlStatement::OptionalText(int column) const {
 }
 
 std::span<const std::uint8_t> SqlStatement::Blob(int column) const {
+  if (handle_->pg) return handle_->pg->Blob(column);
   const void* bytes = sqlite3_column_blob(handle_->stmt, column);
   const int size = sqlite3_column_bytes(handle_->stmt, column);
   if (bytes == nullptr) return {};

@@ -1,6 +1,8 @@
 // A service's relational store (the KMS's and the core's), reached through Poco::Data: SQLite in
-// WAL mode as the embedded default (PostgreSQL, for several nodes, implements the same interface
-// later).
+// WAL mode as the embedded default (OpenSqlite), or PostgreSQL 15 for deployments that outgrow one
+// machine (OpenPostgres), behind the same interface. A store writes its DML once, in the SQL both
+// engines accept (`?` placeholders, INSERT ... ON CONFLICT, RETURNING), and names one list of
+// migrations per engine (their DDL differs: BLOB/BYTEA, INTEGER/BIGINT).
 //
 // Schema changes are numbered migrations applied in order, each in its own transaction together
 // with the row recording it in `schema_migrations` (its SQL statements, then its `convert` step
@@ -28,6 +30,36 @@
 // durability pragmas), compiled once: a statement is compiled at its first use on a connection and
 // re-bound at every later one. SQLite compiles a kept statement again by itself when the schema
 // changed under it; the statements are finalized with their connection, before it closes.
+//
+// PostgreSQL: the same pool of connections (Poco::Data's PostgreSQL sessions; statements go
+// through libpq on the session's connection). A kept statement is a named prepared statement of its
+// connection (PQprepare once, PQexecPrepared at each use), its `?` numbered `$1, $2, ...` once when
+// it is prepared; values go as text, blobs as binary. The migrations of several processes opening
+// one database at once take turns on an advisory lock. Durability kFull commits with
+// synchronous_commit on, kDeferred sets it off for that transaction alone (SET LOCAL); SyncToDisk
+// commits one transaction with it on, which flushes the log past every deferred commit; CompactLog
+// has nothing to do (the server's checkpointer recycles its log). PostgreSQL has no secure_delete:
+// what a write deletes stays in the table's pages until VACUUM reuses them and in the server's log
+// until it is recycled. Connections are set to a lock_timeout of the busy timeout.
+//
+// Isolation: the same on both engines. A write transaction (InTransaction) runs alone: on SQLite
+// it begins IMMEDIATE, taking the database's one write lock; on PostgreSQL it begins at READ
+// COMMITTED and first takes one transaction-scoped advisory lock of the database's, so that the
+// writers of every process (every node) take turns, and each statement of a transaction sees every
+// write committed before that transaction began to write. Within one process, writers queue on the
+// writer mutex before either. So the stores' read-modify-write transactions need no row locks and
+// `work` runs once. A read outside a transaction (WithSession) sees one committed snapshot per
+// statement and waits for no writer. Chosen over SERIALIZABLE with a retry of the whole work on a
+// serialization failure: two processes incrementing one row lost 4 of 100 increments after 8
+// attempts each (a transaction that keeps losing to the other's short ones), and a retry would have
+// had every store's work made repeatable; the cost is that writes do not run in parallel on
+// several nodes, as they do not on one.
+//
+// Errors. Busy and locked (SQLite), and on PostgreSQL a server refused, lost or shutting down
+// (class 08, 57P), out of resources (53), a lock not granted within the busy timeout (55P03,
+// the writers' lock included) or a transaction conflict (40001, 40P01), are UNAVAILABLE; a lost
+// connection is dropped from the pool and a new one is opened by the next unit of work. Everything
+// else (constraint violations, SQL that does not compile) is INTERNAL.
 #ifndef STRONGROOM_COMMON_DATABASE_H_
 #define STRONGROOM_COMMON_DATABASE_H_
 
@@ -73,16 +105,28 @@ class Database {
   static Result<std::unique_ptr<Database>> OpenSqlite(const std::string& path,
                                                       std::span<const Migration> migrations,
                                                       const DatabaseOptions& options = {});
+  // Connects to the PostgreSQL database `conninfo` names (libpq's "host=... dbname=..." or a
+  // postgresql:// URI; connect_timeout defaults to 5 s) and brings it to the newest of
+  // `migrations`, PostgreSQL's own list. A server out of reach is UNAVAILABLE; a connection string
+  // that does not parse is INVALID_ARGUMENT; messages name the host, port, database and user,
+  // never a password.
+  static Result<std::unique_ptr<Database>> OpenPostgres(const std::string& conninfo,
+                                                        std::span<const Migration> migrations,
+                                                        const DatabaseOptions& options = {});
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
 
   int schema_version() const { return schema_version_; }
 
+  enum class Engine { kSqlite, kPostgres };
+  Engine engine() const { return engine_; }
+
   // How a commit reaches the disk. kFull: the commit is fsynced before InTransaction returns
   // (survives power loss). kDeferred: the commit is atomic and survives a crash of this process
   // at once, but reaches the disk with the next full commit or SyncToDisk() (SQLite WAL with
-  // synchronous=NORMAL); for records whose callers must not each wait for a disk flush.
+  // synchronous=NORMAL; PostgreSQL's synchronous_commit off, which the server's log writer flushes
+  // within 0.6 s by itself); for records whose callers must not each wait for a disk flush.
   enum class Durability { kFull, kDeferred };
 
   // Runs `work` in one transaction: committed if it returns OK, rolled back if it returns an
@@ -131,12 +175,20 @@ class Database {
 
  private:
   class Connection;
-  Database(std::string connect_string, std::size_t max_sessions,
-           std::chrono::milliseconds busy_timeout);
+  // `description` names the database in messages (for PostgreSQL, without a password).
+  Database(Engine engine, std::string connect_string, std::string description,
+           std::size_t max_sessions, std::chrono::milliseconds busy_timeout);
   static Status Migrate(Connection& connection, std::span<const Migration> migrations,
                         int* version);
+  static Status ApplyMigrations(Connection& connection, std::span<const Migration> migrations,
+                                int* version);
   static Status RunTransaction(Connection& connection,
-                               const std::function<Status(Poco::Data::Session&)>& work);
+                               const std::function<Status(Poco::Data::Session&)>& work,
+                               Durability durability = Durability::kFull);
+  static Status RunPostgresTransaction(Connection& connection,
+                                       const std::function<Status(Poco::Data::Session&)>& work,
+                                       Durability durability);
+  Status OpenPostgresConnection(std::unique_ptr<Connection>* connection);
   // The connection whose work runs on this thread, if any.
   static Connection*& Current();
   // Runs `work` on a pooled connection, opening one if fewer than max_sessions exist; one already
@@ -144,7 +196,9 @@ class Database {
   Status WithConnection(std::optional<Durability> durability,
                         const std::function<Status(Connection&)>& work);
 
+  const Engine engine_;
   const std::string connect_string_;
+  const std::string description_;
   const std::size_t max_sessions_;
   const std::string busy_timeout_pragma_;
   int schema_version_ = 0;

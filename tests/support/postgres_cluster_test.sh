@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The throwaway PostgreSQL cluster (postgres_cluster.h) leaves nothing behind: after a test that
+# passed, and after a test program killed in the middle of its test; and a machine without
+# PostgreSQL fails the test, with a line saying what to install.
+# Usage: postgres_cluster_test.sh COMMON_TESTS
+set -euo pipefail
+tests="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+chmod 755 "$tmp"  # as root, the cluster's directory in it belongs to the postgres user
+export TMPDIR="$tmp"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+left() { find "$tmp" -mindepth 1 -maxdepth 1 -name 'sr-pg-*' | wc -l; }
+
+"$tests" --gtest_filter='Engines/DatabaseEngineTest.FreshDatabaseIsMigratedToTheNewestVersion/postgres' \
+  >"$tmp/passed.log" 2>&1 || { cat "$tmp/passed.log"; fail "the test did not pass"; }
+[ "$(left)" -eq 0 ] || fail "a passed test left its cluster behind: $(ls "$tmp")"
+
+"$tests" --gtest_filter='Engines/DatabaseEngineTest.ManyWritersTakeTurnsInsteadOfFailingBusy/postgres' \
+  >"$tmp/killed.log" 2>&1 &
+victim=$!
+# Until its server listens (at most 30 s): initdb's bootstrap makes a postmaster.pid of its own.
+for _ in $(seq 1 300); do
+  ls "$tmp"/sr-pg-*/.s.PGSQL.5432 >/dev/null 2>&1 && break
+  sleep 0.1
+done
+ls "$tmp"/sr-pg-*/.s.PGSQL.5432 >/dev/null 2>&1 || fail "the cluster never started"
+kill -9 "$victim"
+wait "$victim" 2>/dev/null || true
+for _ in $(seq 1 300); do
+  [ "$(left)" -eq 0 ] && break
+  sleep 0.1
+done
+[ "$(left)" -eq 0 ] || fail "a killed test program left its cluster behind: $(ls "$tmp")"
+
+if STRONGROOM_POSTGRES_BIN=/nonexistent "$tests" \
+  --gtest_filter='Engines/DatabaseEngineTest.FreshDatabaseIsMigratedToTheNewestVersion/postgres' \
+  >"$tmp/missing.log" 2>&1; then
+  fail "the test passed without PostgreSQL"
+fi
+grep -q "PostgreSQL 15 is not installed" "$tmp/missing.log" || {
+  cat "$tmp/missing.log"
+  fail "no line saying PostgreSQL is missing"
+}
+grep -q "SKIPPED" "$tmp/missing.log" && fail "the test was skipped, not failed"
+[ "$(left)" -eq 0 ] || fail "left a directory behind without PostgreSQL"
+echo "ok"
