@@ -1,10 +1,6 @@
 #include "strongroom/kms/kms_store.h"
 
-#include <Poco/Data/LOB.h>
-#include <Poco/Data/RecordSet.h>
-
 #include <algorithm>
-#include <charconv>
 #include <map>
 
 #include "strongroom/kms/audit_checkpoints.h"
@@ -14,9 +10,6 @@
 namespace strongroom::kms {
 namespace {
 
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
 constexpr char kKeyColumns[] =
     "uri, org, creator, client_id, created_ms, bind_deadline_ms, resource_uri, bound_ms, "
     "stop_encrypt_ms";
@@ -48,10 +41,9 @@ Status LoadBlobs(Poco::Data::Session& s, KeyRecord& key) {
   return OkStatus();
 }
 
-AuthorizationRecord AuthorizationFromRow(Poco::Data::RecordSet& rows) {
-  return {rows["uri"].convert<std::string>(),     rows["resource_uri"].convert<std::string>(),
-          rows["auth_id"].convert<std::string>(), rows["role"].convert<std::string>(),
-          rows["creator"].convert<std::string>(), rows["created_ms"].convert<std::int64_t>()};
+// A row of kAuthorizationColumns, in their order.
+AuthorizationRecord AuthorizationFromStatement(const SqlStatement& row) {
+  return {row.Text(0), row.Text(1), row.Text(2), row.Text(3), row.Text(4), row.Int(5)};
 }
 
 }  // namespace
@@ -135,6 +127,96 @@ std::vector<Migration> KmsStore::Migrations() {
   };
 }
 
+std::vector<Migration> KmsStore::PostgresMigrations() {
+  // Migrations()'s tables on PostgreSQL, a fresh database's schema at each version (the ones
+  // SQLite reached by ALTER TABLE included), so that a version means the same on both engines.
+  return {
+      {1,
+       "hash-chained audit log",
+       {"CREATE TABLE audit (seq BIGINT PRIMARY KEY, at_ms BIGINT NOT NULL, org TEXT NOT NULL, "
+        "actor TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL, key TEXT NOT NULL, "
+        "outcome TEXT NOT NULL, detail TEXT NOT NULL, prev_hash BYTEA NOT NULL, "
+        "hash BYTEA NOT NULL)",
+        "CREATE INDEX audit_by_actor ON audit (actor, at_ms)",
+        "CREATE INDEX audit_by_resource ON audit (resource, at_ms)",
+        "CREATE INDEX audit_by_time ON audit (at_ms)"}},
+      {2,
+       "resources, keys, wrapped key blobs, authorizations",
+       {"CREATE TABLE resources (uri TEXT PRIMARY KEY, org TEXT NOT NULL, creator TEXT NOT NULL, "
+        "created_ms BIGINT NOT NULL, expires_ms BIGINT)",
+        "CREATE TABLE keys (uri TEXT PRIMARY KEY, org TEXT NOT NULL, creator TEXT NOT NULL, "
+        "client_id TEXT NOT NULL, created_ms BIGINT NOT NULL, bind_deadline_ms BIGINT NOT NULL, "
+        "resource_uri TEXT REFERENCES resources (uri), bound_ms BIGINT, "
+        "stop_encrypt_ms BIGINT, "
+        "CHECK ((resource_uri IS NULL) = (bound_ms IS NULL)))",
+        "CREATE INDEX keys_by_resource ON keys (resource_uri, bound_ms)",
+        "CREATE TABLE key_blobs (key_uri TEXT NOT NULL REFERENCES keys (uri) ON DELETE CASCADE, "
+        "token TEXT NOT NULL, root_version BIGINT NOT NULL, blob BYTEA NOT NULL, "
+        "PRIMARY KEY (key_uri, token))",
+        "CREATE INDEX key_blobs_by_root ON key_blobs (token, root_version)",
+        "CREATE TABLE authorizations (uri TEXT PRIMARY KEY, "
+        "resource_uri TEXT NOT NULL REFERENCES resources (uri) ON DELETE CASCADE, "
+        "auth_id TEXT NOT NULL, role TEXT NOT NULL, creator TEXT NOT NULL, "
+        "created_ms BIGINT NOT NULL, UNIQUE (resource_uri, auth_id))",
+        "CREATE INDEX authorizations_by_auth_id ON authorizations (auth_id)"}},
+      {3,
+       "ephemeral (ECDHE) channel keys",
+       {"CREATE TABLE ephemeral_keys (uri TEXT PRIMARY KEY, org TEXT NOT NULL, "
+        "user_id TEXT NOT NULL, client_id TEXT NOT NULL, created_ms BIGINT NOT NULL, "
+        "expires_ms BIGINT NOT NULL, deleted BIGINT NOT NULL DEFAULT 0)",
+        "CREATE INDEX ephemeral_keys_by_expiry ON ephemeral_keys (expires_ms)",
+        "CREATE TABLE ephemeral_blobs (uri TEXT NOT NULL REFERENCES ephemeral_keys (uri) "
+        "ON DELETE CASCADE, token TEXT NOT NULL, blob BYTEA NOT NULL, PRIMARY KEY (uri, token))"}},
+      {4,
+       "organization policies (compliance officers, indexer, key lifetimes)",
+       {"CREATE TABLE org_policies (org TEXT PRIMARY KEY, policy TEXT NOT NULL, "
+        "updated_ms BIGINT NOT NULL)"}},
+      {5,
+       "root-key rewrap jobs and the blobs they could not re-wrap",
+       {"CREATE TABLE rewrap_jobs (id BIGINT PRIMARY KEY, org TEXT NOT NULL, "
+        "root_version BIGINT NOT NULL, state TEXT NOT NULL, total BIGINT NOT NULL, "
+        "done BIGINT NOT NULL, failed BIGINT NOT NULL, started_ms BIGINT NOT NULL, "
+        "updated_ms BIGINT NOT NULL, last_error TEXT NOT NULL)",
+        "CREATE INDEX rewrap_jobs_by_org ON rewrap_jobs (org, id)",
+        "CREATE INDEX rewrap_jobs_by_state ON rewrap_jobs (state, id)",
+        "CREATE TABLE rewrap_failures (job_id BIGINT NOT NULL REFERENCES rewrap_jobs (id), "
+        "kind TEXT NOT NULL, uri TEXT NOT NULL, token TEXT NOT NULL, error TEXT NOT NULL, "
+        "PRIMARY KEY (job_id, kind, uri, token))"}},
+      {6,
+       "the sealed requests each channel has executed (at most once)",
+       {"CREATE TABLE executed_requests (channel TEXT NOT NULL, messages BYTEA NOT NULL, "
+        "executed_ms BIGINT NOT NULL)",
+        "CREATE INDEX executed_requests_by_channel ON executed_requests (channel)"}},
+      {7,
+       "signed checkpoints of the audit chain",
+       {"CREATE TABLE audit_checkpoints (seq BIGINT PRIMARY KEY, signed_ms BIGINT NOT NULL, "
+        "jws TEXT NOT NULL)"}},
+      {8,
+       "the sealed request an audit record executed",
+       {"ALTER TABLE audit ADD COLUMN channel TEXT", "ALTER TABLE audit ADD COLUMN message BYTEA"}},
+      {9,
+       "reconciliation jobs: wraps added for the tokens that missed keys",
+       {"CREATE TABLE reconcile_jobs (id BIGINT PRIMARY KEY, state TEXT NOT NULL, "
+        "started_by TEXT NOT NULL, phase TEXT NOT NULL, cursor TEXT NOT NULL, "
+        "total BIGINT NOT NULL, done BIGINT NOT NULL, failed BIGINT NOT NULL, "
+        "started_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, waiting_for TEXT NOT NULL, "
+        "blocked TEXT NOT NULL, last_error TEXT NOT NULL)",
+        "CREATE INDEX reconcile_jobs_by_state ON reconcile_jobs (state, id)",
+        "CREATE TABLE reconcile_failures (job_id BIGINT NOT NULL REFERENCES reconcile_jobs (id), "
+        "kind TEXT NOT NULL, uri TEXT NOT NULL, token TEXT NOT NULL, error TEXT NOT NULL, "
+        "PRIMARY KEY (job_id, kind, uri, token))"}},
+      {10,
+       "organization search keys (the indexer's) and their wrapped blobs",
+       {"CREATE TABLE search_keys (uri TEXT PRIMARY KEY, org TEXT NOT NULL, "
+        "version BIGINT NOT NULL, creator TEXT NOT NULL, created_ms BIGINT NOT NULL, "
+        "UNIQUE (org, version))",
+        "CREATE TABLE search_key_blobs (key_uri TEXT NOT NULL REFERENCES search_keys (uri) "
+        "ON DELETE CASCADE, token TEXT NOT NULL, root_version BIGINT NOT NULL, "
+        "blob BYTEA NOT NULL, PRIMARY KEY (key_uri, token))",
+        "CREATE INDEX search_key_blobs_by_root ON search_key_blobs (token, root_version)"}},
+  };
+}
+
 Status KmsStore::InsertResource(Poco::Data::Session& s, const ResourceRecord& r) {
   {
     SqlStatement exists = Database::Prepare(s, "SELECT 1 FROM resources WHERE uri = ?");
@@ -201,27 +283,27 @@ Status KmsStore::PutBlob(Poco::Data::Session& s, const std::string& key_uri,
 Result<bool> KmsStore::AddMissingBlob(Poco::Data::Session& s, const std::string& key_uri,
                                       const hsm::TokenBlob& blob) {
   SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
-  std::string uri = key_uri, token = blob.token;
-  Poco::Int64 version = view.root_version;
-  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
-  Poco::Data::Statement insert(s);
-  insert << "INSERT INTO key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (key_uri, token) DO NOTHING",
-      use(uri), use(token), use(version), use(bytes);
-  return insert.execute() > 0;
+  return Database::Prepare(s,
+                           "INSERT INTO key_blobs (key_uri, token, root_version, blob) "
+                           "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO NOTHING")
+             .Bind(key_uri)
+             .Bind(blob.token)
+             .Bind(std::int64_t{view.root_version})
+             .BindBlob(blob.blob)
+             .Run() > 0;
 }
 
 Result<bool> KmsStore::AddMissingEphemeralBlob(Poco::Data::Session& s, const std::string& uri,
                                                const hsm::TokenBlob& blob) {
   SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
   (void)view;  // well-formed; the version is in the blob itself
-  std::string key_uri = uri, token = blob.token;
-  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
-  Poco::Data::Statement insert(s);
-  insert << "INSERT INTO ephemeral_blobs (uri, token, blob) VALUES (?, ?, ?) "
-            "ON CONFLICT (uri, token) DO NOTHING",
-      use(key_uri), use(token), use(bytes);
-  return insert.execute() > 0;
+  return Database::Prepare(s,
+                           "INSERT INTO ephemeral_blobs (uri, token, blob) VALUES (?, ?, ?) "
+                           "ON CONFLICT (uri, token) DO NOTHING")
+             .Bind(uri)
+             .Bind(blob.token)
+             .BindBlob(blob.blob)
+             .Run() > 0;
 }
 
 Result<std::optional<KeyRecord>> KmsStore::FindKey(Poco::Data::Session& s, const std::string& uri) {
@@ -362,12 +444,11 @@ Result<std::vector<std::string>> KmsStore::ExecutedRequestsOf(Poco::Data::Sessio
 
 Result<std::int64_t> KmsStore::DeleteSpentExecutedRequests(Poco::Data::Session& s,
                                                            std::int64_t now_ms) {
-  Poco::Int64 cutoff = now_ms;
-  Poco::Data::Statement remove(s);
-  remove << "DELETE FROM executed_requests WHERE channel IN "
-            "(SELECT uri FROM ephemeral_keys WHERE expires_ms <= ? OR deleted <> 0)",
-      use(cutoff);
-  return static_cast<std::int64_t>(remove.execute());
+  return Database::Prepare(s,
+                           "DELETE FROM executed_requests WHERE channel IN "
+                           "(SELECT uri FROM ephemeral_keys WHERE expires_ms <= ? OR deleted <> 0)")
+      .Bind(now_ms)
+      .Run();
 }
 
 Result<std::optional<EphemeralKeyRecord>> KmsStore::FindEphemeralKey(Poco::Data::Session& s,
@@ -398,10 +479,11 @@ Result<std::optional<EphemeralKeyRecord>> KmsStore::FindEphemeralKey(Poco::Data:
 }
 
 Status KmsStore::DeleteEphemeralKey(Poco::Data::Session& s, const std::string& uri) {
-  std::string key = uri;
-  Poco::Data::Statement update(s);
-  update << "UPDATE ephemeral_keys SET deleted = 1 WHERE uri = ? AND deleted = 0", use(key);
-  if (update.execute() == 0) return Error(ErrorCode::kNotFound, "no ephemeral key " + uri);
+  const std::int64_t changed =
+      Database::Prepare(s, "UPDATE ephemeral_keys SET deleted = 1 WHERE uri = ? AND deleted = 0")
+          .Bind(uri)
+          .Run();
+  if (changed == 0) return Error(ErrorCode::kNotFound, "no ephemeral key " + uri);
   return OkStatus();
 }
 
@@ -432,38 +514,28 @@ Status KmsStore::InsertAuthorizations(Poco::Data::Session& s,
 Result<std::vector<AuthorizationRecord>> KmsStore::Authorizations(
     Poco::Data::Session& s, const std::string& resource_uri,
     const std::optional<std::string>& auth_id) {
-  std::string resource = resource_uri, who = auth_id.value_or("");
-  int any = auth_id ? 0 : 1;
-  Poco::Data::Statement select(s);
-  select << "SELECT " << kAuthorizationColumns
-         << " FROM authorizations WHERE resource_uri = ? AND (? = 1 OR auth_id = ?) "
-            "ORDER BY created_ms, uri",
-      use(resource), use(any), use(who);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
+  SqlStatement select = Database::Prepare(
+      s, std::string("SELECT ") + kAuthorizationColumns +
+             " FROM authorizations WHERE resource_uri = ? AND (? = 1 OR auth_id = ?) "
+             "ORDER BY created_ms, uri");
+  select.Bind(resource_uri).Bind(std::int64_t{auth_id ? 0 : 1}).Bind(auth_id.value_or(""));
   std::vector<AuthorizationRecord> out;
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    out.push_back(AuthorizationFromRow(rows));
-  }
+  while (select.Next()) out.push_back(AuthorizationFromStatement(select));
   return out;
 }
 
 Result<std::optional<AuthorizationRecord>> KmsStore::FindAuthorization(Poco::Data::Session& s,
                                                                        const std::string& uri) {
-  std::string key = uri;
-  Poco::Data::Statement select(s);
-  select << "SELECT " << kAuthorizationColumns << " FROM authorizations WHERE uri = ?", use(key);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::optional<AuthorizationRecord>();
-  return std::optional<AuthorizationRecord>(AuthorizationFromRow(rows));
+  SqlStatement select = Database::Prepare(
+      s, std::string("SELECT ") + kAuthorizationColumns + " FROM authorizations WHERE uri = ?");
+  if (!select.Bind(uri).Next()) return std::optional<AuthorizationRecord>();
+  return std::optional<AuthorizationRecord>(AuthorizationFromStatement(select));
 }
 
 Status KmsStore::DeleteAuthorization(Poco::Data::Session& s, const std::string& uri) {
-  std::string key = uri;
-  Poco::Data::Statement del(s);
-  del << "DELETE FROM authorizations WHERE uri = ?", use(key);
-  if (del.execute() == 0) return Error(ErrorCode::kNotFound, "no authorization " + uri);
+  if (Database::Prepare(s, "DELETE FROM authorizations WHERE uri = ?").Bind(uri).Run() == 0) {
+    return Error(ErrorCode::kNotFound, "no authorization " + uri);
+  }
   return OkStatus();
 }
 
@@ -492,47 +564,49 @@ Status KmsStore::InsertSearchKey(Poco::Data::Session& s, const SearchKeyRecord& 
     return Error(ErrorCode::kInternal,
                  "a search key is stored only wrapped, and " + k.uri + " has no wrapped blob");
   }
-  std::string uri = k.uri, org = k.org, creator = k.creator;
-  Poco::Int64 version = k.version, created = k.created_ms, exists = 0;
-  s << "SELECT COUNT(*) FROM search_keys WHERE uri = ? OR (org = ? AND version = ?)", use(uri),
-      use(org), use(version), into(exists), now;
-  if (exists) {
-    return Error(ErrorCode::kAlreadyExists,
-                 "search key version " + std::to_string(k.version) + " of " + k.org + " exists");
+  {
+    SqlStatement exists = Database::Prepare(
+        s, "SELECT 1 FROM search_keys WHERE uri = ? OR (org = ? AND version = ?)");
+    if (exists.Bind(k.uri).Bind(k.org).Bind(std::int64_t{k.version}).Next()) {
+      return Error(ErrorCode::kAlreadyExists,
+                   "search key version " + std::to_string(k.version) + " of " + k.org + " exists");
+    }
   }
-  s << "INSERT INTO search_keys (uri, org, version, creator, created_ms) VALUES (?, ?, ?, ?, ?)",
-      use(uri), use(org), use(version), use(creator), use(created), now;
+  Database::Prepare(s,
+                    "INSERT INTO search_keys (uri, org, version, creator, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?)")
+      .Bind(k.uri)
+      .Bind(k.org)
+      .Bind(std::int64_t{k.version})
+      .Bind(k.creator)
+      .Bind(k.created_ms)
+      .Run();
   for (const hsm::TokenBlob& blob : k.blobs) SR_RETURN_IF_ERROR(PutSearchKeyBlob(s, k.uri, blob));
   return OkStatus();
 }
 
 Result<std::optional<SearchKeyRecord>> KmsStore::FindSearchKey(
     Poco::Data::Session& s, const std::string& org, std::optional<std::uint32_t> version) {
-  std::string o = org;
-  Poco::Int64 wanted = version.value_or(0);
-  int newest = version ? 0 : 1;
-  Poco::Data::Statement select(s);
-  select << "SELECT uri, org, version, creator, created_ms FROM search_keys "
-            "WHERE org = ? AND (? = 1 OR version = ?) ORDER BY version DESC LIMIT 1",
-      use(o), use(newest), use(wanted);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::optional<SearchKeyRecord>();
   SearchKeyRecord k;
-  k.uri = rows["uri"].convert<std::string>();
-  k.org = rows["org"].convert<std::string>();
-  k.version = rows["version"].convert<std::uint32_t>();
-  k.creator = rows["creator"].convert<std::string>();
-  k.created_ms = rows["created_ms"].convert<std::int64_t>();
-  Poco::Data::Statement blobs(s);
-  blobs << "SELECT token, blob FROM search_key_blobs WHERE key_uri = ? ORDER BY token", use(k.uri);
-  blobs.execute();
-  Poco::Data::RecordSet blob_rows(blobs);
-  for (bool row = blob_rows.moveFirst(); row; row = blob_rows.moveNext()) {
-    const Poco::Data::BLOB blob =
-        blob_rows["blob"].extract<Poco::Data::BLOB>();  // a copy: the Var is a temporary
-    k.blobs.push_back({blob_rows["token"].convert<std::string>(),
-                       std::vector<std::uint8_t>(blob.content().begin(), blob.content().end())});
+  {
+    SqlStatement select =
+        Database::Prepare(s,
+                          "SELECT uri, org, version, creator, created_ms FROM search_keys "
+                          "WHERE org = ? AND (? = 1 OR version = ?) ORDER BY version DESC LIMIT 1");
+    select.Bind(org).Bind(std::int64_t{version ? 0 : 1}).Bind(std::int64_t{version.value_or(0)});
+    if (!select.Next()) return std::optional<SearchKeyRecord>();
+    k.uri = select.Text(0);
+    k.org = select.Text(1);
+    k.version = static_cast<std::uint32_t>(select.Int(2));
+    k.creator = select.Text(3);
+    k.created_ms = select.Int(4);
+  }
+  SqlStatement blobs = Database::Prepare(
+      s, "SELECT token, blob FROM search_key_blobs WHERE key_uri = ? ORDER BY token");
+  blobs.Bind(k.uri);
+  while (blobs.Next()) {
+    const std::span<const std::uint8_t> blob = blobs.Blob(1);
+    k.blobs.push_back({blobs.Text(0), std::vector<std::uint8_t>(blob.begin(), blob.end())});
   }
   return std::optional<SearchKeyRecord>(std::move(k));
 }
@@ -540,27 +614,29 @@ Result<std::optional<SearchKeyRecord>> KmsStore::FindSearchKey(
 Status KmsStore::PutSearchKeyBlob(Poco::Data::Session& s, const std::string& uri,
                                   const hsm::TokenBlob& blob) {
   SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
-  std::string key = uri, token = blob.token;
-  Poco::Int64 version = view.root_version;
-  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
-  s << "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
-       "ON CONFLICT (key_uri, token) DO UPDATE SET root_version = excluded.root_version, "
-       "blob = excluded.blob",
-      use(key), use(token), use(version), use(bytes), now;
+  Database::Prepare(s,
+                    "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO UPDATE SET "
+                    "root_version = excluded.root_version, blob = excluded.blob")
+      .Bind(uri)
+      .Bind(blob.token)
+      .Bind(std::int64_t{view.root_version})
+      .BindBlob(blob.blob)
+      .Run();
   return OkStatus();
 }
 
 Result<bool> KmsStore::AddMissingSearchKeyBlob(Poco::Data::Session& s, const std::string& uri,
                                                const hsm::TokenBlob& blob) {
   SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
-  std::string key = uri, token = blob.token;
-  Poco::Int64 version = view.root_version;
-  Poco::Data::BLOB bytes(blob.blob.data(), blob.blob.size());
-  Poco::Data::Statement insert(s);
-  insert << "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO NOTHING",
-      use(key), use(token), use(version), use(bytes);
-  return insert.execute() > 0;
+  return Database::Prepare(s,
+                           "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) "
+                           "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO NOTHING")
+             .Bind(uri)
+             .Bind(blob.token)
+             .Bind(std::int64_t{view.root_version})
+             .BindBlob(blob.blob)
+             .Run() > 0;
 }
 
 Result<std::vector<UserAuthorization>> KmsStore::ResourcesOf(Poco::Data::Session& s,
@@ -572,26 +648,27 @@ Result<std::vector<UserAuthorization>> KmsStore::ResourcesOf(Poco::Data::Session
     return Error(ErrorCode::kInvalidArgument, "limit must be 1 to 1000");
   }
   // RoleOf the other way round: from the user's own authorizations to the resources that name
-  // those resources as authIds, up to kMaxInheritanceDepth; the nearest membership's role.
-  std::string who = user, o = org, cursor = after;
-  int depth = kMaxInheritanceDepth;
-  Poco::Int64 count = static_cast<Poco::Int64>(limit) + 1;  // one more says whether more follow
-  Poco::Data::Statement select(s);
-  select << "WITH RECURSIVE reach (uri, role, depth) AS ("
-            "  SELECT resource_uri, role, 0 FROM authorizations WHERE auth_id = ?"
-            "  UNION"
-            "  SELECT a.resource_uri, r.role, r.depth + 1 FROM authorizations a JOIN reach r"
-            "    ON a.auth_id = r.uri WHERE r.depth < ?)"
-            " SELECT r.uri AS uri, r.role AS role, MIN(r.depth) AS depth FROM reach r"
-            " JOIN resources x ON x.uri = r.uri"
-            " WHERE x.org = ? AND r.uri > ? GROUP BY r.uri ORDER BY r.uri LIMIT ?",
-      use(who), use(depth), use(o), use(cursor), use(count);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
+  // those resources as authIds, up to kMaxInheritanceDepth; the nearest membership's role (of
+  // several at one depth, the first by name).
+  SqlStatement select = Database::Prepare(
+      s,
+      "WITH RECURSIVE reach (uri, role, depth) AS ("
+      "  SELECT resource_uri, role, 0 FROM authorizations WHERE auth_id = ?"
+      "  UNION"
+      "  SELECT a.resource_uri, r.role, r.depth + 1 FROM authorizations a JOIN reach r"
+      "    ON a.auth_id = r.uri WHERE r.depth < ?)"
+      " SELECT uri, role FROM ("
+      "  SELECT r.uri AS uri, r.role AS role,"
+      "   ROW_NUMBER() OVER (PARTITION BY r.uri ORDER BY r.depth, r.role) AS nearest"
+      "  FROM reach r JOIN resources x ON x.uri = r.uri WHERE x.org = ? AND r.uri > ?) ranked"
+      " WHERE nearest = 1 ORDER BY uri LIMIT ?");
+  select.Bind(user)
+      .Bind(std::int64_t{kMaxInheritanceDepth})
+      .Bind(org)
+      .Bind(after)
+      .Bind(static_cast<std::int64_t>(limit) + 1);  // one more says whether more follow
   std::vector<UserAuthorization> out;
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    out.push_back({rows["uri"].convert<std::string>(), rows["role"].convert<std::string>()});
-  }
+  while (select.Next()) out.push_back({select.Text(0), select.Text(1)});
   *more = out.size() > limit;
   if (*more) out.resize(limit);
   return out;
@@ -607,48 +684,45 @@ Result<std::vector<RootVersionUse>> KmsStore::RootVersionUses(Poco::Data::Sessio
     u.version = version;
     return u;
   };
-  std::string o = org;
-  Poco::Data::Statement keys(s);
-  keys << "SELECT kb.token AS token, kb.root_version AS version, COUNT(*) AS n FROM key_blobs kb "
-          "JOIN keys k ON k.uri = kb.key_uri WHERE k.org = ? GROUP BY kb.token, kb.root_version",
-      use(o);
-  keys.execute();
-  Poco::Data::RecordSet key_rows(keys);
-  for (bool row = key_rows.moveFirst(); row; row = key_rows.moveNext()) {
-    use_of(key_rows["token"].convert<std::string>(), key_rows["version"].convert<std::uint32_t>())
-        .keys = key_rows["n"].convert<std::int64_t>();
+  {
+    SqlStatement keys = Database::Prepare(
+        s,
+        "SELECT kb.token, kb.root_version, COUNT(*) FROM key_blobs kb "
+        "JOIN keys k ON k.uri = kb.key_uri WHERE k.org = ? GROUP BY kb.token, kb.root_version");
+    keys.Bind(org);
+    while (keys.Next()) {
+      use_of(keys.Text(0), static_cast<std::uint32_t>(keys.Int(1))).keys = keys.Int(2);
+    }
   }
-  Poco::Data::Statement search_keys(s);
-  search_keys << "SELECT sb.token AS token, sb.root_version AS version, COUNT(*) AS n "
-                 "FROM search_key_blobs sb JOIN search_keys sk ON sk.uri = sb.key_uri "
-                 "WHERE sk.org = ? GROUP BY sb.token, sb.root_version",
-      use(o);
-  search_keys.execute();
-  Poco::Data::RecordSet search_rows(search_keys);
-  for (bool row = search_rows.moveFirst(); row; row = search_rows.moveNext()) {
-    use_of(search_rows["token"].convert<std::string>(),
-           search_rows["version"].convert<std::uint32_t>())
-        .keys += search_rows["n"].convert<std::int64_t>();
+  {
+    SqlStatement search_keys =
+        Database::Prepare(s,
+                          "SELECT sb.token, sb.root_version, COUNT(*) FROM search_key_blobs sb "
+                          "JOIN search_keys sk ON sk.uri = sb.key_uri WHERE sk.org = ? "
+                          "GROUP BY sb.token, sb.root_version");
+    search_keys.Bind(org);
+    while (search_keys.Next()) {
+      use_of(search_keys.Text(0), static_cast<std::uint32_t>(search_keys.Int(1))).keys +=
+          search_keys.Int(2);
+    }
   }
   // A channel key's version is in its blob (bytes 4-7, big-endian: hsm/wrapped_key.h).
-  Poco::Int64 at = now_ms;
-  Poco::Data::Statement channels(s);
-  channels << "SELECT eb.token AS token, hex(substr(eb.blob, 5, 4)) AS version, COUNT(*) AS n "
-              "FROM ephemeral_blobs eb JOIN ephemeral_keys ek ON ek.uri = eb.uri "
-              "WHERE ek.org = ? AND ek.deleted = 0 AND ek.expires_ms > ? "
-              "GROUP BY eb.token, substr(eb.blob, 5, 4)",
-      use(o), use(at);
-  channels.execute();
-  Poco::Data::RecordSet channel_rows(channels);
-  for (bool row = channel_rows.moveFirst(); row; row = channel_rows.moveNext()) {
-    const std::string hex = channel_rows["version"].convert<std::string>();
-    std::uint32_t version = 0;
-    const auto [end, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), version, 16);
-    if (hex.size() != 8 || ec != std::errc() || end != hex.data() + hex.size()) {
+  SqlStatement channels =
+      Database::Prepare(s,
+                        "SELECT eb.token, substr(eb.blob, 5, 4), COUNT(*) "
+                        "FROM ephemeral_blobs eb JOIN ephemeral_keys ek ON ek.uri = eb.uri "
+                        "WHERE ek.org = ? AND ek.deleted = 0 AND ek.expires_ms > ? "
+                        "GROUP BY eb.token, substr(eb.blob, 5, 4)");
+  channels.Bind(org).Bind(now_ms);
+  while (channels.Next()) {
+    const std::span<const std::uint8_t> bytes = channels.Blob(1);
+    if (bytes.size() != 4) {
       return Error(ErrorCode::kDataLoss, "a channel key blob of " + org + " is truncated");
     }
-    use_of(channel_rows["token"].convert<std::string>(), version).channel_keys =
-        channel_rows["n"].convert<std::int64_t>();
+    const std::uint32_t version = (std::uint32_t{bytes[0]} << 24) |
+                                  (std::uint32_t{bytes[1]} << 16) | (std::uint32_t{bytes[2]} << 8) |
+                                  std::uint32_t{bytes[3]};
+    use_of(channels.Text(0), version).channel_keys = channels.Int(2);
   }
   std::vector<RootVersionUse> out;
   for (auto& [key, u] : uses) out.push_back(std::move(u));

@@ -15,9 +15,6 @@
 namespace strongroom::kms {
 namespace {
 
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
 using Poco::JSON::Object;
 
 struct Range {
@@ -180,11 +177,14 @@ Result<OrgPolicy> PolicyStore::Get(Poco::Data::Session& s, const std::string& or
 
 Status PolicyStore::Put(Poco::Data::Session& s, const OrgPolicy& policy, std::int64_t now_ms) {
   SR_RETURN_IF_ERROR(Validate(policy));
-  std::string org = policy.org, json = ToJson(policy);
-  Poco::Int64 updated = now_ms;
-  s << "INSERT INTO org_policies (org, policy, updated_ms) VALUES (?, ?, ?) "
-       "ON CONFLICT (org) DO UPDATE SET policy = excluded.policy, updated_ms = excluded.updated_ms",
-      use(org), use(json), use(updated), now;
+  Database::Prepare(s,
+                    "INSERT INTO org_policies (org, policy, updated_ms) VALUES (?, ?, ?) "
+                    "ON CONFLICT (org) DO UPDATE SET policy = excluded.policy, "
+                    "updated_ms = excluded.updated_ms")
+      .Bind(policy.org)
+      .Bind(ToJson(policy))
+      .Bind(now_ms)
+      .Run();
   return OkStatus();
 }
 

@@ -4,7 +4,9 @@
 
 #include <filesystem>
 
+#include "../support/postgres_cluster.h"
 #include "../support/test_dir.h"
+#include "strongroom/kms/org_policy.h"
 
 namespace strongroom::kms {
 namespace {
@@ -41,10 +43,19 @@ AuthorizationRecord Auth(const std::string& resource, const std::string& who,
           1000 + n};
 }
 
-class KmsStoreTest : public ::testing::Test {
+// The store on both engines: SQLite in a file of the test's, PostgreSQL in a database of its own on
+// the test program's throwaway cluster.
+class KmsStoreTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   void SetUp() override {
-    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    Result<std::unique_ptr<Database>> db = Error(ErrorCode::kInternal, "not opened");
+    if (GetParam() == Database::Engine::kPostgres) {
+      Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
+      ASSERT_TRUE(conninfo.ok()) << conninfo.error().ToString();
+      db = Database::OpenPostgres(*conninfo, KmsStore::PostgresMigrations());
+    } else {
+      db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    }
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
     ASSERT_TRUE(Tx([](Poco::Data::Session& s) -> Status {
@@ -76,7 +87,25 @@ class KmsStoreTest : public ::testing::Test {
   std::unique_ptr<Database> db_;
 };
 
-TEST_F(KmsStoreTest, ResourcesAreStoredOnce) {
+INSTANTIATE_TEST_SUITE_P(Engines, KmsStoreTest,
+                         ::testing::Values(Database::Engine::kSqlite, Database::Engine::kPostgres),
+                         [](const ::testing::TestParamInfo<Database::Engine>& engine) {
+                           return engine.param == Database::Engine::kPostgres ? "postgres"
+                                                                              : "sqlite";
+                         });
+
+// Both engines' schemas have the same versions.
+TEST(KmsStoreSchemaTest, BothEnginesHaveEveryMigration) {
+  const std::vector<Migration> sqlite = KmsStore::Migrations(),
+                               postgres = KmsStore::PostgresMigrations();
+  ASSERT_EQ(sqlite.size(), postgres.size());
+  for (std::size_t i = 0; i < sqlite.size(); ++i) {
+    EXPECT_EQ(sqlite[i].version, postgres[i].version);
+    EXPECT_EQ(sqlite[i].description, postgres[i].description);
+  }
+}
+
+TEST_P(KmsStoreTest, ResourcesAreStoredOnce) {
   auto found = Read<std::optional<ResourceRecord>>(
       [](Poco::Data::Session& s) { return KmsStore::FindResource(s, kR1); });
   ASSERT_TRUE(found.has_value());
@@ -87,7 +116,7 @@ TEST_F(KmsStoreTest, ResourcesAreStoredOnce) {
   EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
 }
 
-TEST_F(KmsStoreTest, KeysKeepTheirWrappedBlobsAndBindOnce) {
+TEST_P(KmsStoreTest, KeysKeepTheirWrappedBlobsAndBindOnce) {
   ASSERT_TRUE(Tx([](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {Key("k1")}); }).ok());
   auto key = Read<std::optional<KeyRecord>>(
       [](Poco::Data::Session& s) { return KmsStore::FindKey(s, Key("k1").uri); });
@@ -124,7 +153,7 @@ TEST_F(KmsStoreTest, KeysKeepTheirWrappedBlobsAndBindOnce) {
 
 // Creating keys and binding them to a new resource (kmsd's create + bind) compiles its statements
 // once per connection: the second round compiles nothing and re-binds the first round's.
-TEST_F(KmsStoreTest, CreateAndBindCompileTheirStatementsOnce) {
+TEST_P(KmsStoreTest, CreateAndBindCompileTheirStatementsOnce) {
   auto round = [&](const std::string& n) {
     const std::string resource = "kms://kms.acme.test/resources/round" + n;
     ASSERT_TRUE(Tx([&](Poco::Data::Session& s) -> Status {
@@ -173,7 +202,7 @@ TEST_F(KmsStoreTest, CreateAndBindCompileTheirStatementsOnce) {
   EXPECT_EQ(key->blobs[1].blob, Blob("standby", 1, 2).blob);
 }
 
-TEST_F(KmsStoreTest, KeysAreNeverStoredUnwrapped) {
+TEST_P(KmsStoreTest, KeysAreNeverStoredUnwrapped) {
   KeyRecord bare = Key("bare");
   bare.blobs.clear();
   EXPECT_FALSE(Tx([&](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {bare}); }).ok());
@@ -182,7 +211,7 @@ TEST_F(KmsStoreTest, KeysAreNeverStoredUnwrapped) {
   EXPECT_FALSE(Tx([&](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {garbage}); }).ok());
 }
 
-TEST_F(KmsStoreTest, KeysOfAResourceComeNewestFirstWithinBounds) {
+TEST_P(KmsStoreTest, KeysOfAResourceComeNewestFirstWithinBounds) {
   ASSERT_TRUE(Tx([](Poco::Data::Session& s) -> Status {
                 std::vector<KeyRecord> keys;
                 for (int i = 0; i < 5; ++i) keys.push_back(Key("b" + std::to_string(i)));
@@ -214,7 +243,7 @@ TEST_F(KmsStoreTest, KeysOfAResourceComeNewestFirstWithinBounds) {
   EXPECT_TRUE(bad.ok());
 }
 
-TEST_F(KmsStoreTest, RewrappedBlobReplacesTheOld) {
+TEST_P(KmsStoreTest, RewrappedBlobReplacesTheOld) {
   ASSERT_TRUE(Tx([](Poco::Data::Session& s) { return KmsStore::InsertKeys(s, {Key("k1")}); }).ok());
   ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
                 return KmsStore::PutBlob(s, Key("k1").uri, Blob("primary", 2, 9));
@@ -225,7 +254,7 @@ TEST_F(KmsStoreTest, RewrappedBlobReplacesTheOld) {
   EXPECT_EQ(key->blobs[0].blob, Blob("primary", 2, 9).blob);
 }
 
-TEST_F(KmsStoreTest, AuthorizationsAreUniquePerResourceAndDeletable) {
+TEST_P(KmsStoreTest, AuthorizationsAreUniquePerResourceAndDeletable) {
   AuthorizationRecord bob = Auth(kR1, "bob");
   ASSERT_TRUE(Tx([&](Poco::Data::Session& s) {
                 return KmsStore::InsertAuthorizations(s, {Auth(kR1, "alice"), bob});
@@ -258,7 +287,7 @@ TEST_F(KmsStoreTest, AuthorizationsAreUniquePerResourceAndDeletable) {
   EXPECT_FALSE(RoleOf(kR1, "bob").has_value());
 }
 
-TEST_F(KmsStoreTest, AllOrNothingAcrossObjects) {
+TEST_P(KmsStoreTest, AllOrNothingAcrossObjects) {
   const std::string r3 = "kms://kms.acme.test/resources/r3";
   Status s = Tx([&](Poco::Data::Session& session) -> Status {
     SR_RETURN_IF_ERROR(KmsStore::InsertResource(session, {r3, "acme", "alice", 1, {}}));
@@ -270,7 +299,7 @@ TEST_F(KmsStoreTest, AllOrNothingAcrossObjects) {
   EXPECT_FALSE(found.has_value());
 }
 
-TEST_F(KmsStoreTest, MembershipIsInheritedThroughResourceAuthIds) {
+TEST_P(KmsStoreTest, MembershipIsInheritedThroughResourceAuthIds) {
   ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
                 return KmsStore::InsertAuthorizations(
                     s, {Auth(kR1, "alice"), Auth(kR1, kR2), Auth(kR2, "bob", "cloudAgent")});
@@ -281,7 +310,7 @@ TEST_F(KmsStoreTest, MembershipIsInheritedThroughResourceAuthIds) {
   EXPECT_FALSE(RoleOf(kR1, "carol").has_value());
 }
 
-TEST_F(KmsStoreTest, InheritanceCyclesEndAndDepthIsBounded) {
+TEST_P(KmsStoreTest, InheritanceCyclesEndAndDepthIsBounded) {
   ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
                 return KmsStore::InsertAuthorizations(s, {Auth(kR1, kR2), Auth(kR2, kR1)});
               }).ok());
@@ -303,6 +332,186 @@ TEST_F(KmsStoreTest, InheritanceCyclesEndAndDepthIsBounded) {
               }).ok());
   EXPECT_FALSE(RoleOf(chain[0], "dave").has_value());
   EXPECT_TRUE(RoleOf(chain[2], "dave").has_value());
+}
+
+EphemeralKeyRecord Channel(const std::string& id, std::int64_t created_ms,
+                           std::int64_t expires_ms) {
+  EphemeralKeyRecord k;
+  k.uri = "kms://kms.acme.test/ecdhe/" + id;
+  k.org = "acme";
+  k.user_id = "alice";
+  k.client_id = "cli-1";
+  k.created_ms = created_ms;
+  k.expires_ms = expires_ms;
+  k.blobs = {Blob("primary", 3, 7)};
+  return k;
+}
+
+TEST_P(KmsStoreTest, EphemeralKeysAreStoredWrappedAndDeletedOnce) {
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
+                return KmsStore::InsertEphemeralKey(s, Channel("c1", 1000, 9000));
+              }).ok());
+  auto found = Read<std::optional<EphemeralKeyRecord>>([](Poco::Data::Session& s) {
+    return KmsStore::FindEphemeralKey(s, Channel("c1", 0, 0).uri);
+  });
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->expires_ms, 9000);
+  EXPECT_FALSE(found->deleted);
+  ASSERT_EQ(found->blobs.size(), 1u);
+  EXPECT_EQ(found->blobs[0].blob, Blob("primary", 3, 7).blob);
+  auto added = Read<bool>([](Poco::Data::Session& s) {
+    return KmsStore::AddMissingEphemeralBlob(s, Channel("c1", 0, 0).uri, Blob("standby", 3, 8));
+  });
+  EXPECT_TRUE(added);
+  auto again = Read<bool>([](Poco::Data::Session& s) {
+    return KmsStore::AddMissingEphemeralBlob(s, Channel("c1", 0, 0).uri, Blob("standby", 3, 9));
+  });
+  EXPECT_FALSE(again);  // there is one for that token
+  const std::string uri = Channel("c1", 0, 0).uri;
+  ASSERT_TRUE(
+      Tx([&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, uri); }).ok());
+  EXPECT_EQ(Tx([&](Poco::Data::Session& s) { return KmsStore::DeleteEphemeralKey(s, uri); })
+                .error()
+                .code(),
+            ErrorCode::kNotFound);
+  found = Read<std::optional<EphemeralKeyRecord>>(
+      [&](Poco::Data::Session& s) { return KmsStore::FindEphemeralKey(s, uri); });
+  ASSERT_TRUE(found.has_value());
+  EXPECT_TRUE(found->deleted);
+  EXPECT_EQ(found->blobs.size(), 2u);
+}
+
+// The replay record: what a channel executed is found again, whole, and forgotten with the
+// channel.
+TEST_P(KmsStoreTest, ExecutedRequestsAreKeptPerChannelUntilItIsSpent) {
+  const EphemeralKeyRecord live = Channel("live", 1000, 9000), spent = Channel("spent", 1000, 2000);
+  const std::string m1(28, '\x01'), m2(28, '\x02'), m3(28, '\x03');
+  ASSERT_TRUE(Tx([&](Poco::Data::Session& s) -> Status {
+                SR_RETURN_IF_ERROR(KmsStore::InsertEphemeralKey(s, live));
+                SR_RETURN_IF_ERROR(KmsStore::InsertEphemeralKey(s, spent));
+                const std::vector<ExecutedRequest> requests = {
+                    {live.uri, m1, 1500, "acme", "alice", 1000},
+                    {live.uri, m2, 1600, "acme", "alice", 1000},
+                    {spent.uri, m3, 1700, "acme", "alice", 1000}};
+                return KmsStore::InsertExecutedRequests(s, requests);
+              }).ok());
+  auto executed = Read<std::vector<std::string>>(
+      [&](Poco::Data::Session& s) { return KmsStore::ExecutedRequestsOf(s, live, 28); });
+  EXPECT_EQ(executed, (std::vector<std::string>{m1, m2}));
+  auto removed = Read<std::int64_t>(
+      [](Poco::Data::Session& s) { return KmsStore::DeleteSpentExecutedRequests(s, 5000); });
+  EXPECT_EQ(removed, 1);  // the spent channel's row
+  executed = Read<std::vector<std::string>>(
+      [&](Poco::Data::Session& s) { return KmsStore::ExecutedRequestsOf(s, spent, 28); });
+  EXPECT_TRUE(executed.empty());
+  executed = Read<std::vector<std::string>>(
+      [&](Poco::Data::Session& s) { return KmsStore::ExecutedRequestsOf(s, live, 28); });
+  EXPECT_EQ(executed.size(), 2u);
+}
+
+TEST_P(KmsStoreTest, SearchKeysAreVersionedPerOrganization) {
+  SearchKeyRecord v1{"kms://kms.acme.test/search-keys/acme/1",
+                     "acme",
+                     1,
+                     "indexer",
+                     1000,
+                     {Blob("primary", 1, 4)}};
+  SearchKeyRecord v2{
+      "kms://kms.acme.test/search-keys/acme/2", "acme", 2, "ops", 2000, {Blob("primary", 1, 5)}};
+  ASSERT_TRUE(Tx([&](Poco::Data::Session& s) -> Status {
+                SR_RETURN_IF_ERROR(KmsStore::InsertSearchKey(s, v1));
+                return KmsStore::InsertSearchKey(s, v2);
+              }).ok());
+  EXPECT_EQ(
+      Tx([&](Poco::Data::Session& s) { return KmsStore::InsertSearchKey(s, v1); }).error().code(),
+      ErrorCode::kAlreadyExists);
+  auto newest = Read<std::optional<SearchKeyRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::FindSearchKey(s, "acme", std::nullopt); });
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_EQ(newest->version, 2u);
+  EXPECT_EQ(newest->blobs[0].blob, Blob("primary", 1, 5).blob);
+  auto first = Read<std::optional<SearchKeyRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::FindSearchKey(s, "acme", 1u); });
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->creator, "indexer");
+  EXPECT_TRUE(Read<bool>([&](Poco::Data::Session& s) {
+    return KmsStore::AddMissingSearchKeyBlob(s, v1.uri, Blob("standby", 1, 6));
+  }));
+  ASSERT_TRUE(Tx([&](Poco::Data::Session& s) {
+                return KmsStore::PutSearchKeyBlob(s, v1.uri, Blob("primary", 2, 7));
+              }).ok());
+  first = Read<std::optional<SearchKeyRecord>>(
+      [](Poco::Data::Session& s) { return KmsStore::FindSearchKey(s, "acme", 1u); });
+  ASSERT_EQ(first->blobs.size(), 2u);
+  EXPECT_EQ(first->blobs[0].blob, Blob("primary", 2, 7).blob);
+  EXPECT_FALSE(Read<std::optional<SearchKeyRecord>>([](Poco::Data::Session& s) {
+                 return KmsStore::FindSearchKey(s, "other", std::nullopt);
+               }).has_value());
+}
+
+TEST_P(KmsStoreTest, AUsersResourcesComeWithTheNearestRoleAPageAtATime) {
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) {
+                return KmsStore::InsertAuthorizations(
+                    s, {Auth(kR1, "alice"), Auth(kR2, kR1, "cloudAgent"), Auth(kR2, "alice")});
+              }).ok());
+  bool more = true;
+  auto page = Read<std::vector<UserAuthorization>>([&](Poco::Data::Session& s) {
+    return KmsStore::ResourcesOf(s, "acme", "alice", "", 1, &more);
+  });
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].resource_uri, kR1);
+  EXPECT_TRUE(more);
+  page = Read<std::vector<UserAuthorization>>([&](Poco::Data::Session& s) {
+    return KmsStore::ResourcesOf(s, "acme", "alice", kR1, 10, &more);
+  });
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].resource_uri, kR2);
+  EXPECT_EQ(page[0].role, "participant");  // her own, nearer than the one through r1
+  EXPECT_FALSE(more);
+}
+
+TEST_P(KmsStoreTest, RootVersionUsesCountEveryWrap) {
+  ASSERT_TRUE(Tx([](Poco::Data::Session& s) -> Status {
+                SR_RETURN_IF_ERROR(KmsStore::InsertKeys(s, {Key("k1"), Key("k2")}));
+                SR_RETURN_IF_ERROR(
+                    KmsStore::InsertSearchKey(s, {"kms://kms.acme.test/search-keys/acme/1",
+                                                  "acme",
+                                                  1,
+                                                  "indexer",
+                                                  1000,
+                                                  {Blob("primary", 1, 4)}}));
+                SR_RETURN_IF_ERROR(KmsStore::InsertEphemeralKey(s, Channel("c1", 1000, 9000)));
+                return KmsStore::InsertEphemeralKey(s, Channel("old", 1000, 2000));
+              }).ok());
+  auto uses = Read<std::vector<RootVersionUse>>(
+      [](Poco::Data::Session& s) { return KmsStore::RootVersionUses(s, "acme", 5000); });
+  ASSERT_EQ(uses.size(), 3u);  // (primary, 1), (primary, 3), (standby, 1)
+  EXPECT_EQ(uses[0].token, "primary");
+  EXPECT_EQ(uses[0].version, 1u);
+  EXPECT_EQ(uses[0].keys, 3);  // two keys and the search key
+  EXPECT_EQ(uses[1].version, 3u);
+  EXPECT_EQ(uses[1].channel_keys, 1);  // the live channel only
+  EXPECT_EQ(uses[2].token, "standby");
+  EXPECT_EQ(uses[2].keys, 2);
+}
+
+TEST_P(KmsStoreTest, OrganizationPoliciesReplaceTheDefaults) {
+  auto get = [&] {
+    return Read<OrgPolicy>([](Poco::Data::Session& s) { return PolicyStore::Get(s, "acme"); });
+  };
+  EXPECT_TRUE(get().compliance_officers.empty());
+  EXPECT_EQ(get().bind_deadline_s, 600);
+  OrgPolicy policy;
+  policy.org = "acme";
+  policy.compliance_officers = {"carol"};
+  policy.ephemeral_lifetime_s = 120;
+  ASSERT_TRUE(Tx([&](Poco::Data::Session& s) { return PolicyStore::Put(s, policy, 1); }).ok());
+  policy.compliance_officers = {"dave"};
+  ASSERT_TRUE(Tx([&](Poco::Data::Session& s) { return PolicyStore::Put(s, policy, 2); }).ok());
+  policy.ephemeral_lifetime_s = 5;  // invalid: nothing changes
+  EXPECT_FALSE(Tx([&](Poco::Data::Session& s) { return PolicyStore::Put(s, policy, 3); }).ok());
+  EXPECT_EQ(get().compliance_officers, (std::vector<std::string>{"dave"}));
+  EXPECT_EQ(get().ephemeral_lifetime_s, 120);
 }
 
 }  // namespace

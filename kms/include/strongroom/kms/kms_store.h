@@ -116,8 +116,11 @@ struct KeyQuery {
 
 class KmsStore {
  public:
-  // The KMS schema, in order (the audit log is migration 1).
+  // The KMS schema, in order (the audit log is migration 1): SQLite's, and PostgreSQL's (the same
+  // tables, versions and constraints in PostgreSQL's types: BIGINT for INTEGER, BYTEA for BLOB).
+  // The functions below write one SQL text for both.
   static std::vector<Migration> Migrations();
+  static std::vector<Migration> PostgresMigrations();
 
   static Status InsertResource(Poco::Data::Session& s, const ResourceRecord& resource);
   static Result<std::optional<ResourceRecord>> FindResource(Poco::Data::Session& s,
