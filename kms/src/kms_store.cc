@@ -41,6 +41,20 @@ Status LoadBlobs(Poco::Data::Session& s, KeyRecord& key) {
   return OkStatus();
 }
 
+// Writes `blob`, `uri`'s wrap under its token, with `sql` (an insert into key_blobs or
+// search_key_blobs of key_uri, token, root_version and blob, that replaces or keeps a wrap already
+// there); whether a row was written.
+Result<bool> WriteWrap(Poco::Data::Session& s, const char* sql, const std::string& uri,
+                       const hsm::TokenBlob& blob) {
+  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
+  return Database::Prepare(s, sql)
+             .Bind(uri)
+             .Bind(blob.token)
+             .Bind(std::int64_t{view.root_version})
+             .BindBlob(blob.blob)
+             .Run() > 0;
+}
+
 // A row of kAuthorizationColumns, in their order.
 AuthorizationRecord AuthorizationFromStatement(const SqlStatement& row) {
   return {row.Text(0), row.Text(1), row.Text(2), row.Text(3), row.Text(4), row.Int(5)};
@@ -266,31 +280,22 @@ Status KmsStore::InsertKeys(Poco::Data::Session& s, const std::vector<KeyRecord>
 
 Status KmsStore::PutBlob(Poco::Data::Session& s, const std::string& key_uri,
                          const hsm::TokenBlob& blob) {
-  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
-  Database::Prepare(
-      s,
-      "INSERT INTO key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
-      "ON CONFLICT (key_uri, token) DO UPDATE SET root_version = "
-      "excluded.root_version, blob = excluded.blob")
-      .Bind(key_uri)
-      .Bind(blob.token)
-      .Bind(std::int64_t{view.root_version})
-      .BindBlob(blob.blob)
-      .Run();
+  const Result<bool> written =
+      WriteWrap(s,
+                "INSERT INTO key_blobs (key_uri, token, root_version, blob) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key_uri, token) DO UPDATE SET root_version = "
+                "excluded.root_version, blob = excluded.blob",
+                key_uri, blob);
+  if (!written.ok()) return written.error();
   return OkStatus();
 }
 
 Result<bool> KmsStore::AddMissingBlob(Poco::Data::Session& s, const std::string& key_uri,
                                       const hsm::TokenBlob& blob) {
-  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
-  return Database::Prepare(s,
-                           "INSERT INTO key_blobs (key_uri, token, root_version, blob) "
-                           "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO NOTHING")
-             .Bind(key_uri)
-             .Bind(blob.token)
-             .Bind(std::int64_t{view.root_version})
-             .BindBlob(blob.blob)
-             .Run() > 0;
+  return WriteWrap(s,
+                   "INSERT INTO key_blobs (key_uri, token, root_version, blob) "
+                   "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO NOTHING",
+                   key_uri, blob);
 }
 
 Result<bool> KmsStore::AddMissingEphemeralBlob(Poco::Data::Session& s, const std::string& uri,
@@ -613,30 +618,22 @@ Result<std::optional<SearchKeyRecord>> KmsStore::FindSearchKey(
 
 Status KmsStore::PutSearchKeyBlob(Poco::Data::Session& s, const std::string& uri,
                                   const hsm::TokenBlob& blob) {
-  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
-  Database::Prepare(s,
-                    "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO UPDATE SET "
-                    "root_version = excluded.root_version, blob = excluded.blob")
-      .Bind(uri)
-      .Bind(blob.token)
-      .Bind(std::int64_t{view.root_version})
-      .BindBlob(blob.blob)
-      .Run();
+  const Result<bool> written =
+      WriteWrap(s,
+                "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO UPDATE SET "
+                "root_version = excluded.root_version, blob = excluded.blob",
+                uri, blob);
+  if (!written.ok()) return written.error();
   return OkStatus();
 }
 
 Result<bool> KmsStore::AddMissingSearchKeyBlob(Poco::Data::Session& s, const std::string& uri,
                                                const hsm::TokenBlob& blob) {
-  SR_ASSIGN_OR_RETURN(hsm::WrappedKeyView view, hsm::ParseWrappedKey(blob.blob));
-  return Database::Prepare(s,
-                           "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) "
-                           "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO NOTHING")
-             .Bind(uri)
-             .Bind(blob.token)
-             .Bind(std::int64_t{view.root_version})
-             .BindBlob(blob.blob)
-             .Run() > 0;
+  return WriteWrap(s,
+                   "INSERT INTO search_key_blobs (key_uri, token, root_version, blob) "
+                   "VALUES (?, ?, ?, ?) ON CONFLICT (key_uri, token) DO NOTHING",
+                   uri, blob);
 }
 
 Result<std::vector<UserAuthorization>> KmsStore::ResourcesOf(Poco::Data::Session& s,
