@@ -1,8 +1,6 @@
 #include "strongroom/common/database.h"
 
 #include <Poco/Data/DataException.h>
-#include <Poco/Data/PostgreSQL/Connector.h>
-#include <Poco/Data/PostgreSQL/SessionImpl.h>
 #include <Poco/Data/SQLite/Connector.h>
 #include <Poco/Data/SQLite/SQLiteException.h>
 #include <Poco/Data/SQLite/Utility.h>
@@ -19,6 +17,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "postgres_session.h"
 #include "postgres_statement.h"
 #include "strongroom/common/rfc3339.h"
 
@@ -34,17 +33,6 @@ constexpr std::size_t kOpenTimeoutSeconds = 5;
 void RegisterSqliteOnce() {
   static std::once_flag once;
   std::call_once(once, [] { Poco::Data::SQLite::Connector::registerConnector(); });
-}
-
-void RegisterPostgresOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { Poco::Data::PostgreSQL::Connector::registerConnector(); });
-}
-
-// The libpq connection of a Poco session of PostgreSQL's; null for any other engine's.
-PGconn* PostgresHandle(Poco::Data::Session& session) {
-  auto* impl = dynamic_cast<Poco::Data::PostgreSQL::SessionImpl*>(session.impl());
-  return impl != nullptr ? static_cast<PGconn*>(impl->handle()) : nullptr;
 }
 
 // The advisory lock every write transaction takes first on PostgreSQL: writers of every process
@@ -368,7 +356,6 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
 Result<std::unique_ptr<Database>> Database::OpenPostgres(const std::string& conninfo,
                                                          std::span<const Migration> migrations,
                                                          const DatabaseOptions& options) {
-  RegisterPostgresOnce();
   if (options.max_sessions == 0) {
     return Error(ErrorCode::kInvalidArgument, "the database needs at least one session");
   }
@@ -512,8 +499,9 @@ void DiscardNotice(void*, const char*) {}  // NOTICEs (an IF NOT EXISTS skipped)
 
 Status Database::OpenPostgresConnection(std::unique_ptr<Connection>* connection) {
   try {
-    auto session = std::make_unique<Poco::Data::Session>(Poco::Data::PostgreSQL::Connector::KEY,
-                                                         connect_string_, kOpenTimeoutSeconds);
+    // The connect_timeout in connect_string_ bounds the connection attempt (OpenPostgres).
+    auto session = std::make_unique<Poco::Data::Session>(
+        Poco::AutoPtr<Poco::Data::SessionImpl>(new PostgresSessionImpl(connect_string_)));
     auto opened = std::make_unique<Connection>(std::move(session), statements_compiled_);
     PQsetNoticeProcessor(opened->pg(), &DiscardNotice, nullptr);
     // Commits wait for the disk unless a deferred transaction says otherwise; a writer waits for

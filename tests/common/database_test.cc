@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -1065,6 +1066,35 @@ TEST_P(PostgresDatabaseTest, ProcessesOpeningTogetherMigrateOnce) {
   auto db = Open();
   EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM schema_migrations"), 2);
   EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM counters"), 1);
+}
+
+// The stores' work gets a Poco::Data::Session on both engines; on PostgreSQL it only holds the
+// connection, and a Poco statement on it is refused with an error that says what to use.
+TEST_P(PostgresDatabaseTest, APocoStatementIsRefusedWithAClearError) {
+  auto db = Open();
+  ASSERT_TRUE(db);
+  Status refused = db->WithSession([](Poco::Data::Session& s) -> Status {
+    int n = 0;
+    s << "SELECT 1", into(n), now;
+    return OkStatus();
+  });
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("Database::Prepare"), std::string::npos)
+      << refused.error().ToString();
+  EXPECT_EQ(Count(*db, "SELECT 1"), 1);  // the connection is still good
+}
+
+// libpq is linked without LDAP (common/src/libpq_without_ldap.cc): a connection service whose
+// entry is an ldap:// URL (pg_service.conf) is refused, as docs/operations/deployment.md says.
+TEST_P(PostgresDatabaseTest, AnLdapServiceLookupIsRefused) {
+  const std::string services = (dir_ / "pg_service.conf").string();
+  std::ofstream(services) << "[directory]\n"
+                             "ldap://127.0.0.1:1/dc=example,dc=com?uniqueMember?one?(cn=keys)\n";
+  ASSERT_EQ(::setenv("PGSERVICEFILE", services.c_str(), 1), 0);
+  auto db = Database::OpenPostgres("service=directory", two());
+  ::unsetenv("PGSERVICEFILE");
+  ASSERT_FALSE(db.ok());
+  EXPECT_NE(db.error().message().find("LDAP"), std::string::npos) << db.error().ToString();
 }
 
 // A connection the server ended (a restart, a failover) fails the work that meets it UNAVAILABLE,

@@ -3109,6 +3109,28 @@ TEST_F(CoredLinkTest, CoredLinksNoPkcs11) {
   EXPECT_NE(kmsd.out.find("p11-kit"), std::string::npos) << kmsd.out;
 }
 
+// cored links the PostgreSQL engine (libpq, statically) without the libraries Debian's libpq.so
+// brings along: libldap, and through it GnuTLS and p11-kit. A cored linked with libpq.so loads
+// p11-kit, which the test above catches too; this one names the way it came in.
+TEST_F(CoredLinkTest, CoredLinksPostgresWithoutLdap) {
+  ToolRun symbols = Tool("/usr/bin/nm", {CORED_PATH});
+  ASSERT_EQ(symbols.exit_code, 0) << symbols.err;
+  EXPECT_NE(symbols.out.find(" T PQconnectdb\n"), std::string::npos) << "cored has no libpq";
+  // libpq's LDAP calls are answered by ours (common/src/libpq_without_ldap.cc), not imported.
+  EXPECT_NE(symbols.out.find(" T ldap_init\n"), std::string::npos) << "ldap_init is not ours";
+  ToolRun ldd = Tool("/usr/bin/ldd", {CORED_PATH});
+  ASSERT_EQ(ldd.exit_code, 0) << ldd.err;
+  for (const std::string forbidden : {"libpq.so", "libldap", "liblber", "libgnutls", "libsasl"}) {
+    EXPECT_EQ(ldd.out.find(forbidden), std::string::npos) << "cored loads " << forbidden;
+  }
+  // The check can fail: PostgreSQL's psql, which links libpq.so, is caught by it.
+  ToolRun psql = Tool("/usr/bin/ldd", {"/usr/lib/postgresql/15/bin/psql"});
+  ASSERT_EQ(psql.exit_code, 0) << psql.err;
+  EXPECT_NE(psql.out.find("libpq.so"), std::string::npos) << psql.out;
+  EXPECT_NE(psql.out.find("libldap"), std::string::npos) << psql.out;
+  EXPECT_NE(psql.out.find("libgnutls"), std::string::npos) << psql.out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. A failed start: one line and the exit status of the error (docs/exit-status.md).
 

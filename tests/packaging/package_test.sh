@@ -90,12 +90,25 @@ expect_control() {
     grep -Eq "(^|, )$dep( |,|$)" <<<"$value" || fail "$pkg: $field lacks $dep: $value"
   done
 }
+# expect_no_control PACKAGE FIELD WORD...: FIELD of PACKAGE's control file names no WORD.
+expect_no_control() {
+  local pkg="$1" field="$2" value dep
+  shift 2
+  value="$(dpkg-deb -f "$work/debs/${pkg}_${version}_${arch}.deb" "$field")"
+  for dep in "$@"; do
+    ! grep -Eq "(^|, )$dep( |,|$)" <<<"$value" || fail "$pkg: $field names $dep: $value"
+  done
+}
 poco="libpocofoundation80 libpoconet80 libpoconetssl80 libpocoutil80"
 # shellcheck disable=SC2086 # word splitting of the lists is meant
 {
   expect_control strongroom-kmsd Depends adduser libp11-kit0 libcjose0 libssl3 $poco
   expect_control strongroom-kmsd Recommends softhsm2
   expect_control strongroom-cored Depends adduser libcjose0 libssl3 $poco
+  # libpq is linked in, statically and without LDAP (docs/architecture.md): GSSAPI is what it needs.
+  expect_control strongroom-cored Depends libgssapi-krb5-2
+  expect_no_control strongroom-cored Depends libpq5 libldap-2.5-0 libgnutls30 libp11-kit0
+  expect_no_control strongroom-kmsd Depends libpq5 libldap-2.5-0
   expect_control strongroom-indexerd Depends adduser libicu72 libstemmer0d libssl3 $poco
   expect_control strongroom-cli Depends libcjose0 libssl3 libpocofoundation80
 }

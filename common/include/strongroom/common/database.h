@@ -6,7 +6,8 @@
 //
 // Schema changes are numbered migrations applied in order, each in its own transaction together
 // with the row recording it in `schema_migrations` (its SQL statements, then its `convert` step
-// for what SQL alone cannot express, such as re-encoding rows); a database written by a newer
+// for what SQL alone cannot express, such as re-encoding rows; on PostgreSQL through Prepare); a
+// database written by a newer
 // Strongroom (a version this code does not know) is refused rather than touched; after applying
 // migrations the write-ahead log is emptied (a TRUNCATE checkpoint), so that what they deleted is
 // gone from the database file and the log when OpenSqlite returns. Every unit of work
@@ -31,16 +32,16 @@
 // re-bound at every later one. SQLite compiles a kept statement again by itself when the schema
 // changed under it; the statements are finalized with their connection, before it closes.
 //
-// PostgreSQL: the same pool of connections (Poco::Data's PostgreSQL sessions; statements go
-// through libpq on the session's connection). A kept statement is a named prepared statement of its
-// connection (PQprepare once, PQexecPrepared at each use), its `?` numbered `$1, $2, ...` once when
-// it is prepared; values go as text, blobs as binary. The migrations of several processes opening
-// one database at once take turns on an advisory lock. Durability kFull commits with
-// synchronous_commit on, kDeferred sets it off for that transaction alone (SET LOCAL); SyncToDisk
-// commits one transaction with it on, which flushes the log past every deferred commit; CompactLog
-// has nothing to do (the server's checkpointer recycles its log). PostgreSQL has no secure_delete:
-// what a write deletes stays in the table's pages until VACUUM reuses them and in the server's log
-// until it is recycled. Connections are set to a lock_timeout of the busy timeout.
+// PostgreSQL: the same pool of connections (sessions of ours on libpq connections, which refuse
+// Poco statements: every statement goes through Prepare). A kept statement is a named prepared
+// statement of its connection (PQprepare once, PQexecPrepared at each use), its `?` numbered `$1,
+// $2, ...` once when it is prepared; values go as text, blobs as binary. The migrations of several
+// processes opening one database at once take turns on an advisory lock. Durability kFull commits
+// with synchronous_commit on, kDeferred sets it off for that transaction alone (SET LOCAL);
+// SyncToDisk commits one transaction with it on, which flushes the log past every deferred commit;
+// CompactLog has nothing to do (the server's checkpointer recycles its log). PostgreSQL has no
+// secure_delete: what a write deletes stays in the table's pages until VACUUM reuses them and in
+// the server's log until it is recycled. Connections are set to a lock_timeout of the busy timeout.
 //
 // Isolation: the same on both engines. A write transaction (InTransaction) runs alone: on SQLite
 // it begins IMMEDIATE, taking the database's one write lock; on PostgreSQL it begins at READ
@@ -106,7 +107,8 @@ class Database {
                                                       std::span<const Migration> migrations,
                                                       const DatabaseOptions& options = {});
   // Connects to the PostgreSQL database `conninfo` names (libpq's "host=... dbname=..." or a
-  // postgresql:// URI; connect_timeout defaults to 5 s) and brings it to the newest of
+  // postgresql:// URI; connect_timeout defaults to 5 s; a `service` looked up at an ldap:// URL is
+  // refused: libpq is linked without LDAP) and brings it to the newest of
   // `migrations`, PostgreSQL's own list. A server out of reach is UNAVAILABLE; a connection string
   // that does not parse is INVALID_ARGUMENT; messages name the host, port, database and user,
   // never a password.
