@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -340,8 +341,19 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
     Poco::Data::Session& session = connection.session();
     // WAL lets readers run beside the one writer; FULL makes a committed transaction survive
     // power loss, not only a crash of the process.
+    // Turning a new file to WAL takes an exclusive lock without waiting in the busy handler, so it
+    // fails busy while another process opening the file at the same moment holds a shared one:
+    // tried again until the busy timeout.
     std::string mode;
-    session << "PRAGMA journal_mode=WAL", into(mode), now;
+    for (const auto deadline = std::chrono::steady_clock::now() + options.busy_timeout;;) {
+      try {
+        session << "PRAGMA journal_mode=WAL", into(mode), now;
+        break;
+      } catch (const Poco::Data::SQLite::DBLockedException&) {
+        if (std::chrono::steady_clock::now() >= deadline) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
     if (mode != "wal") {
       return Error(
           ErrorCode::kFailedPrecondition,
@@ -554,22 +566,27 @@ Status Database::ApplyMigrations(Connection& connection, std::span<const Migrati
   execute(session,
           "CREATE TABLE IF NOT EXISTS schema_migrations ("
           "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)");
-  std::int64_t current = 0;
-  {
-    SqlStatement newest =
-        Prepare(session, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
-    if (newest.Next()) current = newest.Int(0);
-  }
-  if (current > static_cast<std::int64_t>(migrations.size())) {
+  auto newest = [](Poco::Data::Session& s) -> std::int64_t {
+    SqlStatement select = Prepare(s, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+    return select.Next() ? select.Int(0) : 0;
+  };
+  auto too_new = [&](std::int64_t current) {
     return Error(ErrorCode::kFailedPrecondition,
                  "the database is at schema version " + std::to_string(current) +
                      ", newer than this program knows (" + std::to_string(migrations.size()) +
                      "); run the newer Strongroom or restore a matching backup");
-  }
+  };
+  std::int64_t current = newest(session);
+  if (current > static_cast<std::int64_t>(migrations.size())) return too_new(current);
   bool migrated = false;
   for (const Migration& m : migrations) {
     if (m.version <= current) continue;
     SR_RETURN_IF_ERROR(RunTransaction(connection, [&](Poco::Data::Session& s) -> Status {
+      // Another process opening the database at the same time may have applied it since the
+      // version was read: read again, now that this transaction holds the write lock (BEGIN
+      // IMMEDIATE; on PostgreSQL the writers' lock besides the migrations' own).
+      current = newest(s);
+      if (current >= m.version) return OkStatus();
       for (const std::string& statement : m.statements) execute(s, statement);
       if (m.convert) m.convert(s);
       const std::string applied = FormatRfc3339Ms(UnixNowMs());
@@ -580,11 +597,12 @@ Status Database::ApplyMigrations(Connection& connection, std::span<const Migrati
           .Bind(m.description)
           .Bind(applied.substr(0, 19) + "Z")  // to the second
           .Run();
+      current = m.version;
+      migrated = true;
       return OkStatus();
     }));
-    current = m.version;
-    migrated = true;
   }
+  if (current > static_cast<std::int64_t>(migrations.size())) return too_new(current);
   *version = static_cast<int>(current);
   if (migrated && connection.pg() == nullptr) {
     // A migration may delete or rewrite data: empty the log now, so that what it removed does not

@@ -6,14 +6,14 @@
 //
 // Schema changes are numbered migrations applied in order, each in its own transaction together
 // with the row recording it in `schema_migrations` (its SQL statements, then its `convert` step
-// for what SQL alone cannot express, such as re-encoding rows; on PostgreSQL through Prepare); a
-// database written by a newer
-// Strongroom (a version this code does not know) is refused rather than touched; after applying
-// migrations the write-ahead log is emptied (a TRUNCATE checkpoint), so that what they deleted is
-// gone from the database file and the log when OpenSqlite returns. Every unit of work
-// runs in one transaction (`InTransaction`), begun IMMEDIATE so concurrent writers wait for each
-// other (busy timeout) instead of failing on a lock upgrade; a failed or throwing unit rolls back
-// and leaves nothing behind.
+// for what SQL alone cannot express, such as re-encoding rows; on PostgreSQL through Prepare), the
+// version read again inside it so that processes opening one database at once apply each once; a
+// database written by a newer Strongroom (a version this code does not know) is refused rather than
+// touched; after applying migrations the write-ahead log is emptied (a TRUNCATE checkpoint), so
+// that what they deleted is gone from the database file and the log when OpenSqlite returns. Every
+// unit of work runs in one transaction (`InTransaction`), begun IMMEDIATE so concurrent writers
+// wait for each other (busy timeout) instead of failing on a lock upgrade; a failed or throwing
+// unit rolls back and leaves nothing behind.
 //
 // Deleted data does not linger in the database file: every connection runs with SQLite's
 // secure_delete, so what a write deletes or overwrites, and the stale copies a page split or merge
