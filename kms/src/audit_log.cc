@@ -1,18 +1,12 @@
 #include "strongroom/kms/audit_log.h"
 
-#include <Poco/Data/LOB.h>
-#include <Poco/Data/RecordSet.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <cstring>
+#include <optional>
 
 namespace strongroom::kms {
 namespace {
-
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
 
 constexpr std::int64_t kVerifyBatch = 1000;
 
@@ -47,54 +41,67 @@ Status CheckFields(const AuditRecord& r) {
   return OkStatus();
 }
 
-AuditHash FromBlob(const Poco::Data::BLOB& blob) {
+AuditHash FromBlob(std::span<const std::uint8_t> blob) {
   AuditHash h{};
-  if (blob.size() == h.size()) std::memcpy(h.data(), blob.rawContent(), h.size());
+  if (blob.size() == h.size()) std::copy(blob.begin(), blob.end(), h.begin());
   return h;
 }
 
-AuditRecord FromRow(Poco::Data::RecordSet& rows) {
+// An audit record's columns, in the order FromRow reads them from a row.
+constexpr char kRecordColumns[] =
+    "seq, at_ms, org, actor, action, resource, key, outcome, detail, channel, message";
+
+AuditRecord FromRow(SqlStatement& row) {
   AuditRecord r;
-  r.seq = rows["seq"].convert<std::int64_t>();
-  r.at_ms = rows["at_ms"].convert<std::int64_t>();
-  r.org = rows["org"].convert<std::string>();
-  r.actor = rows["actor"].convert<std::string>();
-  r.action = rows["action"].convert<std::string>();
-  r.resource = rows["resource"].convert<std::string>();
-  r.key = rows["key"].convert<std::string>();
-  r.outcome = rows["outcome"].convert<std::string>();
-  r.detail = rows["detail"].convert<std::string>();
+  r.seq = row.Int(0);
+  r.at_ms = row.Int(1);
+  r.org = row.Text(2);
+  r.actor = row.Text(3);
+  r.action = row.Text(4);
+  r.resource = row.Text(5);
+  r.key = row.Text(6);
+  r.outcome = row.Text(7);
+  r.detail = row.Text(8);
   // NULL in the rows written before the columns were (and in those that executed no request).
-  if (!rows.isNull("channel")) r.channel = rows["channel"].convert<std::string>();
-  if (!rows.isNull("message")) {
-    const Poco::Data::BLOB message = rows["message"].extract<Poco::Data::BLOB>();
-    r.message.assign(message.content().begin(), message.content().end());
+  if (!row.IsNull(9)) r.channel = row.Text(9);
+  if (!row.IsNull(10)) {
+    const std::span<const std::uint8_t> message = row.Blob(10);
+    r.message.assign(message.begin(), message.end());
   }
   return r;
 }
 
 }  // namespace
 
-Migration AuditLog::Schema(int version) {
+Migration AuditLog::Schema(int version, Database::Engine engine) {
+  // One table in each engine's types: SQLite's INTEGER PRIMARY KEY and BLOB, PostgreSQL's BIGINT
+  // and BYTEA.
+  const char* table = engine == Database::Engine::kPostgres
+                          ? "CREATE TABLE audit ("
+                            "seq BIGINT PRIMARY KEY, at_ms BIGINT NOT NULL, org TEXT NOT NULL, "
+                            "actor TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL, "
+                            "key TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, "
+                            "prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL)"
+                          : "CREATE TABLE audit ("
+                            "seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, org TEXT NOT NULL, "
+                            "actor TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL, "
+                            "key TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, "
+                            "prev_hash BLOB NOT NULL, hash BLOB NOT NULL)";
   return {version,
           "hash-chained audit log",
-          {"CREATE TABLE audit ("
-           "seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, org TEXT NOT NULL, "
-           "actor TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL, "
-           "key TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, "
-           "prev_hash BLOB NOT NULL, hash BLOB NOT NULL)",
-           "CREATE INDEX audit_by_actor ON audit (actor, at_ms)",
+          {table, "CREATE INDEX audit_by_actor ON audit (actor, at_ms)",
            "CREATE INDEX audit_by_resource ON audit (resource, at_ms)",
            "CREATE INDEX audit_by_time ON audit (at_ms)"}};
 }
 
-Migration AuditLog::RequestSchema(int version) {
+Migration AuditLog::RequestSchema(int version, Database::Engine engine) {
   // No index of their own: a channel's requests are found through audit_by_actor (its owner, from
   // its creation on; ReplayGuard), so carrying them adds nothing to a commit but the bytes.
-  return {
-      version,
-      "the sealed request an audit record executed",
-      {"ALTER TABLE audit ADD COLUMN channel TEXT", "ALTER TABLE audit ADD COLUMN message BLOB"}};
+  const std::string blob = engine == Database::Engine::kPostgres ? "BYTEA" : "BLOB";
+  return {version,
+          "the sealed request an audit record executed",
+          {"ALTER TABLE audit ADD COLUMN channel TEXT",
+           "ALTER TABLE audit ADD COLUMN message " + blob}};
 }
 
 AuditHash AuditLog::Hash(const AuditHash& previous, const AuditRecord& r) {
@@ -134,9 +141,7 @@ std::int64_t ReadHead(Poco::Data::Session& session, AuditHash& hash) {
     hash = AuditHash{};
     return 0;
   }
-  const std::span<const std::uint8_t> stored = head.Blob(1);
-  hash = AuditHash{};
-  if (stored.size() == hash.size()) std::copy(stored.begin(), stored.end(), hash.begin());
+  hash = FromBlob(head.Blob(1));
   return head.Int(0);
 }
 
@@ -180,14 +185,16 @@ Result<AuditVerdict> AuditLog::Verify(Database& db) {
   AuditVerdict verdict;
   // The chain starts at 1; a row numbered below (a forged record slipped in at 0 or -7) is read
   // by `audit query` like any other, so it must fail verification, not be passed over.
-  std::vector<std::int64_t> outside;
+  std::optional<std::int64_t> outside;
   SR_RETURN_IF_ERROR(db.WithSession([&](Poco::Data::Session& session) -> Status {
-    session << "SELECT seq FROM audit WHERE seq < 1 ORDER BY seq LIMIT 1", into(outside), now;
+    SqlStatement select =
+        Database::Prepare(session, "SELECT seq FROM audit WHERE seq < 1 ORDER BY seq LIMIT 1");
+    if (select.Next()) outside = select.Int(0);
     return OkStatus();
   }));
-  if (!outside.empty()) {
-    verdict.bad_seq = outside.front();
-    verdict.problem = "record " + std::to_string(outside.front()) +
+  if (outside) {
+    verdict.bad_seq = *outside;
+    verdict.problem = "record " + std::to_string(*outside) +
                       " is outside the chain (its records are numbered from 1)";
     return verdict;
   }
@@ -195,19 +202,16 @@ Result<AuditVerdict> AuditLog::Verify(Database& db) {
   std::int64_t expected_seq = 1;
   for (bool more = true; more && verdict.ok();) {
     Status s = db.WithSession([&](Poco::Data::Session& session) -> Status {
-      Poco::Data::Statement select(session);
-      std::int64_t from = expected_seq;
-      std::int64_t batch = kVerifyBatch;
-      select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail, channel, "
-                "message, prev_hash, hash FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?",
-          use(from), use(batch);
-      select.execute();
-      Poco::Data::RecordSet rows(select);
-      more = rows.rowCount() == static_cast<std::size_t>(kVerifyBatch);
-      for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-        AuditRecord r = FromRow(rows);
-        const AuditHash stored_prev = FromBlob(rows["prev_hash"].extract<Poco::Data::BLOB>());
-        const AuditHash stored = FromBlob(rows["hash"].extract<Poco::Data::BLOB>());
+      SqlStatement select = Database::Prepare(
+          session, std::string("SELECT ") + kRecordColumns +
+                       ", prev_hash, hash FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?");
+      select.Bind(expected_seq).Bind(kVerifyBatch);
+      std::int64_t rows = 0;
+      while (select.Next()) {
+        ++rows;
+        AuditRecord r = FromRow(select);
+        const AuditHash stored_prev = FromBlob(select.Blob(11));
+        const AuditHash stored = FromBlob(select.Blob(12));
         if (r.seq != expected_seq) {
           verdict.bad_seq = expected_seq;
           verdict.problem = "record " + std::to_string(expected_seq) + " is missing";
@@ -228,6 +232,7 @@ Result<AuditVerdict> AuditLog::Verify(Database& db) {
         ++verdict.records;
         ++expected_seq;
       }
+      more = rows == kVerifyBatch;
       return OkStatus();
     });
     SR_RETURN_IF_ERROR(s);
@@ -256,21 +261,21 @@ Result<std::vector<AuditRecord>> AuditLog::Query(Database& db, const AuditFilter
     std::string resource = filter.resource.value_or("");
     std::int64_t from = filter.from_ms.value_or(INT64_MIN);
     std::int64_t to = filter.to_ms.value_or(INT64_MAX);
-    int has_actor = filter.actor.has_value(), has_resource = filter.resource.has_value();
-    int has_user = filter.user.has_value();
+    const std::int64_t has_actor = filter.actor.has_value(),
+                       has_resource = filter.resource.has_value(),
+                       has_user = filter.user.has_value();
     std::int64_t limit = static_cast<std::int64_t>(filter.limit);
-    Poco::Data::Statement select(session);
-    select << "SELECT seq, at_ms, org, actor, action, resource, key, outcome, detail, channel, "
-              "message FROM audit WHERE (? = 0 OR actor = ?) AND (? = 0 OR actor = ? OR "
-              "instr(detail, ?) = 1) "
-              "AND (? = 0 OR resource = ?) AND at_ms >= ? AND at_ms < ? ORDER BY seq LIMIT ?",
-        use(has_actor), use(actor), use(has_user), use(user), use(on_behalf), use(has_resource),
-        use(resource), use(from), use(to), use(limit);
-    select.execute();
-    Poco::Data::RecordSet rows(select);
-    for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-      out.push_back(FromRow(rows));
-    }
+    // A user's records: theirs, and those whose detail starts with OnBehalfOf(user) (substr and
+    // length rather than SQLite's instr, which PostgreSQL lacks).
+    SqlStatement select = Database::Prepare(
+        session, std::string("SELECT ") + kRecordColumns +
+                     " FROM audit WHERE (? = 0 OR actor = ?) AND (? = 0 OR actor = ? OR "
+                     "substr(detail, 1, length(CAST(? AS TEXT))) = ?) "
+                     "AND (? = 0 OR resource = ?) AND at_ms >= ? AND at_ms < ? ORDER BY seq "
+                     "LIMIT ?");
+    select.Bind(has_actor).Bind(actor).Bind(has_user).Bind(user).Bind(on_behalf).Bind(on_behalf);
+    select.Bind(has_resource).Bind(resource).Bind(from).Bind(to).Bind(limit);
+    while (select.Next()) out.push_back(FromRow(select));
     return OkStatus();
   }));
   return out;

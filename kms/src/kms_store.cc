@@ -145,15 +145,7 @@ std::vector<Migration> KmsStore::PostgresMigrations() {
   // Migrations()'s tables on PostgreSQL, a fresh database's schema at each version (the ones
   // SQLite reached by ALTER TABLE included), so that a version means the same on both engines.
   return {
-      {1,
-       "hash-chained audit log",
-       {"CREATE TABLE audit (seq BIGINT PRIMARY KEY, at_ms BIGINT NOT NULL, org TEXT NOT NULL, "
-        "actor TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL, key TEXT NOT NULL, "
-        "outcome TEXT NOT NULL, detail TEXT NOT NULL, prev_hash BYTEA NOT NULL, "
-        "hash BYTEA NOT NULL)",
-        "CREATE INDEX audit_by_actor ON audit (actor, at_ms)",
-        "CREATE INDEX audit_by_resource ON audit (resource, at_ms)",
-        "CREATE INDEX audit_by_time ON audit (at_ms)"}},
+      AuditLog::Schema(1, Database::Engine::kPostgres),
       {2,
        "resources, keys, wrapped key blobs, authorizations",
        {"CREATE TABLE resources (uri TEXT PRIMARY KEY, org TEXT NOT NULL, creator TEXT NOT NULL, "
@@ -205,9 +197,7 @@ std::vector<Migration> KmsStore::PostgresMigrations() {
        "signed checkpoints of the audit chain",
        {"CREATE TABLE audit_checkpoints (seq BIGINT PRIMARY KEY, signed_ms BIGINT NOT NULL, "
         "jws TEXT NOT NULL)"}},
-      {8,
-       "the sealed request an audit record executed",
-       {"ALTER TABLE audit ADD COLUMN channel TEXT", "ALTER TABLE audit ADD COLUMN message BYTEA"}},
+      AuditLog::RequestSchema(8, Database::Engine::kPostgres),
       {9,
        "reconciliation jobs: wraps added for the tokens that missed keys",
        {"CREATE TABLE reconcile_jobs (id BIGINT PRIMARY KEY, state TEXT NOT NULL, "

@@ -1,23 +1,51 @@
 #include "strongroom/kms/audit_log.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 
+#include "../support/postgres_cluster.h"
 #include "../support/test_dir.h"
 
 namespace strongroom::kms {
 namespace {
 
 using Poco::Data::Keywords::now;
+using Engine = Database::Engine;
 
-class AuditLogTest : public ::testing::Test {
+// The log on both engines: SQLite in a file of the test's, PostgreSQL in a database of its own on
+// the test program's throwaway cluster.
+class AuditLogTest : public ::testing::TestWithParam<Engine> {
  protected:
   void SetUp() override {
-    const std::vector<Migration> schema = {AuditLog::Schema(1), AuditLog::RequestSchema(2)};
-    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), schema);
+    if (postgres()) {
+      Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
+      ASSERT_TRUE(conninfo.ok()) << conninfo.error().ToString();
+      target_ = *conninfo;
+    } else {
+      target_ = (dir_ / "kms.db").string();
+    }
+    auto db = OpenAnother();
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
+  }
+
+  bool postgres() const { return GetParam() == Engine::kPostgres; }
+
+  // Another Database on the test's database, as another process (kmsd node) would open it.
+  Result<std::unique_ptr<Database>> OpenAnother() const {
+    const std::vector<Migration> schema = {AuditLog::Schema(1, GetParam()),
+                                           AuditLog::RequestSchema(2, GetParam())};
+    return postgres() ? Database::OpenPostgres(target_, schema)
+                      : Database::OpenSqlite(target_, schema);
+  }
+
+  // A blob literal of `hex` in the engine's SQL.
+  std::string Bytes(const std::string& hex) const {
+    return postgres() ? "'\\x" + hex + "'::bytea" : "x'" + hex + "'";
   }
 
   void AppendMany(int n, const std::string& actor = "alice", std::int64_t at = 1000) {
@@ -40,11 +68,11 @@ class AuditLogTest : public ::testing::Test {
   }
 
   void Exec(const std::string& sql) {
-    ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
-                     s << sql, now;
-                     return OkStatus();
-                   })
-                    .ok());
+    Status done = db_->WithSession([&](Poco::Data::Session& s) -> Status {
+      Database::Prepare(s, sql).Run();
+      return OkStatus();
+    });
+    ASSERT_TRUE(done.ok()) << sql << ": " << done.error().ToString();
   }
 
   AuditVerdict Verify() {
@@ -54,10 +82,17 @@ class AuditLogTest : public ::testing::Test {
   }
 
   testing::TestDir dir_;
+  std::string target_;  // the SQLite file or the PostgreSQL connection string
   std::unique_ptr<Database> db_;
 };
 
-TEST_F(AuditLogTest, IntactLogVerifiesAndNumbersDensely) {
+INSTANTIATE_TEST_SUITE_P(Engines, AuditLogTest,
+                         ::testing::Values(Engine::kSqlite, Engine::kPostgres),
+                         [](const ::testing::TestParamInfo<Engine>& engine) {
+                           return engine.param == Engine::kPostgres ? "postgres" : "sqlite";
+                         });
+
+TEST_P(AuditLogTest, IntactLogVerifiesAndNumbersDensely) {
   AppendMany(5);
   AuditVerdict verdict = Verify();
   EXPECT_TRUE(verdict.ok()) << verdict.problem;
@@ -69,7 +104,7 @@ TEST_F(AuditLogTest, IntactLogVerifiesAndNumbersDensely) {
   EXPECT_EQ((*all)[4].seq, 5);
 }
 
-TEST_F(AuditLogTest, EditedRecordIsFound) {
+TEST_P(AuditLogTest, EditedRecordIsFound) {
   AppendMany(5);
   Exec("UPDATE audit SET outcome = 'denied' WHERE seq = 3");
   AuditVerdict verdict = Verify();
@@ -79,11 +114,12 @@ TEST_F(AuditLogTest, EditedRecordIsFound) {
 }
 
 // The sealed request a record executed is in its hash: changed, removed or added, it is found.
-TEST_F(AuditLogTest, AnAlteredRequestIsFound) {
-  for (const char* edit : {"UPDATE audit SET message = x'00' || substr(message, 2) WHERE seq = 2",
-                           "UPDATE audit SET channel = 'kms://other/ecdhe/1' WHERE seq = 2",
-                           "UPDATE audit SET channel = '', message = x'' WHERE seq = 2",
-                           "UPDATE audit SET channel = 'c', message = x'01' WHERE seq = 3"}) {
+TEST_P(AuditLogTest, AnAlteredRequestIsFound) {
+  for (const std::string& edit :
+       {"UPDATE audit SET message = " + Bytes("00") + " || substr(message, 2) WHERE seq = 2",
+        std::string("UPDATE audit SET channel = 'kms://other/ecdhe/1' WHERE seq = 2"),
+        "UPDATE audit SET channel = '', message = " + Bytes("") + " WHERE seq = 2",
+        "UPDATE audit SET channel = 'c', message = " + Bytes("01") + " WHERE seq = 3"}) {
     Exec("DELETE FROM audit");
     ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
                      for (int i = 0; i < 3; ++i) {
@@ -148,7 +184,7 @@ TEST(AuditLogMigrationTest, ALogWrittenBeforeTheRequestColumnsStillVerifies) {
   EXPECT_EQ(verdict->records, 3);
 }
 
-TEST_F(AuditLogTest, RemovedRecordIsFound) {
+TEST_P(AuditLogTest, RemovedRecordIsFound) {
   AppendMany(5);
   Exec("DELETE FROM audit WHERE seq = 2");
   AuditVerdict verdict = Verify();
@@ -157,7 +193,7 @@ TEST_F(AuditLogTest, RemovedRecordIsFound) {
   EXPECT_NE(verdict.problem.find("missing"), std::string::npos);
 }
 
-TEST_F(AuditLogTest, RemovedAndRenumberedRecordIsFound) {
+TEST_P(AuditLogTest, RemovedAndRenumberedRecordIsFound) {
   AppendMany(5);
   Exec("DELETE FROM audit WHERE seq = 2");
   Exec("UPDATE audit SET seq = seq - 1 WHERE seq > 2");
@@ -168,7 +204,7 @@ TEST_F(AuditLogTest, RemovedAndRenumberedRecordIsFound) {
 
 // Issue 11: verify walked seq >= 1 while query lists every row, so a forged "ok" record at seq 0
 // or -7 passed verification with the same head and came first in query's output.
-TEST_F(AuditLogTest, ARecordNumberedOutsideTheChainFailsVerification) {
+TEST_P(AuditLogTest, ARecordNumberedOutsideTheChainFailsVerification) {
   AppendMany(3);
   const AuditHash head = Verify().head;
   for (const char* seq : {"0", "-7"}) {
@@ -187,7 +223,7 @@ TEST_F(AuditLogTest, ARecordNumberedOutsideTheChainFailsVerification) {
   EXPECT_EQ(Verify().head, head);
 }
 
-TEST_F(AuditLogTest, ReorderedRecordsAreFound) {
+TEST_P(AuditLogTest, ReorderedRecordsAreFound) {
   AppendMany(5);
   // Swap records 3 and 4 wholesale, hashes included.
   Exec("UPDATE audit SET seq = -3 WHERE seq = 3");
@@ -198,7 +234,7 @@ TEST_F(AuditLogTest, ReorderedRecordsAreFound) {
   EXPECT_EQ(*verdict.bad_seq, 3);
 }
 
-TEST_F(AuditLogTest, TruncatedTailChangesTheHead) {
+TEST_P(AuditLogTest, TruncatedTailChangesTheHead) {
   AppendMany(5);
   const AuditHash head = Verify().head;
   Exec("DELETE FROM audit WHERE seq = 5");
@@ -207,7 +243,7 @@ TEST_F(AuditLogTest, TruncatedTailChangesTheHead) {
   EXPECT_NE(verdict.head, head);  // ... which is why the head is kept elsewhere
 }
 
-TEST_F(AuditLogTest, RolledBackRecordLeavesNoGap) {
+TEST_P(AuditLogTest, RolledBackRecordLeavesNoGap) {
   AppendMany(2);
   Status refused = db_->InTransaction([](Poco::Data::Session& s) -> Status {
     AuditRecord r{0, 5000, "acme", "bob", "key.retrieve", "", "", "ok", ""};
@@ -221,7 +257,7 @@ TEST_F(AuditLogTest, RolledBackRecordLeavesNoGap) {
   EXPECT_EQ(verdict.records, 3);
 }
 
-TEST_F(AuditLogTest, VerifiesAcrossBatches) {
+TEST_P(AuditLogTest, VerifiesAcrossBatches) {
   AppendMany(2500);
   AuditVerdict verdict = Verify();
   EXPECT_TRUE(verdict.ok()) << verdict.problem;
@@ -230,7 +266,7 @@ TEST_F(AuditLogTest, VerifiesAcrossBatches) {
   EXPECT_EQ(*Verify().bad_seq, 2001);
 }
 
-TEST_F(AuditLogTest, QueryFiltersByActorResourceAndTime) {
+TEST_P(AuditLogTest, QueryFiltersByActorResourceAndTime) {
   AppendMany(3, "alice", 1000);
   AppendMany(2, "bob", 2000);
   AuditFilter by_actor;
@@ -255,7 +291,7 @@ TEST_F(AuditLogTest, QueryFiltersByActorResourceAndTime) {
 // A user's records are theirs and those whose detail starts with AuditLog::OnBehalfOf(user): the
 // user's name quoted and escaped, so neither a name that extends another nor one with a quote
 // in it passes for it.
-TEST_F(AuditLogTest, QueryByUserFindsWhatWasDoneOnTheirBehalf) {
+TEST_P(AuditLogTest, QueryByUserFindsWhatWasDoneOnTheirBehalf) {
   EXPECT_EQ(AuditLog::OnBehalfOf("bob"), R"(on behalf of "bob")");
   EXPECT_EQ(AuditLog::OnBehalfOf(R"(b"o\b)"), R"(on behalf of "b\"o\\b")");
   const std::pair<const char*, std::string> records[] = {
@@ -292,7 +328,7 @@ TEST_F(AuditLogTest, QueryByUserFindsWhatWasDoneOnTheirBehalf) {
   EXPECT_EQ(AuditLog::Query(*db_, carol)->size(), 4u);  // her own, never anyone else's
 }
 
-TEST_F(AuditLogTest, OversizeOrIncompleteRecordsAreRefused) {
+TEST_P(AuditLogTest, OversizeOrIncompleteRecordsAreRefused) {
   Status s = db_->InTransaction([](Poco::Data::Session& session) -> Status {
     AuditRecord big{0, 1, "acme", std::string(kMaxAuditField + 1, 'a'), "x", "", "", "ok", ""};
     return AuditLog::Append(session, big);
@@ -310,6 +346,58 @@ TEST_F(AuditLogTest, OversizeOrIncompleteRecordsAreRefused) {
   });
   EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(Verify().records, 0);
+}
+
+// Several processes (kmsd nodes on one database) appending at once extend one chain: each append
+// reads the head and inserts inside a write transaction, and write transactions run one at a time
+// on both engines (on PostgreSQL, behind the writers' advisory lock). Four processes, released
+// together, append 25 transactions of two records each; the chain verifies with every record.
+TEST_P(AuditLogTest, WritersOfSeveralProcessesExtendOneChain) {
+  constexpr int kProcesses = 4, kTransactions = 25;
+  int start[2];
+  ASSERT_EQ(::pipe(start), 0);
+  std::vector<pid_t> children;
+  for (int i = 0; i < kProcesses; ++i) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(start[1]);
+      char go;
+      (void)!::read(start[0], &go, 1);  // returns at EOF: the parent closed its end
+      auto db = OpenAnother();
+      bool ok = db.ok();
+      for (int t = 0; ok && t < kTransactions; ++t) {
+        Status appended = (*db)->InTransaction([&](Poco::Data::Session& s) -> Status {
+          for (int r = 0; r < 2; ++r) {
+            AuditRecord record{
+                0, 1000 + t, "acme", "node-" + std::to_string(i), "key.retrieve", "", "", "ok", ""};
+            SR_RETURN_IF_ERROR(AuditLog::Append(s, record));
+          }
+          return OkStatus();
+        });
+        if (!appended.ok()) std::fprintf(stderr, "%s\n", appended.error().ToString().c_str());
+        ok = appended.ok();
+      }
+      std::fflush(stderr);
+      ::_exit(ok ? 0 : 1);
+    }
+    children.push_back(pid);
+  }
+  ::close(start[0]);
+  ::close(start[1]);  // all at once
+  for (pid_t child : children) {
+    int wstatus = 0;
+    ASSERT_EQ(::waitpid(child, &wstatus, 0), child);
+    EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << "a writer failed";
+  }
+  AuditVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.records, kProcesses * kTransactions * 2);
+  for (int i = 0; i < kProcesses; ++i) {
+    AuditFilter node;
+    node.actor = "node-" + std::to_string(i);
+    EXPECT_EQ(AuditLog::Query(*db_, node)->size(), std::size_t{kTransactions * 2});
+  }
 }
 
 }  // namespace

@@ -75,16 +75,19 @@ struct AuditFilter {
 
 class AuditLog {
  public:
-  // The migration that creates the audit table; part of the KMS schema.
-  static Migration Schema(int version);
+  // The migration that creates the audit table, in `engine`'s DDL; part of the KMS schema.
+  static Migration Schema(int version, Database::Engine engine = Database::Engine::kSqlite);
   // The migration that lets an audit row carry the sealed request it executed (channel and
   // message), so that a retrieval's one row is both its audit and its record of execution.
-  static Migration RequestSchema(int version);
+  static Migration RequestSchema(int version, Database::Engine engine = Database::Engine::kSqlite);
 
   // INVALID_ARGUMENT if a field is too long or not text Append would store.
   static Status Validate(const AuditRecord& record);
 
-  // Appends inside the caller's transaction; fills in seq.
+  // Appends inside the caller's transaction; fills in seq. One chain on both engines: the head is
+  // read and the record inserted inside a write transaction, which runs alone (database.h: BEGIN
+  // IMMEDIATE on SQLite, the writers' advisory lock on PostgreSQL), so the writers of several
+  // processes (several kmsd nodes on one PostgreSQL database) extend one chain in turn.
   static Status Append(Poco::Data::Session& session, AuditRecord& record);
   // Appends several records in order with one read of the chain's head and the connection's
   // compiled insert, re-bound per record (the group commit's path); all or none, as the caller's
