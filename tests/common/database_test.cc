@@ -2,8 +2,6 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -19,6 +17,7 @@
 
 #include "../support/counting_vfs.h"
 #include "../support/postgres_cluster.h"
+#include "../support/processes_together.h"
 #include "../support/test_dir.h"
 #include "strongroom/common/sql_statement.h"
 
@@ -1035,31 +1034,11 @@ TEST_P(DatabaseEngineTest, ProcessesOpeningTogetherMigrateOnce) {
   const int rounds = postgres() ? 1 : 10;
   for (int round = 0; round < rounds; ++round) {
     if (!postgres()) target_ = (dir_ / ("new-" + std::to_string(round) + ".db")).string();
-    int start[2];
-    ASSERT_EQ(::pipe(start), 0);
-    std::vector<pid_t> children;
-    for (int i = 0; i < kProcesses; ++i) {
-      const pid_t pid = ::fork();
-      ASSERT_GE(pid, 0);
-      if (pid == 0) {
-        ::close(start[1]);
-        char go;
-        (void)!::read(start[0], &go, 1);  // returns at EOF: the parent closed its end
-        auto db = OpenRaw(two());
-        if (!db.ok()) std::fprintf(stderr, "%s\n", db.error().ToString().c_str());
-        std::fflush(stderr);
-        ::_exit(db.ok() ? 0 : 1);
-      }
-      children.push_back(pid);
-    }
-    ::close(start[0]);
-    ::close(start[1]);  // all at once
-    int opened = 0;
-    for (pid_t child : children) {
-      int wstatus = 0;
-      ASSERT_EQ(::waitpid(child, &wstatus, 0), child);
-      if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) ++opened;
-    }
+    const int opened = testing::RunProcessesTogether(kProcesses, [&](int) {
+      auto db = OpenRaw(two());
+      if (!db.ok()) std::fprintf(stderr, "%s\n", db.error().ToString().c_str());
+      return db.ok();
+    });
     EXPECT_EQ(opened, kProcesses) << "round " << round;
     auto db = Open();
     ASSERT_TRUE(db);

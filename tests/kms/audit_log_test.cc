@@ -1,13 +1,12 @@
 #include "strongroom/kms/audit_log.h"
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 
 #include "../support/postgres_cluster.h"
+#include "../support/processes_together.h"
 #include "../support/test_dir.h"
 
 namespace strongroom::kms {
@@ -354,42 +353,26 @@ TEST_P(AuditLogTest, OversizeOrIncompleteRecordsAreRefused) {
 // together, append 25 transactions of two records each; the chain verifies with every record.
 TEST_P(AuditLogTest, WritersOfSeveralProcessesExtendOneChain) {
   constexpr int kProcesses = 4, kTransactions = 25;
-  int start[2];
-  ASSERT_EQ(::pipe(start), 0);
-  std::vector<pid_t> children;
-  for (int i = 0; i < kProcesses; ++i) {
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::close(start[1]);
-      char go;
-      (void)!::read(start[0], &go, 1);  // returns at EOF: the parent closed its end
-      auto db = OpenAnother();
-      bool ok = db.ok();
-      for (int t = 0; ok && t < kTransactions; ++t) {
-        Status appended = (*db)->InTransaction([&](Poco::Data::Session& s) -> Status {
-          for (int r = 0; r < 2; ++r) {
-            AuditRecord record{
-                0, 1000 + t, "acme", "node-" + std::to_string(i), "key.retrieve", "", "", "ok", ""};
-            SR_RETURN_IF_ERROR(AuditLog::Append(s, record));
-          }
-          return OkStatus();
-        });
-        if (!appended.ok()) std::fprintf(stderr, "%s\n", appended.error().ToString().c_str());
-        ok = appended.ok();
+  const int succeeded = testing::RunProcessesTogether(kProcesses, [&](int i) {
+    auto db = OpenAnother();
+    if (!db.ok()) return false;
+    for (int t = 0; t < kTransactions; ++t) {
+      Status appended = (*db)->InTransaction([&](Poco::Data::Session& s) -> Status {
+        for (int r = 0; r < 2; ++r) {
+          AuditRecord record{0,  1000 + t, "acme", "node-" + std::to_string(i), "key.retrieve", "",
+                             "", "ok",     ""};
+          SR_RETURN_IF_ERROR(AuditLog::Append(s, record));
+        }
+        return OkStatus();
+      });
+      if (!appended.ok()) {
+        std::fprintf(stderr, "%s\n", appended.error().ToString().c_str());
+        return false;
       }
-      std::fflush(stderr);
-      ::_exit(ok ? 0 : 1);
     }
-    children.push_back(pid);
-  }
-  ::close(start[0]);
-  ::close(start[1]);  // all at once
-  for (pid_t child : children) {
-    int wstatus = 0;
-    ASSERT_EQ(::waitpid(child, &wstatus, 0), child);
-    EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << "a writer failed";
-  }
+    return true;
+  });
+  EXPECT_EQ(succeeded, kProcesses) << "a writer failed";
   AuditVerdict verdict = Verify();
   EXPECT_TRUE(verdict.ok()) << verdict.problem;
   EXPECT_EQ(verdict.records, kProcesses * kTransactions * 2);
