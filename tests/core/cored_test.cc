@@ -694,15 +694,7 @@ class CoredTest : public ::testing::Test {
   // answers 200.
   bool StartCored() {
     if (!fs::exists(path("core.ini"))) WriteCoredConfig();
-    const bool started = cored_.Start(
-        {CORED_PATH,
-         {"--config", path("core.ini").string()},
-         {},
-         path("cored.log").string(),
-         path("cored.port").string()},
-        [](std::uint16_t port) { return Client(port, "").Get("/health").status == 200; });
-    EXPECT_TRUE(started) << cored_.error();
-    return started;
+    return StartNode(cored_, "");
   }
 
   // Starts `node`: another cored with core.ini's settings but a database and files directory of
@@ -718,12 +710,18 @@ class CoredTest : public ::testing::Test {
     }
     fs::create_directories(path("files-b"));
     std::ofstream(path("core-b.ini")) << config;
+    return StartNode(node, "-b");
+  }
+
+  // Starts `node` with core<suffix>.ini, its log and port file named alike, and waits until GET
+  // /health answers 200.
+  bool StartNode(DaemonProcess& node, const std::string& suffix) {
     const bool started = node.Start(
         {CORED_PATH,
-         {"--config", path("core-b.ini").string()},
+         {"--config", path("core" + suffix + ".ini").string()},
          {},
-         path("cored-b.log").string(),
-         path("cored-b.port").string()},
+         path("cored" + suffix + ".log").string(),
+         path("cored" + suffix + ".port").string()},
         [](std::uint16_t port) { return Client(port, "").Get("/health").status == 200; });
     EXPECT_TRUE(started) << node.error();
     return started;
