@@ -45,8 +45,9 @@ constexpr char kWriterLock[] = "SELECT pg_advisory_xact_lock(7732598152078)";
 constexpr char kMigrationLock[] = "SELECT pg_advisory_lock(7732598152077)";
 constexpr char kMigrationUnlock[] = "SELECT pg_advisory_unlock(7732598152077)";
 
-// What names a PostgreSQL database in messages: its host, port, name and user, never a password.
-std::string DescribeConninfo(const std::string& conninfo) {
+}  // namespace
+
+std::string Database::DescribePostgres(const std::string& conninfo) {
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
   if (options == nullptr) {
@@ -54,16 +55,18 @@ std::string DescribeConninfo(const std::string& conninfo) {
     return "PostgreSQL (an unreadable connection string)";
   }
   std::string described = "PostgreSQL";
-  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
-    const std::string_view keyword = o->keyword;
-    if (o->val != nullptr && (keyword == "host" || keyword == "hostaddr" || keyword == "port" ||
-                              keyword == "dbname" || keyword == "user")) {
-      described += std::string(" ") + o->keyword + "=" + o->val;
+  for (const std::string_view wanted : {"host", "hostaddr", "port", "dbname", "user"}) {
+    for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+      if (o->val != nullptr && wanted == o->keyword) {
+        described += std::string(" ") + o->keyword + "=" + o->val;
+      }
     }
   }
   PQconninfoFree(options);
   return described;
 }
+
+namespace {
 
 // Changed pages a write transaction holds in memory before it writes them to the log early:
 // 32 MiB of 4 KiB pages.
@@ -335,8 +338,7 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const std::string& path,
     return Error(ErrorCode::kUnavailable,
                  "cannot create database " + path + ": " + std::strerror(errno));
   }
-  std::unique_ptr<Database> db(
-      new Database(Engine::kSqlite, path, path, options.max_sessions, options.busy_timeout));
+  std::unique_ptr<Database> db(new Database(Engine::kSqlite, path, path, options));
   Status opened = db->WithConnection(std::nullopt, [&](Connection& connection) -> Status {
     Poco::Data::Session& session = connection.session();
     // WAL lets readers run beside the one writer; FULL makes a committed transaction survive
@@ -380,18 +382,11 @@ Result<std::unique_ptr<Database>> Database::OpenPostgres(const std::string& conn
     return Error(ErrorCode::kInvalidArgument,
                  "the PostgreSQL connection string is invalid: " + why);
   }
-  bool has_timeout = false;
-  for (PQconninfoOption* o = parsed; o->keyword != nullptr; ++o) {
-    if (std::string_view(o->keyword) == "connect_timeout" && o->val != nullptr) has_timeout = true;
-  }
   PQconninfoFree(parsed);
-  // A server out of reach fails the open within seconds, not at libpq's default (forever).
-  std::string connect = conninfo;
-  if (!has_timeout && connect.find("://") == std::string::npos) {
-    connect += " connect_timeout=" + std::to_string(kOpenTimeoutSeconds);
-  }
-  std::unique_ptr<Database> db(new Database(Engine::kPostgres, connect, DescribeConninfo(conninfo),
-                                            options.max_sessions, options.busy_timeout));
+  // A server out of reach fails the open within seconds, not at libpq's default (forever): the
+  // session sends connect_timeout ahead of the string, which overrides it when it names one.
+  std::unique_ptr<Database> db(
+      new Database(Engine::kPostgres, conninfo, DescribePostgres(conninfo), options));
   Status opened = db->WithConnection(std::nullopt, [&](Connection& connection) -> Status {
     return Migrate(connection, migrations, &db->schema_version_);
   });
@@ -400,13 +395,14 @@ Result<std::unique_ptr<Database>> Database::OpenPostgres(const std::string& conn
 }
 
 Database::Database(Engine engine, std::string connect_string, std::string description,
-                   std::size_t max_sessions, std::chrono::milliseconds busy_timeout)
+                   const DatabaseOptions& options)
     : engine_(engine),
       connect_string_(std::move(connect_string)),
       description_(std::move(description)),
-      max_sessions_(max_sessions),
-      busy_timeout_pragma_("PRAGMA busy_timeout=" + std::to_string(busy_timeout.count())),
-      busy_timeout_(busy_timeout) {}
+      max_sessions_(options.max_sessions),
+      busy_timeout_pragma_("PRAGMA busy_timeout=" + std::to_string(options.busy_timeout.count())),
+      password_(options.password),
+      busy_timeout_(options.busy_timeout) {}
 
 Database::~Database() = default;
 
@@ -511,9 +507,9 @@ void DiscardNotice(void*, const char*) {}  // NOTICEs (an IF NOT EXISTS skipped)
 
 Status Database::OpenPostgresConnection(std::unique_ptr<Connection>* connection) {
   try {
-    // The connect_timeout in connect_string_ bounds the connection attempt (OpenPostgres).
-    auto session = std::make_unique<Poco::Data::Session>(
-        Poco::AutoPtr<Poco::Data::SessionImpl>(new PostgresSessionImpl(connect_string_)));
+    // The connect_timeout (the string's, or 5 s) bounds the connection attempt.
+    auto session = std::make_unique<Poco::Data::Session>(Poco::AutoPtr<Poco::Data::SessionImpl>(
+        new PostgresSessionImpl(connect_string_, password_, kOpenTimeoutSeconds)));
     auto opened = std::make_unique<Connection>(std::move(session), statements_compiled_);
     PQsetNoticeProcessor(opened->pg(), &DiscardNotice, nullptr);
     // Commits wait for the disk unless a deferred transaction says otherwise; a writer waits for
@@ -578,6 +574,27 @@ Status Database::ApplyMigrations(Connection& connection, std::span<const Migrati
   };
   std::int64_t current = newest(session);
   if (current > static_cast<std::int64_t>(migrations.size())) return too_new(current);
+  // A database some other program's migrations made (another service's store, or a schema that
+  // went its own way) is refused before any migration of ours touches it: each version applied
+  // must be ours, as its description says.
+  {
+    SqlStatement applied =
+        Prepare(session, "SELECT version, description FROM schema_migrations ORDER BY version");
+    while (applied.Next()) {
+      const std::int64_t v = applied.Int(0);
+      const std::string description = applied.Text(1);
+      if (v < 1 || v > static_cast<std::int64_t>(migrations.size()) ||
+          migrations[static_cast<std::size_t>(v - 1)].description != description) {
+        return Error(ErrorCode::kFailedPrecondition,
+                     "the database holds another program's schema: its migration " +
+                         std::to_string(v) + " is '" + description + "', not '" +
+                         (v >= 1 && v <= static_cast<std::int64_t>(migrations.size())
+                              ? migrations[static_cast<std::size_t>(v - 1)].description
+                              : std::string("(none)")) +
+                         "'; is this another service's database?");
+      }
+    }
+  }
   bool migrated = false;
   for (const Migration& m : migrations) {
     if (m.version <= current) continue;

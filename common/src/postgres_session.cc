@@ -18,8 +18,12 @@ namespace {
 
 }  // namespace
 
-PostgresSessionImpl::PostgresSessionImpl(const std::string& conninfo)
-    : Poco::Data::SessionImpl(conninfo) {
+PostgresSessionImpl::PostgresSessionImpl(const std::string& conninfo,
+                                         std::shared_ptr<const SecretBytes> password,
+                                         std::size_t connect_timeout_s)
+    : Poco::Data::SessionImpl(conninfo),
+      password_(std::move(password)),
+      connect_timeout_s_(std::to_string(connect_timeout_s)) {
   open();
 }
 
@@ -32,7 +36,16 @@ Poco::SharedPtr<Poco::Data::StatementImpl> PostgresSessionImpl::createStatementI
 void PostgresSessionImpl::open(const std::string& conninfo) {
   close();
   if (!conninfo.empty()) setConnectionString(conninfo);
-  conn_ = PQconnectdb(connectionString().c_str());
+  // The string is expanded in place of `dbname` (a key=value string or a URI alike); a keyword
+  // given again later wins, so the default timeout goes first and the password last.
+  std::string password;
+  if (password_ != nullptr) password.assign(password_->as_string_view());
+  const char* keywords[] = {"connect_timeout", "dbname",
+                            password_ != nullptr ? "password" : nullptr, nullptr};
+  const char* values[] = {connect_timeout_s_.c_str(), connectionString().c_str(), password.c_str(),
+                          nullptr};
+  conn_ = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
+  ZeroizeString(password);
   if (conn_ == nullptr) throw PostgresError("connecting: out of memory", "", true);
   if (PQstatus(conn_) != CONNECTION_OK) {
     PGconn* failed = std::exchange(conn_, nullptr);

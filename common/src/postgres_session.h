@@ -14,14 +14,20 @@
 #include <Poco/Data/SessionImpl.h>
 #include <libpq-fe.h>
 
+#include <memory>
 #include <string>
+
+#include "strongroom/common/secret_bytes.h"
 
 namespace strongroom {
 
 class PostgresSessionImpl : public Poco::Data::SessionImpl {
  public:
-  // Connects (PQconnectdb): throws PostgresError, UNAVAILABLE, when the server cannot be reached.
-  explicit PostgresSessionImpl(const std::string& conninfo);
+  // Connects (PQconnectdbParams): `connect_timeout_s` unless `conninfo` names its own, and
+  // `password` (if not null) over any `conninfo` holds; throws PostgresError, UNAVAILABLE, when the
+  // server cannot be reached.
+  PostgresSessionImpl(const std::string& conninfo, std::shared_ptr<const SecretBytes> password,
+                      std::size_t connect_timeout_s);
   ~PostgresSessionImpl() override;
 
   PGconn* handle() const { return conn_; }
@@ -58,6 +64,8 @@ class PostgresSessionImpl : public Poco::Data::SessionImpl {
   Poco::Any getProperty(const std::string& name) override;
 
  private:
+  const std::shared_ptr<const SecretBytes> password_;
+  const std::string connect_timeout_s_;
   PGconn* conn_ = nullptr;
   std::size_t connection_timeout_ = CONNECTION_TIMEOUT_DEFAULT;
 };

@@ -555,6 +555,26 @@ TEST_P(DatabaseEngineTest, AMigrationsConvertStepRunsInItsTransaction) {
   EXPECT_EQ(Tables(*db, "notes"), 0);
 }
 
+// A database that another program's migrations made (another service's store) is refused before
+// any migration of ours runs, and left as it was.
+TEST_P(DatabaseEngineTest, AnotherProgramsSchemaIsRefusedUntouched) {
+  const std::vector<Migration> theirs = {
+      {1, "their conversations", {"CREATE TABLE conversations (id TEXT PRIMARY KEY)"}}};
+  { ASSERT_NE(Open(theirs), nullptr); }
+  auto refused = OpenRaw(two());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find(
+                "another program's schema: its migration 1 is 'their conversations', not 'notes'"),
+            std::string::npos)
+      << refused.error().message();
+  auto again = Open(theirs);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->schema_version(), 1);
+  EXPECT_EQ(Tables(*again, "notes"), 0);
+  EXPECT_EQ(Tables(*again, "counters"), 0);
+}
+
 TEST_P(DatabaseEngineTest, MisnumberedMigrationsAreABug) {
   const std::vector<Migration> gap = {two()[0], {3, "gap", {"SELECT 1"}}};
   auto db = OpenRaw(gap);

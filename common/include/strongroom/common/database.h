@@ -81,6 +81,7 @@
 #include <vector>
 
 #include "strongroom/common/error.h"
+#include "strongroom/common/secret_bytes.h"
 #include "strongroom/common/sql_statement.h"
 
 namespace strongroom {
@@ -97,6 +98,9 @@ struct Migration {
 struct DatabaseOptions {
   std::size_t max_sessions = 16;
   std::chrono::milliseconds busy_timeout{5000};
+  // PostgreSQL: the password libpq sends, over any the connection string holds (shared, so that
+  // copies of the options hold one zeroized copy of it); null: none (or libpq's .pgpass).
+  std::shared_ptr<const SecretBytes> password;
 };
 
 class Database {
@@ -107,14 +111,18 @@ class Database {
                                                       std::span<const Migration> migrations,
                                                       const DatabaseOptions& options = {});
   // Connects to the PostgreSQL database `conninfo` names (libpq's "host=... dbname=..." or a
-  // postgresql:// URI; connect_timeout defaults to 5 s; a `service` looked up at an ldap:// URL is
-  // refused: libpq is linked without LDAP) and brings it to the newest of
+  // postgresql:// URI; connect_timeout defaults to 5 s for both forms; a `service` looked up at an
+  // ldap:// URL is refused: libpq is linked without LDAP) and brings it to the newest of
   // `migrations`, PostgreSQL's own list. A server out of reach is UNAVAILABLE; a connection string
   // that does not parse is INVALID_ARGUMENT; messages name the host, port, database and user,
   // never a password.
   static Result<std::unique_ptr<Database>> OpenPostgres(const std::string& conninfo,
                                                         std::span<const Migration> migrations,
                                                         const DatabaseOptions& options = {});
+  // How messages name the PostgreSQL database `conninfo` reaches: "PostgreSQL host=... port=...
+  // dbname=... user=...", never a password.
+  static std::string DescribePostgres(const std::string& conninfo);
+
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
@@ -179,7 +187,7 @@ class Database {
   class Connection;
   // `description` names the database in messages (for PostgreSQL, without a password).
   Database(Engine engine, std::string connect_string, std::string description,
-           std::size_t max_sessions, std::chrono::milliseconds busy_timeout);
+           const DatabaseOptions& options);
   static Status Migrate(Connection& connection, std::span<const Migration> migrations,
                         int* version);
   static Status ApplyMigrations(Connection& connection, std::span<const Migration> migrations,
@@ -203,6 +211,7 @@ class Database {
   const std::string description_;
   const std::size_t max_sessions_;
   const std::string busy_timeout_pragma_;
+  const std::shared_ptr<const SecretBytes> password_;  // PostgreSQL's, if the options gave one
   int schema_version_ = 0;
 
   // Writers queue here, in this process, instead of in SQLite's busy handler (which sleeps and
