@@ -37,6 +37,7 @@
 #include <thread>
 
 #include "../support/daemon_process.h"
+#include "../support/haproxy_front.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "../support/tool_steps.h"
@@ -61,6 +62,7 @@ using client::CoreClient;
 using client::KmsContext;
 using Poco::JSON::Object;
 using strongroom::testing::DaemonProcess;
+using strongroom::testing::FreePort;
 using strongroom::testing::InitTestIdps;
 using strongroom::testing::kSoftHsmModule;
 using strongroom::testing::MakeTestTls;
@@ -182,19 +184,6 @@ HttpAnswer Https(std::uint16_t port, const std::string& method, const std::strin
   } catch (const Poco::Exception&) {
     return {};
   }
-}
-
-// A free TCP port on 127.0.0.1 (for a listener whose port the daemon does not report).
-std::uint16_t FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t size = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
-  ::close(fd);
-  return ntohs(address.sin_port);
 }
 
 Object::Ptr Parse(const std::string& text) {

@@ -128,6 +128,24 @@ class Cluster {
     Stop();
   }
 
+  // Stops the server (fast: sessions are ended) and keeps its data; Resume starts it again.
+  Status Pause() {
+    std::lock_guard lock(mutex_);
+    if (!started_ || !started_->ok()) {
+      return Error(ErrorCode::kFailedPrecondition, "the test cluster is not running");
+    }
+    return Run(AsOwner({Bin("pg_ctl"), "stop", "-m", "fast", "-w", "-D", (dir_ / "data").string()}),
+               dir_, dir_ / "commands.log");
+  }
+
+  Status Resume() {
+    std::lock_guard lock(mutex_);
+    if (!started_ || !started_->ok()) {
+      return Error(ErrorCode::kFailedPrecondition, "the test cluster was never started");
+    }
+    return StartServer();
+  }
+
  private:
   Status Start() {
     if (::access(Bin("initdb").c_str(), X_OK) != 0) {
@@ -157,13 +175,17 @@ class Cluster {
     SR_RETURN_IF_ERROR(Run(AsOwner({Bin("initdb"), "-D", data.string(), "-U", kSuperuser,
                                     "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"}),
                            dir_, log));
-    const std::string options = "-c listen_addresses='' -c unix_socket_directories='" +
-                                dir_.string() + "' -c port=5432 -c max_connections=40";
-    SR_RETURN_IF_ERROR(Run(AsOwner({Bin("pg_ctl"), "start", "-w", "-t", "60", "-D", data.string(),
-                                    "-l", (dir_ / "server.log").string(), "-o", options}),
-                           dir_, log));
+    SR_RETURN_IF_ERROR(StartServer());
     base_conninfo_ = "host=" + dir_.string() + " port=5432 user=" + kSuperuser;
     return OkStatus();
+  }
+
+  Status StartServer() {
+    const std::string options = "-c listen_addresses='' -c unix_socket_directories='" +
+                                dir_.string() + "' -c port=5432 -c max_connections=60";
+    return Run(AsOwner({Bin("pg_ctl"), "start", "-w", "-t", "60", "-D", (dir_ / "data").string(),
+                        "-l", (dir_ / "server.log").string(), "-o", options}),
+               dir_, dir_ / "commands.log");
   }
 
   // A process of its own session (so that a signal to the test's process group spares it) that
@@ -232,5 +254,9 @@ class ClusterEnvironment : public ::testing::Environment {
 Result<std::string> PostgresCluster::NewDatabase() { return TheCluster().NewDatabase(); }
 
 void PostgresCluster::Shutdown() { TheCluster().Shutdown(); }
+
+Status PostgresCluster::Pause() { return TheCluster().Pause(); }
+
+Status PostgresCluster::Resume() { return TheCluster().Resume(); }
 
 }  // namespace strongroom::testing

@@ -30,6 +30,12 @@ class PostgresCluster {
   // later call with the same error.
   static Result<std::string> NewDatabase();
 
+  // Stops the running cluster's server and keeps its data (a database server that went away);
+  // Resume starts it again on the same socket, every database as it was. FAILED_PRECONDITION
+  // before NewDatabase started the cluster.
+  static Status Pause();
+  static Status Resume();
+
   // Stops and removes the cluster, if one was started; waits until it is gone. Called at the end of
   // the test program (a gtest Environment); the watcher does it if the program never gets there.
   static void Shutdown();
