@@ -78,8 +78,10 @@ class Kmsd : public DaemonApplication {
     SR_ASSIGN_OR_RETURN(std::unique_ptr<hsm::KeyVault> vault, hsm::KeyVault::Open(hsm_config));
     SR_RETURN_IF_ERROR(
         CheckTokensAtStart(*vault, settings, [this](const std::string& line) { Log(line); }));
-    SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
-                        Database::OpenSqlite(settings.database, KmsStore::Migrations()));
+    SR_ASSIGN_OR_RETURN(
+        std::unique_ptr<Database> db,
+        OpenDatabase(settings.database, KmsStore::Migrations(), KmsStore::PostgresMigrations()));
+    Log("database: " + settings.database.Describe());
     SR_ASSIGN_OR_RETURN(std::vector<IdentityChain> chains,
                         LoadIdentityChains(settings.identity_chain));
     SR_ASSIGN_OR_RETURN(JwtVerifier verifier, MakeJwtVerifier(settings));

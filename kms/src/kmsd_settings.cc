@@ -81,7 +81,7 @@ Result<KmsdSettings> ReadKmsdSettings(const AbstractConfiguration& config) {
                  "kms.host must be a lower-case host name (the KMS is kms://<host>), got '" +
                      out.host + "'");
   }
-  SR_ASSIGN_OR_RETURN(out.database, RequiredSetting(config, "kms.database", "database"));
+  SR_ASSIGN_OR_RETURN(out.database, ReadDatabaseSettings(config, "kms"));
   SR_ASSIGN_OR_RETURN(out.listener, ReadListenerSettings(config, "kms", out.listener));
   if (config.hasProperty("kms.identity_key")) {
     SR_ASSIGN_OR_RETURN(out.identity_key,

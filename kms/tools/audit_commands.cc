@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "strongroom/common/config_file.h"
+#include "strongroom/common/database_settings.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_checkpoints.h"
@@ -22,13 +23,9 @@
 namespace strongroom::kms {
 namespace {
 
-Result<std::unique_ptr<Database>> OpenDatabase(const Poco::Util::AbstractConfiguration& config) {
-  const std::string path = SettingText(config, "kms.database");
-  if (path.empty()) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "the configuration names no database (set database = ... in section [kms])");
-  }
-  return Database::OpenSqlite(path, KmsStore::Migrations());
+Result<std::unique_ptr<Database>> OpenKmsDatabase(const Poco::Util::AbstractConfiguration& config) {
+  SR_ASSIGN_OR_RETURN(DatabaseSettings settings, ReadDatabaseSettings(config, "kms"));
+  return OpenDatabase(settings, KmsStore::Migrations(), KmsStore::PostgresMigrations());
 }
 
 // The identity keys' public halves, from the tokens of the [hsm] sections (each token has its own,
@@ -200,7 +197,7 @@ Status RunAuditCommand(const std::vector<std::string>& args, const CtlOptions& o
     }
   }
   SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(options.config_path));
-  SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, OpenDatabase(*config));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, OpenKmsDatabase(*config));
   if (args[0] == "verify") return Verify(*config, *db, out);
   SR_ASSIGN_OR_RETURN(std::vector<AuditRecord> records, AuditLog::Query(*db, filter));
   if (audit.json) {  // one JSON object a line; the JSON writer escapes every field

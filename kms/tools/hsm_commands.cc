@@ -18,6 +18,7 @@
 
 #include "strongroom/common/config_file.h"
 #include "strongroom/common/database.h"
+#include "strongroom/common/database_settings.h"
 #include "strongroom/common/rfc3339.h"
 #include "strongroom/hsm/ck_result.h"
 #include "strongroom/hsm/key_vault.h"
@@ -120,19 +121,21 @@ void PrintRoot(const hsm::RootKeyInfo& key, bool current, std::ostream& out,
   out << "\n";
 }
 
-// With [kms] database in the configuration, what the database holds of `org` per token and root
-// version; nullopt without one. A database that is not there yet holds nothing (it is not made).
+// With a database in the configuration ([kms] database or [database]), what the database holds of
+// `org` per token and root version; nullopt without one. A database that is not there yet holds
+// nothing (it is not made).
 Result<std::optional<std::vector<RootVersionUse>>> RootVersionUsesOf(const CtlOptions& options,
                                                                      const std::string& org) {
   SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(options.config_path));
-  if (!config->hasProperty("kms.database")) return std::optional<std::vector<RootVersionUse>>();
-  const std::string path = SettingText(*config, "kms.database");
+  if (!NamesDatabase(*config, "kms")) return std::optional<std::vector<RootVersionUse>>();
+  SR_ASSIGN_OR_RETURN(DatabaseSettings settings, ReadDatabaseSettings(*config, "kms"));
   std::error_code ignored;
-  if (!std::filesystem::exists(path, ignored)) {
+  if (settings.engine == Database::Engine::kSqlite &&
+      !std::filesystem::exists(settings.path, ignored)) {
     return std::optional<std::vector<RootVersionUse>>(std::vector<RootVersionUse>());
   }
-  SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
-                      Database::OpenSqlite(path, KmsStore::Migrations()));
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, OpenDatabase(settings, KmsStore::Migrations(),
+                                                                 KmsStore::PostgresMigrations()));
   std::vector<RootVersionUse> uses;
   SR_RETURN_IF_ERROR(db->WithSession([&](Poco::Data::Session& s) -> Status {
     SR_ASSIGN_OR_RETURN(uses, KmsStore::RootVersionUses(s, org, UnixNowMs()));
@@ -193,9 +196,11 @@ Status RootCommand(const std::string& verb, const CtlOptions& options, std::ostr
     // rotation audited: that is the operations API's job, not a bare token operation.
     Result<Poco::AutoPtr<Poco::Util::IniFileConfiguration>> config =
         LoadConfigFile(options.config_path);
-    if (config.ok() && (*config)->hasProperty("kms.database")) {
+    if (config.ok() && NamesDatabase(**config, "kms")) {
+      Result<DatabaseSettings> database = ReadDatabaseSettings(**config, "kms");
       return Error(ErrorCode::kFailedPrecondition,
-                   "this KMS keeps keys in " + SettingText(**config, "kms.database") +
+                   "this KMS keeps keys in " +
+                       (database.ok() ? database->Describe() : std::string("a database")) +
                        ": rotate with `kmsctl ops rotate-root " + options.org +
                        "`, which audits the rotation and re-wraps every key");
     }

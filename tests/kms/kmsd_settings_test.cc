@@ -46,7 +46,8 @@ TEST_F(KmsdSettingsTest, ReadsSettingsWithDefaults) {
   auto settings = ReadKmsdSettings(*config_);
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
   EXPECT_EQ(settings->host, "kms.acme.test");
-  EXPECT_EQ(settings->database, "/var/lib/strongroom/kms.db");
+  EXPECT_EQ(settings->database.engine, Database::Engine::kSqlite);
+  EXPECT_EQ(settings->database.path, "/var/lib/strongroom/kms.db");
   EXPECT_EQ(settings->listener.host, "127.0.0.1");
   EXPECT_EQ(settings->listener.port, 8443);
   EXPECT_EQ(settings->listener.tls_cert, "/etc/strongroom/tls/kms.crt");

@@ -37,8 +37,11 @@
 #include "../support/audit_rewrite.h"
 #include "../support/connection_flood.h"
 #include "../support/daemon_process.h"
+#include "../support/haproxy_front.h"
+#include "../support/postgres_cluster.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/tool_steps.h"
+#include "../support/wait_until.h"
 #include "strongroom/client/https_transport.h"
 #include "strongroom/client/kms_context.h"
 #include "strongroom/client/kms_session.h"
@@ -68,6 +71,7 @@ struct X509Free {
 };
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 
+using strongroom::testing::FreePort;
 using strongroom::testing::InitTestIdps;
 using strongroom::testing::MakeTestTls;
 using strongroom::testing::ToolRun;
@@ -188,12 +192,20 @@ class KmsdTest : public ::testing::Test {
 
   static KmsdEnvironment& env() { return KmsdEnvironment::Get(); }
 
+  // kms.ini of the test's node, or of another node (`node` > 1: its own file and HSM node id).
   std::string WriteConfig(std::size_t max_in_flight, std::uint16_t port,
-                          const std::string& extra_kms_lines) {
-    const fs::path ini = dir_ / "kms.ini";
+                          const std::string& extra_kms_lines, int node = 1) {
+    const fs::path ini = dir_ / (node == 1 ? "kms.ini" : "kms-" + std::to_string(node) + ".ini");
+    std::string hsm = env().hsm_section();
+    if (node != 1) {
+      const std::string id = "node_id = test\n";
+      hsm.replace(hsm.find(id), id.size(), "node_id = test-" + std::to_string(node) + "\n");
+    }
     const std::string d = env().dir().string();
-    std::ofstream(ini) << env().hsm_section() << "[kms]\nhost = " << kHost
-                       << "\ndatabase = " << (dir_ / "kms.db").string()
+    // SQLite in the test's directory unless the test chose PostgreSQL ([database]).
+    const std::string sqlite =
+        database_section_.empty() ? "\ndatabase = " + (dir_ / "kms.db").string() : "";
+    std::ofstream(ini) << hsm << "[kms]\nhost = " << kHost << sqlite
                        << "\nlisten = 127.0.0.1:" << port << "\ntls_cert = " << d << "/tls.pem"
                        << "\ntls_key = " << d << "/tls.key\nidentity_chain = " << d
                        << "/identity.pem\nmax_connections = 32\nmax_in_flight = " << max_in_flight
@@ -202,9 +214,39 @@ class KmsdTest : public ::testing::Test {
                        << "[jwt.acme]\nissuer = https://idp.acme.test\norg = acme\n"
                        << "subject_domains = acme.test\njwks = " << d << "/idp-acme/jwks.json\n"
                        << "[jwt.globex]\nissuer = https://idp.globex.test\norg = globex\n"
-                       << "subject_domains = globex.test\njwks = " << d
-                       << "/idp-globex/jwks.json\n";
+                       << "subject_domains = globex.test\njwks = " << d << "/idp-globex/jwks.json\n"
+                       << database_section_;
     return ini.string();
+  }
+
+  // Later starts keep the KMS in a new database of the test program's throwaway PostgreSQL
+  // cluster; false (with a failure) when there is none.
+  bool UsePostgres() {
+    Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
+    EXPECT_TRUE(conninfo.ok()) << conninfo.error().ToString();
+    if (!conninfo.ok()) return false;
+    conninfo_ = *conninfo;
+    database_section_ = "[database]\nengine = postgresql\nconninfo = " + conninfo_ + "\n";
+    return true;
+  }
+
+  // Another kmsd node on the same configuration but its own HSM node id and port, as the
+  // deployment guide runs a second node; false (with a failure) when it does not serve.
+  bool StartSecondNode(testing::DaemonProcess& node) {
+    const std::string ini = WriteConfig(32, 0, "", 2);
+    testing::DaemonProcess::Options options;
+    options.binary = KMSD_PATH;
+    options.args = {"--config", ini};
+    options.env = {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+    options.log_path = (dir_ / "kmsd-2.log").string();
+    options.port_file = (dir_ / "port-2").string();
+    const std::string ca = env().ca();
+    const bool started = node.Start(options, [&ca](std::uint16_t port) {
+      auto https = HttpsTransport::New({"https://127.0.0.1:" + std::to_string(port), ca});
+      return https.ok() && (*https)->GetInfo().ok();
+    });
+    EXPECT_TRUE(started) << node.error();
+    return started;
   }
 
   // Starts kmsd (on any free port unless `port` is given) and waits until GET /kms/info answers;
@@ -316,6 +358,8 @@ class KmsdTest : public ::testing::Test {
   fs::path dir_;
   std::string base_url_;
   std::unique_ptr<Poco::ProcessHandle> kmsd_;
+  std::string database_section_;  // empty: SQLite
+  std::string conninfo_;          // PostgreSQL's, once UsePostgres chose it
 };
 
 // The modulus or exponent of an RSA key, big-endian.
@@ -590,6 +634,335 @@ TEST_F(KmsdTest, ASealedRequestPostedTwiceRunsOnceEvenAcrossARestart) {
   EXPECT_EQ(Stop(SIGTERM), 0);
 }
 
+// Issue 15: kmsd keeps its store in PostgreSQL ([database]); keys and channels outlive a restart
+// there as on SQLite.
+TEST_F(KmsdTest, PostgresKeepsKeysAndChannelsAcrossARestart) {
+  ASSERT_TRUE(UsePostgres());
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto alice = Session(&https, "acme", "alice@acme.test");
+  ASSERT_TRUE(alice);
+  std::vector<std::string> keys = CreateKeys(*alice, 2);
+  ASSERT_EQ(keys.size(), 2u);
+  auto before = alice->Call("retrieve", keys[1]);
+  ASSERT_TRUE(before.ok());
+  ASSERT_EQ(StatusOf(*before), 200) << Json(**before);
+  const std::string k = (*before)->getObject("key")->getObject("jwk")->getValue<std::string>("k");
+  const auto port =
+      static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));
+  EXPECT_EQ(Stop(SIGTERM), 0);
+  ASSERT_TRUE(Start(32, port));
+  auto after = alice->Call("retrieve", keys[1]);
+  ASSERT_TRUE(after.ok()) << after.error().ToString();
+  ASSERT_EQ(StatusOf(*after), 200) << Json(**after);
+  EXPECT_EQ((*after)->getObject("key")->getObject("jwk")->getValue<std::string>("k"), k);
+  // Nothing was written to a SQLite file beside the configuration.
+  EXPECT_FALSE(fs::exists(dir_ / "kms.db"));
+  EXPECT_EQ(Stop(SIGTERM), 0);
+  ToolRun verify = Tool(KMSCTL_PATH, {"--config", (dir_ / "kms.ini").string(), "audit", "verify"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  EXPECT_EQ(verify.out.rfind("audit log intact: ", 0), 0u) << verify.out;
+}
+
+// Issue 15: two kmsd nodes on one PostgreSQL database and the same token. A channel opened on node
+// 1 serves on node 2, a key created on node 1 is retrieved on node 2, a sealed request executed on
+// node 1 is refused as replayed on node 2, and the audit log both wrote verifies as one chain.
+TEST_F(KmsdTest, TwoNodesOnOnePostgresShareKeysChannelsAndTheReplayRecord) {
+  ASSERT_TRUE(UsePostgres());
+  ASSERT_TRUE(Start());
+  const std::string node1 = base_url_;
+  testing::DaemonProcess second;
+  ASSERT_TRUE(StartSecondNode(second));
+  const std::string node2 = "https://127.0.0.1:" + std::to_string(second.port());
+
+  auto https = Transport();  // the session below follows whatever *https points at
+  auto alice = Session(&https, "acme", "alice@acme.test");
+  ASSERT_TRUE(alice);
+  std::vector<std::string> keys = CreateKeys(*alice, 1);
+  ASSERT_EQ(keys.size(), 1u);
+  auto on_node1 = alice->Call("retrieve", keys[0]);
+  ASSERT_TRUE(on_node1.ok());
+  ASSERT_EQ(StatusOf(*on_node1), 200) << Json(**on_node1);
+  Object count;
+  count.set("count", 1);
+  auto sealed = alice->Seal("create", "/keys", count);
+  ASSERT_TRUE(sealed.ok());
+  const std::string request_id = alice->last_request_id();
+  auto post = [&]() -> Result<Object::Ptr> {
+    SR_ASSIGN_OR_RETURN(KmsResponse response, https->Post(*sealed));
+    return alice->OpenAnswer(response, request_id);
+  };
+  auto created = post();
+  ASSERT_TRUE(created.ok()) << created.error().ToString();
+  EXPECT_EQ(StatusOf(*created), 201) << Json(**created);
+
+  base_url_ = node2;
+  https = Transport();
+  auto on_node2 = alice->Call("retrieve", keys[0]);
+  ASSERT_TRUE(on_node2.ok()) << on_node2.error().ToString();
+  ASSERT_EQ(StatusOf(*on_node2), 200) << Json(**on_node2);
+  EXPECT_EQ((*on_node2)->getObject("key")->getObject("jwk")->getValue<std::string>("k"),
+            (*on_node1)->getObject("key")->getObject("jwk")->getValue<std::string>("k"));
+  auto replayed = post();
+  ASSERT_TRUE(replayed.ok()) << replayed.error().ToString();
+  EXPECT_EQ(StatusOf(*replayed), 409) << Json(**replayed);
+  EXPECT_EQ((*replayed)->getValue<std::string>("reason"), "replayed request");
+  // A key node 2 creates is node 1's too.
+  std::vector<std::string> more = CreateKeys(*alice, 1);
+  ASSERT_EQ(more.size(), 1u);
+  base_url_ = node1;
+  https = Transport();
+  auto back = alice->Call("retrieve", more[0]);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_EQ(StatusOf(*back), 200) << Json(**back);
+
+  EXPECT_EQ(second.Stop(SIGTERM), 0);
+  EXPECT_EQ(Stop(SIGTERM), 0);
+  ToolRun verify = Tool(KMSCTL_PATH, {"--config", (dir_ / "kms.ini").string(), "audit", "verify"});
+  ASSERT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  EXPECT_EQ(verify.out.rfind("audit log intact: ", 0), 0u) << verify.out;
+  EXPECT_NE(verify.out.find("unsigned: 0 records"), std::string::npos) << verify.out;
+}
+
+// Issue 15: PostgreSQL stopped for 10 s under kmsd. Meanwhile every request is answered at once,
+// 503 with Retry-After (the health check too, so a front takes the node out), none hangs; once the
+// server is back, the same kmsd process serves again without a restart.
+TEST_F(KmsdTest, PostgresStoppedForTenSecondsIsAnswered503AndKmsdRecovers) {
+  ASSERT_TRUE(UsePostgres());
+  ASSERT_TRUE(Start());
+  auto https = Transport();
+  auto alice = Session(&https, "acme", "alice@acme.test");
+  ASSERT_TRUE(alice);
+  ASSERT_EQ(CreateKeys(*alice, 1).size(), 1u);
+  auto health = [&](std::string* body) { return Raw("GET", "/health", body); };
+  std::string body;
+  ASSERT_EQ(health(&body).getStatus(), Poco::Net::HTTPResponse::HTTP_OK) << body;
+
+  ASSERT_TRUE(testing::PostgresCluster::Pause().ok());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  int creates = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    body.clear();
+    Poco::Net::HTTPResponse checked = health(&body);
+    EXPECT_EQ(checked.getStatus(), Poco::Net::HTTPResponse::HTTP_SERVICE_UNAVAILABLE) << body;
+    EXPECT_EQ(checked.get("Retry-After", ""), "1");
+    EXPECT_NE(body.find("\"database\":false"), std::string::npos) << body;
+    Object one;
+    one.set("count", 1);
+    auto sealed = alice->Seal("create", "/keys", one);
+    ASSERT_TRUE(sealed.ok());
+    const std::string request_id = alice->last_request_id();
+    auto response = https->Post(*sealed);
+    ASSERT_TRUE(response.ok()) << response.error().ToString();
+    if (response->http_status == 503) {
+      EXPECT_EQ(response->retry_after_s, 1);
+    } else {
+      auto answer = alice->OpenAnswer(*response, request_id);
+      ASSERT_TRUE(answer.ok()) << answer.error().ToString();
+      EXPECT_EQ(StatusOf(*answer), 503) << Json(**answer);
+    }
+    ++creates;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  // Answered, not hung: a request that hung would have held the loop in one turn.
+  EXPECT_GE(creates, 5);
+
+  ASSERT_TRUE(testing::PostgresCluster::Resume().ok());
+  ASSERT_TRUE(testing::WaitUntil([&] {
+    std::string answer;
+    return health(&answer).getStatus() == Poco::Net::HTTPResponse::HTTP_OK;
+  }));
+  std::vector<std::string> after = CreateKeys(*alice, 1);
+  ASSERT_EQ(after.size(), 1u);
+  auto key = alice->Call("retrieve", after[0]);
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(StatusOf(*key), 200) << Json(**key);
+  EXPECT_EQ(Stop(SIGTERM), 0);
+}
+
+// Issue 15: two kmsd nodes on one PostgreSQL database behind HAProxy (deploy/haproxy's own
+// configuration), clients creating and retrieving keys through it with the SDK, and one node
+// killed with SIGKILL in the middle. The SDK retries on the other node and no operation fails;
+// every key a client was given is retrievable afterwards with the same bytes; and no sealed
+// request was executed twice (the audit log names each executed message once).
+TEST_F(KmsdTest, PostgresTwoNodesBehindHaproxyLoseNothingWhenOneIsKilled) {
+  ASSERT_TRUE(fs::exists(HAPROXY_PATH)) << HAPROXY_PATH << " is missing: scripts/setup-debian";
+  ASSERT_TRUE(UsePostgres());
+  ASSERT_TRUE(Start());
+  const auto node1 =
+      static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));
+  testing::DaemonProcess second;
+  ASSERT_TRUE(StartSecondNode(second));
+  const std::uint16_t front = FreePort();
+  const std::string cfg = (dir_ / "haproxy.cfg").string();
+  std::ofstream(cfg) << testing::LocalHaproxyConfig(
+      ReadFile(HAPROXY_EXAMPLE), {{"kms", front}, {"core", FreePort()}},
+      {{"kmsd", {node1, second.port()}}, {"cored", {FreePort()}}}, env().ca());
+  ToolRun check = Tool(HAPROXY_PATH, {"-c", "-f", cfg});
+  ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
+  testing::ForeignProcess haproxy({HAPROXY_PATH, "-db", "-f", cfg},
+                                  (dir_ / "haproxy.log").string());
+  base_url_ = "https://127.0.0.1:" + std::to_string(front);
+  ASSERT_TRUE(testing::WaitUntil([&] {
+    std::string body;
+    try {
+      return Raw("GET", "/health", &body).getStatus() == Poco::Net::HTTPResponse::HTTP_OK;
+    } catch (const Poco::Exception&) {
+      return false;
+    }
+  })) << ReadFile(dir_ / "haproxy.log");
+
+  constexpr int kClients = 4;
+  constexpr int kAfterKill = 10;  // operations each client completes after the kill
+  std::atomic<bool> killed{false};
+  std::atomic<int> acknowledged{0};
+  std::mutex mutex;
+  // uri -> the key's bytes as its creator got them, and which client that was.
+  std::map<std::string, std::pair<std::string, int>> keys;
+  std::vector<std::string> failures;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      client::KmsContextOptions options;
+      options.client_id = "failover-" + std::to_string(c);
+      options.kms_token =
+          client::StaticToken(env().Token("acme", "user" + std::to_string(c) + "@acme.test"));
+      options.trust = {std::string("kms://") + kHost, env().ca()};
+      auto kms = client::KmsContext::OverHttps(options, {base_url_, env().ca()});
+      if (!kms.ok()) {
+        std::lock_guard lock(mutex);
+        failures.push_back("connect: " + kms.error().ToString());
+        return;
+      }
+      int after_kill = 0;
+      while (after_kill < kAfterKill) {
+        const bool was_killed = killed.load();
+        auto created = (*kms)->CreateKeys(1);
+        if (!created.ok() || created->size() != 1) {
+          std::lock_guard lock(mutex);
+          failures.push_back("create: " +
+                             (created.ok() ? std::string("no key") : created.error().ToString()));
+          return;
+        }
+        const client::KmsKey& key = created->front();
+        const std::string bytes(key.key.as_string_view());
+        auto retrieved = (*kms)->RetrieveKey(key.uri);
+        if (!retrieved.ok() || std::string(retrieved->key.as_string_view()) != bytes) {
+          std::lock_guard lock(mutex);
+          failures.push_back("retrieve: " + (retrieved.ok() ? std::string("other bytes")
+                                                            : retrieved.error().ToString()));
+          return;
+        }
+        {
+          std::lock_guard lock(mutex);
+          keys[key.uri] = {bytes, c};
+        }
+        acknowledged.fetch_add(1);
+        if (was_killed) ++after_kill;
+      }
+    });
+  }
+  ASSERT_TRUE(testing::WaitUntil([&] { return acknowledged.load() >= 20 || !failures.empty(); }));
+  Stop(SIGKILL);  // node 1, whatever it was doing
+  killed = true;
+  for (std::thread& t : clients) t.join();
+  for (const std::string& failure : failures) ADD_FAILURE() << failure;
+  ASSERT_TRUE(failures.empty()) << ReadFile(dir_ / "haproxy.log");
+  EXPECT_GE(keys.size(), static_cast<std::size_t>(20 + kClients * kAfterKill));
+
+  // Every acknowledged key, from node 2 now, to its creator with the bytes it got at first.
+  for (int c = 0; c < kClients; ++c) {
+    client::KmsContextOptions options;
+    options.client_id = "failover-check";
+    options.kms_token =
+        client::StaticToken(env().Token("acme", "user" + std::to_string(c) + "@acme.test"));
+    options.trust = {std::string("kms://") + kHost, env().ca()};
+    auto kms = client::KmsContext::OverHttps(options, {base_url_, env().ca()});
+    ASSERT_TRUE(kms.ok()) << kms.error().ToString();
+    for (const auto& [uri, acknowledged_key] : keys) {
+      if (acknowledged_key.second != c) continue;
+      auto key = (*kms)->RetrieveKey(uri);
+      ASSERT_TRUE(key.ok()) << uri << ": " << key.error().ToString();
+      EXPECT_EQ(std::string(key->key.as_string_view()), acknowledged_key.first) << uri;
+    }
+  }
+  // The audit log names each sealed message it executed once, whichever node executed it.
+  auto db = Database::OpenPostgres(conninfo_, KmsStore::PostgresMigrations());
+  ASSERT_TRUE(db.ok()) << db.error().ToString();
+  ASSERT_TRUE((*db)
+                  ->WithSession([&](Poco::Data::Session& s) -> Status {
+                    SqlStatement twice = Database::Prepare(
+                        s,
+                        "SELECT COUNT(*) FROM (SELECT channel, message FROM audit "
+                        "WHERE message <> '' GROUP BY channel, message HAVING COUNT(*) > 1) d");
+                    EXPECT_TRUE(twice.Next());
+                    EXPECT_EQ(twice.Int(0), 0) << "sealed requests executed more than once";
+                    return OkStatus();
+                  })
+                  .ok());
+}
+
+// Issue 15: a node given another program's database, or one a newer Strongroom migrated, refuses
+// to start with one line that says so, and leaves the database as it was.
+TEST_F(KmsdTest, AWrongOrNewerSchemaStopsKmsdWithOneLine) {
+  const std::string path = (dir_ / "kms.db").string();
+  const std::vector<Migration> core_like = {
+      {1, "the core's conversations", {"CREATE TABLE conversations (id TEXT PRIMARY KEY)"}}};
+  const std::pair<const char*, std::function<void()>> cases[] = {
+      {"another program's schema",
+       [&] {
+         fs::remove(path);
+         ASSERT_TRUE(Database::OpenSqlite(path, core_like).ok());
+       }},
+      {"newer than this program knows",
+       [&] {
+         fs::remove(path);
+         auto db = Database::OpenSqlite(path, KmsStore::Migrations());
+         ASSERT_TRUE(db.ok()) << db.error().ToString();
+         ASSERT_TRUE((*db)
+                         ->InTransaction([](Poco::Data::Session& s) -> Status {
+                           Database::Prepare(s,
+                                             "INSERT INTO schema_migrations VALUES "
+                                             "(99, 'a later Strongroom', '2030-01-01T00:00:00Z')")
+                               .Run();
+                           return OkStatus();
+                         })
+                         .ok());
+       }},
+  };
+  for (const auto& [what, make] : cases) {
+    make();
+    const std::string before = ReadFile(path);
+    testing::DaemonProcess kmsd;
+    testing::DaemonProcess::Options options;
+    options.binary = KMSD_PATH;
+    options.args = {"--config", WriteConfig(32, 0, "")};
+    options.env = {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
+    options.log_path = (dir_ / "kmsd.log").string();
+    options.port_file = (dir_ / "port").string();
+    fs::remove(options.log_path);
+    EXPECT_FALSE(kmsd.Start(options)) << what << ": kmsd started";
+    EXPECT_NE(
+        kmsd.error().find("(exit status " +
+                          std::to_string(ExitStatusFor(ErrorCode::kFailedPrecondition)) + ")"),
+        std::string::npos)
+        << what << ": " << kmsd.error();
+    // One line says what is wrong; the rest of the log is what kmsd said before it got there.
+    const std::string log = kmsd.log();
+    std::size_t lines = 0;
+    std::istringstream in(log);
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("schema") != std::string::npos) {
+        ++lines;
+        EXPECT_NE(line.find(what), std::string::npos) << line;
+        EXPECT_EQ(line.rfind("kmsd: error: ", 0), 0u) << line;
+      }
+    }
+    EXPECT_EQ(lines, 1u) << what << ":\n" << log;
+    EXPECT_EQ(ReadFile(path), before) << what << ": the database changed";
+  }
+}
+
 TEST_F(KmsdTest, SigkillDuringABurstOfCreatesLeavesTheDatabaseConsistent) {
   ASSERT_TRUE(Start());
   constexpr int kClients = 4;
@@ -788,19 +1161,6 @@ TEST_F(KmsdTest, ClientsBeyondTheSlotsWaitInLineAndEveryOneIsServed) {
   EXPECT_EQ(refused.load(), 0);
   EXPECT_EQ(other.load(), 0);
   for (int i = 0; i < kClients; ++i) EXPECT_EQ(answered[i], kRequests) << "client " << i;
-}
-
-// A free TCP port on 127.0.0.1 (for a listener whose port the daemon does not report).
-std::uint16_t FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t size = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
-  ::close(fd);
-  return ntohs(address.sin_port);
 }
 
 // The attack of issue 11 on both of kmsd's listeners: 1,000 idle connections from 20 addresses

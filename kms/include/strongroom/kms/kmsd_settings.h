@@ -4,7 +4,8 @@
 //
 //   [kms]
 //   host = kms.example.com            ; the KMS is kms://<host>
-//   database = /var/lib/strongroom/kms.db
+//   database = /var/lib/strongroom/kms.db     ; SQLite; or a [database] section naming
+//                                     ; PostgreSQL, for several kmsd nodes (database_settings.h)
 //   listen = 127.0.0.1:8443           ; host:port, [v6]:port; port 0 = any free port
 //   tls_cert = /etc/strongroom/tls/kms.crt      ; PEM: the HTTPS server certificate (+ chain)
 //   tls_key = /etc/strongroom/tls/kms.key       ; PEM: its private key (unencrypted)
@@ -64,6 +65,7 @@
 #include <string>
 #include <vector>
 
+#include "strongroom/common/database_settings.h"
 #include "strongroom/common/error.h"
 #include "strongroom/common/jwt.h"
 #include "strongroom/common/jwt_settings.h"
@@ -84,7 +86,7 @@ struct KmsdRelaySettings {
 
 struct KmsdSettings {
   std::string host;
-  std::string database;
+  DatabaseSettings database;
   ListenerSettings listener{.port = 8443, .max_connections = 64};  // the protocol listener
   std::string identity_key = "kms";
   std::string identity_chain;
