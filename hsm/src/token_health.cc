@@ -162,6 +162,7 @@ void Token::Probe(std::uint64_t module_generation) {
   }
   Result<bool> checked = RunUnchecked<bool>([&](SessionLease& lease) -> Result<bool> {
     SR_RETURN_IF_ERROR(CheckIntactOn(lease));
+    SR_RETURN_IF_ERROR(NoticeNewerRootsOn(lease));
     return true;
   });
   // A fault that the call's own repair did not cure is marked by RunUnchecked; one it reported
@@ -260,6 +261,35 @@ Status Token::RememberObjects(SessionLease& lease) {
         RememberIdentity(object_id->substr(identity_prefix.size()));
       }
     }
+  }
+  return OkStatus();
+}
+
+Status Token::NoticeNewerRootsOn(SessionLease& lease) {
+  std::map<std::string, std::uint32_t> roots;
+  {
+    std::lock_guard lock(remembered_mutex_);
+    roots = remembered_roots_;
+  }
+  Cryptoki ck(lease.fn());
+  for (const auto& [org, newest] : roots) {
+    std::uint32_t found_newest = newest;
+    for (std::uint32_t next = newest + 1;; ++next) {
+      AttributeTemplate match;
+      match.Ulong(CKA_CLASS, CKO_SECRET_KEY)
+          .Bool(CKA_TOKEN, true)
+          .String(CKA_ID, RootKeyObjectId({org, next}));
+      SR_ASSIGN_OR_RETURN(std::vector<CK_OBJECT_HANDLE> found, SearchingObjects([&] {
+                            return FindObjects(ck, lease.handle(), match, 1);
+                          }));
+      if (found.empty()) break;
+      found_newest = next;
+    }
+    if (found_newest == newest) continue;
+    RememberRoot({org, found_newest});
+    std::lock_guard lock(handles_mutex_);
+    std::uint32_t& current = current_[org];
+    current = std::max(current, found_newest);
   }
   return OkStatus();
 }

@@ -18,6 +18,7 @@
 #include "strongroom/hsm/ck_result.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/hsm/token.h"
+#include "strongroom/hsm/wrapped_key.h"
 
 namespace strongroom::hsm {
 namespace {
@@ -611,6 +612,42 @@ TEST_F(KeyVaultTest, InitRootTwiceIsRefusedAndRotationAdvancesEveryToken) {
   auto sets = vault_->ListRoots("acme");
   ASSERT_TRUE(sets.ok());
   for (const RootKeySet& set : *sets) EXPECT_EQ(set.keys.size(), 2u) << set.token;
+}
+
+// A second KMS node on the same tokens (here a second vault, with its probe) learns of a rotation
+// another node made: within a probe interval it wraps under the new version, on every token,
+// without a restart. Before, it kept the version it had cached and wrapped new keys under the
+// retired one.
+TEST_F(KeyVaultTest, AnotherNodesRotationBecomesCurrentAtTheNextProbe) {
+  TokenConfig standby = config_;
+  standby.name = "standby";
+  standby.uri = SoftHsmSandbox::Get().Uri(kFaultModule, standby_label_);
+  HsmConfig config{{config_, standby}};
+  config.probe_interval = std::chrono::milliseconds(20);
+  auto other = KeyVault::Open(config);
+  ASSERT_TRUE(other.ok()) << other.error().ToString();
+  SecretBytes key = SecretBytes::Random(32);
+  auto versions = [&]() {
+    std::vector<std::uint32_t> out;
+    auto wrapped = (*other)->Wrap(binding_, key.view());
+    EXPECT_TRUE(wrapped.ok()) << wrapped.error().ToString();
+    if (!wrapped.ok()) return out;
+    for (const TokenBlob& one : wrapped->blobs) {
+      auto parsed = ParseWrappedKey(one.blob);
+      EXPECT_TRUE(parsed.ok());
+      out.push_back(parsed.ok() ? parsed->root_version : 0);
+    }
+    return out;
+  };
+  ASSERT_EQ(versions(), (std::vector<std::uint32_t>{1, 1}));  // v1 is cached now
+
+  ASSERT_TRUE(vault_->RotateRoot("acme").ok());
+  bool moved = false;
+  for (int i = 0; i < 3000 && !moved; ++i) {
+    moved = versions() == std::vector<std::uint32_t>{2, 2};
+    if (!moved) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(moved);
 }
 
 TEST_F(KeyVaultTest, UnwrapFailsOverToTheStandbyUnderLoad) {

@@ -269,6 +269,10 @@ class Token {
   Status CheckIdentityDecryptsOn(SessionLease& lease, const std::string& key_name);
   // Remembers what the token holds (from a listing of its objects, or a use of one).
   Status RememberObjects(SessionLease& lease);
+  // Another process on the same token (a second KMS node, kmsctl) may have rotated an
+  // organization's root key: looks for the versions after the newest remembered one and makes
+  // the newest found current here, so that this process wraps under it within a probe interval.
+  Status NoticeNewerRootsOn(SessionLease& lease);
   void RememberRoot(const RootKeyId& id);
   void RememberIdentity(const std::string& key_name);
 
