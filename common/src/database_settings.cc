@@ -73,9 +73,9 @@ Result<DatabaseSettings> ReadDatabaseSettings(const AbstractConfiguration& confi
     SR_ASSIGN_OR_RETURN(out.path, RequiredSetting(config, short_key, "database"));
     return out;
   }
-  SR_RETURN_IF_ERROR(CheckSettingKeys(config, kSection,
-                                      {"engine", "path", "conninfo", "password_file",
-                                       "max_connections", "busy_timeout_ms"}));
+  SR_RETURN_IF_ERROR(CheckSettingKeys(
+      config, kSection,
+      {"engine", "path", "conninfo", "password_file", "max_connections", "busy_timeout_ms"}));
   SR_ASSIGN_OR_RETURN(std::string engine,
                       RequiredSetting(config, "database.engine", "database engine"));
   if (engine == "sqlite") {
@@ -93,21 +93,20 @@ Result<DatabaseSettings> ReadDatabaseSettings(const AbstractConfiguration& confi
       return Error(ErrorCode::kInvalidArgument,
                    "database.path is SQLite's; database.engine is postgresql");
     }
-    SR_ASSIGN_OR_RETURN(out.conninfo, RequiredSetting(config, "database.conninfo",
-                                                      "PostgreSQL connection string"));
+    SR_ASSIGN_OR_RETURN(
+        out.conninfo, RequiredSetting(config, "database.conninfo", "PostgreSQL connection string"));
     SR_RETURN_IF_ERROR(CheckConninfo(out.conninfo));
     out.password_file = SettingText(config, "database.password_file");
   } else {
     return Error(ErrorCode::kInvalidArgument,
                  "database.engine must be sqlite or postgresql, got '" + engine + "'");
   }
-  SR_ASSIGN_OR_RETURN(std::uint64_t connections,
-                      UnsignedSetting(config, "database.max_connections",
-                                      out.options.max_sessions, 1, 256));
+  SR_ASSIGN_OR_RETURN(std::uint64_t connections, UnsignedSetting(config, "database.max_connections",
+                                                                 out.options.max_sessions, 1, 256));
   out.options.max_sessions = connections;
-  SR_ASSIGN_OR_RETURN(out.options.busy_timeout,
-                      DurationSetting(config, "database.busy_timeout_ms", out.options.busy_timeout,
-                                      100, 60000));
+  SR_ASSIGN_OR_RETURN(
+      out.options.busy_timeout,
+      DurationSetting(config, "database.busy_timeout_ms", out.options.busy_timeout, 100, 60000));
   return out;
 }
 
@@ -119,9 +118,9 @@ Result<std::unique_ptr<Database>> OpenDatabase(const DatabaseSettings& settings,
   }
   DatabaseOptions options = settings.options;
   if (!settings.password_file.empty()) {
-    SR_ASSIGN_OR_RETURN(SecretBytes password,
-                        ReadTokenFile(settings.password_file, "database password file", 1,
-                                      kMaxPasswordBytes));
+    SR_ASSIGN_OR_RETURN(
+        SecretBytes password,
+        ReadTokenFile(settings.password_file, "database password file", 1, kMaxPasswordBytes));
     options.password = std::make_shared<const SecretBytes>(std::move(password));
   }
   return Database::OpenPostgres(settings.conninfo, postgres_migrations, options);

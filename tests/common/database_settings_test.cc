@@ -59,10 +59,10 @@ TEST(DatabaseSettingsTest, TheDaemonsOwnKeyNamesASqliteFile) {
 }
 
 TEST(DatabaseSettingsTest, ADatabaseSectionNamesPostgresqlWithItsLimits) {
-  Result<DatabaseSettings> settings =
-      Read("[database]\nengine = postgresql\nconninfo = host=db1 port=5433 dbname=kms user=kmsd\n"
-           "password_file = /etc/strongroom/kms-db.password\nmax_connections = 32\n"
-           "busy_timeout_ms = 2000\n");
+  Result<DatabaseSettings> settings = Read(
+      "[database]\nengine = postgresql\nconninfo = host=db1 port=5433 dbname=kms user=kmsd\n"
+      "password_file = /etc/strongroom/kms-db.password\nmax_connections = 32\n"
+      "busy_timeout_ms = 2000\n");
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
   EXPECT_EQ(settings->engine, Engine::kPostgres);
   EXPECT_EQ(settings->conninfo, "host=db1 port=5433 dbname=kms user=kmsd");
@@ -92,12 +92,12 @@ TEST(DatabaseSettingsTest, AmbiguousIncompleteOrUnknownSettingsAreRefused) {
   EXPECT_NE(Refusal("[database]\nengine = postgresql\nconninfo = host=a\nconninfio = x\n")
                 .find("unknown setting database.conninfio"),
             std::string::npos);
-  EXPECT_NE(Refusal("[database]\nengine = postgresql\nconninfo = host=a\npath = b.db\n")
-                .find("SQLite's"),
-            std::string::npos);
-  EXPECT_NE(Refusal("[database]\nengine = sqlite\npath = b.db\nconninfo = host=a\n")
-                .find("PostgreSQL's"),
-            std::string::npos);
+  EXPECT_NE(
+      Refusal("[database]\nengine = postgresql\nconninfo = host=a\npath = b.db\n").find("SQLite's"),
+      std::string::npos);
+  EXPECT_NE(
+      Refusal("[database]\nengine = sqlite\npath = b.db\nconninfo = host=a\n").find("PostgreSQL's"),
+      std::string::npos);
   EXPECT_NE(Refusal("[database]\nengine = postgresql\nconninfo = host=a\nmax_connections = 0\n")
                 .find("database.max_connections"),
             std::string::npos);
