@@ -720,6 +720,42 @@ Status Database::WithSession(const std::function<Status(Poco::Data::Session&)>& 
                         [&](Connection& connection) { return work(connection.session()); });
 }
 
+Status Database::InReadTransaction(const std::function<Status(Poco::Data::Session&)>& work) {
+  return WithConnection(std::nullopt, [&](Connection& connection) -> Status {
+    PGconn* pg = connection.pg();
+    // Transaction control kept on the connection (SQLite) or sent as text (PostgreSQL, as
+    // RunPostgresTransaction's).
+    auto execute = [&](const char* sql) {
+      if (pg != nullptr) {
+        ExecutePostgres(pg, sql);
+      } else {
+        connection.Lease(sql).Run();
+      }
+    };
+    try {
+      execute(pg != nullptr ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN");
+    } catch (const Poco::Exception& e) {
+      return DatabaseError(e, "beginning a read transaction");
+    }
+    Status status;
+    try {
+      status = work(connection.session());
+      execute("COMMIT");
+      return status;
+    } catch (const Poco::Exception& e) {
+      status = DatabaseError(e, "database statement failed");
+    } catch (const std::exception& e) {
+      status = Error(ErrorCode::kInternal, std::string("reading failed: ") + e.what());
+    }
+    try {
+      if (pg == nullptr || PQtransactionStatus(pg) != PQTRANS_IDLE) execute("ROLLBACK");
+    } catch (const Poco::Exception&) {
+      // The transaction is gone either way (a lost PostgreSQL connection is not used again).
+    }
+    return status;
+  });
+}
+
 SqlStatement Database::Prepare(Poco::Data::Session& session, std::string_view sql) {
   Connection* current = Current();
   if (current != nullptr && &current->session() == &session) return current->Lease(sql);

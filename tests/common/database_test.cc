@@ -604,6 +604,57 @@ TEST_P(DatabaseEngineTest, ErrorOrExceptionRollsTheTransactionBack) {
   EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 1);
 }
 
+// A read transaction's statements all see the snapshot of its first read: a write committed
+// meanwhile (which does not wait for the reader) is seen by the next read transaction only. A
+// failure in it is reported as InTransaction's, and the connection is used again.
+TEST_P(DatabaseEngineTest, AReadTransactionSeesOneSnapshotAndHoldsUpNoWriter) {
+  auto db = Open();
+  ASSERT_TRUE(db->InTransaction([](Poco::Data::Session& s) -> Status {
+                  Exec(s, "INSERT INTO notes (text) VALUES ('before')");
+                  return OkStatus();
+                }).ok());
+  std::vector<std::int64_t> seen;
+  auto count = [&](Poco::Data::Session& s) {
+    SqlStatement select = Database::Prepare(s, "SELECT COUNT(*) FROM notes");
+    seen.push_back(select.Next() ? select.Int(0) : -1);
+  };
+  ASSERT_TRUE(db->InReadTransaction([&](Poco::Data::Session& s) -> Status {
+                  count(s);
+                  // Another thread's writer commits while this transaction is open.
+                  Status wrote;
+                  std::thread writer([&] {
+                    wrote = db->InTransaction([](Poco::Data::Session& w) -> Status {
+                      Exec(w, "INSERT INTO notes (text) VALUES ('during')");
+                      return OkStatus();
+                    });
+                  });
+                  writer.join();
+                  EXPECT_TRUE(wrote.ok()) << wrote.error().ToString();
+                  count(s);
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(seen, (std::vector<std::int64_t>{1, 1}));
+  EXPECT_EQ(Count(*db, "SELECT COUNT(*) FROM notes"), 2);
+
+  Status failed = db->InReadTransaction([](Poco::Data::Session& s) -> Status {
+    Exec(s, "SELECT no_such_column FROM notes");
+    return OkStatus();
+  });
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code(), ErrorCode::kInternal);
+  Status thrown = db->InReadTransaction(
+      [](Poco::Data::Session&) -> Status { throw std::runtime_error("a bug"); });
+  EXPECT_EQ(thrown.error().code(), ErrorCode::kInternal);
+  Status refused = db->InReadTransaction(
+      [](Poco::Data::Session&) -> Status { return Error(ErrorCode::kNotFound, "no such thing"); });
+  EXPECT_EQ(refused.error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(db->InReadTransaction([&](Poco::Data::Session& s) -> Status {
+                  count(s);
+                  return OkStatus();
+                }).ok());
+  EXPECT_EQ(seen.back(), 2);
+}
+
 // A unit of work that swallows its statement's failure and reports success does not commit half
 // of itself: PostgreSQL has rolled such a transaction back, and the commit says so.
 TEST_P(DatabaseEngineTest, WorkThatSwallowsAFailedStatementCommitsNothingHalfDone) {

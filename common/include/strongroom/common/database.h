@@ -50,8 +50,10 @@
 // write committed before that transaction began to write. Within one process, writers queue on the
 // writer mutex before either. So the stores' read-modify-write transactions need no row locks and
 // `work` runs once. A read outside a transaction (WithSession) sees one committed snapshot per
-// statement and waits for no writer. Chosen over SERIALIZABLE with a retry of the whole work on a
-// serialization failure: two processes incrementing one row lost 4 of 100 increments after 8
+// statement and waits for no writer; the reads of InReadTransaction share one snapshot (on
+// PostgreSQL REPEATABLE READ, which a read-only transaction may use without serialization
+// failures), and wait for no writer either. Chosen over SERIALIZABLE with a retry of the whole work
+// on a serialization failure: two processes incrementing one row lost 4 of 100 increments after 8
 // attempts each (a transaction that keeps losing to the other's short ones), and a retry would have
 // had every store's work made repeatable; the cost is that writes do not run in parallel on
 // several nodes, as they do not on one.
@@ -166,6 +168,14 @@ class Database {
 
   // Runs `work` on a session outside any explicit transaction (single read statements).
   Status WithSession(const std::function<Status(Poco::Data::Session&)>& work);
+
+  // Runs `work`'s reads in one transaction that sees one committed snapshot throughout (a page
+  // and the rows it joins, read by several statements, agree with each other): on SQLite a
+  // deferred transaction (its snapshot taken at the first read), on PostgreSQL a READ ONLY
+  // REPEATABLE READ one (taken at its first statement). For reads alone: it takes no writers'
+  // lock, and writers do not wait for it. It ends when `work` returns or throws; errors as
+  // InTransaction's.
+  Status InReadTransaction(const std::function<Status(Poco::Data::Session&)>& work);
 
   // The statement `sql` on `session`, for the unit of work that runs on it (sql_statement.h): the
   // connection's compiled statement for that text when `session` is the one this thread's
