@@ -40,7 +40,6 @@ using internal::kNoSeq;
 using internal::NoSuchActivity;
 using internal::NoSuchConversation;
 using internal::Read;
-using internal::ReadTransaction;
 using internal::StatePtr;
 using Session = Poco::Data::Session;
 
@@ -201,7 +200,7 @@ class CoreService::Impl {
     SR_RETURN_IF_ERROR(CheckCaller(caller));
     SR_RETURN_IF_ERROR(CheckPageSize(limit));
     std::vector<Conversation> out;
-    SR_RETURN_IF_ERROR(ReadTransaction(db_, [&](Session& s) -> Status {
+    SR_RETURN_IF_ERROR(db_.InReadTransaction([&](Session& s) -> Status {
       out = CoreStore::ListConversations(s, caller.user_id, before_seq.value_or(kNoSeq), limit);
       return OkStatus();
     }));
@@ -212,7 +211,7 @@ class CoreService::Impl {
     SR_RETURN_IF_ERROR(CheckCaller(caller));
     if (!internal::IsUuid(id)) return NoSuchConversation();
     std::optional<Conversation> found;
-    SR_RETURN_IF_ERROR(ReadTransaction(db_, [&](Session& s) -> Status {
+    SR_RETURN_IF_ERROR(db_.InReadTransaction([&](Session& s) -> Status {
       found = CoreStore::FindConversation(s, id);
       return OkStatus();
     }));
@@ -473,7 +472,7 @@ class CoreService::Impl {
     SR_RETURN_IF_ERROR(CheckOfficer(officer, user));
     SR_RETURN_IF_ERROR(CheckPageSize(limit));
     std::vector<Conversation> out;
-    SR_RETURN_IF_ERROR(ReadTransaction(db_, [&](Session& s) -> Status {
+    SR_RETURN_IF_ERROR(db_.InReadTransaction([&](Session& s) -> Status {
       out = CoreStore::ComplianceConversations(s, officer.org, user, before_seq.value_or(kNoSeq),
                                                limit);
       return OkStatus();
@@ -646,7 +645,7 @@ class CoreService::Impl {
     if (StatePtr state = cache_.Find(id)) return state;
     const std::uint64_t epoch = cache_.epoch();
     std::optional<ConversationState> loaded;
-    SR_RETURN_IF_ERROR(ReadTransaction(db_, [&](Session& s) -> Status {
+    SR_RETURN_IF_ERROR(db_.InReadTransaction([&](Session& s) -> Status {
       loaded = CoreStore::LoadState(s, id);
       return OkStatus();
     }));
@@ -743,7 +742,12 @@ class CoreService::Impl {
 
 // --- CoreService ------------------------------------------------------------------------------
 
-std::vector<Migration> CoreService::Migrations() { return CoreStore::Migrations(); }
+std::vector<Migration> CoreService::Migrations() {
+  return CoreStore::Migrations(Database::Engine::kSqlite);
+}
+std::vector<Migration> CoreService::PostgresMigrations() {
+  return CoreStore::Migrations(Database::Engine::kPostgres);
+}
 
 Result<std::unique_ptr<CoreService>> CoreService::New(CoreServiceConfig config, Database& db,
                                                       Clock clock) {
@@ -752,7 +756,8 @@ Result<std::unique_ptr<CoreService>> CoreService::New(CoreServiceConfig config, 
     return Error(ErrorCode::kFailedPrecondition, "the core's database is at schema version " +
                                                      std::to_string(db.schema_version()) +
                                                      ", not " + std::to_string(expected) +
-                                                     ": open it with CoreService::Migrations()");
+                                                     ": open it with CoreService::Migrations() "
+                                                     "(PostgresMigrations() on PostgreSQL)");
   }
   if (config.files_dir.empty()) return Invalid("the core needs a files directory");
   if (config.max_file_bytes == 0) return Invalid("the largest file size must be above zero");

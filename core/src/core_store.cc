@@ -1,9 +1,5 @@
 #include "core_store.h"
 
-#include <Poco/Data/RecordSet.h>
-#include <Poco/Data/Statement.h>
-#include <Poco/Exception.h>
-
 #include <algorithm>
 #include <charconv>
 #include <limits>
@@ -16,12 +12,6 @@
 namespace strongroom::core::internal {
 namespace {
 
-using Poco::Data::Keywords::bind;
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
-using Poco::Data::Keywords::useRef;
-
 // What every activity has (and an insert writes), then what only edits, retractions and the
 // messages they changed have (migration 3: edit_info, see EditInfo).
 #define SR_INSERTED_COLUMNS(t)                                                                  \
@@ -29,16 +19,8 @@ using Poco::Data::Keywords::useRef;
     "object_users, " t "file_ids, " t "client_activity_id, " t "published_ms"
 #define SR_ACTIVITY_COLUMNS(t) SR_INSERTED_COLUMNS(t) ", " t "edit_info"
 
-Poco::Int64 Int(std::int64_t v) { return static_cast<Poco::Int64>(v); }
-Poco::Int64 Int(std::size_t v) { return static_cast<Poco::Int64>(v); }
+std::int64_t Int(std::size_t v) { return static_cast<std::int64_t>(v); }
 
-std::string Text(Poco::Data::RecordSet& rows, std::size_t column) {
-  Poco::Dynamic::Var v = rows[column];
-  return v.isEmpty() ? std::string() : v.convert<std::string>();
-}
-std::int64_t Integer(Poco::Data::RecordSet& rows, std::size_t column) {
-  return static_cast<std::int64_t>(rows[column].convert<Poco::Int64>());
-}
 // activities.edit_info: NULL for every activity but an edit, a retraction and the message one of
 // them changed, which hold "<target_seq> <edited_ms> <retracted_ms> <target_id>" (0 and "" for
 // what does not apply). One column, not four: every post's INSERT and every history page's
@@ -59,30 +41,33 @@ void ReadEditInfo(const std::string& info, Activity& a) {
   a.target_id.assign(at, end);
 }
 
-Activity ActivityAt(Poco::Data::RecordSet& rows) {
+// The row's SR_ACTIVITY_COLUMNS.
+Activity ActivityAt(const SqlStatement& row) {
   Activity a;
-  a.seq = Integer(rows, 0);
-  a.id = Text(rows, 1);
-  a.conversation_id = Text(rows, 2);
-  a.actor = Text(rows, 3);
-  a.verb = Text(rows, 4);
-  a.content = Text(rows, 5);
-  a.key_uri = Text(rows, 6);
-  a.object_users = DecodeStringArray(Text(rows, 7));
-  a.file_ids = DecodeStringArray(Text(rows, 8));
-  a.client_activity_id = Text(rows, 9);
-  a.published_ms = Integer(rows, 10);
-  ReadEditInfo(Text(rows, 11), a);
+  a.seq = row.Int(0);
+  a.id = row.Text(1);
+  a.conversation_id = row.Text(2);
+  a.actor = row.Text(3);
+  a.verb = row.Text(4);
+  a.content = row.Text(5);
+  a.key_uri = row.Text(6);
+  a.object_users = DecodeStringArray(row.Text(7));
+  a.file_ids = DecodeStringArray(row.Text(8));
+  a.client_activity_id = row.Text(9);
+  a.published_ms = row.Int(10);
+  ReadEditInfo(row.Text(11), a);  // NULL reads as ""
   return a;
 }
 
-std::vector<Activity> Activities(Poco::Data::Statement& select) {
-  select.execute();
-  Poco::Data::RecordSet rows(select);
+std::vector<Activity> Activities(SqlStatement& select) {
   std::vector<Activity> out;
-  out.reserve(rows.rowCount());
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) out.push_back(ActivityAt(rows));
+  while (select.Next()) out.push_back(ActivityAt(select));
   return out;
+}
+
+std::optional<Activity> FirstActivity(SqlStatement& select) {
+  if (!select.Next()) return std::nullopt;
+  return ActivityAt(select);
 }
 
 // Conversation columns in the order ConversationAt reads them.
@@ -90,23 +75,27 @@ constexpr char kConversationColumns[] =
     "c.id, c.kms_resource_uri, c.current_key_uri, c.encrypted_title, c.created_by, "
     "c.created_ms, c.last_seq";
 
-Conversation ConversationAt(Poco::Data::RecordSet& rows) {
+Conversation ConversationAt(const SqlStatement& row) {
   Conversation c;
-  c.id = Text(rows, 0);
-  c.kms_resource_uri = Text(rows, 1);
-  c.current_key_uri = Text(rows, 2);
-  c.encrypted_title = Text(rows, 3);
-  c.created_by = Text(rows, 4);
-  c.created_ms = Integer(rows, 5);
-  c.last_seq = Integer(rows, 6);
+  c.id = row.Text(0);
+  c.kms_resource_uri = row.Text(1);
+  c.current_key_uri = row.Text(2);
+  c.encrypted_title = row.Text(3);
+  c.created_by = row.Text(4);
+  c.created_ms = row.Int(5);
+  c.last_seq = row.Int(6);
   return c;
 }
 
+// Sorted by their bytes, as ConversationState::IsParticipant searches them: sorted here, not by
+// ORDER BY, whose order on PostgreSQL is the database's collation's.
 std::vector<std::string> CurrentParticipants(Poco::Data::Session& s, const std::string& id) {
   std::vector<std::string> users;
-  s << "SELECT user_id FROM memberships WHERE conversation_id = ? AND left_seq IS NULL "
-       "ORDER BY user_id",
-      useRef(id), into(users), now;
+  SqlStatement select = Database::Prepare(
+      s, "SELECT user_id FROM memberships WHERE conversation_id = ? AND left_seq IS NULL");
+  select.Bind(id);
+  while (select.Next()) users.push_back(select.Text(0));
+  std::sort(users.begin(), users.end());
   return users;
 }
 
@@ -117,30 +106,6 @@ std::string Placeholders(std::size_t n) {
 }
 
 }  // namespace
-
-Status ReadTransaction(Database& db, const std::function<Status(Poco::Data::Session&)>& work) {
-  return db.WithSession([&](Poco::Data::Session& s) -> Status {
-    s << "BEGIN", now;
-    Status status;
-    try {
-      status = work(s);
-    } catch (const Poco::Exception&) {
-      try {
-        s << "ROLLBACK", now;
-      } catch (const Poco::Exception&) {
-      }
-      throw;  // Database reports it
-    } catch (const std::exception& e) {
-      try {
-        s << "ROLLBACK", now;
-      } catch (const Poco::Exception&) {
-      }
-      return Error(ErrorCode::kInternal, std::string("reading failed: ") + e.what());
-    }
-    s << "COMMIT", now;
-    return status;
-  });
-}
 
 Status Read(Database& db, const std::function<Status(Poco::Data::Session&)>& work) {
   return db.WithSession([&](Poco::Data::Session& s) -> Status {
@@ -180,9 +145,10 @@ const char* const CoreStore::kEventsSinceSql =
 
 // Activities by seq from the cursor (the rowid), each one's conversation by its key: a page reads
 // the activities after the cursor until it has `limit` of the organization's.
+// (CROSS JOIN keeps SQLite from reading conversations first; PostgreSQL takes no ON after it.)
 const char* const CoreStore::kOrganizationEventsSinceSql =
     "SELECT " SR_ACTIVITY_COLUMNS("a.") " FROM activities a CROSS JOIN conversations c "
-    "ON c.id = a.conversation_id WHERE a.seq > ? AND c.created_by_org = ? "
+    "WHERE c.id = a.conversation_id AND a.seq > ? AND c.created_by_org = ? "
     "ORDER BY a.seq LIMIT ?";
 
 const char* const CoreStore::kListConversationsSql =
@@ -199,26 +165,39 @@ const char* const CoreStore::kLatestOfTargetSql =
     "SELECT " SR_ACTIVITY_COLUMNS("") " FROM activities WHERE target_seq = ? AND verb = ? "
     "ORDER BY seq DESC LIMIT 1";
 
-std::vector<Migration> CoreStore::Migrations() {
+std::vector<Migration> CoreStore::Migrations(Database::Engine engine) {
+  // One list for both engines, each table in the engine's types (SQLite's INTEGER is 64 bits,
+  // PostgreSQL's is not; SQLite's INTEGER PRIMARY KEY is the row id, PostgreSQL's BIGINT one a
+  // plain key), so that a version means the same schema on both. PostgreSQL has no WITHOUT ROWID
+  // (its tables are heaps beside their indexes either way).
+  const bool postgres = engine == Database::Engine::kPostgres;
+  const std::string integer = postgres ? "BIGINT" : "INTEGER";
+  const std::string without_rowid = postgres ? "" : " WITHOUT ROWID";
   return {
       {1,
        "conversations, memberships, declared keys, activities, files, search index tokens",
        {"CREATE TABLE conversations (id TEXT PRIMARY KEY, kms_resource_uri TEXT NOT NULL, "
         "current_key_uri TEXT NOT NULL, encrypted_title TEXT NOT NULL, created_by TEXT NOT NULL, "
-        "created_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL)",
+        "created_ms " +
+            integer + " NOT NULL, last_seq " + integer + " NOT NULL)",
         "CREATE TABLE memberships (conversation_id TEXT NOT NULL REFERENCES conversations (id), "
-        "user_id TEXT NOT NULL, joined_seq INTEGER NOT NULL, left_seq INTEGER, "
-        "PRIMARY KEY (conversation_id, user_id, joined_seq), "
-        "CHECK (left_seq IS NULL OR left_seq > joined_seq))",
+        "user_id TEXT NOT NULL, joined_seq " +
+            integer + " NOT NULL, left_seq " + integer +
+            ", "
+            "PRIMARY KEY (conversation_id, user_id, joined_seq), "
+            "CHECK (left_seq IS NULL OR left_seq > joined_seq))",
         "CREATE INDEX memberships_by_user ON memberships (user_id, left_seq)",
         "CREATE TABLE conversation_keys ("
         "conversation_id TEXT NOT NULL REFERENCES conversations (id), key_uri TEXT NOT NULL, "
-        "declared_seq INTEGER NOT NULL, PRIMARY KEY (conversation_id, key_uri))",
-        "CREATE TABLE activities (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
-        "conversation_id TEXT NOT NULL REFERENCES conversations (id), actor TEXT NOT NULL, "
-        "verb TEXT NOT NULL, content TEXT NOT NULL, key_uri TEXT NOT NULL, "
-        "object_users TEXT NOT NULL, file_ids TEXT NOT NULL, client_activity_id TEXT NOT NULL, "
-        "published_ms INTEGER NOT NULL)",
+        "declared_seq " +
+            integer + " NOT NULL, PRIMARY KEY (conversation_id, key_uri))",
+        "CREATE TABLE activities (seq " + integer +
+            " PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+            "conversation_id TEXT NOT NULL REFERENCES conversations (id), actor TEXT NOT NULL, "
+            "verb TEXT NOT NULL, content TEXT NOT NULL, key_uri TEXT NOT NULL, "
+            "object_users TEXT NOT NULL, file_ids TEXT NOT NULL, client_activity_id TEXT NOT NULL, "
+            "published_ms " +
+            integer + " NOT NULL)",
         "CREATE INDEX activities_by_conversation ON activities (conversation_id, seq)",
         // A retried post is found, and never stored twice.
         "CREATE UNIQUE INDEX activities_by_client_id "
@@ -226,12 +205,16 @@ std::vector<Migration> CoreStore::Migrations() {
         "WHERE client_activity_id <> ''",
         "CREATE TABLE files (id TEXT PRIMARY KEY, "
         "conversation_id TEXT NOT NULL REFERENCES conversations (id), uploader TEXT NOT NULL, "
-        "size INTEGER NOT NULL, sha256 TEXT NOT NULL, created_ms INTEGER NOT NULL)",
+        "size " +
+            integer + " NOT NULL, sha256 TEXT NOT NULL, created_ms " + integer + " NOT NULL)",
         // The key is the whole row: matching a token within conversations, newest first, reads
         // one index range per conversation. The activity's id is joined from activities.
         "CREATE TABLE index_tokens (token TEXT NOT NULL, conversation_id TEXT NOT NULL, "
-        "seq INTEGER NOT NULL REFERENCES activities (seq), "
-        "PRIMARY KEY (token, conversation_id, seq)) WITHOUT ROWID"}},
+        "seq " +
+            integer +
+            " NOT NULL REFERENCES activities (seq), "
+            "PRIMARY KEY (token, conversation_id, seq))" +
+            without_rowid}},
       {2,
        "the creator's organization of each conversation, for compliance reads (empty for older "
        "conversations: no compliance officer reads them)",
@@ -241,7 +224,7 @@ std::vector<Migration> CoreStore::Migrations() {
        "an index of each activity's search tokens, so they can be removed at once",
        // NULL unless set, and as few as will do: every post's INSERT is prepared anew, and
        // four columns with NOT NULL defaults made that twice as dear as these two.
-       {"ALTER TABLE activities ADD COLUMN target_seq INTEGER",
+       {"ALTER TABLE activities ADD COLUMN target_seq " + integer,
         "ALTER TABLE activities ADD COLUMN edit_info TEXT",
         // Only edits and retractions have a target: posts add no entry.
         "CREATE INDEX activities_by_target ON activities (target_seq) "
@@ -250,46 +233,53 @@ std::vector<Migration> CoreStore::Migrations() {
       {4,
        "the search index store compacted: 24 bits of each token, as entries of bucketed posting "
        "chunks per conversation, and each activity's buckets; index_tokens converted and dropped",
-       IndexPostings::CreateTablesSql(), IndexPostings::ConvertTokenRows},
+       IndexPostings::CreateTablesSql(engine), IndexPostings::ConvertTokenRows},
   };
 }
 
 std::int64_t CoreStore::MaxSeq(Session& s) {
-  Poco::Int64 seq = 0;
-  s << "SELECT COALESCE(MAX(seq), 0) FROM activities", into(seq), now;
-  return static_cast<std::int64_t>(seq);
+  SqlStatement select = Database::Prepare(s, "SELECT COALESCE(MAX(seq), 0) FROM activities");
+  return select.Next() ? select.Int(0) : 0;
 }
 
 std::optional<ConversationState> CoreStore::LoadState(Session& s, const std::string& id) {
-  Poco::Data::Statement select(s);
-  select << "SELECT kms_resource_uri, current_key_uri, created_by_org FROM conversations "
-            "WHERE id = ?",
-      useRef(id);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::nullopt;
   ConversationState state;
-  const std::string resource = Text(rows, 0);
-  Result<KmsUri> resource_uri = KmsUri::Parse(resource);  // as CheckKmsUri accepted it
-  state.kms_cluster = resource_uri.ok() ? resource_uri->cluster() : "";
-  state.current_key_uri = Text(rows, 1);
-  state.created_by_org = Text(rows, 2);
+  {
+    SqlStatement select = Database::Prepare(
+        s,
+        "SELECT kms_resource_uri, current_key_uri, created_by_org FROM conversations WHERE id = ?");
+    select.Bind(id);
+    if (!select.Next()) return std::nullopt;
+    Result<KmsUri> resource_uri = KmsUri::Parse(select.Text(0));  // as CheckKmsUri accepted it
+    state.kms_cluster = resource_uri.ok() ? resource_uri->cluster() : "";
+    state.current_key_uri = select.Text(1);
+    state.created_by_org = select.Text(2);
+  }
   state.participants = std::make_shared<const std::vector<std::string>>(CurrentParticipants(s, id));
-  std::vector<std::string> keys;
-  s << "SELECT key_uri FROM conversation_keys WHERE conversation_id = ?", useRef(id), into(keys),
-      now;
-  state.declared_keys =
-      std::make_shared<const std::unordered_set<std::string>>(keys.begin(), keys.end());
+  std::unordered_set<std::string> keys;
+  SqlStatement select =
+      Database::Prepare(s, "SELECT key_uri FROM conversation_keys WHERE conversation_id = ?");
+  select.Bind(id);
+  while (select.Next()) keys.insert(select.Text(0));
+  state.declared_keys = std::make_shared<const std::unordered_set<std::string>>(std::move(keys));
   return state;
 }
 
 void CoreStore::InsertConversation(Session& s, const Conversation& c,
                                    const std::string& created_by_org) {
-  s << "INSERT INTO conversations (id, kms_resource_uri, current_key_uri, encrypted_title, "
-       "created_by, created_ms, last_seq, created_by_org) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      useRef(c.id), useRef(c.kms_resource_uri), useRef(c.current_key_uri),
-      useRef(c.encrypted_title), useRef(c.created_by), bind(Int(c.created_ms)),
-      bind(Int(c.last_seq)), useRef(created_by_org), now;
+  Database::Prepare(s,
+                    "INSERT INTO conversations (id, kms_resource_uri, current_key_uri, "
+                    "encrypted_title, created_by, created_ms, last_seq, created_by_org) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+      .Bind(c.id)
+      .Bind(c.kms_resource_uri)
+      .Bind(c.current_key_uri)
+      .Bind(c.encrypted_title)
+      .Bind(c.created_by)
+      .Bind(c.created_ms)
+      .Bind(c.last_seq)
+      .Bind(created_by_org)
+      .Run();
 }
 
 void CoreStore::InsertActivity(Session& s, const Activity& a) {
@@ -319,59 +309,83 @@ void CoreStore::ReplaceContent(Session& s, std::int64_t seq, const std::string& 
                                const std::string& key_uri, std::int64_t edited_ms) {
   Activity edited;
   edited.edited_ms = edited_ms;
-  s << "UPDATE activities SET content = ?, key_uri = ?, edit_info = ? WHERE seq = ?",
-      useRef(content), useRef(key_uri), bind(EditInfo(edited)), bind(Int(seq)), now;
+  Database::Prepare(s,
+                    "UPDATE activities SET content = ?, key_uri = ?, edit_info = ? WHERE seq = ?")
+      .Bind(content)
+      .Bind(key_uri)
+      .Bind(EditInfo(edited))
+      .Bind(seq)
+      .Run();
 }
 
 void CoreStore::Retract(Session& s, std::int64_t seq, std::int64_t retracted_ms) {
   Activity retracted;
   retracted.retracted_ms = retracted_ms;
-  s << "UPDATE activities SET content = '', key_uri = '', file_ids = '[]', edit_info = ? "
-       "WHERE seq = ?",
-      bind(EditInfo(retracted)), bind(Int(seq)), now;
+  Database::Prepare(s,
+                    "UPDATE activities SET content = '', key_uri = '', file_ids = '[]', "
+                    "edit_info = ? WHERE seq = ?")
+      .Bind(EditInfo(retracted))
+      .Bind(seq)
+      .Run();
 }
 
 void CoreStore::ClearEdits(Session& s, std::int64_t target_seq) {
-  s << kClearEditsSql, bind(Int(target_seq)), now;
+  Database::Prepare(s, kClearEditsSql).Bind(target_seq).Run();
 }
 
 std::optional<Activity> CoreStore::LatestOfTarget(Session& s, std::int64_t target_seq,
                                                   const std::string& verb) {
-  Poco::Data::Statement select(s);
-  select << kLatestOfTargetSql, bind(Int(target_seq)), useRef(verb);
-  std::vector<Activity> found = Activities(select);
-  if (found.empty()) return std::nullopt;
-  return std::move(found.front());
+  SqlStatement select = Database::Prepare(s, kLatestOfTargetSql);
+  select.Bind(target_seq).Bind(verb);
+  return FirstActivity(select);
 }
 
 void CoreStore::InsertMembership(Session& s, const std::string& conversation_id,
                                  const std::string& user, std::int64_t joined_seq) {
-  s << "INSERT INTO memberships (conversation_id, user_id, joined_seq) VALUES (?, ?, ?)",
-      useRef(conversation_id), useRef(user), bind(Int(joined_seq)), now;
+  Database::Prepare(s,
+                    "INSERT INTO memberships (conversation_id, user_id, joined_seq) "
+                    "VALUES (?, ?, ?)")
+      .Bind(conversation_id)
+      .Bind(user)
+      .Bind(joined_seq)
+      .Run();
 }
 
 void CoreStore::EndMembership(Session& s, const std::string& conversation_id,
                               const std::string& user, std::int64_t left_seq) {
-  s << "UPDATE memberships SET left_seq = ? "
-       "WHERE conversation_id = ? AND user_id = ? AND left_seq IS NULL",
-      bind(Int(left_seq)), useRef(conversation_id), useRef(user), now;
+  Database::Prepare(s,
+                    "UPDATE memberships SET left_seq = ? "
+                    "WHERE conversation_id = ? AND user_id = ? AND left_seq IS NULL")
+      .Bind(left_seq)
+      .Bind(conversation_id)
+      .Bind(user)
+      .Run();
 }
 
 void CoreStore::DeclareKey(Session& s, const std::string& conversation_id,
                            const std::string& key_uri, std::int64_t seq) {
-  s << "INSERT INTO conversation_keys (conversation_id, key_uri, declared_seq) VALUES (?, ?, ?)",
-      useRef(conversation_id), useRef(key_uri), bind(Int(seq)), now;
+  Database::Prepare(s,
+                    "INSERT INTO conversation_keys (conversation_id, key_uri, declared_seq) "
+                    "VALUES (?, ?, ?)")
+      .Bind(conversation_id)
+      .Bind(key_uri)
+      .Bind(seq)
+      .Run();
 }
 
 void CoreStore::SetCurrentKey(Session& s, const std::string& conversation_id,
                               const std::string& key_uri) {
-  s << "UPDATE conversations SET current_key_uri = ? WHERE id = ?", useRef(key_uri),
-      useRef(conversation_id), now;
+  Database::Prepare(s, "UPDATE conversations SET current_key_uri = ? WHERE id = ?")
+      .Bind(key_uri)
+      .Bind(conversation_id)
+      .Run();
 }
 
 void CoreStore::SetTitle(Session& s, const std::string& conversation_id, const std::string& title) {
-  s << "UPDATE conversations SET encrypted_title = ? WHERE id = ?", useRef(title),
-      useRef(conversation_id), now;
+  Database::Prepare(s, "UPDATE conversations SET encrypted_title = ? WHERE id = ?")
+      .Bind(title)
+      .Bind(conversation_id)
+      .Run();
 }
 
 void CoreStore::SetLastSeq(Session& s, const std::string& conversation_id, std::int64_t seq) {
@@ -382,24 +396,30 @@ void CoreStore::SetLastSeq(Session& s, const std::string& conversation_id, std::
 }
 
 void CoreStore::InsertFile(Session& s, const FileInfo& f) {
-  s << "INSERT INTO files (id, conversation_id, uploader, size, sha256, created_ms) "
-       "VALUES (?, ?, ?, ?, ?, ?)",
-      useRef(f.id), useRef(f.conversation_id), useRef(f.uploader),
-      bind(static_cast<Poco::Int64>(f.size)), useRef(f.sha256_hex), bind(Int(f.created_ms)), now;
+  Database::Prepare(s,
+                    "INSERT INTO files (id, conversation_id, uploader, size, sha256, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?)")
+      .Bind(f.id)
+      .Bind(f.conversation_id)
+      .Bind(f.uploader)
+      .Bind(static_cast<std::int64_t>(f.size))
+      .Bind(f.sha256_hex)
+      .Bind(f.created_ms)
+      .Run();
 }
 
 std::int64_t CoreStore::CountMemberships(Session& s, const std::string& user) {
-  Poco::Int64 count = 0;
-  s << "SELECT COUNT(*) FROM memberships WHERE user_id = ? AND left_seq IS NULL", useRef(user),
-      into(count), now;
-  return static_cast<std::int64_t>(count);
+  SqlStatement count = Database::Prepare(
+      s, "SELECT COUNT(*) FROM memberships WHERE user_id = ? AND left_seq IS NULL");
+  count.Bind(user);
+  return count.Next() ? count.Int(0) : 0;
 }
 
 std::size_t CoreStore::CountDeclaredKeys(Session& s, const std::string& conversation_id) {
-  Poco::Int64 count = 0;
-  s << "SELECT COUNT(*) FROM conversation_keys WHERE conversation_id = ?", useRef(conversation_id),
-      into(count), now;
-  return static_cast<std::size_t>(count);
+  SqlStatement count =
+      Database::Prepare(s, "SELECT COUNT(*) FROM conversation_keys WHERE conversation_id = ?");
+  count.Bind(conversation_id);
+  return count.Next() ? static_cast<std::size_t>(count.Int(0)) : 0;
 }
 
 bool CoreStore::ClientIdUsed(Session& s, const std::string& conversation_id,
@@ -415,27 +435,21 @@ bool CoreStore::ClientIdUsed(Session& s, const std::string& conversation_id,
 std::optional<Activity> CoreStore::FindByClientId(Session& s, const std::string& conversation_id,
                                                   const std::string& actor,
                                                   const std::string& client_activity_id) {
-  Poco::Data::Statement select(s);
-  // The `<> ''` term lets SQLite use the partial index activities_by_client_id.
-  select << "SELECT " SR_ACTIVITY_COLUMNS(
-      "") " FROM activities WHERE conversation_id = ? "
-          "AND actor = ? AND client_activity_id = ? AND client_activity_id <> ''",
-      useRef(conversation_id), useRef(actor), useRef(client_activity_id);
-  std::vector<Activity> found = Activities(select);
-  if (found.empty()) return std::nullopt;
-  return std::move(found.front());
+  // The `<> ''` term lets the engine use the partial index activities_by_client_id.
+  SqlStatement select = Database::Prepare(
+      s, "SELECT " SR_ACTIVITY_COLUMNS("") " FROM activities WHERE conversation_id = ? "
+                                           "AND actor = ? AND client_activity_id = ? "
+                                           "AND client_activity_id <> ''");
+  select.Bind(conversation_id).Bind(actor).Bind(client_activity_id);
+  return FirstActivity(select);
 }
 
 std::optional<Activity> CoreStore::FindActivity(Session& s, const std::string& conversation_id,
                                                 const std::string& activity_id) {
-  Poco::Data::Statement select(s);
-  select << "SELECT " SR_ACTIVITY_COLUMNS(
-      "") " FROM activities WHERE id = ? "
-          "AND conversation_id = ?",
-      useRef(activity_id), useRef(conversation_id);
-  std::vector<Activity> found = Activities(select);
-  if (found.empty()) return std::nullopt;
-  return std::move(found.front());
+  SqlStatement select = Database::Prepare(
+      s, "SELECT " SR_ACTIVITY_COLUMNS("") " FROM activities WHERE id = ? AND conversation_id = ?");
+  select.Bind(activity_id).Bind(conversation_id);
+  return FirstActivity(select);
 }
 
 std::set<std::string> CoreStore::RecordedFiles(Session& s, const std::vector<std::string>& ids) {
@@ -443,54 +457,49 @@ std::set<std::string> CoreStore::RecordedFiles(Session& s, const std::vector<std
   constexpr std::size_t kPerQuery = 256;  // well under SQLite's 32,766 parameters
   for (std::size_t at = 0; at < ids.size(); at += kPerQuery) {
     const std::size_t n = std::min(kPerQuery, ids.size() - at);
-    std::string sql = "SELECT id FROM files WHERE id IN (?";
-    for (std::size_t i = 1; i < n; ++i) sql += ",?";
-    sql += ")";
-    Poco::Data::Statement select(s);
-    select << sql;
-    for (std::size_t i = 0; i < n; ++i) select, useRef(ids[at + i]);
-    std::vector<std::string> found;
-    select, into(found);
-    select.execute();
-    recorded.insert(found.begin(), found.end());
+    SqlStatement select =
+        Database::Prepare(s, "SELECT id FROM files WHERE id IN (" + Placeholders(n) + ")");
+    for (std::size_t i = 0; i < n; ++i) select.Bind(ids[at + i]);
+    while (select.Next()) recorded.insert(select.Text(0));
   }
   return recorded;
 }
 
 std::optional<FileInfo> CoreStore::FindFile(Session& s, const std::string& conversation_id,
                                             const std::string& file_id) {
-  Poco::Data::Statement select(s);
-  select << "SELECT id, conversation_id, uploader, size, sha256, created_ms FROM files "
-            "WHERE id = ? AND conversation_id = ?",
-      useRef(file_id), useRef(conversation_id);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::nullopt;
+  SqlStatement select =
+      Database::Prepare(s,
+                        "SELECT id, conversation_id, uploader, size, sha256, created_ms FROM files "
+                        "WHERE id = ? AND conversation_id = ?");
+  select.Bind(file_id).Bind(conversation_id);
+  if (!select.Next()) return std::nullopt;
   FileInfo f;
-  f.id = Text(rows, 0);
-  f.conversation_id = Text(rows, 1);
-  f.uploader = Text(rows, 2);
-  f.size = static_cast<std::uint64_t>(Integer(rows, 3));
-  f.sha256_hex = Text(rows, 4);
-  f.created_ms = Integer(rows, 5);
+  f.id = select.Text(0);
+  f.conversation_id = select.Text(1);
+  f.uploader = select.Text(2);
+  f.size = static_cast<std::uint64_t>(select.Int(3));
+  f.sha256_hex = select.Text(4);
+  f.created_ms = select.Int(5);
   return f;
 }
 
 std::optional<Conversation> CoreStore::FindConversation(Session& s, const std::string& id) {
-  Poco::Data::Statement select(s);
-  select << "SELECT " << kConversationColumns << " FROM conversations c WHERE c.id = ?", useRef(id);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::nullopt;
-  Conversation c = ConversationAt(rows);
-  c.participants = CurrentParticipants(s, id);
+  std::optional<Conversation> c;
+  {
+    SqlStatement select = Database::Prepare(
+        s, std::string("SELECT ") + kConversationColumns + " FROM conversations c WHERE c.id = ?");
+    select.Bind(id);
+    if (!select.Next()) return std::nullopt;
+    c = ConversationAt(select);
+  }
+  c->participants = CurrentParticipants(s, id);
   return c;
 }
 
 std::vector<Conversation> CoreStore::ListConversations(Session& s, const std::string& user,
                                                        std::int64_t before, std::size_t limit) {
-  Poco::Data::Statement select(s);
-  select << kListConversationsSql, useRef(user), bind(Int(before)), bind(Int(limit));
+  SqlStatement select = Database::Prepare(s, kListConversationsSql);
+  select.Bind(user).Bind(before).Bind(Int(limit));
   return WithParticipants(s, select);
 }
 
@@ -498,61 +507,59 @@ std::vector<Conversation> CoreStore::ComplianceConversations(Session& s, const s
                                                              const std::string& user,
                                                              std::int64_t before,
                                                              std::size_t limit) {
-  Poco::Data::Statement select(s);
-  select << "SELECT "
-         << kConversationColumns
-         // From the user's memberships (an index range), so the cost follows the user's
-         // conversations, not every conversation of the organization.
-         << " FROM conversations c WHERE c.id IN (SELECT m.conversation_id FROM memberships m "
-            "WHERE m.user_id = ?) AND c.created_by_org = ? AND c.last_seq < ? "
-            "ORDER BY c.last_seq DESC LIMIT ?",
-      useRef(user), useRef(org), bind(Int(before)), bind(Int(limit));
+  // From the user's memberships (an index range), so the cost follows the user's conversations,
+  // not every conversation of the organization.
+  SqlStatement select = Database::Prepare(
+      s, std::string("SELECT ") + kConversationColumns +
+             " FROM conversations c WHERE c.id IN (SELECT m.conversation_id FROM memberships m "
+             "WHERE m.user_id = ?) AND c.created_by_org = ? AND c.last_seq < ? "
+             "ORDER BY c.last_seq DESC LIMIT ?");
+  select.Bind(user).Bind(org).Bind(before).Bind(Int(limit));
   return WithParticipants(s, select);
 }
 
 bool CoreStore::IsComplianceVisible(Session& s, const std::string& conversation_id,
                                     const std::string& org, const std::string& user) {
-  Poco::Int64 count = 0;
-  s << "SELECT COUNT(*) FROM conversations c WHERE c.id = ? AND c.created_by_org = ? AND EXISTS "
-       "(SELECT 1 FROM memberships m WHERE m.user_id = ? AND m.conversation_id = c.id)",
-      useRef(conversation_id), useRef(org), useRef(user), into(count), now;
-  return count > 0;
+  SqlStatement count = Database::Prepare(
+      s,
+      "SELECT COUNT(*) FROM conversations c WHERE c.id = ? AND c.created_by_org = ? AND EXISTS "
+      "(SELECT 1 FROM memberships m WHERE m.user_id = ? AND m.conversation_id = c.id)");
+  count.Bind(conversation_id).Bind(org).Bind(user);
+  return count.Next() && count.Int(0) > 0;
 }
 
-std::vector<Conversation> CoreStore::WithParticipants(Session& s, Poco::Data::Statement& select) {
-  select.execute();
-  Poco::Data::RecordSet rows(select);
+std::vector<Conversation> CoreStore::WithParticipants(Session& s, SqlStatement& select) {
   std::vector<Conversation> out;
   std::map<std::string, std::size_t> position;
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    out.push_back(ConversationAt(rows));
+  while (select.Next()) {
+    out.push_back(ConversationAt(select));
     position[out.back().id] = out.size() - 1;
   }
+  select.Reset();
   if (out.empty()) return out;
-  Poco::Data::Statement members(s);
-  members << "SELECT conversation_id, user_id FROM memberships WHERE left_seq IS NULL "
-             "AND conversation_id IN ("
-          << Placeholders(out.size()) << ") ORDER BY conversation_id, user_id";
-  for (const Conversation& c : out) members, useRef(c.id);
-  members.execute();
-  Poco::Data::RecordSet users(members);
-  for (bool row = users.moveFirst(); row; row = users.moveNext()) {
-    out[position.at(Text(users, 0))].participants.push_back(Text(users, 1));
-  }
+  SqlStatement members =
+      Database::Prepare(s,
+                        "SELECT conversation_id, user_id FROM memberships WHERE left_seq IS NULL "
+                        "AND conversation_id IN (" +
+                            Placeholders(out.size()) + ")");
+  for (const Conversation& c : out) members.Bind(c.id);
+  while (members.Next()) out[position.at(members.Text(0))].participants.push_back(members.Text(1));
+  // By their bytes, as CurrentParticipants.
+  for (Conversation& c : out) std::sort(c.participants.begin(), c.participants.end());
   return out;
 }
 
 std::vector<Activity> CoreStore::History(Session& s, const std::string& conversation_id,
                                          const HistoryQuery& query) {
   const std::int64_t before = query.before.value_or(kNoSeq);
-  const Poco::Int64 limit = Int(query.limit + 1);
-  Poco::Data::Statement select(s);
+  const std::int64_t limit = Int(query.limit + 1);
   if (query.after.has_value()) {
-    select << kHistoryForwardSql, useRef(conversation_id), bind(Int(*query.after)),
-        bind(Int(before)), bind(limit);
+    SqlStatement select = Database::Prepare(s, kHistoryForwardSql);
+    select.Bind(conversation_id).Bind(*query.after).Bind(before).Bind(limit);
     return Activities(select);
   }
-  select << kHistoryNewestSql, useRef(conversation_id), bind(Int(before)), bind(limit);
+  SqlStatement select = Database::Prepare(s, kHistoryNewestSql);
+  select.Bind(conversation_id).Bind(before).Bind(limit);
   std::vector<Activity> out = Activities(select);
   std::reverse(out.begin(), out.end());
   return out;
@@ -560,16 +567,15 @@ std::vector<Activity> CoreStore::History(Session& s, const std::string& conversa
 
 std::vector<Activity> CoreStore::EventsSince(Session& s, const std::string& user,
                                              std::int64_t after, std::size_t limit) {
-  Poco::Data::Statement select(s);
-  select << kEventsSinceSql, useRef(user), bind(Int(after)), bind(Int(after)), bind(Int(after)),
-      bind(Int(limit)), bind(Int(limit));
+  SqlStatement select = Database::Prepare(s, kEventsSinceSql);
+  select.Bind(user).Bind(after).Bind(after).Bind(after).Bind(Int(limit)).Bind(Int(limit));
   return Activities(select);
 }
 
 std::vector<Activity> CoreStore::OrganizationEventsSince(Session& s, const std::string& org,
                                                          std::int64_t after, std::size_t limit) {
-  Poco::Data::Statement select(s);
-  select << kOrganizationEventsSinceSql, bind(Int(after)), useRef(org), bind(Int(limit));
+  SqlStatement select = Database::Prepare(s, kOrganizationEventsSinceSql);
+  select.Bind(after).Bind(org).Bind(Int(limit));
   return Activities(select);
 }
 

@@ -3,7 +3,8 @@
 // (or, for single reads, outside one); they throw Poco::Data exceptions on database failures, which
 // Database turns into UNAVAILABLE or INTERNAL.
 //
-// Tables (portable SQL but for WITHOUT ROWID, which PostgreSQL leaves out):
+// Tables (one list of migrations per engine, Migrations(engine): the same tables in each engine's
+// types; the statements below are written once, in the SQL both accept):
 //   conversations      id, KMS resource, current key, title, creator, last_seq (newest activity),
 //                      the creator's organization (compliance reads; '' before migration 2)
 //   memberships        (conversation, user, joined_seq, left_seq): one interval per stay; left_seq
@@ -22,7 +23,6 @@
 #define STRONGROOM_CORE_SRC_CORE_STORE_H_
 
 #include <Poco/Data/Session.h>
-#include <Poco/Data/Statement.h>
 
 #include <cstdint>
 #include <functional>
@@ -43,10 +43,8 @@ namespace strongroom::core::internal {
 // A seq above every stored one: no upper bound, for the reads below that take one.
 inline constexpr std::int64_t kNoSeq = std::numeric_limits<std::int64_t>::max();
 
-// One read snapshot over several statements (a deferred transaction on a pooled connection).
-Status ReadTransaction(Database& db, const std::function<Status(Poco::Data::Session&)>& work);
-
-// A single read statement (SQLite gives it a snapshot of its own).
+// A single read statement, which has a snapshot of its own on both engines. Reads of several
+// statements that must agree run in Database::InReadTransaction.
 Status Read(Database& db, const std::function<Status(Poco::Data::Session&)>& work);
 
 // What the service checks requests against: a conversation's members and keys. Immutable once
@@ -65,7 +63,8 @@ class CoreStore {
  public:
   using Session = Poco::Data::Session;
 
-  static std::vector<Migration> Migrations();
+  // The core's schema in `engine`'s DDL: the same versions, tables and indexes on both.
+  static std::vector<Migration> Migrations(Database::Engine engine);
 
   static std::int64_t MaxSeq(Session& s);
   static std::optional<ConversationState> LoadState(Session& s, const std::string& id);
@@ -148,7 +147,7 @@ class CoreStore {
 
  private:
   // Runs `select` (conversation columns) and fills in each conversation's current participants.
-  static std::vector<Conversation> WithParticipants(Session& s, Poco::Data::Statement& select);
+  static std::vector<Conversation> WithParticipants(Session& s, SqlStatement& select);
 };
 
 // JSON arrays of strings as stored in activities.object_users and activities.file_ids.

@@ -55,7 +55,6 @@ GroupCommitWriter::GroupCommitWriter(Database& db, Clock clock, StateCache& cach
       cache_(cache),
       on_commit_(std::move(on_commit)),
       last_seq_(last_seq),
-      next_seq_(last_seq + 1),
       writer_([this] { Run(); }) {}
 
 GroupCommitWriter::~GroupCommitWriter() {
@@ -139,7 +138,11 @@ bool GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
         b = Batch();
         b.s = &s;
         b.cache = &cache_;
-        b.next_seq = next_seq_;
+        // After every committed activity, read now that the transaction holds the writers' lock
+        // (database.h, "Isolation"): another process on the database (a second node on one
+        // PostgreSQL database) may have written since this writer's last batch, so seqs stay
+        // unique and without gaps across every writer.
+        b.next_seq = CoreStore::MaxSeq(s) + 1;
         b.now_ms = clock_();
         for (std::size_t i = 0; i < ops.size(); ++i) results[i] = ops[i]->apply(b);
         for (const auto& [conversation_id, seq] : b.last_seq) {
@@ -152,7 +155,6 @@ bool GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
     for (Op* op : ops) op->result = committed.error();
     return false;
   }
-  next_seq_ = b.next_seq;
   for (auto& [id, state] : b.changed) cache_.Publish(id, state, /*changed=*/true);
   for (auto& [id, state] : b.loaded) {
     if (b.changed.count(id) == 0) cache_.Publish(id, state, /*changed=*/false);

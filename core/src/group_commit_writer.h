@@ -83,7 +83,8 @@ class GroupCommitWriter {
   // thread before the callers are answered. Must not block for long nor Submit.
   using OnCommit = std::function<void(const std::vector<Produced>& produced)>;
 
-  // `last_seq`: the newest stored activity's seq. Starts the writer thread.
+  // `last_seq`: the newest stored activity's seq (LastSeq until the first commit; each batch reads
+  // the newest seq again in its transaction). Starts the writer thread.
   GroupCommitWriter(Database& db, Clock clock, StateCache& cache, std::int64_t last_seq,
                     OnCommit on_commit);
   // Commits what is queued, then stops the writer thread.
@@ -116,7 +117,6 @@ class GroupCommitWriter {
   const OnCommit on_commit_;
   std::atomic<std::int64_t> last_seq_;
 
-  std::int64_t next_seq_;  // the writer's alone
   std::mutex mutex_;
   std::condition_variable work_;
   std::condition_variable done_;

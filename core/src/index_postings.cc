@@ -15,9 +15,10 @@ namespace {
 
 using Buckets = std::vector<std::uint8_t>;  // ascending, distinct
 
+// (The CAST gives PostgreSQL the parameter's type, which a select list does not.)
 const char* const kInsertRoomSql =
     "INSERT INTO index_rooms (room, conversation_id) "
-    "SELECT COALESCE(MAX(room), 0) + 1, ? FROM index_rooms";
+    "SELECT COALESCE(MAX(room), 0) + 1, CAST(? AS TEXT) FROM index_rooms";
 const char* const kInsertChunkSql =
     "INSERT INTO index_postings (room, bucket, first_seq, entries) VALUES (?, ?, ?, ?)";
 const char* const kUpdateChunkSql =
@@ -214,15 +215,23 @@ const char* const IndexPostings::kRoomSql =
     "SELECT room FROM index_rooms WHERE conversation_id = ?";
 const char* const IndexPostings::kSetSql = "SELECT buckets FROM index_sets WHERE seq = ?";
 
-std::vector<std::string> IndexPostings::CreateTablesSql() {
+std::vector<std::string> IndexPostings::CreateTablesSql(Database::Engine engine) {
+  const bool postgres = engine == Database::Engine::kPostgres;
+  const std::string integer = postgres ? "BIGINT" : "INTEGER";
+  const std::string blob = postgres ? "BYTEA" : "BLOB";
   return {
-      "CREATE TABLE index_rooms (room INTEGER PRIMARY KEY, "
-      "conversation_id TEXT NOT NULL UNIQUE REFERENCES conversations (id))",
-      "CREATE TABLE index_postings (room INTEGER NOT NULL REFERENCES index_rooms (room), "
-      "bucket INTEGER NOT NULL, first_seq INTEGER NOT NULL, entries BLOB NOT NULL, "
-      "PRIMARY KEY (room, bucket, first_seq)) WITHOUT ROWID",
-      "CREATE TABLE index_sets (seq INTEGER PRIMARY KEY REFERENCES activities (seq), "
-      "buckets BLOB NOT NULL)",
+      "CREATE TABLE index_rooms (room " + integer +
+          " PRIMARY KEY, "
+          "conversation_id TEXT NOT NULL UNIQUE REFERENCES conversations (id))",
+      "CREATE TABLE index_postings (room " + integer +
+          " NOT NULL REFERENCES index_rooms (room), "
+          "bucket " +
+          integer + " NOT NULL, first_seq " + integer + " NOT NULL, entries " + blob +
+          " NOT NULL, PRIMARY KEY (room, bucket, first_seq))" + (postgres ? "" : " WITHOUT ROWID"),
+      "CREATE TABLE index_sets (seq " + integer +
+          " PRIMARY KEY REFERENCES activities (seq), "
+          "buckets " +
+          blob + " NOT NULL)",
   };
 }
 
@@ -285,7 +294,7 @@ void IndexPostings::ConvertTokenRows(Session& s) {
   }
   flush();
   rows.Reset();
-  s << "DROP TABLE index_tokens", Poco::Data::Keywords::now;
+  Database::Prepare(s, "DROP TABLE index_tokens").Run();
 }
 
 void IndexPostings::Replace(Session& s, const std::string& conversation_id, std::int64_t seq,

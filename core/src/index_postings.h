@@ -2,8 +2,8 @@
 // may put and search are index_store.h's). What is kept of a token and how a chunk of entries is
 // written: posting_chunk.h.
 //
-// Tables (portable SQL but for WITHOUT ROWID, which PostgreSQL leaves out):
-//   index_rooms     (room INTEGER, conversation_id): a small integer per conversation with
+// Tables (in each engine's types: BLOB and BYTEA; WITHOUT ROWID on SQLite alone):
+//   index_rooms     (room, conversation_id): a small integer per conversation with
 //                   entries, so that the chunks' keys are a few bytes instead of a UUID's text
 //   index_postings  (room, bucket, first_seq, entries BLOB), WITHOUT ROWID: the entries of one
 //                   bucket of a room, from first_seq up to the next chunk's, in seq order. A chunk
@@ -13,7 +13,7 @@
 //   index_sets      (seq, buckets BLOB): the buckets (a byte each, ascending) an activity has
 //                   entries in, so that a replace, an edit or a retraction rewrites only those
 //                   chunks: the removed entries are gone at once, overwritten with zeros by
-//                   secure_delete (database.h), no copy left in a second index.
+//                   secure_delete (database.h) on SQLite, no copy left in a second index.
 //
 // A search (Match) reads, per query token, its bucket's chunks newest first from `before`, keeps
 // the entries with the token's 2 bytes, and intersects the tokens' seq lists by leapfrogging: each
@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "posting_chunk.h"
+#include "strongroom/common/database.h"
 
 namespace strongroom::core::internal {
 
@@ -47,11 +48,11 @@ class IndexPostings {
   // in one bucket.)
   static constexpr std::size_t kChunkBytes = 512;
 
-  // Migration 4: the tables above.
-  static std::vector<std::string> CreateTablesSql();
+  // Migration 4: the tables above, in `engine`'s DDL.
+  static std::vector<std::string> CreateTablesSql(Database::Engine engine);
   // Migration 4's conversion: every row of migration 1's index_tokens becomes an entry (the same
   // tokens find the same activities), then index_tokens is dropped (its pages overwritten with
-  // zeros by secure_delete).
+  // zeros by secure_delete on SQLite).
   static void ConvertTokenRows(Session& s);
 
   // The activity's entries become those of `keys` (any order, duplicates count once): what it

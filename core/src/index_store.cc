@@ -140,7 +140,7 @@ Result<SearchPage> IndexStore::MatchTokens(const Caller& caller, const SearchQue
   SearchPage page;
   // Each conversation's newest limit + 1 matches, then the newest of them all and their ids, from
   // one snapshot.
-  SR_RETURN_IF_ERROR(ReadTransaction(db_, [&](Poco::Data::Session& s) -> Status {
+  SR_RETURN_IF_ERROR(db_.InReadTransaction([&](Poco::Data::Session& s) -> Status {
     std::vector<std::pair<std::int64_t, const std::string*>> found;
     for (const auto& [id, keys] : rooms) {
       for (std::int64_t seq : IndexPostings::Match(s, id, keys, before, query.limit + 1)) {

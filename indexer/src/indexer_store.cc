@@ -1,39 +1,58 @@
 #include "strongroom/indexer/indexer_store.h"
 
 #include <Poco/Data/Session.h>
-#include <Poco/Data/Statement.h>
 
 #include <algorithm>
+
+#include "strongroom/common/sql_statement.h"
 
 namespace strongroom::indexer {
 
 using Poco::Data::Session;
-using Poco::Data::Keywords::bind;
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
 
 namespace {
-using Int = Poco::Int64;
 constexpr std::size_t kResourcesPerStatement = 500;
-}  // namespace
 
-std::vector<Migration> IndexerStore::Migrations() {
+std::vector<Migration> MigrationsFor(Database::Engine engine) {
+  // The same tables in each engine's types (PostgreSQL's INTEGER is 32 bits), so that a version
+  // means the same schema on both.
+  const std::string integer = engine == Database::Engine::kPostgres ? "BIGINT" : "INTEGER";
   return {
       {1,
        "the stream cursor, rooms (conversation -> KMS resource, search key version) and jobs",
-       {"CREATE TABLE stream_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), "
-        "seq INTEGER NOT NULL)",
+       {"CREATE TABLE stream_cursor (id " + integer + " PRIMARY KEY CHECK (id = 1), seq " +
+            integer + " NOT NULL)",
         "INSERT INTO stream_cursor (id, seq) VALUES (1, 0)",
         "CREATE TABLE rooms (conversation_id TEXT PRIMARY KEY, resource_uri TEXT NOT NULL, "
-        "search_key_version INTEGER NOT NULL, activities_indexed INTEGER NOT NULL DEFAULT 0)",
+        "search_key_version " +
+            integer + " NOT NULL, activities_indexed " + integer + " NOT NULL DEFAULT 0)",
         "CREATE INDEX rooms_by_resource ON rooms (resource_uri)",
-        "CREATE TABLE jobs (name TEXT PRIMARY KEY, state TEXT NOT NULL, "
-        "target_version INTEGER NOT NULL, cursor INTEGER NOT NULL, done INTEGER NOT NULL, "
-        "total INTEGER NOT NULL)"}},
+        "CREATE TABLE jobs (name TEXT PRIMARY KEY, state TEXT NOT NULL, target_version " + integer +
+            " NOT NULL, cursor " + integer + " NOT NULL, done " + integer + " NOT NULL, total " +
+            integer + " NOT NULL)"}},
       {2,
        "a job's end: the stream cursor when the re-index started",
-       {"ALTER TABLE jobs ADD COLUMN end_seq INTEGER NOT NULL DEFAULT 0"}},
+       {"ALTER TABLE jobs ADD COLUMN end_seq " + integer + " NOT NULL DEFAULT 0"}},
   };
+}
+
+std::int64_t StreamCursor(Session& s) {
+  SqlStatement select = Database::Prepare(s, "SELECT seq FROM stream_cursor WHERE id = 1");
+  return select.Next() ? select.Int(0) : 0;
+}
+
+Room RoomAt(const SqlStatement& row) {
+  return Room{row.Text(0), row.Text(1), static_cast<std::uint32_t>(row.Int(2)), row.Int(3)};
+}
+
+}  // namespace
+
+std::vector<Migration> IndexerStore::Migrations() {
+  return MigrationsFor(Database::Engine::kSqlite);
+}
+
+std::vector<Migration> IndexerStore::PostgresMigrations() {
+  return MigrationsFor(Database::Engine::kPostgres);
 }
 
 Result<IndexerStore> IndexerStore::New(Database& db) {
@@ -47,32 +66,37 @@ Result<IndexerStore> IndexerStore::New(Database& db) {
 }
 
 Result<std::int64_t> IndexerStore::Cursor() {
-  Int seq = 0;
+  std::int64_t seq = 0;
   SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
-    s << "SELECT seq FROM stream_cursor WHERE id = 1", into(seq), now;
+    seq = StreamCursor(s);
     return OkStatus();
   }));
-  return static_cast<std::int64_t>(seq);
+  return seq;
 }
 
 Status IndexerStore::Commit(std::int64_t seq, const std::vector<RoomUpdate>& rooms) {
   return db_->InTransaction([&](Session& s) -> Status {
-    Int current = 0;
-    s << "SELECT seq FROM stream_cursor WHERE id = 1", into(current), now;
+    const std::int64_t current = StreamCursor(s);
     if (seq < current) {
       return Error(ErrorCode::kFailedPrecondition, "the stream cursor would move back from " +
                                                        std::to_string(current) + " to " +
                                                        std::to_string(seq));
     }
     for (const RoomUpdate& room : rooms) {
-      s << "INSERT INTO rooms (conversation_id, resource_uri, search_key_version, "
-           "activities_indexed) VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE "
-           "SET activities_indexed = activities_indexed + excluded.activities_indexed",
-          bind(room.conversation_id), bind(room.resource_uri),
-          bind(static_cast<Int>(room.search_key_version)), bind(static_cast<Int>(room.indexed)),
-          now;
+      // The stored row's count named by its table: PostgreSQL finds a bare name ambiguous beside
+      // `excluded`.
+      Database::Prepare(s,
+                        "INSERT INTO rooms (conversation_id, resource_uri, search_key_version, "
+                        "activities_indexed) VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id) "
+                        "DO UPDATE SET activities_indexed = "
+                        "rooms.activities_indexed + excluded.activities_indexed")
+          .Bind(room.conversation_id)
+          .Bind(room.resource_uri)
+          .Bind(std::int64_t{room.search_key_version})
+          .Bind(room.indexed)
+          .Run();
     }
-    s << "UPDATE stream_cursor SET seq = ? WHERE id = 1", bind(static_cast<Int>(seq)), now;
+    Database::Prepare(s, "UPDATE stream_cursor SET seq = ? WHERE id = 1").Bind(seq).Run();
     return OkStatus();
   });
 }
@@ -80,14 +104,12 @@ Status IndexerStore::Commit(std::int64_t seq, const std::vector<RoomUpdate>& roo
 Result<std::optional<Room>> IndexerStore::RoomOf(const std::string& conversation_id) {
   std::optional<Room> room;
   SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
-    std::vector<std::string> resource;
-    std::vector<Int> version, count;
-    s << "SELECT resource_uri, search_key_version, activities_indexed FROM rooms "
-         "WHERE conversation_id = ?",
-        bind(conversation_id), into(resource), into(version), into(count), now;
-    if (!resource.empty()) {
-      room = Room{conversation_id, resource[0], static_cast<std::uint32_t>(version[0]), count[0]};
-    }
+    SqlStatement select = Database::Prepare(
+        s,
+        "SELECT conversation_id, resource_uri, search_key_version, activities_indexed FROM rooms "
+        "WHERE conversation_id = ?");
+    select.Bind(conversation_id);
+    if (select.Next()) room = RoomAt(select);
     return OkStatus();
   }));
   return room;
@@ -104,17 +126,9 @@ Result<std::vector<Room>> IndexerStore::RoomsOfResources(
           "rooms WHERE resource_uri IN (";
       for (std::size_t i = start; i < end; ++i) sql += i == start ? "?" : ", ?";
       sql += ")";
-      Poco::Data::Statement statement(s);
-      statement << sql;
-      for (std::size_t i = start; i < end; ++i) statement, bind(resource_uris[i]);
-      std::vector<std::string> ids, resources;
-      std::vector<Int> versions, counts;
-      statement, into(ids), into(resources), into(versions), into(counts);
-      statement.execute();
-      for (std::size_t i = 0; i < ids.size(); ++i) {
-        rooms.push_back(
-            Room{ids[i], resources[i], static_cast<std::uint32_t>(versions[i]), counts[i]});
-      }
+      SqlStatement select = Database::Prepare(s, sql);
+      for (std::size_t i = start; i < end; ++i) select.Bind(resource_uris[i]);
+      while (select.Next()) rooms.push_back(RoomAt(select));
     }
     return OkStatus();
   }));
@@ -124,23 +138,31 @@ Result<std::vector<Room>> IndexerStore::RoomsOfResources(
 }
 
 Result<std::int64_t> IndexerStore::RoomCount() {
-  Int count = 0;
+  std::int64_t count = 0;
   SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
-    s << "SELECT COUNT(*) FROM rooms", into(count), now;
+    SqlStatement select = Database::Prepare(s, "SELECT COUNT(*) FROM rooms");
+    if (select.Next()) count = select.Int(0);
     return OkStatus();
   }));
-  return static_cast<std::int64_t>(count);
+  return count;
 }
 
 namespace {
 void WriteJob(Session& s, const JobProgress& job) {
-  s << "INSERT INTO jobs (name, state, target_version, cursor, done, total, end_seq) "
-       "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
-       "target_version = excluded.target_version, cursor = excluded.cursor, "
-       "done = excluded.done, total = excluded.total, end_seq = excluded.end_seq",
-      bind(job.name), bind(job.state), bind(static_cast<Int>(job.target_version)),
-      bind(static_cast<Int>(job.cursor)), bind(static_cast<Int>(job.done)),
-      bind(static_cast<Int>(job.total)), bind(static_cast<Int>(job.end_seq)), now;
+  Database::Prepare(s,
+                    "INSERT INTO jobs (name, state, target_version, cursor, done, total, end_seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "state = excluded.state, target_version = excluded.target_version, "
+                    "cursor = excluded.cursor, done = excluded.done, total = excluded.total, "
+                    "end_seq = excluded.end_seq")
+      .Bind(job.name)
+      .Bind(job.state)
+      .Bind(std::int64_t{job.target_version})
+      .Bind(job.cursor)
+      .Bind(job.done)
+      .Bind(job.total)
+      .Bind(job.end_seq)
+      .Run();
 }
 }  // namespace
 
@@ -154,9 +176,11 @@ Status IndexerStore::SaveJob(const JobProgress& job) {
 Status IndexerStore::FinishReindex(const JobProgress& job) {
   return db_->InTransaction([&](Session& s) -> Status {
     WriteJob(s, job);
-    const Int version = static_cast<Int>(job.target_version);
-    s << "UPDATE rooms SET search_key_version = ? WHERE search_key_version < ?", bind(version),
-        bind(version), now;
+    const std::int64_t version = job.target_version;
+    Database::Prepare(s, "UPDATE rooms SET search_key_version = ? WHERE search_key_version < ?")
+        .Bind(version)
+        .Bind(version)
+        .Run();
     return OkStatus();
   });
 }
@@ -164,36 +188,35 @@ Status IndexerStore::FinishReindex(const JobProgress& job) {
 Result<std::optional<std::uint32_t>> IndexerStore::OldestRoomVersion() {
   std::optional<std::uint32_t> oldest;
   SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
-    std::vector<Int> version;
-    s << "SELECT search_key_version FROM rooms ORDER BY search_key_version LIMIT 1", into(version),
-        now;
-    if (!version.empty()) oldest = static_cast<std::uint32_t>(version[0]);
+    SqlStatement select = Database::Prepare(
+        s, "SELECT search_key_version FROM rooms ORDER BY search_key_version LIMIT 1");
+    if (select.Next()) oldest = static_cast<std::uint32_t>(select.Int(0));
     return OkStatus();
   }));
   return oldest;
 }
 
 Result<std::int64_t> IndexerStore::ActivitiesIndexed() {
-  Int sum = 0;
+  std::int64_t sum = 0;
   SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
-    s << "SELECT COALESCE(SUM(activities_indexed), 0) FROM rooms", into(sum), now;
+    SqlStatement select =
+        Database::Prepare(s, "SELECT COALESCE(SUM(activities_indexed), 0) FROM rooms");
+    if (select.Next()) sum = select.Int(0);
     return OkStatus();
   }));
-  return static_cast<std::int64_t>(sum);
+  return sum;
 }
 
 Result<std::optional<JobProgress>> IndexerStore::Job(const std::string& name) {
   std::optional<JobProgress> job;
   SR_RETURN_IF_ERROR(db_->WithSession([&](Session& s) -> Status {
-    std::vector<std::string> state;
-    std::vector<Int> version, cursor, done, total, end_seq;
-    s << "SELECT state, target_version, cursor, done, total, end_seq FROM jobs WHERE name = ?",
-        bind(name), into(state), into(version), into(cursor), into(done), into(total),
-        into(end_seq), now;
-    if (!state.empty()) {
-      job = JobProgress{name,      state[0], static_cast<std::uint32_t>(version[0]),
-                        cursor[0], done[0],  total[0],
-                        end_seq[0]};
+    SqlStatement select = Database::Prepare(
+        s, "SELECT state, target_version, cursor, done, total, end_seq FROM jobs WHERE name = ?");
+    select.Bind(name);
+    if (select.Next()) {
+      job = JobProgress{name,          select.Text(0), static_cast<std::uint32_t>(select.Int(1)),
+                        select.Int(2), select.Int(3),  select.Int(4),
+                        select.Int(5)};
     }
     return OkStatus();
   }));

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../support/test_dir.h"
+#include "../support/test_engines.h"
 #include "core_store.h"
 #include "index_postings.h"
 #include "strongroom/common/jose/base64url.h"
@@ -68,14 +69,23 @@ std::vector<std::string> Ids(const std::vector<Activity>& activities) {
   return ids;
 }
 
-class CoreServiceTest : public ::testing::Test {
+// The service on a database of the test's: CoreServiceTest runs on both engines, the suites on
+// SQLite alone (what SQLite's files, log and query plans show) are CoreServiceSqliteTest.
+class CoreServiceFixture : public ::testing::Test {
  protected:
-  void SetUp() override { Open(); }
+  virtual Database::Engine engine() const = 0;
+
+  void SetUp() override {
+    auto where = testing::TestDatabase::New(engine(), dir_ / "core.db");
+    ASSERT_TRUE(where.ok()) << where.error().ToString();
+    where_ = std::move(where).value();
+    Open();
+  }
 
   void Open(CoreServiceConfig config = {}, DatabaseOptions options = {}) {
-    db_ = std::move(
-              Database::OpenSqlite((dir_ / "core.db").string(), CoreService::Migrations(), options))
-              .value();
+    auto db = where_.Open(CoreService::Migrations(), CoreService::PostgresMigrations(), options);
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
     if (config.files_dir.empty()) config.files_dir = (dir_ / "files").string();
     if (config.indexer_user_id.empty()) {
       config.indexer_user_id = indexer_.user_id;
@@ -149,13 +159,14 @@ class CoreServiceTest : public ::testing::Test {
   }
 
   std::int64_t Count(const std::string& table) {
-    Poco::Int64 n = -1;
+    std::int64_t n = -1;
     Status counted = db_->WithSession([&](Poco::Data::Session& s) -> Status {
-      s << "SELECT COUNT(*) FROM " + table, into(n), now;
+      SqlStatement count = Database::Prepare(s, "SELECT COUNT(*) FROM " + table);
+      if (count.Next()) n = count.Int(0);
       return OkStatus();
     });
-    EXPECT_TRUE(counted.ok());
-    return static_cast<std::int64_t>(n);
+    EXPECT_TRUE(counted.ok()) << counted.error().ToString();
+    return n;
   }
 
   // Every table's row count: what "nothing was stored" compares.
@@ -274,6 +285,7 @@ class CoreServiceTest : public ::testing::Test {
   }
 
   testing::TestDir dir_;
+  testing::TestDatabase where_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<CoreService> service_;
   std::atomic<std::int64_t> clock_ms_{1700000000000};
@@ -288,6 +300,19 @@ class CoreServiceTest : public ::testing::Test {
   const Caller carol_{"carol@acme.test", "acme"};
   const Caller mallory_{"mallory@evil.test", "evil"};
   const Caller indexer_{"indexer", "acme"};
+};
+
+class CoreServiceTest : public CoreServiceFixture,
+                        public ::testing::WithParamInterface<Database::Engine> {
+ protected:
+  Database::Engine engine() const override { return GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Engines, CoreServiceTest, testing::kBothEngines, testing::EngineName);
+
+class CoreServiceSqliteTest : public CoreServiceFixture {
+ protected:
+  Database::Engine engine() const override { return Database::Engine::kSqlite; }
 };
 
 // --- content checks -------------------------------------------------------------------------
@@ -373,7 +398,7 @@ TEST(ValidationTest, KmsUrlsNameAResourceOrKeyByUuid) {
 
 // --- conversations --------------------------------------------------------------------------
 
-TEST_F(CoreServiceTest, CreateStoresTheConversationAndItsCreateActivity) {
+TEST_P(CoreServiceTest, CreateStoresTheConversationAndItsCreateActivity) {
   NewConversation request;
   request.kms_resource_uri = ResourceUri();
   request.key_uri = KeyUri();
@@ -412,7 +437,7 @@ TEST_F(CoreServiceTest, CreateStoresTheConversationAndItsCreateActivity) {
   EXPECT_EQ(Heard()[0].second, created->participants);
 }
 
-TEST_F(CoreServiceTest, NonParticipantsAndUnknownIdsGetTheSameNotFound) {
+TEST_P(CoreServiceTest, NonParticipantsAndUnknownIdsGetTheSameNotFound) {
   const Conversation c = Create(alice_, {bob_.user_id});
   for (const std::string& id :
        {c.id, internal::NewUuid(), std::string("../../etc/passwd"), std::string(10000, 'a')}) {
@@ -441,7 +466,7 @@ TEST_F(CoreServiceTest, NonParticipantsAndUnknownIdsGetTheSameNotFound) {
   EXPECT_EQ(Count("activities"), 1);
 }
 
-TEST_F(CoreServiceTest, InvalidCreationsAreRefusedAndStoreNothing) {
+TEST_P(CoreServiceTest, InvalidCreationsAreRefusedAndStoreNothing) {
   Create(alice_, {bob_.user_id});
   const auto before = Counts();
   const std::string key = KeyUri();
@@ -488,7 +513,7 @@ TEST_F(CoreServiceTest, InvalidCreationsAreRefusedAndStoreNothing) {
   EXPECT_EQ(Heard().size(), 1u);
 }
 
-TEST_F(CoreServiceTest, ConversationsPerUserAreLimited) {
+TEST_P(CoreServiceTest, ConversationsPerUserAreLimited) {
   CoreServiceConfig config;
   config.max_conversations_per_user = 2;
   Reopen(config);
@@ -507,7 +532,7 @@ TEST_F(CoreServiceTest, ConversationsPerUserAreLimited) {
   EXPECT_EQ(Count("activities"), before.at("activities") + 1);
 }
 
-TEST_F(CoreServiceTest, ListConversationsIsNewestActivityFirstAndPaged) {
+TEST_P(CoreServiceTest, ListConversationsIsNewestActivityFirstAndPaged) {
   std::vector<Conversation> mine;
   for (int i = 0; i < 5; ++i) mine.push_back(Create(alice_, {bob_.user_id}));
   Create(carol_, {});   // not alice's
@@ -539,7 +564,7 @@ TEST_F(CoreServiceTest, ListConversationsIsNewestActivityFirstAndPaged) {
 
 // --- participants ---------------------------------------------------------------------------
 
-TEST_F(CoreServiceTest, ParticipantsAreAddedRemovedAndLeave) {
+TEST_P(CoreServiceTest, ParticipantsAreAddedRemovedAndLeave) {
   const Conversation c = Create(alice_, {bob_.user_id});
   auto added = service_->AddParticipants(bob_, c.id, {carol_.user_id, alice_.user_id});
   ASSERT_TRUE(added.ok()) << added.error().ToString();
@@ -574,7 +599,7 @@ TEST_F(CoreServiceTest, ParticipantsAreAddedRemovedAndLeave) {
   EXPECT_EQ(got->participants, (std::vector<std::string>{alice_.user_id, bob_.user_id}));
 }
 
-TEST_F(CoreServiceTest, InvalidParticipantChangesStoreNothing) {
+TEST_P(CoreServiceTest, InvalidParticipantChangesStoreNothing) {
   const Conversation c = Create(alice_, {bob_.user_id});
   const auto before = Counts();
   std::vector<std::string> too_many;
@@ -590,7 +615,7 @@ TEST_F(CoreServiceTest, InvalidParticipantChangesStoreNothing) {
   EXPECT_EQ(Counts(), before);
 }
 
-TEST_F(CoreServiceTest, AConversationHoldsAtMostMaxParticipants) {
+TEST_P(CoreServiceTest, AConversationHoldsAtMostMaxParticipants) {
   const Conversation c = Create(alice_, {});
   for (std::size_t added = 1; added < kMaxParticipants;) {
     std::vector<std::string> users;
@@ -607,7 +632,7 @@ TEST_F(CoreServiceTest, AConversationHoldsAtMostMaxParticipants) {
 
 // --- activities -----------------------------------------------------------------------------
 
-TEST_F(CoreServiceTest, PostStoresTheActivityAndTellsTheListener) {
+TEST_P(CoreServiceTest, PostStoresTheActivityAndTellsTheListener) {
   const Conversation c = Create(alice_, {bob_.user_id});
   NewPost post;
   post.content = Jwe(c.current_key_uri, "secret words");
@@ -638,7 +663,7 @@ TEST_F(CoreServiceTest, PostStoresTheActivityAndTellsTheListener) {
 
 // A post's statements (the retry check, the insert, the conversation's last seq) are compiled once
 // per pooled connection and kept: the writer thread does not compile SQL for every post.
-TEST_F(CoreServiceTest, PostsDoNotCompileTheirStatementsAgain) {
+TEST_P(CoreServiceTest, PostsDoNotCompileTheirStatementsAgain) {
   const Conversation c = Create(alice_, {bob_.user_id});
   auto post = [&](int i) {
     NewPost p;
@@ -668,7 +693,7 @@ TEST_F(CoreServiceTest, PostsDoNotCompileTheirStatementsAgain) {
   EXPECT_EQ(service_->GetConversation(alice_, c.id)->last_seq, 71);
 }
 
-TEST_F(CoreServiceTest, InvalidPostsAreRefusedAndStoreNothing) {
+TEST_P(CoreServiceTest, InvalidPostsAreRefusedAndStoreNothing) {
   const Conversation c = Create(alice_, {bob_.user_id});
   const Conversation other = Create(alice_, {});
   const auto before = Counts();
@@ -705,7 +730,7 @@ TEST_F(CoreServiceTest, InvalidPostsAreRefusedAndStoreNothing) {
   EXPECT_EQ(Heard().size(), 2u);
 }
 
-TEST_F(CoreServiceTest, AfterRotationTheOldKeyIsRefusedWithKeyRotationRequired) {
+TEST_P(CoreServiceTest, AfterRotationTheOldKeyIsRefusedWithKeyRotationRequired) {
   const Conversation c = Create(alice_, {bob_.user_id});
   const std::string old_key = c.current_key_uri;
   const std::string new_key = KeyUri();
@@ -740,7 +765,7 @@ TEST_F(CoreServiceTest, AfterRotationTheOldKeyIsRefusedWithKeyRotationRequired) 
             ErrorCode::kInvalidArgument);
 }
 
-TEST_F(CoreServiceTest, TitlesAreJweUnderTheCurrentKey) {
+TEST_P(CoreServiceTest, TitlesAreJweUnderTheCurrentKey) {
   const Conversation c = Create(alice_, {bob_.user_id});
   const std::string title = Jwe(c.current_key_uri, "Launch");
   auto set = service_->SetTitle(bob_, c.id, title);
@@ -755,7 +780,7 @@ TEST_F(CoreServiceTest, TitlesAreJweUnderTheCurrentKey) {
   EXPECT_EQ(service_->GetConversation(alice_, c.id)->encrypted_title, "");
 }
 
-TEST_F(CoreServiceTest, ARetriedPostWithTheSameClientIdIsStoredOnce) {
+TEST_P(CoreServiceTest, ARetriedPostWithTheSameClientIdIsStoredOnce) {
   const Conversation c = Create(alice_, {bob_.user_id});
   NewPost post;
   post.content = Jwe(c.current_key_uri);
@@ -786,7 +811,7 @@ TEST_F(CoreServiceTest, ARetriedPostWithTheSameClientIdIsStoredOnce) {
   EXPECT_NE(bobs->id, first->id);
 }
 
-TEST_F(CoreServiceTest, ConcurrentRetriesOfOnePostStoreItOnce) {
+TEST_P(CoreServiceTest, ConcurrentRetriesOfOnePostStoreItOnce) {
   const Conversation c = Create(alice_, {});
   NewPost post;
   post.content = Jwe(c.current_key_uri);
@@ -805,7 +830,7 @@ TEST_F(CoreServiceTest, ConcurrentRetriesOfOnePostStoreItOnce) {
   EXPECT_EQ(Count("activities"), 2);
 }
 
-TEST_F(CoreServiceTest, HistoryPagesBothWaysWithMore) {
+TEST_P(CoreServiceTest, HistoryPagesBothWaysWithMore) {
   const Conversation c = Create(alice_, {bob_.user_id});
   std::vector<Activity> all = {service_->History(alice_, c.id, {})->items[0]};
   for (int i = 0; i < 9; ++i) all.push_back(Post(i % 2 ? alice_ : bob_, c));
@@ -870,7 +895,7 @@ TEST_F(CoreServiceTest, HistoryPagesBothWaysWithMore) {
 
 // --- the realtime stream's replay -----------------------------------------------------------
 
-TEST_F(CoreServiceTest, EventsSinceFollowsMembershipIntervals) {
+TEST_P(CoreServiceTest, EventsSinceFollowsMembershipIntervals) {
   const Conversation c = Create(alice_, {bob_.user_id});
   const Activity p1 = Post(alice_, c, "before carol");
   const Activity add = *service_->AddParticipants(bob_, c.id, {carol_.user_id});
@@ -905,7 +930,7 @@ TEST_F(CoreServiceTest, EventsSinceFollowsMembershipIntervals) {
             ErrorCode::kInvalidArgument);
 }
 
-TEST_F(CoreServiceTest, ListenerRecipientsAreWhatEventsSinceReturns) {
+TEST_P(CoreServiceTest, ListenerRecipientsAreWhatEventsSinceReturns) {
   const std::vector<Caller> users = {alice_, bob_, carol_, mallory_};
   const Conversation a = Create(alice_, {bob_.user_id});
   const Conversation b = Create(carol_, {alice_.user_id, mallory_.user_id});
@@ -931,7 +956,7 @@ TEST_F(CoreServiceTest, ListenerRecipientsAreWhatEventsSinceReturns) {
   }
 }
 
-TEST_F(CoreServiceTest, ConcurrentPostersAreAllStoredAndHeardInSeqOrder) {
+TEST_P(CoreServiceTest, ConcurrentPostersAreAllStoredAndHeardInSeqOrder) {
   const Conversation c1 = Create(alice_, {bob_.user_id, carol_.user_id});
   const Conversation c2 = Create(bob_, {alice_.user_id});
   constexpr int kThreads = 16, kPosts = 40;
@@ -993,7 +1018,51 @@ TEST_F(CoreServiceTest, ConcurrentPostersAreAllStoredAndHeardInSeqOrder) {
 
 // --- files ----------------------------------------------------------------------------------
 
-TEST_F(CoreServiceTest, UploadedFilesAreStoredHashedAndOnlyParticipantsOpenThem) {
+// Two services on one database, as two cored nodes on one PostgreSQL database (or two processes
+// on one SQLite file), posting at once: their writers take turns, each batch numbering its
+// activities after the newest committed one, so seqs stay unique and without gaps whichever node
+// posts, and both nodes read the same history.
+TEST_P(CoreServiceTest, TwoServicesOnOneDatabaseNumberActivitiesWithoutGaps) {
+  const Conversation c = Create(alice_, {bob_.user_id});
+  auto other_db = where_.Open(CoreService::Migrations(), CoreService::PostgresMigrations());
+  ASSERT_TRUE(other_db.ok()) << other_db.error().ToString();
+  CoreServiceConfig config;
+  config.files_dir = (dir_ / "other-files").string();
+  config.indexer_user_id = indexer_.user_id;
+  config.indexer_org = indexer_.org;
+  auto other = CoreService::New(config, **other_db, [this] { return ++clock_ms_; });
+  ASSERT_TRUE(other.ok()) << other.error().ToString();
+  constexpr int kPostsPerThread = 15;
+  std::vector<std::thread> posters;
+  for (int t = 0; t < 4; ++t) {
+    posters.emplace_back([&, t] {
+      CoreService& node = t % 2 == 0 ? *service_ : **other;
+      const Caller& sender = t < 2 ? alice_ : bob_;
+      for (int i = 0; i < kPostsPerThread; ++i) {
+        NewPost post;
+        post.content = Jwe(c.current_key_uri, std::to_string(t) + "/" + std::to_string(i));
+        auto posted = node.PostActivity(sender, c.id, post);
+        EXPECT_TRUE(posted.ok()) << posted.error().ToString();
+      }
+    });
+  }
+  for (std::thread& poster : posters) poster.join();
+  HistoryQuery query;
+  query.limit = kMaxPageSize;
+  for (CoreService* node : {service_.get(), other->get()}) {
+    auto page = node->History(bob_, c.id, query);
+    ASSERT_TRUE(page.ok()) << page.error().ToString();
+    ASSERT_EQ(page->items.size(), 1u + 4 * kPostsPerThread);
+    for (std::size_t i = 0; i < page->items.size(); ++i) {
+      EXPECT_EQ(page->items[i].seq, static_cast<std::int64_t>(i) + 1);
+    }
+    auto conversation = node->GetConversation(alice_, c.id);
+    ASSERT_TRUE(conversation.ok()) << conversation.error().ToString();
+    EXPECT_EQ(conversation->last_seq, 1 + 4 * kPostsPerThread);
+  }
+}
+
+TEST_P(CoreServiceTest, UploadedFilesAreStoredHashedAndOnlyParticipantsOpenThem) {
   const Conversation c = Create(alice_, {bob_.user_id});
   ASSERT_TRUE(service_->CheckCanUpload(bob_, c.id).ok());
   auto upload = service_->BeginUpload(bob_, c.id);
@@ -1047,7 +1116,7 @@ TEST_F(CoreServiceTest, UploadedFilesAreStoredHashedAndOnlyParticipantsOpenThem)
             ErrorCode::kInvalidArgument);
 }
 
-TEST_F(CoreServiceTest, UploadsPastTheLimitAreRefusedAndLeaveNoFile) {
+TEST_P(CoreServiceTest, UploadsPastTheLimitAreRefusedAndLeaveNoFile) {
   CoreServiceConfig config;
   config.max_file_bytes = 1000;
   Reopen(config);
@@ -1084,7 +1153,7 @@ TEST_F(CoreServiceTest, UploadsPastTheLimitAreRefusedAndLeaveNoFile) {
 // A crash can leave an upload unfinished, or a blob renamed into place but not recorded: the next
 // start removes the first and moves the second aside (no client was given their ids; a restored or
 // wrong database must not cost blobs), and keeps every recorded blob and any file not the core's.
-TEST_F(CoreServiceTest, StartingAgainRemovesUnfinishedUploadsAndUnrecordedBlobsOnly) {
+TEST_P(CoreServiceTest, StartingAgainRemovesUnfinishedUploadsAndUnrecordedBlobsOnly) {
   const Conversation c = Create(alice_, {});
   auto upload = service_->BeginUpload(alice_, c.id);
   ASSERT_TRUE(upload.ok());
@@ -1127,7 +1196,7 @@ TEST_F(CoreServiceTest, StartingAgainRemovesUnfinishedUploadsAndUnrecordedBlobsO
   EXPECT_TRUE(service_->OpenFile(alice_, c.id, kept->id).ok());
 }
 
-TEST_F(CoreServiceTest, AnUploadFinishedAfterTheUploaderLeftIsNotKept) {
+TEST_P(CoreServiceTest, AnUploadFinishedAfterTheUploaderLeftIsNotKept) {
   const Conversation c = Create(alice_, {bob_.user_id});
   auto upload = service_->BeginUpload(bob_, c.id);
   ASSERT_TRUE(upload.ok());
@@ -1142,7 +1211,7 @@ TEST_F(CoreServiceTest, AnUploadFinishedAfterTheUploaderLeftIsNotKept) {
 
 // --- the search index store -----------------------------------------------------------------
 
-TEST_F(CoreServiceTest, OnlyTheIndexerUsesTheIndex) {
+TEST_P(CoreServiceTest, OnlyTheIndexerUsesTheIndex) {
   const Conversation c = Create(alice_, {});
   const Activity a = Post(alice_, c);
   SearchQuery query;
@@ -1167,7 +1236,7 @@ TEST_F(CoreServiceTest, OnlyTheIndexerUsesTheIndex) {
             ErrorCode::kPermissionDenied);
 }
 
-TEST_F(CoreServiceTest, IndexTokensMatchAllTokensWithinTheConversationsNewestFirst) {
+TEST_P(CoreServiceTest, IndexTokensMatchAllTokensWithinTheConversationsNewestFirst) {
   const Conversation c1 = Create(alice_, {});
   const Conversation c2 = Create(alice_, {});
   const Conversation c3 = Create(bob_, {});
@@ -1226,7 +1295,7 @@ TEST_F(CoreServiceTest, IndexTokensMatchAllTokensWithinTheConversationsNewestFir
   EXPECT_TRUE(service_->MatchTokens(indexer_, query)->items.empty());
 }
 
-TEST_F(CoreServiceTest, InvalidIndexRequestsAreRefusedAndStoreNothing) {
+TEST_P(CoreServiceTest, InvalidIndexRequestsAreRefusedAndStoreNothing) {
   const Conversation c = Create(alice_, {});
   const Conversation other = Create(alice_, {});
   const Activity a = Post(alice_, c);
@@ -1275,7 +1344,7 @@ TEST_F(CoreServiceTest, InvalidIndexRequestsAreRefusedAndStoreNothing) {
   EXPECT_EQ(service_->MatchTokens(indexer_, query).error().code(), ErrorCode::kInvalidArgument);
 }
 
-TEST_F(CoreServiceTest, EachConversationOfASearchHasItsOwnTokens) {
+TEST_P(CoreServiceTest, EachConversationOfASearchHasItsOwnTokens) {
   // The same word has another token in each room: a search asks each room for its own.
   const Conversation c1 = Create(alice_, {});
   const Conversation c2 = Create(alice_, {});
@@ -1321,7 +1390,7 @@ TEST_F(CoreServiceTest, EachConversationOfASearchHasItsOwnTokens) {
   EXPECT_FALSE(second->next_before.has_value());
 }
 
-TEST_F(CoreServiceTest, TheIndexerFollowsEveryActivityOfItsOrganizationsConversations) {
+TEST_P(CoreServiceTest, TheIndexerFollowsEveryActivityOfItsOrganizationsConversations) {
   const Conversation ours = Create(alice_, {bob_.user_id});
   const Conversation theirs = Create(mallory_, {alice_.user_id});
   const Activity post = Post(bob_, ours, "indexed words");
@@ -1387,7 +1456,7 @@ TEST_F(CoreServiceTest, TheIndexerFollowsEveryActivityOfItsOrganizationsConversa
             ErrorCode::kInvalidArgument);
 }
 
-TEST_F(CoreServiceTest, APutReplacesTheActivitysTokenSet) {
+TEST_P(CoreServiceTest, APutReplacesTheActivitysTokenSet) {
   const Conversation c = Create(alice_, {});
   const Activity a = Post(alice_, c);
   const Activity b = Post(alice_, c);
@@ -1423,7 +1492,7 @@ TEST_F(CoreServiceTest, APutReplacesTheActivitysTokenSet) {
   EXPECT_EQ(Entries(), 2);
 }
 
-TEST_F(CoreServiceTest, ATokenAgreeingWithAnotherOn24BitsMatchesItsActivities) {
+TEST_P(CoreServiceTest, ATokenAgreeingWithAnotherOn24BitsMatchesItsActivities) {
   // The store keeps 24 bits of each token (posting_chunk.h): two tokens that agree on them are one
   // to a search, a false positive the client drops when it decrypts the activity. Two such tokens,
   // found by trying names until two agree (some 5,000 tries), and one that shares the bucket only.
@@ -1462,7 +1531,7 @@ TEST_F(CoreServiceTest, ATokenAgreeingWithAnotherOn24BitsMatchesItsActivities) {
   EXPECT_EQ(EntriesOf(has_both), (std::vector<internal::IndexKey>{key}));
 }
 
-TEST_F(CoreServiceTest, ChunksSplitAndMatchAsAScanWouldWhateverTheOrderOfPuts) {
+TEST_P(CoreServiceTest, ChunksSplitAndMatchAsAScanWouldWhateverTheOrderOfPuts) {
   const Conversation c = Create(alice_, {});
   // Four tokens in one bucket, so that its entries fill several chunks, and a few elsewhere.
   std::set<internal::IndexKey> taken;
@@ -1499,9 +1568,13 @@ TEST_F(CoreServiceTest, ChunksSplitAndMatchAsAScanWouldWhateverTheOrderOfPuts) {
   std::int64_t dense_chunks = 0;
   std::int64_t largest = 0;
   ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
-                   s << "SELECT COUNT(*) FROM index_postings WHERE bucket = ?",
-                       Poco::Data::Keywords::bind(Poco::Int64{dense}), into(dense_chunks), now;
-                   s << "SELECT MAX(LENGTH(entries)) FROM index_postings", into(largest), now;
+                   SqlStatement count =
+                       Database::Prepare(s, "SELECT COUNT(*) FROM index_postings WHERE bucket = ?");
+                   count.Bind(std::int64_t{dense});
+                   if (count.Next()) dense_chunks = count.Int(0);
+                   SqlStatement size =
+                       Database::Prepare(s, "SELECT MAX(LENGTH(entries)) FROM index_postings");
+                   if (size.Next()) largest = size.Int(0);
                    return OkStatus();
                  })
                   .ok());
@@ -1538,7 +1611,7 @@ TEST_F(CoreServiceTest, ChunksSplitAndMatchAsAScanWouldWhateverTheOrderOfPuts) {
   EXPECT_GT(found, 100u);  // the queries found something to compare
 }
 
-TEST_F(CoreServiceTest, AnActivitysMostTokensMayAllBeInOneBucket) {
+TEST_P(CoreServiceTest, AnActivitysMostTokensMayAllBeInOneBucket) {
   // 512 tokens with distinct keys in one bucket: the activity's entries are one chunk, larger than
   // a chunk grows otherwise (an activity's entries are never split), and a later activity's entry
   // starts the next chunk.
@@ -1568,7 +1641,7 @@ TEST_F(CoreServiceTest, AnActivitysMostTokensMayAllBeInOneBucket) {
   EXPECT_EQ(Match(c, {tokens[1]}), (std::vector<std::string>{full.id}));
 }
 
-TEST_F(CoreServiceTest, Migration4ConvertsTheTokenRowsAndLeavesNoTokenText) {
+TEST_F(CoreServiceSqliteTest, Migration4ConvertsTheTokenRowsAndLeavesNoTokenText) {
   // A database as migrations 1-3 left it, with a row per token.
   service_.reset();
   db_.reset();
@@ -1654,7 +1727,7 @@ TEST_F(CoreServiceTest, Migration4ConvertsTheTokenRowsAndLeavesNoTokenText) {
 
 // --- edits and retractions ------------------------------------------------------------------
 
-TEST_F(CoreServiceTest, AnEditIsAnActivityOfItsOwnAndTheMessageCarriesTheNewContent) {
+TEST_P(CoreServiceTest, AnEditIsAnActivityOfItsOwnAndTheMessageCarriesTheNewContent) {
   const Conversation c = Create(alice_, {bob_.user_id});
   const Activity post = Post(alice_, c, "first words");
   const Activity later = Post(bob_, c, "a reply");
@@ -1716,7 +1789,7 @@ TEST_F(CoreServiceTest, AnEditIsAnActivityOfItsOwnAndTheMessageCarriesTheNewCont
   EXPECT_EQ((*events)[3].id, again->id);
 }
 
-TEST_F(CoreServiceTest, ARetriedEditIsStoredOnce) {
+TEST_P(CoreServiceTest, ARetriedEditIsStoredOnce) {
   const Conversation c = Create(alice_, {});
   const Activity post = Post(alice_, c);
   const std::string content = Jwe(c.current_key_uri, "edited");
@@ -1739,7 +1812,7 @@ TEST_F(CoreServiceTest, ARetriedEditIsStoredOnce) {
   EXPECT_EQ(unchanged->edited_ms, 0);
 }
 
-TEST_F(CoreServiceTest, ARetractionLeavesATombstoneAndRetractingAgainChangesNothing) {
+TEST_P(CoreServiceTest, ARetractionLeavesATombstoneAndRetractingAgainChangesNothing) {
   const Conversation c = Create(alice_, {bob_.user_id});
   auto upload = service_->BeginUpload(bob_, c.id);
   ASSERT_TRUE(upload.ok());
@@ -1798,7 +1871,7 @@ TEST_F(CoreServiceTest, ARetractionLeavesATombstoneAndRetractingAgainChangesNoth
   EXPECT_EQ(Counts()["activities"], counts.at("activities") + 2);  // the post, its retraction
 }
 
-TEST_F(CoreServiceTest, OnlyTheAuthorEditsOrRetractsAMessageAndBadRequestsChangeNothing) {
+TEST_P(CoreServiceTest, OnlyTheAuthorEditsOrRetractsAMessageAndBadRequestsChangeNothing) {
   const Conversation c = Create(alice_, {bob_.user_id});
   const Conversation other = Create(alice_, {});
   const Activity post = Post(alice_, c, "alice's words");
@@ -1863,7 +1936,7 @@ TEST_F(CoreServiceTest, OnlyTheAuthorEditsOrRetractsAMessageAndBadRequestsChange
   edit_refused(alice_, c.id, post.id, good, ErrorCode::kNotFound, "the author who left");
 }
 
-TEST_F(CoreServiceTest, EditsAndRetractionsRemoveTheMessagesIndexTokensAndLateOnesAreNotStored) {
+TEST_P(CoreServiceTest, EditsAndRetractionsRemoveTheMessagesIndexTokensAndLateOnesAreNotStored) {
   const Conversation c = Create(alice_, {});
   const Activity post = Post(alice_, c, "old words");
   const Activity kept = Post(alice_, c, "other words");
@@ -1915,7 +1988,7 @@ TEST_F(CoreServiceTest, EditsAndRetractionsRemoveTheMessagesIndexTokensAndLateOn
   EXPECT_EQ(match({"other"}), (std::vector<std::string>{kept.id}));
 }
 
-TEST_F(CoreServiceTest, TheOldContentAndTokensAreGoneFromTheDatabaseAndItsLogWhenAnswered) {
+TEST_F(CoreServiceSqliteTest, TheOldContentAndTokensAreGoneFromTheDatabaseAndItsLogWhenAnswered) {
   const Conversation c = Create(alice_, {bob_.user_id});
   // Messages around them on the same pages, a long one on overflow pages of its own.
   std::vector<Activity> posted;
@@ -1971,7 +2044,7 @@ TEST_F(CoreServiceTest, TheOldContentAndTokensAreGoneFromTheDatabaseAndItsLogWhe
   EXPECT_EQ(service_->GetActivity(alice_, c.id, small.id)->content, replacement);
 }
 
-TEST_F(CoreServiceTest, AReaderHoldingTheLogDelaysTheScrubUntilItEnds) {
+TEST_F(CoreServiceSqliteTest, AReaderHoldingTheLogDelaysTheScrubUntilItEnds) {
   DatabaseOptions options;
   options.busy_timeout = std::chrono::milliseconds(200);
   Reopen({}, options);
@@ -2020,7 +2093,7 @@ TEST_F(CoreServiceTest, AReaderHoldingTheLogDelaysTheScrubUntilItEnds) {
   EXPECT_EQ(FilesHolding(Pieces(post.content)), std::vector<std::string>{});
 }
 
-TEST_F(CoreServiceTest, AScrubLeftUndoneWhenTheServiceStoppedIsDoneWhenItStartsAgain) {
+TEST_F(CoreServiceSqliteTest, AScrubLeftUndoneWhenTheServiceStoppedIsDoneWhenItStartsAgain) {
   DatabaseOptions options;
   options.busy_timeout = std::chrono::milliseconds(200);
   Reopen({}, options);
@@ -2072,7 +2145,7 @@ TEST_F(CoreServiceTest, AScrubLeftUndoneWhenTheServiceStoppedIsDoneWhenItStartsA
 
 // --- durability and storage -----------------------------------------------------------------
 
-TEST_F(CoreServiceTest, EverythingIsThereAfterARestart) {
+TEST_P(CoreServiceTest, EverythingIsThereAfterARestart) {
   const Conversation c = Create(alice_, {bob_.user_id});
   Post(alice_, c);
   ASSERT_TRUE(service_->AddParticipants(alice_, c.id, {carol_.user_id}).ok());
@@ -2126,7 +2199,7 @@ TEST_F(CoreServiceTest, EverythingIsThereAfterARestart) {
   EXPECT_EQ(matched->items[0].activity_id, posted.id);
 }
 
-TEST_F(CoreServiceTest, RestartRemovesUnfinishedUploads) {
+TEST_P(CoreServiceTest, RestartRemovesUnfinishedUploads) {
   const Conversation c = Create(alice_, {});
   auto upload = service_->BeginUpload(alice_, c.id);
   ASSERT_TRUE((*upload)->Write("partial", 7).ok());
@@ -2143,7 +2216,7 @@ TEST_F(CoreServiceTest, RestartRemovesUnfinishedUploads) {
   EXPECT_TRUE(std::filesystem::is_empty(dir_ / "files"));
 }
 
-TEST_F(CoreServiceTest, NewRefusesADatabaseWithoutTheCoreSchema) {
+TEST_P(CoreServiceTest, NewRefusesADatabaseWithoutTheCoreSchema) {
   auto other = Database::OpenSqlite((dir_ / "other.db").string(), {});
   ASSERT_TRUE(other.ok());
   CoreServiceConfig config;
@@ -2158,7 +2231,7 @@ TEST_F(CoreServiceTest, NewRefusesADatabaseWithoutTheCoreSchema) {
   EXPECT_EQ(CoreService::New(config, *db_).error().code(), ErrorCode::kInvalidArgument);
 }
 
-TEST_F(CoreServiceTest, HotQueriesUseTheirIndexes) {
+TEST_F(CoreServiceSqliteTest, HotQueriesUseTheirIndexes) {
   const std::string history = QueryPlan(internal::CoreStore::kHistoryNewestSql);
   EXPECT_NE(history.find("USING INDEX activities_by_conversation"), std::string::npos) << history;
   EXPECT_EQ(history.find("TEMP B-TREE"), std::string::npos) << history;
@@ -2225,7 +2298,7 @@ TEST(StringArrayTest, RoundTrips) {
 
 // Compliance: an officer of acme reads, ciphertext only, the conversations created by a user of
 // acme that the named user is or was a member of; nobody else does.
-TEST_F(CoreServiceTest, ComplianceOfficersReadTheirOrganizationsConversationsOfAUser) {
+TEST_P(CoreServiceTest, ComplianceOfficersReadTheirOrganizationsConversationsOfAUser) {
   const Caller officer{"officer@acme.test", "acme"};
   const Caller globex_officer{"officer@globex.test", "globex"};
   const Caller posing{"officer@acme.test", "globex"};  // listed for acme, token of globex
@@ -2296,7 +2369,7 @@ TEST_F(CoreServiceTest, ComplianceOfficersReadTheirOrganizationsConversationsOfA
 
 // A database of schema version 1 (before creators' organizations were recorded) is migrated in
 // place: its conversations stay readable by their participants and are read by no officer.
-TEST_F(CoreServiceTest, ConversationsFromBeforeMigration2AreReadByNoOfficer) {
+TEST_F(CoreServiceSqliteTest, ConversationsFromBeforeMigration2AreReadByNoOfficer) {
   const Caller officer{"officer@acme.test", "acme"};
   service_.reset();
   db_.reset();
@@ -2337,7 +2410,7 @@ TEST_F(CoreServiceTest, ConversationsFromBeforeMigration2AreReadByNoOfficer) {
 
 // Issue 11: with acme's and globex's identity providers trusted, a user of either may be added (a
 // room may cross organizations), a user whom no trusted provider signs for may not.
-TEST_F(CoreServiceTest, UsersOfNoTrustedOrganizationAreNotAdded) {
+TEST_P(CoreServiceTest, UsersOfNoTrustedOrganizationAreNotAdded) {
   // A participant who joined before the rule applied can still be removed.
   const Conversation old = Create(alice_, {bob_.user_id, "legacy@initech.test"});
   auto subjects =

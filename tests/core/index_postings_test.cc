@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../support/test_dir.h"
+#include "../support/test_engines.h"
 #include "posting_chunk.h"
 #include "strongroom/common/database.h"
 #include "strongroom/common/jose/base64url.h"
@@ -115,11 +116,14 @@ TEST(PostingChunkTest, AKeyIsTheFirst24BitsOfTheTokensSha256) {
 
 // --- the store ----------------------------------------------------------------------------------
 
-// A cored database with `rooms` conversations and activities in them, filled by SQL.
-class IndexPostingsTest : public ::testing::Test {
+// A cored database with `rooms` conversations and activities in them, filled by SQL; on both
+// engines.
+class IndexPostingsTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   void SetUp() override {
-    auto db = Database::OpenSqlite((dir_ / "core.db").string(), CoreService::Migrations());
+    auto where = strongroom::testing::TestDatabase::New(GetParam(), dir_ / "core.db");
+    ASSERT_TRUE(where.ok()) << where.error().ToString();
+    auto db = where->Open(CoreService::Migrations(), CoreService::PostgresMigrations());
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(*db);
   }
@@ -269,7 +273,10 @@ class IndexPostingsTest : public ::testing::Test {
   Poco::Data::Session* batch_ = nullptr;
 };
 
-TEST_F(IndexPostingsTest, SearchesFindWhatAScanFindsThroughPutsReplacesAndRemovals) {
+INSTANTIATE_TEST_SUITE_P(Engines, IndexPostingsTest, strongroom::testing::kBothEngines,
+                         strongroom::testing::EngineName);
+
+TEST_P(IndexPostingsTest, SearchesFindWhatAScanFindsThroughPutsReplacesAndRemovals) {
   std::mt19937 rng(1414);
   Fill(3, 1500, rng);
   // A vocabulary of 60 keys in 6 buckets (so that buckets fill many chunks, split and share), a
@@ -346,7 +353,7 @@ TEST_F(IndexPostingsTest, SearchesFindWhatAScanFindsThroughPutsReplacesAndRemova
   EXPECT_EQ(Match(0, {{200, 1}, words[0]}, 1501, 50), Scan(0, {{200, 1}, words[0]}, 1501, 50));
 }
 
-TEST_F(IndexPostingsTest, AFullChunkSplitsAndAnEmptiedOneGoes) {
+TEST_P(IndexPostingsTest, AFullChunkSplitsAndAnEmptiedOneGoes) {
   std::mt19937 rng(7);
   Fill(1, 400, rng);
   const IndexKey word{9, 0x1234};
@@ -377,13 +384,14 @@ TEST_F(IndexPostingsTest, AFullChunkSplitsAndAnEmptiedOneGoes) {
   EXPECT_EQ(Match(0, {word}, 401, 1000), std::vector<std::int64_t>{});
 }
 
-TEST_F(IndexPostingsTest, ACorruptChunkFailsTheSearchInsteadOfAnsweringWrong) {
+TEST_P(IndexPostingsTest, ACorruptChunkFailsTheSearchInsteadOfAnsweringWrong) {
   std::mt19937 rng(3);
   Fill(1, 10, rng);
   const IndexKey word{1, 1};
   for (std::int64_t seq = 1; seq <= 10; ++seq) Put(seq, {word});
   Work([&](Poco::Data::Session& s) {
-    Database::Prepare(s, "UPDATE index_postings SET entries = x'0180'").Run();
+    const std::uint8_t corrupt[] = {0x01, 0x80};
+    Database::Prepare(s, "UPDATE index_postings SET entries = ?").BindBlob(corrupt).Run();
   });
   Status searched = db_->InTransaction([&](Poco::Data::Session& s) -> Status {
     IndexPostings::Match(s, rooms_[0], {word}, 11, 10);
@@ -398,7 +406,7 @@ TEST_F(IndexPostingsTest, ACorruptChunkFailsTheSearchInsteadOfAnsweringWrong) {
 // activities that hold a token agreeing with it on those bits: every activity that holds the
 // token itself (no false negative), and, about (the activity's tokens) / 2^24 of the time, one
 // that does not (the client drops it when it decrypts the activity and finds no such word).
-TEST_F(IndexPostingsTest, ATokenFindsEveryActivityWithItAndOnlyThoseAgreeingOn24Bits) {
+TEST_P(IndexPostingsTest, ATokenFindsEveryActivityWithItAndOnlyThoseAgreeingOn24Bits) {
   std::mt19937 rng(24);
   Fill(2, 2000, rng);
   // Tokens as indexerd makes them: 8 random bytes in base64url, 11 characters; 32 an activity.

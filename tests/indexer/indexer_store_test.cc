@@ -3,17 +3,24 @@
 #include <gtest/gtest.h>
 
 #include "../support/test_dir.h"
+#include "../support/test_engines.h"
 
 namespace strongroom::indexer {
 namespace {
 
-class IndexerStoreTest : public ::testing::Test {
+// On both engines.
+class IndexerStoreTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
-  void SetUp() override { Reopen(); }
+  void SetUp() override {
+    auto where = testing::TestDatabase::New(GetParam(), dir_ / "indexer.db");
+    ASSERT_TRUE(where.ok()) << where.error().ToString();
+    where_ = std::move(where).value();
+    Reopen();
+  }
   void Reopen() {
     store_.reset();
     db_.reset();
-    auto db = Database::OpenSqlite((dir_ / "indexer.db").string(), IndexerStore::Migrations());
+    auto db = where_.Open(IndexerStore::Migrations(), IndexerStore::PostgresMigrations());
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
     auto store = IndexerStore::New(*db_);
@@ -21,11 +28,14 @@ class IndexerStoreTest : public ::testing::Test {
     store_.emplace(std::move(store).value());
   }
   ::strongroom::testing::TestDir dir_;
+  testing::TestDatabase where_;
   std::unique_ptr<Database> db_;
   std::optional<IndexerStore> store_;
 };
 
-TEST_F(IndexerStoreTest, TheCursorAndRoomsSurviveAReopen) {
+INSTANTIATE_TEST_SUITE_P(Engines, IndexerStoreTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(IndexerStoreTest, TheCursorAndRoomsSurviveAReopen) {
   EXPECT_EQ(*store_->Cursor(), 0);
   ASSERT_TRUE(store_
                   ->Commit(7, {{"room-a", "kms://k/resources/a", 1, 2},
@@ -44,7 +54,7 @@ TEST_F(IndexerStoreTest, TheCursorAndRoomsSurviveAReopen) {
   EXPECT_EQ(*store_->RoomCount(), 2);
 }
 
-TEST_F(IndexerStoreTest, TheCursorNeverMovesBackAndAFailedCommitChangesNothing) {
+TEST_P(IndexerStoreTest, TheCursorNeverMovesBackAndAFailedCommitChangesNothing) {
   ASSERT_TRUE(store_->Commit(9, {}).ok());
   Status back = store_->Commit(8, {{"room-a", "kms://k/resources/a", 1, 1}});
   ASSERT_FALSE(back.ok());
@@ -53,7 +63,7 @@ TEST_F(IndexerStoreTest, TheCursorNeverMovesBackAndAFailedCommitChangesNothing) 
   EXPECT_FALSE(*store_->RoomOf("room-a"));
 }
 
-TEST_F(IndexerStoreTest, RoomsOfResourcesFindsTheSeenOnesAcrossManyResources) {
+TEST_P(IndexerStoreTest, RoomsOfResourcesFindsTheSeenOnesAcrossManyResources) {
   std::vector<IndexerStore::RoomUpdate> rooms;
   std::vector<std::string> resources;
   for (int i = 0; i < 1200; ++i) {
@@ -67,7 +77,7 @@ TEST_F(IndexerStoreTest, RoomsOfResourcesFindsTheSeenOnesAcrossManyResources) {
   EXPECT_TRUE(store_->RoomsOfResources({})->empty());
 }
 
-TEST_F(IndexerStoreTest, JobProgressIsKept) {
+TEST_P(IndexerStoreTest, JobProgressIsKept) {
   EXPECT_FALSE(*store_->Job("reindex"));
   ASSERT_TRUE(store_->SaveJob({"reindex", "running", 2, 100, 10, 50}).ok());
   ASSERT_TRUE(store_->SaveJob({"reindex", "running", 2, 200, 20, 50, 900}).ok());
@@ -82,7 +92,7 @@ TEST_F(IndexerStoreTest, JobProgressIsKept) {
   EXPECT_EQ(job->end_seq, 900);
 }
 
-TEST_F(IndexerStoreTest, AFinishedReindexRaisesEveryOlderRoomToItsVersionAtOnce) {
+TEST_P(IndexerStoreTest, AFinishedReindexRaisesEveryOlderRoomToItsVersionAtOnce) {
   EXPECT_FALSE(*store_->OldestRoomVersion());
   ASSERT_TRUE(store_
                   ->Commit(5, {{"room-a", "kms://k/resources/a", 1, 3},

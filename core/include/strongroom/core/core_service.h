@@ -76,11 +76,14 @@ class CoreService {
   // service's changing methods (the committing thread is the one that would run them).
   using ActivityListener = std::function<void(const std::vector<Committed>& committed)>;
 
-  // The core's schema: open the core's database with these (Database::OpenSqlite).
+  // The core's schema: open the core's database with these (Database::OpenSqlite), or with
+  // PostgresMigrations() (Database::OpenPostgres): the same versions and tables in each engine's
+  // DDL. The service runs the same on both.
   static std::vector<Migration> Migrations();
+  static std::vector<Migration> PostgresMigrations();
 
-  // Serves from `db`, which must have been opened with Migrations() (FAILED_PRECONDITION
-  // otherwise) and must outlive the service.
+  // Serves from `db`, which must have been opened with its engine's migrations
+  // (FAILED_PRECONDITION otherwise) and must outlive the service.
   static Result<std::unique_ptr<CoreService>> New(CoreServiceConfig config, Database& db,
                                                   Clock clock = {});
   ~CoreService();

@@ -1,5 +1,5 @@
-// indexerd's own database (SQLite through common/database.h): what it must remember across a
-// restart, and nothing of any message.
+// indexerd's own database (common/database.h: SQLite, or PostgreSQL with PostgresMigrations()):
+// what it must remember across a restart, and nothing of any message.
 //
 //   stream_cursor  the seq of the last activity of the core's indexer stream whose tokens were put
 //                  (committed after the PUT: at-least-once delivery, and the core's PUT replaces
@@ -42,9 +42,13 @@ struct JobProgress {
 
 class IndexerStore {
  public:
+  // The indexer's schema, on SQLite and on PostgreSQL: the same versions and tables in each
+  // engine's DDL.
   static std::vector<Migration> Migrations();
+  static std::vector<Migration> PostgresMigrations();
 
-  // `db` opened with Migrations(); FAILED_PRECONDITION otherwise. `db` must outlive the store.
+  // `db` opened with its engine's migrations; FAILED_PRECONDITION otherwise. `db` must outlive the
+  // store.
   static Result<IndexerStore> New(Database& db);
 
   // The stream cursor: 0 before anything was indexed.
