@@ -43,7 +43,9 @@ class Cored : public DaemonApplication {
     relay_options.log = [this](const std::string& line) { Log(line); };
     SR_ASSIGN_OR_RETURN(std::unique_ptr<KmsRelay> relay, KmsRelay::New(std::move(relay_options)));
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
-                        Database::OpenSqlite(settings.database, CoreService::Migrations()));
+                        OpenDatabase(settings.database, CoreService::Migrations(),
+                                     CoreService::PostgresMigrations()));
+    Log("database: " + settings.database.Describe());
     CoreServiceConfig config;
     config.indexer_user_id = settings.indexer;
     config.indexer_org = settings.indexer_org;

@@ -78,7 +78,7 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "core", allowed));
 
   CoredSettings out;
-  SR_ASSIGN_OR_RETURN(out.database, RequiredSetting(config, "core.database", "database"));
+  SR_ASSIGN_OR_RETURN(out.database, ReadDatabaseSettings(config, "core"));
   SR_ASSIGN_OR_RETURN(out.files_dir,
                       RequiredSetting(config, "core.files_dir", "directory for files"));
   SR_ASSIGN_OR_RETURN(out.listener,

@@ -62,7 +62,9 @@ class Indexerd : public DaemonApplication {
     SR_ASSIGN_OR_RETURN(IndexerdSettings settings, LoadIndexerdSettings(config_path));
     SR_ASSIGN_OR_RETURN(JwtVerifier verifier, MakeJwtVerifier(settings.jwt));
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Database> db,
-                        Database::OpenSqlite(settings.database, IndexerStore::Migrations()));
+                        OpenDatabase(settings.database, IndexerStore::Migrations(),
+                                     IndexerStore::PostgresMigrations()));
+    Log("database: " + settings.database.Describe());
     SR_ASSIGN_OR_RETURN(IndexerStore store, IndexerStore::New(*db));
 
     client::KmsContextOptions kms_options;

@@ -39,7 +39,7 @@ Result<IndexerdSettings> ReadIndexerdSettings(const AbstractConfiguration& confi
   SR_ASSIGN_OR_RETURN(out.org, RequiredSetting(config, "indexer.org", "organization"));
   SR_ASSIGN_OR_RETURN(out.subject,
                       RequiredSetting(config, "indexer.subject", "indexer identity (subject)"));
-  SR_ASSIGN_OR_RETURN(out.database, RequiredSetting(config, "indexer.database", "database"));
+  SR_ASSIGN_OR_RETURN(out.database, ReadDatabaseSettings(config, "indexer"));
   SR_ASSIGN_OR_RETURN(out.listener,
                       ReadListenerSettings(config, "indexer", out.listener, kIndexerWorkers));
   SR_ASSIGN_OR_RETURN(out.token_command,

@@ -41,7 +41,8 @@ class CoredSettingsTest : public ::testing::Test {
 TEST_F(CoredSettingsTest, ReadsSettingsWithDefaultsAndTheCoreAudience) {
   auto settings = ReadCoredSettings(*config_);
   ASSERT_TRUE(settings.ok()) << settings.error().ToString();
-  EXPECT_EQ(settings->database, "/var/lib/strongroom/core.db");
+  EXPECT_EQ(settings->database.engine, Database::Engine::kSqlite);
+  EXPECT_EQ(settings->database.path, "/var/lib/strongroom/core.db");
   EXPECT_EQ(settings->files_dir, "/var/lib/strongroom/files");
   EXPECT_EQ(settings->listener.host, "127.0.0.1");
   EXPECT_EQ(settings->listener.port, 9443);

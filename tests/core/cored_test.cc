@@ -56,6 +56,7 @@
 #include "../support/connection_flood.h"
 #include "../support/daemon_process.h"
 #include "../support/haproxy_front.h"
+#include "../support/postgres_cluster.h"
 #include "../support/raw_websocket.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
@@ -681,7 +682,10 @@ class CoredTest : public ::testing::Test {
     if (!relay_token_file.empty()) core["relays"] = "kms1";
     std::ofstream ini(path("core.ini"));
     ini << "[core]\n";
-    for (const auto& [name, value] : core) ini << name << " = " << value << "\n";
+    for (const auto& [name, value] : core) {
+      if (name == "database" && value.empty()) continue;  // the store is a [database] in `extra`
+      ini << name << " = " << value << "\n";
+    }
     if (!relay_token_file.empty()) {
       ini << "[relay.kms1]\ncluster = " << kCluster << "\ntoken_file = " << relay_token_file
           << "\n";
@@ -1177,6 +1181,48 @@ TEST_F(CoredApiTest, MalformedContentIsRefusedAndNothingIsStored) {
   EXPECT_EQ(LastSeq(alice, id), last_seq) << "a refused post stored something";
   EXPECT_EQ(History(alice, id).size(), 1u);
   EXPECT_EQ(PostContent(alice, id, good).status, 201);
+}
+
+// Issue 15: cored keeps its store in PostgreSQL when a [database] section says so: conversations,
+// history and the realtime stream's resume work there, and outlive a restart.
+TEST_F(CoredApiTest, PostgresKeepsConversationsAcrossARestart) {
+  Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
+  ASSERT_TRUE(conninfo.ok()) << conninfo.error().ToString();
+  WriteCoredConfig({{"database", ""}}, "",
+                   "[database]\nengine = postgresql\nconninfo = " + *conninfo + "\n");
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob);
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+  auto bob_events = Connect(kBob);
+  ASSERT_TRUE(bob_events);
+  std::vector<std::string> sent;
+  for (int i = 0; i < 3; ++i) {
+    Object::Ptr posted = Post(alice, id, key, "message " + std::to_string(i));
+    ASSERT_TRUE(posted);
+    sent.push_back(Text(posted, "id"));
+  }
+  std::vector<Object::Ptr> heard = bob_events->Until(sent.back(), kBob);
+  ASSERT_FALSE(heard.empty());
+  const std::int64_t cursor = Seq(heard.back());
+  EXPECT_NE(ReadFile(path("cored.log")).find("cored: database: PostgreSQL"), std::string::npos);
+
+  EXPECT_EQ(StopCored(SIGTERM), 0);
+  ASSERT_TRUE(StartCored());  // on another port: the clients are made again
+  alice = As(kAlice);
+  bob = As(kBob);
+  std::vector<std::string> history = Ids(History(bob, id));
+  ASSERT_GE(history.size(), sent.size());
+  EXPECT_EQ(std::vector<std::string>(history.end() - 3, history.end()), sent);
+  Object::Ptr later = Post(alice, id, key, "after the restart");
+  ASSERT_TRUE(later);
+  auto resumed = Connect(kBob, cursor);
+  ASSERT_TRUE(resumed);
+  std::vector<Object::Ptr> missed = resumed->Until(Text(later, "id"), kBob);
+  ASSERT_EQ(missed.size(), 1u);  // nothing twice: only what came after the cursor
+  EXPECT_FALSE(fs::exists(db_path()));
 }
 
 TEST_F(CoredApiTest, HistoryIsPagedBothWaysWithCursors) {

@@ -3,7 +3,8 @@
 // attach to the relay.
 //
 //   [core]
-//   database = /var/lib/strongroom/core.db
+//   database = /var/lib/strongroom/core.db      ; SQLite; or a [database] section naming
+//                                     ; PostgreSQL (database_settings.h)
 //   files_dir = /var/lib/strongroom/files      ; encrypted blobs
 //   listen = 127.0.0.1:9443                    ; host:port, [v6]:port; port 0 = any free port
 //   tls_cert = /etc/strongroom/tls/core.crt    ; PEM: the HTTPS server certificate (+ chain)
@@ -42,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "strongroom/common/database_settings.h"
 #include "strongroom/common/error.h"
 #include "strongroom/common/jwt_settings.h"
 #include "strongroom/common/listener_settings.h"
@@ -58,7 +60,7 @@ struct RelayClusterSettings {
 };
 
 struct CoredSettings {
-  std::string database;
+  DatabaseSettings database;
   std::string files_dir;
   ListenerSettings listener{.port = 9443, .max_connections = 256};
   std::string indexer;

@@ -6,7 +6,8 @@
 //   [indexer]
 //   org = acme                                 ; the organization it indexes
 //   subject = indexer@acme.example             ; its service identity (the org policy's indexer)
-//   database = /var/lib/strongroom/indexer.db
+//   database = /var/lib/strongroom/indexer.db   ; SQLite; or a [database] section naming
+//                                     ; PostgreSQL (database_settings.h)
 //   listen = 127.0.0.1:9444                    ; host:port, [v6]:port; port 0 = any free port
 //   tls_cert = /etc/strongroom/tls/indexer.crt
 //   tls_key = /etc/strongroom/tls/indexer.key
@@ -42,6 +43,7 @@
 #include <cstdint>
 #include <string>
 
+#include "strongroom/common/database_settings.h"
 #include "strongroom/common/error.h"
 #include "strongroom/common/jwt_settings.h"
 #include "strongroom/common/listener_settings.h"
@@ -51,7 +53,7 @@ namespace strongroom::indexer {
 struct IndexerdSettings {
   std::string org;
   std::string subject;
-  std::string database;
+  DatabaseSettings database;
   ListenerSettings listener{.port = 9444, .max_connections = 64};
   std::string token_command;  // with "{audience}" where the audience goes
   std::string language = "english";
