@@ -1,7 +1,5 @@
 #include "strongroom/kms/audit_checkpoints.h"
 
-#include <Poco/Data/LOB.h>
-#include <Poco/Data/RecordSet.h>
 #include <Poco/JSON/Object.h>
 #include <openssl/sha.h>
 
@@ -14,10 +12,6 @@
 
 namespace strongroom::kms {
 namespace {
-
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
 
 constexpr std::int64_t kVerifyBatch = 1000;
 
@@ -33,16 +27,16 @@ std::span<const std::uint8_t> AsBytes(const std::string& text) {
 
 // The chain's head: the last record's number and hash (0 for an empty log).
 Status ReadHead(Poco::Data::Session& session, std::int64_t& seq, AuditHash& hash) {
-  std::vector<std::int64_t> seqs;
-  std::vector<Poco::Data::BLOB> hashes;
-  session << "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", into(seqs), into(hashes), now;
+  SqlStatement head =
+      Database::Prepare(session, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
   seq = 0;
-  if (seqs.empty()) return OkStatus();
-  if (hashes[0].size() != hash.size()) {
+  if (!head.Next()) return OkStatus();
+  const std::span<const std::uint8_t> bytes = head.Blob(1);
+  if (bytes.size() != hash.size()) {
     return Error(ErrorCode::kDataLoss, "the audit log's last record has a malformed hash");
   }
-  seq = seqs[0];
-  std::memcpy(hash.data(), hashes[0].rawContent(), hash.size());
+  seq = head.Int(0);
+  std::memcpy(hash.data(), bytes.data(), hash.size());
   return OkStatus();
 }
 
@@ -89,11 +83,14 @@ Result<jose::PublicJwk> Jwk(const hsm::RsaPublicKey& key) {
 
 }  // namespace
 
-Migration AuditCheckpoints::Schema(int version) {
+Migration AuditCheckpoints::Schema(int version, Database::Engine engine) {
   return {version,
           "signed checkpoints of the audit chain",
-          {"CREATE TABLE audit_checkpoints (seq INTEGER PRIMARY KEY, "
-           "signed_ms INTEGER NOT NULL, jws TEXT NOT NULL)"}};
+          {engine == Database::Engine::kPostgres
+               ? "CREATE TABLE audit_checkpoints (seq BIGINT PRIMARY KEY, "
+                 "signed_ms BIGINT NOT NULL, jws TEXT NOT NULL)"
+               : "CREATE TABLE audit_checkpoints (seq INTEGER PRIMARY KEY, "
+                 "signed_ms INTEGER NOT NULL, jws TEXT NOT NULL)"}};
 }
 
 std::string AuditCheckpoints::Thumbprint(const hsm::RsaPublicKey& key) {
@@ -135,9 +132,13 @@ Result<std::optional<AuditCheckpoint>> AuditCheckpoints::SignHead(Database& db,
                       jose::SignJwsWith(ToJson(header), AsBytes(payload_json), sign));
   SR_RETURN_IF_ERROR(db.InTransaction(
       [&](Poco::Data::Session& s) -> Status {
-        std::int64_t seq = checkpoint.seq, signed_ms = checkpoint.signed_ms;
-        s << "INSERT OR IGNORE INTO audit_checkpoints (seq, signed_ms, jws) VALUES (?, ?, ?)",
-            use(seq), use(signed_ms), use(jws), now;
+        Database::Prepare(s,
+                          "INSERT INTO audit_checkpoints (seq, signed_ms, jws) VALUES (?, ?, ?) "
+                          "ON CONFLICT DO NOTHING")
+            .Bind(checkpoint.seq)
+            .Bind(checkpoint.signed_ms)
+            .Bind(jws)
+            .Run();
         return OkStatus();
       },
       Database::Durability::kDeferred));
@@ -147,9 +148,9 @@ Result<std::optional<AuditCheckpoint>> AuditCheckpoints::SignHead(Database& db,
 Result<std::int64_t> AuditCheckpoints::LastSeq(Database& db) {
   std::int64_t last = 0;
   SR_RETURN_IF_ERROR(db.WithSession([&](Poco::Data::Session& s) -> Status {
-    std::vector<std::int64_t> seqs;
-    s << "SELECT seq FROM audit_checkpoints ORDER BY seq DESC LIMIT 1", into(seqs), now;
-    if (!seqs.empty()) last = seqs[0];
+    SqlStatement select =
+        Database::Prepare(s, "SELECT seq FROM audit_checkpoints ORDER BY seq DESC LIMIT 1");
+    if (select.Next()) last = select.Int(0);
     return OkStatus();
   }));
   return last;
@@ -204,25 +205,23 @@ Result<CheckpointVerdict> AuditCheckpoints::Verify(Database& db,
     };
     std::vector<Row> rows;
     SR_RETURN_IF_ERROR(db.WithSession([&](Poco::Data::Session& s) -> Status {
-      Poco::Data::Statement select(s);
-      std::int64_t batch = kVerifyBatch;
-      select << "SELECT c.seq AS seq, c.jws AS jws, a.hash AS hash FROM audit_checkpoints c "
-                "LEFT JOIN audit a ON a.seq = c.seq WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
-          use(after), use(batch);
-      select.execute();
-      Poco::Data::RecordSet set(select);
-      more = set.rowCount() == static_cast<std::size_t>(kVerifyBatch);
-      for (bool row = set.moveFirst(); row; row = set.moveNext()) {
-        Row r{set["seq"].convert<std::int64_t>(), set["jws"].convert<std::string>(), {}};
-        if (!set["hash"].isEmpty()) {
-          const Poco::Data::BLOB blob = set["hash"].extract<Poco::Data::BLOB>();
-          if (blob.size() == AuditHash{}.size()) {
+      SqlStatement select = Database::Prepare(
+          s,
+          "SELECT c.seq, c.jws, a.hash FROM audit_checkpoints c "
+          "LEFT JOIN audit a ON a.seq = c.seq WHERE c.seq > ? ORDER BY c.seq LIMIT ?");
+      select.Bind(after).Bind(kVerifyBatch);
+      while (select.Next()) {
+        Row r{select.Int(0), select.Text(1), {}};
+        if (!select.IsNull(2)) {
+          const std::span<const std::uint8_t> hash = select.Blob(2);
+          if (hash.size() == AuditHash{}.size()) {
             r.hash.emplace();
-            std::memcpy(r.hash->data(), blob.rawContent(), r.hash->size());
+            std::memcpy(r.hash->data(), hash.data(), r.hash->size());
           }
         }
         rows.push_back(std::move(r));
       }
+      more = rows.size() == static_cast<std::size_t>(kVerifyBatch);
       return OkStatus();
     }));
     for (const Row& row : rows) {

@@ -1,21 +1,18 @@
 #include "strongroom/kms/background_job.h"
 
-#include <Poco/Data/RecordSet.h>
-#include <Poco/Data/Statement.h>
-
 #include <utility>
 
 namespace strongroom::kms {
 
-void ReadJobProgress(Poco::Data::RecordSet& rows, JobProgress& p) {
-  p.job_id = rows["id"].convert<std::int64_t>();
-  p.state = rows["state"].convert<std::string>();
-  p.total = rows["total"].convert<std::int64_t>();
-  p.done = rows["done"].convert<std::int64_t>();
-  p.failed = rows["failed"].convert<std::int64_t>();
-  p.started_ms = rows["started_ms"].convert<std::int64_t>();
-  p.updated_ms = rows["updated_ms"].convert<std::int64_t>();
-  p.last_error = rows["last_error"].convert<std::string>();
+void ReadJobProgress(const SqlStatement& row, JobProgress& p) {
+  p.job_id = row.Int(0);
+  p.state = row.Text(1);
+  p.total = row.Int(2);
+  p.done = row.Int(3);
+  p.failed = row.Int(4);
+  p.started_ms = row.Int(5);
+  p.updated_ms = row.Int(6);
+  p.last_error = row.Text(7);
   if (p.updated_ms > p.started_ms) {
     p.rate_per_second =
         static_cast<double>(p.done) * 1000.0 / static_cast<double>(p.updated_ms - p.started_ms);
@@ -42,16 +39,12 @@ Result<std::vector<JobFailure>> ReadJobFailures(Database& db, std::string_view t
   }
   std::vector<JobFailure> out;
   SR_RETURN_IF_ERROR(db.WithSession([&](Poco::Data::Session& s) -> Status {
-    Poco::Int64 id = job_id, n = static_cast<Poco::Int64>(limit);
-    Poco::Data::Statement select(s);
-    select << "SELECT kind, uri, token, error FROM " << std::string(table)
-           << " WHERE job_id = ? ORDER BY kind, uri, token LIMIT ?",
-        Poco::Data::Keywords::use(id), Poco::Data::Keywords::use(n);
-    select.execute();
-    Poco::Data::RecordSet rows(select);
-    for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-      out.push_back({rows["kind"].convert<std::string>(), rows["uri"].convert<std::string>(),
-                     rows["token"].convert<std::string>(), rows["error"].convert<std::string>()});
+    SqlStatement select =
+        Database::Prepare(s, "SELECT kind, uri, token, error FROM " + std::string(table) +
+                                 " WHERE job_id = ? ORDER BY kind, uri, token LIMIT ?");
+    select.Bind(job_id).Bind(static_cast<std::int64_t>(limit));
+    while (select.Next()) {
+      out.push_back({select.Text(0), select.Text(1), select.Text(2), select.Text(3)});
     }
     return OkStatus();
   }));

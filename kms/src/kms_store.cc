@@ -193,10 +193,7 @@ std::vector<Migration> KmsStore::PostgresMigrations() {
        {"CREATE TABLE executed_requests (channel TEXT NOT NULL, messages BYTEA NOT NULL, "
         "executed_ms BIGINT NOT NULL)",
         "CREATE INDEX executed_requests_by_channel ON executed_requests (channel)"}},
-      {7,
-       "signed checkpoints of the audit chain",
-       {"CREATE TABLE audit_checkpoints (seq BIGINT PRIMARY KEY, signed_ms BIGINT NOT NULL, "
-        "jws TEXT NOT NULL)"}},
+      AuditCheckpoints::Schema(7, Database::Engine::kPostgres),
       AuditLog::RequestSchema(8, Database::Engine::kPostgres),
       {9,
        "reconciliation jobs: wraps added for the tokens that missed keys",

@@ -1,9 +1,5 @@
 #include "strongroom/kms/reconcile_job.h"
 
-#include <Poco/Data/LOB.h>
-#include <Poco/Data/RecordSet.h>
-#include <Poco/Data/Statement.h>
-
 #include <algorithm>
 #include <map>
 #include <variant>
@@ -15,17 +11,12 @@
 namespace strongroom::kms {
 namespace {
 
-using Poco::Data::Keywords::bind;
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
-
-constexpr char kJobColumns[] =
-    "id, state, started_by, phase, cursor, total, done, failed, started_ms, updated_ms, "
-    "waiting_for, blocked, last_error";
+// kJobProgressColumns, then the job's own.
+const std::string kJobColumns =
+    std::string(kJobProgressColumns) + ", started_by, phase, cursor, waiting_for, blocked";
 constexpr std::size_t kMaxActor = 256;
 
-using Param = std::variant<std::string, Poco::Int64>;
+using Param = std::variant<std::string, std::int64_t>;
 
 std::string Join(const std::set<std::string>& names) {
   std::string out;
@@ -84,24 +75,21 @@ void AppendLacks(const std::string& kind, const hsm::VaultToken& token, std::str
 std::string FromKeys(const std::string& kind, std::int64_t now_ms, std::vector<Param>& params) {
   if (kind == "key") return " FROM keys x WHERE 1 = 1";
   if (kind == "search") return " FROM search_keys x WHERE 1 = 1";
-  params.emplace_back(Poco::Int64{now_ms});
+  params.emplace_back(now_ms);
   return " FROM ephemeral_keys x WHERE x.deleted = 0 AND x.expires_ms > ?";
 }
 
-void Bind(Poco::Data::Statement& statement, const std::vector<Param>& params) {
+void Bind(SqlStatement& statement, const std::vector<Param>& params) {
   for (const Param& p : params) {
-    std::visit([&](const auto& value) { statement, bind(value); }, p);
+    std::visit([&](const auto& value) { statement.Bind(value); }, p);
   }
 }
 
 std::int64_t CountQuery(Poco::Data::Session& s, const std::string& sql,
                         const std::vector<Param>& params) {
-  Poco::Data::Statement select(s);
-  select << sql;
+  SqlStatement select = Database::Prepare(s, sql);
   Bind(select, params);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  return rows.moveFirst() ? rows.value(0).convert<std::int64_t>() : 0;
+  return select.Next() ? select.Int(0) : 0;
 }
 
 struct JobRow {
@@ -111,27 +99,29 @@ struct JobRow {
   std::set<std::string> blocked;  // tokens that met an outage in this round
 };
 
-JobRow JobFromRow(Poco::Data::RecordSet& rows) {
+// A row of kJobColumns.
+JobRow JobFromRow(const SqlStatement& select) {
   JobRow row;
   ReconcileProgress& p = row.progress;
-  ReadJobProgress(rows, p);
-  p.started_by = rows["started_by"].convert<std::string>();
-  const std::set<std::string> waiting = Split(rows["waiting_for"].convert<std::string>());
+  ReadJobProgress(select, p);
+  constexpr int own = kJobProgressColumnCount;
+  p.started_by = select.Text(own);
+  row.phase = select.Text(own + 1);
+  row.cursor = select.Text(own + 2);
+  const std::set<std::string> waiting = Split(select.Text(own + 3));
   p.waiting_for.assign(waiting.begin(), waiting.end());
-  row.phase = rows["phase"].convert<std::string>();
-  row.cursor = rows["cursor"].convert<std::string>();
-  row.blocked = Split(rows["blocked"].convert<std::string>());
+  row.blocked = Split(select.Text(own + 4));
   return row;
 }
 
-Result<std::optional<JobRow>> ReadJob(Poco::Data::Session& s, const std::string& where) {
-  Poco::Data::Statement select(s);
-  select << "SELECT " << kJobColumns << " FROM reconcile_jobs " << where
-         << " ORDER BY id DESC LIMIT 1";
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  if (!rows.moveFirst()) return std::optional<JobRow>();
-  return std::optional<JobRow>(JobFromRow(rows));
+// The newest job `where` selects (a condition of the job's `id` when `id` is given: "id = ?").
+Result<std::optional<JobRow>> ReadJob(Poco::Data::Session& s, const std::string& where,
+                                      std::optional<std::int64_t> id = std::nullopt) {
+  SqlStatement select = Database::Prepare(
+      s, "SELECT " + kJobColumns + " FROM reconcile_jobs " + where + " ORDER BY id DESC LIMIT 1");
+  if (id) select.Bind(*id);
+  if (!select.Next()) return std::optional<JobRow>();
+  return std::optional<JobRow>(JobFromRow(select));
 }
 
 constexpr char kActive[] = "WHERE state IN ('running', 'waiting')";
@@ -176,7 +166,7 @@ Status ReadPage(Poco::Data::Session& s, const std::string& kind, const std::stri
                 std::int64_t now_ms, std::vector<std::pair<std::string, std::string>>& out) {
   if (tokens.empty() || limit == 0) return OkStatus();
   std::vector<Param> params;
-  std::string sql = "SELECT x.uri AS uri, x.org AS org" + FromKeys(kind, now_ms, params);
+  std::string sql = "SELECT x.uri, x.org" + FromKeys(kind, now_ms, params);
   sql += " AND x.uri > ? AND (";
   params.emplace_back(cursor);
   for (std::size_t i = 0; i < tokens.size(); ++i) {
@@ -186,34 +176,25 @@ Status ReadPage(Poco::Data::Session& s, const std::string& kind, const std::stri
   sql +=
       ") AND NOT EXISTS (SELECT 1 FROM reconcile_failures f WHERE f.job_id = ? AND f.kind = ? "
       "AND f.uri = x.uri) ORDER BY x.uri LIMIT ?";
-  params.emplace_back(Poco::Int64{job_id});
+  params.emplace_back(job_id);
   params.emplace_back(kind);
-  params.emplace_back(static_cast<Poco::Int64>(limit));
-  Poco::Data::Statement select(s);
-  select << sql;
+  params.emplace_back(static_cast<std::int64_t>(limit));
+  SqlStatement select = Database::Prepare(s, sql);
   Bind(select, params);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    out.emplace_back(rows["uri"].convert<std::string>(), rows["org"].convert<std::string>());
-  }
+  while (select.Next()) out.emplace_back(select.Text(0), select.Text(1));
   return OkStatus();
 }
 
 Result<std::vector<hsm::TokenBlob>> ReadBlobs(Poco::Data::Session& s, const std::string& kind,
                                               const std::string& uri) {
-  std::string key = uri;
-  Poco::Data::Statement select(s);
-  select << "SELECT token, blob FROM " << BlobTable(kind) << " WHERE " << BlobKeyColumn(kind)
-         << " = ?",
-      use(key);
-  select.execute();
-  Poco::Data::RecordSet rows(select);
+  SqlStatement select =
+      Database::Prepare(s, std::string("SELECT token, blob FROM ") + BlobTable(kind) + " WHERE " +
+                               BlobKeyColumn(kind) + " = ?");
+  select.Bind(uri);
   std::vector<hsm::TokenBlob> out;
-  for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-    const Poco::Data::BLOB blob = rows["blob"].extract<Poco::Data::BLOB>();  // a copy
-    out.push_back({rows["token"].convert<std::string>(),
-                   std::vector<std::uint8_t>(blob.content().begin(), blob.content().end())});
+  while (select.Next()) {
+    const std::span<const std::uint8_t> blob = select.Blob(1);
+    out.push_back({select.Text(0), std::vector<std::uint8_t>(blob.begin(), blob.end())});
   }
   return out;
 }
@@ -298,25 +279,35 @@ Result<ReconcileProgress> ReconcileJobs::Start(const std::string& actor, bool* s
   const Status stored = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
     created = false;
     SR_ASSIGN_OR_RETURN(std::optional<JobRow> active, ReadJob(s, kActive));
-    Poco::Int64 updated = at;
     if (active) {
       // An operator's start resumes a waiting job at once rather than a minute later.
-      Poco::Int64 active_id = active->progress.job_id;
-      s << "UPDATE reconcile_jobs SET state = 'running', waiting_for = '', updated_ms = ? "
-           "WHERE id = ? AND state = 'waiting'",
-          use(updated), use(active_id), now;
+      Database::Prepare(s,
+                        "UPDATE reconcile_jobs SET state = 'running', waiting_for = '', "
+                        "updated_ms = ? WHERE id = ? AND state = 'waiting'")
+          .Bind(at)
+          .Bind(active->progress.job_id)
+          .Run();
       id = active->progress.job_id;
       return OkStatus();
     }
-    Poco::Int64 next = 0;
-    s << "SELECT COALESCE(MAX(id), 0) + 1 FROM reconcile_jobs", into(next), now;
-    Poco::Int64 total = missing.total();
-    std::string by = actor;
-    s << "INSERT INTO reconcile_jobs (id, state, started_by, phase, cursor, total, done, "
-         "failed, "
-         "started_ms, updated_ms, waiting_for, blocked, last_error) "
-         "VALUES (?, 'running', ?, 'key', '', ?, 0, 0, ?, ?, '', '', '')",
-        use(next), use(by), use(total), use(updated), use(updated), now;
+    // One writer at a time (InTransaction): no other job can take this id before the insert.
+    std::int64_t next = 0;
+    {
+      SqlStatement select =
+          Database::Prepare(s, "SELECT COALESCE(MAX(id), 0) + 1 FROM reconcile_jobs");
+      if (select.Next()) next = select.Int(0);
+    }
+    const std::int64_t total = missing.total();
+    Database::Prepare(s,
+                      "INSERT INTO reconcile_jobs (id, state, started_by, phase, cursor, total, "
+                      "done, failed, started_ms, updated_ms, waiting_for, blocked, last_error) "
+                      "VALUES (?, 'running', ?, 'key', '', ?, 0, 0, ?, ?, '', '', '')")
+        .Bind(next)
+        .Bind(actor)
+        .Bind(total)
+        .Bind(at)
+        .Bind(at)
+        .Run();
     std::string per_token;
     for (const auto& [token, n] : missing.by_token) {
       per_token += (per_token.empty() ? "" : ", ") + token + " " + std::to_string(n);
@@ -336,7 +327,7 @@ Result<ReconcileProgress> ReconcileJobs::Start(const std::string& actor, bool* s
   if (started != nullptr) *started = created;
   std::optional<JobRow> job;
   const Status reread = db_.WithSession([&](Poco::Data::Session& s) -> Status {
-    SR_ASSIGN_OR_RETURN(job, ReadJob(s, "WHERE id = " + std::to_string(id)));
+    SR_ASSIGN_OR_RETURN(job, ReadJob(s, "WHERE id = ?", id));
     return OkStatus();
   });
   if (!reread.ok()) return reread.error();
@@ -514,23 +505,38 @@ Result<ReconcileBatch> ReconcileJobs::RunOnce(std::size_t batch) {
       written += inserted;
     }
     for (const Failed& f : failed) {
-      Poco::Int64 id = job->progress.job_id;
-      std::string kind = f.of->kind, uri = f.of->uri, token = f.token, text = f.error;
-      s << "INSERT INTO reconcile_failures (job_id, kind, uri, token, error) "
-           "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-          use(id), use(kind), use(uri), use(token), use(text), now;
+      Database::Prepare(s,
+                        "INSERT INTO reconcile_failures (job_id, kind, uri, token, error) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+          .Bind(job->progress.job_id)
+          .Bind(f.of->kind)
+          .Bind(f.of->uri)
+          .Bind(f.token)
+          .Bind(f.error)
+          .Run();
     }
-    Poco::Int64 id = job->progress.job_id, done = static_cast<Poco::Int64>(written),
-                fails = static_cast<Poco::Int64>(failed.size()), updated = now_ms;
-    std::string blocked_text = Join(blocked), error = last_error;
-    Poco::Data::Statement update(s);
-    update << "UPDATE reconcile_jobs SET state = 'running', waiting_for = '', phase = ?, "
-              "cursor = ?, done = done + ?, failed = failed + ?, updated_ms = ?, blocked = ?, "
-              "last_error = ?, total = MAX(total, done + ? + failed + ?) "
-              "WHERE id = ? AND state IN ('running', 'waiting')",
-        use(phase), use(cursor), use(done), use(fails), use(updated), use(blocked_text), use(error),
-        use(done), use(fails), use(id);
-    update.execute();
+    const auto done = static_cast<std::int64_t>(written);
+    const auto fails = static_cast<std::int64_t>(failed.size());
+    // SQLite's two-argument MAX is PostgreSQL's GREATEST: a CASE is both engines'.
+    Database::Prepare(s,
+                      "UPDATE reconcile_jobs SET state = 'running', waiting_for = '', phase = ?, "
+                      "cursor = ?, done = done + ?, failed = failed + ?, updated_ms = ?, "
+                      "blocked = ?, last_error = ?, total = CASE WHEN total > done + ? + failed "
+                      "+ ? THEN total ELSE done + ? + failed + ? END "
+                      "WHERE id = ? AND state IN ('running', 'waiting')")
+        .Bind(phase)
+        .Bind(cursor)
+        .Bind(done)
+        .Bind(fails)
+        .Bind(now_ms)
+        .Bind(Join(blocked))
+        .Bind(last_error)
+        .Bind(done)
+        .Bind(fails)
+        .Bind(done)
+        .Bind(fails)
+        .Bind(job->progress.job_id)
+        .Run();
     return OkStatus();
   });
   if (!write.ok()) return write.error();
@@ -600,16 +606,25 @@ Result<ReconcileBatch> ReconcileJobs::EndRound(ReconcileProgress job,
 
   const bool finished = state == "done" || state == "failed";
   const Status ended = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-    Poco::Int64 id = job.job_id, updated = now_ms, left = missing.total();
-    std::string st = state, waiting = Join(waiting_for), error = last_error;
-    Poco::Data::Statement update(s);
+    const std::int64_t left = missing.total();
     // A new round, or a wait, begins at the first key again; total follows what is missing now.
-    update << "UPDATE reconcile_jobs SET state = ?, phase = 'key', cursor = '', blocked = '', "
-              "waiting_for = ?, updated_ms = ?, last_error = ?, "
-              "total = CASE WHEN ? = 0 THEN done + failed ELSE MAX(total, done + ?) END "
-              "WHERE id = ? AND state IN ('running', 'waiting')",
-        use(st), use(waiting), use(updated), use(error), use(left), use(left), use(id);
-    if (update.execute() == 0 || !finished) return OkStatus();
+    const std::int64_t updated =
+        Database::Prepare(s,
+                          "UPDATE reconcile_jobs SET state = ?, phase = 'key', cursor = '', "
+                          "blocked = '', waiting_for = ?, updated_ms = ?, last_error = ?, "
+                          "total = CASE WHEN ? = 0 THEN done + failed "
+                          "WHEN total > done + ? THEN total ELSE done + ? END "
+                          "WHERE id = ? AND state IN ('running', 'waiting')")
+            .Bind(state)
+            .Bind(Join(waiting_for))
+            .Bind(now_ms)
+            .Bind(last_error)
+            .Bind(left)
+            .Bind(left)
+            .Bind(left)
+            .Bind(job.job_id)
+            .Run();
+    if (updated == 0 || !finished) return OkStatus();
     AuditRecord record{.at_ms = now_ms,
                        .actor = "kms",
                        .action = "reconcile.end",

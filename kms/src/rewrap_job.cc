@@ -1,10 +1,7 @@
 #include "strongroom/kms/rewrap_job.h"
 
-#include <Poco/Data/LOB.h>
-#include <Poco/Data/RecordSet.h>
-#include <Poco/Data/Statement.h>
-
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <map>
 
@@ -16,33 +13,48 @@
 namespace strongroom::kms {
 namespace {
 
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
-
-constexpr char kJobColumns[] =
-    "id, org, root_version, state, total, done, failed, started_ms, updated_ms, last_error";
+// kJobProgressColumns, then the job's own.
+const std::string kJobColumns = std::string(kJobProgressColumns) + ", org, root_version";
 
 // The blob's root version as it sits in the blob (bytes 4-7, big-endian): blobs compare below a
 // version bytewise, which is how the ephemeral blobs, stored without a version column, are found.
-Poco::Data::BLOB VersionPrefix(std::uint32_t version) {
-  const unsigned char bytes[4] = {
-      static_cast<unsigned char>(version >> 24), static_cast<unsigned char>(version >> 16),
-      static_cast<unsigned char>(version >> 8), static_cast<unsigned char>(version)};
-  return Poco::Data::BLOB(bytes, sizeof bytes);
+std::array<std::uint8_t, 4> VersionPrefix(std::uint32_t version) {
+  return {static_cast<std::uint8_t>(version >> 24), static_cast<std::uint8_t>(version >> 16),
+          static_cast<std::uint8_t>(version >> 8), static_cast<std::uint8_t>(version)};
 }
 
-std::vector<std::uint8_t> BlobBytes(Poco::Data::RecordSet& rows, const char* column) {
-  const Poco::Data::BLOB blob = rows[column].extract<Poco::Data::BLOB>();  // a copy
-  return std::vector<std::uint8_t>(blob.content().begin(), blob.content().end());
-}
-
-RewrapProgress JobFromRow(Poco::Data::RecordSet& rows) {
+// A row of kJobColumns.
+RewrapProgress JobFromRow(const SqlStatement& row) {
   RewrapProgress p;
-  ReadJobProgress(rows, p);
-  p.org = rows["org"].convert<std::string>();
-  p.root_version = rows["root_version"].convert<std::uint32_t>();
+  ReadJobProgress(row, p);
+  p.org = row.Text(kJobProgressColumnCount);
+  p.root_version = static_cast<std::uint32_t>(row.Int(kJobProgressColumnCount + 1));
   return p;
+}
+
+// The blobs of `kind` ("key", "search", "ephemeral") a job has to re-wrap on one token: the
+// token's name, the version they are below (for ephemeral blobs, which have no version column, as
+// VersionPrefix: blobs compare bytewise), the organization, for ephemeral keys the time they must
+// live past, the job, the kind, and how many; each row the key's URI and the blob.
+const char* PendingSql(const std::string& kind) {
+  if (kind == "key") {
+    return "SELECT kb.key_uri, kb.blob FROM key_blobs kb JOIN keys k ON k.uri = kb.key_uri "
+           "WHERE kb.token = ? AND kb.root_version < ? AND k.org = ? "
+           "AND NOT EXISTS (SELECT 1 FROM rewrap_failures f WHERE f.job_id = ? "
+           "AND f.kind = ? AND f.uri = kb.key_uri AND f.token = kb.token) LIMIT ?";
+  }
+  if (kind == "search") {
+    return "SELECT sb.key_uri, sb.blob FROM search_key_blobs sb "
+           "JOIN search_keys sk ON sk.uri = sb.key_uri "
+           "WHERE sb.token = ? AND sb.root_version < ? AND sk.org = ? "
+           "AND NOT EXISTS (SELECT 1 FROM rewrap_failures f WHERE f.job_id = ? "
+           "AND f.kind = ? AND f.uri = sb.key_uri AND f.token = sb.token) LIMIT ?";
+  }
+  return "SELECT eb.uri, eb.blob FROM ephemeral_blobs eb JOIN ephemeral_keys ek ON ek.uri = eb.uri "
+         "WHERE eb.token = ? AND substr(eb.blob, 5, 4) < ? AND ek.org = ? "
+         "AND ek.deleted = 0 AND ek.expires_ms > ? "
+         "AND NOT EXISTS (SELECT 1 FROM rewrap_failures f WHERE f.job_id = ? "
+         "AND f.kind = ? AND f.uri = eb.uri AND f.token = eb.token) LIMIT ?";
 }
 
 // A failure that says something is wrong with this blob, as opposed to an outage.
@@ -110,34 +122,49 @@ Result<RewrapProgress> RewrapJobs::Rotate(const std::string& org, const std::str
       versions +=
           (versions.empty() ? "" : ", ") + info.token + " v" + std::to_string(info.id.version);
     }
-    std::string o = org;
-    Poco::Int64 updated = at;
-    s << "UPDATE rewrap_jobs SET state = 'superseded', updated_ms = ? "
-         "WHERE org = ? AND state = 'running'",
-        use(updated), use(o), now;
+    Database::Prepare(s,
+                      "UPDATE rewrap_jobs SET state = 'superseded', updated_ms = ? "
+                      "WHERE org = ? AND state = 'running'")
+        .Bind(at)
+        .Bind(org)
+        .Run();
     std::int64_t total = 0;
     for (const hsm::RootKeyInfo& info : created) {
-      std::string token = info.token;
-      Poco::Int64 v = info.id.version, keys = 0, ephemeral = 0;
-      s << "SELECT (SELECT COUNT(*) FROM key_blobs kb JOIN keys k ON k.uri = kb.key_uri "
-           "WHERE kb.token = ? AND kb.root_version < ? AND k.org = ?) + "
-           "(SELECT COUNT(*) FROM search_key_blobs sb JOIN search_keys sk ON sk.uri = sb.key_uri "
-           "WHERE sb.token = ? AND sb.root_version < ? AND sk.org = ?)",
-          use(token), use(v), use(o), use(token), use(v), use(o), into(keys), now;
-      Poco::Data::BLOB prefix = VersionPrefix(info.id.version);
-      s << "SELECT COUNT(*) FROM ephemeral_blobs eb JOIN ephemeral_keys ek ON ek.uri = eb.uri "
-           "WHERE eb.token = ? AND substr(eb.blob, 5, 4) < ? AND ek.org = ? "
-           "AND ek.deleted = 0 AND ek.expires_ms > ?",
-          use(token), use(prefix), use(o), use(updated), into(ephemeral), now;
-      total += keys + ephemeral;
+      const std::int64_t v = info.id.version;
+      SqlStatement keys = Database::Prepare(
+          s,
+          "SELECT (SELECT COUNT(*) FROM key_blobs kb JOIN keys k ON k.uri = kb.key_uri "
+          "WHERE kb.token = ? AND kb.root_version < ? AND k.org = ?) + "
+          "(SELECT COUNT(*) FROM search_key_blobs sb JOIN search_keys sk ON sk.uri = sb.key_uri "
+          "WHERE sb.token = ? AND sb.root_version < ? AND sk.org = ?)");
+      keys.Bind(info.token).Bind(v).Bind(org).Bind(info.token).Bind(v).Bind(org);
+      if (keys.Next()) total += keys.Int(0);
+      SqlStatement ephemeral = Database::Prepare(
+          s,
+          "SELECT COUNT(*) FROM ephemeral_blobs eb JOIN ephemeral_keys ek ON ek.uri = eb.uri "
+          "WHERE eb.token = ? AND substr(eb.blob, 5, 4) < ? AND ek.org = ? "
+          "AND ek.deleted = 0 AND ek.expires_ms > ?");
+      ephemeral.Bind(info.token).BindBlob(VersionPrefix(info.id.version)).Bind(org).Bind(at);
+      if (ephemeral.Next()) total += ephemeral.Int(0);
     }
-    Poco::Int64 id = 0;
-    s << "SELECT COALESCE(MAX(id), 0) + 1 FROM rewrap_jobs", into(id), now;
-    Poco::Int64 root_version = version, count = total;
-    std::string state = "running";
-    s << "INSERT INTO rewrap_jobs (id, org, root_version, state, total, done, failed, "
-         "started_ms, updated_ms, last_error) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, '')",
-        use(id), use(o), use(root_version), use(state), use(count), use(updated), use(updated), now;
+    // One writer at a time (InTransaction): no other job can take this id before the insert.
+    std::int64_t id = 0;
+    {
+      SqlStatement next = Database::Prepare(s, "SELECT COALESCE(MAX(id), 0) + 1 FROM rewrap_jobs");
+      if (next.Next()) id = next.Int(0);
+    }
+    const std::string state = "running";
+    Database::Prepare(s,
+                      "INSERT INTO rewrap_jobs (id, org, root_version, state, total, done, failed, "
+                      "started_ms, updated_ms, last_error) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, '')")
+        .Bind(id)
+        .Bind(org)
+        .Bind(std::int64_t{version})
+        .Bind(state)
+        .Bind(total)
+        .Bind(at)
+        .Bind(at)
+        .Run();
     AuditRecord record{.at_ms = at,
                        .org = org,
                        .actor = actor,
@@ -178,12 +205,10 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
 
   std::optional<RewrapProgress> job;
   SR_RETURN_IF_ERROR(db_.WithSession([&](Poco::Data::Session& s) -> Status {
-    Poco::Data::Statement select(s);
-    select << "SELECT " << kJobColumns
-           << " FROM rewrap_jobs WHERE state = 'running' ORDER BY id LIMIT 1";
-    select.execute();
-    Poco::Data::RecordSet rows(select);
-    if (rows.moveFirst()) job = JobFromRow(rows);
+    SqlStatement select =
+        Database::Prepare(s, "SELECT " + kJobColumns +
+                                 " FROM rewrap_jobs WHERE state = 'running' ORDER BY id LIMIT 1");
+    if (select.Next()) job = JobFromRow(select);
     return OkStatus();
   }));
   if (!job) return result;
@@ -200,38 +225,19 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
       for (const auto& [token, version] : tokens) {
         for (const char* kind : {"key", "search", "ephemeral"}) {
           if (out.size() >= limit) return OkStatus();
-          std::string name = token->name(), org = job->org, k = kind;
-          Poco::Int64 id = job->job_id, v = version, now_value = now_ms;
-          Poco::Int64 left = static_cast<Poco::Int64>(limit - out.size());
-          Poco::Data::BLOB prefix = VersionPrefix(version);
-          Poco::Data::Statement select(s);
-          if (k == "key") {
-            select << "SELECT kb.key_uri AS uri, kb.blob AS blob FROM key_blobs kb "
-                      "JOIN keys k ON k.uri = kb.key_uri "
-                      "WHERE kb.token = ? AND kb.root_version < ? AND k.org = ? "
-                      "AND NOT EXISTS (SELECT 1 FROM rewrap_failures f WHERE f.job_id = ? "
-                      "AND f.kind = ? AND f.uri = kb.key_uri AND f.token = kb.token) LIMIT ?",
-                use(name), use(v), use(org), use(id), use(k), use(left);
-          } else if (k == "search") {
-            select << "SELECT sb.key_uri AS uri, sb.blob AS blob FROM search_key_blobs sb "
-                      "JOIN search_keys sk ON sk.uri = sb.key_uri "
-                      "WHERE sb.token = ? AND sb.root_version < ? AND sk.org = ? "
-                      "AND NOT EXISTS (SELECT 1 FROM rewrap_failures f WHERE f.job_id = ? "
-                      "AND f.kind = ? AND f.uri = sb.key_uri AND f.token = sb.token) LIMIT ?",
-                use(name), use(v), use(org), use(id), use(k), use(left);
+          const std::string k = kind;
+          const auto left = static_cast<std::int64_t>(limit - out.size());
+          SqlStatement select = Database::Prepare(s, PendingSql(k));
+          select.Bind(token->name());
+          if (k == "ephemeral") {
+            select.BindBlob(VersionPrefix(version)).Bind(job->org).Bind(now_ms);
           } else {
-            select << "SELECT eb.uri AS uri, eb.blob AS blob FROM ephemeral_blobs eb "
-                      "JOIN ephemeral_keys ek ON ek.uri = eb.uri "
-                      "WHERE eb.token = ? AND substr(eb.blob, 5, 4) < ? AND ek.org = ? "
-                      "AND ek.deleted = 0 AND ek.expires_ms > ? "
-                      "AND NOT EXISTS (SELECT 1 FROM rewrap_failures f WHERE f.job_id = ? "
-                      "AND f.kind = ? AND f.uri = eb.uri AND f.token = eb.token) LIMIT ?",
-                use(name), use(prefix), use(org), use(now_value), use(id), use(k), use(left);
+            select.Bind(std::int64_t{version}).Bind(job->org);
           }
-          select.execute();
-          Poco::Data::RecordSet rows(select);
-          for (bool row = rows.moveFirst(); row; row = rows.moveNext()) {
-            out.push_back({k, rows["uri"].convert<std::string>(), token, BlobBytes(rows, "blob")});
+          select.Bind(job->job_id).Bind(k).Bind(left);
+          while (select.Next()) {
+            const std::span<const std::uint8_t> blob = select.Blob(1);
+            out.push_back({k, select.Text(0), token, {blob.begin(), blob.end()}});
           }
         }
       }
@@ -283,46 +289,59 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
   const Status write = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
     written = 0;
     for (const Rewrapped& r : rewrapped) {
-      std::string uri = r.from->uri, token = r.blob.token;
-      Poco::Data::BLOB old_bytes(r.from->blob.data(), r.from->blob.size());
-      if (r.from->kind == "key") {
-        Poco::Int64 same = 0;
-        s << "SELECT COUNT(*) FROM key_blobs WHERE key_uri = ? AND token = ? AND blob = ?",
-            use(uri), use(token), use(old_bytes), into(same), now;
-        if (same == 0) continue;
-        SR_RETURN_IF_ERROR(KmsStore::PutBlob(s, r.from->uri, r.blob));
-        ++written;
-      } else if (r.from->kind == "search") {
-        Poco::Int64 same = 0;
-        s << "SELECT COUNT(*) FROM search_key_blobs WHERE key_uri = ? AND token = ? AND blob = ?",
-            use(uri), use(token), use(old_bytes), into(same), now;
-        if (same == 0) continue;
-        SR_RETURN_IF_ERROR(KmsStore::PutSearchKeyBlob(s, r.from->uri, r.blob));
+      const std::string& uri = r.from->uri;
+      if (r.from->kind == "key" || r.from->kind == "search") {
+        const bool key = r.from->kind == "key";
+        SqlStatement same = Database::Prepare(
+            s, key ? "SELECT 1 FROM key_blobs WHERE key_uri = ? AND token = ? AND blob = ?"
+                   : "SELECT 1 FROM search_key_blobs WHERE key_uri = ? AND token = ? AND blob = ?");
+        if (!same.Bind(uri).Bind(r.blob.token).BindBlob(r.from->blob).Next()) continue;
+        SR_RETURN_IF_ERROR(key ? KmsStore::PutBlob(s, uri, r.blob)
+                               : KmsStore::PutSearchKeyBlob(s, uri, r.blob));
         ++written;
       } else {
-        Poco::Data::BLOB new_bytes(r.blob.blob.data(), r.blob.blob.size());
-        Poco::Data::Statement update(s);
-        update << "UPDATE ephemeral_blobs SET blob = ? WHERE uri = ? AND token = ? AND blob = ?",
-            use(new_bytes), use(uri), use(token), use(old_bytes);
-        written += update.execute();
+        written += Database::Prepare(s,
+                                     "UPDATE ephemeral_blobs SET blob = ? "
+                                     "WHERE uri = ? AND token = ? AND blob = ?")
+                       .BindBlob(r.blob.blob)
+                       .Bind(uri)
+                       .Bind(r.blob.token)
+                       .BindBlob(r.from->blob)
+                       .Run();
       }
     }
     for (const auto& [c, error] : failed) {
-      Poco::Int64 id = job->job_id;
-      std::string kind = c->kind, uri = c->uri, token = c->token->name(), text = error;
-      s << "INSERT INTO rewrap_failures (job_id, kind, uri, token, error) VALUES (?, ?, ?, ?, ?) "
-           "ON CONFLICT DO NOTHING",
-          use(id), use(kind), use(uri), use(token), use(text), now;
+      Database::Prepare(s,
+                        "INSERT INTO rewrap_failures (job_id, kind, uri, token, error) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+          .Bind(job->job_id)
+          .Bind(c->kind)
+          .Bind(c->uri)
+          .Bind(c->token->name())
+          .Bind(error)
+          .Run();
     }
-    Poco::Int64 id = job->job_id, done = static_cast<Poco::Int64>(written),
-                fails = static_cast<Poco::Int64>(failed.size()), updated = now_ms;
-    std::string last_error = outage           ? outage->message()
-                             : failed.empty() ? job->last_error
-                                              : failed.back().second;
-    // A worker on a node that wrapped at a stale version can add blobs; total follows.
-    s << "UPDATE rewrap_jobs SET done = done + ?, failed = failed + ?, updated_ms = ?, "
-         "last_error = ?, total = MAX(total, done + ? + failed + ?) WHERE id = ?",
-        use(done), use(fails), use(updated), use(last_error), use(done), use(fails), use(id), now;
+    const auto done = static_cast<std::int64_t>(written);
+    const auto fails = static_cast<std::int64_t>(failed.size());
+    const std::string last_error = outage           ? outage->message()
+                                   : failed.empty() ? job->last_error
+                                                    : failed.back().second;
+    // A worker on a node that wrapped at a stale version can add blobs; total follows. (SQLite's
+    // two-argument MAX is PostgreSQL's GREATEST: a CASE is both engines'.)
+    Database::Prepare(s,
+                      "UPDATE rewrap_jobs SET done = done + ?, failed = failed + ?, "
+                      "updated_ms = ?, last_error = ?, total = CASE WHEN total > done + ? + "
+                      "failed + ? THEN total ELSE done + ? + failed + ? END WHERE id = ?")
+        .Bind(done)
+        .Bind(fails)
+        .Bind(now_ms)
+        .Bind(last_error)
+        .Bind(done)
+        .Bind(fails)
+        .Bind(done)
+        .Bind(fails)
+        .Bind(job->job_id)
+        .Run();
     return OkStatus();
   });
   if (!write.ok()) return write.error();
@@ -353,23 +372,37 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
                             "'s keys are missing (" + lacking +
                             "); the reconciliation job adds them (kmsctl ops reconcile)");
     SR_RETURN_IF_ERROR(db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-      Poco::Int64 id = job->job_id;
-      std::string text = waiting.message();
-      s << "UPDATE rewrap_jobs SET last_error = ? WHERE id = ? AND last_error <> ?", use(text),
-          use(id), use(text), now;
+      Database::Prepare(s, "UPDATE rewrap_jobs SET last_error = ? WHERE id = ? AND last_error <> ?")
+          .Bind(waiting.message())
+          .Bind(job->job_id)
+          .Bind(waiting.message())
+          .Run();
       return OkStatus();
     }));
     result.outage = waiting;
     return result;
   }
   const Status finish = db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-    Poco::Int64 id = job->job_id, updated = Now(), done = 0, fails = 0;
-    s << "SELECT done, failed FROM rewrap_jobs WHERE id = ?", use(id), into(done), into(fails), now;
-    std::string state = fails == 0 ? "done" : "failed";
-    Poco::Data::Statement update(s);
-    update << "UPDATE rewrap_jobs SET state = ?, updated_ms = ? WHERE id = ? AND state = 'running'",
-        use(state), use(updated), use(id);
-    if (update.execute() == 0) return OkStatus();  // superseded, or ended by another worker
+    const std::int64_t id = job->job_id, updated = Now();
+    std::int64_t done = 0, fails = 0;
+    {
+      SqlStatement counts =
+          Database::Prepare(s, "SELECT done, failed FROM rewrap_jobs WHERE id = ?");
+      if (counts.Bind(id).Next()) {
+        done = counts.Int(0);
+        fails = counts.Int(1);
+      }
+    }
+    const std::string state = fails == 0 ? "done" : "failed";
+    const std::int64_t ended =
+        Database::Prepare(
+            s,
+            "UPDATE rewrap_jobs SET state = ?, updated_ms = ? WHERE id = ? AND state = 'running'")
+            .Bind(state)
+            .Bind(updated)
+            .Bind(id)
+            .Run();
+    if (ended == 0) return OkStatus();  // superseded, or ended by another worker
     AuditRecord record{.at_ms = updated,
                        .org = job->org,
                        .actor = "kms",
@@ -390,14 +423,9 @@ Result<RewrapProgress> RewrapJobs::Progress(const std::string& org) {
   SR_RETURN_IF_ERROR(hsm::ValidateOrgName(org));
   std::optional<RewrapProgress> job;
   SR_RETURN_IF_ERROR(db_.WithSession([&](Poco::Data::Session& s) -> Status {
-    std::string o = org;
-    Poco::Data::Statement select(s);
-    select << "SELECT " << kJobColumns
-           << " FROM rewrap_jobs WHERE org = ? ORDER BY id DESC LIMIT 1",
-        use(o);
-    select.execute();
-    Poco::Data::RecordSet rows(select);
-    if (rows.moveFirst()) job = JobFromRow(rows);
+    SqlStatement select = Database::Prepare(
+        s, "SELECT " + kJobColumns + " FROM rewrap_jobs WHERE org = ? ORDER BY id DESC LIMIT 1");
+    if (select.Bind(org).Next()) job = JobFromRow(select);
     return OkStatus();
   }));
   if (!job) return Error(ErrorCode::kNotFound, "organization " + org + " has no rewrap job");

@@ -13,6 +13,7 @@
 
 #include "../support/audit_rewrite.h"
 #include "../support/fake_vault.h"
+#include "../support/kms_database.h"
 #include "../support/test_dir.h"
 #include "strongroom/kms/audit_checkpointer.h"
 #include "strongroom/kms/audit_writer.h"
@@ -20,10 +21,6 @@
 
 namespace strongroom::kms {
 namespace {
-
-using Poco::Data::Keywords::into;
-using Poco::Data::Keywords::now;
-using Poco::Data::Keywords::use;
 
 constexpr char kKms[] = "kms://kms.acme.test";
 
@@ -44,11 +41,15 @@ struct IdentityToken {
   }
 };
 
-class AuditCheckpointsTest : public ::testing::Test {
+// On both engines (tests/support/kms_database.h).
+class AuditCheckpointsTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   void SetUp() override {
-    db_ =
-        std::move(Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations())).value();
+    Result<std::string> target = testing::NewKmsDatabase(GetParam(), dir_.path());
+    ASSERT_TRUE(target.ok()) << target.error().ToString();
+    Result<std::unique_ptr<Database>> db = testing::OpenKmsDatabase(GetParam(), *target);
+    ASSERT_TRUE(db.ok()) << db.error().ToString();
+    db_ = std::move(db).value();
   }
 
   IdentityToken& identity() { return IdentityToken::Get(); }
@@ -85,7 +86,7 @@ class AuditCheckpointsTest : public ::testing::Test {
 
   void Exec(const std::string& sql) {
     ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
-                     s << sql, now;
+                     Database::Prepare(s, sql).Run();
                      return OkStatus();
                    })
                     .ok());
@@ -95,7 +96,9 @@ class AuditCheckpointsTest : public ::testing::Test {
   std::unique_ptr<Database> db_;
 };
 
-TEST_F(AuditCheckpointsTest, AnUntouchedLogPassesAndReportsItsUnsignedTail) {
+INSTANTIATE_TEST_SUITE_P(Engines, AuditCheckpointsTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(AuditCheckpointsTest, AnUntouchedLogPassesAndReportsItsUnsignedTail) {
   EXPECT_TRUE(Verify().ok());
   EXPECT_FALSE(Sign().has_value());  // nothing to sign in an empty log
   Append(1000);
@@ -117,7 +120,7 @@ TEST_F(AuditCheckpointsTest, AnUntouchedLogPassesAndReportsItsUnsignedTail) {
   EXPECT_EQ(verdict.unsigned_records, 7);
 }
 
-TEST_F(AuditCheckpointsTest, AConsistentRewriteOfTheWholeTableFails) {
+TEST_P(AuditCheckpointsTest, AConsistentRewriteOfTheWholeTableFails) {
   Append(1200);
   ASSERT_TRUE(Sign().has_value());
   Append(30);
@@ -136,24 +139,28 @@ TEST_F(AuditCheckpointsTest, AConsistentRewriteOfTheWholeTableFails) {
   EXPECT_NE(verdict.problem.find("rewritten"), std::string::npos) << verdict.problem;
 }
 
-TEST_F(AuditCheckpointsTest, ATamperedOrForeignCheckpointFails) {
+TEST_P(AuditCheckpointsTest, ATamperedOrForeignCheckpointFails) {
   Append(10);
   ASSERT_TRUE(Sign().has_value());
   ASSERT_TRUE(Verify().ok());
   // One character of the signature changed.
   std::string jws;
   ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
-                   s << "SELECT jws FROM audit_checkpoints WHERE seq = 10", into(jws), now;
+                   SqlStatement select =
+                       Database::Prepare(s, "SELECT jws FROM audit_checkpoints WHERE seq = 10");
+                   if (select.Next()) jws = select.Text(0);
                    return OkStatus();
                  })
                   .ok());
+  ASSERT_FALSE(jws.empty());
   std::string tampered = jws;
   char& c = tampered[tampered.size() - 10];
   c = c == 'A' ? 'B' : 'A';
   auto put = [&](const std::string& text) {
     ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
-                     std::string t = text;
-                     s << "UPDATE audit_checkpoints SET jws = ? WHERE seq = 10", use(t), now;
+                     Database::Prepare(s, "UPDATE audit_checkpoints SET jws = ? WHERE seq = 10")
+                         .Bind(text)
+                         .Run();
                      return OkStatus();
                    })
                     .ok());
@@ -178,7 +185,7 @@ TEST_F(AuditCheckpointsTest, ATamperedOrForeignCheckpointFails) {
 
 // Each token holds an identity key of its own, and whichever is in service signs: checkpoints of
 // both keys verify against the tokens' keys together, each by the key its kid names.
-TEST_F(AuditCheckpointsTest, CheckpointsOfEveryTokensIdentityVerifyTogether) {
+TEST_P(AuditCheckpointsTest, CheckpointsOfEveryTokensIdentityVerifyTogether) {
   Append(10);
   ASSERT_TRUE(Sign().has_value());
   Append(5);
@@ -205,7 +212,7 @@ TEST_F(AuditCheckpointsTest, CheckpointsOfEveryTokensIdentityVerifyTogether) {
   EXPECT_EQ(partial->last->seq, 10);
 }
 
-TEST_F(AuditCheckpointsTest, ACheckpointOfAnotherKmsFails) {
+TEST_P(AuditCheckpointsTest, ACheckpointOfAnotherKmsFails) {
   Append(10);
   ASSERT_TRUE(Sign().has_value());
   auto verdict = AuditCheckpoints::Verify(*db_, &identity().key, "kms://kms.globex.test");
@@ -216,7 +223,7 @@ TEST_F(AuditCheckpointsTest, ACheckpointOfAnotherKmsFails) {
       << verdict->problem;
 }
 
-TEST_F(AuditCheckpointsTest, RemovedCheckpointsAreReportedOnceTheTailIsLong) {
+TEST_P(AuditCheckpointsTest, RemovedCheckpointsAreReportedOnceTheTailIsLong) {
   for (int i = 0; i < 5; ++i) {
     Append(1000);
     ASSERT_TRUE(Sign().has_value());
@@ -236,7 +243,7 @@ TEST_F(AuditCheckpointsTest, RemovedCheckpointsAreReportedOnceTheTailIsLong) {
       << verdict.problem;
 }
 
-TEST_F(AuditCheckpointsTest, ALogCutBackBehindACheckpointFails) {
+TEST_P(AuditCheckpointsTest, ALogCutBackBehindACheckpointFails) {
   Append(100);
   ASSERT_TRUE(Sign().has_value());
   Exec("DELETE FROM audit WHERE seq > 90");
@@ -246,7 +253,7 @@ TEST_F(AuditCheckpointsTest, ALogCutBackBehindACheckpointFails) {
   EXPECT_NE(verdict.problem.find("removed"), std::string::npos) << verdict.problem;
 }
 
-TEST_F(AuditCheckpointsTest, WithoutAKeyCheckpointsAreCountedNotTrusted) {
+TEST_P(AuditCheckpointsTest, WithoutAKeyCheckpointsAreCountedNotTrusted) {
   Append(20);
   ASSERT_TRUE(Sign().has_value());
   CheckpointVerdict verdict = Verify(nullptr);
@@ -288,7 +295,10 @@ class AuditCheckpointerTest : public AuditCheckpointsTest {
   }
 };
 
-TEST_F(AuditCheckpointerTest, SignsEveryNRecordsCommittedByTheWriter) {
+INSTANTIATE_TEST_SUITE_P(Engines, AuditCheckpointerTest, testing::kBothEngines,
+                         testing::EngineName);
+
+TEST_P(AuditCheckpointerTest, SignsEveryNRecordsCommittedByTheWriter) {
   AuditCheckpointer checkpointer(*db_, Options(100, std::chrono::hours(1)));
   AuditWriter writer(*db_, Database::Durability::kDeferred, std::chrono::milliseconds(50),
                      [&](std::size_t n) { checkpointer.Appended(n); });
@@ -302,7 +312,7 @@ TEST_F(AuditCheckpointerTest, SignsEveryNRecordsCommittedByTheWriter) {
   EXPECT_TRUE(Verify().ok());
 }
 
-TEST_F(AuditCheckpointerTest, SignsAFewRecordsOnceTheIntervalHasPassed) {
+TEST_P(AuditCheckpointerTest, SignsAFewRecordsOnceTheIntervalHasPassed) {
   AuditCheckpointer checkpointer(*db_, Options(1000, std::chrono::milliseconds(200)));
   Append(3);  // inside another transaction: no nudge, found by the job's poll
   ASSERT_TRUE(WaitForCheckpoint(3));
@@ -311,7 +321,7 @@ TEST_F(AuditCheckpointerTest, SignsAFewRecordsOnceTheIntervalHasPassed) {
   EXPECT_EQ(verdict.unsigned_records, 0);
 }
 
-TEST_F(AuditCheckpointerTest, SignsWhatAnEarlierRunLeftAndAgainAtShutdown) {
+TEST_P(AuditCheckpointerTest, SignsWhatAnEarlierRunLeftAndAgainAtShutdown) {
   Append(5);
   {
     AuditCheckpointer checkpointer(*db_, Options(1000, std::chrono::hours(1)));
@@ -326,7 +336,7 @@ TEST_F(AuditCheckpointerTest, SignsWhatAnEarlierRunLeftAndAgainAtShutdown) {
   EXPECT_EQ(verdict.unsigned_records, 0);
 }
 
-TEST_F(AuditCheckpointerTest, AnHsmThatCannotSignIsLoggedOnceAndRetried) {
+TEST_P(AuditCheckpointerTest, AnHsmThatCannotSignIsLoggedOnceAndRetried) {
   std::atomic<bool> hsm_down{true};
   std::mutex log_mutex;
   std::vector<std::string> lines;

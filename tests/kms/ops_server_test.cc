@@ -1,5 +1,5 @@
 // The operations listener over real HTTPS on 127.0.0.1 (port 0), with a throwaway CA made by the
-// openssl command, a real SoftHSM2 token and a SQLite database.
+// openssl command, a real SoftHSM2 token, and the database on each engine (SQLite, PostgreSQL).
 #include "strongroom/kms/ops_server.h"
 
 #include <Poco/JSON/Object.h>
@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "../support/connection_flood.h"
+#include "../support/kms_database.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "prometheus_text.h"
@@ -77,7 +78,7 @@ struct HttpAnswer {
   std::map<std::string, std::string> headers;
 };
 
-class OpsServerTest : public ::testing::Test {
+class OpsServerTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   void SetUp() override {
     hsm::TokenConfig token;
@@ -88,7 +89,9 @@ class OpsServerTest : public ::testing::Test {
     ASSERT_TRUE(vault.ok()) << vault.error().ToString();
     vault_ = std::move(vault).value();
     ASSERT_TRUE(vault_->InitRoot("acme").ok());
-    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    Result<std::string> target = testing::NewKmsDatabase(GetParam(), dir_.path());
+    ASSERT_TRUE(target.ok()) << target.error().ToString();
+    auto db = testing::OpenKmsDatabase(GetParam(), *target);
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
     cache_ = std::make_unique<KeyCache>(100, std::chrono::minutes(5));
@@ -184,7 +187,9 @@ class OpsServerTest : public ::testing::Test {
   Poco::Net::Context::Ptr client_context_;
 };
 
-TEST_F(OpsServerTest, AMissingOrWrongOperatorTokenIs401AndChangesNothing) {
+INSTANTIATE_TEST_SUITE_P(Engines, OpsServerTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(OpsServerTest, AMissingOrWrongOperatorTokenIs401AndChangesNothing) {
   const std::string almost = std::string(kOperatorToken).substr(0, 63) + "0";
   const std::optional<std::string> tokens[] = {std::nullopt, "", almost,
                                                std::string(kOperatorToken) + "0", "x"};
@@ -226,7 +231,7 @@ TEST_F(OpsServerTest, AMissingOrWrongOperatorTokenIs401AndChangesNothing) {
 }
 
 // Issue 16: every answer said "OK" whatever its status ("HTTP/1.1 401 OK").
-TEST_F(OpsServerTest, EveryAnswerCarriesTheReasonPhraseOfItsStatus) {
+TEST_P(OpsServerTest, EveryAnswerCarriesTheReasonPhraseOfItsStatus) {
   auto status_line = [&](const std::string& method, const std::string& path,
                          const std::string& token) {
     testing::TlsConnection c;
@@ -250,7 +255,7 @@ TEST_F(OpsServerTest, EveryAnswerCarriesTheReasonPhraseOfItsStatus) {
 }
 
 // Issue 16: the scheme of `Authorization` is case-insensitive (RFC 9110 11.1), the token is not.
-TEST_F(OpsServerTest, TheBearerSchemeIsCaseInsensitiveAndTheTokenIsNot) {
+TEST_P(OpsServerTest, TheBearerSchemeIsCaseInsensitiveAndTheTokenIsNot) {
   for (const char* scheme : {"bearer", "BEARER", "bEaReR"}) {
     Poco::Net::HTTPSClientSession session("127.0.0.1", server_->port(), client_context_);
     Poco::Net::HTTPRequest request("GET", "/ops/health", Poco::Net::HTTPMessage::HTTP_1_1);
@@ -266,7 +271,7 @@ TEST_F(OpsServerTest, TheBearerSchemeIsCaseInsensitiveAndTheTokenIsNot) {
   EXPECT_EQ(Call("GET", "/ops/health", upper).status, 401);
 }
 
-TEST_F(OpsServerTest, HealthShowsTheTokensAndTheDatabase) {
+TEST_P(OpsServerTest, HealthShowsTheTokensAndTheDatabase) {
   HttpAnswer answer = Call("GET", "/ops/health");
   ASSERT_EQ(answer.status, 200) << answer.body;
   EXPECT_EQ(answer.content_type, "application/json");
@@ -281,7 +286,7 @@ TEST_F(OpsServerTest, HealthShowsTheTokensAndTheDatabase) {
   EXPECT_EQ(tokens->getObject(0)->getObject("pool")->getValue<int>("capacity"), 16);
 }
 
-TEST_F(OpsServerTest, MetricsAreValidPrometheusText) {
+TEST_P(OpsServerTest, MetricsAreValidPrometheusText) {
   metrics_.RecordRequest("retrieve_key", 200, std::chrono::milliseconds(3));
   const std::vector<std::uint8_t> key(32, 9);
   cache_->Put("kms://kms.test/keys/x", key);
@@ -305,7 +310,7 @@ TEST_F(OpsServerTest, MetricsAreValidPrometheusText) {
   EXPECT_EQ(value("strongroom_hsm_token_up", {{"token", "primary"}}), 1);
 }
 
-TEST_F(OpsServerTest, RotateRootStartsTheJobAndProgressReachesDone) {
+TEST_P(OpsServerTest, RotateRootStartsTheJobAndProgressReachesDone) {
   CreateKeys(20);
   const std::vector<std::uint8_t> key(32, 3);
   cache_->Put("kms://kms.test/keys/0", key);
@@ -337,7 +342,7 @@ TEST_F(OpsServerTest, RotateRootStartsTheJobAndProgressReachesDone) {
   EXPECT_TRUE(audited);
 }
 
-TEST_F(OpsServerTest, RotatingAnUnknownOrganizationIsRefused) {
+TEST_P(OpsServerTest, RotatingAnUnknownOrganizationIsRefused) {
   HttpAnswer answer = Call("POST", "/ops/orgs/initech/rotate-root");
   EXPECT_EQ(answer.status, 409) << answer.body;
   EXPECT_EQ(Parse(answer.body)->getValue<std::string>("code"), "FAILED_PRECONDITION");
@@ -345,7 +350,7 @@ TEST_F(OpsServerTest, RotatingAnUnknownOrganizationIsRefused) {
 }
 
 // Issue 14: an operator makes a new version of the organization's search key current.
-TEST_F(OpsServerTest, RotateSearchKeyMakesTheNextVersionCurrentAndIsAudited) {
+TEST_P(OpsServerTest, RotateSearchKeyMakesTheNextVersionCurrentAndIsAudited) {
   HttpAnswer first = Call("POST", "/ops/orgs/acme/rotate-search-key", kOperatorToken, "", "carol");
   ASSERT_EQ(first.status, 201) << first.body;
   EXPECT_EQ(Parse(first.body)->getValue<int>("version"), 1);
@@ -377,7 +382,7 @@ TEST_F(OpsServerTest, RotateSearchKeyMakesTheNextVersionCurrentAndIsAudited) {
   EXPECT_EQ(audited, 2);
 }
 
-TEST_F(OpsServerTest, PolicyIsReadAndReplacedWithAnAuditRecord) {
+TEST_P(OpsServerTest, PolicyIsReadAndReplacedWithAnAuditRecord) {
   HttpAnswer defaults = Call("GET", "/ops/orgs/acme/policy");
   ASSERT_EQ(defaults.status, 200) << defaults.body;
   HttpAnswer put = Call("PUT", "/ops/orgs/acme/policy", kOperatorToken,
@@ -395,7 +400,7 @@ TEST_F(OpsServerTest, PolicyIsReadAndReplacedWithAnAuditRecord) {
   EXPECT_EQ(audit[0].org, "acme");
 }
 
-TEST_F(OpsServerTest, BadPolicyBodiesAreRefusedAndChangeNothing) {
+TEST_P(OpsServerTest, BadPolicyBodiesAreRefusedAndChangeNothing) {
   const std::string before = Call("GET", "/ops/orgs/acme/policy").body;
   for (const std::string& body : {std::string("{not json"), std::string(R"({"unknown":1})"),
                                   std::string(R"({"bindDeadlineSeconds":-5})")}) {
@@ -412,7 +417,7 @@ TEST_F(OpsServerTest, BadPolicyBodiesAreRefusedAndChangeNothing) {
 
 // Issue 16: a policy with a member twice was taken with the last one, and a policy for an
 // organization this KMS does not serve (a typo) was stored as if it mattered.
-TEST_F(OpsServerTest, APolicyWithAMemberTwiceOrForAnOrganizationNotServedIsRefused) {
+TEST_P(OpsServerTest, APolicyWithAMemberTwiceOrForAnOrganizationNotServedIsRefused) {
   const std::string before = Call("GET", "/ops/orgs/acme/policy").body;
   HttpAnswer twice = Call("PUT", "/ops/orgs/acme/policy", kOperatorToken,
                           R"({"complianceOfficers":["carol"],"complianceOfficers":["mallory"]})");
@@ -431,10 +436,8 @@ TEST_F(OpsServerTest, APolicyWithAMemberTwiceOrForAnOrganizationNotServedIsRefus
   EXPECT_EQ(get.status, 404) << get.body;
   bool stored = true;
   ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
-                   int rows = -1;
-                   s << "SELECT COUNT(*) FROM org_policies", Poco::Data::Keywords::into(rows),
-                       Poco::Data::Keywords::now;
-                   stored = rows != 0;
+                   SqlStatement count = Database::Prepare(s, "SELECT COUNT(*) FROM org_policies");
+                   stored = !count.Next() || count.Int(0) != 0;
                    return OkStatus();
                  })
                   .ok());
@@ -442,7 +445,7 @@ TEST_F(OpsServerTest, APolicyWithAMemberTwiceOrForAnOrganizationNotServedIsRefus
   EXPECT_TRUE(Audit().empty());
 }
 
-TEST_F(OpsServerTest, UnknownPathsMethodsAndNamesAreClearErrors) {
+TEST_P(OpsServerTest, UnknownPathsMethodsAndNamesAreClearErrors) {
   HttpAnswer missing = Call("GET", "/ops/nothing");
   EXPECT_EQ(missing.status, 404);
   EXPECT_EQ(Parse(missing.body)->getValue<std::string>("code"), "NOT_FOUND");
@@ -457,7 +460,7 @@ TEST_F(OpsServerTest, UnknownPathsMethodsAndNamesAreClearErrors) {
 // Issue 11: two Content-Lengths (or one beside Transfer-Encoding) are where request smuggling
 // behind a proxy starts; the operations listener refuses them whole, before the token is read,
 // and a policy in such a body is never applied.
-TEST_F(OpsServerTest, AmbiguousBodyFramingIsRefusedAndChangesNothing) {
+TEST_P(OpsServerTest, AmbiguousBodyFramingIsRefusedAndChangesNothing) {
   const std::string body = R"({"complianceOfficers":["mallory@acme.test"]})";
   for (const std::string& framing :
        {"Content-Length: " + std::to_string(body.size()) + "\r\nContent-Length: 2\r\n",
@@ -480,7 +483,7 @@ TEST_F(OpsServerTest, AmbiguousBodyFramingIsRefusedAndChangesNothing) {
 
 // The routes answer without a socket (http::Answer): the token is checked before the body is
 // read, and the operations API names its codes as ErrorCode does.
-TEST_F(OpsServerTest, TheRoutesAnswerWithoutASocketAndReadNoBodyBeforeTheToken) {
+TEST_P(OpsServerTest, TheRoutesAnswerWithoutASocketAndReadNoBodyBeforeTheToken) {
   auto answer = [&](const std::string& method, const std::string& target, bool token,
                     std::istringstream& body, std::size_t length = 0) {
     Poco::Net::HTTPRequest head(method, target, Poco::Net::HTTPMessage::HTTP_1_1);
@@ -521,7 +524,7 @@ TEST_F(OpsServerTest, TheRoutesAnswerWithoutASocketAndReadNoBodyBeforeTheToken) 
   EXPECT_EQ(Audit()[0].actor, "operator");
 }
 
-TEST_F(OpsServerTest, TheListenerSpeaksOnlyTls) {
+TEST_P(OpsServerTest, TheListenerSpeaksOnlyTls) {
   // Plain HTTP gets no HTTP answer.
   Poco::Net::HTTPClientSession plain("127.0.0.1", server_->port());
   plain.setTimeout(Poco::Timespan(5, 0));
@@ -572,7 +575,7 @@ CtlRun Kmsctl(const std::vector<std::string>& args) {
   return run;
 }
 
-TEST_F(OpsServerTest, KmsctlOpsDrivesTheListener) {
+TEST_P(OpsServerTest, KmsctlOpsDrivesTheListener) {
   const std::string url = "https://127.0.0.1:" + std::to_string(server_->port());
   const std::vector<std::string> flags = {
       "--url", url, "--ca", (dir_ / "ca.pem").string(), "--token-file", settings_.token_file};
@@ -606,7 +609,7 @@ TEST_F(OpsServerTest, KmsctlOpsDrivesTheListener) {
   EXPECT_EQ(RootVersions(), 1u);
 }
 
-TEST_F(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection) {
+TEST_P(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection) {
   CreateKeys(12);
   // The [ops] section alone says where to go; the server's own certificate is the trust anchor.
   const std::string config = (dir_ / "kms.ini").string();
@@ -638,7 +641,7 @@ TEST_F(OpsServerTest, KmsctlRotatesAndWaitsForTheRewrapWithTheConfigsOpsSection)
 // A key that lacks a wrap under a configured token shows in health (degraded), in the metric and
 // in /ops/reconcile; here one no configured token can open (its only blob is for a token that was
 // retired), so every job fails on it and says which key, and health stays degraded.
-TEST_F(OpsServerTest, KeysMissingWrapsShowInHealthMetricsAndTheReconcileEndpoints) {
+TEST_P(OpsServerTest, KeysMissingWrapsShowInHealthMetricsAndTheReconcileEndpoints) {
   ReconcileJobs reconcile(*vault_, *db_);
   ReconcileWorker::Options options;
   options.interval = std::chrono::milliseconds(20);
@@ -739,7 +742,7 @@ TEST_F(OpsServerTest, KeysMissingWrapsShowInHealthMetricsAndTheReconcileEndpoint
   server_->Stop();
 }
 
-TEST_F(OpsServerTest, OperationsStartsFromTheConfigurationAndRunsRotationsToTheEnd) {
+TEST_P(OpsServerTest, OperationsStartsFromTheConfigurationAndRunsRotationsToTheEnd) {
   const std::string without = (dir_ / "plain.ini").string();
   WriteFile(without, "[kms]\nhost = kms.test\n", 0600);
   auto none = Operations::Start(without, *vault_, *db_, metrics_, *cache_);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../support/kms_database.h"
 #include "../support/test_dir.h"
 #include "strongroom/kms/kms_store.h"
 
@@ -56,10 +57,17 @@ TEST(OrgPolicyTest, RefusesWhatIsMalformedUnknownOrOutOfRange) {
   EXPECT_FALSE(PolicyStore::FromJson(std::string(kMaxPolicyJsonBytes + 1, ' '), "acme").ok());
 }
 
-TEST(OrgPolicyTest, StoredPoliciesReplaceTheDefaults) {
+// The store on both engines (tests/support/kms_database.h).
+class OrgPolicyStoreTest : public ::testing::TestWithParam<Database::Engine> {};
+
+INSTANTIATE_TEST_SUITE_P(Engines, OrgPolicyStoreTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(OrgPolicyStoreTest, StoredPoliciesReplaceTheDefaults) {
   testing::TestDir dir;
-  auto db = Database::OpenSqlite((dir / "kms.db").string(), KmsStore::Migrations());
-  ASSERT_TRUE(db.ok());
+  Result<std::string> target = testing::NewKmsDatabase(GetParam(), dir.path());
+  ASSERT_TRUE(target.ok()) << target.error().ToString();
+  auto db = testing::OpenKmsDatabase(GetParam(), *target);
+  ASSERT_TRUE(db.ok()) << db.error().ToString();
   OrgPolicy read;
   ASSERT_TRUE((*db)
                   ->WithSession([&](Poco::Data::Session& s) -> Status {

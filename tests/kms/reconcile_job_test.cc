@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "../support/fault_pkcs11.h"
+#include "../support/kms_database.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "../support/wait_until.h"
@@ -35,7 +36,8 @@ std::uint32_t VersionOf(const std::vector<std::uint8_t>& blob) {
 
 bool WaitFor(const std::function<bool()>& condition) { return testing::WaitUntil(condition); }
 
-class ReconcileJobTest : public ::testing::Test {
+// On both engines (tests/support/kms_database.h).
+class ReconcileJobTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   void SetUp() override {
     handle_ = dlopen(kFaultModule, RTLD_NOW);
@@ -74,9 +76,15 @@ class ReconcileJobTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(OpenDatabase());
   }
 
+  // Opens the test's database (made at the first call), again after a restart.
   void OpenDatabase() {
     db_.reset();
-    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    if (target_.empty()) {
+      Result<std::string> target = testing::NewKmsDatabase(GetParam(), dir_.path());
+      ASSERT_TRUE(target.ok()) << target.error().ToString();
+      target_ = *target;
+    }
+    auto db = testing::OpenKmsDatabase(GetParam(), target_);
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
   }
@@ -210,12 +218,15 @@ class ReconcileJobTest : public ::testing::Test {
   sr_fault_clear_fn clear_ = nullptr;
   std::map<std::string, std::string> labels_;
   testing::TestDir dir_;
+  std::string target_;  // the SQLite file or the PostgreSQL connection string
   std::unique_ptr<hsm::KeyVault> vault_;
   std::unique_ptr<Database> db_;
   std::map<std::string, SecretBytes> material_;
 };
 
-TEST_F(ReconcileJobTest, KeysMissingAWrapAreCountedAndWrappedForTheTokensThatLackThem) {
+INSTANTIATE_TEST_SUITE_P(Engines, ReconcileJobTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(ReconcileJobTest, KeysMissingAWrapAreCountedAndWrappedForTheTokensThatLackThem) {
   ASSERT_NO_FATAL_FAILURE(Open());
   const auto standby_only = CreateKeys("acme", 30, {"standby"});
   const auto complete = CreateKeys("acme", 5, {"primary", "standby"});
@@ -271,7 +282,7 @@ TEST_F(ReconcileJobTest, KeysMissingAWrapAreCountedAndWrappedForTheTokensThatLac
 }
 
 // Issue 14: a search key made while a token was down is wrapped for it once it is back.
-TEST_F(ReconcileJobTest, ASearchKeyMadeWhileATokenWasDownIsWrappedForItLater) {
+TEST_P(ReconcileJobTest, ASearchKeyMadeWhileATokenWasDownIsWrappedForItLater) {
   ASSERT_NO_FATAL_FAILURE(Open());
   SearchKeys search_keys("kms://kms.test", *vault_, *db_, [] { return kNowMs; });
   ASSERT_NO_FATAL_FAILURE(Fail("primary"));
@@ -303,7 +314,7 @@ TEST_F(ReconcileJobTest, ASearchKeyMadeWhileATokenWasDownIsWrappedForItLater) {
   }
 }
 
-TEST_F(ReconcileJobTest, AnInterruptedJobResumesFromItsCursorWithoutRepeatingWork) {
+TEST_P(ReconcileJobTest, AnInterruptedJobResumesFromItsCursorWithoutRepeatingWork) {
   ASSERT_NO_FATAL_FAILURE(Open());
   const auto uris = CreateKeys("acme", 40, {"standby"});
   std::map<std::string, std::vector<std::uint8_t>> first_wraps;
@@ -342,7 +353,7 @@ TEST_F(ReconcileJobTest, AnInterruptedJobResumesFromItsCursorWithoutRepeatingWor
   }
 }
 
-TEST_F(ReconcileJobTest, ATokenThatIsStillDownIsNotClaimedDone) {
+TEST_P(ReconcileJobTest, ATokenThatIsStillDownIsNotClaimedDone) {
   ASSERT_NO_FATAL_FAILURE(Open());
   const auto uris = CreateKeys("acme", 20, {"standby"});
   auto jobs = NewJobs();
@@ -391,7 +402,7 @@ TEST_F(ReconcileJobTest, ATokenThatIsStillDownIsNotClaimedDone) {
   for (const auto& uri : uris) ExpectWrappedUnder("acme", uri, {"primary", "standby"});
 }
 
-TEST_F(ReconcileJobTest, AKeyNoTokenCanOpenIsAFailureAndNeverCopied) {
+TEST_P(ReconcileJobTest, AKeyNoTokenCanOpenIsAFailureAndNeverCopied) {
   ASSERT_NO_FATAL_FAILURE(Open());
   const auto uris = CreateKeys("acme", 5, {"standby"});
   const std::string victim = uris[2];
@@ -434,7 +445,7 @@ TEST_F(ReconcileJobTest, AKeyNoTokenCanOpenIsAFailureAndNeverCopied) {
   EXPECT_EQ(jobs->Progress()->state, "failed");
 }
 
-TEST_F(ReconcileJobTest, ATokenServingSomeOrganizationsLacksOnlyTheirKeys) {
+TEST_P(ReconcileJobTest, ATokenServingSomeOrganizationsLacksOnlyTheirKeys) {
   ASSERT_NO_FATAL_FAILURE(Open(/*extra_acme_token=*/true));
   const auto acme = CreateKeys("acme", 6, {"primary", "standby"});
   const auto globex = CreateKeys("globex", 6, {"primary", "standby"});  // acme-only never serves
@@ -451,7 +462,7 @@ TEST_F(ReconcileJobTest, ATokenServingSomeOrganizationsLacksOnlyTheirKeys) {
   for (const auto& uri : globex) ExpectWrappedUnder("globex", uri, {"primary", "standby"});
 }
 
-TEST_F(ReconcileJobTest, BadRequestsAreRefusedAndChangeNothing) {
+TEST_P(ReconcileJobTest, BadRequestsAreRefusedAndChangeNothing) {
   ASSERT_NO_FATAL_FAILURE(Open());
   auto jobs = NewJobs();
   EXPECT_EQ(jobs->Start("").error().code(), ErrorCode::kInvalidArgument);
@@ -463,7 +474,7 @@ TEST_F(ReconcileJobTest, BadRequestsAreRefusedAndChangeNothing) {
   EXPECT_TRUE(Audit("reconcile.start").empty());
 }
 
-TEST_F(ReconcileJobTest, TheWorkerWrapsForATokenOnceItIsBackWithoutBeingAsked) {
+TEST_P(ReconcileJobTest, TheWorkerWrapsForATokenOnceItIsBackWithoutBeingAsked) {
   ASSERT_NO_FATAL_FAILURE(Open());
   ASSERT_NO_FATAL_FAILURE(Fail("primary"));
   const auto uris = CreateKeys("acme", 12, {"standby"});

@@ -3,9 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
+#include <mutex>
+#include <numeric>
+#include <thread>
 
+#include "../support/kms_database.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
 #include "strongroom/hsm/key_vault.h"
@@ -27,7 +32,8 @@ std::uint32_t VersionOf(const std::vector<std::uint8_t>& blob) {
   return view.ok() ? view->root_version : 0;
 }
 
-class RewrapJobTest : public ::testing::Test {
+// On both engines (tests/support/kms_database.h).
+class RewrapJobTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   void SetUp() override {
     std::vector<hsm::TokenConfig> tokens;
@@ -43,12 +49,16 @@ class RewrapJobTest : public ::testing::Test {
     vault_ = std::move(vault).value();
     ASSERT_TRUE(vault_->InitRoot("acme").ok());
     ASSERT_TRUE(vault_->InitRoot("globex").ok());
+    Result<std::string> target = testing::NewKmsDatabase(GetParam(), dir_.path());
+    ASSERT_TRUE(target.ok()) << target.error().ToString();
+    target_ = *target;
     OpenDatabase();
   }
 
+  // Opens the test's database again, as a restarted kmsd does.
   void OpenDatabase() {
     db_.reset();
-    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    auto db = testing::OpenKmsDatabase(GetParam(), target_);
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
   }
@@ -161,12 +171,15 @@ class RewrapJobTest : public ::testing::Test {
   }
 
   testing::TestDir dir_;
+  std::string target_;  // the SQLite file or the PostgreSQL connection string
   std::unique_ptr<hsm::KeyVault> vault_;
   std::unique_ptr<Database> db_;
   std::map<std::string, SecretBytes> material_;
 };
 
-TEST_F(RewrapJobTest, RotationRewrapsEveryBlobOnBothTokensAndKeysOpenToTheSameMaterial) {
+INSTANTIATE_TEST_SUITE_P(Engines, RewrapJobTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(RewrapJobTest, RotationRewrapsEveryBlobOnBothTokensAndKeysOpenToTheSameMaterial) {
   CreateKeys("acme", 30);
   CreateKeys("globex", 5);
   const std::string live = CreateEphemeral("acme", kNowMs + 3'600'000, false);
@@ -219,7 +232,7 @@ TEST_F(RewrapJobTest, RotationRewrapsEveryBlobOnBothTokensAndKeysOpenToTheSameMa
 }
 
 // Issue 14: the organization's search keys are wrapped like content keys, and re-wrapped with them.
-TEST_F(RewrapJobTest, RotationRewrapsTheOrganizationsSearchKeysToo) {
+TEST_P(RewrapJobTest, RotationRewrapsTheOrganizationsSearchKeysToo) {
   CreateKeys("acme", 3);
   SearchKeys search_keys("kms://kms.test", *vault_, *db_, [] { return kNowMs; });
   auto v1 = search_keys.Current("acme", "svc-indexer");
@@ -268,7 +281,7 @@ TEST_F(RewrapJobTest, RotationRewrapsTheOrganizationsSearchKeysToo) {
                   .ok());
 }
 
-TEST_F(RewrapJobTest, AnInterruptedJobResumesInANewInstanceWithoutRepeatingWork) {
+TEST_P(RewrapJobTest, AnInterruptedJobResumesInANewInstanceWithoutRepeatingWork) {
   CreateKeys("acme", 40);
   std::size_t first_run = 0;
   {
@@ -297,7 +310,7 @@ TEST_F(RewrapJobTest, AnInterruptedJobResumesInANewInstanceWithoutRepeatingWork)
   ExpectKeysAt("acme", 2);
 }
 
-TEST_F(RewrapJobTest, ATamperedBlobIsCountedAsFailedAndNotRetried) {
+TEST_P(RewrapJobTest, ATamperedBlobIsCountedAsFailedAndNotRetried) {
   CreateKeys("acme", 5);
   const std::string victim = material_.begin()->first;
   std::vector<hsm::TokenBlob> blobs = BlobsOf(victim);
@@ -335,7 +348,7 @@ TEST_F(RewrapJobTest, ATamperedBlobIsCountedAsFailedAndNotRetried) {
   EXPECT_EQ(rewrap_audit[0].outcome, "failed");
 }
 
-TEST_F(RewrapJobTest, ASecondRotationSupersedesTheRunningJobAndTheHookRuns) {
+TEST_P(RewrapJobTest, ASecondRotationSupersedesTheRunningJobAndTheHookRuns) {
   CreateKeys("acme", 10);
   std::vector<std::string> hooked;
   auto jobs = NewJobs([&](const std::string& org) { hooked.push_back(org); });
@@ -357,11 +370,9 @@ TEST_F(RewrapJobTest, ASecondRotationSupersedesTheRunningJobAndTheHookRuns) {
   // The first job is marked superseded, not done.
   bool superseded = false;
   ASSERT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
-                   Poco::Int64 id = first->job_id;
-                   std::string state;
-                   s << "SELECT state FROM rewrap_jobs WHERE id = ?", Poco::Data::Keywords::use(id),
-                       Poco::Data::Keywords::into(state), Poco::Data::Keywords::now;
-                   superseded = state == "superseded";
+                   SqlStatement select =
+                       Database::Prepare(s, "SELECT state FROM rewrap_jobs WHERE id = ?");
+                   superseded = select.Bind(first->job_id).Next() && select.Text(0) == "superseded";
                    return OkStatus();
                  })
                   .ok());
@@ -371,15 +382,17 @@ TEST_F(RewrapJobTest, ASecondRotationSupersedesTheRunningJobAndTheHookRuns) {
 // Keys made while the primary was down are wrapped by the standby alone. Re-wrapping every blob
 // there is does not put them under the new version on the primary: the job must not say "done"
 // until the reconciliation has wrapped them for it.
-TEST_F(RewrapJobTest, AJobIsNotDoneWhileKeysLackAWrapUnderAToken) {
+TEST_P(RewrapJobTest, AJobIsNotDoneWhileKeysLackAWrapUnderAToken) {
   CreateKeys("acme", 10);
   int dropped = 0;
   for (const auto& [uri, key] : material_) {
     if (dropped == 6) break;
     ASSERT_TRUE(db_->InTransaction([&, &uri = uri](Poco::Data::Session& s) -> Status {
-                     std::string u = uri;
-                     s << "DELETE FROM key_blobs WHERE key_uri = ? AND token = 'primary'",
-                         Poco::Data::Keywords::use(u), Poco::Data::Keywords::now;
+                     Database::Prepare(s,
+                                       "DELETE FROM key_blobs WHERE key_uri = ? "
+                                       "AND token = 'primary'")
+                         .Bind(uri)
+                         .Run();
                      return OkStatus();
                    })
                     .ok());
@@ -418,7 +431,7 @@ TEST_F(RewrapJobTest, AJobIsNotDoneWhileKeysLackAWrapUnderAToken) {
   ExpectKeysAt("acme", 2);  // the wraps the reconciliation added are under the new version
 }
 
-TEST_F(RewrapJobTest, AnOrganizationWithoutKeysIsDoneAtOnce) {
+TEST_P(RewrapJobTest, AnOrganizationWithoutKeysIsDoneAtOnce) {
   auto jobs = NewJobs();
   auto rotated = jobs->Rotate("globex", "operator-1");
   ASSERT_TRUE(rotated.ok());
@@ -429,7 +442,7 @@ TEST_F(RewrapJobTest, AnOrganizationWithoutKeysIsDoneAtOnce) {
   EXPECT_EQ(jobs->Progress("globex")->state, "done");
 }
 
-TEST_F(RewrapJobTest, BadRequestsAreRefusedAndChangeNothing) {
+TEST_P(RewrapJobTest, BadRequestsAreRefusedAndChangeNothing) {
   auto jobs = NewJobs();
   auto bad_org = jobs->Rotate("Not An Org!", "operator-1");
   ASSERT_FALSE(bad_org.ok());
@@ -455,7 +468,39 @@ TEST_F(RewrapJobTest, BadRequestsAreRefusedAndChangeNothing) {
   for (const hsm::RootKeySet& set : *roots) EXPECT_EQ(set.keys.size(), 1u);
 }
 
-TEST_F(RewrapJobTest, TheWorkerThreadFinishesAJob) {
+// Two nodes (two Databases on one database) rotating at once: a job's id is read and inserted in
+// one transaction, and transactions run one at a time on either engine, so each gets a job of its
+// own (taking one id twice would fail the second insert).
+TEST_P(RewrapJobTest, TwoNodesRotatingAtOnceEachGetAJobOfTheirOwn) {
+  CreateKeys("acme", 4);
+  CreateKeys("globex", 4);
+  auto other = testing::OpenKmsDatabase(GetParam(), target_);
+  ASSERT_TRUE(other.ok()) << other.error().ToString();
+  RewrapJobs here(*vault_, *db_, [] { return kNowMs; });
+  RewrapJobs there(*vault_, **other, [] { return kNowMs; });
+  constexpr int kRounds = 5;
+  std::vector<std::int64_t> ids;
+  std::mutex ids_mutex;
+  auto rotate = [&](RewrapJobs& jobs, const std::string& org) {
+    for (int i = 0; i < kRounds; ++i) {
+      Result<RewrapProgress> job = jobs.Rotate(org, "operator-" + org);
+      ASSERT_TRUE(job.ok()) << org << ": " << job.error().ToString();
+      std::lock_guard lock(ids_mutex);
+      ids.push_back(job->job_id);
+    }
+  };
+  std::thread acme([&] { rotate(here, "acme"); });
+  std::thread globex([&] { rotate(there, "globex"); });
+  acme.join();
+  globex.join();
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::int64_t> expected(2 * kRounds);
+  std::iota(expected.begin(), expected.end(), 1);
+  EXPECT_EQ(ids, expected);
+  EXPECT_EQ(Audit("root.rotate").size(), 2u * kRounds);
+}
+
+TEST_P(RewrapJobTest, TheWorkerThreadFinishesAJob) {
   CreateKeys("acme", 12);
   auto jobs = NewJobs();
   RewrapWorker worker(*jobs, std::chrono::milliseconds(20), 5);

@@ -20,6 +20,8 @@
 // records were cut off together. The tail is reported, and more than kMaxUncheckpointedRecords
 // in it fails verification: kmsd never leaves that many unsigned while it can reach the HSM, so
 // such a tail means removed checkpoints (or a KMS that could not sign; its log says so).
+//
+// On both engines (database.h: SQLite, PostgreSQL): Schema names the table in each one's types.
 #ifndef STRONGROOM_KMS_AUDIT_CHECKPOINTS_H_
 #define STRONGROOM_KMS_AUDIT_CHECKPOINTS_H_
 
@@ -69,8 +71,8 @@ struct CheckpointVerdict {
 
 class AuditCheckpoints {
  public:
-  // The migration that creates the checkpoints table; part of the KMS schema.
-  static Migration Schema(int version);
+  // The migration that creates the checkpoints table, in `engine`'s types; part of the KMS schema.
+  static Migration Schema(int version, Database::Engine engine = Database::Engine::kSqlite);
 
   // RFC 7638 thumbprint of an RSA public key, base64url: the checkpoints' "kid".
   static std::string Thumbprint(const hsm::RsaPublicKey& key);

@@ -14,8 +14,9 @@
 // retrievals a second with 16 clients (docs/benchmarks.md). Being the KMS's one background writer,
 // it also keeps the write-ahead log from growing without end under constant load. Records inside
 // other operations' transactions (resource creation, authorization changes) still use
-// AuditLog::Append directly; both share the one hash chain because SQLite serializes the writers
-// (BEGIN IMMEDIATE) and Append reads the chain's head inside the transaction.
+// AuditLog::Append directly; both share the one hash chain because the database runs one writer at
+// a time (SQLite's BEGIN IMMEDIATE, PostgreSQL's writers' advisory lock: database.h) and Append
+// reads the chain's head inside the transaction. The same on both engines (audit_writer_test.cc).
 //
 // The same batches carry the records of executed sealed requests (replay_guard.h): a retrieval's
 // audit record and the record that it was executed commit together, in one wait.

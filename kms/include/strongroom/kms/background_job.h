@@ -18,10 +18,7 @@
 
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
-
-namespace Poco::Data {
-class RecordSet;
-}
+#include "strongroom/common/sql_statement.h"
 
 namespace strongroom::kms {
 
@@ -38,9 +35,14 @@ struct JobProgress {
   std::string last_error;  // the last failure or outage, for operators; never secrets
 };
 
-// Reads the columns every job table has (id, state, total, done, failed, started_ms, updated_ms,
-// last_error) from the current row, and works out the rate.
-void ReadJobProgress(Poco::Data::RecordSet& rows, JobProgress& progress);
+// The columns every job table has, in the order ReadJobProgress reads them: a job's SELECT begins
+// with them and names its own columns after them (from column kJobProgressColumnCount on).
+inline constexpr char kJobProgressColumns[] =
+    "id, state, total, done, failed, started_ms, updated_ms, last_error";
+inline constexpr int kJobProgressColumnCount = 8;
+
+// Reads kJobProgressColumns from the current row, and works out the rate.
+void ReadJobProgress(const SqlStatement& row, JobProgress& progress);
 
 // A failure or outage as a job keeps it (last_error, a JobFailure's error): cut to
 // kMaxJobErrorText bytes.

@@ -40,6 +40,9 @@
 // otherwise, but never sooner than ten times as long as the last count took; and it starts a job
 // (actor "kms") when a ready token lacks wraps and no job is active.
 //
+// On both engines (database.h: SQLite, PostgreSQL), through Database::Prepare in SQL both accept;
+// a job's id is allocated inside the transaction that inserts it, which runs alone on either.
+//
 // Thread-safe; RunOnce calls are serialized within one ReconcileJobs.
 #ifndef STRONGROOM_KMS_RECONCILE_JOB_H_
 #define STRONGROOM_KMS_RECONCILE_JOB_H_

@@ -24,6 +24,9 @@
 // version, or "failed" when only blobs that failed are left. Ephemeral keys that expired or were
 // deleted are not re-wrapped: they are refused anyway. Old root versions are never deleted here.
 //
+// On both engines (database.h: SQLite, PostgreSQL), through Database::Prepare in SQL both accept;
+// a job's id is allocated inside the transaction that inserts it, which runs alone on either.
+//
 // Thread-safe; RunOnce calls are serialized within one RewrapJobs.
 #ifndef STRONGROOM_KMS_REWRAP_JOB_H_
 #define STRONGROOM_KMS_REWRAP_JOB_H_
