@@ -55,6 +55,7 @@ class Cored : public DaemonApplication {
     };
     config.files_dir = settings.files_dir;
     config.max_file_bytes = settings.max_file_bytes;
+    config.cluster_poll = settings.cluster_poll;
     SR_ASSIGN_OR_RETURN(std::unique_ptr<CoreService> service,
                         CoreService::New(std::move(config), *db));
     if (const auto& cleanup = service->startup_cleanup();

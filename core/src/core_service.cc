@@ -16,6 +16,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "commit_follower.h"
 #include "core_store.h"
 #include "file_store.h"
 #include "group_commit_writer.h"
@@ -30,6 +31,7 @@ namespace {
 
 using internal::Batch;
 using internal::CheckPageSize;
+using internal::CommitFollower;
 using internal::ConversationState;
 using internal::CoreStore;
 using internal::FileStore;
@@ -125,8 +127,25 @@ class CoreService::Impl {
       : config_(std::move(config)),
         db_(db),
         files_(std::move(files)),
-        writer_(db, std::move(clock), cache_, last_seq,
-                [this](const std::vector<internal::Produced>& produced) { Report(produced); }),
+        follower_(config_.cluster_poll.count() == 0
+                      ? nullptr
+                      : std::make_unique<CommitFollower>(
+                            db, config_.cluster_poll, last_seq,
+                            [this](const std::vector<internal::StoredCommit>& commits) {
+                              Deliver(commits);
+                            })),
+        writer_(
+            db, std::move(clock), cache_, last_seq,
+            [this](const std::vector<internal::Produced>& produced) {
+              // With cross-node delivery this node's commits reach the listener only through the
+              // follower, in seq order with the other nodes' (never twice, never out of order).
+              if (follower_) {
+                follower_->Wake();
+              } else {
+                Report(produced);
+              }
+            },
+            /*shared=*/follower_ != nullptr),
         index_(config_.indexer_user_id, config_.indexer_org, db, writer_) {}
 
   void SetActivityListener(ActivityListener listener) {
@@ -644,15 +663,21 @@ class CoreService::Impl {
   Result<StatePtr> ReadState(const std::string& id) {
     if (StatePtr state = cache_.Find(id)) return state;
     const std::uint64_t epoch = cache_.epoch();
+    SR_ASSIGN_OR_RETURN(StatePtr state, LoadState(id));
+    if (state) cache_.FillIfUnchanged(id, state, epoch);
+    return state;
+  }
+
+  // The conversation's state as the database holds it now (null when there is no such
+  // conversation), bypassing the cache.
+  Result<StatePtr> LoadState(const std::string& id) {
     std::optional<ConversationState> loaded;
     SR_RETURN_IF_ERROR(db_.InReadTransaction([&](Session& s) -> Status {
       loaded = CoreStore::LoadState(s, id);
       return OkStatus();
     }));
     if (!loaded) return StatePtr();
-    auto state = std::make_shared<const ConversationState>(std::move(*loaded));
-    cache_.FillIfUnchanged(id, state, epoch);
-    return StatePtr(std::move(state));
+    return StatePtr(std::make_shared<const ConversationState>(std::move(*loaded)));
   }
 
   // A message's content (a post's, an edit's): at most kMaxContentBytes, a JWE; returns its kid.
@@ -683,10 +708,16 @@ class CoreService::Impl {
   }
 
   // NOT_FOUND unless the caller is a participant now (as far as committed changes go; the writer
-  // checks again against the batch).
+  // checks again against the batch). With other nodes on the database the cached state may miss
+  // their latest changes: a refusal is checked again against the database, so a user another node
+  // just added is not refused here (one the other node removed is refused by the writer, whose
+  // batch forgets what the other nodes changed).
   Status CheckParticipant(const Caller& caller, const std::string& id) {
     if (!internal::IsUuid(id)) return NoSuchConversation();
     SR_ASSIGN_OR_RETURN(StatePtr state, ReadState(id));
+    if (state && !state->IsParticipant(caller.user_id) && follower_) {
+      SR_ASSIGN_OR_RETURN(state, LoadState(id));
+    }
     if (!state || !state->IsParticipant(caller.user_id)) return NoSuchConversation();
     return OkStatus();
   }
@@ -711,22 +742,34 @@ class CoreService::Impl {
 
   // The writer's report of a commit: the listener gets its activities and their recipients.
   void Report(const std::vector<internal::Produced>& produced) {
-    ActivityListener listener;
-    {
-      std::lock_guard lock(listener_mutex_);
-      listener = listener_;
-    }
-    if (!listener) return;
     std::vector<Committed> activities;
     activities.reserve(produced.size());
     for (const internal::Produced& p : produced) {
       activities.push_back({p.activity, *p.recipients, p.conversation_org});
     }
+    CallListener(activities);
+  }
+
+  // The follower's page of every node's commits, read back from the database.
+  void Deliver(const std::vector<internal::StoredCommit>& commits) {
+    std::vector<Committed> activities;
+    activities.reserve(commits.size());
+    for (const internal::StoredCommit& c : commits) {
+      activities.push_back({c.activity, c.recipients, c.conversation_org});
+    }
+    CallListener(activities);
+  }
+
+  // Under the listener's mutex, so that SetActivityListener returns only once a call of the
+  // previous listener has ended (its hub may be destroyed next).
+  void CallListener(const std::vector<Committed>& activities) {
+    std::lock_guard lock(listener_mutex_);
+    if (!listener_) return;
     try {
-      listener(activities);
+      listener_(activities);
     } catch (const std::exception&) {
-      // A listener's failure must not stop the writer; the activities are committed and the
-      // realtime stream replays them from the database (EventsSince).
+      // A listener's failure must not stop the writer or the follower; the activities are
+      // committed and the realtime stream replays them from the database (EventsSince).
     }
   }
 
@@ -736,6 +779,9 @@ class CoreService::Impl {
   internal::StateCache cache_;
   std::mutex listener_mutex_;
   ActivityListener listener_;
+  // With cluster_poll: publishes every node's commits. Before the writer, which wakes it, so that
+  // it outlives the writer's last commit.
+  const std::unique_ptr<CommitFollower> follower_;
   GroupCommitWriter writer_;  // after what its batches and reports use
   internal::IndexStore index_;
 };
@@ -763,6 +809,12 @@ Result<std::unique_ptr<CoreService>> CoreService::New(CoreServiceConfig config, 
   if (config.max_file_bytes == 0) return Invalid("the largest file size must be above zero");
   if (config.max_conversations_per_user == 0) {
     return Invalid("the conversations per user must be above zero");
+  }
+  if (config.cluster_poll.count() != 0 &&
+      (config.cluster_poll < kMinClusterPoll || config.cluster_poll > kMaxClusterPoll)) {
+    return Invalid("the cluster poll interval must be 0 (one node) or " +
+                   std::to_string(kMinClusterPoll.count()) + " to " +
+                   std::to_string(kMaxClusterPoll.count()) + " ms");
   }
   if (config.indexer_user_id.empty() != config.indexer_org.empty()) {
     return Invalid("the indexer is named by a user id and an organization, both or neither");

@@ -165,6 +165,20 @@ const char* const CoreStore::kLatestOfTargetSql =
     "SELECT " SR_ACTIVITY_COLUMNS("") " FROM activities WHERE target_seq = ? AND verb = ? "
     "ORDER BY seq DESC LIMIT 1";
 
+// Activities by seq from the cursor (the rowid), each one's conversation by its key (CROSS JOIN
+// keeps SQLite from reading conversations first).
+const char* const CoreStore::kCommittedAfterSql =
+    "SELECT " SR_ACTIVITY_COLUMNS("a.") ", c.created_by_org FROM activities a "
+    "CROSS JOIN conversations c WHERE c.id = a.conversation_id AND a.seq > ? "
+    "ORDER BY a.seq LIMIT ?";
+// The memberships of the page's conversations (a seq range of activities, then each conversation's
+// memberships by their primary key) that began at or before its last seq and had not ended before
+// its first: a user in one of them saw the activities of the page inside its interval.
+const char* const CoreStore::kCommittedMembershipsSql =
+    "SELECT conversation_id, user_id, joined_seq, left_seq FROM memberships "
+    "WHERE conversation_id IN (SELECT conversation_id FROM activities WHERE seq > ? AND seq <= ?) "
+    "AND joined_seq <= ? AND (left_seq IS NULL OR left_seq > ?)";
+
 std::vector<Migration> CoreStore::Migrations(Database::Engine engine) {
   // One list for both engines, each table in the engine's types (SQLite's INTEGER is 64 bits,
   // PostgreSQL's is not; SQLite's INTEGER PRIMARY KEY is the row id, PostgreSQL's BIGINT one a
@@ -577,6 +591,55 @@ std::vector<Activity> CoreStore::OrganizationEventsSince(Session& s, const std::
   SqlStatement select = Database::Prepare(s, kOrganizationEventsSinceSql);
   select.Bind(after).Bind(org).Bind(Int(limit));
   return Activities(select);
+}
+
+std::vector<StoredCommit> CoreStore::CommittedAfter(Session& s, std::int64_t after,
+                                                    std::size_t limit) {
+  std::vector<StoredCommit> out;
+  {
+    SqlStatement select = Database::Prepare(s, kCommittedAfterSql);
+    select.Bind(after).Bind(Int(limit));
+    while (select.Next()) out.push_back({ActivityAt(select), {}, select.Text(12)});
+  }
+  if (out.empty()) return out;
+  const std::int64_t through = out.back().activity.seq;
+  struct Stay {
+    std::string user;
+    std::int64_t joined_seq;
+    std::optional<std::int64_t> left_seq;
+  };
+  std::map<std::string, std::vector<Stay>> stays;  // by conversation
+  SqlStatement select = Database::Prepare(s, kCommittedMembershipsSql);
+  select.Bind(after).Bind(through).Bind(through).Bind(after);
+  while (select.Next()) {
+    stays[select.Text(0)].push_back({select.Text(1), select.Int(2), select.OptionalInt(3)});
+  }
+  // As the writer decided at commit: the participants after the activity, and the users it
+  // removed (their stay ends at its seq).
+  for (StoredCommit& commit : out) {
+    const std::int64_t seq = commit.activity.seq;
+    for (const Stay& stay : stays[commit.activity.conversation_id]) {
+      if (stay.joined_seq <= seq && (!stay.left_seq || *stay.left_seq >= seq)) {
+        commit.recipients.push_back(stay.user);
+      }
+    }
+    std::sort(commit.recipients.begin(), commit.recipients.end());
+    commit.recipients.erase(std::unique(commit.recipients.begin(), commit.recipients.end()),
+                            commit.recipients.end());
+  }
+  return out;
+}
+
+std::vector<std::string> CoreStore::ConversationsChangedBetween(Session& s, std::int64_t after,
+                                                                std::int64_t through) {
+  std::vector<std::string> out;
+  SqlStatement select = Database::Prepare(
+      s,
+      "SELECT DISTINCT conversation_id FROM activities WHERE seq > ? AND seq <= ? "
+      "AND verb NOT IN ('post', 'share', 'edit', 'retract')");
+  select.Bind(after).Bind(through);
+  while (select.Next()) out.push_back(select.Text(0));
+  return out;
 }
 
 std::string EncodeStringArray(const std::vector<std::string>& values) {

@@ -59,6 +59,13 @@ struct ConversationState {
   bool IsParticipant(const std::string& user) const;
 };
 
+// A committed activity as CoreStore::CommittedAfter reads it back.
+struct StoredCommit {
+  Activity activity;
+  std::vector<std::string> recipients;  // sorted
+  std::string conversation_org;
+};
+
 class CoreStore {
  public:
   using Session = Poco::Data::Session;
@@ -137,6 +144,19 @@ class CoreStore {
   static std::vector<Activity> OrganizationEventsSince(Session& s, const std::string& org,
                                                        std::int64_t after, std::size_t limit);
 
+  // Cross-node delivery (commit_follower.h): the activities with seq > `after`, oldest first, at
+  // most `limit`, each with what the writer computed when it committed it: the users who may see
+  // it (the participants after it and the users it removed, from the memberships' joined_seq and
+  // left_seq) and its conversation's creator organization. Two statements whatever the page: the
+  // activities with their conversations, and the memberships of those conversations that were
+  // open at some seq of the page.
+  static std::vector<StoredCommit> CommittedAfter(Session& s, std::int64_t after,
+                                                  std::size_t limit);
+  // The conversations whose state (ConversationState: members, keys) an activity with seq in
+  // (after, through] may have changed: those of every activity that is not a message.
+  static std::vector<std::string> ConversationsChangedBetween(Session& s, std::int64_t after,
+                                                              std::int64_t through);
+
   // The statements whose plans matter, for tests that check them with EXPLAIN QUERY PLAN.
   static const char* const kHistoryNewestSql;
   static const char* const kEventsSinceSql;
@@ -144,6 +164,8 @@ class CoreStore {
   static const char* const kListConversationsSql;
   static const char* const kClearEditsSql;
   static const char* const kLatestOfTargetSql;
+  static const char* const kCommittedAfterSql;
+  static const char* const kCommittedMembershipsSql;
 
  private:
   // Runs `select` (conversation columns) and fills in each conversation's current participants.

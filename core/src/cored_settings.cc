@@ -74,7 +74,7 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
                       NameListSetting(config, "core.relays", kMaxRelayClusters));
   std::set<std::string> allowed = ListenerSettingKeys(kCoreWorkers);
   allowed.insert({"database", "files_dir", "indexer", "indexer_org", "max_file_mb", "rate_per_s",
-                  "rate_burst", "relays"});
+                  "rate_burst", "relays", "cluster_poll_ms"});
   SR_RETURN_IF_ERROR(CheckSettingKeys(config, "core", allowed));
 
   CoredSettings out;
@@ -99,6 +99,16 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   SR_ASSIGN_OR_RETURN(std::uint64_t burst,
                       UnsignedSetting(config, "core.rate_burst", rate * 2, 1, 1000000));
   out.rate_burst = static_cast<std::uint32_t>(burst);
+  SR_ASSIGN_OR_RETURN(out.cluster_poll,
+                      DurationSetting(config, "core.cluster_poll_ms", out.cluster_poll, 0,
+                                      static_cast<std::uint64_t>(kMaxClusterPoll.count())));
+  if (out.cluster_poll.count() != 0 && out.cluster_poll < kMinClusterPoll) {
+    return Error(ErrorCode::kInvalidArgument, "core.cluster_poll_ms must be 0 (one node) or " +
+                                                  std::to_string(kMinClusterPoll.count()) + " to " +
+                                                  std::to_string(kMaxClusterPoll.count()) +
+                                                  ", got " +
+                                                  std::to_string(out.cluster_poll.count()));
+  }
 
   // [relay.<name>] sections show up as keys of [relay] too.
   std::set<std::string> relay_sections(relays.begin(), relays.end());

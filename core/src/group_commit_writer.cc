@@ -49,12 +49,14 @@ Activity Batch::Produce(Activity a, std::shared_ptr<const std::vector<std::strin
 }
 
 GroupCommitWriter::GroupCommitWriter(Database& db, Clock clock, StateCache& cache,
-                                     std::int64_t last_seq, OnCommit on_commit)
+                                     std::int64_t last_seq, OnCommit on_commit, bool shared)
     : db_(db),
       clock_(std::move(clock)),
       cache_(cache),
       on_commit_(std::move(on_commit)),
+      shared_(shared),
       last_seq_(last_seq),
+      cache_through_(last_seq),
       writer_([this] { Run(); }) {}
 
 GroupCommitWriter::~GroupCommitWriter() {
@@ -143,6 +145,15 @@ bool GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
         // PostgreSQL database) may have written since this writer's last batch, so seqs stay
         // unique and without gaps across every writer.
         b.next_seq = CoreStore::MaxSeq(s) + 1;
+        if (shared_ && b.next_seq - 1 > cache_through_) {
+          // Other writers committed since this one's last batch: what they changed is read
+          // again, in this transaction, by the batch (Batch::State) and by later readers.
+          for (const std::string& id :
+               CoreStore::ConversationsChangedBetween(s, cache_through_, b.next_seq - 1)) {
+            cache_.Forget(id);
+          }
+          cache_through_ = b.next_seq - 1;
+        }
         b.now_ms = clock_();
         for (std::size_t i = 0; i < ops.size(); ++i) results[i] = ops[i]->apply(b);
         for (const auto& [conversation_id, seq] : b.last_seq) {
@@ -155,6 +166,7 @@ bool GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
     for (Op* op : ops) op->result = committed.error();
     return false;
   }
+  cache_through_ = b.next_seq - 1;
   for (auto& [id, state] : b.changed) cache_.Publish(id, state, /*changed=*/true);
   for (auto& [id, state] : b.loaded) {
     if (b.changed.count(id) == 0) cache_.Publish(id, state, /*changed=*/false);

@@ -4,7 +4,8 @@
 // changed states to the StateCache, reports the batch's activities (in seq order) and wakes the
 // callers: group commit. So an acknowledged change is durable, a refused one left nothing, and
 // concurrent changes share one fsync. Being the only mutator, the writer keeps the state cache
-// exact: it replaces a state after the commit that changed it.
+// exact: it replaces a state after the commit that changed it (with other processes writing the
+// database too, see `shared` below).
 //
 // Deleted content does not linger: the Database runs every connection with SQLite's
 // secure_delete, so what a change overwrites or deletes (an edited message's old ciphertext, a
@@ -85,8 +86,14 @@ class GroupCommitWriter {
 
   // `last_seq`: the newest stored activity's seq (LastSeq until the first commit; each batch reads
   // the newest seq again in its transaction). Starts the writer thread.
+  //
+  // `shared`: other processes write the database too (cored nodes on one database). Each batch
+  // then first forgets the cached states of the conversations that other writers' activities since
+  // its previous batch may have changed (a read of those activities' rows by seq, in the batch's
+  // transaction, so after every other writer's commit), and checks its changes against what the
+  // database holds. Without it the cache is trusted as the only mutator's.
   GroupCommitWriter(Database& db, Clock clock, StateCache& cache, std::int64_t last_seq,
-                    OnCommit on_commit);
+                    OnCommit on_commit, bool shared = false);
   // Commits what is queued, then stops the writer thread.
   ~GroupCommitWriter();
   GroupCommitWriter(const GroupCommitWriter&) = delete;
@@ -115,7 +122,10 @@ class GroupCommitWriter {
   const Clock clock_;
   StateCache& cache_;
   const OnCommit on_commit_;
+  const bool shared_;
   std::atomic<std::int64_t> last_seq_;
+  // With `shared`: the newest seq whose changes the cache reflects (the writer's alone).
+  std::int64_t cache_through_;
 
   std::mutex mutex_;
   std::condition_variable work_;

@@ -34,6 +34,15 @@ void StateCache::Publish(const std::string& id, StatePtr state, bool changed) {
   InsertLocked(id, std::move(state));
 }
 
+void StateCache::Forget(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  ++epoch_;
+  if (auto it = map_.find(id); it != map_.end()) {
+    weight_ -= Weight(*it->second);
+    map_.erase(it);
+  }
+}
+
 std::size_t StateCache::Weight(const ConversationState& state) {
   return 1 + state.participants->size() + state.declared_keys->size();
 }

@@ -2,7 +2,9 @@
 // post needs no database read before it is queued. Filled by readers on a miss, replaced by the
 // group-commit writer after each commit that changes a state. A reader's fill is dropped when the
 // writer published a change since the reader began loading (the epoch), so the cache never goes
-// back to a state older than a commit the writer already published.
+// back to a state older than a commit the writer already published. With other nodes writing the
+// same database (CoreServiceConfig::cluster_poll) the writer also forgets, at the start of each
+// batch, the states their activities since its previous batch may have changed (Forget).
 //
 // Bounded by weight (participants + declared keys); any entry may be evicted, the database has
 // them all. Thread-safe.
@@ -32,6 +34,9 @@ class StateCache {
   // The writer, after a commit. `changed`: the state differs from what readers may have loaded
   // before this commit.
   void Publish(const std::string& id, StatePtr state, bool changed);
+  // The writer, when another process (a cored node on the same database) may have changed the
+  // state: the entry goes, and fills that began loading before are dropped.
+  void Forget(const std::string& id);
 
  private:
   static std::size_t Weight(const ConversationState& state);

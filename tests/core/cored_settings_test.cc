@@ -54,7 +54,8 @@ TEST_F(CoredSettingsTest, ReadsSettingsWithDefaultsAndTheCoreAudience) {
   EXPECT_EQ(settings->rate_burst, 400u);
   EXPECT_TRUE(settings->indexer.empty());
   EXPECT_TRUE(settings->relays.empty());
-  EXPECT_EQ(settings->jwt.audience, "core");  // never "kms": KMS tokens are refused here
+  EXPECT_EQ(settings->cluster_poll.count(), 0);  // one node: no cross-node delivery
+  EXPECT_EQ(settings->jwt.audience, "core");     // never "kms": KMS tokens are refused here
   ASSERT_EQ(settings->jwt.issuers.size(), 1u);
   EXPECT_EQ(settings->jwt.issuers[0].org, "acme");
 }
@@ -68,6 +69,7 @@ TEST_F(CoredSettingsTest, ReadsEverySettingAndTheRelayClusters) {
   config_->setString("core.max_connections_per_peer", "10");
   config_->setString("core.max_file_mb", "8");
   config_->setString("core.rate_per_s", "50");
+  config_->setString("core.cluster_poll_ms", "250");
   config_->setString("core.relays", "one, two");
   config_->setString("relay.one.cluster", "kms://kms.acme.test");
   config_->setString("relay.one.token_file", "/etc/strongroom/one.token");
@@ -85,6 +87,7 @@ TEST_F(CoredSettingsTest, ReadsEverySettingAndTheRelayClusters) {
   EXPECT_EQ(settings->max_file_bytes, 8ull << 20);
   EXPECT_EQ(settings->rate_per_s, 50u);
   EXPECT_EQ(settings->rate_burst, 100u);  // twice the rate unless set
+  EXPECT_EQ(settings->cluster_poll, std::chrono::milliseconds(250));
   ASSERT_EQ(settings->relays.size(), 2u);
   EXPECT_EQ(settings->relays[0].name, "one");
   EXPECT_EQ(settings->relays[0].cluster, "kms://kms.acme.test");
@@ -99,6 +102,9 @@ TEST_F(CoredSettingsTest, RefusesWhatIsMissingMalformedOrUnknown) {
       {"core.max_connections_per_peer", "65537"},
       {"core.max_file_mb", "0"},
       {"core.rate_per_s", "fast"},
+      {"core.cluster_poll_ms", "5"},      // polling the database every few ms
+      {"core.cluster_poll_ms", "10001"},  // other nodes' posts ten seconds late
+      {"core.cluster_poll_ms", "-1"},
       {"core.indexer", "indexer@acme.test"},  // without indexer_org
       {"core.databse", "/tmp/typo.db"},       // a typo is refused, not ignored
       {"core.relays", "one"},                 // no [relay.one]

@@ -705,12 +705,13 @@ class CoredTest : public ::testing::Test {
     return StartNode(cored_, "");
   }
 
-  // Starts `node`: another cored with core.ini's settings but a database and files directory of
-  // its own (b.db, files-b).
-  bool StartAnotherNode(DaemonProcess& node) {
+  // Starts `node`: another cored with core.ini's settings but a files directory of its own
+  // (files-b) and, unless `share_database`, a database of its own (b.db).
+  bool StartAnotherNode(DaemonProcess& node, bool share_database = false) {
     std::string config = ReadFile(path("core.ini"));
-    for (const auto& [from, to] :
-         {std::pair{db_path(), path("b.db")}, std::pair{files_dir(), path("files-b")}}) {
+    std::vector<std::pair<fs::path, fs::path>> own = {{files_dir(), path("files-b")}};
+    if (!share_database) own.emplace_back(db_path(), path("b.db"));
+    for (const auto& [from, to] : own) {
       const std::size_t at = config.find(from.string());
       EXPECT_NE(at, std::string::npos) << from;
       if (at == std::string::npos) return false;
@@ -2019,6 +2020,55 @@ TEST_F(CoredRealtimeTest, AReconnectWithTheLastSeqGetsExactlyWhatItMissedOnceAnd
   auto from_start = Connect(kBob, 0);
   ASSERT_TRUE(from_start);
   EXPECT_EQ(Ids(from_start->Take(everything.size(), "bob from the start")), everything);
+}
+
+// Two cored processes on one database with cluster_poll_ms (docs/operations/cored.md): what is
+// posted on either reaches the realtime clients of both, once and in order, and a client resumes
+// on the other node with its cursor.
+TEST_F(CoredRealtimeTest, TwoNodesOnOneDatabaseDeliverEachOthersActivitiesOnceAndInOrder) {
+  WriteCoredConfig({{"cluster_poll_ms", "50"}});
+  ASSERT_TRUE(StartCored());
+  DaemonProcess node_b;
+  ASSERT_TRUE(StartAnotherNode(node_b, /*share_database=*/true));
+  Client alice = As(kAlice), bob_on_b(node_b.port(), env().Token(kBob));
+  std::string error;
+  auto bob_events_b = EventStream::Open(node_b.port(), env().Token(kBob), 0, &error);
+  ASSERT_TRUE(bob_events_b) << error;
+  auto alice_events_a = Connect(kAlice, 0);
+  ASSERT_TRUE(alice_events_a);
+
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+  std::vector<std::string> done = {Ids(History(alice, id))[0]};
+  for (int i = 0; i < 5; ++i) {
+    Object::Ptr on_a = Post(alice, id, key, "on node a " + std::to_string(i));
+    Object::Ptr on_b = Post(bob_on_b, id, key, "on node b " + std::to_string(i));
+    ASSERT_TRUE(on_a && on_b);
+    done.push_back(Text(on_a, "id"));
+    done.push_back(Text(on_b, "id"));
+  }
+  EXPECT_EQ(Ids(bob_events_b->Take(done.size(), "bob on node b")), done);
+  std::vector<Object::Ptr> alices = alice_events_a->Take(done.size(), "alice on node a");
+  EXPECT_EQ(Ids(alices), done);
+  ASSERT_EQ(alices.size(), done.size());
+
+  // alice resumes on node B from the middle: the rest, once, then what comes live.
+  alice_events_a->Close();
+  auto alice_events_b =
+      EventStream::Open(node_b.port(), env().Token(kAlice), Seq(alices[4]), &error);
+  ASSERT_TRUE(alice_events_b) << error;
+  Object::Ptr live = Post(alice, id, key, "live on node a");
+  ASSERT_TRUE(live);
+  std::vector<std::string> rest(done.begin() + 5, done.end());
+  rest.push_back(Text(live, "id"));
+  EXPECT_EQ(Ids(alice_events_b->Take(rest.size(), "alice resumed on node b")), rest);
+  // bob's next event is the live one: nothing came twice.
+  Object::Ptr next = bob_events_b->Next();
+  ASSERT_TRUE(next) << "bob did not receive the live post";
+  EXPECT_EQ(Text(next, "id"), Text(live, "id"));
+  EXPECT_EQ(node_b.Stop(SIGTERM), 0) << node_b.LogTail();
 }
 
 TEST_F(CoredRealtimeTest, AResumeLongerThanAReplayPageAndOverlappingLivePostsIsExactlyOnce) {

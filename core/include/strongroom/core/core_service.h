@@ -29,6 +29,7 @@
 #ifndef STRONGROOM_CORE_CORE_SERVICE_H_
 #define STRONGROOM_CORE_CORE_SERVICE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -44,6 +45,10 @@
 
 namespace strongroom::core {
 
+// Cross-node delivery's poll interval (CoreServiceConfig::cluster_poll) when it is on.
+inline constexpr std::chrono::milliseconds kMinClusterPoll{10};
+inline constexpr std::chrono::milliseconds kMaxClusterPoll{10000};
+
 struct CoreServiceConfig {
   std::string indexer_user_id;  // the indexer's service identity (token subject); empty: none
   std::string indexer_org;      // and its organization
@@ -57,6 +62,13 @@ struct CoreServiceConfig {
   // trusted identity provider may sign for, is not added to a conversation (INVALID_ARGUMENT).
   // Unset: any user id may be added.
   std::function<std::optional<std::string>(std::string_view user_id)> organization_of;
+  // Several cored nodes on one database (PostgreSQL): zero, the default, is one node, whose
+  // listener hears of each commit from the committing thread. A poll interval (kMinClusterPoll to
+  // kMaxClusterPoll) turns cross-node delivery on: the listener hears of every node's commits, in
+  // seq order, read back from the database by a follower thread (this node's at once, the others'
+  // within the interval), and each commit batch first forgets the cached conversation states the
+  // other nodes' activities since the previous batch may have changed.
+  std::chrono::milliseconds cluster_poll{0};
 };
 
 class CoreService {
@@ -72,8 +84,12 @@ class CoreService {
     const std::string& conversation_org;
   };
   // Called once per commit with its activities in sequence order (a commit takes every change
-  // queued when it starts), from the committing thread. Must not block for long, nor call the
-  // service's changing methods (the committing thread is the one that would run them).
+  // queued when it starts), from the committing thread, before the callers are answered. With
+  // cluster_poll, instead, once per page of activities the follower read (every node's, each
+  // once, in sequence order across calls), from the follower's thread, at once after this node's
+  // commits (possibly after their callers are answered) and within cluster_poll after other
+  // nodes'. Must not block for long, nor call the service's changing methods (the committing
+  // thread is the one that would run them), nor SetActivityListener.
   using ActivityListener = std::function<void(const std::vector<Committed>& committed)>;
 
   // The core's schema: open the core's database with these (Database::OpenSqlite), or with
@@ -88,6 +104,8 @@ class CoreService {
                                                   Clock clock = {});
   ~CoreService();
 
+  // Replaces the listener; once this returns, the previous one is not called any more (a call in
+  // progress has ended).
   void SetActivityListener(ActivityListener listener);
 
   // Conversations. NOT_FOUND for an unknown conversation and for one the caller is not a

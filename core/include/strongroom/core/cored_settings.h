@@ -18,6 +18,7 @@
 //   rate_per_s = 200            ; optional: requests per second per user (1-100000) ...
 //   rate_burst = 400            ; ... with bursts of this many
 //   relays = kms1               ; optional: the KMS clusters that may attach to the relay
+//   cluster_poll_ms = 100       ; optional: several nodes on one database (0 = one node)
 //
 //   [relay.kms1]
 //   cluster = kms://kms.acme.example    ; the KMS's kms://<host>
@@ -37,6 +38,7 @@
 
 #include <Poco/Util/AbstractConfiguration.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -47,6 +49,7 @@
 #include "strongroom/common/error.h"
 #include "strongroom/common/jwt_settings.h"
 #include "strongroom/common/listener_settings.h"
+#include "strongroom/core/core_service.h"
 
 namespace strongroom::core {
 
@@ -69,6 +72,8 @@ struct CoredSettings {
   std::uint32_t rate_per_s = 200;
   std::uint32_t rate_burst = 400;
   std::vector<RelayClusterSettings> relays;
+  // CoreServiceConfig::cluster_poll: 0 (one node) or kMinClusterPoll to kMaxClusterPoll.
+  std::chrono::milliseconds cluster_poll{0};
   JwtSettings jwt;  // audience "core" unless set
   // organization -> its compliance officers' user ids ([compliance])
   std::map<std::string, std::vector<std::string>> compliance_officers;
