@@ -1,10 +1,11 @@
 // Cross-node delivery (CoreServiceConfig::cluster_poll, core/src/commit_follower.h): two nodes,
 // each with a Database, a CoreService and a RealtimeHub of its own as two cored processes have,
-// on ONE database (on SQLite two Database objects on one file, which take turns writing as two
-// processes do). Each node's hub serves realtime WebSockets (RealtimeHub::Serve) from a plain HTTP
-// server on 127.0.0.1; clients connect to either. What a client of one node receives of the other
-// node's posts, how a resume on the other node goes, how activities are numbered when both post at
-// once, and that a membership change on one node holds at once on the other.
+// on ONE database, on each engine (on SQLite two Database objects on one file, which take turns
+// writing as two processes do; on PostgreSQL two pools of connections to one database). Each node's
+// hub serves realtime WebSockets (RealtimeHub::Serve) from a plain HTTP server on 127.0.0.1;
+// clients connect to either. What a client of one node receives of the other node's posts, how a
+// resume on the other node goes, how activities are numbered when both post at once, and that a
+// membership change on one node holds at once on the other.
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
@@ -37,6 +38,7 @@
 #include <vector>
 
 #include "../support/test_dir.h"
+#include "../support/test_engines.h"
 #include "../support/wait_until.h"
 #include "strongroom/common/jose/dir_jwe.h"
 #include "strongroom/core/core_service.h"
@@ -241,12 +243,17 @@ std::vector<std::string> Sorted(std::vector<std::string> users) {
 
 class ClusterDeliveryTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
+  void SetUp() override {
+    Result<strongroom::testing::TestDatabase> where =
+        strongroom::testing::TestDatabase::New(GetParam(), dir_ / "core.db");
+    ASSERT_TRUE(where.ok()) << where.error().ToString();
+    where_ = std::move(where).value();
+  }
+
   // A node on the test's database; `poll`: how soon it hears of the other node's commits.
   std::unique_ptr<Node> StartNode(const std::string& name, milliseconds poll = milliseconds(20)) {
     return std::make_unique<Node>(
-        [&] {
-          return Database::OpenSqlite((dir_ / "core.db").string(), CoreService::Migrations());
-        },
+        [&] { return where_.Open(CoreService::Migrations(), CoreService::PostgresMigrations()); },
         dir_ / ("files-" + name), poll);
   }
 
@@ -313,13 +320,11 @@ class ClusterDeliveryTest : public ::testing::TestWithParam<Database::Engine> {
   }
 
   strongroom::testing::TestDir dir_;
+  strongroom::testing::TestDatabase where_;
 };
 
-INSTANTIATE_TEST_SUITE_P(Engines, ClusterDeliveryTest, ::testing::Values(Database::Engine::kSqlite),
-                         [](const ::testing::TestParamInfo<Database::Engine>& engine) {
-                           return engine.param == Database::Engine::kPostgres ? "postgres"
-                                                                              : "sqlite";
-                         });
+INSTANTIATE_TEST_SUITE_P(Engines, ClusterDeliveryTest, strongroom::testing::kBothEngines,
+                         strongroom::testing::EngineName);
 
 TEST_P(ClusterDeliveryTest, APostOnOneNodeReachesTheOtherNodesSubscriberOnceAndInOrder) {
   auto a = StartNode("a");
