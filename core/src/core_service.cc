@@ -2,7 +2,7 @@
 // caller's membership from the state cache), then hands every change to the group-commit writer
 // (group_commit_writer.h), whose batches check each change again against the conversation's state
 // as the batch has left it. Reads run on pooled connections beside it (SQLite WAL). Encrypted
-// blobs are the file store's (file_store.h), index tokens the index store's (index_store.h); the
+// blobs are the blob store's (blob_store.h), index tokens the index store's (index_store.h); the
 // SQL is CoreStore's (core_store.h).
 #include "strongroom/core/core_service.h"
 
@@ -16,9 +16,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include "blob_store.h"
 #include "commit_follower.h"
 #include "core_store.h"
-#include "file_store.h"
 #include "group_commit_writer.h"
 #include "index_postings.h"
 #include "index_store.h"
@@ -30,11 +30,11 @@ namespace strongroom::core {
 namespace {
 
 using internal::Batch;
+using internal::BlobStore;
 using internal::CheckPageSize;
 using internal::CommitFollower;
 using internal::ConversationState;
 using internal::CoreStore;
-using internal::FileStore;
 using internal::GroupCommitWriter;
 using internal::IndexPostings;
 using internal::Invalid;
@@ -98,7 +98,7 @@ Status CheckKid(const ConversationState& state, const std::string& kid) {
 class UploadImpl final : public CoreService::Upload {
  public:
   UploadImpl(const void* owner, std::string conversation_id, std::string uploader,
-             std::unique_ptr<internal::PendingBlob> blob)
+             std::unique_ptr<internal::BlobUpload> blob)
       : owner_(owner),
         conversation_id_(std::move(conversation_id)),
         uploader_(std::move(uploader)),
@@ -110,20 +110,21 @@ class UploadImpl final : public CoreService::Upload {
   const void* owner() const { return owner_; }
   const std::string& conversation_id() const { return conversation_id_; }
   const std::string& uploader() const { return uploader_; }
-  internal::PendingBlob& blob() { return *blob_; }
+  internal::BlobUpload& blob() { return *blob_; }
 
  private:
   const void* owner_;
   const std::string conversation_id_;
   const std::string uploader_;
-  const std::unique_ptr<internal::PendingBlob> blob_;
+  const std::unique_ptr<internal::BlobUpload> blob_;
 };
 
 }  // namespace
 
 class CoreService::Impl {
  public:
-  Impl(CoreServiceConfig config, Database& db, Clock clock, std::int64_t last_seq, FileStore files)
+  Impl(CoreServiceConfig config, Database& db, Clock clock, std::int64_t last_seq,
+       std::unique_ptr<BlobStore> files)
       : config_(std::move(config)),
         db_(db),
         files_(std::move(files)),
@@ -597,7 +598,7 @@ class CoreService::Impl {
 
   Result<std::unique_ptr<Upload>> BeginUpload(const Caller& caller, const std::string& id) {
     SR_RETURN_IF_ERROR(CheckCanUpload(caller, id));
-    SR_ASSIGN_OR_RETURN(std::unique_ptr<internal::PendingBlob> blob, files_.Begin());
+    SR_ASSIGN_OR_RETURN(std::unique_ptr<internal::BlobUpload> blob, files_->Begin());
     return std::unique_ptr<Upload>(
         std::make_unique<UploadImpl>(this, id, caller.user_id, std::move(blob)));
   }
@@ -610,7 +611,7 @@ class CoreService::Impl {
     info.conversation_id = u->conversation_id();
     info.uploader = u->uploader();
     info.size = u->size();
-    SR_ASSIGN_OR_RETURN(info.sha256_hex, files_.Keep(u->blob()));
+    SR_ASSIGN_OR_RETURN(info.sha256_hex, u->blob().Keep());
     Caller uploader{info.uploader, ""};
     Result<Activity> recorded = writer_.Submit([&](Batch& b) -> Result<Activity> {
       Result<StatePtr> state = ParticipantState(b, uploader, info.conversation_id);
@@ -620,7 +621,7 @@ class CoreService::Impl {
       return Activity{};
     });
     if (!recorded.ok()) {
-      files_.Remove(info.id);
+      files_->Remove(info.id);
       return recorded.error();
     }
     return info;
@@ -638,7 +639,7 @@ class CoreService::Impl {
       return OkStatus();
     }));
     if (!found) return not_found;
-    SR_ASSIGN_OR_RETURN(std::string path, files_.PathOf(file_id));
+    SR_ASSIGN_OR_RETURN(std::string path, files_->PathOf(file_id));
     return std::make_pair(std::move(*found), std::move(path));
   }
 
@@ -775,7 +776,7 @@ class CoreService::Impl {
 
   const CoreServiceConfig config_;
   Database& db_;
-  const FileStore files_;
+  const std::unique_ptr<const BlobStore> files_;
   internal::StateCache cache_;
   std::mutex listener_mutex_;
   ActivityListener listener_;
@@ -822,20 +823,21 @@ Result<std::unique_ptr<CoreService>> CoreService::New(CoreServiceConfig config, 
   if (!config.indexer_user_id.empty()) {
     SR_RETURN_IF_ERROR(internal::CheckUserId(config.indexer_user_id, "the indexer's user id"));
   }
-  SR_ASSIGN_OR_RETURN(FileStore files, FileStore::Open(config.files_dir, config.max_file_bytes));
-  // What a previous run left in the files directory (see file_store.h). No client was answered
+  SR_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> files,
+                      internal::OpenBlobStore(config.files_dir, config.max_file_bytes));
+  // What earlier runs left in the blob store (see blob_store.h). No client was answered
   // 201 for any of it.
   std::int64_t last_seq = 0;
-  FileStore::Leftovers leftovers;
+  BlobStore::Leftovers leftovers;
   SR_RETURN_IF_ERROR(db.WithSession([&](Session& s) -> Status {
     last_seq = CoreStore::MaxSeq(s);
-    Result<FileStore::Leftovers> found = files.FindLeftovers(
+    Result<BlobStore::Leftovers> found = files->FindLeftovers(
         [&](const std::vector<std::string>& ids) { return CoreStore::RecordedFiles(s, ids); });
     if (!found.ok()) return found.error();
     leftovers = std::move(*found);
     return OkStatus();
   }));
-  SR_ASSIGN_OR_RETURN(const FileStore::Cleaned cleaned, files.CleanUp(leftovers));
+  SR_ASSIGN_OR_RETURN(const BlobStore::Cleaned cleaned, files->CleanUp(leftovers));
   if (!clock) clock = UnixNowMs;
   auto service = std::unique_ptr<CoreService>(new CoreService(
       std::make_unique<Impl>(std::move(config), db, std::move(clock), last_seq, std::move(files))));

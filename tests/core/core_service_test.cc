@@ -105,6 +105,17 @@ class CoreServiceFixture : public ::testing::Test {
     });
   }
 
+  // The files under `dir`, at any depth, but the nodes' locks (see directory_blob_store.h).
+  static std::vector<std::filesystem::path> FilesUnder(const std::filesystem::path& dir) {
+    std::vector<std::filesystem::path> found;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+      if (entry.is_regular_file() && entry.path().extension() != ".lock") {
+        found.push_back(entry.path());
+      }
+    }
+    return found;
+  }
+
   void Reopen(CoreServiceConfig config = {}, DatabaseOptions options = {}) {
     service_.reset();
     db_.reset();
@@ -1128,7 +1139,7 @@ TEST_P(CoreServiceTest, UploadsPastTheLimitAreRefusedAndLeaveNoFile) {
   Status over = (*upload)->Write(chunk.data(), chunk.size());
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.error().code(), ErrorCode::kResourceExhausted);
-  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "files"));
+  EXPECT_TRUE(FilesUnder(dir_ / "files").empty());
   EXPECT_FALSE((*upload)->Write("x", 1).ok());
   EXPECT_FALSE(service_->FinishUpload(std::move(*upload)).ok());
   EXPECT_EQ(Count("files"), 0);
@@ -1142,17 +1153,15 @@ TEST_P(CoreServiceTest, UploadsPastTheLimitAreRefusedAndLeaveNoFile) {
     auto abandoned = service_->BeginUpload(alice_, c.id);
     ASSERT_TRUE((*abandoned)->Write("z", 1).ok());
   }
-  std::size_t files = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(dir_ / "files")) {
-    ++files;
-  }
-  EXPECT_EQ(files, 1u);
+  EXPECT_EQ(FilesUnder(dir_ / "files").size(), 1u);
   EXPECT_EQ(Count("files"), 1);
 }
 
 // A crash can leave an upload unfinished, or a blob renamed into place but not recorded: the next
-// start removes the first and moves the second aside (no client was given their ids; a restored or
-// wrong database must not cost blobs), and keeps every recorded blob and any file not the core's.
+// start removes the first and moves the second aside once it is old (no client was given their ids;
+// a restored or wrong database must not cost blobs; a young one may be another node's about to be
+// recorded), and keeps every recorded blob and any file not the core's. How several nodes share
+// the directory, directory_blob_store_test.cc shows.
 TEST_P(CoreServiceTest, StartingAgainRemovesUnfinishedUploadsAndUnrecordedBlobsOnly) {
   const Conversation c = Create(alice_, {});
   auto upload = service_->BeginUpload(alice_, c.id);
@@ -1175,7 +1184,14 @@ TEST_P(CoreServiceTest, StartingAgainRemovesUnfinishedUploadsAndUnrecordedBlobsO
   for (const std::string& id : recorded) std::ofstream(files / id);
   const std::string unrecorded = internal::NewUuid();
   std::ofstream(files / unrecorded) << "renamed, then the process died";
-  std::ofstream(files / (internal::NewUuid() + ".upload")) << "half an upload";
+  const std::string young = internal::NewUuid();
+  std::ofstream(files / young) << "renamed a moment ago, perhaps by another node";
+  std::filesystem::last_write_time(
+      files / unrecorded, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
+  // The upload of a process that is gone: its lock is free.
+  std::filesystem::create_directories(files / "uploads" / "gone");
+  std::ofstream(files / "uploads" / "gone.lock");
+  std::ofstream(files / "uploads" / "gone" / (internal::NewUuid() + ".upload")) << "half an upload";
   std::ofstream(files / "NOTES.txt") << "not the core's";
 
   Reopen();
@@ -1183,12 +1199,14 @@ TEST_P(CoreServiceTest, StartingAgainRemovesUnfinishedUploadsAndUnrecordedBlobsO
   EXPECT_EQ(service_->startup_cleanup().unrecorded_blobs, 1u);
   EXPECT_FALSE(std::filesystem::exists(files / unrecorded));
   EXPECT_TRUE(std::filesystem::exists(files / "unrecorded" / unrecorded));
+  EXPECT_TRUE(std::filesystem::exists(files / young));
+  EXPECT_FALSE(std::filesystem::exists(files / "uploads" / "gone"));
   EXPECT_TRUE(std::filesystem::exists(files / "NOTES.txt"));
   auto opened = service_->OpenFile(alice_, c.id, kept->id);
   ASSERT_TRUE(opened.ok()) << opened.error().ToString();
   std::size_t left = 0;
   for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(files)) ++left;
-  EXPECT_EQ(left, 603u);  // the recorded blobs, NOTES.txt and unrecorded/
+  EXPECT_EQ(left, 605u);  // the recorded blobs, the young one, NOTES.txt, unrecorded/, uploads/
 
   Reopen();
   EXPECT_EQ(service_->startup_cleanup().unfinished_uploads, 0u);
@@ -1205,7 +1223,7 @@ TEST_P(CoreServiceTest, AnUploadFinishedAfterTheUploaderLeftIsNotKept) {
   auto finished = service_->FinishUpload(std::move(*upload));
   ASSERT_FALSE(finished.ok());
   EXPECT_EQ(finished.error().code(), ErrorCode::kNotFound);
-  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "files"));
+  EXPECT_TRUE(FilesUnder(dir_ / "files").empty());
   EXPECT_EQ(Count("files"), 0);
 }
 
@@ -2204,16 +2222,14 @@ TEST_P(CoreServiceTest, RestartRemovesUnfinishedUploads) {
   auto upload = service_->BeginUpload(alice_, c.id);
   ASSERT_TRUE((*upload)->Write("partial", 7).ok());
   // A crash leaves the temporary file: simulate it by copying it aside and back.
-  std::filesystem::path temp;
-  for (const auto& entry : std::filesystem::directory_iterator(dir_ / "files")) {
-    temp = entry.path();
-  }
-  ASSERT_FALSE(temp.empty());
+  const std::vector<std::filesystem::path> temps = FilesUnder(dir_ / "files");
+  ASSERT_EQ(temps.size(), 1u);
+  const std::filesystem::path& temp = temps[0];
   std::filesystem::copy_file(temp, dir_ / "saved");
   upload->reset();
   std::filesystem::copy_file(dir_ / "saved", temp);
   Reopen();
-  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "files"));
+  EXPECT_TRUE(FilesUnder(dir_ / "files").empty());
 }
 
 TEST_P(CoreServiceTest, NewRefusesADatabaseWithoutTheCoreSchema) {

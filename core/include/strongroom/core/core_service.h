@@ -170,10 +170,10 @@ class CoreService {
   // use the index routes and its stream, nothing else.
   bool IsIndexer(const Caller& caller) const;
 
-  // Files: the blob is streamed by the transport into a file under files_dir (at most
-  // max_file_bytes) and then recorded; downloads open it for participants only.
+  // Files: the blob is streamed by the transport into the blob store at files_dir (at most
+  // max_file_bytes), stored and then recorded; downloads open it for participants only.
   Status CheckCanUpload(const Caller& caller, const std::string& id);
-  class Upload;  // an in-progress upload: a temporary file, its size and SHA-256 so far
+  class Upload;  // an in-progress upload: the blob store's, with its size and SHA-256 so far
   Result<std::unique_ptr<Upload>> BeginUpload(const Caller& caller, const std::string& id);
   Result<FileInfo> FinishUpload(std::unique_ptr<Upload> upload);
   // The path of the stored blob and its description.
@@ -205,9 +205,10 @@ class CoreService {
   // index ("set 3: ...") and nothing is written.
   Status PutIndexTokenSets(const Caller& caller, const std::vector<IndexTokenSet>& sets);
 
-  // What New() found in the files directory: uploads a previous run did not finish (removed), and
-  // blobs it stored but crashed before recording (moved into `<files_dir>/unrecorded/`, never
-  // deleted). No client was ever given an id for either.
+  // What New() found in the files directory: uploads of processes that are gone, or not written
+  // for an hour (removed), and blobs stored an hour ago or more but never recorded (moved into
+  // `<files_dir>/unrecorded/`, never deleted); see blob_store.h. No client was ever given an id
+  // for either.
   struct StartupCleanup {
     std::size_t unfinished_uploads = 0;
     std::size_t unrecorded_blobs = 0;
