@@ -99,8 +99,11 @@ Result<CoredSettings> ReadCoredSettings(const AbstractConfiguration& config) {
   SR_ASSIGN_OR_RETURN(std::uint64_t burst,
                       UnsignedSetting(config, "core.rate_burst", rate * 2, 1, 1000000));
   out.rate_burst = static_cast<std::uint32_t>(burst);
+  // On PostgreSQL (the engine several nodes share) a node follows the others unless told not to.
+  const std::chrono::milliseconds default_poll =
+      out.database.engine == Database::Engine::kPostgres ? kPostgresClusterPoll : out.cluster_poll;
   SR_ASSIGN_OR_RETURN(out.cluster_poll,
-                      DurationSetting(config, "core.cluster_poll_ms", out.cluster_poll, 0,
+                      DurationSetting(config, "core.cluster_poll_ms", default_poll, 0,
                                       static_cast<std::uint64_t>(kMaxClusterPoll.count())));
   if (out.cluster_poll.count() != 0 && out.cluster_poll < kMinClusterPoll) {
     return Error(ErrorCode::kInvalidArgument, "core.cluster_poll_ms must be 0 (one node) or " +

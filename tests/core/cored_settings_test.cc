@@ -60,6 +60,22 @@ TEST_F(CoredSettingsTest, ReadsSettingsWithDefaultsAndTheCoreAudience) {
   EXPECT_EQ(settings->jwt.issuers[0].org, "acme");
 }
 
+// On PostgreSQL, the engine several nodes share, a node follows the others' commits unless the
+// setting says otherwise; a [database] section replaces [core] database.
+TEST_F(CoredSettingsTest, APostgresDatabaseTurnsCrossNodeDeliveryOnByDefault) {
+  config_->remove("core.database");
+  config_->setString("database.engine", "postgresql");
+  config_->setString("database.conninfo", "host=db1 dbname=core user=cored");
+  auto settings = ReadCoredSettings(*config_);
+  ASSERT_TRUE(settings.ok()) << settings.error().ToString();
+  EXPECT_EQ(settings->database.engine, Database::Engine::kPostgres);
+  EXPECT_EQ(settings->cluster_poll, core::kPostgresClusterPoll);
+  config_->setString("core.cluster_poll_ms", "0");
+  settings = ReadCoredSettings(*config_);
+  ASSERT_TRUE(settings.ok()) << settings.error().ToString();
+  EXPECT_EQ(settings->cluster_poll.count(), 0);
+}
+
 TEST_F(CoredSettingsTest, ReadsEverySettingAndTheRelayClusters) {
   config_->setString("core.listen", "[::1]:0");
   config_->setString("core.indexer", "indexer@acme.test");

@@ -48,6 +48,8 @@ namespace strongroom::core {
 // Cross-node delivery's poll interval (CoreServiceConfig::cluster_poll) when it is on.
 inline constexpr std::chrono::milliseconds kMinClusterPoll{10};
 inline constexpr std::chrono::milliseconds kMaxClusterPoll{10000};
+// cored's poll interval when its database is PostgreSQL and the setting is absent.
+inline constexpr std::chrono::milliseconds kPostgresClusterPoll{100};
 
 struct CoreServiceConfig {
   std::string indexer_user_id;  // the indexer's service identity (token subject); empty: none

@@ -18,7 +18,8 @@
 //   rate_per_s = 200            ; optional: requests per second per user (1-100000) ...
 //   rate_burst = 400            ; ... with bursts of this many
 //   relays = kms1               ; optional: the KMS clusters that may attach to the relay
-//   cluster_poll_ms = 100       ; optional: several nodes on one database (0 = one node)
+//   cluster_poll_ms = 100       ; optional: several nodes on one database (0 = one node;
+//                               ; default 0 on SQLite, 100 on PostgreSQL)
 //
 //   [relay.kms1]
 //   cluster = kms://kms.acme.example    ; the KMS's kms://<host>
@@ -73,8 +74,8 @@ struct CoredSettings {
   std::uint32_t rate_burst = 400;
   std::vector<RelayClusterSettings> relays;
   // CoreServiceConfig::cluster_poll: 0 (one node) or kMinClusterPoll to kMaxClusterPoll.
-  std::chrono::milliseconds cluster_poll{0};
-  JwtSettings jwt;  // audience "core" unless set
+  std::chrono::milliseconds cluster_poll{0};  // kPostgresClusterPoll on PostgreSQL
+  JwtSettings jwt;                            // audience "core" unless set
   // organization -> its compliance officers' user ids ([compliance])
   std::map<std::string, std::vector<std::string>> compliance_officers;
 };
