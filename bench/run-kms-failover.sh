@@ -215,7 +215,7 @@ for round in $(seq 1 "$rounds"); do
   down_at=$(wait_state "$victim" DOWN "$downs") || status=1
   # The victim: reaped (KILL), or killed now (STOP), then started again on its port.
   kill -KILL "${node_pid[$victim]}" 2>/dev/null || true
-  wait "${node_pid[$victim]}" 2>/dev/null || true
+  { wait "${node_pid[$victim]}"; } 2>/dev/null || true
   start_node "$victim"
   up_at=$(wait_state "$victim" UP "$ups") || status=1
   summary=$("$python" - "$out/round-$round.json" "${down_at:-}" "${up_at:-}" <<'PY'
