@@ -513,9 +513,14 @@ Status Database::OpenPostgresConnection(std::unique_ptr<Connection>* connection)
     auto opened = std::make_unique<Connection>(std::move(session), statements_compiled_);
     PQsetNoticeProcessor(opened->pg(), &DiscardNotice, nullptr);
     // Commits wait for the disk unless a deferred transaction says otherwise; a writer waits for
-    // another's row lock this long (then UNAVAILABLE, as SQLite's busy timeout).
+    // another's row lock this long (then UNAVAILABLE, as SQLite's busy timeout). A transaction
+    // whose process stopped between statements (frozen, not dead: its connection stays open) is
+    // ended by the server after twice that, so it cannot hold the writers' lock, and every other
+    // node's writes, for ever; none of ours waits between statements that long.
     ExecutePostgres(opened->pg(), "SET synchronous_commit TO on; SET lock_timeout TO " +
-                                      std::to_string(busy_timeout_.count()));
+                                      std::to_string(busy_timeout_.count()) +
+                                      "; SET idle_in_transaction_session_timeout TO " +
+                                      std::to_string(2 * busy_timeout_.count()));
     *connection = std::move(opened);
     return OkStatus();
   } catch (const Poco::Exception& e) {

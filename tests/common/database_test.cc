@@ -1147,6 +1147,37 @@ TEST_P(PostgresDatabaseTest, MessagesNameTheDatabaseWithoutItsPassword) {
 
 // The stores' work gets a Poco::Data::Session on both engines; on PostgreSQL it only holds the
 // connection, and a Poco statement on it is refused with an error that says what to use.
+// A node frozen inside a transaction (stopped, not dead: its connection stays open) would hold the
+// writers' lock, and so every other node's writes, for as long as it stays frozen. The server ends
+// such a transaction once it has been idle twice the busy timeout: the frozen work fails and
+// leaves nothing, and the other node's write goes through.
+TEST_P(PostgresDatabaseTest, ATransactionFrozenBetweenStatementsLosesTheWritersLock) {
+  auto frozen = OpenWith(2, std::chrono::milliseconds(200));
+  auto other = OpenWith(2, std::chrono::milliseconds(5000));
+  ASSERT_TRUE(frozen && other);
+  std::atomic<bool> holding{false};
+  Status stalled;
+  std::thread node([&] {
+    stalled = frozen->InTransaction([&](Poco::Data::Session& s) -> Status {
+      Exec(s, "INSERT INTO notes (text) VALUES ('from the frozen node')");
+      holding = true;
+      std::this_thread::sleep_for(std::chrono::seconds(2));  // frozen: no statement for 2 s
+      Exec(s, "INSERT INTO notes (text) VALUES ('after waking up')");
+      return OkStatus();
+    });
+  });
+  while (!holding.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  Status written = other->InTransaction([](Poco::Data::Session& s) -> Status {
+    Exec(s, "INSERT INTO notes (text) VALUES ('from the other node')");
+    return OkStatus();
+  });
+  node.join();
+  EXPECT_TRUE(written.ok()) << written.error().ToString();
+  ASSERT_FALSE(stalled.ok());
+  EXPECT_EQ(stalled.error().code(), ErrorCode::kUnavailable) << stalled.error().ToString();
+  EXPECT_EQ(Count(*other, "SELECT COUNT(*) FROM notes"), 1);
+}
+
 TEST_P(PostgresDatabaseTest, APocoStatementIsRefusedWithAClearError) {
   auto db = Open();
   ASSERT_TRUE(db);

@@ -41,7 +41,9 @@
 // SyncToDisk commits one transaction with it on, which flushes the log past every deferred commit;
 // CompactLog has nothing to do (the server's checkpointer recycles its log). PostgreSQL has no
 // secure_delete: what a write deletes stays in the table's pages until VACUUM reuses them and in
-// the server's log until it is recycled. Connections are set to a lock_timeout of the busy timeout.
+// the server's log until it is recycled. Connections are set to a lock_timeout of the busy timeout,
+// and to an idle_in_transaction_session_timeout of twice it: a process frozen inside a transaction
+// (stopped, not dead) loses it instead of holding the writers' lock, and every node's writes.
 //
 // Isolation: the same on both engines. A write transaction (InTransaction) runs alone: on SQLite
 // it begins IMMEDIATE, taking the database's one write lock; on PostgreSQL it begins at READ
