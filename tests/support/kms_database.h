@@ -1,5 +1,5 @@
-// The KMS's database on either engine, for the suites that run on both (instantiated once per
-// engine, named ".../sqlite" and ".../postgres": tests/CMakeLists.txt labels them by that name).
+// The KMS's database on either engine, for the suites that run on both (test_engines.h:
+// instantiated once per engine, named ".../sqlite" and ".../postgres").
 // SQLite is a file in a directory of the test's; PostgreSQL a database of its own on the test
 // program's throwaway cluster (postgres_cluster.h; a program that uses it links
 // sr_postgres_cluster).
@@ -9,32 +9,23 @@
 #ifndef STRONGROOM_TESTS_SUPPORT_KMS_DATABASE_H_
 #define STRONGROOM_TESTS_SUPPORT_KMS_DATABASE_H_
 
-#include <gtest/gtest.h>
-
 #include <filesystem>
 #include <memory>
 #include <string>
 
-#include "postgres_cluster.h"
 #include "strongroom/common/database.h"
 #include "strongroom/common/error.h"
 #include "strongroom/kms/kms_store.h"
+#include "test_engines.h"
 
 namespace strongroom::testing {
-
-inline const auto kBothEngines =
-    ::testing::Values(Database::Engine::kSqlite, Database::Engine::kPostgres);
-
-inline std::string EngineName(const ::testing::TestParamInfo<Database::Engine>& engine) {
-  return engine.param == Database::Engine::kPostgres ? "postgres" : "sqlite";
-}
 
 // Where a new, empty KMS database is: the SQLite file kms.db in `dir`, or the connection string
 // of a new database on the cluster.
 inline Result<std::string> NewKmsDatabase(Database::Engine engine,
                                           const std::filesystem::path& dir) {
-  if (engine == Database::Engine::kPostgres) return PostgresCluster::NewDatabase();
-  return (dir / "kms.db").string();
+  SR_ASSIGN_OR_RETURN(TestDatabase where, TestDatabase::New(engine, dir / "kms.db"));
+  return where.target;
 }
 
 // Opens the KMS database at `target` (NewKmsDatabase) with the engine's migrations, as kmsd (or
@@ -42,9 +33,8 @@ inline Result<std::string> NewKmsDatabase(Database::Engine engine,
 inline Result<std::unique_ptr<Database>> OpenKmsDatabase(Database::Engine engine,
                                                          const std::string& target,
                                                          const DatabaseOptions& options = {}) {
-  return engine == Database::Engine::kPostgres
-             ? Database::OpenPostgres(target, kms::KmsStore::PostgresMigrations(), options)
-             : Database::OpenSqlite(target, kms::KmsStore::Migrations(), options);
+  return TestDatabase{engine, target}.Open(kms::KmsStore::Migrations(),
+                                           kms::KmsStore::PostgresMigrations(), options);
 }
 
 // A blob literal of the bytes `hex` (lowercase hex digits) in the engine's SQL.
