@@ -230,16 +230,24 @@ class KmsdTest : public ::testing::Test {
     return true;
   }
 
-  // Another kmsd node on the same configuration but its own HSM node id and port, as the
-  // deployment guide runs a second node; false (with a failure) when it does not serve.
-  bool StartSecondNode(testing::DaemonProcess& node) {
-    const std::string ini = WriteConfig(32, 0, "", 2);
+  // kmsd with `ini` as a DaemonProcess starts it, its output in <name>.log and its port in
+  // <name>.port of the test's directory.
+  testing::DaemonProcess::Options KmsdOptions(const std::string& ini,
+                                              const std::string& name = "kmsd") const {
     testing::DaemonProcess::Options options;
     options.binary = KMSD_PATH;
     options.args = {"--config", ini};
     options.env = {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
-    options.log_path = (dir_ / "kmsd-2.log").string();
-    options.port_file = (dir_ / "port-2").string();
+    options.log_path = (dir_ / (name + ".log")).string();
+    options.port_file = (dir_ / (name + ".port")).string();
+    return options;
+  }
+
+  // Another kmsd node on the same configuration but its own HSM node id and port, as the
+  // deployment guide runs a second node; false (with a failure) when it does not serve.
+  bool StartSecondNode(testing::DaemonProcess& node) {
+    const std::string ini = WriteConfig(32, 0, "", 2);
+    const testing::DaemonProcess::Options options = KmsdOptions(ini, "kmsd-2");
     const std::string ca = env().ca();
     const bool started = node.Start(options, [&ca](std::uint16_t port) {
       auto https = HttpsTransport::New({"https://127.0.0.1:" + std::to_string(port), ca});
@@ -934,12 +942,7 @@ TEST_F(KmsdTest, AWrongOrNewerSchemaStopsKmsdWithOneLine) {
     make();
     const std::string before = ReadFile(path);
     testing::DaemonProcess kmsd;
-    testing::DaemonProcess::Options options;
-    options.binary = KMSD_PATH;
-    options.args = {"--config", WriteConfig(32, 0, "")};
-    options.env = {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
-    options.log_path = (dir_ / "kmsd.log").string();
-    options.port_file = (dir_ / "port").string();
+    const testing::DaemonProcess::Options options = KmsdOptions(WriteConfig(32, 0, ""));
     fs::remove(options.log_path);
     EXPECT_FALSE(kmsd.Start(options)) << what << ": kmsd started";
     EXPECT_NE(
@@ -1415,12 +1418,7 @@ TEST_F(KmsdTest, ABadOpsOrRelayFileStopsKmsdBeforeItListens) {
   for (const auto& [what, section] : cases) {
     const std::string ini = WriteConfig(32, 0, section);
     testing::DaemonProcess kmsd;
-    testing::DaemonProcess::Options options;
-    options.binary = KMSD_PATH;
-    options.args = {"--config", ini};
-    options.env = {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
-    options.log_path = (dir_ / "kmsd.log").string();
-    options.port_file = (dir_ / "port").string();
+    const testing::DaemonProcess::Options options = KmsdOptions(ini);
     fs::remove(options.log_path);
     EXPECT_FALSE(kmsd.Start(options)) << what << ": kmsd started";
     EXPECT_NE(kmsd.error().find("exited during start-up (exit status 64)"), std::string::npos)
@@ -1458,12 +1456,7 @@ TEST_F(KmsdTest, KmsdAndKmsctlExitAlikeForTheSameFaultInKmsIni) {
     ToolRun kmsctl = Tool(KMSCTL_PATH, {"--config", ini, "hsm", "check"});
     EXPECT_EQ(kmsctl.exit_code, expected) << what << ": " << kmsctl.err;
     testing::DaemonProcess kmsd;
-    testing::DaemonProcess::Options options;
-    options.binary = KMSD_PATH;
-    options.args = {"--config", ini};
-    options.env = {{"SOFTHSM2_CONF", SoftHsmSandbox::Get().dir() + "/softhsm2.conf"}};
-    options.log_path = (dir_ / "kmsd.log").string();
-    options.port_file = (dir_ / "port").string();
+    const testing::DaemonProcess::Options options = KmsdOptions(ini);
     fs::remove(options.log_path);
     EXPECT_FALSE(kmsd.Start(options)) << what << ": kmsd started";
     EXPECT_NE(kmsd.error().find("(exit status " + std::to_string(expected) + ")"),
