@@ -381,36 +381,44 @@ class CoreService::Impl {
     SR_RETURN_IF_ERROR(CheckParticipant(caller, id));
     return writer_.Submit([&](Batch& b) -> Result<Activity> {
       SR_ASSIGN_OR_RETURN(StatePtr state, ParticipantState(b, caller, id));
-      if (!post.client_activity_id.empty() &&
-          CoreStore::ClientIdUsed(*b.s, id, caller.user_id, post.client_activity_id)) {
-        // A retry returns what the first attempt stored, even after a key rotation.
-        // The batch's own earlier inserts are visible: it is one transaction.
+      // A retry returns what the first attempt stored, even after a key rotation; the batch's
+      // own earlier inserts are visible (it is one transaction). A first attempt is told apart
+      // by its insert alone, and a retry that would now fail the checks by a lookup.
+      auto retried = [&]() -> std::optional<Result<Activity>> {
+        if (post.client_activity_id.empty()) return std::nullopt;
         std::optional<Activity> stored =
             CoreStore::FindByClientId(*b.s, id, caller.user_id, post.client_activity_id);
-        if (stored) {
-          // An edited or retracted message no longer holds what was posted: a retry gets it as
-          // it is now.
-          const bool changed_since = stored->edited_ms != 0 || stored->retracted_ms != 0;
-          if (!changed_since &&
-              (stored->content != post.content || stored->file_ids != post.file_ids)) {
-            return Error(ErrorCode::kAlreadyExists,
-                         "the clientActivityId was used for a different activity");
-          }
-          return std::move(*stored);
+        if (!stored) return std::nullopt;
+        // An edited or retracted message no longer holds what was posted: a retry gets it as
+        // it is now.
+        const bool changed_since = stored->edited_ms != 0 || stored->retracted_ms != 0;
+        if (!changed_since &&
+            (stored->content != post.content || stored->file_ids != post.file_ids)) {
+          return Result<Activity>(Error(ErrorCode::kAlreadyExists,
+                                        "the clientActivityId was used for a different activity"));
+        }
+        return Result<Activity>(std::move(*stored));
+      };
+      Status valid = CheckKid(*state, kid);
+      for (std::size_t i = 0; valid.ok() && i < post.file_ids.size(); ++i) {
+        if (!CoreStore::FindFile(*b.s, id, post.file_ids[i])) {
+          valid = Invalid("file " + post.file_ids[i] + " was not uploaded to this conversation");
         }
       }
-      SR_RETURN_IF_ERROR(CheckKid(*state, kid));
-      for (const std::string& file_id : post.file_ids) {
-        if (!CoreStore::FindFile(*b.s, id, file_id)) {
-          return Invalid("file " + file_id + " was not uploaded to this conversation");
-        }
+      if (!valid.ok()) {
+        if (std::optional<Result<Activity>> retry = retried()) return std::move(*retry);
+        return valid.error();
       }
       Activity a = b.NewActivity(id, caller, post.file_ids.empty() ? "post" : "share");
       a.content = post.content;
       a.key_uri = kid;
       a.file_ids = post.file_ids;
       a.client_activity_id = post.client_activity_id;
-      CoreStore::InsertActivity(*b.s, a);
+      if (!CoreStore::InsertActivityOnce(*b.s, a)) {
+        b.Unnumber(a);
+        if (std::optional<Result<Activity>> retry = retried()) return std::move(*retry);
+        return Error(ErrorCode::kInternal, "a post's clientActivityId was used, yet not found");
+      }
       return b.Produce(std::move(a), state->participants);
     });
   }

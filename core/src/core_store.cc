@@ -319,6 +319,31 @@ void CoreStore::InsertActivity(Session& s, const Activity& a) {
   insert.Run();
 }
 
+bool CoreStore::InsertActivityOnce(Session& s, const Activity& a) {
+  if (a.client_activity_id.empty() || a.target_seq != 0) {
+    InsertActivity(s, a);
+    return true;
+  }
+  // The conflict target names activities_by_client_id (its columns and its predicate), so any
+  // other conflict (a seq or id already used) still fails the batch rather than passing unseen.
+  static constexpr char kInsertOnceSql[] = "INSERT INTO activities (" SR_INSERTED_COLUMNS(
+      "") ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, actor, "
+          "client_activity_id) WHERE client_activity_id <> '' DO NOTHING";
+  return Database::Prepare(s, kInsertOnceSql)
+             .Bind(a.seq)
+             .Bind(a.id)
+             .Bind(a.conversation_id)
+             .Bind(a.actor)
+             .Bind(a.verb)
+             .Bind(a.content)
+             .Bind(a.key_uri)
+             .Bind(EncodeStringArray(a.object_users))
+             .Bind(EncodeStringArray(a.file_ids))
+             .Bind(a.client_activity_id)
+             .Bind(a.published_ms)
+             .Run() == 1;
+}
+
 void CoreStore::ReplaceContent(Session& s, std::int64_t seq, const std::string& content,
                                const std::string& key_uri, std::int64_t edited_ms) {
   Activity edited;
@@ -434,16 +459,6 @@ std::size_t CoreStore::CountDeclaredKeys(Session& s, const std::string& conversa
       Database::Prepare(s, "SELECT COUNT(*) FROM conversation_keys WHERE conversation_id = ?");
   count.Bind(conversation_id);
   return count.Next() ? static_cast<std::size_t>(count.Int(0)) : 0;
-}
-
-bool CoreStore::ClientIdUsed(Session& s, const std::string& conversation_id,
-                             const std::string& actor, const std::string& client_activity_id) {
-  SqlStatement count =
-      Database::Prepare(s,
-                        "SELECT COUNT(*) FROM activities WHERE conversation_id = ? AND actor = ? "
-                        "AND client_activity_id = ? AND client_activity_id <> ''");
-  count.Bind(conversation_id).Bind(actor).Bind(client_activity_id);
-  return count.Next() && count.Int(0) > 0;
 }
 
 std::optional<Activity> CoreStore::FindByClientId(Session& s, const std::string& conversation_id,
@@ -630,15 +645,21 @@ std::vector<StoredCommit> CoreStore::CommittedAfter(Session& s, std::int64_t aft
   return out;
 }
 
-std::vector<std::string> CoreStore::ConversationsChangedBetween(Session& s, std::int64_t after,
-                                                                std::int64_t through) {
-  std::vector<std::string> out;
+CoreStore::NewestSeq CoreStore::NewestSeqAndChangesAfter(Session& s, std::int64_t after) {
+  NewestSeq out;
   SqlStatement select = Database::Prepare(
       s,
-      "SELECT DISTINCT conversation_id FROM activities WHERE seq > ? AND seq <= ? "
-      "AND verb NOT IN ('post', 'share', 'edit', 'retract')");
-  select.Bind(after).Bind(through);
-  while (select.Next()) out.push_back(select.Text(0));
+      "SELECT newest.seq, changed.conversation_id FROM "
+      "(SELECT COALESCE(MAX(seq), 0) AS seq FROM activities) AS newest LEFT JOIN "
+      "(SELECT DISTINCT conversation_id FROM activities WHERE seq > ? AND seq <= ? "
+      "AND verb NOT IN ('post', 'share', 'edit', 'retract')) AS changed ON 1 = 1");
+  // The upper bound changes nothing but the plan: with a range rather than `seq > ?` alone,
+  // PostgreSQL's generic plan for the kept statement reads the seq index instead of the table.
+  select.Bind(after).Bind(std::numeric_limits<std::int64_t>::max());
+  while (select.Next()) {
+    out.seq = select.Int(0);
+    if (!select.IsNull(1)) out.changed.push_back(select.Text(1));
+  }
   return out;
 }
 

@@ -81,6 +81,10 @@ class CoreStore {
   static void InsertConversation(Session& s, const Conversation& c,
                                  const std::string& created_by_org);
   static void InsertActivity(Session& s, const Activity& a);
+  // A post or share: inserted unless its actor already used its clientActivityId in the
+  // conversation (one statement, ON CONFLICT on the partial unique index: a first attempt costs
+  // one round trip to a database server, not two). False when it was used (nothing written).
+  static bool InsertActivityOnce(Session& s, const Activity& a);
   static void InsertMembership(Session& s, const std::string& conversation_id,
                                const std::string& user, std::int64_t joined_seq);
   static void EndMembership(Session& s, const std::string& conversation_id, const std::string& user,
@@ -111,10 +115,7 @@ class CoreStore {
   // Reads.
   static std::int64_t CountMemberships(Session& s, const std::string& user);
   static std::size_t CountDeclaredKeys(Session& s, const std::string& conversation_id);
-  // Whether `actor` already posted with this clientActivityId: an index lookup that reads no row,
-  // for the common case (a first attempt); FindByClientId reads the activity of a retry.
-  static bool ClientIdUsed(Session& s, const std::string& conversation_id, const std::string& actor,
-                           const std::string& client_activity_id);
+  // The activity `actor` posted with this clientActivityId, for a retry.
   static std::optional<Activity> FindByClientId(Session& s, const std::string& conversation_id,
                                                 const std::string& actor,
                                                 const std::string& client_activity_id);
@@ -152,10 +153,14 @@ class CoreStore {
   // open at some seq of the page.
   static std::vector<StoredCommit> CommittedAfter(Session& s, std::int64_t after,
                                                   std::size_t limit);
-  // The conversations whose state (ConversationState: members, keys) an activity with seq in
-  // (after, through] may have changed: those of every activity that is not a message.
-  static std::vector<std::string> ConversationsChangedBetween(Session& s, std::int64_t after,
-                                                              std::int64_t through);
+  // The newest seq stored, and the conversations whose state (ConversationState: members, keys)
+  // an activity after `after` may have changed: those of every activity that is not a message.
+  // One statement, so one round trip to a database server and one snapshot for both.
+  struct NewestSeq {
+    std::int64_t seq = 0;
+    std::vector<std::string> changed;
+  };
+  static NewestSeq NewestSeqAndChangesAfter(Session& s, std::int64_t after);
 
   // The statements whose plans matter, for tests that check them with EXPLAIN QUERY PLAN.
   static const char* const kHistoryNewestSql;

@@ -41,6 +41,10 @@ Activity Batch::NewActivity(const std::string& conversation_id, const Caller& ca
   return a;
 }
 
+void Batch::Unnumber(const Activity& a) {
+  if (a.seq == next_seq - 1) --next_seq;
+}
+
 Activity Batch::Produce(Activity a, std::shared_ptr<const std::vector<std::string>> recipients) {
   last_seq[a.conversation_id] = a.seq;
   StatePtr state = State(a.conversation_id);
@@ -144,15 +148,16 @@ bool GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
         // (database.h, "Isolation"): another process on the database (a second node on one
         // PostgreSQL database) may have written since this writer's last batch, so seqs stay
         // unique and without gaps across every writer.
-        b.next_seq = CoreStore::MaxSeq(s) + 1;
-        if (shared_ && b.next_seq - 1 > cache_through_) {
-          // Other writers committed since this one's last batch: what they changed is read
-          // again, in this transaction, by the batch (Batch::State) and by later readers.
-          for (const std::string& id :
-               CoreStore::ConversationsChangedBetween(s, cache_through_, b.next_seq - 1)) {
-            cache_.Forget(id);
-          }
-          cache_through_ = b.next_seq - 1;
+        if (shared_) {
+          // Other writers may have committed since this one's last batch: what they changed is
+          // read again, in this transaction, by the batch (Batch::State) and by later readers.
+          const CoreStore::NewestSeq newest =
+              CoreStore::NewestSeqAndChangesAfter(s, cache_through_);
+          for (const std::string& id : newest.changed) cache_.Forget(id);
+          b.next_seq = newest.seq + 1;
+          cache_through_ = std::max(cache_through_, newest.seq);
+        } else {
+          b.next_seq = CoreStore::MaxSeq(s) + 1;
         }
         b.now_ms = clock_();
         for (std::size_t i = 0; i < ops.size(); ++i) results[i] = ops[i]->apply(b);

@@ -69,6 +69,8 @@ struct Batch {
   StatePtr State(const std::string& id);
   // An activity of this batch: the next seq, a new id, the batch's time.
   Activity NewActivity(const std::string& conversation_id, const Caller& caller, std::string verb);
+  // Gives back the seq of `a`, the batch's newest activity, which was not written after all.
+  void Unnumber(const Activity& a);
   // Records `a` as this batch's newest activity, seen by `recipients`, and returns it.
   Activity Produce(Activity a, std::shared_ptr<const std::vector<std::string>> recipients);
 };
