@@ -110,12 +110,6 @@ void GroupCommitWriter::Run() {
       continue;
     }
     std::vector<Op*> ops;
-    const std::size_t n = std::min(queue_.size(), kMaxBatch);
-    ops.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      ops.push_back(queue_.front());
-      queue_.pop_front();
-    }
     lock.unlock();
     if (CommitBatch(ops) || scrub_pending) {
       // Before the callers learn that the content is gone.
@@ -136,11 +130,27 @@ void GroupCommitWriter::Run() {
   }
 }
 
-bool GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
+void GroupCommitWriter::TakeBatch(std::vector<Op*>& ops) {
+  std::lock_guard lock(mutex_);
+  const std::size_t n = std::min(queue_.size(), kMaxBatch);
+  ops.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    ops.push_back(queue_.front());
+    queue_.pop_front();
+  }
+}
+
+bool GroupCommitWriter::CommitBatch(std::vector<Op*>& ops) {
   Batch b;
-  std::vector<std::optional<Result<Activity>>> results(ops.size());
+  std::vector<std::optional<Result<Activity>>> results;
   const Status committed = db_.InTransaction(
       [&](Poco::Data::Session& s) -> Status {
+        // Taken now that the transaction holds the writers' lock: on a database shared by
+        // several nodes the wait for it is another node's batch, and what was queued meanwhile
+        // commits with this batch instead of waiting for the next turn. (A transaction tried
+        // again keeps its batch.)
+        if (ops.empty()) TakeBatch(ops);
+        results.assign(ops.size(), std::nullopt);
         b = Batch();
         b.s = &s;
         b.cache = &cache_;
@@ -168,6 +178,7 @@ bool GroupCommitWriter::CommitBatch(const std::vector<Op*>& ops) {
       },
       Database::Durability::kFull);
   if (!committed.ok()) {
+    if (ops.empty()) TakeBatch(ops);  // it never began: what waited fails with it
     for (Op* op : ops) op->result = committed.error();
     return false;
   }

@@ -115,8 +115,12 @@ class GroupCommitWriter {
     bool done = false;
   };
   void Run();
-  // Whether the committed batch removed content (Batch::scrub).
-  bool CommitBatch(const std::vector<Op*>& ops);
+  // Commits the next batch: what is queued once its transaction holds the writers' lock (changes
+  // that came while another node's batch held it join this one), into `ops`. Returns whether the
+  // committed batch removed content (Batch::scrub).
+  bool CommitBatch(std::vector<Op*>& ops);
+  // Moves up to kMaxBatch queued changes into `ops`.
+  void TakeBatch(std::vector<Op*>& ops);
   // Empties the write-ahead log; false when readers kept it from completing.
   bool Scrub();
 
