@@ -265,6 +265,45 @@ TEST_P(AuditLogTest, VerifiesAcrossBatches) {
   EXPECT_EQ(*Verify().bad_seq, 2001);
 }
 
+// A batch's records go in with a statement per power of two they hold (a round trip each on a
+// server): 100 records are three inserts (64, 32 and 4 rows), numbered and chained in order.
+TEST_P(AuditLogTest, ABatchGoesInWithAStatementPerPowerOfTwoItHolds) {
+  AppendMany(1);  // the chain's first record, alone
+  auto inserts = [&] {
+    std::uint64_t n = 0;
+    for (const auto& [sql, count] : db_->KeptStatementUses()) {
+      if (sql.starts_with("INSERT INTO audit ")) n += count;
+    }
+    return n;
+  };
+  const std::uint64_t before = inserts();
+  std::vector<AuditRecord> batch;
+  for (int i = 0; i < 100; ++i) {
+    batch.push_back({0, 2000 + i, "acme", "bob", "key.retrieve", "kms://kms.acme.test/resources/r1",
+                     "kms://kms.acme.test/keys/b" + std::to_string(i), "ok", ""});
+  }
+  ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
+                   return AuditLog::AppendAll(s, batch);
+                 })
+                  .ok());
+  EXPECT_EQ(inserts() - before, 3u);
+  EXPECT_EQ(batch.front().seq, 2);
+  EXPECT_EQ(batch.back().seq, 101);
+  AuditVerdict verdict = Verify();
+  EXPECT_TRUE(verdict.ok()) << verdict.problem;
+  EXPECT_EQ(verdict.records, 101);
+  AuditFilter bobs;
+  bobs.actor = "bob";
+  bobs.limit = 200;
+  auto stored = AuditLog::Query(*db_, bobs);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 100u);
+  for (std::size_t i = 0; i < stored->size(); ++i) {
+    EXPECT_EQ((*stored)[i].seq, static_cast<std::int64_t>(i + 2));
+    EXPECT_EQ((*stored)[i].key, "kms://kms.acme.test/keys/b" + std::to_string(i));
+  }
+}
+
 TEST_P(AuditLogTest, QueryFiltersByActorResourceAndTime) {
   AppendMany(3, "alice", 1000);
   AppendMany(2, "bob", 2000);
