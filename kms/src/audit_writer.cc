@@ -121,37 +121,61 @@ AuditWriter::Stats AuditWriter::stats() const {
   return stats;
 }
 
+void AuditWriter::TakeLocked(Taken& taken) {
+  const std::size_t n = std::min(queue_.size(), kMaxAuditBatch);
+  taken.records.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    Entry& entry = queue_.front();
+    if (entry.audit) taken.records.push_back(std::move(*entry.audit));
+    if (entry.executed) taken.executed.push_back(std::move(*entry.executed));
+    if (entry.unit != nullptr) taken.writes.push_back(std::move(entry));
+    queue_.pop_front();
+  }
+  taken.number = next_batch_++;
+  taken.taken = true;
+}
+
 void AuditWriter::Run() {
+  // On PostgreSQL the kmsd nodes of a database take turns for the writers' lock: a batch is taken
+  // from the queue only once its transaction holds it, so that what came while another node's
+  // batch held it commits in this turn rather than the next. On SQLite (one process) the batch is
+  // taken first, and its durability chosen from it.
+  const bool take_late = db_.engine() == Database::Engine::kPostgres;
   std::unique_lock lock(mutex_);
   for (;;) {
     work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, nothing left
-    std::vector<AuditRecord> batch;
-    std::vector<ExecutedRequest> executed;
-    std::vector<Entry> writes;
-    const std::size_t n = std::min(queue_.size(), kMaxAuditBatch);
-    batch.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      Entry& entry = queue_.front();
-      if (entry.audit) batch.push_back(std::move(*entry.audit));
-      if (entry.executed) executed.push_back(std::move(*entry.executed));
-      if (entry.unit != nullptr) writes.push_back(std::move(entry));
-      queue_.pop_front();
-    }
-    const std::uint64_t number = next_batch_++;
+    Taken taken;
+    if (!take_late) TakeLocked(taken);
     lock.unlock();
     // A write is durable before its answer: its batch is fsynced, and so are the records before.
-    const Database::Durability durability =
-        writes.empty() ? durability_ : Database::Durability::kFull;
+    Database::Durability durability =
+        taken.writes.empty() ? durability_ : Database::Durability::kFull;
     Status committed = db_.InTransaction(
         [&](Poco::Data::Session& s) -> Status {
+          if (!taken.taken) {  // take_late; a transaction tried again keeps its batch
+            std::lock_guard take(mutex_);
+            TakeLocked(taken);
+          }
+          if (take_late && !taken.writes.empty() && durability != Database::Durability::kFull) {
+            Database::Prepare(s, "SET LOCAL synchronous_commit TO on").Run();
+            durability = Database::Durability::kFull;
+          }
           // In queue order; a failed write is rolled back alone (a savepoint that cannot be
           // rolled back to throws, and fails the batch).
-          for (Entry& write : writes) *write.outcome = Database::InSavepoint(s, *write.unit);
-          SR_RETURN_IF_ERROR(KmsStore::InsertExecutedRequests(s, executed));
-          return AuditLog::AppendAll(s, batch);
+          for (Entry& write : taken.writes) {
+            *write.outcome = Database::InSavepoint(s, *write.unit);
+          }
+          SR_RETURN_IF_ERROR(KmsStore::InsertExecutedRequests(s, taken.executed));
+          return AuditLog::AppendAll(s, taken.records);
         },
         durability);
+    if (!taken.taken) {  // the transaction never began: what waited fails with it
+      std::lock_guard take(mutex_);
+      TakeLocked(taken);
+    }
+    std::vector<AuditRecord>& batch = taken.records;
+    const std::uint64_t number = taken.number;
     if (committed.ok() && committed_ && !batch.empty()) committed_(batch.size());
     if (committed.ok() && durability == Database::Durability::kDeferred) {
       std::lock_guard sync(sync_mutex_);
@@ -167,7 +191,7 @@ void AuditWriter::Run() {
     while (failed_.size() > 64) failed_.erase(failed_.begin());
     ++stats_.batches;
     stats_.records += batch.size();
-    stats_.writes += writes.size();
+    stats_.writes += taken.writes.size();
     // The batch's callers go on: its word changes, and those asleep on it are woken (they take
     // no lock to go on).
     committed_batch_.store(number, std::memory_order_release);

@@ -10,6 +10,7 @@
 #include "../support/counting_vfs.h"
 #include "../support/kms_database.h"
 #include "../support/test_dir.h"
+#include "../support/wait_until.h"
 #include "strongroom/kms/hot_path_cache.h"
 #include "strongroom/kms/kms_store.h"
 
@@ -38,11 +39,13 @@ class AuditWriterTest : public ::testing::TestWithParam<Database::Engine> {
     Result<std::unique_ptr<Database>> db = testing::OpenKmsDatabase(GetParam(), *target);
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
+    target_ = *target;
   }
   bool postgres() const { return GetParam() == Database::Engine::kPostgres; }
 
   testing::TestDir dir_;
   std::unique_ptr<Database> db_;
+  std::string target_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Engines, AuditWriterTest, testing::kBothEngines, testing::EngineName);
@@ -287,6 +290,69 @@ TEST_F(AuditWriterSqliteTest, ConcurrentWritesShareOneCommitAndOneSync) {
   ASSERT_TRUE(verdict.ok());
   EXPECT_TRUE(verdict->ok()) << verdict->problem;
   EXPECT_EQ(verdict->records, kWrites);
+}
+
+// Another node (another Database on the same database) holds the writers' lock while the writer
+// begins a batch for a record, and a write comes meanwhile. On PostgreSQL the batch is taken once
+// its transaction holds the lock: the write joins it (one batch for both), and the batch, begun
+// deferred for the record alone, commits synchronously for the write. On SQLite (one process, no
+// other node) the write's batch is chosen synchronous before it begins.
+TEST_P(AuditWriterTest, AWriteThatCameDuringTheLockWaitJoinsTheBatchAndCommitsDurably) {
+  AuditWriter writer(*db_, Database::Durability::kDeferred, std::chrono::hours(1));
+  std::atomic<bool> holding{false}, release{false};
+  std::thread node;
+  Status record, write;
+  std::thread first;
+  if (postgres()) {
+    Result<std::unique_ptr<Database>> other = testing::OpenKmsDatabase(GetParam(), target_);
+    ASSERT_TRUE(other.ok()) << other.error().ToString();
+    node = std::thread([&, other = std::move(other).value()] {
+      const Status held = other->InTransaction([&](Poco::Data::Session&) -> Status {
+        holding = true;
+        while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return OkStatus();
+      });
+      EXPECT_TRUE(held.ok()) << held.error().ToString();
+    });
+    while (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    first = std::thread([&] { record = writer.Append(Record(1)); });
+    // The writer's transaction waits for the advisory lock the other node holds.
+    EXPECT_TRUE(testing::WaitUntil([&] {
+      return CountRows(*db_,
+                       "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND wait_event = 'advisory'") >= 1;
+    }));
+  } else {
+    record = writer.Append(Record(1));
+  }
+  std::string synchronous;
+  std::thread second([&] {
+    write = writer.Write([&](Poco::Data::Session& s) -> Status {
+      SqlStatement setting = Database::Prepare(
+          s, postgres() ? "SELECT current_setting('synchronous_commit')" : "PRAGMA synchronous");
+      if (setting.Next()) synchronous = setting.Text(0);
+      return AppendInWrite(2)(s);
+    });
+  });
+  if (postgres()) {
+    // Both wait in the queue, behind the other node's lock (a batch taken before its transaction
+    // held the lock would have taken the record, and leave the write alone in the queue).
+    EXPECT_TRUE(testing::WaitUntil([&] { return writer.stats().queued >= 2; }));
+    release = true;
+    node.join();
+    first.join();
+  }
+  second.join();
+  ASSERT_TRUE(record.ok()) << record.error().ToString();
+  ASSERT_TRUE(write.ok()) << write.error().ToString();
+  EXPECT_EQ(synchronous, postgres() ? "on" : "2");  // SQLite's FULL is 2
+  if (postgres()) {
+    EXPECT_EQ(writer.stats().batches, 1u);
+  }
+  auto verdict = AuditLog::Verify(*db_);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_TRUE(verdict->ok()) << verdict->problem;
+  EXPECT_EQ(verdict->records, 2);
 }
 
 // A write of a batch that fails (an error, or a throw) is rolled back alone and fails only its own

@@ -114,8 +114,19 @@ class AuditWriter {
   };
   static constexpr std::size_t kBatchWords = 2 * (kMaxAuditQueue / kMaxAuditBatch) + 2;
 
+  // A batch as the writer took it from the queue.
+  struct Taken {
+    bool taken = false;
+    std::uint64_t number = 0;
+    std::vector<AuditRecord> records;
+    std::vector<ExecutedRequest> executed;
+    std::vector<Entry> writes;
+  };
+
   Status Enqueue(Entry entry);
   void WaitFor(std::uint64_t batch);
+  // Moves up to kMaxAuditBatch queued entries into `taken`; mutex_ held.
+  void TakeLocked(Taken& taken);
   void Run();
   void Sync();
 
