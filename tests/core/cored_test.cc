@@ -7,7 +7,8 @@
 //
 // Suites: CoredApiTest (every endpoint and its refusals), CoredRealtimeTest (delivery and resume),
 // CoredRelayTest (the KMS relay with kmsd, labelled softhsm), CoredCrashTest (SIGKILL during a
-// burst), CoredInvariantTest (no plaintext word or content key in anything cored writes),
+// burst), CoredFaultTest (two nodes on PostgreSQL behind HAProxy, one killed while clients post
+// and listen), CoredInvariantTest (no plaintext word or content key in anything cored writes),
 // CoredLinkTest (cored links no PKCS#11). No assertion depends on timing: waits are bounded by
 // kPatience and fail with a message.
 #include <Poco/Buffer.h>
@@ -44,6 +45,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -736,6 +738,36 @@ class CoredTest : public ::testing::Test {
     return started;
   }
 
+  // HAProxy with the example configuration (deploy/haproxy/strongroom.cfg) made local: its fronts
+  // on `binds`, its backends' servers on `servers` (LocalHaproxyConfig); true once each of
+  // `serving` (fronts) answers GET /health.
+  bool StartHaproxy(const std::map<std::string, std::uint16_t>& binds,
+                    const std::map<std::string, std::vector<std::uint16_t>>& servers,
+                    const std::vector<std::uint16_t>& serving) {
+    EXPECT_TRUE(fs::exists(HAPROXY_PATH)) << HAPROXY_PATH << " is missing: scripts/setup-debian";
+    if (!fs::exists(HAPROXY_PATH)) return false;
+    const std::string config =
+        LocalHaproxyConfig(ReadFile(HAPROXY_EXAMPLE), binds, servers, env().ca());
+    std::ofstream(path("haproxy.cfg")) << config;
+    ToolRun check = Tool(HAPROXY_PATH, {"-c", "-f", path("haproxy.cfg").string()});
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err << config;
+    if (check.exit_code != 0) return false;
+    haproxy_ = std::make_unique<ForeignProcess>(
+        std::vector<std::string>{HAPROXY_PATH, "-db", "-f", path("haproxy.cfg").string()},
+        path("haproxy.log").string());
+    const bool up = WaitUntil([&] {
+      return std::all_of(serving.begin(), serving.end(), [](std::uint16_t front) {
+        return Client(front, "").Get("/health").status == 200;
+      });
+    });
+    EXPECT_TRUE(up) << FrontLog();
+    return up;
+  }
+  std::string FrontLog() const { return ReadFile(path("haproxy.log")); }
+  bool FrontLogged(const std::string& text) const {
+    return FrontLog().find(text) != std::string::npos;
+  }
+
   int StopCored(int signal_number) {
     const int status = cored_.Stop(signal_number);
     EXPECT_NE(status, DaemonProcess::kStopTimedOut) << cored_.error();
@@ -827,6 +859,7 @@ class CoredTest : public ::testing::Test {
   std::unique_ptr<TestDir> dir_;
   DaemonProcess cored_;
   DaemonProcess kmsd_;
+  std::unique_ptr<ForeignProcess> haproxy_;  // StartHaproxy
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -2601,35 +2634,14 @@ class CoredFrontTest : public CoredRelayTest {
   // HAProxy with the example configuration: the core tier's servers are cored and a port nothing
   // listens on, the KMS tier's kmsd and another such port.
   bool StartFront() {
-    EXPECT_TRUE(fs::exists(HAPROXY_PATH)) << HAPROXY_PATH << " is missing: scripts/setup-debian";
-    if (!fs::exists(HAPROXY_PATH)) return false;
     core_front_ = FreePort();
     kms_front_ = FreePort();
-    const std::string config =
-        LocalHaproxyConfig(ReadFile(HAPROXY_EXAMPLE), {{"core", core_front_}, {"kms", kms_front_}},
-                           {{"cored", {port(), FreePort()}}, {"kmsd", {kmsd_.port(), FreePort()}}},
-                           (env().dir() / "ca.pem").string());
-    std::ofstream(path("haproxy.cfg")) << config;
-    ToolRun check = Tool(HAPROXY_PATH, {"-c", "-f", path("haproxy.cfg").string()});
-    EXPECT_EQ(check.exit_code, 0) << check.out << check.err << config;
-    if (check.exit_code != 0) return false;
-    haproxy_ = std::make_unique<ForeignProcess>(
-        std::vector<std::string>{HAPROXY_PATH, "-db", "-f", path("haproxy.cfg").string()},
-        path("haproxy.log").string());
-    const bool up = WaitUntil([&] {
-      return Client(core_front_, "").Get("/health").status == 200 &&
-             Client(kms_front_, "").Get("/health").status == 200;
-    });
-    EXPECT_TRUE(up) << FrontLog();
-    return up;
-  }
-  std::string FrontLog() const { return ReadFile(path("haproxy.log")); }
-  bool FrontLogged(const std::string& text) const {
-    return FrontLog().find(text) != std::string::npos;
+    return StartHaproxy({{"core", core_front_}, {"kms", kms_front_}},
+                        {{"cored", {port(), FreePort()}}, {"kmsd", {kmsd_.port(), FreePort()}}},
+                        {core_front_, kms_front_});
   }
 
   std::uint16_t core_front_ = 0, kms_front_ = 0;
-  std::unique_ptr<ForeignProcess> haproxy_;
 };
 
 TEST_F(CoredFrontTest, HealthChecksTakeADeadNodeOutAndStreamsPassThrough) {
@@ -2815,6 +2827,275 @@ TEST_F(CoredCrashTest, SigkillDuringABurstKeepsEveryAcknowledgedActivityInOrder)
   Object::Ptr after = Post(reader, id, key, "after the crash");
   ASSERT_TRUE(after);
   EXPECT_GT(Seq(after), previous);
+}
+
+// A cored node killed behind the front, on PostgreSQL.
+
+// Two cored nodes on one PostgreSQL database and one files directory behind HAProxy with the
+// deployment's configuration (deploy/haproxy/strongroom.cfg; the KMS tier's servers are ports
+// nothing listens on), every client going through the front.
+class CoredFaultTest : public CoredTest {
+ protected:
+  // Node A (cored_) and node B (node_b_) with the same core.ini, then the front over both.
+  bool StartNodesAndFront() {
+    Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
+    EXPECT_TRUE(conninfo.ok()) << conninfo.error().ToString();
+    if (!conninfo.ok()) return false;
+    WriteCoredConfig({{"database", ""}, {"cluster_poll_ms", "50"}}, "",
+                     "[database]\nengine = postgresql\nconninfo = " + *conninfo + "\n");
+    fs::copy_file(path("core.ini"), path("core-b.ini"));
+    if (!StartCored() || !StartNode(node_b_, "-b")) return false;
+    front_ = FreePort();
+    return StartHaproxy({{"core", front_}, {"kms", FreePort()}},
+                        {{"cored", {port(), node_b_.port()}}, {"kmsd", {FreePort(), FreePort()}}},
+                        {front_});
+  }
+
+  void TearDown() override {
+    node_b_.Stop(SIGKILL);
+    const std::string log = ReadFile(path("cored-b.log"));
+    EXPECT_EQ(log.find("a request failed"), std::string::npos) << log;
+    if (HasFailure()) {
+      std::cerr << "--- node B's log ---\n"
+                << node_b_.LogTail(4000) << "\n--- HAProxy's log ---\n"
+                << FrontLog().substr(0, 8000) << "\n";
+    }
+    haproxy_.reset();
+    CoredTest::TearDown();
+  }
+
+  // GET /health's realtimeConnections of the node on `node_port` (-1 when it does not answer).
+  static int RealtimeConnections(std::uint16_t node_port) {
+    Reply health = Client(node_port, "").Get("/health");
+    return health.status == 200 ? health.json()->getValue<int>("realtimeConnections") : -1;
+  }
+
+  DaemonProcess node_b_;
+  std::uint16_t front_ = 0;
+};
+
+// A listener through the front: it reconnects (through the front) with the seq of the last event
+// it saw whenever its stream ends, until it has seen `through`.
+class ResumingListener {
+ public:
+  ResumingListener(std::uint16_t front, std::string token)
+      : front_(front), token_(std::move(token)) {}
+
+  // Connects once; false (with a failure) when the stream cannot be opened.
+  bool Connect() {
+    std::string error;
+    stream_ = EventStream::Open(front_, token_, last_seq_.load(), &error);
+    EXPECT_TRUE(stream_) << error;
+    return stream_ != nullptr;
+  }
+
+  // Reads on a thread of its own until it has seen seq `through` (SetThrough) or Stop.
+  void Start() {
+    thread_ = std::thread([this] {
+      while (!stopping_.load() && last_seq_.load() < through_.load()) {
+        if (!stream_) {
+          std::string error;
+          stream_ = EventStream::Open(front_, token_, last_seq_.load(), &error);
+          if (!stream_) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            continue;
+          }
+          ++reconnects_;
+        }
+        // Long enough that a receive never times out inside a frame (a replay page is large).
+        Object::Ptr event = stream_->Next(std::chrono::seconds(5));
+        if (event) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          events_.push_back(event);
+          last_seq_ = Seq(event);
+        } else if (stream_->closed()) {
+          stream_.reset();
+        }
+      }
+    });
+  }
+  void SetThrough(std::int64_t seq) { through_ = seq; }
+  void Stop() {
+    stopping_ = true;
+    if (thread_.joinable()) thread_.join();
+    stream_.reset();
+  }
+  ~ResumingListener() { Stop(); }
+
+  std::int64_t last_seq() const { return last_seq_.load(); }
+  int reconnects() const { return reconnects_.load(); }
+  std::vector<Object::Ptr> events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return events_;
+  }
+
+ private:
+  const std::uint16_t front_;
+  const std::string token_;
+  std::unique_ptr<EventStream> stream_;
+  std::atomic<std::int64_t> last_seq_{0};
+  std::atomic<std::int64_t> through_{std::numeric_limits<std::int64_t>::max()};
+  std::atomic<int> reconnects_{0};
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;
+  std::vector<Object::Ptr> events_;
+  std::thread thread_;
+};
+
+// Posters and listeners on both nodes through the front; one node is killed with SIGKILL while
+// they post. A post that got no answer is in doubt and is posted again, with the same
+// clientActivityId and content, until it is acknowledged; a listener whose stream ended resumes
+// through the front with the last seq it saw. In the end each post is stored once, the seqs are
+// gap-free, and every listener has seen every stored activity of its conversations once, in order.
+TEST_F(CoredFaultTest, PostgresNodeKilledWhilePostingThroughTheFrontLosesAndRepeatsNothing) {
+  ASSERT_TRUE(StartNodesAndFront());
+  constexpr int kPosters = 4, kPostsEach = 100, kListeners = 6;
+  std::vector<std::string> posters, listeners;
+  for (int i = 0; i < kPosters; ++i) posters.push_back("poster" + std::to_string(i) + "@acme.test");
+  for (int i = 0; i < kListeners; ++i) {
+    listeners.push_back("listener" + std::to_string(i) + "@acme.test");
+  }
+  std::vector<std::string> everyone = posters;
+  everyone.insert(everyone.end(), listeners.begin() + 1, listeners.end());
+  Client creator(front_, env().Token(listeners[0]));
+  const ContentKey key = ContentKey::Make();
+  std::vector<std::string> conversations;
+  for (int c = 0; c < 2; ++c) {
+    Object::Ptr conversation = Create(creator, key, everyone);
+    ASSERT_TRUE(conversation);
+    conversations.push_back(Text(conversation, "id"));
+  }
+
+  // The listeners, from the beginning, spread over both nodes by the front.
+  std::vector<std::unique_ptr<ResumingListener>> streams;
+  for (const std::string& user : listeners) {
+    streams.push_back(std::make_unique<ResumingListener>(front_, env().Token(user)));
+    ASSERT_TRUE(streams.back()->Connect()) << user;
+  }
+  int on_a = 0, on_b = 0;
+  ASSERT_TRUE(WaitUntil([&] {
+    on_a = RealtimeConnections(port());
+    on_b = RealtimeConnections(node_b_.port());
+    return on_a + on_b == kListeners;
+  })) << on_a
+      << " + " << on_b << " realtime connections, not " << kListeners;
+  ASSERT_GT(on_a, 0) << "the front put no listener on node A";
+  ASSERT_GT(on_b, 0) << "the front put no listener on node B";
+  for (auto& stream : streams) stream->Start();
+
+  struct Acked {
+    std::string id;
+    std::int64_t seq;
+    std::string conversation;
+    std::string content;
+  };
+  std::mutex mutex;
+  std::map<std::string, Acked> acknowledged;  // by clientActivityId
+  std::set<std::string> in_doubt;             // posts that got no answer at first
+  std::vector<std::string> unexpected;
+  std::atomic<int> acked_count{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kPosters; ++t) {
+    threads.emplace_back([&, t] {
+      Client client(front_, env().Token(posters[static_cast<std::size_t>(t)]));
+      for (int n = 0; n < kPostsEach; ++n) {
+        const std::string client_id = "p" + std::to_string(t) + "-" + std::to_string(n);
+        const std::string& conversation = conversations[static_cast<std::size_t>(n % 2)];
+        const std::string content = Seal(key, "fault " + client_id);
+        Reply reply = PostContent(client, conversation, content, client_id);
+        for (int attempt = 0; reply.status == 0 && attempt < 600; ++attempt) {
+          {
+            std::lock_guard<std::mutex> lock(mutex);
+            in_doubt.insert(client_id);
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          reply = PostContent(client, conversation, content, client_id);
+        }
+        std::lock_guard<std::mutex> lock(mutex);
+        if (reply.status != 201) {
+          unexpected.push_back(client_id + ": " + (reply.status == 0 ? reply.error : reply.body));
+          return;
+        }
+        acknowledged[client_id] = {Text(reply.json(), "id"), Seq(reply.json()), conversation,
+                                   content};
+        ++acked_count;
+      }
+    });
+  }
+  // A quarter posted: node A dies (the posters join before any assertion can end the test).
+  EXPECT_TRUE(WaitUntil([&] { return acked_count.load() >= kPosters * kPostsEach / 4; },
+                        std::chrono::milliseconds(1), kPatience));
+  EXPECT_EQ(StopCored(SIGKILL), -SIGKILL);
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_TRUE(unexpected.empty()) << unexpected.size() << " posts failed: " << unexpected.front();
+  ASSERT_EQ(acknowledged.size(), static_cast<std::size_t>(kPosters * kPostsEach));
+  EXPECT_FALSE(in_doubt.empty()) << "no post was in flight on node A when it was killed";
+  // Each poster's first post, acknowledged before the kill (by either node), posted again through
+  // the front to the node left: the same activity comes back.
+  for (int t = 0; t < kPosters; ++t) {
+    const Acked& first = acknowledged["p" + std::to_string(t) + "-0"];
+    Client poster(front_, env().Token(posters[static_cast<std::size_t>(t)]));
+    Reply again =
+        PostContent(poster, first.conversation, first.content, "p" + std::to_string(t) + "-0");
+    ASSERT_EQ(again.status, 201) << again;
+    EXPECT_EQ(Text(again.json(), "id"), first.id);
+    EXPECT_EQ(Seq(again.json()), first.seq);
+  }
+
+  // What the surviving node stores: each post once, as acknowledged; seqs without a gap.
+  Client reader(node_b_.port(), env().Token(listeners[0]));
+  std::map<std::string, std::vector<std::string>> history;  // conversation -> ids in seq order
+  std::map<std::string, int> stored;                        // clientActivityId -> times
+  std::vector<std::int64_t> seqs;
+  for (const std::string& conversation : conversations) {
+    for (const Object::Ptr& activity : History(reader, conversation)) {
+      history[conversation].push_back(Text(activity, "id"));
+      seqs.push_back(Seq(activity));
+      if (Text(activity, "verb") != "post") continue;
+      const std::string client_id = Text(activity, "clientActivityId");
+      ++stored[client_id];
+      auto acked = acknowledged.find(client_id);
+      if (acked == acknowledged.end()) {
+        ADD_FAILURE() << "stored post " << client_id << " was never acknowledged";
+        continue;
+      }
+      EXPECT_EQ(Text(activity, "id"), acked->second.id) << client_id;
+      EXPECT_EQ(Seq(activity), acked->second.seq) << client_id;
+      EXPECT_EQ(conversation, acked->second.conversation) << client_id;
+    }
+  }
+  for (const auto& [client_id, acked] : acknowledged) {
+    EXPECT_EQ(stored[client_id], 1)
+        << client_id << (in_doubt.count(client_id) ? " (in doubt)" : "");
+  }
+  std::sort(seqs.begin(), seqs.end());
+  ASSERT_EQ(seqs.size(), static_cast<std::size_t>(2 + kPosters * kPostsEach));
+  for (std::size_t i = 1; i < seqs.size(); ++i) {
+    EXPECT_EQ(seqs[i], seqs[i - 1] + 1) << "a gap or a repeat in the seqs at " << seqs[i];
+  }
+
+  // Every listener sees everything, once and in order; those of node A resumed through the front.
+  for (auto& stream : streams) stream->SetThrough(seqs.back());
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    EXPECT_TRUE(WaitUntil([&] { return streams[i]->last_seq() >= seqs.back(); },
+                          std::chrono::milliseconds(20), std::chrono::minutes(2)))
+        << listeners[i] << " saw seq " << streams[i]->last_seq() << " of " << seqs.back();
+  }
+  int resumed = 0;
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    streams[i]->Stop();
+    resumed += streams[i]->reconnects() > 0 ? 1 : 0;
+    std::map<std::string, std::vector<std::string>> seen;
+    std::int64_t previous = 0;
+    for (const Object::Ptr& event : streams[i]->events()) {
+      EXPECT_GT(Seq(event), previous) << listeners[i] << ": out of order or repeated";
+      previous = Seq(event);
+      seen[Text(event, "conversationId")].push_back(Text(event, "id"));
+    }
+    EXPECT_EQ(seen, history) << listeners[i];
+  }
+  // Node A's listeners, and only they, lost their streams and resumed.
+  EXPECT_EQ(resumed, on_a) << on_a << " listeners were on node A, " << on_b << " on node B";
 }
 
 // ---------------------------------------------------------------------------------------------
