@@ -106,8 +106,10 @@ class Kmsd : public DaemonApplication {
 
     // Every setting and file the listeners and the relay need is read and checked before any
     // listener opens: a bad one stops kmsd before it says it serves.
+    // A rewrap job waits for the other nodes' probes; the nodes share probe_interval_ms.
     SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> operations,
-                        Operations::New(config_path, *vault, *db, metrics, cache, reconcile.get()));
+                        Operations::New(config_path, *vault, *db, metrics, cache, reconcile.get(),
+                                        hsm_config.probe_interval));
     // One connector per cored node that [relay] url lists: each keeps its own connections up.
     std::vector<std::unique_ptr<RelayConnector>> relays;
     if (settings.relay) {

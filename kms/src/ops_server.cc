@@ -478,9 +478,10 @@ Response OpsServer::StartReconcile(const std::string& actor) {
 }
 
 Operations::Operations(OpsSettings settings, hsm::Vault& vault, Database& db, KeyCache& cache,
-                       const std::string& host)
+                       const std::string& host, std::chrono::milliseconds probe_interval)
     : settings_(std::move(settings)),
-      jobs_(vault, db, {}, [&cache](const std::string&) { cache.Clear(); }),
+      jobs_(
+          vault, db, {}, [&cache](const std::string&) { cache.Clear(); }, probe_interval),
       worker_(jobs_, settings_.rewrap_idle, settings_.rewrap_batch),
       search_keys_(host.empty() ? nullptr
                                 : std::make_unique<SearchKeys>("kms://" + host, vault, db)) {}
@@ -494,13 +495,15 @@ Operations::~Operations() {
 Result<std::unique_ptr<Operations>> Operations::New(const std::string& config_path,
                                                     hsm::Vault& vault, Database& db,
                                                     Metrics& metrics, KeyCache& cache,
-                                                    ReconcileWorker* reconcile) {
+                                                    ReconcileWorker* reconcile,
+                                                    std::chrono::milliseconds probe_interval) {
   SR_ASSIGN_OR_RETURN(auto config, LoadConfigFile(config_path));
   SR_ASSIGN_OR_RETURN(std::optional<OpsSettings> settings, ReadOpsSettings(*config));
   if (!settings) return std::unique_ptr<Operations>();
   // The search keys' URIs name the KMS's host ([kms] host, which kmsd requires).
   const std::string host = config->hasProperty("kms.host") ? SettingText(*config, "kms.host") : "";
-  std::unique_ptr<Operations> ops(new Operations(*settings, vault, db, cache, host));
+  std::unique_ptr<Operations> ops(
+      new Operations(*settings, vault, db, cache, host, probe_interval));
   SR_ASSIGN_OR_RETURN(ops->server_,
                       OpsServer::New(ops->settings_, vault, db, metrics, ops->jobs_, cache,
                                      &ops->worker_, {}, reconcile, ops->search_keys_.get()));
@@ -512,9 +515,10 @@ Status Operations::Listen() { return server_->Start(); }
 Result<std::unique_ptr<Operations>> Operations::Start(const std::string& config_path,
                                                       hsm::Vault& vault, Database& db,
                                                       Metrics& metrics, KeyCache& cache,
-                                                      ReconcileWorker* reconcile) {
+                                                      ReconcileWorker* reconcile,
+                                                      std::chrono::milliseconds probe_interval) {
   SR_ASSIGN_OR_RETURN(std::unique_ptr<Operations> ops,
-                      New(config_path, vault, db, metrics, cache, reconcile));
+                      New(config_path, vault, db, metrics, cache, reconcile, probe_interval));
   if (ops) SR_RETURN_IF_ERROR(ops->Listen());
   return ops;
 }

@@ -90,10 +90,26 @@ struct RewrapJobs::Candidate {
   std::vector<std::uint8_t> blob;  // as read; written over only if still the same
 };
 
-RewrapJobs::RewrapJobs(hsm::Vault& vault, Database& db, Clock clock, RotationHook on_rotated)
-    : vault_(vault), db_(db), clock_(std::move(clock)), on_rotated_(std::move(on_rotated)) {}
+RewrapJobs::RewrapJobs(hsm::Vault& vault, Database& db, Clock clock, RotationHook on_rotated,
+                       std::chrono::milliseconds probe_interval)
+    : vault_(vault),
+      db_(db),
+      clock_(std::move(clock)),
+      on_rotated_(std::move(on_rotated)),
+      probe_interval_(probe_interval) {}
 
 std::int64_t RewrapJobs::Now() const { return clock_ ? clock_() : UnixNowMs(); }
+
+Status RewrapJobs::NoteWaiting(std::int64_t job_id, const Error& waiting) {
+  return db_.InTransaction([&](Poco::Data::Session& s) -> Status {
+    Database::Prepare(s, "UPDATE rewrap_jobs SET last_error = ? WHERE id = ? AND last_error <> ?")
+        .Bind(waiting.message())
+        .Bind(job_id)
+        .Bind(waiting.message())
+        .Run();
+    return OkStatus();
+  });
+}
 
 Result<RewrapProgress> RewrapJobs::Rotate(const std::string& org, const std::string& actor) {
   SR_RETURN_IF_ERROR(hsm::ValidateOrgName(org));
@@ -350,6 +366,21 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
   result.outage = outage;
   if (outage || candidates.size() >= batch) return result;
 
+  // Another node keeps wrapping new keys under the old version until its probe finds the new one;
+  // until every node's probe has had its chance, the batches re-wrap those too, and the job waits.
+  const std::int64_t settled_ms = job->started_ms + kProbeWaitFactor * probe_interval_.count();
+  if (now_ms < settled_ms) {
+    const Error waiting(ErrorCode::kFailedPrecondition,
+                        "waiting until " + FormatRfc3339Ms(settled_ms) +
+                            " for the other KMS nodes' token probes to find root v" +
+                            std::to_string(job->root_version) + " (" +
+                            std::to_string(kProbeWaitFactor) + " x probe_interval_ms " +
+                            std::to_string(probe_interval_.count()) + ")");
+    SR_RETURN_IF_ERROR(NoteWaiting(job->job_id, waiting));
+    result.outage = waiting;
+    return result;
+  }
+
   // Nothing was left beyond this batch: the job ends if the query agrees.
   std::vector<Candidate> left;
   SR_RETURN_IF_ERROR(read_pending(1, left));
@@ -371,14 +402,7 @@ Result<RewrapBatch> RewrapJobs::RunOnce(std::size_t batch) {
                         std::to_string(missing->total()) + " wraps of " + job->org +
                             "'s keys are missing (" + lacking +
                             "); the reconciliation job adds them (kmsctl ops reconcile)");
-    SR_RETURN_IF_ERROR(db_.InTransaction([&](Poco::Data::Session& s) -> Status {
-      Database::Prepare(s, "UPDATE rewrap_jobs SET last_error = ? WHERE id = ? AND last_error <> ?")
-          .Bind(waiting.message())
-          .Bind(job->job_id)
-          .Bind(waiting.message())
-          .Run();
-      return OkStatus();
-    }));
+    SR_RETURN_IF_ERROR(NoteWaiting(job->job_id, waiting));
     result.outage = waiting;
     return result;
   }

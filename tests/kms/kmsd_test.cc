@@ -1226,7 +1226,9 @@ TEST_F(KmsdTest, TheSearchKeySurvivesARestartAndARootRotationRewrapsIt) {
   const std::uint16_t ops_port = FreePort();
   const std::string ops = "[ops]\nlisten = 127.0.0.1:" + std::to_string(ops_port) +
                           "\ntls_cert = " + d + "/tls.pem\ntls_key = " + d +
-                          "/tls.key\ntoken_file = " + token_file + "\n";
+                          "/tls.key\ntoken_file = " + token_file +
+                          // the rewrap job waits 2 probe intervals; its worker looks again soon
+                          "\nrewrap_idle_ms = 100\n";
   ASSERT_TRUE(Start(32, 0, ops));
   const auto port =
       static_cast<std::uint16_t>(std::stoi(base_url_.substr(base_url_.rfind(':') + 1)));

@@ -756,7 +756,9 @@ TEST_P(OpsServerTest, OperationsStartsFromTheConfigurationAndRunsRotationsToTheE
                 settings_.listener.tls_cert + "\ntls_key = " + settings_.listener.tls_key +
                 "\ntoken_file = " + settings_.token_file + "\nrewrap_idle_ms = 20\n",
             0600);
-  auto ops = Operations::Start(config, *vault_, *db_, metrics_, *cache_);
+  // The vault's probe interval reaches the job: it waits twice that for the other nodes' probes.
+  const auto probe_interval = std::chrono::milliseconds(500);
+  auto ops = Operations::Start(config, *vault_, *db_, metrics_, *cache_, nullptr, probe_interval);
   ASSERT_TRUE(ops.ok()) << ops.error().ToString();
   ASSERT_NE(*ops, nullptr);
   server_->Stop();  // the fixture's listener and worker; from here on, the ones Operations started
@@ -776,13 +778,17 @@ TEST_P(OpsServerTest, OperationsStartsFromTheConfigurationAndRunsRotationsToTheE
   };
   ASSERT_EQ(call("POST", "/ops/orgs/acme/rotate-root").first, 202);
   std::string state = "running";
+  Poco::JSON::Object::Ptr job;
   for (int i = 0; i < 400 && state == "running"; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
     auto [status, body] = call("GET", "/ops/orgs/acme/rewrap");
     ASSERT_EQ(status, 200) << body;
-    state = Parse(body)->getValue<std::string>("state");
+    job = Parse(body);
+    state = job->getValue<std::string>("state");
   }
   EXPECT_EQ(state, "done");  // Operations' own worker ran the job
+  EXPECT_GE(job->getValue<std::int64_t>("updatedMs") - job->getValue<std::int64_t>("startedMs"),
+            kProbeWaitFactor * probe_interval.count());
   ops->reset();
 }
 

@@ -13,6 +13,7 @@
 #include "../support/kms_database.h"
 #include "../support/softhsm_sandbox.h"
 #include "../support/test_dir.h"
+#include "strongroom/common/rfc3339.h"
 #include "strongroom/hsm/key_vault.h"
 #include "strongroom/kms/audit_log.h"
 #include "strongroom/kms/kms_store.h"
@@ -36,15 +37,14 @@ std::uint32_t VersionOf(const std::vector<std::uint8_t>& blob) {
 class RewrapJobTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   void SetUp() override {
-    std::vector<hsm::TokenConfig> tokens;
     for (const char* name : {"primary", "standby"}) {
       hsm::TokenConfig token;
       token.name = name;
       token.uri = SoftHsmSandbox::Get().Uri(kSoftHsmModule,
                                             SoftHsmSandbox::Get().CreateToken(kSoftHsmModule));
-      tokens.push_back(token);
+      tokens_.push_back(token);
     }
-    auto vault = hsm::KeyVault::Open({tokens});
+    auto vault = hsm::KeyVault::Open({tokens_});
     ASSERT_TRUE(vault.ok()) << vault.error().ToString();
     vault_ = std::move(vault).value();
     ASSERT_TRUE(vault_->InitRoot("acme").ok());
@@ -63,13 +63,29 @@ class RewrapJobTest : public ::testing::TestWithParam<Database::Engine> {
     db_ = std::move(db).value();
   }
 
-  std::unique_ptr<RewrapJobs> NewJobs(RewrapJobs::RotationHook hook = {}) {
+  // The jobs on the test's clock (now_ms_), waiting for probes at `probe_interval`.
+  std::unique_ptr<RewrapJobs> NewJobs(
+      RewrapJobs::RotationHook hook = {},
+      std::chrono::milliseconds probe_interval = std::chrono::milliseconds(0)) {
     return std::make_unique<RewrapJobs>(
-        *vault_, *db_, [] { return kNowMs; }, std::move(hook));
+        *vault_, *db_, [this] { return now_ms_.load(); }, std::move(hook), probe_interval);
   }
 
-  // Creates `n` keys of `org`, wrapped under every token; remembers their material.
-  void CreateKeys(const std::string& org, int n) {
+  // Another KMS node's vault on the same tokens, without a probe, that has wrapped a key of `org`:
+  // it goes on wrapping under the version it has cached until it is opened again.
+  std::unique_ptr<hsm::KeyVault> OtherNodesVault(const std::string& org) {
+    auto vault = hsm::KeyVault::Open({tokens_});
+    EXPECT_TRUE(vault.ok()) << vault.error().ToString();
+    if (!vault.ok()) return nullptr;
+    EXPECT_TRUE(
+        (*vault)->Wrap({org, "kms://kms.test/keys/warm-up"}, SecretBytes::Random(32).view()).ok());
+    return std::move(vault).value();
+  }
+
+  // Creates `n` keys of `org`, wrapped under every token (by `vault`, the test's own if null);
+  // remembers their material.
+  void CreateKeys(const std::string& org, int n, hsm::Vault* vault = nullptr) {
+    if (vault == nullptr) vault = vault_.get();
     std::vector<KeyRecord> records;
     for (int i = 0; i < n; ++i) {
       KeyRecord k;
@@ -80,7 +96,7 @@ class RewrapJobTest : public ::testing::TestWithParam<Database::Engine> {
       k.created_ms = kNowMs;
       k.bind_deadline_ms = kNowMs + 600'000;
       SecretBytes key = SecretBytes::Random(32);
-      auto wrapped = vault_->Wrap({org, k.uri}, key.view());
+      auto wrapped = vault->Wrap({org, k.uri}, key.view());
       ASSERT_TRUE(wrapped.ok()) << wrapped.error().ToString();
       ASSERT_EQ(wrapped->blobs.size(), 2u);
       k.blobs = wrapped->blobs;
@@ -172,6 +188,8 @@ class RewrapJobTest : public ::testing::TestWithParam<Database::Engine> {
 
   testing::TestDir dir_;
   std::string target_;  // the SQLite file or the PostgreSQL connection string
+  std::atomic<std::int64_t> now_ms_{kNowMs};
+  std::vector<hsm::TokenConfig> tokens_;
   std::unique_ptr<hsm::KeyVault> vault_;
   std::unique_ptr<Database> db_;
   std::map<std::string, SecretBytes> material_;
@@ -440,6 +458,87 @@ TEST_P(RewrapJobTest, AnOrganizationWithoutKeysIsDoneAtOnce) {
   ASSERT_TRUE(batch.ok());
   EXPECT_TRUE(batch->finished);
   EXPECT_EQ(jobs->Progress("globex")->state, "done");
+}
+
+// Other nodes wrap under the old version until their probes find the new one: a job whose blobs
+// are all re-wrapped stays running for two probe intervals after its start, and says why.
+TEST_P(RewrapJobTest, AJobWaitsTwoProbeIntervalsForTheOtherNodesBeforeItIsDone) {
+  CreateKeys("acme", 4);
+  auto jobs = NewJobs({}, std::chrono::milliseconds(1000));
+  ASSERT_TRUE(jobs->Rotate("acme", "operator-1").ok());
+  const std::int64_t settled_ms = kNowMs + kProbeWaitFactor * 1000;
+
+  auto batch = jobs->RunOnce(256);
+  ASSERT_TRUE(batch.ok()) << batch.error().ToString();
+  EXPECT_EQ(batch->rewrapped, 8u);
+  EXPECT_FALSE(batch->finished);
+  ASSERT_TRUE(batch->outage);
+  const std::string waiting = "waiting until " + FormatRfc3339Ms(settled_ms);
+  EXPECT_NE(batch->outage->message().find(waiting), std::string::npos) << batch->outage->message();
+  auto progress = jobs->Progress("acme");
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->state, "running");
+  EXPECT_NE(progress->last_error.find(waiting), std::string::npos) << progress->last_error;
+  ExpectKeysAt("acme", 2);  // everything is re-wrapped; the job is not done yet all the same
+
+  now_ms_ = settled_ms - 1;
+  batch = jobs->RunOnce(256);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_FALSE(batch->finished);
+  EXPECT_EQ(jobs->Progress("acme")->state, "running");
+
+  now_ms_ = settled_ms;
+  batch = jobs->RunOnce(256);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_TRUE(batch->finished);
+  EXPECT_FALSE(batch->outage);
+  progress = jobs->Progress("acme");
+  EXPECT_EQ(progress->state, "done");
+  EXPECT_EQ(progress->done, 8);
+  ASSERT_EQ(Audit("root.rewrap").size(), 1u);
+}
+
+// A key another node wraps under the old version while the job waits (its probe has not found the
+// new version) is re-wrapped before the job ends done, whether a batch in the window or the last
+// one finds it.
+TEST_P(RewrapJobTest, KeysAnotherNodeWrapsUnderTheOldVersionInTheWindowAreRewrappedBeforeDone) {
+  std::unique_ptr<hsm::KeyVault> other = OtherNodesVault("acme");
+  ASSERT_TRUE(other);
+  CreateKeys("acme", 3);
+  auto jobs = NewJobs({}, std::chrono::milliseconds(1000));
+  ASSERT_TRUE(jobs->Rotate("acme", "operator-1").ok());
+  auto batch = jobs->RunOnce(256);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_EQ(batch->rewrapped, 6u);
+  EXPECT_FALSE(batch->finished);
+
+  now_ms_ = kNowMs + 1500;
+  CreateKeys("acme", 2, other.get());
+  for (const auto& [uri, key] : material_) {
+    for (const hsm::TokenBlob& blob : BlobsOf(uri)) {
+      if (uri.ends_with("-3") || uri.ends_with("-4")) {
+        EXPECT_EQ(VersionOf(blob.blob), 1u) << uri;  // the other node still wraps under v1
+      }
+    }
+  }
+  batch = jobs->RunOnce(256);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_EQ(batch->rewrapped, 4u);
+  EXPECT_FALSE(batch->finished);
+
+  now_ms_ = kNowMs + 1999;
+  CreateKeys("acme", 1, other.get());
+  now_ms_ = kNowMs + 2000;
+  batch = jobs->RunOnce(256);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_EQ(batch->rewrapped, 2u);
+  EXPECT_TRUE(batch->finished);
+  auto progress = jobs->Progress("acme");
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->state, "done");
+  EXPECT_EQ(progress->done, 12);
+  EXPECT_EQ(progress->total, 12);  // total follows what the other node added
+  ExpectKeysAt("acme", 2);
 }
 
 TEST_P(RewrapJobTest, BadRequestsAreRefusedAndChangeNothing) {

@@ -168,16 +168,19 @@ class Operations {
   // Reads [ops] and everything it names (the token file, the TLS certificate and key) and starts
   // the rewrap worker, but does not listen yet: kmsd checks every setting before any listener
   // opens. nullptr (and OK) when the file has no [ops] section: no listener and no rewrap worker.
-  static Result<std::unique_ptr<Operations>> New(const std::string& config_path, hsm::Vault& vault,
-                                                 Database& db, Metrics& metrics, KeyCache& cache,
-                                                 ReconcileWorker* reconcile = nullptr);
+  // `probe_interval` is the vault's ([hsm] probe_interval_ms): a rewrap job waits for the other
+  // nodes' probes (RewrapJobs).
+  static Result<std::unique_ptr<Operations>> New(
+      const std::string& config_path, hsm::Vault& vault, Database& db, Metrics& metrics,
+      KeyCache& cache, ReconcileWorker* reconcile = nullptr,
+      std::chrono::milliseconds probe_interval = std::chrono::milliseconds(0));
   // Opens the listener.
   Status Listen();
   // New, then Listen.
-  static Result<std::unique_ptr<Operations>> Start(const std::string& config_path,
-                                                   hsm::Vault& vault, Database& db,
-                                                   Metrics& metrics, KeyCache& cache,
-                                                   ReconcileWorker* reconcile = nullptr);
+  static Result<std::unique_ptr<Operations>> Start(
+      const std::string& config_path, hsm::Vault& vault, Database& db, Metrics& metrics,
+      KeyCache& cache, ReconcileWorker* reconcile = nullptr,
+      std::chrono::milliseconds probe_interval = std::chrono::milliseconds(0));
   ~Operations();  // the listener stops first, then the worker
   Operations(const Operations&) = delete;
   Operations& operator=(const Operations&) = delete;
@@ -187,7 +190,7 @@ class Operations {
 
  private:
   Operations(OpsSettings settings, hsm::Vault& vault, Database& db, KeyCache& cache,
-             const std::string& host);
+             const std::string& host, std::chrono::milliseconds probe_interval);
 
   const OpsSettings settings_;
   RewrapJobs jobs_;

@@ -21,8 +21,12 @@
 // tried again by this job; it is an alarm for an operator, never repaired from another token's
 // blob. An outage (token UNAVAILABLE, wrap budget exhausted) stops the batch and is retried by the
 // next RunOnce. A job ends "done" when nothing of its organization is left below the current
-// version, or "failed" when only blobs that failed are left. Ephemeral keys that expired or were
-// deleted are not re-wrapped: they are refused anyway. Old root versions are never deleted here.
+// version, or "failed" when only blobs that failed are left, but never before its start plus
+// kProbeWaitFactor probe intervals: another KMS node on the database wraps new keys under the old
+// version until its token probe finds the new one (hsm/key_vault.h), and the batches until then
+// re-wrap those too (RewrapBatch::outage says what the job waits for). Ephemeral keys that expired
+// or were deleted are not re-wrapped: they are refused anyway. Old root versions are never deleted
+// here.
 //
 // On both engines (database.h: SQLite, PostgreSQL), through Database::Prepare in SQL both accept;
 // a job's id is allocated inside the transaction that inserts it, which runs alone on either.
@@ -50,6 +54,9 @@ namespace strongroom::kms {
 inline constexpr std::size_t kDefaultRewrapBatch = 256;
 inline constexpr std::size_t kMaxRewrapBatch = 4096;
 inline constexpr std::size_t kMaxActorBytes = 256;
+// A job ends no sooner than this many probe intervals after it started: one for the other nodes'
+// probes to find the new version, one for the wraps they began before that to be written.
+inline constexpr int kProbeWaitFactor = 2;
 
 // state: "running", "done", "failed" or "superseded"; total: the blobs below the current version
 // when the job started; done: those re-wrapped; failed: those that could not be (rewrap_failures).
@@ -65,8 +72,10 @@ struct RewrapBatch {
   std::optional<std::int64_t> job_id;  // none: no job is running
   std::size_t rewrapped = 0;
   std::size_t failed = 0;
-  bool finished = false;        // the job ended with this batch
-  std::optional<Error> outage;  // the batch stopped early; RunOnce again later
+  bool finished = false;  // the job ended with this batch
+  // The batch stopped early, or the job waits (for the other nodes' probes, for missing wraps):
+  // RunOnce again later.
+  std::optional<Error> outage;
 };
 
 class RewrapJobs {
@@ -74,7 +83,10 @@ class RewrapJobs {
   using Clock = std::function<std::int64_t()>;  // milliseconds since the epoch
   using RotationHook = std::function<void(const std::string& org)>;
 
-  RewrapJobs(hsm::Vault& vault, Database& db, Clock clock = {}, RotationHook on_rotated = {});
+  // `probe_interval`: the longest interval at which any KMS node on this database probes its
+  // tokens (kmsd: its own [hsm] probe_interval_ms, which the nodes share); zero for one process.
+  RewrapJobs(hsm::Vault& vault, Database& db, Clock clock = {}, RotationHook on_rotated = {},
+             std::chrono::milliseconds probe_interval = {});
 
   // Rotates the org's root key on every token serving it and starts its rewrap job.
   Result<RewrapProgress> Rotate(const std::string& org, const std::string& actor);
@@ -90,11 +102,14 @@ class RewrapJobs {
  private:
   struct Candidate;  // a blob below its token's current version
   std::int64_t Now() const;
+  // Says in the job's last_error what it waits for (written only when it changes).
+  Status NoteWaiting(std::int64_t job_id, const Error& waiting);
 
   hsm::Vault& vault_;
   Database& db_;
   const Clock clock_;
   const RotationHook on_rotated_;
+  const std::chrono::milliseconds probe_interval_;
   std::mutex run_mutex_;
 };
 
