@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "../support/counting_vfs.h"
-#include "../support/postgres_cluster.h"
 #include "../support/processes_together.h"
 #include "../support/test_dir.h"
+#include "../support/test_engines.h"
 #include "strongroom/common/sql_statement.h"
 
 namespace strongroom {
@@ -381,22 +381,18 @@ const std::vector<Migration> kTwoPostgres = {
 class DatabaseEngineTest : public ::testing::TestWithParam<Engine> {
  protected:
   void SetUp() override {
-    if (postgres()) {
-      Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
-      ASSERT_TRUE(conninfo.ok()) << conninfo.error().ToString();
-      target_ = *conninfo;
-    } else {
-      target_ = (dir_ / "kms.db").string();
-    }
+    Result<testing::TestDatabase> where = testing::TestDatabase::New(GetParam(), dir_ / "kms.db");
+    ASSERT_TRUE(where.ok()) << where.error().ToString();
+    where_ = *where;
   }
 
   bool postgres() const { return GetParam() == Engine::kPostgres; }
   std::span<const Migration> two() const { return postgres() ? kTwoPostgres : kTwo; }
 
+  // `migrations` are the engine's own (two()).
   Result<std::unique_ptr<Database>> OpenRaw(std::span<const Migration> migrations,
                                             const DatabaseOptions& options = {}) {
-    return postgres() ? Database::OpenPostgres(target_, migrations, options)
-                      : Database::OpenSqlite(target_, migrations, options);
+    return where_.Open(migrations, migrations, options);
   }
 
   std::unique_ptr<Database> Open(std::optional<std::span<const Migration>> migrations = {}) {
@@ -453,14 +449,10 @@ class DatabaseEngineTest : public ::testing::TestWithParam<Engine> {
   }
 
   testing::TestDir dir_;
-  std::string target_;  // the SQLite file or the PostgreSQL connection string
+  testing::TestDatabase where_;
 };
 
-INSTANTIATE_TEST_SUITE_P(Engines, DatabaseEngineTest,
-                         ::testing::Values(Engine::kSqlite, Engine::kPostgres),
-                         [](const ::testing::TestParamInfo<Engine>& engine) {
-                           return engine.param == Engine::kPostgres ? "postgres" : "sqlite";
-                         });
+INSTANTIATE_TEST_SUITE_P(Engines, DatabaseEngineTest, testing::kBothEngines, testing::EngineName);
 
 TEST_P(DatabaseEngineTest, FreshDatabaseIsMigratedToTheNewestVersion) {
   auto db = Open();
@@ -1107,7 +1099,7 @@ TEST_P(DatabaseEngineTest, ProcessesOpeningTogetherMigrateOnce) {
   constexpr int kProcesses = 4;
   const int rounds = postgres() ? 1 : 10;
   for (int round = 0; round < rounds; ++round) {
-    if (!postgres()) target_ = (dir_ / ("new-" + std::to_string(round) + ".db")).string();
+    if (!postgres()) where_.target = (dir_ / ("new-" + std::to_string(round) + ".db")).string();
     const int opened = testing::RunProcessesTogether(kProcesses, [&](int) {
       auto db = OpenRaw(two());
       if (!db.ok()) std::fprintf(stderr, "%s\n", db.error().ToString().c_str());

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "../support/postgres_cluster.h"
+#include "../support/kms_database.h"
 #include "../support/processes_together.h"
 #include "../support/test_dir.h"
 
@@ -20,32 +20,23 @@ using Engine = Database::Engine;
 class AuditLogTest : public ::testing::TestWithParam<Engine> {
  protected:
   void SetUp() override {
-    if (postgres()) {
-      Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
-      ASSERT_TRUE(conninfo.ok()) << conninfo.error().ToString();
-      target_ = *conninfo;
-    } else {
-      target_ = (dir_ / "kms.db").string();
-    }
+    Result<testing::TestDatabase> where = testing::TestDatabase::New(GetParam(), dir_ / "kms.db");
+    ASSERT_TRUE(where.ok()) << where.error().ToString();
+    where_ = *where;
     auto db = OpenAnother();
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
   }
 
-  bool postgres() const { return GetParam() == Engine::kPostgres; }
-
   // Another Database on the test's database, as another process (kmsd node) would open it.
   Result<std::unique_ptr<Database>> OpenAnother() const {
     const std::vector<Migration> schema = {AuditLog::Schema(1, GetParam()),
                                            AuditLog::RequestSchema(2, GetParam())};
-    return postgres() ? Database::OpenPostgres(target_, schema)
-                      : Database::OpenSqlite(target_, schema);
+    return where_.Open(schema, schema);
   }
 
   // A blob literal of `hex` in the engine's SQL.
-  std::string Bytes(const std::string& hex) const {
-    return postgres() ? "'\\x" + hex + "'::bytea" : "x'" + hex + "'";
-  }
+  std::string Bytes(const std::string& hex) const { return testing::BytesLiteral(GetParam(), hex); }
 
   void AppendMany(int n, const std::string& actor = "alice", std::int64_t at = 1000) {
     ASSERT_TRUE(db_->InTransaction([&](Poco::Data::Session& s) -> Status {
@@ -81,15 +72,11 @@ class AuditLogTest : public ::testing::TestWithParam<Engine> {
   }
 
   testing::TestDir dir_;
-  std::string target_;  // the SQLite file or the PostgreSQL connection string
+  testing::TestDatabase where_;
   std::unique_ptr<Database> db_;
 };
 
-INSTANTIATE_TEST_SUITE_P(Engines, AuditLogTest,
-                         ::testing::Values(Engine::kSqlite, Engine::kPostgres),
-                         [](const ::testing::TestParamInfo<Engine>& engine) {
-                           return engine.param == Engine::kPostgres ? "postgres" : "sqlite";
-                         });
+INSTANTIATE_TEST_SUITE_P(Engines, AuditLogTest, testing::kBothEngines, testing::EngineName);
 
 TEST_P(AuditLogTest, IntactLogVerifiesAndNumbersDensely) {
   AppendMany(5);
