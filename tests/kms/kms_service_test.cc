@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../support/fake_vault.h"
+#include "../support/kms_database.h"
 #include "../support/test_dir.h"
 #include "../support/test_vault.h"
 #include "../support/tool_steps.h"
@@ -66,7 +67,8 @@ struct Channel {
   SecretBytes key;
 };
 
-class KmsServiceTest : public ::testing::Test {
+// On both engines (tests/support/kms_database.h).
+class KmsServiceTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   // The vault the service runs on: the test program's (test_vault.h), or a fixture's own.
   virtual std::unique_ptr<hsm::Vault> MakeVault() { return testing::NewTestVault(); }
@@ -75,7 +77,10 @@ class KmsServiceTest : public ::testing::Test {
     vault_ = MakeVault();
     ASSERT_TRUE(vault_);
 
-    auto db = Database::OpenSqlite((dir_ / "kms.db").string(), KmsStore::Migrations());
+    Result<std::string> target = testing::NewKmsDatabase(GetParam(), dir_.path());
+    ASSERT_TRUE(target.ok()) << target.error().ToString();
+    target_ = *target;
+    auto db = testing::OpenKmsDatabase(GetParam(), target_);
     ASSERT_TRUE(db.ok()) << db.error().ToString();
     db_ = std::move(db).value();
 
@@ -195,16 +200,24 @@ class KmsServiceTest : public ::testing::Test {
   std::int64_t Count(const std::string& table) {
     std::int64_t n = -1;
     EXPECT_TRUE(db_->WithSession([&](Poco::Data::Session& s) -> Status {
-                     s << "SELECT COUNT(*) FROM " + table, Poco::Data::Keywords::into(n),
-                         Poco::Data::Keywords::now;
+                     SqlStatement count = Database::Prepare(s, "SELECT COUNT(*) FROM " + table);
+                     if (count.Next()) n = count.Int(0);
                      return OkStatus();
                    })
                     .ok());
     return n;
   }
 
+  // The [kms] database setting, or the [database] section, that names the test's database.
+  std::string DatabaseConfig() const {
+    return GetParam() == Database::Engine::kPostgres
+               ? "[database]\nengine = postgresql\nconninfo = " + target_ + "\n"
+               : "[kms]\ndatabase = " + target_ + "\n";
+  }
+
   std::unique_ptr<hsm::Vault> vault_;
   testing::TestDir dir_;
+  std::string target_;  // the SQLite file or the PostgreSQL connection string
   std::unique_ptr<Database> db_;
   std::unique_ptr<jose::EcKeyPair> issuer_key_;
   std::unique_ptr<jose::EcKeyPair> globex_key_;
@@ -213,7 +226,9 @@ class KmsServiceTest : public ::testing::Test {
   int request_counter_ = 0;
 };
 
-TEST_F(KmsServiceTest, InfoPublishesTheClusterAndItsRsaKey) {
+INSTANTIATE_TEST_SUITE_P(Engines, KmsServiceTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(KmsServiceTest, InfoPublishesTheClusterAndItsRsaKey) {
   Object::Ptr info = Parse(service_->InfoJson());
   EXPECT_EQ(info->getValue<std::string>("kmsCluster"), "kms://kms.acme.test");
   Object::Ptr key = info->getObject("rsaPublicKey");
@@ -222,7 +237,7 @@ TEST_F(KmsServiceTest, InfoPublishesTheClusterAndItsRsaKey) {
   EXPECT_EQ(key->getValue<std::string>("kid"), "kms://kms.acme.test");
 }
 
-TEST_F(KmsServiceTest, EcdheChannelCarriesAPing) {
+TEST_P(KmsServiceTest, EcdheChannelCarriesAPing) {
   Channel channel = Open("alice@acme.test");
   EXPECT_EQ(channel.uri.rfind("kms://kms.acme.test/ecdhe/", 0), 0u);
   Object ping = Request("update", "/ping", Token("alice@acme.test"));
@@ -238,7 +253,7 @@ TEST_F(KmsServiceTest, EcdheChannelCarriesAPing) {
   EXPECT_EQ(Count("audit"), audited);
 }
 
-TEST_F(KmsServiceTest, DeletedEphemeralKeyIsNeverAcceptedAgain) {
+TEST_P(KmsServiceTest, DeletedEphemeralKeyIsNeverAcceptedAgain) {
   Channel channel = Open("alice@acme.test");
   Object::Ptr deleted = Send(channel, Request("delete", channel.uri, Token("alice@acme.test")));
   ASSERT_TRUE(deleted);
@@ -249,7 +264,7 @@ TEST_F(KmsServiceTest, DeletedEphemeralKeyIsNeverAcceptedAgain) {
   ExpectSignedRefusal(raw, 401, "deleted");
 }
 
-TEST_F(KmsServiceTest, ExpiredEphemeralKeyIsRefused) {
+TEST_P(KmsServiceTest, ExpiredEphemeralKeyIsRefused) {
   Channel channel = Open("alice@acme.test");
   now_ms_ += 3600 * 1000;
   KmsReply raw;
@@ -257,7 +272,7 @@ TEST_F(KmsServiceTest, ExpiredEphemeralKeyIsRefused) {
   ExpectSignedRefusal(raw, 401, "expired");
 }
 
-TEST_F(KmsServiceTest, CoreTokenAndOtherUsersAreRefused) {
+TEST_P(KmsServiceTest, CoreTokenAndOtherUsersAreRefused) {
   auto mine = jose::EcKeyPair::Generate();
   Object::Ptr answer = CreateEcdhe(Token("alice@acme.test", "core"), *mine);
   ASSERT_TRUE(answer);
@@ -270,7 +285,7 @@ TEST_F(KmsServiceTest, CoreTokenAndOtherUsersAreRefused) {
   EXPECT_EQ(foreign->getValue<int>("status"), 403);
 }
 
-TEST_F(KmsServiceTest, MalformedMessagesGetClearErrorsAndChangeNothing) {
+TEST_P(KmsServiceTest, MalformedMessagesGetClearErrorsAndChangeNothing) {
   EXPECT_EQ(service_->Handle("").http_status, 413);
   EXPECT_EQ(service_->Handle("not.a.jwe").http_status, 400);
   EXPECT_EQ(service_->Handle(std::string(kMaxKmsMessageBytes + 1, 'a')).http_status, 413);
@@ -295,7 +310,7 @@ TEST_F(KmsServiceTest, MalformedMessagesGetClearErrorsAndChangeNothing) {
   EXPECT_EQ(unknown_op->getValue<int>("status"), 404);
 }
 
-TEST_F(KmsServiceTest, ChannelsSurviveARestart) {
+TEST_P(KmsServiceTest, ChannelsSurviveARestart) {
   Channel channel = Open("alice@acme.test");
   service_ = NewService();  // a new process would see the same database and token
   Object::Ptr answer = Send(channel, Request("update", "/ping", Token("alice@acme.test")));
@@ -386,7 +401,9 @@ class KmsKeysTest : public KmsServiceTest {
   }
 };
 
-TEST_F(KmsKeysTest, CreatedKeysAreRandom256BitAndReadableByTheirCreatorOnly) {
+INSTANTIATE_TEST_SUITE_P(Engines, KmsKeysTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(KmsKeysTest, CreatedKeysAreRandom256BitAndReadableByTheirCreatorOnly) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   auto keys = CreateKeys(alice, "alice@acme.test", 3);
@@ -413,7 +430,7 @@ TEST_F(KmsKeysTest, CreatedKeysAreRandom256BitAndReadableByTheirCreatorOnly) {
   EXPECT_EQ(Retrieve(bob, "bob@acme.test", uri)->getValue<int>("status"), 403);
 }
 
-TEST_F(KmsKeysTest, ChannelKeysAreCachedApartFromContentKeys) {
+TEST_P(KmsKeysTest, ChannelKeysAreCachedApartFromContentKeys) {
   KeyCache content(0, std::chrono::minutes(5));  // the content-key cache turned off
   KeyCache channels(8, std::chrono::minutes(5));
   service_ = NewService({&content, nullptr, &channels});
@@ -431,7 +448,7 @@ TEST_F(KmsKeysTest, ChannelKeysAreCachedApartFromContentKeys) {
   EXPECT_EQ(channels.stats().entries, 0u);
 }
 
-TEST_F(KmsKeysTest, AClientMayNameANewResourceButNeverReuseOrForgeOne) {
+TEST_P(KmsKeysTest, AClientMayNameANewResourceButNeverReuseOrForgeOne) {
   Channel alice = Open("alice@acme.test");
   const std::string uri = "kms://kms.acme.test/resources/0f8c3a52-7d1e-4b6a-9c2f-3e5d7a9b1c4d";
   Object create = Request("create", "/resources", Token("alice@acme.test"));
@@ -460,7 +477,7 @@ TEST_F(KmsKeysTest, AClientMayNameANewResourceButNeverReuseOrForgeOne) {
   }
 }
 
-TEST_F(KmsKeysTest, ResourceBindsKeysAndAuthorizesItsMembers) {
+TEST_P(KmsKeysTest, ResourceBindsKeysAndAuthorizesItsMembers) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   Channel carol = Open("carol@acme.test");
@@ -502,7 +519,7 @@ TEST_F(KmsKeysTest, ResourceBindsKeysAndAuthorizesItsMembers) {
   EXPECT_EQ(Send(bob, stolen)->getValue<int>("status"), 403);
 }
 
-TEST_F(KmsKeysTest, KeyRetrievalsAndDenialsAreAudited) {
+TEST_P(KmsKeysTest, KeyRetrievalsAndDenialsAreAudited) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   auto keys = CreateKeys(alice, "alice@acme.test", 1);
@@ -523,7 +540,7 @@ TEST_F(KmsKeysTest, KeyRetrievalsAndDenialsAreAudited) {
   EXPECT_EQ(verdict->records, 3);  // key.create, alice's retrieval, bob's denial
 }
 
-TEST_F(KmsKeysTest, AbsurdCountsAndMalformedListsAreRefused) {
+TEST_P(KmsKeysTest, AbsurdCountsAndMalformedListsAreRefused) {
   Channel alice = Open("alice@acme.test");
   for (int count : {0, -1, static_cast<int>(kMaxKeysPerRequest) + 1}) {
     Object request = Request("create", "/keys", Token("alice@acme.test"));
@@ -542,7 +559,7 @@ TEST_F(KmsKeysTest, AbsurdCountsAndMalformedListsAreRefused) {
   EXPECT_EQ(Retrieve(alice, "alice@acme.test", "/keys/no-such-key")->getValue<int>("status"), 403);
 }
 
-TEST_F(KmsKeysTest, MembersAddListAndRemoveAuthorizations) {
+TEST_P(KmsKeysTest, MembersAddListAndRemoveAuthorizations) {
   Channel alice = Open("alice@acme.test");
   Channel carol = Open("carol@acme.test");
   Channel mallory = Open("mallory@acme.test");
@@ -593,7 +610,7 @@ TEST_F(KmsKeysTest, MembersAddListAndRemoveAuthorizations) {
   EXPECT_EQ(Retrieve(carol, "carol@acme.test", key_uri)->getValue<int>("status"), 403);
 }
 
-TEST_F(KmsKeysTest, KeysAreBoundOnceByTheirCreatorWhoIsAParticipant) {
+TEST_P(KmsKeysTest, KeysAreBoundOnceByTheirCreatorWhoIsAParticipant) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   const std::string resource = CreateResource(alice, "alice@acme.test", Strings({"bob@acme.test"}));
@@ -626,7 +643,7 @@ TEST_F(KmsKeysTest, KeysAreBoundOnceByTheirCreatorWhoIsAParticipant) {
       409);
 }
 
-TEST_F(KmsKeysTest, ResourceAndItsKeysAreRetrievedNewestFirstWithinBounds) {
+TEST_P(KmsKeysTest, ResourceAndItsKeysAreRetrievedNewestFirstWithinBounds) {
   Channel alice = Open("alice@acme.test");
   Channel mallory = Open("mallory@acme.test");
   const std::string resource = CreateResource(alice, "alice@acme.test", Strings({}));
@@ -677,7 +694,7 @@ TEST_F(KmsKeysTest, ResourceAndItsKeysAreRetrievedNewestFirstWithinBounds) {
   EXPECT_EQ(StatusOf(Send(mallory, stranger)), 403);
 }
 
-TEST_F(KmsKeysTest, AgentsReadKeysButNeitherAuthorizeNorBind) {
+TEST_P(KmsKeysTest, AgentsReadKeysButNeitherAuthorizeNorBind) {
   Channel alice = Open("alice@acme.test");
   Channel robot = Open("svc-robot@acme.test");
   auto keys = CreateKeys(alice, "alice@acme.test", 1);
@@ -711,7 +728,7 @@ TEST_F(KmsKeysTest, AgentsReadKeysButNeitherAuthorizeNorBind) {
             201);
 }
 
-TEST_F(KmsKeysTest, AResourceAsAuthIdLendsItsMembers) {
+TEST_P(KmsKeysTest, AResourceAsAuthIdLendsItsMembers) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   Channel gina = Open("gina@globex.test");
@@ -740,7 +757,7 @@ TEST_F(KmsKeysTest, AResourceAsAuthIdLendsItsMembers) {
   EXPECT_EQ(StatusOf(Retrieve(gina, "gina@globex.test", key_uri)), 403);
 }
 
-TEST_F(KmsKeysTest, PercentEncodedAuthIdsAreDecodedOnce) {
+TEST_P(KmsKeysTest, PercentEncodedAuthIdsAreDecodedOnce) {
   Channel alice = Open("alice@acme.test");
   Channel carol = Open("carol@acme.test");
   Channel dave = Open("dave@acme.test");
@@ -805,7 +822,7 @@ TEST_F(KmsKeysTest, PercentEncodedAuthIdsAreDecodedOnce) {
   EXPECT_EQ(members(), 1u);  // alice alone
 }
 
-TEST_F(KmsKeysTest, ComplianceOfficersRetrieveOnBehalfOfTheirOwnOrganizationOnly) {
+TEST_P(KmsKeysTest, ComplianceOfficersRetrieveOnBehalfOfTheirOwnOrganizationOnly) {
   Channel alice = Open("alice@acme.test");
   Channel carol = Open("carol@acme.test");  // acme's compliance officer
   Channel dave = Open("dave@acme.test");    // not an officer
@@ -864,7 +881,7 @@ TEST_F(KmsKeysTest, ComplianceOfficersRetrieveOnBehalfOfTheirOwnOrganizationOnly
 // Issue 16: `kmsctl audit query --user bob` listed bob's own requests only, not what a compliance
 // officer retrieved on his behalf; the records name the officer as actor and bob in the detail.
 // A clientId that imitates that detail does not put a record under bob.
-TEST_F(KmsKeysTest, AnAuditQueryForAUserShowsWhatOfficersDidOnTheirBehalf) {
+TEST_P(KmsKeysTest, AnAuditQueryForAUserShowsWhatOfficersDidOnTheirBehalf) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   Channel carol = Open("carol@acme.test");  // acme's compliance officer
@@ -897,7 +914,7 @@ TEST_F(KmsKeysTest, AnAuditQueryForAUserShowsWhatOfficersDidOnTheirBehalf) {
   }
 
   const std::string config = (dir_ / "audit.ini").string();
-  std::ofstream(config) << "[kms]\ndatabase = " << (dir_ / "kms.db").string() << "\n";
+  std::ofstream(config) << DatabaseConfig();
   testing::ToolRun query = testing::Tool(
       KMSCTL_PATH, {"--config", config, "audit", "query", "--user", "bob@acme.test", "--json"});
   ASSERT_EQ(query.exit_code, 0) << query.err;
@@ -923,7 +940,7 @@ TEST_F(KmsKeysTest, AnAuditQueryForAUserShowsWhatOfficersDidOnTheirBehalf) {
   EXPECT_EQ(found.size(), static_cast<std::size_t>(has("bob@acme.test", "ok") + 2)) << query.out;
 }
 
-TEST_F(KmsKeysTest, PolicyGrantsTheIndexerAndSetsLifetimes) {
+TEST_P(KmsKeysTest, PolicyGrantsTheIndexerAndSetsLifetimes) {
   OrgPolicy policy;
   policy.org = "acme";
   policy.indexer = "svc-indexer@acme.test";
@@ -951,7 +968,7 @@ TEST_F(KmsKeysTest, PolicyGrantsTheIndexerAndSetsLifetimes) {
             "cloudAgent");
 }
 
-TEST_F(KmsKeysTest, UnknownUrisAndMethodsAreNotFound) {
+TEST_P(KmsKeysTest, UnknownUrisAndMethodsAreNotFound) {
   Channel alice = Open("alice@acme.test");
   for (const auto& [method, uri] :
        std::vector<std::pair<std::string, std::string>>{{"retrieve", "/nothing"},
@@ -968,7 +985,7 @@ TEST_F(KmsKeysTest, UnknownUrisAndMethodsAreNotFound) {
 
 // Issue 10's repro: the core keeps alice's sealed "authorize carol" and, after bob removed carol,
 // sends it again. The repeat is refused, audited with alice's name, and carol stays out.
-TEST_F(KmsKeysTest, AReplayedAuthorizationDoesNotReadmitARemovedMember) {
+TEST_P(KmsKeysTest, AReplayedAuthorizationDoesNotReadmitARemovedMember) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   Channel carol = Open("carol@acme.test");
@@ -1010,7 +1027,7 @@ TEST_F(KmsKeysTest, AReplayedAuthorizationDoesNotReadmitARemovedMember) {
 
 // Every operation, read or write: the second delivery of the same bytes is a sealed 409 and
 // changes nothing; a request sealed afresh still works.
-TEST_F(KmsKeysTest, EverySealedRequestExecutesAtMostOnce) {
+TEST_P(KmsKeysTest, EverySealedRequestExecutesAtMostOnce) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   auto twice = [&](const Channel& channel, const Object& request, int first) {
@@ -1069,7 +1086,7 @@ TEST_F(KmsKeysTest, EverySealedRequestExecutesAtMostOnce) {
   ExpectSignedRefusal(raw, 401, "deleted");
 }
 
-TEST_F(KmsServiceTest, ARestartDoesNotReopenTheReplayWindow) {
+TEST_P(KmsServiceTest, ARestartDoesNotReopenTheReplayWindow) {
   Channel channel = Open("alice@acme.test");
   const std::string read = Seal(channel, Request("update", "/ping", Token("alice@acme.test")));
   Object create = Request("create", "/keys", Token("alice@acme.test"));
@@ -1092,7 +1109,7 @@ TEST_F(KmsServiceTest, ARestartDoesNotReopenTheReplayWindow) {
       200);
 }
 
-TEST_F(KmsServiceTest, AChannelPastItsRequestLimitMustBeRenegotiated) {
+TEST_P(KmsServiceTest, AChannelPastItsRequestLimitMustBeRenegotiated) {
   service_ = NewService({}, 3);
   Channel channel = Open("alice@acme.test");
   for (int i = 0; i < 3; ++i) {
@@ -1111,7 +1128,7 @@ TEST_F(KmsServiceTest, AChannelPastItsRequestLimitMustBeRenegotiated) {
 
 // The records of channels that expired or were deleted are swept when a channel is opened (at most
 // once a minute); those of live channels stay.
-TEST_F(KmsServiceTest, ExecutedRequestsOfSpentChannelsAreForgotten) {
+TEST_P(KmsServiceTest, ExecutedRequestsOfSpentChannelsAreForgotten) {
   Channel spent = Open("alice@acme.test");
   Channel deleted = Open("alice@acme.test");
   for (int i = 0; i < 3; ++i) Send(spent, Request("update", "/ping", Token("alice@acme.test")));
@@ -1123,7 +1140,7 @@ TEST_F(KmsServiceTest, ExecutedRequestsOfSpentChannelsAreForgotten) {
   EXPECT_EQ(Count("executed_requests"), 1);
 }
 
-TEST_F(KmsServiceTest, OneSignedRefusalServesEveryUnknownKid) {
+TEST_P(KmsServiceTest, OneSignedRefusalServesEveryUnknownKid) {
   auto first = jose::EncryptDir(SecretBytes::Random(32).view(),
                                 "kms://kms.acme.test/ecdhe/" + std::string(36, 'a'), Bytes("{}"));
   auto second = jose::EncryptDir(SecretBytes::Random(32).view(), "anything", Bytes("{}"));
@@ -1137,7 +1154,7 @@ TEST_F(KmsServiceTest, OneSignedRefusalServesEveryUnknownKid) {
   EXPECT_NE(later.body, one.body);
 }
 
-TEST_F(KmsServiceTest, ARepeatedCreateEcdheIsRefusedAndOpensNoChannel) {
+TEST_P(KmsServiceTest, ARepeatedCreateEcdheIsRefusedAndOpensNoChannel) {
   auto mine = jose::EcKeyPair::Generate();
   Object request = Request("create", "/ecdhe", Token("alice@acme.test"));
   request.set("jwk", Parse(*mine->PublicJwkJson()));
@@ -1152,7 +1169,7 @@ TEST_F(KmsServiceTest, ARepeatedCreateEcdheIsRefusedAndOpensNoChannel) {
 }
 
 // draft-02 4.7.8 and 4.7.3: a request that creates several objects fails whole.
-TEST_F(KmsKeysTest, AuthorizationsAndResourcesAreAllOrNothing) {
+TEST_P(KmsKeysTest, AuthorizationsAndResourcesAreAllOrNothing) {
   Channel alice = Open("alice@acme.test");
   Channel carol = Open("carol@acme.test");
   Channel globex = Open("gina@globex.test");
@@ -1201,7 +1218,7 @@ TEST_F(KmsKeysTest, AuthorizationsAndResourcesAreAllOrNothing) {
 // Issue 13: the writes of concurrent requests go through one group commit (audit_writer.h). Each
 // is answered after the commit that holds it, a refused one fails alone, and every write and its
 // audit record is stored.
-TEST_F(KmsKeysTest, ConcurrentCreatesAndBindsAreEachAnsweredAndStored) {
+TEST_P(KmsKeysTest, ConcurrentCreatesAndBindsAreEachAnsweredAndStored) {
   constexpr int kUsers = 8, kKeys = 5;
   std::vector<std::string> users;
   std::vector<Channel> channels;
@@ -1271,7 +1288,7 @@ TEST_F(KmsKeysTest, ConcurrentCreatesAndBindsAreEachAnsweredAndStored) {
 }
 
 // A request the KMS cannot parse still names itself in the refusal when its requestId can be read.
-TEST_F(KmsServiceTest, AMalformedRequestIsRefusedWithItsOwnRequestId) {
+TEST_P(KmsServiceTest, AMalformedRequestIsRefusedWithItsOwnRequestId) {
   Channel channel = Open("alice@acme.test");
   Object request;
   request.set("method", "update");
@@ -1284,7 +1301,7 @@ TEST_F(KmsServiceTest, AMalformedRequestIsRefusedWithItsOwnRequestId) {
 }
 
 // Issue 11: a member given twice is refused, not read as the last one, and a count is a number.
-TEST_F(KmsKeysTest, DuplicateMembersAndBooleanCountsAreRefused) {
+TEST_P(KmsKeysTest, DuplicateMembersAndBooleanCountsAreRefused) {
   Channel alice = Open("alice@acme.test");
   const std::string bearer = Token("alice@acme.test");
   const std::string head = R"({"client":{"clientId":"c","credential":{"bearer":")" + bearer +
@@ -1310,7 +1327,7 @@ TEST_F(KmsKeysTest, DuplicateMembersAndBooleanCountsAreRefused) {
 // A retrieval's request is read without a JSON tree when it is written plainly, and its answer is
 // written without one (message_json.h): however the request is written, it is answered as the
 // strict parser and the Poco answer did, and what that parser refuses is refused as before.
-TEST_F(KmsKeysTest, ARetrievalIsAnsweredAlikeHoweverItsRequestIsWritten) {
+TEST_P(KmsKeysTest, ARetrievalIsAnsweredAlikeHoweverItsRequestIsWritten) {
   Channel alice = Open("alice@acme.test");
   const std::string bearer = Token("alice@acme.test");
   auto keys = CreateKeys(alice, "alice@acme.test", 2);
@@ -1439,7 +1456,9 @@ class KmsVaultFaultTest : public KmsKeysTest {
   testing::FakeToken* standby_ = nullptr;
 };
 
-TEST_F(KmsVaultFaultTest, KeysAreServedByTheStandbyWhileThePrimaryIsDown) {
+INSTANTIATE_TEST_SUITE_P(Engines, KmsVaultFaultTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(KmsVaultFaultTest, KeysAreServedByTheStandbyWhileThePrimaryIsDown) {
   Channel alice = Open("alice@acme.test");
   const auto [uri, material] = BoundKey(alice);
   primary_->MarkUnavailable();
@@ -1451,7 +1470,7 @@ TEST_F(KmsVaultFaultTest, KeysAreServedByTheStandbyWhileThePrimaryIsDown) {
   EXPECT_GE(standby_->calls().unwraps, 2u);               // the channel's key and the content key
 }
 
-TEST_F(KmsVaultFaultTest, ACallWhoseTokenIsRemovedMidCallGoesToTheStandby) {
+TEST_P(KmsVaultFaultTest, ACallWhoseTokenIsRemovedMidCallGoesToTheStandby) {
   Channel alice = Open("alice@acme.test");
   const auto [uri, material] = BoundKey(alice);
   primary_->RemoveMidCall();
@@ -1465,7 +1484,7 @@ TEST_F(KmsVaultFaultTest, ACallWhoseTokenIsRemovedMidCallGoesToTheStandby) {
   EXPECT_EQ(Count("key_blobs WHERE token = 'standby'"), 3);
 }
 
-TEST_F(KmsVaultFaultTest, WithEveryTokenDownASealedRequestIsHsmUnavailable) {
+TEST_P(KmsVaultFaultTest, WithEveryTokenDownASealedRequestIsHsmUnavailable) {
   Channel alice = Open("alice@acme.test");
   primary_->MarkUnavailable();
   standby_->MarkUnavailable();
@@ -1478,7 +1497,7 @@ TEST_F(KmsVaultFaultTest, WithEveryTokenDownASealedRequestIsHsmUnavailable) {
   EXPECT_EQ(StatusOf(Send(alice, Request("update", "/ping", Token("alice@acme.test")))), 200);
 }
 
-TEST_F(KmsVaultFaultTest, AnIntegrityFailureIsAnAlarmAndNeverPassedToTheStandby) {
+TEST_P(KmsVaultFaultTest, AnIntegrityFailureIsAnAlarmAndNeverPassedToTheStandby) {
   KeyCache channels(8, std::chrono::minutes(5));  // the channel's key stays usable
   service_ = NewService({nullptr, nullptr, &channels});
   Channel alice = Open("alice@acme.test");
@@ -1504,7 +1523,7 @@ TEST_F(KmsVaultFaultTest, AnIntegrityFailureIsAnAlarmAndNeverPassedToTheStandby)
   EXPECT_NE(raw.body.find("ephemeral key"), std::string::npos) << raw.body;
 }
 
-TEST_F(KmsVaultFaultTest, ARootKeyPastItsWrapLimitRefusesNewKeysUntilRotated) {
+TEST_P(KmsVaultFaultTest, ARootKeyPastItsWrapLimitRefusesNewKeysUntilRotated) {
   Channel alice = Open("alice@acme.test");
   primary_->SetWrapLimit(1);  // the channel's key used the one wrap of v1
   Object request = Request("create", "/keys", Token("alice@acme.test"));
@@ -1515,7 +1534,7 @@ TEST_F(KmsVaultFaultTest, ARootKeyPastItsWrapLimitRefusesNewKeysUntilRotated) {
   EXPECT_EQ(CreateKeys(alice, "alice@acme.test", 1).size(), 1u);
 }
 
-TEST_F(KmsVaultFaultTest, TheIdentityInServiceMovesToTheStandbyAndBack) {
+TEST_P(KmsVaultFaultTest, TheIdentityInServiceMovesToTheStandbyAndBack) {
   const std::string primary_info = service_->InfoJson();
   primary_->MarkUnavailable();
   const std::string standby_info = service_->InfoJson();
@@ -1533,7 +1552,7 @@ TEST_F(KmsVaultFaultTest, TheIdentityInServiceMovesToTheStandbyAndBack) {
   EXPECT_EQ(service_->InfoJson(), primary_info);
 }
 
-TEST_F(KmsVaultFaultTest, ACreateEcdheSealedToADownTokensIdentityIsIdentityUnavailable) {
+TEST_P(KmsVaultFaultTest, ACreateEcdheSealedToADownTokensIdentityIsIdentityUnavailable) {
   auto standby_key = standby_->IdentityPublicKey("kms");
   ASSERT_TRUE(standby_key.ok());
   auto standby_jwk = jose::PublicJwk::FromRsa(standby_key->modulus, standby_key->public_exponent,
@@ -1589,7 +1608,9 @@ class KmsSearchKeyTest : public KmsKeysTest {
   }
 };
 
-TEST_F(KmsSearchKeyTest, TheIndexerGetsItsOrganizationsKeyMadeOnTheFirstRequest) {
+INSTANTIATE_TEST_SUITE_P(Engines, KmsSearchKeyTest, testing::kBothEngines, testing::EngineName);
+
+TEST_P(KmsSearchKeyTest, TheIndexerGetsItsOrganizationsKeyMadeOnTheFirstRequest) {
   Channel indexer = Open("svc-indexer@acme.test");
   const std::string me = "svc-indexer@acme.test";
   EXPECT_EQ(Count("search_keys"), 0);
@@ -1627,7 +1648,7 @@ TEST_F(KmsSearchKeyTest, TheIndexerGetsItsOrganizationsKeyMadeOnTheFirstRequest)
   }
 }
 
-TEST_F(KmsSearchKeyTest, OnlyTheIndexerOfTheSameOrganizationGetsAKey) {
+TEST_P(KmsSearchKeyTest, OnlyTheIndexerOfTheSameOrganizationGetsAKey) {
   Channel alice = Open("alice@acme.test");
   Channel carol = Open("carol@acme.test");  // acme's compliance officer
   Channel acme_indexer = Open("svc-indexer@acme.test");
@@ -1680,7 +1701,7 @@ TEST_F(KmsSearchKeyTest, OnlyTheIndexerOfTheSameOrganizationGetsAKey) {
             2);
 }
 
-TEST_F(KmsSearchKeyTest, AnOrganizationWithoutAnIndexerHasNoKeyToGive) {
+TEST_P(KmsSearchKeyTest, AnOrganizationWithoutAnIndexerHasNoKeyToGive) {
   OrgPolicy none;
   none.org = "acme";
   SetPolicy(none);
@@ -1689,7 +1710,7 @@ TEST_F(KmsSearchKeyTest, AnOrganizationWithoutAnIndexerHasNoKeyToGive) {
   EXPECT_EQ(Count("search_keys"), 0);
 }
 
-TEST_F(KmsSearchKeyTest, UnknownVersionsAreNotFoundAndMalformedOnesRefused) {
+TEST_P(KmsSearchKeyTest, UnknownVersionsAreNotFoundAndMalformedOnesRefused) {
   Channel indexer = Open("svc-indexer@acme.test");
   const std::string me = "svc-indexer@acme.test";
   EXPECT_EQ(StatusOf(Retrieve(indexer, me, "/search-keys/acme/1")), 404);  // none made yet
@@ -1707,7 +1728,7 @@ TEST_F(KmsSearchKeyTest, UnknownVersionsAreNotFoundAndMalformedOnesRefused) {
   EXPECT_EQ(Count("search_keys"), 1);
 }
 
-TEST_F(KmsSearchKeyTest, RotationMakesTheNextVersionCurrentAndKeepsTheOldOnes) {
+TEST_P(KmsSearchKeyTest, RotationMakesTheNextVersionCurrentAndKeepsTheOldOnes) {
   Channel indexer = Open("svc-indexer@acme.test");
   const std::string me = "svc-indexer@acme.test";
   Object::Ptr v1 = SearchKeyOf(Retrieve(indexer, me, "/search-keys"));
@@ -1737,7 +1758,7 @@ TEST_F(KmsSearchKeyTest, RotationMakesTheNextVersionCurrentAndKeepsTheOldOnes) {
   EXPECT_EQ(dotted.error().code(), ErrorCode::kInvalidArgument);
 }
 
-TEST_F(KmsSearchKeyTest, ASearchKeyRequestExecutesAtMostOnce) {
+TEST_P(KmsSearchKeyTest, ASearchKeyRequestExecutesAtMostOnce) {
   Channel indexer = Open("svc-indexer@acme.test");
   const std::string me = "svc-indexer@acme.test";
   for (const std::string uri : {"/search-keys", "/search-keys/acme/1"}) {
@@ -1788,7 +1809,10 @@ class KmsUserAuthorizationsTest : public KmsSearchKeyTest {
   }
 };
 
-TEST_F(KmsUserAuthorizationsTest, AUserListsItsResourcesPageByPage) {
+INSTANTIATE_TEST_SUITE_P(Engines, KmsUserAuthorizationsTest, testing::kBothEngines,
+                         testing::EngineName);
+
+TEST_P(KmsUserAuthorizationsTest, AUserListsItsResourcesPageByPage) {
   Channel alice = Open("alice@acme.test");
   Channel bob = Open("bob@acme.test");
   std::set<std::string> bobs;
@@ -1826,7 +1850,7 @@ TEST_F(KmsUserAuthorizationsTest, AUserListsItsResourcesPageByPage) {
   EXPECT_TRUE(ListAll(dave, "dave@acme.test", "dave@acme.test", 10).empty());
 }
 
-TEST_F(KmsUserAuthorizationsTest, TheIndexerListsUsersOfItsOwnOrganizationOnly) {
+TEST_P(KmsUserAuthorizationsTest, TheIndexerListsUsersOfItsOwnOrganizationOnly) {
   Channel alice = Open("alice@acme.test");
   Channel dave = Open("dave@acme.test");
   Channel indexer = Open("svc-indexer@acme.test");
@@ -1854,7 +1878,7 @@ TEST_F(KmsUserAuthorizationsTest, TheIndexerListsUsersOfItsOwnOrganizationOnly) 
   EXPECT_EQ(outcomes, std::vector<std::string>{"denied"});
 }
 
-TEST_F(KmsUserAuthorizationsTest, AComplianceOfficerListsOnBehalfOfAUserAndIsAudited) {
+TEST_P(KmsUserAuthorizationsTest, AComplianceOfficerListsOnBehalfOfAUserAndIsAudited) {
   Channel alice = Open("alice@acme.test");
   Channel carol = Open("carol@acme.test");  // acme's compliance officer
   Channel dave = Open("dave@acme.test");
@@ -1891,7 +1915,7 @@ TEST_F(KmsUserAuthorizationsTest, AComplianceOfficerListsOnBehalfOfAUserAndIsAud
   EXPECT_EQ(ok, 1);
 }
 
-TEST_F(KmsUserAuthorizationsTest, BadParametersAreRefusedWithAReason) {
+TEST_P(KmsUserAuthorizationsTest, BadParametersAreRefusedWithAReason) {
   Channel bob = Open("bob@acme.test");
   const std::string me = "bob@acme.test";
   Object::Ptr no_auth_id = Send(bob, Request("retrieve", "/authorizations", Token(me)));
@@ -1920,7 +1944,7 @@ TEST_F(KmsUserAuthorizationsTest, BadParametersAreRefusedWithAReason) {
   EXPECT_EQ(StatusOf(Send(bob, Request("delete", "/authorizations?authId=" + me, Token(me)))), 404);
 }
 
-TEST_F(KmsUserAuthorizationsTest, AListingExecutesAtMostOnce) {
+TEST_P(KmsUserAuthorizationsTest, AListingExecutesAtMostOnce) {
   Channel bob = Open("bob@acme.test");
   const std::string sealed = Seal(
       bob, Request("retrieve", "/authorizations?authId=bob@acme.test", Token("bob@acme.test")));
