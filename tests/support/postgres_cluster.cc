@@ -83,29 +83,86 @@ Status Run(const std::vector<std::string>& argv, const std::filesystem::path& cw
   return OkStatus();
 }
 
+// The file StartShared writes: the connection string, then the cluster's directory.
+struct SharedFile {
+  std::string conninfo;
+  std::filesystem::path dir;
+};
+
+Result<SharedFile> ReadSharedFile(const std::string& file) {
+  std::ifstream in(file);
+  SharedFile shared;
+  std::string dir;
+  if (!std::getline(in, shared.conninfo) || !std::getline(in, dir) || shared.conninfo.empty()) {
+    return Error(ErrorCode::kUnavailable,
+                 "no shared test cluster: " + file +
+                     " is missing or incomplete (did the ctest fixture that starts it fail?)");
+  }
+  shared.dir = dir;
+  return shared;
+}
+
+// Runs `sql` on the cluster's postgres database.
+Status Admin(const std::string& base_conninfo, const std::string& sql) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> admin(
+      PQconnectdb((base_conninfo + " dbname=postgres").c_str()), &PQfinish);
+  if (PQstatus(admin.get()) != CONNECTION_OK) {
+    return Error(ErrorCode::kUnavailable,
+                 std::string("cannot reach the test cluster: ") + PQerrorMessage(admin.get()));
+  }
+  std::unique_ptr<PGresult, decltype(&PQclear)> done(PQexec(admin.get(), sql.c_str()), &PQclear);
+  if (PQresultStatus(done.get()) != PGRES_COMMAND_OK) {
+    return Error(ErrorCode::kUnavailable,
+                 sql + " failed: " + std::string(PQerrorMessage(admin.get())));
+  }
+  return OkStatus();
+}
+
 class Cluster {
  public:
   Result<std::string> NewDatabase() {
     std::lock_guard lock(mutex_);
     if (!started_) {
-      started_ = Start();
-      if (!started_->ok()) Stop();
+      const char* shared = std::getenv("STRONGROOM_TEST_POSTGRES");
+      if (shared != nullptr && *shared != '\0') {
+        started_ = Attach(shared);
+      } else {
+        started_ = Start();
+        if (!started_->ok()) Stop();
+      }
     }
     if (!started_->ok()) return started_->error();
-    const std::string name = "test_" + std::to_string(++databases_);
-    std::unique_ptr<PGconn, decltype(&PQfinish)> admin(
-        PQconnectdb((base_conninfo_ + " dbname=postgres").c_str()), &PQfinish);
-    if (PQstatus(admin.get()) != CONNECTION_OK) {
-      return Error(ErrorCode::kUnavailable,
-                   std::string("cannot reach the test cluster: ") + PQerrorMessage(admin.get()));
-    }
-    std::unique_ptr<PGresult, decltype(&PQclear)> created(
-        PQexec(admin.get(), ("CREATE DATABASE " + name).c_str()), &PQclear);
-    if (PQresultStatus(created.get()) != PGRES_COMMAND_OK) {
-      return Error(ErrorCode::kUnavailable,
-                   "CREATE DATABASE failed: " + std::string(PQerrorMessage(admin.get())));
-    }
+    // On a shared cluster, other processes make databases too.
+    const std::string name =
+        "test_" + (shared_ ? std::to_string(::getpid()) + "_" : "") + std::to_string(++databases_);
+    SR_RETURN_IF_ERROR(Admin(base_conninfo_, "CREATE DATABASE " + name));
     return base_conninfo_ + " dbname=" + name;
+  }
+
+  // A cluster that outlives this process (PostgresCluster::StartShared).
+  Status StartShared(const std::string& file, pid_t owner) {
+    std::lock_guard lock(mutex_);
+    std::filesystem::remove(file);
+    owner_ = owner;
+    Status started = Start();
+    if (!started.ok()) {
+      Stop();
+      return started;
+    }
+    {
+      std::ofstream out(file + ".new");
+      out << base_conninfo_ << "\n" << dir_.string() << "\n";
+      if (!out.flush()) {
+        Stop();
+        return Error(ErrorCode::kUnavailable, "cannot write " + file);
+      }
+    }
+    std::filesystem::rename(file + ".new", file);
+    // Leave the watcher running: it stops the cluster when the owner is gone.
+    ::close(watcher_pipe_);
+    watcher_ = -1;
+    dir_.clear();
+    return OkStatus();
   }
 
   // Closes the watcher's pipe and waits for it: the cluster is stopped and removed when it ends.
@@ -125,12 +182,22 @@ class Cluster {
 
   void Shutdown() {
     std::lock_guard lock(mutex_);
+    if (shared_) {
+      // The others' tests go on; this program's databases go (a failed drop only costs space).
+      for (int i = 1; i <= databases_; ++i) {
+        (void)Admin(base_conninfo_, "DROP DATABASE IF EXISTS test_" + std::to_string(::getpid()) +
+                                        "_" + std::to_string(i) + " WITH (FORCE)");
+      }
+      databases_ = 0;
+      return;
+    }
     Stop();
   }
 
   // Stops the server (fast: sessions are ended) and keeps its data; Resume starts it again.
   Status Pause() {
     std::lock_guard lock(mutex_);
+    if (shared_) return Error(ErrorCode::kFailedPrecondition, "the test cluster is shared");
     if (!started_ || !started_->ok()) {
       return Error(ErrorCode::kFailedPrecondition, "the test cluster is not running");
     }
@@ -140,6 +207,7 @@ class Cluster {
 
   Status Resume() {
     std::lock_guard lock(mutex_);
+    if (shared_) return Error(ErrorCode::kFailedPrecondition, "the test cluster is shared");
     if (!started_ || !started_->ok()) {
       return Error(ErrorCode::kFailedPrecondition, "the test cluster was never started");
     }
@@ -147,6 +215,13 @@ class Cluster {
   }
 
  private:
+  Status Attach(const std::string& file) {
+    SR_ASSIGN_OR_RETURN(SharedFile shared, ReadSharedFile(file));
+    base_conninfo_ = shared.conninfo;
+    shared_ = true;
+    return OkStatus();
+  }
+
   Status Start() {
     if (::access(Bin("initdb").c_str(), X_OK) != 0) {
       return Error(ErrorCode::kFailedPrecondition,
@@ -182,7 +257,8 @@ class Cluster {
 
   Status StartServer() {
     const std::string options = "-c listen_addresses='' -c unix_socket_directories='" +
-                                dir_.string() + "' -c port=5432 -c max_connections=60";
+                                dir_.string() + "' -c port=5432 -c max_connections=" +
+                                (owner_ > 0 ? "200" : "60");  // shared: ctest -j tests at once
     return Run(AsOwner({Bin("pg_ctl"), "start", "-w", "-t", "60", "-D", (dir_ / "data").string(),
                         "-l", (dir_ / "server.log").string(), "-o", options}),
                dir_, dir_ / "commands.log");
@@ -200,7 +276,11 @@ class Cluster {
     for (const std::string& arg : AsOwner({Bin("pg_ctl"), "stop", "-m", "fast", "-w", "-D"})) {
       stop += arg + " ";
     }
-    const std::string script = "cat >/dev/null; " + stop + "\"$1/data\"; rm -rf \"$1\"";
+    // A shared cluster's watcher waits for its owner instead (or for StopShared to remove it).
+    const std::string wait = owner_ > 0 ? "while kill -0 " + std::to_string(owner_) +
+                                              " 2>/dev/null && [ -d \"$1\" ]; do sleep 1; done; "
+                                        : "cat >/dev/null; ";
+    const std::string script = wait + stop + "\"$1/data\"; rm -rf \"$1\"";
     const std::string dir = dir_.string();
     const pid_t pid = ::fork();
     if (pid < 0) {
@@ -231,6 +311,8 @@ class Cluster {
   std::filesystem::path dir_;
   std::string base_conninfo_;
   int databases_ = 0;
+  bool shared_ = false;  // another process's cluster (STRONGROOM_TEST_POSTGRES)
+  pid_t owner_ = -1;     // StartShared: the process whose end stops the cluster
   pid_t watcher_ = -1;
   int watcher_pipe_ = -1;
 };
@@ -258,5 +340,20 @@ void PostgresCluster::Shutdown() { TheCluster().Shutdown(); }
 Status PostgresCluster::Pause() { return TheCluster().Pause(); }
 
 Status PostgresCluster::Resume() { return TheCluster().Resume(); }
+
+Status PostgresCluster::StartShared(const std::string& file, int owner) {
+  return TheCluster().StartShared(file, owner);
+}
+
+Status PostgresCluster::StopShared(const std::string& file) {
+  SR_ASSIGN_OR_RETURN(SharedFile shared, ReadSharedFile(file));
+  std::filesystem::remove(file);
+  const Status stopped = Run(
+      AsOwner({Bin("pg_ctl"), "stop", "-m", "fast", "-w", "-D", (shared.dir / "data").string()}),
+      shared.dir, shared.dir / "commands.log");
+  std::error_code ignored;
+  std::filesystem::remove_all(shared.dir, ignored);
+  return stopped;
+}
 
 }  // namespace strongroom::testing

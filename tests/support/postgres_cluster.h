@@ -12,6 +12,12 @@
 // the `postgres` system user, who owns the temporary directory; otherwise as the caller. When
 // PostgreSQL 15 is not installed, NewDatabase fails (the test must fail, never skip) with a line
 // saying what to install. The programs are those of kPostgresBin, or of STRONGROOM_POSTGRES_BIN.
+//
+// Shared: ctest runs each test in a process of its own, so a cluster per program is a cluster per
+// test (initdb and a server start, seconds each). With STRONGROOM_TEST_POSTGRES naming a file that
+// StartShared wrote (a ctest fixture's setup: postgres_cluster_host.cc, tests/CMakeLists.txt), the
+// test's databases are made on that running cluster instead (named after the process, dropped at
+// the program's end), and Pause and Resume are refused: other tests share the server.
 #ifndef STRONGROOM_TESTS_SUPPORT_POSTGRES_CLUSTER_H_
 #define STRONGROOM_TESTS_SUPPORT_POSTGRES_CLUSTER_H_
 
@@ -38,7 +44,14 @@ class PostgresCluster {
 
   // Stops and removes the cluster, if one was started; waits until it is gone. Called at the end of
   // the test program (a gtest Environment); the watcher does it if the program never gets there.
+  // A shared cluster is left running; the databases this program made on it are dropped.
   static void Shutdown();
+
+  // Starts a cluster that outlives this process and writes its connection string (without a
+  // database) to `file`, for the programs run with STRONGROOM_TEST_POSTGRES=`file`. It is stopped
+  // and removed by StopShared(file), or by its watcher once the process `owner` (ctest) is gone.
+  static Status StartShared(const std::string& file, int owner);
+  static Status StopShared(const std::string& file);
 };
 
 }  // namespace strongroom::testing
