@@ -14,6 +14,14 @@ chmod 755 "$tmp"  # as root, the cluster's directory in it belongs to the postgr
 export TMPDIR="$tmp"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 left() { find "$tmp" -mindepth 1 -maxdepth 1 -name 'sr-pg-*' | wc -l; }
+# Waits (at most 30 s) until no cluster's directory is left; fails saying $1 otherwise.
+none_left_or_fail() {
+  for _ in $(seq 1 300); do
+    [ "$(left)" -eq 0 ] && return 0
+    sleep 0.1
+  done
+  fail "$1: $(ls "$tmp")"
+}
 
 "$tests" --gtest_filter='Engines/DatabaseEngineTest.FreshDatabaseIsMigratedToTheNewestVersion/postgres' \
   >"$tmp/passed.log" 2>&1 || { cat "$tmp/passed.log"; fail "the test did not pass"; }
@@ -30,11 +38,7 @@ done
 ls "$tmp"/sr-pg-*/.s.PGSQL.5432 >/dev/null 2>&1 || fail "the cluster never started"
 kill -9 "$victim"
 wait "$victim" 2>/dev/null || true
-for _ in $(seq 1 300); do
-  [ "$(left)" -eq 0 ] && break
-  sleep 0.1
-done
-[ "$(left)" -eq 0 ] || fail "a killed test program left its cluster behind: $(ls "$tmp")"
+none_left_or_fail "a killed test program left its cluster behind"
 
 if STRONGROOM_POSTGRES_BIN=/nonexistent "$tests" \
   --gtest_filter='Engines/DatabaseEngineTest.FreshDatabaseIsMigratedToTheNewestVersion/postgres' \
@@ -69,11 +73,7 @@ grep -q "no shared test cluster" "$tmp/none.log" || { cat "$tmp/none.log"; fail 
 # Its owner gone, its watcher stops and removes it.
 kill "$owner"
 wait "$owner" 2>/dev/null || true
-for _ in $(seq 1 300); do
-  [ "$(left)" -eq 0 ] && break
-  sleep 0.1
-done
-[ "$(left)" -eq 0 ] || fail "the shared cluster outlived its owner: $(ls "$tmp")"
+none_left_or_fail "the shared cluster outlived its owner"
 # `stop` stops and removes it at once.
 "$host" start "$tmp/shared" || fail "the shared cluster did not start again"
 [ "$(left)" -eq 1 ] || fail "no shared cluster: $(ls "$tmp")"
