@@ -6,8 +6,11 @@
 //             [--conversations 1] [--conversation ID] [--duration 30] [--warmup 5] [--rate R]
 //             [--content-bytes 200] [--max-posts N] [--drain-timeout 30]
 //             [--kms-url URL --kms-token-file JWT] [--cluster kms://host]
-//             [--conversation-out FILE] [--json-out FILE]
+//             [--conversation-out FILE] [--json-out FILE] [--pid NAME=PID[,PID...] ...]
 //
+// --pid: the CPU time of a tier of processes and their descendants (cored nodes, PostgreSQL's
+// postmaster, HAProxy) over the measured window, under "cpu_s" and "cpu_us_per_request" (per
+// accepted request) by NAME in the JSON.
 // Tokens are "core" bearer tokens of distinct users; client i uses token i % n. Scenarios:
 //   post      setup: a conversation (or --conversations of them) whose participants are every
 //             token's user, created by the first; --participants WebSockets (GET /v1/events,
@@ -108,7 +111,8 @@ const char kUsage[] =
     "                 [--conversations N] [--conversation ID] [--duration S] [--warmup S]\n"
     "                 [--rate R] [--content-bytes N] [--max-posts N] [--drain-timeout S]\n"
     "                 [--kms-url URL] [--kms-token-file JWT] [--cluster kms://HOST]\n"
-    "                 [--honor-retry-after] [--conversation-out FILE] [--json-out FILE]\n";
+    "                 [--honor-retry-after] [--conversation-out FILE] [--json-out FILE]\n"
+    "                 [--pid NAME=PID[,PID...] ...]\n";
 
 struct Options {
   std::string url;
@@ -131,6 +135,7 @@ struct Options {
   bool honor_retry_after = false;
   std::string conversation_out;
   std::string json_out;
+  CpuTiers tiers;  // --pid
 };
 
 Result<Options> ParseOptions(int argc, char** argv) {
@@ -186,6 +191,8 @@ Result<Options> ParseOptions(int argc, char** argv) {
       o.conversation_out = value;
     } else if (name == "json-out") {
       o.json_out = value;
+    } else if (name == "pid") {
+      SR_RETURN_IF_ERROR(o.tiers.Add(value));
     } else {
       return Error(ErrorCode::kInvalidArgument, "unknown option --" + name);
     }
@@ -193,6 +200,7 @@ Result<Options> ParseOptions(int argc, char** argv) {
   if (o.url.empty() || o.ca.empty() || o.token_files.empty()) {
     return Error(ErrorCode::kInvalidArgument, "--url, --ca and --token-file are required");
   }
+  o.tiers.AddGeneratorAndMachine();
   if (o.scenario != "post" && o.scenario != "preload" && o.scenario != "history" &&
       o.scenario != "relay") {
     return Error(ErrorCode::kInvalidArgument, "unknown --scenario " + o.scenario);
@@ -791,6 +799,13 @@ class LoadRun {
       started_ = true;
     }
     start_cv_.notify_all();
+    // The tiers' CPU over the measured window (an early end by --max-posts is not waited for).
+    if (!options_.tiers.tiers.empty()) {
+      std::this_thread::sleep_until(measure_from_);
+      tiers_from_ = options_.tiers.Now();
+      std::this_thread::sleep_until(measure_to_);
+      tiers_to_ = options_.tiers.Now();
+    }
     for (std::thread& t : threads) t.join();
     posting_ended_ = Clock::now();
 
@@ -1211,6 +1226,7 @@ class LoadRun {
   std::atomic<bool> stop_{false};
   std::atomic<bool> stop_receivers_{false};
   Clock::time_point stopped_at_;
+  std::vector<double> tiers_from_, tiers_to_;  // --pid tiers at the window's start and end
 };
 
 int LoadRun::Report() const {
@@ -1385,6 +1401,7 @@ int LoadRun::Report() const {
     out.set("overloaded_503", overloaded);
     out.set("rate_limited_429", rate_limited);
     out.set("errors", errors);
+    options_.tiers.Report(tiers_from_, tiers_to_, requests, out);
     out.set("setup_errors", setup_errors);
     out.set("setup_overloaded", setup_overloaded);
     out.set("setup_rate_limited", setup_rate_limited);

@@ -5,9 +5,12 @@
 //            [--clients 16] [--threads 1] [--duration 30] [--warmup 5] [--scenario retrieve]
 //            [--keys 100] [--batch 100] [--rate R] [--max-keys N] [--json-out FILE]
 //            [--idle-connections N] [--trickling-connections N] [--server-pid PID]
+//            [--pid NAME=PID[,PID...] ...]
 //
 // --server-pid: the server's CPU time (/proc/PID/stat) over the measured window is reported per
 // answered request, beside the generator's own, so a cost per request excludes the generator.
+// --pid: the same for a tier of processes and their descendants (several kmsd nodes, PostgreSQL's
+// postmaster, HAProxy), under "cpu_s" and "cpu_us_per_request" by NAME.
 //
 // Each client is one keep-alive HTTPS connection and, except for `info`, one KmsSession (create
 // /ecdhe), with one request in flight at a time. Client i uses token file i % n. The clients run
@@ -101,7 +104,8 @@ const char kUsage[] =
     "                [--clients N] [--threads T] [--duration S] [--warmup S] [--keys N]\n"
     "                [--batch N] [--scenario retrieve|create|create-bind|mixed|info] [--rate R]\n"
     "                [--max-keys N] [--honor-retry-after] [--json-out FILE]\n"
-    "                [--idle-connections N] [--trickling-connections N] [--server-pid PID]\n";
+    "                [--idle-connections N] [--trickling-connections N] [--server-pid PID]\n"
+    "                [--pid NAME=PID[,PID...] ...]\n";
 
 struct Options {
   std::string url;
@@ -121,6 +125,7 @@ struct Options {
   std::size_t idle_connections = 0;
   std::size_t trickling_connections = 0;
   std::string server_pid;  // kmsd's, to report its CPU per request over the measured window
+  CpuTiers tiers;          // --pid: tiers whose CPU per request is reported the same way
 };
 
 Result<Options> ParseOptions(int argc, char** argv) {
@@ -171,6 +176,8 @@ Result<Options> ParseOptions(int argc, char** argv) {
     } else if (name == "server-pid") {
       SR_ASSIGN_OR_RETURN(std::size_t pid, ParseCount(name, value, 1, 1 << 22));
       o.server_pid = std::to_string(pid);
+    } else if (name == "pid") {
+      SR_RETURN_IF_ERROR(o.tiers.Add(value));
     } else {
       return Error(ErrorCode::kInvalidArgument, "unknown option --" + name);
     }
@@ -178,6 +185,7 @@ Result<Options> ParseOptions(int argc, char** argv) {
   if (o.url.empty() || o.ca.empty() || o.token_files.empty()) {
     return Error(ErrorCode::kInvalidArgument, "--url, --ca and --token-file are required");
   }
+  o.tiers.AddGeneratorAndMachine();
   if (o.scenario != "retrieve" && o.scenario != "create" && o.scenario != "create-bind" &&
       o.scenario != "mixed" && o.scenario != "info") {
     return Error(ErrorCode::kInvalidArgument, "unknown --scenario " + o.scenario);
@@ -297,6 +305,7 @@ class LoadRun {
     const double server_from =
         options_.server_pid.empty() ? -1 : ProcessCpuSeconds(options_.server_pid);
     const double self_from = ProcessCpuSeconds("self");
+    tiers_from_ = options_.tiers.Now();
     const Clock::time_point until = measure_to_;
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -307,6 +316,7 @@ class LoadRun {
       if (server_to >= 0) server_cpu_s_ = server_to - server_from;
     }
     if (self_from >= 0) self_cpu_s_ = ProcessCpuSeconds("self") - self_from;
+    tiers_to_ = options_.tiers.Now();
     for (std::thread& t : loops) t.join();
   }
 
@@ -560,7 +570,8 @@ class LoadRun {
 
   std::mutex mutex_;
   std::condition_variable stopped_cv_;
-  double server_cpu_s_ = -1;  // over the measured window; -1: not measured
+  double server_cpu_s_ = -1;                   // over the measured window; -1: not measured
+  std::vector<double> tiers_from_, tiers_to_;  // --pid tiers at the window's start and end
   double self_cpu_s_ = -1;
   Clock::time_point start_;
   Clock::time_point measure_from_;
@@ -891,6 +902,7 @@ int LoadRun::Report() const {
       out.set("generator_cpu_s", self_cpu_s_);
       out.set("generator_cpu_us_per_request", per_request_us(self_cpu_s_));
     }
+    options_.tiers.Report(tiers_from_, tiers_to_, requests, out);
     out.set("setup_errors", setup_errors);
     out.set("setup_overloaded", setup_overloaded);
     Poco::JSON::Array clients;
