@@ -195,15 +195,20 @@ class CoreRoutes::Impl {
     return verifier_.Verify(std::string_view(header).substr(kBearer.size()));
   }
 
+  // 503 while the database does not answer: the node cannot serve, and a front's check takes it
+  // out (deploy/haproxy), as kmsd's does.
   Response Health() {
+    const bool database = service_.CheckDatabase().ok();
     Object json;
-    json.set("status", "ok");
+    json.set("status", database ? "ok" : "unavailable");
+    json.set("database", database);
     json.set("realtimeConnections", hub_.connections());
     Object kms;  // each KMS cluster allowed to attach, and its relay connections now
     for (const auto& [cluster, connections] : relay_.ConnectedClusters()) {
       kms.set(cluster, connections);
     }
     json.set("kms", kms);
+    if (!database) return Response::Json(503, Stringify(json)).With("Retry-After", "1");
     return Response::Json(200, Stringify(json));
   }
 

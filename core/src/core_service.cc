@@ -156,6 +156,14 @@ class CoreService::Impl {
 
   std::int64_t LastSeq() const { return writer_.LastSeq(); }
 
+  Status CheckDatabase() {
+    return Read(db_, [](Poco::Data::Session& s) -> Status {
+      SqlStatement one = Database::Prepare(s, "SELECT 1");
+      if (!one.Next() || one.Int(0) != 1) return Error(ErrorCode::kInternal, "SELECT 1 failed");
+      return OkStatus();
+    });
+  }
+
   Result<Conversation> CreateConversation(const Caller& caller, const NewConversation& request) {
     SR_RETURN_IF_ERROR(CheckCaller(caller));
     SR_ASSIGN_OR_RETURN(
@@ -922,6 +930,7 @@ Result<std::vector<Activity>> CoreService::EventsSince(const std::string& user_i
   return impl_->EventsSince(user_id, after, limit);
 }
 std::int64_t CoreService::LastSeq() const { return impl_->LastSeq(); }
+Status CoreService::CheckDatabase() { return impl_->CheckDatabase(); }
 bool CoreService::IsIndexer(const Caller& caller) const { return impl_->IsIndexer(caller); }
 Result<std::vector<Activity>> CoreService::IndexerEventsSince(const Caller& caller,
                                                               std::int64_t after,

@@ -160,9 +160,11 @@ Response IndexerRoutes::Serve(Request& request) {
 Response IndexerRoutes::Health() {
   const IndexerLoop::State stream = health_.stream();
   const Status kms = health_.kms();
+  const bool database = !health_.database || health_.database().ok();
   Object json;
-  const bool ok = stream.stream_connected && kms.ok();
+  const bool ok = stream.stream_connected && kms.ok() && database;
   json.set("status", ok ? "ok" : "unavailable");
+  if (health_.database) json.set("database", database);
   Object kms_json;
   kms_json.set("ok", kms.ok());
   if (!kms.ok()) kms_json.set("error", kms.error().message());

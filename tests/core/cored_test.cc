@@ -1260,6 +1260,63 @@ TEST_F(CoredApiTest, PostgresKeepsConversationsAcrossARestart) {
   EXPECT_FALSE(fs::exists(db_path()));
 }
 
+// Issue 15: PostgreSQL stopped for ten seconds under a cored node. Meanwhile /health and the
+// requests that need the database are answered 503 with Retry-After (never left hanging); once it
+// is back cored serves again without a restart, its realtime stream included.
+TEST_F(CoredApiTest, PostgresStoppedForTenSecondsIsAnswered503AndCoredRecovers) {
+  Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
+  ASSERT_TRUE(conninfo.ok()) << conninfo.error().ToString();
+  WriteCoredConfig({{"database", ""}}, "",
+                   "[database]\nengine = postgresql\nconninfo = " + *conninfo + "\n");
+  ASSERT_TRUE(StartCored());
+  Client alice = As(kAlice), bob = As(kBob);
+  Client anyone(port(), "");
+  const ContentKey key = ContentKey::Make();
+  Object::Ptr conversation = Create(alice, key, {kBob});
+  ASSERT_TRUE(conversation);
+  const std::string id = Text(conversation, "id");
+  Object::Ptr before = Post(alice, id, key, "before the outage");
+  ASSERT_TRUE(before);
+  Reply health = anyone.Get("/health");
+  ASSERT_EQ(health.status, 200) << health;
+  EXPECT_TRUE(health.json()->getValue<bool>("database")) << health;
+  auto bob_events = Connect(kBob, Seq(before));
+  ASSERT_TRUE(bob_events);
+
+  ASSERT_TRUE(testing::PostgresCluster::Pause().ok());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  int answered = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    health = anyone.Get("/health");
+    EXPECT_EQ(health.status, 503) << health;
+    EXPECT_EQ(health.header("Retry-After"), "1") << health;
+    EXPECT_EQ(Text(health.json(), "status"), "unavailable") << health;
+    Reply posted = PostContent(alice, id, Seal(key, "during the outage"));
+    EXPECT_EQ(posted.status, 503) << posted;
+    EXPECT_EQ(posted.header("Retry-After"), "1") << posted;
+    Reply history = bob.Get("/v1/conversations/" + id + "/activities");
+    EXPECT_EQ(history.status, 503) << history;
+    ++answered;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  // Answered, not hung: a request that hung would have held the loop in one turn.
+  EXPECT_GE(answered, 5);
+
+  ASSERT_TRUE(testing::PostgresCluster::Resume().ok());
+  ASSERT_TRUE(WaitUntil([&] { return anyone.Get("/health").status == 200; }));
+  Object::Ptr after = Post(alice, id, key, "after the outage");
+  ASSERT_TRUE(after);
+  // Nothing of the outage was stored, and the stream goes on from where it was.
+  std::vector<std::string> history = Ids(History(bob, id));
+  ASSERT_GE(history.size(), 2u);
+  EXPECT_EQ(history[history.size() - 2], Text(before, "id"));
+  EXPECT_EQ(history.back(), Text(after, "id"));
+  std::vector<Object::Ptr> heard = bob_events->Until(Text(after, "id"), kBob);
+  ASSERT_EQ(heard.size(), 1u);
+  EXPECT_EQ(Text(heard[0], "id"), Text(after, "id"));
+  EXPECT_EQ(StopCored(SIGTERM), 0);
+}
+
 TEST_F(CoredApiTest, HistoryIsPagedBothWaysWithCursors) {
   ASSERT_TRUE(StartCored());
   Client alice = As(kAlice), carol = As(kCarol);

@@ -7,6 +7,7 @@
 #include <Poco/Net/HTTPRequest.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <ctime>
 #include <sstream>
 
@@ -87,7 +88,11 @@ class IndexerRoutesTest : public ::testing::Test {
     routes_ = std::make_unique<IndexerRoutes>(
         *search_, *verifier_, "acme",
         HealthSource{[this] { return stream_state_; }, [this] { return kms_.Check(); },
-                     [this] { return reindex_; }, [] { return 2u; }},
+                     [this] { return reindex_; }, [] { return 2u; },
+                     [this] {
+                       return database_up_ ? OkStatus()
+                                           : Status(Error(ErrorCode::kUnavailable, "no database"));
+                     }},
         ComplianceSearchSupport{kms_verifier_.get(), open_kms_}, std::move(rate));
   }
 
@@ -163,6 +168,7 @@ class IndexerRoutesTest : public ::testing::Test {
   std::unique_ptr<SearchService> search_;
   std::unique_ptr<IndexerRoutes> routes_;
   IndexerLoop::State stream_state_;
+  bool database_up_ = true;
   std::optional<JobProgress> reindex_;
   OfficerKmsOpener open_kms_;
   double now_s_ = 1000;
@@ -347,6 +353,16 @@ TEST_F(IndexerRoutesTest, HealthTellsTheStreamAndTheKmsAsTheyAre) {
   http::Response stream_down = Call("GET", "/health", "");
   EXPECT_EQ(stream_down.status, 503);
   EXPECT_FALSE(Parse(stream_down.body)->getObject("core")->getValue<bool>("streamConnected"));
+  stream_state_.stream_connected = true;
+  EXPECT_TRUE(Parse(Call("GET", "/health", "").body)->getValue<bool>("database"));
+  database_up_ = false;
+  http::Response database_down = Call("GET", "/health", "");
+  EXPECT_EQ(database_down.status, 503);
+  const std::pair<std::string, std::string> retry_after{"Retry-After", "1"};
+  EXPECT_NE(std::find(database_down.headers.begin(), database_down.headers.end(), retry_after),
+            database_down.headers.end());
+  EXPECT_FALSE(Parse(database_down.body)->getValue<bool>("database"));
+  EXPECT_EQ(Parse(database_down.body)->getValue<std::string>("status"), "unavailable");
 }
 
 TEST_F(IndexerRoutesTest, EachUsersSearchesAreRateLimitedWith429AndRetryAfter) {

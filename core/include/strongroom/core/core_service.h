@@ -161,6 +161,9 @@ class CoreService {
   Result<std::vector<Activity>> EventsSince(const std::string& user_id, std::int64_t after,
                                             std::size_t limit);
   std::int64_t LastSeq() const;
+  // Whether the database answers now (a `SELECT 1` on a pooled connection): UNAVAILABLE when it
+  // does not, which is what every request that needs it meets meanwhile.
+  Status CheckDatabase();
 
   // The indexer's stream (GET /v1/index/events): every activity, of any verb, of the
   // conversations created by a user of the indexer's organization (as compliance reads decide),

@@ -53,6 +53,8 @@ struct HealthSource {
   // The re-index job's progress and the current search key version (optional).
   std::function<std::optional<JobProgress>()> reindex = {};
   std::function<std::uint32_t()> search_key_version = {};
+  // Whether the indexer's database answers (optional): /health is 503 while it does not.
+  std::function<Status()> database = {};
 };
 
 // Each user's searches (/v1/search and /v1/compliance/search, by the token's subject): a token
