@@ -387,48 +387,68 @@ class CoreService::Impl {
       SR_RETURN_IF_ERROR(internal::CheckClientActivityId(post.client_activity_id));
     }
     SR_RETURN_IF_ERROR(CheckParticipant(caller, id));
-    return writer_.Submit([&](Batch& b) -> Result<Activity> {
-      SR_ASSIGN_OR_RETURN(StatePtr state, ParticipantState(b, caller, id));
-      // A retry returns what the first attempt stored, even after a key rotation; the batch's
-      // own earlier inserts are visible (it is one transaction). A first attempt is told apart
-      // by its insert alone, and a retry that would now fail the checks by a lookup.
-      auto retried = [&]() -> std::optional<Result<Activity>> {
-        if (post.client_activity_id.empty()) return std::nullopt;
-        std::optional<Activity> stored =
-            CoreStore::FindByClientId(*b.s, id, caller.user_id, post.client_activity_id);
-        if (!stored) return std::nullopt;
-        // An edited or retracted message no longer holds what was posted: a retry gets it as
-        // it is now.
-        const bool changed_since = stored->edited_ms != 0 || stored->retracted_ms != 0;
-        if (!changed_since &&
-            (stored->content != post.content || stored->file_ids != post.file_ids)) {
-          return Result<Activity>(Error(ErrorCode::kAlreadyExists,
-                                        "the clientActivityId was used for a different activity"));
-        }
-        return Result<Activity>(std::move(*stored));
-      };
-      Status valid = CheckKid(*state, kid);
-      for (std::size_t i = 0; valid.ok() && i < post.file_ids.size(); ++i) {
-        if (!CoreStore::FindFile(*b.s, id, post.file_ids[i])) {
-          valid = Invalid("file " + post.file_ids[i] + " was not uploaded to this conversation");
-        }
-      }
-      if (!valid.ok()) {
-        if (std::optional<Result<Activity>> retry = retried()) return std::move(*retry);
-        return valid.error();
-      }
-      Activity a = b.NewActivity(id, caller, post.file_ids.empty() ? "post" : "share");
-      a.content = post.content;
-      a.key_uri = kid;
-      a.file_ids = post.file_ids;
-      a.client_activity_id = post.client_activity_id;
-      if (!CoreStore::InsertActivityOnce(*b.s, a)) {
-        b.Unnumber(a);
-        if (std::optional<Result<Activity>> retry = retried()) return std::move(*retry);
-        return Error(ErrorCode::kInternal, "a post's clientActivityId was used, yet not found");
-      }
-      return b.Produce(std::move(a), state->participants);
-    });
+    return writer_.Submit(
+        [&](Batch& b) -> Result<Activity> {
+          SR_ASSIGN_OR_RETURN(StatePtr state, ParticipantState(b, caller, id));
+          // A retry returns what the first attempt stored, even after a key rotation; the batch's
+          // own earlier posts count (it is one transaction). A first attempt is told apart by its
+          // insert alone, and a retry that would now fail the checks by a lookup.
+          auto answer_retry = [&](const Activity& stored) -> Result<Activity> {
+            // An edited or retracted message no longer holds what was posted: a retry gets it as
+            // it is now.
+            const bool changed_since = stored.edited_ms != 0 || stored.retracted_ms != 0;
+            if (!changed_since &&
+                (stored.content != post.content || stored.file_ids != post.file_ids)) {
+              return Error(ErrorCode::kAlreadyExists,
+                           "the clientActivityId was used for a different activity");
+            }
+            return stored;
+          };
+          auto retried = [&]() -> std::optional<Result<Activity>> {
+            if (post.client_activity_id.empty()) return std::nullopt;
+            if (const Activity* earlier =
+                    b.DeferredPost(id, caller.user_id, post.client_activity_id)) {
+              return answer_retry(*earlier);
+            }
+            std::optional<Activity> stored =
+                CoreStore::FindByClientId(*b.s, id, caller.user_id, post.client_activity_id);
+            if (!stored) return std::nullopt;
+            return answer_retry(*stored);
+          };
+          Status valid = CheckKid(*state, kid);
+          for (std::size_t i = 0; valid.ok() && i < post.file_ids.size(); ++i) {
+            if (!CoreStore::FindFile(*b.s, id, post.file_ids[i])) {
+              valid =
+                  Invalid("file " + post.file_ids[i] + " was not uploaded to this conversation");
+            }
+          }
+          if (!valid.ok()) {
+            if (std::optional<Result<Activity>> retry = retried()) return std::move(*retry);
+            return valid.error();
+          }
+          if (b.defer_posts && !post.client_activity_id.empty()) {
+            // A retry of a post of this batch; one of an earlier batch is found when the batch's
+            // posts are written, and the batch then runs again with each post on its own.
+            if (const Activity* earlier =
+                    b.DeferredPost(id, caller.user_id, post.client_activity_id)) {
+              return answer_retry(*earlier);
+            }
+          }
+          Activity a = b.NewActivity(id, caller, post.file_ids.empty() ? "post" : "share");
+          a.content = post.content;
+          a.key_uri = kid;
+          a.file_ids = post.file_ids;
+          a.client_activity_id = post.client_activity_id;
+          if (b.defer_posts) {
+            b.Defer(a);
+          } else if (!CoreStore::InsertActivityOnce(*b.s, a)) {
+            b.Unnumber(a);
+            if (std::optional<Result<Activity>> retry = retried()) return std::move(*retry);
+            return Error(ErrorCode::kInternal, "a post's clientActivityId was used, yet not found");
+          }
+          return b.Produce(std::move(a), state->participants);
+        },
+        /*post=*/true);
   }
 
   Result<Activity> EditActivity(const Caller& caller, const std::string& id,

@@ -1,6 +1,8 @@
 #include "core_store.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <charconv>
 #include <limits>
 #include <map>
@@ -319,29 +321,65 @@ void CoreStore::InsertActivity(Session& s, const Activity& a) {
   insert.Run();
 }
 
+namespace {
+
+// INSERT of 2^i activities (i < 7) that skips one whose actor used its clientActivityId in the
+// conversation. The conflict target names activities_by_client_id (its columns and predicate), so
+// any other conflict (a seq or id already used) still fails the batch rather than passing unseen.
+constexpr std::size_t kMaxRowsPerInsert = 64;
+const std::string& InsertOnceSql(std::size_t rows) {
+  static const std::array<std::string, 7> kSql = [] {
+    std::array<std::string, 7> sql;
+    for (std::size_t i = 0; i < sql.size(); ++i) {
+      sql[i] = "INSERT INTO activities (" SR_INSERTED_COLUMNS("") ") VALUES ";
+      for (std::size_t row = 0; row < (std::size_t{1} << i); ++row) {
+        sql[i] +=
+            row == 0 ? "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+      }
+      sql[i] +=
+          " ON CONFLICT (conversation_id, actor, client_activity_id) "
+          "WHERE client_activity_id <> '' DO NOTHING";
+    }
+    return sql;
+  }();
+  static_assert(kMaxRowsPerInsert == std::size_t{1} << 6);
+  return kSql[static_cast<std::size_t>(std::countr_zero(rows))];
+}
+
+}  // namespace
+
 bool CoreStore::InsertActivityOnce(Session& s, const Activity& a) {
-  if (a.client_activity_id.empty() || a.target_seq != 0) {
+  if (a.target_seq != 0) {
     InsertActivity(s, a);
     return true;
   }
-  // The conflict target names activities_by_client_id (its columns and its predicate), so any
-  // other conflict (a seq or id already used) still fails the batch rather than passing unseen.
-  static constexpr char kInsertOnceSql[] = "INSERT INTO activities (" SR_INSERTED_COLUMNS(
-      "") ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, actor, "
-          "client_activity_id) WHERE client_activity_id <> '' DO NOTHING";
-  return Database::Prepare(s, kInsertOnceSql)
-             .Bind(a.seq)
-             .Bind(a.id)
-             .Bind(a.conversation_id)
-             .Bind(a.actor)
-             .Bind(a.verb)
-             .Bind(a.content)
-             .Bind(a.key_uri)
-             .Bind(EncodeStringArray(a.object_users))
-             .Bind(EncodeStringArray(a.file_ids))
-             .Bind(a.client_activity_id)
-             .Bind(a.published_ms)
-             .Run() == 1;
+  return InsertActivitiesOnce(s, std::span<const Activity>(&a, 1));
+}
+
+bool CoreStore::InsertActivitiesOnce(Session& s, std::span<const Activity> posts) {
+  std::size_t written = 0;
+  for (std::size_t at = 0; at < posts.size();) {
+    std::size_t rows = kMaxRowsPerInsert;
+    while (rows > posts.size() - at) rows /= 2;
+    // Each kept compiled on the connection (Database::Prepare).
+    SqlStatement insert = Database::Prepare(s, InsertOnceSql(rows));
+    for (const Activity& a : posts.subspan(at, rows)) {
+      insert.Bind(a.seq)
+          .Bind(a.id)
+          .Bind(a.conversation_id)
+          .Bind(a.actor)
+          .Bind(a.verb)
+          .Bind(a.content)
+          .Bind(a.key_uri)
+          .Bind(EncodeStringArray(a.object_users))
+          .Bind(EncodeStringArray(a.file_ids))
+          .Bind(a.client_activity_id)
+          .Bind(a.published_ms);
+    }
+    written += static_cast<std::size_t>(insert.Run());
+    at += rows;
+  }
+  return written == posts.size();
 }
 
 void CoreStore::ReplaceContent(Session& s, std::int64_t seq, const std::string& content,

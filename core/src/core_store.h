@@ -30,6 +30,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -85,6 +86,9 @@ class CoreStore {
   // conversation (one statement, ON CONFLICT on the partial unique index: a first attempt costs
   // one round trip to a database server, not two). False when it was used (nothing written).
   static bool InsertActivityOnce(Session& s, const Activity& a);
+  // Posts and shares together, each unless its clientActivityId was used, in as few statements as
+  // they fit (a power of two of rows each, at most 64). False when any was not written.
+  static bool InsertActivitiesOnce(Session& s, std::span<const Activity> posts);
   static void InsertMembership(Session& s, const std::string& conversation_id,
                                const std::string& user, std::int64_t joined_seq);
   static void EndMembership(Session& s, const std::string& conversation_id, const std::string& user,

@@ -45,6 +45,25 @@ void Batch::Unnumber(const Activity& a) {
   if (a.seq == next_seq - 1) --next_seq;
 }
 
+const Activity* Batch::DeferredPost(const std::string& conversation_id, const std::string& actor,
+                                    const std::string& client_activity_id) const {
+  if (client_activity_id.empty()) return nullptr;
+  for (const Activity& a : deferred) {
+    if (a.client_activity_id == client_activity_id && a.actor == actor &&
+        a.conversation_id == conversation_id) {
+      return &a;
+    }
+  }
+  return nullptr;
+}
+
+bool Batch::WriteDeferred() {
+  if (deferred.empty()) return true;
+  const bool all = CoreStore::InsertActivitiesOnce(*s, deferred);
+  deferred.clear();
+  return all;
+}
+
 Activity Batch::Produce(Activity a, std::shared_ptr<const std::vector<std::string>> recipients) {
   last_seq[a.conversation_id] = a.seq;
   StatePtr state = State(a.conversation_id);
@@ -72,9 +91,10 @@ GroupCommitWriter::~GroupCommitWriter() {
   writer_.join();
 }
 
-Result<Activity> GroupCommitWriter::Submit(Change change) {
+Result<Activity> GroupCommitWriter::Submit(Change change, bool post) {
   Op op;
   op.apply = std::move(change);
+  op.post = post;
   std::unique_lock lock(mutex_);
   if (stopping_) return Error(ErrorCode::kUnavailable, "the core is shutting down");
   if (queue_.size() >= kMaxQueue) {
@@ -143,40 +163,58 @@ void GroupCommitWriter::TakeBatch(std::vector<Op*>& ops) {
 bool GroupCommitWriter::CommitBatch(std::vector<Op*>& ops) {
   Batch b;
   std::vector<std::optional<Result<Activity>>> results;
-  const Status committed = db_.InTransaction(
-      [&](Poco::Data::Session& s) -> Status {
-        // Taken now that the transaction holds the writers' lock: on a database shared by
-        // several nodes the wait for it is another node's batch, and what was queued meanwhile
-        // commits with this batch instead of waiting for the next turn. (A transaction tried
-        // again keeps its batch.)
-        if (ops.empty()) TakeBatch(ops);
-        results.assign(ops.size(), std::nullopt);
-        b = Batch();
-        b.s = &s;
-        b.cache = &cache_;
-        // After every committed activity, read now that the transaction holds the writers' lock
-        // (database.h, "Isolation"): another process on the database (a second node on one
-        // PostgreSQL database) may have written since this writer's last batch, so seqs stay
-        // unique and without gaps across every writer.
-        if (shared_) {
-          // Other writers may have committed since this one's last batch: what they changed is
-          // read again, in this transaction, by the batch (Batch::State) and by later readers.
-          const CoreStore::NewestSeq newest =
-              CoreStore::NewestSeqAndChangesAfter(s, cache_through_);
-          for (const std::string& id : newest.changed) cache_.Forget(id);
-          b.next_seq = newest.seq + 1;
-          cache_through_ = std::max(cache_through_, newest.seq);
-        } else {
-          b.next_seq = CoreStore::MaxSeq(s) + 1;
-        }
-        b.now_ms = clock_();
-        for (std::size_t i = 0; i < ops.size(); ++i) results[i] = ops[i]->apply(b);
-        for (const auto& [conversation_id, seq] : b.last_seq) {
-          CoreStore::SetLastSeq(s, conversation_id, seq);
-        }
-        return OkStatus();
-      },
-      Database::Durability::kFull);
+  // Posts are written together unless one turns out to be a retry of an earlier batch's post;
+  // then the batch runs again, each post on its own (which finds the retry).
+  bool defer = true, retry_alone = false;
+  Status committed;
+  do {
+    retry_alone = false;
+    committed = db_.InTransaction(
+        [&](Poco::Data::Session& s) -> Status {
+          // Taken now that the transaction holds the writers' lock: on a database shared by
+          // several nodes the wait for it is another node's batch, and what was queued meanwhile
+          // commits with this batch instead of waiting for the next turn. (A transaction tried
+          // again keeps its batch.)
+          if (ops.empty()) TakeBatch(ops);
+          results.assign(ops.size(), std::nullopt);
+          b = Batch();
+          b.s = &s;
+          b.cache = &cache_;
+          // After every committed activity, read now that the transaction holds the writers' lock
+          // (database.h, "Isolation"): another process on the database (a second node on one
+          // PostgreSQL database) may have written since this writer's last batch, so seqs stay
+          // unique and without gaps across every writer.
+          if (shared_) {
+            // Other writers may have committed since this one's last batch: what they changed is
+            // read again, in this transaction, by the batch (Batch::State) and by later readers.
+            const CoreStore::NewestSeq newest =
+                CoreStore::NewestSeqAndChangesAfter(s, cache_through_);
+            for (const std::string& id : newest.changed) cache_.Forget(id);
+            b.next_seq = newest.seq + 1;
+            cache_through_ = std::max(cache_through_, newest.seq);
+          } else {
+            b.next_seq = CoreStore::MaxSeq(s) + 1;
+          }
+          b.now_ms = clock_();
+          b.defer_posts = defer;
+          for (std::size_t i = 0; i < ops.size(); ++i) {
+            // A change that is not a post may read what the batch wrote: the posts go first.
+            if (!ops[i]->post && !b.WriteDeferred()) retry_alone = true;
+            if (retry_alone) break;
+            results[i] = ops[i]->apply(b);
+          }
+          if (!retry_alone && !b.WriteDeferred()) retry_alone = true;
+          if (retry_alone) {
+            return Error(ErrorCode::kAlreadyExists, "a deferred post was stored before; run again");
+          }
+          for (const auto& [conversation_id, seq] : b.last_seq) {
+            CoreStore::SetLastSeq(s, conversation_id, seq);
+          }
+          return OkStatus();
+        },
+        Database::Durability::kFull);
+    defer = false;
+  } while (retry_alone);
   if (!committed.ok()) {
     if (ops.empty()) TakeBatch(ops);  // it never began: what waited fails with it
     for (Op* op : ops) op->result = committed.error();

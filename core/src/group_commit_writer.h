@@ -63,6 +63,11 @@ struct Batch {
   std::map<std::string, std::int64_t> last_seq;       // conversations' newest activities
   std::vector<Produced> produced;                     // in seq order
   bool scrub = false;  // a change removed content: empty the log before answering
+  // Posts are written together (Defer), in as few statements as they fit, before the batch's next
+  // change that is not a post runs and before it commits: on a database server each statement is
+  // a round trip made while the batch holds the writers' lock.
+  bool defer_posts = false;
+  std::vector<Activity> deferred;
 
   // The state as the batch sees it: changed by an earlier change of the batch, cached, or read
   // in the batch's transaction; null when there is no such conversation.
@@ -71,6 +76,15 @@ struct Batch {
   Activity NewActivity(const std::string& conversation_id, const Caller& caller, std::string verb);
   // Gives back the seq of `a`, the batch's newest activity, which was not written after all.
   void Unnumber(const Activity& a);
+  // A post to write with the batch's others (defer_posts).
+  void Defer(Activity a) { deferred.push_back(std::move(a)); }
+  // The deferred post `actor` made with this clientActivityId in the conversation, if any.
+  const Activity* DeferredPost(const std::string& conversation_id, const std::string& actor,
+                               const std::string& client_activity_id) const;
+  // Writes the deferred posts. False when one had been stored before (a retry of a post that an
+  // earlier batch committed): nothing can be trusted of the batch then, and it runs again with
+  // each post written on its own.
+  bool WriteDeferred();
   // Records `a` as this batch's newest activity, seen by `recipients`, and returns it.
   Activity Produce(Activity a, std::shared_ptr<const std::vector<std::string>> recipients);
 };
@@ -102,8 +116,9 @@ class GroupCommitWriter {
   GroupCommitWriter& operator=(const GroupCommitWriter&) = delete;
 
   // Queues `change` and waits until its batch committed (or failed). UNAVAILABLE when the queue
-  // is full or the writer is stopping.
-  Result<Activity> Submit(Change change);
+  // is full or the writer is stopping. `post`: the change writes at most a post or share, and
+  // only through Batch::Defer while Batch::defer_posts (it reads no activity the batch wrote).
+  Result<Activity> Submit(Change change, bool post = false);
 
   // The seq of the newest committed activity.
   std::int64_t LastSeq() const { return last_seq_.load(); }
@@ -111,6 +126,7 @@ class GroupCommitWriter {
  private:
   struct Op {
     Change apply;
+    bool post = false;
     std::optional<Result<Activity>> result;
     bool done = false;
   };
