@@ -247,6 +247,7 @@ for scenario, label in (("retrieve", "sealed retrieval"), ("post", "post + fan-o
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 PY
 if [ "$perf" = 1 ] && [ -s "$out/perf-cluster-post.data" ]; then
+  set +o pipefail  # head closes the pipes early
   {
     echo "# the cluster's post run, whole machine: samples by process"
     perf report -i "$out/perf-cluster-post.data" --no-children --sort comm --stdio -g none 2>/dev/null |
