@@ -298,14 +298,10 @@ void CoreStore::InsertConversation(Session& s, const Conversation& c,
       .Run();
 }
 
-void CoreStore::InsertActivity(Session& s, const Activity& a) {
-  // Every post runs this on the writer thread: kept compiled per connection (Database::Prepare).
-  static constexpr char kInsertSql[] = "INSERT INTO activities (" SR_INSERTED_COLUMNS(
-      "") ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-  static constexpr char kInsertEditSql[] = "INSERT INTO activities (" SR_INSERTED_COLUMNS(
-      "") ", target_seq, edit_info) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-  const bool edit = a.target_seq != 0;  // an edit or a retraction
-  SqlStatement insert = Database::Prepare(s, edit ? kInsertEditSql : kInsertSql);
+namespace {
+
+// The SR_INSERTED_COLUMNS of `a`, in order.
+void BindInserted(SqlStatement& insert, const Activity& a) {
   insert.Bind(a.seq)
       .Bind(a.id)
       .Bind(a.conversation_id)
@@ -317,6 +313,19 @@ void CoreStore::InsertActivity(Session& s, const Activity& a) {
       .Bind(EncodeStringArray(a.file_ids))
       .Bind(a.client_activity_id)
       .Bind(a.published_ms);
+}
+
+}  // namespace
+
+void CoreStore::InsertActivity(Session& s, const Activity& a) {
+  // Every post runs this on the writer thread: kept compiled per connection (Database::Prepare).
+  static constexpr char kInsertSql[] = "INSERT INTO activities (" SR_INSERTED_COLUMNS(
+      "") ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+  static constexpr char kInsertEditSql[] = "INSERT INTO activities (" SR_INSERTED_COLUMNS(
+      "") ", target_seq, edit_info) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+  const bool edit = a.target_seq != 0;  // an edit or a retraction
+  SqlStatement insert = Database::Prepare(s, edit ? kInsertEditSql : kInsertSql);
+  BindInserted(insert, a);
   if (edit) insert.Bind(a.target_seq).Bind(EditInfo(a));
   insert.Run();
 }
@@ -364,17 +373,7 @@ bool CoreStore::InsertActivitiesOnce(Session& s, std::span<const Activity> posts
     // Each kept compiled on the connection (Database::Prepare).
     SqlStatement insert = Database::Prepare(s, InsertOnceSql(rows));
     for (const Activity& a : posts.subspan(at, rows)) {
-      insert.Bind(a.seq)
-          .Bind(a.id)
-          .Bind(a.conversation_id)
-          .Bind(a.actor)
-          .Bind(a.verb)
-          .Bind(a.content)
-          .Bind(a.key_uri)
-          .Bind(EncodeStringArray(a.object_users))
-          .Bind(EncodeStringArray(a.file_ids))
-          .Bind(a.client_activity_id)
-          .Bind(a.published_ms);
+      BindInserted(insert, a);
     }
     written += static_cast<std::size_t>(insert.Run());
     at += rows;

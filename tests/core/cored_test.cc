@@ -776,6 +776,16 @@ class CoredTest : public ::testing::Test {
 
   Client As(const std::string& user) { return Client(port(), env().Token(user)); }
 
+  // cored on a database of its own in the tests' throwaway PostgreSQL cluster ([database]).
+  bool StartCoredOnPostgres() {
+    Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
+    EXPECT_TRUE(conninfo.ok()) << conninfo.error().ToString();
+    if (!conninfo.ok()) return false;
+    WriteCoredConfig({{"database", ""}}, "",
+                     "[database]\nengine = postgresql\nconninfo = " + *conninfo + "\n");
+    return StartCored();
+  }
+
   std::unique_ptr<EventStream> Connect(const std::string& user,
                                        std::optional<std::int64_t> cursor = std::nullopt) {
     std::string error;
@@ -1221,11 +1231,7 @@ TEST_F(CoredApiTest, MalformedContentIsRefusedAndNothingIsStored) {
 // Issue 15: cored keeps its store in PostgreSQL when a [database] section says so: conversations,
 // history and the realtime stream's resume work there, and outlive a restart.
 TEST_F(CoredApiTest, PostgresKeepsConversationsAcrossARestart) {
-  Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
-  ASSERT_TRUE(conninfo.ok()) << conninfo.error().ToString();
-  WriteCoredConfig({{"database", ""}}, "",
-                   "[database]\nengine = postgresql\nconninfo = " + *conninfo + "\n");
-  ASSERT_TRUE(StartCored());
+  ASSERT_TRUE(StartCoredOnPostgres());
   Client alice = As(kAlice), bob = As(kBob);
   const ContentKey key = ContentKey::Make();
   Object::Ptr conversation = Create(alice, key, {kBob});
@@ -1264,11 +1270,7 @@ TEST_F(CoredApiTest, PostgresKeepsConversationsAcrossARestart) {
 // requests that need the database are answered 503 with Retry-After (never left hanging); once it
 // is back cored serves again without a restart, its realtime stream included.
 TEST_F(CoredApiTest, PostgresStoppedForTenSecondsIsAnswered503AndCoredRecovers) {
-  Result<std::string> conninfo = testing::PostgresCluster::NewDatabase();
-  ASSERT_TRUE(conninfo.ok()) << conninfo.error().ToString();
-  WriteCoredConfig({{"database", ""}}, "",
-                   "[database]\nengine = postgresql\nconninfo = " + *conninfo + "\n");
-  ASSERT_TRUE(StartCored());
+  ASSERT_TRUE(StartCoredOnPostgres());
   Client alice = As(kAlice), bob = As(kBob);
   Client anyone(port(), "");
   const ContentKey key = ContentKey::Make();
