@@ -3502,6 +3502,57 @@ TEST_F(CoredApiTest, AFailedStartExitsWithTheStatusOfItsError) {
   }
 }
 
+// Issue 15: a database whose schema is another program's, or newer than this cored knows, stops
+// cored at start with one line that says so (exit status 78, EX_CONFIG, as FAILED_PRECONDITION),
+// and leaves the database as it was.
+TEST_F(CoredApiTest, AWrongOrNewerSchemaStopsCoredWithOneLine) {
+  const std::string file = db_path().string();
+  const std::vector<Migration> kms_like = {
+      {1, "the KMS's keys", {"CREATE TABLE keys (uri TEXT PRIMARY KEY)"}}};
+  const std::pair<const char*, std::function<void()>> cases[] = {
+      {"another program's schema",
+       [&] {
+         fs::remove(file);
+         ASSERT_TRUE(Database::OpenSqlite(file, kms_like).ok());
+       }},
+      {"newer than this program knows",
+       [&] {
+         fs::remove(file);
+         auto db = Database::OpenSqlite(file, CoreService::Migrations());
+         ASSERT_TRUE(db.ok()) << db.error().ToString();
+         ASSERT_TRUE((*db)
+                         ->InTransaction([](Poco::Data::Session& s) -> Status {
+                           Database::Prepare(s,
+                                             "INSERT INTO schema_migrations VALUES "
+                                             "(99, 'a later Strongroom', '2030-01-01T00:00:00Z')")
+                               .Run();
+                           return OkStatus();
+                         })
+                         .ok());
+       }},
+  };
+  for (const auto& [what, make] : cases) {
+    make();
+    const std::string before = ReadFile(db_path());
+    WriteCoredConfig({});
+    fs::remove(path("cored.log"));
+    EXPECT_FALSE(cored_.Start({CORED_PATH,
+                               {"--config", path("core.ini").string()},
+                               {},
+                               path("cored.log").string(),
+                               path("cored.port").string()}))
+        << what;
+    EXPECT_NE(cored_.error().find("exited during start-up (exit status 78)"), std::string::npos)
+        << what << ": " << cored_.error();
+    const std::string log = ReadFile(path("cored.log"));
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << what << ":\n" << log;
+    EXPECT_EQ(log.rfind("cored: error: ", 0), 0u) << log;
+    EXPECT_NE(log.find("schema"), std::string::npos) << what << ":\n" << log;
+    EXPECT_NE(log.find(what), std::string::npos) << log;
+    EXPECT_EQ(ReadFile(db_path()), before) << what << ": the database changed";
+  }
+}
+
 // Compliance: acme's officer reads, ciphertext only, the acme conversations alice is or was in;
 // globex's officer, a non-officer and an officer asking about another user's room do not.
 TEST_F(CoredApiTest, ComplianceOfficersReadTheirOrganizationsRoomsOfAUser) {
