@@ -725,6 +725,14 @@ Status Database::WithSession(const std::function<Status(Poco::Data::Session&)>& 
                         [&](Connection& connection) { return work(connection.session()); });
 }
 
+Status Database::Ping() {
+  return WithSession([](Poco::Data::Session& s) -> Status {
+    SqlStatement one = Prepare(s, "SELECT 1");
+    if (!one.Next() || one.Int(0) != 1) return Error(ErrorCode::kInternal, "SELECT 1 failed");
+    return OkStatus();
+  });
+}
+
 Status Database::InReadTransaction(const std::function<Status(Poco::Data::Session&)>& work) {
   return WithConnection(std::nullopt, [&](Connection& connection) -> Status {
     PGconn* pg = connection.pg();

@@ -104,11 +104,7 @@ class Indexerd : public DaemonApplication {
         search, verifier, settings.org,
         {[&loop] { return loop.state(); }, [&kms_health] { return kms_health.Check(); },
          [&reindex] { return reindex.progress(); },
-         [&reindex] { return reindex.current_version(); },
-         [&store]() -> Status {
-           Result<std::int64_t> cursor = store.Cursor();  // a read of the indexer's database
-           return cursor.ok() ? OkStatus() : Status(cursor.error());
-         }},
+         [&reindex] { return reindex.current_version(); }, [&db] { return db->Ping(); }},
         {&kms_verifier,
          OfficerKmsOverHttps(officer_options, {settings.kms_url, settings.kms_ca_file},
                              settings.org)},

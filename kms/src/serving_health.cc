@@ -1,7 +1,5 @@
 #include "strongroom/kms/serving_health.h"
 
-#include "strongroom/common/sql_statement.h"
-
 namespace strongroom::kms {
 
 const char* ServingHealth::status() const {
@@ -11,11 +9,7 @@ const char* ServingHealth::status() const {
 
 ServingHealth CheckServingHealth(hsm::Vault& vault, Database& db) {
   ServingHealth health;
-  health.database = db.WithSession([](Poco::Data::Session& s) -> Status {
-    SqlStatement one = Database::Prepare(s, "SELECT 1");
-    if (!one.Next() || one.Int(0) != 1) return Error(ErrorCode::kInternal, "SELECT 1 failed");
-    return OkStatus();
-  });
+  health.database = db.Ping();
   health.tokens = vault.Health();
   for (const hsm::TokenHealth& token : health.tokens) {
     if (token.state == hsm::TokenState::kReady) ++health.ready;

@@ -171,6 +171,10 @@ class Database {
   // Runs `work` on a session outside any explicit transaction (single read statements).
   Status WithSession(const std::function<Status(Poco::Data::Session&)>& work);
 
+  // Whether the database answers now: a `SELECT 1` on a pooled connection (what the daemons'
+  // /health reports). UNAVAILABLE when it does not, as every request that needs it meets meanwhile.
+  Status Ping();
+
   // Runs `work`'s reads in one transaction that sees one committed snapshot throughout (a page
   // and the rows it joins, read by several statements, agree with each other): on SQLite a
   // deferred transaction (its snapshot taken at the first read), on PostgreSQL a READ ONLY
