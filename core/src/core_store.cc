@@ -1,8 +1,6 @@
 #include "core_store.h"
 
 #include <algorithm>
-#include <array>
-#include <bit>
 #include <charconv>
 #include <limits>
 #include <map>
@@ -332,27 +330,16 @@ void CoreStore::InsertActivity(Session& s, const Activity& a) {
 
 namespace {
 
-// INSERT of 2^i activities (i < 7) that skips one whose actor used its clientActivityId in the
-// conversation. The conflict target names activities_by_client_id (its columns and predicate), so
-// any other conflict (a seq or id already used) still fails the batch rather than passing unseen.
-constexpr std::size_t kMaxRowsPerInsert = 64;
-const std::string& InsertOnceSql(std::size_t rows) {
-  static const std::array<std::string, 7> kSql = [] {
-    std::array<std::string, 7> sql;
-    for (std::size_t i = 0; i < sql.size(); ++i) {
-      sql[i] = "INSERT INTO activities (" SR_INSERTED_COLUMNS("") ") VALUES ";
-      for (std::size_t row = 0; row < (std::size_t{1} << i); ++row) {
-        sql[i] +=
-            row == 0 ? "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-      }
-      sql[i] +=
-          " ON CONFLICT (conversation_id, actor, client_activity_id) "
-          "WHERE client_activity_id <> '' DO NOTHING";
-    }
-    return sql;
-  }();
-  static_assert(kMaxRowsPerInsert == std::size_t{1} << 6);
-  return kSql[static_cast<std::size_t>(std::countr_zero(rows))];
+// INSERTs of activities (MultiRowInsert) that skip one whose actor used its clientActivityId in
+// the conversation. The conflict target names activities_by_client_id (its columns and
+// predicate), so any other conflict (a seq or id already used) still fails the batch rather than
+// passing unseen.
+const MultiRowInsert& InsertOnce() {
+  static const MultiRowInsert kInsert(
+      "INSERT INTO activities (" SR_INSERTED_COLUMNS("") ") VALUES ", 11,
+      " ON CONFLICT (conversation_id, actor, client_activity_id) "
+      "WHERE client_activity_id <> '' DO NOTHING");
+  return kInsert;
 }
 
 }  // namespace
@@ -367,17 +354,12 @@ bool CoreStore::InsertActivityOnce(Session& s, const Activity& a) {
 
 bool CoreStore::InsertActivitiesOnce(Session& s, std::span<const Activity> posts) {
   std::size_t written = 0;
-  for (std::size_t at = 0; at < posts.size();) {
-    std::size_t rows = kMaxRowsPerInsert;
-    while (rows > posts.size() - at) rows /= 2;
-    // Each kept compiled on the connection (Database::Prepare).
-    SqlStatement insert = Database::Prepare(s, InsertOnceSql(rows));
-    for (const Activity& a : posts.subspan(at, rows)) {
-      BindInserted(insert, a);
-    }
-    written += static_cast<std::size_t>(insert.Run());
-    at += rows;
-  }
+  InsertOnce().ForEachChunk(
+      posts.size(), [&](std::size_t first, std::size_t rows, const std::string& sql) {
+        SqlStatement insert = Database::Prepare(s, sql);  // the connection's compiled one
+        for (const Activity& a : posts.subspan(first, rows)) BindInserted(insert, a);
+        written += static_cast<std::size_t>(insert.Run());
+      });
   return written == posts.size();
 }
 

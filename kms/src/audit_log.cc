@@ -3,8 +3,6 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <array>
-#include <bit>
 #include <optional>
 
 namespace strongroom::kms {
@@ -132,26 +130,13 @@ Status AuditLog::Validate(const AuditRecord& record) { return CheckFields(record
 namespace {
 
 constexpr char kHeadSql[] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
-// A batch's records go in with as few statements as they fit: each of these holds a power of two
-// of them (64, 32, ..., 1), so a batch of n costs at most log2(n) + 1 statements, each a round trip
-// to a database server, and a connection keeps at most seven of them compiled.
-constexpr std::size_t kMaxRowsPerInsert = 64;
-const std::string& InsertSql(std::size_t rows) {
-  static const std::array<std::string, 7> kSql = [] {
-    std::array<std::string, 7> sql;
-    for (std::size_t i = 0; i < sql.size(); ++i) {
-      sql[i] =
-          "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, "
-          "channel, message, prev_hash, hash) VALUES ";
-      for (std::size_t row = 0; row < (std::size_t{1} << i); ++row) {
-        sql[i] += row == 0 ? "" : ", ";
-        sql[i] += "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-      }
-    }
-    return sql;
-  }();
-  static_assert(kMaxRowsPerInsert == std::size_t{1} << 6);
-  return kSql[static_cast<std::size_t>(std::countr_zero(rows))];
+// A batch's records go in with as few statements as they fit (MultiRowInsert).
+const MultiRowInsert& Insert() {
+  static const MultiRowInsert kInsert(
+      "INSERT INTO audit (seq, at_ms, org, actor, action, resource, key, outcome, detail, "
+      "channel, message, prev_hash, hash) VALUES ",
+      13);
+  return kInsert;
 }
 
 // The chain's head inside the caller's transaction: the last seq (0 for an empty log) and its hash.
@@ -189,21 +174,17 @@ Status AuditLog::AppendAll(Poco::Data::Session& session, std::span<AuditRecord> 
   for (const AuditRecord& record : records) SR_RETURN_IF_ERROR(CheckFields(record));
   AuditHash previous;
   std::int64_t last_seq = ReadHead(session, previous);
-  for (std::size_t at = 0; at < records.size();) {
-    std::size_t rows = kMaxRowsPerInsert;
-    while (rows > records.size() - at) rows /= 2;
-    // The connection's compiled insert of that many rows.
-    SqlStatement insert = Database::Prepare(session, InsertSql(rows));
-    for (std::size_t i = at; i < at + rows; ++i) {
-      AuditRecord& record = records[i];
-      record.seq = ++last_seq;
-      const AuditHash hash = Hash(previous, record);
-      BindRecord(insert, record, previous, hash);
-      previous = hash;
-    }
-    insert.Run();
-    at += rows;
-  }
+  Insert().ForEachChunk(
+      records.size(), [&](std::size_t first, std::size_t rows, const std::string& sql) {
+        SqlStatement insert = Database::Prepare(session, sql);  // the connection's compiled one
+        for (AuditRecord& record : records.subspan(first, rows)) {
+          record.seq = ++last_seq;
+          const AuditHash hash = Hash(previous, record);
+          BindRecord(insert, record, previous, hash);
+          previous = hash;
+        }
+        insert.Run();
+      });
   return OkStatus();
 }
 

@@ -22,7 +22,9 @@
 #ifndef STRONGROOM_COMMON_SQL_STATEMENT_H_
 #define STRONGROOM_COMMON_SQL_STATEMENT_H_
 
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -76,6 +78,50 @@ class SqlStatement {
 
   Handle* handle_;
   bool owned_;
+};
+
+// Rows written with multi-row INSERTs: a statement per power of two of rows (64, 32, ..., 1), so
+// n rows cost at most log2(n) + 1 statements, each a round trip to a database server, and a
+// connection keeps at most seven of them compiled.
+//
+//   static const MultiRowInsert kInsert("INSERT INTO t (a, b) VALUES ", 2);
+//   kInsert.ForEachChunk(rows.size(), [&](std::size_t first, std::size_t n, const std::string& sql)
+//   {
+//     SqlStatement insert = Database::Prepare(s, sql);
+//     for (std::size_t i = first; i < first + n; ++i) insert.Bind(rows[i].a).Bind(rows[i].b);
+//     insert.Run();
+//   });
+class MultiRowInsert {
+ public:
+  static constexpr std::size_t kMaxRows = 64;
+
+  // `head` (INSERT INTO table (columns) VALUES ), a `(?, ...)` of `columns` per row, then `tail`
+  // (an ON CONFLICT clause, say).
+  MultiRowInsert(std::string_view head, std::size_t columns, std::string_view tail = {}) {
+    std::string row = "(";
+    for (std::size_t c = 0; c < columns; ++c) row += c == 0 ? "?" : ", ?";
+    row += ")";
+    for (std::size_t i = 0; i < sql_.size(); ++i) {
+      sql_[i] = std::string(head);
+      for (std::size_t r = 0; r < (std::size_t{1} << i); ++r) sql_[i] += (r == 0 ? "" : ", ") + row;
+      sql_[i] += tail;
+    }
+  }
+
+  // Calls `chunk` for consecutive chunks of rows [0, n), each of a power of two of rows, with the
+  // statement for that many.
+  void ForEachChunk(std::size_t n, const std::function<void(std::size_t first, std::size_t rows,
+                                                            const std::string& sql)>& chunk) const {
+    for (std::size_t first = 0, i = sql_.size() - 1; first < n;) {
+      while ((std::size_t{1} << i) > n - first) --i;
+      chunk(first, std::size_t{1} << i, sql_[i]);
+      first += std::size_t{1} << i;
+    }
+  }
+
+ private:
+  static_assert(kMaxRows == std::size_t{1} << 6);
+  std::array<std::string, 7> sql_;
 };
 
 }  // namespace strongroom
