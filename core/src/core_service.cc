@@ -398,12 +398,15 @@ class CoreService::Impl {
             }
             return stored;
           };
+          // A retry of a post this batch holds back (Batch::Defer); one of an earlier batch is
+          // found when the batch's posts are written, and the batch then runs again with each
+          // post on its own.
+          if (const Activity* earlier =
+                  b.DeferredPost(id, caller.user_id, post.client_activity_id)) {
+            return answer_retry(*earlier);
+          }
           auto retried = [&]() -> std::optional<Result<Activity>> {
             if (post.client_activity_id.empty()) return std::nullopt;
-            if (const Activity* earlier =
-                    b.DeferredPost(id, caller.user_id, post.client_activity_id)) {
-              return answer_retry(*earlier);
-            }
             std::optional<Activity> stored =
                 CoreStore::FindByClientId(*b.s, id, caller.user_id, post.client_activity_id);
             if (!stored) return std::nullopt;
@@ -419,14 +422,6 @@ class CoreService::Impl {
           if (!valid.ok()) {
             if (std::optional<Result<Activity>> retry = retried()) return std::move(*retry);
             return valid.error();
-          }
-          if (b.defer_posts && !post.client_activity_id.empty()) {
-            // A retry of a post of this batch; one of an earlier batch is found when the batch's
-            // posts are written, and the batch then runs again with each post on its own.
-            if (const Activity* earlier =
-                    b.DeferredPost(id, caller.user_id, post.client_activity_id)) {
-              return answer_retry(*earlier);
-            }
           }
           Activity a = b.NewActivity(id, caller, post.file_ids.empty() ? "post" : "share");
           a.content = post.content;
